@@ -1,0 +1,292 @@
+//! Filter Criteria (TS-0004 clause 6.3.5.8; TS-0001 clause 8.1.2): conditions used by discovery and
+//! conditional retrieval, and their evaluation against a resource representation.
+
+use crate::error::{M2mError, M2mResult};
+use crate::time;
+use serde_json::{Map, Value};
+
+/// filterUsage (TS-0004 table 6.3.4.2.31-1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FilterUsage {
+    Discovery = 1,
+    #[default]
+    ConditionalRetrieval = 2,
+}
+
+/// filterOperation: how the conditions combine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FilterOperation {
+    #[default]
+    And = 1,
+    Or = 2,
+}
+
+/// The Filter Criteria request parameter. Timestamps are kept normalized (see [`time::normalize`]),
+/// so comparison with stored timestamps is a string comparison.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilterCriteria {
+    pub created_before: Option<String>,
+    pub created_after: Option<String>,
+    pub modified_since: Option<String>,
+    pub unmodified_since: Option<String>,
+    pub state_tag_smaller: Option<u64>,
+    pub state_tag_bigger: Option<u64>,
+    pub expire_before: Option<String>,
+    pub expire_after: Option<String>,
+    pub labels: Vec<String>,
+    pub resource_types: Vec<u16>,
+    pub size_above: Option<u64>,
+    pub size_below: Option<u64>,
+    pub content_types: Vec<String>,
+    /// Attribute conditions `name=value`.
+    pub attributes: Vec<(String, String)>,
+    pub filter_usage: Option<FilterUsage>,
+    pub filter_operation: FilterOperation,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+    pub level: Option<u32>,
+}
+
+fn parse_u64(name: &str, v: &str) -> M2mResult<u64> {
+    v.parse()
+        .map_err(|_| M2mError::bad_request(format!("{name} '{v}' is not a non-negative integer")))
+}
+
+/// Splits a multi-valued query field: `ty=2+3` arrives as `2 3` once the `+` is decoded as a space.
+fn split_list(v: &str) -> impl Iterator<Item = &str> {
+    v.split([' ', '+']).filter(|s| !s.is_empty())
+}
+
+impl FilterCriteria {
+    pub fn is_discovery(&self) -> bool {
+        self.filter_usage == Some(FilterUsage::Discovery)
+    }
+
+    /// Whether any condition (not counting fu/fo/lim/ofst/lvl) is present.
+    pub fn has_conditions(&self) -> bool {
+        self.created_before.is_some()
+            || self.created_after.is_some()
+            || self.modified_since.is_some()
+            || self.unmodified_since.is_some()
+            || self.state_tag_smaller.is_some()
+            || self.state_tag_bigger.is_some()
+            || self.expire_before.is_some()
+            || self.expire_after.is_some()
+            || !self.labels.is_empty()
+            || !self.resource_types.is_empty()
+            || self.size_above.is_some()
+            || self.size_below.is_some()
+            || !self.content_types.is_empty()
+            || !self.attributes.is_empty()
+    }
+
+    /// Takes one query-string field if it belongs to the filter criteria; returns `Ok(false)` for
+    /// fields that are not filter criteria. `attribute_names` decides which other names are
+    /// resource attributes (the `atr` condition of TS-0009 clause 6.2.2.2).
+    pub fn take_query_field(
+        &mut self,
+        name: &str,
+        value: &str,
+        is_attribute: impl Fn(&str) -> bool,
+    ) -> M2mResult<bool> {
+        match name {
+            "crb" => self.created_before = Some(time::normalize(value)?),
+            "cra" => self.created_after = Some(time::normalize(value)?),
+            "ms" => self.modified_since = Some(time::normalize(value)?),
+            "us" => self.unmodified_since = Some(time::normalize(value)?),
+            "exb" => self.expire_before = Some(time::normalize(value)?),
+            "exa" => self.expire_after = Some(time::normalize(value)?),
+            "sts" => self.state_tag_smaller = Some(parse_u64(name, value)?),
+            "stb" => self.state_tag_bigger = Some(parse_u64(name, value)?),
+            "sza" => self.size_above = Some(parse_u64(name, value)?),
+            "szb" => self.size_below = Some(parse_u64(name, value)?),
+            "lim" => self.limit = Some(parse_u64(name, value)?),
+            "ofst" => self.offset = Some(parse_u64(name, value)?),
+            "lvl" => {
+                let l = parse_u64(name, value)?;
+                self.level =
+                    Some(u32::try_from(l).map_err(|_| M2mError::bad_request("lvl too large"))?);
+            }
+            "lbl" => self.labels.extend(split_list(value).map(str::to_owned)),
+            "cty" => self
+                .content_types
+                .extend(split_list(value).map(str::to_owned)),
+            "ty" => {
+                for t in split_list(value) {
+                    self.resource_types.push(
+                        t.parse().map_err(|_| {
+                            M2mError::bad_request(format!("ty '{t}' is not a number"))
+                        })?,
+                    );
+                }
+            }
+            "fu" => {
+                self.filter_usage = Some(match value {
+                    "1" => FilterUsage::Discovery,
+                    "2" => FilterUsage::ConditionalRetrieval,
+                    _ => {
+                        return Err(M2mError::bad_request(format!(
+                            "filterUsage '{value}' is not supported"
+                        )))
+                    }
+                })
+            }
+            "fo" => {
+                self.filter_operation = match value {
+                    "1" => FilterOperation::And,
+                    "2" => FilterOperation::Or,
+                    _ => {
+                        return Err(M2mError::bad_request(format!(
+                            "filterOperation '{value}' is not supported"
+                        )))
+                    }
+                }
+            }
+            "smf" | "cfs" | "cfq" | "arp" => {
+                return Err(M2mError::not_implemented(format!(
+                    "filter condition '{name}' is not supported"
+                )))
+            }
+            other if is_attribute(other) => {
+                self.attributes.push((other.to_owned(), value.to_owned()))
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Evaluates the conditions against a resource representation (short names).
+    /// With no conditions every resource matches.
+    pub fn matches(&self, res: &Map<String, Value>) -> bool {
+        let mut results = Vec::with_capacity(8);
+        let str_attr = |k: &str| res.get(k).and_then(Value::as_str);
+        let num_attr = |k: &str| res.get(k).and_then(Value::as_u64);
+        let ts = |k: &str| str_attr(k).and_then(|s| time::normalize(s).ok());
+
+        if let Some(v) = &self.created_before {
+            results.push(ts("ct").is_some_and(|ct| ct < *v));
+        }
+        if let Some(v) = &self.created_after {
+            results.push(ts("ct").is_some_and(|ct| ct > *v));
+        }
+        if let Some(v) = &self.modified_since {
+            results.push(ts("lt").is_some_and(|lt| lt > *v));
+        }
+        if let Some(v) = &self.unmodified_since {
+            results.push(ts("lt").is_some_and(|lt| lt < *v));
+        }
+        if let Some(v) = &self.expire_before {
+            results.push(ts("et").is_some_and(|et| et < *v));
+        }
+        if let Some(v) = &self.expire_after {
+            results.push(ts("et").is_some_and(|et| et > *v));
+        }
+        if let Some(v) = self.state_tag_smaller {
+            results.push(num_attr("st").is_some_and(|st| st < v));
+        }
+        if let Some(v) = self.state_tag_bigger {
+            results.push(num_attr("st").is_some_and(|st| st > v));
+        }
+        if let Some(v) = self.size_above {
+            results.push(num_attr("cs").is_some_and(|cs| cs >= v));
+        }
+        if let Some(v) = self.size_below {
+            results.push(num_attr("cs").is_some_and(|cs| cs < v));
+        }
+        if !self.labels.is_empty() {
+            let lbl = res.get("lbl").and_then(Value::as_array);
+            results.push(lbl.is_some_and(|l| {
+                l.iter().any(|x| {
+                    x.as_str()
+                        .is_some_and(|x| self.labels.iter().any(|f| f == x))
+                })
+            }));
+        }
+        if !self.resource_types.is_empty() {
+            let ty = num_attr("ty");
+            results
+                .push(ty.is_some_and(|t| self.resource_types.iter().any(|f| u64::from(*f) == t)));
+        }
+        if !self.content_types.is_empty() {
+            // contentInfo is "type/subtype:encoding"; the filter names the media type.
+            let cnf = str_attr("cnf").map(|c| c.split(':').next().unwrap_or(c));
+            results.push(cnf.is_some_and(|c| self.content_types.iter().any(|f| f == c)));
+        }
+        for (name, value) in &self.attributes {
+            results.push(res.get(name).is_some_and(|v| attribute_equals(v, value)));
+        }
+
+        if results.is_empty() {
+            return true;
+        }
+        match self.filter_operation {
+            FilterOperation::And => results.iter().all(|r| *r),
+            FilterOperation::Or => results.iter().any(|r| *r),
+        }
+    }
+}
+
+/// Compares a stored attribute with the text of a query condition; a list matches if any element does.
+fn attribute_equals(stored: &Value, wanted: &str) -> bool {
+    match stored {
+        Value::String(s) => s == wanted,
+        Value::Number(n) => n.to_string() == wanted,
+        Value::Bool(b) => (wanted == "true" && *b) || (wanted == "false" && !*b),
+        Value::Array(items) => items.iter().any(|v| attribute_equals(v, wanted)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn res(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn fc(pairs: &[(&str, &str)]) -> FilterCriteria {
+        let mut f = FilterCriteria::default();
+        for (k, v) in pairs {
+            assert!(
+                f.take_query_field(k, v, |n| n == "cr" || n == "mni")
+                    .unwrap(),
+                "{k}"
+            );
+        }
+        f
+    }
+
+    #[test]
+    fn conditions_and_or() {
+        let cnt = res(
+            json!({"ty": 3, "ct": "20260101T000000", "lbl": ["lock", "front"], "cr": "Cabc", "mni": 10}),
+        );
+        assert!(fc(&[("ty", "3")]).matches(&cnt));
+        assert!(fc(&[("ty", "2 3")]).matches(&cnt));
+        assert!(!fc(&[("ty", "4")]).matches(&cnt));
+        assert!(fc(&[("lbl", "front")]).matches(&cnt));
+        assert!(!fc(&[("lbl", "back")]).matches(&cnt));
+        assert!(fc(&[("cra", "20251231T235959")]).matches(&cnt));
+        assert!(
+            !fc(&[("cra", "20260101T000000")]).matches(&cnt),
+            "createdAfter is strict"
+        );
+        assert!(fc(&[("crb", "20260101T000001")]).matches(&cnt));
+        assert!(fc(&[("cr", "Cabc")]).matches(&cnt));
+        assert!(fc(&[("mni", "10")]).matches(&cnt));
+        assert!(!fc(&[("ty", "4"), ("lbl", "lock")]).matches(&cnt));
+        assert!(fc(&[("ty", "4"), ("lbl", "lock"), ("fo", "2")]).matches(&cnt));
+        assert!(FilterCriteria::default().matches(&cnt));
+    }
+
+    #[test]
+    fn bad_values_are_bad_requests() {
+        let mut f = FilterCriteria::default();
+        assert!(f.take_query_field("lim", "-1", |_| false).is_err());
+        assert!(f.take_query_field("cra", "yesterday", |_| false).is_err());
+        assert!(f.take_query_field("fu", "9", |_| false).is_err());
+        assert!(!f.take_query_field("nonsense", "1", |_| false).unwrap());
+    }
+}

@@ -1,0 +1,638 @@
+//! The HTTP binding (TS-0009): request and response primitives to and from HTTP messages.
+//!
+//! Pure translation only; sockets live in the CSE and the client.
+
+use crate::error::{M2mError, M2mResult};
+use crate::primitive::{DiscResType, Operation, Request, Response, ResponseType, ResultContent};
+use crate::resource_type::ResourceType;
+use crate::status::ResponseStatusCode;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LOCATION, CONTENT_TYPE};
+use http::{Method, StatusCode};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+pub const X_M2M_ORIGIN: &str = "x-m2m-origin";
+pub const X_M2M_RI: &str = "x-m2m-ri";
+pub const X_M2M_RVI: &str = "x-m2m-rvi";
+pub const X_M2M_RSC: &str = "x-m2m-rsc";
+pub const X_M2M_RTU: &str = "x-m2m-rtu";
+pub const X_M2M_OT: &str = "x-m2m-ot";
+pub const X_M2M_RET: &str = "x-m2m-ret";
+pub const X_M2M_RST: &str = "x-m2m-rst";
+pub const X_M2M_OET: &str = "x-m2m-oet";
+pub const X_M2M_GID: &str = "x-m2m-gid";
+pub const X_M2M_EC: &str = "x-m2m-ec";
+pub const X_M2M_CTS: &str = "x-m2m-cts";
+pub const X_M2M_CTO: &str = "x-m2m-cto";
+
+/// The media type this CSE answers with.
+pub const JSON: &str = "application/json";
+
+/// Query fields of TS-0009 table 6.2.2.2-1 that are accepted and have no effect here.
+const IGNORED_QUERY_FIELDS: &[&str] = &[
+    "rp", "da", "rids", "tids", "ltids", "tqi", "asi", "auri", "sqi",
+];
+
+/// The header value, if present and valid text.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> M2mResult<Option<&'a str>> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| M2mError::bad_request(format!("header {name} is not valid text"))),
+    }
+}
+
+/// The request identifier of an HTTP request, for echoing in an error response.
+pub fn request_identifier(headers: &HeaderMap) -> String {
+    headers
+        .get(X_M2M_RI)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Maps the Request-Target path back to a `To` parameter (TS-0009 table 6.2.2.1-1).
+pub fn to_from_path(path: &str) -> M2mResult<String> {
+    let decoded = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| M2mError::bad_request("request path is not valid UTF-8"))?;
+    let to = if let Some(rest) = decoded.strip_prefix("/~/") {
+        format!("/{rest}")
+    } else if let Some(rest) = decoded.strip_prefix("/_/") {
+        format!("//{rest}")
+    } else if let Some(rest) = decoded.strip_prefix('/') {
+        rest.to_owned()
+    } else {
+        return Err(M2mError::bad_request("request path must start with '/'"));
+    };
+    Ok(to)
+}
+
+/// Maps a `To` parameter to a Request-Target path.
+pub fn path_from_to(to: &str) -> String {
+    if let Some(rest) = to.strip_prefix("//") {
+        format!("/_/{rest}")
+    } else if to.starts_with('/') {
+        format!("/~{to}")
+    } else {
+        format!("/{to}")
+    }
+}
+
+/// Content-Type check: JSON in one of its oneM2M flavours; returns the `ty` parameter if any.
+fn parse_content_type(value: &str) -> M2mResult<Option<ResourceType>> {
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = matches!(
+        media.as_str(),
+        "application/json"
+            | "application/vnd.onem2m-res+json"
+            | "application/vnd.onem2m-ntfy+json"
+            | "application/vnd.onem2m-attrs+json"
+    );
+    if !json {
+        return Err(M2mError::new(
+            ResponseStatusCode::UnsupportedMediaType,
+            format!("content type '{media}' is not supported; use application/json"),
+        ));
+    }
+    let mut ty = None;
+    for p in parts {
+        let p = p.trim();
+        if let Some(v) = p.strip_prefix("ty=") {
+            ty = Some(ResourceType::parse_requested(v)?);
+        }
+    }
+    Ok(ty)
+}
+
+/// Decodes an HTTP request into a request primitive (TS-0009 clause 6, receiver side).
+/// `is_attribute` tells which unknown query fields are resource attribute conditions.
+pub fn decode_request(
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    is_attribute: impl Fn(&str) -> bool,
+) -> M2mResult<Request> {
+    let rqi = header(headers, X_M2M_RI)?
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| M2mError::bad_request("missing X-M2M-RI header"))?
+        .to_owned();
+    let from = header(headers, X_M2M_ORIGIN)?.map(str::to_owned);
+    let to = to_from_path(uri.path())?;
+    let ty = match header(headers, CONTENT_TYPE.as_str())? {
+        Some(ct) => parse_content_type(ct)?,
+        None if !body.is_empty() => {
+            return Err(M2mError::new(
+                ResponseStatusCode::UnsupportedMediaType,
+                "missing Content-Type",
+            ))
+        }
+        None => None,
+    };
+    let op = match *method {
+        Method::GET => Operation::Retrieve,
+        Method::PUT => Operation::Update,
+        Method::DELETE => Operation::Delete,
+        Method::POST if ty.is_some() => Operation::Create,
+        Method::POST => Operation::Notify,
+        _ => {
+            return Err(M2mError::not_allowed(format!(
+                "HTTP method {method} has no oneM2M operation"
+            )))
+        }
+    };
+    let mut req = Request::new(op, to, from, rqi);
+    req.rvi = header(headers, X_M2M_RVI)?.map(str::to_owned);
+    req.ty = ty;
+    req.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
+    req.rqet = header(headers, X_M2M_RET)?.map(str::to_owned);
+    req.rset = header(headers, X_M2M_RST)?.map(str::to_owned);
+    req.oet = header(headers, X_M2M_OET)?.map(str::to_owned);
+    req.gid = header(headers, X_M2M_GID)?.map(str::to_owned);
+    req.ec = header(headers, X_M2M_EC)?.map(str::to_owned);
+    if let Some(rtu) = header(headers, X_M2M_RTU)? {
+        req.rtu = rtu
+            .split('&')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    if let Some(q) = uri.query() {
+        decode_query(&mut req, q, is_attribute)?;
+    }
+    if !body.is_empty() {
+        let v: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| M2mError::bad_request(format!("malformed JSON content: {e}")))?;
+        req.pc = Some(v);
+    }
+    if let Some(rcn) = req.rcn {
+        if !rcn.valid_for(req.op, req.is_discovery()) {
+            return Err(M2mError::bad_request(format!(
+                "rcn {} is not valid for this operation",
+                rcn as u8
+            )));
+        }
+    }
+    Ok(req)
+}
+
+fn decode_query(
+    req: &mut Request,
+    query: &str,
+    is_attribute: impl Fn(&str) -> bool,
+) -> M2mResult<()> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = decode_component(k)?;
+        let v = decode_component(v)?;
+        match k.as_str() {
+            "rcn" => req.rcn = Some(ResultContent::parse(&v)?),
+            "drt" => {
+                req.drt = match v.as_str() {
+                    "1" => DiscResType::Structured,
+                    "2" => DiscResType::Unstructured,
+                    _ => return Err(M2mError::bad_request(format!("drt '{v}' is not 1 or 2"))),
+                }
+            }
+            "rt" => {
+                req.rt = match v.as_str() {
+                    "1" => ResponseType::NonBlockingSynch,
+                    "2" => ResponseType::NonBlockingAsynch,
+                    "3" => ResponseType::Blocking,
+                    "4" => ResponseType::FlexBlocking,
+                    _ => {
+                        return Err(M2mError::bad_request(format!(
+                            "rt '{v}' is not a response type"
+                        )))
+                    }
+                }
+            }
+            "atrl" => req.atrl.extend(
+                v.split([' ', '+'])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            ),
+            f if IGNORED_QUERY_FIELDS.contains(&f) => {}
+            _ => {
+                if !req.fc.take_query_field(&k, &v, &is_attribute)? {
+                    return Err(M2mError::bad_request(format!(
+                        "unknown query parameter '{k}'"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_component(s: &str) -> M2mResult<String> {
+    let s = s.replace('+', " ");
+    percent_decode_str(&s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| M2mError::bad_request("query string is not valid UTF-8"))
+}
+
+/// Characters escaped in query values: everything but unreserved.
+const QUERY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Encodes a response primitive as an HTTP response (TS-0009 clause 6.3).
+pub fn encode_response(resp: &Response) -> http::Response<Bytes> {
+    let status =
+        StatusCode::from_u16(resp.rsc.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut b = http::Response::builder().status(status);
+    let h = b.headers_mut().expect("fresh builder");
+    h.insert(
+        HeaderName::from_static(X_M2M_RSC),
+        HeaderValue::from(resp.rsc.code()),
+    );
+    h.insert(HeaderName::from_static(X_M2M_RI), hv(&resp.rqi));
+    if let Some(rvi) = &resp.rvi {
+        h.insert(HeaderName::from_static(X_M2M_RVI), hv(rvi));
+    }
+    if let Some(ot) = &resp.ot {
+        h.insert(HeaderName::from_static(X_M2M_OT), hv(ot));
+    }
+    if let Some(cts) = resp.cts {
+        h.insert(
+            HeaderName::from_static(X_M2M_CTS),
+            HeaderValue::from(u16::from(cts)),
+        );
+    }
+    if let Some(cto) = resp.cto {
+        h.insert(HeaderName::from_static(X_M2M_CTO), HeaderValue::from(cto));
+    }
+    if let Some(loc) = &resp.location {
+        h.insert(CONTENT_LOCATION, hv(loc));
+    }
+    let body = match &resp.pc {
+        Some(pc) => {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+            Bytes::from(serde_json::to_vec(pc).unwrap_or_default())
+        }
+        None => Bytes::new(),
+    };
+    b.body(body).expect("valid response parts")
+}
+
+/// Encodes a request primitive as an HTTP request to `authority` (TS-0009 clause 6.2, originator side).
+pub fn encode_request(
+    req: &Request,
+    scheme: &str,
+    authority: &str,
+) -> M2mResult<http::Request<Bytes>> {
+    let method = match req.op {
+        Operation::Create | Operation::Notify => Method::POST,
+        Operation::Retrieve => Method::GET,
+        Operation::Update => Method::PUT,
+        Operation::Delete => Method::DELETE,
+    };
+    let mut uri = format!("{scheme}://{authority}{}", path_from_to(&req.to));
+    let query = encode_query(req);
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(&query);
+    }
+    let mut b = http::Request::builder().method(method).uri(&uri);
+    let h = b.headers_mut().expect("fresh builder");
+    if let Some(from) = &req.from {
+        h.insert(HeaderName::from_static(X_M2M_ORIGIN), hv(from));
+    }
+    h.insert(HeaderName::from_static(X_M2M_RI), hv(&req.rqi));
+    h.insert(
+        HeaderName::from_static(X_M2M_RVI),
+        hv(req.rvi.as_deref().unwrap_or("3")),
+    );
+    for (name, v) in [
+        (X_M2M_OT, &req.ot),
+        (X_M2M_RET, &req.rqet),
+        (X_M2M_RST, &req.rset),
+        (X_M2M_OET, &req.oet),
+        (X_M2M_GID, &req.gid),
+        (X_M2M_EC, &req.ec),
+    ] {
+        if let Some(v) = v {
+            h.insert(HeaderName::from_static(name), hv(v));
+        }
+    }
+    if !req.rtu.is_empty() {
+        h.insert(HeaderName::from_static(X_M2M_RTU), hv(&req.rtu.join("&")));
+    }
+    let body = match &req.pc {
+        Some(pc) => {
+            let ct = match req.ty {
+                Some(ty) => format!("application/json;ty={}", ty.code()),
+                None => JSON.to_owned(),
+            };
+            h.insert(CONTENT_TYPE, hv(&ct));
+            Bytes::from(serde_json::to_vec(pc).map_err(|e| M2mError::internal(e.to_string()))?)
+        }
+        None => {
+            if let Some(ty) = req.ty {
+                h.insert(
+                    CONTENT_TYPE,
+                    hv(&format!("application/json;ty={}", ty.code())),
+                );
+            }
+            Bytes::new()
+        }
+    };
+    b.body(body)
+        .map_err(|e| M2mError::bad_request(format!("cannot encode request: {e}")))
+}
+
+fn encode_query(req: &Request) -> String {
+    let mut q: Vec<(String, String)> = Vec::new();
+    if let Some(rcn) = req.rcn {
+        q.push(("rcn".into(), (rcn as u8).to_string()));
+    }
+    if req.rt != ResponseType::Blocking {
+        q.push(("rt".into(), (req.rt as u8).to_string()));
+    }
+    if req.drt != DiscResType::Structured {
+        q.push(("drt".into(), (req.drt as u8).to_string()));
+    }
+    if !req.atrl.is_empty() {
+        q.push(("atrl".into(), req.atrl.join(" ")));
+    }
+    let fc = &req.fc;
+    for (k, v) in [
+        ("crb", &fc.created_before),
+        ("cra", &fc.created_after),
+        ("ms", &fc.modified_since),
+        ("us", &fc.unmodified_since),
+        ("exb", &fc.expire_before),
+        ("exa", &fc.expire_after),
+    ] {
+        if let Some(v) = v {
+            q.push((k.into(), v.clone()));
+        }
+    }
+    for (k, v) in [
+        ("sts", fc.state_tag_smaller),
+        ("stb", fc.state_tag_bigger),
+        ("sza", fc.size_above),
+        ("szb", fc.size_below),
+        ("lim", fc.limit),
+        ("ofst", fc.offset),
+        ("lvl", fc.level.map(u64::from)),
+    ] {
+        if let Some(v) = v {
+            q.push((k.into(), v.to_string()));
+        }
+    }
+    if !fc.labels.is_empty() {
+        q.push(("lbl".into(), fc.labels.join(" ")));
+    }
+    if !fc.resource_types.is_empty() {
+        q.push((
+            "ty".into(),
+            fc.resource_types
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ));
+    }
+    if !fc.content_types.is_empty() {
+        q.push(("cty".into(), fc.content_types.join(" ")));
+    }
+    for (k, v) in &fc.attributes {
+        q.push((k.clone(), v.clone()));
+    }
+    if let Some(fu) = fc.filter_usage {
+        q.push(("fu".into(), (fu as u8).to_string()));
+    }
+    if fc.filter_operation != crate::filter::FilterOperation::And {
+        q.push(("fo".into(), (fc.filter_operation as u8).to_string()));
+    }
+    q.iter()
+        .map(|(k, v)| {
+            // Lists are joined with '+' on the wire (TS-0009 clause 6.2.2.2).
+            let v: Vec<String> = v
+                .split(' ')
+                .map(|p| utf8_percent_encode(p, QUERY_ESCAPE).to_string())
+                .collect();
+            format!("{k}={}", v.join("+"))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Decodes an HTTP response into a response primitive (TS-0009 clause 6.3, originator side).
+pub fn decode_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> M2mResult<Response> {
+    let rsc = match header(headers, X_M2M_RSC)? {
+        Some(v) => {
+            let n: u16 = v
+                .trim()
+                .parse()
+                .map_err(|_| M2mError::bad_request(format!("X-M2M-RSC '{v}' is not a number")))?;
+            ResponseStatusCode::from_code(n).unwrap_or(if n < 4000 {
+                ResponseStatusCode::Ok
+            } else {
+                ResponseStatusCode::InternalServerError
+            })
+        }
+        // A peer that is not a oneM2M entity: keep the HTTP outcome.
+        None if status.is_success() => ResponseStatusCode::Ok,
+        None => {
+            return Err(M2mError::new(
+                ResponseStatusCode::TargetNotReachable,
+                format!("peer answered HTTP {} without X-M2M-RSC", status.as_u16()),
+            ))
+        }
+    };
+    let pc = if body.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_slice(body)
+                .map_err(|e| M2mError::bad_request(format!("malformed JSON in response: {e}")))?,
+        )
+    };
+    let mut resp = Response::new(rsc, request_identifier(headers), pc);
+    resp.rvi = header(headers, X_M2M_RVI)?.map(str::to_owned);
+    resp.cts = header(headers, X_M2M_CTS)?.and_then(|v| v.parse().ok());
+    resp.cto = header(headers, X_M2M_CTO)?.and_then(|v| v.parse().ok());
+    resp.location = header(headers, CONTENT_LOCATION.as_str())?.map(str::to_owned);
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn path_mapping_follows_table_6_2_2_1_1() {
+        for (to, path) in [
+            ("CSEBase/ae12/cont27", "/CSEBase/ae12/cont27"),
+            ("/CSE178/cin00856", "/~/CSE178/cin00856"),
+            (
+                "//mym2msp.org/CSE178/cin00856",
+                "/_/mym2msp.org/CSE178/cin00856",
+            ),
+        ] {
+            assert_eq!(path_from_to(to), path);
+            assert_eq!(to_from_path(path).unwrap(), to);
+        }
+    }
+
+    #[test]
+    fn create_and_notify_are_told_apart_by_ty() {
+        let h = headers(&[
+            ("x-m2m-ri", "1"),
+            ("X-M2M-Origin", "Cabc"),
+            ("content-type", "application/json;ty=3"),
+        ]);
+        let r = decode_request(
+            &Method::POST,
+            &"/cse-in".parse().unwrap(),
+            &h,
+            b"{}",
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(r.op, Operation::Create);
+        assert_eq!(r.ty, Some(ResourceType::Container));
+        let h = headers(&[("x-m2m-ri", "1"), ("content-type", "application/json")]);
+        let r = decode_request(
+            &Method::POST,
+            &"/cse-in".parse().unwrap(),
+            &h,
+            b"{}",
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(r.op, Operation::Notify);
+    }
+
+    #[test]
+    fn discovery_query_is_decoded() {
+        let h = headers(&[("x-m2m-ri", "1")]);
+        let uri = "/~/id-in/cse-in?fu=1&ty=2+3&lbl=a&lim=5&drt=2&cr=Cx"
+            .parse()
+            .unwrap();
+        let r = decode_request(&Method::GET, &uri, &h, b"", |n| n == "cr").unwrap();
+        assert!(r.is_discovery());
+        assert_eq!(r.to, "/id-in/cse-in");
+        assert_eq!(r.fc.resource_types, vec![2, 3]);
+        assert_eq!(r.fc.limit, Some(5));
+        assert_eq!(r.drt, DiscResType::Unstructured);
+        assert_eq!(r.fc.attributes, vec![("cr".to_owned(), "Cx".to_owned())]);
+    }
+
+    #[test]
+    fn request_round_trips_through_http() {
+        let mut req = Request::new(
+            Operation::Retrieve,
+            "/id-in/cse-in",
+            Some("CAdmin".into()),
+            "r1",
+        );
+        req.fc.filter_usage = Some(crate::filter::FilterUsage::Discovery);
+        req.fc.resource_types = vec![3, 4];
+        req.fc.labels = vec!["a b".into()];
+        let http = encode_request(&req, "http", "127.0.0.1:8080").unwrap();
+        let back = decode_request(
+            http.method(),
+            http.uri(),
+            http.headers(),
+            http.body(),
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(back.to, req.to);
+        assert_eq!(back.fc.resource_types, vec![3, 4]);
+        assert_eq!(back.from.as_deref(), Some("CAdmin"));
+    }
+
+    #[test]
+    fn bad_requests() {
+        let ok = headers(&[("x-m2m-ri", "1")]);
+        let cases: Vec<(Method, &str, HeaderMap, &[u8], ResponseStatusCode)> = vec![
+            (
+                Method::GET,
+                "/cse-in",
+                HeaderMap::new(),
+                b"",
+                ResponseStatusCode::BadRequest,
+            ),
+            (
+                Method::PATCH,
+                "/cse-in",
+                ok.clone(),
+                b"",
+                ResponseStatusCode::OperationNotAllowed,
+            ),
+            (
+                Method::GET,
+                "/cse-in?rcn=42",
+                ok.clone(),
+                b"",
+                ResponseStatusCode::BadRequest,
+            ),
+            (
+                Method::GET,
+                "/cse-in?bogus=1",
+                ok.clone(),
+                b"",
+                ResponseStatusCode::BadRequest,
+            ),
+            (
+                Method::POST,
+                "/cse-in",
+                headers(&[("x-m2m-ri", "1"), ("content-type", "application/xml;ty=2")]),
+                b"<a/>",
+                ResponseStatusCode::UnsupportedMediaType,
+            ),
+            (
+                Method::POST,
+                "/cse-in",
+                headers(&[("x-m2m-ri", "1"), ("content-type", "application/json;ty=2")]),
+                b"{",
+                ResponseStatusCode::BadRequest,
+            ),
+            (
+                Method::POST,
+                "/cse-in",
+                headers(&[
+                    ("x-m2m-ri", "1"),
+                    ("content-type", "application/json;ty=777"),
+                ]),
+                b"{}",
+                ResponseStatusCode::BadRequest,
+            ),
+        ];
+        for (m, uri, h, body, rsc) in cases {
+            let e = decode_request(&m, &uri.parse().unwrap(), &h, body, |_| false).unwrap_err();
+            assert_eq!(e.rsc, rsc, "{m} {uri}: {}", e.dbg);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The oneM2M vocabulary shared by every part of the system, with no I/O: status codes
+//! (TS-0004 clause 6.6), resource types, identifiers and addressing (TS-0001 clause 7.2), request and
+//! response primitives (TS-0004 clause 6.4), filter criteria, and the HTTP binding (TS-0009).
+
+pub mod error;
+pub mod filter;
+pub mod http_binding;
+pub mod id;
+pub mod primitive;
+pub mod resource_type;
+pub mod status;
+pub mod time;
+
+pub use error::{M2mError, M2mResult};
+pub use filter::FilterCriteria;
+pub use id::{Address, CseId, Scope, SpId};
+pub use primitive::{DiscResType, Operation, Request, Response, ResponseType, ResultContent};
+pub use resource_type::ResourceType;
+pub use status::ResponseStatusCode;

@@ -1,0 +1,176 @@
+//! Resource types (TS-0004 table 6.3.4.2.1-1) and their serialization names (TS-0004 clause 8.2.2).
+
+use crate::error::M2mError;
+use std::fmt;
+
+/// The resource types this CSE hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    AccessControlPolicy,
+    Ae,
+    Container,
+    ContentInstance,
+    CseBase,
+    Group,
+    RemoteCse,
+    Subscription,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 8] = [
+        Self::AccessControlPolicy,
+        Self::Ae,
+        Self::Container,
+        Self::ContentInstance,
+        Self::CseBase,
+        Self::Group,
+        Self::RemoteCse,
+        Self::Subscription,
+    ];
+
+    /// The `ty` value.
+    pub const fn code(self) -> u16 {
+        match self {
+            Self::AccessControlPolicy => 1,
+            Self::Ae => 2,
+            Self::Container => 3,
+            Self::ContentInstance => 4,
+            Self::CseBase => 5,
+            Self::Group => 9,
+            Self::RemoteCse => 16,
+            Self::Subscription => 23,
+        }
+    }
+
+    pub const fn from_code(code: u16) -> Option<Self> {
+        Some(match code {
+            1 => Self::AccessControlPolicy,
+            2 => Self::Ae,
+            3 => Self::Container,
+            4 => Self::ContentInstance,
+            5 => Self::CseBase,
+            9 => Self::Group,
+            16 => Self::RemoteCse,
+            23 => Self::Subscription,
+            _ => return None,
+        })
+    }
+
+    /// Parses a `ty` given by a client: unknown types are a BAD_REQUEST, types of the
+    /// specification that this CSE does not host are NOT_IMPLEMENTED.
+    pub fn parse_requested(code: &str) -> Result<Self, M2mError> {
+        let n: u16 = code.trim().parse().map_err(|_| {
+            M2mError::bad_request(format!("resource type '{code}' is not a number"))
+        })?;
+        Self::from_code(n).ok_or_else(|| {
+            if is_specified_type(n) {
+                M2mError::not_implemented(format!("resource type {n} is not supported by this CSE"))
+            } else {
+                M2mError::bad_request(format!("unknown resource type {n}"))
+            }
+        })
+    }
+
+    /// The short name used as the JSON root element, without the `m2m:` prefix.
+    pub const fn short_name(self) -> &'static str {
+        match self {
+            Self::AccessControlPolicy => "acp",
+            Self::Ae => "ae",
+            Self::Container => "cnt",
+            Self::ContentInstance => "cin",
+            Self::CseBase => "cb",
+            Self::Group => "grp",
+            Self::RemoteCse => "csr",
+            Self::Subscription => "sub",
+        }
+    }
+
+    /// The JSON root element, e.g. `m2m:cnt`.
+    pub const fn root_name(self) -> &'static str {
+        match self {
+            Self::AccessControlPolicy => "m2m:acp",
+            Self::Ae => "m2m:ae",
+            Self::Container => "m2m:cnt",
+            Self::ContentInstance => "m2m:cin",
+            Self::CseBase => "m2m:cb",
+            Self::Group => "m2m:grp",
+            Self::RemoteCse => "m2m:csr",
+            Self::Subscription => "m2m:sub",
+        }
+    }
+
+    pub fn from_root_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.root_name() == name)
+    }
+
+    /// Child resource types allowed under a resource of this type (TS-0001 clause 9.6, resource trees).
+    pub fn allowed_children(self) -> &'static [ResourceType] {
+        use ResourceType::*;
+        match self {
+            CseBase => &[
+                AccessControlPolicy,
+                Ae,
+                Container,
+                Group,
+                RemoteCse,
+                Subscription,
+            ],
+            Ae => &[AccessControlPolicy, Container, Group, Subscription],
+            Container => &[Container, ContentInstance, Subscription],
+            Group => &[Subscription],
+            RemoteCse => &[AccessControlPolicy, Container, Group, Subscription],
+            AccessControlPolicy | ContentInstance | Subscription => &[],
+        }
+    }
+
+    /// Whether this type carries an `accessControlPolicyIDs` attribute.
+    pub const fn has_acpi(self) -> bool {
+        !matches!(self, Self::ContentInstance | Self::AccessControlPolicy)
+    }
+}
+
+/// Resource type codes that TS-0004 defines (normal, announced and virtual ranges); used only to
+/// tell "unknown" from "not implemented".
+fn is_specified_type(n: u16) -> bool {
+    matches!(n, 1..=60) || matches!(n, 10001..=10060)
+}
+
+impl fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short_name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::ResponseStatusCode as Rsc;
+
+    #[test]
+    fn codes_round_trip() {
+        for t in ResourceType::ALL {
+            assert_eq!(ResourceType::from_code(t.code()), Some(t));
+            assert_eq!(ResourceType::from_root_name(t.root_name()), Some(t));
+        }
+    }
+
+    #[test]
+    fn requested_type_errors() {
+        assert_eq!(
+            ResourceType::parse_requested("3").unwrap(),
+            ResourceType::Container
+        );
+        assert_eq!(
+            ResourceType::parse_requested("x").unwrap_err().rsc,
+            Rsc::BadRequest
+        );
+        assert_eq!(
+            ResourceType::parse_requested("999").unwrap_err().rsc,
+            Rsc::BadRequest
+        );
+        assert_eq!(
+            ResourceType::parse_requested("28").unwrap_err().rsc,
+            Rsc::NotImplemented
+        );
+    }
+}
