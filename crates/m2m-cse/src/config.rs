@@ -1,0 +1,254 @@
+//! The CSE configuration: one TOML file, every field with a default (`m2m cse --print-default-config`).
+
+use anyhow::{bail, Context};
+use m2m_core::{CseId, SpId};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Whether this CSE runs in the infrastructure (cloud) or on a middle node (gateway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    IN,
+    MN,
+}
+
+impl Role {
+    /// cseType (TS-0004 table 6.3.4.2.2-1).
+    pub fn cse_type(self) -> u8 {
+        match self {
+            Role::IN => 1,
+            Role::MN => 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub cse: CseSection,
+    pub http: HttpSection,
+    pub storage: StorageSection,
+    /// The registrar CSE an MN-CSE registers with (required for role MN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registrar: Option<RegistrarSection>,
+    pub limits: LimitsSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CseSection {
+    pub role: Role,
+    /// CSE-ID in SP-relative form, e.g. `/id-in`.
+    pub cse_id: String,
+    /// Resource name of the CSEBase, e.g. `cse-in`.
+    pub resource_name: String,
+    /// M2M-SP-ID, e.g. `//m2m.example.com`.
+    pub sp_id: String,
+    /// The originator with full access to everything on this CSE.
+    pub admin_originator: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    pub listen: String,
+    /// The URL peers use to reach this CSE (pointOfAccess); defaults to `http://<listen address>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Every acknowledged write survives a crash of the process (SQLite WAL, synchronous=NORMAL).
+    Normal,
+    /// Every acknowledged write also survives power loss (fsync per commit).
+    Full,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// Directory for the resource database.
+    pub path: PathBuf,
+    pub sync: SyncMode,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarSection {
+    /// The registrar's CSE-ID, e.g. `/id-in`.
+    pub cse_id: String,
+    /// The registrar's CSEBase resource name, e.g. `cse-in`.
+    pub resource_name: String,
+    /// The registrar's HTTP address, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest number of results of one discovery request.
+    pub max_discovery_results: u64,
+    /// Expiration given to resources created without `et`, in seconds.
+    pub default_expiration_secs: u64,
+    /// Timeout for requests this CSE sends (notifications, retargeting, fan-out), in milliseconds.
+    pub outgoing_timeout_ms: u64,
+    /// Largest number of members of a group.
+    pub max_group_members: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cse: CseSection::default(),
+            http: HttpSection::default(),
+            storage: StorageSection::default(),
+            registrar: None,
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+impl Default for CseSection {
+    fn default() -> Self {
+        Self {
+            role: Role::IN,
+            cse_id: "/id-in".into(),
+            resource_name: "cse-in".into(),
+            sp_id: "//m2m.example.com".into(),
+            admin_originator: "CAdmin".into(),
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("./m2m-data"),
+            sync: SyncMode::Normal,
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_discovery_results: 10_000,
+            default_expiration_secs: 10 * 365 * 24 * 3600,
+            outgoing_timeout_ms: 5_000,
+            max_group_members: 10_000,
+        }
+    }
+}
+
+/// The identity of this CSE, parsed once from the configuration.
+#[derive(Clone, Debug)]
+pub struct CseIdentity {
+    pub role: Role,
+    pub cse_id: CseId,
+    pub rn: String,
+    pub sp_id: SpId,
+    pub admin: String,
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let cfg: Config = toml::from_str(text).context("invalid configuration")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("configuration serializes")
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.identity()?;
+        self.listen_addr()?;
+        match (self.cse.role, &self.registrar) {
+            (Role::MN, None) => bail!("an MN-CSE needs a [registrar] section"),
+            (_, Some(r)) => {
+                CseId::parse(&r.cse_id)
+                    .map_err(|e| anyhow::anyhow!("registrar.cse_id: {}", e.dbg))?;
+                if !r.url.starts_with("http://") {
+                    bail!("registrar.url must be an http:// URL (TLS arrives with security associations)");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn identity(&self) -> anyhow::Result<CseIdentity> {
+        let cse_id =
+            CseId::parse(&self.cse.cse_id).map_err(|e| anyhow::anyhow!("cse.cse_id: {}", e.dbg))?;
+        let sp_id =
+            SpId::parse(&self.cse.sp_id).map_err(|e| anyhow::anyhow!("cse.sp_id: {}", e.dbg))?;
+        m2m_core::Address::parse(&self.cse.resource_name)
+            .ok()
+            .filter(|a| !a.path.contains('/'))
+            .context("cse.resource_name must be a single resource name")?;
+        if self.cse.admin_originator.is_empty() {
+            bail!("cse.admin_originator must not be empty");
+        }
+        Ok(CseIdentity {
+            role: self.cse.role,
+            cse_id,
+            rn: self.cse.resource_name.clone(),
+            sp_id,
+            admin: self.cse.admin_originator.clone(),
+        })
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.http
+            .listen
+            .parse()
+            .with_context(|| format!("http.listen '{}' is not an address:port", self.http.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_round_trips() {
+        let text = Config::default().to_toml();
+        let back = Config::from_toml(&text).unwrap();
+        assert_eq!(back.cse.cse_id, "/id-in");
+        assert_eq!(back.http.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn refuses_bad_configs() {
+        assert!(
+            Config::from_toml("[cse]\nrole = \"MN\"\n").is_err(),
+            "MN without registrar"
+        );
+        assert!(Config::from_toml("[cse]\ncse_id = \"/a b\"\n").is_err());
+        assert!(Config::from_toml("[cse]\nbogus = 1\n").is_err());
+        assert!(Config::from_toml("[http]\nlisten = \"nowhere\"\n").is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! The CSE: shared state and the entry point every request goes through, whatever its binding
+//! (TS-0004 clause 7.3: the Receiver's generic procedure).
+
+use crate::config::{Config, CseIdentity};
+use crate::notification::Notifier;
+use crate::resolve::{self, Locality, Target};
+use crate::store::{Resource, Store};
+use crate::{discovery, dispatcher, group, routing};
+use chrono::{DateTime, Utc};
+use m2m_core::{id, Address, M2mError, M2mResult, Operation, Request, ResourceType, Response};
+use serde_json::{json, Map, Value};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+/// The source of time; injected so expiry can be tested.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Where a request came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A client on a socket of a binding.
+    Remote(SocketAddr),
+    /// The CSE itself (group fan-out, notification relay, expiry).
+    Internal,
+}
+
+/// Release versions this CSE understands in X-M2M-RVI.
+const SUPPORTED_RVI: &[&str] = &["1", "2", "2a", "3", "4", "5"];
+
+pub struct Cse {
+    pub(crate) id: CseIdentity,
+    pub(crate) cfg: Config,
+    pub(crate) store: Store,
+    pub(crate) client: m2m_client::Client,
+    pub(crate) notifier: Notifier,
+    pub(crate) clock: Clock,
+    public_url: RwLock<String>,
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl Cse {
+    /// Opens the store and makes sure the CSEBase exists and reflects the configuration.
+    pub fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
+        Self::open_with_clock(cfg, Arc::new(Utc::now))
+    }
+
+    pub fn open_with_clock(cfg: Config, clock: Clock) -> anyhow::Result<Arc<Self>> {
+        let id = cfg.identity()?;
+        let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
+        let client = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
+            cfg.limits.outgoing_timeout_ms,
+        ));
+        let public_url = cfg
+            .http
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", cfg.http.listen));
+        let cse = Arc::new(Self {
+            id,
+            cfg,
+            store,
+            client,
+            notifier: Notifier::default(),
+            clock,
+            public_url: RwLock::new(public_url),
+        });
+        cse.ensure_cse_base()?;
+        Ok(cse)
+    }
+
+    pub fn identity(&self) -> &CseIdentity {
+        &self.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The URL peers reach this CSE at (its pointOfAccess).
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the pointOfAccess once the listener is bound (the port may have been chosen by the OS).
+    pub fn set_public_url(&self, url: String) -> M2mResult<()> {
+        *self.public_url.write().unwrap_or_else(|e| e.into_inner()) = url;
+        self.ensure_cse_base()
+            .map_err(|e| M2mError::internal(e.to_string()))
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    pub(crate) fn now_ts(&self) -> String {
+        m2m_core::time::format(self.now())
+    }
+
+    /// The resourceID of the CSEBase.
+    pub(crate) fn base_ri(&self) -> &str {
+        self.id.cse_id.bare()
+    }
+
+    /// SP-relative form of a local resourceID, as used in `sur` and routed addresses.
+    pub(crate) fn sp_relative(&self, ri: &str) -> String {
+        format!("{}/{}", self.id.cse_id, ri)
+    }
+
+    fn ensure_cse_base(&self) -> anyhow::Result<()> {
+        let now = self.now_ts();
+        let poa = self.public_url();
+        let id = &self.id;
+        self.store.write(|w| match w.get(id.cse_id.bare())? {
+            Some(mut cb) => {
+                cb.attrs.insert("poa".into(), json!([poa]));
+                cb.attrs.insert("cst".into(), json!(id.role.cse_type()));
+                w.update(&cb)
+            }
+            None => {
+                let attrs = json!({
+                    "ty": ResourceType::CseBase.code(),
+                    "ri": id.cse_id.bare(),
+                    "rn": id.rn,
+                    "pi": "",
+                    "ct": now,
+                    "lt": now,
+                    "cst": id.role.cse_type(),
+                    "csi": id.cse_id.sp_relative(),
+                    "srt": ResourceType::ALL.iter().map(|t| t.code()).collect::<Vec<_>>(),
+                    "poa": [poa],
+                    "srv": ["2a", "3"],
+                    "csz": ["application/json"],
+                });
+                let attrs = attrs.as_object().cloned().unwrap_or_default();
+                w.insert(Resource {
+                    seq: 0,
+                    ty: ResourceType::CseBase,
+                    srn: id.rn.clone(),
+                    attrs,
+                })
+                .map(|_| ())
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Processes one request primitive and produces its response. Never fails: errors become
+    /// error responses with `m2m:dbg`.
+    pub fn handle(self: &Arc<Self>, req: Request, peer: Peer) -> BoxFuture<Response> {
+        let cse = Arc::clone(self);
+        Box::pin(async move {
+            let rqi = req.rqi.clone();
+            let rvi = req.rvi.clone();
+            let mut resp = match cse.process(req, peer).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(rsc = e.rsc.code(), dbg = %e.dbg, "request refused");
+                    Response::error(&e, rqi.clone())
+                }
+            };
+            resp.rqi = rqi;
+            if resp.rvi.is_none() {
+                resp.rvi = rvi;
+            }
+            resp
+        })
+    }
+
+    async fn process(self: Arc<Self>, req: Request, peer: Peer) -> M2mResult<Response> {
+        if let Some(rvi) = &req.rvi {
+            if !SUPPORTED_RVI.contains(&rvi.as_str()) {
+                return Err(M2mError::new(
+                    m2m_core::ResponseStatusCode::ReleaseVersionNotSupported,
+                    format!("release version '{rvi}' is not supported"),
+                ));
+            }
+        }
+        let is_ae_create = req.op == Operation::Create && req.ty == Some(ResourceType::Ae);
+        match req.from.as_deref() {
+            Some(f) => id::check_originator(f)?,
+            None if is_ae_create => {}
+            None => return Err(M2mError::bad_request("missing originator (X-M2M-Origin)")),
+        }
+        let addr = Address::parse(&req.to)?;
+        match resolve::locality(&self, &addr) {
+            Locality::Local => {}
+            Locality::Remote(cse) => return routing::forward(&self, req, cse).await,
+        }
+        let target = resolve::resolve(&self, &addr)?;
+        if let Target::FanOut { group, rest } = target {
+            return group::fan_out(&self, req, group, rest, peer).await;
+        }
+        match req.op {
+            Operation::Create => dispatcher::create(&self, req, target).await,
+            Operation::Retrieve if req.is_discovery() => discovery::discover(&self, &req, target),
+            Operation::Retrieve => dispatcher::retrieve(&self, &req, target),
+            Operation::Update => dispatcher::update(&self, req, target).await,
+            Operation::Delete => dispatcher::delete(&self, &req, target),
+            Operation::Notify => dispatcher::notify(&self, req, target).await,
+        }
+    }
+}
+
+/// The JSON representation `{"m2m:xxx": {...}}` of a resource.
+pub(crate) fn representation(res: &Resource) -> Value {
+    let mut m = Map::with_capacity(1);
+    m.insert(res.ty.root_name().into(), Value::Object(res.attrs.clone()));
+    Value::Object(m)
+}

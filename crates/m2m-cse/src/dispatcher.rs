@@ -1,0 +1,343 @@
+//! CREATE, RETRIEVE, UPDATE, DELETE and NOTIFY on local resources (TS-0004 clause 7.3.3 and the
+//! per-type procedures of clause 7.4).
+
+use crate::cse::{representation, Cse};
+use crate::notification::{self, Event};
+use crate::resolve::Target;
+use crate::resources::{self, Prepared};
+use crate::schema;
+use crate::store::Resource;
+use m2m_core::{
+    M2mError, M2mResult, Request, ResourceType, Response, ResponseStatusCode as Rsc, ResultContent,
+};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// The content of a create or update: `{"m2m:cnt": {...}}` with the root matching the type.
+pub(crate) fn content_of(req: &Request, ty: ResourceType) -> M2mResult<Map<String, Value>> {
+    let pc = req
+        .pc
+        .as_ref()
+        .ok_or_else(|| M2mError::bad_request("missing content"))?;
+    let obj = pc
+        .as_object()
+        .ok_or_else(|| M2mError::bad_request("content must be a JSON object"))?;
+    if obj.len() != 1 {
+        return Err(M2mError::bad_request(format!(
+            "content must hold exactly one '{}' object",
+            ty.root_name()
+        )));
+    }
+    match obj.get(ty.root_name()) {
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(M2mError::bad_request(format!(
+            "'{}' must be a JSON object",
+            ty.root_name()
+        ))),
+        None => Err(M2mError::bad_request(format!(
+            "content root '{}' does not match the resource type (expected '{}')",
+            obj.keys().next().map(String::as_str).unwrap_or(""),
+            ty.root_name()
+        ))),
+    }
+}
+
+/// Checks an expirationTime given by a client: a timestamp in the future.
+pub(crate) fn check_et(cse: &Cse, attrs: &Map<String, Value>) -> M2mResult<()> {
+    if let Some(et) = attrs.get("et").and_then(Value::as_str) {
+        let t = m2m_core::time::parse(et)?;
+        if t <= cse.now() {
+            return Err(M2mError::bad_request("expirationTime lies in the past"));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn random_suffix(n: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// A fresh resourceID for a type, e.g. `cnt8f3k2j9q1z0a`.
+pub(crate) fn new_ri(ty: ResourceType) -> String {
+    format!("{}{}", ty.short_name(), random_suffix(12))
+}
+
+pub async fn create(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<Response> {
+    let parent = target.into_resource("CREATE")?;
+    let ty = req
+        .ty
+        .ok_or_else(|| M2mError::bad_request("CREATE without resource type"))?;
+    if !parent.ty.allowed_children().contains(&ty) {
+        return Err(M2mError::new(
+            Rsc::InvalidChildResourceType,
+            format!(
+                "a {} cannot be created under a {}",
+                ty.short_name(),
+                parent.ty.short_name()
+            ),
+        ));
+    }
+    let content = content_of(&req, ty)?;
+    schema::validate_create(ty, &content)?;
+    check_et(cse, &content)?;
+    let originator = req.from.clone().unwrap_or_default();
+
+    let mut attrs = content;
+    if attrs.get("cr").is_some_and(Value::is_null) {
+        attrs.insert("cr".into(), json!(originator));
+    }
+    // Type-specific preparation: may assign the resourceID (AE, remoteCSE) and may talk to peers.
+    let Prepared { ri } = resources::prepare_create(cse, &req, &parent, ty, &mut attrs).await?;
+    let ri = ri.unwrap_or_else(|| new_ri(ty));
+    let now = cse.now_ts();
+    let rn = match attrs.get("rn").and_then(Value::as_str) {
+        Some(rn) => rn.to_owned(),
+        None if ty == ResourceType::ContentInstance => format!("cin_{}", random_suffix(12)),
+        None => ri.clone(),
+    };
+    attrs.insert("rn".into(), json!(rn));
+    attrs.insert("ri".into(), json!(ri));
+    attrs.insert("pi".into(), json!(parent.ri()));
+    attrs.insert("ty".into(), json!(ty.code()));
+    attrs.insert("ct".into(), json!(now));
+    attrs.insert("lt".into(), json!(now));
+    if !attrs.contains_key("et") {
+        let et =
+            cse.now() + chrono::Duration::seconds(cse.cfg.limits.default_expiration_secs as i64);
+        attrs.insert("et".into(), json!(m2m_core::time::format(et)));
+    }
+    let srn = format!("{}/{}", parent.srn, rn);
+    let new = Resource {
+        seq: 0,
+        ty,
+        srn,
+        attrs,
+    };
+
+    let created = cse.store.write(|w| {
+        let parent = w
+            .get(parent.ri())?
+            .ok_or_else(|| M2mError::not_found("the parent resource was deleted"))?;
+        if w.get_by_srn(&new.srn)?.is_some() {
+            return Err(M2mError::conflict(format!(
+                "a resource named '{}' already exists here",
+                new.rn()
+            )));
+        }
+        resources::insert_with_effects(cse, w, &parent, new)
+    })?;
+
+    notification::on_event(cse, &parent, Event::CreateChild, &created, None);
+    let mut resp = Response::new(Rsc::Created, &req.rqi, None);
+    resp.location = Some(created.srn.clone());
+    resp.pc = match req.result_content() {
+        ResultContent::Nothing => None,
+        ResultContent::HierarchicalAddress => Some(json!({ "m2m:uri": created.srn })),
+        ResultContent::HierarchicalAddressAndAttributes => Some(
+            json!({ "m2m:rce": { "uri": created.srn, created.ty.short_name(): Value::Object(created.attrs.clone()) } }),
+        ),
+        _ => Some(representation(&created)),
+    };
+    Ok(resp)
+}
+
+/// Resolves `la` / `ol` to the contentInstance they stand for.
+fn instance_of(cse: &Cse, target: Target) -> M2mResult<Resource> {
+    let none = || M2mError::not_found("the container has no contentInstance");
+    match target {
+        Target::Resource(r) => Ok(r),
+        Target::Latest(c) => cse
+            .store
+            .read(|r| r.latest_child(c.ri(), ResourceType::ContentInstance))?
+            .ok_or_else(none),
+        Target::Oldest(c) => cse
+            .store
+            .read(|r| r.oldest_child(c.ri(), ResourceType::ContentInstance))?
+            .ok_or_else(none),
+        Target::FanOut { .. } => Err(M2mError::internal("fan-out reached the dispatcher")),
+    }
+}
+
+pub fn retrieve(cse: &Cse, req: &Request, target: Target) -> M2mResult<Response> {
+    let res = instance_of(cse, target)?;
+    let rcn = req.result_content();
+    let pc = match rcn {
+        ResultContent::Attributes | ResultContent::OriginalResource => partial(&res, &req.atrl)?,
+        ResultContent::AttributesAndChildResources | ResultContent::ChildResources => {
+            let children = filtered_children(cse, req, &res)?;
+            let mut attrs = if rcn == ResultContent::ChildResources {
+                Map::new()
+            } else {
+                res.attrs.clone()
+            };
+            for child in children {
+                let list = attrs
+                    .entry(child.ty.root_name())
+                    .or_insert_with(|| json!([]));
+                if let Value::Array(a) = list {
+                    a.push(Value::Object(child.attrs));
+                }
+            }
+            json!({ res.ty.root_name(): attrs })
+        }
+        ResultContent::AttributesAndChildResourceReferences => {
+            let mut attrs = res.attrs.clone();
+            attrs.insert(
+                "ch".into(),
+                child_references(&filtered_children(cse, req, &res)?),
+            );
+            json!({ res.ty.root_name(): attrs })
+        }
+        ResultContent::ChildResourceReferences => {
+            json!({ "m2m:rrl": { "rrf": child_references(&filtered_children(cse, req, &res)?) } })
+        }
+        other => {
+            return Err(M2mError::bad_request(format!(
+                "rcn {} is not valid for RETRIEVE",
+                other as u8
+            )))
+        }
+    };
+    Ok(Response::new(Rsc::Ok, &req.rqi, Some(pc)))
+}
+
+/// A partial retrieve returns only the attributes named in `atrl`.
+fn partial(res: &Resource, atrl: &[String]) -> M2mResult<Value> {
+    if atrl.is_empty() {
+        return Ok(representation(res));
+    }
+    let mut attrs = Map::new();
+    for a in atrl {
+        match res.attrs.get(a) {
+            Some(v) => {
+                attrs.insert(a.clone(), v.clone());
+            }
+            None if schema::is_attribute_name(a) => {}
+            None => {
+                return Err(M2mError::bad_request(format!(
+                    "'{a}' is not an attribute of a {}",
+                    res.ty.short_name()
+                )))
+            }
+        }
+    }
+    Ok(json!({ res.ty.root_name(): attrs }))
+}
+
+fn filtered_children(cse: &Cse, req: &Request, res: &Resource) -> M2mResult<Vec<Resource>> {
+    let children = cse.store.read(|r| r.children(res.ri(), None))?;
+    let ofst = req.fc.offset.unwrap_or(0) as usize;
+    let lim = req
+        .fc
+        .limit
+        .unwrap_or(cse.cfg.limits.max_discovery_results)
+        .min(cse.cfg.limits.max_discovery_results) as usize;
+    Ok(children
+        .into_iter()
+        .filter(|c| req.fc.matches(&c.attrs))
+        .skip(ofst)
+        .take(lim)
+        .collect())
+}
+
+fn child_references(children: &[Resource]) -> Value {
+    Value::Array(
+        children
+            .iter()
+            .map(|c| json!({ "nm": c.rn(), "typ": c.ty.code(), "val": c.srn }))
+            .collect(),
+    )
+}
+
+pub async fn update(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<Response> {
+    let res = target.into_resource("UPDATE")?;
+    let content = content_of(&req, res.ty)?;
+    schema::validate_update(res.ty, &content)?;
+    check_et(cse, &content)?;
+    if content.contains_key("acpi") && content.len() > 1 {
+        return Err(M2mError::bad_request(
+            "accessControlPolicyIDs must be the only attribute of its UPDATE",
+        ));
+    }
+    resources::prepare_update(cse, &req, &res, &content).await?;
+    let now = cse.now_ts();
+    let (updated, modified) = cse.store.write(|w| {
+        let mut cur = w
+            .get(res.ri())?
+            .ok_or_else(|| M2mError::not_found("the resource was deleted"))?;
+        let mut modified = Map::new();
+        for (k, v) in &content {
+            if v.is_null() {
+                cur.attrs.remove(k);
+            } else {
+                cur.attrs.insert(k.clone(), v.clone());
+            }
+            modified.insert(k.clone(), v.clone());
+        }
+        cur.attrs.insert("lt".into(), json!(now));
+        if let Some(st) = cur.u64_attr("st") {
+            cur.attrs.insert("st".into(), json!(st + 1));
+        }
+        resources::update_with_effects(cse, w, &mut cur)?;
+        w.update(&cur)?;
+        Ok((cur, modified))
+    })?;
+    notification::on_event(cse, &updated, Event::Update, &updated, Some(&modified));
+    let pc = match req.result_content() {
+        ResultContent::Nothing => None,
+        ResultContent::ModifiedAttributes => Some(json!({ updated.ty.root_name(): modified })),
+        _ => Some(representation(&updated)),
+    };
+    Ok(Response::new(Rsc::Updated, &req.rqi, pc))
+}
+
+pub fn delete(cse: &Arc<Cse>, req: &Request, target: Target) -> M2mResult<Response> {
+    let res = instance_of(cse, target)?;
+    if res.ty == ResourceType::CseBase {
+        return Err(M2mError::not_allowed("the CSEBase cannot be deleted"));
+    }
+    delete_resource(cse, &res)?;
+    let pc = match req.result_content() {
+        ResultContent::Nothing => None,
+        _ => Some(representation(&res)),
+    };
+    Ok(Response::new(Rsc::Deleted, &req.rqi, pc))
+}
+
+/// Deletes a resource with its subtree and sends the notifications that follow; also used by expiry.
+pub(crate) fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult<()> {
+    let (deleted, parent) = cse.store.write(|w| {
+        let deleted = w.delete_subtree(res)?;
+        let parent = w.get(res.pi())?;
+        if let Some(parent) = &parent {
+            resources::after_child_deleted(w, parent, res)?;
+        }
+        Ok((deleted, parent))
+    })?;
+    notification::on_deleted(cse, res, &deleted);
+    if let Some(parent) = parent {
+        notification::on_event(cse, &parent, Event::DeleteChild, res, None);
+    }
+    Ok(())
+}
+
+pub async fn notify(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<Response> {
+    let res = target.into_resource("NOTIFY")?;
+    match res.ty {
+        // A notification for an AE is relayed to its pointOfAccess.
+        ResourceType::Ae => notification::relay_to_ae(cse, req, &res).await,
+        // Notifications addressed to a CSE (e.g. verification requests) are accepted.
+        ResourceType::CseBase | ResourceType::RemoteCse => {
+            Ok(Response::new(Rsc::Ok, &req.rqi, None))
+        }
+        other => Err(M2mError::not_allowed(format!(
+            "a {} cannot receive notifications",
+            other.short_name()
+        ))),
+    }
+}

@@ -1,0 +1,187 @@
+//! <group> (TS-0001 clause 9.6.13, TS-0004 clause 7.4.13): member validation against memberType and
+//! maxNrOfMembers, and the <fanOutPoint> that applies a request to every member and aggregates the
+//! responses.
+
+use crate::cse::{Cse, Peer};
+use crate::store::Resource;
+use m2m_core::{M2mError, M2mResult, Operation, Request, Response, ResponseStatusCode as Rsc};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// memberType "mixed" (TS-0004 table 6.3.4.2.x: value 0).
+const MIXED: u64 = 0;
+
+/// consistencyStrategy (TS-0004): what to do with a member of the wrong type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Consistency {
+    AbandonMember = 1,
+    AbandonGroup = 2,
+    SetMixed = 3,
+}
+
+fn consistency(attrs: &Map<String, Value>) -> Consistency {
+    match attrs.get("csy").and_then(Value::as_u64) {
+        Some(2) => Consistency::AbandonGroup,
+        Some(3) => Consistency::SetMixed,
+        _ => Consistency::AbandonMember,
+    }
+}
+
+/// The type of a member, asked of its hosting CSE (locally or through retargeting); `None` when it
+/// cannot be retrieved.
+async fn member_type(cse: &Arc<Cse>, originator: &str, member: &str) -> Option<u64> {
+    let rqi = format!("grp-{}", crate::dispatcher::random_suffix(10));
+    let mut req = Request::new(
+        Operation::Retrieve,
+        member,
+        Some(originator.to_owned()),
+        rqi,
+    );
+    req.atrl = vec!["ty".into()];
+    let resp = cse.handle(req, Peer::Internal).await;
+    if !resp.rsc.is_success() {
+        return None;
+    }
+    resp.pc?.as_object()?.values().next()?.get("ty")?.as_u64()
+}
+
+/// Validates memberIDs and sets currentNrOfMembers and memberTypeValidated.
+pub async fn prepare_create(
+    cse: &Arc<Cse>,
+    req: &Request,
+    attrs: &mut Map<String, Value>,
+) -> M2mResult<()> {
+    validate_members(cse, req, attrs).await
+}
+
+pub async fn prepare_update(
+    cse: &Arc<Cse>,
+    req: &Request,
+    res: &Resource,
+    content: &Map<String, Value>,
+) -> M2mResult<()> {
+    let mut merged = res.attrs.clone();
+    merged.extend(content.clone());
+    validate_members(cse, req, &mut merged).await?;
+    // The validated list replaces the requested one when the update is applied.
+    if merged.get("mid") != content.get("mid") {
+        return Err(M2mError::new(
+            Rsc::GroupMemberTypeInconsistent,
+            "some memberIDs do not exist or are of the wrong type",
+        ));
+    }
+    Ok(())
+}
+
+async fn validate_members(
+    cse: &Arc<Cse>,
+    req: &Request,
+    attrs: &mut Map<String, Value>,
+) -> M2mResult<()> {
+    let originator = req.from.clone().unwrap_or_default();
+    let mut mids: Vec<String> = Vec::new();
+    for m in attrs
+        .get("mid")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let m = m
+            .as_str()
+            .ok_or_else(|| M2mError::bad_request("memberIDs must be strings"))?;
+        if !mids.iter().any(|x| x == m) {
+            mids.push(m.to_owned());
+        }
+    }
+    let mnm = attrs
+        .get("mnm")
+        .and_then(Value::as_u64)
+        .unwrap_or(cse.cfg.limits.max_group_members);
+    if mids.len() as u64 > mnm.min(cse.cfg.limits.max_group_members) {
+        return Err(M2mError::new(
+            Rsc::MaxNumberOfMemberExceeded,
+            format!("{} members exceed maxNrOfMembers {mnm}", mids.len()),
+        ));
+    }
+    let mut mt = attrs.get("mt").and_then(Value::as_u64).unwrap_or(MIXED);
+    let csy = consistency(attrs);
+    let mut valid = Vec::with_capacity(mids.len());
+    for m in mids {
+        match member_type(cse, &originator, &m).await {
+            None => tracing::debug!(member = %m, "group member cannot be retrieved: removed"),
+            Some(t) if mt == MIXED || t == mt => valid.push(m),
+            Some(_) => match csy {
+                Consistency::AbandonMember => {}
+                Consistency::AbandonGroup => {
+                    return Err(M2mError::new(
+                        Rsc::GroupMemberTypeInconsistent,
+                        format!("member '{m}' is not of memberType {mt}"),
+                    ))
+                }
+                Consistency::SetMixed => {
+                    mt = MIXED;
+                    valid.push(m);
+                }
+            },
+        }
+    }
+    attrs.insert("mt".into(), json!(mt));
+    attrs.insert("cnm".into(), json!(valid.len()));
+    attrs.insert("mid".into(), json!(valid));
+    attrs.insert("mtv".into(), json!(true));
+    Ok(())
+}
+
+/// Keeps currentNrOfMembers in step with memberIDs after an update.
+pub fn refresh_counts(res: &mut Resource) {
+    let n = res
+        .attrs
+        .get("mid")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    res.attrs.insert("cnm".into(), json!(n));
+}
+
+/// Applies a request to every member (`<group>/fopt[/rest]`) and aggregates the answers in `m2m:agr`.
+pub async fn fan_out(
+    cse: &Arc<Cse>,
+    req: Request,
+    group: Resource,
+    rest: String,
+    peer: Peer,
+) -> M2mResult<Response> {
+    let members: Vec<String> = group
+        .attrs
+        .get("mid")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    if members.is_empty() {
+        return Err(M2mError::new(Rsc::NoMembers, "the group has no members"));
+    }
+    let calls = members.iter().map(|m| {
+        let mut r = req.clone();
+        r.to = if rest.is_empty() {
+            m.clone()
+        } else {
+            format!("{m}/{rest}")
+        };
+        let to = r.to.clone();
+        let cse = Arc::clone(cse);
+        async move {
+            let mut resp = cse.handle(r, peer).await;
+            resp.to = Some(to);
+            resp
+        }
+    });
+    let responses = futures_util::future::join_all(calls).await;
+    let rsps: Vec<Value> = responses.iter().map(Response::to_rsp_json).collect();
+    Ok(Response::new(
+        Rsc::Ok,
+        &req.rqi,
+        Some(json!({ "m2m:agr": { "m2m:rsp": rsps } })),
+    ))
+}

@@ -1,0 +1,226 @@
+//! Notifications (TS-0004 clause 7.3.3.x and 7.5.1): which subscriptions an event triggers, the
+//! `m2m:sgn` they carry, and their delivery, in order per target, to URLs or to entities by ID.
+
+use crate::cse::{representation, Cse, Peer};
+use crate::store::Resource;
+use m2m_core::{
+    M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode,
+};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// notificationEventType (TS-0004 table 6.3.4.2.20-1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Update = 1,
+    Delete = 2,
+    CreateChild = 3,
+    DeleteChild = 4,
+}
+
+/// Per-target delivery queues, so that notifications to one target arrive in the order of events.
+#[derive(Default)]
+pub struct Notifier {
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>,
+}
+
+/// Triggers the subscriptions of `subject` for an event that concerns `res`.
+pub fn on_event(
+    cse: &Arc<Cse>,
+    subject: &Resource,
+    event: Event,
+    res: &Resource,
+    modified: Option<&Map<String, Value>>,
+) {
+    let subs = match cse
+        .store
+        .read(|r| r.children(subject.ri(), Some(ResourceType::Subscription)))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(dbg = %e.dbg, "cannot read subscriptions");
+            return;
+        }
+    };
+    for sub in subs {
+        if !wants(&sub, event) {
+            continue;
+        }
+        let rep = match sub.u64_attr("nct").unwrap_or(1) {
+            2 => match modified {
+                Some(m) => json!({ res.ty.root_name(): m }),
+                None => representation(res),
+            },
+            3 => json!(cse.sp_relative(res.ri())),
+            _ => representation(res),
+        };
+        let mut sgn =
+            json!({ "nev": { "rep": rep, "net": event as u8 }, "sur": cse.sp_relative(sub.ri()) });
+        if let Some(cr) = sub.str_attr("cr") {
+            sgn["cr"] = json!(cr);
+        }
+        enqueue_all(cse, &sub, json!({ "m2m:sgn": sgn }));
+        count_down(cse, &sub);
+    }
+}
+
+/// Whether a subscription's eventNotificationCriteria select the event (default: update only).
+fn wants(sub: &Resource, event: Event) -> bool {
+    let net = sub
+        .attrs
+        .get("enc")
+        .and_then(|e| e.get("net"))
+        .and_then(Value::as_array);
+    match net {
+        Some(list) => list.iter().any(|n| n.as_u64() == Some(event as u64)),
+        None => event == Event::Update,
+    }
+}
+
+fn enqueue_all(cse: &Arc<Cse>, sub: &Resource, body: Value) {
+    for nu in sub
+        .attrs
+        .get("nu")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        enqueue(cse, nu, body.clone());
+    }
+}
+
+/// expirationCounter: each notification counts down; at zero the subscription is deleted.
+fn count_down(cse: &Arc<Cse>, sub: &Resource) {
+    let Some(exc) = sub.u64_attr("exc") else {
+        return;
+    };
+    if exc <= 1 {
+        if let Err(e) = crate::dispatcher::delete_resource(cse, sub) {
+            tracing::warn!(dbg = %e.dbg, "cannot delete exhausted subscription");
+        }
+        return;
+    }
+    let r = cse.store.write(|w| match w.get(sub.ri())? {
+        Some(mut cur) => {
+            cur.attrs.insert("exc".into(), json!(exc - 1));
+            w.update(&cur)
+        }
+        None => Ok(()),
+    });
+    if let Err(e) = r {
+        tracing::warn!(dbg = %e.dbg, "cannot count down subscription");
+    }
+}
+
+/// After a deletion: subscriptions on the deleted resource report it (net 2), and every deleted
+/// subscription tells its subscriber (subscriptionDeletion to `su`).
+pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
+    for sub in deleted
+        .iter()
+        .filter(|d| d.ty == ResourceType::Subscription)
+    {
+        let sur = cse.sp_relative(sub.ri());
+        if sub.pi() == res.ri() && wants(sub, Event::Delete) {
+            let rep = match sub.u64_attr("nct").unwrap_or(1) {
+                3 => json!(cse.sp_relative(res.ri())),
+                _ => representation(res),
+            };
+            enqueue_all(
+                cse,
+                sub,
+                json!({ "m2m:sgn": { "nev": { "rep": rep, "net": Event::Delete as u8 }, "sur": sur } }),
+            );
+        }
+        if let Some(su) = sub.str_attr("su") {
+            enqueue(cse, su, json!({ "m2m:sgn": { "sud": true, "sur": sur } }));
+        }
+    }
+}
+
+/// Queues a notification body for a target; delivery happens in the background, in order.
+pub fn enqueue(cse: &Arc<Cse>, nu: &str, body: Value) {
+    let mut queues = cse
+        .notifier
+        .queues
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = queues.get(nu) {
+        match tx.send(body) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(b)) => return spawn_queue(cse, &mut queues, nu, b),
+        }
+    }
+    spawn_queue(cse, &mut queues, nu, body);
+}
+
+fn spawn_queue(
+    cse: &Arc<Cse>,
+    queues: &mut HashMap<String, mpsc::UnboundedSender<Value>>,
+    nu: &str,
+    first: Value,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _ = tx.send(first);
+    queues.insert(nu.to_owned(), tx);
+    let cse = Arc::clone(cse);
+    let nu = nu.to_owned();
+    tokio::spawn(async move {
+        const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+        while let Ok(Some(body)) = tokio::time::timeout(IDLE, rx.recv()).await {
+            let resp = send_now(&cse, &nu, body).await;
+            if !resp.rsc.is_success() {
+                tracing::warn!(target_uri = %nu, rsc = resp.rsc.code(), dbg = resp.dbg().unwrap_or(""), "notification not delivered");
+            }
+        }
+    });
+}
+
+/// Sends one notification now and waits for the answer: to a URL directly, to an ID through the
+/// CSE's own routing (a local AE's pointOfAccess, or a remote CSE).
+pub async fn send_now(cse: &Arc<Cse>, nu: &str, body: Value) -> Response {
+    let rqi = format!("ntf-{}", crate::dispatcher::random_suffix(10));
+    let mut req = Request::new(
+        Operation::Notify,
+        nu,
+        Some(cse.id.cse_id.sp_relative()),
+        rqi.clone(),
+    );
+    req.pc = Some(body);
+    if is_url(nu) {
+        match cse.client.send_to_url(nu, &req).await {
+            Ok(r) => r,
+            Err(e) => Response::error(&e, rqi),
+        }
+    } else {
+        cse.handle(req, Peer::Internal).await
+    }
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Whether a notificationURI designates the originator of the request itself.
+pub fn is_originator(cse: &Cse, nu: &str, originator: &str) -> bool {
+    !originator.is_empty() && (nu == originator || nu == cse.sp_relative(originator))
+}
+
+/// Relays a NOTIFY addressed to a registered AE to its pointOfAccess.
+pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResult<Response> {
+    let poa = ae
+        .attrs
+        .get("poa")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().filter_map(Value::as_str).find(|p| is_url(p)))
+        .map(str::to_owned);
+    let Some(poa) = poa else {
+        return Err(M2mError::new(
+            ResponseStatusCode::TargetNotReachable,
+            format!("AE '{}' has no pointOfAccess", ae.ri()),
+        ));
+    };
+    cse.client.send_to_url(&poa, &req).await
+}

@@ -1,0 +1,143 @@
+//! CSE registration (TS-0001 clause 10.2.2.4): an MN-CSE creates its <remoteCSE> on the registrar
+//! IN-CSE and a <remoteCSE> for the registrar on itself.
+
+use crate::cse::Cse;
+use crate::store::Resource;
+use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType, ResponseStatusCode as Rsc};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Registers with the configured registrar, retrying with back-off until it succeeds.
+pub async fn register_with_registrar(cse: Arc<Cse>) {
+    let Some(reg) = cse.cfg.registrar.clone() else {
+        return;
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match register_once(&cse).await {
+            Ok(()) => {
+                tracing::info!(registrar = %reg.cse_id, url = %reg.url, "registered with the registrar CSE");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(registrar = %reg.cse_id, rsc = e.rsc.code(), dbg = %e.dbg, "registration failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn rqi() -> String {
+    format!("reg-{}", crate::dispatcher::random_suffix(10))
+}
+
+async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
+    let reg = cse
+        .cfg
+        .registrar
+        .as_ref()
+        .ok_or_else(|| M2mError::internal("no registrar configured"))?;
+    let me = &cse.id;
+    let from = Some(me.cse_id.sp_relative());
+    let csr = json!({ "m2m:csr": {
+        "rn": me.cse_id.bare(),
+        "csi": me.cse_id.sp_relative(),
+        "cb": format!("{}/{}", me.cse_id, me.rn),
+        "cst": me.role.cse_type(),
+        "rr": true,
+        "poa": [cse.public_url()],
+        "srv": ["2a", "3"],
+    }});
+    let mut create = Request::new(
+        Operation::Create,
+        reg.resource_name.clone(),
+        from.clone(),
+        rqi(),
+    );
+    create.ty = Some(ResourceType::RemoteCse);
+    create.pc = Some(csr);
+    let resp = cse.client.send(&reg.url, &create).await?;
+    match resp.rsc {
+        Rsc::Created => {}
+        // Registered before (a restart): refresh the pointOfAccess.
+        Rsc::Conflict | Rsc::OriginatorHasAlreadyRegistered => {
+            let mut update = Request::new(
+                Operation::Update,
+                format!("{}/{}", reg.resource_name, me.cse_id.bare()),
+                from.clone(),
+                rqi(),
+            );
+            update.pc = Some(json!({ "m2m:csr": { "poa": [cse.public_url()] } }));
+            cse.client.send(&reg.url, &update).await?.into_result()?;
+        }
+        _ => {
+            resp.into_result()?;
+        }
+    }
+    // Learn the registrar's CSEBase and represent it locally.
+    let get = Request::new(Operation::Retrieve, reg.resource_name.clone(), from, rqi());
+    let cb = cse.client.send(&reg.url, &get).await?.into_result()?;
+    let cb = cb
+        .pc
+        .as_ref()
+        .and_then(|p| p.get("m2m:cb"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let reg_csi = m2m_core::CseId::parse(&reg.cse_id)?;
+    if cb
+        .get("csi")
+        .and_then(Value::as_str)
+        .is_some_and(|c| c != reg_csi.sp_relative())
+    {
+        return Err(M2mError::bad_request(format!(
+            "the registrar at {} is not {}",
+            reg.url, reg_csi
+        )));
+    }
+    upsert_registrar_csr(cse, &reg_csi, &reg.resource_name, &reg.url, &cb)
+}
+
+fn upsert_registrar_csr(
+    cse: &Cse,
+    csi: &m2m_core::CseId,
+    rn: &str,
+    url: &str,
+    cb: &Value,
+) -> M2mResult<()> {
+    let now = cse.now_ts();
+    let base = cse.base_ri().to_owned();
+    let srn = format!("{}/{}", cse.id.rn, csi.bare());
+    cse.store.write(|w| match w.get(csi.bare())? {
+        Some(mut existing) => {
+            existing.attrs.insert("poa".into(), json!([url]));
+            existing.attrs.insert("lt".into(), json!(now));
+            w.update(&existing)
+        }
+        None => {
+            let attrs = json!({
+                "ty": ResourceType::RemoteCse.code(),
+                "ri": csi.bare(),
+                "rn": csi.bare(),
+                "pi": base,
+                "ct": now,
+                "lt": now,
+                "csi": csi.sp_relative(),
+                "cb": format!("{csi}/{rn}"),
+                "cst": cb.get("cst").cloned().unwrap_or(json!(1)),
+                "srv": cb.get("srv").cloned().unwrap_or(json!(["3"])),
+                "rr": true,
+                "poa": [url],
+            });
+            let attrs = attrs.as_object().cloned().unwrap_or_default();
+            w.insert(Resource {
+                seq: 0,
+                ty: ResourceType::RemoteCse,
+                srn,
+                attrs,
+            })
+            .map(|_| ())
+        }
+    })
+}

@@ -1,0 +1,115 @@
+//! Target resolution (TS-0001 clause 7.2, TS-0004 clause 7.3.2): which CSE a `To` names, and which
+//! resource (or virtual resource: `la`, `ol`, `fopt`) it is on this CSE.
+
+use crate::cse::Cse;
+use crate::store::Resource;
+use m2m_core::{Address, CseId, M2mError, M2mResult, ResourceType, Scope};
+
+/// Whether an address is served here or must be forwarded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Locality {
+    Local,
+    /// Another CSE; `None` when only another SP was named.
+    Remote(Option<CseId>),
+}
+
+pub fn locality(cse: &Cse, addr: &Address) -> Locality {
+    match &addr.scope {
+        Scope::CseRelative => Locality::Local,
+        Scope::SpRelative(c) if *c == cse.id.cse_id => Locality::Local,
+        Scope::SpRelative(c) => Locality::Remote(Some(c.clone())),
+        Scope::Absolute(sp, c) if *sp == cse.id.sp_id => {
+            if *c == cse.id.cse_id {
+                Locality::Local
+            } else {
+                Locality::Remote(Some(c.clone()))
+            }
+        }
+        Scope::Absolute(..) => Locality::Remote(None),
+    }
+}
+
+/// What a local address resolves to.
+#[derive(Debug)]
+pub enum Target {
+    Resource(Resource),
+    /// `<container>/la`
+    Latest(Resource),
+    /// `<container>/ol`
+    Oldest(Resource),
+    /// `<group>/fopt[/rest]`
+    FanOut {
+        group: Resource,
+        rest: String,
+    },
+}
+
+impl Target {
+    /// The resource itself; a virtual resource is refused with OPERATION_NOT_ALLOWED.
+    pub fn into_resource(self, what: &str) -> M2mResult<Resource> {
+        match self {
+            Target::Resource(r) => Ok(r),
+            _ => Err(M2mError::not_allowed(format!(
+                "{what} is not allowed on a virtual resource"
+            ))),
+        }
+    }
+}
+
+fn not_found(path: &str) -> M2mError {
+    M2mError::not_found(format!("resource '{path}' does not exist"))
+}
+
+/// Resolves a local address to a target.
+pub fn resolve(cse: &Cse, addr: &Address) -> M2mResult<Target> {
+    let segs: Vec<&str> = addr.segments().collect();
+    // Structured addresses start with the CSEBase name (or "-"); anything else starts with a resourceID.
+    let (base_srn, rest): (String, &[&str]) = match segs.split_first() {
+        None => (cse.id.rn.clone(), &[]),
+        Some((first, rest)) if *first == cse.id.rn || *first == "-" => (cse.id.rn.clone(), rest),
+        Some((ri, rest)) => {
+            let res = cse.store.get(ri)?.ok_or_else(|| not_found(ri))?;
+            (res.srn, rest)
+        }
+    };
+    let mut srn = base_srn;
+    for s in rest {
+        srn.push('/');
+        srn.push_str(s);
+    }
+    // The common case: the whole path names a stored resource.
+    if let Some(res) = cse.store.get_by_srn(&srn)? {
+        return Ok(Target::Resource(res));
+    }
+    resolve_virtual(cse, &srn)
+        .ok_or_else(|| not_found(&addr.path))
+        .and_then(|r| r)
+}
+
+/// Finds a virtual resource in a structured name that names no stored resource.
+fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
+    let segs: Vec<&str> = srn.split('/').collect();
+    // `fopt` may be followed by a path applied to every member.
+    if let Some(i) = segs.iter().position(|s| *s == "fopt") {
+        let parent = segs[..i].join("/");
+        let rest = segs[i + 1..].join("/");
+        return Some(match cse.store.get_by_srn(&parent) {
+            Ok(Some(g)) if g.ty == ResourceType::Group => Ok(Target::FanOut { group: g, rest }),
+            Ok(_) => Err(not_found(srn)),
+            Err(e) => Err(e),
+        });
+    }
+    let (parent, last) = srn.rsplit_once('/')?;
+    if last != "la" && last != "ol" {
+        return None;
+    }
+    Some(match cse.store.get_by_srn(parent) {
+        Ok(Some(c)) if c.ty == ResourceType::Container => Ok(if last == "la" {
+            Target::Latest(c)
+        } else {
+            Target::Oldest(c)
+        }),
+        Ok(_) => Err(not_found(srn)),
+        Err(e) => Err(e),
+    })
+}

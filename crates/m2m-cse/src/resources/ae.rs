@@ -1,0 +1,43 @@
+//! <AE> registration (TS-0001 clause 10.2.2.2, TS-0004 clause 7.3.2.7 and 7.4.5): AE-ID assignment
+//! from the originator, App-ID check, and refusal of a second registration of the same AE-ID.
+
+use super::Prepared;
+use crate::cse::Cse;
+use m2m_core::id::{classify_originator, OriginatorKind};
+use m2m_core::{M2mError, M2mResult, Request, ResponseStatusCode};
+use serde_json::{json, Map, Value};
+
+pub fn prepare_create(
+    cse: &Cse,
+    req: &Request,
+    attrs: &mut Map<String, Value>,
+) -> M2mResult<Prepared> {
+    let api = attrs.get("api").and_then(Value::as_str).unwrap_or("");
+    if !(api.starts_with('R') || api.starts_with('N') || api.starts_with('r')) {
+        return Err(M2mError::bad_request(format!(
+            "App-ID '{api}' must start with 'R' (registered) or 'N' (non-registered)"
+        )));
+    }
+    let from = req.from.as_deref().unwrap_or("");
+    let aei = match classify_originator(from) {
+        OriginatorKind::Unassigned(kind) => format!("{}{}", kind.unwrap_or('C'), crate::dispatcher::random_suffix(12)),
+        OriginatorKind::AeStem(stem) => stem.to_owned(),
+        // An SP-relative AE-ID naming this CSE, e.g. /id-in/Cabc, is the same registration.
+        OriginatorKind::SpRelative { cse: c, rest: Some(stem) } if c == cse.id.cse_id.bare() && !stem.contains('/') => {
+            stem.to_owned()
+        }
+        _ => {
+            return Err(M2mError::bad_request(format!(
+                "originator '{from}' cannot register an AE: use an AE-ID-Stem (C..., S...) or C/S to have one assigned"
+            )))
+        }
+    };
+    if cse.store.get(&aei)?.is_some() {
+        return Err(M2mError::new(
+            ResponseStatusCode::OriginatorHasAlreadyRegistered,
+            format!("AE-ID '{aei}' is already registered"),
+        ));
+    }
+    attrs.insert("aei".into(), json!(aei));
+    Ok(Prepared { ri: Some(aei) })
+}

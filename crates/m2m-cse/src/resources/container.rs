@@ -1,0 +1,111 @@
+//! <container> and <contentInstance> (TS-0004 clauses 7.4.6, 7.4.7): instance counters, the
+//! maxNrOfInstances / maxByteSize / maxInstanceAge limits, and the state tag.
+
+use crate::cse::Cse;
+use crate::store::{Resource, Writer};
+use m2m_core::{M2mError, M2mResult, ResourceType, ResponseStatusCode};
+use serde_json::{json, Map, Value};
+
+pub fn init_container(attrs: &mut Map<String, Value>) {
+    attrs.insert("cni".into(), json!(0));
+    attrs.insert("cbs".into(), json!(0));
+    attrs.insert("st".into(), json!(0));
+}
+
+/// contentSize: the byte length of the content as it is serialized.
+pub fn content_size(con: &Value) -> u64 {
+    match con {
+        Value::String(s) => s.len() as u64,
+        other => other.to_string().len() as u64,
+    }
+}
+
+/// Inserts a contentInstance and updates its container: counters, state tag, and the limits.
+pub fn insert_instance(
+    cse: &Cse,
+    w: &Writer<'_>,
+    parent: &Resource,
+    mut cin: Resource,
+) -> M2mResult<Resource> {
+    let cs = content_size(cin.attrs.get("con").unwrap_or(&Value::Null));
+    if let Some(mbs) = parent.u64_attr("mbs") {
+        if cs > mbs {
+            return Err(M2mError::new(
+                ResponseStatusCode::NotAcceptable,
+                format!("content of {cs} bytes exceeds the container's maxByteSize of {mbs}"),
+            ));
+        }
+    }
+    let mut cnt = parent.clone();
+    let st = cnt.u64_attr("st").unwrap_or(0) + 1;
+    cin.attrs.insert("cs".into(), json!(cs));
+    cin.attrs.insert("st".into(), json!(st));
+    if let Some(mia) = cnt.u64_attr("mia") {
+        cap_expiration(cse, &mut cin, mia);
+    }
+    let cin = w.insert(cin)?;
+    cnt.attrs.insert("st".into(), json!(st));
+    cnt.attrs
+        .insert("cni".into(), json!(cnt.u64_attr("cni").unwrap_or(0) + 1));
+    cnt.attrs
+        .insert("cbs".into(), json!(cnt.u64_attr("cbs").unwrap_or(0) + cs));
+    enforce_limits(cse, w, &mut cnt)?;
+    w.update(&cnt)?;
+    Ok(cin)
+}
+
+/// An instance lives at most maxInstanceAge seconds: its expiration is brought forward.
+fn cap_expiration(cse: &Cse, cin: &mut Resource, mia: u64) {
+    let ct = cin
+        .str_attr("ct")
+        .and_then(|t| m2m_core::time::parse(t).ok())
+        .unwrap_or_else(|| cse.now());
+    let limit = ct + chrono::Duration::seconds(mia.min(i64::MAX as u64 / 2) as i64);
+    let current = cin.et().and_then(|t| m2m_core::time::parse(t).ok());
+    if current.is_none_or(|et| et > limit) {
+        cin.attrs
+            .insert("et".into(), json!(m2m_core::time::format(limit)));
+    }
+}
+
+/// Drops the oldest instances until the container is within maxNrOfInstances and maxByteSize, and
+/// applies maxInstanceAge to the instances it holds. Updates `cnt`'s counters; the caller stores it.
+pub fn enforce_limits(cse: &Cse, w: &Writer<'_>, cnt: &mut Resource) -> M2mResult<()> {
+    let mni = cnt.u64_attr("mni");
+    let mbs = cnt.u64_attr("mbs");
+    let mut cni = cnt.u64_attr("cni").unwrap_or(0);
+    let mut cbs = cnt.u64_attr("cbs").unwrap_or(0);
+    while mni.is_some_and(|m| cni > m) || mbs.is_some_and(|m| cbs > m) {
+        let Some(oldest) = w.oldest_child(cnt.ri(), ResourceType::ContentInstance)? else {
+            break;
+        };
+        w.delete_one(&oldest)?;
+        cni = cni.saturating_sub(1);
+        cbs = cbs.saturating_sub(oldest.u64_attr("cs").unwrap_or(0));
+    }
+    cnt.attrs.insert("cni".into(), json!(cni));
+    cnt.attrs.insert("cbs".into(), json!(cbs));
+    if let Some(mia) = cnt.u64_attr("mia") {
+        for mut cin in w.children(cnt.ri(), Some(ResourceType::ContentInstance))? {
+            let before = cin.et().map(str::to_owned);
+            cap_expiration(cse, &mut cin, mia);
+            if cin.et().map(str::to_owned) != before {
+                w.update(&cin)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the counters right when an instance is deleted directly or expires.
+pub fn instance_removed(w: &Writer<'_>, parent: &Resource, cin: &Resource) -> M2mResult<()> {
+    let mut cnt = parent.clone();
+    let cni = cnt.u64_attr("cni").unwrap_or(0).saturating_sub(1);
+    let cbs = cnt
+        .u64_attr("cbs")
+        .unwrap_or(0)
+        .saturating_sub(cin.u64_attr("cs").unwrap_or(0));
+    cnt.attrs.insert("cni".into(), json!(cni));
+    cnt.attrs.insert("cbs".into(), json!(cbs));
+    w.update(&cnt)
+}

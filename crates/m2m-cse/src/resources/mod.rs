@@ -1,0 +1,98 @@
+//! Per-resource-type behaviour (TS-0004 clause 7.4): what a CREATE or UPDATE of each type does
+//! beyond the generic procedure.
+
+pub mod ae;
+pub mod container;
+pub mod remote_cse;
+pub mod subscription;
+
+use crate::cse::Cse;
+use crate::group;
+use crate::store::{Resource, Writer};
+use m2m_core::{M2mResult, Request, ResourceType};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// What the type-specific preparation decided.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The resourceID, when the type dictates it (AE-ID, CSE-ID).
+    pub ri: Option<String>,
+}
+
+/// Checks and completes a CREATE before anything is written; may contact peers.
+pub async fn prepare_create(
+    cse: &Arc<Cse>,
+    req: &Request,
+    parent: &Resource,
+    ty: ResourceType,
+    attrs: &mut Map<String, Value>,
+) -> M2mResult<Prepared> {
+    match ty {
+        ResourceType::Ae => ae::prepare_create(cse, req, attrs),
+        ResourceType::RemoteCse => remote_cse::prepare_create(cse, req, attrs),
+        ResourceType::Container => {
+            container::init_container(attrs);
+            Ok(Prepared::default())
+        }
+        ResourceType::Subscription => subscription::prepare_create(cse, req, parent, attrs).await,
+        ResourceType::Group => group::prepare_create(cse, req, attrs)
+            .await
+            .map(|_| Prepared::default()),
+        ResourceType::AccessControlPolicy | ResourceType::ContentInstance => {
+            Ok(Prepared::default())
+        }
+        ResourceType::CseBase => Err(m2m_core::M2mError::not_allowed(
+            "a CSEBase cannot be created",
+        )),
+    }
+}
+
+/// Inserts a new resource inside the write transaction, with its effects on the parent.
+pub fn insert_with_effects(
+    cse: &Cse,
+    w: &Writer<'_>,
+    parent: &Resource,
+    new: Resource,
+) -> M2mResult<Resource> {
+    match new.ty {
+        ResourceType::ContentInstance => container::insert_instance(cse, w, parent, new),
+        _ => w.insert(new),
+    }
+}
+
+/// Checks an UPDATE before anything is written; may contact peers.
+pub async fn prepare_update(
+    cse: &Arc<Cse>,
+    req: &Request,
+    res: &Resource,
+    content: &Map<String, Value>,
+) -> M2mResult<()> {
+    match res.ty {
+        ResourceType::Subscription => subscription::prepare_update(cse, req, res, content).await,
+        ResourceType::Group if content.contains_key("mid") => {
+            group::prepare_update(cse, req, res, content).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Applies the effects of an UPDATE inside the write transaction (`res` already holds the new attributes).
+pub fn update_with_effects(cse: &Cse, w: &Writer<'_>, res: &mut Resource) -> M2mResult<()> {
+    match res.ty {
+        ResourceType::Container => container::enforce_limits(cse, w, res),
+        ResourceType::Group => {
+            group::refresh_counts(res);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Keeps a parent consistent after a child was deleted (container counters).
+pub fn after_child_deleted(w: &Writer<'_>, parent: &Resource, child: &Resource) -> M2mResult<()> {
+    if parent.ty == ResourceType::Container && child.ty == ResourceType::ContentInstance {
+        container::instance_removed(w, parent, child)?;
+    }
+    Ok(())
+}

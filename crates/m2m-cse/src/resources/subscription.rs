@@ -1,0 +1,79 @@
+//! <subscription> (TS-0004 clause 7.4.8): target checks and the verification request sent to
+//! each notificationURI before the subscription is created (TS-0004 clause 7.3.3.x, "verificationRequest").
+
+use super::Prepared;
+use crate::cse::Cse;
+use crate::notification;
+use crate::store::Resource;
+use m2m_core::{M2mError, M2mResult, Request, ResponseStatusCode};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+pub async fn prepare_create(
+    cse: &Arc<Cse>,
+    req: &Request,
+    _parent: &Resource,
+    attrs: &mut Map<String, Value>,
+) -> M2mResult<Prepared> {
+    let ri = crate::dispatcher::new_ri(m2m_core::ResourceType::Subscription);
+    let nus = uris(attrs.get("nu"));
+    if nus.is_empty() {
+        return Err(M2mError::bad_request(
+            "notificationURI must name at least one target",
+        ));
+    }
+    verify(cse, req, &ri, &nus).await?;
+    if !attrs.contains_key("nct") {
+        attrs.insert("nct".into(), json!(1));
+    }
+    Ok(Prepared { ri: Some(ri) })
+}
+
+pub async fn prepare_update(
+    cse: &Arc<Cse>,
+    req: &Request,
+    res: &Resource,
+    content: &Map<String, Value>,
+) -> M2mResult<()> {
+    let old = uris(res.attrs.get("nu"));
+    let new: Vec<String> = uris(content.get("nu"))
+        .into_iter()
+        .filter(|n| !old.contains(n))
+        .collect();
+    verify(cse, req, res.ri(), &new).await
+}
+
+fn uris(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sends a verification request to every target that is not the originator itself; any refusal
+/// fails the request with SUBSCRIPTION_VERIFICATION_INITIATION_FAILED.
+async fn verify(cse: &Arc<Cse>, req: &Request, sub_ri: &str, nus: &[String]) -> M2mResult<()> {
+    let originator = req.from.as_deref().unwrap_or("");
+    for nu in nus {
+        if notification::is_originator(cse, nu, originator) {
+            continue;
+        }
+        let sgn =
+            json!({ "m2m:sgn": { "vrq": true, "sur": cse.sp_relative(sub_ri), "cr": originator } });
+        let resp = notification::send_now(cse, nu, sgn).await;
+        if !resp.rsc.is_success() {
+            return Err(M2mError::new(
+                ResponseStatusCode::SubscriptionVerificationInitiationFailed,
+                format!(
+                    "notification target '{nu}' did not accept the verification request ({})",
+                    resp.rsc.code()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

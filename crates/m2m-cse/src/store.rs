@@ -1,0 +1,474 @@
+//! The resource store: every resource of the CSE in one embedded SQLite database.
+//!
+//! A resource is kept as its JSON representation (short names) plus the columns the CSE looks it
+//! up by: resourceID, structured name (`cse-in/ae1/cnt`), parent, type and expiration. Writes go
+//! through one connection in WAL mode, one transaction per request, so an acknowledged write is in
+//! the log before the response leaves: it survives `kill -9` (and, with `sync = "full"`, power loss).
+//! Reads use a small pool of their own connections and never wait for a writer.
+
+use crate::config::SyncMode;
+use m2m_core::{M2mError, M2mResult, ResourceType};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One stored resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// Creation order; increases monotonically and is never reused.
+    pub seq: i64,
+    pub ty: ResourceType,
+    /// Structured resource name relative to the CSE, e.g. `cse-in/ae1/cnt`.
+    pub srn: String,
+    /// All attributes, short names, including `ri`, `pi`, `rn`, `ty`, `ct`, `lt`, `et`.
+    pub attrs: Map<String, Value>,
+}
+
+impl Resource {
+    pub fn ri(&self) -> &str {
+        self.str_attr("ri").unwrap_or("")
+    }
+    pub fn pi(&self) -> &str {
+        self.str_attr("pi").unwrap_or("")
+    }
+    pub fn rn(&self) -> &str {
+        self.str_attr("rn").unwrap_or("")
+    }
+    pub fn str_attr(&self, name: &str) -> Option<&str> {
+        self.attrs.get(name).and_then(Value::as_str)
+    }
+    pub fn u64_attr(&self, name: &str) -> Option<u64> {
+        self.attrs.get(name).and_then(Value::as_u64)
+    }
+    pub fn et(&self) -> Option<&str> {
+        self.str_attr("et")
+    }
+}
+
+fn internal(e: rusqlite::Error) -> M2mError {
+    tracing::error!(error = %e, "store failure");
+    M2mError::internal("storage failure")
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resources (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    ri   TEXT NOT NULL UNIQUE,
+    srn  TEXT NOT NULL UNIQUE,
+    pi   TEXT NOT NULL,
+    ty   INTEGER NOT NULL,
+    et   TEXT,
+    doc  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS resources_children ON resources(pi, ty, seq);
+CREATE INDEX IF NOT EXISTS resources_expiry ON resources(et);
+";
+
+const COLUMNS: &str = "seq, ty, srn, doc";
+
+fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<Resource> {
+    let seq: i64 = row.get(0)?;
+    let ty: u16 = row.get(1)?;
+    let srn: String = row.get(2)?;
+    let doc: String = row.get(3)?;
+    let attrs: Map<String, Value> = serde_json::from_str(&doc).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let ty = ResourceType::from_code(ty).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Integer,
+            format!("unknown ty {ty}").into(),
+        )
+    })?;
+    Ok(Resource {
+        seq,
+        ty,
+        srn,
+        attrs,
+    })
+}
+
+/// The upper bound of the key range holding every descendant of `srn` (`srn/` .. `srn0`,
+/// because `0` follows `/` in ASCII).
+fn subtree_bounds(srn: &str) -> (String, String) {
+    (format!("{srn}/"), format!("{srn}0"))
+}
+
+pub struct Store {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Store {
+    /// Opens (or creates) the database `resources.db` in `dir`.
+    pub fn open(dir: &Path, sync: SyncMode) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("resources.db");
+        let writer = Connection::open(&path)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(
+            None,
+            "synchronous",
+            if sync == SyncMode::Full {
+                "FULL"
+            } else {
+                "NORMAL"
+            },
+        )?;
+        writer.pragma_update(None, "foreign_keys", "OFF")?;
+        writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        writer.execute_batch(SCHEMA)?;
+        Ok(Self {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn open_reader(&self) -> M2mResult<Connection> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(internal)?;
+        c.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(internal)?;
+        Ok(c)
+    }
+
+    /// Runs `f` on a pooled read connection.
+    pub fn read<T>(&self, f: impl FnOnce(&Reader<'_>) -> M2mResult<T>) -> M2mResult<T> {
+        let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => self.open_reader()?,
+        };
+        let out = f(&Reader { conn: &conn });
+        let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 16 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Runs `f` in one write transaction; it commits only if `f` succeeds.
+    pub fn write<T>(&self, f: impl FnOnce(&Writer<'_>) -> M2mResult<T>) -> M2mResult<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(internal)?;
+        let out = f(&Writer {
+            reader: Reader { conn: &tx },
+        })?;
+        tx.commit().map_err(internal)?;
+        Ok(out)
+    }
+
+    pub fn get(&self, ri: &str) -> M2mResult<Option<Resource>> {
+        self.read(|r| r.get(ri))
+    }
+
+    pub fn get_by_srn(&self, srn: &str) -> M2mResult<Option<Resource>> {
+        self.read(|r| r.get_by_srn(srn))
+    }
+}
+
+/// Queries, on a read connection or inside a write transaction.
+pub struct Reader<'c> {
+    conn: &'c Connection,
+}
+
+impl Reader<'_> {
+    fn one(&self, sql: &str, p: impl rusqlite::Params) -> M2mResult<Option<Resource>> {
+        let mut st = self.conn.prepare_cached(sql).map_err(internal)?;
+        st.query_row(p, row_to_resource)
+            .optional()
+            .map_err(internal)
+    }
+
+    fn many(&self, sql: &str, p: impl rusqlite::Params) -> M2mResult<Vec<Resource>> {
+        let mut st = self.conn.prepare_cached(sql).map_err(internal)?;
+        let rows = st.query_map(p, row_to_resource).map_err(internal)?;
+        rows.collect::<Result<_, _>>().map_err(internal)
+    }
+
+    pub fn get(&self, ri: &str) -> M2mResult<Option<Resource>> {
+        self.one(
+            &format!("SELECT {COLUMNS} FROM resources WHERE ri = ?1"),
+            [ri],
+        )
+    }
+
+    pub fn get_by_srn(&self, srn: &str) -> M2mResult<Option<Resource>> {
+        self.one(
+            &format!("SELECT {COLUMNS} FROM resources WHERE srn = ?1"),
+            [srn],
+        )
+    }
+
+    /// Direct children, in creation order, optionally of one type.
+    pub fn children(&self, pi: &str, ty: Option<ResourceType>) -> M2mResult<Vec<Resource>> {
+        match ty {
+            Some(ty) => self.many(
+                &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY seq"),
+                params![pi, ty.code()],
+            ),
+            None => self.many(
+                &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 ORDER BY seq"),
+                [pi],
+            ),
+        }
+    }
+
+    /// The newest direct child of a type (`la`).
+    pub fn latest_child(&self, pi: &str, ty: ResourceType) -> M2mResult<Option<Resource>> {
+        self.one(
+            &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY seq DESC LIMIT 1"),
+            params![pi, ty.code()],
+        )
+    }
+
+    /// The oldest direct child of a type (`ol`).
+    pub fn oldest_child(&self, pi: &str, ty: ResourceType) -> M2mResult<Option<Resource>> {
+        self.one(
+            &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY seq ASC LIMIT 1"),
+            params![pi, ty.code()],
+        )
+    }
+
+    /// Visits every descendant of `srn` in creation order until `visit` returns false.
+    pub fn for_each_descendant(
+        &self,
+        srn: &str,
+        mut visit: impl FnMut(Resource) -> bool,
+    ) -> M2mResult<()> {
+        let (lo, hi) = subtree_bounds(srn);
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM resources WHERE srn >= ?1 AND srn < ?2 ORDER BY seq"
+            ))
+            .map_err(internal)?;
+        let mut rows = st.query(params![lo, hi]).map_err(internal)?;
+        while let Some(row) = rows.next().map_err(internal)? {
+            if !visit(row_to_resource(row).map_err(internal)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resources whose expiration time lies before `now` (normalized timestamps), oldest first.
+    pub fn expired(&self, now: &str, limit: u32) -> M2mResult<Vec<Resource>> {
+        self.many(
+            &format!("SELECT {COLUMNS} FROM resources WHERE et IS NOT NULL AND et < ?1 ORDER BY et LIMIT ?2"),
+            params![now, limit],
+        )
+    }
+
+    /// Resources of one type anywhere in the tree.
+    pub fn all_of_type(&self, ty: ResourceType) -> M2mResult<Vec<Resource>> {
+        self.many(
+            &format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1 ORDER BY seq"),
+            [ty.code()],
+        )
+    }
+}
+
+/// Changes inside one write transaction. Dereferences to [`Reader`] for reads that must see them.
+pub struct Writer<'c> {
+    reader: Reader<'c>,
+}
+
+impl<'c> std::ops::Deref for Writer<'c> {
+    type Target = Reader<'c>;
+    fn deref(&self) -> &Reader<'c> {
+        &self.reader
+    }
+}
+
+fn et_column(res: &Resource) -> Option<String> {
+    res.et().and_then(|et| m2m_core::time::normalize(et).ok())
+}
+
+impl Writer<'_> {
+    /// Inserts a new resource; returns it with its sequence number. A taken resourceID or name is a CONFLICT.
+    pub fn insert(&self, mut res: Resource) -> M2mResult<Resource> {
+        let doc =
+            serde_json::to_string(&res.attrs).map_err(|e| M2mError::internal(e.to_string()))?;
+        let mut st = self
+            .reader
+            .conn
+            .prepare_cached(
+                "INSERT INTO resources (ri, srn, pi, ty, et, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(internal)?;
+        match st.execute(params![
+            res.ri(),
+            res.srn,
+            res.pi(),
+            res.ty.code(),
+            et_column(&res),
+            doc
+        ]) {
+            Ok(_) => {
+                res.seq = self.reader.conn.last_insert_rowid();
+                Ok(res)
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(M2mError::conflict(format!(
+                    "a resource named '{}' or with ID '{}' already exists",
+                    res.rn(),
+                    res.ri()
+                )))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Replaces the stored attributes of an existing resource.
+    pub fn update(&self, res: &Resource) -> M2mResult<()> {
+        let doc =
+            serde_json::to_string(&res.attrs).map_err(|e| M2mError::internal(e.to_string()))?;
+        let mut st = self
+            .reader
+            .conn
+            .prepare_cached("UPDATE resources SET doc = ?1, et = ?2 WHERE seq = ?3")
+            .map_err(internal)?;
+        let n = st
+            .execute(params![doc, et_column(res), res.seq])
+            .map_err(internal)?;
+        if n == 0 {
+            return Err(M2mError::not_found(format!(
+                "resource '{}' disappeared",
+                res.ri()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deletes a resource and its whole subtree; returns what was deleted (the resource first).
+    pub fn delete_subtree(&self, res: &Resource) -> M2mResult<Vec<Resource>> {
+        let mut deleted = vec![res.clone()];
+        self.reader.for_each_descendant(&res.srn, |r| {
+            deleted.push(r);
+            true
+        })?;
+        let (lo, hi) = subtree_bounds(&res.srn);
+        let conn = self.reader.conn;
+        conn.prepare_cached("DELETE FROM resources WHERE srn >= ?1 AND srn < ?2")
+            .and_then(|mut s| s.execute(params![lo, hi]))
+            .map_err(internal)?;
+        conn.prepare_cached("DELETE FROM resources WHERE seq = ?1")
+            .and_then(|mut s| s.execute([res.seq]))
+            .map_err(internal)?;
+        Ok(deleted)
+    }
+
+    /// Deletes one leaf resource (e.g. a contentInstance dropped by mni/mbs).
+    pub fn delete_one(&self, res: &Resource) -> M2mResult<()> {
+        self.reader
+            .conn
+            .prepare_cached("DELETE FROM resources WHERE seq = ?1")
+            .and_then(|mut s| s.execute([res.seq]))
+            .map_err(internal)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn res(ri: &str, srn: &str, pi: &str, ty: ResourceType) -> Resource {
+        let rn = srn.rsplit('/').next().unwrap();
+        let attrs = json!({"ri": ri, "pi": pi, "rn": rn, "ty": ty.code()})
+            .as_object()
+            .unwrap()
+            .clone();
+        Resource {
+            seq: 0,
+            ty,
+            srn: srn.into(),
+            attrs,
+        }
+    }
+
+    #[test]
+    fn insert_get_children_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        store
+            .write(|w| {
+                w.insert(res("id-in", "cse-in", "", ResourceType::CseBase))?;
+                w.insert(res("Cae", "cse-in/ae", "id-in", ResourceType::Ae))?;
+                w.insert(res("cnt1", "cse-in/ae/cnt", "Cae", ResourceType::Container))?;
+                w.insert(res(
+                    "cin1",
+                    "cse-in/ae/cnt/a",
+                    "cnt1",
+                    ResourceType::ContentInstance,
+                ))?;
+                w.insert(res(
+                    "cin2",
+                    "cse-in/ae/cnt/b",
+                    "cnt1",
+                    ResourceType::ContentInstance,
+                ))?;
+                // A sibling whose name extends "ae": must not count as a descendant of "ae".
+                w.insert(res("Cae2", "cse-in/ae2", "id-in", ResourceType::Ae))?;
+                Ok(())
+            })
+            .unwrap();
+        let conflict = store
+            .write(|w| w.insert(res("x", "cse-in/ae", "id-in", ResourceType::Ae)))
+            .unwrap_err();
+        assert_eq!(conflict.rsc, m2m_core::ResponseStatusCode::Conflict);
+
+        assert_eq!(
+            store.get_by_srn("cse-in/ae/cnt").unwrap().unwrap().ri(),
+            "cnt1"
+        );
+        store
+            .read(|r| {
+                assert_eq!(
+                    r.latest_child("cnt1", ResourceType::ContentInstance)?
+                        .unwrap()
+                        .ri(),
+                    "cin2"
+                );
+                assert_eq!(
+                    r.oldest_child("cnt1", ResourceType::ContentInstance)?
+                        .unwrap()
+                        .ri(),
+                    "cin1"
+                );
+                assert_eq!(r.children("id-in", None)?.len(), 2);
+                Ok(())
+            })
+            .unwrap();
+        let ae = store.get("Cae").unwrap().unwrap();
+        let deleted = store.write(|w| w.delete_subtree(&ae)).unwrap();
+        assert_eq!(deleted.len(), 4);
+        assert!(store.get("cin2").unwrap().is_none());
+        assert!(store.get("Cae2").unwrap().is_some());
+    }
+
+    #[test]
+    fn failed_transaction_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        let r: M2mResult<()> = store.write(|w| {
+            w.insert(res("a", "cse-in", "", ResourceType::CseBase))?;
+            Err(M2mError::bad_request("abort"))
+        });
+        assert!(r.is_err());
+        assert!(store.get("a").unwrap().is_none());
+    }
+}
