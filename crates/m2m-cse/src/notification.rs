@@ -45,7 +45,8 @@ pub fn on_event(
         }
     };
     for sub in subs {
-        if !wants(&sub, event) {
+        // A subscription is not told about its own creation.
+        if sub.ri() == res.ri() || !wants(&sub, event) {
             continue;
         }
         let rep = match sub.u64_attr("nct").unwrap_or(1) {
