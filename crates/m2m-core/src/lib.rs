@@ -8,6 +8,7 @@ pub mod http_binding;
 pub mod id;
 pub mod primitive;
 pub mod resource_type;
+pub mod schema;
 pub mod status;
 pub mod time;
 

@@ -130,8 +130,8 @@ impl ResourceType {
 }
 
 /// Resource type codes that TS-0004 defines (normal, announced and virtual ranges); used only to
-/// tell "unknown" from "not implemented".
-fn is_specified_type(n: u16) -> bool {
+/// tell "unknown" from "not implemented" and to check type codes inside attribute values (schema).
+pub(crate) fn is_specified_type(n: u16) -> bool {
     matches!(n, 1..=60) || matches!(n, 10001..=10060)
 }
 
