@@ -1,0 +1,727 @@
+//! Shared harness of the integration tests: real `m2m cse` processes driven over HTTP (TS-0009),
+//! a small synchronous oneM2M client, and a notification receiver.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a CSE may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// The CSE process
+// ---------------------------------------------------------------------------------------------
+
+/// A running `m2m cse` child process.
+pub struct CseProcess {
+    child: Child,
+    url: String,
+    config_path: PathBuf,
+    data_dir: PathBuf,
+    stderr: Arc<Mutex<String>>,
+    /// Keeps the configuration file (and, for [`CseProcess::start_temp`], the data) alive.
+    _config_dir: tempfile::TempDir,
+    _owned_data: Option<Arc<tempfile::TempDir>>,
+}
+
+/// Builds the configuration: `extra` is TOML (any sections of the CSE config); the harness sets
+/// `http.listen` (unless given), `storage.path` and a short `limits.outgoing_timeout_ms`.
+fn build_config(extra: &str, data_dir: &Path) -> String {
+    let mut table: toml::Table = toml::from_str(extra)
+        .unwrap_or_else(|e| panic!("test configuration is not TOML: {e}\n{extra}"));
+    let section = |t: &mut toml::Table, name: &str| -> toml::Table {
+        match t.remove(name) {
+            Some(toml::Value::Table(s)) => s,
+            Some(other) => panic!("[{name}] must be a table, got {other}"),
+            None => toml::Table::new(),
+        }
+    };
+    let mut http = section(&mut table, "http");
+    http.entry("listen")
+        .or_insert_with(|| toml::Value::String("127.0.0.1:0".into()));
+    table.insert("http".into(), toml::Value::Table(http));
+    let mut storage = section(&mut table, "storage");
+    storage.insert(
+        "path".into(),
+        toml::Value::String(data_dir.to_string_lossy().into_owned()),
+    );
+    table.insert("storage".into(), toml::Value::Table(storage));
+    let mut limits = section(&mut table, "limits");
+    limits
+        .entry("outgoing_timeout_ms")
+        .or_insert(toml::Value::Integer(3000));
+    table.insert("limits".into(), toml::Value::Table(limits));
+    toml::to_string(&table).expect("configuration serializes")
+}
+
+impl CseProcess {
+    /// Starts a CSE with `extra` configuration on `data_dir` and waits until it listens.
+    pub fn start(config_toml_extra: &str, data_dir: &Path) -> CseProcess {
+        let config_dir = tempfile::tempdir().expect("temp dir for the config");
+        let config_path = config_dir.path().join("cse.toml");
+        std::fs::write(&config_path, build_config(config_toml_extra, data_dir))
+            .expect("write config");
+        Self::spawn(config_path, data_dir.to_owned(), config_dir, None)
+    }
+
+    /// Starts a CSE on a fresh temporary data directory owned by the process handle.
+    pub fn start_temp(config_toml_extra: &str) -> CseProcess {
+        let data = Arc::new(tempfile::tempdir().expect("temp data dir"));
+        let mut p = Self::start(config_toml_extra, data.path());
+        p._owned_data = Some(data);
+        p
+    }
+
+    /// An IN-CSE with the default identity (`/id-in`, `cse-in`, `//m2m.example.com`).
+    pub fn start_in() -> CseProcess {
+        Self::start_temp("")
+    }
+
+    fn spawn(
+        config_path: PathBuf,
+        data_dir: PathBuf,
+        config_dir: tempfile::TempDir,
+        owned: Option<Arc<tempfile::TempDir>>,
+    ) -> CseProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .arg("cse")
+            .arg("--config")
+            .arg(&config_path)
+            .env(
+                "M2M_LOG",
+                std::env::var("M2M_LOG").unwrap_or_else(|_| "info,m2m_cse=debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the m2m binary");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let pipe = child.stderr.take().expect("stderr pipe");
+            let buf = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+                    b.push_str(&line);
+                    b.push('\n');
+                }
+            });
+        }
+        let (tx, rx) = mpsc::channel::<String>();
+        {
+            let pipe = child.stdout.take().expect("stdout pipe");
+            std::thread::spawn(move || {
+                // Keep draining stdout so the child never blocks on a full pipe.
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.trim().strip_prefix("m2m-cse listening ") {
+                        break url.to_owned();
+                    }
+                }
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    // Give the stderr reader a moment to collect the last lines.
+                    std::thread::sleep(Duration::from_millis(100));
+                    let err = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    panic!(
+                        "the CSE did not print its listening line within {START_TIMEOUT:?} \
+                         (exit status {status:?}); config {}:\n{}\nstderr:\n{err}",
+                        config_path.display(),
+                        std::fs::read_to_string(&config_path).unwrap_or_default()
+                    );
+                }
+            }
+        };
+        CseProcess {
+            child,
+            url,
+            config_path,
+            data_dir,
+            stderr,
+            _config_dir: config_dir,
+            _owned_data: owned,
+        }
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// What the CSE wrote on stderr so far (its log).
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills this process (if still running) and starts a new one on the same configuration and
+    /// data directory; the new process may listen on another port.
+    pub fn restart(self) -> CseProcess {
+        let mut this = self;
+        this.kill9();
+        let config_path = this.config_path.clone();
+        let data_dir = this.data_dir.clone();
+        let owned = this._owned_data.take();
+        // Move the config dir out of `this` (Drop only kills the child, already dead).
+        let config_dir = std::mem::replace(
+            &mut this._config_dir,
+            tempfile::tempdir().expect("temp dir"),
+        );
+        drop(this);
+        Self::spawn(config_path, data_dir, config_dir, owned)
+    }
+}
+
+impl Drop for CseProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The oneM2M HTTP client
+// ---------------------------------------------------------------------------------------------
+
+static RQI: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh request identifier.
+pub fn rqi() -> String {
+    format!(
+        "test-{}-{}",
+        std::process::id(),
+        RQI.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    /// X-M2M-RSC as a number (0 when absent).
+    pub rsc: u16,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    /// The JSON body (`Null` when empty), or a string holding non-JSON text.
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// `m2m:dbg` of an error answer.
+    pub fn dbg(&self) -> Option<&str> {
+        self.body.get("m2m:dbg").and_then(Value::as_str)
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(15))
+        .build()
+}
+
+/// Sends a raw HTTP request to `base` + `path` (path may carry a query) with exactly the given headers.
+pub fn raw(method: &str, base: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let url = format!("{base}{path}");
+    let mut req = agent().request(method, &url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let result = if body.is_empty() && method != "POST" && method != "PUT" {
+        req.call()
+    } else {
+        req.send_bytes(body)
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(ureq::Error::Transport(t)) => panic!("{method} {url}: transport error: {t}"),
+    };
+    let status = resp.status();
+    let mut headers = HashMap::new();
+    for name in resp.headers_names() {
+        if let Some(v) = resp.header(&name) {
+            headers.insert(name.to_ascii_lowercase(), v.to_owned());
+        }
+    }
+    let rsc = headers
+        .get("x-m2m-rsc")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let text = resp.into_string().unwrap_or_default();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Resp {
+        status,
+        rsc,
+        headers,
+        body,
+    }
+}
+
+/// A oneM2M request over HTTP with X-M2M-Origin (when `from` is given), X-M2M-RI and X-M2M-RVI: 3.
+pub fn request(
+    method: &str,
+    base: &str,
+    path: &str,
+    from: Option<&str>,
+    ty: Option<u16>,
+    body: Option<&Value>,
+) -> Resp {
+    let ri = rqi();
+    let ct = match ty {
+        Some(ty) => format!("application/json;ty={ty}"),
+        None => "application/json".to_owned(),
+    };
+    let mut headers: Vec<(&str, &str)> = vec![("X-M2M-RI", &ri), ("X-M2M-RVI", "3")];
+    if let Some(f) = from {
+        headers.push(("X-M2M-Origin", f));
+    }
+    let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON"));
+    if bytes.is_some() || ty.is_some() {
+        headers.push(("Content-Type", &ct));
+    }
+    headers.push(("Accept", "application/json"));
+    raw(
+        method,
+        base,
+        path,
+        &headers,
+        bytes.as_deref().unwrap_or(&[]),
+    )
+}
+
+/// CREATE (POST with `ty`).
+pub fn create_full(base: &str, to: &str, from: &str, ty: u16, body: Value) -> Resp {
+    request("POST", base, to, Some(from), Some(ty), Some(&body))
+}
+
+pub fn create(base: &str, to: &str, from: &str, ty: u16, body: Value) -> (u16, Value) {
+    let r = create_full(base, to, from, ty, body);
+    (r.rsc, r.body)
+}
+
+pub fn retrieve_full(base: &str, to: &str, from: &str) -> Resp {
+    request("GET", base, to, Some(from), None, None)
+}
+
+pub fn retrieve(base: &str, to: &str, from: &str) -> (u16, Value) {
+    let r = retrieve_full(base, to, from);
+    (r.rsc, r.body)
+}
+
+/// RETRIEVE with a query string, e.g. `fu=1&ty=3` (without the `?`).
+pub fn get_with_query_full(base: &str, to: &str, from: &str, query: &str) -> Resp {
+    request(
+        "GET",
+        base,
+        &format!("{to}?{query}"),
+        Some(from),
+        None,
+        None,
+    )
+}
+
+pub fn get_with_query(base: &str, to: &str, from: &str, query: &str) -> (u16, Value) {
+    let r = get_with_query_full(base, to, from, query);
+    (r.rsc, r.body)
+}
+
+pub fn update(base: &str, to: &str, from: &str, body: Value) -> (u16, Value) {
+    let r = request("PUT", base, to, Some(from), None, Some(&body));
+    (r.rsc, r.body)
+}
+
+pub fn delete(base: &str, to: &str, from: &str) -> (u16, Value) {
+    let r = request("DELETE", base, to, Some(from), None, None);
+    (r.rsc, r.body)
+}
+
+/// NOTIFY (POST without `ty`).
+pub fn notify(base: &str, to: &str, from: &str, body: Value) -> (u16, Value) {
+    let r = request("POST", base, to, Some(from), None, Some(&body));
+    (r.rsc, r.body)
+}
+
+/// Registers an AE under the CSEBase `cb` (e.g. `/cse-in`) and returns its AE-ID.
+pub fn register_ae(base: &str, cb: &str, from: &str, rn: &str, poa: &[&str]) -> String {
+    let mut ae = json!({ "rn": rn, "api": "Ntest", "rr": !poa.is_empty(), "srv": ["3"] });
+    if !poa.is_empty() {
+        ae["poa"] = json!(poa);
+    }
+    let (rsc, body) = create(base, cb, from, 2, json!({ "m2m:ae": ae }));
+    assert_eq!(rsc, 2001, "AE registration of '{rn}' from '{from}': {body}");
+    body["m2m:ae"]["aei"]
+        .as_str()
+        .unwrap_or_else(|| panic!("registration answer has no aei: {body}"))
+        .to_owned()
+}
+
+/// Creates a container and returns its resourceID.
+pub fn create_cnt(base: &str, parent: &str, from: &str, attrs: Value) -> String {
+    let (rsc, body) = create(base, parent, from, 3, json!({ "m2m:cnt": attrs }));
+    assert_eq!(rsc, 2001, "container creation under {parent}: {body}");
+    body["m2m:cnt"]["ri"].as_str().expect("cnt ri").to_owned()
+}
+
+/// Creates a contentInstance and returns its resourceID.
+pub fn create_cin(base: &str, parent: &str, from: &str, con: &str) -> String {
+    let (rsc, body) = create(base, parent, from, 4, json!({ "m2m:cin": { "con": con } }));
+    assert_eq!(rsc, 2001, "contentInstance creation under {parent}: {body}");
+    body["m2m:cin"]["ri"].as_str().expect("cin ri").to_owned()
+}
+
+/// Polls `f` until it returns `Some` or the timeout passes.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The notification receiver
+// ---------------------------------------------------------------------------------------------
+
+/// One request received by a [`Receiver`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+}
+
+impl Received {
+    /// The `m2m:sgn` of a notification (Null otherwise).
+    pub fn sgn(&self) -> &Value {
+        self.body.get("m2m:sgn").unwrap_or(&Value::Null)
+    }
+
+    pub fn is_verification(&self) -> bool {
+        self.sgn().get("vrq").and_then(Value::as_bool) == Some(true)
+    }
+
+    /// notificationEventType, if this is an event notification.
+    pub fn net(&self) -> Option<u64> {
+        self.sgn().pointer("/nev/net").and_then(Value::as_u64)
+    }
+
+    pub fn rep(&self) -> &Value {
+        self.sgn().pointer("/nev/rep").unwrap_or(&Value::Null)
+    }
+
+    pub fn sur(&self) -> Option<&str> {
+        self.sgn().get("sur").and_then(Value::as_str)
+    }
+}
+
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    arrived: Condvar,
+    /// The X-M2M-RSC answered (2000 unless told otherwise).
+    answer_rsc: Mutex<u16>,
+}
+
+/// An HTTP server on 127.0.0.1 that records every request and answers `X-M2M-RSC: 2000`.
+pub struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
+        let url = format!(
+            "http://{}",
+            listener.local_addr().expect("receiver address")
+        );
+        let state = Arc::new(ReceiverState {
+            received: Mutex::new(Vec::new()),
+            arrived: Condvar::new(),
+            answer_rsc: Mutex::new(2000),
+        });
+        let st = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let st = Arc::clone(&st);
+                std::thread::spawn(move || serve_connection(stream, &st));
+            }
+        });
+        Receiver { url, state }
+    }
+
+    /// The receiver's URL, usable as a notificationURI or pointOfAccess.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// From now on, answer with this X-M2M-RSC (e.g. 4103 to refuse verification).
+    pub fn answer_with(&self, rsc: u16) {
+        *self
+            .state
+            .answer_rsc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = rsc;
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.state
+            .received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn count(&self, pred: impl Fn(&Received) -> bool) -> usize {
+        self.all().iter().filter(|r| pred(r)).count()
+    }
+
+    /// Waits until a received request satisfies `pred` and returns it; panics with everything
+    /// received so far on timeout.
+    pub fn wait_for(&self, pred: impl Fn(&Received) -> bool, timeout: Duration) -> Received {
+        self.try_wait_for(&pred, timeout).unwrap_or_else(|| {
+            panic!(
+                "no matching request at {} within {timeout:?}; received:\n{:#?}",
+                self.url,
+                self.all()
+            )
+        })
+    }
+
+    pub fn try_wait_for(
+        &self,
+        pred: impl Fn(&Received) -> bool,
+        timeout: Duration,
+    ) -> Option<Received> {
+        let deadline = Instant::now() + timeout;
+        let mut got = self
+            .state
+            .received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(r) = got.iter().find(|r| pred(r)) {
+                return Some(r.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            got = self
+                .state
+                .arrived
+                .wait_timeout(got, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until `n` requests satisfy `pred`; returns them.
+    pub fn wait_for_n(
+        &self,
+        n: usize,
+        pred: impl Fn(&Received) -> bool,
+        timeout: Duration,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<Received> = self.all().into_iter().filter(|r| pred(r)).collect();
+            if found.len() >= n {
+                return found;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "expected {n} matching requests at {} within {timeout:?}, got {}; received:\n{:#?}",
+                    self.url,
+                    found.len(),
+                    self.all()
+                );
+            }
+            let guard = self
+                .state
+                .received
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let _ = self
+                .state
+                .arrived
+                .wait_timeout(guard, Duration::from_millis(50));
+        }
+    }
+}
+
+/// Serves one (keep-alive) connection: every request is recorded and answered.
+fn serve_connection(stream: TcpStream, st: &ReceiverState) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut writer = write_half;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        match reader.read_line(&mut request_line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let request_line = request_line.trim_end().to_owned();
+        if request_line.is_empty() {
+            continue;
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let path = parts.next().unwrap_or("").to_owned();
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let body = if headers
+            .get("transfer-encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        {
+            match read_chunked(&mut reader) {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            let len: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            body
+        };
+        let body = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+        };
+        let rqi = headers.get("x-m2m-ri").cloned().unwrap_or_default();
+        let rsc = *st.answer_rsc.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut got = st.received.lock().unwrap_or_else(|e| e.into_inner());
+            got.push(Received {
+                method,
+                path,
+                headers,
+                body,
+            });
+            st.arrived.notify_all();
+        }
+        let status = match rsc {
+            2000..=2999 => "200 OK",
+            4004 => "404 Not Found",
+            4103 => "403 Forbidden",
+            4000..=4999 => "400 Bad Request",
+            _ => "500 Internal Server Error",
+        };
+        let answer = format!(
+            "HTTP/1.1 {status}\r\nX-M2M-RSC: {rsc}\r\nX-M2M-RI: {rqi}\r\nContent-Length: 0\r\n\r\n"
+        );
+        if writer.write_all(answer.as_bytes()).is_err() || writer.flush().is_err() {
+            return;
+        }
+    }
+}
+
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        if reader.read_line(&mut size_line).ok()? == 0 {
+            return None;
+        }
+        let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+        if size == 0 {
+            // Trailers until the empty line.
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).ok()? == 0 || l.trim().is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        chunk.truncate(size);
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// A port on 127.0.0.1 with nothing listening (bound then released).
+pub fn unused_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Standard timeout for asynchronous effects (notifications, registration).
+pub const WAIT: Duration = Duration::from_secs(10);

@@ -1,0 +1,479 @@
+//! Resource lifecycle over HTTP on a real `m2m cse`: AE registration, container and
+//! contentInstance, addressing forms, result content, ACP, CSEBase protection.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "CAdmin";
+
+fn ae_body(rn: &str, api: &str) -> Value {
+    json!({ "m2m:ae": { "rn": rn, "api": api, "rr": false, "srv": ["3"] } })
+}
+
+#[test]
+fn ae_registration_assigns_and_checks_ae_ids() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+
+    // From "C": the CSE assigns a C-type AE-ID.
+    let (rsc, b) = create(u, "/cse-in", "C", 2, ae_body("ae-c", "Nc"));
+    assert_eq!(rsc, 2001, "register with From C: {b}");
+    let aei = b["m2m:ae"]["aei"].as_str().expect("aei");
+    assert!(
+        aei.starts_with('C') && aei.len() > 1,
+        "From C must get an assigned C... AE-ID, got {aei}"
+    );
+    assert_eq!(
+        b["m2m:ae"]["ri"],
+        json!(aei),
+        "ri of an AE is its AE-ID stem"
+    );
+
+    // From "S": an S-type AE-ID.
+    let (rsc, b) = create(u, "/cse-in", "S", 2, ae_body("ae-s", "Ns"));
+    assert_eq!(rsc, 2001, "register with From S: {b}");
+    let aei = b["m2m:ae"]["aei"].as_str().expect("aei");
+    assert!(
+        aei.starts_with('S') && aei.len() > 1,
+        "From S must get an assigned S... AE-ID, got {aei}"
+    );
+
+    // From "Cmyapp": the AE-ID is the one asked for.
+    let (rsc, b) = create(u, "/cse-in", "Cmyapp", 2, ae_body("ae-my", "Rmyapp"));
+    assert_eq!(rsc, 2001, "register with From Cmyapp: {b}");
+    assert_eq!(b["m2m:ae"]["aei"], json!("Cmyapp"), "{b}");
+
+    // The same AE-ID again (other resource name): ORIGINATOR_HAS_ALREADY_REGISTERED.
+    let r = create_full(u, "/cse-in", "Cmyapp", 2, ae_body("ae-my2", "Rmyapp"));
+    assert_eq!(r.rsc, 4117, "second registration of Cmyapp: {:?}", r.body);
+    assert!(
+        r.dbg().is_some_and(|d| !d.is_empty()),
+        "4117 needs an m2m:dbg: {:?}",
+        r.body
+    );
+
+    // Absent From: an AE-ID is assigned (TS-0001 clause 10.2.2.2, case "AE-ID not provided").
+    let r = request(
+        "POST",
+        u,
+        "/cse-in",
+        None,
+        Some(2),
+        Some(&ae_body("ae-none", "Nnone")),
+    );
+    assert_eq!(r.rsc, 2001, "register without From: {:?}", r.body);
+    let aei = r.body["m2m:ae"]["aei"].as_str().expect("aei");
+    assert!(
+        aei.starts_with('C') || aei.starts_with('S'),
+        "registration without From must get an assigned AE-ID, got {aei}"
+    );
+
+    // Empty From header: same as absent.
+    let (rsc, b) = create(u, "/cse-in", "", 2, ae_body("ae-empty", "Nempty"));
+    assert_eq!(rsc, 2001, "register with an empty From: {b}");
+    let aei = b["m2m:ae"]["aei"].as_str().expect("aei");
+    assert!(
+        aei.starts_with('C') || aei.starts_with('S'),
+        "registration with an empty From must get an assigned AE-ID, got {aei}"
+    );
+
+    // App-ID not starting with R or N: BAD_REQUEST.
+    let r = create_full(u, "/cse-in", "C", 2, ae_body("ae-bad", "Xapp"));
+    assert_eq!(r.rsc, 4000, "App-ID 'Xapp': {:?}", r.body);
+    assert_eq!(r.status, 400);
+
+    // The registered AE is retrievable under its name and by its AE-ID.
+    let (rsc, b) = retrieve(u, "/cse-in/ae-my", "Cmyapp");
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:ae"]["api"], json!("Rmyapp"));
+    let (rsc, b) = retrieve(u, "/Cmyapp", "Cmyapp");
+    assert_eq!(rsc, 2000, "retrieve the AE by its resourceID: {b}");
+    assert_eq!(b["m2m:ae"]["rn"], json!("ae-my"));
+}
+
+#[test]
+fn container_create_retrieve_update_delete() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Ccnt", "app", &[]);
+
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app",
+        &ae,
+        3,
+        json!({ "m2m:cnt": { "rn": "data", "mni": 10, "lbl": ["a", "b"] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let cnt = &b["m2m:cnt"];
+    for attr in ["ri", "pi", "ct", "lt", "et", "st", "cni", "cbs"] {
+        assert!(
+            cnt.get(attr).is_some(),
+            "created container lacks '{attr}': {b}"
+        );
+    }
+    assert_eq!(cnt["ty"], json!(3));
+    assert_eq!(cnt["cni"], json!(0));
+    assert_eq!(cnt["cr"], Value::Null, "cr only when asked for: {b}");
+
+    let (rsc, b) = retrieve(u, "/cse-in/app/data", &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:cnt"]["mni"], json!(10));
+    assert_eq!(b["m2m:cnt"]["lbl"], json!(["a", "b"]));
+    let st0 = b["m2m:cnt"]["st"].as_u64().expect("st");
+
+    let (rsc, b) = update(
+        u,
+        "/cse-in/app/data",
+        &ae,
+        json!({ "m2m:cnt": { "mni": 5 } }),
+    );
+    assert_eq!(rsc, 2004, "update mni: {b}");
+    assert_eq!(b["m2m:cnt"]["mni"], json!(5), "{b}");
+    let (_, b) = retrieve(u, "/cse-in/app/data", &ae);
+    assert_eq!(b["m2m:cnt"]["mni"], json!(5), "update persisted: {b}");
+    assert!(
+        b["m2m:cnt"]["st"].as_u64().expect("st") > st0,
+        "stateTag grows on update: {b}"
+    );
+
+    let (rsc, b) = delete(u, "/cse-in/app/data", &ae);
+    assert_eq!(rsc, 2002, "{b}");
+    let (rsc, b) = retrieve(u, "/cse-in/app/data", &ae);
+    assert_eq!(rsc, 4004, "deleted container: {b}");
+}
+
+#[test]
+fn content_instances_latest_oldest_and_limits() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Ccin", "app", &[]);
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "c", "mni": 3 }));
+
+    let mut ris = Vec::new();
+    for i in 0..5 {
+        ris.push(create_cin(u, "/cse-in/app/c", &ae, &format!("v{i}")));
+    }
+    let (_, b) = retrieve(u, "/cse-in/app/c", &ae);
+    assert_eq!(b["m2m:cnt"]["cni"], json!(3), "cni stays at mni: {b}");
+    assert_eq!(b["m2m:cnt"]["cbs"], json!(6), "cbs of v2,v3,v4: {b}");
+
+    let (rsc, b) = retrieve(u, "/cse-in/app/c/la", &ae);
+    assert_eq!(rsc, 2000, "la: {b}");
+    assert_eq!(b["m2m:cin"]["con"], json!("v4"), "la is the newest: {b}");
+    let (rsc, b) = retrieve(u, "/cse-in/app/c/ol", &ae);
+    assert_eq!(rsc, 2000, "ol: {b}");
+    assert_eq!(
+        b["m2m:cin"]["con"],
+        json!("v2"),
+        "ol is the oldest kept: {b}"
+    );
+    for dropped in &ris[..2] {
+        let (rsc, b) = retrieve(u, &format!("/{dropped}"), &ae);
+        assert_eq!(rsc, 4004, "instance {dropped} was dropped by mni: {b}");
+    }
+    for kept in &ris[2..] {
+        let (rsc, b) = retrieve(u, &format!("/{kept}"), &ae);
+        assert_eq!(rsc, 2000, "instance {kept} is kept: {b}");
+        assert_eq!(b["m2m:cin"]["cs"], json!(2), "contentSize: {b}");
+    }
+
+    // Lowering mni drops the oldest at once.
+    let (rsc, b) = update(u, "/cse-in/app/c", &ae, json!({ "m2m:cnt": { "mni": 1 } }));
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(b["m2m:cnt"]["cni"], json!(1), "cni after lowering mni: {b}");
+    let (_, b) = retrieve(u, "/cse-in/app/c/ol", &ae);
+    assert_eq!(b["m2m:cin"]["con"], json!("v4"), "{b}");
+
+    // A contentInstance cannot be updated.
+    let r = request(
+        "PUT",
+        u,
+        &format!("/{}", ris[4]),
+        Some(&ae),
+        None,
+        Some(&json!({ "m2m:cin": { "con": "changed" } })),
+    );
+    assert_eq!(r.rsc, 4005, "update of a contentInstance: {:?}", r.body);
+    assert_eq!(r.status, 405);
+
+    // maxByteSize: content bigger than mbs is refused.
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "small", "mbs": 10 }));
+    create_cin(u, "/cse-in/app/small", &ae, "0123456789");
+    let r = create_full(
+        u,
+        "/cse-in/app/small",
+        &ae,
+        4,
+        json!({ "m2m:cin": { "con": "0123456789A" } }),
+    );
+    assert_eq!(r.rsc, 5207, "content over mbs: {:?}", r.body);
+    assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
+    let (_, b) = retrieve(u, "/cse-in/app/small", &ae);
+    assert_eq!(b["m2m:cnt"]["cni"], json!(1), "{b}");
+
+    // la / ol of an empty container: NOT_FOUND.
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "empty" }));
+    let (rsc, b) = retrieve(u, "/cse-in/app/empty/la", &ae);
+    assert_eq!(rsc, 4004, "la of an empty container: {b}");
+}
+
+#[test]
+fn addressing_forms_and_unstructured_ids() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Caddr", "app", &[]);
+    let cnt = create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "c" }));
+
+    let paths = [
+        "/cse-in/app/c".to_owned(),
+        "/~/id-in/cse-in/app/c".to_owned(),
+        "/_/m2m.example.com/id-in/cse-in/app/c".to_owned(),
+        format!("/{cnt}"),
+        format!("/~/id-in/{cnt}"),
+        format!("/_/m2m.example.com/id-in/{cnt}"),
+    ];
+    for p in &paths {
+        let (rsc, b) = retrieve(u, p, &ae);
+        assert_eq!(rsc, 2000, "retrieve via {p}: {b}");
+        assert_eq!(b["m2m:cnt"]["ri"], json!(cnt), "retrieve via {p}: {b}");
+    }
+    // The CSEBase itself in the three forms.
+    for p in [
+        "/cse-in",
+        "/~/id-in/cse-in",
+        "/_/m2m.example.com/id-in/cse-in",
+    ] {
+        let (rsc, b) = retrieve(u, p, &ae);
+        assert_eq!(rsc, 2000, "retrieve CSEBase via {p}: {b}");
+        assert_eq!(b["m2m:cb"]["csi"], json!("/id-in"), "{b}");
+        assert_eq!(b["m2m:cb"]["ty"], json!(5), "{b}");
+    }
+    // Create through the SP-relative and absolute forms.
+    let (rsc, b) = create(
+        u,
+        "/~/id-in/cse-in/app/c",
+        &ae,
+        4,
+        json!({ "m2m:cin": { "con": "sp" } }),
+    );
+    assert_eq!(rsc, 2001, "create via SP-relative: {b}");
+    let (rsc, b) = create(
+        u,
+        &format!("/_/m2m.example.com/id-in/{cnt}"),
+        &ae,
+        4,
+        json!({ "m2m:cin": { "con": "abs" } }),
+    );
+    assert_eq!(rsc, 2001, "create via absolute unstructured: {b}");
+    let (_, b) = retrieve(u, &format!("/~/id-in/{cnt}/la"), &ae);
+    assert_eq!(
+        b["m2m:cin"]["con"],
+        json!("abs"),
+        "la via unstructured: {b}"
+    );
+}
+
+#[test]
+fn result_content_on_create_retrieve_update() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Crcn", "app", &[]);
+
+    // rcn=0: nothing.
+    let r = request(
+        "POST",
+        u,
+        "/cse-in/app?rcn=0",
+        Some(&ae),
+        Some(3),
+        Some(&json!({ "m2m:cnt": { "rn": "c0" } })),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(r.body, Value::Null, "rcn=0 returns no content");
+    assert!(
+        r.header("content-location").is_some(),
+        "a CREATE answer carries Content-Location: {:?}",
+        r.headers
+    );
+    // rcn=1: attributes.
+    let r = request(
+        "POST",
+        u,
+        "/cse-in/app?rcn=1",
+        Some(&ae),
+        Some(3),
+        Some(&json!({ "m2m:cnt": { "rn": "c1" } })),
+    );
+    assert_eq!(r.rsc, 2001);
+    assert_eq!(r.body["m2m:cnt"]["rn"], json!("c1"), "rcn=1: {:?}", r.body);
+    // rcn=2: hierarchical address.
+    let r = request(
+        "POST",
+        u,
+        "/cse-in/app?rcn=2",
+        Some(&ae),
+        Some(3),
+        Some(&json!({ "m2m:cnt": { "rn": "c2" } })),
+    );
+    assert_eq!(r.rsc, 2001);
+    let uri = r.body["m2m:uri"].as_str().unwrap_or_default();
+    assert!(uri.ends_with("app/c2"), "rcn=2 m2m:uri: {:?}", r.body);
+    // rcn=3: hierarchical address and attributes.
+    let r = request(
+        "POST",
+        u,
+        "/cse-in/app?rcn=3",
+        Some(&ae),
+        Some(3),
+        Some(&json!({ "m2m:cnt": { "rn": "c3" } })),
+    );
+    assert_eq!(r.rsc, 2001);
+    let rce = &r.body["m2m:rce"];
+    assert!(
+        rce["uri"].as_str().unwrap_or_default().ends_with("app/c3"),
+        "rcn=3 uri: {:?}",
+        r.body
+    );
+    assert_eq!(
+        rce["cnt"]["rn"],
+        json!("c3"),
+        "rcn=3 resource: {:?}",
+        r.body
+    );
+
+    create_cin(u, "/cse-in/app/c1", &ae, "x");
+    create_cin(u, "/cse-in/app/c1", &ae, "y");
+    create_cnt(u, "/cse-in/app/c1", &ae, json!({ "rn": "sub" }));
+
+    // rcn=4: attributes and child resources.
+    let (rsc, b) = get_with_query(u, "/cse-in/app/c1", &ae, "rcn=4");
+    assert_eq!(rsc, 2000, "{b}");
+    let cnt = &b["m2m:cnt"];
+    assert_eq!(cnt["rn"], json!("c1"), "rcn=4 has the attributes: {b}");
+    assert_eq!(
+        cnt["m2m:cin"].as_array().map(Vec::len),
+        Some(2),
+        "rcn=4 has the 2 instances: {b}"
+    );
+    assert_eq!(
+        cnt["m2m:cnt"].as_array().map(Vec::len),
+        Some(1),
+        "rcn=4 has the child container: {b}"
+    );
+    // rcn=5: attributes and child references.
+    let (rsc, b) = get_with_query(u, "/cse-in/app/c1", &ae, "rcn=5");
+    assert_eq!(rsc, 2000, "{b}");
+    let ch = b["m2m:cnt"]["ch"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ch.len(), 3, "rcn=5 child references: {b}");
+    assert!(
+        ch.iter()
+            .any(|c| c["nm"] == json!("sub") && c["typ"] == json!(3)),
+        "rcn=5 references name the child container: {b}"
+    );
+    assert_eq!(b["m2m:cnt"]["rn"], json!("c1"), "{b}");
+    // rcn=6: child references only.
+    let (rsc, b) = get_with_query(u, "/cse-in/app/c1", &ae, "rcn=6");
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(
+        b["m2m:rrl"]["rrf"].as_array().map(Vec::len),
+        Some(3),
+        "rcn=6: {b}"
+    );
+    assert!(b.get("m2m:cnt").is_none(), "rcn=6 has no attributes: {b}");
+
+    // rcn=9 on update: only the modified attributes.
+    let r = request(
+        "PUT",
+        u,
+        "/cse-in/app/c1?rcn=9",
+        Some(&ae),
+        None,
+        Some(&json!({ "m2m:cnt": { "lbl": ["x"] } })),
+    );
+    assert_eq!(r.rsc, 2004, "{:?}", r.body);
+    let m = r.body["m2m:cnt"].as_object().cloned().unwrap_or_default();
+    assert_eq!(
+        m.get("lbl"),
+        Some(&json!(["x"])),
+        "rcn=9 modified: {:?}",
+        r.body
+    );
+    assert!(
+        !m.contains_key("rn") && !m.contains_key("ri"),
+        "rcn=9 returns only modified attributes: {:?}",
+        r.body
+    );
+}
+
+#[test]
+fn deleting_a_container_removes_its_instances() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cdel", "app", &[]);
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "c" }));
+    let cins: Vec<String> = (0..3)
+        .map(|i| create_cin(u, "/cse-in/app/c", &ae, &i.to_string()))
+        .collect();
+    let (rsc, b) = delete(u, "/cse-in/app/c", &ae);
+    assert_eq!(rsc, 2002, "{b}");
+    for ri in &cins {
+        let (rsc, b) = retrieve(u, &format!("/{ri}"), &ae);
+        assert_eq!(rsc, 4004, "instance {ri} of a deleted container: {b}");
+    }
+    // Deleting the AE removes its subtree too.
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "c2" }));
+    let (rsc, _) = delete(u, "/cse-in/app", &ae);
+    assert_eq!(rsc, 2002);
+    let (rsc, b) = retrieve(u, "/cse-in/app/c2", ADMIN);
+    assert_eq!(rsc, 4004, "{b}");
+}
+
+#[test]
+fn access_control_policy_create_and_retrieve() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let acp = json!({ "m2m:acp": {
+        "rn": "acp1",
+        "pv": { "acr": [ { "acor": ["Cabc", "all"], "acop": 63 } ] },
+        "pvs": { "acr": [ { "acor": [ADMIN], "acop": 63 } ] },
+    }});
+    let (rsc, b) = create(u, "/cse-in", ADMIN, 1, acp);
+    assert_eq!(rsc, 2001, "ACP create: {b}");
+    let ri = b["m2m:acp"]["ri"].as_str().expect("acp ri").to_owned();
+    let (rsc, b) = retrieve(u, "/cse-in/acp1", ADMIN);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:acp"]["ri"], json!(ri));
+    assert_eq!(b["m2m:acp"]["ty"], json!(1));
+    assert_eq!(
+        b["m2m:acp"]["pv"]["acr"][0]["acop"],
+        json!(63),
+        "pv kept: {b}"
+    );
+    assert_eq!(
+        b["m2m:acp"]["pv"]["acr"][0]["acor"],
+        json!(["Cabc", "all"]),
+        "{b}"
+    );
+    assert_eq!(
+        b["m2m:acp"]["pvs"]["acr"][0]["acor"],
+        json!([ADMIN]),
+        "pvs kept: {b}"
+    );
+}
+
+#[test]
+fn cse_base_cannot_be_deleted() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    for p in ["/cse-in", "/~/id-in/cse-in", "/id-in"] {
+        let r = request("DELETE", u, p, Some(ADMIN), None, None);
+        assert_eq!(r.rsc, 4005, "DELETE {p}: {:?}", r.body);
+        assert_eq!(r.status, 405, "DELETE {p}");
+        assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
+    }
+    let (rsc, _) = retrieve(u, "/cse-in", ADMIN);
+    assert_eq!(rsc, 2000, "the CSEBase is still there");
+}
