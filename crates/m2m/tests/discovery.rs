@@ -1,0 +1,276 @@
+//! Resource discovery (fu=1) over HTTP on a real `m2m cse` (TS-0004 clause 7.3.3.17, TS-0009
+//! table 6.2.2.2-1 query fields).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// The `m2m:uril` of a discovery answer.
+fn uril(b: &Value) -> Vec<String> {
+    b["m2m:uril"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no m2m:uril in {b}"))
+        .iter()
+        .map(|v| v.as_str().expect("uril entries are strings").to_owned())
+        .collect()
+}
+
+/// The last path segments of the discovered structured addresses, as a set.
+fn names(list: &[String]) -> BTreeSet<String> {
+    list.iter()
+        .map(|s| s.rsplit('/').next().unwrap_or(s).to_owned())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn discover(u: &str, to: &str, from: &str, query: &str) -> Vec<String> {
+    let (rsc, b) = get_with_query(u, to, from, &format!("fu=1&{query}"));
+    assert_eq!(rsc, 2000, "discovery {to}?fu=1&{query}: {b}");
+    uril(&b)
+}
+
+/// app (AE, by Cone) with containers c1 (lbl kitchen, mni 7), c2 (lbl hall), c3 (lbl kitchen hall);
+/// c1 holds 2 contentInstances and a sub-container deep; other (AE, by Ctwo) with container o1.
+struct Tree {
+    cse: CseProcess,
+    ae1: String,
+    ae2: String,
+    ct: Vec<String>,
+}
+
+fn tree() -> Tree {
+    let cse = CseProcess::start_in();
+    let u = cse.url().to_owned();
+    let ae1 = register_ae(&u, "/cse-in", "Cone", "app", &[]);
+    let ae2 = register_ae(&u, "/cse-in", "Ctwo", "other", &[]);
+    let mut ct = Vec::new();
+    for (rn, lbl, extra) in [
+        ("c1", json!(["kitchen"]), json!({ "mni": 7 })),
+        ("c2", json!(["hall"]), json!({})),
+        ("c3", json!(["kitchen", "hall"]), json!({})),
+    ] {
+        let mut attrs = json!({ "rn": rn, "lbl": lbl, "cr": null });
+        for (k, v) in extra.as_object().expect("object") {
+            attrs[k] = v.clone();
+        }
+        let (rsc, b) = create(&u, "/cse-in/app", &ae1, 3, json!({ "m2m:cnt": attrs }));
+        assert_eq!(rsc, 2001, "{b}");
+        ct.push(b["m2m:cnt"]["ct"].as_str().expect("ct").to_owned());
+    }
+    create_cin(&u, "/cse-in/app/c1", &ae1, "one");
+    create_cin(&u, "/cse-in/app/c1", &ae1, "two");
+    create_cnt(&u, "/cse-in/app/c1", &ae1, json!({ "rn": "deep" }));
+    create_cnt(&u, "/cse-in/other", &ae2, json!({ "rn": "o1", "cr": null }));
+    Tree { cse, ae1, ae2, ct }
+}
+
+#[test]
+fn discovery_by_type_label_and_attributes() {
+    let t = tree();
+    let u = t.cse.url();
+
+    let all_cnt = discover(u, "/cse-in", &t.ae1, "ty=3");
+    assert_eq!(
+        names(&all_cnt),
+        set(&["c1", "c2", "c3", "deep", "o1"]),
+        "ty=3 from the CSEBase: {all_cnt:?}"
+    );
+    assert!(
+        all_cnt.iter().any(|s| s.ends_with("cse-in/app/c1")),
+        "structured addresses by default: {all_cnt:?}"
+    );
+    let under_app = discover(u, "/cse-in/app", &t.ae1, "ty=3");
+    assert_eq!(
+        names(&under_app),
+        set(&["c1", "c2", "c3", "deep"]),
+        "ty=3 under app: {under_app:?}"
+    );
+
+    let aes = discover(u, "/cse-in", &t.ae1, "ty=2");
+    assert_eq!(names(&aes), set(&["app", "other"]), "ty=2: {aes:?}");
+
+    // Several types: ty=3+4 and ty=3&ty=4.
+    for q in ["ty=3+4", "ty=3&ty=4"] {
+        let found = discover(u, "/cse-in/app/c1", &t.ae1, q);
+        assert_eq!(
+            found.len(),
+            3,
+            "{q} under c1: 2 instances + deep: {found:?}"
+        );
+        assert!(
+            names(&found).contains("deep"),
+            "{q} finds the container: {found:?}"
+        );
+    }
+
+    let kitchen = discover(u, "/cse-in", &t.ae1, "lbl=kitchen");
+    assert_eq!(
+        names(&kitchen),
+        set(&["c1", "c3"]),
+        "lbl=kitchen: {kitchen:?}"
+    );
+    let hall_cnt = discover(u, "/cse-in", &t.ae1, "lbl=hall&ty=3");
+    assert_eq!(
+        names(&hall_cnt),
+        set(&["c2", "c3"]),
+        "lbl=hall: {hall_cnt:?}"
+    );
+    let none = discover(u, "/cse-in", &t.ae1, "lbl=garage");
+    assert!(none.is_empty(), "lbl=garage: {none:?}");
+
+    // Attribute conditions (TS-0009: any other query field naming a resource attribute).
+    let by_ae2 = discover(u, "/cse-in", &t.ae1, &format!("cr={}", t.ae2));
+    assert_eq!(names(&by_ae2), set(&["o1"]), "cr={}: {by_ae2:?}", t.ae2);
+    let by_ae1 = discover(u, "/cse-in", &t.ae1, &format!("cr={}&ty=3", t.ae1));
+    assert_eq!(
+        names(&by_ae1),
+        set(&["c1", "c2", "c3"]),
+        "cr={}: {by_ae1:?}",
+        t.ae1
+    );
+    let mni = discover(u, "/cse-in", &t.ae1, "mni=7");
+    assert_eq!(names(&mni), set(&["c1"]), "mni=7: {mni:?}");
+
+    // drt=2: resourceIDs instead of structured addresses.
+    let (_, b) = retrieve(u, "/cse-in/app/c2", &t.ae1);
+    let c2_ri = b["m2m:cnt"]["ri"].as_str().expect("ri").to_owned();
+    let ids = discover(u, "/cse-in", &t.ae1, "lbl=hall&ty=3&drt=2");
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(
+        ids.contains(&c2_ri),
+        "drt=2 returns resourceIDs ({c2_ri}): {ids:?}"
+    );
+    assert!(
+        ids.iter().all(|i| !i.contains('/')),
+        "drt=2 entries are unstructured: {ids:?}"
+    );
+}
+
+#[test]
+fn discovery_by_creation_time() {
+    let t = tree();
+    let u = t.cse.url();
+    let after_c1 = discover(u, "/cse-in/app", &t.ae1, &format!("ty=3&cra={}", t.ct[0]));
+    assert!(
+        !names(&after_c1).contains("c1") && names(&after_c1).is_superset(&set(&["c2", "c3"])),
+        "cra={} (strictly after c1): {after_c1:?}",
+        t.ct[0]
+    );
+    let before_c3 = discover(u, "/cse-in/app", &t.ae1, &format!("ty=3&crb={}", t.ct[2]));
+    assert_eq!(
+        names(&before_c3),
+        set(&["c1", "c2"]),
+        "crb={} (strictly before c3): {before_c3:?}",
+        t.ct[2]
+    );
+    let between = discover(
+        u,
+        "/cse-in/app",
+        &t.ae1,
+        &format!("ty=3&cra={}&crb={}", t.ct[0], t.ct[2]),
+    );
+    assert_eq!(
+        names(&between),
+        set(&["c2"]),
+        "between c1 and c3: {between:?}"
+    );
+    let future = discover(u, "/cse-in", &t.ae1, "cra=20991231T000000");
+    assert!(
+        future.is_empty(),
+        "nothing is created after 2099: {future:?}"
+    );
+}
+
+#[test]
+fn discovery_limit_offset_and_level() {
+    let t = tree();
+    let u = t.cse.url();
+    let full = discover(u, "/cse-in/app", &t.ae1, "ty=3");
+    assert_eq!(full.len(), 4, "{full:?}");
+
+    // lim: partial content, flagged with X-M2M-CTS and the offset to continue from.
+    let r = get_with_query_full(u, "/cse-in/app", &t.ae1, "fu=1&ty=3&lim=2");
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    let page1 = uril(&r.body);
+    assert_eq!(page1.len(), 2, "lim=2: {page1:?}");
+    assert_eq!(
+        r.header("x-m2m-cts"),
+        Some("2"),
+        "a truncated discovery result is partial content: {:?}",
+        r.headers
+    );
+    assert_eq!(
+        r.header("x-m2m-cto"),
+        Some("2"),
+        "the continuation offset: {:?}",
+        r.headers
+    );
+    // ofst: the next page; the pages together are the full result, without repetition.
+    let r = get_with_query_full(u, "/cse-in/app", &t.ae1, "fu=1&ty=3&lim=2&ofst=2");
+    let page2 = uril(&r.body);
+    assert_eq!(page2.len(), 2, "ofst=2&lim=2: {page2:?}");
+    assert_eq!(
+        r.header("x-m2m-cts"),
+        None,
+        "the last page is complete: {:?}",
+        r.headers
+    );
+    let mut both: Vec<String> = page1.iter().chain(page2.iter()).cloned().collect();
+    both.sort();
+    let mut sorted_full = full.clone();
+    sorted_full.sort();
+    assert_eq!(both, sorted_full, "pages {page1:?} + {page2:?} vs {full:?}");
+    let r = get_with_query_full(u, "/cse-in/app", &t.ae1, "fu=1&ty=3&ofst=10");
+    assert!(
+        uril(&r.body).is_empty(),
+        "offset past the end: {:?}",
+        r.body
+    );
+    // A complete result has no X-M2M-CTS.
+    let r = get_with_query_full(u, "/cse-in/app", &t.ae1, "fu=1&ty=3&lim=4");
+    assert_eq!(uril(&r.body).len(), 4);
+    assert_eq!(r.header("x-m2m-cts"), None, "{:?}", r.headers);
+
+    // lvl: how many levels below the target are searched.
+    let lvl1 = discover(u, "/cse-in", &t.ae1, "lvl=1");
+    assert_eq!(
+        names(&lvl1),
+        set(&["app", "other"]),
+        "lvl=1 from the CSEBase: {lvl1:?}"
+    );
+    let lvl2 = discover(u, "/cse-in", &t.ae1, "lvl=2&ty=3");
+    assert_eq!(
+        names(&lvl2),
+        set(&["c1", "c2", "c3", "o1"]),
+        "lvl=2 excludes c1/deep: {lvl2:?}"
+    );
+    let lvl1_c1 = discover(u, "/cse-in/app/c1", &t.ae1, "lvl=1");
+    assert_eq!(lvl1_c1.len(), 3, "lvl=1 under c1: {lvl1_c1:?}");
+}
+
+#[test]
+fn discovery_answers_are_well_formed() {
+    let t = tree();
+    let u = t.cse.url();
+    // The target itself is not part of its discovery result.
+    let found = discover(u, "/cse-in/app/c2", &t.ae1, "");
+    assert!(found.is_empty(), "c2 has no descendants: {found:?}");
+    // Discovery of a missing target.
+    let (rsc, b) = get_with_query(u, "/cse-in/nothing", &t.ae1, "fu=1");
+    assert_eq!(rsc, 4004, "{b}");
+    // A bad filter value is a BAD_REQUEST.
+    let (rsc, b) = get_with_query(u, "/cse-in", &t.ae1, "fu=1&lim=-1");
+    assert_eq!(rsc, 4000, "lim=-1: {b}");
+    let (rsc, b) = get_with_query(u, "/cse-in", &t.ae1, "fu=1&cra=yesterday");
+    assert_eq!(rsc, 4000, "cra=yesterday: {b}");
+    // fu=2 is a (conditional) retrieve of the target, not a discovery.
+    let (rsc, b) = get_with_query(u, "/cse-in/app", &t.ae1, "fu=2");
+    assert_eq!(rsc, 2000, "{b}");
+    assert!(b.get("m2m:uril").is_none(), "fu=2 is no discovery: {b}");
+    assert_eq!(b["m2m:ae"]["rn"], json!("app"), "{b}");
+}
