@@ -1,0 +1,342 @@
+//! Subscriptions and notifications on a real `m2m cse` (TS-0004 clauses 7.3.8, 7.4.8 and 7.5.1),
+//! received by a real HTTP server.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A CSE, an AE `app` (From `Csub`) with container `c`, and a receiver.
+struct Setup {
+    cse: CseProcess,
+    ae: String,
+    rx: Receiver,
+}
+
+fn setup() -> Setup {
+    let cse = CseProcess::start_in();
+    let ae = register_ae(cse.url(), "/cse-in", "Csub", "app", &[]);
+    create_cnt(cse.url(), "/cse-in/app", &ae, json!({ "rn": "c" }));
+    Setup {
+        cse,
+        ae,
+        rx: Receiver::start(),
+    }
+}
+
+fn subscribe(s: &Setup, target: &str, sub: Value) -> Value {
+    let (rsc, b) = create(s.cse.url(), target, &s.ae, 23, json!({ "m2m:sub": sub }));
+    assert_eq!(rsc, 2001, "subscription on {target}: {b}");
+    b["m2m:sub"].clone()
+}
+
+fn is_event(r: &Received) -> bool {
+    r.net().is_some()
+}
+
+#[test]
+fn creation_sends_a_verification_request() {
+    let s = setup();
+    let sub = subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "s", "nu": [s.rx.url()], "enc": { "net": [3] } }),
+    );
+    let v = s.rx.wait_for(Received::is_verification, WAIT);
+    assert_eq!(v.method, "POST");
+    let sur = v.sur().unwrap_or_default();
+    assert!(
+        sur.ends_with(sub["ri"].as_str().expect("sub ri")),
+        "the verification names the subscription ({}): {:?}",
+        sub["ri"],
+        v.body
+    );
+    assert_eq!(
+        v.sgn()["cr"],
+        json!(s.ae),
+        "the verification names the creator: {:?}",
+        v.body
+    );
+    assert!(
+        v.headers.contains_key("x-m2m-origin") && v.headers.contains_key("x-m2m-ri"),
+        "a notification is a oneM2M request: {:?}",
+        v.headers
+    );
+    assert_eq!(
+        sub["nct"],
+        json!(1),
+        "nct defaults to all attributes: {sub}"
+    );
+    assert_eq!(s.rx.count(is_event), 0, "no event before anything happened");
+}
+
+#[test]
+fn a_refusing_or_unreachable_target_fails_the_subscription() {
+    let s = setup();
+    s.rx.answer_with(4103);
+    let r = create_full(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "refused", "nu": [s.rx.url()] } }),
+    );
+    assert_eq!(r.rsc, 5204, "a target refusing verification: {:?}", r.body);
+    assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
+    assert_eq!(s.rx.count(Received::is_verification), 1);
+    let (rsc, b) = retrieve(s.cse.url(), "/cse-in/app/c/refused", &s.ae);
+    assert_eq!(rsc, 4004, "no subscription was created: {b}");
+
+    let dead = format!("http://127.0.0.1:{}/nothing", unused_port());
+    let r = create_full(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "dead", "nu": [dead] } }),
+    );
+    assert_eq!(r.rsc, 5204, "an unreachable target: {:?}", r.body);
+}
+
+#[test]
+fn child_creation_notifies_with_the_instance() {
+    let s = setup();
+    let u = s.cse.url();
+    let sub = subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "s", "nu": [s.rx.url()], "enc": { "net": [3] } }),
+    );
+    let cin = create_cin(u, "/cse-in/app/c", &s.ae, "hello");
+    let n = s.rx.wait_for(|r| r.net() == Some(3), WAIT);
+    assert_eq!(n.rep()["m2m:cin"]["con"], json!("hello"), "{:?}", n.body);
+    assert_eq!(n.rep()["m2m:cin"]["ri"], json!(cin), "{:?}", n.body);
+    assert!(
+        n.sur()
+            .is_some_and(|x| x.ends_with(sub["ri"].as_str().unwrap_or("?"))),
+        "sur names the subscription: {:?}",
+        n.body
+    );
+    // Updating the container is not selected by net=[3].
+    let (rsc, _) = update(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["x"] } }),
+    );
+    assert_eq!(rsc, 2004);
+    create_cin(u, "/cse-in/app/c", &s.ae, "second");
+    let all = s.rx.wait_for_n(2, is_event, WAIT);
+    assert!(
+        all.iter().all(|r| r.net() == Some(3)),
+        "only creations are notified: {all:#?}"
+    );
+    let cons: Vec<&Value> = all.iter().map(|r| &r.rep()["m2m:cin"]["con"]).collect();
+    assert_eq!(
+        cons,
+        vec![&json!("hello"), &json!("second")],
+        "notifications arrive in order"
+    );
+}
+
+#[test]
+fn update_notifies_whole_resource_or_modified_attributes() {
+    let s = setup();
+    let u = s.cse.url();
+    let rx2 = Receiver::start();
+    // Default eventNotificationCriteria: update of the resource; nct=1 (all attributes).
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "all", "nu": [s.rx.url()] }),
+    );
+    // nct=2: modified attributes only.
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "mod", "nu": [rx2.url()], "nct": 2, "enc": { "net": [1] } }),
+    );
+    let (rsc, b) = update(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["changed"], "mni": 9 } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+
+    let n = s.rx.wait_for(is_event, WAIT);
+    assert_eq!(n.net(), Some(1), "update event: {:?}", n.body);
+    let cnt = &n.rep()["m2m:cnt"];
+    assert_eq!(cnt["lbl"], json!(["changed"]), "{:?}", n.body);
+    assert_eq!(
+        cnt["rn"],
+        json!("c"),
+        "nct=1 carries all attributes: {:?}",
+        n.body
+    );
+
+    let n = rx2.wait_for(is_event, WAIT);
+    assert_eq!(n.net(), Some(1), "{:?}", n.body);
+    let m = n.rep()["m2m:cnt"].as_object().cloned().unwrap_or_default();
+    assert_eq!(m.get("lbl"), Some(&json!(["changed"])), "{:?}", n.body);
+    assert_eq!(m.get("mni"), Some(&json!(9)), "{:?}", n.body);
+    assert!(
+        !m.contains_key("rn") && !m.contains_key("ct"),
+        "nct=2 carries only the modified attributes: {:?}",
+        n.body
+    );
+    // A child creation does not trigger update subscriptions.
+    create_cin(u, "/cse-in/app/c", &s.ae, "x");
+    let (rsc, _) = update(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "mni": 8 } }),
+    );
+    assert_eq!(rsc, 2004);
+    let events = s.rx.wait_for_n(2, is_event, WAIT);
+    assert!(
+        events.iter().all(|e| e.net() == Some(1)),
+        "only updates: {events:#?}"
+    );
+}
+
+#[test]
+fn deletion_notifies_and_tells_the_subscriber() {
+    let s = setup();
+    let u = s.cse.url();
+    let su = Receiver::start();
+    let sub = subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "s", "nu": [s.rx.url()], "enc": { "net": [2] }, "su": su.url() }),
+    );
+    let (rsc, b) = delete(u, "/cse-in/app/c", &s.ae);
+    assert_eq!(rsc, 2002, "{b}");
+    let n = s.rx.wait_for(is_event, WAIT);
+    assert_eq!(n.net(), Some(2), "delete event: {:?}", n.body);
+    assert_eq!(n.rep()["m2m:cnt"]["rn"], json!("c"), "{:?}", n.body);
+    let d = su.wait_for(|r| r.sgn().get("sud").is_some(), WAIT);
+    assert_eq!(d.sgn()["sud"], json!(true), "{:?}", d.body);
+    assert!(
+        d.sur()
+            .is_some_and(|x| x.ends_with(sub["ri"].as_str().unwrap_or("?"))),
+        "subscriptionDeletion names the subscription: {:?}",
+        d.body
+    );
+    let (rsc, _) = retrieve(u, &format!("/{}", sub["ri"].as_str().unwrap_or("")), &s.ae);
+    assert_eq!(rsc, 4004, "the subscription went with its resource");
+}
+
+#[test]
+fn expiration_counter_deletes_the_subscription() {
+    let s = setup();
+    let u = s.cse.url();
+    let sub = subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "s", "nu": [s.rx.url()], "enc": { "net": [3] }, "exc": 2 }),
+    );
+    let sub_path = format!("/{}", sub["ri"].as_str().expect("ri"));
+    create_cin(u, "/cse-in/app/c", &s.ae, "1");
+    let (rsc, b) = retrieve(u, &sub_path, &s.ae);
+    assert_eq!(rsc, 2000, "alive after 1 of 2 notifications: {b}");
+    assert_eq!(b["m2m:sub"]["exc"], json!(1), "exc counts down: {b}");
+    create_cin(u, "/cse-in/app/c", &s.ae, "2");
+    let gone = poll(WAIT, || {
+        let (rsc, _) = retrieve(u, &sub_path, &s.ae);
+        (rsc == 4004).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "exc=2: the subscription is deleted after 2 notifications"
+    );
+    create_cin(u, "/cse-in/app/c", &s.ae, "3");
+    let events = s.rx.wait_for_n(2, is_event, WAIT);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    // The third instance must not be notified; give a stray notification a moment to show up.
+    assert!(
+        s.rx.try_wait_for(
+            |r| r.rep()["m2m:cin"]["con"] == json!("3"),
+            Duration::from_millis(300)
+        )
+        .is_none(),
+        "no notification after the subscription expired: {:#?}",
+        s.rx.all()
+    );
+}
+
+#[test]
+fn notifications_to_an_ae_id_are_relayed_to_its_point_of_access() {
+    let s = setup();
+    let u = s.cse.url();
+    let listener_rx = Receiver::start();
+    let listener = register_ae(u, "/cse-in", "Clistener", "listener", &[listener_rx.url()]);
+    // Subscribed by another AE with the listener's AE-ID as notificationURI.
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "s", "nu": [listener], "enc": { "net": [3] } }),
+    );
+    let v = listener_rx.wait_for(Received::is_verification, WAIT);
+    assert_eq!(v.method, "POST", "{v:?}");
+    create_cin(u, "/cse-in/app/c", &s.ae, "relayed");
+    let n = listener_rx.wait_for(is_event, WAIT);
+    assert_eq!(n.net(), Some(3));
+    assert_eq!(n.rep()["m2m:cin"]["con"], json!("relayed"), "{:?}", n.body);
+
+    // The SP-relative AE-ID works as well.
+    let sp = format!("/id-in/{listener}");
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "s2", "nu": [sp], "enc": { "net": [1] } }),
+    );
+    let (rsc, _) = update(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["y"] } }),
+    );
+    assert_eq!(rsc, 2004);
+    let n = listener_rx.wait_for(|r| r.net() == Some(1), WAIT);
+    assert_eq!(n.rep()["m2m:cnt"]["lbl"], json!(["y"]), "{:?}", n.body);
+
+    // An AE-ID without a reachable pointOfAccess fails verification.
+    let mute = register_ae(u, "/cse-in", "Cmute", "mute", &[]);
+    let r = create_full(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "s3", "nu": [mute] } }),
+    );
+    assert_eq!(r.rsc, 5204, "an AE without poa as nu: {:?}", r.body);
+}
+
+#[test]
+fn the_originator_itself_as_target_needs_no_verification() {
+    let s = setup();
+    let u = s.cse.url();
+    // An AE with a poa subscribes with its own AE-ID as nu.
+    let own_rx = Receiver::start();
+    let me = register_ae(u, "/cse-in", "Cself", "self", &[own_rx.url()]);
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app/c",
+        &me,
+        23,
+        json!({ "m2m:sub": { "rn": "own", "nu": [me.clone()], "enc": { "net": [3] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    create_cin(u, "/cse-in/app/c", &s.ae, "to-self");
+    let n = own_rx.wait_for(is_event, WAIT);
+    assert_eq!(n.rep()["m2m:cin"]["con"], json!("to-self"));
+    assert_eq!(
+        own_rx.count(Received::is_verification),
+        0,
+        "TS-0004 7.3.8.2.x: no verification when nu is the originator: {:#?}",
+        own_rx.all()
+    );
+}
