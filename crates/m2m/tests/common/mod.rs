@@ -725,3 +725,40 @@ pub fn unused_port() -> u16 {
 
 /// Standard timeout for asynchronous effects (notifications, registration).
 pub const WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Two CSEs: an IN-CSE and an MN-CSE registered with it
+// ---------------------------------------------------------------------------------------------
+
+/// The configuration of an MN-CSE `/id-mn` (`cse-mn`) registering with the IN-CSE at `in_url`.
+pub fn mn_config(in_url: &str) -> String {
+    format!(
+        "[cse]\nrole = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n\
+         sp_id = \"//m2m.example.com\"\nadmin_originator = \"CAdmin\"\n\n\
+         [registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{in_url}\"\n"
+    )
+}
+
+/// Waits until the MN is registered: the IN holds `<remoteCSE>` id-mn and the MN holds id-in.
+pub fn wait_registered(in_cse: &CseProcess, mn: &CseProcess) {
+    let ok = poll(WAIT, || {
+        let (a, _) = retrieve(in_cse.url(), "/cse-in/id-mn", "CAdmin");
+        let (b, _) = retrieve(mn.url(), "/cse-mn/id-in", "CAdmin");
+        (a == 2000 && b == 2000).then_some(())
+    });
+    if ok.is_none() {
+        panic!(
+            "the MN did not register within {WAIT:?}\nIN stderr:\n{}\nMN stderr:\n{}",
+            in_cse.stderr(),
+            mn.stderr()
+        );
+    }
+}
+
+/// Starts an IN-CSE and an MN-CSE and waits for the registration.
+pub fn start_in_and_mn() -> (CseProcess, CseProcess) {
+    let in_cse = CseProcess::start_in();
+    let mn = CseProcess::start_temp(&mn_config(in_cse.url()));
+    wait_registered(&in_cse, &mn);
+    (in_cse, mn)
+}

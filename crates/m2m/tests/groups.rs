@@ -1,0 +1,221 @@
+//! <group> and its <fanOutPoint> on a real `m2m cse` (TS-0001 clause 10.2.7, TS-0004 clause 7.4.13).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A CSE with AE `app` and containers c1 and c2.
+fn setup() -> (CseProcess, String) {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cgrp", "app", &[]);
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "c1" }));
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "c2" }));
+    (cse, ae)
+}
+
+fn create_group(u: &str, ae: &str, grp: Value) -> Resp {
+    create_full(u, "/cse-in/app", ae, 9, json!({ "m2m:grp": grp }))
+}
+
+/// The member responses of an `m2m:agr`.
+fn rsps(b: &Value) -> Vec<Value> {
+    b["m2m:agr"]["m2m:rsp"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no m2m:agr/m2m:rsp in {b}"))
+        .clone()
+}
+
+#[test]
+fn fan_out_retrieve_and_create() {
+    let (cse, ae) = setup();
+    let u = cse.url();
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g", "mt": 3, "mnm": 10, "mid": ["cse-in/app/c1", "cse-in/app/c2"] }),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let g = &r.body["m2m:grp"];
+    assert_eq!(g["cnm"], json!(2), "{g}");
+    assert_eq!(g["mtv"], json!(true), "memberTypeValidated: {g}");
+
+    // RETRIEVE through the fanOutPoint: one response per member.
+    let (rsc, b) = retrieve(u, "/cse-in/app/g/fopt", &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    let list = rsps(&b);
+    assert_eq!(list.len(), 2, "{b}");
+    let mut rns: Vec<&str> = list
+        .iter()
+        .map(|r| {
+            assert_eq!(r["rsc"], json!(2000), "member answer: {r}");
+            r["pc"]["m2m:cnt"]["rn"].as_str().unwrap_or("?")
+        })
+        .collect();
+    rns.sort();
+    assert_eq!(rns, vec!["c1", "c2"], "{b}");
+
+    // CREATE through the fanOutPoint: a contentInstance in each member.
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app/g/fopt",
+        &ae,
+        4,
+        json!({ "m2m:cin": { "con": "both" } }),
+    );
+    assert_eq!(rsc, 2000, "the aggregated answer of a fan-out: {b}");
+    let list = rsps(&b);
+    assert_eq!(list.len(), 2, "{b}");
+    assert!(
+        list.iter().all(|r| r["rsc"] == json!(2001)),
+        "every member created its instance: {b}"
+    );
+    for c in ["c1", "c2"] {
+        let (_, b) = retrieve(u, &format!("/cse-in/app/{c}"), &ae);
+        assert_eq!(b["m2m:cnt"]["cni"], json!(1), "{c}: {b}");
+    }
+
+    // fopt with a path below the members: the latest instance of each.
+    let (rsc, b) = retrieve(u, "/cse-in/app/g/fopt/la", &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    let list = rsps(&b);
+    assert_eq!(list.len(), 2, "{b}");
+    for r in &list {
+        assert_eq!(r["rsc"], json!(2000), "{r}");
+        assert_eq!(r["pc"]["m2m:cin"]["con"], json!("both"), "{r}");
+    }
+
+    // UPDATE through the fanOutPoint.
+    let r = request(
+        "PUT",
+        u,
+        "/cse-in/app/g/fopt",
+        Some(&ae),
+        None,
+        Some(&json!({ "m2m:cnt": { "lbl": ["grouped"] } })),
+    );
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    assert!(
+        rsps(&r.body).iter().all(|x| x["rsc"] == json!(2004)),
+        "{:?}",
+        r.body
+    );
+    let (_, b) = retrieve(u, "/cse-in/app/c2", &ae);
+    assert_eq!(b["m2m:cnt"]["lbl"], json!(["grouped"]), "{b}");
+}
+
+#[test]
+fn members_that_do_not_exist_or_have_the_wrong_type() {
+    let (cse, ae) = setup();
+    let u = cse.url();
+    // A member that does not exist is dropped.
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g1", "mt": 3, "mid": ["cse-in/app/c1", "cse-in/app/nothing"] }),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(r.body["m2m:grp"]["cnm"], json!(1), "{:?}", r.body);
+    assert_eq!(
+        r.body["m2m:grp"]["mid"],
+        json!(["cse-in/app/c1"]),
+        "{:?}",
+        r.body
+    );
+
+    // A member of the wrong type, consistencyStrategy default (ABANDON_MEMBER): dropped.
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g2", "mt": 3, "mid": ["cse-in/app/c1", "cse-in/app"] }),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(r.body["m2m:grp"]["cnm"], json!(1), "{:?}", r.body);
+
+    // csy=2 (ABANDON_GROUP): the group is refused.
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g3", "mt": 3, "csy": 2, "mid": ["cse-in/app/c1", "cse-in/app"] }),
+    );
+    assert_eq!(r.rsc, 4110, "{:?}", r.body);
+    assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
+    let (rsc, _) = retrieve(u, "/cse-in/app/g3", &ae);
+    assert_eq!(rsc, 4004, "no group was created");
+
+    // csy=3 (SET_MIXED): both members kept, memberType becomes mixed.
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g4", "mt": 3, "csy": 3, "mid": ["cse-in/app/c1", "cse-in/app"] }),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(r.body["m2m:grp"]["cnm"], json!(2), "{:?}", r.body);
+    assert_eq!(r.body["m2m:grp"]["mt"], json!(0), "{:?}", r.body);
+
+    // maxNrOfMembers exceeded.
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g5", "mt": 3, "mnm": 1, "mid": ["cse-in/app/c1", "cse-in/app/c2"] }),
+    );
+    assert_eq!(r.rsc, 6010, "{:?}", r.body);
+    assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
+
+    // Members given by resourceID.
+    let (_, b) = retrieve(u, "/cse-in/app/c2", &ae);
+    let c2 = b["m2m:cnt"]["ri"].as_str().expect("ri").to_owned();
+    let r = create_group(u, &ae, json!({ "rn": "g6", "mt": 3, "mid": [c2] }));
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let (rsc, b) = retrieve(u, "/cse-in/app/g6/fopt", &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(rsps(&b)[0]["pc"]["m2m:cnt"]["rn"], json!("c2"), "{b}");
+}
+
+#[test]
+fn group_with_a_member_on_a_remote_cse() {
+    let (in_cse, mn) = start_in_and_mn();
+    let ae_in = register_ae(in_cse.url(), "/cse-in", "Cgin", "app", &[]);
+    create_cnt(
+        in_cse.url(),
+        "/cse-in/app",
+        &ae_in,
+        json!({ "rn": "local" }),
+    );
+    let ae_mn = register_ae(mn.url(), "/cse-mn", "Cgmn", "dev", &[]);
+    create_cnt(mn.url(), "/cse-mn/dev", &ae_mn, json!({ "rn": "remote" }));
+
+    let r = create_full(
+        in_cse.url(),
+        "/cse-in/app",
+        &ae_in,
+        9,
+        json!({ "m2m:grp": {
+            "rn": "g", "mt": 3,
+            "mid": ["cse-in/app/local", "/id-mn/cse-mn/dev/remote"],
+        }}),
+    );
+    assert_eq!(r.rsc, 2001, "group with a remote member: {:?}", r.body);
+    assert_eq!(
+        r.body["m2m:grp"]["cnm"],
+        json!(2),
+        "the remote member is validated through the MN: {:?}",
+        r.body
+    );
+    let (rsc, b) = create(
+        in_cse.url(),
+        "/cse-in/app/g/fopt",
+        &ae_in,
+        4,
+        json!({ "m2m:cin": { "con": "everywhere" } }),
+    );
+    assert_eq!(rsc, 2000, "{b}");
+    assert!(
+        rsps(&b).iter().all(|x| x["rsc"] == json!(2001)),
+        "both members created: {b}"
+    );
+    let (rsc, b) = retrieve(mn.url(), "/cse-mn/dev/remote/la", &ae_mn);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:cin"]["con"], json!("everywhere"), "{b}");
+}
