@@ -1,0 +1,206 @@
+//! CSE registration and retargeting between a real IN-CSE and a real MN-CSE (TS-0001 clauses
+//! 10.2.2.4 and 10.2.x retargeting, TS-0004 clause 7.3.2.6).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const ADMIN: &str = "CAdmin";
+
+#[test]
+fn mn_registers_with_the_in() {
+    let (in_cse, mn) = start_in_and_mn();
+    let (rsc, b) = retrieve(in_cse.url(), "/cse-in/id-mn", ADMIN);
+    assert_eq!(rsc, 2000, "{b}");
+    let csr = &b["m2m:csr"];
+    assert_eq!(csr["ty"], json!(16), "{b}");
+    assert_eq!(csr["csi"], json!("/id-mn"), "{b}");
+    assert_eq!(csr["cst"], json!(2), "an MN-CSE: {b}");
+    assert_eq!(csr["poa"], json!([mn.url()]), "the MN's pointOfAccess: {b}");
+    assert!(
+        csr["cb"].as_str().is_some_and(|c| c.ends_with("cse-mn")),
+        "cseBase: {b}"
+    );
+
+    let (rsc, b) = retrieve(mn.url(), "/cse-mn/id-in", ADMIN);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:csr"]["csi"], json!("/id-in"), "{b}");
+    assert_eq!(b["m2m:csr"]["cst"], json!(1), "an IN-CSE: {b}");
+    assert_eq!(b["m2m:csr"]["poa"], json!([in_cse.url()]), "{b}");
+
+    // The remoteCSE is found by discovery too.
+    let (rsc, b) = get_with_query(in_cse.url(), "/cse-in", ADMIN, "fu=1&ty=16");
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:uril"].as_array().map(Vec::len), Some(1), "{b}");
+
+    // A second registration of the same CSE-ID is refused.
+    let r = create_full(
+        in_cse.url(),
+        "/cse-in",
+        "/id-mn",
+        16,
+        json!({ "m2m:csr": { "csi": "/id-mn", "cb": "/id-mn/cse-mn", "cst": 2, "rr": true, "poa": ["http://127.0.0.1:1"], "srv": ["3"] } }),
+    );
+    assert!(
+        r.rsc == 4105 || r.rsc == 4117,
+        "re-creating the remoteCSE of a registered CSE: {:?}",
+        r.body
+    );
+}
+
+#[test]
+fn retargeting_in_to_mn_and_mn_to_in() {
+    let (in_cse, mn) = start_in_and_mn();
+    let ae_mn = register_ae(mn.url(), "/cse-mn", "Cdevice", "dev", &[]);
+    create_cnt(mn.url(), "/cse-mn/dev", &ae_mn, json!({ "rn": "data" }));
+    let ae_in = register_ae(in_cse.url(), "/cse-in", "Ccloud", "cloud", &[]);
+    create_cnt(
+        in_cse.url(),
+        "/cse-in/cloud",
+        &ae_in,
+        json!({ "rn": "cmds" }),
+    );
+
+    // IN -> MN: an AE of the IN reaches resources on the MN through the IN.
+    for path in [
+        "/~/id-mn/cse-mn/dev/data",
+        "/_/m2m.example.com/id-mn/cse-mn/dev/data",
+    ] {
+        let (rsc, b) = retrieve(in_cse.url(), path, &ae_in);
+        assert_eq!(rsc, 2000, "retrieve {path} via the IN: {b}");
+        assert_eq!(b["m2m:cnt"]["rn"], json!("data"), "{b}");
+    }
+    let (rsc, b) = create(
+        in_cse.url(),
+        "/~/id-mn/cse-mn/dev/data",
+        &ae_in,
+        4,
+        json!({ "m2m:cin": { "con": "from-cloud", "cr": null } }),
+    );
+    assert_eq!(rsc, 2001, "create on the MN via the IN: {b}");
+    let (rsc, b) = retrieve(mn.url(), "/cse-mn/dev/data/la", &ae_mn);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:cin"]["con"], json!("from-cloud"), "{b}");
+    assert_eq!(
+        b["m2m:cin"]["cr"],
+        json!(format!("/id-in/{ae_in}")),
+        "outside its CSE an AE is known by its SP-relative AE-ID: {b}"
+    );
+    // Unstructured address on the MN, through the IN.
+    let ri = b["m2m:cin"]["ri"].as_str().expect("ri").to_owned();
+    let (rsc, b) = retrieve(in_cse.url(), &format!("/~/id-mn/{ri}"), &ae_in);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:cin"]["con"], json!("from-cloud"), "{b}");
+
+    // MN -> IN: an AE of the MN reaches resources on the IN through the MN.
+    let (rsc, b) = retrieve(mn.url(), "/~/id-in/cse-in/cloud/cmds", &ae_mn);
+    assert_eq!(rsc, 2000, "retrieve on the IN via the MN: {b}");
+    assert_eq!(b["m2m:cnt"]["rn"], json!("cmds"), "{b}");
+    let (rsc, b) = create(
+        mn.url(),
+        "/~/id-in/cse-in/cloud/cmds",
+        &ae_mn,
+        4,
+        json!({ "m2m:cin": { "con": "from-device", "cr": null } }),
+    );
+    assert_eq!(rsc, 2001, "create on the IN via the MN: {b}");
+    let (_, b) = retrieve(in_cse.url(), "/cse-in/cloud/cmds/la", &ae_in);
+    assert_eq!(b["m2m:cin"]["con"], json!("from-device"), "{b}");
+    assert_eq!(b["m2m:cin"]["cr"], json!(format!("/id-mn/{ae_mn}")), "{b}");
+    // The IN's CSEBase itself, from the MN side.
+    let (rsc, b) = retrieve(mn.url(), "/~/id-in/cse-in", &ae_mn);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:cb"]["csi"], json!("/id-in"), "{b}");
+    // Errors of the remote CSE come back unchanged.
+    let (rsc, b) = retrieve(mn.url(), "/~/id-in/cse-in/cloud/nothing", &ae_mn);
+    assert_eq!(rsc, 4004, "{b}");
+}
+
+#[test]
+fn notification_from_the_mn_to_an_ae_on_the_in() {
+    let (in_cse, mn) = start_in_and_mn();
+    let rx = Receiver::start();
+    let listener = register_ae(in_cse.url(), "/cse-in", "Cxyz", "listener", &[rx.url()]);
+    let ae_mn = register_ae(mn.url(), "/cse-mn", "Csensor", "sensor", &[]);
+    create_cnt(mn.url(), "/cse-mn/sensor", &ae_mn, json!({ "rn": "temp" }));
+
+    let nu = format!("/id-in/{listener}");
+    let (rsc, b) = create(
+        mn.url(),
+        "/cse-mn/sensor/temp",
+        &ae_mn,
+        23,
+        json!({ "m2m:sub": { "rn": "s", "nu": [nu], "enc": { "net": [3] } } }),
+    );
+    assert_eq!(rsc, 2001, "subscription with an AE-ID on the IN as nu: {b}");
+    let v = rx.wait_for(Received::is_verification, WAIT);
+    assert!(
+        v.sur().is_some_and(|s| s.starts_with("/id-mn/")),
+        "verification from the MN: {:?}",
+        v.body
+    );
+    create_cin(mn.url(), "/cse-mn/sensor/temp", &ae_mn, "21.5");
+    let n = rx.wait_for(|r| r.net() == Some(3), WAIT);
+    assert_eq!(n.rep()["m2m:cin"]["con"], json!("21.5"), "{:?}", n.body);
+}
+
+#[test]
+fn mn_restart_registers_again() {
+    let (in_cse, mn) = start_in_and_mn();
+    let ae_mn = register_ae(mn.url(), "/cse-mn", "Cdev", "dev", &[]);
+    let old_url = mn.url().to_owned();
+    let mn = mn.restart();
+    assert_ne!(mn.url(), old_url, "the restarted MN listens on a new port");
+    // The IN learns the new pointOfAccess.
+    let updated = poll(WAIT, || {
+        let (rsc, b) = retrieve(in_cse.url(), "/cse-in/id-mn", ADMIN);
+        (rsc == 2000 && b["m2m:csr"]["poa"] == json!([mn.url()])).then_some(())
+    });
+    assert!(
+        updated.is_some(),
+        "after a restart the MN updates its remoteCSE on the IN\nMN stderr:\n{}",
+        mn.stderr()
+    );
+    let (rsc, b) = retrieve(in_cse.url(), "/~/id-mn/cse-mn/dev", ADMIN);
+    assert_eq!(rsc, 2000, "retargeting to the restarted MN: {b}");
+    assert_eq!(b["m2m:ae"]["aei"], json!(ae_mn), "{b}");
+    let (rsc, b) = retrieve(mn.url(), "/cse-mn/id-in", ADMIN);
+    assert_eq!(rsc, 2000, "{b}");
+    let log = mn.stderr();
+    assert!(
+        log.contains("registered with the registrar CSE"),
+        "the restarted MN reports its registration:\n{log}"
+    );
+    assert!(
+        !log.contains("registration failed"),
+        "re-registration without errors:\n{log}"
+    );
+}
+
+#[test]
+fn requests_to_an_unknown_cse() {
+    let (in_cse, mn) = start_in_and_mn();
+    for (who, url) in [("IN", in_cse.url()), ("MN", mn.url())] {
+        let r = retrieve_full(url, "/~/id-nowhere/cse-x", ADMIN);
+        assert!(
+            r.rsc == 5103 || r.rsc == 4004,
+            "{who}: a request for an unknown CSE: {} {:?}",
+            r.rsc,
+            r.body
+        );
+        assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
+    }
+    // Another service provider is not reachable from an IN without peers.
+    let r = retrieve_full(in_cse.url(), "/_/other.example.net/id-in/cse-in", ADMIN);
+    assert!(
+        r.rsc == 5103 || r.rsc == 4004,
+        "a request for another SP: {} {:?}",
+        r.rsc,
+        r.body
+    );
+    // A registered CSE that went away: TARGET_NOT_REACHABLE.
+    drop(mn);
+    let r = retrieve_full(in_cse.url(), "/~/id-mn/cse-mn", ADMIN);
+    assert_eq!(r.rsc, 5103, "the MN is down: {:?}", r.body);
+}
