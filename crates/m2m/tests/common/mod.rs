@@ -264,6 +264,18 @@ fn agent() -> ureq::Agent {
 
 /// Sends a raw HTTP request to `base` + `path` (path may carry a query) with exactly the given headers.
 pub fn raw(method: &str, base: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    try_raw(method, base, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {base}{path}: transport error: {e}"))
+}
+
+/// Like [`raw`], but a transport failure (connection refused or reset) is an `Err`.
+pub fn try_raw(
+    method: &str,
+    base: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Resp, String> {
     let url = format!("{base}{path}");
     let mut req = agent().request(method, &url);
     for (k, v) in headers {
@@ -277,7 +289,7 @@ pub fn raw(method: &str, base: &str, path: &str, headers: &[(&str, &str)], body:
     let resp = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(ureq::Error::Transport(t)) => panic!("{method} {url}: transport error: {t}"),
+        Err(ureq::Error::Transport(t)) => return Err(t.to_string()),
     };
     let status = resp.status();
     let mut headers = HashMap::new();
@@ -296,12 +308,12 @@ pub fn raw(method: &str, base: &str, path: &str, headers: &[(&str, &str)], body:
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
-    Resp {
+    Ok(Resp {
         status,
         rsc,
         headers,
         body,
-    }
+    })
 }
 
 /// A oneM2M request over HTTP with X-M2M-Origin (when `from` is given), X-M2M-RI and X-M2M-RVI: 3.
@@ -313,6 +325,19 @@ pub fn request(
     ty: Option<u16>,
     body: Option<&Value>,
 ) -> Resp {
+    try_request(method, base, path, from, ty, body)
+        .unwrap_or_else(|e| panic!("{method} {base}{path}: transport error: {e}"))
+}
+
+/// Like [`request`], but a transport failure is an `Err`.
+pub fn try_request(
+    method: &str,
+    base: &str,
+    path: &str,
+    from: Option<&str>,
+    ty: Option<u16>,
+    body: Option<&Value>,
+) -> Result<Resp, String> {
     let ri = rqi();
     let ct = match ty {
         Some(ty) => format!("application/json;ty={ty}"),
@@ -327,7 +352,7 @@ pub fn request(
         headers.push(("Content-Type", &ct));
     }
     headers.push(("Accept", "application/json"));
-    raw(
+    try_raw(
         method,
         base,
         path,
