@@ -1,15 +1,64 @@
-//! Placeholder client (replaced by the real SDK from the `client` branch).
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client as HClient};
-use hyper_util::rt::TokioExecutor;
-use m2m_core::{http_binding, M2mError, M2mResult, Request, Response, ResponseStatusCode};
-use std::time::Duration;
+//! oneM2M client SDK (TS-0009 HTTP binding).
+//!
+//! A [`Client`] sends oneM2M request primitives ([`Request`]) to a CSE or to any
+//! oneM2M HTTP endpoint and returns the response primitive ([`Response`]). It keeps
+//! HTTP/1.1 connections alive in a pool, so repeated requests to the same peer reuse
+//! one TCP connection.
+//!
+//! ```no_run
+//! # async fn demo() -> m2m_core::M2mResult<()> {
+//! use m2m_client::Client;
+//! use m2m_core::{Operation, Request, ResourceType};
+//! use serde_json::json;
+//!
+//! let client = Client::new();
+//! let mut req = Request::new(Operation::Create, "cse-in", Some("Cmyae".into()), m2m_client::next_request_id());
+//! req.ty = Some(ResourceType::Ae);
+//! req.pc = Some(json!({"m2m:ae": {"rn": "myae", "api": "Nmyapp", "rr": false, "srv": ["3"]}}));
+//! let rsp = client.send("http://127.0.0.1:8080", &req).await?.into_result()?;
+//! println!("{}", rsp.rsc);
+//! # Ok(()) }
+//! ```
+//!
+//! Errors: every transport failure (bad URL, DNS, connection refused, timeout, a response
+//! that is not a valid oneM2M HTTP response) is an [`M2mError`] with Response Status Code
+//! `TARGET_NOT_REACHABLE` (5103) and a short `dbg` naming the URL. A oneM2M error *answered by
+//! the peer* (e.g. 4004) is an `Ok(Response)`; use [`Response::into_result`] to turn it into
+//! an error.
+//!
+//! Only `http` is supported for now; an `https` URL gives a clear 5103 error. TLS will be
+//! added as another transport (a second pooled client with a TLS connector) selected by
+//! the URL scheme inside the client.
 
-#[derive(Clone)]
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::Uri;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use m2m_core::http_binding::{decode_response, encode_request};
+use m2m_core::{M2mError, M2mResult, ResponseStatusCode};
+use std::error::Error as StdError;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use m2m_core::{Operation, Request, Response};
+
+/// Default per-request timeout (connect + request + whole response body).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit of a response body.
+pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
+
+type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// A oneM2M HTTP client with a keep-alive connection pool.
+///
+/// Cloning is cheap and clones share the pool. [`Client::new`] creates a fresh pool.
+#[derive(Clone, Debug)]
 pub struct Client {
-    inner: HClient<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
     timeout: Duration,
+    max_body: usize,
 }
 
 impl Default for Client {
@@ -18,56 +67,267 @@ impl Default for Client {
     }
 }
 
+/// The transport a URL asks for. TLS (`https`) will become a variant with its own connector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Http,
+}
+
+/// A target URL split into what the HTTP binding needs.
+#[derive(Debug)]
+struct Target {
+    transport: Transport,
+    authority: Authority,
+    /// Only for full URLs (`send_to_url`): the exact path and query to request.
+    path_and_query: Option<PathAndQuery>,
+}
+
+fn unreachable(url: &str, why: impl std::fmt::Display) -> M2mError {
+    M2mError::new(
+        ResponseStatusCode::TargetNotReachable,
+        format!("{url}: {why}"),
+    )
+}
+
+/// Parses `scheme://authority[/path?query]`.
+fn parse_url(url: &str, full: bool) -> M2mResult<Target> {
+    let uri: Uri = url
+        .trim()
+        .parse()
+        .map_err(|e| unreachable(url, format_args!("invalid URL: {e}")))?;
+    let transport = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP => Transport::Http,
+        Some(s) if *s == Scheme::HTTPS => {
+            return Err(unreachable(
+                url,
+                "https is not supported by this client yet (TLS arrives later); use http",
+            ))
+        }
+        Some(s) => return Err(unreachable(url, format_args!("unsupported scheme '{s}'"))),
+        None => {
+            return Err(unreachable(
+                url,
+                "URL needs a scheme, e.g. http://host:port",
+            ))
+        }
+    };
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| unreachable(url, "URL has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(unreachable(url, "user info in URLs is not supported"));
+    }
+    let path_and_query = if full {
+        Some(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        )
+    } else {
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(unreachable(
+                url,
+                "a base URL is scheme://host:port only (no path or query)",
+            ));
+        }
+        None
+    };
+    Ok(Target {
+        transport,
+        authority,
+        path_and_query,
+    })
+}
+
+/// The innermost cause of an error, which is the readable one ("Connection refused ...").
+fn root_cause(e: &(dyn StdError + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 impl Client {
+    /// A client with its own connection pool, [`DEFAULT_TIMEOUT`] and [`DEFAULT_MAX_BODY`].
     pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
         Self {
-            inner: HClient::builder(TokioExecutor::new()).build_http(),
-            timeout: Duration::from_secs(10),
+            http,
+            timeout: DEFAULT_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
         }
     }
-    pub fn with_timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
+
+    /// Sets the per-request timeout (connect, send, and reading the whole response).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
+
+    /// Sets the largest response body accepted; a larger one is a 5103 error.
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Sends `req` to the CSE at `base_url` (`http://host:port`, trailing slash allowed).
+    /// The request path comes from `req.to` (TS-0009 table 6.2.2.1-1), the query from its
+    /// parameters and filter criteria.
     pub async fn send(&self, base_url: &str, req: &Request) -> M2mResult<Response> {
-        let base = base_url.trim_end_matches('/');
-        let (scheme, authority) = base.split_once("://").unwrap_or(("http", base));
-        let hreq = http_binding::encode_request(req, scheme, authority)?;
-        self.exec(hreq, base).await
+        let target = parse_url(base_url, false)?;
+        self.dispatch(base_url, target, req).await
     }
+
+    /// Sends `req` to exactly the path and query of a full URL
+    /// (`http://host:port/path?query`), e.g. a notification target from an AE's
+    /// pointOfAccess. The HTTP method follows the operation (NOTIFY and CREATE are POST);
+    /// `req.to` is then only informative and the request's own query parameters are not sent.
     pub async fn send_to_url(&self, url: &str, req: &Request) -> M2mResult<Response> {
-        let mut hreq = http_binding::encode_request(req, "http", "localhost")?;
-        *hreq.uri_mut() = url
-            .parse()
-            .map_err(|_| M2mError::bad_request(format!("bad URL {url}")))?;
-        self.exec(hreq, url).await
+        let target = parse_url(url, true)?;
+        self.dispatch(url, target, req).await
     }
-    async fn exec(&self, hreq: http::Request<Bytes>, target: &str) -> M2mResult<Response> {
-        let unreachable = |why: String| {
-            M2mError::new(
-                ResponseStatusCode::TargetNotReachable,
-                format!("{target}: {why}"),
-            )
+
+    async fn dispatch(&self, url: &str, target: Target, req: &Request) -> M2mResult<Response> {
+        let scheme = match target.transport {
+            Transport::Http => "http",
         };
-        let (parts, body) = hreq.into_parts();
-        let hreq = http::Request::from_parts(parts, Full::new(body));
-        let fut = async {
-            let resp = self
-                .inner
-                .request(hreq)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let (parts, body) = resp.into_parts();
-            let body = body
+        let encoded = encode_request(req, scheme, target.authority.as_str())?;
+        let (mut parts, body) = encoded.into_parts();
+        if let Some(pq) = target.path_and_query {
+            parts.uri = Uri::builder()
+                .scheme(scheme)
+                .authority(target.authority.clone())
+                .path_and_query(pq)
+                .build()
+                .map_err(|e| unreachable(url, format_args!("invalid URL: {e}")))?;
+        }
+        let http_req = http::Request::from_parts(parts, Full::new(body));
+        let max_body = self.max_body;
+        let exchange = async {
+            // A TLS transport slots in here with its own pooled client.
+            let rsp = match target.transport {
+                Transport::Http => self.http.request(http_req).await,
+            }
+            .map_err(|e| {
+                if e.is_connect() {
+                    unreachable(url, format_args!("cannot connect: {}", root_cause(&e)))
+                } else {
+                    unreachable(
+                        url,
+                        format_args!("HTTP exchange failed: {}", root_cause(&e)),
+                    )
+                }
+            })?;
+            let (parts, body) = rsp.into_parts();
+            let body = Limited::new(body, max_body)
                 .collect()
                 .await
-                .map_err(|e| unreachable(e.to_string()))?
+                .map_err(|e| {
+                    if e.downcast_ref::<LengthLimitError>().is_some() {
+                        unreachable(
+                            url,
+                            format_args!("response body larger than {max_body} bytes"),
+                        )
+                    } else {
+                        unreachable(
+                            url,
+                            format_args!("cannot read response body: {}", root_cause(&*e)),
+                        )
+                    }
+                })?
                 .to_bytes();
-            http_binding::decode_response(parts.status, &parts.headers, &body)
-                .map_err(|e| unreachable(e.dbg))
+            decode_response(parts.status, &parts.headers, &body)
+                .map_err(|e| unreachable(url, format_args!("malformed response: {}", e.dbg)))
         };
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| unreachable("timeout".into()))?
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(unreachable(
+                url,
+                format_args!("no response within {:?}", self.timeout),
+            )),
+        }
+    }
+}
+
+/// A request identifier unique within this process and very likely across processes:
+/// `<pid>-<start time>-<counter>` in hex.
+pub fn next_request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:x}-{:x}-{n:x}",
+        std::process::id(),
+        start & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/",
+            "http://localhost",
+        ] {
+            let t = parse_url(ok, false).unwrap();
+            assert_eq!(t.transport, Transport::Http);
+            assert!(t.path_and_query.is_none());
+        }
+        for bad in [
+            "https://127.0.0.1:8443",
+            "ftp://x",
+            "127.0.0.1:8080",
+            "http://h/cse-in",
+            "http://u:p@h:1",
+            "",
+            "http://",
+        ] {
+            let e = parse_url(bad, false).unwrap_err();
+            assert_eq!(e.rsc, ResponseStatusCode::TargetNotReachable, "{bad}");
+            assert!(e.dbg.starts_with(bad), "{bad}: {}", e.dbg);
+        }
+        let e = parse_url("https://h:1", false).unwrap_err();
+        assert!(e.dbg.contains("https is not supported"), "{}", e.dbg);
+    }
+
+    #[test]
+    fn full_urls_keep_path_and_query() {
+        let t = parse_url("http://10.0.0.1:9000/ntfy/a?x=1&y=2", true).unwrap();
+        assert_eq!(t.authority.as_str(), "10.0.0.1:9000");
+        assert_eq!(t.path_and_query.unwrap().as_str(), "/ntfy/a?x=1&y=2");
+        let t = parse_url("http://10.0.0.1:9000", true).unwrap();
+        assert_eq!(t.path_and_query.unwrap().as_str(), "/");
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let a = next_request_id();
+        let b = next_request_id();
+        assert_ne!(a, b);
     }
 }

@@ -23,7 +23,7 @@ impl Role {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub cse: CseSection,
@@ -100,18 +100,6 @@ pub struct LimitsSection {
     pub outgoing_timeout_ms: u64,
     /// Largest number of members of a group.
     pub max_group_members: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            cse: CseSection::default(),
-            http: HttpSection::default(),
-            storage: StorageSection::default(),
-            registrar: None,
-            limits: LimitsSection::default(),
-        }
-    }
 }
 
 impl Default for CseSection {

@@ -115,38 +115,39 @@ impl Cse {
     fn ensure_cse_base(&self) -> anyhow::Result<()> {
         let now = self.now_ts();
         let poa = self.public_url();
-        let id = &self.id;
-        self.store.write(|w| match w.get(id.cse_id.bare())? {
-            Some(mut cb) => {
-                cb.attrs.insert("poa".into(), json!([poa]));
-                cb.attrs.insert("cst".into(), json!(id.role.cse_type()));
-                w.update(&cb)
-            }
-            None => {
-                let attrs = json!({
-                    "ty": ResourceType::CseBase.code(),
-                    "ri": id.cse_id.bare(),
-                    "rn": id.rn,
-                    "pi": "",
-                    "ct": now,
-                    "lt": now,
-                    "cst": id.role.cse_type(),
-                    "csi": id.cse_id.sp_relative(),
-                    "srt": ResourceType::ALL.iter().map(|t| t.code()).collect::<Vec<_>>(),
-                    "poa": [poa],
-                    "srv": ["2a", "3"],
-                    "csz": ["application/json"],
-                });
-                let attrs = attrs.as_object().cloned().unwrap_or_default();
-                w.insert(Resource {
-                    seq: 0,
-                    ty: ResourceType::CseBase,
-                    srn: id.rn.clone(),
-                    attrs,
-                })
-                .map(|_| ())
-            }
-        })?;
+        let id = self.id.clone();
+        self.store
+            .write_blocking(move |w| match w.get(id.cse_id.bare())? {
+                Some(mut cb) => {
+                    cb.attrs.insert("poa".into(), json!([poa]));
+                    cb.attrs.insert("cst".into(), json!(id.role.cse_type()));
+                    w.update(&cb)
+                }
+                None => {
+                    let attrs = json!({
+                        "ty": ResourceType::CseBase.code(),
+                        "ri": id.cse_id.bare(),
+                        "rn": id.rn,
+                        "pi": "",
+                        "ct": now,
+                        "lt": now,
+                        "cst": id.role.cse_type(),
+                        "csi": id.cse_id.sp_relative(),
+                        "srt": ResourceType::ALL.iter().map(|t| t.code()).collect::<Vec<_>>(),
+                        "poa": [poa],
+                        "srv": ["2a", "3"],
+                        "csz": ["application/json"],
+                    });
+                    let attrs = attrs.as_object().cloned().unwrap_or_default();
+                    w.insert(Resource {
+                        seq: 0,
+                        ty: ResourceType::CseBase,
+                        srn: id.rn.clone(),
+                        attrs,
+                    })
+                    .map(|_| ())
+                }
+            })?;
         Ok(())
     }
 
@@ -201,7 +202,7 @@ impl Cse {
             Operation::Retrieve if req.is_discovery() => discovery::discover(&self, &req, target),
             Operation::Retrieve => dispatcher::retrieve(&self, &req, target),
             Operation::Update => dispatcher::update(&self, req, target).await,
-            Operation::Delete => dispatcher::delete(&self, &req, target),
+            Operation::Delete => dispatcher::delete(&self, &req, target).await,
             Operation::Notify => dispatcher::notify(&self, req, target).await,
         }
     }

@@ -5,8 +5,8 @@ use crate::cse::{representation, Cse};
 use crate::notification::{self, Event};
 use crate::resolve::Target;
 use crate::resources::{self, Prepared};
-use crate::schema;
 use crate::store::Resource;
+use m2m_core::schema;
 use m2m_core::{
     M2mError, M2mResult, Request, ResourceType, Response, ResponseStatusCode as Rsc, ResultContent,
 };
@@ -19,38 +19,7 @@ pub(crate) fn content_of(req: &Request, ty: ResourceType) -> M2mResult<Map<Strin
         .pc
         .as_ref()
         .ok_or_else(|| M2mError::bad_request("missing content"))?;
-    let obj = pc
-        .as_object()
-        .ok_or_else(|| M2mError::bad_request("content must be a JSON object"))?;
-    if obj.len() != 1 {
-        return Err(M2mError::bad_request(format!(
-            "content must hold exactly one '{}' object",
-            ty.root_name()
-        )));
-    }
-    match obj.get(ty.root_name()) {
-        Some(Value::Object(m)) => Ok(m.clone()),
-        Some(_) => Err(M2mError::bad_request(format!(
-            "'{}' must be a JSON object",
-            ty.root_name()
-        ))),
-        None => Err(M2mError::bad_request(format!(
-            "content root '{}' does not match the resource type (expected '{}')",
-            obj.keys().next().map(String::as_str).unwrap_or(""),
-            ty.root_name()
-        ))),
-    }
-}
-
-/// Checks an expirationTime given by a client: a timestamp in the future.
-pub(crate) fn check_et(cse: &Cse, attrs: &Map<String, Value>) -> M2mResult<()> {
-    if let Some(et) = attrs.get("et").and_then(Value::as_str) {
-        let t = m2m_core::time::parse(et)?;
-        if t <= cse.now() {
-            return Err(M2mError::bad_request("expirationTime lies in the past"));
-        }
-    }
-    Ok(())
+    schema::inner_content(ty, pc).cloned()
 }
 
 pub(crate) fn random_suffix(n: usize) -> String {
@@ -84,7 +53,6 @@ pub async fn create(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
     }
     let content = content_of(&req, ty)?;
     schema::validate_create(ty, &content)?;
-    check_et(cse, &content)?;
     let originator = req.from.clone().unwrap_or_default();
 
     let mut attrs = content;
@@ -119,18 +87,23 @@ pub async fn create(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
         attrs,
     };
 
-    let created = cse.store.write(|w| {
-        let parent = w
-            .get(parent.ri())?
-            .ok_or_else(|| M2mError::not_found("the parent resource was deleted"))?;
-        if w.get_by_srn(&new.srn)?.is_some() {
-            return Err(M2mError::conflict(format!(
-                "a resource named '{}' already exists here",
-                new.rn()
-            )));
-        }
-        resources::insert_with_effects(cse, w, &parent, new)
-    })?;
+    let cse2 = Arc::clone(cse);
+    let parent_ri = parent.ri().to_owned();
+    let created = cse
+        .store
+        .write(move |w| {
+            let parent = w
+                .get(&parent_ri)?
+                .ok_or_else(|| M2mError::not_found("the parent resource was deleted"))?;
+            if w.get_by_srn(&new.srn)?.is_some() {
+                return Err(M2mError::conflict(format!(
+                    "a resource named '{}' already exists here",
+                    new.rn()
+                )));
+            }
+            resources::insert_with_effects(&cse2, w, &parent, new)
+        })
+        .await?;
 
     notification::on_event(cse, &parent, Event::CreateChild, &created, None);
     let mut resp = Response::new(Rsc::Created, &req.rqi, None);
@@ -258,35 +231,34 @@ pub async fn update(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
     let res = target.into_resource("UPDATE")?;
     let content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
-    check_et(cse, &content)?;
-    if content.contains_key("acpi") && content.len() > 1 {
-        return Err(M2mError::bad_request(
-            "accessControlPolicyIDs must be the only attribute of its UPDATE",
-        ));
-    }
     resources::prepare_update(cse, &req, &res, &content).await?;
     let now = cse.now_ts();
-    let (updated, modified) = cse.store.write(|w| {
-        let mut cur = w
-            .get(res.ri())?
-            .ok_or_else(|| M2mError::not_found("the resource was deleted"))?;
-        let mut modified = Map::new();
-        for (k, v) in &content {
-            if v.is_null() {
-                cur.attrs.remove(k);
-            } else {
-                cur.attrs.insert(k.clone(), v.clone());
+    let cse2 = Arc::clone(cse);
+    let ri = res.ri().to_owned();
+    let (updated, modified) = cse
+        .store
+        .write(move |w| {
+            let mut cur = w
+                .get(&ri)?
+                .ok_or_else(|| M2mError::not_found("the resource was deleted"))?;
+            let mut modified = Map::new();
+            for (k, v) in &content {
+                if v.is_null() {
+                    cur.attrs.remove(k);
+                } else {
+                    cur.attrs.insert(k.clone(), v.clone());
+                }
+                modified.insert(k.clone(), v.clone());
             }
-            modified.insert(k.clone(), v.clone());
-        }
-        cur.attrs.insert("lt".into(), json!(now));
-        if let Some(st) = cur.u64_attr("st") {
-            cur.attrs.insert("st".into(), json!(st + 1));
-        }
-        resources::update_with_effects(cse, w, &mut cur)?;
-        w.update(&cur)?;
-        Ok((cur, modified))
-    })?;
+            cur.attrs.insert("lt".into(), json!(now));
+            if let Some(st) = cur.u64_attr("st") {
+                cur.attrs.insert("st".into(), json!(st + 1));
+            }
+            resources::update_with_effects(&cse2, w, &mut cur)?;
+            w.update(&cur)?;
+            Ok((cur, modified))
+        })
+        .await?;
     notification::on_event(cse, &updated, Event::Update, &updated, Some(&modified));
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
@@ -296,12 +268,12 @@ pub async fn update(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
     Ok(Response::new(Rsc::Updated, &req.rqi, pc))
 }
 
-pub fn delete(cse: &Arc<Cse>, req: &Request, target: Target) -> M2mResult<Response> {
+pub async fn delete(cse: &Arc<Cse>, req: &Request, target: Target) -> M2mResult<Response> {
     let res = instance_of(cse, target)?;
     if res.ty == ResourceType::CseBase {
         return Err(M2mError::not_allowed("the CSEBase cannot be deleted"));
     }
-    delete_resource(cse, &res)?;
+    delete_resource(cse, &res).await?;
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
         _ => Some(representation(&res)),
@@ -310,15 +282,19 @@ pub fn delete(cse: &Arc<Cse>, req: &Request, target: Target) -> M2mResult<Respon
 }
 
 /// Deletes a resource with its subtree and sends the notifications that follow; also used by expiry.
-pub(crate) fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult<()> {
-    let (deleted, parent) = cse.store.write(|w| {
-        let deleted = w.delete_subtree(res)?;
-        let parent = w.get(res.pi())?;
-        if let Some(parent) = &parent {
-            resources::after_child_deleted(w, parent, res)?;
-        }
-        Ok((deleted, parent))
-    })?;
+pub(crate) async fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult<()> {
+    let target = res.clone();
+    let (deleted, parent) = cse
+        .store
+        .write(move |w| {
+            let deleted = w.delete_subtree(&target)?;
+            let parent = w.get(target.pi())?;
+            if let Some(parent) = &parent {
+                resources::after_child_deleted(w, parent, &target)?;
+            }
+            Ok((deleted, parent))
+        })
+        .await?;
     notification::on_deleted(cse, res, &deleted);
     if let Some(parent) = parent {
         notification::on_event(cse, &parent, Event::DeleteChild, res, None);

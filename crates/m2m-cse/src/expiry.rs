@@ -10,12 +10,12 @@ pub async fn run(cse: Arc<Cse>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        sweep(&cse);
+        sweep(&cse).await;
     }
 }
 
 /// One pass: deletes every resource whose expirationTime has passed. Returns how many.
-pub fn sweep(cse: &Arc<Cse>) -> usize {
+pub async fn sweep(cse: &Arc<Cse>) -> usize {
     let now = cse.now_ts();
     let mut n = 0;
     loop {
@@ -32,7 +32,7 @@ pub fn sweep(cse: &Arc<Cse>) -> usize {
         for res in &batch {
             // A resource may already be gone with an expired ancestor of the same batch.
             if matches!(cse.store.get(res.ri()), Ok(Some(_))) {
-                if let Err(e) = crate::dispatcher::delete_resource(cse, res) {
+                if let Err(e) = crate::dispatcher::delete_resource(cse, res).await {
                     tracing::warn!(ri = res.ri(), dbg = %e.dbg, "cannot delete expired resource");
                     return n;
                 }

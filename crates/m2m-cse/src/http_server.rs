@@ -59,7 +59,7 @@ async fn handle(
         &parts.uri,
         &parts.headers,
         &body,
-        crate::schema::is_attribute_name,
+        m2m_core::schema::is_attribute_name,
     ) {
         Ok(req) => cse.handle(req, Peer::Remote(addr)).await,
         Err(e) => Response::error(&e, rqi),

@@ -16,7 +16,6 @@ pub mod registration;
 mod resolve;
 mod resources;
 mod routing;
-mod schema;
 pub mod store;
 
 pub use config::{Config, Role};

@@ -98,22 +98,27 @@ fn count_down(cse: &Arc<Cse>, sub: &Resource) {
     let Some(exc) = sub.u64_attr("exc") else {
         return;
     };
-    if exc <= 1 {
-        if let Err(e) = crate::dispatcher::delete_resource(cse, sub) {
-            tracing::warn!(dbg = %e.dbg, "cannot delete exhausted subscription");
+    let cse = Arc::clone(cse);
+    let sub = sub.clone();
+    tokio::spawn(async move {
+        let r = if exc <= 1 {
+            crate::dispatcher::delete_resource(&cse, &sub).await
+        } else {
+            let ri = sub.ri().to_owned();
+            cse.store
+                .write(move |w| match w.get(&ri)? {
+                    Some(mut cur) => {
+                        cur.attrs.insert("exc".into(), json!(exc - 1));
+                        w.update(&cur)
+                    }
+                    None => Ok(()),
+                })
+                .await
+        };
+        if let Err(e) = r {
+            tracing::warn!(dbg = %e.dbg, "cannot count down subscription");
         }
-        return;
-    }
-    let r = cse.store.write(|w| match w.get(sub.ri())? {
-        Some(mut cur) => {
-            cur.attrs.insert("exc".into(), json!(exc - 1));
-            w.update(&cur)
-        }
-        None => Ok(()),
     });
-    if let Err(e) = r {
-        tracing::warn!(dbg = %e.dbg, "cannot count down subscription");
-    }
 }
 
 /// After a deletion: subscriptions on the deleted resource report it (net 2), and every deleted

@@ -96,10 +96,10 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
             reg.url, reg_csi
         )));
     }
-    upsert_registrar_csr(cse, &reg_csi, &reg.resource_name, &reg.url, &cb)
+    upsert_registrar_csr(cse, &reg_csi, &reg.resource_name, &reg.url, &cb).await
 }
 
-fn upsert_registrar_csr(
+async fn upsert_registrar_csr(
     cse: &Cse,
     csi: &m2m_core::CseId,
     rn: &str,
@@ -109,35 +109,38 @@ fn upsert_registrar_csr(
     let now = cse.now_ts();
     let base = cse.base_ri().to_owned();
     let srn = format!("{}/{}", cse.id.rn, csi.bare());
-    cse.store.write(|w| match w.get(csi.bare())? {
-        Some(mut existing) => {
-            existing.attrs.insert("poa".into(), json!([url]));
-            existing.attrs.insert("lt".into(), json!(now));
-            w.update(&existing)
-        }
-        None => {
-            let attrs = json!({
-                "ty": ResourceType::RemoteCse.code(),
-                "ri": csi.bare(),
-                "rn": csi.bare(),
-                "pi": base,
-                "ct": now,
-                "lt": now,
-                "csi": csi.sp_relative(),
-                "cb": format!("{csi}/{rn}"),
-                "cst": cb.get("cst").cloned().unwrap_or(json!(1)),
-                "srv": cb.get("srv").cloned().unwrap_or(json!(["3"])),
-                "rr": true,
-                "poa": [url],
-            });
-            let attrs = attrs.as_object().cloned().unwrap_or_default();
-            w.insert(Resource {
-                seq: 0,
-                ty: ResourceType::RemoteCse,
-                srn,
-                attrs,
-            })
-            .map(|_| ())
-        }
-    })
+    let (csi, rn, url, cb) = (csi.clone(), rn.to_owned(), url.to_owned(), cb.clone());
+    cse.store
+        .write(move |w| match w.get(csi.bare())? {
+            Some(mut existing) => {
+                existing.attrs.insert("poa".into(), json!([url]));
+                existing.attrs.insert("lt".into(), json!(now));
+                w.update(&existing)
+            }
+            None => {
+                let attrs = json!({
+                    "ty": ResourceType::RemoteCse.code(),
+                    "ri": csi.bare(),
+                    "rn": csi.bare(),
+                    "pi": base,
+                    "ct": now,
+                    "lt": now,
+                    "csi": csi.sp_relative(),
+                    "cb": format!("{csi}/{rn}"),
+                    "cst": cb.get("cst").cloned().unwrap_or(json!(1)),
+                    "srv": cb.get("srv").cloned().unwrap_or(json!(["3"])),
+                    "rr": true,
+                    "poa": [url],
+                });
+                let attrs = attrs.as_object().cloned().unwrap_or_default();
+                w.insert(Resource {
+                    seq: 0,
+                    ty: ResourceType::RemoteCse,
+                    srn,
+                    attrs,
+                })
+                .map(|_| ())
+            }
+        })
+        .await
 }

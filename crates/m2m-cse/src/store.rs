@@ -96,14 +96,23 @@ fn subtree_bounds(srn: &str) -> (String, String) {
     (format!("{srn}/"), format!("{srn}0"))
 }
 
+/// A write job for the writer thread. It is called with `None` when no transaction could be
+/// started; it returns whether its changes are to be kept, and what to do once the batch's fate
+/// (committed or not) is known.
+type Job = Box<dyn for<'a, 'c> FnOnce(Option<&'a Writer<'c>>) -> (bool, Finisher) + Send>;
+type Finisher = Box<dyn FnOnce(bool) + Send>;
+
 pub struct Store {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    jobs: std::sync::mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
 }
 
+/// The most write jobs committed together.
+const MAX_BATCH: usize = 256;
+
 impl Store {
-    /// Opens (or creates) the database `resources.db` in `dir`.
+    /// Opens (or creates) the database `resources.db` in `dir` and starts its writer thread.
     pub fn open(dir: &Path, sync: SyncMode) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("resources.db");
@@ -118,12 +127,23 @@ impl Store {
                 "NORMAL"
             },
         )?;
-        writer.pragma_update(None, "foreign_keys", "OFF")?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
         writer.execute_batch(SCHEMA)?;
+        // Checkpoints copy the log into the database and sync it; done on the writer they stall
+        // every write behind them, so a thread of their own runs them instead.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Connection::open(&path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        std::thread::Builder::new()
+            .name("m2m-store-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer))?;
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("m2m-store-writer".into())
+            .spawn(move || writer_loop(writer, rx))?;
         Ok(Self {
             path,
-            writer: Mutex::new(writer),
+            jobs,
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -154,17 +174,62 @@ impl Store {
         out
     }
 
-    /// Runs `f` in one write transaction; it commits only if `f` succeeds.
-    pub fn write<T>(&self, f: impl FnOnce(&Writer<'_>) -> M2mResult<T>) -> M2mResult<T> {
-        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(internal)?;
-        let out = f(&Writer {
-            reader: Reader { conn: &tx },
-        })?;
-        tx.commit().map_err(internal)?;
-        Ok(out)
+    /// Hands `f` to the writer thread, which runs it inside a transaction shared with other
+    /// writes (group commit) under a savepoint of its own: `f`'s changes are kept only if it
+    /// succeeds, and the result is delivered only once the transaction is committed.
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> M2mResult<T> + Send + 'static,
+        deliver: impl FnOnce(M2mResult<T>) + Send + 'static,
+    ) {
+        let job: Job = Box::new(move |w| match w {
+            None => (
+                false,
+                Box::new(move |_| deliver(Err(M2mError::internal("storage failure")))),
+            ),
+            Some(w) => {
+                let r = f(w);
+                let keep = r.is_ok();
+                (
+                    keep,
+                    Box::new(move |committed| {
+                        deliver(if committed || r.is_err() {
+                            r
+                        } else {
+                            Err(M2mError::internal("storage failure"))
+                        })
+                    }),
+                )
+            }
+        });
+        // The writer thread only ends when the store is dropped.
+        let _ = self.jobs.send(job);
+    }
+
+    /// Runs `f` in a write transaction and waits for the commit.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> M2mResult<T> + Send + 'static,
+    ) -> M2mResult<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(M2mError::internal("storage writer failed")))
+    }
+
+    /// Same as [`Store::write`] for code that is not async (start-up, tests).
+    pub fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> M2mResult<T> + Send + 'static,
+    ) -> M2mResult<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(M2mError::internal("storage writer failed")))
     }
 
     pub fn get(&self, ri: &str) -> M2mResult<Option<Resource>> {
@@ -173,6 +238,75 @@ impl Store {
 
     pub fn get_by_srn(&self, srn: &str) -> M2mResult<Option<Resource>> {
         self.read(|r| r.get_by_srn(srn))
+    }
+}
+
+/// Moves the write-ahead log into the database every 500 ms without blocking the writer. Ends
+/// when the database is gone (the store was dropped and its files removed) or fails repeatedly.
+fn checkpoint_loop(conn: Connection) {
+    let mut failures = 0;
+    while failures < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => failures = 0,
+            Err(_) => failures += 1,
+        }
+    }
+}
+
+/// The writer thread: takes every job waiting, runs each under its own savepoint inside one
+/// transaction, commits once, then tells every job whether it was committed.
+fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut finishers = Vec::with_capacity(batch.len());
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            internal(e);
+            for job in batch {
+                finishers.push(job(None).1);
+            }
+            finishers.into_iter().for_each(|f| f(false));
+            continue;
+        }
+        for job in batch {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                internal(e);
+                finishers.push(job(None).1);
+                continue;
+            }
+            let w = Writer {
+                reader: Reader { conn: &conn },
+            };
+            // A panicking job must not take the writer down with it.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&w))));
+            let keep = matches!(outcome, Ok((true, _)));
+            let end = if keep {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                internal(e);
+            }
+            if let Ok((_, fin)) = outcome {
+                finishers.push(fin);
+            }
+        }
+        let committed = match conn.execute_batch("COMMIT") {
+            Ok(()) => true,
+            Err(e) => {
+                internal(e);
+                let _ = conn.execute_batch("ROLLBACK");
+                false
+            }
+        };
+        finishers.into_iter().for_each(|f| f(committed));
     }
 }
 
@@ -405,7 +539,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
         store
-            .write(|w| {
+            .write_blocking(|w| {
                 w.insert(res("id-in", "cse-in", "", ResourceType::CseBase))?;
                 w.insert(res("Cae", "cse-in/ae", "id-in", ResourceType::Ae))?;
                 w.insert(res("cnt1", "cse-in/ae/cnt", "Cae", ResourceType::Container))?;
@@ -427,7 +561,7 @@ mod tests {
             })
             .unwrap();
         let conflict = store
-            .write(|w| w.insert(res("x", "cse-in/ae", "id-in", ResourceType::Ae)))
+            .write_blocking(|w| w.insert(res("x", "cse-in/ae", "id-in", ResourceType::Ae)))
             .unwrap_err();
         assert_eq!(conflict.rsc, m2m_core::ResponseStatusCode::Conflict);
 
@@ -454,7 +588,9 @@ mod tests {
             })
             .unwrap();
         let ae = store.get("Cae").unwrap().unwrap();
-        let deleted = store.write(|w| w.delete_subtree(&ae)).unwrap();
+        let deleted = store
+            .write_blocking(move |w| w.delete_subtree(&ae))
+            .unwrap();
         assert_eq!(deleted.len(), 4);
         assert!(store.get("cin2").unwrap().is_none());
         assert!(store.get("Cae2").unwrap().is_some());
@@ -464,7 +600,7 @@ mod tests {
     fn failed_transaction_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
-        let r: M2mResult<()> = store.write(|w| {
+        let r: M2mResult<()> = store.write_blocking(|w| {
             w.insert(res("a", "cse-in", "", ResourceType::CseBase))?;
             Err(M2mError::bad_request("abort"))
         });

@@ -5,6 +5,9 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 
+mod bench;
+mod request;
+
 #[derive(Parser)]
 #[command(
     name = "m2m",
@@ -20,6 +23,10 @@ struct Cli {
 enum Command {
     /// Run a CSE (IN-CSE by default; MN-CSE with a config that says so).
     Cse(CseArgs),
+    /// Send one request primitive to a CSE and print the response.
+    Request(request::RequestArgs),
+    /// Benchmark a CSE: contentInstance create and latest retrieve under keep-alive load.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -56,6 +63,11 @@ fn main() -> anyhow::Result<()> {
             };
             runtime()?.block_on(run_cse(cfg))
         }
+        Command::Request(args) => {
+            let code = runtime()?.block_on(request::run(args))?;
+            std::process::exit(code);
+        }
+        Command::Bench(args) => runtime()?.block_on(bench::run(args)),
     }
 }
 

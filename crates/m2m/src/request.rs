@@ -1,0 +1,336 @@
+//! `m2m request`: sends one oneM2M request primitive over the HTTP binding and prints the response.
+//!
+//! Exit codes: 0 when the response status code is a success (1xxx/2xxx), 1 when the peer answered
+//! with a oneM2M error, 2 when the peer could not be reached (transport failure, timeout,
+//! malformed response).
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, ValueEnum};
+use m2m_client::Client;
+use m2m_core::primitive::{DiscResType, ResponseType};
+use m2m_core::{Operation, Request, ResourceType, Response, ResultContent};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The operation, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OpArg {
+    Create,
+    Retrieve,
+    Update,
+    Delete,
+    Notify,
+}
+
+impl From<OpArg> for Operation {
+    fn from(op: OpArg) -> Self {
+        match op {
+            OpArg::Create => Operation::Create,
+            OpArg::Retrieve => Operation::Retrieve,
+            OpArg::Update => Operation::Update,
+            OpArg::Delete => Operation::Delete,
+            OpArg::Notify => Operation::Notify,
+        }
+    }
+}
+
+/// Send one oneM2M request to a CSE over HTTP and print the response.
+#[derive(Args, Clone, Debug)]
+pub struct RequestArgs {
+    /// Base URL of the CSE (scheme://host:port).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Operation.
+    #[arg(short = 'X', long, value_enum, default_value = "retrieve")]
+    pub op: OpArg,
+    /// The To parameter: CSE-relative (cse-in/ae1), SP-relative (/id-in/cse-in) or absolute (//sp/id-in).
+    #[arg(long)]
+    pub to: String,
+    /// The From parameter (originator).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Resource type of a CREATE (sent as Content-Type ty=N), e.g. 2 AE, 3 container, 4 contentInstance.
+    #[arg(long)]
+    pub ty: Option<u16>,
+    /// Result Content (rcn).
+    #[arg(long)]
+    pub rcn: Option<u8>,
+    /// Content as JSON text, or @FILE to read it from a file.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Query parameter k=v (filter criteria such as fu=1, ty=3, lbl=a; also rcn, drt, rt, atrl); repeatable.
+    #[arg(long = "query", short = 'q', value_name = "K=V")]
+    pub query: Vec<String>,
+    /// Release Version Indicator.
+    #[arg(long, default_value = "3")]
+    pub rvi: String,
+    /// Request identifier (default: a fresh random-looking one).
+    #[arg(long)]
+    pub rqi: Option<String>,
+    /// Print one machine-readable JSON object {rsc, rqi, pc} instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Timeout in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+}
+
+/// Builds the request primitive the arguments describe.
+pub fn build_request(args: &RequestArgs) -> anyhow::Result<Request> {
+    let rqi = args.rqi.clone().unwrap_or_else(m2m_client::next_request_id);
+    let mut req = Request::new(args.op.into(), args.to.clone(), args.from.clone(), rqi);
+    req.rvi = Some(args.rvi.clone());
+    if let Some(ty) = args.ty {
+        req.ty = Some(
+            ResourceType::parse_requested(&ty.to_string())
+                .map_err(|e| anyhow!("--ty {ty}: {}", e.dbg))?,
+        );
+    }
+    if let Some(rcn) = args.rcn {
+        req.rcn =
+            Some(ResultContent::parse(&rcn.to_string()).map_err(|e| anyhow!("--rcn: {}", e.dbg))?);
+    }
+    if let Some(body) = &args.body {
+        let text = match body.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --body file {path}"))?,
+            None => body.clone(),
+        };
+        let v: Value = serde_json::from_str(&text).context("--body is not valid JSON")?;
+        req.pc = Some(v);
+    }
+    for q in &args.query {
+        apply_query(&mut req, q)?;
+    }
+    Ok(req)
+}
+
+/// Applies one `k=v` query parameter to the request.
+fn apply_query(req: &mut Request, q: &str) -> anyhow::Result<()> {
+    let (k, v) = q
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--query '{q}' is not k=v"))?;
+    match k {
+        "rcn" => req.rcn = Some(ResultContent::parse(v).map_err(|e| anyhow!("{}", e.dbg))?),
+        "drt" => {
+            req.drt = match v {
+                "1" => DiscResType::Structured,
+                "2" => DiscResType::Unstructured,
+                _ => bail!("drt '{v}' is not 1 or 2"),
+            }
+        }
+        "rt" => {
+            req.rt = match v {
+                "1" => ResponseType::NonBlockingSynch,
+                "2" => ResponseType::NonBlockingAsynch,
+                "3" => ResponseType::Blocking,
+                "4" => ResponseType::FlexBlocking,
+                _ => bail!("rt '{v}' is not a response type (1-4)"),
+            }
+        }
+        "atrl" => req.atrl.extend(
+            v.split([' ', '+'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        ),
+        _ => {
+            // Every name that is not a filter criterion is sent as an attribute condition.
+            req.fc
+                .take_query_field(k, v, |_| true)
+                .map_err(|e| anyhow!("--query {q}: {}", e.dbg))?;
+        }
+    }
+    Ok(())
+}
+
+/// The text printed for a response: the status line and the pretty content.
+pub fn format_response(rsp: &Response) -> String {
+    let mut out = rsp.rsc.to_string();
+    out.push('\n');
+    if let Some(pc) = &rsp.pc {
+        out.push_str(&serde_json::to_string_pretty(pc).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
+/// The machine-readable form: one JSON object {rsc, rqi, pc}.
+pub fn response_json(rsp: &Response) -> Value {
+    json!({
+        "rsc": rsp.rsc.code(),
+        "rqi": rsp.rqi,
+        "pc": rsp.pc.clone().unwrap_or(Value::Null),
+    })
+}
+
+/// Runs `m2m request`; returns the process exit code.
+pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
+    let req = build_request(&args)?;
+    let client = Client::new().with_timeout(Duration::from_secs(args.timeout));
+    match client.send(&args.url, &req).await {
+        Ok(rsp) => {
+            if args.json {
+                println!("{}", response_json(&rsp));
+            } else {
+                print!("{}", format_response(&rsp));
+            }
+            Ok(if rsp.rsc.is_success() { 0 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("m2m request: {e}");
+            if args.json {
+                let rsp = Response::error(&e, req.rqi.clone());
+                println!("{}", response_json(&rsp));
+            }
+            Ok(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use m2m_core::filter::FilterUsage;
+    use m2m_core::ResponseStatusCode;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RequestArgs,
+    }
+
+    fn parse(argv: &[&str]) -> RequestArgs {
+        Cli::try_parse_from(std::iter::once("m2m-request").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&["--to", "cse-in"]);
+        assert_eq!(a.url, "http://127.0.0.1:8080");
+        assert_eq!(a.op, OpArg::Retrieve);
+        assert_eq!(a.rvi, "3");
+        assert!(!a.json);
+        let r = build_request(&a).unwrap();
+        assert_eq!(r.op, Operation::Retrieve);
+        assert_eq!(r.to, "cse-in");
+        assert_eq!(r.from, None);
+        assert!(!r.rqi.is_empty());
+        assert_eq!(r.rvi.as_deref(), Some("3"));
+        assert!(
+            Cli::try_parse_from(["m2m-request"]).is_err(),
+            "--to is required"
+        );
+    }
+
+    #[test]
+    fn create_with_body_and_ty() {
+        let a = parse(&[
+            "-X",
+            "create",
+            "--to",
+            "/id-in/cse-in",
+            "--from",
+            "C",
+            "--ty",
+            "2",
+            "--rcn",
+            "1",
+            "--body",
+            r#"{"m2m:ae":{"rn":"a","api":"Na","rr":false,"srv":["3"]}}"#,
+            "--rqi",
+            "req-1",
+            "--rvi",
+            "4",
+            "--json",
+        ]);
+        let r = build_request(&a).unwrap();
+        assert_eq!(r.op, Operation::Create);
+        assert_eq!(r.ty, Some(ResourceType::Ae));
+        assert_eq!(r.rcn, Some(ResultContent::Attributes));
+        assert_eq!(r.pc.unwrap()["m2m:ae"]["api"], "Na");
+        assert_eq!(r.rqi, "req-1");
+        assert_eq!(r.rvi.as_deref(), Some("4"));
+        assert_eq!(r.from.as_deref(), Some("C"));
+        assert!(a.json);
+    }
+
+    #[test]
+    fn body_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.json");
+        std::fs::write(&p, r#"{"m2m:cin":{"con":"21.5"}}"#).unwrap();
+        let at = format!("@{}", p.display());
+        let a = parse(&["--op", "create", "--to", "x", "--ty", "4", "--body", &at]);
+        assert_eq!(
+            build_request(&a).unwrap().pc.unwrap()["m2m:cin"]["con"],
+            "21.5"
+        );
+        let a = parse(&["--to", "x", "--body", "@/nonexistent/file"]);
+        assert!(build_request(&a).is_err());
+        let a = parse(&["--to", "x", "--body", "{not json"]);
+        assert!(build_request(&a).is_err());
+    }
+
+    #[test]
+    fn queries_become_filter_criteria() {
+        let a = parse(&[
+            "--to",
+            "cse-in",
+            "--query",
+            "fu=1",
+            "--query",
+            "ty=3+4",
+            "-q",
+            "lbl=a",
+            "-q",
+            "lim=5",
+            "-q",
+            "drt=2",
+            "-q",
+            "atrl=rn ct",
+            "-q",
+            "cr=Cx",
+        ]);
+        let r = build_request(&a).unwrap();
+        assert_eq!(r.fc.filter_usage, Some(FilterUsage::Discovery));
+        assert_eq!(r.fc.resource_types, vec![3, 4]);
+        assert_eq!(r.fc.labels, vec!["a"]);
+        assert_eq!(r.fc.limit, Some(5));
+        assert_eq!(r.drt, DiscResType::Unstructured);
+        assert_eq!(r.atrl, vec!["rn", "ct"]);
+        assert_eq!(r.fc.attributes, vec![("cr".to_owned(), "Cx".to_owned())]);
+        for bad in ["fu=9", "noequals", "drt=3", "lim=x"] {
+            let a = parse(&["--to", "cse-in", "--query", bad]);
+            assert!(build_request(&a).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(build_request(&parse(&["--to", "x", "--ty", "777"])).is_err());
+        assert!(build_request(&parse(&["--to", "x", "--rcn", "42"])).is_err());
+        assert!(Cli::try_parse_from(["m", "--to", "x", "-X", "patch"]).is_err());
+    }
+
+    #[test]
+    fn output_formats() {
+        let rsp = Response::new(
+            ResponseStatusCode::Created,
+            "r1",
+            Some(json!({"m2m:cnt": {"rn": "c"}})),
+        );
+        let text = format_response(&rsp);
+        assert!(text.starts_with("2001 CREATED\n{\n"), "{text}");
+        assert!(text.contains("\"rn\": \"c\""));
+        assert_eq!(
+            response_json(&rsp),
+            json!({"rsc": 2001, "rqi": "r1", "pc": {"m2m:cnt": {"rn": "c"}}})
+        );
+        let rsp = Response::new(ResponseStatusCode::Deleted, "r2", None);
+        assert_eq!(format_response(&rsp), "2002 DELETED\n");
+        assert_eq!(response_json(&rsp)["pc"], Value::Null);
+    }
+}
