@@ -439,7 +439,7 @@ fn run(cse: &CseProcess, cases: &[Case]) -> Vec<String> {
         if !c.http.contains(&r.status) {
             why.push(format!("HTTP {} (expected {:?})", r.status, c.http));
         }
-        if !r.dbg().is_some_and(|d| !d.trim().is_empty()) {
+        if r.dbg().is_none_or(|d| d.trim().is_empty()) {
             why.push("no non-empty m2m:dbg".to_owned());
         }
         let sent_ri = c

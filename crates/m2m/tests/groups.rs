@@ -113,7 +113,7 @@ fn members_that_do_not_exist_or_have_the_wrong_type() {
     let r = create_group(
         u,
         &ae,
-        json!({ "rn": "g1", "mt": 3, "mid": ["cse-in/app/c1", "cse-in/app/nothing"] }),
+        json!({ "rn": "g1", "mt": 3, "mnm": 10, "mid": ["cse-in/app/c1", "cse-in/app/nothing"] }),
     );
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     assert_eq!(r.body["m2m:grp"]["cnm"], json!(1), "{:?}", r.body);
@@ -128,7 +128,7 @@ fn members_that_do_not_exist_or_have_the_wrong_type() {
     let r = create_group(
         u,
         &ae,
-        json!({ "rn": "g2", "mt": 3, "mid": ["cse-in/app/c1", "cse-in/app"] }),
+        json!({ "rn": "g2", "mt": 3, "mnm": 10, "mid": ["cse-in/app/c1", "cse-in/app"] }),
     );
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     assert_eq!(r.body["m2m:grp"]["cnm"], json!(1), "{:?}", r.body);
@@ -137,7 +137,7 @@ fn members_that_do_not_exist_or_have_the_wrong_type() {
     let r = create_group(
         u,
         &ae,
-        json!({ "rn": "g3", "mt": 3, "csy": 2, "mid": ["cse-in/app/c1", "cse-in/app"] }),
+        json!({ "rn": "g3", "mt": 3, "mnm": 10, "csy": 2, "mid": ["cse-in/app/c1", "cse-in/app"] }),
     );
     assert_eq!(r.rsc, 4110, "{:?}", r.body);
     assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
@@ -148,7 +148,7 @@ fn members_that_do_not_exist_or_have_the_wrong_type() {
     let r = create_group(
         u,
         &ae,
-        json!({ "rn": "g4", "mt": 3, "csy": 3, "mid": ["cse-in/app/c1", "cse-in/app"] }),
+        json!({ "rn": "g4", "mt": 3, "mnm": 10, "csy": 3, "mid": ["cse-in/app/c1", "cse-in/app"] }),
     );
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     assert_eq!(r.body["m2m:grp"]["cnm"], json!(2), "{:?}", r.body);
@@ -166,7 +166,11 @@ fn members_that_do_not_exist_or_have_the_wrong_type() {
     // Members given by resourceID.
     let (_, b) = retrieve(u, "/cse-in/app/c2", &ae);
     let c2 = b["m2m:cnt"]["ri"].as_str().expect("ri").to_owned();
-    let r = create_group(u, &ae, json!({ "rn": "g6", "mt": 3, "mid": [c2] }));
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g6", "mt": 3, "mnm": 10, "mid": [c2] }),
+    );
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     let (rsc, b) = retrieve(u, "/cse-in/app/g6/fopt", &ae);
     assert_eq!(rsc, 2000, "{b}");
@@ -192,7 +196,7 @@ fn group_with_a_member_on_a_remote_cse() {
         &ae_in,
         9,
         json!({ "m2m:grp": {
-            "rn": "g", "mt": 3,
+            "rn": "g", "mt": 3, "mnm": 10,
             "mid": ["cse-in/app/local", "/id-mn/cse-mn/dev/remote"],
         }}),
     );

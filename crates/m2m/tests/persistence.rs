@@ -38,7 +38,7 @@ fn resources_survive_kill_and_restart() {
         "/cse-in/app",
         &ae,
         9,
-        json!({ "m2m:grp": { "rn": "g", "mt": 3, "mid": ["cse-in/app/c"] } }),
+        json!({ "m2m:grp": { "rn": "g", "mt": 3, "mnm": 10, "mid": ["cse-in/app/c"] } }),
     );
     assert_eq!(rsc, 2001, "{b}");
     let (_, before) = retrieve(&u, "/cse-in/app/c", &ae);
