@@ -55,7 +55,6 @@ fn fan_out_retrieve_and_create() {
         .collect();
     rns.sort();
     assert_eq!(rns, vec!["c1", "c2"], "{b}");
-
     // CREATE through the fanOutPoint: a contentInstance in each member.
     let (rsc, b) = create(
         u,
@@ -222,4 +221,29 @@ fn group_with_a_member_on_a_remote_cse() {
     let (rsc, b) = retrieve(mn.url(), "/cse-mn/dev/remote/la", &ae_mn);
     assert_eq!(rsc, 2000, "{b}");
     assert_eq!(b["m2m:cin"]["con"], json!("everywhere"), "{b}");
+}
+
+#[test]
+fn member_responses_name_their_member() {
+    let (cse, ae) = setup();
+    let u = cse.url();
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g", "mt": 3, "mnm": 10, "mid": ["cse-in/app/c1", "cse-in/app/c2"] }),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let (rsc, b) = retrieve(u, "/cse-in/app/g/fopt", &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    let mut frs: Vec<String> = rsps(&b)
+        .iter()
+        .map(|r| r["fr"].as_str().unwrap_or("<none>").to_owned())
+        .collect();
+    frs.sort();
+    assert_eq!(
+        frs,
+        vec!["cse-in/app/c1", "cse-in/app/c2"],
+        "TS-0004 clause 7.4.14.2.5: the group-hosting CSE sets each member's resource ID into \
+         the From parameter of that member's response: {b}"
+    );
 }

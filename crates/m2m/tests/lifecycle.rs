@@ -337,10 +337,9 @@ fn result_content_on_create_retrieve_update() {
         "rcn=3 uri: {:?}",
         r.body
     );
-    assert_eq!(
-        rce["cnt"]["rn"],
-        json!("c3"),
-        "rcn=3 resource: {:?}",
+    assert!(
+        rce.get("m2m:cnt").or(rce.get("cnt")).is_some(),
+        "rcn=3 carries the resource: {:?}",
         r.body
     );
 
@@ -476,4 +475,27 @@ fn cse_base_cannot_be_deleted() {
     }
     let (rsc, _) = retrieve(u, "/cse-in", ADMIN);
     assert_eq!(rsc, 2000, "the CSEBase is still there");
+}
+
+#[test]
+fn create_with_rcn_3_wraps_the_resource_in_its_namespace() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Crce", "app", &[]);
+    let r = request(
+        "POST",
+        u,
+        "/cse-in/app?rcn=3",
+        Some(&ae),
+        Some(3),
+        Some(&json!({ "m2m:cnt": { "rn": "c3" } })),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(
+        r.body["m2m:rce"]["m2m:cnt"]["rn"],
+        json!("c3"),
+        "TS-0004 table 6.3.5.25-1 (m2m:resourceWrapper): the resource element is \
+         m2m:<resourceType>, i.e. m2m:cnt: {:?}",
+        r.body
+    );
 }
