@@ -139,8 +139,28 @@ fn container_create_retrieve_update_delete() {
         "stateTag grows on update: {b}"
     );
 
+    // Response headers of TS-0009 clause 6.4: X-M2M-RI echoed, X-M2M-RVI present.
+    let r = retrieve_full(u, "/cse-in/app/data", &ae);
+    assert!(
+        r.header("x-m2m-ri")
+            .is_some_and(|ri| ri.starts_with("test-")),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.header("x-m2m-rvi"), Some("3"), "{:?}", r.headers);
+    assert!(
+        r.header("content-type").is_some_and(|c| c.contains("json")),
+        "{:?}",
+        r.headers
+    );
+
     let (rsc, b) = delete(u, "/cse-in/app/data", &ae);
     assert_eq!(rsc, 2002, "{b}");
+    assert_eq!(
+        b,
+        Value::Null,
+        "DELETE without rcn returns nothing (TS-0004 7.3.3.x): {b}"
+    );
     let (rsc, b) = retrieve(u, "/cse-in/app/data", &ae);
     assert_eq!(rsc, 4004, "deleted container: {b}");
 }

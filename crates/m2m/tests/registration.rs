@@ -93,6 +93,16 @@ fn retargeting_in_to_mn_and_mn_to_in() {
     assert_eq!(rsc, 2000, "{b}");
     assert_eq!(b["m2m:cin"]["con"], json!("from-cloud"), "{b}");
 
+    // Discovery on the MN through the IN: the filter criteria travel with the request.
+    let (rsc, b) = get_with_query(in_cse.url(), "/~/id-mn/cse-mn", &ae_in, "fu=1&ty=3");
+    assert_eq!(rsc, 2000, "discovery on the MN via the IN: {b}");
+    let found = b["m2m:uril"].as_array().cloned().unwrap_or_default();
+    assert_eq!(found.len(), 1, "the MN's one container: {b}");
+    assert!(
+        found[0].as_str().is_some_and(|s| s.ends_with("dev/data")),
+        "{b}"
+    );
+
     // MN -> IN: an AE of the MN reaches resources on the IN through the MN.
     let (rsc, b) = retrieve(mn.url(), "/~/id-in/cse-in/cloud/cmds", &ae_mn);
     assert_eq!(rsc, 2000, "retrieve on the IN via the MN: {b}");
