@@ -112,7 +112,7 @@ pub async fn create(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
         ResultContent::Nothing => None,
         ResultContent::HierarchicalAddress => Some(json!({ "m2m:uri": created.srn })),
         ResultContent::HierarchicalAddressAndAttributes => Some(
-            json!({ "m2m:rce": { "uri": created.srn, created.ty.short_name(): Value::Object(created.attrs.clone()) } }),
+            json!({ "m2m:rce": { "uri": created.srn, created.ty.root_name(): Value::Object(created.attrs.clone()) } }),
         ),
         _ => Some(representation(&created)),
     };

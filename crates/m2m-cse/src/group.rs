@@ -170,9 +170,12 @@ pub async fn fan_out(
             format!("{m}/{rest}")
         };
         let to = r.to.clone();
+        let member = m.clone();
         let cse = Arc::clone(cse);
         async move {
             let mut resp = cse.handle(r, peer).await;
+            // Each member's answer names the member it came from (TS-0004 clause 7.4.14.2.5).
+            resp.from = Some(member);
             resp.to = Some(to);
             resp
         }
