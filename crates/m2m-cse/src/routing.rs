@@ -10,18 +10,18 @@ use std::sync::Arc;
 
 /// The next hop for a request addressed to `target` (or to another SP when `None`).
 pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<String> {
+    // Only a registree whose own CSE-ID is the target is a route down. Descendants it claims
+    // (`dcse`) are not followed: a registree could otherwise send requests around in a loop.
     if let Some(target) = target {
-        let registrees = cse.store.read(|r| r.all_of_type(ResourceType::RemoteCse))?;
-        for csr in registrees {
-            let csi = csr.str_attr("csi").unwrap_or("");
-            let descendant = csr
-                .attrs
-                .get("dcse")
-                .and_then(Value::as_array)
-                .is_some_and(|d| d.iter().any(|x| x.as_str() == Some(&target.sp_relative())));
-            if csi == target.sp_relative() || descendant {
-                // The registrar's own <remoteCSE> on an MN points up; skip it here and use the
-                // registrar route below, which is the same hop.
+        if let Some(csr) = cse.store.get(target.bare())? {
+            let is_registree = csr.ty == ResourceType::RemoteCse
+                && csr.str_attr("csi") == Some(target.sp_relative().as_str())
+                && cse
+                    .cfg
+                    .registrar
+                    .as_ref()
+                    .is_none_or(|r| CseId::parse(&r.cse_id).ok().as_ref() != Some(target));
+            if is_registree {
                 if let Some(poa) = csr
                     .attrs
                     .get("poa")
