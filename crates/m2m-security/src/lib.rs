@@ -1,0 +1,6 @@
+//! The Security CSF logic, no sockets (TS-0003).
+//!
+//! Every decision here is a pure function: the facts of a request go in, a decision and a short reason come
+//! out. Time, network addresses and group membership are supplied by the caller.
+
+pub mod access_control;
