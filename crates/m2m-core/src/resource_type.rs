@@ -13,11 +13,12 @@ pub enum ResourceType {
     CseBase,
     Group,
     RemoteCse,
+    ServiceSubscribedAppRule,
     Subscription,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 8] = [
+    pub const ALL: [ResourceType; 9] = [
         Self::AccessControlPolicy,
         Self::Ae,
         Self::Container,
@@ -25,6 +26,7 @@ impl ResourceType {
         Self::CseBase,
         Self::Group,
         Self::RemoteCse,
+        Self::ServiceSubscribedAppRule,
         Self::Subscription,
     ];
 
@@ -38,6 +40,7 @@ impl ResourceType {
             Self::CseBase => 5,
             Self::Group => 9,
             Self::RemoteCse => 16,
+            Self::ServiceSubscribedAppRule => 19,
             Self::Subscription => 23,
         }
     }
@@ -51,6 +54,7 @@ impl ResourceType {
             5 => Self::CseBase,
             9 => Self::Group,
             16 => Self::RemoteCse,
+            19 => Self::ServiceSubscribedAppRule,
             23 => Self::Subscription,
             _ => return None,
         })
@@ -81,6 +85,7 @@ impl ResourceType {
             Self::CseBase => "cb",
             Self::Group => "grp",
             Self::RemoteCse => "csr",
+            Self::ServiceSubscribedAppRule => "asar",
             Self::Subscription => "sub",
         }
     }
@@ -95,6 +100,7 @@ impl ResourceType {
             Self::CseBase => "m2m:cb",
             Self::Group => "m2m:grp",
             Self::RemoteCse => "m2m:csr",
+            Self::ServiceSubscribedAppRule => "m2m:asar",
             Self::Subscription => "m2m:sub",
         }
     }
@@ -113,11 +119,12 @@ impl ResourceType {
                 Container,
                 Group,
                 RemoteCse,
+                ServiceSubscribedAppRule,
                 Subscription,
             ],
             Ae => &[AccessControlPolicy, Container, Group, Subscription],
             Container => &[Container, ContentInstance, Subscription],
-            Group => &[Subscription],
+            Group | ServiceSubscribedAppRule => &[Subscription],
             RemoteCse => &[AccessControlPolicy, Container, Group, Subscription],
             AccessControlPolicy | ContentInstance | Subscription => &[],
         }

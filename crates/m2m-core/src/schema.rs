@@ -528,6 +528,25 @@ static SUB_ATTRS: &[AttrSpec] = &[
     rw("acrs", URI_LIST),
 ];
 
+/// `<serviceSubscribedAppRule>`: TS-0004 clause 7.4.29 (tables 7.4.29.1-2 and -3), TS-0001
+/// clause 9.6.29: which (Credential-ID, App-ID, AE-ID-Stem) combinations may register.
+static ASAR_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    rw("apci", STR_LIST),
+    rw("aai", STR_LIST),
+    rw("aae", STR_LIST),
+    rw("ari", STR_LIST),
+];
+
 /// The attribute table of a resource type.
 pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
     match ty {
@@ -538,6 +557,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::CseBase => CB_ATTRS,
         ResourceType::Group => GRP_ATTRS,
         ResourceType::RemoteCse => CSR_ATTRS,
+        ResourceType::ServiceSubscribedAppRule => ASAR_ATTRS,
         ResourceType::Subscription => SUB_ATTRS,
     }
 }
@@ -561,6 +581,7 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ],
         ResourceType::Group => &["ty", "ri", "pi", "ct", "lt", "cnm", "mtv", "ssi"],
         ResourceType::RemoteCse => &["ty", "ri", "pi", "ct", "lt"],
+        ResourceType::ServiceSubscribedAppRule => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::Subscription => &["ty", "ri", "pi", "ct", "lt"],
     }
 }
@@ -950,6 +971,7 @@ mod tests {
             Group => json!({"mid": [], "mnm": 10}),
             RemoteCse => json!({"cb": "/mn-cse/cb", "rr": true, "srv": ["2a", "3"]}),
             Subscription => json!({"nu": ["/id-in/Cae1"]}),
+            ServiceSubscribedAppRule => json!({"aai": ["Nlock*"], "aae": ["C*"]}),
         }
     }
 

@@ -33,6 +33,30 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registrar: Option<RegistrarSection>,
     pub limits: LimitsSection,
+    pub registration: RegistrationSection,
+}
+
+/// Which AEs may register here (TS-0001 clause 10.2.2.2; the same rules as
+/// <serviceSubscribedAppRule> resources, which apply in addition).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationSection {
+    /// Each rule admits the (Credential-ID, App-ID, AE-ID-Stem) combinations it lists; an AE
+    /// registers if any rule (here or as a resource) admits it, else 4126 APP_RULE_VALIDATION_FAILED.
+    pub rules: Vec<m2m_security::registration_rules::AppRule>,
+}
+
+impl Default for RegistrationSection {
+    /// Without a security association, any App-ID with a CSE- or SP-assigned AE-ID-Stem.
+    fn default() -> Self {
+        Self {
+            rules: vec![m2m_security::registration_rules::AppRule {
+                apci: None,
+                aai: vec!["*".into()],
+                aae: vec!["C*".into(), "S*".into()],
+            }],
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -173,6 +197,10 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.identity()?;
+        for (i, rule) in self.registration.rules.iter().enumerate() {
+            rule.validate()
+                .map_err(|e| anyhow::anyhow!("registration.rules[{i}]: {e}"))?;
+        }
         self.listen_addr()?;
         match (self.cse.role, &self.registrar) {
             (Role::MN, None) => bail!("an MN-CSE needs a [registrar] section"),

@@ -5,7 +5,7 @@ use crate::config::{Config, CseIdentity};
 use crate::notification::Notifier;
 use crate::resolve::{self, Locality, Target};
 use crate::store::{Resource, Store};
-use crate::{discovery, dispatcher, group, routing};
+use crate::{access, discovery, dispatcher, group, routing};
 use chrono::{DateTime, Utc};
 use m2m_core::{id, Address, M2mError, M2mResult, Operation, Request, ResourceType, Response};
 use serde_json::{json, Map, Value};
@@ -144,6 +144,7 @@ impl Cse {
                         ty: ResourceType::CseBase,
                         srn: id.rn.clone(),
                         attrs,
+                        creator: None,
                     })
                     .map(|_| ())
                 }
@@ -194,13 +195,16 @@ impl Cse {
             Locality::Remote(cse) => return routing::forward(&self, req, cse).await,
         }
         let target = resolve::resolve(&self, &addr)?;
+        access::authorize(&self, &req, &target, peer)?;
         if let Target::FanOut { group, rest } = target {
             return group::fan_out(&self, req, group, rest, peer).await;
         }
         match req.op {
             Operation::Create => dispatcher::create(&self, req, target).await,
-            Operation::Retrieve if req.is_discovery() => discovery::discover(&self, &req, target),
-            Operation::Retrieve => dispatcher::retrieve(&self, &req, target),
+            Operation::Retrieve if req.is_discovery() => {
+                discovery::discover(&self, &req, target, peer)
+            }
+            Operation::Retrieve => dispatcher::retrieve(&self, &req, target, peer),
             Operation::Update => dispatcher::update(&self, req, target).await,
             Operation::Delete => dispatcher::delete(&self, &req, target).await,
             Operation::Notify => dispatcher::notify(&self, req, target).await,

@@ -1,7 +1,8 @@
 //! CREATE, RETRIEVE, UPDATE, DELETE and NOTIFY on local resources (TS-0004 clause 7.3.3 and the
 //! per-type procedures of clause 7.4).
 
-use crate::cse::{representation, Cse};
+use crate::access::{self, Facts};
+use crate::cse::{representation, Cse, Peer};
 use crate::notification::{self, Event};
 use crate::resolve::Target;
 use crate::resources::{self, Prepared};
@@ -10,7 +11,9 @@ use m2m_core::schema;
 use m2m_core::{
     M2mError, M2mResult, Request, ResourceType, Response, ResponseStatusCode as Rsc, ResultContent,
 };
+use m2m_security::access_control::AccessOperation;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The content of a create or update: `{"m2m:cnt": {...}}` with the root matching the type.
@@ -80,11 +83,18 @@ pub async fn create(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
         attrs.insert("et".into(), json!(m2m_core::time::format(et)));
     }
     let srn = format!("{}/{}", parent.srn, rn);
+    // An AE owns its own resource, a registering CSE its <remoteCSE>.
+    let creator = match ty {
+        ResourceType::Ae => attrs.get("aei").and_then(Value::as_str).map(str::to_owned),
+        ResourceType::RemoteCse => attrs.get("csi").and_then(Value::as_str).map(str::to_owned),
+        _ => Some(originator.clone()),
+    };
     let new = Resource {
         seq: 0,
         ty,
         srn,
         attrs,
+        creator,
     };
 
     let cse2 = Arc::clone(cse);
@@ -136,13 +146,13 @@ fn instance_of(cse: &Cse, target: Target) -> M2mResult<Resource> {
     }
 }
 
-pub fn retrieve(cse: &Cse, req: &Request, target: Target) -> M2mResult<Response> {
+pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: Peer) -> M2mResult<Response> {
     let res = instance_of(cse, target)?;
     let rcn = req.result_content();
     let pc = match rcn {
         ResultContent::Attributes | ResultContent::OriginalResource => partial(&res, &req.atrl)?,
         ResultContent::AttributesAndChildResources | ResultContent::ChildResources => {
-            let children = filtered_children(cse, req, &res)?;
+            let children = filtered_children(cse, req, &res, peer)?;
             let mut attrs = if rcn == ResultContent::ChildResources {
                 Map::new()
             } else {
@@ -162,12 +172,12 @@ pub fn retrieve(cse: &Cse, req: &Request, target: Target) -> M2mResult<Response>
             let mut attrs = res.attrs.clone();
             attrs.insert(
                 "ch".into(),
-                child_references(&filtered_children(cse, req, &res)?),
+                child_references(&filtered_children(cse, req, &res, peer)?),
             );
             json!({ res.ty.root_name(): attrs })
         }
         ResultContent::ChildResourceReferences => {
-            json!({ "m2m:rrl": { "rrf": child_references(&filtered_children(cse, req, &res)?) } })
+            json!({ "m2m:rrl": { "rrf": child_references(&filtered_children(cse, req, &res, peer)?) } })
         }
         other => {
             return Err(M2mError::bad_request(format!(
@@ -202,20 +212,32 @@ fn partial(res: &Resource, atrl: &[String]) -> M2mResult<Value> {
     Ok(json!({ res.ty.root_name(): attrs }))
 }
 
-fn filtered_children(cse: &Cse, req: &Request, res: &Resource) -> M2mResult<Vec<Resource>> {
+/// The children a retrieve lists: those matching the filter criteria that the originator may
+/// retrieve itself.
+fn filtered_children(
+    cse: &Cse,
+    req: &Request,
+    res: &Resource,
+    peer: Peer,
+) -> M2mResult<Vec<Resource>> {
     let children = cse.store.read(|r| r.children(res.ri(), None))?;
+    let facts = Facts::of(req, peer);
+    let mut decisions = HashMap::new();
+    let mut visible = Vec::with_capacity(children.len());
+    for c in children {
+        if req.fc.matches(&c.attrs)
+            && access::permits(cse, &facts, AccessOperation::Retrieve, &c, &mut decisions)?
+        {
+            visible.push(c);
+        }
+    }
     let ofst = req.fc.offset.unwrap_or(0) as usize;
     let lim = req
         .fc
         .limit
         .unwrap_or(cse.cfg.limits.max_discovery_results)
         .min(cse.cfg.limits.max_discovery_results) as usize;
-    Ok(children
-        .into_iter()
-        .filter(|c| req.fc.matches(&c.attrs))
-        .skip(ofst)
-        .take(lim)
-        .collect())
+    Ok(visible.into_iter().skip(ofst).take(lim).collect())
 }
 
 fn child_references(children: &[Resource]) -> Value {

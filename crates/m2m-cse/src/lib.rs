@@ -4,6 +4,7 @@
 //! A request travels: binding (`http_server`) → [`Cse::handle`] → target resolution (`resolve`) →
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
 
+mod access;
 pub mod config;
 pub mod cse;
 mod discovery;

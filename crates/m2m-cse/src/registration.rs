@@ -138,6 +138,7 @@ async fn upsert_registrar_csr(
                     ty: ResourceType::RemoteCse,
                     srn,
                     attrs,
+                    creator: Some(csi.sp_relative()),
                 })
                 .map(|_| ())
             }

@@ -23,6 +23,9 @@ pub struct Resource {
     pub srn: String,
     /// All attributes, short names, including `ri`, `pi`, `rn`, `ty`, `ct`, `lt`, `et`.
     pub attrs: Map<String, Value>,
+    /// The originator of the CREATE: the only one the default access policy admits when the
+    /// resource has no accessControlPolicyIDs (TS-0001 table 9.6.1.3.2-1). Not an attribute.
+    pub creator: Option<String>,
 }
 
 impl Resource {
@@ -59,19 +62,21 @@ CREATE TABLE IF NOT EXISTS resources (
     pi   TEXT NOT NULL,
     ty   INTEGER NOT NULL,
     et   TEXT,
+    creator TEXT,
     doc  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS resources_children ON resources(pi, ty, seq);
 CREATE INDEX IF NOT EXISTS resources_expiry ON resources(et);
 ";
 
-const COLUMNS: &str = "seq, ty, srn, doc";
+const COLUMNS: &str = "seq, ty, srn, doc, creator";
 
 fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<Resource> {
     let seq: i64 = row.get(0)?;
     let ty: u16 = row.get(1)?;
     let srn: String = row.get(2)?;
     let doc: String = row.get(3)?;
+    let creator: Option<String> = row.get(4)?;
     let attrs: Map<String, Value> = serde_json::from_str(&doc).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
     })?;
@@ -87,6 +92,7 @@ fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<Resource> {
         ty,
         srn,
         attrs,
+        creator,
     })
 }
 
@@ -437,7 +443,7 @@ impl Writer<'_> {
             .reader
             .conn
             .prepare_cached(
-                "INSERT INTO resources (ri, srn, pi, ty, et, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO resources (ri, srn, pi, ty, et, doc, creator) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(internal)?;
         match st.execute(params![
@@ -446,7 +452,8 @@ impl Writer<'_> {
             res.pi(),
             res.ty.code(),
             et_column(&res),
-            doc
+            doc,
+            res.creator
         ]) {
             Ok(_) => {
                 res.seq = self.reader.conn.last_insert_rowid();
@@ -531,6 +538,7 @@ mod tests {
             ty,
             srn: srn.into(),
             attrs,
+            creator: None,
         }
     }
 

@@ -4,3 +4,4 @@
 //! out. Time, network addresses and group membership are supplied by the caller.
 
 pub mod access_control;
+pub mod registration_rules;

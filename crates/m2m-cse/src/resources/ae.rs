@@ -1,10 +1,12 @@
 //! <AE> registration (TS-0001 clause 10.2.2.2, TS-0004 clause 7.3.2.7 and 7.4.5): AE-ID assignment
 //! from the originator, App-ID check, and refusal of a second registration of the same AE-ID.
 
+use super::service_subscribed_app_rule::rule_of;
 use super::Prepared;
 use crate::cse::Cse;
 use m2m_core::id::{classify_originator, OriginatorKind};
-use m2m_core::{M2mError, M2mResult, Request, ResponseStatusCode};
+use m2m_core::{M2mError, M2mResult, Request, ResourceType, ResponseStatusCode};
+use m2m_security::registration_rules::{admitted, AppRule, Registration};
 use serde_json::{json, Map, Value};
 
 pub fn prepare_create(
@@ -32,6 +34,7 @@ pub fn prepare_create(
             )))
         }
     };
+    check_rules(cse, api, &aei)?;
     if cse.store.get(&aei)?.is_some() {
         return Err(M2mError::new(
             ResponseStatusCode::OriginatorHasAlreadyRegistered,
@@ -40,4 +43,26 @@ pub fn prepare_create(
     }
     attrs.insert("aei".into(), json!(aei));
     Ok(Prepared { ri: Some(aei) })
+}
+
+/// The registration rules of the configuration and the <serviceSubscribedAppRule> resources: one
+/// of them must admit the (Credential-ID, App-ID, AE-ID-Stem) combination.
+fn check_rules(cse: &Cse, api: &str, aei: &str) -> M2mResult<()> {
+    let stored = cse
+        .store
+        .read(|r| r.all_of_type(ResourceType::ServiceSubscribedAppRule))?;
+    let stored: Vec<AppRule> = stored.iter().map(|r| rule_of(&r.attrs)).collect();
+    // Security associations arrive with the TLS issue; until then no request carries a credential.
+    let reg = Registration {
+        credential_id: None,
+        app_id: api,
+        ae_id_stem: aei,
+    };
+    if admitted(cse.cfg.registration.rules.iter().chain(stored.iter()), &reg) {
+        return Ok(());
+    }
+    Err(M2mError::new(
+        ResponseStatusCode::AppRuleValidationFailed,
+        format!("no registration rule admits App-ID '{api}' with AE-ID '{aei}'"),
+    ))
 }

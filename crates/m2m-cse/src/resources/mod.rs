@@ -1,9 +1,11 @@
 //! Per-resource-type behaviour (TS-0004 clause 7.4): what a CREATE or UPDATE of each type does
 //! beyond the generic procedure.
 
+pub mod acp;
 pub mod ae;
 pub mod container;
 pub mod remote_cse;
+pub mod service_subscribed_app_rule;
 pub mod subscription;
 
 use crate::cse::Cse;
@@ -39,9 +41,11 @@ pub async fn prepare_create(
         ResourceType::Group => group::prepare_create(cse, req, attrs)
             .await
             .map(|_| Prepared::default()),
-        ResourceType::AccessControlPolicy | ResourceType::ContentInstance => {
-            Ok(Prepared::default())
+        ResourceType::AccessControlPolicy => acp::check(attrs).map(|_| Prepared::default()),
+        ResourceType::ServiceSubscribedAppRule => {
+            service_subscribed_app_rule::check(attrs).map(|_| Prepared::default())
         }
+        ResourceType::ContentInstance => Ok(Prepared::default()),
         ResourceType::CseBase => Err(m2m_core::M2mError::not_allowed(
             "a CSEBase cannot be created",
         )),
@@ -70,6 +74,12 @@ pub async fn prepare_update(
 ) -> M2mResult<()> {
     match res.ty {
         ResourceType::Subscription => subscription::prepare_update(cse, req, res, content).await,
+        ResourceType::AccessControlPolicy => acp::check(content),
+        ResourceType::ServiceSubscribedAppRule => {
+            let mut merged = res.attrs.clone();
+            merged.extend(content.clone());
+            service_subscribed_app_rule::check(&merged)
+        }
         ResourceType::Group if content.contains_key("mid") => {
             group::prepare_update(cse, req, res, content).await
         }

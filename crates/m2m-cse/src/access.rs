@@ -1,0 +1,375 @@
+//! The access decision of the Receiver (TS-0004 clause 7.3.3.15, TS-0003 clause 7.1,
+//! TS-0001 clause 9.6.2): which policies govern a request and whether they permit it.
+//!
+//! The decision itself is `m2m_security::access_control::decide`; this module gathers its inputs:
+//! the applicable <accessControlPolicy> resources (or the creator-only default), the operation,
+//! the originator, the source address of the socket and the time.
+
+use crate::cse::{Cse, Peer};
+use crate::resolve::Target;
+use crate::store::Resource;
+use m2m_core::{
+    Address, M2mError, M2mResult, Operation, Request, ResourceType, ResponseStatusCode as Rsc,
+};
+use m2m_security::access_control::{
+    decide, originator::to_absolute, AccessOperation, AccessRequest, GroupLookup, GroupResolver,
+    HostingCse, Privileges,
+};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// The facts of one request that every access decision for it shares.
+pub struct Facts<'a> {
+    pub originator: &'a str,
+    pub peer: Peer,
+    /// rq_authn: whether a security association authenticated the originator (TS-0003 7.1.2).
+    pub authenticated: bool,
+}
+
+impl<'a> Facts<'a> {
+    pub fn of(req: &'a Request, peer: Peer) -> Self {
+        Facts {
+            originator: req.from.as_deref().unwrap_or(""),
+            peer,
+            authenticated: false,
+        }
+    }
+}
+
+/// The policies that govern access to a resource.
+enum Policies {
+    /// Privileges of <accessControlPolicy> resources, with their IDs for reasons.
+    Acps(Vec<(String, Privileges)>),
+    /// No accessControlPolicyIDs: only the creator has access (TS-0001 table 9.6.1.3.2-1).
+    CreatorOnly(Option<String>),
+    /// The CSEBase without accessControlPolicyIDs: the system rule lets every AE and CSE registered
+    /// here retrieve it (a registree must learn its registrar); nothing else.
+    RegistreesMayRetrieve,
+}
+
+fn host(cse: &Cse) -> HostingCse {
+    HostingCse {
+        sp_fqdn: cse.id.sp_id.fqdn().to_owned(),
+        cse_id: cse.id.cse_id.bare().to_owned(),
+    }
+}
+
+/// The access operation a request asks for.
+fn operation(req: &Request) -> AccessOperation {
+    match req.op {
+        Operation::Create => AccessOperation::Create,
+        Operation::Retrieve if req.is_discovery() => AccessOperation::Discovery,
+        Operation::Retrieve => AccessOperation::Retrieve,
+        Operation::Update => AccessOperation::Update,
+        Operation::Delete => AccessOperation::Delete,
+        Operation::Notify => AccessOperation::Notify,
+    }
+}
+
+/// Decides a request on its target before it is carried out; a denial is 4103.
+pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: Peer) -> M2mResult<()> {
+    let facts = Facts::of(req, peer);
+    if facts.originator == cse.id.admin {
+        return Ok(());
+    }
+    let op = operation(req);
+    let (subject, child_type) = match (req.op, target) {
+        // Registration is decided by the registration rules, not by access control (TS-0004 7.3.2.7).
+        (Operation::Create, Target::Resource(_))
+            if matches!(req.ty, Some(ResourceType::Ae | ResourceType::RemoteCse)) =>
+        {
+            return Ok(())
+        }
+        // A notification to an entity registered here is delivered to it, which decides itself;
+        // a notification to the CSE (e.g. a verification request) carries no resource access.
+        (Operation::Notify, Target::Resource(r))
+            if matches!(
+                r.ty,
+                ResourceType::Ae | ResourceType::CseBase | ResourceType::RemoteCse
+            ) =>
+        {
+            return Ok(())
+        }
+        // Discovery results are filtered one by one (see `permits`).
+        (Operation::Retrieve, Target::Resource(_)) if req.is_discovery() => return Ok(()),
+        (Operation::Create, Target::Resource(parent)) => (parent, req.ty.map(|t| t.code())),
+        (_, Target::Resource(r)) => (r, None),
+        // la/ol stand for a contentInstance, which is governed by its container.
+        (_, Target::Latest(c) | Target::Oldest(c)) => (c, None),
+        // Fan-out: membersAccessControlPolicyIDs when set; each member decides on its own anyway.
+        (_, Target::FanOut { group, .. }) => {
+            let macp = id_list(group.attrs.get("macp"));
+            if macp.is_empty() {
+                return Ok(());
+            }
+            let policies = Policies::Acps(load_acps(cse, &macp, false));
+            return enforce(cse, &facts, op, group, None, &policies);
+        }
+    };
+    // Changing accessControlPolicyIDs is governed by the selfPrivileges of the current ACPs.
+    let changes_acpi = req.op == Operation::Update
+        && subject.ty != ResourceType::AccessControlPolicy
+        && req
+            .pc
+            .as_ref()
+            .and_then(|pc| pc.get(subject.ty.root_name()))
+            .and_then(|c| c.get("acpi"))
+            .is_some();
+    let policies = if changes_acpi {
+        self_policies_of_acpi(cse, subject)?
+    } else {
+        policies_of(cse, subject)?
+    };
+    enforce(cse, &facts, op, subject, child_type, &policies)?;
+    if req.op == Operation::Create && req.ty == Some(ResourceType::Subscription) {
+        // The subscriber must be allowed to see what it subscribes to (TS-0004 7.4.8.2.1).
+        if !permits(
+            cse,
+            &facts,
+            AccessOperation::Retrieve,
+            subject,
+            &mut HashMap::new(),
+        )? {
+            return Err(M2mError::new(
+                Rsc::SubscriptionCreatorHasNoPrivilege,
+                format!(
+                    "{} has no RETRIEVE privilege on the subscribed-to resource",
+                    facts.originator
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn enforce(
+    cse: &Cse,
+    facts: &Facts<'_>,
+    op: AccessOperation,
+    subject: &Resource,
+    child_type: Option<u16>,
+    policies: &Policies,
+) -> M2mResult<()> {
+    let (permit, reason) = evaluate(cse, facts, op, subject, child_type, policies);
+    if permit {
+        Ok(())
+    } else {
+        tracing::info!(originator = facts.originator, operation = %op, target = subject.ri(), reason = %reason, "access denied");
+        Err(M2mError::new(Rsc::OriginatorHasNoPrivilege, reason))
+    }
+}
+
+/// Whether the originator may perform `op` on `res`; `cache` keeps decisions per governing resource
+/// for the many checks of one discovery or child listing.
+pub fn permits(
+    cse: &Cse,
+    facts: &Facts<'_>,
+    op: AccessOperation,
+    res: &Resource,
+    cache: &mut HashMap<String, bool>,
+) -> M2mResult<bool> {
+    if facts.originator == cse.id.admin {
+        return Ok(true);
+    }
+    // A contentInstance is governed by its container; decisions for siblings are the same.
+    let governing = if res.ty.has_acpi() || res.ty == ResourceType::AccessControlPolicy {
+        res.clone()
+    } else {
+        match cse.store.get(res.pi())? {
+            Some(p) => p,
+            None => return Ok(false),
+        }
+    };
+    if let Some(d) = cache.get(governing.ri()) {
+        return Ok(*d);
+    }
+    let policies = policies_of(cse, &governing)?;
+    let (permit, _) = evaluate(cse, facts, op, &governing, None, &policies);
+    cache.insert(governing.ri().to_owned(), permit);
+    Ok(permit)
+}
+
+fn evaluate(
+    cse: &Cse,
+    facts: &Facts<'_>,
+    op: AccessOperation,
+    subject: &Resource,
+    child_type: Option<u16>,
+    policies: &Policies,
+) -> (bool, String) {
+    let host = host(cse);
+    match policies {
+        Policies::CreatorOnly(creator) => {
+            let me = to_absolute(facts.originator, &host, false);
+            let permit = match (
+                me,
+                creator
+                    .as_deref()
+                    .and_then(|c| to_absolute(c, &host, false)),
+            ) {
+                (Some(me), Some(creator)) => me == creator,
+                _ => false,
+            };
+            let reason = if permit {
+                "permitted: the originator created the resource".to_owned()
+            } else {
+                format!(
+                    "{} is not the creator of {} and no accessControlPolicyIDs grant {op}",
+                    facts.originator,
+                    subject.ri()
+                )
+            };
+            (permit, reason)
+        }
+        Policies::RegistreesMayRetrieve => {
+            let permit = op == AccessOperation::Retrieve && is_registree(cse, facts.originator);
+            let reason = if permit {
+                "permitted: registered entities may retrieve the CSEBase".to_owned()
+            } else {
+                format!(
+                    "no accessControlPolicyIDs on the CSEBase grant {op} to {}",
+                    facts.originator
+                )
+            };
+            (permit, reason)
+        }
+        Policies::Acps(acps) => {
+            let refs: Vec<(&str, &Privileges)> =
+                acps.iter().map(|(id, p)| (id.as_str(), p)).collect();
+            let ip = match facts.peer {
+                Peer::Remote(addr) => Some(addr.ip()),
+                Peer::Internal => None,
+            };
+            let req = AccessRequest {
+                originator: facts.originator,
+                operation: op,
+                authenticated: facts.authenticated,
+                ip,
+                time: cse.now(),
+                location: None,
+                target_type: subject.ty.code(),
+                child_type,
+            };
+            let d = decide(&refs, &req, &host, &StoreGroups { cse });
+            (d.permit, d.reason)
+        }
+    }
+}
+
+/// The policies that govern `res` itself (pv of its ACPs, pvs for an ACP, the parent's for types
+/// without accessControlPolicyIDs, the creator default when they are unset).
+fn policies_of(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
+    if res.ty == ResourceType::AccessControlPolicy {
+        let pvs = res
+            .attrs
+            .get("pvs")
+            .map(Privileges::from_json)
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        return Ok(Policies::Acps(vec![(res.ri().to_owned(), pvs)]));
+    }
+    if !res.ty.has_acpi() {
+        let parent = cse
+            .store
+            .get(res.pi())?
+            .ok_or_else(|| M2mError::not_found("the parent resource is gone"))?;
+        return policies_of(cse, &parent);
+    }
+    let acpi = id_list(res.attrs.get("acpi"));
+    if acpi.is_empty() {
+        if res.ty == ResourceType::CseBase {
+            return Ok(Policies::RegistreesMayRetrieve);
+        }
+        return Ok(Policies::CreatorOnly(res.creator.clone()));
+    }
+    Ok(Policies::Acps(load_acps(cse, &acpi, false)))
+}
+
+/// Whether the originator is an AE or a CSE registered with this CSE.
+fn is_registree(cse: &Cse, originator: &str) -> bool {
+    let host = host(cse);
+    let Some(abs) = to_absolute(originator, &host, false) else {
+        return false;
+    };
+    let abs = abs.to_absolute_string();
+    let own = format!("//{}/{}/", host.sp_fqdn, host.cse_id);
+    let (ri, ty) = match abs.strip_prefix(&own) {
+        Some(ae) => (ae.to_owned(), ResourceType::Ae),
+        None => match abs.strip_prefix(&format!("//{}/", host.sp_fqdn)) {
+            Some(cse_id) if !cse_id.contains('/') => (cse_id.to_owned(), ResourceType::RemoteCse),
+            _ => return false,
+        },
+    };
+    matches!(cse.store.get(&ri), Ok(Some(r)) if r.ty == ty)
+}
+
+/// The selfPrivileges of the ACPs a resource currently references (for an update of its acpi).
+fn self_policies_of_acpi(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
+    let acpi = id_list(res.attrs.get("acpi"));
+    if acpi.is_empty() {
+        return Ok(Policies::CreatorOnly(res.creator.clone()));
+    }
+    Ok(Policies::Acps(load_acps(cse, &acpi, true)))
+}
+
+fn id_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Loads the named ACPs hosted here; one that is missing or remote simply grants nothing.
+fn load_acps(cse: &Cse, ids: &[String], self_privileges: bool) -> Vec<(String, Privileges)> {
+    let attr = if self_privileges { "pvs" } else { "pv" };
+    ids.iter()
+        .filter_map(|id| {
+            let acp = local_resource(cse, id)?;
+            if acp.ty != ResourceType::AccessControlPolicy {
+                return None;
+            }
+            let p = Privileges::from_json(acp.attrs.get(attr)?).ok()?;
+            Some((id.clone(), p))
+        })
+        .collect()
+}
+
+/// Finds a resource of this CSE by any form of its ID (resourceID or structured, any scope).
+fn local_resource(cse: &Cse, id: &str) -> Option<Resource> {
+    let addr = Address::parse(id).ok()?;
+    if crate::resolve::locality(cse, &addr) != crate::resolve::Locality::Local {
+        return None;
+    }
+    match crate::resolve::resolve(cse, &addr).ok()? {
+        Target::Resource(r) => Some(r),
+        _ => None,
+    }
+}
+
+/// Group membership for accessControlOriginators entries that name a <group> hosted here.
+struct StoreGroups<'a> {
+    cse: &'a Cse,
+}
+
+impl GroupResolver for StoreGroups<'_> {
+    fn lookup(&self, id: &str) -> GroupLookup {
+        let Ok(addr) = Address::parse(id) else {
+            return GroupLookup::NotAGroup;
+        };
+        if crate::resolve::locality(self.cse, &addr) != crate::resolve::Locality::Local {
+            return GroupLookup::NotAGroup;
+        }
+        match crate::resolve::resolve(self.cse, &addr) {
+            Ok(Target::Resource(g)) if g.ty == ResourceType::Group => {
+                GroupLookup::Members(id_list(g.attrs.get("mid")))
+            }
+            Ok(_) => GroupLookup::NotAGroup,
+            Err(e) if e.rsc == Rsc::NotFound => GroupLookup::NotAGroup,
+            Err(_) => GroupLookup::Unavailable,
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! AE registration rules (TS-0001 clause 10.2.2.2 step 003 and clause 9.6.29
+//! <serviceSubscribedAppRule>; TS-0004 clause 7.3.2.7): which (Credential-ID, App-ID, AE-ID-Stem)
+//! combinations may register with this CSE.
+
+use serde::{Deserialize, Serialize};
+
+/// One rule: the short names of <serviceSubscribedAppRule> (`apci`, `aai`, `aae`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRule {
+    /// applicableCredIDs: the Credential-IDs (with `*` wildcards) of the security associations
+    /// this rule applies to. Absent: the rule applies only to registrations without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apci: Option<Vec<String>>,
+    /// allowedApp-IDs, with `*` wildcards. Absent or empty: no App-ID is allowed.
+    #[serde(default)]
+    pub aai: Vec<String>,
+    /// allowedAEs: AE-ID-Stems (`C*`, `S*`, `*`, or patterns). Absent or empty: none.
+    #[serde(default)]
+    pub aae: Vec<String>,
+}
+
+/// What a registering AE presents.
+#[derive(Clone, Copy, Debug)]
+pub struct Registration<'a> {
+    /// The Credential-ID of the security association the request came over, if any.
+    pub credential_id: Option<&'a str>,
+    pub app_id: &'a str,
+    /// The AE-ID-Stem the AE will have (requested or assigned).
+    pub ae_id_stem: &'a str,
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn wildcard_match(pattern: &str, value: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == value;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last)
+    {
+        return false;
+    }
+    let mut rest = &value[first.len()..value.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn any_match(patterns: &[String], value: &str) -> bool {
+    patterns.iter().any(|p| wildcard_match(p, value))
+}
+
+impl AppRule {
+    /// Whether this rule admits the registration.
+    pub fn admits(&self, reg: &Registration<'_>) -> bool {
+        let credential_ok = match (&self.apci, reg.credential_id) {
+            (None, None) => true,
+            (None, Some(_)) | (Some(_), None) => false,
+            (Some(patterns), Some(cred)) => any_match(patterns, cred),
+        };
+        credential_ok && any_match(&self.aai, reg.app_id) && any_match(&self.aae, reg.ae_id_stem)
+    }
+
+    /// Checks the rule itself (TS-0004 clause 7.4.29.2.1: App-ID patterns start with `*`, R or N).
+    pub fn validate(&self) -> Result<(), String> {
+        for a in &self.aai {
+            if !(a.starts_with('*') || a.starts_with('R') || a.starts_with('N')) {
+                return Err(format!(
+                    "allowedApp-IDs entry '{a}' must start with '*', 'R' or 'N'"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether any of the rules admits the registration.
+pub fn admitted<'r>(rules: impl IntoIterator<Item = &'r AppRule>, reg: &Registration<'_>) -> bool {
+    rules.into_iter().any(|r| r.admits(reg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(apci: Option<&[&str]>, aai: &[&str], aae: &[&str]) -> AppRule {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        AppRule {
+            apci: apci.map(v),
+            aai: v(aai),
+            aae: v(aae),
+        }
+    }
+
+    fn reg<'a>(cred: Option<&'a str>, app: &'a str, ae: &'a str) -> Registration<'a> {
+        Registration {
+            credential_id: cred,
+            app_id: app,
+            ae_id_stem: ae,
+        }
+    }
+
+    #[test]
+    fn wildcards() {
+        for (p, v, ok) in [
+            ("*", "anything", true),
+            ("C*", "Cabc", true),
+            ("C*", "Sabc", false),
+            ("C123*X", "C123abcX", true),
+            ("C123*X", "C123abcY", false),
+            ("C123*X", "C123X", true),
+            ("C1*2*3", "C1a2b3", true),
+            ("C1*2*3", "C13", false),
+            ("Nlock", "Nlock", true),
+            ("Nlock", "Nlocks", false),
+            ("", "", true),
+        ] {
+            assert_eq!(wildcard_match(p, v), ok, "{p} vs {v}");
+        }
+    }
+
+    #[test]
+    fn rule_decisions() {
+        let open = rule(None, &["*"], &["C*", "S*"]);
+        assert!(open.admits(&reg(None, "Nlock", "Cabc")));
+        assert!(open.admits(&reg(None, "Rlock", "Sabc")));
+        assert!(
+            !open.admits(&reg(None, "Nlock", "Xabc")),
+            "stem not allowed"
+        );
+        assert!(
+            !open.admits(&reg(Some("12-key@x.com"), "Nlock", "Cabc")),
+            "no apci: only without SA"
+        );
+
+        let psk = rule(
+            Some(&["12-*@in.provider.com"]),
+            &["Ndoorlock"],
+            &["Clock-AE*"],
+        );
+        assert!(psk.admits(&reg(
+            Some("12-AE123-Lock@in.provider.com"),
+            "Ndoorlock",
+            "Clock-AE1"
+        )));
+        assert!(!psk.admits(&reg(
+            Some("12-AE123-Lock@evil.com"),
+            "Ndoorlock",
+            "Clock-AE1"
+        )));
+        assert!(
+            !psk.admits(&reg(None, "Ndoorlock", "Clock-AE1")),
+            "needs an association"
+        );
+        assert!(!psk.admits(&reg(
+            Some("12-AE123-Lock@in.provider.com"),
+            "Nother",
+            "Clock-AE1"
+        )));
+        assert!(!psk.admits(&reg(
+            Some("12-AE123-Lock@in.provider.com"),
+            "Ndoorlock",
+            "Cphone"
+        )));
+
+        let empty = rule(None, &[], &[]);
+        assert!(
+            !empty.admits(&reg(None, "Nx", "Cx")),
+            "empty lists allow nothing"
+        );
+        assert!(
+            !admitted(&[], &reg(None, "Nx", "Cx")),
+            "no rule, no registration"
+        );
+        assert!(admitted(&[empty, open], &reg(None, "Nx", "Cx")));
+    }
+
+    #[test]
+    fn rule_validation() {
+        assert!(rule(None, &["*", "Rx*", "Nlock"], &[]).validate().is_ok());
+        assert!(rule(None, &["lock"], &[]).validate().is_err());
+    }
+}
