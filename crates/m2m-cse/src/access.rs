@@ -21,13 +21,13 @@ use std::collections::HashMap;
 /// The facts of one request that every access decision for it shares.
 pub struct Facts<'a> {
     pub originator: &'a str,
-    pub peer: Peer,
+    pub peer: &'a Peer,
     /// rq_authn: whether a security association authenticated the originator (TS-0003 7.1.2).
     pub authenticated: bool,
 }
 
 impl<'a> Facts<'a> {
-    pub fn of(req: &'a Request, peer: Peer) -> Self {
+    pub fn of(req: &'a Request, peer: &'a Peer) -> Self {
         Facts {
             originator: req.from.as_deref().unwrap_or(""),
             peer,
@@ -67,7 +67,7 @@ fn operation(req: &Request) -> AccessOperation {
 }
 
 /// Decides a request on its target before it is carried out; a denial is 4103.
-pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: Peer) -> M2mResult<()> {
+pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mResult<()> {
     let facts = Facts::of(req, peer);
     if facts.originator == cse.id.admin {
         return Ok(());
@@ -236,10 +236,7 @@ fn evaluate(
         Policies::Acps(acps) => {
             let refs: Vec<(&str, &Privileges)> =
                 acps.iter().map(|(id, p)| (id.as_str(), p)).collect();
-            let ip = match facts.peer {
-                Peer::Remote(addr) => Some(addr.ip()),
-                Peer::Internal => None,
-            };
+            let ip = facts.peer.addr.map(|a| a.ip());
             let req = AccessRequest {
                 originator: facts.originator,
                 operation: op,

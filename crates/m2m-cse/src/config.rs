@@ -34,6 +34,83 @@ pub struct Config {
     pub registrar: Option<RegistrarSection>,
     pub limits: LimitsSection,
     pub registration: RegistrationSection,
+    /// The TLS listener (security associations); absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSection>,
+    pub security: SecuritySection,
+}
+
+/// A TLS listener in the oneM2M profiles (TS-0003 clause 10.2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    pub listen: String,
+    /// Cipher suites (OpenSSL names), restricted to the profile suites.
+    pub cipher_suites: Vec<String>,
+    /// Also accept TLS 1.3, which oneM2M Release 3 does not use.
+    pub tls13: bool,
+    /// This CSE's certificate chain (PEM, leaf first) and key, for the certificate suites.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<PathBuf>,
+    /// Root of trust for client certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_ca: Option<PathBuf>,
+    /// A handshake not finished within this time is dropped.
+    pub handshake_timeout_ms: u64,
+    /// Handshakes in progress allowed per source address.
+    pub max_handshakes_per_source: usize,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            cipher_suites: m2m_security::tls::PSK_SUITES
+                .iter()
+                .chain(m2m_security::tls::CERTIFICATE_SUITES)
+                .map(|s| s.to_string())
+                .collect(),
+            tls13: false,
+            certificate: None,
+            private_key: None,
+            trusted_ca: None,
+            handshake_timeout_ms: 10_000,
+            max_handshakes_per_source: 16,
+        }
+    }
+}
+
+/// Credentials of the security associations.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// The psk lookup table (seeds/000 table 7.1.2-2) given in the configuration itself; a
+    /// configuration holding keys must not be readable by others.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub psk: Vec<PskRow>,
+}
+
+/// One row of the psk lookup table: the AE-ID or CSE-ID (optional), KpsaID and Kpsa.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PskRow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    pub kpsa_id: String,
+    /// Kpsa in hex.
+    pub key: String,
+}
+
+impl std::fmt::Debug for PskRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PskRow")
+            .field("entity", &self.entity)
+            .field("kpsa_id", &self.kpsa_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which AEs may register here (TS-0001 clause 10.2.2.2; the same rules as
@@ -83,6 +160,9 @@ pub struct HttpSection {
     pub public_url: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Allow the plain-HTTP listener on a non-loopback address (no security association: only
+    /// for networks that are protected otherwise).
+    pub allow_insecure: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +224,7 @@ impl Default for HttpSection {
             listen: "127.0.0.1:8080".into(),
             public_url: None,
             max_body_bytes: 1 << 20,
+            allow_insecure: false,
         }
     }
 }
@@ -188,7 +269,11 @@ impl Config {
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+        let cfg = Self::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
+        if !cfg.security.psk.is_empty() {
+            check_private_file(path)?;
+        }
+        Ok(cfg)
     }
 
     pub fn to_toml(&self) -> String {
@@ -267,4 +352,61 @@ mod tests {
         assert!(Config::from_toml("[cse]\nbogus = 1\n").is_err());
         assert!(Config::from_toml("[http]\nlisten = \"nowhere\"\n").is_err());
     }
+}
+
+/// Checks a KpsaID: `Issuer_Relative_KpsaID@Issuer-FQDN`, the relative part made of letters,
+/// digits, `.`, `_` and `-` (TS-0003 clause 10.5).
+pub fn check_kpsa_id(id: &str) -> Result<(), String> {
+    let (relative, fqdn) = id
+        .rsplit_once('@')
+        .ok_or_else(|| format!("'{id}' is not Relative-KpsaID@Issuer-FQDN"))?;
+    if relative.is_empty()
+        || !relative
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "the relative part of '{id}' must be letters, digits, '.', '_' or '-'"
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+    };
+    if !fqdn.contains('.') || !fqdn.split('.').all(label_ok) {
+        return Err(format!("'{fqdn}' in '{id}' is not an FQDN"));
+    }
+    Ok(())
+}
+
+/// Decodes a hex key.
+pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim();
+    if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("expected an even number of hex digits".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// A file holding secrets must not be readable or writable by group or others.
+pub fn check_private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} holds keys but is accessible to others (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
 }

@@ -10,21 +10,14 @@ use chrono::{DateTime, Utc};
 use m2m_core::{id, Address, M2mError, M2mResult, Operation, Request, ResourceType, Response};
 use serde_json::{json, Map, Value};
 use std::future::Future;
-use std::net::SocketAddr;
+
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 /// The source of time; injected so expiry can be tested.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
-/// Where a request came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Peer {
-    /// A client on a socket of a binding.
-    Remote(SocketAddr),
-    /// The CSE itself (group fan-out, notification relay, expiry).
-    Internal,
-}
+pub use crate::association::Peer;
 
 /// Release versions this CSE understands in X-M2M-RVI.
 const SUPPORTED_RVI: &[&str] = &["1", "2", "2a", "3", "4", "5"];
@@ -100,6 +93,31 @@ impl Cse {
 
     pub(crate) fn now_ts(&self) -> String {
         m2m_core::time::format(self.now())
+    }
+
+    /// The oneM2M identity a client certificate carries, and its Credential-ID: an AE-ID from a
+    /// SAN URI, a CSE-ID from a SAN dNSName `<cse-id>.<sp-fqdn>` (SPEC-NOTES section 1).
+    pub(crate) fn certificate_identity(&self, der: &[u8]) -> Option<(String, String)> {
+        let cert = openssl::x509::X509::from_der(der).ok()?;
+        let sans = cert.subject_alt_names()?;
+        let sp = self.id.sp_id.fqdn();
+        for san in &sans {
+            if let Some(uri) = san.uri() {
+                let stem = uri.strip_prefix(&format!("//{sp}/")).unwrap_or(uri);
+                let stem = stem.rsplit('/').next().unwrap_or(stem);
+                if !stem.contains('*') && (stem.starts_with('C') || stem.starts_with('S')) {
+                    return Some((uri.to_owned(), format!("33-{stem}")));
+                }
+            }
+            if let Some(dns) = san.dnsname() {
+                if let Some(cse) = dns.strip_suffix(&format!(".{sp}")) {
+                    if !cse.contains('*') && !cse.contains('.') && !cse.is_empty() {
+                        return Some((format!("/{cse}"), format!("32-{cse}")));
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// The resourceID of the CSEBase.
@@ -195,16 +213,16 @@ impl Cse {
             Locality::Remote(cse) => return routing::forward(&self, req, cse).await,
         }
         let target = resolve::resolve(&self, &addr)?;
-        access::authorize(&self, &req, &target, peer)?;
+        access::authorize(&self, &req, &target, &peer)?;
         if let Target::FanOut { group, rest } = target {
             return group::fan_out(&self, req, group, rest, peer).await;
         }
         match req.op {
             Operation::Create => dispatcher::create(&self, req, target).await,
             Operation::Retrieve if req.is_discovery() => {
-                discovery::discover(&self, &req, target, peer)
+                discovery::discover(&self, &req, target, &peer)
             }
-            Operation::Retrieve => dispatcher::retrieve(&self, &req, target, peer),
+            Operation::Retrieve => dispatcher::retrieve(&self, &req, target, &peer),
             Operation::Update => dispatcher::update(&self, req, target).await,
             Operation::Delete => dispatcher::delete(&self, &req, target).await,
             Operation::Notify => dispatcher::notify(&self, req, target).await,

@@ -9,7 +9,7 @@ use m2m_security::access_control::AccessOperation;
 use serde_json::json;
 use std::collections::HashMap;
 
-pub fn discover(cse: &Cse, req: &Request, target: Target, peer: Peer) -> M2mResult<Response> {
+pub fn discover(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mResult<Response> {
     let root = target.into_resource("discovery")?;
     let fc = &req.fc;
     let max = cse.cfg.limits.max_discovery_results;

@@ -146,7 +146,7 @@ fn instance_of(cse: &Cse, target: Target) -> M2mResult<Resource> {
     }
 }
 
-pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: Peer) -> M2mResult<Response> {
+pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mResult<Response> {
     let res = instance_of(cse, target)?;
     let rcn = req.result_content();
     let pc = match rcn {
@@ -218,7 +218,7 @@ fn filtered_children(
     cse: &Cse,
     req: &Request,
     res: &Resource,
-    peer: Peer,
+    peer: &Peer,
 ) -> M2mResult<Vec<Resource>> {
     let children = cse.store.read(|r| r.children(res.ri(), None))?;
     let facts = Facts::of(req, peer);

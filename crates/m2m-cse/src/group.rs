@@ -38,7 +38,7 @@ async fn member_type(cse: &Arc<Cse>, originator: &str, member: &str) -> Option<u
         rqi,
     );
     req.atrl = vec!["ty".into()];
-    let resp = cse.handle(req, Peer::Internal).await;
+    let resp = cse.handle(req, Peer::internal()).await;
     if !resp.rsc.is_success() {
         return None;
     }
@@ -172,6 +172,7 @@ pub async fn fan_out(
         let to = r.to.clone();
         let member = m.clone();
         let cse = Arc::clone(cse);
+        let peer = peer.clone();
         async move {
             let mut resp = cse.handle(r, peer).await;
             // Each member's answer names the member it came from (TS-0004 clause 7.4.14.2.5).

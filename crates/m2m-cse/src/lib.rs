@@ -5,6 +5,7 @@
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
 
 mod access;
+pub mod association;
 pub mod config;
 pub mod cse;
 mod discovery;
@@ -24,26 +25,122 @@ pub use cse::{Cse, Peer};
 
 use std::sync::Arc;
 
-/// A running CSE: its listener is bound and its background tasks started.
+/// A running CSE: its listeners are bound and its background tasks started.
 pub struct Running {
     pub cse: Arc<Cse>,
-    pub local_addr: std::net::SocketAddr,
+    /// The plain-HTTP listener, if configured.
+    pub local_addr: Option<std::net::SocketAddr>,
+    /// The TLS listener, if configured.
+    pub tls_addr: Option<std::net::SocketAddr>,
 }
 
-/// Binds the HTTP listener, starts the server, the expiry sweeper and (for an MN) registration.
+/// The psk lookup table given in the configuration.
+struct ConfigPskTable(
+    std::collections::HashMap<String, (Option<String>, zeroize::Zeroizing<Vec<u8>>)>,
+);
+
+impl m2m_security::tls::PskLookup for ConfigPskTable {
+    fn lookup(&self, psk_identity: &str) -> Option<m2m_security::tls::PskKey> {
+        let (entity, key) = self.0.get(psk_identity)?;
+        Some(m2m_security::tls::PskKey {
+            entity: entity.clone(),
+            key: key.clone(),
+        })
+    }
+}
+
+fn psk_table(cfg: &Config) -> anyhow::Result<Option<Arc<dyn m2m_security::tls::PskLookup>>> {
+    if cfg.security.psk.is_empty() {
+        return Ok(None);
+    }
+    let mut rows = std::collections::HashMap::new();
+    for (i, row) in cfg.security.psk.iter().enumerate() {
+        config::check_kpsa_id(&row.kpsa_id)
+            .map_err(|e| anyhow::anyhow!("security.psk[{i}].kpsa_id: {e}"))?;
+        let key = zeroize::Zeroizing::new(
+            config::decode_hex(&row.key)
+                .map_err(|e| anyhow::anyhow!("security.psk[{i}].key: {e}"))?,
+        );
+        rows.insert(row.kpsa_id.clone(), (row.entity.clone(), key));
+    }
+    Ok(Some(Arc::new(ConfigPskTable(rows))))
+}
+
+/// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
-    let listen = cfg.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    let local_addr = listener.local_addr()?;
+    let mut listeners = Vec::new();
+    let mut local_addr = None;
+    if !cfg.http.listen.is_empty() {
+        let listen = cfg.listen_addr()?;
+        let loopback = listen.ip().is_loopback();
+        if !loopback && !cfg.http.allow_insecure {
+            anyhow::bail!(
+                "refusing plain HTTP on {listen}: requests there have no security association; use [tls], \
+                 listen on loopback, or set http.allow_insecure = true"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        local_addr = Some(listener.local_addr()?);
+        if loopback {
+            tracing::warn!(address = %listen, "plain-HTTP development listener on loopback: no security association; the admin originator is honoured here");
+        } else {
+            tracing::warn!(address = %listen, "plain-HTTP listener without security associations (http.allow_insecure)");
+        }
+        listeners.push((
+            listener,
+            http_server::ListenerKind::Plain {
+                development: loopback,
+            },
+        ));
+    }
+    let mut tls_addr = None;
+    if let Some(tls) = &cfg.tls {
+        let context = m2m_security::tls::server_context(&m2m_security::tls::ServerTlsConfig {
+            cipher_suites: tls.cipher_suites.clone(),
+            tls13: tls.tls13,
+            certificate_chain: tls.certificate.clone(),
+            private_key: tls.private_key.clone(),
+            trusted_ca: tls.trusted_ca.clone(),
+            psk: psk_table(&cfg)?,
+        })
+        .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+        let addr: std::net::SocketAddr = tls
+            .listen
+            .parse()
+            .map_err(|_| anyhow::anyhow!("tls.listen '{}' is not an address:port", tls.listen))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        tls_addr = Some(listener.local_addr()?);
+        let kind = http_server::TlsListener::new(
+            context,
+            std::time::Duration::from_millis(tls.handshake_timeout_ms),
+            tls.max_handshakes_per_source,
+        );
+        listeners.push((listener, http_server::ListenerKind::Tls(Arc::new(kind))));
+    }
+    if listeners.is_empty() {
+        anyhow::bail!("no listener configured: set http.listen or [tls]");
+    }
     let explicit_url = cfg.http.public_url.clone();
     let cse = Cse::open(cfg)?;
-    let url = explicit_url.unwrap_or_else(|| format!("http://{local_addr}"));
+    let url = explicit_url.unwrap_or_else(|| match (tls_addr, local_addr) {
+        (Some(a), _) => format!("https://{a}"),
+        (None, Some(a)) => format!("http://{a}"),
+        (None, None) => unreachable!("a listener exists"),
+    });
     cse.set_public_url(url)
         .map_err(|e| anyhow::anyhow!(e.dbg))?;
-    tokio::spawn(http_server::serve(Arc::clone(&cse), listener));
+    for (listener, kind) in listeners {
+        tokio::spawn(http_server::serve(Arc::clone(&cse), listener, kind));
+    }
     tokio::spawn(expiry::run(Arc::clone(&cse)));
     tokio::spawn(registration::register_with_registrar(Arc::clone(&cse)));
-    Ok(Running { cse, local_addr })
+    Ok(Running {
+        cse,
+        local_addr,
+        tls_addr,
+    })
 }

@@ -201,7 +201,7 @@ pub async fn send_now(cse: &Arc<Cse>, nu: &str, body: Value) -> Response {
             Err(e) => Response::error(&e, rqi),
         }
     } else {
-        cse.handle(req, Peer::Internal).await
+        cse.handle(req, Peer::internal()).await
     }
 }
 

@@ -5,3 +5,4 @@
 
 pub mod access_control;
 pub mod registration_rules;
+pub mod tls;

@@ -84,7 +84,12 @@ async fn run_cse(cfg: m2m_cse::Config) -> anyhow::Result<()> {
     let id = running.cse.identity();
     tracing::info!(cse_id = %id.cse_id, rn = %id.rn, role = ?role, "CSE started");
     // The line tests and tools wait for: the CSE serves requests from now on.
-    println!("m2m-cse listening http://{}", running.local_addr);
+    if let Some(addr) = running.local_addr {
+        println!("m2m-cse listening http://{addr}");
+    }
+    if let Some(addr) = running.tls_addr {
+        println!("m2m-cse listening https://{addr}");
+    }
     std::io::stdout().flush()?;
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");

@@ -1,0 +1,78 @@
+//! Security associations (TS-0003 clause 8.2): who is at the other end of a connection, as the
+//! (D)TLS handshake authenticated it, and the peer facts every request on that connection carries.
+
+use m2m_security::tls::Authenticated;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// How a security association was established (SAEF of TS-0003 clause 8.2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaeMode {
+    /// Provisioned symmetric key (TLS-PSK with Kpsa/KpsaID).
+    ProvisionedKey,
+    /// Certificates (mutual TLS).
+    Certificate,
+}
+
+/// An established association: the credential and the identity bound to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Association {
+    pub mode: SaeMode,
+    /// The Credential-ID (TS-0003 clause 10.4), e.g. `12-AE123456789012-Lock@in.provider.com`.
+    pub credential_id: String,
+    /// The AE-ID or CSE-ID the credential is bound to, when the configuration or the certificate
+    /// names one; `None` for a PSK row without an entity (registration rules decide, then the
+    /// registered AE-ID is bound to the credential).
+    pub entity: Option<String>,
+}
+
+impl Association {
+    /// The association a handshake produced; `identity_of_certificate` reads a certificate's
+    /// oneM2M identity (AE-ID or CSE-ID) and Credential-ID.
+    pub fn from_handshake(
+        auth: Authenticated,
+        identity_of_certificate: impl Fn(&[u8]) -> Option<(String, String)>,
+    ) -> Option<Self> {
+        match auth {
+            Authenticated::Psk {
+                psk_identity,
+                entity,
+            } => Some(Self {
+                mode: SaeMode::ProvisionedKey,
+                credential_id: format!("12-{psk_identity}"),
+                entity,
+            }),
+            Authenticated::Certificate { leaf_der } => {
+                let (entity, credential_id) = identity_of_certificate(&leaf_der)?;
+                Some(Self {
+                    mode: SaeMode::Certificate,
+                    credential_id,
+                    entity: Some(entity),
+                })
+            }
+        }
+    }
+}
+
+/// Where a request came from.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// The socket's source address; `None` for requests the CSE makes itself.
+    pub addr: Option<SocketAddr>,
+    /// The security association of the connection, if it has one.
+    pub association: Option<Arc<Association>>,
+    /// The plain-HTTP development listener on loopback: no association, but the admin
+    /// originator is honoured there.
+    pub development: bool,
+}
+
+impl Peer {
+    /// The CSE itself (group fan-out, notification relay, expiry).
+    pub fn internal() -> Self {
+        Self::default()
+    }
+
+    pub fn is_internal(&self) -> bool {
+        self.addr.is_none()
+    }
+}

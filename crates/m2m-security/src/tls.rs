@@ -1,0 +1,204 @@
+//! TLS contexts in the oneM2M profiles (TS-0003 clause 10.2): TLS 1.2 with the PSK suites of
+//! clause 10.2.2 and the ECDHE-ECDSA suites of clause 10.2.3; TLS 1.3 only when asked for.
+//!
+//! The server context answers a psk_identity from a lookup table (the psk lookup table of the
+//! door-lock guide, seeds/000 clause 7.1.2) and verifies client certificates against a root of
+//! trust and the P-256 profile. What the handshake authenticated is read back with
+//! [`association_of`].
+
+use openssl::error::ErrorStack;
+use openssl::ex_data::Index;
+use openssl::ssl::{
+    Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslOptions, SslRef, SslVerifyMode,
+    SslVersion,
+};
+use openssl::x509::X509StoreContextRef;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use zeroize::Zeroizing;
+
+/// TLS_PSK_WITH_AES_128_CBC_SHA256 (0x00AE) and TLS_PSK_WITH_AES_128_CCM_8 (0xC0A8).
+pub const PSK_SUITES: &[&str] = &["PSK-AES128-CBC-SHA256", "PSK-AES128-CCM8"];
+/// TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256 (0xC023) and TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (0xC0AE).
+pub const CERTIFICATE_SUITES: &[&str] = &["ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES128-CCM8"];
+
+/// Whether a suite name (OpenSSL spelling) belongs to the oneM2M profiles.
+pub fn is_profile_suite(name: &str) -> bool {
+    PSK_SUITES.contains(&name) || CERTIFICATE_SUITES.contains(&name)
+}
+
+/// A row of the psk lookup table: the key, and the AE-ID or CSE-ID it is bound to if configured.
+pub struct PskKey {
+    pub entity: Option<String>,
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+/// Where the server finds the key for a psk_identity (a KpsaID, later also MAF key identifiers).
+pub trait PskLookup: Send + Sync {
+    fn lookup(&self, psk_identity: &str) -> Option<PskKey>;
+}
+
+/// What one TLS listener offers.
+pub struct ServerTlsConfig {
+    /// OpenSSL suite names; each must be a profile suite.
+    pub cipher_suites: Vec<String>,
+    /// Also accept TLS 1.3 (not part of oneM2M Release 3).
+    pub tls13: bool,
+    /// PEM chain (leaf first) and key of this CSE, for the certificate suites.
+    pub certificate_chain: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    /// Root(s) of trust for client certificates; without it no client certificate is accepted.
+    pub trusted_ca: Option<PathBuf>,
+    /// The psk lookup table, for the PSK suites.
+    pub psk: Option<Arc<dyn PskLookup>>,
+}
+
+/// What a handshake authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authenticated {
+    /// TLS-PSK with this psk_identity; `entity` is the AE-ID/CSE-ID its row names, if any.
+    Psk {
+        psk_identity: String,
+        entity: Option<String>,
+    },
+    /// A client certificate that chained to the root of trust; the leaf in DER.
+    Certificate { leaf_der: Vec<u8> },
+}
+
+fn psk_index() -> Index<Ssl, Authenticated> {
+    static INDEX: OnceLock<Index<Ssl, Authenticated>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
+}
+
+/// Builds the server context of a TLS listener.
+pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
+    let err = |what: &str, e: ErrorStack| format!("{what}: {e}");
+    if let Some(bad) = cfg.cipher_suites.iter().find(|s| !is_profile_suite(s)) {
+        return Err(format!(
+            "cipher suite '{bad}' is not a oneM2M profile suite ({})",
+            profile_list()
+        ));
+    }
+    let has_cert = cfg.certificate_chain.is_some() && cfg.private_key.is_some();
+    let suites: Vec<&str> = cfg
+        .cipher_suites
+        .iter()
+        .map(String::as_str)
+        .filter(|s| {
+            if PSK_SUITES.contains(s) {
+                cfg.psk.is_some()
+            } else {
+                has_cert
+            }
+        })
+        .collect();
+    if suites.is_empty() {
+        return Err("no usable cipher suite: PSK suites need a psk table, certificate suites a certificate and key".into());
+    }
+    let mut b =
+        SslContextBuilder::new(SslMethod::tls_server()).map_err(|e| err("TLS context", e))?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(|e| err("TLS version", e))?;
+    b.set_max_proto_version(Some(if cfg.tls13 {
+        SslVersion::TLS1_3
+    } else {
+        SslVersion::TLS1_2
+    }))
+    .map_err(|e| err("TLS version", e))?;
+    b.set_cipher_list(&suites.join(":"))
+        .map_err(|e| err("cipher suites", e))?;
+    // No session resumption across associations: each connection authenticates afresh.
+    b.set_options(SslOptions::NO_TICKET);
+    b.set_session_cache_mode(openssl::ssl::SslSessionCacheMode::OFF);
+    if has_cert {
+        let chain = cfg.certificate_chain.as_ref().expect("checked");
+        b.set_certificate_chain_file(chain)
+            .map_err(|e| err(&format!("certificate {}", chain.display()), e))?;
+        let key = cfg.private_key.as_ref().expect("checked");
+        b.set_private_key_file(key, SslFiletype::PEM)
+            .map_err(|e| err(&format!("private key {}", key.display()), e))?;
+        b.check_private_key()
+            .map_err(|e| err("the private key does not match the certificate", e))?;
+    }
+    match &cfg.trusted_ca {
+        Some(ca) => {
+            b.set_ca_file(ca)
+                .map_err(|e| err(&format!("trusted CA {}", ca.display()), e))?;
+            // A certificate handshake requires a client certificate that chains to the root and
+            // fits the profile; PSK handshakes send no certificate request at all.
+            b.set_verify_callback(
+                SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+                verify_profile,
+            );
+        }
+        None => b.set_verify(SslVerifyMode::NONE),
+    }
+    if let Some(table) = cfg.psk.clone() {
+        b.set_psk_server_callback(move |ssl, identity, psk_out| {
+            let Some(identity) = identity.and_then(|i| std::str::from_utf8(i).ok()) else {
+                return Ok(0);
+            };
+            let Some(row) = table.lookup(identity) else {
+                // Unknown identity: the client sees unknown_psk_identity; nothing is logged but the identity.
+                return Ok(0);
+            };
+            if row.key.len() > psk_out.len() {
+                return Ok(0);
+            }
+            psk_out[..row.key.len()].copy_from_slice(&row.key);
+            ssl.set_ex_data(
+                psk_index(),
+                Authenticated::Psk {
+                    psk_identity: identity.to_owned(),
+                    entity: row.entity,
+                },
+            );
+            Ok(row.key.len())
+        });
+    }
+    Ok(b.build())
+}
+
+fn profile_list() -> String {
+    PSK_SUITES
+        .iter()
+        .chain(CERTIFICATE_SUITES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Client certificates must chain to the root of trust (OpenSSL's verdict, which covers validity
+/// dates) and the leaf must be an ECDSA P-256 key (TS-0003 clause 10.1.1).
+fn verify_profile(preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
+    if !preverified {
+        return false;
+    }
+    if ctx.error_depth() != 0 {
+        return true;
+    }
+    ctx.current_cert().is_some_and(|c| crate::tls::is_p256(c))
+}
+
+/// Whether a certificate's key is an EC key on P-256.
+pub fn is_p256(cert: &openssl::x509::X509Ref) -> bool {
+    cert.public_key()
+        .ok()
+        .and_then(|k| k.ec_key().ok())
+        .and_then(|k| k.group().curve_name())
+        .is_some_and(|n| n == openssl::nid::Nid::X9_62_PRIME256V1)
+}
+
+/// What the completed handshake on `ssl` authenticated, if anything.
+pub fn association_of(ssl: &SslRef) -> Option<Authenticated> {
+    if let Some(a) = ssl.ex_data(psk_index()) {
+        return Some(a.clone());
+    }
+    let leaf = ssl.peer_certificate()?;
+    if ssl.verify_result() != openssl::x509::X509VerifyResult::OK {
+        return None;
+    }
+    Some(Authenticated::Certificate {
+        leaf_der: leaf.to_der().ok()?,
+    })
+}
