@@ -177,7 +177,7 @@ fn verify_profile(preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
     if ctx.error_depth() != 0 {
         return true;
     }
-    ctx.current_cert().is_some_and(|c| crate::tls::is_p256(c))
+    ctx.current_cert().is_some_and(is_p256)
 }
 
 /// Whether a certificate's key is an EC key on P-256.
