@@ -330,30 +330,6 @@ impl Config {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_config_round_trips() {
-        let text = Config::default().to_toml();
-        let back = Config::from_toml(&text).unwrap();
-        assert_eq!(back.cse.cse_id, "/id-in");
-        assert_eq!(back.http.listen, "127.0.0.1:8080");
-    }
-
-    #[test]
-    fn refuses_bad_configs() {
-        assert!(
-            Config::from_toml("[cse]\nrole = \"MN\"\n").is_err(),
-            "MN without registrar"
-        );
-        assert!(Config::from_toml("[cse]\ncse_id = \"/a b\"\n").is_err());
-        assert!(Config::from_toml("[cse]\nbogus = 1\n").is_err());
-        assert!(Config::from_toml("[http]\nlisten = \"nowhere\"\n").is_err());
-    }
-}
-
 /// Checks a KpsaID: `Issuer_Relative_KpsaID@Issuer-FQDN`, the relative part made of letters,
 /// digits, `.`, `_` and `-` (TS-0003 clause 10.5).
 pub fn check_kpsa_id(id: &str) -> Result<(), String> {
@@ -384,7 +360,7 @@ pub fn check_kpsa_id(id: &str) -> Result<(), String> {
 /// Decodes a hex key.
 pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
-    if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("expected an even number of hex digits".into());
     }
     (0..s.len())
@@ -410,3 +386,28 @@ pub fn check_private_file(path: &std::path::Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_round_trips() {
+        let text = Config::default().to_toml();
+        let back = Config::from_toml(&text).unwrap();
+        assert_eq!(back.cse.cse_id, "/id-in");
+        assert_eq!(back.http.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn refuses_bad_configs() {
+        assert!(
+            Config::from_toml("[cse]\nrole = \"MN\"\n").is_err(),
+            "MN without registrar"
+        );
+        assert!(Config::from_toml("[cse]\ncse_id = \"/a b\"\n").is_err());
+        assert!(Config::from_toml("[cse]\nbogus = 1\n").is_err());
+        assert!(Config::from_toml("[http]\nlisten = \"nowhere\"\n").is_err());
+    }
+}
+
