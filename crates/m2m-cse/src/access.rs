@@ -31,8 +31,15 @@ impl<'a> Facts<'a> {
         Facts {
             originator: req.from.as_deref().unwrap_or(""),
             peer,
-            authenticated: false,
+            authenticated: peer.authenticated,
         }
+    }
+}
+
+impl Facts<'_> {
+    /// The admin originator, where it is honoured (see [`Peer::may_act_as_admin`]).
+    fn is_admin(&self, cse: &Cse) -> bool {
+        self.originator == cse.id.admin && self.peer.may_act_as_admin(&cse.id.admin)
     }
 }
 
@@ -69,7 +76,7 @@ fn operation(req: &Request) -> AccessOperation {
 /// Decides a request on its target before it is carried out; a denial is 4103.
 pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mResult<()> {
     let facts = Facts::of(req, peer);
-    if facts.originator == cse.id.admin {
+    if facts.is_admin(cse) {
         return Ok(());
     }
     let op = operation(req);
@@ -168,7 +175,7 @@ pub fn permits(
     res: &Resource,
     cache: &mut HashMap<String, bool>,
 ) -> M2mResult<bool> {
-    if facts.originator == cse.id.admin {
+    if facts.is_admin(cse) {
         return Ok(true);
     }
     // A contentInstance is governed by its container; decisions for siblings are the same.

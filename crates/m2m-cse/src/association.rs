@@ -64,6 +64,9 @@ pub struct Peer {
     /// The plain-HTTP development listener on loopback: no association, but the admin
     /// originator is honoured there.
     pub development: bool,
+    /// Set per request by the impersonation check: the originator is the identity the
+    /// association authenticated (rq_authn of TS-0003 clause 7.1.2).
+    pub authenticated: bool,
 }
 
 impl Peer {
@@ -74,5 +77,17 @@ impl Peer {
 
     pub fn is_internal(&self) -> bool {
         self.addr.is_none()
+    }
+
+    /// Whether the admin originator is honoured: on the loopback development listener, over an
+    /// association bound to it, or inside the CSE.
+    pub fn may_act_as_admin(&self, admin: &str) -> bool {
+        self.is_internal()
+            || self.development
+            || self
+                .association
+                .as_ref()
+                .and_then(|a| a.entity.as_deref())
+                .is_some_and(|e| e.rsplit('/').next() == Some(admin))
     }
 }

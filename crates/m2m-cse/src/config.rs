@@ -410,4 +410,3 @@ mod tests {
         assert!(Config::from_toml("[http]\nlisten = \"nowhere\"\n").is_err());
     }
 }
-

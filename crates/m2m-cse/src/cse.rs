@@ -5,7 +5,7 @@ use crate::config::{Config, CseIdentity};
 use crate::notification::Notifier;
 use crate::resolve::{self, Locality, Target};
 use crate::store::{Resource, Store};
-use crate::{access, discovery, dispatcher, group, routing};
+use crate::{access, discovery, dispatcher, group, impersonation, routing};
 use chrono::{DateTime, Utc};
 use m2m_core::{id, Address, M2mError, M2mResult, Operation, Request, ResourceType, Response};
 use serde_json::{json, Map, Value};
@@ -192,7 +192,7 @@ impl Cse {
         })
     }
 
-    async fn process(self: Arc<Self>, req: Request, peer: Peer) -> M2mResult<Response> {
+    async fn process(self: Arc<Self>, req: Request, mut peer: Peer) -> M2mResult<Response> {
         if let Some(rvi) = &req.rvi {
             if !SUPPORTED_RVI.contains(&rvi.as_str()) {
                 return Err(M2mError::new(
@@ -207,6 +207,7 @@ impl Cse {
             None if is_ae_create => {}
             None => return Err(M2mError::bad_request("missing originator (X-M2M-Origin)")),
         }
+        peer.authenticated = impersonation::check(&self, &req, &peer)?;
         let addr = Address::parse(&req.to)?;
         match resolve::locality(&self, &addr) {
             Locality::Local => {}
@@ -218,7 +219,7 @@ impl Cse {
             return group::fan_out(&self, req, group, rest, peer).await;
         }
         match req.op {
-            Operation::Create => dispatcher::create(&self, req, target).await,
+            Operation::Create => dispatcher::create(&self, req, target, &peer).await,
             Operation::Retrieve if req.is_discovery() => {
                 discovery::discover(&self, &req, target, &peer)
             }

@@ -39,7 +39,12 @@ pub(crate) fn new_ri(ty: ResourceType) -> String {
     format!("{}{}", ty.short_name(), random_suffix(12))
 }
 
-pub async fn create(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<Response> {
+pub async fn create(
+    cse: &Arc<Cse>,
+    req: Request,
+    target: Target,
+    peer: &Peer,
+) -> M2mResult<Response> {
     let parent = target.into_resource("CREATE")?;
     let ty = req
         .ty
@@ -63,7 +68,8 @@ pub async fn create(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
         attrs.insert("cr".into(), json!(originator));
     }
     // Type-specific preparation: may assign the resourceID (AE, remoteCSE) and may talk to peers.
-    let Prepared { ri } = resources::prepare_create(cse, &req, &parent, ty, &mut attrs).await?;
+    let Prepared { ri, credential } =
+        resources::prepare_create(cse, &req, &parent, ty, &mut attrs, peer).await?;
     let ri = ri.unwrap_or_else(|| new_ri(ty));
     let now = cse.now_ts();
     let rn = match attrs.get("rn").and_then(Value::as_str) {
@@ -111,7 +117,12 @@ pub async fn create(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
                     new.rn()
                 )));
             }
-            resources::insert_with_effects(&cse2, w, &parent, new)
+            let created = resources::insert_with_effects(&cse2, w, &parent, new)?;
+            // An AE that registered over a credential bound to no entity is bound to it now.
+            if let Some(cred) = &credential {
+                w.bind_credential(created.ri(), cred)?;
+            }
+            Ok(created)
         })
         .await?;
 
@@ -310,6 +321,9 @@ pub(crate) async fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult
         .store
         .write(move |w| {
             let deleted = w.delete_subtree(&target)?;
+            for ae in deleted.iter().filter(|r| r.ty == ResourceType::Ae) {
+                w.unbind_credential(ae.ri())?;
+            }
             let parent = w.get(target.pi())?;
             if let Some(parent) = &parent {
                 resources::after_child_deleted(w, parent, &target)?;

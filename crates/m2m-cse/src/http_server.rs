@@ -95,6 +95,7 @@ pub async fn serve(cse: Arc<Cse>, listener: TcpListener, kind: ListenerKind) {
                         addr: Some(addr),
                         association: None,
                         development: *development,
+                        authenticated: false,
                     };
                     serve_connection(cse, stream, peer).await
                 }
@@ -104,6 +105,7 @@ pub async fn serve(cse: Arc<Cse>, listener: TcpListener, kind: ListenerKind) {
                             addr: Some(addr),
                             association: Some(Arc::new(association)),
                             development: false,
+                            authenticated: false,
                         };
                         serve_connection(cse, stream, peer).await
                     }

@@ -13,6 +13,7 @@ mod dispatcher;
 pub mod expiry;
 mod group;
 pub mod http_server;
+mod impersonation;
 mod notification;
 pub mod registration;
 mod resolve;

@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 CREATE INDEX IF NOT EXISTS resources_children ON resources(pi, ty, seq);
 CREATE INDEX IF NOT EXISTS resources_expiry ON resources(et);
+CREATE TABLE IF NOT EXISTS credential_bindings (
+    ae_id         TEXT PRIMARY KEY,
+    credential_id TEXT NOT NULL
+);
 ";
 
 const COLUMNS: &str = "seq, ty, srn, doc, creator";
@@ -409,6 +413,17 @@ impl Reader<'_> {
         )
     }
 
+    /// The Credential-ID an AE registered with, when its credential named no entity.
+    pub fn credential_of(&self, ae_id: &str) -> M2mResult<Option<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT credential_id FROM credential_bindings WHERE ae_id = ?1")
+            .map_err(internal)?;
+        st.query_row([ae_id], |r| r.get(0))
+            .optional()
+            .map_err(internal)
+    }
+
     /// Resources of one type anywhere in the tree.
     pub fn all_of_type(&self, ty: ResourceType) -> M2mResult<Vec<Resource>> {
         self.many(
@@ -509,6 +524,28 @@ impl Writer<'_> {
             .and_then(|mut s| s.execute([res.seq]))
             .map_err(internal)?;
         Ok(deleted)
+    }
+
+    /// Binds an AE-ID to the credential it registered with.
+    pub fn bind_credential(&self, ae_id: &str, credential_id: &str) -> M2mResult<()> {
+        self.reader
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO credential_bindings (ae_id, credential_id) VALUES (?1, ?2)",
+            )
+            .and_then(|mut s| s.execute(params![ae_id, credential_id]))
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    /// Forgets the credential binding of a deregistered AE.
+    pub fn unbind_credential(&self, ae_id: &str) -> M2mResult<()> {
+        self.reader
+            .conn
+            .prepare_cached("DELETE FROM credential_bindings WHERE ae_id = ?1")
+            .and_then(|mut s| s.execute([ae_id]))
+            .map_err(internal)?;
+        Ok(())
     }
 
     /// Deletes one leaf resource (e.g. a contentInstance dropped by mni/mbs).

@@ -3,16 +3,21 @@
 
 use super::service_subscribed_app_rule::rule_of;
 use super::Prepared;
+use crate::association::Peer;
 use crate::cse::Cse;
 use m2m_core::id::{classify_originator, OriginatorKind};
 use m2m_core::{M2mError, M2mResult, Request, ResourceType, ResponseStatusCode};
 use m2m_security::registration_rules::{admitted, AppRule, Registration};
 use serde_json::{json, Map, Value};
 
+/// Decides the AE-ID of a registering AE and whether it may register. Over a security
+/// association whose credential is bound to an AE-ID, that AE-ID is the one registered (TS-0003
+/// clause 7.2.1); otherwise the registration rules decide, with the association's Credential-ID.
 pub fn prepare_create(
     cse: &Cse,
     req: &Request,
     attrs: &mut Map<String, Value>,
+    peer: &Peer,
 ) -> M2mResult<Prepared> {
     let api = attrs.get("api").and_then(Value::as_str).unwrap_or("");
     if !(api.starts_with('R') || api.starts_with('N') || api.starts_with('r')) {
@@ -21,11 +26,20 @@ pub fn prepare_create(
         )));
     }
     let from = req.from.as_deref().unwrap_or("");
-    let aei = match classify_originator(from) {
-        OriginatorKind::Unassigned(kind) => format!("{}{}", kind.unwrap_or('C'), crate::dispatcher::random_suffix(12)),
-        OriginatorKind::AeStem(stem) => stem.to_owned(),
+    let association = peer.association.as_deref();
+    let bound = association
+        .and_then(|a| a.entity.as_deref())
+        .filter(|e| !crate::impersonation::is_cse_id(e));
+    let aei = match (classify_originator(from), bound) {
+        // The credential names the AE: it registers as that AE (the impersonation check has
+        // already refused any other From).
+        (_, Some(ae_id)) => ae_id.rsplit('/').next().unwrap_or(ae_id).to_owned(),
+        (OriginatorKind::Unassigned(kind), None) => {
+            format!("{}{}", kind.unwrap_or('C'), crate::dispatcher::random_suffix(12))
+        }
+        (OriginatorKind::AeStem(stem), None) => stem.to_owned(),
         // An SP-relative AE-ID naming this CSE, e.g. /id-in/Cabc, is the same registration.
-        OriginatorKind::SpRelative { cse: c, rest: Some(stem) } if c == cse.id.cse_id.bare() && !stem.contains('/') => {
+        (OriginatorKind::SpRelative { cse: c, rest: Some(stem) }, None) if c == cse.id.cse_id.bare() && !stem.contains('/') => {
             stem.to_owned()
         }
         _ => {
@@ -34,7 +48,10 @@ pub fn prepare_create(
             )))
         }
     };
-    check_rules(cse, api, &aei)?;
+    let credential = association.map(|a| a.credential_id.clone());
+    if bound.is_none() {
+        check_rules(cse, api, &aei, credential.as_deref())?;
+    }
     if cse.store.get(&aei)?.is_some() {
         return Err(M2mError::new(
             ResponseStatusCode::OriginatorHasAlreadyRegistered,
@@ -42,19 +59,21 @@ pub fn prepare_create(
         ));
     }
     attrs.insert("aei".into(), json!(aei));
-    Ok(Prepared { ri: Some(aei) })
+    Ok(Prepared {
+        ri: Some(aei),
+        credential: if bound.is_none() { credential } else { None },
+    })
 }
 
 /// The registration rules of the configuration and the <serviceSubscribedAppRule> resources: one
 /// of them must admit the (Credential-ID, App-ID, AE-ID-Stem) combination.
-fn check_rules(cse: &Cse, api: &str, aei: &str) -> M2mResult<()> {
+fn check_rules(cse: &Cse, api: &str, aei: &str, credential_id: Option<&str>) -> M2mResult<()> {
     let stored = cse
         .store
         .read(|r| r.all_of_type(ResourceType::ServiceSubscribedAppRule))?;
     let stored: Vec<AppRule> = stored.iter().map(|r| rule_of(&r.attrs)).collect();
-    // Security associations arrive with the TLS issue; until then no request carries a credential.
     let reg = Registration {
-        credential_id: None,
+        credential_id,
         app_id: api,
         ae_id_stem: aei,
     };

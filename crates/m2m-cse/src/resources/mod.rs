@@ -20,6 +20,9 @@ use std::sync::Arc;
 pub struct Prepared {
     /// The resourceID, when the type dictates it (AE-ID, CSE-ID).
     pub ri: Option<String>,
+    /// The Credential-ID to bind the new AE to (registration over an association whose
+    /// credential names no entity).
+    pub credential: Option<String>,
 }
 
 /// Checks and completes a CREATE before anything is written; may contact peers.
@@ -29,9 +32,10 @@ pub async fn prepare_create(
     parent: &Resource,
     ty: ResourceType,
     attrs: &mut Map<String, Value>,
+    peer: &crate::association::Peer,
 ) -> M2mResult<Prepared> {
     match ty {
-        ResourceType::Ae => ae::prepare_create(cse, req, attrs),
+        ResourceType::Ae => ae::prepare_create(cse, req, attrs, peer),
         ResourceType::RemoteCse => remote_cse::prepare_create(cse, req, attrs),
         ResourceType::Container => {
             container::init_container(attrs);

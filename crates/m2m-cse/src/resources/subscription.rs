@@ -26,7 +26,10 @@ pub async fn prepare_create(
     if !attrs.contains_key("nct") {
         attrs.insert("nct".into(), json!(1));
     }
-    Ok(Prepared { ri: Some(ri) })
+    Ok(Prepared {
+        ri: Some(ri),
+        credential: None,
+    })
 }
 
 pub async fn prepare_update(

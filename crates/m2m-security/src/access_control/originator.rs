@@ -40,6 +40,11 @@ impl AbsoluteId {
         &self.segments[0]
     }
 
+    /// The segments: SP-ID, then CSE-ID, then (for a C-stem AE) the AE-ID-Stem.
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
     /// The `//sp/...` form.
     pub fn to_absolute_string(&self) -> String {
         format!("//{}", self.segments.join("/"))
