@@ -7,6 +7,7 @@ use common::*;
 use serde_json::json;
 
 const ORIGIN: &str = "Cbad";
+const ADMIN: &str = "CAdmin";
 const MAX_BODY: usize = 2048;
 
 /// One bad request and what it must be answered with.
@@ -322,10 +323,19 @@ fn protocol_cases() -> Vec<Case> {
             &[4005],
             &[405],
         ),
+        // Even the admin, who may do everything, cannot delete the CSEBase.
         Case {
             name: "delete of the CSEBase",
             method: "DELETE",
+            headers: with(std_headers(None, false), "X-M2M-Origin", ADMIN),
             ..get_case("", "/cse-in", &[4005], &[405])
+        },
+        // A registered AE has no privileges on a CSEBase without accessControlPolicyIDs other
+        // than RETRIEVE.
+        Case {
+            name: "delete of the CSEBase by an AE",
+            method: "DELETE",
+            ..get_case("", "/cse-in", &[4103], &[403])
         },
         create_case(
             "App-ID not starting with R or N",

@@ -35,7 +35,8 @@ fn discover(u: &str, to: &str, from: &str, query: &str) -> Vec<String> {
 }
 
 /// app (AE, by Cone) with containers c1 (lbl kitchen, mni 7), c2 (lbl hall), c3 (lbl kitchen hall);
-/// c1 holds 2 contentInstances and a sub-container deep; other (AE, by Ctwo) with container o1.
+/// c1 holds 2 contentInstances and a sub-container deep; other (AE, by Ctwo) with container o1,
+/// both readable and discoverable by Cone through the ACP other/share.
 struct Tree {
     cse: CseProcess,
     ae1: String,
@@ -65,7 +66,26 @@ fn tree() -> Tree {
     create_cin(&u, "/cse-in/app/c1", &ae1, "one");
     create_cin(&u, "/cse-in/app/c1", &ae1, "two");
     create_cnt(&u, "/cse-in/app/c1", &ae1, json!({ "rn": "deep" }));
-    create_cnt(&u, "/cse-in/other", &ae2, json!({ "rn": "o1", "cr": null }));
+    // Discovery results are filtered to what the originator may DISCOVER: Ctwo shares `other`
+    // and o1 with Cone through an <accessControlPolicy>, so Cone discovers the whole tree.
+    let share = create_acp(
+        &u,
+        "/cse-in/other",
+        &ae2,
+        "share",
+        vec![
+            acr(&[&ae1], OP_RETRIEVE | OP_DISCOVERY),
+            acr(&[&ae2], OP_ALL),
+        ],
+        vec![acr(&[&ae2], OP_ALL)],
+    );
+    set_acpi(&u, "/cse-in/other", &ae2, "m2m:ae", &[&share]);
+    create_cnt(
+        &u,
+        "/cse-in/other",
+        &ae2,
+        json!({ "rn": "o1", "cr": null, "acpi": [share] }),
+    );
     Tree { cse, ae1, ae2, ct }
 }
 

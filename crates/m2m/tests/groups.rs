@@ -187,7 +187,25 @@ fn group_with_a_member_on_a_remote_cse() {
         json!({ "rn": "local" }),
     );
     let ae_mn = register_ae(mn.url(), "/cse-mn", "Cgmn", "dev", &[]);
-    create_cnt(mn.url(), "/cse-mn/dev", &ae_mn, json!({ "rn": "remote" }));
+    // The group host retrieves the remote member (validation) and creates in it (fan-out) on
+    // behalf of the group's creator, known on the MN by its SP-relative AE-ID.
+    let acp = create_acp(
+        mn.url(),
+        "/cse-mn/dev",
+        &ae_mn,
+        "forin",
+        vec![
+            acr(&[&format!("/id-in/{ae_in}")], OP_RETRIEVE | OP_CREATE),
+            acr(&[&ae_mn], OP_ALL),
+        ],
+        vec![acr(&[&ae_mn], OP_ALL)],
+    );
+    create_cnt(
+        mn.url(),
+        "/cse-mn/dev",
+        &ae_mn,
+        json!({ "rn": "remote", "acpi": [acp] }),
+    );
 
     let r = create_full(
         in_cse.url(),

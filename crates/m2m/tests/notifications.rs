@@ -327,6 +327,19 @@ fn the_originator_itself_as_target_needs_no_verification() {
     // An AE with a poa subscribes with its own AE-ID as nu.
     let own_rx = Receiver::start();
     let me = register_ae(u, "/cse-in", "Cself", "self", &[own_rx.url()]);
+    // The owner of the container lets it subscribe: CREATE of subscriptions, and RETRIEVE.
+    let acp = create_acp(
+        u,
+        "/cse-in/app",
+        &s.ae,
+        "subscribers",
+        vec![
+            json!({ "acor": [me], "acop": OP_CREATE | OP_RETRIEVE, "acod": [{ "chty": [23] }] }),
+            acr(&[&s.ae], OP_ALL),
+        ],
+        vec![acr(&[&s.ae], OP_ALL)],
+    );
+    set_acpi(u, "/cse-in/app/c", &s.ae, "m2m:cnt", &[&acp]);
     let (rsc, b) = create(
         u,
         "/cse-in/app/c",

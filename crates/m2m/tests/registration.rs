@@ -62,6 +62,50 @@ fn retargeting_in_to_mn_and_mn_to_in() {
         json!({ "rn": "cmds" }),
     );
 
+    // Access rights across the CSEs: each side grants the other side's AE, known there by its
+    // SP-relative AE-ID, through an ACP on its container.
+    let mn_acp = create_acp(
+        mn.url(),
+        "/cse-mn/dev",
+        &ae_mn,
+        "forcloud",
+        vec![
+            acr(
+                &[&format!("/id-in/{ae_in}")],
+                OP_CREATE | OP_RETRIEVE | OP_DISCOVERY,
+            ),
+            acr(&[&ae_mn], OP_ALL),
+        ],
+        vec![acr(&[&ae_mn], OP_ALL)],
+    );
+    set_acpi(mn.url(), "/cse-mn/dev/data", &ae_mn, "m2m:cnt", &[&mn_acp]);
+    let in_acp = create_acp(
+        in_cse.url(),
+        "/cse-in/cloud",
+        &ae_in,
+        "fordevice",
+        vec![
+            acr(&[&format!("/id-mn/{ae_mn}")], OP_CREATE | OP_RETRIEVE),
+            acr(&[&ae_in], OP_ALL),
+        ],
+        vec![acr(&[&ae_in], OP_ALL)],
+    );
+    set_acpi(
+        in_cse.url(),
+        "/cse-in/cloud/cmds",
+        &ae_in,
+        "m2m:cnt",
+        &[&in_acp],
+    );
+    // Without them, the other side's AE is refused.
+    let r = retrieve_full(in_cse.url(), "/~/id-mn/cse-mn/dev", &ae_in);
+    assert_eq!(
+        r.rsc, 4103,
+        "the MN's AE resource is not shared: {:?}",
+        r.body
+    );
+    assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
+
     // IN -> MN: an AE of the IN reaches resources on the MN through the IN.
     for path in [
         "/~/id-mn/cse-mn/dev/data",
@@ -118,10 +162,20 @@ fn retargeting_in_to_mn_and_mn_to_in() {
     let (_, b) = retrieve(in_cse.url(), "/cse-in/cloud/cmds/la", &ae_in);
     assert_eq!(b["m2m:cin"]["con"], json!("from-device"), "{b}");
     assert_eq!(b["m2m:cin"]["cr"], json!(format!("/id-mn/{ae_mn}")), "{b}");
-    // The IN's CSEBase itself, from the MN side.
-    let (rsc, b) = retrieve(mn.url(), "/~/id-in/cse-in", &ae_mn);
-    assert_eq!(rsc, 2000, "{b}");
+    // The IN's CSEBase itself, from the MN side: the IN decides, and its answer comes back
+    // through the MN. A CSEBase without accessControlPolicyIDs may be retrieved only by the
+    // entities registered with that CSE: the MN itself, not an AE registered with the MN.
+    let r = retrieve_full(mn.url(), "/~/id-in/cse-in", &ae_mn);
+    assert_eq!(r.rsc, 4103, "{:?}", r.body);
+    assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
+    let (rsc, b) = retrieve(in_cse.url(), "/cse-in", "/id-mn");
+    assert_eq!(
+        rsc, 2000,
+        "the registered MN retrieves the IN's CSEBase: {b}"
+    );
     assert_eq!(b["m2m:cb"]["csi"], json!("/id-in"), "{b}");
+    let (rsc, b) = retrieve(mn.url(), "/~/id-in/cse-in", ADMIN);
+    assert_eq!(rsc, 4103, "nor is the MN's admin the IN's: {b}");
     // Errors of the remote CSE come back unchanged.
     let (rsc, b) = retrieve(mn.url(), "/~/id-in/cse-in/cloud/nothing", &ae_mn);
     assert_eq!(rsc, 4004, "{b}");
@@ -159,6 +213,17 @@ fn notification_from_the_mn_to_an_ae_on_the_in() {
 fn mn_restart_registers_again() {
     let (in_cse, mn) = start_in_and_mn();
     let ae_mn = register_ae(mn.url(), "/cse-mn", "Cdev", "dev", &[]);
+    // The IN's admin is not the MN's: on the MN it is the SP-relative `/id-in/CAdmin`, which the
+    // AE lets retrieve it.
+    let acp = create_acp(
+        mn.url(),
+        "/cse-mn/dev",
+        &ae_mn,
+        "acp",
+        vec![acr(&["/id-in/CAdmin"], OP_RETRIEVE), acr(&[&ae_mn], OP_ALL)],
+        vec![acr(&[&ae_mn], OP_ALL)],
+    );
+    set_acpi(mn.url(), "/cse-mn/dev", &ae_mn, "m2m:ae", &[&acp]);
     let old_url = mn.url().to_owned();
     let mn = mn.restart();
     assert_ne!(mn.url(), old_url, "the restarted MN listens on a new port");

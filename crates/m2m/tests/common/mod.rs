@@ -787,3 +787,44 @@ pub fn start_in_and_mn() -> (CseProcess, CseProcess) {
     wait_registered(&in_cse, &mn);
     (in_cse, mn)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Access control
+// ---------------------------------------------------------------------------------------------
+
+/// accessControlOperations bits (TS-0004 table 6.3.4.2.29-1).
+pub const OP_CREATE: u64 = 1;
+pub const OP_RETRIEVE: u64 = 2;
+pub const OP_UPDATE: u64 = 4;
+pub const OP_DELETE: u64 = 8;
+pub const OP_NOTIFY: u64 = 16;
+pub const OP_DISCOVERY: u64 = 32;
+pub const OP_ALL: u64 = 63;
+
+/// One accessControlRule: the originators and the operations they may perform.
+pub fn acr(originators: &[&str], ops: u64) -> Value {
+    json!({ "acor": originators, "acop": ops })
+}
+
+/// Creates an <accessControlPolicy> `rn` under `parent` with the rules `pv` (privileges) and `pvs`
+/// (selfPrivileges); returns its resourceID.
+pub fn create_acp(
+    base: &str,
+    parent: &str,
+    from: &str,
+    rn: &str,
+    pv: Vec<Value>,
+    pvs: Vec<Value>,
+) -> String {
+    let body = json!({ "m2m:acp": { "rn": rn, "pv": { "acr": pv }, "pvs": { "acr": pvs } } });
+    let (rsc, b) = create(base, parent, from, 1, body);
+    assert_eq!(rsc, 2001, "ACP {rn} under {parent} from {from}: {b}");
+    b["m2m:acp"]["ri"].as_str().expect("acp ri").to_owned()
+}
+
+/// Sets the accessControlPolicyIDs of `target` (an acpi-only UPDATE); `root` is its short
+/// resource name, e.g. `m2m:cnt`.
+pub fn set_acpi(base: &str, target: &str, from: &str, root: &str, acpi: &[&str]) {
+    let (rsc, b) = update(base, target, from, json!({ root: { "acpi": acpi } }));
+    assert_eq!(rsc, 2004, "acpi of {target} from {from}: {b}");
+}

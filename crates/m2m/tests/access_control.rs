@@ -1,0 +1,702 @@
+//! Access control over HTTP on real `m2m cse` processes (TS-0003 clause 7.1, TS-0001 clause 9.6.2,
+//! TS-0004 clause 7.3.3.15): the ACPs of the target decide, the creator owns what has no ACP, the
+//! selfPrivileges govern an ACP and changes of accessControlPolicyIDs, access control contexts,
+//! group originators, the subscriber's RETRIEVE privilege, and the AE registration rules.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "CAdmin";
+
+/// Asserts a success status.
+fn ok(r: &Resp, rsc: u16, what: &str) {
+    assert_eq!(r.rsc, rsc, "{what}: {:?}", r.body);
+}
+
+/// Asserts a refusal with its status and a non-empty m2m:dbg saying why.
+fn refused(r: &Resp, rsc: u16, what: &str) {
+    assert_eq!(r.rsc, rsc, "{what}: {:?}", r.body);
+    assert!(
+        r.dbg().is_some_and(|d| !d.trim().is_empty()),
+        "{what}: a refusal says why in m2m:dbg: {:?}",
+        r.body
+    );
+}
+
+/// An AE registration with App-ID `api` under `/cse-in`.
+fn register(u: &str, from: &str, rn: &str, api: &str) -> Resp {
+    create_full(
+        u,
+        "/cse-in",
+        from,
+        2,
+        json!({ "m2m:ae": { "rn": rn, "api": api, "rr": false, "srv": ["3"] } }),
+    )
+}
+
+/// Registers and returns the AE-ID.
+fn registered(u: &str, from: &str, rn: &str, api: &str) -> String {
+    let r = register(u, from, rn, api);
+    ok(&r, 2001, &format!("registration of {from} ({api})"));
+    r.body["m2m:ae"]["aei"].as_str().expect("aei").to_owned()
+}
+
+fn cin(u: &str, to: &str, from: &str, con: &str) -> Resp {
+    create_full(u, to, from, 4, json!({ "m2m:cin": { "con": con } }))
+}
+
+fn put(u: &str, to: &str, from: &str, body: Value) -> Resp {
+    request("PUT", u, to, Some(from), None, Some(&body))
+}
+
+fn discovered(u: &str, to: &str, from: &str, query: &str) -> Vec<String> {
+    let r = get_with_query_full(u, to, from, &format!("fu=1&{query}"));
+    ok(&r, 2000, &format!("discovery {to}?fu=1&{query} by {from}"));
+    r.body["m2m:uril"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no m2m:uril: {:?}", r.body))
+        .iter()
+        .map(|v| v.as_str().expect("uril entry").to_owned())
+        .collect()
+}
+
+/// Two door locks, each with a container `state`, a smartphone and another AE.
+struct Locks {
+    cse: CseProcess,
+    lock1: String,
+    lock2: String,
+    phone: String,
+    other: String,
+}
+
+fn locks() -> Locks {
+    let cse = CseProcess::start_in();
+    let u = cse.url().to_owned();
+    let lock1 = registered(&u, "Clock-AE1", "lock1", "Ndoorlock");
+    let lock2 = registered(&u, "Clock-AE2", "lock2", "Ndoorlock");
+    let phone = registered(&u, "Cphone", "phone", "Nphone");
+    let other = registered(&u, "Cother", "other", "Nother");
+    assert_eq!(lock1, "Clock-AE1");
+    create_cnt(&u, "/cse-in/lock1", &lock1, json!({ "rn": "state" }));
+    create_cnt(&u, "/cse-in/lock2", &lock2, json!({ "rn": "state" }));
+    Locks {
+        cse,
+        lock1,
+        lock2,
+        phone,
+        other,
+    }
+}
+
+/// Each lock puts its container under an ACP of its own: the phone may RETRIEVE and DISCOVER,
+/// the lock itself everything; only the lock may change the ACP (selfPrivileges).
+fn share_with_phone(l: &Locks) {
+    let u = l.cse.url();
+    for (ae, lock) in [("lock1", &l.lock1), ("lock2", &l.lock2)] {
+        let acp = create_acp(
+            u,
+            &format!("/cse-in/{ae}"),
+            lock,
+            "acp",
+            vec![
+                acr(&[&l.phone], OP_RETRIEVE | OP_DISCOVERY),
+                acr(&[lock], OP_ALL),
+            ],
+            vec![acr(&[lock], OP_ALL)],
+        );
+        set_acpi(u, &format!("/cse-in/{ae}/state"), lock, "m2m:cnt", &[&acp]);
+    }
+}
+
+#[test]
+fn door_locks_keep_to_their_own_state() {
+    let l = locks();
+    let u = l.cse.url();
+    // A lock writes its own state (it created the container) but not the other lock's.
+    ok(
+        &cin(u, "/cse-in/lock1/state", &l.lock1, "locked"),
+        2001,
+        "lock1 writes its own state",
+    );
+    ok(
+        &put(
+            u,
+            "/cse-in/lock1/state",
+            &l.lock1,
+            json!({ "m2m:cnt": { "lbl": ["front-door"] } }),
+        ),
+        2004,
+        "lock1 updates its own container",
+    );
+    refused(
+        &cin(u, "/cse-in/lock2/state", &l.lock1, "unlocked"),
+        4103,
+        "lock1 writes lock2's state",
+    );
+    refused(
+        &put(
+            u,
+            "/cse-in/lock2/state",
+            &l.lock1,
+            json!({ "m2m:cnt": { "lbl": ["hacked"] } }),
+        ),
+        4103,
+        "lock1 updates lock2's container",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/lock2/state", &l.lock1),
+        4103,
+        "lock1 reads lock2's container",
+    );
+    refused(
+        &request(
+            "DELETE",
+            u,
+            "/cse-in/lock2/state",
+            Some(&l.lock1),
+            None,
+            None,
+        ),
+        4103,
+        "lock1 deletes lock2's container",
+    );
+    // Before any ACP, the phone sees nothing of the locks.
+    refused(
+        &retrieve_full(u, "/cse-in/lock1/state/la", &l.phone),
+        4103,
+        "the phone before the ACP",
+    );
+
+    share_with_phone(&l);
+    // The locks keep writing through their ACP rule.
+    ok(
+        &cin(u, "/cse-in/lock1/state", &l.lock1, "open"),
+        2001,
+        "lock1 after the ACP",
+    );
+    ok(
+        &cin(u, "/cse-in/lock2/state", &l.lock2, "closed"),
+        2001,
+        "lock2 after the ACP",
+    );
+    refused(
+        &cin(u, "/cse-in/lock2/state", &l.lock1, "unlocked"),
+        4103,
+        "lock1 still cannot write lock2's state",
+    );
+
+    // The phone reads the latest state of both locks and discovers their containers.
+    for (ae, want) in [("lock1", "open"), ("lock2", "closed")] {
+        let r = retrieve_full(u, &format!("/cse-in/{ae}/state/la"), &l.phone);
+        ok(&r, 2000, &format!("the phone reads {ae}/state/la"));
+        assert_eq!(r.body["m2m:cin"]["con"], json!(want), "{:?}", r.body);
+    }
+    let found = discovered(u, "/cse-in", &l.phone, "ty=3");
+    for ae in ["lock1", "lock2"] {
+        assert!(
+            found.iter().any(|f| f.ends_with(&format!("{ae}/state"))),
+            "the phone discovers {ae}/state: {found:?}"
+        );
+    }
+    // The phone has neither UPDATE nor CREATE.
+    refused(
+        &put(
+            u,
+            "/cse-in/lock1/state",
+            &l.phone,
+            json!({ "m2m:cnt": { "lbl": ["by-phone"] } }),
+        ),
+        4103,
+        "the phone updates the container",
+    );
+    refused(
+        &cin(u, "/cse-in/lock1/state", &l.phone, "unlock!"),
+        4103,
+        "the phone writes the state",
+    );
+
+    // An AE the ACPs do not name reads nothing, and its discovery leaves the containers out.
+    refused(
+        &retrieve_full(u, "/cse-in/lock1/state/la", &l.other),
+        4103,
+        "another AE reads lock1/state/la",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/lock1/state", &l.other),
+        4103,
+        "another AE reads lock1/state",
+    );
+    let found = discovered(u, "/cse-in", &l.other, "ty=3");
+    assert!(
+        found.iter().all(|f| !f.ends_with("/state")),
+        "discovery by another AE is filtered: {found:?}"
+    );
+    // The admin sees everything.
+    let found = discovered(u, "/cse-in", ADMIN, "ty=3");
+    assert_eq!(found.len(), 2, "the admin discovers both: {found:?}");
+}
+
+#[test]
+fn accessing_policies_needs_self_privileges() {
+    let l = locks();
+    let u = l.cse.url();
+    // Without an ACP, only the creator sets accessControlPolicyIDs.
+    let acp = create_acp(
+        u,
+        "/cse-in/lock1",
+        &l.lock1,
+        "acp",
+        vec![acr(&[&l.phone], OP_RETRIEVE), acr(&[&l.lock1], OP_ALL)],
+        vec![acr(&[&l.lock1], OP_ALL)],
+    );
+    refused(
+        &put(
+            u,
+            "/cse-in/lock1/state",
+            &l.phone,
+            json!({ "m2m:cnt": { "acpi": [acp] } }),
+        ),
+        4103,
+        "acpi set by someone other than the creator",
+    );
+    set_acpi(u, "/cse-in/lock1/state", &l.lock1, "m2m:cnt", &[&acp]);
+
+    // acpi must be the only attribute of its UPDATE.
+    refused(
+        &put(
+            u,
+            "/cse-in/lock1/state",
+            &l.lock1,
+            json!({ "m2m:cnt": { "acpi": [acp], "lbl": ["x"] } }),
+        ),
+        4000,
+        "acpi updated together with lbl",
+    );
+    // Changing acpi needs UPDATE in the selfPrivileges of the current ACPs, not in privileges:
+    // the phone is not in pvs; give it UPDATE in pv to make the point.
+    let (rsc, b) = update(
+        u,
+        "/cse-in/lock1/acp",
+        &l.lock1,
+        json!({ "m2m:acp": { "pv": { "acr": [
+            acr(&[&l.phone], OP_RETRIEVE | OP_UPDATE),
+            acr(&[&l.lock1], OP_ALL),
+        ] } } }),
+    );
+    assert_eq!(rsc, 2004, "the lock changes its ACP: {b}");
+    ok(
+        &put(
+            u,
+            "/cse-in/lock1/state",
+            &l.phone,
+            json!({ "m2m:cnt": { "lbl": ["by-phone"] } }),
+        ),
+        2004,
+        "UPDATE in pv lets the phone update other attributes",
+    );
+    refused(
+        &put(
+            u,
+            "/cse-in/lock1/state",
+            &l.phone,
+            json!({ "m2m:cnt": { "acpi": [] } }),
+        ),
+        4103,
+        "acpi updated by an originator not in the current ACP's selfPrivileges",
+    );
+    refused(
+        &put(
+            u,
+            "/cse-in/lock1/state",
+            &l.other,
+            json!({ "m2m:cnt": { "acpi": [] } }),
+        ),
+        4103,
+        "acpi updated by a stranger to the ACP",
+    );
+    let (rsc, b) = retrieve(u, "/cse-in/lock1/state", &l.lock1);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:cnt"]["acpi"], json!([acp]), "acpi unchanged: {b}");
+
+    // The ACP itself is governed by its selfPrivileges: the phone, in pv only, cannot see it.
+    refused(
+        &retrieve_full(u, "/cse-in/lock1/acp", &l.phone),
+        4103,
+        "the phone retrieves the ACP",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/lock1/acp", &l.lock2),
+        4103,
+        "lock2 retrieves lock1's ACP",
+    );
+    refused(
+        &put(
+            u,
+            "/cse-in/lock1/acp",
+            &l.phone,
+            json!({ "m2m:acp": { "pv": { "acr": [acr(&[&l.phone], OP_ALL)] } } }),
+        ),
+        4103,
+        "the phone grants itself everything",
+    );
+    let (rsc, b) = retrieve(u, "/cse-in/lock1/acp", &l.lock1);
+    assert_eq!(rsc, 2000, "the lock retrieves its ACP: {b}");
+    assert_eq!(
+        b["m2m:acp"]["pvs"]["acr"][0]["acor"],
+        json!([l.lock1]),
+        "{b}"
+    );
+    ok(
+        &retrieve_full(u, "/cse-in/lock1/acp", ADMIN),
+        2000,
+        "the admin retrieves the ACP",
+    );
+
+    // The lock removes the ACP from its container again.
+    set_acpi(u, "/cse-in/lock1/state", &l.lock1, "m2m:cnt", &[]);
+    refused(
+        &retrieve_full(u, "/cse-in/lock1/state", &l.phone),
+        4103,
+        "without acpi only the creator has access again",
+    );
+}
+
+/// An owner AE with a container `c` under the ACP `acp`, and a guest AE the rules are about.
+struct Guest {
+    cse: CseProcess,
+    owner: String,
+    guest: String,
+}
+
+fn guest() -> Guest {
+    let cse = CseProcess::start_in();
+    let u = cse.url().to_owned();
+    let owner = registered(&u, "Cowner", "owner", "Nowner");
+    let guest = registered(&u, "Cguest", "guest", "Nguest");
+    create_cnt(&u, "/cse-in/owner", &owner, json!({ "rn": "c" }));
+    create_cin(&u, "/cse-in/owner/c", &owner, "v");
+    let acp = create_acp(
+        &u,
+        "/cse-in/owner",
+        &owner,
+        "acp",
+        vec![acr(&[&owner], OP_ALL)],
+        vec![acr(&[&owner], OP_ALL)],
+    );
+    set_acpi(&u, "/cse-in/owner/c", &owner, "m2m:cnt", &[&acp]);
+    Guest { cse, owner, guest }
+}
+
+impl Guest {
+    /// Replaces the ACP's privileges with the owner's rule and `rule` for the guest.
+    fn grant(&self, rule: Value) {
+        let (rsc, b) = update(
+            self.cse.url(),
+            "/cse-in/owner/acp",
+            &self.owner,
+            json!({ "m2m:acp": { "pv": { "acr": [acr(&[&self.owner], OP_ALL), rule] } } }),
+        );
+        assert_eq!(rsc, 2004, "ACP update: {b}");
+    }
+
+    fn read(&self) -> Resp {
+        retrieve_full(self.cse.url(), "/cse-in/owner/c/la", &self.guest)
+    }
+}
+
+#[test]
+fn access_control_contexts() {
+    let g = guest();
+    let rule = |acco: Value| json!({ "acor": [g.guest], "acop": OP_RETRIEVE, "acco": acco });
+
+    // Time window (7-field UTC cron: sec min hour day month weekday year).
+    g.grant(rule(json!([{ "actw": ["* * * * * * *"] }])));
+    ok(&g.read(), 2000, "inside the time window");
+    g.grant(rule(json!([{ "actw": ["* * * * * * 2001"] }])));
+    refused(&g.read(), 4103, "outside the time window (2001)");
+
+    // IP addresses: the socket address of the request (127.0.0.1), never a header.
+    g.grant(rule(json!([{ "acip": { "ipv4": ["127.0.0.1"] } }])));
+    ok(&g.read(), 2000, "from 127.0.0.1");
+    g.grant(rule(json!([{ "acip": { "ipv4": ["10.0.0.0/8"] } }])));
+    refused(&g.read(), 4103, "from outside 10.0.0.0/8");
+    let r = raw(
+        "GET",
+        g.cse.url(),
+        "/cse-in/owner/c/la",
+        &[
+            ("X-M2M-Origin", &g.guest),
+            ("X-M2M-RI", &rqi()),
+            ("X-M2M-RVI", "3"),
+            ("X-Forwarded-For", "10.1.2.3"),
+            ("X-Real-IP", "10.1.2.3"),
+        ],
+        &[],
+    );
+    refused(&r, 4103, "a forwarding header does not change the address");
+
+    // Contexts are ORed: one matching entry is enough.
+    g.grant(rule(json!([
+        { "actw": ["* * * * * * 2001"] },
+        { "acip": { "ipv4": ["127.0.0.0/8"] } },
+    ])));
+    ok(&g.read(), 2000, "one of two contexts matches");
+
+    // Authentication required: there are no security associations yet.
+    g.grant(json!({ "acor": [g.guest], "acop": OP_RETRIEVE, "acaf": true }));
+    refused(&g.read(), 4103, "acaf without a security association");
+    g.grant(json!({ "acor": [g.guest], "acop": OP_RETRIEVE, "acaf": false }));
+    ok(&g.read(), 2000, "acaf false");
+}
+
+#[test]
+fn group_as_originator() {
+    let g = guest();
+    let u = g.cse.url();
+    let outsider = registered(u, "Coutsider", "outsider", "Noutsider");
+    // The admin creates the group (it may retrieve the member AE for validation).
+    let r = create_full(
+        u,
+        "/cse-in/owner",
+        ADMIN,
+        9,
+        json!({ "m2m:grp": { "rn": "friends", "mt": 2, "mnm": 10, "mid": [g.guest] } }),
+    );
+    ok(&r, 2001, "group of AEs");
+    assert_eq!(r.body["m2m:grp"]["cnm"], json!(1), "{:?}", r.body);
+    let grp = r.body["m2m:grp"]["ri"].as_str().expect("grp ri").to_owned();
+
+    g.grant(acr(&[&grp], OP_RETRIEVE));
+    ok(&g.read(), 2000, "a member of the group");
+    refused(
+        &retrieve_full(u, "/cse-in/owner/c/la", &outsider),
+        4103,
+        "not a member of the group",
+    );
+    let (rsc, b) = delete(u, "/cse-in/owner/friends", ADMIN);
+    assert_eq!(rsc, 2002, "{b}");
+    refused(&g.read(), 4103, "the member after the group is deleted");
+}
+
+#[test]
+fn subscribing_needs_retrieve() {
+    let g = guest();
+    let u = g.cse.url();
+    let rx = Receiver::start();
+    let sub = json!({ "m2m:sub": { "rn": "s", "nu": [rx.url()], "enc": { "net": [3] } } });
+    // CREATE of subscriptions only (acod chty [23]), no RETRIEVE.
+    g.grant(json!({
+        "acor": [g.guest], "acop": OP_CREATE, "acod": [{ "chty": [23] }],
+    }));
+    refused(
+        &create_full(u, "/cse-in/owner/c", &g.guest, 23, sub.clone()),
+        4101,
+        "subscription without RETRIEVE",
+    );
+    // The object details restrict CREATE to subscriptions.
+    refused(
+        &cin(u, "/cse-in/owner/c", &g.guest, "x"),
+        4103,
+        "a contentInstance is not in chty",
+    );
+    g.grant(json!({
+        "acor": [g.guest], "acop": OP_CREATE | OP_RETRIEVE, "acod": [{ "chty": [23] }],
+    }));
+    ok(
+        &create_full(u, "/cse-in/owner/c", &g.guest, 23, sub),
+        2001,
+        "subscription with CREATE and RETRIEVE",
+    );
+    rx.wait_for(Received::is_verification, WAIT);
+    create_cin(u, "/cse-in/owner/c", &g.owner, "event");
+    let n = rx.wait_for(|r| r.net() == Some(3), WAIT);
+    assert_eq!(n.rep()["m2m:cin"]["con"], json!("event"), "{:?}", n.body);
+}
+
+#[test]
+fn defaults_without_policies() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    // Not registered: not even the CSEBase.
+    refused(
+        &retrieve_full(u, "/cse-in", "Cstranger"),
+        4103,
+        "a stranger retrieves the CSEBase",
+    );
+    let ae = registered(u, "Cuser", "user", "Nuser");
+    let r = retrieve_full(u, "/cse-in", &ae);
+    ok(&r, 2000, "a registered AE retrieves the CSEBase");
+    assert_eq!(r.body["m2m:cb"]["csi"], json!("/id-in"), "{:?}", r.body);
+    refused(
+        &create_full(u, "/cse-in", &ae, 3, json!({ "m2m:cnt": { "rn": "top" } })),
+        4103,
+        "a registered AE creates a container under the CSEBase",
+    );
+    refused(
+        &put(u, "/cse-in", &ae, json!({ "m2m:cb": { "lbl": ["x"] } })),
+        4103,
+        "a registered AE updates the CSEBase",
+    );
+    // The AE owns its own <AE> resource and what it creates.
+    create_cnt(u, "/cse-in/user", &ae, json!({ "rn": "mine" }));
+    ok(
+        &retrieve_full(u, "/cse-in/user", &ae),
+        2000,
+        "the AE retrieves its own resource",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/user/mine", "Cstranger"),
+        4103,
+        "a stranger retrieves the AE's container",
+    );
+    let other = registered(u, "Cneighbour", "neighbour", "Nuser");
+    refused(
+        &retrieve_full(u, "/cse-in/user", &other),
+        4103,
+        "another AE retrieves the AE",
+    );
+    // Child lists are filtered as well: each AE sees only itself under the CSEBase.
+    let children = |from: &str| -> Vec<String> {
+        let r = get_with_query_full(u, "/cse-in", from, "rcn=6");
+        ok(&r, 2000, &format!("child resource references for {from}"));
+        let mut names: Vec<String> = r.body["m2m:rrl"]["rrf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no m2m:rrl/rrf: {:?}", r.body))
+            .iter()
+            .map(|c| c["nm"].as_str().expect("nm").to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(children(&other), vec!["neighbour"]);
+    assert_eq!(children(&ae), vec!["user"]);
+    assert_eq!(children(ADMIN), vec!["neighbour", "user"]);
+
+    // The admin can do everything.
+    ok(&retrieve_full(u, "/cse-in", ADMIN), 2000, "admin retrieve");
+    ok(
+        &create_full(
+            u,
+            "/cse-in",
+            ADMIN,
+            3,
+            json!({ "m2m:cnt": { "rn": "top" } }),
+        ),
+        2001,
+        "admin creates under the CSEBase",
+    );
+    ok(
+        &retrieve_full(u, "/cse-in/user/mine", ADMIN),
+        2000,
+        "admin retrieves the AE's container",
+    );
+    ok(
+        &put(
+            u,
+            "/cse-in/user/mine",
+            ADMIN,
+            json!({ "m2m:cnt": { "lbl": ["admin"] } }),
+        ),
+        2004,
+        "admin updates it",
+    );
+    ok(
+        &cin(u, "/cse-in/user/mine", ADMIN, "by-admin"),
+        2001,
+        "admin writes in it",
+    );
+    let (rsc, b) = delete(u, "/cse-in/user/mine", ADMIN);
+    assert_eq!(rsc, 2002, "admin deletes it: {b}");
+    let (rsc, b) = delete(u, "/cse-in/top", ADMIN);
+    assert_eq!(rsc, 2002, "{b}");
+}
+
+#[test]
+fn registration_rules() {
+    let cse = CseProcess::start_temp(
+        "[[registration.rules]]\naai = [\"Ndoorlock\"]\naae = [\"Clock*\"]\n",
+    );
+    let u = cse.url();
+    ok(
+        &register(u, "Clock-AE1", "lock1", "Ndoorlock"),
+        2001,
+        "a lock registers",
+    );
+    refused(
+        &register(u, "Clock-AE2", "lock2", "Nother"),
+        4126,
+        "an App-ID no rule allows",
+    );
+    refused(
+        &register(u, "Cphone", "phone", "Ndoorlock"),
+        4126,
+        "an AE-ID no rule allows",
+    );
+    refused(
+        &register(u, "Cphone", "phone", "Nphone"),
+        4126,
+        "the phone before its rule",
+    );
+    refused(
+        &register(u, "Clock-AE3", "lock3", "doorlock"),
+        4000,
+        "an App-ID not starting with R or N",
+    );
+
+    let asar = |rn: &str, aai: &[&str], aae: &[&str]| json!({ "m2m:asar": { "rn": rn, "aai": aai, "aae": aae } });
+    // Only the admin manages the rules.
+    refused(
+        &create_full(u, "/cse-in", "Clock-AE1", 19, asar("mine", &["*"], &["C*"])),
+        4103,
+        "a registered AE creates a rule",
+    );
+    refused(
+        &create_full(u, "/cse-in", "Cphone", 19, asar("mine", &["*"], &["C*"])),
+        4103,
+        "an unregistered originator creates a rule",
+    );
+    refused(
+        &create_full(u, "/cse-in", ADMIN, 19, asar("bad", &["lock"], &["C*"])),
+        4000,
+        "allowedApp-IDs must start with *, R or N",
+    );
+    let r = create_full(
+        u,
+        "/cse-in",
+        ADMIN,
+        19,
+        asar("phones", &["Nphone*"], &["Cphone*"]),
+    );
+    ok(&r, 2001, "the admin creates a rule");
+    assert_eq!(r.body["m2m:asar"]["ty"], json!(19), "{:?}", r.body);
+    ok(
+        &register(u, "Cphone", "phone", "Nphone"),
+        2001,
+        "the phone under its rule",
+    );
+    refused(
+        &register(u, "Cphone2", "phone2", "Ndoorlock"),
+        4126,
+        "neither rule admits a phone AE-ID with the lock App-ID",
+    );
+    ok(
+        &register(u, "Clock-AE2", "lock2", "Ndoorlock"),
+        2001,
+        "the configured rule still holds",
+    );
+    // The rule resources survive a restart.
+    let cse = cse.restart();
+    let u = cse.url();
+    ok(
+        &register(u, "Cphone3", "phone3", "Nphone"),
+        2001,
+        "a phone after a restart",
+    );
+    refused(
+        &register(u, "Cother", "other", "Nother"),
+        4126,
+        "still no rule for others after a restart",
+    );
+}
