@@ -26,9 +26,9 @@
 //! the peer* (e.g. 4004) is an `Ok(Response)`; use [`Response::into_result`] to turn it into
 //! an error.
 //!
-//! Only `http` is supported for now; an `https` URL gives a clear 5103 error. TLS will be
-//! added as another transport (a second pooled client with a TLS connector) selected by
-//! the URL scheme inside the client.
+//! `https` URLs use TLS in the oneM2M profiles with the credentials given by
+//! [`Client::with_tls`] (TLS-PSK or a client certificate); without them an `https` URL is a
+//! clear 5103 error.
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -50,6 +50,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 
 type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+type HttpsClient = hyper_util::client::legacy::Client<tls::TlsConnector, Full<Bytes>>;
+
+mod tls;
+pub use tls::TlsSettings;
 
 /// A oneM2M HTTP client with a keep-alive connection pool.
 ///
@@ -57,6 +61,7 @@ type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>
 #[derive(Clone, Debug)]
 pub struct Client {
     http: HttpClient,
+    https: Option<HttpsClient>,
     timeout: Duration,
     max_body: usize,
 }
@@ -71,6 +76,7 @@ impl Default for Client {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Transport {
     Http,
+    Https,
 }
 
 /// A target URL split into what the HTTP binding needs.
@@ -97,12 +103,7 @@ fn parse_url(url: &str, full: bool) -> M2mResult<Target> {
         .map_err(|e| unreachable(url, format_args!("invalid URL: {e}")))?;
     let transport = match uri.scheme() {
         Some(s) if *s == Scheme::HTTP => Transport::Http,
-        Some(s) if *s == Scheme::HTTPS => {
-            return Err(unreachable(
-                url,
-                "https is not supported by this client yet (TLS arrives later); use http",
-            ))
-        }
+        Some(s) if *s == Scheme::HTTPS => Transport::Https,
         Some(s) => return Err(unreachable(url, format_args!("unsupported scheme '{s}'"))),
         None => {
             return Err(unreachable(
@@ -160,9 +161,23 @@ impl Client {
             .build(connector);
         Self {
             http,
+            https: None,
             timeout: DEFAULT_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
         }
+    }
+
+    /// Uses these TLS credentials and trust for `https` URLs (its own connection pool).
+    pub fn with_tls(mut self, settings: TlsSettings) -> Self {
+        let connector = tls::TlsConnector {
+            settings: std::sync::Arc::new(settings),
+        };
+        self.https = Some(
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(connector),
+        );
+        self
     }
 
     /// Sets the per-request timeout (connect, send, and reading the whole response).
@@ -205,6 +220,7 @@ impl Client {
     async fn dispatch(&self, url: &str, target: Target, req: &Request) -> M2mResult<Response> {
         let scheme = match target.transport {
             Transport::Http => "http",
+            Transport::Https => "https",
         };
         let encoded = encode_request(req, scheme, target.authority.as_str())?;
         let (mut parts, body) = encoded.into_parts();
@@ -222,6 +238,15 @@ impl Client {
             // A TLS transport slots in here with its own pooled client.
             let rsp = match target.transport {
                 Transport::Http => self.http.request(http_req).await,
+                Transport::Https => match &self.https {
+                    Some(https) => https.request(http_req).await,
+                    None => {
+                        return Err(unreachable(
+                            url,
+                            "https needs TLS credentials (Client::with_tls)",
+                        ))
+                    }
+                },
             }
             .map_err(|e| {
                 if e.is_connect() {

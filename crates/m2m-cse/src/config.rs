@@ -189,8 +189,12 @@ pub struct RegistrarSection {
     pub cse_id: String,
     /// The registrar's CSEBase resource name, e.g. `cse-in`.
     pub resource_name: String,
-    /// The registrar's HTTP address, e.g. `http://127.0.0.1:8080`.
+    /// The registrar's address, e.g. `https://127.0.0.1:8443`.
     pub url: String,
+    /// The registrar's name in its certificate (`<cse-id>.<sp-fqdn>`), sent as SNI and verified;
+    /// needed when `url` names it by address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -292,8 +296,8 @@ impl Config {
             (_, Some(r)) => {
                 CseId::parse(&r.cse_id)
                     .map_err(|e| anyhow::anyhow!("registrar.cse_id: {}", e.dbg))?;
-                if !r.url.starts_with("http://") {
-                    bail!("registrar.url must be an http:// URL (TLS arrives with security associations)");
+                if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                    bail!("registrar.url must be an http:// or https:// URL");
                 }
             }
             _ => {}

@@ -26,7 +26,10 @@ pub struct Cse {
     pub(crate) id: CseIdentity,
     pub(crate) cfg: Config,
     pub(crate) store: Store,
+    /// Outgoing requests: notifications, retargeting down to registrees, group fan-out.
     pub(crate) client: m2m_client::Client,
+    /// Outgoing requests to the registrar: the same credentials, with its expected name.
+    pub(crate) registrar_client: m2m_client::Client,
     pub(crate) notifier: Notifier,
     pub(crate) clock: Clock,
     public_url: RwLock<String>,
@@ -43,9 +46,7 @@ impl Cse {
     pub fn open_with_clock(cfg: Config, clock: Clock) -> anyhow::Result<Arc<Self>> {
         let id = cfg.identity()?;
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
-        let client = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
-            cfg.limits.outgoing_timeout_ms,
-        ));
+        let (client, registrar_client) = outgoing_clients(&cfg)?;
         let public_url = cfg
             .http
             .public_url
@@ -56,12 +57,21 @@ impl Cse {
             cfg,
             store,
             client,
+            registrar_client,
             notifier: Notifier::default(),
             clock,
             public_url: RwLock::new(public_url),
         });
         cse.ensure_cse_base()?;
         Ok(cse)
+    }
+
+    /// The client for a next hop: the registrar's own for its URL, the general one otherwise.
+    pub(crate) fn client_for(&self, url: &str) -> &m2m_client::Client {
+        match &self.cfg.registrar {
+            Some(r) if r.url == url => &self.registrar_client,
+            _ => &self.client,
+        }
     }
 
     pub fn identity(&self) -> &CseIdentity {
@@ -236,4 +246,42 @@ pub(crate) fn representation(res: &Resource) -> Value {
     let mut m = Map::with_capacity(1);
     m.insert(res.ty.root_name().into(), Value::Object(res.attrs.clone()));
     Value::Object(m)
+}
+
+/// The clients this CSE sends with. Over `https` a CSE presents its certificate (Mcc, TS-0003
+/// clause 8.2.2.2) and verifies its peer against the same root of trust; the registrar is also
+/// checked by name (`registrar.server_name`, sent as SNI).
+fn outgoing_clients(cfg: &Config) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
+    let base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
+        cfg.limits.outgoing_timeout_ms,
+    ));
+    let Some(tls) = cfg
+        .tls
+        .as_ref()
+        .filter(|t| t.certificate.is_some() && t.trusted_ca.is_some())
+    else {
+        return Ok((base.clone(), base));
+    };
+    let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
+        cipher_suites: m2m_security::tls::CERTIFICATE_SUITES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        tls13: tls.tls13,
+        psk: None,
+        certificate_chain: tls.certificate.clone(),
+        private_key: tls.private_key.clone(),
+        trusted_ca: tls.trusted_ca.clone(),
+    })
+    .map_err(|e| anyhow::anyhow!("outgoing TLS: {e}"))?;
+    let general = base.clone().with_tls(m2m_client::TlsSettings {
+        context: context.clone(),
+        server_name: None,
+    });
+    let server_name = cfg.registrar.as_ref().and_then(|r| r.server_name.clone());
+    let registrar = base.with_tls(m2m_client::TlsSettings {
+        context,
+        server_name,
+    });
+    Ok((general, registrar))
 }

@@ -58,7 +58,7 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
     );
     create.ty = Some(ResourceType::RemoteCse);
     create.pc = Some(csr);
-    let resp = cse.client.send(&reg.url, &create).await?;
+    let resp = cse.registrar_client.send(&reg.url, &create).await?;
     match resp.rsc {
         Rsc::Created => {}
         // Registered before (a restart): refresh the pointOfAccess.
@@ -70,7 +70,10 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
                 rqi(),
             );
             update.pc = Some(json!({ "m2m:csr": { "poa": [cse.public_url()] } }));
-            cse.client.send(&reg.url, &update).await?.into_result()?;
+            cse.registrar_client
+                .send(&reg.url, &update)
+                .await?
+                .into_result()?;
         }
         _ => {
             resp.into_result()?;
@@ -78,7 +81,11 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
     }
     // Learn the registrar's CSEBase and represent it locally.
     let get = Request::new(Operation::Retrieve, reg.resource_name.clone(), from, rqi());
-    let cb = cse.client.send(&reg.url, &get).await?.into_result()?;
+    let cb = cse
+        .registrar_client
+        .send(&reg.url, &get)
+        .await?
+        .into_result()?;
     let cb = cb
         .pc
         .as_ref()

@@ -60,5 +60,5 @@ pub async fn forward(
         }
     }
     tracing::debug!(to = %req.to, hop = %hop, "retargeting");
-    cse.client.send(&hop, &req).await
+    cse.client_for(&hop).send(&hop, &req).await
 }

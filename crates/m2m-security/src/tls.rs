@@ -202,3 +202,108 @@ pub fn association_of(ssl: &SslRef) -> Option<Authenticated> {
         leaf_der: leaf.to_der().ok()?,
     })
 }
+
+/// What a client presents and trusts.
+#[derive(Default)]
+pub struct ClientTlsConfig {
+    /// Cipher suites (OpenSSL names); empty: every profile suite the credentials allow.
+    pub cipher_suites: Vec<String>,
+    pub tls13: bool,
+    /// TLS-PSK: psk_identity (KpsaID, KmID, KcID) and key.
+    pub psk: Option<(String, Zeroizing<Vec<u8>>)>,
+    /// Client certificate chain (PEM, leaf first) and key.
+    pub certificate_chain: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    /// Root of trust for the server's certificate.
+    pub trusted_ca: Option<PathBuf>,
+}
+
+/// Builds a client context; certificate suites verify the server against `trusted_ca`.
+pub fn client_context(cfg: &ClientTlsConfig) -> Result<SslContext, String> {
+    let err = |what: &str, e: ErrorStack| format!("{what}: {e}");
+    if let Some(bad) = cfg.cipher_suites.iter().find(|s| !is_profile_suite(s)) {
+        return Err(format!(
+            "cipher suite '{bad}' is not a oneM2M profile suite ({})",
+            profile_list()
+        ));
+    }
+    let wanted: Vec<&str> = if cfg.cipher_suites.is_empty() {
+        PSK_SUITES
+            .iter()
+            .chain(CERTIFICATE_SUITES)
+            .copied()
+            .collect()
+    } else {
+        cfg.cipher_suites.iter().map(String::as_str).collect()
+    };
+    let suites: Vec<&str> = wanted
+        .into_iter()
+        .filter(|s| {
+            if PSK_SUITES.contains(s) {
+                cfg.psk.is_some()
+            } else {
+                cfg.trusted_ca.is_some()
+            }
+        })
+        .collect();
+    if suites.is_empty() {
+        return Err(
+            "no usable cipher suite: PSK suites need a key, certificate suites a trusted CA".into(),
+        );
+    }
+    let mut b =
+        SslContextBuilder::new(SslMethod::tls_client()).map_err(|e| err("TLS context", e))?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(|e| err("TLS version", e))?;
+    b.set_max_proto_version(Some(if cfg.tls13 {
+        SslVersion::TLS1_3
+    } else {
+        SslVersion::TLS1_2
+    }))
+    .map_err(|e| err("TLS version", e))?;
+    b.set_cipher_list(&suites.join(":"))
+        .map_err(|e| err("cipher suites", e))?;
+    if let (Some(chain), Some(key)) = (&cfg.certificate_chain, &cfg.private_key) {
+        b.set_certificate_chain_file(chain)
+            .map_err(|e| err(&format!("certificate {}", chain.display()), e))?;
+        b.set_private_key_file(key, SslFiletype::PEM)
+            .map_err(|e| err(&format!("private key {}", key.display()), e))?;
+        b.check_private_key()
+            .map_err(|e| err("the private key does not match the certificate", e))?;
+    }
+    match &cfg.trusted_ca {
+        Some(ca) => {
+            b.set_ca_file(ca)
+                .map_err(|e| err(&format!("trusted CA {}", ca.display()), e))?;
+            b.set_verify_callback(SslVerifyMode::PEER, verify_profile);
+        }
+        None => b.set_verify(SslVerifyMode::NONE),
+    }
+    if let Some((identity, key)) = &cfg.psk {
+        let identity = identity.clone();
+        let key = key.clone();
+        b.set_psk_client_callback(move |_ssl, _hint, identity_out, psk_out| {
+            let id = identity.as_bytes();
+            // The identity is written NUL-terminated.
+            if id.len() + 1 > identity_out.len() || key.len() > psk_out.len() {
+                return Ok(0);
+            }
+            identity_out[..id.len()].copy_from_slice(id);
+            identity_out[id.len()] = 0;
+            psk_out[..key.len()].copy_from_slice(&key);
+            Ok(key.len())
+        });
+    }
+    Ok(b.build())
+}
+
+/// Prepares a client connection: SNI (TS-0003 clause 10.2.1) and, when the server is known by
+/// name, verification of that name against its certificate.
+pub fn client_ssl(ctx: &SslContext, server_name: Option<&str>) -> Result<Ssl, String> {
+    let mut ssl = Ssl::new(ctx).map_err(|e| e.to_string())?;
+    if let Some(name) = server_name {
+        ssl.set_hostname(name).map_err(|e| e.to_string())?;
+        ssl.param_mut().set_host(name).map_err(|e| e.to_string())?;
+    }
+    Ok(ssl)
+}
