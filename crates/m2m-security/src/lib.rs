@@ -4,4 +4,6 @@
 //! out. Time, network addresses and group membership are supplied by the caller.
 
 pub mod access_control;
+pub mod credentials;
 pub mod registration_rules;
+pub mod secure_environment;
