@@ -4,5 +4,7 @@
 //! out. Time, network addresses and group membership are supplied by the caller.
 
 pub mod access_control;
+pub mod credentials;
 pub mod registration_rules;
+pub mod secure_environment;
 pub mod tls;

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 mod bench;
+mod keys;
 mod request;
 
 #[derive(Parser)]
@@ -25,6 +26,8 @@ enum Command {
     Cse(CseArgs),
     /// Send one request primitive to a CSE and print the response.
     Request(request::RequestArgs),
+    /// Manage the software secure environment: an encrypted keystore of PSKs and secrets.
+    Keys(keys::KeysArgs),
     /// Benchmark a CSE: contentInstance create and latest retrieve under keep-alive load.
     Bench(bench::BenchArgs),
 }
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
+        Command::Keys(args) => keys::run(args),
     }
 }
 
