@@ -91,6 +91,15 @@ pub struct SecuritySection {
     /// configuration holding keys must not be readable by others.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub psk: Vec<PskRow>,
+    /// The software secure environment: an encrypted keystore made with `m2m keys`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keystore: Option<PathBuf>,
+    /// The keystore's key: a key file (32 bytes) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// ... or a passphrase in this environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passphrase_env: Option<String>,
 }
 
 /// One row of the psk lookup table: the AE-ID or CSE-ID (optional), KpsaID and Kpsa.
@@ -275,7 +284,7 @@ impl Config {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let cfg = Self::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
         if !cfg.security.psk.is_empty() {
-            check_private_file(path)?;
+            m2m_security::secure_environment::check_private_file(path).map_err(|e| anyhow::anyhow!(e))?;
         }
         Ok(cfg)
     }
@@ -332,63 +341,6 @@ impl Config {
             .parse()
             .with_context(|| format!("http.listen '{}' is not an address:port", self.http.listen))
     }
-}
-
-/// Checks a KpsaID: `Issuer_Relative_KpsaID@Issuer-FQDN`, the relative part made of letters,
-/// digits, `.`, `_` and `-` (TS-0003 clause 10.5).
-pub fn check_kpsa_id(id: &str) -> Result<(), String> {
-    let (relative, fqdn) = id
-        .rsplit_once('@')
-        .ok_or_else(|| format!("'{id}' is not Relative-KpsaID@Issuer-FQDN"))?;
-    if relative.is_empty()
-        || !relative
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(format!(
-            "the relative part of '{id}' must be letters, digits, '.', '_' or '-'"
-        ));
-    }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !l.starts_with('-')
-    };
-    if !fqdn.contains('.') || !fqdn.split('.').all(label_ok) {
-        return Err(format!("'{fqdn}' in '{id}' is not an FQDN"));
-    }
-    Ok(())
-}
-
-/// Decodes a hex key.
-pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
-    let s = s.trim();
-    if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("expected an even number of hex digits".into());
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
-        .collect()
-}
-
-/// A file holding secrets must not be readable or writable by group or others.
-pub fn check_private_file(path: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "{} holds keys but is accessible to others (mode {:o}); run: chmod 600 {}",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

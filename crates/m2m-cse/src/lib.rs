@@ -35,36 +35,49 @@ pub struct Running {
     pub tls_addr: Option<std::net::SocketAddr>,
 }
 
-/// The psk lookup table given in the configuration.
-struct ConfigPskTable(
-    std::collections::HashMap<String, (Option<String>, zeroize::Zeroizing<Vec<u8>>)>,
-);
+/// The psk lookup table: the rows of every secure environment configured, first match wins.
+struct SecureEnvironmentPsk(Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>);
 
-impl m2m_security::tls::PskLookup for ConfigPskTable {
+impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
     fn lookup(&self, psk_identity: &str) -> Option<m2m_security::tls::PskKey> {
-        let (entity, key) = self.0.get(psk_identity)?;
+        let entry = self.0.iter().find_map(|se| se.psk(psk_identity))?;
         Some(m2m_security::tls::PskKey {
-            entity: entity.clone(),
-            key: key.clone(),
+            entity: entry.entity_id,
+            key: zeroize::Zeroizing::new(entry.key.expose().to_vec()),
         })
     }
 }
 
+/// Opens the secure environments of the configuration: the keystore, and the rows given inline.
 fn psk_table(cfg: &Config) -> anyhow::Result<Option<Arc<dyn m2m_security::tls::PskLookup>>> {
-    if cfg.security.psk.is_empty() {
+    use m2m_security::credentials::{KpsaId, PskEntry, Secret};
+    use m2m_security::secure_environment::{KeySource, PlainPskTable, SecureEnvironment, SoftwareKeystore};
+    let sec = &cfg.security;
+    let mut environments: Vec<Box<dyn SecureEnvironment>> = Vec::new();
+    if let Some(path) = &sec.keystore {
+        let source = match (&sec.key_file, &sec.passphrase_env) {
+            (Some(f), None) => KeySource::KeyFile(f.clone()),
+            (None, Some(var)) => {
+                let pass = std::env::var(var).map_err(|_| anyhow::anyhow!("security.passphrase_env: ${var} is not set"))?;
+                KeySource::Passphrase(Secret::new(pass.into_bytes()))
+            }
+            _ => anyhow::bail!("security.keystore needs exactly one of key_file and passphrase_env"),
+        };
+        environments.push(Box::new(SoftwareKeystore::open(path, source).map_err(|e| anyhow::anyhow!("{e}"))?));
+    }
+    if !sec.psk.is_empty() {
+        let mut rows = Vec::with_capacity(sec.psk.len());
+        for (i, row) in sec.psk.iter().enumerate() {
+            let kpsa_id = KpsaId::parse(&row.kpsa_id).map_err(|e| anyhow::anyhow!("security.psk[{i}].kpsa_id: {e}"))?;
+            let key = Secret::from_hex(&row.key).map_err(|e| anyhow::anyhow!("security.psk[{i}].key: {e}"))?;
+            rows.push(PskEntry { entity_id: row.entity.clone(), kpsa_id, key });
+        }
+        environments.push(Box::new(PlainPskTable::new("configuration", rows).map_err(|e| anyhow::anyhow!("security.psk: {e}"))?));
+    }
+    if environments.is_empty() {
         return Ok(None);
     }
-    let mut rows = std::collections::HashMap::new();
-    for (i, row) in cfg.security.psk.iter().enumerate() {
-        config::check_kpsa_id(&row.kpsa_id)
-            .map_err(|e| anyhow::anyhow!("security.psk[{i}].kpsa_id: {e}"))?;
-        let key = zeroize::Zeroizing::new(
-            config::decode_hex(&row.key)
-                .map_err(|e| anyhow::anyhow!("security.psk[{i}].key: {e}"))?,
-        );
-        rows.insert(row.kpsa_id.clone(), (row.entity.clone(), key));
-    }
-    Ok(Some(Arc::new(ConfigPskTable(rows))))
+    Ok(Some(Arc::new(SecureEnvironmentPsk(environments))))
 }
 
 /// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.
