@@ -284,7 +284,8 @@ impl Config {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let cfg = Self::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
         if !cfg.security.psk.is_empty() {
-            m2m_security::secure_environment::check_private_file(path).map_err(|e| anyhow::anyhow!(e))?;
+            m2m_security::secure_environment::check_private_file(path)
+                .map_err(|e| anyhow::anyhow!(e))?;
         }
         Ok(cfg)
     }
@@ -299,7 +300,9 @@ impl Config {
             rule.validate()
                 .map_err(|e| anyhow::anyhow!("registration.rules[{i}]: {e}"))?;
         }
-        self.listen_addr()?;
+        if !self.http.listen.is_empty() {
+            self.listen_addr()?;
+        }
         match (self.cse.role, &self.registrar) {
             (Role::MN, None) => bail!("an MN-CSE needs a [registrar] section"),
             (_, Some(r)) => {

@@ -105,29 +105,23 @@ impl Cse {
         m2m_core::time::format(self.now())
     }
 
-    /// The oneM2M identity a client certificate carries, and its Credential-ID: an AE-ID from a
-    /// SAN URI, a CSE-ID from a SAN dNSName `<cse-id>.<sp-fqdn>` (SPEC-NOTES section 1).
+    /// The oneM2M identity a client certificate carries (TS-0003 clause 8.2.2.2), with its
+    /// Credential-ID (typeID 33 for an AE-ID, 32 for a CSE-ID, clause 12.3.2.1). Other
+    /// flavours (FQDN certificates of a MAF or MEF) identify no AE or CSE.
     pub(crate) fn certificate_identity(&self, der: &[u8]) -> Option<(String, String)> {
+        use m2m_security::certificates::{identity_of, CertIdentity};
         let cert = openssl::x509::X509::from_der(der).ok()?;
-        let sans = cert.subject_alt_names()?;
-        let sp = self.id.sp_id.fqdn();
-        for san in &sans {
-            if let Some(uri) = san.uri() {
-                let stem = uri.strip_prefix(&format!("//{sp}/")).unwrap_or(uri);
-                let stem = stem.rsplit('/').next().unwrap_or(stem);
-                if !stem.contains('*') && (stem.starts_with('C') || stem.starts_with('S')) {
-                    return Some((uri.to_owned(), format!("33-{stem}")));
-                }
+        match identity_of(&cert, self.id.sp_id.fqdn()).ok()? {
+            CertIdentity::AeId(ae) => {
+                let stem = ae.rsplit('/').next().unwrap_or(&ae).to_owned();
+                Some((ae, format!("33-{stem}")))
             }
-            if let Some(dns) = san.dnsname() {
-                if let Some(cse) = dns.strip_suffix(&format!(".{sp}")) {
-                    if !cse.contains('*') && !cse.contains('.') && !cse.is_empty() {
-                        return Some((format!("/{cse}"), format!("32-{cse}")));
-                    }
-                }
+            CertIdentity::CseId(cse) => {
+                let bare = cse.trim_start_matches('/').to_owned();
+                Some((cse, format!("32-{bare}")))
             }
+            CertIdentity::Fqdn(_) => None,
         }
-        None
     }
 
     /// The resourceID of the CSEBase.

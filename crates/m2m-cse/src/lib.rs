@@ -51,28 +51,44 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
 /// Opens the secure environments of the configuration: the keystore, and the rows given inline.
 fn psk_table(cfg: &Config) -> anyhow::Result<Option<Arc<dyn m2m_security::tls::PskLookup>>> {
     use m2m_security::credentials::{KpsaId, PskEntry, Secret};
-    use m2m_security::secure_environment::{KeySource, PlainPskTable, SecureEnvironment, SoftwareKeystore};
+    use m2m_security::secure_environment::{
+        KeySource, PlainPskTable, SecureEnvironment, SoftwareKeystore,
+    };
     let sec = &cfg.security;
     let mut environments: Vec<Box<dyn SecureEnvironment>> = Vec::new();
     if let Some(path) = &sec.keystore {
         let source = match (&sec.key_file, &sec.passphrase_env) {
             (Some(f), None) => KeySource::KeyFile(f.clone()),
             (None, Some(var)) => {
-                let pass = std::env::var(var).map_err(|_| anyhow::anyhow!("security.passphrase_env: ${var} is not set"))?;
+                let pass = std::env::var(var)
+                    .map_err(|_| anyhow::anyhow!("security.passphrase_env: ${var} is not set"))?;
                 KeySource::Passphrase(Secret::new(pass.into_bytes()))
             }
-            _ => anyhow::bail!("security.keystore needs exactly one of key_file and passphrase_env"),
+            _ => {
+                anyhow::bail!("security.keystore needs exactly one of key_file and passphrase_env")
+            }
         };
-        environments.push(Box::new(SoftwareKeystore::open(path, source).map_err(|e| anyhow::anyhow!("{e}"))?));
+        environments.push(Box::new(
+            SoftwareKeystore::open(path, source).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ));
     }
     if !sec.psk.is_empty() {
         let mut rows = Vec::with_capacity(sec.psk.len());
         for (i, row) in sec.psk.iter().enumerate() {
-            let kpsa_id = KpsaId::parse(&row.kpsa_id).map_err(|e| anyhow::anyhow!("security.psk[{i}].kpsa_id: {e}"))?;
-            let key = Secret::from_hex(&row.key).map_err(|e| anyhow::anyhow!("security.psk[{i}].key: {e}"))?;
-            rows.push(PskEntry { entity_id: row.entity.clone(), kpsa_id, key });
+            let kpsa_id = KpsaId::parse(&row.kpsa_id)
+                .map_err(|e| anyhow::anyhow!("security.psk[{i}].kpsa_id: {e}"))?;
+            let key = Secret::from_hex(&row.key)
+                .map_err(|e| anyhow::anyhow!("security.psk[{i}].key: {e}"))?;
+            rows.push(PskEntry {
+                entity_id: row.entity.clone(),
+                kpsa_id,
+                key,
+            });
         }
-        environments.push(Box::new(PlainPskTable::new("configuration", rows).map_err(|e| anyhow::anyhow!("security.psk: {e}"))?));
+        environments.push(Box::new(
+            PlainPskTable::new("configuration", rows)
+                .map_err(|e| anyhow::anyhow!("security.psk: {e}"))?,
+        ));
     }
     if environments.is_empty() {
         return Ok(None);

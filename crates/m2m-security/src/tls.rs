@@ -168,25 +168,14 @@ fn profile_list() -> String {
         .join(", ")
 }
 
-/// Client certificates must chain to the root of trust (OpenSSL's verdict, which covers validity
-/// dates) and the leaf must be an ECDSA P-256 key (TS-0003 clause 10.1.1).
+/// Peer certificates must chain to the root of trust (OpenSSL's verdict, which covers validity
+/// dates and name constraints) and every certificate of the chain must fit the profile: ECDSA
+/// P-256 with SHA-256, digitalSignature (TS-0003 clause 10.1.1).
 fn verify_profile(preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
-    if !preverified {
-        return false;
-    }
-    if ctx.error_depth() != 0 {
-        return true;
-    }
-    ctx.current_cert().is_some_and(is_p256)
-}
-
-/// Whether a certificate's key is an EC key on P-256.
-pub fn is_p256(cert: &openssl::x509::X509Ref) -> bool {
-    cert.public_key()
-        .ok()
-        .and_then(|k| k.ec_key().ok())
-        .and_then(|k| k.group().curve_name())
-        .is_some_and(|n| n == openssl::nid::Nid::X9_62_PRIME256V1)
+    preverified
+        && ctx
+            .current_cert()
+            .is_some_and(|c| crate::certificates::check_profile(c).is_ok())
 }
 
 /// What the completed handshake on `ssl` authenticated, if anything.

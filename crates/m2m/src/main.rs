@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 mod bench;
 mod keys;
+mod pki;
 mod request;
 
 #[derive(Parser)]
@@ -28,6 +29,8 @@ enum Command {
     Request(request::RequestArgs),
     /// Manage the software secure environment: an encrypted keystore of PSKs and secrets.
     Keys(keys::KeysArgs),
+    /// Make certificates in the TS-0003 profile (root CA, CSE, AE, MAF, MEF) and show a certificate's oneM2M identity.
+    Pki(pki::PkiArgs),
     /// Benchmark a CSE: contentInstance create and latest retrieve under keep-alive load.
     Bench(bench::BenchArgs),
 }
@@ -51,8 +54,15 @@ fn init_logging() {
         .init();
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    // Errors end the process with their chain of causes, never a backtrace.
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cse(args) => {
             if args.print_default_config {
@@ -72,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
         Command::Keys(args) => keys::run(args),
+        Command::Pki(args) => pki::run(args),
     }
 }
 

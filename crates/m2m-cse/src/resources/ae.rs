@@ -33,7 +33,17 @@ pub fn prepare_create(
     let aei = match (classify_originator(from), bound) {
         // The credential names the AE: it registers as that AE (the impersonation check has
         // already refused any other From).
-        (_, Some(ae_id)) => ae_id.rsplit('/').next().unwrap_or(ae_id).to_owned(),
+        (_, Some(ae_id)) => {
+            let stem = ae_id.rsplit('/').next().unwrap_or(ae_id).to_owned();
+            // The credential must name an AE of this CSE (or an SP-assigned one).
+            if !crate::impersonation::same_entity(cse, &stem, ae_id) {
+                return Err(M2mError::new(
+                    ResponseStatusCode::OriginatorNotAuthenticated,
+                    format!("the credential names AE-ID '{ae_id}', which cannot register with this CSE"),
+                ));
+            }
+            stem
+        }
         (OriginatorKind::Unassigned(kind), None) => {
             format!("{}{}", kind.unwrap_or('C'), crate::dispatcher::random_suffix(12))
         }

@@ -1,0 +1,1056 @@
+//! `m2m pki`: an operator's CA and entity certificates in the TS-0003 clause 10.1.1 profile
+//! (P-256 keys, ECDSA with SHA-256, keyUsage digitalSignature), for certificate-based security association
+//! establishment (TS-0003 clause 8.2.2.2).
+//!
+//! ```text
+//! m2m pki ca    --out DIR [--name NAME] [--days 3650] [--sp SP-FQDN] [--permit-dns DOMAIN]... [--force]
+//! m2m pki issue --ca DIR --kind cse|ae|maf|mef --id ID [--sp SP-FQDN] [--cse CSE-ID] --out PREFIX
+//!               [--days 365] [--not-before RFC3339] [--not-after RFC3339] [--dns NAME]... [--force]
+//! m2m pki show  CERT [--sp SP-FQDN]
+//! ```
+//!
+//! Files: `DIR/ca.pem`, `DIR/ca.key`, `PREFIX.pem` (leaf, then the CA) and `PREFIX.key`. Keys are unencrypted
+//! PKCS#8 PEM written with mode 0600 and never printed. The subjectAltName encodings are those of
+//! [`m2m_security::certificates`]: AE `onem2m://SP-FQDN/SP-relative-AE-ID` (URI), CSE `<cse-id>.<SP-FQDN>`
+//! (dNSName), MAF/MEF the FQDN (dNSName).
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use m2m_security::certificates::{self as certs, CertIdentity, KeyType, LeafName, Validity};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::{X509NameRef, X509Ref, X509};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// `m2m pki`: make a CA, issue entity certificates, show what a certificate says.
+#[derive(Args, Debug)]
+pub struct PkiArgs {
+    #[command(subcommand)]
+    pub command: PkiCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PkiCommand {
+    /// Make a root CA (P-256, SHA-256, CA:TRUE pathlen 0): DIR/ca.pem and DIR/ca.key.
+    Ca(CaArgs),
+    /// Issue an AE-ID, CSE-ID or FQDN (MAF/MEF) certificate signed by a CA made with `pki ca`.
+    Issue(IssueArgs),
+    /// Print a certificate's subject, issuer, validity, key, SANs and the oneM2M identity it names.
+    Show(ShowArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CaArgs {
+    /// Directory for ca.pem and ca.key (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The CA's commonName.
+    #[arg(long, default_value = "oneM2M root CA")]
+    pub name: String,
+    /// Validity in days.
+    #[arg(long, default_value_t = 3650)]
+    pub days: u32,
+    /// SP-FQDN the CA is constrained to: nameConstraints permit URI host SP-FQDN (AE-IDs, TS-0003 clause
+    /// 10.1.1.5) and DNS subtree SP-FQDN (CSE-IDs, MAF/MEF names inside the SP domain).
+    #[arg(long)]
+    pub sp: Option<String>,
+    /// Another DNS subtree to permit (e.g. the domain of a MAF or MEF outside the SP domain, or `localhost`
+    /// so that `issue --dns localhost` works in test set-ups). Needs --sp.
+    #[arg(long = "permit-dns", requires = "sp")]
+    pub permit_dns: Vec<String>,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The certificate flavours of TS-0003 clause 10.1.3 that `issue` makes.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// CSE-ID certificate (clause 10.1.1.7).
+    Cse,
+    /// AE-ID certificate (clause 10.1.1.5).
+    Ae,
+    /// FQDN certificate of an M2M Authentication Function (clause 10.1.1.6).
+    Maf,
+    /// FQDN certificate of an M2M Enrolment Function (clause 10.1.1.6).
+    Mef,
+}
+
+/// Key types; only p256 is in the profile, the others make certificates that must be refused.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTypeArg {
+    P256,
+    P384,
+    Rsa,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IssueArgs {
+    /// Directory of the issuing CA (ca.pem, ca.key).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Which certificate flavour.
+    #[arg(long, value_enum)]
+    pub kind: Kind,
+    /// cse: the CSE-ID (`/id-mn`); ae: the AE-ID (`Cphone` with --cse, `/id-in/Cphone`, `/Sdoorlock`,
+    /// `//SP-FQDN/...`); maf/mef: the FQDN.
+    #[arg(long)]
+    pub id: String,
+    /// The SP-FQDN (M2M-SP-ID without `//`); required for cse and ae.
+    #[arg(long)]
+    pub sp: Option<String>,
+    /// Registrar CSE-ID that makes a C-stem AE-ID (`Cphone`) SP-relative (`/id-in/Cphone`).
+    #[arg(long)]
+    pub cse: Option<String>,
+    /// Output prefix: PREFIX.pem (leaf, then CA) and PREFIX.key.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Validity in days (from now, or ending at --not-after when only that is given).
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Start of validity, RFC 3339 (e.g. 2020-01-01T00:00:00Z); for expired or not-yet-valid test certificates.
+    #[arg(long)]
+    pub not_before: Option<String>,
+    /// End of validity, RFC 3339.
+    #[arg(long)]
+    pub not_after: Option<String>,
+    /// Extra dNSName for TLS host name checks (e.g. `localhost`); must not name another CSE.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Key type (tests only: p384 and rsa are outside the TS-0003 profile).
+    #[arg(long, value_enum, default_value = "p256", hide = true)]
+    pub key_type: KeyTypeArg,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShowArgs {
+    /// PEM file; the first certificate in it is shown.
+    pub cert: PathBuf,
+    /// SP-FQDN, to read AE-IDs and CSE-IDs.
+    #[arg(long)]
+    pub sp: Option<String>,
+}
+
+/// Runs `m2m pki`.
+pub fn run(args: PkiArgs) -> anyhow::Result<()> {
+    match args.command {
+        PkiCommand::Ca(a) => {
+            let (pem, key) = make_ca(&a)?;
+            println!("CA certificate: {}", pem.display());
+            println!("CA key (0600):  {}", key.display());
+        }
+        PkiCommand::Issue(a) => {
+            let (pem, key, id) = issue(&a)?;
+            println!("certificate: {} ({id})", pem.display());
+            println!("key (0600):  {}", key.display());
+        }
+        PkiCommand::Show(a) => print!("{}", show(&a)?),
+    }
+    Ok(())
+}
+
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn parse_time(s: &str) -> anyhow::Result<i64> {
+    Ok(chrono::DateTime::parse_from_rfc3339(s)
+        .with_context(|| format!("'{s}' is not an RFC 3339 time"))?
+        .timestamp())
+}
+
+/// The validity period from --days, --not-before and --not-after.
+fn validity(
+    days: u32,
+    not_before: Option<&str>,
+    not_after: Option<&str>,
+) -> anyhow::Result<Validity> {
+    let span = i64::from(days) * 86_400;
+    let nb = not_before.map(parse_time).transpose()?;
+    let na = not_after.map(parse_time).transpose()?;
+    let (not_before, not_after) = match (nb, na) {
+        (Some(b), Some(a)) => (b, a),
+        (Some(b), None) => (b, b + span),
+        (None, Some(a)) => (a - span, a),
+        (None, None) => {
+            let v = Validity::days_from_now(days);
+            (v.not_before, v.not_after)
+        }
+    };
+    if not_after <= not_before {
+        bail!("the certificate would end before it starts");
+    }
+    Ok(Validity {
+        not_before,
+        not_after,
+    })
+}
+
+fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+fn check_free(path: &Path, force: bool) -> anyhow::Result<()> {
+    if path.exists() && !force {
+        bail!("{} exists (use --force to replace it)", path.display());
+    }
+    Ok(())
+}
+
+/// Writes a private key with mode 0600 from the start (a replaced file is removed first, so an old wider
+/// mode does not survive).
+fn write_private(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
+    if path.exists() {
+        fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(pem)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn write_public(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn key_pem(key: &PKey<Private>) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    Ok(Zeroizing::new(
+        key.private_key_to_pem_pkcs8()
+            .map_err(|e| anyhow!("cannot encode the key: {e}"))?,
+    ))
+}
+
+fn e(s: String) -> anyhow::Error {
+    anyhow!(s)
+}
+
+/// `m2m pki ca`: returns the paths of ca.pem and ca.key.
+pub fn make_ca(a: &CaArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let pem_path = a.out.join("ca.pem");
+    let key_path = a.out.join("ca.key");
+    check_free(&pem_path, a.force)?;
+    check_free(&key_path, a.force)?;
+    let key = certs::generate_key(KeyType::P256).map_err(e)?;
+    let v = validity(a.days, None, None)?;
+    let ca = certs::make_ca(&a.name, &key, v, a.sp.as_deref(), &a.permit_dns).map_err(e)?;
+    certs::check_profile(&ca).map_err(|r| anyhow!("internal: CA outside the profile: {r}"))?;
+    fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    write_private(&key_path, &key_pem(&key)?)?;
+    write_public(&pem_path, &ca.to_pem()?)?;
+    Ok((pem_path, key_path))
+}
+
+/// Normalizes an AE-ID given on the command line to its SP-relative form (TS-0001 table 7.2-1).
+pub fn normalize_ae_id(id: &str, sp: &str, cse: Option<&str>) -> anyhow::Result<String> {
+    let cse = cse.map(|c| format!("/{}", c.trim_start_matches('/')));
+    let rel = if let Some(rest) = id.strip_prefix("//") {
+        let (host, path) = rest
+            .split_once('/')
+            .ok_or_else(|| anyhow!("absolute AE-ID '{id}' has no path"))?;
+        if !host.eq_ignore_ascii_case(sp) {
+            bail!("AE-ID '{id}' belongs to SP '{host}', not '{sp}'");
+        }
+        format!("/{path}")
+    } else if id.starts_with('/') {
+        id.to_owned()
+    } else if id.starts_with('C') {
+        let cse = cse.as_deref().ok_or_else(|| {
+            anyhow!("AE-ID-Stem '{id}' is CSE-relative: give the registrar with --cse /CSE-ID")
+        })?;
+        format!("{cse}/{id}")
+    } else if id.starts_with('S') {
+        format!("/{id}")
+    } else {
+        bail!("AE-ID '{id}' must start with C or S (TS-0001 table 7.2-1)");
+    };
+    if let (Some(cse), Some((given, _))) = (&cse, rel[1..].split_once('/')) {
+        if &format!("/{given}") != cse {
+            bail!("AE-ID '{id}' names registrar /{given}, not {cse}");
+        }
+    }
+    certs::check_sp_relative_ae_id(&rel).map_err(e)?;
+    Ok(rel)
+}
+
+/// What `--kind`, `--id`, `--sp`, `--cse` name.
+pub fn leaf_name(
+    kind: Kind,
+    id: &str,
+    sp: Option<&str>,
+    cse: Option<&str>,
+) -> anyhow::Result<LeafName> {
+    let need_sp =
+        || sp.ok_or_else(|| anyhow!("--sp SP-FQDN is required for {kind:?} certificates"));
+    Ok(match kind {
+        Kind::Cse => {
+            let sp = certs::check_fqdn(need_sp()?).map_err(e)?;
+            let cse_id = match id.strip_prefix("//") {
+                Some(rest) => {
+                    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                    if !host.eq_ignore_ascii_case(&sp) {
+                        bail!("CSE-ID '{id}' belongs to SP '{host}', not '{sp}'");
+                    }
+                    format!("/{path}")
+                }
+                None => format!("/{}", id.trim_start_matches('/')),
+            };
+            certs::cse_dns_name(&sp, &cse_id).map_err(e)?;
+            LeafName::Cse { cse_id, sp }
+        }
+        Kind::Ae => {
+            let sp = certs::check_fqdn(need_sp()?).map_err(e)?;
+            let ae_id = normalize_ae_id(id, &sp, cse)?;
+            LeafName::Ae { ae_id, sp }
+        }
+        Kind::Maf | Kind::Mef => {
+            let fqdn = certs::check_fqdn(id).map_err(e)?;
+            if let Some(sp) = sp {
+                let sp = certs::check_fqdn(sp).map_err(e)?;
+                let label = fqdn
+                    .strip_suffix(sp.as_str())
+                    .and_then(|l| l.strip_suffix('.'));
+                if label.is_some_and(|l| !l.contains('.')) {
+                    bail!(
+                        "'{fqdn}' is one label under the SP domain and would read as a CSE-ID; \
+                         use a deeper name (e.g. {kind:?}.sec.{sp}) or another domain",
+                        kind = format!("{kind:?}").to_lowercase()
+                    );
+                }
+            }
+            LeafName::Fqdn(fqdn)
+        }
+    })
+}
+
+fn load_ca(dir: &Path) -> anyhow::Result<(X509, PKey<Private>)> {
+    let pem_path = dir.join("ca.pem");
+    let key_path = dir.join("ca.key");
+    let ca = X509::from_pem(
+        &fs::read(&pem_path).with_context(|| format!("cannot read {}", pem_path.display()))?,
+    )
+    .map_err(|err| anyhow!("{} holds no certificate: {err}", pem_path.display()))?;
+    let meta =
+        fs::metadata(&key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        eprintln!(
+            "warning: {} is readable by others (mode {:o}); chmod 600 it",
+            key_path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let key_pem = Zeroizing::new(
+        fs::read(&key_path).with_context(|| format!("cannot read {}", key_path.display()))?,
+    );
+    // The error of a failed key parse says nothing about the key's content.
+    let key = PKey::private_key_from_pem(&key_pem)
+        .map_err(|_| anyhow!("{} holds no readable private key", key_path.display()))?;
+    let matches = ca
+        .public_key()
+        .map(|pk| pk.public_eq(&key))
+        .unwrap_or(false);
+    if !matches {
+        bail!(
+            "{} is not the key of {}",
+            key_path.display(),
+            pem_path.display()
+        );
+    }
+    Ok((ca, key))
+}
+
+/// `m2m pki issue`: returns the paths of PREFIX.pem and PREFIX.key and the identity the certificate names.
+pub fn issue(a: &IssueArgs) -> anyhow::Result<(PathBuf, PathBuf, CertIdentity)> {
+    let pem_path = with_ext(&a.out, ".pem");
+    let key_path = with_ext(&a.out, ".key");
+    check_free(&pem_path, a.force)?;
+    check_free(&key_path, a.force)?;
+    let name = leaf_name(a.kind, &a.id, a.sp.as_deref(), a.cse.as_deref())?;
+    let (ca, ca_key) = load_ca(&a.ca)?;
+    let v = validity(a.days, a.not_before.as_deref(), a.not_after.as_deref())?;
+    let key = certs::generate_key(match a.key_type {
+        KeyTypeArg::P256 => KeyType::P256,
+        KeyTypeArg::P384 => KeyType::P384,
+        KeyTypeArg::Rsa => KeyType::Rsa2048,
+    })
+    .map_err(e)?;
+    let leaf = certs::issue(&name, &key, &ca, &ca_key, v, &a.dns).map_err(e)?;
+    // The CA's nameConstraints and basicConstraints must admit it (validity aside: expired and
+    // not-yet-valid certificates are made on purpose).
+    certs::verify_with_ca(&leaf, &ca, false)
+        .map_err(|r| anyhow!("the CA cannot issue this certificate: {r}"))?;
+    if let Err(r) = certs::check_profile(&leaf) {
+        eprintln!("warning: certificate is outside the TS-0003 profile: {r}");
+    }
+    let sp = match &name {
+        LeafName::Ae { sp, .. } | LeafName::Cse { sp, .. } => sp.clone(),
+        LeafName::Fqdn(_) => a.sp.clone().unwrap_or_default(),
+    };
+    let id = certs::identity_of(&leaf, &sp)
+        .map_err(|r| anyhow!("internal: the new certificate names no identity: {r}"))?;
+    if let Some(parent) = pem_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    write_private(&key_path, &key_pem(&key)?)?;
+    let mut chain = leaf.to_pem()?;
+    chain.extend(ca.to_pem()?);
+    write_public(&pem_path, &chain)?;
+    Ok((pem_path, key_path, id))
+}
+
+/// A certificate's text as it may go to a terminal: control characters escaped.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn name_text(n: &X509NameRef) -> String {
+    n.entries()
+        .map(|en| {
+            let k = en.object().nid().short_name().unwrap_or("?");
+            let v = en.data().to_string().unwrap_or_else(|_| "?".into());
+            format!("{k}={}", printable(&v))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn san_lines(cert: &X509Ref) -> Vec<String> {
+    let Some(sans) = cert.subject_alt_names() else {
+        return vec![];
+    };
+    sans.iter()
+        .map(|gn| {
+            if let Some(d) = gn.dnsname() {
+                format!("DNS:{}", printable(d))
+            } else if let Some(u) = gn.uri() {
+                format!("URI:{}", printable(u))
+            } else if let Some(m) = gn.email() {
+                format!("email:{}", printable(m))
+            } else if let Some(ip) = gn.ipaddress() {
+                match ip.len() {
+                    4 => format!(
+                        "IP:{}",
+                        std::net::Ipv4Addr::from([ip[0], ip[1], ip[2], ip[3]])
+                    ),
+                    16 => {
+                        let mut b = [0u8; 16];
+                        b.copy_from_slice(ip);
+                        format!("IP:{}", std::net::Ipv6Addr::from(b))
+                    }
+                    _ => "IP:?".into(),
+                }
+            } else if let Some(dn) = gn.directory_name() {
+                format!("DirName:{}", name_text(dn))
+            } else {
+                "other name".into()
+            }
+        })
+        .collect()
+}
+
+/// `m2m pki show`: the text it prints.
+pub fn show(a: &ShowArgs) -> anyhow::Result<String> {
+    let pem = fs::read(&a.cert).with_context(|| format!("cannot read {}", a.cert.display()))?;
+    let cert = X509::from_pem(&pem)
+        .map_err(|err| anyhow!("{} holds no PEM certificate: {err}", a.cert.display()))?;
+    let now = openssl::asn1::Asn1Time::from_unix(now_unix() as _)?;
+    let state = if cert.not_after() < now {
+        "expired"
+    } else if cert.not_before() > now {
+        "not yet valid"
+    } else {
+        "valid now"
+    };
+    let key = cert.public_key()?;
+    let sig = cert.signature_algorithm().object().nid();
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<11}{v}\n"));
+    line("subject:", name_text(cert.subject_name()));
+    line("issuer:", name_text(cert.issuer_name()));
+    line(
+        "serial:",
+        cert.serial_number().to_bn()?.to_hex_str()?.to_string(),
+    );
+    line(
+        "validity:",
+        format!("{} to {} ({state})", cert.not_before(), cert.not_after()),
+    );
+    line("key:", certs::key_type_name(&key));
+    line(
+        "signature:",
+        sig.long_name().unwrap_or("unknown").to_string(),
+    );
+    let sans = san_lines(&cert);
+    if sans.is_empty() {
+        line("SAN:", "(none)".into());
+    }
+    for s in sans {
+        line("SAN:", s);
+    }
+    line(
+        "profile:",
+        match certs::check_profile(&cert) {
+            Ok(()) => "TS-0003 10.1.1: ok".into(),
+            Err(r) => format!("outside TS-0003 10.1.1: {r}"),
+        },
+    );
+    let sp = a.sp.as_deref().unwrap_or("");
+    let ident = match certs::identity_of(&cert, sp) {
+        Ok(CertIdentity::Fqdn(f)) if a.sp.is_none() => {
+            format!("FQDN {f} (give --sp SP-FQDN to read AE-IDs and CSE-IDs)")
+        }
+        Ok(id @ CertIdentity::Fqdn(_)) => id.to_string(),
+        Ok(id) => format!("{id} ({})", id.absolute(sp)),
+        Err(_) if a.sp.is_none() => "give --sp SP-FQDN to read AE-IDs and CSE-IDs".into(),
+        Err(r) => format!("none: {r}"),
+    };
+    line("identity:", printable(&ident));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    const SP: &str = "m2m.example.com";
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Top,
+    }
+    #[derive(clap::Subcommand)]
+    enum Top {
+        Pki(PkiArgs),
+    }
+
+    fn parse(args: &[&str]) -> PkiArgs {
+        let mut v = vec!["m2m", "pki"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v).unwrap().cmd {
+            Top::Pki(p) => p,
+        }
+    }
+
+    fn issue_args(args: &[&str]) -> IssueArgs {
+        let mut v = vec!["issue"];
+        v.extend_from_slice(args);
+        match parse(&v).command {
+            PkiCommand::Issue(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn ca_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ca");
+        run(parse(&[
+            "ca",
+            "--out",
+            out.to_str().unwrap(),
+            "--sp",
+            SP,
+            "--name",
+            "m2m.example.com root CA",
+            "--permit-dns",
+            "keys.example.net",
+            "--permit-dns",
+            "localhost",
+        ]))
+        .unwrap();
+        dir
+    }
+
+    fn load(path: &Path) -> Vec<X509> {
+        X509::stack_from_pem(&fs::read(path).unwrap()).unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn ca_files_and_profile() {
+        let dir = ca_dir();
+        let ca_dir = dir.path().join("ca");
+        assert_eq!(mode(&ca_dir.join("ca.key")), 0o600);
+        let ca = load(&ca_dir.join("ca.pem")).remove(0);
+        certs::check_profile(&ca).unwrap();
+        let ku = ca.key_usage().unwrap();
+        use openssl::x509::X509KeyUsage as K;
+        assert!(ku.contains(K::KEY_CERT_SIGN | K::CRL_SIGN | K::DIGITAL_SIGNATURE));
+        let text = String::from_utf8(ca.to_text().unwrap()).unwrap();
+        assert!(text.contains("CA:TRUE"), "{text}");
+        assert!(text.contains("URI:m2m.example.com"), "{text}");
+        assert!(text.contains("DNS:m2m.example.com"), "{text}");
+        assert!(text.contains("DNS:keys.example.net"), "{text}");
+        // No silent overwrite of a CA key.
+        let again = run(parse(&["ca", "--out", ca_dir.to_str().unwrap()]));
+        assert!(again.unwrap_err().to_string().contains("--force"));
+    }
+
+    #[test]
+    fn issue_each_kind_and_read_it_back() {
+        let dir = ca_dir();
+        let ca = dir.path().join("ca");
+        let ca = ca.to_str().unwrap();
+        let cases: [(&[&str], CertIdentity); 5] = [
+            (
+                &[
+                    "--kind",
+                    "cse",
+                    "--id",
+                    "/id-mn",
+                    "--sp",
+                    SP,
+                    "--dns",
+                    "localhost",
+                ],
+                CertIdentity::CseId("/id-mn".into()),
+            ),
+            (
+                &[
+                    "--kind", "ae", "--id", "Cphone", "--cse", "/id-in", "--sp", SP,
+                ],
+                CertIdentity::AeId("/id-in/Cphone".into()),
+            ),
+            (
+                &[
+                    "--kind",
+                    "ae",
+                    "--id",
+                    "//m2m.example.com/Slock",
+                    "--sp",
+                    SP,
+                ],
+                CertIdentity::AeId("/Slock".into()),
+            ),
+            (
+                &["--kind", "maf", "--id", "maf.keys.example.net"],
+                CertIdentity::Fqdn("maf.keys.example.net".into()),
+            ),
+            (
+                &[
+                    "--kind",
+                    "mef",
+                    "--id",
+                    "mef.sec.m2m.example.com",
+                    "--sp",
+                    SP,
+                ],
+                CertIdentity::Fqdn("mef.sec.m2m.example.com".into()),
+            ),
+        ];
+        for (i, (args, want)) in cases.into_iter().enumerate() {
+            let prefix = dir.path().join(format!("out/leaf{i}"));
+            let mut v = vec!["--ca", ca, "--out", prefix.to_str().unwrap()];
+            v.extend_from_slice(args);
+            let (pem, key, id) = issue(&issue_args(&v)).unwrap();
+            assert_eq!(id, want);
+            assert_eq!(mode(&key), 0o600);
+            let chain = load(&pem);
+            assert_eq!(chain.len(), 2, "leaf then CA");
+            certs::check_profile(&chain[0]).unwrap();
+            assert_eq!(certs::identity_of(&chain[0], SP).unwrap(), want);
+            certs::verify_with_ca(&chain[0], &chain[1], true).unwrap();
+            let pem_text = fs::read_to_string(&pem).unwrap();
+            assert!(!pem_text.contains("PRIVATE KEY"));
+            // The key file holds the key of the certificate.
+            let k = PKey::private_key_from_pem(&fs::read(&key).unwrap()).unwrap();
+            assert!(chain[0].public_key().unwrap().public_eq(&k));
+        }
+    }
+
+    #[test]
+    fn ae_id_forms_agree() {
+        for (id, cse) in [
+            ("Cphone", Some("/id-in")),
+            ("Cphone", Some("id-in")),
+            ("/id-in/Cphone", None),
+            ("/id-in/Cphone", Some("/id-in")),
+            ("//M2M.example.com/id-in/Cphone", None),
+        ] {
+            assert_eq!(normalize_ae_id(id, SP, cse).unwrap(), "/id-in/Cphone");
+        }
+        assert!(normalize_ae_id("Cphone", SP, None).is_err());
+        assert!(normalize_ae_id("/id-in/Cphone", SP, Some("/id-mn")).is_err());
+        assert!(normalize_ae_id("//other.org/Sx", SP, None).is_err());
+        assert!(normalize_ae_id("phone", SP, None).is_err());
+        assert!(normalize_ae_id("/id-in/Sphone", SP, None).is_err());
+    }
+
+    #[test]
+    fn refusals() {
+        let dir = ca_dir();
+        let ca = dir.path().join("ca");
+        let ca = ca.to_str().unwrap();
+        let out = dir.path().join("x");
+        let out = out.to_str().unwrap();
+        let fails = |args: &[&str], why: &str| {
+            let mut v = vec!["--ca", ca, "--out", out];
+            v.extend_from_slice(args);
+            let err = issue(&issue_args(&v)).unwrap_err().to_string();
+            assert!(err.contains(why), "{args:?}: {err}");
+        };
+        fails(&["--kind", "cse", "--id", "/id-mn"], "--sp");
+        fails(
+            &["--kind", "cse", "--id", "/id_mn", "--sp", SP],
+            "DNS label",
+        );
+        fails(
+            &["--kind", "maf", "--id", "maf.m2m.example.com", "--sp", SP],
+            "CSE-ID",
+        );
+        fails(&["--kind", "maf", "--id", "*.example.net"], "wildcard");
+        // Outside the CA's nameConstraints.
+        fails(
+            &["--kind", "cse", "--id", "/id-mn", "--sp", "other.org"],
+            "subtree",
+        );
+        fails(&["--kind", "maf", "--id", "maf.example.org"], "subtree");
+        fails(
+            &[
+                "--kind",
+                "ae",
+                "--id",
+                "/Sx",
+                "--sp",
+                SP,
+                "--dns",
+                "host.example.org",
+            ],
+            "subtree",
+        );
+        fails(
+            &[
+                "--kind",
+                "cse",
+                "--id",
+                "/x",
+                "--sp",
+                SP,
+                "--not-before",
+                "2030-01-02T00:00:00Z",
+                "--not-after",
+                "2030-01-01T00:00:00Z",
+            ],
+            "end before",
+        );
+        assert!(!Path::new(&format!("{out}.key")).exists());
+        assert!(!Path::new(&format!("{out}.pem")).exists());
+        // Existing files are kept unless --force.
+        let ok = [
+            "--ca", ca, "--out", out, "--kind", "cse", "--id", "/id-mn", "--sp", SP,
+        ];
+        issue(&issue_args(&ok)).unwrap();
+        let err = issue(&issue_args(&ok)).unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        fs::set_permissions(format!("{out}.key"), fs::Permissions::from_mode(0o644)).unwrap();
+        let mut forced = ok.to_vec();
+        forced.push("--force");
+        issue(&issue_args(&forced)).unwrap();
+        assert_eq!(mode(Path::new(&format!("{out}.key"))), 0o600);
+    }
+
+    #[test]
+    fn expired_and_not_yet_valid_dates() {
+        let dir = ca_dir();
+        let ca = dir.path().join("ca");
+        let ca = ca.to_str().unwrap();
+        let old = dir.path().join("old");
+        let (pem, _, _) = issue(&issue_args(&[
+            "--ca",
+            ca,
+            "--out",
+            old.to_str().unwrap(),
+            "--kind",
+            "cse",
+            "--id",
+            "/id-mn",
+            "--sp",
+            SP,
+            "--not-before",
+            "2020-01-01T00:00:00Z",
+            "--not-after",
+            "2020-01-02T00:00:00+00:00",
+        ]))
+        .unwrap();
+        let chain = load(&pem);
+        assert_eq!(
+            chain[0].not_before().to_string(),
+            "Jan  1 00:00:00 2020 GMT"
+        );
+        assert_eq!(chain[0].not_after().to_string(), "Jan  2 00:00:00 2020 GMT");
+        let err = certs::verify_with_ca(&chain[0], &chain[1], true).unwrap_err();
+        assert!(err.contains("expired"), "{err}");
+        let shown = show(&ShowArgs {
+            cert: pem,
+            sp: Some(SP.into()),
+        })
+        .unwrap();
+        assert!(shown.contains("(expired)"), "{shown}");
+
+        let future = dir.path().join("future");
+        let (pem, _, _) = issue(&issue_args(&[
+            "--ca",
+            ca,
+            "--out",
+            future.to_str().unwrap(),
+            "--kind",
+            "ae",
+            "--id",
+            "/Sx",
+            "--sp",
+            SP,
+            "--not-before",
+            "2999-01-01T00:00:00Z",
+            "--days",
+            "2",
+        ]))
+        .unwrap();
+        let chain = load(&pem);
+        assert_eq!(chain[0].not_after().to_string(), "Jan  3 00:00:00 2999 GMT");
+        let err = certs::verify_with_ca(&chain[0], &chain[1], true).unwrap_err();
+        assert!(err.contains("not yet valid"), "{err}");
+
+        // Only --not-after: a --days period ending then.
+        let v = validity(10, None, Some("2020-01-11T00:00:00Z")).unwrap();
+        assert_eq!(v.not_after - v.not_before, 10 * 86_400);
+    }
+
+    #[test]
+    fn non_profile_keys_for_tests() {
+        let dir = ca_dir();
+        let ca = dir.path().join("ca");
+        let ca = ca.to_str().unwrap();
+        for (kt, why) in [("p384", "secp384r1"), ("rsa", "RSA")] {
+            let out = dir.path().join(kt);
+            let (pem, _, _) = issue(&issue_args(&[
+                "--ca",
+                ca,
+                "--out",
+                out.to_str().unwrap(),
+                "--kind",
+                "cse",
+                "--id",
+                "/id-mn",
+                "--sp",
+                SP,
+                "--key-type",
+                kt,
+            ]))
+            .unwrap();
+            let chain = load(&pem);
+            let err = certs::check_profile(&chain[0]).unwrap_err();
+            assert!(err.contains(why), "{err}");
+            let shown = show(&ShowArgs {
+                cert: pem,
+                sp: None,
+            })
+            .unwrap();
+            assert!(shown.contains("outside TS-0003"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn show_prints_identity_not_keys() {
+        let dir = ca_dir();
+        let ca = dir.path().join("ca");
+        let out = dir.path().join("ae");
+        let (pem, _, _) = issue(&issue_args(&[
+            "--ca",
+            ca.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--kind",
+            "ae",
+            "--id",
+            "Cphone",
+            "--cse",
+            "/id-in",
+            "--sp",
+            SP,
+        ]))
+        .unwrap();
+        let shown = show(&ShowArgs {
+            cert: pem.clone(),
+            sp: Some(SP.into()),
+        })
+        .unwrap();
+        for want in [
+            "subject:   CN=/id-in/Cphone",
+            "issuer:    CN=m2m.example.com root CA",
+            "key:       EC P-256",
+            "signature: ecdsa-with-SHA256",
+            "SAN:       URI:onem2m://m2m.example.com/id-in/Cphone",
+            "profile:   TS-0003 10.1.1: ok",
+            "identity:  AE-ID /id-in/Cphone (//m2m.example.com/id-in/Cphone)",
+            "(valid now)",
+        ] {
+            assert!(shown.contains(want), "missing {want:?} in\n{shown}");
+        }
+        assert!(!shown.contains("PRIVATE"));
+        let other = show(&ShowArgs {
+            cert: pem.clone(),
+            sp: Some("other.org".into()),
+        })
+        .unwrap();
+        assert!(other.contains("identity:  none:"), "{other}");
+        let no_sp = show(&ShowArgs {
+            cert: pem,
+            sp: None,
+        })
+        .unwrap();
+        assert!(no_sp.contains("give --sp"), "{no_sp}");
+        let ca_shown = show(&ShowArgs {
+            cert: ca.join("ca.pem"),
+            sp: None,
+        })
+        .unwrap();
+        assert!(ca_shown.contains("SAN:       (none)"), "{ca_shown}");
+    }
+
+    /// Interop with the system `openssl` command: it verifies the chain (with the CA's URI and DNS
+    /// nameConstraints) and shows the subjectAltName.
+    #[test]
+    fn openssl_cli_verifies_issued_certificates() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let probe = std::process::Command::new("openssl")
+            .arg("version")
+            .output();
+        if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+            assert!(!ci, "the openssl command is required in CI");
+            eprintln!("!!!!!!!! SKIPPED openssl_cli_verifies_issued_certificates: no `openssl` command !!!!!!!!");
+            return;
+        }
+        let dir = ca_dir();
+        let ca = dir.path().join("ca");
+        let ca_pem = ca.join("ca.pem");
+        let openssl = |args: &[&str]| {
+            let o = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).to_string()
+                    + &String::from_utf8_lossy(&o.stderr),
+            )
+        };
+        for (name, args, san) in [
+            (
+                "cse",
+                vec!["--kind", "cse", "--id", "/id-mn", "--sp", SP],
+                "DNS:id-mn.m2m.example.com",
+            ),
+            (
+                "ae",
+                vec![
+                    "--kind", "ae", "--id", "Cphone", "--cse", "/id-in", "--sp", SP,
+                ],
+                "URI:onem2m://m2m.example.com/id-in/Cphone",
+            ),
+            (
+                "maf",
+                vec!["--kind", "maf", "--id", "maf.keys.example.net"],
+                "DNS:maf.keys.example.net",
+            ),
+        ] {
+            let out = dir.path().join(name);
+            let mut v = vec!["--ca", ca.to_str().unwrap(), "--out", out.to_str().unwrap()];
+            v.extend(args);
+            let (pem, _, _) = issue(&issue_args(&v)).unwrap();
+            let (ok, text) = openssl(&[
+                "verify",
+                "-CAfile",
+                ca_pem.to_str().unwrap(),
+                pem.to_str().unwrap(),
+            ]);
+            assert!(ok && text.contains(": OK"), "openssl verify {name}: {text}");
+            let (ok, text) = openssl(&["x509", "-noout", "-text", "-in", pem.to_str().unwrap()]);
+            assert!(ok, "{text}");
+            assert!(text.contains(san), "{name}: {san} not in\n{text}");
+            assert!(text.contains("ecdsa-with-SHA256"), "{text}");
+            assert!(text.contains("prime256v1"), "{text}");
+            assert!(text.contains("Digital Signature"), "{text}");
+        }
+        // An expired certificate is refused by openssl too.
+        let out = dir.path().join("old");
+        let (pem, _, _) = issue(&issue_args(&[
+            "--ca",
+            ca.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--kind",
+            "cse",
+            "--id",
+            "/id-mn",
+            "--sp",
+            SP,
+            "--not-before",
+            "2020-01-01T00:00:00Z",
+            "--not-after",
+            "2020-01-02T00:00:00Z",
+        ]))
+        .unwrap();
+        let (ok, text) = openssl(&[
+            "verify",
+            "-CAfile",
+            ca_pem.to_str().unwrap(),
+            pem.to_str().unwrap(),
+        ]);
+        assert!(!ok && text.contains("expired"), "{text}");
+        // A certificate outside the CA's nameConstraints (made with the library, `issue` refuses it).
+        let (ca_cert, ca_key) = load_ca(&ca).unwrap();
+        let key = certs::generate_key(KeyType::P256).unwrap();
+        let name = LeafName::Cse {
+            cse_id: "/id-mn".into(),
+            sp: "other.org".into(),
+        };
+        let bad = certs::issue(
+            &name,
+            &key,
+            &ca_cert,
+            &ca_key,
+            Validity::days_from_now(1),
+            &[],
+        )
+        .unwrap();
+        let bad_pem = dir.path().join("bad.pem");
+        fs::write(&bad_pem, bad.to_pem().unwrap()).unwrap();
+        let (ok, text) = openssl(&[
+            "verify",
+            "-CAfile",
+            ca_pem.to_str().unwrap(),
+            bad_pem.to_str().unwrap(),
+        ]);
+        assert!(!ok && text.contains("subtree"), "{text}");
+        // The CA's nameConstraints as openssl reads them.
+        let (ok, text) = openssl(&["x509", "-noout", "-text", "-in", ca_pem.to_str().unwrap()]);
+        assert!(ok && text.contains("Name Constraints: critical"), "{text}");
+        assert!(text.contains("URI:m2m.example.com"), "{text}");
+    }
+}
