@@ -73,6 +73,24 @@ pub struct RequestArgs {
     /// Timeout in seconds.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
+    /// TLS-PSK: the psk_identity (a KpsaID such as AE123456789012-Lock@in.provider.com).
+    #[arg(long, requires = "psk_key_env")]
+    pub psk_identity: Option<String>,
+    /// TLS-PSK: the environment variable holding the key in hex (keeps it out of the process list).
+    #[arg(long)]
+    pub psk_key_env: Option<String>,
+    /// Certificate SAE: client certificate chain (PEM) ...
+    #[arg(long, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// ... and its private key.
+    #[arg(long)]
+    pub key: Option<std::path::PathBuf>,
+    /// Root of trust for the server's certificate.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
+    /// The server's name for SNI and certificate verification (e.g. id-in.m2m.example.com).
+    #[arg(long)]
+    pub server_name: Option<String>,
 }
 
 /// Builds the request primitive the arguments describe.
@@ -166,7 +184,10 @@ pub fn response_json(rsp: &Response) -> Value {
 /// Runs `m2m request`; returns the process exit code.
 pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
     let req = build_request(&args)?;
-    let client = Client::new().with_timeout(Duration::from_secs(args.timeout));
+    let client = tls_client(
+        &args,
+        Client::new().with_timeout(Duration::from_secs(args.timeout)),
+    )?;
     match client.send(&args.url, &req).await {
         Ok(rsp) => {
             if args.json {
@@ -333,4 +354,35 @@ mod tests {
         assert_eq!(format_response(&rsp), "2002 DELETED\n");
         assert_eq!(response_json(&rsp)["pc"], Value::Null);
     }
+}
+
+/// Adds the TLS credentials of the arguments (TLS-PSK or a client certificate) to the client.
+fn tls_client(args: &RequestArgs, client: Client) -> anyhow::Result<Client> {
+    let psk = match (&args.psk_identity, &args.psk_key_env) {
+        (Some(id), Some(var)) => {
+            let hex = zeroize::Zeroizing::new(
+                std::env::var(var).map_err(|_| anyhow::anyhow!("${var} is not set"))?,
+            );
+            let key = m2m_security::credentials::Secret::from_hex(&hex)
+                .map_err(|e| anyhow::anyhow!("${var}: {e}"))?;
+            Some((id.clone(), zeroize::Zeroizing::new(key.expose().to_vec())))
+        }
+        _ => None,
+    };
+    if psk.is_none() && args.cert.is_none() && args.ca.is_none() {
+        return Ok(client);
+    }
+    let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
+        cipher_suites: Vec::new(),
+        tls13: false,
+        psk,
+        certificate_chain: args.cert.clone(),
+        private_key: args.key.clone(),
+        trusted_ca: args.ca.clone(),
+    })
+    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+    Ok(client.with_tls(m2m_client::TlsSettings {
+        context,
+        server_name: args.server_name.clone(),
+    }))
 }
