@@ -97,7 +97,10 @@ pub async fn serve(cse: Arc<Cse>, listener: TcpListener, kind: ListenerKind) {
                         development: *development,
                         authenticated: false,
                     };
-                    serve_connection(cse, stream, peer).await
+                    // An idle connection holds no HTTP buffers until its first request.
+                    if stream.readable().await.is_ok() {
+                        serve_connection(cse, stream, peer).await
+                    }
                 }
                 ListenerKind::Tls(tls) => {
                     if let Some((stream, association)) = establish(&cse, tls, stream, addr).await {
@@ -107,7 +110,13 @@ pub async fn serve(cse: Arc<Cse>, listener: TcpListener, kind: ListenerKind) {
                             development: false,
                             authenticated: false,
                         };
-                        serve_connection(cse, stream, peer).await
+                        // Nothing is read yet: wait until the client speaks before allocating the
+                        // HTTP buffers, so that idle associations stay small.
+                        let ready =
+                            stream.ssl().pending() > 0 || stream.get_ref().readable().await.is_ok();
+                        if ready {
+                            serve_connection(cse, stream, peer).await
+                        }
                     }
                 }
             }

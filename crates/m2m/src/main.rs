@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 mod bench;
+mod bench_tls;
 mod keys;
 mod pki;
 mod request;
@@ -27,6 +28,8 @@ enum Command {
     Cse(CseArgs),
     /// Send one request primitive to a CSE and print the response.
     Request(request::RequestArgs),
+    /// Benchmark security associations: handshakes/s next to openssl s_server, TLS-PSK keep-alive retrieves, idle associations.
+    BenchTls(bench_tls::BenchTlsArgs),
     /// Manage the software secure environment: an encrypted keystore of PSKs and secrets.
     Keys(keys::KeysArgs),
     /// Make certificates in the TS-0003 profile (root CA, CSE, AE, MAF, MEF) and show a certificate's oneM2M identity.
@@ -82,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
         Command::Keys(args) => keys::run(args),
+        Command::BenchTls(args) => runtime()?.block_on(bench_tls::run(args)),
         Command::Pki(args) => pki::run(args),
     }
 }

@@ -1,0 +1,509 @@
+//! `m2m bench-tls`: security association figures of the CSE, next to `openssl s_server` measured
+//! the same way on the same machine: full TLS-PSK and certificate handshakes per second, latest
+//! retrieve over a TLS-PSK keep-alive association against plain HTTP, and the memory of many idle
+//! associations.
+
+use anyhow::Context;
+use m2m_client::{Client, TlsSettings};
+use m2m_core::{Operation, Request, ResourceType};
+use m2m_security::certificates::{self, KeyType, LeafName, Validity};
+use m2m_security::tls::{client_context, client_ssl, ClientTlsConfig};
+use openssl::ssl::SslContext;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+const PSK_IDENTITY: &str = "bench-psk@bench.m2m.example.com";
+const PSK_HEX: &str = "00112233445566778899aabbccddeeff";
+const SP: &str = "m2m.example.com";
+
+#[derive(clap::Args, Debug)]
+pub struct BenchTlsArgs {
+    /// Measured duration of each phase (seconds).
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Concurrent handshaking clients.
+    #[arg(long, default_value_t = 4)]
+    pub handshake_clients: usize,
+    /// Keep-alive clients of the retrieve phases.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Idle TLS-PSK associations to hold open while measuring the CSE's memory (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    pub idle: usize,
+}
+
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn write_pem(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(pem)?;
+    Ok(())
+}
+
+fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
+    let err = |e: String| anyhow::anyhow!(e);
+    let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
+    let ca = certificates::make_ca(
+        "bench root",
+        &ca_key,
+        Validity::days_from_now(2),
+        Some(SP),
+        &[],
+    )
+    .map_err(err)?;
+    let leaf = |name: LeafName, stem: &str| -> anyhow::Result<(PathBuf, PathBuf)> {
+        let key = certificates::generate_key(KeyType::P256).map_err(err)?;
+        let cert = certificates::issue(&name, &key, &ca, &ca_key, Validity::days_from_now(2), &[])
+            .map_err(err)?;
+        let (c, k) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
+        let mut chain = cert.to_pem()?;
+        chain.extend(ca.to_pem()?);
+        write_pem(&c, &chain)?;
+        write_pem(&k, &key.private_key_to_pem_pkcs8()?)?;
+        Ok((c, k))
+    };
+    let (server_cert, server_key) = leaf(
+        LeafName::Cse {
+            cse_id: "/id-in".into(),
+            sp: SP.into(),
+        },
+        "in",
+    )?;
+    let (client_cert, client_key) = leaf(
+        LeafName::Cse {
+            cse_id: "/id-mn".into(),
+            sp: SP.into(),
+        },
+        "mn",
+    )?;
+    let ca_path = dir.join("ca.pem");
+    write_pem(&ca_path, &ca.to_pem()?)?;
+    Ok(Pki {
+        ca: ca_path,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    })
+}
+
+/// A child process killed when dropped.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the CSE with a plain and a TLS listener; returns the guard and both addresses.
+fn start_cse(dir: &Path, pki: &Pki) -> anyhow::Result<(Guard, String, String)> {
+    let cfg = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"{}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\nmax_handshakes_per_source = 64\n[[security.psk]]\nentity = \"Cbench\"\nkpsa_id = \"{PSK_IDENTITY}\"\nkey = \"{PSK_HEX}\"\n",
+        dir.join("data").display(),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display()
+    );
+    let path = dir.join("cse.toml");
+    write_pem(&path, cfg.as_bytes())?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["cse", "--config"])
+        .arg(&path)
+        .env("M2M_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the CSE")?;
+    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    let (mut http, mut https) = (None, None);
+    while http.is_none() || https.is_none() {
+        let line = lines.next().context("the CSE exited before listening")??;
+        if let Some(a) = line.strip_prefix("m2m-cse listening http://") {
+            http = Some(a.to_owned());
+        } else if let Some(a) = line.strip_prefix("m2m-cse listening https://") {
+            https = Some(a.to_owned());
+        }
+    }
+    Ok((
+        Guard(child),
+        http.unwrap_or_default(),
+        https.unwrap_or_default(),
+    ))
+}
+
+/// Starts `openssl s_server` in the same profile: PSK, or a certificate with client verification.
+fn start_s_server(port: u16, pki: &Pki, psk: bool) -> anyhow::Result<Guard> {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_server",
+        "-accept",
+        &port.to_string(),
+        "-tls1_2",
+        "-quiet",
+        "-naccept",
+        "1000000",
+    ]);
+    if psk {
+        cmd.args([
+            "-nocert",
+            "-psk",
+            PSK_HEX,
+            "-psk_identity",
+            PSK_IDENTITY,
+            "-cipher",
+            "PSK-AES128-CBC-SHA256",
+        ]);
+    } else {
+        cmd.args(["-cipher", "ECDHE-ECDSA-AES128-SHA256", "-Verify", "2"]);
+        cmd.arg("-cert")
+            .arg(&pki.server_cert)
+            .arg("-key")
+            .arg(&pki.server_key)
+            .arg("-CAfile")
+            .arg(&pki.ca);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start openssl s_server")?;
+    // Wait until it accepts connections.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(Guard(child));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("openssl s_server did not start")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn psk_context() -> anyhow::Result<SslContext> {
+    let key = Zeroizing::new(hex_bytes(PSK_HEX));
+    client_context(&ClientTlsConfig {
+        cipher_suites: vec!["PSK-AES128-CBC-SHA256".into()],
+        psk: Some((PSK_IDENTITY.into(), key)),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn cert_context(pki: &Pki) -> anyhow::Result<SslContext> {
+    client_context(&ClientTlsConfig {
+        cipher_suites: vec!["ECDHE-ECDSA-AES128-SHA256".into()],
+        certificate_chain: Some(pki.client_cert.clone()),
+        private_key: Some(pki.client_key.clone()),
+        trusted_ca: Some(pki.ca.clone()),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// One full handshake (new TCP connection, no resumption); the connection is then closed.
+async fn handshake(
+    addr: &str,
+    ctx: &SslContext,
+) -> anyhow::Result<tokio_openssl::SslStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let ssl = client_ssl(ctx, None).map_err(|e| anyhow::anyhow!(e))?;
+    let mut s = tokio_openssl::SslStream::new(ssl, tcp)?;
+    Pin::new(&mut s).connect().await?;
+    Ok(s)
+}
+
+/// Full handshakes per second with `clients` concurrent handshakers.
+async fn handshakes_per_second(
+    addr: &str,
+    ctx: SslContext,
+    clients: usize,
+    seconds: u64,
+) -> (f64, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (addr, ctx, done, failed, stop) = (
+            addr.to_owned(),
+            ctx.clone(),
+            done.clone(),
+            failed.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match handshake(&addr, &ctx).await {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = t.await;
+    }
+    (
+        done.load(Ordering::Relaxed) as f64 / elapsed,
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+fn request(op: Operation, to: &str, from: &str) -> Request {
+    Request::new(op, to, Some(from.to_owned()), m2m_client::next_request_id())
+}
+
+/// Registers an AE with a container holding one instance; returns the container's address.
+async fn prepare(
+    client: &Client,
+    url: &str,
+    from: &str,
+    rn: &str,
+) -> anyhow::Result<(String, String)> {
+    let mut ae = request(Operation::Create, "cse-in", from);
+    ae.ty = Some(ResourceType::Ae);
+    ae.pc = Some(json!({"m2m:ae": {"rn": rn, "api": "Nbench", "rr": false, "srv": ["3"]}}));
+    let rsp = client
+        .send(url, &ae)
+        .await?
+        .into_result()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let aei = rsp
+        .pc
+        .as_ref()
+        .and_then(|p| p["m2m:ae"]["aei"].as_str())
+        .context("no aei")?
+        .to_owned();
+    let mut cnt = request(Operation::Create, &format!("cse-in/{rn}"), &aei);
+    cnt.ty = Some(ResourceType::Container);
+    cnt.pc = Some(json!({"m2m:cnt": {"rn": "cnt"}}));
+    client
+        .send(url, &cnt)
+        .await?
+        .into_result()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cin = request(Operation::Create, &format!("cse-in/{rn}/cnt"), &aei);
+    cin.ty = Some(ResourceType::ContentInstance);
+    cin.pc = Some(json!({"m2m:cin": {"con": "LOCKED"}}));
+    client
+        .send(url, &cin)
+        .await?
+        .into_result()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((aei, format!("cse-in/{rn}/cnt/la")))
+}
+
+/// Latest-retrieve requests per second over `clients` keep-alive connections.
+async fn retrieves_per_second(
+    make: impl Fn() -> Client,
+    url: &str,
+    to: &str,
+    from: &str,
+    clients: usize,
+    seconds: u64,
+) -> (f64, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = make();
+        let (url, to, from, done, failed, stop) = (
+            url.to_owned(),
+            to.to_owned(),
+            from.to_owned(),
+            done.clone(),
+            failed.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client
+                    .send(&url, &request(Operation::Retrieve, &to, &from))
+                    .await
+                {
+                    Ok(r) if r.rsc.is_success() => done.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = done.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let n = done.load(Ordering::Relaxed) - base;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    (n as f64 / elapsed, failed.load(Ordering::Relaxed))
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    crate::bench::rss_kib(pid).map_or(0.0, |k| k as f64 / 1024.0)
+}
+
+pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("m2m-bench-tls-")
+        .tempdir()?;
+    let pki = make_pki(dir.path())?;
+    let (cse, http, https) = start_cse(dir.path(), &pki)?;
+    let mut rows: Vec<(String, String, f64, String)> = Vec::new();
+
+    for (label, psk) in [
+        ("TLS-PSK handshakes/s", true),
+        ("certificate handshakes/s", false),
+    ] {
+        let ctx = if psk {
+            psk_context()?
+        } else {
+            cert_context(&pki)?
+        };
+        let (ours, fail_ours) =
+            handshakes_per_second(&https, ctx.clone(), args.handshake_clients, args.seconds).await;
+        let port = free_port()?;
+        let server = start_s_server(port, &pki, psk)?;
+        let (theirs, fail_theirs) = handshakes_per_second(
+            &format!("127.0.0.1:{port}"),
+            ctx,
+            args.handshake_clients,
+            args.seconds,
+        )
+        .await;
+        drop(server);
+        rows.push((
+            label.into(),
+            format!("{ours:.0} (failed {fail_ours})"),
+            ours / theirs.max(1.0),
+            format!("openssl s_server {theirs:.0} (failed {fail_theirs})"),
+        ));
+    }
+
+    let plain_client = Client::new;
+    let psk_client = || {
+        Client::new().with_tls(TlsSettings {
+            context: psk_context().expect("PSK context"),
+            server_name: None,
+        })
+    };
+    let (plain_from, plain_to) = prepare(
+        &plain_client(),
+        &format!("http://{http}"),
+        "Cplain",
+        "plain",
+    )
+    .await?;
+    let (psk_from, psk_to) =
+        prepare(&psk_client(), &format!("https://{https}"), "C", "overpsk").await?;
+    let (p, pf) = retrieves_per_second(
+        plain_client,
+        &format!("http://{http}"),
+        &plain_to,
+        &plain_from,
+        args.clients,
+        args.seconds,
+    )
+    .await;
+    let (t, tf) = retrieves_per_second(
+        psk_client,
+        &format!("https://{https}"),
+        &psk_to,
+        &psk_from,
+        args.clients,
+        args.seconds,
+    )
+    .await;
+    rows.push((
+        format!("la retrieve, {} clients, plain HTTP req/s", args.clients),
+        format!("{p:.0} (failed {pf})"),
+        1.0,
+        String::new(),
+    ));
+    rows.push((
+        format!("la retrieve, {} clients, TLS-PSK req/s", args.clients),
+        format!("{t:.0} (failed {tf})"),
+        t / p.max(1.0),
+        "ratio to plain HTTP".into(),
+    ));
+
+    if args.idle > 0 {
+        let before = rss_mib(cse.0.id());
+        let ctx = psk_context()?;
+        let mut held = Vec::with_capacity(args.idle);
+        for _ in 0..args.idle {
+            match handshake(&https, &ctx).await {
+                Ok(s) => held.push(s),
+                Err(e) => {
+                    eprintln!("m2m bench-tls: idle association {} failed: {e}", held.len());
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_mib(cse.0.id());
+        rows.push((
+            format!("{} idle TLS-PSK associations", held.len()),
+            format!("RSS {after:.1} MiB (before {before:.1})"),
+            0.0,
+            String::new(),
+        ));
+        drop(held);
+    }
+    drop(cse);
+
+    println!(
+        "{:<42} {:>28} {:>7}  {}",
+        "figure", "CSE", "ratio", "reference"
+    );
+    for (label, value, ratio, reference) in rows {
+        let ratio = if ratio > 0.0 {
+            format!("{ratio:.2}")
+        } else {
+            String::new()
+        };
+        println!("{label:<42} {value:>28} {ratio:>7}  {reference}");
+    }
+    Ok(())
+}
