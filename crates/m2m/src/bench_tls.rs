@@ -493,10 +493,7 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
     }
     drop(cse);
 
-    println!(
-        "{:<42} {:>28} {:>7}  {}",
-        "figure", "CSE", "ratio", "reference"
-    );
+    println!("{:<42} {:>28} {:>7}  reference", "figure", "CSE", "ratio");
     for (label, value, ratio, reference) in rows {
         let ratio = if ratio > 0.0 {
             format!("{ratio:.2}")
