@@ -208,6 +208,37 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// Adds the TLS credentials of the arguments (TLS-PSK or a client certificate) to the client.
+fn tls_client(args: &RequestArgs, client: Client) -> anyhow::Result<Client> {
+    let psk = match (&args.psk_identity, &args.psk_key_env) {
+        (Some(id), Some(var)) => {
+            let hex = zeroize::Zeroizing::new(
+                std::env::var(var).map_err(|_| anyhow::anyhow!("${var} is not set"))?,
+            );
+            let key = m2m_security::credentials::Secret::from_hex(&hex)
+                .map_err(|e| anyhow::anyhow!("${var}: {e}"))?;
+            Some((id.clone(), zeroize::Zeroizing::new(key.expose().to_vec())))
+        }
+        _ => None,
+    };
+    if psk.is_none() && args.cert.is_none() && args.ca.is_none() {
+        return Ok(client);
+    }
+    let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
+        cipher_suites: Vec::new(),
+        tls13: false,
+        psk,
+        certificate_chain: args.cert.clone(),
+        private_key: args.key.clone(),
+        trusted_ca: args.ca.clone(),
+    })
+    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+    Ok(client.with_tls(m2m_client::TlsSettings {
+        context,
+        server_name: args.server_name.clone(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,35 +385,4 @@ mod tests {
         assert_eq!(format_response(&rsp), "2002 DELETED\n");
         assert_eq!(response_json(&rsp)["pc"], Value::Null);
     }
-}
-
-/// Adds the TLS credentials of the arguments (TLS-PSK or a client certificate) to the client.
-fn tls_client(args: &RequestArgs, client: Client) -> anyhow::Result<Client> {
-    let psk = match (&args.psk_identity, &args.psk_key_env) {
-        (Some(id), Some(var)) => {
-            let hex = zeroize::Zeroizing::new(
-                std::env::var(var).map_err(|_| anyhow::anyhow!("${var} is not set"))?,
-            );
-            let key = m2m_security::credentials::Secret::from_hex(&hex)
-                .map_err(|e| anyhow::anyhow!("${var}: {e}"))?;
-            Some((id.clone(), zeroize::Zeroizing::new(key.expose().to_vec())))
-        }
-        _ => None,
-    };
-    if psk.is_none() && args.cert.is_none() && args.ca.is_none() {
-        return Ok(client);
-    }
-    let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
-        cipher_suites: Vec::new(),
-        tls13: false,
-        psk,
-        certificate_chain: args.cert.clone(),
-        private_key: args.key.clone(),
-        trusted_ca: args.ca.clone(),
-    })
-    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
-    Ok(client.with_tls(m2m_client::TlsSettings {
-        context,
-        server_name: args.server_name.clone(),
-    }))
 }
