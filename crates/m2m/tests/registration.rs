@@ -201,7 +201,14 @@ fn retargeting_in_to_mn_and_mn_to_in() {
     assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
     let (pem, key) = pki.cse_cert("id-mn");
     let r = TlsClient::certificate(&pki.ca_pem(), &pem, &key, IN_SERVER_NAME)
-        .request(in_cse.https_url(), "GET", "/cse-in", Some("/id-mn"), None, None)
+        .request(
+            in_cse.https_url(),
+            "GET",
+            "/cse-in",
+            Some("/id-mn"),
+            None,
+            None,
+        )
         .expect("a request over the MN's association");
     assert_eq!(
         r.rsc, 2000,

@@ -916,14 +916,7 @@ impl Pki {
             _owned: None,
         };
         let ca = pki.ca_dir();
-        m2m(&[
-            "pki",
-            "ca",
-            "--out",
-            &ca.to_string_lossy(),
-            "--sp",
-            SP_FQDN,
-        ]);
+        m2m(&["pki", "ca", "--out", &ca.to_string_lossy(), "--sp", SP_FQDN]);
         for id in ["/id-in", "/id-mn"] {
             pki.issue(&["--kind", "cse", "--id", id], &id[1..]);
         }
@@ -1005,7 +998,8 @@ impl TlsClient {
         b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
         b.set_cipher_list("ECDHE-ECDSA-AES128-SHA256").unwrap();
         b.set_ca_file(ca).expect("CA file");
-        b.set_certificate_chain_file(chain).expect("certificate chain");
+        b.set_certificate_chain_file(chain)
+            .expect("certificate chain");
         b.set_private_key_file(key, SslFiletype::PEM)
             .expect("private key");
         b.set_verify(SslVerifyMode::PEER);
