@@ -85,7 +85,9 @@ fn have(program: &str) -> bool {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("`{program}` is not installed, and CI=true: .ci/run must install it");
         }
-        eprintln!(
+        // Straight to the process's stderr: the test harness captures `eprintln!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n!!!!!!!!!! SKIPPED: `{program}` is not installed; this test needs it \
              (apt-get install openssl gnutls-bin curl). In CI it is mandatory. !!!!!!!!!!\n"
         );
