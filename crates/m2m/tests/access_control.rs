@@ -519,10 +519,11 @@ fn subscribing_needs_retrieve() {
 fn defaults_without_policies() {
     let cse = CseProcess::start_in();
     let u = cse.url();
-    // Not registered: not even the CSEBase.
+    // Not registered: not even the CSEBase; without a security association the impersonation
+    // check answers first (TS-0003 clause 7.2.1: an unregistered AE-ID gives 4106).
     refused(
         &retrieve_full(u, "/cse-in", "Cstranger"),
-        4103,
+        4106,
         "a stranger retrieves the CSEBase",
     );
     let ae = registered(u, "Cuser", "user", "Nuser");
@@ -548,7 +549,7 @@ fn defaults_without_policies() {
     );
     refused(
         &retrieve_full(u, "/cse-in/user/mine", "Cstranger"),
-        4103,
+        4106,
         "a stranger retrieves the AE's container",
     );
     let other = registered(u, "Cneighbour", "neighbour", "Nuser");
@@ -646,7 +647,8 @@ fn registration_rules() {
     );
 
     let asar = |rn: &str, aai: &[&str], aae: &[&str]| json!({ "m2m:asar": { "rn": rn, "aai": aai, "aae": aae } });
-    // Only the admin manages the rules.
+    // Only the admin manages the rules (an unregistered originator without a security
+    // association is stopped by the impersonation check first: 4106).
     refused(
         &create_full(u, "/cse-in", "Clock-AE1", 19, asar("mine", &["*"], &["C*"])),
         4103,
@@ -654,7 +656,7 @@ fn registration_rules() {
     );
     refused(
         &create_full(u, "/cse-in", "Cphone", 19, asar("mine", &["*"], &["C*"])),
-        4103,
+        4106,
         "an unregistered originator creates a rule",
     );
     refused(

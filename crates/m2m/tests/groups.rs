@@ -178,7 +178,7 @@ fn members_that_do_not_exist_or_have_the_wrong_type() {
 
 #[test]
 fn group_with_a_member_on_a_remote_cse() {
-    let (in_cse, mn) = start_in_and_mn();
+    let (in_cse, mn, _pki) = start_in_mn_tls();
     let ae_in = register_ae(in_cse.url(), "/cse-in", "Cgin", "app", &[]);
     create_cnt(
         in_cse.url(),

@@ -1,5 +1,7 @@
 //! CSE registration and retargeting between a real IN-CSE and a real MN-CSE (TS-0001 clauses
-//! 10.2.2.4 and 10.2.x retargeting, TS-0004 clause 7.3.2.6).
+//! 10.2.2.4 and 10.2.x retargeting, TS-0004 clause 7.3.2.6). The CSEs talk over mutual TLS with
+//! certificates made by `m2m pki` (TS-0003 clause 8.2.2.2); their AEs and the admin use each
+//! CSE's loopback plain listener.
 
 mod common;
 
@@ -10,14 +12,18 @@ const ADMIN: &str = "CAdmin";
 
 #[test]
 fn mn_registers_with_the_in() {
-    let (in_cse, mn) = start_in_and_mn();
+    let (in_cse, mn, pki) = start_in_mn_tls();
     let (rsc, b) = retrieve(in_cse.url(), "/cse-in/id-mn", ADMIN);
     assert_eq!(rsc, 2000, "{b}");
     let csr = &b["m2m:csr"];
     assert_eq!(csr["ty"], json!(16), "{b}");
     assert_eq!(csr["csi"], json!("/id-mn"), "{b}");
     assert_eq!(csr["cst"], json!(2), "an MN-CSE: {b}");
-    assert_eq!(csr["poa"], json!([mn.url()]), "the MN's pointOfAccess: {b}");
+    assert_eq!(
+        csr["poa"],
+        json!([mn.https_url()]),
+        "the MN's pointOfAccess is its TLS listener: {b}"
+    );
     assert!(
         csr["cb"].as_str().is_some_and(|c| c.ends_with("cse-mn")),
         "cseBase: {b}"
@@ -27,31 +33,56 @@ fn mn_registers_with_the_in() {
     assert_eq!(rsc, 2000, "{b}");
     assert_eq!(b["m2m:csr"]["csi"], json!("/id-in"), "{b}");
     assert_eq!(b["m2m:csr"]["cst"], json!(1), "an IN-CSE: {b}");
-    assert_eq!(b["m2m:csr"]["poa"], json!([in_cse.url()]), "{b}");
+    assert_eq!(
+        b["m2m:csr"]["poa"],
+        json!([in_cse.https_url()]),
+        "the IN's pointOfAccess is the registrar URL (https): {b}"
+    );
+
+    // The registration came over a security association bound to the MN's CSE-ID.
+    let log = in_cse.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("association established") && l.contains("/id-mn")),
+        "the IN logs the MN's certificate association:\n{log}"
+    );
 
     // The remoteCSE is found by discovery too.
     let (rsc, b) = get_with_query(in_cse.url(), "/cse-in", ADMIN, "fu=1&ty=16");
     assert_eq!(rsc, 2000, "{b}");
     assert_eq!(b["m2m:uril"].as_array().map(Vec::len), Some(1), "{b}");
 
-    // A second registration of the same CSE-ID is refused.
-    let r = create_full(
-        in_cse.url(),
-        "/cse-in",
-        "/id-mn",
-        16,
-        json!({ "m2m:csr": { "csi": "/id-mn", "cb": "/id-mn/cse-mn", "cst": 2, "rr": true, "poa": ["http://127.0.0.1:1"], "srv": ["3"] } }),
-    );
+    // A second registration of the same CSE-ID is refused, even over the MN's own association.
+    let (pem, key) = pki.cse_cert("id-mn");
+    let as_mn = TlsClient::certificate(&pki.ca_pem(), &pem, &key, IN_SERVER_NAME);
+    let csr = json!({ "m2m:csr": { "csi": "/id-mn", "cb": "/id-mn/cse-mn", "cst": 2, "rr": true, "poa": ["http://127.0.0.1:1"], "srv": ["3"] } });
+    let r = as_mn
+        .request(
+            in_cse.https_url(),
+            "POST",
+            "/cse-in",
+            Some("/id-mn"),
+            Some(16),
+            Some(&csr),
+        )
+        .expect("a request over the MN's association");
     assert!(
         r.rsc == 4105 || r.rsc == 4117,
         "re-creating the remoteCSE of a registered CSE: {:?}",
+        r.body
+    );
+    // Without a security association a CSE-ID originator is refused (TS-0003 clause 7.2.1).
+    let r = create_full(in_cse.url(), "/cse-in", "/id-mn", 16, csr);
+    assert_eq!(
+        r.rsc, 4107,
+        "a CSE registering over the plain listener: {:?}",
         r.body
     );
 }
 
 #[test]
 fn retargeting_in_to_mn_and_mn_to_in() {
-    let (in_cse, mn) = start_in_and_mn();
+    let (in_cse, mn, pki) = start_in_mn_tls();
     let ae_mn = register_ae(mn.url(), "/cse-mn", "Cdevice", "dev", &[]);
     create_cnt(mn.url(), "/cse-mn/dev", &ae_mn, json!({ "rn": "data" }));
     let ae_in = register_ae(in_cse.url(), "/cse-in", "Ccloud", "cloud", &[]);
@@ -168,12 +199,23 @@ fn retargeting_in_to_mn_and_mn_to_in() {
     let r = retrieve_full(mn.url(), "/~/id-in/cse-in", &ae_mn);
     assert_eq!(r.rsc, 4103, "{:?}", r.body);
     assert!(r.dbg().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
-    let (rsc, b) = retrieve(in_cse.url(), "/cse-in", "/id-mn");
+    let (pem, key) = pki.cse_cert("id-mn");
+    let r = TlsClient::certificate(&pki.ca_pem(), &pem, &key, IN_SERVER_NAME)
+        .request(
+            in_cse.https_url(),
+            "GET",
+            "/cse-in",
+            Some("/id-mn"),
+            None,
+            None,
+        )
+        .expect("a request over the MN's association");
     assert_eq!(
-        rsc, 2000,
-        "the registered MN retrieves the IN's CSEBase: {b}"
+        r.rsc, 2000,
+        "the registered MN retrieves the IN's CSEBase over its association: {:?}",
+        r.body
     );
-    assert_eq!(b["m2m:cb"]["csi"], json!("/id-in"), "{b}");
+    assert_eq!(r.body["m2m:cb"]["csi"], json!("/id-in"), "{:?}", r.body);
     let (rsc, b) = retrieve(mn.url(), "/~/id-in/cse-in", ADMIN);
     assert_eq!(rsc, 4103, "nor is the MN's admin the IN's: {b}");
     // Errors of the remote CSE come back unchanged.
@@ -183,7 +225,7 @@ fn retargeting_in_to_mn_and_mn_to_in() {
 
 #[test]
 fn notification_from_the_mn_to_an_ae_on_the_in() {
-    let (in_cse, mn) = start_in_and_mn();
+    let (in_cse, mn, _pki) = start_in_mn_tls();
     let rx = Receiver::start();
     let listener = register_ae(in_cse.url(), "/cse-in", "Cxyz", "listener", &[rx.url()]);
     let ae_mn = register_ae(mn.url(), "/cse-mn", "Csensor", "sensor", &[]);
@@ -211,7 +253,7 @@ fn notification_from_the_mn_to_an_ae_on_the_in() {
 
 #[test]
 fn mn_restart_registers_again() {
-    let (in_cse, mn) = start_in_and_mn();
+    let (in_cse, mn, _pki) = start_in_mn_tls();
     let ae_mn = register_ae(mn.url(), "/cse-mn", "Cdev", "dev", &[]);
     // The IN's admin is not the MN's: on the MN it is the SP-relative `/id-in/CAdmin`, which the
     // AE lets retrieve it.
@@ -224,13 +266,17 @@ fn mn_restart_registers_again() {
         vec![acr(&[&ae_mn], OP_ALL)],
     );
     set_acpi(mn.url(), "/cse-mn/dev", &ae_mn, "m2m:ae", &[&acp]);
-    let old_url = mn.url().to_owned();
+    let old_url = mn.https_url().to_owned();
     let mn = mn.restart();
-    assert_ne!(mn.url(), old_url, "the restarted MN listens on a new port");
+    assert_ne!(
+        mn.https_url(),
+        old_url,
+        "the restarted MN listens on a new port"
+    );
     // The IN learns the new pointOfAccess.
     let updated = poll(WAIT, || {
         let (rsc, b) = retrieve(in_cse.url(), "/cse-in/id-mn", ADMIN);
-        (rsc == 2000 && b["m2m:csr"]["poa"] == json!([mn.url()])).then_some(())
+        (rsc == 2000 && b["m2m:csr"]["poa"] == json!([mn.https_url()])).then_some(())
     });
     assert!(
         updated.is_some(),
@@ -255,7 +301,7 @@ fn mn_restart_registers_again() {
 
 #[test]
 fn requests_to_an_unknown_cse() {
-    let (in_cse, mn) = start_in_and_mn();
+    let (in_cse, mn, _pki) = start_in_mn_tls();
     for (who, url) in [("IN", in_cse.url()), ("MN", mn.url())] {
         let r = retrieve_full(url, "/~/id-nowhere/cse-x", ADMIN);
         assert!(

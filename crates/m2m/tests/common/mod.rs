@@ -1,5 +1,6 @@
 //! Shared harness of the integration tests: real `m2m cse` processes driven over HTTP (TS-0009),
-//! a small synchronous oneM2M client, and a notification receiver.
+//! a small synchronous oneM2M client, a notification receiver, a PKI made with `m2m pki`, and a
+//! TLS client for requests over a security association.
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
@@ -22,10 +23,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// A running `m2m cse` child process.
 pub struct CseProcess {
     child: Child,
+    /// The plain-HTTP URL, or the https one when there is no plain listener.
     url: String,
+    /// The TLS listener's URL, if the configuration has `[tls]`.
+    https_url: Option<String>,
     config_path: PathBuf,
     data_dir: PathBuf,
     stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
     /// Keeps the configuration file (and, for [`CseProcess::start_temp`], the data) alive.
     _config_dir: tempfile::TempDir,
     _owned_data: Option<Arc<tempfile::TempDir>>,
@@ -66,8 +71,7 @@ impl CseProcess {
     pub fn start(config_toml_extra: &str, data_dir: &Path) -> CseProcess {
         let config_dir = tempfile::tempdir().expect("temp dir for the config");
         let config_path = config_dir.path().join("cse.toml");
-        std::fs::write(&config_path, build_config(config_toml_extra, data_dir))
-            .expect("write config");
+        write_private(&config_path, &build_config(config_toml_extra, data_dir));
         Self::spawn(config_path, data_dir.to_owned(), config_dir, None)
     }
 
@@ -116,24 +120,48 @@ impl CseProcess {
                 }
             });
         }
+        // Which listening lines to wait for: `http://` unless `http.listen` is empty, `https://`
+        // when `[tls]` is configured (the CSE prints them in that order).
+        let (want_http, want_https) = {
+            let text = std::fs::read_to_string(&config_path).unwrap_or_default();
+            let table: toml::Table = toml::from_str(&text).unwrap_or_default();
+            let http = table
+                .get("http")
+                .and_then(|h| h.get("listen"))
+                .and_then(toml::Value::as_str)
+                .is_none_or(|l| !l.is_empty());
+            (http, table.contains_key("tls"))
+        };
+        let stdout = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel::<String>();
         {
             let pipe = child.stdout.take().expect("stdout pipe");
+            let buf = Arc::clone(&stdout);
             std::thread::spawn(move || {
                 // Keep draining stdout so the child never blocks on a full pipe.
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
+                    {
+                        let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+                        b.push_str(&line);
+                        b.push('\n');
+                    }
                     let _ = tx.send(line);
                 }
             });
         }
         let deadline = Instant::now() + START_TIMEOUT;
-        let url = loop {
+        let (mut http_url, mut https_url) = (None::<String>, None::<String>);
+        while (want_http && http_url.is_none()) || (want_https && https_url.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(url) = line.trim().strip_prefix("m2m-cse listening ") {
-                        break url.to_owned();
+                        if url.starts_with("https://") {
+                            https_url = Some(url.to_owned());
+                        } else {
+                            http_url = Some(url.to_owned());
+                        }
                     }
                 }
                 Err(_) => {
@@ -144,20 +172,25 @@ impl CseProcess {
                     std::thread::sleep(Duration::from_millis(100));
                     let err = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     panic!(
-                        "the CSE did not print its listening line within {START_TIMEOUT:?} \
-                         (exit status {status:?}); config {}:\n{}\nstderr:\n{err}",
+                        "the CSE did not print its listening line(s) (http: {want_http}, https: \
+                         {want_https}) within {START_TIMEOUT:?} (exit status {status:?}); config {}:\n{}\nstderr:\n{err}",
                         config_path.display(),
                         std::fs::read_to_string(&config_path).unwrap_or_default()
                     );
                 }
             }
-        };
+        }
+        let url = http_url
+            .or_else(|| https_url.clone())
+            .expect("at least one listener");
         CseProcess {
             child,
             url,
+            https_url,
             config_path,
             data_dir,
             stderr,
+            stdout,
             _config_dir: config_dir,
             _owned_data: owned,
         }
@@ -168,8 +201,32 @@ impl CseProcess {
         &self.url
     }
 
+    /// The TLS listener's URL, e.g. `https://127.0.0.1:41235`; panics without `[tls]`.
+    pub fn https_url(&self) -> &str {
+        self.https_url
+            .as_deref()
+            .expect("this CSE has no [tls] listener")
+    }
+
+    /// The TLS listener's port; panics without `[tls]`.
+    pub fn https_port(&self) -> u16 {
+        self.https_url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("https URL ends with a port")
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// What the CSE wrote on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// What the CSE wrote on stderr so far (its log).
@@ -755,12 +812,38 @@ pub const WAIT: Duration = Duration::from_secs(10);
 // Two CSEs: an IN-CSE and an MN-CSE registered with it
 // ---------------------------------------------------------------------------------------------
 
-/// The configuration of an MN-CSE `/id-mn` (`cse-mn`) registering with the IN-CSE at `in_url`.
-pub fn mn_config(in_url: &str) -> String {
+/// The SP-FQDN of the test deployments (`//m2m.example.com`).
+pub const SP_FQDN: &str = "m2m.example.com";
+/// The IN-CSE's name in its certificate (`<cse-id>.<sp>`), used as SNI and verified name.
+pub const IN_SERVER_NAME: &str = "id-in.m2m.example.com";
+
+/// The `[tls]` section of a CSE using the certificate `name` of `pki` (e.g. `id-in`), listening
+/// on a free loopback port.
+pub fn tls_section(pki: &Pki, name: &str) -> String {
+    let (pem, key) = pki.cse_cert(name);
+    format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\n",
+        pem.display().to_string(),
+        key.display().to_string(),
+        pki.ca_pem().display().to_string()
+    )
+}
+
+/// The configuration of an IN-CSE `/id-in` (`cse-in`) with a TLS listener for its CSE peers; its
+/// AEs keep using the loopback plain listener.
+pub fn in_tls_config(pki: &Pki) -> String {
+    tls_section(pki, "id-in")
+}
+
+/// The configuration of an MN-CSE `/id-mn` (`cse-mn`) registering over mutual TLS with the
+/// IN-CSE at `in_https_url` (TS-0003 clause 8.2.2.2: certificate-based SAEF on Mcc).
+pub fn mn_config(in_https_url: &str, pki: &Pki) -> String {
     format!(
         "[cse]\nrole = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n\
          sp_id = \"//m2m.example.com\"\nadmin_originator = \"CAdmin\"\n\n\
-         [registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{in_url}\"\n"
+         [registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{in_https_url}\"\n\
+         server_name = \"{IN_SERVER_NAME}\"\n\n{}",
+        tls_section(pki, "id-mn")
     )
 }
 
@@ -780,12 +863,341 @@ pub fn wait_registered(in_cse: &CseProcess, mn: &CseProcess) {
     }
 }
 
-/// Starts an IN-CSE and an MN-CSE and waits for the registration.
-pub fn start_in_and_mn() -> (CseProcess, CseProcess) {
-    let in_cse = CseProcess::start_in();
-    let mn = CseProcess::start_temp(&mn_config(in_cse.url()));
+/// Starts an IN-CSE and an MN-CSE that registers with it over mutual TLS (certificates from a
+/// fresh [`Pki`] made by `m2m pki`), and waits for the registration. Each CSE also keeps its
+/// loopback plain listener for its own AEs and the admin: `url()` is that one, `https_url()`
+/// the TLS listener.
+pub fn start_in_mn_tls() -> (CseProcess, CseProcess, Pki) {
+    let pki = Pki::temp();
+    let in_cse = CseProcess::start_temp(&in_tls_config(&pki));
+    let mn = CseProcess::start_temp(&mn_config(in_cse.https_url(), &pki));
     wait_registered(&in_cse, &mn);
-    (in_cse, mn)
+    (in_cse, mn, pki)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The PKI: a CA and certificates issued by the `m2m pki` command
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the `m2m` binary with `args` and returns its output; panics with stderr when it fails.
+pub fn m2m(args: &[&str]) -> std::process::Output {
+    let out = m2m_command(args);
+    assert!(
+        out.status.success(),
+        "m2m {}: {}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs the `m2m` binary with `args` (whatever the outcome).
+pub fn m2m_command(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the m2m binary")
+}
+
+/// A root CA (`DIR/ca/ca.pem`) for the SP `m2m.example.com` and the CSE certificates of `/id-in`
+/// and `/id-mn` (`DIR/id-in.pem`/`.key`, ...), all made by `m2m pki`.
+pub struct Pki {
+    dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
+}
+
+impl Pki {
+    /// Makes the CA and the CSE certificates in `dir`.
+    pub fn new(dir: &Path) -> Pki {
+        let pki = Pki {
+            dir: dir.to_owned(),
+            _owned: None,
+        };
+        let ca = pki.ca_dir();
+        m2m(&["pki", "ca", "--out", &ca.to_string_lossy(), "--sp", SP_FQDN]);
+        for id in ["/id-in", "/id-mn"] {
+            pki.issue(&["--kind", "cse", "--id", id], &id[1..]);
+        }
+        pki
+    }
+
+    /// A PKI in a temporary directory it owns.
+    pub fn temp() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir for the PKI");
+        let mut pki = Pki::new(dir.path());
+        pki._owned = Some(dir);
+        pki
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory `m2m pki issue --ca` takes.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("ca")
+    }
+
+    /// The root certificate (the root of trust of every CSE).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.ca_dir().join("ca.pem")
+    }
+
+    /// The certificate chain and key of CSE `name` (`id-in` or `id-mn`).
+    pub fn cse_cert(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        )
+    }
+
+    /// `m2m pki issue --ca CA --sp m2m.example.com --out DIR/<name> ARGS...`: returns the chain
+    /// (PEM, leaf then CA) and the key.
+    pub fn issue(&self, args: &[&str], name: &str) -> (PathBuf, PathBuf) {
+        let prefix = self.dir.join(name);
+        let ca = self.ca_dir();
+        let mut all = vec![
+            "pki",
+            "issue",
+            "--ca",
+            ca.to_str().expect("UTF-8 path"),
+            "--sp",
+            SP_FQDN,
+            "--out",
+            prefix.to_str().expect("UTF-8 path"),
+        ];
+        all.extend_from_slice(args);
+        m2m(&all);
+        (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests over a security association (TLS 1.2, the oneM2M profile suites)
+// ---------------------------------------------------------------------------------------------
+
+/// A TLS client (the `openssl` crate, configured here, not by the CSE's code): either a
+/// certificate and key verified against a root, or a PSK.
+pub struct TlsClient {
+    ctx: openssl::ssl::SslContext,
+    server_name: Option<String>,
+}
+
+impl TlsClient {
+    /// Mutual TLS with `ECDHE-ECDSA-AES128-SHA256`; the server must present a certificate for
+    /// `server_name` that chains to `ca`.
+    pub fn certificate(ca: &Path, chain: &Path, key: &Path, server_name: &str) -> TlsClient {
+        use openssl::ssl::{SslContextBuilder, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
+        let mut b = SslContextBuilder::new(SslMethod::tls_client()).expect("TLS context");
+        b.set_min_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+        b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+        b.set_cipher_list("ECDHE-ECDSA-AES128-SHA256").unwrap();
+        b.set_ca_file(ca).expect("CA file");
+        b.set_certificate_chain_file(chain)
+            .expect("certificate chain");
+        b.set_private_key_file(key, SslFiletype::PEM)
+            .expect("private key");
+        b.set_verify(SslVerifyMode::PEER);
+        TlsClient {
+            ctx: b.build(),
+            server_name: Some(server_name.to_owned()),
+        }
+    }
+
+    /// TLS-PSK with `PSK-AES128-CBC-SHA256`.
+    pub fn psk(identity: &str, key_hex: &str) -> TlsClient {
+        use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode, SslVersion};
+        let key: Vec<u8> = (0..key_hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&key_hex[i..i + 2], 16).expect("hex key"))
+            .collect();
+        let identity = identity.to_owned();
+        let mut b = SslContextBuilder::new(SslMethod::tls_client()).expect("TLS context");
+        b.set_min_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+        b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+        b.set_cipher_list("PSK-AES128-CBC-SHA256").unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        b.set_psk_client_callback(move |_ssl, _hint, id_out, psk_out| {
+            let id = identity.as_bytes();
+            id_out[..id.len()].copy_from_slice(id);
+            id_out[id.len()] = 0;
+            psk_out[..key.len()].copy_from_slice(&key);
+            Ok(key.len())
+        });
+        TlsClient {
+            ctx: b.build(),
+            server_name: None,
+        }
+    }
+
+    /// One oneM2M request over a new TLS connection to `https_url`; `Err` when the connection
+    /// or the handshake fails.
+    pub fn request(
+        &self,
+        https_url: &str,
+        method: &str,
+        path: &str,
+        from: Option<&str>,
+        ty: Option<u16>,
+        body: Option<&Value>,
+    ) -> Result<Resp, String> {
+        let addr = https_url
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("not an https URL: {https_url}"))?;
+        let tcp = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(15))).ok();
+        let mut ssl = openssl::ssl::Ssl::new(&self.ctx).map_err(|e| e.to_string())?;
+        if let Some(name) = &self.server_name {
+            ssl.set_hostname(name).map_err(|e| e.to_string())?;
+            ssl.param_mut().set_host(name).map_err(|e| e.to_string())?;
+        }
+        let mut tls = ssl
+            .connect(tcp)
+            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        let host = self.server_name.as_deref().unwrap_or(addr);
+        tls.write_all(&http_request(method, host, path, from, ty, body))
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        // A close without close_notify still ends the answer.
+        let _ = tls.read_to_end(&mut answer);
+        parse_http_response(&answer).ok_or_else(|| {
+            format!(
+                "no HTTP response over TLS: {:?}",
+                String::from_utf8_lossy(&answer)
+            )
+        })
+    }
+}
+
+/// A oneM2M request as HTTP/1.1 bytes with `Connection: close` (for raw clients: TLS peers,
+/// `openssl s_client`, `gnutls-cli`).
+pub fn http_request(
+    method: &str,
+    host: &str,
+    path: &str,
+    from: Option<&str>,
+    ty: Option<u16>,
+    body: Option<&Value>,
+) -> Vec<u8> {
+    let body = body
+        .map(|b| serde_json::to_vec(b).expect("JSON"))
+        .unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nX-M2M-RI: {}\r\nX-M2M-RVI: 3\r\nAccept: application/json\r\n",
+        rqi()
+    );
+    if let Some(f) = from {
+        head.push_str(&format!("X-M2M-Origin: {f}\r\n"));
+    }
+    match ty {
+        Some(ty) => head.push_str(&format!("Content-Type: application/json;ty={ty}\r\n")),
+        None if !body.is_empty() => head.push_str("Content-Type: application/json\r\n"),
+        None => {}
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Parses the first HTTP/1.x response found in `bytes` (tools may print other lines before it).
+pub fn parse_http_response(bytes: &[u8]) -> Option<Resp> {
+    let text = String::from_utf8_lossy(bytes);
+    let start = text.find("HTTP/1.")?;
+    let text = &text[start..];
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let mut headers = HashMap::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let body_text = match headers
+        .get("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+    {
+        Some(n) => rest.get(..n).unwrap_or(rest),
+        None => rest,
+    };
+    let rsc = headers
+        .get("x-m2m-rsc")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let body = if body_text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body_text).unwrap_or(Value::String(body_text.to_owned()))
+    };
+    Some(Resp {
+        status,
+        rsc,
+        headers,
+        body,
+    })
+}
+
+/// Writes a file with mode 0600 (configurations holding keys must not be readable by others).
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    set_mode(path, 0o600);
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// Runs `m2m cse --config` on `config_text` (written with `mode`, the harness adding nothing)
+/// and expects the process to exit within 20 s; returns (success, stdout, stderr). A CSE that
+/// starts listening instead is killed and the test fails.
+pub fn cse_exit(config_text: &str, mode: u32) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cse.toml");
+    std::fs::write(&path, config_text).expect("write config");
+    set_mode(&path, mode);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .arg("cse")
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the m2m binary");
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "m2m cse kept running on a configuration it should refuse:\n{config_text}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
