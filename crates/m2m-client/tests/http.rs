@@ -239,12 +239,16 @@ async fn non_onem2m_http_error_is_target_not_reachable() {
 }
 
 #[tokio::test]
-async fn https_is_refused_clearly() {
+async fn https_without_credentials_is_refused_clearly() {
     let req = Request::new(Operation::Retrieve, "cse-in", Some("C".into()), "r");
     let err = Client::new()
         .send("https://127.0.0.1:8443", &req)
         .await
         .unwrap_err();
     assert_eq!(err.rsc, ResponseStatusCode::TargetNotReachable);
-    assert!(err.dbg.contains("https is not supported"), "{}", err.dbg);
+    assert!(
+        err.dbg.contains("https needs TLS credentials"),
+        "{}",
+        err.dbg
+    );
 }
