@@ -1,0 +1,104 @@
+//! Hardening of the TLS listener: a client that never finishes its handshake is dropped after
+//! the handshake timeout, and one address cannot hold more handshakes open than allowed. Both
+//! leave an audit line and the CSE keeps serving.
+
+mod common;
+
+use common::{poll, CseProcess};
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const PSK_ROW: &str = r#"
+[[security.psk]]
+entity = "Clock-AE1"
+kpsa_id = "AE123456789012-Lock@in.provider.com"
+key = "1a2b3c4d5e6f7a8b"
+"#;
+
+fn tls_cse(timeout_ms: u64, per_source: usize) -> CseProcess {
+    CseProcess::start_temp(&format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\nhandshake_timeout_ms = {timeout_ms}\nmax_handshakes_per_source = {per_source}\n{PSK_ROW}"
+    ))
+}
+
+/// Waits until the server closes the connection (read returns 0 or an error); returns how long.
+fn time_until_closed(mut s: TcpStream, limit: Duration) -> Option<Duration> {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return None
+            }
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+}
+
+#[test]
+fn a_stalled_handshake_is_dropped_after_the_timeout() {
+    let cse = tls_cse(300, 16);
+    // A TCP connection that never sends a ClientHello.
+    let silent = TcpStream::connect(("127.0.0.1", cse.https_port())).unwrap();
+    let closed = time_until_closed(silent, Duration::from_secs(5))
+        .expect("the CSE must close a stalled handshake");
+    assert!(
+        closed >= Duration::from_millis(250),
+        "closed too early: {closed:?}"
+    );
+    assert!(
+        poll(Duration::from_secs(5), || cse
+            .stderr()
+            .contains("handshake timed out")
+            .then_some(()))
+        .is_some(),
+        "no audit line for the timeout:\n{}",
+        cse.stderr()
+    );
+    // The CSE still serves.
+    let (rsc, _) = common::retrieve(cse.url(), "/cse-in", "CAdmin");
+    assert_eq!(rsc, 2000);
+}
+
+#[test]
+fn handshakes_in_progress_per_address_are_limited() {
+    let cse = tls_cse(5_000, 2);
+    let port = cse.https_port();
+    // Two stalled handshakes take the allowance of 127.0.0.1 ...
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // ... so a third connection is closed at once, without waiting for the timeout.
+    let third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let closed = time_until_closed(third, Duration::from_secs(3))
+        .expect("a connection over the limit must be closed");
+    assert!(
+        closed < Duration::from_secs(2),
+        "closed only after {closed:?}"
+    );
+    assert!(
+        poll(Duration::from_secs(5), || cse
+            .stderr()
+            .contains("too many handshakes in progress")
+            .then_some(()))
+        .is_some(),
+        "no audit line for the limit:\n{}",
+        cse.stderr()
+    );
+    // Once they are gone, the address may handshake again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let again = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(
+        time_until_closed(again, Duration::from_millis(1500)).is_none(),
+        "a fresh handshake must be allowed to proceed"
+    );
+}
