@@ -58,6 +58,10 @@ pub struct TlsSection {
     /// Root of trust for client certificates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trusted_ca: Option<PathBuf>,
+    /// The peers whose certificates are accepted (AE-IDs, CSE-IDs, any form); empty: every
+    /// identity the root of trust certifies for this service provider.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accepted_identities: Vec<String>,
     /// A handshake not finished within this time is dropped.
     pub handshake_timeout_ms: u64,
     /// Handshakes in progress allowed per source address.
@@ -77,6 +81,7 @@ impl Default for TlsSection {
             certificate: None,
             private_key: None,
             trusted_ca: None,
+            accepted_identities: Vec::new(),
             handshake_timeout_ms: 10_000,
             max_handshakes_per_source: 16,
         }

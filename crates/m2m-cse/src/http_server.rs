@@ -168,6 +168,24 @@ async fn handshake(
         m2m_security::tls::association_of(ssl).ok_or("the handshake authenticated nothing")?;
     let association = Association::from_handshake(offered, |der| cse.certificate_identity(der))
         .ok_or("the certificate names no oneM2M identity of this service provider")?;
+    if association.mode == crate::association::SaeMode::Certificate {
+        let accepted = cse
+            .config()
+            .tls
+            .as_ref()
+            .map(|t| t.accepted_identities.as_slice())
+            .unwrap_or_default();
+        let entity = association.entity.as_deref().unwrap_or("");
+        if !accepted.is_empty()
+            && !accepted
+                .iter()
+                .any(|a| crate::impersonation::same_entity(cse, a, entity))
+        {
+            return Err(format!(
+                "certificate identity {entity} is not among the accepted peers"
+            ));
+        }
+    }
     Ok((stream, association))
 }
 

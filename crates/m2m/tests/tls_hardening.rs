@@ -102,3 +102,55 @@ fn handshakes_in_progress_per_address_are_limited() {
         "a fresh handshake must be allowed to proceed"
     );
 }
+
+#[test]
+fn only_the_accepted_certificate_identities_associate() {
+    let pki = common::Pki::temp();
+    let (cert, key) = pki.cse_cert("id-in");
+    let (mn_cert, mn_key) = pki.cse_cert("id-mn");
+    let (phone_cert, phone_key) = pki.issue(
+        &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
+        "phone",
+    );
+    let cse = CseProcess::start_temp(&format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\naccepted_identities = [\"/id-mn\"]\n",
+        cert.display(),
+        key.display(),
+        pki.ca_pem().display()
+    ));
+    let name = "id-in.m2m.example.com";
+    // The MN-CSE is an accepted peer: its association is established.
+    let mn = common::TlsClient::certificate(&pki.ca_pem(), &mn_cert, &mn_key, name);
+    let r = mn.request(
+        cse.https_url(),
+        "GET",
+        "/cse-in",
+        Some("/id-mn"),
+        None,
+        None,
+    );
+    assert!(r.is_ok(), "the accepted peer must associate: {r:?}");
+    // The phone's certificate chains to the same root but names a peer not accepted here.
+    let phone = common::TlsClient::certificate(&pki.ca_pem(), &phone_cert, &phone_key, name);
+    let r = phone.request(
+        cse.https_url(),
+        "GET",
+        "/cse-in",
+        Some("Cphone"),
+        None,
+        None,
+    );
+    assert!(
+        r.is_err(),
+        "a peer outside accepted_identities must not associate: {r:?}"
+    );
+    assert!(
+        poll(Duration::from_secs(5), || cse
+            .stderr()
+            .contains("not among the accepted peers")
+            .then_some(()))
+        .is_some(),
+        "no audit line:\n{}",
+        cse.stderr()
+    );
+}
