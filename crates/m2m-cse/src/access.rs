@@ -7,7 +7,7 @@
 
 use crate::cse::{Cse, Peer};
 use crate::resolve::Target;
-use crate::store::Resource;
+use crate::store::{string_list, Resource};
 use m2m_core::{
     Address, M2mError, M2mResult, Operation, Request, ResourceType, ResponseStatusCode as Rsc,
 };
@@ -15,7 +15,6 @@ use m2m_security::access_control::{
     decide, originator::to_absolute, AccessOperation, AccessRequest, GroupLookup, GroupResolver,
     HostingCse, Privileges,
 };
-use serde_json::Value;
 use std::collections::HashMap;
 
 /// The facts of one request that every access decision for it shares.
@@ -105,7 +104,7 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         (_, Target::Latest(c) | Target::Oldest(c)) => (c, None),
         // Fan-out: membersAccessControlPolicyIDs when set; each member decides on its own anyway.
         (_, Target::FanOut { group, .. }) => {
-            let macp = id_list(group.attrs.get("macp"));
+            let macp = string_list(group.attrs.get("macp"));
             if macp.is_empty() {
                 return Ok(());
             }
@@ -279,7 +278,7 @@ fn policies_of(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
             .ok_or_else(|| M2mError::not_found("the parent resource is gone"))?;
         return policies_of(cse, &parent);
     }
-    let acpi = id_list(res.attrs.get("acpi"));
+    let acpi = string_list(res.attrs.get("acpi"));
     if acpi.is_empty() {
         if res.ty == ResourceType::CseBase {
             return Ok(Policies::RegistreesMayRetrieve);
@@ -309,22 +308,11 @@ fn is_registree(cse: &Cse, originator: &str) -> bool {
 
 /// The selfPrivileges of the ACPs a resource currently references (for an update of its acpi).
 fn self_policies_of_acpi(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
-    let acpi = id_list(res.attrs.get("acpi"));
+    let acpi = string_list(res.attrs.get("acpi"));
     if acpi.is_empty() {
         return Ok(Policies::CreatorOnly(res.creator.clone()));
     }
     Ok(Policies::Acps(load_acps(cse, &acpi, true)))
-}
-
-fn id_list(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Loads the named ACPs hosted here; one that is missing or remote simply grants nothing.
@@ -369,7 +357,7 @@ impl GroupResolver for StoreGroups<'_> {
         }
         match crate::resolve::resolve(self.cse, &addr) {
             Ok(Target::Resource(g)) if g.ty == ResourceType::Group => {
-                GroupLookup::Members(id_list(g.attrs.get("mid")))
+                GroupLookup::Members(string_list(g.attrs.get("mid")))
             }
             Ok(_) => GroupLookup::NotAGroup,
             Err(e) if e.rsc == Rsc::NotFound => GroupLookup::NotAGroup,

@@ -49,6 +49,18 @@ impl Resource {
     }
 }
 
+/// The strings of a JSON list attribute (lists of IDs, URIs, patterns); anything else is empty.
+pub fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn internal(e: rusqlite::Error) -> M2mError {
     tracing::error!(error = %e, "store failure");
     M2mError::internal("storage failure")

@@ -95,18 +95,7 @@ pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
     if suites.is_empty() {
         return Err("no usable cipher suite: PSK suites need a psk table, certificate suites a certificate and key".into());
     }
-    let mut b =
-        SslContextBuilder::new(SslMethod::tls_server()).map_err(|e| err("TLS context", e))?;
-    b.set_min_proto_version(Some(SslVersion::TLS1_2))
-        .map_err(|e| err("TLS version", e))?;
-    b.set_max_proto_version(Some(if cfg.tls13 {
-        SslVersion::TLS1_3
-    } else {
-        SslVersion::TLS1_2
-    }))
-    .map_err(|e| err("TLS version", e))?;
-    b.set_cipher_list(&suites.join(":"))
-        .map_err(|e| err("cipher suites", e))?;
+    let mut b = profile_builder(SslMethod::tls_server(), &suites, cfg.tls13)?;
     // No session resumption across associations: each connection authenticates afresh.
     b.set_options(SslOptions::NO_TICKET);
     // Idle associations give their record buffers back (some 34 KB each): thousands of idle
@@ -160,6 +149,28 @@ pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
         });
     }
     Ok(b.build())
+}
+
+/// A context builder for TLS 1.2 (and 1.3 when asked) with exactly these suites.
+fn profile_builder(
+    method: SslMethod,
+    suites: &[&str],
+    tls13: bool,
+) -> Result<SslContextBuilder, String> {
+    let err = |what: &str, e: ErrorStack| format!("{what}: {e}");
+    let mut b = SslContextBuilder::new(method).map_err(|e| err("TLS context", e))?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(|e| err("TLS version", e))?;
+    let max = if tls13 {
+        SslVersion::TLS1_3
+    } else {
+        SslVersion::TLS1_2
+    };
+    b.set_max_proto_version(Some(max))
+        .map_err(|e| err("TLS version", e))?;
+    b.set_cipher_list(&suites.join(":"))
+        .map_err(|e| err("cipher suites", e))?;
+    Ok(b)
 }
 
 fn profile_list() -> String {
@@ -243,18 +254,7 @@ pub fn client_context(cfg: &ClientTlsConfig) -> Result<SslContext, String> {
             "no usable cipher suite: PSK suites need a key, certificate suites a trusted CA".into(),
         );
     }
-    let mut b =
-        SslContextBuilder::new(SslMethod::tls_client()).map_err(|e| err("TLS context", e))?;
-    b.set_min_proto_version(Some(SslVersion::TLS1_2))
-        .map_err(|e| err("TLS version", e))?;
-    b.set_max_proto_version(Some(if cfg.tls13 {
-        SslVersion::TLS1_3
-    } else {
-        SslVersion::TLS1_2
-    }))
-    .map_err(|e| err("TLS version", e))?;
-    b.set_cipher_list(&suites.join(":"))
-        .map_err(|e| err("cipher suites", e))?;
+    let mut b = profile_builder(SslMethod::tls_client(), &suites, cfg.tls13)?;
     if let (Some(chain), Some(key)) = (&cfg.certificate_chain, &cfg.private_key) {
         b.set_certificate_chain_file(chain)
             .map_err(|e| err(&format!("certificate {}", chain.display()), e))?;

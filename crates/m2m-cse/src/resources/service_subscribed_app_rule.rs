@@ -1,23 +1,13 @@
 //! <serviceSubscribedAppRule> (TS-0004 clause 7.4.29): a registration rule held as a resource.
 
+use crate::store::string_list;
 use m2m_core::{M2mError, M2mResult};
 use m2m_security::registration_rules::AppRule;
 use serde_json::{Map, Value};
 
 /// The rule a resource's attributes describe.
 pub fn rule_of(attrs: &Map<String, Value>) -> AppRule {
-    let list = |name: &str| -> Vec<String> {
-        attrs
-            .get(name)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let list = |name: &str| string_list(attrs.get(name));
     AppRule {
         apci: attrs
             .get("apci")

@@ -4,7 +4,7 @@
 use super::Prepared;
 use crate::cse::Cse;
 use crate::notification;
-use crate::store::Resource;
+use crate::store::{string_list, Resource};
 use m2m_core::{M2mError, M2mResult, Request, ResponseStatusCode};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ pub async fn prepare_create(
     attrs: &mut Map<String, Value>,
 ) -> M2mResult<Prepared> {
     let ri = crate::dispatcher::new_ri(m2m_core::ResourceType::Subscription);
-    let nus = uris(attrs.get("nu"));
+    let nus = string_list(attrs.get("nu"));
     if nus.is_empty() {
         return Err(M2mError::bad_request(
             "notificationURI must name at least one target",
@@ -38,23 +38,12 @@ pub async fn prepare_update(
     res: &Resource,
     content: &Map<String, Value>,
 ) -> M2mResult<()> {
-    let old = uris(res.attrs.get("nu"));
-    let new: Vec<String> = uris(content.get("nu"))
+    let old = string_list(res.attrs.get("nu"));
+    let new: Vec<String> = string_list(content.get("nu"))
         .into_iter()
         .filter(|n| !old.contains(n))
         .collect();
     verify(cse, req, res.ri(), &new).await
-}
-
-fn uris(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Sends a verification request to every target that is not the originator itself; any refusal
