@@ -315,6 +315,25 @@ fn self_policies_of_acpi(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
     Ok(Policies::Acps(load_acps(cse, &acpi, true)))
 }
 
+/// accessControlPolicyIDs given in a CREATE or UPDATE must name <accessControlPolicy> resources
+/// hosted here; anything else would leave the resource reachable by the admin only.
+pub fn check_acpi(
+    cse: &Cse,
+    content: &serde_json::Map<String, serde_json::Value>,
+) -> M2mResult<()> {
+    for id in string_list(content.get("acpi")) {
+        match local_resource(cse, &id) {
+            Some(r) if r.ty == ResourceType::AccessControlPolicy => {}
+            _ => {
+                return Err(M2mError::bad_request(format!(
+                    "accessControlPolicyIDs: '{id}' is not an accessControlPolicy of this CSE"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads the named ACPs hosted here; one that is missing or remote simply grants nothing.
 fn load_acps(cse: &Cse, ids: &[String], self_privileges: bool) -> Vec<(String, Privileges)> {
     let attr = if self_privileges { "pvs" } else { "pv" };

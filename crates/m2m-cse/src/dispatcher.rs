@@ -61,6 +61,7 @@ pub async fn create(
     }
     let content = content_of(&req, ty)?;
     schema::validate_create(ty, &content)?;
+    crate::access::check_acpi(cse, &content)?;
     let originator = req.from.clone().unwrap_or_default();
 
     let mut attrs = content;
@@ -264,6 +265,7 @@ pub async fn update(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
     let res = target.into_resource("UPDATE")?;
     let content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
+    crate::access::check_acpi(cse, &content)?;
     resources::prepare_update(cse, &req, &res, &content).await?;
     let now = cse.now_ts();
     let cse2 = Arc::clone(cse);

@@ -261,6 +261,19 @@ fn accessing_policies_needs_self_privileges() {
         4103,
         "acpi set by someone other than the creator",
     );
+    // acpi must name accessControlPolicy resources of this CSE.
+    for bogus in ["acpNowhere", "/cse-in/lock1/state", "/id-other/acp1"] {
+        refused(
+            &put(
+                u,
+                "/cse-in/lock1/state",
+                &l.lock1,
+                json!({ "m2m:cnt": { "acpi": [bogus] } }),
+            ),
+            4000,
+            "acpi naming something that is not a local ACP",
+        );
+    }
     set_acpi(u, "/cse-in/lock1/state", &l.lock1, "m2m:cnt", &[&acp]);
 
     // acpi must be the only attribute of its UPDATE.
