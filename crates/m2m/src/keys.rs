@@ -1,4 +1,5 @@
-//! `m2m keys`: the software secure environment from the command line (keystore files, PSKs).
+//! `m2m keys`: the software secure environment from the command line (keystore files, PSKs), and the oneM2M
+//! key derivations (`m2m_security::kdf`, TS-0003 clause 10.3) for operators.
 //!
 //! ```text
 //! m2m keys init       --keystore FILE (--key-file F [--create-key-file] | --passphrase-env VAR)
@@ -6,15 +7,29 @@
 //!                     [--entity AE-ID|CSE-ID] [--replace]
 //! m2m keys list       --keystore FILE <key source>
 //! m2m keys remove-psk --keystore FILE <key source> --kpsa-id ID
+//!
+//! m2m keys km                 (--ke HEX | --ke-env VAR) --maf-id ID                     (10.3.2)
+//! m2m keys kpsa               (--ke HEX | --ke-env VAR) --id ID                         (10.3.3)
+//! m2m keys usage-key          (--ke HEX | --ke-env VAR) --suid N --target ID            (10.3.7)
+//! m2m keys group-key          (--kpsa HEX | --kpsa-env VAR) --id ID --rand HEX          (seeds/001 NOTE 5)
+//! m2m keys session-esprim-key (--key HEX | --key-env VAR) --receiver-rand HEX --originator-rand HEX
+//!                                                                                      (10.3.8.2)
+//! m2m keys export-split       (--exported HEX | --exported-env VAR) --fqdn FQDN
+//!                             [--kind bootstrap|connection]                        (10.3.1, 10.3.4, 10.3.5)
+//! m2m keys e2e-keys           (--kpsa HEX | --kpsa-env VAR) --salt HEX                  (10.3.6)
 //! ```
 //!
-//! The keystore format is described on `m2m_security::secure_environment::SoftwareKeystore`. No subcommand
-//! prints key material; `list` shows entities and KpsaIDs only. A key given with `--key` is visible to other
-//! local users in the process list while the command runs; `--key-env` avoids that.
-
+//! The keystore format is described on `m2m_security::secure_environment::SoftwareKeystore`. The keystore
+//! subcommands never print key material; `list` shows entities and KpsaIDs only. The derivation subcommands
+//! do print the derived key, in lowercase hex on stdout, one `Name: value` line each, together with the
+//! identifiers exactly as hashed (after NFKC): an operator asked for them explicitly. A key given with
+//! `--key`, `--ke`, ... is visible to other local users in the process list while the command runs; the
+//! `--...-env VAR` form avoids that.
 use anyhow::{bail, Context};
+use clap::ValueEnum;
 use clap::{Args, Subcommand};
 use m2m_security::credentials::{KpsaId, PskEntry, Secret};
+use m2m_security::kdf;
 use m2m_security::secure_environment::{
     create_key_file, KeySource, KeystoreError, SecureEnvironment, SoftwareKeystore,
 };
@@ -30,7 +45,7 @@ pub struct KeysArgs {
     pub command: KeysCommand,
 }
 
-/// The `m2m keys` subcommands. Key derivations (`km`, ...) join later.
+/// The `m2m keys` subcommands: keystore management, then the key derivations of TS-0003 clause 10.3.
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Create a new, empty keystore (encrypted with AES-256-GCM).
@@ -41,6 +56,21 @@ pub enum KeysCommand {
     List(StoreArgs),
     /// Remove the PSK of a KpsaID.
     RemovePsk(RemovePskArgs),
+    /// Derive the Master Credential Km from an Enrolment Key (TS-0003 10.3.2); prints Km.
+    Km(KmArgs),
+    /// Derive a Provisioned Secure Connection Key Kpsa from an Enrolment Key (10.3.3); prints Kpsa.
+    Kpsa(KpsaArgs),
+    /// Derive a usage-constrained symmetric key from an Enrolment Key (10.3.7); prints the key.
+    UsageKey(UsageKeyArgs),
+    /// Derive a member's Group Secure Connection Key Ksx (seeds/001 8.2.1 NOTE 5); prints Ksx.
+    GroupKey(GroupKeyArgs),
+    /// Derive a sessionESPrimKey from a pairwiseESPrimKey and two rands (10.3.8.2); prints it.
+    SessionEsprimKey(SessionEsprimKeyArgs),
+    /// Split 48 bytes of TLS exporter output into Ke/RelativeKeID or Kc/KcID (10.3.1); prints both and the
+    /// KeID or Key Identifier.
+    ExportSplit(ExportSplitArgs),
+    /// Derive Ke2e_master from Kpsa and a salt, and the four end-to-end keys (10.3.6); prints them.
+    E2eKeys(E2eKeysArgs),
 }
 
 /// Where the keystore's master key comes from: exactly one of the two.
@@ -108,6 +138,133 @@ pub struct RemovePskArgs {
     pub kpsa_id: String,
 }
 
+/// `m2m keys km`.
+#[derive(Args, Debug, Clone)]
+pub struct KmArgs {
+    /// The Enrolment Key Ke in hex (visible in the process list: prefer --ke-env).
+    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "ke_env",
+          conflicts_with = "ke_env")]
+    pub ke: Option<Redacted>,
+    /// Name of an environment variable holding Ke in hex.
+    #[arg(long, value_name = "VAR")]
+    pub ke_env: Option<String>,
+    /// The MAF-ID (NFKC-normalized before hashing).
+    #[arg(long, value_name = "ID")]
+    pub maf_id: String,
+}
+
+/// `m2m keys kpsa`.
+#[derive(Args, Debug, Clone)]
+pub struct KpsaArgs {
+    /// The Enrolment Key Ke in hex (visible in the process list: prefer --ke-env).
+    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "ke_env",
+          conflicts_with = "ke_env")]
+    pub ke: Option<Redacted>,
+    /// Name of an environment variable holding Ke in hex.
+    #[arg(long, value_name = "VAR")]
+    pub ke_env: Option<String>,
+    /// Enrolee B's CSE-ID or AE-ID (NFKC-normalized before hashing).
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+}
+
+/// `m2m keys usage-key`.
+#[derive(Args, Debug, Clone)]
+pub struct UsageKeyArgs {
+    /// The Enrolment Key Ke in hex (visible in the process list: prefer --ke-env).
+    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "ke_env",
+          conflicts_with = "ke_env")]
+    pub ke: Option<Redacted>,
+    /// Name of an environment variable holding Ke in hex.
+    #[arg(long, value_name = "VAR")]
+    pub ke_env: Option<String>,
+    /// The Security Usage Identifier (hashed as its decimal text).
+    #[arg(long, value_name = "N")]
+    pub suid: u32,
+    /// The Enrolment-Target-ID: an FQDN, for a CSE or AE the FQDN form of its absolute ID.
+    #[arg(long, value_name = "ID")]
+    pub target: String,
+}
+
+/// `m2m keys group-key`.
+#[derive(Args, Debug, Clone)]
+pub struct GroupKeyArgs {
+    /// Kpsaxi, the key member Ax shares with the IN-CSE, in hex (visible in the process list: prefer
+    /// --kpsa-env).
+    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "kpsa_env",
+          conflicts_with = "kpsa_env")]
+    pub kpsa: Option<Redacted>,
+    /// Name of an environment variable holding Kpsaxi in hex.
+    #[arg(long, value_name = "VAR")]
+    pub kpsa_env: Option<String>,
+    /// Enrolee Ax's CSE-ID or AE-ID (NFKC-normalized before hashing).
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// The IN-CSE's Rand: 16 bytes in hex.
+    #[arg(long, value_name = "HEX")]
+    pub rand: String,
+}
+
+/// `m2m keys session-esprim-key`.
+#[derive(Args, Debug, Clone)]
+pub struct SessionEsprimKeyArgs {
+    /// The pairwiseESPrimKey in hex (visible in the process list: prefer --key-env).
+    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "key_env",
+          conflicts_with = "key_env")]
+    pub key: Option<Redacted>,
+    /// Name of an environment variable holding the pairwiseESPrimKey in hex.
+    #[arg(long, value_name = "VAR")]
+    pub key_env: Option<String>,
+    /// The receiver's rand value (esrv): 16 bytes in hex.
+    #[arg(long, value_name = "HEX")]
+    pub receiver_rand: String,
+    /// The originator's rand value (esrv): 16 bytes in hex.
+    #[arg(long, value_name = "HEX")]
+    pub originator_rand: String,
+}
+
+/// Which TLS exporter produced the bytes given to `export-split`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    /// MEF bootstrap ("EXPORTER-oneM2M-Bootstrap"): Ke and RelativeKeID, KeID = HEX@MEF-FQDN.
+    Bootstrap,
+    /// MAF connection ("EXPORTER-oneM2M-Connection"): Kc and KcID, Key Identifier = HEX@MAF-FQDN.
+    Connection,
+}
+
+/// `m2m keys export-split`.
+#[derive(Args, Debug, Clone)]
+pub struct ExportSplitArgs {
+    /// The 48 bytes of exporter output in hex (visible in the process list: prefer --exported-env).
+    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "exported_env",
+          conflicts_with = "exported_env")]
+    pub exported: Option<Redacted>,
+    /// Name of an environment variable holding the exporter output in hex.
+    #[arg(long, value_name = "VAR")]
+    pub exported_env: Option<String>,
+    /// The FQDN of the MEF (bootstrap) or MAF (connection).
+    #[arg(long, value_name = "FQDN")]
+    pub fqdn: String,
+    /// Which exporter label produced the bytes.
+    #[arg(long, value_enum, default_value_t = ExportKind::Connection)]
+    pub kind: ExportKind,
+}
+
+/// `m2m keys e2e-keys`.
+#[derive(Args, Debug, Clone)]
+pub struct E2eKeysArgs {
+    /// Kpsa in hex (visible in the process list: prefer --kpsa-env).
+    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "kpsa_env",
+          conflicts_with = "kpsa_env")]
+    pub kpsa: Option<Redacted>,
+    /// Name of an environment variable holding Kpsa in hex.
+    #[arg(long, value_name = "VAR")]
+    pub kpsa_env: Option<String>,
+    /// The Salt in hex (TS-0003 leaves it unspecified; both end-points must agree on it). May be empty.
+    #[arg(long, value_name = "HEX")]
+    pub salt: String,
+}
+
 /// A command-line value that is secret: zeroed on drop, `Debug` redacted, never echoed by clap errors.
 #[derive(Clone)]
 pub struct Redacted(Zeroizing<String>);
@@ -138,6 +295,32 @@ fn run_with(args: KeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()>
         KeysCommand::AddPsk(a) => add_psk(a, env, out),
         KeysCommand::List(a) => list(a, env, out),
         KeysCommand::RemovePsk(a) => remove_psk(a, env, out),
+        KeysCommand::Km(a) => derive_km(a, env, out),
+        KeysCommand::Kpsa(a) => derive_kpsa(a, env, out),
+        KeysCommand::UsageKey(a) => usage_key(a, env, out),
+        KeysCommand::GroupKey(a) => group_key(a, env, out),
+        KeysCommand::SessionEsprimKey(a) => session_esprim_key(a, env, out),
+        KeysCommand::ExportSplit(a) => export_split(a, env, out),
+        KeysCommand::E2eKeys(a) => e2e_keys(a, env, out),
+    }
+}
+
+/// The key of `--NAME HEX` or `--NAME-env VAR`; errors never repeat the value.
+fn secret_arg(
+    name: &str,
+    hex_value: Option<&Redacted>,
+    var: Option<&str>,
+    env: Env,
+) -> anyhow::Result<Secret> {
+    match (hex_value, var) {
+        (Some(k), None) => Secret::from_hex(&k.0).map_err(|e| anyhow::anyhow!("--{name}: {e}")),
+        (None, Some(var)) => {
+            let Some(k) = env(var) else {
+                bail!("environment variable {var} (--{name}-env) is not set");
+            };
+            Secret::from_hex(&k).map_err(|e| anyhow::anyhow!("--{name}-env {var}: {e}"))
+        }
+        _ => bail!("give exactly one of --{name} and --{name}-env"),
     }
 }
 
@@ -188,16 +371,7 @@ fn init(a: InitArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
 
 fn add_psk(a: AddPskArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
     let kpsa_id = KpsaId::parse(&a.kpsa_id).map_err(anyhow::Error::msg)?;
-    let key = match (&a.key, &a.key_env) {
-        (Some(k), None) => Secret::from_hex(&k.0).map_err(|e| anyhow::anyhow!("--key: {e}"))?,
-        (None, Some(var)) => {
-            let Some(k) = env(var) else {
-                bail!("environment variable {var} (--key-env) is not set");
-            };
-            Secret::from_hex(&k).map_err(|e| anyhow::anyhow!("--key-env {var}: {e}"))?
-        }
-        _ => bail!("give exactly one of --key and --key-env"),
-    };
+    let key = secret_arg("key", a.key.as_ref(), a.key_env.as_deref(), env)?;
     let mut ks = open(&a.store, env)?;
     let replaced = a.replace && ks.remove_psk(&kpsa_id);
     let n = key.len();
@@ -259,6 +433,149 @@ fn remove_psk(a: RemovePskArgs, env: Env, out: &mut dyn Write) -> anyhow::Result
         .with_context(|| format!("saving {}", ks.path().display()))?;
     writeln!(out, "removed PSK {kpsa_id} from {}", ks.path().display())?;
     Ok(())
+}
+
+/// A non-secret byte string given in hex, of exactly `len` bytes when `len` is set.
+fn hex_arg(name: &str, value: &str, len: Option<usize>) -> anyhow::Result<Vec<u8>> {
+    let b = hex::decode(value.trim())
+        .map_err(|_| anyhow::anyhow!("--{name} is not hex: an even number of 0-9, a-f, A-F"))?;
+    if let Some(n) = len {
+        if b.len() != n {
+            bail!("--{name} is {} bytes, {n} are needed", b.len());
+        }
+    }
+    Ok(b)
+}
+
+/// An identifier as hashed (NFKC), refusing an empty one; the line shown says when NFKC changed it.
+fn id_arg(name: &str, id: &str) -> anyhow::Result<(String, String)> {
+    let n = kdf::normalize_id(id);
+    if n.is_empty() {
+        bail!("--{name} is empty");
+    }
+    let shown = if n == id {
+        n.clone()
+    } else {
+        format!("{n} (NFKC of {id:?})")
+    };
+    Ok((n, shown))
+}
+
+fn print_key(out: &mut dyn Write, name: &str, key: &Secret) -> anyhow::Result<()> {
+    writeln!(out, "{name}: {}", &*key.to_hex())?;
+    Ok(())
+}
+
+fn derive_km(a: KmArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
+    let ke = secret_arg("ke", a.ke.as_ref(), a.ke_env.as_deref(), env)?;
+    let (id, shown) = id_arg("maf-id", &a.maf_id)?;
+    writeln!(out, "MAF-ID: {shown}")?;
+    print_key(out, "Km", &kdf::km(&ke, &id))
+}
+
+fn derive_kpsa(a: KpsaArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
+    let ke = secret_arg("ke", a.ke.as_ref(), a.ke_env.as_deref(), env)?;
+    let (id, shown) = id_arg("id", &a.id)?;
+    writeln!(out, "Enrolee-B-ID: {shown}")?;
+    print_key(out, "Kpsa", &kdf::kpsa(&ke, &id))
+}
+
+fn usage_key(a: UsageKeyArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
+    let ke = secret_arg("ke", a.ke.as_ref(), a.ke_env.as_deref(), env)?;
+    let (id, shown) = id_arg("target", &a.target)?;
+    writeln!(
+        out,
+        "SUID: {} (hashed as the text {:?})",
+        a.suid,
+        kdf::suid_octets(a.suid)
+    )?;
+    writeln!(out, "Enrolment-Target-ID: {shown}")?;
+    print_key(out, "key", &kdf::usage_constrained(&ke, a.suid, &id))
+}
+
+fn group_key(a: GroupKeyArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
+    let k = secret_arg("kpsa", a.kpsa.as_ref(), a.kpsa_env.as_deref(), env)?;
+    let (id, shown) = id_arg("id", &a.id)?;
+    let rand = hex_arg("rand", &a.rand, Some(kdf::GROUP_RAND_LEN))?;
+    writeln!(out, "Enrolee-Ax-ID: {shown}")?;
+    writeln!(out, "Rand: {}", hex::encode(&rand))?;
+    print_key(out, "Ksx", &kdf::ksx(&k, &id, &rand))?;
+    writeln!(out, "KsxId: the KpsaxiId of the key given")?;
+    Ok(())
+}
+
+fn session_esprim_key(
+    a: SessionEsprimKeyArgs,
+    env: Env,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let k = secret_arg("key", a.key.as_ref(), a.key_env.as_deref(), env)?;
+    let mut r = [0u8; kdf::ESPRIM_RAND_LEN];
+    let mut o = [0u8; kdf::ESPRIM_RAND_LEN];
+    r.copy_from_slice(&hex_arg(
+        "receiver-rand",
+        &a.receiver_rand,
+        Some(kdf::ESPRIM_RAND_LEN),
+    )?);
+    o.copy_from_slice(&hex_arg(
+        "originator-rand",
+        &a.originator_rand,
+        Some(kdf::ESPRIM_RAND_LEN),
+    )?);
+    print_key(
+        out,
+        "sessionESPrimKey",
+        &kdf::session_esprim_key(&k, &r, &o),
+    )
+}
+
+fn export_split(a: ExportSplitArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
+    let x = secret_arg(
+        "exported",
+        a.exported.as_ref(),
+        a.exported_env.as_deref(),
+        env,
+    )?;
+    let exported: &[u8; kdf::EXPORT_LEN] = x.expose().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "the exporter output is {} bytes, {} are needed (TS-0003 10.3.1)",
+            x.len(),
+            kdf::EXPORT_LEN
+        )
+    })?;
+    let (key, rel) = kdf::export_split(exported);
+    let (key_name, rel_name, id_name, id) = match a.kind {
+        ExportKind::Bootstrap => (
+            "Ke",
+            "RelativeKeID",
+            "KeID",
+            kdf::ke_id_string(&rel, &a.fqdn),
+        ),
+        ExportKind::Connection => (
+            "Kc",
+            "KcID",
+            "Key Identifier",
+            kdf::kc_id_string(&rel, &a.fqdn),
+        ),
+    };
+    // The identifier must be usable as a TLS psk_identity in the KpsaID form (10.5).
+    KpsaId::parse(&id).map_err(|e| anyhow::anyhow!("--fqdn: {e}"))?;
+    print_key(out, key_name, &key)?;
+    writeln!(out, "{rel_name}: {}", kdf::hex_binary(&rel))?;
+    writeln!(out, "{id_name}: {id}")?;
+    Ok(())
+}
+
+fn e2e_keys(a: E2eKeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
+    let k = secret_arg("kpsa", a.kpsa.as_ref(), a.kpsa_env.as_deref(), env)?;
+    let salt = hex_arg("salt", &a.salt, None)?;
+    let m = kdf::e2e_master(&salt, &k);
+    let keys = kdf::e2e_keys(&m);
+    print_key(out, "Ke2e_master", &m)?;
+    print_key(out, "Ke2e_msg_auth", &keys.msg_auth)?;
+    print_key(out, "Ke2e_msg_conf", &keys.msg_conf)?;
+    print_key(out, "Ke2e_att_auth", &keys.att_auth)?;
+    print_key(out, "Ke2e_att_conf", &keys.att_conf)
 }
 
 #[cfg(test)]
@@ -555,5 +872,199 @@ mod tests {
             .run(&["list", "--keystore", k, "--passphrase-env", "M2M_PW"])
             .unwrap();
         assert!(!o.contains(KEY1));
+    }
+
+    fn field<'a>(out: &'a str, name: &str) -> &'a str {
+        let p = format!("{name}: ");
+        out.lines()
+            .find_map(|l| l.strip_prefix(p.as_str()))
+            .unwrap_or_else(|| panic!("no {name:?} line in {out}"))
+    }
+
+    const KE: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    #[test]
+    fn derivations() {
+        let r = Run::new(&[("KE", KE), ("BAD", "xyz")]);
+        // Vectors of m2m_security::kdf's tests (computed with Python).
+        let o = r.run(&["km", "--ke", KE, "--maf-id", "ＡＢＣ"]).unwrap();
+        assert_eq!(
+            field(&o, "Km"),
+            "61c09a442919553e19c8f07c3b92ec12ff981df94cff4534141833a53b0a5a3c"
+        );
+        assert!(field(&o, "MAF-ID").starts_with("ABC (NFKC of"), "{o}");
+        let o2 = r.run(&["km", "--ke-env", "KE", "--maf-id", "ABC"]).unwrap();
+        assert_eq!(field(&o2, "Km"), field(&o, "Km"));
+        assert_eq!(field(&o2, "MAF-ID"), "ABC");
+        let o = r
+            .run(&["kpsa", "--ke-env", "KE", "--id", "Ca\u{fb01}le"])
+            .unwrap();
+        assert_eq!(
+            field(&o, "Kpsa"),
+            "647ef2af42cadb400db93276a8dd6769abe0739cbc27d994113bde038ac7740b"
+        );
+        let o = r
+            .run(&[
+                "usage-key",
+                "--ke",
+                KE,
+                "--suid",
+                "13",
+                "--target",
+                "cafe\u{301}.example.com",
+            ])
+            .unwrap();
+        assert_eq!(
+            field(&o, "key"),
+            "571dfc9b1bee6a5fd4c305c22af318a7197bd9579233866ccae63147ab4800a2"
+        );
+        assert!(field(&o, "SUID").contains("\"13\""), "{o}");
+        let o = r
+            .run(&[
+                "group-key",
+                "--kpsa",
+                "1a2b3c4d5e6f7a8b",
+                "--id",
+                "AE123456789012-Lock",
+                "--rand",
+                "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF",
+            ])
+            .unwrap();
+        assert_eq!(
+            field(&o, "Ksx"),
+            "b97c1d7841db2c84ff6c4f989c2ef5e5c6b4719bdd810393cdb4c528d346ab52"
+        );
+        let o = r
+            .run(&[
+                "session-esprim-key",
+                "--key",
+                "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
+                "--receiver-rand",
+                "000102030405060708090a0b0c0d0e0f",
+                "--originator-rand",
+                "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
+            ])
+            .unwrap();
+        assert_eq!(
+            field(&o, "sessionESPrimKey"),
+            "c8f01e899ed99689a37098a5e3a41d9fa7486a5177b11d0f5656a100093738ed"
+        );
+        let o = r
+            .run(&[
+                "e2e-keys",
+                "--kpsa",
+                &"0b".repeat(22),
+                "--salt",
+                "000102030405060708090a0b0c",
+            ])
+            .unwrap();
+        assert_eq!(
+            field(&o, "Ke2e_master"),
+            "077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5"
+        );
+        assert_eq!(
+            field(&o, "Ke2e_att_conf"),
+            "665fe20b6fa51a06f23a198a69b6735951ea812a3719ae104dae6fee69ddcf20"
+        );
+    }
+
+    #[test]
+    fn export_split_command() {
+        let x: String = (0u8..48).map(|b| format!("{b:02x}")).collect();
+        let r = Run::new(&[("X", &x)]);
+        let o = r
+            .run(&[
+                "export-split",
+                "--exported-env",
+                "X",
+                "--fqdn",
+                "maf.example.com",
+            ])
+            .unwrap();
+        assert_eq!(field(&o, "Kc"), &x[32..]);
+        assert_eq!(field(&o, "KcID"), "000102030405060708090A0B0C0D0E0F");
+        assert_eq!(
+            field(&o, "Key Identifier"),
+            "000102030405060708090A0B0C0D0E0F@maf.example.com"
+        );
+        let o = r
+            .run(&[
+                "export-split",
+                "--exported",
+                &x,
+                "--fqdn",
+                "mef.example.com",
+                "--kind",
+                "bootstrap",
+            ])
+            .unwrap();
+        assert_eq!(field(&o, "Ke"), &x[32..]);
+        assert_eq!(
+            field(&o, "KeID"),
+            "000102030405060708090A0B0C0D0E0F@mef.example.com"
+        );
+        let e = r
+            .run(&[
+                "export-split",
+                "--exported",
+                &x[..94],
+                "--fqdn",
+                "m.example.com",
+            ])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("47 bytes") && !e.contains(&x[..20]), "{e}");
+        let e = r
+            .run(&["export-split", "--exported", &x, "--fqdn", "not an fqdn"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--fqdn"), "{e}");
+    }
+
+    #[test]
+    fn derivation_errors_and_redaction() {
+        let r = Run::new(&[("BAD", "xyz")]);
+        assert!(
+            parse(&["km", "--maf-id", "m"]).is_err(),
+            "a key is required"
+        );
+        assert!(parse(&["km", "--ke", KE, "--ke-env", "KE", "--maf-id", "m"]).is_err());
+        let a = parse(&["kpsa", "--ke", KE, "--id", "x"]).unwrap();
+        let d = format!("{a:?}");
+        assert!(d.contains("<redacted>") && !d.contains(KE), "{d}");
+        let e = r
+            .run(&["km", "--ke-env", "BAD", "--maf-id", "m"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--ke-env BAD") && !e.contains("xyz"), "{e}");
+        let e = r
+            .run(&["km", "--ke-env", "UNSET", "--maf-id", "m"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not set"), "{e}");
+        let e = r
+            .run(&["km", "--ke", KE, "--maf-id", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+        let e = r
+            .run(&["group-key", "--kpsa", KE, "--id", "a", "--rand", "0011"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 bytes, 16"), "{e}");
+        let e = r
+            .run(&[
+                "session-esprim-key",
+                "--key",
+                KE,
+                "--receiver-rand",
+                "zz",
+                "--originator-rand",
+                "00",
+            ])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--receiver-rand is not hex"), "{e}");
+        assert!(parse(&["usage-key", "--ke", KE, "--suid", "-1", "--target", "t"]).is_err());
     }
 }
