@@ -45,7 +45,7 @@ pub mod config;
 pub mod server;
 pub mod store;
 
-pub use client::{MafClient, RetrievedKey};
+pub use client::{ClientRegistration, MafClient, MafError, RegisteredKey, RetrievedKey};
 pub use config::{KmRow, MafConfig, DEFAULT_CONFIG};
 pub use server::{Clock, RunningMaf};
 
