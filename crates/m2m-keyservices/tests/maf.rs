@@ -94,13 +94,20 @@ fn pki() -> Pki {
     for (name, leaf) in leaves {
         let key = generate_key(KeyType::P256).unwrap();
         let cert = issue(&leaf, &key, &ca, &ca_key, v, &[]).unwrap();
-        std::fs::write(dir.path().join(format!("{name}.pem")), cert.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{name}.pem")),
+            cert.to_pem().unwrap(),
+        )
+        .unwrap();
         write_private(
             &dir.path().join(format!("{name}.key")),
             &key.private_key_to_pem_pkcs8().unwrap(),
         );
     }
-    write_private(&dir.path().join("storage.key"), hex_of(&[0x5au8; 32]).as_bytes());
+    write_private(
+        &dir.path().join("storage.key"),
+        hex_of(&[0x5au8; 32]).as_bytes(),
+    );
     Pki { dir }
 }
 
@@ -153,9 +160,14 @@ fn url(maf: &RunningMaf) -> String {
 }
 
 async fn ae(maf: &RunningMaf) -> MafClient {
-    MafClient::connect_psk(&url(maf), MAF_FQDN, KM_ID, &Secret::from_hex(KM_HEX).unwrap())
-        .await
-        .unwrap()
+    MafClient::connect_psk(
+        &url(maf),
+        MAF_FQDN,
+        KM_ID,
+        &Secret::from_hex(KM_HEX).unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn cse(maf: &RunningMaf, p: &Pki, name: &str) -> MafClient {
@@ -171,7 +183,9 @@ async fn cse(maf: &RunningMaf, p: &Pki, name: &str) -> MafClient {
 }
 
 fn status<T: std::fmt::Debug>(r: Result<T, m2m_keyservices::maf::MafError>) -> u16 {
-    r.expect_err("expected a refusal").status.expect("an HTTP status")
+    r.expect_err("expected a refusal")
+        .status
+        .expect("an HTTP status")
 }
 
 fn ts(secs_from_now: i64, offset: &AtomicI64) -> String {
@@ -190,7 +204,9 @@ async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
     let p = pki();
     let storage = p.path("store");
     let (clock, _) = test_clock();
-    let maf = RunningMaf::start(config(&p, &storage), clock).await.unwrap();
+    let maf = RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
 
     let mut ae = ae(&maf).await;
     // Not yet a registered client: no key registration.
@@ -235,11 +251,19 @@ async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
     // Only the source updates or de-registers.
     assert_eq!(status(in_cse.deregister_key(&key.relative_id).await), 403);
     assert_eq!(
-        status(other.update_key(&key.relative_id, Some(&["/id-other"]), None).await),
+        status(
+            other
+                .update_key(&key.relative_id, Some(&["/id-other"]), None)
+                .await
+        ),
         403
     );
     let (_, targets) = ae
-        .update_key(&key.relative_id, Some(&["//m2m.example.com/id-other"]), None)
+        .update_key(
+            &key.relative_id,
+            Some(&["//m2m.example.com/id-other"]),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(targets, vec!["//m2m.example.com/id-other".to_string()]);
@@ -290,7 +314,10 @@ async fn client_chosen_key_value() {
         .unwrap();
     assert_ne!(key.relative_id, ae.connection_key().1);
     let mut in_cse = cse(&maf, &p, "in").await;
-    assert_eq!(in_cse.retrieve_key(&key.relative_id).await.unwrap().key, value);
+    assert_eq!(
+        in_cse.retrieve_key(&key.relative_id).await.unwrap().key,
+        value
+    );
     // Too short a key is refused.
     assert_eq!(
         status(
@@ -321,7 +348,10 @@ async fn expired_keys_and_clients_are_gone() {
         .await
         .unwrap();
     let mut in_cse = cse(&maf, &p, "in").await;
-    assert_eq!(in_cse.retrieve_key(&key.relative_id).await.unwrap().key, key.key);
+    assert_eq!(
+        in_cse.retrieve_key(&key.relative_id).await.unwrap().key,
+        key.key
+    );
     offset.fetch_add(11, Ordering::SeqCst);
     assert_eq!(status(in_cse.retrieve_key(&key.relative_id).await), 404);
     // The client registration expires too.
@@ -345,7 +375,9 @@ async fn keys_survive_a_restart() {
     drop(ae);
     maf.shutdown();
 
-    let maf = RunningMaf::start(config(&p, &storage), clock).await.unwrap();
+    let maf = RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
     let mut in_cse = cse(&maf, &p, "in").await;
     let got = in_cse.retrieve_key(&key.key_id).await.unwrap();
     assert_eq!(got.key, key.key);
@@ -365,15 +397,47 @@ async fn unknown_km_and_untrusted_certificates_are_refused() {
     let wrong = Secret::from_hex(&"99".repeat(32)).unwrap();
     assert!(MafClient::connect_psk(&url(&maf), MAF_FQDN, KM_ID, &wrong)
         .await
-        .map(|_| ())
-        .is_err()
-        || {
-            // TLS 1.2 PSK: a wrong key surfaces at the first request.
-            let mut c = MafClient::connect_psk(&url(&maf), MAF_FQDN, KM_ID, &wrong)
-                .await
-                .unwrap();
-            c.register_client(None).await.is_err()
-        });
+        .is_err());
+    assert!(
+        MafClient::connect_psk(&url(&maf), MAF_FQDN, "nobody@maf.keys.example.net", &wrong)
+            .await
+            .is_err()
+    );
+    // A certificate from another CA, for the same CSE-ID, is refused.
+    let rogue_key = generate_key(KeyType::P256).unwrap();
+    let v = Validity::days_from_now(1);
+    let rogue_ca = make_ca("rogue", &rogue_key, v, Some(SP), &[]).unwrap();
+    let leaf_key = generate_key(KeyType::P256).unwrap();
+    let leaf = issue(
+        &LeafName::Cse {
+            cse_id: "/id-in".into(),
+            sp: SP.into(),
+        },
+        &leaf_key,
+        &rogue_ca,
+        &rogue_key,
+        v,
+        &[],
+    )
+    .unwrap();
+    std::fs::write(p.path("rogue.pem"), leaf.to_pem().unwrap()).unwrap();
+    write_private(
+        &p.path("rogue.key"),
+        &leaf_key.private_key_to_pem_pkcs8().unwrap(),
+    );
+    let rogue = MafClient::connect_certificate(
+        &url(&maf),
+        MAF_FQDN,
+        &p.path("rogue.pem"),
+        &p.path("rogue.key"),
+        &p.path("ca.pem"),
+    )
+    .await;
+    match rogue {
+        Err(_) => {}
+        // TLS 1.2: the server's refusal may surface at the first request.
+        Ok(mut c) => assert!(c.retrieve_key("00").await.is_err()),
+    }
     // A second PSK client registers under its own identity.
     let mut ae2 = MafClient::connect_psk(
         &url(&maf),
@@ -398,7 +462,9 @@ fn config_file_must_be_private_and_parses() {
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(MafConfig::from_file(&path).unwrap_err().contains("chmod 600"));
+        assert!(MafConfig::from_file(&path)
+            .unwrap_err()
+            .contains("chmod 600"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let cfg = MafConfig::from_file(&path).unwrap();
@@ -412,8 +478,11 @@ fn config_file_must_be_private_and_parses() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cfg.storage_key_file, std::fs::Permissions::from_mode(0o640))
-            .unwrap();
+        std::fs::set_permissions(
+            &cfg.storage_key_file,
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
         assert!(cfg.storage_key().is_err());
     }
 }

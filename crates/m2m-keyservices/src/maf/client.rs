@@ -8,7 +8,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use m2m_security::credentials::Secret;
-use m2m_security::tls::{client_context, client_ssl, ClientTlsConfig, CERTIFICATE_SUITES, PSK_SUITES};
+use m2m_security::tls::{
+    client_context, client_ssl, ClientTlsConfig, CERTIFICATE_SUITES, PSK_SUITES,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -147,7 +149,8 @@ impl MafClient {
             .map_err(|e| local(format!("connect {host}:{port}: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let ssl = client_ssl(&ctx, Some(server_name)).map_err(local)?;
-        let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| local(e.to_string()))?;
+        let mut stream =
+            tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| local(e.to_string()))?;
         Pin::new(&mut stream)
             .connect()
             .await
@@ -181,7 +184,12 @@ impl MafClient {
         (Secret::from_slice(kc), hex::encode(kc_id))
     }
 
-    async fn call(&mut self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value), MafError> {
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), MafError> {
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = Request::builder()
             .method(method)
@@ -221,13 +229,20 @@ impl MafClient {
     }
 
     /// Client Registration (TS-0003 clause 8.8.2): registers the authenticated identity.
-    pub async fn register_client(&mut self, expiration_time: Option<&str>) -> Result<ClientRegistration, MafError> {
+    pub async fn register_client(
+        &mut self,
+        expiration_time: Option<&str>,
+    ) -> Result<ClientRegistration, MafError> {
         let mut body = json!({});
         if let Some(e) = expiration_time {
             body["expirationTime"] = json!(e);
         }
         let (_, v) = self.call(Method::POST, "/maf/clients", Some(body)).await?;
-        let s = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| local(format!("answer lacks {k}")));
+        let s = |k: &str| {
+            v[k].as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| local(format!("answer lacks {k}")))
+        };
         Ok(ClientRegistration {
             reg_id: s("mafClientRegID")?,
             client_id: s("mafClientID")?,
@@ -237,7 +252,9 @@ impl MafClient {
 
     /// Client De-Registration.
     pub async fn deregister_client(&mut self, reg_id: &str) -> Result<(), MafError> {
-        self.call(Method::DELETE, &format!("/maf/clients/{reg_id}"), None).await.map(|_| ())
+        self.call(Method::DELETE, &format!("/maf/clients/{reg_id}"), None)
+            .await
+            .map(|_| ())
     }
 
     /// Key Registration of this connection's Kc: the MAF's relativeKeyID must equal the locally computed
@@ -255,7 +272,9 @@ impl MafClient {
         let reg = self.key_registration(body).await?;
         let (kc, kc_id) = self.connection_key();
         if reg.relative_id != kc_id {
-            return Err(local("the MAF registered a KcID other than this connection's"));
+            return Err(local(
+                "the MAF registered a KcID other than this connection's",
+            ));
         }
         Ok(RegisteredKey { key: kc, ..reg })
     }
@@ -268,12 +287,16 @@ impl MafClient {
         key: &Secret,
         expiration_time: Option<&str>,
     ) -> Result<RegisteredKey, MafError> {
-        let mut body = json!({ "suid": suid, "targetIDs": targets, "keyValue": key.to_hex().as_str() });
+        let mut body =
+            json!({ "suid": suid, "targetIDs": targets, "keyValue": key.to_hex().as_str() });
         if let Some(e) = expiration_time {
             body["expirationTime"] = json!(e);
         }
         let reg = self.key_registration(body).await?;
-        Ok(RegisteredKey { key: key.clone(), ..reg })
+        Ok(RegisteredKey {
+            key: key.clone(),
+            ..reg
+        })
     }
 
     async fn key_registration(&mut self, body: Value) -> Result<RegisteredKey, MafError> {
@@ -295,7 +318,9 @@ impl MafClient {
         if let Some(e) = expiration_time {
             body["expirationTime"] = json!(e);
         }
-        let (_, v) = self.call(Method::PUT, &format!("/maf/keys/{relative_id}"), Some(body)).await?;
+        let (_, v) = self
+            .call(Method::PUT, &format!("/maf/keys/{relative_id}"), Some(body))
+            .await?;
         let r = parse_registered(&v)?;
         Ok((r.expiration_time, r.target_ids))
     }
@@ -303,7 +328,9 @@ impl MafClient {
     /// Key Retrieval (only a target may). `relative_id` is hex(KcID); a full `hex@MAF-FQDN` is accepted too.
     pub async fn retrieve_key(&mut self, relative_id: &str) -> Result<RetrievedKey, MafError> {
         let rel = relative_id.split('@').next().unwrap_or_default();
-        let (_, v) = self.call(Method::GET, &format!("/maf/keys/{rel}"), None).await?;
+        let (_, v) = self
+            .call(Method::GET, &format!("/maf/keys/{rel}"), None)
+            .await?;
         let hex_value = Zeroizing::new(
             v["keyValue"]
                 .as_str()
@@ -321,12 +348,18 @@ impl MafClient {
     /// Key De-Registration (only the source may).
     pub async fn deregister_key(&mut self, relative_id: &str) -> Result<(), MafError> {
         let rel = relative_id.split('@').next().unwrap_or_default();
-        self.call(Method::DELETE, &format!("/maf/keys/{rel}"), None).await.map(|_| ())
+        self.call(Method::DELETE, &format!("/maf/keys/{rel}"), None)
+            .await
+            .map(|_| ())
     }
 }
 
 fn parse_registered(v: &Value) -> Result<RegisteredKey, MafError> {
-    let s = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| local(format!("answer lacks {k}")));
+    let s = |k: &str| {
+        v[k].as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| local(format!("answer lacks {k}")))
+    };
     Ok(RegisteredKey {
         key: Secret::new(Vec::new()),
         key_id: s("keyID")?,
@@ -334,7 +367,11 @@ fn parse_registered(v: &Value) -> Result<RegisteredKey, MafError> {
         expiration_time: s("expirationTime")?,
         target_ids: v["targetIDs"]
             .as_array()
-            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default(),
     })
 }

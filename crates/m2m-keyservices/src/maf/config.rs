@@ -126,9 +126,13 @@ impl MafConfig {
                 *p = base.join(&*p);
             }
         };
-        for p in [&mut cfg.certificate, &mut cfg.private_key, &mut cfg.trusted_ca]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut cfg.certificate,
+            &mut cfg.private_key,
+            &mut cfg.trusted_ca,
+        ]
+        .into_iter()
+        .flatten()
         {
             fix(p);
         }
@@ -138,8 +142,7 @@ impl MafConfig {
     }
 
     fn check(&self) -> Result<(), String> {
-        m2m_security::certificates::check_fqdn(&self.fqdn)
-            .map_err(|e| format!("fqdn: {e}"))?;
+        m2m_security::certificates::check_fqdn(&self.fqdn).map_err(|e| format!("fqdn: {e}"))?;
         m2m_security::certificates::check_fqdn(&self.sp_fqdn)
             .map_err(|e| format!("sp_fqdn: {e}"))?;
         for row in &self.km {

@@ -236,6 +236,8 @@ async fn handshake(
 }
 
 type Answer = Response<Full<Bytes>>;
+/// A refusal on the way to an answer (boxed: a response is large).
+type Refused = Box<Answer>;
 
 fn answer(status: StatusCode, body: Value) -> Answer {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -249,6 +251,10 @@ fn answer(status: StatusCode, body: Value) -> Answer {
 
 fn error(status: StatusCode, reason: &str) -> Answer {
     answer(status, json!({ "error": reason }))
+}
+
+fn refuse(status: StatusCode, reason: &str) -> Refused {
+    Box::new(error(status, reason))
 }
 
 fn no_content() -> Answer {
@@ -275,13 +281,19 @@ fn parse_time(s: &str) -> Option<i64> {
 }
 
 /// The expiry for a requested expirationTime, within the limits of the configuration.
-fn expiry(state: &State, now: i64, requested: Option<&str>, default: u64) -> Result<i64, Answer> {
+fn expiry(state: &State, now: i64, requested: Option<&str>, default: u64) -> Result<i64, Refused> {
     let max = now.saturating_add(state.cfg.max_lifetime as i64);
     match requested {
         None => Ok(now.saturating_add(default as i64).min(max)),
         Some(s) => match parse_time(s) {
-            None => Err(error(StatusCode::BAD_REQUEST, "expirationTime is not a oneM2M timestamp")),
-            Some(t) if t <= now => Err(error(StatusCode::BAD_REQUEST, "expirationTime is in the past")),
+            None => Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "expirationTime is not a oneM2M timestamp",
+            )),
+            Some(t) if t <= now => Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "expirationTime is in the past",
+            )),
             Some(t) => Ok(t.min(max)),
         },
     }
@@ -309,7 +321,7 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
     }
 }
 
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, Answer> {
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, Refused> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -319,7 +331,7 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, 
             serde_json::error::Category::Data => "request body has wrong or missing fields",
             _ => "request body is not JSON",
         };
-        error(StatusCode::BAD_REQUEST, what)
+        refuse(StatusCode::BAD_REQUEST, what)
     })
 }
 
@@ -336,7 +348,7 @@ struct ClientRegRequest {
 fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
     let req: ClientRegRequest = match parse_body(body) {
         Ok(r) => r,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     if let Some(f) = &req.maf_fqdn {
         if !f.eq_ignore_ascii_case(&state.cfg.fqdn) {
@@ -351,7 +363,7 @@ fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         state.cfg.default_client_lifetime,
     ) {
         Ok(t) => t,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     let mut id = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut id);
@@ -421,12 +433,12 @@ fn single_target(suid: u32) -> bool {
     matches!(suid % 10, 2 | 3)
 }
 
-fn check_targets(state: &State, suid: u32, targets: &[String]) -> Result<Vec<String>, Answer> {
+fn check_targets(state: &State, suid: u32, targets: &[String]) -> Result<Vec<String>, Refused> {
     if targets.is_empty() {
-        return Err(error(StatusCode::BAD_REQUEST, "targetIDs is empty"));
+        return Err(refuse(StatusCode::BAD_REQUEST, "targetIDs is empty"));
     }
     if single_target(suid) && targets.len() != 1 {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "targetIDs must hold exactly one ID for SAEF and ESPrim",
         ));
@@ -434,7 +446,7 @@ fn check_targets(state: &State, suid: u32, targets: &[String]) -> Result<Vec<Str
     let mut out = Vec::new();
     for t in targets {
         let Some(abs) = absolute_id(t, &state.cfg.sp_fqdn) else {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "targetIDs must be SP-relative or absolute AE-IDs/CSE-IDs",
             ));
@@ -464,7 +476,7 @@ fn key_json(state: &State, reg: &KeyReg) -> Value {
 fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
     let req: KeyRegRequest = match parse_body(body) {
         Ok(r) => r,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     if let Some(f) = &req.maf_fqdn {
         if !f.eq_ignore_ascii_case(&state.cfg.fqdn) {
@@ -490,11 +502,14 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         return error(StatusCode::BAD_REQUEST, "suid is missing");
     };
     if !suid_allowed(suid) {
-        return error(StatusCode::BAD_REQUEST, "suid is not one the MAF registers keys for");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "suid is not one the MAF registers keys for",
+        );
     }
     let targets = match check_targets(state, suid, req.target_ids.as_deref().unwrap_or_default()) {
         Ok(t) => t,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     let expires = match expiry(
         state,
@@ -503,7 +518,7 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         state.cfg.default_key_lifetime,
     ) {
         Ok(t) => t,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     let (relative_id, value) = match &req.key_value {
         Some(value) => {
@@ -568,7 +583,10 @@ fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
     };
     if !reg.targets.contains(&conn.identity) {
         tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, source = %reg.source_id, "MAF key retrieval refused: not a target");
-        return error(StatusCode::FORBIDDEN, "the requester is not a target of this key");
+        return error(
+            StatusCode::FORBIDDEN,
+            "the requester is not a target of this key",
+        );
     }
     let value = match store.key_value(id) {
         Ok(Some(v)) => v,
@@ -597,13 +615,22 @@ struct KeyUpdateRequest {
 }
 
 /// The live registration of `id` if the requester is its source; the refusal otherwise.
-fn own_key(state: &State, store: &Store, conn: &Conn, id: &str, what: &str) -> Result<KeyReg, Answer> {
+fn own_key(
+    state: &State,
+    store: &Store,
+    conn: &Conn,
+    id: &str,
+    what: &str,
+) -> Result<KeyReg, Refused> {
     match live_key(state, store, id) {
-        Err(e) => Err(internal(e)),
-        Ok(None) => Err(error(StatusCode::NOT_FOUND, "no such key")),
+        Err(e) => Err(Box::new(internal(e))),
+        Ok(None) => Err(refuse(StatusCode::NOT_FOUND, "no such key")),
         Ok(Some(reg)) if reg.source_id != conn.identity => {
             tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, source = %reg.source_id, "MAF key {what} refused: not the source");
-            Err(error(StatusCode::FORBIDDEN, "only the source may change this key"))
+            Err(refuse(
+                StatusCode::FORBIDDEN,
+                "only the source may change this key",
+            ))
         }
         Ok(Some(reg)) => Ok(reg),
     }
@@ -612,24 +639,24 @@ fn own_key(state: &State, store: &Store, conn: &Conn, id: &str, what: &str) -> R
 fn update_key(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
     let req: KeyUpdateRequest = match parse_body(body) {
         Ok(r) => r,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     let store = state.store();
     let mut reg = match own_key(state, &store, conn, id, "update") {
         Ok(r) => r,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     if let Some(t) = &req.target_ids {
         reg.targets = match check_targets(state, reg.suid, t) {
             Ok(t) => t,
-            Err(a) => return a,
+            Err(a) => return *a,
         };
     }
     if let Some(e) = &req.expiration_time {
         let now = (state.clock)();
         reg.expires = match expiry(state, now, Some(e), state.cfg.default_key_lifetime) {
             Ok(t) => t,
-            Err(a) => return a,
+            Err(a) => return *a,
         };
     }
     if let Err(e) = store.update_key(id, &reg.targets, reg.expires) {
@@ -642,7 +669,7 @@ fn update_key(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
 fn deregister_key(state: &State, conn: &Conn, id: &str) -> Answer {
     let store = state.store();
     if let Err(a) = own_key(state, &store, conn, id, "de-registration") {
-        return a;
+        return *a;
     }
     if let Err(e) = store.delete_key(id) {
         return internal(e);

@@ -219,11 +219,18 @@ impl Store {
                     aad: relative_id.as_bytes(),
                 },
             )
-            .map_err(|_| "storage: a key value does not decrypt (wrong storage key?)".to_string())?;
+            .map_err(|_| {
+                "storage: a key value does not decrypt (wrong storage key?)".to_string()
+            })?;
         Ok(Some(Secret::new(pt)))
     }
 
-    pub fn update_key(&self, relative_id: &str, targets: &[String], expires: i64) -> Result<(), String> {
+    pub fn update_key(
+        &self,
+        relative_id: &str,
+        targets: &[String],
+        expires: i64,
+    ) -> Result<(), String> {
         let targets = serde_json::to_string(targets).map_err(|e| e.to_string())?;
         self.conn
             .execute(
