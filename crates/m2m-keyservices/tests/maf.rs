@@ -486,3 +486,28 @@ fn config_file_must_be_private_and_parses() {
         assert!(cfg.storage_key().is_err());
     }
 }
+
+#[tokio::test]
+async fn the_sweep_purges_expired_keys() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, offset) = test_clock();
+    let mut cfg = config(&p, &storage);
+    cfg.sweep_interval = 1;
+    let maf = RunningMaf::start(cfg, clock).await.unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    ae.register_key(12, &[IN_CSE], Some(&ts(10, &offset)))
+        .await
+        .unwrap();
+    let count = || {
+        let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+        db.query_row("SELECT COUNT(*) FROM keys", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(count(), 1);
+    offset.fetch_add(11, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(count(), 0);
+}

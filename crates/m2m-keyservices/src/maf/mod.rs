@@ -37,6 +37,13 @@
 //!   default lifetime applies. Expired registrations are purged on access and by a periodic sweep.
 //! - Retrieval by an entity that is not a target: 403; unknown or expired: 404. Errors are
 //!   `{"error": "short reason"}` and never carry key material.
+//! - Deviations from the tables of clause 8.8.2: `adminFQDN` is optional (kept and echoed when given), `labels`
+//!   and Client Configuration Retrieval / Registration Update are not implemented, `targetIDs` is mandatory and
+//!   non-empty (the MAF creates no list of its own), and an optional `mafFQDN` is checked against this MAF's FQDN.
+//! - Key Registration Update may change `targetIDs` for every SUID (clause 8.8.2.7 only foresees later changes
+//!   for ESData, by administrating stakeholders; here the source may re-target its own key).
+//! - Key values travel in the JSON bodies; the server's and client's HTTP buffers holding them are not zeroed
+//!   (the parsed values are, as [`Secret`](m2m_security::credentials::Secret)s).
 //! - Every registration, retrieval (granted or refused), update and de-registration is one log line with
 //!   tracing target `audit`, carrying IDs only.
 
