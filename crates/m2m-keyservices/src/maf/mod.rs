@@ -79,5 +79,42 @@ pub fn absolute_id(id: &str, sp_fqdn: &str) -> Option<String> {
         sp_fqdn: sp_fqdn.to_ascii_lowercase(),
         cse_id: String::new(),
     };
-    to_absolute(id, &host, false).map(|a| a.to_absolute_string())
+    let abs = to_absolute(id, &host, false)?;
+    // The SP-ID is a domain name: compared without case, like the certificate identities.
+    let mut segments = abs.segments().to_vec();
+    segments[0] = segments[0].to_ascii_lowercase();
+    Some(format!("//{}", segments.join("/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kc_id_is_the_first_16_bytes_and_kc_the_last_32() {
+        let mut out = [0u8; EXPORTER_LEN];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let (kc_id, kc) = split_exporter(&out);
+        assert_eq!(kc_id, &(0u8..16).collect::<Vec<_>>()[..]);
+        assert_eq!(kc, &(16u8..48).collect::<Vec<_>>()[..]);
+    }
+
+    #[test]
+    fn ids_are_brought_to_absolute_form() {
+        let sp = "m2m.example.com";
+        assert_eq!(
+            absolute_id("/id-in", sp).unwrap(),
+            "//m2m.example.com/id-in"
+        );
+        assert_eq!(
+            absolute_id("//M2M.Example.com/id-in/Cae", sp).unwrap(),
+            "//m2m.example.com/id-in/Cae"
+        );
+        assert_eq!(absolute_id("/Sae1", sp).unwrap(), "//m2m.example.com/Sae1");
+        assert!(absolute_id("Cae", sp).is_none());
+        assert!(absolute_id("/id-in/*", sp).is_none());
+        assert!(absolute_id("//sp/a/b/c", sp).is_none());
+    }
 }
