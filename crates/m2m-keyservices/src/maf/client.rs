@@ -1,0 +1,377 @@
+//! A MAF client: one TLS connection (so that the exporter output, and thus Kc/KcID, is the one the MAF
+//! computes on its side), HTTP/1.1 over it with hyper's `conn::http1`.
+
+use super::{split_exporter, EXPORTER_LABEL, EXPORTER_LEN};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use m2m_security::credentials::Secret;
+use m2m_security::tls::{
+    client_context, client_ssl, ClientTlsConfig, CERTIFICATE_SUITES, PSK_SUITES,
+};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+/// A failed MAF request: the HTTP status (if the MAF answered) and its short reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MafError {
+    pub status: Option<u16>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for MafError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "MAF answered {s}: {}", self.reason),
+            None => write!(f, "MAF: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for MafError {}
+
+fn local(reason: impl Into<String>) -> MafError {
+    MafError {
+        status: None,
+        reason: reason.into(),
+    }
+}
+
+/// A client registration as the MAF answered it.
+#[derive(Debug, Clone)]
+pub struct ClientRegistration {
+    pub reg_id: String,
+    pub client_id: String,
+    pub expiration_time: String,
+}
+
+/// A registered key, as the source sees it: Kc, its KcID `hex@MAF-FQDN` and the registration details.
+#[derive(Debug, Clone)]
+pub struct RegisteredKey {
+    pub key: Secret,
+    /// `hex(KcID)@MAF-FQDN`.
+    pub key_id: String,
+    /// `hex(KcID)`.
+    pub relative_id: String,
+    pub expiration_time: String,
+    pub target_ids: Vec<String>,
+}
+
+/// A key retrieved by a target.
+#[derive(Debug, Clone)]
+pub struct RetrievedKey {
+    pub key: Secret,
+    pub expiration_time: String,
+    pub source_id: String,
+    pub suid: u32,
+}
+
+/// One authenticated connection to a MAF.
+pub struct MafClient {
+    sender: SendRequest<Full<Bytes>>,
+    exporter: Zeroizing<[u8; EXPORTER_LEN]>,
+    host: String,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for MafClient {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// `https://host:port` → (host, port).
+fn host_port(url: &str) -> Result<(String, u16), MafError> {
+    let uri: http::Uri = url.parse().map_err(|_| local("bad MAF URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(local("the MAF URL must be https://"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| local("the MAF URL has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok((host, uri.port_u16().unwrap_or(443)))
+}
+
+impl MafClient {
+    /// Connects with TLS-PSK on Km (psk_identity = KmID). `server_name` is sent as SNI (the MAF-FQDN).
+    pub async fn connect_psk(
+        url: &str,
+        server_name: &str,
+        km_id: &str,
+        km: &Secret,
+    ) -> Result<MafClient, MafError> {
+        let ctx = client_context(&ClientTlsConfig {
+            cipher_suites: PSK_SUITES.iter().map(|s| s.to_string()).collect(),
+            psk: Some((km_id.to_owned(), Zeroizing::new(km.expose().to_vec()))),
+            ..Default::default()
+        })
+        .map_err(local)?;
+        Self::connect(url, server_name, ctx).await
+    }
+
+    /// Connects with a client certificate (PEM chain and key); the MAF's FQDN certificate is verified
+    /// against `trusted_ca` and `server_name`.
+    pub async fn connect_certificate(
+        url: &str,
+        server_name: &str,
+        certificate_chain: &Path,
+        private_key: &Path,
+        trusted_ca: &Path,
+    ) -> Result<MafClient, MafError> {
+        let ctx = client_context(&ClientTlsConfig {
+            cipher_suites: CERTIFICATE_SUITES.iter().map(|s| s.to_string()).collect(),
+            certificate_chain: Some(PathBuf::from(certificate_chain)),
+            private_key: Some(PathBuf::from(private_key)),
+            trusted_ca: Some(PathBuf::from(trusted_ca)),
+            ..Default::default()
+        })
+        .map_err(local)?;
+        Self::connect(url, server_name, ctx).await
+    }
+
+    async fn connect(
+        url: &str,
+        server_name: &str,
+        ctx: openssl::ssl::SslContext,
+    ) -> Result<MafClient, MafError> {
+        let (host, port) = host_port(url)?;
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| local(format!("connect {host}:{port}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let ssl = client_ssl(&ctx, Some(server_name)).map_err(local)?;
+        let mut stream =
+            tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| local(e.to_string()))?;
+        Pin::new(&mut stream)
+            .connect()
+            .await
+            .map_err(|e| local(format!("TLS handshake failed: {e}")))?;
+        let mut exporter = Zeroizing::new([0u8; EXPORTER_LEN]);
+        stream
+            .ssl()
+            .export_keying_material(&mut exporter[..], EXPORTER_LABEL, None)
+            .map_err(|e| local(format!("TLS exporter: {e}")))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| local(format!("HTTP: {e}")))?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(MafClient {
+            sender,
+            exporter,
+            host: if port == 443 {
+                server_name.to_owned()
+            } else {
+                format!("{server_name}:{port}")
+            },
+            driver,
+        })
+    }
+
+    /// The Kc of this connection and hex(KcID), as computed locally from the exporter.
+    pub fn connection_key(&self) -> (Secret, String) {
+        let (kc_id, kc) = split_exporter(&self.exporter);
+        (Secret::from_slice(kc), hex::encode(kc_id))
+    }
+
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), MafError> {
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.host)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes))
+            .map_err(|e| local(e.to_string()))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| local(format!("connection lost: {e}")))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| local(format!("request failed: {e}")))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| local(format!("response: {e}")))?
+            .to_bytes();
+        let v: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).map_err(|_| local("the MAF answered no JSON"))?
+        };
+        if !status.is_success() {
+            return Err(MafError {
+                status: Some(status.as_u16()),
+                reason: v["error"].as_str().unwrap_or("error").to_owned(),
+            });
+        }
+        Ok((status, v))
+    }
+
+    /// Client Registration (TS-0003 clause 8.8.2): registers the authenticated identity.
+    pub async fn register_client(
+        &mut self,
+        expiration_time: Option<&str>,
+    ) -> Result<ClientRegistration, MafError> {
+        let mut body = json!({});
+        if let Some(e) = expiration_time {
+            body["expirationTime"] = json!(e);
+        }
+        let (_, v) = self.call(Method::POST, "/maf/clients", Some(body)).await?;
+        let s = |k: &str| {
+            v[k].as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| local(format!("answer lacks {k}")))
+        };
+        Ok(ClientRegistration {
+            reg_id: s("mafClientRegID")?,
+            client_id: s("mafClientID")?,
+            expiration_time: s("expirationTime")?,
+        })
+    }
+
+    /// Client De-Registration.
+    pub async fn deregister_client(&mut self, reg_id: &str) -> Result<(), MafError> {
+        self.call(Method::DELETE, &format!("/maf/clients/{reg_id}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Key Registration of this connection's Kc: the MAF's relativeKeyID must equal the locally computed
+    /// hex(KcID). Returns Kc and `hex(KcID)@MAF-FQDN`.
+    pub async fn register_key(
+        &mut self,
+        suid: u32,
+        targets: &[&str],
+        expiration_time: Option<&str>,
+    ) -> Result<RegisteredKey, MafError> {
+        let mut body = json!({ "suid": suid, "targetIDs": targets });
+        if let Some(e) = expiration_time {
+            body["expirationTime"] = json!(e);
+        }
+        let reg = self.key_registration(body).await?;
+        let (kc, kc_id) = self.connection_key();
+        if reg.relative_id != kc_id {
+            return Err(local(
+                "the MAF registered a KcID other than this connection's",
+            ));
+        }
+        Ok(RegisteredKey { key: kc, ..reg })
+    }
+
+    /// Key Registration of a key value chosen by the client (relativeKeyID chosen by the MAF).
+    pub async fn register_key_value(
+        &mut self,
+        suid: u32,
+        targets: &[&str],
+        key: &Secret,
+        expiration_time: Option<&str>,
+    ) -> Result<RegisteredKey, MafError> {
+        let mut body =
+            json!({ "suid": suid, "targetIDs": targets, "keyValue": key.to_hex().as_str() });
+        if let Some(e) = expiration_time {
+            body["expirationTime"] = json!(e);
+        }
+        let reg = self.key_registration(body).await?;
+        Ok(RegisteredKey {
+            key: key.clone(),
+            ..reg
+        })
+    }
+
+    async fn key_registration(&mut self, body: Value) -> Result<RegisteredKey, MafError> {
+        let (_, v) = self.call(Method::POST, "/maf/keys", Some(body)).await?;
+        parse_registered(&v)
+    }
+
+    /// Key Registration Update (only the source may): new expirationTime and/or targetIDs.
+    pub async fn update_key(
+        &mut self,
+        relative_id: &str,
+        targets: Option<&[&str]>,
+        expiration_time: Option<&str>,
+    ) -> Result<(String, Vec<String>), MafError> {
+        let mut body = json!({});
+        if let Some(t) = targets {
+            body["targetIDs"] = json!(t);
+        }
+        if let Some(e) = expiration_time {
+            body["expirationTime"] = json!(e);
+        }
+        let (_, v) = self
+            .call(Method::PUT, &format!("/maf/keys/{relative_id}"), Some(body))
+            .await?;
+        let r = parse_registered(&v)?;
+        Ok((r.expiration_time, r.target_ids))
+    }
+
+    /// Key Retrieval (only a target may). `relative_id` is hex(KcID); a full `hex@MAF-FQDN` is accepted too.
+    pub async fn retrieve_key(&mut self, relative_id: &str) -> Result<RetrievedKey, MafError> {
+        let rel = relative_id.split('@').next().unwrap_or_default();
+        let (_, v) = self
+            .call(Method::GET, &format!("/maf/keys/{rel}"), None)
+            .await?;
+        let hex_value = Zeroizing::new(
+            v["keyValue"]
+                .as_str()
+                .ok_or_else(|| local("answer lacks keyValue"))?
+                .to_owned(),
+        );
+        Ok(RetrievedKey {
+            key: Secret::from_hex(&hex_value).map_err(local)?,
+            expiration_time: v["expirationTime"].as_str().unwrap_or_default().to_owned(),
+            source_id: v["sourceID"].as_str().unwrap_or_default().to_owned(),
+            suid: v["suid"].as_u64().unwrap_or_default() as u32,
+        })
+    }
+
+    /// Key De-Registration (only the source may).
+    pub async fn deregister_key(&mut self, relative_id: &str) -> Result<(), MafError> {
+        let rel = relative_id.split('@').next().unwrap_or_default();
+        self.call(Method::DELETE, &format!("/maf/keys/{rel}"), None)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn parse_registered(v: &Value) -> Result<RegisteredKey, MafError> {
+    let s = |k: &str| {
+        v[k].as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| local(format!("answer lacks {k}")))
+    };
+    Ok(RegisteredKey {
+        key: Secret::new(Vec::new()),
+        key_id: s("keyID")?,
+        relative_id: s("relativeKeyID")?,
+        expiration_time: s("expirationTime")?,
+        target_ids: v["targetIDs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}

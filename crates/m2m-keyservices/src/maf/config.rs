@@ -1,0 +1,179 @@
+//! The MAF configuration file (TOML).
+
+use m2m_security::credentials::Secret;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// One Km row: the MAF client (AE-ID or CSE-ID) that holds the master credential Km, identified by KmID.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct KmRow {
+    /// The AE-ID or CSE-ID of the MAF client (SP-relative `/id-in/Cae`, `/Sae`, or absolute `//sp/...`).
+    pub client_id: String,
+    /// KmID: `relative@MAF-FQDN` (TS-0003 clause 10.6); the TLS psk_identity.
+    pub km_id: String,
+    /// Km, hex.
+    pub key: Secret,
+}
+
+impl std::fmt::Debug for KmRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmRow")
+            .field("client_id", &self.client_id)
+            .field("km_id", &self.km_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The MAF configuration.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MafConfig {
+    /// The MAF-FQDN, e.g. `maf.keys.example.net`: the `@` part of every KcID.
+    pub fqdn: String,
+    /// The SP domain whose AE-IDs and CSE-IDs the MAF serves (certificate identities, relative IDs).
+    pub sp_fqdn: String,
+    /// Socket address to listen on, e.g. `0.0.0.0:8443` or `127.0.0.1:0`.
+    pub listen: String,
+    /// The MAF's FQDN certificate chain (PEM, leaf first; `m2m pki issue --kind maf`) and private key.
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    /// Root(s) of trust for client certificates.
+    pub trusted_ca: Option<PathBuf>,
+    /// Km rows for TLS-PSK clients.
+    #[serde(default)]
+    pub km: Vec<KmRow>,
+    /// Directory of the SQLite database `maf.sqlite`.
+    pub storage: PathBuf,
+    /// File holding the 32-byte AES-256-GCM storage key in hex; must be mode 0600.
+    pub storage_key_file: PathBuf,
+    /// Lifetime of a key registration without expirationTime, seconds.
+    #[serde(default = "default_key_lifetime")]
+    pub default_key_lifetime: u64,
+    /// Lifetime of a client registration without expirationTime, seconds.
+    #[serde(default = "default_client_lifetime")]
+    pub default_client_lifetime: u64,
+    /// Longest lifetime granted, seconds (longer requests are shortened).
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: u64,
+    /// Period of the sweep that purges expired registrations, seconds.
+    #[serde(default = "default_sweep")]
+    pub sweep_interval: u64,
+    /// TLS handshake timeout, seconds.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: u64,
+}
+
+fn default_key_lifetime() -> u64 {
+    3600
+}
+fn default_client_lifetime() -> u64 {
+    86_400
+}
+fn default_max_lifetime() -> u64 {
+    30 * 86_400
+}
+fn default_sweep() -> u64 {
+    60
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+
+/// The configuration printed by `m2m maf --print-default-config`.
+pub const DEFAULT_CONFIG: &str = r#"# m2m maf: the M2M Authentication Function (TS-0003 clause 8.8).
+# This file holds Km keys: it must be mode 0600.
+fqdn = "maf.keys.example.net"
+sp_fqdn = "m2m.example.com"
+listen = "0.0.0.0:8443"
+# m2m pki issue --ca CA --kind maf --id maf.keys.example.net --out maf
+certificate = "maf.cert.pem"
+private_key = "maf.key.pem"
+# Root of trust for client certificates (AE-ID and CSE-ID certificates).
+trusted_ca = "ca.cert.pem"
+storage = "maf-data"
+# 32 random bytes in hex, mode 0600 (e.g. `openssl rand -hex 32 > maf-storage.key; chmod 600 maf-storage.key`).
+storage_key_file = "maf-storage.key"
+default_key_lifetime = 3600
+default_client_lifetime = 86400
+max_lifetime = 2592000
+sweep_interval = 60
+
+# Clients authenticating with TLS-PSK on Km (psk_identity = KmID).
+[[km]]
+client_id = "/id-in/Cae1"
+km_id = "ae1@maf.keys.example.net"
+key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+"#;
+
+impl MafConfig {
+    /// Parses TOML; paths are taken as written.
+    pub fn from_toml_str(text: &str) -> Result<MafConfig, String> {
+        let cfg: MafConfig = toml::from_str(text).map_err(|e| format!("MAF configuration: {e}"))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Reads a configuration file; it holds Km keys, so it must be private (mode 0600). Relative paths in
+    /// it are relative to the file's directory.
+    pub fn from_file(path: &Path) -> Result<MafConfig, String> {
+        m2m_security::secure_environment::check_private_file(path)?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut cfg = Self::from_toml_str(&text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [
+            &mut cfg.certificate,
+            &mut cfg.private_key,
+            &mut cfg.trusted_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        fix(&mut cfg.storage);
+        fix(&mut cfg.storage_key_file);
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        m2m_security::certificates::check_fqdn(&self.fqdn).map_err(|e| format!("fqdn: {e}"))?;
+        m2m_security::certificates::check_fqdn(&self.sp_fqdn)
+            .map_err(|e| format!("sp_fqdn: {e}"))?;
+        for row in &self.km {
+            if row.key.is_empty() {
+                return Err(format!("km {}: empty key", row.km_id));
+            }
+            if crate::maf::absolute_id(&row.client_id, &self.sp_fqdn).is_none() {
+                return Err(format!(
+                    "km {}: client_id '{}' is no SP-relative or absolute AE-ID/CSE-ID",
+                    row.km_id, row.client_id
+                ));
+            }
+        }
+        if self.default_key_lifetime == 0 || self.default_client_lifetime == 0 {
+            return Err("lifetimes must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Reads the storage key (32 bytes hex) from `storage_key_file`, which must be mode 0600.
+    pub fn storage_key(&self) -> Result<Secret, String> {
+        let p = &self.storage_key_file;
+        m2m_security::secure_environment::check_private_file(p)?;
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let key = Secret::from_hex(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        if key.len() != 32 {
+            return Err(format!(
+                "{}: the storage key must be 32 bytes (64 hex digits)",
+                p.display()
+            ));
+        }
+        Ok(key)
+    }
+}

@@ -1,0 +1,120 @@
+//! The M2M Authentication Function (TS-0003 clause 8.8): a server that registers MAF clients and their
+//! symmetric keys and hands a key only to the entities the registering client named as its targets.
+//!
+//! # Transport and authentication
+//! One TLS listener in the oneM2M profiles ([`m2m_security::tls::server_context`]). A MAF client
+//! authenticates with TLS-PSK on Km (psk_identity = KmID, `relative@MAF-FQDN`, TS-0003 clause 10.6; the
+//! configured row's `client_id` is its identity) or with an AE-ID/CSE-ID certificate
+//! ([`m2m_security::certificates::identity_of`]). Identities are compared in absolute form
+//! (`//sp/id-in`, `//sp/id-in/Cae`, `//sp/Sae`).
+//!
+//! Right after the handshake both sides compute the TLS exporter (RFC 5705) with the label
+//! `"EXPORTER-oneM2M-Connection"`, no context, 48 bytes (TS-0003 clause 8.8.1): KcID = the 16 most-significant
+//! (first) bytes, Kc = the 32 least-significant (last) bytes. The server keeps it (zeroed on drop) with the
+//! connection: it is the key a Key Registration without keyValue registers.
+//!
+//! # The HTTP/1.1 JSON API (this project's choice)
+//! TS-0032 (the MAF/MEF interface resources) was not available, so the API below is modelled on the
+//! parameters of TS-0003 clause 8.8.2. Times are oneM2M timestamps `YYYYMMDDTHHMMSS` (UTC); key values hex.
+//!
+//! | procedure (8.8.2) | request | answer |
+//! |---|---|---|
+//! | Client Registration | `POST /maf/clients` `{"expirationTime"?, "adminFQDN"?}` | 201 `{"mafClientRegID", "mafClientID", "expirationTime", "adminFQDN"?}` |
+//! | Client De-Registration | `DELETE /maf/clients/{mafClientRegID}` (only by that client) | 204 |
+//! | Key Registration | `POST /maf/keys` `{"suid", "targetIDs": [..], "expirationTime"?, "adminFQDN"?, "keyValue"?}` | 201 `{"relativeKeyID", "keyID", "expirationTime", "sourceID", "suid", "targetIDs"}` |
+//! | Key Retrieval | `GET /maf/keys/{relativeKeyID}` (only by a target) | 200 `{"keyValue", "expirationTime", "sourceID", "suid", "adminFQDN"?}` |
+//! | Key Registration Update | `PUT /maf/keys/{relativeKeyID}` `{"expirationTime"?, "targetIDs"?}` (only by the source) | 200 as Key Registration |
+//! | Key De-Registration | `DELETE /maf/keys/{relativeKeyID}` (only by the source) | 204 |
+//!
+//! - Key Registration needs a valid Client Registration of the requester (403 otherwise).
+//! - Without `keyValue`, the key is Kc of this connection and relativeKeyID = hex(KcID); with `keyValue`
+//!   (16 to 64 bytes), relativeKeyID is 16 random bytes in hex. The KcID on the wire is
+//!   `relativeKeyID@MAF-FQDN` (`keyID`).
+//! - `suid`: 12–15, 22–25 or 32–35 (TS-0004 table 6.3.4.2.39-1). For SAEF (x2) and ESPrim (x3) `targetIDs`
+//!   must hold exactly one ID; targets are given as SP-relative or absolute AE-IDs/CSE-IDs and stored
+//!   absolute.
+//! - A requested expirationTime later than `max_lifetime` from now is shortened; absent, the configured
+//!   default lifetime applies. Expired registrations are purged on access and by a periodic sweep.
+//! - Retrieval by an entity that is not a target: 403; unknown or expired: 404. Errors are
+//!   `{"error": "short reason"}` and never carry key material.
+//! - Deviations from the tables of clause 8.8.2: `adminFQDN` is optional (kept and echoed when given), `labels`
+//!   and Client Configuration Retrieval / Registration Update are not implemented, `targetIDs` is mandatory and
+//!   non-empty (the MAF creates no list of its own), and an optional `mafFQDN` is checked against this MAF's FQDN.
+//! - Key Registration Update may change `targetIDs` for every SUID (clause 8.8.2.7 only foresees later changes
+//!   for ESData, by administrating stakeholders; here the source may re-target its own key).
+//! - Key values travel in the JSON bodies; the server's and client's HTTP buffers holding them are not zeroed
+//!   (the parsed values are, as [`Secret`](m2m_security::credentials::Secret)s).
+//! - Every registration, retrieval (granted or refused), update and de-registration is one log line with
+//!   tracing target `audit`, carrying IDs only.
+
+pub mod client;
+pub mod config;
+pub mod server;
+pub mod store;
+
+pub use client::{ClientRegistration, MafClient, MafError, RegisteredKey, RetrievedKey};
+pub use config::{KmRow, MafConfig, DEFAULT_CONFIG};
+pub use server::{Clock, RunningMaf};
+
+use m2m_security::access_control::originator::to_absolute;
+use m2m_security::access_control::HostingCse;
+
+/// The TLS exporter label of the MAF connection key (TS-0003 clause 8.8.1).
+pub const EXPORTER_LABEL: &str = "EXPORTER-oneM2M-Connection";
+/// Bytes exported: KcID (16) || Kc (32).
+pub const EXPORTER_LEN: usize = 48;
+
+/// Splits the exporter output into (KcID, Kc): the 16 most-significant bytes and the 32 least-significant.
+pub fn split_exporter(out: &[u8; EXPORTER_LEN]) -> (&[u8], &[u8]) {
+    (&out[..16], &out[16..])
+}
+
+/// An AE-ID or CSE-ID (SP-relative or absolute) in absolute form; CSE-relative AE-IDs are refused (the
+/// MAF hosts no CSE).
+pub fn absolute_id(id: &str, sp_fqdn: &str) -> Option<String> {
+    if !id.starts_with('/') {
+        return None;
+    }
+    let host = HostingCse {
+        sp_fqdn: sp_fqdn.to_ascii_lowercase(),
+        cse_id: String::new(),
+    };
+    let abs = to_absolute(id, &host, false)?;
+    // The SP-ID is a domain name: compared without case, like the certificate identities.
+    let mut segments = abs.segments().to_vec();
+    segments[0] = segments[0].to_ascii_lowercase();
+    Some(format!("//{}", segments.join("/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kc_id_is_the_first_16_bytes_and_kc_the_last_32() {
+        let mut out = [0u8; EXPORTER_LEN];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let (kc_id, kc) = split_exporter(&out);
+        assert_eq!(kc_id, &(0u8..16).collect::<Vec<_>>()[..]);
+        assert_eq!(kc, &(16u8..48).collect::<Vec<_>>()[..]);
+    }
+
+    #[test]
+    fn ids_are_brought_to_absolute_form() {
+        let sp = "m2m.example.com";
+        assert_eq!(
+            absolute_id("/id-in", sp).unwrap(),
+            "//m2m.example.com/id-in"
+        );
+        assert_eq!(
+            absolute_id("//M2M.Example.com/id-in/Cae", sp).unwrap(),
+            "//m2m.example.com/id-in/Cae"
+        );
+        assert_eq!(absolute_id("/Sae1", sp).unwrap(), "//m2m.example.com/Sae1");
+        assert!(absolute_id("Cae", sp).is_none());
+        assert!(absolute_id("/id-in/*", sp).is_none());
+        assert!(absolute_id("//sp/a/b/c", sp).is_none());
+    }
+}

@@ -1,0 +1,679 @@
+//! The MAF server: TLS listener, per-connection exporter, HTTP/JSON handlers (see the module documentation of
+//! [`crate::maf`] for the API).
+
+use super::config::MafConfig;
+use super::store::{ClientReg, KeyReg, Store};
+use super::{absolute_id, split_exporter, EXPORTER_LABEL, EXPORTER_LEN};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use m2m_security::credentials::Secret;
+use m2m_security::tls::{Authenticated, PskKey, PskLookup, ServerTlsConfig};
+use openssl::ssl::{Ssl, SslContext};
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use zeroize::Zeroizing;
+
+/// The MAF's clock: Unix seconds. Tests inject their own.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp())
+}
+
+const MAX_BODY: usize = 64 * 1024;
+
+struct KmTable(HashMap<String, (String, Secret)>);
+
+impl PskLookup for KmTable {
+    fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
+        self.0.get(psk_identity).map(|(client, key)| PskKey {
+            entity: Some(client.clone()),
+            key: Zeroizing::new(key.expose().to_vec()),
+        })
+    }
+}
+
+struct State {
+    cfg: MafConfig,
+    store: Mutex<Store>,
+    clock: Clock,
+}
+
+impl State {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What one connection authenticated, and its exporter output.
+struct Conn {
+    identity: String,
+    exporter: Zeroizing<[u8; EXPORTER_LEN]>,
+    peer: SocketAddr,
+}
+
+/// A MAF serving on a socket; dropping it (or [`RunningMaf::shutdown`]) stops the listener, every
+/// connection and the sweep.
+pub struct RunningMaf {
+    pub addr: SocketAddr,
+    accept: JoinHandle<()>,
+    sweep: JoinHandle<()>,
+}
+
+impl RunningMaf {
+    /// Opens the storage, binds `cfg.listen` and starts serving.
+    pub async fn start(cfg: MafConfig, clock: Clock) -> Result<RunningMaf, String> {
+        let storage_key = cfg.storage_key()?;
+        let store = Store::open(&cfg.storage, &storage_key)?;
+        drop(storage_key);
+        let mut km = HashMap::new();
+        for row in &cfg.km {
+            let client = absolute_id(&row.client_id, &cfg.sp_fqdn)
+                .ok_or_else(|| format!("km {}: bad client_id", row.km_id))?;
+            km.insert(row.km_id.clone(), (client, row.key.clone()));
+        }
+        let context = m2m_security::tls::server_context(&ServerTlsConfig {
+            cipher_suites: m2m_security::tls::PSK_SUITES
+                .iter()
+                .chain(m2m_security::tls::CERTIFICATE_SUITES)
+                .map(|s| s.to_string())
+                .collect(),
+            tls13: false,
+            certificate_chain: cfg.certificate.clone(),
+            private_key: cfg.private_key.clone(),
+            trusted_ca: cfg.trusted_ca.clone(),
+            psk: (!km.is_empty()).then(|| Arc::new(KmTable(km)) as Arc<dyn PskLookup>),
+        })?;
+        let listener = TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| format!("listen {}: {e}", cfg.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let state = Arc::new(State {
+            cfg,
+            store: Mutex::new(store),
+            clock,
+        });
+        let sweep_state = Arc::clone(&state);
+        let sweep = tokio::spawn(async move {
+            let period = Duration::from_secs(sweep_state.cfg.sweep_interval.max(1));
+            loop {
+                tokio::time::sleep(period).await;
+                let now = (sweep_state.clock)();
+                match sweep_state.store().purge(now) {
+                    Ok((0, 0)) => {}
+                    Ok((c, k)) => {
+                        tracing::info!(target: "audit", clients = c, keys = k, "expired registrations purged")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+            }
+        });
+        let accept = tokio::spawn(accept_loop(state, listener, context));
+        Ok(RunningMaf {
+            addr,
+            accept,
+            sweep,
+        })
+    }
+
+    /// Stops serving.
+    pub fn shutdown(self) {}
+}
+
+impl Drop for RunningMaf {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.sweep.abort();
+    }
+}
+
+async fn accept_loop(state: Arc<State>, listener: TcpListener, context: SslContext) {
+    // Connections live in this set: aborting the loop drops the set, which ends them all.
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(connection(Arc::clone(&state), context.clone(), stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn connection(state: Arc<State>, context: SslContext, stream: TcpStream, peer: SocketAddr) {
+    let (stream, conn) = match handshake(&state, &context, stream, peer).await {
+        Ok(x) => x,
+        Err(why) => {
+            tracing::warn!(target: "audit", peer = %peer, reason = %why, "MAF connection refused");
+            return;
+        }
+    };
+    tracing::info!(target: "audit", peer = %peer, client = %conn.identity, "MAF connection established");
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(handle(&state, &conn, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn handshake(
+    state: &State,
+    context: &SslContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<(tokio_openssl::SslStream<TcpStream>, Conn), String> {
+    let ssl = Ssl::new(context).map_err(|e| e.to_string())?;
+    let mut stream = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(state.cfg.handshake_timeout.max(1));
+    match tokio::time::timeout(timeout, Pin::new(&mut stream).accept()).await {
+        Err(_) => return Err("handshake timed out".into()),
+        Ok(Err(e)) => {
+            return Err(e
+                .ssl_error()
+                .map(|s| {
+                    s.errors()
+                        .iter()
+                        .filter_map(|e| e.reason())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|| "handshake failed".into()))
+        }
+        Ok(Ok(())) => {}
+    }
+    let ssl = stream.ssl();
+    let identity = match m2m_security::tls::association_of(ssl)
+        .ok_or("the handshake authenticated nothing")?
+    {
+        Authenticated::Psk { entity, .. } => entity.ok_or("the KmID names no client")?,
+        Authenticated::Certificate { leaf_der } => {
+            let cert = openssl::x509::X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
+            let id = m2m_security::certificates::identity_of(&cert, &state.cfg.sp_fqdn)?;
+            match id {
+                m2m_security::certificates::CertIdentity::Fqdn(f) => {
+                    return Err(format!("FQDN certificate {f} names no MAF client"))
+                }
+                other => other.absolute(&state.cfg.sp_fqdn),
+            }
+        }
+    };
+    let mut exporter = Zeroizing::new([0u8; EXPORTER_LEN]);
+    ssl.export_keying_material(&mut exporter[..], EXPORTER_LABEL, None)
+        .map_err(|e| format!("TLS exporter: {e}"))?;
+    Ok((
+        stream,
+        Conn {
+            identity,
+            exporter,
+            peer,
+        },
+    ))
+}
+
+type Answer = Response<Full<Bytes>>;
+/// A refusal on the way to an answer (boxed: a response is large).
+type Refused = Box<Answer>;
+
+fn answer(status: StatusCode, body: Value) -> Answer {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, reason: &str) -> Answer {
+    answer(status, json!({ "error": reason }))
+}
+
+fn refuse(status: StatusCode, reason: &str) -> Refused {
+    Box::new(error(status, reason))
+}
+
+fn no_content() -> Answer {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+fn internal(e: String) -> Answer {
+    tracing::error!(error = %e, "MAF storage error");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+/// Unix seconds as a oneM2M timestamp.
+pub fn format_time(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y%m%dT%H%M%S")
+        .to_string()
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    m2m_core::time::parse(s).ok().map(|t| t.timestamp())
+}
+
+/// The expiry for a requested expirationTime, within the limits of the configuration.
+fn expiry(state: &State, now: i64, requested: Option<&str>, default: u64) -> Result<i64, Refused> {
+    let max = now.saturating_add(state.cfg.max_lifetime as i64);
+    match requested {
+        None => Ok(now.saturating_add(default as i64).min(max)),
+        Some(s) => match parse_time(s) {
+            None => Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "expirationTime is not a oneM2M timestamp",
+            )),
+            Some(t) if t <= now => Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "expirationTime is in the past",
+            )),
+            Some(t) => Ok(t.min(max)),
+        },
+    }
+}
+
+async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::POST, ["maf", "clients"]) => register_client(state, conn, &body),
+        (Method::DELETE, ["maf", "clients", id]) => deregister_client(state, conn, id),
+        (Method::POST, ["maf", "keys"]) => register_key(state, conn, &body),
+        (Method::GET, ["maf", "keys", id]) => retrieve_key(state, conn, id),
+        (Method::PUT, ["maf", "keys", id]) => update_key(state, conn, id, &body),
+        (Method::DELETE, ["maf", "keys", id]) => deregister_key(state, conn, id),
+        (_, ["maf", "clients"] | ["maf", "clients", _] | ["maf", "keys"] | ["maf", "keys", _]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such resource"),
+    }
+}
+
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, Refused> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    // serde_json's message may quote input; keep only its category to never echo key material.
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "request body has wrong or missing fields",
+            _ => "request body is not JSON",
+        };
+        refuse(StatusCode::BAD_REQUEST, what)
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClientRegRequest {
+    expiration_time: Option<String>,
+    #[serde(rename = "adminFQDN")]
+    admin_fqdn: Option<String>,
+    #[serde(rename = "mafFQDN")]
+    maf_fqdn: Option<String>,
+}
+
+fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
+    let req: ClientRegRequest = match parse_body(body) {
+        Ok(r) => r,
+        Err(a) => return *a,
+    };
+    if let Some(f) = &req.maf_fqdn {
+        if !f.eq_ignore_ascii_case(&state.cfg.fqdn) {
+            return error(StatusCode::BAD_REQUEST, "mafFQDN names another MAF");
+        }
+    }
+    let now = (state.clock)();
+    let expires = match expiry(
+        state,
+        now,
+        req.expiration_time.as_deref(),
+        state.cfg.default_client_lifetime,
+    ) {
+        Ok(t) => t,
+        Err(a) => return *a,
+    };
+    let mut id = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut id);
+    let reg = ClientReg {
+        reg_id: format!("mcr-{}", hex::encode(id)),
+        client_id: conn.identity.clone(),
+        admin_fqdn: req.admin_fqdn,
+        expires,
+    };
+    let store = state.store();
+    if let Err(e) = store.purge(now).and_then(|_| store.add_client(&reg)) {
+        return internal(e);
+    }
+    tracing::info!(target: "audit", peer = %conn.peer, client = %reg.client_id, reg = %reg.reg_id, "MAF client registered");
+    let mut v = json!({
+        "mafClientRegID": reg.reg_id,
+        "mafClientID": reg.client_id,
+        "expirationTime": format_time(expires),
+    });
+    if let Some(a) = &reg.admin_fqdn {
+        v["adminFQDN"] = json!(a);
+    }
+    answer(StatusCode::CREATED, v)
+}
+
+fn deregister_client(state: &State, conn: &Conn, id: &str) -> Answer {
+    let now = (state.clock)();
+    let store = state.store();
+    match store.client(id) {
+        Err(e) => internal(e),
+        Ok(Some(reg)) if reg.expires > now => {
+            if reg.client_id != conn.identity {
+                tracing::warn!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id, "MAF client de-registration refused: not the registered client");
+                return error(StatusCode::FORBIDDEN, "not the registered client");
+            }
+            if let Err(e) = store.delete_client(id) {
+                return internal(e);
+            }
+            tracing::info!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id, "MAF client de-registered");
+            no_content()
+        }
+        Ok(_) => error(StatusCode::NOT_FOUND, "no such client registration"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeyRegRequest {
+    suid: Option<u32>,
+    #[serde(rename = "targetIDs")]
+    target_ids: Option<Vec<String>>,
+    expiration_time: Option<String>,
+    #[serde(rename = "adminFQDN")]
+    admin_fqdn: Option<String>,
+    #[serde(rename = "mafFQDN")]
+    maf_fqdn: Option<String>,
+    /// Hex; deserialized straight into a `Secret`.
+    key_value: Option<Secret>,
+}
+
+/// SUIDs the MAF registers keys for: SAEF, ESPrim, ESData (pre-provisioned, RSPF- and MAF-distributed).
+fn suid_allowed(suid: u32) -> bool {
+    matches!(suid, 12..=15 | 22..=25 | 32..=35)
+}
+
+fn single_target(suid: u32) -> bool {
+    matches!(suid % 10, 2 | 3)
+}
+
+fn check_targets(state: &State, suid: u32, targets: &[String]) -> Result<Vec<String>, Refused> {
+    if targets.is_empty() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "targetIDs is empty"));
+    }
+    if single_target(suid) && targets.len() != 1 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "targetIDs must hold exactly one ID for SAEF and ESPrim",
+        ));
+    }
+    let mut out = Vec::new();
+    for t in targets {
+        let Some(abs) = absolute_id(t, &state.cfg.sp_fqdn) else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "targetIDs must be SP-relative or absolute AE-IDs/CSE-IDs",
+            ));
+        };
+        if !out.contains(&abs) {
+            out.push(abs);
+        }
+    }
+    Ok(out)
+}
+
+fn key_json(state: &State, reg: &KeyReg) -> Value {
+    let mut v = json!({
+        "relativeKeyID": reg.relative_id,
+        "keyID": format!("{}@{}", reg.relative_id, state.cfg.fqdn),
+        "expirationTime": format_time(reg.expires),
+        "sourceID": reg.source_id,
+        "suid": reg.suid,
+        "targetIDs": reg.targets,
+    });
+    if let Some(a) = &reg.admin_fqdn {
+        v["adminFQDN"] = json!(a);
+    }
+    v
+}
+
+fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
+    let req: KeyRegRequest = match parse_body(body) {
+        Ok(r) => r,
+        Err(a) => return *a,
+    };
+    if let Some(f) = &req.maf_fqdn {
+        if !f.eq_ignore_ascii_case(&state.cfg.fqdn) {
+            return error(StatusCode::BAD_REQUEST, "mafFQDN names another MAF");
+        }
+    }
+    let now = (state.clock)();
+    {
+        let store = state.store();
+        if let Err(e) = store.purge(now) {
+            return internal(e);
+        }
+        match store.is_registered(&conn.identity, now) {
+            Err(e) => return internal(e),
+            Ok(false) => {
+                tracing::warn!(target: "audit", peer = %conn.peer, client = %conn.identity, "MAF key registration refused: not a registered MAF client");
+                return error(StatusCode::FORBIDDEN, "not a registered MAF client");
+            }
+            Ok(true) => {}
+        }
+    }
+    let Some(suid) = req.suid else {
+        return error(StatusCode::BAD_REQUEST, "suid is missing");
+    };
+    if !suid_allowed(suid) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "suid is not one the MAF registers keys for",
+        );
+    }
+    let targets = match check_targets(state, suid, req.target_ids.as_deref().unwrap_or_default()) {
+        Ok(t) => t,
+        Err(a) => return *a,
+    };
+    let expires = match expiry(
+        state,
+        now,
+        req.expiration_time.as_deref(),
+        state.cfg.default_key_lifetime,
+    ) {
+        Ok(t) => t,
+        Err(a) => return *a,
+    };
+    let (relative_id, value) = match &req.key_value {
+        Some(value) => {
+            let value = value.clone();
+            if !(16..=64).contains(&value.len()) {
+                return error(StatusCode::BAD_REQUEST, "keyValue must be 16 to 64 bytes");
+            }
+            let mut id = [0u8; 16];
+            rand::thread_rng().fill_bytes(&mut id);
+            (hex::encode(id), value)
+        }
+        None => {
+            let (kc_id, kc) = split_exporter(&conn.exporter);
+            (hex::encode(kc_id), Secret::from_slice(kc))
+        }
+    };
+    let reg = KeyReg {
+        relative_id,
+        source_id: conn.identity.clone(),
+        suid,
+        targets,
+        admin_fqdn: req.admin_fqdn,
+        expires,
+    };
+    match state.store().add_key(&reg, &value) {
+        Err(e) => return internal(e),
+        Ok(false) => {
+            return error(
+                StatusCode::CONFLICT,
+                "a key with this ID is already registered (one Kc per connection)",
+            )
+        }
+        Ok(true) => {}
+    }
+    tracing::info!(target: "audit", peer = %conn.peer, source = %reg.source_id, key = %reg.relative_id, suid = reg.suid,
+        targets = %reg.targets.join(","), "MAF key registered");
+    answer(StatusCode::CREATED, key_json(state, &reg))
+}
+
+/// The live registration of `id`, purging it when expired.
+fn live_key(state: &State, store: &Store, id: &str) -> Result<Option<KeyReg>, String> {
+    let now = (state.clock)();
+    match store.key(id)? {
+        Some(reg) if reg.expires <= now => {
+            store.delete_key(id)?;
+            tracing::info!(target: "audit", key = %id, "MAF key expired and purged");
+            Ok(None)
+        }
+        other => Ok(other),
+    }
+}
+
+fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
+    let store = state.store();
+    let reg = match live_key(state, &store, id) {
+        Err(e) => return internal(e),
+        Ok(None) => {
+            tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, "MAF key retrieval refused: unknown or expired key");
+            return error(StatusCode::NOT_FOUND, "no such key");
+        }
+        Ok(Some(r)) => r,
+    };
+    if !reg.targets.contains(&conn.identity) {
+        tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, source = %reg.source_id, "MAF key retrieval refused: not a target");
+        return error(
+            StatusCode::FORBIDDEN,
+            "the requester is not a target of this key",
+        );
+    }
+    let value = match store.key_value(id) {
+        Ok(Some(v)) => v,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such key"),
+        Err(e) => return internal(e),
+    };
+    tracing::info!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, source = %reg.source_id, suid = reg.suid, "MAF key retrieval granted");
+    let mut v = json!({
+        "keyValue": value.to_hex().as_str(),
+        "expirationTime": format_time(reg.expires),
+        "sourceID": reg.source_id,
+        "suid": reg.suid,
+    });
+    if let Some(a) = &reg.admin_fqdn {
+        v["adminFQDN"] = json!(a);
+    }
+    answer(StatusCode::OK, v)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeyUpdateRequest {
+    expiration_time: Option<String>,
+    #[serde(rename = "targetIDs")]
+    target_ids: Option<Vec<String>>,
+}
+
+/// The live registration of `id` if the requester is its source; the refusal otherwise.
+fn own_key(
+    state: &State,
+    store: &Store,
+    conn: &Conn,
+    id: &str,
+    what: &str,
+) -> Result<KeyReg, Refused> {
+    match live_key(state, store, id) {
+        Err(e) => Err(Box::new(internal(e))),
+        Ok(None) => Err(refuse(StatusCode::NOT_FOUND, "no such key")),
+        Ok(Some(reg)) if reg.source_id != conn.identity => {
+            tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, source = %reg.source_id, "MAF key {what} refused: not the source");
+            Err(refuse(
+                StatusCode::FORBIDDEN,
+                "only the source may change this key",
+            ))
+        }
+        Ok(Some(reg)) => Ok(reg),
+    }
+}
+
+fn update_key(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
+    let req: KeyUpdateRequest = match parse_body(body) {
+        Ok(r) => r,
+        Err(a) => return *a,
+    };
+    let store = state.store();
+    let mut reg = match own_key(state, &store, conn, id, "update") {
+        Ok(r) => r,
+        Err(a) => return *a,
+    };
+    if let Some(t) = &req.target_ids {
+        reg.targets = match check_targets(state, reg.suid, t) {
+            Ok(t) => t,
+            Err(a) => return *a,
+        };
+    }
+    if let Some(e) = &req.expiration_time {
+        let now = (state.clock)();
+        reg.expires = match expiry(state, now, Some(e), state.cfg.default_key_lifetime) {
+            Ok(t) => t,
+            Err(a) => return *a,
+        };
+    }
+    if let Err(e) = store.update_key(id, &reg.targets, reg.expires) {
+        return internal(e);
+    }
+    tracing::info!(target: "audit", peer = %conn.peer, source = %conn.identity, key = %id, targets = %reg.targets.join(","), "MAF key registration updated");
+    answer(StatusCode::OK, key_json(state, &reg))
+}
+
+fn deregister_key(state: &State, conn: &Conn, id: &str) -> Answer {
+    let store = state.store();
+    if let Err(a) = own_key(state, &store, conn, id, "de-registration") {
+        return *a;
+    }
+    if let Err(e) = store.delete_key(id) {
+        return internal(e);
+    }
+    tracing::info!(target: "audit", peer = %conn.peer, source = %conn.identity, key = %id, "MAF key de-registered");
+    no_content()
+}

@@ -1,0 +1,513 @@
+//! The MAF end to end: server in-process on 127.0.0.1:0, clients over real TLS connections.
+
+use m2m_keyservices::maf::{Clock, KmRow, MafClient, MafConfig, RunningMaf};
+use m2m_security::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
+use m2m_security::credentials::Secret;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+const SP: &str = "m2m.example.com";
+const MAF_FQDN: &str = "maf.keys.example.net";
+const KM_ID: &str = "ae1@maf.keys.example.net";
+const KM_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const IN_CSE: &str = "//m2m.example.com/id-in";
+
+// ----- log capture -------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static Capture {
+    static LOGS: OnceLock<Capture> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let cap = Capture::default();
+        let writer = cap.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        cap
+    })
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().0.lock().unwrap()).to_lowercase()
+}
+
+// ----- set-up --------------------------------------------------------------------------------------
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) {
+    std::fs::write(path, data).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = generate_key(KeyType::P256).unwrap();
+    let v = Validity::days_from_now(1);
+    let ca = make_ca("MAF test CA", &ca_key, v, Some(SP), &[MAF_FQDN.into()]).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.to_pem().unwrap()).unwrap();
+    let leaves = [
+        ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+        (
+            "in",
+            LeafName::Cse {
+                cse_id: "/id-in".into(),
+                sp: SP.into(),
+            },
+        ),
+        (
+            "other",
+            LeafName::Cse {
+                cse_id: "/id-other".into(),
+                sp: SP.into(),
+            },
+        ),
+    ];
+    for (name, leaf) in leaves {
+        let key = generate_key(KeyType::P256).unwrap();
+        let cert = issue(&leaf, &key, &ca, &ca_key, v, &[]).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{name}.pem")),
+            cert.to_pem().unwrap(),
+        )
+        .unwrap();
+        write_private(
+            &dir.path().join(format!("{name}.key")),
+            &key.private_key_to_pem_pkcs8().unwrap(),
+        );
+    }
+    write_private(
+        &dir.path().join("storage.key"),
+        hex_of(&[0x5au8; 32]).as_bytes(),
+    );
+    Pki { dir }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn config(p: &Pki, storage: &Path) -> MafConfig {
+    MafConfig {
+        fqdn: MAF_FQDN.into(),
+        sp_fqdn: SP.into(),
+        listen: "127.0.0.1:0".into(),
+        certificate: Some(p.path("maf.pem")),
+        private_key: Some(p.path("maf.key")),
+        trusted_ca: Some(p.path("ca.pem")),
+        km: vec![
+            KmRow {
+                client_id: "/Sae1".into(),
+                km_id: KM_ID.into(),
+                key: Secret::from_hex(KM_HEX).unwrap(),
+            },
+            KmRow {
+                client_id: "/Sae2".into(),
+                km_id: "ae2@maf.keys.example.net".into(),
+                key: Secret::from_hex(&"42".repeat(32)).unwrap(),
+            },
+        ],
+        storage: storage.to_path_buf(),
+        storage_key_file: p.path("storage.key"),
+        default_key_lifetime: 3600,
+        default_client_lifetime: 86_400,
+        max_lifetime: 30 * 86_400,
+        sweep_interval: 3600,
+        handshake_timeout: 5,
+    }
+}
+
+/// A clock the test moves forward.
+fn test_clock() -> (Clock, Arc<AtomicI64>) {
+    let offset = Arc::new(AtomicI64::new(0));
+    let o = Arc::clone(&offset);
+    (
+        Arc::new(move || chrono::Utc::now().timestamp() + o.load(Ordering::SeqCst)),
+        offset,
+    )
+}
+
+fn url(maf: &RunningMaf) -> String {
+    format!("https://{}", maf.addr)
+}
+
+async fn ae(maf: &RunningMaf) -> MafClient {
+    MafClient::connect_psk(
+        &url(maf),
+        MAF_FQDN,
+        KM_ID,
+        &Secret::from_hex(KM_HEX).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn cse(maf: &RunningMaf, p: &Pki, name: &str) -> MafClient {
+    MafClient::connect_certificate(
+        &url(maf),
+        MAF_FQDN,
+        &p.path(&format!("{name}.pem")),
+        &p.path(&format!("{name}.key")),
+        &p.path("ca.pem"),
+    )
+    .await
+    .unwrap()
+}
+
+fn status<T: std::fmt::Debug>(r: Result<T, m2m_keyservices::maf::MafError>) -> u16 {
+    r.expect_err("expected a refusal")
+        .status
+        .expect("an HTTP status")
+}
+
+fn ts(secs_from_now: i64, offset: &AtomicI64) -> String {
+    let t = chrono::Utc::now().timestamp() + offset.load(Ordering::SeqCst) + secs_from_now;
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .format("%Y%m%dT%H%M%S")
+        .to_string()
+}
+
+// ----- tests ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
+
+    let mut ae = ae(&maf).await;
+    // Not yet a registered client: no key registration.
+    assert_eq!(status(ae.register_key(12, &[IN_CSE], None).await), 403);
+    let reg = ae.register_client(None).await.unwrap();
+    assert_eq!(reg.client_id, "//m2m.example.com/Sae1");
+    assert!(reg.reg_id.starts_with("mcr-"));
+
+    // SAEF takes exactly one target; unknown SUIDs and malformed targets are refused.
+    assert_eq!(
+        status(ae.register_key(12, &[IN_CSE, "/id-mn"], None).await),
+        400
+    );
+    assert_eq!(status(ae.register_key(99, &[IN_CSE], None).await), 400);
+    assert_eq!(status(ae.register_key(12, &["id-in"], None).await), 400);
+
+    let (local_kc, local_kc_id) = ae.connection_key();
+    // SP-relative target IDs are normalised to absolute form.
+    let key = ae.register_key(12, &["/id-in"], None).await.unwrap();
+    assert_eq!(key.key.len(), 32);
+    assert_eq!(key.key, local_kc);
+    assert_eq!(key.relative_id, local_kc_id);
+    assert_eq!(key.relative_id.len(), 32);
+    assert_eq!(key.key_id, format!("{local_kc_id}@{MAF_FQDN}"));
+    assert_eq!(key.target_ids, vec![IN_CSE.to_string()]);
+    // One Kc per connection.
+    assert_eq!(status(ae.register_key(12, &[IN_CSE], None).await), 409);
+
+    // The IN-CSE (certificate /id-in) retrieves the same Kc.
+    let mut in_cse = cse(&maf, &p, "in").await;
+    let got = in_cse.retrieve_key(&key.key_id).await.unwrap();
+    assert_eq!(got.key, key.key);
+    assert_eq!(got.source_id, "//m2m.example.com/Sae1");
+    assert_eq!(got.suid, 12);
+
+    // Another CSE, the source itself and another AE are no targets.
+    let mut other = cse(&maf, &p, "other").await;
+    assert_eq!(status(other.retrieve_key(&key.relative_id).await), 403);
+    assert_eq!(status(ae.retrieve_key(&key.relative_id).await), 403);
+    assert_eq!(status(in_cse.retrieve_key("00112233").await), 404);
+
+    // Only the source updates or de-registers.
+    assert_eq!(status(in_cse.deregister_key(&key.relative_id).await), 403);
+    assert_eq!(
+        status(
+            other
+                .update_key(&key.relative_id, Some(&["/id-other"]), None)
+                .await
+        ),
+        403
+    );
+    let (_, targets) = ae
+        .update_key(
+            &key.relative_id,
+            Some(&["//m2m.example.com/id-other"]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(targets, vec!["//m2m.example.com/id-other".to_string()]);
+    assert_eq!(status(in_cse.retrieve_key(&key.relative_id).await), 403);
+    assert_eq!(
+        other.retrieve_key(&key.relative_id).await.unwrap().key,
+        key.key
+    );
+
+    ae.deregister_key(&key.key_id).await.unwrap();
+    assert_eq!(status(other.retrieve_key(&key.relative_id).await), 404);
+    assert_eq!(status(ae.deregister_key(&key.relative_id).await), 404);
+
+    // Client de-registration: only by that client; afterwards no key registration.
+    assert_eq!(status(in_cse.deregister_client(&reg.reg_id).await), 403);
+    ae.deregister_client(&reg.reg_id).await.unwrap();
+    let mut ae_again = self::ae(&maf).await;
+    assert_eq!(
+        status(ae_again.register_key(12, &[IN_CSE], None).await),
+        403
+    );
+
+    // Audit lines exist and name IDs only: never Kc, Km or the storage key.
+    let text = log_text();
+    assert!(text.contains("maf key registered"));
+    assert!(text.contains("maf key retrieval granted"));
+    assert!(text.contains("maf key retrieval refused"));
+    assert!(text.contains("maf key de-registered"));
+    assert!(!text.contains(&hex_of(key.key.expose())));
+    assert!(!text.contains(KM_HEX));
+    assert!(!text.contains(&hex_of(&[0x5au8; 32])));
+}
+
+#[tokio::test]
+async fn client_chosen_key_value() {
+    logs();
+    let p = pki();
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &p.path("store")), clock)
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    let value = Secret::new(vec![0xc3; 32]);
+    let key = ae
+        .register_key_value(13, &[IN_CSE], &value, None)
+        .await
+        .unwrap();
+    assert_ne!(key.relative_id, ae.connection_key().1);
+    let mut in_cse = cse(&maf, &p, "in").await;
+    assert_eq!(
+        in_cse.retrieve_key(&key.relative_id).await.unwrap().key,
+        value
+    );
+    // Too short a key is refused.
+    assert_eq!(
+        status(
+            ae.register_key_value(13, &[IN_CSE], &Secret::new(vec![1; 8]), None)
+                .await
+        ),
+        400
+    );
+    assert!(!log_text().contains(&hex_of(value.expose())));
+}
+
+#[tokio::test]
+async fn expired_keys_and_clients_are_gone() {
+    logs();
+    let p = pki();
+    let (clock, offset) = test_clock();
+    let maf = RunningMaf::start(config(&p, &p.path("store")), clock)
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(Some(&ts(100, &offset))).await.unwrap();
+    assert_eq!(
+        status(ae.register_key(12, &[IN_CSE], Some(&ts(-5, &offset))).await),
+        400
+    );
+    let key = ae
+        .register_key(12, &[IN_CSE], Some(&ts(10, &offset)))
+        .await
+        .unwrap();
+    let mut in_cse = cse(&maf, &p, "in").await;
+    assert_eq!(
+        in_cse.retrieve_key(&key.relative_id).await.unwrap().key,
+        key.key
+    );
+    offset.fetch_add(11, Ordering::SeqCst);
+    assert_eq!(status(in_cse.retrieve_key(&key.relative_id).await), 404);
+    // The client registration expires too.
+    offset.fetch_add(100, Ordering::SeqCst);
+    let mut ae2 = self::ae(&maf).await;
+    assert_eq!(status(ae2.register_key(12, &[IN_CSE], None).await), 403);
+}
+
+#[tokio::test]
+async fn keys_survive_a_restart() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &storage), Arc::clone(&clock))
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    let key = ae.register_key(12, &[IN_CSE], None).await.unwrap();
+    drop(ae);
+    maf.shutdown();
+
+    let maf = RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
+    let mut in_cse = cse(&maf, &p, "in").await;
+    let got = in_cse.retrieve_key(&key.key_id).await.unwrap();
+    assert_eq!(got.key, key.key);
+    // The value is not in the database file in clear.
+    let db = std::fs::read(storage.join("maf.sqlite")).unwrap();
+    assert!(!db.windows(32).any(|w| w == key.key.expose()));
+}
+
+#[tokio::test]
+async fn unknown_km_and_untrusted_certificates_are_refused() {
+    logs();
+    let p = pki();
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &p.path("store")), clock)
+        .await
+        .unwrap();
+    let wrong = Secret::from_hex(&"99".repeat(32)).unwrap();
+    assert!(MafClient::connect_psk(&url(&maf), MAF_FQDN, KM_ID, &wrong)
+        .await
+        .is_err());
+    assert!(
+        MafClient::connect_psk(&url(&maf), MAF_FQDN, "nobody@maf.keys.example.net", &wrong)
+            .await
+            .is_err()
+    );
+    // A certificate from another CA, for the same CSE-ID, is refused.
+    let rogue_key = generate_key(KeyType::P256).unwrap();
+    let v = Validity::days_from_now(1);
+    let rogue_ca = make_ca("rogue", &rogue_key, v, Some(SP), &[]).unwrap();
+    let leaf_key = generate_key(KeyType::P256).unwrap();
+    let leaf = issue(
+        &LeafName::Cse {
+            cse_id: "/id-in".into(),
+            sp: SP.into(),
+        },
+        &leaf_key,
+        &rogue_ca,
+        &rogue_key,
+        v,
+        &[],
+    )
+    .unwrap();
+    std::fs::write(p.path("rogue.pem"), leaf.to_pem().unwrap()).unwrap();
+    write_private(
+        &p.path("rogue.key"),
+        &leaf_key.private_key_to_pem_pkcs8().unwrap(),
+    );
+    let rogue = MafClient::connect_certificate(
+        &url(&maf),
+        MAF_FQDN,
+        &p.path("rogue.pem"),
+        &p.path("rogue.key"),
+        &p.path("ca.pem"),
+    )
+    .await;
+    match rogue {
+        Err(_) => {}
+        // TLS 1.2: the server's refusal may surface at the first request.
+        Ok(mut c) => assert!(c.retrieve_key("00").await.is_err()),
+    }
+    // A second PSK client registers under its own identity.
+    let mut ae2 = MafClient::connect_psk(
+        &url(&maf),
+        MAF_FQDN,
+        "ae2@maf.keys.example.net",
+        &Secret::from_hex(&"42".repeat(32)).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ae2.register_client(None).await.unwrap().client_id,
+        "//m2m.example.com/Sae2"
+    );
+}
+
+#[test]
+fn config_file_must_be_private_and_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maf.toml");
+    std::fs::write(&path, m2m_keyservices::maf::DEFAULT_CONFIG).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(MafConfig::from_file(&path)
+            .unwrap_err()
+            .contains("chmod 600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let cfg = MafConfig::from_file(&path).unwrap();
+    assert_eq!(cfg.fqdn, MAF_FQDN);
+    assert_eq!(cfg.km.len(), 1);
+    assert_eq!(cfg.storage, dir.path().join("maf-data"));
+    assert!(!format!("{cfg:?}").contains("00112233"));
+    // The storage key file must be private too.
+    write_private(&cfg.storage_key_file, "ab".repeat(32).as_bytes());
+    assert_eq!(cfg.storage_key().unwrap().len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            &cfg.storage_key_file,
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        assert!(cfg.storage_key().is_err());
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_purges_expired_keys() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, offset) = test_clock();
+    let mut cfg = config(&p, &storage);
+    cfg.sweep_interval = 1;
+    let maf = RunningMaf::start(cfg, clock).await.unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    ae.register_key(12, &[IN_CSE], Some(&ts(10, &offset)))
+        .await
+        .unwrap();
+    let count = || {
+        let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+        db.query_row("SELECT COUNT(*) FROM keys", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(count(), 1);
+    offset.fetch_add(11, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(count(), 0);
+}
