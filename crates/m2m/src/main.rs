@@ -8,6 +8,7 @@ use std::path::PathBuf;
 mod bench;
 mod bench_tls;
 mod keys;
+mod maf;
 mod pki;
 mod request;
 
@@ -32,6 +33,8 @@ enum Command {
     BenchTls(bench_tls::BenchTlsArgs),
     /// Manage the software secure environment: an encrypted keystore of PSKs and secrets.
     Keys(keys::KeysArgs),
+    /// Run the M2M Authentication Function: central key distribution (TS-0003 clause 8.8).
+    Maf(maf::MafArgs),
     /// Make certificates in the TS-0003 profile (root CA, CSE, AE, MAF, MEF) and show a certificate's oneM2M identity.
     Pki(pki::PkiArgs),
     /// Benchmark a CSE: contentInstance create and latest retrieve under keep-alive load.
@@ -87,6 +90,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(args),
         Command::BenchTls(args) => runtime()?.block_on(bench_tls::run(args)),
         Command::Pki(args) => pki::run(args),
+        Command::Maf(args) => {
+            init_logging();
+            runtime()?.block_on(maf::run(args))
+        }
     }
 }
 
