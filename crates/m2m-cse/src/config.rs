@@ -38,6 +38,28 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSection>,
     pub security: SecuritySection,
+    /// The MAF this CSE retrieves connection keys from (MAF-based SAE); absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maf: Option<MafSection>,
+}
+
+/// The M2M Authentication Function (TS-0003 clause 8.8) this CSE is a target client of. The CSE
+/// authenticates to it with its [tls] certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MafSection {
+    /// e.g. `https://maf.keys.example.net:8443`
+    pub url: String,
+    /// The MAF-FQDN: the suffix of its key identifiers (`hex(KcID)@MAF-FQDN`), its SNI and the
+    /// name its certificate must carry.
+    pub fqdn: String,
+    /// How long a handshake waits for the MAF.
+    #[serde(default = "default_maf_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_maf_timeout() -> u64 {
+    2_000
 }
 
 /// A TLS listener in the oneM2M profiles (TS-0003 clause 10.2).

@@ -14,6 +14,7 @@ pub mod expiry;
 mod group;
 pub mod http_server;
 mod impersonation;
+mod maf_keys;
 mod notification;
 pub mod registration;
 mod resolve;
@@ -35,16 +36,23 @@ pub struct Running {
     pub tls_addr: Option<std::net::SocketAddr>,
 }
 
-/// The psk lookup table: the rows of every secure environment configured, first match wins.
-struct SecureEnvironmentPsk(Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>);
+/// The psk lookup table: the rows of every secure environment configured, first match wins, then
+/// the keys the MAF distributes.
+struct SecureEnvironmentPsk {
+    environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
+    /// MAF-distributed keys, asked for when no environment knows the identity.
+    maf: Option<maf_keys::MafKeys>,
+}
 
 impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
     fn lookup(&self, psk_identity: &str) -> Option<m2m_security::tls::PskKey> {
-        let entry = self.0.iter().find_map(|se| se.psk(psk_identity))?;
-        Some(m2m_security::tls::PskKey {
-            entity: entry.entity_id,
-            key: zeroize::Zeroizing::new(entry.key.expose().to_vec()),
-        })
+        match self.environments.iter().find_map(|se| se.psk(psk_identity)) {
+            Some(entry) => Some(m2m_security::tls::PskKey {
+                entity: entry.entity_id,
+                key: zeroize::Zeroizing::new(entry.key.expose().to_vec()),
+            }),
+            None => self.maf.as_ref()?.lookup(psk_identity),
+        }
     }
 }
 
@@ -90,10 +98,18 @@ fn psk_table(cfg: &Config) -> anyhow::Result<Option<Arc<dyn m2m_security::tls::P
                 .map_err(|e| anyhow::anyhow!("security.psk: {e}"))?,
         ));
     }
-    if environments.is_empty() {
+    let maf = match (&cfg.maf, &cfg.tls) {
+        (Some(m), Some(t)) => match (&t.certificate, &t.private_key, &t.trusted_ca) {
+            (Some(c), Some(k), Some(ca)) => Some(maf_keys::MafKeys::new(m.clone(), c.clone(), k.clone(), ca.clone())),
+            _ => anyhow::bail!("[maf] needs [tls] certificate, private_key and trusted_ca to authenticate to the MAF"),
+        },
+        (Some(_), None) => anyhow::bail!("[maf] needs a [tls] listener"),
+        _ => None,
+    };
+    if environments.is_empty() && maf.is_none() {
         return Ok(None);
     }
-    Ok(Some(Arc::new(SecureEnvironmentPsk(environments))))
+    Ok(Some(Arc::new(SecureEnvironmentPsk { environments, maf })))
 }
 
 /// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.

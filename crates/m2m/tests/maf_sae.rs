@@ -1,0 +1,217 @@
+//! MAF-based security association establishment (TS-0003 clause 8.2.2.3), with the MAF and the
+//! CSEs as separate processes: an AE registers a connection key Kc at the MAF for the IN-CSE, then
+//! opens a TLS-PSK association with that CSE using `hex(KcID)@MAF-FQDN` and Kc; the CSE fetches
+//! Kc from the MAF. A CSE that is not the key's target, a de-registered key and a MAF that is down
+//! open nothing.
+
+mod common;
+
+use common::{CseProcess, TlsClient};
+use m2m_keyservices::maf::MafClient;
+use m2m_security::credentials::Secret;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const SP: &str = "m2m.example.com";
+const MAF_FQDN: &str = "maf.keys.example.net";
+const KM_ID: &str = "phone@maf.keys.example.net";
+const KM_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A CA allowed to certify the SP's CSEs and the MAF's domain, and the certificates.
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let ok = |out: std::process::Output| {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        ok(common::m2m(&[
+            "pki",
+            "ca",
+            "--out",
+            &p("ca"),
+            "--sp",
+            SP,
+            "--permit-dns",
+            "keys.example.net",
+        ]));
+        ok(common::m2m(&[
+            "pki",
+            "issue",
+            "--ca",
+            &p("ca"),
+            "--kind",
+            "maf",
+            "--id",
+            MAF_FQDN,
+            "--out",
+            &p("maf"),
+        ]));
+        for id in ["/id-in", "/id-other"] {
+            ok(common::m2m(&[
+                "pki",
+                "issue",
+                "--ca",
+                &p("ca"),
+                "--kind",
+                "cse",
+                "--id",
+                id,
+                "--sp",
+                SP,
+                "--out",
+                &p(&id[1..]),
+            ]));
+        }
+        write_private(&dir.path().join("storage.key"), &"ab".repeat(32));
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start_maf(&self) -> (Child, String) {
+        let cfg = format!(
+            "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\nstorage = \"{}\"\nstorage_key_file = \"{}\"\n[[km]]\nclient_id = \"/id-in/Cphone\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n",
+            self.path("maf.pem").display(),
+            self.path("maf.key").display(),
+            self.path("ca/ca.pem").display(),
+            self.path("maf-data").display(),
+            self.path("storage.key").display(),
+        );
+        let config = self.path("maf.toml");
+        write_private(&config, &cfg);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args(["maf", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the MAF exited before listening")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("m2m-maf listening https://") {
+                break format!("https://{addr}");
+            }
+        };
+        (child, url)
+    }
+
+    fn start_cse(&self, cse: &str, maf_url: &str) -> CseProcess {
+        CseProcess::start_temp(&format!(
+            "[cse]\ncse_id = \"/{cse}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
+            self.path(&format!("{cse}.pem")).display(),
+            self.path(&format!("{cse}.key")).display(),
+            self.path("ca/ca.pem").display(),
+        ))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The AE's side: Km association with the MAF, client registration, Kc for the target.
+async fn register_kc(maf_url: &str, target: &str) -> (MafClient, String, String) {
+    let km = Secret::from_hex(KM_HEX).unwrap();
+    let mut maf = MafClient::connect_psk(maf_url, MAF_FQDN, KM_ID, &km)
+        .await
+        .expect("Km association with the MAF");
+    maf.register_client(None)
+        .await
+        .expect("client registration");
+    let reg = maf
+        .register_key(12, &[target], None)
+        .await
+        .expect("key registration");
+    // TLS-PSK uses the first half of the distributed key (TS-0003 clause 8.8.1).
+    let kc = reg.key.expose();
+    (maf, reg.key_id.clone(), hex(&kc[..kc.len() / 2]))
+}
+
+fn register_ae(client: &TlsClient, cse: &CseProcess) -> Result<common::Resp, String> {
+    let body = json!({ "m2m:ae": { "rn": "phone", "api": "Nphone", "rr": false, "srv": ["3"] } });
+    client.request(
+        cse.https_url(),
+        "POST",
+        "/cse-in",
+        Some("C"),
+        Some(2),
+        Some(&body),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ae_associates_with_the_in_cse_through_the_maf() {
+    let setup = Setup::new();
+    let (mut maf_proc, maf_url) = setup.start_maf();
+    let cse = setup.start_cse("id-in", &maf_url);
+    let other = setup.start_cse("id-other", &maf_url);
+
+    let (mut maf, key_id, kc_half) = register_kc(&maf_url, &format!("//{SP}/id-in")).await;
+    assert!(key_id.ends_with(&format!("@{MAF_FQDN}")), "{key_id}");
+    let phone = TlsClient::psk(&key_id, &kc_half);
+
+    // The IN-CSE fetches Kc from the MAF; the AE-ID bound is the key's source.
+    let r = tokio::task::block_in_place(|| register_ae(&phone, &cse))
+        .expect("TLS-PSK association with a MAF key");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(r.body["m2m:ae"]["aei"], json!("Cphone"), "{:?}", r.body);
+    assert!(
+        cse.stderr().contains(&format!("12-{key_id}")),
+        "audit line with the Credential-ID:\n{}",
+        cse.stderr()
+    );
+
+    // A CSE that is not among the key's targets cannot retrieve it: no association.
+    let r = tokio::task::block_in_place(|| register_ae(&phone, &other));
+    assert!(
+        r.is_err(),
+        "a CSE outside targetIDs must not associate: {r:?}"
+    );
+
+    // A wrong key under the right identity fails the handshake.
+    let wrong = TlsClient::psk(&key_id, &"00".repeat(16));
+    assert!(tokio::task::block_in_place(|| register_ae(&wrong, &cse)).is_err());
+
+    // After de-registration the same Kc opens nothing.
+    let relative = key_id.split('@').next().unwrap().to_owned();
+    maf.deregister_key(&relative)
+        .await
+        .expect("key de-registration");
+    let r = tokio::task::block_in_place(|| register_ae(&phone, &cse));
+    assert!(r.is_err(), "a de-registered key must not associate: {r:?}");
+
+    // With the MAF down, MAF handshakes fail and the CSE keeps serving.
+    let _ = maf_proc.kill();
+    let _ = maf_proc.wait();
+    let r = tokio::task::block_in_place(|| register_ae(&phone, &cse));
+    assert!(r.is_err(), "no MAF, no association: {r:?}");
+    let (rsc, _) = tokio::task::block_in_place(|| common::retrieve(cse.url(), "/cse-in", "CAdmin"));
+    assert_eq!(rsc, 2000, "the CSE still serves");
+    assert!(
+        !cse.stderr().contains(&kc_half),
+        "the key must not be logged"
+    );
+}
