@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 mod bench;
+mod bench_maf;
 mod bench_tls;
 mod keys;
 mod maf;
@@ -31,6 +32,8 @@ enum Command {
     Request(request::RequestArgs),
     /// Benchmark security associations: handshakes/s next to openssl s_server, TLS-PSK keep-alive retrieves, idle associations.
     BenchTls(bench_tls::BenchTlsArgs),
+    /// Benchmark the MAF: key registrations and retrievals per second over kept-alive associations.
+    BenchMaf(bench_maf::BenchMafArgs),
     /// Manage the software secure environment: an encrypted keystore of PSKs and secrets.
     Keys(keys::KeysArgs),
     /// Run the M2M Authentication Function: central key distribution (TS-0003 clause 8.8).
@@ -89,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
         Command::Keys(args) => keys::run(args),
         Command::BenchTls(args) => runtime()?.block_on(bench_tls::run(args)),
+        Command::BenchMaf(args) => runtime()?.block_on(bench_maf::run(args)),
         Command::Pki(args) => pki::run(args),
         Command::Maf(args) => {
             init_logging();

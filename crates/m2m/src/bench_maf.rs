@@ -1,0 +1,203 @@
+//! `m2m bench-maf`: MAF key registrations and key retrievals per second over kept-alive
+//! associations (a source on TLS-PSK/Km, a target on its certificate), the MAF in this process.
+
+use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, RunningMaf};
+use m2m_security::certificates::{self, KeyType, LeafName, Validity};
+use m2m_security::credentials::Secret;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One benchmarked operation on a kept-alive connection; true when it succeeded.
+type Op =
+    Box<dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send>;
+
+const SP: &str = "m2m.example.com";
+const MAF_FQDN: &str = "maf.keys.example.net";
+const KM_ID: &str = "bench@maf.keys.example.net";
+const KM_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+#[derive(clap::Args, Debug)]
+pub struct BenchMafArgs {
+    /// Measured duration of each phase (seconds).
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Concurrent kept-alive connections per phase.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(data)?;
+    Ok(())
+}
+
+/// A CA, the MAF's FQDN certificate and the IN-CSE's certificate in `dir`.
+fn pki(dir: &Path) -> anyhow::Result<()> {
+    let err = |e: String| anyhow::anyhow!(e);
+    let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
+    let v = Validity::days_from_now(1);
+    let ca =
+        certificates::make_ca("bench CA", &ca_key, v, Some(SP), &[MAF_FQDN.into()]).map_err(err)?;
+    write_private(&dir.join("ca.pem"), &ca.to_pem()?)?;
+    for (name, leaf) in [
+        ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+        (
+            "in",
+            LeafName::Cse {
+                cse_id: "/id-in".into(),
+                sp: SP.into(),
+            },
+        ),
+    ] {
+        let key = certificates::generate_key(KeyType::P256).map_err(err)?;
+        let cert = certificates::issue(&leaf, &key, &ca, &ca_key, v, &[]).map_err(err)?;
+        write_private(&dir.join(format!("{name}.pem")), &cert.to_pem()?)?;
+        write_private(
+            &dir.join(format!("{name}.key")),
+            &key.private_key_to_pem_pkcs8()?,
+        )?;
+    }
+    write_private(&dir.join("storage.key"), "cd".repeat(32).as_bytes())?;
+    Ok(())
+}
+
+async fn run_phase<F, Fut>(connections: usize, seconds: u64, make: F) -> (f64, u64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<
+        Output = Box<
+            dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send,
+        >,
+    >,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..connections {
+        let mut op = make(i).await;
+        let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if op().await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let n = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = t.await;
+    }
+    (n as f64 / elapsed, failed.load(Ordering::Relaxed))
+}
+
+pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("m2m-bench-maf-")
+        .tempdir()?;
+    let d = dir.path();
+    pki(d)?;
+    let cfg = format!(
+        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\nstorage = \"{}\"\nstorage_key_file = \"{}\"\n[[km]]\nclient_id = \"/id-in/Cbench\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n",
+        d.join("maf.pem").display(),
+        d.join("maf.key").display(),
+        d.join("ca.pem").display(),
+        d.join("store").display(),
+        d.join("storage.key").display()
+    );
+    let cfg = MafConfig::from_toml_str(&cfg).map_err(|e| anyhow::anyhow!(e))?;
+    let maf = RunningMaf::start(cfg, system_clock())
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let url = format!("https://{}", maf.addr);
+    let target = format!("//{SP}/id-in");
+
+    // Registrations: client-supplied key values (the exporter gives one key per connection).
+    let (url2, target2) = (url.clone(), target.clone());
+    let (reg_rate, reg_failed) = run_phase(args.connections, args.seconds, move |_| {
+        let (url, target) = (url2.clone(), target2.clone());
+        async move {
+            let km = Secret::from_hex(KM_HEX).expect("Km");
+            let mut c = MafClient::connect_psk(&url, MAF_FQDN, KM_ID, &km)
+                .await
+                .expect("source association");
+            let _ = c.register_client(None).await;
+            let c = Arc::new(tokio::sync::Mutex::new(c));
+            let f: Op = Box::new(move || {
+                let (c, target) = (c.clone(), target.clone());
+                Box::pin(async move {
+                    let key = Secret::new(rand::random::<[u8; 32]>().to_vec());
+                    c.lock()
+                        .await
+                        .register_key_value(12, &[target.as_str()], &key, None)
+                        .await
+                        .is_ok()
+                })
+            });
+            f
+        }
+    })
+    .await;
+
+    // Retrievals: one key, retrieved again and again by the target over its certificate association.
+    let km = Secret::from_hex(KM_HEX).expect("Km");
+    let mut source = MafClient::connect_psk(&url, MAF_FQDN, KM_ID, &km)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _ = source.register_client(None).await;
+    let key = source
+        .register_key(12, &[target.as_str()], None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let relative = key.relative_id.clone();
+    let d2 = d.to_owned();
+    let url3 = url.clone();
+    let (get_rate, get_failed) = run_phase(args.connections, args.seconds, move |_| {
+        let (url, d, relative) = (url3.clone(), d2.clone(), relative.clone());
+        async move {
+            let c = MafClient::connect_certificate(
+                &url,
+                MAF_FQDN,
+                &d.join("in.pem"),
+                &d.join("in.key"),
+                &d.join("ca.pem"),
+            )
+            .await
+            .expect("target association");
+            let c = Arc::new(tokio::sync::Mutex::new(c));
+            let f: Op = Box::new(move || {
+                let (c, relative) = (c.clone(), relative.clone());
+                Box::pin(async move { c.lock().await.retrieve_key(&relative).await.is_ok() })
+            });
+            f
+        }
+    })
+    .await;
+    drop(maf);
+    println!("{:<40} {:>12} {:>8}", "figure", "per second", "failed");
+    println!(
+        "{:<40} {reg_rate:>12.0} {reg_failed:>8}",
+        format!("MAF key registrations ({} conns)", args.connections)
+    );
+    println!(
+        "{:<40} {get_rate:>12.0} {get_failed:>8}",
+        format!("MAF key retrievals ({} conns)", args.connections)
+    );
+    Ok(())
+}
