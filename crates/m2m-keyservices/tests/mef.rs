@@ -34,8 +34,26 @@ fn private(path: &Path, bytes: &[u8]) {
     f.write_all(bytes).unwrap();
 }
 
+/// Every test of this binary logs into one buffer through the global subscriber (a scoped one misses
+/// events when other threads cache callsite interest first).
+static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .init();
+        captured
+    });
+}
+
 impl Pki {
     fn new() -> Pki {
+        capture_logs();
         let dir = tempfile::tempdir().unwrap();
         let ca_key = generate_key(KeyType::P256).unwrap();
         let ca = make_ca(
@@ -109,7 +127,7 @@ suids = [11]
 
 [[targets]]
 id = "/id-in"
-suids = [12]
+suids = [12, 13]
 
 [[targets]]
 id = "/id-mn"
@@ -273,6 +291,44 @@ async fn refusals_403_and_404() {
 }
 
 #[tokio::test]
+async fn certificate_enrolee_and_usage_constrained_key() {
+    let pki = Pki::new();
+    let (addr, _task) = pki.start(3600).await;
+    // The MN-CSE enrols with its certificate (TS-0003 8.3.2.2) naming the IN-CSE for SUIDs 12 and 13.
+    let mut mn = pki.target(&addr, "mn").await;
+    let e = mn
+        .enrol(&EnrolmentRequest {
+            indications: vec!["RemoteMgmt".into()],
+            maf_id: None,
+            targets: vec![
+                TargetRef {
+                    id: "/id-in".into(),
+                    suid: 12,
+                },
+                TargetRef {
+                    id: "/id-in".into(),
+                    suid: 13,
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.enrolee_id, "/id-mn");
+    assert_eq!(mn.bootstrap_key().1, e.ke_id);
+    let mut in_cse = pki.target(&addr, "in").await;
+    let k12 = in_cse.fetch_credentials(&e.ke_id, 12, None).await.unwrap();
+    assert_eq!(k12.enrolee_id, "/id-mn");
+    assert_eq!(k12.credential, kdf::kpsa(&e.ke, "/id-in"));
+    let k13 = in_cse.fetch_credentials(&e.ke_id, 13, None).await.unwrap();
+    assert_eq!(k13.credential, kdf::usage_constrained(&e.ke, 13, "/id-in"));
+    assert_ne!(k12.credential, k13.credential);
+    // No MAF was named: the MAF gets 403.
+    let mut maf = pki.target(&addr, "maf").await;
+    let err = maf.fetch_credentials(&e.ke_id, 11, None).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+}
+
+#[tokio::test]
 async fn expired_enrolment_is_404() {
     let pki = Pki::new();
     let (addr, _task) = pki.start(1).await;
@@ -361,17 +417,8 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn logs_carry_ids_never_keys() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
     let pki = Pki::new();
     let (addr, _task) = pki.start(3600).await;
     let e = enrol(&addr).await;
@@ -398,7 +445,7 @@ async fn logs_carry_ids_never_keys() {
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone())
+    let logs = String::from_utf8(LOGS.get().unwrap().0.lock().unwrap().clone())
         .unwrap()
         .to_lowercase();
     assert!(logs.contains("enrolment created"), "{logs}");

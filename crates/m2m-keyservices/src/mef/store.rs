@@ -202,3 +202,45 @@ impl Store {
         std::fs::rename(&tmp, &self.path).map_err(|e| format!("{}: {e}", self.path.display()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrolment(ke_id: &str, expires: u64) -> Enrolment {
+        Enrolment {
+            meta: EnrolmentMeta {
+                ke_id: ke_id.into(),
+                enrolee_id: "/id-asn".into(),
+                indications: vec!["MAF".into()],
+                maf_id: Some("maf.keys.example.net".into()),
+                targets: vec![TargetRef {
+                    id: "/id-in".into(),
+                    suid: 12,
+                }],
+                expires,
+            },
+            ke: Secret::from_slice(&[7u8; 32]),
+        }
+    }
+
+    #[test]
+    fn round_trip_expiry_and_tamper_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = (dir.path().join("s.json"), dir.path().join("s.key"));
+        let store = Store::open(&path, &key).unwrap();
+        store.insert(enrolment("A@mef", now_secs() + 100)).unwrap();
+        store.insert(enrolment("B@mef", now_secs() - 1)).unwrap();
+        assert!(store.get("B@mef").is_none());
+        let again = Store::open(&path, &key).unwrap();
+        let a = again.get("A@mef").unwrap();
+        assert_eq!(a.ke, Secret::from_slice(&[7u8; 32]));
+        assert_eq!(a.meta.targets[0].id, "/id-in");
+        assert!(again.get("B@mef").is_none());
+        // Widening the targets on disk breaks the seal.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("/id-in", "/id-xx")).unwrap();
+        let err = Store::open(&path, &key).err().unwrap();
+        assert!(err.contains("does not open"), "{err}");
+    }
+}
