@@ -18,7 +18,7 @@ pub struct MafArgs {
     config: Option<PathBuf>,
     /// Print an example configuration and exit.
     #[arg(long)]
-    print_default_config: bool,
+    pub print_default_config: bool,
 }
 
 pub async fn run(args: MafArgs) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ mod bench_maf;
 mod bench_tls;
 mod keys;
 mod maf;
+mod mef;
 mod pki;
 mod request;
 
@@ -38,6 +39,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Run the M2M Authentication Function: central key distribution (TS-0003 clause 8.8).
     Maf(maf::MafArgs),
+    /// Run the M2M Enrolment Function: remote security provisioning (TS-0003 clause 8.3).
+    Mef(mef::MefArgs),
     /// Make certificates in the TS-0003 profile (root CA, CSE, AE, MAF, MEF) and show a certificate's oneM2M identity.
     Pki(pki::PkiArgs),
     /// Benchmark a CSE: contentInstance create and latest retrieve under keep-alive load.
@@ -95,8 +98,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchMaf(args) => runtime()?.block_on(bench_maf::run(args)),
         Command::Pki(args) => pki::run(args),
         Command::Maf(args) => {
-            init_logging();
+            if !args.print_default_config {
+                init_logging();
+            }
             runtime()?.block_on(maf::run(args))
+        }
+        Command::Mef(args) => {
+            if !args.print_default_config {
+                init_logging();
+            }
+            runtime()?.block_on(mef::run(args))
         }
     }
 }

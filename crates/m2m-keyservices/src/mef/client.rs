@@ -1,0 +1,268 @@
+//! The MEF client: one TLS connection to the MEF (TLS-PSK on Kpm/KpmID for an enrolee, or a
+//! certificate for an enrolee or an enrolment target), with the bootstrap exporter computed locally.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use m2m_security::credentials::Secret;
+use m2m_security::kdf::{self, BOOTSTRAP_EXPORTER_LABEL, EXPORT_LEN};
+use m2m_security::tls::{self, ClientTlsConfig};
+use serde::Serialize;
+use std::fmt;
+use std::path::Path;
+use std::pin::Pin;
+use zeroize::Zeroizing;
+
+pub use super::store::TargetRef;
+
+/// What can go wrong on the client side. Never carries key material.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Connecting or the TLS handshake failed (a wrong Kpm ends here).
+    Connect(String),
+    /// The MEF answered with an error status.
+    Http { status: u16, message: String },
+    /// The reply made no sense (or the KeIDs disagree).
+    Protocol(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Connect(e) => write!(f, "connecting to the MEF: {e}"),
+            ClientError::Http { status, message } => write!(f, "MEF answered {status}: {message}"),
+            ClientError::Protocol(e) => write!(f, "MEF protocol: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// The HTTP status, when the MEF answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// An enrolment request (clause 8.3.4).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrolmentRequest {
+    pub indications: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maf_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetRef>,
+}
+
+/// A completed enrolment, as the enrolee holds it.
+#[derive(Debug)]
+pub struct EnrolResult {
+    /// Ke, from this side's exporter.
+    pub ke: Secret,
+    /// KeID (`HEX@MEF-FQDN`), the same on both sides.
+    pub ke_id: String,
+    pub enrolee_id: String,
+    pub lifetime: u64,
+}
+
+/// What an enrolment target fetched.
+#[derive(Debug)]
+pub struct FetchedCredential {
+    pub credential: Secret,
+    pub enrolee_id: String,
+    pub lifetime: u64,
+    pub status: String,
+}
+
+/// One TLS connection to a MEF.
+pub struct MefClient {
+    sender: SendRequest<Full<Bytes>>,
+    exported: Zeroizing<[u8; EXPORT_LEN]>,
+    mef_fqdn: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MefClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MefClient {
+    /// An enrolee connection with TLS-PSK: psk_identity = `kpm_id`, psk = `kpm`.
+    pub async fn connect_psk(
+        addr: &str,
+        mef_fqdn: &str,
+        kpm_id: &str,
+        kpm: &Secret,
+    ) -> Result<MefClient, ClientError> {
+        let cfg = ClientTlsConfig {
+            cipher_suites: tls::PSK_SUITES.iter().map(|s| s.to_string()).collect(),
+            psk: Some((kpm_id.to_owned(), Zeroizing::new(kpm.expose().to_vec()))),
+            ..Default::default()
+        };
+        Self::connect(addr, mef_fqdn, &cfg).await
+    }
+
+    /// A certificate connection (enrolee with a certificate, or enrolment target); the MEF's
+    /// certificate is verified against `trusted_ca` and must name `mef_fqdn`.
+    pub async fn connect_certificate(
+        addr: &str,
+        mef_fqdn: &str,
+        certificate_chain: &Path,
+        private_key: &Path,
+        trusted_ca: &Path,
+    ) -> Result<MefClient, ClientError> {
+        let cfg = ClientTlsConfig {
+            cipher_suites: tls::CERTIFICATE_SUITES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            certificate_chain: Some(certificate_chain.to_path_buf()),
+            private_key: Some(private_key.to_path_buf()),
+            trusted_ca: Some(trusted_ca.to_path_buf()),
+            ..Default::default()
+        };
+        Self::connect(addr, mef_fqdn, &cfg).await
+    }
+
+    async fn connect(
+        addr: &str,
+        mef_fqdn: &str,
+        cfg: &ClientTlsConfig,
+    ) -> Result<MefClient, ClientError> {
+        let ctx = tls::client_context(cfg).map_err(ClientError::Connect)?;
+        let ssl = tls::client_ssl(&ctx, Some(mef_fqdn)).map_err(ClientError::Connect)?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
+        let mut stream = tokio_openssl::SslStream::new(ssl, tcp)
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        Pin::new(&mut stream)
+            .connect()
+            .await
+            .map_err(|e| ClientError::Connect(format!("TLS handshake: {e}")))?;
+        let mut exported = Zeroizing::new([0u8; EXPORT_LEN]);
+        stream
+            .ssl()
+            .export_keying_material(&mut exported[..], BOOTSTRAP_EXPORTER_LABEL, None)
+            .map_err(|e| ClientError::Connect(format!("TLS exporter: {e}")))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(MefClient {
+            sender,
+            exported,
+            mef_fqdn: mef_fqdn.to_owned(),
+            task,
+        })
+    }
+
+    /// Ke and KeID of this connection, from the local exporter (clause 10.3.1, 10.3.4).
+    pub fn bootstrap_key(&self) -> (Secret, String) {
+        let (ke, rel) = kdf::export_split(&self.exported);
+        (ke, kdf::ke_id_string(&rel, &self.mef_fqdn))
+    }
+
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        origin: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.mef_fqdn);
+        if let Some(o) = origin {
+            b = b.header("X-M2M-Origin", o);
+        }
+        if body.is_some() {
+            b = b.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = b
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("reply is not JSON: {e}")))?;
+        if !status.is_success() {
+            return Err(ClientError::Http {
+                status: status.as_u16(),
+                message: v["error"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        if status != StatusCode::OK && status != StatusCode::CREATED {
+            return Err(ClientError::Protocol(format!("unexpected status {status}")));
+        }
+        Ok(v)
+    }
+
+    /// The enrolment exchange (`POST /mef/enrolment`): returns this side's Ke and the KeID, after
+    /// checking that the MEF computed the same KeID on this connection.
+    pub async fn enrol(&mut self, req: &EnrolmentRequest) -> Result<EnrolResult, ClientError> {
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let v = self
+            .call(Method::POST, "/mef/enrolment", None, Some(body))
+            .await?;
+        let (ke, ke_id) = self.bootstrap_key();
+        let theirs = v["keID"].as_str().unwrap_or_default();
+        if theirs != ke_id {
+            return Err(ClientError::Protocol(format!(
+                "the MEF's KeID {theirs} differs from the local one {ke_id}"
+            )));
+        }
+        Ok(EnrolResult {
+            ke,
+            ke_id,
+            enrolee_id: v["enroleeID"].as_str().unwrap_or_default().to_owned(),
+            lifetime: v["lifetime"].as_u64().unwrap_or_default(),
+        })
+    }
+
+    /// Enrolment-target side: `GET /mef/fetchCredentials/{KeID}/{SUID}`, From (X-M2M-Origin) = `origin`
+    /// when given (it must equal the certificate identity).
+    pub async fn fetch_credentials(
+        &mut self,
+        ke_id: &str,
+        suid: u32,
+        origin: Option<&str>,
+    ) -> Result<FetchedCredential, ClientError> {
+        let path = format!("/mef/fetchCredentials/{ke_id}/{suid}");
+        let v = self.call(Method::GET, &path, origin, None).await?;
+        let hex = Zeroizing::new(v["credential"].as_str().unwrap_or_default().to_owned());
+        let credential = Secret::from_hex(&hex).map_err(ClientError::Protocol)?;
+        Ok(FetchedCredential {
+            credential,
+            enrolee_id: v["enroleeID"].as_str().unwrap_or_default().to_owned(),
+            lifetime: v["lifetime"].as_u64().unwrap_or_default(),
+            status: v["status"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+}

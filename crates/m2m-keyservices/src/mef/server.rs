@@ -1,0 +1,419 @@
+//! The MEF server: TLS listener (PSK on Kpm or certificates), bootstrap exporter per connection, and the
+//! HTTP/1.1 JSON API described in the [module documentation](super).
+
+use super::config::{same_id, MefConfig};
+use super::store::{now_secs, Enrolment, EnrolmentMeta, Store, TargetRef};
+use super::{credential_for, SUID_MAF};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use m2m_security::certificates::{identity_of, CertIdentity};
+use m2m_security::credentials::Secret;
+use m2m_security::kdf::{self, BOOTSTRAP_EXPORTER_LABEL, EXPORT_LEN};
+use m2m_security::tls::{self, Authenticated, PskKey, PskLookup, ServerTlsConfig};
+use openssl::ssl::{Ssl, SslContext};
+use openssl::x509::X509;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use zeroize::Zeroizing;
+
+const MAX_BODY: usize = 64 * 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct KpmTable(HashMap<String, (String, Secret)>);
+
+impl PskLookup for KpmTable {
+    fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
+        self.0.get(psk_identity).map(|(enrolee, key)| PskKey {
+            entity: Some(enrolee.clone()),
+            key: Zeroizing::new(key.expose().to_vec()),
+        })
+    }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug)]
+enum PeerAuth {
+    /// TLS-PSK on a Kpm.
+    Kpm { kpm_id: String, enrolee_id: String },
+    /// A certificate; its oneM2M identity (CSE-ID, AE-ID or FQDN).
+    Certificate { identity: String },
+}
+
+impl PeerAuth {
+    fn id(&self) -> &str {
+        match self {
+            PeerAuth::Kpm { enrolee_id, .. } => enrolee_id,
+            PeerAuth::Certificate { identity } => identity,
+        }
+    }
+}
+
+/// One TLS connection: its peer and its bootstrap key.
+struct Conn {
+    addr: SocketAddr,
+    auth: PeerAuth,
+    ke: Secret,
+    ke_id: String,
+}
+
+/// A running MEF.
+pub struct Mef {
+    config: MefConfig,
+    store: Store,
+    tls: SslContext,
+}
+
+impl Mef {
+    /// Checks the configuration, opens the store and builds the TLS context.
+    pub fn new(config: MefConfig) -> Result<Arc<Mef>, String> {
+        if let Some(k) = &config.private_key {
+            m2m_security::secure_environment::check_private_file(k)?;
+        }
+        let table: HashMap<String, (String, Secret)> = config
+            .kpm
+            .iter()
+            .map(|k| (k.kpm_id.clone(), (k.enrolee_id.clone(), k.key.clone())))
+            .collect();
+        let suites = tls::PSK_SUITES
+            .iter()
+            .chain(tls::CERTIFICATE_SUITES)
+            .map(|s| s.to_string())
+            .collect();
+        let tls = tls::server_context(&ServerTlsConfig {
+            cipher_suites: suites,
+            tls13: false,
+            certificate_chain: config.certificate.clone(),
+            private_key: config.private_key.clone(),
+            trusted_ca: config.trusted_ca.clone(),
+            psk: (!table.is_empty()).then(|| Arc::new(KpmTable(table)) as Arc<dyn PskLookup>),
+        })?;
+        let store = Store::open(&config.storage, &config.storage_key)?;
+        Ok(Arc::new(Mef { config, store, tls }))
+    }
+
+    pub fn config(&self) -> &MefConfig {
+        &self.config
+    }
+
+    /// Binds `config.listen` and serves in a background task; returns the bound address.
+    pub async fn start(
+        self: &Arc<Self>,
+    ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+        let listener = TcpListener::bind(&self.config.listen)
+            .await
+            .map_err(|e| format!("listen {}: {e}", self.config.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let me = Arc::clone(self);
+        Ok((addr, tokio::spawn(me.serve(listener))))
+    }
+
+    /// Accepts connections forever.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let me = Arc::clone(&self);
+            tokio::spawn(async move { me.connection(stream, addr).await });
+        }
+    }
+
+    async fn connection(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) {
+        let (stream, conn) = match self.handshake(stream, addr).await {
+            Ok(x) => x,
+            Err(why) => {
+                tracing::warn!(target: "audit", peer = %addr, reason = %why, "MEF association refused");
+                return;
+            }
+        };
+        tracing::info!(target: "audit", peer = %addr, peer_id = %conn.auth.id(),
+            mode = match conn.auth { PeerAuth::Kpm { .. } => "kpm", PeerAuth::Certificate { .. } => "certificate" },
+            kpm_id = match &conn.auth { PeerAuth::Kpm { kpm_id, .. } => kpm_id.as_str(), _ => "-" },
+            "MEF association established");
+        let conn = Arc::new(conn);
+        let me = Arc::clone(&self);
+        let svc = service_fn(move |req| {
+            let me = Arc::clone(&me);
+            let conn = Arc::clone(&conn);
+            async move { Ok::<_, Infallible>(me.handle(&conn, req).await) }
+        });
+        let http = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), svc);
+        if let Err(e) = http.await {
+            tracing::debug!(peer = %addr, error = %e, "MEF connection closed with error");
+        }
+    }
+
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<(tokio_openssl::SslStream<TcpStream>, Conn), String> {
+        let ssl = Ssl::new(&self.tls).map_err(|e| e.to_string())?;
+        let mut stream = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await {
+            Err(_) => return Err("handshake timed out".into()),
+            Ok(Err(e)) => return Err(handshake_error(&e)),
+            Ok(Ok(())) => {}
+        }
+        let ssl = stream.ssl();
+        let auth = match tls::association_of(ssl).ok_or("the handshake authenticated nothing")? {
+            Authenticated::Psk {
+                psk_identity,
+                entity,
+            } => PeerAuth::Kpm {
+                enrolee_id: entity.unwrap_or_else(|| psk_identity.clone()),
+                kpm_id: psk_identity,
+            },
+            Authenticated::Certificate { leaf_der } => {
+                let cert = X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
+                let identity = match identity_of(&cert, &self.config.sp_fqdn)? {
+                    CertIdentity::AeId(id) | CertIdentity::CseId(id) => id,
+                    CertIdentity::Fqdn(f) => f,
+                };
+                PeerAuth::Certificate { identity }
+            }
+        };
+        let mut out = Zeroizing::new([0u8; EXPORT_LEN]);
+        ssl.export_keying_material(&mut out[..], BOOTSTRAP_EXPORTER_LABEL, None)
+            .map_err(|e| format!("TLS exporter: {e}"))?;
+        let (ke, rel) = kdf::export_split(&out);
+        let ke_id = kdf::ke_id_string(&rel, &self.config.fqdn);
+        Ok((
+            stream,
+            Conn {
+                addr,
+                auth,
+                ke,
+                ke_id,
+            },
+        ))
+    }
+
+    async fn handle(
+        &self,
+        conn: &Conn,
+        req: hyper::Request<Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        };
+        let path = parts.uri.path().replace("%40", "@");
+        if parts.method == Method::POST && path == "/mef/enrolment" {
+            return self.enrol(conn, &body);
+        }
+        if let Some(rest) = path.strip_prefix("/mef/fetchCredentials/") {
+            if parts.method != Method::GET {
+                return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            }
+            let origin = parts
+                .headers
+                .get("x-m2m-origin")
+                .and_then(|v| v.to_str().ok());
+            return self.fetch(conn, rest, origin);
+        }
+        error(StatusCode::NOT_FOUND, "no such MEF resource")
+    }
+
+    fn enrol(&self, conn: &Conn, body: &[u8]) -> hyper::Response<Full<Bytes>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Req {
+            indications: Vec<String>,
+            #[serde(default)]
+            maf_id: Option<String>,
+            #[serde(default)]
+            targets: Vec<TargetRef>,
+        }
+        let req: Req = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("enrolment request: {e}")),
+        };
+        if req.indications.is_empty() {
+            return error(StatusCode::BAD_REQUEST, "indications is empty");
+        }
+        if req.indications.iter().any(|i| i == "MAF") && req.maf_id.is_none() {
+            return error(StatusCode::BAD_REQUEST, "indication MAF needs mafId");
+        }
+        if let Some(maf) = &req.maf_id {
+            if !self.config.target_allows(maf, SUID_MAF) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "mafId {maf} is not a MAF this MEF provisions (no target row with SUID 11)"
+                    ),
+                );
+            }
+        }
+        if let Some(t) = req
+            .targets
+            .iter()
+            .find(|t| !self.config.target_allows(&t.id, t.suid))
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("target {} is not allowed SUID {} by this MEF", t.id, t.suid),
+            );
+        }
+        let meta = EnrolmentMeta {
+            ke_id: conn.ke_id.clone(),
+            enrolee_id: conn.auth.id().to_owned(),
+            indications: req.indications,
+            maf_id: req.maf_id,
+            targets: req.targets,
+            expires: now_secs() + self.config.lifetime_seconds,
+        };
+        let targets: Vec<String> = meta
+            .targets
+            .iter()
+            .map(|t| format!("{}:{}", t.id, t.suid))
+            .collect();
+        tracing::info!(target: "audit", peer = %conn.addr, enrolee = %meta.enrolee_id, ke_id = %meta.ke_id,
+            indications = ?meta.indications, maf_id = meta.maf_id.as_deref().unwrap_or("-"),
+            targets = ?targets, "enrolment created");
+        let reply = json!({
+            "keID": meta.ke_id,
+            "enroleeID": meta.enrolee_id,
+            "lifetime": self.config.lifetime_seconds,
+        });
+        if let Err(e) = self.store.insert(Enrolment {
+            meta,
+            ke: conn.ke.clone(),
+        }) {
+            tracing::error!(error = %e, "storing an enrolment failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storing the enrolment failed",
+            );
+        }
+        respond(StatusCode::CREATED, &reply)
+    }
+
+    fn fetch(&self, conn: &Conn, rest: &str, origin: Option<&str>) -> hyper::Response<Full<Bytes>> {
+        let refuse = |status: StatusCode, target: &str, ke_id: &str, why: &str| {
+            tracing::warn!(target: "audit", peer = %conn.addr, target_id = %target, ke_id = %ke_id, reason = %why,
+                "credential fetch refused");
+            error(status, why)
+        };
+        let Some((ke_id, suid)) = rest.rsplit_once('/') else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "expected /mef/fetchCredentials/{KeID}/{SUID}",
+            );
+        };
+        let Ok(suid) = suid.parse::<u32>() else {
+            return error(StatusCode::BAD_REQUEST, "SUID is not a number");
+        };
+        let target = match &conn.auth {
+            PeerAuth::Certificate { identity } => identity.as_str(),
+            PeerAuth::Kpm { enrolee_id, .. } => {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    enrolee_id,
+                    ke_id,
+                    "enrolment targets authenticate with certificates",
+                )
+            }
+        };
+        if let Some(o) = origin {
+            if !same_id(o, target) {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    target,
+                    ke_id,
+                    "X-M2M-Origin differs from the certificate identity",
+                );
+            }
+        }
+        if !self.config.target_allows(target, suid) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                target,
+                ke_id,
+                &format!("this target may not fetch SUID {suid}"),
+            );
+        }
+        let Some(e) = self.store.get(ke_id) else {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                target,
+                ke_id,
+                "unknown or expired KeID",
+            );
+        };
+        let named = e
+            .meta
+            .targets
+            .iter()
+            .any(|t| t.suid == suid && same_id(&t.id, target))
+            || (suid == SUID_MAF && e.meta.maf_id.as_deref().is_some_and(|m| same_id(m, target)));
+        if !named {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                target,
+                ke_id,
+                &format!("the enrolment does not name this target for SUID {suid}"),
+            );
+        }
+        let credential = credential_for(&e.ke, suid, target);
+        let lifetime = e.meta.expires.saturating_sub(now_secs());
+        tracing::info!(target: "audit", peer = %conn.addr, target_id = %target, ke_id = %ke_id, suid,
+            enrolee = %e.meta.enrolee_id, "credential delivered");
+        respond(
+            StatusCode::OK,
+            &json!({
+                "status": "SUCCESS",
+                "keID": ke_id,
+                "suid": suid,
+                "credential": credential.to_hex().as_str(),
+                "enroleeID": e.meta.enrolee_id,
+                "lifetime": lifetime,
+            }),
+        )
+    }
+}
+
+fn respond(status: StatusCode, body: &serde_json::Value) -> hyper::Response<Full<Bytes>> {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, msg: &str) -> hyper::Response<Full<Bytes>> {
+    respond(status, &json!({ "error": msg }))
+}
+
+fn handshake_error(e: &openssl::ssl::Error) -> String {
+    match e.ssl_error() {
+        Some(stack) => stack
+            .errors()
+            .iter()
+            .filter_map(|err| err.reason())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => e.to_string(),
+    }
+}

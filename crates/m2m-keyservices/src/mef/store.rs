@@ -1,0 +1,246 @@
+//! Enrolments at rest: one JSON file, each Ke sealed with AES-256-GCM under the storage key; the
+//! enrolment's metadata (KeID, enrolee, MAF-ID, targets, expiry) is the associated data, so neither can
+//! be swapped or edited on disk without the open failing.
+
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use m2m_security::credentials::Secret;
+use m2m_security::secure_environment::{check_private_file, create_key_file};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// An enrolment target named in an enrolment request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRef {
+    pub id: String,
+    pub suid: u32,
+}
+
+/// What the MEF knows of one enrolment (Ke included, never printed by `Debug`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrolmentMeta {
+    pub ke_id: String,
+    pub enrolee_id: String,
+    pub indications: Vec<String>,
+    pub maf_id: Option<String>,
+    pub targets: Vec<TargetRef>,
+    /// Seconds since the Unix epoch.
+    pub expires: u64,
+}
+
+/// An enrolment with its Ke.
+#[derive(Clone, Debug)]
+pub struct Enrolment {
+    pub meta: EnrolmentMeta,
+    pub ke: Secret,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    meta: EnrolmentMeta,
+    nonce: String,
+    sealed_ke: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct FileImage {
+    enrolments: Vec<Sealed>,
+}
+
+/// The enrolment store.
+pub struct Store {
+    path: PathBuf,
+    cipher: Aes256Gcm,
+    rows: Mutex<BTreeMap<String, Enrolment>>,
+}
+
+/// Now, in seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn load_key(path: &Path) -> Result<Secret, String> {
+    if !path.exists() {
+        create_key_file(path).map_err(|e| e.to_string())?;
+        tracing::info!(target: "audit", file = %path.display(), "created MEF storage key file");
+    }
+    check_private_file(path)?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    );
+    let key = Secret::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if key.len() != 32 {
+        return Err(format!(
+            "{}: the storage key must be 32 bytes (64 hex digits)",
+            path.display()
+        ));
+    }
+    Ok(key)
+}
+
+impl Store {
+    /// Opens (or starts) the store at `path` with the key in `key_path` (created when missing).
+    /// Expired enrolments are dropped.
+    pub fn open(path: &Path, key_path: &Path) -> Result<Store, String> {
+        let key = load_key(key_path)?;
+        let cipher = Aes256Gcm::new_from_slice(key.expose()).map_err(|e| e.to_string())?;
+        let store = Store {
+            path: path.to_path_buf(),
+            cipher,
+            rows: Mutex::new(BTreeMap::new()),
+        };
+        if path.exists() {
+            check_private_file(path)?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let image: FileImage =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let now = now_secs();
+            let mut rows = store.rows.lock().expect("store lock");
+            for s in image.enrolments {
+                if s.meta.expires <= now {
+                    continue;
+                }
+                let ke = store
+                    .open_sealed(&s)
+                    .map_err(|e| format!("{}: enrolment {}: {e}", path.display(), s.meta.ke_id))?;
+                rows.insert(s.meta.ke_id.clone(), Enrolment { meta: s.meta, ke });
+            }
+            drop(rows);
+        }
+        Ok(store)
+    }
+
+    fn seal(&self, e: &Enrolment) -> Result<Sealed, String> {
+        let aad = serde_json::to_vec(&e.meta).map_err(|e| e.to_string())?;
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: e.ke.expose(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| "sealing Ke failed".to_string())?;
+        Ok(Sealed {
+            meta: e.meta.clone(),
+            nonce: hex::encode(nonce),
+            sealed_ke: hex::encode(ct),
+        })
+    }
+
+    fn open_sealed(&self, s: &Sealed) -> Result<Secret, String> {
+        let aad = serde_json::to_vec(&s.meta).map_err(|e| e.to_string())?;
+        let nonce = hex::decode(&s.nonce).map_err(|_| "bad nonce".to_string())?;
+        if nonce.len() != 12 {
+            return Err("bad nonce".into());
+        }
+        let ct = hex::decode(&s.sealed_ke).map_err(|_| "bad sealed key".to_string())?;
+        let pt = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ct,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| {
+                "the sealed Ke does not open (wrong storage key or edited file)".to_string()
+            })?;
+        Ok(Secret::new(pt))
+    }
+
+    /// Adds (or replaces) an enrolment and writes the file.
+    pub fn insert(&self, e: Enrolment) -> Result<(), String> {
+        let mut rows = self.rows.lock().expect("store lock");
+        let now = now_secs();
+        rows.retain(|_, r| r.meta.expires > now);
+        rows.insert(e.meta.ke_id.clone(), e);
+        self.save(&rows)
+    }
+
+    /// The enrolment with this KeID, unless unknown or expired.
+    pub fn get(&self, ke_id: &str) -> Option<Enrolment> {
+        let rows = self.rows.lock().expect("store lock");
+        rows.get(ke_id)
+            .filter(|e| e.meta.expires > now_secs())
+            .cloned()
+    }
+
+    fn save(&self, rows: &BTreeMap<String, Enrolment>) -> Result<(), String> {
+        let image = FileImage {
+            enrolments: rows
+                .values()
+                .map(|e| self.seal(e))
+                .collect::<Result<_, _>>()?,
+        };
+        let text = serde_json::to_vec_pretty(&image).map_err(|e| e.to_string())?;
+        let tmp = self.path.with_extension("tmp");
+        let err = |e: std::io::Error| format!("{}: {e}", tmp.display());
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(err)?;
+        f.write_all(&text).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrolment(ke_id: &str, expires: u64) -> Enrolment {
+        Enrolment {
+            meta: EnrolmentMeta {
+                ke_id: ke_id.into(),
+                enrolee_id: "/id-asn".into(),
+                indications: vec!["MAF".into()],
+                maf_id: Some("maf.keys.example.net".into()),
+                targets: vec![TargetRef {
+                    id: "/id-in".into(),
+                    suid: 12,
+                }],
+                expires,
+            },
+            ke: Secret::from_slice(&[7u8; 32]),
+        }
+    }
+
+    #[test]
+    fn round_trip_expiry_and_tamper_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = (dir.path().join("s.json"), dir.path().join("s.key"));
+        let store = Store::open(&path, &key).unwrap();
+        store.insert(enrolment("A@mef", now_secs() + 100)).unwrap();
+        store.insert(enrolment("B@mef", now_secs() - 1)).unwrap();
+        assert!(store.get("B@mef").is_none());
+        let again = Store::open(&path, &key).unwrap();
+        let a = again.get("A@mef").unwrap();
+        assert_eq!(a.ke, Secret::from_slice(&[7u8; 32]));
+        assert_eq!(a.meta.targets[0].id, "/id-in");
+        assert!(again.get("B@mef").is_none());
+        // Widening the targets on disk breaks the seal.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("/id-in", "/id-xx")).unwrap();
+        let err = Store::open(&path, &key).err().unwrap();
+        assert!(err.contains("does not open"), "{err}");
+    }
+}

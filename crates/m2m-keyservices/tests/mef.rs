@@ -1,0 +1,460 @@
+//! MEF end to end: in-process servers on 127.0.0.1:0, a test PKI, enrolees on Kpm, targets on certificates.
+
+use m2m_keyservices::mef::client::TargetRef;
+use m2m_keyservices::mef::{
+    derive_km, derive_kpsa, ClientError, EnrolmentRequest, Mef, MefClient, MefConfig,
+};
+use m2m_security::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
+use m2m_security::credentials::Secret;
+use m2m_security::kdf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const MEF: &str = "mef.keys.example.net";
+const MAF: &str = "maf.keys.example.net";
+const SP: &str = "m2m.example.com";
+const KPM_ID: &str = "00112233445566778899AABBCCDDEEFF@mef.keys.example.net";
+const KPM_HEX: &str = "5a1f0c9e7d3b2a4f6e8d0c1b2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f";
+const ENROLEE: &str = "/id-asn";
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+fn private(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// Every test of this binary logs into one buffer through the global subscriber (a scoped one misses
+/// events when other threads cache callsite interest first).
+static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .init();
+        captured
+    });
+}
+
+impl Pki {
+    fn new() -> Pki {
+        capture_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = generate_key(KeyType::P256).unwrap();
+        let ca = make_ca(
+            "MEF test CA",
+            &ca_key,
+            Validity::days_from_now(2),
+            None,
+            &[],
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.to_pem().unwrap()).unwrap();
+        let leaves = [
+            ("mef", LeafName::Fqdn(MEF.into())),
+            ("maf", LeafName::Fqdn(MAF.into())),
+            (
+                "in",
+                LeafName::Cse {
+                    cse_id: "/id-in".into(),
+                    sp: SP.into(),
+                },
+            ),
+            (
+                "mn",
+                LeafName::Cse {
+                    cse_id: "/id-mn".into(),
+                    sp: SP.into(),
+                },
+            ),
+        ];
+        for (name, leaf) in leaves {
+            let key = generate_key(KeyType::P256).unwrap();
+            let cert = issue(&leaf, &key, &ca, &ca_key, Validity::days_from_now(2), &[]).unwrap();
+            std::fs::write(
+                dir.path().join(format!("{name}.crt.pem")),
+                cert.to_pem().unwrap(),
+            )
+            .unwrap();
+            private(
+                &dir.path().join(format!("{name}.key.pem")),
+                &key.private_key_to_pem_pkcs8().unwrap(),
+            );
+        }
+        Pki { dir }
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config_text(&self, lifetime: u64) -> String {
+        format!(
+            r#"
+fqdn = "{MEF}"
+sp_fqdn = "{SP}"
+listen = "127.0.0.1:0"
+certificate = "{cert}"
+private_key = "{key}"
+trusted_ca = "{ca}"
+storage = "{storage}"
+storage_key = "{storage_key}"
+lifetime_seconds = {lifetime}
+
+[[kpm]]
+enrolee_id = "{ENROLEE}"
+kpm_id = "{KPM_ID}"
+key = "{KPM_HEX}"
+
+[[targets]]
+id = "{MAF}"
+suids = [11]
+
+[[targets]]
+id = "/id-in"
+suids = [12, 13]
+
+[[targets]]
+id = "/id-mn"
+suids = [12]
+"#,
+            cert = self.p("mef.crt.pem").display(),
+            key = self.p("mef.key.pem").display(),
+            ca = self.p("ca.pem").display(),
+            storage = self.p("enrolments.json").display(),
+            storage_key = self.p("storage.key").display(),
+        )
+    }
+
+    fn config(&self, lifetime: u64) -> MefConfig {
+        let path = self.p("mef.toml");
+        private(&path, self.config_text(lifetime).as_bytes());
+        MefConfig::load(&path).unwrap()
+    }
+
+    async fn start(&self, lifetime: u64) -> (String, tokio::task::JoinHandle<()>) {
+        let mef = Mef::new(self.config(lifetime)).unwrap();
+        let (addr, task) = mef.start().await.unwrap();
+        (addr.to_string(), task)
+    }
+
+    async fn target(&self, addr: &str, name: &str) -> MefClient {
+        MefClient::connect_certificate(
+            addr,
+            MEF,
+            &self.p(&format!("{name}.crt.pem")),
+            &self.p(&format!("{name}.key.pem")),
+            &self.p("ca.pem"),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+fn kpm() -> Secret {
+    Secret::from_hex(KPM_HEX).unwrap()
+}
+
+fn request() -> EnrolmentRequest {
+    EnrolmentRequest {
+        indications: vec!["MAF".into()],
+        maf_id: Some(MAF.into()),
+        targets: vec![TargetRef {
+            id: "/id-in".into(),
+            suid: 12,
+        }],
+    }
+}
+
+async fn enrol(addr: &str) -> m2m_keyservices::mef::EnrolResult {
+    let mut c = MefClient::connect_psk(addr, MEF, KPM_ID, &kpm())
+        .await
+        .unwrap();
+    c.enrol(&request()).await.unwrap()
+}
+
+#[tokio::test]
+async fn enrolee_enrols_and_targets_fetch_the_same_keys() {
+    let pki = Pki::new();
+    let (addr, _task) = pki.start(3600).await;
+    let e = enrol(&addr).await;
+    assert_eq!(e.enrolee_id, ENROLEE);
+    assert_eq!(e.lifetime, 3600);
+    assert!(e.ke_id.ends_with(&format!("@{MEF}")));
+    let (rel, fqdn) = kdf::parse_hex_key_id(&e.ke_id).unwrap();
+    assert_eq!(fqdn, MEF);
+    assert_eq!(kdf::ke_id_string(&rel, MEF), e.ke_id);
+    assert_eq!(e.ke.len(), 32);
+
+    // The IN-CSE fetches Kpsa (SUID 12) and it equals what the enrolee derives locally.
+    let mut in_cse = pki.target(&addr, "in").await;
+    let got = in_cse
+        .fetch_credentials(&e.ke_id, 12, Some("/id-in"))
+        .await
+        .unwrap();
+    assert_eq!(got.status, "SUCCESS");
+    assert_eq!(got.enrolee_id, ENROLEE);
+    assert!(got.lifetime > 3500 && got.lifetime <= 3600);
+    assert_eq!(got.credential, derive_kpsa(&e.ke, "/id-in"));
+    assert_eq!(got.credential, kdf::kpsa(&e.ke, "/id-in"));
+
+    // The MAF fetches Km (SUID 11), with no From header.
+    let mut maf = pki.target(&addr, "maf").await;
+    let got = maf.fetch_credentials(&e.ke_id, 11, None).await.unwrap();
+    assert_eq!(got.credential, derive_km(&e.ke, MAF));
+    assert_eq!(got.credential, kdf::km(&e.ke, MAF));
+    // Two requests on the same connection work.
+    let again = maf.fetch_credentials(&e.ke_id, 11, None).await.unwrap();
+    assert_eq!(again.credential, got.credential);
+}
+
+#[tokio::test]
+async fn refusals_403_and_404() {
+    let pki = Pki::new();
+    let (addr, _task) = pki.start(3600).await;
+    let e = enrol(&addr).await;
+
+    // A CSE configured for SUID 12 but not named by the enrolment.
+    let mut mn = pki.target(&addr, "mn").await;
+    let err = mn.fetch_credentials(&e.ke_id, 12, None).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+
+    // The IN-CSE asking for a SUID it is not configured for.
+    let mut in_cse = pki.target(&addr, "in").await;
+    let err = in_cse
+        .fetch_credentials(&e.ke_id, 11, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+
+    // A From that is not the certificate identity.
+    let err = in_cse
+        .fetch_credentials(&e.ke_id, 12, Some("/id-mn"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+
+    // Unknown KeID.
+    let unknown = format!("{}@{MEF}", "AB".repeat(16));
+    let err = in_cse
+        .fetch_credentials(&unknown, 12, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+
+    // An enrolee on Kpm is no enrolment target.
+    let mut enrolee = MefClient::connect_psk(&addr, MEF, KPM_ID, &kpm())
+        .await
+        .unwrap();
+    let err = enrolee
+        .fetch_credentials(&e.ke_id, 12, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+
+    // Naming a target the configuration does not allow is a bad request.
+    let err = enrolee
+        .enrol(&EnrolmentRequest {
+            indications: vec!["RemoteMgmt".into()],
+            maf_id: None,
+            targets: vec![TargetRef {
+                id: "/id-other".into(),
+                suid: 12,
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    let err = enrolee
+        .enrol(&EnrolmentRequest {
+            indications: vec!["MAF".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+}
+
+#[tokio::test]
+async fn certificate_enrolee_and_usage_constrained_key() {
+    let pki = Pki::new();
+    let (addr, _task) = pki.start(3600).await;
+    // The MN-CSE enrols with its certificate (TS-0003 8.3.2.2) naming the IN-CSE for SUIDs 12 and 13.
+    let mut mn = pki.target(&addr, "mn").await;
+    let e = mn
+        .enrol(&EnrolmentRequest {
+            indications: vec!["RemoteMgmt".into()],
+            maf_id: None,
+            targets: vec![
+                TargetRef {
+                    id: "/id-in".into(),
+                    suid: 12,
+                },
+                TargetRef {
+                    id: "/id-in".into(),
+                    suid: 13,
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.enrolee_id, "/id-mn");
+    assert_eq!(mn.bootstrap_key().1, e.ke_id);
+    let mut in_cse = pki.target(&addr, "in").await;
+    let k12 = in_cse.fetch_credentials(&e.ke_id, 12, None).await.unwrap();
+    assert_eq!(k12.enrolee_id, "/id-mn");
+    assert_eq!(k12.credential, kdf::kpsa(&e.ke, "/id-in"));
+    let k13 = in_cse.fetch_credentials(&e.ke_id, 13, None).await.unwrap();
+    assert_eq!(k13.credential, kdf::usage_constrained(&e.ke, 13, "/id-in"));
+    assert_ne!(k12.credential, k13.credential);
+    // No MAF was named: the MAF gets 403.
+    let mut maf = pki.target(&addr, "maf").await;
+    let err = maf.fetch_credentials(&e.ke_id, 11, None).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+}
+
+#[tokio::test]
+async fn expired_enrolment_is_404() {
+    let pki = Pki::new();
+    let (addr, _task) = pki.start(1).await;
+    let e = enrol(&addr).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let mut in_cse = pki.target(&addr, "in").await;
+    let err = in_cse
+        .fetch_credentials(&e.ke_id, 12, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+}
+
+#[tokio::test]
+async fn restart_keeps_enrolments_encrypted_at_rest() {
+    let pki = Pki::new();
+    let (addr, task) = pki.start(3600).await;
+    let e = enrol(&addr).await;
+    task.abort();
+
+    let stored = std::fs::read_to_string(pki.p("enrolments.json")).unwrap();
+    assert!(stored.contains(&e.ke_id));
+    let ke_hex = hex::encode(e.ke.expose());
+    assert!(!stored.to_lowercase().contains(&ke_hex));
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(pki.p("enrolments.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_eq!(mode & 0o077, 0);
+
+    let (addr2, _task2) = pki.start(3600).await;
+    assert_ne!(addr, addr2);
+    let mut in_cse = pki.target(&addr2, "in").await;
+    let got = in_cse.fetch_credentials(&e.ke_id, 12, None).await.unwrap();
+    assert_eq!(got.credential, kdf::kpsa(&e.ke, "/id-in"));
+
+    // A different storage key cannot open the file.
+    std::fs::remove_file(pki.p("storage.key")).unwrap();
+    let err = Mef::new(pki.config(3600)).err().expect("must fail");
+    assert!(err.contains("does not open"), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_kpm_fails_the_handshake() {
+    let pki = Pki::new();
+    let (addr, _task) = pki.start(3600).await;
+    let wrong = Secret::from_hex(&"11".repeat(32)).unwrap();
+    let err = MefClient::connect_psk(&addr, MEF, KPM_ID, &wrong)
+        .await
+        .err()
+        .expect("wrong Kpm must fail");
+    assert!(matches!(err, ClientError::Connect(_)), "{err}");
+    let unknown = format!("{}@{MEF}", "CD".repeat(16));
+    let err = MefClient::connect_psk(&addr, MEF, &unknown, &kpm()).await;
+    assert!(matches!(err, Err(ClientError::Connect(_))));
+}
+
+#[test]
+fn config_with_kpm_must_be_private() {
+    let pki = Pki::new();
+    let path = pki.p("open.toml");
+    std::fs::write(&path, pki.config_text(60)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let err = MefConfig::load(&path).unwrap_err();
+    assert!(err.contains("chmod 600"), "{err}");
+    // The default configuration parses.
+    MefConfig::from_toml_str(m2m_keyservices::mef::DEFAULT_CONFIG).unwrap();
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_carry_ids_never_keys() {
+    let pki = Pki::new();
+    let (addr, _task) = pki.start(3600).await;
+    let e = enrol(&addr).await;
+    let mut in_cse = pki.target(&addr, "in").await;
+    let kpsa = in_cse
+        .fetch_credentials(&e.ke_id, 12, None)
+        .await
+        .unwrap()
+        .credential;
+    let mut maf = pki.target(&addr, "maf").await;
+    let km = maf
+        .fetch_credentials(&e.ke_id, 11, None)
+        .await
+        .unwrap()
+        .credential;
+    let mut mn = pki.target(&addr, "mn").await;
+    let _ = mn.fetch_credentials(&e.ke_id, 12, None).await;
+    let _ = MefClient::connect_psk(
+        &addr,
+        MEF,
+        KPM_ID,
+        &Secret::from_hex(&"22".repeat(32)).unwrap(),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let logs = String::from_utf8(LOGS.get().unwrap().0.lock().unwrap().clone())
+        .unwrap()
+        .to_lowercase();
+    assert!(logs.contains("enrolment created"), "{logs}");
+    assert!(logs.contains("credential delivered"), "{logs}");
+    assert!(logs.contains("credential fetch refused"), "{logs}");
+    assert!(logs.contains(&e.ke_id.to_lowercase()), "{logs}");
+    for secret in [kpm(), e.ke.clone(), kpsa, km] {
+        let h = hex::encode(secret.expose());
+        assert!(!logs.contains(&h), "key material in the logs");
+        assert!(!logs.contains(&h[..16]), "key material in the logs");
+    }
+}
