@@ -7,3 +7,4 @@
 
 pub mod maf;
 pub mod mef;
+pub mod sae;

@@ -30,7 +30,7 @@ enum Command {
     /// Run a CSE (IN-CSE by default; MN-CSE with a config that says so).
     Cse(CseArgs),
     /// Send one request primitive to a CSE and print the response.
-    Request(request::RequestArgs),
+    Request(Box<request::RequestArgs>),
     /// Benchmark security associations: handshakes/s next to openssl s_server, TLS-PSK keep-alive retrieves, idle associations.
     BenchTls(bench_tls::BenchTlsArgs),
     /// Benchmark the MAF: key registrations and retrievals per second over kept-alive associations.
@@ -89,7 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(run_cse(cfg))
         }
         Command::Request(args) => {
-            let code = runtime()?.block_on(request::run(args))?;
+            let code = runtime()?.block_on(request::run(*args))?;
             std::process::exit(code);
         }
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),

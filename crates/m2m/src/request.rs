@@ -91,6 +91,30 @@ pub struct RequestArgs {
     /// The server's name for SNI and certificate verification (e.g. id-in.m2m.example.com).
     #[arg(long)]
     pub server_name: Option<String>,
+    /// MAF-based SAE: the MAF to obtain a connection key Kc from (https://host:port) ...
+    #[arg(long, requires_all = ["maf_fqdn", "target_cse"])]
+    pub maf_url: Option<String>,
+    /// ... its FQDN ...
+    #[arg(long)]
+    pub maf_fqdn: Option<String>,
+    /// ... the KmID and the variable holding Km in hex (or enrol first with --mef-url) ...
+    #[arg(long, requires = "km_env")]
+    pub km_id: Option<String>,
+    #[arg(long)]
+    pub km_env: Option<String>,
+    /// ... and the absolute CSE-ID of the target CSE (e.g. //m2m.example.com/id-in).
+    #[arg(long)]
+    pub target_cse: Option<String>,
+    /// Remote provisioning: enrol at this MEF (https://host:port) first, with --kpm-id and the
+    /// variable --kpm-env holding Kpm; the Km for the MAF is derived from the enrolment.
+    #[arg(long, requires_all = ["mef_fqdn", "kpm_id", "kpm_env", "maf_url"])]
+    pub mef_url: Option<String>,
+    #[arg(long)]
+    pub mef_fqdn: Option<String>,
+    #[arg(long)]
+    pub kpm_id: Option<String>,
+    #[arg(long)]
+    pub kpm_env: Option<String>,
 }
 
 /// Builds the request primitive the arguments describe.
@@ -184,8 +208,16 @@ pub fn response_json(rsp: &Response) -> Value {
 /// Runs `m2m request`; returns the process exit code.
 pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
     let req = build_request(&args)?;
+    let maf_psk = match maf_connection_key(&args).await {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("m2m request: {e:#}");
+            return Ok(2);
+        }
+    };
     let client = tls_client(
         &args,
+        maf_psk,
         Client::new().with_timeout(Duration::from_secs(args.timeout)),
     )?;
     match client.send(&args.url, &req).await {
@@ -208,9 +240,65 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
     }
 }
 
+fn secret_from_env(var: &str) -> anyhow::Result<m2m_security::credentials::Secret> {
+    let hex = zeroize::Zeroizing::new(
+        std::env::var(var).map_err(|_| anyhow::anyhow!("${var} is not set"))?,
+    );
+    m2m_security::credentials::Secret::from_hex(&hex).map_err(|e| anyhow::anyhow!("${var}: {e}"))
+}
+
+/// MAF-based SAE in one call: enrol at the MEF when asked, obtain Kc from the MAF for the target
+/// CSE, and return the psk_identity and PSK to open TLS-PSK with.
+async fn maf_connection_key(
+    args: &RequestArgs,
+) -> anyhow::Result<Option<(String, zeroize::Zeroizing<Vec<u8>>)>> {
+    let (Some(maf_url), Some(maf_fqdn), Some(target)) =
+        (&args.maf_url, &args.maf_fqdn, &args.target_cse)
+    else {
+        return Ok(None);
+    };
+    let access = match (&args.mef_url, &args.mef_fqdn, &args.kpm_id, &args.kpm_env) {
+        (Some(url), Some(fqdn), Some(kpm_id), Some(var)) => m2m_keyservices::sae::enrol_for_maf(
+            url,
+            fqdn,
+            kpm_id,
+            &secret_from_env(var)?,
+            maf_url,
+            maf_fqdn,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?,
+        _ => {
+            let (Some(km_id), Some(var)) = (&args.km_id, &args.km_env) else {
+                anyhow::bail!(
+                    "MAF-based SAE needs --km-id/--km-env or an enrolment (--mef-url ...)"
+                );
+            };
+            m2m_keyservices::sae::MafAccess {
+                url: maf_url.clone(),
+                fqdn: maf_fqdn.clone(),
+                km_id: km_id.clone(),
+                km: secret_from_env(var)?,
+            }
+        }
+    };
+    let key = m2m_keyservices::sae::connection_key(&access, target)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some((
+        key.psk_identity.clone(),
+        zeroize::Zeroizing::new(key.psk.expose().to_vec()),
+    )))
+}
+
 /// Adds the TLS credentials of the arguments (TLS-PSK or a client certificate) to the client.
-fn tls_client(args: &RequestArgs, client: Client) -> anyhow::Result<Client> {
+fn tls_client(
+    args: &RequestArgs,
+    maf_psk: Option<(String, zeroize::Zeroizing<Vec<u8>>)>,
+    client: Client,
+) -> anyhow::Result<Client> {
     let psk = match (&args.psk_identity, &args.psk_key_env) {
+        _ if maf_psk.is_some() => maf_psk,
         (Some(id), Some(var)) => {
             let hex = zeroize::Zeroizing::new(
                 std::env::var(var).map_err(|_| anyhow::anyhow!("${var} is not set"))?,

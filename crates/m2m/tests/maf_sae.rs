@@ -215,3 +215,87 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
         "the key must not be logged"
     );
 }
+
+/// `m2m request` does the whole client side in one call: Km association with the MAF, client
+/// and key registration for the target CSE, then TLS-PSK with the CSE.
+#[test]
+fn m2m_request_associates_through_the_maf_in_one_call() {
+    let setup = Setup::new();
+    let (mut maf_proc, maf_url) = setup.start_maf();
+    let cse = setup.start_cse("id-in", &maf_url);
+    let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args([
+            "request",
+            "--url",
+            cse.https_url(),
+            "-X",
+            "create",
+            "--to",
+            "cse-in",
+            "--from",
+            "C",
+            "--ty",
+            "2",
+            "--json",
+        ])
+        .args([
+            "--body",
+            r#"{"m2m:ae":{"rn":"phone","api":"Nphone","rr":false,"srv":["3"]}}"#,
+        ])
+        .args([
+            "--maf-url",
+            &maf_url,
+            "--maf-fqdn",
+            MAF_FQDN,
+            "--km-id",
+            KM_ID,
+            "--km-env",
+            "TEST_KM",
+        ])
+        .args(["--target-cse", &format!("//{SP}/id-in")])
+        .env("TEST_KM", KM_HEX)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "m2m request failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rsp: serde_json::Value = serde_json::from_str(stdout.trim()).expect("--json output");
+    assert_eq!(rsp["rsc"], json!(2001), "{rsp}");
+    assert_eq!(rsp["pc"]["m2m:ae"]["aei"], json!("Cphone"), "{rsp}");
+    // A wrong Km: no association with the MAF, a transport failure (exit 2).
+    let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args([
+            "request",
+            "--url",
+            cse.https_url(),
+            "--to",
+            "cse-in/phone",
+            "--from",
+            "Cphone",
+        ])
+        .args([
+            "--maf-url",
+            &maf_url,
+            "--maf-fqdn",
+            MAF_FQDN,
+            "--km-id",
+            KM_ID,
+            "--km-env",
+            "TEST_KM",
+        ])
+        .args(["--target-cse", &format!("//{SP}/id-in")])
+        .env("TEST_KM", "11".repeat(32))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a wrong Km must fail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = maf_proc.kill();
+    let _ = maf_proc.wait();
+}

@@ -1,0 +1,90 @@
+//! The AE's side of MAF-based security association establishment in one call (TS-0003 clauses
+//! 8.2.2.3, 8.3, 8.8): from a pre-provisioned Kpm (enrolment at the MEF) or a Km, to the
+//! psk_identity and PSK the AE opens TLS-PSK with at its target CSE.
+
+use crate::maf::MafClient;
+use crate::mef::{EnrolmentRequest, MefClient};
+use m2m_security::credentials::Secret;
+use m2m_security::kdf;
+
+/// How to reach a MAF and authenticate to it.
+pub struct MafAccess {
+    /// `https://host:port`
+    pub url: String,
+    /// The MAF-FQDN (SNI, certificate name, suffix of its key IDs).
+    pub fqdn: String,
+    /// psk_identity towards the MAF: a pre-provisioned KmID, or the KeID of a MEF enrolment.
+    pub km_id: String,
+    pub km: Secret,
+}
+
+/// What the AE presents to its target CSE.
+pub struct ConnectionKey {
+    /// `HEX(KcID)@MAF-FQDN`
+    pub psk_identity: String,
+    /// The first half of Kc: TLS-PSK needs one key (clause 8.8.1).
+    pub psk: Secret,
+    pub expiration_time: String,
+}
+
+impl std::fmt::Debug for ConnectionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionKey")
+            .field("psk_identity", &self.psk_identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Enrols at the MEF with Kpm/KpmID and derives the Km for `maf_fqdn` (clause 10.3.2); the MAF
+/// fetches the same Km from the MEF, and the KeID serves as the KmID.
+pub async fn enrol_for_maf(
+    mef_url: &str,
+    mef_fqdn: &str,
+    kpm_id: &str,
+    kpm: &Secret,
+    maf_url: &str,
+    maf_fqdn: &str,
+) -> Result<MafAccess, String> {
+    let addr = mef_url.trim_start_matches("https://").trim_end_matches('/');
+    let mut mef = MefClient::connect_psk(addr, mef_fqdn, kpm_id, kpm)
+        .await
+        .map_err(|e| format!("MEF: {e}"))?;
+    let request = EnrolmentRequest {
+        indications: vec!["MAF".into()],
+        maf_id: Some(maf_fqdn.into()),
+        targets: Vec::new(),
+    };
+    let enrolled = mef
+        .enrol(&request)
+        .await
+        .map_err(|e| format!("MEF enrolment: {e}"))?;
+    let km = kdf::km(&enrolled.ke, maf_fqdn);
+    Ok(MafAccess {
+        url: maf_url.into(),
+        fqdn: maf_fqdn.into(),
+        km_id: enrolled.ke_id,
+        km,
+    })
+}
+
+/// Registers at the MAF and registers a connection key for `target` (the absolute CSE-ID of the
+/// CSE to associate with, e.g. `//m2m.example.com/id-in`); returns what the AE presents to it.
+pub async fn connection_key(maf: &MafAccess, target: &str) -> Result<ConnectionKey, String> {
+    let mut client = MafClient::connect_psk(&maf.url, &maf.fqdn, &maf.km_id, &maf.km)
+        .await
+        .map_err(|e| format!("MAF: {e}"))?;
+    client
+        .register_client(None)
+        .await
+        .map_err(|e| format!("MAF client registration: {e}"))?;
+    let key = client
+        .register_key(12, &[target], None)
+        .await
+        .map_err(|e| format!("MAF key registration: {e}"))?;
+    let kc = key.key.expose();
+    Ok(ConnectionKey {
+        psk_identity: key.key_id.clone(),
+        psk: Secret::new(kc[..kc.len() / 2].to_vec()),
+        expiration_time: key.expiration_time.clone(),
+    })
+}
