@@ -142,6 +142,7 @@ fn config(p: &Pki, storage: &Path) -> MafConfig {
         max_lifetime: 30 * 86_400,
         sweep_interval: 3600,
         handshake_timeout: 5,
+        mef: None,
     }
 }
 

@@ -25,6 +25,26 @@ impl std::fmt::Debug for KmRow {
     }
 }
 
+/// The MEF this MAF is an enrolment target of (remote provisioning of Km, TS-0003 clauses 8.3 and
+/// 8.8.3.1). The MAF reaches it with its own FQDN certificate (`certificate`, `private_key`,
+/// `trusted_ca`), so those must be configured too.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MefSection {
+    /// e.g. `https://mef.keys.example.net:8443` (or `host:port`).
+    pub url: String,
+    /// The MEF-FQDN: the suffix of its KeIDs (`hex(RelativeKeID)@MEF-FQDN`), its SNI and the name its
+    /// certificate must carry.
+    pub fqdn: String,
+    /// How long a handshake waits for the MEF, milliseconds.
+    #[serde(default = "default_mef_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_mef_timeout() -> u64 {
+    2_000
+}
+
 /// The MAF configuration.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +82,9 @@ pub struct MafConfig {
     /// TLS handshake timeout, seconds.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: u64,
+    /// Remote-provisioned Km: clients whose psk_identity is a KeID of this MEF (see [`MefSection`]).
+    #[serde(default)]
+    pub mef: Option<MefSection>,
 }
 
 fn default_key_lifetime() -> u64 {
@@ -104,6 +127,14 @@ sweep_interval = 60
 client_id = "/id-in/Cae1"
 km_id = "ae1@maf.keys.example.net"
 key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+# Remote-provisioned Km (TS-0003 clause 8.3): an enrolee of this MEF authenticates with
+# psk_identity = its KeID (hex@MEF-FQDN) and psk = Km = HMAC-SHA256(Ke, label || MAF-FQDN); the MAF
+# fetches that Km from the MEF (fetchCredentials, SUID 11) with its own certificate.
+# [mef]
+# url = "https://mef.keys.example.net:8443"
+# fqdn = "mef.keys.example.net"
+# timeout_ms = 2000
 "#;
 
 impl MafConfig {
@@ -153,6 +184,27 @@ impl MafConfig {
                 return Err(format!(
                     "km {}: client_id '{}' is no SP-relative or absolute AE-ID/CSE-ID",
                     row.km_id, row.client_id
+                ));
+            }
+        }
+        if let Some(mef) = &self.mef {
+            m2m_security::certificates::check_fqdn(&mef.fqdn)
+                .map_err(|e| format!("mef.fqdn: {e}"))?;
+            if self.certificate.is_none() || self.private_key.is_none() || self.trusted_ca.is_none()
+            {
+                return Err(
+                    "[mef] needs certificate, private_key and trusted_ca (the MAF's own certificate association with the MEF)"
+                        .into(),
+                );
+            }
+            if self
+                .km
+                .iter()
+                .any(|r| r.km_id.ends_with(&format!("@{}", mef.fqdn)))
+            {
+                return Err(format!(
+                    "a km_id ends with @{}: those identities belong to the MEF's KeIDs",
+                    mef.fqdn
                 ));
             }
         }

@@ -8,6 +8,19 @@
 //! ([`m2m_security::certificates::identity_of`]). Identities are compared in absolute form
 //! (`//sp/id-in`, `//sp/id-in/Cae`, `//sp/Sae`).
 //!
+//! # Remote-provisioned Km (TS-0003 clauses 8.3, 8.8.3.1)
+//! With a `[mef]` section the MAF is an enrolment target of that MEF. An enrolee that enrolled there
+//! (indication `MAF`, `mafId` = this MAF's FQDN) authenticates with TLS-PSK where psk_identity = its
+//! KeID (`hex(RelativeKeID)@MEF-FQDN`) and psk = Km = HMAC-SHA256(Ke, label || MAF-FQDN)
+//! ([`m2m_security::kdf::km`]). Project choice: the KmID of a remotely provisioned Km (SUID 21 in
+//! TS-0004 terms) is the KeID itself, so the MAF knows which MEF holds it. A psk_identity that matches
+//! no `[[km]]` row and ends in `@<mef fqdn>` with a hex relative part makes the MAF fetch
+//! `GET /mef/fetchCredentials/{KeID}/11` over its own FQDN certificate association (the MEF must list
+//! the MAF as a target for SUID 11), inside the synchronous PSK callback (`block_in_place`, so only on a
+//! multi-thread runtime), within `timeout_ms`. The enrolee ID the MEF returns, in absolute form, is the
+//! MAF client identity. Nothing is cached: an expired or unknown enrolment opens no association. A
+//! failure is one `audit` line with the psk_identity and the reason; keys are never logged.
+//!
 //! Right after the handshake both sides compute the TLS exporter (RFC 5705) with the label
 //! `"EXPORTER-oneM2M-Connection"`, no context, 48 bytes (TS-0003 clause 8.8.1): KcID = the 16 most-significant
 //! (first) bytes, Kc = the 32 least-significant (last) bytes. The server keeps it (zeroed on drop) with the
@@ -53,7 +66,7 @@ pub mod server;
 pub mod store;
 
 pub use client::{ClientRegistration, MafClient, MafError, RegisteredKey, RetrievedKey};
-pub use config::{KmRow, MafConfig, DEFAULT_CONFIG};
+pub use config::{KmRow, MafConfig, MefSection, DEFAULT_CONFIG};
 pub use server::{Clock, RunningMaf};
 
 use m2m_security::access_control::originator::to_absolute;

@@ -36,14 +36,119 @@ pub fn system_clock() -> Clock {
 
 const MAX_BODY: usize = 64 * 1024;
 
-struct KmTable(HashMap<String, (String, Secret)>);
+/// The PSK side of the MAF: configured Km rows first, then (with `[mef]`) remote-provisioned Km.
+struct KmTable {
+    rows: HashMap<String, (String, Secret)>,
+    mef: Option<MefKm>,
+}
 
 impl PskLookup for KmTable {
     fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
-        self.0.get(psk_identity).map(|(client, key)| PskKey {
-            entity: Some(client.clone()),
-            key: Zeroizing::new(key.expose().to_vec()),
+        if let Some((client, key)) = self.rows.get(psk_identity) {
+            return Some(PskKey {
+                entity: Some(client.clone()),
+                key: Zeroizing::new(key.expose().to_vec()),
+            });
+        }
+        self.mef.as_ref()?.lookup(psk_identity)
+    }
+}
+
+/// Remote-provisioned Km (TS-0003 clauses 8.3.2.1, 8.8.3.1): an enrolee of the MEF offers
+/// psk_identity = its KeID (`hex(RelativeKeID)@MEF-FQDN`; this project's KmID for a remotely
+/// provisioned Km, SUID 21 in TS-0004 terms) and psk = Km = kdf::km(Ke, MAF-FQDN). The MAF fetches that
+/// Km from the MEF (`fetchCredentials/{KeID}/11`) over its own FQDN certificate association, for every
+/// handshake (no cache: an expired enrolment opens nothing), and binds the enrolee ID the MEF names.
+struct MefKm {
+    addr: String,
+    mef_fqdn: String,
+    timeout: Duration,
+    sp_fqdn: String,
+    certificate: std::path::PathBuf,
+    private_key: std::path::PathBuf,
+    trusted_ca: std::path::PathBuf,
+}
+
+/// `https://host:port/...`, `host:port` → `host:port` (443 by default).
+fn mef_addr(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if rest.is_empty() {
+        return Err(format!("mef.url '{url}' names no host"));
+    }
+    let has_port = match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    Ok(if has_port {
+        rest.to_owned()
+    } else {
+        format!("{rest}:443")
+    })
+}
+
+impl MefKm {
+    async fn fetch(&self, ke_id: &str) -> Result<PskKey, String> {
+        let mut mef = crate::mef::MefClient::connect_certificate(
+            &self.addr,
+            &self.mef_fqdn,
+            &self.certificate,
+            &self.private_key,
+            &self.trusted_ca,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let got = mef
+            .fetch_credentials(ke_id, crate::mef::SUID_MAF, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if got.credential.is_empty() {
+            return Err("the MEF returned an empty Km".into());
+        }
+        let client = absolute_id(&got.enrolee_id, &self.sp_fqdn).ok_or_else(|| {
+            format!(
+                "the enrolee ID '{}' is no AE-ID/CSE-ID of this SP",
+                got.enrolee_id
+            )
+        })?;
+        Ok(PskKey {
+            entity: Some(client),
+            key: Zeroizing::new(got.credential.expose().to_vec()),
         })
+    }
+
+    fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
+        let relative = psk_identity.strip_suffix(&format!("@{}", self.mef_fqdn))?;
+        if relative.is_empty() || !relative.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        // The PSK callback is synchronous: wait for the MEF here, letting the runtime move its other
+        // tasks off this worker meanwhile (multi-thread runtime only).
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            tracing::warn!(target: "audit", psk_identity, "remote-provisioned Km needs a multi-thread runtime");
+            return None;
+        }
+        let outcome = tokio::task::block_in_place(|| {
+            handle.block_on(tokio::time::timeout(self.timeout, self.fetch(psk_identity)))
+        });
+        match outcome {
+            Ok(Ok(key)) => Some(key),
+            Ok(Err(why)) => {
+                tracing::warn!(target: "audit", psk_identity, reason = %why, "remote-provisioned Km not available");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(target: "audit", psk_identity, "the MEF did not answer in time");
+                None
+            }
+        }
     }
 }
 
@@ -86,6 +191,18 @@ impl RunningMaf {
                 .ok_or_else(|| format!("km {}: bad client_id", row.km_id))?;
             km.insert(row.km_id.clone(), (client, row.key.clone()));
         }
+        let mef = match &cfg.mef {
+            None => None,
+            Some(m) => Some(MefKm {
+                addr: mef_addr(&m.url)?,
+                mef_fqdn: m.fqdn.clone(),
+                timeout: Duration::from_millis(m.timeout_ms.max(1)),
+                sp_fqdn: cfg.sp_fqdn.clone(),
+                certificate: cfg.certificate.clone().ok_or("[mef] needs certificate")?,
+                private_key: cfg.private_key.clone().ok_or("[mef] needs private_key")?,
+                trusted_ca: cfg.trusted_ca.clone().ok_or("[mef] needs trusted_ca")?,
+            }),
+        };
         let context = m2m_security::tls::server_context(&ServerTlsConfig {
             cipher_suites: m2m_security::tls::PSK_SUITES
                 .iter()
@@ -96,7 +213,8 @@ impl RunningMaf {
             certificate_chain: cfg.certificate.clone(),
             private_key: cfg.private_key.clone(),
             trusted_ca: cfg.trusted_ca.clone(),
-            psk: (!km.is_empty()).then(|| Arc::new(KmTable(km)) as Arc<dyn PskLookup>),
+            psk: (!km.is_empty() || mef.is_some())
+                .then(|| Arc::new(KmTable { rows: km, mef }) as Arc<dyn PskLookup>),
         })?;
         let listener = TcpListener::bind(&cfg.listen)
             .await
@@ -676,4 +794,24 @@ fn deregister_key(state: &State, conn: &Conn, id: &str) -> Answer {
     }
     tracing::info!(target: "audit", peer = %conn.peer, source = %conn.identity, key = %id, "MAF key de-registered");
     no_content()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mef_addr;
+
+    #[test]
+    fn mef_urls_become_socket_addresses() {
+        assert_eq!(
+            mef_addr("https://mef.keys.example.net:8443").unwrap(),
+            "mef.keys.example.net:8443"
+        );
+        assert_eq!(
+            mef_addr("https://mef.keys.example.net/").unwrap(),
+            "mef.keys.example.net:443"
+        );
+        assert_eq!(mef_addr("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(mef_addr("https://[::1]:9000").unwrap(), "[::1]:9000");
+        assert!(mef_addr("https://").is_err());
+    }
 }

@@ -1,0 +1,269 @@
+//! Remote-provisioned Km (TS-0003 clauses 8.3, 8.8.3.1), in-process: an enrolee enrols at the MEF on
+//! Kpm, derives Km = kdf::km(Ke, MAF-FQDN) and authenticates to the MAF with psk_identity = its KeID;
+//! the MAF fetches that Km from the MEF over its own certificate association (SUID 11) and binds
+//! the enrolee ID the MEF returns.
+
+use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, MefSection, RunningMaf};
+use m2m_keyservices::mef::{derive_km, EnrolmentRequest, Mef, MefClient, MefConfig};
+use m2m_security::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
+use m2m_security::credentials::Secret;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+const SP: &str = "m2m.example.com";
+const MEF: &str = "mef.keys.example.net";
+const MAF: &str = "maf.keys.example.net";
+const KPM_ID: &str = "00112233445566778899AABBCCDDEEFF@mef.keys.example.net";
+const KPM_HEX: &str = "5a1f0c9e7d3b2a4f6e8d0c1b2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f";
+const ENROLEE: &str = "/id-in/Cphone";
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static Capture {
+    static LOGS: OnceLock<Capture> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let cap = Capture::default();
+        let writer = cap.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        cap
+    })
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().0.lock().unwrap()).to_lowercase()
+}
+
+fn private(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        logs();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = generate_key(KeyType::P256).unwrap();
+        let ca = make_ca("test CA", &ca_key, Validity::days_from_now(2), None, &[]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.to_pem().unwrap()).unwrap();
+        for (name, fqdn) in [("mef", MEF), ("maf", MAF)] {
+            let key = generate_key(KeyType::P256).unwrap();
+            let leaf = LeafName::Fqdn(fqdn.into());
+            let cert = issue(&leaf, &key, &ca, &ca_key, Validity::days_from_now(2), &[]).unwrap();
+            std::fs::write(
+                dir.path().join(format!("{name}.pem")),
+                cert.to_pem().unwrap(),
+            )
+            .unwrap();
+            private(
+                &dir.path().join(format!("{name}.key")),
+                &key.private_key_to_pem_pkcs8().unwrap(),
+            );
+        }
+        private(
+            &dir.path().join("maf-storage.key"),
+            "5a".repeat(32).as_bytes(),
+        );
+        Pki { dir }
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn start_mef(&self) -> String {
+        let text = format!(
+            r#"
+fqdn = "{MEF}"
+sp_fqdn = "{SP}"
+listen = "127.0.0.1:0"
+certificate = "{cert}"
+private_key = "{key}"
+trusted_ca = "{ca}"
+storage = "{storage}"
+storage_key = "{storage_key}"
+lifetime_seconds = 3600
+
+[[kpm]]
+enrolee_id = "{ENROLEE}"
+kpm_id = "{KPM_ID}"
+key = "{KPM_HEX}"
+
+[[targets]]
+id = "{MAF}"
+suids = [11]
+"#,
+            cert = self.p("mef.pem").display(),
+            key = self.p("mef.key").display(),
+            ca = self.p("ca.pem").display(),
+            storage = self.p("enrolments.json").display(),
+            storage_key = self.p("mef-storage.key").display(),
+        );
+        let path = self.p("mef.toml");
+        private(&path, text.as_bytes());
+        let mef = Mef::new(MefConfig::load(&path).unwrap()).unwrap();
+        let (addr, task) = mef.start().await.unwrap();
+        // The listener lives as long as the test's runtime.
+        std::mem::forget(task);
+        addr.to_string()
+    }
+
+    async fn start_maf(&self, mef_addr: &str) -> RunningMaf {
+        let cfg = MafConfig {
+            fqdn: MAF.into(),
+            sp_fqdn: SP.into(),
+            listen: "127.0.0.1:0".into(),
+            certificate: Some(self.p("maf.pem")),
+            private_key: Some(self.p("maf.key")),
+            trusted_ca: Some(self.p("ca.pem")),
+            km: vec![],
+            storage: self.p("maf-data"),
+            storage_key_file: self.p("maf-storage.key"),
+            default_key_lifetime: 3600,
+            default_client_lifetime: 86_400,
+            max_lifetime: 30 * 86_400,
+            sweep_interval: 3600,
+            handshake_timeout: 5,
+            mef: Some(MefSection {
+                url: format!("https://{mef_addr}"),
+                fqdn: MEF.into(),
+                timeout_ms: 3000,
+            }),
+        };
+        RunningMaf::start(cfg, system_clock()).await.unwrap()
+    }
+}
+
+async fn enrol(mef_addr: &str, maf_id: Option<&str>) -> (Secret, String) {
+    let kpm = Secret::from_hex(KPM_HEX).unwrap();
+    let mut c = MefClient::connect_psk(mef_addr, MEF, KPM_ID, &kpm)
+        .await
+        .unwrap();
+    let e = c
+        .enrol(&EnrolmentRequest {
+            indications: vec![if maf_id.is_some() {
+                "MAF"
+            } else {
+                "RemoteMgmt"
+            }
+            .into()],
+            maf_id: maf_id.map(str::to_owned),
+            targets: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.enrolee_id, ENROLEE);
+    (e.ke, e.ke_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
+    let pki = Pki::new();
+    let mef_addr = pki.start_mef().await;
+    let maf = pki.start_maf(&mef_addr).await;
+    let maf_url = format!("https://{}", maf.addr);
+
+    let (ke, ke_id) = enrol(&mef_addr, Some(MAF)).await;
+    let km = derive_km(&ke, MAF);
+    let mut client = MafClient::connect_psk(&maf_url, MAF, &ke_id, &km)
+        .await
+        .expect("Km association with the MAF through the MEF");
+    let reg = client.register_client(None).await.unwrap();
+    assert_eq!(reg.client_id, format!("//{SP}{ENROLEE}"));
+    let key = client
+        .register_key(12, &["/id-in"], None)
+        .await
+        .expect("key registration by the enrolee");
+    assert_eq!(key.target_ids, vec![format!("//{SP}/id-in")]);
+
+    // A wrong Km under the right KeID.
+    let wrong = Secret::from_hex(&"00".repeat(32)).unwrap();
+    assert!(MafClient::connect_psk(&maf_url, MAF, &ke_id, &wrong)
+        .await
+        .is_err());
+    // Km for another MAF-ID.
+    let other = derive_km(&ke, "other.keys.example.net");
+    assert!(MafClient::connect_psk(&maf_url, MAF, &ke_id, &other)
+        .await
+        .is_err());
+    // An unknown KeID.
+    let unknown = format!("{}@{MEF}", "AB".repeat(16));
+    assert!(MafClient::connect_psk(&maf_url, MAF, &unknown, &km)
+        .await
+        .is_err());
+    // An enrolment that names no MAF: the MEF refuses the MAF its Km.
+    let (ke2, ke_id2) = enrol(&mef_addr, None).await;
+    assert!(
+        MafClient::connect_psk(&maf_url, MAF, &ke_id2, &derive_km(&ke2, MAF))
+            .await
+            .is_err()
+    );
+
+    let logs = log_text();
+    assert!(
+        logs.contains("remote-provisioned km not available"),
+        "audit line on failure:\n{logs}"
+    );
+    assert!(logs.contains(&ke_id.to_lowercase()));
+    for secret in [km.to_hex(), ke.to_hex()] {
+        assert!(
+            !logs.contains(&secret.as_str().to_lowercase()),
+            "a key was logged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn on_a_current_thread_runtime_the_fallback_refuses() {
+    let pki = Pki::new();
+    let mef_addr = pki.start_mef().await;
+    let maf = pki.start_maf(&mef_addr).await;
+    let (ke, ke_id) = enrol(&mef_addr, Some(MAF)).await;
+    let km = derive_km(&ke, MAF);
+    assert!(
+        MafClient::connect_psk(&format!("https://{}", maf.addr), MAF, &ke_id, &km)
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn mef_section_needs_the_maf_certificate() {
+    let base = "fqdn = \"maf.keys.example.net\"\nsp_fqdn = \"m2m.example.com\"\nlisten = \"127.0.0.1:0\"\nstorage = \"d\"\nstorage_key_file = \"k\"\n";
+    let err = MafConfig::from_toml_str(&format!(
+        "{base}[mef]\nurl = \"https://mef.keys.example.net:8443\"\nfqdn = \"mef.keys.example.net\"\n"
+    ))
+    .unwrap_err();
+    assert!(err.contains("certificate"), "{err}");
+    let ok = MafConfig::from_toml_str(&format!(
+        "{base}certificate = \"c\"\nprivate_key = \"p\"\ntrusted_ca = \"t\"\n[mef]\nurl = \"https://mef.keys.example.net:8443\"\nfqdn = \"mef.keys.example.net\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.mef.unwrap().timeout_ms, 2000);
+}

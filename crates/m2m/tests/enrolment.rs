@@ -1,0 +1,323 @@
+//! Remote provisioning of the MAF credential (TS-0003 clauses 8.3, 8.8.3.1), every function as its
+//! own process: a smartphone AE enrols at the MEF on its pre-provisioned Kpm, derives
+//! Km = kdf::km(Ke, MAF-FQDN) and authenticates to the MAF with psk_identity = its KeID (the KmID of a
+//! remote-provisioned Km in this project); the MAF fetches Km from the MEF (SUID 11) with its own
+//! certificate. The AE then registers Kc for the IN-CSE at the MAF and associates with the IN-CSE on
+//! it (TS-0003 clause 8.2.2.3). A wrong Km, an unknown KeID and an expired enrolment open nothing.
+
+mod common;
+
+use common::{CseProcess, TlsClient};
+use m2m_keyservices::maf::MafClient;
+use m2m_keyservices::mef::{derive_km, EnrolmentRequest, MefClient};
+use m2m_security::credentials::Secret;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const SP: &str = "m2m.example.com";
+const MEF_FQDN: &str = "mef.keys.example.net";
+const MAF_FQDN: &str = "maf.keys.example.net";
+const KPM_ID: &str = "0A1B2C3D4E5F60718293A4B5C6D7E8F9@mef.keys.example.net";
+const KPM_HEX: &str = "7c2e9d4a1b3f5e6d8c0a2b4f6e8d1c3b5a7f9e0d2c4b6a8f1e3d5c7b9a0f2e4d";
+const ENROLEE: &str = "/id-in/Cphone";
+
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A child process killed when the test ends.
+struct Proc {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        common::m2m(&[
+            "pki",
+            "ca",
+            "--out",
+            &p("ca"),
+            "--sp",
+            SP,
+            "--permit-dns",
+            "keys.example.net",
+        ]);
+        for (kind, id) in [("mef", MEF_FQDN), ("maf", MAF_FQDN)] {
+            common::m2m(&[
+                "pki",
+                "issue",
+                "--ca",
+                &p("ca"),
+                "--kind",
+                kind,
+                "--id",
+                id,
+                "--out",
+                &p(kind),
+            ]);
+        }
+        common::m2m(&[
+            "pki",
+            "issue",
+            "--ca",
+            &p("ca"),
+            "--kind",
+            "cse",
+            "--id",
+            "/id-in",
+            "--sp",
+            SP,
+            "--out",
+            &p("id-in"),
+        ]);
+        write_private(&dir.path().join("maf-storage.key"), &"ab".repeat(32));
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts `m2m <what> --config FILE` and waits for its `m2m-<what> listening https://ADDR` line.
+    fn spawn(&self, what: &str, config: &str) -> (Proc, String) {
+        let path = self.path(&format!("{what}.toml"));
+        write_private(&path, config);
+        let stderr = self.path(&format!("{what}.stderr"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args([what, "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let prefix = format!("m2m-{what} listening https://");
+        let mut proc = Proc { child, stderr };
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = proc.child.wait();
+                panic!("m2m {what} exited before listening:\n{}", proc.stderr());
+            };
+            if let Some(addr) = line.strip_prefix(&prefix) {
+                break addr.to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        (proc, addr)
+    }
+
+    fn start_mef(&self, lifetime_seconds: u64) -> (Proc, String) {
+        self.spawn(
+            "mef",
+            &format!(
+                r#"fqdn = "{MEF_FQDN}"
+sp_fqdn = "{SP}"
+listen = "127.0.0.1:0"
+certificate = "{cert}"
+private_key = "{key}"
+trusted_ca = "{ca}"
+storage = "{storage}"
+storage_key = "{storage_key}"
+lifetime_seconds = {lifetime_seconds}
+
+[[kpm]]
+enrolee_id = "{ENROLEE}"
+kpm_id = "{KPM_ID}"
+key = "{KPM_HEX}"
+
+[[targets]]
+id = "{MAF_FQDN}"
+suids = [11]
+"#,
+                cert = self.path("mef.pem").display(),
+                key = self.path("mef.key").display(),
+                ca = self.path("ca/ca.pem").display(),
+                storage = self.path("mef-enrolments.json").display(),
+                storage_key = self.path("mef-storage.key").display(),
+            ),
+        )
+    }
+
+    fn start_maf(&self, mef_addr: &str) -> (Proc, String) {
+        let (proc, addr) = self.spawn(
+            "maf",
+            &format!(
+                r#"fqdn = "{MAF_FQDN}"
+sp_fqdn = "{SP}"
+listen = "127.0.0.1:0"
+certificate = "{cert}"
+private_key = "{key}"
+trusted_ca = "{ca}"
+storage = "{storage}"
+storage_key_file = "{storage_key}"
+
+[mef]
+url = "https://{mef_addr}"
+fqdn = "{MEF_FQDN}"
+timeout_ms = 5000
+"#,
+                cert = self.path("maf.pem").display(),
+                key = self.path("maf.key").display(),
+                ca = self.path("ca/ca.pem").display(),
+                storage = self.path("maf-data").display(),
+                storage_key = self.path("maf-storage.key").display(),
+            ),
+        );
+        (proc, format!("https://{addr}"))
+    }
+
+    fn start_in_cse(&self, maf_url: &str) -> CseProcess {
+        CseProcess::start_temp(&format!(
+            "[cse]\ncse_id = \"/id-in\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
+            self.path("id-in.pem").display(),
+            self.path("id-in.key").display(),
+            self.path("ca/ca.pem").display(),
+        ))
+    }
+}
+
+/// The AE's enrolment on Kpm: (Ke, KeID).
+async fn enrol(mef_addr: &str) -> (Secret, String) {
+    let kpm = Secret::from_hex(KPM_HEX).unwrap();
+    let mut mef = MefClient::connect_psk(mef_addr, MEF_FQDN, KPM_ID, &kpm)
+        .await
+        .expect("Kpm association with the MEF");
+    let e = mef
+        .enrol(&EnrolmentRequest {
+            indications: vec!["MAF".into()],
+            maf_id: Some(MAF_FQDN.into()),
+            targets: vec![],
+        })
+        .await
+        .expect("enrolment");
+    assert_eq!(e.enrolee_id, ENROLEE);
+    assert!(e.ke_id.ends_with(&format!("@{MEF_FQDN}")), "{}", e.ke_id);
+    (e.ke, e.ke_id)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn register_ae(client: &TlsClient, cse: &CseProcess) -> Result<common::Resp, String> {
+    let body = json!({ "m2m:ae": { "rn": "phone", "api": "Nphone", "rr": false, "srv": ["3"] } });
+    client.request(
+        cse.https_url(),
+        "POST",
+        "/cse-in",
+        Some("C"),
+        Some(2),
+        Some(&body),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolee_reaches_the_in_cse_through_mef_and_maf() {
+    let setup = Setup::new();
+    let (mef_proc, mef_addr) = setup.start_mef(3600);
+    let (maf_proc, maf_url) = setup.start_maf(&mef_addr);
+    let cse = setup.start_in_cse(&maf_url);
+
+    // Enrolment at the MEF; Km derived locally (TS-0003 clause 10.3.2).
+    let (ke, ke_id) = enrol(&mef_addr).await;
+    let km = derive_km(&ke, MAF_FQDN);
+
+    // TLS-PSK with the MAF on (KeID, Km): the MAF fetches Km from the MEF.
+    let mut maf = MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &km)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Km association with the MAF: {e}\nMAF:\n{}\nMEF:\n{}",
+                maf_proc.stderr(),
+                mef_proc.stderr()
+            )
+        });
+    let reg = maf
+        .register_client(None)
+        .await
+        .expect("client registration");
+    assert_eq!(reg.client_id, format!("//{SP}{ENROLEE}"));
+    let kc = maf
+        .register_key(12, &[&format!("//{SP}/id-in")], None)
+        .await
+        .expect("key registration");
+    let kc_half = hex(&kc.key.expose()[..kc.key.len() / 2]);
+
+    // TLS-PSK with the IN-CSE on Kc: the CSE fetches Kc from the MAF and binds the enrolee's AE-ID.
+    let phone = TlsClient::psk(&kc.key_id, &kc_half);
+    let r = tokio::task::block_in_place(|| register_ae(&phone, &cse))
+        .expect("TLS-PSK association with the IN-CSE");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(r.body["m2m:ae"]["aei"], json!("Cphone"), "{:?}", r.body);
+
+    // A wrong Km for that KeID fails at the MAF.
+    let wrong = derive_km(&ke, "other.keys.example.net");
+    assert!(MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &wrong)
+        .await
+        .is_err());
+    // An unknown KeID fails.
+    let unknown = format!("{}@{MEF_FQDN}", "CD".repeat(16));
+    assert!(MafClient::connect_psk(&maf_url, MAF_FQDN, &unknown, &km)
+        .await
+        .is_err());
+
+    let maf_log = maf_proc.stderr();
+    assert!(
+        maf_log.contains("remote-provisioned Km not available"),
+        "audit line on failure:\n{maf_log}"
+    );
+    for (name, log) in [("MAF", &maf_log), ("MEF", &mef_proc.stderr())] {
+        for secret in [km.to_hex(), ke.to_hex()] {
+            assert!(
+                !log.to_lowercase().contains(&secret.as_str().to_lowercase()),
+                "the {name} logged a key"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_enrolment_opens_no_maf_association() {
+    let setup = Setup::new();
+    let (_mef_proc, mef_addr) = setup.start_mef(4);
+    let (maf_proc, maf_url) = setup.start_maf(&mef_addr);
+
+    let (ke, ke_id) = enrol(&mef_addr).await;
+    let km = derive_km(&ke, MAF_FQDN);
+    MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &km)
+        .await
+        .unwrap_or_else(|e| panic!("before expiry: {e}\n{}", maf_proc.stderr()));
+
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(
+        MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &km)
+            .await
+            .is_err(),
+        "an expired enrolment must not authenticate"
+    );
+}
