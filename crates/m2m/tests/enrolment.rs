@@ -321,3 +321,71 @@ async fn an_expired_enrolment_opens_no_maf_association() {
         "an expired enrolment must not authenticate"
     );
 }
+
+/// The same flow through the CLI in one call: `m2m request --mef-url ... --maf-url ...` enrols on
+/// Kpm, derives Km, obtains Kc for the IN-CSE and registers an AE over TLS-PSK.
+#[test]
+fn m2m_request_enrols_and_connects_in_one_call() {
+    let setup = Setup::new();
+    let (_mef, mef_addr) = setup.start_mef(3600);
+    let (_maf, maf_url) = setup.start_maf(&mef_addr);
+    let cse = setup.start_in_cse(&maf_url);
+    let mef_url = if mef_addr.starts_with("https://") {
+        mef_addr.clone()
+    } else {
+        format!("https://{mef_addr}")
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args([
+            "request",
+            "--url",
+            cse.https_url(),
+            "-X",
+            "create",
+            "--to",
+            "cse-in",
+            "--from",
+            "C",
+            "--ty",
+            "2",
+            "--json",
+        ])
+        .args([
+            "--body",
+            r#"{"m2m:ae":{"rn":"phone","api":"Nphone","rr":false,"srv":["3"]}}"#,
+        ])
+        .args([
+            "--mef-url",
+            &mef_url,
+            "--mef-fqdn",
+            MEF_FQDN,
+            "--kpm-id",
+            KPM_ID,
+            "--kpm-env",
+            "TEST_KPM",
+        ])
+        .args([
+            "--maf-url",
+            &maf_url,
+            "--maf-fqdn",
+            MAF_FQDN,
+            "--target-cse",
+            &format!("//{SP}/id-in"),
+        ])
+        .env("TEST_KPM", KPM_HEX)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "m2m request failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rsp: serde_json::Value = serde_json::from_str(stdout.trim()).expect("--json output");
+    assert_eq!(rsp["rsc"], serde_json::json!(2001), "{rsp}");
+    assert_eq!(
+        rsp["pc"]["m2m:ae"]["aei"],
+        serde_json::json!("Cphone"),
+        "{rsp}"
+    );
+}
