@@ -189,6 +189,7 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
         }
     })
     .await;
+    let (local_ms, maf_ms) = first_handshakes(d, &url, &target).await?;
     drop(maf);
     println!("{:<40} {:>12} {:>8}", "figure", "per second", "failed");
     println!(
@@ -199,5 +200,91 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
         "{:<40} {get_rate:>12.0} {get_failed:>8}",
         format!("MAF key retrievals ({} conns)", args.connections)
     );
+    println!(
+        "TLS-PSK handshake at the IN-CSE: {local_ms:.2} ms with a provisioned key, {maf_ms:.2} ms with a MAF key (added by the MAF retrieval: {:.2} ms)",
+        maf_ms - local_ms
+    );
     Ok(())
+}
+
+/// A CSE child process, killed when dropped.
+struct Cse(std::process::Child);
+impl Drop for Cse {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Mean duration of a full TLS-PSK handshake at an IN-CSE with a key of its own table and with
+/// a fresh MAF key each time (the CSE retrieves Kc from the MAF during the handshake).
+async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Result<(f64, f64)> {
+    use std::io::BufRead;
+    const ROUNDS: usize = 200;
+    let local_key = "0f0e0d0c0b0a09080706050403020100";
+    let cfg = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"{}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n[[security.psk]]\nentity = \"Clocal\"\nkpsa_id = \"local@bench.example.net\"\nkey = \"{local_key}\"\n",
+        d.join("cse-data").display(),
+        d.join("in.pem").display(),
+        d.join("in.key").display(),
+        d.join("ca.pem").display()
+    );
+    let path = d.join("cse.toml");
+    write_private(&path, cfg.as_bytes())?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["cse", "--config"])
+        .arg(&path)
+        .env("M2M_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let cse = Cse(child);
+    let mut tls_addr = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        if let Some(a) = line?.strip_prefix("m2m-cse listening https://") {
+            tls_addr = Some(a.to_owned());
+            break;
+        }
+    }
+    let addr = tls_addr.ok_or_else(|| anyhow::anyhow!("the CSE did not start"))?;
+    let psk_ctx = |id: &str, key: Vec<u8>| {
+        m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
+            psk: Some((id.to_owned(), zeroize::Zeroizing::new(key))),
+            ..Default::default()
+        })
+        .map_err(|e| anyhow::anyhow!(e))
+    };
+    let local_secret = Secret::from_hex(local_key).map_err(|e| anyhow::anyhow!(e))?;
+    let local = psk_ctx("local@bench.example.net", local_secret.expose().to_vec())?;
+    let start = Instant::now();
+    for _ in 0..ROUNDS {
+        crate::bench_tls::handshake(&addr, &local).await?;
+    }
+    let local_ms = start.elapsed().as_secs_f64() * 1000.0 / ROUNDS as f64;
+    // A new key per round, registered beforehand, so that every handshake is a first one.
+    let km = Secret::from_hex(KM_HEX).map_err(|e| anyhow::anyhow!(e))?;
+    let mut source = MafClient::connect_psk(maf_url, MAF_FQDN, KM_ID, &km)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _ = source.register_client(None).await;
+    let mut contexts = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let key = Secret::new(rand::random::<[u8; 32]>().to_vec());
+        let reg = source
+            .register_key_value(12, &[target], &key, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        contexts.push(psk_ctx(&reg.key_id, key.expose()[..16].to_vec())?);
+    }
+    let start = Instant::now();
+    for ctx in &contexts {
+        crate::bench_tls::handshake(&addr, ctx).await?;
+    }
+    let maf_ms = start.elapsed().as_secs_f64() * 1000.0 / ROUNDS as f64;
+    drop(cse);
+    Ok((local_ms, maf_ms))
 }

@@ -236,7 +236,7 @@ fn hex_bytes(s: &str) -> Vec<u8> {
 }
 
 /// One full handshake (new TCP connection, no resumption); the connection is then closed.
-async fn handshake(
+pub(crate) async fn handshake(
     addr: &str,
     ctx: &SslContext,
 ) -> anyhow::Result<tokio_openssl::SslStream<tokio::net::TcpStream>> {
