@@ -278,6 +278,16 @@ async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
     assert_eq!(status(other.retrieve_key(&key.relative_id).await), 404);
     assert_eq!(status(ae.deregister_key(&key.relative_id).await), 404);
 
+    // Client registration update: only by that client, with a new expiration time.
+    assert_eq!(status(in_cse.update_client(&reg.reg_id, None).await), 403);
+    let later = ae.update_client(&reg.reg_id, None).await.unwrap();
+    assert_eq!(later.reg_id, reg.reg_id);
+    assert!(
+        later.expiration_time >= reg.expiration_time,
+        "{later:?} vs {reg:?}"
+    );
+    assert_eq!(status(ae.update_client("mcr-unknown", None).await), 404);
+
     // Client de-registration: only by that client; afterwards no key registration.
     assert_eq!(status(in_cse.deregister_client(&reg.reg_id).await), 403);
     ae.deregister_client(&reg.reg_id).await.unwrap();

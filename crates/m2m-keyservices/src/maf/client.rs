@@ -233,11 +233,35 @@ impl MafClient {
         &mut self,
         expiration_time: Option<&str>,
     ) -> Result<ClientRegistration, MafError> {
+        self.client_call(Method::POST, "/maf/clients".into(), expiration_time)
+            .await
+    }
+
+    /// Client Registration Update: a new expiration time for an existing registration.
+    pub async fn update_client(
+        &mut self,
+        reg_id: &str,
+        expiration_time: Option<&str>,
+    ) -> Result<ClientRegistration, MafError> {
+        self.client_call(
+            Method::PUT,
+            format!("/maf/clients/{reg_id}"),
+            expiration_time,
+        )
+        .await
+    }
+
+    async fn client_call(
+        &mut self,
+        method: Method,
+        path: String,
+        expiration_time: Option<&str>,
+    ) -> Result<ClientRegistration, MafError> {
         let mut body = json!({});
         if let Some(e) = expiration_time {
             body["expirationTime"] = json!(e);
         }
-        let (_, v) = self.call(Method::POST, "/maf/clients", Some(body)).await?;
+        let (_, v) = self.call(method, &path, Some(body)).await?;
         let s = |k: &str| {
             v[k].as_str()
                 .map(str::to_owned)

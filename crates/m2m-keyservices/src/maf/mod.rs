@@ -33,6 +33,7 @@
 //! | procedure (8.8.2) | request | answer |
 //! |---|---|---|
 //! | Client Registration | `POST /maf/clients` `{"expirationTime"?, "adminFQDN"?}` | 201 `{"mafClientRegID", "mafClientID", "expirationTime", "adminFQDN"?}` |
+//! | Client Registration Update | `PUT /maf/clients/{mafClientRegID}` `{"expirationTime"?, "adminFQDN"?}` (only by that client) | 200 as Client Registration |
 //! | Client De-Registration | `DELETE /maf/clients/{mafClientRegID}` (only by that client) | 204 |
 //! | Key Registration | `POST /maf/keys` `{"suid", "targetIDs": [..], "expirationTime"?, "adminFQDN"?, "keyValue"?}` | 201 `{"relativeKeyID", "keyID", "expirationTime", "sourceID", "suid", "targetIDs"}` |
 //! | Key Retrieval | `GET /maf/keys/{relativeKeyID}` (only by a target) | 200 `{"keyValue", "expirationTime", "sourceID", "suid", "adminFQDN"?}` |
@@ -51,7 +52,7 @@
 //! - Retrieval by an entity that is not a target: 403; unknown or expired: 404. Errors are
 //!   `{"error": "short reason"}` and never carry key material.
 //! - Deviations from the tables of clause 8.8.2: `adminFQDN` is optional (kept and echoed when given), `labels`
-//!   and Client Configuration Retrieval / Registration Update are not implemented, `targetIDs` is mandatory and
+//!   and Client Configuration Retrieval is not implemented, `targetIDs` is mandatory and
 //!   non-empty (the MAF creates no list of its own), and an optional `mafFQDN` is checked against this MAF's FQDN.
 //! - Key Registration Update may change `targetIDs` for every SUID (clause 8.8.2.7 only foresees later changes
 //!   for ESData, by administrating stakeholders; here the source may re-target its own key).

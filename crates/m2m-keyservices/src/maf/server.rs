@@ -427,6 +427,7 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (Method::POST, ["maf", "clients"]) => register_client(state, conn, &body),
+        (Method::PUT, ["maf", "clients", id]) => update_client(state, conn, id, &body),
         (Method::DELETE, ["maf", "clients", id]) => deregister_client(state, conn, id),
         (Method::POST, ["maf", "keys"]) => register_key(state, conn, &body),
         (Method::GET, ["maf", "keys", id]) => retrieve_key(state, conn, id),
@@ -505,6 +506,47 @@ fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         v["adminFQDN"] = json!(a);
     }
     answer(StatusCode::CREATED, v)
+}
+
+/// Client Registration Update (TS-0003 clause 8.8.2): a new expiration time (and adminFQDN),
+/// only by the registered client itself.
+fn update_client(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
+    let req: ClientRegRequest = match parse_body(body) {
+        Ok(r) => r,
+        Err(a) => return *a,
+    };
+    let now = (state.clock)();
+    let store = state.store();
+    let mut reg = match store.client(id) {
+        Err(e) => return internal(e),
+        Ok(Some(reg)) if reg.expires > now => reg,
+        Ok(_) => return error(StatusCode::NOT_FOUND, "no such client registration"),
+    };
+    if reg.client_id != conn.identity {
+        tracing::warn!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id, "MAF client registration update refused: not the registered client");
+        return error(StatusCode::FORBIDDEN, "not the registered client");
+    }
+    reg.expires = match expiry(
+        state,
+        now,
+        req.expiration_time.as_deref(),
+        state.cfg.default_client_lifetime,
+    ) {
+        Ok(t) => t,
+        Err(a) => return *a,
+    };
+    if req.admin_fqdn.is_some() {
+        reg.admin_fqdn = req.admin_fqdn;
+    }
+    if let Err(e) = store.update_client(&reg) {
+        return internal(e);
+    }
+    tracing::info!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id, "MAF client registration updated");
+    let mut v = json!({ "mafClientRegID": reg.reg_id, "mafClientID": reg.client_id, "expirationTime": format_time(reg.expires) });
+    if let Some(a) = &reg.admin_fqdn {
+        v["adminFQDN"] = json!(a);
+    }
+    answer(StatusCode::OK, v)
 }
 
 fn deregister_client(state: &State, conn: &Conn, id: &str) -> Answer {

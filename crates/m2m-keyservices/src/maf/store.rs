@@ -84,6 +84,18 @@ impl Store {
         Ok(())
     }
 
+    /// Client Registration Update: the new expiry (and adminFQDN) of an existing registration.
+    pub fn update_client(&self, reg: &ClientReg) -> Result<bool, String> {
+        Ok(self
+            .conn
+            .execute(
+                "UPDATE clients SET admin_fqdn = ?2, expires = ?3 WHERE reg_id = ?1",
+                params![reg.reg_id, reg.admin_fqdn, reg.expires],
+            )
+            .map_err(db)?
+            > 0)
+    }
+
     pub fn client(&self, reg_id: &str) -> Result<Option<ClientReg>, String> {
         self.conn
             .query_row(
