@@ -1,0 +1,1380 @@
+//! `m2m demo`: the door-lock use case of the security guide (seeds/000) played for real. The MAF,
+//! the IN-CSE and the MN-CSE (the home gateway) are `m2m` processes on loopback; the two locks
+//! associate with the gateway by TLS-PSK with the guide's credentials (Table 7.1.2-1), the gateway
+//! with the IN-CSE by certificates, the smartphone with the IN-CSE by MAF-based SAE. Then the
+//! smartphone unlocks the front door and hears about it, and a series of attacks is refused.
+
+use anyhow::{anyhow, bail, Context};
+use m2m_client::{Client, TlsSettings};
+use m2m_core::filter::FilterUsage;
+use m2m_core::{M2mError, Operation, Request, ResourceType, Response};
+use m2m_keyservices::maf::server::format_time;
+use m2m_keyservices::maf::MafClient;
+use m2m_keyservices::sae::{connection_key, MafAccess};
+use m2m_security::certificates::{self, KeyType, LeafName, Validity};
+use m2m_security::credentials::Secret;
+use m2m_security::tls::{client_context, ClientTlsConfig};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+const SP: &str = "m2m.example.com";
+const MAF_FQDN: &str = "maf.keys.example.net";
+const IN_SERVER_NAME: &str = "id-in.m2m.example.com";
+const MN_ID: &str = "mn-cse-123456";
+const ADMIN: &str = "CAdmin";
+/// How long a process may take to listen, and the MN to register.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a notification may take to arrive.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A door lock of Table 7.1.2-1: AE-ID, KpsaID, Kpsa (hex), resource name at the gateway.
+struct Lock {
+    ae: &'static str,
+    kpsa_id: &'static str,
+    key: &'static str,
+    rn: &'static str,
+    label: &'static str,
+}
+
+const FRONT: Lock = Lock {
+    ae: "Clock-AE1",
+    kpsa_id: "AE123456789012-Lock@in.provider.com",
+    key: "1a2b3c4d5e6f7a8b",
+    rn: "front-lock",
+    label: "front lock ADN-AE1",
+};
+/// The guide prints the second lock's AE-ID as `Cllock-AE2`; kept as printed.
+const BACK: Lock = Lock {
+    ae: "Cllock-AE2",
+    kpsa_id: "AE123456789015-Lock@in.provider.com",
+    key: "12345678abcdefab",
+    rn: "back-lock",
+    label: "back lock ADN-AE2",
+};
+
+/// Km rows of the MAF: the owner's phone, a phone nobody trusts, the babysitter's phone.
+const KMS: [(&str, &str, &str); 3] = [
+    (
+        "Cphone",
+        "phone@maf.keys.example.net",
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+    ),
+    (
+        "Cstranger",
+        "stranger@maf.keys.example.net",
+        "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100",
+    ),
+    (
+        "Cbabysitter",
+        "babysitter@maf.keys.example.net",
+        "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000",
+    ),
+];
+
+const SAE_PSK: &str = "TLS-PSK (Kpsa)";
+const SAE_MAF: &str = "TLS-PSK (MAF Kc)";
+const SAE_CERT: &str = "TLS (certificates)";
+const SAE_NONE: &str = "none (plain HTTP)";
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Print one JSON document instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+    /// Leave the MAF and the CSEs running afterwards (until Ctrl-C) and print how to poke them.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Put the PKI, configurations, data and logs here (must be empty or absent) instead of a
+    /// temporary directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// A child process killed when dropped (every exit path, panics included).
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `m2m ARGS` with its log in `log` and waits until it printed a line starting with each
+/// of `prefixes`; returns the rest of those lines.
+fn spawn(args: &[&str], log: &Path, prefixes: &[&str]) -> anyhow::Result<(Proc, Vec<String>)> {
+    let exe = std::env::current_exe().context("cannot find the m2m executable")?;
+    let log_file = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .env(
+            "M2M_LOG",
+            std::env::var("M2M_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("cannot start m2m {}", args.join(" ")))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let proc = Proc { child };
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        // Keep draining stdout so the child never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
+    while found.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).map_err(|_| {
+            anyhow!(
+                "m2m {} did not print {prefixes:?} within {START_TIMEOUT:?}; its log: {}",
+                args.join(" "),
+                log.display()
+            )
+        })?;
+        for (i, p) in prefixes.iter().enumerate() {
+            if let Some(rest) = line.trim().strip_prefix(p) {
+                if found[i].is_none() {
+                    found[i] = Some(rest.to_owned());
+                }
+            }
+        }
+    }
+    Ok((proc, found.into_iter().flatten().collect()))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?
+        .write_all(data)?;
+    Ok(())
+}
+
+/// A CA for the SP and the MAF's domain; certificates of the IN-CSE, the MN-CSE and the MAF.
+fn make_pki(d: &Path) -> anyhow::Result<()> {
+    let err = |e: String| anyhow!(e);
+    let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
+    let v = Validity::days_from_now(2);
+    let ca = certificates::make_ca(
+        "door-lock demo root",
+        &ca_key,
+        v,
+        Some(SP),
+        &["keys.example.net".into()],
+    )
+    .map_err(err)?;
+    write_private(&d.join("ca.pem"), &ca.to_pem()?)?;
+    for (name, leaf) in [
+        ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+        (
+            "in",
+            LeafName::Cse {
+                cse_id: "/id-in".into(),
+                sp: SP.into(),
+            },
+        ),
+        (
+            "mn",
+            LeafName::Cse {
+                cse_id: format!("/{MN_ID}"),
+                sp: SP.into(),
+            },
+        ),
+    ] {
+        let key = certificates::generate_key(KeyType::P256).map_err(err)?;
+        let cert = certificates::issue(&leaf, &key, &ca, &ca_key, v, &[]).map_err(err)?;
+        let mut chain = cert.to_pem()?;
+        chain.extend(ca.to_pem()?);
+        write_private(&d.join(format!("{name}.pem")), &chain)?;
+        write_private(
+            &d.join(format!("{name}.key")),
+            &key.private_key_to_pem_pkcs8()?,
+        )?;
+    }
+    write_private(&d.join("maf-storage.key"), "cd".repeat(32).as_bytes())?;
+    Ok(())
+}
+
+fn p(d: &Path, name: &str) -> String {
+    d.join(name).display().to_string()
+}
+
+fn tls_section(d: &Path, name: &str) -> String {
+    format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\n",
+        p(d, &format!("{name}.pem")),
+        p(d, &format!("{name}.key")),
+        p(d, "ca.pem"),
+    )
+}
+
+fn maf_config(d: &Path) -> String {
+    let mut cfg = format!(
+        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n",
+        p(d, "maf.pem"),
+        p(d, "maf.key"),
+        p(d, "ca.pem"),
+        p(d, "maf-data"),
+        p(d, "maf-storage.key"),
+    );
+    for (ae, km_id, key) in KMS {
+        cfg.push_str(&format!(
+            "[[km]]\nclient_id = \"/id-in/{ae}\"\nkm_id = \"{km_id}\"\nkey = \"{key}\"\n"
+        ));
+    }
+    cfg
+}
+
+fn in_config(d: &Path, maf_url: &str) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
+        p(d, "in-data"),
+        tls_section(d, "in"),
+    )
+}
+
+fn mn_config(d: &Path, in_https: &str) -> String {
+    let mut cfg = format!(
+        "[cse]\nrole = \"MN\"\ncse_id = \"/{MN_ID}\"\nresource_name = \"cse-mn\"\nsp_id = \"//{SP}\"\nadmin_originator = \"{ADMIN}\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n[limits]\noutgoing_timeout_ms = 3000\n\
+         [registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{in_https}\"\nserver_name = \"{IN_SERVER_NAME}\"\n{}",
+        p(d, "mn-data"),
+        tls_section(d, "mn"),
+    );
+    for lock in [&FRONT, &BACK] {
+        cfg.push_str(&format!(
+            "[[security.psk]]\nentity = \"{}\"\nkpsa_id = \"{}\"\nkey = \"{}\"\n",
+            lock.ae, lock.kpsa_id, lock.key
+        ));
+    }
+    cfg
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------------
+
+fn psk_client(identity: &str, key: &[u8]) -> anyhow::Result<Client> {
+    let context = client_context(&ClientTlsConfig {
+        cipher_suites: Vec::new(),
+        tls13: false,
+        psk: Some((identity.to_owned(), zeroize::Zeroizing::new(key.to_vec()))),
+        certificate_chain: None,
+        private_key: None,
+        trusted_ca: None,
+    })
+    .map_err(|e| anyhow!("TLS: {e}"))?;
+    Ok(Client::new()
+        .with_timeout(Duration::from_secs(10))
+        .with_tls(TlsSettings {
+            context,
+            server_name: None,
+        }))
+}
+
+fn hex_key(h: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(Secret::from_hex(h)
+        .map_err(|e| anyhow!(e))?
+        .expose()
+        .to_vec())
+}
+
+async fn send(
+    client: &Client,
+    base: &str,
+    op: Operation,
+    to: &str,
+    from: &str,
+    ty: Option<ResourceType>,
+    pc: Option<Value>,
+) -> Result<Response, M2mError> {
+    let mut req = Request::new(op, to, Some(from.to_owned()), m2m_client::next_request_id());
+    req.ty = ty;
+    req.pc = pc;
+    client.send(base, &req).await
+}
+
+fn code(r: &Response) -> u16 {
+    r.rsc.code()
+}
+
+/// The response, which must carry `want`.
+fn expect(r: Result<Response, M2mError>, want: u16, what: &str) -> anyhow::Result<Response> {
+    match r {
+        Ok(r) if code(&r) == want => Ok(r),
+        Ok(r) => bail!(
+            "{what}: {} {} ({})",
+            code(&r),
+            r.rsc.name(),
+            r.dbg().unwrap_or("")
+        ),
+        Err(e) => bail!("{what}: {} {}", e.rsc.code(), e.dbg),
+    }
+}
+
+/// An attack by request: refused with `want` is a pass.
+fn refused_with(r: Result<Response, M2mError>, want: u16) -> anyhow::Result<((), String)> {
+    match r {
+        Ok(r) if code(&r) == want => Ok(((), format!("refused: {want} {}", r.rsc.name()))),
+        Ok(r) => bail!(
+            "NOT refused as expected: {} {} ({})",
+            code(&r),
+            r.rsc.name(),
+            r.dbg().unwrap_or("")
+        ),
+        Err(e) => bail!("transport failure instead of {want}: {}", e.dbg),
+    }
+}
+
+/// An attack on the handshake: no association is a pass.
+fn handshake_refused(r: Result<Response, M2mError>) -> anyhow::Result<((), String)> {
+    match r {
+        Err(e) => Ok(((), format!("handshake refused ({})", reason(&e)))),
+        Ok(r) => bail!("an association was opened: answer {}", code(&r)),
+    }
+}
+
+/// The transport failure without the URL.
+fn reason(e: &M2mError) -> String {
+    let s = e.dbg.rsplit(": ").next().unwrap_or(&e.dbg);
+    s.chars().take(50).collect()
+}
+
+fn pc(r: &Response) -> &Value {
+    r.pc.as_ref().unwrap_or(&Value::Null)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The smartphone's notification receiver
+// ---------------------------------------------------------------------------------------------
+
+/// A notification: when it arrived and its body.
+type Note = (Instant, Value);
+
+/// A minimal HTTP server answering every request 200/2000; notifications (not verification
+/// requests) go to the channel.
+async fn start_receiver() -> anyhow::Result<(String, tokio::sync::mpsc::UnboundedReceiver<Note>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = serve(stream, tx).await;
+            });
+        }
+    });
+    Ok((url, rx))
+}
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    tx: tokio::sync::mpsc::UnboundedSender<Note>,
+) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let (mut len, mut ri) = (0usize, String::new());
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).await? == 0 {
+                return Ok(());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    "x-m2m-ri" => ri = v.trim().to_owned(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0u8; len.min(1 << 20)];
+        r.read_exact(&mut body).await?;
+        let at = Instant::now();
+        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+            let sgn = &v["m2m:sgn"];
+            if sgn.get("nev").is_some() && sgn.get("vrq") != Some(&json!(true)) {
+                let _ = tx.send((at, v));
+            }
+        }
+        let rsp = format!(
+            "HTTP/1.1 200 OK\r\nX-M2M-RSC: 2000\r\nX-M2M-RI: {ri}\r\nContent-Length: 0\r\n\r\n"
+        );
+        w.write_all(rsp.as_bytes()).await?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps and the report
+// ---------------------------------------------------------------------------------------------
+
+struct Step {
+    step: String,
+    entity: String,
+    sae: String,
+    expected: String,
+    outcome: String,
+    ok: bool,
+    ms: f64,
+}
+
+struct Report {
+    steps: Vec<Step>,
+    unlock_to_notification_ms: Option<f64>,
+}
+
+impl Report {
+    /// Records a step; prints its progress line (stderr) and returns its value when it passed.
+    fn record<T>(
+        &mut self,
+        (step, entity, sae, expected): (&str, &str, &str, &str),
+        started: Instant,
+        res: anyhow::Result<(T, String)>,
+    ) -> Option<T> {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (ok, outcome, value) = match res {
+            Ok((v, o)) => (true, o, Some(v)),
+            Err(e) => (false, format!("{e:#}"), None),
+        };
+        let n = self.steps.len() + 1;
+        eprintln!(
+            "[{n:>2}] {} {step} ({entity}, {sae}): {outcome} [{ms:.1} ms]",
+            if ok { "ok  " } else { "FAIL" }
+        );
+        self.steps.push(Step {
+            step: step.into(),
+            entity: entity.into(),
+            sae: sae.into(),
+            expected: expected.into(),
+            outcome,
+            ok,
+            ms,
+        });
+        value
+    }
+
+    fn ok(&self) -> bool {
+        !self.steps.is_empty() && self.steps.iter().all(|s| s.ok)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "steps": self.steps.iter().map(|s| json!({
+                "step": s.step, "entity": s.entity, "sae": s.sae, "expected": s.expected,
+                "outcome": s.outcome, "ok": s.ok, "ms": (s.ms * 10.0).round() / 10.0,
+            })).collect::<Vec<_>>(),
+            "unlock_to_notification_ms": self.unlock_to_notification_ms.map(|m| (m * 10.0).round() / 10.0),
+            "ok": self.ok(),
+        })
+    }
+
+    fn table(&self) -> String {
+        let cut = |s: &str, n: usize| -> String {
+            if s.chars().count() > n {
+                format!("{}…", s.chars().take(n - 1).collect::<String>())
+            } else {
+                s.to_owned()
+            }
+        };
+        let mut out = String::new();
+        let sw = self
+            .steps
+            .iter()
+            .map(|s| s.step.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let ew = self
+            .steps
+            .iter()
+            .map(|s| s.entity.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let aw = self
+            .steps
+            .iter()
+            .map(|s| s.sae.len())
+            .max()
+            .unwrap_or(8)
+            .max(8);
+        out.push_str(&format!(
+            " #  {:<sw$}  {:<ew$}  {:<aw$}  {:<4}  {:>9}  outcome\n",
+            "step", "entity", "SAE mode", "ok", "ms"
+        ));
+        out.push_str(&format!("{}\n", "-".repeat(sw + ew + aw + 40)));
+        for (i, s) in self.steps.iter().enumerate() {
+            out.push_str(&format!(
+                "{:>2}  {:<sw$}  {:<ew$}  {:<aw$}  {:<4}  {:>9.1}  {}\n",
+                i + 1,
+                s.step,
+                s.entity,
+                s.sae,
+                if s.ok { "yes" } else { "NO" },
+                s.ms,
+                cut(&s.outcome, 70)
+            ));
+        }
+        let passed = self.steps.iter().filter(|s| s.ok).count();
+        out.push_str(&format!(
+            "\n{passed}/{} steps behaved as expected (story steps succeed, attacks are refused).\n",
+            self.steps.len()
+        ));
+        if let Some(ms) = self.unlock_to_notification_ms {
+            out.push_str(&format!(
+                "Unlock to notification on the phone (MN-CSE -> IN-CSE -> phone): {ms:.1} ms\n"
+            ));
+        }
+        out.push_str(if self.ok() {
+            "RESULT: OK\n"
+        } else {
+            "RESULT: FAILED\n"
+        });
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The demo
+// ---------------------------------------------------------------------------------------------
+
+/// The running deployment.
+struct Deployment {
+    _maf: Proc,
+    _in: Proc,
+    _mn: Proc,
+    maf_url: String,
+    in_http: String,
+    in_https: String,
+    mn_http: String,
+    mn_https: String,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    let _temp;
+    let dir: PathBuf = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("{}", d.display()))?;
+            if std::fs::read_dir(d)?.next().is_some() {
+                bail!("--dir {} must be empty", d.display());
+            }
+            d.clone()
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("m2m-demo-").tempdir()?;
+            let path = t.path().to_owned();
+            _temp = t;
+            path
+        }
+    };
+    let mut report = Report {
+        steps: Vec::new(),
+        unlock_to_notification_ms: None,
+    };
+    let deployment = setup(&dir, &mut report).await;
+    if let Some(dep) = &deployment {
+        story_and_attacks(dep, &mut report).await;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json())?);
+    } else {
+        print!("{}", report.table());
+    }
+    std::io::stdout().flush()?;
+    if args.keep_running {
+        if let Some(dep) = &deployment {
+            print_poke_help(dep, &dir);
+            tokio::signal::ctrl_c().await?;
+        }
+    }
+    Ok(if report.ok() { 0 } else { 1 })
+}
+
+async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
+    let t = Instant::now();
+    let res = make_pki(d).map(|()| {
+        (
+            (),
+            "CA for m2m.example.com + keys.example.net; /id-in, /mn-cse-123456, MAF".to_owned(),
+        )
+    });
+    r.record(("make the PKI", "demo", "-", "certificates issued"), t, res)?;
+
+    let t = Instant::now();
+    let res = (|| {
+        let cfg = d.join("maf.toml");
+        write_private(&cfg, maf_config(d).as_bytes())?;
+        let (proc, urls) = spawn(
+            &["maf", "--config", &cfg.display().to_string()],
+            &d.join("maf.log"),
+            &["m2m-maf listening https://"],
+        )?;
+        let url = format!("https://{}", urls[0]);
+        let msg = format!("listening {url}, Km rows for /id-in/Cphone, Cstranger, Cbabysitter");
+        Ok(((proc, url), msg))
+    })();
+    let (maf, maf_url) = r.record(("start the MAF", MAF_FQDN, "-", "listening"), t, res)?;
+
+    let t = Instant::now();
+    let res = (|| {
+        let cfg = d.join("in.toml");
+        write_private(&cfg, in_config(d, &maf_url).as_bytes())?;
+        let (proc, urls) = spawn(
+            &["cse", "--config", &cfg.display().to_string()],
+            &d.join("in.log"),
+            &["m2m-cse listening http://", "m2m-cse listening https://"],
+        )?;
+        let (http, https) = (
+            format!("http://{}", urls[0]),
+            format!("https://{}", urls[1]),
+        );
+        let msg = format!("listening {https} (TLS) and {http} (loopback admin)");
+        Ok(((proc, http, https), msg))
+    })();
+    let (in_proc, in_http, in_https) = r.record(
+        ("start the IN-CSE", "IN-CSE /id-in", "-", "listening"),
+        t,
+        res,
+    )?;
+
+    let t = Instant::now();
+    let res = async {
+        let cfg = d.join("mn.toml");
+        write_private(&cfg, mn_config(d, &in_https).as_bytes())?;
+        let (proc, urls) = spawn(
+            &["cse", "--config", &cfg.display().to_string()],
+            &d.join("mn.log"),
+            &["m2m-cse listening http://", "m2m-cse listening https://"],
+        )?;
+        let (http, https) = (
+            format!("http://{}", urls[0]),
+            format!("https://{}", urls[1]),
+        );
+        // Registered when the IN holds the MN's <remoteCSE>.
+        let admin = Client::new().with_timeout(Duration::from_secs(5));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let rsp = send(
+                &admin,
+                &in_http,
+                Operation::Retrieve,
+                &format!("cse-in/{MN_ID}"),
+                ADMIN,
+                None,
+                None,
+            )
+            .await;
+            if matches!(&rsp, Ok(x) if code(x) == 2000) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the MN-CSE did not register with the IN-CSE within {START_TIMEOUT:?}; logs: {}",
+                    d.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((
+            (proc, http, https),
+            "registered with the IN-CSE over mutual TLS".to_owned(),
+        ))
+    }
+    .await;
+    let (mn_proc, mn_http, mn_https) = r.record(
+        (
+            "start the home gateway, register with the IN-CSE",
+            "MN-CSE /mn-cse-123456",
+            SAE_CERT,
+            "<remoteCSE> on the IN",
+        ),
+        t,
+        res,
+    )?;
+    Some(Deployment {
+        _maf: maf,
+        _in: in_proc,
+        _mn: mn_proc,
+        maf_url,
+        in_http,
+        in_https,
+        mn_http,
+        mn_https,
+    })
+}
+
+fn maf_access(i: usize, maf_url: &str) -> anyhow::Result<MafAccess> {
+    let (_, km_id, km) = KMS[i];
+    Ok(MafAccess {
+        url: maf_url.to_owned(),
+        fqdn: MAF_FQDN.into(),
+        km_id: km_id.into(),
+        km: Secret::from_hex(km).map_err(|e| anyhow!(e))?,
+    })
+}
+
+/// A phone-like AE: Kc from the MAF for the IN-CSE, then registration there over TLS-PSK.
+async fn phone_registers(
+    dep: &Deployment,
+    i: usize,
+    poa: Option<&str>,
+) -> anyhow::Result<(Client, String)> {
+    let kc = connection_key(&maf_access(i, &dep.maf_url)?, &format!("//{SP}/id-in"))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let client = psk_client(&kc.psk_identity, kc.psk.expose())?;
+    let rn = KMS[i].0.trim_start_matches('C');
+    let mut ae = json!({ "rn": rn, "api": "Nphone", "rr": poa.is_some(), "srv": ["3"] });
+    if let Some(poa) = poa {
+        ae["poa"] = json!([poa]);
+    }
+    let rsp = expect(
+        send(
+            &client,
+            &dep.in_https,
+            Operation::Create,
+            "cse-in",
+            "C",
+            Some(ResourceType::Ae),
+            Some(json!({ "m2m:ae": ae })),
+        )
+        .await,
+        2001,
+        "registration at the IN-CSE",
+    )?;
+    let aei = pc(&rsp)["m2m:ae"]["aei"]
+        .as_str()
+        .context("no aei")?
+        .to_owned();
+    Ok((client, aei))
+}
+
+fn state_path(lock: &Lock) -> String {
+    format!("/{MN_ID}/cse-mn/{}/state", lock.rn)
+}
+
+async fn story_and_attacks(dep: &Deployment, r: &mut Report) {
+    if story(dep, r).await.is_none() {
+        eprintln!("the story stopped at a failed step; the attacks are not played");
+    }
+}
+
+async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
+    // 1. The locks register at the gateway over TLS-PSK and publish their state.
+    let mut lock_clients = Vec::new();
+    for lock in [&FRONT, &BACK] {
+        let t = Instant::now();
+        let res = async {
+            let client = psk_client(lock.kpsa_id, &hex_key(lock.key)?)?;
+            let body = json!({ "m2m:ae": { "rn": lock.rn, "api": "Ndoorlock", "rr": false, "srv": ["3"] } });
+            let rsp = expect(
+                send(&client, &dep.mn_https, Operation::Create, "cse-mn", "C", Some(ResourceType::Ae), Some(body)).await,
+                2001,
+                "registration",
+            )?;
+            let aei = pc(&rsp)["m2m:ae"]["aei"].as_str().unwrap_or_default().to_owned();
+            if aei != lock.ae {
+                bail!("registered as {aei}, not {}", lock.ae);
+            }
+            Ok((client, format!("From C over {} -> aei {aei}", lock.kpsa_id)))
+        }
+        .await;
+        let client = r.record(
+            (
+                "lock registers at the home gateway",
+                lock.label,
+                SAE_PSK,
+                &format!("2001, aei {}", lock.ae),
+            ),
+            t,
+            res,
+        )?;
+
+        let t = Instant::now();
+        let res = async {
+            let mut pv = vec![
+                json!({ "acor": [lock.ae], "acop": 63, "acaf": true }),
+                json!({ "acor": ["/id-in/Cphone"], "acop": 35 }),
+            ];
+            if lock.ae == FRONT.ae {
+                pv.push(json!({ "acor": ["/id-in/Cbabysitter"], "acop": 2,
+                                "acco": [{ "actw": ["* * * * * * 2001"] }] }));
+            }
+            let acp = json!({ "m2m:acp": { "rn": "state-acp", "pv": { "acr": pv },
+                              "pvs": { "acr": [{ "acor": [lock.ae], "acop": 63 }] } } });
+            let base = format!("cse-mn/{}", lock.rn);
+            let rsp = expect(
+                send(
+                    &client,
+                    &dep.mn_https,
+                    Operation::Create,
+                    &base,
+                    lock.ae,
+                    Some(ResourceType::AccessControlPolicy),
+                    Some(acp),
+                )
+                .await,
+                2001,
+                "ACP",
+            )?;
+            let acp_ri = pc(&rsp)["m2m:acp"]["ri"]
+                .as_str()
+                .context("no ACP ri")?
+                .to_owned();
+            expect(
+                send(
+                    &client,
+                    &dep.mn_https,
+                    Operation::Create,
+                    &base,
+                    lock.ae,
+                    Some(ResourceType::Container),
+                    Some(json!({ "m2m:cnt": { "rn": "state", "acpi": [acp_ri] } })),
+                )
+                .await,
+                2001,
+                "container state",
+            )?;
+            expect(
+                send(
+                    &client,
+                    &dep.mn_https,
+                    Operation::Create,
+                    &format!("{base}/state"),
+                    lock.ae,
+                    Some(ResourceType::ContentInstance),
+                    Some(json!({ "m2m:cin": { "con": "LOCKED" } })),
+                )
+                .await,
+                2001,
+                "LOCKED",
+            )?;
+            Ok((
+                (),
+                format!("state under ACP (phone: ops 35; {} acaf) = LOCKED", lock.ae),
+            ))
+        }
+        .await;
+        r.record(
+            (
+                "lock creates state + ACP, reports LOCKED",
+                lock.label,
+                SAE_PSK,
+                "2001 x3",
+            ),
+            t,
+            res,
+        )?;
+        lock_clients.push(client);
+    }
+
+    // 2. The smartphone: Kc from the MAF, registration at the IN-CSE.
+    let (poa, mut notes) = match start_receiver().await {
+        Ok(x) => x,
+        Err(e) => {
+            r.record::<()>(
+                (
+                    "start the phone's notification receiver",
+                    "smartphone ADN-AE3",
+                    "-",
+                    "listening",
+                ),
+                Instant::now(),
+                Err(e),
+            );
+            return None;
+        }
+    };
+    let t = Instant::now();
+    let res = async {
+        let (client, aei) = phone_registers(dep, 0, Some(&poa)).await?;
+        if aei != "Cphone" {
+            bail!("registered as {aei}, not Cphone");
+        }
+        Ok((client, format!("Kc from the MAF; aei {aei}, poa {poa}")))
+    }
+    .await;
+    let phone = r.record(
+        (
+            "phone gets Kc from the MAF, registers at the IN-CSE",
+            "smartphone ADN-AE3",
+            SAE_MAF,
+            "2001, aei Cphone",
+        ),
+        t,
+        res,
+    )?;
+
+    let t = Instant::now();
+    let res = async {
+        let mut req = Request::new(
+            Operation::Retrieve,
+            format!("/{MN_ID}/cse-mn"),
+            Some("Cphone".into()),
+            m2m_client::next_request_id(),
+        );
+        req.fc.filter_usage = Some(FilterUsage::Discovery);
+        req.fc.resource_types = vec![3];
+        let rsp = expect(phone.send(&dep.in_https, &req).await, 2000, "discovery")?;
+        let uris: Vec<String> = pc(&rsp)["m2m:uril"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for lock in [&FRONT, &BACK] {
+            let want = format!("{}/state", lock.rn);
+            if !uris.iter().any(|u| u.ends_with(&want)) {
+                bail!("{want} not discovered: {uris:?}");
+            }
+        }
+        Ok(((), format!("found {}", uris.join(", "))))
+    }
+    .await;
+    r.record(
+        (
+            "phone discovers the locks through the IN-CSE",
+            "smartphone ADN-AE3",
+            SAE_MAF,
+            "both state containers",
+        ),
+        t,
+        res,
+    )?;
+
+    let front_state = state_path(&FRONT);
+    let t = Instant::now();
+    let res = async {
+        let sub = json!({ "m2m:sub": { "rn": "phone-sub", "nu": ["/id-in/Cphone"], "enc": { "net": [3] } } });
+        expect(
+            send(&phone, &dep.in_https, Operation::Create, &front_state, "Cphone", Some(ResourceType::Subscription), Some(sub)).await,
+            2001,
+            "subscription",
+        )?;
+        Ok(((), "nu = /id-in/Cphone (MN -> IN -> phone's poa)".to_owned()))
+    }
+    .await;
+    r.record(
+        (
+            "phone subscribes to the front lock's state",
+            "smartphone ADN-AE3",
+            SAE_MAF,
+            "2001",
+        ),
+        t,
+        res,
+    )?;
+
+    // Drop anything that arrived before the unlock.
+    while notes.try_recv().is_ok() {}
+    let t = Instant::now();
+    let res = async {
+        expect(
+            send(
+                &phone,
+                &dep.in_https,
+                Operation::Create,
+                &front_state,
+                "Cphone",
+                Some(ResourceType::ContentInstance),
+                Some(json!({ "m2m:cin": { "con": "UNLOCKED" } })),
+            )
+            .await,
+            2001,
+            "UNLOCKED",
+        )?;
+        Ok((
+            (),
+            "contentInstance UNLOCKED created via the IN-CSE".to_owned(),
+        ))
+    }
+    .await;
+    let unlocked_at = t;
+    r.record(
+        (
+            "phone unlocks the front door",
+            "smartphone ADN-AE3",
+            SAE_MAF,
+            "2001",
+        ),
+        t,
+        res,
+    )?;
+
+    let t = Instant::now();
+    let res = async {
+        let deadline = tokio::time::Instant::now() + NOTIFY_TIMEOUT;
+        loop {
+            let note = tokio::time::timeout_at(deadline, notes.recv())
+                .await
+                .map_err(|_| anyhow!("no notification within {NOTIFY_TIMEOUT:?}"))?
+                .context("receiver stopped")?;
+            let con = &note.1["m2m:sgn"]["nev"]["rep"]["m2m:cin"]["con"];
+            if con == "UNLOCKED" {
+                let ms = note.0.duration_since(unlocked_at).as_secs_f64() * 1000.0;
+                return Ok((
+                    ms,
+                    format!("UNLOCKED notified, {ms:.1} ms after the unlock request"),
+                ));
+            }
+        }
+    }
+    .await;
+    let latency = r.record(
+        (
+            "phone receives the notification",
+            "smartphone ADN-AE3",
+            "HTTP to its poa",
+            "notification UNLOCKED",
+        ),
+        t,
+        res,
+    )?;
+    r.unlock_to_notification_ms = Some(latency);
+
+    let t = Instant::now();
+    let res = async {
+        let rsp = expect(
+            send(
+                &phone,
+                &dep.in_https,
+                Operation::Retrieve,
+                &format!("{front_state}/la"),
+                "Cphone",
+                None,
+                None,
+            )
+            .await,
+            2000,
+            "la",
+        )?;
+        let con = pc(&rsp)["m2m:cin"]["con"].clone();
+        if con != "UNLOCKED" {
+            bail!("state is {con}");
+        }
+        Ok(((), "state/la = UNLOCKED".to_owned()))
+    }
+    .await;
+    r.record(
+        (
+            "phone reads the state",
+            "smartphone ADN-AE3",
+            SAE_MAF,
+            "UNLOCKED",
+        ),
+        t,
+        res,
+    )?;
+
+    let t = Instant::now();
+    let res = async {
+        expect(
+            send(
+                &phone,
+                &dep.in_https,
+                Operation::Create,
+                &front_state,
+                "Cphone",
+                Some(ResourceType::ContentInstance),
+                Some(json!({ "m2m:cin": { "con": "LOCKED" } })),
+            )
+            .await,
+            2001,
+            "LOCKED",
+        )?;
+        Ok(((), "contentInstance LOCKED".to_owned()))
+    }
+    .await;
+    r.record(
+        (
+            "phone locks the front door again",
+            "smartphone ADN-AE3",
+            SAE_MAF,
+            "2001",
+        ),
+        t,
+        res,
+    )?;
+
+    attacks(dep, r, &lock_clients[1]).await;
+    Some(())
+}
+
+async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
+    let unlock = || Some(json!({ "m2m:cin": { "con": "UNLOCKED" } }));
+    let front_rel = format!("cse-mn/{}/state", FRONT.rn);
+
+    let t = Instant::now();
+    let res = refused_with(
+        send(
+            &Client::new(),
+            &dep.mn_http,
+            Operation::Create,
+            &front_rel,
+            FRONT.ae,
+            Some(ResourceType::ContentInstance),
+            unlock(),
+        )
+        .await,
+        4103,
+    );
+    r.record(
+        (
+            "ATTACK unlock without a security association",
+            "Clock-AE1 (claimed)",
+            SAE_NONE,
+            "4103 (acaf)",
+        ),
+        t,
+        res,
+    );
+
+    let t = Instant::now();
+    let res = async {
+        let c = psk_client(FRONT.kpsa_id, &hex_key("1a2b3c4d5e6f7a8c")?)?;
+        handshake_refused(
+            send(
+                &c,
+                &dep.mn_https,
+                Operation::Retrieve,
+                &front_rel,
+                FRONT.ae,
+                None,
+                None,
+            )
+            .await,
+        )
+    }
+    .await;
+    r.record(
+        (
+            "ATTACK wrong PSK for the front lock's KpsaID",
+            FRONT.kpsa_id,
+            SAE_PSK,
+            "handshake refused",
+        ),
+        t,
+        res,
+    );
+
+    let t = Instant::now();
+    let guessed = "AE123456789013-Lock@in.provider.com";
+    let res = async {
+        let c = psk_client(guessed, &hex_key(FRONT.key)?)?;
+        handshake_refused(
+            send(
+                &c,
+                &dep.mn_https,
+                Operation::Retrieve,
+                &front_rel,
+                FRONT.ae,
+                None,
+                None,
+            )
+            .await,
+        )
+    }
+    .await;
+    r.record(
+        (
+            "ATTACK guessed KpsaID",
+            guessed,
+            SAE_PSK,
+            "handshake refused",
+        ),
+        t,
+        res,
+    );
+
+    let t = Instant::now();
+    let res = refused_with(
+        send(
+            back,
+            &dep.mn_https,
+            Operation::Create,
+            &front_rel,
+            FRONT.ae,
+            Some(ResourceType::ContentInstance),
+            unlock(),
+        )
+        .await,
+        4106,
+    );
+    r.record(
+        (
+            "ATTACK back lock pretends to be the front lock",
+            "Cllock-AE2 as Clock-AE1",
+            SAE_PSK,
+            "4106",
+        ),
+        t,
+        res,
+    );
+
+    let t = Instant::now();
+    let res = expired_key(dep).await;
+    r.record(
+        (
+            "ATTACK phone uses its expired MAF key",
+            "smartphone ADN-AE3",
+            SAE_MAF,
+            "handshake refused",
+        ),
+        t,
+        res,
+    );
+
+    let state_la = format!("{}/la", state_path(&FRONT));
+    for (i, step, expected) in [
+        (1, "ATTACK an AE no ACP names reads the lock", "4103"),
+        (
+            2,
+            "ATTACK babysitter outside its time window (2001)",
+            "4103 (actw)",
+        ),
+    ] {
+        let t = Instant::now();
+        let res = async {
+            let (c, aei) = phone_registers(dep, i, None).await?;
+            refused_with(
+                send(
+                    &c,
+                    &dep.in_https,
+                    Operation::Retrieve,
+                    &state_la,
+                    &aei,
+                    None,
+                    None,
+                )
+                .await,
+                4103,
+            )
+        }
+        .await;
+        r.record((step, KMS[i].0, SAE_MAF, expected), t, res);
+    }
+}
+
+/// A Kc registered with an expirationTime a few seconds ahead works, then opens nothing.
+async fn expired_key(dep: &Deployment) -> anyhow::Result<((), String)> {
+    let access = maf_access(0, &dep.maf_url)?;
+    let mut maf = MafClient::connect_psk(&access.url, &access.fqdn, &access.km_id, &access.km)
+        .await
+        .map_err(|e| anyhow!("MAF: {e}"))?;
+    maf.register_client(None)
+        .await
+        .map_err(|e| anyhow!("MAF client registration: {e}"))?;
+    let expires = chrono::Utc::now().timestamp() + 2;
+    let target = format!("//{SP}/id-in");
+    let key = maf
+        .register_key(12, &[target.as_str()], Some(&format_time(expires)))
+        .await
+        .map_err(|e| anyhow!("MAF key registration: {e}"))?;
+    let kc = key.key.expose();
+    let half = kc[..kc.len() / 2].to_vec();
+    let attempt = || async {
+        // A fresh client: a fresh association (no kept-alive connection).
+        let c = psk_client(&key.key_id, &half)?;
+        Ok::<_, anyhow::Error>(
+            send(
+                &c,
+                &dep.in_https,
+                Operation::Retrieve,
+                "cse-in/phone",
+                "Cphone",
+                None,
+                None,
+            )
+            .await,
+        )
+    };
+    expect(
+        attempt().await?,
+        2000,
+        "before its expiry the key must work",
+    )?;
+    // Wait for the expiry, then poll until the handshake is refused.
+    let until = Duration::from_secs((expires + 1 - chrono::Utc::now().timestamp()).max(0) as u64);
+    tokio::time::sleep(until).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match attempt().await? {
+            Err(e) => {
+                return Ok((
+                    (),
+                    format!(
+                        "worked before {}, handshake refused after ({})",
+                        format_time(expires),
+                        reason(&e)
+                    ),
+                ))
+            }
+            Ok(r) if Instant::now() > deadline => {
+                bail!(
+                    "the expired key still opens an association (answer {})",
+                    code(&r)
+                )
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn print_poke_help(dep: &Deployment, dir: &Path) {
+    println!(
+        "\nThe deployment keeps running (Ctrl-C ends it). Files and logs: {}\n\
+         MAF            {}\n\
+         IN-CSE /id-in  {} (TLS)  {} (loopback admin, From CAdmin)\n\
+         MN-CSE /{MN_ID} (cse-mn)  {} (TLS)  {} (loopback admin, From CAdmin)\n\n\
+         Read the front lock's state as the front lock itself (TLS-PSK, its association):\n  \
+         M2M_PSK={} m2m request --url {} --psk-identity {} --psk-key-env M2M_PSK --from {} --to cse-mn/{}/state/la\n\n\
+         Read it as the gateway admin on the MN's loopback listener:\n  \
+         curl -s {}/cse-mn/{}/state/la -H 'X-M2M-Origin: CAdmin' -H 'X-M2M-RI: 1' -H 'X-M2M-RVI: 3'\n",
+        dir.display(),
+        dep.maf_url,
+        dep.in_https,
+        dep.in_http,
+        dep.mn_https,
+        dep.mn_http,
+        FRONT.key,
+        dep.mn_https,
+        FRONT.kpsa_id,
+        FRONT.ae,
+        FRONT.rn,
+        dep.mn_http,
+        FRONT.rn,
+    );
+    let _ = std::io::stdout().flush();
+}
