@@ -8,6 +8,7 @@ use std::path::PathBuf;
 mod bench;
 mod bench_maf;
 mod bench_tls;
+mod demo;
 mod keys;
 mod maf;
 mod mef;
@@ -27,6 +28,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the door-lock home of the security guide: every entity a real process over real TLS,
+    /// the story, then the attacks, each refused.
+    Demo(demo::DemoArgs),
     /// Run a CSE (IN-CSE by default; MN-CSE with a config that says so).
     Cse(CseArgs),
     /// Send one request primitive to a CSE and print the response.
@@ -87,6 +91,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => m2m_cse::Config::default(),
             };
             runtime()?.block_on(run_cse(cfg))
+        }
+        Command::Demo(args) => {
+            let code = runtime()?.block_on(demo::run(args))?;
+            std::process::exit(code);
         }
         Command::Request(args) => {
             let code = runtime()?.block_on(request::run(*args))?;
