@@ -154,3 +154,65 @@ fn only_the_accepted_certificate_identities_associate() {
         cse.stderr()
     );
 }
+
+/// One request over `openssl s_client` with the front lock's PSK and the given protocol flag;
+/// `None` when the handshake failed (no HTTP answer).
+fn s_client_psk(port: u16, protocol: &str) -> Option<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            protocol,
+            "-quiet",
+            "-ign_eof",
+        ])
+        .args([
+            "-psk",
+            "1a2b3c4d5e6f7a8b",
+            "-psk_identity",
+            "AE123456789012-Lock@in.provider.com",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let req = "GET /cse-in HTTP/1.1\r\nHost: x\r\nX-M2M-Origin: Clock-AE1\r\nX-M2M-RI: 1\r\nConnection: close\r\n\r\n";
+    let _ = child.stdin.take().unwrap().write_all(req.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.contains("HTTP/1.1").then_some(text)
+}
+
+#[test]
+fn tls_1_3_only_when_the_configuration_asks() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var("CI").is_err(), "openssl is required in CI");
+        eprintln!("SKIPPED: openssl is not installed; the TLS 1.3 test did not run");
+        return;
+    }
+    let r12 = tls_cse(5_000, 16);
+    assert!(
+        s_client_psk(r12.https_port(), "-tls1_2").is_some(),
+        "TLS 1.2 works by default"
+    );
+    assert!(
+        s_client_psk(r12.https_port(), "-tls1_3").is_none(),
+        "TLS 1.3 is refused unless configured"
+    );
+    let r13 = CseProcess::start_temp(&format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ntls13 = true\n{PSK_ROW}"
+    ));
+    let answer =
+        s_client_psk(r13.https_port(), "-tls1_3").expect("TLS 1.3 PSK works when configured");
+    assert!(
+        answer.contains("X-M2M-RSC") || answer.contains("x-m2m-rsc"),
+        "{answer}"
+    );
+}
