@@ -98,7 +98,7 @@ pub async fn serve(cse: Arc<Cse>, listener: TcpListener, kind: ListenerKind) {
                         authenticated: false,
                     };
                     // An idle connection holds no HTTP buffers until its first request.
-                    if stream.readable().await.is_ok() {
+                    if first_bytes(&stream).await {
                         serve_connection(cse, stream, peer).await
                     }
                 }
@@ -113,7 +113,7 @@ pub async fn serve(cse: Arc<Cse>, listener: TcpListener, kind: ListenerKind) {
                         // Nothing is read yet: wait until the client speaks before allocating the
                         // HTTP buffers, so that idle associations stay small.
                         let ready =
-                            stream.ssl().pending() > 0 || stream.get_ref().readable().await.is_ok();
+                            stream.ssl().pending() > 0 || first_bytes(stream.get_ref()).await;
                         if ready {
                             serve_connection(cse, stream, peer).await
                         }
@@ -122,6 +122,14 @@ pub async fn serve(cse: Arc<Cse>, listener: TcpListener, kind: ListenerKind) {
             }
         });
     }
+}
+
+/// Waits until the client sends something (or closes), without consuming it. Readiness alone is
+/// not enough: after a handshake the socket often still reads as ready although nothing is there,
+/// and HTTP buffers (16 KB a connection) would be allocated for every idle association.
+async fn first_bytes(tcp: &TcpStream) -> bool {
+    let mut one = [0u8; 1];
+    tcp.peek(&mut one).await.is_ok()
 }
 
 /// Runs the TLS handshake and turns what it authenticated into an association. Every outcome is
