@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Makes what the door-lock example's configurations refer to; safe to run again (keeps what
+# exists). Generated files go to ./pki (keys, certificates, keystore) and ./data (databases).
+#   ./setup.sh                  # m2m on PATH, else ../../target/release/m2m
+#   M2M=/path/to/m2m ./setup.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ -z "${M2M:-}" ]; then
+    if command -v m2m >/dev/null 2>&1; then
+        M2M=m2m
+    elif [ -x ../../target/release/m2m ]; then
+        M2M=../../target/release/m2m
+    else
+        echo "setup.sh: no m2m on PATH and no ../../target/release/m2m; run 'cargo build --release' or set M2M" >&2
+        exit 1
+    fi
+fi
+
+SP=m2m.example.com
+umask 077
+mkdir -p pki data/in-cse data/mn-cse data/maf
+
+# The PKI: a CA constrained to the SP domain, also permitting the MAF's domain.
+if [ ! -f pki/ca/ca.pem ]; then
+    "$M2M" pki ca --out pki/ca --name "door-lock example root" --sp "$SP" --permit-dns keys.example.net
+fi
+issue() { # NAME KIND ID [--sp SP]
+    local name=$1
+    shift
+    if [ ! -f "pki/$name.pem" ] || [ ! -f "pki/$name.key" ]; then
+        "$M2M" pki issue --ca pki/ca --out "pki/$name" --force "$@"
+    fi
+}
+issue in --kind cse --id /id-in --sp "$SP"
+issue mn --kind cse --id /mn-cse-123456 --sp "$SP"
+issue maf --kind maf --id maf.keys.example.net
+
+# The MN-CSE's encrypted keystore with the two door locks of seeds/000 Table 7.1.2-1.
+if [ ! -f pki/mn.keystore ]; then
+    if [ -f pki/mn.keyfile ]; then
+        "$M2M" keys init --keystore pki/mn.keystore --key-file pki/mn.keyfile
+    else
+        "$M2M" keys init --keystore pki/mn.keystore --key-file pki/mn.keyfile --create-key-file
+    fi
+fi
+DOORLOCK_KPSA=1a2b3c4d5e6f7a8b "$M2M" keys add-psk --keystore pki/mn.keystore --key-file pki/mn.keyfile \
+    --kpsa-id AE123456789012-Lock@in.provider.com --key-env DOORLOCK_KPSA --entity Clock-AE1 --replace
+# The guide prints the second lock's AE-ID as Cllock-AE2; kept as printed.
+DOORLOCK_KPSA=12345678abcdefab "$M2M" keys add-psk --keystore pki/mn.keystore --key-file pki/mn.keyfile \
+    --kpsa-id AE123456789015-Lock@in.provider.com --key-env DOORLOCK_KPSA --entity Cllock-AE2 --replace
+
+# The MAF's storage key: 32 random bytes in hex.
+if [ ! -f pki/maf-storage.key ]; then
+    od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > pki/maf-storage.key
+fi
+
+# Files holding secrets must not be readable by others (the tools refuse them otherwise);
+# maf.toml holds the phone's Km and comes from git without its mode.
+chmod 600 maf.toml pki/*.key pki/ca/ca.key pki/mn.keyfile pki/mn.keystore
+"$M2M" keys list --keystore pki/mn.keystore --key-file pki/mn.keyfile
+echo "setup.sh: done (pki/, data/)"
