@@ -136,7 +136,10 @@ fn config(p: &Pki, storage: &Path) -> MafConfig {
             },
         ],
         storage: storage.to_path_buf(),
-        storage_key_file: p.path("storage.key"),
+        storage_key_file: Some(p.path("storage.key")),
+        keystore: None,
+        key_file: None,
+        passphrase_env: None,
         default_key_lifetime: 3600,
         default_client_lifetime: 86_400,
         max_lifetime: 30 * 86_400,
@@ -484,16 +487,14 @@ fn config_file_must_be_private_and_parses() {
     assert_eq!(cfg.storage, dir.path().join("maf-data"));
     assert!(!format!("{cfg:?}").contains("00112233"));
     // The storage key file must be private too.
-    write_private(&cfg.storage_key_file, "ab".repeat(32).as_bytes());
+    let storage_key_file = cfg.storage_key_file.clone().unwrap();
+    write_private(&storage_key_file, "ab".repeat(32).as_bytes());
     assert_eq!(cfg.storage_key().unwrap().len(), 32);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            &cfg.storage_key_file,
-            std::fs::Permissions::from_mode(0o640),
-        )
-        .unwrap();
+        std::fs::set_permissions(&storage_key_file, std::fs::Permissions::from_mode(0o640))
+            .unwrap();
         assert!(cfg.storage_key().is_err());
     }
 }

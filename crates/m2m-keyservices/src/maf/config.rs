@@ -1,6 +1,7 @@
 //! The MAF configuration file (TOML).
 
 use m2m_security::credentials::Secret;
+use m2m_security::secure_environment::{KeySource, SecureEnvironment, SoftwareKeystore};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -65,8 +66,21 @@ pub struct MafConfig {
     pub km: Vec<KmRow>,
     /// Directory of the SQLite database `maf.sqlite`.
     pub storage: PathBuf,
-    /// File holding the 32-byte AES-256-GCM storage key in hex; must be mode 0600.
-    pub storage_key_file: PathBuf,
+    /// File holding the 32-byte AES-256-GCM storage key in hex; must be mode 0600. Exactly one of this
+    /// and the keystore secret [`MAF_STORAGE_KEY_SECRET`] is the storage key.
+    #[serde(default)]
+    pub storage_key_file: Option<PathBuf>,
+    /// The software secure environment (`m2m keys init`): Km as PSK entries (psk_identity = KmID,
+    /// entity_id = the client's AE-ID/CSE-ID), and optionally the storage key as the secret
+    /// [`MAF_STORAGE_KEY_SECRET`]. Opened with exactly one of `key_file` and `passphrase_env`.
+    #[serde(default)]
+    pub keystore: Option<PathBuf>,
+    /// The key file of `keystore` (32 bytes, mode 0600).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The name of the environment variable holding the passphrase of `keystore`.
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
     /// Lifetime of a key registration without expirationTime, seconds.
     #[serde(default = "default_key_lifetime")]
     pub default_key_lifetime: u64,
@@ -85,6 +99,124 @@ pub struct MafConfig {
     /// Remote-provisioned Km: clients whose psk_identity is a KeID of this MEF (see [`MefSection`]).
     #[serde(default)]
     pub mef: Option<MefSection>,
+}
+
+/// The keystore secret that holds the MAF storage key (32 bytes).
+pub const MAF_STORAGE_KEY_SECRET: &str = "maf-storage-key";
+
+/// The keys a MAF starts with: every Km (configuration rows first, then the keystore) and the storage key.
+pub struct MafKeys {
+    pub km: Vec<KmRow>,
+    pub storage_key: Secret,
+}
+
+impl std::fmt::Debug for MafKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MafKeys")
+            .field("km", &self.km)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks the `keystore`, `key_file` and `passphrase_env` options together (`what` names the service).
+pub(crate) fn check_keystore_options(
+    keystore: &Option<PathBuf>,
+    key_file: &Option<PathBuf>,
+    passphrase_env: &Option<String>,
+) -> Result<(), String> {
+    match (keystore, key_file, passphrase_env) {
+        (None, None, None) => Ok(()),
+        (None, _, _) => Err("key_file and passphrase_env need keystore".into()),
+        (Some(_), Some(_), Some(_)) => {
+            Err("keystore: give exactly one of key_file and passphrase_env, not both".into())
+        }
+        (Some(_), None, None) => {
+            Err("keystore: give exactly one of key_file and passphrase_env".into())
+        }
+        (Some(_), _, Some(v)) if v.is_empty() => Err("passphrase_env: empty name".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Opens the configured software keystore, if any. Errors name files and variables, never secrets.
+pub(crate) fn open_keystore(
+    keystore: &Option<PathBuf>,
+    key_file: &Option<PathBuf>,
+    passphrase_env: &Option<String>,
+) -> Result<Option<SoftwareKeystore>, String> {
+    check_keystore_options(keystore, key_file, passphrase_env)?;
+    let Some(path) = keystore else {
+        return Ok(None);
+    };
+    let source = match (key_file, passphrase_env) {
+        (Some(k), _) => KeySource::KeyFile(k.clone()),
+        (None, Some(var)) => {
+            let value = std::env::var_os(var).ok_or_else(|| {
+                format!(
+                    "keystore {}: passphrase_env {var} is not set",
+                    path.display()
+                )
+            })?;
+            let value = zeroize::Zeroizing::new(value.into_encoded_bytes());
+            if value.is_empty() {
+                return Err(format!(
+                    "keystore {}: passphrase_env {var} is empty",
+                    path.display()
+                ));
+            }
+            KeySource::Passphrase(Secret::from_slice(&value))
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    SoftwareKeystore::open(path, source)
+        .map(Some)
+        .map_err(|e| format!("keystore: {e}"))
+}
+
+/// Reads a 32-byte hex storage key from a private (0600) file.
+fn read_storage_key_file(p: &Path) -> Result<Secret, String> {
+    m2m_security::secure_environment::check_private_file(p)?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+    );
+    let key = Secret::from_hex(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+    if key.len() != 32 {
+        return Err(format!(
+            "{}: the storage key must be 32 bytes (64 hex digits)",
+            p.display()
+        ));
+    }
+    Ok(key)
+}
+
+/// The storage key from exactly one of `file` and the keystore secret `secret`.
+pub(crate) fn storage_key_from(
+    file: Option<&Path>,
+    keystore: Option<&SoftwareKeystore>,
+    secret: &str,
+    file_option: &str,
+) -> Result<Option<Secret>, String> {
+    let held = keystore.and_then(|ks| ks.secret(secret));
+    match (file, held) {
+        (Some(p), Some(_)) => Err(format!(
+            "two storage keys: {file_option} = {} and the secret {secret} of keystore {}; keep exactly one",
+            p.display(),
+            keystore.map(|k| k.path().display().to_string()).unwrap_or_default()
+        )),
+        (None, Some(key)) if key.len() != 32 => Err(format!(
+            "keystore {}: the secret {secret} must be 32 bytes",
+            keystore.map(|k| k.path().display().to_string()).unwrap_or_default()
+        )),
+        (None, Some(key)) => Ok(Some(key)),
+        (Some(_), None) => Ok(None),
+        (None, None) => Err(match keystore {
+            Some(k) => format!(
+                "no storage key: set {file_option}, or store the secret {secret} in keystore {}",
+                k.path().display()
+            ),
+            None => format!("no storage key: set {file_option} (or keystore with the secret {secret})"),
+        }),
+    }
 }
 
 fn default_key_lifetime() -> u64 {
@@ -116,11 +248,20 @@ private_key = "maf.key.pem"
 trusted_ca = "ca.cert.pem"
 storage = "maf-data"
 # 32 random bytes in hex, mode 0600 (e.g. `openssl rand -hex 32 > maf-storage.key; chmod 600 maf-storage.key`).
+# Leave it out when the keystore below holds the secret "maf-storage-key" (exactly one source).
 storage_key_file = "maf-storage.key"
 default_key_lifetime = 3600
 default_client_lifetime = 86400
 max_lifetime = 2592000
 sweep_interval = 60
+
+# Keys held in the software secure environment (`m2m keys init --keystore maf.keystore --key-file
+# maf-keystore.key`, then `m2m keys add-psk` with kpsa_id = KmID and entity_id = the client's AE-ID or
+# CSE-ID): its Km are looked up after the [[km]] rows, and its secret "maf-storage-key" (32 bytes) may
+# replace storage_key_file. Open it with exactly one of key_file (mode 0600) and passphrase_env.
+# keystore = "maf.keystore"
+# key_file = "maf-keystore.key"
+# passphrase_env = "M2M_MAF_KEYSTORE_PASSPHRASE"
 
 # Clients authenticating with TLS-PSK on Km (psk_identity = KmID).
 [[km]]
@@ -168,7 +309,16 @@ impl MafConfig {
             fix(p);
         }
         fix(&mut cfg.storage);
-        fix(&mut cfg.storage_key_file);
+        for p in [
+            &mut cfg.storage_key_file,
+            &mut cfg.keystore,
+            &mut cfg.key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
         Ok(cfg)
     }
 
@@ -176,7 +326,21 @@ impl MafConfig {
         m2m_security::certificates::check_fqdn(&self.fqdn).map_err(|e| format!("fqdn: {e}"))?;
         m2m_security::certificates::check_fqdn(&self.sp_fqdn)
             .map_err(|e| format!("sp_fqdn: {e}"))?;
-        for row in &self.km {
+        check_keystore_options(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        if self.storage_key_file.is_none() && self.keystore.is_none() {
+            return Err(format!(
+                "no storage key: set storage_key_file, or keystore holding the secret {MAF_STORAGE_KEY_SECRET}"
+            ));
+        }
+        if self.default_key_lifetime == 0 || self.default_client_lifetime == 0 {
+            return Err("lifetimes must be positive".into());
+        }
+        self.check_km_rows(&self.km)
+    }
+
+    /// Checks Km rows (from the file or the keystore) against the rest of the configuration.
+    fn check_km_rows(&self, rows: &[KmRow]) -> Result<(), String> {
+        for row in rows {
             if row.key.is_empty() {
                 return Err(format!("km {}: empty key", row.km_id));
             }
@@ -197,8 +361,7 @@ impl MafConfig {
                         .into(),
                 );
             }
-            if self
-                .km
+            if rows
                 .iter()
                 .any(|r| r.km_id.ends_with(&format!("@{}", mef.fqdn)))
             {
@@ -208,24 +371,66 @@ impl MafConfig {
                 ));
             }
         }
-        if self.default_key_lifetime == 0 || self.default_client_lifetime == 0 {
-            return Err("lifetimes must be positive".into());
-        }
         Ok(())
     }
 
-    /// Reads the storage key (32 bytes hex) from `storage_key_file`, which must be mode 0600.
+    /// The storage key: from `storage_key_file` (mode 0600) or from the keystore secret
+    /// [`MAF_STORAGE_KEY_SECRET`], exactly one of them.
     pub fn storage_key(&self) -> Result<Secret, String> {
-        let p = &self.storage_key_file;
-        m2m_security::secure_environment::check_private_file(p)?;
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let key = Secret::from_hex(&text).map_err(|e| format!("{}: {e}", p.display()))?;
-        if key.len() != 32 {
-            return Err(format!(
-                "{}: the storage key must be 32 bytes (64 hex digits)",
-                p.display()
-            ));
+        Ok(self.load_keys()?.storage_key)
+    }
+
+    /// Opens the keystore (if configured) and collects the keys the MAF starts with: the `[[km]]` rows,
+    /// then the keystore's PSK entries whose KmID no row has (entity_id = the MAF client ID), and the
+    /// storage key from exactly one source.
+    pub fn load_keys(&self) -> Result<MafKeys, String> {
+        let ks = open_keystore(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        let storage_key = match storage_key_from(
+            self.storage_key_file.as_deref(),
+            ks.as_ref(),
+            MAF_STORAGE_KEY_SECRET,
+            "storage_key_file",
+        )? {
+            Some(k) => k,
+            None => read_storage_key_file(
+                self.storage_key_file
+                    .as_deref()
+                    .ok_or("no storage_key_file")?,
+            )?,
+        };
+        let mut km = self.km.clone();
+        if let Some(ks) = &ks {
+            let mut extra = Vec::new();
+            for (_, id) in ks.psk_entries() {
+                let id = id.to_string();
+                if km.iter().any(|r| r.km_id == id) {
+                    continue;
+                }
+                let Some(entry) = ks.psk(&id) else { continue };
+                let client_id = entry.entity_id.clone().ok_or_else(|| {
+                    format!(
+                        "keystore {}: Km {id} has no entity_id (the MAF client's AE-ID or CSE-ID)",
+                        ks.path().display()
+                    )
+                })?;
+                extra.push(KmRow {
+                    client_id,
+                    km_id: id,
+                    key: entry.key.clone(),
+                });
+            }
+            self.check_km_rows(&extra)
+                .map_err(|e| format!("keystore {}: {e}", ks.path().display()))?;
+            tracing::info!(
+                target: "audit",
+                keystore = %ks.path().display(),
+                km_rows = km.len(),
+                km_keystore = extra.len(),
+                storage_key = if self.storage_key_file.is_some() { "file" } else { "keystore" },
+                "MAF keys loaded"
+            );
+            km.extend(extra);
         }
-        Ok(key)
+        Ok(MafKeys { km, storage_key })
     }
 }

@@ -182,11 +182,10 @@ pub struct RunningMaf {
 impl RunningMaf {
     /// Opens the storage, binds `cfg.listen` and starts serving.
     pub async fn start(cfg: MafConfig, clock: Clock) -> Result<RunningMaf, String> {
-        let storage_key = cfg.storage_key()?;
-        let store = Store::open(&cfg.storage, &storage_key)?;
-        drop(storage_key);
+        let keys = cfg.load_keys()?;
+        let store = Store::open(&cfg.storage, &keys.storage_key)?;
         let mut km = HashMap::new();
-        for row in &cfg.km {
+        for row in &keys.km {
             let client = absolute_id(&row.client_id, &cfg.sp_fqdn)
                 .ok_or_else(|| format!("km {}: bad client_id", row.km_id))?;
             km.insert(row.km_id.clone(), (client, row.key.clone()));

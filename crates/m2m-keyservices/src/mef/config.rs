@@ -1,7 +1,8 @@
 //! The MEF configuration file (TOML).
 
+use crate::maf::config::{check_keystore_options, open_keystore, storage_key_from};
 use m2m_security::credentials::Secret;
-use m2m_security::secure_environment::check_private_file;
+use m2m_security::secure_environment::{check_private_file, SecureEnvironment};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -22,9 +23,18 @@ private_key = "mef.key.pem"
 trusted_ca = "ca.crt.pem"
 
 # Enrolments (Ke, AES-256-GCM encrypted under the storage key) and the storage key file (32 bytes hex,
-# mode 0600; created when missing).
+# mode 0600; created when missing). Leave storage_key out when the keystore below holds the secret
+# "mef-storage-key" (exactly one source).
 storage = "mef-enrolments.json"
 storage_key = "mef-storage.key"
+
+# Keys held in the software secure environment (`m2m keys init --keystore mef.keystore --key-file
+# mef-keystore.key`, then `m2m keys add-psk` with kpsa_id = KpmID and entity_id = the enrolee ID): its
+# Kpm are looked up after the [[kpm]] rows, and its secret "mef-storage-key" (32 bytes) may replace
+# storage_key. Open it with exactly one of key_file (mode 0600) and passphrase_env.
+# keystore = "mef.keystore"
+# key_file = "mef-keystore.key"
+# passphrase_env = "M2M_MEF_KEYSTORE_PASSPHRASE"
 
 # How long an enrolment (Ke and every key derived from it) stays valid, in seconds.
 lifetime_seconds = 86400
@@ -79,13 +89,45 @@ pub struct MefConfig {
     pub private_key: Option<PathBuf>,
     pub trusted_ca: Option<PathBuf>,
     pub storage: PathBuf,
-    pub storage_key: PathBuf,
+    /// The storage key file (created when missing); exactly one of this and the keystore secret
+    /// [`MEF_STORAGE_KEY_SECRET`] is the storage key.
+    #[serde(default)]
+    pub storage_key: Option<PathBuf>,
+    /// The software secure environment: Kpm as PSK entries (psk_identity = KpmID, entity_id = the
+    /// enrolee ID) and optionally the secret [`MEF_STORAGE_KEY_SECRET`]. Opened with exactly one of
+    /// `key_file` and `passphrase_env`.
+    #[serde(default)]
+    pub keystore: Option<PathBuf>,
+    /// The key file of `keystore` (32 bytes, mode 0600).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The name of the environment variable holding the passphrase of `keystore`.
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
     #[serde(default = "default_lifetime")]
     pub lifetime_seconds: u64,
     #[serde(default)]
     pub kpm: Vec<KpmRow>,
     #[serde(default)]
     pub targets: Vec<TargetRow>,
+}
+
+/// The keystore secret that holds the MEF storage key (32 bytes).
+pub const MEF_STORAGE_KEY_SECRET: &str = "mef-storage-key";
+
+/// Where the MEF storage key comes from.
+pub enum StorageKey {
+    /// A key file (created when missing).
+    File(PathBuf),
+    /// The keystore secret [`MEF_STORAGE_KEY_SECRET`].
+    Held(Secret),
+}
+
+/// The keys a MEF starts with: every Kpm (configuration rows first, then the keystore) and the storage
+/// key.
+pub struct MefKeys {
+    pub kpm: Vec<KpmRow>,
+    pub storage_key: StorageKey,
 }
 
 fn default_sp() -> String {
@@ -127,7 +169,12 @@ impl MefConfig {
             fix(p);
         }
         fix(&mut c.storage);
-        fix(&mut c.storage_key);
+        for p in [&mut c.storage_key, &mut c.keystore, &mut c.key_file]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
         Ok(c)
     }
 
@@ -136,7 +183,17 @@ impl MefConfig {
         if self.lifetime_seconds == 0 {
             return Err("lifetime_seconds must be at least 1".into());
         }
-        for k in &self.kpm {
+        check_keystore_options(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        if self.storage_key.is_none() && self.keystore.is_none() {
+            return Err(format!(
+                "no storage key: set storage_key, or keystore holding the secret {MEF_STORAGE_KEY_SECRET}"
+            ));
+        }
+        self.check_kpm_rows(&self.kpm)
+    }
+
+    fn check_kpm_rows(&self, rows: &[KpmRow]) -> Result<(), String> {
+        for k in rows {
             let Some((rel, fqdn)) = k.kpm_id.split_once('@').filter(|(r, _)| !r.is_empty()) else {
                 return Err(format!("kpm_id {:?} is not relative@MEF-FQDN", k.kpm_id));
             };
@@ -155,6 +212,56 @@ impl MefConfig {
             }
         }
         Ok(())
+    }
+
+    /// Opens the keystore (if configured) and collects the keys the MEF starts with: the `[[kpm]]` rows,
+    /// then the keystore's PSK entries whose KpmID no row has (entity_id = the enrolee ID), and the
+    /// storage key from exactly one source.
+    pub fn load_keys(&self) -> Result<MefKeys, String> {
+        let ks = open_keystore(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        let storage_key = match storage_key_from(
+            self.storage_key.as_deref(),
+            ks.as_ref(),
+            MEF_STORAGE_KEY_SECRET,
+            "storage_key",
+        )? {
+            Some(k) => StorageKey::Held(k),
+            None => StorageKey::File(self.storage_key.clone().ok_or("no storage_key")?),
+        };
+        let mut kpm = self.kpm.clone();
+        if let Some(ks) = &ks {
+            let mut extra = Vec::new();
+            for (_, id) in ks.psk_entries() {
+                let id = id.to_string();
+                if kpm.iter().any(|r| r.kpm_id == id) {
+                    continue;
+                }
+                let Some(entry) = ks.psk(&id) else { continue };
+                let enrolee_id = entry.entity_id.clone().ok_or_else(|| {
+                    format!(
+                        "keystore {}: Kpm {id} has no entity_id (the enrolee ID)",
+                        ks.path().display()
+                    )
+                })?;
+                extra.push(KpmRow {
+                    enrolee_id,
+                    kpm_id: id,
+                    key: entry.key.clone(),
+                });
+            }
+            self.check_kpm_rows(&extra)
+                .map_err(|e| format!("keystore {}: {e}", ks.path().display()))?;
+            tracing::info!(
+                target: "audit",
+                keystore = %ks.path().display(),
+                kpm_rows = kpm.len(),
+                kpm_keystore = extra.len(),
+                storage_key = if self.storage_key.is_some() { "file" } else { "keystore" },
+                "MEF keys loaded"
+            );
+            kpm.extend(extra);
+        }
+        Ok(MefKeys { kpm, storage_key })
     }
 
     /// Whether `target` is configured for `suid`.

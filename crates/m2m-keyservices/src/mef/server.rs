@@ -1,7 +1,7 @@
 //! The MEF server: TLS listener (PSK on Kpm or certificates), bootstrap exporter per connection, and the
 //! HTTP/1.1 JSON API described in the [module documentation](super).
 
-use super::config::{same_id, MefConfig};
+use super::config::{same_id, MefConfig, StorageKey};
 use super::store::{now_secs, Enrolment, EnrolmentMeta, Store, TargetRef};
 use super::{credential_for, SUID_MAF};
 use bytes::Bytes;
@@ -80,7 +80,8 @@ impl Mef {
         if let Some(k) = &config.private_key {
             m2m_security::secure_environment::check_private_file(k)?;
         }
-        let table: HashMap<String, (String, Secret)> = config
+        let keys = config.load_keys()?;
+        let table: HashMap<String, (String, Secret)> = keys
             .kpm
             .iter()
             .map(|k| (k.kpm_id.clone(), (k.enrolee_id.clone(), k.key.clone())))
@@ -98,7 +99,10 @@ impl Mef {
             trusted_ca: config.trusted_ca.clone(),
             psk: (!table.is_empty()).then(|| Arc::new(KpmTable(table)) as Arc<dyn PskLookup>),
         })?;
-        let store = Store::open(&config.storage, &config.storage_key)?;
+        let store = match &keys.storage_key {
+            StorageKey::File(p) => Store::open(&config.storage, p)?,
+            StorageKey::Held(k) => Store::open_with_key(&config.storage, k)?,
+        };
         Ok(Arc::new(Mef { config, store, tls }))
     }
 

@@ -90,7 +90,11 @@ impl Store {
     /// Opens (or starts) the store at `path` with the key in `key_path` (created when missing).
     /// Expired enrolments are dropped.
     pub fn open(path: &Path, key_path: &Path) -> Result<Store, String> {
-        let key = load_key(key_path)?;
+        Self::open_with_key(path, &load_key(key_path)?)
+    }
+
+    /// Opens (or starts) the store at `path` with `key` (32 bytes; e.g. from the secure environment).
+    pub fn open_with_key(path: &Path, key: &Secret) -> Result<Store, String> {
         let cipher = Aes256Gcm::new_from_slice(key.expose()).map_err(|e| e.to_string())?;
         let store = Store {
             path: path.to_path_buf(),
