@@ -10,7 +10,7 @@ use m2m_core::filter::FilterUsage;
 use m2m_core::{M2mError, Operation, Request, ResourceType, Response};
 use m2m_keyservices::maf::server::format_time;
 use m2m_keyservices::maf::MafClient;
-use m2m_keyservices::sae::{connection_key, MafAccess};
+use m2m_keyservices::sae::{connection_key, enrol_for_maf, MafAccess};
 use m2m_security::certificates::{self, KeyType, LeafName, Validity};
 use m2m_security::credentials::Secret;
 use m2m_security::tls::{client_context, ClientTlsConfig};
@@ -24,6 +24,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const SP: &str = "m2m.example.com";
 const MAF_FQDN: &str = "maf.keys.example.net";
+const MEF_FQDN: &str = "mef.keys.example.net";
+/// The smartphone's pre-provisioned enrolment credential (KpmID, Kpm): it leaves the factory with
+/// this only, and obtains its MAF credential Km by enrolling at the MEF (TS-0003 clause 8.3).
+const PHONE_KPM_ID: &str = "phone@mef.keys.example.net";
+const PHONE_KPM: &str = "7c2e9d4a1b3f5e6d8c0a2b4f6e8d1c3b5a7f9e0d2c4b6a8f1e3d5c7b9a0f2e4d";
 const IN_SERVER_NAME: &str = "id-in.m2m.example.com";
 const MN_ID: &str = "mn-cse-123456";
 const ADMIN: &str = "CAdmin";
@@ -187,6 +192,7 @@ fn make_pki(d: &Path) -> anyhow::Result<()> {
     write_private(&d.join("ca.pem"), &ca.to_pem()?)?;
     for (name, leaf) in [
         ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+        ("mef", LeafName::Fqdn(MEF_FQDN.into())),
         (
             "in",
             LeafName::Cse {
@@ -229,9 +235,22 @@ fn tls_section(d: &Path, name: &str) -> String {
     )
 }
 
-fn maf_config(d: &Path) -> String {
+/// The MEF: the smartphone's Kpm row; the MAF may fetch the Km of an enrolment (SUID 11).
+fn mef_config(d: &Path) -> String {
+    format!(
+        "fqdn = \"{MEF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key = {:?}\n\
+         [[kpm]]\nenrolee_id = \"/id-in/Cphone\"\nkpm_id = \"{PHONE_KPM_ID}\"\nkey = \"{PHONE_KPM}\"\n[[targets]]\nid = \"{MAF_FQDN}\"\nsuids = [11]\n",
+        p(d, "mef.pem"),
+        p(d, "mef.key"),
+        p(d, "ca.pem"),
+        p(d, "mef-data"),
+        p(d, "mef-storage.key"),
+    )
+}
+
+fn maf_config(d: &Path, mef_url: &str) -> String {
     let mut cfg = format!(
-        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n",
+        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n[mef]\nurl = \"{mef_url}\"\nfqdn = \"{MEF_FQDN}\"\n",
         p(d, "maf.pem"),
         p(d, "maf.key"),
         p(d, "ca.pem"),
@@ -570,6 +589,8 @@ impl Report {
 
 /// The running deployment.
 struct Deployment {
+    _mef: Proc,
+    mef_url: String,
     _maf: Proc,
     _in: Proc,
     _mn: Proc,
@@ -625,15 +646,31 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
     let res = make_pki(d).map(|()| {
         (
             (),
-            "CA for m2m.example.com + keys.example.net; /id-in, /mn-cse-123456, MAF".to_owned(),
+            "CA for m2m.example.com + keys.example.net; /id-in, /mn-cse-123456, MAF, MEF"
+                .to_owned(),
         )
     });
     r.record(("make the PKI", "demo", "-", "certificates issued"), t, res)?;
 
     let t = Instant::now();
     let res = (|| {
+        let cfg = d.join("mef.toml");
+        write_private(&cfg, mef_config(d).as_bytes())?;
+        let (proc, urls) = spawn(
+            &["mef", "--config", &cfg.display().to_string()],
+            &d.join("mef.log"),
+            &["m2m-mef listening https://"],
+        )?;
+        let url = format!("https://{}", urls[0]);
+        let msg = format!("listening {url}, Kpm row for the smartphone /id-in/Cphone");
+        Ok(((proc, url), msg))
+    })();
+    let (mef, mef_url) = r.record(("start the MEF", MEF_FQDN, "-", "listening"), t, res)?;
+
+    let t = Instant::now();
+    let res = (|| {
         let cfg = d.join("maf.toml");
-        write_private(&cfg, maf_config(d).as_bytes())?;
+        write_private(&cfg, maf_config(d, &mef_url).as_bytes())?;
         let (proc, urls) = spawn(
             &["maf", "--config", &cfg.display().to_string()],
             &d.join("maf.log"),
@@ -722,6 +759,8 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
         res,
     )?;
     Some(Deployment {
+        _mef: mef,
+        mef_url,
         _maf: maf,
         _in: in_proc,
         _mn: mn_proc,
@@ -749,7 +788,24 @@ async fn phone_registers(
     i: usize,
     poa: Option<&str>,
 ) -> anyhow::Result<(Client, String)> {
-    let kc = connection_key(&maf_access(i, &dep.maf_url)?, &format!("//{SP}/id-in"))
+    // The owner's phone enrols at the MEF first and derives its Km from the enrolment; the
+    // others hold pre-provisioned Km rows.
+    let access = if i == 0 {
+        let kpm = Secret::from_hex(PHONE_KPM).map_err(|e| anyhow!(e))?;
+        enrol_for_maf(
+            &dep.mef_url,
+            MEF_FQDN,
+            PHONE_KPM_ID,
+            &kpm,
+            &dep.maf_url,
+            MAF_FQDN,
+        )
+        .await
+        .map_err(|e| anyhow!(e))?
+    } else {
+        maf_access(i, &dep.maf_url)?
+    };
+    let kc = connection_key(&access, &format!("//{SP}/id-in"))
         .await
         .map_err(|e| anyhow!(e))?;
     let client = psk_client(&kc.psk_identity, kc.psk.expose())?;
@@ -926,7 +982,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     .await;
     let phone = r.record(
         (
-            "phone gets Kc from the MAF, registers at the IN-CSE",
+            "phone enrols at the MEF, gets Kc from the MAF, registers",
             "smartphone ADN-AE3",
             SAE_MAF,
             "2001, aei Cphone",
