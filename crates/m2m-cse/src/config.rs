@@ -56,6 +56,10 @@ pub struct MafSection {
     /// How long a handshake waits for the MAF.
     #[serde(default = "default_maf_timeout")]
     pub timeout_ms: u64,
+    /// Keep a retrieved key until its expiration, at most this long (0: fetch for every
+    /// handshake, so that a de-registered key opens nothing).
+    #[serde(default)]
+    pub cache_seconds: u64,
 }
 
 fn default_maf_timeout() -> u64 {

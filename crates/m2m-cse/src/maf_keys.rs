@@ -3,24 +3,33 @@
 //! over its own certificate association (it must be among the key's targets) and completes the
 //! TLS-PSK handshake with it. The AE-ID bound is the one the MAF names as the key's source.
 //!
-//! Keys are fetched for every handshake (no cache), so a key the MAF has de-registered or let
-//! expire opens no further association. TLS-PSK needs one key: the first half of Kc is used
+//! By default keys are fetched for every handshake (no cache), so a key the MAF has
+//! de-registered or let expire opens no further association. `[maf] cache_seconds` lets the CSE
+//! keep a retrieved key until its expiration, at most that long: fewer round trips to the MAF,
+//! at the price that a de-registration is seen only when the cached entry runs out. TLS-PSK needs one key: the first half of Kc is used
 //! (clause 8.8.1: "If the security protocol requires a single symmetric key, then the first half
 //! of the distributed symmetric key shall be used").
 
 use crate::config::MafSection;
 use m2m_keyservices::maf::MafClient;
 use m2m_security::tls::{PskKey, PskLookup};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// SUIDs whose keys may establish a security association (SAEF: pre-provisioned, RSPF- and
 /// MAF-distributed; TS-0004 table 6.3.4.2.39-1).
 const SAEF_SUIDS: [u32; 3] = [12, 22, 32];
 
+/// A retrieved key: the entity bound, the PSK, and until when it may be used from the cache.
+type Cached = (Option<String>, Zeroizing<Vec<u8>>, Instant);
+
 pub struct MafKeys {
     section: MafSection,
+    /// psk_identity -> cached key.
+    cache: Mutex<HashMap<String, Cached>>,
     certificate: PathBuf,
     private_key: PathBuf,
     trusted_ca: PathBuf,
@@ -38,10 +47,40 @@ impl MafKeys {
             certificate,
             private_key,
             trusted_ca,
+            cache: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn fetch(&self, relative_id: &str) -> Result<PskKey, String> {
+    /// A cached key still valid for `psk_identity`.
+    fn cached(&self, psk_identity: &str) -> Option<PskKey> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.get(psk_identity) {
+            Some((entity, key, until)) if *until > Instant::now() => Some(PskKey {
+                entity: entity.clone(),
+                key: key.clone(),
+            }),
+            Some(_) => {
+                cache.remove(psk_identity);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, psk_identity: &str, key: &PskKey, expires_in: Duration) {
+        let keep = expires_in.min(Duration::from_secs(self.section.cache_seconds));
+        if keep.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (_, _, until)| *until > Instant::now());
+        cache.insert(
+            psk_identity.to_owned(),
+            (key.entity.clone(), key.key.clone(), Instant::now() + keep),
+        );
+    }
+
+    async fn fetch(&self, relative_id: &str) -> Result<(PskKey, Duration), String> {
         let mut maf = MafClient::connect_certificate(
             &self.section.url,
             &self.section.fqdn,
@@ -65,10 +104,17 @@ impl MafKeys {
         if kc.len() < 2 {
             return Err("the key is too short".into());
         }
-        Ok(PskKey {
-            entity: Some(key.source_id.clone()),
-            key: Zeroizing::new(kc[..kc.len() / 2].to_vec()),
-        })
+        let expires_in = m2m_core::time::parse(&key.expiration_time)
+            .ok()
+            .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+            .unwrap_or_default();
+        Ok((
+            PskKey {
+                entity: Some(key.source_id.clone()),
+                key: Zeroizing::new(kc[..kc.len() / 2].to_vec()),
+            },
+            expires_in,
+        ))
     }
 }
 
@@ -77,6 +123,9 @@ impl PskLookup for MafKeys {
         let relative = psk_identity.strip_suffix(&format!("@{}", self.section.fqdn))?;
         if relative.is_empty() || !relative.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
+        }
+        if let Some(key) = self.cached(psk_identity) {
+            return Some(key);
         }
         // The PSK callback is synchronous: wait for the MAF here, letting the runtime move its
         // other tasks off this worker meanwhile.
@@ -89,7 +138,10 @@ impl PskLookup for MafKeys {
             handle.block_on(tokio::time::timeout(timeout, self.fetch(relative)))
         });
         match outcome {
-            Ok(Ok(key)) => Some(key),
+            Ok(Ok((key, expires_in))) => {
+                self.remember(psk_identity, &key, expires_in);
+                Some(key)
+            }
             Ok(Err(why)) => {
                 tracing::warn!(target: "audit", psk_identity, reason = %why, "MAF key not available");
                 None

@@ -119,8 +119,12 @@ impl Setup {
     }
 
     fn start_cse(&self, cse: &str, maf_url: &str) -> CseProcess {
+        self.start_cse_with(cse, maf_url, "")
+    }
+
+    fn start_cse_with(&self, cse: &str, maf_url: &str, maf_extra: &str) -> CseProcess {
         CseProcess::start_temp(&format!(
-            "[cse]\ncse_id = \"/{cse}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
+            "[cse]\ncse_id = \"/{cse}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n{maf_extra}",
             self.path(&format!("{cse}.pem")).display(),
             self.path(&format!("{cse}.key")).display(),
             self.path("ca/ca.pem").display(),
@@ -298,4 +302,32 @@ fn m2m_request_associates_through_the_maf_in_one_call() {
     );
     let _ = maf_proc.kill();
     let _ = maf_proc.wait();
+}
+
+/// With `cache_seconds`, the CSE keeps a retrieved key until its expiration: a second handshake
+/// needs no MAF (here: the MAF is gone), which is exactly why the default is no cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_maf_key_outlives_the_maf_only_when_configured() {
+    let setup = Setup::new();
+    let (mut maf_proc, maf_url) = setup.start_maf();
+    let cached = setup.start_cse_with("id-in", &maf_url, "cache_seconds = 60\n");
+    let (_maf, key_id, kc_half) = register_kc(&maf_url, &format!("//{SP}/id-in")).await;
+    let phone = TlsClient::psk(&key_id, &kc_half);
+    let r =
+        tokio::task::block_in_place(|| register_ae(&phone, &cached)).expect("first association");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let _ = maf_proc.kill();
+    let _ = maf_proc.wait();
+    let again = tokio::task::block_in_place(|| {
+        phone.request(
+            cached.https_url(),
+            "GET",
+            "/cse-in/phone",
+            Some("Cphone"),
+            None,
+            None,
+        )
+    });
+    let again = again.expect("the cached key opens a second association without the MAF");
+    assert_eq!(again.rsc, 2000, "{:?}", again.body);
 }
