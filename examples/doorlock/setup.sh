@@ -35,6 +35,7 @@ issue() { # NAME KIND ID [--sp SP]
 issue in --kind cse --id /id-in --sp "$SP"
 issue mn --kind cse --id /mn-cse-123456 --sp "$SP"
 issue maf --kind maf --id maf.keys.example.net
+issue mef --kind mef --id mef.keys.example.net
 
 # The MN-CSE's encrypted keystore with the two door locks of seeds/000 Table 7.1.2-1.
 if [ ! -f pki/mn.keystore ]; then
@@ -55,8 +56,13 @@ if [ ! -f pki/maf-storage.key ]; then
     od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > pki/maf-storage.key
 fi
 
+# The MEF's storage key, likewise.
+if [ ! -f pki/mef-storage.key ]; then
+    od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > pki/mef-storage.key
+fi
+
 # Files holding secrets must not be readable by others (the tools refuse them otherwise);
-# maf.toml holds the phone's Km and comes from git without its mode.
-chmod 600 maf.toml pki/*.key pki/ca/ca.key pki/mn.keyfile pki/mn.keystore
+# mef.toml holds the phone's Kpm and comes from git without its mode.
+chmod 600 maf.toml mef.toml pki/*.key pki/ca/ca.key pki/mn.keyfile pki/mn.keystore
 "$M2M" keys list --keystore pki/mn.keystore --key-file pki/mn.keyfile
 echo "setup.sh: done (pki/, data/)"

@@ -4,7 +4,7 @@
 # the script when the status code is not the expected one. It creates resources: to play it
 # again, stop the processes, `rm -rf data` and start them again.
 #   ./story.sh
-#   M2M=/path/to/m2m IN_URL=... MN_URL=... MAF_URL=... ./story.sh
+#   M2M=/path/to/m2m IN_URL=... MN_URL=... MAF_URL=... MEF_URL=... ./story.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -14,12 +14,13 @@ fi
 IN_URL=${IN_URL:-https://127.0.0.1:8443}
 MN_URL=${MN_URL:-https://127.0.0.1:8444}
 MAF_URL=${MAF_URL:-https://127.0.0.1:8445}
+MEF_URL=${MEF_URL:-https://127.0.0.1:8446}
 
-# The guide's credentials (Table 7.1.2-1) and the phone's Km (maf.toml), passed in variables so
+# The guide's credentials (Table 7.1.2-1) and the phone's Kpm (mef.toml), passed in variables so
 # that they stay out of the process list.
 export FRONT_KPSA=1a2b3c4d5e6f7a8b
 export BACK_KPSA=12345678abcdefab
-export PHONE_KM=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
+export PHONE_KPM=7c2e9d4a1b3f5e6d8c0a2b4f6e8d1c3b5a7f9e0d2c4b6a8f1e3d5c7b9a0f2e4d
 
 N=0
 LAST=
@@ -70,11 +71,13 @@ lock_story() { # AE-ID KPSA-ID KEY-VARIABLE RESOURCE-NAME
 lock_story Clock-AE1 AE123456789012-Lock@in.provider.com FRONT_KPSA front-lock
 lock_story Cllock-AE2 AE123456789015-Lock@in.provider.com BACK_KPSA back-lock
 
-# 2. The smartphone: each request obtains a connection key Kc for the IN-CSE from the MAF (TLS-PSK
-#    on Km), then opens TLS-PSK with the IN-CSE using Kc; the IN-CSE fetches Kc from the MAF.
-phone=(--url "$IN_URL" --maf-url "$MAF_URL" --maf-fqdn maf.keys.example.net
-    --km-id phone@maf.keys.example.net --km-env PHONE_KM --target-cse //m2m.example.com/id-in)
-step "the phone gets Kc from the MAF and registers at the IN-CSE" 2001 "${phone[@]}" \
+# 2. The smartphone: each request enrols at the MEF on Kpm (Km derived from the enrolment key),
+#    obtains a connection key Kc for the IN-CSE from the MAF (TLS-PSK on Km; the MAF fetches Km
+#    from the MEF), then opens TLS-PSK with the IN-CSE using Kc (the IN-CSE fetches Kc from the MAF).
+phone=(--url "$IN_URL" --mef-url "$MEF_URL" --mef-fqdn mef.keys.example.net
+    --kpm-id phone@mef.keys.example.net --kpm-env PHONE_KPM
+    --maf-url "$MAF_URL" --maf-fqdn maf.keys.example.net --target-cse //m2m.example.com/id-in)
+step "the phone enrols at the MEF, gets Kc from the MAF, registers at the IN-CSE" 2001 "${phone[@]}" \
     -X create --to cse-in --from C --ty 2 \
     --body '{"m2m:ae":{"rn":"phone","api":"Nphone","rr":false,"srv":["3"]}}'
 expect_in_last '"aei":"Cphone"'

@@ -197,11 +197,32 @@ fn the_doorlock_example_runs_as_separate_processes() {
     // Only the ports change: every listener on port 0, each peer's URL patched with the address
     // the peer actually listens on.
     patch(
-        &dir.join("maf.toml"),
+        &dir.join("mef.toml"),
         &[(
-            "listen = \"127.0.0.1:8445\"",
+            "listen = \"127.0.0.1:8446\"",
             "listen = \"127.0.0.1:0\"".into(),
         )],
+    );
+    let (mef, urls) = start(
+        &dir,
+        "mef",
+        &["mef", "--config", "mef.toml"],
+        &["m2m-mef listening https://"],
+    );
+    let mef_url = format!("https://{}", urls[0]);
+
+    patch(
+        &dir.join("maf.toml"),
+        &[
+            (
+                "listen = \"127.0.0.1:8445\"",
+                "listen = \"127.0.0.1:0\"".into(),
+            ),
+            (
+                "url = \"https://127.0.0.1:8446\"",
+                format!("url = \"{mef_url}\""),
+            ),
+        ],
     );
     let (maf, urls) = start(
         &dir,
@@ -264,7 +285,7 @@ fn the_doorlock_example_runs_as_separate_processes() {
     );
     let mn_https = format!("https://{}", urls[1]);
     let logs = || {
-        [&maf, &in_cse, &mn_cse]
+        [&mef, &maf, &in_cse, &mn_cse]
             .iter()
             .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
             .collect::<Vec<_>>()
@@ -307,6 +328,7 @@ fn the_doorlock_example_runs_as_separate_processes() {
             .env("IN_URL", &in_https)
             .env("MN_URL", &mn_https)
             .env("MAF_URL", &maf_url)
+            .env("MEF_URL", &mef_url)
             .current_dir(&dir),
         SCRIPT_TIMEOUT,
     );
