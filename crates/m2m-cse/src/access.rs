@@ -177,8 +177,18 @@ pub fn permits(
     if facts.is_admin(cse) {
         return Ok(true);
     }
-    // A contentInstance is governed by its container; decisions for siblings are the same.
-    let governing = if res.ty.has_acpi() || res.ty == ResourceType::AccessControlPolicy {
+    // A contentInstance is governed by its container; decisions for siblings are the same, so
+    // the cache is asked before the container is read (a discovery may list thousands of them).
+    let governed_by_itself = res.ty.has_acpi() || res.ty == ResourceType::AccessControlPolicy;
+    let key = if governed_by_itself {
+        res.ri()
+    } else {
+        res.pi()
+    };
+    if let Some(d) = cache.get(key) {
+        return Ok(*d);
+    }
+    let governing = if governed_by_itself {
         res.clone()
     } else {
         match cse.store.get(res.pi())? {
@@ -186,9 +196,6 @@ pub fn permits(
             None => return Ok(false),
         }
     };
-    if let Some(d) = cache.get(governing.ri()) {
-        return Ok(*d);
-    }
     let policies = policies_of(cse, &governing)?;
     let (permit, _) = evaluate(cse, facts, op, &governing, None, &policies);
     cache.insert(governing.ri().to_owned(), permit);
