@@ -12,8 +12,11 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[test]
 fn the_door_lock_demo_behaves() {
     let started = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs_dir = dir.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
-        .args(["demo", "--json"])
+        .args(["demo", "--json", "--dir"])
+        .arg(&logs_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -84,4 +87,29 @@ fn the_door_lock_demo_behaves() {
     assert_eq!(doc["ok"], Value::Bool(true), "{doc:#}");
     assert!(status.success(), "exit status {status}\nstderr:\n{stderr}");
     assert!(elapsed < LIMIT, "took {elapsed:?}");
+
+    // No key of the run reaches a log or the output: the locks' Kpsa, the phone's Kpm.
+    let keys = [
+        "1a2b3c4d5e6f7a8b",
+        "12345678abcdefab",
+        "7c2e9d4a1b3f5e6d8c0a2b4f6e8d1c3b5a7f9e0d2c4b6a8f1e3d5c7b9a0f2e4d",
+    ];
+    let mut texts = vec![
+        ("stdout".to_owned(), stdout.to_lowercase()),
+        ("stderr".to_owned(), stderr.to_lowercase()),
+    ];
+    for name in ["mef.log", "maf.log", "in.log", "mn.log"] {
+        let text =
+            std::fs::read_to_string(logs_dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        texts.push((name.to_owned(), text.to_lowercase()));
+    }
+    for (name, text) in &texts {
+        for key in keys {
+            assert!(
+                !text.contains(key),
+                "{name} contains a key ({}...)",
+                &key[..4]
+            );
+        }
+    }
 }
