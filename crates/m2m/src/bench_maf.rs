@@ -1,6 +1,7 @@
 //! `m2m bench-maf`: MAF key registrations and key retrievals per second over kept-alive
 //! associations (a source on TLS-PSK/Km, a target on its certificate), the MAF in this process.
 
+use crate::files::write_private;
 use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, RunningMaf};
 use m2m_security::certificates::{self, KeyType, LeafName, Validity};
 use m2m_security::credentials::Secret;
@@ -26,18 +27,6 @@ pub struct BenchMafArgs {
     /// Concurrent kept-alive connections per phase.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
-}
-
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(data)?;
-    Ok(())
 }
 
 /// A CA, the MAF's FQDN certificate and the IN-CSE's certificate in `dir`.

@@ -3,6 +3,7 @@
 //! retrieve over a TLS-PSK keep-alive association against plain HTTP, and the memory of many idle
 //! associations.
 
+use crate::files::write_private;
 use anyhow::Context;
 use m2m_client::{Client, TlsSettings};
 use m2m_core::{Operation, Request, ResourceType};
@@ -47,18 +48,6 @@ struct Pki {
     client_key: PathBuf,
 }
 
-fn write_pem(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(pem)?;
-    Ok(())
-}
-
 fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
     let err = |e: String| anyhow::anyhow!(e);
     let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
@@ -80,8 +69,8 @@ fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
         );
         let mut chain = cert.to_pem()?;
         chain.extend(ca.to_pem()?);
-        write_pem(&c, &chain)?;
-        write_pem(&k, &key.private_key_to_pem_pkcs8()?)?;
+        write_private(&c, &chain)?;
+        write_private(&k, &key.private_key_to_pem_pkcs8()?)?;
         Ok((c, k))
     };
     let (server_cert, server_key) = leaf(
@@ -99,7 +88,7 @@ fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
         "mn",
     )?;
     let ca_path = dir.join("ca.pem");
-    write_pem(&ca_path, &ca.to_pem()?)?;
+    write_private(&ca_path, &ca.to_pem()?)?;
     Ok(Pki {
         ca: ca_path,
         server_cert,
@@ -128,7 +117,7 @@ fn start_cse(dir: &Path, pki: &Pki) -> anyhow::Result<(Guard, String, String)> {
         pki.ca.display()
     );
     let path = dir.join("cse.toml");
-    write_pem(&path, cfg.as_bytes())?;
+    write_private(&path, cfg.as_bytes())?;
     let mut child = Command::new(std::env::current_exe()?)
         .args(["cse", "--config"])
         .arg(&path)

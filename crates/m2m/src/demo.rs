@@ -4,6 +4,7 @@
 //! with the IN-CSE by certificates, the smartphone with the IN-CSE by MAF-based SAE. Then the
 //! smartphone unlocks the front door and hears about it, and a series of attacks is refused.
 
+use crate::files::write_private;
 use anyhow::{anyhow, bail, Context};
 use m2m_client::{Client, TlsSettings};
 use m2m_core::filter::FilterUsage;
@@ -162,18 +163,6 @@ fn spawn(args: &[&str], log: &Path, prefixes: &[&str]) -> anyhow::Result<(Proc, 
         }
     }
     Ok((proc, found.into_iter().flatten().collect()))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?
-        .write_all(data)?;
-    Ok(())
 }
 
 /// A CA for the SP and the MAF's domain; certificates of the IN-CSE, the MN-CSE and the MAF.

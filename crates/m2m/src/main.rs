@@ -9,6 +9,7 @@ mod bench;
 mod bench_maf;
 mod bench_tls;
 mod demo;
+mod files;
 mod keys;
 mod maf;
 mod mef;

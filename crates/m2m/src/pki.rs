@@ -19,9 +19,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use m2m_security::certificates::{self as certs, CertIdentity, KeyType, LeafName, Validity};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509NameRef, X509Ref, X509};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -211,16 +210,7 @@ fn write_private(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
     if path.exists() {
         fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
     }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(pem)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.sync_all()?;
-    Ok(())
+    crate::files::write_private(path, pem)
 }
 
 fn write_public(path: &Path, data: &[u8]) -> anyhow::Result<()> {
