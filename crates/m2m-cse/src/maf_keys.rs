@@ -127,27 +127,14 @@ impl PskLookup for MafKeys {
         if let Some(key) = self.cached(psk_identity) {
             return Some(key);
         }
-        // The PSK callback is synchronous: wait for the MAF here, letting the runtime move its
-        // other tasks off this worker meanwhile.
-        let handle = tokio::runtime::Handle::try_current().ok()?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return None;
-        }
         let timeout = Duration::from_millis(self.section.timeout_ms);
-        let outcome = tokio::task::block_in_place(|| {
-            handle.block_on(tokio::time::timeout(timeout, self.fetch(relative)))
-        });
-        match outcome {
-            Ok(Ok((key, expires_in))) => {
+        match m2m_keyservices::psk_fetch::fetch_in_psk_callback(timeout, self.fetch(relative)) {
+            Ok((key, expires_in)) => {
                 self.remember(psk_identity, &key, expires_in);
                 Some(key)
             }
-            Ok(Err(why)) => {
+            Err(why) => {
                 tracing::warn!(target: "audit", psk_identity, reason = %why, "MAF key not available");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(target: "audit", psk_identity, "MAF did not answer in time");
                 None
             }
         }

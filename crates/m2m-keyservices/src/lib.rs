@@ -7,4 +7,5 @@
 
 pub mod maf;
 pub mod mef;
+pub mod psk_fetch;
 pub mod sae;

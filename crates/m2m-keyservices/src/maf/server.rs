@@ -128,24 +128,10 @@ impl MefKm {
         if relative.is_empty() || !relative.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        // The PSK callback is synchronous: wait for the MEF here, letting the runtime move its other
-        // tasks off this worker meanwhile (multi-thread runtime only).
-        let handle = tokio::runtime::Handle::try_current().ok()?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            tracing::warn!(target: "audit", psk_identity, "remote-provisioned Km needs a multi-thread runtime");
-            return None;
-        }
-        let outcome = tokio::task::block_in_place(|| {
-            handle.block_on(tokio::time::timeout(self.timeout, self.fetch(psk_identity)))
-        });
-        match outcome {
-            Ok(Ok(key)) => Some(key),
-            Ok(Err(why)) => {
+        match crate::psk_fetch::fetch_in_psk_callback(self.timeout, self.fetch(psk_identity)) {
+            Ok(key) => Some(key),
+            Err(why) => {
                 tracing::warn!(target: "audit", psk_identity, reason = %why, "remote-provisioned Km not available");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(target: "audit", psk_identity, "the MEF did not answer in time");
                 None
             }
         }
