@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod filter;
+pub mod group_authentication;
 pub mod http_binding;
 pub mod id;
 pub mod primitive;

@@ -41,6 +41,49 @@ pub struct Config {
     /// The MAF this CSE retrieves connection keys from (MAF-based SAE); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maf: Option<MafSection>,
+    /// Entity C of Group Authentication Solution 1 (IN-CSE): the group agents and their members.
+    pub group_authentication: GroupAuthenticationSection,
+    /// Entity B of Group Authentication Solution 1 (MN-CSE): the members it is group agent for.
+    pub group_agent: GroupAgentSection,
+}
+
+/// Group Authentication Solution 1 at the IN-CSE (seeds/001 clause 8.2.1): which MN-CSE is the
+/// group agent of which members. A member is named by the KpsaxiId of its PSK row here (the row
+/// gives Kpsaxi and the member's AE-ID/CSE-ID); under group authentication that identity opens
+/// an association only with the current Ksx, never with Kpsaxi itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupAuthenticationSection {
+    /// How long the Ksx of a round opens associations, in seconds.
+    pub key_lifetime_seconds: u64,
+    pub agents: Vec<GroupAgentRow>,
+}
+
+impl Default for GroupAuthenticationSection {
+    fn default() -> Self {
+        Self {
+            key_lifetime_seconds: 3600,
+            agents: Vec::new(),
+        }
+    }
+}
+
+/// One group agent and its members.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupAgentRow {
+    /// The agent's CSE-ID, e.g. `/id-mn` (the entity its association at this CSE is bound to).
+    pub agent: String,
+    /// The members' KpsaxiIds (= KsxIds), each a PSK row of this CSE with an entity.
+    pub members: Vec<String>,
+}
+
+/// Group Authentication Solution 1 at the MN-CSE: the members (AE-IDs or CSE-IDs bound to PSK
+/// rows here) this CSE asks the registrar for group keys on behalf of; empty: not an agent.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupAgentSection {
+    pub members: Vec<String>,
 }
 
 /// The M2M Authentication Function (TS-0003 clause 8.8) this CSE is a target client of. The CSE
@@ -235,6 +278,10 @@ pub struct RegistrarSection {
     /// needed when `url` names it by address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// TLS-PSK to the registrar instead of certificates: the KpsaID (Kpsami-Id of group
+    /// authentication); the key is the PSK row of that identity in this CSE's [security].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psk_identity: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -344,6 +391,27 @@ impl Config {
                 }
             }
             _ => {}
+        }
+        self.validate_group_authentication()
+    }
+
+    fn validate_group_authentication(&self) -> anyhow::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, row) in self.group_authentication.agents.iter().enumerate() {
+            CseId::parse(&row.agent).map_err(|e| {
+                anyhow::anyhow!("group_authentication.agents[{i}].agent: {}", e.dbg)
+            })?;
+            for m in &row.members {
+                let id = m2m_security::credentials::KpsaId::parse(m).map_err(|e| {
+                    anyhow::anyhow!("group_authentication.agents[{i}].members: '{m}': {e}")
+                })?;
+                if !seen.insert(id.to_string()) {
+                    bail!("group_authentication: member '{m}' is listed twice");
+                }
+            }
+        }
+        if !self.group_agent.members.is_empty() && self.registrar.is_none() {
+            bail!("group_agent needs a [registrar] to ask for group keys");
         }
         Ok(())
     }

@@ -33,6 +33,10 @@ pub struct Cse {
     pub(crate) notifier: Notifier,
     pub(crate) clock: Clock,
     public_url: RwLock<String>,
+    /// Group authentication, entity C: the current Ksx (set at start when agents are configured).
+    pub(crate) group_keys: std::sync::OnceLock<Arc<crate::group_authentication::GroupKeys>>,
+    /// Group authentication, entity B: live inner associations and the current round.
+    pub(crate) group_agent: crate::group_authentication::Agent,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -61,6 +65,8 @@ impl Cse {
             notifier: Notifier::default(),
             clock,
             public_url: RwLock::new(public_url),
+            group_keys: std::sync::OnceLock::new(),
+            group_agent: Default::default(),
         });
         cse.ensure_cse_base()?;
         Ok(cse)
@@ -230,7 +236,7 @@ impl Cse {
             Operation::Retrieve => dispatcher::retrieve(&self, &req, target, &peer),
             Operation::Update => dispatcher::update(&self, req, target).await,
             Operation::Delete => dispatcher::delete(&self, &req, target).await,
-            Operation::Notify => dispatcher::notify(&self, req, target).await,
+            Operation::Notify => dispatcher::notify(&self, req, target, &peer).await,
         }
     }
 }
@@ -249,6 +255,50 @@ fn outgoing_clients(cfg: &Config) -> anyhow::Result<(m2m_client::Client, m2m_cli
     let base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
         cfg.limits.outgoing_timeout_ms,
     ));
+    let (general, registrar) = certificate_clients(cfg, base)?;
+    match cfg.registrar.as_ref().and_then(|r| r.psk_identity.as_ref()) {
+        Some(identity) => Ok((general, registrar_psk_client(cfg, identity)?)),
+        None => Ok((general, registrar)),
+    }
+}
+
+/// The registrar's client over TLS-PSK (the outer association of group authentication, seeds/001
+/// clause 8.2.1): the key is this CSE's own PSK row for `identity` (Kpsami).
+fn registrar_psk_client(cfg: &Config, identity: &str) -> anyhow::Result<m2m_client::Client> {
+    let entry = crate::secure_environments(cfg)?
+        .iter()
+        .find_map(|se| se.psk(identity))
+        .ok_or_else(|| {
+            anyhow::anyhow!("registrar.psk_identity '{identity}' has no PSK row in [security]")
+        })?;
+    let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
+        cipher_suites: m2m_security::tls::PSK_SUITES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        psk: Some((
+            identity.to_owned(),
+            zeroize::Zeroizing::new(entry.key.expose().to_vec()),
+        )),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!("registrar TLS-PSK: {e}"))?;
+    let server_name = cfg.registrar.as_ref().and_then(|r| r.server_name.clone());
+    Ok(m2m_client::Client::new()
+        .with_timeout(std::time::Duration::from_millis(
+            cfg.limits.outgoing_timeout_ms,
+        ))
+        .with_tls(m2m_client::TlsSettings {
+            context,
+            server_name,
+        }))
+}
+
+/// The general and registrar clients presenting this CSE's certificate (or plain ones).
+fn certificate_clients(
+    cfg: &Config,
+    base: m2m_client::Client,
+) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
     let Some(tls) = cfg
         .tls
         .as_ref()

@@ -340,8 +340,19 @@ pub(crate) async fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult
     Ok(())
 }
 
-pub async fn notify(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<Response> {
+pub async fn notify(
+    cse: &Arc<Cse>,
+    req: Request,
+    target: Target,
+    peer: &Peer,
+) -> M2mResult<Response> {
     let res = target.into_resource("NOTIFY")?;
+    if res.ty == ResourceType::CseBase {
+        // The group security association handshake (seeds/001 clause 8.2.1) speaks to the CSE.
+        if let Some(answer) = crate::group_authentication::handle_notify(cse, &req, peer).await {
+            return answer;
+        }
+    }
     match res.ty {
         // A notification for an AE is relayed to its pointOfAccess.
         ResourceType::Ae => notification::relay_to_ae(cse, req, &res).await,

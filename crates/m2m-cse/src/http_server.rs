@@ -104,6 +104,12 @@ pub async fn serve(cse: Arc<Cse>, listener: TcpListener, kind: ListenerKind) {
                 }
                 ListenerKind::Tls(tls) => {
                     if let Some((stream, association)) = establish(&cse, tls, stream, addr).await {
+                        // Group authentication: a member is inner-authenticated while connected.
+                        let _inner = if cse.config().group_agent.members.is_empty() {
+                            None
+                        } else {
+                            cse.group_agent.enter(&association)
+                        };
                         let peer = Peer {
                             addr: Some(addr),
                             association: Some(Arc::new(association)),

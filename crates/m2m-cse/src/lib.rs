@@ -12,6 +12,7 @@ mod discovery;
 mod dispatcher;
 pub mod expiry;
 mod group;
+pub mod group_authentication;
 pub mod http_server;
 mod impersonation;
 mod maf_keys;
@@ -42,10 +43,15 @@ struct SecureEnvironmentPsk {
     environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
     /// MAF-distributed keys, asked for when no environment knows the identity.
     maf: Option<maf_keys::MafKeys>,
+    /// Group authentication (entity C): a member's KsxId opens only with its current Ksx.
+    group: Option<Arc<group_authentication::GroupKeys>>,
 }
 
 impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
     fn lookup(&self, psk_identity: &str) -> Option<m2m_security::tls::PskKey> {
+        if let Some(group) = self.group.as_ref().filter(|g| g.governs(psk_identity)) {
+            return group.psk(psk_identity);
+        }
         match self.environments.iter().find_map(|se| se.psk(psk_identity)) {
             Some(entry) => Some(m2m_security::tls::PskKey {
                 entity: entry.entity_id,
@@ -56,8 +62,42 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
     }
 }
 
+/// The psk lookup table of the configuration and, when group agents are configured, the group
+/// keys it consults first.
+type PskTable = (
+    Option<Arc<dyn m2m_security::tls::PskLookup>>,
+    Option<Arc<group_authentication::GroupKeys>>,
+);
+
+fn psk_table(cfg: &Config) -> anyhow::Result<PskTable> {
+    let environments = secure_environments(cfg)?;
+    let group = group_authentication::GroupKeys::from_config(&cfg.group_authentication, |id| {
+        environments.iter().find_map(|se| se.psk(id))
+    })?
+    .map(Arc::new);
+    let maf = match (&cfg.maf, &cfg.tls) {
+        (Some(m), Some(t)) => match (&t.certificate, &t.private_key, &t.trusted_ca) {
+            (Some(c), Some(k), Some(ca)) => Some(maf_keys::MafKeys::new(m.clone(), c.clone(), k.clone(), ca.clone())),
+            _ => anyhow::bail!("[maf] needs [tls] certificate, private_key and trusted_ca to authenticate to the MAF"),
+        },
+        (Some(_), None) => anyhow::bail!("[maf] needs a [tls] listener"),
+        _ => None,
+    };
+    if environments.is_empty() && maf.is_none() {
+        return Ok((None, group));
+    }
+    let table = SecureEnvironmentPsk {
+        environments,
+        maf,
+        group: group.clone(),
+    };
+    Ok((Some(Arc::new(table)), group))
+}
+
 /// Opens the secure environments of the configuration: the keystore, and the rows given inline.
-fn psk_table(cfg: &Config) -> anyhow::Result<Option<Arc<dyn m2m_security::tls::PskLookup>>> {
+pub(crate) fn secure_environments(
+    cfg: &Config,
+) -> anyhow::Result<Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>> {
     use m2m_security::credentials::{KpsaId, PskEntry, Secret};
     use m2m_security::secure_environment::{
         KeySource, PlainPskTable, SecureEnvironment, SoftwareKeystore,
@@ -98,18 +138,7 @@ fn psk_table(cfg: &Config) -> anyhow::Result<Option<Arc<dyn m2m_security::tls::P
                 .map_err(|e| anyhow::anyhow!("security.psk: {e}"))?,
         ));
     }
-    let maf = match (&cfg.maf, &cfg.tls) {
-        (Some(m), Some(t)) => match (&t.certificate, &t.private_key, &t.trusted_ca) {
-            (Some(c), Some(k), Some(ca)) => Some(maf_keys::MafKeys::new(m.clone(), c.clone(), k.clone(), ca.clone())),
-            _ => anyhow::bail!("[maf] needs [tls] certificate, private_key and trusted_ca to authenticate to the MAF"),
-        },
-        (Some(_), None) => anyhow::bail!("[maf] needs a [tls] listener"),
-        _ => None,
-    };
-    if environments.is_empty() && maf.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(Arc::new(SecureEnvironmentPsk { environments, maf })))
+    Ok(environments)
 }
 
 /// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.
@@ -142,14 +171,17 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         ));
     }
     let mut tls_addr = None;
+    let mut group_keys = None;
     if let Some(tls) = &cfg.tls {
+        let (psk, group) = psk_table(&cfg)?;
+        group_keys = group;
         let context = m2m_security::tls::server_context(&m2m_security::tls::ServerTlsConfig {
             cipher_suites: tls.cipher_suites.clone(),
             tls13: tls.tls13,
             certificate_chain: tls.certificate.clone(),
             private_key: tls.private_key.clone(),
             trusted_ca: tls.trusted_ca.clone(),
-            psk: psk_table(&cfg)?,
+            psk,
         })
         .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
         let addr: std::net::SocketAddr = tls
@@ -172,6 +204,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     }
     let explicit_url = cfg.http.public_url.clone();
     let cse = Cse::open(cfg)?;
+    if let Some(keys) = group_keys {
+        let _ = cse.group_keys.set(keys);
+    }
     let url = explicit_url.unwrap_or_else(|| match (tls_addr, local_addr) {
         (Some(a), _) => format!("https://{a}"),
         (None, Some(a)) => format!("http://{a}"),

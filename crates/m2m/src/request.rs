@@ -115,6 +115,22 @@ pub struct RequestArgs {
     pub kpm_id: Option<String>,
     #[arg(long)]
     pub kpm_env: Option<String>,
+    /// Group authentication (seeds/001 clause 8.2.1): the group agent (MN-CSE, https://host:port)
+    /// to obtain the round's Rand from; the request then goes to --url over TLS-PSK with
+    /// (KsxId, Ksx). Also: --group-agent-to, --kpsaxm-id, --kpsaxm-env, --kpsaxi-env.
+    #[arg(long, requires_all = ["group_agent_to", "kpsaxm_id", "kpsaxm_env", "kpsaxi_env"])]
+    pub group_agent_url: Option<String>,
+    /// ... the agent's CSEBase, e.g. /id-mn ...
+    #[arg(long)]
+    pub group_agent_to: Option<String>,
+    /// ... the inner association's KpsaxmId and the variable holding Kpsaxm in hex ...
+    #[arg(long)]
+    pub kpsaxm_id: Option<String>,
+    #[arg(long)]
+    pub kpsaxm_env: Option<String>,
+    /// ... and the variable holding Kpsaxi (the key shared with the IN-CSE) in hex.
+    #[arg(long)]
+    pub kpsaxi_env: Option<String>,
 }
 
 /// Builds the request primitive the arguments describe.
@@ -215,6 +231,18 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
+    let maf_psk = match (maf_psk, group_connection_key(&args).await) {
+        (Some(k), _) => Some(k),
+        (None, Ok(k)) => k,
+        (None, Err(e)) => {
+            eprintln!("m2m request: group agent: {} {}", e.rsc, e.dbg);
+            if args.json {
+                println!("{}", response_json(&Response::error(&e, req.rqi.clone())));
+            }
+            let unreachable = e.rsc == m2m_core::ResponseStatusCode::TargetNotReachable;
+            return Ok(if unreachable { 2 } else { 1 });
+        }
+    };
     let client = tls_client(
         &args,
         maf_psk,
@@ -288,6 +316,40 @@ async fn maf_connection_key(
     Ok(Some((
         key.psk_identity.clone(),
         zeroize::Zeroizing::new(key.psk.expose().to_vec()),
+    )))
+}
+
+/// Group authentication in one call: Rand from the group agent over the inner association
+/// (KpsaxmId/Kpsaxm), then Ksx from Kpsaxi; returns (KsxId, Ksx) to open TLS-PSK with.
+async fn group_connection_key(
+    args: &RequestArgs,
+) -> m2m_core::M2mResult<Option<(String, zeroize::Zeroizing<Vec<u8>>)>> {
+    use m2m_client::group_authentication::{derive, request_key_material, GroupAgent};
+    let (Some(url), Some(to), Some(kpsaxm_id), Some(kpsaxm_env), Some(kpsaxi_env)) = (
+        &args.group_agent_url,
+        &args.group_agent_to,
+        &args.kpsaxm_id,
+        &args.kpsaxm_env,
+        &args.kpsaxi_env,
+    ) else {
+        return Ok(None);
+    };
+    let env = |var: &str| {
+        secret_from_env(var).map_err(|e| m2m_core::M2mError::bad_request(e.to_string()))
+    };
+    let agent = GroupAgent {
+        url,
+        to,
+        from: args.from.as_deref().unwrap_or(""),
+        kpsaxm_id,
+        kpsaxm: &env(kpsaxm_env)?,
+    };
+    let client = Client::new().with_timeout(Duration::from_secs(args.timeout));
+    let material = request_key_material(&agent, client).await?;
+    let key = derive(material, &env(kpsaxi_env)?)?;
+    Ok(Some((
+        key.ksx_id.clone(),
+        zeroize::Zeroizing::new(key.ksx.expose().to_vec()),
     )))
 }
 

@@ -1,0 +1,429 @@
+//! Group Authentication Solution 1 (seeds/001 clause 8.2.1, TR-0012): inner TLS-PSK between each
+//! member Ax and the group agent B (MN-CSE), outer association between B and C (IN-CSE), then the
+//! Group Security Association Handshake: C derives Ksx per member and sends Rand through B.
+//!
+//! Both ends live here: [`GroupKeys`] is C's table of current Ksx (consulted by the TLS-PSK
+//! callback instead of Kpsaxi), [`Agent`] is B's record of live inner associations and of the
+//! current round. The primitives are NOTIFY requests to a CSEBase whose content is one of the typed
+//! contents of `m2m_core::group_authentication`, so they pass the impersonation check like any
+//! request; the access decision for them is made here.
+
+use crate::association::{Peer, SaeMode};
+use crate::config::GroupAuthenticationSection;
+use crate::cse::Cse;
+use crate::impersonation::same_entity;
+use chrono::{DateTime, Utc};
+use m2m_core::group_authentication::{
+    self as wire, KeyMaterial, KeyRequest, Round, RoundAnswer, RoundMember,
+};
+use m2m_core::{M2mError, M2mResult, Operation, Request, Response, ResponseStatusCode as Rsc};
+use m2m_security::credentials::{KpsaId, PskEntry, Secret};
+use m2m_security::kdf;
+use m2m_security::tls::PskKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn refused(dbg: impl Into<String>) -> M2mError {
+    M2mError::new(Rsc::OriginatorHasNoPrivilege, dbg)
+}
+
+/// The canonical text of a KpsaID as received in a handshake (parsing normalizes its case).
+fn canonical(kpsa_id: &str) -> Option<String> {
+    KpsaId::parse(kpsa_id).ok().map(|k| k.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entity C: the IN-CSE
+// ---------------------------------------------------------------------------------------------
+
+/// A member as C's configuration provisions it.
+struct Member {
+    agent: String,
+    /// The AE-ID/CSE-ID of the member's PSK row: Enrolee-Ax-ID.
+    entity: String,
+    kpsaxi: Secret,
+}
+
+/// A Ksx of the current round.
+struct CurrentKey {
+    entity: String,
+    ksx: Secret,
+    until: Instant,
+}
+
+/// C's group keys: members by KpsaxiId, and the Ksx of each agent's latest round by KsxId.
+pub struct GroupKeys {
+    lifetime: Duration,
+    members: HashMap<String, Member>,
+    current: Mutex<HashMap<String, CurrentKey>>,
+}
+
+impl GroupKeys {
+    /// Resolves every configured member through `psk` (the secure environments); `None` when no
+    /// agent is configured.
+    pub fn from_config(
+        section: &GroupAuthenticationSection,
+        psk: impl Fn(&str) -> Option<PskEntry>,
+    ) -> anyhow::Result<Option<Self>> {
+        let mut members = HashMap::new();
+        for row in &section.agents {
+            for kpsaxi_id in &row.members {
+                let entry = psk(kpsaxi_id).ok_or_else(|| {
+                    anyhow::anyhow!("group_authentication: member '{kpsaxi_id}' has no PSK row")
+                })?;
+                let entity = entry.entity_id.clone().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "group_authentication: the PSK row of '{kpsaxi_id}' names no entity"
+                    )
+                })?;
+                let member = Member {
+                    agent: row.agent.clone(),
+                    entity,
+                    kpsaxi: entry.key,
+                };
+                members.insert(entry.kpsa_id.to_string(), member);
+            }
+        }
+        if members.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            lifetime: Duration::from_secs(section.key_lifetime_seconds),
+            members,
+            current: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Whether `psk_identity` is a member's KsxId, which only a current Ksx opens.
+    pub fn governs(&self, psk_identity: &str) -> bool {
+        canonical(psk_identity).is_some_and(|id| self.members.contains_key(&id))
+    }
+
+    /// The PSK for a member's KsxId: its current Ksx, never Kpsaxi (NOTE 7: the member proves
+    /// possession of the derived key).
+    pub fn psk(&self, psk_identity: &str) -> Option<PskKey> {
+        let id = canonical(psk_identity)?;
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let key = current.get(&id).filter(|k| k.until > Instant::now())?;
+        Some(PskKey {
+            entity: Some(key.entity.clone()),
+            key: zeroize::Zeroizing::new(key.ksx.expose().to_vec()),
+        })
+    }
+
+    /// Whether `cse_id` is a configured group agent.
+    fn is_agent(&self, cse: &Cse, cse_id: &str) -> bool {
+        self.members
+            .values()
+            .any(|m| same_entity(cse, &m.agent, cse_id))
+    }
+
+    /// One round for `agent`: every listed member must be in its group; a fresh Rand, a Ksx per
+    /// listed member, and the agent's previous keys are gone (unlisted members keep none).
+    fn round(
+        &self,
+        cse: &Cse,
+        agent: &str,
+        listed: &[String],
+        now: DateTime<Utc>,
+    ) -> M2mResult<RoundAnswer> {
+        if listed.is_empty() {
+            return Err(M2mError::bad_request("a round names at least one member"));
+        }
+        let mut chosen = Vec::with_capacity(listed.len());
+        for id in listed {
+            let found = self.members.iter().find(|(_, m)| {
+                same_entity(cse, &m.agent, agent) && same_entity(cse, &m.entity, id)
+            });
+            match found {
+                Some(pair) => chosen.push((id, pair)),
+                None => {
+                    return Err(refused(format!(
+                        "'{id}' is not a member of the group of agent {agent}"
+                    )))
+                }
+            }
+        }
+        let rand = kdf::new_group_rand();
+        let until = Instant::now() + self.lifetime;
+        let exp = now + chrono::Duration::from_std(self.lifetime).unwrap_or_default();
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let agents_keys: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| same_entity(cse, &m.agent, agent))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in agents_keys {
+            current.remove(&k);
+        }
+        let mut mbr = Vec::with_capacity(chosen.len());
+        for (id, (kid, m)) in chosen {
+            let ksx = kdf::ksx(&m.kpsaxi, &m.entity, &rand);
+            current.insert(
+                kid.clone(),
+                CurrentKey {
+                    entity: m.entity.clone(),
+                    ksx,
+                    until,
+                },
+            );
+            mbr.push(RoundMember {
+                id: id.clone(),
+                eid: m.entity.clone(),
+                kid: kid.clone(),
+            });
+        }
+        Ok(RoundAnswer {
+            rand: wire::rand_to_hex(&rand),
+            exp: m2m_core::time::format(exp),
+            mbr,
+        })
+    }
+}
+
+/// C: a NOTIFY carrying a round. Only a configured agent, authenticated by its association and
+/// speaking for itself, gets one.
+async fn answer_round(
+    cse: &Arc<Cse>,
+    req: &Request,
+    peer: &Peer,
+    round: Round,
+) -> M2mResult<Response> {
+    let from = req.from.as_deref().unwrap_or("");
+    let agent = peer
+        .association
+        .as_ref()
+        .and_then(|a| a.entity.as_deref())
+        .filter(|e| peer.authenticated && same_entity(cse, from, e));
+    let Some(agent) = agent else {
+        tracing::warn!(target: "audit", originator = from, "group authentication round refused: not over the originator's own association");
+        return Err(refused(
+            "a group authentication round is answered only over the agent's own security association",
+        ));
+    };
+    let Some(keys) = cse.group_keys.get() else {
+        return Err(refused("this CSE serves no group authentication"));
+    };
+    if !keys.is_agent(cse, agent) {
+        tracing::warn!(target: "audit", originator = from, "group authentication round refused: not a group agent");
+        return Err(refused(format!("{agent} is not a group agent here")));
+    }
+    match keys.round(cse, agent, &round.mid, cse.now()) {
+        Ok(answer) => {
+            tracing::info!(target: "audit", agent, members = ?round.mid, exp = %answer.exp, "group authentication round: Ksx derived");
+            Ok(Response::new(
+                Rsc::Ok,
+                &req.rqi,
+                Some(wire::wrap(wire::ROUND_ANSWER, &answer)),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(target: "audit", agent, members = ?round.mid, reason = %e.dbg, "group authentication round refused");
+            Err(e)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entity B: the MN-CSE, group agent
+// ---------------------------------------------------------------------------------------------
+
+/// A round B obtained from C, kept while its keys are valid so that members asking one after
+/// the other share it instead of each ending the others' keys.
+struct AgentRound {
+    answer: RoundAnswer,
+    expires: DateTime<Utc>,
+}
+
+/// B's state: who completed an inner TLS-PSK association and is connected now, and the round.
+#[derive(Default)]
+pub struct Agent {
+    /// Bound entity -> number of live inner associations.
+    live: Arc<Mutex<HashMap<String, usize>>>,
+    round: tokio::sync::Mutex<Option<AgentRound>>,
+}
+
+/// Holds an inner association as live until the connection ends.
+pub struct InnerGuard {
+    live: Arc<Mutex<HashMap<String, usize>>>,
+    entity: String,
+}
+
+impl Drop for InnerGuard {
+    fn drop(&mut self) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = live.get_mut(&self.entity) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&self.entity);
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// Records a TLS-PSK association bound to an entity as inner-authenticated while the guard
+    /// lives; other associations are not inner authentication.
+    pub fn enter(&self, association: &crate::association::Association) -> Option<InnerGuard> {
+        if association.mode != SaeMode::ProvisionedKey {
+            return None;
+        }
+        let entity = association.entity.clone()?;
+        *self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(entity.clone())
+            .or_insert(0) += 1;
+        Some(InnerGuard {
+            live: Arc::clone(&self.live),
+            entity,
+        })
+    }
+
+    /// The configured members with a live inner association, as configured.
+    fn live_members(&self, cse: &Cse) -> Vec<String> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        cse.cfg
+            .group_agent
+            .members
+            .iter()
+            .filter(|m| live.keys().any(|e| same_entity(cse, e, m)))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The configured member that `entity` is, if any.
+fn configured_member(cse: &Cse, entity: &str) -> Option<String> {
+    cse.cfg
+        .group_agent
+        .members
+        .iter()
+        .find(|m| same_entity(cse, m, entity))
+        .cloned()
+}
+
+/// B: a member's request for key material, over its inner association.
+async fn answer_key_request(cse: &Arc<Cse>, req: &Request, peer: &Peer) -> M2mResult<Response> {
+    if cse.cfg.group_agent.members.is_empty() {
+        return Err(refused("this CSE is no group agent"));
+    }
+    let from = req.from.as_deref().unwrap_or("");
+    let inner = peer
+        .association
+        .as_ref()
+        .filter(|a| a.mode == SaeMode::ProvisionedKey && peer.authenticated)
+        .and_then(|a| a.entity.as_deref());
+    let Some(member) = inner.and_then(|e| configured_member(cse, e)) else {
+        tracing::warn!(target: "audit", originator = from, "group key request refused: no inner TLS-PSK association of a member");
+        return Err(refused(format!(
+            "'{from}' has no inner TLS-PSK association here as a member of the group"
+        )));
+    };
+    let mut round = cse.group_agent.round.lock().await;
+    let now = cse.now();
+    let reusable = round.as_ref().filter(|r| {
+        r.expires > now
+            && r.answer
+                .mbr
+                .iter()
+                .any(|m| same_entity(cse, &m.id, &member))
+    });
+    let answer = match reusable {
+        Some(r) => r.answer.clone(),
+        None => {
+            let fresh = ask_for_round(cse).await?;
+            let expires = m2m_core::time::parse(&fresh.exp)
+                .map_err(|_| M2mError::internal("the registrar's round has no valid exp"))?;
+            *round = Some(AgentRound {
+                answer: fresh.clone(),
+                expires,
+            });
+            fresh
+        }
+    };
+    let Some(mine) = answer.mbr.iter().find(|m| same_entity(cse, &m.id, &member)) else {
+        return Err(M2mError::internal(
+            "the registrar's round does not name the member",
+        ));
+    };
+    let registrar = cse
+        .cfg
+        .registrar
+        .as_ref()
+        .map(|r| r.cse_id.clone())
+        .unwrap_or_default();
+    let material = KeyMaterial {
+        rand: answer.rand.clone(),
+        eid: mine.eid.clone(),
+        kid: mine.kid.clone(),
+        csi: registrar,
+        exp: answer.exp.clone(),
+    };
+    tracing::info!(target: "audit", member = %member, "group key material forwarded");
+    Ok(Response::new(
+        Rsc::Ok,
+        &req.rqi,
+        Some(wire::wrap(wire::KEY_MATERIAL, &material)),
+    ))
+}
+
+/// B → C over the outer association: a round naming exactly the members connected now.
+async fn ask_for_round(cse: &Arc<Cse>) -> M2mResult<RoundAnswer> {
+    let reg = cse
+        .cfg
+        .registrar
+        .as_ref()
+        .ok_or_else(|| M2mError::internal("no registrar configured"))?;
+    let mid = cse.group_agent.live_members(cse);
+    let mut notify = Request::new(
+        Operation::Notify,
+        reg.resource_name.clone(),
+        Some(cse.id.cse_id.sp_relative()),
+        format!("gauth-{}", crate::dispatcher::random_suffix(10)),
+    );
+    notify.pc = Some(wire::wrap(wire::ROUND, &Round { mid: mid.clone() }));
+    tracing::info!(target: "audit", registrar = %reg.cse_id, members = ?mid, "group authentication round requested");
+    let resp = cse.registrar_client.send(&reg.url, &notify).await?;
+    if !resp.rsc.is_success() {
+        let dbg = resp
+            .pc
+            .as_ref()
+            .and_then(|p| p.get("m2m:dbg"))
+            .and_then(|d| d.as_str())
+            .unwrap_or("");
+        return Err(M2mError::new(
+            resp.rsc,
+            format!("the registrar refused the group authentication round: {dbg}"),
+        ));
+    }
+    let answer: RoundAnswer = wire::unwrap(wire::ROUND_ANSWER, resp.pc.as_ref())
+        .ok_or_else(|| M2mError::internal("the registrar's answer carries no m2m:gaRand"))??;
+    wire::rand_from_hex(&answer.rand)?;
+    Ok(answer)
+}
+
+/// A NOTIFY to the CSEBase: answers it if it carries one of the handshake's contents.
+pub async fn handle_notify(
+    cse: &Arc<Cse>,
+    req: &Request,
+    peer: &Peer,
+) -> Option<M2mResult<Response>> {
+    let pc = req.pc.as_ref();
+    if let Some(round) = wire::unwrap::<Round>(wire::ROUND, pc) {
+        return Some(match round {
+            Ok(round) => answer_round(cse, req, peer, round).await,
+            Err(e) => Err(e),
+        });
+    }
+    if let Some(ask) = wire::unwrap::<KeyRequest>(wire::KEY_REQUEST, pc) {
+        return Some(match ask {
+            Ok(_) => answer_key_request(cse, req, peer).await,
+            Err(e) => Err(e),
+        });
+    }
+    None
+}
