@@ -148,6 +148,9 @@ const IDS: &[&str] = &[
     "\u{216b}-ae",             // the Roman numeral twelve: "XII-ae"
     "x\u{b2}",                 // superscript two: "x2"
     "\u{ff76}\u{ff9e}",        // half-width katakana ga: full-width ガ
+    // Group members' Enrolee-Ax-IDs (tests/group_authentication.rs): an S-AE-ID, in full width.
+    "Smeter1",
+    "Ｓｍｅｔｅｒ1",
 ];
 
 const KE: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -310,6 +313,19 @@ fn every_derivation_matches_python() {
         let kb = field(&m2m_keys(&["km", "--ke", KE, "--maf-id", b], &[]), "Km");
         assert_eq!(ka, kb, "{a:?} and {b:?} are NFKC-equivalent");
     }
+    let rand = "00112233445566778899aabbccddeeff";
+    let ksx = |id: &str| {
+        let out = m2m_keys(
+            &["group-key", "--kpsa", KE2, "--id", id, "--rand", rand],
+            &[],
+        );
+        field(&out, "Ksx")
+    };
+    assert_eq!(
+        ksx("Ｓｍｅｔｅｒ1"),
+        ksx("Smeter1"),
+        "Ksx hashes NFKC(Enrolee-Ax-ID)"
+    );
 }
 
 /// A child process killed when dropped (only the one this test started).
