@@ -96,7 +96,8 @@ pub fn unwrap<T: for<'de> Deserialize<'de>>(
 
 /// Decodes a hex Rand.
 pub fn rand_from_hex(hex: &str) -> M2mResult<Vec<u8>> {
-    if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(M2mError::bad_request(
             "rand is not an even number of hex digits",
         ));

@@ -467,4 +467,21 @@ mod tests {
         assert!(Config::from_toml("[cse]\nbogus = 1\n").is_err());
         assert!(Config::from_toml("[http]\nlisten = \"nowhere\"\n").is_err());
     }
+
+    #[test]
+    fn refuses_bad_group_authentication() {
+        let agents = |agent: &str, members: &str| {
+            format!("[[group_authentication.agents]]\nagent = \"{agent}\"\nmembers = [{members}]\n")
+        };
+        let ok = agents("/id-mn", "\"m1@in.example.com\"");
+        assert!(Config::from_toml(&ok).is_ok());
+        assert!(Config::from_toml(&agents("id mn", "\"m1@in.example.com\"")).is_err());
+        assert!(Config::from_toml(&agents("/id-mn", "\"no-fqdn\"")).is_err());
+        let twice = format!("{ok}{}", agents("/id-mn2", "\"m1@in.example.com\""));
+        assert!(Config::from_toml(&twice).is_err(), "one member, two agents");
+        assert!(
+            Config::from_toml("[group_agent]\nmembers = [\"Sm1\"]\n").is_err(),
+            "an agent needs a registrar"
+        );
+    }
 }
