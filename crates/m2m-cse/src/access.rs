@@ -303,14 +303,19 @@ fn is_registree(cse: &Cse, originator: &str) -> bool {
     };
     let abs = abs.to_absolute_string();
     let own = format!("//{}/{}/", host.sp_fqdn, host.cse_id);
-    let (ri, ty) = match abs.strip_prefix(&own) {
-        Some(ae) => (ae.to_owned(), ResourceType::Ae),
-        None => match abs.strip_prefix(&format!("//{}/", host.sp_fqdn)) {
-            Some(cse_id) if !cse_id.contains('/') => (cse_id.to_owned(), ResourceType::RemoteCse),
-            _ => return false,
-        },
-    };
-    matches!(cse.store.get(&ri), Ok(Some(r)) if r.ty == ty)
+    if let Some(ae) = abs.strip_prefix(&own) {
+        return matches!(cse.store.get(ae), Ok(Some(r)) if r.ty == ResourceType::Ae);
+    }
+    // One segment under the SP: a registered CSE's CSE-ID, or an SP-relative AE-ID (S...)
+    // registered here, whose <AE> resource is named by that AE-ID.
+    match abs.strip_prefix(&format!("//{}/", host.sp_fqdn)) {
+        Some(id) if !id.contains('/') => matches!(
+            cse.store.get(id),
+            Ok(Some(r)) if r.ty == ResourceType::RemoteCse
+                || (r.ty == ResourceType::Ae && id.starts_with('S'))
+        ),
+        _ => false,
+    }
 }
 
 /// The selfPrivileges of the ACPs a resource currently references (for an update of its acpi).

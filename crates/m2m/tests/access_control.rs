@@ -543,6 +543,14 @@ fn defaults_without_policies() {
     let r = retrieve_full(u, "/cse-in", &ae);
     ok(&r, 2000, "a registered AE retrieves the CSEBase");
     assert_eq!(r.body["m2m:cb"]["csi"], json!("/id-in"), "{:?}", r.body);
+    // An SP-relative AE-ID (S...) registered here is a registree as well.
+    let s_ae = registered(u, "Sdevice", "device", "Ndevice");
+    assert_eq!(s_ae, "Sdevice");
+    ok(
+        &retrieve_full(u, "/cse-in", &s_ae),
+        2000,
+        "a registered S-AE retrieves the CSEBase",
+    );
     refused(
         &create_full(u, "/cse-in", &ae, 3, json!({ "m2m:cnt": { "rn": "top" } })),
         4103,
@@ -586,7 +594,8 @@ fn defaults_without_policies() {
     };
     assert_eq!(children(&other), vec!["neighbour"]);
     assert_eq!(children(&ae), vec!["user"]);
-    assert_eq!(children(ADMIN), vec!["neighbour", "user"]);
+    assert_eq!(children(&s_ae), vec!["device"]);
+    assert_eq!(children(ADMIN), vec!["device", "neighbour", "user"]);
 
     // The admin can do everything.
     ok(&retrieve_full(u, "/cse-in", ADMIN), 2000, "admin retrieve");
