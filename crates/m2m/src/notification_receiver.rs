@@ -107,3 +107,41 @@ fn accept(parts: &http::request::Parts, body: &[u8]) -> Result<Notification, M2m
         sgn: sgn.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m2m_core::Request;
+    use serde_json::json;
+
+    async fn send(url: &str, op: Operation, pc: Option<Value>) -> Response {
+        let mut req = Request::new(op, "phone", Some("/id-in".into()), "r1".to_owned());
+        req.pc = pc;
+        m2m_client::Client::new().send(url, &req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn notifications_pass_anything_else_gets_a_status_code() {
+        let (addr, mut rx) = start("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{addr}");
+        let sgn = json!({ "m2m:sgn": { "nev": { "rep": { "m2m:cin": { "con": "UNLOCKED" } }, "net": 3 }, "sur": "/id-in/sub1" } });
+        assert_eq!(
+            send(&url, Operation::Notify, Some(sgn)).await.rsc.code(),
+            2000
+        );
+        let note = rx.recv().await.unwrap();
+        assert_eq!(note.from.as_deref(), Some("/id-in"));
+        assert_eq!(note.content_instance_con(), Some(&json!("UNLOCKED")));
+        assert!(!note.is_verification());
+
+        let rsp = send(&url, Operation::Retrieve, None).await;
+        assert_eq!(rsp.rsc, ResponseStatusCode::OperationNotAllowed);
+        let rsp = send(&url, Operation::Notify, Some(json!({ "m2m:cin": {} }))).await;
+        assert_eq!(rsp.rsc.code(), 4000);
+        assert!(rsp.dbg().unwrap().contains("m2m:sgn"));
+        assert!(
+            rx.try_recv().is_err(),
+            "refused requests are not notifications"
+        );
+    }
+}

@@ -449,6 +449,42 @@ mod tests {
     }
 
     #[test]
+    fn options_override_the_ae_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let ae = AeConfig::parse(
+            "[security]\nmode = \"psk\"\nkpsa_id = \"AE1-Lock@in.provider.com\"\nkey_file = \"k\"\n",
+            dir.path(),
+            "lock",
+        )
+        .unwrap();
+        let configured = sae_mode(&parse(&["--to", "x"]), Some(&ae)).unwrap();
+        assert_eq!(configured, ae.sae);
+        // A guessed identity with the configured key; the configured identity with another key.
+        let SaeMode::Psk { kpsa_id, key } = sae_mode(
+            &parse(&["--to", "x", "--psk-identity", "AE9-Lock@x"]),
+            Some(&ae),
+        )
+        .unwrap() else {
+            panic!("not psk")
+        };
+        assert_eq!(kpsa_id, "AE9-Lock@x");
+        assert_eq!(key, SecretSource::File(dir.path().join("k")));
+        let SaeMode::Psk { kpsa_id, key } =
+            sae_mode(&parse(&["--to", "x", "--psk-key-env", "WRONG"]), Some(&ae)).unwrap()
+        else {
+            panic!("not psk")
+        };
+        assert_eq!(kpsa_id, "AE1-Lock@in.provider.com");
+        assert_eq!(key, SecretSource::Env("WRONG".into()));
+        // Without a configuration a half PSK is an error, not a plain request.
+        assert!(sae_mode(&parse(&["--to", "x", "--psk-identity", "a@b"]), None).is_err());
+        assert_eq!(
+            sae_mode(&parse(&["--to", "x"]), None).unwrap(),
+            SaeMode::None
+        );
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         assert!(build_request(&parse(&["--to", "x", "--ty", "777"])).is_err());
         assert!(build_request(&parse(&["--to", "x", "--rcn", "42"])).is_err());
