@@ -51,6 +51,16 @@ DOORLOCK_KPSA=1a2b3c4d5e6f7a8b "$M2M" keys add-psk --keystore pki/mn.keystore --
 DOORLOCK_KPSA=12345678abcdefab "$M2M" keys add-psk --keystore pki/mn.keystore --key-file pki/mn.keyfile \
     --kpsa-id AE123456789015-Lock@in.provider.com --key-env DOORLOCK_KPSA --entity Cllock-AE2 --replace
 
+# The AEs' keys, each in a private file its configuration names (never in the configuration):
+# the locks' Kpsa of Table 7.1.2-1 and the smartphone's factory credential Kpm (mef.toml holds the
+# MEF's copy). Example values, published: never use them outside this example.
+key_file() { # FILE HEX
+    if [ ! -f "$1" ]; then printf '%s\n' "$2" > "$1"; fi
+}
+key_file pki/front-lock.kpsa 1a2b3c4d5e6f7a8b
+key_file pki/back-lock.kpsa 12345678abcdefab
+key_file pki/phone.kpm 7c2e9d4a1b3f5e6d8c0a2b4f6e8d1c3b5a7f9e0d2c4b6a8f1e3d5c7b9a0f2e4d
+
 # The MAF's storage key: 32 random bytes in hex.
 if [ ! -f pki/maf-storage.key ]; then
     od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > pki/maf-storage.key
@@ -63,6 +73,6 @@ fi
 
 # Files holding secrets must not be readable by others (the tools refuse them otherwise);
 # mef.toml holds the phone's Kpm and comes from git without its mode.
-chmod 600 maf.toml mef.toml pki/*.key pki/ca/ca.key pki/mn.keyfile pki/mn.keystore
+chmod 600 maf.toml mef.toml pki/*.key pki/*.kpsa pki/*.kpm pki/ca/ca.key pki/mn.keyfile pki/mn.keystore
 "$M2M" keys list --keystore pki/mn.keystore --key-file pki/mn.keyfile
 echo "setup.sh: done (pki/, data/)"

@@ -5,8 +5,10 @@
 //! smartphone unlocks the front door and hears about it, and a series of attacks is refused.
 
 use crate::files::write_private;
+use crate::notification_receiver::Notification;
+use crate::originator::{code, expect, pc, send};
 use anyhow::{anyhow, bail, Context};
-use m2m_client::{Client, TlsSettings};
+use m2m_client::Client;
 use m2m_core::filter::FilterUsage;
 use m2m_core::{M2mError, Operation, Request, ResourceType, Response};
 use m2m_keyservices::maf::server::format_time;
@@ -14,14 +16,12 @@ use m2m_keyservices::maf::MafClient;
 use m2m_keyservices::sae::{connection_key, enrol_for_maf, MafAccess};
 use m2m_security::certificates::{self, KeyType, LeafName, Validity};
 use m2m_security::credentials::Secret;
-use m2m_security::tls::{client_context, ClientTlsConfig};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const SP: &str = "m2m.example.com";
 const MAF_FQDN: &str = "maf.keys.example.net";
@@ -284,21 +284,7 @@ fn mn_config(d: &Path, in_https: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 
 fn psk_client(identity: &str, key: &[u8]) -> anyhow::Result<Client> {
-    let context = client_context(&ClientTlsConfig {
-        cipher_suites: Vec::new(),
-        tls13: false,
-        psk: Some((identity.to_owned(), zeroize::Zeroizing::new(key.to_vec()))),
-        certificate_chain: None,
-        private_key: None,
-        trusted_ca: None,
-    })
-    .map_err(|e| anyhow!("TLS: {e}"))?;
-    Ok(Client::new()
-        .with_timeout(Duration::from_secs(10))
-        .with_tls(TlsSettings {
-            context,
-            server_name: None,
-        }))
+    crate::association::psk_client(identity, key, Duration::from_secs(10))
 }
 
 fn hex_key(h: &str) -> anyhow::Result<Vec<u8>> {
@@ -306,39 +292,6 @@ fn hex_key(h: &str) -> anyhow::Result<Vec<u8>> {
         .map_err(|e| anyhow!(e))?
         .expose()
         .to_vec())
-}
-
-async fn send(
-    client: &Client,
-    base: &str,
-    op: Operation,
-    to: &str,
-    from: &str,
-    ty: Option<ResourceType>,
-    pc: Option<Value>,
-) -> Result<Response, M2mError> {
-    let mut req = Request::new(op, to, Some(from.to_owned()), m2m_client::next_request_id());
-    req.ty = ty;
-    req.pc = pc;
-    client.send(base, &req).await
-}
-
-fn code(r: &Response) -> u16 {
-    r.rsc.code()
-}
-
-/// The response, which must carry `want`.
-fn expect(r: Result<Response, M2mError>, want: u16, what: &str) -> anyhow::Result<Response> {
-    match r {
-        Ok(r) if code(&r) == want => Ok(r),
-        Ok(r) => bail!(
-            "{what}: {} {} ({})",
-            code(&r),
-            r.rsc.name(),
-            r.dbg().unwrap_or("")
-        ),
-        Err(e) => bail!("{what}: {} {}", e.rsc.code(), e.dbg),
-    }
 }
 
 /// An attack by request: refused with `want` is a pass.
@@ -369,77 +322,15 @@ fn reason(e: &M2mError) -> String {
     s.chars().take(50).collect()
 }
 
-fn pc(r: &Response) -> &Value {
-    r.pc.as_ref().unwrap_or(&Value::Null)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The smartphone's notification receiver
 // ---------------------------------------------------------------------------------------------
 
-/// A notification: when it arrived and its body.
-type Note = (Instant, Value);
-
-/// A minimal HTTP server answering every request 200/2000; notifications (not verification
-/// requests) go to the channel.
-async fn start_receiver() -> anyhow::Result<(String, tokio::sync::mpsc::UnboundedReceiver<Note>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = serve(stream, tx).await;
-            });
-        }
-    });
-    Ok((url, rx))
-}
-
-async fn serve(
-    stream: tokio::net::TcpStream,
-    tx: tokio::sync::mpsc::UnboundedSender<Note>,
-) -> std::io::Result<()> {
-    let (r, mut w) = stream.into_split();
-    let mut r = tokio::io::BufReader::new(r);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let (mut len, mut ri) = (0usize, String::new());
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).await? == 0 {
-                return Ok(());
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => len = v.trim().parse().unwrap_or(0),
-                    "x-m2m-ri" => ri = v.trim().to_owned(),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0u8; len.min(1 << 20)];
-        r.read_exact(&mut body).await?;
-        let at = Instant::now();
-        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-            let sgn = &v["m2m:sgn"];
-            if sgn.get("nev").is_some() && sgn.get("vrq") != Some(&json!(true)) {
-                let _ = tx.send((at, v));
-            }
-        }
-        let rsp = format!(
-            "HTTP/1.1 200 OK\r\nX-M2M-RSC: 2000\r\nX-M2M-RI: {ri}\r\nContent-Length: 0\r\n\r\n"
-        );
-        w.write_all(rsp.as_bytes()).await?;
-    }
+/// The phone's receiver at its pointOfAccess; the story waits on its notifications.
+async fn start_receiver(
+) -> anyhow::Result<(String, tokio::sync::mpsc::UnboundedReceiver<Notification>)> {
+    let (addr, rx) = crate::notification_receiver::start("127.0.0.1:0").await?;
+    Ok((format!("http://{addr}"), rx))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1086,9 +977,8 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
                 .await
                 .map_err(|_| anyhow!("no notification within {NOTIFY_TIMEOUT:?}"))?
                 .context("receiver stopped")?;
-            let con = &note.1["m2m:sgn"]["nev"]["rep"]["m2m:cin"]["con"];
-            if con == "UNLOCKED" {
-                let ms = note.0.duration_since(unlocked_at).as_secs_f64() * 1000.0;
+            if note.content_instance_con() == Some(&json!("UNLOCKED")) {
+                let ms = note.at.duration_since(unlocked_at).as_secs_f64() * 1000.0;
                 return Ok((
                     ms,
                     format!("UNLOCKED notified, {ms:.1} ms after the unlock request"),

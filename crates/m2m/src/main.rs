@@ -5,6 +5,9 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 
+mod ae;
+mod ae_config;
+mod association;
 mod bench;
 mod bench_maf;
 mod bench_tls;
@@ -13,6 +16,8 @@ mod files;
 mod keys;
 mod maf;
 mod mef;
+mod notification_receiver;
+mod originator;
 mod pki;
 mod request;
 
@@ -34,6 +39,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a CSE (IN-CSE by default; MN-CSE with a config that says so).
     Cse(CseArgs),
+    /// Run an AE as its own process: associate, register (or reuse the registration), create,
+    /// subscribe, print each notification as a JSON line; ends on SIGINT/SIGTERM.
+    Ae(ae::AeArgs),
     /// Send one request primitive to a CSE and print the response.
     Request(Box<request::RequestArgs>),
     /// Benchmark security associations: handshakes/s next to openssl s_server, TLS-PSK keep-alive retrieves, idle associations.
@@ -96,6 +104,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => {
             let code = runtime()?.block_on(demo::run(args))?;
             std::process::exit(code);
+        }
+        Command::Ae(args) => {
+            if args.print_default_config {
+                print!("{}", ae_config::DEFAULT_CONFIG);
+                return Ok(());
+            }
+            init_logging();
+            runtime()?.block_on(ae::run(args))
         }
         Command::Request(args) => {
             let code = runtime()?.block_on(request::run(*args))?;

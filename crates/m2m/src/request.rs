@@ -4,9 +4,10 @@
 //! with a oneM2M error, 2 when the peer could not be reached (transport failure, timeout,
 //! malformed response).
 
+use crate::ae_config::AeConfig;
+use crate::association::{MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
-use m2m_client::Client;
 use m2m_core::primitive::{DiscResType, ResponseType};
 use m2m_core::{Operation, Request, ResourceType, Response, ResultContent};
 use serde_json::{json, Value};
@@ -37,9 +38,14 @@ impl From<OpArg> for Operation {
 /// Send one oneM2M request to a CSE over HTTP and print the response.
 #[derive(Args, Clone, Debug)]
 pub struct RequestArgs {
-    /// Base URL of the CSE (scheme://host:port).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// Send as the AE of this configuration (`m2m ae --config`): its CSE's URL, its SAE mode and
+    /// credentials, and as From the AE-ID its registration was given (else its originator).
+    /// The other options override what it says.
+    #[arg(long, value_name = "FILE")]
+    pub ae: Option<std::path::PathBuf>,
+    /// Base URL of the CSE (scheme://host:port); default http://127.0.0.1:8080 or the --ae's CSE.
+    #[arg(long)]
+    pub url: Option<String>,
     /// Operation.
     #[arg(short = 'X', long, value_enum, default_value = "retrieve")]
     pub op: OpArg,
@@ -74,7 +80,7 @@ pub struct RequestArgs {
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
     /// TLS-PSK: the psk_identity (a KpsaID such as AE123456789012-Lock@in.provider.com).
-    #[arg(long, requires = "psk_key_env")]
+    #[arg(long)]
     pub psk_identity: Option<String>,
     /// TLS-PSK: the environment variable holding the key in hex (keeps it out of the process list).
     #[arg(long)]
@@ -221,17 +227,45 @@ pub fn response_json(rsp: &Response) -> Value {
     })
 }
 
+/// The default CSE of `m2m request`: a local IN-CSE's loopback listener.
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
 /// Runs `m2m request`; returns the process exit code.
-pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
+pub async fn run(mut args: RequestArgs) -> anyhow::Result<i32> {
+    let ae = match &args.ae {
+        Some(path) => Some(AeConfig::load(path)?),
+        None => None,
+    };
+    if let Some(ae) = &ae {
+        args.from = args.from.take().or_else(|| Some(ae.from()));
+    }
+    let url = args
+        .url
+        .clone()
+        .or_else(|| ae.as_ref().map(|a| a.cse.url.clone()))
+        .unwrap_or_else(|| DEFAULT_URL.to_owned());
     let req = build_request(&args)?;
-    let maf_psk = match maf_connection_key(&args).await {
+    let mode = sae_mode(&args, ae.as_ref())?;
+    let peer = TlsPeer {
+        trusted_ca: args
+            .ca
+            .clone()
+            .or_else(|| ae.as_ref().and_then(|a| a.cse.trusted_ca.clone())),
+        server_name: args
+            .server_name
+            .clone()
+            .or_else(|| ae.as_ref().and_then(|a| a.cse.server_name.clone())),
+    };
+    // Obtaining a MAF key goes to the network: failing there is "not reached" (exit 2).
+    let psk = match mode.psk().await {
         Ok(k) => k,
-        Err(e) => {
+        Err(e) if matches!(mode, SaeMode::Maf(_)) => {
             eprintln!("m2m request: {e:#}");
             return Ok(2);
         }
+        Err(e) => return Err(e),
     };
-    let maf_psk = match (maf_psk, group_connection_key(&args).await) {
+    let psk = match (psk, group_connection_key(&args).await) {
         (Some(k), _) => Some(k),
         (None, Ok(k)) => k,
         (None, Err(e)) => {
@@ -243,12 +277,8 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
             return Ok(if unreachable { 2 } else { 1 });
         }
     };
-    let client = tls_client(
-        &args,
-        maf_psk,
-        Client::new().with_timeout(Duration::from_secs(args.timeout)),
-    )?;
-    match client.send(&args.url, &req).await {
+    let client = mode.client(psk, &peer, Duration::from_secs(args.timeout))?;
+    match client.send(&url, &req).await {
         Ok(rsp) => {
             if args.json {
                 println!("{}", response_json(&rsp));
@@ -268,62 +298,11 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn secret_from_env(var: &str) -> anyhow::Result<m2m_security::credentials::Secret> {
-    let hex = zeroize::Zeroizing::new(
-        std::env::var(var).map_err(|_| anyhow::anyhow!("${var} is not set"))?,
-    );
-    m2m_security::credentials::Secret::from_hex(&hex).map_err(|e| anyhow::anyhow!("${var}: {e}"))
-}
-
-/// MAF-based SAE in one call: enrol at the MEF when asked, obtain Kc from the MAF for the target
-/// CSE, and return the psk_identity and PSK to open TLS-PSK with.
-async fn maf_connection_key(
-    args: &RequestArgs,
-) -> anyhow::Result<Option<(String, zeroize::Zeroizing<Vec<u8>>)>> {
-    let (Some(maf_url), Some(maf_fqdn), Some(target)) =
-        (&args.maf_url, &args.maf_fqdn, &args.target_cse)
-    else {
-        return Ok(None);
-    };
-    let access = match (&args.mef_url, &args.mef_fqdn, &args.kpm_id, &args.kpm_env) {
-        (Some(url), Some(fqdn), Some(kpm_id), Some(var)) => m2m_keyservices::sae::enrol_for_maf(
-            url,
-            fqdn,
-            kpm_id,
-            &secret_from_env(var)?,
-            maf_url,
-            maf_fqdn,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?,
-        _ => {
-            let (Some(km_id), Some(var)) = (&args.km_id, &args.km_env) else {
-                anyhow::bail!(
-                    "MAF-based SAE needs --km-id/--km-env or an enrolment (--mef-url ...)"
-                );
-            };
-            m2m_keyservices::sae::MafAccess {
-                url: maf_url.clone(),
-                fqdn: maf_fqdn.clone(),
-                km_id: km_id.clone(),
-                km: secret_from_env(var)?,
-            }
-        }
-    };
-    let key = m2m_keyservices::sae::connection_key(&access, target)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    Ok(Some((
-        key.psk_identity.clone(),
-        zeroize::Zeroizing::new(key.psk.expose().to_vec()),
-    )))
-}
-
 /// Group authentication in one call: Rand from the group agent over the inner association
 /// (KpsaxmId/Kpsaxm), then Ksx from Kpsaxi; returns (KsxId, Ksx) to open TLS-PSK with.
 async fn group_connection_key(
     args: &RequestArgs,
-) -> m2m_core::M2mResult<Option<(String, zeroize::Zeroizing<Vec<u8>>)>> {
+) -> m2m_core::M2mResult<Option<crate::association::PskCredential>> {
     use m2m_client::group_authentication::{derive, request_key_material, GroupAgent};
     let (Some(url), Some(to), Some(kpsaxm_id), Some(kpsaxm_env), Some(kpsaxi_env)) = (
         &args.group_agent_url,
@@ -335,7 +314,9 @@ async fn group_connection_key(
         return Ok(None);
     };
     let env = |var: &str| {
-        secret_from_env(var).map_err(|e| m2m_core::M2mError::bad_request(e.to_string()))
+        SecretSource::Env(var.to_owned())
+            .load()
+            .map_err(|e| m2m_core::M2mError::bad_request(e.to_string()))
     };
     let agent = GroupAgent {
         url,
@@ -344,7 +325,7 @@ async fn group_connection_key(
         kpsaxm_id,
         kpsaxm: &env(kpsaxm_env)?,
     };
-    let client = Client::new().with_timeout(Duration::from_secs(args.timeout));
+    let client = m2m_client::Client::new().with_timeout(Duration::from_secs(args.timeout));
     let material = request_key_material(&agent, client).await?;
     let key = derive(material, &env(kpsaxi_env)?)?;
     Ok(Some((
@@ -353,40 +334,60 @@ async fn group_connection_key(
     )))
 }
 
-/// Adds the TLS credentials of the arguments (TLS-PSK or a client certificate) to the client.
-fn tls_client(
-    args: &RequestArgs,
-    maf_psk: Option<(String, zeroize::Zeroizing<Vec<u8>>)>,
-    client: Client,
-) -> anyhow::Result<Client> {
-    let psk = match (&args.psk_identity, &args.psk_key_env) {
-        _ if maf_psk.is_some() => maf_psk,
-        (Some(id), Some(var)) => {
-            let hex = zeroize::Zeroizing::new(
-                std::env::var(var).map_err(|_| anyhow::anyhow!("${var} is not set"))?,
-            );
-            let key = m2m_security::credentials::Secret::from_hex(&hex)
-                .map_err(|e| anyhow::anyhow!("${var}: {e}"))?;
-            Some((id.clone(), zeroize::Zeroizing::new(key.expose().to_vec())))
-        }
-        _ => None,
-    };
-    if psk.is_none() && args.cert.is_none() && args.ca.is_none() {
-        return Ok(client);
+/// The SAE mode: the options when they name one (overriding the --ae configuration's parts they
+/// name), else the --ae configuration's, else none.
+fn sae_mode(args: &RequestArgs, ae: Option<&AeConfig>) -> anyhow::Result<SaeMode> {
+    if let (Some(url), Some(fqdn), Some(target)) = (&args.maf_url, &args.maf_fqdn, &args.target_cse)
+    {
+        let credential = match (&args.mef_url, &args.mef_fqdn, &args.kpm_id, &args.kpm_env) {
+            (Some(mef_url), Some(mef_fqdn), Some(kpm_id), Some(var)) => MafCredential::Enrolment {
+                mef_url: mef_url.clone(),
+                mef_fqdn: mef_fqdn.clone(),
+                kpm_id: kpm_id.clone(),
+                kpm: SecretSource::Env(var.clone()),
+            },
+            _ => match (&args.km_id, &args.km_env) {
+                (Some(km_id), Some(var)) => MafCredential::Km {
+                    km_id: km_id.clone(),
+                    km: SecretSource::Env(var.clone()),
+                },
+                _ => bail!("MAF-based SAE needs --km-id/--km-env or an enrolment (--mef-url ...)"),
+            },
+        };
+        return Ok(SaeMode::Maf(MafSae {
+            url: url.clone(),
+            fqdn: fqdn.clone(),
+            target_cse: target.clone(),
+            credential,
+        }));
     }
-    let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
-        cipher_suites: Vec::new(),
-        tls13: false,
-        psk,
-        certificate_chain: args.cert.clone(),
-        private_key: args.key.clone(),
-        trusted_ca: args.ca.clone(),
-    })
-    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
-    Ok(client.with_tls(m2m_client::TlsSettings {
-        context,
-        server_name: args.server_name.clone(),
-    }))
+    let configured = ae.map(|a| a.sae.clone()).unwrap_or(SaeMode::None);
+    if args.psk_identity.is_some() || args.psk_key_env.is_some() {
+        let (id, key) = match configured {
+            SaeMode::Psk { kpsa_id, key } => (Some(kpsa_id), Some(key)),
+            _ => (None, None),
+        };
+        return Ok(SaeMode::Psk {
+            kpsa_id: args
+                .psk_identity
+                .clone()
+                .or(id)
+                .context("--psk-key-env needs --psk-identity (or an --ae in psk mode)")?,
+            key: args
+                .psk_key_env
+                .clone()
+                .map(SecretSource::Env)
+                .or(key)
+                .context("--psk-identity needs --psk-key-env (or an --ae in psk mode)")?,
+        });
+    }
+    if let (Some(certificate), Some(private_key)) = (&args.cert, &args.key) {
+        return Ok(SaeMode::Certificate {
+            certificate: certificate.clone(),
+            private_key: private_key.clone(),
+        });
+    }
+    Ok(configured)
 }
 
 #[cfg(test)]
@@ -411,7 +412,8 @@ mod tests {
     #[test]
     fn defaults() {
         let a = parse(&["--to", "cse-in"]);
-        assert_eq!(a.url, "http://127.0.0.1:8080");
+        assert_eq!(a.url, None);
+        assert_eq!(a.ae, None);
         assert_eq!(a.op, OpArg::Retrieve);
         assert_eq!(a.rvi, "3");
         assert!(!a.json);
@@ -508,6 +510,42 @@ mod tests {
             let a = parse(&["--to", "cse-in", "--query", bad]);
             assert!(build_request(&a).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn options_override_the_ae_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let ae = AeConfig::parse(
+            "[security]\nmode = \"psk\"\nkpsa_id = \"AE1-Lock@in.provider.com\"\nkey_file = \"k\"\n",
+            dir.path(),
+            "lock",
+        )
+        .unwrap();
+        let configured = sae_mode(&parse(&["--to", "x"]), Some(&ae)).unwrap();
+        assert_eq!(configured, ae.sae);
+        // A guessed identity with the configured key; the configured identity with another key.
+        let SaeMode::Psk { kpsa_id, key } = sae_mode(
+            &parse(&["--to", "x", "--psk-identity", "AE9-Lock@x"]),
+            Some(&ae),
+        )
+        .unwrap() else {
+            panic!("not psk")
+        };
+        assert_eq!(kpsa_id, "AE9-Lock@x");
+        assert_eq!(key, SecretSource::File(dir.path().join("k")));
+        let SaeMode::Psk { kpsa_id, key } =
+            sae_mode(&parse(&["--to", "x", "--psk-key-env", "WRONG"]), Some(&ae)).unwrap()
+        else {
+            panic!("not psk")
+        };
+        assert_eq!(kpsa_id, "AE1-Lock@in.provider.com");
+        assert_eq!(key, SecretSource::Env("WRONG".into()));
+        // Without a configuration a half PSK is an error, not a plain request.
+        assert!(sae_mode(&parse(&["--to", "x", "--psk-identity", "a@b"]), None).is_err());
+        assert_eq!(
+            sae_mode(&parse(&["--to", "x"]), None).unwrap(),
+            SaeMode::None
+        );
     }
 
     #[test]

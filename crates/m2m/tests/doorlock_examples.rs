@@ -1,7 +1,9 @@
 //! examples/doorlock as a user runs it: a copy of the directory with only its ports changed,
-//! `setup.sh`, then `m2m maf`, `m2m cse --config in-cse.toml` and `m2m cse --config mn-cse.toml`
-//! as separate processes started from that directory, then `story.sh` (`m2m request` processes
-//! only), each status code checked, and one refused impersonation.
+//! `setup.sh`, then every entity as its own process started from that directory (`m2m mef`,
+//! `m2m maf`, both `m2m cse`, and `m2m ae` for the two locks and the gateway app), then
+//! `story.sh`, which runs the phone as `m2m ae` itself: the story with its subscription and
+//! notification, and the demo's attacks, each status code checked. Then what the gateway app
+//! printed, no key in any output or log, a clean stop on SIGTERM and a reused registration.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -20,6 +22,8 @@ struct Proc {
     child: Child,
     name: &'static str,
     log: PathBuf,
+    /// The stdout lines after the ones `start` waited for.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Drop for Proc {
@@ -32,6 +36,50 @@ impl Drop for Proc {
 impl Proc {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Reads stdout lines until one contains every text of `want`; returns the lines read.
+    fn wait_for_line(&self, want: &[&str], limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = want.iter().all(|w| line.contains(w));
+                    seen.push(line);
+                    if hit {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!(
+                    "{} printed no line with {want:?} within {limit:?}; it printed:\n{}\nits log:\n{}",
+                    self.name,
+                    seen.join("\n"),
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to end; its exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop on SIGTERM; its log:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -49,7 +97,6 @@ fn start(dir: &Path, name: &'static str, args: &[&str], prefixes: &[&str]) -> (P
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start m2m {args:?}: {e}"));
     let stdout = child.stdout.take().unwrap();
-    let proc = Proc { child, name, log };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         // Keep draining stdout so that the child never blocks on a full pipe.
@@ -58,11 +105,17 @@ fn start(dir: &Path, name: &'static str, args: &[&str], prefixes: &[&str]) -> (P
             let _ = tx.send(line);
         }
     });
+    let proc = Proc {
+        child,
+        name,
+        log,
+        lines: rx,
+    };
     let deadline = Instant::now() + START_TIMEOUT;
     let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
     while found.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+        let line = proc.lines.recv_timeout(left).unwrap_or_else(|_| {
             panic!(
                 "{name} did not print {prefixes:?} within {START_TIMEOUT:?}; its log:\n{}",
                 proc.log()
@@ -283,9 +336,12 @@ fn the_doorlock_example_runs_as_separate_processes() {
         &["cse", "--config", "mn-cse.toml"],
         &["m2m-cse listening http://", "m2m-cse listening https://"],
     );
-    let mn_https = format!("https://{}", urls[1]);
-    let logs = || {
-        [&mef, &maf, &in_cse, &mn_cse]
+    let (mn_http, mn_https) = (
+        format!("http://{}", urls[0]),
+        format!("https://{}", urls[1]),
+    );
+    let logs = |procs: &[&Proc]| {
+        procs
             .iter()
             .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
             .collect::<Vec<_>>()
@@ -315,29 +371,102 @@ fn the_doorlock_example_runs_as_separate_processes() {
         assert!(
             Instant::now() < deadline,
             "the MN-CSE did not register with the IN-CSE within {START_TIMEOUT:?}:\n{}",
-            logs()
+            logs(&[&mef, &maf, &in_cse, &mn_cse])
         );
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // The story, with m2m request only.
+    // The AEs, each its own process: the locks on the MN-CSE's TLS listener, the gateway app on
+    // its loopback listener, the phone (started by story.sh) on the IN-CSE and the key services.
+    for lock in ["front-lock.toml", "back-lock.toml"] {
+        patch(
+            &dir.join(lock),
+            &[(
+                "url = \"https://127.0.0.1:8444\"",
+                format!("url = \"{mn_https}\""),
+            )],
+        );
+    }
+    patch(
+        &dir.join("gateway-app.toml"),
+        &[(
+            "url = \"http://127.0.0.1:8081\"",
+            format!("url = \"{mn_http}\""),
+        )],
+    );
+    patch(
+        &dir.join("phone.toml"),
+        &[
+            (
+                "url = \"https://127.0.0.1:8443\"",
+                format!("url = \"{in_https}\""),
+            ),
+            (
+                "maf_url = \"https://127.0.0.1:8445\"",
+                format!("maf_url = \"{maf_url}\""),
+            ),
+            (
+                "mef_url = \"https://127.0.0.1:8446\"",
+                format!("mef_url = \"{mef_url}\""),
+            ),
+        ],
+    );
+    let ready = |v: &str| -> Value { serde_json::from_str(&format!("{{\"ready\"{v}")).unwrap() };
+    let (mut front, r) = start(
+        &dir,
+        "front-lock",
+        &["ae", "--config", "front-lock.toml"],
+        &["{\"ready\""],
+    );
+    let r = ready(&r[0]);
+    assert_eq!(r["ready"]["aei"], "Clock-AE1", "{r}");
+    assert_eq!(r["ready"]["registration"], "created", "{r}");
+    assert_eq!(
+        r["ready"]["created"].as_array().map(Vec::len),
+        Some(3),
+        "{r}"
+    );
+    let (mut back, r) = start(
+        &dir,
+        "back-lock",
+        &["ae", "--config", "back-lock.toml"],
+        &["{\"ready\""],
+    );
+    assert_eq!(ready(&r[0])["ready"]["aei"], "Cllock-AE2");
+    let (mut gateway, r) = start(
+        &dir,
+        "gateway-app",
+        &["ae", "--config", "gateway-app.toml"],
+        &["{\"ready\""],
+    );
+    let r = ready(&r[0]);
+    assert_eq!(r["ready"]["aei"], "Cgateway-app", "{r}");
+    assert_eq!(
+        r["ready"]["subscriptions"].as_array().map(Vec::len),
+        Some(2),
+        "{r}"
+    );
+
+    // The story and the attacks.
     let out = run(
         Command::new("bash")
             .arg("story.sh")
             .env("M2M", M2M)
             .env("IN_URL", &in_https)
-            .env("MN_URL", &mn_https)
+            .env("MN_HTTP", &mn_http)
             .env("MAF_URL", &maf_url)
             .env("MEF_URL", &mef_url)
             .current_dir(&dir),
         SCRIPT_TIMEOUT,
     );
     let text = stdout(&out);
+    let all = [&mef, &maf, &in_cse, &mn_cse, &front, &back, &gateway];
     assert!(
         out.status.success(),
-        "story.sh failed:\n{text}\n{}\n{}",
+        "story.sh failed:\n{text}\n{}\n{}\n--- phone ---\n{}",
         String::from_utf8_lossy(&out.stderr),
-        logs()
+        logs(&all),
+        std::fs::read_to_string(dir.join("data/phone.log")).unwrap_or_default()
     );
     let responses: Vec<Value> = text
         .lines()
@@ -351,19 +480,18 @@ fn the_doorlock_example_runs_as_separate_processes() {
     assert_eq!(
         codes,
         [
-            // front lock: registration, ACP, container, LOCKED
-            2001, 2001, 2001, 2001, //
-            // back lock: the same
-            2001, 2001, 2001, 2001, //
-            // phone: registration, discovery, unlock, read
-            2001, 2000, 2001, 2000,
+            // each lock reads its LOCKED state over its own association
+            2000, 2000, //
+            // phone: discovery, unlock, read, lock
+            2000, 2001, 2000, 2001, //
+            // attacks: no association, wrong PSK, guessed KpsaID, impersonation
+            4103, 5103, 5103, 4106, //
+            // the stranger and the babysitter register; each is refused the front lock's state
+            2001, 2001, 4103, 4103,
         ],
         "story.sh:\n{text}"
     );
-    assert_eq!(responses[0]["pc"]["m2m:ae"]["aei"], "Clock-AE1", "{text}");
-    assert_eq!(responses[4]["pc"]["m2m:ae"]["aei"], "Cllock-AE2", "{text}");
-    assert_eq!(responses[8]["pc"]["m2m:ae"]["aei"], "Cphone", "{text}");
-    let found: Vec<&str> = responses[9]["pc"]["m2m:uril"]
+    let found: Vec<&str> = responses[2]["pc"]["m2m:uril"]
         .as_array()
         .unwrap_or_else(|| panic!("no m2m:uril in the discovery: {text}"))
         .iter()
@@ -375,44 +503,86 @@ fn the_doorlock_example_runs_as_separate_processes() {
             "{lock} not discovered through the IN-CSE: {found:?}"
         );
     }
-    assert_eq!(responses[10]["pc"]["m2m:cin"]["con"], "UNLOCKED", "{text}");
-    assert_eq!(responses[11]["pc"]["m2m:cin"]["con"], "UNLOCKED", "{text}");
-
-    // The back lock's association claiming to be the front lock: 4106.
-    let out = run(
-        Command::new(M2M)
-            .args([
-                "request",
-                "--json",
-                "--url",
-                &mn_https,
-                "--psk-identity",
-                "AE123456789015-Lock@in.provider.com",
-                "--psk-key-env",
-                "BACK_KPSA",
-                "-X",
-                "create",
-                "--to",
-                "cse-mn/front-lock/state",
-                "--from",
-                "Clock-AE1",
-                "--ty",
-                "4",
-                "--body",
-                r#"{"m2m:cin":{"con":"UNLOCKED"}}"#,
-            ])
-            .env("BACK_KPSA", "12345678abcdefab"),
-        Duration::from_secs(30),
+    assert_eq!(responses[4]["pc"]["m2m:cin"]["con"], "UNLOCKED", "{text}");
+    let reason = |i: usize| {
+        responses[i]["pc"]["m2m:dbg"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        reason(6).contains("authenticated originator (acaf)"),
+        "{}",
+        reason(6)
     );
-    let rsp: Value = serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            stdout(&out),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(rsp["rsc"], 4106, "{rsp}");
-    assert_eq!(out.status.code(), Some(1), "{rsp}");
+    assert!(reason(7).contains("bad record mac"), "{}", reason(7));
+    assert!(reason(8).contains("unknown psk identity"), "{}", reason(8));
+    assert!(
+        reason(9).contains("bound to the security association"),
+        "{}",
+        reason(9)
+    );
+    assert!(reason(13).contains("accessControlWindow"), "{}", reason(13));
 
-    drop((mn_cse, in_cse, maf));
+    // The phone heard the unlock through its subscription (MN-CSE -> IN-CSE -> its poa).
+    let phone_out = std::fs::read_to_string(dir.join("data/phone.out")).unwrap();
+    let notified: Vec<Value> = phone_out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &Value| v.get("notification").is_some())
+        .collect();
+    let cons: Vec<&Value> = notified
+        .iter()
+        .filter_map(|n| n.pointer("/notification/sgn/nev/rep/m2m:cin/con"))
+        .collect();
+    assert_eq!(
+        cons,
+        ["UNLOCKED", "LOCKED"],
+        "the phone printed:\n{phone_out}"
+    );
+
+    // The gateway app heard both changes of the front lock on its loopback association.
+    gateway.wait_for_line(&["\"con\":\"UNLOCKED\""], START_TIMEOUT);
+    gateway.wait_for_line(&["\"con\":\"LOCKED\""], START_TIMEOUT);
+
+    // The AEs stop cleanly on SIGTERM, and a restarted lock reuses its registration.
+    for p in [&mut front, &mut back, &mut gateway] {
+        let status = p.terminate();
+        assert!(status.success(), "{} on SIGTERM: {status}", p.name);
+    }
+    let (_front_again, r) = start(
+        &dir,
+        "front-lock-again",
+        &["ae", "--config", "front-lock.toml"],
+        &["{\"ready\""],
+    );
+    let r = ready(&r[0]);
+    assert_eq!(r["ready"]["registration"], "reused", "{r}");
+    assert_eq!(r["ready"]["created"][0]["outcome"], "exists", "{r}");
+
+    // No key of the example reaches any output or log.
+    let mut seen = format!(
+        "{text}\n{}\n{phone_out}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for entry in std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("data")).unwrap())
+    {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            seen.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    for key in [
+        "1a2b3c4d5e6f7a8b",
+        "12345678abcdefab",
+        "7c2e9d4a1b3f5e6d8c0a2b4f6e8d1c3b5a7f9e0d2c4b6a8f1e3d5c7b9a0f2e4d",
+    ] {
+        assert!(
+            !seen.contains(key),
+            "a key reached the output or a log: {key}"
+        );
+    }
+    drop((mn_cse, in_cse, maf, mef));
 }

@@ -1,0 +1,287 @@
+//! `m2m ae`: an AE as its own long-running process (TS-0001 clause 10.2.2 registration, 10.2.10
+//! subscription and notification): it associates with its CSE in the configured SAE mode,
+//! registers or reuses its registration, creates what its configuration lists, subscribes, and
+//! prints each notification it receives as one JSON line on stdout until SIGINT or SIGTERM.
+//!
+//! stdout: first `{"ready":{...}}` once everything is set up, then `{"notification":{...}}` per
+//! notification. Logs go to stderr.
+
+use crate::ae_config::{AeConfig, AeState};
+use crate::notification_receiver::{self, Notification};
+use crate::originator::{code, expect, pc, send};
+use anyhow::{bail, Context};
+use m2m_client::Client;
+use m2m_core::{Operation, ResourceType};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(clap::Args, Debug)]
+pub struct AeArgs {
+    /// The AE configuration (TOML); `--print-default-config` shows every setting.
+    #[arg(long, required_unless_present = "print_default_config")]
+    pub config: Option<PathBuf>,
+    /// Print the default configuration and exit.
+    #[arg(long)]
+    pub print_default_config: bool,
+}
+
+/// The AE as it runs: its client (the association) and its AE-ID.
+struct Registered {
+    client: Client,
+    aei: String,
+    reused: bool,
+}
+
+pub async fn run(args: AeArgs) -> anyhow::Result<()> {
+    let path = args.config.context("--config is required")?;
+    let cfg = AeConfig::load(&path)?;
+    // Installed before anything else, so that a stop during the setup is clean too.
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    // The receiver listens first: its address is the pointOfAccess of the registration.
+    let receiver = match &cfg.notifications {
+        Some(n) => {
+            let (addr, rx) = notification_receiver::start(&n.listen).await?;
+            let poa = n.poa.clone().unwrap_or_else(|| format!("http://{addr}"));
+            Some((poa, rx))
+        }
+        None => None,
+    };
+    let poa = receiver.as_ref().map(|(p, _)| p.clone());
+    let setup = async {
+        let ae = associate_and_register(&cfg, poa.as_deref()).await?;
+        let created = create_resources(&cfg, &ae).await?;
+        let subscriptions = subscribe(&cfg, &ae).await?;
+        Ok::<_, anyhow::Error>((ae, created, subscriptions))
+    };
+    let (ae, created, subscriptions) = tokio::select! {
+        r = setup => r?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = term.recv() => return Ok(()),
+    };
+    println!(
+        "{}",
+        json!({ "ready": {
+            "aei": ae.aei, "registration": if ae.reused { "reused" } else { "created" },
+            "sae": cfg.sae.name(), "poa": poa, "created": created, "subscriptions": subscriptions,
+        }})
+    );
+    tracing::info!(aei = %ae.aei, "AE ready");
+    let mut notes = receiver.map(|(_, rx)| rx);
+    loop {
+        tokio::select! {
+            Some(note) = next(&mut notes) => println!("{}", note_line(&note)),
+            r = tokio::signal::ctrl_c() => { r?; break; }
+            _ = term.recv() => break,
+        }
+    }
+    tracing::info!(aei = %ae.aei, "AE stopped; its registration is kept for the next run");
+    Ok(())
+}
+
+/// The next notification, or never when the AE has no receiver.
+async fn next(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Notification>>,
+) -> Option<Notification> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn note_line(note: &Notification) -> Value {
+    json!({ "notification": {
+        "received": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "from": note.from,
+        "verification": note.is_verification(),
+        "sgn": note.sgn,
+    }})
+}
+
+/// Opens the association and registers, or reuses the registration the state file names when
+/// the CSE still holds it.
+async fn associate_and_register(cfg: &AeConfig, poa: Option<&str>) -> anyhow::Result<Registered> {
+    let psk = cfg
+        .sae
+        .psk()
+        .await
+        .with_context(|| format!("security association ({})", cfg.sae.name()))?;
+    let client = cfg.sae.client(psk, &cfg.tls_peer(), cfg.timeout())?;
+    let ae_path = format!("{}/{}", cfg.cse.resource_name, cfg.resource_name);
+    if let Some(state) = cfg
+        .saved_state()
+        .filter(|s| s.resource_name == cfg.resource_name && s.cse_url == cfg.cse.url)
+    {
+        let rsp = send(
+            &client,
+            &cfg.cse.url,
+            Operation::Retrieve,
+            &ae_path,
+            &state.aei,
+            None,
+            None,
+        )
+        .await;
+        match rsp {
+            Ok(r) if code(&r) == 2000 && pc(&r)["m2m:ae"]["aei"] == state.aei.as_str() => {
+                if let Some(poa) = poa {
+                    // The receiver may listen on another port than last time.
+                    let body = json!({ "m2m:ae": { "poa": [poa], "rr": true } });
+                    let r = send(
+                        &client,
+                        &cfg.cse.url,
+                        Operation::Update,
+                        &ae_path,
+                        &state.aei,
+                        None,
+                        Some(body),
+                    )
+                    .await;
+                    expect(r, 2004, "updating the pointOfAccess")?;
+                }
+                tracing::info!(aei = %state.aei, "registration reused");
+                return Ok(Registered {
+                    client,
+                    aei: state.aei,
+                    reused: true,
+                });
+            }
+            Ok(r) if code(&r) == 4004 => {
+                tracing::info!(aei = %state.aei, "the CSE no longer holds the registration; registering again");
+            }
+            other => {
+                expect(other, 2000, "checking the kept registration")?;
+            }
+        }
+    }
+    let mut ae =
+        json!({ "rn": cfg.resource_name, "api": cfg.app_id, "rr": poa.is_some(), "srv": ["3"] });
+    if let Some(poa) = poa {
+        ae["poa"] = json!([poa]);
+    }
+    let rsp = send(
+        &client,
+        &cfg.cse.url,
+        Operation::Create,
+        &cfg.cse.resource_name,
+        &cfg.originator,
+        Some(ResourceType::Ae),
+        Some(json!({ "m2m:ae": ae })),
+    )
+    .await;
+    let rsp = expect(rsp, 2001, &format!("registration at {}", cfg.cse.url))?;
+    let Some(aei) = pc(&rsp)["m2m:ae"]["aei"].as_str().map(str::to_owned) else {
+        bail!("the registration's answer names no AE-ID");
+    };
+    cfg.save_state(&AeState {
+        aei: aei.clone(),
+        resource_name: cfg.resource_name.clone(),
+        cse_url: cfg.cse.url.clone(),
+    })?;
+    tracing::info!(aei = %aei, "registered");
+    Ok(Registered {
+        client,
+        aei,
+        reused: false,
+    })
+}
+
+/// Creates the configured resources below the AE; one that exists already (4105) is kept.
+async fn create_resources(cfg: &AeConfig, ae: &Registered) -> anyhow::Result<Vec<Value>> {
+    let mut done = Vec::new();
+    for c in &cfg.create {
+        let mut to = format!("{}/{}", cfg.cse.resource_name, cfg.resource_name);
+        if !c.parent.is_empty() {
+            to = format!("{to}/{}", c.parent);
+        }
+        let content = with_aei(&c.content, &ae.aei);
+        let what = format!("creating {} under {to}", c.ty.root_name());
+        let rsp = send(
+            &ae.client,
+            &cfg.cse.url,
+            Operation::Create,
+            &to,
+            &ae.aei,
+            Some(c.ty),
+            Some(content),
+        )
+        .await;
+        let outcome = match rsp {
+            Ok(r) if code(&r) == 4105 => "exists".to_owned(),
+            other => {
+                let r = expect(other, 2001, &what)?;
+                let ri = pc(&r)[c.ty.root_name()]["ri"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                format!("created {ri}")
+            }
+        };
+        done.push(json!({ "parent": to, "ty": c.ty.code(), "outcome": outcome }));
+    }
+    Ok(done)
+}
+
+/// Subscribes to each configured target with the AE's own AE-ID as notification target.
+async fn subscribe(cfg: &AeConfig, ae: &Registered) -> anyhow::Result<Vec<Value>> {
+    // SP-relative, so that a CSE other than the AE's registrar routes the notification here.
+    let nu = if ae.aei.starts_with('/') {
+        ae.aei.clone()
+    } else {
+        format!("{}/{}", cfg.cse.cse_id, ae.aei)
+    };
+    let mut done = Vec::new();
+    for (i, s) in cfg.subscribe.iter().enumerate() {
+        let rn =
+            s.rn.clone()
+                .unwrap_or_else(|| format!("{}-sub-{}", cfg.resource_name, i + 1));
+        let body = json!({ "m2m:sub": { "rn": rn, "nu": [nu], "enc": { "net": s.net } } });
+        let rsp = send(
+            &ae.client,
+            &cfg.cse.url,
+            Operation::Create,
+            &s.to,
+            &ae.aei,
+            Some(ResourceType::Subscription),
+            Some(body),
+        )
+        .await;
+        let outcome = match rsp {
+            Ok(r) if code(&r) == 4105 => "exists",
+            other => {
+                expect(other, 2001, &format!("subscribing to {}", s.to))?;
+                "created"
+            }
+        };
+        done.push(json!({ "to": s.to, "rn": rn, "nu": nu, "outcome": outcome }));
+    }
+    Ok(done)
+}
+
+/// The content with every "{aei}" in its strings replaced by the AE-ID.
+fn with_aei(v: &Value, aei: &str) -> Value {
+    match v {
+        Value::String(s) => Value::String(s.replace("{aei}", aei)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| with_aei(x, aei)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), with_aei(x, aei)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ae_id_goes_into_content_strings() {
+        let v = json!({ "m2m:acp": { "pv": { "acr": [{ "acor": ["{aei}", "/id-in/Cphone"], "acop": 63 }] } } });
+        assert_eq!(
+            with_aei(&v, "Clock-AE1"),
+            json!({ "m2m:acp": { "pv": { "acr": [{ "acor": ["Clock-AE1", "/id-in/Cphone"], "acop": 63 }] } } })
+        );
+    }
+}

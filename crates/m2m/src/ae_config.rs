@@ -1,0 +1,482 @@
+//! The configuration of an AE (TS-0001 clause 9.6.5 <AE>): its registration, the security
+//! association with its CSE (TS-0003 clause 8.2), what it creates and subscribes to, and where it
+//! receives notifications. Read by `m2m ae --config` and `m2m request --ae`.
+
+use crate::association::{MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
+use anyhow::{anyhow, bail, Context};
+use m2m_core::ResourceType;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `m2m ae --print-default-config`: every setting with its default, and what the others mean.
+pub const DEFAULT_CONFIG: &str = r#"# An AE of the m2m service layer: `m2m ae --config FILE` runs it, `m2m request --ae FILE`
+# sends requests as it. Relative paths are relative to this file's directory. Keys are never
+# written here: name an environment variable (*_env) or a private key file (*_file, mode 0600)
+# holding the key in hex.
+
+[ae]
+# The resourceName of the <AE> and its App-ID.
+resource_name = "my-ae"
+app_id = "Nmy-app"
+# From of the registration: "C" lets the CSE assign the AE-ID (an association may bind it);
+# "Cname" asks for that AE-ID.
+originator = "C"
+# Where the assigned AE-ID is kept, so that a restart reuses the registration; default: this
+# file's name with .state.json, beside it.
+# state_file = "data/my-ae.state.json"
+
+[cse]
+# The CSE the AE registers with: its URL, CSE-ID and CSEBase resourceName.
+url = "http://127.0.0.1:8080"
+cse_id = "/id-in"
+resource_name = "cse-in"
+# Certificate mode: the root of trust for the CSE's certificate and the name it must carry.
+# trusted_ca = "pki/ca/ca.pem"
+# server_name = "id-in.m2m.example.com"
+timeout_seconds = 10
+
+[security]
+# The security association with the CSE (TS-0003 clause 8.2): none | psk | certificate | maf
+mode = "none"
+# psk (provisioned symmetric key): kpsa_id and the key in key_env or key_file
+# kpsa_id = "AE123456789012-Lock@in.provider.com"
+# key_file = "pki/my-ae.kpsa"
+# certificate: the AE's certificate chain (PEM, leaf first) and its private key
+# certificate = "pki/my-ae.pem"
+# private_key = "pki/my-ae.key"
+# maf (MAF-based): the MAF, the target CSE's absolute CSE-ID, and either a Km (km_id with
+# km_env or km_file) or an enrolment at the MEF (mef_url, mef_fqdn, kpm_id with kpm_env or kpm_file)
+# maf_url = "https://127.0.0.1:8445"
+# maf_fqdn = "maf.keys.example.net"
+# target_cse = "//m2m.example.com/id-in"
+# mef_url = "https://127.0.0.1:8446"
+# mef_fqdn = "mef.keys.example.net"
+# kpm_id = "phone@mef.keys.example.net"
+# kpm_file = "pki/phone.kpm"
+
+# A notification receiver at the AE's pointOfAccess; without this section the AE receives
+# nothing (requestReachability false). Each notification is one JSON line on stdout.
+# [notifications]
+# listen = "127.0.0.1:0"
+# poa = "http://127.0.0.1:9000"   # default: http:// and the address listened on
+
+# Resources created after registration, in order; a resource that exists already is kept.
+# parent is below the AE ("" the AE itself, "state" its child); "{aei}" in content strings is
+# replaced by the AE-ID.
+# [[create]]
+# parent = ""
+# ty = 3
+# content = { "m2m:cnt" = { rn = "state" } }
+
+# Subscriptions with the AE as notification target (nu = its AE-ID).
+# [[subscribe]]
+# to = "cse-in/other-ae/state"
+# rn = "my-ae-sub"
+# net = [3]
+"#;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    ae: AeFile,
+    cse: CseFile,
+    security: SecurityFile,
+    notifications: Option<Notifications>,
+    create: Vec<CreateFile>,
+    subscribe: Vec<Subscribe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AeFile {
+    resource_name: String,
+    app_id: String,
+    originator: String,
+    state_file: Option<PathBuf>,
+}
+
+impl Default for AeFile {
+    fn default() -> Self {
+        AeFile {
+            resource_name: "my-ae".into(),
+            app_id: "Nmy-app".into(),
+            originator: "C".into(),
+            state_file: None,
+        }
+    }
+}
+
+/// The CSE the AE registers with.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct CseFile {
+    pub url: String,
+    pub cse_id: String,
+    pub resource_name: String,
+    pub trusted_ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub timeout_seconds: u64,
+}
+
+impl Default for CseFile {
+    fn default() -> Self {
+        CseFile {
+            url: "http://127.0.0.1:8080".into(),
+            cse_id: "/id-in".into(),
+            resource_name: "cse-in".into(),
+            trusted_ca: None,
+            server_name: None,
+            timeout_seconds: 10,
+        }
+    }
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum ModeName {
+    #[default]
+    None,
+    Psk,
+    Certificate,
+    Maf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct SecurityFile {
+    mode: ModeName,
+    kpsa_id: Option<String>,
+    key_env: Option<String>,
+    key_file: Option<PathBuf>,
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+    maf_url: Option<String>,
+    maf_fqdn: Option<String>,
+    target_cse: Option<String>,
+    km_id: Option<String>,
+    km_env: Option<String>,
+    km_file: Option<PathBuf>,
+    mef_url: Option<String>,
+    mef_fqdn: Option<String>,
+    kpm_id: Option<String>,
+    kpm_env: Option<String>,
+    kpm_file: Option<PathBuf>,
+}
+
+/// The notification receiver at the AE's pointOfAccess.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub poa: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:0".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateFile {
+    #[serde(default)]
+    parent: String,
+    ty: u16,
+    content: Value,
+}
+
+/// A resource the AE creates below itself after registration.
+#[derive(Clone, Debug)]
+pub struct Create {
+    /// Below the AE: "" is the AE itself.
+    pub parent: String,
+    pub ty: ResourceType,
+    pub content: Value,
+}
+
+/// A subscription with the AE as notification target.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Subscribe {
+    /// The subscribed-to resource (any address form the CSE resolves).
+    pub to: String,
+    pub rn: Option<String>,
+    /// notificationEventType; default [3] (a child created, e.g. a new contentInstance).
+    #[serde(default = "default_net")]
+    pub net: Vec<u8>,
+}
+
+fn default_net() -> Vec<u8> {
+    vec![3]
+}
+
+/// An AE configuration, checked, its paths resolved against the file's directory.
+#[derive(Clone, Debug)]
+pub struct AeConfig {
+    pub resource_name: String,
+    pub app_id: String,
+    pub originator: String,
+    pub state_file: PathBuf,
+    pub cse: CseFile,
+    pub sae: SaeMode,
+    pub notifications: Option<Notifications>,
+    pub create: Vec<Create>,
+    pub subscribe: Vec<Subscribe>,
+}
+
+/// What a running AE keeps between runs: the AE-ID its registration was given.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct AeState {
+    pub aei: String,
+    pub resource_name: String,
+    pub cse_url: String,
+}
+
+impl AeConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> anyhow::Result<AeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "ae".into());
+        Self::parse(&text, base, &stem).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Parses a configuration whose relative paths are relative to `base`.
+    pub fn parse(text: &str, base: &Path, stem: &str) -> anyhow::Result<AeConfig> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| anyhow!("{}", e.message()))?;
+        let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        let mut cse = f.cse;
+        cse.trusted_ca = cse.trusted_ca.map(resolve);
+        if cse.timeout_seconds == 0 {
+            bail!("[cse] timeout_seconds must be at least 1");
+        }
+        let sae = sae_mode(f.security, &resolve)?;
+        let create = f
+            .create
+            .into_iter()
+            .map(|c| {
+                let ty = ResourceType::parse_requested(&c.ty.to_string())
+                    .map_err(|e| anyhow!("[[create]] ty {}: {}", c.ty, e.dbg))?;
+                if !c.content.is_object() {
+                    bail!("[[create]] content must be a table such as {{ \"m2m:cnt\" = {{ rn = \"state\" }} }}");
+                }
+                Ok(Create {
+                    parent: c.parent.trim_matches('/').to_owned(),
+                    ty,
+                    content: c.content,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let state_file =
+            f.ae.state_file
+                .map(resolve)
+                .unwrap_or_else(|| base.join(format!("{stem}.state.json")));
+        Ok(AeConfig {
+            resource_name: f.ae.resource_name,
+            app_id: f.ae.app_id,
+            originator: f.ae.originator,
+            state_file,
+            cse,
+            sae,
+            notifications: f.notifications,
+            create,
+            subscribe: f.subscribe,
+        })
+    }
+
+    pub fn tls_peer(&self) -> TlsPeer {
+        TlsPeer {
+            trusted_ca: self.cse.trusted_ca.clone(),
+            server_name: self.cse.server_name.clone(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.cse.timeout_seconds)
+    }
+
+    /// The AE-ID of the last registration, if the AE has run and kept one.
+    pub fn saved_state(&self) -> Option<AeState> {
+        let text = std::fs::read_to_string(&self.state_file).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Keeps the registration for the next run (written whole, then renamed into place).
+    pub fn save_state(&self, state: &AeState) -> anyhow::Result<()> {
+        if let Some(dir) = self.state_file.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+        }
+        let tmp = self.state_file.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.state_file)
+            .with_context(|| format!("cannot write {}", self.state_file.display()))
+    }
+
+    /// The From of requests sent as this AE: the AE-ID it was given, else its configured originator.
+    pub fn from(&self) -> String {
+        self.saved_state()
+            .map(|s| s.aei)
+            .unwrap_or_else(|| self.originator.clone())
+    }
+}
+
+/// The SAE mode of a `[security]` section, each mode with exactly the settings it needs.
+fn sae_mode(s: SecurityFile, resolve: &dyn Fn(PathBuf) -> PathBuf) -> anyhow::Result<SaeMode> {
+    let need = |v: Option<String>, key: &str| {
+        v.ok_or_else(|| anyhow!("[security] mode {:?} needs {key}", s.mode))
+    };
+    let secret = |env: Option<String>, file: Option<PathBuf>, what: &str| {
+        match (env, file) {
+        (Some(v), None) => Ok(SecretSource::Env(v)),
+        (None, Some(f)) => Ok(SecretSource::File(resolve(f))),
+        _ => Err(anyhow!(
+            "[security] needs exactly one of {what}_env and {what}_file (keys are never written in the configuration)"
+        )),
+    }
+    };
+    Ok(match s.mode {
+        ModeName::None => SaeMode::None,
+        ModeName::Psk => SaeMode::Psk {
+            kpsa_id: need(s.kpsa_id.clone(), "kpsa_id")?,
+            key: secret(s.key_env.clone(), s.key_file.clone(), "key")?,
+        },
+        ModeName::Certificate => SaeMode::Certificate {
+            certificate: resolve(
+                s.certificate
+                    .clone()
+                    .ok_or_else(|| anyhow!("[security] mode certificate needs certificate"))?,
+            ),
+            private_key: resolve(
+                s.private_key
+                    .clone()
+                    .ok_or_else(|| anyhow!("[security] mode certificate needs private_key"))?,
+            ),
+        },
+        ModeName::Maf => {
+            let credential = if s.mef_url.is_some() {
+                MafCredential::Enrolment {
+                    mef_url: need(s.mef_url.clone(), "mef_url")?,
+                    mef_fqdn: need(s.mef_fqdn.clone(), "mef_fqdn")?,
+                    kpm_id: need(s.kpm_id.clone(), "kpm_id")?,
+                    kpm: secret(s.kpm_env.clone(), s.kpm_file.clone(), "kpm")?,
+                }
+            } else {
+                MafCredential::Km {
+                    km_id: need(s.km_id.clone(), "km_id (or an enrolment: mef_url ...)")?,
+                    km: secret(s.km_env.clone(), s.km_file.clone(), "km")?,
+                }
+            };
+            SaeMode::Maf(MafSae {
+                url: need(s.maf_url.clone(), "maf_url")?,
+                fqdn: need(s.maf_fqdn.clone(), "maf_fqdn")?,
+                target_cse: need(s.target_cse.clone(), "target_cse")?,
+                credential,
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<AeConfig> {
+        AeConfig::parse(text, Path::new("/etc/ae"), "lock")
+    }
+
+    #[test]
+    fn the_default_config_is_the_defaults() {
+        let c = parse(DEFAULT_CONFIG).unwrap();
+        let e = parse("").unwrap();
+        assert_eq!(c.resource_name, "my-ae");
+        assert_eq!(c.originator, "C");
+        assert_eq!(c.cse.url, e.cse.url);
+        assert_eq!(c.cse.resource_name, "cse-in");
+        assert_eq!(c.sae, SaeMode::None);
+        assert!(c.notifications.is_none() && c.create.is_empty() && c.subscribe.is_empty());
+        assert_eq!(e.state_file, Path::new("/etc/ae/lock.state.json"));
+        assert_eq!(e.timeout(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn modes_with_their_settings() {
+        let c = parse(
+            "[security]\nmode = \"psk\"\nkpsa_id = \"AE1-Lock@in.provider.com\"\nkey_file = \"k.hex\"\n\
+             [notifications]\n[[create]]\nty = 3\ncontent = { \"m2m:cnt\" = { rn = \"state\" } }\n\
+             [[subscribe]]\nto = \"cse-mn/x/state\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.sae,
+            SaeMode::Psk {
+                kpsa_id: "AE1-Lock@in.provider.com".into(),
+                key: SecretSource::File("/etc/ae/k.hex".into())
+            }
+        );
+        assert_eq!(c.notifications.unwrap().listen, "127.0.0.1:0");
+        assert_eq!(c.create[0].ty, ResourceType::Container);
+        assert_eq!(c.create[0].content["m2m:cnt"]["rn"], "state");
+        assert_eq!(c.subscribe[0].net, vec![3]);
+
+        let c = parse(
+            "[security]\nmode = \"maf\"\nmaf_url = \"https://m\"\nmaf_fqdn = \"maf.x\"\ntarget_cse = \"//sp/id-in\"\n\
+             mef_url = \"https://e\"\nmef_fqdn = \"mef.x\"\nkpm_id = \"p@mef.x\"\nkpm_env = \"KPM\"\n",
+        )
+        .unwrap();
+        let SaeMode::Maf(m) = c.sae else {
+            panic!("not maf")
+        };
+        assert!(
+            matches!(m.credential, MafCredential::Enrolment { kpm: SecretSource::Env(ref v), .. } if v == "KPM")
+        );
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        for (text, says) in [
+            (
+                "[security]\nmode = \"psk\"\nkey_env = \"K\"\n",
+                "needs kpsa_id",
+            ),
+            (
+                "[security]\nmode = \"psk\"\nkpsa_id = \"a@b\"\n",
+                "exactly one of key_env and key_file",
+            ),
+            (
+                "[security]\nmode = \"psk\"\nkpsa_id = \"a@b\"\nkey = \"1a2b\"\n",
+                "unknown field `key`",
+            ),
+            ("[security]\nmode = \"tls\"\n", "unknown variant"),
+            ("[security]\nmode = \"maf\"\nmaf_url = \"u\"\n", "km_id"),
+            ("[[create]]\nty = 999\ncontent = {}\n", "ty 999"),
+            ("[[create]]\nty = 3\ncontent = 1\n", "must be a table"),
+            ("[cse]\ntimeout_seconds = 0\n", "at least 1"),
+        ] {
+            let err = format!("{:#}", parse(text).unwrap_err());
+            assert!(err.contains(says), "{text:?}: {err}");
+            assert!(!err.contains("1a2b"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_state_file_keeps_the_ae_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = AeConfig::parse("[ae]\nstate_file = \"data/x.json\"\n", dir.path(), "x").unwrap();
+        assert_eq!(c.from(), "C");
+        let state = AeState {
+            aei: "Clock-AE1".into(),
+            resource_name: "front-lock".into(),
+            cse_url: "https://127.0.0.1:8444".into(),
+        };
+        c.save_state(&state).unwrap();
+        assert_eq!(c.saved_state().unwrap(), state);
+        assert_eq!(c.from(), "Clock-AE1");
+    }
+}

@@ -1,0 +1,221 @@
+//! Security association establishment of an AE with its CSE (TS-0003 clause 8.2): the three
+//! modes an AE of this project uses (provisioned symmetric key 8.2.2.1, certificates 8.2.2.2,
+//! MAF-based 8.2.2.3), shared by `m2m request`, `m2m ae` and `m2m demo`.
+
+use anyhow::{anyhow, Context};
+use m2m_client::{Client, TlsSettings};
+use m2m_keyservices::sae::{connection_key, enrol_for_maf, MafAccess};
+use m2m_security::credentials::Secret;
+use m2m_security::tls::{client_context, ClientTlsConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Where a secret comes from: never the configuration itself, so that configurations can be
+/// shown, copied and committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable holding the key in hex (keeps it out of the process list).
+    Env(String),
+    /// A file holding the key in hex; it must be private (mode 0600).
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the key; errors name the variable or file, never the value.
+    pub fn load(&self) -> anyhow::Result<Secret> {
+        match self {
+            SecretSource::Env(var) => {
+                let hex =
+                    Zeroizing::new(std::env::var(var).map_err(|_| anyhow!("${var} is not set"))?);
+                Secret::from_hex(hex.trim()).map_err(|e| anyhow!("${var}: {e}"))
+            }
+            SecretSource::File(path) => {
+                m2m_security::secure_environment::check_private_file(path)
+                    .map_err(|e| anyhow!(e))?;
+                let hex = Zeroizing::new(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                );
+                Secret::from_hex(hex.trim()).map_err(|e| anyhow!("{}: {e}", path.display()))
+            }
+        }
+    }
+}
+
+/// How the AE obtains the credential it presents to the MAF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MafCredential {
+    /// A pre-provisioned Km with its KmID.
+    Km { km_id: String, km: SecretSource },
+    /// Remote provisioning: enrol at the MEF on the factory credential Kpm (TS-0003 clause 8.3);
+    /// Km is derived from the enrolment.
+    Enrolment {
+        mef_url: String,
+        mef_fqdn: String,
+        kpm_id: String,
+        kpm: SecretSource,
+    },
+}
+
+/// MAF-based SAE: the MAF to obtain Kc from, the credential towards it, the target CSE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MafSae {
+    pub url: String,
+    pub fqdn: String,
+    /// The absolute CSE-ID of the target CSE (e.g. `//m2m.example.com/id-in`).
+    pub target_cse: String,
+    pub credential: MafCredential,
+}
+
+/// The security association mode of an AE with its CSE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaeMode {
+    /// No association: plain HTTP (loopback development and the gateway app on its MN-CSE).
+    None,
+    /// Provisioned symmetric key: TLS-PSK with KpsaID and Kpsa.
+    Psk { kpsa_id: String, key: SecretSource },
+    /// Certificates: a client certificate chain and its key.
+    Certificate {
+        certificate: PathBuf,
+        private_key: PathBuf,
+    },
+    /// MAF-based: TLS-PSK with a connection key Kc from the MAF.
+    Maf(MafSae),
+}
+
+/// What the AE knows of the CSE's side of TLS.
+#[derive(Clone, Debug, Default)]
+pub struct TlsPeer {
+    /// Root of trust for the CSE's certificate (certificate mode).
+    pub trusted_ca: Option<PathBuf>,
+    /// The CSE's name for SNI and certificate verification (e.g. `id-in.m2m.example.com`).
+    pub server_name: Option<String>,
+}
+
+/// A psk_identity and its key, ready for the TLS context.
+pub type PskCredential = (String, Zeroizing<Vec<u8>>);
+
+impl SaeMode {
+    /// The TLS-PSK credential of the mode. For MAF-based SAE this goes to the network (MEF
+    /// enrolment when configured, MAF client and key registration), so its errors mean the key
+    /// services could not be reached or refused.
+    pub async fn psk(&self) -> anyhow::Result<Option<PskCredential>> {
+        match self {
+            SaeMode::Psk { kpsa_id, key } => {
+                let key = key.load()?;
+                Ok(Some((
+                    kpsa_id.clone(),
+                    Zeroizing::new(key.expose().to_vec()),
+                )))
+            }
+            SaeMode::Maf(maf) => maf_psk(maf).await.map(Some),
+            SaeMode::None | SaeMode::Certificate { .. } => Ok(None),
+        }
+    }
+
+    /// A client that opens associations in this mode, given the PSK `psk()` returned.
+    pub fn client(
+        &self,
+        psk: Option<PskCredential>,
+        peer: &TlsPeer,
+        timeout: Duration,
+    ) -> anyhow::Result<Client> {
+        let client = Client::new().with_timeout(timeout);
+        let (certificate_chain, private_key) = match self {
+            SaeMode::Certificate {
+                certificate,
+                private_key,
+            } => (Some(certificate.clone()), Some(private_key.clone())),
+            _ => (None, None),
+        };
+        if psk.is_none() && certificate_chain.is_none() && peer.trusted_ca.is_none() {
+            return Ok(client);
+        }
+        let context = client_context(&ClientTlsConfig {
+            cipher_suites: Vec::new(),
+            tls13: false,
+            psk,
+            certificate_chain,
+            private_key,
+            trusted_ca: peer.trusted_ca.clone(),
+        })
+        .map_err(|e| anyhow!("TLS: {e}"))?;
+        Ok(client.with_tls(TlsSettings {
+            context,
+            server_name: peer.server_name.clone(),
+        }))
+    }
+
+    /// The short name of the mode, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SaeMode::None => "none",
+            SaeMode::Psk { .. } => "psk",
+            SaeMode::Certificate { .. } => "certificate",
+            SaeMode::Maf(_) => "maf",
+        }
+    }
+}
+
+/// MAF-based SAE in one call: enrol at the MEF when configured, obtain Kc for the target CSE.
+async fn maf_psk(maf: &MafSae) -> anyhow::Result<PskCredential> {
+    let access = match &maf.credential {
+        MafCredential::Enrolment {
+            mef_url,
+            mef_fqdn,
+            kpm_id,
+            kpm,
+        } => enrol_for_maf(mef_url, mef_fqdn, kpm_id, &kpm.load()?, &maf.url, &maf.fqdn)
+            .await
+            .map_err(|e| anyhow!(e))?,
+        MafCredential::Km { km_id, km } => MafAccess {
+            url: maf.url.clone(),
+            fqdn: maf.fqdn.clone(),
+            km_id: km_id.clone(),
+            km: km.load()?,
+        },
+    };
+    let key = connection_key(&access, &maf.target_cse)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    Ok((
+        key.psk_identity.clone(),
+        Zeroizing::new(key.psk.expose().to_vec()),
+    ))
+}
+
+/// A TLS-PSK client with an identity and key in hand (the demo's locks and attackers).
+pub fn psk_client(identity: &str, key: &[u8], timeout: Duration) -> anyhow::Result<Client> {
+    let mode = SaeMode::None;
+    mode.client(
+        Some((identity.to_owned(), Zeroizing::new(key.to_vec()))),
+        &TlsPeer::default(),
+        timeout,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn secrets_come_from_variables_and_private_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.hex");
+        std::fs::write(&file, "1a2b3c4d5e6f7a8b\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = SecretSource::File(file.clone()).load().unwrap_err();
+        assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
+        assert!(!format!("{err:#}").contains("1a2b"), "{err:#}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let key = SecretSource::File(file).load().unwrap();
+        assert_eq!(key.expose(), hex::decode("1a2b3c4d5e6f7a8b").unwrap());
+
+        let err = SecretSource::Env("M2M_TEST_UNSET_KEY_VAR".into())
+            .load()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "$M2M_TEST_UNSET_KEY_VAR is not set");
+    }
+}
