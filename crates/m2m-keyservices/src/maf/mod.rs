@@ -63,12 +63,19 @@
 
 pub mod client;
 pub mod config;
+pub mod jwk;
 pub mod server;
 pub mod store;
+pub mod ttp;
 
-pub use client::{ClientRegistration, MafClient, MafError, RegisteredKey, RetrievedKey};
-pub use config::{KmRow, MafConfig, MefSection, DEFAULT_CONFIG};
+pub use client::{
+    ClientRegistration, CredentialRequest, E2eCredential, MafClient, MafError, RegisteredKey,
+    RetrievedKey,
+};
+pub use config::{Delegation, KmRow, MafConfig, MefSection, TtpSection, DEFAULT_CONFIG};
+pub use jwk::{Jwk, KeyType};
 pub use server::{Clock, RunningMaf};
+pub use ttp::CredentialUsage;
 
 use m2m_security::access_control::originator::to_absolute;
 use m2m_security::access_control::HostingCse;
