@@ -227,7 +227,7 @@ pub fn b64url_decode(s: &str) -> Option<Zeroizing<Vec<u8>>> {
         return None;
     }
     let mut std = Zeroizing::new(s.replace('-', "+").replace('_', "/"));
-    while std.len() % 4 != 0 {
+    while !std.len().is_multiple_of(4) {
         std.push('=');
     }
     let bytes = Zeroizing::new(openssl::base64::decode_block(&std).ok()?);

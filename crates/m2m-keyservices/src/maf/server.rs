@@ -350,7 +350,7 @@ async fn handshake(
 
 pub(super) type Answer = Response<Full<Bytes>>;
 /// A refusal on the way to an answer (boxed: a response is large).
-type Refused = Box<Answer>;
+pub(super) type Refused = Box<Answer>;
 
 pub(super) fn answer(status: StatusCode, body: Value) -> Answer {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));

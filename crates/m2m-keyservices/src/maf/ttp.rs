@@ -45,7 +45,7 @@
 
 use super::absolute_id;
 use super::jwk::Jwk;
-use super::server::{self, internal, lifetime, parse_json, Answer, Conn, State};
+use super::server::{self, internal, lifetime, parse_json, Answer, Conn, Refused, State};
 use super::store::Store;
 use http::Method;
 use m2m_core::ResponseStatusCode as Rsc;
@@ -256,13 +256,13 @@ fn requesters(state: &State, ids: &[String]) -> Result<Vec<String>, &'static str
 }
 
 /// The requester may register for `subject`: a registered MAF client, delegated for it.
-fn may_register(state: &State, conn: &Conn, subject: &str, now: i64) -> Result<(), Answer> {
+fn may_register(state: &State, conn: &Conn, subject: &str, now: i64) -> Result<(), Refused> {
     let refuse = |why: &str| {
         tracing::warn!(target: "audit", peer = %conn.peer, registrant = %conn.identity, subject, reason = why, "TTP credential registration refused");
-        refused(Rsc::OriginatorHasNoPrivilege, why)
+        Box::new(refused(Rsc::OriginatorHasNoPrivilege, why))
     };
     match state.store().is_registered(&conn.identity, now) {
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(Box::new(internal(e))),
         Ok(false) => return Err(refuse("not a registered MAF client")),
         Ok(true) => {}
     }
@@ -294,7 +294,7 @@ fn register(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         return internal(e);
     }
     if let Err(a) = may_register(state, conn, &subject, now) {
-        return a;
+        return *a;
     }
     let Some(usage) = req.usage.as_deref().and_then(CredentialUsage::parse) else {
         return bad("usage must be esprim, esdata-integrity or esdata-confidentiality");
@@ -397,29 +397,30 @@ fn own(
     conn: &Conn,
     id: &str,
     what: &str,
-) -> Result<CredentialReg, Answer> {
+) -> Result<CredentialReg, Refused> {
     let refuse = |reason: &str| {
         tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, credential = %id, reason, "TTP credential {what} refused");
     };
-    match live(state, store, id) {
-        Err(e) => Err(internal(e)),
-        Ok(Some(reg)) if reg.registrant == conn.identity => Ok(reg),
+    let refusal = match live(state, store, id) {
+        Err(e) => internal(e),
+        Ok(Some(reg)) if reg.registrant == conn.identity => return Ok(reg),
         Ok(Some(reg)) if reg.requesters.contains(&conn.identity) => {
             refuse("a requester, not the registrant");
-            Err(refused(
+            refused(
                 Rsc::OriginatorHasNoPrivilege,
                 "only the registrant may change this credential",
-            ))
+            )
         }
         Ok(Some(_)) => {
             refuse("not the registrant");
-            Err(not_found())
+            not_found()
         }
         Ok(None) => {
             refuse("unknown or expired");
-            Err(not_found())
+            not_found()
         }
-    }
+    };
+    Err(Box::new(refusal))
 }
 
 #[derive(Deserialize, Default)]
@@ -438,7 +439,7 @@ fn update(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
     let store = state.store();
     let old = match own(state, &store, conn, id, "update") {
         Ok(r) => r,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     let mut reg = old.clone();
     if let Some(ids) = &req.requester_ids {
@@ -477,7 +478,7 @@ fn deregister(state: &State, conn: &Conn, id: &str) -> Answer {
     let store = state.store();
     let reg = match own(state, &store, conn, id, "de-registration") {
         Ok(r) => r,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     if let Err(e) = store.delete_credential(&reg.id) {
         return internal(e);
