@@ -15,6 +15,7 @@ mod maf;
 mod mef;
 mod pki;
 mod request;
+mod ttp;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,8 @@ enum Command {
     Maf(maf::MafArgs),
     /// Run the M2M Enrolment Function: remote security provisioning (TS-0003 clause 8.3).
     Mef(mef::MefArgs),
+    /// Use the MAF's trusted third party: register and retrieve E2E credentials (seeds/001 5.6, 5.7).
+    Ttp(Box<ttp::TtpArgs>),
     /// Make certificates in the TS-0003 profile (root CA, CSE, AE, MAF, MEF) and show a certificate's oneM2M identity.
     Pki(pki::PkiArgs),
     /// Benchmark a CSE: contentInstance create and latest retrieve under keep-alive load.
@@ -111,6 +114,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 init_logging();
             }
             runtime()?.block_on(maf::run(args))
+        }
+        Command::Ttp(args) => {
+            let code = runtime()?.block_on(ttp::run(*args))?;
+            std::process::exit(code);
         }
         Command::Mef(args) => {
             if !args.print_default_config {

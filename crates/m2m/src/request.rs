@@ -240,7 +240,7 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn secret_from_env(var: &str) -> anyhow::Result<m2m_security::credentials::Secret> {
+pub(crate) fn secret_from_env(var: &str) -> anyhow::Result<m2m_security::credentials::Secret> {
     let hex = zeroize::Zeroizing::new(
         std::env::var(var).map_err(|_| anyhow::anyhow!("${var} is not set"))?,
     );

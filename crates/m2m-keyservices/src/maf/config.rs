@@ -320,9 +320,9 @@ key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 default_lifetime = 86400
 max_lifetime = 2592000
 # A gateway may register credentials for its devices; `*` matches within one ID segment.
-# [[ttp.delegations]]
-# delegate = "/mn-cse-123456"
-# subjects = ["/mn-cse-123456/C*"]
+[[ttp.delegations]]
+delegate = "/mn-cse-123456"
+subjects = ["/mn-cse-123456/C*"]
 
 # Remote-provisioned Km (TS-0003 clause 8.3): an enrolee of this MEF authenticates with
 # psk_identity = its KeID (hex@MEF-FQDN) and psk = Km = HMAC-SHA256(Ke, label || MAF-FQDN); the MAF
