@@ -60,6 +60,10 @@
 //!   (the parsed values are, as [`Secret`](m2m_security::credentials::Secret)s).
 //! - Every registration, retrieval (granted or refused), update and de-registration is one log line with
 //!   tracing target `audit`, carrying IDs only.
+//!
+//! # The trusted third party
+//! The same listener serves the TTP's registry of E2E credentials (seeds/001 clauses 5.6, 5.7) under
+//! `/maf/e2e-credentials`, with oneM2M status codes; see [`ttp`].
 
 pub mod client;
 pub mod config;
