@@ -35,7 +35,8 @@
 //!
 //! - Registration needs a valid MAF Client Registration of the requester, and the subject must be the
 //!   requester itself or match a `[[ttp.delegations]]` entry of the requester: 4103 otherwise.
-//! - Retrieval: the registrant and the requesters only. Anyone else gets 4004, exactly as for an
+//! - Retrieval: the registrant and the requesters only (an authenticated association suffices, no
+//!   Client Registration, as for Key Retrieval). Anyone else gets 4004, exactly as for an
 //!   unknown or expired ID: a client that may not have a credential cannot learn whether an ID
 //!   (e.g. a `kid` it saw in a message) is registered or still valid.
 //! - Update and de-registration: the registrant only; a requester (who knows the credential anyway)
