@@ -146,6 +146,7 @@ fn config(p: &Pki, storage: &Path) -> MafConfig {
         sweep_interval: 3600,
         handshake_timeout: 5,
         mef: None,
+        ttp: Default::default(),
     }
 }
 

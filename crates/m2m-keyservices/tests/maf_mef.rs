@@ -158,6 +158,7 @@ suids = [11]
                 fqdn: MEF.into(),
                 timeout_ms: 3000,
             }),
+            ttp: Default::default(),
         };
         RunningMaf::start(cfg, system_clock()).await.unwrap()
     }

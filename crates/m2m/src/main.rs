@@ -20,6 +20,7 @@ mod notification_receiver;
 mod originator;
 mod pki;
 mod request;
+mod ttp;
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +55,8 @@ enum Command {
     Maf(maf::MafArgs),
     /// Run the M2M Enrolment Function: remote security provisioning (TS-0003 clause 8.3).
     Mef(mef::MefArgs),
+    /// Use the MAF's trusted third party: register and retrieve E2E credentials (seeds/001 5.6, 5.7).
+    Ttp(Box<ttp::TtpArgs>),
     /// Make certificates in the TS-0003 profile (root CA, CSE, AE, MAF, MEF) and show a certificate's oneM2M identity.
     Pki(pki::PkiArgs),
     /// Benchmark a CSE: contentInstance create and latest retrieve under keep-alive load.
@@ -127,6 +130,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 init_logging();
             }
             runtime()?.block_on(maf::run(args))
+        }
+        Command::Ttp(args) => {
+            let code = runtime()?.block_on(ttp::run(*args))?;
+            std::process::exit(code);
         }
         Command::Mef(args) => {
             if !args.print_default_config {

@@ -1,6 +1,8 @@
 //! A MAF client: one TLS connection (so that the exporter output, and thus Kc/KcID, is the one the MAF
 //! computes on its side), HTTP/1.1 over it with hyper's `conn::http1`.
 
+use super::jwk::Jwk;
+use super::ttp::CredentialUsage;
 use super::{split_exporter, EXPORTER_LABEL, EXPORTER_LEN};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -18,18 +20,21 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
-/// A failed MAF request: the HTTP status (if the MAF answered) and its short reason.
+/// A failed MAF request: the HTTP status (if the MAF answered), the oneM2M status code (the TTP
+/// answers carry one) and its short reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MafError {
     pub status: Option<u16>,
+    pub rsc: Option<u16>,
     pub reason: String,
 }
 
 impl std::fmt::Display for MafError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.status {
-            Some(s) => write!(f, "MAF answered {s}: {}", self.reason),
-            None => write!(f, "MAF: {}", self.reason),
+        match (self.rsc, self.status) {
+            (Some(rsc), _) => write!(f, "MAF answered {rsc}: {}", self.reason),
+            (None, Some(s)) => write!(f, "MAF answered {s}: {}", self.reason),
+            (None, None) => write!(f, "MAF: {}", self.reason),
         }
     }
 }
@@ -39,6 +44,7 @@ impl std::error::Error for MafError {}
 fn local(reason: impl Into<String>) -> MafError {
     MafError {
         status: None,
+        rsc: None,
         reason: reason.into(),
     }
 }
@@ -61,6 +67,53 @@ pub struct RegisteredKey {
     pub relative_id: String,
     pub expiration_time: String,
     pub target_ids: Vec<String>,
+}
+
+/// An E2E credential of the TTP ([`crate::maf::ttp`]) as the MAF answered it.
+#[derive(Debug, Clone)]
+pub struct E2eCredential {
+    /// `hex@MAF-FQDN`.
+    pub credential_id: String,
+    pub subject_id: String,
+    pub usage: CredentialUsage,
+    pub registrant_id: String,
+    /// Shown to the registrant only (empty otherwise).
+    pub requester_ids: Vec<String>,
+    pub expiration_time: String,
+    /// On retrieval, and on a registration where the TTP generated the key.
+    pub jwk: Option<Jwk>,
+}
+
+impl E2eCredential {
+    /// The JSON the MAF answered (with the JWK: print it only where the user asked for it).
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "credentialID": self.credential_id,
+            "subjectID": self.subject_id,
+            "usage": self.usage.as_str(),
+            "registrantID": self.registrant_id,
+            "expirationTime": self.expiration_time,
+        });
+        if !self.requester_ids.is_empty() {
+            v["requesterIDs"] = json!(self.requester_ids);
+        }
+        if let Some(jwk) = &self.jwk {
+            v["jwk"] = jwk.to_value();
+        }
+        v
+    }
+}
+
+/// What a gateway registers at the TTP on behalf of a device.
+#[derive(Debug, Clone)]
+pub struct CredentialRequest<'a> {
+    /// The device's AE-ID/CSE-ID.
+    pub subject_id: &'a str,
+    pub usage: CredentialUsage,
+    /// `None`: the TTP generates a 256-bit `oct` key and returns it.
+    pub jwk: Option<&'a Jwk>,
+    pub requester_ids: &'a [&'a str],
+    pub expiration_time: Option<&'a str>,
 }
 
 /// A key retrieved by a target.
@@ -222,6 +275,7 @@ impl MafClient {
         if !status.is_success() {
             return Err(MafError {
                 status: Some(status.as_u16()),
+                rsc: v["rsc"].as_u64().and_then(|c| u16::try_from(c).ok()),
                 reason: v["error"].as_str().unwrap_or("error").to_owned(),
             });
         }
@@ -376,6 +430,110 @@ impl MafClient {
             .await
             .map(|_| ())
     }
+}
+
+/// The TTP's credential registry (seeds/001 clauses 5.6, 5.7; [`crate::maf::ttp`]).
+impl MafClient {
+    /// Registers an E2E credential (needs a Client Registration; on behalf of another subject only
+    /// where the MAF lists that delegation).
+    pub async fn register_credential(
+        &mut self,
+        req: &CredentialRequest<'_>,
+    ) -> Result<E2eCredential, MafError> {
+        let mut body = json!({
+            "subjectID": req.subject_id,
+            "usage": req.usage.as_str(),
+            "requesterIDs": req.requester_ids,
+        });
+        if let Some(jwk) = req.jwk {
+            body["jwk"] = jwk.to_value();
+        }
+        if let Some(e) = req.expiration_time {
+            body["expirationTime"] = json!(e);
+        }
+        let (_, v) = self
+            .call(Method::POST, "/maf/e2e-credentials", Some(body))
+            .await?;
+        parse_credential(&v)
+    }
+
+    /// Retrieves a credential by its ID (`hex@MAF-FQDN` or `hex`): the registrant or a requester.
+    pub async fn retrieve_credential(&mut self, id: &str) -> Result<E2eCredential, MafError> {
+        let (_, v) = self.call(Method::GET, &credential_path(id)?, None).await?;
+        let c = parse_credential(&v)?;
+        if c.jwk.is_none() {
+            return Err(local("answer lacks jwk"));
+        }
+        Ok(c)
+    }
+
+    /// Changes the requesters and/or the expiration time (the registrant only).
+    pub async fn update_credential(
+        &mut self,
+        id: &str,
+        requester_ids: Option<&[&str]>,
+        expiration_time: Option<&str>,
+    ) -> Result<E2eCredential, MafError> {
+        let mut body = json!({});
+        if let Some(r) = requester_ids {
+            body["requesterIDs"] = json!(r);
+        }
+        if let Some(e) = expiration_time {
+            body["expirationTime"] = json!(e);
+        }
+        let (_, v) = self
+            .call(Method::PUT, &credential_path(id)?, Some(body))
+            .await?;
+        parse_credential(&v)
+    }
+
+    /// De-registers a credential (the registrant only).
+    pub async fn deregister_credential(&mut self, id: &str) -> Result<(), MafError> {
+        self.call(Method::DELETE, &credential_path(id)?, None)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The path of a credential; the ID goes into the path as it is, so only its own characters pass.
+fn credential_path(id: &str) -> Result<String, MafError> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'-'))
+    {
+        return Err(local("a credential ID is hex, optionally @MAF-FQDN"));
+    }
+    Ok(format!("/maf/e2e-credentials/{id}"))
+}
+
+fn parse_credential(v: &Value) -> Result<E2eCredential, MafError> {
+    let s = |k: &str| {
+        v[k].as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| local(format!("answer lacks {k}")))
+    };
+    let usage = CredentialUsage::parse(&s("usage")?).ok_or_else(|| local("unknown usage"))?;
+    let jwk = match v.get("jwk") {
+        Some(j) => Some(Jwk::from_value(j, usage).map_err(local)?),
+        None => None,
+    };
+    Ok(E2eCredential {
+        credential_id: s("credentialID")?,
+        subject_id: s("subjectID")?,
+        usage,
+        registrant_id: s("registrantID")?,
+        requester_ids: v["requesterIDs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        expiration_time: s("expirationTime")?,
+        jwk,
+    })
 }
 
 fn parse_registered(v: &Value) -> Result<RegisteredKey, MafError> {

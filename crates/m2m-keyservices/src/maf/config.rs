@@ -99,6 +99,46 @@ pub struct MafConfig {
     /// Remote-provisioned Km: clients whose psk_identity is a KeID of this MEF (see [`MefSection`]).
     #[serde(default)]
     pub mef: Option<MefSection>,
+    /// The trusted third party's credential registry (see [`TtpSection`]).
+    #[serde(default)]
+    pub ttp: TtpSection,
+}
+
+/// The TTP credential registry (seeds/001 clauses 5.6, 5.7; [`crate::maf::ttp`]).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TtpSection {
+    /// Lifetime of a credential registered without expirationTime, seconds.
+    #[serde(default = "default_credential_lifetime")]
+    pub default_lifetime: u64,
+    /// Longest credential lifetime granted, seconds (longer requests are shortened).
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: u64,
+    /// Who may register credentials on behalf of whom; a client may always register for itself.
+    #[serde(default)]
+    pub delegations: Vec<Delegation>,
+}
+
+impl Default for TtpSection {
+    fn default() -> Self {
+        TtpSection {
+            default_lifetime: default_credential_lifetime(),
+            max_lifetime: default_max_lifetime(),
+            delegations: Vec::new(),
+        }
+    }
+}
+
+/// One delegation: the MAF client `delegate` (a gateway: MN-CSE, or an AE acting for devices) may
+/// register E2E credentials for every subject that one of `subjects` matches.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Delegation {
+    /// The delegate's CSE-ID or AE-ID (SP-relative or absolute).
+    pub delegate: String,
+    /// Subject AE-IDs/CSE-IDs (SP-relative or absolute); `*` matches any characters within one
+    /// segment, as in accessControlOriginators (`/mn-cse-123456/C*`: every AE registered there).
+    pub subjects: Vec<String>,
 }
 
 /// The keystore secret that holds the MAF storage key (32 bytes).
@@ -228,6 +268,9 @@ fn default_client_lifetime() -> u64 {
 fn default_max_lifetime() -> u64 {
     30 * 86_400
 }
+fn default_credential_lifetime() -> u64 {
+    86_400
+}
 fn default_sweep() -> u64 {
     60
 }
@@ -268,6 +311,18 @@ sweep_interval = 60
 client_id = "/id-in/Cae1"
 km_id = "ae1@maf.keys.example.net"
 key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+# The trusted third party (seeds/001 clauses 5.6, 5.7): a registry of E2E credentials under
+# /maf/e2e-credentials. A registered MAF client registers a credential (a JWK: oct, or an EC P-256
+# public key) for itself, or for a subject a delegation below lists; only the registrant and the
+# requesters it names retrieve it.
+[ttp]
+default_lifetime = 86400
+max_lifetime = 2592000
+# A gateway may register credentials for its devices; `*` matches within one ID segment.
+[[ttp.delegations]]
+delegate = "/mn-cse-123456"
+subjects = ["/mn-cse-123456/C*"]
 
 # Remote-provisioned Km (TS-0003 clause 8.3): an enrolee of this MEF authenticates with
 # psk_identity = its KeID (hex@MEF-FQDN) and psk = Km = HMAC-SHA256(Ke, label || MAF-FQDN); the MAF
@@ -332,9 +387,14 @@ impl MafConfig {
                 "no storage key: set storage_key_file, or keystore holding the secret {MAF_STORAGE_KEY_SECRET}"
             ));
         }
-        if self.default_key_lifetime == 0 || self.default_client_lifetime == 0 {
+        if self.default_key_lifetime == 0
+            || self.default_client_lifetime == 0
+            || self.ttp.default_lifetime == 0
+        {
             return Err("lifetimes must be positive".into());
         }
+        crate::maf::ttp::Delegations::from_config(&self.ttp.delegations, &self.sp_fqdn)
+            .map_err(|e| format!("ttp.delegations: {e}"))?;
         self.check_km_rows(&self.km)
     }
 

@@ -60,15 +60,26 @@
 //!   (the parsed values are, as [`Secret`](m2m_security::credentials::Secret)s).
 //! - Every registration, retrieval (granted or refused), update and de-registration is one log line with
 //!   tracing target `audit`, carrying IDs only.
+//!
+//! # The trusted third party
+//! The same listener serves the TTP's registry of E2E credentials (seeds/001 clauses 5.6, 5.7) under
+//! `/maf/e2e-credentials`, with oneM2M status codes; see [`ttp`].
 
 pub mod client;
 pub mod config;
+pub mod jwk;
 pub mod server;
 pub mod store;
+pub mod ttp;
 
-pub use client::{ClientRegistration, MafClient, MafError, RegisteredKey, RetrievedKey};
-pub use config::{KmRow, MafConfig, MefSection, DEFAULT_CONFIG};
+pub use client::{
+    ClientRegistration, CredentialRequest, E2eCredential, MafClient, MafError, RegisteredKey,
+    RetrievedKey,
+};
+pub use config::{Delegation, KmRow, MafConfig, MefSection, TtpSection, DEFAULT_CONFIG};
+pub use jwk::{Jwk, KeyType};
 pub use server::{Clock, RunningMaf};
+pub use ttp::CredentialUsage;
 
 use m2m_security::access_control::originator::to_absolute;
 use m2m_security::access_control::HostingCse;

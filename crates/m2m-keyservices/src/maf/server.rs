@@ -3,6 +3,7 @@
 
 use super::config::MafConfig;
 use super::store::{ClientReg, KeyReg, Store};
+use super::ttp::{self, Delegations};
 use super::{absolute_id, split_exporter, EXPORTER_LABEL, EXPORTER_LEN};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -138,23 +139,26 @@ impl MefKm {
     }
 }
 
-struct State {
-    cfg: MafConfig,
+pub(super) struct State {
+    pub(super) cfg: MafConfig,
     store: Mutex<Store>,
-    clock: Clock,
+    pub(super) clock: Clock,
+    /// The TTP's delegations, in absolute form.
+    pub(super) delegations: Delegations,
 }
 
 impl State {
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+    pub(super) fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// What one connection authenticated, and its exporter output.
-struct Conn {
-    identity: String,
+pub(super) struct Conn {
+    /// The MAF client: an AE-ID or CSE-ID in absolute form.
+    pub(super) identity: String,
     exporter: Zeroizing<[u8; EXPORTER_LEN]>,
-    peer: SocketAddr,
+    pub(super) peer: SocketAddr,
 }
 
 /// A MAF serving on a socket; dropping it (or [`RunningMaf::shutdown`]) stops the listener, every
@@ -205,10 +209,12 @@ impl RunningMaf {
             .await
             .map_err(|e| format!("listen {}: {e}", cfg.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let delegations = Delegations::from_config(&cfg.ttp.delegations, &cfg.sp_fqdn)?;
         let state = Arc::new(State {
             cfg,
             store: Mutex::new(store),
             clock,
+            delegations,
         });
         let sweep_state = Arc::clone(&state);
         let sweep = tokio::spawn(async move {
@@ -216,10 +222,14 @@ impl RunningMaf {
             loop {
                 tokio::time::sleep(period).await;
                 let now = (sweep_state.clock)();
-                match sweep_state.store().purge(now) {
-                    Ok((0, 0)) => {}
-                    Ok((c, k)) => {
-                        tracing::info!(target: "audit", clients = c, keys = k, "expired registrations purged")
+                let store = sweep_state.store();
+                match store
+                    .purge(now)
+                    .and_then(|(c, k)| Ok((c, k, store.purge_credentials(now)?)))
+                {
+                    Ok((0, 0, 0)) => {}
+                    Ok((c, k, e2e)) => {
+                        tracing::info!(target: "audit", clients = c, keys = k, credentials = e2e, "expired registrations purged")
                     }
                     Err(e) => tracing::warn!(error = %e, "sweep failed"),
                 }
@@ -338,11 +348,11 @@ async fn handshake(
     ))
 }
 
-type Answer = Response<Full<Bytes>>;
+pub(super) type Answer = Response<Full<Bytes>>;
 /// A refusal on the way to an answer (boxed: a response is large).
-type Refused = Box<Answer>;
+pub(super) type Refused = Box<Answer>;
 
-fn answer(status: StatusCode, body: Value) -> Answer {
+pub(super) fn answer(status: StatusCode, body: Value) -> Answer {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -366,7 +376,7 @@ fn no_content() -> Answer {
     r
 }
 
-fn internal(e: String) -> Answer {
+pub(super) fn internal(e: String) -> Answer {
     tracing::error!(error = %e, "MAF storage error");
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
@@ -383,23 +393,29 @@ fn parse_time(s: &str) -> Option<i64> {
     m2m_core::time::parse(s).ok().map(|t| t.timestamp())
 }
 
-/// The expiry for a requested expirationTime, within the limits of the configuration.
-fn expiry(state: &State, now: i64, requested: Option<&str>, default: u64) -> Result<i64, Refused> {
-    let max = now.saturating_add(state.cfg.max_lifetime as i64);
+/// The expiry for a requested expirationTime: `default` seconds from now when absent, at most
+/// `max` seconds from now.
+pub(super) fn lifetime(
+    now: i64,
+    requested: Option<&str>,
+    default: u64,
+    max: u64,
+) -> Result<i64, &'static str> {
+    let max = now.saturating_add(max as i64);
     match requested {
         None => Ok(now.saturating_add(default as i64).min(max)),
         Some(s) => match parse_time(s) {
-            None => Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "expirationTime is not a oneM2M timestamp",
-            )),
-            Some(t) if t <= now => Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "expirationTime is in the past",
-            )),
+            None => Err("expirationTime is not a oneM2M timestamp"),
+            Some(t) if t <= now => Err("expirationTime is in the past"),
             Some(t) => Ok(t.min(max)),
         },
     }
+}
+
+/// The expiry for a requested expirationTime, within the limits of the configuration.
+fn expiry(state: &State, now: i64, requested: Option<&str>, default: u64) -> Result<i64, Refused> {
+    lifetime(now, requested, default, state.cfg.max_lifetime)
+        .map_err(|why| refuse(StatusCode::BAD_REQUEST, why))
 }
 
 async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
@@ -418,6 +434,9 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
         (Method::GET, ["maf", "keys", id]) => retrieve_key(state, conn, id),
         (Method::PUT, ["maf", "keys", id]) => update_key(state, conn, id, &body),
         (Method::DELETE, ["maf", "keys", id]) => deregister_key(state, conn, id),
+        (method, ["maf", "e2e-credentials", rest @ ..]) => {
+            ttp::handle(state, conn, &method, rest, &body)
+        }
         (_, ["maf", "clients"] | ["maf", "clients", _] | ["maf", "keys"] | ["maf", "keys", _]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
@@ -426,16 +445,20 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
 }
 
 fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, Refused> {
+    parse_json(body).map_err(|why| refuse(StatusCode::BAD_REQUEST, why))
+}
+
+/// A JSON request body (empty: the defaults), or a short reason.
+pub(super) fn parse_json<T: for<'de> Deserialize<'de> + Default>(
+    body: &[u8],
+) -> Result<T, &'static str> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     // serde_json's message may quote input; keep only its category to never echo key material.
-    serde_json::from_slice(body).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Data => "request body has wrong or missing fields",
-            _ => "request body is not JSON",
-        };
-        refuse(StatusCode::BAD_REQUEST, what)
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => "request body has wrong or missing fields",
+        _ => "request body is not JSON",
     })
 }
 

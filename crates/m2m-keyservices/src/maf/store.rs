@@ -1,10 +1,16 @@
-//! SQLite storage of client and key registrations.
+//! SQLite storage of client and key registrations, and of the TTP's E2E credentials.
 //!
 //! Key values at rest are encrypted with AES-256-GCM under the storage key of the configuration
 //! (`storage_key_file`): a fresh random 96-bit nonce per value, and the relative key ID as associated data,
 //! so a ciphertext copied to another row does not decrypt. Everything else (IDs, SUID, targets, expiry) is
 //! stored in clear. Times are Unix seconds.
+//!
+//! An E2E credential's JWK is encrypted the same way, with the whole registration (ID, registrant,
+//! subject, usage, requesters, expiry) as associated data: a row whose requesters or expiry were
+//! edited in the file no longer decrypts, so tampering with the store cannot widen who gets the key.
 
+use super::jwk::Jwk;
+use super::ttp::{CredentialReg, CredentialUsage};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use m2m_security::credentials::Secret;
@@ -53,7 +59,10 @@ impl Store {
              CREATE TABLE IF NOT EXISTS keys (
                 relative_id TEXT PRIMARY KEY, source_id TEXT NOT NULL, suid INTEGER NOT NULL,
                 targets TEXT NOT NULL, admin_fqdn TEXT, expires INTEGER NOT NULL,
-                nonce BLOB NOT NULL, value BLOB NOT NULL);",
+                nonce BLOB NOT NULL, value BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS e2e_credentials (
+                id TEXT PRIMARY KEY, registrant TEXT NOT NULL, subject TEXT NOT NULL, usage TEXT NOT NULL,
+                requesters TEXT NOT NULL, expires INTEGER NOT NULL, nonce BLOB NOT NULL, jwk BLOB NOT NULL);",
         )
         .map_err(db)?;
         let cipher = Aes256Gcm::new_from_slice(storage_key.expose())
@@ -260,6 +269,166 @@ impl Store {
             .map_err(db)?
             > 0)
     }
+
+    /// Encrypts a JWK under the storage key, bound to its registration.
+    fn seal_jwk(&self, reg: &CredentialReg, jwk: &Jwk) -> Result<([u8; 12], Vec<u8>), String> {
+        let mut nonce = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let aad = credential_aad(reg)?;
+        let ct = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: jwk.json().expose(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| "storage: encryption failed".to_string())?;
+        Ok((nonce, ct))
+    }
+
+    /// Stores an E2E credential with its JWK encrypted. `Ok(false)`: the ID is taken.
+    pub fn add_credential(&self, reg: &CredentialReg, jwk: &Jwk) -> Result<bool, String> {
+        let (nonce, ct) = self.seal_jwk(reg, jwk)?;
+        let requesters = serde_json::to_string(&reg.requesters).map_err(|e| e.to_string())?;
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO e2e_credentials (id, registrant, subject, usage, requesters, expires, nonce, jwk)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    reg.id,
+                    reg.registrant,
+                    reg.subject,
+                    reg.usage.as_str(),
+                    requesters,
+                    reg.expires,
+                    &nonce[..],
+                    ct
+                ],
+            )
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    /// The registration of credential `id`, without its JWK.
+    pub fn credential(&self, id: &str) -> Result<Option<CredentialReg>, String> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, registrant, subject, usage, requesters, expires FROM e2e_credentials WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((id, registrant, subject, usage, requesters, expires)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(CredentialReg {
+            id,
+            registrant,
+            subject,
+            usage: CredentialUsage::parse(&usage)
+                .ok_or_else(|| format!("storage: unknown usage {usage}"))?,
+            requesters: serde_json::from_str(&requesters)
+                .map_err(|e| format!("storage: requesters: {e}"))?,
+            expires,
+        }))
+    }
+
+    /// Decrypts the JWK of `reg` (read with [`Store::credential`]); an error when the row was
+    /// altered outside the MAF or the storage key is another.
+    pub fn credential_jwk(&self, reg: &CredentialReg) -> Result<Option<Jwk>, String> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT nonce, jwk FROM e2e_credentials WHERE id = ?1",
+                [&reg.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((nonce, ct)) = row else {
+            return Ok(None);
+        };
+        if nonce.len() != 12 {
+            return Err("storage: bad nonce".into());
+        }
+        let aad = credential_aad(reg)?;
+        let pt = zeroize::Zeroizing::new(
+            self.cipher
+                .decrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &ct,
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| {
+                    format!(
+                        "storage: credential {} does not decrypt (altered row or wrong storage key)",
+                        reg.id
+                    )
+                })?,
+        );
+        Jwk::from_json(&pt, reg.usage)
+            .map(Some)
+            .map_err(|e| format!("storage: credential {}: {e}", reg.id))
+    }
+
+    /// Replaces the requesters and expiry of a credential, sealing its JWK again under the new
+    /// registration.
+    pub fn update_credential(&self, reg: &CredentialReg, jwk: &Jwk) -> Result<(), String> {
+        let (nonce, ct) = self.seal_jwk(reg, jwk)?;
+        let requesters = serde_json::to_string(&reg.requesters).map_err(|e| e.to_string())?;
+        self.conn
+            .execute(
+                "UPDATE e2e_credentials SET requesters = ?2, expires = ?3, nonce = ?4, jwk = ?5 WHERE id = ?1",
+                params![reg.id, requesters, reg.expires, &nonce[..], ct],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    pub fn delete_credential(&self, id: &str) -> Result<bool, String> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM e2e_credentials WHERE id = ?1", [id])
+            .map_err(db)?
+            > 0)
+    }
+
+    /// Deletes every credential expired at `now`; returns how many.
+    pub fn purge_credentials(&self, now: i64) -> Result<usize, String> {
+        self.conn
+            .execute("DELETE FROM e2e_credentials WHERE expires <= ?1", [now])
+            .map_err(db)
+    }
+}
+
+/// The associated data of a credential's JWK: its whole registration, in a fixed order.
+fn credential_aad(reg: &CredentialReg) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(&(
+        "e2e-credential",
+        &reg.id,
+        &reg.registrant,
+        &reg.subject,
+        reg.usage.as_str(),
+        &reg.requesters,
+        reg.expires,
+    ))
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
