@@ -64,7 +64,9 @@ impl TryFrom<u8> for EsprimKeyGenAlgId {
     fn try_from(v: u8) -> Result<Self, String> {
         match v {
             1 => Ok(Self::HmacSha256),
-            _ => Err(format!("esprimKeyGenAlgID {v} is unknown (1 is HMAC-SHA256)")),
+            _ => Err(format!(
+                "esprimKeyGenAlgID {v} is unknown (1 is HMAC-SHA256)"
+            )),
         }
     }
 }
@@ -274,10 +276,7 @@ mod tests {
         assert_eq!(c["m2m:seci"]["sit"], 4);
         assert_eq!(c["m2m:seci"]["ero"]["esks"], json!([1]));
         assert_eq!(c["m2m:seci"]["ero"]["espa"], json!([10]));
-        assert_eq!(
-            SecurityInfo::from_content(&c).unwrap().ero.unwrap(),
-            ero
-        );
+        assert_eq!(SecurityInfo::from_content(&c).unwrap().ero.unwrap(), ero);
         let p = SecurityInfo::esprim_object("a.b.c.d.e").to_content();
         assert_eq!(p, json!({"m2m:seci": {"sit": 5, "epo": "a.b.c.d.e"}}));
         assert_eq!(
