@@ -200,3 +200,51 @@ fn authenticated_by_key(inner: &InnerRequest, outer: &Peer) -> Peer {
         authenticated: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m2m_security::secure_environment::{create_key_file, KeySource, SoftwareKeystore};
+
+    fn config(extra: &str) -> Config {
+        Config::from_toml(extra).expect("configuration")
+    }
+
+    #[test]
+    fn keys_come_from_hex_env_or_keystore_and_must_be_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ks_path, key_file) = (dir.path().join("ks"), dir.path().join("ks.key"));
+        create_key_file(&key_file).unwrap();
+        let mut ks =
+            SoftwareKeystore::create(&ks_path, KeySource::KeyFile(key_file.clone())).unwrap();
+        ks.set_secret("esp-k", Secret::new(vec![7; 32])).unwrap();
+        ks.save().unwrap();
+        std::env::set_var("ESPRIM_UNIT_KEY", "22".repeat(16));
+        let cfg = config(&format!(
+            "[security]\nkeystore = {:?}\nkey_file = {:?}\n\
+             [[esprim.keys]]\nkid = \"a\"\nentity = \"Sa\"\nkey = \"{}\"\n\
+             [[esprim.keys]]\nkid = \"b\"\nentity = \"Sb\"\nkey_env = \"ESPRIM_UNIT_KEY\"\n\
+             [[esprim.keys]]\nkid = \"c\"\nentity = \"Sc\"\nkeystore_secret = \"esp-k\"\n",
+            ks_path.display().to_string(),
+            key_file.display().to_string(),
+            "11".repeat(16)
+        ));
+        let t = EsprimTarget::from_config(&cfg).unwrap().expect("a target");
+        assert_eq!(t.keys["a"].key.expose(), &[0x11; 16]);
+        assert_eq!(t.keys["b"].key.expose(), &[0x22; 16]);
+        assert_eq!(t.keys["c"].key.expose(), &[7; 32]);
+        assert_eq!(t.keys["c"].entity, "Sc");
+
+        let short = config("[[esprim.keys]]\nkid = \"a\"\nentity = \"Sa\"\nkey = \"0011\"\n");
+        let e = EsprimTarget::from_config(&short).err().expect("too short");
+        assert!(e.to_string().contains("at least 16 bytes"), "{e}");
+        assert!(!e.to_string().contains("0011"), "{e}");
+        let missing = config(
+            "[[esprim.keys]]\nkid = \"a\"\nentity = \"Sa\"\nkey_env = \"ESPRIM_UNSET_VAR\"\n",
+        );
+        assert!(EsprimTarget::from_config(&missing).is_err());
+        assert!(EsprimTarget::from_config(&Config::default())
+            .unwrap()
+            .is_none());
+    }
+}
