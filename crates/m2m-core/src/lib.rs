@@ -7,9 +7,11 @@ pub mod filter;
 pub mod group_authentication;
 pub mod http_binding;
 pub mod id;
+pub mod json_serialization;
 pub mod primitive;
 pub mod resource_type;
 pub mod schema;
+pub mod security_info;
 pub mod status;
 pub mod time;
 

@@ -12,6 +12,8 @@ pub enum SaeMode {
     ProvisionedKey,
     /// Certificates (mutual TLS).
     Certificate,
+    /// No connection: a pairwiseESPrimKey authenticated an ESPrim inner request (TS-0003 clause 8.4).
+    EndToEnd,
 }
 
 /// An established association: the credential and the identity bound to it.

@@ -45,6 +45,63 @@ pub struct Config {
     pub group_authentication: GroupAuthenticationSection,
     /// Entity B of Group Authentication Solution 1 (MN-CSE): the members it is group agent for.
     pub group_agent: GroupAgentSection,
+    /// This CSE as ESPrim Target: pairwiseESPrimKeys, accepted options, rand lifetime.
+    pub esprim: EsprimSection,
+}
+
+/// End-to-End Security of Primitives with this CSE as Target (TS-0003 clause 8.4, TS-0004 clause
+/// 7.6.2): the provisioned pairwiseESPrimKeys and what the receiverESPrimRandObjects offer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EsprimSection {
+    /// How long a receiverESPrimRandObject (and so every session on it) stays valid, in seconds.
+    pub rand_lifetime_seconds: u64,
+    /// The esprimProtocolAndAlgIDs offered and accepted (10, 11, 12: JWE with A128/A192/A256GCM).
+    pub algorithms: Vec<m2m_core::security_info::EsprimProtocolAndAlgId>,
+    /// The provisioned pairwiseESPrimKeys; empty: this CSE is no ESPrim Target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<EsprimKeyRow>,
+}
+
+impl Default for EsprimSection {
+    fn default() -> Self {
+        Self {
+            rand_lifetime_seconds: 300,
+            algorithms: m2m_core::security_info::EsprimProtocolAndAlgId::ALL.to_vec(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One pairwiseESPrimKey: its ID, the entity at the other end, and where the key is (exactly one of
+/// `key`, `key_env`, `keystore_secret`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EsprimKeyRow {
+    /// pairwiseESPrimKeyID, the `kid` of the ESPrim objects.
+    pub kid: String,
+    /// The AE-ID or CSE-ID the key belongs to, written as the inner From will carry it (4116 else).
+    pub entity: String,
+    /// The key in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The environment variable holding the key in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+    /// The name of a secret in the [security] keystore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keystore_secret: Option<String>,
+}
+
+impl std::fmt::Debug for EsprimKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EsprimKeyRow")
+            .field("kid", &self.kid)
+            .field("entity", &self.entity)
+            .field("key_env", &self.key_env)
+            .field("keystore_secret", &self.keystore_secret)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Group Authentication Solution 1 at the IN-CSE (seeds/001 clause 8.2.1): which MN-CSE is the
@@ -361,7 +418,7 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let cfg = Self::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
-        if !cfg.security.psk.is_empty() {
+        if !cfg.security.psk.is_empty() || cfg.esprim.keys.iter().any(|k| k.key.is_some()) {
             m2m_security::secure_environment::check_private_file(path)
                 .map_err(|e| anyhow::anyhow!(e))?;
         }
@@ -392,7 +449,35 @@ impl Config {
             }
             _ => {}
         }
-        self.validate_group_authentication()
+        self.validate_group_authentication()?;
+        self.validate_esprim()
+    }
+
+    fn validate_esprim(&self) -> anyhow::Result<()> {
+        let e = &self.esprim;
+        if e.rand_lifetime_seconds == 0 || e.algorithms.is_empty() {
+            bail!("esprim: rand_lifetime_seconds and algorithms must not be empty or zero");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, row) in e.keys.iter().enumerate() {
+            if row.kid.is_empty() || !seen.insert(row.kid.as_str()) {
+                bail!("esprim.keys[{i}]: kid is empty or listed twice");
+            }
+            m2m_core::id::check_originator(&row.entity)
+                .map_err(|err| anyhow::anyhow!("esprim.keys[{i}].entity: {}", err.dbg))?;
+            let sources = [
+                row.key.is_some(),
+                row.key_env.is_some(),
+                row.keystore_secret.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                bail!(
+                    "esprim.keys[{i}] ({}): give exactly one of key, key_env, keystore_secret",
+                    row.kid
+                );
+            }
+        }
+        Ok(())
     }
 
     fn validate_group_authentication(&self) -> anyhow::Result<()> {
@@ -466,6 +551,29 @@ mod tests {
         assert!(Config::from_toml("[cse]\ncse_id = \"/a b\"\n").is_err());
         assert!(Config::from_toml("[cse]\nbogus = 1\n").is_err());
         assert!(Config::from_toml("[http]\nlisten = \"nowhere\"\n").is_err());
+    }
+
+    #[test]
+    fn refuses_bad_esprim_sections() {
+        let row = |kid: &str, entity: &str, src: &str| {
+            format!("[[esprim.keys]]\nkid = \"{kid}\"\nentity = \"{entity}\"\n{src}\n")
+        };
+        let ok = row("k1", "Sae1", "key_env = \"K1\"");
+        let cfg = Config::from_toml(&ok).unwrap();
+        assert_eq!(cfg.esprim.rand_lifetime_seconds, 300);
+        assert!(Config::from_toml(&row("k1", "Sae1", "")).is_err(), "no key");
+        let two = row("k1", "Sae1", "key = \"00\"\nkey_env = \"K1\"");
+        assert!(Config::from_toml(&two).is_err(), "two keys");
+        assert!(
+            Config::from_toml(&format!("{ok}{ok}")).is_err(),
+            "kid twice"
+        );
+        assert!(Config::from_toml(&row("k1", "a b", "key_env = \"K\"")).is_err());
+        assert!(Config::from_toml("[esprim]\nalgorithms = [13]\n").is_err());
+        assert!(Config::from_toml("[esprim]\nalgorithms = []\n").is_err());
+        let secret = row("k1", "Sae1", "key = \"00112233\"");
+        let dbg = format!("{:?}", Config::from_toml(&secret).unwrap().esprim);
+        assert!(!dbg.contains("00112233"), "{dbg}");
     }
 
     #[test]

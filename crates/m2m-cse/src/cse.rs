@@ -37,6 +37,8 @@ pub struct Cse {
     pub(crate) group_keys: std::sync::OnceLock<Arc<crate::group_authentication::GroupKeys>>,
     /// Group authentication, entity B: live inner associations and the current round.
     pub(crate) group_agent: crate::group_authentication::Agent,
+    /// ESPrim Target: the pairwiseESPrimKeys and the rands, sessions and replay cache.
+    pub(crate) esprim: Option<crate::esprim::EsprimTarget>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -51,6 +53,7 @@ impl Cse {
         let id = cfg.identity()?;
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
         let (client, registrar_client) = outgoing_clients(&cfg)?;
+        let esprim = crate::esprim::EsprimTarget::from_config(&cfg)?;
         let public_url = cfg
             .http
             .public_url
@@ -67,6 +70,7 @@ impl Cse {
             public_url: RwLock::new(public_url),
             group_keys: std::sync::OnceLock::new(),
             group_agent: Default::default(),
+            esprim,
         });
         cse.ensure_cse_base()?;
         Ok(cse)

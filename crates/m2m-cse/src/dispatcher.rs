@@ -352,6 +352,10 @@ pub async fn notify(
         if let Some(answer) = crate::group_authentication::handle_notify(cse, &req, peer).await {
             return answer;
         }
+        // ESPrim (TS-0004 clause 7.6.2): rand requests and protected primitives for this CSE.
+        if let Some(answer) = crate::esprim::handle_notify(cse, &req, peer).await {
+            return answer;
+        }
     }
     match res.ty {
         // A notification for an AE is relayed to its pointOfAccess.

@@ -137,6 +137,15 @@ pub struct RequestArgs {
     /// ... and the variable holding Kpsaxi (the key shared with the IN-CSE) in hex.
     #[arg(long)]
     pub kpsaxi_env: Option<String>,
+    /// ESPrim (TS-0004 7.6.2): protect the request end to end for the Target whose CSEBase this is
+    /// (e.g. /id-in); it travels as NOTIFY through --url. Also: --esprim-key-id, --esprim-key-env.
+    #[arg(long, requires_all = ["esprim_key_id", "esprim_key_env"])]
+    pub esprim_to: Option<String>,
+    /// ... the pairwiseESPrimKeyID and the variable holding the key in hex.
+    #[arg(long)]
+    pub esprim_key_id: Option<String>,
+    #[arg(long)]
+    pub esprim_key_env: Option<String>,
 }
 
 /// Builds the request primitive the arguments describe.
@@ -278,7 +287,7 @@ pub async fn run(mut args: RequestArgs) -> anyhow::Result<i32> {
         }
     };
     let client = mode.client(psk, &peer, Duration::from_secs(args.timeout))?;
-    match client.send(&url, &req).await {
+    match send(&client, &args, &url, &req).await {
         Ok(rsp) => {
             if args.json {
                 println!("{}", response_json(&rsp));
@@ -295,6 +304,38 @@ pub async fn run(mut args: RequestArgs) -> anyhow::Result<i32> {
             }
             Ok(2)
         }
+    }
+}
+
+/// Sends the request, protected with ESPrim when --esprim-to is given (the printed response is then
+/// the verified inner one; the Target's ESPrim refusals come back as errors with their codes).
+async fn send(
+    client: &m2m_client::Client,
+    args: &RequestArgs,
+    url: &str,
+    req: &Request,
+) -> m2m_core::M2mResult<Response> {
+    let (Some(to), Some(kid), Some(var)) =
+        (&args.esprim_to, &args.esprim_key_id, &args.esprim_key_env)
+    else {
+        return client.send(url, req).await;
+    };
+    let key = SecretSource::Env(var.clone())
+        .load()
+        .map_err(|e| m2m_core::M2mError::bad_request(e.to_string()))?;
+    let target = m2m_client::esprim::EsprimTarget {
+        url,
+        to,
+        from: args.from.as_deref().unwrap_or(""),
+        kid,
+        key: &key,
+    };
+    match m2m_client::esprim::send_protected(client, &target, req).await {
+        // An answer of the Target (or a CSE on the way) is a response, as for a plain request.
+        Err(e) if e.rsc != m2m_core::ResponseStatusCode::TargetNotReachable => {
+            Ok(Response::error(&e, req.rqi.clone()))
+        }
+        other => other,
     }
 }
 

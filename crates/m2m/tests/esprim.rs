@@ -1,0 +1,449 @@
+//! End-to-End Security of Primitives (TS-0004 clause 7.6.2, TS-0003 clause 8.4) between real processes:
+//! the IN-CSE is the ESPrim Target with provisioned pairwiseESPrimKeys; an AE at the MN-CSE (TLS-PSK)
+//! protects its requests with `m2m request --esprim-to`, and the MN forwards the outer NOTIFYs over its
+//! certificate association without being able to read them.
+//!
+//! Attacks tried through an evil relay (a small HTTP forwarder in front of the IN that records every
+//! byte and can tamper): a flipped ciphertext byte and a swapped `kid` (4115), a replayed object (4113),
+//! expired rands (4114 receiver rand, 4113 originator rand, with a 3 s rand lifetime from the config),
+//! an inner From that is not the key's entity (4116), an unknown key ID (4112), an enc the Target does
+//! not offer (4111), a body that is no JWE (5210). The relay's bytes and the MN's log never contain the
+//! inner plaintext.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use m2m_core::security_info::ReceiverEsprimRandObject;
+use m2m_security::credentials::Secret;
+use m2m_security::e2e::esprim::EsprimSession;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The AE: its AE-ID, its TLS-PSK row at the MN, its pairwiseESPrimKey with the IN.
+const AE: &str = "Sesp1";
+const KPSA_ID: &str = "esp1@mn.m2m.example.com";
+const KPSA: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+const KID: &str = "esp1-pairwise";
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// Another AE's pairwiseESPrimKey at the IN.
+const KID2: &str = "esp2-pairwise";
+const KEY2: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+/// What the inner requests carry; no intermediate may ever see it.
+const MARKER: &str = "MARKER-inner-plaintext-4f1c";
+
+/// `[esprim]` of the IN: both keys, A128GCM and A256GCM only, the given rand lifetime.
+fn esprim_section(lifetime: u64) -> String {
+    format!(
+        "[esprim]\nrand_lifetime_seconds = {lifetime}\nalgorithms = [10, 12]\n\n\
+         [[esprim.keys]]\nkid = \"{KID}\"\nentity = \"{AE}\"\nkey = \"{KEY}\"\n\n\
+         [[esprim.keys]]\nkid = \"{KID2}\"\nentity = \"Sesp2\"\nkey = \"{KEY2}\"\n\n"
+    )
+}
+
+/// The IN's container `box`, whose ACP lets the AE create and retrieve.
+fn prepare_box(in_url: &str) {
+    let acp = create_acp(
+        in_url,
+        "/cse-in",
+        "CAdmin",
+        "acpEsp",
+        vec![acr(&[AE], OP_CREATE | OP_RETRIEVE)],
+        vec![acr(&["CAdmin"], OP_ALL)],
+    );
+    create_cnt(
+        in_url,
+        "/cse-in",
+        "CAdmin",
+        json!({"rn": "box", "acpi": [acp]}),
+    );
+}
+
+/// `m2m request` protected for the IN with `kid`, printing JSON.
+fn esprim_request(url: &str, kid: &str, psk: bool, args: &[&str]) -> Value {
+    let mut all = vec![
+        "request",
+        "--url",
+        url,
+        "--from",
+        AE,
+        "--json",
+        "--esprim-to",
+        "/id-in",
+        "--esprim-key-id",
+        kid,
+        "--esprim-key-env",
+        "ESPRIM_KEY",
+    ];
+    if psk {
+        all.extend_from_slice(&["--psk-identity", KPSA_ID, "--psk-key-env", "KPSA"]);
+    }
+    all.extend_from_slice(args);
+    let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args(&all)
+        .env("ESPRIM_KEY", KEY)
+        .env("KPSA", KPSA)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run m2m request");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!(
+            "no JSON: {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let want = if v["rsc"].as_u64().is_some_and(|c| c < 4000) {
+        0
+    } else {
+        1
+    };
+    assert_eq!(out.status.code(), Some(want), "exit code for {v}");
+    v
+}
+
+fn create_marker(url: &str, kid: &str, psk: bool) -> Value {
+    let body = json!({"m2m:cin": {"con": MARKER}}).to_string();
+    esprim_request(
+        url,
+        kid,
+        psk,
+        &[
+            "-X",
+            "create",
+            "--to",
+            "/id-in/cse-in/box",
+            "--ty",
+            "4",
+            "--body",
+            &body,
+        ],
+    )
+}
+
+#[test]
+fn protected_create_and_retrieve_through_the_mn() {
+    let pki = Pki::temp();
+    let in_cse = CseProcess::start_temp(&format!("{}{}", in_tls_config(&pki), esprim_section(300)));
+    let mn_extra =
+        format!("[[security.psk]]\nentity = \"{AE}\"\nkpsa_id = \"{KPSA_ID}\"\nkey = \"{KPSA}\"\n");
+    let mn = CseProcess::start_temp(&format!(
+        "{}\n{mn_extra}",
+        mn_config(in_cse.https_url(), &pki)
+    ));
+    wait_registered(&in_cse, &mn);
+    prepare_box(in_cse.url());
+
+    let created = create_marker(mn.https_url(), KID, true);
+    assert_eq!(created["rsc"], 2001, "{created}");
+    assert_eq!(created["pc"]["m2m:cin"]["con"], MARKER);
+    let ri = created["pc"]["m2m:cin"]["ri"].as_str().expect("ri");
+    let (rsc, stored) = retrieve(in_cse.url(), &format!("/{ri}"), "CAdmin");
+    assert_eq!(
+        (rsc, &stored["m2m:cin"]["con"]),
+        (2000, &json!(MARKER)),
+        "stored at the IN"
+    );
+    let got = esprim_request(mn.https_url(), KID, true, &["--to", "/id-in/cse-in/box/la"]);
+    assert_eq!(got["rsc"], 2000, "{got}");
+    assert_eq!(got["pc"]["m2m:cin"]["con"], MARKER);
+    // The inner request gets the real access decision: the ACP grants no DELETE.
+    let del = esprim_request(
+        mn.https_url(),
+        KID,
+        true,
+        &["-X", "delete", "--to", "/id-in/cse-in/box"],
+    );
+    assert_eq!(del["rsc"], 4103, "{del}");
+    // A key the IN does not know: the outer NOTIFY is refused, the inner request never runs.
+    let unknown = esprim_request(
+        mn.https_url(),
+        "nobody-pairwise",
+        true,
+        &["--to", "/id-in/cse-in/box/la"],
+    );
+    assert_eq!(unknown["rsc"], 4112, "{unknown}");
+
+    assert!(
+        !mn.stderr().contains(MARKER),
+        "the MN logged the inner plaintext"
+    );
+    assert!(in_cse.stderr().contains("ESPrim inner request processed"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The evil relay
+// ---------------------------------------------------------------------------------------------
+
+/// What the relay does to the `epo` of a sit 5 request.
+#[derive(Clone)]
+enum Tamper {
+    Nothing,
+    FlipCiphertext,
+    Kid(&'static str),
+}
+
+/// An HTTP forwarder to `upstream`: records all bytes both ways and the last sit 5 request.
+struct Relay {
+    url: String,
+    tamper: Arc<Mutex<Tamper>>,
+    seen: Arc<Mutex<Vec<u8>>>,
+    last_esprim: Arc<Mutex<Option<(String, String)>>>,
+}
+
+/// Reads one HTTP message (head and Content-Length body) from `s`.
+fn read_message(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).ok()?;
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+/// The head with another Content-Length and `Connection: close`.
+fn rewrite_head(head: &str, len: usize) -> String {
+    let mut out = String::new();
+    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if name != "content-length" && name != "connection" {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out + &format!("Content-Length: {len}\r\nConnection: close\r\n\r\n")
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The JWE with one header member replaced (the header is the AEAD's associated data).
+fn with_header(jwe: &str, name: &str, value: Value) -> String {
+    let mut parts: Vec<String> = jwe.split('.').map(str::to_owned).collect();
+    let mut h = m2m_security::e2e::jose::decode_header(&parts[0]).expect("JWE header");
+    h.insert(name.into(), value);
+    parts[0] = b64(&serde_json::to_vec(&h).unwrap());
+    parts.join(".")
+}
+
+/// The JWE with the first character of its ciphertext changed.
+fn flip_ciphertext(jwe: &str) -> String {
+    let mut parts: Vec<String> = jwe.split('.').map(str::to_owned).collect();
+    let c = parts[3].remove(0);
+    parts[3].insert(0, if c == 'A' { 'B' } else { 'A' });
+    parts.join(".")
+}
+
+impl Relay {
+    fn start(upstream: &str) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let relay = Relay {
+            url,
+            tamper: Arc::new(Mutex::new(Tamper::Nothing)),
+            seen: Arc::default(),
+            last_esprim: Arc::default(),
+        };
+        let (tamper, seen, last) = (
+            relay.tamper.clone(),
+            relay.seen.clone(),
+            relay.last_esprim.clone(),
+        );
+        std::thread::spawn(move || {
+            for mut client in listener.incoming().flatten() {
+                let Some((head, body)) = read_message(&mut client) else {
+                    continue;
+                };
+                let mut body = body;
+                if let Ok(mut v) = serde_json::from_slice::<Value>(&body) {
+                    if let Some(epo) = v["m2m:seci"]["epo"].as_str().map(str::to_owned) {
+                        *last.lock().unwrap() = Some((head.clone(), epo.clone()));
+                        v["m2m:seci"]["epo"] = json!(match tamper.lock().unwrap().clone() {
+                            Tamper::Nothing => epo,
+                            Tamper::FlipCiphertext => flip_ciphertext(&epo),
+                            Tamper::Kid(k) => with_header(&epo, "kid", json!(k)),
+                        });
+                        body = serde_json::to_vec(&v).unwrap();
+                    }
+                }
+                let mut up = TcpStream::connect(&upstream).expect("upstream");
+                let req = [rewrite_head(&head, body.len()).into_bytes(), body].concat();
+                up.write_all(&req).unwrap();
+                let mut answer = Vec::new();
+                let _ = up.read_to_end(&mut answer);
+                {
+                    let mut s = seen.lock().unwrap();
+                    s.extend_from_slice(&req);
+                    s.extend_from_slice(&answer);
+                }
+                let _ = client.write_all(&answer);
+            }
+        });
+        relay
+    }
+
+    fn set(&self, t: Tamper) {
+        *self.tamper.lock().unwrap() = t;
+    }
+
+    fn seen(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An Originator in the test (the project's library), for objects m2m request would never send
+// ---------------------------------------------------------------------------------------------
+
+fn rand_of(url: &str) -> ReceiverEsprimRandObject {
+    let (rsc, body) = notify(url, "/cse-in", AE, json!({"m2m:seci": {"sit": 3}}));
+    assert_eq!(rsc, 2000, "rand request: {body}");
+    assert_eq!(body["m2m:seci"]["sit"], 4);
+    serde_json::from_value(body["m2m:seci"]["ero"].clone()).expect("receiverESPrimRandObject")
+}
+
+/// A session with the IN's rand; the originator rand lives `orig_secs`.
+fn session(url: &str, kid: &str, key: &str, orig_secs: i64) -> EsprimSession {
+    let rand = rand_of(url);
+    let key = Secret::from_hex(key).unwrap();
+    let life = chrono::Duration::seconds(orig_secs);
+    EsprimSession::start(kid, &key, &rand, chrono::Utc::now(), life, None).expect("session")
+}
+
+fn inner_retrieve(from: &str) -> Vec<u8> {
+    json!({"op": 2, "to": "/id-in/cse-in/box/la", "fr": from, "rqi": "inner-1", "rvi": "3"})
+        .to_string()
+        .into_bytes()
+}
+
+fn send_epo(url: &str, epo: &str) -> Resp {
+    let body = json!({"m2m:seci": {"sit": 5, "epo": epo}});
+    request("POST", url, "/cse-in", Some(AE), None, Some(&body))
+}
+
+fn assert_refused(r: &Resp, rsc: u16, what: &str) {
+    assert_eq!(r.rsc, rsc, "{what}: {:?}", r.body);
+    assert!(
+        r.body.get("m2m:seci").is_none(),
+        "{what}: no protected answer"
+    );
+}
+
+#[test]
+fn attacks_at_an_intermediate_are_refused() {
+    let in_cse = CseProcess::start_temp(&esprim_section(3));
+    prepare_box(in_cse.url());
+    // Outer NOTIFYs without an association come from an AE registered at the IN.
+    register_ae(in_cse.url(), "/cse-in", AE, "esp1", &[]);
+    let relay = Relay::start(in_cse.url());
+
+    // Honest: the relay forwards the exchange but sees neither the request nor the response content.
+    let created = create_marker(&relay.url, KID, false);
+    assert_eq!(created["rsc"], 2001, "{created}");
+    let seen = relay.seen();
+    assert!(
+        seen.contains("\"sit\":5") && seen.contains("\"epo\""),
+        "{seen}"
+    );
+    assert!(!seen.contains(MARKER), "the relay saw the inner plaintext");
+    assert!(
+        !seen.contains("m2m:cin"),
+        "the relay saw the inner primitive"
+    );
+
+    // Replay: the recorded ESPrim NOTIFY sent again.
+    let (_, epo) = relay
+        .last_esprim
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("a recorded object");
+    let replay = send_epo(in_cse.url(), &epo);
+    assert_refused(&replay, 4113, "replayed ESPrim object");
+    assert!(
+        replay.dbg().unwrap_or("").contains("replay"),
+        "{:?}",
+        replay.body
+    );
+
+    // Tampering in transit.
+    relay.set(Tamper::FlipCiphertext);
+    assert_eq!(
+        create_marker(&relay.url, KID, false)["rsc"],
+        4115,
+        "flipped ciphertext byte"
+    );
+    relay.set(Tamper::Kid(KID2));
+    assert_eq!(
+        create_marker(&relay.url, KID, false)["rsc"],
+        4115,
+        "kid swapped to another key"
+    );
+    relay.set(Tamper::Kid("forged-pairwise"));
+    assert_eq!(
+        create_marker(&relay.url, KID, false)["rsc"],
+        4112,
+        "kid swapped to an unknown key"
+    );
+    relay.set(Tamper::Nothing);
+
+    // An inner From that is not the key's entity.
+    let s = session(in_cse.url(), KID, KEY, 60);
+    let jwe = s
+        .protect_request(&inner_retrieve("Sesp2"), chrono::Utc::now())
+        .unwrap();
+    assert_refused(
+        &send_epo(in_cse.url(), &jwe),
+        4116,
+        "inner From of another AE",
+    );
+
+    // An enc the Target did not offer (A192GCM), and an object that is no JWE.
+    let s = session(in_cse.url(), KID, KEY, 60);
+    let jwe = s
+        .protect_request(&inner_retrieve(AE), chrono::Utc::now())
+        .unwrap();
+    let other_enc = with_header(&jwe, "enc", json!("A192GCM"));
+    assert_refused(&send_epo(in_cse.url(), &other_enc), 4111, "enc A192GCM");
+    assert_refused(&send_epo(in_cse.url(), "not.a.jwe"), 5210, "not a JWE");
+    // The untouched object still works: the refusals changed nothing.
+    let ok = send_epo(in_cse.url(), &jwe);
+    assert_eq!(ok.rsc, 2000, "{:?}", ok.body);
+    assert_eq!(ok.body["m2m:seci"]["sit"], 5);
+
+    // Expiry (rand lifetime 3 s at the IN): an originator rand of 1 s, then the receiver rand.
+    let short = session(in_cse.url(), KID, KEY, 1);
+    let long = session(in_cse.url(), KID, KEY, 60);
+    let a = short
+        .protect_request(&inner_retrieve(AE), chrono::Utc::now())
+        .unwrap();
+    let b = long
+        .protect_request(&inner_retrieve(AE), chrono::Utc::now())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_refused(&send_epo(in_cse.url(), &a), 4113, "expired originator rand");
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_refused(&send_epo(in_cse.url(), &b), 4114, "expired receiver rand");
+
+    assert!(!in_cse.stderr().contains(KEY), "a key reached the log");
+}
