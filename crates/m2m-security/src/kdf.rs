@@ -83,6 +83,16 @@ pub fn normalize_id(id: &str) -> String {
     id.nfkc().collect()
 }
 
+/// NFKC without a copy for ASCII identifiers (NFKC leaves ASCII unchanged): the group key derives one key
+/// per member, so this is on the hot path of a million-member group.
+fn nfkc(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.is_ascii() {
+        std::borrow::Cow::Borrowed(id)
+    } else {
+        std::borrow::Cow::Owned(normalize_id(id))
+    }
+}
+
 /// The octets of a SUID in §10.3.7: its ASCII decimal text (project decision, see the module doc).
 pub fn suid_octets(suid: u32) -> String {
     suid.to_string()
@@ -136,7 +146,7 @@ pub fn usage_constrained(ke: &Secret, suid: u32, target_id: &str) -> Secret {
 /// (seeds/001 clause 8.2.1, NOTE 5). Rand is hashed as raw bytes ([`GROUP_RAND_LEN`] from
 /// [`new_group_rand`] in this project); the key's identifier KsxId is KpsaxiId.
 pub fn ksx(kpsaxi: &Secret, enrolee_ax_id: &str, rand: &[u8]) -> Secret {
-    let id = normalize_id(enrolee_ax_id);
+    let id = nfkc(enrolee_ax_id);
     hmac_sha256(
         kpsaxi.expose(),
         &[GROUP_LABEL.as_bytes(), id.as_bytes(), rand],

@@ -9,6 +9,7 @@ mod ae;
 mod ae_config;
 mod association;
 mod bench;
+mod bench_e2e;
 mod bench_maf;
 mod bench_tls;
 mod demo;
@@ -49,6 +50,8 @@ enum Command {
     BenchTls(bench_tls::BenchTlsArgs),
     /// Benchmark the MAF: key registrations and retrievals per second over kept-alive associations.
     BenchMaf(bench_maf::BenchMafArgs),
+    /// Benchmark end-to-end security on one core: ESPrim protect+unprotect, JWS/JWE, Ksx derivations/s.
+    BenchE2e(bench_e2e::BenchE2eArgs),
     /// Manage the software secure environment: an encrypted keystore of PSKs and secrets.
     Keys(keys::KeysArgs),
     /// Run the M2M Authentication Function: central key distribution (TS-0003 clause 8.8).
@@ -124,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(args),
         Command::BenchTls(args) => runtime()?.block_on(bench_tls::run(args)),
         Command::BenchMaf(args) => runtime()?.block_on(bench_maf::run(args)),
+        Command::BenchE2e(args) => bench_e2e::run(args),
         Command::Pki(args) => pki::run(args),
         Command::Maf(args) => {
             if !args.print_default_config {

@@ -10,9 +10,11 @@
 use crate::credentials::Secret;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use josekit::jwe::alg::ecdh_es::{EcdhEsJweDecrypter, EcdhEsJweEncrypter};
 use josekit::jwe::{JweContext, JweHeader};
 use josekit::jwk::alg::ec::{EcCurve, EcKeyPair as JoseEcKeyPair};
 use josekit::jwk::{Jwk, KeyPair};
+use josekit::jws::alg::ecdsa::{EcdsaJwsSigner, EcdsaJwsVerifier};
 use josekit::jws::{JwsContext, JwsHeader};
 use m2m_core::{M2mError, ResponseStatusCode};
 use serde_json::{Map, Value};
@@ -182,6 +184,9 @@ impl SymmetricKey {
 pub struct EcKeyPair {
     kid: String,
     pair: JoseEcKeyPair,
+    // Built once: turning a JWK into an OpenSSL key costs far more than the signature itself.
+    signer: EcdsaJwsSigner,
+    decrypter: EcdhEsJweDecrypter,
 }
 
 impl fmt::Debug for EcKeyPair {
@@ -195,9 +200,21 @@ impl EcKeyPair {
     pub fn generate(kid: impl Into<String>) -> Result<Self, JoseError> {
         let pair = JoseEcKeyPair::generate(EcCurve::P256)
             .map_err(|_| crypto("P-256 key generation failed"))?;
+        Self::from_pair(kid.into(), pair)
+    }
+
+    fn from_pair(kid: String, pair: JoseEcKeyPair) -> Result<Self, JoseError> {
+        let private = pair.to_jwk_private_key();
+        let bad = |_| wrong_key("the key pair is not a usable P-256 key");
+        let signer = josekit::jws::ES256.signer_from_jwk(&private).map_err(bad)?;
+        let decrypter = josekit::jwe::ECDH_ES_A128KW
+            .decrypter_from_jwk(&private)
+            .map_err(bad)?;
         Ok(Self {
-            kid: kid.into(),
+            kid,
             pair,
+            signer,
+            decrypter,
         })
     }
 
@@ -212,7 +229,7 @@ impl EcKeyPair {
         let kid = jwk_kid(&jwk)?;
         let pair = JoseEcKeyPair::from_jwk(&jwk)
             .map_err(|_| wrong_key("the JWK is not a valid P-256 private key"))?;
-        Ok(Self { kid, pair })
+        Self::from_pair(kid, pair)
     }
 
     /// The private key as a JWK with its kid; the text is secret and zeroed on drop.
@@ -231,14 +248,7 @@ impl EcKeyPair {
     pub fn public_key(&self) -> EcPublicKey {
         let mut jwk = self.pair.to_jwk_public_key();
         jwk.set_key_id(self.kid.clone());
-        EcPublicKey {
-            kid: self.kid.clone(),
-            jwk,
-        }
-    }
-
-    fn private_jwk(&self) -> Jwk {
-        self.pair.to_jwk_private_key()
+        EcPublicKey::from_parsed(self.kid.clone(), jwk).expect("our own public key is valid")
     }
 }
 
@@ -247,6 +257,8 @@ impl EcKeyPair {
 pub struct EcPublicKey {
     kid: String,
     jwk: Jwk,
+    verifier: EcdsaJwsVerifier,
+    encrypter: EcdhEsJweEncrypter,
 }
 
 impl EcPublicKey {
@@ -259,11 +271,22 @@ impl EcPublicKey {
             ));
         }
         let kid = jwk_kid(&jwk)?;
+        Self::from_parsed(kid, jwk)
+    }
+
+    fn from_parsed(kid: String, jwk: Jwk) -> Result<Self, JoseError> {
         // Fails for a point off the curve: josekit builds the key through OpenSSL, which checks it.
-        josekit::jws::ES256
-            .verifier_from_jwk(&jwk)
-            .map_err(|_| wrong_key("the JWK is not a valid P-256 public key"))?;
-        Ok(Self { kid, jwk })
+        let bad = |_| wrong_key("the JWK is not a valid P-256 public key");
+        let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).map_err(bad)?;
+        let encrypter = josekit::jwe::ECDH_ES_A128KW
+            .encrypter_from_jwk(&jwk)
+            .map_err(bad)?;
+        Ok(Self {
+            kid,
+            jwk,
+            verifier,
+            encrypter,
+        })
     }
 
     /// The public key as a JWK with its kid.
@@ -354,10 +377,7 @@ impl SigningKey<'_> {
                 .signer_from_bytes(k.secret().expose())
                 .map(|s| Box::new(s) as Box<dyn josekit::jws::JwsSigner>)
                 .map_err(|_| wrong_key("HS256 needs a key of at least 32 bytes")),
-            Self::Ec(k) => josekit::jws::ES256
-                .signer_from_jwk(&k.private_jwk())
-                .map(|s| Box::new(s) as Box<dyn josekit::jws::JwsSigner>)
-                .map_err(|_| wrong_key("the key pair cannot sign ES256")),
+            Self::Ec(k) => Ok(Box::new(k.signer.clone())),
         }
     }
 }
@@ -385,10 +405,7 @@ impl VerifyingKey<'_> {
                 .verifier_from_bytes(k.secret().expose())
                 .map(|s| Box::new(s) as Box<dyn josekit::jws::JwsVerifier>)
                 .map_err(|_| wrong_key("HS256 needs a key of at least 32 bytes")),
-            Self::Ec(k) => josekit::jws::ES256
-                .verifier_from_jwk(&k.jwk)
-                .map(|s| Box::new(s) as Box<dyn josekit::jws::JwsVerifier>)
-                .map_err(|_| wrong_key("the public key cannot verify ES256")),
+            Self::Ec(k) => Ok(Box::new(k.verifier.clone())),
         }
     }
 }
@@ -636,11 +653,7 @@ impl Recipient<'_> {
                     .encrypter_from_bytes(k.secret().expose())
                     .map_err(bad)?,
             ),
-            (Self::EcdhEs(k), _) => Box::new(
-                josekit::jwe::ECDH_ES_A128KW
-                    .encrypter_from_jwk(&k.jwk)
-                    .map_err(bad)?,
-            ),
+            (Self::EcdhEs(k), _) => Box::new(k.encrypter.clone()),
         })
     }
 }
@@ -676,11 +689,7 @@ impl DecryptionKey<'_> {
                     .decrypter_from_bytes(k.secret().expose())
                     .map_err(bad)?,
             ),
-            (Self::EcdhEs(k), _) => Box::new(
-                josekit::jwe::ECDH_ES_A128KW
-                    .decrypter_from_jwk(&k.private_jwk())
-                    .map_err(bad)?,
-            ),
+            (Self::EcdhEs(k), _) => Box::new(k.decrypter.clone()),
         })
     }
 }
@@ -721,6 +730,9 @@ pub fn encrypt_compact(
             enc.key_len()
         )));
     }
+    if let Recipient::Direct(k) = to {
+        return dir_encrypt(plaintext, k, enc, extra);
+    }
     let mut h = JweHeader::new();
     for (k, v) in extra {
         h.set_claim(k, Some(v.clone()))
@@ -749,7 +761,10 @@ pub fn decrypt_compact(
 ) -> Result<Opened, JoseError> {
     let parts = split_compact(token, 5, "JWE")?;
     let header = decode_header(parts[0])?;
-    check_jwe_header(&header, &key, allowed)?;
+    let enc = check_jwe_header(&header, &key, allowed)?;
+    if let DecryptionKey::Direct(k) = key {
+        return dir_decrypt(&parts, k, enc).map(|payload| Opened { payload, header });
+    }
     let (plaintext, _) = JWE_CONTEXT
         .deserialize_compact(token, &*key.decrypter()?)
         .map_err(|_| integrity("the JWE does not decrypt (altered, or for another key)"))?;
@@ -781,6 +796,114 @@ pub fn check_jwe_header(
         .ok_or_else(|| unsupported(format!("JWE enc {} is not accepted", show(enc))))?;
     check_kid(header, key.kid())?;
     Ok(enc)
+}
+
+// `dir` + AES-GCM is done here with RustCrypto `aes-gcm` (already in the workspace) instead of josekit:
+// josekit's OpenSSL 3 path fetches the cipher by name on every call (locks and string compares), which
+// was most of an ESPrim round trip. The format is RFC 7516 clause 5.1 with an empty encrypted key; the
+// jwcrypto interoperability test checks it both ways for A128GCM, A192GCM and A256GCM.
+
+const GCM_IV_LEN: usize = 12;
+const GCM_TAG_LEN: usize = 16;
+
+fn dir_encrypt(
+    plaintext: &[u8],
+    key: &SymmetricKey,
+    enc: ContentEnc,
+    extra: &HeaderParams,
+) -> Result<String, JoseError> {
+    let mut h = extra.clone();
+    h.insert("alg".into(), KeyMgmt::Dir.name().into());
+    h.insert("enc".into(), enc.name().into());
+    h.insert("kid".into(), key.kid().into());
+    let header_b64 = URL_SAFE_NO_PAD.encode(Value::Object(h).to_string());
+    let iv: [u8; GCM_IV_LEN] = {
+        use rand::RngCore;
+        let mut iv = [0u8; GCM_IV_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut iv);
+        iv
+    };
+    let mut buf = plaintext.to_vec();
+    let tag = gcm(key, enc, |c| {
+        c.encrypt(&iv, header_b64.as_bytes(), &mut buf)
+            .map(|t| t.to_vec())
+    })?
+    .map_err(|_| crypto("AES-GCM encryption failed"))?;
+    Ok(format!(
+        "{header_b64}..{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(iv),
+        URL_SAFE_NO_PAD.encode(&buf),
+        URL_SAFE_NO_PAD.encode(tag)
+    ))
+}
+
+fn dir_decrypt(
+    parts: &[&str],
+    key: &SymmetricKey,
+    enc: ContentEnc,
+) -> Result<Zeroizing<Vec<u8>>, JoseError> {
+    if !parts[1].is_empty() {
+        return Err(malformed("alg dir carries no encrypted key"));
+    }
+    let iv = decode_part(parts[2])?;
+    let tag = decode_part(parts[4])?;
+    if iv.len() != GCM_IV_LEN || tag.len() != GCM_TAG_LEN {
+        return Err(malformed("AES-GCM needs a 96-bit IV and a 128-bit tag"));
+    }
+    let mut buf = Zeroizing::new(decode_part(parts[3])?);
+    gcm(key, enc, |c| {
+        c.decrypt(&iv, parts[0].as_bytes(), &mut buf, &tag)
+    })?
+    .map_err(|_| integrity("the JWE does not decrypt (altered, or for another key)"))?;
+    Ok(buf)
+}
+
+/// One AES-GCM key size, behind a common interface.
+trait Gcm {
+    fn encrypt(&self, iv: &[u8], aad: &[u8], buf: &mut Vec<u8>) -> Result<[u8; 16], ()>;
+    fn decrypt(&self, iv: &[u8], aad: &[u8], buf: &mut Vec<u8>, tag: &[u8]) -> Result<(), ()>;
+}
+
+impl<C: aes_gcm::aead::AeadInPlace> Gcm for C {
+    fn encrypt(&self, iv: &[u8], aad: &[u8], buf: &mut Vec<u8>) -> Result<[u8; 16], ()> {
+        let t = self
+            .encrypt_in_place_detached(iv.into(), aad, buf)
+            .map_err(|_| ())?;
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&t);
+        Ok(out)
+    }
+    fn decrypt(&self, iv: &[u8], aad: &[u8], buf: &mut Vec<u8>, tag: &[u8]) -> Result<(), ()> {
+        self.decrypt_in_place_detached(iv.into(), aad, buf, tag.into())
+            .map_err(|_| ())
+    }
+}
+
+/// Runs `f` with the AES-GCM of `enc` keyed by `key` (whose length must fit `enc`).
+fn gcm<T>(
+    key: &SymmetricKey,
+    enc: ContentEnc,
+    f: impl FnOnce(&dyn Gcm) -> T,
+) -> Result<T, JoseError> {
+    use aes_gcm::aead::KeyInit;
+    let k = key.secret().expose();
+    if k.len() != enc.key_len() {
+        return Err(wrong_key(format!(
+            "dir with {} needs a {}-byte key",
+            enc.name(),
+            enc.key_len()
+        )));
+    }
+    let bad = |_| wrong_key("bad AES key length");
+    Ok(match enc {
+        ContentEnc::A128Gcm => f(&aes_gcm::Aes128Gcm::new_from_slice(k).map_err(bad)?),
+        ContentEnc::A192Gcm => f(&aes_gcm::AesGcm::<
+            aes_gcm::aes::Aes192,
+            aes_gcm::aead::consts::U12,
+        >::new_from_slice(k)
+        .map_err(bad)?),
+        ContentEnc::A256Gcm => f(&aes_gcm::Aes256Gcm::new_from_slice(k).map_err(bad)?),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------------
