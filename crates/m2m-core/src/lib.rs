@@ -10,6 +10,7 @@ pub mod id;
 pub mod primitive;
 pub mod resource_type;
 pub mod schema;
+pub mod security_info;
 pub mod status;
 pub mod time;
 

@@ -1,0 +1,193 @@
+//! Secure group communication and end-to-end group credentials (seeds/001 clauses 5.4 and 5.1).
+//!
+//! - A group command ([`seal_command`]): the gateway signs the command with its own P-256 key (ES256, the
+//!   JWS header names the group in `grp`), then encrypts the JWS under the group key (`dir` or AES key
+//!   wrap, `kid` = group key ID, `cty` "JOSE"). A member holding the group key decrypts and verifies the
+//!   gateway's signature ([`open_command`]); a holder of another group's key cannot decrypt, and a member
+//!   of two groups cannot re-send one group's command to the other (the signed `grp` would not match).
+//!   The same object protects a fan-out over multicast, where (D)TLS cannot (seeds/004 6.1.2.2.3).
+//! - A group credential for one member ([`seal_credential`]): the M2M server encrypts the group key (as a
+//!   JWK) under a key only that member holds (AES key wrap with the key it shares with the member, or
+//!   ECDH-ES+A128KW to the member's P-256 key), with `aud` = the member's ID. The gateway relaying it
+//!   cannot read it. Under ECDH-ES anyone knowing the member's public key could make such an object, so
+//!   the server then signs it first (nested JWS, `cty` "JOSE") and the member requires that signature.
+//!
+//! Replay of an old command within the group key's life is not prevented here: put a timestamp or a
+//! sequence number in the command if the application needs it.
+
+use crate::e2e::jose::{
+    self, ContentEnc, DecryptionKey, HeaderParams, Recipient, SigningKey, SymmetricKey,
+    VerifyingKey,
+};
+use crate::e2e::jose::{EcKeyPair, EcPublicKey};
+use m2m_core::{M2mError, ResponseStatusCode as Rsc};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+/// JWS header parameter naming the group a command is for (its group key ID).
+pub const GROUP_PARAM: &str = "grp";
+/// JWE header parameter naming the member a credential is for (RFC 7519 `aud`).
+pub const AUDIENCE_PARAM: &str = "aud";
+/// `cty` of a sealed group credential: a JWK.
+pub const CTY_JWK: &str = "jwk+json";
+
+/// How the group key protects a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupKeyMgmt {
+    /// The group key is the content key (its length fixes `enc`: 16/24/32 bytes, A128/192/256GCM).
+    Dir,
+    /// The group key wraps a fresh content key (A128KW/A192KW/A256KW by its length), A128GCM content.
+    KeyWrap,
+}
+
+fn refused(why: impl Into<String>) -> M2mError {
+    M2mError::new(Rsc::OriginatorNotAuthenticated, why)
+}
+
+fn dir_enc(key: &SymmetricKey) -> Result<ContentEnc, M2mError> {
+    ContentEnc::ALL
+        .into_iter()
+        .find(|e| e.key_len() == key.secret().len())
+        .ok_or_else(|| M2mError::bad_request("a dir group key has 16, 24 or 32 bytes"))
+}
+
+/// The gateway signs `command` and encrypts it for the members of the group of `group_key`.
+pub fn seal_command(
+    command: &[u8],
+    gateway: &EcKeyPair,
+    group_key: &SymmetricKey,
+    mgmt: GroupKeyMgmt,
+) -> Result<String, M2mError> {
+    let fail = |e: jose::JoseError| e.to_m2m("group command not sealed");
+    let mut h = HeaderParams::new();
+    h.insert(GROUP_PARAM.into(), group_key.kid().into());
+    let jws = jose::sign_compact(command, SigningKey::Ec(gateway), &h).map_err(fail)?;
+    let mut outer = HeaderParams::new();
+    outer.insert("cty".into(), "JOSE".into());
+    let (to, enc) = match mgmt {
+        GroupKeyMgmt::Dir => (Recipient::Direct(group_key), dir_enc(group_key)?),
+        GroupKeyMgmt::KeyWrap => (Recipient::KeyWrap(group_key), ContentEnc::A128Gcm),
+    };
+    jose::encrypt_compact(jws.as_bytes(), to, enc, &outer).map_err(fail)
+}
+
+/// A member decrypts a group command with its group key and verifies the gateway's signature.
+pub fn open_command(
+    sealed: &str,
+    group_key: &SymmetricKey,
+    mgmt: GroupKeyMgmt,
+    gateway: &EcPublicKey,
+) -> Result<Zeroizing<Vec<u8>>, M2mError> {
+    let fail = |e: jose::JoseError| e.to_m2m("group command rejected");
+    let dk = match mgmt {
+        GroupKeyMgmt::Dir => DecryptionKey::Direct(group_key),
+        GroupKeyMgmt::KeyWrap => DecryptionKey::KeyWrap(group_key),
+    };
+    let opened = jose::decrypt_compact(sealed, dk, &ContentEnc::ALL).map_err(fail)?;
+    if opened.header.get("cty").and_then(Value::as_str) != Some("JOSE") {
+        return Err(refused("group command rejected: it is not signed"));
+    }
+    let jws = std::str::from_utf8(&opened.payload)
+        .map_err(|_| M2mError::bad_request("group command rejected: the nested JWS is not text"))?;
+    let verified = jose::verify_compact(jws, VerifyingKey::Ec(gateway)).map_err(fail)?;
+    if verified.header.get(GROUP_PARAM).and_then(Value::as_str) != Some(group_key.kid()) {
+        return Err(refused(
+            "group command rejected: it was signed for another group",
+        ));
+    }
+    Ok(verified.payload)
+}
+
+/// The key a group credential is sealed under: one only the member (and the server) holds.
+#[derive(Clone, Copy, Debug)]
+pub enum MemberKey<'a> {
+    /// AES key wrap with the key the server shares with the member (e.g. its Kpsa-derived key).
+    Shared(&'a SymmetricKey),
+    /// ECDH-ES+A128KW to the member's P-256 key; the server must sign (see the module doc).
+    Ec(&'a EcPublicKey, SigningKey<'a>),
+}
+
+/// The member's side of [`MemberKey`].
+#[derive(Clone, Copy, Debug)]
+pub enum MemberUnwrapKey<'a> {
+    /// The shared key.
+    Shared(&'a SymmetricKey),
+    /// The member's P-256 private key and the server's verifying key.
+    Ec(&'a EcKeyPair, VerifyingKey<'a>),
+}
+
+/// The M2M server seals `group_key` for the member `member_id`.
+pub fn seal_credential(
+    group_key: &SymmetricKey,
+    member_id: &str,
+    to: MemberKey<'_>,
+) -> Result<String, M2mError> {
+    let fail = |e: jose::JoseError| e.to_m2m("group credential not sealed");
+    let mut h = HeaderParams::new();
+    h.insert(AUDIENCE_PARAM.into(), member_id.into());
+    let jwk = group_key.to_jwk();
+    match to {
+        MemberKey::Shared(k) => {
+            h.insert("cty".into(), CTY_JWK.into());
+            jose::encrypt_compact(
+                jwk.as_bytes(),
+                Recipient::KeyWrap(k),
+                ContentEnc::A128Gcm,
+                &h,
+            )
+            .map_err(fail)
+        }
+        MemberKey::Ec(k, server) => {
+            let mut inner = h.clone();
+            inner.insert("cty".into(), CTY_JWK.into());
+            let jws = jose::sign_compact(jwk.as_bytes(), server, &inner).map_err(fail)?;
+            h.insert("cty".into(), "JOSE".into());
+            jose::encrypt_compact(
+                jws.as_bytes(),
+                Recipient::EcdhEs(k),
+                ContentEnc::A128Gcm,
+                &h,
+            )
+            .map_err(fail)
+        }
+    }
+}
+
+/// The member `member_id` opens a group credential sealed for it.
+pub fn open_credential(
+    sealed: &str,
+    member_id: &str,
+    key: MemberUnwrapKey<'_>,
+) -> Result<SymmetricKey, M2mError> {
+    let fail = |e: jose::JoseError| e.to_m2m("group credential rejected");
+    let dk = match key {
+        MemberUnwrapKey::Shared(k) => DecryptionKey::KeyWrap(k),
+        MemberUnwrapKey::Ec(k, _) => DecryptionKey::EcdhEs(k),
+    };
+    let opened = jose::decrypt_compact(sealed, dk, &ContentEnc::ALL).map_err(fail)?;
+    check_audience(&opened.header, member_id)?;
+    let jwk = match key {
+        MemberUnwrapKey::Shared(_) => opened.payload,
+        MemberUnwrapKey::Ec(_, server) => {
+            let jws = std::str::from_utf8(&opened.payload).map_err(|_| {
+                refused("group credential rejected: it is not signed by the server")
+            })?;
+            let verified = jose::verify_compact(jws, server).map_err(fail)?;
+            check_audience(&verified.header, member_id)?;
+            verified.payload
+        }
+    };
+    let text = std::str::from_utf8(&jwk)
+        .map_err(|_| M2mError::bad_request("group credential rejected: not a JWK"))?;
+    SymmetricKey::from_jwk(text).map_err(|e| e.to_m2m("group credential rejected"))
+}
+
+fn check_audience(header: &HeaderParams, member_id: &str) -> Result<(), M2mError> {
+    if header.get(AUDIENCE_PARAM).and_then(Value::as_str) == Some(member_id) {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "group credential rejected: it is not addressed to {member_id:?}"
+        )))
+    }
+}

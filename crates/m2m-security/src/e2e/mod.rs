@@ -1,0 +1,15 @@
+//! End-to-end security (TS-0003 clauses 8.4, 8.5; seeds/001 clauses 5.1, 5.4): protection that survives
+//! the CSEs a message or a stored value passes through. Pure logic, no sockets; time comes from the caller.
+//!
+//! - [`jose`]: typed keys and JWS/JWE with strict algorithm allow-lists (the layer everything below uses).
+//! - [`esprim`]: End-to-End Security of Primitives (ESPrim): rand objects, sessionESPrimKey, JWE-protected
+//!   inner primitives and responses, with expiry and a replay cache.
+//! - [`esdata`]: End-to-End Security of Data (ESData): contentInstance content signed and/or encrypted by
+//!   the AE, bound to the resource's attributes, opaque to the hosting CSE.
+//! - [`group_message`]: secure group communication (a gateway-signed command under a group key) and a
+//!   group credential sealed for one member under that member's own key.
+
+pub mod esdata;
+pub mod esprim;
+pub mod group_message;
+pub mod jose;
