@@ -37,6 +37,8 @@ pub struct Cse {
     pub(crate) group_keys: std::sync::OnceLock<Arc<crate::group_authentication::GroupKeys>>,
     /// Group authentication, entity B: live inner associations and the current round.
     pub(crate) group_agent: crate::group_authentication::Agent,
+    /// Group credentials end to end (IN-CSE): the members' own E2E keys, when configured.
+    pub(crate) group_credentials: Option<crate::group_credentials::GroupCredentials>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -51,6 +53,10 @@ impl Cse {
         let id = cfg.identity()?;
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
         let (client, registrar_client) = outgoing_clients(&cfg)?;
+        let group_credentials = crate::group_credentials::GroupCredentials::from_config(
+            &cfg.group_credentials,
+            &crate::secure_environments(&cfg)?,
+        )?;
         let public_url = cfg
             .http
             .public_url
@@ -67,6 +73,7 @@ impl Cse {
             public_url: RwLock::new(public_url),
             group_keys: std::sync::OnceLock::new(),
             group_agent: Default::default(),
+            group_credentials,
         });
         cse.ensure_cse_base()?;
         Ok(cse)
