@@ -47,6 +47,65 @@ pub struct Config {
     pub group_agent: GroupAgentSection,
     /// This CSE as ESPrim Target: pairwiseESPrimKeys, accepted options, rand lifetime.
     pub esprim: EsprimSection,
+    /// Group credentials end to end (IN-CSE, seeds/001 clause 5.1): the members' own E2E keys.
+    pub group_credentials: GroupCredentialsSection,
+}
+
+/// Group credentials end to end at the IN-CSE (seeds/001 clause 5.1): each member AE's own
+/// pre-provisioned E2E key, under which the group key is sealed for it. A configuration holding
+/// keys must not be readable by others (as for [security] psk rows).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupCredentialsSection {
+    /// The child container of a member AE that receives its sealed credential.
+    pub container: String,
+    /// The server's P-256 private JWK file (mode 0600): signs the credentials sealed under a
+    /// member's public key (anyone knowing that key could otherwise forge one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<E2eMemberRow>,
+}
+
+impl Default for GroupCredentialsSection {
+    fn default() -> Self {
+        Self {
+            container: "credentials".into(),
+            signing_key: None,
+            members: Vec::new(),
+        }
+    }
+}
+
+/// One member's E2E key: exactly one of `key` (hex, shared: AES key wrap), `keystore_secret`
+/// (the name of a secret in the [security] keystore, shared) or `public_jwk` (a P-256 public
+/// JWK file: ECDH-ES+A128KW).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct E2eMemberRow {
+    /// The member's AE-ID (SP-relative, e.g. `/id-mn/Clock1`, or absolute).
+    pub member: String,
+    /// The key ID of a shared key; default: the member's AE-ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// A shared key in hex: 16, 24 or 32 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keystore_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_jwk: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for E2eMemberRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("E2eMemberRow")
+            .field("member", &self.member)
+            .field("kid", &self.kid)
+            .field("keystore_secret", &self.keystore_secret)
+            .field("public_jwk", &self.public_jwk)
+            .finish_non_exhaustive()
+    }
 }
 
 /// End-to-End Security of Primitives with this CSE as Target (TS-0003 clause 8.4, TS-0004 clause

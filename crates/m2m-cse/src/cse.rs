@@ -39,6 +39,8 @@ pub struct Cse {
     pub(crate) group_agent: crate::group_authentication::Agent,
     /// ESPrim Target: the pairwiseESPrimKeys and the rands, sessions and replay cache.
     pub(crate) esprim: Option<crate::esprim::EsprimTarget>,
+    /// Group credentials end to end (IN-CSE): the members' own E2E keys, when configured.
+    pub(crate) group_credentials: Option<crate::group_credentials::GroupCredentials>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -54,6 +56,10 @@ impl Cse {
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
         let (client, registrar_client) = outgoing_clients(&cfg)?;
         let esprim = crate::esprim::EsprimTarget::from_config(&cfg)?;
+        let group_credentials = crate::group_credentials::GroupCredentials::from_config(
+            &cfg.group_credentials,
+            &crate::secure_environments(&cfg)?,
+        )?;
         let public_url = cfg
             .http
             .public_url
@@ -71,6 +77,7 @@ impl Cse {
             group_keys: std::sync::OnceLock::new(),
             group_agent: Default::default(),
             esprim,
+            group_credentials,
         });
         cse.ensure_cse_base()?;
         Ok(cse)

@@ -356,6 +356,10 @@ pub async fn notify(
         if let Some(answer) = crate::esprim::handle_notify(cse, &req, peer).await {
             return answer;
         }
+        // Group credentials end to end (seeds/001 clause 5.1): the admin asks for a distribution.
+        if let Some(answer) = crate::group_credentials::handle_notify(cse, &req, peer).await {
+            return answer;
+        }
     }
     match res.ty {
         // A notification for an AE is relayed to its pointOfAccess.

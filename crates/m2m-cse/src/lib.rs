@@ -14,6 +14,7 @@ pub mod esprim;
 pub mod expiry;
 mod group;
 pub mod group_authentication;
+pub mod group_credentials;
 pub mod http_server;
 mod impersonation;
 mod maf_keys;

@@ -13,6 +13,7 @@ mod bench_e2e;
 mod bench_maf;
 mod bench_tls;
 mod demo;
+mod e2e;
 mod files;
 mod keys;
 mod maf;
@@ -60,6 +61,8 @@ enum Command {
     Mef(mef::MefArgs),
     /// Use the MAF's trusted third party: register and retrieve E2E credentials (seeds/001 5.6, 5.7).
     Ttp(Box<ttp::TtpArgs>),
+    /// End-to-end security: JWK keys, ESData protect/open, secure group commands, group credentials.
+    E2e(e2e::E2eArgs),
     /// Make certificates in the TS-0003 profile (root CA, CSE, AE, MAF, MEF) and show a certificate's oneM2M identity.
     Pki(pki::PkiArgs),
     /// Benchmark a CSE: contentInstance create and latest retrieve under keep-alive load.
@@ -137,6 +140,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ttp(args) => {
             let code = runtime()?.block_on(ttp::run(*args))?;
+            std::process::exit(code);
+        }
+        Command::E2e(args) => {
+            let code = runtime()?.block_on(e2e::run(args))?;
             std::process::exit(code);
         }
         Command::Mef(args) => {
