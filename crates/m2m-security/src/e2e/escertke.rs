@@ -183,6 +183,13 @@ fn handshake_reason(e: &openssl::ssl::Error, ssl: &openssl::ssl::SslRef) -> Stri
     }
 }
 
+/// Whether an ESCertKE Message is Message 1: a TLS handshake record (type 22) whose first handshake
+/// message is a ClientHello (type 1). Message 3 starts with the Initiator's Certificate (type 11), so a
+/// Terminator tells a new exchange from the continuation of one without any extra identifier.
+pub fn is_message1(message: &[u8]) -> bool {
+    message.len() > 5 && message[0] == 22 && message[5] == 1
+}
+
 /// The Initiating End-Point (the ESPrim Originator).
 pub struct Initiator {
     handshake: Handshake,
@@ -335,8 +342,10 @@ mod tests {
         let dir = setup();
         let (server, client) = contexts(dir.path(), "i");
         let (mut init, m1) = Initiator::start(&client, Some("id-in.m2m.example.com")).unwrap();
+        assert!(is_message1(&m1));
         let (term, m2) = Terminator::accept(&server, &m1).unwrap();
         let m3 = init.respond(&m2).unwrap();
+        assert!(!is_message1(&m3));
         let (m4, t_key) = term.finish(&m3).unwrap();
         let i_key = init.finish(&m4).unwrap();
         assert_eq!(t_key.key, i_key.key);
