@@ -25,11 +25,11 @@ use crate::config::{Config, EsprimKeyRow};
 use crate::cse::Cse;
 use crate::maf_keys::{KeyUsage, MafKeys};
 use crate::resolve::{self, Locality};
+use chrono::{DateTime, Utc};
 use m2m_core::security_info::{SecurityInfo, SecurityInfoType, SECURITY_INFO_ROOT};
 use m2m_core::{Address, M2mError, M2mResult, Request, Response, ResponseStatusCode as Rsc};
 use m2m_security::credentials::Secret;
 use m2m_security::e2e::esprim::{self, EsprimReceiver, InnerRequest, PairwiseKey, PairwiseKeys};
-use chrono::{DateTime, Utc};
 use m2m_security::kdf;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -113,15 +113,15 @@ impl EsprimTarget {
 
     /// The pairwiseESPrimKey `kid` names: provisioned, held, or (for a KcID of this CSE's MAF) retrieved
     /// from the MAF now (TS-0003 8.4.2 C.6a). `Ok(None)`: unknown here (the library answers 4112).
-    async fn pairwise_key(
-        &self,
-        kid: &str,
-        now: DateTime<Utc>,
-    ) -> M2mResult<Option<PairwiseKey>> {
+    async fn pairwise_key(&self, kid: &str, now: DateTime<Utc>) -> M2mResult<Option<PairwiseKey>> {
         if let Some(k) = self.keys.get(kid) {
             return Ok(Some(k.clone()));
         }
-        if let Some(k) = self.derived().get(kid).filter(|k| k.expires.is_none_or(|e| e > now)) {
+        if let Some(k) = self
+            .derived()
+            .get(kid)
+            .filter(|k| k.expires.is_none_or(|e| e > now))
+        {
             return Ok(Some(k.clone()));
         }
         let Some((maf, relative)) = self
@@ -131,13 +131,14 @@ impl EsprimTarget {
         else {
             return Ok(None);
         };
-        let key = match tokio::time::timeout(maf.timeout(), maf.retrieve(relative, KeyUsage::Esprim))
-            .await
-        {
-            Ok(Ok(key)) => key,
-            Ok(Err(why)) => return Err(maf_refused(kid, &why)),
-            Err(_) => return Err(maf_refused(kid, "the MAF did not answer in time")),
-        };
+        let key =
+            match tokio::time::timeout(maf.timeout(), maf.retrieve(relative, KeyUsage::Esprim))
+                .await
+            {
+                Ok(Ok(key)) => key,
+                Ok(Err(why)) => return Err(maf_refused(kid, &why)),
+                Err(_) => return Err(maf_refused(kid, "the MAF did not answer in time")),
+            };
         let pairwise = PairwiseKey {
             key: kdf::esprim_maf_pairwise(&key.kc),
             entity: key.source_id,
@@ -176,7 +177,9 @@ fn maf_of(cfg: &Config) -> anyhow::Result<Option<MafKeys>> {
                 k.clone(),
                 ca.clone(),
             ))),
-            _ => anyhow::bail!("esprim.maf_keys needs [tls] certificate, private_key and trusted_ca"),
+            _ => {
+                anyhow::bail!("esprim.maf_keys needs [tls] certificate, private_key and trusted_ca")
+            }
         },
         None => anyhow::bail!("esprim.maf_keys needs [tls] to authenticate to the MAF"),
     }
@@ -283,7 +286,8 @@ async fn protected_exchange(
         Some(kid) => Resolved(target.pairwise_key(&kid, now).await?.map(|k| (kid, k))),
         None => Resolved(None),
     };
-    let same_entity = |from: &str, entity: &str| crate::impersonation::same_entity(cse, from, entity);
+    let same_entity =
+        |from: &str, entity: &str| crate::impersonation::same_entity(cse, from, entity);
     let inner = target
         .receiver()
         .unprotect_request_with(&resolved, jwe, now, &same_entity)?;

@@ -91,7 +91,8 @@ impl MafKeys {
     /// form (a provisioned KpsaID or pairwiseESPrimKeyID, another MAF).
     pub(crate) fn relative_id<'a>(&self, key_id: &'a str) -> Option<&'a str> {
         let relative = key_id.strip_suffix(&format!("@{}", self.section.fqdn))?;
-        (!relative.is_empty() && relative.bytes().all(|b| b.is_ascii_hexdigit())).then_some(relative)
+        (!relative.is_empty() && relative.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some(relative)
     }
 
     /// How long a retrieval may take.

@@ -13,6 +13,7 @@ mod bench_e2e;
 mod bench_maf;
 mod bench_tls;
 mod demo;
+mod esprim_keys;
 mod files;
 mod keys;
 mod maf;

@@ -143,7 +143,9 @@ impl Handshake {
         if pipe.read_pos == pipe.inbound.len() {
             Ok(())
         } else {
-            Err(fail("the ESCertKE Message carries bytes after the handshake flight"))
+            Err(fail(
+                "the ESCertKE Message carries bytes after the handshake flight",
+            ))
         }
     }
 
