@@ -7,7 +7,7 @@
 use crate::association::{maf_access, MafSae, SecretSource};
 use m2m_core::{M2mError, M2mResult, ResponseStatusCode as Rsc};
 use m2m_security::credentials::Secret;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the pairwiseESPrimKey comes from.
 pub enum EsprimKeySource {
@@ -61,9 +61,9 @@ pub async fn obtain(source: &EsprimKeySource, route: &Route<'_>) -> M2mResult<(S
 }
 
 async fn escertke(
-    certificate: &PathBuf,
-    private_key: &PathBuf,
-    trusted_ca: &PathBuf,
+    certificate: &Path,
+    private_key: &Path,
+    trusted_ca: &Path,
     route: &Route<'_>,
 ) -> M2mResult<(String, Secret)> {
     let bad = |e: String| M2mError::bad_request(e);
@@ -72,9 +72,9 @@ async fn escertke(
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        certificate_chain: Some(certificate.clone()),
-        private_key: Some(private_key.clone()),
-        trusted_ca: Some(trusted_ca.clone()),
+        certificate_chain: Some(certificate.to_path_buf()),
+        private_key: Some(private_key.to_path_buf()),
+        trusted_ca: Some(trusted_ca.to_path_buf()),
         ..Default::default()
     })
     .map_err(|e| bad(format!("--esprim-cert: {e}")))?;
@@ -91,7 +91,7 @@ async fn escertke(
 
 /// The name the Target's certificate must carry: `<cse-id>.<sp>`, with the SP of an absolute
 /// `--esprim-to` or else the SP of the Originator's own certificate.
-fn target_name(to: &str, own_certificate: &PathBuf) -> Result<String, String> {
+fn target_name(to: &str, own_certificate: &Path) -> Result<String, String> {
     use m2m_security::certificates::{cse_dns_name, sp_of};
     let (sp, path) = match to.strip_prefix("//") {
         Some(rest) => {

@@ -381,7 +381,7 @@ mod tests {
         let (mut init, m1) = Initiator::start(&client, None).unwrap();
         let (term, m2) = Terminator::accept(&server, &m1).unwrap();
         let m3 = init.respond(&m2).unwrap();
-        let e = term.finish(&m3).err().expect("refused");
+        let e = term.finish(&m3).expect_err("refused");
         assert!(e.0.contains("certificate"), "{e}");
     }
 
@@ -402,7 +402,7 @@ mod tests {
         // The Terminator's certificate names /id-in, not /id-other.
         let (mut c, c1) = Initiator::start(&client, Some("id-other.m2m.example.com")).unwrap();
         let (_tc, c2) = Terminator::accept(&server, &c1).unwrap();
-        let e = c.respond(&c2).err().expect("wrong name");
+        let e = c.respond(&c2).expect_err("wrong name");
         assert!(e.0.contains("certificate"), "{e}");
     }
 }
