@@ -98,7 +98,7 @@ impl Default for EsprimSection {
 pub struct EsprimKeyRow {
     /// pairwiseESPrimKeyID, the `kid` of the ESPrim objects.
     pub kid: String,
-    /// The AE-ID or CSE-ID the key belongs to, written as the inner From will carry it (4116 else).
+    /// The AE-ID or CSE-ID the key belongs to (any form); the inner From must name it (4116 else).
     pub entity: String,
     /// The key in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
