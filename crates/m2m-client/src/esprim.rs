@@ -33,14 +33,27 @@ async fn exchange(
     info: SecurityInfo,
     want: SecurityInfoType,
 ) -> M2mResult<SecurityInfo> {
+    notify_security_info(client, t.url, t.to, t.from, info, want).await
+}
+
+/// Sends `info` in a NOTIFY to `to` (a CSEBase) through the CSE at `url`, as `from`; the answer must be
+/// 2000 with a securityInfo of type `want` (ESPrim and ESCertKE share this transport).
+pub(crate) async fn notify_security_info(
+    client: &Client,
+    url: &str,
+    to: &str,
+    from: &str,
+    info: SecurityInfo,
+    want: SecurityInfoType,
+) -> M2mResult<SecurityInfo> {
     let mut req = Request::new(
         Operation::Notify,
-        t.to.to_owned(),
-        Some(t.from.to_owned()),
+        to.to_owned(),
+        Some(from.to_owned()),
         crate::next_request_id(),
     );
     req.pc = Some(info.to_content());
-    let rsp = client.send(t.url, &req).await?.into_result()?;
+    let rsp = client.send(url, &req).await?.into_result()?;
     let answer = rsp
         .pc
         .as_ref()

@@ -52,6 +52,7 @@ pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 type HttpsClient = hyper_util::client::legacy::Client<tls::TlsConnector, Full<Bytes>>;
 
+pub mod escertke;
 pub mod esprim;
 pub mod group_authentication;
 mod tls;

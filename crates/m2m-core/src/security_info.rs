@@ -1,8 +1,9 @@
 //! ESPrim vocabulary: `m2m:securityInfo` and the ESPrim rand objects (TS-0004 clauses 6.3.5.48-6.3.5.52,
 //! enumerations 6.3.4.2.35/.40/.41), with the short names of TS-0004 clause 8.2.3.
 //!
-//! Only the ESPrim members (sit 3, 4, 5) are modelled; the dynamic-authorization and ESCertKE members of
-//! `m2m:securityInfo` are not implemented and are rejected when read, so a peer never sees them ignored.
+//! Only the ESPrim (sit 3, 4, 5) and ESCertKE (sit 6, TS-0004 clause 7.5.1.2.12) members are modelled; the
+//! dynamic-authorization members of `m2m:securityInfo` are not implemented and are rejected when read, so a
+//! peer never sees them ignored.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,8 @@ pub enum SecurityInfoType {
     ReceiverRandResponse,
     /// 5: ESPrim Object.
     EsprimObject,
+    /// 6: ESCertKE Message.
+    EscertkeMessage,
 }
 
 impl From<SecurityInfoType> for u8 {
@@ -27,6 +30,7 @@ impl From<SecurityInfoType> for u8 {
             SecurityInfoType::ReceiverRandRequest => 3,
             SecurityInfoType::ReceiverRandResponse => 4,
             SecurityInfoType::EsprimObject => 5,
+            SecurityInfoType::EscertkeMessage => 6,
         }
     }
 }
@@ -38,8 +42,9 @@ impl TryFrom<u8> for SecurityInfoType {
             3 => Ok(Self::ReceiverRandRequest),
             4 => Ok(Self::ReceiverRandResponse),
             5 => Ok(Self::EsprimObject),
+            6 => Ok(Self::EscertkeMessage),
             _ => Err(format!(
-                "securityInfoType {v} is not supported (3, 4 and 5 are)"
+                "securityInfoType {v} is not supported (3, 4, 5 and 6 are)"
             )),
         }
     }
@@ -170,6 +175,9 @@ pub struct SecurityInfo {
     /// esprimObject (m2m:e2eCompactJWE): present only with sit 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epo: Option<String>,
+    /// escertkeMessage (xs:base64Binary, standard alphabet with padding): present only with sit 6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eckm: Option<String>,
 }
 
 impl SecurityInfo {
@@ -179,6 +187,7 @@ impl SecurityInfo {
             sit: SecurityInfoType::ReceiverRandRequest,
             ero: None,
             epo: None,
+            eckm: None,
         }
     }
 
@@ -188,6 +197,7 @@ impl SecurityInfo {
             sit: SecurityInfoType::ReceiverRandResponse,
             ero: Some(ero),
             epo: None,
+            eckm: None,
         }
     }
 
@@ -197,15 +207,41 @@ impl SecurityInfo {
             sit: SecurityInfoType::EsprimObject,
             ero: None,
             epo: Some(jwe.into()),
+            eckm: None,
         }
+    }
+
+    /// sit 6: an ESCertKE Message (the TLS records of one flight), base64-encoded.
+    pub fn escertke_message(message: &[u8]) -> Self {
+        use base64::Engine;
+        Self {
+            sit: SecurityInfoType::EscertkeMessage,
+            ero: None,
+            epo: None,
+            eckm: Some(base64::engine::general_purpose::STANDARD.encode(message)),
+        }
+    }
+
+    /// The bytes of the ESCertKE Message of a sit 6 element.
+    pub fn escertke_bytes(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        let text = self
+            .eckm
+            .as_deref()
+            .ok_or_else(|| "the securityInfo carries no escertkeMessage".to_owned())?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| "escertkeMessage is not base64".to_owned())
     }
 
     /// Checks that exactly the member of table 6.3.5.48-1 that `sit` calls for is present.
     pub fn validate(&self) -> Result<(), String> {
+        let present = (self.ero.is_some(), self.epo.is_some(), self.eckm.is_some());
         let ok = match self.sit {
-            SecurityInfoType::ReceiverRandRequest => self.ero.is_none() && self.epo.is_none(),
-            SecurityInfoType::ReceiverRandResponse => self.ero.is_some() && self.epo.is_none(),
-            SecurityInfoType::EsprimObject => self.ero.is_none() && self.epo.is_some(),
+            SecurityInfoType::ReceiverRandRequest => present == (false, false, false),
+            SecurityInfoType::ReceiverRandResponse => present == (true, false, false),
+            SecurityInfoType::EsprimObject => present == (false, true, false),
+            SecurityInfoType::EscertkeMessage => present == (false, false, true),
         };
         if ok {
             Ok(())
@@ -217,6 +253,7 @@ impl SecurityInfo {
                     SecurityInfoType::ReceiverRandRequest => "no other element",
                     SecurityInfoType::ReceiverRandResponse => "ero and nothing else",
                     SecurityInfoType::EsprimObject => "epo and nothing else",
+                    SecurityInfoType::EscertkeMessage => "eckm and nothing else",
                 }
             ))
         }
@@ -283,6 +320,10 @@ mod tests {
             SecurityInfo::rand_request().to_content(),
             json!({"m2m:seci": {"sit": 3}})
         );
+        let m = SecurityInfo::escertke_message(&[0x16, 0x03, 0x01]).to_content();
+        assert_eq!(m, json!({"m2m:seci": {"sit": 6, "eckm": "FgMB"}}));
+        let back = SecurityInfo::from_content(&m).unwrap();
+        assert_eq!(back.escertke_bytes().unwrap(), vec![0x16, 0x03, 0x01]);
     }
 
     #[test]
@@ -292,6 +333,9 @@ mod tests {
             json!({"m2m:seci": {"sit": 5}}),
             json!({"m2m:seci": {"sit": 3, "epo": "x"}}),
             json!({"m2m:seci": {"sit": 5, "epo": "x", "zzz": 1}}),
+            json!({"m2m:seci": {"sit": 6}}),
+            json!({"m2m:seci": {"sit": 6, "eckm": "AA==", "epo": "x"}}),
+            json!({"m2m:seci": {"sit": 5, "epo": "x", "eckm": "AA=="}}),
             json!({"m2m:seci": {"sit": 4, "ero": {"esri": "r"}}}),
             json!({"other": 1}),
         ] {

@@ -117,7 +117,20 @@ pub struct EsprimSection {
     pub rand_lifetime_seconds: u64,
     /// The esprimProtocolAndAlgIDs offered and accepted (10, 11, 12: JWE with A128/A192/A256GCM).
     pub algorithms: Vec<m2m_core::security_info::EsprimProtocolAndAlgId>,
-    /// The provisioned pairwiseESPrimKeys; empty: this CSE is no ESPrim Target.
+    /// MAF ESPrim Framework: accept pairwiseESPrimKeyIDs `hex(KcID)@<[maf] fqdn>`, retrieving Kc
+    /// (registered with SUID 33 for this CSE) from the MAF; needs [maf].
+    pub maf_keys: bool,
+    /// ESCertKE (TS-0003 clause 8.7): answer ESCertKE Messages (NOTIFY sit 6) with the [tls]
+    /// certificate, trusting originators' certificates from [tls] trusted_ca.
+    pub escertke: bool,
+    /// An ESCertKE exchange whose message 3 does not come within this time is dropped.
+    pub escertke_timeout_seconds: u64,
+    /// At most this many ESCertKE exchanges wait for their message 3 (one per originator).
+    pub escertke_max_pending: usize,
+    /// How long a key established by ESCertKE stays a valid pairwiseESPrimKey.
+    pub escertke_key_lifetime_seconds: u64,
+    /// The provisioned pairwiseESPrimKeys; with none, no maf_keys and no escertke this CSE is no
+    /// ESPrim Target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<EsprimKeyRow>,
 }
@@ -127,6 +140,11 @@ impl Default for EsprimSection {
         Self {
             rand_lifetime_seconds: 300,
             algorithms: m2m_core::security_info::EsprimProtocolAndAlgId::ALL.to_vec(),
+            maf_keys: false,
+            escertke: false,
+            escertke_timeout_seconds: 30,
+            escertke_max_pending: 256,
+            escertke_key_lifetime_seconds: 3600,
             keys: Vec::new(),
         }
     }
@@ -139,7 +157,7 @@ impl Default for EsprimSection {
 pub struct EsprimKeyRow {
     /// pairwiseESPrimKeyID, the `kid` of the ESPrim objects.
     pub kid: String,
-    /// The AE-ID or CSE-ID the key belongs to, written as the inner From will carry it (4116 else).
+    /// The AE-ID or CSE-ID the key belongs to (any form); the inner From must name it (4116 else).
     pub entity: String,
     /// The key in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -517,6 +535,23 @@ impl Config {
         if e.rand_lifetime_seconds == 0 || e.algorithms.is_empty() {
             bail!("esprim: rand_lifetime_seconds and algorithms must not be empty or zero");
         }
+        if e.maf_keys && self.maf.is_none() {
+            bail!("esprim.maf_keys needs a [maf] section (the MAF to retrieve Kc from)");
+        }
+        if e.escertke {
+            let tls = self.tls.as_ref();
+            if !tls.is_some_and(|t| {
+                t.certificate.is_some() && t.private_key.is_some() && t.trusted_ca.is_some()
+            }) {
+                bail!("esprim.escertke needs [tls] certificate, private_key and trusted_ca");
+            }
+            if e.escertke_timeout_seconds == 0
+                || e.escertke_max_pending == 0
+                || e.escertke_key_lifetime_seconds == 0
+            {
+                bail!("esprim: the escertke_* limits must not be zero");
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, row) in e.keys.iter().enumerate() {
             if row.kid.is_empty() || !seen.insert(row.kid.as_str()) {
@@ -630,6 +665,14 @@ mod tests {
         assert!(Config::from_toml(&row("k1", "a b", "key_env = \"K\"")).is_err());
         assert!(Config::from_toml("[esprim]\nalgorithms = [13]\n").is_err());
         assert!(Config::from_toml("[esprim]\nalgorithms = []\n").is_err());
+        assert!(
+            Config::from_toml("[esprim]\nmaf_keys = true\n").is_err(),
+            "MAF keys without a MAF"
+        );
+        assert!(
+            Config::from_toml("[esprim]\nescertke = true\n").is_err(),
+            "ESCertKE without a certificate"
+        );
         let secret = row("k1", "Sae1", "key = \"00112233\"");
         let dbg = format!("{:?}", Config::from_toml(&secret).unwrap().esprim);
         assert!(!dbg.contains("00112233"), "{dbg}");

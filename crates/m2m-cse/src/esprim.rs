@@ -8,35 +8,58 @@
 //!   to the key's entity (impersonation check, access decision), and its response, successful or not, is
 //!   returned protected as sit 5 in a 2000 outer response. ESPrim failures are outer error responses.
 //!
-//! The pairwiseESPrimKeys are provisioned in `[esprim]`; the rands, sessions and replay cache live in
-//! memory (`m2m_security::e2e::esprim::EsprimReceiver`) and expire with the rands.
+//! The pairwiseESPrimKey a `kid` names comes from one of three sources (TS-0003 clause 8.4.2 A, C.6a):
+//! - provisioned in `[esprim] keys`;
+//! - the MAF ESPrim Framework (`[esprim] maf_keys`): a `kid` of the form `hex(KcID)@<[maf] fqdn>` is
+//!   retrieved from the MAF on first use (the key must be registered with SUID 33 for this CSE), turned
+//!   into the pairwiseESPrimKey with `kdf::esprim_maf_pairwise`, bound to the key's Source ID and cached
+//!   until Kc's lifetime;
+//! - ESCertKE (`[esprim] escertke`, `crate::escertke`): `kid` = hexBinary(pairwiseE2EKeyID), bound to the
+//!   originator certificate's identity.
+//!
+//! The rands, sessions and replay cache live in memory (`m2m_security::e2e::esprim::EsprimReceiver`) and
+//! expire with the rands.
 
 use crate::association::{Association, Peer, SaeMode};
 use crate::config::{Config, EsprimKeyRow};
 use crate::cse::Cse;
+use crate::maf_keys::{KeyUsage, MafKeys};
 use crate::resolve::{self, Locality};
+use chrono::{DateTime, Utc};
 use m2m_core::security_info::{SecurityInfo, SecurityInfoType, SECURITY_INFO_ROOT};
 use m2m_core::{Address, M2mError, M2mResult, Request, Response, ResponseStatusCode as Rsc};
 use m2m_security::credentials::Secret;
-use m2m_security::e2e::esprim::{EsprimReceiver, InnerRequest, PairwiseKey};
+use m2m_security::e2e::esprim::{self, EsprimReceiver, InnerRequest, PairwiseKey, PairwiseKeys};
+use m2m_security::kdf;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The shortest pairwiseESPrimKey accepted: 128 bits, the strength of the weakest AEAD option.
 const MIN_KEY_LEN: usize = 16;
 
+/// At most this many keys from the MAF and ESCertKE are held at once (each until its lifetime).
+const MAX_DERIVED_KEYS: usize = 10_000;
+
 /// The Target's keys and ESPrim state.
 pub struct EsprimTarget {
+    /// Provisioned keys, by pairwiseESPrimKeyID.
     keys: HashMap<String, PairwiseKey>,
+    /// The MAF to retrieve Kc from (MAF ESPrim Framework).
+    maf: Option<MafKeys>,
+    /// Keys from the MAF and from ESCertKE, until their lifetimes.
+    derived: Mutex<HashMap<String, PairwiseKey>>,
+    /// The ESCertKE Terminating End-Point.
+    pub(crate) escertke: Option<crate::escertke::EscertkeTarget>,
     receiver: Mutex<EsprimReceiver>,
     rand_lifetime: chrono::Duration,
 }
 
 impl EsprimTarget {
-    /// Loads the provisioned keys of `[esprim]`; `None` when there are none.
+    /// Loads the provisioned keys of `[esprim]` and the other key sources it enables; `None` when it
+    /// enables none.
     pub fn from_config(cfg: &Config) -> anyhow::Result<Option<Self>> {
         let section = &cfg.esprim;
-        if section.keys.is_empty() {
+        if section.keys.is_empty() && !section.maf_keys && !section.escertke {
             return Ok(None);
         }
         let mut keys = HashMap::with_capacity(section.keys.len());
@@ -52,6 +75,9 @@ impl EsprimTarget {
         let lifetime = i64::try_from(section.rand_lifetime_seconds).unwrap_or(i64::MAX);
         Ok(Some(Self {
             keys,
+            maf: maf_of(cfg)?,
+            derived: Mutex::new(HashMap::new()),
+            escertke: crate::escertke::EscertkeTarget::from_config(cfg)?,
             receiver: Mutex::new(EsprimReceiver::new(section.algorithms.clone())),
             rand_lifetime: chrono::Duration::try_seconds(lifetime)
                 .ok_or_else(|| anyhow::anyhow!("esprim.rand_lifetime_seconds is too large"))?,
@@ -60,6 +86,115 @@ impl EsprimTarget {
 
     fn receiver(&self) -> std::sync::MutexGuard<'_, EsprimReceiver> {
         self.receiver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn derived(&self) -> std::sync::MutexGuard<'_, HashMap<String, PairwiseKey>> {
+        self.derived.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds a key from the MAF or ESCertKE until its lifetime. At the cap, expired keys go first,
+    /// then the one expiring soonest: a flood of exchanges cannot grow memory.
+    pub(crate) fn remember(&self, kid: String, key: PairwiseKey, now: DateTime<Utc>) {
+        let mut derived = self.derived();
+        if derived.len() >= MAX_DERIVED_KEYS {
+            derived.retain(|_, k| k.expires.is_none_or(|e| e > now));
+        }
+        if derived.len() >= MAX_DERIVED_KEYS {
+            let soonest = derived
+                .iter()
+                .min_by_key(|(_, k)| k.expires)
+                .map(|(kid, _)| kid.clone());
+            if let Some(kid) = soonest {
+                derived.remove(&kid);
+            }
+        }
+        derived.insert(kid, key);
+    }
+
+    /// The pairwiseESPrimKey `kid` names: provisioned, held, or (for a KcID of this CSE's MAF) retrieved
+    /// from the MAF now (TS-0003 8.4.2 C.6a). `Ok(None)`: unknown here (the library answers 4112).
+    async fn pairwise_key(&self, kid: &str, now: DateTime<Utc>) -> M2mResult<Option<PairwiseKey>> {
+        if let Some(k) = self.keys.get(kid) {
+            return Ok(Some(k.clone()));
+        }
+        if let Some(k) = self
+            .derived()
+            .get(kid)
+            .filter(|k| k.expires.is_none_or(|e| e > now))
+        {
+            return Ok(Some(k.clone()));
+        }
+        let Some((maf, relative)) = self
+            .maf
+            .as_ref()
+            .and_then(|m| Some((m, m.relative_id(kid)?)))
+        else {
+            return Ok(None);
+        };
+        let key =
+            match tokio::time::timeout(maf.timeout(), maf.retrieve(relative, KeyUsage::Esprim))
+                .await
+            {
+                Ok(Ok(key)) => key,
+                Ok(Err(why)) => return Err(maf_refused(kid, &why)),
+                Err(_) => return Err(maf_refused(kid, "the MAF did not answer in time")),
+            };
+        let pairwise = PairwiseKey {
+            key: kdf::esprim_maf_pairwise(&key.kc),
+            entity: key.source_id,
+            expires: Some(key.expires),
+        };
+        tracing::info!(target: "audit", kid, entity = %pairwise.entity, expires = %key.expires, "ESPrim key retrieved from the MAF");
+        self.remember(kid.to_owned(), pairwise.clone(), now);
+        Ok(Some(pairwise))
+    }
+}
+
+/// 4112 for a MAF key ID the MAF would not release for ESPrim (unknown, expired, another target, not
+/// SUID 33), with the MAF's reason: the Originator learns why, and no key is involved.
+fn maf_refused(kid: &str, why: &str) -> M2mError {
+    tracing::warn!(target: "audit", kid, reason = %why, "ESPrim key not available from the MAF");
+    M2mError::new(
+        Rsc::EsprimUnknownKeyId,
+        format!("pairwiseESPrimKeyID {kid:?}: the MAF did not release it for ESPrim: {why}"),
+    )
+}
+
+/// The MAF of `[maf]`, reached with the `[tls]` certificate, when `[esprim] maf_keys` is set.
+fn maf_of(cfg: &Config) -> anyhow::Result<Option<MafKeys>> {
+    if !cfg.esprim.maf_keys {
+        return Ok(None);
+    }
+    let section = cfg
+        .maf
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("esprim.maf_keys needs [maf]"))?;
+    match cfg.tls.as_ref() {
+        Some(t) => match (&t.certificate, &t.private_key, &t.trusted_ca) {
+            (Some(c), Some(k), Some(ca)) => Ok(Some(MafKeys::new(
+                section,
+                c.clone(),
+                k.clone(),
+                ca.clone(),
+            ))),
+            _ => {
+                anyhow::bail!("esprim.maf_keys needs [tls] certificate, private_key and trusted_ca")
+            }
+        },
+        None => anyhow::bail!("esprim.maf_keys needs [tls] to authenticate to the MAF"),
+    }
+}
+
+/// The one key an object needs, looked up before the receiver is locked (the MAF is asked
+/// asynchronously).
+struct Resolved(Option<(String, PairwiseKey)>);
+
+impl PairwiseKeys for Resolved {
+    fn pairwise_key(&self, kid: &str) -> Option<PairwiseKey> {
+        self.0
+            .as_ref()
+            .filter(|(k, _)| k == kid)
+            .map(|(_, key)| key.clone())
     }
 }
 
@@ -115,7 +250,7 @@ async fn answer(
             "this CSE is no ESPrim Target: it holds no pairwiseESPrimKey",
         ));
     };
-    match (info.sit, info.epo) {
+    match (info.sit, info.epo.clone()) {
         (SecurityInfoType::ReceiverRandRequest, _) => {
             let ero = target
                 .receiver()
@@ -123,6 +258,7 @@ async fn answer(
             let content = SecurityInfo::rand_response(ero).to_content();
             Ok(Response::new(Rsc::Ok, &req.rqi, Some(content)))
         }
+        (SecurityInfoType::EscertkeMessage, _) => crate::escertke::answer(cse, target, req, &info),
         (SecurityInfoType::EsprimObject, Some(jwe)) => {
             let result = protected_exchange(cse, target, peer, &jwe).await;
             if let Err(e) = &result {
@@ -133,7 +269,7 @@ async fn answer(
             Ok(Response::new(Rsc::Ok, &req.rqi, Some(content)))
         }
         _ => Err(M2mError::bad_request(
-            "a securityInfo request carries sit 3 or 5",
+            "a securityInfo request carries sit 3, 5 or 6",
         )),
     }
 }
@@ -145,9 +281,16 @@ async fn protected_exchange(
     outer_peer: &Peer,
     jwe: &str,
 ) -> M2mResult<String> {
+    let now = cse.now();
+    let resolved = match esprim::object_kid(jwe) {
+        Some(kid) => Resolved(target.pairwise_key(&kid, now).await?.map(|k| (kid, k))),
+        None => Resolved(None),
+    };
+    let same_entity =
+        |from: &str, entity: &str| crate::impersonation::same_entity(cse, from, entity);
     let inner = target
         .receiver()
-        .unprotect_request(&target.keys, jwe, cse.now())?;
+        .unprotect_request_with(&resolved, jwe, now, &same_entity)?;
     let response = process_inner(cse, &inner, outer_peer).await;
     tracing::info!(target: "audit", originator = %inner.from, kid = %inner.session.kid, rsc = response.rsc.code(), "ESPrim inner request processed");
     let body = serde_json::to_vec(&response.to_rsp_json())

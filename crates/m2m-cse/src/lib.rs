@@ -10,6 +10,7 @@ pub mod config;
 pub mod cse;
 mod discovery;
 mod dispatcher;
+pub mod escertke;
 pub mod esprim;
 pub mod expiry;
 mod group;

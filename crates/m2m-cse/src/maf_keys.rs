@@ -9,9 +9,14 @@
 //! at the price that a de-registration is seen only when the cached entry runs out. TLS-PSK needs one key: the first half of Kc is used
 //! (clause 8.8.1: "If the security protocol requires a single symmetric key, then the first half
 //! of the distributed symmetric key shall be used").
+//!
+//! The same retrieval serves the MAF ESPrim Framework (`crate::esprim`): a key is released for the use
+//! its SUID names, so a SAEF key (12/22/32) is no pairwiseESPrimKey and an ESPrim key (33) opens no
+//! association.
 
 use crate::config::MafSection;
 use m2m_keyservices::maf::MafClient;
+use m2m_security::credentials::Secret;
 use m2m_security::tls::{PskKey, PskLookup};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +27,8 @@ use zeroize::Zeroizing;
 /// SUIDs whose keys may establish a security association (SAEF: pre-provisioned, RSPF- and
 /// MAF-distributed; TS-0004 table 6.3.4.2.39-1).
 const SAEF_SUIDS: [u32; 3] = [12, 22, 32];
+/// The SUID of a MAF-distributed pairwiseESPrimKey.
+pub(crate) const ESPRIM_MAF_SUID: u32 = 33;
 
 /// A retrieved key: the entity bound, the PSK, and until when it may be used from the cache.
 type Cached = (Option<String>, Zeroizing<Vec<u8>>, Instant);
@@ -80,7 +87,26 @@ impl MafKeys {
         );
     }
 
-    async fn fetch(&self, relative_id: &str) -> Result<(PskKey, Duration), String> {
+    /// The hex(KcID) of a Key Identifier `hex(KcID)@MAF-FQDN` of this CSE's MAF; `None` for any other
+    /// form (a provisioned KpsaID or pairwiseESPrimKeyID, another MAF).
+    pub(crate) fn relative_id<'a>(&self, key_id: &'a str) -> Option<&'a str> {
+        let relative = key_id.strip_suffix(&format!("@{}", self.section.fqdn))?;
+        (!relative.is_empty() && relative.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some(relative)
+    }
+
+    /// How long a retrieval may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_millis(self.section.timeout_ms)
+    }
+
+    /// Key Retrieval over this CSE's certificate association with the MAF (it must be among the key's
+    /// targets); the key must have been registered for `usage`.
+    pub(crate) async fn retrieve(
+        &self,
+        relative_id: &str,
+        usage: KeyUsage,
+    ) -> Result<MafKey, String> {
         let mut maf = MafClient::connect_certificate(
             &self.section.url,
             &self.section.fqdn,
@@ -94,23 +120,28 @@ impl MafKeys {
             .retrieve_key(relative_id)
             .await
             .map_err(|e| e.to_string())?;
-        if !SAEF_SUIDS.contains(&key.suid) {
-            return Err(format!(
-                "the key is for SUID {}, not for security association establishment",
-                key.suid
-            ));
-        }
-        let kc = key.key.expose();
-        if kc.len() < 2 {
+        usage.check(key.suid)?;
+        if key.key.len() < 2 {
             return Err("the key is too short".into());
         }
-        let expires_in = m2m_core::time::parse(&key.expiration_time)
-            .ok()
-            .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+        let expires = m2m_core::time::parse(&key.expiration_time)
+            .map_err(|_| "the MAF gave no valid expirationTime".to_owned())?;
+        Ok(MafKey {
+            kc: key.key,
+            source_id: key.source_id,
+            expires,
+        })
+    }
+
+    async fn fetch(&self, relative_id: &str) -> Result<(PskKey, Duration), String> {
+        let key = self.retrieve(relative_id, KeyUsage::Association).await?;
+        let kc = key.kc.expose();
+        let expires_in = (key.expires - chrono::Utc::now())
+            .to_std()
             .unwrap_or_default();
         Ok((
             PskKey {
-                entity: Some(key.source_id.clone()),
+                entity: Some(key.source_id),
                 key: Zeroizing::new(kc[..kc.len() / 2].to_vec()),
             },
             expires_in,
@@ -118,16 +149,45 @@ impl MafKeys {
     }
 }
 
+/// What a MAF-distributed key is retrieved for: a key registered for one use opens nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyUsage {
+    /// Security association establishment (TLS-PSK with this CSE).
+    Association,
+    /// A pairwiseESPrimKey (MAF ESPrim Framework, TS-0003 clause 8.4.2 C.6a).
+    Esprim,
+}
+
+impl KeyUsage {
+    /// The key's SUID must be one of this usage's (TS-0004 table 6.3.4.2.39-1).
+    fn check(self, suid: u32) -> Result<(), String> {
+        let (allowed, what): (&[u32], _) = match self {
+            KeyUsage::Association => (&SAEF_SUIDS, "security association establishment"),
+            KeyUsage::Esprim => (&[ESPRIM_MAF_SUID], "ESPrim (MAF-distributed, SUID 33)"),
+        };
+        if allowed.contains(&suid) {
+            Ok(())
+        } else {
+            Err(format!("the key is for SUID {suid}, not for {what}"))
+        }
+    }
+}
+
+/// A retrieved Kc with the entity it belongs to and its lifetime.
+pub(crate) struct MafKey {
+    pub kc: Secret,
+    /// The key's Source ID as the MAF reports it.
+    pub source_id: String,
+    pub expires: chrono::DateTime<chrono::Utc>,
+}
+
 impl PskLookup for MafKeys {
     fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
-        let relative = psk_identity.strip_suffix(&format!("@{}", self.section.fqdn))?;
-        if relative.is_empty() || !relative.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
+        let relative = self.relative_id(psk_identity)?;
         if let Some(key) = self.cached(psk_identity) {
             return Some(key);
         }
-        let timeout = Duration::from_millis(self.section.timeout_ms);
+        let timeout = self.timeout();
         match m2m_keyservices::psk_fetch::fetch_in_psk_callback(timeout, self.fetch(relative)) {
             Ok((key, expires_in)) => {
                 self.remember(psk_identity, &key, expires_in);

@@ -88,3 +88,46 @@ pub async fn connection_key(maf: &MafAccess, target: &str) -> Result<ConnectionK
         expiration_time: key.expiration_time.clone(),
     })
 }
+
+/// The SUID of a MAF-distributed pairwiseESPrimKey (TS-0004 table 6.3.4.2.39-1).
+pub const ESPRIM_MAF_SUID: u32 = 33;
+
+/// A pairwiseESPrimKey from the MAF ESPrim Framework.
+pub struct EsprimMafKey {
+    /// pairwiseESPrimKeyID = the Key Identifier `HEX(KcID)@MAF-FQDN`.
+    pub kid: String,
+    /// HMAC-SHA-256(Kc, the project's reserved string) (`kdf::esprim_maf_pairwise`).
+    pub key: Secret,
+    pub expiration_time: String,
+}
+
+impl std::fmt::Debug for EsprimMafKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EsprimMafKey")
+            .field("kid", &self.kid)
+            .field("expiration_time", &self.expiration_time)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Originator's side of the MAF ESPrim Framework (TS-0003 clause 8.4.2 A): registers at the MAF and
+/// registers this connection's Kc with SUID 33 for `target` (the Target CSE's ID); the Target retrieves
+/// the same Kc on first use.
+pub async fn esprim_key(maf: &MafAccess, target: &str) -> Result<EsprimMafKey, String> {
+    let mut client = MafClient::connect_psk(&maf.url, &maf.fqdn, &maf.km_id, &maf.km)
+        .await
+        .map_err(|e| format!("MAF: {e}"))?;
+    client
+        .register_client(None)
+        .await
+        .map_err(|e| format!("MAF client registration: {e}"))?;
+    let key = client
+        .register_key(ESPRIM_MAF_SUID, &[target], None)
+        .await
+        .map_err(|e| format!("MAF key registration: {e}"))?;
+    Ok(EsprimMafKey {
+        kid: key.key_id.clone(),
+        key: kdf::esprim_maf_pairwise(&key.key),
+        expiration_time: key.expiration_time.clone(),
+    })
+}

@@ -263,6 +263,25 @@ pub fn identity_of(cert: &X509Ref, sp_fqdn: &str) -> Result<CertIdentity, String
     }
 }
 
+/// The SP-FQDN a certificate of this project's profile belongs to: the host of an `onem2m://` AE-ID URI,
+/// else what follows the first label of the first dNSName (`id-mn.m2m.example.com` -> `m2m.example.com`).
+/// Lets an entity name peers of its own SP without being told the SP again.
+pub fn sp_of(cert: &X509Ref) -> Option<String> {
+    let sans = cert.subject_alt_names()?;
+    let prefix = format!("{AE_ID_URI_SCHEME}://");
+    let from_uri = sans.iter().find_map(|gn| {
+        let rest = gn.uri()?.strip_prefix(prefix.as_str())?;
+        rest.split_once('/')
+            .map(|(host, _)| host.to_ascii_lowercase())
+    });
+    from_uri.or_else(|| {
+        sans.iter().find_map(|gn| {
+            let (_, rest) = gn.dnsname()?.split_once('.')?;
+            Some(rest.trim_end_matches('.').to_ascii_lowercase())
+        })
+    })
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Profile check (TS-0003 clauses 10.1.1.1 and 10.1.1.3)
 // ---------------------------------------------------------------------------------------------------------

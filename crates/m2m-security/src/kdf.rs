@@ -10,6 +10,7 @@
 //! | [`kpsa`] | Ke | `HMAC(Ke, KPSA_LABEL \|\| Enrolee-B-ID)` | §10.3.3 |
 //! | [`usage_constrained`] | Ke | `HMAC(Ke, USAGE_CONSTRAINED_LABEL \|\| SUID \|\| Enrolment-Target-ID)` | §10.3.7 |
 //! | [`ksx`] | Kpsaxi | `HMAC(Kpsaxi, GROUP_LABEL \|\| Enrolee-Ax-ID \|\| Rand)` | seeds/001 §8.2.1 NOTE 5 |
+//! | [`esprim_maf_pairwise`] | Kc | `HMAC(Kc, ESPRIM_MAF_LABEL)` | §8.4.2 A, C.6a.4 (label: project decision) |
 //! | [`session_esprim_key`] | pairwiseESPrimKey | `HMAC(K, receiverRand \|\| originatorRand \|\| SESSION_ESPRIM_LABEL)` | §10.3.8.2 |
 //! | [`e2e_master`], [`e2e_keys`] | Salt, Kpsa | `HMAC(Salt, Kpsa)`, then T(1)..T(4) | §10.3.6 |
 //! | [`export_split`] | - | 48 exported bytes into a key and a 16-byte relative ID | §10.3.1, 10.3.4, 10.3.5 |
@@ -31,6 +32,10 @@
 //!   are the last 32.
 //! - `hexBinary(...)` of §10.3.4/10.3.5 is the canonical xs:hexBinary form: UPPERCASE hex digits
 //!   ([`ke_id_string`], [`kc_id_string`]). [`parse_hex_key_id`] accepts either case when reading one back.
+//! - MAF ESPrim Framework (§8.4.2 step A and C.6a.4): "pairwiseESPrimKey from Kc and a reserved string", a
+//!   string TS-0003 never defines. This project's reserved string is [`ESPRIM_MAF_LABEL`], used like the
+//!   labels of §10.3: pairwiseESPrimKey = HMAC-SHA-256(Kc, label), the whole 32-byte Kc as the key. A
+//!   project decision: another implementation must be told the label to interoperate.
 //! - E2E (§10.3.6): "HMAC-Hash" is HMAC-SHA-256 here; the Salt is not specified, so it is a parameter. The
 //!   Source ESF End-Point-B-ID that §10.3.6.1 lists as an input appears in no formula and is not used. The
 //!   expansion follows the clause literally: `T(i) = HMAC(Ke2e_master, T(i-1) || label_i || i)` with a
@@ -54,6 +59,9 @@ pub const USAGE_CONSTRAINED_LABEL: &str =
     "oneM2M Enrolment Key to Usage-Constrained Symmetric Key derivation";
 /// seeds/001 NOTE 5 label (Kpsaxi to Ksx).
 pub const GROUP_LABEL: &str = "oneM2M Group Secure Connection Key derivation";
+/// The "reserved string" of the MAF ESPrim Framework (§8.4.2 A, C.6a.4; Kc to pairwiseESPrimKey).
+/// TS-0003 does not define it: a project decision (see the module doc).
+pub const ESPRIM_MAF_LABEL: &str = "oneM2M ESPrim pairwise key derivation";
 /// §10.3.8.2 label (pairwiseESPrimKey to sessionESPrimKey).
 pub const SESSION_ESPRIM_LABEL: &str = "oneM2M HMAC-SHA256 sessionESPrimKey derivation algorithm";
 /// §10.3.6.2 labels of T(1)..T(4), in order (counters 0x01..0x04).
@@ -159,6 +167,13 @@ pub fn new_group_rand() -> [u8; GROUP_RAND_LEN] {
     let mut r = [0u8; GROUP_RAND_LEN];
     rand::rngs::OsRng.fill_bytes(&mut r);
     r
+}
+
+/// pairwiseESPrimKey = HMAC-SHA-256(Kc, "oneM2M ESPrim pairwise key derivation") for a Kc the MAF
+/// distributed with SUID 33 (§8.4.2 A and C.6a.4; the label is this project's, see the module doc). The
+/// pairwiseESPrimKeyID is the Key Identifier `hexBinary(KcID)@MAF-FQDN` itself.
+pub fn esprim_maf_pairwise(kc: &Secret) -> Secret {
+    hmac_sha256(kc.expose(), &[ESPRIM_MAF_LABEL.as_bytes()])
 }
 
 /// sessionESPrimKey = HMAC-SHA256(pairwiseESPrimKey, receiverESPrimRandObject || originatorESPrimRandObject
@@ -366,6 +381,15 @@ mod tests {
             session_esprim_key(&p, &r, &o),
             "the order of the rands matters"
         );
+    }
+
+    #[test]
+    fn esprim_maf_vector() {
+        assert_eq!(
+            esprim_maf_pairwise(&ke()),
+            hx("17b2fbcd4c16c1951b3fc064e672b67c40477c21a92c7f3b211ef6ab0090b909")
+        );
+        assert_ne!(esprim_maf_pairwise(&ke()), ke());
     }
 
     #[test]

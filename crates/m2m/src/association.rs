@@ -160,7 +160,19 @@ impl SaeMode {
 
 /// MAF-based SAE in one call: enrol at the MEF when configured, obtain Kc for the target CSE.
 async fn maf_psk(maf: &MafSae) -> anyhow::Result<PskCredential> {
-    let access = match &maf.credential {
+    let access = maf_access(maf).await?;
+    let key = connection_key(&access, &maf.target_cse)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    Ok((
+        key.psk_identity.clone(),
+        Zeroizing::new(key.psk.expose().to_vec()),
+    ))
+}
+
+/// The MAF with the credential towards it: Km as given, or from a MEF enrolment made now.
+pub async fn maf_access(maf: &MafSae) -> anyhow::Result<MafAccess> {
+    Ok(match &maf.credential {
         MafCredential::Enrolment {
             mef_url,
             mef_fqdn,
@@ -175,14 +187,7 @@ async fn maf_psk(maf: &MafSae) -> anyhow::Result<PskCredential> {
             km_id: km_id.clone(),
             km: km.load()?,
         },
-    };
-    let key = connection_key(&access, &maf.target_cse)
-        .await
-        .map_err(|e| anyhow!(e))?;
-    Ok((
-        key.psk_identity.clone(),
-        Zeroizing::new(key.psk.expose().to_vec()),
-    ))
+    })
 }
 
 /// A TLS-PSK client with an identity and key in hand (the demo's locks and attackers).

@@ -14,6 +14,7 @@
 //! m2m keys group-key          (--kpsa HEX | --kpsa-env VAR) --id ID --rand HEX          (seeds/001 NOTE 5)
 //! m2m keys session-esprim-key (--key HEX | --key-env VAR) --receiver-rand HEX --originator-rand HEX
 //!                                                                                      (10.3.8.2)
+//! m2m keys esprim-maf-key    (--kc HEX | --kc-env VAR)     (8.4.2 A, C.6a.4; the label is this project's)
 //! m2m keys export-split       (--exported HEX | --exported-env VAR) --fqdn FQDN
 //!                             [--kind bootstrap|connection]                        (10.3.1, 10.3.4, 10.3.5)
 //! m2m keys e2e-keys           (--kpsa HEX | --kpsa-env VAR) --salt HEX                  (10.3.6)
@@ -66,6 +67,9 @@ pub enum KeysCommand {
     GroupKey(GroupKeyArgs),
     /// Derive a sessionESPrimKey from a pairwiseESPrimKey and two rands (10.3.8.2); prints it.
     SessionEsprimKey(SessionEsprimKeyArgs),
+    /// Derive the pairwiseESPrimKey of a MAF-distributed Kc (TS-0003 8.4.2 C.6a.4, with this project's
+    /// reserved string); prints it.
+    EsprimMafKey(EsprimMafKeyArgs),
     /// Split 48 bytes of TLS exporter output into Ke/RelativeKeID or Kc/KcID (10.3.1); prints both and the
     /// KeID or Key Identifier.
     ExportSplit(ExportSplitArgs),
@@ -223,6 +227,18 @@ pub struct SessionEsprimKeyArgs {
     pub originator_rand: String,
 }
 
+/// `m2m keys esprim-maf-key`.
+#[derive(Args, Debug, Clone)]
+pub struct EsprimMafKeyArgs {
+    /// Kc in hex (visible in the process list: prefer --kc-env).
+    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "kc_env",
+          conflicts_with = "kc_env")]
+    pub kc: Option<Redacted>,
+    /// Name of an environment variable holding Kc in hex.
+    #[arg(long, value_name = "VAR")]
+    pub kc_env: Option<String>,
+}
+
 /// Which TLS exporter produced the bytes given to `export-split`.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportKind {
@@ -300,6 +316,11 @@ fn run_with(args: KeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()>
         KeysCommand::UsageKey(a) => usage_key(a, env, out),
         KeysCommand::GroupKey(a) => group_key(a, env, out),
         KeysCommand::SessionEsprimKey(a) => session_esprim_key(a, env, out),
+        KeysCommand::EsprimMafKey(a) => {
+            let kc = secret_arg("kc", a.kc.as_ref(), a.kc_env.as_deref(), env)?;
+            writeln!(out, "reserved string: {:?}", kdf::ESPRIM_MAF_LABEL)?;
+            print_key(out, "pairwiseESPrimKey", &kdf::esprim_maf_pairwise(&kc))
+        }
         KeysCommand::ExportSplit(a) => export_split(a, env, out),
         KeysCommand::E2eKeys(a) => e2e_keys(a, env, out),
     }

@@ -14,6 +14,7 @@ mod bench_maf;
 mod bench_tls;
 mod demo;
 mod e2e;
+mod esprim_keys;
 mod files;
 mod keys;
 mod maf;

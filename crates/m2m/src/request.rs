@@ -97,8 +97,9 @@ pub struct RequestArgs {
     /// The server's name for SNI and certificate verification (e.g. id-in.m2m.example.com).
     #[arg(long)]
     pub server_name: Option<String>,
-    /// MAF-based SAE: the MAF to obtain a connection key Kc from (https://host:port) ...
-    #[arg(long, requires_all = ["maf_fqdn", "target_cse"])]
+    /// MAF-based SAE (with --target-cse) or MAF ESPrim (with --esprim-maf): the MAF to obtain a
+    /// key Kc from (https://host:port) ...
+    #[arg(long, requires = "maf_fqdn")]
     pub maf_url: Option<String>,
     /// ... its FQDN ...
     #[arg(long)]
@@ -138,14 +139,27 @@ pub struct RequestArgs {
     #[arg(long)]
     pub kpsaxi_env: Option<String>,
     /// ESPrim (TS-0004 7.6.2): protect the request end to end for the Target whose CSEBase this is
-    /// (e.g. /id-in); it travels as NOTIFY through --url. Also: --esprim-key-id, --esprim-key-env.
-    #[arg(long, requires_all = ["esprim_key_id", "esprim_key_env"])]
+    /// (e.g. /id-in); it travels as NOTIFY through --url. The key: --esprim-key-id/--esprim-key-env,
+    /// --esprim-maf, or --esprim-cert/--esprim-cert-key/--esprim-ca.
+    #[arg(long)]
     pub esprim_to: Option<String>,
-    /// ... the pairwiseESPrimKeyID and the variable holding the key in hex.
-    #[arg(long)]
+    /// ... a provisioned pairwiseESPrimKeyID and the variable holding the key in hex ...
+    #[arg(long, requires_all = ["esprim_to", "esprim_key_env"])]
     pub esprim_key_id: Option<String>,
-    #[arg(long)]
+    #[arg(long, requires = "esprim_key_id")]
     pub esprim_key_env: Option<String>,
+    /// ... or a key from the MAF (SUID 33 for the Target; --maf-url, --maf-fqdn, --km-id/--km-env
+    /// or the --mef-* options) ...
+    #[arg(long, requires_all = ["esprim_to", "maf_url"], conflicts_with_all = ["esprim_key_id", "esprim_cert"])]
+    pub esprim_maf: bool,
+    /// ... or ESCertKE with the Target (TS-0003 8.7): this certificate chain (PEM), its key, and the
+    /// root of trust for the Target's certificate.
+    #[arg(long, requires_all = ["esprim_to", "esprim_cert_key", "esprim_ca"], conflicts_with = "esprim_key_id")]
+    pub esprim_cert: Option<std::path::PathBuf>,
+    #[arg(long, requires = "esprim_cert")]
+    pub esprim_cert_key: Option<std::path::PathBuf>,
+    #[arg(long, requires = "esprim_cert")]
+    pub esprim_ca: Option<std::path::PathBuf>,
 }
 
 /// Builds the request primitive the arguments describe.
@@ -315,28 +329,91 @@ async fn send(
     url: &str,
     req: &Request,
 ) -> m2m_core::M2mResult<Response> {
-    let (Some(to), Some(kid), Some(var)) =
-        (&args.esprim_to, &args.esprim_key_id, &args.esprim_key_env)
-    else {
+    let Some(to) = &args.esprim_to else {
         return client.send(url, req).await;
     };
-    let key = SecretSource::Env(var.clone())
-        .load()
-        .map_err(|e| m2m_core::M2mError::bad_request(e.to_string()))?;
-    let target = m2m_client::esprim::EsprimTarget {
+    let from = args.from.as_deref().unwrap_or("");
+    let route = crate::esprim_keys::Route {
+        client,
         url,
         to,
-        from: args.from.as_deref().unwrap_or(""),
-        kid,
-        key: &key,
+        from,
     };
-    match m2m_client::esprim::send_protected(client, &target, req).await {
+    let protected = async {
+        let source = esprim_key_source(args)
+            .map_err(|e| m2m_core::M2mError::bad_request(format!("{e:#}")))?;
+        let (kid, key) = crate::esprim_keys::obtain(&source, &route).await?;
+        let target = m2m_client::esprim::EsprimTarget {
+            url,
+            to,
+            from,
+            kid: &kid,
+            key: &key,
+        };
+        m2m_client::esprim::send_protected(client, &target, req).await
+    };
+    match protected.await {
         // An answer of the Target (or a CSE on the way) is a response, as for a plain request.
         Err(e) if e.rsc != m2m_core::ResponseStatusCode::TargetNotReachable => {
             Ok(Response::error(&e, req.rqi.clone()))
         }
         other => other,
     }
+}
+
+/// Where `--esprim-to`'s pairwiseESPrimKey comes from: exactly one of the three sources.
+fn esprim_key_source(args: &RequestArgs) -> anyhow::Result<crate::esprim_keys::EsprimKeySource> {
+    use crate::esprim_keys::EsprimKeySource;
+    if let (Some(kid), Some(var)) = (&args.esprim_key_id, &args.esprim_key_env) {
+        return Ok(EsprimKeySource::Provisioned {
+            kid: kid.clone(),
+            key: SecretSource::Env(var.clone()),
+        });
+    }
+    if args.esprim_maf {
+        let (Some(url), Some(fqdn), Some(target)) =
+            (&args.maf_url, &args.maf_fqdn, &args.esprim_to)
+        else {
+            bail!("--esprim-maf needs --maf-url and --maf-fqdn");
+        };
+        return Ok(EsprimKeySource::Maf(MafSae {
+            url: url.clone(),
+            fqdn: fqdn.clone(),
+            target_cse: target.clone(),
+            credential: maf_credential(args)?,
+        }));
+    }
+    if let (Some(c), Some(k), Some(ca)) =
+        (&args.esprim_cert, &args.esprim_cert_key, &args.esprim_ca)
+    {
+        return Ok(EsprimKeySource::Certificate {
+            certificate: c.clone(),
+            private_key: k.clone(),
+            trusted_ca: ca.clone(),
+        });
+    }
+    bail!("--esprim-to needs a key: --esprim-key-id/--esprim-key-env, --esprim-maf, or --esprim-cert/--esprim-cert-key/--esprim-ca")
+}
+
+/// The credential towards the MAF: an enrolment at the MEF, else a Km.
+fn maf_credential(args: &RequestArgs) -> anyhow::Result<MafCredential> {
+    Ok(
+        match (&args.mef_url, &args.mef_fqdn, &args.kpm_id, &args.kpm_env) {
+            (Some(mef_url), Some(mef_fqdn), Some(kpm_id), Some(var)) => MafCredential::Enrolment {
+                mef_url: mef_url.clone(),
+                mef_fqdn: mef_fqdn.clone(),
+                kpm_id: kpm_id.clone(),
+                kpm: SecretSource::Env(var.clone()),
+            },
+            _ => match (&args.km_id, &args.km_env) {
+                (Some(km_id), Some(var)) => MafCredential::Km {
+                    km_id: km_id.clone(),
+                    km: SecretSource::Env(var.clone()),
+                },
+                _ => bail!("the MAF needs --km-id/--km-env or an enrolment (--mef-url ...)"),
+            },
+        },
+    )
 }
 
 /// Group authentication in one call: Rand from the group agent over the inner association
@@ -380,27 +457,15 @@ async fn group_connection_key(
 fn sae_mode(args: &RequestArgs, ae: Option<&AeConfig>) -> anyhow::Result<SaeMode> {
     if let (Some(url), Some(fqdn), Some(target)) = (&args.maf_url, &args.maf_fqdn, &args.target_cse)
     {
-        let credential = match (&args.mef_url, &args.mef_fqdn, &args.kpm_id, &args.kpm_env) {
-            (Some(mef_url), Some(mef_fqdn), Some(kpm_id), Some(var)) => MafCredential::Enrolment {
-                mef_url: mef_url.clone(),
-                mef_fqdn: mef_fqdn.clone(),
-                kpm_id: kpm_id.clone(),
-                kpm: SecretSource::Env(var.clone()),
-            },
-            _ => match (&args.km_id, &args.km_env) {
-                (Some(km_id), Some(var)) => MafCredential::Km {
-                    km_id: km_id.clone(),
-                    km: SecretSource::Env(var.clone()),
-                },
-                _ => bail!("MAF-based SAE needs --km-id/--km-env or an enrolment (--mef-url ...)"),
-            },
-        };
         return Ok(SaeMode::Maf(MafSae {
             url: url.clone(),
             fqdn: fqdn.clone(),
             target_cse: target.clone(),
-            credential,
+            credential: maf_credential(args)?,
         }));
+    }
+    if args.maf_url.is_some() && !args.esprim_maf {
+        bail!("--maf-url needs --target-cse (MAF-based SAE) or --esprim-maf (MAF ESPrim)");
     }
     let configured = ae.map(|a| a.sae.clone()).unwrap_or(SaeMode::None);
     if args.psk_identity.is_some() || args.psk_key_env.is_some() {

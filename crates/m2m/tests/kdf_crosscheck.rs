@@ -91,6 +91,8 @@ for c in json.load(sys.stdin):
     elif k == 'session':
         r = H(x(c['key']), x(c['receiver']), x(c['originator']),
               b"oneM2M HMAC-SHA256 sessionESPrimKey derivation algorithm").hex()
+    elif k == 'esprim-maf':
+        r = H(x(c['key']), b"oneM2M ESPrim pairwise key derivation").hex()
     elif k == 'e2e':
         m = H(x(c['salt']), x(c['key']))
         r, t = [m.hex()], b""
@@ -240,6 +242,15 @@ fn every_derivation_matches_python() {
                 ));
             }
         }
+    }
+    // The MAF ESPrim Framework's pairwiseESPrimKey from Kc (the reserved string is this project's).
+    for kc in [KE, KE2, LOCK_KEYS[1]] {
+        runs.push((
+            json!({"kind": "esprim-maf", "key": kc}),
+            argv(&["esprim-maf-key", "--kc-env", "KDF_TEST_KEY"]),
+            vec![("KDF_TEST_KEY".to_string(), kc.to_string())],
+            vec!["pairwiseESPrimKey"],
+        ));
     }
     let e2e_fields = vec![
         "Ke2e_master",

@@ -201,6 +201,12 @@ fn open_envelope(jwe: &str) -> Result<Envelope, M2mError> {
     })
 }
 
+/// The pairwiseESPrimKeyID (`kid`) an ESPrim object names, read from its header without verifying
+/// anything: for a Receiver that must fetch the key first (MAF ESPrim Framework, TS-0003 8.4.2 C.6a).
+pub fn object_kid(jwe: &str) -> Option<String> {
+    open_envelope(jwe).ok().map(|env| env.kid)
+}
+
 /// Decrypts with a session's content key: a tag failure is 4115, anything else 5210.
 fn decrypt(jwe: &str, session_key: &Secret, env: &Envelope) -> Result<Value, M2mError> {
     let enc = to_enc(env.alg_id);
@@ -382,6 +388,19 @@ impl EsprimReceiver {
         jwe: &str,
         now: DateTime<Utc>,
     ) -> Result<InnerRequest, M2mError> {
+        self.unprotect_request_with(keys, jwe, now, &|from, entity| from == entity)
+    }
+
+    /// [`Self::unprotect_request`] with the caller's test of "the inner From is the key's entity": a CSE
+    /// compares IDs in any of their forms (`Sae1`, `/Sae1`, `//sp/Sae1`), since a certificate or the MAF
+    /// names the entity in a form the Originator need not write.
+    pub fn unprotect_request_with(
+        &mut self,
+        keys: &dyn PairwiseKeys,
+        jwe: &str,
+        now: DateTime<Utc>,
+        same_entity: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<InnerRequest, M2mError> {
         self.purge_due(now);
         let env = open_envelope(jwe)?;
         let pairwise = keys
@@ -442,7 +461,7 @@ impl EsprimReceiver {
                 .insert((env.kid.clone(), env.ori.clone()), o);
         }
         let from = inner.get("fr").and_then(Value::as_str).unwrap_or_default();
-        if from != pairwise.entity {
+        if !same_entity(from, &pairwise.entity) {
             return Err(err(
                 Rsc::EsprimImpersonationError,
                 format!(

@@ -4,11 +4,14 @@
 //! - [`jose`]: typed keys and JWS/JWE with strict algorithm allow-lists (the layer everything below uses).
 //! - [`esprim`]: End-to-End Security of Primitives (ESPrim): rand objects, sessionESPrimKey, JWE-protected
 //!   inner primitives and responses, with expiry and a replay cache.
+//! - [`escertke`]: End-to-End Certificate-based Key Establishment (ESCertKE): a TLS 1.2 handshake carried
+//!   as four messages, giving both ends pairwiseE2EKey (the pairwiseESPrimKey of certificate ESPrim).
 //! - [`esdata`]: End-to-End Security of Data (ESData): contentInstance content signed and/or encrypted by
 //!   the AE, bound to the resource's attributes, opaque to the hosting CSE.
 //! - [`group_message`]: secure group communication (a gateway-signed command under a group key) and a
 //!   group credential sealed for one member under that member's own key.
 
+pub mod escertke;
 pub mod esdata;
 pub mod esprim;
 pub mod group_message;

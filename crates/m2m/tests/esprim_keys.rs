@@ -1,0 +1,498 @@
+//! The two pairwiseESPrimKey sources besides provisioning (TS-0003 clause 8.4.2 A), between real
+//! processes: a MAF (`m2m maf`), the IN-CSE as ESPrim Target with `[esprim] maf_keys` and `escertke`, and
+//! an MN-CSE registered with it over mutual TLS, through which AEs on TLS-PSK send with `m2m request`.
+//!
+//! MAF ESPrim Framework (C.6a): success through the MN with `--esprim-maf`; a Kc registered for another
+//! target, a SAEF key (SUID 32) used as a kid, an expired Kc (also once cached at the Target): 4112; an
+//! inner From other than the Kc's source: 4116; an ESPrim key (SUID 33) opens no TLS-PSK association.
+//!
+//! ESCertKE (clause 8.7, sit 6): success through the MN with `--esprim-cert`; an originator certificate
+//! from another CA: 4106; an inner From other than the certificate's identity: 4116; a replayed Message
+//! 3: refused (4000 with nothing pending, 4106 against a new exchange); a recording relay that carries
+//! the whole exchange never holds the key.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use m2m_keyservices::maf::MafClient;
+use m2m_security::credentials::Secret;
+use m2m_security::e2e::escertke::Initiator;
+use m2m_security::e2e::esprim::EsprimSession;
+use m2m_security::kdf;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const MAF_FQDN: &str = "maf.sec.m2m.example.com";
+/// The MAF client of the MAF tests: its Km row names it `/Sesm1`, which the Target binds Kc to.
+const MAF_AE: &str = "Sesm1";
+const KM_ID: &str = "esm1@maf.sec.m2m.example.com";
+const KM: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// The certificate AE of the ESCertKE tests (AE-ID /Sesc1 in its certificate).
+const CERT_AE: &str = "Sesc1";
+/// Both AEs' TLS-PSK key at the MN.
+const KPSA: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+const MARKER: &str = "MARKER-esprim-keys-7d2e";
+
+struct Setup {
+    pki: Pki,
+    maf: Child,
+    maf_url: String,
+    in_cse: CseProcess,
+    mn: CseProcess,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.maf.kill();
+        let _ = self.maf.wait();
+    }
+}
+
+fn start_maf(pki: &Pki) -> (Child, String) {
+    let (pem, key) = pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
+    let p = |n: &str| pki.dir().join(n);
+    write_private(&p("storage.key"), &"ab".repeat(32));
+    let cfg = format!(
+        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP_FQDN}\"\nlisten = \"127.0.0.1:0\"\n\
+         certificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n\
+         [[km]]\nclient_id = \"/{MAF_AE}\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM}\"\n",
+        pem.display().to_string(),
+        key.display().to_string(),
+        pki.ca_pem().display().to_string(),
+        p("maf-data").display().to_string(),
+        p("storage.key").display().to_string(),
+    );
+    write_private(&p("maf.toml"), &cfg);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args(["maf", "--config"])
+        .arg(p("maf.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start m2m maf");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the MAF exited").unwrap();
+        if let Some(addr) = line.strip_prefix("m2m-maf listening https://") {
+            break format!("https://{addr}");
+        }
+    };
+    (child, url)
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let pki = Pki::temp();
+        pki.issue(&["--kind", "ae", "--id", CERT_AE], "esc1");
+        let (maf, maf_url) = start_maf(&pki);
+        let in_cse = CseProcess::start_temp(&format!(
+            "{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n\
+             [esprim]\nmaf_keys = true\nescertke = true\nalgorithms = [10, 12]\n",
+            in_tls_config(&pki)
+        ));
+        let rows: String = [MAF_AE, CERT_AE]
+            .iter()
+            .map(|ae| {
+                format!(
+                    "[[security.psk]]\nentity = \"{ae}\"\nkpsa_id = \"{}@mn.m2m.example.com\"\nkey = \"{KPSA}\"\n",
+                    ae.to_lowercase()
+                )
+            })
+            .collect();
+        let mn =
+            CseProcess::start_temp(&format!("{}\n{rows}", mn_config(in_cse.https_url(), &pki)));
+        wait_registered(&in_cse, &mn);
+        let acp = create_acp(
+            in_cse.url(),
+            "/cse-in",
+            "CAdmin",
+            "acpKeys",
+            vec![acr(&[MAF_AE, CERT_AE], OP_CREATE | OP_RETRIEVE)],
+            vec![acr(&["CAdmin"], OP_ALL)],
+        );
+        create_cnt(
+            in_cse.url(),
+            "/cse-in",
+            "CAdmin",
+            json!({"rn": "box", "acpi": [acp]}),
+        );
+        // The in-test Originators send their outer NOTIFYs on the IN's loopback listener as AEs
+        // registered there.
+        for ae in [MAF_AE, CERT_AE] {
+            register_ae(in_cse.url(), "/cse-in", ae, &ae.to_lowercase(), &[]);
+        }
+        Setup {
+            pki,
+            maf,
+            maf_url,
+            in_cse,
+            mn,
+        }
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.pki.dir().join(name).display().to_string()
+    }
+
+    /// `m2m request` as `ae` through the MN (TLS-PSK), protected for /id-in with `key_args`.
+    fn request(&self, ae: &str, key_args: &[&str], envs: &[(&str, &str)], op: &[&str]) -> Value {
+        let psk_id = format!("{}@mn.m2m.example.com", ae.to_lowercase());
+        let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args([
+                "request",
+                "--url",
+                self.mn.https_url(),
+                "--from",
+                ae,
+                "--json",
+            ])
+            .args(["--psk-identity", &psk_id, "--psk-key-env", "KPSA"])
+            .args(["--esprim-to", "/id-in"])
+            .args(key_args)
+            .args(op)
+            .env("KPSA", KPSA)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run m2m request");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+            panic!(
+                "no JSON: {text}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let ok = v["rsc"].as_u64().is_some_and(|c| c < 4000);
+        assert_eq!(out.status.code(), Some(if ok { 0 } else { 1 }), "{v}");
+        v
+    }
+}
+
+fn create_marker() -> Vec<&'static str> {
+    vec![
+        "-X",
+        "create",
+        "--to",
+        "/id-in/cse-in/box",
+        "--ty",
+        "4",
+        "--body",
+        r#"{"m2m:cin":{"con":"MARKER-esprim-keys-7d2e"}}"#,
+    ]
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A Kc registered at the MAF by the Km client with `suid` for `target`, living `secs` seconds.
+fn register_kc(maf_url: &str, suid: u32, target: &str, secs: i64) -> (String, Secret) {
+    block(async {
+        let km = Secret::from_hex(KM).unwrap();
+        let mut maf = MafClient::connect_psk(maf_url, MAF_FQDN, KM_ID, &km)
+            .await
+            .expect("Km association with the MAF");
+        maf.register_client(None)
+            .await
+            .expect("client registration");
+        let until = m2m_core::time::format(chrono::Utc::now() + chrono::Duration::seconds(secs));
+        let reg = maf
+            .register_key(suid, &[target], Some(&until))
+            .await
+            .expect("key registration");
+        (reg.key_id.clone(), reg.key.clone())
+    })
+}
+
+/// One protected inner RETRIEVE of the box from `from` with (kid, key), sent by `outer` straight to
+/// the IN's loopback listener; the outer response.
+fn protected_retrieve(url: &str, outer: &str, kid: &str, key: &Secret, from: &str) -> Resp {
+    let (rsc, body) = notify(url, "/cse-in", outer, json!({"m2m:seci": {"sit": 3}}));
+    assert_eq!(rsc, 2000, "rand request: {body}");
+    let rand = serde_json::from_value(body["m2m:seci"]["ero"].clone()).unwrap();
+    let life = chrono::Duration::seconds(60);
+    let s = EsprimSession::start(kid, key, &rand, chrono::Utc::now(), life, None).unwrap();
+    let inner = json!({"op": 2, "to": "/id-in/cse-in/box", "fr": from, "rqi": "in-1", "rvi": "3"});
+    let jwe = s
+        .protect_request(inner.to_string().as_bytes(), chrono::Utc::now())
+        .unwrap();
+    let body = json!({"m2m:seci": {"sit": 5, "epo": jwe}});
+    request("POST", url, "/cse-in", Some(outer), None, Some(&body))
+}
+
+#[test]
+fn maf_esprim_keys() {
+    let s = Setup::start();
+    let maf_args = [
+        "--esprim-maf",
+        "--maf-url",
+        &s.maf_url,
+        "--maf-fqdn",
+        MAF_FQDN,
+        "--km-id",
+        KM_ID,
+        "--km-env",
+        "KM",
+    ];
+    // Success through the MN: the AE registers Kc (SUID 33) for /id-in, the IN fetches it on first use.
+    let created = s.request(MAF_AE, &maf_args, &[("KM", KM)], &create_marker());
+    assert_eq!(created["rsc"], 2001, "{created}");
+    assert_eq!(created["pc"]["m2m:cin"]["con"], MARKER);
+    assert!(
+        s.in_cse
+            .stderr()
+            .contains("ESPrim key retrieved from the MAF"),
+        "{}",
+        s.in_cse.stderr()
+    );
+    assert!(
+        !s.mn.stderr().contains(MARKER),
+        "the MN saw the inner plaintext"
+    );
+
+    let url = s.in_cse.url();
+    // A Kc registered for another target: the MAF does not release it to the IN.
+    let (kid, kc) = register_kc(&s.maf_url, 33, "/id-other", 300);
+    let r = protected_retrieve(url, MAF_AE, &kid, &kdf::esprim_maf_pairwise(&kc), MAF_AE);
+    assert_eq!(r.rsc, 4112, "{:?}", r.body);
+    assert!(
+        r.dbg().unwrap_or("").contains("not a target"),
+        "{:?}",
+        r.body
+    );
+
+    // A SAEF key (SUID 32) used as an ESPrim kid, and an ESPrim key (SUID 33) as a TLS-PSK identity.
+    let (kid, kc) = register_kc(&s.maf_url, 32, "/id-in", 300);
+    let r = protected_retrieve(url, MAF_AE, &kid, &kdf::esprim_maf_pairwise(&kc), MAF_AE);
+    assert_eq!(r.rsc, 4112, "{:?}", r.body);
+    assert!(r.dbg().unwrap_or("").contains("SUID 32"), "{:?}", r.body);
+    let (kid33, kc33) = register_kc(&s.maf_url, 33, "/id-in", 300);
+    let half = hex::encode(&kc33.expose()[..kc33.len() / 2]);
+    let phone = TlsClient::psk(&kid33, &half);
+    let r = phone.request(
+        s.in_cse.https_url(),
+        "GET",
+        "/cse-in",
+        Some(MAF_AE),
+        None,
+        None,
+    );
+    assert!(r.is_err(), "an ESPrim key opened an association: {r:?}");
+
+    // The same SUID 33 key as ESPrim: the right From works, another From is 4116.
+    let pairwise = kdf::esprim_maf_pairwise(&kc33);
+    let ok = protected_retrieve(url, MAF_AE, &kid33, &pairwise, MAF_AE);
+    assert_eq!(ok.rsc, 2000, "{:?}", ok.body);
+    let other = protected_retrieve(url, MAF_AE, &kid33, &pairwise, "Sother");
+    assert_eq!(other.rsc, 4116, "{:?}", other.body);
+
+    // Expired Kc: one never used, and one cached at the IN after a first use.
+    let (kid_a, kc_a) = register_kc(&s.maf_url, 33, "/id-in", 2);
+    let (kid_b, kc_b) = register_kc(&s.maf_url, 33, "/id-in", 2);
+    let pb = kdf::esprim_maf_pairwise(&kc_b);
+    assert_eq!(
+        protected_retrieve(url, MAF_AE, &kid_b, &pb, MAF_AE).rsc,
+        2000
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let pa = kdf::esprim_maf_pairwise(&kc_a);
+    let r = protected_retrieve(url, MAF_AE, &kid_a, &pa, MAF_AE);
+    assert_eq!(r.rsc, 4112, "expired, never used: {:?}", r.body);
+    let r = protected_retrieve(url, MAF_AE, &kid_b, &pb, MAF_AE);
+    assert_eq!(r.rsc, 4112, "expired, cached: {:?}", r.body);
+
+    for log in [s.in_cse.stderr(), s.mn.stderr()] {
+        for key in [&pairwise, &pb, &kc33] {
+            assert!(!log.contains(&*key.to_hex()), "a key reached a log");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ESCertKE
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP forwarder to `upstream` that records every byte both ways (one request per connection).
+struct Recorder {
+    url: String,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+fn read_http(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().ok())
+        })
+        .flatten()
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    buf.extend_from_slice(&body);
+    Some(buf)
+}
+
+impl Recorder {
+    fn start(upstream: &str) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for mut client in listener.incoming().flatten() {
+                let Some(req) = read_http(&mut client) else {
+                    continue;
+                };
+                // One exchange per connection: ask upstream to close so its answer ends.
+                let text = String::from_utf8_lossy(&req).replacen(
+                    "\r\n\r\n",
+                    "\r\nConnection: close\r\n\r\n",
+                    1,
+                );
+                let mut up = TcpStream::connect(&upstream).expect("upstream");
+                up.write_all(text.as_bytes()).unwrap();
+                let mut answer = Vec::new();
+                let _ = up.read_to_end(&mut answer);
+                record
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(&[req, answer.clone()].concat());
+                let _ = client.write_all(&answer);
+            }
+        });
+        Recorder { url, seen }
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// One ESCertKE Message to the IN (through `url`) as `outer`; the response.
+fn send_eckm(url: &str, outer: &str, message: &[u8]) -> Resp {
+    let body = json!({"m2m:seci": {"sit": 6, "eckm": b64(message)}});
+    request("POST", url, "/cse-in", Some(outer), None, Some(&body))
+}
+
+fn eckm_of(r: &Resp) -> Vec<u8> {
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    assert_eq!(r.body["m2m:seci"]["sit"], 6, "{:?}", r.body);
+    let text = r.body["m2m:seci"]["eckm"].as_str().expect("eckm");
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+fn client_ctx(s: &Setup, name: &str) -> openssl::ssl::SslContext {
+    m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
+        cipher_suites: m2m_security::tls::CERTIFICATE_SUITES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        certificate_chain: Some(PathBuf::from(s.p(&format!("{name}.pem")))),
+        private_key: Some(PathBuf::from(s.p(&format!("{name}.key")))),
+        trusted_ca: Some(s.pki.ca_pem()),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn escertke_keys() {
+    let s = Setup::start();
+    let cert_args = |name: &str| {
+        vec![
+            "--esprim-cert".to_owned(),
+            s.p(&format!("{name}.pem")),
+            "--esprim-cert-key".to_owned(),
+            s.p(&format!("{name}.key")),
+            "--esprim-ca".to_owned(),
+            s.pki.ca_pem().display().to_string(),
+        ]
+    };
+    let args = cert_args("esc1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Success through the MN, which relays the sit 6 NOTIFYs it cannot use.
+    let created = s.request(CERT_AE, &args, &[], &create_marker());
+    assert_eq!(created["rsc"], 2001, "{created}");
+    assert_eq!(created["pc"]["m2m:cin"]["con"], MARKER);
+    assert!(s.in_cse.stderr().contains("ESCertKE completed"));
+    assert!(!s.mn.stderr().contains(MARKER));
+
+    // An originator certificate from another CA: the handshake fails at the IN, 4106.
+    let other = Pki::temp();
+    let (pem, key) = other.issue(&["--kind", "ae", "--id", CERT_AE], "esc1-other");
+    let ca = s.pki.ca_pem();
+    let foreign = [
+        "--esprim-cert",
+        pem.to_str().unwrap(),
+        "--esprim-cert-key",
+        key.to_str().unwrap(),
+        "--esprim-ca",
+        ca.to_str().unwrap(),
+    ];
+    let refused = s.request(CERT_AE, &foreign, &[], &create_marker());
+    assert_eq!(refused["rsc"], 4106, "{refused}");
+
+    // In-test Initiator through a recording relay in front of the IN.
+    let relay = Recorder::start(s.in_cse.url());
+    let ctx = client_ctx(&s, "esc1");
+    let (mut init, m1) = Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
+    let m2 = eckm_of(&send_eckm(&relay.url, CERT_AE, &m1));
+    let m3 = init.respond(&m2).unwrap();
+    let m4 = eckm_of(&send_eckm(&relay.url, CERT_AE, &m3));
+    let key = init.finish(&m4).unwrap();
+    let kid = key.key_id_text();
+
+    // A replayed Message 3: nothing pending (4000); against a new exchange, a bad handshake (4106).
+    let again = send_eckm(&relay.url, CERT_AE, &m3);
+    assert_eq!(again.rsc, 4000, "{:?}", again.body);
+    let (_fresh, f1) = Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
+    eckm_of(&send_eckm(&relay.url, CERT_AE, &f1));
+    let again = send_eckm(&relay.url, CERT_AE, &m3);
+    assert_eq!(again.rsc, 4106, "{:?}", again.body);
+
+    // The key is bound to the certificate's identity: the right From works, another is 4116.
+    let url = s.in_cse.url();
+    let ok = protected_retrieve(url, CERT_AE, &kid, &key.key, CERT_AE);
+    assert_eq!(ok.rsc, 2000, "{:?}", ok.body);
+    let r = protected_retrieve(url, CERT_AE, &kid, &key.key, MAF_AE);
+    assert_eq!(r.rsc, 4116, "{:?}", r.body);
+
+    // The relay carried all four messages but holds nothing of the key, in any encoding.
+    let seen = relay.seen.lock().unwrap().clone();
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(text.contains("\"sit\":6"), "the relay saw the exchange");
+    let raw = key.key.expose();
+    assert!(
+        !seen.windows(raw.len()).any(|w| w == raw),
+        "raw key in the capture"
+    );
+    for encoded in [hex::encode(raw), hex::encode_upper(raw), b64(raw)] {
+        assert!(!text.contains(&encoded), "encoded key in the capture");
+    }
+    for log in [s.in_cse.stderr(), s.mn.stderr()] {
+        assert!(!log.contains(&hex::encode(raw)), "a key reached a log");
+    }
+}
