@@ -2,17 +2,21 @@
 //! 127.0.0.1:0, a gateway (MN-CSE, certificate) and applications (AEs, TLS-PSK on Km) are clients over
 //! real TLS connections; the attacks are tried and must fail.
 
+mod common;
+
+use common::{
+    certificate_client, cse_leaf, log_text, logs, maf_config, test_clock, url, write_private, Pki,
+};
 use m2m_keyservices::maf::{
     Clock, CredentialRequest, CredentialUsage, Delegation, Jwk, KmRow, MafClient, MafConfig,
     MafError, RunningMaf, TtpSection,
 };
-use m2m_security::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
+use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
 use serde_json::{json, Value};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 const SP: &str = "m2m.example.com";
 const MAF_FQDN: &str = "maf.keys.example.net";
@@ -26,96 +30,20 @@ const APP: &str = "//m2m.example.com/Sapp";
 const APP_KM_ID: &str = "app@maf.keys.example.net";
 const OTHER_KM_ID: &str = "other@maf.keys.example.net";
 
-// ----- log capture -------------------------------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Capture {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let cap = Capture::default();
-        let writer = cap.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        cap
-    })
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
-}
-
-// ----- set-up --------------------------------------------------------------------------------------
-
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-fn write_private(path: &Path, data: &[u8]) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, data).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 /// A CA, the MAF's FQDN certificate and CSE-ID certificates of two gateways.
 fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_key = generate_key(KeyType::P256).unwrap();
-    let v = Validity::days_from_now(1);
-    let ca = make_ca("TTP test CA", &ca_key, v, Some(SP), &[MAF_FQDN.into()]).unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca.to_pem().unwrap()).unwrap();
-    let leaves = [
-        ("maf", LeafName::Fqdn(MAF_FQDN.into())),
-        (
-            GATEWAY,
-            LeafName::Cse {
-                cse_id: format!("/{GATEWAY}"),
-                sp: SP.into(),
-            },
-        ),
-        (
-            "mn-cse-999",
-            LeafName::Cse {
-                cse_id: "/mn-cse-999".into(),
-                sp: SP.into(),
-            },
-        ),
-    ];
-    for (name, leaf) in leaves {
-        let key = generate_key(KeyType::P256).unwrap();
-        let cert = issue(&leaf, &key, &ca, &ca_key, v, &[]).unwrap();
-        std::fs::write(
-            dir.path().join(format!("{name}.pem")),
-            cert.to_pem().unwrap(),
-        )
-        .unwrap();
-        write_private(
-            &dir.path().join(format!("{name}.key")),
-            &key.private_key_to_pem_pkcs8().unwrap(),
-        );
-    }
-    write_private(&dir.path().join("storage.key"), "5a".repeat(32).as_bytes());
-    Pki { dir }
+    let p = Pki::new(
+        "TTP test CA",
+        Some(SP),
+        &[MAF_FQDN.into()],
+        &[
+            ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+            (GATEWAY, cse_leaf(&format!("/{GATEWAY}"), SP)),
+            ("mn-cse-999", cse_leaf("/mn-cse-999", SP)),
+        ],
+    );
+    write_private(&p.path("storage.key"), "5a".repeat(32).as_bytes());
+    p
 }
 
 fn km_of(km_id: &str) -> Secret {
@@ -124,36 +52,19 @@ fn km_of(km_id: &str) -> Secret {
 }
 
 fn config(p: &Pki, storage: &Path) -> MafConfig {
+    let km = vec![
+        KmRow {
+            client_id: "/Sapp".into(),
+            km_id: APP_KM_ID.into(),
+            key: km_of(APP_KM_ID),
+        },
+        KmRow {
+            client_id: "/Sother".into(),
+            km_id: OTHER_KM_ID.into(),
+            key: km_of(OTHER_KM_ID),
+        },
+    ];
     MafConfig {
-        fqdn: MAF_FQDN.into(),
-        sp_fqdn: SP.into(),
-        listen: "127.0.0.1:0".into(),
-        certificate: Some(p.path("maf.pem")),
-        private_key: Some(p.path("maf.key")),
-        trusted_ca: Some(p.path("ca.pem")),
-        km: vec![
-            KmRow {
-                client_id: "/Sapp".into(),
-                km_id: APP_KM_ID.into(),
-                key: km_of(APP_KM_ID),
-            },
-            KmRow {
-                client_id: "/Sother".into(),
-                km_id: OTHER_KM_ID.into(),
-                key: km_of(OTHER_KM_ID),
-            },
-        ],
-        storage: storage.to_path_buf(),
-        storage_key_file: Some(p.path("storage.key")),
-        keystore: None,
-        key_file: None,
-        passphrase_env: None,
-        default_key_lifetime: 3600,
-        default_client_lifetime: 86_400,
-        max_lifetime: 30 * 86_400,
-        sweep_interval: 3600,
-        handshake_timeout: 5,
-        mef: None,
         ttp: TtpSection {
             default_lifetime: 3600,
             max_lifetime: 86_400,
@@ -162,21 +73,8 @@ fn config(p: &Pki, storage: &Path) -> MafConfig {
                 subjects: vec![format!("/{GATEWAY}/C*")],
             }],
         },
+        ..maf_config(p, MAF_FQDN, SP, km, storage)
     }
-}
-
-/// A clock the test moves forward.
-fn test_clock() -> (Clock, Arc<AtomicI64>) {
-    let offset = Arc::new(AtomicI64::new(0));
-    let o = Arc::clone(&offset);
-    (
-        Arc::new(move || chrono::Utc::now().timestamp() + o.load(Ordering::SeqCst)),
-        offset,
-    )
-}
-
-fn url(maf: &RunningMaf) -> String {
-    format!("https://{}", maf.addr)
 }
 
 /// An application AE over TLS-PSK on its Km.
@@ -188,15 +86,7 @@ async fn app(maf: &RunningMaf, km_id: &str) -> MafClient {
 
 /// A gateway over its CSE-ID certificate, registered as a MAF client.
 async fn gateway(maf: &RunningMaf, p: &Pki, name: &str) -> MafClient {
-    let mut c = MafClient::connect_certificate(
-        &url(maf),
-        MAF_FQDN,
-        &p.path(&format!("{name}.pem")),
-        &p.path(&format!("{name}.key")),
-        &p.path("ca.pem"),
-    )
-    .await
-    .unwrap();
+    let mut c = certificate_client(maf, MAF_FQDN, p, name).await;
     c.register_client(None).await.unwrap();
     c
 }
