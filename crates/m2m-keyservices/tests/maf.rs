@@ -1,12 +1,15 @@
 //! The MAF end to end: server in-process on 127.0.0.1:0, clients over real TLS connections.
 
-use m2m_keyservices::maf::{Clock, KmRow, MafClient, MafConfig, RunningMaf};
+mod common;
+
+use common::log_text_lowercase as log_text;
+use common::{certificate_client, cse_leaf, logs, maf_config, test_clock, url, write_private, Pki};
+use m2m_keyservices::maf::{KmRow, MafClient, MafConfig, RunningMaf};
 use m2m_security::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
 use m2m_security::credentials::Secret;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 const SP: &str = "m2m.example.com";
 const MAF_FQDN: &str = "maf.keys.example.net";
@@ -14,101 +17,20 @@ const KM_ID: &str = "ae1@maf.keys.example.net";
 const KM_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const IN_CSE: &str = "//m2m.example.com/id-in";
 
-// ----- log capture -------------------------------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Capture {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let cap = Capture::default();
-        let writer = cap.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        cap
-    })
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).to_lowercase()
-}
-
-// ----- set-up --------------------------------------------------------------------------------------
-
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-fn write_private(path: &Path, data: &[u8]) {
-    std::fs::write(path, data).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-}
-
+/// A CA, the MAF's FQDN certificate and CSE-ID certificates of the IN-CSE and another CSE.
 fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_key = generate_key(KeyType::P256).unwrap();
-    let v = Validity::days_from_now(1);
-    let ca = make_ca("MAF test CA", &ca_key, v, Some(SP), &[MAF_FQDN.into()]).unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca.to_pem().unwrap()).unwrap();
-    let leaves = [
-        ("maf", LeafName::Fqdn(MAF_FQDN.into())),
-        (
-            "in",
-            LeafName::Cse {
-                cse_id: "/id-in".into(),
-                sp: SP.into(),
-            },
-        ),
-        (
-            "other",
-            LeafName::Cse {
-                cse_id: "/id-other".into(),
-                sp: SP.into(),
-            },
-        ),
-    ];
-    for (name, leaf) in leaves {
-        let key = generate_key(KeyType::P256).unwrap();
-        let cert = issue(&leaf, &key, &ca, &ca_key, v, &[]).unwrap();
-        std::fs::write(
-            dir.path().join(format!("{name}.pem")),
-            cert.to_pem().unwrap(),
-        )
-        .unwrap();
-        write_private(
-            &dir.path().join(format!("{name}.key")),
-            &key.private_key_to_pem_pkcs8().unwrap(),
-        );
-    }
-    write_private(
-        &dir.path().join("storage.key"),
-        hex_of(&[0x5au8; 32]).as_bytes(),
+    let p = Pki::new(
+        "MAF test CA",
+        Some(SP),
+        &[MAF_FQDN.into()],
+        &[
+            ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+            ("in", cse_leaf("/id-in", SP)),
+            ("other", cse_leaf("/id-other", SP)),
+        ],
     );
-    Pki { dir }
+    write_private(&p.path("storage.key"), hex_of(&[0x5au8; 32]).as_bytes());
+    p
 }
 
 fn hex_of(b: &[u8]) -> String {
@@ -116,52 +38,19 @@ fn hex_of(b: &[u8]) -> String {
 }
 
 fn config(p: &Pki, storage: &Path) -> MafConfig {
-    MafConfig {
-        fqdn: MAF_FQDN.into(),
-        sp_fqdn: SP.into(),
-        listen: "127.0.0.1:0".into(),
-        certificate: Some(p.path("maf.pem")),
-        private_key: Some(p.path("maf.key")),
-        trusted_ca: Some(p.path("ca.pem")),
-        km: vec![
-            KmRow {
-                client_id: "/Sae1".into(),
-                km_id: KM_ID.into(),
-                key: Secret::from_hex(KM_HEX).unwrap(),
-            },
-            KmRow {
-                client_id: "/Sae2".into(),
-                km_id: "ae2@maf.keys.example.net".into(),
-                key: Secret::from_hex(&"42".repeat(32)).unwrap(),
-            },
-        ],
-        storage: storage.to_path_buf(),
-        storage_key_file: Some(p.path("storage.key")),
-        keystore: None,
-        key_file: None,
-        passphrase_env: None,
-        default_key_lifetime: 3600,
-        default_client_lifetime: 86_400,
-        max_lifetime: 30 * 86_400,
-        sweep_interval: 3600,
-        handshake_timeout: 5,
-        mef: None,
-        ttp: Default::default(),
-    }
-}
-
-/// A clock the test moves forward.
-fn test_clock() -> (Clock, Arc<AtomicI64>) {
-    let offset = Arc::new(AtomicI64::new(0));
-    let o = Arc::clone(&offset);
-    (
-        Arc::new(move || chrono::Utc::now().timestamp() + o.load(Ordering::SeqCst)),
-        offset,
-    )
-}
-
-fn url(maf: &RunningMaf) -> String {
-    format!("https://{}", maf.addr)
+    let km = vec![
+        KmRow {
+            client_id: "/Sae1".into(),
+            km_id: KM_ID.into(),
+            key: Secret::from_hex(KM_HEX).unwrap(),
+        },
+        KmRow {
+            client_id: "/Sae2".into(),
+            km_id: "ae2@maf.keys.example.net".into(),
+            key: Secret::from_hex(&"42".repeat(32)).unwrap(),
+        },
+    ];
+    maf_config(p, MAF_FQDN, SP, km, storage)
 }
 
 async fn ae(maf: &RunningMaf) -> MafClient {
@@ -176,15 +65,7 @@ async fn ae(maf: &RunningMaf) -> MafClient {
 }
 
 async fn cse(maf: &RunningMaf, p: &Pki, name: &str) -> MafClient {
-    MafClient::connect_certificate(
-        &url(maf),
-        MAF_FQDN,
-        &p.path(&format!("{name}.pem")),
-        &p.path(&format!("{name}.key")),
-        &p.path("ca.pem"),
-    )
-    .await
-    .unwrap()
+    certificate_client(maf, MAF_FQDN, p, name).await
 }
 
 fn status<T: std::fmt::Debug>(r: Result<T, m2m_keyservices::maf::MafError>) -> u16 {
