@@ -3,13 +3,15 @@
 //! the MAF fetches that Km from the MEF over its own certificate association (SUID 11) and binds
 //! the enrolee ID the MEF returns.
 
+mod common;
+
+use common::log_text_lowercase as log_text;
+use common::{logs, maf_config, write_private};
 use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, MefSection, RunningMaf};
 use m2m_keyservices::mef::{derive_km, EnrolmentRequest, Mef, MefClient, MefConfig};
-use m2m_security::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
+use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
 
 const SP: &str = "m2m.example.com";
 const MEF: &str = "mef.keys.example.net";
@@ -18,83 +20,27 @@ const KPM_ID: &str = "00112233445566778899AABBCCDDEEFF@mef.keys.example.net";
 const KPM_HEX: &str = "5a1f0c9e7d3b2a4f6e8d0c1b2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f";
 const ENROLEE: &str = "/id-in/Cphone";
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Capture {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let cap = Capture::default();
-        let writer = cap.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        cap
-    })
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).to_lowercase()
-}
-
-fn private(path: &Path, bytes: &[u8]) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(bytes).unwrap();
-}
-
-struct Pki {
-    dir: tempfile::TempDir,
-}
+/// The test PKI (a CA, the MEF's and the MAF's FQDN certificates) and the two services' set-up.
+struct Pki(common::Pki);
 
 impl Pki {
     fn new() -> Pki {
         logs();
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = generate_key(KeyType::P256).unwrap();
-        let ca = make_ca("test CA", &ca_key, Validity::days_from_now(2), None, &[]).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.to_pem().unwrap()).unwrap();
-        for (name, fqdn) in [("mef", MEF), ("maf", MAF)] {
-            let key = generate_key(KeyType::P256).unwrap();
-            let leaf = LeafName::Fqdn(fqdn.into());
-            let cert = issue(&leaf, &key, &ca, &ca_key, Validity::days_from_now(2), &[]).unwrap();
-            std::fs::write(
-                dir.path().join(format!("{name}.pem")),
-                cert.to_pem().unwrap(),
-            )
-            .unwrap();
-            private(
-                &dir.path().join(format!("{name}.key")),
-                &key.private_key_to_pem_pkcs8().unwrap(),
-            );
-        }
-        private(
-            &dir.path().join("maf-storage.key"),
-            "5a".repeat(32).as_bytes(),
+        let pki = common::Pki::new(
+            "test CA",
+            None,
+            &[],
+            &[
+                ("mef", LeafName::Fqdn(MEF.into())),
+                ("maf", LeafName::Fqdn(MAF.into())),
+            ],
         );
-        Pki { dir }
+        write_private(&pki.path("storage.key"), "5a".repeat(32).as_bytes());
+        Pki(pki)
     }
 
     fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.path(name)
     }
 
     async fn start_mef(&self) -> String {
@@ -126,7 +72,7 @@ suids = [11]
             storage_key = self.p("mef-storage.key").display(),
         );
         let path = self.p("mef.toml");
-        private(&path, text.as_bytes());
+        write_private(&path, text.as_bytes());
         let mef = Mef::new(MefConfig::load(&path).unwrap()).unwrap();
         let (addr, task) = mef.start().await.unwrap();
         // The listener lives as long as the test's runtime.
@@ -136,29 +82,12 @@ suids = [11]
 
     async fn start_maf(&self, mef_addr: &str) -> RunningMaf {
         let cfg = MafConfig {
-            fqdn: MAF.into(),
-            sp_fqdn: SP.into(),
-            listen: "127.0.0.1:0".into(),
-            certificate: Some(self.p("maf.pem")),
-            private_key: Some(self.p("maf.key")),
-            trusted_ca: Some(self.p("ca.pem")),
-            km: vec![],
-            storage: self.p("maf-data"),
-            storage_key_file: Some(self.p("maf-storage.key")),
-            keystore: None,
-            key_file: None,
-            passphrase_env: None,
-            default_key_lifetime: 3600,
-            default_client_lifetime: 86_400,
-            max_lifetime: 30 * 86_400,
-            sweep_interval: 3600,
-            handshake_timeout: 5,
             mef: Some(MefSection {
                 url: format!("https://{mef_addr}"),
                 fqdn: MEF.into(),
                 timeout_ms: 3000,
             }),
-            ttp: Default::default(),
+            ..maf_config(&self.0, MAF, SP, vec![], &self.p("maf-data"))
         };
         RunningMaf::start(cfg, system_clock()).await.unwrap()
     }
