@@ -1,15 +1,16 @@
 //! MEF end to end: in-process servers on 127.0.0.1:0, a test PKI, enrolees on Kpm, targets on certificates.
 
+mod common;
+
+use common::{cse_leaf, log_text_lowercase, logs, write_private};
 use m2m_keyservices::mef::client::TargetRef;
 use m2m_keyservices::mef::{
     derive_km, derive_kpsa, ClientError, EnrolmentRequest, Mef, MefClient, MefConfig,
 };
-use m2m_security::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
+use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
 use m2m_security::kdf;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 
 const MEF: &str = "mef.keys.example.net";
 const MAF: &str = "maf.keys.example.net";
@@ -18,89 +19,28 @@ const KPM_ID: &str = "00112233445566778899AABBCCDDEEFF@mef.keys.example.net";
 const KPM_HEX: &str = "5a1f0c9e7d3b2a4f6e8d0c1b2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f";
 const ENROLEE: &str = "/id-asn";
 
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-fn private(path: &Path, bytes: &[u8]) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(bytes).unwrap();
-}
-
-/// Every test of this binary logs into one buffer through the global subscriber (a scoped one misses
-/// events when other threads cache callsite interest first).
-static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-
-fn capture_logs() {
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let sink = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || sink.clone())
-            .init();
-        captured
-    });
-}
+/// The test PKI (a CA, the MEF's and the MAF's FQDN certificates, CSE-ID certificates of an IN-CSE
+/// and an MN-CSE) and the MEF's set-up.
+struct Pki(common::Pki);
 
 impl Pki {
     fn new() -> Pki {
-        capture_logs();
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = generate_key(KeyType::P256).unwrap();
-        let ca = make_ca(
+        logs();
+        Pki(common::Pki::new(
             "MEF test CA",
-            &ca_key,
-            Validity::days_from_now(2),
             None,
             &[],
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.to_pem().unwrap()).unwrap();
-        let leaves = [
-            ("mef", LeafName::Fqdn(MEF.into())),
-            ("maf", LeafName::Fqdn(MAF.into())),
-            (
-                "in",
-                LeafName::Cse {
-                    cse_id: "/id-in".into(),
-                    sp: SP.into(),
-                },
-            ),
-            (
-                "mn",
-                LeafName::Cse {
-                    cse_id: "/id-mn".into(),
-                    sp: SP.into(),
-                },
-            ),
-        ];
-        for (name, leaf) in leaves {
-            let key = generate_key(KeyType::P256).unwrap();
-            let cert = issue(&leaf, &key, &ca, &ca_key, Validity::days_from_now(2), &[]).unwrap();
-            std::fs::write(
-                dir.path().join(format!("{name}.crt.pem")),
-                cert.to_pem().unwrap(),
-            )
-            .unwrap();
-            private(
-                &dir.path().join(format!("{name}.key.pem")),
-                &key.private_key_to_pem_pkcs8().unwrap(),
-            );
-        }
-        Pki { dir }
+            &[
+                ("mef", LeafName::Fqdn(MEF.into())),
+                ("maf", LeafName::Fqdn(MAF.into())),
+                ("in", cse_leaf("/id-in", SP)),
+                ("mn", cse_leaf("/id-mn", SP)),
+            ],
+        ))
     }
 
     fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.path(name)
     }
 
     fn config_text(&self, lifetime: u64) -> String {
@@ -133,8 +73,8 @@ suids = [12, 13]
 id = "/id-mn"
 suids = [12]
 "#,
-            cert = self.p("mef.crt.pem").display(),
-            key = self.p("mef.key.pem").display(),
+            cert = self.p("mef.pem").display(),
+            key = self.p("mef.key").display(),
             ca = self.p("ca.pem").display(),
             storage = self.p("enrolments.json").display(),
             storage_key = self.p("storage.key").display(),
@@ -143,7 +83,7 @@ suids = [12]
 
     fn config(&self, lifetime: u64) -> MefConfig {
         let path = self.p("mef.toml");
-        private(&path, self.config_text(lifetime).as_bytes());
+        write_private(&path, self.config_text(lifetime).as_bytes());
         MefConfig::load(&path).unwrap()
     }
 
@@ -157,8 +97,8 @@ suids = [12]
         MefClient::connect_certificate(
             addr,
             MEF,
-            &self.p(&format!("{name}.crt.pem")),
-            &self.p(&format!("{name}.key.pem")),
+            &self.p(&format!("{name}.pem")),
+            &self.p(&format!("{name}.key")),
             &self.p("ca.pem"),
         )
         .await
@@ -404,19 +344,6 @@ fn config_with_kpm_must_be_private() {
     MefConfig::from_toml_str(m2m_keyservices::mef::DEFAULT_CONFIG).unwrap();
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn logs_carry_ids_never_keys() {
     let pki = Pki::new();
@@ -445,9 +372,7 @@ async fn logs_carry_ids_never_keys() {
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
-    let logs = String::from_utf8(LOGS.get().unwrap().0.lock().unwrap().clone())
-        .unwrap()
-        .to_lowercase();
+    let logs = log_text_lowercase();
     assert!(logs.contains("enrolment created"), "{logs}");
     assert!(logs.contains("credential delivered"), "{logs}");
     assert!(logs.contains("credential fetch refused"), "{logs}");
