@@ -2,13 +2,16 @@
 //! storage keys come from the keystore only; a wrong keystore key stops the service at start; no key
 //! reaches the logs.
 
-use m2m_keyservices::maf::{Clock, MafClient, MafConfig, RunningMaf};
+mod common;
+
+use common::log_text_lowercase as log_text;
+use common::{logs, write_private};
+use m2m_keyservices::maf::server::system_clock as clock;
+use m2m_keyservices::maf::{MafClient, MafConfig, RunningMaf};
 use m2m_keyservices::mef::{EnrolmentRequest, Mef, MefClient, MefConfig};
 use m2m_security::credentials::{KpsaId, PskEntry, Secret};
 use m2m_security::secure_environment::{create_key_file, KdfParams, KeySource, SoftwareKeystore};
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
 
 const SP: &str = "m2m.example.com";
 const MAF_FQDN: &str = "maf.keys.example.net";
@@ -20,39 +23,6 @@ const KPM_ID: &str = "0A0B0C0D0E0F00112233445566778899@mef.keys.example.net";
 const KPM_HEX: &str = "7e7e7e7e0d0d0d0d9a9a9a9a1b1b1b1b2c2c2c2c3d3d3d3d4e4e4e4e5f5f5f5f";
 const MEF_STORAGE_HEX: &str = "e1e2e3e4e5e6e7e8f1f2f3f4f5f6f7f8a1a2a3a4a5a6a7a8b1b2b3b4b5b6b7b8";
 const ENROLEE: &str = "/id-asn9";
-
-// ----- log capture -------------------------------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Capture {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let cap = Capture::default();
-        let writer = cap.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        cap
-    })
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).to_lowercase()
-}
 
 fn assert_no_key_in_logs() {
     let logs = log_text();
@@ -85,15 +55,6 @@ fn make_keystore(dir: &Path, name: &str, psk: (&str, &str, &str), secret: (&str,
     ks.save().unwrap();
 }
 
-fn write_private(path: &Path, data: &[u8]) {
-    std::fs::write(path, data).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-}
-
 /// A MAF configuration file without [[km]] rows nor storage_key_file: every key is in the keystore.
 fn maf_config_text(key_file: &str) -> String {
     format!(
@@ -106,10 +67,6 @@ fn maf_config(dir: &Path, text: &str) -> MafConfig {
     let path = dir.join("maf.toml");
     write_private(&path, text.as_bytes());
     MafConfig::from_file(&path).unwrap()
-}
-
-fn clock() -> Clock {
-    Arc::new(|| chrono::Utc::now().timestamp())
 }
 
 fn mef_config_text(key_file: &str) -> String {
