@@ -4,91 +4,46 @@
 
 mod common;
 
+use common::{start_maf_process, Pki, ServiceProcess};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-const SP: &str = "m2m.example.com";
 const MAF_FQDN: &str = "maf.keys.example.net";
 const APP_KM_ID: &str = "app@maf.keys.example.net";
 const OTHER_KM_ID: &str = "other@maf.keys.example.net";
 const APP_KM: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const OTHER_KM: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 struct Setup {
-    dir: tempfile::TempDir,
+    pki: Pki,
 }
 
 impl Setup {
     /// A CA, the MAF's FQDN certificate and the gateways' CSE-ID certificates, made by `m2m pki`.
     fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-        common::m2m(&[
-            "pki",
-            "ca",
-            "--out",
-            &p("ca"),
-            "--sp",
-            SP,
-            "--permit-dns",
-            "keys.example.net",
-        ]);
-        common::m2m(&[
-            "pki",
-            "issue",
-            "--ca",
-            &p("ca"),
-            "--kind",
-            "maf",
-            "--id",
-            MAF_FQDN,
-            "--out",
-            &p("maf"),
-        ]);
+        let pki = Pki::temp_ca_permitting_dns("keys.example.net");
+        pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
         for id in ["mn-cse-123456", "mn-cse-999"] {
-            common::m2m(&[
-                "pki",
-                "issue",
-                "--ca",
-                &p("ca"),
-                "--kind",
-                "cse",
-                "--id",
-                &format!("/{id}"),
-                "--sp",
-                SP,
-                "--out",
-                &p(id),
-            ]);
+            pki.issue(&["--kind", "cse", "--id", &format!("/{id}")], id);
         }
-        write_private(&dir.path().join("storage.key"), &"ab".repeat(32));
-        Setup { dir }
+        Setup { pki }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.pki.dir().join(name)
     }
 
     /// `m2m maf` with the gateway delegated for the AEs registered with it; its log goes to a file.
-    fn start_maf(&self) -> (Child, String) {
-        let cfg = format!(
-            r#"fqdn = "{MAF_FQDN}"
-sp_fqdn = "{SP}"
-listen = "127.0.0.1:0"
-certificate = "{}"
-private_key = "{}"
-trusted_ca = "{}"
-storage = "{}"
-storage_key_file = "{}"
-[[km]]
+    fn start_maf(&self) -> ServiceProcess {
+        start_maf_process(
+            self.pki.dir(),
+            MAF_FQDN,
+            &self.path("maf.pem"),
+            &self.path("maf.key"),
+            &self.pki.ca_pem(),
+            &format!(
+                r#"[[km]]
 client_id = "/Sapp"
 km_id = "{APP_KM_ID}"
 key = "{APP_KM}"
@@ -101,34 +56,9 @@ max_lifetime = 86400
 [[ttp.delegations]]
 delegate = "/mn-cse-123456"
 subjects = ["/mn-cse-123456/C*"]
-"#,
-            self.path("maf.pem").display(),
-            self.path("maf.key").display(),
-            self.path("ca/ca.pem").display(),
-            self.path("maf-data").display(),
-            self.path("storage.key").display(),
-        );
-        let config = self.path("maf.toml");
-        write_private(&config, &cfg);
-        let log = std::fs::File::create(self.path("maf.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
-            .args(["maf", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the MAF exited before listening")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("m2m-maf listening https://") {
-                break format!("https://{addr}");
-            }
-        };
-        (child, url)
+"#
+            ),
+        )
     }
 
     /// `m2m ttp` as the gateway `name` (certificate).
@@ -202,7 +132,8 @@ fn sensor_jwk() -> (Value, Value) {
 #[test]
 fn m2m_ttp_registers_for_a_device_and_only_the_authorized_app_gets_it() {
     let setup = Setup::new();
-    let (mut maf, url) = setup.start_maf();
+    let mut maf = setup.start_maf();
+    let url = maf.url().to_owned();
     let (public, private) = sensor_jwk();
     let jwk_file = setup.path("sensor1.pub.jwk");
     std::fs::write(&jwk_file, public.to_string()).unwrap();

@@ -931,6 +931,28 @@ impl Pki {
         pki
     }
 
+    /// A CA only, in a temporary directory it owns, that may also certify the DNS names under
+    /// `domain` (the key services' FQDNs); the test issues the leaves it needs.
+    pub fn temp_ca_permitting_dns(domain: &str) -> Pki {
+        let owned = tempfile::tempdir().expect("temp dir for the PKI");
+        let pki = Pki {
+            dir: owned.path().to_owned(),
+            _owned: Some(owned),
+        };
+        let ca = pki.ca_dir();
+        m2m(&[
+            "pki",
+            "ca",
+            "--out",
+            &ca.to_string_lossy(),
+            "--sp",
+            SP_FQDN,
+            "--permit-dns",
+            domain,
+        ]);
+        pki
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -1239,4 +1261,141 @@ pub fn create_acp(
 pub fn set_acpi(base: &str, target: &str, from: &str, root: &str, acpi: &[&str]) {
     let (rsc, b) = update(base, target, from, json!({ root: { "acpi": acpi } }));
     assert_eq!(rsc, 2004, "acpi of {target} from {from}: {b}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key-service processes (`m2m maf`, `m2m mef`)
+// ---------------------------------------------------------------------------------------------
+
+/// A running `m2m maf` or `m2m mef` child process, killed when dropped.
+pub struct ServiceProcess {
+    child: Child,
+    /// The process's stderr (its log), `DIR/<what>.log`.
+    log: PathBuf,
+    /// `https://ADDR`.
+    url: String,
+}
+
+impl ServiceProcess {
+    /// Writes `config` (mode 0600) to `DIR/<what>.toml`, starts `m2m <what> --config` with its
+    /// stderr in `DIR/<what>.log` and waits for its `m2m-<what> listening https://ADDR` line.
+    pub fn start(what: &str, dir: &Path, config: &str) -> ServiceProcess {
+        let path = dir.join(format!("{what}.toml"));
+        write_private(&path, config);
+        let log = dir.join(format!("{what}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args([what, "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("create the service log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start m2m {what}: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let prefix = format!("m2m-{what} listening https://");
+        let mut service = ServiceProcess {
+            child,
+            log,
+            url: String::new(),
+        };
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = service.child.wait();
+                panic!("m2m {what} exited before listening:\n{}", service.stderr());
+            };
+            if let Some(addr) = line.strip_prefix(&prefix) {
+                break addr.to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        service.url = format!("https://{addr}");
+        service
+    }
+
+    /// `https://ADDR`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `ADDR` (host:port), as the key-service clients take it.
+    pub fn addr(&self) -> &str {
+        &self.url["https://".len()..]
+    }
+
+    /// What the process logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the process (the service is down from here on).
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()
+    }
+
+    /// Waits for the process to exit (after `kill`, for its log to be complete).
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `m2m maf` for the SP `m2m.example.com` on 127.0.0.1:0 with the certificate `cert`/`key` trusting
+/// `ca`, storing in `DIR/maf-data` under the storage key `DIR/storage.key` (written here); `extra`
+/// adds its `[[km]]` rows, `[ttp]` or `[mef]` sections.
+pub fn start_maf_process(
+    dir: &Path,
+    fqdn: &str,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    extra: &str,
+) -> ServiceProcess {
+    let storage_key = dir.join("storage.key");
+    write_private(&storage_key, &"ab".repeat(32));
+    let config = format!(
+        "fqdn = \"{fqdn}\"\nsp_fqdn = \"{SP_FQDN}\"\nlisten = \"127.0.0.1:0\"\n\
+         certificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\n\
+         storage_key_file = {:?}\n{extra}",
+        cert.display().to_string(),
+        key.display().to_string(),
+        ca.display().to_string(),
+        dir.join("maf-data").display().to_string(),
+        storage_key.display().to_string(),
+    );
+    ServiceProcess::start("maf", dir, &config)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Third-party peers
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `program` runs (`program version_arg`); outside CI a missing one skips loudly, in CI
+/// it fails (`.ci/run` installs it). `purpose` names the check that needs it.
+pub fn have_tool(program: &str, version_arg: &str, purpose: &str) -> bool {
+    let found = Command::new(program)
+        .arg(version_arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("`{program}` is not installed, and CI=true: .ci/run must install it");
+        }
+        // Straight to the process's stderr: the test harness captures `eprintln!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!!!!!!! SKIPPED: `{program}` is not installed; {purpose} needs it. \
+             In CI it is mandatory. !!!!!!!!!!\n"
+        );
+    }
+    found
 }
