@@ -6,116 +6,46 @@
 
 mod common;
 
-use common::{CseProcess, TlsClient};
+use common::{start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
 use m2m_keyservices::maf::MafClient;
 use m2m_security::credentials::Secret;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
 const SP: &str = "m2m.example.com";
 const MAF_FQDN: &str = "maf.keys.example.net";
 const KM_ID: &str = "phone@maf.keys.example.net";
 const KM_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 struct Setup {
-    dir: tempfile::TempDir,
+    pki: Pki,
 }
 
 impl Setup {
     /// A CA allowed to certify the SP's CSEs and the MAF's domain, and the certificates.
     fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-        let ok = |out: std::process::Output| {
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        };
-        ok(common::m2m(&[
-            "pki",
-            "ca",
-            "--out",
-            &p("ca"),
-            "--sp",
-            SP,
-            "--permit-dns",
-            "keys.example.net",
-        ]));
-        ok(common::m2m(&[
-            "pki",
-            "issue",
-            "--ca",
-            &p("ca"),
-            "--kind",
-            "maf",
-            "--id",
-            MAF_FQDN,
-            "--out",
-            &p("maf"),
-        ]));
+        let pki = Pki::temp_ca_permitting_dns("keys.example.net");
+        pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
         for id in ["/id-in", "/id-other"] {
-            ok(common::m2m(&[
-                "pki",
-                "issue",
-                "--ca",
-                &p("ca"),
-                "--kind",
-                "cse",
-                "--id",
-                id,
-                "--sp",
-                SP,
-                "--out",
-                &p(&id[1..]),
-            ]));
+            pki.issue(&["--kind", "cse", "--id", id], &id[1..]);
         }
-        write_private(&dir.path().join("storage.key"), &"ab".repeat(32));
-        Setup { dir }
+        Setup { pki }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.pki.dir().join(name)
     }
 
-    fn start_maf(&self) -> (Child, String) {
-        let cfg = format!(
-            "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\nstorage = \"{}\"\nstorage_key_file = \"{}\"\n[[km]]\nclient_id = \"/id-in/Cphone\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n",
-            self.path("maf.pem").display(),
-            self.path("maf.key").display(),
-            self.path("ca/ca.pem").display(),
-            self.path("maf-data").display(),
-            self.path("storage.key").display(),
-        );
-        let config = self.path("maf.toml");
-        write_private(&config, &cfg);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
-            .args(["maf", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the MAF exited before listening")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("m2m-maf listening https://") {
-                break format!("https://{addr}");
-            }
-        };
-        (child, url)
+    fn start_maf(&self) -> ServiceProcess {
+        start_maf_process(
+            self.pki.dir(),
+            MAF_FQDN,
+            &self.path("maf.pem"),
+            &self.path("maf.key"),
+            &self.pki.ca_pem(),
+            &format!("[[km]]\nclient_id = \"/id-in/Cphone\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n"),
+        )
     }
 
     fn start_cse(&self, cse: &str, maf_url: &str) -> CseProcess {
@@ -169,7 +99,8 @@ fn register_ae(client: &TlsClient, cse: &CseProcess) -> Result<common::Resp, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ae_associates_with_the_in_cse_through_the_maf() {
     let setup = Setup::new();
-    let (mut maf_proc, maf_url) = setup.start_maf();
+    let mut maf_proc = setup.start_maf();
+    let maf_url = maf_proc.url().to_owned();
     let cse = setup.start_cse("id-in", &maf_url);
     let other = setup.start_cse("id-other", &maf_url);
 
@@ -225,7 +156,8 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
 #[test]
 fn m2m_request_associates_through_the_maf_in_one_call() {
     let setup = Setup::new();
-    let (mut maf_proc, maf_url) = setup.start_maf();
+    let mut maf_proc = setup.start_maf();
+    let maf_url = maf_proc.url().to_owned();
     let cse = setup.start_cse("id-in", &maf_url);
     let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
         .args([
@@ -309,7 +241,8 @@ fn m2m_request_associates_through_the_maf_in_one_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_maf_key_outlives_the_maf_only_when_configured() {
     let setup = Setup::new();
-    let (mut maf_proc, maf_url) = setup.start_maf();
+    let mut maf_proc = setup.start_maf();
+    let maf_url = maf_proc.url().to_owned();
     let cached = setup.start_cse_with("id-in", &maf_url, "cache_seconds = 60\n");
     let (_maf, key_id, kc_half) = register_kc(&maf_url, &format!("//{SP}/id-in")).await;
     let phone = TlsClient::psk(&key_id, &kc_half);
