@@ -7,14 +7,12 @@
 
 mod common;
 
-use common::{CseProcess, TlsClient};
+use common::{start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
 use m2m_keyservices::maf::MafClient;
 use m2m_keyservices::mef::{derive_km, EnrolmentRequest, MefClient};
 use m2m_security::credentials::Secret;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 
 const SP: &str = "m2m.example.com";
 const MEF_FQDN: &str = "mef.keys.example.net";
@@ -23,117 +21,29 @@ const KPM_ID: &str = "0A1B2C3D4E5F60718293A4B5C6D7E8F9@mef.keys.example.net";
 const KPM_HEX: &str = "7c2e9d4a1b3f5e6d8c0a2b4f6e8d1c3b5a7f9e0d2c4b6a8f1e3d5c7b9a0f2e4d";
 const ENROLEE: &str = "/id-in/Cphone";
 
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// A child process killed when the test ends.
-struct Proc {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Setup {
-    dir: tempfile::TempDir,
+    pki: Pki,
 }
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-        common::m2m(&[
-            "pki",
-            "ca",
-            "--out",
-            &p("ca"),
-            "--sp",
-            SP,
-            "--permit-dns",
-            "keys.example.net",
-        ]);
+        let pki = Pki::temp_ca_permitting_dns("keys.example.net");
         for (kind, id) in [("mef", MEF_FQDN), ("maf", MAF_FQDN)] {
-            common::m2m(&[
-                "pki",
-                "issue",
-                "--ca",
-                &p("ca"),
-                "--kind",
-                kind,
-                "--id",
-                id,
-                "--out",
-                &p(kind),
-            ]);
+            pki.issue(&["--kind", kind, "--id", id], kind);
         }
-        common::m2m(&[
-            "pki",
-            "issue",
-            "--ca",
-            &p("ca"),
-            "--kind",
-            "cse",
-            "--id",
-            "/id-in",
-            "--sp",
-            SP,
-            "--out",
-            &p("id-in"),
-        ]);
-        write_private(&dir.path().join("maf-storage.key"), &"ab".repeat(32));
-        Setup { dir }
+        pki.issue(&["--kind", "cse", "--id", "/id-in"], "id-in");
+        Setup { pki }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.pki.dir().join(name)
     }
 
-    /// Starts `m2m <what> --config FILE` and waits for its `m2m-<what> listening https://ADDR` line.
-    fn spawn(&self, what: &str, config: &str) -> (Proc, String) {
-        let path = self.path(&format!("{what}.toml"));
-        write_private(&path, config);
-        let stderr = self.path(&format!("{what}.stderr"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
-            .args([what, "--config"])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let prefix = format!("m2m-{what} listening https://");
-        let mut proc = Proc { child, stderr };
-        let addr = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = proc.child.wait();
-                panic!("m2m {what} exited before listening:\n{}", proc.stderr());
-            };
-            if let Some(addr) = line.strip_prefix(&prefix) {
-                break addr.to_owned();
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        (proc, addr)
-    }
-
-    fn start_mef(&self, lifetime_seconds: u64) -> (Proc, String) {
-        self.spawn(
+    /// `m2m mef` with the enrolee's Kpm, serving the MAF (SUID 11): the process and its host:port.
+    fn start_mef(&self, lifetime_seconds: u64) -> (ServiceProcess, String) {
+        let mef = ServiceProcess::start(
             "mef",
+            self.pki.dir(),
             &format!(
                 r#"fqdn = "{MEF_FQDN}"
 sp_fqdn = "{SP}"
@@ -160,35 +70,30 @@ suids = [11]
                 storage = self.path("mef-enrolments.json").display(),
                 storage_key = self.path("mef-storage.key").display(),
             ),
-        )
+        );
+        let addr = mef.addr().to_owned();
+        (mef, addr)
     }
 
-    fn start_maf(&self, mef_addr: &str) -> (Proc, String) {
-        let (proc, addr) = self.spawn(
-            "maf",
+    /// `m2m maf` fetching remote-provisioned Km from the MEF: the process and its URL.
+    fn start_maf(&self, mef_addr: &str) -> (ServiceProcess, String) {
+        let maf = start_maf_process(
+            self.pki.dir(),
+            MAF_FQDN,
+            &self.path("maf.pem"),
+            &self.path("maf.key"),
+            &self.pki.ca_pem(),
             &format!(
-                r#"fqdn = "{MAF_FQDN}"
-sp_fqdn = "{SP}"
-listen = "127.0.0.1:0"
-certificate = "{cert}"
-private_key = "{key}"
-trusted_ca = "{ca}"
-storage = "{storage}"
-storage_key_file = "{storage_key}"
-
+                r#"
 [mef]
 url = "https://{mef_addr}"
 fqdn = "{MEF_FQDN}"
 timeout_ms = 5000
-"#,
-                cert = self.path("maf.pem").display(),
-                key = self.path("maf.key").display(),
-                ca = self.path("ca/ca.pem").display(),
-                storage = self.path("maf-data").display(),
-                storage_key = self.path("maf-storage.key").display(),
+"#
             ),
         );
-        (proc, format!("https://{addr}"))
+        let url = maf.url().to_owned();
+        (maf, url)
     }
 
     fn start_in_cse(&self, maf_url: &str) -> CseProcess {
