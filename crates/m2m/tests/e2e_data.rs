@@ -11,9 +11,8 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 const MAF_FQDN: &str = "maf.sec.m2m.example.com";
 const APP_KM_ID: &str = "app@maf.sec.m2m.example.com";
@@ -24,53 +23,21 @@ const CONTAINER: &str = "/id-mn/cse-mn/gw/sensor1";
 const READING: &str = r#"{"temperature":21.5,"unit":"C"}"#;
 
 /// The MAF as a process: the app and another application with Km, the MN delegated for its AEs.
-struct Maf {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Maf {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_maf(pki: &Pki) -> Maf {
+fn start_maf(pki: &Pki) -> ServiceProcess {
     let (maf_pem, maf_key) = pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
-    let dir = pki.dir();
-    write_private(&dir.join("storage.key"), &"ab".repeat(32));
-    let cfg = format!(
-        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP_FQDN}\"\nlisten = \"127.0.0.1:0\"\n\
-         certificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n\
-         [[km]]\nclient_id = \"/Sapp\"\nkm_id = \"{APP_KM_ID}\"\nkey = \"{APP_KM}\"\n\
-         [[km]]\nclient_id = \"/Sother\"\nkm_id = \"{OTHER_KM_ID}\"\nkey = \"{OTHER_KM}\"\n\
-         [ttp]\nmax_lifetime = 86400\n\
-         [[ttp.delegations]]\ndelegate = \"/id-mn\"\nsubjects = [\"/id-mn/C*\"]\n",
-        maf_pem.display().to_string(),
-        maf_key.display().to_string(),
-        pki.ca_pem().display().to_string(),
-        dir.join("maf-data").display().to_string(),
-        dir.join("storage.key").display().to_string(),
-    );
-    let config = dir.join("maf.toml");
-    write_private(&config, &cfg);
-    let log = std::fs::File::create(dir.join("maf.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
-        .args(["maf", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("the MAF exited").unwrap();
-        if let Some(addr) = line.strip_prefix("m2m-maf listening https://") {
-            break format!("https://{addr}");
-        }
-    };
-    Maf { child, url }
+    start_maf_process(
+        pki.dir(),
+        MAF_FQDN,
+        &maf_pem,
+        &maf_key,
+        &pki.ca_pem(),
+        &format!(
+            "[[km]]\nclient_id = \"/Sapp\"\nkm_id = \"{APP_KM_ID}\"\nkey = \"{APP_KM}\"\n\
+             [[km]]\nclient_id = \"/Sother\"\nkm_id = \"{OTHER_KM_ID}\"\nkey = \"{OTHER_KM}\"\n\
+             [ttp]\nmax_lifetime = 86400\n\
+             [[ttp.delegations]]\ndelegate = \"/id-mn\"\nsubjects = [\"/id-mn/C*\"]\n"
+        ),
+    )
 }
 
 /// IN and MN over mutual TLS; the MN's TLS port is fixed so that its pointOfAccess at the IN
@@ -116,7 +83,7 @@ struct Gateway {
 
 /// The gateway makes its sensor's keys, registers them at the TTP for the app (as the MN-CSE,
 /// certificate), and its app AE makes the container.
-fn gateway_setup(pki: &Pki, maf: &Maf, mn: &CseProcess) -> Gateway {
+fn gateway_setup(pki: &Pki, maf: &ServiceProcess, mn: &CseProcess) -> Gateway {
     let dir = pki.dir();
     let sig_key = dir.join("sensor1-sig.jwk");
     let enc_key = dir.join("sensor1-enc.jwk");
@@ -156,7 +123,7 @@ fn gateway_setup(pki: &Pki, maf: &Maf, mn: &CseProcess) -> Gateway {
             &[
                 "ttp",
                 "--maf-url",
-                &maf.url,
+                maf.url(),
                 "--maf-fqdn",
                 MAF_FQDN,
                 "--cert",
@@ -287,7 +254,7 @@ fn read_via_in(in_cse: &CseProcess, container: &str, from: &str) -> String {
 
 /// `m2m e2e open-data` with both keys fetched from the TTP by their IDs.
 fn open_with_ttp(
-    maf: &Maf,
+    maf: &ServiceProcess,
     gw: &Gateway,
     km: (&str, &str),
     to: &str,
@@ -302,7 +269,7 @@ fn open_with_ttp(
             "--cin",
             cin,
             "--ttp-url",
-            &maf.url,
+            maf.url(),
             "--ttp-fqdn",
             MAF_FQDN,
             "--km-id",
