@@ -21,10 +21,10 @@ use m2m_security::e2e::escertke::Initiator;
 use m2m_security::e2e::esprim::EsprimSession;
 use m2m_security::kdf;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,49 +41,26 @@ const MARKER: &str = "MARKER-esprim-keys-7d2e";
 
 struct Setup {
     pki: Pki,
-    maf: Child,
+    /// Held for the test's length: the MAF stops when the set-up is dropped.
+    _maf: ServiceProcess,
     maf_url: String,
     in_cse: CseProcess,
     mn: CseProcess,
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = self.maf.kill();
-        let _ = self.maf.wait();
-    }
-}
-
-fn start_maf(pki: &Pki) -> (Child, String) {
+/// `m2m maf` with the Km of the MAF client: the process and its URL.
+fn start_maf(pki: &Pki) -> (ServiceProcess, String) {
     let (pem, key) = pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
-    let p = |n: &str| pki.dir().join(n);
-    write_private(&p("storage.key"), &"ab".repeat(32));
-    let cfg = format!(
-        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP_FQDN}\"\nlisten = \"127.0.0.1:0\"\n\
-         certificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n\
-         [[km]]\nclient_id = \"/{MAF_AE}\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM}\"\n",
-        pem.display().to_string(),
-        key.display().to_string(),
-        pki.ca_pem().display().to_string(),
-        p("maf-data").display().to_string(),
-        p("storage.key").display().to_string(),
+    let maf = start_maf_process(
+        pki.dir(),
+        MAF_FQDN,
+        &pem,
+        &key,
+        &pki.ca_pem(),
+        &format!("[[km]]\nclient_id = \"/{MAF_AE}\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM}\"\n"),
     );
-    write_private(&p("maf.toml"), &cfg);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
-        .args(["maf", "--config"])
-        .arg(p("maf.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start m2m maf");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("the MAF exited").unwrap();
-        if let Some(addr) = line.strip_prefix("m2m-maf listening https://") {
-            break format!("https://{addr}");
-        }
-    };
-    (child, url)
+    let url = maf.url().to_owned();
+    (maf, url)
 }
 
 impl Setup {
@@ -129,7 +106,7 @@ impl Setup {
         }
         Setup {
             pki,
-            maf,
+            _maf: maf,
             maf_url,
             in_cse,
             mn,
