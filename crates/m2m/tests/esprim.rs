@@ -90,13 +90,7 @@ fn esprim_request(url: &str, kid: &str, psk: bool, args: &[&str]) -> Value {
         .stdin(Stdio::null())
         .output()
         .expect("run m2m request");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
-        panic!(
-            "no JSON: {text}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let v = json_stdout(&out);
     let want = if v["rsc"].as_u64().is_some_and(|c| c < 4000) {
         0
     } else {

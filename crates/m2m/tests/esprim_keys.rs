@@ -138,13 +138,7 @@ impl Setup {
             .stdin(Stdio::null())
             .output()
             .expect("run m2m request");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
-            panic!(
-                "no JSON: {text}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        let v = json_stdout(&out);
         let ok = v["rsc"].as_u64().is_some_and(|c| c < 4000);
         assert_eq!(out.status.code(), Some(if ok { 0 } else { 1 }), "{v}");
         v

@@ -210,31 +210,9 @@ fn member_request(
         .expect("run m2m request")
 }
 
-fn json_out(out: &std::process::Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|_| {
-        panic!(
-            "m2m request printed no JSON: {text}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 /// Python's own HMAC-SHA-256 over label || NFKC(id) || Rand, for the cross-check.
 fn python_ksx(kpsaxi_hex: &str, id: &str, rand_hex: &str) -> Option<String> {
-    let found = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("`python3` is not installed, and CI=true: .ci/run must install it");
-        }
-        eprintln!(
-            "!!! SKIPPED: the Python cross-check of Ksx needs python3, which is not installed !!!"
-        );
+    if !have_tool("python3", "--version", "the Python cross-check of Ksx") {
         return None;
     }
     let script = "import hmac,hashlib,sys,unicodedata\n\
@@ -266,7 +244,7 @@ fn a_member_gets_rand_through_the_agent_and_c_accepts_it_as_that_member() {
             "-X", "create", "--to", "cse-in", "--ty", "2", "--body", body,
         ],
     );
-    let v = json_out(&out);
+    let v = json_stdout(&out);
     assert_eq!(
         v["rsc"],
         2001,
@@ -275,7 +253,7 @@ fn a_member_gets_rand_through_the_agent_and_c_accepts_it_as_that_member() {
     );
     assert_eq!(v["pc"]["m2m:ae"]["aei"], METER1.id);
     let out = member_request(&c, &b, &METER1, &["--to", "cse-in/meter1"]);
-    let v = json_out(&out);
+    let v = json_stdout(&out);
     assert_eq!(v["rsc"], 2000, "{v}");
     assert_eq!(v["pc"]["m2m:ae"]["aei"], METER1.id);
 

@@ -11,6 +11,8 @@
 //! A missing `python3` or `openssl` skips its test with a loud message, except in CI (`CI=true`), where it
 //! fails.
 
+mod common;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -18,27 +20,9 @@ use std::time::{Duration, Instant};
 
 const M2M: &str = env!("CARGO_BIN_EXE_m2m");
 
-/// Whether `program` runs (`program version_arg`); outside CI a missing one skips loudly, in CI it fails.
+/// Whether `program` runs; outside CI a missing one skips loudly, in CI it fails.
 fn have(program: &str, version_arg: &str) -> bool {
-    let found = Command::new(program)
-        .arg(version_arg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("`{program}` is not installed, and CI=true: .ci/run must install it");
-        }
-        // Straight to the process's stderr: the test harness captures `eprintln!` of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!!!!!!! SKIPPED: `{program}` is not installed; the KDF cross-check needs it. \
-             In CI it is mandatory. !!!!!!!!!!\n"
-        );
-    }
-    found
+    common::have_tool(program, version_arg, "the KDF cross-check")
 }
 
 /// Runs `m2m keys ARGS` with extra environment variables; returns stdout, panicking on failure.
@@ -349,14 +333,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The HEX of the `Keying material: HEX` line.
 fn keying_material(out: &str) -> Option<String> {
     out.lines()
@@ -369,7 +345,7 @@ fn keying_material(out: &str) -> Option<String> {
 fn openssl_export(label: &str, version: &[&str]) -> (String, String) {
     const KEY: &str = "1a2b3c4d5e6f7a8b";
     const IDENTITY: &str = "AE123456789012-Lock@in.provider.com";
-    let port = free_port();
+    let port = common::unused_port();
     let mut server = Killed(
         Command::new("openssl")
             .args([

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{start_maf_process, Pki, ServiceProcess};
+use common::{json_stdout, start_maf_process, Pki, ServiceProcess};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -95,14 +95,7 @@ subjects = ["/mn-cse-123456/C*"]
 
 /// The JSON `m2m ttp` printed, and its exit code.
 fn answer(out: &Output) -> (i32, Value) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "no JSON on stdout: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap(), v)
+    (out.status.code().unwrap(), json_stdout(out))
 }
 
 fn b64url(bytes: &[u8]) -> String {

@@ -892,6 +892,18 @@ pub fn m2m(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// The JSON document an `m2m` command printed on stdout; panics with its stdout and stderr when
+/// there is none.
+pub fn json_stdout(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!(
+            "no JSON on stdout: {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// Runs the `m2m` binary with `args` (whatever the outcome).
 pub fn m2m_command(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_m2m"))
