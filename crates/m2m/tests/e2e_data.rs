@@ -24,13 +24,10 @@ const READING: &str = r#"{"temperature":21.5,"unit":"C"}"#;
 
 /// The MAF as a process: the app and another application with Km, the MN delegated for its AEs.
 fn start_maf(pki: &Pki) -> ServiceProcess {
-    let (maf_pem, maf_key) = pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
+    pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
     start_maf_process(
-        pki.dir(),
+        pki,
         MAF_FQDN,
-        &maf_pem,
-        &maf_key,
-        &pki.ca_pem(),
         &format!(
             "[[km]]\nclient_id = \"/Sapp\"\nkm_id = \"{APP_KM_ID}\"\nkey = \"{APP_KM}\"\n\
              [[km]]\nclient_id = \"/Sother\"\nkm_id = \"{OTHER_KM_ID}\"\nkey = \"{OTHER_KM}\"\n\

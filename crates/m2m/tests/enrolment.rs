@@ -78,11 +78,8 @@ suids = [11]
     /// `m2m maf` fetching remote-provisioned Km from the MEF: the process and its URL.
     fn start_maf(&self, mef_addr: &str) -> (ServiceProcess, String) {
         let maf = start_maf_process(
-            self.pki.dir(),
+            &self.pki,
             MAF_FQDN,
-            &self.path("maf.pem"),
-            &self.path("maf.key"),
-            &self.pki.ca_pem(),
             &format!(
                 r#"
 [mef]

@@ -50,13 +50,10 @@ struct Setup {
 
 /// `m2m maf` with the Km of the MAF client: the process and its URL.
 fn start_maf(pki: &Pki) -> (ServiceProcess, String) {
-    let (pem, key) = pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
+    pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
     let maf = start_maf_process(
-        pki.dir(),
+        pki,
         MAF_FQDN,
-        &pem,
-        &key,
-        &pki.ca_pem(),
         &format!("[[km]]\nclient_id = \"/{MAF_AE}\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM}\"\n"),
     );
     let url = maf.url().to_owned();

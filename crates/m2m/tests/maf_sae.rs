@@ -39,12 +39,11 @@ impl Setup {
 
     fn start_maf(&self) -> ServiceProcess {
         start_maf_process(
-            self.pki.dir(),
+            &self.pki,
             MAF_FQDN,
-            &self.path("maf.pem"),
-            &self.path("maf.key"),
-            &self.pki.ca_pem(),
-            &format!("[[km]]\nclient_id = \"/id-in/Cphone\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n"),
+            &format!(
+                "[[km]]\nclient_id = \"/id-in/Cphone\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n"
+            ),
         )
     }
 

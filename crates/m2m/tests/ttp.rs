@@ -37,11 +37,8 @@ impl Setup {
     /// `m2m maf` with the gateway delegated for the AEs registered with it; its log goes to a file.
     fn start_maf(&self) -> ServiceProcess {
         start_maf_process(
-            self.pki.dir(),
+            &self.pki,
             MAF_FQDN,
-            &self.path("maf.pem"),
-            &self.path("maf.key"),
-            &self.pki.ca_pem(),
             &format!(
                 r#"[[km]]
 client_id = "/Sapp"

@@ -78,7 +78,12 @@ pub struct Pki {
 impl Pki {
     /// A P-256 CA named `ca_name` (constrained to `sp` and `fqdns` when given) issuing one P-256
     /// certificate per leaf.
-    pub fn new(ca_name: &str, sp: Option<&str>, fqdns: &[String], leaves: &[(&str, LeafName)]) -> Pki {
+    pub fn new(
+        ca_name: &str,
+        sp: Option<&str>,
+        fqdns: &[String],
+        leaves: &[(&str, LeafName)],
+    ) -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = generate_key(KeyType::P256).unwrap();
         let v = Validity::days_from_now(1);

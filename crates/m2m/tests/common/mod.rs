@@ -1358,26 +1358,20 @@ impl Drop for ServiceProcess {
     }
 }
 
-/// `m2m maf` for the SP `m2m.example.com` on 127.0.0.1:0 with the certificate `cert`/`key` trusting
-/// `ca`, storing in `DIR/maf-data` under the storage key `DIR/storage.key` (written here); `extra`
-/// adds its `[[km]]` rows, `[ttp]` or `[mef]` sections.
-pub fn start_maf_process(
-    dir: &Path,
-    fqdn: &str,
-    cert: &Path,
-    key: &Path,
-    ca: &Path,
-    extra: &str,
-) -> ServiceProcess {
+/// `m2m maf` for the SP `m2m.example.com` on 127.0.0.1:0 with the certificate `maf.pem`/`maf.key`
+/// the test issued in `pki`, storing in `maf-data` there under the storage key `storage.key`
+/// (written here); `extra` adds its `[[km]]` rows, `[ttp]` or `[mef]` sections.
+pub fn start_maf_process(pki: &Pki, fqdn: &str, extra: &str) -> ServiceProcess {
+    let dir = pki.dir();
     let storage_key = dir.join("storage.key");
     write_private(&storage_key, &"ab".repeat(32));
     let config = format!(
         "fqdn = \"{fqdn}\"\nsp_fqdn = \"{SP_FQDN}\"\nlisten = \"127.0.0.1:0\"\n\
          certificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\n\
          storage_key_file = {:?}\n{extra}",
-        cert.display().to_string(),
-        key.display().to_string(),
-        ca.display().to_string(),
+        dir.join("maf.pem").display().to_string(),
+        dir.join("maf.key").display().to_string(),
+        pki.ca_pem().display().to_string(),
         dir.join("maf-data").display().to_string(),
         storage_key.display().to_string(),
     );
