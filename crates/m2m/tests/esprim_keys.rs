@@ -15,7 +15,6 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use m2m_keyservices::maf::MafClient;
 use m2m_security::credentials::Secret;
 use m2m_security::e2e::escertke::Initiator;
 use m2m_security::e2e::esprim::EsprimSession;
@@ -167,12 +166,7 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
 fn register_kc(maf_url: &str, suid: u32, target: &str, secs: i64) -> (String, Secret) {
     block(async {
         let km = Secret::from_hex(KM).unwrap();
-        let mut maf = MafClient::connect_psk(maf_url, MAF_FQDN, KM_ID, &km)
-            .await
-            .expect("Km association with the MAF");
-        maf.register_client(None)
-            .await
-            .expect("client registration");
+        let mut maf = registered_km_client(maf_url, MAF_FQDN, KM_ID, &km).await;
         let until = m2m_core::time::format(chrono::Utc::now() + chrono::Duration::seconds(secs));
         let reg = maf
             .register_key(suid, &[target], Some(&until))

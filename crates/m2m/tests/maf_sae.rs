@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
+use common::{registered_km_client, start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
 use m2m_keyservices::maf::MafClient;
 use m2m_security::credentials::Secret;
 use serde_json::json;
@@ -68,12 +68,7 @@ fn hex(b: &[u8]) -> String {
 /// The AE's side: Km association with the MAF, client registration, Kc for the target.
 async fn register_kc(maf_url: &str, target: &str) -> (MafClient, String, String) {
     let km = Secret::from_hex(KM_HEX).unwrap();
-    let mut maf = MafClient::connect_psk(maf_url, MAF_FQDN, KM_ID, &km)
-        .await
-        .expect("Km association with the MAF");
-    maf.register_client(None)
-        .await
-        .expect("client registration");
+    let mut maf = registered_km_client(maf_url, MAF_FQDN, KM_ID, &km).await;
     let reg = maf
         .register_key(12, &[target], None)
         .await

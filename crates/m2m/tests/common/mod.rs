@@ -1378,6 +1378,22 @@ pub fn start_maf_process(pki: &Pki, fqdn: &str, extra: &str) -> ServiceProcess {
     ServiceProcess::start("maf", dir, &config)
 }
 
+/// A client of the MAF on its Km (TLS-PSK) that has registered itself with the MAF.
+pub async fn registered_km_client(
+    maf_url: &str,
+    maf_fqdn: &str,
+    km_id: &str,
+    km: &m2m_security::credentials::Secret,
+) -> m2m_keyservices::maf::MafClient {
+    let mut maf = m2m_keyservices::maf::MafClient::connect_psk(maf_url, maf_fqdn, km_id, km)
+        .await
+        .expect("Km association with the MAF");
+    maf.register_client(None)
+        .await
+        .expect("client registration");
+    maf
+}
+
 // ---------------------------------------------------------------------------------------------
 // Third-party peers
 // ---------------------------------------------------------------------------------------------
