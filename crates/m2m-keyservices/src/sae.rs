@@ -2,7 +2,7 @@
 //! 8.2.2.3, 8.3, 8.8): from a pre-provisioned Kpm (enrolment at the MEF) or a Km, to the
 //! psk_identity and PSK the AE opens TLS-PSK with at its target CSE.
 
-use crate::maf::MafClient;
+use crate::maf::{MafClient, RegisteredKey};
 use crate::mef::{EnrolmentRequest, MefClient};
 use m2m_security::credentials::Secret;
 use m2m_security::kdf;
@@ -67,9 +67,8 @@ pub async fn enrol_for_maf(
     })
 }
 
-/// Registers at the MAF and registers a connection key for `target` (the absolute CSE-ID of the
-/// CSE to associate with, e.g. `//m2m.example.com/id-in`); returns what the AE presents to it.
-pub async fn connection_key(maf: &MafAccess, target: &str) -> Result<ConnectionKey, String> {
+/// Registers at the MAF on Km and registers a Kc with `suid` for `target` (TS-0003 clause 8.8.2).
+async fn register_kc(maf: &MafAccess, suid: u32, target: &str) -> Result<RegisteredKey, String> {
     let mut client = MafClient::connect_psk(&maf.url, &maf.fqdn, &maf.km_id, &maf.km)
         .await
         .map_err(|e| format!("MAF: {e}"))?;
@@ -77,10 +76,16 @@ pub async fn connection_key(maf: &MafAccess, target: &str) -> Result<ConnectionK
         .register_client(None)
         .await
         .map_err(|e| format!("MAF client registration: {e}"))?;
-    let key = client
-        .register_key(12, &[target], None)
+    client
+        .register_key(suid, &[target], None)
         .await
-        .map_err(|e| format!("MAF key registration: {e}"))?;
+        .map_err(|e| format!("MAF key registration: {e}"))
+}
+
+/// Registers at the MAF and registers a connection key for `target` (the absolute CSE-ID of the
+/// CSE to associate with, e.g. `//m2m.example.com/id-in`); returns what the AE presents to it.
+pub async fn connection_key(maf: &MafAccess, target: &str) -> Result<ConnectionKey, String> {
+    let key = register_kc(maf, 12, target).await?;
     let kc = key.key.expose();
     Ok(ConnectionKey {
         psk_identity: key.key_id.clone(),
@@ -114,17 +119,7 @@ impl std::fmt::Debug for EsprimMafKey {
 /// registers this connection's Kc with SUID 33 for `target` (the Target CSE's ID); the Target retrieves
 /// the same Kc on first use.
 pub async fn esprim_key(maf: &MafAccess, target: &str) -> Result<EsprimMafKey, String> {
-    let mut client = MafClient::connect_psk(&maf.url, &maf.fqdn, &maf.km_id, &maf.km)
-        .await
-        .map_err(|e| format!("MAF: {e}"))?;
-    client
-        .register_client(None)
-        .await
-        .map_err(|e| format!("MAF client registration: {e}"))?;
-    let key = client
-        .register_key(ESPRIM_MAF_SUID, &[target], None)
-        .await
-        .map_err(|e| format!("MAF key registration: {e}"))?;
+    let key = register_kc(maf, ESPRIM_MAF_SUID, target).await?;
     Ok(EsprimMafKey {
         kid: key.key_id.clone(),
         key: kdf::esprim_maf_pairwise(&key.key),

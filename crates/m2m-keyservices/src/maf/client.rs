@@ -316,11 +316,7 @@ impl MafClient {
             body["expirationTime"] = json!(e);
         }
         let (_, v) = self.call(method, &path, Some(body)).await?;
-        let s = |k: &str| {
-            v[k].as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| local(format!("answer lacks {k}")))
-        };
+        let s = |k: &str| str_field(&v, k);
         Ok(ClientRegistration {
             reg_id: s("mafClientRegID")?,
             client_id: s("mafClientID")?,
@@ -507,12 +503,26 @@ fn credential_path(id: &str) -> Result<String, MafError> {
     Ok(format!("/maf/e2e-credentials/{id}"))
 }
 
+/// A string member of a MAF answer; its absence is a local error.
+fn str_field(v: &Value, k: &str) -> Result<String, MafError> {
+    v[k].as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| local(format!("answer lacks {k}")))
+}
+
+/// The strings of an array member of a MAF answer (none when absent).
+fn string_array(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn parse_credential(v: &Value) -> Result<E2eCredential, MafError> {
-    let s = |k: &str| {
-        v[k].as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| local(format!("answer lacks {k}")))
-    };
+    let s = |k: &str| str_field(v, k);
     let usage = CredentialUsage::parse(&s("usage")?).ok_or_else(|| local("unknown usage"))?;
     let jwk = match v.get("jwk") {
         Some(j) => Some(Jwk::from_value(j, usage).map_err(local)?),
@@ -523,37 +533,19 @@ fn parse_credential(v: &Value) -> Result<E2eCredential, MafError> {
         subject_id: s("subjectID")?,
         usage,
         registrant_id: s("registrantID")?,
-        requester_ids: v["requesterIDs"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        requester_ids: string_array(&v["requesterIDs"]),
         expiration_time: s("expirationTime")?,
         jwk,
     })
 }
 
 fn parse_registered(v: &Value) -> Result<RegisteredKey, MafError> {
-    let s = |k: &str| {
-        v[k].as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| local(format!("answer lacks {k}")))
-    };
+    let s = |k: &str| str_field(v, k);
     Ok(RegisteredKey {
         key: Secret::new(Vec::new()),
         key_id: s("keyID")?,
         relative_id: s("relativeKeyID")?,
         expiration_time: s("expirationTime")?,
-        target_ids: v["targetIDs"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        target_ids: string_array(&v["targetIDs"]),
     })
 }
