@@ -5,6 +5,9 @@
 //! notification, and the demo's attacks, each status code checked. Then what the gateway app
 //! printed, no key in any output or log, a clean stop on SIGTERM and a reused registration.
 
+mod common;
+
+use common::have_tool;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -194,24 +197,9 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn bash_available() -> bool {
-    Command::new("bash")
-        .args(["-c", "true"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 #[test]
 fn the_doorlock_example_runs_as_separate_processes() {
-    if !bash_available() {
-        if std::env::var_os("CI").is_some() {
-            panic!("bash is missing: the door-lock example scripts cannot run in CI");
-        }
-        eprintln!(
-            "\n*** SKIPPED the_doorlock_example_runs_as_separate_processes: bash is missing; \
-             examples/doorlock is NOT tested ***\n"
-        );
+    if !have_tool("bash", "--version", "the examples/doorlock scripts") {
         return;
     }
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/doorlock");
