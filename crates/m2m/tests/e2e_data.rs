@@ -12,7 +12,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 const MAF_FQDN: &str = "maf.sec.m2m.example.com";
 const APP_KM_ID: &str = "app@maf.sec.m2m.example.com";
@@ -53,14 +52,6 @@ fn start_cses(pki: &Pki) -> (CseProcess, CseProcess) {
     (in_cse, mn)
 }
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_m2m"));
-    c.args(args).stdin(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -84,7 +75,7 @@ fn gateway_setup(pki: &Pki, maf: &ServiceProcess, mn: &CseProcess) -> Gateway {
     let dir = pki.dir();
     let sig_key = dir.join("sensor1-sig.jwk");
     let enc_key = dir.join("sensor1-enc.jwk");
-    let out = run(
+    let out = m2m_command_env(
         &[
             "e2e",
             "keygen",
@@ -100,7 +91,7 @@ fn gateway_setup(pki: &Pki, maf: &ServiceProcess, mn: &CseProcess) -> Gateway {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let public = dir.join("sensor1-sig.pub.jwk");
     std::fs::write(&public, &out.stdout).unwrap();
-    let out = run(
+    let out = m2m_command_env(
         &[
             "e2e",
             "keygen",
@@ -116,7 +107,7 @@ fn gateway_setup(pki: &Pki, maf: &ServiceProcess, mn: &CseProcess) -> Gateway {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let register = |usage: &str, jwk: &Path| -> String {
         let (cert, key) = pki.cse_cert("id-mn");
-        let out = run(
+        let out = m2m_command_env(
             &[
                 "ttp",
                 "--maf-url",
@@ -179,7 +170,7 @@ fn gateway_setup(pki: &Pki, maf: &ServiceProcess, mn: &CseProcess) -> Gateway {
 
 /// `m2m e2e protect-data` then `m2m request -X create --ty 4` as the gateway app.
 fn store_protected(gw: &Gateway, mn: &CseProcess, container: &str, bound_to: &str) -> String {
-    let out = run(
+    let out = m2m_command_env(
         &[
             "e2e",
             "protect-data",
@@ -206,7 +197,7 @@ fn store_protected(gw: &Gateway, mn: &CseProcess, container: &str, bound_to: &st
         !body.contains("temperature"),
         "the content leaves encrypted: {body}"
     );
-    let out = run(
+    let out = m2m_command_env(
         &[
             "request",
             "--url",
@@ -232,7 +223,7 @@ fn store_protected(gw: &Gateway, mn: &CseProcess, container: &str, bound_to: &st
 
 /// The application reads the latest instance through the IN-CSE (`m2m request --json`).
 fn read_via_in(in_cse: &CseProcess, container: &str, from: &str) -> String {
-    let out = run(
+    let out = m2m_command_env(
         &[
             "request",
             "--url",
@@ -257,7 +248,7 @@ fn open_with_ttp(
     to: &str,
     cin: &str,
 ) -> (i32, String, String) {
-    let out = run(
+    let out = m2m_command_env(
         &[
             "e2e",
             "open-data",
@@ -320,7 +311,7 @@ fn gateway_protects_for_its_sensor_and_the_authorized_app_opens_through_the_in_c
     assert_eq!(v["rsc"], json!(4004), "{v}");
     // ... and a key of its own under the same kid decrypts nothing.
     let guess = pki.dir().join("guess.jwk");
-    let g = run(
+    let g = m2m_command_env(
         &[
             "e2e",
             "keygen",
@@ -335,7 +326,7 @@ fn gateway_protects_for_its_sensor_and_the_authorized_app_opens_through_the_in_c
     );
     assert!(g.status.success());
     let public = pki.dir().join("sensor1-sig.pub.jwk");
-    let out = run(
+    let out = m2m_command_env(
         &[
             "e2e",
             "open-data",

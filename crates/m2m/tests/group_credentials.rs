@@ -15,28 +15,12 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 const COMMAND: &str = r#"{"cmd":"unlock","door":"front"}"#;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_m2m"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
+/// What a successful `m2m` command printed.
 fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "m2m {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&m2m(args).stdout).into_owned()
 }
 
 fn p(path: &Path) -> String {
@@ -276,7 +260,7 @@ fn the_server_distributes_group_keys_that_only_the_members_can_open() {
 
     // Another member's key opens nothing (lock3 tries lock1's credential).
     let stolen = home.path("lock1-cred.json");
-    let out = run(&[
+    let out = m2m_command(&[
         "e2e",
         "open-credential",
         "--member-id",
@@ -384,7 +368,7 @@ fn members_open_the_gateways_group_command_and_others_cannot() {
 
     let cmd = home.path("lock1-cmd.json");
     let refused = |key: &Path, cin: &Path| {
-        let out = run(&[
+        let out = m2m_command(&[
             "e2e",
             "open-command",
             "--group-key",

@@ -906,8 +906,14 @@ pub fn json_stdout(out: &std::process::Output) -> Value {
 
 /// Runs the `m2m` binary with `args` (whatever the outcome).
 pub fn m2m_command(args: &[&str]) -> std::process::Output {
+    m2m_command_env(args, &[])
+}
+
+/// Runs the `m2m` binary with `args` and the extra environment `env` (whatever the outcome).
+pub fn m2m_command_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_m2m"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run the m2m binary")
