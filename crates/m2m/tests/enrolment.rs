@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
+use common::{register_phone_ae, start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
 use m2m_keyservices::maf::MafClient;
 use m2m_keyservices::mef::{derive_km, EnrolmentRequest, MefClient};
 use m2m_security::credentials::Secret;
@@ -66,7 +66,7 @@ suids = [11]
 "#,
                 cert = self.path("mef.pem").display(),
                 key = self.path("mef.key").display(),
-                ca = self.path("ca/ca.pem").display(),
+                ca = self.pki.ca_pem().display(),
                 storage = self.path("mef-enrolments.json").display(),
                 storage_key = self.path("mef-storage.key").display(),
             ),
@@ -98,7 +98,7 @@ timeout_ms = 5000
             "[cse]\ncse_id = \"/id-in\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
             self.path("id-in.pem").display(),
             self.path("id-in.key").display(),
-            self.path("ca/ca.pem").display(),
+            self.pki.ca_pem().display(),
         ))
     }
 }
@@ -122,21 +122,6 @@ async fn enrol(mef_addr: &str) -> (Secret, String) {
     (e.ke, e.ke_id)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn register_ae(client: &TlsClient, cse: &CseProcess) -> Result<common::Resp, String> {
-    let body = json!({ "m2m:ae": { "rn": "phone", "api": "Nphone", "rr": false, "srv": ["3"] } });
-    client.request(
-        cse.https_url(),
-        "POST",
-        "/cse-in",
-        Some("C"),
-        Some(2),
-        Some(&body),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolee_reaches_the_in_cse_through_mef_and_maf() {
@@ -168,11 +153,11 @@ async fn an_enrolee_reaches_the_in_cse_through_mef_and_maf() {
         .register_key(12, &[&format!("//{SP}/id-in")], None)
         .await
         .expect("key registration");
-    let kc_half = hex(&kc.key.expose()[..kc.key.len() / 2]);
+    let kc_half = hex::encode(&kc.key.expose()[..kc.key.len() / 2]);
 
     // TLS-PSK with the IN-CSE on Kc: the CSE fetches Kc from the MAF and binds the enrolee's AE-ID.
     let phone = TlsClient::psk(&kc.key_id, &kc_half);
-    let r = tokio::task::block_in_place(|| register_ae(&phone, &cse))
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse))
         .expect("TLS-PSK association with the IN-CSE");
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     assert_eq!(r.body["m2m:ae"]["aei"], json!("Cphone"), "{:?}", r.body);

@@ -113,21 +113,10 @@ fn deployment() -> (CseProcess, CseProcess) {
     (c, b)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 /// Ksx computed with the project's KDF (the member's side of the test).
 fn ksx(m: &Member, eid: &str, rand_hex: &str) -> String {
     let kpsaxi = m2m_security::credentials::Secret::from_hex(m.kpsaxi).unwrap();
-    hex(m2m_security::kdf::ksx(&kpsaxi, eid, &unhex(rand_hex)).expose())
+    hex::encode(m2m_security::kdf::ksx(&kpsaxi, eid, &hex::decode(rand_hex).unwrap()).expose())
 }
 
 /// A member asks B for key material over its inner association (this file's openssl client).

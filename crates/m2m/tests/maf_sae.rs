@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{registered_km_client, start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
+use common::{register_phone_ae, registered_km_client, start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
 use m2m_keyservices::maf::MafClient;
 use m2m_security::credentials::Secret;
 use serde_json::json;
@@ -56,13 +56,9 @@ impl Setup {
             "[cse]\ncse_id = \"/{cse}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n{maf_extra}",
             self.path(&format!("{cse}.pem")).display(),
             self.path(&format!("{cse}.key")).display(),
-            self.path("ca/ca.pem").display(),
+            self.pki.ca_pem().display(),
         ))
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The AE's side: Km association with the MAF, client registration, Kc for the target.
@@ -75,20 +71,9 @@ async fn register_kc(maf_url: &str, target: &str) -> (MafClient, String, String)
         .expect("key registration");
     // TLS-PSK uses the first half of the distributed key (TS-0003 clause 8.8.1).
     let kc = reg.key.expose();
-    (maf, reg.key_id.clone(), hex(&kc[..kc.len() / 2]))
+    (maf, reg.key_id.clone(), hex::encode(&kc[..kc.len() / 2]))
 }
 
-fn register_ae(client: &TlsClient, cse: &CseProcess) -> Result<common::Resp, String> {
-    let body = json!({ "m2m:ae": { "rn": "phone", "api": "Nphone", "rr": false, "srv": ["3"] } });
-    client.request(
-        cse.https_url(),
-        "POST",
-        "/cse-in",
-        Some("C"),
-        Some(2),
-        Some(&body),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ae_associates_with_the_in_cse_through_the_maf() {
@@ -103,7 +88,7 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
     let phone = TlsClient::psk(&key_id, &kc_half);
 
     // The IN-CSE fetches Kc from the MAF; the AE-ID bound is the key's source.
-    let r = tokio::task::block_in_place(|| register_ae(&phone, &cse))
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse))
         .expect("TLS-PSK association with a MAF key");
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     assert_eq!(r.body["m2m:ae"]["aei"], json!("Cphone"), "{:?}", r.body);
@@ -114,7 +99,7 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
     );
 
     // A CSE that is not among the key's targets cannot retrieve it: no association.
-    let r = tokio::task::block_in_place(|| register_ae(&phone, &other));
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &other));
     assert!(
         r.is_err(),
         "a CSE outside targetIDs must not associate: {r:?}"
@@ -122,20 +107,20 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
 
     // A wrong key under the right identity fails the handshake.
     let wrong = TlsClient::psk(&key_id, &"00".repeat(16));
-    assert!(tokio::task::block_in_place(|| register_ae(&wrong, &cse)).is_err());
+    assert!(tokio::task::block_in_place(|| register_phone_ae(&wrong, &cse)).is_err());
 
     // After de-registration the same Kc opens nothing.
     let relative = key_id.split('@').next().unwrap().to_owned();
     maf.deregister_key(&relative)
         .await
         .expect("key de-registration");
-    let r = tokio::task::block_in_place(|| register_ae(&phone, &cse));
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse));
     assert!(r.is_err(), "a de-registered key must not associate: {r:?}");
 
     // With the MAF down, MAF handshakes fail and the CSE keeps serving.
     let _ = maf_proc.kill();
     let _ = maf_proc.wait();
-    let r = tokio::task::block_in_place(|| register_ae(&phone, &cse));
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse));
     assert!(r.is_err(), "no MAF, no association: {r:?}");
     let (rsc, _) = tokio::task::block_in_place(|| common::retrieve(cse.url(), "/cse-in", "CAdmin"));
     assert_eq!(rsc, 2000, "the CSE still serves");
@@ -241,7 +226,7 @@ async fn a_cached_maf_key_outlives_the_maf_only_when_configured() {
     let (_maf, key_id, kc_half) = register_kc(&maf_url, &format!("//{SP}/id-in")).await;
     let phone = TlsClient::psk(&key_id, &kc_half);
     let r =
-        tokio::task::block_in_place(|| register_ae(&phone, &cached)).expect("first association");
+        tokio::task::block_in_place(|| register_phone_ae(&phone, &cached)).expect("first association");
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     let _ = maf_proc.kill();
     let _ = maf_proc.wait();

@@ -485,6 +485,20 @@ pub fn register_ae(base: &str, cb: &str, from: &str, rn: &str, poa: &[&str]) -> 
 }
 
 /// Creates a container and returns its resourceID.
+/// The AE `phone` (`C`, no requestReachability) registered with `cse`'s `/cse-in` over `client`'s
+/// association (TLS-PSK or certificate): the handshake's and the request's fate.
+pub fn register_phone_ae(client: &TlsClient, cse: &CseProcess) -> Result<Resp, String> {
+    let body = json!({ "m2m:ae": { "rn": "phone", "api": "Nphone", "rr": false, "srv": ["3"] } });
+    client.request(
+        cse.https_url(),
+        "POST",
+        "/cse-in",
+        Some("C"),
+        Some(2),
+        Some(&body),
+    )
+}
+
 pub fn create_cnt(base: &str, parent: &str, from: &str, attrs: Value) -> String {
     let (rsc, body) = create(base, parent, from, 3, json!({ "m2m:cnt": attrs }));
     assert_eq!(rsc, 2001, "container creation under {parent}: {body}");
