@@ -12,16 +12,12 @@
 
 mod common;
 
-use base64::Engine;
 use common::*;
 use m2m_core::security_info::ReceiverEsprimRandObject;
 use m2m_security::credentials::Secret;
 use m2m_security::e2e::esprim::EsprimSession;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The AE: its AE-ID, its TLS-PSK row at the MN, its pairwiseESPrimKey with the IN.
@@ -167,142 +163,6 @@ fn protected_create_and_retrieve_through_the_mn() {
         "the MN logged the inner plaintext"
     );
     assert!(in_cse.stderr().contains("ESPrim inner request processed"));
-}
-
-// ---------------------------------------------------------------------------------------------
-// The evil relay
-// ---------------------------------------------------------------------------------------------
-
-/// What the relay does to the `epo` of a sit 5 request.
-#[derive(Clone)]
-enum Tamper {
-    Nothing,
-    FlipCiphertext,
-    Kid(&'static str),
-}
-
-/// An HTTP forwarder to `upstream`: records all bytes both ways and the last sit 5 request.
-struct Relay {
-    url: String,
-    tamper: Arc<Mutex<Tamper>>,
-    seen: Arc<Mutex<Vec<u8>>>,
-    last_esprim: Arc<Mutex<Option<(String, String)>>>,
-}
-
-/// Reads one HTTP message (head and Content-Length body) from `s`.
-fn read_message(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8(buf).ok()?;
-    let len = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    Some((head, body))
-}
-
-/// The head with another Content-Length and `Connection: close`.
-fn rewrite_head(head: &str, len: usize) -> String {
-    let mut out = String::new();
-    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
-        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-        if name != "content-length" && name != "connection" {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    out + &format!("Content-Length: {len}\r\nConnection: close\r\n\r\n")
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The JWE with one header member replaced (the header is the AEAD's associated data).
-fn with_header(jwe: &str, name: &str, value: Value) -> String {
-    let mut parts: Vec<String> = jwe.split('.').map(str::to_owned).collect();
-    let mut h = m2m_security::e2e::jose::decode_header(&parts[0]).expect("JWE header");
-    h.insert(name.into(), value);
-    parts[0] = b64(&serde_json::to_vec(&h).unwrap());
-    parts.join(".")
-}
-
-/// The JWE with the first character of its ciphertext changed.
-fn flip_ciphertext(jwe: &str) -> String {
-    let mut parts: Vec<String> = jwe.split('.').map(str::to_owned).collect();
-    let c = parts[3].remove(0);
-    parts[3].insert(0, if c == 'A' { 'B' } else { 'A' });
-    parts.join(".")
-}
-
-impl Relay {
-    fn start(upstream: &str) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let upstream = upstream.trim_start_matches("http://").to_owned();
-        let relay = Relay {
-            url,
-            tamper: Arc::new(Mutex::new(Tamper::Nothing)),
-            seen: Arc::default(),
-            last_esprim: Arc::default(),
-        };
-        let (tamper, seen, last) = (
-            relay.tamper.clone(),
-            relay.seen.clone(),
-            relay.last_esprim.clone(),
-        );
-        std::thread::spawn(move || {
-            for mut client in listener.incoming().flatten() {
-                let Some((head, body)) = read_message(&mut client) else {
-                    continue;
-                };
-                let mut body = body;
-                if let Ok(mut v) = serde_json::from_slice::<Value>(&body) {
-                    if let Some(epo) = v["m2m:seci"]["epo"].as_str().map(str::to_owned) {
-                        *last.lock().unwrap() = Some((head.clone(), epo.clone()));
-                        v["m2m:seci"]["epo"] = json!(match tamper.lock().unwrap().clone() {
-                            Tamper::Nothing => epo,
-                            Tamper::FlipCiphertext => flip_ciphertext(&epo),
-                            Tamper::Kid(k) => with_header(&epo, "kid", json!(k)),
-                        });
-                        body = serde_json::to_vec(&v).unwrap();
-                    }
-                }
-                let mut up = TcpStream::connect(&upstream).expect("upstream");
-                let req = [rewrite_head(&head, body.len()).into_bytes(), body].concat();
-                up.write_all(&req).unwrap();
-                let mut answer = Vec::new();
-                let _ = up.read_to_end(&mut answer);
-                {
-                    let mut s = seen.lock().unwrap();
-                    s.extend_from_slice(&req);
-                    s.extend_from_slice(&answer);
-                }
-                let _ = client.write_all(&answer);
-            }
-        });
-        relay
-    }
-
-    fn set(&self, t: Tamper) {
-        *self.tamper.lock().unwrap() = t;
-    }
-
-    fn seen(&self) -> String {
-        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

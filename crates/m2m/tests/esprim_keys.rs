@@ -20,11 +20,8 @@ use m2m_security::e2e::escertke::Initiator;
 use m2m_security::e2e::esprim::EsprimSession;
 use m2m_security::kdf;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const MAF_FQDN: &str = "maf.sec.m2m.example.com";
@@ -284,73 +281,6 @@ fn maf_esprim_keys() {
 // ESCertKE
 // ---------------------------------------------------------------------------------------------
 
-/// An HTTP forwarder to `upstream` that records every byte both ways (one request per connection).
-struct Recorder {
-    url: String,
-    seen: Arc<Mutex<Vec<u8>>>,
-}
-
-fn read_http(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("content-length:")
-                .map(|v| v.trim().parse().ok())
-        })
-        .flatten()
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    buf.extend_from_slice(&body);
-    Some(buf)
-}
-
-impl Recorder {
-    fn start(upstream: &str) -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let upstream = upstream.trim_start_matches("http://").to_owned();
-        let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let record = seen.clone();
-        std::thread::spawn(move || {
-            for mut client in listener.incoming().flatten() {
-                let Some(req) = read_http(&mut client) else {
-                    continue;
-                };
-                // One exchange per connection: ask upstream to close so its answer ends.
-                let text = String::from_utf8_lossy(&req).replacen(
-                    "\r\n\r\n",
-                    "\r\nConnection: close\r\n\r\n",
-                    1,
-                );
-                let mut up = TcpStream::connect(&upstream).expect("upstream");
-                up.write_all(text.as_bytes()).unwrap();
-                let mut answer = Vec::new();
-                let _ = up.read_to_end(&mut answer);
-                record
-                    .lock()
-                    .unwrap()
-                    .extend_from_slice(&[req, answer.clone()].concat());
-                let _ = client.write_all(&answer);
-            }
-        });
-        Recorder { url, seen }
-    }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// One ESCertKE Message to the IN (through `url`) as `outer`; the response.
 fn send_eckm(url: &str, outer: &str, message: &[u8]) -> Resp {
     let body = json!({"m2m:seci": {"sit": 6, "eckm": b64(message)}});
@@ -418,7 +348,7 @@ fn escertke_keys() {
     assert_eq!(refused["rsc"], 4106, "{refused}");
 
     // In-test Initiator through a recording relay in front of the IN.
-    let relay = Recorder::start(s.in_cse.url());
+    let relay = Relay::start(s.in_cse.url());
     let ctx = client_ctx(&s, "esc1");
     let (mut init, m1) = Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
     let m2 = eckm_of(&send_eckm(&relay.url, CERT_AE, &m1));
@@ -443,7 +373,7 @@ fn escertke_keys() {
     assert_eq!(r.rsc, 4116, "{:?}", r.body);
 
     // The relay carried all four messages but holds nothing of the key, in any encoding.
-    let seen = relay.seen.lock().unwrap().clone();
+    let seen = relay.seen_bytes();
     let text = String::from_utf8_lossy(&seen).into_owned();
     assert!(text.contains("\"sit\":6"), "the relay saw the exchange");
     let raw = key.key.expose();
