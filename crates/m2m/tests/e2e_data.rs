@@ -52,7 +52,6 @@ fn start_cses(pki: &Pki) -> (CseProcess, CseProcess) {
     (in_cse, mn)
 }
 
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

@@ -122,7 +122,6 @@ async fn enrol(mef_addr: &str) -> (Secret, String) {
     (e.ke, e.ke_id)
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolee_reaches_the_in_cse_through_mef_and_maf() {
     let setup = Setup::new();

@@ -7,7 +7,9 @@
 //! byte and can tamper): a flipped ciphertext byte and a swapped `kid` (4115), a replayed object (4113),
 //! expired rands (4114 receiver rand, 4113 originator rand, with a 3 s rand lifetime from the config),
 //! an inner From that is not the key's entity (4116), an unknown key ID (4112), an enc the Target does
-//! not offer (4111), a body that is no JWE (5210). The relay's bytes and the MN's log never contain the
+//! not offer (4111), a body that is no JWE (5210), a forgery carrying a genuine object's IV (4115, and
+//! the genuine object is still accepted afterwards), an inner request addressed to another CSE (a
+//! protected 4000). The relay's bytes and the MN's log never contain the
 //! inner plaintext.
 
 mod common;
@@ -280,10 +282,40 @@ fn attacks_at_an_intermediate_are_refused() {
     let other_enc = with_header(&jwe, "enc", json!("A192GCM"));
     assert_refused(&send_epo(in_cse.url(), &other_enc), 4111, "enc A192GCM");
     assert_refused(&send_epo(in_cse.url(), "not.a.jwe"), 5210, "not a JWE");
+    // A forgery of the same object (same header and IV, one ciphertext byte changed) reaches the
+    // tag check and fails it: it must not mark the IV as seen, or a forger could have the genuine
+    // object refused as a replay.
+    assert_refused(
+        &send_epo(in_cse.url(), &flip_ciphertext(&jwe)),
+        4115,
+        "forged object with the genuine IV",
+    );
     // The untouched object still works: the refusals changed nothing.
     let ok = send_epo(in_cse.url(), &jwe);
     assert_eq!(ok.rsc, 2000, "{:?}", ok.body);
     assert_eq!(ok.body["m2m:seci"]["sit"], 5);
+
+    // An inner request for another CSE: the Target never forwards it (the protection would end
+    // here), and says so inside the protected answer.
+    let mut s = session(in_cse.url(), KID, KEY, 60);
+    let elsewhere =
+        json!({"op": 2, "to": "/id-mn/cse-mn/box", "fr": AE, "rqi": "inner-2", "rvi": "3"});
+    let jwe = s
+        .protect_request(elsewhere.to_string().as_bytes(), chrono::Utc::now())
+        .unwrap();
+    let outer = send_epo(in_cse.url(), &jwe);
+    assert_eq!(outer.rsc, 2000, "{:?}", outer.body);
+    let epo = outer.body["m2m:seci"]["epo"]
+        .as_str()
+        .expect("protected answer");
+    let inner = s.unprotect_response(epo, chrono::Utc::now()).unwrap();
+    assert_eq!(inner["rsc"], 4000, "{inner}");
+    assert!(
+        inner
+            .to_string()
+            .contains("must address a resource of its Target CSE"),
+        "{inner}"
+    );
 
     // Expiry (rand lifetime 3 s at the IN): an originator rand of 1 s, then the receiver rand.
     let short = session(in_cse.url(), KID, KEY, 1);

@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{register_phone_ae, registered_km_client, start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
+use common::{
+    register_phone_ae, registered_km_client, start_maf_process, CseProcess, Pki, ServiceProcess,
+    TlsClient,
+};
 use m2m_keyservices::maf::MafClient;
 use m2m_security::credentials::Secret;
 use serde_json::json;
@@ -73,7 +76,6 @@ async fn register_kc(maf_url: &str, target: &str) -> (MafClient, String, String)
     let kc = reg.key.expose();
     (maf, reg.key_id.clone(), hex::encode(&kc[..kc.len() / 2]))
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ae_associates_with_the_in_cse_through_the_maf() {
@@ -225,8 +227,8 @@ async fn a_cached_maf_key_outlives_the_maf_only_when_configured() {
     let cached = setup.start_cse_with("id-in", &maf_url, "cache_seconds = 60\n");
     let (_maf, key_id, kc_half) = register_kc(&maf_url, &format!("//{SP}/id-in")).await;
     let phone = TlsClient::psk(&key_id, &kc_half);
-    let r =
-        tokio::task::block_in_place(|| register_phone_ae(&phone, &cached)).expect("first association");
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cached))
+        .expect("first association");
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     let _ = maf_proc.kill();
     let _ = maf_proc.wait();

@@ -75,7 +75,11 @@ fn door_lock_cse(extra: &str) -> CseProcess {
 /// `have_tool` for this file's peers (`.ci/run` installs openssl, gnutls-bin and curl).
 fn have(program: &str) -> bool {
     // `openssl` has no `--version` option (it exits 1 on it): ask it with `version`.
-    let version_arg = if program == "openssl" { "version" } else { "--version" };
+    let version_arg = if program == "openssl" {
+        "version"
+    } else {
+        "--version"
+    };
     have_tool(program, version_arg, "this security-association test")
 }
 
