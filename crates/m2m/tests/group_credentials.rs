@@ -45,11 +45,15 @@ fn keygen(dir: &Path, kty: &str, kid: &str, bytes: &str) -> (PathBuf, String) {
     (file, out)
 }
 
+/// The raw `k` of an oct JWK file.
+fn oct_key(file: &Path) -> Vec<u8> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    m2m_keyservices::maf::jwk::b64url_decode(v["k"].as_str().unwrap()).unwrap().to_vec()
+}
+
 /// The `k` of an oct JWK file, in hex (the form of a [group_credentials] row).
 fn oct_hex(file: &Path) -> String {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    let k = m2m_keyservices::maf::jwk::b64url_decode(v["k"].as_str().unwrap()).unwrap();
-    k.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(oct_key(file))
 }
 
 fn jwk_member(file: &Path, m: &str) -> String {
@@ -293,8 +297,18 @@ fn the_server_distributes_group_keys_that_only_the_members_can_open() {
         json!({ "m2m:gcReq": { "grp": "/id-mn/cse-mn/gw/grpA" } }),
     );
     assert_eq!(rsc, 4103, "{b}");
-    // The IN's log names the distribution, never the key.
-    assert!(!home.in_cse.stderr().contains(&group_key));
+    // The logs name the distribution, never the group key or a member's key.
+    let logs = [
+        home.in_cse.stderr(),
+        home.in_cse.stdout(),
+        home.mn.stderr(),
+        home.mn.stdout(),
+    ];
+    let group = m2m_keyservices::maf::jwk::b64url_decode(&group_key).unwrap();
+    let members =
+        ["lock1-e2e", "lock3-e2e", "gw-e2e"].map(|kid| oct_key(&home.path(&format!("{kid}.jwk"))));
+    assert_no_secret(&logs, &[group]);
+    assert_no_secret(&logs, &members);
 }
 
 #[test]

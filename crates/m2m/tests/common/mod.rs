@@ -1415,6 +1415,39 @@ pub async fn registered_km_client(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Secrets in what a user or an operator sees
+// ---------------------------------------------------------------------------------------------
+
+/// Asserts that none of `secrets` (raw key bytes) appears in any of `texts` (logs, outputs,
+/// captures) in the encodings a key is written in: hex in either case, base64url and base64
+/// (padded or not).
+pub fn assert_no_secret<T: AsRef<str>, K: AsRef<[u8]>>(texts: &[T], secrets: &[K]) {
+    for (i, secret) in secrets.iter().enumerate() {
+        let raw = secret.as_ref();
+        assert!(!raw.is_empty(), "secret #{i} is empty: nothing to look for");
+        let encodings = [
+            ("lower-case hex", hex::encode(raw)),
+            ("upper-case hex", hex::encode_upper(raw)),
+            ("base64url", b64url(raw)),
+            ("base64", b64(raw).trim_end_matches('=').to_owned()),
+        ];
+        for (j, text) in texts.iter().enumerate() {
+            for (name, encoded) in &encodings {
+                assert!(
+                    !text.as_ref().contains(encoded.as_str()),
+                    "secret #{i} reached text #{j} in {name}"
+                );
+            }
+        }
+    }
+}
+
+/// The raw bytes of a key given in hex (the form of configuration rows and constants).
+pub fn unhex(key_hex: &str) -> Vec<u8> {
+    hex::decode(key_hex).expect("hex key")
+}
+
+// ---------------------------------------------------------------------------------------------
 // Third-party peers
 // ---------------------------------------------------------------------------------------------
 
