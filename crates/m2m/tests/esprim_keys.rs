@@ -253,6 +253,12 @@ fn maf_esprim_keys() {
         None,
     );
     assert!(r.is_err(), "an ESPrim key opened an association: {r:?}");
+    assert!(
+        s.in_cse
+            .logged("the key is for SUID 33, not for security association establishment"),
+        "refused for its SUID:\n{}",
+        s.in_cse.stderr()
+    );
 
     // The same SUID 33 key as ESPrim: the right From works, another From is 4116.
     let pairwise = kdf::esprim_maf_pairwise(&kc33);

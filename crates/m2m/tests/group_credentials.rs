@@ -48,7 +48,9 @@ fn keygen(dir: &Path, kty: &str, kid: &str, bytes: &str) -> (PathBuf, String) {
 /// The raw `k` of an oct JWK file.
 fn oct_key(file: &Path) -> Vec<u8> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    m2m_keyservices::maf::jwk::b64url_decode(v["k"].as_str().unwrap()).unwrap().to_vec()
+    m2m_keyservices::maf::jwk::b64url_decode(v["k"].as_str().unwrap())
+        .unwrap()
+        .to_vec()
 }
 
 /// The `k` of an oct JWK file, in hex (the form of a [group_credentials] row).

@@ -107,10 +107,21 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
         r.is_err(),
         "a CSE outside targetIDs must not associate: {r:?}"
     );
+    // For that reason, not any handshake failure: the MAF refused the key to that CSE.
+    assert!(
+        other.logged("MAF answered 403: the requester is not a target of this key"),
+        "{}",
+        other.stderr()
+    );
 
     // A wrong key under the right identity fails the handshake.
     let wrong = TlsClient::psk(&key_id, &"00".repeat(16));
     assert!(tokio::task::block_in_place(|| register_phone_ae(&wrong, &cse)).is_err());
+    assert!(
+        cse.logged("association refused") && cse.logged("bad record mac"),
+        "the CSE had the key and the handshake failed on it:\n{}",
+        cse.stderr()
+    );
 
     // After de-registration the same Kc opens nothing.
     let relative = key_id.split('@').next().unwrap().to_owned();
@@ -119,12 +130,18 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
         .expect("key de-registration");
     let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse));
     assert!(r.is_err(), "a de-registered key must not associate: {r:?}");
+    assert!(
+        cse.logged("MAF answered 404: no such key"),
+        "{}",
+        cse.stderr()
+    );
 
     // With the MAF down, MAF handshakes fail and the CSE keeps serving.
     let _ = maf_proc.kill();
     let _ = maf_proc.wait();
     let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse));
     assert!(r.is_err(), "no MAF, no association: {r:?}");
+    assert!(cse.logged("MAF: connect"), "{}", cse.stderr());
     let (rsc, _) = tokio::task::block_in_place(|| common::retrieve(cse.url(), "/cse-in", "CAdmin"));
     assert_eq!(rsc, 2000, "the CSE still serves");
     // Neither CSE nor the MAF logged Kc (either half) or Km.

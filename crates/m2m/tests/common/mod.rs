@@ -238,6 +238,15 @@ impl CseProcess {
     }
 
     /// Kills the process with SIGKILL and waits for it.
+    /// Whether the process's log shows `text` within 5 s (its stderr is read by a thread, so a
+    /// line may land just after the request that caused it).
+    pub fn logged(&self, text: &str) -> bool {
+        poll(Duration::from_secs(5), || {
+            self.stderr().contains(text).then_some(())
+        })
+        .is_some()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
