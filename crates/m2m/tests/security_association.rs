@@ -486,7 +486,7 @@ fn refused_handshakes() {
 // ---------------------------------------------------------------------------------------------
 
 /// An AE with a certificate from `m2m pki` registers and reads over mutual TLS with curl;
-/// certificates from another CA, expired, outside the profile (P-384) or none are refused.
+/// certificates from another CA, expired, not yet valid, outside the profile (P-384) or none are refused.
 #[test]
 fn curl_with_ae_certificates() {
     if !have("curl") {
@@ -566,12 +566,21 @@ fn curl_with_ae_certificates() {
             "2020-01-01T00:00:00Z",
         ],
     );
+    let (ypem, ykey) = issue(
+        "not-yet-valid",
+        &[
+            "--not-before",
+            "2099-01-01T00:00:00Z",
+            "--not-after",
+            "2100-01-01T00:00:00Z",
+        ],
+    );
     let (ppem, pkey) = issue("p384", &["--key-type", "p384"]);
     let (fpem, fkey) = (
         fpem.to_string_lossy().into_owned(),
         fkey.to_string_lossy().into_owned(),
     );
-    let cases: [(&str, Vec<&str>); 4] = [
+    let cases: [(&str, Vec<&str>); 5] = [
         (
             "a certificate from another CA",
             vec!["--cacert", ca, "--cert", &fpem, "--key", &fkey],
@@ -579,6 +588,10 @@ fn curl_with_ae_certificates() {
         (
             "an expired certificate",
             vec!["--cacert", ca, "--cert", &epem, "--key", &ekey],
+        ),
+        (
+            "a not-yet-valid certificate",
+            vec!["--cacert", ca, "--cert", &ypem, "--key", &ykey],
         ),
         (
             "a P-384 certificate",
