@@ -9,7 +9,8 @@
 //! ESCertKE (clause 8.7, sit 6): success through the MN with `--esprim-cert`; an originator certificate
 //! from another CA: 4106; an inner From other than the certificate's identity: 4116; a replayed Message
 //! 3: refused (4000 with nothing pending, 4106 against a new exchange); a recording relay that carries
-//! the whole exchange never holds the key.
+//! the whole exchange never holds the key. The Target's limits (one pending exchange, a 2 s timeout):
+//! a second originator waits (5000), a new Message 1 replaces the pending one, a stale one is dropped.
 
 mod common;
 
@@ -20,7 +21,6 @@ use m2m_security::e2e::escertke::Initiator;
 use m2m_security::e2e::esprim::EsprimSession;
 use m2m_security::kdf;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -309,15 +309,15 @@ fn eckm_of(r: &Resp) -> Vec<u8> {
         .unwrap()
 }
 
-fn client_ctx(s: &Setup, name: &str) -> openssl::ssl::SslContext {
+fn client_ctx(pki: &Pki, name: &str) -> openssl::ssl::SslContext {
     m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
         cipher_suites: m2m_security::tls::CERTIFICATE_SUITES
             .iter()
             .map(|c| c.to_string())
             .collect(),
-        certificate_chain: Some(PathBuf::from(s.p(&format!("{name}.pem")))),
-        private_key: Some(PathBuf::from(s.p(&format!("{name}.key")))),
-        trusted_ca: Some(s.pki.ca_pem()),
+        certificate_chain: Some(pki.dir().join(format!("{name}.pem"))),
+        private_key: Some(pki.dir().join(format!("{name}.key"))),
+        trusted_ca: Some(pki.ca_pem()),
         ..Default::default()
     })
     .unwrap()
@@ -362,7 +362,7 @@ fn escertke_keys() {
 
     // In-test Initiator through a recording relay in front of the IN.
     let relay = Relay::start(s.in_cse.url());
-    let ctx = client_ctx(&s, "esc1");
+    let ctx = client_ctx(&s.pki, "esc1");
     let (mut init, m1) = Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
     let m2 = eckm_of(&send_eckm(&relay.url, CERT_AE, &m1));
     let m3 = init.respond(&m2).unwrap();
@@ -396,4 +396,62 @@ fn escertke_keys() {
     );
     assert_no_secret(&[text], &[raw]);
     assert_no_secret(&[s.in_cse.stderr(), s.mn.stderr()], &[raw]);
+}
+
+/// The Target's ESCertKE limits (`escertke_max_pending`, `escertke_timeout_seconds`), here 1 and
+/// 2 s: a second originator's Message 1 waits its turn (5000); a new Message 1 from the same
+/// originator replaces its pending exchange; a pending exchange past its time is dropped.
+#[test]
+fn escertke_limits() {
+    let pki = Pki::temp();
+    pki.issue(&["--kind", "ae", "--id", CERT_AE], "esc1");
+    let in_cse = CseProcess::start_temp(&format!(
+        "{}[esprim]\nescertke = true\nalgorithms = [10, 12]\n\
+         escertke_max_pending = 1\nescertke_timeout_seconds = 2\n",
+        in_tls_config(&pki)
+    ));
+    let url = in_cse.url();
+    for ae in [CERT_AE, MAF_AE] {
+        register_ae(url, "/cse-in", ae, &ae.to_lowercase(), &[]);
+    }
+    let ctx = client_ctx(&pki, "esc1");
+    let start = || Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
+
+    // One exchange pending: another originator's Message 1 is turned away, not queued.
+    let (mut first, m1) = start();
+    let m2_first = eckm_of(&send_eckm(url, CERT_AE, &m1));
+    let (_, m1_other) = start();
+    let full = send_eckm(url, MAF_AE, &m1_other);
+    assert_eq!(full.rsc, 5000, "{:?}", full.body);
+    assert!(
+        full.dbg()
+            .unwrap_or("")
+            .contains("too many ESCertKE exchanges"),
+        "{:?}",
+        full.body
+    );
+
+    // The same originator starts over: its new exchange replaces the pending one (no 5000) and
+    // completes; the replaced exchange's Message 3 then finds nothing pending.
+    let (mut second, m1) = start();
+    let m2 = eckm_of(&send_eckm(url, CERT_AE, &m1));
+    let m3 = second.respond(&m2).unwrap();
+    let m4 = eckm_of(&send_eckm(url, CERT_AE, &m3));
+    second
+        .finish(&m4)
+        .expect("the replacing exchange completes");
+    let m3_first = first.respond(&m2_first).unwrap();
+    let stale = send_eckm(url, CERT_AE, &m3_first);
+    assert_eq!(stale.rsc, 4000, "{:?}", stale.body);
+
+    // A pending exchange past escertke_timeout_seconds is dropped: it no longer holds the only
+    // place, and its Message 3 comes too late.
+    let (mut late, m1) = start();
+    let m2_late = eckm_of(&send_eckm(url, CERT_AE, &m1));
+    std::thread::sleep(Duration::from_millis(2300));
+    eckm_of(&send_eckm(url, MAF_AE, &m1_other));
+    let m3_late = late.respond(&m2_late).unwrap();
+    let r = send_eckm(url, CERT_AE, &m3_late);
+    assert_eq!(r.rsc, 4000, "{:?}", r.body);
+    assert!(r.dbg().unwrap_or("").contains("late"), "{:?}", r.body);
 }
