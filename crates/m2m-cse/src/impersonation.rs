@@ -8,14 +8,7 @@ use crate::cse::Cse;
 use m2m_core::id::{classify_originator, OriginatorKind};
 use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType, ResponseStatusCode as Rsc};
 use m2m_security::access_control::originator::{to_absolute, AbsoluteId};
-use m2m_security::access_control::HostingCse;
-
-fn host(cse: &Cse) -> HostingCse {
-    HostingCse {
-        sp_fqdn: cse.id.sp_id.fqdn().to_owned(),
-        cse_id: cse.id.cse_id.bare().to_owned(),
-    }
-}
+use crate::access::host;
 
 fn absolute(cse: &Cse, id: &str) -> Option<AbsoluteId> {
     to_absolute(id, &host(cse), false)
