@@ -38,7 +38,7 @@ impl<'a> Facts<'a> {
 impl Facts<'_> {
     /// The admin originator, where it is honoured (see [`Peer::may_act_as_admin`]).
     pub(crate) fn is_admin(&self, cse: &Cse) -> bool {
-        self.originator == cse.id.admin && self.peer.may_act_as_admin(&cse.id.admin)
+        self.originator == cse.id.admin && self.peer.may_act_as_admin(cse)
     }
 }
 
