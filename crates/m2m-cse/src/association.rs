@@ -120,11 +120,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();
         cfg.storage.path = dir.path().join("db");
-        let cse = Cse::open(cfg).unwrap();
+        let cse = Cse::open(cfg, &[]).unwrap();
         for same in ["CAdmin", "/id-in/CAdmin", "//m2m.example.com/id-in/CAdmin"] {
             assert!(bound_to(same).may_act_as_admin(&cse), "{same}");
         }
-        for other in ["/id-mn/CAdmin", "//other.example.com/id-in/CAdmin", "CAdmin2"] {
+        for other in [
+            "/id-mn/CAdmin",
+            "//other.example.com/id-in/CAdmin",
+            "CAdmin2",
+        ] {
             assert!(!bound_to(other).may_act_as_admin(&cse), "{other}");
         }
         assert!(Peer::internal().may_act_as_admin(&cse));

@@ -8,6 +8,7 @@ use crate::store::{Resource, Store};
 use crate::{access, discovery, dispatcher, group, impersonation, routing};
 use chrono::{DateTime, Utc};
 use m2m_core::{id, Address, M2mError, M2mResult, Operation, Request, ResourceType, Response};
+use m2m_security::secure_environment::SecureEnvironment;
 use serde_json::{json, Map, Value};
 use std::future::Future;
 
@@ -33,8 +34,8 @@ pub struct Cse {
     pub(crate) notifier: Notifier,
     pub(crate) clock: Clock,
     public_url: RwLock<String>,
-    /// Group authentication, entity C: the current Ksx (set at start when agents are configured).
-    pub(crate) group_keys: std::sync::OnceLock<Arc<crate::group_authentication::GroupKeys>>,
+    /// Group authentication, entity C: the current Ksx (when agents are configured).
+    pub(crate) group_keys: Option<Arc<crate::group_authentication::GroupKeys>>,
     /// Group authentication, entity B: live inner associations and the current round.
     pub(crate) group_agent: crate::group_authentication::Agent,
     /// ESPrim Target: the pairwiseESPrimKeys and the rands, sessions and replay cache.
@@ -46,20 +47,33 @@ pub struct Cse {
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl Cse {
-    /// Opens the store and makes sure the CSEBase exists and reflects the configuration.
-    pub fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
-        Self::open_with_clock(cfg, Arc::new(Utc::now))
+    /// Opens the store and makes sure the CSEBase exists and reflects the configuration; the keys
+    /// the configuration names are taken from `environments` (opened once by the caller).
+    pub fn open(
+        cfg: Config,
+        environments: &[Box<dyn SecureEnvironment>],
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::open_with_clock(cfg, environments, Arc::new(Utc::now))
     }
 
-    pub fn open_with_clock(cfg: Config, clock: Clock) -> anyhow::Result<Arc<Self>> {
+    fn open_with_clock(
+        cfg: Config,
+        environments: &[Box<dyn SecureEnvironment>],
+        clock: Clock,
+    ) -> anyhow::Result<Arc<Self>> {
         let id = cfg.identity()?;
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
-        let (client, registrar_client) = outgoing_clients(&cfg)?;
-        let esprim = crate::esprim::EsprimTarget::from_config(&cfg)?;
+        let (client, registrar_client) = outgoing_clients(&cfg, environments)?;
+        let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments)?;
         let group_credentials = crate::group_credentials::GroupCredentials::from_config(
             &cfg.group_credentials,
-            &crate::secure_environments(&cfg)?,
+            environments,
         )?;
+        let group_keys =
+            crate::group_authentication::GroupKeys::from_config(&cfg.group_authentication, |id| {
+                environments.iter().find_map(|se| se.psk(id))
+            })?
+            .map(Arc::new);
         let public_url = cfg
             .http
             .public_url
@@ -74,7 +88,7 @@ impl Cse {
             notifier: Notifier::default(),
             clock,
             public_url: RwLock::new(public_url),
-            group_keys: std::sync::OnceLock::new(),
+            group_keys,
             group_agent: Default::default(),
             esprim,
             group_credentials,
@@ -262,21 +276,28 @@ pub(crate) fn representation(res: &Resource) -> Value {
 /// The clients this CSE sends with. Over `https` a CSE presents its certificate (Mcc, TS-0003
 /// clause 8.2.2.2) and verifies its peer against the same root of trust; the registrar is also
 /// checked by name (`registrar.server_name`, sent as SNI).
-fn outgoing_clients(cfg: &Config) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
+fn outgoing_clients(
+    cfg: &Config,
+    environments: &[Box<dyn SecureEnvironment>],
+) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
     let base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
         cfg.limits.outgoing_timeout_ms,
     ));
     let (general, registrar) = certificate_clients(cfg, base)?;
     match cfg.registrar.as_ref().and_then(|r| r.psk_identity.as_ref()) {
-        Some(identity) => Ok((general, registrar_psk_client(cfg, identity)?)),
+        Some(identity) => Ok((general, registrar_psk_client(cfg, environments, identity)?)),
         None => Ok((general, registrar)),
     }
 }
 
 /// The registrar's client over TLS-PSK (the outer association of group authentication, seeds/001
 /// clause 8.2.1): the key is this CSE's own PSK row for `identity` (Kpsami).
-fn registrar_psk_client(cfg: &Config, identity: &str) -> anyhow::Result<m2m_client::Client> {
-    let entry = crate::secure_environments(cfg)?
+fn registrar_psk_client(
+    cfg: &Config,
+    environments: &[Box<dyn SecureEnvironment>],
+    identity: &str,
+) -> anyhow::Result<m2m_client::Client> {
+    let entry = environments
         .iter()
         .find_map(|se| se.psk(identity))
         .ok_or_else(|| {

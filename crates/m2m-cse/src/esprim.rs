@@ -31,6 +31,7 @@ use m2m_core::{Address, M2mError, M2mResult, Request, Response, ResponseStatusCo
 use m2m_security::credentials::Secret;
 use m2m_security::e2e::esprim::{self, EsprimReceiver, InnerRequest, PairwiseKey, PairwiseKeys};
 use m2m_security::kdf;
+use m2m_security::secure_environment::SecureEnvironment;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -57,14 +58,17 @@ pub struct EsprimTarget {
 impl EsprimTarget {
     /// Loads the provisioned keys of `[esprim]` and the other key sources it enables; `None` when it
     /// enables none.
-    pub fn from_config(cfg: &Config) -> anyhow::Result<Option<Self>> {
+    pub fn from_config(
+        cfg: &Config,
+        environments: &[Box<dyn SecureEnvironment>],
+    ) -> anyhow::Result<Option<Self>> {
         let section = &cfg.esprim;
         if section.keys.is_empty() && !section.maf_keys && !section.escertke {
             return Ok(None);
         }
         let mut keys = HashMap::with_capacity(section.keys.len());
         for row in &section.keys {
-            let key = key_of(cfg, row)?;
+            let key = key_of(environments, row)?;
             let entry = PairwiseKey {
                 key,
                 entity: row.entity.clone(),
@@ -199,7 +203,10 @@ impl PairwiseKeys for Resolved {
 }
 
 /// The key of one row: inline hex, an environment variable, or a keystore secret.
-fn key_of(cfg: &Config, row: &EsprimKeyRow) -> anyhow::Result<Secret> {
+fn key_of(
+    environments: &[Box<dyn SecureEnvironment>],
+    row: &EsprimKeyRow,
+) -> anyhow::Result<Secret> {
     let kid = &row.kid;
     let key = match (&row.key, &row.key_env, &row.keystore_secret) {
         (Some(hex), _, _) => {
@@ -212,7 +219,7 @@ fn key_of(cfg: &Config, row: &EsprimKeyRow) -> anyhow::Result<Secret> {
                 })?);
             Secret::from_hex(&hex).map_err(|e| anyhow::anyhow!("esprim key {kid}: ${var}: {e}"))?
         }
-        (None, None, Some(name)) => crate::secure_environments(cfg)?
+        (None, None, Some(name)) => environments
             .iter()
             .find_map(|se| se.secret(name))
             .ok_or_else(|| {
@@ -353,6 +360,10 @@ mod tests {
         Config::from_toml(extra).expect("configuration")
     }
 
+    fn target(cfg: &Config) -> anyhow::Result<Option<EsprimTarget>> {
+        EsprimTarget::from_config(cfg, &crate::secure_environments(cfg)?)
+    }
+
     #[test]
     fn keys_come_from_hex_env_or_keystore_and_must_be_long_enough() {
         let dir = tempfile::tempdir().unwrap();
@@ -372,22 +383,20 @@ mod tests {
             key_file.display().to_string(),
             "11".repeat(16)
         ));
-        let t = EsprimTarget::from_config(&cfg).unwrap().expect("a target");
+        let t = target(&cfg).unwrap().expect("a target");
         assert_eq!(t.keys["a"].key.expose(), &[0x11; 16]);
         assert_eq!(t.keys["b"].key.expose(), &[0x22; 16]);
         assert_eq!(t.keys["c"].key.expose(), &[7; 32]);
         assert_eq!(t.keys["c"].entity, "Sc");
 
         let short = config("[[esprim.keys]]\nkid = \"a\"\nentity = \"Sa\"\nkey = \"0011\"\n");
-        let e = EsprimTarget::from_config(&short).err().expect("too short");
+        let e = target(&short).err().expect("too short");
         assert!(e.to_string().contains("at least 16 bytes"), "{e}");
         assert!(!e.to_string().contains("0011"), "{e}");
         let missing = config(
             "[[esprim.keys]]\nkid = \"a\"\nentity = \"Sa\"\nkey_env = \"ESPRIM_UNSET_VAR\"\n",
         );
-        assert!(EsprimTarget::from_config(&missing).is_err());
-        assert!(EsprimTarget::from_config(&Config::default())
-            .unwrap()
-            .is_none());
+        assert!(target(&missing).is_err());
+        assert!(target(&Config::default()).unwrap().is_none());
     }
 }

@@ -200,7 +200,7 @@ async fn answer_round(
             "a group authentication round is answered only over the agent's own security association",
         ));
     };
-    let Some(keys) = cse.group_keys.get() else {
+    let Some(keys) = cse.group_keys.as_ref() else {
         return Err(refused("this CSE serves no group authentication"));
     };
     if !keys.is_agent(cse, agent) {

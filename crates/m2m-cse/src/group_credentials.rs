@@ -243,7 +243,10 @@ async fn group_members(cse: &Arc<Cse>, grp: &str) -> M2mResult<Vec<String>> {
     if !resp.rsc.is_success() {
         return Err(M2mError::new(
             resp.rsc,
-            format!("the group '{grp}' cannot be retrieved: {}", resp.dbg().unwrap_or("")),
+            format!(
+                "the group '{grp}' cannot be retrieved: {}",
+                resp.dbg().unwrap_or("")
+            ),
         ));
     }
     let g = resp
@@ -275,7 +278,10 @@ async fn deliver(
         let to = format!("{mid}/{}", table.container);
         let resp = send(cse, Operation::Create, &to, server_id(cse), Some(cin)).await;
         if resp.rsc != Rsc::Created {
-            return Err(M2mError::new(resp.rsc, format!("{to}: {}", resp.dbg().unwrap_or(""))));
+            return Err(M2mError::new(
+                resp.rsc,
+                format!("{to}: {}", resp.dbg().unwrap_or("")),
+            ));
         }
         Ok(aei)
     }
@@ -304,7 +310,10 @@ async fn deliver(
 async fn member_ae_id(cse: &Arc<Cse>, mid: &str) -> M2mResult<String> {
     let resp = send(cse, Operation::Retrieve, mid, server_id(cse), None).await;
     if !resp.rsc.is_success() {
-        return Err(M2mError::new(resp.rsc, format!("{mid}: {}", resp.dbg().unwrap_or(""))));
+        return Err(M2mError::new(
+            resp.rsc,
+            format!("{mid}: {}", resp.dbg().unwrap_or("")),
+        ));
     }
     let aei = resp
         .pc

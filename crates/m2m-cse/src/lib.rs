@@ -65,19 +65,13 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
     }
 }
 
-/// The psk lookup table of the configuration and, when group agents are configured, the group
-/// keys it consults first.
-type PskTable = (
-    Option<Arc<dyn m2m_security::tls::PskLookup>>,
-    Option<Arc<group_authentication::GroupKeys>>,
-);
-
-fn psk_table(cfg: &Config) -> anyhow::Result<PskTable> {
-    let environments = secure_environments(cfg)?;
-    let group = group_authentication::GroupKeys::from_config(&cfg.group_authentication, |id| {
-        environments.iter().find_map(|se| se.psk(id))
-    })?
-    .map(Arc::new);
+/// The TLS listener's psk lookup table: the secure environments (opened once, at start) with
+/// the CSE's group keys and MAF; `None` when nothing could answer a psk_identity.
+fn psk_table(
+    environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
+    cse: &Cse,
+) -> anyhow::Result<Option<Arc<dyn m2m_security::tls::PskLookup>>> {
+    let cfg = cse.config();
     let maf = match (&cfg.maf, &cfg.tls) {
         (Some(m), Some(t)) => match (&t.certificate, &t.private_key, &t.trusted_ca) {
             (Some(c), Some(k), Some(ca)) => Some(maf_keys::MafKeys::new(m.clone(), c.clone(), k.clone(), ca.clone())),
@@ -87,14 +81,13 @@ fn psk_table(cfg: &Config) -> anyhow::Result<PskTable> {
         _ => None,
     };
     if environments.is_empty() && maf.is_none() {
-        return Ok((None, group));
+        return Ok(None);
     }
-    let table = SecureEnvironmentPsk {
+    Ok(Some(Arc::new(SecureEnvironmentPsk {
         environments,
         maf,
-        group: group.clone(),
-    };
-    Ok((Some(Arc::new(table)), group))
+        group: cse.group_keys.clone(),
+    })))
 }
 
 /// Opens the secure environments of the configuration: the keystore, and the rows given inline.
@@ -146,6 +139,9 @@ pub(crate) fn secure_environments(
 
 /// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    if cfg.http.listen.is_empty() && cfg.tls.is_none() {
+        anyhow::bail!("no listener configured: set http.listen or [tls]");
+    }
     let mut listeners = Vec::new();
     let mut local_addr = None;
     if !cfg.http.listen.is_empty() {
@@ -173,11 +169,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
         ));
     }
+    let explicit_url = cfg.http.public_url.clone();
+    // The keystore is opened (and its passphrase stretched) once: the CSE takes what it needs
+    // from it, the TLS listener keeps it for the psk lookups.
+    let environments = secure_environments(&cfg)?;
+    let cse = Cse::open(cfg, &environments)?;
     let mut tls_addr = None;
-    let mut group_keys = None;
-    if let Some(tls) = &cfg.tls {
-        let (psk, group) = psk_table(&cfg)?;
-        group_keys = group;
+    if let Some(tls) = &cse.config().tls {
+        let psk = psk_table(environments, &cse)?;
         let context = m2m_security::tls::server_context(&m2m_security::tls::ServerTlsConfig {
             cipher_suites: tls.cipher_suites.clone(),
             tls13: tls.tls13,
@@ -201,14 +200,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             tls.max_handshakes_per_source,
         );
         listeners.push((listener, http_server::ListenerKind::Tls(Arc::new(kind))));
-    }
-    if listeners.is_empty() {
-        anyhow::bail!("no listener configured: set http.listen or [tls]");
-    }
-    let explicit_url = cfg.http.public_url.clone();
-    let cse = Cse::open(cfg)?;
-    if let Some(keys) = group_keys {
-        let _ = cse.group_keys.set(keys);
     }
     let url = explicit_url.unwrap_or_else(|| match (tls_addr, local_addr) {
         (Some(a), _) => format!("https://{a}"),
