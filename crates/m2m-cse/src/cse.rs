@@ -9,6 +9,7 @@ use crate::{access, discovery, dispatcher, group, impersonation, routing};
 use chrono::{DateTime, Utc};
 use m2m_core::{id, Address, M2mError, M2mResult, Operation, Request, ResourceType, Response};
 use m2m_security::secure_environment::SecureEnvironment;
+use openssl::ssl::SslContext;
 use serde_json::{json, Map, Value};
 use std::future::Future;
 
@@ -36,6 +37,8 @@ pub struct Cse {
     public_url: RwLock<String>,
     /// Group authentication, entity C: the current Ksx (when agents are configured).
     pub(crate) group_keys: Option<Arc<crate::group_authentication::GroupKeys>>,
+    /// The MAF of `[maf]` (MAF-based SAE and the MAF ESPrim Framework), one cache for both.
+    pub(crate) maf: Option<Arc<crate::maf_keys::MafKeys>>,
     /// Group authentication, entity B: live inner associations and the current round.
     pub(crate) group_agent: crate::group_authentication::Agent,
     /// ESPrim Target: the pairwiseESPrimKeys and the rands, sessions and replay cache.
@@ -63,8 +66,10 @@ impl Cse {
     ) -> anyhow::Result<Arc<Self>> {
         let id = cfg.identity()?;
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
-        let (client, registrar_client) = outgoing_clients(&cfg, environments)?;
-        let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments)?;
+        let certificate = certificate_context(&cfg)?;
+        let maf = crate::maf_keys::MafKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
+        let (client, registrar_client) = outgoing_clients(&cfg, certificate, environments)?;
+        let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments, maf.as_ref())?;
         let group_credentials = crate::group_credentials::GroupCredentials::from_config(
             &cfg.group_credentials,
             environments,
@@ -89,6 +94,7 @@ impl Cse {
             clock,
             public_url: RwLock::new(public_url),
             group_keys,
+            maf,
             group_agent: Default::default(),
             esprim,
             group_credentials,
@@ -278,12 +284,13 @@ pub(crate) fn representation(res: &Resource) -> Value {
 /// checked by name (`registrar.server_name`, sent as SNI).
 fn outgoing_clients(
     cfg: &Config,
+    certificate: Option<SslContext>,
     environments: &[Box<dyn SecureEnvironment>],
 ) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
     let base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
         cfg.limits.outgoing_timeout_ms,
     ));
-    let (general, registrar) = certificate_clients(cfg, base)?;
+    let (general, registrar) = certificate_clients(cfg, certificate, base);
     match cfg.registrar.as_ref().and_then(|r| r.psk_identity.as_ref()) {
         Some(identity) => Ok((general, registrar_psk_client(cfg, environments, identity)?)),
         None => Ok((general, registrar)),
@@ -326,17 +333,15 @@ fn registrar_psk_client(
         }))
 }
 
-/// The general and registrar clients presenting this CSE's certificate (or plain ones).
-fn certificate_clients(
-    cfg: &Config,
-    base: m2m_client::Client,
-) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
+/// This CSE's certificate as a client (Mcc, and towards the MAF), built once; `None` without a
+/// [tls] certificate and trusted_ca.
+fn certificate_context(cfg: &Config) -> anyhow::Result<Option<SslContext>> {
     let Some(tls) = cfg
         .tls
         .as_ref()
         .filter(|t| t.certificate.is_some() && t.trusted_ca.is_some())
     else {
-        return Ok((base.clone(), base));
+        return Ok(None);
     };
     let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
         cipher_suites: m2m_security::tls::CERTIFICATE_SUITES
@@ -350,6 +355,18 @@ fn certificate_clients(
         trusted_ca: tls.trusted_ca.clone(),
     })
     .map_err(|e| anyhow::anyhow!("outgoing TLS: {e}"))?;
+    Ok(Some(context))
+}
+
+/// The general and registrar clients presenting this CSE's certificate (or plain ones).
+fn certificate_clients(
+    cfg: &Config,
+    certificate: Option<SslContext>,
+    base: m2m_client::Client,
+) -> (m2m_client::Client, m2m_client::Client) {
+    let Some(context) = certificate else {
+        return (base.clone(), base);
+    };
     let general = base.clone().with_tls(m2m_client::TlsSettings {
         context: context.clone(),
         server_name: None,
@@ -359,5 +376,5 @@ fn certificate_clients(
         context,
         server_name,
     });
-    Ok((general, registrar))
+    (general, registrar)
 }

@@ -45,8 +45,8 @@ const MAX_DERIVED_KEYS: usize = 10_000;
 pub struct EsprimTarget {
     /// Provisioned keys, by pairwiseESPrimKeyID.
     keys: HashMap<String, PairwiseKey>,
-    /// The MAF to retrieve Kc from (MAF ESPrim Framework).
-    maf: Option<MafKeys>,
+    /// The MAF to retrieve Kc from (MAF ESPrim Framework), shared with the TLS listener.
+    maf: Option<Arc<MafKeys>>,
     /// Keys from the MAF and from ESCertKE, until their lifetimes.
     derived: Mutex<HashMap<String, PairwiseKey>>,
     /// The ESCertKE Terminating End-Point.
@@ -57,10 +57,11 @@ pub struct EsprimTarget {
 
 impl EsprimTarget {
     /// Loads the provisioned keys of `[esprim]` and the other key sources it enables; `None` when it
-    /// enables none.
-    pub fn from_config(
+    /// enables none. `maf` is the CSE's MAF, used when `[esprim] maf_keys` is set.
+    pub(crate) fn from_config(
         cfg: &Config,
         environments: &[Box<dyn SecureEnvironment>],
+        maf: Option<&Arc<MafKeys>>,
     ) -> anyhow::Result<Option<Self>> {
         let section = &cfg.esprim;
         if section.keys.is_empty() && !section.maf_keys && !section.escertke {
@@ -79,7 +80,11 @@ impl EsprimTarget {
         let lifetime = i64::try_from(section.rand_lifetime_seconds).unwrap_or(i64::MAX);
         Ok(Some(Self {
             keys,
-            maf: maf_of(cfg)?,
+            maf: match (section.maf_keys, maf) {
+                (false, _) => None,
+                (true, Some(maf)) => Some(Arc::clone(maf)),
+                (true, None) => anyhow::bail!("esprim.maf_keys needs [maf]"),
+            },
             derived: Mutex::new(HashMap::new()),
             escertke: crate::escertke::EscertkeTarget::from_config(cfg)?,
             receiver: Mutex::new(EsprimReceiver::new(section.algorithms.clone())),
@@ -162,31 +167,6 @@ fn maf_refused(kid: &str, why: &str) -> M2mError {
         Rsc::EsprimUnknownKeyId,
         format!("pairwiseESPrimKeyID {kid:?}: the MAF did not release it for ESPrim: {why}"),
     )
-}
-
-/// The MAF of `[maf]`, reached with the `[tls]` certificate, when `[esprim] maf_keys` is set.
-fn maf_of(cfg: &Config) -> anyhow::Result<Option<MafKeys>> {
-    if !cfg.esprim.maf_keys {
-        return Ok(None);
-    }
-    let section = cfg
-        .maf
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("esprim.maf_keys needs [maf]"))?;
-    match cfg.tls.as_ref() {
-        Some(t) => match (&t.certificate, &t.private_key, &t.trusted_ca) {
-            (Some(c), Some(k), Some(ca)) => Ok(Some(MafKeys::new(
-                section,
-                c.clone(),
-                k.clone(),
-                ca.clone(),
-            ))),
-            _ => {
-                anyhow::bail!("esprim.maf_keys needs [tls] certificate, private_key and trusted_ca")
-            }
-        },
-        None => anyhow::bail!("esprim.maf_keys needs [tls] to authenticate to the MAF"),
-    }
 }
 
 /// The one key an object needs, looked up before the receiver is locked (the MAF is asked
@@ -361,7 +341,7 @@ mod tests {
     }
 
     fn target(cfg: &Config) -> anyhow::Result<Option<EsprimTarget>> {
-        EsprimTarget::from_config(cfg, &crate::secure_environments(cfg)?)
+        EsprimTarget::from_config(cfg, &crate::secure_environments(cfg)?, None)
     }
 
     #[test]

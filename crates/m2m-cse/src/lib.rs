@@ -45,7 +45,7 @@ pub struct Running {
 struct SecureEnvironmentPsk {
     environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
     /// MAF-distributed keys, asked for when no environment knows the identity.
-    maf: Option<maf_keys::MafKeys>,
+    maf: Option<Arc<maf_keys::MafKeys>>,
     /// Group authentication (entity C): a member's KsxId opens only with its current Ksx.
     group: Option<Arc<group_authentication::GroupKeys>>,
 }
@@ -70,24 +70,15 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
 fn psk_table(
     environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
     cse: &Cse,
-) -> anyhow::Result<Option<Arc<dyn m2m_security::tls::PskLookup>>> {
-    let cfg = cse.config();
-    let maf = match (&cfg.maf, &cfg.tls) {
-        (Some(m), Some(t)) => match (&t.certificate, &t.private_key, &t.trusted_ca) {
-            (Some(c), Some(k), Some(ca)) => Some(maf_keys::MafKeys::new(m.clone(), c.clone(), k.clone(), ca.clone())),
-            _ => anyhow::bail!("[maf] needs [tls] certificate, private_key and trusted_ca to authenticate to the MAF"),
-        },
-        (Some(_), None) => anyhow::bail!("[maf] needs a [tls] listener"),
-        _ => None,
-    };
-    if environments.is_empty() && maf.is_none() {
-        return Ok(None);
+) -> Option<Arc<dyn m2m_security::tls::PskLookup>> {
+    if environments.is_empty() && cse.maf.is_none() {
+        return None;
     }
-    Ok(Some(Arc::new(SecureEnvironmentPsk {
+    Some(Arc::new(SecureEnvironmentPsk {
         environments,
-        maf,
+        maf: cse.maf.clone(),
         group: cse.group_keys.clone(),
-    })))
+    }))
 }
 
 /// Opens the secure environments of the configuration: the keystore, and the rows given inline.
@@ -176,7 +167,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let cse = Cse::open(cfg, &environments)?;
     let mut tls_addr = None;
     if let Some(tls) = &cse.config().tls {
-        let psk = psk_table(environments, &cse)?;
+        let psk = psk_table(environments, &cse);
         let context = m2m_security::tls::server_context(&m2m_security::tls::ServerTlsConfig {
             cipher_suites: tls.cipher_suites.clone(),
             tls13: tls.tls13,
