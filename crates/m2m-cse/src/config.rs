@@ -523,11 +523,30 @@ impl Config {
                 if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
                     bail!("registrar.url must be an http:// or https:// URL");
                 }
+                if r.psk_identity.is_some() && !r.url.starts_with("https://") {
+                    bail!("registrar.psk_identity needs an https:// registrar.url (TLS-PSK); over http:// it would never be used");
+                }
             }
             _ => {}
         }
+        self.validate_maf()?;
         self.validate_group_authentication()?;
         self.validate_esprim()
+    }
+
+    /// The CSE authenticates to the MAF with its [tls] certificate, and MAF keys open only TLS
+    /// associations: without them [maf] would silently do nothing.
+    fn validate_maf(&self) -> anyhow::Result<()> {
+        if self.maf.is_none() {
+            return Ok(());
+        }
+        let certified = self.tls.as_ref().is_some_and(|t| {
+            t.certificate.is_some() && t.private_key.is_some() && t.trusted_ca.is_some()
+        });
+        if !certified {
+            bail!("[maf] needs a [tls] section with certificate, private_key and trusted_ca (the CSE authenticates to the MAF with them)");
+        }
+        Ok(())
     }
 
     fn validate_esprim(&self) -> anyhow::Result<()> {
@@ -588,6 +607,9 @@ impl Config {
                     bail!("group_authentication: member '{m}' is listed twice");
                 }
             }
+        }
+        if !self.group_authentication.agents.is_empty() && self.tls.is_none() {
+            bail!("group_authentication needs a [tls] listener: the members' KsxIds open TLS-PSK associations there");
         }
         if !self.group_agent.members.is_empty() && self.registrar.is_none() {
             bail!("group_agent needs a [registrar] to ask for group keys");
@@ -683,7 +705,7 @@ mod tests {
         let agents = |agent: &str, members: &str| {
             format!("[[group_authentication.agents]]\nagent = \"{agent}\"\nmembers = [{members}]\n")
         };
-        let ok = agents("/id-mn", "\"m1@in.example.com\"");
+        let ok = format!("{}[tls]\n", agents("/id-mn", "\"m1@in.example.com\""));
         assert!(Config::from_toml(&ok).is_ok());
         assert!(Config::from_toml(&agents("id mn", "\"m1@in.example.com\"")).is_err());
         assert!(Config::from_toml(&agents("/id-mn", "\"no-fqdn\"")).is_err());
@@ -693,5 +715,53 @@ mod tests {
             Config::from_toml("[group_agent]\nmembers = [\"Sm1\"]\n").is_err(),
             "an agent needs a registrar"
         );
+    }
+
+    fn refusal(text: &str) -> String {
+        Config::from_toml(text)
+            .err()
+            .expect("refused")
+            .root_cause()
+            .to_string()
+    }
+
+    const MAF: &str = "[maf]\nurl = \"https://127.0.0.1:1\"\nfqdn = \"maf.example.com\"\n";
+    const CERTIFIED_TLS: &str =
+        "[tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\ntrusted_ca = \"ca.pem\"\n";
+
+    #[test]
+    fn refuses_a_maf_without_a_certified_tls_listener() {
+        let e = refusal(MAF);
+        assert!(e.contains("[maf] needs a [tls] section"), "{e}");
+        let e = refusal(&format!("{MAF}[tls]\ncertificate = \"c.pem\"\n"));
+        assert!(e.contains("private_key and trusted_ca"), "{e}");
+        assert!(Config::from_toml(&format!("{MAF}{CERTIFIED_TLS}")).is_ok());
+    }
+
+    #[test]
+    fn refuses_group_authentication_without_tls() {
+        let agents = "[[group_authentication.agents]]\nagent = \"/id-mn\"\nmembers = [\"m1@in.example.com\"]\n";
+        let e = refusal(agents);
+        assert!(
+            e.contains("group_authentication needs a [tls] listener"),
+            "{e}"
+        );
+        assert!(Config::from_toml(&format!("{agents}[tls]\n")).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_registrar_psk_identity_over_plain_http() {
+        let registrar = |url: &str| {
+            format!(
+                "[registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{url}\"\n\
+                 psk_identity = \"mn@in.example.com\"\n"
+            )
+        };
+        let e = refusal(&registrar("http://127.0.0.1:8080"));
+        assert!(
+            e.contains("registrar.psk_identity needs an https://"),
+            "{e}"
+        );
+        assert!(Config::from_toml(&registrar("https://127.0.0.1:8443")).is_ok());
     }
 }
