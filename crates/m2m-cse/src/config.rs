@@ -495,11 +495,23 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let cfg = Self::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
-        if !cfg.security.psk.is_empty() || cfg.esprim.keys.iter().any(|k| k.key.is_some()) {
+        if cfg.holds_keys() {
             m2m_security::secure_environment::check_private_file(path)
                 .map_err(|e| anyhow::anyhow!(e))?;
         }
         Ok(cfg)
+    }
+
+    /// Whether the configuration text itself holds keys (PSK rows, inline ESPrim or group
+    /// credential member keys): then its file must be readable by its owner only.
+    pub fn holds_keys(&self) -> bool {
+        !self.security.psk.is_empty()
+            || self.esprim.keys.iter().any(|k| k.key.is_some())
+            || self
+                .group_credentials
+                .members
+                .iter()
+                .any(|m| m.key.is_some())
     }
 
     pub fn to_toml(&self) -> String {
@@ -715,6 +727,28 @@ mod tests {
             Config::from_toml("[group_agent]\nmembers = [\"Sm1\"]\n").is_err(),
             "an agent needs a registrar"
         );
+    }
+
+    /// A configuration file holding any kind of key is refused when others may read it.
+    #[test]
+    fn a_readable_configuration_with_keys_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let esprim = "[[esprim.keys]]\nkid = \"k1\"\nentity = \"Sae1\"\nkey = \"00112233445566778899aabbccddeeff\"\n";
+        let group = "[[group_credentials.members]]\nmember = \"/id-mn/Clock1\"\nkey = \"00112233445566778899aabbccddeeff\"\n";
+        let psk = "[[security.psk]]\nkpsa_id = \"lock@in.example.com\"\nkey = \"00112233445566778899aabbccddeeff\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [("esprim", esprim), ("group", group), ("psk", psk)] {
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, text).unwrap();
+            assert!(Config::from_toml(text).unwrap().holds_keys(), "{name}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = format!("{:#}", Config::load(&path).err().expect("0644 refused"));
+            assert!(e.contains("chmod"), "{name}: {e}");
+            assert!(!e.contains("00112233"), "{name}: {e}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(Config::load(&path).is_ok(), "{name} at 0600");
+        }
+        assert!(!Config::default().holds_keys());
     }
 
     fn refusal(text: &str) -> String {
