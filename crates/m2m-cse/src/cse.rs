@@ -16,9 +16,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-/// The source of time; injected so expiry can be tested.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
 pub use crate::association::Peer;
 
 /// Release versions this CSE understands in X-M2M-RVI.
@@ -33,7 +30,6 @@ pub struct Cse {
     /// Outgoing requests to the registrar: the same credentials, with its expected name.
     pub(crate) registrar_client: m2m_client::Client,
     pub(crate) notifier: Notifier,
-    pub(crate) clock: Clock,
     public_url: RwLock<String>,
     /// Group authentication, entity C: the current Ksx (when agents are configured).
     pub(crate) group_keys: Option<Arc<crate::group_authentication::GroupKeys>>,
@@ -55,14 +51,6 @@ impl Cse {
     pub fn open(
         cfg: Config,
         environments: &[Box<dyn SecureEnvironment>],
-    ) -> anyhow::Result<Arc<Self>> {
-        Self::open_with_clock(cfg, environments, Arc::new(Utc::now))
-    }
-
-    fn open_with_clock(
-        cfg: Config,
-        environments: &[Box<dyn SecureEnvironment>],
-        clock: Clock,
     ) -> anyhow::Result<Arc<Self>> {
         let id = cfg.identity()?;
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
@@ -91,7 +79,6 @@ impl Cse {
             client,
             registrar_client,
             notifier: Notifier::default(),
-            clock,
             public_url: RwLock::new(public_url),
             group_keys,
             maf,
@@ -135,7 +122,7 @@ impl Cse {
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
+        Utc::now()
     }
 
     pub(crate) fn now_ts(&self) -> String {

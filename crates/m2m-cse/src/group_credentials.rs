@@ -32,16 +32,16 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The request content's root.
-pub const REQUEST: &str = "m2m:gcReq";
+pub(crate) const REQUEST: &str = "m2m:gcReq";
 /// The answer content's root.
-pub const ANSWER: &str = "m2m:gcRsp";
+pub(crate) const ANSWER: &str = "m2m:gcRsp";
 /// Bytes of a group key: A128KW or `dir` with A128GCM for the group's commands.
 const GROUP_KEY_LEN: usize = 16;
 
 /// The admin's request: generate a key for `grp` and deliver it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GroupCredentialRequest {
+pub(crate) struct GroupCredentialRequest {
     /// The `<group>` address.
     pub grp: String,
     /// The group key's ID; default a fresh `grp-…`.
@@ -54,7 +54,7 @@ pub struct GroupCredentialRequest {
 
 /// One delivery's outcome.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The member (or sender) address.
     pub mid: String,
     /// Its AE-ID, when it was learnt.
@@ -67,7 +67,7 @@ pub struct Delivery {
 
 /// The answer: what was delivered where.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GroupCredentialAnswer {
+pub(crate) struct GroupCredentialAnswer {
     pub grp: String,
     pub kid: String,
     pub dlv: Vec<Delivery>,

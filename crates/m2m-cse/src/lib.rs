@@ -5,26 +5,26 @@
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
 
 mod access;
-pub mod association;
+pub(crate) mod association;
 pub mod config;
 pub mod cse;
 mod discovery;
 mod dispatcher;
-pub mod escertke;
-pub mod esprim;
-pub mod expiry;
+pub(crate) mod escertke;
+pub(crate) mod esprim;
+pub(crate) mod expiry;
 mod group;
-pub mod group_authentication;
-pub mod group_credentials;
-pub mod http_server;
+pub(crate) mod group_authentication;
+pub(crate) mod group_credentials;
+pub(crate) mod http_server;
 mod impersonation;
 mod maf_keys;
 mod notification;
-pub mod registration;
+pub(crate) mod registration;
 mod resolve;
 mod resources;
 mod routing;
-pub mod store;
+pub(crate) mod store;
 
 pub use config::{Config, Role};
 pub use cse::{Cse, Peer};
