@@ -742,7 +742,7 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             assert!(Config::from_toml(text).unwrap().holds_keys(), "{name}");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let e = format!("{:#}", Config::load(&path).err().expect("0644 refused"));
+            let e = format!("{:#}", Config::load(&path).expect_err("0644 refused"));
             assert!(e.contains("chmod"), "{name}: {e}");
             assert!(!e.contains("00112233"), "{name}: {e}");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -753,8 +753,7 @@ mod tests {
 
     fn refusal(text: &str) -> String {
         Config::from_toml(text)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .root_cause()
             .to_string()
     }
