@@ -37,8 +37,8 @@ impl<'a> Facts<'a> {
 
 impl Facts<'_> {
     /// The admin originator, where it is honoured (see [`Peer::may_act_as_admin`]).
-    fn is_admin(&self, cse: &Cse) -> bool {
-        self.originator == cse.id.admin && self.peer.may_act_as_admin(&cse.id.admin)
+    pub(crate) fn is_admin(&self, cse: &Cse) -> bool {
+        self.originator == cse.id.admin && self.peer.may_act_as_admin(cse)
     }
 }
 
@@ -53,7 +53,8 @@ enum Policies {
     RegistreesMayRetrieve,
 }
 
-fn host(cse: &Cse) -> HostingCse {
+/// This CSE as the hosting CSE that relative IDs are completed against.
+pub(crate) fn host(cse: &Cse) -> HostingCse {
     HostingCse {
         sp_fqdn: cse.id.sp_id.fqdn().to_owned(),
         cse_id: cse.id.cse_id.bare().to_owned(),
@@ -161,8 +162,13 @@ fn enforce(
         Ok(())
     } else {
         tracing::info!(originator = facts.originator, operation = %op, target = subject.ri(), reason = %reason, "access denied");
-        Err(M2mError::new(Rsc::OriginatorHasNoPrivilege, reason))
+        Err(refused(reason))
     }
+}
+
+/// A denial: 4103 ORIGINATOR_HAS_NO_PRIVILEGE with its reason.
+pub(crate) fn refused(dbg: impl Into<String>) -> M2mError {
+    M2mError::new(Rsc::OriginatorHasNoPrivilege, dbg)
 }
 
 /// Whether the originator may perform `op` on `res`; `cache` keeps decisions per governing resource

@@ -1,6 +1,8 @@
 //! Security associations (TS-0003 clause 8.2): who is at the other end of a connection, as the
 //! (D)TLS handshake authenticated it, and the peer facts every request on that connection carries.
 
+use crate::cse::Cse;
+use crate::impersonation::same_entity;
 use m2m_security::tls::Authenticated;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,14 +84,53 @@ impl Peer {
     }
 
     /// Whether the admin originator is honoured: on the loopback development listener, over an
-    /// association bound to it, or inside the CSE.
-    pub fn may_act_as_admin(&self, admin: &str) -> bool {
+    /// association bound to it (the same entity in any form; an entity of another CSE that merely
+    /// ends in the admin's name is not it), or inside the CSE.
+    pub fn may_act_as_admin(&self, cse: &Cse) -> bool {
         self.is_internal()
             || self.development
             || self
                 .association
                 .as_ref()
                 .and_then(|a| a.entity.as_deref())
-                .is_some_and(|e| e.rsplit('/').next() == Some(admin))
+                .is_some_and(|e| same_entity(cse, e, &cse.id.admin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn bound_to(entity: &str) -> Peer {
+        Peer {
+            addr: Some(([127, 0, 0, 1], 1).into()),
+            association: Some(Arc::new(Association {
+                mode: SaeMode::Certificate,
+                credential_id: "33-x".into(),
+                entity: Some(entity.into()),
+            })),
+            development: false,
+            authenticated: false,
+        }
+    }
+
+    #[test]
+    fn only_the_admin_itself_acts_as_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.storage.path = dir.path().join("db");
+        let cse = Cse::open(cfg, &[]).unwrap();
+        for same in ["CAdmin", "/id-in/CAdmin", "//m2m.example.com/id-in/CAdmin"] {
+            assert!(bound_to(same).may_act_as_admin(&cse), "{same}");
+        }
+        for other in [
+            "/id-mn/CAdmin",
+            "//other.example.com/id-in/CAdmin",
+            "CAdmin2",
+        ] {
+            assert!(!bound_to(other).may_act_as_admin(&cse), "{other}");
+        }
+        assert!(Peer::internal().may_act_as_admin(&cse));
     }
 }

@@ -495,11 +495,23 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let cfg = Self::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
-        if !cfg.security.psk.is_empty() || cfg.esprim.keys.iter().any(|k| k.key.is_some()) {
+        if cfg.holds_keys() {
             m2m_security::secure_environment::check_private_file(path)
                 .map_err(|e| anyhow::anyhow!(e))?;
         }
         Ok(cfg)
+    }
+
+    /// Whether the configuration text itself holds keys (PSK rows, inline ESPrim or group
+    /// credential member keys): then its file must be readable by its owner only.
+    pub fn holds_keys(&self) -> bool {
+        !self.security.psk.is_empty()
+            || self.esprim.keys.iter().any(|k| k.key.is_some())
+            || self
+                .group_credentials
+                .members
+                .iter()
+                .any(|m| m.key.is_some())
     }
 
     pub fn to_toml(&self) -> String {
@@ -523,11 +535,30 @@ impl Config {
                 if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
                     bail!("registrar.url must be an http:// or https:// URL");
                 }
+                if r.psk_identity.is_some() && !r.url.starts_with("https://") {
+                    bail!("registrar.psk_identity needs an https:// registrar.url (TLS-PSK); over http:// it would never be used");
+                }
             }
             _ => {}
         }
+        self.validate_maf()?;
         self.validate_group_authentication()?;
         self.validate_esprim()
+    }
+
+    /// The CSE authenticates to the MAF with its [tls] certificate, and MAF keys open only TLS
+    /// associations: without them [maf] would silently do nothing.
+    fn validate_maf(&self) -> anyhow::Result<()> {
+        if self.maf.is_none() {
+            return Ok(());
+        }
+        let certified = self.tls.as_ref().is_some_and(|t| {
+            t.certificate.is_some() && t.private_key.is_some() && t.trusted_ca.is_some()
+        });
+        if !certified {
+            bail!("[maf] needs a [tls] section with certificate, private_key and trusted_ca (the CSE authenticates to the MAF with them)");
+        }
+        Ok(())
     }
 
     fn validate_esprim(&self) -> anyhow::Result<()> {
@@ -588,6 +619,9 @@ impl Config {
                     bail!("group_authentication: member '{m}' is listed twice");
                 }
             }
+        }
+        if !self.group_authentication.agents.is_empty() && self.tls.is_none() {
+            bail!("group_authentication needs a [tls] listener: the members' KsxIds open TLS-PSK associations there");
         }
         if !self.group_agent.members.is_empty() && self.registrar.is_none() {
             bail!("group_agent needs a [registrar] to ask for group keys");
@@ -683,7 +717,7 @@ mod tests {
         let agents = |agent: &str, members: &str| {
             format!("[[group_authentication.agents]]\nagent = \"{agent}\"\nmembers = [{members}]\n")
         };
-        let ok = agents("/id-mn", "\"m1@in.example.com\"");
+        let ok = format!("{}[tls]\n", agents("/id-mn", "\"m1@in.example.com\""));
         assert!(Config::from_toml(&ok).is_ok());
         assert!(Config::from_toml(&agents("id mn", "\"m1@in.example.com\"")).is_err());
         assert!(Config::from_toml(&agents("/id-mn", "\"no-fqdn\"")).is_err());
@@ -693,5 +727,74 @@ mod tests {
             Config::from_toml("[group_agent]\nmembers = [\"Sm1\"]\n").is_err(),
             "an agent needs a registrar"
         );
+    }
+
+    /// A configuration file holding any kind of key is refused when others may read it.
+    #[test]
+    fn a_readable_configuration_with_keys_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let esprim = "[[esprim.keys]]\nkid = \"k1\"\nentity = \"Sae1\"\nkey = \"00112233445566778899aabbccddeeff\"\n";
+        let group = "[[group_credentials.members]]\nmember = \"/id-mn/Clock1\"\nkey = \"00112233445566778899aabbccddeeff\"\n";
+        let psk = "[[security.psk]]\nkpsa_id = \"lock@in.example.com\"\nkey = \"00112233445566778899aabbccddeeff\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [("esprim", esprim), ("group", group), ("psk", psk)] {
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, text).unwrap();
+            assert!(Config::from_toml(text).unwrap().holds_keys(), "{name}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = format!("{:#}", Config::load(&path).expect_err("0644 refused"));
+            assert!(e.contains("chmod"), "{name}: {e}");
+            assert!(!e.contains("00112233"), "{name}: {e}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(Config::load(&path).is_ok(), "{name} at 0600");
+        }
+        assert!(!Config::default().holds_keys());
+    }
+
+    fn refusal(text: &str) -> String {
+        Config::from_toml(text)
+            .expect_err("refused")
+            .root_cause()
+            .to_string()
+    }
+
+    const MAF: &str = "[maf]\nurl = \"https://127.0.0.1:1\"\nfqdn = \"maf.example.com\"\n";
+    const CERTIFIED_TLS: &str =
+        "[tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\ntrusted_ca = \"ca.pem\"\n";
+
+    #[test]
+    fn refuses_a_maf_without_a_certified_tls_listener() {
+        let e = refusal(MAF);
+        assert!(e.contains("[maf] needs a [tls] section"), "{e}");
+        let e = refusal(&format!("{MAF}[tls]\ncertificate = \"c.pem\"\n"));
+        assert!(e.contains("private_key and trusted_ca"), "{e}");
+        assert!(Config::from_toml(&format!("{MAF}{CERTIFIED_TLS}")).is_ok());
+    }
+
+    #[test]
+    fn refuses_group_authentication_without_tls() {
+        let agents = "[[group_authentication.agents]]\nagent = \"/id-mn\"\nmembers = [\"m1@in.example.com\"]\n";
+        let e = refusal(agents);
+        assert!(
+            e.contains("group_authentication needs a [tls] listener"),
+            "{e}"
+        );
+        assert!(Config::from_toml(&format!("{agents}[tls]\n")).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_registrar_psk_identity_over_plain_http() {
+        let registrar = |url: &str| {
+            format!(
+                "[registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{url}\"\n\
+                 psk_identity = \"mn@in.example.com\"\n"
+            )
+        };
+        let e = refusal(&registrar("http://127.0.0.1:8080"));
+        assert!(
+            e.contains("registrar.psk_identity needs an https://"),
+            "{e}"
+        );
+        assert!(Config::from_toml(&registrar("https://127.0.0.1:8443")).is_ok());
     }
 }

@@ -8,14 +8,13 @@ use crate::store::{Resource, Store};
 use crate::{access, discovery, dispatcher, group, impersonation, routing};
 use chrono::{DateTime, Utc};
 use m2m_core::{id, Address, M2mError, M2mResult, Operation, Request, ResourceType, Response};
+use m2m_security::secure_environment::SecureEnvironment;
+use openssl::ssl::SslContext;
 use serde_json::{json, Map, Value};
 use std::future::Future;
 
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-
-/// The source of time; injected so expiry can be tested.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 pub use crate::association::Peer;
 
@@ -31,10 +30,11 @@ pub struct Cse {
     /// Outgoing requests to the registrar: the same credentials, with its expected name.
     pub(crate) registrar_client: m2m_client::Client,
     pub(crate) notifier: Notifier,
-    pub(crate) clock: Clock,
     public_url: RwLock<String>,
-    /// Group authentication, entity C: the current Ksx (set at start when agents are configured).
-    pub(crate) group_keys: std::sync::OnceLock<Arc<crate::group_authentication::GroupKeys>>,
+    /// Group authentication, entity C: the current Ksx (when agents are configured).
+    pub(crate) group_keys: Option<Arc<crate::group_authentication::GroupKeys>>,
+    /// The MAF of `[maf]` (MAF-based SAE and the MAF ESPrim Framework), one cache for both.
+    pub(crate) maf: Option<Arc<crate::maf_keys::MafKeys>>,
     /// Group authentication, entity B: live inner associations and the current round.
     pub(crate) group_agent: crate::group_authentication::Agent,
     /// ESPrim Target: the pairwiseESPrimKeys and the rands, sessions and replay cache.
@@ -46,20 +46,27 @@ pub struct Cse {
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl Cse {
-    /// Opens the store and makes sure the CSEBase exists and reflects the configuration.
-    pub fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
-        Self::open_with_clock(cfg, Arc::new(Utc::now))
-    }
-
-    pub fn open_with_clock(cfg: Config, clock: Clock) -> anyhow::Result<Arc<Self>> {
+    /// Opens the store and makes sure the CSEBase exists and reflects the configuration; the keys
+    /// the configuration names are taken from `environments` (opened once by the caller).
+    pub fn open(
+        cfg: Config,
+        environments: &[Box<dyn SecureEnvironment>],
+    ) -> anyhow::Result<Arc<Self>> {
         let id = cfg.identity()?;
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
-        let (client, registrar_client) = outgoing_clients(&cfg)?;
-        let esprim = crate::esprim::EsprimTarget::from_config(&cfg)?;
+        let certificate = certificate_context(&cfg)?;
+        let maf = crate::maf_keys::MafKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
+        let (client, registrar_client) = outgoing_clients(&cfg, certificate, environments)?;
+        let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments, maf.as_ref())?;
         let group_credentials = crate::group_credentials::GroupCredentials::from_config(
             &cfg.group_credentials,
-            &crate::secure_environments(&cfg)?,
+            environments,
         )?;
+        let group_keys =
+            crate::group_authentication::GroupKeys::from_config(&cfg.group_authentication, |id| {
+                environments.iter().find_map(|se| se.psk(id))
+            })?
+            .map(Arc::new);
         let public_url = cfg
             .http
             .public_url
@@ -72,9 +79,9 @@ impl Cse {
             client,
             registrar_client,
             notifier: Notifier::default(),
-            clock,
             public_url: RwLock::new(public_url),
-            group_keys: std::sync::OnceLock::new(),
+            group_keys,
+            maf,
             group_agent: Default::default(),
             esprim,
             group_credentials,
@@ -115,7 +122,7 @@ impl Cse {
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
+        Utc::now()
     }
 
     pub(crate) fn now_ts(&self) -> String {
@@ -262,21 +269,29 @@ pub(crate) fn representation(res: &Resource) -> Value {
 /// The clients this CSE sends with. Over `https` a CSE presents its certificate (Mcc, TS-0003
 /// clause 8.2.2.2) and verifies its peer against the same root of trust; the registrar is also
 /// checked by name (`registrar.server_name`, sent as SNI).
-fn outgoing_clients(cfg: &Config) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
+fn outgoing_clients(
+    cfg: &Config,
+    certificate: Option<SslContext>,
+    environments: &[Box<dyn SecureEnvironment>],
+) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
     let base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
         cfg.limits.outgoing_timeout_ms,
     ));
-    let (general, registrar) = certificate_clients(cfg, base)?;
+    let (general, registrar) = certificate_clients(cfg, certificate, base);
     match cfg.registrar.as_ref().and_then(|r| r.psk_identity.as_ref()) {
-        Some(identity) => Ok((general, registrar_psk_client(cfg, identity)?)),
+        Some(identity) => Ok((general, registrar_psk_client(cfg, environments, identity)?)),
         None => Ok((general, registrar)),
     }
 }
 
 /// The registrar's client over TLS-PSK (the outer association of group authentication, seeds/001
 /// clause 8.2.1): the key is this CSE's own PSK row for `identity` (Kpsami).
-fn registrar_psk_client(cfg: &Config, identity: &str) -> anyhow::Result<m2m_client::Client> {
-    let entry = crate::secure_environments(cfg)?
+fn registrar_psk_client(
+    cfg: &Config,
+    environments: &[Box<dyn SecureEnvironment>],
+    identity: &str,
+) -> anyhow::Result<m2m_client::Client> {
+    let entry = environments
         .iter()
         .find_map(|se| se.psk(identity))
         .ok_or_else(|| {
@@ -305,17 +320,15 @@ fn registrar_psk_client(cfg: &Config, identity: &str) -> anyhow::Result<m2m_clie
         }))
 }
 
-/// The general and registrar clients presenting this CSE's certificate (or plain ones).
-fn certificate_clients(
-    cfg: &Config,
-    base: m2m_client::Client,
-) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
+/// This CSE's certificate as a client (Mcc, and towards the MAF), built once; `None` without a
+/// [tls] certificate and trusted_ca.
+fn certificate_context(cfg: &Config) -> anyhow::Result<Option<SslContext>> {
     let Some(tls) = cfg
         .tls
         .as_ref()
         .filter(|t| t.certificate.is_some() && t.trusted_ca.is_some())
     else {
-        return Ok((base.clone(), base));
+        return Ok(None);
     };
     let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
         cipher_suites: m2m_security::tls::CERTIFICATE_SUITES
@@ -329,6 +342,18 @@ fn certificate_clients(
         trusted_ca: tls.trusted_ca.clone(),
     })
     .map_err(|e| anyhow::anyhow!("outgoing TLS: {e}"))?;
+    Ok(Some(context))
+}
+
+/// The general and registrar clients presenting this CSE's certificate (or plain ones).
+fn certificate_clients(
+    cfg: &Config,
+    certificate: Option<SslContext>,
+    base: m2m_client::Client,
+) -> (m2m_client::Client, m2m_client::Client) {
+    let Some(context) = certificate else {
+        return (base.clone(), base);
+    };
     let general = base.clone().with_tls(m2m_client::TlsSettings {
         context: context.clone(),
         server_name: None,
@@ -338,5 +363,5 @@ fn certificate_clients(
         context,
         server_name,
     });
-    Ok((general, registrar))
+    (general, registrar)
 }

@@ -289,7 +289,7 @@ pub async fn update(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<R
             if let Some(st) = cur.u64_attr("st") {
                 cur.attrs.insert("st".into(), json!(st + 1));
             }
-            resources::update_with_effects(&cse2, w, &mut cur)?;
+            resources::update_with_effects(&cse2, w, &mut cur, &modified)?;
             w.update(&cur)?;
             Ok((cur, modified))
         })

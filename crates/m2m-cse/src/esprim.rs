@@ -31,6 +31,7 @@ use m2m_core::{Address, M2mError, M2mResult, Request, Response, ResponseStatusCo
 use m2m_security::credentials::Secret;
 use m2m_security::e2e::esprim::{self, EsprimReceiver, InnerRequest, PairwiseKey, PairwiseKeys};
 use m2m_security::kdf;
+use m2m_security::secure_environment::SecureEnvironment;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -44,8 +45,8 @@ const MAX_DERIVED_KEYS: usize = 10_000;
 pub struct EsprimTarget {
     /// Provisioned keys, by pairwiseESPrimKeyID.
     keys: HashMap<String, PairwiseKey>,
-    /// The MAF to retrieve Kc from (MAF ESPrim Framework).
-    maf: Option<MafKeys>,
+    /// The MAF to retrieve Kc from (MAF ESPrim Framework), shared with the TLS listener.
+    maf: Option<Arc<MafKeys>>,
     /// Keys from the MAF and from ESCertKE, until their lifetimes.
     derived: Mutex<HashMap<String, PairwiseKey>>,
     /// The ESCertKE Terminating End-Point.
@@ -56,15 +57,19 @@ pub struct EsprimTarget {
 
 impl EsprimTarget {
     /// Loads the provisioned keys of `[esprim]` and the other key sources it enables; `None` when it
-    /// enables none.
-    pub fn from_config(cfg: &Config) -> anyhow::Result<Option<Self>> {
+    /// enables none. `maf` is the CSE's MAF, used when `[esprim] maf_keys` is set.
+    pub(crate) fn from_config(
+        cfg: &Config,
+        environments: &[Box<dyn SecureEnvironment>],
+        maf: Option<&Arc<MafKeys>>,
+    ) -> anyhow::Result<Option<Self>> {
         let section = &cfg.esprim;
         if section.keys.is_empty() && !section.maf_keys && !section.escertke {
             return Ok(None);
         }
         let mut keys = HashMap::with_capacity(section.keys.len());
         for row in &section.keys {
-            let key = key_of(cfg, row)?;
+            let key = key_of(environments, row)?;
             let entry = PairwiseKey {
                 key,
                 entity: row.entity.clone(),
@@ -75,7 +80,11 @@ impl EsprimTarget {
         let lifetime = i64::try_from(section.rand_lifetime_seconds).unwrap_or(i64::MAX);
         Ok(Some(Self {
             keys,
-            maf: maf_of(cfg)?,
+            maf: match (section.maf_keys, maf) {
+                (false, _) => None,
+                (true, Some(maf)) => Some(Arc::clone(maf)),
+                (true, None) => anyhow::bail!("esprim.maf_keys needs [maf]"),
+            },
             derived: Mutex::new(HashMap::new()),
             escertke: crate::escertke::EscertkeTarget::from_config(cfg)?,
             receiver: Mutex::new(EsprimReceiver::new(section.algorithms.clone())),
@@ -160,31 +169,6 @@ fn maf_refused(kid: &str, why: &str) -> M2mError {
     )
 }
 
-/// The MAF of `[maf]`, reached with the `[tls]` certificate, when `[esprim] maf_keys` is set.
-fn maf_of(cfg: &Config) -> anyhow::Result<Option<MafKeys>> {
-    if !cfg.esprim.maf_keys {
-        return Ok(None);
-    }
-    let section = cfg
-        .maf
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("esprim.maf_keys needs [maf]"))?;
-    match cfg.tls.as_ref() {
-        Some(t) => match (&t.certificate, &t.private_key, &t.trusted_ca) {
-            (Some(c), Some(k), Some(ca)) => Ok(Some(MafKeys::new(
-                section,
-                c.clone(),
-                k.clone(),
-                ca.clone(),
-            ))),
-            _ => {
-                anyhow::bail!("esprim.maf_keys needs [tls] certificate, private_key and trusted_ca")
-            }
-        },
-        None => anyhow::bail!("esprim.maf_keys needs [tls] to authenticate to the MAF"),
-    }
-}
-
 /// The one key an object needs, looked up before the receiver is locked (the MAF is asked
 /// asynchronously).
 struct Resolved(Option<(String, PairwiseKey)>);
@@ -199,7 +183,10 @@ impl PairwiseKeys for Resolved {
 }
 
 /// The key of one row: inline hex, an environment variable, or a keystore secret.
-fn key_of(cfg: &Config, row: &EsprimKeyRow) -> anyhow::Result<Secret> {
+fn key_of(
+    environments: &[Box<dyn SecureEnvironment>],
+    row: &EsprimKeyRow,
+) -> anyhow::Result<Secret> {
     let kid = &row.kid;
     let key = match (&row.key, &row.key_env, &row.keystore_secret) {
         (Some(hex), _, _) => {
@@ -212,7 +199,7 @@ fn key_of(cfg: &Config, row: &EsprimKeyRow) -> anyhow::Result<Secret> {
                 })?);
             Secret::from_hex(&hex).map_err(|e| anyhow::anyhow!("esprim key {kid}: ${var}: {e}"))?
         }
-        (None, None, Some(name)) => crate::secure_environments(cfg)?
+        (None, None, Some(name)) => environments
             .iter()
             .find_map(|se| se.secret(name))
             .ok_or_else(|| {
@@ -353,6 +340,10 @@ mod tests {
         Config::from_toml(extra).expect("configuration")
     }
 
+    fn target(cfg: &Config) -> anyhow::Result<Option<EsprimTarget>> {
+        EsprimTarget::from_config(cfg, &crate::secure_environments(cfg)?, None)
+    }
+
     #[test]
     fn keys_come_from_hex_env_or_keystore_and_must_be_long_enough() {
         let dir = tempfile::tempdir().unwrap();
@@ -372,22 +363,20 @@ mod tests {
             key_file.display().to_string(),
             "11".repeat(16)
         ));
-        let t = EsprimTarget::from_config(&cfg).unwrap().expect("a target");
+        let t = target(&cfg).unwrap().expect("a target");
         assert_eq!(t.keys["a"].key.expose(), &[0x11; 16]);
         assert_eq!(t.keys["b"].key.expose(), &[0x22; 16]);
         assert_eq!(t.keys["c"].key.expose(), &[7; 32]);
         assert_eq!(t.keys["c"].entity, "Sc");
 
         let short = config("[[esprim.keys]]\nkid = \"a\"\nentity = \"Sa\"\nkey = \"0011\"\n");
-        let e = EsprimTarget::from_config(&short).err().expect("too short");
+        let e = target(&short).err().expect("too short");
         assert!(e.to_string().contains("at least 16 bytes"), "{e}");
         assert!(!e.to_string().contains("0011"), "{e}");
         let missing = config(
             "[[esprim.keys]]\nkid = \"a\"\nentity = \"Sa\"\nkey_env = \"ESPRIM_UNSET_VAR\"\n",
         );
-        assert!(EsprimTarget::from_config(&missing).is_err());
-        assert!(EsprimTarget::from_config(&Config::default())
-            .unwrap()
-            .is_none());
+        assert!(target(&missing).is_err());
+        assert!(target(&Config::default()).unwrap().is_none());
     }
 }

@@ -15,7 +15,7 @@ pub async fn run(cse: Arc<Cse>) {
 }
 
 /// One pass: deletes every resource whose expirationTime has passed. Returns how many.
-pub async fn sweep(cse: &Arc<Cse>) -> usize {
+pub(crate) async fn sweep(cse: &Arc<Cse>) -> usize {
     let now = cse.now_ts();
     let mut n = 0;
     loop {

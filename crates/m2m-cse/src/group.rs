@@ -3,7 +3,7 @@
 //! responses.
 
 use crate::cse::{Cse, Peer};
-use crate::store::Resource;
+use crate::store::{string_list, Resource};
 use m2m_core::{M2mError, M2mResult, Operation, Request, Response, ResponseStatusCode as Rsc};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -150,15 +150,7 @@ pub async fn fan_out(
     rest: String,
     peer: Peer,
 ) -> M2mResult<Response> {
-    let members: Vec<String> = group
-        .attrs
-        .get("mid")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
+    let members = string_list(group.attrs.get("mid"));
     if members.is_empty() {
         return Err(M2mError::new(Rsc::NoMembers, "the group has no members"));
     }

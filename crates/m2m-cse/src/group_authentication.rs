@@ -8,6 +8,7 @@
 //! contents of `m2m_core::group_authentication`, so they pass the impersonation check like any
 //! request; the access decision for them is made here.
 
+use crate::access::refused;
 use crate::association::{Peer, SaeMode};
 use crate::config::GroupAuthenticationSection;
 use crate::cse::Cse;
@@ -23,10 +24,6 @@ use m2m_security::tls::PskKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn refused(dbg: impl Into<String>) -> M2mError {
-    M2mError::new(Rsc::OriginatorHasNoPrivilege, dbg)
-}
 
 /// The canonical text of a KpsaID as received in a handshake (parsing normalizes its case).
 fn canonical(kpsa_id: &str) -> Option<String> {
@@ -203,7 +200,7 @@ async fn answer_round(
             "a group authentication round is answered only over the agent's own security association",
         ));
     };
-    let Some(keys) = cse.group_keys.get() else {
+    let Some(keys) = cse.group_keys.as_ref() else {
         return Err(refused("this CSE serves no group authentication"));
     };
     if !keys.is_agent(cse, agent) {
@@ -389,15 +386,12 @@ async fn ask_for_round(cse: &Arc<Cse>) -> M2mResult<RoundAnswer> {
     tracing::info!(target: "audit", registrar = %reg.cse_id, members = ?mid, "group authentication round requested");
     let resp = cse.registrar_client.send(&reg.url, &notify).await?;
     if !resp.rsc.is_success() {
-        let dbg = resp
-            .pc
-            .as_ref()
-            .and_then(|p| p.get("m2m:dbg"))
-            .and_then(|d| d.as_str())
-            .unwrap_or("");
         return Err(M2mError::new(
             resp.rsc,
-            format!("the registrar refused the group authentication round: {dbg}"),
+            format!(
+                "the registrar refused the group authentication round: {}",
+                resp.dbg().unwrap_or("")
+            ),
         ));
     }
     let answer: RoundAnswer = wire::unwrap(wire::ROUND_ANSWER, resp.pc.as_ref())

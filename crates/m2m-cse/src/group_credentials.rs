@@ -14,9 +14,11 @@
 //! each member AE is retrieved (for its AE-ID) and its credential created with From = this CSE's
 //! CSE-ID, so the member grants that CSE-ID retrieve on the AE and create on its container.
 
+use crate::access::{refused, Facts};
 use crate::config::{E2eMemberRow, GroupCredentialsSection};
 use crate::cse::{Cse, Peer};
 use crate::impersonation::same_entity;
+use crate::store::string_list;
 use m2m_core::{
     M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
 };
@@ -30,16 +32,16 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The request content's root.
-pub const REQUEST: &str = "m2m:gcReq";
+pub(crate) const REQUEST: &str = "m2m:gcReq";
 /// The answer content's root.
-pub const ANSWER: &str = "m2m:gcRsp";
+pub(crate) const ANSWER: &str = "m2m:gcRsp";
 /// Bytes of a group key: A128KW or `dir` with A128GCM for the group's commands.
 const GROUP_KEY_LEN: usize = 16;
 
 /// The admin's request: generate a key for `grp` and deliver it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GroupCredentialRequest {
+pub(crate) struct GroupCredentialRequest {
     /// The `<group>` address.
     pub grp: String,
     /// The group key's ID; default a fresh `grp-…`.
@@ -52,7 +54,7 @@ pub struct GroupCredentialRequest {
 
 /// One delivery's outcome.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The member (or sender) address.
     pub mid: String,
     /// Its AE-ID, when it was learnt.
@@ -65,7 +67,7 @@ pub struct Delivery {
 
 /// The answer: what was delivered where.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GroupCredentialAnswer {
+pub(crate) struct GroupCredentialAnswer {
     pub grp: String,
     pub kid: String,
     pub dlv: Vec<Delivery>,
@@ -181,10 +183,6 @@ fn own_key(
     }
 }
 
-fn refused(dbg: impl Into<String>) -> M2mError {
-    M2mError::new(Rsc::OriginatorHasNoPrivilege, dbg)
-}
-
 /// A NOTIFY to the CSEBase: answers it if it carries a group credential request.
 pub async fn handle_notify(
     cse: &Arc<Cse>,
@@ -206,7 +204,7 @@ async fn distribute(
     ask: GroupCredentialRequest,
 ) -> M2mResult<Response> {
     let from = req.from.as_deref().unwrap_or("");
-    if from != cse.id.admin || !peer.may_act_as_admin(&cse.id.admin) {
+    if !Facts::of(req, peer).is_admin(cse) {
         tracing::warn!(target: "audit", originator = from, group = %ask.grp, "group credential distribution refused: not the admin");
         return Err(refused(
             "only the administrator may have group credentials distributed",
@@ -245,7 +243,10 @@ async fn group_members(cse: &Arc<Cse>, grp: &str) -> M2mResult<Vec<String>> {
     if !resp.rsc.is_success() {
         return Err(M2mError::new(
             resp.rsc,
-            format!("the group '{grp}' cannot be retrieved: {}", dbg_of(&resp)),
+            format!(
+                "the group '{grp}' cannot be retrieved: {}",
+                resp.dbg().unwrap_or("")
+            ),
         ));
     }
     let g = resp
@@ -253,13 +254,7 @@ async fn group_members(cse: &Arc<Cse>, grp: &str) -> M2mResult<Vec<String>> {
         .as_ref()
         .and_then(|pc| pc.get("m2m:grp"))
         .ok_or_else(|| M2mError::bad_request(format!("'{grp}' is not a <group>")))?;
-    Ok(g.get("mid")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect())
+    Ok(string_list(g.get("mid")))
 }
 
 /// Seals the key for the AE at `mid` and creates it in that AE's credential container.
@@ -283,7 +278,10 @@ async fn deliver(
         let to = format!("{mid}/{}", table.container);
         let resp = send(cse, Operation::Create, &to, server_id(cse), Some(cin)).await;
         if resp.rsc != Rsc::Created {
-            return Err(M2mError::new(resp.rsc, format!("{to}: {}", dbg_of(&resp))));
+            return Err(M2mError::new(
+                resp.rsc,
+                format!("{to}: {}", resp.dbg().unwrap_or("")),
+            ));
         }
         Ok(aei)
     }
@@ -312,7 +310,10 @@ async fn deliver(
 async fn member_ae_id(cse: &Arc<Cse>, mid: &str) -> M2mResult<String> {
     let resp = send(cse, Operation::Retrieve, mid, server_id(cse), None).await;
     if !resp.rsc.is_success() {
-        return Err(M2mError::new(resp.rsc, format!("{mid}: {}", dbg_of(&resp))));
+        return Err(M2mError::new(
+            resp.rsc,
+            format!("{mid}: {}", resp.dbg().unwrap_or("")),
+        ));
     }
     let aei = resp
         .pc
@@ -350,13 +351,4 @@ async fn send(
     }
     r.pc = pc;
     cse.handle(r, Peer::internal()).await
-}
-
-fn dbg_of(resp: &Response) -> String {
-    resp.pc
-        .as_ref()
-        .and_then(|p| p.get("m2m:dbg"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned()
 }

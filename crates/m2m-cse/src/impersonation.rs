@@ -3,19 +3,12 @@
 //! The answer also tells access control whether the originator counts as authenticated
 //! (rq_authn, TS-0003 clause 7.1.2).
 
+use crate::access::host;
 use crate::association::Peer;
 use crate::cse::Cse;
 use m2m_core::id::{classify_originator, OriginatorKind};
 use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType, ResponseStatusCode as Rsc};
 use m2m_security::access_control::originator::{to_absolute, AbsoluteId};
-use m2m_security::access_control::HostingCse;
-
-fn host(cse: &Cse) -> HostingCse {
-    HostingCse {
-        sp_fqdn: cse.id.sp_id.fqdn().to_owned(),
-        cse_id: cse.id.cse_id.bare().to_owned(),
-    }
-}
 
 fn absolute(cse: &Cse, id: &str) -> Option<AbsoluteId> {
     to_absolute(id, &host(cse), false)

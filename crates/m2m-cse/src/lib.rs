@@ -5,26 +5,26 @@
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
 
 mod access;
-pub mod association;
+pub(crate) mod association;
 pub mod config;
 pub mod cse;
 mod discovery;
 mod dispatcher;
-pub mod escertke;
-pub mod esprim;
-pub mod expiry;
+pub(crate) mod escertke;
+pub(crate) mod esprim;
+pub(crate) mod expiry;
 mod group;
-pub mod group_authentication;
-pub mod group_credentials;
-pub mod http_server;
+pub(crate) mod group_authentication;
+pub(crate) mod group_credentials;
+pub(crate) mod http_server;
 mod impersonation;
 mod maf_keys;
 mod notification;
-pub mod registration;
+pub(crate) mod registration;
 mod resolve;
 mod resources;
 mod routing;
-pub mod store;
+pub(crate) mod store;
 
 pub use config::{Config, Role};
 pub use cse::{Cse, Peer};
@@ -45,7 +45,7 @@ pub struct Running {
 struct SecureEnvironmentPsk {
     environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
     /// MAF-distributed keys, asked for when no environment knows the identity.
-    maf: Option<maf_keys::MafKeys>,
+    maf: Option<Arc<maf_keys::MafKeys>>,
     /// Group authentication (entity C): a member's KsxId opens only with its current Ksx.
     group: Option<Arc<group_authentication::GroupKeys>>,
 }
@@ -65,36 +65,20 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
     }
 }
 
-/// The psk lookup table of the configuration and, when group agents are configured, the group
-/// keys it consults first.
-type PskTable = (
-    Option<Arc<dyn m2m_security::tls::PskLookup>>,
-    Option<Arc<group_authentication::GroupKeys>>,
-);
-
-fn psk_table(cfg: &Config) -> anyhow::Result<PskTable> {
-    let environments = secure_environments(cfg)?;
-    let group = group_authentication::GroupKeys::from_config(&cfg.group_authentication, |id| {
-        environments.iter().find_map(|se| se.psk(id))
-    })?
-    .map(Arc::new);
-    let maf = match (&cfg.maf, &cfg.tls) {
-        (Some(m), Some(t)) => match (&t.certificate, &t.private_key, &t.trusted_ca) {
-            (Some(c), Some(k), Some(ca)) => Some(maf_keys::MafKeys::new(m.clone(), c.clone(), k.clone(), ca.clone())),
-            _ => anyhow::bail!("[maf] needs [tls] certificate, private_key and trusted_ca to authenticate to the MAF"),
-        },
-        (Some(_), None) => anyhow::bail!("[maf] needs a [tls] listener"),
-        _ => None,
-    };
-    if environments.is_empty() && maf.is_none() {
-        return Ok((None, group));
+/// The TLS listener's psk lookup table: the secure environments (opened once, at start) with
+/// the CSE's group keys and MAF; `None` when nothing could answer a psk_identity.
+fn psk_table(
+    environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
+    cse: &Cse,
+) -> Option<Arc<dyn m2m_security::tls::PskLookup>> {
+    if environments.is_empty() && cse.maf.is_none() {
+        return None;
     }
-    let table = SecureEnvironmentPsk {
+    Some(Arc::new(SecureEnvironmentPsk {
         environments,
-        maf,
-        group: group.clone(),
-    };
-    Ok((Some(Arc::new(table)), group))
+        maf: cse.maf.clone(),
+        group: cse.group_keys.clone(),
+    }))
 }
 
 /// Opens the secure environments of the configuration: the keystore, and the rows given inline.
@@ -146,6 +130,9 @@ pub(crate) fn secure_environments(
 
 /// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    if cfg.http.listen.is_empty() && cfg.tls.is_none() {
+        anyhow::bail!("no listener configured: set http.listen or [tls]");
+    }
     let mut listeners = Vec::new();
     let mut local_addr = None;
     if !cfg.http.listen.is_empty() {
@@ -173,11 +160,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
         ));
     }
+    let explicit_url = cfg.http.public_url.clone();
+    // The keystore is opened (and its passphrase stretched) once: the CSE takes what it needs
+    // from it, the TLS listener keeps it for the psk lookups.
+    let environments = secure_environments(&cfg)?;
+    let cse = Cse::open(cfg, &environments)?;
     let mut tls_addr = None;
-    let mut group_keys = None;
-    if let Some(tls) = &cfg.tls {
-        let (psk, group) = psk_table(&cfg)?;
-        group_keys = group;
+    if let Some(tls) = &cse.config().tls {
+        let psk = psk_table(environments, &cse);
         let context = m2m_security::tls::server_context(&m2m_security::tls::ServerTlsConfig {
             cipher_suites: tls.cipher_suites.clone(),
             tls13: tls.tls13,
@@ -201,14 +191,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             tls.max_handshakes_per_source,
         );
         listeners.push((listener, http_server::ListenerKind::Tls(Arc::new(kind))));
-    }
-    if listeners.is_empty() {
-        anyhow::bail!("no listener configured: set http.listen or [tls]");
-    }
-    let explicit_url = cfg.http.public_url.clone();
-    let cse = Cse::open(cfg)?;
-    if let Some(keys) = group_keys {
-        let _ = cse.group_keys.set(keys);
     }
     let url = explicit_url.unwrap_or_else(|| match (tls_addr, local_addr) {
         (Some(a), _) => format!("https://{a}"),

@@ -14,12 +14,12 @@
 //! its SUID names, so a SAEF key (12/22/32) is no pairwiseESPrimKey and an ESPrim key (33) opens no
 //! association.
 
-use crate::config::MafSection;
+use crate::config::{Config, MafSection};
 use m2m_keyservices::maf::MafClient;
 use m2m_security::credentials::Secret;
 use m2m_security::tls::{PskKey, PskLookup};
+use openssl::ssl::SslContext;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -33,29 +33,37 @@ pub(crate) const ESPRIM_MAF_SUID: u32 = 33;
 /// A retrieved key: the entity bound, the PSK, and until when it may be used from the cache.
 type Cached = (Option<String>, Zeroizing<Vec<u8>>, Instant);
 
-pub struct MafKeys {
+/// The MAF of `[maf]`: one per CSE, shared by the TLS listener (MAF-based SAE) and the ESPrim
+/// Target (MAF ESPrim Framework), so both use one cache and one TLS context.
+pub(crate) struct MafKeys {
     section: MafSection,
     /// psk_identity -> cached key.
     cache: Mutex<HashMap<String, Cached>>,
-    certificate: PathBuf,
-    private_key: PathBuf,
-    trusted_ca: PathBuf,
+    /// This CSE's certificate context (built once at start, not per handshake).
+    context: SslContext,
 }
 
 impl MafKeys {
-    pub fn new(
-        section: MafSection,
-        certificate: PathBuf,
-        private_key: PathBuf,
-        trusted_ca: PathBuf,
-    ) -> Self {
-        Self {
+    /// The MAF of `[maf]`, reached with `certificate`, this CSE's outgoing certificate context;
+    /// `None` without `[maf]`.
+    pub(crate) fn from_config(
+        cfg: &Config,
+        certificate: Option<&SslContext>,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(section) = cfg.maf.clone() else {
+            return Ok(None);
+        };
+        let has_key = cfg.tls.as_ref().is_some_and(|t| t.private_key.is_some());
+        let Some(context) = certificate.filter(|_| has_key).cloned() else {
+            anyhow::bail!(
+                "[maf] needs [tls] certificate, private_key and trusted_ca to authenticate to the MAF"
+            );
+        };
+        Ok(Some(Self {
             section,
-            certificate,
-            private_key,
-            trusted_ca,
             cache: Mutex::new(HashMap::new()),
-        }
+            context,
+        }))
     }
 
     /// A cached key still valid for `psk_identity`.
@@ -107,15 +115,10 @@ impl MafKeys {
         relative_id: &str,
         usage: KeyUsage,
     ) -> Result<MafKey, String> {
-        let mut maf = MafClient::connect_certificate(
-            &self.section.url,
-            &self.section.fqdn,
-            &self.certificate,
-            &self.private_key,
-            &self.trusted_ca,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let mut maf =
+            MafClient::connect(&self.section.url, &self.section.fqdn, self.context.clone())
+                .await
+                .map_err(|e| e.to_string())?;
         let key = maf
             .retrieve_key(relative_id)
             .await

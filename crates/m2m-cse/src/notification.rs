@@ -20,10 +20,31 @@ pub enum Event {
     DeleteChild = 4,
 }
 
+/// Notifications waiting for one target at most; beyond, a target slower than its events loses
+/// the newest (logged) instead of growing memory without bound.
+const QUEUE_LEN: usize = 1024;
+
+/// A target's queue idle this long ends (its task and map entry go; the next event starts anew).
+const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Per-target delivery queues, so that notifications to one target arrive in the order of events.
 #[derive(Default)]
 pub struct Notifier {
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>,
+    queues: Mutex<HashMap<String, Queue>>,
+    /// Tells a queue's task whether the map entry is still its own when it ends.
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// One target's queue: the sender of its delivery task's channel.
+struct Queue {
+    id: u64,
+    tx: mpsc::Sender<Value>,
+}
+
+impl Notifier {
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Triggers the subscriptions of `subject` for an event that concerns `res`.
@@ -148,40 +169,53 @@ pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
 
 /// Queues a notification body for a target; delivery happens in the background, in order.
 pub fn enqueue(cse: &Arc<Cse>, nu: &str, body: Value) {
-    let mut queues = cse
-        .notifier
-        .queues
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(tx) = queues.get(nu) {
-        match tx.send(body) {
+    let mut queues = cse.notifier.queues();
+    let body = match queues.get(nu) {
+        None => body,
+        Some(q) => match q.tx.try_send(body) {
             Ok(()) => return,
-            Err(mpsc::error::SendError(b)) => return spawn_queue(cse, &mut queues, nu, b),
-        }
-    }
-    spawn_queue(cse, &mut queues, nu, body);
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(target_uri = %nu, queued = QUEUE_LEN, "notification dropped: the target's queue is full");
+                return;
+            }
+            // The task ended without removing its entry (it panicked): start a new one.
+            Err(mpsc::error::TrySendError::Closed(b)) => b,
+        },
+    };
+    let id = cse
+        .notifier
+        .next_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(QUEUE_LEN);
+    let _ = tx.try_send(body);
+    queues.insert(nu.to_owned(), Queue { id, tx });
+    tokio::spawn(deliver_queue(Arc::clone(cse), nu.to_owned(), id, rx));
 }
 
-fn spawn_queue(
-    cse: &Arc<Cse>,
-    queues: &mut HashMap<String, mpsc::UnboundedSender<Value>>,
-    nu: &str,
-    first: Value,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _ = tx.send(first);
-    queues.insert(nu.to_owned(), tx);
-    let cse = Arc::clone(cse);
-    let nu = nu.to_owned();
-    tokio::spawn(async move {
-        const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
-        while let Ok(Some(body)) = tokio::time::timeout(IDLE, rx.recv()).await {
-            let resp = send_now(&cse, &nu, body).await;
-            if !resp.rsc.is_success() {
-                tracing::warn!(target_uri = %nu, rsc = resp.rsc.code(), dbg = resp.dbg().unwrap_or(""), "notification not delivered");
-            }
+/// A target's delivery task: sends in order until the queue stays idle, then removes its map
+/// entry (if still its own) and delivers what came in before the removal.
+async fn deliver_queue(cse: Arc<Cse>, nu: String, id: u64, mut rx: mpsc::Receiver<Value>) {
+    while let Ok(Some(body)) = tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
+        deliver(&cse, &nu, body).await;
+    }
+    {
+        let mut queues = cse.notifier.queues();
+        if queues.get(&nu).is_some_and(|q| q.id == id) {
+            queues.remove(&nu);
         }
-    });
+    }
+    // Enqueuing holds the map's lock: nothing reaches this channel any more.
+    rx.close();
+    while let Some(body) = rx.recv().await {
+        deliver(&cse, &nu, body).await;
+    }
+}
+
+async fn deliver(cse: &Arc<Cse>, nu: &str, body: Value) {
+    let resp = send_now(cse, nu, body).await;
+    if !resp.rsc.is_success() {
+        tracing::warn!(target_uri = %nu, rsc = resp.rsc.code(), dbg = resp.dbg().unwrap_or(""), "notification not delivered");
+    }
 }
 
 /// Sends one notification now and waits for the answer: to a URL directly, to an ID through the

@@ -85,7 +85,23 @@ CREATE TABLE IF NOT EXISTS credential_bindings (
 );
 ";
 
-const COLUMNS: &str = "seq, ty, srn, doc, creator";
+/// A SELECT of the columns `row_to_resource` reads, followed by `$rest`: the statement texts are
+/// constants (prepared once, cached by text), not formatted per query.
+macro_rules! select {
+    ($rest:literal) => {
+        concat!("SELECT seq, ty, srn, doc, creator FROM resources ", $rest)
+    };
+}
+
+const BY_RI: &str = select!("WHERE ri = ?1");
+const BY_SRN: &str = select!("WHERE srn = ?1");
+const CHILDREN_OF_TYPE: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq");
+const CHILDREN: &str = select!("WHERE pi = ?1 ORDER BY seq");
+const LATEST_CHILD: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq DESC LIMIT 1");
+const OLDEST_CHILD: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq ASC LIMIT 1");
+const SUBTREE: &str = select!("WHERE srn >= ?1 AND srn < ?2 ORDER BY seq");
+const EXPIRED: &str = select!("WHERE et IS NOT NULL AND et < ?1 ORDER BY et LIMIT ?2");
+const OF_TYPE: &str = select!("WHERE ty = ?1 ORDER BY seq");
 
 fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<Resource> {
     let seq: i64 = row.get(0)?;
@@ -156,13 +172,19 @@ impl Store {
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Connection::open(&path)?;
         checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        // The writer holds `stop` and drops it when it ends (the store was dropped): the
+        // checkpointer then ends too instead of outliving its store.
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("m2m-store-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer))?;
+            .spawn(move || checkpoint_loop(checkpointer, stopped))?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("m2m-store-writer".into())
-            .spawn(move || writer_loop(writer, rx))?;
+            .spawn(move || {
+                writer_loop(writer, rx);
+                drop(stop);
+            })?;
         Ok(Self {
             path,
             jobs,
@@ -264,11 +286,15 @@ impl Store {
 }
 
 /// Moves the write-ahead log into the database every 500 ms without blocking the writer. Ends
-/// when the database is gone (the store was dropped and its files removed) or fails repeatedly.
-fn checkpoint_loop(conn: Connection) {
+/// when the writer has ended (`stopped` disconnects) or checkpoints fail repeatedly.
+fn checkpoint_loop(conn: Connection, stopped: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut failures = 0;
     while failures < 20 {
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        match stopped.recv_timeout(std::time::Duration::from_millis(500)) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             Ok(()) => failures = 0,
             Err(_) => failures += 1,
@@ -352,47 +378,29 @@ impl Reader<'_> {
     }
 
     pub fn get(&self, ri: &str) -> M2mResult<Option<Resource>> {
-        self.one(
-            &format!("SELECT {COLUMNS} FROM resources WHERE ri = ?1"),
-            [ri],
-        )
+        self.one(BY_RI, [ri])
     }
 
     pub fn get_by_srn(&self, srn: &str) -> M2mResult<Option<Resource>> {
-        self.one(
-            &format!("SELECT {COLUMNS} FROM resources WHERE srn = ?1"),
-            [srn],
-        )
+        self.one(BY_SRN, [srn])
     }
 
     /// Direct children, in creation order, optionally of one type.
     pub fn children(&self, pi: &str, ty: Option<ResourceType>) -> M2mResult<Vec<Resource>> {
         match ty {
-            Some(ty) => self.many(
-                &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY seq"),
-                params![pi, ty.code()],
-            ),
-            None => self.many(
-                &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 ORDER BY seq"),
-                [pi],
-            ),
+            Some(ty) => self.many(CHILDREN_OF_TYPE, params![pi, ty.code()]),
+            None => self.many(CHILDREN, [pi]),
         }
     }
 
     /// The newest direct child of a type (`la`).
     pub fn latest_child(&self, pi: &str, ty: ResourceType) -> M2mResult<Option<Resource>> {
-        self.one(
-            &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY seq DESC LIMIT 1"),
-            params![pi, ty.code()],
-        )
+        self.one(LATEST_CHILD, params![pi, ty.code()])
     }
 
     /// The oldest direct child of a type (`ol`).
     pub fn oldest_child(&self, pi: &str, ty: ResourceType) -> M2mResult<Option<Resource>> {
-        self.one(
-            &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY seq ASC LIMIT 1"),
-            params![pi, ty.code()],
-        )
+        self.one(OLDEST_CHILD, params![pi, ty.code()])
     }
 
     /// Visits every descendant of `srn` in creation order until `visit` returns false.
@@ -402,12 +410,7 @@ impl Reader<'_> {
         mut visit: impl FnMut(Resource) -> bool,
     ) -> M2mResult<()> {
         let (lo, hi) = subtree_bounds(srn);
-        let mut st = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM resources WHERE srn >= ?1 AND srn < ?2 ORDER BY seq"
-            ))
-            .map_err(internal)?;
+        let mut st = self.conn.prepare_cached(SUBTREE).map_err(internal)?;
         let mut rows = st.query(params![lo, hi]).map_err(internal)?;
         while let Some(row) = rows.next().map_err(internal)? {
             if !visit(row_to_resource(row).map_err(internal)?) {
@@ -419,10 +422,7 @@ impl Reader<'_> {
 
     /// Resources whose expiration time lies before `now` (normalized timestamps), oldest first.
     pub fn expired(&self, now: &str, limit: u32) -> M2mResult<Vec<Resource>> {
-        self.many(
-            &format!("SELECT {COLUMNS} FROM resources WHERE et IS NOT NULL AND et < ?1 ORDER BY et LIMIT ?2"),
-            params![now, limit],
-        )
+        self.many(EXPIRED, params![now, limit])
     }
 
     /// The Credential-ID an AE registered with, when its credential named no entity.
@@ -438,10 +438,7 @@ impl Reader<'_> {
 
     /// Resources of one type anywhere in the tree.
     pub fn all_of_type(&self, ty: ResourceType) -> M2mResult<Vec<Resource>> {
-        self.many(
-            &format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1 ORDER BY seq"),
-            [ty.code()],
-        )
+        self.many(OF_TYPE, [ty.code()])
     }
 }
 
@@ -532,9 +529,7 @@ impl Writer<'_> {
         conn.prepare_cached("DELETE FROM resources WHERE srn >= ?1 AND srn < ?2")
             .and_then(|mut s| s.execute(params![lo, hi]))
             .map_err(internal)?;
-        conn.prepare_cached("DELETE FROM resources WHERE seq = ?1")
-            .and_then(|mut s| s.execute([res.seq]))
-            .map_err(internal)?;
+        self.delete_one(res)?;
         Ok(deleted)
     }
 

@@ -240,6 +240,45 @@ fn content_instances_latest_oldest_and_limits() {
     assert_eq!(rsc, 4004, "la of an empty container: {b}");
 }
 
+/// maxInstanceAge: a new instance expires at most mia after its creation, and lowering mia brings
+/// the instances already held forward.
+#[test]
+fn max_instance_age_caps_expirations_on_create_and_on_update() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cmia", "app", &[]);
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "aged", "mia": 3600 }));
+    let ri = create_cin(u, "/cse-in/app/aged", &ae, "v0");
+    let lifetime = |b: &Value| {
+        let at = |name: &str| {
+            let text = b["m2m:cin"][name].as_str().expect(name);
+            m2m_core::time::parse(text).expect("a oneM2M time")
+        };
+        (at("et") - at("ct")).num_seconds()
+    };
+    let (_, b) = retrieve(u, &format!("/{ri}"), &ae);
+    assert!(lifetime(&b) <= 3600, "et capped by mia on CREATE: {b}");
+
+    let (rsc, b) = update(
+        u,
+        "/cse-in/app/aged",
+        &ae,
+        json!({ "m2m:cnt": { "mia": 60 } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    let (_, b) = retrieve(u, &format!("/{ri}"), &ae);
+    assert!(
+        lifetime(&b) <= 60,
+        "lowering mia caps the held instance: {b}"
+    );
+    let (_, b) = retrieve(
+        u,
+        &format!("/{}", create_cin(u, "/cse-in/app/aged", &ae, "v1")),
+        &ae,
+    );
+    assert!(lifetime(&b) <= 60, "and the next one: {b}");
+}
+
 #[test]
 fn addressing_forms_and_unstructured_ids() {
     let cse = CseProcess::start_in();

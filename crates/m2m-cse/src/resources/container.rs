@@ -49,7 +49,9 @@ pub fn insert_instance(
         .insert("cni".into(), json!(cnt.u64_attr("cni").unwrap_or(0) + 1));
     cnt.attrs
         .insert("cbs".into(), json!(cnt.u64_attr("cbs").unwrap_or(0) + cs));
-    enforce_limits(cse, w, &mut cnt)?;
+    // The new instance's expiration is already capped by maxInstanceAge, and older ones were when
+    // they came or when mia last changed: only the count and size limits need work here.
+    trim(w, &mut cnt)?;
     w.update(&cnt)?;
     Ok(cin)
 }
@@ -68,9 +70,25 @@ fn cap_expiration(cse: &Cse, cin: &mut Resource, mia: u64) {
     }
 }
 
-/// Drops the oldest instances until the container is within maxNrOfInstances and maxByteSize, and
-/// applies maxInstanceAge to the instances it holds. Updates `cnt`'s counters; the caller stores it.
-pub fn enforce_limits(cse: &Cse, w: &Writer<'_>, cnt: &mut Resource) -> M2mResult<()> {
+/// After an UPDATE of the container: its limits may have shrunk. The instances are all visited
+/// (maxInstanceAge applied to each) only when `changed` touches mia. Updates `cnt`'s counters; the
+/// caller stores it.
+pub fn after_update(
+    cse: &Cse,
+    w: &Writer<'_>,
+    cnt: &mut Resource,
+    changed: &Map<String, Value>,
+) -> M2mResult<()> {
+    trim(w, cnt)?;
+    if changed.contains_key("mia") {
+        apply_max_age(cse, w, cnt)?;
+    }
+    Ok(())
+}
+
+/// Drops the oldest instances until the container is within maxNrOfInstances and maxByteSize.
+/// Updates `cnt`'s counters; the caller stores it.
+fn trim(w: &Writer<'_>, cnt: &mut Resource) -> M2mResult<()> {
     let mni = cnt.u64_attr("mni");
     let mbs = cnt.u64_attr("mbs");
     let mut cni = cnt.u64_attr("cni").unwrap_or(0);
@@ -85,6 +103,11 @@ pub fn enforce_limits(cse: &Cse, w: &Writer<'_>, cnt: &mut Resource) -> M2mResul
     }
     cnt.attrs.insert("cni".into(), json!(cni));
     cnt.attrs.insert("cbs".into(), json!(cbs));
+    Ok(())
+}
+
+/// Brings every instance's expiration within maxInstanceAge.
+fn apply_max_age(cse: &Cse, w: &Writer<'_>, cnt: &Resource) -> M2mResult<()> {
     if let Some(mia) = cnt.u64_attr("mia") {
         for mut cin in w.children(cnt.ri(), Some(ResourceType::ContentInstance))? {
             let before = cin.et().map(str::to_owned);

@@ -91,10 +91,16 @@ pub async fn prepare_update(
     }
 }
 
-/// Applies the effects of an UPDATE inside the write transaction (`res` already holds the new attributes).
-pub fn update_with_effects(cse: &Cse, w: &Writer<'_>, res: &mut Resource) -> M2mResult<()> {
+/// Applies the effects of an UPDATE inside the write transaction (`res` already holds the new
+/// attributes, `changed` the attributes the request set or removed).
+pub fn update_with_effects(
+    cse: &Cse,
+    w: &Writer<'_>,
+    res: &mut Resource,
+    changed: &Map<String, Value>,
+) -> M2mResult<()> {
     match res.ty {
-        ResourceType::Container => container::enforce_limits(cse, w, res),
+        ResourceType::Container => container::after_update(cse, w, res, changed),
         ResourceType::Group => {
             group::refresh_counts(res);
             Ok(())

@@ -191,7 +191,7 @@ impl MafClient {
         Self::connect(url, server_name, ctx).await
     }
 
-    async fn connect(
+    pub async fn connect(
         url: &str,
         server_name: &str,
         ctx: openssl::ssl::SslContext,
