@@ -306,11 +306,12 @@ sweep_interval = 60
 # key_file = "maf-keystore.key"
 # passphrase_env = "M2M_MAF_KEYSTORE_PASSPHRASE"
 
-# Clients authenticating with TLS-PSK on Km (psk_identity = KmID).
-[[km]]
-client_id = "/id-in/Cae1"
-km_id = "ae1@maf.keys.example.net"
-key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+# Clients authenticating with TLS-PSK on Km (psk_identity = KmID); key = 32 fresh random bytes in hex
+# (e.g. `openssl rand -hex 32`), never a published example.
+# [[km]]
+# client_id = "/id-in/Cae1"
+# km_id = "ae1@maf.keys.example.net"
+# key = "<64 hex digits>"
 
 # The trusted third party (seeds/001 clauses 5.6, 5.7): a registry of E2E credentials under
 # /maf/e2e-credentials. A registered MAF client registers a credential (a JWK: oct, or an EC P-256
@@ -320,9 +321,9 @@ key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 default_lifetime = 86400
 max_lifetime = 2592000
 # A gateway may register credentials for its devices; `*` matches within one ID segment.
-[[ttp.delegations]]
-delegate = "/mn-cse-123456"
-subjects = ["/mn-cse-123456/C*"]
+# [[ttp.delegations]]
+# delegate = "/mn-cse-123456"
+# subjects = ["/mn-cse-123456/C*"]
 
 # Remote-provisioned Km (TS-0003 clause 8.3): an enrolee of this MEF authenticates with
 # psk_identity = its KeID (hex@MEF-FQDN) and psk = Km = HMAC-SHA256(Ke, label || MAF-FQDN); the MAF
