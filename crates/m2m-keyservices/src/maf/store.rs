@@ -11,10 +11,9 @@
 
 use super::jwk::Jwk;
 use super::ttp::{CredentialReg, CredentialUsage};
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use crate::at_rest;
+use aes_gcm::Aes256Gcm;
 use m2m_security::credentials::Secret;
-use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -65,8 +64,7 @@ impl Store {
                 requesters TEXT NOT NULL, expires INTEGER NOT NULL, nonce BLOB NOT NULL, jwk BLOB NOT NULL);",
         )
         .map_err(db)?;
-        let cipher = Aes256Gcm::new_from_slice(storage_key.expose())
-            .map_err(|_| "the storage key must be 32 bytes".to_string())?;
+        let cipher = at_rest::cipher(storage_key)?;
         Ok(Store { conn, cipher })
     }
 
@@ -146,18 +144,7 @@ impl Store {
 
     /// Stores a key registration with its value encrypted. `Ok(false)`: the relative ID is taken.
     pub fn add_key(&self, reg: &KeyReg, value: &Secret) -> Result<bool, String> {
-        let mut nonce = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: value.expose(),
-                    aad: reg.relative_id.as_bytes(),
-                },
-            )
-            .map_err(|_| "storage: encryption failed".to_string())?;
+        let (nonce, ct) = at_rest::seal(&self.cipher, value.expose(), reg.relative_id.as_bytes())?;
         let targets = serde_json::to_string(&reg.targets).map_err(|e| e.to_string())?;
         let n = self
             .conn
@@ -228,22 +215,9 @@ impl Store {
         let Some((nonce, ct)) = row else {
             return Ok(None);
         };
-        if nonce.len() != 12 {
-            return Err("storage: bad nonce".into());
-        }
-        let pt = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &ct,
-                    aad: relative_id.as_bytes(),
-                },
-            )
-            .map_err(|_| {
-                "storage: a key value does not decrypt (wrong storage key?)".to_string()
-            })?;
-        Ok(Some(Secret::new(pt)))
+        let pt = at_rest::open(&self.cipher, &nonce, &ct, relative_id.as_bytes())
+            .ok_or("storage: a key value does not decrypt (wrong storage key?)")?;
+        Ok(Some(Secret::from_slice(&pt)))
     }
 
     pub fn update_key(
@@ -271,21 +245,12 @@ impl Store {
     }
 
     /// Encrypts a JWK under the storage key, bound to its registration.
-    fn seal_jwk(&self, reg: &CredentialReg, jwk: &Jwk) -> Result<([u8; 12], Vec<u8>), String> {
-        let mut nonce = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let aad = credential_aad(reg)?;
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: jwk.json().expose(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| "storage: encryption failed".to_string())?;
-        Ok((nonce, ct))
+    fn seal_jwk(
+        &self,
+        reg: &CredentialReg,
+        jwk: &Jwk,
+    ) -> Result<([u8; at_rest::NONCE_LEN], Vec<u8>), String> {
+        at_rest::seal(&self.cipher, jwk.json().expose(), &credential_aad(reg)?)
     }
 
     /// Stores an E2E credential with its JWK encrypted. `Ok(false)`: the ID is taken.
@@ -362,26 +327,13 @@ impl Store {
         let Some((nonce, ct)) = row else {
             return Ok(None);
         };
-        if nonce.len() != 12 {
-            return Err("storage: bad nonce".into());
-        }
-        let aad = credential_aad(reg)?;
-        let pt = zeroize::Zeroizing::new(
-            self.cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &ct,
-                        aad: &aad,
-                    },
+        let pt =
+            at_rest::open(&self.cipher, &nonce, &ct, &credential_aad(reg)?).ok_or_else(|| {
+                format!(
+                    "storage: credential {} does not decrypt (altered row or wrong storage key)",
+                    reg.id
                 )
-                .map_err(|_| {
-                    format!(
-                        "storage: credential {} does not decrypt (altered row or wrong storage key)",
-                        reg.id
-                    )
-                })?,
-        );
+            })?;
         Jwk::from_json(&pt, reg.usage)
             .map(Some)
             .map_err(|e| format!("storage: credential {}: {e}", reg.id))

@@ -2,11 +2,10 @@
 //! enrolment's metadata (KeID, enrolee, MAF-ID, targets, expiry) is the associated data, so neither can
 //! be swapped or edited on disk without the open failing.
 
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use crate::at_rest;
+use aes_gcm::Aes256Gcm;
 use m2m_security::credentials::Secret;
 use m2m_security::secure_environment::{check_private_file, create_key_file};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -95,7 +94,7 @@ impl Store {
 
     /// Opens (or starts) the store at `path` with `key` (32 bytes; e.g. from the secure environment).
     pub fn open_with_key(path: &Path, key: &Secret) -> Result<Store, String> {
-        let cipher = Aes256Gcm::new_from_slice(key.expose()).map_err(|e| e.to_string())?;
+        let cipher = at_rest::cipher(key)?;
         let store = Store {
             path: path.to_path_buf(),
             cipher,
@@ -125,18 +124,7 @@ impl Store {
 
     fn seal(&self, e: &Enrolment) -> Result<Sealed, String> {
         let aad = serde_json::to_vec(&e.meta).map_err(|e| e.to_string())?;
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: e.ke.expose(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| "sealing Ke failed".to_string())?;
+        let (nonce, ct) = at_rest::seal(&self.cipher, e.ke.expose(), &aad)?;
         Ok(Sealed {
             meta: e.meta.clone(),
             nonce: hex::encode(nonce),
@@ -147,23 +135,10 @@ impl Store {
     fn open_sealed(&self, s: &Sealed) -> Result<Secret, String> {
         let aad = serde_json::to_vec(&s.meta).map_err(|e| e.to_string())?;
         let nonce = hex::decode(&s.nonce).map_err(|_| "bad nonce".to_string())?;
-        if nonce.len() != 12 {
-            return Err("bad nonce".into());
-        }
         let ct = hex::decode(&s.sealed_ke).map_err(|_| "bad sealed key".to_string())?;
-        let pt = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &ct,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
-                "the sealed Ke does not open (wrong storage key or edited file)".to_string()
-            })?;
-        Ok(Secret::new(pt))
+        let pt = at_rest::open(&self.cipher, &nonce, &ct, &aad)
+            .ok_or("the sealed Ke does not open (wrong storage key or edited file)")?;
+        Ok(Secret::from_slice(&pt))
     }
 
     /// Adds (or replaces) an enrolment and writes the file.
