@@ -282,6 +282,72 @@ async fn keys_survive_a_restart() {
     assert!(!db.windows(32).any(|w| w == key.key.expose()));
 }
 
+/// Adding oneself to a key's targets in the database file does not hand out the key: the value is
+/// bound to its whole registration.
+#[tokio::test]
+async fn a_key_row_edited_on_disk_does_not_decrypt() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    let key = ae.register_key(12, &[IN_CSE], None).await.unwrap();
+    let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+    db.execute(
+        "UPDATE keys SET targets = ?1",
+        [serde_json::json!([IN_CSE, "//m2m.example.com/id-other"]).to_string()],
+    )
+    .unwrap();
+    let mut other = cse(&maf, &p, "other").await;
+    let e = other.retrieve_key(&key.relative_id).await.unwrap_err();
+    assert_eq!(e.status, Some(500), "{e}");
+    assert!(!e.reason.contains(&hex_of(key.key.expose())));
+    // Not for the rightful target either: the row as a whole is no longer the MAF's.
+    let mut in_cse = cse(&maf, &p, "in").await;
+    assert_eq!(status(in_cse.retrieve_key(&key.relative_id).await), 500);
+    assert!(log_text().contains(&format!(
+        "key {} does not decrypt",
+        key.relative_id.to_lowercase()
+    )));
+}
+
+/// A store whose key rows were sealed the old way (bound to their ID only) is refused at start.
+#[tokio::test]
+async fn a_store_with_key_rows_of_the_old_format_is_refused() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &storage), Arc::clone(&clock))
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    ae.register_key(12, &[IN_CSE], None).await.unwrap();
+    drop(ae);
+    maf.shutdown();
+    let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+    db.execute_batch("PRAGMA user_version = 0").unwrap();
+    drop(db);
+    let err = RunningMaf::start(config(&p, &storage), Arc::clone(&clock))
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("earlier MAF"), "{err}");
+    assert!(err.contains("DELETE FROM keys"), "{err}");
+    // Once the operator deleted them, the MAF starts.
+    let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+    db.execute_batch("DELETE FROM keys").unwrap();
+    drop(db);
+    RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn unknown_km_and_untrusted_certificates_are_refused() {
     logs();

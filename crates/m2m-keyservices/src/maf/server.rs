@@ -756,7 +756,7 @@ fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
             "the requester is not a target of this key",
         );
     }
-    let value = match store.key_value(id) {
+    let value = match store.key_value(&reg) {
         Ok(Some(v)) => v,
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such key"),
         Err(e) => return internal(e),
@@ -827,7 +827,7 @@ fn update_key(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
             Err(a) => return *a,
         };
     }
-    if let Err(e) = store.update_key(id, &reg.targets, reg.expires) {
+    if let Err(e) = store.update_key(&reg) {
         return internal(e);
     }
     tracing::info!(target: "audit", peer = %conn.peer, source = %conn.identity, key = %id, targets = %reg.targets.join(","), "MAF key registration updated");
