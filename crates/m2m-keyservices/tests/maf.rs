@@ -7,6 +7,7 @@ use common::{certificate_client, cse_leaf, logs, maf_config, test_clock, url, wr
 use m2m_keyservices::maf::{KmRow, MafClient, MafConfig, RunningMaf};
 use m2m_security::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
 use m2m_security::credentials::Secret;
+use m2m_security::kdf;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -117,6 +118,10 @@ async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
     assert_eq!(key.relative_id, local_kc_id);
     assert_eq!(key.relative_id.len(), 32);
     assert_eq!(key.key_id, format!("{local_kc_id}@{MAF_FQDN}"));
+    // The Key Identifier is the documented uppercase hexBinary form of kdf::kc_id_string.
+    let (kc_id_bytes, fqdn) = kdf::parse_hex_key_id(&key.key_id).unwrap();
+    assert_eq!(key.key_id, kdf::kc_id_string(&kc_id_bytes, &fqdn));
+    assert_eq!(key.relative_id, kdf::hex_binary(&kc_id_bytes));
     assert_eq!(key.target_ids, vec![IN_CSE.to_string()]);
     // One Kc per connection.
     assert_eq!(status(ae.register_key(12, &[IN_CSE], None).await), 409);
@@ -127,6 +132,12 @@ async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
     assert_eq!(got.key, key.key);
     assert_eq!(got.source_id, "//m2m.example.com/Sae1");
     assert_eq!(got.suid, 12);
+    // hexBinary has no case: the lowercase form names the same key.
+    let lower = in_cse
+        .retrieve_key(&key.key_id.to_lowercase())
+        .await
+        .unwrap();
+    assert_eq!(lower.key, key.key);
 
     // Another CSE, the source itself and another AE are no targets.
     let mut other = cse(&maf, &p, "other").await;

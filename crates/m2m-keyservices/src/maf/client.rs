@@ -3,13 +3,13 @@
 
 use super::jwk::Jwk;
 use super::ttp::CredentialUsage;
-use super::{split_exporter, EXPORTER_LABEL, EXPORTER_LEN};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use m2m_security::credentials::Secret;
+use m2m_security::kdf::{self, CONNECTION_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{
     client_context, client_ssl, ClientTlsConfig, CERTIFICATE_SUITES, PSK_SUITES,
 };
@@ -57,13 +57,13 @@ pub struct ClientRegistration {
     pub expiration_time: String,
 }
 
-/// A registered key, as the source sees it: Kc, its KcID `hex@MAF-FQDN` and the registration details.
+/// A registered key, as the source sees it: Kc, its KcID `HEX@MAF-FQDN` and the registration details.
 #[derive(Debug, Clone)]
 pub struct RegisteredKey {
     pub key: Secret,
-    /// `hex(KcID)@MAF-FQDN`.
+    /// `HEX(KcID)@MAF-FQDN`.
     pub key_id: String,
-    /// `hex(KcID)`.
+    /// `HEX(KcID)`.
     pub relative_id: String,
     pub expiration_time: String,
     pub target_ids: Vec<String>,
@@ -128,7 +128,7 @@ pub struct RetrievedKey {
 /// One authenticated connection to a MAF.
 pub struct MafClient {
     sender: SendRequest<Full<Bytes>>,
-    exporter: Zeroizing<[u8; EXPORTER_LEN]>,
+    exporter: Zeroizing<[u8; EXPORT_LEN]>,
     host: String,
     driver: JoinHandle<()>,
 }
@@ -208,10 +208,10 @@ impl MafClient {
             .connect()
             .await
             .map_err(|e| local(format!("TLS handshake failed: {e}")))?;
-        let mut exporter = Zeroizing::new([0u8; EXPORTER_LEN]);
+        let mut exporter = Zeroizing::new([0u8; EXPORT_LEN]);
         stream
             .ssl()
-            .export_keying_material(&mut exporter[..], EXPORTER_LABEL, None)
+            .export_keying_material(&mut exporter[..], CONNECTION_EXPORTER_LABEL, None)
             .map_err(|e| local(format!("TLS exporter: {e}")))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -231,10 +231,11 @@ impl MafClient {
         })
     }
 
-    /// The Kc of this connection and hex(KcID), as computed locally from the exporter.
+    /// The Kc of this connection and HEX(KcID) (uppercase hexBinary), as computed locally from the
+    /// exporter.
     pub fn connection_key(&self) -> (Secret, String) {
-        let (kc_id, kc) = split_exporter(&self.exporter);
-        (Secret::from_slice(kc), hex::encode(kc_id))
+        let (kc, kc_id) = kdf::export_split(&self.exporter);
+        (kc, kdf::hex_binary(&kc_id))
     }
 
     async fn call(
@@ -345,7 +346,8 @@ impl MafClient {
         }
         let reg = self.key_registration(body).await?;
         let (kc, kc_id) = self.connection_key();
-        if reg.relative_id != kc_id {
+        // hexBinary compares without case (a MAF of an earlier version answered lowercase).
+        if !reg.relative_id.eq_ignore_ascii_case(&kc_id) {
             return Err(local(
                 "the MAF registered a KcID other than this connection's",
             ));

@@ -4,7 +4,7 @@
 use super::config::MafConfig;
 use super::store::{ClientReg, KeyReg, Store};
 use super::ttp::{self, Delegations};
-use super::{absolute_id, split_exporter, EXPORTER_LABEL, EXPORTER_LEN};
+use super::{absolute_id, normalize_relative_id};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use m2m_security::credentials::Secret;
+use m2m_security::kdf::{self, CONNECTION_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{Authenticated, PskKey, PskLookup, ServerTlsConfig};
 use openssl::ssl::{Ssl, SslContext};
 use rand::RngCore;
@@ -157,7 +158,7 @@ impl State {
 pub(super) struct Conn {
     /// The MAF client: an AE-ID or CSE-ID in absolute form.
     pub(super) identity: String,
-    exporter: Zeroizing<[u8; EXPORTER_LEN]>,
+    exporter: Zeroizing<[u8; EXPORT_LEN]>,
     pub(super) peer: SocketAddr,
 }
 
@@ -335,8 +336,8 @@ async fn handshake(
             }
         }
     };
-    let mut exporter = Zeroizing::new([0u8; EXPORTER_LEN]);
-    ssl.export_keying_material(&mut exporter[..], EXPORTER_LABEL, None)
+    let mut exporter = Zeroizing::new([0u8; EXPORT_LEN]);
+    ssl.export_keying_material(&mut exporter[..], CONNECTION_EXPORTER_LABEL, None)
         .map_err(|e| format!("TLS exporter: {e}"))?;
     Ok((
         stream,
@@ -426,14 +427,15 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let key = |id: &str| normalize_relative_id(id);
     match (method, segments.as_slice()) {
         (Method::POST, ["maf", "clients"]) => register_client(state, conn, &body),
         (Method::PUT, ["maf", "clients", id]) => update_client(state, conn, id, &body),
         (Method::DELETE, ["maf", "clients", id]) => deregister_client(state, conn, id),
         (Method::POST, ["maf", "keys"]) => register_key(state, conn, &body),
-        (Method::GET, ["maf", "keys", id]) => retrieve_key(state, conn, id),
-        (Method::PUT, ["maf", "keys", id]) => update_key(state, conn, id, &body),
-        (Method::DELETE, ["maf", "keys", id]) => deregister_key(state, conn, id),
+        (Method::GET, ["maf", "keys", id]) => retrieve_key(state, conn, &key(id)),
+        (Method::PUT, ["maf", "keys", id]) => update_key(state, conn, &key(id), &body),
+        (Method::DELETE, ["maf", "keys", id]) => deregister_key(state, conn, &key(id)),
         (method, ["maf", "e2e-credentials", rest @ ..]) => {
             ttp::handle(state, conn, &method, rest, &body)
         }
@@ -696,11 +698,11 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
             }
             let mut id = [0u8; 16];
             rand::thread_rng().fill_bytes(&mut id);
-            (hex::encode(id), value)
+            (kdf::hex_binary(&id), value)
         }
         None => {
-            let (kc_id, kc) = split_exporter(&conn.exporter);
-            (hex::encode(kc_id), Secret::from_slice(kc))
+            let (kc, kc_id) = kdf::export_split(&conn.exporter);
+            (kdf::hex_binary(&kc_id), kc)
         }
     };
     let reg = KeyReg {
