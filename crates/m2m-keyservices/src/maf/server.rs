@@ -66,9 +66,9 @@ struct MefKm {
     mef_fqdn: String,
     timeout: Duration,
     sp_fqdn: String,
-    certificate: std::path::PathBuf,
-    private_key: std::path::PathBuf,
-    trusted_ca: std::path::PathBuf,
+    /// The MAF's certificate context towards the MEF, built at start: a handshake (even of an
+    /// unauthenticated peer) reads no files.
+    context: SslContext,
 }
 
 /// `https://host:port/...`, `host:port` → `host:port` (443 by default).
@@ -97,15 +97,10 @@ fn mef_addr(url: &str) -> Result<String, String> {
 
 impl MefKm {
     async fn fetch(&self, ke_id: &str) -> Result<PskKey, String> {
-        let mut mef = crate::mef::MefClient::connect_certificate(
-            &self.addr,
-            &self.mef_fqdn,
-            &self.certificate,
-            &self.private_key,
-            &self.trusted_ca,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let mut mef =
+            crate::mef::MefClient::connect_with_context(&self.addr, &self.mef_fqdn, &self.context)
+                .await
+                .map_err(|e| e.to_string())?;
         let got = mef
             .fetch_credentials(ke_id, crate::mef::SUID_MAF, None)
             .await
@@ -188,9 +183,16 @@ impl RunningMaf {
                 mef_fqdn: m.fqdn.clone(),
                 timeout: Duration::from_millis(m.timeout_ms.max(1)),
                 sp_fqdn: cfg.sp_fqdn.clone(),
-                certificate: cfg.certificate.clone().ok_or("[mef] needs certificate")?,
-                private_key: cfg.private_key.clone().ok_or("[mef] needs private_key")?,
-                trusted_ca: cfg.trusted_ca.clone().ok_or("[mef] needs trusted_ca")?,
+                context: crate::mef::MefClient::certificate_context(
+                    cfg.certificate
+                        .as_deref()
+                        .ok_or("[mef] needs certificate")?,
+                    cfg.private_key
+                        .as_deref()
+                        .ok_or("[mef] needs private_key")?,
+                    cfg.trusted_ca.as_deref().ok_or("[mef] needs trusted_ca")?,
+                )
+                .map_err(|e| format!("[mef]: the MAF's certificate association: {e}"))?,
             }),
         };
         let context = m2m_security::tls::server_context(&ServerTlsConfig {

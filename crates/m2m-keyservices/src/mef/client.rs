@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use m2m_security::credentials::Secret;
 use m2m_security::kdf::{self, BOOTSTRAP_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{self, ClientTlsConfig};
+use openssl::ssl::SslContext;
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
@@ -120,7 +121,18 @@ impl MefClient {
         private_key: &Path,
         trusted_ca: &Path,
     ) -> Result<MefClient, ClientError> {
-        let cfg = ClientTlsConfig {
+        let ctx = Self::certificate_context(certificate_chain, private_key, trusted_ca)?;
+        Self::connect_with_context(addr, mef_fqdn, &ctx).await
+    }
+
+    /// The TLS context of a certificate connection, built once (reading the files) for many
+    /// connections with [`MefClient::connect_with_context`].
+    pub fn certificate_context(
+        certificate_chain: &Path,
+        private_key: &Path,
+        trusted_ca: &Path,
+    ) -> Result<SslContext, ClientError> {
+        tls::client_context(&ClientTlsConfig {
             cipher_suites: tls::CERTIFICATE_SUITES
                 .iter()
                 .map(|s| s.to_string())
@@ -129,8 +141,8 @@ impl MefClient {
             private_key: Some(private_key.to_path_buf()),
             trusted_ca: Some(trusted_ca.to_path_buf()),
             ..Default::default()
-        };
-        Self::connect(addr, mef_fqdn, &cfg).await
+        })
+        .map_err(ClientError::Connect)
     }
 
     async fn connect(
@@ -139,7 +151,16 @@ impl MefClient {
         cfg: &ClientTlsConfig,
     ) -> Result<MefClient, ClientError> {
         let ctx = tls::client_context(cfg).map_err(ClientError::Connect)?;
-        let ssl = tls::client_ssl(&ctx, Some(mef_fqdn)).map_err(ClientError::Connect)?;
+        Self::connect_with_context(addr, mef_fqdn, &ctx).await
+    }
+
+    /// A connection over an existing TLS context (e.g. [`MefClient::certificate_context`]).
+    pub async fn connect_with_context(
+        addr: &str,
+        mef_fqdn: &str,
+        ctx: &SslContext,
+    ) -> Result<MefClient, ClientError> {
+        let ssl = tls::client_ssl(ctx, Some(mef_fqdn)).map_err(ClientError::Connect)?;
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
