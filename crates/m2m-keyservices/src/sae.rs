@@ -45,8 +45,8 @@ pub async fn enrol_for_maf(
     maf_url: &str,
     maf_fqdn: &str,
 ) -> Result<MafAccess, String> {
-    let addr = mef_url.trim_start_matches("https://").trim_end_matches('/');
-    let mut mef = MefClient::connect_psk(addr, mef_fqdn, kpm_id, kpm)
+    let addr = crate::mef::client::mef_addr(mef_url).map_err(|e| format!("MEF: {e}"))?;
+    let mut mef = MefClient::connect_psk(&addr, mef_fqdn, kpm_id, kpm)
         .await
         .map_err(|e| format!("MEF: {e}"))?;
     let request = EnrolmentRequest {

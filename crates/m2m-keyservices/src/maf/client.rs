@@ -139,15 +139,16 @@ impl Drop for MafClient {
     }
 }
 
-/// `https://host:port` → (host, port).
-fn host_port(url: &str) -> Result<(String, u16), MafError> {
-    let uri: http::Uri = url.parse().map_err(|_| local("bad MAF URL"))?;
+/// `https://host[:port][/...]` → (host, port), 443 by default; an IPv6 literal without brackets.
+pub(crate) fn host_port(url: &str) -> Result<(String, u16), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("bad URL '{url}'"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(local("the MAF URL must be https://"));
+        return Err(format!("the URL '{url}' must be https://"));
     }
     let host = uri
         .host()
-        .ok_or_else(|| local("the MAF URL has no host"))?
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("the URL '{url}' names no host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
@@ -196,7 +197,7 @@ impl MafClient {
         server_name: &str,
         ctx: openssl::ssl::SslContext,
     ) -> Result<MafClient, MafError> {
-        let (host, port) = host_port(url)?;
+        let (host, port) = host_port(url).map_err(local)?;
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| local(format!("connect {host}:{port}: {e}")))?;

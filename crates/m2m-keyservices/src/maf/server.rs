@@ -71,30 +71,6 @@ struct MefKm {
     context: SslContext,
 }
 
-/// `https://host:port/...`, `host:port` → `host:port` (443 by default).
-fn mef_addr(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("https://")
-        .unwrap_or(url)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    if rest.is_empty() {
-        return Err(format!("mef.url '{url}' names no host"));
-    }
-    let has_port = match rest.rsplit_once(':') {
-        Some((host, port)) => {
-            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
-        }
-        None => false,
-    };
-    Ok(if has_port {
-        rest.to_owned()
-    } else {
-        format!("{rest}:443")
-    })
-}
-
 impl MefKm {
     async fn fetch(&self, ke_id: &str) -> Result<PskKey, String> {
         let mut mef =
@@ -179,7 +155,7 @@ impl RunningMaf {
         let mef = match &cfg.mef {
             None => None,
             Some(m) => Some(MefKm {
-                addr: mef_addr(&m.url)?,
+                addr: crate::mef::client::mef_addr(&m.url).map_err(|e| format!("mef.url: {e}"))?,
                 mef_fqdn: m.fqdn.clone(),
                 timeout: Duration::from_millis(m.timeout_ms.max(1)),
                 sp_fqdn: cfg.sp_fqdn.clone(),
@@ -848,24 +824,4 @@ fn deregister_key(state: &State, conn: &Conn, id: &str) -> Answer {
     }
     tracing::info!(target: "audit", peer = %conn.peer, source = %conn.identity, key = %id, "MAF key de-registered");
     no_content()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mef_addr;
-
-    #[test]
-    fn mef_urls_become_socket_addresses() {
-        assert_eq!(
-            mef_addr("https://mef.keys.example.net:8443").unwrap(),
-            "mef.keys.example.net:8443"
-        );
-        assert_eq!(
-            mef_addr("https://mef.keys.example.net/").unwrap(),
-            "mef.keys.example.net:443"
-        );
-        assert_eq!(mef_addr("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
-        assert_eq!(mef_addr("https://[::1]:9000").unwrap(), "[::1]:9000");
-        assert!(mef_addr("https://").is_err());
-    }
 }

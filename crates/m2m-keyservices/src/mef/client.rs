@@ -96,6 +96,22 @@ impl Drop for MefClient {
     }
 }
 
+/// The socket address of a MEF URL: `https://host[:port][/...]` or `host:port` → `host:port` (443 by
+/// default), the form [`MefClient`] connects to.
+pub(crate) fn mef_addr(url: &str) -> Result<String, String> {
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("https://{url}")
+    };
+    let (host, port) = crate::maf::client::host_port(&url)?;
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
 impl MefClient {
     /// An enrolee connection with TLS-PSK: psk_identity = `kpm_id`, psk = `kpm`.
     pub async fn connect_psk(
@@ -285,5 +301,30 @@ impl MefClient {
             lifetime: v["lifetime"].as_u64().unwrap_or_default(),
             status: v["status"].as_str().unwrap_or_default().to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mef_addr;
+
+    #[test]
+    fn mef_urls_become_socket_addresses() {
+        assert_eq!(
+            mef_addr("https://mef.keys.example.net:8443").unwrap(),
+            "mef.keys.example.net:8443"
+        );
+        assert_eq!(
+            mef_addr("https://mef.keys.example.net/").unwrap(),
+            "mef.keys.example.net:443"
+        );
+        assert_eq!(
+            mef_addr("https://mef.keys.example.net").unwrap(),
+            "mef.keys.example.net:443"
+        );
+        assert_eq!(mef_addr("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(mef_addr("https://[::1]:9000").unwrap(), "[::1]:9000");
+        assert!(mef_addr("https://").is_err());
+        assert!(mef_addr("http://mef.keys.example.net").is_err());
     }
 }
