@@ -480,8 +480,8 @@ fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         admin_fqdn: req.admin_fqdn,
         expires,
     };
-    let store = state.store();
-    if let Err(e) = store.purge(now).and_then(|_| store.add_client(&reg)) {
+    // Expired rows are left to the sweep: every read filters on expiry.
+    if let Err(e) = state.store().add_client(&reg) {
         return internal(e);
     }
     tracing::info!(target: "audit", peer = %conn.peer, client = %reg.client_id, reg = %reg.reg_id, "MAF client registered");
@@ -634,9 +634,6 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
     let now = (state.clock)();
     {
         let store = state.store();
-        if let Err(e) = store.purge(now) {
-            return internal(e);
-        }
         match store.is_registered(&conn.identity, now) {
             Err(e) => return internal(e),
             Ok(false) => {
@@ -691,7 +688,12 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         admin_fqdn: req.admin_fqdn,
         expires,
     };
-    match state.store().add_key(&reg, &value) {
+    let store = state.store();
+    // An expired registration of this very KcID (same connection) makes room; others wait for the sweep.
+    if let Err(e) = live_key(state, &store, &reg.relative_id) {
+        return internal(e);
+    }
+    match store.add_key(&reg, &value) {
         Err(e) => return internal(e),
         Ok(false) => {
             return error(
