@@ -46,16 +46,29 @@ struct Sealed {
     sealed_ke: String,
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 struct FileImage {
     enrolments: Vec<Sealed>,
+}
+
+/// The file as written: the sealed rows kept in memory, borrowed.
+#[derive(Serialize)]
+struct FileImageRef<'a> {
+    enrolments: Vec<&'a Sealed>,
+}
+
+/// One enrolment, open for use and sealed as on disk (sealed once, so that writing the file
+/// encrypts nothing but the new row).
+struct Row {
+    open: Enrolment,
+    sealed: Sealed,
 }
 
 /// The enrolment store.
 pub struct Store {
     path: PathBuf,
     cipher: Aes256Gcm,
-    rows: Mutex<BTreeMap<String, Enrolment>>,
+    rows: Mutex<BTreeMap<String, Row>>,
 }
 
 /// Now, in seconds since the Unix epoch.
@@ -115,7 +128,11 @@ impl Store {
                 let ke = store
                     .open_sealed(&s)
                     .map_err(|e| format!("{}: enrolment {}: {e}", path.display(), s.meta.ke_id))?;
-                rows.insert(s.meta.ke_id.clone(), Enrolment { meta: s.meta, ke });
+                let open = Enrolment {
+                    meta: s.meta.clone(),
+                    ke,
+                };
+                rows.insert(s.meta.ke_id.clone(), Row { open, sealed: s });
             }
             drop(rows);
         }
@@ -141,12 +158,13 @@ impl Store {
         Ok(Secret::from_slice(&pt))
     }
 
-    /// Adds (or replaces) an enrolment and writes the file.
+    /// Adds (or replaces) an enrolment and writes the file; only the new enrolment is sealed.
     pub fn insert(&self, e: Enrolment) -> Result<(), String> {
+        let sealed = self.seal(&e)?;
         let mut rows = self.rows.lock().expect("store lock");
         let now = now_secs();
-        rows.retain(|_, r| r.meta.expires > now);
-        rows.insert(e.meta.ke_id.clone(), e);
+        rows.retain(|_, r| r.open.meta.expires > now);
+        rows.insert(e.meta.ke_id.clone(), Row { open: e, sealed });
         self.save(&rows)
     }
 
@@ -154,16 +172,14 @@ impl Store {
     pub fn get(&self, ke_id: &str) -> Option<Enrolment> {
         let rows = self.rows.lock().expect("store lock");
         rows.get(ke_id)
+            .map(|r| &r.open)
             .filter(|e| e.meta.expires > now_secs())
             .cloned()
     }
 
-    fn save(&self, rows: &BTreeMap<String, Enrolment>) -> Result<(), String> {
-        let image = FileImage {
-            enrolments: rows
-                .values()
-                .map(|e| self.seal(e))
-                .collect::<Result<_, _>>()?,
+    fn save(&self, rows: &BTreeMap<String, Row>) -> Result<(), String> {
+        let image = FileImageRef {
+            enrolments: rows.values().map(|r| &r.sealed).collect(),
         };
         let text = serde_json::to_vec_pretty(&image).map_err(|e| e.to_string())?;
         let tmp = self.path.with_extension("tmp");
