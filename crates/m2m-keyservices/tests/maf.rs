@@ -461,6 +461,20 @@ fn config_file_must_be_private_and_parses() {
 }
 
 #[tokio::test]
+async fn a_readable_tls_private_key_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = pki();
+    let (clock, _) = test_clock();
+    std::fs::set_permissions(p.path("maf.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = RunningMaf::start(config(&p, &p.path("store")), clock)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("maf.key"), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[tokio::test]
 async fn the_sweep_purges_expired_keys() {
     logs();
     let p = pki();

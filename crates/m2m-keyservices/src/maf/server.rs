@@ -144,6 +144,9 @@ pub struct RunningMaf {
 impl RunningMaf {
     /// Opens the storage, binds `cfg.listen` and starts serving.
     pub async fn start(cfg: MafConfig, clock: Clock) -> Result<RunningMaf, String> {
+        if let Some(k) = &cfg.private_key {
+            m2m_security::secure_environment::check_private_file(k)?;
+        }
         let keys = cfg.load_keys()?;
         let store = Store::open(&cfg.storage, &keys.storage_key)?;
         let mut km = HashMap::new();
