@@ -268,15 +268,46 @@ impl MefConfig {
     pub fn target_allows(&self, target: &str, suid: u32) -> bool {
         self.targets
             .iter()
-            .any(|t| same_id(&t.id, target) && t.suids.contains(&suid))
+            .any(|t| self.same_id(&t.id, target) && t.suids.contains(&suid))
+    }
+
+    /// Whether two identifiers name the same entity (see [`same_id`]) in this MEF's SP.
+    pub fn same_id(&self, a: &str, b: &str) -> bool {
+        same_id(a, b, &self.sp_fqdn)
     }
 }
 
-/// Identifiers compare exactly, except FQDNs (containing no '/') which compare case-insensitively.
-pub fn same_id(a: &str, b: &str) -> bool {
-    if a.contains('/') || b.contains('/') {
-        a == b
-    } else {
-        a.eq_ignore_ascii_case(b)
+/// CSE-IDs and AE-IDs compare in absolute form (`/id-in` of SP `sp_fqdn` is `//sp_fqdn/id-in`, the
+/// SP-ID without case); FQDNs (containing no '/') compare case-insensitively; anything else exactly.
+pub fn same_id(a: &str, b: &str, sp_fqdn: &str) -> bool {
+    if !a.contains('/') && !b.contains('/') {
+        return a.eq_ignore_ascii_case(b);
+    }
+    match (
+        crate::maf::absolute_id(a, sp_fqdn),
+        crate::maf::absolute_id(b, sp_fqdn),
+    ) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_id;
+
+    #[test]
+    fn ids_compare_in_absolute_form() {
+        let sp = "m2m.example.com";
+        assert!(same_id("/id-in", "//m2m.example.com/id-in", sp));
+        assert!(same_id("//M2M.example.com/id-in/Cae", "/id-in/Cae", sp));
+        assert!(!same_id("/id-in", "//other.example.com/id-in", sp));
+        assert!(!same_id("/id-in", "/id-mn", sp));
+        assert!(same_id("MAF.keys.example.net", "maf.keys.example.net", sp));
+        assert!(!same_id(
+            "maf.keys.example.net",
+            "/maf.keys.example.net",
+            sp
+        ));
     }
 }
