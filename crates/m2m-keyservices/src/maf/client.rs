@@ -414,11 +414,20 @@ impl MafClient {
                 .ok_or_else(|| local("answer lacks keyValue"))?
                 .to_owned(),
         );
+        // The caller binds the key to sourceID and checks suid and expiry: none may default.
+        let suid = v["suid"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| local("answer lacks suid"))?;
+        let source_id = str_field(&v, "sourceID")?;
+        if source_id.is_empty() {
+            return Err(local("answer has an empty sourceID"));
+        }
         Ok(RetrievedKey {
             key: Secret::from_hex(&hex_value).map_err(local)?,
-            expiration_time: v["expirationTime"].as_str().unwrap_or_default().to_owned(),
-            source_id: v["sourceID"].as_str().unwrap_or_default().to_owned(),
-            suid: v["suid"].as_u64().unwrap_or_default() as u32,
+            expiration_time: str_field(&v, "expirationTime")?,
+            source_id,
+            suid,
         })
     }
 
