@@ -195,7 +195,7 @@ fn maf_storage_key_has_exactly_one_source() {
         "{}storage_key_file = \"storage.key\"\n",
         maf_config_text("maf.key")
     );
-    let err = maf_config(dir.path(), &text).storage_key().unwrap_err();
+    let err = maf_config(dir.path(), &text).load_keys().unwrap_err();
     assert!(err.contains("two storage keys"), "{err}");
     assert!(err.contains("maf-storage-key"), "{err}");
     // Neither: refused when parsing.

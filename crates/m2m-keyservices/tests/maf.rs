@@ -450,13 +450,13 @@ fn config_file_must_be_private_and_parses() {
     // The storage key file must be private too.
     let storage_key_file = cfg.storage_key_file.clone().unwrap();
     write_private(&storage_key_file, "ab".repeat(32).as_bytes());
-    assert_eq!(cfg.storage_key().unwrap().len(), 32);
+    assert_eq!(cfg.load_keys().unwrap().storage_key.len(), 32);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&storage_key_file, std::fs::Permissions::from_mode(0o640))
             .unwrap();
-        assert!(cfg.storage_key().is_err());
+        assert!(cfg.load_keys().is_err());
     }
 }
 

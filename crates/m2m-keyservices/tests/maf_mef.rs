@@ -8,9 +8,10 @@ mod common;
 use common::log_text_lowercase as log_text;
 use common::{logs, maf_config, write_private};
 use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, MefSection, RunningMaf};
-use m2m_keyservices::mef::{derive_km, EnrolmentRequest, Mef, MefClient, MefConfig};
+use m2m_keyservices::mef::{EnrolmentRequest, Mef, MefClient, MefConfig};
 use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
+use m2m_security::kdf;
 use std::path::PathBuf;
 
 const SP: &str = "m2m.example.com";
@@ -123,7 +124,7 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
     let maf_url = format!("https://{}", maf.addr);
 
     let (ke, ke_id) = enrol(&mef_addr, Some(MAF)).await;
-    let km = derive_km(&ke, MAF);
+    let km = kdf::km(&ke, MAF);
     let mut client = MafClient::connect_psk(&maf_url, MAF, &ke_id, &km)
         .await
         .expect("Km association with the MAF through the MEF");
@@ -141,7 +142,7 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
         .await
         .is_err());
     // Km for another MAF-ID.
-    let other = derive_km(&ke, "other.keys.example.net");
+    let other = kdf::km(&ke, "other.keys.example.net");
     assert!(MafClient::connect_psk(&maf_url, MAF, &ke_id, &other)
         .await
         .is_err());
@@ -153,7 +154,7 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
     // An enrolment that names no MAF: the MEF refuses the MAF its Km.
     let (ke2, ke_id2) = enrol(&mef_addr, None).await;
     assert!(
-        MafClient::connect_psk(&maf_url, MAF, &ke_id2, &derive_km(&ke2, MAF))
+        MafClient::connect_psk(&maf_url, MAF, &ke_id2, &kdf::km(&ke2, MAF))
             .await
             .is_err()
     );
@@ -178,7 +179,7 @@ async fn on_a_current_thread_runtime_the_fallback_refuses() {
     let mef_addr = pki.start_mef().await;
     let maf = pki.start_maf(&mef_addr).await;
     let (ke, ke_id) = enrol(&mef_addr, Some(MAF)).await;
-    let km = derive_km(&ke, MAF);
+    let km = kdf::km(&ke, MAF);
     assert!(
         MafClient::connect_psk(&format!("https://{}", maf.addr), MAF, &ke_id, &km)
             .await

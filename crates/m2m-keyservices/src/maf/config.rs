@@ -435,12 +435,6 @@ impl MafConfig {
         Ok(())
     }
 
-    /// The storage key: from `storage_key_file` (mode 0600) or from the keystore secret
-    /// [`MAF_STORAGE_KEY_SECRET`], exactly one of them.
-    pub fn storage_key(&self) -> Result<Secret, String> {
-        Ok(self.load_keys()?.storage_key)
-    }
-
     /// Opens the keystore (if configured) and collects the keys the MAF starts with: the `[[km]]` rows,
     /// then the keystore's PSK entries whose KmID no row has (entity_id = the MAF client ID), and the
     /// storage key from exactly one source.

@@ -194,10 +194,9 @@ impl MefConfig {
 
     fn check_kpm_rows(&self, rows: &[KpmRow]) -> Result<(), String> {
         for k in rows {
-            let Some((rel, fqdn)) = k.kpm_id.split_once('@').filter(|(r, _)| !r.is_empty()) else {
+            let Some((_, fqdn)) = k.kpm_id.split_once('@').filter(|(r, _)| !r.is_empty()) else {
                 return Err(format!("kpm_id {:?} is not relative@MEF-FQDN", k.kpm_id));
             };
-            let _ = rel;
             if !fqdn.eq_ignore_ascii_case(&self.fqdn) {
                 return Err(format!(
                     "kpm_id {:?} names another MEF than {}",

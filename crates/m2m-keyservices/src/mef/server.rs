@@ -179,11 +179,12 @@ impl Mef {
         }
         let ssl = stream.ssl();
         let auth = match tls::association_of(ssl).ok_or("the handshake authenticated nothing")? {
+            // Every Kpm row names its enrolee, so a PSK association always carries one.
             Authenticated::Psk {
                 psk_identity,
                 entity,
             } => PeerAuth::Kpm {
-                enrolee_id: entity.unwrap_or_else(|| psk_identity.clone()),
+                enrolee_id: entity.ok_or("the KpmID names no enrolee")?,
                 kpm_id: psk_identity,
             },
             Authenticated::Certificate { leaf_der } => {
