@@ -136,7 +136,7 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
         .expect("key registration by the enrolee");
     assert_eq!(key.target_ids, vec![format!("//{SP}/id-in")]);
 
-    // A wrong Km under the right KeID.
+    // A wrong Km under the right KeID: the MAF fetched the right one, the handshake fails.
     let wrong = Secret::from_hex(&"00".repeat(32)).unwrap();
     assert!(MafClient::connect_psk(&maf_url, MAF, &ke_id, &wrong)
         .await
@@ -146,11 +146,14 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
     assert!(MafClient::connect_psk(&maf_url, MAF, &ke_id, &other)
         .await
         .is_err());
+    assert!(log_text().contains("maf connection refused peer="));
+    assert!(log_text().contains("reason=decryption failed or bad record mac"));
     // An unknown KeID.
     let unknown = format!("{}@{MEF}", "AB".repeat(16));
     assert!(MafClient::connect_psk(&maf_url, MAF, &unknown, &km)
         .await
         .is_err());
+    assert_audited(&unknown, "mef answered 404: unknown or expired keid");
     // An enrolment that names no MAF: the MEF refuses the MAF its Km.
     let (ke2, ke_id2) = enrol(&mef_addr, None).await;
     assert!(
@@ -158,12 +161,12 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
             .await
             .is_err()
     );
+    assert_audited(
+        &ke_id2,
+        "mef answered 403: the enrolment does not name this target for suid 11",
+    );
 
     let logs = log_text();
-    assert!(
-        logs.contains("remote-provisioned km not available"),
-        "audit line on failure:\n{logs}"
-    );
     assert!(logs.contains(&ke_id.to_lowercase()));
     for secret in [km.to_hex(), ke.to_hex()] {
         assert!(
@@ -184,6 +187,23 @@ async fn on_a_current_thread_runtime_the_fallback_refuses() {
         MafClient::connect_psk(&format!("https://{}", maf.addr), MAF, &ke_id, &km)
             .await
             .is_err()
+    );
+    assert_audited(
+        &ke_id,
+        "fetching a key during a handshake needs a multi-thread runtime",
+    );
+}
+
+/// The MAF's audit line for a remote-provisioned Km it could not get names the KeID and why.
+fn assert_audited(ke_id: &str, reason: &str) {
+    let logs = log_text();
+    let wanted = format!(
+        "remote-provisioned km not available psk_identity=\"{}\" reason={reason}",
+        ke_id.to_lowercase()
+    );
+    assert!(
+        logs.contains(&wanted),
+        "no audit line {wanted:?} in:\n{logs}"
     );
 }
 
