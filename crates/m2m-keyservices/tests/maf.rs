@@ -471,6 +471,16 @@ fn config_file_must_be_private_and_parses() {
     }
 }
 
+#[test]
+fn a_km_shorter_than_16_bytes_is_refused() {
+    let base = "fqdn = \"maf.keys.example.net\"\nsp_fqdn = \"m2m.example.com\"\nlisten = \"127.0.0.1:0\"\nstorage = \"d\"\nstorage_key_file = \"k\"\n[[km]]\nclient_id = \"/Sae1\"\nkm_id = \"ae1@maf.keys.example.net\"\n";
+    let err =
+        MafConfig::from_toml_str(&format!("{base}key = \"{}\"\n", "ab".repeat(15))).unwrap_err();
+    assert!(err.contains("shorter than 16 bytes"), "{err}");
+    assert!(!err.contains(&"ab".repeat(15)), "{err}");
+    MafConfig::from_toml_str(&format!("{base}key = \"{}\"\n", "ab".repeat(16))).unwrap();
+}
+
 #[tokio::test]
 async fn a_readable_tls_private_key_is_refused_at_start() {
     use std::os::unix::fs::PermissionsExt;

@@ -26,6 +26,20 @@ impl std::fmt::Debug for KmRow {
     }
 }
 
+/// The shortest pre-provisioned PSK (Km at the MAF, Kpm at the MEF) a key service accepts, in bytes:
+/// 128 bits, the strength of the TLS-PSK suites of the oneM2M profiles.
+pub(crate) const MIN_PSK_LEN: usize = 16;
+
+/// Refuses a pre-provisioned PSK shorter than [`MIN_PSK_LEN`]; `what` names the key (`km ID`).
+pub(crate) fn check_psk_len(what: &str, key: &Secret) -> Result<(), String> {
+    if key.len() < MIN_PSK_LEN {
+        return Err(format!(
+            "{what}: the key is shorter than {MIN_PSK_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// The MEF this MAF is an enrolment target of (remote provisioning of Km, TS-0003 clauses 8.3 and
 /// 8.8.3.1). The MAF reaches it with its own FQDN certificate (`certificate`, `private_key`,
 /// `trusted_ca`), so those must be configured too.
@@ -402,9 +416,7 @@ impl MafConfig {
     /// Checks Km rows (from the file or the keystore) against the rest of the configuration.
     fn check_km_rows(&self, rows: &[KmRow]) -> Result<(), String> {
         for row in rows {
-            if row.key.is_empty() {
-                return Err(format!("km {}: empty key", row.km_id));
-            }
+            check_psk_len(&format!("km {}", row.km_id), &row.key)?;
             if crate::maf::absolute_id(&row.client_id, &self.sp_fqdn).is_none() {
                 return Err(format!(
                     "km {}: client_id '{}' is no SP-relative or absolute AE-ID/CSE-ID",

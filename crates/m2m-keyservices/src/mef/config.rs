@@ -1,6 +1,6 @@
 //! The MEF configuration file (TOML).
 
-use crate::maf::config::{check_keystore_options, open_keystore, storage_key_from};
+use crate::maf::config::{check_keystore_options, check_psk_len, open_keystore, storage_key_from};
 use m2m_security::credentials::Secret;
 use m2m_security::secure_environment::{check_private_file, SecureEnvironment};
 use serde::Deserialize;
@@ -203,12 +203,7 @@ impl MefConfig {
                     k.kpm_id, self.fqdn
                 ));
             }
-            if k.key.len() < 16 {
-                return Err(format!(
-                    "kpm {:?}: the key is shorter than 16 bytes",
-                    k.kpm_id
-                ));
-            }
+            check_psk_len(&format!("kpm {:?}", k.kpm_id), &k.key)?;
         }
         Ok(())
     }
