@@ -85,7 +85,7 @@ pub struct MafConfig {
     #[serde(default)]
     pub storage_key_file: Option<PathBuf>,
     /// The software secure environment (`m2m keys init`): Km as PSK entries (psk_identity = KmID,
-    /// entity_id = the client's AE-ID/CSE-ID), and optionally the storage key as the secret
+    /// entity (`m2m keys add-psk --entity`) = the client's AE-ID/CSE-ID), and optionally the storage key as the secret
     /// [`MAF_STORAGE_KEY_SECRET`]. Opened with exactly one of `key_file` and `passphrase_env`.
     #[serde(default)]
     pub keystore: Option<PathBuf>,
@@ -298,14 +298,15 @@ pub const DEFAULT_CONFIG: &str = r#"# m2m maf: the M2M Authentication Function (
 fqdn = "maf.keys.example.net"
 sp_fqdn = "m2m.example.com"
 listen = "0.0.0.0:8443"
-# m2m pki issue --ca CA --kind maf --id maf.keys.example.net --out maf
-certificate = "maf.cert.pem"
-private_key = "maf.key.pem"
-# Root of trust for client certificates (AE-ID and CSE-ID certificates).
-trusted_ca = "ca.cert.pem"
+# m2m pki issue --ca ca --kind maf --id maf.keys.example.net --out maf  (writes maf.pem, maf.key)
+certificate = "maf.pem"
+private_key = "maf.key"
+# Root of trust for client certificates (AE-ID and CSE-ID certificates): `m2m pki ca --out ca`.
+trusted_ca = "ca/ca.pem"
 storage = "maf-data"
 # 32 random bytes in hex, mode 0600 (e.g. `openssl rand -hex 32 > maf-storage.key; chmod 600 maf-storage.key`).
-# Leave it out when the keystore below holds the secret "maf-storage-key" (exactly one source).
+# Leave it out when the keystore below holds the secret "maf-storage-key" (exactly one source; no
+# `m2m keys` command writes that secret yet: it is stored through SoftwareKeystore::set_secret).
 storage_key_file = "maf-storage.key"
 default_key_lifetime = 3600
 default_client_lifetime = 86400
@@ -313,9 +314,8 @@ max_lifetime = 2592000
 sweep_interval = 60
 
 # Keys held in the software secure environment (`m2m keys init --keystore maf.keystore --key-file
-# maf-keystore.key`, then `m2m keys add-psk` with kpsa_id = KmID and entity_id = the client's AE-ID or
-# CSE-ID): its Km are looked up after the [[km]] rows, and its secret "maf-storage-key" (32 bytes) may
-# replace storage_key_file. Open it with exactly one of key_file (mode 0600) and passphrase_env.
+# maf-keystore.key`, then `m2m keys add-psk --kpsa-id KmID --entity AE-ID|CSE-ID`): its Km are looked
+# up after the [[km]] rows, and its secret "maf-storage-key" (32 bytes) may replace storage_key_file. Open it with exactly one of key_file (mode 0600) and passphrase_env.
 # keystore = "maf.keystore"
 # key_file = "maf-keystore.key"
 # passphrase_env = "M2M_MAF_KEYSTORE_PASSPHRASE"
@@ -476,7 +476,7 @@ impl MafConfig {
                 let Some(entry) = ks.psk(&id) else { continue };
                 let client_id = entry.entity_id.clone().ok_or_else(|| {
                     format!(
-                        "keystore {}: Km {id} has no entity_id (the MAF client's AE-ID or CSE-ID)",
+                        "keystore {}: Km {id} has no entity_id (the MAF client's AE-ID or CSE-ID: `m2m keys add-psk --entity`)",
                         ks.path().display()
                     )
                 })?;

@@ -16,20 +16,22 @@ fqdn = "mef.keys.example.net"
 sp_fqdn = "m2m.example.com"
 listen = "0.0.0.0:8443"
 
-# FQDN certificate of the MEF (`m2m pki issue --kind mef --id mef.keys.example.net`), its key (mode 0600),
-# and the root of trust for enrolees and enrolment targets presenting certificates.
-certificate = "mef.crt.pem"
-private_key = "mef.key.pem"
-trusted_ca = "ca.crt.pem"
+# FQDN certificate of the MEF (`m2m pki issue --ca ca --kind mef --id mef.keys.example.net --out mef`
+# writes mef.pem and mef.key, mode 0600), and the root of trust for enrolees and enrolment targets
+# presenting certificates (`m2m pki ca --out ca`).
+certificate = "mef.pem"
+private_key = "mef.key"
+trusted_ca = "ca/ca.pem"
 
 # Enrolments (Ke, AES-256-GCM encrypted under the storage key) and the storage key file (32 bytes hex,
 # mode 0600; created when missing). Leave storage_key out when the keystore below holds the secret
-# "mef-storage-key" (exactly one source).
+# "mef-storage-key" (exactly one source; no `m2m keys` command writes that secret yet: it is stored
+# through SoftwareKeystore::set_secret).
 storage = "mef-enrolments.json"
 storage_key = "mef-storage.key"
 
 # Keys held in the software secure environment (`m2m keys init --keystore mef.keystore --key-file
-# mef-keystore.key`, then `m2m keys add-psk` with kpsa_id = KpmID and entity_id = the enrolee ID): its
+# mef-keystore.key`, then `m2m keys add-psk --kpsa-id KpmID --entity ENROLEE-ID`): its
 # Kpm are looked up after the [[kpm]] rows, and its secret "mef-storage-key" (32 bytes) may replace
 # storage_key. Open it with exactly one of key_file (mode 0600) and passphrase_env.
 # keystore = "mef.keystore"
@@ -233,7 +235,7 @@ impl MefConfig {
                 let Some(entry) = ks.psk(&id) else { continue };
                 let enrolee_id = entry.entity_id.clone().ok_or_else(|| {
                     format!(
-                        "keystore {}: Kpm {id} has no entity_id (the enrolee ID)",
+                        "keystore {}: Kpm {id} has no entity_id (the enrolee ID: `m2m keys add-psk --entity`)",
                         ks.path().display()
                     )
                 })?;
