@@ -25,17 +25,6 @@ pub struct EsprimTarget<'a> {
     pub key: &'a Secret,
 }
 
-/// One NOTIFY to the Target carrying `info`; the outer response must be 2000 with a securityInfo of
-/// type `want`, else the outer error comes back as the error.
-async fn exchange(
-    client: &Client,
-    t: &EsprimTarget<'_>,
-    info: SecurityInfo,
-    want: SecurityInfoType,
-) -> M2mResult<SecurityInfo> {
-    notify_security_info(client, t.url, t.to, t.from, info, want).await
-}
-
 /// Sends `info` in a NOTIFY to `to` (a CSEBase) through the CSE at `url`, as `from`; the answer must be
 /// 2000 with a securityInfo of type `want` (ESPrim and ESCertKE share this transport).
 pub(crate) async fn notify_security_info(
@@ -75,9 +64,11 @@ pub async fn send_protected(
     t: &EsprimTarget<'_>,
     inner: &Request,
 ) -> M2mResult<Response> {
-    let rand = exchange(
+    let rand = notify_security_info(
         client,
-        t,
+        t.url,
+        t.to,
+        t.from,
         SecurityInfo::rand_request(),
         SecurityInfoType::ReceiverRandResponse,
     )
@@ -90,9 +81,11 @@ pub async fn send_protected(
     let body = serde_json::to_vec(&inner.to_json())
         .map_err(|_| M2mError::new(Rsc::EsprimEncryptionError, "inner request"))?;
     let jwe = session.protect_request(&body, chrono::Utc::now())?;
-    let answer = exchange(
+    let answer = notify_security_info(
         client,
-        t,
+        t.url,
+        t.to,
+        t.from,
         SecurityInfo::esprim_object(jwe),
         SecurityInfoType::EsprimObject,
     )

@@ -75,7 +75,7 @@ impl Default for Client {
     }
 }
 
-/// The transport a URL asks for. TLS (`https`) will become a variant with its own connector.
+/// The transport a URL asks for: plain HTTP or TLS (`https`, with its own connector).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Transport {
     Http,
@@ -238,7 +238,6 @@ impl Client {
         let http_req = http::Request::from_parts(parts, Full::new(body));
         let max_body = self.max_body;
         let exchange = async {
-            // A TLS transport slots in here with its own pooled client.
             let rsp = match target.transport {
                 Transport::Http => self.http.request(http_req).await,
                 Transport::Https => match &self.https {

@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 /// MAF-distributed; TS-0004 table 6.3.4.2.39-1).
 const SAEF_SUIDS: [u32; 3] = [12, 22, 32];
 /// The SUID of a MAF-distributed pairwiseESPrimKey.
-pub(crate) const ESPRIM_MAF_SUID: u32 = 33;
+pub(crate) use m2m_keyservices::sae::ESPRIM_MAF_SUID;
 
 /// A retrieved key: the entity bound, the PSK, and until when it may be used from the cache.
 type Cached = (Option<String>, Zeroizing<Vec<u8>>, Instant);
@@ -138,14 +138,13 @@ impl MafKeys {
 
     async fn fetch(&self, relative_id: &str) -> Result<(PskKey, Duration), String> {
         let key = self.retrieve(relative_id, KeyUsage::Association).await?;
-        let kc = key.kc.expose();
         let expires_in = (key.expires - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
         Ok((
             PskKey {
                 entity: Some(key.source_id),
-                key: Zeroizing::new(kc[..kc.len() / 2].to_vec()),
+                key: Zeroizing::new(m2m_keyservices::sae::psk_of_kc(&key.kc).expose().to_vec()),
             },
             expires_in,
         ))

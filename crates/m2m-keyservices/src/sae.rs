@@ -22,7 +22,7 @@ pub struct MafAccess {
 pub struct ConnectionKey {
     /// `HEX(KcID)@MAF-FQDN`
     pub psk_identity: String,
-    /// The first half of Kc: TLS-PSK needs one key (clause 8.8.1).
+    /// [`psk_of_kc`] of Kc.
     pub psk: Secret,
     pub expiration_time: String,
 }
@@ -45,8 +45,8 @@ pub async fn enrol_for_maf(
     maf_url: &str,
     maf_fqdn: &str,
 ) -> Result<MafAccess, String> {
-    let addr = mef_url.trim_start_matches("https://").trim_end_matches('/');
-    let mut mef = MefClient::connect_psk(addr, mef_fqdn, kpm_id, kpm)
+    let addr = crate::mef::client::mef_addr(mef_url).map_err(|e| format!("MEF: {e}"))?;
+    let mut mef = MefClient::connect_psk(&addr, mef_fqdn, kpm_id, kpm)
         .await
         .map_err(|e| format!("MEF: {e}"))?;
     let request = EnrolmentRequest {
@@ -82,19 +82,26 @@ async fn register_kc(maf: &MafAccess, suid: u32, target: &str) -> Result<Registe
         .map_err(|e| format!("MAF key registration: {e}"))
 }
 
+/// The TLS-PSK of a MAF-distributed Kc: its first half, since TLS-PSK takes one key where Kc is
+/// 32 bytes (TS-0003 clause 8.8.1; the AE and the target CSE must cut it the same way).
+pub fn psk_of_kc(kc: &Secret) -> Secret {
+    let kc = kc.expose();
+    Secret::from_slice(&kc[..kc.len() / 2])
+}
+
 /// Registers at the MAF and registers a connection key for `target` (the absolute CSE-ID of the
 /// CSE to associate with, e.g. `//m2m.example.com/id-in`); returns what the AE presents to it.
 pub async fn connection_key(maf: &MafAccess, target: &str) -> Result<ConnectionKey, String> {
     let key = register_kc(maf, 12, target).await?;
-    let kc = key.key.expose();
     Ok(ConnectionKey {
         psk_identity: key.key_id.clone(),
-        psk: Secret::new(kc[..kc.len() / 2].to_vec()),
+        psk: psk_of_kc(&key.key),
         expiration_time: key.expiration_time.clone(),
     })
 }
 
-/// The SUID of a MAF-distributed pairwiseESPrimKey (TS-0004 table 6.3.4.2.39-1).
+/// The SUID of a MAF-distributed pairwiseESPrimKey (TS-0004 table 6.3.4.2.39-1); the target CSE
+/// checks retrieved keys against it.
 pub const ESPRIM_MAF_SUID: u32 = 33;
 
 /// A pairwiseESPrimKey from the MAF ESPrim Framework.

@@ -7,6 +7,7 @@ use common::{certificate_client, cse_leaf, logs, maf_config, test_clock, url, wr
 use m2m_keyservices::maf::{KmRow, MafClient, MafConfig, RunningMaf};
 use m2m_security::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
 use m2m_security::credentials::Secret;
+use m2m_security::kdf;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -117,6 +118,10 @@ async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
     assert_eq!(key.relative_id, local_kc_id);
     assert_eq!(key.relative_id.len(), 32);
     assert_eq!(key.key_id, format!("{local_kc_id}@{MAF_FQDN}"));
+    // The Key Identifier is the documented uppercase hexBinary form of kdf::kc_id_string.
+    let (kc_id_bytes, fqdn) = kdf::parse_hex_key_id(&key.key_id).unwrap();
+    assert_eq!(key.key_id, kdf::kc_id_string(&kc_id_bytes, &fqdn));
+    assert_eq!(key.relative_id, kdf::hex_binary(&kc_id_bytes));
     assert_eq!(key.target_ids, vec![IN_CSE.to_string()]);
     // One Kc per connection.
     assert_eq!(status(ae.register_key(12, &[IN_CSE], None).await), 409);
@@ -127,6 +132,12 @@ async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
     assert_eq!(got.key, key.key);
     assert_eq!(got.source_id, "//m2m.example.com/Sae1");
     assert_eq!(got.suid, 12);
+    // hexBinary has no case: the lowercase form names the same key.
+    let lower = in_cse
+        .retrieve_key(&key.key_id.to_lowercase())
+        .await
+        .unwrap();
+    assert_eq!(lower.key, key.key);
 
     // Another CSE, the source itself and another AE are no targets.
     let mut other = cse(&maf, &p, "other").await;
@@ -282,6 +293,72 @@ async fn keys_survive_a_restart() {
     assert!(!db.windows(32).any(|w| w == key.key.expose()));
 }
 
+/// Adding oneself to a key's targets in the database file does not hand out the key: the value is
+/// bound to its whole registration.
+#[tokio::test]
+async fn a_key_row_edited_on_disk_does_not_decrypt() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    let key = ae.register_key(12, &[IN_CSE], None).await.unwrap();
+    let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+    db.execute(
+        "UPDATE keys SET targets = ?1",
+        [serde_json::json!([IN_CSE, "//m2m.example.com/id-other"]).to_string()],
+    )
+    .unwrap();
+    let mut other = cse(&maf, &p, "other").await;
+    let e = other.retrieve_key(&key.relative_id).await.unwrap_err();
+    assert_eq!(e.status, Some(500), "{e}");
+    assert!(!e.reason.contains(&hex_of(key.key.expose())));
+    // Not for the rightful target either: the row as a whole is no longer the MAF's.
+    let mut in_cse = cse(&maf, &p, "in").await;
+    assert_eq!(status(in_cse.retrieve_key(&key.relative_id).await), 500);
+    assert!(log_text().contains(&format!(
+        "key {} does not decrypt",
+        key.relative_id.to_lowercase()
+    )));
+}
+
+/// A store whose key rows were sealed the old way (bound to their ID only) is refused at start.
+#[tokio::test]
+async fn a_store_with_key_rows_of_the_old_format_is_refused() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &storage), Arc::clone(&clock))
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    ae.register_key(12, &[IN_CSE], None).await.unwrap();
+    drop(ae);
+    maf.shutdown();
+    let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+    db.execute_batch("PRAGMA user_version = 0").unwrap();
+    drop(db);
+    let err = RunningMaf::start(config(&p, &storage), Arc::clone(&clock))
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("earlier MAF"), "{err}");
+    assert!(err.contains("DELETE FROM keys"), "{err}");
+    // Once the operator deleted them, the MAF starts.
+    let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+    db.execute_batch("DELETE FROM keys").unwrap();
+    drop(db);
+    RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn unknown_km_and_untrusted_certificates_are_refused() {
     logs();
@@ -290,6 +367,10 @@ async fn unknown_km_and_untrusted_certificates_are_refused() {
     let maf = RunningMaf::start(config(&p, &p.path("store")), clock)
         .await
         .unwrap();
+    // A real Kc registered for the IN-CSE: what a rogue certificate for /id-in would be after.
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    let key = ae.register_key(12, &[IN_CSE], None).await.unwrap();
     let wrong = Secret::from_hex(&"99".repeat(32)).unwrap();
     assert!(MafClient::connect_psk(&url(&maf), MAF_FQDN, KM_ID, &wrong)
         .await
@@ -330,10 +411,17 @@ async fn unknown_km_and_untrusted_certificates_are_refused() {
     )
     .await;
     match rogue {
-        Err(_) => {}
-        // TLS 1.2: the server's refusal may surface at the first request.
-        Ok(mut c) => assert!(c.retrieve_key("00").await.is_err()),
+        Err(e) => assert!(e.status.is_none(), "{e}"),
+        // TLS 1.2: the server's refusal may surface at the first request, as a transport
+        // failure (no HTTP answer), not as a refusal the MAF reasoned about.
+        Ok(mut c) => {
+            let e = c.retrieve_key(&key.key_id).await.unwrap_err();
+            assert!(e.status.is_none(), "{e}");
+        }
     }
+    // The rightful IN-CSE still gets it.
+    let mut in_cse = cse(&maf, &p, "in").await;
+    assert_eq!(in_cse.retrieve_key(&key.key_id).await.unwrap().key, key.key);
     // A second PSK client registers under its own identity.
     let mut ae2 = MafClient::connect_psk(
         &url(&maf),
@@ -365,20 +453,46 @@ fn config_file_must_be_private_and_parses() {
     }
     let cfg = MafConfig::from_file(&path).unwrap();
     assert_eq!(cfg.fqdn, MAF_FQDN);
-    assert_eq!(cfg.km.len(), 1);
+    // The default configuration activates no Km and no delegation: both are examples to fill in.
+    assert!(cfg.km.is_empty());
+    assert!(cfg.ttp.delegations.is_empty());
     assert_eq!(cfg.storage, dir.path().join("maf-data"));
     assert!(!format!("{cfg:?}").contains("00112233"));
     // The storage key file must be private too.
     let storage_key_file = cfg.storage_key_file.clone().unwrap();
     write_private(&storage_key_file, "ab".repeat(32).as_bytes());
-    assert_eq!(cfg.storage_key().unwrap().len(), 32);
+    assert_eq!(cfg.load_keys().unwrap().storage_key.len(), 32);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&storage_key_file, std::fs::Permissions::from_mode(0o640))
             .unwrap();
-        assert!(cfg.storage_key().is_err());
+        assert!(cfg.load_keys().is_err());
     }
+}
+
+#[test]
+fn a_km_shorter_than_16_bytes_is_refused() {
+    let base = "fqdn = \"maf.keys.example.net\"\nsp_fqdn = \"m2m.example.com\"\nlisten = \"127.0.0.1:0\"\nstorage = \"d\"\nstorage_key_file = \"k\"\n[[km]]\nclient_id = \"/Sae1\"\nkm_id = \"ae1@maf.keys.example.net\"\n";
+    let err =
+        MafConfig::from_toml_str(&format!("{base}key = \"{}\"\n", "ab".repeat(15))).unwrap_err();
+    assert!(err.contains("shorter than 16 bytes"), "{err}");
+    assert!(!err.contains(&"ab".repeat(15)), "{err}");
+    MafConfig::from_toml_str(&format!("{base}key = \"{}\"\n", "ab".repeat(16))).unwrap();
+}
+
+#[tokio::test]
+async fn a_readable_tls_private_key_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = pki();
+    let (clock, _) = test_clock();
+    std::fs::set_permissions(p.path("maf.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = RunningMaf::start(config(&p, &p.path("store")), clock)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("maf.key"), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
 }
 
 #[tokio::test]

@@ -8,9 +8,10 @@ mod common;
 use common::log_text_lowercase as log_text;
 use common::{logs, maf_config, write_private};
 use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, MefSection, RunningMaf};
-use m2m_keyservices::mef::{derive_km, EnrolmentRequest, Mef, MefClient, MefConfig};
+use m2m_keyservices::mef::{EnrolmentRequest, Mef, MefClient, MefConfig};
 use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
+use m2m_security::kdf;
 use std::path::PathBuf;
 
 const SP: &str = "m2m.example.com";
@@ -123,7 +124,7 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
     let maf_url = format!("https://{}", maf.addr);
 
     let (ke, ke_id) = enrol(&mef_addr, Some(MAF)).await;
-    let km = derive_km(&ke, MAF);
+    let km = kdf::km(&ke, MAF);
     let mut client = MafClient::connect_psk(&maf_url, MAF, &ke_id, &km)
         .await
         .expect("Km association with the MAF through the MEF");
@@ -135,34 +136,37 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
         .expect("key registration by the enrolee");
     assert_eq!(key.target_ids, vec![format!("//{SP}/id-in")]);
 
-    // A wrong Km under the right KeID.
+    // A wrong Km under the right KeID: the MAF fetched the right one, the handshake fails.
     let wrong = Secret::from_hex(&"00".repeat(32)).unwrap();
     assert!(MafClient::connect_psk(&maf_url, MAF, &ke_id, &wrong)
         .await
         .is_err());
     // Km for another MAF-ID.
-    let other = derive_km(&ke, "other.keys.example.net");
+    let other = kdf::km(&ke, "other.keys.example.net");
     assert!(MafClient::connect_psk(&maf_url, MAF, &ke_id, &other)
         .await
         .is_err());
+    assert!(log_text().contains("maf connection refused peer="));
+    assert!(log_text().contains("reason=decryption failed or bad record mac"));
     // An unknown KeID.
     let unknown = format!("{}@{MEF}", "AB".repeat(16));
     assert!(MafClient::connect_psk(&maf_url, MAF, &unknown, &km)
         .await
         .is_err());
+    assert_audited(&unknown, "mef answered 404: unknown or expired keid");
     // An enrolment that names no MAF: the MEF refuses the MAF its Km.
     let (ke2, ke_id2) = enrol(&mef_addr, None).await;
     assert!(
-        MafClient::connect_psk(&maf_url, MAF, &ke_id2, &derive_km(&ke2, MAF))
+        MafClient::connect_psk(&maf_url, MAF, &ke_id2, &kdf::km(&ke2, MAF))
             .await
             .is_err()
     );
+    assert_audited(
+        &ke_id2,
+        "mef answered 403: the enrolment does not name this target for suid 11",
+    );
 
     let logs = log_text();
-    assert!(
-        logs.contains("remote-provisioned km not available"),
-        "audit line on failure:\n{logs}"
-    );
     assert!(logs.contains(&ke_id.to_lowercase()));
     for secret in [km.to_hex(), ke.to_hex()] {
         assert!(
@@ -178,11 +182,28 @@ async fn on_a_current_thread_runtime_the_fallback_refuses() {
     let mef_addr = pki.start_mef().await;
     let maf = pki.start_maf(&mef_addr).await;
     let (ke, ke_id) = enrol(&mef_addr, Some(MAF)).await;
-    let km = derive_km(&ke, MAF);
+    let km = kdf::km(&ke, MAF);
     assert!(
         MafClient::connect_psk(&format!("https://{}", maf.addr), MAF, &ke_id, &km)
             .await
             .is_err()
+    );
+    assert_audited(
+        &ke_id,
+        "fetching a key during a handshake needs a multi-thread runtime",
+    );
+}
+
+/// The MAF's audit line for a remote-provisioned Km it could not get names the KeID and why.
+fn assert_audited(ke_id: &str, reason: &str) {
+    let logs = log_text();
+    let wanted = format!(
+        "remote-provisioned km not available psk_identity=\"{}\" reason={reason}",
+        ke_id.to_lowercase()
+    );
+    assert!(
+        logs.contains(&wanted),
+        "no audit line {wanted:?} in:\n{logs}"
     );
 }
 

@@ -9,8 +9,9 @@ mod common;
 
 use common::{register_phone_ae, start_maf_process, CseProcess, Pki, ServiceProcess, TlsClient};
 use m2m_keyservices::maf::MafClient;
-use m2m_keyservices::mef::{derive_km, EnrolmentRequest, MefClient};
+use m2m_keyservices::mef::{EnrolmentRequest, MefClient};
 use m2m_security::credentials::Secret;
+use m2m_security::kdf;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -131,7 +132,7 @@ async fn an_enrolee_reaches_the_in_cse_through_mef_and_maf() {
 
     // Enrolment at the MEF; Km derived locally (TS-0003 clause 10.3.2).
     let (ke, ke_id) = enrol(&mef_addr).await;
-    let km = derive_km(&ke, MAF_FQDN);
+    let km = kdf::km(&ke, MAF_FQDN);
 
     // TLS-PSK with the MAF on (KeID, Km): the MAF fetches Km from the MEF.
     let mut maf = MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &km)
@@ -162,7 +163,7 @@ async fn an_enrolee_reaches_the_in_cse_through_mef_and_maf() {
     assert_eq!(r.body["m2m:ae"]["aei"], json!("Cphone"), "{:?}", r.body);
 
     // A wrong Km for that KeID fails at the MAF.
-    let wrong = derive_km(&ke, "other.keys.example.net");
+    let wrong = kdf::km(&ke, "other.keys.example.net");
     assert!(MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &wrong)
         .await
         .is_err());
@@ -194,7 +195,7 @@ async fn an_expired_enrolment_opens_no_maf_association() {
     let (maf_proc, maf_url) = setup.start_maf(&mef_addr);
 
     let (ke, ke_id) = enrol(&mef_addr).await;
-    let km = derive_km(&ke, MAF_FQDN);
+    let km = kdf::km(&ke, MAF_FQDN);
     MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &km)
         .await
         .unwrap_or_else(|e| panic!("before expiry: {e}\n{}", maf_proc.stderr()));

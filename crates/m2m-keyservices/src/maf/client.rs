@@ -3,13 +3,13 @@
 
 use super::jwk::Jwk;
 use super::ttp::CredentialUsage;
-use super::{split_exporter, EXPORTER_LABEL, EXPORTER_LEN};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use m2m_security::credentials::Secret;
+use m2m_security::kdf::{self, CONNECTION_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{
     client_context, client_ssl, ClientTlsConfig, CERTIFICATE_SUITES, PSK_SUITES,
 };
@@ -57,13 +57,13 @@ pub struct ClientRegistration {
     pub expiration_time: String,
 }
 
-/// A registered key, as the source sees it: Kc, its KcID `hex@MAF-FQDN` and the registration details.
+/// A registered key, as the source sees it: Kc, its KcID `HEX@MAF-FQDN` and the registration details.
 #[derive(Debug, Clone)]
 pub struct RegisteredKey {
     pub key: Secret,
-    /// `hex(KcID)@MAF-FQDN`.
+    /// `HEX(KcID)@MAF-FQDN`.
     pub key_id: String,
-    /// `hex(KcID)`.
+    /// `HEX(KcID)`.
     pub relative_id: String,
     pub expiration_time: String,
     pub target_ids: Vec<String>,
@@ -128,7 +128,7 @@ pub struct RetrievedKey {
 /// One authenticated connection to a MAF.
 pub struct MafClient {
     sender: SendRequest<Full<Bytes>>,
-    exporter: Zeroizing<[u8; EXPORTER_LEN]>,
+    exporter: Zeroizing<[u8; EXPORT_LEN]>,
     host: String,
     driver: JoinHandle<()>,
 }
@@ -139,15 +139,16 @@ impl Drop for MafClient {
     }
 }
 
-/// `https://host:port` → (host, port).
-fn host_port(url: &str) -> Result<(String, u16), MafError> {
-    let uri: http::Uri = url.parse().map_err(|_| local("bad MAF URL"))?;
+/// `https://host[:port][/...]` → (host, port), 443 by default; an IPv6 literal without brackets.
+pub(crate) fn host_port(url: &str) -> Result<(String, u16), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("bad URL '{url}'"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(local("the MAF URL must be https://"));
+        return Err(format!("the URL '{url}' must be https://"));
     }
     let host = uri
         .host()
-        .ok_or_else(|| local("the MAF URL has no host"))?
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("the URL '{url}' names no host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
@@ -196,7 +197,7 @@ impl MafClient {
         server_name: &str,
         ctx: openssl::ssl::SslContext,
     ) -> Result<MafClient, MafError> {
-        let (host, port) = host_port(url)?;
+        let (host, port) = host_port(url).map_err(local)?;
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| local(format!("connect {host}:{port}: {e}")))?;
@@ -208,10 +209,10 @@ impl MafClient {
             .connect()
             .await
             .map_err(|e| local(format!("TLS handshake failed: {e}")))?;
-        let mut exporter = Zeroizing::new([0u8; EXPORTER_LEN]);
+        let mut exporter = Zeroizing::new([0u8; EXPORT_LEN]);
         stream
             .ssl()
-            .export_keying_material(&mut exporter[..], EXPORTER_LABEL, None)
+            .export_keying_material(&mut exporter[..], CONNECTION_EXPORTER_LABEL, None)
             .map_err(|e| local(format!("TLS exporter: {e}")))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -231,10 +232,11 @@ impl MafClient {
         })
     }
 
-    /// The Kc of this connection and hex(KcID), as computed locally from the exporter.
+    /// The Kc of this connection and HEX(KcID) (uppercase hexBinary), as computed locally from the
+    /// exporter.
     pub fn connection_key(&self) -> (Secret, String) {
-        let (kc_id, kc) = split_exporter(&self.exporter);
-        (Secret::from_slice(kc), hex::encode(kc_id))
+        let (kc, kc_id) = kdf::export_split(&self.exporter);
+        (kc, kdf::hex_binary(&kc_id))
     }
 
     async fn call(
@@ -345,7 +347,8 @@ impl MafClient {
         }
         let reg = self.key_registration(body).await?;
         let (kc, kc_id) = self.connection_key();
-        if reg.relative_id != kc_id {
+        // hexBinary compares without case (a MAF of an earlier version answered lowercase).
+        if !reg.relative_id.eq_ignore_ascii_case(&kc_id) {
             return Err(local(
                 "the MAF registered a KcID other than this connection's",
             ));
@@ -411,11 +414,20 @@ impl MafClient {
                 .ok_or_else(|| local("answer lacks keyValue"))?
                 .to_owned(),
         );
+        // The caller binds the key to sourceID and checks suid and expiry: none may default.
+        let suid = v["suid"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| local("answer lacks suid"))?;
+        let source_id = str_field(&v, "sourceID")?;
+        if source_id.is_empty() {
+            return Err(local("answer has an empty sourceID"));
+        }
         Ok(RetrievedKey {
             key: Secret::from_hex(&hex_value).map_err(local)?,
-            expiration_time: v["expirationTime"].as_str().unwrap_or_default().to_owned(),
-            source_id: v["sourceID"].as_str().unwrap_or_default().to_owned(),
-            suid: v["suid"].as_u64().unwrap_or_default() as u32,
+            expiration_time: str_field(&v, "expirationTime")?,
+            source_id,
+            suid,
         })
     }
 

@@ -26,6 +26,20 @@ impl std::fmt::Debug for KmRow {
     }
 }
 
+/// The shortest pre-provisioned PSK (Km at the MAF, Kpm at the MEF) a key service accepts, in bytes:
+/// 128 bits, the strength of the TLS-PSK suites of the oneM2M profiles.
+pub(crate) const MIN_PSK_LEN: usize = 16;
+
+/// Refuses a pre-provisioned PSK shorter than [`MIN_PSK_LEN`]; `what` names the key (`km ID`).
+pub(crate) fn check_psk_len(what: &str, key: &Secret) -> Result<(), String> {
+    if key.len() < MIN_PSK_LEN {
+        return Err(format!(
+            "{what}: the key is shorter than {MIN_PSK_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// The MEF this MAF is an enrolment target of (remote provisioning of Km, TS-0003 clauses 8.3 and
 /// 8.8.3.1). The MAF reaches it with its own FQDN certificate (`certificate`, `private_key`,
 /// `trusted_ca`), so those must be configured too.
@@ -71,7 +85,7 @@ pub struct MafConfig {
     #[serde(default)]
     pub storage_key_file: Option<PathBuf>,
     /// The software secure environment (`m2m keys init`): Km as PSK entries (psk_identity = KmID,
-    /// entity_id = the client's AE-ID/CSE-ID), and optionally the storage key as the secret
+    /// entity (`m2m keys add-psk --entity`) = the client's AE-ID/CSE-ID), and optionally the storage key as the secret
     /// [`MAF_STORAGE_KEY_SECRET`]. Opened with exactly one of `key_file` and `passphrase_env`.
     #[serde(default)]
     pub keystore: Option<PathBuf>,
@@ -284,14 +298,15 @@ pub const DEFAULT_CONFIG: &str = r#"# m2m maf: the M2M Authentication Function (
 fqdn = "maf.keys.example.net"
 sp_fqdn = "m2m.example.com"
 listen = "0.0.0.0:8443"
-# m2m pki issue --ca CA --kind maf --id maf.keys.example.net --out maf
-certificate = "maf.cert.pem"
-private_key = "maf.key.pem"
-# Root of trust for client certificates (AE-ID and CSE-ID certificates).
-trusted_ca = "ca.cert.pem"
+# m2m pki issue --ca ca --kind maf --id maf.keys.example.net --out maf  (writes maf.pem, maf.key)
+certificate = "maf.pem"
+private_key = "maf.key"
+# Root of trust for client certificates (AE-ID and CSE-ID certificates): `m2m pki ca --out ca`.
+trusted_ca = "ca/ca.pem"
 storage = "maf-data"
 # 32 random bytes in hex, mode 0600 (e.g. `openssl rand -hex 32 > maf-storage.key; chmod 600 maf-storage.key`).
-# Leave it out when the keystore below holds the secret "maf-storage-key" (exactly one source).
+# Leave it out when the keystore below holds the secret "maf-storage-key" (exactly one source; no
+# `m2m keys` command writes that secret yet: it is stored through SoftwareKeystore::set_secret).
 storage_key_file = "maf-storage.key"
 default_key_lifetime = 3600
 default_client_lifetime = 86400
@@ -299,18 +314,18 @@ max_lifetime = 2592000
 sweep_interval = 60
 
 # Keys held in the software secure environment (`m2m keys init --keystore maf.keystore --key-file
-# maf-keystore.key`, then `m2m keys add-psk` with kpsa_id = KmID and entity_id = the client's AE-ID or
-# CSE-ID): its Km are looked up after the [[km]] rows, and its secret "maf-storage-key" (32 bytes) may
-# replace storage_key_file. Open it with exactly one of key_file (mode 0600) and passphrase_env.
+# maf-keystore.key`, then `m2m keys add-psk --kpsa-id KmID --entity AE-ID|CSE-ID`): its Km are looked
+# up after the [[km]] rows, and its secret "maf-storage-key" (32 bytes) may replace storage_key_file. Open it with exactly one of key_file (mode 0600) and passphrase_env.
 # keystore = "maf.keystore"
 # key_file = "maf-keystore.key"
 # passphrase_env = "M2M_MAF_KEYSTORE_PASSPHRASE"
 
-# Clients authenticating with TLS-PSK on Km (psk_identity = KmID).
-[[km]]
-client_id = "/id-in/Cae1"
-km_id = "ae1@maf.keys.example.net"
-key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+# Clients authenticating with TLS-PSK on Km (psk_identity = KmID); key = 32 fresh random bytes in hex
+# (e.g. `openssl rand -hex 32`), never a published example.
+# [[km]]
+# client_id = "/id-in/Cae1"
+# km_id = "ae1@maf.keys.example.net"
+# key = "<64 hex digits>"
 
 # The trusted third party (seeds/001 clauses 5.6, 5.7): a registry of E2E credentials under
 # /maf/e2e-credentials. A registered MAF client registers a credential (a JWK: oct, or an EC P-256
@@ -320,9 +335,9 @@ key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 default_lifetime = 86400
 max_lifetime = 2592000
 # A gateway may register credentials for its devices; `*` matches within one ID segment.
-[[ttp.delegations]]
-delegate = "/mn-cse-123456"
-subjects = ["/mn-cse-123456/C*"]
+# [[ttp.delegations]]
+# delegate = "/mn-cse-123456"
+# subjects = ["/mn-cse-123456/C*"]
 
 # Remote-provisioned Km (TS-0003 clause 8.3): an enrolee of this MEF authenticates with
 # psk_identity = its KeID (hex@MEF-FQDN) and psk = Km = HMAC-SHA256(Ke, label || MAF-FQDN); the MAF
@@ -401,9 +416,7 @@ impl MafConfig {
     /// Checks Km rows (from the file or the keystore) against the rest of the configuration.
     fn check_km_rows(&self, rows: &[KmRow]) -> Result<(), String> {
         for row in rows {
-            if row.key.is_empty() {
-                return Err(format!("km {}: empty key", row.km_id));
-            }
+            check_psk_len(&format!("km {}", row.km_id), &row.key)?;
             if crate::maf::absolute_id(&row.client_id, &self.sp_fqdn).is_none() {
                 return Err(format!(
                     "km {}: client_id '{}' is no SP-relative or absolute AE-ID/CSE-ID",
@@ -432,12 +445,6 @@ impl MafConfig {
             }
         }
         Ok(())
-    }
-
-    /// The storage key: from `storage_key_file` (mode 0600) or from the keystore secret
-    /// [`MAF_STORAGE_KEY_SECRET`], exactly one of them.
-    pub fn storage_key(&self) -> Result<Secret, String> {
-        Ok(self.load_keys()?.storage_key)
     }
 
     /// Opens the keystore (if configured) and collects the keys the MAF starts with: the `[[km]]` rows,
@@ -469,7 +476,7 @@ impl MafConfig {
                 let Some(entry) = ks.psk(&id) else { continue };
                 let client_id = entry.entity_id.clone().ok_or_else(|| {
                     format!(
-                        "keystore {}: Km {id} has no entity_id (the MAF client's AE-ID or CSE-ID)",
+                        "keystore {}: Km {id} has no entity_id (the MAF client's AE-ID or CSE-ID: `m2m keys add-psk --entity`)",
                         ks.path().display()
                     )
                 })?;

@@ -23,8 +23,10 @@
 //!
 //! Right after the handshake both sides compute the TLS exporter (RFC 5705) with the label
 //! `"EXPORTER-oneM2M-Connection"`, no context, 48 bytes (TS-0003 clause 8.8.1): KcID = the 16 most-significant
-//! (first) bytes, Kc = the 32 least-significant (last) bytes. The server keeps it (zeroed on drop) with the
-//! connection: it is the key a Key Registration without keyValue registers.
+//! (first) bytes, Kc = the 32 least-significant (last) bytes ([`m2m_security::kdf::export_split`]). The
+//! server keeps it (zeroed on drop) with the connection: it is the key a Key Registration without keyValue
+//! registers. Relative key IDs are uppercase hexBinary ([`m2m_security::kdf::hex_binary`], as
+//! `kdf::kc_id_string` and `m2m keys export-split` write them); the MAF reads them in either case.
 //!
 //! # The HTTP/1.1 JSON API (this project's choice)
 //! TS-0032 (the MAF/MEF interface resources) was not available, so the API below is modelled on the
@@ -41,8 +43,8 @@
 //! | Key De-Registration | `DELETE /maf/keys/{relativeKeyID}` (only by the source) | 204 |
 //!
 //! - Key Registration needs a valid Client Registration of the requester (403 otherwise).
-//! - Without `keyValue`, the key is Kc of this connection and relativeKeyID = hex(KcID); with `keyValue`
-//!   (16 to 64 bytes), relativeKeyID is 16 random bytes in hex. The KcID on the wire is
+//! - Without `keyValue`, the key is Kc of this connection and relativeKeyID = HEX(KcID); with `keyValue`
+//!   (16 to 64 bytes), relativeKeyID is 16 random bytes in uppercase hex. The KcID on the wire is
 //!   `relativeKeyID@MAF-FQDN` (`keyID`).
 //! - `suid`: 12–15, 22–25 or 32–35 (TS-0004 table 6.3.4.2.39-1). For SAEF (x2) and ESPrim (x3) `targetIDs`
 //!   must hold exactly one ID; targets are given as SP-relative or absolute AE-IDs/CSE-IDs and stored
@@ -84,14 +86,10 @@ pub use ttp::CredentialUsage;
 use m2m_security::access_control::originator::to_absolute;
 use m2m_security::access_control::HostingCse;
 
-/// The TLS exporter label of the MAF connection key (TS-0003 clause 8.8.1).
-pub const EXPORTER_LABEL: &str = "EXPORTER-oneM2M-Connection";
-/// Bytes exported: KcID (16) || Kc (32).
-pub const EXPORTER_LEN: usize = 48;
-
-/// Splits the exporter output into (KcID, Kc): the 16 most-significant bytes and the 32 least-significant.
-pub fn split_exporter(out: &[u8; EXPORTER_LEN]) -> (&[u8], &[u8]) {
-    (&out[..16], &out[16..])
+/// A relative key ID as the MAF stores and looks it up: hexBinary is case-insensitive, the MAF writes
+/// it in uppercase, so an ID given in lowercase finds the same key.
+pub(crate) fn normalize_relative_id(id: &str) -> String {
+    id.to_ascii_uppercase()
 }
 
 /// An AE-ID or CSE-ID (SP-relative or absolute) in absolute form; CSE-relative AE-IDs are refused (the
@@ -114,17 +112,6 @@ pub fn absolute_id(id: &str, sp_fqdn: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kc_id_is_the_first_16_bytes_and_kc_the_last_32() {
-        let mut out = [0u8; EXPORTER_LEN];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = i as u8;
-        }
-        let (kc_id, kc) = split_exporter(&out);
-        assert_eq!(kc_id, &(0u8..16).collect::<Vec<_>>()[..]);
-        assert_eq!(kc, &(16u8..48).collect::<Vec<_>>()[..]);
-    }
 
     #[test]
     fn ids_are_brought_to_absolute_form() {

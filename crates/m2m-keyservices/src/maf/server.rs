@@ -4,7 +4,7 @@
 use super::config::MafConfig;
 use super::store::{ClientReg, KeyReg, Store};
 use super::ttp::{self, Delegations};
-use super::{absolute_id, split_exporter, EXPORTER_LABEL, EXPORTER_LEN};
+use super::{absolute_id, normalize_relative_id};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use m2m_security::credentials::Secret;
+use m2m_security::kdf::{self, CONNECTION_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{Authenticated, PskKey, PskLookup, ServerTlsConfig};
 use openssl::ssl::{Ssl, SslContext};
 use rand::RngCore;
@@ -65,46 +66,17 @@ struct MefKm {
     mef_fqdn: String,
     timeout: Duration,
     sp_fqdn: String,
-    certificate: std::path::PathBuf,
-    private_key: std::path::PathBuf,
-    trusted_ca: std::path::PathBuf,
-}
-
-/// `https://host:port/...`, `host:port` → `host:port` (443 by default).
-fn mef_addr(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("https://")
-        .unwrap_or(url)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    if rest.is_empty() {
-        return Err(format!("mef.url '{url}' names no host"));
-    }
-    let has_port = match rest.rsplit_once(':') {
-        Some((host, port)) => {
-            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
-        }
-        None => false,
-    };
-    Ok(if has_port {
-        rest.to_owned()
-    } else {
-        format!("{rest}:443")
-    })
+    /// The MAF's certificate context towards the MEF, built at start: a handshake (even of an
+    /// unauthenticated peer) reads no files.
+    context: SslContext,
 }
 
 impl MefKm {
     async fn fetch(&self, ke_id: &str) -> Result<PskKey, String> {
-        let mut mef = crate::mef::MefClient::connect_certificate(
-            &self.addr,
-            &self.mef_fqdn,
-            &self.certificate,
-            &self.private_key,
-            &self.trusted_ca,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let mut mef =
+            crate::mef::MefClient::connect_with_context(&self.addr, &self.mef_fqdn, &self.context)
+                .await
+                .map_err(|e| e.to_string())?;
         let got = mef
             .fetch_credentials(ke_id, crate::mef::SUID_MAF, None)
             .await
@@ -157,7 +129,7 @@ impl State {
 pub(super) struct Conn {
     /// The MAF client: an AE-ID or CSE-ID in absolute form.
     pub(super) identity: String,
-    exporter: Zeroizing<[u8; EXPORTER_LEN]>,
+    exporter: Zeroizing<[u8; EXPORT_LEN]>,
     pub(super) peer: SocketAddr,
 }
 
@@ -172,6 +144,9 @@ pub struct RunningMaf {
 impl RunningMaf {
     /// Opens the storage, binds `cfg.listen` and starts serving.
     pub async fn start(cfg: MafConfig, clock: Clock) -> Result<RunningMaf, String> {
+        if let Some(k) = &cfg.private_key {
+            m2m_security::secure_environment::check_private_file(k)?;
+        }
         let keys = cfg.load_keys()?;
         let store = Store::open(&cfg.storage, &keys.storage_key)?;
         let mut km = HashMap::new();
@@ -183,13 +158,20 @@ impl RunningMaf {
         let mef = match &cfg.mef {
             None => None,
             Some(m) => Some(MefKm {
-                addr: mef_addr(&m.url)?,
+                addr: crate::mef::client::mef_addr(&m.url).map_err(|e| format!("mef.url: {e}"))?,
                 mef_fqdn: m.fqdn.clone(),
                 timeout: Duration::from_millis(m.timeout_ms.max(1)),
                 sp_fqdn: cfg.sp_fqdn.clone(),
-                certificate: cfg.certificate.clone().ok_or("[mef] needs certificate")?,
-                private_key: cfg.private_key.clone().ok_or("[mef] needs private_key")?,
-                trusted_ca: cfg.trusted_ca.clone().ok_or("[mef] needs trusted_ca")?,
+                context: crate::mef::MefClient::certificate_context(
+                    cfg.certificate
+                        .as_deref()
+                        .ok_or("[mef] needs certificate")?,
+                    cfg.private_key
+                        .as_deref()
+                        .ok_or("[mef] needs private_key")?,
+                    cfg.trusted_ca.as_deref().ok_or("[mef] needs trusted_ca")?,
+                )
+                .map_err(|e| format!("[mef]: the MAF's certificate association: {e}"))?,
             }),
         };
         let context = m2m_security::tls::server_context(&ServerTlsConfig {
@@ -335,8 +317,8 @@ async fn handshake(
             }
         }
     };
-    let mut exporter = Zeroizing::new([0u8; EXPORTER_LEN]);
-    ssl.export_keying_material(&mut exporter[..], EXPORTER_LABEL, None)
+    let mut exporter = Zeroizing::new([0u8; EXPORT_LEN]);
+    ssl.export_keying_material(&mut exporter[..], CONNECTION_EXPORTER_LABEL, None)
         .map_err(|e| format!("TLS exporter: {e}"))?;
     Ok((
         stream,
@@ -426,14 +408,15 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let key = |id: &str| normalize_relative_id(id);
     match (method, segments.as_slice()) {
         (Method::POST, ["maf", "clients"]) => register_client(state, conn, &body),
         (Method::PUT, ["maf", "clients", id]) => update_client(state, conn, id, &body),
         (Method::DELETE, ["maf", "clients", id]) => deregister_client(state, conn, id),
         (Method::POST, ["maf", "keys"]) => register_key(state, conn, &body),
-        (Method::GET, ["maf", "keys", id]) => retrieve_key(state, conn, id),
-        (Method::PUT, ["maf", "keys", id]) => update_key(state, conn, id, &body),
-        (Method::DELETE, ["maf", "keys", id]) => deregister_key(state, conn, id),
+        (Method::GET, ["maf", "keys", id]) => retrieve_key(state, conn, &key(id)),
+        (Method::PUT, ["maf", "keys", id]) => update_key(state, conn, &key(id), &body),
+        (Method::DELETE, ["maf", "keys", id]) => deregister_key(state, conn, &key(id)),
         (method, ["maf", "e2e-credentials", rest @ ..]) => {
             ttp::handle(state, conn, &method, rest, &body)
         }
@@ -500,8 +483,8 @@ fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         admin_fqdn: req.admin_fqdn,
         expires,
     };
-    let store = state.store();
-    if let Err(e) = store.purge(now).and_then(|_| store.add_client(&reg)) {
+    // Expired rows are left to the sweep: every read filters on expiry.
+    if let Err(e) = state.store().add_client(&reg) {
         return internal(e);
     }
     tracing::info!(target: "audit", peer = %conn.peer, client = %reg.client_id, reg = %reg.reg_id, "MAF client registered");
@@ -654,9 +637,6 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
     let now = (state.clock)();
     {
         let store = state.store();
-        if let Err(e) = store.purge(now) {
-            return internal(e);
-        }
         match store.is_registered(&conn.identity, now) {
             Err(e) => return internal(e),
             Ok(false) => {
@@ -696,11 +676,11 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
             }
             let mut id = [0u8; 16];
             rand::thread_rng().fill_bytes(&mut id);
-            (hex::encode(id), value)
+            (kdf::hex_binary(&id), value)
         }
         None => {
-            let (kc_id, kc) = split_exporter(&conn.exporter);
-            (hex::encode(kc_id), Secret::from_slice(kc))
+            let (kc, kc_id) = kdf::export_split(&conn.exporter);
+            (kdf::hex_binary(&kc_id), kc)
         }
     };
     let reg = KeyReg {
@@ -711,7 +691,12 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         admin_fqdn: req.admin_fqdn,
         expires,
     };
-    match state.store().add_key(&reg, &value) {
+    let store = state.store();
+    // An expired registration of this very KcID (same connection) makes room; others wait for the sweep.
+    if let Err(e) = live_key(state, &store, &reg.relative_id) {
+        return internal(e);
+    }
+    match store.add_key(&reg, &value) {
         Err(e) => return internal(e),
         Ok(false) => {
             return error(
@@ -756,7 +741,7 @@ fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
             "the requester is not a target of this key",
         );
     }
-    let value = match store.key_value(id) {
+    let value = match store.key_value(&reg) {
         Ok(Some(v)) => v,
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such key"),
         Err(e) => return internal(e),
@@ -827,7 +812,7 @@ fn update_key(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
             Err(a) => return *a,
         };
     }
-    if let Err(e) = store.update_key(id, &reg.targets, reg.expires) {
+    if let Err(e) = store.update_key(&reg) {
         return internal(e);
     }
     tracing::info!(target: "audit", peer = %conn.peer, source = %conn.identity, key = %id, targets = %reg.targets.join(","), "MAF key registration updated");
@@ -844,24 +829,4 @@ fn deregister_key(state: &State, conn: &Conn, id: &str) -> Answer {
     }
     tracing::info!(target: "audit", peer = %conn.peer, source = %conn.identity, key = %id, "MAF key de-registered");
     no_content()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mef_addr;
-
-    #[test]
-    fn mef_urls_become_socket_addresses() {
-        assert_eq!(
-            mef_addr("https://mef.keys.example.net:8443").unwrap(),
-            "mef.keys.example.net:8443"
-        );
-        assert_eq!(
-            mef_addr("https://mef.keys.example.net/").unwrap(),
-            "mef.keys.example.net:443"
-        );
-        assert_eq!(mef_addr("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
-        assert_eq!(mef_addr("https://[::1]:9000").unwrap(), "[::1]:9000");
-        assert!(mef_addr("https://").is_err());
-    }
 }

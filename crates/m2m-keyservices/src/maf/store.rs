@@ -1,20 +1,23 @@
 //! SQLite storage of client and key registrations, and of the TTP's E2E credentials.
 //!
-//! Key values at rest are encrypted with AES-256-GCM under the storage key of the configuration
-//! (`storage_key_file`): a fresh random 96-bit nonce per value, and the relative key ID as associated data,
-//! so a ciphertext copied to another row does not decrypt. Everything else (IDs, SUID, targets, expiry) is
-//! stored in clear. Times are Unix seconds.
+//! Key values at rest are encrypted with AES-256-GCM under the storage key ([`crate::at_rest`]): a fresh
+//! random 96-bit nonce per value, and the whole key registration (relative ID, source, SUID, targets,
+//! adminFQDN, expiry) as associated data. The registration itself is stored in clear, but a row whose
+//! targets, source or expiry were edited in the file (or whose ciphertext was copied to another row) no
+//! longer decrypts, so tampering with the store cannot widen who gets the key. Times are Unix seconds.
 //!
-//! An E2E credential's JWK is encrypted the same way, with the whole registration (ID, registrant,
-//! subject, usage, requesters, expiry) as associated data: a row whose requesters or expiry were
-//! edited in the file no longer decrypts, so tampering with the store cannot widen who gets the key.
+//! An E2E credential's JWK is encrypted the same way, with its whole registration (ID, registrant,
+//! subject, usage, requesters, expiry) as associated data.
+//!
+//! Key rows written before the registration was bound (schema version 0, relative ID only) are
+//! refused at open: their clear-text targets cannot be trusted, and key registrations are short-lived,
+//! so the operator deletes them and the sources register again.
 
 use super::jwk::Jwk;
 use super::ttp::{CredentialReg, CredentialUsage};
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use crate::at_rest;
+use aes_gcm::Aes256Gcm;
 use m2m_security::credentials::Secret;
-use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -43,6 +46,9 @@ pub struct Store {
     cipher: Aes256Gcm,
 }
 
+/// `PRAGMA user_version` of a store whose key values are bound to their whole registration.
+const KEY_RECORD_VERSION: i64 = 1;
+
 fn db(e: rusqlite::Error) -> String {
     format!("storage: {e}")
 }
@@ -65,8 +71,8 @@ impl Store {
                 requesters TEXT NOT NULL, expires INTEGER NOT NULL, nonce BLOB NOT NULL, jwk BLOB NOT NULL);",
         )
         .map_err(db)?;
-        let cipher = Aes256Gcm::new_from_slice(storage_key.expose())
-            .map_err(|_| "the storage key must be 32 bytes".to_string())?;
+        check_key_record_version(&conn, dir)?;
+        let cipher = at_rest::cipher(storage_key)?;
         Ok(Store { conn, cipher })
     }
 
@@ -146,18 +152,7 @@ impl Store {
 
     /// Stores a key registration with its value encrypted. `Ok(false)`: the relative ID is taken.
     pub fn add_key(&self, reg: &KeyReg, value: &Secret) -> Result<bool, String> {
-        let mut nonce = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: value.expose(),
-                    aad: reg.relative_id.as_bytes(),
-                },
-            )
-            .map_err(|_| "storage: encryption failed".to_string())?;
+        let (nonce, ct) = at_rest::seal(&self.cipher, value.expose(), &key_aad(reg)?)?;
         let targets = serde_json::to_string(&reg.targets).map_err(|e| e.to_string())?;
         let n = self
             .conn
@@ -214,13 +209,14 @@ impl Store {
         }))
     }
 
-    /// Decrypts the value of `relative_id`.
-    pub fn key_value(&self, relative_id: &str) -> Result<Option<Secret>, String> {
+    /// Decrypts the value of `reg` (read with [`Store::key`]); an error when the row was altered
+    /// outside the MAF or the storage key is another.
+    pub fn key_value(&self, reg: &KeyReg) -> Result<Option<Secret>, String> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self
             .conn
             .query_row(
                 "SELECT nonce, value FROM keys WHERE relative_id = ?1",
-                [relative_id],
+                [&reg.relative_id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -228,35 +224,30 @@ impl Store {
         let Some((nonce, ct)) = row else {
             return Ok(None);
         };
-        if nonce.len() != 12 {
-            return Err("storage: bad nonce".into());
-        }
-        let pt = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &ct,
-                    aad: relative_id.as_bytes(),
-                },
+        let pt = at_rest::open(&self.cipher, &nonce, &ct, &key_aad(reg)?).ok_or_else(|| {
+            format!(
+                "storage: key {} does not decrypt (altered row or wrong storage key)",
+                reg.relative_id
             )
-            .map_err(|_| {
-                "storage: a key value does not decrypt (wrong storage key?)".to_string()
-            })?;
-        Ok(Some(Secret::new(pt)))
+        })?;
+        Ok(Some(Secret::from_slice(&pt)))
     }
 
-    pub fn update_key(
-        &self,
-        relative_id: &str,
-        targets: &[String],
-        expires: i64,
-    ) -> Result<(), String> {
-        let targets = serde_json::to_string(targets).map_err(|e| e.to_string())?;
+    /// Replaces the targets and expiry of a key registration, sealing its value again under the new
+    /// registration (the value is opened under the stored one first, so an altered row stays refused).
+    pub fn update_key(&self, reg: &KeyReg) -> Result<(), String> {
+        let stored = self
+            .key(&reg.relative_id)?
+            .ok_or_else(|| format!("storage: no key {}", reg.relative_id))?;
+        let value = self
+            .key_value(&stored)?
+            .ok_or_else(|| format!("storage: no key {}", reg.relative_id))?;
+        let (nonce, ct) = at_rest::seal(&self.cipher, value.expose(), &key_aad(reg)?)?;
+        let targets = serde_json::to_string(&reg.targets).map_err(|e| e.to_string())?;
         self.conn
             .execute(
-                "UPDATE keys SET targets = ?2, expires = ?3 WHERE relative_id = ?1",
-                params![relative_id, targets, expires],
+                "UPDATE keys SET targets = ?2, expires = ?3, nonce = ?4, value = ?5 WHERE relative_id = ?1",
+                params![reg.relative_id, targets, reg.expires, &nonce[..], ct],
             )
             .map_err(db)?;
         Ok(())
@@ -271,21 +262,12 @@ impl Store {
     }
 
     /// Encrypts a JWK under the storage key, bound to its registration.
-    fn seal_jwk(&self, reg: &CredentialReg, jwk: &Jwk) -> Result<([u8; 12], Vec<u8>), String> {
-        let mut nonce = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let aad = credential_aad(reg)?;
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: jwk.json().expose(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| "storage: encryption failed".to_string())?;
-        Ok((nonce, ct))
+    fn seal_jwk(
+        &self,
+        reg: &CredentialReg,
+        jwk: &Jwk,
+    ) -> Result<([u8; at_rest::NONCE_LEN], Vec<u8>), String> {
+        at_rest::seal(&self.cipher, jwk.json().expose(), &credential_aad(reg)?)
     }
 
     /// Stores an E2E credential with its JWK encrypted. `Ok(false)`: the ID is taken.
@@ -362,26 +344,13 @@ impl Store {
         let Some((nonce, ct)) = row else {
             return Ok(None);
         };
-        if nonce.len() != 12 {
-            return Err("storage: bad nonce".into());
-        }
-        let aad = credential_aad(reg)?;
-        let pt = zeroize::Zeroizing::new(
-            self.cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &ct,
-                        aad: &aad,
-                    },
+        let pt =
+            at_rest::open(&self.cipher, &nonce, &ct, &credential_aad(reg)?).ok_or_else(|| {
+                format!(
+                    "storage: credential {} does not decrypt (altered row or wrong storage key)",
+                    reg.id
                 )
-                .map_err(|_| {
-                    format!(
-                        "storage: credential {} does not decrypt (altered row or wrong storage key)",
-                        reg.id
-                    )
-                })?,
-        );
+            })?;
         Jwk::from_json(&pt, reg.usage)
             .map(Some)
             .map_err(|e| format!("storage: credential {}: {e}", reg.id))
@@ -415,6 +384,44 @@ impl Store {
             .execute("DELETE FROM e2e_credentials WHERE expires <= ?1", [now])
             .map_err(db)
     }
+}
+
+/// Refuses key rows sealed before their registration was bound ([`KEY_RECORD_VERSION`]); marks a store
+/// without such rows as current.
+fn check_key_record_version(conn: &Connection, dir: &Path) -> Result<(), String> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    if version >= KEY_RECORD_VERSION {
+        return Ok(());
+    }
+    let old: i64 = conn
+        .query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))
+        .map_err(db)?;
+    if old > 0 {
+        return Err(format!(
+            "storage {}: {old} key registration(s) were sealed by an earlier MAF that bound only their ID, \
+             so their targets and source cannot be trusted; delete them \
+             (sqlite3 maf.sqlite 'DELETE FROM keys') and let their sources register again",
+            dir.display()
+        ));
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {KEY_RECORD_VERSION}"))
+        .map_err(db)
+}
+
+/// The associated data of a key value: its whole registration, in a fixed order.
+fn key_aad(reg: &KeyReg) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(&(
+        "maf-key",
+        &reg.relative_id,
+        &reg.source_id,
+        reg.suid,
+        &reg.targets,
+        &reg.admin_fqdn,
+        reg.expires,
+    ))
+    .map_err(|e| e.to_string())
 }
 
 /// The associated data of a credential's JWK: its whole registration, in a fixed order.
@@ -451,7 +458,15 @@ mod tests {
         let value = Secret::new(vec![0xabu8; 32]);
         assert!(store.add_key(&reg, &value).unwrap());
         assert!(!store.add_key(&reg, &value).unwrap());
-        assert_eq!(store.key_value("00ff").unwrap().unwrap(), value);
+        assert_eq!(store.key_value(&reg).unwrap().unwrap(), value);
+        // Re-targeting re-seals; the old registration no longer opens the value.
+        let moved = KeyReg {
+            targets: vec!["//sp/id-other".into()],
+            ..reg.clone()
+        };
+        store.update_key(&moved).unwrap();
+        assert_eq!(store.key_value(&moved).unwrap().unwrap(), value);
+        assert!(store.key_value(&reg).is_err());
         let raw: Vec<u8> = store
             .conn
             .query_row("SELECT value FROM keys", [], |r| r.get(0))
@@ -459,7 +474,7 @@ mod tests {
         assert!(!raw.windows(32).any(|w| w == value.expose()));
         drop(store);
         let other = Store::open(dir.path(), &Secret::new(vec![8u8; 32])).unwrap();
-        assert!(other.key_value("00ff").is_err());
+        assert!(other.key_value(&moved).is_err());
         assert_eq!(other.purge(100).unwrap(), (0, 1));
     }
 }

@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use m2m_security::credentials::Secret;
 use m2m_security::kdf::{self, BOOTSTRAP_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{self, ClientTlsConfig};
+use openssl::ssl::SslContext;
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
@@ -95,6 +96,22 @@ impl Drop for MefClient {
     }
 }
 
+/// The socket address of a MEF URL: `https://host[:port][/...]` or `host:port` → `host:port` (443 by
+/// default), the form [`MefClient`] connects to.
+pub(crate) fn mef_addr(url: &str) -> Result<String, String> {
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("https://{url}")
+    };
+    let (host, port) = crate::maf::client::host_port(&url)?;
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
 impl MefClient {
     /// An enrolee connection with TLS-PSK: psk_identity = `kpm_id`, psk = `kpm`.
     pub async fn connect_psk(
@@ -120,7 +137,18 @@ impl MefClient {
         private_key: &Path,
         trusted_ca: &Path,
     ) -> Result<MefClient, ClientError> {
-        let cfg = ClientTlsConfig {
+        let ctx = Self::certificate_context(certificate_chain, private_key, trusted_ca)?;
+        Self::connect_with_context(addr, mef_fqdn, &ctx).await
+    }
+
+    /// The TLS context of a certificate connection, built once (reading the files) for many
+    /// connections with [`MefClient::connect_with_context`].
+    pub fn certificate_context(
+        certificate_chain: &Path,
+        private_key: &Path,
+        trusted_ca: &Path,
+    ) -> Result<SslContext, ClientError> {
+        tls::client_context(&ClientTlsConfig {
             cipher_suites: tls::CERTIFICATE_SUITES
                 .iter()
                 .map(|s| s.to_string())
@@ -129,8 +157,8 @@ impl MefClient {
             private_key: Some(private_key.to_path_buf()),
             trusted_ca: Some(trusted_ca.to_path_buf()),
             ..Default::default()
-        };
-        Self::connect(addr, mef_fqdn, &cfg).await
+        })
+        .map_err(ClientError::Connect)
     }
 
     async fn connect(
@@ -139,7 +167,16 @@ impl MefClient {
         cfg: &ClientTlsConfig,
     ) -> Result<MefClient, ClientError> {
         let ctx = tls::client_context(cfg).map_err(ClientError::Connect)?;
-        let ssl = tls::client_ssl(&ctx, Some(mef_fqdn)).map_err(ClientError::Connect)?;
+        Self::connect_with_context(addr, mef_fqdn, &ctx).await
+    }
+
+    /// A connection over an existing TLS context (e.g. [`MefClient::certificate_context`]).
+    pub async fn connect_with_context(
+        addr: &str,
+        mef_fqdn: &str,
+        ctx: &SslContext,
+    ) -> Result<MefClient, ClientError> {
+        let ssl = tls::client_ssl(ctx, Some(mef_fqdn)).map_err(ClientError::Connect)?;
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
@@ -264,5 +301,30 @@ impl MefClient {
             lifetime: v["lifetime"].as_u64().unwrap_or_default(),
             status: v["status"].as_str().unwrap_or_default().to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mef_addr;
+
+    #[test]
+    fn mef_urls_become_socket_addresses() {
+        assert_eq!(
+            mef_addr("https://mef.keys.example.net:8443").unwrap(),
+            "mef.keys.example.net:8443"
+        );
+        assert_eq!(
+            mef_addr("https://mef.keys.example.net/").unwrap(),
+            "mef.keys.example.net:443"
+        );
+        assert_eq!(
+            mef_addr("https://mef.keys.example.net").unwrap(),
+            "mef.keys.example.net:443"
+        );
+        assert_eq!(mef_addr("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(mef_addr("https://[::1]:9000").unwrap(), "[::1]:9000");
+        assert!(mef_addr("https://").is_err());
+        assert!(mef_addr("http://mef.keys.example.net").is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! The MEF configuration file (TOML).
 
-use crate::maf::config::{check_keystore_options, open_keystore, storage_key_from};
+use crate::maf::config::{check_keystore_options, check_psk_len, open_keystore, storage_key_from};
 use m2m_security::credentials::Secret;
 use m2m_security::secure_environment::{check_private_file, SecureEnvironment};
 use serde::Deserialize;
@@ -16,20 +16,22 @@ fqdn = "mef.keys.example.net"
 sp_fqdn = "m2m.example.com"
 listen = "0.0.0.0:8443"
 
-# FQDN certificate of the MEF (`m2m pki issue --kind mef --id mef.keys.example.net`), its key (mode 0600),
-# and the root of trust for enrolees and enrolment targets presenting certificates.
-certificate = "mef.crt.pem"
-private_key = "mef.key.pem"
-trusted_ca = "ca.crt.pem"
+# FQDN certificate of the MEF (`m2m pki issue --ca ca --kind mef --id mef.keys.example.net --out mef`
+# writes mef.pem and mef.key, mode 0600), and the root of trust for enrolees and enrolment targets
+# presenting certificates (`m2m pki ca --out ca`).
+certificate = "mef.pem"
+private_key = "mef.key"
+trusted_ca = "ca/ca.pem"
 
 # Enrolments (Ke, AES-256-GCM encrypted under the storage key) and the storage key file (32 bytes hex,
 # mode 0600; created when missing). Leave storage_key out when the keystore below holds the secret
-# "mef-storage-key" (exactly one source).
+# "mef-storage-key" (exactly one source; no `m2m keys` command writes that secret yet: it is stored
+# through SoftwareKeystore::set_secret).
 storage = "mef-enrolments.json"
 storage_key = "mef-storage.key"
 
 # Keys held in the software secure environment (`m2m keys init --keystore mef.keystore --key-file
-# mef-keystore.key`, then `m2m keys add-psk` with kpsa_id = KpmID and entity_id = the enrolee ID): its
+# mef-keystore.key`, then `m2m keys add-psk --kpsa-id KpmID --entity ENROLEE-ID`): its
 # Kpm are looked up after the [[kpm]] rows, and its secret "mef-storage-key" (32 bytes) may replace
 # storage_key. Open it with exactly one of key_file (mode 0600) and passphrase_env.
 # keystore = "mef.keystore"
@@ -194,22 +196,16 @@ impl MefConfig {
 
     fn check_kpm_rows(&self, rows: &[KpmRow]) -> Result<(), String> {
         for k in rows {
-            let Some((rel, fqdn)) = k.kpm_id.split_once('@').filter(|(r, _)| !r.is_empty()) else {
+            let Some((_, fqdn)) = k.kpm_id.split_once('@').filter(|(r, _)| !r.is_empty()) else {
                 return Err(format!("kpm_id {:?} is not relative@MEF-FQDN", k.kpm_id));
             };
-            let _ = rel;
             if !fqdn.eq_ignore_ascii_case(&self.fqdn) {
                 return Err(format!(
                     "kpm_id {:?} names another MEF than {}",
                     k.kpm_id, self.fqdn
                 ));
             }
-            if k.key.len() < 16 {
-                return Err(format!(
-                    "kpm {:?}: the key is shorter than 16 bytes",
-                    k.kpm_id
-                ));
-            }
+            check_psk_len(&format!("kpm {:?}", k.kpm_id), &k.key)?;
         }
         Ok(())
     }
@@ -239,7 +235,7 @@ impl MefConfig {
                 let Some(entry) = ks.psk(&id) else { continue };
                 let enrolee_id = entry.entity_id.clone().ok_or_else(|| {
                     format!(
-                        "keystore {}: Kpm {id} has no entity_id (the enrolee ID)",
+                        "keystore {}: Kpm {id} has no entity_id (the enrolee ID: `m2m keys add-psk --entity`)",
                         ks.path().display()
                     )
                 })?;
@@ -268,15 +264,46 @@ impl MefConfig {
     pub fn target_allows(&self, target: &str, suid: u32) -> bool {
         self.targets
             .iter()
-            .any(|t| same_id(&t.id, target) && t.suids.contains(&suid))
+            .any(|t| self.same_id(&t.id, target) && t.suids.contains(&suid))
+    }
+
+    /// Whether two identifiers name the same entity (see [`same_id`]) in this MEF's SP.
+    pub fn same_id(&self, a: &str, b: &str) -> bool {
+        same_id(a, b, &self.sp_fqdn)
     }
 }
 
-/// Identifiers compare exactly, except FQDNs (containing no '/') which compare case-insensitively.
-pub fn same_id(a: &str, b: &str) -> bool {
-    if a.contains('/') || b.contains('/') {
-        a == b
-    } else {
-        a.eq_ignore_ascii_case(b)
+/// CSE-IDs and AE-IDs compare in absolute form (`/id-in` of SP `sp_fqdn` is `//sp_fqdn/id-in`, the
+/// SP-ID without case); FQDNs (containing no '/') compare case-insensitively; anything else exactly.
+pub fn same_id(a: &str, b: &str, sp_fqdn: &str) -> bool {
+    if !a.contains('/') && !b.contains('/') {
+        return a.eq_ignore_ascii_case(b);
+    }
+    match (
+        crate::maf::absolute_id(a, sp_fqdn),
+        crate::maf::absolute_id(b, sp_fqdn),
+    ) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_id;
+
+    #[test]
+    fn ids_compare_in_absolute_form() {
+        let sp = "m2m.example.com";
+        assert!(same_id("/id-in", "//m2m.example.com/id-in", sp));
+        assert!(same_id("//M2M.example.com/id-in/Cae", "/id-in/Cae", sp));
+        assert!(!same_id("/id-in", "//other.example.com/id-in", sp));
+        assert!(!same_id("/id-in", "/id-mn", sp));
+        assert!(same_id("MAF.keys.example.net", "maf.keys.example.net", sp));
+        assert!(!same_id(
+            "maf.keys.example.net",
+            "/maf.keys.example.net",
+            sp
+        ));
     }
 }

@@ -78,13 +78,3 @@ pub fn credential_for(ke: &Secret, suid: u32, target_id: &str) -> Secret {
         other => kdf::usage_constrained(ke, other, target_id),
     }
 }
-
-/// Km for the MAF `maf_id` (enrolee side, clause 10.3.2).
-pub fn derive_km(ke: &Secret, maf_id: &str) -> Secret {
-    kdf::km(ke, maf_id)
-}
-
-/// Kpsa shared with Enrolee B `enrolee_b_id` (enrolee side, clause 10.3.3).
-pub fn derive_kpsa(ke: &Secret, enrolee_b_id: &str) -> Secret {
-    kdf::kpsa(ke, enrolee_b_id)
-}

@@ -1,7 +1,7 @@
 //! The MEF server: TLS listener (PSK on Kpm or certificates), bootstrap exporter per connection, and the
 //! HTTP/1.1 JSON API described in the [module documentation](super).
 
-use super::config::{same_id, MefConfig, StorageKey};
+use super::config::{MefConfig, StorageKey};
 use super::store::{now_secs, Enrolment, EnrolmentMeta, Store, TargetRef};
 use super::{credential_for, SUID_MAF};
 use bytes::Bytes;
@@ -179,11 +179,12 @@ impl Mef {
         }
         let ssl = stream.ssl();
         let auth = match tls::association_of(ssl).ok_or("the handshake authenticated nothing")? {
+            // Every Kpm row names its enrolee, so a PSK association always carries one.
             Authenticated::Psk {
                 psk_identity,
                 entity,
             } => PeerAuth::Kpm {
-                enrolee_id: entity.unwrap_or_else(|| psk_identity.clone()),
+                enrolee_id: entity.ok_or("the KpmID names no enrolee")?,
                 kpm_id: psk_identity,
             },
             Authenticated::Certificate { leaf_der } => {
@@ -339,7 +340,7 @@ impl Mef {
             }
         };
         if let Some(o) = origin {
-            if !same_id(o, target) {
+            if !self.config.same_id(o, target) {
                 return refuse(
                     StatusCode::FORBIDDEN,
                     target,
@@ -368,8 +369,12 @@ impl Mef {
             .meta
             .targets
             .iter()
-            .any(|t| t.suid == suid && same_id(&t.id, target))
-            || (suid == SUID_MAF && e.meta.maf_id.as_deref().is_some_and(|m| same_id(m, target)));
+            .any(|t| t.suid == suid && self.config.same_id(&t.id, target))
+            || (suid == SUID_MAF
+                && e.meta
+                    .maf_id
+                    .as_deref()
+                    .is_some_and(|m| self.config.same_id(m, target)));
         if !named {
             return refuse(
                 StatusCode::FORBIDDEN,

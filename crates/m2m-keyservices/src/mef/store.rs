@@ -2,11 +2,10 @@
 //! enrolment's metadata (KeID, enrolee, MAF-ID, targets, expiry) is the associated data, so neither can
 //! be swapped or edited on disk without the open failing.
 
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use crate::at_rest;
+use aes_gcm::Aes256Gcm;
 use m2m_security::credentials::Secret;
 use m2m_security::secure_environment::{check_private_file, create_key_file};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -47,16 +46,29 @@ struct Sealed {
     sealed_ke: String,
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 struct FileImage {
     enrolments: Vec<Sealed>,
+}
+
+/// The file as written: the sealed rows kept in memory, borrowed.
+#[derive(Serialize)]
+struct FileImageRef<'a> {
+    enrolments: Vec<&'a Sealed>,
+}
+
+/// One enrolment, open for use and sealed as on disk (sealed once, so that writing the file
+/// encrypts nothing but the new row).
+struct Row {
+    open: Enrolment,
+    sealed: Sealed,
 }
 
 /// The enrolment store.
 pub struct Store {
     path: PathBuf,
     cipher: Aes256Gcm,
-    rows: Mutex<BTreeMap<String, Enrolment>>,
+    rows: Mutex<BTreeMap<String, Row>>,
 }
 
 /// Now, in seconds since the Unix epoch.
@@ -95,7 +107,7 @@ impl Store {
 
     /// Opens (or starts) the store at `path` with `key` (32 bytes; e.g. from the secure environment).
     pub fn open_with_key(path: &Path, key: &Secret) -> Result<Store, String> {
-        let cipher = Aes256Gcm::new_from_slice(key.expose()).map_err(|e| e.to_string())?;
+        let cipher = at_rest::cipher(key)?;
         let store = Store {
             path: path.to_path_buf(),
             cipher,
@@ -116,7 +128,11 @@ impl Store {
                 let ke = store
                     .open_sealed(&s)
                     .map_err(|e| format!("{}: enrolment {}: {e}", path.display(), s.meta.ke_id))?;
-                rows.insert(s.meta.ke_id.clone(), Enrolment { meta: s.meta, ke });
+                let open = Enrolment {
+                    meta: s.meta.clone(),
+                    ke,
+                };
+                rows.insert(s.meta.ke_id.clone(), Row { open, sealed: s });
             }
             drop(rows);
         }
@@ -125,18 +141,7 @@ impl Store {
 
     fn seal(&self, e: &Enrolment) -> Result<Sealed, String> {
         let aad = serde_json::to_vec(&e.meta).map_err(|e| e.to_string())?;
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: e.ke.expose(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| "sealing Ke failed".to_string())?;
+        let (nonce, ct) = at_rest::seal(&self.cipher, e.ke.expose(), &aad)?;
         Ok(Sealed {
             meta: e.meta.clone(),
             nonce: hex::encode(nonce),
@@ -147,31 +152,19 @@ impl Store {
     fn open_sealed(&self, s: &Sealed) -> Result<Secret, String> {
         let aad = serde_json::to_vec(&s.meta).map_err(|e| e.to_string())?;
         let nonce = hex::decode(&s.nonce).map_err(|_| "bad nonce".to_string())?;
-        if nonce.len() != 12 {
-            return Err("bad nonce".into());
-        }
         let ct = hex::decode(&s.sealed_ke).map_err(|_| "bad sealed key".to_string())?;
-        let pt = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &ct,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
-                "the sealed Ke does not open (wrong storage key or edited file)".to_string()
-            })?;
-        Ok(Secret::new(pt))
+        let pt = at_rest::open(&self.cipher, &nonce, &ct, &aad)
+            .ok_or("the sealed Ke does not open (wrong storage key or edited file)")?;
+        Ok(Secret::from_slice(&pt))
     }
 
-    /// Adds (or replaces) an enrolment and writes the file.
+    /// Adds (or replaces) an enrolment and writes the file; only the new enrolment is sealed.
     pub fn insert(&self, e: Enrolment) -> Result<(), String> {
+        let sealed = self.seal(&e)?;
         let mut rows = self.rows.lock().expect("store lock");
         let now = now_secs();
-        rows.retain(|_, r| r.meta.expires > now);
-        rows.insert(e.meta.ke_id.clone(), e);
+        rows.retain(|_, r| r.open.meta.expires > now);
+        rows.insert(e.meta.ke_id.clone(), Row { open: e, sealed });
         self.save(&rows)
     }
 
@@ -179,16 +172,14 @@ impl Store {
     pub fn get(&self, ke_id: &str) -> Option<Enrolment> {
         let rows = self.rows.lock().expect("store lock");
         rows.get(ke_id)
+            .map(|r| &r.open)
             .filter(|e| e.meta.expires > now_secs())
             .cloned()
     }
 
-    fn save(&self, rows: &BTreeMap<String, Enrolment>) -> Result<(), String> {
-        let image = FileImage {
-            enrolments: rows
-                .values()
-                .map(|e| self.seal(e))
-                .collect::<Result<_, _>>()?,
+    fn save(&self, rows: &BTreeMap<String, Row>) -> Result<(), String> {
+        let image = FileImageRef {
+            enrolments: rows.values().map(|r| &r.sealed).collect(),
         };
         let text = serde_json::to_vec_pretty(&image).map_err(|e| e.to_string())?;
         let tmp = self.path.with_extension("tmp");
