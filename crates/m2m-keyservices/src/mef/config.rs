@@ -1,6 +1,7 @@
 //! The MEF configuration file (TOML).
 
-use crate::maf::config::{check_keystore_options, open_keystore, storage_key_from};
+use crate::maf::config::storage_key_from;
+use m2m_security::secure_environment::{check_keystore_options, open_configured_keystore};
 use m2m_security::credentials::Secret;
 use m2m_security::secure_environment::{check_private_file, SecureEnvironment};
 use serde::Deserialize;
@@ -183,7 +184,11 @@ impl MefConfig {
         if self.lifetime_seconds == 0 {
             return Err("lifetime_seconds must be at least 1".into());
         }
-        check_keystore_options(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        check_keystore_options(
+            self.keystore.as_deref(),
+            self.key_file.as_deref(),
+            self.passphrase_env.as_deref(),
+        )?;
         if self.storage_key.is_none() && self.keystore.is_none() {
             return Err(format!(
                 "no storage key: set storage_key, or keystore holding the secret {MEF_STORAGE_KEY_SECRET}"
@@ -218,7 +223,11 @@ impl MefConfig {
     /// then the keystore's PSK entries whose KpmID no row has (entity_id = the enrolee ID), and the
     /// storage key from exactly one source.
     pub fn load_keys(&self) -> Result<MefKeys, String> {
-        let ks = open_keystore(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        let ks = open_configured_keystore(
+            self.keystore.as_deref(),
+            self.key_file.as_deref(),
+            self.passphrase_env.as_deref(),
+        )?;
         let storage_key = match storage_key_from(
             self.storage_key.as_deref(),
             ks.as_ref(),
