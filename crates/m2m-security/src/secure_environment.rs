@@ -630,6 +630,12 @@ pub fn create_key_file(path: &Path) -> Result<(), KeystoreError> {
     rand::rngs::OsRng.fill_bytes(&mut key[..]);
     let mut text = Zeroizing::new(hex::encode(&key[..]));
     text.push('\n');
+    write_private(path, text.as_bytes())
+}
+
+/// Creates `path` (which must not exist) with mode 0600 from the start, so the secret in `bytes` is
+/// never readable by others, not even for a moment, and writes `bytes` into it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
     let io_err = |source| KeystoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -643,7 +649,7 @@ pub fn create_key_file(path: &Path) -> Result<(), KeystoreError> {
             io_err(e)
         }
     })?;
-    f.write_all(text.as_bytes()).map_err(io_err)?;
+    f.write_all(bytes).map_err(io_err)?;
     f.sync_all().map_err(io_err)?;
     Ok(())
 }
@@ -1050,6 +1056,17 @@ mod tests {
         SoftwareKeystore::open(&path, KeySource::KeyFile(kf)).unwrap();
         assert!(check_private_file(dir.path()).is_err());
         assert!(check_private_file(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn write_private_creates_0600_and_refuses_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret.pem");
+        write_private(&p, b"first").unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        let e = write_private(&p, b"second").unwrap_err().to_string();
+        assert!(e.contains("exists already"), "{e}");
+        assert_eq!(fs::read(&p).unwrap(), b"first");
     }
 
     #[test]
