@@ -121,7 +121,7 @@ fn random_rand() -> [u8; ESPRIM_RAND_LEN] {
 }
 
 /// A fresh rand ID: `prefix` + 16 hex digits. The prefix starts with a letter, so it is an NCName;
-/// "ru"/"rs" tell a unique from a shared receiver rand (TS-0003 8.4.2 B.1a/B.2e), "ou" is an originator's.
+/// "ru" marks a receiver's unique rand (TS-0003 8.4.2 B.2e), "ou" an originator's.
 fn new_rand_id(prefix: &str) -> String {
     let r = random_rand();
     format!("{prefix}{}", hex::encode(&r[..8]))
@@ -342,27 +342,9 @@ impl EsprimReceiver {
         now: DateTime<Utc>,
         lifetime: Duration,
     ) -> ReceiverEsprimRandObject {
-        self.issue("ru", now, lifetime)
-    }
-
-    /// A shared receiverESPrimRandObject for the `esro` of e2eSecInfo (TS-0003 8.4.2 B.1a).
-    pub fn issue_shared_rand(
-        &mut self,
-        now: DateTime<Utc>,
-        lifetime: Duration,
-    ) -> ReceiverEsprimRandObject {
-        self.issue("rs", now, lifetime)
-    }
-
-    fn issue(
-        &mut self,
-        prefix: &str,
-        now: DateTime<Utc>,
-        lifetime: Duration,
-    ) -> ReceiverEsprimRandObject {
         let value = random_rand();
         let expires = now + lifetime;
-        let esri = new_rand_id(prefix);
+        let esri = new_rand_id("ru");
         self.rands.insert(
             esri.clone(),
             IssuedRand {
