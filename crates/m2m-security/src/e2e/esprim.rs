@@ -287,13 +287,9 @@ impl SeenIvs {
 // ---------------------------------------------------------------------------------------------------------
 // Receiver
 
-struct IssuedRand {
-    value: [u8; ESPRIM_RAND_LEN],
-    expires: DateTime<Utc>,
-    espa: Vec<EsprimProtocolAndAlgId>,
-}
-
-struct RecordedOrigRand {
+/// A rand the Receiver holds: one it issued, or an originator's it recorded.
+#[derive(Clone)]
+struct HeldRand {
     value: [u8; ESPRIM_RAND_LEN],
     expires: DateTime<Utc>,
     espa: Vec<EsprimProtocolAndAlgId>,
@@ -311,8 +307,8 @@ struct ReceiverSession {
 /// Holds rands, recorded originator rands and sessions in memory; everything expires with its rand.
 pub struct EsprimReceiver {
     espa: Vec<EsprimProtocolAndAlgId>,
-    rands: HashMap<String, IssuedRand>,
-    originators: HashMap<(String, String), RecordedOrigRand>,
+    rands: HashMap<String, HeldRand>,
+    originators: HashMap<(String, String), HeldRand>,
     sessions: HashMap<SessionId, ReceiverSession>,
     next_purge: Option<DateTime<Utc>>,
 }
@@ -347,7 +343,7 @@ impl EsprimReceiver {
         let esri = new_rand_id("ru");
         self.rands.insert(
             esri.clone(),
-            IssuedRand {
+            HeldRand {
                 value,
                 expires,
                 espa: self.espa.clone(),
@@ -464,9 +460,9 @@ impl EsprimReceiver {
     fn originator_rand(
         &self,
         env: &Envelope,
-        rrand: &IssuedRand,
+        rrand: &HeldRand,
         now: DateTime<Utc>,
-    ) -> Result<(RecordedOrigRand, Option<RecordedOrigRand>), M2mError> {
+    ) -> Result<(HeldRand, Option<HeldRand>), M2mError> {
         let bad = |why: &str| {
             err(
                 Rsc::EsprimUnknownOrigRandId,
@@ -477,7 +473,7 @@ impl EsprimReceiver {
         let Some(oro) = env.header.get("oro") else {
             return recorded
                 .filter(|r| r.expires > now)
-                .map(|r| (r.copy(), None))
+                .map(|r| (r.clone(), None))
                 .ok_or_else(|| bad("unknown or expired"));
         };
         let oro: OriginatorEsprimRandObject =
@@ -504,12 +500,12 @@ impl EsprimReceiver {
                 return Err(bad("a different rand with this ID was recorded"));
             }
         }
-        let rec = RecordedOrigRand {
+        let rec = HeldRand {
             value,
             expires,
             espa: oro.espa,
         };
-        Ok((rec.copy(), Some(rec)))
+        Ok((rec.clone(), Some(rec)))
     }
 
     /// Protects an inner response under the session its request came in (TS-0003 8.4.2 C.8).
@@ -550,16 +546,6 @@ impl EsprimReceiver {
     /// How many sessions are live (for tests and metrics).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
-    }
-}
-
-impl RecordedOrigRand {
-    fn copy(&self) -> Self {
-        Self {
-            value: self.value,
-            expires: self.expires,
-            espa: self.espa.clone(),
-        }
     }
 }
 
