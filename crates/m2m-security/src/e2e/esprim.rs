@@ -140,8 +140,11 @@ fn to_enc(a: EsprimProtocolAndAlgId) -> ContentEnc {
     }
 }
 
-/// The parsed, not yet verified, parts of an ESPrim object that select keys and rands.
-struct Envelope {
+/// An ESPrim object with its header parsed but nothing verified yet: the parts that select keys and
+/// rands. A Receiver that must fetch the key first reads [`Envelope::kid`], then hands the same
+/// envelope to [`EsprimReceiver::unprotect_request_with`], so the header is parsed once.
+pub struct Envelope<'a> {
+    jwe: &'a str,
     header: HeaderParams,
     kid: String,
     ori: String,
@@ -151,7 +154,7 @@ struct Envelope {
 }
 
 /// Parses an ESPrim object's header and checks the options it names (5210 / 4111 / 4112..4114).
-fn open_envelope(jwe: &str) -> Result<Envelope, M2mError> {
+pub fn open_envelope(jwe: &str) -> Result<Envelope<'_>, M2mError> {
     let parts = jose::split_compact(jwe, 5, "JWE")
         .map_err(|e| err(Rsc::EsprimDecryptionError, e.reason))?;
     let header =
@@ -192,6 +195,7 @@ fn open_envelope(jwe: &str) -> Result<Envelope, M2mError> {
     let rri = text("rri")
         .ok_or_else(|| err(Rsc::EsprimUnknownRecvRandId, "the ESPrim object has no rri"))?;
     Ok(Envelope {
+        jwe,
         iv: parts[2].to_string(),
         header,
         kid,
@@ -201,14 +205,17 @@ fn open_envelope(jwe: &str) -> Result<Envelope, M2mError> {
     })
 }
 
-/// The pairwiseESPrimKeyID (`kid`) an ESPrim object names, read from its header without verifying
-/// anything: for a Receiver that must fetch the key first (MAF ESPrim Framework, TS-0003 8.4.2 C.6a).
-pub fn object_kid(jwe: &str) -> Option<String> {
-    open_envelope(jwe).ok().map(|env| env.kid)
+impl Envelope<'_> {
+    /// The pairwiseESPrimKeyID (`kid`) the object names, not verified: for a Receiver that must
+    /// fetch the key first (MAF ESPrim Framework, TS-0003 8.4.2 C.6a).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
 }
 
 /// Decrypts with a session's content key: a tag failure is 4115, anything else 5210.
-fn decrypt(jwe: &str, session_key: &Secret, env: &Envelope) -> Result<Value, M2mError> {
+fn decrypt(session_key: &Secret, env: &Envelope) -> Result<Value, M2mError> {
+    let jwe = env.jwe;
     let enc = to_enc(env.alg_id);
     let key = content_key(session_key, &env.kid, enc);
     let opened = jose::decrypt_compact(jwe, DecryptionKey::Direct(&key), &[enc]).map_err(|e| {
@@ -366,7 +373,8 @@ impl EsprimReceiver {
         jwe: &str,
         now: DateTime<Utc>,
     ) -> Result<InnerRequest, M2mError> {
-        self.unprotect_request_with(keys, jwe, now, &|from, entity| from == entity)
+        let env = open_envelope(jwe)?;
+        self.unprotect_request_with(keys, &env, now, &|from, entity| from == entity)
     }
 
     /// [`Self::unprotect_request`] with the caller's test of "the inner From is the key's entity": a CSE
@@ -375,12 +383,11 @@ impl EsprimReceiver {
     pub fn unprotect_request_with(
         &mut self,
         keys: &dyn PairwiseKeys,
-        jwe: &str,
+        env: &Envelope,
         now: DateTime<Utc>,
         same_entity: &dyn Fn(&str, &str) -> bool,
     ) -> Result<InnerRequest, M2mError> {
         self.purge_due(now);
-        let env = open_envelope(jwe)?;
         let pairwise = keys
             .pairwise_key(&env.kid)
             .filter(|k| k.expires.is_none_or(|e| e > now))
@@ -400,7 +407,7 @@ impl EsprimReceiver {
                     format!("unknown or expired receiver rand {:?}", env.rri),
                 )
             })?;
-        let (orand, new_oro) = self.originator_rand(&env, rrand, now)?;
+        let (orand, new_oro) = self.originator_rand(env, rrand, now)?;
         if !orand.espa.contains(&env.alg_id) || !rrand.espa.contains(&env.alg_id) {
             return Err(err(
                 Rsc::EsprimUnsupportedOption,
@@ -421,7 +428,7 @@ impl EsprimReceiver {
             Some(s) => s.key.clone(),
             None => kdf::session_esprim_key(&pairwise.key, &rrand.value, &orand.value),
         };
-        let inner = decrypt(jwe, &session_key, &env)?;
+        let inner = decrypt(&session_key, env)?;
         // Authentic from here on: only now may the object change state.
         let session = self
             .sessions
@@ -689,7 +696,7 @@ impl EsprimSession {
                 "the response uses an enc this session did not offer",
             ));
         }
-        let inner = decrypt(jwe, &self.key, &env)?;
+        let inner = decrypt(&self.key, &env)?;
         self.seen.admit(&env.iv)?;
         self.receiver_has_oro = true;
         Ok(inner)
