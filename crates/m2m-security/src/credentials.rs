@@ -251,6 +251,31 @@ impl Secret {
     }
 }
 
+/// Whether `text` shows the start of `secret` in one of the usual renderings: hex (either case), a
+/// decimal byte list as `Debug` prints `[u8]`, or base64 (standard or URL-safe). The first bytes
+/// suffice, so a truncated leak is caught too. For the tests that check logs, error texts and
+/// `Debug` output never carry key material.
+pub fn reveals(text: &str, secret: &[u8]) -> bool {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    if secret.is_empty() {
+        return false;
+    }
+    let hex_head = hex::encode(&secret[..secret.len().min(8)]);
+    let decimal_head = secret[..secret.len().min(6)]
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Whole 3-byte groups encode the same wherever the encoding of the full secret is cut.
+    let groups = secret.len().min(12) / 3 * 3;
+    let b64_head = if groups == 0 { secret } else { &secret[..groups] };
+    text.to_ascii_lowercase().contains(&hex_head)
+        || text.contains(&decimal_head)
+        || text.contains(&STANDARD_NO_PAD.encode(b64_head))
+        || text.contains(&URL_SAFE_NO_PAD.encode(b64_head))
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret({} bytes)", self.0.len())
@@ -313,6 +338,30 @@ impl PskEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reveals_finds_every_usual_rendering() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        let key: Vec<u8> = (0xf0..=0xff).collect();
+        let shown = [
+            hex::encode(&key),
+            hex::encode_upper(&key[..8]),
+            format!("{:?}", &key[..]),
+            format!("{:?}", &key[..6]),
+            STANDARD.encode(&key),
+            URL_SAFE_NO_PAD.encode(&key),
+            format!("key={}", &URL_SAFE_NO_PAD.encode(&key)[..16]),
+        ];
+        for text in &shown {
+            assert!(reveals(text, &key), "{text}");
+        }
+        let secret = Secret::from_slice(&key);
+        for text in [format!("{secret:?}"), "Secret(16 bytes)".into(), String::new()] {
+            assert!(!reveals(&text, &key), "{text}");
+        }
+        assert!(!reveals("anything", &[]));
+    }
 
     #[test]
     fn door_lock_kpsa_ids_parse() {

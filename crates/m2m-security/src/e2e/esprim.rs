@@ -272,15 +272,15 @@ fn encrypt(
 struct SeenIvs(HashSet<String>);
 
 impl SeenIvs {
-    /// Records `iv`; 4113 for a replay or a used-up session.
-    fn admit(&mut self, iv: &str) -> Result<(), M2mError> {
+    /// Records `iv`; 4113 for a replay or a session that already holds `cap` objects.
+    fn admit(&mut self, iv: &str, cap: usize) -> Result<(), M2mError> {
         if self.0.contains(iv) {
             return Err(err(
                 Rsc::EsprimUnknownOrigRandId,
                 "replayed ESPrim object: this originator rand already carried it",
             ));
         }
-        if self.0.len() >= MAX_OBJECTS_PER_SESSION {
+        if self.0.len() >= cap {
             return Err(err(
                 Rsc::EsprimUnknownOrigRandId,
                 "the ESPrim session is used up: start a new one with a fresh originator rand",
@@ -318,6 +318,8 @@ pub struct EsprimReceiver {
     originators: HashMap<(String, String), HeldRand>,
     sessions: HashMap<SessionId, ReceiverSession>,
     next_purge: Option<DateTime<Utc>>,
+    /// Objects one session may carry ([`MAX_OBJECTS_PER_SESSION`] unless lowered).
+    session_cap: usize,
 }
 
 impl Default for EsprimReceiver {
@@ -335,7 +337,15 @@ impl EsprimReceiver {
             originators: HashMap::new(),
             sessions: HashMap::new(),
             next_purge: None,
+            session_cap: MAX_OBJECTS_PER_SESSION,
         }
+    }
+
+    /// Lowers the number of objects one session may carry (at most [`MAX_OBJECTS_PER_SESSION`]):
+    /// beyond it the session is used up and the Originator must start a new one.
+    pub fn with_session_cap(mut self, cap: usize) -> Self {
+        self.session_cap = cap.min(MAX_OBJECTS_PER_SESSION);
+        self
     }
 
     /// A fresh unique receiverESPrimRandObject valid for `lifetime` (TS-0003 8.4.2 B.2e), to send back
@@ -430,6 +440,7 @@ impl EsprimReceiver {
         };
         let inner = decrypt(&session_key, env)?;
         // Authentic from here on: only now may the object change state.
+        let cap = self.session_cap;
         let session = self
             .sessions
             .entry(id.clone())
@@ -439,7 +450,7 @@ impl EsprimReceiver {
                 alg_id: env.alg_id,
                 seen: SeenIvs::default(),
             });
-        session.seen.admit(&env.iv)?;
+        session.seen.admit(&env.iv, cap)?;
         session.alg_id = env.alg_id;
         if let Some(o) = new_oro {
             self.originators
@@ -697,7 +708,7 @@ impl EsprimSession {
             ));
         }
         let inner = decrypt(&self.key, &env)?;
-        self.seen.admit(&env.iv)?;
+        self.seen.admit(&env.iv, MAX_OBJECTS_PER_SESSION)?;
         self.receiver_has_oro = true;
         Ok(inner)
     }
