@@ -67,10 +67,12 @@ impl tower_service::Service<http::Uri> for TlsConnector {
             });
             let ssl = m2m_security::tls::client_ssl(&settings.context, name.as_deref())?;
             let mut stream = SslStream::new(ssl, tcp)?;
-            Pin::new(&mut stream)
-                .connect()
-                .await
-                .map_err(|e| format!("TLS handshake failed: {}", m2m_security::tls::handshake_reason(&e)))?;
+            Pin::new(&mut stream).connect().await.map_err(|e| {
+                format!(
+                    "TLS handshake failed: {}",
+                    m2m_security::tls::handshake_reason(&e)
+                )
+            })?;
             Ok(TlsConnection(TokioIo::new(stream)))
         })
     }

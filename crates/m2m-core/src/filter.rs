@@ -75,7 +75,11 @@ impl FilterCriteria {
             ("exb", &self.expire_before),
             ("exa", &self.expire_after),
         ];
-        out.extend(times.into_iter().filter_map(|(k, v)| Some((k, v.clone()?.into()))));
+        out.extend(
+            times
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.clone()?.into()))),
+        );
         let numbers = [
             ("sts", self.state_tag_smaller),
             ("stb", self.state_tag_bigger),
@@ -85,7 +89,11 @@ impl FilterCriteria {
             ("ofst", self.offset),
             ("lvl", self.level.map(u64::from)),
         ];
-        out.extend(numbers.into_iter().filter_map(|(k, v)| Some((k, v?.into()))));
+        out.extend(
+            numbers
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?.into()))),
+        );
         if !self.labels.is_empty() {
             out.push(("lbl", self.labels.clone().into()));
         }

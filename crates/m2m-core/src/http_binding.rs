@@ -385,7 +385,9 @@ fn encode_query(req: &Request) -> String {
 fn query_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(items) => items.iter().map(query_text).collect::<Vec<_>>().join(" "),
+        serde_json::Value::Array(items) => {
+            items.iter().map(query_text).collect::<Vec<_>>().join(" ")
+        }
         other => other.to_string(),
     }
 }

@@ -269,7 +269,11 @@ pub fn reveals(text: &str, secret: &[u8]) -> bool {
         .join(", ");
     // Whole 3-byte groups encode the same wherever the encoding of the full secret is cut.
     let groups = secret.len().min(12) / 3 * 3;
-    let b64_head = if groups == 0 { secret } else { &secret[..groups] };
+    let b64_head = if groups == 0 {
+        secret
+    } else {
+        &secret[..groups]
+    };
     text.to_ascii_lowercase().contains(&hex_head)
         || text.contains(&decimal_head)
         || text.contains(&STANDARD_NO_PAD.encode(b64_head))
@@ -357,7 +361,11 @@ mod tests {
             assert!(reveals(text, &key), "{text}");
         }
         let secret = Secret::from_slice(&key);
-        for text in [format!("{secret:?}"), "Secret(16 bytes)".into(), String::new()] {
+        for text in [
+            format!("{secret:?}"),
+            "Secret(16 bytes)".into(),
+            String::new(),
+        ] {
             assert!(!reveals(&text, &key), "{text}");
         }
         assert!(!reveals("anything", &[]));

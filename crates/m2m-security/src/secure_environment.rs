@@ -1063,7 +1063,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("secret.pem");
         write_private(&p, b"first").unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let e = write_private(&p, b"second").unwrap_err().to_string();
         assert!(e.contains("exists already"), "{e}");
         assert_eq!(fs::read(&p).unwrap(), b"first");
@@ -1196,8 +1199,12 @@ mod tests {
             .contains("need keystore"));
         assert!(check(ks, kf, Some("VAR")).unwrap_err().contains("not both"));
         assert!(check(ks, None, None).unwrap_err().contains("exactly one"));
-        assert!(check(ks, None, Some("")).unwrap_err().contains("empty name"));
-        assert!(open_configured_keystore(None, None, None).unwrap().is_none());
+        assert!(check(ks, None, Some(""))
+            .unwrap_err()
+            .contains("empty name"));
+        assert!(open_configured_keystore(None, None, None)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

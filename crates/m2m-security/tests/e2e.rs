@@ -503,8 +503,12 @@ fn esprim_originator_rand_may_not_outlive_the_receiver_rand() {
 fn esprim_a_recorded_originator_rand_cannot_be_replaced() {
     let (mut rx, s, keys) = esprim_pair();
     let now = t0() + Duration::seconds(1);
-    rx.unprotect_request(&keys, &s.protect_request(&inner_request(AE), now).unwrap(), now)
-        .unwrap();
+    rx.unprotect_request(
+        &keys,
+        &s.protect_request(&inner_request(AE), now).unwrap(),
+        now,
+    )
+    .unwrap();
     // A later object names the recorded ori with another rand value (e.g. one the attacker
     // chose): refused before anything is derived from it.
     let jwe = s.protect_request(&inner_request(AE), now).unwrap();

@@ -1,9 +1,10 @@
 //! The MEF configuration file (TOML).
 
 use crate::maf::config::storage_key_from;
-use m2m_security::secure_environment::{check_keystore_options, open_configured_keystore};
 use m2m_security::credentials::Secret;
-use m2m_security::secure_environment::{check_private_file, SecureEnvironment};
+use m2m_security::secure_environment::{
+    check_keystore_options, check_private_file, open_configured_keystore, SecureEnvironment,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

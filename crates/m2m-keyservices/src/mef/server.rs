@@ -409,4 +409,3 @@ fn respond(status: StatusCode, body: &serde_json::Value) -> hyper::Response<Full
 fn error(status: StatusCode, msg: &str) -> hyper::Response<Full<Bytes>> {
     respond(status, &json!({ "error": msg }))
 }
-
