@@ -577,7 +577,7 @@ pub fn check_keystore_options(
         (Some(_), None, None) => {
             Err("keystore: give exactly one of key_file and passphrase_env".into())
         }
-        (Some(_), _, Some(v)) if v.is_empty() => Err("passphrase_env: empty name".into()),
+        (Some(_), _, Some("")) => Err("passphrase_env: empty name".into()),
         _ => Ok(()),
     }
 }
