@@ -67,26 +67,14 @@ impl tower_service::Service<http::Uri> for TlsConnector {
             });
             let ssl = m2m_security::tls::client_ssl(&settings.context, name.as_deref())?;
             let mut stream = SslStream::new(ssl, tcp)?;
-            Pin::new(&mut stream)
-                .connect()
-                .await
-                .map_err(|e| format!("TLS handshake failed: {}", handshake_reason(&e)))?;
+            Pin::new(&mut stream).connect().await.map_err(|e| {
+                format!(
+                    "TLS handshake failed: {}",
+                    m2m_security::tls::handshake_reason(&e)
+                )
+            })?;
             Ok(TlsConnection(TokioIo::new(stream)))
         })
-    }
-}
-
-fn handshake_reason(e: &openssl::ssl::Error) -> String {
-    match e.ssl_error() {
-        Some(stack) => {
-            let reasons: Vec<&str> = stack.errors().iter().filter_map(|x| x.reason()).collect();
-            if reasons.is_empty() {
-                e.to_string()
-            } else {
-                reasons.join(", ")
-            }
-        }
-        None => e.to_string(),
     }
 }
 

@@ -62,22 +62,59 @@ impl FilterCriteria {
         self.filter_usage == Some(FilterUsage::Discovery)
     }
 
-    /// Whether any condition (not counting fu/fo/lim/ofst/lvl) is present.
-    pub fn has_conditions(&self) -> bool {
-        self.created_before.is_some()
-            || self.created_after.is_some()
-            || self.modified_since.is_some()
-            || self.unmodified_since.is_some()
-            || self.state_tag_smaller.is_some()
-            || self.state_tag_bigger.is_some()
-            || self.expire_before.is_some()
-            || self.expire_after.is_some()
-            || !self.labels.is_empty()
-            || !self.resource_types.is_empty()
-            || self.size_above.is_some()
-            || self.size_below.is_some()
-            || !self.content_types.is_empty()
-            || !self.attributes.is_empty()
+    /// Every condition and parameter that is set, as (short name, value), in the one order both
+    /// encoders (JSON `fc`, HTTP query) write: timestamps as strings, numbers, lists as arrays,
+    /// attribute conditions under their attribute name, `fo` only when it is not the default And.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, Value)> {
+        let mut out: Vec<(&str, Value)> = Vec::new();
+        let times = [
+            ("crb", &self.created_before),
+            ("cra", &self.created_after),
+            ("ms", &self.modified_since),
+            ("us", &self.unmodified_since),
+            ("exb", &self.expire_before),
+            ("exa", &self.expire_after),
+        ];
+        out.extend(
+            times
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.clone()?.into()))),
+        );
+        let numbers = [
+            ("sts", self.state_tag_smaller),
+            ("stb", self.state_tag_bigger),
+            ("sza", self.size_above),
+            ("szb", self.size_below),
+            ("lim", self.limit),
+            ("ofst", self.offset),
+            ("lvl", self.level.map(u64::from)),
+        ];
+        out.extend(
+            numbers
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?.into()))),
+        );
+        if !self.labels.is_empty() {
+            out.push(("lbl", self.labels.clone().into()));
+        }
+        if !self.resource_types.is_empty() {
+            out.push(("ty", self.resource_types.clone().into()));
+        }
+        if !self.content_types.is_empty() {
+            out.push(("cty", self.content_types.clone().into()));
+        }
+        out.extend(
+            self.attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone().into())),
+        );
+        if let Some(fu) = self.filter_usage {
+            out.push(("fu", (fu as u8).into()));
+        }
+        if self.filter_operation != FilterOperation::And {
+            out.push(("fo", (self.filter_operation as u8).into()));
+        }
+        out.into_iter()
     }
 
     /// Takes one query-string field if it belongs to the filter criteria; returns `Ok(false)` for
@@ -244,6 +281,33 @@ mod tests {
 
     fn res(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn fields_lists_what_is_set_in_encoder_order() {
+        let f = fc(&[
+            ("fo", "2"),
+            ("cr", "Cx"),
+            ("ty", "2+3"),
+            ("lim", "5"),
+            ("lbl", "a b"),
+            ("crb", "20260101T000000"),
+            ("fu", "1"),
+        ]);
+        let fields: Vec<(&str, Value)> = f.fields().collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("crb", json!(f.created_before.clone().unwrap())),
+                ("lim", json!(5)),
+                ("lbl", json!(["a", "b"])),
+                ("ty", json!([2, 3])),
+                ("cr", json!("Cx")),
+                ("fu", json!(1)),
+                ("fo", json!(2)),
+            ]
+        );
+        assert_eq!(FilterCriteria::default().fields().count(), 0);
     }
 
     fn fc(pairs: &[(&str, &str)]) -> FilterCriteria {

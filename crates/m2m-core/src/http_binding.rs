@@ -367,57 +367,7 @@ fn encode_query(req: &Request) -> String {
     if !req.atrl.is_empty() {
         q.push(("atrl".into(), req.atrl.join(" ")));
     }
-    let fc = &req.fc;
-    for (k, v) in [
-        ("crb", &fc.created_before),
-        ("cra", &fc.created_after),
-        ("ms", &fc.modified_since),
-        ("us", &fc.unmodified_since),
-        ("exb", &fc.expire_before),
-        ("exa", &fc.expire_after),
-    ] {
-        if let Some(v) = v {
-            q.push((k.into(), v.clone()));
-        }
-    }
-    for (k, v) in [
-        ("sts", fc.state_tag_smaller),
-        ("stb", fc.state_tag_bigger),
-        ("sza", fc.size_above),
-        ("szb", fc.size_below),
-        ("lim", fc.limit),
-        ("ofst", fc.offset),
-        ("lvl", fc.level.map(u64::from)),
-    ] {
-        if let Some(v) = v {
-            q.push((k.into(), v.to_string()));
-        }
-    }
-    if !fc.labels.is_empty() {
-        q.push(("lbl".into(), fc.labels.join(" ")));
-    }
-    if !fc.resource_types.is_empty() {
-        q.push((
-            "ty".into(),
-            fc.resource_types
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(" "),
-        ));
-    }
-    if !fc.content_types.is_empty() {
-        q.push(("cty".into(), fc.content_types.join(" ")));
-    }
-    for (k, v) in &fc.attributes {
-        q.push((k.clone(), v.clone()));
-    }
-    if let Some(fu) = fc.filter_usage {
-        q.push(("fu".into(), (fu as u8).to_string()));
-    }
-    if fc.filter_operation != crate::filter::FilterOperation::And {
-        q.push(("fo".into(), (fc.filter_operation as u8).to_string()));
-    }
+    q.extend(req.fc.fields().map(|(k, v)| (k.to_owned(), query_text(&v))));
     q.iter()
         .map(|(k, v)| {
             // Lists are joined with '+' on the wire (TS-0009 clause 6.2.2.2).
@@ -429,6 +379,17 @@ fn encode_query(req: &Request) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// A filter criteria value as query text: lists space-separated (joined with '+' on the wire).
+fn query_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => {
+            items.iter().map(query_text).collect::<Vec<_>>().join(" ")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Decodes an HTTP response into a response primitive (TS-0009 clause 6.3, originator side).

@@ -13,7 +13,9 @@ fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
 }
 
-fn check_segment(kind: &str, s: &str) -> M2mResult<()> {
+/// Checks one identifier segment (a CSE-ID without its slash, an AE-ID-Stem): non-empty, RFC 3986
+/// unreserved characters only; 4000 with the offending character otherwise.
+pub fn check_segment(kind: &str, s: &str) -> M2mResult<()> {
     if s.is_empty() {
         return Err(M2mError::bad_request(format!("empty {kind}")));
     }

@@ -7,7 +7,7 @@
 //! silently.
 
 use crate::error::{M2mError, M2mResult};
-use crate::filter::{FilterCriteria, FilterOperation, FilterUsage};
+use crate::filter::FilterCriteria;
 use crate::primitive::{DiscResType, Operation, Request, Response, ResultContent};
 use crate::resource_type::ResourceType;
 use crate::status::ResponseStatusCode;
@@ -63,62 +63,7 @@ fn filter_from_json(fc: &Value) -> M2mResult<FilterCriteria> {
 }
 
 fn filter_to_json(fc: &FilterCriteria) -> Map<String, Value> {
-    let mut m = Map::new();
-    let mut put = |k: &str, v: Value| {
-        m.insert(k.to_owned(), v);
-    };
-    let times = [
-        ("crb", &fc.created_before),
-        ("cra", &fc.created_after),
-        ("ms", &fc.modified_since),
-        ("us", &fc.unmodified_since),
-        ("exb", &fc.expire_before),
-        ("exa", &fc.expire_after),
-    ];
-    for (k, v) in times {
-        if let Some(v) = v {
-            put(k, json!(v));
-        }
-    }
-    let numbers = [
-        ("sts", fc.state_tag_smaller),
-        ("stb", fc.state_tag_bigger),
-        ("sza", fc.size_above),
-        ("szb", fc.size_below),
-        ("lim", fc.limit),
-        ("ofst", fc.offset),
-        ("lvl", fc.level.map(u64::from)),
-    ];
-    for (k, v) in numbers {
-        if let Some(v) = v {
-            put(k, json!(v));
-        }
-    }
-    if !fc.labels.is_empty() {
-        put("lbl", json!(fc.labels));
-    }
-    if !fc.resource_types.is_empty() {
-        put("ty", json!(fc.resource_types));
-    }
-    if !fc.content_types.is_empty() {
-        put("cty", json!(fc.content_types));
-    }
-    for (k, v) in &fc.attributes {
-        put(k, json!(v));
-    }
-    if let Some(fu) = fc.filter_usage {
-        put(
-            "fu",
-            json!(match fu {
-                FilterUsage::Discovery => 1,
-                FilterUsage::ConditionalRetrieval => 2,
-            }),
-        );
-    }
-    if fc.filter_operation == FilterOperation::Or {
-        put("fo", json!(2));
-    }
-    m
+    fc.fields().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 impl Request {

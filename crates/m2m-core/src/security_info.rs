@@ -281,20 +281,6 @@ impl SecurityInfo {
     }
 }
 
-/// `m2m:e2eSecInfo` (table 6.3.5.52-1), the `esi` attribute of `<CSEBase>`, `<remoteCSE>` and `<AE>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct E2eSecInfo {
-    /// supportedE2ESecFeatures: SUIDs (m2m:suid), e.g. 13/23/33 for ESPrim.
-    pub esf: Vec<u16>,
-    /// certificates (base64 DER).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub escert: Option<Vec<String>>,
-    /// sharedReceiverESPrimRandObject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub esro: Option<ReceiverEsprimRandObject>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -269,15 +269,14 @@ async fn protected_exchange(
     jwe: &str,
 ) -> M2mResult<String> {
     let now = cse.now();
-    let resolved = match esprim::object_kid(jwe) {
-        Some(kid) => Resolved(target.pairwise_key(&kid, now).await?.map(|k| (kid, k))),
-        None => Resolved(None),
-    };
+    let env = esprim::open_envelope(jwe)?;
+    let kid = env.kid().to_owned();
+    let resolved = Resolved(target.pairwise_key(&kid, now).await?.map(|k| (kid, k)));
     let same_entity =
         |from: &str, entity: &str| crate::impersonation::same_entity(cse, from, entity);
     let inner = target
         .receiver()
-        .unprotect_request_with(&resolved, jwe, now, &same_entity)?;
+        .unprotect_request_with(&resolved, &env, now, &same_entity)?;
     let response = process_inner(cse, &inner, outer_peer).await;
     tracing::info!(target: "audit", originator = %inner.from, kid = %inner.session.kid, rsc = response.rsc.code(), "ESPrim inner request processed");
     let body = serde_json::to_vec(&response.to_rsp_json())

@@ -174,7 +174,7 @@ async fn handshake(
     let mut stream = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| e.to_string())?;
     match tokio::time::timeout(tls.handshake_timeout, Pin::new(&mut stream).accept()).await {
         Err(_) => return Err("handshake timed out".into()),
-        Ok(Err(e)) => return Err(handshake_error(&e)),
+        Ok(Err(e)) => return Err(m2m_security::tls::handshake_reason(&e)),
         Ok(Ok(())) => {}
     }
     let ssl = stream.ssl();
@@ -201,19 +201,6 @@ async fn handshake(
         }
     }
     Ok((stream, association))
-}
-
-/// A short reason for a failed handshake (the OpenSSL reason strings carry no key material).
-fn handshake_error(e: &openssl::ssl::Error) -> String {
-    match e.ssl_error() {
-        Some(stack) => stack
-            .errors()
-            .iter()
-            .filter_map(|err| err.reason())
-            .collect::<Vec<_>>()
-            .join(", "),
-        None => e.to_string(),
-    }
 }
 
 async fn serve_connection<S>(cse: Arc<Cse>, stream: S, peer: Peer)

@@ -87,25 +87,18 @@ pub(crate) fn secure_environments(
 ) -> anyhow::Result<Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>> {
     use m2m_security::credentials::{KpsaId, PskEntry, Secret};
     use m2m_security::secure_environment::{
-        KeySource, PlainPskTable, SecureEnvironment, SoftwareKeystore,
+        open_configured_keystore, PlainPskTable, SecureEnvironment,
     };
     let sec = &cfg.security;
     let mut environments: Vec<Box<dyn SecureEnvironment>> = Vec::new();
-    if let Some(path) = &sec.keystore {
-        let source = match (&sec.key_file, &sec.passphrase_env) {
-            (Some(f), None) => KeySource::KeyFile(f.clone()),
-            (None, Some(var)) => {
-                let pass = std::env::var(var)
-                    .map_err(|_| anyhow::anyhow!("security.passphrase_env: ${var} is not set"))?;
-                KeySource::Passphrase(Secret::new(pass.into_bytes()))
-            }
-            _ => {
-                anyhow::bail!("security.keystore needs exactly one of key_file and passphrase_env")
-            }
-        };
-        environments.push(Box::new(
-            SoftwareKeystore::open(path, source).map_err(|e| anyhow::anyhow!("{e}"))?,
-        ));
+    let keystore = open_configured_keystore(
+        sec.keystore.as_deref(),
+        sec.key_file.as_deref(),
+        sec.passphrase_env.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("security: {e}"))?;
+    if let Some(ks) = keystore {
+        environments.push(Box::new(ks));
     }
     if !sec.psk.is_empty() {
         let mut rows = Vec::with_capacity(sec.psk.len());

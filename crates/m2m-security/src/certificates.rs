@@ -86,43 +86,58 @@ impl fmt::Display for CertIdentity {
 // Identifier syntax (TS-0001 table 7.2-1; RFC 1035 for names)
 // ---------------------------------------------------------------------------------------------------------
 
-/// RFC 3986 unreserved characters, the alphabet of CSE-IDs and AE-ID-Stems.
-fn is_unreserved(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
-}
-
+/// CSE-IDs and AE-ID-Stems use m2m-core's identifier alphabet (RFC 3986 unreserved characters).
 fn check_unreserved(kind: &str, s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err(format!("empty {kind}"));
-    }
-    match s.chars().find(|c| !is_unreserved(*c)) {
-        Some(c) => Err(format!("{kind} '{s}' contains '{}'", c.escape_default())),
-        None => Ok(()),
-    }
+    m2m_core::id::check_segment(kind, s).map_err(|e| e.dbg)
 }
 
-/// A DNS label: 1-63 letters, digits or hyphens, not starting or ending with a hyphen.
-fn is_dns_label(l: &str) -> bool {
-    !l.is_empty()
-        && l.len() <= 63
-        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !l.starts_with('-')
-        && !l.ends_with('-')
-}
-
-/// Checks an FQDN (at least two labels, no wildcard, no trailing dot) and returns it in lower case.
+/// Checks an FQDN and returns it in lower case: at least two dot-separated labels of 1..=63
+/// letters, digits and hyphens, none starting or ending with a hyphen, 253 characters at most,
+/// no wildcard, no trailing dot. The one rule for certificate names and the issuer part of
+/// KpsaIDs, KmIDs and MAF key identifiers (TS-0003 clauses 10.1.1.4, 10.5, 10.6).
 pub fn check_fqdn(name: &str) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
     if name.contains('*') {
-        return Err(format!("'{name}' is a wildcard name"));
+        return Err(format!("{name:?} is a wildcard name"));
     }
     if name.len() > 253 {
-        return Err(format!("'{name}' is longer than 253 characters"));
+        return Err(format!("is {} characters long (at most 253)", name.len()));
     }
-    let labels: Vec<&str> = name.split('.').collect();
-    if labels.len() < 2 || !labels.iter().all(|l| is_dns_label(l)) {
-        return Err(format!("'{name}' is not a fully qualified domain name"));
+    for label in name.split('.') {
+        check_dns_label(name, label)?;
+    }
+    if !name.contains('.') {
+        return Err(format!(
+            "{name:?} is not a fully qualified domain name (one label only)"
+        ));
     }
     Ok(name.to_ascii_lowercase())
+}
+
+/// A DNS label of `name`: 1..=63 letters, digits or hyphens, not starting or ending with a hyphen.
+fn check_dns_label(name: &str, label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err(format!("{name:?} has an empty label"));
+    }
+    if label.len() > 63 {
+        return Err(format!("{name:?} has a label longer than 63 characters"));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Err(format!(
+            "{name:?} is not a DNS name: {c:?} is not a letter, digit or '-'"
+        ));
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(format!(
+            "{name:?} is not a DNS name: label {label:?} starts or ends with '-'"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks an SP-relative CSE-ID (`/id-mn`) that must also be a DNS label; returns it without the slash.
@@ -130,7 +145,7 @@ fn cse_label(cse_id: &str) -> Result<&str, String> {
     let bare = cse_id
         .strip_prefix('/')
         .ok_or_else(|| format!("CSE-ID '{cse_id}' must be SP-relative (start with '/')"))?;
-    if !is_dns_label(bare) {
+    if check_dns_label(bare, bare).is_err() {
         return Err(format!(
             "CSE-ID '{cse_id}' cannot be a DNS label (letters, digits and inner '-' only, at most 63)"
         ));
@@ -233,7 +248,7 @@ pub fn identity_of(cert: &X509Ref, sp_fqdn: &str) -> Result<CertIdentity, String
                 Some(_) => {
                     // Keep the CSE-ID's case as written in the certificate.
                     let label = &dns[..dns.find('.').unwrap_or(dns.len())];
-                    if !is_dns_label(label) {
+                    if check_dns_label(label, label).is_err() {
                         return Err(format!("dNSName '{dns}' is not a valid CSE-ID name"));
                     }
                     found.push(CertIdentity::CseId(format!("/{label}")));

@@ -47,7 +47,8 @@ impl KpsaId {
                  not {c:?}"
             ));
         }
-        check_fqdn(fqdn).map_err(|e| format!("KpsaID {s:?}: the issuer FQDN {e}"))?;
+        crate::certificates::check_fqdn(fqdn)
+            .map_err(|e| format!("KpsaID {s:?}: the issuer FQDN {e}"))?;
         Ok(KpsaId {
             relative: relative.to_string(),
             fqdn: fqdn.to_string(),
@@ -110,39 +111,6 @@ impl serde::Serialize for KpsaId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
-}
-
-/// Checks a DNS host name: 1..=253 characters, dot-separated labels of 1..=63 letters, digits and hyphens,
-/// no label starting or ending with a hyphen, no trailing dot.
-fn check_fqdn(fqdn: &str) -> Result<(), String> {
-    if fqdn.is_empty() {
-        return Err("is empty".into());
-    }
-    if fqdn.len() > 253 {
-        return Err(format!("is {} characters long (at most 253)", fqdn.len()));
-    }
-    for label in fqdn.split('.') {
-        if label.is_empty() {
-            return Err(format!("{fqdn:?} has an empty label"));
-        }
-        if label.len() > 63 {
-            return Err(format!("{fqdn:?} has a label longer than 63 characters"));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-        {
-            return Err(format!(
-                "{fqdn:?} is not a DNS name: {c:?} is not a letter, digit or '-'"
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!(
-                "{fqdn:?} is not a DNS name: label {label:?} starts or ends with '-'"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A Credential-ID (TS-0003 §10.4): `<typeID>-<value>`, typeID from sec:credIDTypeID (§12.3.2.1).
@@ -283,6 +251,35 @@ impl Secret {
     }
 }
 
+/// Whether `text` shows the start of `secret` in one of the usual renderings: hex (either case), a
+/// decimal byte list as `Debug` prints `[u8]`, or base64 (standard or URL-safe). The first bytes
+/// suffice, so a truncated leak is caught too. For the tests that check logs, error texts and
+/// `Debug` output never carry key material.
+pub fn reveals(text: &str, secret: &[u8]) -> bool {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    if secret.is_empty() {
+        return false;
+    }
+    let hex_head = hex::encode(&secret[..secret.len().min(8)]);
+    let decimal_head = secret[..secret.len().min(6)]
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Whole 3-byte groups encode the same wherever the encoding of the full secret is cut.
+    let groups = secret.len().min(12) / 3 * 3;
+    let b64_head = if groups == 0 {
+        secret
+    } else {
+        &secret[..groups]
+    };
+    text.to_ascii_lowercase().contains(&hex_head)
+        || text.contains(&decimal_head)
+        || text.contains(&STANDARD_NO_PAD.encode(b64_head))
+        || text.contains(&URL_SAFE_NO_PAD.encode(b64_head))
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret({} bytes)", self.0.len())
@@ -347,6 +344,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reveals_finds_every_usual_rendering() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        let key: Vec<u8> = (0xf0..=0xff).collect();
+        let shown = [
+            hex::encode(&key),
+            hex::encode_upper(&key[..8]),
+            format!("{:?}", &key[..]),
+            format!("{:?}", &key[..6]),
+            STANDARD.encode(&key),
+            URL_SAFE_NO_PAD.encode(&key),
+            format!("key={}", &URL_SAFE_NO_PAD.encode(&key)[..16]),
+        ];
+        for text in &shown {
+            assert!(reveals(text, &key), "{text}");
+        }
+        let secret = Secret::from_slice(&key);
+        for text in [
+            format!("{secret:?}"),
+            "Secret(16 bytes)".into(),
+            String::new(),
+        ] {
+            assert!(!reveals(&text, &key), "{text}");
+        }
+        assert!(!reveals("anything", &[]));
+    }
+
+    #[test]
     fn door_lock_kpsa_ids_parse() {
         for s in [
             "AE123456789012-Lock@in.provider.com",
@@ -370,7 +395,7 @@ mod tests {
             k,
             KpsaId::parse("AE123456789015-Lock@in.provider.com").unwrap()
         );
-        assert!(KpsaId::parse("a.b_c-d@x").is_ok());
+        assert!(KpsaId::parse("a.b_c-d@x.example").is_ok());
     }
 
     #[test]
@@ -386,6 +411,8 @@ mod tests {
             ("a@-in.provider.com", "starts or ends with '-'"),
             ("a@in_x.com", "'_'"),
             ("Lock/1@in.provider.com", "'/'"),
+            ("a@localhost", "one label only"),
+            ("a@*.provider.com", "wildcard"),
         ];
         for (s, why) in cases {
             let e = KpsaId::parse(s).unwrap_err();

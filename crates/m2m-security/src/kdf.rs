@@ -418,7 +418,10 @@ mod tests {
             k.att_conf,
             hx("665fe20b6fa51a06f23a198a69b6735951ea812a3719ae104dae6fee69ddcf20")
         );
-        assert!(!format!("{k:?}").contains("5dec"));
+        let dbg = format!("{k:?}");
+        for key in [&k.msg_auth, &k.msg_conf, &k.att_auth, &k.att_conf] {
+            assert!(!crate::credentials::reveals(&dbg, key.expose()), "{dbg}");
+        }
     }
 
     #[test]

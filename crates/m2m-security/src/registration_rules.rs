@@ -2,6 +2,7 @@
 //! <serviceSubscribedAppRule>; TS-0004 clause 7.3.2.7): which (Credential-ID, App-ID, AE-ID-Stem)
 //! combinations may register with this CSE.
 
+use crate::access_control::originator::glob;
 use serde::{Deserialize, Serialize};
 
 /// One rule: the short names of <serviceSubscribedAppRule> (`apci`, `aai`, `aae`).
@@ -30,29 +31,8 @@ pub struct Registration<'a> {
     pub ae_id_stem: &'a str,
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-pub fn wildcard_match(pattern: &str, value: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == value;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last)
-    {
-        return false;
-    }
-    let mut rest = &value[first.len()..value.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 fn any_match(patterns: &[String], value: &str) -> bool {
-    patterns.iter().any(|p| wildcard_match(p, value))
+    patterns.iter().any(|p| glob(p, value))
 }
 
 impl AppRule {
@@ -120,7 +100,7 @@ mod tests {
             ("Nlock", "Nlocks", false),
             ("", "", true),
         ] {
-            assert_eq!(wildcard_match(p, v), ok, "{p} vs {v}");
+            assert_eq!(glob(p, v), ok, "{p} vs {v}");
         }
     }
 

@@ -561,6 +561,68 @@ impl SecureEnvironment for PlainPskTable {
     }
 }
 
+/// Checks the three configuration options that name a software keystore together: none, or
+/// `keystore` with exactly one of `key_file` and `passphrase_env` (a non-empty variable name).
+pub fn check_keystore_options(
+    keystore: Option<&Path>,
+    key_file: Option<&Path>,
+    passphrase_env: Option<&str>,
+) -> Result<(), String> {
+    match (keystore, key_file, passphrase_env) {
+        (None, None, None) => Ok(()),
+        (None, _, _) => Err("key_file and passphrase_env need keystore".into()),
+        (Some(_), Some(_), Some(_)) => {
+            Err("keystore: give exactly one of key_file and passphrase_env, not both".into())
+        }
+        (Some(_), None, None) => {
+            Err("keystore: give exactly one of key_file and passphrase_env".into())
+        }
+        (Some(_), _, Some("")) => Err("passphrase_env: empty name".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Opens the software keystore the configuration names, if any (options checked with
+/// [`check_keystore_options`]). The passphrase is read as bytes (`var_os`), so a non-UTF-8
+/// passphrase works; an unset or empty variable is refused. Errors name files and variables,
+/// never secrets.
+pub fn open_configured_keystore(
+    keystore: Option<&Path>,
+    key_file: Option<&Path>,
+    passphrase_env: Option<&str>,
+) -> Result<Option<SoftwareKeystore>, String> {
+    check_keystore_options(keystore, key_file, passphrase_env)?;
+    let Some(path) = keystore else {
+        return Ok(None);
+    };
+    let source = match (key_file, passphrase_env) {
+        (Some(k), _) => KeySource::KeyFile(k.to_path_buf()),
+        (None, Some(var)) => KeySource::Passphrase(passphrase_from_env(path, var)?),
+        (None, None) => unreachable!("check_keystore_options refuses a keystore without a key"),
+    };
+    SoftwareKeystore::open(path, source)
+        .map(Some)
+        .map_err(|e| format!("keystore: {e}"))
+}
+
+/// The passphrase of `keystore` from the environment variable `var`, as bytes.
+fn passphrase_from_env(keystore: &Path, var: &str) -> Result<Secret, String> {
+    let value = std::env::var_os(var).ok_or_else(|| {
+        format!(
+            "keystore {}: passphrase_env {var} is not set",
+            keystore.display()
+        )
+    })?;
+    let value = Zeroizing::new(value.into_encoded_bytes());
+    if value.is_empty() {
+        return Err(format!(
+            "keystore {}: passphrase_env {var} is empty",
+            keystore.display()
+        ));
+    }
+    Ok(Secret::from_slice(&value))
+}
+
 /// Creates a new key file of 32 random bytes, written as 64 hex digits and a newline, mode 0600. Refuses
 /// to overwrite an existing file.
 pub fn create_key_file(path: &Path) -> Result<(), KeystoreError> {
@@ -568,6 +630,12 @@ pub fn create_key_file(path: &Path) -> Result<(), KeystoreError> {
     rand::rngs::OsRng.fill_bytes(&mut key[..]);
     let mut text = Zeroizing::new(hex::encode(&key[..]));
     text.push('\n');
+    write_private(path, text.as_bytes())
+}
+
+/// Creates `path` (which must not exist) with mode 0600 from the start, so the secret in `bytes` is
+/// never readable by others, not even for a moment, and writes `bytes` into it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
     let io_err = |source| KeystoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -581,7 +649,7 @@ pub fn create_key_file(path: &Path) -> Result<(), KeystoreError> {
             io_err(e)
         }
     })?;
-    f.write_all(text.as_bytes()).map_err(io_err)?;
+    f.write_all(bytes).map_err(io_err)?;
     f.sync_all().map_err(io_err)?;
     Ok(())
 }
@@ -991,6 +1059,20 @@ mod tests {
     }
 
     #[test]
+    fn write_private_creates_0600_and_refuses_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret.pem");
+        write_private(&p, b"first").unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let e = write_private(&p, b"second").unwrap_err().to_string();
+        assert!(e.contains("exists already"), "{e}");
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+    }
+
+    #[test]
     fn key_file_forms() {
         let dir = tempfile::tempdir().unwrap();
         let kf = key_file(dir.path());
@@ -1040,10 +1122,13 @@ mod tests {
             format!("{pp:?}"),
             format!("{:?}", KeySource::KeyFile(kf)),
         ];
+        let keys = [hex::decode(KEY1).unwrap(), hex::decode(KEY2).unwrap()];
+        let master = hex::decode(&master_hex).unwrap();
         for t in &texts {
-            for needle in [KEY1, KEY2, &master_hex[..], "hunter2", "26, 43", "[26"] {
-                assert!(!t.to_lowercase().contains(needle), "{needle} in {t}");
+            for key in keys.iter().chain([&master]) {
+                assert!(!crate::credentials::reveals(t, key), "{t}");
             }
+            assert!(!t.contains("hunter2"), "{t}");
         }
         assert!(
             texts[0].contains(LOCK1) && texts[0].contains("maf"),
@@ -1099,6 +1184,54 @@ mod tests {
         assert!(e.contains("chmod 600"), "{e}");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         assert_door_locks(&PlainPskTable::from_toml_file(&p).unwrap());
+    }
+
+    #[test]
+    fn keystore_options_need_exactly_one_key_source() {
+        let (ks, kf) = (Some(Path::new("a.keystore")), Some(Path::new("a.key")));
+        let check = check_keystore_options;
+        assert!(check(None, None, None).is_ok());
+        assert!(check(ks, kf, None).is_ok());
+        assert!(check(ks, None, Some("VAR")).is_ok());
+        assert!(check(None, kf, None).unwrap_err().contains("need keystore"));
+        assert!(check(None, None, Some("VAR"))
+            .unwrap_err()
+            .contains("need keystore"));
+        assert!(check(ks, kf, Some("VAR")).unwrap_err().contains("not both"));
+        assert!(check(ks, None, None).unwrap_err().contains("exactly one"));
+        assert!(check(ks, None, Some(""))
+            .unwrap_err()
+            .contains("empty name"));
+        assert!(open_configured_keystore(None, None, None)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn configured_keystore_opens_with_key_file_or_non_utf8_passphrase() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let kf = key_file(dir.path());
+        let by_file = dir.path().join("file.keystore");
+        SoftwareKeystore::create(&by_file, KeySource::KeyFile(kf.clone())).unwrap();
+        let opened = open_configured_keystore(Some(&by_file), Some(&kf), None).unwrap();
+        assert_eq!(opened.unwrap().path(), by_file);
+
+        // A passphrase is bytes: one that is not UTF-8 opens the keystore it created.
+        let passphrase: &[u8] = b"p\xe4ssw\xf6rd";
+        let by_pass = dir.path().join("pass.keystore");
+        let source = KeySource::Passphrase(Secret::from_slice(passphrase));
+        SoftwareKeystore::create_with_kdf(&by_pass, source, FAST).unwrap();
+        let var = "M2M_SE_TEST_NON_UTF8_PASSPHRASE";
+        let unset = open_configured_keystore(Some(&by_pass), None, Some(var)).unwrap_err();
+        assert!(unset.contains(&format!("{var} is not set")), "{unset}");
+        std::env::set_var(var, std::ffi::OsStr::from_bytes(passphrase));
+        let opened = open_configured_keystore(Some(&by_pass), None, Some(var));
+        std::env::set_var(var, "");
+        let empty = open_configured_keystore(Some(&by_pass), None, Some(var)).unwrap_err();
+        std::env::remove_var(var);
+        assert!(opened.unwrap().unwrap().is_passphrase_protected());
+        assert!(empty.contains("is empty"), "{empty}");
     }
 
     #[test]

@@ -289,6 +289,21 @@ pub fn client_context(cfg: &ClientTlsConfig) -> Result<SslContext, String> {
     Ok(b.build())
 }
 
+/// A short reason for a failed handshake: OpenSSL's reason strings (they carry no key
+/// material), or the error's own text when OpenSSL gave none (e.g. the peer closed the
+/// connection).
+pub fn handshake_reason(e: &openssl::ssl::Error) -> String {
+    let reasons: Vec<&str> = e
+        .ssl_error()
+        .map(|stack| stack.errors().iter().filter_map(|x| x.reason()).collect())
+        .unwrap_or_default();
+    if reasons.is_empty() {
+        e.to_string()
+    } else {
+        reasons.join(", ")
+    }
+}
+
 /// Prepares a client connection: SNI (TS-0003 clause 10.2.1) and, when the server is known by
 /// name, verification of that name against its certificate.
 pub fn client_ssl(ctx: &SslContext, server_name: Option<&str>) -> Result<Ssl, String> {

@@ -5,7 +5,7 @@ use base64::Engine;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use m2m_core::security_info::{EsprimProtocolAndAlgId, SecurityInfo};
 use m2m_core::ResponseStatusCode as Rsc;
-use m2m_security::credentials::Secret;
+use m2m_security::credentials::{reveals, Secret};
 use m2m_security::e2e::esdata::{self, BoundAttributes, Protection, ReaderKeys};
 use m2m_security::e2e::esprim::{EsprimReceiver, EsprimSession, PairwiseKey};
 use m2m_security::e2e::group_message::{self, GroupKeyMgmt, MemberKey, MemberUnwrapKey};
@@ -222,8 +222,7 @@ fn jwe_downgrades_are_refused() {
 #[test]
 fn keys_import_export_and_never_print() {
     let k = SymmetricKey::generate("oct-1", 16);
-    let hexkey = hex::encode(k.secret().expose());
-    assert!(!format!("{k:?}").contains(&hexkey[..8]));
+    assert!(!reveals(&format!("{k:?}"), k.secret().expose()));
     let back = SymmetricKey::from_jwk(&k.to_jwk()).unwrap();
     assert_eq!(back, k);
     let ek = EcKeyPair::generate("ec-1").unwrap();
@@ -426,7 +425,8 @@ fn esprim_errors_have_their_codes() {
         .protect_request(&inner_request("CAE-intruder"), now)
         .unwrap();
     assert_eq!(code(&mut rx, &forged, now), Rsc::EsprimImpersonationError);
-    // The genuine object still works after all that (nothing was recorded from forgeries).
+    // The genuine object still works after all that: the forgeries changed no state before
+    // failing, and the impersonating object, authentic to the session, carried another IV.
     rx.unprotect_request(&keys, &jwe, now).unwrap();
 }
 
@@ -497,6 +497,53 @@ fn esprim_originator_rand_may_not_outlive_the_receiver_rand() {
             .rsc,
         Rsc::EsprimUnknownOrigRandId
     );
+}
+
+#[test]
+fn esprim_a_recorded_originator_rand_cannot_be_replaced() {
+    let (mut rx, s, keys) = esprim_pair();
+    let now = t0() + Duration::seconds(1);
+    rx.unprotect_request(
+        &keys,
+        &s.protect_request(&inner_request(AE), now).unwrap(),
+        now,
+    )
+    .unwrap();
+    // A later object names the recorded ori with another rand value (e.g. one the attacker
+    // chose): refused before anything is derived from it.
+    let jwe = s.protect_request(&inner_request(AE), now).unwrap();
+    let mut h = header_of(&jwe);
+    let recorded = h["oro"]["esrv"].as_str().unwrap().to_owned();
+    let other = if recorded.starts_with('0') { "1" } else { "0" }.to_owned() + &recorded[1..];
+    h["oro"]["esrv"] = json!(other);
+    let e = rx
+        .unprotect_request(&keys, &with_header(&jwe, &h), now)
+        .unwrap_err();
+    assert_eq!(e.rsc, Rsc::EsprimUnknownOrigRandId, "{e}");
+    assert!(e.dbg.contains("different rand"), "{e}");
+    // The genuine object of the session still passes.
+    rx.unprotect_request(&keys, &jwe, now).unwrap();
+}
+
+#[test]
+fn esprim_a_session_is_used_up_at_its_cap() {
+    let (rx, s, keys) = esprim_pair();
+    let mut rx = rx.with_session_cap(3);
+    let now = t0() + Duration::seconds(1);
+    for _ in 0..3 {
+        let jwe = s.protect_request(&inner_request(AE), now).unwrap();
+        rx.unprotect_request(&keys, &jwe, now).unwrap();
+    }
+    let jwe = s.protect_request(&inner_request(AE), now).unwrap();
+    let e = rx.unprotect_request(&keys, &jwe, now).unwrap_err();
+    assert_eq!(e.rsc, Rsc::EsprimUnknownOrigRandId, "{e}");
+    assert!(e.dbg.contains("used up"), "{e}");
+    // A new session (fresh originator rand) with the same key works.
+    let ero = rx.issue_rand(now, Duration::minutes(10));
+    let (k, _) = pairwise();
+    let fresh = EsprimSession::start(KID, &k, &ero, now, Duration::minutes(5), None).unwrap();
+    let jwe = fresh.protect_request(&inner_request(AE), now).unwrap();
+    rx.unprotect_request(&keys, &jwe, now).unwrap();
 }
 
 // ------------------------------------------------------------------------------------------------ ESData
@@ -717,6 +764,18 @@ fn group_credential_sealed_for_one_member() {
     let sealed =
         group_message::seal_credential(&group, "CMeter1", MemberKey::Shared(&shared)).unwrap();
     assert!(!sealed.contains(&URL_SAFE_NO_PAD.encode(group.secret().expose())));
+    // Decoded, no part carries the group key: the JWK is inside the ciphertext, which is not
+    // JSON without the member key.
+    let parts: Vec<&str> = sealed.split('.').collect();
+    assert_eq!(parts.len(), 5, "a JWE compact serialization");
+    let key = group.secret().expose();
+    for (i, part) in parts.iter().enumerate() {
+        let raw = URL_SAFE_NO_PAD.decode(part).unwrap();
+        assert!(!raw.windows(key.len()).any(|w| w == key), "part {i}");
+        assert!(!reveals(&String::from_utf8_lossy(&raw), key), "part {i}");
+    }
+    let ciphertext = URL_SAFE_NO_PAD.decode(parts[3]).unwrap();
+    assert!(serde_json::from_slice::<Value>(&ciphertext).is_err());
     let got = group_message::open_credential(&sealed, "CMeter1", MemberUnwrapKey::Shared(&shared))
         .unwrap();
     assert_eq!(got, group);

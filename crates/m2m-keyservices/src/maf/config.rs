@@ -1,7 +1,9 @@
 //! The MAF configuration file (TOML).
 
 use m2m_security::credentials::Secret;
-use m2m_security::secure_environment::{KeySource, SecureEnvironment, SoftwareKeystore};
+use m2m_security::secure_environment::{
+    check_keystore_options, open_configured_keystore, SecureEnvironment, SoftwareKeystore,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -170,61 +172,6 @@ impl std::fmt::Debug for MafKeys {
             .field("km", &self.km)
             .finish_non_exhaustive()
     }
-}
-
-/// Checks the `keystore`, `key_file` and `passphrase_env` options together (`what` names the service).
-pub(crate) fn check_keystore_options(
-    keystore: &Option<PathBuf>,
-    key_file: &Option<PathBuf>,
-    passphrase_env: &Option<String>,
-) -> Result<(), String> {
-    match (keystore, key_file, passphrase_env) {
-        (None, None, None) => Ok(()),
-        (None, _, _) => Err("key_file and passphrase_env need keystore".into()),
-        (Some(_), Some(_), Some(_)) => {
-            Err("keystore: give exactly one of key_file and passphrase_env, not both".into())
-        }
-        (Some(_), None, None) => {
-            Err("keystore: give exactly one of key_file and passphrase_env".into())
-        }
-        (Some(_), _, Some(v)) if v.is_empty() => Err("passphrase_env: empty name".into()),
-        _ => Ok(()),
-    }
-}
-
-/// Opens the configured software keystore, if any. Errors name files and variables, never secrets.
-pub(crate) fn open_keystore(
-    keystore: &Option<PathBuf>,
-    key_file: &Option<PathBuf>,
-    passphrase_env: &Option<String>,
-) -> Result<Option<SoftwareKeystore>, String> {
-    check_keystore_options(keystore, key_file, passphrase_env)?;
-    let Some(path) = keystore else {
-        return Ok(None);
-    };
-    let source = match (key_file, passphrase_env) {
-        (Some(k), _) => KeySource::KeyFile(k.clone()),
-        (None, Some(var)) => {
-            let value = std::env::var_os(var).ok_or_else(|| {
-                format!(
-                    "keystore {}: passphrase_env {var} is not set",
-                    path.display()
-                )
-            })?;
-            let value = zeroize::Zeroizing::new(value.into_encoded_bytes());
-            if value.is_empty() {
-                return Err(format!(
-                    "keystore {}: passphrase_env {var} is empty",
-                    path.display()
-                ));
-            }
-            KeySource::Passphrase(Secret::from_slice(&value))
-        }
-        (None, None) => unreachable!("checked above"),
-    };
-    SoftwareKeystore::open(path, source)
-        .map(Some)
-        .map_err(|e| format!("keystore: {e}"))
 }
 
 /// Reads a 32-byte hex storage key from a private (0600) file.
@@ -396,7 +343,11 @@ impl MafConfig {
         m2m_security::certificates::check_fqdn(&self.fqdn).map_err(|e| format!("fqdn: {e}"))?;
         m2m_security::certificates::check_fqdn(&self.sp_fqdn)
             .map_err(|e| format!("sp_fqdn: {e}"))?;
-        check_keystore_options(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        check_keystore_options(
+            self.keystore.as_deref(),
+            self.key_file.as_deref(),
+            self.passphrase_env.as_deref(),
+        )?;
         if self.storage_key_file.is_none() && self.keystore.is_none() {
             return Err(format!(
                 "no storage key: set storage_key_file, or keystore holding the secret {MAF_STORAGE_KEY_SECRET}"
@@ -451,7 +402,11 @@ impl MafConfig {
     /// then the keystore's PSK entries whose KmID no row has (entity_id = the MAF client ID), and the
     /// storage key from exactly one source.
     pub fn load_keys(&self) -> Result<MafKeys, String> {
-        let ks = open_keystore(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        let ks = open_configured_keystore(
+            self.keystore.as_deref(),
+            self.key_file.as_deref(),
+            self.passphrase_env.as_deref(),
+        )?;
         let storage_key = match storage_key_from(
             self.storage_key_file.as_deref(),
             ks.as_ref(),

@@ -287,18 +287,7 @@ async fn handshake(
     let timeout = Duration::from_secs(state.cfg.handshake_timeout.max(1));
     match tokio::time::timeout(timeout, Pin::new(&mut stream).accept()).await {
         Err(_) => return Err("handshake timed out".into()),
-        Ok(Err(e)) => {
-            return Err(e
-                .ssl_error()
-                .map(|s| {
-                    s.errors()
-                        .iter()
-                        .filter_map(|e| e.reason())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_else(|| "handshake failed".into()))
-        }
+        Ok(Err(e)) => return Err(m2m_security::tls::handshake_reason(&e)),
         Ok(Ok(())) => {}
     }
     let ssl = stream.ssl();

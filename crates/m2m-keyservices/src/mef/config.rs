@@ -1,8 +1,10 @@
 //! The MEF configuration file (TOML).
 
-use crate::maf::config::{check_keystore_options, check_psk_len, open_keystore, storage_key_from};
+use crate::maf::config::{check_psk_len, storage_key_from};
 use m2m_security::credentials::Secret;
-use m2m_security::secure_environment::{check_private_file, SecureEnvironment};
+use m2m_security::secure_environment::{
+    check_keystore_options, check_private_file, open_configured_keystore, SecureEnvironment,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -185,7 +187,11 @@ impl MefConfig {
         if self.lifetime_seconds == 0 {
             return Err("lifetime_seconds must be at least 1".into());
         }
-        check_keystore_options(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        check_keystore_options(
+            self.keystore.as_deref(),
+            self.key_file.as_deref(),
+            self.passphrase_env.as_deref(),
+        )?;
         if self.storage_key.is_none() && self.keystore.is_none() {
             return Err(format!(
                 "no storage key: set storage_key, or keystore holding the secret {MEF_STORAGE_KEY_SECRET}"
@@ -214,7 +220,11 @@ impl MefConfig {
     /// then the keystore's PSK entries whose KpmID no row has (entity_id = the enrolee ID), and the
     /// storage key from exactly one source.
     pub fn load_keys(&self) -> Result<MefKeys, String> {
-        let ks = open_keystore(&self.keystore, &self.key_file, &self.passphrase_env)?;
+        let ks = open_configured_keystore(
+            self.keystore.as_deref(),
+            self.key_file.as_deref(),
+            self.passphrase_env.as_deref(),
+        )?;
         let storage_key = match storage_key_from(
             self.storage_key.as_deref(),
             ks.as_ref(),

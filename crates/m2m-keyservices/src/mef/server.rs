@@ -174,7 +174,7 @@ impl Mef {
         let mut stream = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| e.to_string())?;
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await {
             Err(_) => return Err("handshake timed out".into()),
-            Ok(Err(e)) => return Err(handshake_error(&e)),
+            Ok(Err(e)) => return Err(m2m_security::tls::handshake_reason(&e)),
             Ok(Ok(())) => {}
         }
         let ssl = stream.ssl();
@@ -413,16 +413,4 @@ fn respond(status: StatusCode, body: &serde_json::Value) -> hyper::Response<Full
 
 fn error(status: StatusCode, msg: &str) -> hyper::Response<Full<Bytes>> {
     respond(status, &json!({ "error": msg }))
-}
-
-fn handshake_error(e: &openssl::ssl::Error) -> String {
-    match e.ssl_error() {
-        Some(stack) => stack
-            .errors()
-            .iter()
-            .filter_map(|err| err.reason())
-            .collect::<Vec<_>>()
-            .join(", "),
-        None => e.to_string(),
-    }
 }

@@ -162,9 +162,9 @@ fn sp_domain(entry: &str) -> Option<&str> {
     None
 }
 
-/// `*` matches any run of characters (the callers never pass a `/`); everything else matches itself.
-/// Linear backtracking on the last star, so no input is slow.
-fn glob(pattern: &str, text: &str) -> bool {
+/// `*` matches any run of characters; everything else matches itself. Used for originator
+/// segments and the registration rules. Linear backtracking on the last star, so no input is slow.
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let p = pattern.as_bytes();
     let t = text.as_bytes();
     let (mut pi, mut ti) = (0, 0);

@@ -3,8 +3,9 @@
 //!
 //! The parse is lenient and fails closed: whatever cannot be understood is kept, with its reason, as a part
 //! that never grants access. Only a top level that is not an object, or an `acr` that is not a list, is an
-//! error. [`Privileges::problems`] lists everything that was not understood, for a caller that wants to
-//! reject such a policy when it is created or updated.
+//! error. [`Privileges::problems`] lists everything that was not understood, and the parts the decision can
+//! never evaluate (`accc` country codes, `acod` with `spty`), for a caller that wants to reject such a
+//! policy when it is created or updated. `accr` circles are evaluated when the request carries a location.
 //!
 //! | not understood | effect |
 //! |---|---|
@@ -146,13 +147,24 @@ impl Privileges {
                         out.push(format!("rule {n} acco {m}: address '{text}': {e}"));
                     }
                 }
-                if let Some(Region::Invalid(e)) = &c.region {
-                    out.push(format!("rule {n} acco {m}: {e}"));
+                match &c.region {
+                    Some(Region::Invalid(e)) => out.push(format!("rule {n} acco {m}: {e}")),
+                    // The decision has no country for an originator: such a context never grants.
+                    Some(Region::Countries(_)) => out.push(format!(
+                        "rule {n} acco {m}: accc country codes cannot be evaluated"
+                    )),
+                    _ => {}
                 }
             }
             for (j, d) in r.object_details.iter().enumerate() {
                 if let Some(e) = &d.defect {
                     out.push(format!("rule {n} acod {}: {e}", j + 1));
+                } else if d.specialization_type.is_some() {
+                    // The decision is not given the target's specialization: it never admits.
+                    out.push(format!(
+                        "rule {n} acod {}: spty cannot be evaluated (the target's specialization is not known)",
+                        j + 1
+                    ));
                 }
             }
         }
@@ -581,6 +593,30 @@ mod tests {
             let od = parse_object_detail(&v);
             assert_eq!(od.defect.is_some(), defective, "{v}: {od:?}");
         }
+    }
+
+    /// Parts that parse but that the decision can never evaluate are problems, so a CREATE or
+    /// UPDATE refuses them (4000) instead of storing a rule that silently never grants.
+    #[test]
+    fn unevaluable_parts_are_problems() {
+        let with = |extra: Value| {
+            let mut rule = json!({"acor": ["all"], "acop": 2});
+            rule.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            Privileges::from_json(&json!({ "acr": [rule] }))
+                .unwrap()
+                .problems()
+        };
+        let countries = with(json!({"acco": [{"aclr": {"accc": ["FR"]}}]}));
+        assert_eq!(countries.len(), 1, "{countries:?}");
+        assert!(countries[0].contains("accc"), "{countries:?}");
+        let spty = with(json!({"acod": [{"ty": 28, "spty": "org.onem2m.x", "chty": [28]}]}));
+        assert_eq!(spty.len(), 1, "{spty:?}");
+        assert!(spty[0].contains("spty"), "{spty:?}");
+        // A circle is evaluated against the request's location: not a problem.
+        assert!(with(json!({"acco": [{"aclr": {"accr": [48.85, 2.35, 1000]}}]})).is_empty());
+        assert!(with(json!({"acod": [{"ty": 2, "chty": [3]}]})).is_empty());
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn random_rand() -> [u8; ESPRIM_RAND_LEN] {
 }
 
 /// A fresh rand ID: `prefix` + 16 hex digits. The prefix starts with a letter, so it is an NCName;
-/// "ru"/"rs" tell a unique from a shared receiver rand (TS-0003 8.4.2 B.1a/B.2e), "ou" is an originator's.
+/// "ru" marks a receiver's unique rand (TS-0003 8.4.2 B.2e), "ou" an originator's.
 fn new_rand_id(prefix: &str) -> String {
     let r = random_rand();
     format!("{prefix}{}", hex::encode(&r[..8]))
@@ -140,8 +140,11 @@ fn to_enc(a: EsprimProtocolAndAlgId) -> ContentEnc {
     }
 }
 
-/// The parsed, not yet verified, parts of an ESPrim object that select keys and rands.
-struct Envelope {
+/// An ESPrim object with its header parsed but nothing verified yet: the parts that select keys and
+/// rands. A Receiver that must fetch the key first reads [`Envelope::kid`], then hands the same
+/// envelope to [`EsprimReceiver::unprotect_request_with`], so the header is parsed once.
+pub struct Envelope<'a> {
+    jwe: &'a str,
     header: HeaderParams,
     kid: String,
     ori: String,
@@ -151,7 +154,7 @@ struct Envelope {
 }
 
 /// Parses an ESPrim object's header and checks the options it names (5210 / 4111 / 4112..4114).
-fn open_envelope(jwe: &str) -> Result<Envelope, M2mError> {
+pub fn open_envelope(jwe: &str) -> Result<Envelope<'_>, M2mError> {
     let parts = jose::split_compact(jwe, 5, "JWE")
         .map_err(|e| err(Rsc::EsprimDecryptionError, e.reason))?;
     let header =
@@ -192,6 +195,7 @@ fn open_envelope(jwe: &str) -> Result<Envelope, M2mError> {
     let rri = text("rri")
         .ok_or_else(|| err(Rsc::EsprimUnknownRecvRandId, "the ESPrim object has no rri"))?;
     Ok(Envelope {
+        jwe,
         iv: parts[2].to_string(),
         header,
         kid,
@@ -201,14 +205,17 @@ fn open_envelope(jwe: &str) -> Result<Envelope, M2mError> {
     })
 }
 
-/// The pairwiseESPrimKeyID (`kid`) an ESPrim object names, read from its header without verifying
-/// anything: for a Receiver that must fetch the key first (MAF ESPrim Framework, TS-0003 8.4.2 C.6a).
-pub fn object_kid(jwe: &str) -> Option<String> {
-    open_envelope(jwe).ok().map(|env| env.kid)
+impl Envelope<'_> {
+    /// The pairwiseESPrimKeyID (`kid`) the object names, not verified: for a Receiver that must
+    /// fetch the key first (MAF ESPrim Framework, TS-0003 8.4.2 C.6a).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
 }
 
 /// Decrypts with a session's content key: a tag failure is 4115, anything else 5210.
-fn decrypt(jwe: &str, session_key: &Secret, env: &Envelope) -> Result<Value, M2mError> {
+fn decrypt(session_key: &Secret, env: &Envelope) -> Result<Value, M2mError> {
+    let jwe = env.jwe;
     let enc = to_enc(env.alg_id);
     let key = content_key(session_key, &env.kid, enc);
     let opened = jose::decrypt_compact(jwe, DecryptionKey::Direct(&key), &[enc]).map_err(|e| {
@@ -265,15 +272,15 @@ fn encrypt(
 struct SeenIvs(HashSet<String>);
 
 impl SeenIvs {
-    /// Records `iv`; 4113 for a replay or a used-up session.
-    fn admit(&mut self, iv: &str) -> Result<(), M2mError> {
+    /// Records `iv`; 4113 for a replay or a session that already holds `cap` objects.
+    fn admit(&mut self, iv: &str, cap: usize) -> Result<(), M2mError> {
         if self.0.contains(iv) {
             return Err(err(
                 Rsc::EsprimUnknownOrigRandId,
                 "replayed ESPrim object: this originator rand already carried it",
             ));
         }
-        if self.0.len() >= MAX_OBJECTS_PER_SESSION {
+        if self.0.len() >= cap {
             return Err(err(
                 Rsc::EsprimUnknownOrigRandId,
                 "the ESPrim session is used up: start a new one with a fresh originator rand",
@@ -287,13 +294,9 @@ impl SeenIvs {
 // ---------------------------------------------------------------------------------------------------------
 // Receiver
 
-struct IssuedRand {
-    value: [u8; ESPRIM_RAND_LEN],
-    expires: DateTime<Utc>,
-    espa: Vec<EsprimProtocolAndAlgId>,
-}
-
-struct RecordedOrigRand {
+/// A rand the Receiver holds: one it issued, or an originator's it recorded.
+#[derive(Clone)]
+struct HeldRand {
     value: [u8; ESPRIM_RAND_LEN],
     expires: DateTime<Utc>,
     espa: Vec<EsprimProtocolAndAlgId>,
@@ -311,10 +314,12 @@ struct ReceiverSession {
 /// Holds rands, recorded originator rands and sessions in memory; everything expires with its rand.
 pub struct EsprimReceiver {
     espa: Vec<EsprimProtocolAndAlgId>,
-    rands: HashMap<String, IssuedRand>,
-    originators: HashMap<(String, String), RecordedOrigRand>,
+    rands: HashMap<String, HeldRand>,
+    originators: HashMap<(String, String), HeldRand>,
     sessions: HashMap<SessionId, ReceiverSession>,
     next_purge: Option<DateTime<Utc>>,
+    /// Objects one session may carry ([`MAX_OBJECTS_PER_SESSION`] unless lowered).
+    session_cap: usize,
 }
 
 impl Default for EsprimReceiver {
@@ -332,7 +337,15 @@ impl EsprimReceiver {
             originators: HashMap::new(),
             sessions: HashMap::new(),
             next_purge: None,
+            session_cap: MAX_OBJECTS_PER_SESSION,
         }
+    }
+
+    /// Lowers the number of objects one session may carry (at most [`MAX_OBJECTS_PER_SESSION`]):
+    /// beyond it the session is used up and the Originator must start a new one.
+    pub fn with_session_cap(mut self, cap: usize) -> Self {
+        self.session_cap = cap.min(MAX_OBJECTS_PER_SESSION);
+        self
     }
 
     /// A fresh unique receiverESPrimRandObject valid for `lifetime` (TS-0003 8.4.2 B.2e), to send back
@@ -342,30 +355,12 @@ impl EsprimReceiver {
         now: DateTime<Utc>,
         lifetime: Duration,
     ) -> ReceiverEsprimRandObject {
-        self.issue("ru", now, lifetime)
-    }
-
-    /// A shared receiverESPrimRandObject for the `esro` of e2eSecInfo (TS-0003 8.4.2 B.1a).
-    pub fn issue_shared_rand(
-        &mut self,
-        now: DateTime<Utc>,
-        lifetime: Duration,
-    ) -> ReceiverEsprimRandObject {
-        self.issue("rs", now, lifetime)
-    }
-
-    fn issue(
-        &mut self,
-        prefix: &str,
-        now: DateTime<Utc>,
-        lifetime: Duration,
-    ) -> ReceiverEsprimRandObject {
         let value = random_rand();
         let expires = now + lifetime;
-        let esri = new_rand_id(prefix);
+        let esri = new_rand_id("ru");
         self.rands.insert(
             esri.clone(),
-            IssuedRand {
+            HeldRand {
                 value,
                 expires,
                 espa: self.espa.clone(),
@@ -388,7 +383,8 @@ impl EsprimReceiver {
         jwe: &str,
         now: DateTime<Utc>,
     ) -> Result<InnerRequest, M2mError> {
-        self.unprotect_request_with(keys, jwe, now, &|from, entity| from == entity)
+        let env = open_envelope(jwe)?;
+        self.unprotect_request_with(keys, &env, now, &|from, entity| from == entity)
     }
 
     /// [`Self::unprotect_request`] with the caller's test of "the inner From is the key's entity": a CSE
@@ -397,12 +393,11 @@ impl EsprimReceiver {
     pub fn unprotect_request_with(
         &mut self,
         keys: &dyn PairwiseKeys,
-        jwe: &str,
+        env: &Envelope,
         now: DateTime<Utc>,
         same_entity: &dyn Fn(&str, &str) -> bool,
     ) -> Result<InnerRequest, M2mError> {
         self.purge_due(now);
-        let env = open_envelope(jwe)?;
         let pairwise = keys
             .pairwise_key(&env.kid)
             .filter(|k| k.expires.is_none_or(|e| e > now))
@@ -422,7 +417,7 @@ impl EsprimReceiver {
                     format!("unknown or expired receiver rand {:?}", env.rri),
                 )
             })?;
-        let (orand, new_oro) = self.originator_rand(&env, rrand, now)?;
+        let (orand, new_oro) = self.originator_rand(env, rrand, now)?;
         if !orand.espa.contains(&env.alg_id) || !rrand.espa.contains(&env.alg_id) {
             return Err(err(
                 Rsc::EsprimUnsupportedOption,
@@ -443,8 +438,9 @@ impl EsprimReceiver {
             Some(s) => s.key.clone(),
             None => kdf::session_esprim_key(&pairwise.key, &rrand.value, &orand.value),
         };
-        let inner = decrypt(jwe, &session_key, &env)?;
+        let inner = decrypt(&session_key, env)?;
         // Authentic from here on: only now may the object change state.
+        let cap = self.session_cap;
         let session = self
             .sessions
             .entry(id.clone())
@@ -454,7 +450,7 @@ impl EsprimReceiver {
                 alg_id: env.alg_id,
                 seen: SeenIvs::default(),
             });
-        session.seen.admit(&env.iv)?;
+        session.seen.admit(&env.iv, cap)?;
         session.alg_id = env.alg_id;
         if let Some(o) = new_oro {
             self.originators
@@ -482,9 +478,9 @@ impl EsprimReceiver {
     fn originator_rand(
         &self,
         env: &Envelope,
-        rrand: &IssuedRand,
+        rrand: &HeldRand,
         now: DateTime<Utc>,
-    ) -> Result<(RecordedOrigRand, Option<RecordedOrigRand>), M2mError> {
+    ) -> Result<(HeldRand, Option<HeldRand>), M2mError> {
         let bad = |why: &str| {
             err(
                 Rsc::EsprimUnknownOrigRandId,
@@ -495,7 +491,7 @@ impl EsprimReceiver {
         let Some(oro) = env.header.get("oro") else {
             return recorded
                 .filter(|r| r.expires > now)
-                .map(|r| (r.copy(), None))
+                .map(|r| (r.clone(), None))
                 .ok_or_else(|| bad("unknown or expired"));
         };
         let oro: OriginatorEsprimRandObject =
@@ -522,12 +518,12 @@ impl EsprimReceiver {
                 return Err(bad("a different rand with this ID was recorded"));
             }
         }
-        let rec = RecordedOrigRand {
+        let rec = HeldRand {
             value,
             expires,
             espa: oro.espa,
         };
-        Ok((rec.copy(), Some(rec)))
+        Ok((rec.clone(), Some(rec)))
     }
 
     /// Protects an inner response under the session its request came in (TS-0003 8.4.2 C.8).
@@ -568,16 +564,6 @@ impl EsprimReceiver {
     /// How many sessions are live (for tests and metrics).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
-    }
-}
-
-impl RecordedOrigRand {
-    fn copy(&self) -> Self {
-        Self {
-            value: self.value,
-            expires: self.expires,
-            espa: self.espa.clone(),
-        }
     }
 }
 
@@ -721,8 +707,8 @@ impl EsprimSession {
                 "the response uses an enc this session did not offer",
             ));
         }
-        let inner = decrypt(jwe, &self.key, &env)?;
-        self.seen.admit(&env.iv)?;
+        let inner = decrypt(&self.key, &env)?;
+        self.seen.admit(&env.iv, MAX_OBJECTS_PER_SESSION)?;
         self.receiver_has_oro = true;
         Ok(inner)
     }

@@ -722,14 +722,7 @@ pub fn encrypt_compact(
     extra: &HeaderParams,
 ) -> Result<String, JoseError> {
     check_extra(extra)?;
-    let alg = to.alg()?;
-    if alg == KeyMgmt::Dir && to_len(&to) != enc.key_len() {
-        return Err(wrong_key(format!(
-            "dir with {} needs a {}-byte key",
-            enc.name(),
-            enc.key_len()
-        )));
-    }
+    // dir: gcm() refuses a key whose length does not fit enc; the others: encrypter() via alg().
     if let Recipient::Direct(k) = to {
         return dir_encrypt(plaintext, k, enc, extra);
     }
@@ -743,13 +736,6 @@ pub fn encrypt_compact(
     JWE_CONTEXT
         .serialize_compact(plaintext, &h, &*to.encrypter()?)
         .map_err(|_| crypto("JWE encryption failed"))
-}
-
-fn to_len(to: &Recipient<'_>) -> usize {
-    match to {
-        Recipient::Direct(k) | Recipient::KeyWrap(k) => k.secret().len(),
-        Recipient::EcdhEs(_) => 0,
-    }
 }
 
 /// Decrypts a JWE Compact Serialization with `key`. Only the key's `alg`, its `kid`, and an `enc` in
@@ -774,8 +760,8 @@ pub fn decrypt_compact(
     })
 }
 
-/// The checks of [`decrypt_compact`] on an already decoded header (for callers that look at it first).
-pub fn check_jwe_header(
+/// The header checks of [`decrypt_compact`]: the key's alg, an allowed enc, the key's kid.
+fn check_jwe_header(
     header: &HeaderParams,
     key: &DecryptionKey<'_>,
     allowed: &[ContentEnc],
