@@ -308,18 +308,33 @@ fn refused_with(r: Result<Response, M2mError>, want: u16) -> anyhow::Result<((),
     }
 }
 
-/// An attack on the handshake: no association is a pass.
-fn handshake_refused(r: Result<Response, M2mError>) -> anyhow::Result<((), String)> {
+/// The TLS alert a wrong Kpsa ends in: the server's Finished does not verify.
+const ALERT_BAD_MAC: &str = "sslv3 alert bad record mac";
+/// The TLS alert for a psk_identity the server has no key for (an unknown KpsaID, an expired Kc).
+const ALERT_UNKNOWN_IDENTITY: &str = "tlsv1 alert unknown psk identity";
+
+/// An attack on the handshake: a pass only when the TLS handshake itself failed with `alert`.
+/// Any other transport failure (connection refused, timeout, a dead CSE) is not a refusal.
+fn handshake_refused(r: Result<Response, M2mError>, alert: &str) -> anyhow::Result<((), String)> {
     match r {
-        Err(e) => Ok(((), format!("handshake refused ({})", reason(&e)))),
+        Err(e) => Ok((
+            (),
+            format!("handshake refused ({})", handshake_failure(&e, alert)?),
+        )),
         Ok(r) => bail!("an association was opened: answer {}", code(&r)),
     }
 }
 
-/// The transport failure without the URL.
-fn reason(e: &M2mError) -> String {
-    let s = e.dbg.rsplit(": ").next().unwrap_or(&e.dbg);
-    s.chars().take(50).collect()
+/// `TLS handshake failed: ALERT` out of a transport failure, or an error saying what it was.
+fn handshake_failure(e: &M2mError, alert: &str) -> anyhow::Result<String> {
+    const FAILED: &str = "TLS handshake failed: ";
+    match e.dbg.find(FAILED) {
+        Some(at) if e.dbg[at..].contains(alert) => Ok(format!("{FAILED}{alert}")),
+        _ => bail!(
+            "not the handshake refusal expected ({FAILED}{alert}): {}",
+            e.dbg
+        ),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1110,6 +1125,7 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
                 None,
             )
             .await,
+            ALERT_BAD_MAC,
         )
     }
     .await;
@@ -1139,6 +1155,7 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
                 None,
             )
             .await,
+            ALERT_UNKNOWN_IDENTITY,
         )
     }
     .await;
@@ -1272,7 +1289,7 @@ async fn expired_key(dep: &Deployment) -> anyhow::Result<((), String)> {
                     format!(
                         "worked before {}, handshake refused after ({})",
                         format_time(expires),
-                        reason(&e)
+                        handshake_failure(&e, ALERT_UNKNOWN_IDENTITY)?
                     ),
                 ))
             }
