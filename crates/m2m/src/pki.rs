@@ -20,7 +20,6 @@ use m2m_security::certificates::{self as certs, CertIdentity, KeyType, LeafName,
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509NameRef, X509Ref, X509};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -517,6 +516,7 @@ pub fn show(a: &ShowArgs) -> anyhow::Result<String> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::os::unix::fs::PermissionsExt;
 
     const SP: &str = "m2m.example.com";
 
