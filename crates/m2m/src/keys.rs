@@ -26,6 +26,7 @@
 //! identifiers exactly as hashed (after NFKC): an operator asked for them explicitly. A key given with
 //! `--key`, `--ke`, ... is visible to other local users in the process list while the command runs; the
 //! `--...-env VAR` form avoids that.
+use crate::redacted::{redacted, Redacted};
 use anyhow::{bail, Context};
 use clap::ValueEnum;
 use clap::{Args, Subcommand};
@@ -34,7 +35,6 @@ use m2m_security::kdf;
 use m2m_security::secure_environment::{
     create_key_file, KeySource, KeystoreError, SecureEnvironment, SoftwareKeystore,
 };
-use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -281,21 +281,6 @@ pub struct E2eKeysArgs {
     pub salt: String,
 }
 
-/// A command-line value that is secret: zeroed on drop, `Debug` redacted, never echoed by clap errors.
-#[derive(Clone)]
-pub struct Redacted(Zeroizing<String>);
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// Never fails, so clap never repeats the value in an error; it is checked later without echo.
-fn redacted(s: &str) -> Result<Redacted, std::convert::Infallible> {
-    Ok(Redacted(Zeroizing::new(s.to_string())))
-}
-
 /// Runs `m2m keys`, reading environment variables of the process and printing to stdout.
 pub fn run(args: KeysArgs) -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok().map(Zeroizing::new);
@@ -334,7 +319,9 @@ fn secret_arg(
     env: Env,
 ) -> anyhow::Result<Secret> {
     match (hex_value, var) {
-        (Some(k), None) => Secret::from_hex(&k.0).map_err(|e| anyhow::anyhow!("--{name}: {e}")),
+        (Some(k), None) => {
+            Secret::from_hex(k.expose()).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+        }
         (None, Some(var)) => {
             let Some(k) = env(var) else {
                 bail!("environment variable {var} (--{name}-env) is not set");
