@@ -14,7 +14,7 @@
 //! Exit codes as `m2m request`: 0 done; 1 refused (stdout `{"rsc", "error"}`, the reason on stderr,
 //! never a key); 2 the TTP could not be reached or authenticated.
 
-use crate::association::SecretSource;
+use crate::association::{process_env, SecretSource};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use m2m_core::M2mError;
@@ -411,9 +411,7 @@ fn load_key(spec: &str, kid: Option<&str>) -> anyhow::Result<LoadedKey> {
 
 fn read_jwk_text(spec: &str) -> anyhow::Result<Zeroizing<String>> {
     if let Some(var) = spec.strip_prefix("env:") {
-        return std::env::var(var)
-            .map(Zeroizing::new)
-            .map_err(|_| anyhow!("${var} is not set"));
+        return SecretSource::Env(var.to_owned()).text_with(&process_env);
     }
     let path = Path::new(spec);
     let text = Zeroizing::new(

@@ -26,6 +26,7 @@
 //! identifiers exactly as hashed (after NFKC): an operator asked for them explicitly. A key given with
 //! `--key`, `--ke`, ... is visible to other local users in the process list while the command runs; the
 //! `--...-env VAR` form avoids that.
+use crate::association::{process_env, EnvLookup, SecretSource};
 use crate::redacted::{redacted, Redacted};
 use anyhow::{bail, Context};
 use clap::ValueEnum;
@@ -283,12 +284,11 @@ pub struct E2eKeysArgs {
 
 /// Runs `m2m keys`, reading environment variables of the process and printing to stdout.
 pub fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let env = |name: &str| std::env::var(name).ok().map(Zeroizing::new);
     let stdout = std::io::stdout();
-    run_with(args, &env, &mut stdout.lock())
+    run_with(args, &process_env, &mut stdout.lock())
 }
 
-type Env<'a> = &'a dyn Fn(&str) -> Option<Zeroizing<String>>;
+type Env<'a> = EnvLookup<'a>;
 
 fn run_with(args: KeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
     match args.command {
@@ -323,10 +323,10 @@ fn secret_arg(
             Secret::from_hex(k.expose()).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
         }
         (None, Some(var)) => {
-            let Some(k) = env(var) else {
-                bail!("environment variable {var} (--{name}-env) is not set");
-            };
-            Secret::from_hex(&k).map_err(|e| anyhow::anyhow!("--{name}-env {var}: {e}"))
+            let hex = SecretSource::Env(var.to_owned())
+                .text_with(env)
+                .map_err(|e| anyhow::anyhow!("--{name}-env: {e}"))?;
+            Secret::from_hex(&hex).map_err(|e| anyhow::anyhow!("--{name}-env {var}: {e}"))
         }
         _ => bail!("give exactly one of --{name} and --{name}-env"),
     }
