@@ -38,7 +38,6 @@ use m2m_security::secure_environment::{
 };
 use std::io::Write;
 use std::path::PathBuf;
-use zeroize::Zeroizing;
 
 /// `m2m keys`: manage keystores and credentials.
 #[derive(Args, Debug)]
@@ -593,6 +592,7 @@ mod tests {
     use std::collections::HashMap;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
+    use zeroize::Zeroizing;
 
     #[derive(Parser)]
     struct Cli {
