@@ -7,7 +7,7 @@
 
 use crate::association::{maf_access, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
 use crate::files::write_private;
-use crate::notification_receiver::Notification;
+use crate::notification_receiver::{subscription_reference, NotificationReceiver};
 use crate::originator::{code, expect, pc, send};
 use anyhow::{anyhow, bail, Context};
 use m2m_client::Client;
@@ -344,10 +344,9 @@ fn handshake_failure(e: &M2mError, alert: &str) -> anyhow::Result<String> {
 // ---------------------------------------------------------------------------------------------
 
 /// The phone's receiver at its pointOfAccess; the story waits on its notifications.
-async fn start_receiver(
-) -> anyhow::Result<(String, tokio::sync::mpsc::UnboundedReceiver<Notification>)> {
-    let (addr, rx) = crate::notification_receiver::start("127.0.0.1:0").await?;
-    Ok((format!("http://{addr}"), rx))
+async fn start_receiver() -> anyhow::Result<(String, NotificationReceiver)> {
+    let r = crate::notification_receiver::start("127.0.0.1:0").await?;
+    Ok((format!("http://{}", r.addr), r))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -872,7 +871,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     }
 
     // 2. The smartphone: Kc from the MAF, registration at the IN-CSE.
-    let (poa, mut notes) = match start_receiver().await {
+    let (poa, mut receiver) = match start_receiver().await {
         Ok(x) => x,
         Err(e) => {
             r.record::<()>(
@@ -951,11 +950,13 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     let t = Instant::now();
     let res = async {
         let sub = json!({ "m2m:sub": { "rn": "phone-sub", "nu": ["/id-in/Cphone"], "enc": { "net": [3] } } });
-        expect(
+        let rsp = expect(
             send(&phone, &dep.in_https, Operation::Create, &front_state, "Cphone", Some(ResourceType::Subscription), Some(sub)).await,
             2001,
             "subscription",
         )?;
+        let ri = pc(&rsp)["m2m:sub"]["ri"].as_str().context("no subscription ri")?;
+        receiver.subscriptions.add(subscription_reference(&front_state, ri, "/id-in"));
         Ok(((), "nu = /id-in/Cphone (MN -> IN -> phone's poa)".to_owned()))
     }
     .await;
@@ -971,7 +972,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     )?;
 
     // Drop anything that arrived before the unlock.
-    while notes.try_recv().is_ok() {}
+    while receiver.notes.try_recv().is_ok() {}
     let t = Instant::now();
     let res = async {
         expect(
@@ -1010,7 +1011,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     let res = async {
         let deadline = tokio::time::Instant::now() + NOTIFY_TIMEOUT;
         loop {
-            let note = tokio::time::timeout_at(deadline, notes.recv())
+            let note = tokio::time::timeout_at(deadline, receiver.notes.recv())
                 .await
                 .map_err(|_| anyhow!("no notification within {NOTIFY_TIMEOUT:?}"))?
                 .context("receiver stopped")?;
