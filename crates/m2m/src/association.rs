@@ -182,8 +182,13 @@ impl SaeMode {
 
 /// MAF-based SAE in one call: enrol at the MEF when configured, obtain Kc for the target CSE.
 async fn maf_psk(maf: &MafSae) -> anyhow::Result<PskCredential> {
-    let access = maf_access(maf).await?;
-    let key = connection_key(&access, &maf.target_cse)
+    maf_psk_with(&maf_access(maf).await?, &maf.target_cse).await
+}
+
+/// The TLS-PSK credential of a Kc for `target_cse`, with the MAF access in hand (so that a
+/// command needing the MAF twice enrols once).
+pub async fn maf_psk_with(access: &MafAccess, target_cse: &str) -> anyhow::Result<PskCredential> {
+    let key = connection_key(access, target_cse)
         .await
         .map_err(|e| anyhow!(e))?;
     Ok((
