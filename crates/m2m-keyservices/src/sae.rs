@@ -67,8 +67,14 @@ pub async fn enrol_for_maf(
     })
 }
 
-/// Registers at the MAF on Km and registers a Kc with `suid` for `target` (TS-0003 clause 8.8.2).
-async fn register_kc(maf: &MafAccess, suid: u32, target: &str) -> Result<RegisteredKey, String> {
+/// Registers at the MAF on Km and registers a Kc with `suid` for `target` (TS-0003 clause 8.8.2),
+/// valid until `expiration_time` when given, else for the MAF's default lifetime.
+async fn register_kc(
+    maf: &MafAccess,
+    suid: u32,
+    target: &str,
+    expiration_time: Option<&str>,
+) -> Result<RegisteredKey, String> {
     let mut client = MafClient::connect_psk(&maf.url, &maf.fqdn, &maf.km_id, &maf.km)
         .await
         .map_err(|e| format!("MAF: {e}"))?;
@@ -77,7 +83,7 @@ async fn register_kc(maf: &MafAccess, suid: u32, target: &str) -> Result<Registe
         .await
         .map_err(|e| format!("MAF client registration: {e}"))?;
     client
-        .register_key(suid, &[target], None)
+        .register_key(suid, &[target], expiration_time)
         .await
         .map_err(|e| format!("MAF key registration: {e}"))
 }
@@ -92,7 +98,17 @@ pub fn psk_of_kc(kc: &Secret) -> Secret {
 /// Registers at the MAF and registers a connection key for `target` (the absolute CSE-ID of the
 /// CSE to associate with, e.g. `//m2m.example.com/id-in`); returns what the AE presents to it.
 pub async fn connection_key(maf: &MafAccess, target: &str) -> Result<ConnectionKey, String> {
-    let key = register_kc(maf, 12, target).await?;
+    connection_key_until(maf, target, None).await
+}
+
+/// [`connection_key`] with the Kc's expirationTime requested (`YYYYMMDDTHHMMSS`); `None` leaves
+/// it to the MAF.
+pub async fn connection_key_until(
+    maf: &MafAccess,
+    target: &str,
+    expiration_time: Option<&str>,
+) -> Result<ConnectionKey, String> {
+    let key = register_kc(maf, 12, target, expiration_time).await?;
     Ok(ConnectionKey {
         psk_identity: key.key_id.clone(),
         psk: psk_of_kc(&key.key),
@@ -126,7 +142,7 @@ impl std::fmt::Debug for EsprimMafKey {
 /// registers this connection's Kc with SUID 33 for `target` (the Target CSE's ID); the Target retrieves
 /// the same Kc on first use.
 pub async fn esprim_key(maf: &MafAccess, target: &str) -> Result<EsprimMafKey, String> {
-    let key = register_kc(maf, ESPRIM_MAF_SUID, target).await?;
+    let key = register_kc(maf, ESPRIM_MAF_SUID, target, None).await?;
     Ok(EsprimMafKey {
         kid: key.key_id.clone(),
         key: kdf::esprim_maf_pairwise(&key.key),

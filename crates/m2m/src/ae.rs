@@ -7,7 +7,7 @@
 //! notification. Logs go to stderr.
 
 use crate::ae_config::{AeConfig, AeState};
-use crate::notification_receiver::{self, Notification};
+use crate::notification_receiver::{self, subscription_reference, Notification, OwnSubscriptions};
 use crate::originator::{code, expect, pc, send};
 use anyhow::{bail, Context};
 use m2m_client::Client;
@@ -41,9 +41,12 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
     // The receiver listens first: its address is the pointOfAccess of the registration.
     let receiver = match &cfg.notifications {
         Some(n) => {
-            let (addr, rx) = notification_receiver::start(&n.listen).await?;
-            let poa = n.poa.clone().unwrap_or_else(|| format!("http://{addr}"));
-            Some((poa, rx))
+            let r = notification_receiver::start(&n.listen).await?;
+            let poa = n
+                .poa
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", r.addr));
+            Some((poa, r))
         }
         None => None,
     };
@@ -51,7 +54,8 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
     let setup = async {
         let ae = associate_and_register(&cfg, poa.as_deref()).await?;
         let created = create_resources(&cfg, &ae).await?;
-        let subscriptions = subscribe(&cfg, &ae).await?;
+        let own = receiver.as_ref().map(|(_, r)| &r.subscriptions);
+        let subscriptions = subscribe(&cfg, &ae, own).await?;
         Ok::<_, anyhow::Error>((ae, created, subscriptions))
     };
     let (ae, created, subscriptions) = tokio::select! {
@@ -67,7 +71,7 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
         }})
     );
     tracing::info!(aei = %ae.aei, "AE ready");
-    let mut notes = receiver.map(|(_, rx)| rx);
+    let mut notes = receiver.map(|(_, r)| r.notes);
     loop {
         tokio::select! {
             Some(note) = next(&mut notes) => println!("{}", note_line(&note)),
@@ -80,9 +84,7 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
 }
 
 /// The next notification, or never when the AE has no receiver.
-async fn next(
-    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Notification>>,
-) -> Option<Notification> {
+async fn next(rx: &mut Option<tokio::sync::mpsc::Receiver<Notification>>) -> Option<Notification> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -222,8 +224,13 @@ async fn create_resources(cfg: &AeConfig, ae: &Registered) -> anyhow::Result<Vec
     Ok(done)
 }
 
-/// Subscribes to each configured target with the AE's own AE-ID as notification target.
-async fn subscribe(cfg: &AeConfig, ae: &Registered) -> anyhow::Result<Vec<Value>> {
+/// Subscribes to each configured target with the AE's own AE-ID as notification target; the
+/// receiver (`own`) accepts the notifications of these subscriptions only.
+async fn subscribe(
+    cfg: &AeConfig,
+    ae: &Registered,
+    own: Option<&OwnSubscriptions>,
+) -> anyhow::Result<Vec<Value>> {
     // SP-relative, so that a CSE other than the AE's registrar routes the notification here.
     let nu = if ae.aei.starts_with('/') {
         ae.aei.clone()
@@ -246,13 +253,35 @@ async fn subscribe(cfg: &AeConfig, ae: &Registered) -> anyhow::Result<Vec<Value>
             Some(body),
         )
         .await;
-        let outcome = match rsp {
-            Ok(r) if code(&r) == 4105 => "exists",
-            other => {
-                expect(other, 2001, &format!("subscribing to {}", s.to))?;
-                "created"
+        let (outcome, sub) = match rsp {
+            Ok(r) if code(&r) == 4105 => {
+                // Kept from an earlier run: its resource ID is needed to accept its notifications.
+                let existing = send(
+                    &ae.client,
+                    &cfg.cse.url,
+                    Operation::Retrieve,
+                    &format!("{}/{rn}", s.to),
+                    &ae.aei,
+                    None,
+                    None,
+                )
+                .await;
+                (
+                    "exists",
+                    expect(existing, 2000, &format!("reading {}/{rn}", s.to))?,
+                )
             }
+            other => (
+                "created",
+                expect(other, 2001, &format!("subscribing to {}", s.to))?,
+            ),
         };
+        if let Some(own) = own {
+            let ri = pc(&sub)["m2m:sub"]["ri"]
+                .as_str()
+                .context("the subscription has no ri")?;
+            own.add(subscription_reference(&s.to, ri, &cfg.cse.cse_id));
+        }
         done.push(json!({ "to": s.to, "rn": rn, "nu": nu, "outcome": outcome }));
     }
     Ok(done)

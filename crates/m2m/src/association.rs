@@ -21,24 +21,46 @@ pub enum SecretSource {
     File(PathBuf),
 }
 
+/// Looks up an environment variable; injectable so that tests need not touch the process's.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<Zeroizing<String>>;
+
+/// The process's environment.
+pub fn process_env(name: &str) -> Option<Zeroizing<String>> {
+    std::env::var(name).ok().map(Zeroizing::new)
+}
+
 impl SecretSource {
     /// Reads the key; errors name the variable or file, never the value.
     pub fn load(&self) -> anyhow::Result<Secret> {
+        self.load_with(&process_env)
+    }
+
+    /// [`SecretSource::load`] with the environment looked up through `env`.
+    pub fn load_with(&self, env: EnvLookup) -> anyhow::Result<Secret> {
+        let text = self.text_with(env)?;
+        // from_hex trims the trailing newline of a file itself.
+        Secret::from_hex(&text).map_err(|e| anyhow!("{}: {e}", self.origin()))
+    }
+
+    /// The secret's text as stored (hex, or a JWK): the variable, or the private file.
+    pub fn text_with(&self, env: EnvLookup) -> anyhow::Result<Zeroizing<String>> {
         match self {
-            SecretSource::Env(var) => {
-                let hex =
-                    Zeroizing::new(std::env::var(var).map_err(|_| anyhow!("${var} is not set"))?);
-                Secret::from_hex(hex.trim()).map_err(|e| anyhow!("${var}: {e}"))
-            }
+            SecretSource::Env(var) => env(var).ok_or_else(|| anyhow!("${var} is not set")),
             SecretSource::File(path) => {
                 m2m_security::secure_environment::check_private_file(path)
                     .map_err(|e| anyhow!(e))?;
-                let hex = Zeroizing::new(
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?,
-                );
-                Secret::from_hex(hex.trim()).map_err(|e| anyhow!("{}: {e}", path.display()))
+                Ok(Zeroizing::new(std::fs::read_to_string(path).with_context(
+                    || format!("cannot read {}", path.display()),
+                )?))
             }
+        }
+    }
+
+    /// `$VAR` or the file's path, for messages.
+    fn origin(&self) -> String {
+        match self {
+            SecretSource::Env(var) => format!("${var}"),
+            SecretSource::File(path) => path.display().to_string(),
         }
     }
 }
@@ -160,8 +182,13 @@ impl SaeMode {
 
 /// MAF-based SAE in one call: enrol at the MEF when configured, obtain Kc for the target CSE.
 async fn maf_psk(maf: &MafSae) -> anyhow::Result<PskCredential> {
-    let access = maf_access(maf).await?;
-    let key = connection_key(&access, &maf.target_cse)
+    maf_psk_with(&maf_access(maf).await?, &maf.target_cse).await
+}
+
+/// The TLS-PSK credential of a Kc for `target_cse`, with the MAF access in hand (so that a
+/// command needing the MAF twice enrols once).
+pub async fn maf_psk_with(access: &MafAccess, target_cse: &str) -> anyhow::Result<PskCredential> {
+    let key = connection_key(access, target_cse)
         .await
         .map_err(|e| anyhow!(e))?;
     Ok((
@@ -222,5 +249,13 @@ mod tests {
             .load()
             .unwrap_err();
         assert_eq!(err.to_string(), "$M2M_TEST_UNSET_KEY_VAR is not set");
+
+        let env = |name: &str| (name == "K").then(|| Zeroizing::new("1a2b\n".to_owned()));
+        let key = SecretSource::Env("K".into()).load_with(&env).unwrap();
+        assert_eq!(key.expose(), [0x1a, 0x2b]);
+        let env = |_: &str| Some(Zeroizing::new("1a2x".to_owned()));
+        let err = SecretSource::Env("K".into()).load_with(&env).unwrap_err();
+        assert!(err.to_string().starts_with("$K: "), "{err}");
+        assert!(!err.to_string().contains("1a2x"), "{err}");
     }
 }

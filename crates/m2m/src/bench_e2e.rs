@@ -180,7 +180,8 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ksx for `members` members, each with its own Kpsaxi and identifier (as the IN-CSE does per group).
+/// `members` Ksx derivations as the IN-CSE makes per group: one Kpsa for all (the cost does not
+/// depend on the key) and up to 100,000 distinct identifiers, cycled.
 fn ksx(members: u32) {
     let rand = kdf::new_group_rand();
     let kpsa = Secret::new(vec![0x5a; 16]);

@@ -267,7 +267,8 @@ async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Resu
             .register_key_value(12, &[target], &key, None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        contexts.push(psk_ctx(&reg.key_id, key.expose()[..16].to_vec())?);
+        let psk = m2m_keyservices::sae::psk_of_kc(&key);
+        contexts.push(psk_ctx(&reg.key_id, psk.expose().to_vec())?);
     }
     let start = Instant::now();
     for ctx in &contexts {

@@ -1,19 +1,20 @@
-//! `m2m demo`: the door-lock use case of the security guide (seeds/000) played for real. The MAF,
-//! the IN-CSE and the MN-CSE (the home gateway) are `m2m` processes on loopback; the two locks
-//! associate with the gateway by TLS-PSK with the guide's credentials (Table 7.1.2-1), the gateway
-//! with the IN-CSE by certificates, the smartphone with the IN-CSE by MAF-based SAE. Then the
+//! `m2m demo`: the door-lock use case of the security guide (seeds/000) played for real. The
+//! MEF, the MAF, the IN-CSE and the MN-CSE (the home gateway) are `m2m` processes on loopback;
+//! the two locks associate with the gateway by TLS-PSK with the guide's credentials (Table
+//! 7.1.2-1), the gateway with the IN-CSE by certificates, the smartphone with the IN-CSE by
+//! MAF-based SAE after enrolling at the MEF. Then the
 //! smartphone unlocks the front door and hears about it, and a series of attacks is refused.
 
+use crate::association::{maf_access, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
 use crate::files::write_private;
-use crate::notification_receiver::Notification;
+use crate::notification_receiver::{subscription_reference, NotificationReceiver};
 use crate::originator::{code, expect, pc, send};
 use anyhow::{anyhow, bail, Context};
 use m2m_client::Client;
 use m2m_core::filter::FilterUsage;
 use m2m_core::{M2mError, Operation, Request, ResourceType, Response};
 use m2m_keyservices::maf::server::format_time;
-use m2m_keyservices::maf::MafClient;
-use m2m_keyservices::sae::{connection_key, enrol_for_maf, MafAccess};
+use m2m_keyservices::sae::connection_key_until;
 use m2m_security::certificates::{self, KeyType, LeafName, Validity};
 use m2m_security::credentials::Secret;
 use serde_json::{json, Value};
@@ -30,6 +31,8 @@ const MEF_FQDN: &str = "mef.keys.example.net";
 /// this only, and obtains its MAF credential Km by enrolling at the MEF (TS-0003 clause 8.3).
 const PHONE_KPM_ID: &str = "phone@mef.keys.example.net";
 const PHONE_KPM: &str = "7c2e9d4a1b3f5e6d8c0a2b4f6e8d1c3b5a7f9e0d2c4b6a8f1e3d5c7b9a0f2e4d";
+/// The phone's Kpm in the demo directory (mode 0600), as `m2m ae` would read it.
+const PHONE_KPM_FILE: &str = "phone-kpm.hex";
 const IN_SERVER_NAME: &str = "id-in.m2m.example.com";
 const MN_ID: &str = "mn-cse-123456";
 const ADMIN: &str = "CAdmin";
@@ -63,13 +66,9 @@ const BACK: Lock = Lock {
     label: "back lock ADN-AE2",
 };
 
-/// Km rows of the MAF: the owner's phone, a phone nobody trusts, the babysitter's phone.
-const KMS: [(&str, &str, &str); 3] = [
-    (
-        "Cphone",
-        "phone@maf.keys.example.net",
-        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
-    ),
+/// Km rows of the MAF (pre-provisioned Km): a phone nobody trusts, the babysitter's phone. The
+/// owner's phone has none: it enrols at the MEF.
+const KMS: [(&str, &str, &str); 2] = [
     (
         "Cstranger",
         "stranger@maf.keys.example.net",
@@ -81,6 +80,9 @@ const KMS: [(&str, &str, &str); 3] = [
         "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000",
     ),
 ];
+
+/// How long a client waits for an answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SAE_PSK: &str = "TLS-PSK (Kpsa)";
 const SAE_MAF: &str = "TLS-PSK (MAF Kc)";
@@ -284,7 +286,7 @@ fn mn_config(d: &Path, in_https: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 
 fn psk_client(identity: &str, key: &[u8]) -> anyhow::Result<Client> {
-    crate::association::psk_client(identity, key, Duration::from_secs(10))
+    crate::association::psk_client(identity, key, CLIENT_TIMEOUT)
 }
 
 fn hex_key(h: &str) -> anyhow::Result<Vec<u8>> {
@@ -308,18 +310,33 @@ fn refused_with(r: Result<Response, M2mError>, want: u16) -> anyhow::Result<((),
     }
 }
 
-/// An attack on the handshake: no association is a pass.
-fn handshake_refused(r: Result<Response, M2mError>) -> anyhow::Result<((), String)> {
+/// The TLS alert a wrong Kpsa ends in: the server's Finished does not verify.
+const ALERT_BAD_MAC: &str = "sslv3 alert bad record mac";
+/// The TLS alert for a psk_identity the server has no key for (an unknown KpsaID, an expired Kc).
+const ALERT_UNKNOWN_IDENTITY: &str = "tlsv1 alert unknown psk identity";
+
+/// An attack on the handshake: a pass only when the TLS handshake itself failed with `alert`.
+/// Any other transport failure (connection refused, timeout, a dead CSE) is not a refusal.
+fn handshake_refused(r: Result<Response, M2mError>, alert: &str) -> anyhow::Result<((), String)> {
     match r {
-        Err(e) => Ok(((), format!("handshake refused ({})", reason(&e)))),
+        Err(e) => Ok((
+            (),
+            format!("handshake refused ({})", handshake_failure(&e, alert)?),
+        )),
         Ok(r) => bail!("an association was opened: answer {}", code(&r)),
     }
 }
 
-/// The transport failure without the URL.
-fn reason(e: &M2mError) -> String {
-    let s = e.dbg.rsplit(": ").next().unwrap_or(&e.dbg);
-    s.chars().take(50).collect()
+/// `TLS handshake failed: ALERT` out of a transport failure, or an error saying what it was.
+fn handshake_failure(e: &M2mError, alert: &str) -> anyhow::Result<String> {
+    const FAILED: &str = "TLS handshake failed: ";
+    match e.dbg.find(FAILED) {
+        Some(at) if e.dbg[at..].contains(alert) => Ok(format!("{FAILED}{alert}")),
+        _ => bail!(
+            "not the handshake refusal expected ({FAILED}{alert}): {}",
+            e.dbg
+        ),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,10 +344,9 @@ fn reason(e: &M2mError) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// The phone's receiver at its pointOfAccess; the story waits on its notifications.
-async fn start_receiver(
-) -> anyhow::Result<(String, tokio::sync::mpsc::UnboundedReceiver<Notification>)> {
-    let (addr, rx) = crate::notification_receiver::start("127.0.0.1:0").await?;
-    Ok((format!("http://{addr}"), rx))
+async fn start_receiver() -> anyhow::Result<(String, NotificationReceiver)> {
+    let r = crate::notification_receiver::start("127.0.0.1:0").await?;
+    Ok((format!("http://{}", r.addr), r))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,6 +485,7 @@ impl Report {
 
 /// The running deployment.
 struct Deployment {
+    dir: PathBuf,
     _mef: Proc,
     mef_url: String,
     _maf: Proc,
@@ -542,6 +559,8 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
             &["m2m-mef listening https://"],
         )?;
         let url = format!("https://{}", urls[0]);
+        // The phone leaves the factory with its Kpm, in a private file.
+        write_private(&d.join(PHONE_KPM_FILE), PHONE_KPM.as_bytes())?;
         let msg = format!("listening {url}, Kpm row for the smartphone /id-in/Cphone");
         Ok(((proc, url), msg))
     })();
@@ -557,7 +576,10 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
             &["m2m-maf listening https://"],
         )?;
         let url = format!("https://{}", urls[0]);
-        let msg = format!("listening {url}, Km rows for /id-in/Cphone, Cstranger, Cbabysitter");
+        for (ae, _, km) in KMS {
+            write_private(&d.join(km_file(ae)), km.as_bytes())?;
+        }
+        let msg = format!("listening {url}, Km rows for /id-in/Cstranger, Cbabysitter");
         Ok(((proc, url), msg))
     })();
     let (maf, maf_url) = r.record(("start the MAF", MAF_FQDN, "-", "listening"), t, res)?;
@@ -639,6 +661,7 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
         res,
     )?;
     Some(Deployment {
+        dir: d.to_owned(),
         _mef: mef,
         mef_url,
         _maf: maf,
@@ -652,44 +675,57 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
     })
 }
 
-fn maf_access(i: usize, maf_url: &str) -> anyhow::Result<MafAccess> {
-    let (_, km_id, km) = KMS[i];
-    Ok(MafAccess {
-        url: maf_url.to_owned(),
-        fqdn: MAF_FQDN.into(),
-        km_id: km_id.into(),
-        km: Secret::from_hex(km).map_err(|e| anyhow!(e))?,
-    })
+/// The private file of a pre-provisioned Km.
+fn km_file(ae: &str) -> String {
+    format!("{}-km.hex", ae.trim_start_matches('C'))
 }
 
-/// A phone-like AE: Kc from the MAF for the IN-CSE, then registration there over TLS-PSK.
+/// The target of the phones' connection keys: the IN-CSE.
+fn in_cse_id() -> String {
+    format!("//{SP}/id-in")
+}
+
+/// MAF-based SAE of the owner's phone: enrolment at the MEF on its Kpm, Kc for the IN-CSE.
+fn owner_phone(dep: &Deployment) -> MafSae {
+    MafSae {
+        url: dep.maf_url.clone(),
+        fqdn: MAF_FQDN.into(),
+        target_cse: in_cse_id(),
+        credential: MafCredential::Enrolment {
+            mef_url: dep.mef_url.clone(),
+            mef_fqdn: MEF_FQDN.into(),
+            kpm_id: PHONE_KPM_ID.into(),
+            kpm: SecretSource::File(dep.dir.join(PHONE_KPM_FILE)),
+        },
+    }
+}
+
+/// MAF-based SAE of the other phones: their pre-provisioned Km row `KMS[i]`.
+fn other_phone(dep: &Deployment, i: usize) -> MafSae {
+    let (ae, km_id, _) = KMS[i];
+    MafSae {
+        url: dep.maf_url.clone(),
+        fqdn: MAF_FQDN.into(),
+        target_cse: in_cse_id(),
+        credential: MafCredential::Km {
+            km_id: km_id.into(),
+            km: SecretSource::File(dep.dir.join(km_file(ae))),
+        },
+    }
+}
+
+/// A phone-like AE `ae`: Kc from the MAF for the IN-CSE (the code `m2m ae` and `m2m request`
+/// run), then registration there over TLS-PSK.
 async fn phone_registers(
     dep: &Deployment,
-    i: usize,
+    ae: &str,
+    sae: MafSae,
     poa: Option<&str>,
 ) -> anyhow::Result<(Client, String)> {
-    // The owner's phone enrols at the MEF first and derives its Km from the enrolment; the
-    // others hold pre-provisioned Km rows.
-    let access = if i == 0 {
-        let kpm = Secret::from_hex(PHONE_KPM).map_err(|e| anyhow!(e))?;
-        enrol_for_maf(
-            &dep.mef_url,
-            MEF_FQDN,
-            PHONE_KPM_ID,
-            &kpm,
-            &dep.maf_url,
-            MAF_FQDN,
-        )
-        .await
-        .map_err(|e| anyhow!(e))?
-    } else {
-        maf_access(i, &dep.maf_url)?
-    };
-    let kc = connection_key(&access, &format!("//{SP}/id-in"))
-        .await
-        .map_err(|e| anyhow!(e))?;
-    let client = psk_client(&kc.psk_identity, kc.psk.expose())?;
-    let rn = KMS[i].0.trim_start_matches('C');
+    let mode = SaeMode::Maf(sae);
+    let psk = mode.psk().await?;
+    let client = mode.client(psk, &TlsPeer::default(), CLIENT_TIMEOUT)?;
+    let rn = ae.trim_start_matches('C');
     let mut ae = json!({ "rn": rn, "api": "Nphone", "rr": poa.is_some(), "srv": ["3"] });
     if let Some(poa) = poa {
         ae["poa"] = json!([poa]);
@@ -835,7 +871,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     }
 
     // 2. The smartphone: Kc from the MAF, registration at the IN-CSE.
-    let (poa, mut notes) = match start_receiver().await {
+    let (poa, mut receiver) = match start_receiver().await {
         Ok(x) => x,
         Err(e) => {
             r.record::<()>(
@@ -853,7 +889,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     };
     let t = Instant::now();
     let res = async {
-        let (client, aei) = phone_registers(dep, 0, Some(&poa)).await?;
+        let (client, aei) = phone_registers(dep, "Cphone", owner_phone(dep), Some(&poa)).await?;
         if aei != "Cphone" {
             bail!("registered as {aei}, not Cphone");
         }
@@ -914,11 +950,13 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     let t = Instant::now();
     let res = async {
         let sub = json!({ "m2m:sub": { "rn": "phone-sub", "nu": ["/id-in/Cphone"], "enc": { "net": [3] } } });
-        expect(
+        let rsp = expect(
             send(&phone, &dep.in_https, Operation::Create, &front_state, "Cphone", Some(ResourceType::Subscription), Some(sub)).await,
             2001,
             "subscription",
         )?;
+        let ri = pc(&rsp)["m2m:sub"]["ri"].as_str().context("no subscription ri")?;
+        receiver.subscriptions.add(subscription_reference(&front_state, ri, "/id-in"));
         Ok(((), "nu = /id-in/Cphone (MN -> IN -> phone's poa)".to_owned()))
     }
     .await;
@@ -934,7 +972,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     )?;
 
     // Drop anything that arrived before the unlock.
-    while notes.try_recv().is_ok() {}
+    while receiver.notes.try_recv().is_ok() {}
     let t = Instant::now();
     let res = async {
         expect(
@@ -973,7 +1011,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     let res = async {
         let deadline = tokio::time::Instant::now() + NOTIFY_TIMEOUT;
         loop {
-            let note = tokio::time::timeout_at(deadline, notes.recv())
+            let note = tokio::time::timeout_at(deadline, receiver.notes.recv())
                 .await
                 .map_err(|_| anyhow!("no notification within {NOTIFY_TIMEOUT:?}"))?
                 .context("receiver stopped")?;
@@ -1110,6 +1148,7 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
                 None,
             )
             .await,
+            ALERT_BAD_MAC,
         )
     }
     .await;
@@ -1139,6 +1178,7 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
                 None,
             )
             .await,
+            ALERT_UNKNOWN_IDENTITY,
         )
     }
     .await;
@@ -1193,16 +1233,16 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
 
     let state_la = format!("{}/la", state_path(&FRONT));
     for (i, step, expected) in [
-        (1, "ATTACK an AE no ACP names reads the lock", "4103"),
+        (0, "ATTACK an AE no ACP names reads the lock", "4103"),
         (
-            2,
+            1,
             "ATTACK babysitter outside its time window (2001)",
             "4103 (actw)",
         ),
     ] {
         let t = Instant::now();
         let res = async {
-            let (c, aei) = phone_registers(dep, i, None).await?;
+            let (c, aei) = phone_registers(dep, KMS[i].0, other_phone(dep, i), None).await?;
             refused_with(
                 send(
                     &c,
@@ -1222,26 +1262,17 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
     }
 }
 
-/// A Kc registered with an expirationTime a few seconds ahead works, then opens nothing.
+/// A Kc the phone registers (after a fresh enrolment) with an expirationTime a few seconds ahead
+/// works, then opens nothing.
 async fn expired_key(dep: &Deployment) -> anyhow::Result<((), String)> {
-    let access = maf_access(0, &dep.maf_url)?;
-    let mut maf = MafClient::connect_psk(&access.url, &access.fqdn, &access.km_id, &access.km)
-        .await
-        .map_err(|e| anyhow!("MAF: {e}"))?;
-    maf.register_client(None)
-        .await
-        .map_err(|e| anyhow!("MAF client registration: {e}"))?;
+    let access = maf_access(&owner_phone(dep)).await?;
     let expires = chrono::Utc::now().timestamp() + 2;
-    let target = format!("//{SP}/id-in");
-    let key = maf
-        .register_key(12, &[target.as_str()], Some(&format_time(expires)))
+    let key = connection_key_until(&access, &in_cse_id(), Some(&format_time(expires)))
         .await
-        .map_err(|e| anyhow!("MAF key registration: {e}"))?;
-    let kc = key.key.expose();
-    let half = kc[..kc.len() / 2].to_vec();
+        .map_err(|e| anyhow!(e))?;
     let attempt = || async {
         // A fresh client: a fresh association (no kept-alive connection).
-        let c = psk_client(&key.key_id, &half)?;
+        let c = psk_client(&key.psk_identity, key.psk.expose())?;
         Ok::<_, anyhow::Error>(
             send(
                 &c,
@@ -1272,7 +1303,7 @@ async fn expired_key(dep: &Deployment) -> anyhow::Result<((), String)> {
                     format!(
                         "worked before {}, handshake refused after ({})",
                         format_time(expires),
-                        reason(&e)
+                        handshake_failure(&e, ALERT_UNKNOWN_IDENTITY)?
                     ),
                 ))
             }

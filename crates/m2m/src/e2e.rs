@@ -14,7 +14,7 @@
 //! Exit codes as `m2m request`: 0 done; 1 refused (stdout `{"rsc", "error"}`, the reason on stderr,
 //! never a key); 2 the TTP could not be reached or authenticated.
 
-use crate::association::SecretSource;
+use crate::association::{process_env, SecretSource};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use m2m_core::M2mError;
@@ -269,11 +269,12 @@ async fn execute(command: E2eCommand) -> anyhow::Result<Result<(), Failure>> {
             ttp,
         } => {
             let stored = StoredCin::read(&cin)?;
-            let verify = match key_or_ttp(verify, verify_ttp, &ttp).await? {
+            let mut ttp = TtpConnection::new(&ttp);
+            let verify = match key_or_ttp(verify, verify_ttp, &mut ttp).await? {
                 Ok(k) => k.map(LoadedKey::public_form),
                 Err(f) => return Ok(Err(f)),
             };
-            let decrypt = match key_or_ttp(decrypt, decrypt_ttp, &ttp).await? {
+            let decrypt = match key_or_ttp(decrypt, decrypt_ttp, &mut ttp).await? {
                 Ok(k) => k,
                 Err(f) => return Ok(Err(f)),
             };
@@ -339,6 +340,11 @@ enum LoadedKey {
 }
 
 impl LoadedKey {
+    /// Whether the key is secret (oct `k`, private `d`), so its file must be private.
+    fn is_secret(&self) -> bool {
+        !matches!(self, LoadedKey::EcPublic(_))
+    }
+
     fn oct(self, what: &str) -> anyhow::Result<SymmetricKey> {
         match self {
             LoadedKey::Oct(k) => Ok(k),
@@ -405,28 +411,23 @@ impl LoadedKey {
 
 /// Reads a JWK from `spec` (FILE or `env:VAR`), with `kid` replacing its own key ID.
 fn load_key(spec: &str, kid: Option<&str>) -> anyhow::Result<LoadedKey> {
-    let text = read_jwk_text(spec)?;
-    parse_key(&text, kid).with_context(|| format!("key {spec}"))
-}
-
-fn read_jwk_text(spec: &str) -> anyhow::Result<Zeroizing<String>> {
-    if let Some(var) = spec.strip_prefix("env:") {
-        return std::env::var(var)
-            .map(Zeroizing::new)
-            .map_err(|_| anyhow!("${var} is not set"));
-    }
-    let path = Path::new(spec);
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {spec}"))?,
-    );
+    let (text, file) = match spec.strip_prefix("env:") {
+        Some(var) => (
+            SecretSource::Env(var.to_owned()).text_with(&process_env)?,
+            None,
+        ),
+        None => {
+            let path = Path::new(spec);
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {spec}"));
+            (Zeroizing::new(text?), Some(path))
+        }
+    };
+    let key = parse_key(&text, kid).with_context(|| format!("key {spec}"))?;
     // A file holding a secret (oct `k`, private `d`) must be private; a public key need not be.
-    let secret = serde_json::from_str::<Value>(&text)
-        .map(|v| v.get("k").is_some() || v.get("d").is_some())
-        .unwrap_or(true);
-    if secret {
+    if let (Some(path), true) = (file, key.is_secret()) {
         m2m_security::secure_environment::check_private_file(path).map_err(|e| anyhow!(e))?;
     }
-    Ok(text)
+    Ok(key)
 }
 
 /// Types a JWK text by its `kty` (and `d`); `kid` replaces the JWK's own.
@@ -491,7 +492,7 @@ fn keygen(kty: Kty, kid: &str, bytes: usize, out: &Path) -> anyhow::Result<()> {
 async fn key_or_ttp(
     file: Option<String>,
     credential: Option<String>,
-    ttp: &TtpSource,
+    ttp: &mut TtpConnection<'_>,
 ) -> anyhow::Result<Result<Option<LoadedKey>, Failure>> {
     if let Some(spec) = file {
         return Ok(Ok(Some(load_key(&spec, None)?)));
@@ -502,16 +503,43 @@ async fn key_or_ttp(
     Ok(fetch_from_ttp(&id, ttp).await?.map(Some))
 }
 
-async fn fetch_from_ttp(id: &str, ttp: &TtpSource) -> anyhow::Result<Result<LoadedKey, Failure>> {
-    let (Some(url), Some(fqdn), Some(km_id), Some(km_env)) =
-        (&ttp.ttp_url, &ttp.ttp_fqdn, &ttp.km_id, &ttp.km_env)
-    else {
-        bail!("a key from the TTP needs --ttp-url, --ttp-fqdn, --km-id and --km-env");
-    };
-    let km = SecretSource::Env(km_env.clone()).load()?;
-    let mut maf = match MafClient::connect_psk(url, fqdn, km_id, &km).await {
+/// The TTP of one command: one association, opened when a key is first fetched.
+struct TtpConnection<'a> {
+    source: &'a TtpSource,
+    maf: Option<MafClient>,
+}
+
+impl<'a> TtpConnection<'a> {
+    fn new(source: &'a TtpSource) -> Self {
+        TtpConnection { source, maf: None }
+    }
+
+    /// The MAF client, connecting on first use.
+    async fn client(&mut self) -> anyhow::Result<Result<&mut MafClient, Failure>> {
+        if let Some(maf) = self.maf.take() {
+            return Ok(Ok(self.maf.insert(maf)));
+        }
+        let ttp = self.source;
+        let (Some(url), Some(fqdn), Some(km_id), Some(km_env)) =
+            (&ttp.ttp_url, &ttp.ttp_fqdn, &ttp.km_id, &ttp.km_env)
+        else {
+            bail!("a key from the TTP needs --ttp-url, --ttp-fqdn, --km-id and --km-env");
+        };
+        let km = SecretSource::Env(km_env.clone()).load()?;
+        Ok(match MafClient::connect_psk(url, fqdn, km_id, &km).await {
+            Ok(m) => Ok(self.maf.insert(m)),
+            Err(e) => Err(Failure::Unreachable(format!("TTP: {e}"))),
+        })
+    }
+}
+
+async fn fetch_from_ttp(
+    id: &str,
+    ttp: &mut TtpConnection<'_>,
+) -> anyhow::Result<Result<LoadedKey, Failure>> {
+    let maf = match ttp.client().await? {
         Ok(m) => m,
-        Err(e) => return Ok(Err(Failure::Unreachable(format!("TTP: {e}")))),
+        Err(f) => return Ok(Err(f)),
     };
     let credential = match maf.retrieve_credential(id).await {
         Ok(c) => c,

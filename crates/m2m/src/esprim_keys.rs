@@ -6,6 +6,7 @@
 
 use crate::association::{maf_access, MafSae, SecretSource};
 use m2m_core::{M2mError, M2mResult, ResponseStatusCode as Rsc};
+use m2m_keyservices::sae::MafAccess;
 use m2m_security::credentials::Secret;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +35,13 @@ pub struct Route<'a> {
 
 /// Obtains (pairwiseESPrimKeyID, pairwiseESPrimKey). A key service that cannot be reached or refuses
 /// is 5103 (the command exits 2); the Target's ESCertKE refusals come back with their codes.
-pub async fn obtain(source: &EsprimKeySource, route: &Route<'_>) -> M2mResult<(String, Secret)> {
+/// `known` is the MAF access the command already has (its MAF-based SAE), used instead of
+/// enrolling again.
+pub async fn obtain(
+    source: &EsprimKeySource,
+    route: &Route<'_>,
+    known: Option<&MafAccess>,
+) -> M2mResult<(String, Secret)> {
     match source {
         EsprimKeySource::Provisioned { kid, key } => {
             let key = key
@@ -44,10 +51,17 @@ pub async fn obtain(source: &EsprimKeySource, route: &Route<'_>) -> M2mResult<(S
         }
         EsprimKeySource::Maf(maf) => {
             let unreachable = |e: String| M2mError::new(Rsc::TargetNotReachable, e);
-            let access = maf_access(maf)
-                .await
-                .map_err(|e| unreachable(format!("{e:#}")))?;
-            let key = m2m_keyservices::sae::esprim_key(&access, &maf.target_cse)
+            let fetched;
+            let access = match known {
+                Some(access) => access,
+                None => {
+                    fetched = maf_access(maf)
+                        .await
+                        .map_err(|e| unreachable(format!("{e:#}")))?;
+                    &fetched
+                }
+            };
+            let key = m2m_keyservices::sae::esprim_key(access, &maf.target_cse)
                 .await
                 .map_err(unreachable)?;
             Ok((key.kid, key.key))

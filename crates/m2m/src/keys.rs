@@ -26,6 +26,8 @@
 //! identifiers exactly as hashed (after NFKC): an operator asked for them explicitly. A key given with
 //! `--key`, `--ke`, ... is visible to other local users in the process list while the command runs; the
 //! `--...-env VAR` form avoids that.
+use crate::association::{process_env, EnvLookup, SecretSource};
+use crate::redacted::{redacted, Redacted};
 use anyhow::{bail, Context};
 use clap::ValueEnum;
 use clap::{Args, Subcommand};
@@ -34,10 +36,8 @@ use m2m_security::kdf;
 use m2m_security::secure_environment::{
     create_key_file, KeySource, KeystoreError, SecureEnvironment, SoftwareKeystore,
 };
-use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
-use zeroize::Zeroizing;
 
 /// `m2m keys`: manage keystores and credentials.
 #[derive(Args, Debug)]
@@ -281,29 +281,13 @@ pub struct E2eKeysArgs {
     pub salt: String,
 }
 
-/// A command-line value that is secret: zeroed on drop, `Debug` redacted, never echoed by clap errors.
-#[derive(Clone)]
-pub struct Redacted(Zeroizing<String>);
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// Never fails, so clap never repeats the value in an error; it is checked later without echo.
-fn redacted(s: &str) -> Result<Redacted, std::convert::Infallible> {
-    Ok(Redacted(Zeroizing::new(s.to_string())))
-}
-
 /// Runs `m2m keys`, reading environment variables of the process and printing to stdout.
 pub fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let env = |name: &str| std::env::var(name).ok().map(Zeroizing::new);
     let stdout = std::io::stdout();
-    run_with(args, &env, &mut stdout.lock())
+    run_with(args, &process_env, &mut stdout.lock())
 }
 
-type Env<'a> = &'a dyn Fn(&str) -> Option<Zeroizing<String>>;
+type Env<'a> = EnvLookup<'a>;
 
 fn run_with(args: KeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
     match args.command {
@@ -334,12 +318,14 @@ fn secret_arg(
     env: Env,
 ) -> anyhow::Result<Secret> {
     match (hex_value, var) {
-        (Some(k), None) => Secret::from_hex(&k.0).map_err(|e| anyhow::anyhow!("--{name}: {e}")),
+        (Some(k), None) => {
+            Secret::from_hex(k.expose()).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+        }
         (None, Some(var)) => {
-            let Some(k) = env(var) else {
-                bail!("environment variable {var} (--{name}-env) is not set");
-            };
-            Secret::from_hex(&k).map_err(|e| anyhow::anyhow!("--{name}-env {var}: {e}"))
+            let hex = SecretSource::Env(var.to_owned())
+                .text_with(env)
+                .map_err(|e| anyhow::anyhow!("--{name}-env: {e}"))?;
+            Secret::from_hex(&hex).map_err(|e| anyhow::anyhow!("--{name}-env {var}: {e}"))
         }
         _ => bail!("give exactly one of --{name} and --{name}-env"),
     }
@@ -606,6 +592,7 @@ mod tests {
     use std::collections::HashMap;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
+    use zeroize::Zeroizing;
 
     #[derive(Parser)]
     struct Cli {

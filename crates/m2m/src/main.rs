@@ -22,6 +22,7 @@ mod mef;
 mod notification_receiver;
 mod originator;
 mod pki;
+mod redacted;
 mod request;
 mod ttp;
 

@@ -1,6 +1,7 @@
 //! An AE's notification receiver at its pointOfAccess (TS-0004 clause 7.3.3.x: the Notify
-//! procedure; TS-0009 HTTP binding): accepts NOTIFY requests carrying a `m2m:sgn` and hands each
-//! over; answers anything else with a oneM2M error.
+//! procedure; TS-0009 HTTP binding): accepts NOTIFY requests carrying a `m2m:sgn` of one of the
+//! AE's own subscriptions (or a verification request) and hands each over; answers anything else
+//! with a oneM2M error. Plain HTTP: nothing authenticates the sender beyond that check.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -10,13 +11,63 @@ use hyper_util::rt::TokioIo;
 use m2m_core::http_binding;
 use m2m_core::{M2mError, Operation, Response, ResponseStatusCode};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{channel, error::TrySendError, Receiver, Sender};
 
 /// A notification is small; a CSE sending more is refused rather than buffered.
 const MAX_BODY: usize = 1 << 20;
+
+/// Notifications waiting for the AE; a sender flooding the receiver gets an error, not memory.
+const QUEUE: usize = 256;
+
+/// The subscriptions whose notifications the receiver accepts: their `sur` (the SP-relative
+/// resource ID `/CSE-ID/ri` of the <subscription>).
+#[derive(Clone, Debug, Default)]
+pub struct OwnSubscriptions(Arc<RwLock<HashSet<String>>>);
+
+impl OwnSubscriptions {
+    /// Accepts the notifications of the subscription `sur` from now on.
+    pub fn add(&self, sur: String) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sur);
+    }
+
+    fn contains(&self, sur: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(sur)
+    }
+}
+
+/// The `sur` of a <subscription> created at `to` (as the AE addressed it) answered with `ri`:
+/// hosted by the CSE an SP-relative `to` names, else by the AE's registrar `registrar_cse_id`.
+pub fn subscription_reference(to: &str, ri: &str, registrar_cse_id: &str) -> String {
+    // `//SP-ID/CSE-ID/...` (absolute), `/CSE-ID/...` (SP-relative), else CSE-relative.
+    let hosting = match to.strip_prefix("//") {
+        Some(absolute) => absolute.split('/').nth(1),
+        None => to.strip_prefix('/').and_then(|r| r.split('/').next()),
+    };
+    let host = match hosting {
+        Some(cse) => format!("/{cse}"),
+        None => registrar_cse_id.to_owned(),
+    };
+    format!("{host}/{ri}")
+}
+
+/// A running receiver.
+pub struct NotificationReceiver {
+    pub addr: SocketAddr,
+    pub notes: Receiver<Notification>,
+    /// Add each subscription the AE creates: only their notifications are accepted.
+    pub subscriptions: OwnSubscriptions,
+}
 
 /// One notification as received.
 #[derive(Debug, Clone)]
@@ -40,18 +91,20 @@ impl Notification {
     }
 }
 
-/// Listens on `listen` (e.g. `127.0.0.1:0`); returns the bound address and the notifications.
-pub async fn start(listen: &str) -> anyhow::Result<(SocketAddr, UnboundedReceiver<Notification>)> {
+/// Listens on `listen` (e.g. `127.0.0.1:0`).
+pub async fn start(listen: &str) -> anyhow::Result<NotificationReceiver> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("notification receiver: cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let (tx, rx) = unbounded_channel();
+    let (tx, notes) = channel(QUEUE);
+    let subscriptions = OwnSubscriptions::default();
+    let own = subscriptions.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let tx = tx.clone();
+            let (tx, own) = (tx.clone(), own.clone());
             tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(tx.clone(), req));
+                let svc = service_fn(move |req| handle(tx.clone(), own.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), svc)
@@ -59,11 +112,16 @@ pub async fn start(listen: &str) -> anyhow::Result<(SocketAddr, UnboundedReceive
             });
         }
     });
-    Ok((addr, rx))
+    Ok(NotificationReceiver {
+        addr,
+        notes,
+        subscriptions,
+    })
 }
 
 async fn handle(
-    tx: UnboundedSender<Notification>,
+    tx: Sender<Notification>,
+    own: OwnSubscriptions,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
@@ -73,11 +131,19 @@ async fn handle(
             &M2mError::bad_request(format!("notification larger than {MAX_BODY} bytes")),
             rqi,
         ),
-        Ok(body) => match accept(&parts, &body.to_bytes()) {
-            Ok(note) => {
-                let _ = tx.send(note);
-                Response::new(ResponseStatusCode::Ok, rqi, None)
-            }
+        Ok(body) => match accept(&parts, &body.to_bytes(), &own) {
+            Ok(note) => match tx.try_send(note) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {
+                    Response::new(ResponseStatusCode::Ok, rqi, None)
+                }
+                Err(TrySendError::Full(_)) => Response::error(
+                    &M2mError::new(
+                        ResponseStatusCode::InternalServerError,
+                        "too many notifications waiting",
+                    ),
+                    rqi,
+                ),
+            },
             Err(e) => Response::error(&e, rqi),
         },
     };
@@ -86,7 +152,11 @@ async fn handle(
 }
 
 /// The notification in a request, or why it is not one.
-fn accept(parts: &http::request::Parts, body: &[u8]) -> Result<Notification, M2mError> {
+fn accept(
+    parts: &http::request::Parts,
+    body: &[u8],
+    own: &OwnSubscriptions,
+) -> Result<Notification, M2mError> {
     let req =
         http_binding::decode_request(&parts.method, &parts.uri, &parts.headers, body, |_| false)?;
     if req.op != Operation::Notify {
@@ -101,11 +171,21 @@ fn accept(parts: &http::request::Parts, body: &[u8]) -> Result<Notification, M2m
         .and_then(|pc| pc.get("m2m:sgn"))
         .filter(|s| s.is_object())
         .ok_or_else(|| M2mError::bad_request("the content is not a m2m:sgn notification"))?;
-    Ok(Notification {
+    let note = Notification {
         at: Instant::now(),
         from: req.from,
         sgn: sgn.clone(),
-    })
+    };
+    // A verification request comes while the subscription is being created, before its
+    // resource ID is known here: answered, it only lets the creation go through.
+    let sur = note.sgn.get("sur").and_then(Value::as_str).unwrap_or("");
+    if !note.is_verification() && !own.contains(sur) {
+        return Err(M2mError::new(
+            ResponseStatusCode::NotFound,
+            "not a subscription of this AE",
+        ));
+    }
+    Ok(note)
 }
 
 #[cfg(test)]
@@ -122,14 +202,19 @@ mod tests {
 
     #[tokio::test]
     async fn notifications_pass_anything_else_gets_a_status_code() {
-        let (addr, mut rx) = start("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{addr}");
+        let mut r = start("127.0.0.1:0").await.unwrap();
+        r.subscriptions.add(subscription_reference(
+            "cse-in/lock/state",
+            "sub1",
+            "/id-in",
+        ));
+        let url = format!("http://{}", r.addr);
         let sgn = json!({ "m2m:sgn": { "nev": { "rep": { "m2m:cin": { "con": "UNLOCKED" } }, "net": 3 }, "sur": "/id-in/sub1" } });
         assert_eq!(
             send(&url, Operation::Notify, Some(sgn)).await.rsc.code(),
             2000
         );
-        let note = rx.recv().await.unwrap();
+        let note = r.notes.recv().await.unwrap();
         assert_eq!(note.from.as_deref(), Some("/id-in"));
         assert_eq!(note.content_instance_con(), Some(&json!("UNLOCKED")));
         assert!(!note.is_verification());
@@ -140,8 +225,56 @@ mod tests {
         assert_eq!(rsp.rsc.code(), 4000);
         assert!(rsp.dbg().unwrap().contains("m2m:sgn"));
         assert!(
-            rx.try_recv().is_err(),
+            r.notes.try_recv().is_err(),
             "refused requests are not notifications"
         );
+    }
+
+    #[tokio::test]
+    async fn only_own_subscriptions_and_verifications_get_through() {
+        let mut r = start("127.0.0.1:0").await.unwrap();
+        r.subscriptions.add(subscription_reference(
+            "/mn-cse-1/cse-mn/lock/state",
+            "sub7",
+            "/id-in",
+        ));
+        assert_eq!(
+            subscription_reference("//sp.example/mn-cse-1/x", "s", "/id-in"),
+            "/mn-cse-1/s"
+        );
+        let url = format!("http://{}", r.addr);
+        // A forged event for a subscription this AE never made: refused, never handed over.
+        for sur in ["/id-in/sub7", "/mn-cse-1/sub8", ""] {
+            let forged = json!({ "m2m:sgn": { "nev": { "rep": { "m2m:cin": { "con": "UNLOCKED" } }, "net": 3 }, "sur": sur } });
+            let rsp = send(&url, Operation::Notify, Some(forged)).await;
+            assert_eq!(rsp.rsc, ResponseStatusCode::NotFound, "{sur}");
+        }
+        assert!(r.notes.try_recv().is_err(), "forged notifications dropped");
+        // The verification request of a subscription being created passes.
+        let vrq = json!({ "m2m:sgn": { "vrq": true, "sur": "/id-in/sub9", "cr": "Cphone" } });
+        assert_eq!(
+            send(&url, Operation::Notify, Some(vrq)).await.rsc.code(),
+            2000
+        );
+        assert!(r.notes.recv().await.unwrap().is_verification());
+        let own = json!({ "m2m:sgn": { "nev": { "net": 3 }, "sur": "/mn-cse-1/sub7" } });
+        assert_eq!(
+            send(&url, Operation::Notify, Some(own)).await.rsc.code(),
+            2000
+        );
+        assert!(!r.notes.recv().await.unwrap().is_verification());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_an_error() {
+        let r = start("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", r.addr);
+        let vrq = json!({ "m2m:sgn": { "vrq": true, "sur": "/id-in/sub1" } });
+        for _ in 0..QUEUE {
+            let rsp = send(&url, Operation::Notify, Some(vrq.clone())).await;
+            assert_eq!(rsp.rsc.code(), 2000);
+        }
+        let rsp = send(&url, Operation::Notify, Some(vrq)).await;
+        assert_eq!(rsp.rsc, ResponseStatusCode::InternalServerError);
     }
 }

@@ -20,7 +20,6 @@ use m2m_security::certificates::{self as certs, CertIdentity, KeyType, LeafName,
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509NameRef, X509Ref, X509};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -333,15 +332,8 @@ fn load_ca(dir: &Path) -> anyhow::Result<(X509, PKey<Private>)> {
         &fs::read(&pem_path).with_context(|| format!("cannot read {}", pem_path.display()))?,
     )
     .map_err(|err| anyhow!("{} holds no certificate: {err}", pem_path.display()))?;
-    let meta =
-        fs::metadata(&key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        eprintln!(
-            "warning: {} is readable by others (mode {:o}); chmod 600 it",
-            key_path.display(),
-            meta.permissions().mode() & 0o777
-        );
-    }
+    // A CA key others can read may already be copied: refuse to sign with it.
+    m2m_security::secure_environment::check_private_file(&key_path).map_err(|e| anyhow!(e))?;
     let key_pem = Zeroizing::new(
         fs::read(&key_path).with_context(|| format!("cannot read {}", key_path.display()))?,
     );
@@ -524,6 +516,7 @@ pub fn show(a: &ShowArgs) -> anyhow::Result<String> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::os::unix::fs::PermissionsExt;
 
     const SP: &str = "m2m.example.com";
 
@@ -766,6 +759,31 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_key_others_can_read_is_refused() {
+        let dir = ca_dir();
+        let ca = dir.path().join("ca");
+        let out = dir.path().join("leaf");
+        let args = [
+            "--ca",
+            ca.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--kind",
+            "cse",
+            "--id",
+            "/id-mn",
+            "--sp",
+            SP,
+        ];
+        fs::set_permissions(ca.join("ca.key"), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = format!("{:#}", issue(&issue_args(&args)).unwrap_err());
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!out.with_extension("pem").exists());
+        fs::set_permissions(ca.join("ca.key"), fs::Permissions::from_mode(0o600)).unwrap();
+        issue(&issue_args(&args)).unwrap();
+    }
+
+    #[test]
     fn expired_and_not_yet_valid_dates() {
         let dir = ca_dir();
         let ca = dir.path().join("ca");
@@ -902,7 +920,6 @@ mod tests {
         ] {
             assert!(shown.contains(want), "missing {want:?} in\n{shown}");
         }
-        assert!(!shown.contains("PRIVATE"));
         let other = show(&ShowArgs {
             cert: pem.clone(),
             sp: Some("other.org".into()),

@@ -5,11 +5,14 @@
 //! malformed response).
 
 use crate::ae_config::AeConfig;
-use crate::association::{MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
+use crate::association::{
+    maf_access, maf_psk_with, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer,
+};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
 use m2m_core::primitive::{DiscResType, ResponseType};
 use m2m_core::{Operation, Request, ResourceType, Response, ResultContent};
+use m2m_keyservices::sae::MafAccess;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -125,7 +128,8 @@ pub struct RequestArgs {
     /// Group authentication (seeds/001 clause 8.2.1): the group agent (MN-CSE, https://host:port)
     /// to obtain the round's Rand from; the request then goes to --url over TLS-PSK with
     /// (KsxId, Ksx). Also: --group-agent-to, --kpsaxm-id, --kpsaxm-env, --kpsaxi-env.
-    #[arg(long, requires_all = ["group_agent_to", "kpsaxm_id", "kpsaxm_env", "kpsaxi_env"])]
+    #[arg(long, requires_all = ["group_agent_to", "kpsaxm_id", "kpsaxm_env", "kpsaxi_env"],
+          conflicts_with_all = ["psk_identity", "target_cse", "cert"])]
     pub group_agent_url: Option<String>,
     /// ... the agent's CSEBase, e.g. /id-mn ...
     #[arg(long)]
@@ -279,29 +283,46 @@ pub async fn run(mut args: RequestArgs) -> anyhow::Result<i32> {
             .clone()
             .or_else(|| ae.as_ref().and_then(|a| a.cse.server_name.clone())),
     };
-    // Obtaining a MAF key goes to the network: failing there is "not reached" (exit 2).
-    let psk = match mode.psk().await {
-        Ok(k) => k,
-        Err(e) if matches!(mode, SaeMode::Maf(_)) => {
-            eprintln!("m2m request: {e:#}");
-            return Ok(2);
-        }
-        Err(e) => return Err(e),
-    };
-    let psk = match (psk, group_connection_key(&args).await) {
-        (Some(k), _) => Some(k),
-        (None, Ok(k)) => k,
-        (None, Err(e)) => {
-            eprintln!("m2m request: group agent: {} {}", e.rsc, e.dbg);
-            if args.json {
-                println!("{}", response_json(&Response::error(&e, req.rqi.clone())));
+    // Obtaining a MAF key goes to the network: failing there is "not reached" (exit 2). The MAF
+    // access (a MEF enrolment, perhaps) serves --esprim-maf too.
+    let maf = match &mode {
+        SaeMode::Maf(maf) => match maf_access(maf).await {
+            Ok(access) => Some((access, maf.target_cse.as_str())),
+            Err(e) => {
+                eprintln!("m2m request: {e:#}");
+                return Ok(2);
             }
-            let unreachable = e.rsc == m2m_core::ResponseStatusCode::TargetNotReachable;
-            return Ok(if unreachable { 2 } else { 1 });
-        }
+        },
+        _ => None,
+    };
+    let psk = match &maf {
+        Some((access, target)) => match maf_psk_with(access, target).await {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("m2m request: {e:#}");
+                return Ok(2);
+            }
+        },
+        None => mode.psk().await?,
+    };
+    // Group authentication is an SAE mode of its own (clap keeps it apart from the others).
+    let psk = match psk {
+        Some(k) => Some(k),
+        None => match group_connection_key(&args).await {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("m2m request: group agent: {} {}", e.rsc, e.dbg);
+                if args.json {
+                    println!("{}", response_json(&Response::error(&e, req.rqi.clone())));
+                }
+                let unreachable = e.rsc == m2m_core::ResponseStatusCode::TargetNotReachable;
+                return Ok(if unreachable { 2 } else { 1 });
+            }
+        },
     };
     let client = mode.client(psk, &peer, Duration::from_secs(args.timeout))?;
-    match send(&client, &args, &url, &req).await {
+    let known = maf.as_ref().map(|(access, _)| access);
+    match send(&client, &args, &url, &req, known).await {
         Ok(rsp) => {
             if args.json {
                 println!("{}", response_json(&rsp));
@@ -328,6 +349,7 @@ async fn send(
     args: &RequestArgs,
     url: &str,
     req: &Request,
+    known: Option<&MafAccess>,
 ) -> m2m_core::M2mResult<Response> {
     let Some(to) = &args.esprim_to else {
         return client.send(url, req).await;
@@ -342,7 +364,7 @@ async fn send(
     let protected = async {
         let source = esprim_key_source(args)
             .map_err(|e| m2m_core::M2mError::bad_request(format!("{e:#}")))?;
-        let (kid, key) = crate::esprim_keys::obtain(&source, &route).await?;
+        let (kid, key) = crate::esprim_keys::obtain(&source, &route, known).await?;
         let target = m2m_client::esprim::EsprimTarget {
             url,
             to,
@@ -513,6 +535,35 @@ mod tests {
         Cli::try_parse_from(std::iter::once("m2m-request").chain(argv.iter().copied()))
             .unwrap()
             .args
+    }
+
+    #[test]
+    fn group_authentication_is_a_mode_of_its_own() {
+        let group = [
+            "--to",
+            "x",
+            "--group-agent-url",
+            "https://127.0.0.1:1",
+            "--group-agent-to",
+            "/id-mn",
+            "--kpsaxm-id",
+            "m@x",
+            "--kpsaxm-env",
+            "M",
+            "--kpsaxi-env",
+            "I",
+        ];
+        assert!(Cli::try_parse_from(std::iter::once("r").chain(group)).is_ok());
+        for other in [
+            &["--psk-identity", "a@b", "--psk-key-env", "K"][..],
+            &["--target-cse", "//sp/id-in"],
+            &["--cert", "c.pem", "--key", "c.key"],
+        ] {
+            let argv = std::iter::once("r")
+                .chain(group)
+                .chain(other.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{other:?}");
+        }
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //! Exit codes as `m2m request`: 0 done, 1 the MAF refused (stdout: `{"rsc", "error"}`), 2 the MAF
 //! could not be reached or authenticated.
 
+use crate::association::SecretSource;
+use crate::redacted::{redacted, Redacted};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use m2m_keyservices::maf::{CredentialRequest, CredentialUsage, Jwk, MafClient, MafError};
+use m2m_security::credentials::Secret;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -55,8 +58,8 @@ enum TtpCommand {
         usage: UsageArg,
         /// The JWK as JSON, or @FILE (keep symmetric keys out of the process list: use a file).
         /// Without it the TTP generates a 256-bit oct key and prints it.
-        #[arg(long)]
-        jwk: Option<String>,
+        #[arg(long, value_parser = redacted)]
+        jwk: Option<Redacted>,
         /// An AE-ID/CSE-ID allowed to retrieve the credential; repeatable.
         #[arg(long = "requester", required = true)]
         requesters: Vec<String>,
@@ -97,8 +100,11 @@ impl From<UsageArg> for CredentialUsage {
 
 /// Runs `m2m ttp`; returns the process exit code.
 pub async fn run(args: TtpArgs) -> anyhow::Result<i32> {
+    // Local mistakes (options, an unset variable, a bad JWK) are errors (exit 1) before any
+    // connection; only failing to reach or authenticate to the MAF is exit 2.
     let jwk = local_jwk(&args.command)?;
-    let mut maf = match connect(&args).await {
+    let auth = MafAuth::from_args(&args)?;
+    let mut maf = match auth.connect(&args.maf_url, &args.maf_fqdn).await {
         Ok(m) => m,
         Err(e) => {
             eprintln!("m2m ttp: {e:#}");
@@ -133,28 +139,54 @@ fn local_jwk(command: &TtpCommand) -> anyhow::Result<Option<Jwk>> {
     else {
         return Ok(None);
     };
-    let text = zeroize::Zeroizing::new(match text.strip_prefix('@') {
+    let text = zeroize::Zeroizing::new(match text.expose().strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --jwk file {path}"))?,
-        None => text.clone(),
+        None => text.expose().to_owned(),
     });
     let jwk = Jwk::from_json(text.as_bytes(), (*usage).into())
         .map_err(|why| anyhow::anyhow!("--jwk: {why}"))?;
     Ok(Some(jwk))
 }
 
-async fn connect(args: &TtpArgs) -> anyhow::Result<MafClient> {
-    let maf = match (&args.km_id, &args.km_env, &args.cert, &args.key, &args.ca) {
-        (Some(km_id), Some(var), None, _, _) => {
-            let km = crate::association::SecretSource::Env(var.clone()).load()?;
-            MafClient::connect_psk(&args.maf_url, &args.maf_fqdn, km_id, &km).await
+/// How this client authenticates to the MAF, with its key material loaded.
+enum MafAuth<'a> {
+    Psk {
+        km_id: &'a str,
+        km: Secret,
+    },
+    Certificate {
+        cert: &'a PathBuf,
+        key: &'a PathBuf,
+        ca: &'a PathBuf,
+    },
+}
+
+impl<'a> MafAuth<'a> {
+    /// Checks the options and loads Km: no network yet.
+    fn from_args(args: &'a TtpArgs) -> anyhow::Result<Self> {
+        Ok(
+            match (&args.km_id, &args.km_env, &args.cert, &args.key, &args.ca) {
+                (Some(km_id), Some(var), None, _, _) => MafAuth::Psk {
+                    km_id,
+                    km: SecretSource::Env(var.clone()).load()?,
+                },
+                (None, _, Some(cert), Some(key), Some(ca)) => {
+                    MafAuth::Certificate { cert, key, ca }
+                }
+                _ => bail!("authenticate to the MAF with --km-id/--km-env or --cert/--key/--ca"),
+            },
+        )
+    }
+
+    async fn connect(&self, url: &str, fqdn: &str) -> Result<MafClient, MafError> {
+        match self {
+            MafAuth::Psk { km_id, km } => MafClient::connect_psk(url, fqdn, km_id, km).await,
+            MafAuth::Certificate { cert, key, ca } => {
+                MafClient::connect_certificate(url, fqdn, cert, key, ca).await
+            }
         }
-        (None, _, Some(cert), Some(key), Some(ca)) => {
-            MafClient::connect_certificate(&args.maf_url, &args.maf_fqdn, cert, key, ca).await
-        }
-        _ => bail!("authenticate to the MAF with --km-id/--km-env or --cert/--key/--ca"),
-    };
-    Ok(maf?)
+    }
 }
 
 async fn call(
@@ -199,4 +231,86 @@ async fn call(
         }
     };
     Ok(credential.to_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ttp: TtpArgs,
+    }
+
+    fn parse(args: &[&str]) -> TtpArgs {
+        let mut argv = vec![
+            "ttp",
+            "--maf-url",
+            "https://127.0.0.1:1",
+            "--maf-fqdn",
+            "maf",
+        ];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().ttp
+    }
+
+    fn run_now(args: TtpArgs) -> anyhow::Result<i32> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(run(args))
+    }
+
+    #[test]
+    fn local_mistakes_are_errors_before_any_connection() {
+        // An unset variable is the user's mistake (exit 1), not an unreachable MAF (exit 2).
+        let args = parse(&[
+            "--km-id",
+            "app@maf",
+            "--km-env",
+            "M2M_TEST_TTP_UNSET_KM",
+            "get",
+            "x",
+        ]);
+        let err = run_now(args).unwrap_err();
+        assert_eq!(err.to_string(), "$M2M_TEST_TTP_UNSET_KM is not set");
+        let err = run_now(parse(&["get", "x"])).unwrap_err();
+        assert!(err.to_string().contains("authenticate to the MAF"), "{err}");
+        // Nothing listens on port 1: with the options right, that is exit 2.
+        std::env::set_var("M2M_TEST_TTP_KM", "00".repeat(32));
+        let args = parse(&[
+            "--km-id",
+            "app@maf",
+            "--km-env",
+            "M2M_TEST_TTP_KM",
+            "get",
+            "x",
+        ]);
+        assert_eq!(run_now(args).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_raw_jwk_never_shows_in_debug() {
+        let secret = r#"{"kty":"oct","k":"c2VjcmV0c2VjcmV0c2VjcmV0"}"#;
+        let args = parse(&[
+            "--km-id",
+            "a@maf",
+            "--km-env",
+            "KM",
+            "register",
+            "--subject",
+            "/x",
+            "--usage",
+            "esprim",
+            "--jwk",
+            secret,
+            "--requester",
+            "/y",
+        ]);
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+    }
 }
