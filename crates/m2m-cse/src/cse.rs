@@ -7,7 +7,9 @@ use crate::resolve::{self, Locality, Target};
 use crate::store::{Resource, Store};
 use crate::{access, discovery, dispatcher, group, impersonation, routing};
 use chrono::{DateTime, Utc};
-use m2m_core::{id, Address, M2mError, M2mResult, Operation, Request, ResourceType, Response};
+use m2m_core::{
+    id, Address, CseId, M2mError, M2mResult, Operation, Request, ResourceType, Response,
+};
 use m2m_security::secure_environment::SecureEnvironment;
 use openssl::ssl::SslContext;
 use serde_json::{json, Map, Value};
@@ -29,6 +31,11 @@ pub struct Cse {
     pub(crate) client: m2m_client::Client,
     /// Outgoing requests to the registrar: the same credentials, with its expected name.
     pub(crate) registrar_client: m2m_client::Client,
+    /// This CSE's certificate as a client, for the registree clients below.
+    certificate: Option<SslContext>,
+    /// Retargeting down to a registree CSE over https: one client per CSE-ID that requires the
+    /// peer's certificate to name that CSE (`<cse-id>.<sp>`), whatever address its poa holds.
+    registree_clients: std::sync::Mutex<std::collections::HashMap<String, m2m_client::Client>>,
     pub(crate) notifier: Notifier,
     public_url: RwLock<String>,
     /// Group authentication, entity C: the current Ksx (when agents are configured).
@@ -56,7 +63,7 @@ impl Cse {
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
         let certificate = certificate_context(&cfg)?;
         let maf = crate::maf_keys::MafKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
-        let (client, registrar_client) = outgoing_clients(&cfg, certificate, environments)?;
+        let (client, registrar_client) = outgoing_clients(&cfg, certificate.clone(), environments)?;
         let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments, maf.as_ref())?;
         let group_credentials = crate::group_credentials::GroupCredentials::from_config(
             &cfg.group_credentials,
@@ -78,6 +85,8 @@ impl Cse {
             store,
             client,
             registrar_client,
+            certificate,
+            registree_clients: Default::default(),
             notifier: Notifier::default(),
             public_url: RwLock::new(public_url),
             group_keys,
@@ -90,12 +99,50 @@ impl Cse {
         Ok(cse)
     }
 
-    /// The client for a next hop: the registrar's own for its URL, the general one otherwise.
-    pub(crate) fn client_for(&self, url: &str) -> &m2m_client::Client {
-        match &self.cfg.registrar {
-            Some(r) if r.url == url => &self.registrar_client,
-            _ => &self.client,
+    /// The client for a next hop: the registrar's own for its URL; for a registree CSE reached over
+    /// https, one that verifies the peer is that CSE (TS-0003 clause 10.1.1.7: its certificate's
+    /// dNSName `<cse-id>.<sp>`), since its poa is an address any certificate of the same root could
+    /// answer on; the general one otherwise.
+    pub(crate) fn client_for(
+        &self,
+        url: &str,
+        registree: Option<&CseId>,
+    ) -> M2mResult<m2m_client::Client> {
+        if let Some(r) = &self.cfg.registrar {
+            if r.url == url {
+                return Ok(self.registrar_client.clone());
+            }
         }
+        match (registree, &self.certificate) {
+            (Some(cse), Some(context)) if url.starts_with("https://") => {
+                self.registree_client(cse, context)
+            }
+            _ => Ok(self.client.clone()),
+        }
+    }
+
+    fn registree_client(&self, cse: &CseId, context: &SslContext) -> M2mResult<m2m_client::Client> {
+        let mut clients = self
+            .registree_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(cse.bare()) {
+            return Ok(client.clone());
+        }
+        let server_name =
+            m2m_security::certificates::cse_dns_name(self.id.sp_id.fqdn(), &cse.sp_relative())
+                .map_err(|e| {
+                    M2mError::new(
+                        m2m_core::ResponseStatusCode::TargetNotReachable,
+                        format!("cannot verify registree {cse}: {e}"),
+                    )
+                })?;
+        let client = self.client.clone().with_tls(m2m_client::TlsSettings {
+            context: context.clone(),
+            server_name: Some(server_name),
+        });
+        clients.insert(cse.bare().to_owned(), client.clone());
+        Ok(client)
     }
 
     pub fn identity(&self) -> &CseIdentity {

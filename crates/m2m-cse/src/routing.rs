@@ -8,8 +8,9 @@ use m2m_core::{CseId, M2mError, M2mResult, Request, ResourceType, Response, Resp
 use serde_json::Value;
 use std::sync::Arc;
 
-/// The next hop for a request addressed to `target` (or to another SP when `None`).
-pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<String> {
+/// The next hop for a request addressed to `target` (or to another SP when `None`): its URL, and
+/// the registree CSE it belongs to when the route goes down.
+pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<(String, Option<CseId>)> {
     // Only a registree whose own CSE-ID is the target is a route down. Descendants it claims
     // (`dcse`) are not followed: a registree could otherwise send requests around in a loop.
     if let Some(target) = target {
@@ -29,13 +30,13 @@ pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<String> {
                     .and_then(|p| p.first())
                     .and_then(Value::as_str)
                 {
-                    return Ok(poa.to_owned());
+                    return Ok((poa.to_owned(), Some(target.clone())));
                 }
             }
         }
     }
     if let Some(reg) = &cse.cfg.registrar {
-        return Ok(reg.url.clone());
+        return Ok((reg.url.clone(), None));
     }
     Err(M2mError::new(
         ResponseStatusCode::TargetNotReachable,
@@ -52,7 +53,7 @@ pub async fn forward(
     mut req: Request,
     target: Option<CseId>,
 ) -> M2mResult<Response> {
-    let hop = next_hop(cse, target.as_ref())?;
+    let (hop, registree) = next_hop(cse, target.as_ref())?;
     // Outside this CSE, an AE registered here is known by its SP-relative AE-ID.
     if let Some(from) = &req.from {
         if let OriginatorKind::AeStem(stem) = classify_originator(from) {
@@ -60,5 +61,7 @@ pub async fn forward(
         }
     }
     tracing::debug!(to = %req.to, hop = %hop, "retargeting");
-    cse.client_for(&hop).send(&hop, &req).await
+    cse.client_for(&hop, registree.as_ref())?
+        .send(&hop, &req)
+        .await
 }

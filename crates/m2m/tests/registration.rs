@@ -325,3 +325,34 @@ fn requests_to_an_unknown_cse() {
     let r = retrieve_full(in_cse.url(), "/~/id-mn/cse-mn", ADMIN);
     assert_eq!(r.rsc, 5103, "the MN is down: {:?}", r.body);
 }
+
+/// The IN reaches a registree CSE at the poa it registered, an address that any certificate of
+/// the same root of trust could answer on: only a certificate naming that CSE-ID is accepted
+/// (TS-0003 clause 10.1.1.7), so a registree cannot point the IN at another CSE (or an AE) and
+/// have it receive requests meant for the registree.
+#[test]
+fn retargeting_accepts_only_the_registree_certificate() {
+    let pki = Pki::temp();
+    pki.issue(&["--kind", "cse", "--id", "/id-evil"], "id-evil");
+    let in_cse = CseProcess::start_temp(&in_tls_config(&pki));
+    let evil = CseProcess::start_temp(&format!(
+        "[cse]\ncse_id = \"/id-evil\"\nresource_name = \"cse-evil\"\n\n{}",
+        tls_section(&pki, "id-evil")
+    ));
+    // The MN registers, but with a pointOfAccess where /id-evil listens.
+    let mn = CseProcess::start_temp(&format!(
+        "{}\n[http]\npublic_url = \"{}\"\n",
+        mn_config(in_cse.https_url(), &pki),
+        evil.https_url()
+    ));
+    wait_registered(&in_cse, &mn);
+    let r = retrieve_full(in_cse.url(), "/~/id-mn/cse-mn", ADMIN);
+    assert_eq!(r.rsc, 5103, "{:?}", r.body);
+    let dbg = r.dbg().unwrap_or_default();
+    assert!(
+        dbg.contains("TLS handshake failed") && dbg.contains("certificate verify failed"),
+        "the IN must refuse /id-evil's certificate at /id-mn's poa: {dbg}\nIN:\n{}\nEVIL:\n{}",
+        in_cse.stderr(),
+        evil.stderr()
+    );
+}
