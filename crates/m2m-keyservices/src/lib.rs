@@ -8,5 +8,6 @@
 mod at_rest;
 pub mod maf;
 pub mod mef;
+mod provisioned_keys;
 pub mod psk_fetch;
 pub mod sae;

@@ -1,9 +1,9 @@
 //! The MAF configuration file (TOML).
 
-use m2m_security::credentials::Secret;
-use m2m_security::secure_environment::{
-    check_keystore_options, open_configured_keystore, SecureEnvironment, SoftwareKeystore,
+use crate::provisioned_keys::{
+    check_psk_len, read_storage_key, resolve_against, KeySources, PskRow, WhenMissing,
 };
+use m2m_security::credentials::Secret;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -26,20 +26,6 @@ impl std::fmt::Debug for KmRow {
             .field("km_id", &self.km_id)
             .finish_non_exhaustive()
     }
-}
-
-/// The shortest pre-provisioned PSK (Km at the MAF, Kpm at the MEF) a key service accepts, in bytes:
-/// 128 bits, the strength of the TLS-PSK suites of the oneM2M profiles.
-pub(crate) const MIN_PSK_LEN: usize = 16;
-
-/// Refuses a pre-provisioned PSK shorter than [`MIN_PSK_LEN`]; `what` names the key (`km ID`).
-pub(crate) fn check_psk_len(what: &str, key: &Secret) -> Result<(), String> {
-    if key.len() < MIN_PSK_LEN {
-        return Err(format!(
-            "{what}: the key is shorter than {MIN_PSK_LEN} bytes"
-        ));
-    }
-    Ok(())
 }
 
 /// The MEF this MAF is an enrolment target of (remote provisioning of Km, TS-0003 clauses 8.3 and
@@ -174,52 +160,6 @@ impl std::fmt::Debug for MafKeys {
     }
 }
 
-/// Reads a 32-byte hex storage key from a private (0600) file.
-fn read_storage_key_file(p: &Path) -> Result<Secret, String> {
-    m2m_security::secure_environment::check_private_file(p)?;
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
-    );
-    let key = Secret::from_hex(&text).map_err(|e| format!("{}: {e}", p.display()))?;
-    if key.len() != 32 {
-        return Err(format!(
-            "{}: the storage key must be 32 bytes (64 hex digits)",
-            p.display()
-        ));
-    }
-    Ok(key)
-}
-
-/// The storage key from exactly one of `file` and the keystore secret `secret`.
-pub(crate) fn storage_key_from(
-    file: Option<&Path>,
-    keystore: Option<&SoftwareKeystore>,
-    secret: &str,
-    file_option: &str,
-) -> Result<Option<Secret>, String> {
-    let held = keystore.and_then(|ks| ks.secret(secret));
-    match (file, held) {
-        (Some(p), Some(_)) => Err(format!(
-            "two storage keys: {file_option} = {} and the secret {secret} of keystore {}; keep exactly one",
-            p.display(),
-            keystore.map(|k| k.path().display().to_string()).unwrap_or_default()
-        )),
-        (None, Some(key)) if key.len() != 32 => Err(format!(
-            "keystore {}: the secret {secret} must be 32 bytes",
-            keystore.map(|k| k.path().display().to_string()).unwrap_or_default()
-        )),
-        (None, Some(key)) => Ok(Some(key)),
-        (Some(_), None) => Ok(None),
-        (None, None) => Err(match keystore {
-            Some(k) => format!(
-                "no storage key: set {file_option}, or store the secret {secret} in keystore {}",
-                k.path().display()
-            ),
-            None => format!("no storage key: set {file_option} (or keystore with the secret {secret})"),
-        }),
-    }
-}
-
 fn default_key_lifetime() -> u64 {
     3600
 }
@@ -310,32 +250,20 @@ impl MafConfig {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut cfg = Self::from_toml_str(&text)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        for p in [
-            &mut cfg.certificate,
-            &mut cfg.private_key,
-            &mut cfg.trusted_ca,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            fix(p);
-        }
-        fix(&mut cfg.storage);
-        for p in [
-            &mut cfg.storage_key_file,
-            &mut cfg.keystore,
-            &mut cfg.key_file,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            fix(p);
-        }
+        resolve_against(
+            base,
+            [
+                &mut cfg.certificate,
+                &mut cfg.private_key,
+                &mut cfg.trusted_ca,
+                &mut cfg.storage_key_file,
+                &mut cfg.keystore,
+                &mut cfg.key_file,
+            ]
+            .into_iter()
+            .flatten()
+            .chain([&mut cfg.storage]),
+        );
         Ok(cfg)
     }
 
@@ -343,16 +271,7 @@ impl MafConfig {
         m2m_security::certificates::check_fqdn(&self.fqdn).map_err(|e| format!("fqdn: {e}"))?;
         m2m_security::certificates::check_fqdn(&self.sp_fqdn)
             .map_err(|e| format!("sp_fqdn: {e}"))?;
-        check_keystore_options(
-            self.keystore.as_deref(),
-            self.key_file.as_deref(),
-            self.passphrase_env.as_deref(),
-        )?;
-        if self.storage_key_file.is_none() && self.keystore.is_none() {
-            return Err(format!(
-                "no storage key: set storage_key_file, or keystore holding the secret {MAF_STORAGE_KEY_SECRET}"
-            ));
-        }
+        self.key_sources().check()?;
         if self.default_key_lifetime == 0
             || self.default_client_lifetime == 0
             || self.ttp.default_lifetime == 0
@@ -398,61 +317,53 @@ impl MafConfig {
         Ok(())
     }
 
+    /// Where the MAF's keys come from (the keystore and storage key options).
+    fn key_sources(&self) -> KeySources<'_> {
+        KeySources {
+            service: "MAF",
+            keystore: self.keystore.as_deref(),
+            key_file: self.key_file.as_deref(),
+            passphrase_env: self.passphrase_env.as_deref(),
+            storage_key_file: self.storage_key_file.as_deref(),
+            storage_key_option: "storage_key_file",
+            storage_key_secret: MAF_STORAGE_KEY_SECRET,
+        }
+    }
+
     /// Opens the keystore (if configured) and collects the keys the MAF starts with: the `[[km]]` rows,
     /// then the keystore's PSK entries whose KmID no row has (entity_id = the MAF client ID), and the
     /// storage key from exactly one source.
     pub fn load_keys(&self) -> Result<MafKeys, String> {
-        let ks = open_configured_keystore(
-            self.keystore.as_deref(),
-            self.key_file.as_deref(),
-            self.passphrase_env.as_deref(),
-        )?;
-        let storage_key = match storage_key_from(
-            self.storage_key_file.as_deref(),
-            ks.as_ref(),
-            MAF_STORAGE_KEY_SECRET,
-            "storage_key_file",
-        )? {
+        let loaded = self
+            .key_sources()
+            .load(&self.km, |rows| self.check_km_rows(rows))?;
+        let storage_key = match loaded.held_storage_key {
             Some(k) => k,
-            None => read_storage_key_file(
+            None => read_storage_key(
                 self.storage_key_file
                     .as_deref()
                     .ok_or("no storage_key_file")?,
+                WhenMissing::Refuse,
             )?,
         };
-        let mut km = self.km.clone();
-        if let Some(ks) = &ks {
-            let mut extra = Vec::new();
-            for (_, id) in ks.psk_entries() {
-                let id = id.to_string();
-                if km.iter().any(|r| r.km_id == id) {
-                    continue;
-                }
-                let Some(entry) = ks.psk(&id) else { continue };
-                let client_id = entry.entity_id.clone().ok_or_else(|| {
-                    format!(
-                        "keystore {}: Km {id} has no entity_id (the MAF client's AE-ID or CSE-ID: `m2m keys add-psk --entity`)",
-                        ks.path().display()
-                    )
-                })?;
-                extra.push(KmRow {
-                    client_id,
-                    km_id: id,
-                    key: entry.key.clone(),
-                });
-            }
-            self.check_km_rows(&extra)
-                .map_err(|e| format!("keystore {}: {e}", ks.path().display()))?;
-            tracing::info!(
-                target: "audit",
-                keystore = %ks.path().display(),
-                km_rows = km.len(),
-                km_keystore = extra.len(),
-                storage_key = if self.storage_key_file.is_some() { "file" } else { "keystore" },
-                "MAF keys loaded"
-            );
-            km.extend(extra);
+        Ok(MafKeys {
+            km: loaded.rows,
+            storage_key,
+        })
+    }
+}
+
+impl PskRow for KmRow {
+    const KIND: &'static str = "Km";
+    const ENTITY: &'static str = "the MAF client's AE-ID or CSE-ID";
+    fn psk_id(&self) -> &str {
+        &self.km_id
+    }
+    fn from_keystore(client_id: String, km_id: String, key: Secret) -> Self {
+        KmRow {
+            client_id,
+            km_id,
+            key,
         }
-        Ok(MafKeys { km, storage_key })
     }
 }

@@ -1,10 +1,8 @@
 //! The MEF configuration file (TOML).
 
-use crate::maf::config::{check_psk_len, storage_key_from};
+use crate::provisioned_keys::{check_psk_len, resolve_against, KeySources, PskRow};
 use m2m_security::credentials::Secret;
-use m2m_security::secure_environment::{
-    check_keystore_options, check_private_file, open_configured_keystore, SecureEnvironment,
-};
+use m2m_security::secure_environment::check_private_file;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -116,6 +114,21 @@ pub struct MefConfig {
     pub targets: Vec<TargetRow>,
 }
 
+impl PskRow for KpmRow {
+    const KIND: &'static str = "Kpm";
+    const ENTITY: &'static str = "the enrolee ID";
+    fn psk_id(&self) -> &str {
+        &self.kpm_id
+    }
+    fn from_keystore(enrolee_id: String, kpm_id: String, key: Secret) -> Self {
+        KpmRow {
+            enrolee_id,
+            kpm_id,
+            key,
+        }
+    }
+}
+
 /// The keystore secret that holds the MEF storage key (32 bytes).
 pub const MEF_STORAGE_KEY_SECRET: &str = "mef-storage-key";
 
@@ -161,24 +174,20 @@ impl MefConfig {
             check_private_file(path)?;
         }
         let base = path.parent().unwrap_or(Path::new("."));
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        for p in [&mut c.certificate, &mut c.private_key, &mut c.trusted_ca]
+        resolve_against(
+            base,
+            [
+                &mut c.certificate,
+                &mut c.private_key,
+                &mut c.trusted_ca,
+                &mut c.storage_key,
+                &mut c.keystore,
+                &mut c.key_file,
+            ]
             .into_iter()
             .flatten()
-        {
-            fix(p);
-        }
-        fix(&mut c.storage);
-        for p in [&mut c.storage_key, &mut c.keystore, &mut c.key_file]
-            .into_iter()
-            .flatten()
-        {
-            fix(p);
-        }
+            .chain([&mut c.storage]),
+        );
         Ok(c)
     }
 
@@ -187,16 +196,7 @@ impl MefConfig {
         if self.lifetime_seconds == 0 {
             return Err("lifetime_seconds must be at least 1".into());
         }
-        check_keystore_options(
-            self.keystore.as_deref(),
-            self.key_file.as_deref(),
-            self.passphrase_env.as_deref(),
-        )?;
-        if self.storage_key.is_none() && self.keystore.is_none() {
-            return Err(format!(
-                "no storage key: set storage_key, or keystore holding the secret {MEF_STORAGE_KEY_SECRET}"
-            ));
-        }
+        self.key_sources().check()?;
         self.check_kpm_rows(&self.kpm)
     }
 
@@ -216,58 +216,34 @@ impl MefConfig {
         Ok(())
     }
 
+    /// Where the MEF's keys come from (the keystore and storage key options).
+    fn key_sources(&self) -> KeySources<'_> {
+        KeySources {
+            service: "MEF",
+            keystore: self.keystore.as_deref(),
+            key_file: self.key_file.as_deref(),
+            passphrase_env: self.passphrase_env.as_deref(),
+            storage_key_file: self.storage_key.as_deref(),
+            storage_key_option: "storage_key",
+            storage_key_secret: MEF_STORAGE_KEY_SECRET,
+        }
+    }
+
     /// Opens the keystore (if configured) and collects the keys the MEF starts with: the `[[kpm]]` rows,
     /// then the keystore's PSK entries whose KpmID no row has (entity_id = the enrolee ID), and the
     /// storage key from exactly one source.
     pub fn load_keys(&self) -> Result<MefKeys, String> {
-        let ks = open_configured_keystore(
-            self.keystore.as_deref(),
-            self.key_file.as_deref(),
-            self.passphrase_env.as_deref(),
-        )?;
-        let storage_key = match storage_key_from(
-            self.storage_key.as_deref(),
-            ks.as_ref(),
-            MEF_STORAGE_KEY_SECRET,
-            "storage_key",
-        )? {
+        let loaded = self
+            .key_sources()
+            .load(&self.kpm, |rows| self.check_kpm_rows(rows))?;
+        let storage_key = match loaded.held_storage_key {
             Some(k) => StorageKey::Held(k),
             None => StorageKey::File(self.storage_key.clone().ok_or("no storage_key")?),
         };
-        let mut kpm = self.kpm.clone();
-        if let Some(ks) = &ks {
-            let mut extra = Vec::new();
-            for (_, id) in ks.psk_entries() {
-                let id = id.to_string();
-                if kpm.iter().any(|r| r.kpm_id == id) {
-                    continue;
-                }
-                let Some(entry) = ks.psk(&id) else { continue };
-                let enrolee_id = entry.entity_id.clone().ok_or_else(|| {
-                    format!(
-                        "keystore {}: Kpm {id} has no entity_id (the enrolee ID: `m2m keys add-psk --entity`)",
-                        ks.path().display()
-                    )
-                })?;
-                extra.push(KpmRow {
-                    enrolee_id,
-                    kpm_id: id,
-                    key: entry.key.clone(),
-                });
-            }
-            self.check_kpm_rows(&extra)
-                .map_err(|e| format!("keystore {}: {e}", ks.path().display()))?;
-            tracing::info!(
-                target: "audit",
-                keystore = %ks.path().display(),
-                kpm_rows = kpm.len(),
-                kpm_keystore = extra.len(),
-                storage_key = if self.storage_key.is_some() { "file" } else { "keystore" },
-                "MEF keys loaded"
-            );
-            kpm.extend(extra);
-        }
-        Ok(MefKeys { kpm, storage_key })
+        Ok(MefKeys {
+            kpm: loaded.rows,
+            storage_key,
+        })
     }
 
     /// Whether `target` is configured for `suid`.

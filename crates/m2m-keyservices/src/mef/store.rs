@@ -3,9 +3,10 @@
 //! be swapped or edited on disk without the open failing.
 
 use crate::at_rest;
+use crate::provisioned_keys::{read_storage_key, WhenMissing};
 use aes_gcm::Aes256Gcm;
 use m2m_security::credentials::Secret;
-use m2m_security::secure_environment::{check_private_file, create_key_file};
+use m2m_security::secure_environment::check_private_file;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -79,30 +80,11 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn load_key(path: &Path) -> Result<Secret, String> {
-    if !path.exists() {
-        create_key_file(path).map_err(|e| e.to_string())?;
-        tracing::info!(target: "audit", file = %path.display(), "created MEF storage key file");
-    }
-    check_private_file(path)?;
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
-    );
-    let key = Secret::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    if key.len() != 32 {
-        return Err(format!(
-            "{}: the storage key must be 32 bytes (64 hex digits)",
-            path.display()
-        ));
-    }
-    Ok(key)
-}
-
 impl Store {
     /// Opens (or starts) the store at `path` with the key in `key_path` (created when missing).
     /// Expired enrolments are dropped.
     pub fn open(path: &Path, key_path: &Path) -> Result<Store, String> {
-        Self::open_with_key(path, &load_key(key_path)?)
+        Self::open_with_key(path, &read_storage_key(key_path, WhenMissing::Create)?)
     }
 
     /// Opens (or starts) the store at `path` with `key` (32 bytes; e.g. from the secure environment).
