@@ -212,25 +212,34 @@ impl Store {
     /// Decrypts the value of `reg` (read with [`Store::key`]); an error when the row was altered
     /// outside the MAF or the storage key is another.
     pub fn key_value(&self, reg: &KeyReg) -> Result<Option<Secret>, String> {
+        let sql = "SELECT nonce, value FROM keys WHERE relative_id = ?1";
+        let what = format!("key {}", reg.relative_id);
+        let pt = self.open_row(sql, &reg.relative_id, &key_aad(reg)?, &what)?;
+        Ok(pt.map(|pt| Secret::from_slice(&pt)))
+    }
+
+    /// Reads the (nonce, ciphertext) row `sql` selects for `id` and opens it bound to `aad`; `what`
+    /// names the row in the error when it does not open.
+    fn open_row(
+        &self,
+        sql: &str,
+        id: &str,
+        aad: &[u8],
+        what: &str,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, String> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self
             .conn
-            .query_row(
-                "SELECT nonce, value FROM keys WHERE relative_id = ?1",
-                [&reg.relative_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row(sql, [id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(db)?;
         let Some((nonce, ct)) = row else {
             return Ok(None);
         };
-        let pt = at_rest::open(&self.cipher, &nonce, &ct, &key_aad(reg)?).ok_or_else(|| {
-            format!(
-                "storage: key {} does not decrypt (altered row or wrong storage key)",
-                reg.relative_id
-            )
-        })?;
-        Ok(Some(Secret::from_slice(&pt)))
+        at_rest::open(&self.cipher, &nonce, &ct, aad)
+            .map(Some)
+            .ok_or_else(|| {
+                format!("storage: {what} does not decrypt (altered row or wrong storage key)")
+            })
     }
 
     /// Replaces the targets and expiry of a key registration, sealing its value again under the new
@@ -332,25 +341,11 @@ impl Store {
     /// Decrypts the JWK of `reg` (read with [`Store::credential`]); an error when the row was
     /// altered outside the MAF or the storage key is another.
     pub fn credential_jwk(&self, reg: &CredentialReg) -> Result<Option<Jwk>, String> {
-        let row: Option<(Vec<u8>, Vec<u8>)> = self
-            .conn
-            .query_row(
-                "SELECT nonce, jwk FROM e2e_credentials WHERE id = ?1",
-                [&reg.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(db)?;
-        let Some((nonce, ct)) = row else {
+        let sql = "SELECT nonce, jwk FROM e2e_credentials WHERE id = ?1";
+        let what = format!("credential {}", reg.id);
+        let Some(pt) = self.open_row(sql, &reg.id, &credential_aad(reg)?, &what)? else {
             return Ok(None);
         };
-        let pt =
-            at_rest::open(&self.cipher, &nonce, &ct, &credential_aad(reg)?).ok_or_else(|| {
-                format!(
-                    "storage: credential {} does not decrypt (altered row or wrong storage key)",
-                    reg.id
-                )
-            })?;
         Jwk::from_json(&pt, reg.usage)
             .map(Some)
             .map_err(|e| format!("storage: credential {}: {e}", reg.id))
