@@ -449,10 +449,8 @@ fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         Ok(r) => r,
         Err(a) => return *a,
     };
-    if let Some(f) = &req.maf_fqdn {
-        if !f.eq_ignore_ascii_case(&state.cfg.fqdn) {
-            return error(StatusCode::BAD_REQUEST, "mafFQDN names another MAF");
-        }
+    if let Err(a) = check_maf_fqdn(state, req.maf_fqdn.as_deref()) {
+        return *a;
     }
     let now = (state.clock)();
     let expires = match expiry(
@@ -477,15 +475,30 @@ fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         return internal(e);
     }
     tracing::info!(target: "audit", peer = %conn.peer, client = %reg.client_id, reg = %reg.reg_id, "MAF client registered");
+    answer(StatusCode::CREATED, client_json(&reg))
+}
+
+/// The answer body of a client registration.
+fn client_json(reg: &ClientReg) -> Value {
     let mut v = json!({
         "mafClientRegID": reg.reg_id,
         "mafClientID": reg.client_id,
-        "expirationTime": format_time(expires),
+        "expirationTime": format_time(reg.expires),
     });
     if let Some(a) = &reg.admin_fqdn {
         v["adminFQDN"] = json!(a);
     }
-    answer(StatusCode::CREATED, v)
+    v
+}
+
+/// Refuses a request whose mafFQDN names another MAF than this one.
+fn check_maf_fqdn(state: &State, maf_fqdn: Option<&str>) -> Result<(), Refused> {
+    match maf_fqdn {
+        Some(f) if !f.eq_ignore_ascii_case(&state.cfg.fqdn) => {
+            Err(refuse(StatusCode::BAD_REQUEST, "mafFQDN names another MAF"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Client Registration Update (TS-0003 clause 8.8.2): a new expiration time (and adminFQDN),
@@ -522,11 +535,7 @@ fn update_client(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
         return internal(e);
     }
     tracing::info!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id, "MAF client registration updated");
-    let mut v = json!({ "mafClientRegID": reg.reg_id, "mafClientID": reg.client_id, "expirationTime": format_time(reg.expires) });
-    if let Some(a) = &reg.admin_fqdn {
-        v["adminFQDN"] = json!(a);
-    }
-    answer(StatusCode::OK, v)
+    answer(StatusCode::OK, client_json(&reg))
 }
 
 fn deregister_client(state: &State, conn: &Conn, id: &str) -> Answer {
@@ -618,10 +627,8 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         Ok(r) => r,
         Err(a) => return *a,
     };
-    if let Some(f) = &req.maf_fqdn {
-        if !f.eq_ignore_ascii_case(&state.cfg.fqdn) {
-            return error(StatusCode::BAD_REQUEST, "mafFQDN names another MAF");
-        }
+    if let Err(a) = check_maf_fqdn(state, req.maf_fqdn.as_deref()) {
+        return *a;
     }
     let now = (state.clock)();
     {
