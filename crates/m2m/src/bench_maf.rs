@@ -2,6 +2,7 @@
 //! associations (a source on TLS-PSK/Km, a target on its certificate), the MAF in this process.
 
 use crate::files::write_private;
+use crate::spawned::{self, LISTENING_PREFIX_TLS};
 use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, RunningMaf};
 use m2m_security::certificates::{self, KeyType, LeafName, Validity};
 use m2m_security::credentials::Secret;
@@ -15,6 +16,8 @@ type Op =
     Box<dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send>;
 
 const SP: &str = "m2m.example.com";
+/// How long the CSE may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 const MAF_FQDN: &str = "maf.keys.example.net";
 const KM_ID: &str = "bench@maf.keys.example.net";
 const KM_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -196,19 +199,9 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A CSE child process, killed when dropped.
-struct Cse(std::process::Child);
-impl Drop for Cse {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Mean duration of a full TLS-PSK handshake at an IN-CSE with a key of its own table and with
 /// a fresh MAF key each time (the CSE retrieves Kc from the MAF during the handshake).
 async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Result<(f64, f64)> {
-    use std::io::BufRead;
     const ROUNDS: usize = 200;
     let local_key = "0f0e0d0c0b0a09080706050403020100";
     let cfg = format!(
@@ -220,26 +213,10 @@ async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Resu
     );
     let path = d.join("cse.toml");
     write_private(&path, cfg.as_bytes())?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["cse", "--config"])
-        .arg(&path)
-        .env("M2M_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let cse = Cse(child);
-    let mut tls_addr = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        if let Some(a) = line?.strip_prefix("m2m-cse listening https://") {
-            tls_addr = Some(a.to_owned());
-            break;
-        }
-    }
-    let addr = tls_addr.ok_or_else(|| anyhow::anyhow!("the CSE did not start"))?;
+    let mut cmd = spawned::m2m(&["cse", "--config"])?;
+    cmd.arg(&path).env("M2M_LOG", "error");
+    let (cse, urls) = spawned::start(cmd, None, &[LISTENING_PREFIX_TLS], START_TIMEOUT)?;
+    let addr = &urls[0];
     let psk_ctx = |id: &str, key: Vec<u8>| {
         m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
             psk: Some((id.to_owned(), zeroize::Zeroizing::new(key))),
@@ -251,7 +228,7 @@ async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Resu
     let local = psk_ctx("local@bench.example.net", local_secret.expose().to_vec())?;
     let start = Instant::now();
     for _ in 0..ROUNDS {
-        crate::bench_tls::handshake(&addr, &local).await?;
+        crate::bench_tls::handshake(addr, &local).await?;
     }
     let local_ms = start.elapsed().as_secs_f64() * 1000.0 / ROUNDS as f64;
     // A new key per round, registered beforehand, so that every handshake is a first one.
@@ -272,7 +249,7 @@ async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Resu
     }
     let start = Instant::now();
     for ctx in &contexts {
-        crate::bench_tls::handshake(&addr, ctx).await?;
+        crate::bench_tls::handshake(addr, ctx).await?;
     }
     let maf_ms = start.elapsed().as_secs_f64() * 1000.0 / ROUNDS as f64;
     drop(cse);

@@ -4,6 +4,7 @@
 //! associations.
 
 use crate::files::write_private;
+use crate::spawned::{self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_TLS};
 use anyhow::Context;
 use m2m_client::{Client, TlsSettings};
 use m2m_core::{Operation, Request, ResourceType};
@@ -11,10 +12,9 @@ use m2m_security::certificates::{self, KeyType, LeafName, Validity};
 use m2m_security::tls::{client_context, client_ssl, ClientTlsConfig};
 use openssl::ssl::SslContext;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,8 @@ use zeroize::Zeroizing;
 const PSK_IDENTITY: &str = "bench-psk@bench.m2m.example.com";
 const PSK_HEX: &str = "00112233445566778899aabbccddeeff";
 const SP: &str = "m2m.example.com";
+/// How long the CSE may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args, Debug)]
 pub struct BenchTlsArgs {
@@ -98,17 +100,8 @@ fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
     })
 }
 
-/// A child process killed when dropped.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the CSE with a plain and a TLS listener; returns the guard and both addresses.
-fn start_cse(dir: &Path, pki: &Pki) -> anyhow::Result<(Guard, String, String)> {
+fn start_cse(dir: &Path, pki: &Pki) -> anyhow::Result<(Spawned, String, String)> {
     let cfg = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"{}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\nmax_handshakes_per_source = 64\n[[security.psk]]\nentity = \"Cbench\"\nkpsa_id = \"{PSK_IDENTITY}\"\nkey = \"{PSK_HEX}\"\n",
         dir.join("data").display(),
@@ -118,33 +111,21 @@ fn start_cse(dir: &Path, pki: &Pki) -> anyhow::Result<(Guard, String, String)> {
     );
     let path = dir.join("cse.toml");
     write_private(&path, cfg.as_bytes())?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["cse", "--config"])
-        .arg(&path)
-        .env("M2M_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start the CSE")?;
-    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
-    let (mut http, mut https) = (None, None);
-    while http.is_none() || https.is_none() {
-        let line = lines.next().context("the CSE exited before listening")??;
-        if let Some(a) = line.strip_prefix("m2m-cse listening http://") {
-            http = Some(a.to_owned());
-        } else if let Some(a) = line.strip_prefix("m2m-cse listening https://") {
-            https = Some(a.to_owned());
-        }
-    }
-    Ok((
-        Guard(child),
-        http.unwrap_or_default(),
-        https.unwrap_or_default(),
-    ))
+    let mut cmd = spawned::m2m(&["cse", "--config"])?;
+    cmd.arg(&path).env("M2M_LOG", "error");
+    let (cse, mut urls) = spawned::start(
+        cmd,
+        None,
+        &[LISTENING_PREFIX, LISTENING_PREFIX_TLS],
+        START_TIMEOUT,
+    )?;
+    let https = urls.pop().unwrap_or_default();
+    let http = urls.pop().unwrap_or_default();
+    Ok((cse, http, https))
 }
 
 /// Starts `openssl s_server` in the same profile: PSK, or a certificate with client verification.
-fn start_s_server(port: u16, pki: &Pki, psk: bool) -> anyhow::Result<Guard> {
+fn start_s_server(port: u16, pki: &Pki, psk: bool) -> anyhow::Result<Spawned> {
     let mut cmd = Command::new("openssl");
     cmd.args([
         "s_server",
@@ -183,7 +164,7 @@ fn start_s_server(port: u16, pki: &Pki, psk: bool) -> anyhow::Result<Guard> {
     // Wait until it accepts connections.
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(Guard(child));
+            return Ok(child.into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -458,7 +439,7 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
     ));
 
     if args.idle > 0 {
-        let before = rss_mib(cse.0.id());
+        let before = rss_mib(cse.id());
         let ctx = psk_context()?;
         let mut held = Vec::with_capacity(args.idle);
         for _ in 0..args.idle {
@@ -471,7 +452,7 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = rss_mib(cse.0.id());
+        let after = rss_mib(cse.id());
         rows.push((
             format!("{} idle TLS-PSK associations", held.len()),
             format!("RSS {after:.1} MiB (before {before:.1})"),

@@ -9,6 +9,7 @@ use crate::association::{maf_access, MafCredential, MafSae, SaeMode, SecretSourc
 use crate::files::write_private;
 use crate::notification_receiver::{subscription_reference, NotificationReceiver};
 use crate::originator::{code, expect, pc, send};
+use crate::spawned::{self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_TLS};
 use anyhow::{anyhow, bail, Context};
 use m2m_client::Client;
 use m2m_core::filter::FilterUsage;
@@ -18,10 +19,8 @@ use m2m_keyservices::sae::connection_key_until;
 use m2m_security::certificates::{self, KeyType, LeafName, Validity};
 use m2m_security::credentials::Secret;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SP: &str = "m2m.example.com";
@@ -107,64 +106,15 @@ pub struct DemoArgs {
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-/// A child process killed when dropped (every exit path, panics included).
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Spawns `m2m ARGS` with its log in `log` and waits until it printed a line starting with each
 /// of `prefixes`; returns the rest of those lines.
-fn spawn(args: &[&str], log: &Path, prefixes: &[&str]) -> anyhow::Result<(Proc, Vec<String>)> {
-    let exe = std::env::current_exe().context("cannot find the m2m executable")?;
-    let log_file = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .env(
-            "M2M_LOG",
-            std::env::var("M2M_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log_file)
-        .spawn()
-        .with_context(|| format!("cannot start m2m {}", args.join(" ")))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let proc = Proc { child };
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        // Keep draining stdout so the child never blocks on a full pipe.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
-    while found.iter().any(Option::is_none) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).map_err(|_| {
-            anyhow!(
-                "m2m {} did not print {prefixes:?} within {START_TIMEOUT:?}; its log: {}",
-                args.join(" "),
-                log.display()
-            )
-        })?;
-        for (i, p) in prefixes.iter().enumerate() {
-            if let Some(rest) = line.trim().strip_prefix(p) {
-                if found[i].is_none() {
-                    found[i] = Some(rest.to_owned());
-                }
-            }
-        }
-    }
-    Ok((proc, found.into_iter().flatten().collect()))
+fn spawn(args: &[&str], log: &Path, prefixes: &[&str]) -> anyhow::Result<(Spawned, Vec<String>)> {
+    let mut cmd = spawned::m2m(args)?;
+    cmd.env(
+        "M2M_LOG",
+        std::env::var("M2M_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    spawned::start(cmd, Some(log), prefixes, START_TIMEOUT)
 }
 
 /// A CA for the SP and the MAF's domain; certificates of the IN-CSE, the MN-CSE and the MAF.
@@ -486,11 +436,11 @@ impl Report {
 /// The running deployment.
 struct Deployment {
     dir: PathBuf,
-    _mef: Proc,
+    _mef: Spawned,
     mef_url: String,
-    _maf: Proc,
-    _in: Proc,
-    _mn: Proc,
+    _maf: Spawned,
+    _in: Spawned,
+    _mn: Spawned,
     maf_url: String,
     in_http: String,
     in_https: String,
@@ -591,7 +541,7 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
         let (proc, urls) = spawn(
             &["cse", "--config", &cfg.display().to_string()],
             &d.join("in.log"),
-            &["m2m-cse listening http://", "m2m-cse listening https://"],
+            &[LISTENING_PREFIX, LISTENING_PREFIX_TLS],
         )?;
         let (http, https) = (
             format!("http://{}", urls[0]),
@@ -613,7 +563,7 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
         let (proc, urls) = spawn(
             &["cse", "--config", &cfg.display().to_string()],
             &d.join("mn.log"),
-            &["m2m-cse listening http://", "m2m-cse listening https://"],
+            &[LISTENING_PREFIX, LISTENING_PREFIX_TLS],
         )?;
         let (http, https) = (
             format!("http://{}", urls[0]),

@@ -8,3 +8,9 @@ use std::path::Path;
 pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(m2m_security::secure_environment::write_private(path, data)?)
 }
+
+/// `path` as a TOML string, escaped so that quotes and backslashes in it (a `TMPDIR` may hold
+/// any) keep the configuration valid.
+pub fn toml_path(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
