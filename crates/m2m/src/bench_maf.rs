@@ -1,10 +1,11 @@
 //! `m2m bench-maf`: MAF key registrations and key retrievals per second over kept-alive
 //! associations (a source on TLS-PSK/Km, a target on its certificate), the MAF in this process.
 
-use crate::files::write_private;
+use crate::files::{toml_path, write_private};
+use crate::scratch_pki;
 use crate::spawned::{self, LISTENING_PREFIX_TLS};
 use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, RunningMaf};
-use m2m_security::certificates::{self, KeyType, LeafName, Validity};
+use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,30 +35,16 @@ pub struct BenchMafArgs {
 
 /// A CA, the MAF's FQDN certificate and the IN-CSE's certificate in `dir`.
 fn pki(dir: &Path) -> anyhow::Result<()> {
-    let err = |e: String| anyhow::anyhow!(e);
-    let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
-    let v = Validity::days_from_now(1);
-    let ca =
-        certificates::make_ca("bench CA", &ca_key, v, Some(SP), &[MAF_FQDN.into()]).map_err(err)?;
-    write_private(&dir.join("ca.pem"), &ca.to_pem()?)?;
-    for (name, leaf) in [
-        ("maf", LeafName::Fqdn(MAF_FQDN.into())),
-        (
-            "in",
-            LeafName::Cse {
-                cse_id: "/id-in".into(),
-                sp: SP.into(),
-            },
-        ),
-    ] {
-        let key = certificates::generate_key(KeyType::P256).map_err(err)?;
-        let cert = certificates::issue(&leaf, &key, &ca, &ca_key, v, &[]).map_err(err)?;
-        write_private(&dir.join(format!("{name}.pem")), &cert.to_pem()?)?;
-        write_private(
-            &dir.join(format!("{name}.key")),
-            &key.private_key_to_pem_pkcs8()?,
-        )?;
-    }
+    scratch_pki::write_pki(
+        dir,
+        "bench CA",
+        SP,
+        &[MAF_FQDN.into()],
+        &[
+            ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+            ("in", scratch_pki::cse("/id-in", SP)),
+        ],
+    )?;
     write_private(&dir.join("storage.key"), "cd".repeat(32).as_bytes())?;
     Ok(())
 }
@@ -106,12 +93,12 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
     let d = dir.path();
     pki(d)?;
     let cfg = format!(
-        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\nstorage = \"{}\"\nstorage_key_file = \"{}\"\n[[km]]\nclient_id = \"/id-in/Cbench\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n",
-        d.join("maf.pem").display(),
-        d.join("maf.key").display(),
-        d.join("ca.pem").display(),
-        d.join("store").display(),
-        d.join("storage.key").display()
+        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\nstorage = {}\nstorage_key_file = {}\n[[km]]\nclient_id = \"/id-in/Cbench\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n",
+        toml_path(&d.join("maf.pem")),
+        toml_path(&d.join("maf.key")),
+        toml_path(&d.join("ca.pem")),
+        toml_path(&d.join("store")),
+        toml_path(&d.join("storage.key"))
     );
     let cfg = MafConfig::from_toml_str(&cfg).map_err(|e| anyhow::anyhow!(e))?;
     let maf = RunningMaf::start(cfg, system_clock())
@@ -205,11 +192,11 @@ async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Resu
     const ROUNDS: usize = 200;
     let local_key = "0f0e0d0c0b0a09080706050403020100";
     let cfg = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"{}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n[[security.psk]]\nentity = \"Clocal\"\nkpsa_id = \"local@bench.example.net\"\nkey = \"{local_key}\"\n",
-        d.join("cse-data").display(),
-        d.join("in.pem").display(),
-        d.join("in.key").display(),
-        d.join("ca.pem").display()
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n[[security.psk]]\nentity = \"Clocal\"\nkpsa_id = \"local@bench.example.net\"\nkey = \"{local_key}\"\n",
+        toml_path(&d.join("cse-data")),
+        toml_path(&d.join("in.pem")),
+        toml_path(&d.join("in.key")),
+        toml_path(&d.join("ca.pem"))
     );
     let path = d.join("cse.toml");
     write_private(&path, cfg.as_bytes())?;

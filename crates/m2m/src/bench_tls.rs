@@ -3,12 +3,12 @@
 //! retrieve over a TLS-PSK keep-alive association against plain HTTP, and the memory of many idle
 //! associations.
 
-use crate::files::write_private;
+use crate::files::{toml_path, write_private};
+use crate::scratch_pki;
 use crate::spawned::{self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_TLS};
 use anyhow::Context;
 use m2m_client::{Client, TlsSettings};
 use m2m_core::{Operation, Request, ResourceType};
-use m2m_security::certificates::{self, KeyType, LeafName, Validity};
 use m2m_security::tls::{client_context, client_ssl, ClientTlsConfig};
 use openssl::ssl::SslContext;
 use serde_json::json;
@@ -50,64 +50,35 @@ struct Pki {
     client_key: PathBuf,
 }
 
+/// A CA, the IN-CSE's certificate (the server) and the MN-CSE's (the client) in `dir`.
 fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
-    let err = |e: String| anyhow::anyhow!(e);
-    let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
-    let ca = certificates::make_ca(
+    scratch_pki::write_pki(
+        dir,
         "bench root",
-        &ca_key,
-        Validity::days_from_now(2),
-        Some(SP),
+        SP,
         &[],
-    )
-    .map_err(err)?;
-    let leaf = |name: LeafName, stem: &str| -> anyhow::Result<(PathBuf, PathBuf)> {
-        let key = certificates::generate_key(KeyType::P256).map_err(err)?;
-        let cert = certificates::issue(&name, &key, &ca, &ca_key, Validity::days_from_now(2), &[])
-            .map_err(err)?;
-        let (c, k) = (
-            dir.join(format!("{stem}.pem")),
-            dir.join(format!("{stem}.key")),
-        );
-        let mut chain = cert.to_pem()?;
-        chain.extend(ca.to_pem()?);
-        write_private(&c, &chain)?;
-        write_private(&k, &key.private_key_to_pem_pkcs8()?)?;
-        Ok((c, k))
-    };
-    let (server_cert, server_key) = leaf(
-        LeafName::Cse {
-            cse_id: "/id-in".into(),
-            sp: SP.into(),
-        },
-        "in",
+        &[
+            ("in", scratch_pki::cse("/id-in", SP)),
+            ("mn", scratch_pki::cse("/id-mn", SP)),
+        ],
     )?;
-    let (client_cert, client_key) = leaf(
-        LeafName::Cse {
-            cse_id: "/id-mn".into(),
-            sp: SP.into(),
-        },
-        "mn",
-    )?;
-    let ca_path = dir.join("ca.pem");
-    write_private(&ca_path, &ca.to_pem()?)?;
     Ok(Pki {
-        ca: ca_path,
-        server_cert,
-        server_key,
-        client_cert,
-        client_key,
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("in.pem"),
+        server_key: dir.join("in.key"),
+        client_cert: dir.join("mn.pem"),
+        client_key: dir.join("mn.key"),
     })
 }
 
 /// Starts the CSE with a plain and a TLS listener; returns the guard and both addresses.
 fn start_cse(dir: &Path, pki: &Pki) -> anyhow::Result<(Spawned, String, String)> {
     let cfg = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"{}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\nmax_handshakes_per_source = 64\n[[security.psk]]\nentity = \"Cbench\"\nkpsa_id = \"{PSK_IDENTITY}\"\nkey = \"{PSK_HEX}\"\n",
-        dir.join("data").display(),
-        pki.server_cert.display(),
-        pki.server_key.display(),
-        pki.ca.display()
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\nmax_handshakes_per_source = 64\n[[security.psk]]\nentity = \"Cbench\"\nkpsa_id = \"{PSK_IDENTITY}\"\nkey = \"{PSK_HEX}\"\n",
+        toml_path(&dir.join("data")),
+        toml_path(&pki.server_cert),
+        toml_path(&pki.server_key),
+        toml_path(&pki.ca)
     );
     let path = dir.join("cse.toml");
     write_private(&path, cfg.as_bytes())?;

@@ -6,9 +6,10 @@
 //! smartphone unlocks the front door and hears about it, and a series of attacks is refused.
 
 use crate::association::{maf_access, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
-use crate::files::write_private;
+use crate::files::{toml_path, write_private};
 use crate::notification_receiver::{subscription_reference, NotificationReceiver};
 use crate::originator::{code, expect, pc, send};
+use crate::scratch_pki;
 use crate::spawned::{self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_TLS};
 use anyhow::{anyhow, bail, Context};
 use m2m_client::Client;
@@ -16,7 +17,7 @@ use m2m_core::filter::FilterUsage;
 use m2m_core::{M2mError, Operation, Request, ResourceType, Response};
 use m2m_keyservices::maf::server::format_time;
 use m2m_keyservices::sae::connection_key_until;
-use m2m_security::certificates::{self, KeyType, LeafName, Validity};
+use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -119,57 +120,30 @@ fn spawn(args: &[&str], log: &Path, prefixes: &[&str]) -> anyhow::Result<(Spawne
 
 /// A CA for the SP and the MAF's domain; certificates of the IN-CSE, the MN-CSE and the MAF.
 fn make_pki(d: &Path) -> anyhow::Result<()> {
-    let err = |e: String| anyhow!(e);
-    let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
-    let v = Validity::days_from_now(2);
-    let ca = certificates::make_ca(
+    scratch_pki::write_pki(
+        d,
         "door-lock demo root",
-        &ca_key,
-        v,
-        Some(SP),
+        SP,
         &["keys.example.net".into()],
-    )
-    .map_err(err)?;
-    write_private(&d.join("ca.pem"), &ca.to_pem()?)?;
-    for (name, leaf) in [
-        ("maf", LeafName::Fqdn(MAF_FQDN.into())),
-        ("mef", LeafName::Fqdn(MEF_FQDN.into())),
-        (
-            "in",
-            LeafName::Cse {
-                cse_id: "/id-in".into(),
-                sp: SP.into(),
-            },
-        ),
-        (
-            "mn",
-            LeafName::Cse {
-                cse_id: format!("/{MN_ID}"),
-                sp: SP.into(),
-            },
-        ),
-    ] {
-        let key = certificates::generate_key(KeyType::P256).map_err(err)?;
-        let cert = certificates::issue(&leaf, &key, &ca, &ca_key, v, &[]).map_err(err)?;
-        let mut chain = cert.to_pem()?;
-        chain.extend(ca.to_pem()?);
-        write_private(&d.join(format!("{name}.pem")), &chain)?;
-        write_private(
-            &d.join(format!("{name}.key")),
-            &key.private_key_to_pem_pkcs8()?,
-        )?;
-    }
+        &[
+            ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+            ("mef", LeafName::Fqdn(MEF_FQDN.into())),
+            ("in", scratch_pki::cse("/id-in", SP)),
+            ("mn", scratch_pki::cse(&format!("/{MN_ID}"), SP)),
+        ],
+    )?;
     write_private(&d.join("maf-storage.key"), "cd".repeat(32).as_bytes())?;
     Ok(())
 }
 
+/// `d/name` as a TOML string.
 fn p(d: &Path, name: &str) -> String {
-    d.join(name).display().to_string()
+    toml_path(&d.join(name))
 }
 
 fn tls_section(d: &Path, name: &str) -> String {
     format!(
-        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\n",
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\n",
         p(d, &format!("{name}.pem")),
         p(d, &format!("{name}.key")),
         p(d, "ca.pem"),
@@ -179,7 +153,7 @@ fn tls_section(d: &Path, name: &str) -> String {
 /// The MEF: the smartphone's Kpm row; the MAF may fetch the Km of an enrolment (SUID 11).
 fn mef_config(d: &Path) -> String {
     format!(
-        "fqdn = \"{MEF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key = {:?}\n\
+        "fqdn = \"{MEF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\nstorage = {}\nstorage_key = {}\n\
          [[kpm]]\nenrolee_id = \"/id-in/Cphone\"\nkpm_id = \"{PHONE_KPM_ID}\"\nkey = \"{PHONE_KPM}\"\n[[targets]]\nid = \"{MAF_FQDN}\"\nsuids = [11]\n",
         p(d, "mef.pem"),
         p(d, "mef.key"),
@@ -191,7 +165,7 @@ fn mef_config(d: &Path) -> String {
 
 fn maf_config(d: &Path, mef_url: &str) -> String {
     let mut cfg = format!(
-        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n[mef]\nurl = \"{mef_url}\"\nfqdn = \"{MEF_FQDN}\"\n",
+        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\nstorage = {}\nstorage_key_file = {}\n[mef]\nurl = \"{mef_url}\"\nfqdn = \"{MEF_FQDN}\"\n",
         p(d, "maf.pem"),
         p(d, "maf.key"),
         p(d, "ca.pem"),
@@ -208,7 +182,7 @@ fn maf_config(d: &Path, mef_url: &str) -> String {
 
 fn in_config(d: &Path, maf_url: &str) -> String {
     format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
         p(d, "in-data"),
         tls_section(d, "in"),
     )
@@ -217,7 +191,7 @@ fn in_config(d: &Path, maf_url: &str) -> String {
 fn mn_config(d: &Path, in_https: &str) -> String {
     let mut cfg = format!(
         "[cse]\nrole = \"MN\"\ncse_id = \"/{MN_ID}\"\nresource_name = \"cse-mn\"\nsp_id = \"//{SP}\"\nadmin_originator = \"{ADMIN}\"\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n[limits]\noutgoing_timeout_ms = 3000\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n\
          [registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{in_https}\"\nserver_name = \"{IN_SERVER_NAME}\"\n{}",
         p(d, "mn-data"),
         tls_section(d, "mn"),

@@ -14,3 +14,16 @@ pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 pub fn toml_path(path: &Path) -> String {
     toml::Value::String(path.display().to_string()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_with_quotes_and_backslashes_survives_a_toml_round_trip() {
+        let path = Path::new("/tmp/a \"quoted\" dir\\with\\backslashes/data");
+        let doc = format!("path = {}\n", toml_path(path));
+        let parsed: toml::Table = doc.parse().expect("valid TOML");
+        assert_eq!(parsed["path"].as_str(), path.to_str());
+    }
+}

@@ -24,6 +24,7 @@ mod originator;
 mod pki;
 mod redacted;
 mod request;
+mod scratch_pki;
 mod spawned;
 mod ttp;
 
