@@ -9,6 +9,7 @@ use crate::spawned::{self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_TLS};
 use anyhow::Context;
 use m2m_client::{Client, TlsSettings};
 use m2m_core::{Operation, Request, ResourceType};
+use m2m_security::credentials::Secret;
 use m2m_security::tls::{client_context, client_ssl, ClientTlsConfig};
 use openssl::ssl::SslContext;
 use serde_json::json;
@@ -149,7 +150,8 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn psk_context() -> anyhow::Result<SslContext> {
-    let key = Zeroizing::new(hex_bytes(PSK_HEX));
+    let key = Secret::from_hex(PSK_HEX).map_err(|e| anyhow::anyhow!(e))?;
+    let key = Zeroizing::new(key.expose().to_vec());
     client_context(&ClientTlsConfig {
         cipher_suites: vec!["PSK-AES128-CBC-SHA256".into()],
         psk: Some((PSK_IDENTITY.into(), key)),
@@ -167,13 +169,6 @@ fn cert_context(pki: &Pki) -> anyhow::Result<SslContext> {
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!(e))
-}
-
-fn hex_bytes(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// One full handshake (new TCP connection, no resumption); the connection is then closed.
