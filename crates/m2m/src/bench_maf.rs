@@ -2,19 +2,15 @@
 //! associations (a source on TLS-PSK/Km, a target on its certificate), the MAF in this process.
 
 use crate::files::{toml_path, write_private};
+use crate::rate::{self, Op};
 use crate::scratch_pki;
 use crate::spawned::{self, LISTENING_PREFIX_TLS};
 use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, RunningMaf};
 use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One benchmarked operation on a kept-alive connection; true when it succeeded.
-type Op =
-    Box<dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send>;
 
 const SP: &str = "m2m.example.com";
 /// How long the CSE may take to listen.
@@ -49,43 +45,6 @@ fn pki(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_phase<F, Fut>(connections: usize, seconds: u64, make: F) -> (f64, u64)
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<
-        Output = Box<
-            dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send,
-        >,
-    >,
-{
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for i in 0..connections {
-        let mut op = make(i).await;
-        let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if op().await {
-                    done.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let n = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for t in tasks {
-        let _ = t.await;
-    }
-    (n as f64 / elapsed, failed.load(Ordering::Relaxed))
-}
-
 pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("m2m-bench-maf-")
@@ -109,30 +68,31 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
 
     // Registrations: client-supplied key values (the exporter gives one key per connection).
     let (url2, target2) = (url.clone(), target.clone());
-    let (reg_rate, reg_failed) = run_phase(args.connections, args.seconds, move |_| {
-        let (url, target) = (url2.clone(), target2.clone());
-        async move {
-            let km = Secret::from_hex(KM_HEX).expect("Km");
-            let mut c = MafClient::connect_psk(&url, MAF_FQDN, KM_ID, &km)
-                .await
-                .expect("source association");
-            let _ = c.register_client(None).await;
-            let c = Arc::new(tokio::sync::Mutex::new(c));
-            let f: Op = Box::new(move || {
-                let (c, target) = (c.clone(), target.clone());
-                Box::pin(async move {
-                    let key = Secret::new(rand::random::<[u8; 32]>().to_vec());
-                    c.lock()
-                        .await
-                        .register_key_value(12, &[target.as_str()], &key, None)
-                        .await
-                        .is_ok()
-                })
-            });
-            f
-        }
-    })
-    .await;
+    let (reg_rate, reg_failed) =
+        rate::per_second(args.connections, args.seconds, None, move |_| {
+            let (url, target) = (url2.clone(), target2.clone());
+            async move {
+                let km = Secret::from_hex(KM_HEX).expect("Km");
+                let mut c = MafClient::connect_psk(&url, MAF_FQDN, KM_ID, &km)
+                    .await
+                    .expect("source association");
+                let _ = c.register_client(None).await;
+                let c = Arc::new(tokio::sync::Mutex::new(c));
+                let f: Op = Box::new(move || {
+                    let (c, target) = (c.clone(), target.clone());
+                    Box::pin(async move {
+                        let key = Secret::new(rand::random::<[u8; 32]>().to_vec());
+                        c.lock()
+                            .await
+                            .register_key_value(12, &[target.as_str()], &key, None)
+                            .await
+                            .is_ok()
+                    })
+                });
+                f
+            }
+        })
+        .await;
 
     // Retrievals: one key, retrieved again and again by the target over its certificate association.
     let km = Secret::from_hex(KM_HEX).expect("Km");
@@ -147,27 +107,28 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
     let relative = key.relative_id.clone();
     let d2 = d.to_owned();
     let url3 = url.clone();
-    let (get_rate, get_failed) = run_phase(args.connections, args.seconds, move |_| {
-        let (url, d, relative) = (url3.clone(), d2.clone(), relative.clone());
-        async move {
-            let c = MafClient::connect_certificate(
-                &url,
-                MAF_FQDN,
-                &d.join("in.pem"),
-                &d.join("in.key"),
-                &d.join("ca.pem"),
-            )
-            .await
-            .expect("target association");
-            let c = Arc::new(tokio::sync::Mutex::new(c));
-            let f: Op = Box::new(move || {
-                let (c, relative) = (c.clone(), relative.clone());
-                Box::pin(async move { c.lock().await.retrieve_key(&relative).await.is_ok() })
-            });
-            f
-        }
-    })
-    .await;
+    let (get_rate, get_failed) =
+        rate::per_second(args.connections, args.seconds, None, move |_| {
+            let (url, d, relative) = (url3.clone(), d2.clone(), relative.clone());
+            async move {
+                let c = MafClient::connect_certificate(
+                    &url,
+                    MAF_FQDN,
+                    &d.join("in.pem"),
+                    &d.join("in.key"),
+                    &d.join("ca.pem"),
+                )
+                .await
+                .expect("target association");
+                let c = Arc::new(tokio::sync::Mutex::new(c));
+                let f: Op = Box::new(move || {
+                    let (c, relative) = (c.clone(), relative.clone());
+                    Box::pin(async move { c.lock().await.retrieve_key(&relative).await.is_ok() })
+                });
+                f
+            }
+        })
+        .await;
     let (local_ms, maf_ms) = first_handshakes(d, &url, &target).await?;
     drop(maf);
     println!("{:<40} {:>12} {:>8}", "figure", "per second", "failed");

@@ -4,6 +4,7 @@
 //! associations.
 
 use crate::files::{toml_path, write_private};
+use crate::rate::{self, Op};
 use crate::scratch_pki;
 use crate::spawned::{self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_TLS};
 use anyhow::Context;
@@ -16,9 +17,8 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 const PSK_IDENTITY: &str = "bench-psk@bench.m2m.example.com";
@@ -190,38 +190,17 @@ async fn handshakes_per_second(
     clients: usize,
     seconds: u64,
 ) -> (f64, u64) {
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (addr, ctx, done, failed, stop) = (
-            addr.to_owned(),
-            ctx.clone(),
-            done.clone(),
-            failed.clone(),
-            stop.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match handshake(&addr, &ctx).await {
-                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for t in tasks {
-        let _ = t.await;
-    }
-    (
-        done.load(Ordering::Relaxed) as f64 / elapsed,
-        failed.load(Ordering::Relaxed),
-    )
+    rate::per_second(clients, seconds, None, |_| {
+        let (addr, ctx) = (addr.to_owned(), ctx.clone());
+        async move {
+            let op: Op = Box::new(move || {
+                let (addr, ctx) = (addr.clone(), ctx.clone());
+                Box::pin(async move { handshake(&addr, &ctx).await.is_ok() })
+            });
+            op
+        }
+    })
+    .await
 }
 
 fn request(op: Operation, to: &str, from: &str) -> Request {
@@ -268,7 +247,8 @@ async fn prepare(
     Ok((aei, format!("cse-in/{rn}/cnt/la")))
 }
 
-/// Latest-retrieve requests per second over `clients` keep-alive connections.
+/// Latest-retrieve requests per second over `clients` keep-alive connections (after a warm-up
+/// that opens them).
 async fn retrieves_per_second(
     make: impl Fn() -> Client,
     url: &str,
@@ -277,43 +257,23 @@ async fn retrieves_per_second(
     clients: usize,
     seconds: u64,
 ) -> (f64, u64) {
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let client = make();
-        let (url, to, from, done, failed, stop) = (
-            url.to_owned(),
-            to.to_owned(),
-            from.to_owned(),
-            done.clone(),
-            failed.clone(),
-            stop.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match client
-                    .send(&url, &request(Operation::Retrieve, &to, &from))
-                    .await
-                {
-                    Ok(r) if r.rsc.is_success() => done.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let base = done.load(Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let n = done.load(Ordering::Relaxed) - base;
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    (n as f64 / elapsed, failed.load(Ordering::Relaxed))
+    let warm_up = Some(Duration::from_millis(500));
+    rate::per_second(clients, seconds, warm_up, |_| {
+        let client = Arc::new(make());
+        let (url, to, from) = (url.to_owned(), to.to_owned(), from.to_owned());
+        async move {
+            let op: Op = Box::new(move || {
+                let (client, url, to, from) =
+                    (client.clone(), url.clone(), to.clone(), from.clone());
+                Box::pin(async move {
+                    let req = request(Operation::Retrieve, &to, &from);
+                    matches!(client.send(&url, &req).await, Ok(r) if r.rsc.is_success())
+                })
+            });
+            op
+        }
+    })
+    .await
 }
 
 fn rss_mib(pid: u32) -> f64 {

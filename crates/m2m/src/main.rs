@@ -22,6 +22,7 @@ mod mef;
 mod notification_receiver;
 mod originator;
 mod pki;
+mod rate;
 mod redacted;
 mod request;
 mod scratch_pki;
