@@ -118,6 +118,32 @@ fn spawn(args: &[&str], log: &Path, prefixes: &[&str]) -> anyhow::Result<(Spawne
     spawned::start(cmd, Some(log), prefixes, START_TIMEOUT)
 }
 
+/// Writes `d/NAME.toml` and starts `m2m COMMAND --config d/NAME.toml`, its log in `d/NAME.log`.
+fn start_with_config(
+    d: &Path,
+    command: &str,
+    name: &str,
+    config: &str,
+    prefixes: &[&str],
+) -> anyhow::Result<(Spawned, Vec<String>)> {
+    let cfg = d.join(format!("{name}.toml"));
+    write_private(&cfg, config.as_bytes())?;
+    let log = d.join(format!("{name}.log"));
+    spawn(
+        &[command, "--config", &cfg.display().to_string()],
+        &log,
+        prefixes,
+    )
+}
+
+/// The HTTP and HTTPS base URLs from the rest of a CSE's two listening lines.
+fn cse_urls(rest: &[String]) -> (String, String) {
+    (
+        format!("http://{}", rest[0]),
+        format!("https://{}", rest[1]),
+    )
+}
+
 /// A CA for the SP and the MAF's domain; certificates of the IN-CSE, the MN-CSE and the MAF.
 fn make_pki(d: &Path) -> anyhow::Result<()> {
     scratch_pki::write_pki(
@@ -218,6 +244,19 @@ fn hex_key(h: &str) -> anyhow::Result<Vec<u8>> {
         .map_err(|e| anyhow!(e))?
         .expose()
         .to_vec())
+}
+
+/// Creates a contentInstance holding the lock state `con` in the container `to`.
+async fn create_cin(
+    client: &Client,
+    url: &str,
+    to: &str,
+    from: &str,
+    con: &str,
+) -> Result<Response, M2mError> {
+    let pc = json!({ "m2m:cin": { "con": con } });
+    let ty = Some(ResourceType::ContentInstance);
+    send(client, url, Operation::Create, to, from, ty, Some(pc)).await
 }
 
 /// An attack by request: refused with `want` is a pass.
@@ -346,27 +385,13 @@ impl Report {
             }
         };
         let mut out = String::new();
-        let sw = self
-            .steps
-            .iter()
-            .map(|s| s.step.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        let ew = self
-            .steps
-            .iter()
-            .map(|s| s.entity.len())
-            .max()
-            .unwrap_or(6)
-            .max(6);
-        let aw = self
-            .steps
-            .iter()
-            .map(|s| s.sae.len())
-            .max()
-            .unwrap_or(8)
-            .max(8);
+        // Each column as wide as its longest cell, and at least as wide as its heading.
+        let width = |cell: fn(&Step) -> usize, heading: usize| {
+            self.steps.iter().map(cell).max().unwrap_or(0).max(heading)
+        };
+        let sw = width(|s| s.step.len(), 4);
+        let ew = width(|s| s.entity.len(), 6);
+        let aw = width(|s| s.sae.len(), 8);
         out.push_str(&format!(
             " #  {:<sw$}  {:<ew$}  {:<aw$}  {:<4}  {:>9}  outcome\n",
             "step", "entity", "SAE mode", "ok", "ms"
@@ -475,11 +500,11 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = (|| {
-        let cfg = d.join("mef.toml");
-        write_private(&cfg, mef_config(d).as_bytes())?;
-        let (proc, urls) = spawn(
-            &["mef", "--config", &cfg.display().to_string()],
-            &d.join("mef.log"),
+        let (proc, urls) = start_with_config(
+            d,
+            "mef",
+            "mef",
+            &mef_config(d),
             &["m2m-mef listening https://"],
         )?;
         let url = format!("https://{}", urls[0]);
@@ -492,11 +517,11 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = (|| {
-        let cfg = d.join("maf.toml");
-        write_private(&cfg, maf_config(d, &mef_url).as_bytes())?;
-        let (proc, urls) = spawn(
-            &["maf", "--config", &cfg.display().to_string()],
-            &d.join("maf.log"),
+        let (proc, urls) = start_with_config(
+            d,
+            "maf",
+            "maf",
+            &maf_config(d, &mef_url),
             &["m2m-maf listening https://"],
         )?;
         let url = format!("https://{}", urls[0]);
@@ -510,17 +535,14 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = (|| {
-        let cfg = d.join("in.toml");
-        write_private(&cfg, in_config(d, &maf_url).as_bytes())?;
-        let (proc, urls) = spawn(
-            &["cse", "--config", &cfg.display().to_string()],
-            &d.join("in.log"),
+        let (proc, urls) = start_with_config(
+            d,
+            "cse",
+            "in",
+            &in_config(d, &maf_url),
             &[LISTENING_PREFIX, LISTENING_PREFIX_TLS],
         )?;
-        let (http, https) = (
-            format!("http://{}", urls[0]),
-            format!("https://{}", urls[1]),
-        );
+        let (http, https) = cse_urls(&urls);
         let msg = format!("listening {https} (TLS) and {http} (loopback admin)");
         Ok(((proc, http, https), msg))
     })();
@@ -532,17 +554,8 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = async {
-        let cfg = d.join("mn.toml");
-        write_private(&cfg, mn_config(d, &in_https).as_bytes())?;
-        let (proc, urls) = spawn(
-            &["cse", "--config", &cfg.display().to_string()],
-            &d.join("mn.log"),
-            &[LISTENING_PREFIX, LISTENING_PREFIX_TLS],
-        )?;
-        let (http, https) = (
-            format!("http://{}", urls[0]),
-            format!("https://{}", urls[1]),
-        );
+        let (proc, urls) = start_with_config(d, "cse", "mn", &mn_config(d, &in_https), &[LISTENING_PREFIX, LISTENING_PREFIX_TLS])?;
+        let (http, https) = cse_urls(&urls);
         // Registered when the IN holds the MN's <remoteCSE>.
         let admin = Client::new().with_timeout(Duration::from_secs(5));
         let deadline = Instant::now() + START_TIMEOUT;
@@ -762,14 +775,12 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
                 "container state",
             )?;
             expect(
-                send(
+                create_cin(
                     &client,
                     &dep.mn_https,
-                    Operation::Create,
                     &format!("{base}/state"),
                     lock.ae,
-                    Some(ResourceType::ContentInstance),
-                    Some(json!({ "m2m:cin": { "con": "LOCKED" } })),
+                    "LOCKED",
                 )
                 .await,
                 2001,
@@ -900,16 +911,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     let t = Instant::now();
     let res = async {
         expect(
-            send(
-                &phone,
-                &dep.in_https,
-                Operation::Create,
-                &front_state,
-                "Cphone",
-                Some(ResourceType::ContentInstance),
-                Some(json!({ "m2m:cin": { "con": "UNLOCKED" } })),
-            )
-            .await,
+            create_cin(&phone, &dep.in_https, &front_state, "Cphone", "UNLOCKED").await,
             2001,
             "UNLOCKED",
         )?;
@@ -998,16 +1000,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     let t = Instant::now();
     let res = async {
         expect(
-            send(
-                &phone,
-                &dep.in_https,
-                Operation::Create,
-                &front_state,
-                "Cphone",
-                Some(ResourceType::ContentInstance),
-                Some(json!({ "m2m:cin": { "con": "LOCKED" } })),
-            )
-            .await,
+            create_cin(&phone, &dep.in_https, &front_state, "Cphone", "LOCKED").await,
             2001,
             "LOCKED",
         )?;
@@ -1030,19 +1023,16 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
 }
 
 async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
-    let unlock = || Some(json!({ "m2m:cin": { "con": "UNLOCKED" } }));
     let front_rel = format!("cse-mn/{}/state", FRONT.rn);
 
     let t = Instant::now();
     let res = refused_with(
-        send(
+        create_cin(
             &Client::new(),
             &dep.mn_http,
-            Operation::Create,
             &front_rel,
             FRONT.ae,
-            Some(ResourceType::ContentInstance),
-            unlock(),
+            "UNLOCKED",
         )
         .await,
         4103,
@@ -1119,16 +1109,7 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
 
     let t = Instant::now();
     let res = refused_with(
-        send(
-            back,
-            &dep.mn_https,
-            Operation::Create,
-            &front_rel,
-            FRONT.ae,
-            Some(ResourceType::ContentInstance),
-            unlock(),
-        )
-        .await,
+        create_cin(back, &dep.mn_https, &front_rel, FRONT.ae, "UNLOCKED").await,
         4106,
     );
     r.record(
