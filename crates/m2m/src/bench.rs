@@ -11,21 +11,18 @@
 //! back. With `--fill N`, N contentInstances are first created in a separate container
 //! `bench/fill`.
 
+use crate::files::toml_path;
+use crate::spawned::{self, Spawned, LISTENING_PREFIX};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use m2m_client::Client;
 use m2m_core::{M2mError, Operation, Request, ResourceType, Response, ResponseStatusCode};
 use serde_json::{json, Value};
-use std::collections::VecDeque;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-/// The line the CSE prints on stdout once it accepts connections.
-pub const LISTENING_PREFIX: &str = "m2m-cse listening http://";
+/// How long the spawned CSE may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Benchmark a CSE over HTTP keep-alive (spawns one unless --url is given).
 #[derive(Args, Clone, Debug)]
@@ -199,34 +196,27 @@ fn format_mib(kib: u64) -> String {
 
 /// A CSE child process in a temporary directory.
 struct SpawnedCse {
-    child: Child,
-    pid: u32,
+    process: Spawned,
     url: String,
     _dir: tempfile::TempDir,
 }
 
 /// The CSE configuration for a spawned benchmark CSE.
 fn cse_config(storage: &Path) -> String {
-    let path = storage
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
     format!(
-        "[cse]\nrole = \"IN\"\n[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"{path}\"\n"
+        "[cse]\nrole = \"IN\"\n[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n",
+        toml_path(storage)
     )
 }
 
-/// Extracts the base URL from the CSE's "listening" line.
-fn listening_url(line: &str) -> Option<String> {
-    let rest = line.trim().strip_prefix(LISTENING_PREFIX)?;
+/// The base URL from the rest of the CSE's "listening" line (after [`LISTENING_PREFIX`]).
+fn listening_url(rest: &str) -> Option<String> {
     let addr = rest.split_whitespace().next()?;
     Some(format!("http://{}", addr.trim_end_matches('/')))
 }
 
 impl SpawnedCse {
-    async fn start() -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the current executable")?;
+    fn start() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("m2m-bench-")
             .tempdir()
@@ -235,89 +225,20 @@ impl SpawnedCse {
         std::fs::create_dir(&storage)?;
         let config = dir.path().join("cse.toml");
         std::fs::write(&config, cse_config(&storage))?;
-        let mut child = Command::new(&exe)
-            .arg("cse")
-            .arg("--config")
-            .arg(&config)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {} cse", exe.display()))?;
-        let pid = child.id().ok_or_else(|| anyhow!("CSE exited at once"))?;
-
-        // Keep the last lines of the CSE's stderr for error reports, and never let it block.
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
-        if let Some(err) = child.stderr.take() {
-            let tail = stderr_tail.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(err).lines();
-                while let Ok(Some(l)) = lines.next_line().await {
-                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                    if t.len() == 20 {
-                        t.pop_front();
-                    }
-                    t.push_back(l);
-                }
-            });
-        }
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no CSE stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let wait = async {
-            while let Some(l) = lines.next_line().await? {
-                if let Some(url) = listening_url(&l) {
-                    return Ok::<_, std::io::Error>(Some(url));
-                }
-            }
-            Ok(None)
-        };
-        let found = tokio::time::timeout(Duration::from_secs(30), wait).await;
-        let url = match found {
-            Ok(Ok(Some(url))) => url,
-            other => {
-                let why = match other {
-                    Err(_) => "no listening line within 30 s".to_owned(),
-                    Ok(Err(e)) => format!("reading its stdout failed: {e}"),
-                    _ => "it closed stdout without a listening line".to_owned(),
-                };
-                let _ = child.start_kill();
-                let status = tokio::time::timeout(Duration::from_secs(2), child.wait())
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let tail: Vec<String> = stderr_tail
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
-                bail!(
-                    "the spawned CSE ({} cse --config {}) did not start: {why}{}\n{}",
-                    exe.display(),
-                    config.display(),
-                    status.map(|s| format!(" ({s})")).unwrap_or_default(),
-                    tail.join("\n")
-                );
-            }
-        };
-        // Drain the rest of stdout so the CSE never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut cmd = spawned::m2m(&["cse", "--config"])?;
+        cmd.arg(&config).current_dir(dir.path());
+        let (process, rest) = spawned::start(cmd, None, &[LISTENING_PREFIX], START_TIMEOUT)?;
+        let url = listening_url(&rest[0])
+            .ok_or_else(|| anyhow!("the CSE printed an empty listening line"))?;
         Ok(Self {
-            child,
-            pid,
+            process,
             url,
             _dir: dir,
         })
     }
 
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
+    fn pid(&self) -> u32 {
+        self.process.id()
     }
 }
 
@@ -524,15 +445,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let spawned = match &args.url {
         Some(_) => None,
         None => {
-            let cse = SpawnedCse::start().await?;
-            eprintln!("m2m bench: spawned CSE pid {} at {}", cse.pid, cse.url);
+            let cse = SpawnedCse::start()?;
+            eprintln!("m2m bench: spawned CSE pid {} at {}", cse.pid(), cse.url);
             Some(cse)
         }
     };
     let result = bench(&args, spawned.as_ref()).await;
-    if let Some(cse) = spawned {
-        cse.stop().await;
-    }
+    drop(spawned);
     let report = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -547,7 +466,7 @@ async fn bench(args: &BenchArgs, spawned: Option<&SpawnedCse>) -> anyhow::Result
         (None, None) => bail!("no CSE to benchmark"),
     };
     let cse = args.cse_rn.as_str();
-    let rss = || spawned.and_then(|s| rss_kib(s.pid));
+    let rss = || spawned.and_then(|s| rss_kib(s.pid()));
     let say = |line: String| {
         if !args.json {
             println!("{line}");
@@ -731,10 +650,10 @@ mod tests {
     #[test]
     fn spawn_helpers() {
         assert_eq!(
-            listening_url("m2m-cse listening http://127.0.0.1:40123\n").as_deref(),
+            listening_url("127.0.0.1:40123\n").as_deref(),
             Some("http://127.0.0.1:40123")
         );
-        assert_eq!(listening_url("starting"), None);
+        assert_eq!(listening_url(""), None);
         let cfg = cse_config(Path::new("/tmp/x y/data"));
         assert_eq!(
             cfg,

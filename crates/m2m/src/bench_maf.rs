@@ -1,20 +1,20 @@
 //! `m2m bench-maf`: MAF key registrations and key retrievals per second over kept-alive
 //! associations (a source on TLS-PSK/Km, a target on its certificate), the MAF in this process.
 
-use crate::files::write_private;
+use crate::files::{toml_path, write_private};
+use crate::rate::{self, Op};
+use crate::scratch_pki;
+use crate::spawned::{self, LISTENING_PREFIX_TLS};
 use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, RunningMaf};
-use m2m_security::certificates::{self, KeyType, LeafName, Validity};
+use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One benchmarked operation on a kept-alive connection; true when it succeeded.
-type Op =
-    Box<dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send>;
-
 const SP: &str = "m2m.example.com";
+/// How long the CSE may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 const MAF_FQDN: &str = "maf.keys.example.net";
 const KM_ID: &str = "bench@maf.keys.example.net";
 const KM_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -31,69 +31,18 @@ pub struct BenchMafArgs {
 
 /// A CA, the MAF's FQDN certificate and the IN-CSE's certificate in `dir`.
 fn pki(dir: &Path) -> anyhow::Result<()> {
-    let err = |e: String| anyhow::anyhow!(e);
-    let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
-    let v = Validity::days_from_now(1);
-    let ca =
-        certificates::make_ca("bench CA", &ca_key, v, Some(SP), &[MAF_FQDN.into()]).map_err(err)?;
-    write_private(&dir.join("ca.pem"), &ca.to_pem()?)?;
-    for (name, leaf) in [
-        ("maf", LeafName::Fqdn(MAF_FQDN.into())),
-        (
-            "in",
-            LeafName::Cse {
-                cse_id: "/id-in".into(),
-                sp: SP.into(),
-            },
-        ),
-    ] {
-        let key = certificates::generate_key(KeyType::P256).map_err(err)?;
-        let cert = certificates::issue(&leaf, &key, &ca, &ca_key, v, &[]).map_err(err)?;
-        write_private(&dir.join(format!("{name}.pem")), &cert.to_pem()?)?;
-        write_private(
-            &dir.join(format!("{name}.key")),
-            &key.private_key_to_pem_pkcs8()?,
-        )?;
-    }
+    scratch_pki::write_pki(
+        dir,
+        "bench CA",
+        SP,
+        &[MAF_FQDN.into()],
+        &[
+            ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+            ("in", scratch_pki::cse("/id-in", SP)),
+        ],
+    )?;
     write_private(&dir.join("storage.key"), "cd".repeat(32).as_bytes())?;
     Ok(())
-}
-
-async fn run_phase<F, Fut>(connections: usize, seconds: u64, make: F) -> (f64, u64)
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<
-        Output = Box<
-            dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send,
-        >,
-    >,
-{
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for i in 0..connections {
-        let mut op = make(i).await;
-        let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if op().await {
-                    done.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let n = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for t in tasks {
-        let _ = t.await;
-    }
-    (n as f64 / elapsed, failed.load(Ordering::Relaxed))
 }
 
 pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
@@ -103,12 +52,12 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
     let d = dir.path();
     pki(d)?;
     let cfg = format!(
-        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\nstorage = \"{}\"\nstorage_key_file = \"{}\"\n[[km]]\nclient_id = \"/id-in/Cbench\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n",
-        d.join("maf.pem").display(),
-        d.join("maf.key").display(),
-        d.join("ca.pem").display(),
-        d.join("store").display(),
-        d.join("storage.key").display()
+        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\nstorage = {}\nstorage_key_file = {}\n[[km]]\nclient_id = \"/id-in/Cbench\"\nkm_id = \"{KM_ID}\"\nkey = \"{KM_HEX}\"\n",
+        toml_path(&d.join("maf.pem")),
+        toml_path(&d.join("maf.key")),
+        toml_path(&d.join("ca.pem")),
+        toml_path(&d.join("store")),
+        toml_path(&d.join("storage.key"))
     );
     let cfg = MafConfig::from_toml_str(&cfg).map_err(|e| anyhow::anyhow!(e))?;
     let maf = RunningMaf::start(cfg, system_clock())
@@ -119,30 +68,31 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
 
     // Registrations: client-supplied key values (the exporter gives one key per connection).
     let (url2, target2) = (url.clone(), target.clone());
-    let (reg_rate, reg_failed) = run_phase(args.connections, args.seconds, move |_| {
-        let (url, target) = (url2.clone(), target2.clone());
-        async move {
-            let km = Secret::from_hex(KM_HEX).expect("Km");
-            let mut c = MafClient::connect_psk(&url, MAF_FQDN, KM_ID, &km)
-                .await
-                .expect("source association");
-            let _ = c.register_client(None).await;
-            let c = Arc::new(tokio::sync::Mutex::new(c));
-            let f: Op = Box::new(move || {
-                let (c, target) = (c.clone(), target.clone());
-                Box::pin(async move {
-                    let key = Secret::new(rand::random::<[u8; 32]>().to_vec());
-                    c.lock()
-                        .await
-                        .register_key_value(12, &[target.as_str()], &key, None)
-                        .await
-                        .is_ok()
-                })
-            });
-            f
-        }
-    })
-    .await;
+    let (reg_rate, reg_failed) =
+        rate::per_second(args.connections, args.seconds, None, move |_| {
+            let (url, target) = (url2.clone(), target2.clone());
+            async move {
+                let km = Secret::from_hex(KM_HEX).expect("Km");
+                let mut c = MafClient::connect_psk(&url, MAF_FQDN, KM_ID, &km)
+                    .await
+                    .expect("source association");
+                let _ = c.register_client(None).await;
+                let c = Arc::new(tokio::sync::Mutex::new(c));
+                let f: Op = Box::new(move || {
+                    let (c, target) = (c.clone(), target.clone());
+                    Box::pin(async move {
+                        let key = Secret::new(rand::random::<[u8; 32]>().to_vec());
+                        c.lock()
+                            .await
+                            .register_key_value(12, &[target.as_str()], &key, None)
+                            .await
+                            .is_ok()
+                    })
+                });
+                f
+            }
+        })
+        .await;
 
     // Retrievals: one key, retrieved again and again by the target over its certificate association.
     let km = Secret::from_hex(KM_HEX).expect("Km");
@@ -157,27 +107,28 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
     let relative = key.relative_id.clone();
     let d2 = d.to_owned();
     let url3 = url.clone();
-    let (get_rate, get_failed) = run_phase(args.connections, args.seconds, move |_| {
-        let (url, d, relative) = (url3.clone(), d2.clone(), relative.clone());
-        async move {
-            let c = MafClient::connect_certificate(
-                &url,
-                MAF_FQDN,
-                &d.join("in.pem"),
-                &d.join("in.key"),
-                &d.join("ca.pem"),
-            )
-            .await
-            .expect("target association");
-            let c = Arc::new(tokio::sync::Mutex::new(c));
-            let f: Op = Box::new(move || {
-                let (c, relative) = (c.clone(), relative.clone());
-                Box::pin(async move { c.lock().await.retrieve_key(&relative).await.is_ok() })
-            });
-            f
-        }
-    })
-    .await;
+    let (get_rate, get_failed) =
+        rate::per_second(args.connections, args.seconds, None, move |_| {
+            let (url, d, relative) = (url3.clone(), d2.clone(), relative.clone());
+            async move {
+                let c = MafClient::connect_certificate(
+                    &url,
+                    MAF_FQDN,
+                    &d.join("in.pem"),
+                    &d.join("in.key"),
+                    &d.join("ca.pem"),
+                )
+                .await
+                .expect("target association");
+                let c = Arc::new(tokio::sync::Mutex::new(c));
+                let f: Op = Box::new(move || {
+                    let (c, relative) = (c.clone(), relative.clone());
+                    Box::pin(async move { c.lock().await.retrieve_key(&relative).await.is_ok() })
+                });
+                f
+            }
+        })
+        .await;
     let (local_ms, maf_ms) = first_handshakes(d, &url, &target).await?;
     drop(maf);
     println!("{:<40} {:>12} {:>8}", "figure", "per second", "failed");
@@ -196,50 +147,24 @@ pub async fn run(args: BenchMafArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A CSE child process, killed when dropped.
-struct Cse(std::process::Child);
-impl Drop for Cse {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Mean duration of a full TLS-PSK handshake at an IN-CSE with a key of its own table and with
 /// a fresh MAF key each time (the CSE retrieves Kc from the MAF during the handshake).
 async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Result<(f64, f64)> {
-    use std::io::BufRead;
     const ROUNDS: usize = 200;
     let local_key = "0f0e0d0c0b0a09080706050403020100";
     let cfg = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"{}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n[[security.psk]]\nentity = \"Clocal\"\nkpsa_id = \"local@bench.example.net\"\nkey = \"{local_key}\"\n",
-        d.join("cse-data").display(),
-        d.join("in.pem").display(),
-        d.join("in.key").display(),
-        d.join("ca.pem").display()
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n[[security.psk]]\nentity = \"Clocal\"\nkpsa_id = \"local@bench.example.net\"\nkey = \"{local_key}\"\n",
+        toml_path(&d.join("cse-data")),
+        toml_path(&d.join("in.pem")),
+        toml_path(&d.join("in.key")),
+        toml_path(&d.join("ca.pem"))
     );
     let path = d.join("cse.toml");
     write_private(&path, cfg.as_bytes())?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["cse", "--config"])
-        .arg(&path)
-        .env("M2M_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let cse = Cse(child);
-    let mut tls_addr = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        if let Some(a) = line?.strip_prefix("m2m-cse listening https://") {
-            tls_addr = Some(a.to_owned());
-            break;
-        }
-    }
-    let addr = tls_addr.ok_or_else(|| anyhow::anyhow!("the CSE did not start"))?;
+    let mut cmd = spawned::m2m(&["cse", "--config"])?;
+    cmd.arg(&path).env("M2M_LOG", "error");
+    let (cse, urls) = spawned::start(cmd, None, &[LISTENING_PREFIX_TLS], START_TIMEOUT)?;
+    let addr = &urls[0];
     let psk_ctx = |id: &str, key: Vec<u8>| {
         m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
             psk: Some((id.to_owned(), zeroize::Zeroizing::new(key))),
@@ -251,7 +176,7 @@ async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Resu
     let local = psk_ctx("local@bench.example.net", local_secret.expose().to_vec())?;
     let start = Instant::now();
     for _ in 0..ROUNDS {
-        crate::bench_tls::handshake(&addr, &local).await?;
+        crate::bench_tls::handshake(addr, &local).await?;
     }
     let local_ms = start.elapsed().as_secs_f64() * 1000.0 / ROUNDS as f64;
     // A new key per round, registered beforehand, so that every handshake is a first one.
@@ -272,7 +197,7 @@ async fn first_handshakes(d: &Path, maf_url: &str, target: &str) -> anyhow::Resu
     }
     let start = Instant::now();
     for ctx in &contexts {
-        crate::bench_tls::handshake(&addr, ctx).await?;
+        crate::bench_tls::handshake(addr, ctx).await?;
     }
     let maf_ms = start.elapsed().as_secs_f64() * 1000.0 / ROUNDS as f64;
     drop(cse);

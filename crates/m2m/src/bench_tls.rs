@@ -3,26 +3,29 @@
 //! retrieve over a TLS-PSK keep-alive association against plain HTTP, and the memory of many idle
 //! associations.
 
-use crate::files::write_private;
+use crate::files::{toml_path, write_private};
+use crate::rate::{self, Op};
+use crate::scratch_pki;
+use crate::spawned::{self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_TLS};
 use anyhow::Context;
 use m2m_client::{Client, TlsSettings};
 use m2m_core::{Operation, Request, ResourceType};
-use m2m_security::certificates::{self, KeyType, LeafName, Validity};
+use m2m_security::credentials::Secret;
 use m2m_security::tls::{client_context, client_ssl, ClientTlsConfig};
 use openssl::ssl::SslContext;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 const PSK_IDENTITY: &str = "bench-psk@bench.m2m.example.com";
 const PSK_HEX: &str = "00112233445566778899aabbccddeeff";
 const SP: &str = "m2m.example.com";
+/// How long the CSE may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args, Debug)]
 pub struct BenchTlsArgs {
@@ -48,103 +51,53 @@ struct Pki {
     client_key: PathBuf,
 }
 
+/// A CA, the IN-CSE's certificate (the server) and the MN-CSE's (the client) in `dir`.
 fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
-    let err = |e: String| anyhow::anyhow!(e);
-    let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
-    let ca = certificates::make_ca(
+    scratch_pki::write_pki(
+        dir,
         "bench root",
-        &ca_key,
-        Validity::days_from_now(2),
-        Some(SP),
+        SP,
         &[],
-    )
-    .map_err(err)?;
-    let leaf = |name: LeafName, stem: &str| -> anyhow::Result<(PathBuf, PathBuf)> {
-        let key = certificates::generate_key(KeyType::P256).map_err(err)?;
-        let cert = certificates::issue(&name, &key, &ca, &ca_key, Validity::days_from_now(2), &[])
-            .map_err(err)?;
-        let (c, k) = (
-            dir.join(format!("{stem}.pem")),
-            dir.join(format!("{stem}.key")),
-        );
-        let mut chain = cert.to_pem()?;
-        chain.extend(ca.to_pem()?);
-        write_private(&c, &chain)?;
-        write_private(&k, &key.private_key_to_pem_pkcs8()?)?;
-        Ok((c, k))
-    };
-    let (server_cert, server_key) = leaf(
-        LeafName::Cse {
-            cse_id: "/id-in".into(),
-            sp: SP.into(),
-        },
-        "in",
+        &[
+            ("in", scratch_pki::cse("/id-in", SP)),
+            ("mn", scratch_pki::cse("/id-mn", SP)),
+        ],
     )?;
-    let (client_cert, client_key) = leaf(
-        LeafName::Cse {
-            cse_id: "/id-mn".into(),
-            sp: SP.into(),
-        },
-        "mn",
-    )?;
-    let ca_path = dir.join("ca.pem");
-    write_private(&ca_path, &ca.to_pem()?)?;
     Ok(Pki {
-        ca: ca_path,
-        server_cert,
-        server_key,
-        client_cert,
-        client_key,
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("in.pem"),
+        server_key: dir.join("in.key"),
+        client_cert: dir.join("mn.pem"),
+        client_key: dir.join("mn.key"),
     })
 }
 
-/// A child process killed when dropped.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the CSE with a plain and a TLS listener; returns the guard and both addresses.
-fn start_cse(dir: &Path, pki: &Pki) -> anyhow::Result<(Guard, String, String)> {
+fn start_cse(dir: &Path, pki: &Pki) -> anyhow::Result<(Spawned, String, String)> {
     let cfg = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"{}\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\nmax_handshakes_per_source = 64\n[[security.psk]]\nentity = \"Cbench\"\nkpsa_id = \"{PSK_IDENTITY}\"\nkey = \"{PSK_HEX}\"\n",
-        dir.join("data").display(),
-        pki.server_cert.display(),
-        pki.server_key.display(),
-        pki.ca.display()
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\nmax_handshakes_per_source = 64\n[[security.psk]]\nentity = \"Cbench\"\nkpsa_id = \"{PSK_IDENTITY}\"\nkey = \"{PSK_HEX}\"\n",
+        toml_path(&dir.join("data")),
+        toml_path(&pki.server_cert),
+        toml_path(&pki.server_key),
+        toml_path(&pki.ca)
     );
     let path = dir.join("cse.toml");
     write_private(&path, cfg.as_bytes())?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["cse", "--config"])
-        .arg(&path)
-        .env("M2M_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start the CSE")?;
-    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
-    let (mut http, mut https) = (None, None);
-    while http.is_none() || https.is_none() {
-        let line = lines.next().context("the CSE exited before listening")??;
-        if let Some(a) = line.strip_prefix("m2m-cse listening http://") {
-            http = Some(a.to_owned());
-        } else if let Some(a) = line.strip_prefix("m2m-cse listening https://") {
-            https = Some(a.to_owned());
-        }
-    }
-    Ok((
-        Guard(child),
-        http.unwrap_or_default(),
-        https.unwrap_or_default(),
-    ))
+    let mut cmd = spawned::m2m(&["cse", "--config"])?;
+    cmd.arg(&path).env("M2M_LOG", "error");
+    let (cse, mut urls) = spawned::start(
+        cmd,
+        None,
+        &[LISTENING_PREFIX, LISTENING_PREFIX_TLS],
+        START_TIMEOUT,
+    )?;
+    let https = urls.pop().unwrap_or_default();
+    let http = urls.pop().unwrap_or_default();
+    Ok((cse, http, https))
 }
 
 /// Starts `openssl s_server` in the same profile: PSK, or a certificate with client verification.
-fn start_s_server(port: u16, pki: &Pki, psk: bool) -> anyhow::Result<Guard> {
+fn start_s_server(port: u16, pki: &Pki, psk: bool) -> anyhow::Result<Spawned> {
     let mut cmd = Command::new("openssl");
     cmd.args([
         "s_server",
@@ -183,7 +136,7 @@ fn start_s_server(port: u16, pki: &Pki, psk: bool) -> anyhow::Result<Guard> {
     // Wait until it accepts connections.
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(Guard(child));
+            return Ok(child.into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -197,7 +150,8 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn psk_context() -> anyhow::Result<SslContext> {
-    let key = Zeroizing::new(hex_bytes(PSK_HEX));
+    let key = Secret::from_hex(PSK_HEX).map_err(|e| anyhow::anyhow!(e))?;
+    let key = Zeroizing::new(key.expose().to_vec());
     client_context(&ClientTlsConfig {
         cipher_suites: vec!["PSK-AES128-CBC-SHA256".into()],
         psk: Some((PSK_IDENTITY.into(), key)),
@@ -215,13 +169,6 @@ fn cert_context(pki: &Pki) -> anyhow::Result<SslContext> {
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!(e))
-}
-
-fn hex_bytes(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// One full handshake (new TCP connection, no resumption); the connection is then closed.
@@ -243,38 +190,17 @@ async fn handshakes_per_second(
     clients: usize,
     seconds: u64,
 ) -> (f64, u64) {
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (addr, ctx, done, failed, stop) = (
-            addr.to_owned(),
-            ctx.clone(),
-            done.clone(),
-            failed.clone(),
-            stop.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match handshake(&addr, &ctx).await {
-                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for t in tasks {
-        let _ = t.await;
-    }
-    (
-        done.load(Ordering::Relaxed) as f64 / elapsed,
-        failed.load(Ordering::Relaxed),
-    )
+    rate::per_second(clients, seconds, None, |_| {
+        let (addr, ctx) = (addr.to_owned(), ctx.clone());
+        async move {
+            let op: Op = Box::new(move || {
+                let (addr, ctx) = (addr.clone(), ctx.clone());
+                Box::pin(async move { handshake(&addr, &ctx).await.is_ok() })
+            });
+            op
+        }
+    })
+    .await
 }
 
 fn request(op: Operation, to: &str, from: &str) -> Request {
@@ -321,7 +247,8 @@ async fn prepare(
     Ok((aei, format!("cse-in/{rn}/cnt/la")))
 }
 
-/// Latest-retrieve requests per second over `clients` keep-alive connections.
+/// Latest-retrieve requests per second over `clients` keep-alive connections (after a warm-up
+/// that opens them).
 async fn retrieves_per_second(
     make: impl Fn() -> Client,
     url: &str,
@@ -330,43 +257,23 @@ async fn retrieves_per_second(
     clients: usize,
     seconds: u64,
 ) -> (f64, u64) {
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let client = make();
-        let (url, to, from, done, failed, stop) = (
-            url.to_owned(),
-            to.to_owned(),
-            from.to_owned(),
-            done.clone(),
-            failed.clone(),
-            stop.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match client
-                    .send(&url, &request(Operation::Retrieve, &to, &from))
-                    .await
-                {
-                    Ok(r) if r.rsc.is_success() => done.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let base = done.load(Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let n = done.load(Ordering::Relaxed) - base;
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    (n as f64 / elapsed, failed.load(Ordering::Relaxed))
+    let warm_up = Some(Duration::from_millis(500));
+    rate::per_second(clients, seconds, warm_up, |_| {
+        let client = Arc::new(make());
+        let (url, to, from) = (url.to_owned(), to.to_owned(), from.to_owned());
+        async move {
+            let op: Op = Box::new(move || {
+                let (client, url, to, from) =
+                    (client.clone(), url.clone(), to.clone(), from.clone());
+                Box::pin(async move {
+                    let req = request(Operation::Retrieve, &to, &from);
+                    matches!(client.send(&url, &req).await, Ok(r) if r.rsc.is_success())
+                })
+            });
+            op
+        }
+    })
+    .await
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -458,7 +365,7 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
     ));
 
     if args.idle > 0 {
-        let before = rss_mib(cse.0.id());
+        let before = rss_mib(cse.id());
         let ctx = psk_context()?;
         let mut held = Vec::with_capacity(args.idle);
         for _ in 0..args.idle {
@@ -471,7 +378,7 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = rss_mib(cse.0.id());
+        let after = rss_mib(cse.id());
         rows.push((
             format!("{} idle TLS-PSK associations", held.len()),
             format!("RSS {after:.1} MiB (before {before:.1})"),

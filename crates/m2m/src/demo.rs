@@ -6,22 +6,22 @@
 //! smartphone unlocks the front door and hears about it, and a series of attacks is refused.
 
 use crate::association::{maf_access, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
-use crate::files::write_private;
+use crate::files::{toml_path, write_private};
 use crate::notification_receiver::{subscription_reference, NotificationReceiver};
 use crate::originator::{code, expect, pc, send};
+use crate::scratch_pki;
+use crate::spawned::{self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_TLS};
 use anyhow::{anyhow, bail, Context};
 use m2m_client::Client;
 use m2m_core::filter::FilterUsage;
 use m2m_core::{M2mError, Operation, Request, ResourceType, Response};
 use m2m_keyservices::maf::server::format_time;
 use m2m_keyservices::sae::connection_key_until;
-use m2m_security::certificates::{self, KeyType, LeafName, Validity};
+use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SP: &str = "m2m.example.com";
@@ -107,119 +107,69 @@ pub struct DemoArgs {
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-/// A child process killed when dropped (every exit path, panics included).
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Spawns `m2m ARGS` with its log in `log` and waits until it printed a line starting with each
 /// of `prefixes`; returns the rest of those lines.
-fn spawn(args: &[&str], log: &Path, prefixes: &[&str]) -> anyhow::Result<(Proc, Vec<String>)> {
-    let exe = std::env::current_exe().context("cannot find the m2m executable")?;
-    let log_file = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .env(
-            "M2M_LOG",
-            std::env::var("M2M_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log_file)
-        .spawn()
-        .with_context(|| format!("cannot start m2m {}", args.join(" ")))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let proc = Proc { child };
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        // Keep draining stdout so the child never blocks on a full pipe.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
-    while found.iter().any(Option::is_none) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).map_err(|_| {
-            anyhow!(
-                "m2m {} did not print {prefixes:?} within {START_TIMEOUT:?}; its log: {}",
-                args.join(" "),
-                log.display()
-            )
-        })?;
-        for (i, p) in prefixes.iter().enumerate() {
-            if let Some(rest) = line.trim().strip_prefix(p) {
-                if found[i].is_none() {
-                    found[i] = Some(rest.to_owned());
-                }
-            }
-        }
-    }
-    Ok((proc, found.into_iter().flatten().collect()))
+fn spawn(args: &[&str], log: &Path, prefixes: &[&str]) -> anyhow::Result<(Spawned, Vec<String>)> {
+    let mut cmd = spawned::m2m(args)?;
+    cmd.env(
+        "M2M_LOG",
+        std::env::var("M2M_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    spawned::start(cmd, Some(log), prefixes, START_TIMEOUT)
+}
+
+/// Writes `d/NAME.toml` and starts `m2m COMMAND --config d/NAME.toml`, its log in `d/NAME.log`.
+fn start_with_config(
+    d: &Path,
+    command: &str,
+    name: &str,
+    config: &str,
+    prefixes: &[&str],
+) -> anyhow::Result<(Spawned, Vec<String>)> {
+    let cfg = d.join(format!("{name}.toml"));
+    write_private(&cfg, config.as_bytes())?;
+    let log = d.join(format!("{name}.log"));
+    spawn(
+        &[command, "--config", &cfg.display().to_string()],
+        &log,
+        prefixes,
+    )
+}
+
+/// The HTTP and HTTPS base URLs from the rest of a CSE's two listening lines.
+fn cse_urls(rest: &[String]) -> (String, String) {
+    (
+        format!("http://{}", rest[0]),
+        format!("https://{}", rest[1]),
+    )
 }
 
 /// A CA for the SP and the MAF's domain; certificates of the IN-CSE, the MN-CSE and the MAF.
 fn make_pki(d: &Path) -> anyhow::Result<()> {
-    let err = |e: String| anyhow!(e);
-    let ca_key = certificates::generate_key(KeyType::P256).map_err(err)?;
-    let v = Validity::days_from_now(2);
-    let ca = certificates::make_ca(
+    scratch_pki::write_pki(
+        d,
         "door-lock demo root",
-        &ca_key,
-        v,
-        Some(SP),
+        SP,
         &["keys.example.net".into()],
-    )
-    .map_err(err)?;
-    write_private(&d.join("ca.pem"), &ca.to_pem()?)?;
-    for (name, leaf) in [
-        ("maf", LeafName::Fqdn(MAF_FQDN.into())),
-        ("mef", LeafName::Fqdn(MEF_FQDN.into())),
-        (
-            "in",
-            LeafName::Cse {
-                cse_id: "/id-in".into(),
-                sp: SP.into(),
-            },
-        ),
-        (
-            "mn",
-            LeafName::Cse {
-                cse_id: format!("/{MN_ID}"),
-                sp: SP.into(),
-            },
-        ),
-    ] {
-        let key = certificates::generate_key(KeyType::P256).map_err(err)?;
-        let cert = certificates::issue(&leaf, &key, &ca, &ca_key, v, &[]).map_err(err)?;
-        let mut chain = cert.to_pem()?;
-        chain.extend(ca.to_pem()?);
-        write_private(&d.join(format!("{name}.pem")), &chain)?;
-        write_private(
-            &d.join(format!("{name}.key")),
-            &key.private_key_to_pem_pkcs8()?,
-        )?;
-    }
+        &[
+            ("maf", LeafName::Fqdn(MAF_FQDN.into())),
+            ("mef", LeafName::Fqdn(MEF_FQDN.into())),
+            ("in", scratch_pki::cse("/id-in", SP)),
+            ("mn", scratch_pki::cse(&format!("/{MN_ID}"), SP)),
+        ],
+    )?;
     write_private(&d.join("maf-storage.key"), "cd".repeat(32).as_bytes())?;
     Ok(())
 }
 
+/// `d/name` as a TOML string.
 fn p(d: &Path, name: &str) -> String {
-    d.join(name).display().to_string()
+    toml_path(&d.join(name))
 }
 
 fn tls_section(d: &Path, name: &str) -> String {
     format!(
-        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\n",
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\n",
         p(d, &format!("{name}.pem")),
         p(d, &format!("{name}.key")),
         p(d, "ca.pem"),
@@ -229,7 +179,7 @@ fn tls_section(d: &Path, name: &str) -> String {
 /// The MEF: the smartphone's Kpm row; the MAF may fetch the Km of an enrolment (SUID 11).
 fn mef_config(d: &Path) -> String {
     format!(
-        "fqdn = \"{MEF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key = {:?}\n\
+        "fqdn = \"{MEF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\nstorage = {}\nstorage_key = {}\n\
          [[kpm]]\nenrolee_id = \"/id-in/Cphone\"\nkpm_id = \"{PHONE_KPM_ID}\"\nkey = \"{PHONE_KPM}\"\n[[targets]]\nid = \"{MAF_FQDN}\"\nsuids = [11]\n",
         p(d, "mef.pem"),
         p(d, "mef.key"),
@@ -241,7 +191,7 @@ fn mef_config(d: &Path) -> String {
 
 fn maf_config(d: &Path, mef_url: &str) -> String {
     let mut cfg = format!(
-        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n[mef]\nurl = \"{mef_url}\"\nfqdn = \"{MEF_FQDN}\"\n",
+        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\nstorage = {}\nstorage_key_file = {}\n[mef]\nurl = \"{mef_url}\"\nfqdn = \"{MEF_FQDN}\"\n",
         p(d, "maf.pem"),
         p(d, "maf.key"),
         p(d, "ca.pem"),
@@ -258,7 +208,7 @@ fn maf_config(d: &Path, mef_url: &str) -> String {
 
 fn in_config(d: &Path, maf_url: &str) -> String {
     format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
         p(d, "in-data"),
         tls_section(d, "in"),
     )
@@ -267,7 +217,7 @@ fn in_config(d: &Path, maf_url: &str) -> String {
 fn mn_config(d: &Path, in_https: &str) -> String {
     let mut cfg = format!(
         "[cse]\nrole = \"MN\"\ncse_id = \"/{MN_ID}\"\nresource_name = \"cse-mn\"\nsp_id = \"//{SP}\"\nadmin_originator = \"{ADMIN}\"\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n[limits]\noutgoing_timeout_ms = 3000\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n\
          [registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{in_https}\"\nserver_name = \"{IN_SERVER_NAME}\"\n{}",
         p(d, "mn-data"),
         tls_section(d, "mn"),
@@ -294,6 +244,19 @@ fn hex_key(h: &str) -> anyhow::Result<Vec<u8>> {
         .map_err(|e| anyhow!(e))?
         .expose()
         .to_vec())
+}
+
+/// Creates a contentInstance holding the lock state `con` in the container `to`.
+async fn create_cin(
+    client: &Client,
+    url: &str,
+    to: &str,
+    from: &str,
+    con: &str,
+) -> Result<Response, M2mError> {
+    let pc = json!({ "m2m:cin": { "con": con } });
+    let ty = Some(ResourceType::ContentInstance);
+    send(client, url, Operation::Create, to, from, ty, Some(pc)).await
 }
 
 /// An attack by request: refused with `want` is a pass.
@@ -422,27 +385,13 @@ impl Report {
             }
         };
         let mut out = String::new();
-        let sw = self
-            .steps
-            .iter()
-            .map(|s| s.step.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        let ew = self
-            .steps
-            .iter()
-            .map(|s| s.entity.len())
-            .max()
-            .unwrap_or(6)
-            .max(6);
-        let aw = self
-            .steps
-            .iter()
-            .map(|s| s.sae.len())
-            .max()
-            .unwrap_or(8)
-            .max(8);
+        // Each column as wide as its longest cell, and at least as wide as its heading.
+        let width = |cell: fn(&Step) -> usize, heading: usize| {
+            self.steps.iter().map(cell).max().unwrap_or(0).max(heading)
+        };
+        let sw = width(|s| s.step.len(), 4);
+        let ew = width(|s| s.entity.len(), 6);
+        let aw = width(|s| s.sae.len(), 8);
         out.push_str(&format!(
             " #  {:<sw$}  {:<ew$}  {:<aw$}  {:<4}  {:>9}  outcome\n",
             "step", "entity", "SAE mode", "ok", "ms"
@@ -486,11 +435,11 @@ impl Report {
 /// The running deployment.
 struct Deployment {
     dir: PathBuf,
-    _mef: Proc,
+    _mef: Spawned,
     mef_url: String,
-    _maf: Proc,
-    _in: Proc,
-    _mn: Proc,
+    _maf: Spawned,
+    _in: Spawned,
+    _mn: Spawned,
     maf_url: String,
     in_http: String,
     in_https: String,
@@ -551,11 +500,11 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = (|| {
-        let cfg = d.join("mef.toml");
-        write_private(&cfg, mef_config(d).as_bytes())?;
-        let (proc, urls) = spawn(
-            &["mef", "--config", &cfg.display().to_string()],
-            &d.join("mef.log"),
+        let (proc, urls) = start_with_config(
+            d,
+            "mef",
+            "mef",
+            &mef_config(d),
             &["m2m-mef listening https://"],
         )?;
         let url = format!("https://{}", urls[0]);
@@ -568,11 +517,11 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = (|| {
-        let cfg = d.join("maf.toml");
-        write_private(&cfg, maf_config(d, &mef_url).as_bytes())?;
-        let (proc, urls) = spawn(
-            &["maf", "--config", &cfg.display().to_string()],
-            &d.join("maf.log"),
+        let (proc, urls) = start_with_config(
+            d,
+            "maf",
+            "maf",
+            &maf_config(d, &mef_url),
             &["m2m-maf listening https://"],
         )?;
         let url = format!("https://{}", urls[0]);
@@ -586,17 +535,14 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = (|| {
-        let cfg = d.join("in.toml");
-        write_private(&cfg, in_config(d, &maf_url).as_bytes())?;
-        let (proc, urls) = spawn(
-            &["cse", "--config", &cfg.display().to_string()],
-            &d.join("in.log"),
-            &["m2m-cse listening http://", "m2m-cse listening https://"],
+        let (proc, urls) = start_with_config(
+            d,
+            "cse",
+            "in",
+            &in_config(d, &maf_url),
+            &[LISTENING_PREFIX, LISTENING_PREFIX_TLS],
         )?;
-        let (http, https) = (
-            format!("http://{}", urls[0]),
-            format!("https://{}", urls[1]),
-        );
+        let (http, https) = cse_urls(&urls);
         let msg = format!("listening {https} (TLS) and {http} (loopback admin)");
         Ok(((proc, http, https), msg))
     })();
@@ -608,17 +554,8 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = async {
-        let cfg = d.join("mn.toml");
-        write_private(&cfg, mn_config(d, &in_https).as_bytes())?;
-        let (proc, urls) = spawn(
-            &["cse", "--config", &cfg.display().to_string()],
-            &d.join("mn.log"),
-            &["m2m-cse listening http://", "m2m-cse listening https://"],
-        )?;
-        let (http, https) = (
-            format!("http://{}", urls[0]),
-            format!("https://{}", urls[1]),
-        );
+        let (proc, urls) = start_with_config(d, "cse", "mn", &mn_config(d, &in_https), &[LISTENING_PREFIX, LISTENING_PREFIX_TLS])?;
+        let (http, https) = cse_urls(&urls);
         // Registered when the IN holds the MN's <remoteCSE>.
         let admin = Client::new().with_timeout(Duration::from_secs(5));
         let deadline = Instant::now() + START_TIMEOUT;
@@ -838,14 +775,12 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
                 "container state",
             )?;
             expect(
-                send(
+                create_cin(
                     &client,
                     &dep.mn_https,
-                    Operation::Create,
                     &format!("{base}/state"),
                     lock.ae,
-                    Some(ResourceType::ContentInstance),
-                    Some(json!({ "m2m:cin": { "con": "LOCKED" } })),
+                    "LOCKED",
                 )
                 .await,
                 2001,
@@ -976,16 +911,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     let t = Instant::now();
     let res = async {
         expect(
-            send(
-                &phone,
-                &dep.in_https,
-                Operation::Create,
-                &front_state,
-                "Cphone",
-                Some(ResourceType::ContentInstance),
-                Some(json!({ "m2m:cin": { "con": "UNLOCKED" } })),
-            )
-            .await,
+            create_cin(&phone, &dep.in_https, &front_state, "Cphone", "UNLOCKED").await,
             2001,
             "UNLOCKED",
         )?;
@@ -1074,16 +1000,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     let t = Instant::now();
     let res = async {
         expect(
-            send(
-                &phone,
-                &dep.in_https,
-                Operation::Create,
-                &front_state,
-                "Cphone",
-                Some(ResourceType::ContentInstance),
-                Some(json!({ "m2m:cin": { "con": "LOCKED" } })),
-            )
-            .await,
+            create_cin(&phone, &dep.in_https, &front_state, "Cphone", "LOCKED").await,
             2001,
             "LOCKED",
         )?;
@@ -1106,19 +1023,16 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
 }
 
 async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
-    let unlock = || Some(json!({ "m2m:cin": { "con": "UNLOCKED" } }));
     let front_rel = format!("cse-mn/{}/state", FRONT.rn);
 
     let t = Instant::now();
     let res = refused_with(
-        send(
+        create_cin(
             &Client::new(),
             &dep.mn_http,
-            Operation::Create,
             &front_rel,
             FRONT.ae,
-            Some(ResourceType::ContentInstance),
-            unlock(),
+            "UNLOCKED",
         )
         .await,
         4103,
@@ -1195,16 +1109,7 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
 
     let t = Instant::now();
     let res = refused_with(
-        send(
-            back,
-            &dep.mn_https,
-            Operation::Create,
-            &front_rel,
-            FRONT.ae,
-            Some(ResourceType::ContentInstance),
-            unlock(),
-        )
-        .await,
+        create_cin(back, &dep.mn_https, &front_rel, FRONT.ae, "UNLOCKED").await,
         4106,
     );
     r.record(

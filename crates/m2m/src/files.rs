@@ -8,3 +8,22 @@ use std::path::Path;
 pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(m2m_security::secure_environment::write_private(path, data)?)
 }
+
+/// `path` as a TOML string, escaped so that quotes and backslashes in it (a `TMPDIR` may hold
+/// any) keep the configuration valid.
+pub fn toml_path(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_with_quotes_and_backslashes_survives_a_toml_round_trip() {
+        let path = Path::new("/tmp/a \"quoted\" dir\\with\\backslashes/data");
+        let doc = format!("path = {}\n", toml_path(path));
+        let parsed: toml::Table = doc.parse().expect("valid TOML");
+        assert_eq!(parsed["path"].as_str(), path.to_str());
+    }
+}

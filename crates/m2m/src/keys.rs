@@ -109,6 +109,88 @@ pub struct InitArgs {
     pub create_key_file: bool,
 }
 
+/// Declares the argument pair `--FLAG HEX` (redacted) | `--FLAG-env VAR`, exactly one of them
+/// required, as a struct to flatten into a command's arguments, with the help texts given.
+macro_rules! hex_secret_arg {
+    ($(#[$meta:meta])* $ty:ident, $flag:ident, $env:ident, $help:literal, $env_help:literal) => {
+        $(#[$meta])*
+        #[derive(Args, Debug, Clone)]
+        pub struct $ty {
+            #[doc = $help]
+            #[arg(long, value_name = "HEX", value_parser = redacted,
+                  required_unless_present = stringify!($env), conflicts_with = stringify!($env))]
+            pub $flag: Option<Redacted>,
+            #[doc = $env_help]
+            #[arg(long, value_name = "VAR")]
+            pub $env: Option<String>,
+        }
+
+        impl $ty {
+            /// The key, from the command line or the environment; errors never repeat it.
+            fn secret(&self, env: Env) -> anyhow::Result<Secret> {
+                secret_arg(stringify!($flag), self.$flag.as_ref(), self.$env.as_deref(), env)
+            }
+        }
+    };
+}
+
+hex_secret_arg!(
+    /// `--key HEX | --key-env VAR`.
+    AddPskKey,
+    key,
+    key_env,
+    "The key in hex (visible in the process list: prefer --key-env).",
+    "Name of an environment variable holding the key in hex."
+);
+hex_secret_arg!(
+    /// `--ke HEX | --ke-env VAR`.
+    EnrolmentKey,
+    ke,
+    ke_env,
+    "The Enrolment Key Ke in hex (visible in the process list: prefer --ke-env).",
+    "Name of an environment variable holding Ke in hex."
+);
+hex_secret_arg!(
+    /// `--kpsa HEX | --kpsa-env VAR`.
+    GroupMemberKpsa,
+    kpsa,
+    kpsa_env,
+    "Kpsaxi, the key member Ax shares with the IN-CSE, in hex (visible in the process list: prefer --kpsa-env).",
+    "Name of an environment variable holding Kpsaxi in hex."
+);
+hex_secret_arg!(
+    /// `--key HEX | --key-env VAR`.
+    PairwiseEsprimKey,
+    key,
+    key_env,
+    "The pairwiseESPrimKey in hex (visible in the process list: prefer --key-env).",
+    "Name of an environment variable holding the pairwiseESPrimKey in hex."
+);
+hex_secret_arg!(
+    /// `--kc HEX | --kc-env VAR`.
+    ConnectionKey,
+    kc,
+    kc_env,
+    "Kc in hex (visible in the process list: prefer --kc-env).",
+    "Name of an environment variable holding Kc in hex."
+);
+hex_secret_arg!(
+    /// `--exported HEX | --exported-env VAR`.
+    ExporterOutput,
+    exported,
+    exported_env,
+    "The 48 bytes of exporter output in hex (visible in the process list: prefer --exported-env).",
+    "Name of an environment variable holding the exporter output in hex."
+);
+hex_secret_arg!(
+    /// `--kpsa HEX | --kpsa-env VAR`.
+    E2eKpsa,
+    kpsa,
+    kpsa_env,
+    "Kpsa in hex (visible in the process list: prefer --kpsa-env).",
+    "Name of an environment variable holding Kpsa in hex."
+);
+
 /// `m2m keys add-psk`.
 #[derive(Args, Debug, Clone)]
 pub struct AddPskArgs {
@@ -117,13 +199,8 @@ pub struct AddPskArgs {
     /// The KpsaID (TLS psk_identity): Issuer_Relative_KpsaID@Issuer-FQDN.
     #[arg(long, value_name = "ID")]
     pub kpsa_id: String,
-    /// The key in hex (visible in the process list: prefer --key-env).
-    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "key_env",
-          conflicts_with = "key_env")]
-    pub key: Option<Redacted>,
-    /// Name of an environment variable holding the key in hex.
-    #[arg(long, value_name = "VAR")]
-    pub key_env: Option<String>,
+    #[command(flatten)]
+    pub key: AddPskKey,
     /// The AE-ID or CSE-ID this credential authenticates.
     #[arg(long, value_name = "AE-or-CSE-ID")]
     pub entity: Option<String>,
@@ -145,13 +222,8 @@ pub struct RemovePskArgs {
 /// `m2m keys km`.
 #[derive(Args, Debug, Clone)]
 pub struct KmArgs {
-    /// The Enrolment Key Ke in hex (visible in the process list: prefer --ke-env).
-    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "ke_env",
-          conflicts_with = "ke_env")]
-    pub ke: Option<Redacted>,
-    /// Name of an environment variable holding Ke in hex.
-    #[arg(long, value_name = "VAR")]
-    pub ke_env: Option<String>,
+    #[command(flatten)]
+    pub ke: EnrolmentKey,
     /// The MAF-ID (NFKC-normalized before hashing).
     #[arg(long, value_name = "ID")]
     pub maf_id: String,
@@ -160,13 +232,8 @@ pub struct KmArgs {
 /// `m2m keys kpsa`.
 #[derive(Args, Debug, Clone)]
 pub struct KpsaArgs {
-    /// The Enrolment Key Ke in hex (visible in the process list: prefer --ke-env).
-    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "ke_env",
-          conflicts_with = "ke_env")]
-    pub ke: Option<Redacted>,
-    /// Name of an environment variable holding Ke in hex.
-    #[arg(long, value_name = "VAR")]
-    pub ke_env: Option<String>,
+    #[command(flatten)]
+    pub ke: EnrolmentKey,
     /// Enrolee B's CSE-ID or AE-ID (NFKC-normalized before hashing).
     #[arg(long, value_name = "ID")]
     pub id: String,
@@ -175,13 +242,8 @@ pub struct KpsaArgs {
 /// `m2m keys usage-key`.
 #[derive(Args, Debug, Clone)]
 pub struct UsageKeyArgs {
-    /// The Enrolment Key Ke in hex (visible in the process list: prefer --ke-env).
-    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "ke_env",
-          conflicts_with = "ke_env")]
-    pub ke: Option<Redacted>,
-    /// Name of an environment variable holding Ke in hex.
-    #[arg(long, value_name = "VAR")]
-    pub ke_env: Option<String>,
+    #[command(flatten)]
+    pub ke: EnrolmentKey,
     /// The Security Usage Identifier (hashed as its decimal text).
     #[arg(long, value_name = "N")]
     pub suid: u32,
@@ -193,14 +255,8 @@ pub struct UsageKeyArgs {
 /// `m2m keys group-key`.
 #[derive(Args, Debug, Clone)]
 pub struct GroupKeyArgs {
-    /// Kpsaxi, the key member Ax shares with the IN-CSE, in hex (visible in the process list: prefer
-    /// --kpsa-env).
-    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "kpsa_env",
-          conflicts_with = "kpsa_env")]
-    pub kpsa: Option<Redacted>,
-    /// Name of an environment variable holding Kpsaxi in hex.
-    #[arg(long, value_name = "VAR")]
-    pub kpsa_env: Option<String>,
+    #[command(flatten)]
+    pub kpsa: GroupMemberKpsa,
     /// Enrolee Ax's CSE-ID or AE-ID (NFKC-normalized before hashing).
     #[arg(long, value_name = "ID")]
     pub id: String,
@@ -212,13 +268,8 @@ pub struct GroupKeyArgs {
 /// `m2m keys session-esprim-key`.
 #[derive(Args, Debug, Clone)]
 pub struct SessionEsprimKeyArgs {
-    /// The pairwiseESPrimKey in hex (visible in the process list: prefer --key-env).
-    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "key_env",
-          conflicts_with = "key_env")]
-    pub key: Option<Redacted>,
-    /// Name of an environment variable holding the pairwiseESPrimKey in hex.
-    #[arg(long, value_name = "VAR")]
-    pub key_env: Option<String>,
+    #[command(flatten)]
+    pub key: PairwiseEsprimKey,
     /// The receiver's rand value (esrv): 16 bytes in hex.
     #[arg(long, value_name = "HEX")]
     pub receiver_rand: String,
@@ -230,13 +281,8 @@ pub struct SessionEsprimKeyArgs {
 /// `m2m keys esprim-maf-key`.
 #[derive(Args, Debug, Clone)]
 pub struct EsprimMafKeyArgs {
-    /// Kc in hex (visible in the process list: prefer --kc-env).
-    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "kc_env",
-          conflicts_with = "kc_env")]
-    pub kc: Option<Redacted>,
-    /// Name of an environment variable holding Kc in hex.
-    #[arg(long, value_name = "VAR")]
-    pub kc_env: Option<String>,
+    #[command(flatten)]
+    pub kc: ConnectionKey,
 }
 
 /// Which TLS exporter produced the bytes given to `export-split`.
@@ -251,13 +297,8 @@ pub enum ExportKind {
 /// `m2m keys export-split`.
 #[derive(Args, Debug, Clone)]
 pub struct ExportSplitArgs {
-    /// The 48 bytes of exporter output in hex (visible in the process list: prefer --exported-env).
-    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "exported_env",
-          conflicts_with = "exported_env")]
-    pub exported: Option<Redacted>,
-    /// Name of an environment variable holding the exporter output in hex.
-    #[arg(long, value_name = "VAR")]
-    pub exported_env: Option<String>,
+    #[command(flatten)]
+    pub exported: ExporterOutput,
     /// The FQDN of the MEF (bootstrap) or MAF (connection).
     #[arg(long, value_name = "FQDN")]
     pub fqdn: String,
@@ -269,13 +310,8 @@ pub struct ExportSplitArgs {
 /// `m2m keys e2e-keys`.
 #[derive(Args, Debug, Clone)]
 pub struct E2eKeysArgs {
-    /// Kpsa in hex (visible in the process list: prefer --kpsa-env).
-    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present = "kpsa_env",
-          conflicts_with = "kpsa_env")]
-    pub kpsa: Option<Redacted>,
-    /// Name of an environment variable holding Kpsa in hex.
-    #[arg(long, value_name = "VAR")]
-    pub kpsa_env: Option<String>,
+    #[command(flatten)]
+    pub kpsa: E2eKpsa,
     /// The Salt in hex (TS-0003 leaves it unspecified; both end-points must agree on it). May be empty.
     #[arg(long, value_name = "HEX")]
     pub salt: String,
@@ -301,7 +337,7 @@ fn run_with(args: KeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()>
         KeysCommand::GroupKey(a) => group_key(a, env, out),
         KeysCommand::SessionEsprimKey(a) => session_esprim_key(a, env, out),
         KeysCommand::EsprimMafKey(a) => {
-            let kc = secret_arg("kc", a.kc.as_ref(), a.kc_env.as_deref(), env)?;
+            let kc = a.kc.secret(env)?;
             writeln!(out, "reserved string: {:?}", kdf::ESPRIM_MAF_LABEL)?;
             print_key(out, "pairwiseESPrimKey", &kdf::esprim_maf_pairwise(&kc))
         }
@@ -378,7 +414,7 @@ fn init(a: InitArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
 
 fn add_psk(a: AddPskArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
     let kpsa_id = KpsaId::parse(&a.kpsa_id).map_err(anyhow::Error::msg)?;
-    let key = secret_arg("key", a.key.as_ref(), a.key_env.as_deref(), env)?;
+    let key = a.key.secret(env)?;
     let mut ks = open(&a.store, env)?;
     let replaced = a.replace && ks.remove_psk(&kpsa_id);
     let n = key.len();
@@ -474,21 +510,21 @@ fn print_key(out: &mut dyn Write, name: &str, key: &Secret) -> anyhow::Result<()
 }
 
 fn derive_km(a: KmArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
-    let ke = secret_arg("ke", a.ke.as_ref(), a.ke_env.as_deref(), env)?;
+    let ke = a.ke.secret(env)?;
     let (id, shown) = id_arg("maf-id", &a.maf_id)?;
     writeln!(out, "MAF-ID: {shown}")?;
     print_key(out, "Km", &kdf::km(&ke, &id))
 }
 
 fn derive_kpsa(a: KpsaArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
-    let ke = secret_arg("ke", a.ke.as_ref(), a.ke_env.as_deref(), env)?;
+    let ke = a.ke.secret(env)?;
     let (id, shown) = id_arg("id", &a.id)?;
     writeln!(out, "Enrolee-B-ID: {shown}")?;
     print_key(out, "Kpsa", &kdf::kpsa(&ke, &id))
 }
 
 fn usage_key(a: UsageKeyArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
-    let ke = secret_arg("ke", a.ke.as_ref(), a.ke_env.as_deref(), env)?;
+    let ke = a.ke.secret(env)?;
     let (id, shown) = id_arg("target", &a.target)?;
     writeln!(
         out,
@@ -501,7 +537,7 @@ fn usage_key(a: UsageKeyArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<(
 }
 
 fn group_key(a: GroupKeyArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
-    let k = secret_arg("kpsa", a.kpsa.as_ref(), a.kpsa_env.as_deref(), env)?;
+    let k = a.kpsa.secret(env)?;
     let (id, shown) = id_arg("id", &a.id)?;
     let rand = hex_arg("rand", &a.rand, Some(kdf::GROUP_RAND_LEN))?;
     writeln!(out, "Enrolee-Ax-ID: {shown}")?;
@@ -516,7 +552,7 @@ fn session_esprim_key(
     env: Env,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let k = secret_arg("key", a.key.as_ref(), a.key_env.as_deref(), env)?;
+    let k = a.key.secret(env)?;
     let mut r = [0u8; kdf::ESPRIM_RAND_LEN];
     let mut o = [0u8; kdf::ESPRIM_RAND_LEN];
     r.copy_from_slice(&hex_arg(
@@ -537,12 +573,7 @@ fn session_esprim_key(
 }
 
 fn export_split(a: ExportSplitArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
-    let x = secret_arg(
-        "exported",
-        a.exported.as_ref(),
-        a.exported_env.as_deref(),
-        env,
-    )?;
+    let x = a.exported.secret(env)?;
     let exported: &[u8; kdf::EXPORT_LEN] = x.expose().try_into().map_err(|_| {
         anyhow::anyhow!(
             "the exporter output is {} bytes, {} are needed (TS-0003 10.3.1)",
@@ -574,7 +605,7 @@ fn export_split(a: ExportSplitArgs, env: Env, out: &mut dyn Write) -> anyhow::Re
 }
 
 fn e2e_keys(a: E2eKeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
-    let k = secret_arg("kpsa", a.kpsa.as_ref(), a.kpsa_env.as_deref(), env)?;
+    let k = a.kpsa.secret(env)?;
     let salt = hex_arg("salt", &a.salt, None)?;
     let m = kdf::e2e_master(&salt, &k);
     let keys = kdf::e2e_keys(&m);

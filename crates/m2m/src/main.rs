@@ -22,8 +22,11 @@ mod mef;
 mod notification_receiver;
 mod originator;
 mod pki;
+mod rate;
 mod redacted;
 mod request;
+mod scratch_pki;
+mod spawned;
 mod ttp;
 
 #[derive(Parser)]
@@ -171,10 +174,10 @@ async fn run_cse(cfg: m2m_cse::Config) -> anyhow::Result<()> {
     tracing::info!(cse_id = %id.cse_id, rn = %id.rn, role = ?role, "CSE started");
     // The line tests and tools wait for: the CSE serves requests from now on.
     if let Some(addr) = running.local_addr {
-        println!("m2m-cse listening http://{addr}");
+        println!("{}{addr}", spawned::LISTENING_PREFIX);
     }
     if let Some(addr) = running.tls_addr {
-        println!("m2m-cse listening https://{addr}");
+        println!("{}{addr}", spawned::LISTENING_PREFIX_TLS);
     }
     std::io::stdout().flush()?;
     tokio::signal::ctrl_c().await?;
