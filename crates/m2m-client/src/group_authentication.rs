@@ -57,7 +57,7 @@ pub async fn request_key_material(
     .map_err(M2mError::internal)?;
     let client = client.with_tls(TlsSettings {
         context,
-        server_name: None,
+        peer: crate::PeerPolicy::PreSharedKey,
     });
     let mut req = Request::new(
         Operation::Notify,

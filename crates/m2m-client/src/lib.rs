@@ -56,7 +56,7 @@ pub mod escertke;
 pub mod esprim;
 pub mod group_authentication;
 mod tls;
-pub use tls::TlsSettings;
+pub use tls::{PeerPolicy, TlsSettings};
 
 /// A oneM2M HTTP client with a keep-alive connection pool.
 ///
@@ -174,6 +174,7 @@ impl Client {
     pub fn with_tls(mut self, settings: TlsSettings) -> Self {
         let connector = tls::TlsConnector {
             settings: std::sync::Arc::new(settings),
+            handshake_timeout: self.timeout,
         };
         self.https = Some(
             hyper_util::client::legacy::Client::builder(TokioExecutor::new())

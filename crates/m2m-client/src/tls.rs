@@ -4,6 +4,7 @@
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
+use m2m_transport::PeerCheck;
 use openssl::ssl::SslContext;
 use std::future::Future;
 use std::io;
@@ -13,20 +14,55 @@ use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
-/// The TLS side of a client: its context (credentials, trust, suites) and the server name
-/// it sends as SNI and verifies, when the servers it talks to are known by one name.
+/// Who the servers of a client must be (TS-0003 clause 8.2.1, Entity A's check of Entity B).
+#[derive(Clone)]
+pub enum PeerPolicy {
+    /// Each URL's host: the server's certificate must carry that DNS name (sent as SNI) or IP
+    /// address. For clients that follow URLs someone gave them (notification targets).
+    UrlHost,
+    /// Whatever address the URL gives, the server's certificate must name this host (e.g.
+    /// `id-in.m2m.example.com` when the registrar is reached by IP address).
+    Named(String),
+    /// TLS-PSK: knowing the key proves the server.
+    PreSharedKey,
+    /// A check of the server's certificate of the caller's own (e.g. its oneM2M identity).
+    Certificate(m2m_transport::CertificateCheck),
+}
+
+/// The TLS side of a client: its context (credentials, trust, suites) and who its servers must be.
 #[derive(Clone)]
 pub struct TlsSettings {
     pub context: SslContext,
-    /// Overrides the URL host for SNI and certificate name checks (e.g. `id-in.m2m.example.com`
-    /// when the registrar is reached by IP address).
-    pub server_name: Option<String>,
+    pub peer: PeerPolicy,
+}
+
+impl TlsSettings {
+    /// The check for a connection to `host` (the URL's).
+    fn check_for(&self, host: &str) -> PeerCheck {
+        match &self.peer {
+            PeerPolicy::UrlHost => PeerCheck::Host(host.to_owned()),
+            PeerPolicy::Named(name) => PeerCheck::Host(name.clone()),
+            PeerPolicy::PreSharedKey => PeerCheck::PreSharedKey,
+            PeerPolicy::Certificate(f) => PeerCheck::Certificate(Arc::clone(f)),
+        }
+    }
+}
+
+impl std::fmt::Debug for PeerPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerPolicy::UrlHost => f.write_str("UrlHost"),
+            PeerPolicy::Named(n) => write!(f, "Named({n:?})"),
+            PeerPolicy::PreSharedKey => f.write_str("PreSharedKey"),
+            PeerPolicy::Certificate(_) => f.write_str("Certificate(..)"),
+        }
+    }
 }
 
 impl std::fmt::Debug for TlsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsSettings")
-            .field("server_name", &self.server_name)
+            .field("peer", &self.peer)
             .finish_non_exhaustive()
     }
 }
@@ -34,6 +70,8 @@ impl std::fmt::Debug for TlsSettings {
 #[derive(Clone)]
 pub(crate) struct TlsConnector {
     pub(crate) settings: Arc<TlsSettings>,
+    /// The handshake must finish within this time.
+    pub(crate) handshake_timeout: std::time::Duration,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,6 +87,7 @@ impl tower_service::Service<http::Uri> for TlsConnector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let settings = Arc::clone(&self.settings);
+        let timeout = self.handshake_timeout;
         Box::pin(async move {
             let host = uri
                 .host()
@@ -59,20 +98,8 @@ impl tower_service::Service<http::Uri> for TlsConnector {
             let port = uri.port_u16().unwrap_or(443);
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
-            // SNI carries a host name, never an address literal (RFC 6066 clause 3).
-            let name = settings.server_name.clone().or_else(|| {
-                host.parse::<std::net::IpAddr>()
-                    .is_err()
-                    .then(|| host.clone())
-            });
-            let ssl = m2m_security::tls::client_ssl(&settings.context, name.as_deref())?;
-            let mut stream = SslStream::new(ssl, tcp)?;
-            Pin::new(&mut stream).connect().await.map_err(|e| {
-                format!(
-                    "TLS handshake failed: {}",
-                    m2m_security::tls::handshake_reason(&e)
-                )
-            })?;
+            let check = settings.check_for(&host);
+            let stream = m2m_transport::connect(&settings.context, tcp, &check, timeout).await?;
             Ok(TlsConnection(TokioIo::new(stream)))
         })
     }

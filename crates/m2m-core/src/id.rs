@@ -55,7 +55,7 @@ impl fmt::Display for CseId {
 }
 
 /// An M2M Service Provider ID, kept as its FQDN (`m2m.example.com`); displayed `//m2m.example.com`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpId(String);
 
 impl SpId {

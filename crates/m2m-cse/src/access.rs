@@ -8,37 +8,44 @@
 use crate::cse::{Cse, Peer};
 use crate::resolve::Target;
 use crate::store::{string_list, Resource};
+use m2m_core::EntityId;
 use m2m_core::{
     Address, M2mError, M2mResult, Operation, Request, ResourceType, ResponseStatusCode as Rsc,
 };
 use m2m_security::access_control::{
-    decide, originator::to_absolute, AccessOperation, AccessRequest, GroupLookup, GroupResolver,
-    HostingCse, Privileges,
+    decide, AccessOperation, AccessRequest, GroupLookup, GroupResolver, Privileges,
 };
+use m2m_security::association::Proof;
 use std::collections::HashMap;
 
-/// The facts of one request that every access decision for it shares.
+/// The facts of one request that every access decision for it shares: the originator as the
+/// impersonation check parsed it, and how far its association proves it.
 pub struct Facts<'a> {
-    pub originator: &'a str,
+    pub originator: Option<&'a EntityId>,
     pub peer: &'a Peer,
-    /// rq_authn: whether a security association authenticated the originator (TS-0003 7.1.2).
-    pub authenticated: bool,
+    pub proof: Proof,
 }
 
 impl<'a> Facts<'a> {
-    pub fn of(req: &'a Request, peer: &'a Peer) -> Self {
+    pub fn of(peer: &'a Peer) -> Self {
         Facts {
-            originator: req.from.as_deref().unwrap_or(""),
+            originator: peer.originator.as_ref(),
             peer,
-            authenticated: peer.authenticated,
+            proof: peer.proof,
         }
     }
 }
 
 impl Facts<'_> {
-    /// The admin originator, where it is honoured (see [`Peer::may_act_as_admin`]).
+    /// The admin originator, where a credential proves it (see [`Peer::is_admin`]).
     pub(crate) fn is_admin(&self, cse: &Cse) -> bool {
-        self.originator == cse.id.admin && self.peer.may_act_as_admin(cse)
+        self.peer.is_admin(cse)
+    }
+
+    /// The originator for reasons in the audit log.
+    fn who(&self) -> String {
+        self.originator
+            .map_or_else(|| "(no AE-ID yet)".to_owned(), ToString::to_string)
     }
 }
 
@@ -51,14 +58,6 @@ enum Policies {
     /// The CSEBase without accessControlPolicyIDs: the system rule lets every AE and CSE registered
     /// here retrieve it (a registree must learn its registrar); nothing else.
     RegistreesMayRetrieve,
-}
-
-/// This CSE as the hosting CSE that relative IDs are completed against.
-pub(crate) fn host(cse: &Cse) -> HostingCse {
-    HostingCse {
-        sp_fqdn: cse.id.sp_id.fqdn().to_owned(),
-        cse_id: cse.id.cse_id.bare().to_owned(),
-    }
 }
 
 /// The access operation a request asks for.
@@ -75,7 +74,7 @@ fn operation(req: &Request) -> AccessOperation {
 
 /// Decides a request on its target before it is carried out; a denial is 4103.
 pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mResult<()> {
-    let facts = Facts::of(req, peer);
+    let facts = Facts::of(peer);
     if facts.is_admin(cse) {
         return Ok(());
     }
@@ -87,13 +86,17 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         {
             return Ok(())
         }
-        // A notification to an entity registered here is delivered to it, which decides itself;
-        // a notification to the CSE (e.g. a verification request) carries no resource access.
+        // A notification to the CSE (a verification request, ESPrim, group keys) carries no
+        // resource access: its handlers decide who may send what.
         (Operation::Notify, Target::Resource(r))
-            if matches!(
-                r.ty,
-                ResourceType::Ae | ResourceType::CseBase | ResourceType::RemoteCse
-            ) =>
+            if matches!(r.ty, ResourceType::CseBase | ResourceType::RemoteCse) =>
+        {
+            return Ok(())
+        }
+        // A notification for an AE comes from the CSE hosting the subscription (this one, or an
+        // authenticated CSE peer as itself); anyone else needs the NOTIFY privilege on the <AE>.
+        (Operation::Notify, Target::Resource(r))
+            if r.ty == ResourceType::Ae && from_a_hosting_cse(peer) =>
         {
             return Ok(())
         }
@@ -137,12 +140,10 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
             subject,
             &mut HashMap::new(),
         )? {
+            tracing::info!(target: "audit", originator = %facts.who(), target = subject.ri(), "subscription refused: no RETRIEVE privilege on the subscribed-to resource");
             return Err(M2mError::new(
                 Rsc::SubscriptionCreatorHasNoPrivilege,
-                format!(
-                    "{} has no RETRIEVE privilege on the subscribed-to resource",
-                    facts.originator
-                ),
+                "the subscriber has no RETRIEVE privilege on the subscribed-to resource",
             ));
         }
     }
@@ -161,14 +162,27 @@ fn enforce(
     if permit {
         Ok(())
     } else {
-        tracing::info!(originator = facts.originator, operation = %op, target = subject.ri(), reason = %reason, "access denied");
-        Err(refused(reason))
+        tracing::info!(target: "audit", originator = %facts.who(), proof = %facts.proof, operation = %op, target = subject.ri(), reason = %reason, "access denied");
+        Err(refused())
     }
 }
 
-/// A denial: 4103 ORIGINATOR_HAS_NO_PRIVILEGE with its reason.
-pub(crate) fn refused(dbg: impl Into<String>) -> M2mError {
-    M2mError::new(Rsc::OriginatorHasNoPrivilege, dbg)
+/// A denial: 4103 ORIGINATOR_HAS_NO_PRIVILEGE. The reason (which policy, which rule) is for the
+/// audit log: the requester learns nothing about policies or other entities.
+pub(crate) fn refused() -> M2mError {
+    M2mError::new(
+        Rsc::OriginatorHasNoPrivilege,
+        "the originator has no privilege for this operation on the target",
+    )
+}
+
+/// Whether a NOTIFY comes from a CSE that may host a subscription: this CSE, or a CSE peer
+/// speaking as itself over its association.
+fn from_a_hosting_cse(peer: &Peer) -> bool {
+    peer.is_internal()
+        || (peer.proof == Proof::Authenticated
+            && peer.originator.as_ref().is_some_and(EntityId::is_cse)
+            && peer.bound_entity() == peer.originator.as_ref())
 }
 
 /// Whether the originator may perform `op` on `res`; `cache` keeps decisions per governing resource
@@ -216,39 +230,40 @@ fn evaluate(
     child_type: Option<u16>,
     policies: &Policies,
 ) -> (bool, String) {
-    let host = host(cse);
+    let Some(originator) = facts.originator else {
+        return (false, "the request has no originator".into());
+    };
     match policies {
         Policies::CreatorOnly(creator) => {
-            let me = to_absolute(facts.originator, &host, false);
-            let permit = match (
-                me,
-                creator
-                    .as_deref()
-                    .and_then(|c| to_absolute(c, &host, false)),
-            ) {
-                (Some(me), Some(creator)) => me == creator,
-                _ => false,
-            };
+            // Creator rights need an originator that is more than a claim.
+            let creator = creator
+                .as_deref()
+                .and_then(|c| EntityId::parse(c, &cse.id.home).ok());
+            let permit = facts.proof.identifies() && creator.as_ref() == Some(originator);
             let reason = if permit {
                 "permitted: the originator created the resource".to_owned()
+            } else if creator.as_ref() == Some(originator) {
+                format!(
+                    "{originator} created {} but is only {}; no accessControlPolicyIDs grant {op}",
+                    subject.ri(),
+                    facts.proof
+                )
             } else {
                 format!(
-                    "{} is not the creator of {} and no accessControlPolicyIDs grant {op}",
-                    facts.originator,
+                    "{originator} is not the creator of {} and no accessControlPolicyIDs grant {op}",
                     subject.ri()
                 )
             };
             (permit, reason)
         }
         Policies::RegistreesMayRetrieve => {
-            let permit = op == AccessOperation::Retrieve && is_registree(cse, facts.originator);
+            let permit = op == AccessOperation::Retrieve
+                && facts.proof.identifies()
+                && is_registree(cse, originator);
             let reason = if permit {
                 "permitted: registered entities may retrieve the CSEBase".to_owned()
             } else {
-                format!(
-                    "no accessControlPolicyIDs on the CSEBase grant {op} to {}",
-                    facts.originator
-                )
+                format!("no accessControlPolicyIDs on the CSEBase grant {op} to {originator}")
             };
             (permit, reason)
         }
@@ -257,16 +272,16 @@ fn evaluate(
                 acps.iter().map(|(id, p)| (id.as_str(), p)).collect();
             let ip = facts.peer.addr.map(|a| a.ip());
             let req = AccessRequest {
-                originator: facts.originator,
+                originator,
+                proof: facts.proof,
                 operation: op,
-                authenticated: facts.authenticated,
                 ip,
                 time: cse.now(),
                 location: None,
                 target_type: subject.ty.code(),
                 child_type,
             };
-            let d = decide(&refs, &req, &host, &StoreGroups { cse });
+            let d = decide(&refs, &req, &cse.id.home, &StoreGroups { cse });
             (d.permit, d.reason)
         }
     }
@@ -302,26 +317,16 @@ fn policies_of(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
 }
 
 /// Whether the originator is an AE or a CSE registered with this CSE.
-fn is_registree(cse: &Cse, originator: &str) -> bool {
-    let host = host(cse);
-    let Some(abs) = to_absolute(originator, &host, false) else {
-        return false;
+fn is_registree(cse: &Cse, originator: &EntityId) -> bool {
+    let home = &cse.id.home;
+    let (id, ty) = match originator {
+        EntityId::Cse { sp, cse: id } if *sp == home.sp => (id.bare(), ResourceType::RemoteCse),
+        _ => match originator.local_stem(home) {
+            Some(stem) => (stem.as_str(), ResourceType::Ae),
+            None => return false,
+        },
     };
-    let abs = abs.to_absolute_string();
-    let own = format!("//{}/{}/", host.sp_fqdn, host.cse_id);
-    if let Some(ae) = abs.strip_prefix(&own) {
-        return matches!(cse.store.get(ae), Ok(Some(r)) if r.ty == ResourceType::Ae);
-    }
-    // One segment under the SP: a registered CSE's CSE-ID, or an SP-relative AE-ID (S...)
-    // registered here, whose <AE> resource is named by that AE-ID.
-    match abs.strip_prefix(&format!("//{}/", host.sp_fqdn)) {
-        Some(id) if !id.contains('/') => matches!(
-            cse.store.get(id),
-            Ok(Some(r)) if r.ty == ResourceType::RemoteCse
-                || (r.ty == ResourceType::Ae && id.starts_with('S'))
-        ),
-        _ => false,
-    }
+    matches!(cse.store.get(id), Ok(Some(r)) if r.ty == ty)
 }
 
 /// The selfPrivileges of the ACPs a resource currently references (for an update of its acpi).

@@ -1,76 +1,51 @@
-//! Security associations (TS-0003 clause 8.2): who is at the other end of a connection, as the
-//! (D)TLS handshake authenticated it, and the peer facts every request on that connection carries.
+//! Security associations on the CSE (TS-0003 clause 8.2): who is at the other end of a connection, as
+//! the (D)TLS handshake authenticated it, and the facts every request on that connection carries.
+//! The association types themselves are m2m-security's ([`Association`], [`Proof`]).
 
 use crate::cse::Cse;
-use crate::impersonation::same_entity;
-use m2m_security::tls::Authenticated;
+use m2m_core::EntityId;
+pub use m2m_security::association::{Association, Proof, SaeMode};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// How a security association was established (SAEF of TS-0003 clause 8.2.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SaeMode {
-    /// Provisioned symmetric key (TLS-PSK with Kpsa/KpsaID).
-    ProvisionedKey,
-    /// Certificates (mutual TLS).
-    Certificate,
-    /// No connection: a pairwiseESPrimKey authenticated an ESPrim inner request (TS-0003 clause 8.4).
-    EndToEnd,
-}
-
-/// An established association: the credential and the identity bound to it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Association {
-    pub mode: SaeMode,
-    /// The Credential-ID (TS-0003 clause 10.4), e.g. `12-AE123456789012-Lock@in.provider.com`.
-    pub credential_id: String,
-    /// The AE-ID or CSE-ID the credential is bound to, when the configuration or the certificate
-    /// names one; `None` for a PSK row without an entity (registration rules decide, then the
-    /// registered AE-ID is bound to the credential).
-    pub entity: Option<String>,
-}
-
-impl Association {
-    /// The association a handshake produced; `identity_of_certificate` reads a certificate's
-    /// oneM2M identity (AE-ID or CSE-ID) and Credential-ID.
-    pub fn from_handshake(
-        auth: Authenticated,
-        identity_of_certificate: impl Fn(&[u8]) -> Option<(String, String)>,
-    ) -> Option<Self> {
-        match auth {
-            Authenticated::Psk {
-                psk_identity,
-                entity,
-            } => Some(Self {
-                mode: SaeMode::ProvisionedKey,
-                credential_id: format!("12-{psk_identity}"),
-                entity,
-            }),
-            Authenticated::Certificate { leaf_der } => {
-                let (entity, credential_id) = identity_of_certificate(&leaf_der)?;
-                Some(Self {
-                    mode: SaeMode::Certificate,
-                    credential_id,
-                    entity: Some(entity),
-                })
-            }
-        }
-    }
+/// How a listener without security association treats the From of its requests (`[http]
+/// originators`, announced at start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlainTrust {
+    /// A From is a claim only ([`Proof::Claimed`]): it matches `all` in access control rules and
+    /// nothing else, is never the creator, never the admin, and is not forwarded to other CSEs.
+    Anonymous,
+    /// Every From is believed as written, the admin included ([`Proof::Authenticated`]): for
+    /// development on loopback, or a network the operator protects otherwise. Announced at start.
+    Trusted,
 }
 
 /// Where a request came from.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Peer {
     /// The socket's source address; `None` for requests the CSE makes itself.
     pub addr: Option<SocketAddr>,
     /// The security association of the connection, if it has one.
     pub association: Option<Arc<Association>>,
-    /// The plain-HTTP development listener on loopback: no association, but the admin
-    /// originator is honoured there.
-    pub development: bool,
-    /// Set per request by the impersonation check: the originator is the identity the
-    /// association authenticated (rq_authn of TS-0003 clause 7.1.2).
-    pub authenticated: bool,
+    /// On a listener without association: how its From is taken.
+    pub plain: PlainTrust,
+    /// Set per request by the impersonation check: the parsed From (`None` for a registration
+    /// that has no AE-ID yet) and how far it is proven.
+    pub originator: Option<EntityId>,
+    pub proof: Proof,
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            association: None,
+            plain: PlainTrust::Anonymous,
+            originator: None,
+            proof: Proof::Authenticated,
+        }
+    }
 }
 
 impl Peer {
@@ -79,58 +54,51 @@ impl Peer {
         Self::default()
     }
 
+    /// A connection over a security association.
+    pub fn associated(addr: SocketAddr, association: Arc<Association>) -> Self {
+        Self {
+            addr: Some(addr),
+            association: Some(association),
+            ..Self::default()
+        }
+    }
+
+    /// A connection on a listener without security association.
+    pub fn plain(addr: SocketAddr, trust: PlainTrust) -> Self {
+        Self {
+            addr: Some(addr),
+            plain: trust,
+            ..Self::default()
+        }
+    }
+
     pub fn is_internal(&self) -> bool {
         self.addr.is_none()
     }
 
-    /// Whether the admin originator is honoured: on the loopback development listener, over an
-    /// association bound to it (the same entity in any form; an entity of another CSE that merely
-    /// ends in the admin's name is not it), or inside the CSE.
-    pub fn may_act_as_admin(&self, cse: &Cse) -> bool {
-        self.is_internal()
-            || self.development
-            || self
-                .association
-                .as_ref()
-                .and_then(|a| a.entity.as_deref())
-                .is_some_and(|e| same_entity(cse, e, &cse.id.admin))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    fn bound_to(entity: &str) -> Peer {
-        Peer {
-            addr: Some(([127, 0, 0, 1], 1).into()),
-            association: Some(Arc::new(Association {
-                mode: SaeMode::Certificate,
-                credential_id: "33-x".into(),
-                entity: Some(entity.into()),
-            })),
-            development: false,
-            authenticated: false,
-        }
+    /// The entity the association is bound to.
+    pub fn bound_entity(&self) -> Option<&EntityId> {
+        self.association.as_ref()?.entity.as_ref()
     }
 
-    #[test]
-    fn only_the_admin_itself_acts_as_admin() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.storage.path = dir.path().join("db");
-        let cse = Cse::open(cfg, &[]).unwrap();
-        for same in ["CAdmin", "/id-in/CAdmin", "//m2m.example.com/id-in/CAdmin"] {
-            assert!(bound_to(same).may_act_as_admin(&cse), "{same}");
-        }
-        for other in [
-            "/id-mn/CAdmin",
-            "//other.example.com/id-in/CAdmin",
-            "CAdmin2",
-        ] {
-            assert!(!bound_to(other).may_act_as_admin(&cse), "{other}");
-        }
-        assert!(Peer::internal().may_act_as_admin(&cse));
+    /// Whether this request's originator is the admin, with a credential that proves it: inside
+    /// the CSE, over an association bound to the admin, or on a listener the operator declared
+    /// trusted. A claim on an anonymous listener, or an entity relayed by a CSE, never is.
+    pub fn is_admin(&self, cse: &Cse) -> bool {
+        let Some(originator) = &self.originator else {
+            return false;
+        };
+        self.proof == Proof::Authenticated
+            && *originator == cse.id.admin
+            && (self.is_internal()
+                || self.bound_entity() == Some(originator)
+                || (self.association.is_none() && self.plain == PlainTrust::Trusted))
+    }
+
+    /// The same peer, with this request's originator and proof.
+    pub fn with_originator(mut self, originator: Option<EntityId>, proof: Proof) -> Self {
+        self.originator = originator;
+        self.proof = proof;
+        self
     }
 }

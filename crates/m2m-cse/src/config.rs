@@ -363,8 +363,14 @@ pub struct CseSection {
     pub resource_name: String,
     /// M2M-SP-ID, e.g. `//m2m.example.com`.
     pub sp_id: String,
-    /// The originator with full access to everything on this CSE.
+    /// The originator with full access to everything on this CSE, when a credential proves it
+    /// (a PSK row or certificate bound to it, or a listener declared trusted).
     pub admin_originator: String,
+    /// The IN-CSE of this SP, whose public domain name CSE-ID certificates hang under (TS-0001
+    /// clause 6.5.1.1: `<in>.<sp>`, `<cse>.<in>.<sp>`); default: this CSE on an IN, the
+    /// registrar on an MN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_cse_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -377,6 +383,11 @@ pub struct HttpSection {
     pub public_url: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How the plain listener takes a request's From, since no security association proves it:
+    /// "anonymous" (a claim: it matches only "all" in access control rules, is never the creator
+    /// nor the admin, is not forwarded to other CSEs) or "trusted" (believed as written, the admin
+    /// included: development on loopback, or a network protected otherwise; announced at start).
+    pub originators: crate::association::PlainTrust,
     /// Allow the plain-HTTP listener on a non-loopback address (no security association: only
     /// for networks that are protected otherwise).
     pub allow_insecure: bool,
@@ -429,6 +440,16 @@ pub struct LimitsSection {
     pub outgoing_timeout_ms: u64,
     /// Largest number of members of a group.
     pub max_group_members: u64,
+    /// Connections open at once per listener; more are closed as they arrive.
+    pub max_connections: usize,
+    /// A request head must arrive complete within this time of its first byte.
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive complete within this time.
+    pub body_read_timeout_ms: u64,
+    /// A connection (or association) with no traffic for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// On shutdown, open requests get this long to finish.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for CseSection {
@@ -439,6 +460,7 @@ impl Default for CseSection {
             resource_name: "cse-in".into(),
             sp_id: "//m2m.example.com".into(),
             admin_originator: "CAdmin".into(),
+            in_cse_id: None,
         }
     }
 }
@@ -449,6 +471,8 @@ impl Default for HttpSection {
             listen: "127.0.0.1:8080".into(),
             public_url: None,
             max_body_bytes: 1 << 20,
+            // The embedded defaults serve the README's curl session on loopback.
+            originators: crate::association::PlainTrust::Trusted,
             allow_insecure: false,
         }
     }
@@ -470,6 +494,11 @@ impl Default for LimitsSection {
             default_expiration_secs: 10 * 365 * 24 * 3600,
             outgoing_timeout_ms: 5_000,
             max_group_members: 10_000,
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
+            shutdown_grace_ms: 5_000,
         }
     }
 }
@@ -481,7 +510,14 @@ pub struct CseIdentity {
     pub cse_id: CseId,
     pub rn: String,
     pub sp_id: SpId,
-    pub admin: String,
+    /// The point of view relative IDs are read from (this SP, this CSE).
+    pub home: m2m_core::Home,
+    /// This CSE as an entity.
+    pub entity: m2m_core::EntityId,
+    /// The admin originator, parsed.
+    pub admin: m2m_core::EntityId,
+    /// How CSE-IDs are written in certificates of this SP.
+    pub naming: m2m_security::certificates::CseNaming,
 }
 
 impl Config {
@@ -632,22 +668,57 @@ impl Config {
     pub fn identity(&self) -> anyhow::Result<CseIdentity> {
         let cse_id =
             CseId::parse(&self.cse.cse_id).map_err(|e| anyhow::anyhow!("cse.cse_id: {}", e.dbg))?;
+        cse_id
+            .check_not_ae_form()
+            .map_err(|e| anyhow::anyhow!("cse.cse_id: {}", e.dbg))?;
         let sp_id =
             SpId::parse(&self.cse.sp_id).map_err(|e| anyhow::anyhow!("cse.sp_id: {}", e.dbg))?;
+        let home = m2m_core::Home::cse(sp_id.clone(), cse_id.clone());
         m2m_core::Address::parse(&self.cse.resource_name)
             .ok()
             .filter(|a| !a.path.contains('/'))
             .context("cse.resource_name must be a single resource name")?;
-        if self.cse.admin_originator.is_empty() {
-            bail!("cse.admin_originator must not be empty");
-        }
+        let admin = m2m_core::EntityId::parse(&self.cse.admin_originator, &home).map_err(|e| {
+            anyhow::anyhow!(
+                "cse.admin_originator '{}': {} (e.g. CAdmin)",
+                self.cse.admin_originator,
+                e.dbg
+            )
+        })?;
+        let in_cse = match (&self.cse.in_cse_id, self.cse.role, &self.registrar) {
+            (Some(id), _, _) => id.clone(),
+            (None, Role::MN, Some(r)) => r.cse_id.clone(),
+            _ => cse_id.sp_relative(),
+        };
+        // An IN-CSE-ID that is no lower-case DNS label gives no CSE a certificate name: then
+        // certificates name AEs and FQDNs only.
+        let naming = m2m_security::certificates::CseNaming::new(sp_id.fqdn(), &in_cse)
+            .or_else(|_| m2m_security::certificates::CseNaming::without_cses(sp_id.fqdn()))
+            .map_err(|e| anyhow::anyhow!("cse.sp_id: {e}"))?;
         Ok(CseIdentity {
             role: self.cse.role,
+            naming,
+            entity: m2m_core::EntityId::cse(sp_id.clone(), cse_id.clone()),
             cse_id,
             rn: self.cse.resource_name.clone(),
             sp_id,
-            admin: self.cse.admin_originator.clone(),
+            home,
+            admin,
         })
+    }
+
+    /// The limits of this CSE's listeners (the TLS one takes its handshake settings from [tls]).
+    pub fn transport_limits(&self) -> m2m_transport::Limits {
+        let l = &self.limits;
+        let tls = self.tls.clone().unwrap_or_default();
+        m2m_transport::Limits {
+            max_connections: l.max_connections,
+            handshake_timeout_ms: tls.handshake_timeout_ms,
+            max_handshakes_per_source: tls.max_handshakes_per_source,
+            header_read_timeout_ms: l.header_read_timeout_ms,
+            idle_timeout_ms: l.idle_timeout_ms,
+            shutdown_grace_ms: l.shutdown_grace_ms,
+        }
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {

@@ -8,8 +8,10 @@ use crate::store::{Resource, Store};
 use crate::{access, discovery, dispatcher, group, impersonation, routing};
 use chrono::{DateTime, Utc};
 use m2m_core::{
-    id, Address, CseId, M2mError, M2mResult, Operation, Request, ResourceType, Response,
+    Address, CseId, EntityId, M2mError, M2mResult, Operation, Request, ResourceType, Response,
 };
+use m2m_security::association::{Association, SaeMode};
+use m2m_security::credentials::CredentialId;
 use m2m_security::secure_environment::SecureEnvironment;
 use openssl::ssl::SslContext;
 use serde_json::{json, Map, Value};
@@ -48,6 +50,13 @@ pub struct Cse {
     pub(crate) esprim: Option<crate::esprim::EsprimTarget>,
     /// Group credentials end to end (IN-CSE): the members' own E2E keys, when configured.
     pub(crate) group_credentials: Option<crate::group_credentials::GroupCredentials>,
+    /// Which AE-IDs and CSE-IDs a PSK row binds to its credential (the KpsaID): nobody else may
+    /// register them.
+    bound_credentials: std::collections::HashMap<EntityId, String>,
+    /// `[tls] accepted_identities`, parsed.
+    accepted_identities: Vec<EntityId>,
+    /// Clients that check a peer's certificate names an entity (AEs' https points of access).
+    entity_clients: std::sync::Mutex<std::collections::HashMap<EntityId, m2m_client::Client>>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -69,11 +78,22 @@ impl Cse {
             &cfg.group_credentials,
             environments,
         )?;
-        let group_keys =
-            crate::group_authentication::GroupKeys::from_config(&cfg.group_authentication, |id| {
-                environments.iter().find_map(|se| se.psk(id))
-            })?
-            .map(Arc::new);
+        let group_keys = crate::group_authentication::GroupKeys::from_config(
+            &cfg.group_authentication,
+            &id.home,
+            |kid| environments.iter().find_map(|se| se.psk(kid)),
+        )?
+        .map(Arc::new);
+        let bound_credentials = bound_credentials(&id, environments)?;
+        let accepted_identities = cfg
+            .tls
+            .iter()
+            .flat_map(|t| &t.accepted_identities)
+            .map(|a| {
+                EntityId::parse(a, &id.home)
+                    .map_err(|e| anyhow::anyhow!("tls.accepted_identities: '{a}': {}", e.dbg))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let public_url = cfg
             .http
             .public_url
@@ -94,6 +114,9 @@ impl Cse {
             group_agent: Default::default(),
             esprim,
             group_credentials,
+            bound_credentials,
+            accepted_identities,
+            entity_clients: Default::default(),
         });
         cse.ensure_cse_base()?;
         Ok(cse)
@@ -129,17 +152,15 @@ impl Cse {
         if let Some(client) = clients.get(cse.bare()) {
             return Ok(client.clone());
         }
-        let server_name =
-            m2m_security::certificates::cse_dns_name(self.id.sp_id.fqdn(), &cse.sp_relative())
-                .map_err(|e| {
-                    M2mError::new(
-                        m2m_core::ResponseStatusCode::TargetNotReachable,
-                        format!("cannot verify registree {cse}: {e}"),
-                    )
-                })?;
+        let server_name = self.id.naming.dns_name(cse).map_err(|e| {
+            M2mError::new(
+                m2m_core::ResponseStatusCode::TargetNotReachable,
+                format!("cannot verify registree {cse}: {e}"),
+            )
+        })?;
         let client = self.client.clone().with_tls(m2m_client::TlsSettings {
             context: context.clone(),
-            server_name: Some(server_name),
+            peer: m2m_client::PeerPolicy::Named(server_name),
         });
         clients.insert(cse.bare().to_owned(), client.clone());
         Ok(client)
@@ -176,23 +197,74 @@ impl Cse {
         m2m_core::time::format(self.now())
     }
 
-    /// The oneM2M identity a client certificate carries (TS-0003 clause 8.2.2.2), with its
-    /// Credential-ID (typeID 33 for an AE-ID, 32 for a CSE-ID, clause 12.3.2.1). Other
-    /// flavours (FQDN certificates of a MAF or MEF) identify no AE or CSE.
-    pub(crate) fn certificate_identity(&self, der: &[u8]) -> Option<(String, String)> {
+    /// The association a client certificate makes (TS-0003 clause 8.2.2.2): the AE-ID or CSE-ID it
+    /// names, with its Credential-ID (typeID 33 for an AE-ID, 32 for a CSE-ID, clause 12.3.2.1,
+    /// valued with the name the certificate carries). FQDN certificates (MAF, MEF) name no AE or CSE.
+    pub(crate) fn certificate_association(&self, der: &[u8]) -> Result<Association, String> {
         use m2m_security::certificates::{identity_of, CertIdentity};
-        let cert = openssl::x509::X509::from_der(der).ok()?;
-        match identity_of(&cert, self.id.sp_id.fqdn()).ok()? {
-            CertIdentity::AeId(ae) => {
-                let stem = ae.rsplit('/').next().unwrap_or(&ae).to_owned();
-                Some((ae, format!("33-{stem}")))
+        let cert = openssl::x509::X509::from_der(der).map_err(|e| e.to_string())?;
+        let entity = match identity_of(&cert, &self.id.naming)? {
+            CertIdentity::Entity(e) => e,
+            CertIdentity::Fqdn(f) => {
+                return Err(format!(
+                    "the certificate of {f} names no AE-ID or CSE-ID of this service provider"
+                ))
             }
-            CertIdentity::CseId(cse) => {
-                let bare = cse.trim_start_matches('/').to_owned();
-                Some((cse, format!("32-{bare}")))
-            }
-            CertIdentity::Fqdn(_) => None,
+        };
+        let (type_id, value) = match &entity {
+            EntityId::Cse { cse, .. } => (32, self.id.naming.dns_name(cse)?),
+            ae => (33, fqdn_form(ae)),
+        };
+        let credential = CredentialId::new(type_id, &value)?;
+        Ok(Association {
+            mode: SaeMode::Certificate,
+            credential,
+            entity: Some(entity),
+        })
+    }
+
+    /// The credential (KpsaID) a PSK row binds `entity` to, if any.
+    pub(crate) fn credential_bound_to(&self, entity: &EntityId) -> Option<&str> {
+        self.bound_credentials.get(entity).map(String::as_str)
+    }
+
+    /// `[tls] accepted_identities`, parsed (empty: any identity the root of trust certifies).
+    pub(crate) fn accepted_identities(&self) -> &[EntityId] {
+        &self.accepted_identities
+    }
+
+    /// A client whose https peers must present a certificate naming `entity` (an AE's point of
+    /// access: its AE-ID certificate carries no host name the address could be checked against).
+    pub(crate) fn client_for_entity(&self, entity: &EntityId) -> m2m_client::Client {
+        let Some(context) = &self.certificate else {
+            return self.client.clone();
+        };
+        let mut clients = self
+            .entity_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(entity) {
+            return c.clone();
         }
+        let naming = self.id.naming.clone();
+        let want = entity.clone();
+        let check: m2m_transport::CertificateCheck =
+            Arc::new(
+                move |cert| match m2m_security::certificates::identity_of(cert, &naming)? {
+                    m2m_security::certificates::CertIdentity::Entity(e) if e == want => Ok(()),
+                    other => Err(format!("the server is {other}, not {want}")),
+                },
+            );
+        let client = self.client.clone().with_tls(m2m_client::TlsSettings {
+            context: context.clone(),
+            peer: m2m_client::PeerPolicy::Certificate(check),
+        });
+        // A few hundred AEs at most talk https to one CSE; the map is bounded anyway.
+        if clients.len() >= 4096 {
+            clients.clear();
+        }
+        clients.insert(entity.clone(), client.clone());
+        client
     }
 
     /// The resourceID of the CSEBase.
@@ -267,7 +339,7 @@ impl Cse {
         })
     }
 
-    async fn process(self: Arc<Self>, req: Request, mut peer: Peer) -> M2mResult<Response> {
+    async fn process(self: Arc<Self>, req: Request, peer: Peer) -> M2mResult<Response> {
         if let Some(rvi) = &req.rvi {
             if !SUPPORTED_RVI.contains(&rvi.as_str()) {
                 return Err(M2mError::new(
@@ -276,17 +348,12 @@ impl Cse {
                 ));
             }
         }
-        let is_ae_create = req.op == Operation::Create && req.ty == Some(ResourceType::Ae);
-        match req.from.as_deref() {
-            Some(f) => id::check_originator(f)?,
-            None if is_ae_create => {}
-            None => return Err(M2mError::bad_request("missing originator (X-M2M-Origin)")),
-        }
-        peer.authenticated = impersonation::check(&self, &req, &peer)?;
+        let (originator, proof) = impersonation::check(&self, &req, &peer)?;
+        let peer = peer.with_originator(originator.entity().cloned(), proof);
         let addr = Address::parse(&req.to)?;
         match resolve::locality(&self, &addr) {
             Locality::Local => {}
-            Locality::Remote(cse) => return routing::forward(&self, req, cse).await,
+            Locality::Remote(cse) => return routing::forward(&self, req, cse, &peer).await,
         }
         let target = resolve::resolve(&self, &addr)?;
         access::authorize(&self, &req, &target, &peer)?;
@@ -324,7 +391,7 @@ fn outgoing_clients(
     let base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
         cfg.limits.outgoing_timeout_ms,
     ));
-    let (general, registrar) = certificate_clients(cfg, certificate, base);
+    let (general, registrar) = certificate_clients(cfg, certificate, base)?;
     match cfg.registrar.as_ref().and_then(|r| r.psk_identity.as_ref()) {
         Some(identity) => Ok((general, registrar_psk_client(cfg, environments, identity)?)),
         None => Ok((general, registrar)),
@@ -356,14 +423,14 @@ fn registrar_psk_client(
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("registrar TLS-PSK: {e}"))?;
-    let server_name = cfg.registrar.as_ref().and_then(|r| r.server_name.clone());
     Ok(m2m_client::Client::new()
         .with_timeout(std::time::Duration::from_millis(
             cfg.limits.outgoing_timeout_ms,
         ))
         .with_tls(m2m_client::TlsSettings {
             context,
-            server_name,
+            // The registrar proves itself by knowing the key.
+            peer: m2m_client::PeerPolicy::PreSharedKey,
         }))
 }
 
@@ -392,23 +459,80 @@ fn certificate_context(cfg: &Config) -> anyhow::Result<Option<SslContext>> {
     Ok(Some(context))
 }
 
-/// The general and registrar clients presenting this CSE's certificate (or plain ones).
+/// The general and registrar clients presenting this CSE's certificate (or plain ones). The
+/// general client checks each URL's host; the registrar client checks the registrar's name in its
+/// certificate, `registrar.server_name` or else the public domain name of its CSE-ID, whatever
+/// address `registrar.url` gives.
 fn certificate_clients(
     cfg: &Config,
     certificate: Option<SslContext>,
     base: m2m_client::Client,
-) -> (m2m_client::Client, m2m_client::Client) {
+) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
     let Some(context) = certificate else {
-        return (base.clone(), base);
+        return Ok((base.clone(), base));
     };
     let general = base.clone().with_tls(m2m_client::TlsSettings {
         context: context.clone(),
-        server_name: None,
+        peer: m2m_client::PeerPolicy::UrlHost,
     });
-    let server_name = cfg.registrar.as_ref().and_then(|r| r.server_name.clone());
+    let registrar_name = match &cfg.registrar {
+        None => None,
+        Some(r) => Some(match &r.server_name {
+            Some(name) => name.clone(),
+            None => {
+                let cse = CseId::parse(&r.cse_id)
+                    .map_err(|e| anyhow::anyhow!("registrar.cse_id: {}", e.dbg))?;
+                cfg.identity()?.naming.dns_name(&cse).map_err(|e| {
+                    anyhow::anyhow!("registrar: no name to check its certificate against: {e}; set registrar.server_name")
+                })?
+            }
+        }),
+    };
     let registrar = base.with_tls(m2m_client::TlsSettings {
         context,
-        server_name,
+        peer: match registrar_name {
+            Some(name) => m2m_client::PeerPolicy::Named(name),
+            None => m2m_client::PeerPolicy::UrlHost,
+        },
     });
-    (general, registrar)
+    Ok((general, registrar))
+}
+
+/// The FQDN form of an AE's absolute AE-ID (`Cphone.id-in.m2m.example.com`, `Sdoorlock.m2m.example.com`),
+/// the value of its certificate Credential-ID.
+fn fqdn_form(ae: &EntityId) -> String {
+    let mut segments = ae.segments();
+    segments.reverse();
+    segments.join(".")
+}
+
+/// Which entities the PSK rows of the secure environments bind, and to which Credential-ID. A row
+/// whose entity is no AE-ID or CSE-ID, or names this CSE itself, is a configuration error.
+fn bound_credentials(
+    id: &crate::config::CseIdentity,
+    environments: &[Box<dyn SecureEnvironment>],
+) -> anyhow::Result<std::collections::HashMap<EntityId, String>> {
+    let mut bound = std::collections::HashMap::new();
+    for se in environments {
+        for (entity, kpsa_id) in se.psk_entries() {
+            let Some(entity) = entity else { continue };
+            let parsed = EntityId::parse(&entity, &id.home).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: the PSK row of {kpsa_id} names '{entity}': {}",
+                    se.name(),
+                    e.dbg
+                )
+            })?;
+            if parsed.is_home_cse(&id.home) {
+                anyhow::bail!(
+                    "{}: the PSK row of {kpsa_id} is bound to this CSE itself",
+                    se.name()
+                );
+            }
+            bound
+                .entry(parsed)
+                .or_insert_with(|| CredentialId::for_kpsa(&kpsa_id).to_string());
+        }
+    }
+    Ok(bound)
 }

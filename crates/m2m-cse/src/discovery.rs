@@ -20,7 +20,7 @@ pub fn discover(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mRes
     let mut found = Vec::new();
     let mut more = false;
     // Only what the originator may discover is listed; the request itself is not refused.
-    let facts = Facts::of(req, peer);
+    let facts = Facts::of(peer);
     let mut decisions = HashMap::new();
     let mut failure = None;
     cse.store.read(|r| {

@@ -90,12 +90,21 @@ pub async fn create(
         attrs.insert("et".into(), json!(m2m_core::time::format(et)));
     }
     let srn = format!("{}/{}", parent.srn, rn);
-    // An AE owns its own resource, a registering CSE its <remoteCSE>.
+    // An AE owns its own resource, a registering CSE its <remoteCSE>. The creator is kept in
+    // absolute form, so every later comparison reads it the same way.
+    let home = &cse.id.home;
     let creator = match ty {
-        ResourceType::Ae => attrs.get("aei").and_then(Value::as_str).map(str::to_owned),
-        ResourceType::RemoteCse => attrs.get("csi").and_then(Value::as_str).map(str::to_owned),
-        _ => Some(originator.clone()),
-    };
+        ResourceType::Ae => attrs
+            .get("aei")
+            .and_then(Value::as_str)
+            .and_then(|a| m2m_core::EntityId::parse(a, home).ok()),
+        ResourceType::RemoteCse => attrs
+            .get("csi")
+            .and_then(Value::as_str)
+            .and_then(|c| m2m_core::EntityId::parse(c, home).ok()),
+        _ => peer.originator.clone(),
+    }
+    .map(|e| e.absolute());
     let new = Resource {
         seq: 0,
         ty,
@@ -233,7 +242,7 @@ fn filtered_children(
     peer: &Peer,
 ) -> M2mResult<Vec<Resource>> {
     let children = cse.store.read(|r| r.children(res.ri(), None))?;
-    let facts = Facts::of(req, peer);
+    let facts = Facts::of(peer);
     let mut decisions = HashMap::new();
     let mut visible = Vec::with_capacity(children.len());
     for c in children {

@@ -196,8 +196,11 @@ fn hold_key(
         .peer_certificate
         .to_der()
         .map_err(|_| refused("the originator's certificate cannot be read".into()))?;
-    let (entity, _) = cse
-        .certificate_identity(&der)
+    let entity = cse
+        .certificate_association(&der)
+        .ok()
+        .and_then(|a| a.entity)
+        .map(|e| e.sp_relative())
         .ok_or_else(|| refused("the originator's certificate names no AE-ID or CSE-ID".into()))?;
     let kid = key.key_id_text();
     tracing::info!(target: "audit", originator, entity = %entity, kid = %kid, "ESCertKE completed: pairwiseESPrimKey established");

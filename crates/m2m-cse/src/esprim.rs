@@ -28,6 +28,7 @@ use crate::resolve::{self, Locality};
 use chrono::{DateTime, Utc};
 use m2m_core::security_info::{SecurityInfo, SecurityInfoType, SECURITY_INFO_ROOT};
 use m2m_core::{Address, M2mError, M2mResult, Request, Response, ResponseStatusCode as Rsc};
+use m2m_security::credentials::CredentialId;
 use m2m_security::credentials::Secret;
 use m2m_security::e2e::esprim::{self, EsprimReceiver, InnerRequest, PairwiseKey, PairwiseKeys};
 use m2m_security::kdf;
@@ -272,8 +273,11 @@ async fn protected_exchange(
     let env = esprim::open_envelope(jwe)?;
     let kid = env.kid().to_owned();
     let resolved = Resolved(target.pairwise_key(&kid, now).await?.map(|k| (kid, k)));
-    let same_entity =
-        |from: &str, entity: &str| crate::impersonation::same_entity(cse, from, entity);
+    let home = &cse.id.home;
+    let same_entity = |from: &str, entity: &str| {
+        let parse = |s: &str| m2m_core::EntityId::parse(s, home).ok();
+        parse(from).is_some() && parse(from) == parse(entity)
+    };
     let inner = target
         .receiver()
         .unprotect_request_with(&resolved, &env, now, &same_entity)?;
@@ -298,8 +302,10 @@ async fn process_inner(cse: &Arc<Cse>, inner: &InnerRequest, outer_peer: &Peer) 
         Ok(r) => r,
         Err(e) => return Response::error(&e, rqi),
     };
-    cse.handle(req, authenticated_by_key(inner, outer_peer))
-        .await
+    match authenticated_by_key(cse, inner, outer_peer) {
+        Ok(peer) => cse.handle(req, peer).await,
+        Err(e) => Response::error(&e, rqi),
+    }
 }
 
 /// The Target is this CSE: an inner request for another CSE would leave the protection here.
@@ -316,18 +322,23 @@ fn local_only(cse: &Cse, req: Request) -> M2mResult<Request> {
 /// The peer of an inner request: the pairwiseESPrimKey is its association, bound to the key's
 /// entity (already checked to equal the inner From), so the impersonation check accepts exactly that
 /// originator and counts it as authenticated.
-fn authenticated_by_key(inner: &InnerRequest, outer: &Peer) -> Peer {
-    Peer {
-        // Never "internal": an inner request always passes the impersonation check.
-        addr: Some(outer.addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into())),
-        association: Some(Arc::new(Association {
+fn authenticated_by_key(cse: &Cse, inner: &InnerRequest, outer: &Peer) -> M2mResult<Peer> {
+    let entity = m2m_core::EntityId::parse(&inner.from, &cse.id.home)?;
+    let credential = CredentialId::new(
+        CredentialId::TYPE_PAIRWISE_ESPRIM_KEY_ID,
+        &inner.session.kid,
+    )
+    .map_err(|_| M2mError::bad_request("the pairwiseESPrimKeyID is not a Credential-ID value"))?;
+    // Never "internal": an inner request always passes the impersonation check.
+    let addr = outer.addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+    Ok(Peer::associated(
+        addr,
+        Arc::new(Association {
             mode: SaeMode::EndToEnd,
-            credential_id: format!("13-{}", inner.session.kid),
-            entity: Some(inner.from.clone()),
-        })),
-        development: false,
-        authenticated: false,
-    }
+            credential,
+            entity: Some(entity),
+        }),
+    ))
 }
 
 #[cfg(test)]

@@ -8,26 +8,27 @@
 //! contents of `m2m_core::group_authentication`, so they pass the impersonation check like any
 //! request; the access decision for them is made here.
 
-use crate::access::refused;
-use crate::association::{Peer, SaeMode};
+use crate::association::{Association, Peer, Proof, SaeMode};
 use crate::config::GroupAuthenticationSection;
 use crate::cse::Cse;
-use crate::impersonation::same_entity;
 use chrono::{DateTime, Utc};
 use m2m_core::group_authentication::{
     self as wire, KeyMaterial, KeyRequest, Round, RoundAnswer, RoundMember,
 };
-use m2m_core::{M2mError, M2mResult, Operation, Request, Response, ResponseStatusCode as Rsc};
-use m2m_security::credentials::{KpsaId, PskEntry, Secret};
+use m2m_core::{
+    EntityId, Home, M2mError, M2mResult, Operation, Request, Response, ResponseStatusCode as Rsc,
+};
+use m2m_security::credentials::{CredentialId, KpsaId, PskEntry, Secret};
 use m2m_security::kdf;
 use m2m_security::tls::PskKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The canonical text of a KpsaID as received in a handshake (parsing normalizes its case).
-fn canonical(kpsa_id: &str) -> Option<String> {
-    KpsaId::parse(kpsa_id).ok().map(|k| k.to_string())
+/// 4103 for a group authentication request that is not for this requester; why, in the audit log.
+fn refused(why: impl std::fmt::Display) -> M2mError {
+    tracing::warn!(target: "audit", reason = %why, "group authentication refused");
+    crate::access::refused()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -36,24 +37,27 @@ fn canonical(kpsa_id: &str) -> Option<String> {
 
 /// A member as C's configuration provisions it.
 struct Member {
-    agent: String,
-    /// The AE-ID/CSE-ID of the member's PSK row: Enrolee-Ax-ID.
-    entity: String,
+    agent: EntityId,
+    /// The AE-ID/CSE-ID of the member's PSK row.
+    entity: EntityId,
+    /// Enrolee-Ax-ID as the row writes it (the member derives Ksx with the same text).
+    eid: String,
     kpsaxi: Secret,
 }
 
 /// A Ksx of the current round.
 struct CurrentKey {
-    entity: String,
+    entity: EntityId,
     ksx: Secret,
     until: Instant,
 }
 
-/// C's group keys: members by KpsaxiId, and the Ksx of each agent's latest round by KsxId.
+/// C's group keys: members by KpsaxiId (one equality for KpsaIDs: the FQDN without case, as the
+/// psk lookup table compares them), and the Ksx of each agent's latest round by KsxId.
 pub struct GroupKeys {
     lifetime: Duration,
-    members: HashMap<String, Member>,
-    current: Mutex<HashMap<String, CurrentKey>>,
+    members: HashMap<KpsaId, Member>,
+    current: Mutex<HashMap<KpsaId, CurrentKey>>,
 }
 
 impl GroupKeys {
@@ -61,25 +65,36 @@ impl GroupKeys {
     /// agent is configured.
     pub fn from_config(
         section: &GroupAuthenticationSection,
+        home: &Home,
         psk: impl Fn(&str) -> Option<PskEntry>,
     ) -> anyhow::Result<Option<Self>> {
         let mut members = HashMap::new();
         for row in &section.agents {
+            let agent = EntityId::parse(&row.agent, home)
+                .ok()
+                .filter(EntityId::is_cse)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("group_authentication: agent '{}' is no CSE-ID", row.agent)
+                })?;
             for kpsaxi_id in &row.members {
                 let entry = psk(kpsaxi_id).ok_or_else(|| {
                     anyhow::anyhow!("group_authentication: member '{kpsaxi_id}' has no PSK row")
                 })?;
-                let entity = entry.entity_id.clone().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "group_authentication: the PSK row of '{kpsaxi_id}' names no entity"
-                    )
-                })?;
+                let eid = entry.entity_id.clone().unwrap_or_default();
+                let entity = EntityId::parse(&eid, home)
+                    .ok()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "group_authentication: the PSK row of '{kpsaxi_id}' names no AE-ID or CSE-ID"
+                        )
+                    })?;
                 let member = Member {
-                    agent: row.agent.clone(),
+                    agent: agent.clone(),
                     entity,
+                    eid,
                     kpsaxi: entry.key,
                 };
-                members.insert(entry.kpsa_id.to_string(), member);
+                members.insert(entry.kpsa_id, member);
             }
         }
         if members.is_empty() {
@@ -92,36 +107,40 @@ impl GroupKeys {
         }))
     }
 
-    /// Whether `psk_identity` is a member's KsxId, which only a current Ksx opens.
-    pub fn governs(&self, psk_identity: &str) -> bool {
-        canonical(psk_identity).is_some_and(|id| self.members.contains_key(&id))
+    /// Whether `psk_identity` is a member's KsxId, which only a current Ksx opens (in any letter
+    /// case the psk lookup table would accept for the member's long-term row).
+    pub fn governs(&self, psk_identity: &KpsaId) -> bool {
+        self.members.contains_key(psk_identity)
     }
 
     /// The PSK for a member's KsxId: its current Ksx, never Kpsaxi (NOTE 7: the member proves
     /// possession of the derived key).
-    pub fn psk(&self, psk_identity: &str) -> Option<PskKey> {
-        let id = canonical(psk_identity)?;
+    pub fn psk(&self, psk_identity: &KpsaId) -> Option<PskKey> {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let key = current.get(&id).filter(|k| k.until > Instant::now())?;
+        let (id, key) = current
+            .get_key_value(psk_identity)
+            .filter(|(_, k)| k.until > Instant::now())?;
         Some(PskKey {
-            entity: Some(key.entity.clone()),
             key: zeroize::Zeroizing::new(key.ksx.expose().to_vec()),
+            association: Association {
+                mode: SaeMode::GroupKey,
+                credential: CredentialId::for_kpsa(id),
+                entity: Some(key.entity.clone()),
+            },
         })
     }
 
     /// Whether `cse_id` is a configured group agent.
-    fn is_agent(&self, cse: &Cse, cse_id: &str) -> bool {
-        self.members
-            .values()
-            .any(|m| same_entity(cse, &m.agent, cse_id))
+    fn is_agent(&self, agent: &EntityId) -> bool {
+        self.members.values().any(|m| m.agent == *agent)
     }
 
     /// One round for `agent`: every listed member must be in its group; a fresh Rand, a Ksx per
     /// listed member, and the agent's previous keys are gone (unlisted members keep none).
     fn round(
         &self,
-        cse: &Cse,
-        agent: &str,
+        home: &Home,
+        agent: &EntityId,
         listed: &[String],
         now: DateTime<Utc>,
     ) -> M2mResult<RoundAnswer> {
@@ -130,13 +149,15 @@ impl GroupKeys {
         }
         let mut chosen = Vec::with_capacity(listed.len());
         for id in listed {
-            let found = self.members.iter().find(|(_, m)| {
-                same_entity(cse, &m.agent, agent) && same_entity(cse, &m.entity, id)
-            });
+            let entity = EntityId::parse(id, home).ok();
+            let found = self
+                .members
+                .iter()
+                .find(|(_, m)| m.agent == *agent && Some(&m.entity) == entity.as_ref());
             match found {
                 Some(pair) => chosen.push((id, pair)),
                 None => {
-                    return Err(refused(format!(
+                    return Err(refused(format_args!(
                         "'{id}' is not a member of the group of agent {agent}"
                     )))
                 }
@@ -146,10 +167,10 @@ impl GroupKeys {
         let until = Instant::now() + self.lifetime;
         let exp = now + chrono::Duration::from_std(self.lifetime).unwrap_or_default();
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let agents_keys: Vec<String> = self
+        let agents_keys: Vec<KpsaId> = self
             .members
             .iter()
-            .filter(|(_, m)| same_entity(cse, &m.agent, agent))
+            .filter(|(_, m)| m.agent == *agent)
             .map(|(k, _)| k.clone())
             .collect();
         for k in agents_keys {
@@ -157,7 +178,8 @@ impl GroupKeys {
         }
         let mut mbr = Vec::with_capacity(chosen.len());
         for (id, (kid, m)) in chosen {
-            let ksx = kdf::ksx(&m.kpsaxi, &m.entity, &rand);
+            let eid = m.eid.clone();
+            let ksx = kdf::ksx(&m.kpsaxi, &eid, &rand);
             current.insert(
                 kid.clone(),
                 CurrentKey {
@@ -168,8 +190,8 @@ impl GroupKeys {
             );
             mbr.push(RoundMember {
                 id: id.clone(),
-                eid: m.entity.clone(),
-                kid: kid.clone(),
+                eid,
+                kid: kid.to_string(),
             });
         }
         Ok(RoundAnswer {
@@ -188,28 +210,24 @@ async fn answer_round(
     peer: &Peer,
     round: Round,
 ) -> M2mResult<Response> {
-    let from = req.from.as_deref().unwrap_or("");
     let agent = peer
-        .association
-        .as_ref()
-        .and_then(|a| a.entity.as_deref())
-        .filter(|e| peer.authenticated && same_entity(cse, from, e));
+        .bound_entity()
+        .filter(|e| peer.proof == Proof::Authenticated && peer.originator.as_ref() == Some(*e));
     let Some(agent) = agent else {
-        tracing::warn!(target: "audit", originator = from, "group authentication round refused: not over the originator's own association");
-        return Err(refused(
-            "a group authentication round is answered only over the agent's own security association",
-        ));
+        return Err(refused(format_args!(
+            "round from {:?}: not over the originator's own association",
+            peer.originator
+        )));
     };
     let Some(keys) = cse.group_keys.as_ref() else {
         return Err(refused("this CSE serves no group authentication"));
     };
-    if !keys.is_agent(cse, agent) {
-        tracing::warn!(target: "audit", originator = from, "group authentication round refused: not a group agent");
-        return Err(refused(format!("{agent} is not a group agent here")));
+    if !keys.is_agent(agent) {
+        return Err(refused(format_args!("{agent} is not a group agent here")));
     }
-    match keys.round(cse, agent, &round.mid, cse.now()) {
+    match keys.round(&cse.id.home, agent, &round.mid, cse.now()) {
         Ok(answer) => {
-            tracing::info!(target: "audit", agent, members = ?round.mid, exp = %answer.exp, "group authentication round: Ksx derived");
+            tracing::info!(target: "audit", agent = %agent, members = ?round.mid, exp = %answer.exp, "group authentication round: Ksx derived");
             Ok(Response::new(
                 Rsc::Ok,
                 &req.rqi,
@@ -217,7 +235,7 @@ async fn answer_round(
             ))
         }
         Err(e) => {
-            tracing::warn!(target: "audit", agent, members = ?round.mid, reason = %e.dbg, "group authentication round refused");
+            tracing::warn!(target: "audit", agent = %agent, members = ?round.mid, reason = %e.dbg, "group authentication round refused");
             Err(e)
         }
     }
@@ -238,14 +256,14 @@ struct AgentRound {
 #[derive(Default)]
 pub struct Agent {
     /// Bound entity -> number of live inner associations.
-    live: Arc<Mutex<HashMap<String, usize>>>,
+    live: Arc<Mutex<HashMap<EntityId, usize>>>,
     round: tokio::sync::Mutex<Option<AgentRound>>,
 }
 
 /// Holds an inner association as live until the connection ends.
 pub struct InnerGuard {
-    live: Arc<Mutex<HashMap<String, usize>>>,
-    entity: String,
+    live: Arc<Mutex<HashMap<EntityId, usize>>>,
+    entity: EntityId,
 }
 
 impl Drop for InnerGuard {
@@ -263,7 +281,7 @@ impl Drop for InnerGuard {
 impl Agent {
     /// Records a TLS-PSK association bound to an entity as inner-authenticated while the guard
     /// lives; other associations are not inner authentication.
-    pub fn enter(&self, association: &crate::association::Association) -> Option<InnerGuard> {
+    pub fn enter(&self, association: &Association) -> Option<InnerGuard> {
         if association.mode != SaeMode::ProvisionedKey {
             return None;
         }
@@ -287,20 +305,26 @@ impl Agent {
             .group_agent
             .members
             .iter()
-            .filter(|m| live.keys().any(|e| same_entity(cse, e, m)))
+            .filter(|m| EntityId::parse(m, &cse.id.home).is_ok_and(|e| live.contains_key(&e)))
             .cloned()
             .collect()
     }
 }
 
-/// The configured member that `entity` is, if any.
-fn configured_member(cse: &Cse, entity: &str) -> Option<String> {
+/// The configured member that `entity` is, if any (as configured).
+fn configured_member(cse: &Cse, entity: &EntityId) -> Option<String> {
     cse.cfg
         .group_agent
         .members
         .iter()
-        .find(|m| same_entity(cse, m, entity))
+        .find(|m| EntityId::parse(m, &cse.id.home).is_ok_and(|e| e == *entity))
         .cloned()
+}
+
+/// Whether the round member `id` names `member` (both as IDs).
+fn names(cse: &Cse, id: &str, member: &str) -> bool {
+    let parse = |s: &str| EntityId::parse(s, &cse.id.home).ok();
+    parse(id).is_some() && parse(id) == parse(member)
 }
 
 /// B: a member's request for key material, over its inner association.
@@ -308,27 +332,22 @@ async fn answer_key_request(cse: &Arc<Cse>, req: &Request, peer: &Peer) -> M2mRe
     if cse.cfg.group_agent.members.is_empty() {
         return Err(refused("this CSE is no group agent"));
     }
-    let from = req.from.as_deref().unwrap_or("");
     let inner = peer
         .association
         .as_ref()
-        .filter(|a| a.mode == SaeMode::ProvisionedKey && peer.authenticated)
-        .and_then(|a| a.entity.as_deref());
+        .filter(|a| a.mode == SaeMode::ProvisionedKey && peer.proof == Proof::Authenticated)
+        .and_then(|a| a.entity.as_ref());
     let Some(member) = inner.and_then(|e| configured_member(cse, e)) else {
-        tracing::warn!(target: "audit", originator = from, "group key request refused: no inner TLS-PSK association of a member");
-        return Err(refused(format!(
-            "'{from}' has no inner TLS-PSK association here as a member of the group"
+        return Err(refused(format_args!(
+            "key request from {:?}: no inner TLS-PSK association of a member",
+            peer.originator
         )));
     };
     let mut round = cse.group_agent.round.lock().await;
     let now = cse.now();
-    let reusable = round.as_ref().filter(|r| {
-        r.expires > now
-            && r.answer
-                .mbr
-                .iter()
-                .any(|m| same_entity(cse, &m.id, &member))
-    });
+    let reusable = round
+        .as_ref()
+        .filter(|r| r.expires > now && r.answer.mbr.iter().any(|m| names(cse, &m.id, &member)));
     let answer = match reusable {
         Some(r) => r.answer.clone(),
         None => {
@@ -342,7 +361,7 @@ async fn answer_key_request(cse: &Arc<Cse>, req: &Request, peer: &Peer) -> M2mRe
             fresh
         }
     };
-    let Some(mine) = answer.mbr.iter().find(|m| same_entity(cse, &m.id, &member)) else {
+    let Some(mine) = answer.mbr.iter().find(|m| names(cse, &m.id, &member)) else {
         return Err(M2mError::internal(
             "the registrar's round does not name the member",
         ));

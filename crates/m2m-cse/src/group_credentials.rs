@@ -17,7 +17,6 @@
 use crate::access::{refused, Facts};
 use crate::config::{E2eMemberRow, GroupCredentialsSection};
 use crate::cse::{Cse, Peer};
-use crate::impersonation::same_entity;
 use crate::store::string_list;
 use m2m_core::{
     M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
@@ -133,9 +132,10 @@ impl GroupCredentials {
     }
 
     fn find(&self, cse: &Cse, aei: &str) -> Option<&E2eMember> {
+        let aei = m2m_core::EntityId::parse(aei, &cse.id.home).ok()?;
         self.members
             .iter()
-            .find(|m| same_entity(cse, &m.member, aei))
+            .find(|m| m2m_core::EntityId::parse(&m.member, &cse.id.home).is_ok_and(|e| e == aei))
     }
 
     /// Seals `group_key` for `m`; `aud` is the member's AE-ID as configured.
@@ -204,14 +204,13 @@ async fn distribute(
     ask: GroupCredentialRequest,
 ) -> M2mResult<Response> {
     let from = req.from.as_deref().unwrap_or("");
-    if !Facts::of(req, peer).is_admin(cse) {
+    if !Facts::of(peer).is_admin(cse) {
         tracing::warn!(target: "audit", originator = from, group = %ask.grp, "group credential distribution refused: not the admin");
-        return Err(refused(
-            "only the administrator may have group credentials distributed",
-        ));
+        return Err(refused());
     }
     let Some(table) = cse.group_credentials.as_ref() else {
-        return Err(refused("this CSE distributes no group credentials"));
+        tracing::warn!(target: "audit", "group credential distribution refused: none configured");
+        return Err(refused());
     };
     let mut targets = group_members(cse, &ask.grp).await?;
     targets.extend(ask.snd.iter().cloned());
@@ -239,7 +238,8 @@ async fn distribute(
 
 /// The memberIDs of the `<group>` at `grp`, retrieved as the admin.
 async fn group_members(cse: &Arc<Cse>, grp: &str) -> M2mResult<Vec<String>> {
-    let resp = send(cse, Operation::Retrieve, grp, cse.id.admin.clone(), None).await;
+    let admin = cse.id.admin.shortest_from(&cse.id.home);
+    let resp = send(cse, Operation::Retrieve, grp, admin, None).await;
     if !resp.rsc.is_success() {
         return Err(M2mError::new(
             resp.rsc,

@@ -1,158 +1,180 @@
-//! The impersonation check (TS-0003 clause 7.2.1, TS-0004 clause 7.3.2.1): the `From` of a request
-//! must be the identity its security association authenticated, and CSEs must come over one.
-//! The answer also tells access control whether the originator counts as authenticated
-//! (rq_authn, TS-0003 clause 7.1.2).
+//! The impersonation check (TS-0003 clause 7.2.1, TS-0004 clause 7.3.2.1): the From of a request is
+//! parsed once into an [`Originator`] and held against what the security association proved. The
+//! outcome is the [`Proof`] every access decision takes (rq_authn of TS-0003 clause 7.1.2, and the
+//! two levels below it). The table of cases is in docs/SECURITY.md, "The identity model".
+//!
+//! Refusals tell the requester only that its From is not what its association proved (4106) or that
+//! it needs one (4107); which entity the association is bound to goes to the audit log.
 
-use crate::access::host;
-use crate::association::Peer;
+use crate::association::{Peer, PlainTrust, Proof};
 use crate::cse::Cse;
-use m2m_core::id::{classify_originator, OriginatorKind};
-use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType, ResponseStatusCode as Rsc};
-use m2m_security::access_control::originator::{to_absolute, AbsoluteId};
+use m2m_core::{
+    EntityId, M2mError, M2mResult, Operation, Originator, Request, ResourceType,
+    ResponseStatusCode as Rsc,
+};
 
-fn absolute(cse: &Cse, id: &str) -> Option<AbsoluteId> {
-    to_absolute(id, &host(cse), false)
-}
-
-/// Whether two IDs in any form name the same entity.
-pub fn same_entity(cse: &Cse, a: &str, b: &str) -> bool {
-    matches!((absolute(cse, a), absolute(cse, b)), (Some(x), Some(y)) if x == y)
-}
-
-/// Whether an ID bound to an association is a CSE-ID (`/id-mn`) rather than an AE-ID.
-pub fn is_cse_id(id: &str) -> bool {
-    matches!(
-        classify_originator(id),
-        OriginatorKind::SpRelative { rest: None, .. } | OriginatorKind::Absolute { rest: None, .. }
+/// 4106, with the full reason in the audit log only.
+fn not_authenticated(why: impl std::fmt::Display) -> M2mError {
+    tracing::warn!(target: "audit", reason = %why, "originator refused");
+    M2mError::new(
+        Rsc::OriginatorNotAuthenticated,
+        "the originator is not the entity the security association authenticated",
     )
 }
 
-fn not_authenticated(dbg: String) -> M2mError {
-    M2mError::new(Rsc::OriginatorNotAuthenticated, dbg)
-}
-
-/// Checks the originator against the peer; `Ok(true)` when it counts as authenticated.
-pub fn check(cse: &Cse, req: &Request, peer: &Peer) -> M2mResult<bool> {
-    if peer.is_internal() {
-        return Ok(true);
-    }
-    let from = req.from.as_deref().unwrap_or("");
+/// Parses the From and decides how far the peer proves it.
+pub fn check(cse: &Cse, req: &Request, peer: &Peer) -> M2mResult<(Originator, Proof)> {
+    let originator = Originator::parse(req.from.as_deref(), &cse.id.home)?;
     let ae_registration = req.op == Operation::Create && req.ty == Some(ResourceType::Ae);
-    let Some(association) = &peer.association else {
-        return without_association(cse, from, ae_registration, peer.development);
+    if let Originator::Unassigned(_) = originator {
+        if !ae_registration {
+            return Err(M2mError::bad_request(
+                "missing originator (X-M2M-Origin): only an AE registration may come without an AE-ID",
+            ));
+        }
+    }
+    if peer.is_internal() {
+        return Ok((originator, Proof::Authenticated));
+    }
+    let proof = match &peer.association {
+        None => without_association(cse, &originator, peer.plain, ae_registration)?,
+        Some(a) => match &a.entity {
+            Some(bound) if bound.is_cse() => from_cse_peer(cse, &originator, bound)?,
+            Some(bound) => from_bound_ae(&originator, bound, ae_registration)?,
+            None => from_unbound_credential(
+                cse,
+                &originator,
+                &a.credential.to_string(),
+                ae_registration,
+            )?,
+        },
     };
-    match association.entity.as_deref() {
-        Some(cse_id) if is_cse_id(cse_id) => from_cse_peer(cse, from, cse_id),
-        Some(ae_id) => {
-            if ae_registration && matches!(classify_originator(from), OriginatorKind::Unassigned(_))
-            {
-                return Ok(true);
-            }
-            if same_entity(cse, from, ae_id) {
-                Ok(true)
-            } else {
-                Err(not_authenticated(format!(
-                    "originator '{from}' is not the AE-ID '{ae_id}' bound to the security association"
-                )))
-            }
-        }
-        // A credential bound to no entity yet: the AE registers with it (the registration rules
-        // decide), and afterwards only the AE registered with that credential may use it.
-        None => {
-            if ae_registration {
-                return Ok(true);
-            }
-            let bound = absolute(cse, from)
-                .and_then(|abs| own_ae_stem(cse, &abs))
-                .and_then(|stem| cse.store.read(|r| r.credential_of(&stem)).ok().flatten());
-            if bound.as_deref() == Some(association.credential_id.as_str()) {
-                Ok(true)
-            } else {
-                Err(not_authenticated(format!(
-                    "originator '{from}' did not register with the credential of this security association"
-                )))
-            }
-        }
+    Ok((originator, proof))
+}
+
+/// An association bound to an AE-ID: that AE and nobody else (it registers as itself).
+fn from_bound_ae(
+    originator: &Originator,
+    bound: &EntityId,
+    registration: bool,
+) -> M2mResult<Proof> {
+    match originator {
+        Originator::Unassigned(_) if registration => Ok(Proof::Authenticated),
+        Originator::Entity(e) if e == bound => Ok(Proof::Authenticated),
+        _ => Err(not_authenticated(format_args!(
+            "From {originator:?} over an association bound to {bound}"
+        ))),
     }
 }
 
-/// The AE-ID-Stem of an AE registered with this CSE, if `abs` names one.
-fn own_ae_stem(cse: &Cse, abs: &AbsoluteId) -> Option<String> {
-    let seg = abs.segments();
-    let sp = cse.id.sp_id.fqdn();
-    match seg {
-        [s, c, stem] if s == sp && c == cse.id.cse_id.bare() => Some(stem.clone()),
-        [s, stem] if s == sp && stem.starts_with('S') => Some(stem.clone()),
-        _ => None,
+/// A credential bound to no entity yet: the AE registers with it (the registration rules decide),
+/// and afterwards only the AE registered with that credential may use it.
+fn from_unbound_credential(
+    cse: &Cse,
+    originator: &Originator,
+    credential: &str,
+    registration: bool,
+) -> M2mResult<Proof> {
+    let entity = match originator {
+        Originator::Unassigned(_) => return Ok(Proof::Authenticated),
+        Originator::Entity(e) => e,
+    };
+    let registered_with = entity
+        .local_stem(&cse.id.home)
+        .and_then(|stem| cse.store.read(|r| r.credential_of(stem.as_str())).ok())
+        .flatten();
+    match registered_with {
+        Some(c) if c == credential => Ok(Proof::Authenticated),
+        // Registering under a chosen AE-ID: whether that AE-ID is free for this credential is
+        // decided by the registration (resources::ae).
+        None if registration && is_unregistered_local(cse, entity) => Ok(Proof::Authenticated),
+        _ => Err(not_authenticated(format_args!(
+            "{entity} did not register with credential {credential}"
+        ))),
     }
 }
 
+/// Whether `entity` is a local AE-ID not registered here (an AE CREATE may claim it).
+fn is_unregistered_local(cse: &Cse, entity: &EntityId) -> bool {
+    entity
+        .local_stem(&cse.id.home)
+        .is_some_and(|stem| matches!(cse.store.get(stem.as_str()), Ok(None)))
+}
+
+/// No security association: the listener's trust decides. On an anonymous listener a From is a
+/// claim: an AE registered here, or the AE-ID an AE registration asks for; never a CSE (4107).
 fn without_association(
     cse: &Cse,
-    from: &str,
-    ae_registration: bool,
-    development: bool,
-) -> M2mResult<bool> {
-    if development && from == cse.id.admin {
-        return Ok(true);
+    originator: &Originator,
+    trust: PlainTrust,
+    registration: bool,
+) -> M2mResult<Proof> {
+    if trust == PlainTrust::Trusted {
+        return Ok(Proof::Authenticated);
     }
-    match classify_originator(from) {
-        OriginatorKind::SpRelative { rest: None, .. }
-        | OriginatorKind::Absolute { rest: None, .. } => Err(M2mError::new(
+    let entity = match originator {
+        Originator::Unassigned(_) => return Ok(Proof::Claimed),
+        Originator::Entity(e) => e,
+    };
+    if entity.is_cse() {
+        return Err(M2mError::new(
             Rsc::SecurityAssociationRequired,
-            format!("CSE '{from}' must send its requests over a security association"),
-        )),
-        _ if ae_registration => Ok(false),
-        OriginatorKind::Other(_) => Err(M2mError::bad_request(format!(
-            "originator '{from}' is not an AE-ID (C... or S...) or CSE-ID"
-        ))),
-        _ => {
-            let registered = absolute(cse, from)
-                .and_then(|abs| own_ae_stem(cse, &abs))
-                .is_some_and(
-                    |stem| matches!(cse.store.get(&stem), Ok(Some(r)) if r.ty == ResourceType::Ae),
-                );
-            if registered {
-                Ok(false)
-            } else {
-                Err(not_authenticated(format!(
-                    "originator '{from}' is not registered here and has no security association"
-                )))
-            }
-        }
+            "a CSE must send its requests over a security association",
+        ));
+    }
+    let local = entity.local_stem(&cse.id.home);
+    let registered = local.is_some_and(
+        |stem| matches!(cse.store.get(stem.as_str()), Ok(Some(r)) if r.ty == ResourceType::Ae),
+    );
+    if registered || (registration && local.is_some()) {
+        Ok(Proof::Claimed)
+    } else {
+        Err(not_authenticated(format_args!(
+            "{entity} is not registered here and has no security association"
+        )))
     }
 }
 
-/// A CSE peer may speak for itself and for the entities behind it, never for this CSE, its AEs
-/// or another CSE registered here (TS-0004 clause 7.3.2.1).
-fn from_cse_peer(cse: &Cse, from: &str, peer_cse: &str) -> M2mResult<bool> {
-    if same_entity(cse, from, peer_cse) {
-        return Ok(true);
-    }
-    let Some(abs) = absolute(cse, from) else {
-        return Err(M2mError::bad_request(format!(
-            "originator '{from}' is not an AE-ID or CSE-ID"
-        )));
-    };
-    let peer_bare = peer_cse.trim_start_matches('/');
-    let seg = abs.segments();
-    let sp = cse.id.sp_id.fqdn();
-    let claimed_cse = match seg {
-        [s, c] | [s, c, _] if s == sp => Some(c.as_str()),
-        _ => None,
-    };
-    if let Some(c) = claimed_cse {
-        let is_ae_stem_s = seg.len() == 2 && c.starts_with('S');
-        let foreign = c != peer_bare
-            && !is_ae_stem_s
-            && (c == cse.id.cse_id.bare()
-                || matches!(cse.store.get(c), Ok(Some(r)) if r.ty == ResourceType::RemoteCse));
-        if foreign {
-            return Err(not_authenticated(format!(
-                "CSE '{peer_cse}' cannot send requests on behalf of '{from}'"
-            )));
+/// A CSE peer speaks for itself (authenticated) and relays for the entities behind it (TS-0004
+/// clause 7.3.2.1): never for this CSE, its AEs, another CSE registered here, or the AEs of one.
+fn from_cse_peer(cse: &Cse, originator: &Originator, peer: &EntityId) -> M2mResult<Proof> {
+    let entity = match originator {
+        Originator::Entity(e) => e,
+        Originator::Unassigned(_) => {
+            return Err(M2mError::bad_request(
+                "a CSE registers AEs of its own, not on their behalf",
+            ))
         }
+    };
+    if entity == peer {
+        return Ok(Proof::Authenticated);
+    }
+    let home = &cse.id.home;
+    let foreign = match entity {
+        EntityId::Cse { .. } => entity.is_home_cse(home) || is_registree_cse(cse, entity),
+        EntityId::CseAe { sp, registrar, .. } => {
+            let registrar = EntityId::cse(sp.clone(), registrar.clone());
+            registrar != *peer && (registrar.is_home_cse(home) || is_registree_cse(cse, &registrar))
+        }
+        // S-stems are unique in the SP: one registered here is this CSE's to speak for.
+        EntityId::SpAe { .. } => entity
+            .local_stem(home)
+            .is_some_and(|stem| matches!(cse.store.get(stem.as_str()), Ok(Some(_)))),
+    };
+    if foreign {
+        return Err(not_authenticated(format_args!(
+            "CSE {peer} sent a request on behalf of {entity}"
+        )));
     }
     // Originators behind another CSE count as authenticated only through ESPrim (TS-0003 7.1.2).
-    Ok(false)
+    Ok(Proof::Relayed)
+}
+
+/// Whether `cse_entity` is a CSE registered here (a <remoteCSE> of this CSE).
+fn is_registree_cse(cse: &Cse, cse_entity: &EntityId) -> bool {
+    let Some(id) = cse_entity.cse_id() else {
+        return false;
+    };
+    *cse_entity.sp() == cse.id.home.sp
+        && matches!(cse.store.get(id.bare()), Ok(Some(r)) if r.ty == ResourceType::RemoteCse)
 }

@@ -5,7 +5,7 @@
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
 
 mod access;
-pub(crate) mod association;
+pub mod association;
 pub mod config;
 pub mod cse;
 mod discovery;
@@ -31,19 +31,33 @@ pub use cse::{Cse, Peer};
 
 use std::sync::Arc;
 
-/// A running CSE: its listeners are bound and its background tasks started.
+/// A running CSE: its listeners are bound and its background tasks started. Dropping it stops
+/// the listeners at once; [`Running::shutdown`] lets open requests finish first.
 pub struct Running {
     pub cse: Arc<Cse>,
     /// The plain-HTTP listener, if configured.
     pub local_addr: Option<std::net::SocketAddr>,
     /// The TLS listener, if configured.
     pub tls_addr: Option<std::net::SocketAddr>,
+    servers: Vec<m2m_transport::Server>,
+}
+
+impl Running {
+    /// Stops accepting, lets open connections finish within `limits.shutdown_grace_ms`, then ends them.
+    pub async fn shutdown(self) {
+        let grace = std::time::Duration::from_millis(self.cse.config().limits.shutdown_grace_ms);
+        for server in self.servers {
+            server.shutdown(grace).await;
+        }
+    }
 }
 
 /// The psk lookup table: the rows of every secure environment configured, first match wins, then
-/// the keys the MAF distributes.
+/// the keys the MAF distributes. KpsaIDs are compared as [`KpsaId`]s everywhere (the FQDN without
+/// case), so a group member's KsxId in other letter case is still the group member's.
 struct SecureEnvironmentPsk {
     environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
+    home: m2m_core::Home,
     /// MAF-distributed keys, asked for when no environment knows the identity.
     maf: Option<Arc<maf_keys::MafKeys>>,
     /// Group authentication (entity C): a member's KsxId opens only with its current Ksx.
@@ -51,16 +65,35 @@ struct SecureEnvironmentPsk {
 }
 
 impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
-    fn lookup(&self, psk_identity: &str) -> Option<m2m_security::tls::PskKey> {
-        if let Some(group) = self.group.as_ref().filter(|g| g.governs(psk_identity)) {
-            return group.psk(psk_identity);
+    fn lookup(
+        &self,
+        psk_identity: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<m2m_security::tls::PskKey> {
+        use m2m_security::association::{Association, SaeMode};
+        use m2m_security::credentials::{CredentialId, KpsaId};
+        if let (Some(group), Ok(id)) = (self.group.as_ref(), KpsaId::parse(psk_identity)) {
+            if group.governs(&id) {
+                return group.psk(&id);
+            }
         }
         match self.environments.iter().find_map(|se| se.psk(psk_identity)) {
-            Some(entry) => Some(m2m_security::tls::PskKey {
-                entity: entry.entity_id,
-                key: zeroize::Zeroizing::new(entry.key.expose().to_vec()),
-            }),
-            None => self.maf.as_ref()?.lookup(psk_identity),
+            Some(entry) => {
+                let entity = match entry.entity_id.as_deref() {
+                    None => None,
+                    // Rows were checked at start; one that no longer parses opens nothing.
+                    Some(e) => Some(m2m_core::EntityId::parse(e, &self.home).ok()?),
+                };
+                Some(m2m_security::tls::PskKey {
+                    key: zeroize::Zeroizing::new(entry.key.expose().to_vec()),
+                    association: Association {
+                        mode: SaeMode::ProvisionedKey,
+                        credential: CredentialId::for_kpsa(&entry.kpsa_id),
+                        entity,
+                    },
+                })
+            }
+            None => self.maf.as_ref()?.lookup(psk_identity, peer),
         }
     }
 }
@@ -76,6 +109,7 @@ fn psk_table(
     }
     Some(Arc::new(SecureEnvironmentPsk {
         environments,
+        home: cse.identity().home.clone(),
         maf: cse.maf.clone(),
         group: cse.group_keys.clone(),
     }))
@@ -126,8 +160,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     if cfg.http.listen.is_empty() && cfg.tls.is_none() {
         anyhow::bail!("no listener configured: set http.listen or [tls]");
     }
-    let mut listeners = Vec::new();
-    let mut local_addr = None;
+    let mut plain = None;
     if !cfg.http.listen.is_empty() {
         let listen = cfg.listen_addr()?;
         let loopback = listen.ip().is_loopback();
@@ -140,24 +173,35 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        local_addr = Some(listener.local_addr()?);
-        if loopback {
-            tracing::warn!(address = %listen, "plain-HTTP development listener on loopback: no security association; the admin originator is honoured here");
-        } else {
-            tracing::warn!(address = %listen, "plain-HTTP listener without security associations (http.allow_insecure)");
-        }
-        listeners.push((
-            listener,
-            http_server::ListenerKind::Plain {
-                development: loopback,
-            },
-        ));
+        announce_plain(listen, cfg.http.originators);
+        plain = Some(listener);
     }
     let explicit_url = cfg.http.public_url.clone();
     // The keystore is opened (and its passphrase stretched) once: the CSE takes what it needs
     // from it, the TLS listener keeps it for the psk lookups.
     let environments = secure_environments(&cfg)?;
     let cse = Cse::open(cfg, &environments)?;
+    let limits = cse.config().transport_limits();
+    let binder = Arc::new(http_server::CseBinder {
+        cse: Arc::clone(&cse),
+    });
+    let mut servers = Vec::new();
+    let mut local_addr = None;
+    if let Some(tcp) = plain {
+        let trust = cse.config().http.originators;
+        let server = m2m_transport::Server::spawn(
+            m2m_transport::Listener {
+                name: "cse-http",
+                tcp,
+                security: m2m_transport::Security::Plain,
+                limits: limits.clone(),
+            },
+            Arc::clone(&binder),
+            connection_handler(&cse, trust),
+        )?;
+        local_addr = Some(server.local_addr);
+        servers.push(server);
+    }
     let mut tls_addr = None;
     if let Some(tls) = &cse.config().tls {
         let psk = psk_table(environments, &cse);
@@ -174,16 +218,25 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             .listen
             .parse()
             .map_err(|_| anyhow::anyhow!("tls.listen '{}' is not an address:port", tls.listen))?;
-        let listener = tokio::net::TcpListener::bind(addr)
+        let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        tls_addr = Some(listener.local_addr()?);
-        let kind = http_server::TlsListener::new(
-            context,
-            std::time::Duration::from_millis(tls.handshake_timeout_ms),
-            tls.max_handshakes_per_source,
-        );
-        listeners.push((listener, http_server::ListenerKind::Tls(Arc::new(kind))));
+        let server = m2m_transport::Server::spawn(
+            m2m_transport::Listener {
+                name: "cse-tls",
+                tcp,
+                security: m2m_transport::Security::Tls(context),
+                limits: m2m_transport::Limits {
+                    handshake_timeout_ms: tls.handshake_timeout_ms,
+                    max_handshakes_per_source: tls.max_handshakes_per_source,
+                    ..limits
+                },
+            },
+            Arc::clone(&binder),
+            connection_handler(&cse, association::PlainTrust::Anonymous),
+        )?;
+        tls_addr = Some(server.local_addr);
+        servers.push(server);
     }
     let url = explicit_url.unwrap_or_else(|| match (tls_addr, local_addr) {
         (Some(a), _) => format!("https://{a}"),
@@ -192,14 +245,45 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     });
     cse.set_public_url(url)
         .map_err(|e| anyhow::anyhow!(e.dbg))?;
-    for (listener, kind) in listeners {
-        tokio::spawn(http_server::serve(Arc::clone(&cse), listener, kind));
-    }
     tokio::spawn(expiry::run(Arc::clone(&cse)));
     tokio::spawn(registration::register_with_registrar(Arc::clone(&cse)));
     Ok(Running {
         cse,
         local_addr,
         tls_addr,
+        servers,
     })
+}
+
+/// What each accepted connection of a listener runs: the HTTP binding, as the peer it is.
+fn connection_handler(
+    cse: &Arc<Cse>,
+    trust: association::PlainTrust,
+) -> impl Fn(
+    m2m_transport::Connection<association::Association>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    let cse = Arc::clone(cse);
+    move |conn| Box::pin(http_server::serve_connection(Arc::clone(&cse), conn, trust))
+}
+
+/// Says loudly at start what a listener without security association does with a From.
+fn announce_plain(listen: std::net::SocketAddr, trust: association::PlainTrust) {
+    match trust {
+        association::PlainTrust::Trusted => tracing::warn!(
+            target: "audit",
+            address = %listen,
+            "plain-HTTP listener with http.originators = \"trusted\": every From is believed as written, the admin \
+             included, so every process that can reach {listen} is the admin; for development only (set \
+             \"anonymous\", or remove http.listen, for anything else)"
+        ),
+        association::PlainTrust::Anonymous => tracing::warn!(
+            target: "audit",
+            address = %listen,
+            "plain-HTTP listener without security associations: a From there is a claim only (http.originators = \
+             \"anonymous\": it matches only \"all\" in access control, is never the creator nor the admin)"
+        ),
+    }
 }

@@ -15,8 +15,10 @@
 //! association.
 
 use crate::config::{Config, MafSection};
+use m2m_core::{EntityId, Home};
 use m2m_keyservices::maf::MafClient;
-use m2m_security::credentials::Secret;
+use m2m_security::association::{Association, SaeMode};
+use m2m_security::credentials::{CredentialId, Secret};
 use m2m_security::tls::{PskKey, PskLookup};
 use openssl::ssl::SslContext;
 use std::collections::HashMap;
@@ -30,15 +32,21 @@ const SAEF_SUIDS: [u32; 3] = [12, 22, 32];
 /// The SUID of a MAF-distributed pairwiseESPrimKey.
 pub(crate) use m2m_keyservices::sae::ESPRIM_MAF_SUID;
 
-/// A retrieved key: the entity bound, the PSK, and until when it may be used from the cache.
-type Cached = (Option<String>, Zeroizing<Vec<u8>>, Instant);
+/// A retrieved key: the association it opens, the PSK, and until when it may be used from the cache.
+type Cached = (Association, Zeroizing<Vec<u8>>, Instant);
 
 /// The MAF of `[maf]`: one per CSE, shared by the TLS listener (MAF-based SAE) and the ESPrim
 /// Target (MAF ESPrim Framework), so both use one cache and one TLS context.
 pub(crate) struct MafKeys {
     section: MafSection,
+    /// The SP the MAF's source IDs are read in.
+    home: Home,
     /// psk_identity -> cached key.
     cache: Mutex<HashMap<String, Cached>>,
+    /// Key identifiers the MAF refused (lower case) -> until when they are not asked again.
+    refused: Mutex<HashMap<String, Instant>>,
+    /// MAF fetches in flight per source address.
+    inflight: Mutex<HashMap<Option<std::net::IpAddr>, usize>>,
     /// This CSE's certificate context (built once at start, not per handshake).
     context: SslContext,
 }
@@ -61,7 +69,10 @@ impl MafKeys {
         };
         Ok(Some(Self {
             section,
+            home: cfg.identity()?.home,
             cache: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             context,
         }))
     }
@@ -70,8 +81,8 @@ impl MafKeys {
     fn cached(&self, psk_identity: &str) -> Option<PskKey> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match cache.get(psk_identity) {
-            Some((entity, key, until)) if *until > Instant::now() => Some(PskKey {
-                entity: entity.clone(),
+            Some((association, key, until)) if *until > Instant::now() => Some(PskKey {
+                association: association.clone(),
                 key: key.clone(),
             }),
             Some(_) => {
@@ -91,7 +102,11 @@ impl MafKeys {
         cache.retain(|_, (_, _, until)| *until > Instant::now());
         cache.insert(
             psk_identity.to_owned(),
-            (key.entity.clone(), key.key.clone(), Instant::now() + keep),
+            (
+                key.association.clone(),
+                key.key.clone(),
+                Instant::now() + keep,
+            ),
         );
     }
 
@@ -136,14 +151,28 @@ impl MafKeys {
         })
     }
 
-    async fn fetch(&self, relative_id: &str) -> Result<(PskKey, Duration), String> {
+    async fn fetch(
+        &self,
+        psk_identity: &str,
+        relative_id: &str,
+    ) -> Result<(PskKey, Duration), String> {
         let key = self.retrieve(relative_id, KeyUsage::Association).await?;
         let expires_in = (key.expires - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
+        // The MAF names the source: the association is bound to it (TS-0003 clause 8.2.2.3).
+        let entity = EntityId::parse(&key.source_id, &self.home).map_err(|_| {
+            "the MAF named a source that is no AE-ID or CSE-ID of this SP".to_owned()
+        })?;
+        let credential = CredentialId::new(CredentialId::TYPE_KPSA_ID, psk_identity)
+            .map_err(|e| format!("key identifier: {e}"))?;
         Ok((
             PskKey {
-                entity: Some(key.source_id),
+                association: Association {
+                    mode: SaeMode::MafKey,
+                    credential,
+                    entity: Some(entity),
+                },
                 key: Zeroizing::new(m2m_keyservices::sae::psk_of_kc(&key.kc).expose().to_vec()),
             },
             expires_in,
@@ -184,20 +213,108 @@ pub(crate) struct MafKey {
 }
 
 impl PskLookup for MafKeys {
-    fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
+    fn lookup(&self, psk_identity: &str, peer: Option<std::net::IpAddr>) -> Option<PskKey> {
         let relative = self.relative_id(psk_identity)?;
         if let Some(key) = self.cached(psk_identity) {
             return Some(key);
         }
+        // Every ClientHello naming the MAF would otherwise make this CSE contact the MAF: key
+        // identifiers the MAF refused are not asked again for a while, and each source address
+        // has few fetches in flight (the fetch runs inside OpenSSL's synchronous callback).
+        if self.refused_recently(psk_identity) {
+            tracing::debug!(
+                psk_identity,
+                "MAF key refused recently: not asked again yet"
+            );
+            return None;
+        }
+        let Some(_slot) = self.fetch_slot(peer) else {
+            tracing::warn!(target: "audit", psk_identity, peer = ?peer, "MAF key not fetched: too many fetches in flight from this address");
+            return None;
+        };
         let timeout = self.timeout();
-        match m2m_keyservices::psk_fetch::fetch_in_psk_callback(timeout, self.fetch(relative)) {
+        match m2m_keyservices::psk_fetch::fetch_in_psk_callback(
+            timeout,
+            self.fetch(psk_identity, relative),
+        ) {
             Ok((key, expires_in)) => {
                 self.remember(psk_identity, &key, expires_in);
                 Some(key)
             }
             Err(why) => {
                 tracing::warn!(target: "audit", psk_identity, reason = %why, "MAF key not available");
+                self.remember_refusal(psk_identity);
                 None
+            }
+        }
+    }
+}
+
+/// How long a key identifier the MAF refused is not asked for again.
+const NEGATIVE_CACHE: Duration = Duration::from_secs(30);
+/// At most this many refused identifiers are remembered (then the oldest half is forgotten).
+const NEGATIVE_CACHE_LEN: usize = 10_000;
+/// MAF fetches in flight per source address, and in all.
+const FETCHES_PER_SOURCE: usize = 2;
+const FETCHES_IN_ALL: usize = 32;
+
+impl MafKeys {
+    fn refused_recently(&self, psk_identity: &str) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        match refused.get(&psk_identity.to_ascii_lowercase()) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                refused.remove(&psk_identity.to_ascii_lowercase());
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_refusal(&self, psk_identity: &str) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.len() >= NEGATIVE_CACHE_LEN {
+            let now = Instant::now();
+            refused.retain(|_, until| *until > now);
+            if refused.len() >= NEGATIVE_CACHE_LEN {
+                let mut by_age: Vec<Instant> = refused.values().copied().collect();
+                by_age.sort();
+                let cut = by_age[by_age.len() / 2];
+                refused.retain(|_, until| *until > cut);
+            }
+        }
+        refused.insert(
+            psk_identity.to_ascii_lowercase(),
+            Instant::now() + NEGATIVE_CACHE,
+        );
+    }
+
+    /// A fetch slot for `peer` (and in all), given back when dropped.
+    fn fetch_slot(&self, peer: Option<std::net::IpAddr>) -> Option<FetchSlot<'_>> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = inflight.values().sum();
+        let mine = inflight.entry(peer).or_insert(0);
+        if *mine >= FETCHES_PER_SOURCE || total >= FETCHES_IN_ALL {
+            return None;
+        }
+        *mine += 1;
+        Some(FetchSlot { keys: self, peer })
+    }
+}
+
+/// One MAF fetch in flight for a source.
+struct FetchSlot<'a> {
+    keys: &'a MafKeys,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl Drop for FetchSlot<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self.keys.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = inflight.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                inflight.remove(&self.peer);
             }
         }
     }

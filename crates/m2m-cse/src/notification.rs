@@ -262,5 +262,14 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResu
             format!("AE '{}' has no pointOfAccess", ae.ri()),
         ));
     };
-    cse.client.send_to_url(&poa, &req).await
+    // Over https the AE proves it is this AE (its AE-ID certificate): its poa is an address it
+    // gave itself, which any certificate of the same root of trust could answer on.
+    let client = match ae
+        .str_attr("aei")
+        .and_then(|a| m2m_core::EntityId::parse(a, &cse.id.home).ok())
+    {
+        Some(entity) if poa.starts_with("https://") => cse.client_for_entity(&entity),
+        _ => cse.client.clone(),
+    };
+    client.send_to_url(&poa, &req).await
 }

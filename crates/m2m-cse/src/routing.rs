@@ -2,8 +2,8 @@
 //! over the registration relation, down to a registered CSE that hosts (or is registrar of) the
 //! target, or up to this CSE's registrar.
 
+use crate::association::Peer;
 use crate::cse::Cse;
-use m2m_core::id::{classify_originator, OriginatorKind};
 use m2m_core::{CseId, M2mError, M2mResult, Request, ResourceType, Response, ResponseStatusCode};
 use serde_json::Value;
 use std::sync::Arc;
@@ -47,18 +47,26 @@ pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<(String, Option<
     ))
 }
 
-/// Forwards a request to the next hop and returns the answer unchanged.
+/// Forwards a request to the next hop and returns the answer unchanged. The next CSE sees the
+/// originator as this CSE relays it (it proves nothing more than this CSE's word), so an
+/// originator that is only a claim here is not forwarded at all: it would arrive vouched for.
 pub async fn forward(
     cse: &Arc<Cse>,
     mut req: Request,
     target: Option<CseId>,
+    peer: &Peer,
 ) -> M2mResult<Response> {
+    if !peer.proof.identifies() {
+        tracing::warn!(target: "audit", to = %req.to, originator = ?peer.originator, "not retargeted: the originator is only claimed (no security association)");
+        return Err(M2mError::new(
+            ResponseStatusCode::OriginatorNotAuthenticated,
+            "a request for another CSE needs a security association that proves its originator",
+        ));
+    }
     let (hop, registree) = next_hop(cse, target.as_ref())?;
-    // Outside this CSE, an AE registered here is known by its SP-relative AE-ID.
-    if let Some(from) = &req.from {
-        if let OriginatorKind::AeStem(stem) = classify_originator(from) {
-            req.from = Some(cse.sp_relative(stem));
-        }
+    // Outside this CSE, an entity is known by its SP-relative ID (absolute in another SP).
+    if let Some(entity) = &peer.originator {
+        req.from = Some(entity.as_seen_from(&cse.id.home));
     }
     tracing::debug!(to = %req.to, hop = %hop, "retargeting");
     cse.client_for(&hop, registree.as_ref())?

@@ -13,25 +13,25 @@
 //!
 //! | flavour (TS-0003 clause) | SAN type | value | identity |
 //! |---|---|---|---|
-//! | AE-ID certificate (10.1.1.5) | uniformResourceIdentifier | `onem2m:` + Absolute-AE-ID, e.g. `onem2m://m2m.example.com/id-in/Cphone`, `onem2m://m2m.example.com/Sdoorlock` | [`CertIdentity::AeId`] `/id-in/Cphone` |
-//! | CSE-ID certificate (10.1.1.7) | dNSName | `<CSE-ID>.<SP-FQDN>`, e.g. `id-mn.m2m.example.com` | [`CertIdentity::CseId`] `/id-mn` |
-//! | FQDN certificate, MAF/MEF (10.1.1.6) | dNSName | the FQDN, e.g. `maf.keys.example.net` | [`CertIdentity::Fqdn`] |
+//! | AE-ID certificate (10.1.1.5) | uniformResourceIdentifier | `onem2m:` + Absolute-AE-ID, e.g. `onem2m://m2m.example.com/id-in/Cphone`, `onem2m://m2m.example.com/Sdoorlock` | the AE |
+//! | CSE-ID certificate (10.1.1.7) | dNSName | the CSE's public domain name: `id-in.m2m.example.com` for the IN-CSE, `id-mn.id-in.m2m.example.com` for any other | the CSE |
+//! | FQDN certificate, MAF/MEF (10.1.1.6) | dNSName | the FQDN, e.g. `maf.keys.example.net`, `maf.m2m.example.com` | [`CertIdentity::Fqdn`] |
 //!
 //! - The Absolute-AE-ID (`//SP-FQDN/SP-relative-AE-ID`) is an RFC 3986 hier-part (TS-0001 table 7.2-1), so the
 //!   "full URI representation" is a scheme plus that hier-part; the scheme is [`AE_ID_URI_SCHEME`]. The URI's
 //!   host is the SP-FQDN, which the issuing CA's URI nameConstraints must permit (10.1.1.5).
-//! - The CSE's "public domain name representation" (TS-0001 clause 6.5.1.1) is `<CSE-ID>.<IN public domain>`.
-//!   For the IN-CSE that is `<IN-CSE-ID>.<SP-FQDN>`; MN- and ASN-CSEs may also sit one level lower
-//!   (`<MN-CSE-ID>.<IN-CSE-ID>.<SP-FQDN>`). This project uses the flat form `<CSE-ID>.<SP-FQDN>` for every CSE,
-//!   because CSE-IDs are unique within the SP domain: exactly one label left of the SP-FQDN is a CSE-ID, and
-//!   any other dNSName is an FQDN. CSE-IDs must therefore be valid DNS labels (letters, digits, `-`); their
-//!   case is kept as written in the certificate.
-//! - A dNSName one label under the SP-FQDN always reads as a CSE-ID, so a MAF/MEF in the SP's domain needs a
-//!   deeper name (`maf.sec.m2m.example.com`) or another domain; `m2m pki issue` enforces that.
-//! - Returned AE-IDs and CSE-IDs are SP-relative (the SP-FQDN was checked); [`CertIdentity::absolute`] gives the
-//!   absolute form that TS-0003 clause 8.2.2.2 associates with the security context.
+//! - The CSE's "public domain name representation" follows TS-0001 clause 6.5.1.1: the IN-CSE is
+//!   `<IN-CSE-ID>.<SP-FQDN>`, every MN- and ASN-CSE a sub-domain of it, `<CSE-ID>.<IN-CSE-ID>.<SP-FQDN>`
+//!   ([`CseNaming`]). So an FQDN certificate elsewhere in the SP's domain (`maf.m2m.example.com`,
+//!   `www.m2m.example.com`) never reads as a CSE: only the IN's own name and the names directly under it do.
+//! - One case rule: DNS compares names without case, CSE-IDs are compared exactly; so a CSE-ID is certified
+//!   only in lower case, and a dNSName that would name a CSE with an upper-case letter refuses the whole
+//!   certificate (it would otherwise name a second, phantom CSE). A CSE-ID with upper-case letters cannot
+//!   use a CSE-ID certificate ([`CseNaming::dns_name`] refuses it).
+//! - Identities come back typed ([`EntityId`]), in absolute form, the SP checked.
 //! - Wildcards (`*`) anywhere in a URI or dNSName SAN make the whole certificate unusable (10.1.1.5-10.1.1.7).
 
+use m2m_core::{CseId, EntityId, Home, SpId};
 use openssl::asn1::{Asn1Object, Asn1OctetString, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
@@ -52,22 +52,18 @@ pub const AE_ID_URI_SCHEME: &str = "onem2m";
 /// The oneM2M identity a certificate names (TS-0003 clause 8.2.2.2).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum CertIdentity {
-    /// SP-relative AE-ID: `/id-in/Cphone` or `/Sdoorlock`.
-    AeId(String),
-    /// SP-relative CSE-ID: `/id-mn`.
-    CseId(String),
+    /// An AE-ID certificate or a CSE-ID certificate: the entity, normalized.
+    Entity(EntityId),
     /// The FQDN of an FQDN certificate (MAF, MEF), lower case.
     Fqdn(String),
 }
 
 impl CertIdentity {
-    /// The absolute form (`//m2m.example.com/id-mn`) of an AE-ID or CSE-ID; an FQDN as it is.
-    pub fn absolute(&self, sp_fqdn: &str) -> String {
+    /// The entity an AE-ID or CSE-ID certificate names.
+    pub fn entity(&self) -> Option<&EntityId> {
         match self {
-            CertIdentity::AeId(id) | CertIdentity::CseId(id) => {
-                format!("//{}{id}", sp_fqdn.to_ascii_lowercase())
-            }
-            CertIdentity::Fqdn(f) => f.clone(),
+            CertIdentity::Entity(e) => Some(e),
+            CertIdentity::Fqdn(_) => None,
         }
     }
 }
@@ -75,10 +71,88 @@ impl CertIdentity {
 impl fmt::Display for CertIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CertIdentity::AeId(id) => write!(f, "AE-ID {id}"),
-            CertIdentity::CseId(id) => write!(f, "CSE-ID {id}"),
+            CertIdentity::Entity(e) if e.is_cse() => write!(f, "CSE-ID {e}"),
+            CertIdentity::Entity(e) => write!(f, "AE-ID {e}"),
             CertIdentity::Fqdn(n) => write!(f, "FQDN {n}"),
         }
+    }
+}
+
+/// How CSE-IDs are written in certificates: the public domain names of TS-0001 clause 6.5.1.1, in
+/// the SP `sp` whose IN-CSE is `in_cse`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CseNaming {
+    pub sp: SpId,
+    /// `None`: an SP whose IN-CSE-ID has no DNS form; then no certificate names a CSE.
+    pub in_cse: Option<CseId>,
+}
+
+impl CseNaming {
+    /// The naming of `sp` (an FQDN) with IN-CSE `in_cse` (`/id-in`).
+    pub fn new(sp: &str, in_cse: &str) -> Result<CseNaming, String> {
+        let sp = SpId::parse(sp).map_err(|e| e.dbg)?;
+        check_fqdn(sp.fqdn())?;
+        let in_cse = CseId::parse(in_cse).map_err(|e| e.dbg)?;
+        cse_label(&in_cse)?;
+        Ok(CseNaming {
+            sp,
+            in_cse: Some(in_cse),
+        })
+    }
+
+    /// The naming of an SP where certificates name AEs and FQDNs only.
+    pub fn without_cses(sp: &str) -> Result<CseNaming, String> {
+        let sp = SpId::parse(sp).map_err(|e| e.dbg)?;
+        check_fqdn(sp.fqdn())?;
+        Ok(CseNaming { sp, in_cse: None })
+    }
+
+    /// `<in>.<sp>` for the IN-CSE, `<cse>.<in>.<sp>` for any other CSE; a CSE-ID that is not a
+    /// lower-case DNS label has no name.
+    pub fn dns_name(&self, cse: &CseId) -> Result<String, String> {
+        let in_cse = self
+            .in_cse
+            .as_ref()
+            .ok_or("this SP's IN-CSE-ID has no DNS form: no CSE has a certificate name")?;
+        let in_label = cse_label(in_cse)?;
+        if cse == in_cse {
+            return Ok(format!("{in_label}.{}", self.sp.fqdn()));
+        }
+        Ok(format!("{}.{in_label}.{}", cse_label(cse)?, self.sp.fqdn()))
+    }
+
+    /// The CSE a dNSName names: `Ok(None)` for a name that is no CSE's (an FQDN certificate);
+    /// `Err` for a name in the CSE namespace that no CSE-ID can have (upper case).
+    pub fn cse_of(&self, dns: &str) -> Result<Option<CseId>, String> {
+        let Some(in_cse) = &self.in_cse else {
+            return Ok(None);
+        };
+        let dns = dns.trim_end_matches('.');
+        let lower = dns.to_ascii_lowercase();
+        let in_name = self.dns_name(in_cse)?;
+        let label = if lower == in_name {
+            Some(&dns[..in_cse.bare().len()])
+        } else {
+            lower
+                .strip_suffix(&in_name)
+                .and_then(|l| l.strip_suffix('.'))
+                .filter(|l| !l.is_empty() && !l.contains('.'))
+                .map(|l| &dns[..l.len()])
+        };
+        let Some(label) = label else {
+            return Ok(None);
+        };
+        if label.bytes().any(|b| b.is_ascii_uppercase()) || check_dns_label(dns, label).is_err() {
+            return Err(format!(
+                "dNSName '{dns}' names a CSE, but not in the canonical lower-case form of a CSE-ID"
+            ));
+        }
+        CseId::parse(label).map(Some).map_err(|e| e.dbg)
+    }
+
+    /// The entity of a CSE-ID in this SP.
+    pub fn entity(&self, cse: CseId) -> EntityId {
+        EntityId::cse(self.sp.clone(), cse)
     }
 }
 
@@ -140,14 +214,12 @@ fn check_dns_label(name: &str, label: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks an SP-relative CSE-ID (`/id-mn`) that must also be a DNS label; returns it without the slash.
-fn cse_label(cse_id: &str) -> Result<&str, String> {
-    let bare = cse_id
-        .strip_prefix('/')
-        .ok_or_else(|| format!("CSE-ID '{cse_id}' must be SP-relative (start with '/')"))?;
-    if check_dns_label(bare, bare).is_err() {
+/// A CSE-ID that must also be a lower-case DNS label; returns it without the slash.
+fn cse_label(cse_id: &CseId) -> Result<&str, String> {
+    let bare = cse_id.bare();
+    if check_dns_label(bare, bare).is_err() || bare.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(format!(
-            "CSE-ID '{cse_id}' cannot be a DNS label (letters, digits and inner '-' only, at most 63)"
+            "CSE-ID '{cse_id}' cannot be a DNS label (lower-case letters, digits and inner '-' only, at most 63)"
         ));
     }
     Ok(bare)
@@ -178,14 +250,8 @@ pub fn ae_id_uri(sp_fqdn: &str, ae_id: &str) -> Result<String, String> {
     Ok(format!("{AE_ID_URI_SCHEME}://{sp}{ae_id}"))
 }
 
-/// The CSE-ID subjectAltName dNSName: `<cse-id>.<sp>` (TS-0003 clause 10.1.1.7, TS-0001 clause 6.5.1.1).
-pub fn cse_dns_name(sp_fqdn: &str, cse_id: &str) -> Result<String, String> {
-    let sp = check_fqdn(sp_fqdn)?;
-    Ok(format!("{}.{sp}", cse_label(cse_id)?))
-}
-
 /// Reads an AE-ID out of a URI SAN. `Ok(None)`: not an AE-ID URI at all (another scheme).
-fn ae_id_from_uri(uri: &str, sp: &str) -> Result<Option<String>, String> {
+fn ae_id_from_uri(uri: &str, sp: &SpId) -> Result<Option<EntityId>, String> {
     let Some((scheme, rest)) = uri.split_once(':') else {
         return Ok(None);
     };
@@ -204,67 +270,58 @@ fn ae_id_from_uri(uri: &str, sp: &str) -> Result<Option<String>, String> {
         .find('/')
         .map(|i| hier.split_at(i))
         .ok_or_else(|| format!("URI '{uri}' names no AE"))?;
-    if !host.eq_ignore_ascii_case(sp) {
+    if !host.eq_ignore_ascii_case(sp.fqdn()) {
         return Err(format!("URI '{uri}' belongs to SP '{host}', not '{sp}'"));
     }
     check_sp_relative_ae_id(path)?;
-    Ok(Some(path.to_owned()))
+    let entity = EntityId::parse(path, &Home::sp(sp.clone())).map_err(|e| e.dbg)?;
+    if !entity.is_ae() {
+        return Err(format!("URI '{uri}' names no AE"));
+    }
+    Ok(Some(entity))
 }
 
 /// Which oneM2M identity a certificate names (TS-0003 clause 8.2.2.2, encodings in the module documentation).
 ///
 /// The caller has already verified the chain and [`check_profile`]; this only reads the subjectAltName:
 /// - a wildcard in any URI or dNSName SAN refuses the certificate;
-/// - URI SANs of scheme [`AE_ID_URI_SCHEME`] must name an AE-ID in `sp_fqdn`'s domain, else it is refused;
-/// - a dNSName `<label>.<sp_fqdn>` names the CSE-ID `/<label>`;
+/// - URI SANs of scheme [`AE_ID_URI_SCHEME`] must name an AE-ID in the SP's domain, else it is refused;
+/// - a dNSName that is the public domain name of a CSE ([`CseNaming::cse_of`]) names that CSE; one in the
+///   CSE namespace that no CSE-ID can have (upper case) refuses the certificate;
 /// - exactly one AE-ID or CSE-ID (repeats of the same one allowed) is the identity; two different ones are
 ///   ambiguous and refused; other SANs (host names, IP addresses) are then ignored;
 /// - with none, the first dNSName is the FQDN of an FQDN certificate; with no dNSName either, it is refused.
-pub fn identity_of(cert: &X509Ref, sp_fqdn: &str) -> Result<CertIdentity, String> {
-    let sp = sp_fqdn.trim_end_matches('.').to_ascii_lowercase();
+pub fn identity_of(cert: &X509Ref, naming: &CseNaming) -> Result<CertIdentity, String> {
     let sans = cert
         .subject_alt_names()
         .ok_or_else(|| "certificate has no subjectAltName".to_owned())?;
-    let mut found: Vec<CertIdentity> = Vec::new();
+    let mut found: Vec<EntityId> = Vec::new();
     let mut first_dns: Option<String> = None;
     for gn in &sans {
         if let Some(uri) = gn.uri() {
             if uri.contains('*') {
                 return Err(format!("wildcard in subjectAltName URI '{uri}'"));
             }
-            if let Some(ae) = ae_id_from_uri(uri, &sp)? {
-                found.push(CertIdentity::AeId(ae));
+            if let Some(ae) = ae_id_from_uri(uri, &naming.sp)? {
+                found.push(ae);
             }
         } else if let Some(dns) = gn.dnsname() {
             if dns.contains('*') {
                 return Err(format!("wildcard in subjectAltName dNSName '{dns}'"));
             }
-            let lower = dns.trim_end_matches('.').to_ascii_lowercase();
-            let label = lower
-                .strip_suffix(&sp)
-                .and_then(|l| l.strip_suffix('.'))
-                .filter(|l| !sp.is_empty() && !l.contains('.'));
-            match label {
-                Some(_) => {
-                    // Keep the CSE-ID's case as written in the certificate.
-                    let label = &dns[..dns.find('.').unwrap_or(dns.len())];
-                    if check_dns_label(label, label).is_err() {
-                        return Err(format!("dNSName '{dns}' is not a valid CSE-ID name"));
-                    }
-                    found.push(CertIdentity::CseId(format!("/{label}")));
+            match naming.cse_of(dns)? {
+                Some(cse) => found.push(naming.entity(cse)),
+                // Names that are no FQDN (`localhost`) may serve TLS host checks; they name nobody.
+                None if first_dns.is_none() => {
+                    first_dns = check_fqdn(dns.trim_end_matches('.')).ok();
                 }
-                None => {
-                    // Names that are no FQDN (`localhost`) may serve TLS host checks; they name nobody.
-                    if first_dns.is_none() {
-                        first_dns = check_fqdn(dns.trim_end_matches('.')).ok();
-                    }
-                }
+                None => {}
             }
         }
     }
     found.dedup();
     match found.as_slice() {
-        [one] => Ok(one.clone()),
+        [one] => Ok(CertIdentity::Entity(one.clone())),
         [] => first_dns
             .map(CertIdentity::Fqdn)
             .ok_or_else(|| "subjectAltName names no AE-ID, CSE-ID or FQDN".to_owned()),
@@ -473,8 +530,8 @@ impl Validity {
 pub enum LeafName {
     /// SP-relative AE-ID (`/id-in/Cphone`, `/Sdoorlock`) in the SP domain `sp`.
     Ae { ae_id: String, sp: String },
-    /// SP-relative CSE-ID (`/id-mn`) in the SP domain `sp`.
-    Cse { cse_id: String, sp: String },
+    /// A CSE, named as `naming` writes it (`id-mn.id-in.m2m.example.com`).
+    Cse { cse_id: CseId, naming: CseNaming },
     /// FQDN of a MAF or MEF.
     Fqdn(String),
 }
@@ -640,7 +697,9 @@ fn build_leaf<T: openssl::pkey::HasPublic>(
 ) -> Result<X509, String> {
     let (cn, san_uri, mut san_dns) = match name {
         LeafName::Ae { ae_id, sp } => (ae_id.clone(), Some(ae_id_uri(sp, ae_id)?), vec![]),
-        LeafName::Cse { cse_id, sp } => (cse_id.clone(), None, vec![cse_dns_name(sp, cse_id)?]),
+        LeafName::Cse { cse_id, naming } => {
+            (cse_id.to_string(), None, vec![naming.dns_name(cse_id)?])
+        }
         LeafName::Fqdn(f) => {
             let f = check_fqdn(f)?;
             (f.clone(), None, vec![f])
@@ -786,9 +845,17 @@ mod tests {
 
     fn cse(id: &str) -> LeafName {
         LeafName::Cse {
-            cse_id: id.into(),
-            sp: SP.into(),
+            cse_id: CseId::parse(id).unwrap(),
+            naming: naming(),
         }
+    }
+
+    fn naming() -> CseNaming {
+        CseNaming::new(SP, "/id-in").unwrap()
+    }
+
+    fn ent(id: &str) -> CertIdentity {
+        CertIdentity::Entity(EntityId::parse(id, &Home::sp(SpId::parse(SP).unwrap())).unwrap())
     }
 
     /// A self-signed certificate with arbitrary SANs (for names `issue` would refuse to write).
@@ -819,13 +886,16 @@ mod tests {
     fn ae_certificate_names_its_ae_id() {
         let c = leaf(ae("/id-in/Cphone"), KeyType::P256, &[]);
         check_profile(&c).unwrap();
-        let id = identity_of(&c, SP).unwrap();
-        assert_eq!(id, CertIdentity::AeId("/id-in/Cphone".into()));
-        assert_eq!(id.absolute(SP), "//m2m.example.com/id-in/Cphone");
+        let id = identity_of(&c, &naming()).unwrap();
+        assert_eq!(id, ent("/id-in/Cphone"));
+        assert_eq!(
+            id.entity().unwrap().absolute(),
+            "//m2m.example.com/id-in/Cphone"
+        );
         let s = leaf(ae("/Sdoorlock"), KeyType::P256, &[]);
         assert_eq!(
-            identity_of(&s, "M2M.Example.COM").unwrap(),
-            CertIdentity::AeId("/Sdoorlock".into())
+            identity_of(&s, &CseNaming::new("M2M.Example.COM", "/id-in").unwrap()).unwrap(),
+            ent("/Sdoorlock")
         );
         let sans = c.subject_alt_names().unwrap();
         assert_eq!(
@@ -838,14 +908,15 @@ mod tests {
     fn cse_certificate_names_its_cse_id() {
         let c = leaf(cse("/id-mn"), KeyType::P256, &["localhost"]);
         check_profile(&c).unwrap();
+        assert_eq!(identity_of(&c, &naming()).unwrap(), ent("/id-mn"));
+        let sans = c.subject_alt_names().unwrap();
         assert_eq!(
-            identity_of(&c, SP).unwrap(),
-            CertIdentity::CseId("/id-mn".into())
+            sans.iter().next().unwrap().dnsname(),
+            Some("id-mn.id-in.m2m.example.com")
         );
-        assert_eq!(
-            identity_of(&c, SP).unwrap().absolute(SP),
-            "//m2m.example.com/id-mn"
-        );
+        // The IN-CSE is named directly under the SP.
+        let c = leaf(cse("/id-in"), KeyType::P256, &[]);
+        assert_eq!(identity_of(&c, &naming()).unwrap(), ent("/id-in"));
     }
 
     #[test]
@@ -857,7 +928,7 @@ mod tests {
         );
         check_profile(&c).unwrap();
         assert_eq!(
-            identity_of(&c, SP).unwrap(),
+            identity_of(&c, &naming()).unwrap(),
             CertIdentity::Fqdn("maf.keys.example.net".into())
         );
         // A MEF deeper in the SP domain is an FQDN too, not a CSE.
@@ -867,7 +938,7 @@ mod tests {
             &[],
         );
         assert_eq!(
-            identity_of(&c, SP).unwrap(),
+            identity_of(&c, &naming()).unwrap(),
             CertIdentity::Fqdn("mef.sec.m2m.example.com".into())
         );
     }
@@ -892,8 +963,8 @@ mod tests {
                 sp: "other.example.org".into(),
             },
             LeafName::Cse {
-                cse_id: "/id-mn".into(),
-                sp: "other.example.org".into(),
+                cse_id: CseId::parse("/id-mn").unwrap(),
+                naming: CseNaming::new("other.example.org", "/id-in").unwrap(),
             },
         ] {
             let c = issue(&name, &key, &ca, &ca_key, Validity::days_from_now(1), &[]).unwrap();
@@ -991,30 +1062,30 @@ mod tests {
     #[test]
     fn wildcards_refused() {
         let c = raw_cert(&[], &["*.m2m.example.com"], MessageDigest::sha256());
-        assert!(identity_of(&c, SP).unwrap_err().contains("wildcard"));
+        assert!(identity_of(&c, &naming()).unwrap_err().contains("wildcard"));
         let c = raw_cert(
             &["onem2m://m2m.example.com/id-in/C*"],
             &[],
             MessageDigest::sha256(),
         );
-        assert!(identity_of(&c, SP).unwrap_err().contains("wildcard"));
+        assert!(identity_of(&c, &naming()).unwrap_err().contains("wildcard"));
         // A wildcard next to a good name still spoils the certificate.
         let c = raw_cert(
             &[],
-            &["id-mn.m2m.example.com", "*.example.net"],
+            &["id-mn.id-in.m2m.example.com", "*.example.net"],
             MessageDigest::sha256(),
         );
-        assert!(identity_of(&c, SP).unwrap_err().contains("wildcard"));
+        assert!(identity_of(&c, &naming()).unwrap_err().contains("wildcard"));
     }
 
     #[test]
     fn no_san_refused() {
         let c = raw_cert(&[], &[], MessageDigest::sha256());
-        assert!(identity_of(&c, SP)
+        assert!(identity_of(&c, &naming())
             .unwrap_err()
             .contains("no subjectAltName"));
         let c = raw_cert(&["https://m2m.example.com/x"], &[], MessageDigest::sha256());
-        assert!(identity_of(&c, SP).unwrap_err().contains("names no"));
+        assert!(identity_of(&c, &naming()).unwrap_err().contains("names no"));
     }
 
     #[test]
@@ -1024,17 +1095,31 @@ mod tests {
             &[],
             MessageDigest::sha256(),
         );
-        let err = identity_of(&c, SP).unwrap_err();
+        let err = identity_of(&c, &naming()).unwrap_err();
         assert!(err.contains("other.example.org"), "{err}");
         // A CSE name of another SP is no CSE-ID here (at most an FQDN, which a CSE does not accept as a CSE).
-        let c = raw_cert(&[], &["id-mn.other.example.org"], MessageDigest::sha256());
+        let c = raw_cert(
+            &[],
+            &["id-mn.id-in.other.example.org"],
+            MessageDigest::sha256(),
+        );
         assert!(!matches!(
-            identity_of(&c, SP),
-            Ok(CertIdentity::CseId(_)) | Ok(CertIdentity::AeId(_))
+            identity_of(&c, &naming()),
+            Ok(CertIdentity::Entity(_))
         ));
         // Suffix tricks: "evilm2m.example.com" is not under "m2m.example.com".
-        let c = raw_cert(&[], &["id-mn.evilm2m.example.com"], MessageDigest::sha256());
-        assert!(!matches!(identity_of(&c, SP), Ok(CertIdentity::CseId(_))));
+        let c = raw_cert(
+            &[],
+            &[
+                "id-mn.id-in.evilm2m.example.com",
+                "id-mn.xid-in.m2m.example.com",
+            ],
+            MessageDigest::sha256(),
+        );
+        assert!(!matches!(
+            identity_of(&c, &naming()),
+            Ok(CertIdentity::Entity(_))
+        ));
     }
 
     #[test]
@@ -1050,7 +1135,7 @@ mod tests {
             "onem2m://m2m.example.com//Sx",
         ] {
             let c = raw_cert(&[uri], &[], MessageDigest::sha256());
-            assert!(identity_of(&c, SP).is_err(), "{uri} accepted");
+            assert!(identity_of(&c, &naming()).is_err(), "{uri} accepted");
         }
     }
 
@@ -1058,24 +1143,37 @@ mod tests {
     fn two_identities_are_ambiguous() {
         let c = raw_cert(
             &["onem2m://m2m.example.com/Sx"],
-            &["id-mn.m2m.example.com"],
+            &["id-mn.id-in.m2m.example.com"],
             MessageDigest::sha256(),
         );
-        assert!(identity_of(&c, SP).unwrap_err().contains("several"));
+        assert!(identity_of(&c, &naming()).unwrap_err().contains("several"));
         let c = raw_cert(
             &[],
-            &["id-mn.m2m.example.com", "id-mn2.m2m.example.com"],
+            &[
+                "id-mn.id-in.m2m.example.com",
+                "id-mn2.id-in.m2m.example.com",
+            ],
             MessageDigest::sha256(),
         );
-        assert!(identity_of(&c, SP).unwrap_err().contains("several"));
+        assert!(identity_of(&c, &naming()).unwrap_err().contains("several"));
     }
 
     #[test]
     fn encodings_check_their_input() {
-        assert_eq!(cse_dns_name(SP, "/id-mn").unwrap(), "id-mn.m2m.example.com");
-        assert!(cse_dns_name(SP, "id-mn").is_err());
-        assert!(cse_dns_name(SP, "/id_mn").is_err());
-        assert!(cse_dns_name("*.example.com", "/id-mn").is_err());
+        let n = naming();
+        let id = |s: &str| CseId::parse(s).unwrap();
+        assert_eq!(
+            n.dns_name(&id("/id-mn")).unwrap(),
+            "id-mn.id-in.m2m.example.com"
+        );
+        assert_eq!(n.dns_name(&id("/id-in")).unwrap(), "id-in.m2m.example.com");
+        assert!(n.dns_name(&id("/id_mn")).is_err());
+        assert!(
+            n.dns_name(&id("/ID-MN")).is_err(),
+            "upper case has no DNS form"
+        );
+        assert!(CseNaming::new("*.example.com", "/id-in").is_err());
+        assert!(CseNaming::new(SP, "/ID-IN").is_err());
         assert_eq!(
             ae_id_uri(SP, "/id-in/Cphone").unwrap(),
             "onem2m://m2m.example.com/id-in/Cphone"
@@ -1100,5 +1198,63 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 6);
+    }
+}
+
+#[cfg(test)]
+mod phantom_tests {
+    use super::*;
+
+    fn raw(dns: &[&str]) -> X509 {
+        let key = generate_key(KeyType::P256).unwrap();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_pubkey(&key).unwrap();
+        set_validity(&mut b, Validity::days_from_now(1)).unwrap();
+        let mut san = SubjectAlternativeName::new();
+        for d in dns {
+            san.dns(d);
+        }
+        let ext = san.build(&b.x509v3_context(None, None)).unwrap();
+        b.append_extension(ext).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        b.build()
+    }
+
+    /// Every dNSName either names exactly the CSE whose public domain name it is, or no CSE at all;
+    /// one that would name a CSE in another letter case refuses the certificate.
+    #[test]
+    fn no_dns_name_becomes_a_phantom_cse() {
+        let naming = CseNaming::new("m2m.example.com", "/id-in").unwrap();
+        let cse = |id: &str| {
+            Ok(CertIdentity::Entity(EntityId::cse(
+                naming.sp.clone(),
+                CseId::parse(id).unwrap(),
+            )))
+        };
+        let fqdn = |f: &str| Ok(CertIdentity::Fqdn(f.into()));
+        let cases: Vec<(&str, Result<CertIdentity, ()>)> = vec![
+            ("id-in.m2m.example.com", cse("/id-in")),
+            ("id-in.m2m.example.com.", cse("/id-in")),
+            ("id-mn.id-in.m2m.example.com", cse("/id-mn")),
+            ("id-mn.ID-IN.M2M.example.com", cse("/id-mn")),
+            // FQDN certificates elsewhere in the SP's domain name no CSE.
+            ("maf.m2m.example.com", fqdn("maf.m2m.example.com")),
+            ("www.m2m.example.com", fqdn("www.m2m.example.com")),
+            ("id-mn.m2m.example.com", fqdn("id-mn.m2m.example.com")),
+            (
+                "a.id-mn.id-in.m2m.example.com",
+                fqdn("a.id-mn.id-in.m2m.example.com"),
+            ),
+            ("id-in.example.com", fqdn("id-in.example.com")),
+            // Another letter case would be another CSE-ID: refused.
+            ("ID-MN.id-in.m2m.example.com", Err(())),
+            ("Id-mn.id-in.m2m.example.com", Err(())),
+            ("ID-IN.m2m.example.com", Err(())),
+        ];
+        for (dns, want) in cases {
+            let got = identity_of(&raw(&[dns]), &naming).map_err(|_| ());
+            assert_eq!(got, want.map_err(|_| ()), "{dns}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! out. Time, network addresses and group membership are supplied by the caller.
 
 pub mod access_control;
+pub mod association;
 /// Certificates in the TS-0003 clause 10.1 profile and the identity they carry (clause 8.2.2.2).
 pub mod certificates;
 pub mod credentials;

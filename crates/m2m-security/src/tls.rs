@@ -6,6 +6,7 @@
 //! trust and the P-256 profile. What the handshake authenticated is read back with
 //! [`association_of`].
 
+use crate::association::Association;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
@@ -13,6 +14,7 @@ use openssl::ssl::{
     SslVersion,
 };
 use openssl::x509::X509StoreContextRef;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use zeroize::Zeroizing;
@@ -27,15 +29,27 @@ pub fn is_profile_suite(name: &str) -> bool {
     PSK_SUITES.contains(&name) || CERTIFICATE_SUITES.contains(&name)
 }
 
-/// A row of the psk lookup table: the key, and the AE-ID or CSE-ID it is bound to if configured.
+/// A row of the psk lookup table: the key, and the association it opens once a handshake has
+/// proven possession of it (mode, Credential-ID, the AE-ID or CSE-ID bound, if any).
 pub struct PskKey {
-    pub entity: Option<String>,
     pub key: Zeroizing<Vec<u8>>,
+    pub association: Association,
 }
 
-/// Where the server finds the key for a psk_identity (a KpsaID, later also MAF key identifiers).
+/// Where the server finds the key for a psk_identity (a KpsaID, MAF key identifiers, KsxIds).
+/// `peer` is the client's address, for lookups that must be limited per source.
 pub trait PskLookup: Send + Sync {
-    fn lookup(&self, psk_identity: &str) -> Option<PskKey>;
+    fn lookup(&self, psk_identity: &str, peer: Option<IpAddr>) -> Option<PskKey>;
+}
+
+fn peer_index() -> Index<Ssl, IpAddr> {
+    static INDEX: OnceLock<Index<Ssl, IpAddr>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
+}
+
+/// Records the client's address on a server connection before its handshake, for the PSK lookup.
+pub fn set_peer_address(ssl: &mut SslRef, ip: IpAddr) {
+    ssl.set_ex_data(peer_index(), ip);
 }
 
 /// What one TLS listener offers.
@@ -53,22 +67,26 @@ pub struct ServerTlsConfig {
     pub psk: Option<Arc<dyn PskLookup>>,
 }
 
-/// What a handshake authenticated.
+/// What a completed handshake authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Authenticated {
-    /// TLS-PSK with this psk_identity; `entity` is the AE-ID/CSE-ID its row names, if any.
-    Psk {
-        psk_identity: String,
-        entity: Option<String>,
-    },
+    /// TLS-PSK: the key of this table row was used, so its association holds.
+    Psk(Association),
     /// A client certificate that chained to the root of trust; the leaf in DER.
     Certificate { leaf_der: Vec<u8> },
 }
 
-fn psk_index() -> Index<Ssl, Authenticated> {
-    static INDEX: OnceLock<Index<Ssl, Authenticated>> = OnceLock::new();
+/// The association of the PSK row the callback answered with. It is only a candidate: whether the
+/// handshake used that PSK is known once it completed ([`association_of`]).
+fn psk_index() -> Index<Ssl, Association> {
+    static INDEX: OnceLock<Index<Ssl, Association>> = OnceLock::new();
     *INDEX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
 }
+
+/// TLS 1.3 suites whose hash is SHA-256, the hash OpenSSL gives a PSK from the TLS 1.2-style
+/// callback: a client offering only others (SHA-384) gets no PSK handshake at all.
+pub const TLS13_PSK_COMPATIBLE_SUITES: &str =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_128_CCM_SHA256:TLS_AES_128_CCM_8_SHA256";
 
 /// Builds the server context of a TLS listener.
 pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
@@ -130,7 +148,8 @@ pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
             let Some(identity) = identity.and_then(|i| std::str::from_utf8(i).ok()) else {
                 return Ok(0);
             };
-            let Some(row) = table.lookup(identity) else {
+            let peer = ssl.ex_data(peer_index()).copied();
+            let Some(row) = table.lookup(identity, peer) else {
                 // Unknown identity: the client sees unknown_psk_identity; nothing is logged but the identity.
                 return Ok(0);
             };
@@ -138,13 +157,9 @@ pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
                 return Ok(0);
             }
             psk_out[..row.key.len()].copy_from_slice(&row.key);
-            ssl.set_ex_data(
-                psk_index(),
-                Authenticated::Psk {
-                    psk_identity: identity.to_owned(),
-                    entity: row.entity,
-                },
-            );
+            // A candidate only: under TLS 1.3 OpenSSL may still drop this PSK (a suite with
+            // another hash) and finish with a certificate, or with nothing.
+            ssl.set_ex_data(psk_index(), row.association);
             Ok(row.key.len())
         });
     }
@@ -170,6 +185,10 @@ fn profile_builder(
         .map_err(|e| err("TLS version", e))?;
     b.set_cipher_list(&suites.join(":"))
         .map_err(|e| err("cipher suites", e))?;
+    if tls13 {
+        b.set_ciphersuites(TLS13_PSK_COMPATIBLE_SUITES)
+            .map_err(|e| err("TLS 1.3 suites", e))?;
+    }
     Ok(b)
 }
 
@@ -192,10 +211,15 @@ fn verify_profile(preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
             .is_some_and(|c| crate::certificates::check_profile(c).is_ok())
 }
 
-/// What the completed handshake on `ssl` authenticated, if anything.
+/// What the completed handshake on `ssl` authenticated, if anything. A PSK row's association
+/// holds only if the handshake really used a PSK: a TLS 1.2 PSK suite was negotiated, or (TLS 1.3,
+/// where session tickets are off) the session was resumed from the external PSK. Otherwise only a
+/// verified client certificate proves anything.
 pub fn association_of(ssl: &SslRef) -> Option<Authenticated> {
-    if let Some(a) = ssl.ex_data(psk_index()) {
-        return Some(a.clone());
+    if psk_was_used(ssl) {
+        return ssl
+            .ex_data(psk_index())
+            .map(|a| Authenticated::Psk(a.clone()));
     }
     let leaf = ssl.peer_certificate()?;
     if ssl.verify_result() != openssl::x509::X509VerifyResult::OK {
@@ -204,6 +228,16 @@ pub fn association_of(ssl: &SslRef) -> Option<Authenticated> {
     Some(Authenticated::Certificate {
         leaf_der: leaf.to_der().ok()?,
     })
+}
+
+/// Whether the completed handshake was keyed by a pre-shared key.
+pub fn psk_was_used(ssl: &SslRef) -> bool {
+    match ssl.version2() {
+        Some(SslVersion::TLS1_3) => ssl.session_reused(),
+        _ => ssl
+            .current_cipher()
+            .is_some_and(|c| PSK_SUITES.contains(&c.name())),
+    }
 }
 
 /// What a client presents and trusts.
@@ -312,5 +346,13 @@ pub fn client_ssl(ctx: &SslContext, server_name: Option<&str>) -> Result<Ssl, St
         ssl.set_hostname(name).map_err(|e| e.to_string())?;
         ssl.param_mut().set_host(name).map_err(|e| e.to_string())?;
     }
+    Ok(ssl)
+}
+
+/// Prepares a client connection to a server known by its IP address: its certificate must carry
+/// that address (an iPAddress subjectAltName); no SNI (RFC 6066 clause 3).
+pub fn client_ssl_for_ip(ctx: &SslContext, ip: IpAddr) -> Result<Ssl, String> {
+    let mut ssl = Ssl::new(ctx).map_err(|e| e.to_string())?;
+    ssl.param_mut().set_ip(ip).map_err(|e| e.to_string())?;
     Ok(ssl)
 }

@@ -3,16 +3,28 @@
 
 use super::service_subscribed_app_rule::rule_of;
 use super::Prepared;
-use crate::association::Peer;
+use crate::association::{Peer, Proof};
 use crate::cse::Cse;
-use m2m_core::id::{classify_originator, OriginatorKind};
-use m2m_core::{M2mError, M2mResult, Request, ResourceType, ResponseStatusCode};
+use m2m_core::{
+    AeStem, EntityId, M2mError, M2mResult, Originator, Request, ResourceType, ResponseStatusCode,
+    StemKind,
+};
 use m2m_security::registration_rules::{admitted, AppRule, Registration};
 use serde_json::{json, Map, Value};
 
+/// 4106 for a registration the requester's credential may not make; why, in the audit log.
+fn not_yours(why: impl std::fmt::Display) -> M2mError {
+    tracing::warn!(target: "audit", reason = %why, "AE registration refused");
+    M2mError::new(
+        ResponseStatusCode::OriginatorNotAuthenticated,
+        "this AE-ID cannot be registered with the credential of this security association",
+    )
+}
+
 /// Decides the AE-ID of a registering AE and whether it may register. Over a security
 /// association whose credential is bound to an AE-ID, that AE-ID is the one registered (TS-0003
-/// clause 7.2.1); otherwise the registration rules decide, with the association's Credential-ID.
+/// clause 7.2.1); otherwise the registration rules decide, with the association's Credential-ID,
+/// and an AE-ID that a credential of this CSE is bound to is registered only over that credential.
 pub fn prepare_create(
     cse: &Cse,
     req: &Request,
@@ -25,52 +37,61 @@ pub fn prepare_create(
             "App-ID '{api}' must start with 'R' (registered) or 'N' (non-registered)"
         )));
     }
-    let from = req.from.as_deref().unwrap_or("");
+    // An AE registers with its registrar itself, never through another CSE.
+    if peer.proof == Proof::Relayed {
+        return Err(not_yours("an AE registration relayed by another CSE"));
+    }
+    let home = &cse.id.home;
     let association = peer.association.as_deref();
-    let bound = association
-        .and_then(|a| a.entity.as_deref())
-        .filter(|e| !crate::impersonation::is_cse_id(e));
-    let aei = match (classify_originator(from), bound) {
+    let bound = association.and_then(|a| a.entity.as_ref());
+    if bound.is_some_and(EntityId::is_cse) {
+        return Err(not_yours(format_args!(
+            "{} (a CSE's credential) tried to register an AE",
+            bound.map(ToString::to_string).unwrap_or_default()
+        )));
+    }
+    let originator = Originator::parse(req.from.as_deref(), home)?;
+    let stem: AeStem = match (&originator, bound) {
         // The credential names the AE: it registers as that AE (the impersonation check has
         // already refused any other From).
-        (_, Some(ae_id)) => {
-            let stem = ae_id.rsplit('/').next().unwrap_or(ae_id).to_owned();
-            // The credential must name an AE of this CSE (or an SP-assigned one).
-            if !crate::impersonation::same_entity(cse, &stem, ae_id) {
-                return Err(M2mError::new(
-                    ResponseStatusCode::OriginatorNotAuthenticated,
-                    format!("the credential names AE-ID '{ae_id}', which cannot register with this CSE"),
-                ));
-            }
-            stem
+        (_, Some(ae)) => ae.local_stem(home).cloned().ok_or_else(|| {
+            not_yours(format_args!(
+                "the credential names {ae}, which cannot register with this CSE"
+            ))
+        })?,
+        (Originator::Unassigned(kind), None) => {
+            let letter = kind.unwrap_or(StemKind::Cse).letter();
+            AeStem::parse(&format!("{letter}{}", crate::dispatcher::random_suffix(12)))?
         }
-        (OriginatorKind::Unassigned(kind), None) => {
-            format!("{}{}", kind.unwrap_or('C'), crate::dispatcher::random_suffix(12))
-        }
-        (OriginatorKind::AeStem(stem), None) => stem.to_owned(),
-        // An SP-relative AE-ID naming this CSE, e.g. /id-in/Cabc, is the same registration.
-        (OriginatorKind::SpRelative { cse: c, rest: Some(stem) }, None) if c == cse.id.cse_id.bare() && !stem.contains('/') => {
-            stem.to_owned()
-        }
-        _ => {
-            return Err(M2mError::bad_request(format!(
-                "originator '{from}' cannot register an AE: use an AE-ID-Stem (C..., S...) or C/S to have one assigned"
-            )))
-        }
+        (Originator::Entity(e), None) => e.local_stem(home).cloned().ok_or_else(|| {
+            M2mError::bad_request(
+                "the originator cannot register an AE here: use an AE-ID-Stem (C..., S...) or C/S to have one assigned",
+            )
+        })?,
     };
-    let credential = association.map(|a| a.credential_id.clone());
+    let entity = EntityId::ae_at(home, stem.clone())?;
+    let credential = association.map(|a| a.credential.to_string());
     if bound.is_none() {
-        check_rules(cse, api, &aei, credential.as_deref())?;
+        // Squatting: an AE-ID bound to a credential of this CSE belongs to that credential.
+        if let Some(owner) = cse.credential_bound_to(&entity) {
+            return Err(not_yours(format_args!(
+                "{entity} is bound to {owner}, not to {}",
+                credential
+                    .as_deref()
+                    .unwrap_or("a listener without security association")
+            )));
+        }
+        check_rules(cse, api, stem.as_str(), credential.as_deref())?;
     }
-    if cse.store.get(&aei)?.is_some() {
+    if cse.store.get(stem.as_str())?.is_some() {
         return Err(M2mError::new(
             ResponseStatusCode::OriginatorHasAlreadyRegistered,
-            format!("AE-ID '{aei}' is already registered"),
+            "the AE-ID is already registered",
         ));
     }
-    attrs.insert("aei".into(), json!(aei));
+    attrs.insert("aei".into(), json!(stem.as_str()));
     Ok(Prepared {
-        ri: Some(aei),
+        ri: Some(stem.to_string()),
         credential: if bound.is_none() { credential } else { None },
     })
 }
@@ -90,8 +111,9 @@ fn check_rules(cse: &Cse, api: &str, aei: &str, credential_id: Option<&str>) -> 
     if admitted(cse.cfg.registration.rules.iter().chain(stored.iter()), &reg) {
         return Ok(());
     }
+    tracing::warn!(target: "audit", app_id = api, ae_id = aei, credential = ?credential_id, "AE registration refused: no registration rule admits it");
     Err(M2mError::new(
         ResponseStatusCode::AppRuleValidationFailed,
-        format!("no registration rule admits App-ID '{api}' with AE-ID '{aei}'"),
+        "no registration rule admits this App-ID and AE-ID with this credential",
     ))
 }

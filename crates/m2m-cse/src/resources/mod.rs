@@ -36,7 +36,7 @@ pub async fn prepare_create(
 ) -> M2mResult<Prepared> {
     match ty {
         ResourceType::Ae => ae::prepare_create(cse, req, attrs, peer),
-        ResourceType::RemoteCse => remote_cse::prepare_create(cse, req, attrs),
+        ResourceType::RemoteCse => remote_cse::prepare_create(cse, req, attrs, peer),
         ResourceType::Container => {
             container::init_container(attrs);
             Ok(Prepared::default())

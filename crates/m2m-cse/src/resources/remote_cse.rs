@@ -1,40 +1,51 @@
-//! <remoteCSE> creation by a registering CSE (TS-0001 clause 10.2.2.4, TS-0004 clause 7.4.4).
+//! <remoteCSE> creation by a registering CSE (TS-0001 clause 10.2.2.4, TS-0004 clause 7.4.4): only the
+//! credential bound to a CSE-ID registers that CSE.
 
 use super::Prepared;
+use crate::association::{Peer, PlainTrust, Proof};
 use crate::cse::Cse;
-use m2m_core::id::{classify_originator, OriginatorKind};
-use m2m_core::{CseId, M2mError, M2mResult, Request, ResponseStatusCode};
+use m2m_core::{CseId, EntityId, M2mError, M2mResult, Request, ResponseStatusCode};
 use serde_json::{json, Map, Value};
 
 pub fn prepare_create(
     cse: &Cse,
     req: &Request,
     attrs: &mut Map<String, Value>,
+    peer: &Peer,
 ) -> M2mResult<Prepared> {
-    let from = req.from.as_deref().unwrap_or("");
-    let OriginatorKind::SpRelative {
-        cse: from_cse,
-        rest: None,
-    } = classify_originator(from)
-    else {
-        return Err(M2mError::bad_request(format!(
-            "a remoteCSE must be created by a CSE (From '/cse-id'), not '{from}'"
-        )));
-    };
     let csi = attrs.get("csi").and_then(Value::as_str).unwrap_or("");
     let csi = CseId::parse(csi)?;
-    if csi.bare() != from_cse {
-        return Err(M2mError::bad_request(format!(
-            "csi '{csi}' does not match the originator '{from}'"
-        )));
+    csi.check_not_ae_form()?;
+    let registering = EntityId::cse(cse.id.home.sp.clone(), csi.clone());
+    if peer.originator.as_ref() != Some(&registering) || req.from.is_none() {
+        return Err(M2mError::bad_request(
+            "a remoteCSE is created by the CSE it names: From and csi must be the same CSE-ID",
+        ));
     }
-    if csi == cse.id.cse_id {
+    if registering.is_home_cse(&cse.id.home) {
         return Err(M2mError::bad_request("a CSE cannot register with itself"));
+    }
+    let proven = match peer.bound_entity() {
+        Some(bound) => *bound == registering,
+        // A listener the operator trusts (development) believes the From; nothing else without
+        // a security association does.
+        None => {
+            peer.association.is_none()
+                && peer.plain == PlainTrust::Trusted
+                && peer.proof == Proof::Authenticated
+        }
+    };
+    if !proven {
+        tracing::warn!(target: "audit", csi = %registering, bound = ?peer.bound_entity(), "remoteCSE registration refused: not the credential of that CSE");
+        return Err(M2mError::new(
+            ResponseStatusCode::OriginatorNotAuthenticated,
+            "a CSE registers only over a security association bound to its own CSE-ID",
+        ));
     }
     if cse.store.get(csi.bare())?.is_some() {
         return Err(M2mError::new(
             ResponseStatusCode::Conflict,
-            format!("CSE '{csi}' is already registered"),
+            "the CSE is already registered",
         ));
     }
     attrs.insert("csi".into(), json!(csi.sp_relative()));

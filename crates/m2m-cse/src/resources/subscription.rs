@@ -46,9 +46,15 @@ pub async fn prepare_update(
     verify(cse, req, res.ri(), &new).await
 }
 
-/// Sends a verification request to every target that is not the originator itself; any refusal
-/// fails the request with SUBSCRIPTION_VERIFICATION_INITIATION_FAILED.
+/// Checks every notificationURI's form (a URL of this binding, or an AE-ID/CSE-ID), then sends a
+/// verification request to every target that is not the originator itself; a malformed target is
+/// the requester's error (4000), a refusal SUBSCRIPTION_VERIFICATION_INITIATION_FAILED (5204, TS-0004
+/// clause 7.3.8.2.1). What a target answered, or why it could not be reached, goes to the log, not
+/// to the requester: the CSE is nobody's port scanner.
 async fn verify(cse: &Arc<Cse>, req: &Request, sub_ri: &str, nus: &[String]) -> M2mResult<()> {
+    for nu in nus {
+        check_target(cse, nu)?;
+    }
     let originator = req.from.as_deref().unwrap_or("");
     for nu in nus {
         if notification::is_originator(cse, nu, originator) {
@@ -58,14 +64,35 @@ async fn verify(cse: &Arc<Cse>, req: &Request, sub_ri: &str, nus: &[String]) -> 
             json!({ "m2m:sgn": { "vrq": true, "sur": cse.sp_relative(sub_ri), "cr": originator } });
         let resp = notification::send_now(cse, nu, sgn).await;
         if !resp.rsc.is_success() {
+            tracing::info!(target: "audit", target_uri = %nu, rsc = resp.rsc.code(), dbg = resp.dbg().unwrap_or(""), "subscription verification failed");
             return Err(M2mError::new(
                 ResponseStatusCode::SubscriptionVerificationInitiationFailed,
-                format!(
-                    "notification target '{nu}' did not accept the verification request ({})",
-                    resp.rsc.code()
-                ),
+                "a notification target did not accept the verification request",
             ));
         }
     }
     Ok(())
+}
+
+/// A notificationURI is an http(s) URL with a host, an AE-ID/CSE-ID or a resource address.
+fn check_target(cse: &Cse, nu: &str) -> M2mResult<()> {
+    let bad = || {
+        M2mError::bad_request(
+            "notificationURI must be an http:// or https:// URL, an AE-ID/CSE-ID or a resource address",
+        )
+    };
+    if let Some(rest) = nu
+        .strip_prefix("http://")
+        .or_else(|| nu.strip_prefix("https://"))
+    {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty() || host.contains('@') || nu.parse::<http::Uri>().is_err() {
+            return Err(bad());
+        }
+        return Ok(());
+    }
+    if m2m_core::EntityId::parse(nu, &cse.id.home).is_ok() || m2m_core::Address::parse(nu).is_ok() {
+        return Ok(());
+    }
+    Err(bad())
 }

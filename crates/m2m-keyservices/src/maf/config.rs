@@ -56,6 +56,10 @@ pub struct MafConfig {
     pub fqdn: String,
     /// The SP domain whose AE-IDs and CSE-IDs the MAF serves (certificate identities, relative IDs).
     pub sp_fqdn: String,
+    /// The SP's IN-CSE-ID: CSE-ID certificates are named `<in>.<sp>` and `<cse>.<in>.<sp>`
+    /// (TS-0001 clause 6.5.1.1).
+    #[serde(default = "default_in_cse_id")]
+    pub in_cse_id: String,
     /// Socket address to listen on, e.g. `0.0.0.0:8443` or `127.0.0.1:0`.
     pub listen: String,
     /// The MAF's FQDN certificate chain (PEM, leaf first; `m2m pki issue --kind maf`) and private key.
@@ -365,5 +369,18 @@ impl PskRow for KmRow {
             km_id,
             key,
         }
+    }
+}
+
+/// The IN-CSE-ID of the embedded configurations.
+pub fn default_in_cse_id() -> String {
+    "/id-in".into()
+}
+
+impl MafConfig {
+    /// How this SP's certificates name CSEs.
+    pub fn naming(&self) -> Result<m2m_security::certificates::CseNaming, String> {
+        m2m_security::certificates::CseNaming::new(&self.sp_fqdn, &self.in_cse_id)
+            .map_err(|e| format!("sp_fqdn / in_cse_id: {e}"))
     }
 }

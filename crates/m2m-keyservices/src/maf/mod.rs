@@ -83,8 +83,7 @@ pub use jwk::{Jwk, KeyType};
 pub use server::{Clock, RunningMaf};
 pub use ttp::CredentialUsage;
 
-use m2m_security::access_control::originator::to_absolute;
-use m2m_security::access_control::HostingCse;
+use m2m_core::{EntityId, Home, SpId};
 
 /// A relative key ID as the MAF stores and looks it up: hexBinary is case-insensitive, the MAF writes
 /// it in uppercase, so an ID given in lowercase finds the same key.
@@ -95,18 +94,17 @@ pub(crate) fn normalize_relative_id(id: &str) -> String {
 /// An AE-ID or CSE-ID (SP-relative or absolute) in absolute form; CSE-relative AE-IDs are refused (the
 /// MAF hosts no CSE).
 pub fn absolute_id(id: &str, sp_fqdn: &str) -> Option<String> {
+    entity_id(id, sp_fqdn).map(|e| e.absolute())
+}
+
+/// An AE-ID or CSE-ID (SP-relative or absolute), parsed; CSE-relative AE-IDs are refused (the MAF
+/// hosts no CSE).
+pub fn entity_id(id: &str, sp_fqdn: &str) -> Option<EntityId> {
     if !id.starts_with('/') {
         return None;
     }
-    let host = HostingCse {
-        sp_fqdn: sp_fqdn.to_ascii_lowercase(),
-        cse_id: String::new(),
-    };
-    let abs = to_absolute(id, &host, false)?;
-    // The SP-ID is a domain name: compared without case, like the certificate identities.
-    let mut segments = abs.segments().to_vec();
-    segments[0] = segments[0].to_ascii_lowercase();
-    Some(format!("//{}", segments.join("/")))
+    let home = Home::sp(SpId::parse(sp_fqdn).ok()?);
+    EntityId::parse(id, &home).ok()
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use m2m_security::credentials::Secret;
+use m2m_core::EntityId;
+use m2m_security::association::{Association, SaeMode};
+use m2m_security::credentials::{CredentialId, Secret};
 use m2m_security::kdf::{self, CONNECTION_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{Authenticated, PskKey, PskLookup, ServerTlsConfig};
 use openssl::ssl::{Ssl, SslContext};
@@ -40,15 +42,24 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// The PSK side of the MAF: configured Km rows first, then (with `[mef]`) remote-provisioned Km.
 struct KmTable {
-    rows: HashMap<String, (String, Secret)>,
+    rows: HashMap<String, (EntityId, Secret)>,
     mef: Option<MefKm>,
 }
 
+/// The association a Km opens: its KmID as Credential-ID (typeID 11), bound to the MAF client.
+fn km_association(km_id: &str, client: EntityId) -> Option<Association> {
+    Some(Association {
+        mode: SaeMode::ProvisionedKey,
+        credential: CredentialId::new(CredentialId::TYPE_KM_ID, km_id).ok()?,
+        entity: Some(client),
+    })
+}
+
 impl PskLookup for KmTable {
-    fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
+    fn lookup(&self, psk_identity: &str, _peer: Option<std::net::IpAddr>) -> Option<PskKey> {
         if let Some((client, key)) = self.rows.get(psk_identity) {
             return Some(PskKey {
-                entity: Some(client.clone()),
+                association: km_association(psk_identity, client.clone())?,
                 key: Zeroizing::new(key.expose().to_vec()),
             });
         }
@@ -84,14 +95,15 @@ impl MefKm {
         if got.credential.is_empty() {
             return Err("the MEF returned an empty Km".into());
         }
-        let client = absolute_id(&got.enrolee_id, &self.sp_fqdn).ok_or_else(|| {
+        let client = super::entity_id(&got.enrolee_id, &self.sp_fqdn).ok_or_else(|| {
             format!(
                 "the enrolee ID '{}' is no AE-ID/CSE-ID of this SP",
                 got.enrolee_id
             )
         })?;
         Ok(PskKey {
-            entity: Some(client),
+            association: km_association(ke_id, client)
+                .ok_or("the KeID is no Credential-ID value")?,
             key: Zeroizing::new(got.credential.expose().to_vec()),
         })
     }
@@ -151,7 +163,7 @@ impl RunningMaf {
         let store = Store::open(&cfg.storage, &keys.storage_key)?;
         let mut km = HashMap::new();
         for row in &keys.km {
-            let client = absolute_id(&row.client_id, &cfg.sp_fqdn)
+            let client = super::entity_id(&row.client_id, &cfg.sp_fqdn)
                 .ok_or_else(|| format!("km {}: bad client_id", row.km_id))?;
             km.insert(row.km_id.clone(), (client, row.key.clone()));
         }
@@ -294,15 +306,15 @@ async fn handshake(
     let identity = match m2m_security::tls::association_of(ssl)
         .ok_or("the handshake authenticated nothing")?
     {
-        Authenticated::Psk { entity, .. } => entity.ok_or("the KmID names no client")?,
+        Authenticated::Psk(a) => a.entity.ok_or("the KmID names no client")?.absolute(),
         Authenticated::Certificate { leaf_der } => {
             let cert = openssl::x509::X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
-            let id = m2m_security::certificates::identity_of(&cert, &state.cfg.sp_fqdn)?;
+            let id = m2m_security::certificates::identity_of(&cert, &state.cfg.naming()?)?;
             match id {
                 m2m_security::certificates::CertIdentity::Fqdn(f) => {
                     return Err(format!("FQDN certificate {f} names no MAF client"))
                 }
-                other => other.absolute(&state.cfg.sp_fqdn),
+                m2m_security::certificates::CertIdentity::Entity(e) => e.absolute(),
             }
         }
     };

@@ -50,8 +50,8 @@ use super::server::{self, internal, lifetime, parse_json, Answer, Conn, Refused,
 use super::store::Store;
 use http::Method;
 use m2m_core::ResponseStatusCode as Rsc;
-use m2m_security::access_control::originator::{entry_matches, to_absolute, EntryMatch};
-use m2m_security::access_control::{HostingCse, NoGroups};
+use m2m_core::{Home, SpId};
+use m2m_security::access_control::originator::{Entry, Pattern};
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -104,8 +104,8 @@ pub struct CredentialReg {
 /// The configured delegations in absolute form: which delegate may register for which subjects.
 #[derive(Debug, Clone)]
 pub struct Delegations {
-    host: HostingCse,
-    rows: Vec<(String, Vec<String>)>,
+    home: Home,
+    rows: Vec<(String, Vec<Pattern>)>,
 }
 
 impl Delegations {
@@ -114,10 +114,7 @@ impl Delegations {
         rows: &[super::config::Delegation],
         sp_fqdn: &str,
     ) -> Result<Delegations, String> {
-        let host = HostingCse {
-            sp_fqdn: sp_fqdn.to_ascii_lowercase(),
-            cse_id: String::new(),
-        };
+        let home = Home::sp(SpId::parse(sp_fqdn).map_err(|e| format!("sp_fqdn: {}", e.dbg))?);
         let mut out = Vec::new();
         for row in rows {
             let delegate = absolute_id(&row.delegate, sp_fqdn)
@@ -125,14 +122,14 @@ impl Delegations {
             let subjects = row
                 .subjects
                 .iter()
-                .map(|s| subject_pattern(s, &host))
+                .map(|s| subject_pattern(s, &home))
                 .collect::<Result<Vec<_>, _>>()?;
             if subjects.is_empty() {
                 return Err(format!("delegate '{}' has no subjects", row.delegate));
             }
             out.push((delegate, subjects));
         }
-        Ok(Delegations { host, rows: out })
+        Ok(Delegations { home, rows: out })
     }
 
     /// Whether `client` may register credentials for `subject` (both absolute).
@@ -140,33 +137,28 @@ impl Delegations {
         if client == subject {
             return true;
         }
-        let Some(abs) = to_absolute(subject, &self.host, false) else {
+        let Ok(subject) = m2m_core::EntityId::parse(subject, &self.home) else {
             return false;
         };
         self.rows
             .iter()
             .filter(|(delegate, _)| delegate == client)
             .flat_map(|(_, subjects)| subjects)
-            .any(|p| {
-                entry_matches(p, subject, Some(&abs), &self.host, &NoGroups) == EntryMatch::Yes
-            })
+            .any(|p| p.matches(&subject))
     }
 }
 
-/// A subject pattern in absolute form (the SP-ID lower-cased, like every ID the MAF compares).
+/// A subject pattern (an AE-ID/CSE-ID, `*` allowed inside a segment, the SP-ID written out).
 /// `all` and SP domains are refused: a delegation names devices, not a whole provider.
-fn subject_pattern(s: &str, host: &HostingCse) -> Result<String, String> {
+fn subject_pattern(s: &str, home: &Home) -> Result<Pattern, String> {
     let bad = || format!("subject '{s}' is no AE-ID/CSE-ID (pattern)");
     if !s.starts_with('/') {
         return Err(bad());
     }
-    let abs = to_absolute(s, host, true).ok_or_else(bad)?;
-    if abs.sp().contains('*') {
-        return Err(bad());
+    match Entry::parse(s, home) {
+        Entry::Pattern(p) if !p.segments[0].contains('*') => Ok(p),
+        _ => Err(bad()),
     }
-    let mut segments = abs.segments().to_vec();
-    segments[0] = segments[0].to_ascii_lowercase();
-    Ok(format!("//{}", segments.join("/")))
 }
 
 /// `hex` or `hex@MAF-FQDN` → `hex`; anything else names no credential of this TTP.

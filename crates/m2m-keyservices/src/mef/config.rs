@@ -85,6 +85,10 @@ pub struct MefConfig {
     pub fqdn: String,
     #[serde(default = "default_sp")]
     pub sp_fqdn: String,
+    /// The SP's IN-CSE-ID: CSE-ID certificates are named `<in>.<sp>` and `<cse>.<in>.<sp>`
+    /// (TS-0001 clause 6.5.1.1).
+    #[serde(default = "crate::maf::config::default_in_cse_id")]
+    pub in_cse_id: String,
     #[serde(default = "default_listen")]
     pub listen: String,
     pub certificate: Option<PathBuf>,

@@ -30,12 +30,24 @@ use zeroize::Zeroizing;
 const MAX_BODY: usize = 64 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct KpmTable(HashMap<String, (String, Secret)>);
+/// KpmID -> Kpm.
+struct KpmTable(HashMap<String, Secret>);
 
 impl PskLookup for KpmTable {
-    fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
-        self.0.get(psk_identity).map(|(enrolee, key)| PskKey {
-            entity: Some(enrolee.clone()),
+    fn lookup(&self, psk_identity: &str, _peer: Option<std::net::IpAddr>) -> Option<PskKey> {
+        let key = self.0.get(psk_identity)?;
+        Some(PskKey {
+            association: m2m_security::association::Association {
+                mode: m2m_security::association::SaeMode::ProvisionedKey,
+                credential: m2m_security::credentials::CredentialId::new(
+                    m2m_security::credentials::CredentialId::TYPE_KPM_ID,
+                    psk_identity,
+                )
+                .ok()?,
+                // The enrolee keeps the ID form it was configured with (an AE-ID, a CSE-ID or an
+                // FQDN), so the binding is carried in the Credential-ID's row, not parsed here.
+                entity: None,
+            },
             key: Zeroizing::new(key.expose().to_vec()),
         })
     }
@@ -72,6 +84,8 @@ pub struct Mef {
     config: MefConfig,
     store: Store,
     tls: SslContext,
+    /// KpmID -> the enrolee it was provisioned for.
+    enrolees: HashMap<String, String>,
 }
 
 impl Mef {
@@ -81,10 +95,15 @@ impl Mef {
             m2m_security::secure_environment::check_private_file(k)?;
         }
         let keys = config.load_keys()?;
-        let table: HashMap<String, (String, Secret)> = keys
+        let table: HashMap<String, Secret> = keys
             .kpm
             .iter()
-            .map(|k| (k.kpm_id.clone(), (k.enrolee_id.clone(), k.key.clone())))
+            .map(|k| (k.kpm_id.clone(), k.key.clone()))
+            .collect();
+        let enrolees = keys
+            .kpm
+            .iter()
+            .map(|k| (k.kpm_id.clone(), k.enrolee_id.clone()))
             .collect();
         let suites = tls::PSK_SUITES
             .iter()
@@ -103,7 +122,12 @@ impl Mef {
             StorageKey::File(p) => Store::open(&config.storage, p)?,
             StorageKey::Held(k) => Store::open_with_key(&config.storage, k)?,
         };
-        Ok(Arc::new(Mef { config, store, tls }))
+        Ok(Arc::new(Mef {
+            config,
+            store,
+            tls,
+            enrolees,
+        }))
     }
 
     pub fn config(&self) -> &MefConfig {
@@ -180,17 +204,23 @@ impl Mef {
         let ssl = stream.ssl();
         let auth = match tls::association_of(ssl).ok_or("the handshake authenticated nothing")? {
             // Every Kpm row names its enrolee, so a PSK association always carries one.
-            Authenticated::Psk {
-                psk_identity,
-                entity,
-            } => PeerAuth::Kpm {
-                enrolee_id: entity.ok_or("the KpmID names no enrolee")?,
-                kpm_id: psk_identity,
-            },
+            Authenticated::Psk(a) => {
+                let kpm_id = a.credential.value().to_owned();
+                let enrolee_id = self
+                    .enrolees
+                    .get(&kpm_id)
+                    .cloned()
+                    .ok_or("the KpmID names no enrolee")?;
+                PeerAuth::Kpm { enrolee_id, kpm_id }
+            }
             Authenticated::Certificate { leaf_der } => {
                 let cert = X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
-                let identity = match identity_of(&cert, &self.config.sp_fqdn)? {
-                    CertIdentity::AeId(id) | CertIdentity::CseId(id) => id,
+                let naming = m2m_security::certificates::CseNaming::new(
+                    &self.config.sp_fqdn,
+                    &self.config.in_cse_id,
+                )?;
+                let identity = match identity_of(&cert, &naming)? {
+                    CertIdentity::Entity(e) => e.sp_relative(),
                     CertIdentity::Fqdn(f) => f,
                 };
                 PeerAuth::Certificate { identity }

@@ -3,22 +3,25 @@
 //! short reason out. No I/O; the time, the source IP address, the location and group membership are given.
 //!
 //! ```
+//! use m2m_core::{CseId, EntityId, Home, SpId};
 //! use m2m_security::access_control::*;
+//! use m2m_security::association::Proof;
 //! use serde_json::json;
 //!
 //! let acp = Privileges::from_json(&json!({"acr": [{"acor": ["Cae1"], "acop": 2}]})).unwrap();
-//! let host = HostingCse { sp_fqdn: "m2m.example.com".into(), cse_id: "id-in".into() };
+//! let home = Home::cse(SpId::parse("m2m.example.com").unwrap(), CseId::parse("/id-in").unwrap());
+//! let originator = EntityId::parse("/id-in/Cae1", &home).unwrap();
 //! let req = AccessRequest {
-//!     originator: "/id-in/Cae1",
+//!     originator: &originator,
+//!     proof: Proof::Authenticated,
 //!     operation: AccessOperation::Retrieve,
-//!     authenticated: true,
 //!     ip: None,
 //!     time: chrono::Utc::now(),
 //!     location: None,
 //!     target_type: 3,
 //!     child_type: None,
 //! };
-//! let d = decide(&[("acp1", &acp)], &req, &host, &NoGroups);
+//! let d = decide(&[("acp1", &acp)], &req, &home, &NoGroups);
 //! assert!(d.permit, "{}", d.reason);
 //! assert_eq!(d.reason, "permitted by rule 1 of acp1");
 //! ```
@@ -26,10 +29,13 @@
 //! The algorithm (clause 7.1.5): permit-overrides across every rule of every given policy;
 //! `res_acr = authn AND origs AND ops AND ctxts AND objd`; no policy, no rule, or anything that cannot be
 //! determined is Deny (clause 7.1.4).
-//! - authn is false only when the rule has `acaf` true and the request is not authenticated (table 7.1.5-1).
+//! - authn is false only when the rule has `acaf` true and the request is not authenticated (table 7.1.5-1):
+//!   rq_authn is [`Proof::Authenticated`].
+//! - origs: see [`originator`] for the ID forms, wildcards, SP domains and `<group>` entries. An originator
+//!   that is only [`Proof::Claimed`] (no security association proves it) matches `all` and nothing else: an
+//!   ID nobody proved cannot earn what is granted to that ID.
 //! - ops: the request's operation bit is set in `acop`. Discovery (32) is its own bit, not implied by
 //!   Retrieve (2).
-//! - origs: see [`originator`] for the ID forms, wildcards, SP domains and `<group>` entries.
 //! - ctxts: a rule without `acco` admits any context (clause 7.1.3, "for pairs"); otherwise one `acco` element
 //!   must admit the request, each being time AND ip AND location, an absent part admitting everything
 //!   (INFERRED: the equations of clause 7.1.5 were lost in conversion). Time: [`window`]. IP: [`ip`]; a
@@ -43,6 +49,8 @@
 //!
 //! Role-IDs (table 7.1.2-1) and Tokens are not part of [`AccessRequest`]; Dynamic and Distributed
 //! Authorization (TS-0004 clause 7.3.3.15) happen after a Deny, outside this module.
+//!
+//! The reason of a decision names policies and rules: it is for the audit log, never for the requester.
 
 pub mod ip;
 pub mod originator;
@@ -51,8 +59,10 @@ pub mod window;
 
 pub use policy::{Context, IpAddresses, ObjectDetail, Privileges, Region, Rule, Window};
 
+use crate::association::Proof;
 use chrono::{DateTime, Utc};
-use originator::{AbsoluteId, EntryMatch};
+use m2m_core::{EntityId, Home};
+use originator::EntryMatch;
 use std::fmt;
 
 /// The operations of accessControlOperations (TS-0004 table 6.3.4.2.29-1), with their `acop` bits.
@@ -99,15 +109,6 @@ impl fmt::Display for AccessOperation {
     }
 }
 
-/// The hosting CSE, to resolve relative IDs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostingCse {
-    /// The SP-ID, e.g. `m2m.example.com`.
-    pub sp_fqdn: String,
-    /// The CSE-ID without slash, e.g. `id-in`.
-    pub cse_id: String,
-}
-
 /// A position in degrees (rq_loc, TS-0003 table 7.1.2-2).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Location {
@@ -118,11 +119,11 @@ pub struct Location {
 /// The facts of one request that the decision needs (TS-0003 tables 7.1.2-1 to 7.1.2-3).
 #[derive(Debug, Clone)]
 pub struct AccessRequest<'a> {
-    /// The From parameter (already checked against the security association by the caller), any ID form.
-    pub originator: &'a str,
+    /// The From parameter, parsed (already checked against the security association by the caller).
+    pub originator: &'a EntityId,
+    /// How far the security association proves the originator (rq_authn and below).
+    pub proof: Proof,
     pub operation: AccessOperation,
-    /// rq_authn.
-    pub authenticated: bool,
     /// rq_ip, from the socket; `None` for internal requests, which no `acip` admits.
     pub ip: Option<std::net::IpAddr>,
     /// rq_time.
@@ -205,20 +206,16 @@ const MAX_NOTES: usize = 3;
 pub fn decide(
     policies: &[(&str, &Privileges)],
     req: &AccessRequest,
-    host: &HostingCse,
+    home: &Home,
     groups: &dyn GroupResolver,
 ) -> Decision {
     if policies.is_empty() {
         return Decision::deny("no accessControlPolicy applies to the target".into());
     }
-    if req.originator.is_empty() {
-        return Decision::deny("the request has no originator".into());
-    }
-    let abs = originator::to_absolute(req.originator, host, false);
     let mut notes: Vec<String> = Vec::new();
     for (acp, privileges) in policies {
         for (i, rule) in privileges.rules.iter().enumerate() {
-            match evaluate_rule(rule, req, abs.as_ref(), host, groups) {
+            match evaluate_rule(rule, req, home, groups) {
                 Ok(()) => return Decision::permit(format!("permitted by rule {} of {acp}", i + 1)),
                 Err(Some(note)) => notes.push(format!("rule {} of {acp}: {note}", i + 1)),
                 Err(None) => {}
@@ -232,8 +229,8 @@ pub fn decide(
         req.operation,
         req.originator
     );
-    if abs.is_none() {
-        reason.push_str(" (not an AE-ID or CSE-ID: only \"all\" can match)");
+    if !req.proof.identifies() {
+        reason.push_str(" (claimed without a security association: only \"all\" can match)");
     }
     for note in notes.iter().take(MAX_NOTES) {
         reason.push_str("; ");
@@ -250,8 +247,7 @@ pub fn decide(
 fn evaluate_rule(
     rule: &Rule,
     req: &AccessRequest,
-    abs: Option<&AbsoluteId>,
-    host: &HostingCse,
+    home: &Home,
     groups: &dyn GroupResolver,
 ) -> Result<(), Option<String>> {
     if let Some(defect) = &rule.defect {
@@ -265,7 +261,15 @@ fn evaluate_rule(
     let mut origs = false;
     let mut group_note = None;
     for entry in &rule.originators {
-        match originator::entry_matches(entry, req.originator, abs, host, groups) {
+        if !req.proof.identifies() {
+            // A bare claim earns only what is granted to everybody.
+            if entry == "all" {
+                origs = true;
+                break;
+            }
+            continue;
+        }
+        match originator::entry_matches(entry, req.originator, home, groups) {
             EntryMatch::Yes => {
                 origs = true;
                 break;
@@ -278,7 +282,7 @@ fn evaluate_rule(
         return Err(group_note);
     }
     // authn (table 7.1.5-1)
-    if rule.auth_flag && !req.authenticated {
+    if rule.auth_flag && !req.proof.is_authenticated() {
         return Err(Some("requires an authenticated originator (acaf)".into()));
     }
     // ctxts

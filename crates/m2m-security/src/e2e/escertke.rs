@@ -324,8 +324,8 @@ mod tests {
             dir.path(),
             "t",
             LeafName::Cse {
-                cse_id: "/id-in".into(),
-                sp: SP.into(),
+                cse_id: m2m_core::CseId::parse("/id-in").unwrap(),
+                naming: certificates::CseNaming::new(SP, "/id-in").unwrap(),
             },
         );
         pki(
@@ -354,8 +354,12 @@ mod tests {
         assert_eq!(t_key.key_id, i_key.key_id);
         assert_eq!(t_key.key.len(), 32);
         assert_eq!(t_key.key_id_text().len(), 32);
-        let who = certificates::identity_of(&t_key.peer_certificate, SP).unwrap();
-        assert_eq!(who, certificates::CertIdentity::AeId("/Sesc1".into()));
+        let naming = certificates::CseNaming::new(SP, "/id-in").unwrap();
+        let who = certificates::identity_of(&t_key.peer_certificate, &naming).unwrap();
+        assert_eq!(
+            who.entity().map(|e| e.sp_relative()).as_deref(),
+            Some("/Sesc1")
+        );
         let dbg = format!("{t_key:?}");
         assert!(
             !crate::credentials::reveals(&dbg, t_key.key.expose()),

@@ -1,0 +1,55 @@
+//! One transport layer for every listener and every outgoing connection of the CSE, the MAF and the
+//! MEF (TS-0003 clause 8.2: the security association is established here, before any binding
+//! sees a byte).
+//!
+//! | piece | what it does | TS-0003 |
+//! |---|---|---|
+//! | [`acceptor`] | listeners: connection cap, first-byte wait, per-source handshake slots, handshake timeout, the service's [`Binder`] makes the association, one audit line, graceful shutdown | 8.2.1, 10.2 |
+//! | [`timed_io`] | header-read and idle timeouts on the byte stream | |
+//! | [`http`] | HTTP/1.1 (TS-0009) over an accepted connection | |
+//! | [`connector`] | outgoing TLS: the server is checked against a [`PeerCheck`], always | 8.2.1 (Entity A) |
+//!
+//! A binding (HTTP today; CoAP over DTLS, MQTT and WebSocket later) receives a [`Connection`] whose
+//! association is already decided, and only translates bytes into request primitives.
+
+pub mod acceptor;
+pub mod connector;
+pub mod http;
+pub mod timed_io;
+
+pub use acceptor::{Binder, Connection, Listener, NoAssociation, Security, Server, Stream};
+pub use connector::{connect, CertificateCheck, PeerCheck};
+
+use serde::{Deserialize, Serialize};
+
+/// The limits of one listener. Every field has a default; the CSE, MAF and MEF configurations
+/// embed them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections open at once; more are closed as they arrive (one warning a second).
+    pub max_connections: usize,
+    /// A connection must start its handshake (first byte) and finish it within this time.
+    pub handshake_timeout_ms: u64,
+    /// Handshakes in flight per source address (silent connections do not count).
+    pub max_handshakes_per_source: usize,
+    /// A request head must arrive complete within this time of its first byte.
+    pub header_read_timeout_ms: u64,
+    /// A connection (or association) with no traffic for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// On shutdown, open connections get this long to finish what they are doing.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            handshake_timeout_ms: 10_000,
+            max_handshakes_per_source: 16,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
