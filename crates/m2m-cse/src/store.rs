@@ -5,9 +5,14 @@
 //! through one connection in WAL mode, one transaction per request, so an acknowledged write is in
 //! the log before the response leaves: it survives `kill -9` (and, with `sync = "full"`, power loss).
 //! Reads use a small pool of their own connections and never wait for a writer.
+//!
+//! `resources.db` and SQLite's `-wal`/`-shm` files are 0600 in a 0700 directory: created so, an
+//! existing one that group or others may read is tightened (logged), one they may write is refused
+//! ([`m2m_security::data_files`]).
 
 use crate::config::SyncMode;
 use m2m_core::{M2mError, M2mResult, ResourceType};
+use m2m_security::data_files;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -152,8 +157,21 @@ const MAX_BATCH: usize = 256;
 impl Store {
     /// Opens (or creates) the database `resources.db` in `dir` and starts its writer thread.
     pub fn open(dir: &Path, sync: SyncMode) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
         let path = dir.join("resources.db");
+        let mut tightened = vec![data_files::private_dir(dir).map_err(anyhow::Error::msg)?];
+        for suffix in ["-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            tightened.push(
+                data_files::existing_private_file(Path::new(&p)).map_err(anyhow::Error::msg)?,
+            );
+        }
+        // Created 0600 before SQLite opens it: SQLite would create it with the umask's mode, and
+        // gives its -wal and -shm files the database's mode.
+        tightened.push(data_files::private_file(&path).map_err(anyhow::Error::msg)?);
+        for t in tightened.into_iter().flatten() {
+            tracing::warn!("resource store: {t}");
+        }
         let writer = Connection::open(&path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(
@@ -646,6 +664,54 @@ mod tests {
         assert_eq!(deleted.len(), 4);
         assert!(store.get("cin2").unwrap().is_none());
         assert!(store.get("Cae2").unwrap().is_some());
+    }
+
+    /// The database and its -wal/-shm are 0600 in a 0700 directory, whatever the umask gave.
+    #[cfg(unix)]
+    #[test]
+    fn the_database_files_are_private() {
+        use data_files::mode_of;
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let files = |dir: &Path| {
+            ["resources.db", "resources.db-wal", "resources.db-shm"].map(|f| dir.join(f))
+        };
+        {
+            let store = Store::open(&dir, SyncMode::Normal).unwrap();
+            store
+                .write_blocking(|w| w.insert(res("id-in", "cse-in", "", ResourceType::CseBase)))
+                .unwrap();
+            assert!(store.get("id-in").unwrap().is_some());
+            assert_eq!(mode_of(&dir).unwrap(), 0o700);
+            for f in files(&dir) {
+                assert_eq!(mode_of(&f).unwrap(), 0o600, "{}", f.display());
+            }
+        }
+        // Left readable by an earlier version: tightened at open, content kept.
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set(&dir, 0o755);
+        for f in files(&dir).iter().filter(|f| f.exists()) {
+            set(f, 0o644);
+        }
+        let store = Store::open(&dir, SyncMode::Normal).unwrap();
+        assert!(store.get("id-in").unwrap().is_some());
+        assert_eq!(mode_of(&dir).unwrap(), 0o700);
+        for f in files(&dir).iter().filter(|f| f.exists()) {
+            assert_eq!(mode_of(f).unwrap(), 0o600, "{}", f.display());
+        }
+        drop(store);
+        // Writable by group: refused, left as found.
+        let db = dir.join("resources.db");
+        set(&db, 0o664);
+        let err = Store::open(&dir, SyncMode::Normal)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("writable by group or others"), "{err}");
+        assert_eq!(mode_of(&db).unwrap(), 0o664);
     }
 
     #[test]

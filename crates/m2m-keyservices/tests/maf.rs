@@ -519,3 +519,255 @@ async fn the_sweep_purges_expired_keys() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(count(), 0);
 }
+
+// ----- lifetimes: no key outlives its client registration ------------------------------------------
+
+/// A refusal's status and reason.
+fn refusal<T: std::fmt::Debug>(r: Result<T, m2m_keyservices::maf::MafError>) -> (u16, String) {
+    let e = r.expect_err("expected a refusal");
+    (e.status.expect("an HTTP status"), e.reason)
+}
+
+fn no_such_key() -> (u16, String) {
+    (404, "no such key".into())
+}
+
+/// Key Registration and Key Registration Update stop at the client registration's expiry;
+/// shortening the client registration shortens its keys, lengthening it does not lengthen them.
+#[tokio::test]
+async fn key_expiry_never_exceeds_the_clients() {
+    logs();
+    let p = pki();
+    let (clock, offset) = test_clock();
+    let maf = RunningMaf::start(config(&p, &p.path("store")), clock)
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    let t1000 = ts(1000, &offset);
+    let reg = ae.register_client(Some(&t1000)).await.unwrap();
+    // A [[km]] row carries no lifetime of its own: the time asked for is granted.
+    assert_eq!(reg.expiration_time, t1000);
+
+    // Asked for longer than the client lives, or the default (3600 s): both end with it.
+    let kc = ae
+        .register_key(12, &[IN_CSE], Some(&ts(5000, &offset)))
+        .await
+        .unwrap();
+    assert_eq!(kc.expiration_time, t1000);
+    let chosen = ae
+        .register_key_value(13, &[IN_CSE], &Secret::new(vec![7; 32]), None)
+        .await
+        .unwrap();
+    assert_eq!(chosen.expiration_time, t1000);
+    // Shorter than the client: as asked; an update asking for more stops at the client's expiry.
+    let t100 = ts(100, &offset);
+    let short = ae
+        .register_key_value(13, &[IN_CSE], &Secret::new(vec![8; 32]), Some(&t100))
+        .await
+        .unwrap();
+    assert_eq!(short.expiration_time, t100);
+    let (extended, _) = ae
+        .update_key(&short.relative_id, None, Some(&ts(9000, &offset)))
+        .await
+        .unwrap();
+    assert_eq!(extended, t1000);
+    let mut in_cse = cse(&maf, &p, "in").await;
+    assert_eq!(
+        in_cse
+            .retrieve_key(&kc.relative_id)
+            .await
+            .unwrap()
+            .expiration_time,
+        t1000
+    );
+
+    // The client registration shortened: every key of it with it, as the target sees them.
+    let t300 = ts(300, &offset);
+    let shorter = ae.update_client(&reg.reg_id, Some(&t300)).await.unwrap();
+    assert_eq!(shorter.expiration_time, t300);
+    for id in [&kc.relative_id, &chosen.relative_id, &short.relative_id] {
+        let got = in_cse.retrieve_key(id).await.unwrap();
+        assert_eq!(got.expiration_time, t300, "key {id}");
+    }
+    // Lengthened again: the keys keep their shorter life.
+    ae.update_client(&reg.reg_id, Some(&ts(2000, &offset)))
+        .await
+        .unwrap();
+    assert_eq!(
+        in_cse
+            .retrieve_key(&kc.relative_id)
+            .await
+            .unwrap()
+            .expiration_time,
+        t300
+    );
+    offset.fetch_add(301, Ordering::SeqCst);
+    assert_eq!(
+        refusal(in_cse.retrieve_key(&kc.relative_id).await),
+        no_such_key()
+    );
+    assert!(log_text().contains("keys_shortened=3"));
+}
+
+/// A key belongs to the client registration it was registered under: once that has expired the
+/// key is gone — no extension, no retrieval — even while the key's own expiry is later and the
+/// client holds another, live registration.
+#[tokio::test]
+async fn an_expired_client_cannot_extend_its_key() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, offset) = test_clock();
+    let maf = RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    let first = ae.register_client(Some(&ts(1000, &offset))).await.unwrap();
+    let key = ae.register_key(12, &[IN_CSE], None).await.unwrap();
+    // A second, longer registration of the same client does not carry the key along.
+    let second = ae.register_client(Some(&ts(2000, &offset))).await.unwrap();
+    let mut in_cse = cse(&maf, &p, "in").await;
+    in_cse.retrieve_key(&key.relative_id).await.unwrap();
+    // The first registration expires at +50 while the key's own expiry stays +1000 (as an earlier
+    // MAF left such rows): the client's expiry is checked when the key is read, not by the sweep
+    // (an hour away here).
+    let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+    let until = chrono::Utc::now().timestamp() + offset.load(Ordering::SeqCst) + 50;
+    db.execute(
+        "UPDATE clients SET expires = ?1 WHERE reg_id = ?2",
+        rusqlite::params![until, first.reg_id],
+    )
+    .unwrap();
+    offset.fetch_add(51, Ordering::SeqCst);
+
+    assert_eq!(
+        refusal(
+            ae.update_key(&key.relative_id, None, Some(&ts(1500, &offset)))
+                .await
+        ),
+        no_such_key()
+    );
+    assert_eq!(
+        refusal(in_cse.retrieve_key(&key.relative_id).await),
+        no_such_key()
+    );
+    assert_eq!(
+        refusal(ae.update_client(&first.reg_id, None).await),
+        (404, "no such client registration".into())
+    );
+    assert!(log_text().contains("maf key purged: its client registration has expired"));
+    // The client still registers keys under its live registration, and those end with it.
+    let mut again = self::ae(&maf).await;
+    let k2 = again
+        .register_key(12, &[IN_CSE], Some(&ts(5000, &offset)))
+        .await
+        .unwrap();
+    assert_eq!(k2.expiration_time, second.expiration_time);
+}
+
+/// De-registering a client removes its keys at once (not at the next sweep); another client's keys
+/// stay.
+#[tokio::test]
+async fn a_deregistered_clients_keys_are_gone_at_once() {
+    logs();
+    let p = pki();
+    let storage = p.path("store");
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    let reg = ae.register_client(None).await.unwrap();
+    let kc = ae.register_key(12, &[IN_CSE], None).await.unwrap();
+    let chosen = ae
+        .register_key_value(13, &[IN_CSE], &Secret::new(vec![9; 32]), None)
+        .await
+        .unwrap();
+    let mut ae2 = MafClient::connect_psk(
+        &url(&maf),
+        MAF_FQDN,
+        "ae2@maf.keys.example.net",
+        &Secret::from_hex(&"42".repeat(32)).unwrap(),
+    )
+    .await
+    .unwrap();
+    ae2.register_client(None).await.unwrap();
+    let other = ae2.register_key(12, &[IN_CSE], None).await.unwrap();
+    let mut in_cse = cse(&maf, &p, "in").await;
+    for id in [&kc.relative_id, &chosen.relative_id, &other.relative_id] {
+        in_cse.retrieve_key(id).await.unwrap();
+    }
+
+    ae.deregister_client(&reg.reg_id).await.unwrap();
+    let rows = |source: &str| {
+        let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
+        db.query_row(
+            "SELECT COUNT(*) FROM keys WHERE source_id = ?1",
+            [source],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(rows("//m2m.example.com/Sae1"), 0, "deleted with the client");
+    for id in [&kc.relative_id, &chosen.relative_id] {
+        assert_eq!(refusal(in_cse.retrieve_key(id).await), no_such_key());
+    }
+    assert_eq!(
+        refusal(ae.update_key(&kc.relative_id, None, None).await),
+        no_such_key()
+    );
+    assert_eq!(
+        in_cse.retrieve_key(&other.relative_id).await.unwrap().key,
+        other.key
+    );
+    assert_eq!(rows("//m2m.example.com/Sae2"), 1);
+    assert!(log_text().contains("maf client de-registered with its keys and credentials"));
+}
+
+/// maf.sqlite and its -wal/-shm are 0600 in a 0700 directory: created so, tightened when left
+/// readable, refused when writable by others.
+#[tokio::test]
+async fn the_store_files_are_private() {
+    use m2m_security::data_files::mode_of;
+    use std::os::unix::fs::PermissionsExt;
+    logs();
+    let p = pki();
+    let storage = p.path("data/maf");
+    let (clock, _) = test_clock();
+    let files = ["maf.sqlite", "maf.sqlite-wal", "maf.sqlite-shm"].map(|f| storage.join(f));
+    {
+        let maf = RunningMaf::start(config(&p, &storage), Arc::clone(&clock))
+            .await
+            .unwrap();
+        let mut ae = ae(&maf).await;
+        ae.register_client(None).await.unwrap();
+        ae.register_key(12, &[IN_CSE], None).await.unwrap();
+        assert_eq!(mode_of(&p.path("data")).unwrap(), 0o700);
+        assert_eq!(mode_of(&storage).unwrap(), 0o700);
+        for f in &files {
+            assert_eq!(mode_of(f).unwrap(), 0o600, "{}", f.display());
+        }
+    }
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set(&storage, 0o755);
+    set(&files[0], 0o644);
+    let maf = RunningMaf::start(config(&p, &storage), Arc::clone(&clock))
+        .await
+        .unwrap();
+    assert_eq!(mode_of(&storage).unwrap(), 0o700);
+    assert_eq!(mode_of(&files[0]).unwrap(), 0o600);
+    assert!(log_text().contains("was accessible by group or others (mode 0644); set to 0600"));
+    drop(maf);
+    set(&files[0], 0o664);
+    let err = RunningMaf::start(config(&p, &storage), clock)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("maf.sqlite is writable by group or others"),
+        "{err}"
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+}

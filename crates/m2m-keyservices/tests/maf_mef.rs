@@ -6,8 +6,10 @@
 mod common;
 
 use common::log_text_lowercase as log_text;
-use common::{logs, maf_config, write_private};
-use m2m_keyservices::maf::{server::system_clock, MafClient, MafConfig, MefSection, RunningMaf};
+use common::{cse_leaf, logs, maf_config, test_clock, write_private};
+use m2m_keyservices::maf::{
+    server::system_clock, Clock, MafClient, MafConfig, MefSection, RunningMaf,
+};
 use m2m_keyservices::mef::{EnrolmentRequest, Mef, MefClient, MefConfig};
 use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
@@ -34,6 +36,7 @@ impl Pki {
             &[
                 ("mef", LeafName::Fqdn(MEF.into())),
                 ("maf", LeafName::Fqdn(MAF.into())),
+                ("in", cse_leaf("/id-in", SP)),
             ],
         );
         write_private(&pki.path("storage.key"), "5a".repeat(32).as_bytes());
@@ -82,6 +85,10 @@ suids = [11]
     }
 
     async fn start_maf(&self, mef_addr: &str) -> RunningMaf {
+        self.start_maf_with(mef_addr, system_clock()).await
+    }
+
+    async fn start_maf_with(&self, mef_addr: &str, clock: Clock) -> RunningMaf {
         let cfg = MafConfig {
             mef: Some(MefSection {
                 url: format!("https://{mef_addr}"),
@@ -90,7 +97,7 @@ suids = [11]
             }),
             ..maf_config(&self.0, MAF, SP, vec![], &self.p("maf-data"))
         };
-        RunningMaf::start(cfg, system_clock()).await.unwrap()
+        RunningMaf::start(cfg, clock).await.unwrap()
     }
 }
 
@@ -174,6 +181,79 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
             "a key was logged"
         );
     }
+}
+
+/// A oneM2M timestamp `secs` from now on the MAF's clock (`offset` ahead of the system's).
+fn ts(secs: i64, offset: &std::sync::atomic::AtomicI64) -> String {
+    let t =
+        chrono::Utc::now().timestamp() + offset.load(std::sync::atomic::Ordering::SeqCst) + secs;
+    m2m_keyservices::maf::server::format_time(t)
+}
+
+fn secs(timestamp: &str) -> i64 {
+    m2m_core::time::parse(timestamp).unwrap().timestamp()
+}
+
+/// A client registration over a remote-provisioned Km is capped at the lifetime the MEF reports
+/// for the enrolment (3600 s here), at registration and update; so are its keys; once the
+/// enrolment has ended (the MAF's clock moved on), the association serves nothing and the key is
+/// gone for its target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_on_a_remote_provisioned_km_ends_with_the_enrolment() {
+    let pki = Pki::new();
+    let mef_addr = pki.start_mef().await;
+    let (clock, offset) = test_clock();
+    let maf = pki.start_maf_with(&mef_addr, clock).await;
+    let maf_url = format!("https://{}", maf.addr);
+    let enrolled = chrono::Utc::now().timestamp();
+    let (ke, ke_id) = enrol(&mef_addr, Some(MAF)).await;
+    let mut client = MafClient::connect_psk(&maf_url, MAF, &ke_id, &kdf::km(&ke, MAF))
+        .await
+        .unwrap();
+    let ends = |t: &str| {
+        let t = secs(t);
+        assert!(
+            (enrolled + 3600 - 60..=enrolled + 3600 + 5).contains(&t),
+            "{t} is not the enrolment's end {}",
+            enrolled + 3600
+        );
+    };
+    // The default client lifetime (a day) and an update asking for ten days: both end with it.
+    let reg = client.register_client(None).await.unwrap();
+    ends(&reg.expiration_time);
+    let reg = client
+        .update_client(&reg.reg_id, Some(&ts(10 * 86_400, &offset)))
+        .await
+        .unwrap();
+    ends(&reg.expiration_time);
+    let key = client
+        .register_key(12, &["/id-in"], Some(&ts(20_000, &offset)))
+        .await
+        .unwrap();
+    ends(&key.expiration_time);
+    let mut in_cse = common::certificate_client(&maf, MAF, &pki.0, "in").await;
+    ends(
+        &in_cse
+            .retrieve_key(&key.key_id)
+            .await
+            .unwrap()
+            .expiration_time,
+    );
+
+    offset.fetch_add(3601, std::sync::atomic::Ordering::SeqCst);
+    let ended = (
+        Some(403),
+        "the enrolment this association was authenticated with has ended".to_string(),
+    );
+    let e = client
+        .register_key_value(13, &["/id-in"], &Secret::new(vec![5; 32]), None)
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.reason), ended.clone());
+    let e = client.update_client(&reg.reg_id, None).await.unwrap_err();
+    assert_eq!((e.status, e.reason), ended);
+    let e = in_cse.retrieve_key(&key.key_id).await.unwrap_err();
+    assert_eq!((e.status, e.reason.as_str()), (Some(404), "no such key"));
 }
 
 #[tokio::test]

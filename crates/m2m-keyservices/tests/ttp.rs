@@ -601,3 +601,60 @@ async fn the_sweep_purges_expired_credentials() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(count(), 0);
 }
+
+fn ts(secs_from_now: i64, offset: &std::sync::atomic::AtomicI64) -> String {
+    let t = chrono::Utc::now().timestamp() + offset.load(Ordering::SeqCst) + secs_from_now;
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .format("%Y%m%dT%H%M%S")
+        .to_string()
+}
+
+/// A credential belongs to the registrant's client registration: it never expires after it
+/// (registration, update), is shortened with it, and is gone at once when the client de-registers.
+#[tokio::test]
+async fn credentials_end_with_the_registrants_client_registration() {
+    logs();
+    let p = pki();
+    let (clock, offset) = test_clock();
+    let maf = start(&p, &p.path("store"), clock).await;
+    let mut gw = certificate_client(&maf, MAF_FQDN, &p, GATEWAY).await;
+    let t600 = ts(600, &offset);
+    let client = gw.register_client(Some(&t600)).await.unwrap();
+    // The default (3600 s) and an update asking for more both stop at the client's 600 s.
+    let reg = gw
+        .register_credential(&request(None, CredentialUsage::Esprim, &[APP]))
+        .await
+        .unwrap();
+    assert_eq!(reg.expiration_time, t600);
+    let updated = gw
+        .update_credential(&reg.credential_id, None, Some(&ts(7200, &offset)))
+        .await
+        .unwrap();
+    assert_eq!(updated.expiration_time, t600);
+    let mut app = app(&maf, APP_KM_ID).await;
+    assert_eq!(
+        app.retrieve_credential(&reg.credential_id)
+            .await
+            .unwrap()
+            .expiration_time,
+        t600
+    );
+    // Shortened with the client registration.
+    let t60 = ts(60, &offset);
+    gw.update_client(&client.reg_id, Some(&t60)).await.unwrap();
+    assert_eq!(
+        app.retrieve_credential(&reg.credential_id)
+            .await
+            .unwrap()
+            .expiration_time,
+        t60
+    );
+    // De-registered with the client: the requester gets the answer for an unknown ID.
+    gw.deregister_client(&client.reg_id).await.unwrap();
+    assert_eq!(
+        rsc(app.retrieve_credential(&reg.credential_id).await),
+        (4004, "no such credential".into())
+    );
+    assert!(log_text().contains(&format!("reg={} keys=0 credentials=1", client.reg_id)));
+}

@@ -8,6 +8,7 @@ pub mod association;
 /// Certificates in the TS-0003 clause 10.1 profile and the identity they carry (clause 8.2.2.2).
 pub mod certificates;
 pub mod credentials;
+pub mod data_files;
 pub mod e2e;
 /// oneM2M key derivations (TS-0003 clause 10.3, seeds/001 clause 8.2.1).
 pub mod kdf;

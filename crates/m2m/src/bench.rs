@@ -221,8 +221,8 @@ impl SpawnedCse {
             .prefix("m2m-bench-")
             .tempdir()
             .context("cannot create a temporary directory")?;
+        // Created by the CSE itself, 0700.
         let storage = dir.path().join("data");
-        std::fs::create_dir(&storage)?;
         let config = dir.path().join("cse.toml");
         std::fs::write(&config, cse_config(&storage))?;
         let mut cmd = spawned::m2m(&["cse", "--config"])?;

@@ -184,7 +184,8 @@ fn mef_config(d: &Path) -> String {
         p(d, "mef.pem"),
         p(d, "mef.key"),
         p(d, "ca.pem"),
-        p(d, "mef-data"),
+        // In a directory of its own: the MEF keeps the enrolment file's directory 0700.
+        p(d, "mef/enrolments.json"),
         p(d, "mef-storage.key"),
     )
 }

@@ -150,6 +150,63 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
     assert_no_secret(&logs, &[kc.expose().to_vec(), half, unhex(KM_HEX)]);
 }
 
+/// De-registering the client (not the key) ends its keys at once: the IN-CSE's retrieval finds no
+/// key and the handshake on it fails, where it succeeded a moment before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deregistered_clients_key_opens_no_association() {
+    let setup = Setup::new();
+    let maf_proc = setup.start_maf();
+    let maf_url = maf_proc.url().to_owned();
+    let cse = setup.start_cse("id-in", &maf_url);
+    let km = Secret::from_hex(KM_HEX).unwrap();
+    let mut maf = MafClient::connect_psk(&maf_url, MAF_FQDN, KM_ID, &km)
+        .await
+        .expect("Km association with the MAF");
+    let reg = maf
+        .register_client(None)
+        .await
+        .expect("client registration");
+    let kc = maf
+        .register_key(12, &[&format!("//{SP}/id-in")], None)
+        .await
+        .expect("key registration");
+    let phone = TlsClient::psk(
+        &kc.key_id,
+        &hex::encode(&kc.key.expose()[..kc.key.len() / 2]),
+    );
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse))
+        .expect("association before the de-registration");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert!(
+        !cse.stderr().contains("MAF answered 404"),
+        "{}",
+        cse.stderr()
+    );
+
+    maf.deregister_client(&reg.reg_id)
+        .await
+        .expect("client de-registration");
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse));
+    assert!(
+        r.is_err(),
+        "a de-registered client's key must not associate: {r:?}"
+    );
+    assert!(
+        cse.logged("MAF answered 404: no such key"),
+        "{}",
+        cse.stderr()
+    );
+    let maf_log = maf_proc.stderr();
+    assert!(
+        maf_log.contains("MAF client de-registered with its keys and credentials"),
+        "{maf_log}"
+    );
+    // Nor may the client bring the key back: it no longer exists for its source either.
+    let relative = kc.key_id.split('@').next().unwrap();
+    let e = maf.update_key(relative, None, None).await.unwrap_err();
+    assert_eq!((e.status, e.reason.as_str()), (Some(404), "no such key"));
+}
+
 /// `m2m request` does the whole client side in one call: Km association with the MAF, client
 /// and key registration for the target CSE, then TLS-PSK with the CSE.
 #[test]

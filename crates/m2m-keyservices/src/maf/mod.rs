@@ -53,6 +53,25 @@
 //!   default lifetime applies. Expired registrations are purged on access and by a periodic sweep.
 //! - Retrieval by an entity that is not a target: 403; unknown or expired: 404. Errors are
 //!   `{"error": "short reason"}` and never carry key material.
+//!
+//! # Lifetimes: no key outlives what it was registered under
+//! - A key registration belongs to the source's client registration valid when it was made (the one
+//!   expiring last, if the client holds several). Its expirationTime is cut to that registration's,
+//!   at Key Registration and at every Key Registration Update; a Client Registration Update that
+//!   shortens the registration shortens its keys (they are not lengthened when it is lengthened).
+//! - Client De-Registration deletes the client's keys (and its TTP credentials, [`ttp`]) in the same
+//!   transaction. A key whose client registration has expired or is gone is gone: retrieval answers
+//!   404 "no such key" as for an unknown key, the source can neither update nor extend it, and the
+//!   sweep deletes both. Both expiries are checked when a key is read, not only by the sweep.
+//! - An association opened with a remote-provisioned Km carries the lifetime the MEF reported for
+//!   the enrolment (`lifetime` of fetchCredentials). A Client Registration or Update over it is cut
+//!   to that end, and so is any key registered over it, now and at later updates (a Kc is derived
+//!   from that association). Once the enrolment has ended, requests on a still-open association are
+//!   refused (403 "the enrolment this association was authenticated with has ended"). A client that
+//!   enrolled again updates its registration over the new Km (clause 8.8.2.5: an update may
+//!   "establish a new Km"); its keys keep the end of the enrolment they were registered under.
+//! - `[[km]]` rows and certificates carry no lifetime the MAF tracks: their clients' registrations
+//!   are bounded by `max_lifetime` only.
 //! - Deviations from the tables of clause 8.8.2: `adminFQDN` is optional (kept and echoed when given), `labels`
 //!   and Client Configuration Retrieval is not implemented, `targetIDs` is mandatory and
 //!   non-empty (the MAF creates no list of its own), and an optional `mafFQDN` is checked against this MAF's FQDN.

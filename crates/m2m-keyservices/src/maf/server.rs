@@ -40,6 +40,26 @@ pub fn system_clock() -> Clock {
 
 const MAX_BODY: usize = 64 * 1024;
 
+/// When the enrolment behind each remote-provisioned Km ends (MAF clock, Unix seconds), by
+/// psk_identity (KeID): written by the PSK lookup from the MEF's `lifetime`, read right after the
+/// handshake into the connection's [`Conn::ceiling`]. Entries of ended enrolments are dropped at the
+/// next write; a missing entry reads as ended (fail closed).
+#[derive(Default)]
+struct EnrolmentLifetimes(Mutex<HashMap<String, i64>>);
+
+impl EnrolmentLifetimes {
+    fn record(&self, ke_id: &str, until: i64, now: i64) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, t| *t > now);
+        m.insert(ke_id.to_owned(), until);
+    }
+
+    fn until(&self, ke_id: &str) -> i64 {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(ke_id).copied().unwrap_or(i64::MIN)
+    }
+}
+
 /// The PSK side of the MAF: configured Km rows first, then (with `[mef]`) remote-provisioned Km.
 struct KmTable {
     rows: HashMap<String, (EntityId, Secret)>,
@@ -72,6 +92,8 @@ impl PskLookup for KmTable {
 /// provisioned Km, SUID 21 in TS-0004 terms) and psk = Km = kdf::km(Ke, MAF-FQDN). The MAF fetches that
 /// Km from the MEF (`fetchCredentials/{KeID}/11`) over its own FQDN certificate association, for every
 /// handshake (no cache: an expired enrolment opens nothing), and binds the enrolee ID the MEF names.
+/// The lifetime the MEF reports is kept in [`EnrolmentLifetimes`]: what the client registers over
+/// that association ends with the enrolment.
 struct MefKm {
     addr: String,
     mef_fqdn: String,
@@ -80,10 +102,13 @@ struct MefKm {
     /// The MAF's certificate context towards the MEF, built at start: a handshake (even of an
     /// unauthenticated peer) reads no files.
     context: SslContext,
+    lifetimes: Arc<EnrolmentLifetimes>,
+    clock: Clock,
 }
 
 impl MefKm {
-    async fn fetch(&self, ke_id: &str) -> Result<PskKey, String> {
+    /// Km and the enrolee of `ke_id`, and the seconds its enrolment has left.
+    async fn fetch(&self, ke_id: &str) -> Result<(PskKey, u64), String> {
         let mut mef =
             crate::mef::MefClient::connect_with_context(&self.addr, &self.mef_fqdn, &self.context)
                 .await
@@ -95,17 +120,23 @@ impl MefKm {
         if got.credential.is_empty() {
             return Err("the MEF returned an empty Km".into());
         }
+        if got.lifetime == 0 {
+            return Err("the enrolment has no lifetime left".into());
+        }
         let client = super::entity_id(&got.enrolee_id, &self.sp_fqdn).ok_or_else(|| {
             format!(
                 "the enrolee ID '{}' is no AE-ID/CSE-ID of this SP",
                 got.enrolee_id
             )
         })?;
-        Ok(PskKey {
-            association: km_association(ke_id, client)
-                .ok_or("the KeID is no Credential-ID value")?,
-            key: Zeroizing::new(got.credential.expose().to_vec()),
-        })
+        Ok((
+            PskKey {
+                association: km_association(ke_id, client)
+                    .ok_or("the KeID is no Credential-ID value")?,
+                key: Zeroizing::new(got.credential.expose().to_vec()),
+            },
+            got.lifetime,
+        ))
     }
 
     fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
@@ -114,7 +145,13 @@ impl MefKm {
             return None;
         }
         match crate::psk_fetch::fetch_in_psk_callback(self.timeout, self.fetch(psk_identity)) {
-            Ok(key) => Some(key),
+            Ok((key, lifetime)) => {
+                let now = (self.clock)();
+                let lifetime = i64::try_from(lifetime).unwrap_or(i64::MAX);
+                self.lifetimes
+                    .record(psk_identity, now.saturating_add(lifetime), now);
+                Some(key)
+            }
             Err(why) => {
                 tracing::warn!(target: "audit", psk_identity, reason = %why, "remote-provisioned Km not available");
                 None
@@ -129,6 +166,9 @@ pub(super) struct State {
     pub(super) clock: Clock,
     /// The TTP's delegations, in absolute form.
     pub(super) delegations: Delegations,
+    /// The KmIDs of `[[km]]` rows: every other PSK association is a remote-provisioned Km.
+    km_ids: std::collections::HashSet<String>,
+    lifetimes: Arc<EnrolmentLifetimes>,
 }
 
 impl State {
@@ -143,6 +183,18 @@ pub(super) struct Conn {
     pub(super) identity: String,
     exporter: Zeroizing<[u8; EXPORT_LEN]>,
     pub(super) peer: SocketAddr,
+    /// When the credential the association was authenticated with ends (MAF clock): the enrolment
+    /// of a remote-provisioned Km. `None`: a `[[km]]` row or a certificate (no lifetime kept here).
+    /// Nothing registered over this association outlives it, and once it has passed the association
+    /// serves no request.
+    pub(super) ceiling: Option<i64>,
+}
+
+impl Conn {
+    /// `expires`, cut to this association's [`Conn::ceiling`].
+    pub(super) fn cap(&self, expires: i64) -> i64 {
+        self.ceiling.map_or(expires, |c| expires.min(c))
+    }
 }
 
 /// A MAF serving on a socket; dropping it (or [`RunningMaf::shutdown`]) stops the listener, every
@@ -167,6 +219,8 @@ impl RunningMaf {
                 .ok_or_else(|| format!("km {}: bad client_id", row.km_id))?;
             km.insert(row.km_id.clone(), (client, row.key.clone()));
         }
+        let lifetimes = Arc::new(EnrolmentLifetimes::default());
+        let km_ids = km.keys().cloned().collect();
         let mef = match &cfg.mef {
             None => None,
             Some(m) => Some(MefKm {
@@ -184,6 +238,8 @@ impl RunningMaf {
                     cfg.trusted_ca.as_deref().ok_or("[mef] needs trusted_ca")?,
                 )
                 .map_err(|e| format!("[mef]: the MAF's certificate association: {e}"))?,
+                lifetimes: Arc::clone(&lifetimes),
+                clock: Arc::clone(&clock),
             }),
         };
         let context = m2m_security::tls::server_context(&ServerTlsConfig {
@@ -209,6 +265,8 @@ impl RunningMaf {
             store: Mutex::new(store),
             clock,
             delegations,
+            km_ids,
+            lifetimes,
         });
         let sweep_state = Arc::clone(&state);
         let sweep = tokio::spawn(async move {
@@ -216,14 +274,10 @@ impl RunningMaf {
             loop {
                 tokio::time::sleep(period).await;
                 let now = (sweep_state.clock)();
-                let store = sweep_state.store();
-                match store
-                    .purge(now)
-                    .and_then(|(c, k)| Ok((c, k, store.purge_credentials(now)?)))
-                {
-                    Ok((0, 0, 0)) => {}
-                    Ok((c, k, e2e)) => {
-                        tracing::info!(target: "audit", clients = c, keys = k, credentials = e2e, "expired registrations purged")
+                match sweep_state.store().purge(now) {
+                    Ok(a) if a == super::store::Affected::default() => {}
+                    Ok(a) => {
+                        tracing::info!(target: "audit", clients = a.clients, keys = a.keys, credentials = a.credentials, "expired registrations purged")
                     }
                     Err(e) => tracing::warn!(error = %e, "sweep failed"),
                 }
@@ -303,10 +357,17 @@ async fn handshake(
         Ok(Ok(())) => {}
     }
     let ssl = stream.ssl();
+    let mut ceiling = None;
     let identity = match m2m_security::tls::association_of(ssl)
         .ok_or("the handshake authenticated nothing")?
     {
-        Authenticated::Psk(a) => a.entity.ok_or("the KmID names no client")?.absolute(),
+        Authenticated::Psk(a) => {
+            let psk_identity = a.credential.value();
+            if !state.km_ids.contains(psk_identity) {
+                ceiling = Some(state.lifetimes.until(psk_identity));
+            }
+            a.entity.ok_or("the KmID names no client")?.absolute()
+        }
         Authenticated::Certificate { leaf_der } => {
             let cert = openssl::x509::X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
             let id = m2m_security::certificates::identity_of(&cert, &state.cfg.naming()?)?;
@@ -327,6 +388,7 @@ async fn handshake(
             identity,
             exporter,
             peer,
+            ceiling,
         },
     ))
 }
@@ -409,6 +471,17 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if conn.ceiling.is_some_and(|c| c <= (state.clock)()) {
+        // The enrolment the Km of this association came from has ended while it stayed open.
+        tracing::warn!(target: "audit", peer = %conn.peer, client = %conn.identity, "MAF request refused: the enrolment of this association has ended");
+        let why = "the enrolment this association was authenticated with has ended";
+        return match segments.as_slice() {
+            ["maf", "e2e-credentials", ..] => {
+                ttp::refused(m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege, why)
+            }
+            _ => error(StatusCode::FORBIDDEN, why),
+        };
+    }
     let key = |id: &str| normalize_relative_id(id);
     match (method, segments.as_slice()) {
         (Method::POST, ["maf", "clients"]) => register_client(state, conn, &body),
@@ -471,7 +544,8 @@ fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         req.expiration_time.as_deref(),
         state.cfg.default_client_lifetime,
     ) {
-        Ok(t) => t,
+        // A registration over a remote-provisioned Km ends with its enrolment.
+        Ok(t) => conn.cap(t),
         Err(a) => return *a,
     };
     let mut id = [0u8; 8];
@@ -513,8 +587,11 @@ fn check_maf_fqdn(state: &State, maf_fqdn: Option<&str>) -> Result<(), Refused> 
     }
 }
 
-/// Client Registration Update (TS-0003 clause 8.8.2): a new expiration time (and adminFQDN),
-/// only by the registered client itself.
+/// Client Registration Update (TS-0003 clause 8.8.2.5): a new expiration time (and adminFQDN),
+/// only by the registered client itself. The new time is cut to the credential of this association
+/// (clause 8.8.2.5 lets an update "establish a new Km": the registration lives under the Km it was
+/// last registered or updated with); the client's keys and credentials that would outlive it are
+/// shortened with it.
 fn update_client(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
     let req: ClientRegRequest = match parse_body(body) {
         Ok(r) => r,
@@ -537,19 +614,23 @@ fn update_client(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
         req.expiration_time.as_deref(),
         state.cfg.default_client_lifetime,
     ) {
-        Ok(t) => t,
+        Ok(t) => conn.cap(t),
         Err(a) => return *a,
     };
     if req.admin_fqdn.is_some() {
         reg.admin_fqdn = req.admin_fqdn;
     }
-    if let Err(e) = store.update_client(&reg) {
-        return internal(e);
-    }
-    tracing::info!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id, "MAF client registration updated");
+    let shortened = match store.update_client(&reg) {
+        Ok(a) => a,
+        Err(e) => return internal(e),
+    };
+    tracing::info!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id,
+        keys_shortened = shortened.keys, credentials_shortened = shortened.credentials, "MAF client registration updated");
     answer(StatusCode::OK, client_json(&reg))
 }
 
+/// Client De-Registration (TS-0003 clause 8.8.2.6): ends the registration and, at once, every key
+/// and E2E credential registered under it.
 fn deregister_client(state: &State, conn: &Conn, id: &str) -> Answer {
     let now = (state.clock)();
     let store = state.store();
@@ -560,10 +641,12 @@ fn deregister_client(state: &State, conn: &Conn, id: &str) -> Answer {
                 tracing::warn!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id, "MAF client de-registration refused: not the registered client");
                 return error(StatusCode::FORBIDDEN, "not the registered client");
             }
-            if let Err(e) = store.delete_client(id) {
-                return internal(e);
-            }
-            tracing::info!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id, "MAF client de-registered");
+            let gone = match store.delete_client(id) {
+                Ok(a) => a,
+                Err(e) => return internal(e),
+            };
+            tracing::info!(target: "audit", peer = %conn.peer, client = %conn.identity, reg = %id,
+                keys = gone.keys, credentials = gone.credentials, "MAF client de-registered with its keys and credentials");
             no_content()
         }
         Ok(_) => error(StatusCode::NOT_FOUND, "no such client registration"),
@@ -634,6 +717,8 @@ fn key_json(state: &State, reg: &KeyReg) -> Value {
     v
 }
 
+/// Key Registration (TS-0003 clause 8.8.2.7), under the requester's client registration: the key
+/// expires no later than that registration.
 fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
     let req: KeyRegRequest = match parse_body(body) {
         Ok(r) => r,
@@ -643,16 +728,8 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         return *a;
     }
     let now = (state.clock)();
-    {
-        let store = state.store();
-        match store.is_registered(&conn.identity, now) {
-            Err(e) => return internal(e),
-            Ok(false) => {
-                tracing::warn!(target: "audit", peer = %conn.peer, client = %conn.identity, "MAF key registration refused: not a registered MAF client");
-                return error(StatusCode::FORBIDDEN, "not a registered MAF client");
-            }
-            Ok(true) => {}
-        }
+    if let Err(a) = registered_client(&state.store(), conn, now) {
+        return *a;
     }
     let Some(suid) = req.suid else {
         return error(StatusCode::BAD_REQUEST, "suid is missing");
@@ -691,15 +768,24 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
             (kdf::hex_binary(&kc_id), kc)
         }
     };
+    let store = state.store();
+    // Under the lock that also adds the key: a de-registration in between leaves no orphan.
+    let client = match registered_client(&store, conn, now) {
+        Ok(c) => c,
+        Err(a) => return *a,
+    };
     let reg = KeyReg {
         relative_id,
         source_id: conn.identity.clone(),
         suid,
         targets,
         admin_fqdn: req.admin_fqdn,
-        expires,
+        // Never longer than the client registration it is made under, nor than the credential
+        // of the association it is registered over (and, for Kc, derived from).
+        expires: conn.cap(expires.min(client.expires)),
+        client_reg: Some(client.reg_id),
+        ceiling: conn.ceiling,
     };
-    let store = state.store();
     // An expired registration of this very KcID (same connection) makes room; others wait for the sweep.
     if let Err(e) = live_key(state, &store, &reg.relative_id) {
         return internal(e);
@@ -719,28 +805,68 @@ fn register_key(state: &State, conn: &Conn, body: &[u8]) -> Answer {
     answer(StatusCode::CREATED, key_json(state, &reg))
 }
 
-/// The live registration of `id`, purging it when expired.
-fn live_key(state: &State, store: &Store, id: &str) -> Result<Option<KeyReg>, String> {
-    let now = (state.clock)();
-    match store.key(id)? {
-        Some(reg) if reg.expires <= now => {
-            store.delete_key(id)?;
-            tracing::info!(target: "audit", key = %id, "MAF key expired and purged");
-            Ok(None)
+/// The client registration of the requester that a new key or credential is registered under
+/// (valid now, expiring last); 403 when it has none.
+fn registered_client(store: &Store, conn: &Conn, now: i64) -> Result<ClientReg, Refused> {
+    match store.live_client(&conn.identity, now) {
+        Err(e) => Err(Box::new(internal(e))),
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => {
+            tracing::warn!(target: "audit", peer = %conn.peer, client = %conn.identity, "MAF key registration refused: not a registered MAF client");
+            Err(refuse(StatusCode::FORBIDDEN, "not a registered MAF client"))
         }
-        other => Ok(other),
     }
+}
+
+/// A live key registration and the client registration it belongs to.
+struct LiveKey {
+    reg: KeyReg,
+    client: ClientReg,
+}
+
+impl LiveKey {
+    /// The key's expiry as answered: its own, never past its client registration's.
+    fn expires(&self) -> i64 {
+        self.reg.expires.min(self.client.expires)
+    }
+}
+
+/// The live registration of `id` with its client registration, checked now: a key that has
+/// expired, or whose client registration has expired or is gone, is purged and answered as unknown.
+fn live_key(state: &State, store: &Store, id: &str) -> Result<Option<LiveKey>, String> {
+    let now = (state.clock)();
+    let Some(reg) = store.key(id)? else {
+        return Ok(None);
+    };
+    let client = match &reg.client_reg {
+        Some(c) => store.client(c)?,
+        None => None,
+    };
+    let why = match &client {
+        _ if reg.expires <= now => "MAF key expired and purged",
+        Some(c) if c.expires > now && c.client_id == reg.source_id => {
+            return Ok(client.map(|client| LiveKey { reg, client }))
+        }
+        Some(c) if c.expires <= now => "MAF key purged: its client registration has expired",
+        _ => "MAF key purged: its client registration is gone",
+    };
+    store.delete_key(id)?;
+    tracing::info!(target: "audit", key = %id, source = %reg.source_id, "{why}");
+    Ok(None)
 }
 
 fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
     let store = state.store();
-    let reg = match live_key(state, &store, id) {
+    let (reg, expires) = match live_key(state, &store, id) {
         Err(e) => return internal(e),
         Ok(None) => {
             tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, "MAF key retrieval refused: unknown or expired key");
             return error(StatusCode::NOT_FOUND, "no such key");
         }
-        Ok(Some(r)) => r,
+        Ok(Some(live)) => {
+            let expires = live.expires();
+            (live.reg, expires)
+        }
     };
     if !reg.targets.contains(&conn.identity) {
         tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, source = %reg.source_id, "MAF key retrieval refused: not a target");
@@ -757,7 +883,7 @@ fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
     tracing::info!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, source = %reg.source_id, suid = reg.suid, "MAF key retrieval granted");
     let mut v = json!({
         "keyValue": value.to_hex().as_str(),
-        "expirationTime": format_time(reg.expires),
+        "expirationTime": format_time(expires),
         "sourceID": reg.source_id,
         "suid": reg.suid,
     });
@@ -775,36 +901,42 @@ struct KeyUpdateRequest {
     target_ids: Option<Vec<String>>,
 }
 
-/// The live registration of `id` if the requester is its source; the refusal otherwise.
+/// The live registration of `id` if the requester is its source; the refusal otherwise (404 for a
+/// key that has expired or whose client registration has ended: it no longer exists).
 fn own_key(
     state: &State,
     store: &Store,
     conn: &Conn,
     id: &str,
     what: &str,
-) -> Result<KeyReg, Refused> {
+) -> Result<LiveKey, Refused> {
     match live_key(state, store, id) {
         Err(e) => Err(Box::new(internal(e))),
-        Ok(None) => Err(refuse(StatusCode::NOT_FOUND, "no such key")),
-        Ok(Some(reg)) if reg.source_id != conn.identity => {
-            tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, source = %reg.source_id, "MAF key {what} refused: not the source");
+        Ok(None) => {
+            tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, "MAF key {what} refused: unknown or expired key");
+            Err(refuse(StatusCode::NOT_FOUND, "no such key"))
+        }
+        Ok(Some(live)) if live.reg.source_id != conn.identity => {
+            tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, source = %live.reg.source_id, "MAF key {what} refused: not the source");
             Err(refuse(
                 StatusCode::FORBIDDEN,
                 "only the source may change this key",
             ))
         }
-        Ok(Some(reg)) => Ok(reg),
+        Ok(Some(live)) => Ok(live),
     }
 }
 
+/// Key Registration Update (TS-0003 clause 8.8.2.9), only by the source while the key and its
+/// client registration live: an extension stops at the client registration's expiry.
 fn update_key(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
     let req: KeyUpdateRequest = match parse_body(body) {
         Ok(r) => r,
         Err(a) => return *a,
     };
     let store = state.store();
-    let mut reg = match own_key(state, &store, conn, id, "update") {
-        Ok(r) => r,
+    let (mut reg, client) = match own_key(state, &store, conn, id, "update") {
+        Ok(live) => (live.reg, live.client),
         Err(a) => return *a,
     };
     if let Some(t) = &req.target_ids {
@@ -816,7 +948,8 @@ fn update_key(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
     if let Some(e) = &req.expiration_time {
         let now = (state.clock)();
         reg.expires = match expiry(state, now, Some(e), state.cfg.default_key_lifetime) {
-            Ok(t) => t,
+            // Never past the client registration, the key's own ceiling, or this association's.
+            Ok(t) => conn.cap(reg.ceiling.map_or(t, |c| t.min(c)).min(client.expires)),
             Err(a) => return *a,
         };
     }

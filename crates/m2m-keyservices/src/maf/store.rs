@@ -12,12 +12,27 @@
 //! Key rows written before the registration was bound (schema version 0, relative ID only) are
 //! refused at open: their clear-text targets cannot be trusted, and key registrations are short-lived,
 //! so the operator deletes them and the sources register again.
+//!
+//! # Lifetimes
+//! Every key registration and E2E credential belongs to the client registration it was made under
+//! (`client_reg`): de-registering that client deletes them in the same transaction, shortening it
+//! shortens them (re-sealed under the shorter expiry), and once it has expired they are gone for
+//! every reader and the sweep ([`Store::purge`]) deletes them. The binding is not part of the sealed
+//! record; the key's own expiry is, so an edit of the file can shorten a key's life, never lengthen
+//! it past what the MAF granted. Rows of an earlier MAF (no `client_reg` column) are bound at open
+//! to their source's latest client registration; a row with none is gone.
+//!
+//! # Files
+//! `maf.sqlite` (and SQLite's `-wal`/`-shm`) are 0600 in a 0700 directory
+//! ([`m2m_security::data_files`]: created so, tightened when group or others may read, refused when
+//! they may write).
 
 use super::jwk::Jwk;
 use super::ttp::{CredentialReg, CredentialUsage};
 use crate::at_rest;
 use aes_gcm::Aes256Gcm;
 use m2m_security::credentials::Secret;
+use m2m_security::data_files;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -39,6 +54,20 @@ pub struct KeyReg {
     pub targets: Vec<String>,
     pub admin_fqdn: Option<String>,
     pub expires: i64,
+    /// The client registration (`mafClientRegID`) it was made under; `None` only for a row of an
+    /// earlier MAF no registration was found for, which is gone.
+    pub client_reg: Option<String>,
+    /// The latest expiry the key may ever have: the lifetime left to the credential of the
+    /// association it was registered over (a remote-provisioned Km's enrolment), if that has one.
+    pub ceiling: Option<i64>,
+}
+
+/// What one purge, de-registration or shortening touched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Affected {
+    pub clients: usize,
+    pub keys: usize,
+    pub credentials: usize,
 }
 
 pub struct Store {
@@ -54,10 +83,20 @@ fn db(e: rusqlite::Error) -> String {
 }
 
 impl Store {
-    /// Opens (creating) `dir/maf.sqlite`.
+    /// Opens (creating) `dir/maf.sqlite`, the directory 0700 and the files 0600.
     pub fn open(dir: &Path, storage_key: &Secret) -> Result<Store, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let conn = Connection::open(dir.join("maf.sqlite")).map_err(db)?;
+        let db_path = dir.join("maf.sqlite");
+        let mut tightened = vec![data_files::private_dir(dir)?];
+        for suffix in ["-wal", "-shm"] {
+            let mut p = db_path.clone().into_os_string();
+            p.push(suffix);
+            tightened.push(data_files::existing_private_file(Path::new(&p))?);
+        }
+        tightened.push(data_files::private_file(&db_path)?);
+        for t in tightened.into_iter().flatten() {
+            tracing::warn!(target: "audit", "MAF storage: {t}");
+        }
+        let conn = Connection::open(&db_path).map_err(db)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              CREATE TABLE IF NOT EXISTS clients (
@@ -65,28 +104,45 @@ impl Store {
              CREATE TABLE IF NOT EXISTS keys (
                 relative_id TEXT PRIMARY KEY, source_id TEXT NOT NULL, suid INTEGER NOT NULL,
                 targets TEXT NOT NULL, admin_fqdn TEXT, expires INTEGER NOT NULL,
-                nonce BLOB NOT NULL, value BLOB NOT NULL);
+                nonce BLOB NOT NULL, value BLOB NOT NULL, client_reg TEXT, ceiling INTEGER);
              CREATE TABLE IF NOT EXISTS e2e_credentials (
                 id TEXT PRIMARY KEY, registrant TEXT NOT NULL, subject TEXT NOT NULL, usage TEXT NOT NULL,
-                requesters TEXT NOT NULL, expires INTEGER NOT NULL, nonce BLOB NOT NULL, jwk BLOB NOT NULL);",
+                requesters TEXT NOT NULL, expires INTEGER NOT NULL, nonce BLOB NOT NULL, jwk BLOB NOT NULL,
+                client_reg TEXT);",
         )
         .map_err(db)?;
         check_key_record_version(&conn, dir)?;
+        bind_to_client_registrations(&conn)?;
         let cipher = at_rest::cipher(storage_key)?;
         Ok(Store { conn, cipher })
     }
 
-    /// Deletes every registration expired at `now`; returns (clients, keys) removed.
-    pub fn purge(&self, now: i64) -> Result<(usize, usize), String> {
-        let c = self
-            .conn
+    /// Deletes every client registration expired at `now`, and every key and credential that has
+    /// expired or whose client registration is gone or expired.
+    pub fn purge(&self, now: i64) -> Result<Affected, String> {
+        let tx = self.conn.unchecked_transaction().map_err(db)?;
+        let clients = tx
             .execute("DELETE FROM clients WHERE expires <= ?1", [now])
             .map_err(db)?;
-        let k = self
-            .conn
-            .execute("DELETE FROM keys WHERE expires <= ?1", [now])
+        let orphan = "client_reg IS NULL OR NOT EXISTS (SELECT 1 FROM clients c WHERE c.reg_id = client_reg)";
+        let keys = tx
+            .execute(
+                &format!("DELETE FROM keys WHERE expires <= ?1 OR {orphan}"),
+                [now],
+            )
             .map_err(db)?;
-        Ok((c, k))
+        let credentials = tx
+            .execute(
+                &format!("DELETE FROM e2e_credentials WHERE expires <= ?1 OR {orphan}"),
+                [now],
+            )
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(Affected {
+            clients,
+            keys,
+            credentials,
+        })
     }
 
     pub fn add_client(&self, reg: &ClientReg) -> Result<(), String> {
@@ -99,16 +155,57 @@ impl Store {
         Ok(())
     }
 
-    /// Client Registration Update: the new expiry (and adminFQDN) of an existing registration.
-    pub fn update_client(&self, reg: &ClientReg) -> Result<bool, String> {
-        Ok(self
-            .conn
+    /// Client Registration Update: the new expiry (and adminFQDN) of an existing registration. Its
+    /// keys and credentials that would outlive it are shortened to its expiry (re-sealed), in the
+    /// same transaction; longer-lived ones are not lengthened. Returns what was shortened.
+    pub fn update_client(&self, reg: &ClientReg) -> Result<Affected, String> {
+        let tx = self.conn.unchecked_transaction().map_err(db)?;
+        let clients = tx
             .execute(
                 "UPDATE clients SET admin_fqdn = ?2, expires = ?3 WHERE reg_id = ?1",
                 params![reg.reg_id, reg.admin_fqdn, reg.expires],
             )
-            .map_err(db)?
-            > 0)
+            .map_err(db)?;
+        let mut affected = Affected {
+            clients,
+            ..Affected::default()
+        };
+        for id in self.ids_outliving("keys", "relative_id", reg)? {
+            if let Some(mut key) = self.key(&id)? {
+                key.expires = reg.expires;
+                self.update_key(&key)?;
+                affected.keys += 1;
+            }
+        }
+        for id in self.ids_outliving("e2e_credentials", "id", reg)? {
+            if let Some(old) = self.credential(&id)? {
+                let jwk = self
+                    .credential_jwk(&old)?
+                    .ok_or_else(|| format!("storage: no credential {id}"))?;
+                let new = CredentialReg {
+                    expires: reg.expires,
+                    ..old
+                };
+                self.update_credential(&new, &jwk)?;
+                affected.credentials += 1;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(affected)
+    }
+
+    /// The IDs of `table`'s rows under client registration `reg` that expire after it.
+    fn ids_outliving(&self, table: &str, id: &str, reg: &ClientReg) -> Result<Vec<String>, String> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {id} FROM {table} WHERE client_reg = ?1 AND expires > ?2"
+            ))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![reg.reg_id, reg.expires], |r| r.get::<_, String>(0))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
     }
 
     pub fn client(&self, reg_id: &str) -> Result<Option<ClientReg>, String> {
@@ -116,38 +213,47 @@ impl Store {
             .query_row(
                 "SELECT reg_id, client_id, admin_fqdn, expires FROM clients WHERE reg_id = ?1",
                 [reg_id],
-                |r| {
-                    Ok(ClientReg {
-                        reg_id: r.get(0)?,
-                        client_id: r.get(1)?,
-                        admin_fqdn: r.get(2)?,
-                        expires: r.get(3)?,
-                    })
-                },
+                client_row,
             )
             .optional()
             .map_err(db)
     }
 
-    /// Whether `client_id` holds a client registration valid at `now`.
-    pub fn is_registered(&self, client_id: &str, now: i64) -> Result<bool, String> {
-        let n: i64 = self
-            .conn
+    /// The client registration of `client_id` valid at `now` that expires last, if any: the one a
+    /// new key or credential of that client is registered under.
+    pub fn live_client(&self, client_id: &str, now: i64) -> Result<Option<ClientReg>, String> {
+        self.conn
             .query_row(
-                "SELECT COUNT(*) FROM clients WHERE client_id = ?1 AND expires > ?2",
+                "SELECT reg_id, client_id, admin_fqdn, expires FROM clients
+                 WHERE client_id = ?1 AND expires > ?2 ORDER BY expires DESC, reg_id LIMIT 1",
                 params![client_id, now],
-                |r| r.get(0),
+                client_row,
             )
-            .map_err(db)?;
-        Ok(n > 0)
+            .optional()
+            .map_err(db)
     }
 
-    pub fn delete_client(&self, reg_id: &str) -> Result<bool, String> {
-        Ok(self
-            .conn
+    /// De-registers a client together with its keys and credentials, in one transaction.
+    pub fn delete_client(&self, reg_id: &str) -> Result<Affected, String> {
+        let tx = self.conn.unchecked_transaction().map_err(db)?;
+        let keys = tx
+            .execute("DELETE FROM keys WHERE client_reg = ?1", [reg_id])
+            .map_err(db)?;
+        let credentials = tx
+            .execute(
+                "DELETE FROM e2e_credentials WHERE client_reg = ?1",
+                [reg_id],
+            )
+            .map_err(db)?;
+        let clients = tx
             .execute("DELETE FROM clients WHERE reg_id = ?1", [reg_id])
-            .map_err(db)?
-            > 0)
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(Affected {
+            clients,
+            keys,
+            credentials,
+        })
     }
 
     /// Stores a key registration with its value encrypted. `Ok(false)`: the relative ID is taken.
@@ -157,8 +263,9 @@ impl Store {
         let n = self
             .conn
             .execute(
-                "INSERT OR IGNORE INTO keys (relative_id, source_id, suid, targets, admin_fqdn, expires, nonce, value)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR IGNORE INTO keys (relative_id, source_id, suid, targets, admin_fqdn, expires, nonce, value,
+                    client_reg, ceiling)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     reg.relative_id,
                     reg.source_id,
@@ -167,7 +274,9 @@ impl Store {
                     reg.admin_fqdn,
                     reg.expires,
                     &nonce[..],
-                    ct
+                    ct,
+                    reg.client_reg,
+                    reg.ceiling
                 ],
             )
             .map_err(db)?;
@@ -179,34 +288,33 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT relative_id, source_id, suid, targets, admin_fqdn, expires FROM keys WHERE relative_id = ?1",
+                "SELECT relative_id, source_id, suid, targets, admin_fqdn, expires, client_reg, ceiling
+                 FROM keys WHERE relative_id = ?1",
                 [relative_id],
                 |r| {
                     Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, u32>(2)?,
+                        KeyReg {
+                            relative_id: r.get(0)?,
+                            source_id: r.get(1)?,
+                            suid: r.get(2)?,
+                            targets: Vec::new(),
+                            admin_fqdn: r.get(4)?,
+                            expires: r.get(5)?,
+                            client_reg: r.get(6)?,
+                            ceiling: r.get(7)?,
+                        },
                         r.get::<_, String>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, i64>(5)?,
                     ))
                 },
             )
             .optional()
             .map_err(db)?;
-        let Some((relative_id, source_id, suid, targets, admin_fqdn, expires)) = row else {
+        let Some((mut reg, targets)) = row else {
             return Ok(None);
         };
-        let targets: Vec<String> =
+        reg.targets =
             serde_json::from_str(&targets).map_err(|e| format!("storage: targets: {e}"))?;
-        Ok(Some(KeyReg {
-            relative_id,
-            source_id,
-            suid,
-            targets,
-            admin_fqdn,
-            expires,
-        }))
+        Ok(Some(reg))
     }
 
     /// Decrypts the value of `reg` (read with [`Store::key`]); an error when the row was altered
@@ -286,8 +394,9 @@ impl Store {
         let n = self
             .conn
             .execute(
-                "INSERT OR IGNORE INTO e2e_credentials (id, registrant, subject, usage, requesters, expires, nonce, jwk)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR IGNORE INTO e2e_credentials (id, registrant, subject, usage, requesters, expires, nonce, jwk,
+                    client_reg)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     reg.id,
                     reg.registrant,
@@ -296,7 +405,8 @@ impl Store {
                     requesters,
                     reg.expires,
                     &nonce[..],
-                    ct
+                    ct,
+                    reg.client_reg
                 ],
             )
             .map_err(db)?;
@@ -308,7 +418,7 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT id, registrant, subject, usage, requesters, expires FROM e2e_credentials WHERE id = ?1",
+                "SELECT id, registrant, subject, usage, requesters, expires, client_reg FROM e2e_credentials WHERE id = ?1",
                 [id],
                 |r| {
                     Ok((
@@ -318,12 +428,13 @@ impl Store {
                         r.get::<_, String>(3)?,
                         r.get::<_, String>(4)?,
                         r.get::<_, i64>(5)?,
+                        r.get::<_, Option<String>>(6)?,
                     ))
                 },
             )
             .optional()
             .map_err(db)?;
-        let Some((id, registrant, subject, usage, requesters, expires)) = row else {
+        let Some((id, registrant, subject, usage, requesters, expires, client_reg)) = row else {
             return Ok(None);
         };
         Ok(Some(CredentialReg {
@@ -335,6 +446,7 @@ impl Store {
             requesters: serde_json::from_str(&requesters)
                 .map_err(|e| format!("storage: requesters: {e}"))?,
             expires,
+            client_reg,
         }))
     }
 
@@ -372,13 +484,58 @@ impl Store {
             .map_err(db)?
             > 0)
     }
+}
 
-    /// Deletes every credential expired at `now`; returns how many.
-    pub fn purge_credentials(&self, now: i64) -> Result<usize, String> {
-        self.conn
-            .execute("DELETE FROM e2e_credentials WHERE expires <= ?1", [now])
-            .map_err(db)
+fn client_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientReg> {
+    Ok(ClientReg {
+        reg_id: r.get(0)?,
+        client_id: r.get(1)?,
+        admin_fqdn: r.get(2)?,
+        expires: r.get(3)?,
+    })
+}
+
+/// Brings a store of an earlier MAF to the binding of keys and credentials to their client
+/// registration: adds the columns and binds each unbound row to its source's (registrant's) client
+/// registration that expires last. A row whose client has none stays unbound, which is gone.
+fn bind_to_client_registrations(conn: &Connection) -> Result<(), String> {
+    for (table, column, kind) in [
+        ("keys", "client_reg", "TEXT"),
+        ("keys", "ceiling", "INTEGER"),
+        ("e2e_credentials", "client_reg", "TEXT"),
+    ] {
+        let present: i64 = conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if present == 0 {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                .map_err(db)?;
+        }
     }
+    let latest = "SELECT c.reg_id FROM clients c WHERE c.client_id = {owner} ORDER BY c.expires DESC LIMIT 1";
+    for (table, owner) in [("keys", "source_id"), ("e2e_credentials", "registrant")] {
+        let n = conn
+            .execute(
+                &format!(
+                    "UPDATE {table} SET client_reg = ({}) WHERE client_reg IS NULL",
+                    latest.replace("{owner}", &format!("{table}.{owner}"))
+                ),
+                [],
+            )
+            .map_err(db)?;
+        if n > 0 {
+            tracing::info!(target: "audit", rows = n, table, "bound rows of an earlier MAF to their client registrations");
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS keys_client_reg ON keys(client_reg);
+         CREATE INDEX IF NOT EXISTS e2e_credentials_client_reg ON e2e_credentials(client_reg);",
+    )
+    .map_err(db)
 }
 
 /// Refuses key rows sealed before their registration was bound ([`KEY_RECORD_VERSION`]); marks a store
@@ -449,6 +606,8 @@ mod tests {
             targets: vec!["//sp/id-in".into()],
             admin_fqdn: None,
             expires: 100,
+            client_reg: Some("mcr-1".into()),
+            ceiling: None,
         };
         let value = Secret::new(vec![0xabu8; 32]);
         assert!(store.add_key(&reg, &value).unwrap());
@@ -470,6 +629,134 @@ mod tests {
         drop(store);
         let other = Store::open(dir.path(), &Secret::new(vec![8u8; 32])).unwrap();
         assert!(other.key_value(&moved).is_err());
-        assert_eq!(other.purge(100).unwrap(), (0, 1));
+        let purged = other.purge(100).unwrap();
+        assert_eq!((purged.clients, purged.keys), (0, 1));
+    }
+
+    fn client(reg_id: &str, client_id: &str, expires: i64) -> ClientReg {
+        ClientReg {
+            reg_id: reg_id.into(),
+            client_id: client_id.into(),
+            admin_fqdn: None,
+            expires,
+        }
+    }
+
+    fn key(id: &str, source: &str, client_reg: Option<&str>, expires: i64) -> KeyReg {
+        KeyReg {
+            relative_id: id.into(),
+            source_id: source.into(),
+            suid: 12,
+            targets: vec!["//sp/id-in".into()],
+            admin_fqdn: None,
+            expires,
+            client_reg: client_reg.map(str::to_owned),
+            ceiling: None,
+        }
+    }
+
+    /// Shortening a client registration shortens (and re-seals) its keys only; de-registering it
+    /// deletes them; the sweep deletes keys whose client registration has expired.
+    #[test]
+    fn keys_follow_their_client_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Secret::new(vec![7u8; 32])).unwrap();
+        let value = Secret::new(vec![0x11u8; 32]);
+        store
+            .add_client(&client("mcr-a", "//sp/Sae", 1000))
+            .unwrap();
+        store.add_client(&client("mcr-b", "//sp/Sae", 900)).unwrap();
+        store
+            .add_key(&key("0A", "//sp/Sae", Some("mcr-a"), 800), &value)
+            .unwrap();
+        store
+            .add_key(&key("0B", "//sp/Sae", Some("mcr-a"), 300), &value)
+            .unwrap();
+        store
+            .add_key(&key("0C", "//sp/Sae", Some("mcr-b"), 800), &value)
+            .unwrap();
+        assert_eq!(
+            store.live_client("//sp/Sae", 0).unwrap().unwrap().reg_id,
+            "mcr-a"
+        );
+        assert_eq!(
+            store.live_client("//sp/Sae", 950).unwrap().unwrap().reg_id,
+            "mcr-a"
+        );
+        assert!(store.live_client("//sp/Sae", 1000).unwrap().is_none());
+
+        let shortened = store
+            .update_client(&client("mcr-a", "//sp/Sae", 500))
+            .unwrap();
+        assert_eq!((shortened.clients, shortened.keys), (1, 1));
+        let a = store.key("0A").unwrap().unwrap();
+        assert_eq!(a.expires, 500);
+        assert_eq!(store.key_value(&a).unwrap().unwrap(), value, "re-sealed");
+        assert_eq!(
+            store.key("0B").unwrap().unwrap().expires,
+            300,
+            "not lengthened"
+        );
+        assert_eq!(
+            store.key("0C").unwrap().unwrap().expires,
+            800,
+            "another registration's"
+        );
+
+        let gone = store.delete_client("mcr-a").unwrap();
+        assert_eq!((gone.clients, gone.keys), (1, 2));
+        assert!(store.key("0A").unwrap().is_none() && store.key("0B").unwrap().is_none());
+        assert!(store.key("0C").unwrap().is_some());
+
+        // mcr-b expires at 900; its key (800 by itself) is purged with it, even when its own
+        // expiry says later (a row as an earlier MAF left it).
+        store
+            .conn
+            .execute(
+                "UPDATE clients SET expires = 100 WHERE reg_id = 'mcr-b'",
+                [],
+            )
+            .unwrap();
+        let purged = store.purge(200).unwrap();
+        assert_eq!((purged.clients, purged.keys), (1, 1));
+        assert!(store.key("0C").unwrap().is_none());
+    }
+
+    /// A store of an earlier MAF (no client_reg column) is bound at open: each key to its source's
+    /// latest client registration; a key whose source has none is gone at the next purge.
+    #[test]
+    fn rows_of_an_earlier_maf_are_bound_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = Secret::new(vec![7u8; 32]);
+        let store = Store::open(dir.path(), &sk).unwrap();
+        let value = Secret::new(vec![0x22u8; 32]);
+        store
+            .add_client(&client("mcr-old", "//sp/Sae", 500))
+            .unwrap();
+        store
+            .add_client(&client("mcr-new", "//sp/Sae", 900))
+            .unwrap();
+        store
+            .add_key(&key("0A", "//sp/Sae", None, 800), &value)
+            .unwrap();
+        store
+            .add_key(&key("0B", "//sp/Snobody", None, 800), &value)
+            .unwrap();
+        store
+            .conn
+            .execute_batch(
+                "DROP INDEX keys_client_reg; DROP INDEX e2e_credentials_client_reg;
+                 ALTER TABLE keys DROP COLUMN client_reg; ALTER TABLE keys DROP COLUMN ceiling;
+                 ALTER TABLE e2e_credentials DROP COLUMN client_reg;",
+            )
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), &sk).unwrap();
+        let a = store.key("0A").unwrap().unwrap();
+        assert_eq!(a.client_reg.as_deref(), Some("mcr-new"));
+        assert_eq!(store.key_value(&a).unwrap().unwrap(), value);
+        assert_eq!(store.key("0B").unwrap().unwrap().client_reg, None);
+        assert_eq!(store.purge(0).unwrap().keys, 1);
+        assert!(store.key("0B").unwrap().is_none());
     }
 }

@@ -29,7 +29,16 @@
 //!   other clients' IDs by the conflict answer. The path takes it with or without `@MAF-FQDN`.
 //! - `subjectID` and `requesterIDs`: AE-IDs/CSE-IDs, SP-relative or absolute, answered in absolute
 //!   form; `requesterIDs` must not be empty.
-//! - `expirationTime`: default `[ttp] default_lifetime`, at most `[ttp] max_lifetime` from now.
+//! - `expirationTime`: default `[ttp] default_lifetime`, at most `[ttp] max_lifetime` from now, and
+//!   never past the registrant's MAF Client Registration it was registered under (nor the
+//!   enrolment of a remote-provisioned Km the association was opened with).
+//!
+//! # Lifetime
+//!
+//! A credential belongs to the registrant's client registration it was registered under (the one
+//! valid at that time that expires last): de-registering that client deletes it at once, shortening
+//! that registration shortens it, and once the registration has expired the credential is gone for
+//! every requester (4004, as for an unknown ID) and the sweep deletes it.
 //!
 //! # Authorization
 //!
@@ -47,7 +56,7 @@
 use super::absolute_id;
 use super::jwk::Jwk;
 use super::server::{self, internal, lifetime, parse_json, Answer, Conn, Refused, State};
-use super::store::Store;
+use super::store::{ClientReg, Store};
 use http::Method;
 use m2m_core::ResponseStatusCode as Rsc;
 use m2m_core::{Home, SpId};
@@ -99,6 +108,9 @@ pub struct CredentialReg {
     /// Who may retrieve it besides the registrant (absolute AE-IDs/CSE-IDs).
     pub requesters: Vec<String>,
     pub expires: i64,
+    /// The registrant's client registration (`mafClientRegID`) it was registered under; `None`
+    /// only for a row of an earlier MAF no registration was found for, which is gone.
+    pub client_reg: Option<String>,
 }
 
 /// The configured delegations in absolute form: which delegate may register for which subjects.
@@ -185,7 +197,7 @@ fn rsc_answer(rsc: Rsc, body: Value) -> Answer {
     a
 }
 
-fn refused(rsc: Rsc, reason: &str) -> Answer {
+pub(super) fn refused(rsc: Rsc, reason: &str) -> Answer {
     rsc_answer(rsc, json!({ "rsc": rsc.code(), "error": reason }))
 }
 
@@ -248,23 +260,30 @@ fn requesters(state: &State, ids: &[String]) -> Result<Vec<String>, &'static str
     Ok(out)
 }
 
-/// The requester may register for `subject`: a registered MAF client, delegated for it.
-fn may_register(state: &State, conn: &Conn, subject: &str, now: i64) -> Result<(), Refused> {
+/// The requester may register for `subject`: a registered MAF client, delegated for it. Returns
+/// the client registration the credential is registered under.
+fn may_register(
+    state: &State,
+    store: &Store,
+    conn: &Conn,
+    subject: &str,
+    now: i64,
+) -> Result<ClientReg, Refused> {
     let refuse = |why: &str| {
         tracing::warn!(target: "audit", peer = %conn.peer, registrant = %conn.identity, subject, reason = why, "TTP credential registration refused");
         Box::new(refused(Rsc::OriginatorHasNoPrivilege, why))
     };
-    match state.store().is_registered(&conn.identity, now) {
+    let client = match store.live_client(&conn.identity, now) {
         Err(e) => return Err(Box::new(internal(e))),
-        Ok(false) => return Err(refuse("not a registered MAF client")),
-        Ok(true) => {}
-    }
+        Ok(None) => return Err(refuse("not a registered MAF client")),
+        Ok(Some(c)) => c,
+    };
     if !state.delegations.allows(&conn.identity, subject) {
         return Err(refuse(
             "not delegated to register credentials for this subject",
         ));
     }
-    Ok(())
+    Ok(client)
 }
 
 fn register(state: &State, conn: &Conn, body: &[u8]) -> Answer {
@@ -284,7 +303,7 @@ fn register(state: &State, conn: &Conn, body: &[u8]) -> Answer {
     };
     // Expired credentials are left to the sweep: every read filters on expiry.
     let now = (state.clock)();
-    if let Err(a) = may_register(state, conn, &subject, now) {
+    if let Err(a) = may_register(state, &state.store(), conn, &subject, now) {
         return *a;
     }
     let Some(usage) = req.usage.as_deref().and_then(CredentialUsage::parse) else {
@@ -313,15 +332,23 @@ fn register(state: &State, conn: &Conn, body: &[u8]) -> Answer {
     };
     let mut id = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut id);
+    let store = state.store();
+    // Checked again under the lock that adds the credential: a de-registration in between leaves
+    // no orphan.
+    let client = match may_register(state, &store, conn, &subject, now) {
+        Ok(c) => c,
+        Err(a) => return *a,
+    };
     let reg = CredentialReg {
         id: hex::encode(id),
         registrant: conn.identity.clone(),
         subject,
         usage,
         requesters,
-        expires,
+        expires: conn.cap(expires.min(client.expires)),
+        client_reg: Some(client.reg_id),
     };
-    match state.store().add_credential(&reg, &jwk) {
+    match store.add_credential(&reg, &jwk) {
         Err(e) => return internal(e),
         Ok(false) => return internal("credential ID collision".into()),
         Ok(true) => {}
@@ -335,19 +362,36 @@ fn register(state: &State, conn: &Conn, body: &[u8]) -> Answer {
     rsc_answer(Rsc::Created, v)
 }
 
-/// The live registration of `id` (purged when expired); `None` for unknown, expired or malformed.
-fn live(state: &State, store: &Store, id: &str) -> Result<Option<CredentialReg>, String> {
+/// A live credential and the client registration it belongs to.
+struct Live {
+    reg: CredentialReg,
+    client: ClientReg,
+}
+
+/// The live registration of `id` with its client registration, checked now; `None` for unknown,
+/// malformed, expired, or whose client registration has expired or is gone (then purged).
+fn live(state: &State, store: &Store, id: &str) -> Result<Option<Live>, String> {
     let Some(rel) = relative_id(id, &state.cfg.fqdn) else {
         return Ok(None);
     };
-    match store.credential(rel)? {
-        Some(reg) if reg.expires <= (state.clock)() => {
-            store.delete_credential(rel)?;
-            tracing::info!(target: "audit", credential = %rel, "TTP credential expired and purged");
-            Ok(None)
+    let Some(reg) = store.credential(rel)? else {
+        return Ok(None);
+    };
+    let now = (state.clock)();
+    let client = match &reg.client_reg {
+        Some(c) => store.client(c)?,
+        None => None,
+    };
+    let why = match client {
+        _ if reg.expires <= now => "TTP credential expired and purged",
+        Some(client) if client.expires > now && client.client_id == reg.registrant => {
+            return Ok(Some(Live { reg, client }))
         }
-        other => Ok(other),
-    }
+        _ => "TTP credential purged: its registrant's client registration has ended",
+    };
+    store.delete_credential(rel)?;
+    tracing::info!(target: "audit", credential = %rel, "{why}");
+    Ok(None)
 }
 
 /// The same answer for unknown, expired and not-for-you IDs (see the module documentation).
@@ -359,7 +403,11 @@ fn retrieve(state: &State, conn: &Conn, id: &str) -> Answer {
     let store = state.store();
     let reg = match live(state, &store, id) {
         Err(e) => return internal(e),
-        Ok(Some(reg)) => reg,
+        // Answered with an expiry never past the client registration's.
+        Ok(Some(live)) => CredentialReg {
+            expires: live.reg.expires.min(live.client.expires),
+            ..live.reg
+        },
         Ok(None) => {
             tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, credential = %id, reason = "unknown or expired", "TTP credential retrieval refused");
             return not_found();
@@ -382,20 +430,14 @@ fn retrieve(state: &State, conn: &Conn, id: &str) -> Answer {
 }
 
 /// The live registration of `id` if the requester registered it; the refusal otherwise.
-fn own(
-    state: &State,
-    store: &Store,
-    conn: &Conn,
-    id: &str,
-    what: &str,
-) -> Result<CredentialReg, Refused> {
+fn own(state: &State, store: &Store, conn: &Conn, id: &str, what: &str) -> Result<Live, Refused> {
     let refuse = |reason: &str| {
         tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, credential = %id, reason, "TTP credential {what} refused");
     };
     let refusal = match live(state, store, id) {
         Err(e) => internal(e),
-        Ok(Some(reg)) if reg.registrant == conn.identity => return Ok(reg),
-        Ok(Some(reg)) if reg.requesters.contains(&conn.identity) => {
+        Ok(Some(live)) if live.reg.registrant == conn.identity => return Ok(live),
+        Ok(Some(live)) if live.reg.requesters.contains(&conn.identity) => {
             refuse("a requester, not the registrant");
             refused(
                 Rsc::OriginatorHasNoPrivilege,
@@ -428,8 +470,8 @@ fn update(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
         Err(why) => return refused(Rsc::BadRequest, why),
     };
     let store = state.store();
-    let old = match own(state, &store, conn, id, "update") {
-        Ok(r) => r,
+    let (old, client) = match own(state, &store, conn, id, "update") {
+        Ok(live) => (live.reg, live.client),
         Err(a) => return *a,
     };
     let mut reg = old.clone();
@@ -447,7 +489,8 @@ fn update(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
             ttp.default_lifetime,
             ttp.max_lifetime,
         ) {
-            Ok(t) => t,
+            // Never past the registrant's client registration, nor this association's credential.
+            Ok(t) => conn.cap(t.min(client.expires)),
             Err(why) => return refused(Rsc::BadRequest, why),
         };
     }
@@ -468,7 +511,7 @@ fn update(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
 fn deregister(state: &State, conn: &Conn, id: &str) -> Answer {
     let store = state.store();
     let reg = match own(state, &store, conn, id, "de-registration") {
-        Ok(r) => r,
+        Ok(live) => live.reg,
         Err(a) => return *a,
     };
     if let Err(e) = store.delete_credential(&reg.id) {

@@ -78,6 +78,7 @@ pub struct EnrolResult {
 pub struct FetchedCredential {
     pub credential: Secret,
     pub enrolee_id: String,
+    /// Seconds the enrolment has left (the Lifetime of TS-0003 clause 8.3.2.1).
     pub lifetime: u64,
     pub status: String,
 }
@@ -295,10 +296,15 @@ impl MefClient {
         let v = self.call(Method::GET, &path, origin, None).await?;
         let hex = Zeroizing::new(v["credential"].as_str().unwrap_or_default().to_owned());
         let credential = Secret::from_hex(&hex).map_err(ClientError::Protocol)?;
+        // What the target keeps depends on it (the MAF ends a client registration with the
+        // enrolment): an answer without it is refused, not read as "no limit".
+        let lifetime = v["lifetime"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Protocol("the answer carries no lifetime".into()))?;
         Ok(FetchedCredential {
             credential,
             enrolee_id: v["enroleeID"].as_str().unwrap_or_default().to_owned(),
-            lifetime: v["lifetime"].as_u64().unwrap_or_default(),
+            lifetime,
             status: v["status"].as_str().unwrap_or_default().to_owned(),
         })
     }

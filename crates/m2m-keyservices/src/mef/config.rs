@@ -26,8 +26,8 @@ trusted_ca = "ca/ca.pem"
 # Enrolments (Ke, AES-256-GCM encrypted under the storage key) and the storage key file (32 bytes hex,
 # mode 0600; created when missing). Leave storage_key out when the keystore below holds the secret
 # "mef-storage-key" (exactly one source; no `m2m keys` command writes that secret yet: it is stored
-# through SoftwareKeystore::set_secret).
-storage = "mef-enrolments.json"
+# through SoftwareKeystore::set_secret). The enrolment file is kept 0600 in a 0700 directory of its own.
+storage = "mef-data/enrolments.json"
 storage_key = "mef-storage.key"
 
 # Keys held in the software secure environment (`m2m keys init --keystore mef.keystore --key-file

@@ -42,6 +42,13 @@
 //!   SUID 11 Km = HMAC(Ke, label || MAF-ID) with MAF-ID = the target's FQDN (10.3.2);
 //!   SUID 12 Kpsa = HMAC(Ke, label || Enrolee-B-ID) with Enrolee-B-ID = the target's CSE-ID/AE-ID
 //!   (10.3.3); any other SUID the usage-constrained key of 10.3.7 with the target ID as configured.
+//!   `lifetime` is the Lifetime of clause 8.3.2.1: the seconds the enrolment has left (the MEF's
+//!   clock). A target keeps nothing derived from it longer: the MAF ends a client registration made
+//!   with that Km, and so its keys, when the enrolment ends ([`crate::maf`]).
+//!
+//! The enrolment file is 0600 in a 0700 directory ([`m2m_security::data_files`]: created so,
+//! tightened when group or others may read, refused when they may write); keep it in a directory
+//! of its own (the default `mef-data/`) rather than next to other files.
 //!
 //! Target identities come from the certificate ([`m2m_security::certificates::identity_of`] with the
 //! configured `sp_fqdn`): an SP-relative CSE-ID (`/id-in`), AE-ID, or an FQDN (MAF).

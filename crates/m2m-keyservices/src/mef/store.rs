@@ -1,12 +1,13 @@
 //! Enrolments at rest: one JSON file, each Ke sealed with AES-256-GCM under the storage key; the
 //! enrolment's metadata (KeID, enrolee, MAF-ID, targets, expiry) is the associated data, so neither can
-//! be swapped or edited on disk without the open failing.
+//! be swapped or edited on disk without the open failing. The file is 0600 in a 0700 directory
+//! ([`m2m_security::data_files`]).
 
 use crate::at_rest;
 use crate::provisioned_keys::{read_storage_key, WhenMissing};
 use aes_gcm::Aes256Gcm;
 use m2m_security::credentials::Secret;
-use m2m_security::secure_environment::check_private_file;
+use m2m_security::data_files;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -95,8 +96,18 @@ impl Store {
             cipher,
             rows: Mutex::new(BTreeMap::new()),
         };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let tightened = [
+            data_files::private_dir(dir)?,
+            data_files::existing_private_file(path)?,
+        ];
+        for t in tightened.into_iter().flatten() {
+            tracing::warn!(target: "audit", "MEF storage: {t}");
+        }
         if path.exists() {
-            check_private_file(path)?;
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let image: FileImage =
@@ -174,6 +185,13 @@ impl Store {
             opts.mode(0o600);
         }
         let mut f = opts.open(&tmp).map_err(err)?;
+        // The mode above applies only to a file it creates: a leftover temporary file keeps its own.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(err)?;
+        }
         f.write_all(&text).map_err(err)?;
         f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(|e| format!("{}: {e}", self.path.display()))
@@ -219,5 +237,40 @@ mod tests {
         std::fs::write(&path, text.replace("/id-in", "/id-xx")).unwrap();
         let err = Store::open(&path, &key).err().unwrap();
         assert!(err.contains("does not open"), "{err}");
+    }
+
+    /// The enrolment file is 0600 in a 0700 directory: created so, tightened when left readable
+    /// (also through a leftover temporary file), refused when writable by others.
+    #[cfg(unix)]
+    #[test]
+    fn the_enrolment_file_is_private() {
+        use m2m_security::data_files::mode_of;
+        use std::os::unix::fs::PermissionsExt;
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mef-data");
+        let (path, key) = (dir.join("enrolments.json"), tmp.path().join("s.key"));
+        let store = Store::open(&path, &key).unwrap();
+        assert_eq!(mode_of(&dir).unwrap(), 0o700);
+        store.insert(enrolment("A@mef", now_secs() + 100)).unwrap();
+        assert_eq!(mode_of(&path).unwrap(), 0o600);
+        // A temporary file left readable by a crash: the rewritten file is private all the same.
+        let leftover = path.with_extension("tmp");
+        std::fs::write(&leftover, b"{}").unwrap();
+        set(&leftover, 0o644);
+        store.insert(enrolment("B@mef", now_secs() + 100)).unwrap();
+        assert_eq!(mode_of(&path).unwrap(), 0o600);
+        drop(store);
+        set(&dir, 0o755);
+        set(&path, 0o644);
+        let again = Store::open(&path, &key).unwrap();
+        assert!(again.get("B@mef").is_some());
+        assert_eq!(mode_of(&dir).unwrap(), 0o700);
+        assert_eq!(mode_of(&path).unwrap(), 0o600);
+        set(&path, 0o660);
+        let err = Store::open(&path, &key).err().unwrap();
+        assert!(err.contains("writable by group or others"), "{err}");
     }
 }
