@@ -125,8 +125,12 @@ pub struct EsprimSection {
     pub escertke: bool,
     /// An ESCertKE exchange whose message 3 does not come within this time is dropped.
     pub escertke_timeout_seconds: u64,
-    /// At most this many ESCertKE exchanges wait for their message 3 (one per originator).
+    /// At most this many ESCertKE exchanges wait for their message 3 (one per peer and originator).
     pub escertke_max_pending: usize,
+    /// ... and at most this many of one peer (the entity its association is bound to, else its
+    /// address), so that one peer cannot take every place under many originator IDs. A relaying
+    /// CSE is one peer for all the originators behind it.
+    pub escertke_max_pending_per_peer: usize,
     /// How long a key established by ESCertKE stays a valid pairwiseESPrimKey.
     pub escertke_key_lifetime_seconds: u64,
     /// The provisioned pairwiseESPrimKeys; with none, no maf_keys and no escertke this CSE is no
@@ -144,6 +148,7 @@ impl Default for EsprimSection {
             escertke: false,
             escertke_timeout_seconds: 30,
             escertke_max_pending: 256,
+            escertke_max_pending_per_peer: 4,
             escertke_key_lifetime_seconds: 3600,
             keys: Vec::new(),
         }
@@ -614,6 +619,7 @@ impl Config {
             }
             if e.escertke_timeout_seconds == 0
                 || e.escertke_max_pending == 0
+                || e.escertke_max_pending_per_peer == 0
                 || e.escertke_key_lifetime_seconds == 0
             {
                 bail!("esprim: the escertke_* limits must not be zero");

@@ -246,7 +246,9 @@ async fn answer(
             let content = SecurityInfo::rand_response(ero).to_content();
             Ok(Response::new(Rsc::Ok, &req.rqi, Some(content)))
         }
-        (SecurityInfoType::EscertkeMessage, _) => crate::escertke::answer(cse, target, req, &info),
+        (SecurityInfoType::EscertkeMessage, _) => {
+            crate::escertke::answer(cse, target, req, peer, &info)
+        }
         (SecurityInfoType::EsprimObject, Some(jwe)) => {
             let result = protected_exchange(cse, target, peer, &jwe).await;
             if let Err(e) = &result {

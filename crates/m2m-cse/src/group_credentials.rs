@@ -6,9 +6,19 @@
 //! Trigger: a NOTIFY to this CSEBase from the admin originator (honoured as for access control)
 //! carrying `{"m2m:gcReq": {"grp": ADDRESS, "kid"?: ID, "snd"?: [ADDRESS..]}}`; anyone else gets
 //! 4103. `snd` names further AEs that receive the key without being members (the gateway app that
-//! sends the group's commands). The answer, 2000 `{"m2m:gcRsp": {"grp", "kid", "dlv": [{"mid",
-//! "aei"?, "rsc", "dbg"?}]}}`, tells per member whether its credential was delivered; it never
-//! carries the key. The group key lives only in the sealed objects: a new request is a new key.
+//! sends the group's commands). The answer, 2000 `{"m2m:gcRsp": {"grp", "gid", "kid", "ver", "dlv":
+//! [{"mid", "aei"?, "rsc", "dbg"?}]}}`, tells per member whether its credential was delivered; it
+//! never carries the key. The group key lives only in the sealed objects: a new request is a new key.
+//!
+//! Every credential carries, sealed with it, the group (`gid`: the `<group>` address in SP-relative
+//! form), a version and its issue time (`m2m_security::e2e::group_message`), so a member refuses an
+//! older credential re-posted into its container. The version is this CSE's clock in microseconds,
+//! raised to one more than the last version issued when the clock has not moved past it, so it
+//! strictly increases while the process runs. It is not stored: across a restart it still increases
+//! because it never runs ahead of the clock by more than one microsecond per distribution made in
+//! the same microsecond (each one retrieves the group and its members first, which takes far longer),
+//! and a restart takes longer than that; only a clock set back breaks this, and then members refuse
+//! the new credentials as old (with the reason) until the clock passes the last version again.
 //!
 //! The server acts as itself towards the members: the group is retrieved as the admin originator,
 //! each member AE is retrieved (for its AE-ID) and its credential created with From = this CSE's
@@ -18,17 +28,20 @@ use crate::access::{refused, Facts};
 use crate::config::{E2eMemberRow, GroupCredentialsSection};
 use crate::cse::{Cse, Peer};
 use crate::store::string_list;
+use chrono::{DateTime, Utc};
+use m2m_core::{Address, Scope};
 use m2m_core::{
     M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
 };
 use m2m_security::credentials::Secret;
 use m2m_security::e2e::esdata::content_info;
-use m2m_security::e2e::group_message::{seal_credential, MemberKey};
+use m2m_security::e2e::freshness;
+use m2m_security::e2e::group_message::{seal_credential, CredentialInfo, MemberKey};
 use m2m_security::e2e::jose::{EcKeyPair, EcPublicKey, SigningKey, SymmetricKey};
 use m2m_security::secure_environment::{check_private_file, SecureEnvironment};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The request content's root.
 pub(crate) const REQUEST: &str = "m2m:gcReq";
@@ -68,7 +81,11 @@ pub(crate) struct Delivery {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct GroupCredentialAnswer {
     pub grp: String,
+    /// The group as the credentials name it (`gid`).
+    pub gid: String,
     pub kid: String,
+    /// The version every credential of this distribution carries.
+    pub ver: u64,
     pub dlv: Vec<Delivery>,
 }
 
@@ -88,6 +105,8 @@ pub struct GroupCredentials {
     container: String,
     signer: Option<EcKeyPair>,
     members: Vec<E2eMember>,
+    /// The last credential version issued (see the module doc).
+    last_version: Mutex<u64>,
 }
 
 impl GroupCredentials {
@@ -128,7 +147,16 @@ impl GroupCredentials {
             container: section.container.clone(),
             signer,
             members,
+            last_version: Mutex::new(0),
         }))
+    }
+
+    /// The next version: the clock in microseconds, or one more than the last if that is not less.
+    fn next_version(&self, now: DateTime<Utc>) -> u64 {
+        let mut last = self.last_version.lock().unwrap_or_else(|e| e.into_inner());
+        let clock = u64::try_from(freshness::micros(now)).unwrap_or(0);
+        *last = clock.max(last.saturating_add(1));
+        *last
     }
 
     fn find(&self, cse: &Cse, aei: &str) -> Option<&E2eMember> {
@@ -138,8 +166,13 @@ impl GroupCredentials {
             .find(|m| m2m_core::EntityId::parse(&m.member, &cse.id.home).is_ok_and(|e| e == aei))
     }
 
-    /// Seals `group_key` for `m`; `aud` is the member's AE-ID as configured.
-    fn seal(&self, group_key: &SymmetricKey, m: &E2eMember) -> M2mResult<String> {
+    /// Seals `group_key` for `m` as `info`; `aud` is the member's AE-ID as configured.
+    fn seal(
+        &self,
+        group_key: &SymmetricKey,
+        info: &CredentialInfo,
+        m: &E2eMember,
+    ) -> M2mResult<String> {
         let to = match (&m.key, &self.signer) {
             (OwnKey::Shared(k), _) => MemberKey::Shared(k),
             (OwnKey::Public(k), Some(s)) => MemberKey::Ec(k, SigningKey::Ec(s)),
@@ -147,7 +180,7 @@ impl GroupCredentials {
                 return Err(M2mError::internal("no signing key for a public-key member"))
             }
         };
-        seal_credential(group_key, &m.member, to)
+        seal_credential(group_key, &m.member, info, to)
     }
 }
 
@@ -212,6 +245,7 @@ async fn distribute(
         tracing::warn!(target: "audit", "group credential distribution refused: none configured");
         return Err(refused());
     };
+    let gid = group_id(cse, &ask.grp)?;
     let mut targets = group_members(cse, &ask.grp).await?;
     targets.extend(ask.snd.iter().cloned());
     let kid = ask
@@ -219,14 +253,22 @@ async fn distribute(
         .clone()
         .unwrap_or_else(|| format!("grp-{}", crate::dispatcher::random_suffix(12)));
     let group_key = SymmetricKey::generate(kid.clone(), GROUP_KEY_LEN);
+    let now = cse.now();
+    let info = CredentialInfo {
+        group: gid,
+        version: table.next_version(now),
+        issued: now,
+    };
     let mut dlv = Vec::with_capacity(targets.len());
     for mid in targets {
-        dlv.push(deliver(cse, table, &group_key, &mid).await);
+        dlv.push(deliver(cse, table, &group_key, &info, &mid).await);
     }
-    tracing::info!(target: "audit", group = %ask.grp, kid = %kid, delivered = dlv.iter().filter(|d| d.rsc == 2001).count(), of = dlv.len(), "group credentials distributed");
+    tracing::info!(target: "audit", group = %info.group, kid = %kid, version = info.version, delivered = dlv.iter().filter(|d| d.rsc == 2001).count(), of = dlv.len(), "group credentials distributed");
     let answer = GroupCredentialAnswer {
         grp: ask.grp,
+        gid: info.group,
         kid,
+        ver: info.version,
         dlv,
     };
     Ok(Response::new(
@@ -234,6 +276,19 @@ async fn distribute(
         &req.rqi,
         Some(m2m_core::group_authentication::wrap(ANSWER, &answer)),
     ))
+}
+
+/// The group's address in SP-relative form (`/id-mn/cse-mn/gw/grpA`; an absolute address of
+/// another SP stays absolute), so that one group has one `gid` however the admin names it.
+fn group_id(cse: &Cse, grp: &str) -> M2mResult<String> {
+    let addr = Address::parse(grp)?;
+    let cse_id = match &addr.scope {
+        Scope::CseRelative => &cse.id.cse_id,
+        Scope::SpRelative(c) => c,
+        Scope::Absolute(sp, c) if *sp == cse.id.sp_id => c,
+        Scope::Absolute(sp, c) => return Ok(format!("{sp}{c}/{}", addr.path)),
+    };
+    Ok(format!("{cse_id}/{}", addr.path))
 }
 
 /// The memberIDs of the `<group>` at `grp`, retrieved as the admin.
@@ -262,6 +317,7 @@ async fn deliver(
     cse: &Arc<Cse>,
     table: &GroupCredentials,
     group_key: &SymmetricKey,
+    info: &CredentialInfo,
     mid: &str,
 ) -> Delivery {
     let outcome = async {
@@ -269,7 +325,7 @@ async fn deliver(
         let member = table.find(cse, &aei).ok_or_else(|| {
             M2mError::new(Rsc::NotFound, format!("no E2E key is configured for {aei}"))
         })?;
-        let sealed = table.seal(group_key, member)?;
+        let sealed = table.seal(group_key, info, member)?;
         let cin = json!({ "m2m:cin": {
             "cnf": content_info("application/jose", 0),
             "con": sealed,
@@ -351,4 +407,69 @@ async fn send(
     }
     r.pc = pc;
     cse.handle(r, Peer::internal()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use chrono::{Duration, TimeZone};
+
+    fn table() -> GroupCredentials {
+        GroupCredentials {
+            container: "credentials".into(),
+            signer: None,
+            members: Vec::new(),
+            last_version: Mutex::new(0),
+        }
+    }
+
+    #[test]
+    fn versions_follow_the_clock_and_never_repeat() {
+        let t = Utc.timestamp_micros(1_748_779_200_000_000).unwrap();
+        let gc = table();
+        assert_eq!(gc.next_version(t), 1_748_779_200_000_000);
+        // The same microsecond, and a clock set back: still one more than the last.
+        assert_eq!(gc.next_version(t), 1_748_779_200_000_001);
+        assert_eq!(
+            gc.next_version(t - Duration::seconds(10)),
+            1_748_779_200_000_002
+        );
+        assert_eq!(
+            gc.next_version(t + Duration::seconds(1)),
+            1_748_779_201_000_000
+        );
+        // A restarted issuer (nothing remembered) a second later is still ahead of all of them.
+        assert!(table().next_version(t + Duration::seconds(2)) > 1_748_779_201_000_000);
+    }
+
+    #[test]
+    fn one_group_has_one_gid_in_every_address_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.storage.path = dir.path().join("db");
+        let cse = Cse::open(cfg, &[]).unwrap();
+        let me = cse.id.cse_id.sp_relative();
+        let sp = cse.id.sp_id.to_string();
+        for form in [
+            "/id-mn/cse-mn/gw/grpA".to_owned(),
+            "/id-mn/cse-mn/gw/grpA/".to_owned(),
+            format!("{sp}/id-mn/cse-mn/gw/grpA"),
+        ] {
+            assert_eq!(
+                group_id(&cse, &form).unwrap(),
+                "/id-mn/cse-mn/gw/grpA",
+                "{form}"
+            );
+        }
+        assert_eq!(
+            group_id(&cse, "cse-in/grp1").unwrap(),
+            format!("{me}/cse-in/grp1")
+        );
+        assert_eq!(
+            group_id(&cse, "//other.example.com/id-x/grp").unwrap(),
+            "//other.example.com/id-x/grp"
+        );
+        assert!(group_id(&cse, "/id-mn/a b").is_err());
+    }
 }

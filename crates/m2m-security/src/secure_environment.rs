@@ -654,6 +654,13 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
     Ok(())
 }
 
+/// Replaces `path` (or creates it) atomically with `bytes`: a temporary file of mode 0600 beside
+/// it, fsync, rename over `path`, fsync of the directory. A crash leaves the old or the new
+/// content, never a mix.
+pub fn replace_private(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
+    write_atomically(path, &[bytes])
+}
+
 /// An entity bound to a credential: an AE-ID or CSE-ID, non-empty, printable ASCII without white space.
 fn check_entity_id(id: &str) -> Result<(), String> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_graphic()) {

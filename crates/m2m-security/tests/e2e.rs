@@ -548,6 +548,11 @@ fn esprim_a_session_is_used_up_at_its_cap() {
 
 // ------------------------------------------------------------------------------------------------ ESData
 
+/// The writer's creation time of the ESData tests (with microseconds, which `esct` keeps).
+fn written() -> DateTime<Utc> {
+    Utc.timestamp_micros(1_748_779_200_123_456).unwrap()
+}
+
 fn attrs() -> BoundAttributes {
     BoundAttributes {
         to: "/in-cse/cse-mn/lock1/state".into(),
@@ -626,8 +631,10 @@ fn esdata_every_class_and_key_round_trips() {
         ),
     ];
     for (i, (p, r)) in cases.into_iter().enumerate() {
-        let stored = esdata::protect(data, &a, p).unwrap();
-        assert_eq!(&*esdata::open(&stored, &a, r).unwrap(), data, "case {i}");
+        let stored = esdata::protect(data, &a, written(), p).unwrap();
+        let opened = esdata::open(&stored, &a, r).unwrap();
+        assert_eq!(&*opened.content, data, "case {i}");
+        assert_eq!(opened.created, written(), "case {i}");
         // The hosting CSE changes the content.
         let n = stored.split('.').count();
         let e = esdata::open(&flip(&stored, n - 2), &a, r).unwrap_err();
@@ -671,7 +678,8 @@ fn esdata_reader_refuses_a_stripped_layer() {
     let hk = SymmetricKey::generate("s", 32);
     let ck = SymmetricKey::generate("c", 16);
     let a = attrs();
-    let signed = esdata::protect(b"x", &a, Protection::Sign(SigningKey::Hmac(&hk))).unwrap();
+    let signed =
+        esdata::protect(b"x", &a, written(), Protection::Sign(SigningKey::Hmac(&hk))).unwrap();
     let need_both = ReaderKeys {
         verify: Some(VerifyingKey::Hmac(&hk)),
         decrypt: Some(DecryptionKey::KeyWrap(&ck)),
@@ -683,6 +691,7 @@ fn esdata_reader_refuses_a_stripped_layer() {
     let enc_only = esdata::protect(
         b"x",
         &a,
+        written(),
         Protection::Encrypt(Recipient::KeyWrap(&ck), ContentEnc::A128Gcm),
     )
     .unwrap();
@@ -699,7 +708,13 @@ fn esdata_reader_refuses_a_stripped_layer() {
     );
     // A signature by another key.
     let other = SymmetricKey::generate("s", 32);
-    let forged = esdata::protect(b"x", &a, Protection::Sign(SigningKey::Hmac(&other))).unwrap();
+    let forged = esdata::protect(
+        b"x",
+        &a,
+        written(),
+        Protection::Sign(SigningKey::Hmac(&other)),
+    )
+    .unwrap();
     let r = ReaderKeys {
         verify: Some(VerifyingKey::Hmac(&hk)),
         decrypt: None,
@@ -708,6 +723,92 @@ fn esdata_reader_refuses_a_stripped_layer() {
         esdata::open(&forged, &a, r).unwrap_err().rsc,
         Rsc::OriginatorNotAuthenticated
     );
+}
+
+#[test]
+fn esdata_creation_time_is_protected_and_required() {
+    let hk = SymmetricKey::generate("s", 32);
+    let ck = SymmetricKey::generate("c", 16);
+    let a = attrs();
+    let signed = ReaderKeys {
+        verify: Some(VerifyingKey::Hmac(&hk)),
+        decrypt: None,
+    };
+    let encrypted = ReaderKeys {
+        verify: None,
+        decrypt: Some(DecryptionKey::KeyWrap(&ck)),
+    };
+    let both = ReaderKeys {
+        verify: Some(VerifyingKey::Hmac(&hk)),
+        decrypt: Some(DecryptionKey::KeyWrap(&ck)),
+    };
+    let later = written() + Duration::hours(1);
+    let jws =
+        esdata::protect(b"x", &a, written(), Protection::Sign(SigningKey::Hmac(&hk))).unwrap();
+    let jwe = esdata::protect(
+        b"x",
+        &a,
+        written(),
+        Protection::Encrypt(Recipient::KeyWrap(&ck), ContentEnc::A128Gcm),
+    )
+    .unwrap();
+    // The time is in the protected header, in microseconds.
+    for token in [&jws, &jwe] {
+        assert_eq!(header_of(token)["esct"], json!(1_748_779_200_123_456i64));
+    }
+    // A CSE (or anyone) making an old reading look new: the signature / the tag covers esct.
+    for (token, keys) in [(&jws, signed), (&jwe, encrypted)] {
+        let mut h = header_of(token);
+        h["esct"] = json!(later.timestamp_micros());
+        let e = esdata::open(&with_header(token, &h), &a, keys).unwrap_err();
+        assert_eq!(e.rsc, Rsc::OriginatorNotAuthenticated, "{e}");
+    }
+    // Nested: a holder of the encryption key re-wraps the signed reading under a later time.
+    let nested = esdata::protect(
+        b"x",
+        &a,
+        written(),
+        Protection::SignThenEncrypt(
+            SigningKey::Hmac(&hk),
+            Recipient::KeyWrap(&ck),
+            ContentEnc::A128Gcm,
+        ),
+    )
+    .unwrap();
+    let inner =
+        jose::decrypt_compact(&nested, DecryptionKey::KeyWrap(&ck), &ContentEnc::ALL).unwrap();
+    let mut outer = HeaderParams::new();
+    outer.insert("cty".into(), "JOSE".into());
+    outer.insert("esda".into(), serde_json::to_value(&a).unwrap());
+    outer.insert("esct".into(), later.timestamp_micros().into());
+    let rewrapped = jose::encrypt_compact(
+        &inner.payload,
+        Recipient::KeyWrap(&ck),
+        ContentEnc::A128Gcm,
+        &outer,
+    )
+    .unwrap();
+    let e = esdata::open(&rewrapped, &a, both).unwrap_err();
+    assert!(e.dbg.contains("creation times"), "{e}");
+    assert_eq!(esdata::open(&nested, &a, both).unwrap().created, written());
+
+    // Content in the format before esct (binding only) is refused with the reason, in every class.
+    let mut old = HeaderParams::new();
+    old.insert("esda".into(), serde_json::to_value(&a).unwrap());
+    let old_jws = jose::sign_compact(b"x", SigningKey::Hmac(&hk), &old).unwrap();
+    let old_jwe =
+        jose::encrypt_compact(b"x", Recipient::KeyWrap(&ck), ContentEnc::A128Gcm, &old).unwrap();
+    for (token, keys) in [(&old_jws, signed), (&old_jwe, encrypted)] {
+        let e = esdata::open(token, &a, keys).unwrap_err();
+        assert_eq!(e.rsc, Rsc::OriginatorNotAuthenticated, "{e}");
+        assert!(e.dbg.contains("no creation time (esct)"), "{e}");
+    }
+    // A time that is not an integer count of microseconds.
+    let mut odd = old.clone();
+    odd.insert("esct".into(), "20250601T120000".into());
+    let odd_jws = jose::sign_compact(b"x", SigningKey::Hmac(&hk), &odd).unwrap();
+    let e = esdata::open(&odd_jws, &a, signed).unwrap_err();
+    assert!(e.dbg.contains("not microseconds"), "{e}");
 }
 
 // ------------------------------------------------------------------------------------------------ groups
@@ -761,8 +862,10 @@ fn group_command_members_only_and_signed_by_the_gateway() {
 fn group_credential_sealed_for_one_member() {
     let group = SymmetricKey::generate("grp-meters", 16);
     let shared = SymmetricKey::generate("kpsa-meter1", 16);
+    let info = cred_info(1_748_779_200_000_001);
     let sealed =
-        group_message::seal_credential(&group, "CMeter1", MemberKey::Shared(&shared)).unwrap();
+        group_message::seal_credential(&group, "CMeter1", &info, MemberKey::Shared(&shared))
+            .unwrap();
     assert!(!sealed.contains(&URL_SAFE_NO_PAD.encode(group.secret().expose())));
     // Decoded, no part carries the group key: the JWK is inside the ciphertext, which is not
     // JSON without the member key.
@@ -778,7 +881,8 @@ fn group_credential_sealed_for_one_member() {
     assert!(serde_json::from_slice::<Value>(&ciphertext).is_err());
     let got = group_message::open_credential(&sealed, "CMeter1", MemberUnwrapKey::Shared(&shared))
         .unwrap();
-    assert_eq!(got, group);
+    assert_eq!(got.key, group);
+    assert_eq!(got.info, info);
     // The relaying gateway has its own key with that member's kid, not the member's key.
     let gateway = SymmetricKey::new(
         "kpsa-meter1",
@@ -800,6 +904,7 @@ fn group_credential_sealed_for_one_member() {
     let sealed = group_message::seal_credential(
         &group,
         "CMeter1",
+        &info,
         MemberKey::Ec(&member.public_key(), SigningKey::Ec(&server)),
     )
     .unwrap();
@@ -810,12 +915,14 @@ fn group_credential_sealed_for_one_member() {
         MemberUnwrapKey::Ec(&member, VerifyingKey::Ec(&sp)),
     )
     .unwrap();
-    assert_eq!(got, group);
+    assert_eq!(got.key, group);
+    assert_eq!(got.info, info);
     // Anyone can encrypt to the member's public key; without the server's signature it is refused.
     let rogue = EcKeyPair::generate("in-cse-sign").unwrap();
     let fake = group_message::seal_credential(
         &SymmetricKey::generate("grp-meters", 16),
         "CMeter1",
+        &info,
         MemberKey::Ec(&member.public_key(), SigningKey::Ec(&rogue)),
     )
     .unwrap();
@@ -832,4 +939,109 @@ fn group_credential_sealed_for_one_member() {
         MemberUnwrapKey::Ec(&other, VerifyingKey::Ec(&sp))
     )
     .is_err());
+}
+
+fn cred_info(version: u64) -> group_message::CredentialInfo {
+    group_message::CredentialInfo {
+        group: "/id-mn/cse-mn/gw/grpA".into(),
+        version,
+        issued: Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap(),
+    }
+}
+
+#[test]
+fn group_credential_version_and_time_are_sealed() {
+    let group = SymmetricKey::generate("grp-meters", 16);
+    let shared = SymmetricKey::generate("kpsa-meter1", 16);
+    let info = cred_info(1_748_779_200_000_001);
+    let sealed =
+        group_message::seal_credential(&group, "CMeter1", &info, MemberKey::Shared(&shared))
+            .unwrap();
+    let h = header_of(&sealed);
+    assert_eq!(h["gid"], "/id-mn/cse-mn/gw/grpA");
+    assert_eq!(h["ver"], json!(1_748_779_200_000_001u64));
+    assert_eq!(h["iat"], json!(1_748_779_200i64));
+    // Raising the version (or changing the group or time) of a real credential breaks the tag.
+    for (param, value) in [
+        ("ver", json!(1_748_779_200_000_999u64)),
+        ("gid", json!("/id-mn/cse-mn/gw/grpB")),
+        ("iat", json!(1_900_000_000i64)),
+    ] {
+        let mut t = h.clone();
+        t[param] = value;
+        let e = group_message::open_credential(
+            &with_header(&sealed, &t),
+            "CMeter1",
+            MemberUnwrapKey::Shared(&shared),
+        )
+        .unwrap_err();
+        assert_eq!(e.rsc, Rsc::OriginatorNotAuthenticated, "{param}: {e}");
+    }
+    // A credential of the format before versions is refused with the reason.
+    let mut old = HeaderParams::new();
+    old.insert("aud".into(), "CMeter1".into());
+    old.insert("cty".into(), "jwk+json".into());
+    let old_sealed = jose::encrypt_compact(
+        group.to_jwk().as_bytes(),
+        Recipient::KeyWrap(&shared),
+        ContentEnc::A128Gcm,
+        &old,
+    )
+    .unwrap();
+    let e =
+        group_message::open_credential(&old_sealed, "CMeter1", MemberUnwrapKey::Shared(&shared))
+            .unwrap_err();
+    assert!(e.dbg.contains("no group, version and issue time"), "{e}");
+    // Half of it, or a version that is no integer, is refused too.
+    let mut half = old.clone();
+    half.insert("gid".into(), "/id-mn/cse-mn/gw/grpA".into());
+    half.insert("ver".into(), "2".into());
+    half.insert("iat".into(), 1_748_779_200i64.into());
+    let half_sealed = jose::encrypt_compact(
+        group.to_jwk().as_bytes(),
+        Recipient::KeyWrap(&shared),
+        ContentEnc::A128Gcm,
+        &half,
+    )
+    .unwrap();
+    let e =
+        group_message::open_credential(&half_sealed, "CMeter1", MemberUnwrapKey::Shared(&shared))
+            .unwrap_err();
+    assert!(e.dbg.contains("missing or not of its type"), "{e}");
+
+    // ECDH-ES: anyone can re-encrypt the server's signed credential to the member under a
+    // higher version in the encryption layer; the signed version counts and they must agree.
+    let server = EcKeyPair::generate("in-cse-sign").unwrap();
+    let sp = server.public_key();
+    let member = EcKeyPair::generate("meter1-enc").unwrap();
+    let sealed = group_message::seal_credential(
+        &group,
+        "CMeter1",
+        &info,
+        MemberKey::Ec(&member.public_key(), SigningKey::Ec(&server)),
+    )
+    .unwrap();
+    let unwrap = MemberUnwrapKey::Ec(&member, VerifyingKey::Ec(&sp));
+    let inner =
+        jose::decrypt_compact(&sealed, DecryptionKey::EcdhEs(&member), &ContentEnc::ALL).unwrap();
+    let mut outer = header_of(&sealed).as_object().unwrap().clone();
+    for k in ["alg", "enc", "kid", "epk"] {
+        outer.remove(k);
+    }
+    outer.insert("ver".into(), json!(1_748_779_200_000_999u64));
+    let rewrapped = jose::encrypt_compact(
+        &inner.payload,
+        Recipient::EcdhEs(&member.public_key()),
+        ContentEnc::A128Gcm,
+        &outer,
+    )
+    .unwrap();
+    let e = group_message::open_credential(&rewrapped, "CMeter1", unwrap).unwrap_err();
+    assert!(e.dbg.contains("encryption layer"), "{e}");
+    assert_eq!(
+        group_message::open_credential(&sealed, "CMeter1", unwrap)
+            .unwrap()
+            .info,
+        info
+    );
 }

@@ -5,7 +5,8 @@ Reads one JSON object on stdin:
   {"keys": {name: JWK}, "check": [{"name", "kind": "jws"|"jwe"|"nested", "token", "key", "vkey"?}],
    "esprim": {"pairwise_hex", "kid", "ero": receiverESPrimRandObject, "inner"},
    "esdata": {"sign_key", "enc_key", "attrs", "content"}}
-Writes {"checked": {name: {"payload", "header"}}, "made": {name: token}, "esprim_session_hex"} on stdout.
+Writes {"checked": {name: {"payload", "header"}}, "made": {name: token}, "esprim_session_hex",
+"esdata_esct"} on stdout.
 Any failure raises, so the Rust side sees a non-zero exit and the traceback.
 """
 import binascii
@@ -14,6 +15,7 @@ import hmac
 import json
 import os
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 from jwcrypto import jwe, jwk, jws
@@ -100,13 +102,18 @@ def esprim(spec):
 
 
 def esdata(keys, spec):
-    """Plays the writing AE: ES256 over the content bound to the resource, then ECDH-ES to the reader."""
+    """Plays the writing AE: ES256 over the content bound to the resource and stamped with its creation
+    time (esct: microseconds since the epoch), then ECDH-ES to the reader with the same binding and time."""
+    esct = time.time_ns() // 1000
     signer = key(keys, spec["sign_key"])
     s = jws.JWS(spec["content"].encode())
-    s.add_signature(signer, None, json_encode({"alg": "ES256", "kid": signer.key_id, "esda": spec["attrs"]}))
+    s.add_signature(signer, None, json_encode({"alg": "ES256", "kid": signer.key_id, "esda": spec["attrs"],
+                                               "esct": esct}))
     inner = s.serialize(compact=True)
     reader = jwk.JWK(**json.loads(key(keys, spec["enc_key"]).export_public()))
-    return encrypt(inner.encode(), reader, "ECDH-ES+A128KW", "A128GCM", {"cty": "JOSE", "esda": spec["attrs"]})
+    token = encrypt(inner.encode(), reader, "ECDH-ES+A128KW", "A128GCM",
+                    {"cty": "JOSE", "esda": spec["attrs"], "esct": esct})
+    return token, esct
 
 
 def main():
@@ -114,7 +121,7 @@ def main():
     keys = req["keys"]
     out = {"checked": {i["name"]: check(keys, i) for i in req["check"]}, "made": make(keys)}
     out["made"]["esprim"], out["esprim_session_hex"] = esprim(req["esprim"])
-    out["made"]["esdata"] = esdata(keys, req["esdata"])
+    out["made"]["esdata"], out["esdata_esct"] = esdata(keys, req["esdata"])
     json.dump(out, sys.stdout)
 
 

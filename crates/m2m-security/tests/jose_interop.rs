@@ -1,7 +1,8 @@
 //! Interoperability of m2m_security::e2e with an independent JOSE implementation, Python jwcrypto 1.6
 //! (tests/jose_interop.py): jwcrypto verifies and decrypts this project's JWS/JWE for every algorithm, an
 //! ESPrim object and an ESData object; this project verifies and decrypts jwcrypto's, including an ESPrim
-//! object whose sessionESPrimKey Python derived on its own (HMAC-SHA256 of TS-0003 10.3.8.2).
+//! object whose sessionESPrimKey Python derived on its own (HMAC-SHA256 of TS-0003 10.3.8.2) and an
+//! ESData object with Python's creation time (`esct`).
 //!
 //! Without python3 + jwcrypto the test is skipped with a loud message, except with CI=true, where it fails
 //! (.ci/run installs jwcrypto).
@@ -152,9 +153,11 @@ fn jwcrypto_and_this_project_accept_each_others_objects() {
         cr: "CAE1".into(),
         cnf: esdata::content_info("application/json", 0),
     };
+    let written = Utc::now();
     let esd = esdata::protect(
         br#"{"locked":true}"#,
         &attrs,
+        written,
         Protection::SignThenEncrypt(
             SigningKey::Ec(&ec_sign),
             Recipient::EcdhEs(&ec_enc.public_key()),
@@ -196,6 +199,14 @@ fn jwcrypto_and_this_project_accept_each_others_objects() {
         checked["esdata"]["header"]["inner"]["esda"]["to"],
         attrs.to.as_str()
     );
+    // jwcrypto sees the creation time in both protected headers, in microseconds.
+    for layer in ["inner", "outer"] {
+        assert_eq!(
+            checked["esdata"]["header"][layer]["esct"],
+            json!(written.timestamp_micros()),
+            "{layer}"
+        );
+    }
 
     // Ours on jwcrypto's.
     let made = &out["made"];
@@ -262,10 +273,12 @@ fn jwcrypto_and_this_project_accept_each_others_objects() {
         verify: Some(VerifyingKey::Ec(&ep)),
         decrypt: Some(DecryptionKey::EcdhEs(&ec_enc)),
     };
-    assert_eq!(
-        &*esdata::open(&tok("esdata"), &attrs, reader).unwrap(),
-        br#"{"locked":false}"#
-    );
+    let opened = esdata::open(&tok("esdata"), &attrs, reader).unwrap();
+    assert_eq!(&*opened.content, br#"{"locked":false}"#);
+    // Python stamped it with its own clock (esct, microseconds): close to ours.
+    let made_at = out["esdata_esct"].as_i64().expect("python's esct");
+    assert_eq!(opened.created.timestamp_micros(), made_at);
+    assert!((Utc::now() - opened.created).num_seconds().abs() < 60);
     let moved = BoundAttributes {
         to: "/in-cse/cse-mn/lock2/state".into(),
         ..attrs.clone()

@@ -6,20 +6,29 @@
 //! m2m e2e keygen --kty ec --kid sensor1 --out sensor1.jwk          # prints the public JWK
 //! m2m e2e protect-data --to /id-mn/cse-mn/gw/sensor1 --cr Cgw --sign sensor1.jwk --sign-kid ID \
 //!     --encrypt data.jwk --content '{"t":21.5}' > cin.json         # body of m2m request --ty 4
-//! m2m e2e open-data --to /id-mn/cse-mn/gw/sensor1 --cin @read.json \
+//! m2m e2e open-data --to /id-mn/cse-mn/gw/sensor1 --cin @read.json --state app.state --max-age 600 \
 //!     --ttp-url URL --ttp-fqdn FQDN --km-id app@FQDN --km-env KM --verify-ttp ID --decrypt-ttp ID2
+//! m2m e2e open-credential --member-id /id-mn/Clock1 --key lock1.jwk --cin @cred.json \
+//!     --state lock1.state --out group.jwk
 //! ```
+//!
+//! Freshness (`m2m_security::e2e::freshness`): `protect-data` stamps the content with its creation
+//! time; `open-data --state` and `open-credential --state` remember the newest time / version
+//! opened ([`crate::e2e_state`]) and refuse one that is not newer, and `--max-age` an old one.
 //!
 //! Keys: `FILE` (a JWK, mode 0600 when it holds a secret) or `env:VAR` (the JWK text in that variable).
 //! Exit codes as `m2m request`: 0 done; 1 refused (stdout `{"rsc", "error"}`, the reason on stderr,
 //! never a key); 2 the TTP could not be reached or authenticated.
 
 use crate::association::{process_env, SecretSource};
+use crate::e2e_state::ReplayState;
 use anyhow::{anyhow, bail, Context};
+use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 use m2m_core::M2mError;
 use m2m_keyservices::maf::MafClient;
 use m2m_security::e2e::esdata::{self, BoundAttributes, Protection, ReaderKeys};
+use m2m_security::e2e::freshness;
 use m2m_security::e2e::group_message::{self, GroupKeyMgmt, MemberUnwrapKey};
 use m2m_security::e2e::jose::{
     ContentEnc, DecryptionKey, EcKeyPair, EcPublicKey, Recipient, SigningKey, SymmetricKey,
@@ -69,7 +78,7 @@ enum E2eCommand {
         out: PathBuf,
     },
     /// ESData: sign and/or encrypt a contentInstance's content bound to its container, creator and
-    /// contentInfo; prints the body of `m2m request -X create --ty 4`.
+    /// contentInfo, stamped with the time now (`esct`); prints the body of `m2m request -X create --ty 4`.
     ProtectData {
         /// The address of the container the instance will be created in (as the reader will read it).
         #[arg(long)]
@@ -99,9 +108,21 @@ enum E2eCommand {
         content: String,
     },
     /// ESData: check and open a contentInstance read from the container --to; prints the content.
+    /// Content without a creation time (`esct`, written before it existed) is refused.
     OpenData {
+        /// The address of the container the instance was read from (as the writer bound it).
         #[arg(long)]
         to: String,
+        /// Remember the newest creation time opened per container and creator in FILE (JSON, mode
+        /// 0600, created if missing) and refuse content not newer: a replayed or older instance.
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        /// Refuse content created more than SECONDS ago.
+        #[arg(long, value_name = "SECONDS")]
+        max_age: Option<u64>,
+        /// Print {"con": TEXT, "created": TIMESTAMP} instead of the content alone.
+        #[arg(long)]
+        json: bool,
         /// The contentInstance as read (`m2m request --json` output, an m2m:cin object): JSON, @FILE or -.
         #[arg(long, default_value = "-")]
         cin: String,
@@ -149,7 +170,9 @@ enum E2eCommand {
         #[arg(long, default_value = "-")]
         cin: String,
     },
-    /// A member opens the group credential sealed for it; writes the group key to a new 0600 file.
+    /// A member opens the group credential sealed for it; writes the group key to a new 0600 file
+    /// and prints its kid, group, version and issue time. A credential whose version is not newer
+    /// than the newest this member opened for its group (in --state) is refused: a replay.
     OpenCredential {
         /// This member's ID, as the credential names it (`aud`).
         #[arg(long)]
@@ -165,6 +188,16 @@ enum E2eCommand {
         /// Where to write the group key (JWK, created with mode 0600).
         #[arg(long)]
         out: PathBuf,
+        /// The newest version opened per member and group is kept in FILE (JSON, mode 0600,
+        /// created if missing); an equal or older one is refused.
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// Refuse a credential issued more than SECONDS ago.
+        #[arg(long, value_name = "SECONDS")]
+        max_age: Option<u64>,
+        /// Refuse a credential for another group than GID (its SP-relative address).
+        #[arg(long, value_name = "GID")]
+        group: Option<String>,
     },
 }
 
@@ -255,12 +288,15 @@ async fn execute(command: E2eCommand) -> anyhow::Result<Result<(), Failure>> {
                 cnf: esdata::content_info(&media, 0),
             };
             let how = protection(sign.as_ref(), encrypt.as_ref(), enc.into())?;
-            Ok(esdata::protect(&content, &attrs, how)
+            Ok(esdata::protect(&content, &attrs, Utc::now(), how)
                 .map(|con| print_cin(&attrs.cnf, &con, true))
                 .map_err(Failure::from))
         }
         E2eCommand::OpenData {
             to,
+            state,
+            max_age,
+            json,
             cin,
             verify,
             verify_ttp,
@@ -268,6 +304,7 @@ async fn execute(command: E2eCommand) -> anyhow::Result<Result<(), Failure>> {
             decrypt_ttp,
             ttp,
         } => {
+            let checks = Freshness::new(state, max_age)?;
             let stored = StoredCin::read(&cin)?;
             let mut ttp = TtpConnection::new(&ttp);
             let verify = match key_or_ttp(verify, verify_ttp, &mut ttp).await? {
@@ -278,7 +315,14 @@ async fn execute(command: E2eCommand) -> anyhow::Result<Result<(), Failure>> {
                 Ok(k) => k,
                 Err(f) => return Ok(Err(f)),
             };
-            Ok(open_data(&stored, to, verify.as_ref(), decrypt.as_ref()))
+            open_data(
+                &stored,
+                to,
+                verify.as_ref(),
+                decrypt.as_ref(),
+                &checks,
+                json,
+            )
         }
         E2eCommand::SealCommand {
             signer,
@@ -317,7 +361,21 @@ async fn execute(command: E2eCommand) -> anyhow::Result<Result<(), Failure>> {
             server,
             cin,
             out,
-        } => open_credential(&member_id, &key, server.as_deref(), &cin, &out),
+            state,
+            max_age,
+            group,
+        } => {
+            let checks = Freshness::new(Some(state), max_age)?;
+            open_credential(
+                &member_id,
+                &key,
+                server.as_deref(),
+                &cin,
+                &out,
+                &checks,
+                group.as_deref(),
+            )
+        }
     }
 }
 
@@ -613,31 +671,87 @@ impl StoredCin {
     }
 }
 
+/// What a reader requires of an object's time besides its protection.
+struct Freshness {
+    state: Option<PathBuf>,
+    max_age: Option<chrono::Duration>,
+}
+
+impl Freshness {
+    fn new(state: Option<PathBuf>, max_age: Option<u64>) -> anyhow::Result<Self> {
+        let max_age = max_age
+            .map(|s| {
+                i64::try_from(s)
+                    .ok()
+                    .and_then(chrono::Duration::try_seconds)
+                    .ok_or_else(|| anyhow!("--max-age is too large"))
+            })
+            .transpose()?;
+        Ok(Self { state, max_age })
+    }
+
+    /// The state file, locked until the result is dropped.
+    fn open_state(&self) -> anyhow::Result<Option<ReplayState>> {
+        self.state.as_deref().map(ReplayState::open).transpose()
+    }
+}
+
 fn open_data(
     stored: &StoredCin,
     to: String,
     verify: Option<&LoadedKey>,
     decrypt: Option<&LoadedKey>,
-) -> Result<(), Failure> {
+    checks: &Freshness,
+    json: bool,
+) -> anyhow::Result<Result<(), Failure>> {
+    const WHAT: &str = "ESData content rejected";
     let attrs = BoundAttributes {
         to,
         cr: stored.cr.clone().unwrap_or_default(),
         cnf: stored.cnf.clone().unwrap_or_default(),
     };
     let local = |e: anyhow::Error| Failure::Refused(M2mError::bad_request(e.to_string()));
-    let keys = ReaderKeys {
-        verify: verify
-            .map(LoadedKey::verifying)
-            .transpose()
-            .map_err(local)?,
-        decrypt: decrypt
-            .map(LoadedKey::decryption)
-            .transpose()
-            .map_err(local)?,
+    let keys = match (|| {
+        Ok(ReaderKeys {
+            verify: verify.map(LoadedKey::verifying).transpose()?,
+            decrypt: decrypt.map(LoadedKey::decryption).transpose()?,
+        })
+    })() {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(local(e))),
     };
-    let plain = esdata::open(&stored.con, &attrs, keys)?;
-    print_bytes(&plain);
-    Ok(())
+    let opened = match esdata::open(&stored.con, &attrs, keys) {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    if let Err(e) = freshness::check_age(WHAT, opened.created, Utc::now(), checks.max_age) {
+        return Ok(Err(e.into()));
+    }
+    let text = if json {
+        let con = std::str::from_utf8(&opened.content)
+            .map_err(|_| anyhow!("the content is not text: read it without --json"))?;
+        Some(Zeroizing::new(
+            json!({ "con": con, "created": m2m_core::time::format(opened.created) }).to_string(),
+        ))
+    } else {
+        None
+    };
+    // Checked and recorded under the lock, and only then printed.
+    if let Some(mut state) = checks.open_state()? {
+        let created = freshness::micros(opened.created);
+        let scope = format!("from {} in {}", attrs.cr, attrs.to);
+        let newest = state.newest_data(&attrs.to, &attrs.cr);
+        if let Err(e) = freshness::check_newer(WHAT, created, newest, &scope) {
+            return Ok(Err(e.into()));
+        }
+        state.record_data(&attrs.to, &attrs.cr, created);
+        state.save()?;
+    }
+    match text {
+        Some(t) => println!("{}", t.as_str()),
+        None => print_bytes(&opened.content),
+    }
+    Ok(Ok(()))
 }
 
 fn open_credential(
@@ -646,7 +760,10 @@ fn open_credential(
     server: Option<&str>,
     cin: &str,
     out: &Path,
+    checks: &Freshness,
+    group: Option<&str>,
 ) -> anyhow::Result<Result<(), Failure>> {
+    const WHAT: &str = "group credential rejected";
     let own = load_key(key, None)?;
     let server = server
         .map(|s| load_key(s, None).and_then(|k| k.ec_public("--server")))
@@ -658,14 +775,46 @@ fn open_credential(
         (LoadedKey::EcPublic(_), _) => bail!("--key: the member's private key is needed"),
     };
     let stored = StoredCin::read(cin)?;
-    match group_message::open_credential(&stored.con, member_id, unwrap) {
-        Ok(group_key) => {
-            crate::files::write_private(out, group_key.to_jwk().as_bytes())?;
-            println!("{}", json!({ "kid": group_key.kid(), "file": out }));
-            Ok(Ok(()))
-        }
-        Err(e) => Ok(Err(Failure::Refused(e))),
+    let opened = match group_message::open_credential(&stored.con, member_id, unwrap) {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(Failure::Refused(e))),
+    };
+    let info = &opened.info;
+    if let Some(want) = group.filter(|g| *g != info.group) {
+        return Ok(Err(Failure::Refused(M2mError::new(
+            m2m_core::ResponseStatusCode::OriginatorNotAuthenticated,
+            format!("{WHAT}: it is for the group {:?}, not {want:?}", info.group),
+        ))));
     }
+    if let Err(e) = freshness::check_age(WHAT, info.issued, Utc::now(), checks.max_age) {
+        return Ok(Err(e.into()));
+    }
+    let mut state = checks
+        .open_state()?
+        .ok_or_else(|| anyhow!("open-credential needs --state"))?;
+    let scope = format!("by {member_id} for {}", info.group);
+    let newest = state.newest_credential(member_id, &info.group);
+    if let Err(e) = freshness::check_newer(WHAT, info.version, newest, &scope) {
+        return Ok(Err(e.into()));
+    }
+    // The key file first (it must be new): a version is recorded only once its key is kept.
+    crate::files::write_private(out, opened.key.to_jwk().as_bytes())?;
+    state.record_credential(member_id, &info.group, info.version);
+    if let Err(e) = state.save() {
+        let _ = std::fs::remove_file(out);
+        return Err(e);
+    }
+    println!(
+        "{}",
+        json!({
+            "kid": opened.key.kid(),
+            "file": out,
+            "gid": info.group,
+            "ver": info.version,
+            "iat": m2m_core::time::format(info.issued),
+        })
+    );
+    Ok(Ok(()))
 }
 
 /// TEXT, @FILE or - (standard input).

@@ -14,6 +14,7 @@ mod bench_maf;
 mod bench_tls;
 mod demo;
 mod e2e;
+mod e2e_state;
 mod esprim_keys;
 mod files;
 mod keys;

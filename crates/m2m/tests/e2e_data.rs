@@ -5,7 +5,8 @@
 //! reads it through the IN-CSE, fetches the keys from the TTP by their IDs and opens it
 //! (`m2m e2e open-data`). Attacks: the MN alters the stored content in its SQLite file, the content
 //! is copied to another container, its creator is changed, and an application the TTP does not
-//! list asks for the key.
+//! list asks for the key; an old reading re-posted as the latest instance is refused by a reader
+//! that keeps a state (`--state`), and one older than `--max-age` by any reader.
 
 mod common;
 
@@ -247,29 +248,40 @@ fn open_with_ttp(
     to: &str,
     cin: &str,
 ) -> (i32, String, String) {
-    let out = m2m_command_env(
-        &[
-            "e2e",
-            "open-data",
-            "--to",
-            to,
-            "--cin",
-            cin,
-            "--ttp-url",
-            maf.url(),
-            "--ttp-fqdn",
-            MAF_FQDN,
-            "--km-id",
-            km.0,
-            "--km-env",
-            "APP_KM",
-            "--verify-ttp",
-            &gw.sig_id,
-            "--decrypt-ttp",
-            &gw.enc_id,
-        ],
-        &[("APP_KM", km.1)],
-    );
+    open_with_ttp_args(maf, gw, km, to, cin, &[])
+}
+
+/// [`open_with_ttp`] with further options (`--state`, `--max-age`, `--json`).
+fn open_with_ttp_args(
+    maf: &ServiceProcess,
+    gw: &Gateway,
+    km: (&str, &str),
+    to: &str,
+    cin: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args = vec![
+        "e2e",
+        "open-data",
+        "--to",
+        to,
+        "--cin",
+        cin,
+        "--ttp-url",
+        maf.url(),
+        "--ttp-fqdn",
+        MAF_FQDN,
+        "--km-id",
+        km.0,
+        "--km-env",
+        "APP_KM",
+        "--verify-ttp",
+        &gw.sig_id,
+        "--decrypt-ttp",
+        &gw.enc_id,
+    ];
+    args.extend(extra);
+    let out = m2m_command_env(&args, &[("APP_KM", km.1)]);
     (
         out.status.code().unwrap(),
         text(&out.stdout),
@@ -424,4 +436,74 @@ fn set_attr(v: &mut Value, k: &str, val: Value) {
 
 fn find_attr(v: &mut Value, k: &str) -> Value {
     attrs_of(v).get(k).cloned().unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_reader_refuses_an_old_reading_re_posted_as_the_latest() {
+    let pki = Pki::temp();
+    let maf = start_maf(&pki);
+    let (in_cse, mn) = start_cses(&pki);
+    let gw = gateway_setup(&pki, &maf, &mn);
+    let app = (APP_KM_ID, APP_KM);
+    let state = p(&pki.dir().join("app.state"));
+    let with_state = ["--state", state.as_str(), "--json"];
+
+    // The first reading, opened: --json shows its creation time.
+    store_protected(&gw, &mn, "/cse-mn/gw/sensor1", CONTAINER);
+    let first = read_via_in(&in_cse, CONTAINER, "Sapp");
+    let (code, out, err) = open_with_ttp_args(&maf, &gw, app, CONTAINER, &first, &with_state);
+    assert_eq!(code, 0, "{out} {err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["con"], json!(READING));
+    let created = m2m_core::time::parse(v["created"].as_str().unwrap()).unwrap();
+    assert!(
+        (chrono::Utc::now() - created).num_seconds().abs() < 60,
+        "{v}"
+    );
+
+    // A second reading (same value, later time) is newer: opened.
+    store_protected(&gw, &mn, "/cse-mn/gw/sensor1", CONTAINER);
+    let second = read_via_in(&in_cse, CONTAINER, "Sapp");
+    let (code, out, err) = open_with_ttp_args(&maf, &gw, app, CONTAINER, &second, &with_state);
+    assert_eq!(code, 0, "{out} {err}");
+
+    // The first reading's stored bytes re-posted as the writer (what the hosting CSE, or anyone
+    // who may create as Cgw, can do): they become the latest instance with a valid binding.
+    let first_cin: Value = serde_json::from_str(&first).unwrap();
+    let old = first_cin["pc"]["m2m:cin"].clone();
+    let r = create_full(
+        mn.url(),
+        "/cse-mn/gw/sensor1",
+        "Cgw",
+        4,
+        json!({ "m2m:cin": { "cnf": old["cnf"], "con": old["con"], "cr": null } }),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let replayed = read_via_in(&in_cse, CONTAINER, "Sapp");
+    let latest: Value = serde_json::from_str(&replayed).unwrap();
+    assert_eq!(latest["pc"]["m2m:cin"]["con"], old["con"]);
+    let (code, out, _) = open_with_ttp_args(&maf, &gw, app, CONTAINER, &replayed, &with_state);
+    assert_eq!(code, 1, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["rsc"], json!(4106), "{v}");
+    let why = v["error"].as_str().unwrap();
+    assert!(why.contains("replayed or out of order"), "{why}");
+    assert!(why.contains(&format!("from Cgw in {CONTAINER}")), "{why}");
+    assert!(!out.contains("temperature"), "{out}");
+    // The same reading twice (equal time) is a replay too.
+    let (code, out, _) = open_with_ttp_args(&maf, &gw, app, CONTAINER, &second, &with_state);
+    assert_eq!(code, 1, "{out}");
+    // It is genuine data: a reader without state takes it for the latest.
+    let (code, out, _) = open_with_ttp(&maf, &gw, app, CONTAINER, &replayed);
+    assert_eq!((code, out.trim()), (0, READING));
+
+    // --max-age: the second reading, a little later, is too old for one second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, out, _) =
+        open_with_ttp_args(&maf, &gw, app, CONTAINER, &second, &["--max-age", "1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("older than the maximum age of 1 s"), "{out}");
+    let (code, out, _) =
+        open_with_ttp_args(&maf, &gw, app, CONTAINER, &second, &["--max-age", "600"]);
+    assert_eq!(code, 0, "{out}");
 }

@@ -11,6 +11,8 @@
 //! 3: refused (4000 with nothing pending, 4106 against a new exchange); a recording relay that carries
 //! the whole exchange never holds the key. The Target's limits (one pending exchange, a 2 s timeout):
 //! a second originator waits (5000), a new Message 1 replaces the pending one, a stale one is dropped.
+//! The per-peer limit: one peer sending Message 1s under many originator IDs fills its own share
+//! (5000) while an AE behind another peer (the MN) still completes ESCertKE.
 
 mod common;
 
@@ -58,12 +60,17 @@ fn start_maf(pki: &Pki) -> (ServiceProcess, String) {
 
 impl Setup {
     fn start() -> Setup {
+        Setup::start_with("")
+    }
+
+    /// The set-up with further `[esprim]` lines at the IN.
+    fn start_with(esprim: &str) -> Setup {
         let pki = Pki::temp();
         pki.issue(&["--kind", "ae", "--id", CERT_AE], "esc1");
         let (maf, maf_url) = start_maf(&pki);
         let in_cse = CseProcess::start_temp(&format!(
             "{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n\
-             [esprim]\nmaf_keys = true\nescertke = true\nalgorithms = [10, 12]\n",
+             [esprim]\nmaf_keys = true\nescertke = true\nalgorithms = [10, 12]\n{esprim}",
             in_tls_config(&pki)
         ));
         let rows: String = [MAF_AE, CERT_AE]
@@ -454,4 +461,72 @@ fn escertke_limits() {
     let r = send_eckm(url, CERT_AE, &m3_late);
     assert_eq!(r.rsc, 4000, "{:?}", r.body);
     assert!(r.dbg().unwrap_or("").contains("late"), "{:?}", r.body);
+}
+
+/// `escertke_max_pending_per_peer`: one peer (here the IN's loopback listener) sends Message 1s
+/// under eight originator IDs, the victim's among them. It gets its four places and then 5000, the
+/// global limit (6) is not reached, and the certificate AE behind the MN (another peer: the MN's
+/// association) completes ESCertKE and its ESPrim request.
+#[test]
+fn escertke_per_peer_limit() {
+    let s = Setup::start_with("escertke_max_pending = 6\nescertke_max_pending_per_peer = 4\n");
+    let url = s.in_cse.url();
+    // The loopback listener takes a From only of an AE registered there: the flooder registers
+    // as many as it likes.
+    for i in 1..10 {
+        register_ae(
+            url,
+            "/cse-in",
+            &format!("Cflood{i}"),
+            &format!("flood{i}"),
+            &[],
+        );
+    }
+    let ctx = client_ctx(&s.pki, "esc1");
+    let mut flood = Vec::new();
+    for i in 0..8 {
+        let from = if i == 0 {
+            CERT_AE.to_owned()
+        } else {
+            format!("Cflood{i}")
+        };
+        let (init, m1) = Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
+        let r = send_eckm(url, &from, &m1);
+        flood.push((from, init, r));
+    }
+    for (from, _, r) in &flood[..4] {
+        assert_eq!(r.rsc, 2000, "{from}: {:?}", r.body);
+    }
+    for (from, _, r) in &flood[4..] {
+        assert_eq!(r.rsc, 5000, "{from}: {:?}", r.body);
+        let why = r.dbg().unwrap_or("");
+        assert!(why.contains("pending from this peer"), "{from}: {why}");
+    }
+    // The audit log names the peer (and, as ever, the originator).
+    assert!(s.in_cse.logged("pending from this peer"));
+    assert!(s.in_cse.stderr().contains("address 127.0.0.1"));
+
+    // The AE behind the MN, under the From the flooder also used, is not shut out.
+    let cert_args = [
+        "--esprim-cert".to_owned(),
+        s.p("esc1.pem"),
+        "--esprim-cert-key".to_owned(),
+        s.p("esc1.key"),
+        "--esprim-ca".to_owned(),
+        s.pki.ca_pem().display().to_string(),
+    ];
+    let args: Vec<&str> = cert_args.iter().map(String::as_str).collect();
+    let created = s.request(CERT_AE, &args, &[], &create_marker());
+    assert_eq!(created["rsc"], 2001, "{created}");
+    assert_eq!(created["pc"]["m2m:cin"]["con"], MARKER);
+
+    // The flooder's own exchanges still complete (its places were kept, not stolen) ...
+    let (from, mut init, r) = flood.swap_remove(1);
+    let m3 = init.respond(&eckm_of(&r)).unwrap();
+    let m4 = eckm_of(&send_eckm(url, &from, &m3));
+    init.finish(&m4).expect("the flooder's exchange completes");
+    // ... which frees one of its places for a new originator.
+    let (_, m1) = Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
+    let r = send_eckm(url, "Cflood9", &m1);
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
 }

@@ -8,13 +8,15 @@
 //! it through the <group>'s fan-out. Attacks: a non-admin asks for a distribution (4103), the
 //! gateway cannot read a relayed credential (its database holds no key), a member of another
 //! group cannot open the command, an altered or forged command fails, the MN stores only
-//! ciphertext.
+//! ciphertext; an old credential re-posted into a member's container after a rekey is refused
+//! (the member remembers the newest version), and so is one whose version was raised.
 
 mod common;
 
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 const COMMAND: &str = r#"{"cmd":"unlock","door":"front"}"#;
 
@@ -187,7 +189,8 @@ fn setup_aes(home: &Home) {
     }
 }
 
-/// The admin asks the IN-CSE to distribute a key for `grp` (and to the gateway app as sender).
+/// The admin asks the IN-CSE to distribute a key for `grp` (and to the gateway app as sender);
+/// returns the answer (`m2m:gcRsp`).
 fn distribute(home: &Home, grp: &str, kid: &str) -> Value {
     let (rsc, b) = notify(
         home.in_cse.url(),
@@ -201,7 +204,41 @@ fn distribute(home: &Home, grp: &str, kid: &str) -> Value {
     b
 }
 
-/// A member opens its credential; returns the group key file.
+/// `m2m e2e open-credential` as the member `aei` (key `<rn>-e2e.jwk`, state `<rn>.state` unless
+/// `--state` is in `extra`) on the saved contentInstance `cin`, writing the group key to `out`.
+fn try_open(home: &Home, rn: &str, aei: &str, cin: &Path, out: &Path, extra: &[&str]) -> Output {
+    let member = format!("/id-mn/{aei}");
+    let key = p(&home.path(&format!("{rn}-e2e.jwk")));
+    let cin = format!("@{}", p(cin));
+    let state = p(&home.path(&format!("{rn}.state")));
+    let state = match extra.iter().position(|a| *a == "--state") {
+        Some(i) => extra[i + 1].to_owned(),
+        None => state,
+    };
+    let extra: Vec<&str> = match extra.iter().position(|a| *a == "--state") {
+        Some(i) => [&extra[..i], &extra[i + 2..]].concat(),
+        None => extra.to_vec(),
+    };
+    let out = p(out);
+    let mut args = vec![
+        "e2e",
+        "open-credential",
+        "--member-id",
+        &member,
+        "--key",
+        &key,
+        "--cin",
+        &cin,
+        "--out",
+        &out,
+        "--state",
+        &state,
+    ];
+    args.extend(extra);
+    m2m_command(&args)
+}
+
+/// A member opens its latest credential; returns the group key file.
 fn open_credential(home: &Home, rn: &str, aei: &str, extra: &[&str]) -> PathBuf {
     let cin = home.read_latest(
         &format!("/cse-mn/{rn}/credentials"),
@@ -209,28 +246,29 @@ fn open_credential(home: &Home, rn: &str, aei: &str, extra: &[&str]) -> PathBuf 
         &format!("{rn}-cred.json"),
     );
     let out = home.path(&format!("{rn}-group.jwk"));
-    let key = home.path(&format!("{}-e2e.jwk", rn));
-    let mut args = vec![
-        "e2e",
-        "open-credential",
-        "--member-id",
-        &format!("/id-mn/{aei}"),
-        "--key",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect::<Vec<_>>();
-    args.extend([
-        p(&key),
-        "--cin".into(),
-        format!("@{}", p(&cin)),
-        "--out".into(),
-        p(&out),
-    ]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&args);
+    let done = try_open(home, rn, aei, &cin, &out, extra);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
     out
+}
+
+/// A refusal of `m2m e2e`: exit code 1 and the `{"rsc", "error"}` it printed.
+fn refusal(out: &Output) -> (u16, String) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_stdout(out);
+    (
+        v["rsc"].as_u64().unwrap() as u16,
+        v["error"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[test]
@@ -277,6 +315,8 @@ fn the_server_distributes_group_keys_that_only_the_members_can_open() {
         &format!("@{}", p(&stolen)),
         "--out",
         &p(&home.path("stolen.jwk")),
+        "--state",
+        &p(&home.path("lock3.state")),
     ]);
     assert_eq!(
         out.status.code(),
@@ -444,4 +484,161 @@ fn members_open_the_gateways_group_command_and_others_cannot() {
     std::fs::write(&forged_file, forged).unwrap();
     let why = refused(&k1, &forged_file);
     assert!(why.contains("4106"), "{why}");
+}
+
+/// The credential con of a saved contentInstance (`m2m:cin`).
+fn con_of(cin: &Path) -> String {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(cin).unwrap()).unwrap();
+    v["m2m:cin"]["con"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_member_refuses_an_old_credential_re_posted_after_a_rekey() {
+    let home = start_home();
+    let server_pub = p(&home.path("server.pub.jwk"));
+    let v1 = distribute(&home, "/id-mn/cse-mn/gw/grpA", "grpA-1")["m2m:gcRsp"].clone();
+    assert_eq!(v1["gid"], json!("/id-mn/cse-mn/gw/grpA"));
+    let cred1 = home.read_latest("/cse-mn/lock1/credentials", "Clock1", "lock1-v1.json");
+    let cred1_ec = home.read_latest("/cse-mn/lock2/credentials", "Clock2", "lock2-v1.json");
+    let opened = json_stdout(&try_open(
+        &home,
+        "lock1",
+        "Clock1",
+        &cred1,
+        &home.path("lock1-k1.jwk"),
+        &[],
+    ));
+    assert_eq!(opened["ver"], v1["ver"], "{opened}");
+    assert_eq!(opened["gid"], v1["gid"], "{opened}");
+    assert_eq!(opened["kid"], json!("grpA-1"));
+    // The state file remembers it, private to the member.
+    let state = home.path("lock1.state");
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .contains("/id-mn/cse-mn/gw/grpA"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    // The rekey (e.g. after a member left): a higher version, opened over the first.
+    let v2 = distribute(&home, "/id-mn/cse-mn/gw/grpA", "grpA-2")["m2m:gcRsp"].clone();
+    assert!(
+        v2["ver"].as_u64().unwrap() > v1["ver"].as_u64().unwrap(),
+        "{v1} {v2}"
+    );
+    let cred2 = home.read_latest("/cse-mn/lock1/credentials", "Clock1", "lock1-v2.json");
+    let opened = json_stdout(&try_open(
+        &home,
+        "lock1",
+        "Clock1",
+        &cred2,
+        &home.path("lock1-k2.jwk"),
+        &["--max-age", "3600", "--group", "/id-mn/cse-mn/gw/grpA"],
+    ));
+    assert_eq!(opened["ver"], v2["ver"], "{opened}");
+    assert_eq!(opened["kid"], json!("grpA-2"));
+    let cred2_ec = home.read_latest("/cse-mn/lock2/credentials", "Clock2", "lock2-v2.json");
+    let ec = ["--server", server_pub.as_str()];
+    let opened = json_stdout(&try_open(
+        &home,
+        "lock2",
+        "Clock2",
+        &cred2_ec,
+        &home.path("lock2-k2.jwk"),
+        &ec,
+    ));
+    assert_eq!(opened["ver"], v2["ver"], "{opened}");
+
+    // Someone who may write the credential containers (here the gateway app) re-posts the real
+    // sealed v1 bytes: they become the latest instance, and the members refuse them.
+    let u = home.mn.url();
+    for (rn, aei, cred, extra) in [
+        ("lock1", "Clock1", &cred1, &[][..]),
+        ("lock2", "Clock2", &cred1_ec, &ec[..]),
+    ] {
+        let old = con_of(cred);
+        let r = create_full(
+            u,
+            &format!("/cse-mn/{rn}/credentials"),
+            "Cgw",
+            4,
+            json!({ "m2m:cin": { "cnf": "application/jose:0:1", "con": old } }),
+        );
+        assert_eq!(r.rsc, 2001, "{:?}", r.body);
+        let replayed = home.read_latest(
+            &format!("/cse-mn/{rn}/credentials"),
+            aei,
+            &format!("{rn}-replayed.json"),
+        );
+        assert_eq!(
+            con_of(&replayed),
+            old,
+            "the latest instance is the old credential"
+        );
+        let out = home.path(&format!("{rn}-rolled-back.jwk"));
+        let (rsc, why) = refusal(&try_open(&home, rn, aei, &replayed, &out, extra));
+        assert_eq!(rsc, 4106, "{why}");
+        assert!(why.contains("replayed or out of order"), "{why}");
+        assert!(why.contains(v1["ver"].to_string().as_str()), "{why}");
+        assert!(!out.exists(), "no key was written");
+        // Equal is refused too: the member's current v2, opened again.
+        let again = if rn == "lock1" { &cred2 } else { &cred2_ec };
+        let (_, why) = refusal(&try_open(&home, rn, aei, again, &out, extra));
+        assert!(why.contains("replayed or out of order"), "{why}");
+    }
+    // The replay is a genuine credential: a member without that state would have rolled back.
+    let fresh = json_stdout(&try_open(
+        &home,
+        "lock1",
+        "Clock1",
+        &cred1,
+        &home.path("naive.jwk"),
+        &["--state", &p(&home.path("naive.state"))],
+    ));
+    assert_eq!(fresh["kid"], json!("grpA-1"));
+
+    // Raising the version of the real v1 breaks the seal (the JWE header is authenticated) ...
+    let mut forged: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cred1).unwrap()).unwrap();
+    let raised = v2["ver"].as_u64().unwrap() + 1_000_000;
+    forged["m2m:cin"]["con"] = json!(with_header(&con_of(&cred1), "ver", json!(raised)));
+    let forged_file = home.path("lock1-forged.json");
+    std::fs::write(&forged_file, forged.to_string()).unwrap();
+    let out = home.path("lock1-forged.jwk");
+    let (rsc, why) = refusal(&try_open(&home, "lock1", "Clock1", &forged_file, &out, &[]));
+    assert_eq!(rsc, 4106, "{why}");
+    assert!(
+        !why.contains("replayed"),
+        "a seal failure, not a freshness one: {why}"
+    );
+    assert!(!out.exists());
+
+    // ... another group than the one asked for, and a credential past --max-age, are refused.
+    let (_, why) = refusal(&try_open(
+        &home,
+        "lock1",
+        "Clock1",
+        &cred2,
+        &out,
+        &[
+            "--group",
+            "/id-mn/cse-mn/gw/grpB",
+            "--state",
+            &p(&home.path("other.state")),
+        ],
+    ));
+    assert!(why.contains("not \"/id-mn/cse-mn/gw/grpB\""), "{why}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (_, why) = refusal(&try_open(
+        &home,
+        "lock1",
+        "Clock1",
+        &cred2,
+        &out,
+        &["--max-age", "1", "--state", &p(&home.path("other.state"))],
+    ));
+    assert!(why.contains("older than the maximum age of 1 s"), "{why}");
 }

@@ -16,10 +16,19 @@
 //! The reader states what it requires by the keys it passes: with a verifying key the content must be
 //! signed, with a decryption key it must be encrypted. A stored value with less protection than required
 //! is refused, so a CSE cannot strip a layer.
+//!
+//! Freshness (project decision; TS-0003 gives ESData none): every protected header also carries
+//! `esct`, the writer's creation time in microseconds since the Unix epoch (an integer). [`open`]
+//! returns it; the reader checks it against its clock and the newest it opened from the same creator
+//! in the same container ([`crate::e2e::freshness`]), so an old reading re-posted is not taken for
+//! the latest. Content without `esct` (written before this rule) is refused: it cannot be told from
+//! a replay.
 
+use crate::e2e::freshness;
 use crate::e2e::jose::{
     self, ContentEnc, DecryptionKey, HeaderParams, Recipient, SigningKey, VerifyingKey,
 };
+use chrono::{DateTime, Utc};
 use m2m_core::{M2mError, ResponseStatusCode as Rsc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,6 +36,8 @@ use zeroize::Zeroizing;
 
 /// The protected-header parameter that binds the content to its resource.
 pub const ESDA_PARAM: &str = "esda";
+/// The protected-header parameter with the writer's creation time (microseconds since the epoch).
+pub const CREATED_PARAM: &str = "esct";
 /// `cty` of a JWE whose plaintext is a JWS (RFC 7515 clause 4.1.10).
 pub const CTY_NESTED: &str = "JOSE";
 /// m2m:contentSecurity 1: JWE and/or JWS in Compact Serialization (TS-0004 table 6.3.4.2.38-1).
@@ -69,22 +80,34 @@ pub struct ReaderKeys<'a> {
     pub decrypt: Option<DecryptionKey<'a>>,
 }
 
-fn binding(attrs: &BoundAttributes) -> HeaderParams {
+/// Opened content and the time its writer made it.
+#[derive(Debug)]
+pub struct OpenedData {
+    /// The content; zeroed on drop.
+    pub content: Zeroizing<Vec<u8>>,
+    /// The writer's creation time (`esct`), as signed or (encryption only) authenticated.
+    pub created: DateTime<Utc>,
+}
+
+fn binding(attrs: &BoundAttributes, created: DateTime<Utc>) -> HeaderParams {
     let mut h = HeaderParams::new();
     h.insert(
         ESDA_PARAM.into(),
         serde_json::to_value(attrs).expect("attributes serialize"),
     );
+    h.insert(CREATED_PARAM.into(), freshness::micros(created).into());
     h
 }
 
-/// Protects `content` for storage as the `con` of a contentInstance whose attributes are `attrs`.
+/// Protects `content`, made at `created`, for storage as the `con` of a contentInstance whose
+/// attributes are `attrs`.
 pub fn protect(
     content: &[u8],
     attrs: &BoundAttributes,
+    created: DateTime<Utc>,
     how: Protection<'_>,
 ) -> Result<String, M2mError> {
-    let h = binding(attrs);
+    let h = binding(attrs, created);
     let fail = |e: jose::JoseError| e.to_m2m("ESData protection failed");
     match how {
         Protection::Sign(k) => jose::sign_compact(content, k, &h).map_err(fail),
@@ -98,28 +121,40 @@ pub fn protect(
     }
 }
 
-/// Checks and opens stored ESData content read from a resource with attributes `attrs`.
+/// Checks and opens stored ESData content read from a resource with attributes `attrs`. The
+/// caller checks the returned creation time ([`crate::e2e::freshness`]).
 pub fn open(
     stored: &str,
     attrs: &BoundAttributes,
     keys: ReaderKeys<'_>,
-) -> Result<Zeroizing<Vec<u8>>, M2mError> {
+) -> Result<OpenedData, M2mError> {
     let fail = |e: jose::JoseError| e.to_m2m("ESData content rejected");
     let parts = stored.split('.').count();
+    // With a nested JWS, the time of the encryption layer, which the signed one must repeat.
+    let mut outer_created = None;
     let signed_part: Zeroizing<Vec<u8>> = match (parts, keys.decrypt) {
         (5, Some(dk)) => {
             let opened = jose::decrypt_compact(stored, dk, &ContentEnc::ALL).map_err(fail)?;
             check_binding(&opened.header, attrs)?;
+            let created = creation_time(&opened.header)?;
             let nested = opened.header.get("cty").and_then(Value::as_str) == Some(CTY_NESTED);
             match (nested, keys.verify) {
-                (false, None) => return Ok(opened.payload),
+                (false, None) => {
+                    return Ok(OpenedData {
+                        content: opened.payload,
+                        created,
+                    })
+                }
                 (false, Some(_)) => return Err(refused("the content is encrypted but not signed")),
                 (true, None) => {
                     return Err(refused(
                         "the content is signed: a verification key is needed to read it",
                     ))
                 }
-                (true, Some(_)) => opened.payload,
+                (true, Some(_)) => {
+                    outer_created = Some(created);
+                    opened.payload
+                }
             }
         }
         (5, None) => {
@@ -142,7 +177,31 @@ pub fn open(
         .map_err(|_| M2mError::bad_request("the nested JWS is not text"))?;
     let opened = jose::verify_compact(jws, vk).map_err(fail)?;
     check_binding(&opened.header, attrs)?;
-    Ok(opened.payload)
+    let created = creation_time(&opened.header)?;
+    // Anyone holding the encryption key could re-wrap the signed content under another time.
+    if outer_created.is_some_and(|t| t != created) {
+        return Err(refused(
+            "the creation times of the encryption and the signature differ",
+        ));
+    }
+    Ok(OpenedData {
+        content: opened.payload,
+        created,
+    })
+}
+
+/// The `esct` of a protected header; absent (content written before freshness) is refused.
+fn creation_time(header: &HeaderParams) -> Result<DateTime<Utc>, M2mError> {
+    match header.get(CREATED_PARAM) {
+        None => Err(refused(
+            "the content carries no creation time (esct), so a replay cannot be told from new \
+             data: the writer must protect it again",
+        )),
+        Some(v) => v
+            .as_i64()
+            .and_then(freshness::from_micros)
+            .ok_or_else(|| refused("its creation time (esct) is not microseconds since the epoch")),
+    }
 }
 
 fn refused(why: &str) -> M2mError {

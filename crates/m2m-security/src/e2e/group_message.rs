@@ -20,6 +20,7 @@ use crate::e2e::jose::{
     VerifyingKey,
 };
 use crate::e2e::jose::{EcKeyPair, EcPublicKey};
+use chrono::{DateTime, Utc};
 use m2m_core::{M2mError, ResponseStatusCode as Rsc};
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -30,6 +31,31 @@ pub const GROUP_PARAM: &str = "grp";
 pub const AUDIENCE_PARAM: &str = "aud";
 /// `cty` of a sealed group credential: a JWK.
 pub const CTY_JWK: &str = "jwk+json";
+/// Credential header parameter naming the group the key is for.
+pub const CREDENTIAL_GROUP_PARAM: &str = "gid";
+/// Credential header parameter with its version (an integer, see [`CredentialInfo::version`]).
+pub const VERSION_PARAM: &str = "ver";
+/// Credential header parameter with its issue time (RFC 7519 NumericDate: whole seconds).
+pub const ISSUED_PARAM: &str = "iat";
+
+/// What a sealed group credential says about itself, inside its protected part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialInfo {
+    /// The group the key is for: the `<group>` address, as the issuer names it.
+    pub group: String,
+    /// Strictly increasing per group over the issuer's life, restarts included: a newer credential
+    /// has a higher version (the issuer derives it from its clock in microseconds).
+    pub version: u64,
+    /// When it was issued (sealed as whole seconds).
+    pub issued: DateTime<Utc>,
+}
+
+/// An opened group credential: the group key and what the credential says about itself.
+#[derive(Debug)]
+pub struct OpenedCredential {
+    pub key: SymmetricKey,
+    pub info: CredentialInfo,
+}
 
 /// How the group key protects a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,15 +142,19 @@ pub enum MemberUnwrapKey<'a> {
     Ec(&'a EcKeyPair, VerifyingKey<'a>),
 }
 
-/// The M2M server seals `group_key` for the member `member_id`.
+/// The M2M server seals `group_key` for the member `member_id`, as credential `info`.
 pub fn seal_credential(
     group_key: &SymmetricKey,
     member_id: &str,
+    info: &CredentialInfo,
     to: MemberKey<'_>,
 ) -> Result<String, M2mError> {
     let fail = |e: jose::JoseError| e.to_m2m("group credential not sealed");
     let mut h = HeaderParams::new();
     h.insert(AUDIENCE_PARAM.into(), member_id.into());
+    h.insert(CREDENTIAL_GROUP_PARAM.into(), info.group.as_str().into());
+    h.insert(VERSION_PARAM.into(), info.version.into());
+    h.insert(ISSUED_PARAM.into(), info.issued.timestamp().into());
     let jwk = group_key.to_jwk();
     match to {
         MemberKey::Shared(k) => {
@@ -153,12 +183,13 @@ pub fn seal_credential(
     }
 }
 
-/// The member `member_id` opens a group credential sealed for it.
+/// The member `member_id` opens a group credential sealed for it. The caller checks the returned
+/// version and issue time ([`crate::e2e::freshness`]).
 pub fn open_credential(
     sealed: &str,
     member_id: &str,
     key: MemberUnwrapKey<'_>,
-) -> Result<SymmetricKey, M2mError> {
+) -> Result<OpenedCredential, M2mError> {
     let fail = |e: jose::JoseError| e.to_m2m("group credential rejected");
     let dk = match key {
         MemberUnwrapKey::Shared(k) => DecryptionKey::KeyWrap(k),
@@ -166,20 +197,55 @@ pub fn open_credential(
     };
     let opened = jose::decrypt_compact(sealed, dk, &ContentEnc::ALL).map_err(fail)?;
     check_audience(&opened.header, member_id)?;
-    let jwk = match key {
-        MemberUnwrapKey::Shared(_) => opened.payload,
+    let (jwk, info) = match key {
+        MemberUnwrapKey::Shared(_) => {
+            let info = credential_info(&opened.header)?;
+            (opened.payload, info)
+        }
         MemberUnwrapKey::Ec(_, server) => {
             let jws = std::str::from_utf8(&opened.payload).map_err(|_| {
                 refused("group credential rejected: it is not signed by the server")
             })?;
             let verified = jose::verify_compact(jws, server).map_err(fail)?;
             check_audience(&verified.header, member_id)?;
-            verified.payload
+            let info = credential_info(&verified.header)?;
+            // Anyone can encrypt to the member: the encryption layer must not claim other values.
+            if credential_info(&opened.header).ok().as_ref() != Some(&info) {
+                return Err(refused(
+                    "group credential rejected: its encryption layer names another group, version or issue time than the server signed",
+                ));
+            }
+            (verified.payload, info)
         }
     };
     let text = std::str::from_utf8(&jwk)
         .map_err(|_| M2mError::bad_request("group credential rejected: not a JWK"))?;
-    SymmetricKey::from_jwk(text).map_err(|e| e.to_m2m("group credential rejected"))
+    let key = SymmetricKey::from_jwk(text).map_err(|e| e.to_m2m("group credential rejected"))?;
+    Ok(OpenedCredential { key, info })
+}
+
+/// The `gid`, `ver` and `iat` of a credential's protected header.
+fn credential_info(header: &HeaderParams) -> Result<CredentialInfo, M2mError> {
+    let group = header.get(CREDENTIAL_GROUP_PARAM).and_then(Value::as_str);
+    let version = header.get(VERSION_PARAM).and_then(Value::as_u64);
+    let issued = header.get(ISSUED_PARAM).and_then(Value::as_i64);
+    match (group, version, issued) {
+        (Some(group), Some(version), Some(iat)) => Ok(CredentialInfo {
+            group: group.to_owned(),
+            version,
+            issued: DateTime::from_timestamp(iat, 0).ok_or_else(|| {
+                refused("group credential rejected: its issue time (iat) is out of range")
+            })?,
+        }),
+        (None, None, None) => Err(refused(
+            "group credential rejected: it carries no group, version and issue time (gid, ver, \
+             iat), so a replayed old one cannot be told from a new one: have the server issue it again",
+        )),
+        _ => Err(refused(
+            "group credential rejected: its group (gid), version (ver) or issue time (iat) is \
+             missing or not of its type",
+        )),
+    }
 }
 
 fn check_audience(header: &HeaderParams, member_id: &str) -> Result<(), M2mError> {

@@ -10,9 +10,11 @@
 //!   the AE, bound to the resource's attributes, opaque to the hosting CSE.
 //! - [`group_message`]: secure group communication (a gateway-signed command under a group key) and a
 //!   group credential sealed for one member under that member's own key.
+//! - [`freshness`]: the checks of the times and versions ESData and group credentials carry.
 
 pub mod escertke;
 pub mod esdata;
 pub mod esprim;
+pub mod freshness;
 pub mod group_message;
 pub mod jose;
