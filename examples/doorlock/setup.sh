@@ -51,6 +51,14 @@ DOORLOCK_KPSA=1a2b3c4d5e6f7a8b "$M2M" keys add-psk --keystore pki/mn.keystore --
 DOORLOCK_KPSA=12345678abcdefab "$M2M" keys add-psk --keystore pki/mn.keystore --key-file pki/mn.keyfile \
     --kpsa-id AE123456789015-Lock@in.provider.com --key-env DOORLOCK_KPSA --entity Cllock-AE2 --replace
 
+# The gateway app's own PSK (the MN-AE, bound to its AE-ID Cgateway-app): a random key, kept in a
+# private file for the app.
+if [ ! -f pki/gateway-app.kpsa ]; then
+    od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > pki/gateway-app.kpsa
+fi
+GATEWAY_KPSA=$(cat pki/gateway-app.kpsa) "$M2M" keys add-psk --keystore pki/mn.keystore --key-file pki/mn.keyfile \
+    --kpsa-id MNAE-gateway-app@in.provider.com --key-env GATEWAY_KPSA --entity Cgateway-app --replace
+
 # The AEs' keys, each in a private file its configuration names (never in the configuration):
 # the locks' Kpsa of Table 7.1.2-1 and the smartphone's factory credential Kpm (mef.toml holds the
 # MEF's copy). Example values, published: never use them outside this example.

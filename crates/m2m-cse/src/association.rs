@@ -16,8 +16,9 @@ pub enum PlainTrust {
     /// A From is a claim only ([`Proof::Claimed`]): it matches `all` in access control rules and
     /// nothing else, is never the creator, never the admin, and is not forwarded to other CSEs.
     Anonymous,
-    /// Every From is believed as written, the admin included ([`Proof::Authenticated`]): for
-    /// development on loopback, or a network the operator protects otherwise. Announced at start.
+    /// Every From is believed as written, the admin included ([`Proof::Vouched`]: it matches IDs
+    /// and creators, but rq_authn stays false, so `acaf` rules refuse it): for development on
+    /// loopback, or a network the operator protects otherwise. Announced at start.
     Trusted,
 }
 
@@ -88,11 +89,16 @@ impl Peer {
         let Some(originator) = &self.originator else {
             return false;
         };
-        self.proof == Proof::Authenticated
-            && *originator == cse.id.admin
-            && (self.is_internal()
-                || self.bound_entity() == Some(originator)
-                || (self.association.is_none() && self.plain == PlainTrust::Trusted))
+        if *originator != cse.id.admin {
+            return false;
+        }
+        match (self.proof, &self.association) {
+            (Proof::Authenticated, _) => {
+                self.is_internal() || self.bound_entity() == Some(originator)
+            }
+            (Proof::Vouched, None) => !self.is_internal() && self.plain == PlainTrust::Trusted,
+            _ => false,
+        }
     }
 
     /// The same peer, with this request's originator and proof.

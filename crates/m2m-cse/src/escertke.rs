@@ -36,7 +36,7 @@ type ExchangeKey = (String, String);
 /// association is bound to, else its source address (an IPv6 address by its /64 prefix, which a
 /// single host is commonly given whole), else this CSE itself.
 fn peer_of(peer: &Peer) -> String {
-    if let Some(entity) = peer.association.as_ref().and_then(|a| a.entity.as_deref()) {
+    if let Some(entity) = peer.bound_entity() {
         return format!("entity {entity}");
     }
     match peer.addr.map(|a| a.ip()) {
@@ -330,24 +330,28 @@ mod tests {
 
     #[test]
     fn peers_are_the_bound_entity_else_the_address() {
-        let with = |addr: &str, entity: Option<&str>| Peer {
-            addr: Some(addr.parse().unwrap()),
-            association: Some(Arc::new(Association {
-                mode: SaeMode::ProvisionedKey,
-                credential_id: "12-x".into(),
-                entity: entity.map(str::to_owned),
-            })),
-            development: false,
-            authenticated: false,
+        let home = m2m_core::Home::cse(
+            m2m_core::SpId::parse("m2m.example.com").unwrap(),
+            m2m_core::CseId::parse("/id-in").unwrap(),
+        );
+        let with = |addr: &str, entity: Option<&str>| {
+            Peer::associated(
+                addr.parse().unwrap(),
+                Arc::new(Association {
+                    mode: SaeMode::ProvisionedKey,
+                    credential: m2m_security::credentials::CredentialId::parse("12-x@y.z").unwrap(),
+                    entity: entity.map(|e| m2m_core::EntityId::parse(e, &home).unwrap()),
+                }),
+            )
         };
         // The entity, whatever connection it comes from.
         assert_eq!(
             peer_of(&with("10.0.0.1:1000", Some("/id-mn"))),
-            "entity /id-mn"
+            "entity //m2m.example.com/id-mn"
         );
         assert_eq!(
             peer_of(&with("10.0.0.2:2000", Some("/id-mn"))),
-            "entity /id-mn"
+            "entity //m2m.example.com/id-mn"
         );
         // No entity: the address, any port.
         assert_eq!(peer_of(&with("10.0.0.1:1000", None)), "address 10.0.0.1");

@@ -109,13 +109,18 @@ fn without_association(
     trust: PlainTrust,
     registration: bool,
 ) -> M2mResult<Proof> {
-    if trust == PlainTrust::Trusted {
-        return Ok(Proof::Authenticated);
-    }
+    // A trusted listener believes the From (the operator said so), an anonymous one takes it as
+    // a claim; neither authenticates it.
+    let proof = match trust {
+        PlainTrust::Trusted => Proof::Vouched,
+        PlainTrust::Anonymous => Proof::Claimed,
+    };
     let entity = match originator {
-        Originator::Unassigned(_) => return Ok(Proof::Claimed),
+        Originator::Unassigned(_) => return Ok(proof),
         Originator::Entity(e) => e,
     };
+    // CSEs talk over security associations only (Mcc, TS-0003 clause 6.1.2.2.1), trusted
+    // listener or not.
     if entity.is_cse() {
         return Err(M2mError::new(
             Rsc::SecurityAssociationRequired,
@@ -126,8 +131,9 @@ fn without_association(
     let registered = local.is_some_and(
         |stem| matches!(cse.store.get(stem.as_str()), Ok(Some(r)) if r.ty == ResourceType::Ae),
     );
-    if registered || (registration && local.is_some()) {
-        Ok(Proof::Claimed)
+    let admin = trust == PlainTrust::Trusted && *entity == cse.id.admin;
+    if registered || admin || (registration && local.is_some()) {
+        Ok(proof)
     } else {
         Err(not_authenticated(format_args!(
             "{entity} is not registered here and has no security association"
@@ -167,7 +173,7 @@ fn from_cse_peer(cse: &Cse, originator: &Originator, peer: &EntityId) -> M2mResu
         )));
     }
     // Originators behind another CSE count as authenticated only through ESPrim (TS-0003 7.1.2).
-    Ok(Proof::Relayed)
+    Ok(Proof::Vouched)
 }
 
 /// Whether `cse_entity` is a CSE registered here (a <remoteCSE> of this CSE).

@@ -387,8 +387,8 @@ async fn unknown_km_and_untrusted_certificates_are_refused() {
     let leaf_key = generate_key(KeyType::P256).unwrap();
     let leaf = issue(
         &LeafName::Cse {
-            cse_id: "/id-in".into(),
-            sp: SP.into(),
+            cse_id: m2m_core::CseId::parse("/id-in").unwrap(),
+            naming: m2m_security::certificates::CseNaming::new(SP, "/id-in").unwrap(),
         },
         &leaf_key,
         &rogue_ca,

@@ -63,19 +63,20 @@ impl fmt::Display for Association {
 }
 
 /// How far the originator of one request is proven. Every rule of the access decision takes it:
-/// `acaf` needs [`Proof::Authenticated`]; creator rights and the admin need more than a claim; a
-/// claim matches only `all`. A CSE forwards an originator only with what it proved, and the next
-/// CSE never upgrades it.
+/// `acaf` needs [`Proof::Authenticated`]; creator rights need more than a claim; a claim matches
+/// only `all`. A CSE forwards an originator only with what it proved, and the next CSE never
+/// upgrades it (what it receives from a CSE for someone else is at most vouched for).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proof {
     /// Nothing proves the From: a listener without security association. It matches only `all`
     /// in accessControlOriginators; it is never the creator, never the admin.
     Claimed,
-    /// An authenticated CSE peer relays it for an entity behind it: the ID is that CSE's word;
-    /// rq_authn is false (TS-0003 clause 7.1.2: only ESPrim authenticates such originators).
-    Relayed,
-    /// rq_authn: the association (or ESPrim) proved this very originator; or the CSE itself; or a
-    /// listener the operator declared trusted.
+    /// Someone trusted vouches for the ID, but no security association proved it: an
+    /// authenticated CSE peer relaying for an entity behind it (TS-0003 clause 7.1.2: only ESPrim
+    /// authenticates such originators), or a listener the operator declared trusted. It matches
+    /// IDs; rq_authn is false.
+    Vouched,
+    /// rq_authn: the association (or ESPrim) proved this very originator, or it is the CSE itself.
     Authenticated,
 }
 
@@ -95,7 +96,7 @@ impl fmt::Display for Proof {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Proof::Claimed => "claimed",
-            Proof::Relayed => "relayed",
+            Proof::Vouched => "vouched for",
             Proof::Authenticated => "authenticated",
         })
     }

@@ -278,9 +278,13 @@ where
             Security::Tls(context) => {
                 let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
                 // A silent connection is no handshake in flight yet: it holds no slot of its source.
-                if !first_byte(&tcp, handshake).await {
-                    tracing::debug!(listener = self.name, peer = %addr, "connection closed before a ClientHello");
-                    return;
+                match wait_first_byte(&tcp, handshake).await {
+                    FirstByte::Data => {}
+                    FirstByte::Closed => return,
+                    FirstByte::TimedOut => {
+                        tracing::info!(target: "audit", listener = self.name, peer = %addr, reason = "handshake timed out before a ClientHello", "association refused");
+                        return;
+                    }
                 }
                 let Some(stream) = self.establish(context, tcp, addr, handshake).await else {
                     return;
@@ -354,15 +358,28 @@ where
     }
 }
 
-/// Waits until the client sends something (or closes), without consuming it, at most `timeout`.
-/// Readiness alone is not enough: after a handshake the socket often still reads as ready
-/// although nothing is there.
-async fn first_byte(tcp: &TcpStream, timeout: Duration) -> bool {
+/// What a connection did first.
+enum FirstByte {
+    Data,
+    Closed,
+    TimedOut,
+}
+
+/// Waits until the client sends something, without consuming it, at most `timeout`. Readiness
+/// alone is not enough: after a handshake the socket often still reads as ready although nothing
+/// is there.
+async fn wait_first_byte(tcp: &TcpStream, timeout: Duration) -> FirstByte {
     let mut one = [0u8; 1];
-    matches!(
-        tokio::time::timeout(timeout, tcp.peek(&mut one)).await,
-        Ok(Ok(n)) if n > 0
-    )
+    match tokio::time::timeout(timeout, tcp.peek(&mut one)).await {
+        Ok(Ok(n)) if n > 0 => FirstByte::Data,
+        Ok(_) => FirstByte::Closed,
+        Err(_) => FirstByte::TimedOut,
+    }
+}
+
+/// Whether the client sent something within `timeout`.
+async fn first_byte(tcp: &TcpStream, timeout: Duration) -> bool {
+    matches!(wait_first_byte(tcp, timeout).await, FirstByte::Data)
 }
 
 /// Handshakes in flight per source address.

@@ -3,7 +3,7 @@
 //! MAF-based 8.2.2.3), shared by `m2m request`, `m2m ae` and `m2m demo`.
 
 use anyhow::{anyhow, Context};
-use m2m_client::{Client, TlsSettings};
+use m2m_client::{Client, PeerPolicy, TlsSettings};
 use m2m_keyservices::sae::{connection_key, enrol_for_maf, MafAccess};
 use m2m_security::credentials::Secret;
 use m2m_security::tls::{client_context, ClientTlsConfig};
@@ -154,6 +154,13 @@ impl SaeMode {
         if psk.is_none() && certificate_chain.is_none() && peer.trusted_ca.is_none() {
             return Ok(client);
         }
+        // With a PSK the server proves itself by knowing the key; with certificates it must
+        // carry the configured name, else the URL's host.
+        let check = match (&psk, &peer.server_name) {
+            (Some(_), _) => PeerPolicy::PreSharedKey,
+            (None, Some(name)) => PeerPolicy::Named(name.clone()),
+            (None, None) => PeerPolicy::UrlHost,
+        };
         let context = client_context(&ClientTlsConfig {
             cipher_suites: Vec::new(),
             tls13: false,
@@ -165,7 +172,7 @@ impl SaeMode {
         .map_err(|e| anyhow!("TLS: {e}"))?;
         Ok(client.with_tls(TlsSettings {
             context,
-            server_name: peer.server_name.clone(),
+            peer: check,
         }))
     }
 

@@ -321,7 +321,7 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
     let psk_client = || {
         Client::new().with_tls(TlsSettings {
             context: psk_context().expect("PSK context"),
-            server_name: None,
+            peer: m2m_client::PeerPolicy::PreSharedKey,
         })
     };
     let (plain_from, plain_to) = prepare(

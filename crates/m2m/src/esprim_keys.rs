@@ -103,10 +103,11 @@ async fn escertke(
     Ok((key.key_id_text(), key.key))
 }
 
-/// The name the Target's certificate must carry: `<cse-id>.<sp>`, with the SP of an absolute
-/// `--esprim-to` or else the SP of the Originator's own certificate.
+/// The name the Target's certificate must carry: the CSE's public domain name (`<in>.<sp>` for the
+/// IN-CSE `/id-in`, `<cse>.id-in.<sp>` for another), with the SP of an absolute `--esprim-to` or
+/// else the SP of the Originator's own certificate.
 fn target_name(to: &str, own_certificate: &Path) -> Result<String, String> {
-    use m2m_security::certificates::{cse_dns_name, sp_of};
+    use m2m_security::certificates::{sp_of, CseNaming};
     let (sp, path) = match to.strip_prefix("//") {
         Some(rest) => {
             let (sp, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -125,5 +126,6 @@ fn target_name(to: &str, own_certificate: &Path) -> Result<String, String> {
         }
     };
     let cse_id = path.split('/').next().unwrap_or_default();
-    cse_dns_name(&sp, &format!("/{cse_id}"))
+    let cse_id = m2m_core::CseId::parse(cse_id).map_err(|e| e.dbg)?;
+    CseNaming::new(&sp, "/id-in")?.dns_name(&cse_id)
 }

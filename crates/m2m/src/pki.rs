@@ -103,6 +103,10 @@ pub struct IssueArgs {
     /// Registrar CSE-ID that makes a C-stem AE-ID (`Cphone`) SP-relative (`/id-in/Cphone`).
     #[arg(long)]
     pub cse: Option<String>,
+    /// The SP's IN-CSE-ID: a CSE certificate names `<in>.<sp>` for the IN-CSE and
+    /// `<cse>.<in>.<sp>` for any other CSE (TS-0001 clause 6.5.1.1).
+    #[arg(long = "in-cse", default_value = "/id-in")]
+    pub in_cse: String,
     /// Output prefix: PREFIX.pem (leaf, then CA) and PREFIX.key.
     #[arg(long)]
     pub out: PathBuf,
@@ -133,6 +137,9 @@ pub struct ShowArgs {
     /// SP-FQDN, to read AE-IDs and CSE-IDs.
     #[arg(long)]
     pub sp: Option<String>,
+    /// The SP's IN-CSE-ID, to read CSE-IDs (see `issue --in-cse`).
+    #[arg(long = "in-cse", default_value = "/id-in")]
+    pub in_cse: String,
 }
 
 /// Runs `m2m pki`.
@@ -275,12 +282,13 @@ pub fn normalize_ae_id(id: &str, sp: &str, cse: Option<&str>) -> anyhow::Result<
     Ok(rel)
 }
 
-/// What `--kind`, `--id`, `--sp`, `--cse` name.
+/// What `--kind`, `--id`, `--sp`, `--cse`, `--in-cse` name.
 pub fn leaf_name(
     kind: Kind,
     id: &str,
     sp: Option<&str>,
     cse: Option<&str>,
+    in_cse: &str,
 ) -> anyhow::Result<LeafName> {
     let need_sp =
         || sp.ok_or_else(|| anyhow!("--sp SP-FQDN is required for {kind:?} certificates"));
@@ -297,8 +305,10 @@ pub fn leaf_name(
                 }
                 None => format!("/{}", id.trim_start_matches('/')),
             };
-            certs::cse_dns_name(&sp, &cse_id).map_err(e)?;
-            LeafName::Cse { cse_id, sp }
+            let naming = certs::CseNaming::new(&sp, in_cse).map_err(e)?;
+            let cse_id = m2m_core::CseId::parse(&cse_id).map_err(|err| anyhow!(err.dbg))?;
+            naming.dns_name(&cse_id).map_err(e)?;
+            LeafName::Cse { cse_id, naming }
         }
         Kind::Ae => {
             let sp = certs::check_fqdn(need_sp()?).map_err(e)?;
@@ -308,15 +318,13 @@ pub fn leaf_name(
         Kind::Maf | Kind::Mef => {
             let fqdn = certs::check_fqdn(id).map_err(e)?;
             if let Some(sp) = sp {
-                let sp = certs::check_fqdn(sp).map_err(e)?;
-                let label = fqdn
-                    .strip_suffix(sp.as_str())
-                    .and_then(|l| l.strip_suffix('.'));
-                if label.is_some_and(|l| !l.contains('.')) {
+                let naming = certs::CseNaming::new(sp, in_cse).map_err(e)?;
+                if !matches!(naming.cse_of(&fqdn), Ok(None)) {
                     bail!(
-                        "'{fqdn}' is one label under the SP domain and would read as a CSE-ID; \
-                         use a deeper name (e.g. {kind:?}.sec.{sp}) or another domain",
-                        kind = format!("{kind:?}").to_lowercase()
+                        "'{fqdn}' is the public domain name of a CSE (<cse>.<in>.<sp>, TS-0001 6.5.1.1); \
+                         use a name outside {} for a {}",
+                        naming.dns_name(naming.in_cse.as_ref().expect("checked")).map_err(e)?,
+                        format!("{kind:?}").to_lowercase()
                     );
                 }
             }
@@ -360,7 +368,7 @@ pub fn issue(a: &IssueArgs) -> anyhow::Result<(PathBuf, PathBuf, CertIdentity)> 
     let key_path = with_ext(&a.out, ".key");
     check_free(&pem_path, a.force)?;
     check_free(&key_path, a.force)?;
-    let name = leaf_name(a.kind, &a.id, a.sp.as_deref(), a.cse.as_deref())?;
+    let name = leaf_name(a.kind, &a.id, a.sp.as_deref(), a.cse.as_deref(), &a.in_cse)?;
     let (ca, ca_key) = load_ca(&a.ca)?;
     let v = validity(a.days, a.not_before.as_deref(), a.not_after.as_deref())?;
     let key = certs::generate_key(match a.key_type {
@@ -377,11 +385,18 @@ pub fn issue(a: &IssueArgs) -> anyhow::Result<(PathBuf, PathBuf, CertIdentity)> 
     if let Err(r) = certs::check_profile(&leaf) {
         eprintln!("warning: certificate is outside the TS-0003 profile: {r}");
     }
-    let sp = match &name {
-        LeafName::Ae { sp, .. } | LeafName::Cse { sp, .. } => sp.clone(),
-        LeafName::Fqdn(_) => a.sp.clone().unwrap_or_default(),
+    let naming = match &name {
+        LeafName::Ae { sp, .. } => certs::CseNaming::new(sp, &a.in_cse).map_err(e)?,
+        LeafName::Cse { naming, .. } => naming.clone(),
+        LeafName::Fqdn(f) => {
+            // A MAF/MEF certificate outside any SP's CSE names: read against its own domain.
+            let sp = a.sp.clone().unwrap_or_else(|| f.clone());
+            certs::CseNaming::new(&sp, &a.in_cse)
+                .or_else(|_| certs::CseNaming::without_cses(&sp))
+                .map_err(e)?
+        }
     };
-    let id = certs::identity_of(&leaf, &sp)
+    let id = certs::identity_of(&leaf, &naming)
         .map_err(|r| anyhow!("internal: the new certificate names no identity: {r}"))?;
     if let Some(parent) = pem_path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
@@ -498,15 +513,16 @@ pub fn show(a: &ShowArgs) -> anyhow::Result<String> {
             Err(r) => format!("outside TS-0003 10.1.1: {r}"),
         },
     );
-    let sp = a.sp.as_deref().unwrap_or("");
-    let ident = match certs::identity_of(&cert, sp) {
-        Ok(CertIdentity::Fqdn(f)) if a.sp.is_none() => {
-            format!("FQDN {f} (give --sp SP-FQDN to read AE-IDs and CSE-IDs)")
-        }
-        Ok(id @ CertIdentity::Fqdn(_)) => id.to_string(),
-        Ok(id) => format!("{id} ({})", id.absolute(sp)),
-        Err(_) if a.sp.is_none() => "give --sp SP-FQDN to read AE-IDs and CSE-IDs".into(),
-        Err(r) => format!("none: {r}"),
+    let naming = a.sp.as_deref().map(|sp| {
+        certs::CseNaming::new(sp, &a.in_cse).or_else(|_| certs::CseNaming::without_cses(sp))
+    });
+    let ident = match naming {
+        None => "give --sp SP-FQDN to read AE-IDs and CSE-IDs".into(),
+        Some(Err(r)) => format!("none: {r}"),
+        Some(Ok(naming)) => match certs::identity_of(&cert, &naming) {
+            Ok(id) => id.to_string(),
+            Err(r) => format!("none: {r}"),
+        },
     };
     line("identity:", printable(&ident));
     Ok(out)
@@ -600,7 +616,16 @@ mod tests {
         let dir = ca_dir();
         let ca = dir.path().join("ca");
         let ca = ca.to_str().unwrap();
-        let cases: [(&[&str], CertIdentity); 5] = [
+        let ent = |id: &str| {
+            CertIdentity::Entity(
+                m2m_core::EntityId::parse(
+                    id,
+                    &m2m_core::Home::sp(m2m_core::SpId::parse(SP).unwrap()),
+                )
+                .unwrap(),
+            )
+        };
+        let cases: [(&[&str], CertIdentity); 6] = [
             (
                 &[
                     "--kind",
@@ -612,13 +637,17 @@ mod tests {
                     "--dns",
                     "localhost",
                 ],
-                CertIdentity::CseId("/id-mn".into()),
+                ent("/id-mn"),
+            ),
+            (
+                &["--kind", "cse", "--id", "/id-in", "--sp", SP],
+                ent("/id-in"),
             ),
             (
                 &[
                     "--kind", "ae", "--id", "Cphone", "--cse", "/id-in", "--sp", SP,
                 ],
-                CertIdentity::AeId("/id-in/Cphone".into()),
+                ent("/id-in/Cphone"),
             ),
             (
                 &[
@@ -629,22 +658,15 @@ mod tests {
                     "--sp",
                     SP,
                 ],
-                CertIdentity::AeId("/Slock".into()),
+                ent("/Slock"),
             ),
             (
                 &["--kind", "maf", "--id", "maf.keys.example.net"],
                 CertIdentity::Fqdn("maf.keys.example.net".into()),
             ),
             (
-                &[
-                    "--kind",
-                    "mef",
-                    "--id",
-                    "mef.sec.m2m.example.com",
-                    "--sp",
-                    SP,
-                ],
-                CertIdentity::Fqdn("mef.sec.m2m.example.com".into()),
+                &["--kind", "mef", "--id", "mef.m2m.example.com", "--sp", SP],
+                CertIdentity::Fqdn("mef.m2m.example.com".into()),
             ),
         ];
         for (i, (args, want)) in cases.into_iter().enumerate() {
@@ -657,7 +679,8 @@ mod tests {
             let chain = load(&pem);
             assert_eq!(chain.len(), 2, "leaf then CA");
             certs::check_profile(&chain[0]).unwrap();
-            assert_eq!(certs::identity_of(&chain[0], SP).unwrap(), want);
+            let naming = certs::CseNaming::new(SP, "/id-in").unwrap();
+            assert_eq!(certs::identity_of(&chain[0], &naming).unwrap(), want);
             certs::verify_with_ca(&chain[0], &chain[1], true).unwrap();
             let pem_text = fs::read_to_string(&pem).unwrap();
             assert!(!pem_text.contains("PRIVATE KEY"));
@@ -704,8 +727,19 @@ mod tests {
             "DNS label",
         );
         fails(
-            &["--kind", "maf", "--id", "maf.m2m.example.com", "--sp", SP],
-            "CSE-ID",
+            &[
+                "--kind",
+                "maf",
+                "--id",
+                "maf.id-in.m2m.example.com",
+                "--sp",
+                SP,
+            ],
+            "public domain name of a CSE",
+        );
+        fails(
+            &["--kind", "cse", "--id", "/ID-MN", "--sp", SP],
+            "DNS label",
         );
         fails(&["--kind", "maf", "--id", "*.example.net"], "wildcard");
         // Outside the CA's nameConstraints.
@@ -815,6 +849,7 @@ mod tests {
         let err = certs::verify_with_ca(&chain[0], &chain[1], true).unwrap_err();
         assert!(err.contains("expired"), "{err}");
         let shown = show(&ShowArgs {
+            in_cse: "/id-in".into(),
             cert: pem,
             sp: Some(SP.into()),
         })
@@ -875,6 +910,7 @@ mod tests {
             let err = certs::check_profile(&chain[0]).unwrap_err();
             assert!(err.contains(why), "{err}");
             let shown = show(&ShowArgs {
+                in_cse: "/id-in".into(),
                 cert: pem,
                 sp: None,
             })
@@ -904,6 +940,7 @@ mod tests {
         ]))
         .unwrap();
         let shown = show(&ShowArgs {
+            in_cse: "/id-in".into(),
             cert: pem.clone(),
             sp: Some(SP.into()),
         })
@@ -915,24 +952,27 @@ mod tests {
             "signature: ecdsa-with-SHA256",
             "SAN:       URI:onem2m://m2m.example.com/id-in/Cphone",
             "profile:   TS-0003 10.1.1: ok",
-            "identity:  AE-ID /id-in/Cphone (//m2m.example.com/id-in/Cphone)",
+            "identity:  AE-ID //m2m.example.com/id-in/Cphone",
             "(valid now)",
         ] {
             assert!(shown.contains(want), "missing {want:?} in\n{shown}");
         }
         let other = show(&ShowArgs {
+            in_cse: "/id-in".into(),
             cert: pem.clone(),
             sp: Some("other.org".into()),
         })
         .unwrap();
         assert!(other.contains("identity:  none:"), "{other}");
         let no_sp = show(&ShowArgs {
+            in_cse: "/id-in".into(),
             cert: pem,
             sp: None,
         })
         .unwrap();
         assert!(no_sp.contains("give --sp"), "{no_sp}");
         let ca_shown = show(&ShowArgs {
+            in_cse: "/id-in".into(),
             cert: ca.join("ca.pem"),
             sp: None,
         })
@@ -971,7 +1011,7 @@ mod tests {
             (
                 "cse",
                 vec!["--kind", "cse", "--id", "/id-mn", "--sp", SP],
-                "DNS:id-mn.m2m.example.com",
+                "DNS:id-mn.id-in.m2m.example.com",
             ),
             (
                 "ae",
@@ -1034,8 +1074,8 @@ mod tests {
         let (ca_cert, ca_key) = load_ca(&ca).unwrap();
         let key = certs::generate_key(KeyType::P256).unwrap();
         let name = LeafName::Cse {
-            cse_id: "/id-mn".into(),
-            sp: "other.org".into(),
+            cse_id: m2m_core::CseId::parse("/id-mn").unwrap(),
+            naming: certs::CseNaming::new("other.org", "/id-in").unwrap(),
         };
         let bad = certs::issue(
             &name,

@@ -38,10 +38,11 @@ pub fn write_pki(
     Ok(())
 }
 
-/// The certificate name of the CSE `cse_id` (with its leading slash) of the SP `sp`.
+/// The certificate name of the CSE `cse_id` (with its leading slash) of the SP `sp` whose IN-CSE
+/// is `/id-in` (as in every configuration the demo and benches write).
 pub fn cse(cse_id: &str, sp: &str) -> LeafName {
     LeafName::Cse {
-        cse_id: cse_id.into(),
-        sp: sp.into(),
+        cse_id: m2m_core::CseId::parse(cse_id).expect("a CSE-ID of the demo"),
+        naming: m2m_security::certificates::CseNaming::new(sp, "/id-in").expect("the demo's SP"),
     }
 }

@@ -364,9 +364,9 @@ fn the_doorlock_example_runs_as_separate_processes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // The AEs, each its own process: the locks on the MN-CSE's TLS listener, the gateway app on
-    // its loopback listener, the phone (started by story.sh) on the IN-CSE and the key services.
-    for lock in ["front-lock.toml", "back-lock.toml"] {
+    // The AEs, each its own process: the locks and the gateway app on the MN-CSE's TLS listener,
+    // each with its own PSK; the phone (started by story.sh) on the IN-CSE and the key services.
+    for lock in ["front-lock.toml", "back-lock.toml", "gateway-app.toml"] {
         patch(
             &dir.join(lock),
             &[(
@@ -375,13 +375,6 @@ fn the_doorlock_example_runs_as_separate_processes() {
             )],
         );
     }
-    patch(
-        &dir.join("gateway-app.toml"),
-        &[(
-            "url = \"http://127.0.0.1:8081\"",
-            format!("url = \"{mn_http}\""),
-        )],
-    );
     patch(
         &dir.join("phone.toml"),
         &[
@@ -472,8 +465,12 @@ fn the_doorlock_example_runs_as_separate_processes() {
             2000, 2000, //
             // phone: discovery, unlock, read, lock
             2000, 2001, 2000, 2001, //
-            // attacks: no association, wrong PSK, guessed KpsaID, impersonation
-            4103, 5103, 5103, 4106, //
+            // attacks: no association, the admin without a credential, the gateway app unlocks
+            4103, 4106, 4103, //
+            // the gateway app may read
+            2000, //
+            // attacks: wrong PSK, guessed KpsaID, impersonation
+            5103, 5103, 4106, //
             // the stranger and the babysitter register; each is refused the front lock's state
             2001, 2001, 4103, 4103,
         ],
@@ -498,19 +495,44 @@ fn the_doorlock_example_runs_as_separate_processes() {
             .unwrap_or("")
             .to_owned()
     };
+    // Refusals tell the requester no policy, rule or entity; the reasons are in the audit logs.
+    for i in [6, 7, 8, 12, 15, 16] {
+        let r = reason(i);
+        for leak in [
+            "acp",
+            "rule",
+            "Clock-AE1",
+            "Cllock-AE2",
+            "acaf",
+            "accessControl",
+        ] {
+            assert!(!r.contains(leak), "refusal {i} names '{leak}': {r}");
+        }
+    }
+    let mn_log = mn_cse.log();
+    for why in [
+        "claimed without a security association",
+        "accessControlObjectDetails",
+        "accessControlWindow",
+    ] {
+        assert!(
+            mn_log.contains(why),
+            "no '{why}' in the MN-CSE's log:\n{mn_log}"
+        );
+    }
+    assert!(reason(10).contains("bad record mac"), "{}", reason(10));
     assert!(
-        reason(6).contains("authenticated originator (acaf)"),
+        reason(11).contains("unknown psk identity"),
         "{}",
-        reason(6)
+        reason(11)
     );
-    assert!(reason(7).contains("bad record mac"), "{}", reason(7));
-    assert!(reason(8).contains("unknown psk identity"), "{}", reason(8));
     assert!(
-        reason(9).contains("bound to the security association"),
+        reason(12).contains("not the entity the security association authenticated"),
         "{}",
-        reason(9)
+        reason(12)
     );
-    assert!(reason(13).contains("accessControlWindow"), "{}", reason(13));
+    // The front lock is still there: the claimed admin deleted nothing.
+    assert_eq!(responses[9]["rsc"], 2000, "{text}");
 
     // The phone heard the unlock through its subscription (MN-CSE -> IN-CSE -> its poa).
     let phone_out = std::fs::read_to_string(dir.join("data/phone.out")).unwrap();

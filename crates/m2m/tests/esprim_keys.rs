@@ -36,6 +36,8 @@ const CERT_AE: &str = "Sesc1";
 /// Both AEs' TLS-PSK key at the MN.
 const KPSA: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 const MARKER: &str = "MARKER-esprim-keys-7d2e";
+/// The AE registered at the IN whose outer NOTIFYs carry the in-test ESPrim objects.
+const OUTER: &str = "Couter";
 
 struct Setup {
     pki: Pki,
@@ -99,11 +101,10 @@ impl Setup {
             "CAdmin",
             json!({"rn": "box", "acpi": [acp]}),
         );
-        // The in-test Originators send their outer NOTIFYs on the IN's loopback listener as AEs
-        // registered there.
-        for ae in [MAF_AE, CERT_AE] {
-            register_ae(in_cse.url(), "/cse-in", ae, &ae.to_lowercase(), &[]);
-        }
+        // The in-test Originators send their outer NOTIFYs on the IN's loopback listener as an AE
+        // registered there (the S-AEs themselves are registered at the MN, and an S-AE-ID is
+        // unique in the SP: the IN refuses the MN's relaying for one registered at the IN).
+        register_ae(in_cse.url(), "/cse-in", OUTER, "outer", &[]);
         Setup {
             pki,
             maf,
@@ -231,7 +232,7 @@ fn maf_esprim_keys() {
     let (kid, kc_other) = register_kc(&s.maf_url, 33, "/id-other", 300);
     let r = protected_retrieve(
         url,
-        MAF_AE,
+        OUTER,
         &kid,
         &kdf::esprim_maf_pairwise(&kc_other),
         MAF_AE,
@@ -245,7 +246,7 @@ fn maf_esprim_keys() {
 
     // A SAEF key (SUID 32) used as an ESPrim kid, and an ESPrim key (SUID 33) as a TLS-PSK identity.
     let (kid, kc) = register_kc(&s.maf_url, 32, "/id-in", 300);
-    let r = protected_retrieve(url, MAF_AE, &kid, &kdf::esprim_maf_pairwise(&kc), MAF_AE);
+    let r = protected_retrieve(url, OUTER, &kid, &kdf::esprim_maf_pairwise(&kc), MAF_AE);
     assert_eq!(r.rsc, 4112, "{:?}", r.body);
     assert!(r.dbg().unwrap_or("").contains("SUID 32"), "{:?}", r.body);
     let (kid33, kc33) = register_kc(&s.maf_url, 33, "/id-in", 300);
@@ -269,9 +270,9 @@ fn maf_esprim_keys() {
 
     // The same SUID 33 key as ESPrim: the right From works, another From is 4116.
     let pairwise = kdf::esprim_maf_pairwise(&kc33);
-    let ok = protected_retrieve(url, MAF_AE, &kid33, &pairwise, MAF_AE);
+    let ok = protected_retrieve(url, OUTER, &kid33, &pairwise, MAF_AE);
     assert_eq!(ok.rsc, 2000, "{:?}", ok.body);
-    let other = protected_retrieve(url, MAF_AE, &kid33, &pairwise, "Sother");
+    let other = protected_retrieve(url, OUTER, &kid33, &pairwise, "Sother");
     assert_eq!(other.rsc, 4116, "{:?}", other.body);
 
     // Expired Kc: one never used, and one cached at the IN after a first use.
@@ -279,14 +280,14 @@ fn maf_esprim_keys() {
     let (kid_b, kc_b) = register_kc(&s.maf_url, 33, "/id-in", 2);
     let pb = kdf::esprim_maf_pairwise(&kc_b);
     assert_eq!(
-        protected_retrieve(url, MAF_AE, &kid_b, &pb, MAF_AE).rsc,
+        protected_retrieve(url, OUTER, &kid_b, &pb, MAF_AE).rsc,
         2000
     );
     std::thread::sleep(Duration::from_millis(2500));
     let pa = kdf::esprim_maf_pairwise(&kc_a);
-    let r = protected_retrieve(url, MAF_AE, &kid_a, &pa, MAF_AE);
+    let r = protected_retrieve(url, OUTER, &kid_a, &pa, MAF_AE);
     assert_eq!(r.rsc, 4112, "expired, never used: {:?}", r.body);
-    let r = protected_retrieve(url, MAF_AE, &kid_b, &pb, MAF_AE);
+    let r = protected_retrieve(url, OUTER, &kid_b, &pb, MAF_AE);
     assert_eq!(r.rsc, 4112, "expired, cached: {:?}", r.body);
 
     // No key in any process's log: the CSEs', and the MAF's, which handled every Kc and Km.
@@ -371,25 +372,25 @@ fn escertke_keys() {
     let relay = Relay::start(s.in_cse.url());
     let ctx = client_ctx(&s.pki, "esc1");
     let (mut init, m1) = Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
-    let m2 = eckm_of(&send_eckm(&relay.url, CERT_AE, &m1));
+    let m2 = eckm_of(&send_eckm(&relay.url, OUTER, &m1));
     let m3 = init.respond(&m2).unwrap();
-    let m4 = eckm_of(&send_eckm(&relay.url, CERT_AE, &m3));
+    let m4 = eckm_of(&send_eckm(&relay.url, OUTER, &m3));
     let key = init.finish(&m4).unwrap();
     let kid = key.key_id_text();
 
     // A replayed Message 3: nothing pending (4000); against a new exchange, a bad handshake (4106).
-    let again = send_eckm(&relay.url, CERT_AE, &m3);
+    let again = send_eckm(&relay.url, OUTER, &m3);
     assert_eq!(again.rsc, 4000, "{:?}", again.body);
     let (_fresh, f1) = Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
-    eckm_of(&send_eckm(&relay.url, CERT_AE, &f1));
-    let again = send_eckm(&relay.url, CERT_AE, &m3);
+    eckm_of(&send_eckm(&relay.url, OUTER, &f1));
+    let again = send_eckm(&relay.url, OUTER, &m3);
     assert_eq!(again.rsc, 4106, "{:?}", again.body);
 
     // The key is bound to the certificate's identity: the right From works, another is 4116.
     let url = s.in_cse.url();
-    let ok = protected_retrieve(url, CERT_AE, &kid, &key.key, CERT_AE);
+    let ok = protected_retrieve(url, OUTER, &kid, &key.key, CERT_AE);
     assert_eq!(ok.rsc, 2000, "{:?}", ok.body);
-    let r = protected_retrieve(url, CERT_AE, &kid, &key.key, MAF_AE);
+    let r = protected_retrieve(url, OUTER, &kid, &key.key, MAF_AE);
     assert_eq!(r.rsc, 4116, "{:?}", r.body);
 
     // The relay carried all four messages but holds nothing of the key, in any encoding.
@@ -464,7 +465,7 @@ fn escertke_limits() {
 }
 
 /// `escertke_max_pending_per_peer`: one peer (here the IN's loopback listener) sends Message 1s
-/// under eight originator IDs, the victim's among them. It gets its four places and then 5000, the
+/// under eight originator IDs (the victim's S-AE-ID it cannot use: that AE is registered at the MN). It gets its four places and then 5000, the
 /// global limit (6) is not reached, and the certificate AE behind the MN (another peer: the MN's
 /// association) completes ESCertKE and its ESPrim request.
 #[test]
@@ -472,8 +473,8 @@ fn escertke_per_peer_limit() {
     let s = Setup::start_with("escertke_max_pending = 6\nescertke_max_pending_per_peer = 4\n");
     let url = s.in_cse.url();
     // The loopback listener takes a From only of an AE registered there: the flooder registers
-    // as many as it likes.
-    for i in 1..10 {
+    // as many as it likes (but not the victim's S-AE-ID, which is registered at the MN).
+    for i in 0..10 {
         register_ae(
             url,
             "/cse-in",
@@ -485,11 +486,7 @@ fn escertke_per_peer_limit() {
     let ctx = client_ctx(&s.pki, "esc1");
     let mut flood = Vec::new();
     for i in 0..8 {
-        let from = if i == 0 {
-            CERT_AE.to_owned()
-        } else {
-            format!("Cflood{i}")
-        };
+        let from = format!("Cflood{i}");
         let (init, m1) = Initiator::start(&ctx, Some(IN_SERVER_NAME)).unwrap();
         let r = send_eckm(url, &from, &m1);
         flood.push((from, init, r));
@@ -506,7 +503,7 @@ fn escertke_per_peer_limit() {
     assert!(s.in_cse.logged("pending from this peer"));
     assert!(s.in_cse.stderr().contains("address 127.0.0.1"));
 
-    // The AE behind the MN, under the From the flooder also used, is not shut out.
+    // The AE behind the MN is not shut out.
     let cert_args = [
         "--esprim-cert".to_owned(),
         s.p("esc1.pem"),

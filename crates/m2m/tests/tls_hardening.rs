@@ -1,11 +1,12 @@
 //! Hardening of the TLS listener: a client that never finishes its handshake is dropped after
-//! the handshake timeout, and one address cannot hold more handshakes open than allowed. Both
-//! leave an audit line and the CSE keeps serving.
+//! the handshake timeout, and one address cannot hold more handshakes in flight than allowed
+//! (silent connections are no handshakes in flight and take no place). Both leave an audit line
+//! and the CSE keeps serving.
 
 mod common;
 
 use common::{have_tool, poll, CseProcess};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -67,19 +68,24 @@ fn a_stalled_handshake_is_dropped_after_the_timeout() {
     assert_eq!(rsc, 2000);
 }
 
+/// A connection that starts a ClientHello (a TLS record header) and never finishes it.
+fn stalled_handshake(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    s
+}
+
 #[test]
 fn handshakes_in_progress_per_address_are_limited() {
     let cse = tls_cse(5_000, 2);
     let port = cse.https_port();
     // Two stalled handshakes take the allowance of 127.0.0.1 ...
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .collect();
+    let held: Vec<TcpStream> = (0..2).map(|_| stalled_handshake(port)).collect();
     std::thread::sleep(Duration::from_millis(200));
-    // ... so a third connection is closed at once, without waiting for the timeout.
-    let third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // ... so a third handshake is closed at once, without waiting for the timeout.
+    let third = stalled_handshake(port);
     let closed = time_until_closed(third, Duration::from_secs(3))
-        .expect("a connection over the limit must be closed");
+        .expect("a handshake over the limit must be closed");
     assert!(
         closed < Duration::from_secs(2),
         "closed only after {closed:?}"
@@ -96,11 +102,52 @@ fn handshakes_in_progress_per_address_are_limited() {
     // Once they are gone, the address may handshake again.
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
-    let again = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let again = stalled_handshake(port);
     assert!(
         time_until_closed(again, Duration::from_millis(1500)).is_none(),
         "a fresh handshake must be allowed to proceed"
     );
+}
+
+/// Silent TCP connections (no ClientHello) are no handshakes in flight: any number of them leaves
+/// the address its handshakes, which a real client completes.
+#[test]
+fn silent_connections_take_no_handshake_place() {
+    let cse = tls_cse(5_000, 2);
+    let port = cse.https_port();
+    let silent: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    if !have_tool(
+        "openssl",
+        "version",
+        "a TLS-PSK handshake beside silent connections",
+    ) {
+        return;
+    }
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-tls1_2",
+            "-psk",
+            "1a2b3c4d5e6f7a8b",
+            "-psk_identity",
+            "AE123456789012-Lock@in.provider.com",
+            "-cipher",
+            "PSK-AES128-CBC-SHA256",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Cipher is PSK-AES128-CBC-SHA256"),
+        "the handshake must complete beside 20 silent connections:\n{text}"
+    );
+    drop(silent);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::service_subscribed_app_rule::rule_of;
 use super::Prepared;
-use crate::association::{Peer, Proof};
+use crate::association::Peer;
 use crate::cse::Cse;
 use m2m_core::{
     AeStem, EntityId, M2mError, M2mResult, Originator, Request, ResourceType, ResponseStatusCode,
@@ -37,13 +37,10 @@ pub fn prepare_create(
             "App-ID '{api}' must start with 'R' (registered) or 'N' (non-registered)"
         )));
     }
-    // An AE registers with its registrar itself, never through another CSE.
-    if peer.proof == Proof::Relayed {
-        return Err(not_yours("an AE registration relayed by another CSE"));
-    }
     let home = &cse.id.home;
     let association = peer.association.as_deref();
     let bound = association.and_then(|a| a.entity.as_ref());
+    // An AE registers with its registrar itself: never with a CSE's credential, nor relayed by one.
     if bound.is_some_and(EntityId::is_cse) {
         return Err(not_yours(format_args!(
             "{} (a CSE's credential) tried to register an AE",

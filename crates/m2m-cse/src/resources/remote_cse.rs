@@ -2,7 +2,7 @@
 //! credential bound to a CSE-ID registers that CSE.
 
 use super::Prepared;
-use crate::association::{Peer, PlainTrust, Proof};
+use crate::association::Peer;
 use crate::cse::Cse;
 use m2m_core::{CseId, EntityId, M2mError, M2mResult, Request, ResponseStatusCode};
 use serde_json::{json, Map, Value};
@@ -25,16 +25,8 @@ pub fn prepare_create(
     if registering.is_home_cse(&cse.id.home) {
         return Err(M2mError::bad_request("a CSE cannot register with itself"));
     }
-    let proven = match peer.bound_entity() {
-        Some(bound) => *bound == registering,
-        // A listener the operator trusts (development) believes the From; nothing else without
-        // a security association does.
-        None => {
-            peer.association.is_none()
-                && peer.plain == PlainTrust::Trusted
-                && peer.proof == Proof::Authenticated
-        }
-    };
+    // Only over a security association bound to that CSE-ID (or from this CSE itself).
+    let proven = peer.is_internal() || peer.bound_entity() == Some(&registering);
     if !proven {
         tracing::warn!(target: "audit", csi = %registering, bound = ?peer.bound_entity(), "remoteCSE registration refused: not the credential of that CSE");
         return Err(M2mError::new(

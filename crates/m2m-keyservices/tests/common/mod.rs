@@ -113,8 +113,8 @@ impl Pki {
 /// A CSE-ID certificate leaf of the service provider `sp`.
 pub fn cse_leaf(cse_id: &str, sp: &str) -> LeafName {
     LeafName::Cse {
-        cse_id: cse_id.into(),
-        sp: sp.into(),
+        cse_id: m2m_core::CseId::parse(cse_id).expect("CSE-ID"),
+        naming: m2m_security::certificates::CseNaming::new(sp, "/id-in").expect("naming"),
     }
 }
 
@@ -126,6 +126,7 @@ pub fn maf_config(p: &Pki, fqdn: &str, sp: &str, km: Vec<KmRow>, storage: &Path)
     MafConfig {
         fqdn: fqdn.into(),
         sp_fqdn: sp.into(),
+        in_cse_id: "/id-in".into(),
         listen: "127.0.0.1:0".into(),
         certificate: Some(p.path("maf.pem")),
         private_key: Some(p.path("maf.key")),

@@ -224,7 +224,7 @@ fn authentication_flag_table() {
         let proof = if authenticated {
             Proof::Authenticated
         } else {
-            Proof::Relayed
+            Proof::Vouched
         };
         let p = match acaf {
             Some(f) => rule_with(json!({ "acaf": f })),
@@ -588,7 +588,7 @@ fn reasons() {
     ]}));
     let req = AccessRequest {
         originator: id("/id-in/Cae1"),
-        proof: Proof::Relayed,
+        proof: Proof::Vouched,
         ..base()
     };
     let d = decide(&[("acpA", &p)], &req, &host(), &NoGroups);
@@ -614,7 +614,7 @@ fn reasons() {
         json!({"acr": (0..10).map(|_| json!({"acor": ["Cae1"], "acop": 2, "acaf": true})).collect::<Vec<_>>()}),
     );
     let req = AccessRequest {
-        proof: Proof::Relayed,
+        proof: Proof::Vouched,
         ..base()
     };
     let d = decide(&[("acpA", &many)], &req, &host(), &NoGroups);
@@ -685,7 +685,7 @@ fn a_claim_matches_only_all() {
         let relayed = decide1(
             &p,
             &AccessRequest {
-                proof: Proof::Relayed,
+                proof: Proof::Vouched,
                 ..base()
             },
         );
