@@ -535,6 +535,28 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_plus_stays_in_its_list_element() {
+        // Found by the property tests: '+' separates list elements on the wire, '%2B' is a '+'.
+        let mut req = Request::new(Operation::Retrieve, "cse-in", None, "r1");
+        req.fc.content_types = vec!["a/+".into(), "application/senml+json".into()];
+        req.fc.labels = vec!["c++".into()];
+        let http = encode_request(&req, "http", "127.0.0.1:8080").unwrap();
+        assert_eq!(
+            http.uri().query(),
+            Some("lbl=c%2B%2B&cty=a%2F%2B+application%2Fsenml%2Bjson")
+        );
+        let back = decode_request(
+            http.method(),
+            http.uri(),
+            http.headers(),
+            http.body(),
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(back.fc, req.fc);
+    }
+
+    #[test]
     fn bad_requests() {
         let ok = headers(&[("x-m2m-ri", "1")]);
         let cases: Vec<(Method, &str, HeaderMap, &[u8], ResponseStatusCode)> = vec![
