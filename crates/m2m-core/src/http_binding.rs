@@ -429,6 +429,8 @@ pub fn decode_response(
     };
     let mut resp = Response::new(rsc, request_identifier(headers), pc);
     resp.rvi = header(headers, X_M2M_RVI)?.map(str::to_owned);
+    // Originating Timestamp of the response (TS-0009 clause 6.4.12), which encode_response writes.
+    resp.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
     resp.cts = header(headers, X_M2M_CTS)?.and_then(|v| v.parse().ok());
     resp.cto = header(headers, X_M2M_CTO)?.and_then(|v| v.parse().ok());
     resp.location = header(headers, CONTENT_LOCATION.as_str())?.map(str::to_owned);
@@ -532,6 +534,17 @@ mod tests {
         assert_eq!(back.to, req.to);
         assert_eq!(back.fc.resource_types, vec![3, 4]);
         assert_eq!(back.from.as_deref(), Some("CAdmin"));
+    }
+
+    #[test]
+    fn response_originating_timestamp_round_trips() {
+        // Found by the property tests: X-M2M-OT was written but not read back.
+        let mut resp = Response::new(ResponseStatusCode::Ok, "r1", None);
+        resp.ot = Some("20260101T000000".into());
+        let http = encode_response(&resp);
+        let back = decode_response(http.status(), http.headers(), http.body()).unwrap();
+        assert_eq!(back.ot.as_deref(), Some("20260101T000000"));
+        assert_eq!(back, resp);
     }
 
     #[test]
