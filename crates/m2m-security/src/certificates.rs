@@ -204,6 +204,10 @@ fn ae_id_from_uri(uri: &str, sp: &str) -> Result<Option<String>, String> {
         .find('/')
         .map(|i| hier.split_at(i))
         .ok_or_else(|| format!("URI '{uri}' names no AE"))?;
+    // Without a host the URI names no SP, not even when no SP-FQDN is given (`m2m pki show`).
+    if host.is_empty() {
+        return Err(format!("URI '{uri}' names no SP"));
+    }
     if !host.eq_ignore_ascii_case(sp) {
         return Err(format!("URI '{uri}' belongs to SP '{host}', not '{sp}'"));
     }
@@ -1052,6 +1056,29 @@ mod tests {
             let c = raw_cert(&[uri], &[], MessageDigest::sha256());
             assert!(identity_of(&c, SP).is_err(), "{uri} accepted");
         }
+    }
+
+    #[test]
+    fn a_uri_without_host_names_nobody() {
+        // Found by the property tests: with sp_fqdn "" (no SP given) `onem2m:///Sx` named an AE.
+        let c = raw_cert(&["onem2m:///Sx"], &[], MessageDigest::sha256());
+        for sp in ["", ".", "..", SP] {
+            assert!(
+                identity_of(&c, sp).unwrap_err().contains("names no SP"),
+                "{sp:?}"
+            );
+        }
+        // Without an SP an FQDN certificate still names its FQDN, and nothing is a CSE-ID.
+        let c = raw_cert(&[], &["maf.keys.example.net"], MessageDigest::sha256());
+        assert_eq!(
+            identity_of(&c, "").unwrap(),
+            CertIdentity::Fqdn("maf.keys.example.net".into())
+        );
+        let c = raw_cert(&[], &["id-mn.m2m.example.com"], MessageDigest::sha256());
+        assert_eq!(
+            identity_of(&c, "").unwrap(),
+            CertIdentity::Fqdn("id-mn.m2m.example.com".into())
+        );
     }
 
     #[test]
