@@ -429,6 +429,8 @@ pub fn decode_response(
     };
     let mut resp = Response::new(rsc, request_identifier(headers), pc);
     resp.rvi = header(headers, X_M2M_RVI)?.map(str::to_owned);
+    // Originating Timestamp of the response (TS-0009 clause 6.4.12), which encode_response writes.
+    resp.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
     resp.cts = header(headers, X_M2M_CTS)?.and_then(|v| v.parse().ok());
     resp.cto = header(headers, X_M2M_CTO)?.and_then(|v| v.parse().ok());
     resp.location = header(headers, CONTENT_LOCATION.as_str())?.map(str::to_owned);
@@ -532,6 +534,39 @@ mod tests {
         assert_eq!(back.to, req.to);
         assert_eq!(back.fc.resource_types, vec![3, 4]);
         assert_eq!(back.from.as_deref(), Some("CAdmin"));
+    }
+
+    #[test]
+    fn response_originating_timestamp_round_trips() {
+        // Found by the property tests: X-M2M-OT was written but not read back.
+        let mut resp = Response::new(ResponseStatusCode::Ok, "r1", None);
+        resp.ot = Some("20260101T000000".into());
+        let http = encode_response(&resp);
+        let back = decode_response(http.status(), http.headers(), http.body()).unwrap();
+        assert_eq!(back.ot.as_deref(), Some("20260101T000000"));
+        assert_eq!(back, resp);
+    }
+
+    #[test]
+    fn an_escaped_plus_stays_in_its_list_element() {
+        // Found by the property tests: '+' separates list elements on the wire, '%2B' is a '+'.
+        let mut req = Request::new(Operation::Retrieve, "cse-in", None, "r1");
+        req.fc.content_types = vec!["a/+".into(), "application/senml+json".into()];
+        req.fc.labels = vec!["c++".into()];
+        let http = encode_request(&req, "http", "127.0.0.1:8080").unwrap();
+        assert_eq!(
+            http.uri().query(),
+            Some("lbl=c%2B%2B&cty=a%2F%2B+application%2Fsenml%2Bjson")
+        );
+        let back = decode_request(
+            http.method(),
+            http.uri(),
+            http.headers(),
+            http.body(),
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(back.fc, req.fc);
     }
 
     #[test]

@@ -270,6 +270,10 @@ fn ae_id_from_uri(uri: &str, sp: &SpId) -> Result<Option<EntityId>, String> {
         .find('/')
         .map(|i| hier.split_at(i))
         .ok_or_else(|| format!("URI '{uri}' names no AE"))?;
+    // Without a host the URI names no SP.
+    if host.is_empty() {
+        return Err(format!("URI '{uri}' names no SP"));
+    }
     if !host.eq_ignore_ascii_case(sp.fqdn()) {
         return Err(format!("URI '{uri}' belongs to SP '{host}', not '{sp}'"));
     }
@@ -1137,6 +1141,26 @@ mod tests {
             let c = raw_cert(&[uri], &[], MessageDigest::sha256());
             assert!(identity_of(&c, &naming()).is_err(), "{uri} accepted");
         }
+    }
+
+    #[test]
+    fn a_uri_without_host_names_nobody() {
+        // Found by the property tests: with no SP given, `onem2m:///Sx` named an AE.
+        let c = raw_cert(&["onem2m:///Sx"], &[], MessageDigest::sha256());
+        for naming in [naming(), CseNaming::without_cses(SP).unwrap()] {
+            assert!(
+                identity_of(&c, &naming)
+                    .unwrap_err()
+                    .contains("names no SP"),
+                "{naming:?}"
+            );
+        }
+        // Where no CSE can be named, an FQDN certificate still names its FQDN.
+        let c = raw_cert(&[], &["id-in.m2m.example.com"], MessageDigest::sha256());
+        assert_eq!(
+            identity_of(&c, &CseNaming::without_cses(SP).unwrap()).unwrap(),
+            CertIdentity::Fqdn("id-in.m2m.example.com".into())
+        );
     }
 
     #[test]

@@ -220,6 +220,45 @@ fn jwe_downgrades_are_refused() {
 }
 
 #[test]
+fn jwe_encrypted_keys_of_the_wrong_size_are_refused() {
+    // Found by the property tests: josekit's AES key unwrap panicked on an encrypted key of fewer
+    // than 8 bytes, and its ECDH-ES+A128KW on an empty one.
+    let w16 = SymmetricKey::new("w16", Secret::new((1..=16).collect()));
+    let exact = "eyJhbGciOiJBMTI4S1ciLCJlbmMiOiJBMTI4R0NNIiwia2lkIjoidzE2In0.AA...";
+    let e =
+        jose::decrypt_compact(exact, DecryptionKey::KeyWrap(&w16), &ContentEnc::ALL).unwrap_err();
+    assert_eq!(e.kind, JoseErrorKind::Malformed, "{e}");
+    let ek = EcKeyPair::generate("e1").unwrap();
+    let epub = ek.public_key();
+    let kw256 = SymmetricKey::generate("w32", 32);
+    for enc in ContentEnc::ALL {
+        let cases: [(Recipient, DecryptionKey); 3] = [
+            (Recipient::KeyWrap(&w16), DecryptionKey::KeyWrap(&w16)),
+            (Recipient::KeyWrap(&kw256), DecryptionKey::KeyWrap(&kw256)),
+            (Recipient::EcdhEs(&epub), DecryptionKey::EcdhEs(&ek)),
+        ];
+        for (to, dk) in cases {
+            let t = jose::encrypt_compact(b"x", to, enc, &none()).unwrap();
+            let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+            assert_eq!(
+                URL_SAFE_NO_PAD.decode(&parts[1]).unwrap().len(),
+                enc.key_len() + 8
+            );
+            for len in [0, 1, 7, 8, 16, enc.key_len() + 7, enc.key_len() + 9, 64] {
+                parts[1] = URL_SAFE_NO_PAD.encode(vec![0xa5; len]);
+                let e = jose::decrypt_compact(&parts.join("."), dk, &ContentEnc::ALL).unwrap_err();
+                assert_eq!(
+                    e.kind,
+                    JoseErrorKind::Malformed,
+                    "{} {len}: {e}",
+                    enc.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn keys_import_export_and_never_print() {
     let k = SymmetricKey::generate("oct-1", 16);
     assert!(!reveals(&format!("{k:?}"), k.secret().expose()));

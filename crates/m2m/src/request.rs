@@ -224,6 +224,12 @@ fn apply_query(req: &mut Request, q: &str) -> anyhow::Result<()> {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned),
         ),
+        // List fields are written as on the wire, `ty=3+4`; their elements are space-separated here.
+        "ty" | "lbl" | "cty" => {
+            req.fc
+                .take_query_field(k, &v.replace('+', " "), |_| false)
+                .map_err(|e| anyhow!("--query {q}: {}", e.dbg))?;
+        }
         _ => {
             // Every name that is not a filter criterion is sent as an attribute condition.
             req.fc

@@ -751,6 +751,17 @@ pub fn decrypt_compact(
     if let DecryptionKey::Direct(k) = key {
         return dir_decrypt(&parts, k, enc).map(|payload| Opened { payload, header });
     }
+    // The wrapped content key is the content key plus 8 bytes (RFC 3394 clause 2.2.1). Checked here
+    // because josekit's AES key unwrap panics on fewer than 8 bytes (`len - 8`), and its
+    // ECDH-ES+A128KW on an empty encrypted key part (`unreachable!`).
+    if decode_part(parts[1])?.len() != enc.key_len() + 8 {
+        return Err(malformed(format!(
+            "the encrypted key of {} {} has {} bytes",
+            key.alg()?.name(),
+            enc.name(),
+            enc.key_len() + 8
+        )));
+    }
     let (plaintext, _) = JWE_CONTEXT
         .deserialize_compact(token, &*key.decrypter()?)
         .map_err(|_| integrity("the JWE does not decrypt (altered, or for another key)"))?;
