@@ -30,6 +30,8 @@
 //! [`Client::with_tls`] (TLS-PSK or a client certificate); without them an `https` URL is a
 //! clear 5103 error.
 
+#![forbid(unsafe_code)]
+
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;

@@ -356,6 +356,17 @@ impl Originator {
     }
 }
 
+impl fmt::Display for Originator {
+    /// The entity's absolute form, or what an unassigned originator asks for.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Originator::Entity(e) => write!(f, "{e}"),
+            Originator::Unassigned(None) => f.write_str("(no AE-ID)"),
+            Originator::Unassigned(Some(k)) => write!(f, "{}", k.letter()),
+        }
+    }
+}
+
 impl CseId {
     /// A CSE-ID must not read as an SP-relative AE-ID (`/Sxyz`): see the module documentation.
     pub fn check_not_ae_form(&self) -> M2mResult<()> {

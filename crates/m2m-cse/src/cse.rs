@@ -223,14 +223,41 @@ impl Cse {
         })
     }
 
+    /// What a completed handshake makes on this CSE (TS-0003 clause 8.2.1): the PSK row's
+    /// association, or the identity of a client certificate; never this CSE itself, and only the
+    /// `[tls] accepted_identities` when configured. `Err` is the reason for the audit log.
+    pub fn bind_association(
+        &self,
+        proof: m2m_security::tls::Authenticated,
+    ) -> Result<Association, String> {
+        use m2m_security::tls::Authenticated;
+        let association = match proof {
+            Authenticated::Psk(a) => a,
+            Authenticated::Certificate { leaf_der } => self.certificate_association(&leaf_der)?,
+        };
+        if let Some(entity) = &association.entity {
+            if entity.is_home_cse(&self.id.home) {
+                return Err(format!(
+                    "the peer presented a credential of this CSE itself ({})",
+                    association.credential
+                ));
+            }
+        }
+        if association.mode == SaeMode::Certificate && !self.accepted_identities.is_empty() {
+            let entity = association.entity.as_ref();
+            if !entity.is_some_and(|e| self.accepted_identities.contains(e)) {
+                return Err(format!(
+                    "certificate identity {} is not among the accepted peers",
+                    entity.map(EntityId::to_string).unwrap_or_default()
+                ));
+            }
+        }
+        Ok(association)
+    }
+
     /// The credential (KpsaID) a PSK row binds `entity` to, if any.
     pub(crate) fn credential_bound_to(&self, entity: &EntityId) -> Option<&str> {
         self.bound_credentials.get(entity).map(String::as_str)
-    }
-
-    /// `[tls] accepted_identities`, parsed (empty: any identity the root of trust certifies).
-    pub(crate) fn accepted_identities(&self) -> &[EntityId] {
-        &self.accepted_identities
     }
 
     /// A client whose https peers must present a certificate naming `entity` (an AE's point of

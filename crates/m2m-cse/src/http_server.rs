@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use m2m_core::{http_binding, EntityId, M2mError, Response};
+use m2m_core::{http_binding, M2mError, Response};
 use m2m_security::tls::Authenticated;
 use m2m_transport::{Binder, Connection};
 use openssl::ssl::SslRef;
@@ -32,30 +32,7 @@ impl Binder for CseBinder {
         _ssl: &SslRef,
         _peer: SocketAddr,
     ) -> Result<Association, String> {
-        let cse = &self.cse;
-        let association = match proof {
-            Authenticated::Psk(a) => a,
-            Authenticated::Certificate { leaf_der } => cse.certificate_association(&leaf_der)?,
-        };
-        if let Some(entity) = &association.entity {
-            if entity.is_home_cse(&cse.id.home) {
-                return Err(format!(
-                    "the peer presented a credential of this CSE itself ({})",
-                    association.credential
-                ));
-            }
-        }
-        if association.mode == crate::association::SaeMode::Certificate {
-            let accepted = cse.accepted_identities();
-            let entity = association.entity.as_ref();
-            if !accepted.is_empty() && !entity.is_some_and(|e| accepted.contains(e)) {
-                return Err(format!(
-                    "certificate identity {} is not among the accepted peers",
-                    entity.map(EntityId::to_string).unwrap_or_default()
-                ));
-            }
-        }
-        Ok(association)
+        self.cse.bind_association(proof)
     }
 }
 

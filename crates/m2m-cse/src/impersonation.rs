@@ -62,7 +62,7 @@ fn from_bound_ae(
         Originator::Unassigned(_) if registration => Ok(Proof::Authenticated),
         Originator::Entity(e) if e == bound => Ok(Proof::Authenticated),
         _ => Err(not_authenticated(format_args!(
-            "From {originator:?} over an association bound to {bound}"
+            "From {originator} over an association bound to {bound}"
         ))),
     }
 }

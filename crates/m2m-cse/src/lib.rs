@@ -4,6 +4,8 @@
 //! A request travels: binding (`http_server`) → [`Cse::handle`] → target resolution (`resolve`) →
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
 
+#![forbid(unsafe_code)]
+
 mod access;
 pub mod association;
 pub mod config;
@@ -285,5 +287,73 @@ fn announce_plain(listen: std::net::SocketAddr, trust: association::PlainTrust) 
             "plain-HTTP listener without security associations: a From there is a claim only (http.originators = \
              \"anonymous\": it matches only \"all\" in access control, is never the creator nor the admin)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m2m_security::credentials::{KpsaId, PskEntry, Secret};
+    use m2m_security::secure_environment::{PlainPskTable, SecureEnvironment};
+    use m2m_security::tls::PskLookup;
+
+    /// A group member's long-term row opens nothing while group authentication governs its KsxId,
+    /// in whatever letter case the psk lookup table would accept (issue 11, class 9).
+    #[test]
+    fn a_group_members_identity_in_any_case_never_falls_through_to_its_row() {
+        let rows = vec![
+            PskEntry {
+                entity_id: Some("Smeter1".into()),
+                kpsa_id: KpsaId::parse("meter1@in.example.com").unwrap(),
+                key: Secret::from_slice(&[1u8; 16]),
+            },
+            PskEntry {
+                entity_id: Some("Clock".into()),
+                kpsa_id: KpsaId::parse("lock@in.example.com").unwrap(),
+                key: Secret::from_slice(&[2u8; 16]),
+            },
+        ];
+        let environments: Vec<Box<dyn SecureEnvironment>> =
+            vec![Box::new(PlainPskTable::new("t", rows).unwrap())];
+        let section = crate::config::GroupAuthenticationSection {
+            key_lifetime_seconds: 60,
+            agents: vec![crate::config::GroupAgentRow {
+                agent: "/id-mn".into(),
+                members: vec!["meter1@in.example.com".into()],
+            }],
+        };
+        let home = m2m_core::Home::cse(
+            m2m_core::SpId::parse("m2m.example.com").unwrap(),
+            m2m_core::CseId::parse("/id-in").unwrap(),
+        );
+        let group = group_authentication::GroupKeys::from_config(&section, &home, |id| {
+            environments.iter().find_map(|se| se.psk(id))
+        })
+        .unwrap()
+        .map(Arc::new);
+        let table = SecureEnvironmentPsk {
+            environments,
+            home,
+            maf: None,
+            group,
+        };
+        for id in [
+            "meter1@in.example.com",
+            "meter1@IN.EXAMPLE.COM",
+            "meter1@In.Example.Com",
+        ] {
+            assert!(
+                table.lookup(id, None).is_none(),
+                "{id} opened with the long-term key"
+            );
+        }
+        // Control: another row opens, in any case of its FQDN.
+        for id in ["lock@in.example.com", "lock@IN.example.com"] {
+            let key = table.lookup(id, None).expect(id);
+            assert_eq!(
+                key.association.credential.to_string(),
+                "12-lock@in.example.com"
+            );
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! connection key Kc it registers is the one both sides export. [`mef`] holds the M2M Enrolment Function:
 //! remote security provisioning from the bootstrap exporter key Ke.
 
+#![forbid(unsafe_code)]
+
 mod at_rest;
 pub mod maf;
 pub mod mef;

@@ -3,6 +3,8 @@
 //! Every decision here is a pure function: the facts of a request go in, a decision and a short reason come
 //! out. Time, network addresses and group membership are supplied by the caller.
 
+#![forbid(unsafe_code)]
+
 pub mod access_control;
 pub mod association;
 /// Certificates in the TS-0003 clause 10.1 profile and the identity they carry (clause 8.2.2.2).

@@ -120,6 +120,10 @@ pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
     // devices stay cheap.
     b.set_mode(openssl::ssl::SslMode::RELEASE_BUFFERS);
     b.set_session_cache_mode(openssl::ssl::SslSessionCacheMode::OFF);
+    // A TLS 1.3 external PSK handshake is a resumption to OpenSSL, which then wants a session ID
+    // context whenever client certificates are verified.
+    b.set_session_id_context(b"oneM2M-CSE")
+        .map_err(|e| err("session id context", e))?;
     if has_cert {
         let chain = cfg.certificate_chain.as_ref().expect("checked");
         b.set_certificate_chain_file(chain)

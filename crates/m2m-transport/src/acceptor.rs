@@ -207,7 +207,14 @@ async fn accept_loop<B, F, Fut>(
         tokio::select! {
             accepted = tcp.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
+                    // The listener's cap, and the process's file descriptors: a connection that
+                    // would leave the CSE without descriptors for its store and its own
+                    // connections is closed as it arrives.
+                    let permits = Arc::clone(&shared.connections)
+                        .try_acquire_owned()
+                        .ok()
+                        .zip(Arc::clone(descriptors()).try_acquire_owned().ok());
+                    let Some(permit) = permits else {
                         shared.cap_reached(addr);
                         continue;
                     };
@@ -363,6 +370,32 @@ enum FirstByte {
     Data,
     Closed,
     TimedOut,
+}
+
+/// Descriptors kept for everything but accepted connections: the store, logs, outgoing
+/// connections, key files.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// The process-wide budget of accepted connections: the open-files limit (raised to its hard
+/// limit once) less [`RESERVED_DESCRIPTORS`], shared by every listener of the process.
+fn descriptors() -> &'static Arc<Semaphore> {
+    static BUDGET: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(|| {
+        let limit = rlimit::increase_nofile_limit(u64::MAX)
+            .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
+            .unwrap_or(1024);
+        let budget = limit.saturating_sub(RESERVED_DESCRIPTORS).max(16);
+        tracing::info!(
+            open_files = limit,
+            connections = budget,
+            "connection budget of the process"
+        );
+        Arc::new(Semaphore::new(
+            usize::try_from(budget)
+                .unwrap_or(usize::MAX)
+                .min(Semaphore::MAX_PERMITS),
+        ))
+    })
 }
 
 /// Waits until the client sends something, without consuming it, at most `timeout`. Readiness

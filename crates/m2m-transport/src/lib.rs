@@ -12,6 +12,8 @@
 //! A binding (HTTP today; CoAP over DTLS, MQTT and WebSocket later) receives a [`Connection`] whose
 //! association is already decided, and only translates bytes into request primitives.
 
+#![forbid(unsafe_code)]
+
 pub mod acceptor;
 pub mod connector;
 pub mod http;

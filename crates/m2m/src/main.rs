@@ -1,5 +1,7 @@
 //! `m2m`: the oneM2M service layer with its security built in.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;

@@ -1,0 +1,934 @@
+//! The identity holes of issue 11, tried as an attacker would, on a CSE driven in process: a
+//! request and an association in, a response out, no process spawned (the process-level and
+//! real-socket cases are in crates/m2m/tests). Every table tries the attack with its neighbours:
+//! every form of the same ID, every kind of listener or association, and a control row that
+//! shows the same request succeeds for whom it should (so a refusal is the attack's, not the
+//! set-up's).
+
+use m2m_core::{
+    EntityId, Home, M2mResult, Operation, Request, ResourceType, Response,
+    ResponseStatusCode as Rsc,
+};
+use m2m_cse::association::{Association, PlainTrust, Proof, SaeMode};
+use m2m_cse::{Config, Cse, Peer};
+use m2m_security::credentials::{CredentialId, KpsaId, PskEntry, Secret};
+use m2m_security::secure_environment::{PlainPskTable, SecureEnvironment};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The lock's PSK row (bound to its AE-ID), a row bound to nobody, the admin's row.
+const LOCK_KPSA: &str = "lock@in.example.com";
+const FREE_KPSA: &str = "free@in.example.com";
+const ADMIN_KPSA: &str = "admin@in.example.com";
+
+struct Setup {
+    cse: Arc<Cse>,
+    _dir: tempfile::TempDir,
+    home: Home,
+}
+
+fn addr() -> SocketAddr {
+    ([192, 0, 2, 7], 40000).into()
+}
+
+fn row(entity: Option<&str>, kpsa: &str) -> PskEntry {
+    PskEntry {
+        entity_id: entity.map(str::to_owned),
+        kpsa_id: KpsaId::parse(kpsa).unwrap(),
+        key: Secret::from_slice(&[7u8; 16]),
+    }
+}
+
+impl Setup {
+    /// An IN-CSE /id-in with the three PSK rows, a registration rule for unbound credentials, and
+    /// the lock registered over its own association with a policy on its state container:
+    /// rule 1 the lock, everything, acaf; rule 2 the lock and the phone, RETRIEVE, no acaf;
+    /// selfPrivileges the lock, everything, no acaf.
+    async fn start() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::from_toml(
+            "[[registration.rules]]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
+             [[registration.rules]]\napci = [\"12-*\"]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n",
+        )
+        .unwrap();
+        cfg.storage.path = dir.path().join("db");
+        let rows = vec![
+            row(Some("Clock-AE1"), LOCK_KPSA),
+            row(None, FREE_KPSA),
+            row(Some("CAdmin"), ADMIN_KPSA),
+        ];
+        let env: Vec<Box<dyn SecureEnvironment>> =
+            vec![Box::new(PlainPskTable::new("test", rows).unwrap())];
+        let cse = Cse::open(cfg, &env).unwrap();
+        let home = cse.identity().home.clone();
+        let s = Setup {
+            cse,
+            _dir: dir,
+            home,
+        };
+        let lock = s.psk(LOCK_KPSA, Some("Clock-AE1"));
+        let r = s
+            .send(
+                &lock,
+                Operation::Create,
+                "cse-in",
+                "C",
+                Some(ResourceType::Ae),
+                ae("lock"),
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+        let acp = json!({"m2m:acp": {"rn": "acp", "pv": {"acr": [
+            {"acor": ["Clock-AE1"], "acop": 63, "acaf": true},
+            {"acor": ["Clock-AE1", "/id-in/Cphone"], "acop": 2},
+        ]}, "pvs": {"acr": [{"acor": ["Clock-AE1"], "acop": 63}]}}});
+        let r = s
+            .send(
+                &lock,
+                Operation::Create,
+                "cse-in/lock",
+                "Clock-AE1",
+                Some(ResourceType::AccessControlPolicy),
+                Some(acp),
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+        let cnt = json!({"m2m:cnt": {"rn": "state", "acpi": ["cse-in/lock/acp"]}});
+        let r = s
+            .send(
+                &lock,
+                Operation::Create,
+                "cse-in/lock",
+                "Clock-AE1",
+                Some(ResourceType::Container),
+                Some(cnt),
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+        let r = s.cin(&lock, "Clock-AE1", "LOCKED").await;
+        assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+        s
+    }
+
+    fn entity(&self, id: &str) -> EntityId {
+        EntityId::parse(id, &self.home).unwrap()
+    }
+
+    fn associated(&self, mode: SaeMode, credential: &str, entity: Option<&str>) -> Peer {
+        Peer::associated(
+            addr(),
+            Arc::new(Association {
+                mode,
+                credential: CredentialId::parse(credential).unwrap(),
+                entity: entity.map(|e| self.entity(e)),
+            }),
+        )
+    }
+
+    /// An association over the PSK row `kpsa` (bound to `entity` as the row says).
+    fn psk(&self, kpsa: &str, entity: Option<&str>) -> Peer {
+        self.associated(SaeMode::ProvisionedKey, &format!("12-{kpsa}"), entity)
+    }
+
+    /// A certificate association of the entity `id`.
+    fn cert(&self, id: &str) -> Peer {
+        self.associated(SaeMode::Certificate, "33-x.m2m.example.com", Some(id))
+    }
+
+    async fn send(
+        &self,
+        peer: &Peer,
+        op: Operation,
+        to: &str,
+        from: &str,
+        ty: Option<ResourceType>,
+        pc: Option<Value>,
+    ) -> Response {
+        let from = (!from.is_empty()).then(|| from.to_owned());
+        let mut req = Request::new(op, to, from, "rqi-1".to_owned());
+        req.ty = ty;
+        req.pc = pc;
+        req.rvi = Some("3".into());
+        self.cse.handle(req, peer.clone()).await
+    }
+
+    async fn cin(&self, peer: &Peer, from: &str, con: &str) -> Response {
+        self.send(
+            peer,
+            Operation::Create,
+            "cse-in/lock/state",
+            from,
+            Some(ResourceType::ContentInstance),
+            Some(json!({"m2m:cin": {"con": con}})),
+        )
+        .await
+    }
+
+    /// The state's latest content as the lock reads it.
+    async fn latest(&self) -> String {
+        let lock = self.psk(LOCK_KPSA, Some("Clock-AE1"));
+        let r = self
+            .send(
+                &lock,
+                Operation::Retrieve,
+                "cse-in/lock/state/la",
+                "Clock-AE1",
+                None,
+                None,
+            )
+            .await;
+        r.pc.as_ref()
+            .and_then(|p| p.pointer("/m2m:cin/con"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+fn ae(rn: &str) -> Option<Value> {
+    Some(json!({"m2m:ae": {"rn": rn, "api": "Nlock", "rr": false, "srv": ["3"]}}))
+}
+
+/// Every form of the lock's AE-ID, letter case of the SP included.
+const LOCK_FORMS: [&str; 4] = [
+    "Clock-AE1",
+    "/id-in/Clock-AE1",
+    "//m2m.example.com/id-in/Clock-AE1",
+    "//M2M.Example.COM/id-in/Clock-AE1",
+];
+
+/// Refusals tell the requester nothing about other entities, policies or rules.
+fn assert_says_nothing(r: &Response, what: &str) {
+    let dbg = r.dbg().unwrap_or("");
+    for word in [
+        "Clock-AE1",
+        "lock",
+        "acp",
+        "rule",
+        "acaf",
+        "/id-mn",
+        "Cphone",
+        "policy",
+    ] {
+        assert!(
+            !dbg.contains(word),
+            "{what}: the refusal names '{word}': {dbg}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 2: a listener without security association proves nothing
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_without_association_earns_nothing_granted_to_that_id() {
+    let s = Setup::start().await;
+    let anonymous = Peer::plain(addr(), PlainTrust::Anonymous);
+    for from in LOCK_FORMS {
+        // A rule without acaf (RETRIEVE) and one with acaf (CREATE): neither admits a claim.
+        let r = s
+            .send(
+                &anonymous,
+                Operation::Retrieve,
+                "cse-in/lock/state/la",
+                from,
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.rsc,
+            Rsc::OriginatorHasNoPrivilege,
+            "retrieve as {from}: {:?}",
+            r.pc
+        );
+        assert_says_nothing(&r, from);
+        let r = s.cin(&anonymous, from, "UNLOCKED").await;
+        assert_eq!(
+            r.rsc,
+            Rsc::OriginatorHasNoPrivilege,
+            "unlock as {from}: {:?}",
+            r.pc
+        );
+        // The policy's selfPrivileges (no acaf): a claim cannot rewrite it.
+        let pvs = json!({"m2m:acp": {"pvs": {"acr": [{"acor": ["all"], "acop": 63}]}}});
+        let r = s
+            .send(
+                &anonymous,
+                Operation::Update,
+                "cse-in/lock/acp",
+                from,
+                None,
+                Some(pvs),
+            )
+            .await;
+        assert_eq!(
+            r.rsc,
+            Rsc::OriginatorHasNoPrivilege,
+            "pvs as {from}: {:?}",
+            r.pc
+        );
+        // Creator rights: no deleting, no updating its poa.
+        let r = s
+            .send(
+                &anonymous,
+                Operation::Delete,
+                "cse-in/lock",
+                from,
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.rsc,
+            Rsc::OriginatorHasNoPrivilege,
+            "delete as {from}: {:?}",
+            r.pc
+        );
+        let poa = json!({"m2m:ae": {"poa": ["http://198.51.100.1:9/evil"]}});
+        let r = s
+            .send(
+                &anonymous,
+                Operation::Update,
+                "cse-in/lock",
+                from,
+                None,
+                Some(poa),
+            )
+            .await;
+        assert_eq!(
+            r.rsc,
+            Rsc::OriginatorHasNoPrivilege,
+            "poa as {from}: {:?}",
+            r.pc
+        );
+        // Re-registering the AE-ID: it is bound to the lock's credential.
+        let r = s
+            .send(
+                &anonymous,
+                Operation::Create,
+                "cse-in",
+                from,
+                Some(ResourceType::Ae),
+                ae("lock2"),
+            )
+            .await;
+        assert!(
+            matches!(
+                r.rsc,
+                Rsc::OriginatorNotAuthenticated | Rsc::OriginatorHasAlreadyRegistered
+            ),
+            "re-register as {from}: {:?}",
+            r.pc
+        );
+        // Another CSE: a claim is not forwarded (it would arrive vouched for).
+        let r = s
+            .send(
+                &anonymous,
+                Operation::Retrieve,
+                "/id-mn/cse-mn/x",
+                from,
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.rsc,
+            Rsc::OriginatorNotAuthenticated,
+            "retarget as {from}: {:?}",
+            r.pc
+        );
+    }
+    assert_eq!(s.latest().await, "LOCKED");
+    // Control: the lock over its own association does each of these.
+    let lock = s.psk(LOCK_KPSA, Some("Clock-AE1"));
+    assert_eq!(
+        s.cin(&lock, "Clock-AE1", "UNLOCKED").await.rsc,
+        Rsc::Created
+    );
+    let r = s
+        .send(
+            &lock,
+            Operation::Retrieve,
+            "/id-mn/cse-mn/x",
+            "Clock-AE1",
+            None,
+            None,
+        )
+        .await;
+    assert_ne!(r.rsc, Rsc::OriginatorNotAuthenticated, "{:?}", r.pc);
+    // "all" still admits a claim: a policy can open a resource to everybody on purpose.
+    let open = json!({"m2m:acp": {"rn": "open", "pv": {"acr": [{"acor": ["all"], "acop": 2}]},
+        "pvs": {"acr": [{"acor": ["Clock-AE1"], "acop": 63}]}}});
+    let r = s
+        .send(
+            &lock,
+            Operation::Create,
+            "cse-in/lock",
+            "Clock-AE1",
+            Some(ResourceType::AccessControlPolicy),
+            Some(open),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let cnt = json!({"m2m:cnt": {"rn": "public", "acpi": ["cse-in/lock/open"]}});
+    let r = s
+        .send(
+            &lock,
+            Operation::Create,
+            "cse-in/lock",
+            "Clock-AE1",
+            Some(ResourceType::Container),
+            Some(cnt),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let r = s
+        .send(
+            &anonymous,
+            Operation::Retrieve,
+            "cse-in/lock/public",
+            "Clock-AE1",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Ok, "{:?}", r.pc);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_listener_believes_the_id_but_never_authenticates_it() {
+    let s = Setup::start().await;
+    let trusted = Peer::plain(addr(), PlainTrust::Trusted);
+    // The ID matches (rule 2, no acaf) ...
+    let r = s
+        .send(
+            &trusted,
+            Operation::Retrieve,
+            "cse-in/lock/state/la",
+            "Clock-AE1",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Ok, "{:?}", r.pc);
+    // ... but acaf wants a security association.
+    let r = s.cin(&trusted, "Clock-AE1", "UNLOCKED").await;
+    assert_eq!(r.rsc, Rsc::OriginatorHasNoPrivilege, "{:?}", r.pc);
+    // CSEs never come over it.
+    let r = s
+        .send(
+            &trusted,
+            Operation::Retrieve,
+            "cse-in",
+            "/id-mn",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::SecurityAssociationRequired, "{:?}", r.pc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 3: S-AE-IDs are AEs, never CSE-IDs
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nobody_acts_as_an_s_ae_registered_here() {
+    let s = Setup::start().await;
+    // Two S-AEs register over credentials of their own: Sgw (unbound row) and Sphone (certificate).
+    let free = s.psk(FREE_KPSA, None);
+    let r = s
+        .send(
+            &free,
+            Operation::Create,
+            "cse-in",
+            "Sgw",
+            Some(ResourceType::Ae),
+            ae("gw"),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let phone = s.cert("/Sphone");
+    let r = s
+        .send(
+            &phone,
+            Operation::Create,
+            "cse-in",
+            "S",
+            Some(ResourceType::Ae),
+            ae("phone"),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let gw_forms = [
+        "Sgw",
+        "/Sgw",
+        "//m2m.example.com/Sgw",
+        "/id-in/Sgw",
+        "/id-mn/Sgw",
+    ];
+    // The S-AE certificate holder, and a CSE peer, in every form of Sgw's ID.
+    for peer in [s.cert("/Sphone"), s.cert("/id-mn")] {
+        for from in gw_forms {
+            for (op, to) in [
+                (Operation::Retrieve, "cse-in/gw"),
+                (Operation::Delete, "cse-in/gw"),
+            ] {
+                let r = s.send(&peer, op, to, from, None, None).await;
+                assert_eq!(
+                    r.rsc,
+                    Rsc::OriginatorNotAuthenticated,
+                    "{op:?} as {from}: {:?}",
+                    r.pc
+                );
+                assert_says_nothing(&r, from);
+            }
+        }
+    }
+    // A CSE peer speaks for itself and for the C-AEs it registered; not for this CSE, its C-AEs,
+    // or another CSE registered here.
+    let mn = s.cert("/id-mn");
+    for (from, want_refused) in [
+        ("/id-mn", false),
+        ("/id-mn/Cmeter", false),
+        ("//m2m.example.com/id-mn/Cmeter", false),
+        ("Clock-AE1", true),
+        ("/id-in/Clock-AE1", true),
+        ("/id-in", true),
+        ("//m2m.example.com/id-in", true),
+        ("Sphone", true),
+    ] {
+        let r = s
+            .send(&mn, Operation::Retrieve, "cse-in", from, None, None)
+            .await;
+        let refused = r.rsc == Rsc::OriginatorNotAuthenticated;
+        assert_eq!(refused, want_refused, "{from}: {:?} {:?}", r.rsc, r.pc);
+    }
+    // Control: each AE over its own association.
+    let r = s
+        .send(&free, Operation::Retrieve, "cse-in/gw", "Sgw", None, None)
+        .await;
+    assert_eq!(r.rsc, Rsc::Ok, "{:?}", r.pc);
+    let r = s
+        .send(
+            &phone,
+            Operation::Retrieve,
+            "cse-in/phone",
+            "/Sphone",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Ok, "{:?}", r.pc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 4: the admin needs a credential
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_is_the_admin_only_with_a_credential_or_a_trusted_listener() {
+    let s = Setup::start().await;
+    let cases: Vec<(&str, Peer, bool)> = vec![
+        (
+            "anonymous listener",
+            Peer::plain(addr(), PlainTrust::Anonymous),
+            false,
+        ),
+        (
+            "the lock's association",
+            s.psk(LOCK_KPSA, Some("Clock-AE1")),
+            false,
+        ),
+        ("an unbound credential", s.psk(FREE_KPSA, None), false),
+        ("a CSE peer relaying", s.cert("/id-mn"), false),
+        ("an AE certificate", s.cert("/Sphone"), false),
+        (
+            "the admin's own PSK row",
+            s.psk(ADMIN_KPSA, Some("CAdmin")),
+            true,
+        ),
+        (
+            "a trusted development listener",
+            Peer::plain(addr(), PlainTrust::Trusted),
+            true,
+        ),
+    ];
+    for (what, peer, admin) in cases {
+        for from in ["CAdmin", "/id-in/CAdmin", "//m2m.example.com/id-in/CAdmin"] {
+            // The lock's state is for the lock and the phone only: the admin reads anything.
+            let r = s
+                .send(
+                    &peer,
+                    Operation::Retrieve,
+                    "cse-in/lock/state",
+                    from,
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(
+                r.rsc == Rsc::Ok,
+                admin,
+                "{what} as {from}: {:?} {:?}",
+                r.rsc,
+                r.pc
+            );
+        }
+    }
+    // The CSE itself (internal requests) is not fooled by a From either: only the admin's ID.
+    let r = s
+        .send(
+            &Peer::internal(),
+            Operation::Retrieve,
+            "cse-in/lock/state",
+            "Cnobody",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::OriginatorHasNoPrivilege, "{:?}", r.pc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 5: registrations only by the credential bound to the ID
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_bound_to_a_credential_registers_only_with_it() {
+    let s = Setup::start().await;
+    // Delete the lock so that its AE-ID is free in the store but still bound to its PSK row.
+    let lock = s.psk(LOCK_KPSA, Some("Clock-AE1"));
+    let r = s
+        .send(
+            &lock,
+            Operation::Delete,
+            "cse-in/lock",
+            "Clock-AE1",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
+    let others: Vec<(&str, Peer)> = vec![
+        ("an unbound credential", s.psk(FREE_KPSA, None)),
+        (
+            "an anonymous listener",
+            Peer::plain(addr(), PlainTrust::Anonymous),
+        ),
+        (
+            "a trusted listener",
+            Peer::plain(addr(), PlainTrust::Trusted),
+        ),
+    ];
+    for (what, peer) in &others {
+        for from in LOCK_FORMS {
+            let r = s
+                .send(
+                    peer,
+                    Operation::Create,
+                    "cse-in",
+                    from,
+                    Some(ResourceType::Ae),
+                    ae("squat"),
+                )
+                .await;
+            assert_eq!(
+                r.rsc,
+                Rsc::OriginatorNotAuthenticated,
+                "{what} as {from}: {:?}",
+                r.pc
+            );
+            assert_says_nothing(&r, what);
+        }
+    }
+    // A CSE's credential registers no AE; an AE's no CSE; a CSE only its own CSE-ID.
+    let r = s
+        .send(
+            &s.cert("/id-mn"),
+            Operation::Create,
+            "cse-in",
+            "/id-mn",
+            Some(ResourceType::Ae),
+            ae("x"),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::OriginatorNotAuthenticated, "{:?}", r.pc);
+    let csr = |csi: &str| {
+        Some(
+            json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cse"), "rr": true, "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2, "rn": csi.trim_start_matches('/')}}),
+        )
+    };
+    for (what, peer, from, csi) in [
+        (
+            "an AE certificate as a CSE",
+            s.cert("/Sphone"),
+            "/id-x",
+            "/id-x",
+        ),
+        (
+            "a CSE for another CSE-ID",
+            s.cert("/id-mn"),
+            "/id-mn2",
+            "/id-mn2",
+        ),
+        (
+            "a CSE naming another csi",
+            s.cert("/id-mn"),
+            "/id-mn",
+            "/id-mn2",
+        ),
+        (
+            "a claim",
+            Peer::plain(addr(), PlainTrust::Trusted),
+            "/id-mn",
+            "/id-mn",
+        ),
+        (
+            "an unbound credential",
+            s.psk(FREE_KPSA, None),
+            "/id-mn",
+            "/id-mn",
+        ),
+    ] {
+        let r = s
+            .send(
+                &peer,
+                Operation::Create,
+                "cse-in",
+                from,
+                Some(ResourceType::RemoteCse),
+                csr(csi),
+            )
+            .await;
+        assert!(
+            matches!(
+                r.rsc,
+                Rsc::OriginatorNotAuthenticated
+                    | Rsc::BadRequest
+                    | Rsc::SecurityAssociationRequired
+            ),
+            "{what}: {:?} {:?}",
+            r.rsc,
+            r.pc
+        );
+    }
+    // Control: the lock registers again over its own row; the MN registers as itself.
+    let r = s
+        .send(
+            &lock,
+            Operation::Create,
+            "cse-in",
+            "C",
+            Some(ResourceType::Ae),
+            ae("lock"),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let r = s
+        .send(
+            &s.cert("/id-mn"),
+            Operation::Create,
+            "cse-in",
+            "/id-mn",
+            Some(ResourceType::RemoteCse),
+            csr("/id-mn"),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_association_is_bound_to_this_cse_itself() {
+    let s = Setup::start().await;
+    for id in [
+        "/id-in",
+        "//m2m.example.com/id-in",
+        "//M2M.EXAMPLE.COM/id-in",
+    ] {
+        let proof = m2m_security::tls::Authenticated::Psk(Association {
+            mode: SaeMode::ProvisionedKey,
+            credential: CredentialId::parse("12-x@in.example.com").unwrap(),
+            entity: Some(s.entity(id)),
+        });
+        let e = s.cse.bind_association(proof).unwrap_err();
+        assert!(e.contains("this CSE itself"), "{id}: {e}");
+    }
+    let ok = m2m_security::tls::Authenticated::Psk(Association {
+        mode: SaeMode::ProvisionedKey,
+        credential: CredentialId::parse("12-x@in.example.com").unwrap(),
+        entity: Some(s.entity("/id-mn")),
+    });
+    assert!(s.cse.bind_association(ok).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 8: what refusals and notifications give away
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notify_to_an_ae_needs_the_notify_privilege() {
+    let s = Setup::start().await;
+    // A stranger AE registers over its own credential, then notifies the lock.
+    let free = s.psk(FREE_KPSA, None);
+    let r = s
+        .send(
+            &free,
+            Operation::Create,
+            "cse-in",
+            "Cstranger",
+            Some(ResourceType::Ae),
+            ae("stranger"),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let sgn = Some(
+        json!({"m2m:sgn": {"sur": "/id-in/sub1", "nev": {"rep": {"m2m:cin": {"con": "UNLOCKED"}}, "net": 3}}}),
+    );
+    for to in ["cse-in/lock", "Clock-AE1", "/id-in/Clock-AE1"] {
+        let r = s
+            .send(&free, Operation::Notify, to, "Cstranger", None, sgn.clone())
+            .await;
+        assert_eq!(
+            r.rsc,
+            Rsc::OriginatorHasNoPrivilege,
+            "notify {to}: {:?}",
+            r.pc
+        );
+        assert_says_nothing(&r, to);
+    }
+    // From the CSE hosting a subscription (this one, or a CSE peer as itself), it is relayed (the
+    // lock has no poa here: 5103, but not refused).
+    for peer in [Peer::internal(), s.cert("/id-mn")] {
+        let from = if peer.is_internal() {
+            "/id-in"
+        } else {
+            "/id-mn"
+        };
+        let r = s
+            .send(
+                &peer,
+                Operation::Notify,
+                "cse-in/lock",
+                from,
+                None,
+                sgn.clone(),
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::TargetNotReachable, "{from}: {:?}", r.pc);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscription_verification_reflects_nothing() {
+    let s = Setup::start().await;
+    let lock = s.psk(LOCK_KPSA, Some("Clock-AE1"));
+    let sub = |nu: &str| Some(json!({"m2m:sub": {"rn": "s", "nu": [nu]}}));
+    // A malformed target is the requester's error.
+    for nu in [
+        "ftp://x",
+        "http://",
+        "http://@/x",
+        "not an id",
+        "https://user@198.51.100.1/",
+    ] {
+        let r = s
+            .send(
+                &lock,
+                Operation::Create,
+                "cse-in/lock/state",
+                "Clock-AE1",
+                Some(ResourceType::Subscription),
+                sub(nu),
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::BadRequest, "{nu}: {:?}", r.pc);
+    }
+    // Closed port, refused, nothing listening: one answer, which says nothing about the target.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut texts = Vec::new();
+    for nu in [
+        format!("http://127.0.0.1:{port}/n"),
+        "http://127.0.0.1:9/n".to_owned(),
+    ] {
+        let r = s
+            .send(
+                &lock,
+                Operation::Create,
+                "cse-in/lock/state",
+                "Clock-AE1",
+                Some(ResourceType::Subscription),
+                sub(&nu),
+            )
+            .await;
+        assert_eq!(
+            r.rsc,
+            Rsc::SubscriptionVerificationInitiationFailed,
+            "{nu}: {:?}",
+            r.pc
+        );
+        let dbg = r.dbg().unwrap_or("").to_owned();
+        assert!(
+            !dbg.contains("127.0.0.1") && !dbg.contains("refused") && !dbg.contains("5103"),
+            "{dbg}"
+        );
+        texts.push(dbg);
+    }
+    assert_eq!(texts[0], texts[1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proof each kind of peer gives, as the access decision sees it
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_peer_gets_the_proof_it_earned() -> M2mResult<()> {
+    let s = Setup::start().await;
+    // An ACP rule for the lock's ID without acaf (RETRIEVE) and with acaf (CREATE): the first
+    // admits vouched and authenticated originators, the second authenticated ones only.
+    let cases: Vec<(&str, Peer, &str, Proof)> = vec![
+        (
+            "the lock's association",
+            s.psk(LOCK_KPSA, Some("Clock-AE1")),
+            "Clock-AE1",
+            Proof::Authenticated,
+        ),
+        (
+            "anonymous",
+            Peer::plain(addr(), PlainTrust::Anonymous),
+            "Clock-AE1",
+            Proof::Claimed,
+        ),
+        (
+            "trusted",
+            Peer::plain(addr(), PlainTrust::Trusted),
+            "Clock-AE1",
+            Proof::Vouched,
+        ),
+    ];
+    for (what, peer, from, proof) in cases {
+        let read = s
+            .send(
+                &peer,
+                Operation::Retrieve,
+                "cse-in/lock/state/la",
+                from,
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            read.rsc == Rsc::Ok,
+            proof >= Proof::Vouched,
+            "{what} read: {:?}",
+            read.pc
+        );
+        let write = s.cin(&peer, from, "LOCKED").await;
+        assert_eq!(
+            write.rsc == Rsc::Created,
+            proof == Proof::Authenticated,
+            "{what} write: {:?}",
+            write.pc
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! Issue 11's identity holes at the process level, against real peers and real sockets: a TLS 1.3
+//! client offering a PSK identity without its key (openssl s_client), a claimed originator on an
+//! IN-CSE's plain listener aimed at its MN-CSE (two CSE processes), a CSE registering under a CSE-ID
+//! its certificate does not name, and the connection limits (cap, header-read and idle timeouts).
+//! The in-process attack tables are in crates/m2m-cse/tests/identity_attacks.rs.
+
+mod common;
+
+use common::{have_tool, poll, retrieve, CseProcess, Pki, WAIT};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LOCK_ID: &str = "AE123456789012-Lock@in.provider.com";
+const LOCK_KEY: &str = "1a2b3c4d5e6f7a8b";
+
+/// An IN-CSE with TLS 1.3 allowed, certificates and the lock's PSK row.
+fn tls13_cse(pki: &Pki) -> CseProcess {
+    CseProcess::start_temp(&format!(
+        "{}tls13 = true\n[[security.psk]]\nentity = \"Clock-AE1\"\nkpsa_id = \"{LOCK_ID}\"\nkey = \"{LOCK_KEY}\"\n",
+        common::in_tls_config(pki)
+    ))
+}
+
+/// `openssl s_client` ARGS against `port`, sending one oneM2M RETRIEVE of the CSEBase as `from`;
+/// its stdout (the HTTP answer, if the handshake let it through) and whether it succeeded.
+fn s_client(port: u16, args: &[&str], from: &str) -> (bool, String) {
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-quiet",
+            "-ign_eof",
+        ])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    let request = format!(
+        "GET /cse-in HTTP/1.1\r\nHost: x\r\nX-M2M-Origin: {from}\r\nX-M2M-RI: 1\r\nX-M2M-RVI: 3\r\nConnection: close\r\n\r\n"
+    );
+    let _ = child.stdin.take().unwrap().write_all(request.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The `X-M2M-RSC` of an HTTP answer, if there is one.
+fn rsc_of(answer: &str) -> Option<u16> {
+    answer.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("x-m2m-rsc")
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// TLS 1.3 with a PSK identity and a wrong key (or no usable PSK at all: a SHA-384 suite): the
+/// association must never be bound to the row's entity, with or without a client certificate of
+/// the trusted CA. The lock itself, over TLS 1.3 with its key, is bound to it.
+#[test]
+fn a_tls13_client_without_the_key_is_never_the_lock() {
+    if !have_tool("openssl", "version", "TLS 1.3 PSK attacks with s_client") {
+        return;
+    }
+    let pki = Pki::temp();
+    let (cert, key) = pki.issue(&["--kind", "ae", "--id", "/Sattacker"], "attacker");
+    let cse = tls13_cse(&pki);
+    let port = cse.https_port();
+    let cert = cert.to_str().unwrap().to_owned();
+    let key = key.to_str().unwrap().to_owned();
+    let with_cert = ["-cert", cert.as_str(), "-key", key.as_str()];
+    let attacks: [(&str, Vec<&str>); 4] = [
+        (
+            "SHA-384 suite, no key",
+            vec![
+                "-tls1_3",
+                "-ciphersuites",
+                "TLS_AES_256_GCM_SHA384",
+                "-psk",
+                "00",
+                "-psk_identity",
+                LOCK_ID,
+            ],
+        ),
+        (
+            "SHA-256 suite, wrong key",
+            vec![
+                "-tls1_3",
+                "-ciphersuites",
+                "TLS_AES_128_GCM_SHA256",
+                "-psk",
+                "00",
+                "-psk_identity",
+                LOCK_ID,
+            ],
+        ),
+        (
+            "SHA-384 suite, no key, a client certificate of the CA",
+            [
+                vec![
+                    "-tls1_3",
+                    "-ciphersuites",
+                    "TLS_AES_256_GCM_SHA384",
+                    "-psk",
+                    "00",
+                    "-psk_identity",
+                    LOCK_ID,
+                ],
+                with_cert.to_vec(),
+            ]
+            .concat(),
+        ),
+        (
+            "SHA-256 suite, wrong key, a client certificate of the CA",
+            [
+                vec![
+                    "-tls1_3",
+                    "-ciphersuites",
+                    "TLS_AES_128_GCM_SHA256",
+                    "-psk",
+                    "00",
+                    "-psk_identity",
+                    LOCK_ID,
+                ],
+                with_cert.to_vec(),
+            ]
+            .concat(),
+        ),
+    ];
+    for (what, args) in &attacks {
+        let (_, answer) = s_client(port, args, "Clock-AE1");
+        // Either no association at all, or one that is not the lock's: as Clock-AE1 it is 4106.
+        match rsc_of(&answer) {
+            None => {}
+            Some(rsc) => assert_eq!(rsc, 4106, "{what}: answered as the lock:\n{answer}"),
+        }
+    }
+    let log = cse.stderr();
+    assert!(
+        !log.contains("provisioned-key 12-AE123456789012-Lock"),
+        "an attack was bound to the lock's row:\n{log}"
+    );
+    // SHA-384 only: no suite in common (the CSE offers TLS 1.3 only with the PSK's hash); a wrong
+    // key: the binder fails.
+    assert!(log.contains("no shared cipher"), "{log}");
+    assert!(log.contains("binder does not verify"), "{log}");
+    // A TLS 1.3 client certificate of the CA is its own identity, nobody else's.
+    let (_, answer) = s_client(
+        port,
+        &[
+            &["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"][..],
+            &with_cert[..],
+        ]
+        .concat(),
+        "Clock-AE1",
+    );
+    assert_eq!(rsc_of(&answer), Some(4106), "{answer}");
+    assert!(
+        cse.stderr()
+            .contains("certificate 33-Sattacker.m2m.example.com -> //m2m.example.com/Sattacker"),
+        "{}",
+        cse.stderr()
+    );
+    // Control: the lock over TLS 1.3 with its key (a SHA-256 suite) is the lock. It is not
+    // registered, so the CSEBase is not for it (4103), but it is not refused as someone else.
+    let (_, answer) = s_client(
+        port,
+        &[
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_AES_128_GCM_SHA256",
+            "-psk",
+            LOCK_KEY,
+            "-psk_identity",
+            LOCK_ID,
+        ],
+        "Clock-AE1",
+    );
+    assert_eq!(rsc_of(&answer), Some(4103), "{answer}\n{}", cse.stderr());
+    assert!(
+        poll(WAIT, || cse
+            .stderr()
+            .contains("provisioned-key 12-AE123456789012-Lock@in.provider.com -> //m2m.example.com/id-in/Clock-AE1")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        cse.stderr()
+    );
+}
+
+/// A request whose From an IN-CSE's plain (anonymous) listener cannot prove is not carried to the
+/// MN-CSE, in any form of an AE registered at the IN; over the AE's own association it is.
+#[test]
+fn a_claimed_originator_is_not_retargeted() {
+    let pki = Pki::temp();
+    let in_cse = CseProcess::start_temp(&format!(
+        "{}[http]\noriginators = \"anonymous\"\n[[security.psk]]\nentity = \"Cclaimed\"\nkpsa_id = \"claimed@in.example.com\"\nkey = \"00112233445566778899aabbccddeeff\"\n",
+        common::in_tls_config(&pki)
+    ));
+    let mn = CseProcess::start_temp(&common::mn_config(in_cse.https_url(), &pki));
+    // The IN's plain listener serves no admin: the MN's own record of its registrar tells.
+    let registered = poll(WAIT, || {
+        (retrieve(mn.url(), "/cse-mn/id-in", "CAdmin").0 == 2000).then_some(())
+    });
+    assert!(
+        registered.is_some(),
+        "IN:\n{}\nMN:\n{}",
+        in_cse.stderr(),
+        mn.stderr()
+    );
+    // The AE registers at the IN over its PSK association.
+    let ae = common::TlsClient::psk("claimed@in.example.com", "00112233445566778899aabbccddeeff");
+    let r = ae
+        .request(
+            in_cse.https_url(),
+            "POST",
+            "/cse-in",
+            Some("Cclaimed"),
+            Some(2),
+            Some(&serde_json::json!({"m2m:ae": {"rn": "claimed", "api": "Nx", "rr": false, "srv": ["3"]}})),
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    for from in [
+        "Cclaimed",
+        "/id-in/Cclaimed",
+        "//m2m.example.com/id-in/Cclaimed",
+    ] {
+        let (rsc, body) = retrieve(in_cse.url(), "/~/id-mn/cse-mn", from);
+        assert_eq!(rsc, 4106, "{from}: {body}");
+    }
+    assert!(!mn.stderr().contains("Cclaimed"), "{}", mn.stderr());
+    // Over its association the same request reaches the MN (which decides: its CSEBase is for
+    // its registrees, 4103 there, not 4106 at the IN).
+    let r = ae
+        .request(
+            in_cse.https_url(),
+            "GET",
+            "/~/id-mn/cse-mn",
+            Some("Cclaimed"),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 4103, "{:?}", r.body);
+    assert!(mn.logged("access denied"), "{}", mn.stderr());
+}
+
+/// A CSE whose certificate names /id-mn registers as /id-mn2: the IN refuses, whatever the MN
+/// claims; no <remoteCSE> appears for either.
+#[test]
+fn a_cse_registers_only_under_its_own_cse_id() {
+    let pki = Pki::temp();
+    let in_cse = CseProcess::start_temp(&common::in_tls_config(&pki));
+    let config = common::mn_config(in_cse.https_url(), &pki)
+        .replace("cse_id = \"/id-mn\"", "cse_id = \"/id-mn2\"")
+        .replace("resource_name = \"cse-mn\"", "resource_name = \"cse-mn2\"");
+    let mn = CseProcess::start_temp(&config);
+    assert!(
+        poll(WAIT, || in_cse
+            .stderr()
+            .contains("remoteCSE registration refused")
+            .then_some(()))
+        .is_some()
+            || poll(WAIT, || in_cse.logged("originator refused").then_some(())).is_some(),
+        "IN:\n{}\nMN:\n{}",
+        in_cse.stderr(),
+        mn.stderr()
+    );
+    for csr in ["/cse-in/id-mn2", "/cse-in/id-mn"] {
+        let (rsc, _) = retrieve(in_cse.url(), csr, "CAdmin");
+        assert_eq!(rsc, 4004, "{csr} registered");
+    }
+}
+
+/// Reads until the server closes the connection; how long that took (`None`: still open).
+fn closed_within(mut s: TcpStream, limit: Duration) -> Option<Duration> {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+}
+
+/// A slow client sending a request head that never ends is closed at the header-read timeout;
+/// a silent connection at the idle timeout; connections beyond the cap at once; and the CSE
+/// answers new requests throughout or as soon as the limits free a place.
+#[test]
+fn connections_are_bounded_in_number_and_time() {
+    let cse = CseProcess::start_temp(
+        "[limits]\nmax_connections = 20\nheader_read_timeout_ms = 500\nidle_timeout_ms = 1500\n",
+    );
+    let addr = cse.url().strip_prefix("http://").unwrap().to_owned();
+    // Slowloris: a head that never ends, one byte now and then.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /cse-in HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let closed = closed_within(slow.try_clone().unwrap(), Duration::from_secs(5))
+        .expect("a head that never ends is closed");
+    assert!(
+        closed < Duration::from_millis(1400),
+        "closed after {closed:?}, not at the header-read timeout"
+    );
+    // Idle: nothing sent, closed at the idle timeout (not the header one).
+    let idle = TcpStream::connect(&addr).unwrap();
+    let closed = closed_within(idle, Duration::from_secs(5)).expect("an idle connection is closed");
+    assert!(
+        closed >= Duration::from_millis(1200),
+        "closed after {closed:?}"
+    );
+    // The cap: 20 held, the next ones closed at once.
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..5 {
+        let extra = TcpStream::connect(&addr).unwrap();
+        let closed = closed_within(extra, Duration::from_secs(1)).expect("over the cap: closed");
+        assert!(closed < Duration::from_millis(500), "{closed:?}");
+    }
+    assert!(cse.logged("connection cap"), "{}", cse.stderr());
+    // Once the held connections are gone, the CSE answers again.
+    drop(held);
+    let answers = || {
+        common::try_request("GET", cse.url(), "/cse-in", Some("CAdmin"), None, None)
+            .is_ok_and(|r| r.rsc == 2000)
+            .then_some(())
+    };
+    assert!(poll(WAIT, answers).is_some(), "{}", cse.stderr());
+    // 200 silent connections beyond the cap never stop it for good: they time out.
+    let flood: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    let ok = poll(Duration::from_secs(10), answers);
+    assert!(
+        ok.is_some(),
+        "the CSE did not recover from the flood:\n{}",
+        cse.stderr()
+    );
+    drop(flood);
+}
