@@ -319,3 +319,61 @@ impl Drop for FetchSlot<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> MafKeys {
+        MafKeys {
+            section: MafSection {
+                url: "https://127.0.0.1:1".into(),
+                fqdn: "maf.example.com".into(),
+                timeout_ms: 100,
+                cache_seconds: 0,
+            },
+            home: Home::sp(m2m_core::SpId::parse("m2m.example.com").unwrap()),
+            cache: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            context: openssl::ssl::SslContext::builder(openssl::ssl::SslMethod::tls_client())
+                .unwrap()
+                .build(),
+        }
+    }
+
+    /// A ClientHello naming the MAF costs a MAF connection at most: per source address a few
+    /// in flight, in all a few more, and an identifier refused a moment ago none.
+    #[test]
+    fn maf_fetches_are_limited_per_source_and_refusals_remembered() {
+        let k = keys();
+        let a: Option<std::net::IpAddr> = Some("192.0.2.1".parse().unwrap());
+        let b: Option<std::net::IpAddr> = Some("192.0.2.2".parse().unwrap());
+        let a1 = k.fetch_slot(a).expect("first");
+        let a2 = k.fetch_slot(a).expect("second");
+        assert!(k.fetch_slot(a).is_none(), "a third from the same source");
+        let b1 = k.fetch_slot(b).expect("another source is not shut out");
+        drop(a1);
+        assert!(k.fetch_slot(a).is_some(), "a slot given back is free again");
+        drop((a2, b1));
+        // In all: FETCHES_IN_ALL, whatever the sources.
+        let many: Vec<_> = (0..FETCHES_IN_ALL)
+            .map(|i| {
+                let ip = std::net::IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]);
+                k.fetch_slot(Some(ip)).expect("below the total")
+            })
+            .collect();
+        assert!(k.fetch_slot(b).is_none(), "over the total");
+        drop(many);
+        // Refusals, in any letter case of the identifier.
+        let id = "00112233445566778899AABBCCDDEEFF@maf.example.com";
+        assert!(!k.refused_recently(id));
+        k.remember_refusal(id);
+        assert!(k.refused_recently(id));
+        assert!(k.refused_recently(&id.to_ascii_lowercase()));
+        assert!(!k.refused_recently("FF@maf.example.com"));
+        // The lookup itself skips a refused identifier without any network (no runtime here:
+        // a fetch would fail with "no runtime", never reached).
+        assert!(k.lookup(id, a).is_none());
+    }
+}

@@ -358,3 +358,36 @@ fn connections_are_bounded_in_number_and_time() {
     );
     drop(flood);
 }
+
+/// An MN-CSE reaching its registrar by IP address, with no `server_name`, still checks that the
+/// server is its registrar: a server presenting another CSE's certificate of the same CA (here the
+/// "IN" holds the certificate of /id-mn2) is refused, and nothing registers.
+#[test]
+fn an_mn_checks_who_its_registrar_is_even_by_ip_address() {
+    let pki = Pki::temp();
+    let (pem, key) = pki.issue(&["--kind", "cse", "--id", "/id-mn2"], "id-mn2");
+    let impostor = CseProcess::start_temp(&format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\n",
+        pem.display().to_string(),
+        key.display().to_string(),
+        pki.ca_pem().display().to_string()
+    ));
+    // The MN's registrar section without server_name: the name to check comes from the CSE-ID.
+    let config = common::mn_config(impostor.https_url(), &pki).replace(
+        &format!("server_name = \"{}\"\n", common::IN_SERVER_NAME),
+        "",
+    );
+    assert!(!config.contains("server_name"), "{config}");
+    let mn = CseProcess::start_temp(&config);
+    let refused = poll(WAIT, || {
+        mn.stderr().contains("registration failed").then_some(())
+    });
+    assert!(refused.is_some(), "{}", mn.stderr());
+    assert!(
+        mn.stderr().contains("TLS handshake failed") || mn.stderr().contains("certificate"),
+        "{}",
+        mn.stderr()
+    );
+    let (rsc, _) = retrieve(impostor.url(), "/cse-in/id-mn", "CAdmin");
+    assert_eq!(rsc, 4004, "the MN registered with an impostor");
+}

@@ -59,7 +59,7 @@ use super::server::{self, internal, lifetime, parse_json, Answer, Conn, Refused,
 use super::store::{ClientReg, Store};
 use http::Method;
 use m2m_core::ResponseStatusCode as Rsc;
-use m2m_core::{Home, SpId};
+use m2m_core::{EntityId, Home, SpId};
 use m2m_security::access_control::originator::{Entry, Pattern};
 use rand::RngCore;
 use serde::Deserialize;
@@ -113,11 +113,11 @@ pub struct CredentialReg {
     pub client_reg: Option<String>,
 }
 
-/// The configured delegations in absolute form: which delegate may register for which subjects.
+/// The configured delegations, parsed: which delegate may register for which subjects.
 #[derive(Debug, Clone)]
 pub struct Delegations {
     home: Home,
-    rows: Vec<(String, Vec<Pattern>)>,
+    rows: Vec<(EntityId, Vec<Pattern>)>,
 }
 
 impl Delegations {
@@ -129,7 +129,7 @@ impl Delegations {
         let home = Home::sp(SpId::parse(sp_fqdn).map_err(|e| format!("sp_fqdn: {}", e.dbg))?);
         let mut out = Vec::new();
         for row in rows {
-            let delegate = absolute_id(&row.delegate, sp_fqdn)
+            let delegate = super::entity_id(&row.delegate, sp_fqdn)
                 .ok_or_else(|| format!("delegate '{}' is no AE-ID/CSE-ID", row.delegate))?;
             let subjects = row
                 .subjects
@@ -144,17 +144,21 @@ impl Delegations {
         Ok(Delegations { home, rows: out })
     }
 
-    /// Whether `client` may register credentials for `subject` (both absolute).
+    /// Whether `client` may register credentials for `subject` (both IDs in any SP-relative or
+    /// absolute form; compared as identities).
     pub fn allows(&self, client: &str, subject: &str) -> bool {
+        let (Ok(client), Ok(subject)) = (
+            EntityId::parse(client, &self.home),
+            EntityId::parse(subject, &self.home),
+        ) else {
+            return false;
+        };
         if client == subject {
             return true;
         }
-        let Ok(subject) = m2m_core::EntityId::parse(subject, &self.home) else {
-            return false;
-        };
         self.rows
             .iter()
-            .filter(|(delegate, _)| delegate == client)
+            .filter(|(delegate, _)| *delegate == client)
             .flat_map(|(_, subjects)| subjects)
             .any(|p| p.matches(&subject))
     }
