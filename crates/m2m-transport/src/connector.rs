@@ -57,10 +57,23 @@ pub async fn connect(
     match tokio::time::timeout(timeout, Pin::new(&mut stream).connect()).await {
         Err(_) => return Err("TLS handshake timed out".into()),
         Ok(Err(e)) => {
-            return Err(format!(
+            let mut why = format!(
                 "TLS handshake failed: {}",
                 m2m_security::tls::handshake_reason(&e)
-            ))
+            );
+            let verify = stream.ssl().verify_result();
+            if verify != X509VerifyResult::OK {
+                why.push_str(&format!(" ({})", verify.error_string()));
+                // X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+                let name_mismatch = matches!(verify.as_raw(), 62 | 64);
+                if let (PeerCheck::Host(host), true) = (check, name_mismatch) {
+                    why.push_str(&format!(
+                        "; the server's certificate must name {host}: give the server's name \
+                         (e.g. a server_name setting) when it is reached by address"
+                    ));
+                }
+            }
+            return Err(why);
         }
         Ok(Ok(())) => {}
     }
@@ -91,5 +104,90 @@ fn verify(ssl: &openssl::ssl::SslRef, check: &PeerCheck) -> Result<(), String> {
     match check {
         PeerCheck::Certificate(f) => f(&cert),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m2m_security::certificates::{self as certs, KeyType, LeafName, Validity};
+    use openssl::ssl::{SslAcceptor, SslContextBuilder, SslMethod, SslVerifyMode};
+    use openssl::x509::store::X509StoreBuilder;
+
+    /// A TLS server in a thread with the certificate of `id-in.m2m.example.com`, and the CA.
+    fn server() -> (std::net::SocketAddr, openssl::x509::X509) {
+        let ca_key = certs::generate_key(KeyType::P256).unwrap();
+        let ca = certs::make_ca("t", &ca_key, Validity::days_from_now(1), None, &[]).unwrap();
+        let key = certs::generate_key(KeyType::P256).unwrap();
+        let name = LeafName::Fqdn("id-in.m2m.example.com".into());
+        let leaf =
+            certs::issue(&name, &key, &ca, &ca_key, Validity::days_from_now(1), &[]).unwrap();
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        b.set_certificate(&leaf).unwrap();
+        b.set_private_key(&key).unwrap();
+        let acceptor = b.build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let _ = acceptor.accept(tcp);
+            }
+        });
+        (addr, ca)
+    }
+
+    fn client(ca: Option<&openssl::x509::X509>) -> SslContext {
+        let mut b = SslContextBuilder::new(SslMethod::tls_client()).unwrap();
+        match ca {
+            Some(ca) => {
+                let mut store = X509StoreBuilder::new().unwrap();
+                store.add_cert(ca.clone()).unwrap();
+                b.set_verify_cert_store(store.build()).unwrap();
+                b.set_verify(SslVerifyMode::PEER);
+            }
+            None => b.set_verify(SslVerifyMode::NONE),
+        }
+        b.build()
+    }
+
+    /// Whatever the context was built with, the server is checked against what is configured.
+    #[tokio::test]
+    async fn the_server_is_always_checked() {
+        let (addr, ca) = server();
+        let t = Duration::from_secs(5);
+        let go = |ctx: SslContext, check: PeerCheck| async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            connect(&ctx, tcp, &check, t).await.map(|_| ())
+        };
+        let name = PeerCheck::Host("id-in.m2m.example.com".into());
+        go(client(Some(&ca)), name.clone())
+            .await
+            .expect("the right name");
+        // The wrong name, or the address: refused, with a hint for the address.
+        let e = go(
+            client(Some(&ca)),
+            PeerCheck::Host("other.example.com".into()),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("other.example.com"), "{e}");
+        let e = go(client(Some(&ca)), PeerCheck::Host("127.0.0.1".into()))
+            .await
+            .unwrap_err();
+        assert!(e.contains("must name 127.0.0.1"), "{e}");
+        // A context that verifies nothing still does not connect to an untrusted server.
+        let e = go(client(None), name).await.unwrap_err();
+        assert!(e.contains("not trusted"), "{e}");
+        // A certificate server is no PSK server.
+        let e = go(client(Some(&ca)), PeerCheck::PreSharedKey)
+            .await
+            .unwrap_err();
+        assert!(e.contains("pre-shared key"), "{e}");
+        // A certificate check of the caller's own decides too.
+        let refuse: CertificateCheck = Arc::new(|_| Err("not the one".into()));
+        let e = go(client(Some(&ca)), PeerCheck::Certificate(refuse))
+            .await
+            .unwrap_err();
+        assert!(e.contains("not the one"), "{e}");
     }
 }
