@@ -393,7 +393,7 @@ impl Cse {
                 discovery::discover(&self, &req, target, &peer)
             }
             Operation::Retrieve => dispatcher::retrieve(&self, &req, target, &peer),
-            Operation::Update => dispatcher::update(&self, req, target).await,
+            Operation::Update => dispatcher::update(&self, req, target, &peer).await,
             Operation::Delete => dispatcher::delete(&self, &req, target).await,
             Operation::Notify => dispatcher::notify(&self, req, target, &peer).await,
         }

@@ -270,12 +270,17 @@ fn child_references(children: &[Resource]) -> Value {
     )
 }
 
-pub async fn update(cse: &Arc<Cse>, req: Request, target: Target) -> M2mResult<Response> {
+pub async fn update(
+    cse: &Arc<Cse>,
+    req: Request,
+    target: Target,
+    peer: &Peer,
+) -> M2mResult<Response> {
     let res = target.into_resource("UPDATE")?;
     let content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
     crate::access::check_acpi(cse, &content)?;
-    resources::prepare_update(cse, &req, &res, &content).await?;
+    resources::prepare_update(cse, &req, &res, &content, peer).await?;
     let now = cse.now_ts();
     let cse2 = Arc::clone(cse);
     let ri = res.ri().to_owned();

@@ -29,7 +29,9 @@ fn consistency(attrs: &Map<String, Value>) -> Consistency {
 
 /// The type of a member, asked of its hosting CSE (locally or through retargeting); `None` when it
 /// cannot be retrieved.
-async fn member_type(cse: &Arc<Cse>, originator: &str, member: &str) -> Option<u64> {
+/// The request is made as the group's creator makes its own, with what its association proved
+/// (never as the CSE itself, which would upgrade a claim).
+async fn member_type(cse: &Arc<Cse>, peer: &Peer, originator: &str, member: &str) -> Option<u64> {
     let rqi = format!("grp-{}", crate::dispatcher::random_suffix(10));
     let mut req = Request::new(
         Operation::Retrieve,
@@ -38,7 +40,7 @@ async fn member_type(cse: &Arc<Cse>, originator: &str, member: &str) -> Option<u
         rqi,
     );
     req.atrl = vec!["ty".into()];
-    let resp = cse.handle(req, Peer::internal()).await;
+    let resp = cse.handle(req, peer.clone()).await;
     if !resp.rsc.is_success() {
         return None;
     }
@@ -50,8 +52,9 @@ pub async fn prepare_create(
     cse: &Arc<Cse>,
     req: &Request,
     attrs: &mut Map<String, Value>,
+    peer: &Peer,
 ) -> M2mResult<()> {
-    validate_members(cse, req, attrs).await
+    validate_members(cse, req, attrs, peer).await
 }
 
 pub async fn prepare_update(
@@ -59,10 +62,11 @@ pub async fn prepare_update(
     req: &Request,
     res: &Resource,
     content: &Map<String, Value>,
+    peer: &Peer,
 ) -> M2mResult<()> {
     let mut merged = res.attrs.clone();
     merged.extend(content.clone());
-    validate_members(cse, req, &mut merged).await?;
+    validate_members(cse, req, &mut merged, peer).await?;
     // The validated list replaces the requested one when the update is applied.
     if merged.get("mid") != content.get("mid") {
         return Err(M2mError::new(
@@ -77,6 +81,7 @@ async fn validate_members(
     cse: &Arc<Cse>,
     req: &Request,
     attrs: &mut Map<String, Value>,
+    peer: &Peer,
 ) -> M2mResult<()> {
     let originator = req.from.clone().unwrap_or_default();
     let mut mids: Vec<String> = Vec::new();
@@ -107,7 +112,7 @@ async fn validate_members(
     let csy = consistency(attrs);
     let mut valid = Vec::with_capacity(mids.len());
     for m in mids {
-        match member_type(cse, &originator, &m).await {
+        match member_type(cse, peer, &originator, &m).await {
             None => tracing::debug!(member = %m, "group member cannot be retrieved: removed"),
             Some(t) if mt == MIXED || t == mt => valid.push(m),
             Some(_) => match csy {

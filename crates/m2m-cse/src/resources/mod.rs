@@ -42,7 +42,7 @@ pub async fn prepare_create(
             Ok(Prepared::default())
         }
         ResourceType::Subscription => subscription::prepare_create(cse, req, parent, attrs).await,
-        ResourceType::Group => group::prepare_create(cse, req, attrs)
+        ResourceType::Group => group::prepare_create(cse, req, attrs, peer)
             .await
             .map(|_| Prepared::default()),
         ResourceType::AccessControlPolicy => acp::check(attrs).map(|_| Prepared::default()),
@@ -75,6 +75,7 @@ pub async fn prepare_update(
     req: &Request,
     res: &Resource,
     content: &Map<String, Value>,
+    peer: &crate::association::Peer,
 ) -> M2mResult<()> {
     match res.ty {
         ResourceType::Subscription => subscription::prepare_update(cse, req, res, content).await,
@@ -85,7 +86,7 @@ pub async fn prepare_update(
             service_subscribed_app_rule::check(&merged)
         }
         ResourceType::Group if content.contains_key("mid") => {
-            group::prepare_update(cse, req, res, content).await
+            group::prepare_update(cse, req, res, content, peer).await
         }
         _ => Ok(()),
     }
