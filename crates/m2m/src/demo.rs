@@ -456,11 +456,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             if std::fs::read_dir(d)?.next().is_some() {
                 bail!("--dir {} must be empty", d.display());
             }
-            d.clone()
+            // Absolute from here on: the configurations name files by it, and the MEF, the MAF
+            // and the AEs read a relative path against their configuration's directory, the
+            // CSEs against their working directory.
+            std::fs::canonicalize(d).with_context(|| format!("{}", d.display()))?
         }
         None => {
             let t = tempfile::Builder::new().prefix("m2m-demo-").tempdir()?;
-            let path = t.path().to_owned();
+            let path = std::fs::canonicalize(t.path())?;
             _temp = t;
             path
         }

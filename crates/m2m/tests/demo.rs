@@ -12,11 +12,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[test]
 fn the_door_lock_demo_behaves() {
     let started = Instant::now();
+    // A relative --dir, from a working directory of its own: every path the demo writes into a
+    // configuration must still name the right file for each process that reads it.
     let dir = tempfile::tempdir().expect("temp dir");
     let logs_dir = dir.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
-        .args(["demo", "--json", "--dir"])
-        .arg(&logs_dir)
+        .args(["demo", "--json", "--dir", "run"])
+        .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
