@@ -18,7 +18,8 @@ use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(clap::Args, Debug)]
 pub struct AeArgs {
-    /// The AE configuration (TOML); `--print-default-config` shows every setting.
+    /// The AE configuration (TOML); `--print-default-config` shows every setting. Relative paths
+    /// in it are read against the file's directory.
     #[arg(long, required_unless_present = "print_default_config")]
     pub config: Option<PathBuf>,
     /// Print the default configuration and exit.

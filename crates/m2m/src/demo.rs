@@ -2,8 +2,10 @@
 //! MEF, the MAF, the IN-CSE and the MN-CSE (the home gateway) are `m2m` processes on loopback;
 //! the two locks associate with the gateway by TLS-PSK with the guide's credentials (Table
 //! 7.1.2-1), the gateway with the IN-CSE by certificates, the smartphone with the IN-CSE by
-//! MAF-based SAE after enrolling at the MEF. Then the
-//! smartphone unlocks the front door and hears about it, and a series of attacks is refused.
+//! MAF-based SAE after enrolling at the MEF; the gateway app (MN-AE) by TLS-PSK with a key of its
+//! own. Then the smartphone unlocks the front door and hears about it, and a series of attacks is
+//! refused, each checked by what the attacker sees and by the reason in the CSE's audit log. No
+//! listener believes a From it cannot prove: the admin is whoever holds the admin's PSK row.
 
 use crate::association::{maf_access, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
 use crate::files::{toml_path, write_private};
@@ -36,6 +38,25 @@ const PHONE_KPM_FILE: &str = "phone-kpm.hex";
 const IN_SERVER_NAME: &str = "id-in.m2m.example.com";
 const MN_ID: &str = "mn-cse-123456";
 const ADMIN: &str = "CAdmin";
+/// The admin's own TLS-PSK row at each CSE (bound to `CAdmin` there): the admin is whoever holds
+/// that key, never a process that merely reaches a loopback port. Random per run.
+const ADMIN_MN_KPSA_ID: &str = "admin@mn-cse-123456.m2m.example.com";
+const ADMIN_IN_KPSA_ID: &str = "admin@id-in.m2m.example.com";
+/// The gateway application, the MN-AE of seeds/000: it runs inside the home gateway and
+/// associates with the MN-CSE by TLS-PSK with a key of its own (random per run), like
+/// examples/doorlock/gateway-app.toml. The locks' policies let it read and subscribe, not unlock.
+const GATEWAY_AE: &str = "Cgateway-app";
+const GATEWAY_KPSA_ID: &str = "MNAE-gateway-app@in.provider.com";
+const GATEWAY_RN: &str = "gateway-app";
+const GATEWAY_LABEL: &str = "gateway app MN-AE";
+/// Private files of the run's random keys (hex), in the demo directory.
+const GATEWAY_KPSA_FILE: &str = "gateway-app.kpsa";
+const ADMIN_MN_KPSA_FILE: &str = "admin-mn.kpsa";
+const ADMIN_IN_KPSA_FILE: &str = "admin-in.kpsa";
+/// `m2m ae` configurations of the admin at each CSE (its TLS-PSK row), written once the CSE
+/// listens: the demo's own admin requests use them, and so can `m2m request --ae`.
+const ADMIN_MN_AE: &str = "admin-mn.toml";
+const ADMIN_IN_AE: &str = "admin-in.toml";
 /// How long a process may take to listen, and the MN to register.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a notification may take to arrive.
@@ -88,6 +109,7 @@ const SAE_PSK: &str = "TLS-PSK (Kpsa)";
 const SAE_MAF: &str = "TLS-PSK (MAF Kc)";
 const SAE_CERT: &str = "TLS (certificates)";
 const SAE_NONE: &str = "none (plain HTTP)";
+const SAE_PSK_TLS13: &str = "TLS 1.3 PSK (SHA-384)";
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -167,9 +189,10 @@ fn p(d: &Path, name: &str) -> String {
     toml_path(&d.join(name))
 }
 
-fn tls_section(d: &Path, name: &str) -> String {
+/// The [tls] section of a CSE: its certificate, the CA it trusts; `tls13` also accepts TLS 1.3.
+fn tls_section(d: &Path, name: &str, tls13: bool) -> String {
     format!(
-        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\n",
+        "[tls]\nlisten = \"127.0.0.1:0\"\ntls13 = {tls13}\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\n",
         p(d, &format!("{name}.pem")),
         p(d, &format!("{name}.key")),
         p(d, "ca.pem"),
@@ -207,29 +230,81 @@ fn maf_config(d: &Path, mef_url: &str) -> String {
     cfg
 }
 
-fn in_config(d: &Path, maf_url: &str) -> String {
+/// A row of a CSE's psk lookup table.
+fn psk_row(entity: &str, kpsa_id: &str, key: &str) -> String {
+    format!("[[security.psk]]\nentity = \"{entity}\"\nkpsa_id = \"{kpsa_id}\"\nkey = \"{key}\"\n")
+}
+
+/// The IN-CSE: TLS only (the MN-CSE by certificate, the phones by MAF keys, the admin by its own
+/// PSK row). No plain listener: the story needs none, and one would only be a way around the
+/// associations.
+fn in_config(d: &Path, maf_url: &str, keys: &RunKeys) -> String {
     format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
+        "[http]\nlisten = \"\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n{}",
         p(d, "in-data"),
-        tls_section(d, "in"),
+        tls_section(d, "in", false),
+        psk_row(ADMIN, ADMIN_IN_KPSA_ID, &keys.admin_in),
     )
 }
 
-fn mn_config(d: &Path, in_https: &str) -> String {
+/// The MN-CSE, the home gateway. Its loopback listener takes a From as a claim only
+/// ("anonymous"): a local process without a credential is nobody, least of all the admin (the
+/// attacks show it). TLS also accepts 1.3, which the locks do not use (an attack does).
+fn mn_config(d: &Path, in_https: &str, keys: &RunKeys) -> String {
     let mut cfg = format!(
         "[cse]\nrole = \"MN\"\ncse_id = \"/{MN_ID}\"\nresource_name = \"cse-mn\"\nsp_id = \"//{SP}\"\nadmin_originator = \"{ADMIN}\"\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n\
+         [http]\nlisten = \"127.0.0.1:0\"\noriginators = \"anonymous\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n\
          [registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{in_https}\"\nserver_name = \"{IN_SERVER_NAME}\"\n{}",
         p(d, "mn-data"),
-        tls_section(d, "mn"),
+        tls_section(d, "mn", true),
     );
     for lock in [&FRONT, &BACK] {
-        cfg.push_str(&format!(
-            "[[security.psk]]\nentity = \"{}\"\nkpsa_id = \"{}\"\nkey = \"{}\"\n",
-            lock.ae, lock.kpsa_id, lock.key
-        ));
+        cfg.push_str(&psk_row(lock.ae, lock.kpsa_id, lock.key));
     }
+    cfg.push_str(&psk_row(GATEWAY_AE, GATEWAY_KPSA_ID, &keys.gateway));
+    cfg.push_str(&psk_row(ADMIN, ADMIN_MN_KPSA_ID, &keys.admin_mn));
     cfg
+}
+
+/// The admin at a CSE as an `m2m ae` configuration: its TLS-PSK row, its key in a private file.
+fn admin_ae_config(url: &str, cse_id: &str, rn: &str, kpsa_id: &str, key_file: &str) -> String {
+    format!(
+        "# The admin {ADMIN} at {cse_id}: m2m request --ae THIS-FILE --to {rn}\n\
+         [ae]\nresource_name = \"admin\"\napp_id = \"Nadmin\"\noriginator = \"{ADMIN}\"\n\
+         [cse]\nurl = \"{url}\"\ncse_id = \"{cse_id}\"\nresource_name = \"{rn}\"\n\
+         [security]\nmode = \"psk\"\nkpsa_id = \"{kpsa_id}\"\nkey_file = {}\n",
+        toml_path(Path::new(key_file)),
+    )
+}
+
+/// The keys of a run that are not the guide's: the gateway app's Kpsa and the admins'.
+struct RunKeys {
+    gateway: String,
+    admin_mn: String,
+    admin_in: String,
+}
+
+impl RunKeys {
+    fn random() -> Self {
+        let key = || hex::encode(rand::random::<[u8; 16]>());
+        Self {
+            gateway: key(),
+            admin_mn: key(),
+            admin_in: key(),
+        }
+    }
+
+    /// Each in its private file, as a provisioned device or an operator would keep it.
+    fn write(&self, d: &Path) -> anyhow::Result<()> {
+        for (file, key) in [
+            (GATEWAY_KPSA_FILE, &self.gateway),
+            (ADMIN_MN_KPSA_FILE, &self.admin_mn),
+            (ADMIN_IN_KPSA_FILE, &self.admin_in),
+        ] {
+            write_private(&d.join(file), key.as_bytes())?;
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,6 +353,13 @@ fn refused_with(r: Result<Response, M2mError>, want: u16) -> anyhow::Result<((),
 const ALERT_BAD_MAC: &str = "sslv3 alert bad record mac";
 /// The TLS alert for a psk_identity the server has no key for (an unknown KpsaID, an expired Kc).
 const ALERT_UNKNOWN_IDENTITY: &str = "tlsv1 alert unknown psk identity";
+/// The TLS alert a TLS 1.3 client offering only SHA-384 gets: the server's TLS 1.3 suites are
+/// the SHA-256 ones a PSK can use, so there is nothing to agree on.
+const ALERT_TLS13_NO_SUITE: &str = "sslv3 alert handshake failure";
+/// The reasons the CSE's audit line gives for those refusals (OpenSSL's, on the server's side).
+const REFUSED_BAD_MAC: &str = "bad record mac";
+const REFUSED_UNKNOWN_IDENTITY: &str = "psk identity not found";
+const REFUSED_NO_SUITE: &str = "no shared cipher";
 
 /// An attack on the handshake: a pass only when the TLS handshake itself failed with `alert`.
 /// Any other transport failure (connection refused, timeout, a dead CSE) is not a refusal.
@@ -301,6 +383,153 @@ fn handshake_failure(e: &M2mError, alert: &str) -> anyhow::Result<String> {
             e.dbg
         ),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CSEs' audit logs
+// ---------------------------------------------------------------------------------------------
+
+/// How long a CSE may take to write an audit line to its log (it goes through a pipe).
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A CSE's log: a refusal tells the requester only a status code and a generic text; why it was
+/// refused is an audit line here, which the attacks read back.
+struct AuditLog {
+    cse: &'static str,
+    path: PathBuf,
+}
+
+impl AuditLog {
+    fn new(cse: &'static str, path: PathBuf) -> Self {
+        Self { cse, path }
+    }
+
+    /// Where the log ends now: what an attack causes comes after.
+    fn mark(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The reason of the first audit line after `mark` whose message is `message` and whose
+    /// reason contains `reason`; waits for the CSE to write it.
+    async fn reason(&self, mark: u64, message: &str, reason: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + AUDIT_TIMEOUT;
+        loop {
+            let text =
+                std::fs::read(&self.path).with_context(|| format!("{}", self.path.display()))?;
+            let since = String::from_utf8_lossy(text.get(mark as usize..).unwrap_or_default());
+            if let Some(found) = audit_lines(&since)
+                .filter(|(m, _)| m.starts_with(message))
+                .find_map(|(_, r)| r.filter(|r| r.contains(reason)))
+            {
+                return Ok(format!("{} audit: {found}", self.cse));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no audit line \"{message}\" with reason \"{reason}\" in {}",
+                    self.path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The audit lines of a log text: (message with its fields, reason if the line has one). A line
+/// reads `TIME LEVEL audit: MESSAGE field=value ... reason=REASON` (the reason comes last).
+fn audit_lines(text: &str) -> impl Iterator<Item = (String, Option<String>)> + '_ {
+    text.lines().filter_map(|line| {
+        let line = strip_ansi(line);
+        let at = line.find(" audit: ")?;
+        let rest = line[at + " audit: ".len()..].to_owned();
+        let reason = rest
+            .find(" reason=")
+            .map(|r| rest[r + " reason=".len()..].to_owned());
+        Some((rest, reason))
+    })
+}
+
+/// `line` without ANSI colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What the requester is told may name no entity, policy or rule: those are in the audit log.
+const NAMED_NOWHERE: [&str; 16] = [
+    "Clock-AE1",
+    "Cllock-AE2",
+    GATEWAY_AE,
+    ADMIN,
+    "Cphone",
+    "Cstranger",
+    "Cbabysitter",
+    MN_ID,
+    "id-in",
+    "state-acp",
+    "acp",
+    "rule",
+    "acaf",
+    "accessControl",
+    "window",
+    "polic",
+];
+
+/// Fails when the requester's text names anything of [`NAMED_NOWHERE`].
+fn names_nothing(text: &str) -> anyhow::Result<()> {
+    let lower = text.to_lowercase();
+    match NAMED_NOWHERE
+        .iter()
+        .find(|n| lower.contains(&n.to_lowercase()))
+    {
+        Some(n) => bail!("the refusal text names {n:?}: {text}"),
+        None => Ok(()),
+    }
+}
+
+/// An attack by request, refused with `want`, a text that names nothing, and the audit line
+/// `message` whose reason contains `reason` in `log` since `mark`.
+async fn refused_and_audited(
+    r: Result<Response, M2mError>,
+    want: u16,
+    (log, mark): (&AuditLog, u64),
+    message: &str,
+    reason: &str,
+) -> anyhow::Result<((), String)> {
+    let told = r
+        .as_ref()
+        .ok()
+        .and_then(Response::dbg)
+        .unwrap_or_default()
+        .to_owned();
+    let ((), seen) = refused_with(r, want)?;
+    names_nothing(&told)?;
+    let audit = log.reason(mark, message, reason).await?;
+    Ok(((), format!("{seen}; {audit}; told: \"{told}\"")))
+}
+
+/// An attack on the handshake, refused with `alert` (what the client sees) and the audit line
+/// "association refused" for `reason` (OpenSSL's, on the server's side) in `log` since `mark`.
+async fn handshake_refused_and_audited(
+    r: Result<Response, M2mError>,
+    alert: &str,
+    (log, mark): (&AuditLog, u64),
+    reason: &str,
+) -> anyhow::Result<((), String)> {
+    let ((), seen) = handshake_refused(r, alert)?;
+    let audit = log.reason(mark, "association refused", reason).await?;
+    Ok(((), format!("{seen}; {audit}")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,10 +671,15 @@ struct Deployment {
     _in: Spawned,
     _mn: Spawned,
     maf_url: String,
-    in_http: String,
     in_https: String,
     mn_http: String,
     mn_https: String,
+    keys: RunKeys,
+    /// The admin at the MN-CSE, over its own association.
+    mn_admin: Client,
+    /// The CSEs' logs, where their audit lines go.
+    in_log: AuditLog,
+    mn_log: AuditLog,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
@@ -456,11 +690,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             if std::fs::read_dir(d)?.next().is_some() {
                 bail!("--dir {} must be empty", d.display());
             }
-            d.clone()
+            // Absolute from here on: the configurations name files by it, and the MEF, the MAF
+            // and the AEs read a relative path against their configuration's directory, the
+            // CSEs against their working directory.
+            std::fs::canonicalize(d).with_context(|| format!("{}", d.display()))?
         }
         None => {
             let t = tempfile::Builder::new().prefix("m2m-demo-").tempdir()?;
-            let path = t.path().to_owned();
+            let path = std::fs::canonicalize(t.path())?;
             _temp = t;
             path
         }
@@ -469,7 +706,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         steps: Vec::new(),
         unlock_to_notification_ms: None,
     };
-    let deployment = setup(&dir, &mut report).await;
+    let deployment = setup(&dir, RunKeys::random(), &mut report).await;
     if let Some(dep) = &deployment {
         story_and_attacks(dep, &mut report).await;
     }
@@ -488,16 +725,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     Ok(if report.ok() { 0 } else { 1 })
 }
 
-async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
+/// A client of the admin from its `m2m ae` configuration (TLS-PSK on the admin's row).
+async fn admin_client(path: &Path) -> anyhow::Result<Client> {
+    let cfg = crate::ae_config::AeConfig::load(path)?;
+    let psk = cfg.sae.psk().await?;
+    cfg.sae.client(psk, &cfg.tls_peer(), CLIENT_TIMEOUT)
+}
+
+async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
     let t = Instant::now();
-    let res = make_pki(d).map(|()| {
+    let res = make_pki(d).and_then(|()| keys.write(d)).map(|()| {
         (
             (),
-            "CA for m2m.example.com + keys.example.net; /id-in, /mn-cse-123456, MAF, MEF"
+            "CA for m2m.example.com + keys.example.net; /id-in, /mn-cse-123456, MAF, MEF; \
+             random Kpsa for the gateway app and the admins"
                 .to_owned(),
         )
     });
-    r.record(("make the PKI", "demo", "-", "certificates issued"), t, res)?;
+    r.record(
+        ("make the PKI and keys", "demo", "-", "certificates issued"),
+        t,
+        res,
+    )?;
 
     let t = Instant::now();
     let res = (|| {
@@ -540,14 +789,25 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
             d,
             "cse",
             "in",
-            &in_config(d, &maf_url),
-            &[LISTENING_PREFIX, LISTENING_PREFIX_TLS],
+            &in_config(d, &maf_url, &keys),
+            &[LISTENING_PREFIX_TLS],
         )?;
-        let (http, https) = cse_urls(&urls);
-        let msg = format!("listening {https} (TLS) and {http} (loopback admin)");
-        Ok(((proc, http, https), msg))
+        let https = format!("https://{}", urls[0]);
+        write_private(
+            &d.join(ADMIN_IN_AE),
+            admin_ae_config(
+                &https,
+                "/id-in",
+                "cse-in",
+                ADMIN_IN_KPSA_ID,
+                ADMIN_IN_KPSA_FILE,
+            )
+            .as_bytes(),
+        )?;
+        let msg = format!("listening {https} (TLS only; the admin by its own PSK)");
+        Ok(((proc, https), msg))
     })();
-    let (in_proc, in_http, in_https) = r.record(
+    let (in_proc, in_https) = r.record(
         ("start the IN-CSE", "IN-CSE /id-in", "-", "listening"),
         t,
         res,
@@ -555,15 +815,21 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = async {
-        let (proc, urls) = start_with_config(d, "cse", "mn", &mn_config(d, &in_https), &[LISTENING_PREFIX, LISTENING_PREFIX_TLS])?;
+        let (proc, urls) = start_with_config(d, "cse", "mn", &mn_config(d, &in_https, &keys), &[LISTENING_PREFIX, LISTENING_PREFIX_TLS])?;
         let (http, https) = cse_urls(&urls);
-        // Registered when the IN holds the MN's <remoteCSE>.
-        let admin = Client::new().with_timeout(Duration::from_secs(5));
+        write_private(
+            &d.join(ADMIN_MN_AE),
+            admin_ae_config(&https, &format!("/{MN_ID}"), "cse-mn", ADMIN_MN_KPSA_ID, ADMIN_MN_KPSA_FILE)
+                .as_bytes(),
+        )?;
+        // Registered when the IN holds the MN's <remoteCSE>: the IN's admin looks, over its
+        // own association.
+        let in_admin = admin_client(&d.join(ADMIN_IN_AE)).await?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let rsp = send(
-                &admin,
-                &in_http,
+                &in_admin,
+                &in_https,
                 Operation::Retrieve,
                 &format!("cse-in/{MN_ID}"),
                 ADMIN,
@@ -582,13 +848,14 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let mn_admin = admin_client(&d.join(ADMIN_MN_AE)).await?;
         Ok((
-            (proc, http, https),
-            "registered with the IN-CSE over mutual TLS".to_owned(),
+            (proc, http, https, mn_admin),
+            "registered with the IN-CSE over mutual TLS; loopback listener anonymous".to_owned(),
         ))
     }
     .await;
-    let (mn_proc, mn_http, mn_https) = r.record(
+    let (mn_proc, mn_http, mn_https, mn_admin) = r.record(
         (
             "start the home gateway, register with the IN-CSE",
             "MN-CSE /mn-cse-123456",
@@ -606,10 +873,13 @@ async fn setup(d: &Path, r: &mut Report) -> Option<Deployment> {
         _in: in_proc,
         _mn: mn_proc,
         maf_url,
-        in_http,
         in_https,
         mn_http,
         mn_https,
+        keys,
+        mn_admin,
+        in_log: AuditLog::new("IN-CSE", d.join("in.log")),
+        mn_log: AuditLog::new("MN-CSE", d.join("mn.log")),
     })
 }
 
@@ -740,6 +1010,8 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
                 pv.push(json!({ "acor": ["/id-in/Cbabysitter"], "acop": 2,
                                 "acco": [{ "actw": ["* * * * * * 2001"] }] }));
             }
+            // The gateway app: RETRIEVE, and CREATE of subscriptions (type 23) only.
+            pv.push(json!({ "acor": [GATEWAY_AE], "acop": 3, "acod": [{ "chty": [23] }] }));
             let acp = json!({ "m2m:acp": { "rn": "state-acp", "pv": { "acr": pv },
                               "pvs": { "acr": [{ "acor": [lock.ae], "acop": 63 }] } } });
             let base = format!("cse-mn/{}", lock.rn);
@@ -789,7 +1061,10 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
             )?;
             Ok((
                 (),
-                format!("state under ACP (phone: ops 35; {} acaf) = LOCKED", lock.ae),
+                format!(
+                    "state under ACP ({} acaf; phone: ops 35; gateway app: read, subscribe) = LOCKED",
+                    lock.ae
+                ),
             ))
         }
         .await;
@@ -806,7 +1081,10 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         lock_clients.push(client);
     }
 
-    // 2. The smartphone: Kc from the MAF, registration at the IN-CSE.
+    // 2. The gateway app registers over its own association and reads what its rule grants.
+    let gateway = gateway_app(dep, r).await?;
+
+    // 3. The smartphone: Kc from the MAF, registration at the IN-CSE.
     let (poa, mut receiver) = match start_receiver().await {
         Ok(x) => x,
         Err(e) => {
@@ -1019,15 +1297,102 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         res,
     )?;
 
-    attacks(dep, r, &lock_clients[1]).await;
+    attacks(dep, r, &lock_clients[1], &gateway).await;
     Some(())
 }
 
-async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
-    let front_rel = format!("cse-mn/{}/state", FRONT.rn);
+/// The gateway app registers at the MN-CSE over TLS-PSK with its own key (the association binds
+/// Cgateway-app) and reads the front lock's state, which its rule grants.
+async fn gateway_app(dep: &Deployment, r: &mut Report) -> Option<Client> {
+    let t = Instant::now();
+    let res = async {
+        let client = psk_client(GATEWAY_KPSA_ID, &hex_key(&dep.keys.gateway)?)?;
+        let body =
+            json!({ "m2m:ae": { "rn": GATEWAY_RN, "api": "Ngateway", "rr": false, "srv": ["3"] } });
+        let rsp = expect(
+            send(
+                &client,
+                &dep.mn_https,
+                Operation::Create,
+                "cse-mn",
+                "C",
+                Some(ResourceType::Ae),
+                Some(body),
+            )
+            .await,
+            2001,
+            "registration",
+        )?;
+        let aei = pc(&rsp)["m2m:ae"]["aei"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if aei != GATEWAY_AE {
+            bail!("registered as {aei}, not {GATEWAY_AE}");
+        }
+        Ok((
+            client,
+            format!("From C over {GATEWAY_KPSA_ID} -> aei {aei}"),
+        ))
+    }
+    .await;
+    let client = r.record(
+        (
+            "gateway app registers at the home gateway",
+            GATEWAY_LABEL,
+            SAE_PSK,
+            &format!("2001, aei {GATEWAY_AE}"),
+        ),
+        t,
+        res,
+    )?;
 
     let t = Instant::now();
-    let res = refused_with(
+    let res = async {
+        let rsp = expect(
+            send(
+                &client,
+                &dep.mn_https,
+                Operation::Retrieve,
+                &format!("cse-mn/{}/state/la", FRONT.rn),
+                GATEWAY_AE,
+                None,
+                None,
+            )
+            .await,
+            2000,
+            "state/la",
+        )?;
+        let con = pc(&rsp)["m2m:cin"]["con"].clone();
+        if con != "LOCKED" {
+            bail!("state is {con}");
+        }
+        Ok((
+            (),
+            "front lock's state/la = LOCKED (its rule grants RETRIEVE)".to_owned(),
+        ))
+    }
+    .await;
+    r.record(
+        (
+            "gateway app reads the front lock's state",
+            GATEWAY_LABEL,
+            SAE_PSK,
+            "2000 LOCKED",
+        ),
+        t,
+        res,
+    )?;
+    Some(client)
+}
+
+async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Client) {
+    let front_rel = format!("cse-mn/{}/state", FRONT.rn);
+    let mn = &dep.mn_log;
+
+    let t = Instant::now();
+    let mark = mn.mark();
+    let res = refused_and_audited(
         create_cin(
             &Client::new(),
             &dep.mn_http,
@@ -1037,22 +1402,61 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
         )
         .await,
         4103,
-    );
+        (mn, mark),
+        "access denied",
+        "claimed without a security association",
+    )
+    .await;
     r.record(
         (
             "ATTACK unlock without a security association",
             "Clock-AE1 (claimed)",
             SAE_NONE,
-            "4103 (acaf)",
+            "4103 (a claim matches only \"all\")",
         ),
         t,
         res,
     );
 
     let t = Instant::now();
+    let res = local_admin(dep).await;
+    r.record(
+        (
+            "ATTACK a local process without a credential acts as the admin",
+            "CAdmin (claimed, loopback)",
+            SAE_NONE,
+            "4106, lock still there",
+        ),
+        t,
+        res,
+    );
+
+    let t = Instant::now();
+    let mark = mn.mark();
+    let res = refused_and_audited(
+        create_cin(gateway, &dep.mn_https, &front_rel, GATEWAY_AE, "UNLOCKED").await,
+        4103,
+        (mn, mark),
+        "access denied",
+        "accessControlObjectDetails",
+    )
+    .await;
+    r.record(
+        (
+            "ATTACK the gateway app unlocks the front door",
+            GATEWAY_AE,
+            SAE_PSK,
+            "4103 (acod: subscriptions only)",
+        ),
+        t,
+        res,
+    );
+
+    let t = Instant::now();
+    let mark = mn.mark();
     let res = async {
         let c = psk_client(FRONT.kpsa_id, &hex_key("1a2b3c4d5e6f7a8c")?)?;
-        handshake_refused(
+        handshake_refused_and_audited(
             send(
                 &c,
                 &dep.mn_https,
@@ -1064,7 +1468,10 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
             )
             .await,
             ALERT_BAD_MAC,
+            (mn, mark),
+            REFUSED_BAD_MAC,
         )
+        .await
     }
     .await;
     r.record(
@@ -1079,10 +1486,25 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
     );
 
     let t = Instant::now();
+    let mark = mn.mark();
+    let res = tls13_without_the_key(dep, (mn, mark)).await;
+    r.record(
+        (
+            "ATTACK TLS 1.3 PSK client without the front lock's key",
+            FRONT.kpsa_id,
+            SAE_PSK_TLS13,
+            "handshake refused",
+        ),
+        t,
+        res,
+    );
+
+    let t = Instant::now();
     let guessed = "AE123456789013-Lock@in.provider.com";
+    let mark = mn.mark();
     let res = async {
         let c = psk_client(guessed, &hex_key(FRONT.key)?)?;
-        handshake_refused(
+        handshake_refused_and_audited(
             send(
                 &c,
                 &dep.mn_https,
@@ -1094,7 +1516,10 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
             )
             .await,
             ALERT_UNKNOWN_IDENTITY,
+            (mn, mark),
+            REFUSED_UNKNOWN_IDENTITY,
         )
+        .await
     }
     .await;
     r.record(
@@ -1109,10 +1534,15 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
     );
 
     let t = Instant::now();
-    let res = refused_with(
+    let mark = mn.mark();
+    let res = refused_and_audited(
         create_cin(back, &dep.mn_https, &front_rel, FRONT.ae, "UNLOCKED").await,
         4106,
-    );
+        (mn, mark),
+        "originator refused",
+        "over an association bound to",
+    )
+    .await;
     r.record(
         (
             "ATTACK back lock pretends to be the front lock",
@@ -1138,18 +1568,27 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
     );
 
     let state_la = format!("{}/la", state_path(&FRONT));
-    for (i, step, expected) in [
-        (0, "ATTACK an AE no ACP names reads the lock", "4103"),
+    for (i, step, expected, reason) in [
+        (
+            0,
+            "ATTACK an AE no ACP names reads the lock",
+            "4103",
+            // No rule names it: the reason names it as the MN-CSE saw it, relayed by the IN.
+            format!("grants RETRIEVE to //{SP}/id-in/{}", KMS[0].0),
+        ),
         (
             1,
             "ATTACK babysitter outside its time window (2001)",
             "4103 (actw)",
+            "is outside accessControlWindow".to_owned(),
         ),
     ] {
         let t = Instant::now();
         let res = async {
             let (c, aei) = phone_registers(dep, KMS[i].0, other_phone(dep, i), None).await?;
-            refused_with(
+            // The MN-CSE, which hosts the lock's policy, decides (the IN-CSE retargets).
+            let mark = mn.mark();
+            refused_and_audited(
                 send(
                     &c,
                     &dep.in_https,
@@ -1161,10 +1600,118 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client) {
                 )
                 .await,
                 4103,
+                (mn, mark),
+                "access denied",
+                &reason,
             )
+            .await
         }
         .await;
         r.record((step, KMS[i].0, SAE_MAF, expected), t, res);
+    }
+}
+
+/// From CAdmin on the MN-CSE's loopback listener, without a credential: deleting the front lock
+/// is refused (the claim is nobody's, least of all the admin's), and the admin with its own
+/// association then finds the lock still there.
+async fn local_admin(dep: &Deployment) -> anyhow::Result<((), String)> {
+    let lock = format!("cse-mn/{}", FRONT.rn);
+    let mark = dep.mn_log.mark();
+    let ((), refused) = refused_and_audited(
+        send(
+            &Client::new(),
+            &dep.mn_http,
+            Operation::Delete,
+            &lock,
+            ADMIN,
+            None,
+            None,
+        )
+        .await,
+        4106,
+        (&dep.mn_log, mark),
+        "originator refused",
+        &format!("{ADMIN} is not registered here and has no security association"),
+    )
+    .await?;
+    let rsp = expect(
+        send(
+            &dep.mn_admin,
+            &dep.mn_https,
+            Operation::Retrieve,
+            &lock,
+            ADMIN,
+            None,
+            None,
+        )
+        .await,
+        2000,
+        "the admin (its own PSK) retrieves the lock",
+    )?;
+    let aei = pc(&rsp)["m2m:ae"]["aei"].as_str().unwrap_or_default();
+    if aei != FRONT.ae {
+        bail!("the admin found {aei:?} at {lock}, not {}", FRONT.ae);
+    }
+    Ok((
+        (),
+        format!("{refused}; lock still there (admin over its PSK)"),
+    ))
+}
+
+/// A TLS 1.3-only client offering the front lock's KpsaID with a key it does not know, and
+/// only TLS_AES_256_GCM_SHA384: the MN-CSE accepts TLS 1.3 (`tls13 = true`) but must open no
+/// association bound to the lock. Should a handshake complete anyway, the unlock it then sends
+/// as Clock-AE1 must be refused.
+async fn tls13_without_the_key(
+    dep: &Deployment,
+    audit: (&AuditLog, u64),
+) -> anyhow::Result<((), String)> {
+    use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode, SslVersion};
+    let mut b = SslContextBuilder::new(SslMethod::tls_client())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_3))?;
+    b.set_max_proto_version(Some(SslVersion::TLS1_3))?;
+    b.set_ciphersuites("TLS_AES_256_GCM_SHA384")?;
+    b.set_verify(SslVerifyMode::NONE);
+    let identity = FRONT.kpsa_id.as_bytes().to_vec();
+    let wrong = hex_key("00")?;
+    b.set_psk_client_callback(move |_ssl, _hint, identity_out, psk_out| {
+        if identity.len() + 1 > identity_out.len() || wrong.len() > psk_out.len() {
+            return Ok(0);
+        }
+        identity_out[..identity.len()].copy_from_slice(&identity);
+        identity_out[identity.len()] = 0;
+        psk_out[..wrong.len()].copy_from_slice(&wrong);
+        Ok(wrong.len())
+    });
+    let client = Client::new()
+        .with_timeout(CLIENT_TIMEOUT)
+        .with_tls(m2m_client::TlsSettings {
+            context: b.build(),
+            peer: m2m_client::PeerPolicy::PreSharedKey,
+        });
+    let front_rel = format!("cse-mn/{}/state", FRONT.rn);
+    match create_cin(&client, &dep.mn_https, &front_rel, FRONT.ae, "UNLOCKED").await {
+        Err(e) => {
+            let seen = handshake_failure(&e, ALERT_TLS13_NO_SUITE)?;
+            let audit = audit
+                .0
+                .reason(audit.1, "association refused", REFUSED_NO_SUITE)
+                .await?;
+            Ok(((), format!("handshake refused ({seen}); {audit}")))
+        }
+        Ok(rsp) if (4100..4200).contains(&code(&rsp)) => Ok((
+            (),
+            format!(
+                "the handshake completed, but the unlock as {} was refused: {} {}",
+                FRONT.ae,
+                code(&rsp),
+                rsp.rsc.name()
+            ),
+        )),
+        Ok(rsp) => bail!(
+            "an association without the key unlocked the front door: answer {}",
+            code(&rsp)
+        ),
     }
 }
 
@@ -1197,6 +1744,7 @@ async fn expired_key(dep: &Deployment) -> anyhow::Result<((), String)> {
         2000,
         "before its expiry the key must work",
     )?;
+    let mark = dep.in_log.mark();
     // Wait for the expiry, then poll until the handshake is refused.
     let until = Duration::from_secs((expires + 1 - chrono::Utc::now().timestamp()).max(0) as u64);
     tokio::time::sleep(until).await;
@@ -1204,14 +1752,18 @@ async fn expired_key(dep: &Deployment) -> anyhow::Result<((), String)> {
     loop {
         match attempt().await? {
             Err(e) => {
+                let seen = handshake_failure(&e, ALERT_UNKNOWN_IDENTITY)?;
+                let audit = dep
+                    .in_log
+                    .reason(mark, "association refused", REFUSED_UNKNOWN_IDENTITY)
+                    .await?;
                 return Ok((
                     (),
                     format!(
-                        "worked before {}, handshake refused after ({})",
+                        "worked before {}, handshake refused after ({seen}); {audit}",
                         format_time(expires),
-                        handshake_failure(&e, ALERT_UNKNOWN_IDENTITY)?
                     ),
-                ))
+                ));
             }
             Ok(r) if Instant::now() > deadline => {
                 bail!(
@@ -1225,19 +1777,24 @@ async fn expired_key(dep: &Deployment) -> anyhow::Result<((), String)> {
 }
 
 fn print_poke_help(dep: &Deployment, dir: &Path) {
+    let ae = |name: &str| dir.join(name).display().to_string();
     println!(
         "\nThe deployment keeps running (Ctrl-C ends it). Files and logs: {}\n\
          MAF            {}\n\
-         IN-CSE /id-in  {} (TLS)  {} (loopback admin, From CAdmin)\n\
-         MN-CSE /{MN_ID} (cse-mn)  {} (TLS)  {} (loopback admin, From CAdmin)\n\n\
+         MEF            {}\n\
+         IN-CSE /id-in  {} (TLS only)\n\
+         MN-CSE /{MN_ID} (cse-mn)  {} (TLS)  {} (loopback, From is a claim only)\n\n\
          Read the front lock's state as the front lock itself (TLS-PSK, its association):\n  \
          M2M_PSK={} m2m request --url {} --psk-identity {} --psk-key-env M2M_PSK --from {} --to cse-mn/{}/state/la\n\n\
-         Read it as the gateway admin on the MN's loopback listener:\n  \
-         curl -s {}/cse-mn/{}/state/la -H 'X-M2M-Origin: CAdmin' -H 'X-M2M-RI: 1' -H 'X-M2M-RVI: 3'\n",
+         As the admin, over the admin's own PSK row at each CSE:\n  \
+         m2m request --ae {} --to cse-mn/{}\n  \
+         m2m request --ae {} --to cse-in/{MN_ID}\n\n\
+         The same From on the MN's loopback listener is nobody (4106):\n  \
+         curl -s {}/cse-mn/{} -H 'X-M2M-Origin: {ADMIN}' -H 'X-M2M-RI: 1' -H 'X-M2M-RVI: 3'\n",
         dir.display(),
         dep.maf_url,
+        dep.mef_url,
         dep.in_https,
-        dep.in_http,
         dep.mn_https,
         dep.mn_http,
         FRONT.key,
@@ -1245,6 +1802,9 @@ fn print_poke_help(dep: &Deployment, dir: &Path) {
         FRONT.kpsa_id,
         FRONT.ae,
         FRONT.rn,
+        ae(ADMIN_MN_AE),
+        FRONT.rn,
+        ae(ADMIN_IN_AE),
         dep.mn_http,
         FRONT.rn,
     );

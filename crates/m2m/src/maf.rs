@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct MafArgs {
-    /// The MAF configuration (TOML, mode 0600: it holds Km keys).
+    /// The MAF configuration (TOML, mode 0600: it holds Km keys). Relative paths in it are read
+    /// against the file's directory.
     #[arg(long, required_unless_present = "print_default_config")]
     config: Option<PathBuf>,
     /// Print an example configuration and exit.

@@ -79,7 +79,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct CseArgs {
-    /// TOML configuration file; without it the embedded defaults are used.
+    /// TOML configuration file; without it the embedded defaults are used. Relative paths in it
+    /// (storage, certificates, keystore, keys) are read against the working directory.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print the default configuration and exit.

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct MefArgs {
-    /// TOML configuration file (mode 0600 when it holds [[kpm]] keys).
+    /// TOML configuration file (mode 0600 when it holds [[kpm]] keys). Relative paths in it are
+    /// read against the file's directory.
     #[arg(long, required_unless_present = "print_default_config")]
     pub config: Option<PathBuf>,
     /// Print the default configuration and exit.

@@ -43,7 +43,8 @@ impl From<OpArg> for Operation {
 pub struct RequestArgs {
     /// Send as the AE of this configuration (`m2m ae --config`): its CSE's URL, its SAE mode and
     /// credentials, and as From the AE-ID its registration was given (else its originator).
-    /// The other options override what it says.
+    /// The other options override what it says. Relative paths in it are read against the
+    /// file's directory, as `m2m ae` reads them.
     #[arg(long, value_name = "FILE")]
     pub ae: Option<std::path::PathBuf>,
     /// Base URL of the CSE (scheme://host:port); default http://127.0.0.1:8080 or the --ae's CSE.

@@ -1,6 +1,7 @@
 //! `m2m demo --json`: the door-lock story of the security guide, with the MEF, the MAF and both
 //! CSEs as processes, ends with every step behaving (story steps succeed, attacks are refused), exit
-//! status 0, well within a minute.
+//! status 0, well within a minute. Each attack is refused as the requester sees it (status code
+//! or TLS alert, a text that names nothing) and for the reason the CSE's audit log gives.
 
 use serde_json::Value;
 use std::io::Read;
@@ -12,11 +13,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[test]
 fn the_door_lock_demo_behaves() {
     let started = Instant::now();
+    // A relative --dir, from a working directory of its own: every path the demo writes into a
+    // configuration must still name the right file for each process that reads it.
     let dir = tempfile::tempdir().expect("temp dir");
     let logs_dir = dir.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
-        .args(["demo", "--json", "--dir"])
-        .arg(&logs_dir)
+        .args(["demo", "--json", "--dir", "run"])
+        .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -69,36 +72,126 @@ fn the_door_lock_demo_behaves() {
         .iter()
         .filter(|s| s["step"].as_str().is_some_and(|n| n.starts_with("ATTACK")))
         .collect();
-    assert_eq!(attacks.len(), 7, "seven attacks: {doc:#}");
+    assert_eq!(attacks.len(), 10, "ten attacks: {doc:#}");
     for a in &attacks {
         let outcome = a["outcome"].as_str().unwrap_or_default();
         assert!(outcome.contains("refused"), "attack not refused: {a}");
     }
-    // The handshake attacks fail in the TLS handshake itself, with the alert the peer sends:
-    // a connection refused or a timeout would not do.
-    let handshake_attacks = [
-        (
-            "ATTACK wrong PSK for the front lock's KpsaID",
-            "TLS handshake failed: sslv3 alert bad record mac",
-        ),
-        (
-            "ATTACK guessed KpsaID",
-            "TLS handshake failed: tlsv1 alert unknown psk identity",
-        ),
-        (
-            "ATTACK phone uses its expired MAF key",
-            "TLS handshake failed: tlsv1 alert unknown psk identity",
-        ),
-    ];
-    for (name, reason) in handshake_attacks {
+    let attack = |name: &str| {
         let a = attacks
             .iter()
             .find(|a| a["step"] == name)
             .unwrap_or_else(|| panic!("no step {name:?}: {doc:#}"));
-        let outcome = a["outcome"].as_str().unwrap_or_default();
-        assert!(outcome.contains(reason), "{name}: want {reason:?}: {a}");
+        a["outcome"].as_str().unwrap_or_default().to_owned()
+    };
+    // The handshake attacks fail in the TLS handshake itself, with the alert the peer sends (a
+    // connection refused or a timeout would not do), and the CSE's audit line says why.
+    let handshake_attacks = [
+        (
+            "ATTACK wrong PSK for the front lock's KpsaID",
+            "TLS handshake failed: sslv3 alert bad record mac",
+            "MN-CSE audit: decryption failed or bad record mac",
+        ),
+        (
+            "ATTACK TLS 1.3 PSK client without the front lock's key",
+            "TLS handshake failed: sslv3 alert handshake failure",
+            "MN-CSE audit: no shared cipher",
+        ),
+        (
+            "ATTACK guessed KpsaID",
+            "TLS handshake failed: tlsv1 alert unknown psk identity",
+            "MN-CSE audit: psk identity not found",
+        ),
+        (
+            "ATTACK phone uses its expired MAF key",
+            "TLS handshake failed: tlsv1 alert unknown psk identity",
+            "IN-CSE audit: psk identity not found",
+        ),
+    ];
+    for (name, alert, audit) in handshake_attacks {
+        let outcome = attack(name);
+        assert!(outcome.contains(alert), "{name}: want {alert:?}: {outcome}");
+        assert!(outcome.contains(audit), "{name}: want {audit:?}: {outcome}");
     }
-    assert!(steps.len() >= 22, "every step is reported: {doc:#}");
+    // The attacks by request: the status code, the reason in the MN-CSE's audit log, and a text
+    // for the requester that names no entity, policy or rule.
+    let request_attacks = [
+        (
+            "ATTACK unlock without a security association",
+            "refused: 4103",
+            "(claimed without a security association: only \"all\" can match)",
+        ),
+        (
+            "ATTACK a local process without a credential acts as the admin",
+            "refused: 4106",
+            "/mn-cse-123456/CAdmin is not registered here and has no security association",
+        ),
+        (
+            "ATTACK the gateway app unlocks the front door",
+            "refused: 4103",
+            "accessControlObjectDetails do not allow creating type 4 under type 3",
+        ),
+        (
+            "ATTACK back lock pretends to be the front lock",
+            "refused: 4106",
+            "over an association bound to //m2m.example.com/mn-cse-123456/Cllock-AE2",
+        ),
+        (
+            "ATTACK an AE no ACP names reads the lock",
+            "refused: 4103",
+            "grants RETRIEVE to //m2m.example.com/id-in/Cstranger",
+        ),
+        (
+            "ATTACK babysitter outside its time window (2001)",
+            "refused: 4103",
+            "is outside accessControlWindow",
+        ),
+    ];
+    let generic = [
+        "the originator has no privilege for this operation on the target",
+        "the originator is not the entity the security association authenticated",
+    ];
+    let mn_log = file(&logs_dir, "mn.log");
+    for (name, status, reason) in request_attacks {
+        let outcome = attack(name);
+        assert!(outcome.contains(status), "{name}: want {status}: {outcome}");
+        assert!(
+            outcome.contains("MN-CSE audit: ") && outcome.contains(reason),
+            "{name}: want the audit reason {reason:?}: {outcome}"
+        );
+        assert!(
+            mn_log.contains(reason),
+            "{name}: mn.log has no audit line with {reason:?}"
+        );
+        let told = outcome
+            .split("told: \"")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .unwrap_or_else(|| panic!("{name}: what the requester was told: {outcome}"));
+        assert!(
+            generic.contains(&told),
+            "{name}: the requester's text is not the generic one: {told:?}"
+        );
+    }
+    // The admin's claim deleted nothing: the admin, over its own PSK, finds the lock.
+    assert!(
+        attack("ATTACK a local process without a credential acts as the admin")
+            .contains("lock still there"),
+        "{doc:#}"
+    );
+    // The gateway app may read what it may not change.
+    let read = steps
+        .iter()
+        .find(|s| s["step"] == "gateway app reads the front lock's state")
+        .unwrap_or_else(|| panic!("no gateway read step: {doc:#}"));
+    assert!(
+        read["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("LOCKED"),
+        "{read}"
+    );
+    assert_eq!(steps.len(), 28, "every step is reported: {doc:#}");
     assert!(
         doc["unlock_to_notification_ms"]
             .as_f64()
@@ -109,13 +202,10 @@ fn the_door_lock_demo_behaves() {
     assert!(status.success(), "exit status {status}\nstderr:\n{stderr}");
     assert!(elapsed < LIMIT, "took {elapsed:?}");
 
-    // The CSEs themselves refused those handshakes: an audit line each (two at the MN-CSE,
+    // The CSEs themselves refused those handshakes: an audit line each (three at the MN-CSE,
     // the expired key at the IN-CSE).
-    let log = |name: &str| {
-        std::fs::read_to_string(logs_dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
-    for (name, attacks) in [("mn.log", 2), ("in.log", 1)] {
-        let refused = log(name)
+    for (name, attacks) in [("mn.log", 3), ("in.log", 1)] {
+        let refused = file(&logs_dir, name)
             .lines()
             .filter(|l| l.contains("association refused"))
             .count();
@@ -124,10 +214,43 @@ fn the_door_lock_demo_behaves() {
             "{name}: {refused} 'association refused' lines, want {attacks}"
         );
     }
+    // Every configuration the demo wrote names its files by absolute paths (a relative --dir
+    // included), and the MN-CSE's loopback listener takes a From as a claim only.
+    for name in ["mef.toml", "maf.toml", "in.toml", "mn.toml"] {
+        let cfg: toml::Table = file(&logs_dir, name).parse().expect(name);
+        let mut paths = Vec::new();
+        collect_paths(&toml::Value::Table(cfg), &mut paths);
+        assert!(!paths.is_empty(), "{name} names no file");
+        for p in paths {
+            assert!(
+                std::path::Path::new(&p).is_absolute(),
+                "{name}: relative path {p}"
+            );
+        }
+    }
+    assert!(
+        file(&logs_dir, "mn.toml").contains("originators = \"anonymous\""),
+        "the MN-CSE's plain listener is anonymous"
+    );
+    assert!(
+        !file(&logs_dir, "in.toml").contains("originators = \"trusted\""),
+        "no trusted listener at the IN-CSE"
+    );
 
     // No key of the run reaches a log or the output: the locks' Kpsa, the phone's Kpm, the
     // other phones' Km at the MAF. The texts are lowercased, so upper-case hex is caught too.
-    let keys = [
+    // The run's random keys too: the gateway app's Kpsa and the admins'.
+    let run_keys: Vec<String> = ["gateway-app.kpsa", "admin-mn.kpsa", "admin-in.kpsa"]
+        .iter()
+        .map(|f| file(&logs_dir, f).trim().to_lowercase())
+        .collect();
+    for k in &run_keys {
+        assert!(
+            k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit()),
+            "a 16-byte key in hex"
+        );
+    }
+    let guide_keys = [
         "1a2b3c4d5e6f7a8b",
         "12345678abcdefab",
         "7c2e9d4a1b3f5e6d8c0a2b4f6e8d1c3b5a7f9e0d2c4b6a8f1e3d5c7b9a0f2e4d",
@@ -139,15 +262,45 @@ fn the_door_lock_demo_behaves() {
         ("stderr".to_owned(), stderr.to_lowercase()),
     ];
     for name in ["mef.log", "maf.log", "in.log", "mn.log"] {
-        texts.push((name.to_owned(), log(name).to_lowercase()));
+        texts.push((name.to_owned(), file(&logs_dir, name).to_lowercase()));
     }
+    let keys = guide_keys
+        .iter()
+        .copied()
+        .chain(run_keys.iter().map(String::as_str));
     for (name, text) in &texts {
-        for key in keys {
+        for key in keys.clone() {
             assert!(
                 !text.contains(key),
                 "{name} contains a key ({}...)",
                 &key[..4]
             );
         }
+    }
+}
+
+/// A file of the demo directory (a log, a configuration, a key file).
+fn file(dir: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The values of the keys that name files (`path`, `storage*`, `certificate`, `*_key`,
+/// `trusted_ca`, `key_file`) anywhere in a configuration.
+fn collect_paths(v: &toml::Value, out: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let names_file = matches!(
+                    k.as_str(),
+                    "path" | "storage" | "certificate" | "private_key" | "trusted_ca" | "key_file"
+                ) || k.starts_with("storage_key");
+                match v {
+                    toml::Value::String(s) if names_file => out.push(s.clone()),
+                    _ => collect_paths(v, out),
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|v| collect_paths(v, out)),
+        _ => {}
     }
 }
