@@ -263,7 +263,7 @@ where
         match &self.security {
             Security::Plain => {
                 // An idle connection holds nothing but its socket until its first request.
-                if !first_byte(&tcp, idle).await {
+                if !self.first_byte(&tcp, idle).await {
                     return;
                 }
                 let io = TimedIo::new(Stream::Plain(tcp), idle, header);
@@ -278,9 +278,9 @@ where
             Security::Tls(context) => {
                 let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
                 // A silent connection is no handshake in flight yet: it holds no slot of its source.
-                match wait_first_byte(&tcp, handshake).await {
+                match self.wait_first_byte(&tcp, handshake).await {
                     FirstByte::Data => {}
-                    FirstByte::Closed => return,
+                    FirstByte::Closed | FirstByte::Stopped => return,
                     FirstByte::TimedOut => {
                         tracing::info!(target: "audit", listener = self.name, peer = %addr, reason = "handshake timed out before a ClientHello", "association refused");
                         return;
@@ -291,7 +291,8 @@ where
                 };
                 let (stream, association) = stream;
                 // Idle associations stay small: no HTTP buffers before the client speaks.
-                let ready = stream.ssl().pending() > 0 || first_byte(stream.get_ref(), idle).await;
+                let ready =
+                    stream.ssl().pending() > 0 || self.first_byte(stream.get_ref(), idle).await;
                 if !ready {
                     return;
                 }
@@ -305,6 +306,24 @@ where
                 .await
             }
         }
+    }
+
+    /// The first-byte wait, ended by a shutdown: a connection that has sent no request yet holds
+    /// nothing to finish, so it does not wait out the grace period.
+    async fn wait_first_byte(&self, tcp: &TcpStream, timeout: Duration) -> FirstByte {
+        let mut stopped = self.stopped.clone();
+        if *stopped.borrow() {
+            return FirstByte::Stopped;
+        }
+        tokio::select! {
+            first = wait_first_byte(tcp, timeout) => first,
+            _ = stop_requested(&mut stopped) => FirstByte::Stopped,
+        }
+    }
+
+    /// Whether the client sent something within `timeout` (and before a shutdown).
+    async fn first_byte(&self, tcp: &TcpStream, timeout: Duration) -> bool {
+        matches!(self.wait_first_byte(tcp, timeout).await, FirstByte::Data)
     }
 
     /// Runs the handshake under the per-source limit and turns its outcome into an association.
@@ -363,6 +382,8 @@ enum FirstByte {
     Data,
     Closed,
     TimedOut,
+    /// The server shuts down.
+    Stopped,
 }
 
 /// Waits until the client sends something, without consuming it, at most `timeout`. Readiness
@@ -375,11 +396,6 @@ async fn wait_first_byte(tcp: &TcpStream, timeout: Duration) -> FirstByte {
         Ok(_) => FirstByte::Closed,
         Err(_) => FirstByte::TimedOut,
     }
-}
-
-/// Whether the client sent something within `timeout`.
-async fn first_byte(tcp: &TcpStream, timeout: Duration) -> bool {
-    matches!(wait_first_byte(tcp, timeout).await, FirstByte::Data)
 }
 
 /// Handshakes in flight per source address.
