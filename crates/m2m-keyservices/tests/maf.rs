@@ -280,7 +280,7 @@ async fn keys_survive_a_restart() {
     ae.register_client(None).await.unwrap();
     let key = ae.register_key(12, &[IN_CSE], None).await.unwrap();
     drop(ae);
-    maf.shutdown();
+    maf.shutdown().await;
 
     let maf = RunningMaf::start(config(&p, &storage), clock)
         .await
@@ -340,7 +340,7 @@ async fn a_store_with_key_rows_of_the_old_format_is_refused() {
     ae.register_client(None).await.unwrap();
     ae.register_key(12, &[IN_CSE], None).await.unwrap();
     drop(ae);
-    maf.shutdown();
+    maf.shutdown().await;
     let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
     db.execute_batch("PRAGMA user_version = 0").unwrap();
     drop(db);

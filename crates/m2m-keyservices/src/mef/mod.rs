@@ -66,7 +66,7 @@ pub mod store;
 
 pub use client::{ClientError, EnrolResult, EnrolmentRequest, FetchedCredential, MefClient};
 pub use config::{MefConfig, DEFAULT_CONFIG};
-pub use server::Mef;
+pub use server::{Mef, RunningMef};
 
 use m2m_security::credentials::Secret;
 use m2m_security::kdf;
