@@ -130,10 +130,16 @@ impl MafKeys {
         relative_id: &str,
         usage: KeyUsage,
     ) -> Result<MafKey, String> {
-        let mut maf =
-            MafClient::connect(&self.section.url, &self.section.fqdn, self.context.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+        // The MAF proves its FQDN certificate (TS-0003 clause 8.8.2.2, the MAF Handshake).
+        let check = m2m_transport::PeerCheck::Host(self.section.fqdn.clone());
+        let mut maf = MafClient::connect(
+            &self.section.url,
+            &self.section.fqdn,
+            self.context.clone(),
+            &check,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let key = maf
             .retrieve_key(relative_id)
             .await

@@ -110,10 +110,14 @@ struct MefKm {
 impl MefKm {
     /// Km and the enrolee of `ke_id`, and the seconds its enrolment has left.
     async fn fetch(&self, ke_id: &str) -> Result<(PskKey, u64), String> {
-        let mut mef =
-            crate::mef::MefClient::connect_with_context(&self.addr, &self.mef_fqdn, &self.context)
-                .await
-                .map_err(|e| e.to_string())?;
+        let mut mef = crate::mef::MefClient::connect_with_context(
+            &self.addr,
+            &self.mef_fqdn,
+            &self.context,
+            &m2m_transport::PeerCheck::Host(self.mef_fqdn.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let got = mef
             .fetch_credentials(ke_id, crate::mef::SUID_MAF, None)
             .await
