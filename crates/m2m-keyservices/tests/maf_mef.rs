@@ -143,6 +143,13 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
         .await
         .expect("key registration by the enrolee");
     assert_eq!(key.target_ids, vec![format!("//{SP}/id-in")]);
+    // The target learns the source's KmID: for a remote-provisioned Km, its KeID.
+    let mut in_cse = common::certificate_client(&maf, MAF, &pki.0, "in").await;
+    let got = in_cse
+        .retrieve_key(&key.key_id)
+        .await
+        .expect("retrieval by the target");
+    assert_eq!(got.source_km_id.as_deref(), Some(ke_id.as_str()));
 
     // A wrong Km under the right KeID: the MAF fetched the right one, the handshake fails.
     let wrong = Secret::from_hex(&"00".repeat(32)).unwrap();

@@ -124,6 +124,9 @@ pub struct RetrievedKey {
     pub expiration_time: String,
     pub source_id: String,
     pub suid: u32,
+    /// The KmID the source registered with the MAF over (`sourceKmID`); `None` when it
+    /// authenticated with a certificate.
+    pub source_km_id: Option<String>,
 }
 
 /// How long the TLS handshake with the MAF may take.
@@ -428,11 +431,21 @@ impl MafClient {
         if source_id.is_empty() {
             return Err(local("answer has an empty sourceID"));
         }
+        let source_km_id = match v.get("sourceKmID") {
+            None => None,
+            Some(k) => Some(
+                k.as_str()
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| local("answer has a sourceKmID that is no KmID"))?
+                    .to_owned(),
+            ),
+        };
         Ok(RetrievedKey {
             key: Secret::from_hex(&hex_value).map_err(local)?,
             expiration_time: str_field(&v, "expirationTime")?,
             source_id,
             suid,
+            source_km_id,
         })
     }
 

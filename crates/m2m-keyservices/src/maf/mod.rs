@@ -38,7 +38,7 @@
 //! | Client Registration Update | `PUT /maf/clients/{mafClientRegID}` `{"expirationTime"?, "adminFQDN"?}` (only by that client) | 200 as Client Registration |
 //! | Client De-Registration | `DELETE /maf/clients/{mafClientRegID}` (only by that client) | 204 |
 //! | Key Registration | `POST /maf/keys` `{"suid", "targetIDs": [..], "expirationTime"?, "adminFQDN"?, "keyValue"?}` | 201 `{"relativeKeyID", "keyID", "expirationTime", "sourceID", "suid", "targetIDs"}` |
-//! | Key Retrieval | `GET /maf/keys/{relativeKeyID}` (only by a target) | 200 `{"keyValue", "expirationTime", "sourceID", "suid", "adminFQDN"?}` |
+//! | Key Retrieval | `GET /maf/keys/{relativeKeyID}` (only by a target) | 200 `{"keyValue", "expirationTime", "sourceID", "suid", "adminFQDN"?, "sourceKmID"?}` |
 //! | Key Registration Update | `PUT /maf/keys/{relativeKeyID}` `{"expirationTime"?, "targetIDs"?}` (only by the source) | 200 as Key Registration |
 //! | Key De-Registration | `DELETE /maf/keys/{relativeKeyID}` (only by the source) | 204 |
 //!
@@ -51,6 +51,9 @@
 //!   absolute.
 //! - A requested expirationTime later than `max_lifetime` from now is shortened; absent, the configured
 //!   default lifetime applies. Expired registrations are purged on access and by a periodic sweep.
+//! - `sourceKmID` (project choice; TS-0003 clause 8.2.2.3 has the target form the source's Credential-ID
+//!   "from KmID provided by the MAF" without saying how it travels): the KmID the source's client
+//!   registration was made (or last updated) over; absent when that was a certificate association.
 //! - Retrieval by an entity that is not a target: 403; unknown or expired: 404. Errors are
 //!   `{"error": "short reason"}` and never carry key material.
 //!

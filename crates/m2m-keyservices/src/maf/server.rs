@@ -572,6 +572,7 @@ fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         client_id: conn.identity.clone(),
         admin_fqdn: req.admin_fqdn,
         expires,
+        km_id: conn.km_id.clone(),
     };
     // Expired rows are left to the sweep: every read filters on expiry.
     if let Err(e) = state.store().add_client(&reg) {
@@ -637,6 +638,8 @@ fn update_client(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
     if req.admin_fqdn.is_some() {
         reg.admin_fqdn = req.admin_fqdn;
     }
+    // The registration now lives under this association's credential (a new Km, or none).
+    reg.km_id = conn.km_id.clone();
     let shortened = match store.update_client(&reg) {
         Ok(a) => a,
         Err(e) => return internal(e),
@@ -874,7 +877,7 @@ fn live_key(state: &State, store: &Store, id: &str) -> Result<Option<LiveKey>, S
 
 fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
     let store = state.store();
-    let (reg, expires) = match live_key(state, &store, id) {
+    let (reg, expires, source_km_id) = match live_key(state, &store, id) {
         Err(e) => return internal(e),
         Ok(None) => {
             tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, "MAF key retrieval refused: unknown or expired key");
@@ -882,7 +885,7 @@ fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
         }
         Ok(Some(live)) => {
             let expires = live.expires();
-            (live.reg, expires)
+            (live.reg, expires, live.client.km_id)
         }
     };
     if !reg.targets.contains(&conn.identity) {
@@ -906,6 +909,11 @@ fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
     });
     if let Some(a) = &reg.admin_fqdn {
         v["adminFQDN"] = json!(a);
+    }
+    // The source's credential, for the target's Credential-ID (TS-0003 clause 8.2.2.3); a
+    // source that registered over a certificate has none.
+    if let Some(km_id) = source_km_id {
+        v["sourceKmID"] = json!(km_id);
     }
     answer(StatusCode::OK, v)
 }
