@@ -2,7 +2,9 @@
 //! symmetric keys and hands a key only to the entities the registering client named as its targets.
 //!
 //! # Transport and authentication
-//! One TLS listener in the oneM2M profiles ([`m2m_security::tls::server_context`]). A MAF client
+//! One TLS listener in the oneM2M profiles ([`m2m_security::tls::server_context`]) on the transport
+//! layer ([`m2m_transport`]: connection cap, handshakes per address, timeouts, graceful shutdown,
+//! one audit line per association; `[limits]` in the configuration). A MAF client
 //! authenticates with TLS-PSK on Km (psk_identity = KmID, `relative@MAF-FQDN`, TS-0003 clause 10.6; the
 //! configured row's `client_id` is its identity) or with an AE-ID/CSE-ID certificate
 //! ([`m2m_security::certificates::identity_of`]). Identities are compared in absolute form

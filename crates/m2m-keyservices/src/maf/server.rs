@@ -1,5 +1,5 @@
 //! The MAF server (TS-0003 clause 8.8): its listener is the transport layer's ([`m2m_transport`]:
-//! connection cap, per-source handshakes, timeouts, graceful shutdown); [`MafBinder`] turns a
+//! connection cap, per-source handshakes, timeouts, graceful shutdown); `MafBinder` turns a
 //! completed handshake into the MAF client and the connection's exporter output; the HTTP/JSON
 //! handlers follow (see the module documentation of [`crate::maf`] for the API).
 

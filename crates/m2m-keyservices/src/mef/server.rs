@@ -1,5 +1,5 @@
 //! The MEF server (TS-0003 clause 8.3): its listener is the transport layer's ([`m2m_transport`]:
-//! connection cap, per-source handshakes, timeouts, graceful shutdown); [`MefBinder`] turns a
+//! connection cap, per-source handshakes, timeouts, graceful shutdown); `MefBinder` turns a
 //! completed handshake (PSK on Kpm or a certificate) into the peer and the connection's bootstrap
 //! key; the HTTP/1.1 JSON API is described in the [module documentation](super).
 
