@@ -211,11 +211,7 @@ impl Cse {
                 ))
             }
         };
-        let (type_id, value) = match &entity {
-            EntityId::Cse { cse, .. } => (32, self.id.naming.dns_name(cse)?),
-            ae => (33, fqdn_form(ae)),
-        };
-        let credential = CredentialId::new(type_id, &value)?;
+        let credential = identity_credential(&entity, &self.id.naming)?;
         Ok(Association {
             mode: SaeMode::Certificate,
             credential,
@@ -523,6 +519,21 @@ fn certificate_clients(
         },
     });
     Ok((general, registrar))
+}
+
+/// The Credential-ID that names `entity` by its identity (TS-0003 table 12.3.2.1-1): typeID 32
+/// and the DNS name of a CSE-ID certificate, typeID 33 and the FQDN form of an AE-ID. Certificate
+/// associations use it, and so do MAF-key associations whose source registered at the MAF with a
+/// certificate (no KmID to form it from).
+pub(crate) fn identity_credential(
+    entity: &EntityId,
+    naming: &m2m_security::certificates::CseNaming,
+) -> Result<CredentialId, String> {
+    let (type_id, value) = match entity {
+        EntityId::Cse { cse, .. } => (32, naming.dns_name(cse)?),
+        ae => (33, fqdn_form(ae)),
+    };
+    CredentialId::new(type_id, &value)
 }
 
 /// The FQDN form of an AE's absolute AE-ID (`Cphone.id-in.m2m.example.com`, `Sdoorlock.m2m.example.com`),

@@ -1,7 +1,10 @@
 //! MAF-based security association establishment on the CSE (TS-0003 clause 8.2.2.3): a client
 //! offers a psk_identity of the form `hex(KcID)@MAF-FQDN`; the CSE retrieves that Kc from the MAF
 //! over its own certificate association (it must be among the key's targets) and completes the
-//! TLS-PSK handshake with it. The AE-ID bound is the one the MAF names as the key's source.
+//! TLS-PSK handshake with it. The AE-ID bound is the one the MAF names as the key's source; the
+//! Credential-ID is formed from the KmID the MAF names for that source (`11-<KmID>`), or, for a
+//! source that registered at the MAF with a certificate, from its identity (`33-<AE-ID in FQDN
+//! form>`, `32-<CSE DNS name>`), never from the KcID.
 //!
 //! By default keys are fetched for every handshake (no cache), so a key the MAF has
 //! de-registered or let expire opens no further association. `[maf] cache_seconds` lets the CSE
@@ -41,6 +44,8 @@ pub(crate) struct MafKeys {
     section: MafSection,
     /// The SP the MAF's source IDs are read in.
     home: Home,
+    /// How this SP's certificates name CSEs (the Credential-ID of a certificate source).
+    naming: m2m_security::certificates::CseNaming,
     /// psk_identity -> cached key.
     cache: Mutex<HashMap<String, Cached>>,
     /// Key identifiers the MAF refused (lower case) -> until when they are not asked again.
@@ -67,9 +72,11 @@ impl MafKeys {
                 "[maf] needs [tls] certificate, private_key and trusted_ca to authenticate to the MAF"
             );
         };
+        let identity = cfg.identity()?;
         Ok(Some(Self {
             section,
-            home: cfg.identity()?.home,
+            home: identity.home,
+            naming: identity.naming,
             cache: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
@@ -130,10 +137,16 @@ impl MafKeys {
         relative_id: &str,
         usage: KeyUsage,
     ) -> Result<MafKey, String> {
-        let mut maf =
-            MafClient::connect(&self.section.url, &self.section.fqdn, self.context.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+        // The MAF proves its FQDN certificate (TS-0003 clause 8.8.2.2, the MAF Handshake).
+        let check = m2m_transport::PeerCheck::Host(self.section.fqdn.clone());
+        let mut maf = MafClient::connect(
+            &self.section.url,
+            &self.section.fqdn,
+            self.context.clone(),
+            &check,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let key = maf
             .retrieve_key(relative_id)
             .await
@@ -147,15 +160,12 @@ impl MafKeys {
         Ok(MafKey {
             kc: key.key,
             source_id: key.source_id,
+            source_km_id: key.source_km_id,
             expires,
         })
     }
 
-    async fn fetch(
-        &self,
-        psk_identity: &str,
-        relative_id: &str,
-    ) -> Result<(PskKey, Duration), String> {
+    async fn fetch(&self, relative_id: &str) -> Result<(PskKey, Duration), String> {
         let key = self.retrieve(relative_id, KeyUsage::Association).await?;
         let expires_in = (key.expires - chrono::Utc::now())
             .to_std()
@@ -164,8 +174,14 @@ impl MafKeys {
         let entity = EntityId::parse(&key.source_id, &self.home).map_err(|_| {
             "the MAF named a source that is no AE-ID or CSE-ID of this SP".to_owned()
         })?;
-        let credential = CredentialId::new(CredentialId::TYPE_KPSA_ID, psk_identity)
-            .map_err(|e| format!("key identifier: {e}"))?;
+        // TS-0003 clause 8.2.2.3: the Credential-ID formed from the KmID the MAF provides; a
+        // source without one (a certificate client of the MAF) is named by its identity.
+        let credential = match &key.source_km_id {
+            Some(km_id) => CredentialId::new(CredentialId::TYPE_KM_ID, km_id).map_err(|e| {
+                format!("the MAF named a source KmID that is no Credential-ID value: {e}")
+            })?,
+            None => crate::cse::identity_credential(&entity, &self.naming)?,
+        };
         Ok((
             PskKey {
                 association: Association {
@@ -209,6 +225,8 @@ pub(crate) struct MafKey {
     pub kc: Secret,
     /// The key's Source ID as the MAF reports it.
     pub source_id: String,
+    /// The KmID the source registered at the MAF with, as the MAF reports it.
+    pub source_km_id: Option<String>,
     pub expires: chrono::DateTime<chrono::Utc>,
 }
 
@@ -233,10 +251,7 @@ impl PskLookup for MafKeys {
             return None;
         };
         let timeout = self.timeout();
-        match m2m_keyservices::psk_fetch::fetch_in_psk_callback(
-            timeout,
-            self.fetch(psk_identity, relative),
-        ) {
+        match m2m_keyservices::psk_fetch::fetch_in_psk_callback(timeout, self.fetch(relative)) {
             Ok((key, expires_in)) => {
                 self.remember(psk_identity, &key, expires_in);
                 Some(key)
@@ -333,6 +348,8 @@ mod tests {
                 cache_seconds: 0,
             },
             home: Home::sp(m2m_core::SpId::parse("m2m.example.com").unwrap()),
+            naming: m2m_security::certificates::CseNaming::new("m2m.example.com", "/id-in")
+                .unwrap(),
             cache: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),

@@ -121,7 +121,7 @@ async fn maf_serves_a_client_on_a_km_held_only_in_the_keystore() {
 
     // The store is encrypted under the keystore's storage key: a restart on the same keystore reads it.
     drop(client);
-    maf.shutdown();
+    maf.shutdown().await;
     let cfg = maf_config(dir.path(), &maf_config_text("maf.key"));
     let _again = RunningMaf::start(cfg, clock()).await.unwrap();
     assert!(log_text().contains("maf keys loaded"));
@@ -255,7 +255,8 @@ async fn mef_enrols_on_a_kpm_held_only_in_the_keystore() {
     let cfg = mef_config(dir.path(), &mef_config_text("mef.key"));
     assert!(cfg.kpm.is_empty() && cfg.storage_key.is_none());
     let mef = Mef::new(cfg).unwrap();
-    let (addr, _task) = mef.start().await.unwrap();
+    let running = mef.start().await.unwrap();
+    let addr = running.addr;
 
     let mut c = MefClient::connect_psk(
         &addr.to_string(),

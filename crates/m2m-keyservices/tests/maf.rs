@@ -132,6 +132,7 @@ async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
     assert_eq!(got.key, key.key);
     assert_eq!(got.source_id, "//m2m.example.com/Sae1");
     assert_eq!(got.suid, 12);
+    assert_eq!(got.source_km_id.as_deref(), Some(KM_ID));
     // hexBinary has no case: the lowercase form names the same key.
     let lower = in_cse
         .retrieve_key(&key.key_id.to_lowercase())
@@ -202,6 +203,53 @@ async fn ae_registers_kc_for_in_cse_which_retrieves_it() {
     assert!(!text.contains(&hex_of(key.key.expose())));
     assert!(!text.contains(KM_HEX));
     assert!(!text.contains(&hex_of(&[0x5au8; 32])));
+}
+
+/// The Key Retrieval answer names the KmID the source's client registration was made (or last
+/// updated) over, whichever association the key itself came over; a source registered over its
+/// certificate has none (TS-0003 clause 8.2.2.3: the target forms the Credential-ID from it).
+#[tokio::test]
+async fn the_retrieval_names_the_kmid_of_the_sources_client_registration() {
+    logs();
+    let p = pki();
+    let (clock, _) = test_clock();
+    const SECOND_KM_ID: &str = "ae1-second@maf.keys.example.net";
+    let second_km = Secret::from_hex(&"43".repeat(32)).unwrap();
+    let mut cfg = config(&p, &p.path("store"));
+    cfg.km.push(KmRow {
+        client_id: "/Sae1".into(),
+        km_id: SECOND_KM_ID.into(),
+        key: second_km.clone(),
+    });
+    let maf = RunningMaf::start(cfg, clock).await.unwrap();
+
+    let mut first = ae(&maf).await;
+    let reg = first.register_client(None).await.unwrap();
+    let key = first.register_key(12, &[IN_CSE], None).await.unwrap();
+    let mut in_cse = cse(&maf, &p, "in").await;
+    let got = in_cse.retrieve_key(&key.key_id).await.unwrap();
+    assert_eq!(got.source_km_id.as_deref(), Some(KM_ID));
+
+    // The client updates its registration over its other Km: the registration, and so every key
+    // under it, now lives under that KmID.
+    let mut second = MafClient::connect_psk(&url(&maf), MAF_FQDN, SECOND_KM_ID, &second_km)
+        .await
+        .unwrap();
+    second.update_client(&reg.reg_id, None).await.unwrap();
+    let got = in_cse.retrieve_key(&key.key_id).await.unwrap();
+    assert_eq!(got.source_km_id.as_deref(), Some(SECOND_KM_ID));
+
+    // A source registered over its CSE-ID certificate: no KmID.
+    in_cse.register_client(None).await.unwrap();
+    let value = Secret::new(vec![0x77; 32]);
+    let cse_key = in_cse
+        .register_key_value(12, &["/id-other"], &value, None)
+        .await
+        .unwrap();
+    let mut other = cse(&maf, &p, "other").await;
+    let got = other.retrieve_key(&cse_key.key_id).await.unwrap();
+    assert_eq!(got.source_id, IN_CSE);
+    assert_eq!(got.source_km_id, None);
 }
 
 #[tokio::test]
@@ -280,7 +328,7 @@ async fn keys_survive_a_restart() {
     ae.register_client(None).await.unwrap();
     let key = ae.register_key(12, &[IN_CSE], None).await.unwrap();
     drop(ae);
-    maf.shutdown();
+    maf.shutdown().await;
 
     let maf = RunningMaf::start(config(&p, &storage), clock)
         .await
@@ -340,7 +388,7 @@ async fn a_store_with_key_rows_of_the_old_format_is_refused() {
     ae.register_client(None).await.unwrap();
     ae.register_key(12, &[IN_CSE], None).await.unwrap();
     drop(ae);
-    maf.shutdown();
+    maf.shutdown().await;
     let db = rusqlite::Connection::open(storage.join("maf.sqlite")).unwrap();
     db.execute_batch("PRAGMA user_version = 0").unwrap();
     drop(db);

@@ -78,10 +78,11 @@ suids = [11]
         let path = self.p("mef.toml");
         write_private(&path, text.as_bytes());
         let mef = Mef::new(MefConfig::load(&path).unwrap()).unwrap();
-        let (addr, task) = mef.start().await.unwrap();
+        let running = mef.start().await.unwrap();
+        let addr = running.addr.to_string();
         // The listener lives as long as the test's runtime.
-        std::mem::forget(task);
-        addr.to_string()
+        std::mem::forget(running);
+        addr
     }
 
     async fn start_maf(&self, mef_addr: &str) -> RunningMaf {
@@ -142,6 +143,13 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
         .await
         .expect("key registration by the enrolee");
     assert_eq!(key.target_ids, vec![format!("//{SP}/id-in")]);
+    // The target learns the source's KmID: for a remote-provisioned Km, its KeID.
+    let mut in_cse = common::certificate_client(&maf, MAF, &pki.0, "in").await;
+    let got = in_cse
+        .retrieve_key(&key.key_id)
+        .await
+        .expect("retrieval by the target");
+    assert_eq!(got.source_km_id.as_deref(), Some(ke_id.as_str()));
 
     // A wrong Km under the right KeID: the MAF fetched the right one, the handshake fails.
     let wrong = Secret::from_hex(&"00".repeat(32)).unwrap();
@@ -153,7 +161,8 @@ async fn an_enrolee_authenticates_to_the_maf_with_a_remote_provisioned_km() {
     assert!(MafClient::connect_psk(&maf_url, MAF, &ke_id, &other)
         .await
         .is_err());
-    assert!(log_text().contains("maf connection refused peer="));
+    // The acceptor's audit line names the listener.
+    assert!(log_text().contains("association refused listener=\"maf\" peer="));
     assert!(log_text().contains("reason=decryption failed or bad record mac"));
     // An unknown KeID.
     let unknown = format!("{}@{MEF}", "AB".repeat(16));

@@ -4,7 +4,7 @@ mod common;
 
 use common::{cse_leaf, log_text_lowercase, logs, write_private};
 use m2m_keyservices::mef::client::TargetRef;
-use m2m_keyservices::mef::{ClientError, EnrolmentRequest, Mef, MefClient, MefConfig};
+use m2m_keyservices::mef::{ClientError, EnrolmentRequest, Mef, MefClient, MefConfig, RunningMef};
 use m2m_security::certificates::LeafName;
 use m2m_security::credentials::Secret;
 use m2m_security::kdf;
@@ -85,10 +85,10 @@ suids = [12]
         MefConfig::load(&path).unwrap()
     }
 
-    async fn start(&self, lifetime: u64) -> (String, tokio::task::JoinHandle<()>) {
+    async fn start(&self, lifetime: u64) -> (String, RunningMef) {
         let mef = Mef::new(self.config(lifetime)).unwrap();
-        let (addr, task) = mef.start().await.unwrap();
-        (addr.to_string(), task)
+        let running = mef.start().await.unwrap();
+        (running.addr.to_string(), running)
     }
 
     async fn target(&self, addr: &str, name: &str) -> MefClient {
@@ -281,9 +281,9 @@ async fn expired_enrolment_is_404() {
 #[tokio::test]
 async fn restart_keeps_enrolments_encrypted_at_rest() {
     let pki = Pki::new();
-    let (addr, task) = pki.start(3600).await;
+    let (addr, running) = pki.start(3600).await;
     let e = enrol(&addr).await;
-    task.abort();
+    running.shutdown().await;
 
     let stored = std::fs::read_to_string(pki.p("enrolments.json")).unwrap();
     assert!(stored.contains(&e.ke_id));

@@ -384,7 +384,7 @@ async fn credentials_persist_encrypted_and_sealed_to_their_registration() {
         .await
         .unwrap();
     drop(gw);
-    maf.shutdown();
+    maf.shutdown().await;
 
     // Nothing of the key in any file of the store (database, WAL), neither raw nor base64url.
     let k = value["k"].as_str().unwrap();

@@ -270,7 +270,7 @@ where
         match &self.security {
             Security::Plain => {
                 // An idle connection holds nothing but its socket until its first request.
-                if !first_byte(&tcp, idle).await {
+                if !self.first_byte(&tcp, idle).await {
                     return;
                 }
                 let io = TimedIo::new(Stream::Plain(tcp), idle, header);
@@ -285,9 +285,9 @@ where
             Security::Tls(context) => {
                 let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
                 // A silent connection is no handshake in flight yet: it holds no slot of its source.
-                match wait_first_byte(&tcp, handshake).await {
+                match self.wait_first_byte(&tcp, handshake).await {
                     FirstByte::Data => {}
-                    FirstByte::Closed => return,
+                    FirstByte::Closed | FirstByte::Stopped => return,
                     FirstByte::TimedOut => {
                         tracing::info!(target: "audit", listener = self.name, peer = %addr, reason = "handshake timed out before a ClientHello", "association refused");
                         return;
@@ -298,7 +298,8 @@ where
                 };
                 let (stream, association) = stream;
                 // Idle associations stay small: no HTTP buffers before the client speaks.
-                let ready = stream.ssl().pending() > 0 || first_byte(stream.get_ref(), idle).await;
+                let ready =
+                    stream.ssl().pending() > 0 || self.first_byte(stream.get_ref(), idle).await;
                 if !ready {
                     return;
                 }
@@ -312,6 +313,24 @@ where
                 .await
             }
         }
+    }
+
+    /// The first-byte wait, ended by a shutdown: a connection that has sent no request yet holds
+    /// nothing to finish, so it does not wait out the grace period.
+    async fn wait_first_byte(&self, tcp: &TcpStream, timeout: Duration) -> FirstByte {
+        let mut stopped = self.stopped.clone();
+        if *stopped.borrow() {
+            return FirstByte::Stopped;
+        }
+        tokio::select! {
+            first = wait_first_byte(tcp, timeout) => first,
+            _ = stop_requested(&mut stopped) => FirstByte::Stopped,
+        }
+    }
+
+    /// Whether the client sent something within `timeout` (and before a shutdown).
+    async fn first_byte(&self, tcp: &TcpStream, timeout: Duration) -> bool {
+        matches!(self.wait_first_byte(tcp, timeout).await, FirstByte::Data)
     }
 
     /// Runs the handshake under the per-source limit and turns its outcome into an association.
@@ -370,6 +389,8 @@ enum FirstByte {
     Data,
     Closed,
     TimedOut,
+    /// The server shuts down.
+    Stopped,
 }
 
 /// Descriptors kept for everything but accepted connections: the store, logs, outgoing
@@ -408,11 +429,6 @@ async fn wait_first_byte(tcp: &TcpStream, timeout: Duration) -> FirstByte {
         Ok(_) => FirstByte::Closed,
         Err(_) => FirstByte::TimedOut,
     }
-}
-
-/// Whether the client sent something within `timeout`.
-async fn first_byte(tcp: &TcpStream, timeout: Duration) -> bool {
-    matches!(wait_first_byte(tcp, timeout).await, FirstByte::Data)
 }
 
 /// Handshakes in flight per source address.

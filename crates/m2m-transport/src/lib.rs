@@ -55,3 +55,24 @@ impl Default for Limits {
         }
     }
 }
+
+impl Limits {
+    /// Refuses limits that would refuse every connection (a zero count or time).
+    pub fn check(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("max_connections", self.max_connections as u64),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            (
+                "max_handshakes_per_source",
+                self.max_handshakes_per_source as u64,
+            ),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -37,6 +37,7 @@ pub async fn run(args: MafArgs) -> anyhow::Result<()> {
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    maf.shutdown();
+    // Requests in progress finish first ([limits] shutdown_grace_ms).
+    maf.shutdown().await;
     Ok(())
 }

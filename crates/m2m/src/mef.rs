@@ -26,13 +26,15 @@ pub async fn run(args: MefArgs) -> anyhow::Result<()> {
     let cfg = m2m_keyservices::mef::MefConfig::load(&path).map_err(anyhow::Error::msg)?;
     let fqdn = cfg.fqdn.clone();
     let mef = m2m_keyservices::mef::Mef::new(cfg).map_err(anyhow::Error::msg)?;
-    let (addr, task) = mef.start().await.map_err(anyhow::Error::msg)?;
+    let running = mef.start().await.map_err(anyhow::Error::msg)?;
+    let addr = running.addr;
     tracing::info!(fqdn = %fqdn, %addr, "MEF started");
     // The line tests and tools wait for: the MEF serves requests from now on.
     println!("m2m-mef listening https://{addr}");
     std::io::stdout().flush()?;
     tokio::signal::ctrl_c().await?;
-    task.abort();
     tracing::info!("shutting down");
+    // Requests in progress finish first ([limits] shutdown_grace_ms).
+    running.shutdown().await;
     Ok(())
 }

@@ -95,10 +95,16 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
         .expect("TLS-PSK association with a MAF key");
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     assert_eq!(r.body["m2m:ae"]["aei"], json!("Cphone"), "{:?}", r.body);
+    // The Credential-ID is formed from the KmID the MAF names for the source (TS-0003 clause
+    // 8.2.2.3), not from the KcID the client offered.
+    let established = association_line(&cse, &key_id);
     assert!(
-        cse.stderr().contains(&format!("12-{key_id}")),
-        "audit line with the Credential-ID:\n{}",
-        cse.stderr()
+        established.contains(&format!("11-{KM_ID} -> //{SP}/id-in/Cphone")),
+        "{established}"
+    );
+    assert!(
+        !established.contains(&format!("12-{key_id}")),
+        "{established}"
     );
 
     // A CSE that is not among the key's targets cannot retrieve it: no association.
@@ -150,6 +156,78 @@ async fn an_ae_associates_with_the_in_cse_through_the_maf() {
     let logs = [cse.stderr(), other.stderr(), maf_proc.stderr()];
     let half = kc.expose()[..kc.len() / 2].to_vec();
     assert_no_secret(&logs, &[kc.expose().to_vec(), half, unhex(KM_HEX)]);
+}
+
+/// The CSE's "association established" audit line of the TLS-PSK association opened with the MAF
+/// key `key_id` (the acceptor names the listener and the association, the CSE's PSK lookup the
+/// psk_identity just before).
+fn association_line(cse: &CseProcess, key_id: &str) -> String {
+    assert!(cse.logged("association established"), "{}", cse.stderr());
+    let log = cse.stderr();
+    let established: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("association established") && l.contains("\"cse-tls\""))
+        .collect();
+    assert_eq!(established.len(), 1, "one association, one line: {log}");
+    assert!(
+        !log.contains(&format!("12-{key_id}")),
+        "the KcID is no Credential-ID of the association: {log}"
+    );
+    established[0].to_owned()
+}
+
+/// A source that registered at the MAF with its AE-ID certificate has no KmID: the CSE forms the
+/// Credential-ID from the source's identity as a certificate association does (typeID 33, the
+/// AE-ID in FQDN form), never from the KcID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_sources_maf_key_association_is_named_by_its_identity() {
+    let setup = Setup::new();
+    let (cert, key) = setup.pki.issue(
+        &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
+        "phone",
+    );
+    let maf_proc = setup.start_maf();
+    let maf_url = maf_proc.url().to_owned();
+    let cse = setup.start_cse("id-in", &maf_url);
+    let mut maf =
+        MafClient::connect_certificate(&maf_url, MAF_FQDN, &cert, &key, &setup.pki.ca_pem())
+            .await
+            .expect("certificate association with the MAF");
+    maf.register_client(None)
+        .await
+        .expect("client registration");
+    let kc = maf
+        .register_key(12, &[&format!("//{SP}/id-in")], None)
+        .await
+        .expect("key registration");
+    // What the MAF answers the target: no sourceKmID for a certificate source.
+    let mut target = MafClient::connect_certificate(
+        &maf_url,
+        MAF_FQDN,
+        &setup.path("id-in.pem"),
+        &setup.path("id-in.key"),
+        &setup.pki.ca_pem(),
+    )
+    .await
+    .expect("the IN-CSE's association with the MAF");
+    let retrieved = target
+        .retrieve_key(&kc.key_id)
+        .await
+        .expect("retrieval by the target");
+    assert_eq!(retrieved.source_km_id, None);
+    let phone = TlsClient::psk(
+        &kc.key_id,
+        &hex::encode(&kc.key.expose()[..kc.key.len() / 2]),
+    );
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse))
+        .expect("TLS-PSK association with a MAF key");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let established = association_line(&cse, &kc.key_id);
+    assert!(
+        established.contains(&format!("33-Cphone.id-in.{SP} -> //{SP}/id-in/Cphone")),
+        "{established}"
+    );
+    assert!(!established.contains("11-"), "{established}");
 }
 
 /// De-registering the client (not the key) ends its keys at once: the IN-CSE's retrieval finds no

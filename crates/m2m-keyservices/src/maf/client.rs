@@ -1,5 +1,7 @@
-//! A MAF client: one TLS connection (so that the exporter output, and thus Kc/KcID, is the one the MAF
-//! computes on its side), HTTP/1.1 over it with hyper's `conn::http1`.
+//! A MAF client (TS-0003 clause 8.8.2): one TLS connection (so that the exporter output, and thus
+//! Kc/KcID, is the one the MAF computes on its side), opened by the transport layer's connector with
+//! a check of the MAF ([`PeerCheck`]: its FQDN certificate, or the Km of a PSK handshake), HTTP/1.1
+//! over it with hyper's `conn::http1`.
 
 use super::jwk::Jwk;
 use super::ttp::CredentialUsage;
@@ -10,12 +12,11 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use m2m_security::credentials::Secret;
 use m2m_security::kdf::{self, CONNECTION_EXPORTER_LABEL, EXPORT_LEN};
-use m2m_security::tls::{
-    client_context, client_ssl, ClientTlsConfig, CERTIFICATE_SUITES, PSK_SUITES,
-};
+use m2m_security::tls::{client_context, ClientTlsConfig, CERTIFICATE_SUITES, PSK_SUITES};
+use m2m_transport::PeerCheck;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
@@ -123,7 +124,13 @@ pub struct RetrievedKey {
     pub expiration_time: String,
     pub source_id: String,
     pub suid: u32,
+    /// The KmID the source registered with the MAF over (`sourceKmID`); `None` when it
+    /// authenticated with a certificate.
+    pub source_km_id: Option<String>,
 }
+
+/// How long the TLS handshake with the MAF may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One authenticated connection to a MAF.
 pub struct MafClient {
@@ -156,7 +163,8 @@ pub(crate) fn host_port(url: &str) -> Result<(String, u16), String> {
 }
 
 impl MafClient {
-    /// Connects with TLS-PSK on Km (psk_identity = KmID). `server_name` is sent as SNI (the MAF-FQDN).
+    /// Connects with TLS-PSK on Km (psk_identity = KmID): the MAF proves it knows Km
+    /// ([`PeerCheck::PreSharedKey`]). `server_name` (the MAF-FQDN) is the HTTP Host.
     pub async fn connect_psk(
         url: &str,
         server_name: &str,
@@ -169,11 +177,11 @@ impl MafClient {
             ..Default::default()
         })
         .map_err(local)?;
-        Self::connect(url, server_name, ctx).await
+        Self::connect(url, server_name, ctx, &PeerCheck::PreSharedKey).await
     }
 
     /// Connects with a client certificate (PEM chain and key); the MAF's FQDN certificate is verified
-    /// against `trusted_ca` and `server_name`.
+    /// against `trusted_ca` and `server_name` ([`PeerCheck::Host`]).
     pub async fn connect_certificate(
         url: &str,
         server_name: &str,
@@ -189,26 +197,26 @@ impl MafClient {
             ..Default::default()
         })
         .map_err(local)?;
-        Self::connect(url, server_name, ctx).await
+        let check = PeerCheck::Host(server_name.to_owned());
+        Self::connect(url, server_name, ctx, &check).await
     }
 
+    /// Connects over `ctx` to the MAF at `url`, which must pass `check` (its certificate names
+    /// the MAF-FQDN, or it knows the PSK); `server_name` is the HTTP Host.
     pub async fn connect(
         url: &str,
         server_name: &str,
         ctx: openssl::ssl::SslContext,
+        check: &PeerCheck,
     ) -> Result<MafClient, MafError> {
         let (host, port) = host_port(url).map_err(local)?;
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| local(format!("connect {host}:{port}: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let ssl = client_ssl(&ctx, Some(server_name)).map_err(local)?;
-        let mut stream =
-            tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| local(e.to_string()))?;
-        Pin::new(&mut stream)
-            .connect()
+        let stream = m2m_transport::connect(&ctx, tcp, check, HANDSHAKE_TIMEOUT)
             .await
-            .map_err(|e| local(format!("TLS handshake failed: {e}")))?;
+            .map_err(local)?;
         let mut exporter = Zeroizing::new([0u8; EXPORT_LEN]);
         stream
             .ssl()
@@ -423,11 +431,21 @@ impl MafClient {
         if source_id.is_empty() {
             return Err(local("answer has an empty sourceID"));
         }
+        let source_km_id = match v.get("sourceKmID") {
+            None => None,
+            Some(k) => Some(
+                k.as_str()
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| local("answer has a sourceKmID that is no KmID"))?
+                    .to_owned(),
+            ),
+        };
         Ok(RetrievedKey {
             key: Secret::from_hex(&hex_value).map_err(local)?,
             expiration_time: str_field(&v, "expirationTime")?,
             source_id,
             suid,
+            source_km_id,
         })
     }
 

@@ -99,9 +99,14 @@ pub struct MafConfig {
     /// Period of the sweep that purges expired registrations, seconds.
     #[serde(default = "default_sweep")]
     pub sweep_interval: u64,
-    /// TLS handshake timeout, seconds.
-    #[serde(default = "default_handshake_timeout")]
-    pub handshake_timeout: u64,
+    /// TLS handshake timeout, seconds: the form of earlier versions, still read. It sets
+    /// `[limits] handshake_timeout_ms` (giving both with different values is an error).
+    #[serde(default)]
+    pub handshake_timeout: Option<u64>,
+    /// The listener's limits (m2m-transport): connection cap, handshake timeout and per-source
+    /// handshakes, header-read and idle timeouts, shutdown grace. Every field has a default.
+    #[serde(default)]
+    pub limits: m2m_transport::Limits,
     /// Remote-provisioned Km: clients whose psk_identity is a KeID of this MEF (see [`MefSection`]).
     #[serde(default)]
     pub mef: Option<MefSection>,
@@ -179,9 +184,6 @@ fn default_credential_lifetime() -> u64 {
 fn default_sweep() -> u64 {
     60
 }
-fn default_handshake_timeout() -> u64 {
-    10
-}
 
 /// The configuration printed by `m2m maf --print-default-config`.
 pub const DEFAULT_CONFIG: &str = r#"# m2m maf: the M2M Authentication Function (TS-0003 clause 8.8).
@@ -237,6 +239,21 @@ max_lifetime = 2592000
 # url = "https://mef.keys.example.net:8443"
 # fqdn = "mef.keys.example.net"
 # timeout_ms = 2000
+
+# The listener (the transport layer shared with the CSE and the MEF); these are the defaults.
+[limits]
+# Connections open at once; more are closed as they arrive.
+max_connections = 4096
+# A connection must start and finish its TLS handshake within this time.
+handshake_timeout_ms = 10000
+# TLS handshakes in flight per source address (silent connections do not count).
+max_handshakes_per_source = 16
+# A request head must arrive complete within this time of its first byte.
+header_read_timeout_ms = 10000
+# A connection with no traffic for this long is closed.
+idle_timeout_ms = 120000
+# On shutdown, requests in progress get this long to finish.
+shutdown_grace_ms = 5000
 "#;
 
 impl MafConfig {
@@ -284,7 +301,27 @@ impl MafConfig {
         }
         crate::maf::ttp::Delegations::from_config(&self.ttp.delegations, &self.sp_fqdn)
             .map_err(|e| format!("ttp.delegations: {e}"))?;
+        self.listener_limits()?.check()?;
         self.check_km_rows(&self.km)
+    }
+
+    /// The listener's limits: `[limits]`, with the handshake timeout of the earlier
+    /// `handshake_timeout` (seconds) when only that is given.
+    pub fn listener_limits(&self) -> Result<m2m_transport::Limits, String> {
+        let mut limits = self.limits.clone();
+        let Some(seconds) = self.handshake_timeout else {
+            return Ok(limits);
+        };
+        let ms = seconds.saturating_mul(1000);
+        let default = m2m_transport::Limits::default().handshake_timeout_ms;
+        if limits.handshake_timeout_ms != default && limits.handshake_timeout_ms != ms {
+            return Err(format!(
+                "handshake_timeout = {seconds} (seconds, the earlier form) and [limits] handshake_timeout_ms = {} disagree: keep only [limits] handshake_timeout_ms",
+                limits.handshake_timeout_ms
+            ));
+        }
+        limits.handshake_timeout_ms = ms;
+        Ok(limits)
     }
 
     /// Checks Km rows (from the file or the keystore) against the rest of the configuration.
@@ -382,5 +419,50 @@ impl MafConfig {
     pub fn naming(&self) -> Result<m2m_security::certificates::CseNaming, String> {
         m2m_security::certificates::CseNaming::new(&self.sp_fqdn, &self.in_cse_id)
             .map_err(|e| format!("sp_fqdn / in_cse_id: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MafConfig;
+
+    const BASE: &str = "fqdn = \"maf.keys.example.net\"\nsp_fqdn = \"m2m.example.com\"\nlisten = \"127.0.0.1:0\"\nstorage = \"maf-data\"\nstorage_key_file = \"maf-storage.key\"\n";
+
+    fn limits(extra: &str) -> Result<m2m_transport::Limits, String> {
+        MafConfig::from_toml_str(&format!("{BASE}{extra}"))?.listener_limits()
+    }
+
+    #[test]
+    fn the_listener_limits_come_from_limits_and_the_earlier_handshake_timeout() {
+        assert_eq!(limits("").unwrap(), m2m_transport::Limits::default());
+        let l = limits("[limits]\nmax_connections = 7\nmax_handshakes_per_source = 2\n").unwrap();
+        assert_eq!((l.max_connections, l.max_handshakes_per_source), (7, 2));
+        // The earlier form, in seconds, still sets the handshake timeout.
+        assert_eq!(
+            limits("handshake_timeout = 3\n")
+                .unwrap()
+                .handshake_timeout_ms,
+            3000
+        );
+        // Both forms agreeing is fine; disagreeing names both.
+        assert_eq!(
+            limits("handshake_timeout = 3\n[limits]\nhandshake_timeout_ms = 3000\n")
+                .unwrap()
+                .handshake_timeout_ms,
+            3000
+        );
+        let e =
+            limits("handshake_timeout = 3\n[limits]\nhandshake_timeout_ms = 500\n").unwrap_err();
+        assert!(
+            e.contains("handshake_timeout") && e.contains("handshake_timeout_ms"),
+            "{e}"
+        );
+        // A limit that would refuse every connection, and an unknown one, are refused.
+        let e = limits("[limits]\nmax_connections = 0\n").unwrap_err();
+        assert!(e.contains("limits.max_connections"), "{e}");
+        let e = limits("handshake_timeout = 0\n").unwrap_err();
+        assert!(e.contains("limits.handshake_timeout_ms"), "{e}");
+        let e = limits("[limits]\nmax_conections = 5\n").unwrap_err();
+        assert!(e.contains("max_conections"), "{e}");
     }
 }

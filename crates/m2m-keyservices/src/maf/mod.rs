@@ -2,7 +2,9 @@
 //! symmetric keys and hands a key only to the entities the registering client named as its targets.
 //!
 //! # Transport and authentication
-//! One TLS listener in the oneM2M profiles ([`m2m_security::tls::server_context`]). A MAF client
+//! One TLS listener in the oneM2M profiles ([`m2m_security::tls::server_context`]) on the transport
+//! layer ([`m2m_transport`]: connection cap, handshakes per address, timeouts, graceful shutdown,
+//! one audit line per association; `[limits]` in the configuration). A MAF client
 //! authenticates with TLS-PSK on Km (psk_identity = KmID, `relative@MAF-FQDN`, TS-0003 clause 10.6; the
 //! configured row's `client_id` is its identity) or with an AE-ID/CSE-ID certificate
 //! ([`m2m_security::certificates::identity_of`]). Identities are compared in absolute form
@@ -38,7 +40,7 @@
 //! | Client Registration Update | `PUT /maf/clients/{mafClientRegID}` `{"expirationTime"?, "adminFQDN"?}` (only by that client) | 200 as Client Registration |
 //! | Client De-Registration | `DELETE /maf/clients/{mafClientRegID}` (only by that client) | 204 |
 //! | Key Registration | `POST /maf/keys` `{"suid", "targetIDs": [..], "expirationTime"?, "adminFQDN"?, "keyValue"?}` | 201 `{"relativeKeyID", "keyID", "expirationTime", "sourceID", "suid", "targetIDs"}` |
-//! | Key Retrieval | `GET /maf/keys/{relativeKeyID}` (only by a target) | 200 `{"keyValue", "expirationTime", "sourceID", "suid", "adminFQDN"?}` |
+//! | Key Retrieval | `GET /maf/keys/{relativeKeyID}` (only by a target) | 200 `{"keyValue", "expirationTime", "sourceID", "suid", "adminFQDN"?, "sourceKmID"?}` |
 //! | Key Registration Update | `PUT /maf/keys/{relativeKeyID}` `{"expirationTime"?, "targetIDs"?}` (only by the source) | 200 as Key Registration |
 //! | Key De-Registration | `DELETE /maf/keys/{relativeKeyID}` (only by the source) | 204 |
 //!
@@ -51,6 +53,9 @@
 //!   absolute.
 //! - A requested expirationTime later than `max_lifetime` from now is shortened; absent, the configured
 //!   default lifetime applies. Expired registrations are purged on access and by a periodic sweep.
+//! - `sourceKmID` (project choice; TS-0003 clause 8.2.2.3 has the target form the source's Credential-ID
+//!   "from KmID provided by the MAF" without saying how it travels): the KmID the source's client
+//!   registration was made (or last updated) over; absent when that was a certificate association.
 //! - Retrieval by an entity that is not a target: 403; unknown or expired: 404. Errors are
 //!   `{"error": "short reason"}` and never carry key material.
 //!

@@ -1,5 +1,7 @@
-//! The MAF server: TLS listener, per-connection exporter, HTTP/JSON handlers (see the module documentation of
-//! [`crate::maf`] for the API).
+//! The MAF server (TS-0003 clause 8.8): its listener is the transport layer's ([`m2m_transport`]:
+//! connection cap, per-source handshakes, timeouts, graceful shutdown); `MafBinder` turns a
+//! completed handshake into the MAF client and the connection's exporter output; the HTTP/JSON
+//! handlers follow (see the module documentation of [`crate::maf`] for the API).
 
 use super::config::MafConfig;
 use super::store::{ClientReg, KeyReg, Store};
@@ -10,24 +12,23 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use m2m_core::EntityId;
 use m2m_security::association::{Association, SaeMode};
 use m2m_security::credentials::{CredentialId, Secret};
 use m2m_security::kdf::{self, CONNECTION_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{Authenticated, PskKey, PskLookup, ServerTlsConfig};
-use openssl::ssl::{Ssl, SslContext};
+use m2m_transport::{Binder, Connection, Listener, Security, Server};
+use openssl::ssl::{SslContext, SslRef};
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 /// The MAF's clock: Unix seconds. Tests inject their own.
@@ -109,10 +110,14 @@ struct MefKm {
 impl MefKm {
     /// Km and the enrolee of `ke_id`, and the seconds its enrolment has left.
     async fn fetch(&self, ke_id: &str) -> Result<(PskKey, u64), String> {
-        let mut mef =
-            crate::mef::MefClient::connect_with_context(&self.addr, &self.mef_fqdn, &self.context)
-                .await
-                .map_err(|e| e.to_string())?;
+        let mut mef = crate::mef::MefClient::connect_with_context(
+            &self.addr,
+            &self.mef_fqdn,
+            &self.context,
+            &m2m_transport::PeerCheck::Host(self.mef_fqdn.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let got = mef
             .fetch_credentials(ke_id, crate::mef::SUID_MAF, None)
             .await
@@ -181,6 +186,8 @@ impl State {
 pub(super) struct Conn {
     /// The MAF client: an AE-ID or CSE-ID in absolute form.
     pub(super) identity: String,
+    /// The KmID the client authenticated with (TLS-PSK on Km); `None` for a certificate.
+    pub(super) km_id: Option<String>,
     exporter: Zeroizing<[u8; EXPORT_LEN]>,
     pub(super) peer: SocketAddr,
     /// When the credential the association was authenticated with ends (MAF clock): the enrolment
@@ -197,11 +204,76 @@ impl Conn {
     }
 }
 
-/// A MAF serving on a socket; dropping it (or [`RunningMaf::shutdown`]) stops the listener, every
-/// connection and the sweep.
+impl std::fmt::Display for Conn {
+    /// For the acceptor's audit line: the credential and the client, never key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.km_id {
+            Some(km_id) => write!(
+                f,
+                "Km {}-{km_id} -> {}",
+                CredentialId::TYPE_KM_ID,
+                self.identity
+            ),
+            None => write!(f, "certificate -> {}", self.identity),
+        }
+    }
+}
+
+/// What the MAF makes of a completed handshake (TS-0003 clause 8.8.2.2, the MAF Handshake): the
+/// client a Km row or a remote-provisioned Km names, or the AE-ID/CSE-ID of a client certificate
+/// (an FQDN certificate names no MAF client), with the connection's exporter output (Kc, KcID).
+struct MafBinder {
+    state: Arc<State>,
+}
+
+impl Binder for MafBinder {
+    type Association = Conn;
+
+    fn bind(&self, proof: Authenticated, ssl: &SslRef, peer: SocketAddr) -> Result<Conn, String> {
+        let state = &self.state;
+        let mut ceiling = None;
+        let mut km_id = None;
+        let identity = match proof {
+            Authenticated::Psk(a) => {
+                let psk_identity = a.credential.value();
+                if !state.km_ids.contains(psk_identity) {
+                    // A remote-provisioned Km: the association ends with its enrolment.
+                    ceiling = Some(state.lifetimes.until(psk_identity));
+                }
+                km_id = Some(psk_identity.to_owned());
+                a.entity.ok_or("the KmID names no client")?.absolute()
+            }
+            Authenticated::Certificate { leaf_der } => {
+                let cert = openssl::x509::X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
+                let id = m2m_security::certificates::identity_of(&cert, &state.cfg.naming()?)?;
+                match id {
+                    m2m_security::certificates::CertIdentity::Fqdn(f) => {
+                        return Err(format!("FQDN certificate {f} names no MAF client"))
+                    }
+                    m2m_security::certificates::CertIdentity::Entity(e) => e.absolute(),
+                }
+            }
+        };
+        let mut exporter = Zeroizing::new([0u8; EXPORT_LEN]);
+        ssl.export_keying_material(&mut exporter[..], CONNECTION_EXPORTER_LABEL, None)
+            .map_err(|e| format!("TLS exporter: {e}"))?;
+        Ok(Conn {
+            identity,
+            km_id,
+            exporter,
+            peer,
+            ceiling,
+        })
+    }
+}
+
+/// A MAF serving on a socket. [`RunningMaf::shutdown`] stops accepting and lets requests in
+/// progress finish (`[limits] shutdown_grace_ms`); dropping it ends the listener, every connection
+/// and the sweep at once.
 pub struct RunningMaf {
     pub addr: SocketAddr,
-    accept: JoinHandle<()>,
+    server: Option<Server>,
+    grace: Duration,
     sweep: JoinHandle<()>,
 }
 
@@ -211,6 +283,7 @@ impl RunningMaf {
         if let Some(k) = &cfg.private_key {
             m2m_security::secure_environment::check_private_file(k)?;
         }
+        let limits = cfg.listener_limits()?;
         let keys = cfg.load_keys()?;
         let store = Store::open(&cfg.storage, &keys.storage_key)?;
         let mut km = HashMap::new();
@@ -255,10 +328,9 @@ impl RunningMaf {
             psk: (!km.is_empty() || mef.is_some())
                 .then(|| Arc::new(KmTable { rows: km, mef }) as Arc<dyn PskLookup>),
         })?;
-        let listener = TcpListener::bind(&cfg.listen)
+        let tcp = TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| format!("listen {}: {e}", cfg.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let delegations = Delegations::from_config(&cfg.ttp.delegations, &cfg.sp_fqdn)?;
         let state = Arc::new(State {
             cfg,
@@ -283,114 +355,59 @@ impl RunningMaf {
                 }
             }
         });
-        let accept = tokio::spawn(accept_loop(state, listener, context));
+        let grace = Duration::from_millis(limits.shutdown_grace_ms);
+        let binder = Arc::new(MafBinder {
+            state: Arc::clone(&state),
+        });
+        let server = Server::spawn(
+            Listener {
+                name: "maf",
+                tcp,
+                security: Security::Tls(context),
+                limits,
+            },
+            binder,
+            move |conn: Connection<Conn>| serve(Arc::clone(&state), conn),
+        )
+        .map_err(|e| format!("MAF listener: {e}"))?;
         Ok(RunningMaf {
-            addr,
-            accept,
+            addr: server.local_addr,
+            server: Some(server),
+            grace,
             sweep,
         })
     }
 
-    /// Stops serving.
-    pub fn shutdown(self) {}
-}
-
-impl Drop for RunningMaf {
-    fn drop(&mut self) {
-        self.accept.abort();
+    /// Stops accepting, lets the requests in progress finish (at most `[limits]
+    /// shutdown_grace_ms`), then ends every connection and the sweep.
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown(self.grace).await;
+        }
         self.sweep.abort();
     }
 }
 
-async fn accept_loop(state: Arc<State>, listener: TcpListener, context: SslContext) {
-    // Connections live in this set: aborting the loop drops the set, which ends them all.
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    conns.spawn(connection(Arc::clone(&state), context.clone(), stream, peer));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
+impl Drop for RunningMaf {
+    fn drop(&mut self) {
+        // Dropping the server ends its listener and connections at once.
+        self.server.take();
+        self.sweep.abort();
     }
 }
 
-async fn connection(state: Arc<State>, context: SslContext, stream: TcpStream, peer: SocketAddr) {
-    let (stream, conn) = match handshake(&state, &context, stream, peer).await {
-        Ok(x) => x,
-        Err(why) => {
-            tracing::warn!(target: "audit", peer = %peer, reason = %why, "MAF connection refused");
-            return;
-        }
+/// Serves the MAF's HTTP/JSON API on one association.
+async fn serve(state: Arc<State>, conn: Connection<Conn>) {
+    // The listener is TLS: every connection handed over is an association.
+    let Some(association) = conn.association.clone() else {
+        return;
     };
-    tracing::info!(target: "audit", peer = %peer, client = %conn.identity, "MAF connection established");
-    let conn = Arc::new(conn);
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
-        let conn = Arc::clone(&conn);
-        async move { Ok::<_, Infallible>(handle(&state, &conn, req).await) }
+        let association = Arc::clone(&association);
+        async move { Ok::<_, Infallible>(handle(&state, &association, req).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
-}
-
-async fn handshake(
-    state: &State,
-    context: &SslContext,
-    stream: TcpStream,
-    peer: SocketAddr,
-) -> Result<(tokio_openssl::SslStream<TcpStream>, Conn), String> {
-    let ssl = Ssl::new(context).map_err(|e| e.to_string())?;
-    let mut stream = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs(state.cfg.handshake_timeout.max(1));
-    match tokio::time::timeout(timeout, Pin::new(&mut stream).accept()).await {
-        Err(_) => return Err("handshake timed out".into()),
-        Ok(Err(e)) => return Err(m2m_security::tls::handshake_reason(&e)),
-        Ok(Ok(())) => {}
-    }
-    let ssl = stream.ssl();
-    let mut ceiling = None;
-    let identity = match m2m_security::tls::association_of(ssl)
-        .ok_or("the handshake authenticated nothing")?
-    {
-        Authenticated::Psk(a) => {
-            let psk_identity = a.credential.value();
-            if !state.km_ids.contains(psk_identity) {
-                ceiling = Some(state.lifetimes.until(psk_identity));
-            }
-            a.entity.ok_or("the KmID names no client")?.absolute()
-        }
-        Authenticated::Certificate { leaf_der } => {
-            let cert = openssl::x509::X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
-            let id = m2m_security::certificates::identity_of(&cert, &state.cfg.naming()?)?;
-            match id {
-                m2m_security::certificates::CertIdentity::Fqdn(f) => {
-                    return Err(format!("FQDN certificate {f} names no MAF client"))
-                }
-                m2m_security::certificates::CertIdentity::Entity(e) => e.absolute(),
-            }
-        }
-    };
-    let mut exporter = Zeroizing::new([0u8; EXPORT_LEN]);
-    ssl.export_keying_material(&mut exporter[..], CONNECTION_EXPORTER_LABEL, None)
-        .map_err(|e| format!("TLS exporter: {e}"))?;
-    Ok((
-        stream,
-        Conn {
-            identity,
-            exporter,
-            peer,
-            ceiling,
-        },
-    ))
+    m2m_transport::http::serve(conn, service).await
 }
 
 pub(super) type Answer = Response<Full<Bytes>>;
@@ -555,6 +572,7 @@ fn register_client(state: &State, conn: &Conn, body: &[u8]) -> Answer {
         client_id: conn.identity.clone(),
         admin_fqdn: req.admin_fqdn,
         expires,
+        km_id: conn.km_id.clone(),
     };
     // Expired rows are left to the sweep: every read filters on expiry.
     if let Err(e) = state.store().add_client(&reg) {
@@ -620,6 +638,8 @@ fn update_client(state: &State, conn: &Conn, id: &str, body: &[u8]) -> Answer {
     if req.admin_fqdn.is_some() {
         reg.admin_fqdn = req.admin_fqdn;
     }
+    // The registration now lives under this association's credential (a new Km, or none).
+    reg.km_id = conn.km_id.clone();
     let shortened = match store.update_client(&reg) {
         Ok(a) => a,
         Err(e) => return internal(e),
@@ -857,7 +877,7 @@ fn live_key(state: &State, store: &Store, id: &str) -> Result<Option<LiveKey>, S
 
 fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
     let store = state.store();
-    let (reg, expires) = match live_key(state, &store, id) {
+    let (reg, expires, source_km_id) = match live_key(state, &store, id) {
         Err(e) => return internal(e),
         Ok(None) => {
             tracing::warn!(target: "audit", peer = %conn.peer, requester = %conn.identity, key = %id, "MAF key retrieval refused: unknown or expired key");
@@ -865,7 +885,7 @@ fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
         }
         Ok(Some(live)) => {
             let expires = live.expires();
-            (live.reg, expires)
+            (live.reg, expires, live.client.km_id)
         }
     };
     if !reg.targets.contains(&conn.identity) {
@@ -889,6 +909,11 @@ fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {
     });
     if let Some(a) = &reg.admin_fqdn {
         v["adminFQDN"] = json!(a);
+    }
+    // The source's credential, for the target's Credential-ID (TS-0003 clause 8.2.2.3); a
+    // source that registered over a certificate has none.
+    if let Some(km_id) = source_km_id {
+        v["sourceKmID"] = json!(km_id);
     }
     answer(StatusCode::OK, v)
 }

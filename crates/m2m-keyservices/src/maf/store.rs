@@ -43,6 +43,11 @@ pub struct ClientReg {
     pub client_id: String,
     pub admin_fqdn: Option<String>,
     pub expires: i64,
+    /// The KmID of the association the client registered (or last updated the registration)
+    /// over; `None` for a certificate. The Key Retrieval answer names it as the source's
+    /// credential (TS-0003 clause 8.2.2.3: the Credential-ID "formed from KmID provided by the
+    /// MAF"). Not sealed: it names a credential, it grants nothing.
+    pub km_id: Option<String>,
 }
 
 /// A key registration (the key value decrypted only on retrieval).
@@ -100,7 +105,8 @@ impl Store {
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              CREATE TABLE IF NOT EXISTS clients (
-                reg_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, admin_fqdn TEXT, expires INTEGER NOT NULL);
+                reg_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, admin_fqdn TEXT, expires INTEGER NOT NULL,
+                km_id TEXT);
              CREATE TABLE IF NOT EXISTS keys (
                 relative_id TEXT PRIMARY KEY, source_id TEXT NOT NULL, suid INTEGER NOT NULL,
                 targets TEXT NOT NULL, admin_fqdn TEXT, expires INTEGER NOT NULL,
@@ -148,22 +154,22 @@ impl Store {
     pub fn add_client(&self, reg: &ClientReg) -> Result<(), String> {
         self.conn
             .execute(
-                "INSERT INTO clients (reg_id, client_id, admin_fqdn, expires) VALUES (?1, ?2, ?3, ?4)",
-                params![reg.reg_id, reg.client_id, reg.admin_fqdn, reg.expires],
+                "INSERT INTO clients (reg_id, client_id, admin_fqdn, expires, km_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![reg.reg_id, reg.client_id, reg.admin_fqdn, reg.expires, reg.km_id],
             )
             .map_err(db)?;
         Ok(())
     }
 
-    /// Client Registration Update: the new expiry (and adminFQDN) of an existing registration. Its
+    /// Client Registration Update: the new expiry, adminFQDN and KmID of an existing registration. Its
     /// keys and credentials that would outlive it are shortened to its expiry (re-sealed), in the
     /// same transaction; longer-lived ones are not lengthened. Returns what was shortened.
     pub fn update_client(&self, reg: &ClientReg) -> Result<Affected, String> {
         let tx = self.conn.unchecked_transaction().map_err(db)?;
         let clients = tx
             .execute(
-                "UPDATE clients SET admin_fqdn = ?2, expires = ?3 WHERE reg_id = ?1",
-                params![reg.reg_id, reg.admin_fqdn, reg.expires],
+                "UPDATE clients SET admin_fqdn = ?2, expires = ?3, km_id = ?4 WHERE reg_id = ?1",
+                params![reg.reg_id, reg.admin_fqdn, reg.expires, reg.km_id],
             )
             .map_err(db)?;
         let mut affected = Affected {
@@ -211,7 +217,7 @@ impl Store {
     pub fn client(&self, reg_id: &str) -> Result<Option<ClientReg>, String> {
         self.conn
             .query_row(
-                "SELECT reg_id, client_id, admin_fqdn, expires FROM clients WHERE reg_id = ?1",
+                "SELECT reg_id, client_id, admin_fqdn, expires, km_id FROM clients WHERE reg_id = ?1",
                 [reg_id],
                 client_row,
             )
@@ -224,7 +230,7 @@ impl Store {
     pub fn live_client(&self, client_id: &str, now: i64) -> Result<Option<ClientReg>, String> {
         self.conn
             .query_row(
-                "SELECT reg_id, client_id, admin_fqdn, expires FROM clients
+                "SELECT reg_id, client_id, admin_fqdn, expires, km_id FROM clients
                  WHERE client_id = ?1 AND expires > ?2 ORDER BY expires DESC, reg_id LIMIT 1",
                 params![client_id, now],
                 client_row,
@@ -492,6 +498,7 @@ fn client_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientReg> {
         client_id: r.get(1)?,
         admin_fqdn: r.get(2)?,
         expires: r.get(3)?,
+        km_id: r.get(4)?,
     })
 }
 
@@ -500,6 +507,9 @@ fn client_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientReg> {
 /// registration that expires last. A row whose client has none stays unbound, which is gone.
 fn bind_to_client_registrations(conn: &Connection) -> Result<(), String> {
     for (table, column, kind) in [
+        // A client registration of an earlier MAF names no KmID: its keys' retrieval answers
+        // none until the client updates its registration.
+        ("clients", "km_id", "TEXT"),
         ("keys", "client_reg", "TEXT"),
         ("keys", "ceiling", "INTEGER"),
         ("e2e_credentials", "client_reg", "TEXT"),
@@ -639,6 +649,7 @@ mod tests {
             client_id: client_id.into(),
             admin_fqdn: None,
             expires,
+            km_id: None,
         }
     }
 
@@ -653,6 +664,25 @@ mod tests {
             client_reg: client_reg.map(str::to_owned),
             ceiling: None,
         }
+    }
+
+    /// The KmID a client registered over is kept, replaced by an update, and read back.
+    #[test]
+    fn a_client_registration_keeps_its_kmid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Secret::new(vec![7u8; 32])).unwrap();
+        let mut reg = ClientReg {
+            km_id: Some("ae1@maf.example.net".into()),
+            ..client("mcr-a", "//sp/Sae", 1000)
+        };
+        store.add_client(&reg).unwrap();
+        assert_eq!(store.client("mcr-a").unwrap().unwrap(), reg);
+        reg.km_id = Some("0011@mef.example.net".into());
+        store.update_client(&reg).unwrap();
+        assert_eq!(store.live_client("//sp/Sae", 0).unwrap().unwrap(), reg);
+        reg.km_id = None;
+        store.update_client(&reg).unwrap();
+        assert_eq!(store.client("mcr-a").unwrap().unwrap().km_id, None);
     }
 
     /// Shortening a client registration shortens (and re-seals) its keys only; de-registering it
@@ -747,7 +777,8 @@ mod tests {
             .execute_batch(
                 "DROP INDEX keys_client_reg; DROP INDEX e2e_credentials_client_reg;
                  ALTER TABLE keys DROP COLUMN client_reg; ALTER TABLE keys DROP COLUMN ceiling;
-                 ALTER TABLE e2e_credentials DROP COLUMN client_reg;",
+                 ALTER TABLE e2e_credentials DROP COLUMN client_reg;
+                 ALTER TABLE clients DROP COLUMN km_id;",
             )
             .unwrap();
         drop(store);
@@ -756,6 +787,7 @@ mod tests {
         assert_eq!(a.client_reg.as_deref(), Some("mcr-new"));
         assert_eq!(store.key_value(&a).unwrap().unwrap(), value);
         assert_eq!(store.key("0B").unwrap().unwrap().client_reg, None);
+        assert_eq!(store.client("mcr-new").unwrap().unwrap().km_id, None);
         assert_eq!(store.purge(0).unwrap().keys, 1);
         assert!(store.key("0B").unwrap().is_none());
     }

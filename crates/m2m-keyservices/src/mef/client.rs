@@ -1,5 +1,7 @@
-//! The MEF client: one TLS connection to the MEF (TLS-PSK on Kpm/KpmID for an enrolee, or a
-//! certificate for an enrolee or an enrolment target), with the bootstrap exporter computed locally.
+//! The MEF client (TS-0003 clause 8.3): one TLS connection to the MEF (TLS-PSK on Kpm/KpmID for an
+//! enrolee, or a certificate for an enrolee or an enrolment target), opened by the transport
+//! layer's connector with a check of the MEF ([`PeerCheck`]: its FQDN certificate, or the Kpm of a
+//! PSK handshake), with the bootstrap exporter computed locally.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -9,12 +11,16 @@ use hyper_util::rt::TokioIo;
 use m2m_security::credentials::Secret;
 use m2m_security::kdf::{self, BOOTSTRAP_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{self, ClientTlsConfig};
+use m2m_transport::PeerCheck;
 use openssl::ssl::SslContext;
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
-use std::pin::Pin;
+use std::time::Duration;
 use zeroize::Zeroizing;
+
+/// How long the TLS handshake with the MEF may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use super::store::TargetRef;
 
@@ -114,7 +120,8 @@ pub(crate) fn mef_addr(url: &str) -> Result<String, String> {
 }
 
 impl MefClient {
-    /// An enrolee connection with TLS-PSK: psk_identity = `kpm_id`, psk = `kpm`.
+    /// An enrolee connection with TLS-PSK: psk_identity = `kpm_id`, psk = `kpm`; the MEF proves it
+    /// knows Kpm ([`PeerCheck::PreSharedKey`]).
     pub async fn connect_psk(
         addr: &str,
         mef_fqdn: &str,
@@ -126,11 +133,12 @@ impl MefClient {
             psk: Some((kpm_id.to_owned(), Zeroizing::new(kpm.expose().to_vec()))),
             ..Default::default()
         };
-        Self::connect(addr, mef_fqdn, &cfg).await
+        let ctx = tls::client_context(&cfg).map_err(ClientError::Connect)?;
+        Self::connect_with_context(addr, mef_fqdn, &ctx, &PeerCheck::PreSharedKey).await
     }
 
     /// A certificate connection (enrolee with a certificate, or enrolment target); the MEF's
-    /// certificate is verified against `trusted_ca` and must name `mef_fqdn`.
+    /// certificate is verified against `trusted_ca` and must name `mef_fqdn` ([`PeerCheck::Host`]).
     pub async fn connect_certificate(
         addr: &str,
         mef_fqdn: &str,
@@ -139,7 +147,8 @@ impl MefClient {
         trusted_ca: &Path,
     ) -> Result<MefClient, ClientError> {
         let ctx = Self::certificate_context(certificate_chain, private_key, trusted_ca)?;
-        Self::connect_with_context(addr, mef_fqdn, &ctx).await
+        let check = PeerCheck::Host(mef_fqdn.to_owned());
+        Self::connect_with_context(addr, mef_fqdn, &ctx, &check).await
     }
 
     /// The TLS context of a certificate connection, built once (reading the files) for many
@@ -162,31 +171,21 @@ impl MefClient {
         .map_err(ClientError::Connect)
     }
 
-    async fn connect(
-        addr: &str,
-        mef_fqdn: &str,
-        cfg: &ClientTlsConfig,
-    ) -> Result<MefClient, ClientError> {
-        let ctx = tls::client_context(cfg).map_err(ClientError::Connect)?;
-        Self::connect_with_context(addr, mef_fqdn, &ctx).await
-    }
-
-    /// A connection over an existing TLS context (e.g. [`MefClient::certificate_context`]).
+    /// A connection over an existing TLS context (e.g. [`MefClient::certificate_context`]) to the
+    /// MEF at `addr`, which must pass `check` (its certificate names `mef_fqdn`, or it knows the
+    /// PSK).
     pub async fn connect_with_context(
         addr: &str,
         mef_fqdn: &str,
         ctx: &SslContext,
+        check: &PeerCheck,
     ) -> Result<MefClient, ClientError> {
-        let ssl = tls::client_ssl(ctx, Some(mef_fqdn)).map_err(ClientError::Connect)?;
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
-        let mut stream = tokio_openssl::SslStream::new(ssl, tcp)
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        Pin::new(&mut stream)
-            .connect()
+        let stream = m2m_transport::connect(ctx, tcp, check, HANDSHAKE_TIMEOUT)
             .await
-            .map_err(|e| ClientError::Connect(format!("TLS handshake: {e}")))?;
+            .map_err(ClientError::Connect)?;
         let mut exported = Zeroizing::new([0u8; EXPORT_LEN]);
         stream
             .ssl()

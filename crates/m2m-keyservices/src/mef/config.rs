@@ -55,6 +55,21 @@ lifetime_seconds = 86400
 # [[targets]]
 # id = "/id-in"
 # suids = [12]
+
+# The listener (the transport layer shared with the CSE and the MAF); these are the defaults.
+[limits]
+# Connections open at once; more are closed as they arrive.
+max_connections = 4096
+# A connection must start and finish its TLS handshake within this time.
+handshake_timeout_ms = 10000
+# TLS handshakes in flight per source address (silent connections do not count).
+max_handshakes_per_source = 16
+# A request head must arrive complete within this time of its first byte.
+header_read_timeout_ms = 10000
+# A connection with no traffic for this long is closed.
+idle_timeout_ms = 120000
+# On shutdown, requests in progress get this long to finish.
+shutdown_grace_ms = 5000
 "#;
 
 /// One pre-provisioned Kpm.
@@ -116,6 +131,10 @@ pub struct MefConfig {
     pub kpm: Vec<KpmRow>,
     #[serde(default)]
     pub targets: Vec<TargetRow>,
+    /// The listener's limits (m2m-transport): connection cap, handshake timeout and per-source
+    /// handshakes, header-read and idle timeouts, shutdown grace. Every field has a default.
+    #[serde(default)]
+    pub limits: m2m_transport::Limits,
 }
 
 impl PskRow for KpmRow {
@@ -201,6 +220,7 @@ impl MefConfig {
             return Err("lifetime_seconds must be at least 1".into());
         }
         self.key_sources().check()?;
+        self.limits.check()?;
         self.check_kpm_rows(&self.kpm)
     }
 
@@ -281,6 +301,25 @@ pub fn same_id(a: &str, b: &str, sp_fqdn: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::same_id;
+
+    #[test]
+    fn the_listener_limits_have_defaults_and_refuse_zeros() {
+        let base =
+            "fqdn = \"mef.keys.example.net\"\nstorage = \"e.json\"\nstorage_key = \"s.key\"\n";
+        let c = super::MefConfig::from_toml_str(base).unwrap();
+        assert_eq!(c.limits, m2m_transport::Limits::default());
+        let c = super::MefConfig::from_toml_str(&format!(
+            "{base}[limits]\nmax_connections = 3\nhandshake_timeout_ms = 700\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.limits.max_connections, c.limits.handshake_timeout_ms),
+            (3, 700)
+        );
+        let e = super::MefConfig::from_toml_str(&format!("{base}[limits]\nidle_timeout_ms = 0\n"))
+            .unwrap_err();
+        assert!(e.contains("limits.idle_timeout_ms"), "{e}");
+    }
 
     #[test]
     fn ids_compare_in_absolute_form() {

@@ -53,6 +53,10 @@
 //! Target identities come from the certificate ([`m2m_security::certificates::identity_of`] with the
 //! configured `sp_fqdn`): an SP-relative CSE-ID (`/id-in`), AE-ID, or an FQDN (MAF).
 //!
+//! The listener is the transport layer's ([`m2m_transport`]: connection cap, handshakes per
+//! address, timeouts, graceful shutdown; `[limits]` in the configuration), which writes one audit
+//! line per association established or refused.
+//!
 //! Audit lines (tracing target `audit`) carry identities and KeIDs only, never key material.
 //!
 //! # Not done (MVP)
@@ -66,7 +70,7 @@ pub mod store;
 
 pub use client::{ClientError, EnrolResult, EnrolmentRequest, FetchedCredential, MefClient};
 pub use config::{MefConfig, DEFAULT_CONFIG};
-pub use server::Mef;
+pub use server::{Mef, RunningMef};
 
 use m2m_security::credentials::Secret;
 use m2m_security::kdf;

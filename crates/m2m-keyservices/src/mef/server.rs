@@ -1,5 +1,7 @@
-//! The MEF server: TLS listener (PSK on Kpm or certificates), bootstrap exporter per connection, and the
-//! HTTP/1.1 JSON API described in the [module documentation](super).
+//! The MEF server (TS-0003 clause 8.3): its listener is the transport layer's ([`m2m_transport`]:
+//! connection cap, per-source handshakes, timeouts, graceful shutdown); `MefBinder` turns a
+//! completed handshake (PSK on Kpm or a certificate) into the peer and the connection's bootstrap
+//! key; the HTTP/1.1 JSON API is described in the [module documentation](super).
 
 use super::config::{MefConfig, StorageKey};
 use super::store::{now_secs, Enrolment, EnrolmentMeta, Store, TargetRef};
@@ -9,26 +11,24 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
 use m2m_security::certificates::{identity_of, CertIdentity};
 use m2m_security::credentials::Secret;
 use m2m_security::kdf::{self, BOOTSTRAP_EXPORTER_LABEL, EXPORT_LEN};
 use m2m_security::tls::{self, Authenticated, PskKey, PskLookup, ServerTlsConfig};
-use openssl::ssl::{Ssl, SslContext};
+use m2m_transport::{Binder, Connection, Listener, Security, Server};
+use openssl::ssl::{SslContext, SslRef};
 use openssl::x509::X509;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 const MAX_BODY: usize = 64 * 1024;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// KpmID -> Kpm.
 struct KpmTable(HashMap<String, Secret>);
@@ -79,7 +79,87 @@ struct Conn {
     ke_id: String,
 }
 
-/// A running MEF.
+impl std::fmt::Display for Conn {
+    /// For the acceptor's audit line: the credential and the peer, never key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.auth {
+            PeerAuth::Kpm { kpm_id, enrolee_id } => write!(
+                f,
+                "Kpm {}-{kpm_id} -> {enrolee_id}",
+                m2m_security::credentials::CredentialId::TYPE_KPM_ID
+            ),
+            PeerAuth::Certificate { identity } => write!(f, "certificate -> {identity}"),
+        }
+    }
+}
+
+/// What the MEF makes of a completed handshake (TS-0003 clause 8.3.2): the enrolee a Kpm row
+/// names, or the identity of a certificate, with the bootstrap key of the connection (Ke and KeID
+/// from the exporter, clauses 10.3.1, 10.3.4).
+struct MefBinder {
+    mef: Arc<Mef>,
+}
+
+impl Binder for MefBinder {
+    type Association = Conn;
+
+    fn bind(&self, proof: Authenticated, ssl: &SslRef, addr: SocketAddr) -> Result<Conn, String> {
+        let mef = &self.mef;
+        let auth = match proof {
+            // Every Kpm row names its enrolee, so a PSK association always carries one.
+            Authenticated::Psk(a) => {
+                let kpm_id = a.credential.value().to_owned();
+                let enrolee_id = mef
+                    .enrolees
+                    .get(&kpm_id)
+                    .cloned()
+                    .ok_or("the KpmID names no enrolee")?;
+                PeerAuth::Kpm { enrolee_id, kpm_id }
+            }
+            Authenticated::Certificate { leaf_der } => {
+                let cert = X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
+                let naming = m2m_security::certificates::CseNaming::new(
+                    &mef.config.sp_fqdn,
+                    &mef.config.in_cse_id,
+                )?;
+                let identity = match identity_of(&cert, &naming)? {
+                    CertIdentity::Entity(e) => e.sp_relative(),
+                    CertIdentity::Fqdn(f) => f,
+                };
+                PeerAuth::Certificate { identity }
+            }
+        };
+        let mut out = Zeroizing::new([0u8; EXPORT_LEN]);
+        ssl.export_keying_material(&mut out[..], BOOTSTRAP_EXPORTER_LABEL, None)
+            .map_err(|e| format!("TLS exporter: {e}"))?;
+        let (ke, rel) = kdf::export_split(&out);
+        let ke_id = kdf::ke_id_string(&rel, &mef.config.fqdn);
+        Ok(Conn {
+            addr,
+            auth,
+            ke,
+            ke_id,
+        })
+    }
+}
+
+/// A MEF serving on a socket. [`RunningMef::shutdown`] stops accepting and lets requests in
+/// progress finish (`[limits] shutdown_grace_ms`); dropping it ends the listener and every
+/// connection at once.
+pub struct RunningMef {
+    pub addr: SocketAddr,
+    server: Server,
+    grace: Duration,
+}
+
+impl RunningMef {
+    /// Stops accepting, lets the requests in progress finish, then ends every connection.
+    pub async fn shutdown(self) {
+        self.server.shutdown(self.grace).await
+    }
+}
+
+/// The MEF's state and handlers.
 pub struct Mef {
     config: MefConfig,
     store: Store,
@@ -134,112 +214,48 @@ impl Mef {
         &self.config
     }
 
-    /// Binds `config.listen` and serves in a background task; returns the bound address.
-    pub async fn start(
-        self: &Arc<Self>,
-    ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
-        let listener = TcpListener::bind(&self.config.listen)
+    /// Binds `config.listen` and serves on the transport layer ([`m2m_transport`]) until the
+    /// returned [`RunningMef`] is shut down or dropped.
+    pub async fn start(self: &Arc<Self>) -> Result<RunningMef, String> {
+        let tcp = TcpListener::bind(&self.config.listen)
             .await
             .map_err(|e| format!("listen {}: {e}", self.config.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let me = Arc::clone(self);
-        Ok((addr, tokio::spawn(me.serve(listener))))
-    }
-
-    /// Accepts connections forever.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let (stream, addr) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let me = Arc::clone(&self);
-            tokio::spawn(async move { me.connection(stream, addr).await });
-        }
-    }
-
-    async fn connection(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) {
-        let (stream, conn) = match self.handshake(stream, addr).await {
-            Ok(x) => x,
-            Err(why) => {
-                tracing::warn!(target: "audit", peer = %addr, reason = %why, "MEF association refused");
-                return;
-            }
-        };
-        tracing::info!(target: "audit", peer = %addr, peer_id = %conn.auth.id(),
-            mode = match conn.auth { PeerAuth::Kpm { .. } => "kpm", PeerAuth::Certificate { .. } => "certificate" },
-            kpm_id = match &conn.auth { PeerAuth::Kpm { kpm_id, .. } => kpm_id.as_str(), _ => "-" },
-            "MEF association established");
-        let conn = Arc::new(conn);
-        let me = Arc::clone(&self);
-        let svc = service_fn(move |req| {
-            let me = Arc::clone(&me);
-            let conn = Arc::clone(&conn);
-            async move { Ok::<_, Infallible>(me.handle(&conn, req).await) }
+        let limits = self.config.limits.clone();
+        let grace = Duration::from_millis(limits.shutdown_grace_ms);
+        let binder = Arc::new(MefBinder {
+            mef: Arc::clone(self),
         });
-        let http = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), svc);
-        if let Err(e) = http.await {
-            tracing::debug!(peer = %addr, error = %e, "MEF connection closed with error");
-        }
+        let me = Arc::clone(self);
+        let server = Server::spawn(
+            Listener {
+                name: "mef",
+                tcp,
+                security: Security::Tls(self.tls.clone()),
+                limits,
+            },
+            binder,
+            move |conn: Connection<Conn>| Arc::clone(&me).serve(conn),
+        )
+        .map_err(|e| format!("MEF listener: {e}"))?;
+        Ok(RunningMef {
+            addr: server.local_addr,
+            server,
+            grace,
+        })
     }
 
-    async fn handshake(
-        &self,
-        stream: TcpStream,
-        addr: SocketAddr,
-    ) -> Result<(tokio_openssl::SslStream<TcpStream>, Conn), String> {
-        let ssl = Ssl::new(&self.tls).map_err(|e| e.to_string())?;
-        let mut stream = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| e.to_string())?;
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await {
-            Err(_) => return Err("handshake timed out".into()),
-            Ok(Err(e)) => return Err(m2m_security::tls::handshake_reason(&e)),
-            Ok(Ok(())) => {}
-        }
-        let ssl = stream.ssl();
-        let auth = match tls::association_of(ssl).ok_or("the handshake authenticated nothing")? {
-            // Every Kpm row names its enrolee, so a PSK association always carries one.
-            Authenticated::Psk(a) => {
-                let kpm_id = a.credential.value().to_owned();
-                let enrolee_id = self
-                    .enrolees
-                    .get(&kpm_id)
-                    .cloned()
-                    .ok_or("the KpmID names no enrolee")?;
-                PeerAuth::Kpm { enrolee_id, kpm_id }
-            }
-            Authenticated::Certificate { leaf_der } => {
-                let cert = X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
-                let naming = m2m_security::certificates::CseNaming::new(
-                    &self.config.sp_fqdn,
-                    &self.config.in_cse_id,
-                )?;
-                let identity = match identity_of(&cert, &naming)? {
-                    CertIdentity::Entity(e) => e.sp_relative(),
-                    CertIdentity::Fqdn(f) => f,
-                };
-                PeerAuth::Certificate { identity }
-            }
+    /// Serves the MEF's HTTP/JSON API on one association.
+    async fn serve(self: Arc<Self>, conn: Connection<Conn>) {
+        // The listener is TLS: every connection handed over is an association.
+        let Some(association) = conn.association.clone() else {
+            return;
         };
-        let mut out = Zeroizing::new([0u8; EXPORT_LEN]);
-        ssl.export_keying_material(&mut out[..], BOOTSTRAP_EXPORTER_LABEL, None)
-            .map_err(|e| format!("TLS exporter: {e}"))?;
-        let (ke, rel) = kdf::export_split(&out);
-        let ke_id = kdf::ke_id_string(&rel, &self.config.fqdn);
-        Ok((
-            stream,
-            Conn {
-                addr,
-                auth,
-                ke,
-                ke_id,
-            },
-        ))
+        let svc = service_fn(move |req| {
+            let me = Arc::clone(&self);
+            let association = Arc::clone(&association);
+            async move { Ok::<_, Infallible>(me.handle(&association, req).await) }
+        });
+        m2m_transport::http::serve(conn, svc).await
     }
 
     async fn handle(

@@ -141,7 +141,11 @@ pub fn maf_config(p: &Pki, fqdn: &str, sp: &str, km: Vec<KmRow>, storage: &Path)
         default_client_lifetime: 86_400,
         max_lifetime: 30 * 86_400,
         sweep_interval: 3600,
-        handshake_timeout: 5,
+        handshake_timeout: None,
+        limits: m2m_transport::Limits {
+            handshake_timeout_ms: 5_000,
+            ..Default::default()
+        },
         mef: None,
         ttp: Default::default(),
     }
