@@ -2,6 +2,7 @@
 //! (TS-0004 clause 6.6), resource types, identifiers and addressing (TS-0001 clause 7.2), request and
 //! response primitives (TS-0004 clause 6.4), filter criteria, and the HTTP binding (TS-0009).
 
+pub mod config_text;
 pub mod error;
 pub mod filter;
 pub mod group_authentication;
