@@ -289,47 +289,79 @@ pub fn uncomment(text: &str, parts: &[&Optional]) -> String {
     out
 }
 
-/// Every optional part of `text` uncommented alone, together with the parts `needs` lists for its
-/// path (e.g. `("maf", &["tls"])`: a [maf] without [tls] is refused); after a block, also each
-/// alternative inside it. Returns (the part's path, the text).
+/// Every optional part of `text` uncommented alone, together with what `needs` lists for its path:
+/// other optional parts to uncomment with it (e.g. `("maf", &["tls"])`: a [maf] without [tls] is
+/// refused), and, prefixed `-`, set settings it replaces (e.g. `("esprim.keys.key",
+/// &["-esprim.keys.key_env"])`: a row takes one key source). After a block, each alternative
+/// inside it too. Returns (the part's path, the text).
 pub fn each_uncommented(
     text: &str,
     needs: &[(&str, &[&str])],
 ) -> Result<Vec<(String, String)>, String> {
-    fn with_needs<'o>(
-        o: &'o Outline,
-        part: &'o Optional,
-        needs: &[(&str, &[&str])],
-    ) -> Result<Vec<&'o Optional>, String> {
-        let mut parts = vec![part];
-        for (_, wanted) in needs.iter().filter(|(p, _)| *p == part.path) {
-            for w in *wanted {
-                let found = o.optional.iter().find(|x| x.path == *w);
-                parts.push(
-                    found.ok_or_else(|| format!("{} needs {w}, no optional part", part.path))?,
-                );
-            }
-        }
-        Ok(parts)
-    }
     let o = outline(text)?;
     let mut out = Vec::new();
     for part in &o.optional {
-        let uncommented = uncomment(text, &with_needs(&o, part, needs)?);
+        let uncommented = with_needs(text, &o, part, needs)?;
         out.push((part.path.clone(), uncommented.clone()));
         if part.lines.len() > 1 {
+            // The block's lines are where they were: its alternatives are the optional settings
+            // among them now.
             let inner = outline(&uncommented)?;
             for alt in inner
                 .optional
                 .iter()
                 .filter(|a| part.lines.contains(&a.lines.start) && a.lines.start > part.lines.start)
             {
-                let parts = with_needs(&inner, alt, needs)?;
-                out.push((alt.path.clone(), uncomment(&uncommented, &parts)));
+                let t = with_needs(&uncommented, &inner, alt, needs)?;
+                out.push((alt.path.clone(), t));
             }
         }
     }
     Ok(out)
+}
+
+/// `text` (whose outline is `o`) with `part` and what `needs` lists for it uncommented, and the
+/// settings it replaces removed.
+fn with_needs(
+    text: &str,
+    o: &Outline,
+    part: &Optional,
+    needs: &[(&str, &[&str])],
+) -> Result<String, String> {
+    let wanted: Vec<&str> = needs
+        .iter()
+        .filter(|(p, _)| *p == part.path)
+        .flat_map(|(_, w)| w.iter().copied())
+        .collect();
+    let mut parts = vec![part];
+    for w in wanted.iter().filter(|w| !w.starts_with('-')) {
+        let found = o.optional.iter().find(|x| x.path == *w);
+        parts.push(found.ok_or_else(|| format!("{} needs {w}: no such optional part", part.path))?);
+    }
+    let uncommented = uncomment(text, &parts);
+    let removed: Vec<&str> = wanted.iter().filter_map(|w| w.strip_prefix('-')).collect();
+    if removed.is_empty() {
+        return Ok(uncommented);
+    }
+    let set = outline(&uncommented)?;
+    let drop: BTreeSet<usize> = set
+        .settings
+        .iter()
+        .filter(|s| s.depth == 0 && removed.contains(&s.path.as_str()))
+        .map(|s| s.line)
+        .collect();
+    if drop.len() != removed.len() {
+        return Err(format!(
+            "{}: replaces {removed:?}, not set once each",
+            part.path
+        ));
+    }
+    Ok(uncommented
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| !drop.contains(i))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect())
 }
 
 /// Whether the TOML `text` has `path` (a table, a non-empty array of tables, or a key; through an
@@ -434,8 +466,9 @@ pub enum Doc {
     Rows(&'static str, &'static str),
     /// `table.key` of the table or rows above: the default value, else (optional) the example's.
     Key(&'static str, &'static str),
-    /// A key that excludes another one: like [`Doc::Key`], but inside an optional block it stays
-    /// optional (`# # key = value`) when the block is uncommented.
+    /// A key to choose: like [`Doc::Key`], but inside an optional block it stays optional
+    /// (`# # key = value`) when the block is uncommented: an alternative to another key (a key
+    /// in a variable instead of a file), or a narrowing the operator decides on.
     Alt(&'static str, &'static str),
 }
 
@@ -479,6 +512,14 @@ pub fn render(
 ) -> Result<String, String> {
     let mut out = String::new();
     comment_lines(&mut out, intro);
+    for key in defaults.keys().chain(example.keys()) {
+        let documented = docs
+            .iter()
+            .any(|d| matches!(d, Doc::Table(n, _) | Doc::Rows(n, _) if n == key));
+        if !documented {
+            return Err(format!("[{key}]: no doc"));
+        }
+    }
     let mut printed = BTreeSet::new();
     let mut rest = docs;
     while let Some((head, tail)) = rest.split_first() {
@@ -566,6 +607,9 @@ pub fn render(
                         comment_lines(&mut out, doc);
                         out.push_str(&line);
                     }
+                    (false, true) if doc.contains('\n') => {
+                        return Err(format!("{path}: a doc in an optional block is one line"))
+                    }
                     (false, true) => out.push_str(&format!("{line}  # {doc}")),
                     (_, false) => out.push_str(&line),
                 }
@@ -647,6 +691,16 @@ mod tests {
         let (_, env) = &all[2];
         assert!(has_path(env, "tls.key_env") && has_path(env, "tls.key_file"));
         assert!(has_path(&all[0].1, "port") && !has_path(&all[0].1, "tls"));
+        let replaced = each_uncommented(TEXT, &[("tls.key_env", &["-tls.key_file"])]).unwrap();
+        let (_, env) = &replaced[2];
+        assert!(
+            has_path(env, "tls.key_env") && !has_path(env, "tls.key_file"),
+            "{env}"
+        );
+        let needs = each_uncommented(TEXT, &[("port", &["tls"])]).unwrap();
+        assert!(has_path(&needs[0].1, "port") && has_path(&needs[0].1, "tls.listen"));
+        let e = each_uncommented(TEXT, &[("port", &["-name", "-name"])]).unwrap_err();
+        assert!(e.contains("not set once each"), "{e}");
         assert!(has_path(TEXT, "row.id") && !has_path(TEXT, "row.name"));
     }
 
