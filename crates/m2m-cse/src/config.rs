@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod default_text;
+
 /// Whether this CSE runs in the infrastructure (cloud) or on a middle node (gateway).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {

@@ -80,7 +80,8 @@ struct CseArgs {
     /// TOML configuration file; without it the embedded defaults are used.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Print the default configuration and exit.
+    /// Print the default configuration and exit: every setting with a comment, the optional ones
+    /// commented out.
     #[arg(long)]
     print_default_config: bool,
 }
@@ -106,7 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cse(args) => {
             if args.print_default_config {
-                print!("{}", m2m_cse::Config::default().to_toml());
+                print!("{}", m2m_cse::Config::default_text()?);
                 return Ok(());
             }
             init_logging();
