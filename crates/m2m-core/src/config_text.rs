@@ -364,6 +364,20 @@ fn with_needs(
         .collect())
 }
 
+/// A TOML error as `line N: message`, without the text of the line the parser would quote: that
+/// line may hold a key.
+pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(1, |before| before.matches('\n').count() + 1);
+            format!("line {line}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
 /// Whether the TOML `text` has `path` (a table, a non-empty array of tables, or a key; through an
 /// array of tables, in any row).
 pub fn has_path(text: &str, path: &str) -> bool {
@@ -729,6 +743,19 @@ mod tests {
         assert!(p.contains(&"row.id has no comment".to_owned()), "{p:?}");
         let p = problems(&TEXT.replace("id = 1", "ident = 1"), fields);
         assert!(p.contains(&"row.ident is no field".to_owned()), "{p:?}");
+    }
+
+    #[test]
+    fn a_toml_error_names_the_line_not_its_text() {
+        let text = "a = 1\nkey = \"00112233\n";
+        let e = toml::from_str::<toml::Table>(text).unwrap_err();
+        assert!(
+            e.to_string().contains("00112233"),
+            "the parser quotes the line"
+        );
+        let said = toml_error(&e, text);
+        assert!(said.starts_with("line 2: "), "{said}");
+        assert!(!said.contains("00112233"), "{said}");
     }
 
     #[derive(serde::Deserialize)]
