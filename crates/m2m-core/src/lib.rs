@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config_text;
 pub mod error;
 pub mod filter;
 pub mod group_authentication;

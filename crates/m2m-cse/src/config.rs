@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod default_text;
+
 /// Whether this CSE runs in the infrastructure (cloud) or on a middle node (gateway).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -527,7 +529,13 @@ pub struct CseIdentity {
 
 impl Config {
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let cfg: Config = toml::from_str(text).context("invalid configuration")?;
+        // Not the parser's own message: it quotes the offending line, which may hold a key.
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration: {}",
+                m2m_core::config_text::toml_error(&e, text)
+            )
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -826,6 +834,20 @@ mod tests {
             assert!(Config::load(&path).is_ok(), "{name} at 0600");
         }
         assert!(!Config::default().holds_keys());
+    }
+
+    /// A malformed key line is named by its number, never quoted.
+    #[test]
+    fn a_configuration_error_does_not_quote_a_key() {
+        let e = refusal(
+            "[[security.psk]]\nkpsa_id = \"a@in.example.com\"\nkey = \"00112233445566778899\n",
+        );
+        assert!(e.starts_with("invalid configuration: line 3: "), "{e}");
+        assert!(!e.contains("00112233"), "{e}");
+        let e = refusal(
+            "[[security.psk]]\nkpsa_id = \"a@in.example.com\"\nkey = 00112233445566778899\n",
+        );
+        assert!(!e.contains("00112233"), "{e}");
     }
 
     fn refusal(text: &str) -> String {

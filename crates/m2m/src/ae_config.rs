@@ -10,15 +10,20 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// `m2m ae --print-default-config`: every setting with its default, and what the others mean.
-pub const DEFAULT_CONFIG: &str = r#"# An AE of the m2m service layer: `m2m ae --config FILE` runs it, `m2m request --ae FILE`
-# sends requests as it. Relative paths are relative to this file's directory. Keys are never
-# written here: name an environment variable (*_env) or a private key file (*_file, mode 0600)
-# holding the key in hex.
+/// `m2m ae --print-default-config`: every setting with its default and a comment, the others as
+/// commented-out examples (the layout of `m2m_core::config_text`; a field missing here fails
+/// `the_default_config_shows_every_field`).
+pub const DEFAULT_CONFIG: &str = r##"# An AE of the m2m service layer: `m2m ae --config FILE` runs it, `m2m request --ae FILE`
+# sends requests as it. Relative paths are relative to this file's directory. A "# key = value" line
+# or a "# [table]" / "# [[rows]]" block is an optional example: remove the "# " of its lines to use it
+# ("# # key" lines in a block then stay optional). Keys are never written here: name an environment
+# variable (*_env) or a private key file (*_file, mode 0600) holding the key in hex.
 
+# The <AE> this process registers.
 [ae]
-# The resourceName of the <AE> and its App-ID.
+# The resourceName of the <AE>.
 resource_name = "my-ae"
+# Its App-ID (starting with R or N).
 app_id = "Nmy-app"
 # From of the registration: "C" lets the CSE assign the AE-ID (an association may bind it);
 # "Cname" asks for that AE-ID.
@@ -27,55 +32,76 @@ originator = "C"
 # file's name with .state.json, beside it.
 # state_file = "data/my-ae.state.json"
 
+# The CSE the AE registers with.
 [cse]
-# The CSE the AE registers with: its URL, CSE-ID and CSEBase resourceName.
+# Its URL (https:// for a security association).
 url = "http://127.0.0.1:8080"
+# Its CSE-ID.
 cse_id = "/id-in"
+# Its CSEBase resourceName.
 resource_name = "cse-in"
-# Certificate mode: the root of trust for the CSE's certificate and the name it must carry.
+# Certificate mode: the root of trust for the CSE's certificate ...
 # trusted_ca = "pki/ca/ca.pem"
+# ... and the name it must carry (default: the host of url).
 # server_name = "id-in.m2m.example.com"
+# How long a request waits for its response, in seconds.
 timeout_seconds = 10
 
+# The security association with the CSE (TS-0003 clause 8.2).
 [security]
-# The security association with the CSE (TS-0003 clause 8.2): none | psk | certificate | maf
+# "none" | "psk" | "certificate" | "maf"; each mode needs the settings below that name it.
 mode = "none"
-# psk (provisioned symmetric key): kpsa_id and the key in key_env or key_file
+# psk (provisioned symmetric key): the KpsaID, the TLS psk_identity ...
 # kpsa_id = "AE123456789012-Lock@in.provider.com"
+# ... and Kpsa in hex, in a private file ...
 # key_file = "pki/my-ae.kpsa"
-# certificate: the AE's certificate chain (PEM, leaf first) and its private key
+# ... or in this environment variable.
+# key_env = "M2M_AE_KPSA"
+# certificate: the AE's certificate chain (PEM, leaf first) ...
 # certificate = "pki/my-ae.pem"
+# ... and its private key (PEM, mode 0600).
 # private_key = "pki/my-ae.key"
-# maf (MAF-based): the MAF, the target CSE's absolute CSE-ID, and either a Km (km_id with
-# km_env or km_file) or an enrolment at the MEF (mef_url, mef_fqdn, kpm_id with kpm_env or kpm_file)
+# maf (MAF-based): the MAF's URL ...
 # maf_url = "https://127.0.0.1:8445"
+# ... its MAF-FQDN ...
 # maf_fqdn = "maf.keys.example.net"
+# ... and the target CSE's absolute CSE-ID.
 # target_cse = "//m2m.example.com/id-in"
+# maf with a Km: the KmID ...
+# km_id = "phone@maf.keys.example.net"
+# ... and Km in hex, in a private file ...
+# km_file = "pki/phone.km"
+# ... or in this environment variable.
+# km_env = "M2M_AE_KM"
+# maf with an enrolment at the MEF instead of a Km: the MEF's URL ...
 # mef_url = "https://127.0.0.1:8446"
+# ... its MEF-FQDN ...
 # mef_fqdn = "mef.keys.example.net"
+# ... the KpmID ...
 # kpm_id = "phone@mef.keys.example.net"
+# ... and Kpm in hex, in a private file ...
 # kpm_file = "pki/phone.kpm"
+# ... or in this environment variable.
+# kpm_env = "M2M_AE_KPM"
 
-# A notification receiver at the AE's pointOfAccess; without this section the AE receives
-# nothing (requestReachability false). Each notification is one JSON line on stdout.
+# A notification receiver at the AE's pointOfAccess; without this table the AE receives nothing
+# (requestReachability false). Each notification is one JSON line on stdout.
 # [notifications]
-# listen = "127.0.0.1:0"
-# poa = "http://127.0.0.1:9000"   # default: http:// and the address listened on
+# listen = "127.0.0.1:0"  # the address to listen on; port 0: a free port
+# # poa = "http://127.0.0.1:9000"  # the pointOfAccess announced; default: http:// and the address listened on
 
-# Resources created after registration, in order; a resource that exists already is kept.
-# parent is below the AE ("" the AE itself, "state" its child); "{aei}" in content strings is
-# replaced by the AE-ID.
+# A resource created after registration, in order; one that exists already is kept.
 # [[create]]
-# parent = ""
-# ty = 3
-# content = { "m2m:cnt" = { rn = "state" } }
+# parent = ""  # below the AE: "" the AE itself, "state" its child
+# ty = 3  # the resource type (3: container)
+# content = { "m2m:cnt" = { rn = "state" } }  # the resource; "{aei}" in strings is replaced by the AE-ID
 
-# Subscriptions with the AE as notification target (nu = its AE-ID).
+# A subscription with the AE as notification target (nu = its AE-ID).
 # [[subscribe]]
-# to = "cse-in/other-ae/state"
-# rn = "my-ae-sub"
-# net = [3]
-"#;
+# to = "cse-in/other-ae/state"  # the subscribed-to resource (any address form the CSE resolves)
+# rn = "my-ae-sub"  # the resourceName of the <subscription>; default: <resource_name>-sub-<its number>
+# net = [3]  # notificationEventType; default [3] (a child created, e.g. a new contentInstance)
+"##;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -392,7 +418,60 @@ mod tests {
     }
 
     #[test]
+    fn the_default_config_shows_every_field() {
+        use m2m_core::config_text::{field_names, problems};
+        let fields: &[(&str, &[&str])] = &[
+            ("", field_names::<FileConfig>()),
+            ("ae", field_names::<AeFile>()),
+            ("cse", field_names::<CseFile>()),
+            ("security", field_names::<SecurityFile>()),
+            ("notifications", field_names::<Notifications>()),
+            ("create", field_names::<CreateFile>()),
+            ("subscribe", field_names::<Subscribe>()),
+        ];
+        let p = problems(DEFAULT_CONFIG, fields);
+        assert!(p.is_empty(), "{p:#?}");
+    }
+
+    /// Removing the `# ` of one optional block or key gives a configuration that parses and has it.
+    #[test]
+    fn each_optional_example_parses_uncommented() {
+        use m2m_core::config_text::{each_uncommented, has_path};
+        let all = each_uncommented(DEFAULT_CONFIG, &[]).unwrap();
+        let paths: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+        for optional in [
+            "ae.state_file",
+            "cse.trusted_ca",
+            "security.kpm_env",
+            "notifications",
+            "notifications.poa",
+            "create",
+            "subscribe",
+        ] {
+            assert!(paths.contains(&optional), "{optional} not in {paths:?}");
+        }
+        for (path, text) in all {
+            parse(&text).unwrap_or_else(|e| panic!("{path}: {e:#}\n{text}"));
+            assert!(has_path(&text, &path), "{path}");
+        }
+        let (_, both) = each_uncommented(DEFAULT_CONFIG, &[])
+            .unwrap()
+            .into_iter()
+            .find(|(p, _)| p == "notifications.poa")
+            .unwrap();
+        let n = parse(&both).unwrap().notifications.unwrap();
+        assert_eq!(
+            (n.listen.as_str(), n.poa.as_deref()),
+            ("127.0.0.1:0", Some("http://127.0.0.1:9000"))
+        );
+    }
+
+    #[test]
     fn the_default_config_is_the_defaults() {
+        assert_eq!(
+            format!("{:?}", parse(DEFAULT_CONFIG).unwrap()),
+            format!("{:?}", parse("").unwrap())
+        );
         let c = parse(DEFAULT_CONFIG).unwrap();
         let e = parse("").unwrap();
         assert_eq!(c.resource_name, "my-ae");

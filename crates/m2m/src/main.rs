@@ -83,7 +83,8 @@ struct CseArgs {
     /// (storage, certificates, keystore, keys) are read against the working directory.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Print the default configuration and exit.
+    /// Print the default configuration and exit: every setting with a comment, the optional ones
+    /// commented out.
     #[arg(long)]
     print_default_config: bool,
 }
@@ -109,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cse(args) => {
             if args.print_default_config {
-                print!("{}", m2m_cse::Config::default().to_toml());
+                print!("{}", m2m_cse::Config::default_text()?);
                 return Ok(());
             }
             init_logging();

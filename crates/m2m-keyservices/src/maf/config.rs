@@ -185,60 +185,83 @@ fn default_sweep() -> u64 {
     60
 }
 
-/// The configuration printed by `m2m maf --print-default-config`.
-pub const DEFAULT_CONFIG: &str = r#"# m2m maf: the M2M Authentication Function (TS-0003 clause 8.8).
-# This file holds Km keys: it must be mode 0600.
+/// The configuration printed by `m2m maf --print-default-config`: every field with a comment (the
+/// layout of `m2m_core::config_text`; a field missing here fails `the_default_config_shows_every_field`).
+pub const DEFAULT_CONFIG: &str = r##"# m2m maf: the M2M Authentication Function (TS-0003 clause 8.8), `m2m maf --config FILE`.
+# Relative paths are relative to this file's directory. A "# key = value" line or a "# [table]" /
+# "# [[rows]]" block is an optional example: remove the "# " of its lines to use it.
+# This file holds Km keys: it must be mode 0600 (chmod 600 FILE), else the MAF refuses it.
+
+# The MAF-FQDN: the "@" part of every KcID and KmID, and the name in the MAF's certificate.
 fqdn = "maf.keys.example.net"
+# The SP domain whose AE-IDs and CSE-IDs the MAF serves (certificate identities, relative IDs).
 sp_fqdn = "m2m.example.com"
+# The SP's IN-CSE-ID: CSE-ID certificates are named "<in>.<sp>" and "<cse>.<in>.<sp>" (TS-0001 clause 6.5.1.1).
+in_cse_id = "/id-in"
+# Address to listen on (HTTPS with TLS-PSK on Km, or certificates); port 0 picks a free port.
 listen = "0.0.0.0:8443"
-# m2m pki issue --ca ca --kind maf --id maf.keys.example.net --out maf  (writes maf.pem, maf.key)
+# The MAF's FQDN certificate chain, PEM, leaf first (`m2m pki issue --ca ca --kind maf --id
+# maf.keys.example.net --out maf` writes maf.pem and maf.key).
 certificate = "maf.pem"
+# Its private key (PEM, mode 0600).
 private_key = "maf.key"
 # Root of trust for client certificates (AE-ID and CSE-ID certificates): `m2m pki ca --out ca`.
 trusted_ca = "ca/ca.pem"
+# Directory of the SQLite database maf.sqlite (the registered keys, encrypted under the storage key).
 storage = "maf-data"
-# 32 random bytes in hex, mode 0600 (e.g. `openssl rand -hex 32 > maf-storage.key; chmod 600 maf-storage.key`).
-# Leave it out when the keystore below holds the secret "maf-storage-key" (exactly one source; no
-# `m2m keys` command writes that secret yet: it is stored through SoftwareKeystore::set_secret).
+# The storage key: 32 random bytes in hex, in a file of mode 0600 (e.g. `openssl rand -hex 32 >
+# maf-storage.key; chmod 600 maf-storage.key`). Leave it out when the keystore below holds the secret
+# "maf-storage-key" (exactly one source; no `m2m keys` command writes that secret yet: it is stored
+# through SoftwareKeystore::set_secret).
 storage_key_file = "maf-storage.key"
-default_key_lifetime = 3600
-default_client_lifetime = 86400
-max_lifetime = 2592000
-sweep_interval = 60
-
 # Keys held in the software secure environment (`m2m keys init --keystore maf.keystore --key-file
 # maf-keystore.key`, then `m2m keys add-psk --kpsa-id KmID --entity AE-ID|CSE-ID`): its Km are looked
-# up after the [[km]] rows, and its secret "maf-storage-key" (32 bytes) may replace storage_key_file. Open it with exactly one of key_file (mode 0600) and passphrase_env.
+# up after the [[km]] rows, and its secret "maf-storage-key" (32 bytes) may replace storage_key_file.
 # keystore = "maf.keystore"
+# The keystore's key file (32 bytes, mode 0600) ...
 # key_file = "maf-keystore.key"
+# ... or the environment variable holding its passphrase (exactly one of the two).
 # passphrase_env = "M2M_MAF_KEYSTORE_PASSPHRASE"
+# Lifetime of a key registration without expirationTime, in seconds.
+default_key_lifetime = 3600
+# Lifetime of a client registration without expirationTime, in seconds.
+default_client_lifetime = 86400
+# Longest lifetime granted, in seconds (longer requests are shortened).
+max_lifetime = 2592000
+# Period of the sweep that purges expired registrations, in seconds.
+sweep_interval = 60
+# The earlier form of [limits] handshake_timeout_ms, in seconds (read if given; prefer [limits]).
+# handshake_timeout = 10
 
-# Clients authenticating with TLS-PSK on Km (psk_identity = KmID); key = 32 fresh random bytes in hex
-# (e.g. `openssl rand -hex 32`), never a published example.
+# A client authenticating with TLS-PSK on Km (psk_identity = KmID).
 # [[km]]
-# client_id = "/id-in/Cae1"
-# km_id = "ae1@maf.keys.example.net"
-# key = "<64 hex digits>"
+# client_id = "/id-in/Cae1"  # the MAF client's AE-ID or CSE-ID (SP-relative or absolute)
+# km_id = "ae1@maf.keys.example.net"  # KmID, relative@MAF-FQDN (TS-0003 clause 10.6): the TLS psk_identity
+# key = "<64 hex digits>"  # Km in hex: fresh random bytes (openssl rand -hex 32), never a published example
 
 # The trusted third party (seeds/001 clauses 5.6, 5.7): a registry of E2E credentials under
 # /maf/e2e-credentials. A registered MAF client registers a credential (a JWK: oct, or an EC P-256
 # public key) for itself, or for a subject a delegation below lists; only the registrant and the
 # requesters it names retrieve it.
 [ttp]
+# Lifetime of a credential registered without expirationTime, in seconds.
 default_lifetime = 86400
+# Longest credential lifetime granted, in seconds (longer requests are shortened).
 max_lifetime = 2592000
-# A gateway may register credentials for its devices; `*` matches within one ID segment.
+
+# A gateway may register credentials for its devices.
 # [[ttp.delegations]]
-# delegate = "/mn-cse-123456"
-# subjects = ["/mn-cse-123456/C*"]
+# delegate = "/mn-cse-123456"  # the delegate's CSE-ID or AE-ID (SP-relative or absolute)
+# subjects = ["/mn-cse-123456/C*"]  # the subjects' AE-IDs/CSE-IDs; `*` matches within one ID segment
 
 # Remote-provisioned Km (TS-0003 clause 8.3): an enrolee of this MEF authenticates with
 # psk_identity = its KeID (hex@MEF-FQDN) and psk = Km = HMAC-SHA256(Ke, label || MAF-FQDN); the MAF
-# fetches that Km from the MEF (fetchCredentials, SUID 11) with its own certificate.
+# fetches that Km from the MEF (fetchCredentials, SUID 11) with its own certificate (needs certificate,
+# private_key and trusted_ca above).
 # [mef]
-# url = "https://mef.keys.example.net:8443"
-# fqdn = "mef.keys.example.net"
-# timeout_ms = 2000
+# url = "https://mef.keys.example.net:8443"  # the MEF's URL (or host:port)
+# fqdn = "mef.keys.example.net"  # the MEF-FQDN: the suffix of its KeIDs, its SNI, the name its certificate carries
+# timeout_ms = 2000  # how long a handshake waits for the MEF, in milliseconds
 
 # The listener (the transport layer shared with the CSE and the MEF); these are the defaults.
 [limits]
@@ -254,12 +277,18 @@ header_read_timeout_ms = 10000
 idle_timeout_ms = 120000
 # On shutdown, requests in progress get this long to finish.
 shutdown_grace_ms = 5000
-"#;
+"##;
 
 impl MafConfig {
     /// Parses TOML; paths are taken as written.
     pub fn from_toml_str(text: &str) -> Result<MafConfig, String> {
-        let cfg: MafConfig = toml::from_str(text).map_err(|e| format!("MAF configuration: {e}"))?;
+        let cfg: MafConfig = toml::from_str(text).map_err(|e| {
+            // Names the line, never quotes it: the line may hold a key.
+            format!(
+                "MAF configuration: {}",
+                m2m_core::config_text::toml_error(&e, text)
+            )
+        })?;
         cfg.check()?;
         Ok(cfg)
     }
@@ -424,7 +453,103 @@ impl MafConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::MafConfig;
+    use super::*;
+    use m2m_core::config_text::{each_uncommented, field_names, has_path, problems};
+
+    const PLACEHOLDER: &str = "<64 hex digits>";
+
+    /// A malformed configuration is refused by its line, never quoting it (it may hold a key).
+    #[test]
+    fn a_configuration_error_does_not_quote_a_key() {
+        let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde";
+        for text in [
+            format!("{BASE}[[km]]\nclient_id = \"/id-in/Cx\"\nkm_id = \"x@maf.keys.example.net\"\nkey = \"{key}\"\n"),
+            format!("{BASE}[[km]]\nclient_id = \"/id-in/Cx\"\nkey = {key}\n"),
+        ] {
+            let e = MafConfig::from_toml_str(&text).unwrap_err();
+            assert!(!e.contains("0123456789abcdef"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_default_config_shows_every_field() {
+        let fields: &[(&str, &[&str])] = &[
+            ("", field_names::<MafConfig>()),
+            ("km", field_names::<KmRow>()),
+            ("ttp", field_names::<TtpSection>()),
+            ("ttp.delegations", field_names::<Delegation>()),
+            ("mef", field_names::<MefSection>()),
+            ("limits", field_names::<m2m_transport::Limits>()),
+        ];
+        let p = problems(DEFAULT_CONFIG, fields);
+        assert!(p.is_empty(), "{p:#?}");
+    }
+
+    /// The default configuration is the defaults where a field has one.
+    #[test]
+    fn the_default_config_keeps_the_defaults() {
+        let printed = MafConfig::from_toml_str(DEFAULT_CONFIG).unwrap();
+        let required = "fqdn = \"maf.keys.example.net\"\nsp_fqdn = \"m2m.example.com\"\n\
+                        listen = \"0.0.0.0:8443\"\nstorage = \"maf-data\"\nstorage_key_file = \"k\"\n";
+        let defaults = MafConfig::from_toml_str(required).unwrap();
+        assert_eq!(
+            (
+                &printed.in_cse_id,
+                printed.default_key_lifetime,
+                printed.default_client_lifetime,
+                printed.max_lifetime,
+                printed.sweep_interval,
+                printed.handshake_timeout,
+                printed.ttp.default_lifetime,
+                printed.ttp.max_lifetime,
+            ),
+            (
+                &defaults.in_cse_id,
+                defaults.default_key_lifetime,
+                defaults.default_client_lifetime,
+                defaults.max_lifetime,
+                defaults.sweep_interval,
+                defaults.handshake_timeout,
+                defaults.ttp.default_lifetime,
+                defaults.ttp.max_lifetime,
+            )
+        );
+        assert!(printed.km.is_empty() && printed.mef.is_none() && printed.keystore.is_none());
+    }
+
+    /// Removing the `# ` of one optional block or key (with what it needs) gives a configuration
+    /// that parses and has it; the key placeholder as it is does not parse.
+    #[test]
+    fn each_optional_example_parses_uncommented() {
+        let needs: &[(&str, &[&str])] = &[
+            ("keystore", &["key_file"]),
+            ("key_file", &["keystore"]),
+            ("passphrase_env", &["keystore"]),
+        ];
+        let all = each_uncommented(DEFAULT_CONFIG, needs).unwrap();
+        let paths: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "keystore",
+                "key_file",
+                "passphrase_env",
+                "handshake_timeout",
+                "km",
+                "ttp.delegations",
+                "mef"
+            ]
+        );
+        for (path, text) in all {
+            if path == "km" {
+                let e = MafConfig::from_toml_str(&text).unwrap_err();
+                assert!(e.contains("the key is not hex"), "{e}");
+            }
+            let text = text.replace(PLACEHOLDER, &"5a".repeat(32));
+            MafConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{path}: {e}\n{text}"));
+            assert!(has_path(&text, &path), "{path}");
+        }
+    }
 
     const BASE: &str = "fqdn = \"maf.keys.example.net\"\nsp_fqdn = \"m2m.example.com\"\nlisten = \"127.0.0.1:0\"\nstorage = \"maf-data\"\nstorage_key_file = \"maf-storage.key\"\n";
 

@@ -6,52 +6,57 @@ use m2m_security::secure_environment::check_private_file;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// The default configuration, printed by `m2m mef --print-default-config`.
-pub const DEFAULT_CONFIG: &str = r#"# m2m-mef: M2M Enrolment Function (TS-0003 clause 8.3, remote security provisioning).
-# This file holds Kpm keys: it must be mode 0600 (chmod 600 FILE) when it has [[kpm]] rows.
+/// The default configuration, printed by `m2m mef --print-default-config`: every field with a
+/// comment (the layout of `m2m_core::config_text`; a field missing here fails
+/// `the_default_config_shows_every_field`).
+pub const DEFAULT_CONFIG: &str = r##"# m2m mef: the M2M Enrolment Function (TS-0003 clause 8.3, remote security provisioning), `m2m mef --config FILE`.
+# Relative paths are relative to this file's directory. A "# key = value" line or a "# [[rows]]"
+# block is an optional example: remove the "# " of its lines to use it.
+# With [[kpm]] rows this file holds keys: it must then be mode 0600 (chmod 600 FILE), else the MEF refuses it.
 
-# FQDN of this MEF: the suffix of every KeID (hexBinary(RelativeKeID)@fqdn) and the name in its certificate.
+# The MEF-FQDN: the suffix of every KeID (hexBinary(RelativeKeID)@fqdn) and the name in its certificate.
 fqdn = "mef.keys.example.net"
 # The M2M Service Provider domain, to read CSE-IDs/AE-IDs from target certificates.
 sp_fqdn = "m2m.example.com"
+# The SP's IN-CSE-ID: CSE-ID certificates are named "<in>.<sp>" and "<cse>.<in>.<sp>" (TS-0001 clause 6.5.1.1).
+in_cse_id = "/id-in"
+# Address to listen on (HTTPS); port 0 picks a free port.
 listen = "0.0.0.0:8443"
-
-# FQDN certificate of the MEF (`m2m pki issue --ca ca --kind mef --id mef.keys.example.net --out mef`
-# writes mef.pem and mef.key, mode 0600), and the root of trust for enrolees and enrolment targets
-# presenting certificates (`m2m pki ca --out ca`).
+# The MEF's FQDN certificate chain, PEM, leaf first (`m2m pki issue --ca ca --kind mef --id
+# mef.keys.example.net --out mef` writes mef.pem and mef.key).
 certificate = "mef.pem"
+# Its private key (PEM, mode 0600).
 private_key = "mef.key"
+# Root of trust for enrolees and enrolment targets presenting certificates (`m2m pki ca --out ca`).
 trusted_ca = "ca/ca.pem"
-
-# Enrolments (Ke, AES-256-GCM encrypted under the storage key) and the storage key file (32 bytes hex,
-# mode 0600; created when missing). Leave storage_key out when the keystore below holds the secret
-# "mef-storage-key" (exactly one source; no `m2m keys` command writes that secret yet: it is stored
-# through SoftwareKeystore::set_secret). The enrolment file is kept 0600 in a 0700 directory of its own.
+# The enrolments (Ke, AES-256-GCM encrypted under the storage key), kept 0600 in a 0700 directory of its own.
 storage = "mef-data/enrolments.json"
+# The storage key file (32 bytes hex, mode 0600; created when missing). Leave it out when the keystore
+# below holds the secret "mef-storage-key" (exactly one source; no `m2m keys` command writes that
+# secret yet: it is stored through SoftwareKeystore::set_secret).
 storage_key = "mef-storage.key"
-
 # Keys held in the software secure environment (`m2m keys init --keystore mef.keystore --key-file
-# mef-keystore.key`, then `m2m keys add-psk --kpsa-id KpmID --entity ENROLEE-ID`): its
-# Kpm are looked up after the [[kpm]] rows, and its secret "mef-storage-key" (32 bytes) may replace
-# storage_key. Open it with exactly one of key_file (mode 0600) and passphrase_env.
+# mef-keystore.key`, then `m2m keys add-psk --kpsa-id KpmID --entity ENROLEE-ID`): its Kpm are looked
+# up after the [[kpm]] rows, and its secret "mef-storage-key" (32 bytes) may replace storage_key.
 # keystore = "mef.keystore"
+# The keystore's key file (32 bytes, mode 0600) ...
 # key_file = "mef-keystore.key"
+# ... or the environment variable holding its passphrase (exactly one of the two).
 # passphrase_env = "M2M_MEF_KEYSTORE_PASSPHRASE"
-
 # How long an enrolment (Ke and every key derived from it) stays valid, in seconds.
 lifetime_seconds = 86400
 
-# Pre-provisioned symmetric enrolee keys (TS-0003 8.3.2.1): TLS-PSK with psk_identity = kpm_id, psk = key.
+# A pre-provisioned symmetric enrolee key (TS-0003 clause 8.3.2.1): TLS-PSK with psk_identity = kpm_id, psk = key.
 # [[kpm]]
-# enrolee_id = "/id-asn"
-# kpm_id = "0123456789ABCDEF0123456789ABCDEF@mef.keys.example.net"
-# key = "<64 hex digits>"
+# enrolee_id = "/id-asn"  # the enrolee's identity (CSE-ID, AE-ID or other Enrolee ID) this key authenticates
+# kpm_id = "0123456789ABCDEF0123456789ABCDEF@mef.keys.example.net"  # KpmID, relative@MEF-FQDN: the TLS psk_identity
+# key = "<64 hex digits>"  # Kpm in hex: fresh random bytes (openssl rand -hex 32), never a published example
 
-# Enrolment targets allowed to fetch credentials, and for which SUIDs (11 = Km for a MAF,
+# An enrolment target allowed to fetch credentials, and for which SUIDs (11 = Km for a MAF,
 # 12 = Kpsa for a CSE/AE, others = usage-constrained keys).
 # [[targets]]
-# id = "maf.keys.example.net"
-# suids = [11]
+# id = "maf.keys.example.net"  # CSE-ID (/id-in), AE-ID, or FQDN (a MAF), as its certificate names it
+# suids = [11]  # the SUIDs it may fetch
 # [[targets]]
 # id = "/id-in"
 # suids = [12]
@@ -70,7 +75,7 @@ header_read_timeout_ms = 10000
 idle_timeout_ms = 120000
 # On shutdown, requests in progress get this long to finish.
 shutdown_grace_ms = 5000
-"#;
+"##;
 
 /// One pre-provisioned Kpm.
 #[derive(Clone, Debug, Deserialize)]
@@ -183,7 +188,13 @@ fn default_lifetime() -> u64 {
 impl MefConfig {
     /// Parses TOML text; relative paths stay relative (see [`MefConfig::load`]).
     pub fn from_toml_str(text: &str) -> Result<MefConfig, String> {
-        let c: MefConfig = toml::from_str(text).map_err(|e| format!("MEF configuration: {e}"))?;
+        let c: MefConfig = toml::from_str(text).map_err(|e| {
+            // Names the line, never quotes it: the line may hold a key.
+            format!(
+                "MEF configuration: {}",
+                m2m_core::config_text::toml_error(&e, text)
+            )
+        })?;
         c.check()?;
         Ok(c)
     }
@@ -300,7 +311,78 @@ pub fn same_id(a: &str, b: &str, sp_fqdn: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_id;
+    use super::*;
+    use m2m_core::config_text::{each_uncommented, field_names, has_path, problems};
+
+    const PLACEHOLDER: &str = "<64 hex digits>";
+
+    #[test]
+    fn the_default_config_shows_every_field() {
+        let fields: &[(&str, &[&str])] = &[
+            ("", field_names::<MefConfig>()),
+            ("kpm", field_names::<KpmRow>()),
+            ("targets", field_names::<TargetRow>()),
+            ("limits", field_names::<m2m_transport::Limits>()),
+        ];
+        let p = problems(DEFAULT_CONFIG, fields);
+        assert!(p.is_empty(), "{p:#?}");
+    }
+
+    /// The default configuration is the defaults where a field has one.
+    #[test]
+    fn the_default_config_keeps_the_defaults() {
+        let printed = MefConfig::from_toml_str(DEFAULT_CONFIG).unwrap();
+        let required = "fqdn = \"mef.keys.example.net\"\nstorage = \"s\"\nstorage_key = \"k\"\n";
+        let defaults = MefConfig::from_toml_str(required).unwrap();
+        assert_eq!(
+            (
+                &printed.sp_fqdn,
+                &printed.in_cse_id,
+                &printed.listen,
+                printed.lifetime_seconds
+            ),
+            (
+                &defaults.sp_fqdn,
+                &defaults.in_cse_id,
+                &defaults.listen,
+                defaults.lifetime_seconds
+            )
+        );
+        assert!(printed.kpm.is_empty() && printed.targets.is_empty() && printed.keystore.is_none());
+    }
+
+    /// Removing the `# ` of one optional block or key (with what it needs) gives a configuration
+    /// that parses and has it; the key placeholder as it is does not parse.
+    #[test]
+    fn each_optional_example_parses_uncommented() {
+        let needs: &[(&str, &[&str])] = &[
+            ("keystore", &["key_file"]),
+            ("key_file", &["keystore"]),
+            ("passphrase_env", &["keystore"]),
+        ];
+        let all = each_uncommented(DEFAULT_CONFIG, needs).unwrap();
+        let paths: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "keystore",
+                "key_file",
+                "passphrase_env",
+                "kpm",
+                "targets",
+                "targets"
+            ]
+        );
+        for (path, text) in all {
+            if path == "kpm" {
+                let e = MefConfig::from_toml_str(&text).unwrap_err();
+                assert!(e.contains("the key is not hex"), "{e}");
+            }
+            let text = text.replace(PLACEHOLDER, &"5a".repeat(32));
+            MefConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{path}: {e}\n{text}"));
+            assert!(has_path(&text, &path), "{path}");
+        }
+    }
 
     #[test]
     fn the_listener_limits_have_defaults_and_refuse_zeros() {
