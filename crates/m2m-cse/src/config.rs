@@ -501,7 +501,7 @@ impl Default for LimitsSection {
             default_expiration_secs: 10 * 365 * 24 * 3600,
             outgoing_timeout_ms: 5_000,
             max_group_members: 10_000,
-            max_connections: 4096,
+            max_connections: 16_384,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             idle_timeout_ms: 120_000,

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Connections open at once; more are closed as they arrive (one warning a second).
+    /// Connections open at once; more are closed as they arrive (one warning a second). The
+    /// process also never accepts more than its open-files limit allows (less a reserve).
     pub max_connections: usize,
     /// A connection must start its handshake (first byte) and finish it within this time.
     pub handshake_timeout_ms: u64,
@@ -46,7 +47,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_connections: 4096,
+            max_connections: 16_384,
             handshake_timeout_ms: 10_000,
             max_handshakes_per_source: 16,
             header_read_timeout_ms: 10_000,

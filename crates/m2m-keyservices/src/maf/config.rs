@@ -266,7 +266,7 @@ max_lifetime = 2592000
 # The listener (the transport layer shared with the CSE and the MEF); these are the defaults.
 [limits]
 # Connections open at once; more are closed as they arrive.
-max_connections = 4096
+max_connections = 16384
 # A connection must start and finish its TLS handshake within this time.
 handshake_timeout_ms = 10000
 # TLS handshakes in flight per source address (silent connections do not count).

@@ -119,6 +119,12 @@ impl Store {
         .map_err(db)?;
         check_key_record_version(&conn, dir)?;
         bind_to_client_registrations(&conn)?;
+        // A client's live registration is found by index, not by reading every client (the rows
+        // under a registration have theirs from `bind_to_client_registrations`).
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS clients_by_client ON clients (client_id, expires);",
+        )
+        .map_err(db)?;
         let cipher = at_rest::cipher(storage_key)?;
         Ok(Store { conn, cipher })
     }
@@ -216,11 +222,11 @@ impl Store {
 
     pub fn client(&self, reg_id: &str) -> Result<Option<ClientReg>, String> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT reg_id, client_id, admin_fqdn, expires, km_id FROM clients WHERE reg_id = ?1",
-                [reg_id],
-                client_row,
             )
+            .map_err(db)?
+            .query_row([reg_id], client_row)
             .optional()
             .map_err(db)
     }
@@ -229,12 +235,12 @@ impl Store {
     /// new key or credential of that client is registered under.
     pub fn live_client(&self, client_id: &str, now: i64) -> Result<Option<ClientReg>, String> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT reg_id, client_id, admin_fqdn, expires, km_id FROM clients
                  WHERE client_id = ?1 AND expires > ?2 ORDER BY expires DESC, reg_id LIMIT 1",
-                params![client_id, now],
-                client_row,
             )
+            .map_err(db)?
+            .query_row(params![client_id, now], client_row)
             .optional()
             .map_err(db)
     }
@@ -268,11 +274,13 @@ impl Store {
         let targets = serde_json::to_string(&reg.targets).map_err(|e| e.to_string())?;
         let n = self
             .conn
-            .execute(
+            .prepare_cached(
                 "INSERT OR IGNORE INTO keys (relative_id, source_id, suid, targets, admin_fqdn, expires, nonce, value,
                     client_reg, ceiling)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
+            )
+            .map_err(db)?
+            .execute(params![
                     reg.relative_id,
                     reg.source_id,
                     reg.suid,
@@ -291,11 +299,15 @@ impl Store {
 
     /// The registration of `relative_id`, without its value.
     pub fn key(&self, relative_id: &str) -> Result<Option<KeyReg>, String> {
+        // Cached statements: a retrieval reads three rows, and preparing SQL would cost more.
         let row = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT relative_id, source_id, suid, targets, admin_fqdn, expires, client_reg, ceiling
                  FROM keys WHERE relative_id = ?1",
+            )
+            .map_err(db)?
+            .query_row(
                 [relative_id],
                 |r| {
                     Ok((
@@ -343,7 +355,9 @@ impl Store {
     ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, String> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self
             .conn
-            .query_row(sql, [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached(sql)
+            .map_err(db)?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(db)?;
         let Some((nonce, ct)) = row else {
