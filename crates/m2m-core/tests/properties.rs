@@ -1,5 +1,5 @@
 //! Property tests of m2m-core's parsers of network input: the HTTP binding (TS-0009), `To` addresses
-//! (TS-0001 clause 7.2), CREATE/UPDATE content validation (TS-0004 clause 7.3.3), filter criteria
+//! and originator identities (TS-0001 clause 7.2), CREATE/UPDATE content validation (TS-0004 clause 7.3.3), filter criteria
 //! (TS-0004 clause 6.3.5.8) and `m2m:securityInfo` (TS-0004 clause 6.3.5.48).
 //!
 //! What every property asserts: no input panics; a refusal is a 4xxx status (the only 5xxx allowed is
@@ -16,8 +16,8 @@ use m2m_core::security_info::{
     EsprimKeyGenAlgId, EsprimProtocolAndAlgId, ReceiverEsprimRandObject, SecurityInfo,
 };
 use m2m_core::{
-    Address, DiscResType, M2mError, Operation, Request, ResourceType, Response, ResponseStatusCode,
-    ResponseType, ResultContent, Scope,
+    Address, AeStem, CseId, DiscResType, EntityId, Home, M2mError, Operation, Originator, Request,
+    ResourceType, Response, ResponseStatusCode, ResponseType, ResultContent, Scope, SpId,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -1041,6 +1041,148 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Originator identities (TS-0001 clause 7.2, table 7.2-1)
+
+fn sp_id() -> impl Strategy<Value = SpId> {
+    "[A-Za-z0-9.-]{1,12}".prop_map(|s| SpId::parse(&s).unwrap())
+}
+
+/// CSE-IDs never start with `S` (that form is an SP-relative AE-ID).
+fn cse_id() -> impl Strategy<Value = CseId> {
+    "[A-RT-Za-z0-9_~-][A-Za-z0-9._~-]{0,8}".prop_map(|s| CseId::parse(&s).unwrap())
+}
+
+fn stem(letter: &'static str) -> impl Strategy<Value = AeStem> {
+    "[A-Za-z0-9._~-]{1,8}".prop_map(move |s| AeStem::parse(&format!("{letter}{s}")).unwrap())
+}
+
+fn entity() -> impl Strategy<Value = EntityId> {
+    prop_oneof![
+        (sp_id(), cse_id()).prop_map(|(sp, cse)| EntityId::Cse { sp, cse }),
+        (sp_id(), cse_id(), stem("C")).prop_map(|(sp, registrar, stem)| EntityId::CseAe {
+            sp,
+            registrar,
+            stem
+        }),
+        (sp_id(), stem("S")).prop_map(|(sp, stem)| EntityId::SpAe { sp, stem }),
+    ]
+}
+
+fn home() -> impl Strategy<Value = Home> {
+    (sp_id(), prop::option::weighted(0.8, cse_id())).prop_map(|(sp, cse)| Home { sp, cse })
+}
+
+/// An entity and a home that often share its SP and CSE, so the relative forms are exercised.
+fn entity_and_home() -> impl Strategy<Value = (EntityId, Home)> {
+    (entity(), home(), 0..3u8).prop_map(|(e, h, near)| {
+        let h = match near {
+            0 => h,
+            1 => Home {
+                sp: e.sp().clone(),
+                cse: h.cse,
+            },
+            _ => Home {
+                sp: e.sp().clone(),
+                cse: e.registrar().or(e.cse_id()).cloned().or(h.cse),
+            },
+        };
+        (e, h)
+    })
+}
+
+/// Strings shaped like originators: slashes, C/S stems, case changes, reserved characters.
+fn originator_like() -> impl Strategy<Value = String> {
+    let part = prop_oneof![
+        Just(String::new()),
+        Just("S".to_owned()),
+        Just("C".to_owned()),
+        "[CSs][A-Za-z0-9]{0,4}",
+        "[a-z-]{1,6}",
+        "[A-Za-z0-9.*%~_ -]{1,6}",
+        ".{1,3}",
+    ];
+    (
+        prop_oneof![Just(""), Just("/"), Just("//")],
+        prop::collection::vec(part, 1..5),
+    )
+        .prop_map(|(lead, parts)| format!("{lead}{}", parts.join("/")))
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// Every input parses into an entity or is refused with a 4xxx, and a parsed entity is what its
+    /// text says: an SP-relative `/S...` is always an AE, never a CSE.
+    #[test]
+    fn originator_parse_is_total(from in prop_oneof![originator_like(), text()], home in home()) {
+        match Originator::parse(Some(&from), &home) {
+            Ok(Originator::Entity(e)) => {
+                if from.starts_with("/S") || (!from.starts_with('/') && from.starts_with('S')) {
+                    prop_assert!(e.is_ae(), "{from} read as {e}");
+                }
+                prop_assert_eq!(EntityId::parse(&e.absolute(), &home).ok(), Some(e));
+            }
+            Ok(Originator::Unassigned(_)) => prop_assert!(matches!(from.as_str(), "" | "C" | "S")),
+            Err(e) => prop_assert!(is_client_error(&e), "{from}: {e:?}"),
+        }
+    }
+
+    /// Every form of an entity that table 7.2-1 lets `home` read names the same entity.
+    #[test]
+    fn every_form_reads_back((e, home) in entity_and_home()) {
+        prop_assert_eq!(EntityId::parse(&e.absolute(), &home).unwrap(), e.clone());
+        prop_assert_eq!(EntityId::parse(&e.as_seen_from(&home), &home).unwrap(), e.clone());
+        prop_assert_eq!(EntityId::parse(&e.shortest_from(&home), &home).unwrap(), e.clone());
+        if *e.sp() == home.sp {
+            prop_assert_eq!(EntityId::parse(&e.sp_relative(), &home).unwrap(), e.clone());
+        }
+        prop_assert_eq!(e.to_string(), e.absolute());
+    }
+
+    /// Two entities are equal exactly when their absolute forms are: normalization neither merges
+    /// distinct entities nor splits one.
+    #[test]
+    fn normalization_is_exact(a in entity(), b in entity()) {
+        prop_assert_eq!(a == b, a.absolute() == b.absolute());
+    }
+
+    /// The SP-ID is compared without case, CSE-IDs and AE-ID-Stems exactly: changing the case of
+    /// any other letter names another entity (or none), never the same one.
+    #[test]
+    fn only_the_sp_id_ignores_case((e, home) in entity_and_home(), at in any::<prop::sample::Index>()) {
+        let segments = e.segments();
+        let sp_upper = format!("//{}/{}", segments[0].to_ascii_uppercase(), segments[1..].join("/"));
+        prop_assert_eq!(EntityId::parse(&sp_upper, &home).unwrap(), e.clone());
+
+        let rest = segments[1..].join("/");
+        let letters: Vec<usize> = rest
+            .char_indices()
+            .filter(|(_, c)| c.is_ascii_alphabetic())
+            .map(|(i, _)| i)
+            .collect();
+        if !letters.is_empty() {
+            let i = letters[at.index(letters.len())];
+            let mut flipped = rest.into_bytes();
+            flipped[i] ^= 0x20;
+            let flipped = format!("//{}/{}", segments[0], String::from_utf8(flipped).unwrap());
+            prop_assert_ne!(EntityId::parse(&flipped, &home).ok(), Some(e));
+        }
+    }
+}
+
+#[test]
+fn identities_over_the_length_limit_are_refused() {
+    let home = Home::cse(SpId::parse("sp").unwrap(), CseId::parse("cse").unwrap());
+    for id in [
+        format!("C{}", "a".repeat(m2m_core::identity::MAX_ID_LEN)),
+        format!("/cse/C{}", "a".repeat(m2m_core::identity::MAX_ID_LEN)),
+    ] {
+        let e = timed("EntityId::parse", || EntityId::parse(&id, &home)).unwrap_err();
+        assert!(is_client_error(&e));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Adversarial sizes
 
 /// 64 KiB inputs of the shapes that make naive parsers slow: long runs of a separator, escapes, deep
@@ -1078,6 +1220,10 @@ fn parsers_take_bounded_time_on_64_kib_inputs() {
     for (shape, input) in big_inputs() {
         let what = |p: &str| format!("{p} on 64 KiB of {shape}");
         timed(&what("Address::parse"), || Address::parse(&input).err());
+        timed(&what("Originator::parse"), || {
+            let home = Home::cse(SpId::parse("sp").unwrap(), CseId::parse("cse").unwrap());
+            Originator::parse(Some(&input), &home).err()
+        });
         timed(&what("filter"), || {
             let mut fc = FilterCriteria::default();
             for k in ["lbl", "ty", "crb", "lim", "cr"] {
