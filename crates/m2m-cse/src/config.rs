@@ -441,6 +441,9 @@ pub struct RegistrarSection {
 pub struct LimitsSection {
     /// Largest number of results of one discovery request.
     pub max_discovery_results: u64,
+    /// Time one discovery (or listing of children) may search before it answers with what it
+    /// found so far, in milliseconds.
+    pub discovery_budget_ms: u64,
     /// Expiration given to resources created without `et`, in seconds.
     pub default_expiration_secs: u64,
     /// Timeout for requests this CSE sends (notifications, retargeting, fan-out), in milliseconds.
@@ -498,6 +501,7 @@ impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_discovery_results: 10_000,
+            discovery_budget_ms: 1_000,
             default_expiration_secs: 10 * 365 * 24 * 3600,
             outgoing_timeout_ms: 5_000,
             max_group_members: 10_000,

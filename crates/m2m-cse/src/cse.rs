@@ -386,7 +386,14 @@ impl Cse {
         match req.op {
             Operation::Create => dispatcher::create(&self, req, target, &peer).await,
             Operation::Retrieve if req.is_discovery() => {
-                discovery::discover(&self, &req, target, &peer)
+                discovery::discover(&self, req, target, peer).await
+            }
+            Operation::Retrieve if dispatcher::lists_children(&req) => {
+                // A walk over children: off the threads that serve other requests.
+                let cse = Arc::clone(&self);
+                tokio::task::spawn_blocking(move || dispatcher::retrieve(&cse, &req, target, &peer))
+                    .await
+                    .map_err(|_| M2mError::internal("retrieve failed"))?
             }
             Operation::Retrieve => dispatcher::retrieve(&self, &req, target, &peer),
             Operation::Update => dispatcher::update(&self, req, target, &peer).await,

@@ -1,75 +1,176 @@
 //! Resource discovery (TS-0001 clause 10.2.6, TS-0004 clause 7.3.3.17): the descendants of the
-//! target that match the filter criteria, as a list of addresses.
+//! target that match the filter criteria and that the originator may discover, as a list of
+//! addresses; and the same walk for the child resources a RETRIEVE lists (`rcn` 4, 5, 6, 8).
+//!
+//! Candidates come from the indexes of the filter conditions in structured-name order
+//! ([`crate::store::scan`]), so the work grows with what matches, not with what is stored. Each
+//! candidate is checked against the whole filter and the access decision; `ofst` and `lim` stop
+//! the walk. The walk runs on a blocking thread, never on the threads that serve other requests,
+//! and within a time budget (`[limits] discovery_budget_ms`): when it runs out, what was found is
+//! answered as partial content (Content Status PARTIAL_CONTENT, Content Offset where to go on).
 
 use crate::access::{self, Facts};
 use crate::cse::{Cse, Peer};
 use crate::resolve::Target;
-use m2m_core::{DiscResType, M2mResult, Request, Response, ResponseStatusCode as Rsc};
+use crate::store::scan::{self, Plan, Stream};
+use crate::store::Resource;
+use m2m_core::filter::FilterCriteria;
+use m2m_core::{DiscResType, M2mError, M2mResult, Request, Response, ResponseStatusCode as Rsc};
 use m2m_security::access_control::AccessOperation;
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub fn discover(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mResult<Response> {
-    let root = target.into_resource("discovery")?;
-    let fc = &req.fc;
-    let max = cse.cfg.limits.max_discovery_results;
-    let limit = fc.limit.unwrap_or(max).min(max);
-    let offset = fc.offset.unwrap_or(0);
-    let base_depth = root.srn.matches('/').count() as u32;
-    let mut skipped = 0u64;
-    let mut found = Vec::new();
-    let mut more = false;
-    // Only what the originator may discover is listed; the request itself is not refused.
-    let facts = Facts::of(peer);
-    let mut decisions = HashMap::new();
-    let mut failure = None;
-    cse.store.read(|r| {
-        r.for_each_descendant(&root.srn, |res| {
-            if let Some(lvl) = fc.level {
-                if res.srn.matches('/').count() as u32 - base_depth > lvl {
-                    return true;
+/// One walk over the descendants of a resource.
+pub struct Walk<'a> {
+    pub root: &'a Resource,
+    pub fc: &'a FilterCriteria,
+    /// The deepest level below the root to list (1: children only); `None`: every level.
+    pub level: Option<u32>,
+    /// Which privilege each listed resource needs.
+    pub op: AccessOperation,
+    pub offset: u64,
+    pub limit: u64,
+    pub budget: Duration,
+}
+
+/// What a walk found.
+pub struct Found {
+    pub resources: Vec<Resource>,
+    /// The walk stopped before the end (limit reached or budget spent): more may follow from
+    /// offset `offset + resources.len()`.
+    pub partial: bool,
+    /// Nothing was found before the budget ran out.
+    pub timed_out: bool,
+}
+
+/// Candidates examined between two looks at the clock.
+const CLOCK_EVERY: u32 = 64;
+
+impl Walk<'_> {
+    pub fn run(&self, cse: &Cse, peer: &Peer) -> M2mResult<Found> {
+        let started = Instant::now();
+        let plan = Plan::of(self.fc);
+        let (lo, hi) = scan::subtree_bounds(&self.root.srn);
+        let max_depth = self.level.map(|l| scan::depth(&self.root.srn) + l as usize);
+        let facts = Facts::of(peer);
+        let mut decisions = HashMap::new();
+        let mut found = Vec::new();
+        let mut skipped = 0u64;
+        let mut examined = 0u32;
+        cse.store.read(|r| {
+            let mut stream = Stream::open(r, &plan, &lo, &hi)?;
+            let mut min = lo.clone();
+            while let Some(key) = stream.seek(r, &min)? {
+                if let Some(max) = max_depth.filter(|m| scan::depth(&key.srn) > *m) {
+                    min = scan::skip_below(&key.srn, max);
+                    continue;
                 }
-            }
-            if !fc.matches(&res.attrs) {
-                return true;
-            }
-            match access::permits(
-                cse,
-                &facts,
-                AccessOperation::Discovery,
-                &res,
-                &mut decisions,
-            ) {
-                Ok(true) => {}
-                Ok(false) => return true,
-                Err(e) => {
-                    failure = Some(e);
-                    return false;
+                min = scan::after(&key.srn);
+                examined += 1;
+                if examined.is_multiple_of(CLOCK_EVERY) && started.elapsed() > self.budget {
+                    return Ok(Found {
+                        timed_out: found.is_empty(),
+                        resources: found,
+                        partial: true,
+                    });
                 }
+                let Some(res) = r.get_by_seq(key.seq)? else {
+                    continue;
+                };
+                if !self.fc.matches(&res.attrs)
+                    || !access::permits(cse, &facts, self.op, &res, &mut decisions)?
+                {
+                    continue;
+                }
+                if skipped < self.offset {
+                    skipped += 1;
+                    continue;
+                }
+                if found.len() as u64 >= self.limit {
+                    return Ok(Found {
+                        resources: found,
+                        partial: true,
+                        timed_out: false,
+                    });
+                }
+                found.push(res);
             }
-            if skipped < offset {
-                skipped += 1;
-                return true;
-            }
-            if found.len() as u64 >= limit {
-                more = true;
-                return false;
-            }
-            found.push(match req.drt {
-                DiscResType::Structured => res.srn,
-                DiscResType::Unstructured => res.ri().to_owned(),
-            });
-            true
+            Ok(Found {
+                resources: found,
+                partial: false,
+                timed_out: false,
+            })
         })
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
     }
-    let mut resp = Response::new(Rsc::Ok, &req.rqi, Some(json!({ "m2m:uril": found })));
-    if more {
-        // Partial content: the originator continues from this offset (TS-0004 clause 7.3.3.17.x).
+}
+
+/// The largest result the configuration allows, and what the request asks for within it.
+pub fn limit(cse: &Cse, fc: &FilterCriteria) -> u64 {
+    let max = cse.cfg.limits.max_discovery_results;
+    fc.limit.unwrap_or(max).min(max)
+}
+
+pub async fn discover(
+    cse: &Arc<Cse>,
+    req: Request,
+    target: Target,
+    peer: Peer,
+) -> M2mResult<Response> {
+    let root = target.into_resource("discovery")?;
+    let cse = Arc::clone(cse);
+    tokio::task::spawn_blocking(move || discover_blocking(&cse, &req, &root, &peer))
+        .await
+        .map_err(|_| M2mError::internal("discovery failed"))?
+}
+
+fn discover_blocking(
+    cse: &Cse,
+    req: &Request,
+    root: &Resource,
+    peer: &Peer,
+) -> M2mResult<Response> {
+    let offset = req.fc.offset.unwrap_or(0);
+    let found = Walk {
+        root,
+        fc: &req.fc,
+        level: req.fc.level,
+        op: AccessOperation::Discovery,
+        offset,
+        limit: limit(cse, &req.fc),
+        budget: budget(cse),
+    }
+    .run(cse, peer)?;
+    if found.timed_out {
+        return Err(timed_out());
+    }
+    let uris: Vec<&str> = found
+        .resources
+        .iter()
+        .map(|res| match req.drt {
+            DiscResType::Structured => res.srn.as_str(),
+            DiscResType::Unstructured => res.ri(),
+        })
+        .collect();
+    let mut resp = Response::new(Rsc::Ok, &req.rqi, Some(json!({ "m2m:uril": uris })));
+    if found.partial {
+        // Partial content: the originator continues from this offset (TS-0001 clause 8.1.3).
         resp.cts = Some(2);
-        resp.cto = Some(offset + found.len() as u64);
+        resp.cto = Some(offset + found.resources.len() as u64);
     }
     Ok(resp)
+}
+
+pub fn budget(cse: &Cse) -> Duration {
+    Duration::from_millis(cse.cfg.limits.discovery_budget_ms)
+}
+
+/// The answer when the budget ran out before anything was found: narrowing the filter helps,
+/// repeating the request does not.
+pub fn timed_out() -> M2mError {
+    M2mError::new(
+        Rsc::RequestTimeout,
+        "the search did not finish within its time budget: narrow the filter criteria",
+    )
 }

@@ -89,6 +89,11 @@ const DOCS: &[Doc] = &[
     ),
     Key("limits.max_discovery_results", "Largest number of results of one discovery request."),
     Key(
+        "limits.discovery_budget_ms",
+        "Time one discovery (or listing of children) may search before it answers with what it found\n\
+         so far as partial content, in milliseconds.",
+    ),
+    Key(
         "limits.default_expiration_secs",
         "The expirationTime of a resource created without one, in seconds.",
     ),

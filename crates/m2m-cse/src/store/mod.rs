@@ -1,10 +1,12 @@
 //! The resource store: every resource of the CSE in one embedded SQLite database.
 //!
 //! A resource is kept as its JSON representation (short names) plus the columns the CSE looks it
-//! up by: resourceID, structured name (`cse-in/ae1/cnt`), parent, type and expiration. Writes go
-//! through one connection in WAL mode, one transaction per request, so an acknowledged write is in
-//! the log before the response leaves: it survives `kill -9` (and, with `sync = "full"`, power loss).
-//! Reads use a small pool of their own connections and never wait for a writer.
+//! up by: resourceID, structured name (`cse-in/ae1/cnt`), parent, type and expiration, and those
+//! discovery searches by ([`schema`]). Writes go through one connection in WAL mode, one
+//! transaction per request, so an acknowledged write is in the log before the response leaves: it
+//! survives `kill -9` (and, with `sync = "full"`, power loss). The log stays bounded ([`wal`]).
+//! Reads use a small pool of their own connections and never wait for a writer; discovery reads
+//! candidates from indexes in name order ([`scan`]).
 //!
 //! `resources.db` and SQLite's `-wal`/`-shm` files are 0600 in a 0700 directory: created so, an
 //! existing one that group or others may read is tightened (logged), one they may write is refused
@@ -17,6 +19,12 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+pub mod scan;
+pub mod schema;
+mod wal;
+
+use schema::IndexColumns;
 
 /// One stored resource.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,29 +74,10 @@ pub fn string_list(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn internal(e: rusqlite::Error) -> M2mError {
+pub(crate) fn internal(e: rusqlite::Error) -> M2mError {
     tracing::error!(error = %e, "store failure");
     M2mError::internal("storage failure")
 }
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS resources (
-    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
-    ri   TEXT NOT NULL UNIQUE,
-    srn  TEXT NOT NULL UNIQUE,
-    pi   TEXT NOT NULL,
-    ty   INTEGER NOT NULL,
-    et   TEXT,
-    creator TEXT,
-    doc  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS resources_children ON resources(pi, ty, seq);
-CREATE INDEX IF NOT EXISTS resources_expiry ON resources(et);
-CREATE TABLE IF NOT EXISTS credential_bindings (
-    ae_id         TEXT PRIMARY KEY,
-    credential_id TEXT NOT NULL
-);
-";
 
 /// A SELECT of the columns `row_to_resource` reads, followed by `$rest`: the statement texts are
 /// constants (prepared once, cached by text), not formatted per query.
@@ -99,14 +88,16 @@ macro_rules! select {
 }
 
 const BY_RI: &str = select!("WHERE ri = ?1");
+const BY_SEQ: &str = select!("WHERE seq = ?1");
 const BY_SRN: &str = select!("WHERE srn = ?1");
 const CHILDREN_OF_TYPE: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq");
 const CHILDREN: &str = select!("WHERE pi = ?1 ORDER BY seq");
 const LATEST_CHILD: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq DESC LIMIT 1");
 const OLDEST_CHILD: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq ASC LIMIT 1");
-const SUBTREE: &str = select!("WHERE srn >= ?1 AND srn < ?2 ORDER BY seq");
 const EXPIRED: &str = select!("WHERE et IS NOT NULL AND et < ?1 ORDER BY et LIMIT ?2");
 const OF_TYPE: &str = select!("WHERE ty = ?1 ORDER BY seq");
+const OF_TYPE_IN_SUBTREE: &str =
+    select!("INDEXED BY resources_type WHERE ty = ?1 AND srn >= ?2 AND srn < ?3");
 
 fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<Resource> {
     let seq: i64 = row.get(0)?;
@@ -133,11 +124,7 @@ fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<Resource> {
     })
 }
 
-/// The upper bound of the key range holding every descendant of `srn` (`srn/` .. `srn0`,
-/// because `0` follows `/` in ASCII).
-fn subtree_bounds(srn: &str) -> (String, String) {
-    (format!("{srn}/"), format!("{srn}0"))
-}
+use scan::subtree_bounds;
 
 /// A write job for the writer thread. It is called with `None` when no transaction could be
 /// started; it returns whether its changes are to be kept, and what to do once the batch's fate
@@ -184,7 +171,9 @@ impl Store {
             },
         )?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
-        writer.execute_batch(SCHEMA)?;
+        schema::prepare(&writer)?;
+        let mut wal_limit = wal::WalLimit::new(&path);
+        wal_limit.configure(&writer)?;
         // Checkpoints copy the log into the database and sync it; done on the writer they stall
         // every write behind them, so a thread of their own runs them instead.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -195,12 +184,12 @@ impl Store {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("m2m-store-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, stopped))?;
+            .spawn(move || wal::checkpoint_loop(checkpointer, stopped))?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("m2m-store-writer".into())
             .spawn(move || {
-                writer_loop(writer, rx);
+                writer_loop(writer, rx, wal_limit);
                 drop(stop);
             })?;
         Ok(Self {
@@ -303,26 +292,9 @@ impl Store {
     }
 }
 
-/// Moves the write-ahead log into the database every 500 ms without blocking the writer. Ends
-/// when the writer has ended (`stopped` disconnects) or checkpoints fail repeatedly.
-fn checkpoint_loop(conn: Connection, stopped: std::sync::mpsc::Receiver<()>) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let mut failures = 0;
-    while failures < 20 {
-        match stopped.recv_timeout(std::time::Duration::from_millis(500)) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            Ok(()) => failures = 0,
-            Err(_) => failures += 1,
-        }
-    }
-}
-
 /// The writer thread: takes every job waiting, runs each under its own savepoint inside one
 /// transaction, commits once, then tells every job whether it was committed.
-fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>, mut wal: wal::WalLimit) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -373,12 +345,13 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>) {
             }
         };
         finishers.into_iter().for_each(|f| f(committed));
+        wal.after_batch(&conn);
     }
 }
 
 /// Queries, on a read connection or inside a write transaction.
 pub struct Reader<'c> {
-    conn: &'c Connection,
+    pub(super) conn: &'c Connection,
 }
 
 impl Reader<'_> {
@@ -403,6 +376,11 @@ impl Reader<'_> {
         self.one(BY_SRN, [srn])
     }
 
+    /// The resource a [`scan::Key`] names (`None`: deleted since the key was read).
+    pub fn get_by_seq(&self, seq: i64) -> M2mResult<Option<Resource>> {
+        self.one(BY_SEQ, [seq])
+    }
+
     /// Direct children, in creation order, optionally of one type.
     pub fn children(&self, pi: &str, ty: Option<ResourceType>) -> M2mResult<Vec<Resource>> {
         match ty {
@@ -419,23 +397,6 @@ impl Reader<'_> {
     /// The oldest direct child of a type (`ol`).
     pub fn oldest_child(&self, pi: &str, ty: ResourceType) -> M2mResult<Option<Resource>> {
         self.one(OLDEST_CHILD, params![pi, ty.code()])
-    }
-
-    /// Visits every descendant of `srn` in creation order until `visit` returns false.
-    pub fn for_each_descendant(
-        &self,
-        srn: &str,
-        mut visit: impl FnMut(Resource) -> bool,
-    ) -> M2mResult<()> {
-        let (lo, hi) = subtree_bounds(srn);
-        let mut st = self.conn.prepare_cached(SUBTREE).map_err(internal)?;
-        let mut rows = st.query(params![lo, hi]).map_err(internal)?;
-        while let Some(row) = rows.next().map_err(internal)? {
-            if !visit(row_to_resource(row).map_err(internal)?) {
-                break;
-            }
-        }
-        Ok(())
     }
 
     /// Resources whose expiration time lies before `now` (normalized timestamps), oldest first.
@@ -472,20 +433,17 @@ impl<'c> std::ops::Deref for Writer<'c> {
     }
 }
 
-fn et_column(res: &Resource) -> Option<String> {
-    res.et().and_then(|et| m2m_core::time::normalize(et).ok())
-}
-
 impl Writer<'_> {
     /// Inserts a new resource; returns it with its sequence number. A taken resourceID or name is a CONFLICT.
     pub fn insert(&self, mut res: Resource) -> M2mResult<Resource> {
         let doc =
             serde_json::to_string(&res.attrs).map_err(|e| M2mError::internal(e.to_string()))?;
-        let mut st = self
-            .reader
-            .conn
+        let c = IndexColumns::of(&res.attrs);
+        let conn = self.reader.conn;
+        let mut st = conn
             .prepare_cached(
-                "INSERT INTO resources (ri, srn, pi, ty, et, doc, creator) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO resources (ri, srn, pi, ty, et, doc, creator, rn, ct, lt, cs, cty) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .map_err(internal)?;
         match st.execute(params![
@@ -493,12 +451,18 @@ impl Writer<'_> {
             res.srn,
             res.pi(),
             res.ty.code(),
-            et_column(&res),
+            c.et,
             doc,
-            res.creator
+            res.creator,
+            c.rn,
+            c.ct,
+            c.lt,
+            c.cs,
+            c.cty
         ]) {
             Ok(_) => {
-                res.seq = self.reader.conn.last_insert_rowid();
+                res.seq = conn.last_insert_rowid();
+                self.put_labels(&res.srn, res.seq, &c.labels)?;
                 Ok(res)
             }
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -514,17 +478,35 @@ impl Writer<'_> {
         }
     }
 
+    fn put_labels(&self, srn: &str, seq: i64, labels: &[String]) -> M2mResult<()> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let mut st = self
+            .reader
+            .conn
+            .prepare_cached(schema::LABEL_INSERT)
+            .map_err(internal)?;
+        for l in labels {
+            st.execute(params![l, srn, seq]).map_err(internal)?;
+        }
+        Ok(())
+    }
+
     /// Replaces the stored attributes of an existing resource.
     pub fn update(&self, res: &Resource) -> M2mResult<()> {
         let doc =
             serde_json::to_string(&res.attrs).map_err(|e| M2mError::internal(e.to_string()))?;
-        let mut st = self
-            .reader
-            .conn
-            .prepare_cached("UPDATE resources SET doc = ?1, et = ?2 WHERE seq = ?3")
+        let c = IndexColumns::of(&res.attrs);
+        let conn = self.reader.conn;
+        let mut st = conn
+            .prepare_cached(
+                "UPDATE resources SET doc = ?1, et = ?2, rn = ?3, ct = ?4, lt = ?5, cs = ?6, cty = ?7 \
+                 WHERE seq = ?8",
+            )
             .map_err(internal)?;
         let n = st
-            .execute(params![doc, et_column(res), res.seq])
+            .execute(params![doc, c.et, c.rn, c.ct, c.lt, c.cs, c.cty, res.seq])
             .map_err(internal)?;
         if n == 0 {
             return Err(M2mError::not_found(format!(
@@ -532,21 +514,34 @@ impl Writer<'_> {
                 res.ri()
             )));
         }
-        Ok(())
+        conn.prepare_cached("DELETE FROM labels WHERE srn = ?1")
+            .and_then(|mut s| s.execute([&res.srn]))
+            .map_err(internal)?;
+        self.put_labels(&res.srn, res.seq, &c.labels)
     }
 
-    /// Deletes a resource and its whole subtree; returns what was deleted (the resource first).
-    pub fn delete_subtree(&self, res: &Resource) -> M2mResult<Vec<Resource>> {
+    /// Deletes a resource and its whole subtree. Returns the resource and those of its
+    /// descendants whose type is in `reported` (deleting a container of a million
+    /// contentInstances does not read them).
+    pub fn delete_subtree(
+        &self,
+        res: &Resource,
+        reported: &[ResourceType],
+    ) -> M2mResult<Vec<Resource>> {
         let mut deleted = vec![res.clone()];
-        self.reader.for_each_descendant(&res.srn, |r| {
-            deleted.push(r);
-            true
-        })?;
         let (lo, hi) = subtree_bounds(&res.srn);
+        for ty in reported {
+            deleted.extend(self.many(OF_TYPE_IN_SUBTREE, params![ty.code(), lo, hi])?);
+        }
         let conn = self.reader.conn;
-        conn.prepare_cached("DELETE FROM resources WHERE srn >= ?1 AND srn < ?2")
-            .and_then(|mut s| s.execute(params![lo, hi]))
-            .map_err(internal)?;
+        for sql in [
+            "DELETE FROM resources WHERE srn >= ?1 AND srn < ?2",
+            "DELETE FROM labels WHERE srn >= ?1 AND srn < ?2",
+        ] {
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.execute(params![lo, hi]))
+                .map_err(internal)?;
+        }
         self.delete_one(res)?;
         Ok(deleted)
     }
@@ -575,10 +570,12 @@ impl Writer<'_> {
 
     /// Deletes one leaf resource (e.g. a contentInstance dropped by mni/mbs).
     pub fn delete_one(&self, res: &Resource) -> M2mResult<()> {
-        self.reader
-            .conn
-            .prepare_cached("DELETE FROM resources WHERE seq = ?1")
+        let conn = self.reader.conn;
+        conn.prepare_cached("DELETE FROM resources WHERE seq = ?1")
             .and_then(|mut s| s.execute([res.seq]))
+            .map_err(internal)?;
+        conn.prepare_cached("DELETE FROM labels WHERE srn = ?1")
+            .and_then(|mut s| s.execute([&res.srn]))
             .map_err(internal)?;
         Ok(())
     }
@@ -659,9 +656,10 @@ mod tests {
             .unwrap();
         let ae = store.get("Cae").unwrap().unwrap();
         let deleted = store
-            .write_blocking(move |w| w.delete_subtree(&ae))
+            .write_blocking(move |w| w.delete_subtree(&ae, &[ResourceType::ContentInstance]))
             .unwrap();
-        assert_eq!(deleted.len(), 4);
+        // The AE and the reported type below it, not the container.
+        assert_eq!(deleted.len(), 3);
         assert!(store.get("cin2").unwrap().is_none());
         assert!(store.get("Cae2").unwrap().is_some());
     }
