@@ -73,7 +73,8 @@ enum Command {
     E2e(e2e::E2eArgs),
     /// Make certificates in the TS-0003 profile (root CA, CSE, AE, MAF, MEF) and show a certificate's oneM2M identity.
     Pki(pki::PkiArgs),
-    /// Benchmark a CSE: contentInstance create and latest retrieve under keep-alive load.
+    /// Benchmark a CSE: contentInstance create, latest retrieve and discovery under keep-alive
+    /// load, after an optional fill (N or CxN contentInstances).
     Bench(bench::BenchArgs),
 }
 
