@@ -171,20 +171,23 @@ impl Store {
             },
         )?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Each request runs under a savepoint, whose journal SQLite otherwise keeps in a
+        // temporary file: a write system call for every page a request changes.
+        writer.pragma_update(None, "temp_store", "MEMORY")?;
         schema::prepare(&writer)?;
-        let mut wal_limit = wal::WalLimit::new(&path);
+        let (wal_limit, checkpointer) = wal::policy(&path);
         wal_limit.configure(&writer)?;
         // Checkpoints copy the log into the database and sync it; done on the writer they stall
         // every write behind them, so a thread of their own runs them instead.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = Connection::open(&path)?;
-        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let checkpoint_conn = Connection::open(&path)?;
+        checkpoint_conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // The writer holds `stop` and drops it when it ends (the store was dropped): the
         // checkpointer then ends too instead of outliving its store.
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("m2m-store-checkpoint".into())
-            .spawn(move || wal::checkpoint_loop(checkpointer, stopped))?;
+            .spawn(move || checkpointer.run(checkpoint_conn, stopped))?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("m2m-store-writer".into())
@@ -493,31 +496,64 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Replaces the stored attributes of an existing resource.
+    /// Replaces the stored attributes of an existing resource. Only the searchable columns whose
+    /// values changed are written: SQLite rewrites the index entries of every column an UPDATE
+    /// sets, and most updates (a container's counters after each new instance) change none.
     pub fn update(&self, res: &Resource) -> M2mResult<()> {
         let doc =
             serde_json::to_string(&res.attrs).map_err(|e| M2mError::internal(e.to_string()))?;
-        let c = IndexColumns::of(&res.attrs);
+        let new = IndexColumns::of(&res.attrs);
         let conn = self.reader.conn;
-        let mut st = conn
-            .prepare_cached(
-                "UPDATE resources SET doc = ?1, et = ?2, rn = ?3, ct = ?4, lt = ?5, cs = ?6, cty = ?7 \
-                 WHERE seq = ?8",
-            )
+        let old = conn
+            .prepare_cached("SELECT rn, ct, lt, et, cs, cty FROM resources WHERE seq = ?1")
+            .and_then(|mut st| {
+                st.query_row([res.seq], |r| {
+                    Ok(IndexColumns {
+                        rn: r.get(0)?,
+                        ct: r.get(1)?,
+                        lt: r.get(2)?,
+                        et: r.get(3)?,
+                        cs: r.get(4)?,
+                        cty: r.get(5)?,
+                        labels: Vec::new(),
+                    })
+                })
+                .optional()
+            })
+            .map_err(internal)?
+            .ok_or_else(|| M2mError::not_found(format!("resource '{}' disappeared", res.ri())))?;
+        let mut sql = String::from("UPDATE resources SET doc = ?1");
+        let mut values: Vec<rusqlite::types::Value> = vec![doc.into(), res.seq.into()];
+        let mut set = |column: &str, changed: bool, value: rusqlite::types::Value| {
+            if changed {
+                values.push(value);
+                sql.push_str(&format!(", {column} = ?{}", values.len()));
+            }
+        };
+        set("rn", old.rn != new.rn, new.rn.clone().into());
+        set("ct", old.ct != new.ct, new.ct.clone().into());
+        set("lt", old.lt != new.lt, new.lt.clone().into());
+        set("et", old.et != new.et, new.et.clone().into());
+        set("cs", old.cs != new.cs, new.cs.into());
+        set("cty", old.cty != new.cty, new.cty.clone().into());
+        sql.push_str(" WHERE seq = ?2");
+        conn.prepare_cached(&sql)
+            .and_then(|mut st| st.execute(rusqlite::params_from_iter(values)))
             .map_err(internal)?;
-        let n = st
-            .execute(params![doc, c.et, c.rn, c.ct, c.lt, c.cs, c.cty, res.seq])
+        let old_labels: Vec<String> = conn
+            .prepare_cached("SELECT lbl FROM labels WHERE srn = ?1 ORDER BY lbl")
+            .and_then(|mut st| {
+                st.query_map([&res.srn], |r| r.get(0))?
+                    .collect::<Result<_, _>>()
+            })
             .map_err(internal)?;
-        if n == 0 {
-            return Err(M2mError::not_found(format!(
-                "resource '{}' disappeared",
-                res.ri()
-            )));
+        if old_labels != new.labels {
+            conn.prepare_cached("DELETE FROM labels WHERE srn = ?1")
+                .and_then(|mut s| s.execute([&res.srn]))
+                .map_err(internal)?;
+            self.put_labels(&res.srn, res.seq, &new.labels)?;
         }
-        conn.prepare_cached("DELETE FROM labels WHERE srn = ?1")
-            .and_then(|mut s| s.execute([&res.srn]))
-            .map_err(internal)?;
-        self.put_labels(&res.srn, res.seq, &c.labels)
+        Ok(())
     }
 
     /// Deletes a resource and its whole subtree. Returns the resource and those of its

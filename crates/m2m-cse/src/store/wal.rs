@@ -7,100 +7,145 @@
 //! checkpoint ends, so the log grows forever (17 GB of log for a 515 MB database was measured).
 //!
 //! So the work is split. A background thread checkpoints often (PASSIVE: it never blocks the
-//! writer or readers) and does the bulk of the copying. When the log file has grown past a limit
-//! that follows the database's size, the writer itself, between two batches, runs one more
-//! checkpoint: nothing can be appended meanwhile, it only has to copy what was appended since the
-//! background one, and when it has copied everything the writer's next transaction restarts the
-//! log, which `journal_size_limit` then truncates to the limit. No acknowledged write is affected:
-//! a checkpoint only copies committed frames.
+//! writer or readers) and does all the bulk copying. When the log file has grown past a limit
+//! that follows the database's size, it checkpoints again and again until one pass has almost
+//! nothing left to copy, and then tells the writer. The writer, between two batches, runs the last
+//! checkpoint itself (RESTART: nothing can be appended meanwhile, it copies the few frames
+//! appended since, waits for the readers of the old log to finish, which takes microseconds), so
+//! its next transaction starts the log again, and `journal_size_limit` truncates the file to the
+//! limit. The writer pauses for a short copy, never for the bulk. No acknowledged write is
+//! affected: a checkpoint only copies committed frames.
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The log may grow to this fraction of the database before the writer checkpoints it.
-const DB_FRACTION: u64 = 2;
+/// The log may grow to the database's size divided by this before it is started again.
+const DB_FRACTION: u64 = 4;
 /// Bounds of that limit: small databases still get a useful log, large ones a bounded one.
 const MIN_LIMIT: u64 = 1 << 20;
 const MAX_LIMIT: u64 = 64 << 20;
-/// The writer tries at most this often (a reader that pins the log makes an attempt fail).
-const RETRY: Duration = Duration::from_millis(50);
 /// How often the background thread checkpoints.
-pub const BACKGROUND_PERIOD: Duration = Duration::from_millis(200);
+const BACKGROUND_PERIOD: Duration = Duration::from_millis(200);
+/// A background pass this short leaves the writer little to copy: time to hand over.
+const SHORT_PASS: Duration = Duration::from_millis(3);
+/// Passes the background thread tries before handing over anyway.
+const MAX_PASSES: usize = 8;
+/// The database file, whose size the limit follows.
+#[derive(Clone)]
+struct Files {
+    db: PathBuf,
+}
+
+impl Files {
+    /// The log's limit for the database's current size.
+    fn limit(&self) -> u64 {
+        limit_for(std::fs::metadata(&self.db).map_or(0, |m| m.len()))
+    }
+}
+
+/// Bytes of log per frame: a page and its 24-byte header.
+fn frame_bytes(conn: &Connection) -> u64 {
+    let page: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap_or(4096);
+    page as u64 + 24
+}
+
+fn limit_for(db_bytes: u64) -> u64 {
+    (db_bytes / DB_FRACTION).clamp(MIN_LIMIT, MAX_LIMIT)
+}
 
 /// The writer's side of the policy.
 pub struct WalLimit {
-    db: PathBuf,
-    wal: PathBuf,
-    limit: u64,
-    last_attempt: Option<Instant>,
+    /// Set by the background thread when the writer should restart the log.
+    ready: Arc<AtomicBool>,
+}
+
+/// The background thread's side.
+pub struct Checkpointer {
+    files: Files,
+    ready: Arc<AtomicBool>,
+}
+
+/// Both sides for the database at `db`.
+pub fn policy(db: &Path) -> (WalLimit, Checkpointer) {
+    let files = Files { db: db.to_owned() };
+    let ready = Arc::new(AtomicBool::new(false));
+    (
+        WalLimit {
+            ready: Arc::clone(&ready),
+        },
+        Checkpointer { files, ready },
+    )
 }
 
 impl WalLimit {
-    pub fn new(db: &Path) -> WalLimit {
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
-        WalLimit {
-            db: db.to_owned(),
-            wal: PathBuf::from(wal),
-            limit: MIN_LIMIT,
-            last_attempt: None,
-        }
+    /// Sets `journal_size_limit`: after a restart the log file is truncated to the largest limit,
+    /// not to the current one. Below that it keeps its size and is overwritten from the start,
+    /// which costs the writer nothing, where truncating and growing it again frees and allocates
+    /// its blocks at every restart (measured: p99 of creates from 9 to 15 ms).
+    pub fn configure(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.pragma_update(None, "journal_size_limit", MAX_LIMIT as i64)
     }
 
-    /// The limit for the current database size.
-    fn limit_for(db_bytes: u64) -> u64 {
-        (db_bytes / DB_FRACTION).clamp(MIN_LIMIT, MAX_LIMIT)
-    }
-
-    /// Sets `journal_size_limit` for a new connection (it truncates the log after a restart).
-    pub fn configure(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        let db = std::fs::metadata(&self.db).map(|m| m.len()).unwrap_or(0);
-        self.limit = Self::limit_for(db);
-        conn.pragma_update(None, "journal_size_limit", self.limit as i64)
-    }
-
-    /// Called by the writer between batches (no transaction open): checkpoints when the log has
-    /// outgrown its limit. Returns whether it checkpointed everything.
-    pub fn after_batch(&mut self, conn: &Connection) -> bool {
-        let Ok(wal) = std::fs::metadata(&self.wal).map(|m| m.len()) else {
-            return false;
-        };
-        if wal <= self.limit {
-            return false;
+    /// Called by the writer between batches (no transaction open): restarts the log when the
+    /// background thread has handed over.
+    pub fn after_batch(&mut self, conn: &Connection) {
+        if !self.ready.swap(false, Ordering::AcqRel) {
+            return;
         }
-        if self.last_attempt.is_some_and(|t| t.elapsed() < RETRY) {
-            return false;
+        let restarted =
+            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+        if !matches!(restarted, Ok(0)) {
+            tracing::debug!("resource store: the log could not be restarted yet");
         }
-        self.last_attempt = Some(Instant::now());
-        let full = matches!(
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-            }),
-            Ok((0, log, done)) if log == done
-        );
-        // The database grew with what was copied: follow it.
-        if let Err(e) = self.configure(conn) {
-            tracing::warn!(error = %e, "resource store: cannot set the log's size limit");
-        }
-        full
     }
 }
 
-/// The background checkpointer: PASSIVE checkpoints every [`BACKGROUND_PERIOD`] until the writer
-/// has ended (`stopped` disconnects) or checkpoints fail repeatedly.
-pub fn checkpoint_loop(conn: Connection, stopped: std::sync::mpsc::Receiver<()>) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let mut failures = 0;
-    while failures < 20 {
-        match stopped.recv_timeout(BACKGROUND_PERIOD) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+impl Checkpointer {
+    /// PASSIVE checkpoints every [`BACKGROUND_PERIOD`] until the writer has ended (`stopped`
+    /// disconnects) or checkpoints fail repeatedly.
+    pub fn run(self, conn: Connection, stopped: std::sync::mpsc::Receiver<()>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        // The frames in the log: the file keeps its size after a restart, the log starts over.
+        let passive =
+            || conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        let frame = frame_bytes(&conn);
+        let mut failures = 0;
+        while failures < 20 {
+            match stopped.recv_timeout(BACKGROUND_PERIOD) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if self.ready.load(Ordering::Acquire) {
+                // The writer has not taken over yet (no write since): leave the lock to it.
+                continue;
+            }
+            let frames = match passive() {
+                Ok(frames) => {
+                    failures = 0;
+                    frames.max(0) as u64
+                }
+                Err(_) => {
+                    failures += 1;
+                    continue;
+                }
+            };
+            if frames * frame <= self.files.limit() {
+                continue;
+            }
+            for _ in 0..MAX_PASSES {
+                let started = Instant::now();
+                if passive().is_err() || started.elapsed() < SHORT_PASS {
+                    break;
+                }
+            }
+            self.ready.store(true, Ordering::Release);
         }
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            Ok(()) => failures = 0,
-            Err(_) => failures += 1,
-        }
+        tracing::error!("resource store: checkpoints keep failing; the log is no longer bounded");
     }
 }
 
@@ -110,8 +155,8 @@ mod tests {
 
     #[test]
     fn the_limit_follows_the_database() {
-        assert_eq!(WalLimit::limit_for(0), MIN_LIMIT);
-        assert_eq!(WalLimit::limit_for(100 << 20), 50 << 20);
-        assert_eq!(WalLimit::limit_for(10 << 30), MAX_LIMIT);
+        assert_eq!(limit_for(0), MIN_LIMIT);
+        assert_eq!(limit_for(100 << 20), 25 << 20);
+        assert_eq!(limit_for(10 << 30), MAX_LIMIT);
     }
 }
