@@ -175,14 +175,8 @@ fn instance_of(cse: &Cse, target: Target) -> M2mResult<Resource> {
     let none = || M2mError::not_found("the container has no contentInstance");
     match target {
         Target::Resource(r) => Ok(r),
-        Target::Latest(c) => cse
-            .store
-            .read(|r| r.latest_child(c.ri(), ResourceType::ContentInstance))?
-            .ok_or_else(none),
-        Target::Oldest(c) => cse
-            .store
-            .read(|r| r.oldest_child(c.ri(), ResourceType::ContentInstance))?
-            .ok_or_else(none),
+        Target::Latest(c) => cse.store.latest_instance(c.ri())?.ok_or_else(none),
+        Target::Oldest(c) => cse.store.oldest_instance(c.ri())?.ok_or_else(none),
         Target::FanOut { .. } => Err(M2mError::internal("fan-out reached the dispatcher")),
     }
 }

@@ -20,9 +20,14 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+mod cache;
 pub mod scan;
 pub mod schema;
 mod wal;
+
+use cache::{Cache, Key};
+use std::cell::RefCell;
+use std::sync::Arc;
 
 use schema::IndexColumns;
 
@@ -136,6 +141,7 @@ pub struct Store {
     path: PathBuf,
     jobs: std::sync::mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    cache: Arc<Cache>,
 }
 
 /// The most write jobs committed together.
@@ -189,16 +195,19 @@ impl Store {
             .name("m2m-store-checkpoint".into())
             .spawn(move || checkpointer.run(checkpoint_conn, stopped))?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let cache = Arc::new(Cache::default());
+        let writer_cache = Arc::clone(&cache);
         std::thread::Builder::new()
             .name("m2m-store-writer".into())
             .spawn(move || {
-                writer_loop(writer, rx, wal_limit);
+                writer_loop(writer, rx, wal_limit, &writer_cache);
                 drop(stop);
             })?;
         Ok(Self {
             path,
             jobs,
             readers: Mutex::new(Vec::new()),
+            cache,
         })
     }
 
@@ -286,18 +295,75 @@ impl Store {
             .unwrap_or_else(|_| Err(M2mError::internal("storage writer failed")))
     }
 
+    /// A resource by resourceID, from the cache of hot resources or the store.
     pub fn get(&self, ri: &str) -> M2mResult<Option<Resource>> {
-        self.read(|r| r.get(ri))
+        self.cached(Key::Ri(ri.to_owned()), |r| r.get(ri))
     }
 
+    /// A resource by structured name, from the cache of hot resources or the store.
     pub fn get_by_srn(&self, srn: &str) -> M2mResult<Option<Resource>> {
-        self.read(|r| r.get_by_srn(srn))
+        self.cached(Key::Srn(srn.to_owned()), |r| r.get_by_srn(srn))
+    }
+
+    /// The newest contentInstance of a container (`la`), cached.
+    pub fn latest_instance(&self, container_ri: &str) -> M2mResult<Option<Resource>> {
+        self.cached(Key::Latest(container_ri.to_owned()), |r| {
+            r.latest_child(container_ri, ResourceType::ContentInstance)
+        })
+    }
+
+    /// The oldest contentInstance of a container (`ol`), cached.
+    pub fn oldest_instance(&self, container_ri: &str) -> M2mResult<Option<Resource>> {
+        self.cached(Key::Oldest(container_ri.to_owned()), |r| {
+            r.oldest_child(container_ri, ResourceType::ContentInstance)
+        })
+    }
+
+    fn cached(
+        &self,
+        key: Key,
+        load: impl FnOnce(&Reader<'_>) -> M2mResult<Option<Resource>>,
+    ) -> M2mResult<Option<Resource>> {
+        let entry = self.cache.get(key, || self.read(load))?;
+        Ok(entry.map(|r| Resource::clone(&r)))
+    }
+}
+
+/// The cache keys a batch's writes touched, invalidated after its commit.
+#[derive(Default)]
+struct Changes {
+    keys: Vec<Key>,
+    /// A subtree went: everything is forgotten.
+    everything: bool,
+}
+
+impl Changes {
+    fn resource(&mut self, res: &Resource) {
+        self.keys.push(Key::Srn(res.srn.clone()));
+        self.keys.push(Key::Ri(res.ri().to_owned()));
+        if res.ty == ResourceType::ContentInstance {
+            self.keys.push(Key::Latest(res.pi().to_owned()));
+            self.keys.push(Key::Oldest(res.pi().to_owned()));
+        }
+    }
+
+    fn apply(self, cache: &Cache) {
+        if self.everything {
+            cache.clear();
+        } else {
+            cache.invalidate(&self.keys);
+        }
     }
 }
 
 /// The writer thread: takes every job waiting, runs each under its own savepoint inside one
 /// transaction, commits once, then tells every job whether it was committed.
-fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>, mut wal: wal::WalLimit) {
+fn writer_loop(
+    conn: Connection,
+    rx: std::sync::mpsc::Receiver<Job>,
+    mut wal: wal::WalLimit,
+    cache: &Cache,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -307,6 +373,7 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>, mut wal: wa
             }
         }
         let mut finishers = Vec::with_capacity(batch.len());
+        let changes = RefCell::new(Changes::default());
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             internal(e);
             for job in batch {
@@ -323,6 +390,7 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>, mut wal: wa
             }
             let w = Writer {
                 reader: Reader { conn: &conn },
+                changes: &changes,
             };
             // A panicking job must not take the writer down with it.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&w))));
@@ -347,6 +415,8 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>, mut wal: wa
                 false
             }
         };
+        // Before any request of the batch is answered: read-your-writes through the cache.
+        changes.into_inner().apply(cache);
         finishers.into_iter().for_each(|f| f(committed));
         wal.after_batch(&conn);
     }
@@ -427,6 +497,7 @@ impl Reader<'_> {
 /// Changes inside one write transaction. Dereferences to [`Reader`] for reads that must see them.
 pub struct Writer<'c> {
     reader: Reader<'c>,
+    changes: &'c RefCell<Changes>,
 }
 
 impl<'c> std::ops::Deref for Writer<'c> {
@@ -466,6 +537,7 @@ impl Writer<'_> {
             Ok(_) => {
                 res.seq = conn.last_insert_rowid();
                 self.put_labels(&res.srn, res.seq, &c.labels)?;
+                self.changes.borrow_mut().resource(&res);
                 Ok(res)
             }
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -504,6 +576,7 @@ impl Writer<'_> {
             serde_json::to_string(&res.attrs).map_err(|e| M2mError::internal(e.to_string()))?;
         let new = IndexColumns::of(&res.attrs);
         let conn = self.reader.conn;
+        self.changes.borrow_mut().resource(res);
         let old = conn
             .prepare_cached("SELECT rn, ct, lt, et, cs, cty FROM resources WHERE seq = ?1")
             .and_then(|mut st| {
@@ -565,6 +638,7 @@ impl Writer<'_> {
         reported: &[ResourceType],
     ) -> M2mResult<Vec<Resource>> {
         let mut deleted = vec![res.clone()];
+        self.changes.borrow_mut().everything = true;
         let (lo, hi) = subtree_bounds(&res.srn);
         for ty in reported {
             deleted.extend(self.many(OF_TYPE_IN_SUBTREE, params![ty.code(), lo, hi])?);
@@ -607,6 +681,7 @@ impl Writer<'_> {
     /// Deletes one leaf resource (e.g. a contentInstance dropped by mni/mbs).
     pub fn delete_one(&self, res: &Resource) -> M2mResult<()> {
         let conn = self.reader.conn;
+        self.changes.borrow_mut().resource(res);
         conn.prepare_cached("DELETE FROM resources WHERE seq = ?1")
             .and_then(|mut s| s.execute([res.seq]))
             .map_err(internal)?;
