@@ -59,6 +59,59 @@ pub(crate) fn time_ordered_suffix() -> String {
     out
 }
 
+/// The stored form of a new resource: the validated attributes with its identifiers,
+/// timestamps and structured name added, and its creator (`originator`, or the AE or CSE that a
+/// registration creates, which owns its own resource). The creator is kept in absolute form, so
+/// every later comparison reads it the same way.
+pub(crate) fn assemble(
+    cse: &Cse,
+    parent: &Resource,
+    ty: ResourceType,
+    mut attrs: Map<String, Value>,
+    ri: Option<String>,
+    originator: Option<m2m_core::EntityId>,
+) -> Resource {
+    let ri = ri.unwrap_or_else(|| new_ri(ty));
+    let now = cse.now_ts();
+    let rn = match attrs.get("rn").and_then(Value::as_str) {
+        Some(rn) => rn.to_owned(),
+        None if ty == ResourceType::ContentInstance => format!("cin_{}", time_ordered_suffix()),
+        None => ri.clone(),
+    };
+    attrs.insert("rn".into(), json!(rn));
+    attrs.insert("ri".into(), json!(ri));
+    attrs.insert("pi".into(), json!(parent.ri()));
+    attrs.insert("ty".into(), json!(ty.code()));
+    attrs.insert("ct".into(), json!(now));
+    attrs.insert("lt".into(), json!(now));
+    if !attrs.contains_key("et") {
+        let et =
+            cse.now() + chrono::Duration::seconds(cse.cfg.limits.default_expiration_secs as i64);
+        attrs.insert("et".into(), json!(m2m_core::time::format(et)));
+    }
+    let srn = format!("{}/{}", parent.srn, rn);
+    let home = &cse.id.home;
+    let creator = match ty {
+        ResourceType::Ae => attrs
+            .get("aei")
+            .and_then(Value::as_str)
+            .and_then(|a| m2m_core::EntityId::parse(a, home).ok()),
+        ResourceType::RemoteCse => attrs
+            .get("csi")
+            .and_then(Value::as_str)
+            .and_then(|c| m2m_core::EntityId::parse(c, home).ok()),
+        _ => originator,
+    }
+    .map(|e| e.absolute());
+    Resource {
+        seq: 0,
+        ty,
+        srn,
+        attrs,
+        creator,
+    }
+}
+
 pub async fn create(
     cse: &Arc<Cse>,
     req: Request,
@@ -91,47 +144,7 @@ pub async fn create(
     // Type-specific preparation: may assign the resourceID (AE, remoteCSE) and may talk to peers.
     let Prepared { ri, credential } =
         resources::prepare_create(cse, &req, &parent, ty, &mut attrs, peer).await?;
-    let ri = ri.unwrap_or_else(|| new_ri(ty));
-    let now = cse.now_ts();
-    let rn = match attrs.get("rn").and_then(Value::as_str) {
-        Some(rn) => rn.to_owned(),
-        None if ty == ResourceType::ContentInstance => format!("cin_{}", time_ordered_suffix()),
-        None => ri.clone(),
-    };
-    attrs.insert("rn".into(), json!(rn));
-    attrs.insert("ri".into(), json!(ri));
-    attrs.insert("pi".into(), json!(parent.ri()));
-    attrs.insert("ty".into(), json!(ty.code()));
-    attrs.insert("ct".into(), json!(now));
-    attrs.insert("lt".into(), json!(now));
-    if !attrs.contains_key("et") {
-        let et =
-            cse.now() + chrono::Duration::seconds(cse.cfg.limits.default_expiration_secs as i64);
-        attrs.insert("et".into(), json!(m2m_core::time::format(et)));
-    }
-    let srn = format!("{}/{}", parent.srn, rn);
-    // An AE owns its own resource, a registering CSE its <remoteCSE>. The creator is kept in
-    // absolute form, so every later comparison reads it the same way.
-    let home = &cse.id.home;
-    let creator = match ty {
-        ResourceType::Ae => attrs
-            .get("aei")
-            .and_then(Value::as_str)
-            .and_then(|a| m2m_core::EntityId::parse(a, home).ok()),
-        ResourceType::RemoteCse => attrs
-            .get("csi")
-            .and_then(Value::as_str)
-            .and_then(|c| m2m_core::EntityId::parse(c, home).ok()),
-        _ => peer.originator.clone(),
-    }
-    .map(|e| e.absolute());
-    let new = Resource {
-        seq: 0,
-        ty,
-        srn,
-        attrs,
-        creator,
-    };
+    let new = assemble(cse, &parent, ty, attrs, ri, peer.originator.clone());
 
     let cse2 = Arc::clone(cse);
     let parent_ri = parent.ri().to_owned();

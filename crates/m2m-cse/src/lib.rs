@@ -22,6 +22,7 @@ pub(crate) mod http_server;
 mod impersonation;
 mod maf_keys;
 mod notification;
+pub mod prefill;
 pub(crate) mod registration;
 mod resolve;
 mod resources;

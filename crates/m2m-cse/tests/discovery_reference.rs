@@ -478,3 +478,81 @@ fn every_target_at_every_level() {
         }
     }
 }
+
+/// A discovery that runs out of its time budget answers what it found so far as partial content
+/// with the offset to go on from, or 4008 when it found nothing yet; it never runs unbounded.
+#[test]
+fn the_time_budget_cuts_a_discovery_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::from_toml("[limits]\ndiscovery_budget_ms = 0\n").unwrap();
+    cfg.storage.path = dir.path().join("db");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cse = rt.block_on(async { Cse::open(cfg, &[]) }).unwrap();
+    let mut t = Tree {
+        cse,
+        rt,
+        _dir: dir,
+        resources: Vec::new(),
+        aes: Vec::new(),
+        roots: Vec::new(),
+        created: Vec::new(),
+    };
+    let ae = t.create(
+        "cse-in",
+        "C",
+        ResourceType::Ae,
+        json!({"m2m:ae": {"rn": "ae", "api": "Ntest", "rr": false, "srv": ["3"]}}),
+    )["aei"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.create(
+        "cse-in/ae",
+        &ae,
+        ResourceType::Container,
+        json!({"m2m:cnt": {"rn": "c"}}),
+    );
+    for i in 0..300 {
+        t.create(
+            "cse-in/ae/c",
+            &ae,
+            ResourceType::ContentInstance,
+            json!({"m2m:cin": {"con": format!("{i}")}}),
+        );
+    }
+    let mut fc = FilterCriteria {
+        filter_usage: Some(FilterUsage::Discovery),
+        ..FilterCriteria::default()
+    };
+    // The clock is read every 64 candidates: the first look finds the budget spent.
+    let r = t.discover("cse-in", &ae, &fc);
+    assert_eq!(r.rsc, Rsc::Ok, "{:?}", r.pc);
+    let got = r.pc.as_ref().unwrap()["m2m:uril"].as_array().unwrap().len() as u64;
+    assert!((1..64).contains(&got), "{got} results");
+    assert_eq!((r.cts, r.cto), (Some(2), Some(got)));
+    // Skipping 200 results spends the budget before anything is found.
+    fc.offset = Some(200);
+    let r = t.discover("cse-in", &ae, &fc);
+    assert_eq!(r.rsc, Rsc::RequestTimeout, "{:?}", r.pc);
+    assert!(
+        r.dbg().unwrap_or("").contains("time budget"),
+        "{:?}",
+        r.dbg()
+    );
+    // A listing of children is bounded the same way.
+    let mut req = Request::new(
+        Operation::Retrieve,
+        "cse-in/ae/c",
+        Some(ae.clone()),
+        "rqi".to_owned(),
+    );
+    req.rvi = Some("3".into());
+    req.rcn = Some(m2m_core::ResultContent::ChildResourceReferences);
+    let r = t.rt.block_on(t.cse.handle(req, peer()));
+    assert_eq!(r.rsc, Rsc::Ok);
+    assert_eq!(r.cts, Some(2));
+}

@@ -25,35 +25,53 @@ pub fn insert_instance(
     cse: &Cse,
     w: &Writer<'_>,
     parent: &Resource,
-    mut cin: Resource,
+    cin: Resource,
 ) -> M2mResult<Resource> {
-    let cs = content_size(cin.attrs.get("con").unwrap_or(&Value::Null));
-    if let Some(mbs) = parent.u64_attr("mbs") {
-        if cs > mbs {
+    let mut created = insert_instances(cse, w, parent, vec![cin])?;
+    Ok(created.pop().expect("one instance in, one out"))
+}
+
+/// Inserts contentInstances in order as [`insert_instance`] would one by one, with one update
+/// of the container at the end (bulk loading, see `crate::prefill`).
+pub fn insert_instances(
+    cse: &Cse,
+    w: &Writer<'_>,
+    parent: &Resource,
+    instances: Vec<Resource>,
+) -> M2mResult<Vec<Resource>> {
+    let mut cnt = parent.clone();
+    let mbs = cnt.u64_attr("mbs");
+    let mia = cnt.u64_attr("mia");
+    let mut st = cnt.u64_attr("st").unwrap_or(0);
+    let mut cni = cnt.u64_attr("cni").unwrap_or(0);
+    let mut cbs = cnt.u64_attr("cbs").unwrap_or(0);
+    let mut created = Vec::with_capacity(instances.len());
+    for mut cin in instances {
+        let cs = content_size(cin.attrs.get("con").unwrap_or(&Value::Null));
+        if let Some(mbs) = mbs.filter(|mbs| cs > *mbs) {
             return Err(M2mError::new(
                 ResponseStatusCode::NotAcceptable,
                 format!("content of {cs} bytes exceeds the container's maxByteSize of {mbs}"),
             ));
         }
+        st += 1;
+        cin.attrs.insert("cs".into(), json!(cs));
+        cin.attrs.insert("st".into(), json!(st));
+        if let Some(mia) = mia {
+            cap_expiration(cse, &mut cin, mia);
+        }
+        created.push(w.insert(cin)?);
+        cni += 1;
+        cbs += cs;
     }
-    let mut cnt = parent.clone();
-    let st = cnt.u64_attr("st").unwrap_or(0) + 1;
-    cin.attrs.insert("cs".into(), json!(cs));
-    cin.attrs.insert("st".into(), json!(st));
-    if let Some(mia) = cnt.u64_attr("mia") {
-        cap_expiration(cse, &mut cin, mia);
-    }
-    let cin = w.insert(cin)?;
     cnt.attrs.insert("st".into(), json!(st));
-    cnt.attrs
-        .insert("cni".into(), json!(cnt.u64_attr("cni").unwrap_or(0) + 1));
-    cnt.attrs
-        .insert("cbs".into(), json!(cnt.u64_attr("cbs").unwrap_or(0) + cs));
-    // The new instance's expiration is already capped by maxInstanceAge, and older ones were when
+    cnt.attrs.insert("cni".into(), json!(cni));
+    cnt.attrs.insert("cbs".into(), json!(cbs));
+    // The new instances' expiration is already capped by maxInstanceAge, and older ones were when
     // they came or when mia last changed: only the count and size limits need work here.
     trim(w, &mut cnt)?;
     w.update(&cnt)?;
-    Ok(cin)
+    Ok(created)
 }
 
 /// An instance lives at most maxInstanceAge seconds: its expiration is brought forward.
