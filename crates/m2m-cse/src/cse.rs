@@ -39,6 +39,8 @@ pub struct Cse {
     /// peer's certificate to name that CSE (`<cse-id>.<sp>`), whatever address its poa holds.
     registree_clients: std::sync::Mutex<std::collections::HashMap<String, m2m_client::Client>>,
     pub(crate) notifier: Notifier,
+    /// Discovery and child listings, on threads of their own at a lower CPU priority.
+    pub(crate) searches: crate::search_threads::SearchThreads,
     public_url: RwLock<String>,
     /// Group authentication, entity C: the current Ksx (when agents are configured).
     pub(crate) group_keys: Option<Arc<crate::group_authentication::GroupKeys>>,
@@ -108,6 +110,7 @@ impl Cse {
             certificate,
             registree_clients: Default::default(),
             notifier: Notifier::default(),
+            searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,
             maf,
@@ -391,9 +394,9 @@ impl Cse {
             Operation::Retrieve if dispatcher::lists_children(&req) => {
                 // A walk over children: off the threads that serve other requests.
                 let cse = Arc::clone(&self);
-                tokio::task::spawn_blocking(move || dispatcher::retrieve(&cse, &req, target, &peer))
+                self.searches
+                    .run(move || dispatcher::retrieve(&cse, &req, target, &peer))
                     .await
-                    .map_err(|_| M2mError::internal("retrieve failed"))?
             }
             Operation::Retrieve => dispatcher::retrieve(&self, &req, target, &peer),
             Operation::Update => dispatcher::update(&self, req, target, &peer).await,

@@ -5,8 +5,8 @@
 //! Candidates come from the indexes of the filter conditions in structured-name order
 //! ([`crate::store::scan`]), so the work grows with what matches, not with what is stored. Each
 //! candidate is checked against the whole filter and the access decision; `ofst` and `lim` stop
-//! the walk. The walk runs on a blocking thread, never on the threads that serve other requests,
-//! and within a time budget (`[limits] discovery_budget_ms`): when it runs out, what was found is
+//! the walk. The walk runs on a search thread ([`crate::search_threads`]), never on the threads
+//! that serve other requests, and within a time budget (`[limits] discovery_budget_ms`): when it runs out, what was found is
 //! answered as partial content (Content Status PARTIAL_CONTENT, Content Offset where to go on).
 
 use crate::access::{self, Facts};
@@ -32,7 +32,8 @@ pub struct Walk<'a> {
     pub op: AccessOperation,
     pub offset: u64,
     pub limit: u64,
-    pub budget: Duration,
+    /// When to stop, partial (the budget counts from the request's arrival, queue included).
+    pub deadline: Instant,
 }
 
 /// What a walk found.
@@ -50,7 +51,6 @@ const CLOCK_EVERY: u32 = 64;
 
 impl Walk<'_> {
     pub fn run(&self, cse: &Cse, peer: &Peer) -> M2mResult<Found> {
-        let started = Instant::now();
         let plan = Plan::of(self.fc);
         let (lo, hi) = scan::subtree_bounds(&self.root.srn);
         let max_depth = self.level.map(|l| scan::depth(&self.root.srn) + l as usize);
@@ -69,7 +69,7 @@ impl Walk<'_> {
                 }
                 min = scan::after(&key.srn);
                 examined += 1;
-                if examined.is_multiple_of(CLOCK_EVERY) && started.elapsed() > self.budget {
+                if examined.is_multiple_of(CLOCK_EVERY) && Instant::now() > self.deadline {
                     return Ok(Found {
                         timed_out: found.is_empty(),
                         resources: found,
@@ -119,10 +119,11 @@ pub async fn discover(
     peer: Peer,
 ) -> M2mResult<Response> {
     let root = target.into_resource("discovery")?;
-    let cse = Arc::clone(cse);
-    tokio::task::spawn_blocking(move || discover_blocking(&cse, &req, &root, &peer))
+    let deadline = deadline(cse);
+    let shared = Arc::clone(cse);
+    cse.searches
+        .run(move || discover_blocking(&shared, &req, &root, &peer, deadline))
         .await
-        .map_err(|_| M2mError::internal("discovery failed"))?
 }
 
 fn discover_blocking(
@@ -130,6 +131,7 @@ fn discover_blocking(
     req: &Request,
     root: &Resource,
     peer: &Peer,
+    deadline: Instant,
 ) -> M2mResult<Response> {
     let offset = req.fc.offset.unwrap_or(0);
     let found = Walk {
@@ -139,7 +141,7 @@ fn discover_blocking(
         op: AccessOperation::Discovery,
         offset,
         limit: limit(cse, &req.fc),
-        budget: budget(cse),
+        deadline,
     }
     .run(cse, peer)?;
     if found.timed_out {
@@ -162,8 +164,9 @@ fn discover_blocking(
     Ok(resp)
 }
 
-pub fn budget(cse: &Cse) -> Duration {
-    Duration::from_millis(cse.cfg.limits.discovery_budget_ms)
+/// When a walk that starts now must stop (`[limits] discovery_budget_ms`).
+pub fn deadline(cse: &Cse) -> Instant {
+    Instant::now() + Duration::from_millis(cse.cfg.limits.discovery_budget_ms)
 }
 
 /// The answer when the budget ran out before anything was found: narrowing the filter helps,

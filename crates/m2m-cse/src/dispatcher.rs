@@ -296,7 +296,7 @@ fn filtered_children(
         op: AccessOperation::Retrieve,
         offset,
         limit: crate::discovery::limit(cse, &req.fc),
-        budget: crate::discovery::budget(cse),
+        deadline: crate::discovery::deadline(cse),
     }
     .run(cse, peer)?;
     if found.timed_out {

@@ -27,6 +27,7 @@ pub(crate) mod registration;
 mod resolve;
 mod resources;
 mod routing;
+pub(crate) mod search_threads;
 pub(crate) mod store;
 
 pub use config::{Config, Role};

@@ -1,8 +1,8 @@
 //! Bulk loading for benchmarks and scale tests: contentInstances written straight into the store
 //! in large transactions, as a CREATE from the container's creator would store them (identifiers,
 //! timestamps, the container's counters and limits), without the request path: no access
-//! decision, no notifications. Reachable from no binding; a test or `m2m bench --prefill` calls it
-//! on a CSE that serves nobody yet.
+//! decision, no notifications. Reachable from no binding: the scale test
+//! (crates/m2m/tests/store_scale.rs) calls it on a CSE that serves nobody yet.
 
 use crate::cse::Cse;
 use crate::dispatcher::assemble;
