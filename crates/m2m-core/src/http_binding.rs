@@ -187,42 +187,57 @@ fn decode_query(
 ) -> M2mResult<()> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = decode_component(k)?;
-        let v = decode_component(v)?;
-        match k.as_str() {
-            "rcn" => req.rcn = Some(ResultContent::parse(&v)?),
-            "drt" => {
-                req.drt = match v.as_str() {
-                    "1" => DiscResType::Structured,
-                    "2" => DiscResType::Unstructured,
-                    _ => return Err(M2mError::bad_request(format!("drt '{v}' is not 1 or 2"))),
-                }
+        decode_query_field(
+            req,
+            &decode_component(k)?,
+            &decode_component(v)?,
+            &is_attribute,
+        )?;
+    }
+    Ok(())
+}
+
+/// One query parameter of TS-0009 table 6.2.2.2-1 (also the Uri-Query of TS-0008), its value
+/// decoded, lists separated by spaces.
+pub(crate) fn decode_query_field(
+    req: &mut Request,
+    k: &str,
+    v: &str,
+    is_attribute: impl Fn(&str) -> bool,
+) -> M2mResult<()> {
+    match k {
+        "rcn" => req.rcn = Some(ResultContent::parse(v)?),
+        "drt" => {
+            req.drt = match v {
+                "1" => DiscResType::Structured,
+                "2" => DiscResType::Unstructured,
+                _ => return Err(M2mError::bad_request(format!("drt '{v}' is not 1 or 2"))),
             }
-            "rt" => {
-                req.rt = match v.as_str() {
-                    "1" => ResponseType::NonBlockingSynch,
-                    "2" => ResponseType::NonBlockingAsynch,
-                    "3" => ResponseType::Blocking,
-                    "4" => ResponseType::FlexBlocking,
-                    _ => {
-                        return Err(M2mError::bad_request(format!(
-                            "rt '{v}' is not a response type"
-                        )))
-                    }
-                }
-            }
-            "atrl" => req.atrl.extend(
-                v.split([' ', '+'])
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-            ),
-            f if IGNORED_QUERY_FIELDS.contains(&f) => {}
-            _ => {
-                if !req.fc.take_query_field(&k, &v, &is_attribute)? {
+        }
+        "rt" => {
+            req.rt = match v {
+                "1" => ResponseType::NonBlockingSynch,
+                "2" => ResponseType::NonBlockingAsynch,
+                "3" => ResponseType::Blocking,
+                "4" => ResponseType::FlexBlocking,
+                _ => {
                     return Err(M2mError::bad_request(format!(
-                        "unknown query parameter '{k}'"
-                    )));
+                        "rt '{v}' is not a response type"
+                    )))
                 }
+            }
+        }
+        "atrl" => req.atrl.extend(
+            v.split([' ', '+'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        ),
+        f if IGNORED_QUERY_FIELDS.contains(&f) => {}
+        _ => {
+            if !req.fc.take_query_field(k, v, &is_attribute)? {
+                return Err(M2mError::bad_request(format!(
+                    "unknown query parameter '{k}'"
+                )));
             }
         }
     }
@@ -354,6 +369,22 @@ pub fn encode_request(
 }
 
 fn encode_query(req: &Request) -> String {
+    query_fields(req)
+        .iter()
+        .map(|(k, v)| {
+            // Lists are joined with '+' on the wire (TS-0009 clause 6.2.2.2).
+            let v: Vec<String> = v
+                .split(' ')
+                .map(|p| utf8_percent_encode(p, QUERY_ESCAPE).to_string())
+                .collect();
+            format!("{k}={}", v.join("+"))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The query parameters of a request, values as text with lists space-separated.
+pub(crate) fn query_fields(req: &Request) -> Vec<(String, String)> {
     let mut q: Vec<(String, String)> = Vec::new();
     if let Some(rcn) = req.rcn {
         q.push(("rcn".into(), (rcn as u8).to_string()));
@@ -368,17 +399,7 @@ fn encode_query(req: &Request) -> String {
         q.push(("atrl".into(), req.atrl.join(" ")));
     }
     q.extend(req.fc.fields().map(|(k, v)| (k.to_owned(), query_text(&v))));
-    q.iter()
-        .map(|(k, v)| {
-            // Lists are joined with '+' on the wire (TS-0009 clause 6.2.2.2).
-            let v: Vec<String> = v
-                .split(' ')
-                .map(|p| utf8_percent_encode(p, QUERY_ESCAPE).to_string())
-                .collect();
-            format!("{k}={}", v.join("+"))
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    q
 }
 
 /// A filter criteria value as query text: lists space-separated (joined with '+' on the wire).

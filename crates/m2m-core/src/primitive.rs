@@ -202,6 +202,11 @@ impl Request {
     }
 }
 
+/// m2m:contentStatus 1: more results follow from the Content Offset.
+pub const PARTIAL_CONTENT: u8 = 1;
+/// m2m:contentStatus 2: the content is complete.
+pub const FULL_CONTENT: u8 = 2;
+
 /// A response primitive.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Response {
@@ -212,7 +217,8 @@ pub struct Response {
     pub to: Option<String>,
     pub rvi: Option<String>,
     pub ot: Option<String>,
-    /// Content Status: 1 complete, 2 partial (discovery truncated by a limit).
+    /// Content Status (TS-0004 table 6.3.4.2.x, m2m:contentStatus): [`PARTIAL_CONTENT`] when a
+    /// discovery or listing was cut short by a limit or its time budget, else absent.
     pub cts: Option<u8>,
     /// Content Offset of the next partial result.
     pub cto: Option<u64>,

@@ -158,7 +158,7 @@ fn discover_blocking(
     let mut resp = Response::new(Rsc::Ok, &req.rqi, Some(json!({ "m2m:uril": uris })));
     if found.partial {
         // Partial content: the originator continues from this offset (TS-0001 clause 8.1.3).
-        resp.cts = Some(2);
+        resp.cts = Some(m2m_core::primitive::PARTIAL_CONTENT);
         resp.cto = Some(offset + found.resources.len() as u64);
     }
     Ok(resp)

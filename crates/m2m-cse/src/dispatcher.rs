@@ -251,7 +251,7 @@ pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mRes
     };
     let mut resp = Response::new(Rsc::Ok, &req.rqi, Some(pc));
     if let Some(offset) = partial_at {
-        resp.cts = Some(2);
+        resp.cts = Some(m2m_core::primitive::PARTIAL_CONTENT);
         resp.cto = Some(offset);
     }
     Ok(resp)

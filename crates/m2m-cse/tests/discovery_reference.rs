@@ -11,6 +11,7 @@
 //! what is under test; the filter's semantics and the access decision have tests of their own.
 
 use m2m_core::filter::{FilterCriteria, FilterOperation, FilterUsage};
+use m2m_core::primitive::PARTIAL_CONTENT;
 use m2m_core::{Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc};
 use m2m_cse::association::PlainTrust;
 use m2m_cse::{Config, Cse, Peer};
@@ -409,7 +410,7 @@ proptest! {
             .map(|v| v.as_str().unwrap().to_owned())
             .collect();
         prop_assert_eq!(&got, &expected, "{} as {} with {:?}", root, who, fc);
-        prop_assert_eq!(r.cts == Some(2), more, "partial content flag");
+        prop_assert_eq!(r.cts == Some(PARTIAL_CONTENT), more, "partial content flag");
         if more {
             prop_assert_eq!(r.cto, Some(fc.offset.unwrap_or(0) + got.len() as u64));
         }
@@ -533,7 +534,7 @@ fn the_time_budget_cuts_a_discovery_short() {
     assert_eq!(r.rsc, Rsc::Ok, "{:?}", r.pc);
     let got = r.pc.as_ref().unwrap()["m2m:uril"].as_array().unwrap().len() as u64;
     assert!((1..64).contains(&got), "{got} results");
-    assert_eq!((r.cts, r.cto), (Some(2), Some(got)));
+    assert_eq!((r.cts, r.cto), (Some(PARTIAL_CONTENT), Some(got)));
     // Skipping 200 results spends the budget before anything is found.
     fc.offset = Some(200);
     let r = t.discover("cse-in", &ae, &fc);
@@ -554,5 +555,5 @@ fn the_time_budget_cuts_a_discovery_short() {
     req.rcn = Some(m2m_core::ResultContent::ChildResourceReferences);
     let r = t.rt.block_on(t.cse.handle(req, peer()));
     assert_eq!(r.rsc, Rsc::Ok);
-    assert_eq!(r.cts, Some(2));
+    assert_eq!(r.cts, Some(PARTIAL_CONTENT));
 }
