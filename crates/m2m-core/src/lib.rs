@@ -1,9 +1,11 @@
 //! The oneM2M vocabulary shared by every part of the system, with no I/O: status codes
 //! (TS-0004 clause 6.6), resource types, identifiers and addressing (TS-0001 clause 7.2), request and
-//! response primitives (TS-0004 clause 6.4), filter criteria, and the HTTP binding (TS-0009).
+//! response primitives (TS-0004 clause 6.4), filter criteria, and the HTTP (TS-0009) and CoAP
+//! (TS-0008) bindings.
 
 #![forbid(unsafe_code)]
 
+pub mod coap_binding;
 pub mod config_text;
 pub mod error;
 pub mod filter;

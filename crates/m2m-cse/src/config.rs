@@ -276,6 +276,10 @@ pub struct TlsSection {
     pub handshake_timeout_ms: u64,
     /// Handshakes in progress allowed per source address.
     pub max_handshakes_per_source: usize,
+    /// Also serve the CoAP binding (TS-0008) over DTLS 1.2 on this UDP address, with the same
+    /// suites, PSK table and certificates; absent: no DTLS listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtls_listen: Option<String>,
 }
 
 impl Default for TlsSection {
@@ -294,6 +298,7 @@ impl Default for TlsSection {
             accepted_identities: Vec::new(),
             handshake_timeout_ms: 10_000,
             max_handshakes_per_source: 16,
+            dtls_listen: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod access;
 pub mod association;
+pub(crate) mod coap_server;
 pub mod config;
 pub mod cse;
 mod discovery;
@@ -43,7 +44,10 @@ pub struct Running {
     pub local_addr: Option<std::net::SocketAddr>,
     /// The TLS listener, if configured.
     pub tls_addr: Option<std::net::SocketAddr>,
+    /// The DTLS listener (CoAP), if configured.
+    pub dtls_addr: Option<std::net::SocketAddr>,
     servers: Vec<m2m_transport::Server>,
+    datagram_servers: Vec<m2m_transport::DatagramServer>,
 }
 
 impl Running {
@@ -51,6 +55,9 @@ impl Running {
     pub async fn shutdown(self) {
         let grace = std::time::Duration::from_millis(self.cse.config().limits.shutdown_grace_ms);
         for server in self.servers {
+            server.shutdown(grace).await;
+        }
+        for server in self.datagram_servers {
             server.shutdown(grace).await;
         }
     }
@@ -207,17 +214,47 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         servers.push(server);
     }
     let mut tls_addr = None;
+    let mut dtls_addr = None;
+    let mut datagram_servers = Vec::new();
     if let Some(tls) = &cse.config().tls {
         let psk = psk_table(environments, &cse);
-        let context = m2m_security::tls::server_context(&m2m_security::tls::ServerTlsConfig {
+        let tls_config = m2m_security::tls::ServerTlsConfig {
             cipher_suites: tls.cipher_suites.clone(),
             tls13: tls.tls13,
             certificate_chain: tls.certificate.clone(),
             private_key: tls.private_key.clone(),
             trusted_ca: tls.trusted_ca.clone(),
             psk,
-        })
-        .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+        };
+        let context = m2m_security::tls::server_context(&tls_config)
+            .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+        let tls_limits = m2m_transport::Limits {
+            handshake_timeout_ms: tls.handshake_timeout_ms,
+            max_handshakes_per_source: tls.max_handshakes_per_source,
+            ..limits.clone()
+        };
+        if let Some(listen) = &tls.dtls_listen {
+            let context = m2m_security::tls::dtls_server_context(&tls_config)
+                .map_err(|e| anyhow::anyhow!("[tls] (DTLS): {e}"))?;
+            let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+                anyhow::anyhow!("tls.dtls_listen '{listen}' is not an address:port")
+            })?;
+            let udp = tokio::net::UdpSocket::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
+            let server = m2m_transport::DatagramServer::spawn(
+                m2m_transport::DatagramListener {
+                    name: "cse-dtls",
+                    udp,
+                    security: m2m_transport::Security::Tls(context),
+                    limits: tls_limits.clone(),
+                },
+                Arc::clone(&binder),
+                session_handler(&cse, association::PlainTrust::Anonymous),
+            )?;
+            dtls_addr = Some(server.local_addr);
+            datagram_servers.push(server);
+        }
         let addr: std::net::SocketAddr = tls
             .listen
             .parse()
@@ -230,11 +267,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
                 name: "cse-tls",
                 tcp,
                 security: m2m_transport::Security::Tls(context),
-                limits: m2m_transport::Limits {
-                    handshake_timeout_ms: tls.handshake_timeout_ms,
-                    max_handshakes_per_source: tls.max_handshakes_per_source,
-                    ..limits
-                },
+                limits: tls_limits,
             },
             Arc::clone(&binder),
             connection_handler(&cse, association::PlainTrust::Anonymous),
@@ -255,8 +288,24 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         cse,
         local_addr,
         tls_addr,
+        dtls_addr,
         servers,
+        datagram_servers,
     })
+}
+
+/// What each session of a UDP listener runs: the CoAP binding, as the peer it is.
+fn session_handler(
+    cse: &Arc<Cse>,
+    trust: association::PlainTrust,
+) -> impl Fn(
+    m2m_transport::Session<association::Association>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    let cse = Arc::clone(cse);
+    move |session| Box::pin(coap_server::serve_session(Arc::clone(&cse), session, trust))
 }
 
 /// What each accepted connection of a listener runs: the HTTP binding, as the peer it is.

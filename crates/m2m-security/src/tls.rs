@@ -90,6 +90,69 @@ pub const TLS13_PSK_COMPATIBLE_SUITES: &str =
 
 /// Builds the server context of a TLS listener.
 pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
+    Ok(server_builder(cfg, Proto::Tls { tls13: cfg.tls13 })?.build())
+}
+
+/// Builds the server context of a DTLS 1.2 listener (TS-0003 clause 10.2.1, the CoAP binding):
+/// the same suites, PSK table and certificate checks as TLS, and a HelloVerifyRequest cookie
+/// before any handshake state (RFC 6347 clause 4.2.1) so that a spoofed source gets one small
+/// datagram and no amplification.
+pub fn dtls_server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
+    let mut b = server_builder(cfg, Proto::Dtls)?;
+    b.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU);
+    b.set_cookie_generate_cb(|ssl, out| {
+        let cookie = cookie_for(ssl, cookie_epoch(0));
+        let n = cookie.len().min(out.len());
+        out[..n].copy_from_slice(&cookie[..n]);
+        Ok(n)
+    });
+    b.set_cookie_verify_cb(|ssl, cookie| {
+        // This minute's cookie or the last one's: a client between the two is not refused.
+        [0, 1].iter().any(|back| {
+            let expected = cookie_for(ssl, cookie_epoch(*back));
+            openssl::memcmp::eq(&expected[..cookie.len().min(expected.len())], cookie)
+                && cookie.len() == expected.len()
+        })
+    });
+    Ok(b.build())
+}
+
+/// The minute a cookie belongs to, `back` minutes ago.
+fn cookie_epoch(back: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (now / 60).saturating_sub(back)
+}
+
+/// HMAC-SHA-256 over the client's address and the minute, under a key of this process, cut to
+/// 16 bytes: only a client that receives datagrams at its source address can return it.
+fn cookie_for(ssl: &SslRef, epoch: u64) -> [u8; 16] {
+    use hmac::Mac;
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    match ssl.ex_data(peer_index()) {
+        Some(IpAddr::V4(ip)) => mac.update(&ip.octets()),
+        Some(IpAddr::V6(ip)) => mac.update(&ip.octets()),
+        None => mac.update(b"?"),
+    }
+    mac.update(&epoch.to_be_bytes());
+    let tag = mac.finalize().into_bytes();
+    let mut cookie = [0u8; 16];
+    cookie.copy_from_slice(&tag[..16]);
+    cookie
+}
+
+/// TLS (with TLS 1.3 when asked) or DTLS 1.2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Tls { tls13: bool },
+    Dtls,
+}
+
+fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuilder, String> {
     let err = |what: &str, e: ErrorStack| format!("{what}: {e}");
     if let Some(bad) = cfg.cipher_suites.iter().find(|s| !is_profile_suite(s)) {
         return Err(format!(
@@ -113,7 +176,11 @@ pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
     if suites.is_empty() {
         return Err("no usable cipher suite: PSK suites need a psk table, certificate suites a certificate and key".into());
     }
-    let mut b = profile_builder(SslMethod::tls_server(), &suites, cfg.tls13)?;
+    let method = match proto {
+        Proto::Tls { .. } => SslMethod::tls_server(),
+        Proto::Dtls => SslMethod::dtls_server(),
+    };
+    let mut b = profile_builder(method, proto, &suites)?;
     // No session resumption across associations: each connection authenticates afresh.
     b.set_options(SslOptions::NO_TICKET);
     // Idle associations give their record buffers back (some 34 KB each): thousands of idle
@@ -167,29 +234,29 @@ pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
             Ok(row.key.len())
         });
     }
-    Ok(b.build())
+    Ok(b)
 }
 
-/// A context builder for TLS 1.2 (and 1.3 when asked) with exactly these suites.
+/// A context builder for TLS 1.2 (and 1.3 when asked) or DTLS 1.2 with exactly these suites.
 fn profile_builder(
     method: SslMethod,
+    proto: Proto,
     suites: &[&str],
-    tls13: bool,
 ) -> Result<SslContextBuilder, String> {
     let err = |what: &str, e: ErrorStack| format!("{what}: {e}");
     let mut b = SslContextBuilder::new(method).map_err(|e| err("TLS context", e))?;
-    b.set_min_proto_version(Some(SslVersion::TLS1_2))
-        .map_err(|e| err("TLS version", e))?;
-    let max = if tls13 {
-        SslVersion::TLS1_3
-    } else {
-        SslVersion::TLS1_2
+    let (min, max) = match proto {
+        Proto::Tls { tls13: false } => (SslVersion::TLS1_2, SslVersion::TLS1_2),
+        Proto::Tls { tls13: true } => (SslVersion::TLS1_2, SslVersion::TLS1_3),
+        Proto::Dtls => (SslVersion::DTLS1_2, SslVersion::DTLS1_2),
     };
+    b.set_min_proto_version(Some(min))
+        .map_err(|e| err("TLS version", e))?;
     b.set_max_proto_version(Some(max))
         .map_err(|e| err("TLS version", e))?;
     b.set_cipher_list(&suites.join(":"))
         .map_err(|e| err("cipher suites", e))?;
-    if tls13 {
+    if proto == (Proto::Tls { tls13: true }) {
         b.set_ciphersuites(TLS13_PSK_COMPATIBLE_SUITES)
             .map_err(|e| err("TLS 1.3 suites", e))?;
     }
@@ -261,6 +328,15 @@ pub struct ClientTlsConfig {
 
 /// Builds a client context; certificate suites verify the server against `trusted_ca`.
 pub fn client_context(cfg: &ClientTlsConfig) -> Result<SslContext, String> {
+    client_context_for(cfg, Proto::Tls { tls13: cfg.tls13 })
+}
+
+/// The same for DTLS 1.2 (`coaps://`).
+pub fn dtls_client_context(cfg: &ClientTlsConfig) -> Result<SslContext, String> {
+    client_context_for(cfg, Proto::Dtls)
+}
+
+fn client_context_for(cfg: &ClientTlsConfig, proto: Proto) -> Result<SslContext, String> {
     let err = |what: &str, e: ErrorStack| format!("{what}: {e}");
     if let Some(bad) = cfg.cipher_suites.iter().find(|s| !is_profile_suite(s)) {
         return Err(format!(
@@ -292,7 +368,11 @@ pub fn client_context(cfg: &ClientTlsConfig) -> Result<SslContext, String> {
             "no usable cipher suite: PSK suites need a key, certificate suites a trusted CA".into(),
         );
     }
-    let mut b = profile_builder(SslMethod::tls_client(), &suites, cfg.tls13)?;
+    let method = match proto {
+        Proto::Tls { .. } => SslMethod::tls_client(),
+        Proto::Dtls => SslMethod::dtls_client(),
+    };
+    let mut b = profile_builder(method, proto, &suites)?;
     if let (Some(chain), Some(key)) = (&cfg.certificate_chain, &cfg.private_key) {
         b.set_certificate_chain_file(chain)
             .map_err(|e| err(&format!("certificate {}", chain.display()), e))?;

@@ -433,18 +433,18 @@ async fn wait_first_byte(tcp: &TcpStream, timeout: Duration) -> FirstByte {
 
 /// Handshakes in flight per source address.
 #[derive(Default)]
-struct Sources {
+pub(crate) struct Sources {
     pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 /// One handshake slot of a source; given back when dropped.
-struct Slot {
+pub(crate) struct Slot {
     pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: IpAddr,
 }
 
 impl Sources {
-    fn begin(&self, ip: IpAddr, max: usize) -> Option<Slot> {
+    pub(crate) fn begin(&self, ip: IpAddr, max: usize) -> Option<Slot> {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let n = p.entry(ip).or_insert(0);
         if *n >= max {

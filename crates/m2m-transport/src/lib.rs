@@ -8,6 +8,7 @@
 //! | [`timed_io`] | header-read and idle timeouts on the byte stream | |
 //! | [`http`] | HTTP/1.1 (TS-0009) over an accepted connection | |
 //! | [`connector`] | outgoing TLS: the server is checked against a [`PeerCheck`], always | 8.2.1 (Entity A) |
+//! | [`datagram`] | UDP listeners for CoAP: plain, or DTLS 1.2 with HelloVerifyRequest cookies, the same caps, timeouts and binder | 10.2.1 |
 //!
 //! A binding (HTTP today; CoAP over DTLS, MQTT and WebSocket later) receives a [`Connection`] whose
 //! association is already decided, and only translates bytes into request primitives.
@@ -16,11 +17,13 @@
 
 pub mod acceptor;
 pub mod connector;
+pub mod datagram;
 pub mod http;
 pub mod timed_io;
 
 pub use acceptor::{Binder, Connection, Listener, NoAssociation, Security, Server, Stream};
 pub use connector::{connect, CertificateCheck, PeerCheck};
+pub use datagram::{DatagramListener, DatagramServer, Session, SessionIo};
 
 use serde::{Deserialize, Serialize};
 

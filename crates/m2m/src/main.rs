@@ -192,6 +192,9 @@ async fn run_cse(cfg: m2m_cse::Config) -> anyhow::Result<()> {
     if let Some(addr) = running.tls_addr {
         println!("{}{addr}", spawned::LISTENING_PREFIX_TLS);
     }
+    if let Some(addr) = running.dtls_addr {
+        println!("{}{addr}", spawned::LISTENING_PREFIX_DTLS);
+    }
     std::io::stdout().flush()?;
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub const LISTENING_PREFIX: &str = "m2m-cse listening http://";
 /// The line the CSE prints on stdout once it accepts TLS connections (then the address).
 pub const LISTENING_PREFIX_TLS: &str = "m2m-cse listening https://";
+/// The line of the DTLS listener (CoAP), printed after the others.
+pub const LISTENING_PREFIX_DTLS: &str = "m2m-cse listening coaps://";
 
 /// Lines of the child's stderr kept for the error report of a failed start.
 const TAIL_LINES: usize = 20;

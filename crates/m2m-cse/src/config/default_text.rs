@@ -157,6 +157,10 @@ const DOCS: &[Doc] = &[
     ),
     Key("tls.handshake_timeout_ms", "a handshake not finished within this time is dropped"),
     Key("tls.max_handshakes_per_source", "handshakes in progress allowed per source address"),
+    Alt(
+        "tls.dtls_listen",
+        "also serve CoAP (TS-0008) over DTLS 1.2 on this UDP address, same suites and credentials (5684: coaps)",
+    ),
     Table(
         "security",
         "The credentials of the security associations: the software keystore, PSK rows.",
@@ -353,6 +357,7 @@ fn example() -> Config {
         private_key: Some("pki/cse.key".into()),
         trusted_ca: Some("pki/ca/ca.pem".into()),
         accepted_identities: vec!["/id-mn".into(), "Clock-AE1".into()],
+        dtls_listen: Some("127.0.0.1:5684".into()),
         ..TlsSection::default()
     });
     c.security.keystore = Some("cse.keystore".into());
@@ -538,6 +543,7 @@ mod tests {
             "registration.rules",
             "tls",
             "tls.accepted_identities",
+            "tls.dtls_listen",
             "security.keystore",
             "security.psk",
             "maf",

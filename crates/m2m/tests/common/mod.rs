@@ -217,6 +217,19 @@ impl CseProcess {
             .expect("https URL ends with a port")
     }
 
+    /// The DTLS (CoAP) listener's port, from its listening line; panics without `tls.dtls_listen`.
+    pub fn coaps_port(&self) -> u16 {
+        poll(Duration::from_secs(5), || {
+            self.stdout().lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("m2m-cse listening coaps://")
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+            })
+        })
+        .expect("this CSE printed no coaps:// listening line")
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
@@ -1470,6 +1483,22 @@ pub fn have_tool(program: &str, version_arg: &str, purpose: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    found_or_skip(program, found, purpose)
+}
+
+/// Like [`have_tool`] for a program with no option that exits 0 (libcoap's clients): whether it
+/// can be started at all.
+pub fn have_program(program: &str, purpose: &str) -> bool {
+    let found = Command::new(program)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    found_or_skip(program, found, purpose)
+}
+
+fn found_or_skip(program: &str, found: bool, purpose: &str) -> bool {
     if !found {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("`{program}` is not installed, and CI=true: .ci/run must install it");

@@ -1,0 +1,455 @@
+//! UDP listeners for the CoAP binding (TS-0008): plain, or DTLS 1.2 where each peer address is one
+//! security association (TS-0003 clause 10.2.1), established and bound exactly as on TLS.
+//!
+//! One task reads the socket and hands each datagram to the session of its source address. A
+//! session is created only for a datagram that can start one: under DTLS a ClientHello, which
+//! OpenSSL answers with a HelloVerifyRequest cookie (RFC 6347 clause 4.2.1) before it does any
+//! work, so a spoofed source costs one small datagram and no amplification. Sessions are capped
+//! per listener (`max_connections`) and per source while handshaking
+//! (`max_handshakes_per_source`); a handshake must finish within `handshake_timeout_ms` and a
+//! session with no traffic for `idle_timeout_ms` ends.
+//!
+//! OpenSSL's DTLS retransmits a lost flight only when it is called after its timer expired; a
+//! handshaking session's reads wake every [`RETRANSMIT_POLL`] so that it is.
+
+use crate::acceptor::{Binder, Security, Sources};
+use crate::Limits;
+use openssl::ssl::{Ssl, SslContext};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_openssl::SslStream;
+
+/// How often a handshaking session gives OpenSSL the chance to retransmit.
+pub const RETRANSMIT_POLL: Duration = Duration::from_millis(100);
+/// The path MTU assumed for DTLS records (IPv6 minimum 1280 less headers).
+pub const MTU: u32 = 1200;
+/// The largest datagram read.
+const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams queued per session before more are dropped (UDP: the peer retransmits).
+const QUEUE: usize = 32;
+
+/// One UDP listener: its socket, plain or DTLS, and its limits.
+pub struct DatagramListener {
+    /// Names the listener in audit lines (`cse-coap`, `cse-dtls`).
+    pub name: &'static str,
+    pub udp: UdpSocket,
+    pub security: Security,
+    pub limits: Limits,
+}
+
+/// A session handed to the service: one peer address, its association (DTLS) or none (plain).
+pub struct Session<A> {
+    pub peer: SocketAddr,
+    pub association: Option<Arc<A>>,
+    pub io: SessionIo,
+    /// Becomes `true` when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The messages of a session: whole datagrams (plain) or whole DTLS records.
+pub struct SessionIo {
+    inner: Io,
+    idle: Duration,
+}
+
+enum Io {
+    Plain(PeerPipe),
+    Dtls(Box<SslStream<PeerPipe>>),
+}
+
+impl SessionIo {
+    /// The next message; `None` once the peer is gone (idle timeout, close_notify, error).
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        let idle = self.idle;
+        match &mut self.inner {
+            Io::Plain(pipe) => tokio::time::timeout(idle, pipe.rx.recv()).await.ok()?,
+            Io::Dtls(stream) => {
+                let mut buf = vec![0u8; MAX_DATAGRAM];
+                match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        buf.truncate(n);
+                        Some(buf)
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Sends one message (one datagram, or one DTLS record).
+    pub async fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        match &mut self.inner {
+            Io::Plain(pipe) => pipe.sock.send_to(msg, pipe.peer).await.map(|_| ()),
+            Io::Dtls(stream) => stream.write_all(msg).await,
+        }
+    }
+
+    /// Ends a DTLS session with close_notify.
+    pub async fn close(&mut self) {
+        if let Io::Dtls(stream) = &mut self.inner {
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
+/// A peer's datagrams in, and the socket out: the byte stream OpenSSL's DTLS runs on.
+struct PeerPipe {
+    rx: mpsc::Receiver<Vec<u8>>,
+    sock: Arc<UdpSocket>,
+    peer: SocketAddr,
+    /// While handshaking: wakes reads so that OpenSSL sees its retransmission timer expire.
+    tick: Option<tokio::time::Interval>,
+    /// Datagrams read so far.
+    received: usize,
+}
+
+impl AsyncRead for PeerPipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(d)) => {
+                this.received += 1;
+                let n = d.len().min(buf.remaining());
+                buf.put_slice(&d[..n]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(None) => Poll::Ready(Ok(())),
+            Poll::Pending => {
+                if let Some(tick) = &mut this.tick {
+                    while tick.poll_tick(cx).is_ready() {}
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PeerPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.sock.poll_send_to(cx, buf, this.peer)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A running UDP listener; dropping it ends every session at once.
+pub struct DatagramServer {
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl DatagramServer {
+    /// Starts reading `listener`; each session that becomes an association (or any session of
+    /// a plain listener) is given to `handle`.
+    pub fn spawn<B, F, Fut>(
+        listener: DatagramListener,
+        binder: Arc<B>,
+        handle: F,
+    ) -> io::Result<DatagramServer>
+    where
+        B: Binder,
+        F: Fn(Session<B::Association>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let local_addr = listener.udp.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            name: listener.name,
+            security: listener.security,
+            limits: listener.limits,
+            sources: Sources::default(),
+            binder,
+            handle,
+            stopped,
+            last_cap_warning: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(read_loop(shared, Arc::new(listener.udp)));
+        Ok(DatagramServer {
+            local_addr,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// Stops reading, tells sessions to finish, waits for them at most `grace`.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace + Duration::from_secs(1), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for DatagramServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+struct Shared<B, F> {
+    name: &'static str,
+    security: Security,
+    limits: Limits,
+    sources: Sources,
+    binder: Arc<B>,
+    handle: F,
+    stopped: watch::Receiver<bool>,
+    last_cap_warning: AtomicU64,
+}
+
+/// Whether a datagram is a DTLS record carrying a ClientHello (RFC 6347 clause 4.1, 4.2.2):
+/// content type 22, a DTLS version, handshake type 1 after the 13-byte record header.
+pub fn is_client_hello(d: &[u8]) -> bool {
+    d.len() > 25 && d[0] == 22 && d[1] == 0xFE && matches!(d[2], 0xFD | 0xFF) && d[13] == 1
+}
+
+async fn read_loop<B, F, Fut>(shared: Arc<Shared<B, F>>, sock: Arc<UdpSocket>)
+where
+    B: Binder,
+    F: Fn(Session<B::Association>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut sessions: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    let (ended_tx, mut ended) = mpsc::unbounded_channel::<SocketAddr>();
+    let mut stopped = shared.stopped.clone();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            received = sock.recv_from(&mut buf) => {
+                let (n, peer) = match received {
+                    Ok(r) => r,
+                    // ICMP errors surface here on some systems: not the listener's end.
+                    Err(_) => continue,
+                };
+                let datagram = buf[..n].to_vec();
+                if let Some(tx) = sessions.get(&peer) {
+                    match tx.try_send(datagram) {
+                        Ok(()) => continue,
+                        Err(mpsc::error::TrySendError::Full(_)) => continue,
+                        Err(mpsc::error::TrySendError::Closed(d)) => {
+                            sessions.remove(&peer);
+                            shared.open(&mut sessions, &mut tasks, &sock, peer, d, &ended_tx);
+                        }
+                    }
+                } else {
+                    shared.open(&mut sessions, &mut tasks, &sock, peer, datagram, &ended_tx);
+                }
+            }
+            Some(peer) = ended.recv() => {
+                if sessions.get(&peer).is_some_and(|tx| tx.is_closed()) {
+                    sessions.remove(&peer);
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = stopped.changed() => {
+                if *stopped.borrow() { break; }
+            }
+        }
+    }
+    drop(sessions);
+    let grace = Duration::from_millis(shared.limits.shutdown_grace_ms);
+    let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+impl<B, F, Fut> Shared<B, F>
+where
+    B: Binder,
+    F: Fn(Session<B::Association>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    /// Starts the session of a new peer with its first datagram, if it may have one.
+    fn open(
+        self: &Arc<Self>,
+        sessions: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+        tasks: &mut JoinSet<()>,
+        sock: &Arc<UdpSocket>,
+        peer: SocketAddr,
+        first: Vec<u8>,
+        ended: &mpsc::UnboundedSender<SocketAddr>,
+    ) {
+        if matches!(self.security, Security::Tls(_)) && !is_client_hello(&first) {
+            // Not the start of a handshake (a stale session's record, noise): no state for it.
+            return;
+        }
+        if sessions.len() >= self.limits.max_connections {
+            self.cap_reached(peer);
+            return;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let _ = tx.try_send(first);
+        sessions.insert(peer, tx);
+        let pipe = PeerPipe {
+            rx,
+            sock: Arc::clone(sock),
+            peer,
+            tick: None,
+            received: 0,
+        };
+        let shared = Arc::clone(self);
+        let ended = ended.clone();
+        tasks.spawn(async move {
+            shared.session(pipe).await;
+            let _ = ended.send(peer);
+        });
+    }
+
+    fn cap_reached(&self, peer: SocketAddr) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if self.last_cap_warning.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(target: "audit", listener = self.name, peer = %peer, max = self.limits.max_connections, "session refused: the listener is at its session cap");
+        }
+    }
+
+    async fn session(&self, mut pipe: PeerPipe) {
+        let peer = pipe.peer;
+        let idle = Duration::from_millis(self.limits.idle_timeout_ms);
+        let (io, association) = match &self.security {
+            Security::Plain => (
+                SessionIo {
+                    inner: Io::Plain(pipe),
+                    idle,
+                },
+                None,
+            ),
+            Security::Tls(context) => {
+                let Some(_slot) = self
+                    .sources
+                    .begin(peer.ip(), self.limits.max_handshakes_per_source)
+                else {
+                    tracing::warn!(target: "audit", listener = self.name, peer = %peer, "association refused: too many handshakes in progress from this address");
+                    return;
+                };
+                let mut tick = tokio::time::interval(RETRANSMIT_POLL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                pipe.tick = Some(tick);
+                match self.handshake(context, pipe).await {
+                    Ok((mut stream, association)) => {
+                        tracing::info!(target: "audit", listener = self.name, peer = %peer, association = %association, "association established");
+                        stream.get_mut().tick = None;
+                        (
+                            SessionIo {
+                                inner: Io::Dtls(Box::new(stream)),
+                                idle,
+                            },
+                            Some(Arc::new(association)),
+                        )
+                    }
+                    Err(Refused::Quiet) => return,
+                    Err(Refused::Because(why)) => {
+                        tracing::warn!(target: "audit", listener = self.name, peer = %peer, reason = %why, "association refused");
+                        return;
+                    }
+                }
+            }
+        };
+        (self.handle)(Session {
+            peer,
+            association,
+            io,
+            shutdown: self.stopped.clone(),
+        })
+        .await
+    }
+
+    async fn handshake(
+        &self,
+        context: &SslContext,
+        pipe: PeerPipe,
+    ) -> Result<(SslStream<PeerPipe>, B::Association), Refused> {
+        let peer = pipe.peer;
+        let timeout = Duration::from_millis(self.limits.handshake_timeout_ms);
+        let because = |e: String| Refused::Because(e);
+        let mut ssl = Ssl::new(context).map_err(|e| because(e.to_string()))?;
+        m2m_security::tls::set_peer_address(&mut ssl, peer.ip());
+        ssl.set_mtu(MTU).map_err(|e| because(e.to_string()))?;
+        let mut stream = SslStream::new(ssl, pipe).map_err(|e| because(e.to_string()))?;
+        match tokio::time::timeout(timeout, Pin::new(&mut stream).accept()).await {
+            // A source that never came back with its cookie may not be the source at all: a
+            // spoofed ClientHello is not worth an audit line each.
+            Err(_) if stream.get_ref().received <= 1 => return Err(Refused::Quiet),
+            // Under DTLS a wrong key ends so: records that fail to decrypt are dropped, not
+            // answered (RFC 6347 clause 4.1.2.7).
+            Err(_) => {
+                return Err(because(
+                    "handshake timed out (under DTLS, also what a wrong key looks like)".into(),
+                ))
+            }
+            Ok(Err(e)) => return Err(because(m2m_security::tls::handshake_reason(&e))),
+            Ok(Ok(())) => {}
+        }
+        let ssl = stream.ssl();
+        let proof = m2m_security::tls::association_of(ssl)
+            .ok_or_else(|| because("the handshake authenticated nothing".into()))?;
+        let association = self.binder.bind(proof, ssl, peer).map_err(because)?;
+        Ok((stream, association))
+    }
+}
+
+enum Refused {
+    /// Nothing worth logging (a ClientHello that never returned its cookie).
+    Quiet,
+    Because(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_dtls_client_hello_opens_a_session() {
+        let mut hello = vec![0u8; 60];
+        hello[0] = 22;
+        hello[1] = 0xFE;
+        hello[2] = 0xFD;
+        hello[13] = 1;
+        assert!(is_client_hello(&hello));
+        let mut app = hello.clone();
+        app[0] = 23;
+        assert!(!is_client_hello(&app));
+        let mut server_hello = hello.clone();
+        server_hello[13] = 2;
+        assert!(!is_client_hello(&server_hello));
+        let mut tls = hello.clone();
+        tls[1] = 3;
+        tls[2] = 3;
+        assert!(!is_client_hello(&tls));
+        assert!(!is_client_hello(&hello[..20]));
+    }
+}

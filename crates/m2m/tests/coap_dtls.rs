@@ -1,0 +1,473 @@
+//! The CoAP binding (TS-0008) over DTLS 1.2 (TS-0003 clause 10.2.1) on a real `m2m cse`, with
+//! real third-party peers: libcoap's `coap-client-openssl` and `coap-client-gnutls` (its own
+//! CoAP codec and block-wise logic over OpenSSL's and GnuTLS's DTLS), and `openssl s_client
+//! -dtls1_2` forcing each PSK suite of the profile, TLS_PSK_WITH_AES_128_CCM_8 included. The
+//! door locks of the developer guide (seeds/000 table 7.1.2-1) register and report over DTLS-PSK;
+//! the attacks of the story are tried over DTLS: wrong key, guessed KpsaID, one lock posing as
+//! the other.
+//!
+//! libcoap's clients refuse a response that carries options they do not know as critical (RFC
+//! 7252 clause 5.4.1), and every oneM2M option is critical: they print what they received at
+//! verbosity 7 before refusing it, so the tests read the response (code, oneM2M-RSC, payload)
+//! from that print, as decoded by libcoap.
+//!
+//! A missing peer skips its test with a loud message, except in CI where it fails it.
+
+mod common;
+
+use common::*;
+use m2m_core::coap_binding;
+use m2m_core::{Operation, Request};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+struct Row {
+    ae: &'static str,
+    kpsa_id: &'static str,
+    key: &'static str,
+}
+
+const LOCK1: Row = Row {
+    ae: "Clock-AE1",
+    kpsa_id: "AE123456789012-Lock@in.provider.com",
+    key: "1a2b3c4d5e6f7a8b",
+};
+const LOCK2: Row = Row {
+    ae: "Cllock-AE2",
+    kpsa_id: "AE123456789015-Lock@in.provider.com",
+    key: "12345678abcdefab",
+};
+
+const PEER_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn psk_row_toml(row: &Row) -> String {
+    format!(
+        "[[security.psk]]\nentity = \"{}\"\nkpsa_id = \"{}\"\nkey = \"{}\"\n",
+        row.ae, row.kpsa_id, row.key
+    )
+}
+
+/// A CSE with TLS and DTLS listeners (PSK only) and the two door-lock rows. Handshakes time out
+/// after 2 s: under DTLS a wrong key is seen only so (RFC 6347 clause 4.1.2.7: records that fail
+/// to decrypt are dropped, not answered with an alert).
+fn dtls_cse() -> CseProcess {
+    CseProcess::start_temp(&format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ndtls_listen = \"127.0.0.1:0\"\nhandshake_timeout_ms = 2000\n\n{}\n{}",
+        psk_row_toml(&LOCK1),
+        psk_row_toml(&LOCK2)
+    ))
+}
+
+/// A response as a third-party peer decoded it.
+#[derive(Debug)]
+struct Answer {
+    /// The CoAP code, e.g. `2.01`.
+    code: String,
+    /// The oneM2M-RSC option.
+    rsc: Option<u16>,
+    body: Value,
+}
+
+/// Runs a command with a deadline; returns (stdout, stderr). `hold` keeps its stdin open a
+/// moment (s_client ends its session when stdin closes).
+fn run(mut cmd: Command, input: &[u8], hold: bool) -> (Vec<u8>, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(input);
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    if hold {
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    drop(stdin);
+    let deadline = std::time::Instant::now() + PEER_TIMEOUT;
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.wait();
+    (
+        out_reader.join().unwrap_or_default(),
+        err_reader.join().unwrap_or_default(),
+    )
+}
+
+/// `coap-client-<tls>` (openssl or gnutls) with a PSK: one request, the response libcoap printed.
+#[allow(clippy::too_many_arguments)]
+fn coap_client(
+    tls: &str,
+    port: u16,
+    identity: &str,
+    key_hex: &str,
+    method: &str,
+    path: &str,
+    from: &str,
+    ty: Option<u8>,
+    body: Option<&Value>,
+) -> Option<Answer> {
+    let key: Vec<u8> = (0..key_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&key_hex[i..i + 2], 16).expect("hex key"))
+        .collect();
+    let mut cmd = Command::new(format!("coap-client-{tls}"));
+    cmd.args(["-v", "7", "-B", "3", "-m", method, "-u", identity]);
+    // libcoap takes the key as raw bytes: pass them through the OS string untouched.
+    use std::os::unix::ffi::OsStringExt;
+    cmd.arg("-k").arg(std::ffi::OsString::from_vec(key));
+    cmd.args([
+        "-O",
+        &format!("279,{from}"),
+        "-O",
+        &format!("283,{}", rqi()),
+    ]);
+    if let Some(ty) = ty {
+        cmd.args(["-O", &format!("267,0x{ty:02x}")]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-t", "10001", "-e", &b.to_string()]);
+    }
+    cmd.arg(format!("coaps://127.0.0.1:{port}{path}"));
+    let (out, err) = run(cmd, b"", false);
+    parse_libcoap(&String::from_utf8_lossy(&out), &err)
+}
+
+/// The response in libcoap's debug print: `v:1 t:ACK c:2.01 i:... [ ..., 307:\x07\xD1 ] ...`
+/// then the payload as hex in `<<...>>`.
+fn parse_libcoap(out: &str, err: &str) -> Option<Answer> {
+    let text = format!("{out}\n{err}");
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| {
+        l.contains("v:1 t:ACK c:") || l.contains("v:1 t:NON c:2") || l.contains("v:1 t:CON c:2")
+    })?;
+    let line = lines[at];
+    let code = line
+        .split("c:")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let rsc = line.split("307:").nth(1).and_then(|rest| {
+        let bytes = unescape(rest.split([',', ' ', ']']).next()?);
+        Some(coap_binding::decode_uint(&bytes)? as u16)
+    });
+    let body = lines[at + 1..]
+        .iter()
+        .find_map(|l| {
+            let hex = l.trim().strip_prefix("<<")?.strip_suffix(">>")?;
+            if hex.contains(' ') {
+                return None;
+            }
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect();
+            serde_json::from_slice(&bytes).ok()
+        })
+        .unwrap_or(Value::Null);
+    Some(Answer { code, rsc, body })
+}
+
+/// libcoap's option print: printable characters as they are, others as `\xNN`.
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn have_libcoap() -> bool {
+    have_program("coap-client-openssl", "the CoAP/DTLS interoperability test")
+        && have_program("coap-client-gnutls", "the CoAP/DTLS interoperability test")
+}
+
+fn ae_body(rn: &str) -> Value {
+    json!({ "m2m:ae": { "rn": rn, "api": "Ndoorlock", "rr": false, "srv": ["3"] } })
+}
+
+/// The door-lock flow of seeds/000 clause 7.1.2 over CoAP/DTLS-PSK: each lock registers with its
+/// own key (lock 1 through libcoap on OpenSSL, lock 2 through libcoap on GnuTLS), creates its
+/// state container and reports; the latest state reads back.
+#[test]
+fn door_locks_report_over_dtls_psk_with_libcoap() {
+    if !have_libcoap() {
+        return;
+    }
+    let cse = dtls_cse();
+    let port = cse.coaps_port();
+    for (tls, row, rn) in [("openssl", &LOCK1, "lock1"), ("gnutls", &LOCK2, "lock2")] {
+        let send = |method: &str, path: &str, from: &str, ty: Option<u8>, body: Option<&Value>| {
+            coap_client(
+                tls,
+                port,
+                row.kpsa_id,
+                row.key,
+                method,
+                path,
+                from,
+                ty,
+                body,
+            )
+            .unwrap_or_else(|| panic!("{tls}: no response printed by libcoap"))
+        };
+        let r = send("post", "/cse-in", "C", Some(2), Some(&ae_body(rn)));
+        assert_eq!(
+            (r.code.as_str(), r.rsc),
+            ("2.01", Some(2001)),
+            "{tls}: {r:?}"
+        );
+        assert_eq!(
+            r.body["m2m:ae"]["aei"],
+            json!(row.ae),
+            "{tls}: From C over an association bound to {}: the AE gets that AE-ID",
+            row.ae
+        );
+        let parent = format!("/cse-in/{rn}");
+        let body = json!({ "m2m:cnt": { "rn": "state" } });
+        let r = send("post", &parent, row.ae, Some(3), Some(&body));
+        assert_eq!(r.rsc, Some(2001), "{tls}: container: {r:?}");
+        let state = format!("{parent}/state");
+        for con in ["locked", "unlocked"] {
+            let body = json!({ "m2m:cin": { "con": con } });
+            let r = send("post", &state, row.ae, Some(4), Some(&body));
+            assert_eq!(r.rsc, Some(2001), "{tls}: contentInstance: {r:?}");
+        }
+        let r = send("get", &format!("{state}/la"), row.ae, None, None);
+        assert_eq!(
+            (r.code.as_str(), r.rsc),
+            ("2.05", Some(2000)),
+            "{tls}: {r:?}"
+        );
+        assert_eq!(r.body["m2m:cin"]["con"], json!("unlocked"), "{r:?}");
+    }
+    let log = cse.stderr();
+    for row in [&LOCK1, &LOCK2] {
+        assert!(
+            log.lines().any(|l| l.contains("association established")
+                && l.contains("cse-dtls")
+                && l.contains(row.kpsa_id)
+                && l.contains(row.ae)),
+            "the audit log names the DTLS listener, the credential and {}:\n{log}",
+            row.ae
+        );
+        assert!(!log.contains(row.key), "no key material in the log");
+    }
+}
+
+/// The attacks of the story over DTLS: a wrong key and a guessed KpsaID get no association (and
+/// no CoAP answer at all); a lock with its own key posing as the other lock is refused 4106.
+#[test]
+fn dtls_refuses_wrong_keys_guessed_identities_and_impersonation() {
+    if !have_libcoap() {
+        return;
+    }
+    let cse = dtls_cse();
+    let port = cse.coaps_port();
+    // Lock 1 registers first, over its own association.
+    let r = coap_client(
+        "openssl",
+        port,
+        LOCK1.kpsa_id,
+        LOCK1.key,
+        "post",
+        "/cse-in",
+        "C",
+        Some(2),
+        Some(&ae_body("lock1")),
+    )
+    .expect("lock 1 registers");
+    assert_eq!(r.rsc, Some(2001), "{r:?}");
+    for tls in ["openssl", "gnutls"] {
+        let refused_before = refused(&cse);
+        // The right identity with a wrong key.
+        let r = coap_client(
+            tls,
+            port,
+            LOCK1.kpsa_id,
+            "1a2b3c4d5e6f7a8c",
+            "get",
+            "/cse-in/lock1",
+            LOCK1.ae,
+            None,
+            None,
+        );
+        assert!(r.is_none(), "{tls}: wrong key answered: {r:?}");
+        // A KpsaID nobody provisioned.
+        let r = coap_client(
+            tls,
+            port,
+            "AE999999999999-Lock@in.provider.com",
+            LOCK1.key,
+            "get",
+            "/cse-in/lock1",
+            LOCK1.ae,
+            None,
+            None,
+        );
+        assert!(r.is_none(), "{tls}: unknown identity answered: {r:?}");
+        assert!(
+            poll(Duration::from_secs(8), || (refused(&cse)
+                >= refused_before + 2)
+                .then_some(()))
+            .is_some(),
+            "{tls}: both handshakes are refused in the audit log:\n{}",
+            cse.stderr()
+        );
+        // Lock 2, holding its own key, says it is lock 1.
+        let r = coap_client(
+            tls,
+            port,
+            LOCK2.kpsa_id,
+            LOCK2.key,
+            "delete",
+            "/cse-in/lock1",
+            LOCK1.ae,
+            None,
+            None,
+        )
+        .expect("lock 2's association answers");
+        assert_eq!(
+            (r.code.as_str(), r.rsc),
+            ("4.03", Some(4106)),
+            "{tls}: {r:?}"
+        );
+    }
+    // Lock 1 is still there.
+    let r = coap_client(
+        "openssl",
+        port,
+        LOCK1.kpsa_id,
+        LOCK1.key,
+        "get",
+        "/cse-in/lock1",
+        LOCK1.ae,
+        None,
+        None,
+    )
+    .expect("lock 1 reads itself");
+    assert_eq!(r.rsc, Some(2000), "{r:?}");
+    assert!(!cse.stderr().contains(LOCK2.key) && !cse.stderr().contains("1a2b3c4d5e6f7a8c"));
+}
+
+fn refused(cse: &CseProcess) -> usize {
+    cse.stderr()
+        .lines()
+        .filter(|l| l.contains("association refused") && l.contains("cse-dtls"))
+        .count()
+}
+
+/// `openssl s_client -dtls1_2` forcing each PSK suite of TS-0003 clause 10.2.2, the mandatory
+/// TLS_PSK_WITH_AES_128_CCM_8 of DTLS included, sends a CoAP request it did not build; the
+/// HelloVerifyRequest cookie exchange happens first and is smaller than the ClientHello (no
+/// amplification).
+#[test]
+fn openssl_s_client_dtls_each_psk_suite_and_the_cookie_exchange() {
+    if !have_tool("openssl", "version", "the DTLS interoperability test") {
+        return;
+    }
+    let cse = dtls_cse();
+    let port = cse.coaps_port();
+    for suite in ["PSK-AES128-CCM8", "PSK-AES128-CBC-SHA256"] {
+        let mut req = Request::new(Operation::Retrieve, "cse-in", Some(LOCK1.ae.into()), rqi());
+        req.rvi = Some("3".into());
+        let mut p = coap_binding::encode_request(&req).unwrap();
+        p.header.set_type(coap_lite::MessageType::Confirmable);
+        p.header.message_id = 0x1234;
+        p.set_token(vec![7, 7]);
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_client",
+            "-dtls1_2",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["-psk", LOCK1.key, "-psk_identity", LOCK1.kpsa_id])
+        .args(["-cipher", suite, "-msg", "-ign_eof"]);
+        let (out, err) = run(cmd, &p.to_bytes().unwrap(), true);
+        let text = String::from_utf8_lossy(&out);
+        // `-msg` prints each record; OpenSSL 3.0 does not name DTLS messages, so read the
+        // handshake records (content type 22) in order: the client's first ClientHello, the
+        // server's HelloVerifyRequest (12-byte header, version, a 16-byte cookie: 31 bytes, less
+        // than the ClientHello), the ClientHello again carrying the cookie (16 bytes longer).
+        let flights: Vec<(bool, usize)> = text
+            .lines()
+            .filter(|l| l.contains("content_type=22"))
+            .filter_map(|l| {
+                let len = l.split("[length ").nth(1)?.split(']').next()?;
+                Some((l.starts_with(">>>"), usize::from_str_radix(len, 16).ok()?))
+            })
+            .collect();
+        assert!(
+            flights.len() >= 3,
+            "{suite}: handshake records:\n{text}\n{err}"
+        );
+        let (hello, verify, again) = (flights[0], flights[1], flights[2]);
+        assert!(hello.0 && !verify.0 && again.0, "{suite}: {flights:?}");
+        assert_eq!(
+            verify.1, 31,
+            "{suite}: a HelloVerifyRequest with a 16-byte cookie"
+        );
+        assert!(verify.1 < hello.1, "{suite}: no amplification: {flights:?}");
+        assert_eq!(
+            again.1,
+            hello.1 + 16,
+            "{suite}: the ClientHello returns the cookie"
+        );
+        assert!(
+            text.contains(&format!("Cipher is {suite}")),
+            "{suite} negotiated:\n{text}"
+        );
+        // The CoAP answer is in the application data s_client printed: find the ACK of our
+        // message ID (0x61 = version 1, ACK, token length 2; then the code; then 0x12 0x34).
+        let at = out
+            .windows(4)
+            .position(|w| w[0] == 0x62 && w[2] == 0x12 && w[3] == 0x34)
+            .unwrap_or_else(|| panic!("{suite}: no CoAP ACK in s_client's output:\n{text}"));
+        let mut end = out.len();
+        // s_client may print text after the datagram: parse the shortest suffix that decodes.
+        let mut resp = None;
+        while end > at + 4 {
+            if let Ok(p) = coap_lite::Packet::from_bytes(&out[at..end]) {
+                if let Ok(r) = coap_binding::decode_response(&p) {
+                    resp = Some(r);
+                    break;
+                }
+            }
+            end -= 1;
+        }
+        let resp = resp.unwrap_or_else(|| panic!("{suite}: undecodable answer:\n{text}"));
+        // Lock 1, not registered yet, reads the CSEBase over an association that authenticated
+        // it: access control decides (no privilege), so the request got through the binding.
+        assert_eq!(resp.rsc.code(), 4103, "{suite}: {resp:?}");
+    }
+}
