@@ -471,3 +471,103 @@ fn openssl_s_client_dtls_each_psk_suite_and_the_cookie_exchange() {
         assert_eq!(resp.rsc.code(), 4103, "{suite}: {resp:?}");
     }
 }
+
+/// The certificate-based framework over DTLS (TS-0003 clause 10.2.3, ECDHE-ECDSA with P-256):
+/// libcoap presents an AE certificate made by `m2m pki` and registers with the AE-ID of its SAN;
+/// a certificate of another CA gets no association.
+#[test]
+fn certificates_over_dtls_with_libcoap() {
+    if !have_libcoap() {
+        return;
+    }
+    let pki = Pki::temp();
+    let cse = CseProcess::start_temp(&format!(
+        "{}dtls_listen = \"127.0.0.1:0\"\nhandshake_timeout_ms = 2000\n",
+        in_tls_config(&pki)
+    ));
+    let port = cse.coaps_port();
+    let ca = pki.ca_pem().display().to_string();
+    let (pem, key) = pki.issue(
+        &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
+        "phone",
+    );
+    let foreign = Pki::temp();
+    let (fpem, fkey) = foreign.issue(&["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"], "x");
+    let send = |tls: &str,
+                pem: &std::path::Path,
+                key: &std::path::Path,
+                method: &str,
+                path: &str,
+                from: &str,
+                ty: Option<u8>,
+                body: Option<&Value>| {
+        let mut cmd = Command::new(format!("coap-client-{tls}"));
+        cmd.args(["-v", "7", "-B", "3", "-m", method])
+            .arg("-c")
+            .arg(pem)
+            .arg("-j")
+            .arg(key)
+            .args(["-C", &ca, "-n"])
+            .args([
+                "-O",
+                &format!("279,{from}"),
+                "-O",
+                &format!("283,{}", rqi()),
+            ]);
+        if let Some(ty) = ty {
+            cmd.args(["-O", &format!("267,0x{ty:02x}")]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-t", "10001", "-e", &b.to_string()]);
+        }
+        cmd.arg(format!("coaps://127.0.0.1:{port}{path}"));
+        let (out, err) = run(cmd, b"", false);
+        parse_libcoap(&String::from_utf8_lossy(&out), &err)
+    };
+    let body = json!({ "m2m:ae": { "rn": "phone", "api": "Nphone", "rr": false, "srv": ["3"] } });
+    let r = send(
+        "openssl",
+        &pem,
+        &key,
+        "post",
+        "/cse-in",
+        "C",
+        Some(2),
+        Some(&body),
+    )
+    .expect("an answer over the certificate association");
+    assert_eq!(r.rsc, Some(2001), "{r:?}");
+    assert_eq!(
+        r.body["m2m:ae"]["aei"],
+        json!("Cphone"),
+        "the SAN's AE-ID: {r:?}"
+    );
+    let r = send(
+        "gnutls",
+        &pem,
+        &key,
+        "get",
+        "/cse-in/phone",
+        "Cphone",
+        None,
+        None,
+    )
+    .expect("GnuTLS: an answer");
+    assert_eq!((r.code.as_str(), r.rsc), ("2.05", Some(2000)), "{r:?}");
+    let r = send(
+        "openssl",
+        &fpem,
+        &fkey,
+        "get",
+        "/cse-in/phone",
+        "Cphone",
+        None,
+        None,
+    );
+    assert!(r.is_none(), "a certificate of another CA: {r:?}");
+    assert!(
+        cse.logged("association refused"),
+        "the foreign certificate is refused in the audit log:\n{}",
+        cse.stderr()
+    );
+}
