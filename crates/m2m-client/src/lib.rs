@@ -1,4 +1,4 @@
-//! oneM2M client SDK (TS-0009 HTTP binding).
+//! oneM2M client SDK (TS-0009 HTTP binding, TS-0008 CoAP binding).
 //!
 //! A [`Client`] sends oneM2M request primitives ([`Request`]) to a CSE or to any
 //! oneM2M HTTP endpoint and returns the response primitive ([`Response`]). It keeps
@@ -28,7 +28,8 @@
 //!
 //! `https` URLs use TLS in the oneM2M profiles with the credentials given by
 //! [`Client::with_tls`] (TLS-PSK or a client certificate); without them an `https` URL is a
-//! clear 5103 error.
+//! clear 5103 error. `coap://` and `coaps://` URLs use the CoAP binding, `coaps` over DTLS 1.2
+//! with the credentials of [`Client::with_dtls`].
 
 #![forbid(unsafe_code)]
 
@@ -54,6 +55,7 @@ pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 type HttpsClient = hyper_util::client::legacy::Client<tls::TlsConnector, Full<Bytes>>;
 
+mod coap;
 pub mod escertke;
 pub mod esprim;
 pub mod group_authentication;
@@ -67,6 +69,10 @@ pub use tls::{PeerPolicy, TlsSettings};
 pub struct Client {
     http: HttpClient,
     https: Option<HttpsClient>,
+    /// `coap`/`coaps` (TS-0008): the associations, shared by clones.
+    coap: std::sync::Arc<coap::CoapTransport>,
+    /// Credentials and trust for `coaps` (a DTLS context).
+    dtls: Option<std::sync::Arc<TlsSettings>>,
     timeout: Duration,
     max_body: usize,
 }
@@ -167,6 +173,8 @@ impl Client {
         Self {
             http,
             https: None,
+            coap: Default::default(),
+            dtls: None,
             timeout: DEFAULT_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
         }
@@ -183,6 +191,14 @@ impl Client {
                 .pool_idle_timeout(Duration::from_secs(60))
                 .build(connector),
         );
+        self
+    }
+
+    /// Uses these DTLS credentials and trust (a context from
+    /// `m2m_security::tls::dtls_client_context`) for `coaps` URLs.
+    pub fn with_dtls(mut self, settings: TlsSettings) -> Self {
+        self.dtls = Some(std::sync::Arc::new(settings));
+        self.coap = Default::default();
         self
     }
 
@@ -210,6 +226,13 @@ impl Client {
     /// The request path comes from `req.to` (TS-0009 table 6.2.2.1-1), the query from its
     /// parameters and filter criteria.
     pub async fn send(&self, base_url: &str, req: &Request) -> M2mResult<Response> {
+        if coap::is_coap(base_url) {
+            let dtls = self.dtls.as_deref();
+            return self
+                .coap
+                .send(base_url, false, req, dtls, self.timeout)
+                .await;
+        }
         let target = parse_url(base_url, false)?;
         self.dispatch(base_url, target, req).await
     }
@@ -219,6 +242,10 @@ impl Client {
     /// pointOfAccess. The HTTP method follows the operation (NOTIFY and CREATE are POST);
     /// `req.to` is then only informative and the request's own query parameters are not sent.
     pub async fn send_to_url(&self, url: &str, req: &Request) -> M2mResult<Response> {
+        if coap::is_coap(url) {
+            let dtls = self.dtls.as_deref();
+            return self.coap.send(url, true, req, dtls, self.timeout).await;
+        }
         let target = parse_url(url, true)?;
         self.dispatch(url, target, req).await
     }

@@ -38,7 +38,7 @@ pub struct TlsSettings {
 
 impl TlsSettings {
     /// The check for a connection to `host` (the URL's).
-    fn check_for(&self, host: &str) -> PeerCheck {
+    pub(crate) fn check_for(&self, host: &str) -> PeerCheck {
         match &self.peer {
             PeerPolicy::UrlHost => PeerCheck::Host(host.to_owned()),
             PeerPolicy::Named(name) => PeerCheck::Host(name.clone()),

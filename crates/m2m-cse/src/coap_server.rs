@@ -78,6 +78,7 @@ impl State {
         if request.header.code == MessageClass::Empty {
             // A ping (RFC 7252 clause 4.3): a Reset answers it.
             let mut rst = Packet::new();
+            rst.header.code = MessageClass::Empty; // Packet::new() is a GET
             rst.header.set_type(MessageType::Reset);
             rst.header.message_id = request.header.message_id;
             return rst.to_bytes_unlimited().ok();

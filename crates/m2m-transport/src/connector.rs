@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
 /// A check of the server's certificate beyond its chain, e.g. the oneM2M identity it carries.
@@ -38,13 +37,17 @@ impl fmt::Debug for PeerCheck {
     }
 }
 
-/// Runs a client handshake over `tcp` and checks the server against `check`.
-pub async fn connect(
+/// Runs a client handshake over `tcp` (or a DTLS client's datagram pipe) and checks the server
+/// against `check`.
+pub async fn connect<S>(
     context: &SslContext,
-    tcp: TcpStream,
+    tcp: S,
     check: &PeerCheck,
     timeout: Duration,
-) -> Result<SslStream<TcpStream>, String> {
+) -> Result<SslStream<S>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let ssl = match check {
         PeerCheck::Host(host) => match host.parse::<IpAddr>() {
             Ok(ip) => client_ssl_for_ip(context, ip)?,
@@ -156,7 +159,7 @@ mod tests {
         let (addr, ca) = server();
         let t = Duration::from_secs(5);
         let go = |ctx: SslContext, check: PeerCheck| async move {
-            let tcp = TcpStream::connect(addr).await.unwrap();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             connect(&ctx, tcp, &check, t).await.map(|_| ())
         };
         let name = PeerCheck::Host("id-in.m2m.example.com".into());

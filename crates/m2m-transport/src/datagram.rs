@@ -428,6 +428,145 @@ enum Refused {
     Because(String),
 }
 
+/// The client side: one datagram association with a server (`coap://` plain, `coaps://` DTLS).
+pub struct DatagramChannel {
+    inner: ChannelIo,
+}
+
+enum ChannelIo {
+    Plain(UdpSocket),
+    Dtls(Box<SslStream<ClientPipe>>),
+}
+
+/// A connected UDP socket as the byte stream of a DTLS client.
+struct ClientPipe {
+    sock: UdpSocket,
+    tick: Option<tokio::time::Interval>,
+}
+
+impl AsyncRead for ClientPipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.sock.poll_recv(cx, buf) {
+            Poll::Pending => {
+                if let Some(tick) = &mut this.tick {
+                    while tick.poll_tick(cx).is_ready() {}
+                }
+                Poll::Pending
+            }
+            ready => ready,
+        }
+    }
+}
+
+impl AsyncWrite for ClientPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().sock.poll_send(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+async fn connected_socket(server: SocketAddr) -> io::Result<UdpSocket> {
+    let local: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(local).await?;
+    sock.connect(server).await?;
+    Ok(sock)
+}
+
+impl DatagramChannel {
+    /// A plain UDP channel to `server` (`coap://`).
+    pub async fn plain(server: SocketAddr) -> io::Result<Self> {
+        Ok(Self {
+            inner: ChannelIo::Plain(connected_socket(server).await?),
+        })
+    }
+
+    /// A DTLS 1.2 association with `server` (`coaps://`), the server checked against `check` as
+    /// for TLS ([`crate::connect`]).
+    pub async fn dtls(
+        context: &SslContext,
+        server: SocketAddr,
+        check: &crate::PeerCheck,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let sock = connected_socket(server)
+            .await
+            .map_err(|e| format!("cannot open a UDP socket to {server}: {e}"))?;
+        let mut tick = tokio::time::interval(RETRANSMIT_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let pipe = ClientPipe {
+            sock,
+            tick: Some(tick),
+        };
+        let mut stream = crate::connect(context, pipe, check, timeout)
+            .await
+            .map_err(|e| e.replacen("TLS handshake", "DTLS handshake", 1))?;
+        stream.get_mut().tick = None;
+        Ok(Self {
+            inner: ChannelIo::Dtls(Box::new(stream)),
+        })
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        match &mut self.inner {
+            ChannelIo::Plain(sock) => sock.send(msg).await.map(|_| ()),
+            ChannelIo::Dtls(stream) => stream.write_all(msg).await,
+        }
+    }
+
+    /// The next message within `timeout`; `Ok(None)` when none came.
+    pub async fn recv(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let n = match &mut self.inner {
+            ChannelIo::Plain(sock) => {
+                match tokio::time::timeout(timeout, sock.recv(&mut buf)).await {
+                    Err(_) => return Ok(None),
+                    Ok(r) => r?,
+                }
+            }
+            ChannelIo::Dtls(stream) => {
+                match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
+                    Err(_) => return Ok(None),
+                    Ok(Ok(0)) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "the server ended the association",
+                        ))
+                    }
+                    Ok(r) => r?,
+                }
+            }
+        };
+        buf.truncate(n);
+        Ok(Some(buf))
+    }
+
+    /// Ends a DTLS association with close_notify.
+    pub async fn close(&mut self) {
+        if let ChannelIo::Dtls(stream) = &mut self.inner {
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context};
 use m2m_client::{Client, PeerPolicy, TlsSettings};
 use m2m_keyservices::sae::{connection_key, enrol_for_maf, MafAccess};
 use m2m_security::credentials::Secret;
-use m2m_security::tls::{client_context, ClientTlsConfig};
+use m2m_security::tls::{client_context, dtls_client_context, ClientTlsConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -161,19 +161,26 @@ impl SaeMode {
             (None, Some(name)) => PeerPolicy::Named(name.clone()),
             (None, None) => PeerPolicy::UrlHost,
         };
-        let context = client_context(&ClientTlsConfig {
+        let config = ClientTlsConfig {
             cipher_suites: Vec::new(),
             tls13: false,
             psk,
             certificate_chain,
             private_key,
             trusted_ca: peer.trusted_ca.clone(),
-        })
-        .map_err(|e| anyhow!("TLS: {e}"))?;
-        Ok(client.with_tls(TlsSettings {
-            context,
-            peer: check,
-        }))
+        };
+        let context = client_context(&config).map_err(|e| anyhow!("TLS: {e}"))?;
+        // The same credentials for coaps:// (DTLS 1.2, the CoAP binding).
+        let dtls = dtls_client_context(&config).map_err(|e| anyhow!("DTLS: {e}"))?;
+        Ok(client
+            .with_tls(TlsSettings {
+                context,
+                peer: check.clone(),
+            })
+            .with_dtls(TlsSettings {
+                context: dtls,
+                peer: check,
+            }))
     }
 
     /// The short name of the mode, for messages.

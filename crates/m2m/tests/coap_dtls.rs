@@ -571,3 +571,271 @@ fn certificates_over_dtls_with_libcoap() {
         cse.stderr()
     );
 }
+
+/// A DTLS-PSK association of lock 1 opened with the project's own client channel, for the
+/// message-layer checks below (the peers above cannot send a duplicate on purpose).
+async fn lock1_channel(port: u16) -> m2m_transport::DatagramChannel {
+    let ctx = m2m_security::tls::dtls_client_context(&m2m_security::tls::ClientTlsConfig {
+        cipher_suites: vec!["PSK-AES128-CCM8".into()],
+        tls13: false,
+        psk: Some((
+            LOCK1.kpsa_id.into(),
+            zeroize::Zeroizing::new(
+                (0..LOCK1.key.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&LOCK1.key[i..i + 2], 16).unwrap())
+                    .collect(),
+            ),
+        )),
+        certificate_chain: None,
+        private_key: None,
+        trusted_ca: None,
+    })
+    .unwrap();
+    m2m_transport::DatagramChannel::dtls(
+        &ctx,
+        ([127, 0, 0, 1], port).into(),
+        &m2m_transport::PeerCheck::PreSharedKey,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("lock 1 associates over DTLS")
+}
+
+async fn exchange(
+    ch: &mut m2m_transport::DatagramChannel,
+    p: &coap_lite::Packet,
+) -> coap_lite::Packet {
+    ch.send(&p.to_bytes().unwrap()).await.unwrap();
+    let d = ch
+        .recv(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("an answer");
+    coap_lite::Packet::from_bytes(&d).unwrap()
+}
+
+/// The message layer (RFC 7252): a retransmitted confirmable CREATE (same Message ID) is answered
+/// again from memory and creates one resource; a ping gets a Reset; an unknown critical option
+/// 4.02 and a method without a oneM2M operation 4.05, each without running anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_pings_and_refusals_at_the_message_layer() {
+    use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+    let cse = dtls_cse();
+    let port = cse.coaps_port();
+    let mut ch = lock1_channel(port).await;
+    let request = |op: Operation,
+                   to: &str,
+                   ty: Option<m2m_core::ResourceType>,
+                   pc: Option<Value>,
+                   mid: u16| {
+        let mut req = Request::new(op, to, Some(LOCK1.ae.into()), rqi());
+        req.ty = ty;
+        req.pc = pc;
+        let mut p = coap_binding::encode_request(&req).unwrap();
+        p.header.set_type(MessageType::Confirmable);
+        p.header.message_id = mid;
+        p.set_token(mid.to_be_bytes().to_vec());
+        p
+    };
+    let mut ae = request(
+        Operation::Create,
+        "cse-in",
+        Some(m2m_core::ResourceType::Ae),
+        Some(ae_body("lock1")),
+        1,
+    );
+    ae.clear_option(CoapOption::Unknown(coap_binding::option::FR));
+    ae.add_option(CoapOption::Unknown(coap_binding::option::FR), b"C".to_vec());
+    let r = exchange(&mut ch, &ae).await;
+    assert_eq!(coap_binding::decode_response(&r).unwrap().rsc.code(), 2001);
+    let cnt = request(
+        Operation::Create,
+        "cse-in/lock1",
+        Some(m2m_core::ResourceType::Container),
+        Some(json!({"m2m:cnt": {"rn": "state"}})),
+        2,
+    );
+    assert_eq!(
+        coap_binding::decode_response(&exchange(&mut ch, &cnt).await)
+            .unwrap()
+            .rsc
+            .code(),
+        2001
+    );
+    let cin = request(
+        Operation::Create,
+        "cse-in/lock1/state",
+        Some(m2m_core::ResourceType::ContentInstance),
+        Some(json!({"m2m:cin": {"con": "unlocked"}})),
+        3,
+    );
+    let first = exchange(&mut ch, &cin).await;
+    let again = exchange(&mut ch, &cin).await;
+    assert_eq!(first.header.get_type(), MessageType::Acknowledgement);
+    assert_eq!(
+        first.header.message_id, 3,
+        "piggybacked on the ACK of the request"
+    );
+    assert_eq!(first.get_token(), cin.get_token(), "the token is echoed");
+    assert_eq!(first, again, "the duplicate gets the same answer");
+    let state = exchange(
+        &mut ch,
+        &request(Operation::Retrieve, "cse-in/lock1/state", None, None, 4),
+    )
+    .await;
+    let state = coap_binding::decode_response(&state).unwrap();
+    assert_eq!(
+        state.pc.unwrap()["m2m:cnt"]["cni"],
+        json!(1),
+        "one contentInstance, not two"
+    );
+    // A CoAP ping.
+    let mut ping = Packet::new();
+    ping.header.code = MessageClass::Empty;
+    ping.header.set_type(MessageType::Confirmable);
+    ping.header.message_id = 5;
+    let r = exchange(&mut ch, &ping).await;
+    assert_eq!(
+        (r.header.get_type(), r.header.message_id),
+        (MessageType::Reset, 5)
+    );
+    assert_eq!(
+        r.header.code,
+        MessageClass::Empty,
+        "a Reset is an empty message"
+    );
+    // An unknown critical option, and FETCH.
+    let mut odd = request(Operation::Delete, "cse-in/lock1", None, None, 6);
+    odd.add_option(CoapOption::Unknown(2049), b"x".to_vec());
+    let r = exchange(&mut ch, &odd).await;
+    assert_eq!(
+        r.header.code,
+        MessageClass::Response(ResponseType::BadOption)
+    );
+    let mut fetch = request(Operation::Retrieve, "cse-in/lock1", None, None, 7);
+    fetch.header.code = MessageClass::Request(RequestType::Fetch);
+    let r = exchange(&mut ch, &fetch).await;
+    assert_eq!(
+        r.header.code,
+        MessageClass::Response(ResponseType::MethodNotAllowed)
+    );
+    let r = exchange(
+        &mut ch,
+        &request(Operation::Retrieve, "cse-in/lock1", None, None, 8),
+    )
+    .await;
+    assert_eq!(
+        coap_binding::decode_response(&r).unwrap().rsc.code(),
+        2000,
+        "the AE is still there"
+    );
+    ch.close().await;
+}
+
+/// `m2m request` over coaps:// with a PSK: a contentInstance of 5,000 bytes goes up in Block1
+/// blocks, a listing of 12 KB comes back in Block2 blocks, both whole.
+#[test]
+fn m2m_request_over_coaps_moves_large_payloads_in_blocks() {
+    let cse = dtls_cse();
+    let url = format!("coaps://127.0.0.1:{}", cse.coaps_port());
+    let m2m = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .arg("request")
+            .args([
+                "--url",
+                &url,
+                "--psk-identity",
+                LOCK1.kpsa_id,
+                "--psk-key-env",
+                "LOCK1_KPSA",
+            ])
+            .args(args)
+            .env("LOCK1_KPSA", LOCK1.key)
+            .output()
+            .expect("run m2m request");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (out, err) = m2m(&[
+        "--from",
+        "C",
+        "-X",
+        "create",
+        "--to",
+        "cse-in",
+        "--ty",
+        "2",
+        "--body",
+        &ae_body("lock1").to_string(),
+    ]);
+    assert!(out.starts_with("2001"), "{out}{err}");
+    let big = "x".repeat(5000);
+    let (out, err) = m2m(&[
+        "--from",
+        LOCK1.ae,
+        "-X",
+        "create",
+        "--to",
+        "cse-in/lock1",
+        "--ty",
+        "3",
+        "--body",
+        r#"{"m2m:cnt":{"rn":"log"}}"#,
+    ]);
+    assert!(out.starts_with("2001"), "{out}{err}");
+    let body = json!({"m2m:cin": {"con": big}}).to_string();
+    let (out, err) = m2m(&[
+        "--from",
+        LOCK1.ae,
+        "-X",
+        "create",
+        "--to",
+        "cse-in/lock1/log",
+        "--ty",
+        "4",
+        "--body",
+        &body,
+    ]);
+    assert!(out.starts_with("2001"), "{out}{err}");
+    for i in 0..20 {
+        let body =
+            json!({"m2m:cin": {"con": format!("entry {i} {}", "y".repeat(400))}}).to_string();
+        let (out, err) = m2m(&[
+            "--from",
+            LOCK1.ae,
+            "-X",
+            "create",
+            "--to",
+            "cse-in/lock1/log",
+            "--ty",
+            "4",
+            "--body",
+            &body,
+        ]);
+        assert!(out.starts_with("2001"), "{out}{err}");
+    }
+    let (out, err) = m2m(&[
+        "--from",
+        LOCK1.ae,
+        "--to",
+        "cse-in/lock1/log",
+        "--rcn",
+        "4",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    let text = v.to_string();
+    assert!(
+        text.len() > 12_000,
+        "a listing larger than ten blocks: {} bytes",
+        text.len()
+    );
+    assert!(
+        text.contains(&big),
+        "the 5,000-byte content arrived whole and comes back whole"
+    );
+    assert!(text.contains("entry 19"), "every instance listed");
+}
