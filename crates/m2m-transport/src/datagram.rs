@@ -36,8 +36,13 @@ pub const RETRANSMIT_POLL: Duration = Duration::from_millis(100);
 pub const MTU: u32 = 1200;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65_535;
+/// The largest message a DTLS session takes in one record: a 1024-byte block and its options.
+pub const MAX_MESSAGE: usize = 4096;
 /// Datagrams queued per session before more are dropped (UDP: the peer retransmits).
-const QUEUE: usize = 32;
+const QUEUE: usize = 8;
+/// Datagrams larger than a DTLS record can be (2^14 plaintext and its expansion, RFC 6347
+/// clause 4.1) are dropped as they arrive.
+const MAX_ACCEPTED: usize = (1 << 14) + 2048 + 13;
 
 /// One UDP listener: its socket, plain or DTLS, and its limits.
 pub struct DatagramListener {
@@ -74,16 +79,28 @@ impl SessionIo {
         let idle = self.idle;
         match &mut self.inner {
             Io::Plain(pipe) => tokio::time::timeout(idle, pipe.rx.recv()).await.ok()?,
-            Io::Dtls(stream) => {
-                let mut buf = vec![0u8; MAX_DATAGRAM];
+            Io::Dtls(stream) => loop {
+                // A small buffer: an idle association waits here, and thousands of them must
+                // not each hold a datagram's worth of memory.
+                let mut buf = vec![0u8; MAX_MESSAGE];
                 match tokio::time::timeout(idle, stream.read(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => {
+                        if stream.ssl().pending() > 0 {
+                            // Larger than any message this binding sends or accepts in one
+                            // piece (block-wise transfer exists for that): read it away, drop it.
+                            while stream.ssl().pending() > 0 {
+                                if !matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                                    return None;
+                                }
+                            }
+                            continue;
+                        }
                         buf.truncate(n);
-                        Some(buf)
+                        return Some(buf);
                     }
-                    _ => None,
+                    _ => return None,
                 }
-            }
+            },
         }
     }
 
@@ -255,6 +272,9 @@ where
                     // ICMP errors surface here on some systems: not the listener's end.
                     Err(_) => continue,
                 };
+                if n > MAX_ACCEPTED {
+                    continue;
+                }
                 let datagram = buf[..n].to_vec();
                 if let Some(tx) = sessions.get(&peer) {
                     match tx.try_send(datagram) {
