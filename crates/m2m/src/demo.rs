@@ -12,7 +12,9 @@ use crate::files::{toml_path, write_private};
 use crate::notification_receiver::{subscription_reference, NotificationReceiver};
 use crate::originator::{code, expect, pc, send};
 use crate::scratch_pki;
-use crate::spawned::{self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_TLS};
+use crate::spawned::{
+    self, Spawned, LISTENING_PREFIX, LISTENING_PREFIX_DTLS, LISTENING_PREFIX_TLS,
+};
 use anyhow::{anyhow, bail, Context};
 use m2m_client::Client;
 use m2m_core::filter::FilterUsage;
@@ -106,6 +108,7 @@ const KMS: [(&str, &str, &str); 2] = [
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SAE_PSK: &str = "TLS-PSK (Kpsa)";
+const SAE_DTLS_PSK: &str = "CoAP/DTLS-PSK (Kpsa)";
 const SAE_MAF: &str = "TLS-PSK (MAF Kc)";
 const SAE_CERT: &str = "TLS (certificates)";
 const SAE_NONE: &str = "none (plain HTTP)";
@@ -256,7 +259,9 @@ fn mn_config(d: &Path, in_https: &str, keys: &RunKeys) -> String {
          [http]\nlisten = \"127.0.0.1:0\"\noriginators = \"anonymous\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n\
          [registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"{in_https}\"\nserver_name = \"{IN_SERVER_NAME}\"\n{}",
         p(d, "mn-data"),
-        tls_section(d, "mn", true),
+        // The locks speak CoAP over DTLS (TS-0008, TS-0003 clause 10.2.1) with the same rows.
+        tls_section(d, "mn", true)
+            + "dtls_listen = \"127.0.0.1:0\"\n",
     );
     for lock in [&FRONT, &BACK] {
         cfg.push_str(&psk_row(lock.ae, lock.kpsa_id, lock.key));
@@ -674,6 +679,8 @@ struct Deployment {
     in_https: String,
     mn_http: String,
     mn_https: String,
+    /// The MN-CSE's CoAP over DTLS, where the locks talk.
+    mn_coaps: String,
     keys: RunKeys,
     /// The admin at the MN-CSE, over its own association.
     mn_admin: Client,
@@ -815,8 +822,9 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = async {
-        let (proc, urls) = start_with_config(d, "cse", "mn", &mn_config(d, &in_https, &keys), &[LISTENING_PREFIX, LISTENING_PREFIX_TLS])?;
+        let (proc, urls) = start_with_config(d, "cse", "mn", &mn_config(d, &in_https, &keys), &[LISTENING_PREFIX, LISTENING_PREFIX_TLS, LISTENING_PREFIX_DTLS])?;
         let (http, https) = cse_urls(&urls);
+        let coaps = format!("coaps://{}", urls[2]);
         write_private(
             &d.join(ADMIN_MN_AE),
             admin_ae_config(&https, &format!("/{MN_ID}"), "cse-mn", ADMIN_MN_KPSA_ID, ADMIN_MN_KPSA_FILE)
@@ -850,12 +858,12 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
         }
         let mn_admin = admin_client(&d.join(ADMIN_MN_AE)).await?;
         Ok((
-            (proc, http, https, mn_admin),
-            "registered with the IN-CSE over mutual TLS; loopback listener anonymous".to_owned(),
+            (proc, http, https, coaps, mn_admin),
+            "registered with the IN-CSE over mutual TLS; loopback listener anonymous; CoAP over DTLS".to_owned(),
         ))
     }
     .await;
-    let (mn_proc, mn_http, mn_https, mn_admin) = r.record(
+    let (mn_proc, mn_http, mn_https, mn_coaps, mn_admin) = r.record(
         (
             "start the home gateway, register with the IN-CSE",
             "MN-CSE /mn-cse-123456",
@@ -876,6 +884,7 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
         in_https,
         mn_http,
         mn_https,
+        mn_coaps,
         keys,
         mn_admin,
         in_log: AuditLog::new("IN-CSE", d.join("in.log")),
@@ -978,7 +987,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
             let client = psk_client(lock.kpsa_id, &hex_key(lock.key)?)?;
             let body = json!({ "m2m:ae": { "rn": lock.rn, "api": "Ndoorlock", "rr": false, "srv": ["3"] } });
             let rsp = expect(
-                send(&client, &dep.mn_https, Operation::Create, "cse-mn", "C", Some(ResourceType::Ae), Some(body)).await,
+                send(&client, &dep.mn_coaps, Operation::Create, "cse-mn", "C", Some(ResourceType::Ae), Some(body)).await,
                 2001,
                 "registration",
             )?;
@@ -993,7 +1002,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
             (
                 "lock registers at the home gateway",
                 lock.label,
-                SAE_PSK,
+                SAE_DTLS_PSK,
                 &format!("2001, aei {}", lock.ae),
             ),
             t,
@@ -1018,7 +1027,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
             let rsp = expect(
                 send(
                     &client,
-                    &dep.mn_https,
+                    &dep.mn_coaps,
                     Operation::Create,
                     &base,
                     lock.ae,
@@ -1036,7 +1045,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
             expect(
                 send(
                     &client,
-                    &dep.mn_https,
+                    &dep.mn_coaps,
                     Operation::Create,
                     &base,
                     lock.ae,
@@ -1050,7 +1059,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
             expect(
                 create_cin(
                     &client,
-                    &dep.mn_https,
+                    &dep.mn_coaps,
                     &format!("{base}/state"),
                     lock.ae,
                     "LOCKED",
@@ -1072,7 +1081,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
             (
                 "lock creates state + ACP, reports LOCKED",
                 lock.label,
-                SAE_PSK,
+                SAE_DTLS_PSK,
                 "2001 x3",
             ),
             t,
@@ -1533,10 +1542,86 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
         res,
     );
 
+    // The same two over CoAP/DTLS. With a wrong key the CSE refuses the client's Finished (bad
+    // record MAC) and its alert, under keys the client does not share, reaches nobody: the
+    // client sees a handshake that never finishes.
+    let t = Instant::now();
+    let mark = mn.mark();
+    let res = async {
+        let c = crate::association::psk_client(
+            FRONT.kpsa_id,
+            &hex_key("1a2b3c4d5e6f7a8c")?,
+            Duration::from_secs(2),
+        )?;
+        let r = send(
+            &c,
+            &dep.mn_coaps,
+            Operation::Retrieve,
+            &front_rel,
+            FRONT.ae,
+            None,
+            None,
+        )
+        .await;
+        let seen = match r {
+            Err(e) if e.dbg.contains("DTLS handshake") => "DTLS handshake refused".to_owned(),
+            Err(e) => bail!("not a handshake refusal: {}", e.dbg),
+            Ok(r) => bail!("an association was opened: answer {}", code(&r)),
+        };
+        let audit = mn
+            .reason(mark, "association refused", REFUSED_BAD_MAC)
+            .await?;
+        Ok(((), format!("{seen}; {audit}")))
+    }
+    .await;
+    r.record(
+        (
+            "ATTACK wrong PSK for the front lock's KpsaID, over DTLS",
+            FRONT.kpsa_id,
+            SAE_DTLS_PSK,
+            "handshake refused",
+        ),
+        t,
+        res,
+    );
+
+    let t = Instant::now();
+    let mark = mn.mark();
+    let res = async {
+        let c = psk_client(guessed, &hex_key(FRONT.key)?)?;
+        handshake_refused_and_audited(
+            send(
+                &c,
+                &dep.mn_coaps,
+                Operation::Retrieve,
+                &front_rel,
+                FRONT.ae,
+                None,
+                None,
+            )
+            .await,
+            ALERT_UNKNOWN_IDENTITY,
+            (mn, mark),
+            REFUSED_UNKNOWN_IDENTITY,
+        )
+        .await
+    }
+    .await;
+    r.record(
+        (
+            "ATTACK guessed KpsaID, over DTLS",
+            guessed,
+            SAE_DTLS_PSK,
+            "handshake refused",
+        ),
+        t,
+        res,
+    );
+
     let t = Instant::now();
     let mark = mn.mark();
     let res = refused_and_audited(
-        create_cin(back, &dep.mn_https, &front_rel, FRONT.ae, "UNLOCKED").await,
+        create_cin(back, &dep.mn_coaps, &front_rel, FRONT.ae, "UNLOCKED").await,
         4106,
         (mn, mark),
         "originator refused",
@@ -1547,7 +1632,7 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
         (
             "ATTACK back lock pretends to be the front lock",
             "Cllock-AE2 as Clock-AE1",
-            SAE_PSK,
+            SAE_DTLS_PSK,
             "4106",
         ),
         t,

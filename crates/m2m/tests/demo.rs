@@ -72,7 +72,7 @@ fn the_door_lock_demo_behaves() {
         .iter()
         .filter(|s| s["step"].as_str().is_some_and(|n| n.starts_with("ATTACK")))
         .collect();
-    assert_eq!(attacks.len(), 10, "ten attacks: {doc:#}");
+    assert_eq!(attacks.len(), 12, "twelve attacks: {doc:#}");
     for a in &attacks {
         let outcome = a["outcome"].as_str().unwrap_or_default();
         assert!(outcome.contains("refused"), "attack not refused: {a}");
@@ -99,6 +99,17 @@ fn the_door_lock_demo_behaves() {
         ),
         (
             "ATTACK guessed KpsaID",
+            "TLS handshake failed: tlsv1 alert unknown psk identity",
+            "MN-CSE audit: psk identity not found",
+        ),
+        // The same over CoAP/DTLS: the locks' own binding.
+        (
+            "ATTACK wrong PSK for the front lock's KpsaID, over DTLS",
+            "DTLS handshake refused",
+            "MN-CSE audit: decryption failed or bad record mac",
+        ),
+        (
+            "ATTACK guessed KpsaID, over DTLS",
             "TLS handshake failed: tlsv1 alert unknown psk identity",
             "MN-CSE audit: psk identity not found",
         ),
@@ -191,7 +202,7 @@ fn the_door_lock_demo_behaves() {
             .contains("LOCKED"),
         "{read}"
     );
-    assert_eq!(steps.len(), 28, "every step is reported: {doc:#}");
+    assert_eq!(steps.len(), 30, "every step is reported: {doc:#}");
     assert!(
         doc["unlock_to_notification_ms"]
             .as_f64()

@@ -313,6 +313,10 @@ fn the_doorlock_example_runs_as_separate_processes() {
                 "listen = \"127.0.0.1:0\"".into(),
             ),
             (
+                "dtls_listen = \"127.0.0.1:5684\"",
+                "dtls_listen = \"127.0.0.1:0\"".into(),
+            ),
+            (
                 "url = \"https://127.0.0.1:8443\"",
                 format!("url = \"{in_https}\""),
             ),
@@ -322,11 +326,16 @@ fn the_doorlock_example_runs_as_separate_processes() {
         &dir,
         "mn-cse",
         &["cse", "--config", "mn-cse.toml"],
-        &["m2m-cse listening http://", "m2m-cse listening https://"],
+        &[
+            "m2m-cse listening http://",
+            "m2m-cse listening https://",
+            "m2m-cse listening coaps://",
+        ],
     );
-    let (mn_http, mn_https) = (
+    let (mn_http, mn_https, mn_coaps) = (
         format!("http://{}", urls[0]),
         format!("https://{}", urls[1]),
+        format!("coaps://{}", urls[2]),
     );
     let logs = |procs: &[&Proc]| {
         procs
@@ -364,17 +373,24 @@ fn the_doorlock_example_runs_as_separate_processes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // The AEs, each its own process: the locks and the gateway app on the MN-CSE's TLS listener,
-    // each with its own PSK; the phone (started by story.sh) on the IN-CSE and the key services.
-    for lock in ["front-lock.toml", "back-lock.toml", "gateway-app.toml"] {
+    // The AEs, each its own process: the locks on the MN-CSE's CoAP/DTLS listener, the gateway
+    // app on its TLS listener, each with its own PSK; the phone (started by story.sh) on the IN-CSE and the key services.
+    for lock in ["front-lock.toml", "back-lock.toml"] {
         patch(
             &dir.join(lock),
             &[(
-                "url = \"https://127.0.0.1:8444\"",
-                format!("url = \"{mn_https}\""),
+                "url = \"coaps://127.0.0.1:5684\"",
+                format!("url = \"{mn_coaps}\""),
             )],
         );
     }
+    patch(
+        &dir.join("gateway-app.toml"),
+        &[(
+            "url = \"https://127.0.0.1:8444\"",
+            format!("url = \"{mn_https}\""),
+        )],
+    );
     patch(
         &dir.join("phone.toml"),
         &[
