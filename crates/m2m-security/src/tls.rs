@@ -101,20 +101,25 @@ pub fn dtls_server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> 
     let mut b = server_builder(cfg, Proto::Dtls)?;
     b.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU);
     b.set_cookie_generate_cb(|ssl, out| {
-        let cookie = cookie_for(ssl, cookie_epoch(0));
+        let cookie = cookie_for(ssl.ex_data(peer_index()).copied(), cookie_epoch(0));
         let n = cookie.len().min(out.len());
         out[..n].copy_from_slice(&cookie[..n]);
         Ok(n)
     });
     b.set_cookie_verify_cb(|ssl, cookie| {
-        // This minute's cookie or the last one's: a client between the two is not refused.
-        [0, 1].iter().any(|back| {
-            let expected = cookie_for(ssl, cookie_epoch(*back));
-            openssl::memcmp::eq(&expected[..cookie.len().min(expected.len())], cookie)
-                && cookie.len() == expected.len()
-        })
+        dtls_cookie_is_valid(ssl.ex_data(peer_index()).copied(), cookie)
     });
     Ok(b.build())
+}
+
+/// Whether `cookie` is one this process's DTLS listeners gave `ip` this minute or the last (a
+/// client between the two is not refused). The transport asks too, before it lets a new
+/// ClientHello replace an established association (RFC 6347 clause 4.2.8).
+pub fn dtls_cookie_is_valid(ip: Option<IpAddr>, cookie: &[u8]) -> bool {
+    [0, 1].iter().any(|back| {
+        let expected = cookie_for(ip, cookie_epoch(*back));
+        cookie.len() == expected.len() && openssl::memcmp::eq(&expected, cookie)
+    })
 }
 
 /// The minute a cookie belongs to, `back` minutes ago.
@@ -128,12 +133,12 @@ fn cookie_epoch(back: u64) -> u64 {
 
 /// HMAC-SHA-256 over the client's address and the minute, under a key of this process, cut to
 /// 16 bytes: only a client that receives datagrams at its source address can return it.
-fn cookie_for(ssl: &SslRef, epoch: u64) -> [u8; 16] {
+fn cookie_for(ip: Option<IpAddr>, epoch: u64) -> [u8; 16] {
     use hmac::Mac;
     static KEY: OnceLock<[u8; 32]> = OnceLock::new();
     let key = KEY.get_or_init(rand::random);
     let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
-    match ssl.ex_data(peer_index()) {
+    match ip {
         Some(IpAddr::V4(ip)) => mac.update(&ip.octets()),
         Some(IpAddr::V6(ip)) => mac.update(&ip.octets()),
         None => mac.update(b"?"),

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -80,8 +80,15 @@ impl SessionIo {
         match &mut self.inner {
             Io::Plain(pipe) => tokio::time::timeout(idle, pipe.rx.recv()).await.ok()?,
             Io::Dtls(stream) => loop {
-                // A small buffer: an idle association waits here, and thousands of them must
-                // not each hold a datagram's worth of memory.
+                // An idle association waits for its next datagram without a buffer (thousands
+                // of them must not each hold one); OpenSSL gets it once it is there.
+                if stream.ssl().pending() == 0 && stream.get_ref().stash.is_none() {
+                    let next = tokio::time::timeout(idle, stream.get_mut().rx.recv()).await;
+                    match next {
+                        Ok(Some(d)) => stream.get_mut().stash = Some(d),
+                        _ => return None,
+                    }
+                }
                 let mut buf = vec![0u8; MAX_MESSAGE];
                 match tokio::time::timeout(idle, stream.read(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => {
@@ -129,6 +136,8 @@ struct PeerPipe {
     tick: Option<tokio::time::Interval>,
     /// Datagrams read so far.
     received: usize,
+    /// A datagram taken from `rx` while waiting, for OpenSSL's next read.
+    stash: Option<Vec<u8>>,
 }
 
 impl AsyncRead for PeerPipe {
@@ -138,7 +147,11 @@ impl AsyncRead for PeerPipe {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.rx.poll_recv(cx) {
+        let next = match this.stash.take() {
+            Some(d) => Poll::Ready(Some(d)),
+            None => this.rx.poll_recv(cx),
+        };
+        match next {
             Poll::Ready(Some(d)) => {
                 this.received += 1;
                 let n = d.len().min(buf.remaining());
@@ -253,13 +266,42 @@ pub fn is_client_hello(d: &[u8]) -> bool {
     d.len() > 25 && d[0] == 22 && d[1] == 0xFE && matches!(d[2], 0xFD | 0xFF) && d[13] == 1
 }
 
+/// The way to a session from the read loop.
+struct Entry {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Set once the session's handshake finished (plain sessions at once).
+    established: Arc<AtomicBool>,
+}
+
+/// The cookie of a DTLS ClientHello carried whole in one record, if it has one (RFC 6347 clause
+/// 4.2.1: after the session ID).
+pub fn client_hello_cookie(d: &[u8]) -> Option<&[u8]> {
+    if !is_client_hello(d) {
+        return None;
+    }
+    // Record header 13 bytes, handshake header 12 (fragment offset at 19..22 must be 0), then
+    // client_version 2 and random 32.
+    if d.get(19..22)? != [0, 0, 0] {
+        return None;
+    }
+    let sid_len = *d.get(59)? as usize;
+    let at = 60 + sid_len;
+    let cookie_len = *d.get(at)? as usize;
+    d.get(at + 1..at + 1 + cookie_len)
+}
+
 async fn read_loop<B, F, Fut>(shared: Arc<Shared<B, F>>, sock: Arc<UdpSocket>)
 where
     B: Binder,
     F: Fn(Session<B::Association>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut sessions: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let dtls = matches!(shared.security, Security::Tls(_));
+    let mut sessions: HashMap<SocketAddr, Entry> = HashMap::new();
+    // New handshakes from addresses that already have an association (RFC 6347 clause 4.2.8: a
+    // client that restarted, or a spoofer): the association stays until the newcomer returns
+    // its cookie, which proves the address.
+    let mut pending: HashMap<SocketAddr, Entry> = HashMap::new();
     let mut tasks = JoinSet::new();
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<SocketAddr>();
     let mut stopped = shared.stopped.clone();
@@ -276,22 +318,51 @@ where
                     continue;
                 }
                 let datagram = buf[..n].to_vec();
-                if let Some(tx) = sessions.get(&peer) {
-                    match tx.try_send(datagram) {
-                        Ok(()) => continue,
-                        Err(mpsc::error::TrySendError::Full(_)) => continue,
+                if dtls && is_client_hello(&datagram) {
+                    if let Some(p) = pending.get(&peer) {
+                        let proven = client_hello_cookie(&datagram).is_some_and(|c| {
+                            !c.is_empty()
+                                && m2m_security::tls::dtls_cookie_is_valid(Some(peer.ip()), c)
+                        });
+                        let _ = p.tx.try_send(datagram);
+                        if proven {
+                            // The old association ends: its queue closes.
+                            if let Some(p) = pending.remove(&peer) {
+                                sessions.insert(peer, p);
+                            }
+                        }
+                        continue;
+                    }
+                    let live = sessions.get(&peer).is_some_and(|e| {
+                        e.established.load(Ordering::Relaxed) && !e.tx.is_closed()
+                    });
+                    if live {
+                        if let Some(e) = shared.open(sessions.len() + pending.len(), &mut tasks, &sock, peer, datagram, &ended_tx) {
+                            pending.insert(peer, e);
+                        }
+                        continue;
+                    }
+                }
+                if let Some(e) = sessions.get(&peer) {
+                    match e.tx.try_send(datagram) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => continue,
                         Err(mpsc::error::TrySendError::Closed(d)) => {
                             sessions.remove(&peer);
-                            shared.open(&mut sessions, &mut tasks, &sock, peer, d, &ended_tx);
+                            if let Some(e) = shared.open(sessions.len() + pending.len(), &mut tasks, &sock, peer, d, &ended_tx) {
+                                sessions.insert(peer, e);
+                            }
                         }
                     }
-                } else {
-                    shared.open(&mut sessions, &mut tasks, &sock, peer, datagram, &ended_tx);
+                } else if let Some(e) = shared.open(sessions.len() + pending.len(), &mut tasks, &sock, peer, datagram, &ended_tx) {
+                    sessions.insert(peer, e);
                 }
             }
             Some(peer) = ended.recv() => {
-                if sessions.get(&peer).is_some_and(|tx| tx.is_closed()) {
+                if sessions.get(&peer).is_some_and(|e| e.tx.is_closed()) {
                     sessions.remove(&peer);
+                }
+                if pending.get(&peer).is_some_and(|e| e.tx.is_closed()) {
+                    pending.remove(&peer);
                 }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -301,6 +372,7 @@ where
         }
     }
     drop(sessions);
+    drop(pending);
     let grace = Duration::from_millis(shared.limits.shutdown_grace_ms);
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
 }
@@ -311,40 +383,43 @@ where
     F: Fn(Session<B::Association>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    /// Starts the session of a new peer with its first datagram, if it may have one.
+    /// Starts a session with its first datagram, if it may have one (`open` sessions now).
     fn open(
         self: &Arc<Self>,
-        sessions: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+        open: usize,
         tasks: &mut JoinSet<()>,
         sock: &Arc<UdpSocket>,
         peer: SocketAddr,
         first: Vec<u8>,
         ended: &mpsc::UnboundedSender<SocketAddr>,
-    ) {
+    ) -> Option<Entry> {
         if matches!(self.security, Security::Tls(_)) && !is_client_hello(&first) {
             // Not the start of a handshake (a stale session's record, noise): no state for it.
-            return;
+            return None;
         }
-        if sessions.len() >= self.limits.max_connections {
+        if open >= self.limits.max_connections {
             self.cap_reached(peer);
-            return;
+            return None;
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         let _ = tx.try_send(first);
-        sessions.insert(peer, tx);
+        let established = Arc::new(AtomicBool::new(false));
         let pipe = PeerPipe {
             rx,
             sock: Arc::clone(sock),
             peer,
             tick: None,
             received: 0,
+            stash: None,
         };
         let shared = Arc::clone(self);
         let ended = ended.clone();
+        let flag = Arc::clone(&established);
         tasks.spawn(async move {
-            shared.session(pipe).await;
+            shared.session(pipe, flag).await;
             let _ = ended.send(peer);
         });
+        Some(Entry { tx, established })
     }
 
     fn cap_reached(&self, peer: SocketAddr) {
@@ -357,7 +432,7 @@ where
         }
     }
 
-    async fn session(&self, mut pipe: PeerPipe) {
+    async fn session(&self, mut pipe: PeerPipe, established: Arc<AtomicBool>) {
         let peer = pipe.peer;
         let idle = Duration::from_millis(self.limits.idle_timeout_ms);
         let (io, association) = match &self.security {
@@ -369,7 +444,8 @@ where
                 None,
             ),
             Security::Tls(context) => {
-                let Some(_slot) = self
+                // The slot is the source's only while the handshake runs.
+                let Some(slot) = self
                     .sources
                     .begin(peer.ip(), self.limits.max_handshakes_per_source)
                 else {
@@ -379,7 +455,9 @@ where
                 let mut tick = tokio::time::interval(RETRANSMIT_POLL);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 pipe.tick = Some(tick);
-                match self.handshake(context, pipe).await {
+                let handshake = self.handshake(context, pipe).await;
+                drop(slot);
+                match handshake {
                     Ok((mut stream, association)) => {
                         tracing::info!(target: "audit", listener = self.name, peer = %peer, association = %association, "association established");
                         stream.get_mut().tick = None;
@@ -399,6 +477,7 @@ where
                 }
             }
         };
+        established.store(true, Ordering::Relaxed);
         (self.handle)(Session {
             peer,
             association,
@@ -529,6 +608,16 @@ impl DatagramChannel {
         let sock = connected_socket(server)
             .await
             .map_err(|e| format!("cannot open a UDP socket to {server}: {e}"))?;
+        Self::dtls_over(sock, context, check, timeout).await
+    }
+
+    /// The same over a socket of the caller's, already connected to the server.
+    pub async fn dtls_over(
+        sock: UdpSocket,
+        context: &SslContext,
+        check: &crate::PeerCheck,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mut tick = tokio::time::interval(RETRANSMIT_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let pipe = ClientPipe {
@@ -610,5 +699,25 @@ mod tests {
         tls[2] = 3;
         assert!(!is_client_hello(&tls));
         assert!(!is_client_hello(&hello[..20]));
+    }
+
+    #[test]
+    fn the_cookie_of_a_client_hello_is_found_after_the_session_id() {
+        let mut hello = vec![0u8; 13 + 12 + 2 + 32];
+        hello[0] = 22;
+        hello[1] = 0xFE;
+        hello[2] = 0xFD;
+        hello[13] = 1;
+        hello.push(3); // session id of 3 bytes
+        hello.extend_from_slice(&[9, 9, 9]);
+        hello.push(4); // cookie of 4 bytes
+        hello.extend_from_slice(&[1, 2, 3, 4]);
+        hello.extend_from_slice(&[0, 2, 0xC0, 0xA8, 1, 0]); // one suite, null compression
+        assert_eq!(client_hello_cookie(&hello), Some(&[1u8, 2, 3, 4][..]));
+        let mut fragment = hello.clone();
+        fragment[21] = 1; // a later fragment: no cookie read from it
+        assert_eq!(client_hello_cookie(&fragment), None);
+        hello[13] = 2;
+        assert_eq!(client_hello_cookie(&hello), None);
     }
 }

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
-const PSK_IDENTITY: &str = "bench-psk@bench.m2m.example.com";
-const PSK_HEX: &str = "00112233445566778899aabbccddeeff";
+pub(crate) const PSK_IDENTITY: &str = "bench-psk@bench.m2m.example.com";
+pub(crate) const PSK_HEX: &str = "00112233445566778899aabbccddeeff";
 const SP: &str = "m2m.example.com";
 /// How long the CSE may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -208,7 +208,7 @@ fn request(op: Operation, to: &str, from: &str) -> Request {
 }
 
 /// Registers an AE with a container holding one instance; returns the container's address.
-async fn prepare(
+pub(crate) async fn prepare(
     client: &Client,
     url: &str,
     from: &str,
@@ -249,7 +249,7 @@ async fn prepare(
 
 /// Latest-retrieve requests per second over `clients` keep-alive connections (after a warm-up
 /// that opens them).
-async fn retrieves_per_second(
+pub(crate) async fn retrieves_per_second(
     make: impl Fn() -> Client,
     url: &str,
     to: &str,
@@ -276,7 +276,7 @@ async fn retrieves_per_second(
     .await
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     crate::bench::rss_kib(pid).map_or(0.0, |k| k as f64 / 1024.0)
 }
 

@@ -18,6 +18,7 @@ mod ae;
 mod ae_config;
 mod association;
 mod bench;
+mod bench_coap;
 mod bench_e2e;
 mod bench_maf;
 mod bench_tls;
@@ -64,6 +65,8 @@ enum Command {
     Request(Box<request::RequestArgs>),
     /// Benchmark security associations: handshakes/s next to openssl s_server, TLS-PSK keep-alive retrieves, idle associations.
     BenchTls(bench_tls::BenchTlsArgs),
+    /// Benchmark CoAP over DTLS: DTLS-PSK handshakes/s next to libcoap's coap-server, la over CoAP/DTLS next to HTTP/TLS, idle DTLS associations.
+    BenchCoap(bench_coap::BenchCoapArgs),
     /// Benchmark the MAF: key registrations and retrievals per second over kept-alive associations.
     BenchMaf(bench_maf::BenchMafArgs),
     /// Benchmark end-to-end security on one core: ESPrim protect+unprotect, JWS/JWE, Ksx derivations/s.
@@ -147,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
         Command::Keys(args) => keys::run(args),
         Command::BenchTls(args) => runtime()?.block_on(bench_tls::run(args)),
+        Command::BenchCoap(args) => runtime()?.block_on(bench_coap::run(args)),
         Command::BenchMaf(args) => runtime()?.block_on(bench_maf::run(args)),
         Command::BenchE2e(args) => bench_e2e::run(args),
         Command::Pki(args) => pki::run(args),

@@ -604,7 +604,19 @@ fn certificates_over_dtls_with_libcoap() {
 /// A DTLS-PSK association of lock 1 opened with the project's own client channel, for the
 /// message-layer checks below (the peers above cannot send a duplicate on purpose).
 async fn lock1_channel(port: u16) -> m2m_transport::DatagramChannel {
-    let ctx = m2m_security::tls::dtls_client_context(&m2m_security::tls::ClientTlsConfig {
+    m2m_transport::DatagramChannel::dtls(
+        &lock1_context(),
+        ([127, 0, 0, 1], port).into(),
+        &m2m_transport::PeerCheck::PreSharedKey,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("lock 1 associates over DTLS")
+}
+
+/// Lock 1's DTLS client context (PSK, CCM_8).
+fn lock1_context() -> openssl::ssl::SslContext {
+    m2m_security::tls::dtls_client_context(&m2m_security::tls::ClientTlsConfig {
         cipher_suites: vec!["PSK-AES128-CCM8".into()],
         tls13: false,
         psk: Some((
@@ -620,15 +632,7 @@ async fn lock1_channel(port: u16) -> m2m_transport::DatagramChannel {
         private_key: None,
         trusted_ca: None,
     })
-    .unwrap();
-    m2m_transport::DatagramChannel::dtls(
-        &ctx,
-        ([127, 0, 0, 1], port).into(),
-        &m2m_transport::PeerCheck::PreSharedKey,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("lock 1 associates over DTLS")
+    .unwrap()
 }
 
 async fn exchange(
@@ -867,4 +871,48 @@ fn m2m_request_over_coaps_moves_large_payloads_in_blocks() {
         "the 5,000-byte content arrived whole and comes back whole"
     );
     assert!(text.contains("entry 19"), "every instance listed");
+}
+
+/// A device that restarts keeps its address and port and starts a new handshake while the CSE
+/// still holds its old association (RFC 6347 clause 4.2.8): once the new ClientHello returns its
+/// cookie, the new association replaces the old one and the device is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_client_on_the_same_port_associates_again() {
+    let cse = dtls_cse();
+    let port = cse.coaps_port();
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let local = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let ctx = lock1_context();
+    let retrieve = |mid: u16| {
+        let mut req = Request::new(Operation::Retrieve, "cse-in", Some(LOCK1.ae.into()), rqi());
+        req.rvi = Some("3".into());
+        let mut p = coap_binding::encode_request(&req).unwrap();
+        p.header.set_type(coap_lite::MessageType::Confirmable);
+        p.header.message_id = mid;
+        p
+    };
+    for round in 0..3u16 {
+        let sock = tokio::net::UdpSocket::bind(local).await.unwrap();
+        sock.connect(server).await.unwrap();
+        let mut ch = m2m_transport::DatagramChannel::dtls_over(
+            sock,
+            &ctx,
+            &m2m_transport::PeerCheck::PreSharedKey,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: the restarted client associates: {e}"));
+        let r = exchange(&mut ch, &retrieve(100 + round)).await;
+        // Not registered: access control answers, so the request went through the association.
+        assert_eq!(
+            coap_binding::decode_response(&r).unwrap().rsc.code(),
+            4103,
+            "round {round}"
+        );
+        // The device "restarts": its socket goes away without a close_notify.
+        drop(ch);
+    }
 }
