@@ -39,6 +39,9 @@ pub struct Config {
     /// The TLS listener (security associations); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSection>,
+    /// A plain CoAP listener (UDP, no DTLS); absent: none. CoAP over DTLS is `tls.dtls_listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coap: Option<CoapSection>,
     pub security: SecuritySection,
     /// The MAF this CSE retrieves connection keys from (MAF-based SAE); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -405,6 +408,46 @@ pub struct HttpSection {
     pub allow_insecure: bool,
 }
 
+/// A plain CoAP listener (TS-0008 without DTLS): like the plain-HTTP listener, no security
+/// association, so a From there proves nothing by itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoapSection {
+    /// UDP address to listen on; port 0 picks a free port (printed at start-up).
+    pub listen: String,
+    /// How this listener takes a request's From: "anonymous" (a claim only) or "trusted".
+    pub originators: crate::association::PlainTrust,
+    /// Allow the listener on a non-loopback address.
+    pub allow_insecure: bool,
+}
+
+impl Default for CoapSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5683".into(),
+            originators: crate::association::PlainTrust::Anonymous,
+            allow_insecure: false,
+        }
+    }
+}
+
+impl CoapSection {
+    /// The address, refused off loopback unless `allow_insecure`.
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        let addr: SocketAddr = self
+            .listen
+            .parse()
+            .with_context(|| format!("coap.listen '{}' is not an address:port", self.listen))?;
+        if !addr.ip().is_loopback() && !self.allow_insecure {
+            bail!(
+                "refusing plain CoAP on {addr}: requests there have no security association; use \
+                 tls.dtls_listen, listen on loopback, or set coap.allow_insecure = true"
+            );
+        }
+        Ok(addr)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
@@ -584,6 +627,9 @@ impl Config {
         }
         if !self.http.listen.is_empty() {
             self.listen_addr()?;
+        }
+        if let Some(coap) = &self.coap {
+            coap.addr()?;
         }
         match (self.cse.role, &self.registrar) {
             (Role::MN, None) => bail!("an MN-CSE needs a [registrar] section"),

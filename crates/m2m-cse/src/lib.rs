@@ -46,6 +46,8 @@ pub struct Running {
     pub tls_addr: Option<std::net::SocketAddr>,
     /// The DTLS listener (CoAP), if configured.
     pub dtls_addr: Option<std::net::SocketAddr>,
+    /// The plain CoAP listener, if configured.
+    pub coap_addr: Option<std::net::SocketAddr>,
     servers: Vec<m2m_transport::Server>,
     datagram_servers: Vec<m2m_transport::DatagramServer>,
 }
@@ -168,8 +170,8 @@ pub(crate) fn secure_environments(
 
 /// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
-    if cfg.http.listen.is_empty() && cfg.tls.is_none() {
-        anyhow::bail!("no listener configured: set http.listen or [tls]");
+    if cfg.http.listen.is_empty() && cfg.tls.is_none() && cfg.coap.is_none() {
+        anyhow::bail!("no listener configured: set http.listen, [tls] or [coap]");
     }
     let mut plain = None;
     if !cfg.http.listen.is_empty() {
@@ -184,7 +186,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        announce_plain(listen, cfg.http.originators);
+        announce_plain("HTTP", listen, cfg.http.originators);
         plain = Some(listener);
     }
     let explicit_url = cfg.http.public_url.clone();
@@ -275,10 +277,34 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         tls_addr = Some(server.local_addr);
         servers.push(server);
     }
+    let mut coap_addr = None;
+    if let Some(coap) = &cse.config().coap {
+        let addr = coap.addr()?;
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
+        announce_plain("CoAP", addr, coap.originators);
+        let server = m2m_transport::DatagramServer::spawn(
+            m2m_transport::DatagramListener {
+                name: "cse-coap",
+                udp,
+                security: m2m_transport::Security::Plain,
+                limits: limits.clone(),
+            },
+            Arc::clone(&binder),
+            session_handler(&cse, coap.originators),
+        )?;
+        coap_addr = Some(server.local_addr);
+        datagram_servers.push(server);
+    }
     let url = explicit_url.unwrap_or_else(|| match (tls_addr, local_addr) {
         (Some(a), _) => format!("https://{a}"),
         (None, Some(a)) => format!("http://{a}"),
-        (None, None) => unreachable!("a listener exists"),
+        (None, None) => match (dtls_addr, coap_addr) {
+            (Some(a), _) => format!("coaps://{a}"),
+            (None, Some(a)) => format!("coap://{a}"),
+            (None, None) => unreachable!("a listener exists"),
+        },
     });
     cse.set_public_url(url)
         .map_err(|e| anyhow::anyhow!(e.dbg))?;
@@ -289,6 +315,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         local_addr,
         tls_addr,
         dtls_addr,
+        coap_addr,
         servers,
         datagram_servers,
     })
@@ -323,19 +350,20 @@ fn connection_handler(
 }
 
 /// Says loudly at start what a listener without security association does with a From.
-fn announce_plain(listen: std::net::SocketAddr, trust: association::PlainTrust) {
+fn announce_plain(binding: &str, listen: std::net::SocketAddr, trust: association::PlainTrust) {
+    let table = binding.to_ascii_lowercase();
     match trust {
         association::PlainTrust::Trusted => tracing::warn!(
             target: "audit",
             address = %listen,
-            "plain-HTTP listener with http.originators = \"trusted\": every From is believed as written, the admin \
+            "plain-{binding} listener with {table}.originators = \"trusted\": every From is believed as written, the admin \
              included, so every process that can reach {listen} is the admin; for development only (set \
-             \"anonymous\", or remove http.listen, for anything else)"
+             \"anonymous\", or remove {table}.listen, for anything else)"
         ),
         association::PlainTrust::Anonymous => tracing::warn!(
             target: "audit",
             address = %listen,
-            "plain-HTTP listener without security associations: a From there is a claim only (http.originators = \
+            "plain-{binding} listener without security associations: a From there is a claim only ({table}.originators = \
              \"anonymous\": it matches only \"all\" in access control, is never the creator nor the admin)"
         ),
     }

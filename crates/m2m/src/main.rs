@@ -199,6 +199,9 @@ async fn run_cse(cfg: m2m_cse::Config) -> anyhow::Result<()> {
     if let Some(addr) = running.dtls_addr {
         println!("{}{addr}", spawned::LISTENING_PREFIX_DTLS);
     }
+    if let Some(addr) = running.coap_addr {
+        println!("{}{addr}", spawned::LISTENING_PREFIX_COAP);
+    }
     std::io::stdout().flush()?;
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");

@@ -15,6 +15,8 @@ pub const LISTENING_PREFIX: &str = "m2m-cse listening http://";
 pub const LISTENING_PREFIX_TLS: &str = "m2m-cse listening https://";
 /// The line of the DTLS listener (CoAP), printed after the others.
 pub const LISTENING_PREFIX_DTLS: &str = "m2m-cse listening coaps://";
+/// The line of the plain CoAP listener, printed last.
+pub const LISTENING_PREFIX_COAP: &str = "m2m-cse listening coap://";
 
 /// Lines of the child's stderr kept for the error report of a failed start.
 const TAIL_LINES: usize = 20;

@@ -916,3 +916,95 @@ async fn a_restarted_client_on_the_same_port_associates_again() {
         drop(ch);
     }
 }
+
+/// `coap-client` without DTLS: one request to a plain listener, the response libcoap printed.
+fn coap_plain(
+    port: u16,
+    method: &str,
+    path: &str,
+    from: &str,
+    ty: Option<u8>,
+    body: Option<&Value>,
+) -> Option<Answer> {
+    let mut cmd = Command::new("coap-client-openssl");
+    cmd.args(["-v", "7", "-B", "3", "-m", method]).args([
+        "-O",
+        &format!("279,{from}"),
+        "-O",
+        &format!("283,{}", rqi()),
+    ]);
+    if let Some(ty) = ty {
+        cmd.args(["-O", &format!("267,0x{ty:02x}")]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-t", "10001", "-e", &b.to_string()]);
+    }
+    cmd.arg(format!("coap://127.0.0.1:{port}{path}"));
+    let (out, err) = run(cmd, b"", false);
+    parse_libcoap(&String::from_utf8_lossy(&out), &err)
+}
+
+/// The plain CoAP listener (`[coap]`, anonymous by default) is a listener without association
+/// like the plain HTTP one: a registration from `C` works, but a From there is a claim only:
+/// not the admin (4106), and never an AE-ID bound to a credential (4106), however written.
+#[test]
+fn plain_coap_takes_a_from_as_a_claim_only() {
+    if !have_libcoap() {
+        return;
+    }
+    let cse = CseProcess::start_temp(&format!(
+        "[coap]\nlisten = \"127.0.0.1:0\"\n[tls]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        psk_row_toml(&LOCK1)
+    ));
+    let port = poll(Duration::from_secs(5), || {
+        cse.stdout().lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("m2m-cse listening coap://")
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+    })
+    .expect("the coap:// listening line");
+    assert!(
+        cse.logged("plain-CoAP listener without security associations"),
+        "announced at start"
+    );
+    let r = coap_plain(
+        port,
+        "post",
+        "/cse-in",
+        "C",
+        Some(2),
+        Some(&ae_body("sensor")),
+    )
+    .expect("an answer");
+    assert_eq!(r.rsc, Some(2001), "{r:?}");
+    for admin in ["CAdmin", "/id-in/CAdmin", "//m2m.example.com/id-in/CAdmin"] {
+        let r = coap_plain(port, "get", "/cse-in", admin, None, None).expect("an answer");
+        assert_eq!(
+            (r.code.as_str(), r.rsc),
+            ("4.03", Some(4106)),
+            "{admin}: {r:?}"
+        );
+    }
+    for lock in [
+        "Clock-AE1",
+        "/id-in/Clock-AE1",
+        "//m2m.example.com/id-in/Clock-AE1",
+    ] {
+        let r = coap_plain(
+            port,
+            "post",
+            "/cse-in",
+            lock,
+            Some(2),
+            Some(&ae_body("squat")),
+        )
+        .expect("an answer");
+        assert_eq!(
+            r.rsc,
+            Some(4106),
+            "registering as {lock} without its credential: {r:?}"
+        );
+    }
+}

@@ -162,6 +162,20 @@ const DOCS: &[Doc] = &[
         "also serve CoAP (TS-0008) over DTLS 1.2 on this UDP address, same suites and credentials (5684: coaps)",
     ),
     Table(
+        "coap",
+        "A plain CoAP listener (TS-0008 over UDP, no DTLS): no security association, so a From there proves\n\
+         nothing by itself; CoAP over DTLS is tls.dtls_listen. Without this table there is none.",
+    ),
+    Key("coap.listen", "UDP address to listen on (5683: coap); loopback only, unless allow_insecure"),
+    Key(
+        "coap.originators",
+        "\"anonymous\" | \"trusted\": how this listener takes a request's From, as http.originators",
+    ),
+    Key(
+        "coap.allow_insecure",
+        "allow the listener on a non-loopback address (only for a network protected otherwise)",
+    ),
+    Table(
         "security",
         "The credentials of the security associations: the software keystore, PSK rows.",
     ),
@@ -360,6 +374,7 @@ fn example() -> Config {
         dtls_listen: Some("127.0.0.1:5684".into()),
         ..TlsSection::default()
     });
+    c.coap = Some(CoapSection::default());
     c.security.keystore = Some("cse.keystore".into());
     c.security.key_file = Some("cse-keystore.key".into());
     c.security.passphrase_env = Some("M2M_CSE_KEYSTORE_PASSPHRASE".into());
@@ -441,6 +456,7 @@ mod tests {
             ("registration", field_names::<RegistrationSection>()),
             ("registration.rules", field_names::<AppRule>()),
             ("tls", field_names::<TlsSection>()),
+            ("coap", field_names::<CoapSection>()),
             ("security", field_names::<SecuritySection>()),
             ("security.psk", field_names::<PskRow>()),
             ("maf", field_names::<MafSection>()),
@@ -544,6 +560,7 @@ mod tests {
             "tls",
             "tls.accepted_identities",
             "tls.dtls_listen",
+            "coap",
             "security.keystore",
             "security.psk",
             "maf",
