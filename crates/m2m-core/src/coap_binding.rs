@@ -137,9 +137,10 @@ pub fn request_identifier(p: &Packet) -> String {
 }
 
 /// Maps Uri-Path segments back to `To` (TS-0008 table 6.2.2.3-1).
+/// No Uri-Path is the root, an empty `To` (as HTTP's `/`): a notification receiver's address.
 pub fn to_from_segments(segments: &[String]) -> M2mResult<String> {
     match segments.split_first() {
-        None => Err(M2mError::bad_request("the request has no Uri-Path")),
+        None => Ok(String::new()),
         Some((first, rest)) if first == "~" => Ok(format!("/{}", rest.join("/"))),
         Some((first, rest)) if first == "_" => Ok(format!("//{}", rest.join("/"))),
         Some(_) => Ok(segments.join("/")),

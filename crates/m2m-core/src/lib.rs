@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod coap_binding;
+pub mod coap_exchange;
 pub mod config_text;
 pub mod error;
 pub mod filter;

@@ -6,7 +6,7 @@
 //! stdout: first `{"ready":{...}}` once everything is set up, then `{"notification":{...}}` per
 //! notification. Logs go to stderr.
 
-use crate::ae_config::{AeConfig, AeState};
+use crate::ae_config::{AeConfig, AeState, NotificationBinding};
 use crate::notification_receiver::{self, subscription_reference, Notification, OwnSubscriptions};
 use crate::originator::{code, expect, pc, send};
 use anyhow::{bail, Context};
@@ -42,11 +42,18 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
     // The receiver listens first: its address is the pointOfAccess of the registration.
     let receiver = match &cfg.notifications {
         Some(n) => {
-            let r = notification_receiver::start(&n.listen).await?;
+            let (r, scheme) = match n.binding {
+                NotificationBinding::Http => {
+                    (notification_receiver::start(&n.listen).await?, "http")
+                }
+                NotificationBinding::Coap => {
+                    (notification_receiver::start_coap(&n.listen).await?, "coap")
+                }
+            };
             let poa = n
                 .poa
                 .clone()
-                .unwrap_or_else(|| format!("http://{}", r.addr));
+                .unwrap_or_else(|| format!("{scheme}://{}", r.addr));
             Some((poa, r))
         }
         None => None,
@@ -72,7 +79,9 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
         }})
     );
     tracing::info!(aei = %ae.aei, "AE ready");
-    let mut notes = receiver.map(|(_, r)| r.notes);
+    // The receiver stays whole: a CoAP receiver's listener lives as long as it does.
+    let mut receiver = receiver;
+    let mut notes = receiver.as_mut().map(|(_, r)| &mut r.notes);
     loop {
         tokio::select! {
             Some(note) = next(&mut notes) => println!("{}", note_line(&note)),
@@ -85,7 +94,9 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
 }
 
 /// The next notification, or never when the AE has no receiver.
-async fn next(rx: &mut Option<tokio::sync::mpsc::Receiver<Notification>>) -> Option<Notification> {
+async fn next(
+    rx: &mut Option<&mut tokio::sync::mpsc::Receiver<Notification>>,
+) -> Option<Notification> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

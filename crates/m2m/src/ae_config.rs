@@ -88,7 +88,8 @@ mode = "none"
 # (requestReachability false). Each notification is one JSON line on stdout.
 # [notifications]
 # listen = "127.0.0.1:0"  # the address to listen on; port 0: a free port
-# # poa = "http://127.0.0.1:9000"  # the pointOfAccess announced; default: http:// and the address listened on
+# binding = "http"  # "http", or "coap": plain CoAP over UDP (TS-0008), as a constrained device hears
+# # poa = "http://127.0.0.1:9000"  # the pointOfAccess announced; default: http:// (coap://) and the address listened on
 
 # A resource created after registration, in order; one that exists already is kept.
 # [[create]]
@@ -197,7 +198,19 @@ struct SecurityFile {
 pub struct Notifications {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// How notifications arrive: HTTP (TS-0009) or plain CoAP (TS-0008).
+    #[serde(default)]
+    pub binding: NotificationBinding,
     pub poa: Option<String>,
+}
+
+/// The binding of the AE's notification receiver.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationBinding {
+    #[default]
+    Http,
+    Coap,
 }
 
 fn default_listen() -> String {

@@ -1,7 +1,8 @@
 //! An AE's notification receiver at its pointOfAccess (TS-0004 clause 7.3.3.x: the Notify
-//! procedure; TS-0009 HTTP binding): accepts NOTIFY requests carrying a `m2m:sgn` of one of the
-//! AE's own subscriptions (or a verification request) and hands each over; answers anything else
-//! with a oneM2M error. Plain HTTP: nothing authenticates the sender beyond that check.
+//! procedure; TS-0009 HTTP binding, or TS-0008 CoAP binding with [`start_coap`]): accepts NOTIFY
+//! requests carrying a `m2m:sgn` of one of the AE's own subscriptions (or a verification request)
+//! and hands each over; answers anything else with a oneM2M error. Plain HTTP or plain CoAP:
+//! nothing authenticates the sender beyond that check.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -67,6 +68,8 @@ pub struct NotificationReceiver {
     pub notes: Receiver<Notification>,
     /// Add each subscription the AE creates: only their notifications are accepted.
     pub subscriptions: OwnSubscriptions,
+    /// The CoAP receiver's listener, which ends when the receiver is dropped.
+    _coap: Option<m2m_transport::DatagramServer>,
 }
 
 /// One notification as received.
@@ -116,7 +119,85 @@ pub async fn start(listen: &str) -> anyhow::Result<NotificationReceiver> {
         addr,
         notes,
         subscriptions,
+        _coap: None,
     })
+}
+
+/// Listens for CoAP (plain UDP, TS-0008) on `listen`: the same checks, answered through the
+/// CoAP message layer (acknowledgements, duplicates, blocks).
+pub async fn start_coap(listen: &str) -> anyhow::Result<NotificationReceiver> {
+    let udp = tokio::net::UdpSocket::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!("notification receiver: cannot listen on udp {listen}: {e}")
+    })?;
+    let (tx, notes) = channel(QUEUE);
+    let subscriptions = OwnSubscriptions::default();
+    let own = subscriptions.clone();
+    let server = m2m_transport::DatagramServer::spawn(
+        m2m_transport::DatagramListener {
+            name: "ae-notifications",
+            udp,
+            security: m2m_transport::Security::Plain,
+            limits: m2m_transport::Limits::default(),
+        },
+        std::sync::Arc::new(m2m_transport::NoAssociation),
+        move |mut session: m2m_transport::Session<m2m_transport::acceptor::Never>| {
+            let (tx, own) = (tx.clone(), own.clone());
+            async move {
+                let mut exchanges = m2m_core::coap_exchange::Exchanges::default();
+                while let Some(d) = session.io.recv().await {
+                    let answer = exchanges
+                        .answer(&d, MAX_BODY, |request| {
+                            let (tx, own) = (tx.clone(), own.clone());
+                            async move { coap_notify(&tx, &own, request) }
+                        })
+                        .await;
+                    if let Some(reply) = answer {
+                        if session.io.send(&reply).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        },
+    )?;
+    Ok(NotificationReceiver {
+        addr: server.local_addr,
+        notes,
+        subscriptions,
+        _coap: Some(server),
+    })
+}
+
+/// One whole CoAP request to the receiver.
+fn coap_notify(
+    tx: &Sender<Notification>,
+    own: &OwnSubscriptions,
+    request: coap_lite::Packet,
+) -> coap_lite::Packet {
+    use m2m_core::coap_binding;
+    let op = m2m_core::coap_exchange::operation_of(&request);
+    let rqi = coap_binding::request_identifier(&request);
+    let rsp = match coap_binding::decode_request(&request, |_| false)
+        .and_then(|req| accept_request(req, own))
+    {
+        Ok(note) => deliver(tx, note, rqi),
+        Err(e) => Response::error(&e, rqi),
+    };
+    coap_binding::encode_response(&rsp, op)
+}
+
+/// Hands a notification over; the answer to its sender.
+fn deliver(tx: &Sender<Notification>, note: Notification, rqi: String) -> Response {
+    match tx.try_send(note) {
+        Ok(()) | Err(TrySendError::Closed(_)) => Response::new(ResponseStatusCode::Ok, rqi, None),
+        Err(TrySendError::Full(_)) => Response::error(
+            &M2mError::new(
+                ResponseStatusCode::InternalServerError,
+                "too many notifications waiting",
+            ),
+            rqi,
+        ),
+    }
 }
 
 async fn handle(
@@ -132,18 +213,7 @@ async fn handle(
             rqi,
         ),
         Ok(body) => match accept(&parts, &body.to_bytes(), &own) {
-            Ok(note) => match tx.try_send(note) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {
-                    Response::new(ResponseStatusCode::Ok, rqi, None)
-                }
-                Err(TrySendError::Full(_)) => Response::error(
-                    &M2mError::new(
-                        ResponseStatusCode::InternalServerError,
-                        "too many notifications waiting",
-                    ),
-                    rqi,
-                ),
-            },
+            Ok(note) => deliver(&tx, note, rqi),
             Err(e) => Response::error(&e, rqi),
         },
     };
@@ -159,6 +229,14 @@ fn accept(
 ) -> Result<Notification, M2mError> {
     let req =
         http_binding::decode_request(&parts.method, &parts.uri, &parts.headers, body, |_| false)?;
+    accept_request(req, own)
+}
+
+/// The notification a decoded request carries, or why it is not one.
+fn accept_request(
+    req: m2m_core::Request,
+    own: &OwnSubscriptions,
+) -> Result<Notification, M2mError> {
     if req.op != Operation::Notify {
         return Err(M2mError::new(
             ResponseStatusCode::OperationNotAllowed,

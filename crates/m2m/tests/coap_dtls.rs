@@ -1008,3 +1008,101 @@ fn plain_coap_takes_a_from_as_a_claim_only() {
         );
     }
 }
+
+/// `m2m ae` as a lock over CoAP end to end: it associates over DTLS-PSK with `coaps://`,
+/// registers with a `coap://` pointOfAccess, creates its state and subscribes to it; the CSE
+/// verifies the subscription and notifies the new contentInstance over CoAP, and the AE prints
+/// both as JSON lines. A NOTIFY the AE did not subscribe to is refused there.
+#[test]
+fn an_ae_hears_its_notifications_over_coap() {
+    use std::io::BufRead;
+    let cse = dtls_cse();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("lock1.kpsa");
+    write_private(&key_file, LOCK1.key);
+    let config = dir.path().join("lock1.toml");
+    write_private(
+        &config,
+        &format!(
+            "[ae]\nresource_name = \"lock1\"\napp_id = \"Ndoorlock\"\n\
+             [cse]\nurl = \"coaps://127.0.0.1:{}\"\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n\
+             [security]\nmode = \"psk\"\nkpsa_id = \"{}\"\nkey_file = {:?}\n\
+             [notifications]\nlisten = \"127.0.0.1:0\"\nbinding = \"coap\"\n\
+             [[create]]\nty = 3\ncontent = {{ \"m2m:cnt\" = {{ rn = \"state\" }} }}\n\
+             [[subscribe]]\nto = \"cse-in/lock1/state\"\nrn = \"self\"\n",
+            cse.coaps_port(),
+            LOCK1.kpsa_id,
+            key_file.display().to_string()
+        ),
+    );
+    let mut ae = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args(["ae", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start m2m ae");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let out = ae.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let next = |what: &str| -> Value {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("the AE printed no {what}:\n{}", cse.stderr()));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: {e}: {line}"))
+    };
+    let mut ready = next("ready line");
+    while ready.get("ready").is_none() {
+        ready = next("ready line");
+    }
+    let poa = ready["ready"]["poa"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(poa.starts_with("coap://127.0.0.1:"), "{ready}");
+    assert_eq!(ready["ready"]["aei"], json!(LOCK1.ae), "{ready}");
+    // The lock reports over its own association (m2m request over coaps).
+    let report = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args(["request", "--ae"])
+        .arg(&config)
+        .args(["-X", "create", "--to", "cse-in/lock1/state", "--ty", "4"])
+        .args(["--body", r#"{"m2m:cin":{"con":"UNLOCKED"}}"#])
+        .output()
+        .expect("m2m request");
+    assert!(
+        String::from_utf8_lossy(&report.stdout).starts_with("2001"),
+        "{}{}",
+        String::from_utf8_lossy(&report.stdout),
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let mut note = next("notification");
+    while note["notification"]["verification"] == json!(true) {
+        note = next("notification");
+    }
+    assert_eq!(
+        note["notification"]["sgn"]["nev"]["rep"]["m2m:cin"]["con"],
+        json!("UNLOCKED"),
+        "{note}"
+    );
+    // A NOTIFY for a subscription the AE never made, straight to its CoAP pointOfAccess.
+    let port: u16 = poa.rsplit(':').next().unwrap().parse().unwrap();
+    let forged = json!({ "m2m:sgn": { "nev": { "rep": { "m2m:cin": { "con": "UNLOCKED" } }, "net": 3 }, "sur": "/id-in/sub-forged" } });
+    let mut req = Request::new(Operation::Notify, "lock1", Some("/id-in".into()), rqi());
+    req.pc = Some(forged);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rsp = rt
+        .block_on(m2m_client::Client::new().send_to_url(&format!("coap://127.0.0.1:{port}/"), &req))
+        .expect("the receiver answers");
+    assert_eq!(rsp.rsc.code(), 4004, "{rsp:?}");
+    assert!(
+        lines.recv_timeout(Duration::from_millis(500)).is_err(),
+        "nothing printed for it"
+    );
+    let _ = ae.kill();
+    let _ = ae.wait();
+}
