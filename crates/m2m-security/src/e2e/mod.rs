@@ -10,6 +10,8 @@
 //!   the AE, bound to the resource's attributes, opaque to the hosting CSE.
 //! - [`group_message`]: secure group communication (a gateway-signed command under a group key) and a
 //!   group credential sealed for one member under that member's own key.
+//! - [`multicast`]: a multicast group fan-out datagram protected with the group key: signed by the group
+//!   hosting CSE, encrypted for the members, with a per-sender sequence number and a replay window.
 //! - [`freshness`]: the checks of the times and versions ESData and group credentials carry.
 
 pub mod escertke;
@@ -18,3 +20,4 @@ pub mod esprim;
 pub mod freshness;
 pub mod group_message;
 pub mod jose;
+pub mod multicast;
