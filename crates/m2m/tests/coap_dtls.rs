@@ -502,8 +502,9 @@ fn openssl_s_client_dtls_each_psk_suite_and_the_cookie_exchange() {
 }
 
 /// The certificate-based framework over DTLS (TS-0003 clause 10.2.3, ECDHE-ECDSA with P-256):
-/// libcoap presents an AE certificate made by `m2m pki` and registers with the AE-ID of its SAN;
-/// a certificate of another CA gets no association.
+/// libcoap presents an AE certificate made by `m2m pki` (`-c`/`-j`), validates the CSE's chain
+/// against the CA (`-R`), and registers with the AE-ID of its SAN; a certificate of another CA
+/// gets no association.
 #[test]
 fn certificates_over_dtls_with_libcoap() {
     if !have_libcoap() {
@@ -536,7 +537,7 @@ fn certificates_over_dtls_with_libcoap() {
             .arg(pem)
             .arg("-j")
             .arg(key)
-            .args(["-C", &ca, "-n"])
+            .args(["-R", &ca])
             .args([
                 "-O",
                 &format!("279,{from}"),
