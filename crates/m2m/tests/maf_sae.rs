@@ -400,3 +400,80 @@ async fn a_cached_maf_key_outlives_the_maf_only_when_configured() {
     let again = again.expect("the cached key opens a second association without the MAF");
     assert_eq!(again.rsc, 2000, "{:?}", again.body);
 }
+
+/// MAF-based SAE over DTLS (the CoAP binding): `m2m request` obtains Kc from the MAF and opens a
+/// DTLS-PSK association with `HEX(KcID)@MAF-FQDN` on the CSE's DTLS listener; the CSE fetches
+/// the same Kc from the MAF in its PSK callback, as for TLS, and binds the association to the
+/// AE the MAF names.
+#[test]
+fn m2m_request_associates_through_the_maf_over_dtls() {
+    let setup = Setup::new();
+    let mut maf_proc = setup.start_maf();
+    let maf_url = maf_proc.url().to_owned();
+    let cse = CseProcess::start_temp(&format!(
+        "[cse]\ncse_id = \"/id-in\"\n[tls]\nlisten = \"127.0.0.1:0\"\ndtls_listen = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n",
+        setup.path("id-in.pem").display(),
+        setup.path("id-in.key").display(),
+        setup.pki.ca_pem().display(),
+    ));
+    let coaps = format!("coaps://127.0.0.1:{}", cse.coaps_port());
+    let request = |args: &[&str], km: &str| {
+        Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args(["request", "--url", &coaps, "--json"])
+            .args(args)
+            .args(["--maf-url", &maf_url, "--maf-fqdn", MAF_FQDN])
+            .args(["--km-id", KM_ID, "--km-env", "TEST_KM"])
+            .args(["--target-cse", &format!("//{SP}/id-in")])
+            .env("TEST_KM", km)
+            .output()
+            .unwrap()
+    };
+    let out = request(
+        &[
+            "-X",
+            "create",
+            "--to",
+            "cse-in",
+            "--from",
+            "C",
+            "--ty",
+            "2",
+            "--body",
+            r#"{"m2m:ae":{"rn":"phone","api":"Nphone","rr":false,"srv":["3"]}}"#,
+        ],
+        KM_HEX,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rsp: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(rsp["rsc"], json!(2001), "{rsp}");
+    assert_eq!(rsp["pc"]["m2m:ae"]["aei"], json!("Cphone"), "{rsp}");
+    assert!(
+        cse.logged("cse-dtls"),
+        "the association is on the DTLS listener:\n{}",
+        cse.stderr()
+    );
+    let line = cse
+        .stderr()
+        .lines()
+        .find(|l| l.contains("association established") && l.contains("cse-dtls"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains(&format!("@{MAF_FQDN}")) && line.contains("Cphone"),
+        "a MAF key's association, bound to Cphone: {line}"
+    );
+    // A wrong Km: no association with the MAF, so none with the CSE either.
+    let out = request(
+        &["--to", "cse-in/phone", "--from", "Cphone"],
+        &"11".repeat(32),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = maf_proc.kill();
+    let _ = maf_proc.wait();
+}
