@@ -139,6 +139,10 @@ pub fn request_identifier(p: &Packet) -> String {
 /// Maps Uri-Path segments back to `To` (TS-0008 table 6.2.2.3-1).
 /// No Uri-Path is the root, an empty `To` (as HTTP's `/`): a notification receiver's address.
 pub fn to_from_segments(segments: &[String]) -> M2mResult<String> {
+    // A '/' inside one option would make two segments of the address: ambiguous, refused.
+    if segments.iter().any(|s| s.contains('/')) {
+        return Err(M2mError::bad_request("a Uri-Path segment contains '/'"));
+    }
     match segments.split_first() {
         None => Ok(String::new()),
         Some((first, rest)) if first == "~" => Ok(format!("/{}", rest.join("/"))),
@@ -518,6 +522,9 @@ mod tests {
             assert_eq!(got, segs, "{to}");
             assert_eq!(to_from_segments(&got).unwrap(), to);
         }
+        // One option holding a '/' would read as two segments once re-encoded.
+        assert!(to_from_segments(&["_/".into()]).is_err());
+        assert_eq!(to_from_segments(&[]).unwrap(), "", "no Uri-Path: the root");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Property tests of m2m-core's parsers of network input: the HTTP binding (TS-0009), `To` addresses
+//! Property tests of m2m-core's parsers of network input: the HTTP binding (TS-0009), the CoAP
+//! binding and its message layer (TS-0008, RFC 7252/7959), `To` addresses
 //! and originator identities (TS-0001 clause 7.2), CREATE/UPDATE content validation (TS-0004 clause 7.3.3), filter criteria
 //! (TS-0004 clause 6.3.5.8) and `m2m:securityInfo` (TS-0004 clause 6.3.5.48).
 //!
@@ -1298,6 +1299,141 @@ fn parsers_take_bounded_time_on_64_kib_inputs() {
                 )
                 .err()
             });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The CoAP binding (TS-0008) and its message layer (RFC 7252, RFC 7959)
+
+/// CoAP messages built from parts a peer controls: any code, options among the ones the binding
+/// reads (oneM2M and standard) and random others, any values, any payload.
+fn coap_message() -> impl Strategy<Value = Vec<u8>> {
+    // Mostly the options the binding reads (Uri-Path and Uri-Query most), sometimes any other.
+    let option = prop_oneof![
+        6 => select(vec![11u16, 11, 11, 15, 15, 279, 267, 12]),
+        3 => select(vec![
+            3u16, 7, 17, 23, 27, 60, 258, 259, 263, 271, 275, 291, 295, 299, 303, 307, 311, 319,
+            323, 327, 331, 335, 339,
+        ]),
+        1 => 0u16..3000,
+    ];
+    let value = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..12),
+        "[a-z0-9=+/~_.-]{0,24}".prop_map(String::into_bytes),
+        Just(b"fu=1".to_vec()),
+        Just(b"ty=2+3".to_vec()),
+        Just(b"rcn=4".to_vec()),
+    ];
+    (
+        any::<u8>(),
+        select(vec![1u8, 1, 2, 2, 3, 4, 0, 5, 0x45]),
+        any::<u16>(),
+        proptest::collection::vec(any::<u8>(), 0..8),
+        proptest::collection::vec((option, value), 0..10),
+        prop_oneof![
+            Just(Vec::new()),
+            Just(br#"{"m2m:cnt":{"rn":"x"}}"#.to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ],
+    )
+        .prop_map(|(kind, code, mid, token, options, payload)| {
+            let mut p = coap_lite::Packet::new();
+            p.header.set_type(match kind % 4 {
+                0 => coap_lite::MessageType::Confirmable,
+                1 => coap_lite::MessageType::NonConfirmable,
+                2 => coap_lite::MessageType::Acknowledgement,
+                _ => coap_lite::MessageType::Reset,
+            });
+            p.header.code = coap_lite::MessageClass::from(code);
+            p.header.message_id = mid;
+            p.set_token(token);
+            for (n, v) in options {
+                p.add_option(coap_lite::CoapOption::from(n), v);
+            }
+            if mid % 4 != 0 {
+                p.add_option(coap_lite::CoapOption::from(283), b"rqi-1".to_vec());
+            }
+            if mid % 3 == 0 {
+                p.add_option(coap_lite::CoapOption::from(12), vec![0x27, 0x11]);
+            }
+            p.payload = payload;
+            p.to_bytes_unlimited().unwrap_or_default()
+        })
+}
+
+/// Polls a future that never waits (the responders below answer at once).
+fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the responder waited"),
+    }
+}
+
+proptest! {
+    #![proptest_config(config(768))]
+
+    /// Any CoAP message a peer can send: the binding decodes it to a request primitive or refuses
+    /// it with a 4xxx (or 5001 for a feature it names), never a panic; a decoded request encodes
+    /// back to a message that decodes to the same primitive.
+    #[test]
+    fn coap_requests_decode_or_are_refused(bytes in coap_message()) {
+        let Ok(p) = coap_lite::Packet::from_bytes(&bytes) else { return Ok(()); };
+        if m2m_core::coap_binding::check_options(&p).is_err() {
+            return Ok(());
+        }
+        match m2m_core::coap_binding::decode_request(&p, schema::is_attribute_name) {
+            Ok(req) => {
+                let again = m2m_core::coap_binding::encode_request(&req).expect("encodes");
+                let back = m2m_core::coap_binding::decode_request(&again, schema::is_attribute_name)
+                    .expect("what was decoded once decodes again");
+                prop_assert_eq!((back.op, &back.to, &back.from, &back.rqi), (req.op, &req.to, &req.from, &req.rqi));
+                prop_assert_eq!(back.ty, req.ty);
+                prop_assert_eq!(back.pc, req.pc);
+            }
+            // 5207 NOT_ACCEPTABLE is the code TS-0004 and TS-0008 table 6.2.4-1 give an Accept
+            // this CSE cannot answer in (CoAP 4.06).
+            Err(e) => prop_assert!(
+                is_client_error(&e)
+                    || e.rsc == ResponseStatusCode::NotImplemented
+                    || e.rsc == ResponseStatusCode::NotAcceptable,
+                "{:?}", e
+            ),
+        }
+    }
+
+    /// The message layer takes any datagram, a run of them from one peer included: it answers
+    /// with a well-formed message or not at all, never panics, and a duplicate Message ID gets the
+    /// same answer without running the request again.
+    #[test]
+    fn the_coap_message_layer_survives_any_datagrams(
+        run in proptest::collection::vec(prop_oneof![coap_message(), proptest::collection::vec(any::<u8>(), 0..40)], 1..12),
+    ) {
+        let mut exchanges = m2m_core::coap_exchange::Exchanges::default();
+        let calls = std::cell::Cell::new(0u32);
+        for d in &run {
+            let before = calls.get();
+            let first = ready(exchanges.answer(d, 4096, |req| {
+                calls.set(calls.get() + 1);
+                let mut r = coap_lite::Packet::new();
+                r.header.code = coap_lite::MessageClass::Response(coap_lite::ResponseType::Content);
+                r.payload = vec![b'x'; req.payload.len() * 3];
+                async move { r }
+            }));
+            if let Some(reply) = &first {
+                prop_assert!(coap_lite::Packet::from_bytes(reply).is_ok(), "a well-formed answer");
+            }
+            let ran = calls.get() > before;
+            let again = ready(exchanges.answer(d, 4096, |_| {
+                calls.set(calls.get() + 1);
+                async { coap_lite::Packet::new() }
+            }));
+            if ran {
+                prop_assert_eq!(&again, &first, "a duplicate gets the same answer");
+                prop_assert_eq!(calls.get(), before + 1, "and does not run again");
+            }
         }
     }
 }
