@@ -1,7 +1,7 @@
 //! `m2m demo`: the door-lock use case of the security guide (seeds/000) played for real. The
 //! MEF, the MAF, the IN-CSE and the MN-CSE (the home gateway) are `m2m` processes on loopback;
-//! the two locks associate with the gateway by TLS-PSK with the guide's credentials (Table
-//! 7.1.2-1), the gateway with the IN-CSE by certificates, the smartphone with the IN-CSE by
+//! the two locks associate with the gateway by DTLS-PSK and speak CoAP (TS-0008), with the
+//! guide's credentials (Table 7.1.2-1), the gateway with the IN-CSE by certificates, the smartphone with the IN-CSE by
 //! MAF-based SAE after enrolling at the MEF; the gateway app (MN-AE) by TLS-PSK with a key of its
 //! own. Then the smartphone unlocks the front door and hears about it, and a series of attacks is
 //! refused, each checked by what the attacker sees and by the reason in the CSE's audit log. No
