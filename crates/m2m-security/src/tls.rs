@@ -112,6 +112,11 @@ pub fn dtls_server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> 
     Ok(b.build())
 }
 
+/// The cookie of this minute for `ip`: what a HelloVerifyRequest to it carries.
+pub fn dtls_cookie(ip: IpAddr) -> [u8; 16] {
+    cookie_for(Some(ip), cookie_epoch(0))
+}
+
 /// Whether `cookie` is one this process's DTLS listeners gave `ip` this minute or the last (a
 /// client between the two is not refused). The transport asks too, before it lets a new
 /// ClientHello replace an established association (RFC 6347 clause 4.2.8).

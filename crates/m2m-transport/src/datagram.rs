@@ -1,11 +1,15 @@
 //! UDP listeners for the CoAP binding (TS-0008): plain, or DTLS 1.2 where each peer address is one
 //! security association (TS-0003 clause 10.2.1), established and bound exactly as on TLS.
 //!
-//! One task reads the socket and hands each datagram to the session of its source address. A
-//! session is created only for a datagram that can start one: under DTLS a ClientHello, which
-//! OpenSSL answers with a HelloVerifyRequest cookie (RFC 6347 clause 4.2.1) before it does any
-//! work, so a spoofed source costs one small datagram and no amplification. Sessions are capped
-//! per listener (`max_connections`) and per source while handshaking
+//! One task reads the socket and hands each datagram to the session of its source address. Under
+//! DTLS no state exists for an address before it proved it receives there: a ClientHello without
+//! a valid cookie is answered with a HelloVerifyRequest built here ([`hello_verify_request`], 31
+//! bytes of handshake against the client's hundred and more: no amplification, RFC 6347 clause
+//! 4.2.1) and forgotten; one that returns the cookie of its address starts a session (OpenSSL is
+//! first given the ClientHello the client sent before, [`first_hello`], so that it continues as
+//! after its own cookie exchange). A proven ClientHello from an address that has an association
+//! replaces it (a restarted device, a rebound NAT: clause 4.2.8); a spoofed one cannot. Sessions
+//! are capped per listener (`max_connections`) and per source while handshaking
 //! (`max_handshakes_per_source`); a handshake must finish within `handshake_timeout_ms` and a
 //! session with no traffic for `idle_timeout_ms` ends.
 //!
@@ -134,10 +138,10 @@ struct PeerPipe {
     peer: SocketAddr,
     /// While handshaking: wakes reads so that OpenSSL sees its retransmission timer expire.
     tick: Option<tokio::time::Interval>,
-    /// Datagrams read so far.
-    received: usize,
     /// A datagram taken from `rx` while waiting, for OpenSSL's next read.
     stash: Option<Vec<u8>>,
+    /// Writes to swallow (the HelloVerifyRequest of the synthesized first ClientHello).
+    discard_writes: usize,
 }
 
 impl AsyncRead for PeerPipe {
@@ -153,7 +157,6 @@ impl AsyncRead for PeerPipe {
         };
         match next {
             Poll::Ready(Some(d)) => {
-                this.received += 1;
                 let n = d.len().min(buf.remaining());
                 buf.put_slice(&d[..n]);
                 Poll::Ready(Ok(()))
@@ -176,6 +179,10 @@ impl AsyncWrite for PeerPipe {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.discard_writes > 0 {
+            this.discard_writes -= 1;
+            return Poll::Ready(Ok(buf.len()));
+        }
         this.sock.poll_send_to(cx, buf, this.peer)
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -290,6 +297,63 @@ pub fn client_hello_cookie(d: &[u8]) -> Option<&[u8]> {
     d.get(at + 1..at + 1 + cookie_len)
 }
 
+/// The record sequence number (48 bits) of a DTLS record.
+fn record_seq(d: &[u8]) -> Option<u64> {
+    let b = d.get(5..11)?;
+    Some(b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
+}
+
+/// The HelloVerifyRequest answering ClientHello `hello` with `cookie` (RFC 6347 clause 4.2.1),
+/// built here without any handshake state, as OpenSSL's `DTLSv1_listen` does: version DTLS 1.0 in
+/// the record and the message, the ClientHello's record sequence number.
+pub fn hello_verify_request(hello: &[u8], cookie: &[u8]) -> Option<Vec<u8>> {
+    let seq = hello.get(5..11)?;
+    let body_len = 3 + cookie.len();
+    let mut d = Vec::with_capacity(13 + 12 + body_len);
+    d.extend_from_slice(&[22, 0xFE, 0xFF, 0, 0]);
+    d.extend_from_slice(seq);
+    d.extend_from_slice(&((12 + body_len) as u16).to_be_bytes());
+    d.push(3); // hello_verify_request
+    d.extend_from_slice(&(body_len as u32).to_be_bytes()[1..]);
+    d.extend_from_slice(&[0, 0, 0, 0, 0]); // message_seq 0, fragment_offset 0
+    d.extend_from_slice(&(body_len as u32).to_be_bytes()[1..]);
+    d.extend_from_slice(&[0xFE, 0xFF, cookie.len() as u8]);
+    d.extend_from_slice(cookie);
+    Some(d)
+}
+
+/// The first ClientHello the client would have sent: `hello` (the second, with a cookie, message
+/// sequence 1) without its cookie, message sequence 0, one record earlier. Fed to a fresh
+/// OpenSSL session before the real one, it leaves the session exactly where a cookie exchange
+/// would have (its HelloVerifyRequest is discarded), so no state exists before the cookie proved
+/// the source address. `None` when `hello` is not such a second ClientHello.
+pub fn first_hello(hello: &[u8]) -> Option<Vec<u8>> {
+    let cookie = client_hello_cookie(hello)?;
+    let rec = record_seq(hello)?;
+    // A whole message in one record, message sequence 1, an earlier record number to take.
+    let msg_len = u32::from_be_bytes([0, hello[14], hello[15], hello[16]]) as usize;
+    let frag_len = u32::from_be_bytes([0, hello[22], hello[23], hello[24]]) as usize;
+    if cookie.is_empty() || rec == 0 || hello.get(17..19)? != [0, 1] || msg_len != frag_len {
+        return None;
+    }
+    if hello.len() != 25 + msg_len {
+        return None;
+    }
+    let sid_len = hello[59] as usize;
+    let at = 60 + sid_len; // the cookie length byte
+    let mut d = Vec::with_capacity(hello.len());
+    d.extend_from_slice(&hello[..at]);
+    d.push(0);
+    d.extend_from_slice(&hello[at + 1 + cookie.len()..]);
+    let new_msg_len = msg_len - cookie.len();
+    d[5..11].copy_from_slice(&(rec - 1).to_be_bytes()[2..]);
+    d[11..13].copy_from_slice(&((12 + new_msg_len) as u16).to_be_bytes());
+    d[14..17].copy_from_slice(&(new_msg_len as u32).to_be_bytes()[1..]);
+    d[17..19].copy_from_slice(&[0, 0]);
+    d[22..25].copy_from_slice(&(new_msg_len as u32).to_be_bytes()[1..]);
+    Some(d)
+}
+
 async fn read_loop<B, F, Fut>(shared: Arc<Shared<B, F>>, sock: Arc<UdpSocket>)
 where
     B: Binder,
@@ -298,10 +362,6 @@ where
 {
     let dtls = matches!(shared.security, Security::Tls(_));
     let mut sessions: HashMap<SocketAddr, Entry> = HashMap::new();
-    // New handshakes from addresses that already have an association (RFC 6347 clause 4.2.8: a
-    // client that restarted, or a spoofer): the association stays until the newcomer returns
-    // its cookie, which proves the address.
-    let mut pending: HashMap<SocketAddr, Entry> = HashMap::new();
     let mut tasks = JoinSet::new();
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<SocketAddr>();
     let mut stopped = shared.stopped.clone();
@@ -317,52 +377,62 @@ where
                 if n > MAX_ACCEPTED {
                     continue;
                 }
-                let datagram = buf[..n].to_vec();
-                if dtls && is_client_hello(&datagram) {
-                    if let Some(p) = pending.get(&peer) {
-                        let proven = client_hello_cookie(&datagram).is_some_and(|c| {
-                            !c.is_empty()
-                                && m2m_security::tls::dtls_cookie_is_valid(Some(peer.ip()), c)
+                let datagram = &buf[..n];
+                if dtls && is_client_hello(datagram) {
+                    let handshaking = sessions.get(&peer).is_some_and(|e| {
+                        !e.established.load(Ordering::Relaxed) && !e.tx.is_closed()
+                    });
+                    if !handshaking {
+                        // A new handshake, from a new address or one with an association (a
+                        // restarted device, a rebound NAT: RFC 6347 clause 4.2.8). Nothing is
+                        // kept for it until it returns the cookie of its address.
+                        let proven = client_hello_cookie(datagram).is_some_and(|c| {
+                            m2m_security::tls::dtls_cookie_is_valid(Some(peer.ip()), c)
                         });
-                        let _ = p.tx.try_send(datagram);
-                        if proven {
-                            // The old association ends: its queue closes.
-                            if let Some(p) = pending.remove(&peer) {
-                                sessions.insert(peer, p);
+                        match (proven, first_hello(datagram)) {
+                            (true, Some(first)) => {
+                                let opened = shared.open(
+                                    sessions.len(),
+                                    &mut tasks,
+                                    &sock,
+                                    peer,
+                                    vec![first, datagram.to_vec()],
+                                    &ended_tx,
+                                );
+                                // The old association, if any, ends: its queue closes.
+                                match opened {
+                                    Some(e) => { sessions.insert(peer, e); }
+                                    None => { sessions.remove(&peer); }
+                                }
+                            }
+                            _ => {
+                                let cookie = m2m_security::tls::dtls_cookie(peer.ip());
+                                if let Some(hvr) = hello_verify_request(datagram, &cookie) {
+                                    let _ = sock.try_send_to(&hvr, peer);
+                                }
                             }
                         }
                         continue;
                     }
-                    let live = sessions.get(&peer).is_some_and(|e| {
-                        e.established.load(Ordering::Relaxed) && !e.tx.is_closed()
-                    });
-                    if live {
-                        if let Some(e) = shared.open(sessions.len() + pending.len(), &mut tasks, &sock, peer, datagram, &ended_tx) {
-                            pending.insert(peer, e);
-                        }
-                        continue;
-                    }
                 }
+                let datagram = datagram.to_vec();
                 if let Some(e) = sessions.get(&peer) {
                     match e.tx.try_send(datagram) {
                         Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => continue,
                         Err(mpsc::error::TrySendError::Closed(d)) => {
                             sessions.remove(&peer);
-                            if let Some(e) = shared.open(sessions.len() + pending.len(), &mut tasks, &sock, peer, d, &ended_tx) {
+                            if let Some(e) = shared.open(sessions.len(), &mut tasks, &sock, peer, vec![d], &ended_tx) {
                                 sessions.insert(peer, e);
                             }
                         }
                     }
-                } else if let Some(e) = shared.open(sessions.len() + pending.len(), &mut tasks, &sock, peer, datagram, &ended_tx) {
+                } else if let Some(e) = shared.open(sessions.len(), &mut tasks, &sock, peer, vec![datagram], &ended_tx) {
                     sessions.insert(peer, e);
                 }
             }
             Some(peer) = ended.recv() => {
                 if sessions.get(&peer).is_some_and(|e| e.tx.is_closed()) {
                     sessions.remove(&peer);
-                }
-                if pending.get(&peer).is_some_and(|e| e.tx.is_closed()) {
-                    pending.remove(&peer);
                 }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -372,7 +442,6 @@ where
         }
     }
     drop(sessions);
-    drop(pending);
     let grace = Duration::from_millis(shared.limits.shutdown_grace_ms);
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
 }
@@ -390,11 +459,13 @@ where
         tasks: &mut JoinSet<()>,
         sock: &Arc<UdpSocket>,
         peer: SocketAddr,
-        first: Vec<u8>,
+        first: Vec<Vec<u8>>,
         ended: &mpsc::UnboundedSender<SocketAddr>,
     ) -> Option<Entry> {
-        if matches!(self.security, Security::Tls(_)) && !is_client_hello(&first) {
-            // Not the start of a handshake (a stale session's record, noise): no state for it.
+        let dtls = matches!(self.security, Security::Tls(_));
+        if dtls && first.len() < 2 {
+            // Under DTLS a session starts only from a ClientHello that returned its cookie
+            // (the read loop's job); anything else is a stale session's record or noise.
             return None;
         }
         if open >= self.limits.max_connections {
@@ -402,15 +473,18 @@ where
             return None;
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        let _ = tx.try_send(first);
+        for d in first {
+            let _ = tx.try_send(d);
+        }
         let established = Arc::new(AtomicBool::new(false));
         let pipe = PeerPipe {
             rx,
             sock: Arc::clone(sock),
             peer,
             tick: None,
-            received: 0,
             stash: None,
+            // The session's own HelloVerifyRequest answers the synthesized first ClientHello.
+            discard_writes: usize::from(dtls),
         };
         let shared = Arc::clone(self);
         let ended = ended.clone();
@@ -469,7 +543,6 @@ where
                             Some(Arc::new(association)),
                         )
                     }
-                    Err(Refused::Quiet) => return,
                     Err(Refused::Because(why)) => {
                         tracing::warn!(target: "audit", listener = self.name, peer = %peer, reason = %why, "association refused");
                         return;
@@ -500,9 +573,6 @@ where
         ssl.set_mtu(MTU).map_err(|e| because(e.to_string()))?;
         let mut stream = SslStream::new(ssl, pipe).map_err(|e| because(e.to_string()))?;
         match tokio::time::timeout(timeout, Pin::new(&mut stream).accept()).await {
-            // A source that never came back with its cookie may not be the source at all: a
-            // spoofed ClientHello is not worth an audit line each.
-            Err(_) if stream.get_ref().received <= 1 => return Err(Refused::Quiet),
             // Under DTLS a wrong key ends so: records that fail to decrypt are dropped, not
             // answered (RFC 6347 clause 4.1.2.7).
             Err(_) => {
@@ -522,8 +592,6 @@ where
 }
 
 enum Refused {
-    /// Nothing worth logging (a ClientHello that never returned its cookie).
-    Quiet,
     Because(String),
 }
 

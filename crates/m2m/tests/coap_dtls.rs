@@ -1107,3 +1107,72 @@ fn an_ae_hears_its_notifications_over_coap() {
     let _ = ae.kill();
     let _ = ae.wait();
 }
+
+/// Spoofed or abandoned ClientHellos cost the CSE nothing: each gets a HelloVerifyRequest smaller
+/// than itself and no state (no session, no per-source handshake slot, no audit line), so a
+/// flood from the lock's own address does not keep the lock from associating right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_less_hellos_get_a_small_answer_and_no_state() {
+    let cse = dtls_cse();
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], cse.coaps_port()).into();
+    // A real ClientHello, as OpenSSL's client sends it first (no cookie yet).
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let ctx = lock1_context();
+    let grab = tokio::spawn(async move {
+        let _ = m2m_transport::DatagramChannel::dtls(
+            &ctx,
+            sink_addr,
+            &m2m_transport::PeerCheck::PreSharedKey,
+            Duration::from_millis(500),
+        )
+        .await;
+    });
+    let mut hello = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sink.recv_from(&mut hello))
+        .await
+        .expect("a ClientHello")
+        .unwrap();
+    hello.truncate(n);
+    grab.abort();
+    assert!(m2m_transport::datagram::is_client_hello(&hello));
+    // 64 sources on the lock's address (more than max_handshakes_per_source), none finishing.
+    let mut sockets = Vec::new();
+    for _ in 0..64 {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.send_to(&hello, server).await.unwrap();
+        sockets.push(s);
+    }
+    for s in &sockets {
+        let mut answer = vec![0u8; 2048];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut answer))
+            .await
+            .expect("a HelloVerifyRequest")
+            .unwrap();
+        assert_eq!(answer[0], 22, "a handshake record");
+        assert_eq!(answer[13], 3, "a HelloVerifyRequest");
+        assert!(
+            n < hello.len(),
+            "smaller than the ClientHello: {n} >= {}",
+            hello.len()
+        );
+    }
+    // The lock associates at once, and works.
+    let started = std::time::Instant::now();
+    let mut ch = lock1_channel(cse.coaps_port()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut req = Request::new(Operation::Retrieve, "cse-in", Some(LOCK1.ae.into()), rqi());
+    req.rvi = Some("3".into());
+    let mut p = coap_binding::encode_request(&req).unwrap();
+    p.header.set_type(coap_lite::MessageType::Confirmable);
+    p.header.message_id = 9;
+    let r = exchange(&mut ch, &p).await;
+    assert_eq!(coap_binding::decode_response(&r).unwrap().rsc.code(), 4103);
+    // Nothing was kept for the others: no handshake to time out, no audit line.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(refused(&cse), 0, "{}", cse.stderr());
+}
