@@ -14,7 +14,7 @@
 //! | Response Status Code to CoAP response code, the RSC in oneM2M-RSC | 6.2.4 |
 
 use crate::error::{M2mError, M2mResult};
-use crate::http_binding::{decode_query_field, query_fields};
+use crate::http_binding::{check_result_content, decode_query_field, query_fields};
 use crate::primitive::{Operation, Request, Response};
 use crate::resource_type::ResourceType;
 use crate::status::ResponseStatusCode as Rsc;
@@ -282,14 +282,7 @@ pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mRes
             .map_err(|e| M2mError::bad_request(format!("malformed JSON content: {e}")))?;
         req.pc = Some(v);
     }
-    if let Some(rcn) = req.rcn {
-        if !rcn.valid_for(req.op, req.is_discovery()) {
-            return Err(M2mError::bad_request(format!(
-                "rcn {} is not valid for this operation",
-                rcn as u8
-            )));
-        }
-    }
+    check_result_content(&req)?;
     Ok(req)
 }
 

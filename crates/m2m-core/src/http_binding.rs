@@ -169,14 +169,7 @@ pub fn decode_request(
             .map_err(|e| M2mError::bad_request(format!("malformed JSON content: {e}")))?;
         req.pc = Some(v);
     }
-    if let Some(rcn) = req.rcn {
-        if !rcn.valid_for(req.op, req.is_discovery()) {
-            return Err(M2mError::bad_request(format!(
-                "rcn {} is not valid for this operation",
-                rcn as u8
-            )));
-        }
-    }
+    check_result_content(&req)?;
     Ok(req)
 }
 
@@ -195,6 +188,17 @@ fn decode_query(
         )?;
     }
     Ok(())
+}
+
+/// Refuses a Result Content the operation does not allow (TS-0004 clause 6.3.5.9); every binding
+/// checks it once the primitive is whole.
+pub(crate) fn check_result_content(req: &Request) -> M2mResult<()> {
+    match req.rcn {
+        Some(rcn) if !rcn.valid_for(req.op, req.is_discovery()) => Err(M2mError::bad_request(
+            format!("rcn {} is not valid for this operation", rcn as u8),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One query parameter of TS-0009 table 6.2.2.2-1 (also the Uri-Query of TS-0008), its value

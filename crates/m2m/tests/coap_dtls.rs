@@ -350,24 +350,33 @@ fn dtls_refuses_wrong_keys_guessed_identities_and_impersonation() {
             "{tls}: both handshakes are refused in the audit log:\n{}",
             cse.stderr()
         );
-        // Lock 2, holding its own key, says it is lock 1.
-        let r = coap_client(
-            tls,
-            port,
-            LOCK2.kpsa_id,
-            LOCK2.key,
-            "delete",
-            "/cse-in/lock1",
+        // Lock 2, holding its own key, says it is lock 1: in every form of its AE-ID (TS-0001
+        // table 7.2-1), and the admin too.
+        let forms = [
             LOCK1.ae,
-            None,
-            None,
-        )
-        .expect("lock 2's association answers");
-        assert_eq!(
-            (r.code.as_str(), r.rsc),
-            ("4.03", Some(4106)),
-            "{tls}: {r:?}"
-        );
+            "/id-in/Clock-AE1",
+            "//m2m.example.com/id-in/Clock-AE1",
+            "CAdmin",
+        ];
+        for from in forms {
+            let r = coap_client(
+                tls,
+                port,
+                LOCK2.kpsa_id,
+                LOCK2.key,
+                "delete",
+                "/cse-in/lock1",
+                from,
+                None,
+                None,
+            )
+            .expect("lock 2's association answers");
+            assert_eq!(
+                (r.code.as_str(), r.rsc),
+                ("4.03", Some(4106)),
+                "{tls} as {from}: {r:?}"
+            );
+        }
     }
     // Lock 1 is still there.
     let r = coap_client(

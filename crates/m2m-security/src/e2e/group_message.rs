@@ -84,17 +84,14 @@ pub fn seal_command(
     group_key: &SymmetricKey,
     mgmt: GroupKeyMgmt,
 ) -> Result<String, M2mError> {
-    let fail = |e: jose::JoseError| e.to_m2m("group command not sealed");
-    let mut h = HeaderParams::new();
-    h.insert(GROUP_PARAM.into(), group_key.kid().into());
-    let jws = jose::sign_compact(command, SigningKey::Ec(gateway), &h).map_err(fail)?;
-    let mut outer = HeaderParams::new();
-    outer.insert("cty".into(), "JOSE".into());
-    let (to, enc) = match mgmt {
-        GroupKeyMgmt::Dir => (Recipient::Direct(group_key), dir_enc(group_key)?),
-        GroupKeyMgmt::KeyWrap => (Recipient::KeyWrap(group_key), ContentEnc::A128Gcm),
-    };
-    jose::encrypt_compact(jws.as_bytes(), to, enc, &outer).map_err(fail)
+    seal_signed(
+        command,
+        gateway,
+        HeaderParams::new(),
+        group_key,
+        mgmt,
+        "group command",
+    )
 }
 
 /// A member decrypts a group command with its group key and verifies the gateway's signature.
@@ -104,24 +101,69 @@ pub fn open_command(
     mgmt: GroupKeyMgmt,
     gateway: &EcPublicKey,
 ) -> Result<Zeroizing<Vec<u8>>, M2mError> {
-    let fail = |e: jose::JoseError| e.to_m2m("group command rejected");
+    let jws = open_sealed(sealed, group_key, mgmt, "group command")?;
+    Ok(verify_for_group(&jws, group_key, gateway, "group command")?.payload)
+}
+
+/// Signs `payload` (ES256, protected header `header` plus `grp` = the group key ID), then encrypts
+/// the JWS under `group_key` (`cty` "JOSE"): the sealed objects of group commands and of a
+/// multicast fan-out ([`super::multicast`]).
+pub(crate) fn seal_signed(
+    payload: &[u8],
+    signer: &EcKeyPair,
+    mut header: HeaderParams,
+    group_key: &SymmetricKey,
+    mgmt: GroupKeyMgmt,
+    what: &str,
+) -> Result<String, M2mError> {
+    let fail = |e: jose::JoseError| e.to_m2m(&format!("{what} not sealed"));
+    header.insert(GROUP_PARAM.into(), group_key.kid().into());
+    let jws = jose::sign_compact(payload, SigningKey::Ec(signer), &header).map_err(fail)?;
+    let mut outer = HeaderParams::new();
+    outer.insert("cty".into(), "JOSE".into());
+    let (to, enc) = match mgmt {
+        GroupKeyMgmt::Dir => (Recipient::Direct(group_key), dir_enc(group_key)?),
+        GroupKeyMgmt::KeyWrap => (Recipient::KeyWrap(group_key), ContentEnc::A128Gcm),
+    };
+    jose::encrypt_compact(jws.as_bytes(), to, enc, &outer).map_err(fail)
+}
+
+/// Decrypts an object of [`seal_signed`] with the group key: the nested JWS, not yet verified.
+pub(crate) fn open_sealed(
+    sealed: &str,
+    group_key: &SymmetricKey,
+    mgmt: GroupKeyMgmt,
+    what: &str,
+) -> Result<String, M2mError> {
+    let fail = |e: jose::JoseError| e.to_m2m(&format!("{what} rejected"));
     let dk = match mgmt {
         GroupKeyMgmt::Dir => DecryptionKey::Direct(group_key),
         GroupKeyMgmt::KeyWrap => DecryptionKey::KeyWrap(group_key),
     };
     let opened = jose::decrypt_compact(sealed, dk, &ContentEnc::ALL).map_err(fail)?;
     if opened.header.get("cty").and_then(Value::as_str) != Some("JOSE") {
-        return Err(refused("group command rejected: it is not signed"));
+        return Err(refused(format!("{what} rejected: it is not signed")));
     }
-    let jws = std::str::from_utf8(&opened.payload)
-        .map_err(|_| M2mError::bad_request("group command rejected: the nested JWS is not text"))?;
-    let verified = jose::verify_compact(jws, VerifyingKey::Ec(gateway)).map_err(fail)?;
+    String::from_utf8(opened.payload.to_vec())
+        .map_err(|_| M2mError::bad_request(format!("{what} rejected: the nested JWS is not text")))
+}
+
+/// Verifies a nested JWS of [`open_sealed`] with the signer's key, and that it names the group
+/// of `group_key` (an object for one group is not accepted in another).
+pub(crate) fn verify_for_group(
+    jws: &str,
+    group_key: &SymmetricKey,
+    signer: &EcPublicKey,
+    what: &str,
+) -> Result<jose::Opened, M2mError> {
+    let verified = jose::verify_compact(jws, VerifyingKey::Ec(signer))
+        .map_err(|e| e.to_m2m(&format!("{what} rejected")))?;
     if verified.header.get(GROUP_PARAM).and_then(Value::as_str) != Some(group_key.kid()) {
-        return Err(refused(
-            "group command rejected: it was signed for another group",
-        ));
+        return Err(refused(format!(
+            "{what} rejected: it was signed for another group"
+        )));
     }
-    Ok(verified.payload)
+    Ok(verified)
 }
 
 /// The key a group credential is sealed under: one only the member (and the server) holds.

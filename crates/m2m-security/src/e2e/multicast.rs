@@ -20,11 +20,8 @@
 //! restarts forgets its windows and would accept a replay of a datagram younger than the window's
 //! age bound ([`MAX_AGE`]), which is why the sequence number is a clock and older ones are refused.
 
-use crate::e2e::group_message::{GroupKeyMgmt, GROUP_PARAM};
-use crate::e2e::jose::{
-    self, ContentEnc, DecryptionKey, EcKeyPair, EcPublicKey, HeaderParams, Recipient, SigningKey,
-    SymmetricKey, VerifyingKey,
-};
+use crate::e2e::group_message::{open_sealed, seal_signed, verify_for_group, GroupKeyMgmt};
+use crate::e2e::jose::{self, EcKeyPair, EcPublicKey, HeaderParams, SymmetricKey};
 use chrono::{DateTime, Utc};
 use m2m_core::{M2mError, ResponseStatusCode as Rsc};
 use serde_json::Value;
@@ -79,27 +76,11 @@ impl Sender {
         mgmt: GroupKeyMgmt,
         now: DateTime<Utc>,
     ) -> Result<String, M2mError> {
-        let fail = |e: jose::JoseError| e.to_m2m("fan-out not sealed");
         let mut h = HeaderParams::new();
-        h.insert(GROUP_PARAM.into(), group_key.kid().into());
         h.insert(SENDER_PARAM.into(), self.id.clone().into());
         h.insert(SEQUENCE_PARAM.into(), self.next_seq(now).into());
-        let jws = jose::sign_compact(primitive, SigningKey::Ec(&self.key), &h).map_err(fail)?;
-        let mut outer = HeaderParams::new();
-        outer.insert("cty".into(), "JOSE".into());
-        let (to, enc) = match mgmt {
-            GroupKeyMgmt::Dir => (Recipient::Direct(group_key), dir_enc(group_key)?),
-            GroupKeyMgmt::KeyWrap => (Recipient::KeyWrap(group_key), ContentEnc::A128Gcm),
-        };
-        jose::encrypt_compact(jws.as_bytes(), to, enc, &outer).map_err(fail)
+        seal_signed(primitive, &self.key, h, group_key, mgmt, "fan-out")
     }
-}
-
-fn dir_enc(key: &SymmetricKey) -> Result<ContentEnc, M2mError> {
-    ContentEnc::ALL
-        .into_iter()
-        .find(|e| e.key_len() == key.secret().len())
-        .ok_or_else(|| M2mError::bad_request("a dir group key has 16, 24 or 32 bytes"))
 }
 
 /// The anti-replay window of one (group, sender) at a receiver (RFC 6347 clause 4.1.2.6).
@@ -170,18 +151,10 @@ impl Receiver {
         senders: impl Fn(&str) -> Option<EcPublicKey>,
         now: DateTime<Utc>,
     ) -> Result<Opened, M2mError> {
+        let jws = open_sealed(sealed, group_key, mgmt, "fan-out")?;
+        // Whose key verifies it is named inside, read before the signature is checked.
         let fail = |e: jose::JoseError| e.to_m2m("fan-out rejected");
-        let dk = match mgmt {
-            GroupKeyMgmt::Dir => DecryptionKey::Direct(group_key),
-            GroupKeyMgmt::KeyWrap => DecryptionKey::KeyWrap(group_key),
-        };
-        let outer = jose::decrypt_compact(sealed, dk, &ContentEnc::ALL).map_err(fail)?;
-        if outer.header.get("cty").and_then(Value::as_str) != Some("JOSE") {
-            return Err(refused("fan-out rejected: it is not signed"));
-        }
-        let jws = std::str::from_utf8(&outer.payload)
-            .map_err(|_| M2mError::bad_request("fan-out rejected: the nested JWS is not text"))?;
-        let parts = jose::split_compact(jws, 3, "JWS").map_err(fail)?;
+        let parts = jose::split_compact(&jws, 3, "JWS").map_err(fail)?;
         let header = jose::decode_header(parts[0]).map_err(fail)?;
         let sender = header
             .get(SENDER_PARAM)
@@ -189,10 +162,7 @@ impl Receiver {
             .ok_or_else(|| refused("fan-out rejected: no sender"))?
             .to_owned();
         let key = senders(&sender).ok_or_else(|| refused("fan-out rejected: unknown sender"))?;
-        let verified = jose::verify_compact(jws, VerifyingKey::Ec(&key)).map_err(fail)?;
-        if verified.header.get(GROUP_PARAM).and_then(Value::as_str) != Some(group_key.kid()) {
-            return Err(refused("fan-out rejected: it was signed for another group"));
-        }
+        let verified = verify_for_group(&jws, group_key, &key, "fan-out")?;
         let seq = verified
             .header
             .get(SEQUENCE_PARAM)
