@@ -55,6 +55,28 @@ impl Peer {
         Self::default()
     }
 
+    /// The peer of a connection (TCP) or session (UDP) of any binding: its association, or the
+    /// plain listener's trust. While the guard lives, a group member connected over its
+    /// association is inner-authenticated (group authentication, entity B).
+    pub(crate) fn of_transport(
+        cse: &Cse,
+        addr: SocketAddr,
+        association: Option<&Arc<Association>>,
+        plain: PlainTrust,
+    ) -> (Self, Option<crate::group_authentication::InnerGuard>) {
+        match association {
+            Some(a) => {
+                let inner = if cse.config().group_agent.members.is_empty() {
+                    None
+                } else {
+                    cse.group_agent.enter(a)
+                };
+                (Self::associated(addr, Arc::clone(a)), inner)
+            }
+            None => (Self::plain(addr, plain), None),
+        }
+    }
+
     /// A connection over a security association.
     pub fn associated(addr: SocketAddr, association: Arc<Association>) -> Self {
         Self {

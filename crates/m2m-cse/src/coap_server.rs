@@ -15,14 +15,8 @@ use std::sync::Arc;
 
 /// Serves one session: its requests, as the peer it is.
 pub async fn serve_session(cse: Arc<Cse>, mut session: Session<Association>, plain: PlainTrust) {
-    let peer = match &session.association {
-        Some(a) => Peer::associated(session.peer, Arc::clone(a)),
-        None => Peer::plain(session.peer, plain),
-    };
-    let _inner = match &session.association {
-        Some(a) if !cse.config().group_agent.members.is_empty() => cse.group_agent.enter(a),
-        _ => None,
-    };
+    let (peer, _inner) =
+        Peer::of_transport(&cse, session.peer, session.association.as_ref(), plain);
     let mut exchanges = Exchanges::default();
     let max = cse.config().http.max_body_bytes;
     while let Some(datagram) = session.io.recv().await {

@@ -38,15 +38,8 @@ impl Binder for CseBinder {
 
 /// Serves one accepted connection: its requests, as the peer it is.
 pub async fn serve_connection(cse: Arc<Cse>, conn: Connection<Association>, plain: PlainTrust) {
-    let peer = match &conn.association {
-        Some(a) => Peer::associated(conn.peer, Arc::clone(a)),
-        None => Peer::plain(conn.peer, plain),
-    };
     // Group authentication: a member is inner-authenticated while connected.
-    let _inner = match &conn.association {
-        Some(a) if !cse.config().group_agent.members.is_empty() => cse.group_agent.enter(a),
-        _ => None,
-    };
+    let (peer, _inner) = Peer::of_transport(&cse, conn.peer, conn.association.as_ref(), plain);
     let svc = service_fn(move |req| handle(Arc::clone(&cse), peer.clone(), req));
     m2m_transport::http::serve(conn, svc).await
 }

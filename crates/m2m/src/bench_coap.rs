@@ -3,7 +3,7 @@
 //! the CSE and of libcoap's `coap-server-openssl` (the same client), `la` retrieve over CoAP/DTLS
 //! next to HTTP over TLS on the same CSE and store, and the memory of many idle DTLS associations.
 
-use crate::bench_tls::{prepare, retrieves_per_second, rss_mib, PSK_IDENTITY};
+use crate::bench_tls::{prepare, print_rows, retrieves_per_second, rss_mib, Row, PSK_IDENTITY};
 use crate::files::{toml_path, write_private};
 use crate::rate::{self, Op};
 use crate::spawned::{self, Spawned, LISTENING_PREFIX_DTLS, LISTENING_PREFIX_TLS};
@@ -182,7 +182,7 @@ pub async fn run(args: BenchCoapArgs) -> anyhow::Result<()> {
         .tempdir()?;
     let (cse, https, coaps) = start_cse(dir.path(), args.idle)?;
     let dtls_addr: SocketAddr = coaps.parse().context("coaps address")?;
-    let mut rows: Vec<(String, String, f64, String)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
 
     let ctx = dtls_context()?;
     let cpu = cpu_seconds(cse.id());
@@ -295,14 +295,6 @@ pub async fn run(args: BenchCoapArgs) -> anyhow::Result<()> {
     }
     drop(cse);
 
-    println!("{:<46} {:>28} {:>7}  reference", "figure", "CSE", "ratio");
-    for (label, value, ratio, reference) in rows {
-        let ratio = if ratio > 0.0 {
-            format!("{ratio:.2}")
-        } else {
-            String::new()
-        };
-        println!("{label:<46} {value:>28} {ratio:>7}  {reference}");
-    }
+    print_rows(&rows);
     Ok(())
 }

@@ -286,7 +286,7 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
         .tempdir()?;
     let pki = make_pki(dir.path())?;
     let (cse, http, https) = start_cse(dir.path(), &pki)?;
-    let mut rows: Vec<(String, String, f64, String)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
 
     for (label, psk) in [
         ("TLS-PSK handshakes/s", true),
@@ -389,14 +389,26 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
     }
     drop(cse);
 
-    println!("{:<42} {:>28} {:>7}  reference", "figure", "CSE", "ratio");
+    print_rows(&rows);
+    Ok(())
+}
+
+/// One row of a bench-tls / bench-coap table: figure, the CSE's value, ratio (0: none), reference.
+pub(crate) type Row = (String, String, f64, String);
+
+/// Prints the rows, the label column as wide as the longest label.
+pub(crate) fn print_rows(rows: &[Row]) {
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
+    println!(
+        "{:<width$} {:>28} {:>7}  reference",
+        "figure", "CSE", "ratio"
+    );
     for (label, value, ratio, reference) in rows {
-        let ratio = if ratio > 0.0 {
+        let ratio = if *ratio > 0.0 {
             format!("{ratio:.2}")
         } else {
             String::new()
         };
-        println!("{label:<42} {value:>28} {ratio:>7}  {reference}");
+        println!("{label:<width$} {value:>28} {ratio:>7}  {reference}");
     }
-    Ok(())
 }

@@ -23,31 +23,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Row {
-    ae: &'static str,
-    kpsa_id: &'static str,
-    key: &'static str,
-}
-
-const LOCK1: Row = Row {
-    ae: "Clock-AE1",
-    kpsa_id: "AE123456789012-Lock@in.provider.com",
-    key: "1a2b3c4d5e6f7a8b",
-};
-const LOCK2: Row = Row {
-    ae: "Cllock-AE2",
-    kpsa_id: "AE123456789015-Lock@in.provider.com",
-    key: "12345678abcdefab",
-};
-
 const PEER_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn psk_row_toml(row: &Row) -> String {
-    format!(
-        "[[security.psk]]\nentity = \"{}\"\nkpsa_id = \"{}\"\nkey = \"{}\"\n",
-        row.ae, row.kpsa_id, row.key
-    )
-}
 
 /// A CSE with TLS and DTLS listeners (PSK only) and the two door-lock rows. Handshakes time out
 /// after 2 s: under DTLS a wrong key is seen only so (RFC 6347 clause 4.1.2.7: records that fail

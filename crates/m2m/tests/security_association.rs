@@ -19,23 +19,6 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A door-lock row: AE-ID, KpsaID (psk_identity), Kpsa in hex.
-struct Row {
-    ae: &'static str,
-    kpsa_id: &'static str,
-    key: &'static str,
-}
-
-const LOCK1: Row = Row {
-    ae: "Clock-AE1",
-    kpsa_id: "AE123456789012-Lock@in.provider.com",
-    key: "1a2b3c4d5e6f7a8b",
-};
-const LOCK2: Row = Row {
-    ae: "Cllock-AE2",
-    kpsa_id: "AE123456789015-Lock@in.provider.com",
-    key: "12345678abcdefab",
-};
 /// A third lock of the same issuer, configured without an AE-ID: the registration rules decide.
 const LOCK3: Row = Row {
     ae: "",
@@ -46,18 +29,6 @@ const LOCK3: Row = Row {
 const CBC: &str = "PSK-AES128-CBC-SHA256";
 const CCM8: &str = "PSK-AES128-CCM8";
 const PEER_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn psk_row_toml(row: &Row) -> String {
-    let entity = if row.ae.is_empty() {
-        String::new()
-    } else {
-        format!("entity = \"{}\"\n", row.ae)
-    };
-    format!(
-        "[[security.psk]]\n{entity}kpsa_id = \"{}\"\nkey = \"{}\"\n",
-        row.kpsa_id, row.key
-    )
-}
 
 /// A CSE with a PSK-only TLS listener and the two door-lock rows (plus `extra`).
 fn door_lock_cse(extra: &str) -> CseProcess {

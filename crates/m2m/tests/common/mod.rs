@@ -1677,3 +1677,38 @@ fn tampered(
     });
     serde_json::to_vec(&v).unwrap()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The door locks of the developer guide (seeds/000 table 7.1.2-1)
+// ---------------------------------------------------------------------------------------------
+
+/// A door-lock row: AE-ID, KpsaID (psk_identity), Kpsa in hex.
+pub struct Row {
+    pub ae: &'static str,
+    pub kpsa_id: &'static str,
+    pub key: &'static str,
+}
+
+pub const LOCK1: Row = Row {
+    ae: "Clock-AE1",
+    kpsa_id: "AE123456789012-Lock@in.provider.com",
+    key: "1a2b3c4d5e6f7a8b",
+};
+pub const LOCK2: Row = Row {
+    ae: "Cllock-AE2",
+    kpsa_id: "AE123456789015-Lock@in.provider.com",
+    key: "12345678abcdefab",
+};
+
+/// The `[[security.psk]]` row of a door lock (without `entity` when the row names no AE-ID).
+pub fn psk_row_toml(row: &Row) -> String {
+    let entity = if row.ae.is_empty() {
+        String::new()
+    } else {
+        format!("entity = \"{}\"\n", row.ae)
+    };
+    format!(
+        "[[security.psk]]\n{entity}kpsa_id = \"{}\"\nkey = \"{}\"\n",
+        row.kpsa_id, row.key
+    )
+}
