@@ -49,7 +49,6 @@ pub struct Running {
     /// The plain CoAP listener, if configured.
     pub coap_addr: Option<std::net::SocketAddr>,
     servers: Vec<m2m_transport::Server>,
-    datagram_servers: Vec<m2m_transport::DatagramServer>,
 }
 
 impl Running {
@@ -57,9 +56,6 @@ impl Running {
     pub async fn shutdown(self) {
         let grace = std::time::Duration::from_millis(self.cse.config().limits.shutdown_grace_ms);
         for server in self.servers {
-            server.shutdown(grace).await;
-        }
-        for server in self.datagram_servers {
             server.shutdown(grace).await;
         }
     }
@@ -217,7 +213,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     }
     let mut tls_addr = None;
     let mut dtls_addr = None;
-    let mut datagram_servers = Vec::new();
     if let Some(tls) = &cse.config().tls {
         let psk = psk_table(environments, &cse);
         let tls_config = m2m_security::tls::ServerTlsConfig {
@@ -244,7 +239,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             let udp = tokio::net::UdpSocket::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
-            let server = m2m_transport::DatagramServer::spawn(
+            let server = m2m_transport::Server::spawn_datagram(
                 m2m_transport::DatagramListener {
                     name: "cse-dtls",
                     udp,
@@ -255,7 +250,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
                 session_handler(&cse, association::PlainTrust::Anonymous),
             )?;
             dtls_addr = Some(server.local_addr);
-            datagram_servers.push(server);
+            servers.push(server);
         }
         let addr: std::net::SocketAddr = tls
             .listen
@@ -284,7 +279,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
         announce_plain("CoAP", addr, coap.originators);
-        let server = m2m_transport::DatagramServer::spawn(
+        let server = m2m_transport::Server::spawn_datagram(
             m2m_transport::DatagramListener {
                 name: "cse-coap",
                 udp,
@@ -295,7 +290,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             session_handler(&cse, coap.originators),
         )?;
         coap_addr = Some(server.local_addr);
-        datagram_servers.push(server);
+        servers.push(server);
     }
     let url = explicit_url.unwrap_or_else(|| match (tls_addr, local_addr) {
         (Some(a), _) => format!("https://{a}"),
@@ -317,7 +312,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         dtls_addr,
         coap_addr,
         servers,
-        datagram_servers,
     })
 }
 

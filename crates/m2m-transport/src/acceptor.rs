@@ -148,11 +148,21 @@ impl Server {
             last_cap_warning: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(shared, listener.tcp, stopped));
-        Ok(Server {
+        Ok(Server::running(local_addr, stop, accept))
+    }
+
+    /// A listener's handle: the task that serves it and the switch that stops it (TCP here,
+    /// UDP in [`crate::datagram`]).
+    pub(crate) fn running(
+        local_addr: SocketAddr,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<()>,
+    ) -> Server {
+        Server {
             local_addr,
             stop,
-            accept: Some(accept),
-        })
+            accept: Some(task),
+        }
     }
 
     /// Stops accepting, tells open connections to finish, waits for them at most `grace`, then

@@ -16,7 +16,7 @@
 //! OpenSSL's DTLS retransmits a lost flight only when it is called after its timer expired; a
 //! handshaking session's reads wake every [`RETRANSMIT_POLL`] so that it is.
 
-use crate::acceptor::{Binder, Security, Sources};
+use crate::acceptor::{Binder, Security, Server, Sources};
 use crate::Limits;
 use openssl::ssl::{Ssl, SslContext};
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_openssl::SslStream;
 
 /// How often a handshaking session gives OpenSSL the chance to retransmit.
@@ -193,21 +193,15 @@ impl AsyncWrite for PeerPipe {
     }
 }
 
-/// A running UDP listener; dropping it ends every session at once.
-pub struct DatagramServer {
-    pub local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl DatagramServer {
-    /// Starts reading `listener`; each session that becomes an association (or any session of
-    /// a plain listener) is given to `handle`.
-    pub fn spawn<B, F, Fut>(
+impl Server {
+    /// Starts reading a UDP `listener`; each session that becomes an association (or any
+    /// session of a plain listener) is given to `handle`. The [`Server`] it returns stops and
+    /// shuts down as a TCP one does.
+    pub fn spawn_datagram<B, F, Fut>(
         listener: DatagramListener,
         binder: Arc<B>,
         handle: F,
-    ) -> io::Result<DatagramServer>
+    ) -> io::Result<Server>
     where
         B: Binder,
         F: Fn(Session<B::Association>) -> Fut + Send + Sync + 'static,
@@ -226,33 +220,7 @@ impl DatagramServer {
             last_cap_warning: AtomicU64::new(0),
         });
         let task = tokio::spawn(read_loop(shared, Arc::new(listener.udp)));
-        Ok(DatagramServer {
-            local_addr,
-            stop,
-            task: Some(task),
-        })
-    }
-
-    /// Stops reading, tells sessions to finish, waits for them at most `grace`.
-    pub async fn shutdown(mut self, grace: Duration) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(grace + Duration::from_secs(1), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for DatagramServer {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+        Ok(Server::running(local_addr, stop, task))
     }
 }
 

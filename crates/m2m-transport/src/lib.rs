@@ -23,7 +23,7 @@ pub mod timed_io;
 
 pub use acceptor::{Binder, Connection, Listener, NoAssociation, Security, Server, Stream};
 pub use connector::{connect, CertificateCheck, PeerCheck};
-pub use datagram::{DatagramChannel, DatagramListener, DatagramServer, Session, SessionIo};
+pub use datagram::{DatagramChannel, DatagramListener, Session, SessionIo};
 
 use serde::{Deserialize, Serialize};
 

@@ -378,6 +378,19 @@ fn handshake_refused(r: Result<Response, M2mError>, alert: &str) -> anyhow::Resu
     }
 }
 
+/// A (D)TLS-PSK client with `identity` and `key` (hex) asks `to` at `url` as the front lock: the
+/// handshake must fail with `alert` at the client and `reason` in the CSE's audit log.
+async fn psk_handshake_attack(
+    (url, to): (&str, &str),
+    (identity, key): (&str, &str),
+    (alert, reason): (&str, &str),
+    log: (&AuditLog, u64),
+) -> anyhow::Result<((), String)> {
+    let c = psk_client(identity, &hex_key(key)?)?;
+    let r = send(&c, url, Operation::Retrieve, to, FRONT.ae, None, None).await;
+    handshake_refused_and_audited(r, alert, log, reason).await
+}
+
 /// `TLS handshake failed: ALERT` out of a transport failure, or an error saying what it was.
 fn handshake_failure(e: &M2mError, alert: &str) -> anyhow::Result<String> {
     const FAILED: &str = "TLS handshake failed: ";
@@ -1463,25 +1476,12 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
 
     let t = Instant::now();
     let mark = mn.mark();
-    let res = async {
-        let c = psk_client(FRONT.kpsa_id, &hex_key("1a2b3c4d5e6f7a8c")?)?;
-        handshake_refused_and_audited(
-            send(
-                &c,
-                &dep.mn_https,
-                Operation::Retrieve,
-                &front_rel,
-                FRONT.ae,
-                None,
-                None,
-            )
-            .await,
-            ALERT_BAD_MAC,
-            (mn, mark),
-            REFUSED_BAD_MAC,
-        )
-        .await
-    }
+    let res = psk_handshake_attack(
+        (&dep.mn_https, &front_rel),
+        (FRONT.kpsa_id, "1a2b3c4d5e6f7a8c"),
+        (ALERT_BAD_MAC, REFUSED_BAD_MAC),
+        (mn, mark),
+    )
     .await;
     r.record(
         (
@@ -1511,25 +1511,12 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
     let t = Instant::now();
     let guessed = "AE123456789013-Lock@in.provider.com";
     let mark = mn.mark();
-    let res = async {
-        let c = psk_client(guessed, &hex_key(FRONT.key)?)?;
-        handshake_refused_and_audited(
-            send(
-                &c,
-                &dep.mn_https,
-                Operation::Retrieve,
-                &front_rel,
-                FRONT.ae,
-                None,
-                None,
-            )
-            .await,
-            ALERT_UNKNOWN_IDENTITY,
-            (mn, mark),
-            REFUSED_UNKNOWN_IDENTITY,
-        )
-        .await
-    }
+    let res = psk_handshake_attack(
+        (&dep.mn_https, &front_rel),
+        (guessed, FRONT.key),
+        (ALERT_UNKNOWN_IDENTITY, REFUSED_UNKNOWN_IDENTITY),
+        (mn, mark),
+    )
     .await;
     r.record(
         (
@@ -1542,37 +1529,15 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
         res,
     );
 
-    // The same two over CoAP/DTLS. With a wrong key the CSE refuses the client's Finished (bad
-    // record MAC) and its alert, under keys the client does not share, reaches nobody: the
-    // client sees a handshake that never finishes.
+    // The same two over CoAP/DTLS: the same alerts reach the client, the same reasons the log.
     let t = Instant::now();
     let mark = mn.mark();
-    let res = async {
-        let c = crate::association::psk_client(
-            FRONT.kpsa_id,
-            &hex_key("1a2b3c4d5e6f7a8c")?,
-            Duration::from_secs(2),
-        )?;
-        let r = send(
-            &c,
-            &dep.mn_coaps,
-            Operation::Retrieve,
-            &front_rel,
-            FRONT.ae,
-            None,
-            None,
-        )
-        .await;
-        let seen = match r {
-            Err(e) if e.dbg.contains("DTLS handshake") => "DTLS handshake refused".to_owned(),
-            Err(e) => bail!("not a handshake refusal: {}", e.dbg),
-            Ok(r) => bail!("an association was opened: answer {}", code(&r)),
-        };
-        let audit = mn
-            .reason(mark, "association refused", REFUSED_BAD_MAC)
-            .await?;
-        Ok(((), format!("{seen}; {audit}")))
-    }
+    let res = psk_handshake_attack(
+        (&dep.mn_coaps, &front_rel),
+        (FRONT.kpsa_id, "1a2b3c4d5e6f7a8c"),
+        (ALERT_BAD_MAC, REFUSED_BAD_MAC),
+        (mn, mark),
+    )
     .await;
     r.record(
         (
@@ -1587,25 +1552,12 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
 
     let t = Instant::now();
     let mark = mn.mark();
-    let res = async {
-        let c = psk_client(guessed, &hex_key(FRONT.key)?)?;
-        handshake_refused_and_audited(
-            send(
-                &c,
-                &dep.mn_coaps,
-                Operation::Retrieve,
-                &front_rel,
-                FRONT.ae,
-                None,
-                None,
-            )
-            .await,
-            ALERT_UNKNOWN_IDENTITY,
-            (mn, mark),
-            REFUSED_UNKNOWN_IDENTITY,
-        )
-        .await
-    }
+    let res = psk_handshake_attack(
+        (&dep.mn_coaps, &front_rel),
+        (guessed, FRONT.key),
+        (ALERT_UNKNOWN_IDENTITY, REFUSED_UNKNOWN_IDENTITY),
+        (mn, mark),
+    )
     .await;
     r.record(
         (

@@ -69,7 +69,7 @@ pub struct NotificationReceiver {
     /// Add each subscription the AE creates: only their notifications are accepted.
     pub subscriptions: OwnSubscriptions,
     /// The CoAP receiver's listener, which ends when the receiver is dropped.
-    _coap: Option<m2m_transport::DatagramServer>,
+    _coap: Option<m2m_transport::Server>,
 }
 
 /// One notification as received.
@@ -132,7 +132,7 @@ pub async fn start_coap(listen: &str) -> anyhow::Result<NotificationReceiver> {
     let (tx, notes) = channel(QUEUE);
     let subscriptions = OwnSubscriptions::default();
     let own = subscriptions.clone();
-    let server = m2m_transport::DatagramServer::spawn(
+    let server = m2m_transport::Server::spawn_datagram(
         m2m_transport::DatagramListener {
             name: "ae-notifications",
             udp,
