@@ -113,11 +113,34 @@ fn coap_client(
         .map(|i| u8::from_str_radix(&key_hex[i..i + 2], 16).expect("hex key"))
         .collect();
     let mut cmd = Command::new(format!("coap-client-{tls}"));
-    cmd.args(["-v", "7", "-B", "3", "-m", method, "-u", identity]);
+    cmd.args(["-u", identity]);
     // libcoap takes the key as raw bytes: pass them through the OS string untouched.
     use std::os::unix::ffi::OsStringExt;
     cmd.arg("-k").arg(std::ffi::OsString::from_vec(key));
-    cmd.args([
+    libcoap_request(
+        cmd,
+        &format!("coaps://127.0.0.1:{port}"),
+        method,
+        path,
+        from,
+        ty,
+        body,
+    )
+}
+
+/// One oneM2M request through libcoap's `cmd` (its security options already given) to `base`
+/// (scheme://host:port): From, a fresh RQI, TY for a CREATE, a JSON payload; the response
+/// libcoap printed.
+fn libcoap_request(
+    mut cmd: Command,
+    base: &str,
+    method: &str,
+    path: &str,
+    from: &str,
+    ty: Option<u8>,
+    body: Option<&Value>,
+) -> Option<Answer> {
+    cmd.args(["-v", "7", "-B", "3", "-m", method]).args([
         "-O",
         &format!("279,{from}"),
         "-O",
@@ -129,7 +152,7 @@ fn coap_client(
     if let Some(b) = body {
         cmd.args(["-t", "10001", "-e", &b.to_string()]);
     }
-    cmd.arg(format!("coaps://127.0.0.1:{port}{path}"));
+    cmd.arg(format!("{base}{path}"));
     let (out, err) = run(cmd, b"", false);
     parse_libcoap(&String::from_utf8_lossy(&out), &err)
 }
@@ -517,27 +540,16 @@ fn certificates_over_dtls_with_libcoap() {
                 ty: Option<u8>,
                 body: Option<&Value>| {
         let mut cmd = Command::new(format!("coap-client-{tls}"));
-        cmd.args(["-v", "7", "-B", "3", "-m", method])
-            .arg("-c")
-            .arg(pem)
-            .arg("-j")
-            .arg(key)
-            .args(["-R", &ca])
-            .args([
-                "-O",
-                &format!("279,{from}"),
-                "-O",
-                &format!("283,{}", rqi()),
-            ]);
-        if let Some(ty) = ty {
-            cmd.args(["-O", &format!("267,0x{ty:02x}")]);
-        }
-        if let Some(b) = body {
-            cmd.args(["-t", "10001", "-e", &b.to_string()]);
-        }
-        cmd.arg(format!("coaps://127.0.0.1:{port}{path}"));
-        let (out, err) = run(cmd, b"", false);
-        parse_libcoap(&String::from_utf8_lossy(&out), &err)
+        cmd.arg("-c").arg(pem).arg("-j").arg(key).args(["-R", &ca]);
+        libcoap_request(
+            cmd,
+            &format!("coaps://127.0.0.1:{port}"),
+            method,
+            path,
+            from,
+            ty,
+            body,
+        )
     };
     let body = json!({ "m2m:ae": { "rn": "phone", "api": "Nphone", "rr": false, "srv": ["3"] } });
     let r = send(
@@ -912,22 +924,16 @@ fn coap_plain(
     ty: Option<u8>,
     body: Option<&Value>,
 ) -> Option<Answer> {
-    let mut cmd = Command::new("coap-client-openssl");
-    cmd.args(["-v", "7", "-B", "3", "-m", method]).args([
-        "-O",
-        &format!("279,{from}"),
-        "-O",
-        &format!("283,{}", rqi()),
-    ]);
-    if let Some(ty) = ty {
-        cmd.args(["-O", &format!("267,0x{ty:02x}")]);
-    }
-    if let Some(b) = body {
-        cmd.args(["-t", "10001", "-e", &b.to_string()]);
-    }
-    cmd.arg(format!("coap://127.0.0.1:{port}{path}"));
-    let (out, err) = run(cmd, b"", false);
-    parse_libcoap(&String::from_utf8_lossy(&out), &err)
+    let base = format!("coap://127.0.0.1:{port}");
+    libcoap_request(
+        Command::new("coap-client-openssl"),
+        &base,
+        method,
+        path,
+        from,
+        ty,
+        body,
+    )
 }
 
 /// The plain CoAP listener (`[coap]`, anonymous by default) is a listener without association
