@@ -190,6 +190,26 @@ pub fn check_options(p: &Packet) -> Result<(), Refusal> {
     }
 }
 
+/// The operation a request names (TS-0008 table 6.2.1-1): GET, PUT, DELETE, and POST as CREATE
+/// with a oneM2M-TY option or NOTIFY without; `None` for other methods.
+pub fn operation(p: &Packet) -> Option<Operation> {
+    match p.header.code {
+        MessageClass::Request(RequestType::Get) => Some(Operation::Retrieve),
+        MessageClass::Request(RequestType::Put) => Some(Operation::Update),
+        MessageClass::Request(RequestType::Delete) => Some(Operation::Delete),
+        MessageClass::Request(RequestType::Post) => Some(
+            if p.get_first_option(CoapOption::Unknown(option::TY))
+                .is_some()
+            {
+                Operation::Create
+            } else {
+                Operation::Notify
+            },
+        ),
+        _ => None,
+    }
+}
+
 /// Decodes a CoAP request (reassembled if it came in blocks) into a request primitive (TS-0008
 /// clause 6.2, receiver side). `is_attribute` tells which query fields are attribute conditions.
 pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mResult<Request> {
@@ -239,18 +259,8 @@ pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mRes
         Some(t) => Some(ResourceType::parse_requested(&t.to_string())?),
         None => None,
     };
-    let op = match p.header.code {
-        MessageClass::Request(RequestType::Get) => Operation::Retrieve,
-        MessageClass::Request(RequestType::Put) => Operation::Update,
-        MessageClass::Request(RequestType::Delete) => Operation::Delete,
-        MessageClass::Request(RequestType::Post) if ty.is_some() => Operation::Create,
-        MessageClass::Request(RequestType::Post) => Operation::Notify,
-        _ => {
-            return Err(M2mError::not_allowed(
-                "this CoAP method has no oneM2M operation",
-            ))
-        }
-    };
+    let op = operation(p)
+        .ok_or_else(|| M2mError::not_allowed("this CoAP method has no oneM2M operation"))?;
     let mut req = Request::new(op, to, from, rqi);
     req.ty = ty;
     req.rvi = text(p, option::RVI, "oneM2M-RVI")?;

@@ -14,7 +14,6 @@
 //!   unknown critical option 4.02, one with a method that has no oneM2M operation 4.05.
 
 use crate::coap_binding::{decode_uint, encode_uint, Refusal};
-use crate::primitive::Operation;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, ResponseType};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -177,23 +176,6 @@ fn slice(full: &Packet, block: Block) -> Packet {
     );
     p.add_option(CoapOption::Size2, encode_uint(full.payload.len() as u64));
     p
-}
-
-/// The operation a request names (for the response code table); NOTIFY for a POST without TY.
-pub fn operation_of(p: &Packet) -> Operation {
-    use coap_lite::RequestType as M;
-    match p.header.code {
-        MessageClass::Request(M::Get) => Operation::Retrieve,
-        MessageClass::Request(M::Put) => Operation::Update,
-        MessageClass::Request(M::Delete) => Operation::Delete,
-        MessageClass::Request(M::Post)
-            if p.get_first_option(CoapOption::Unknown(crate::coap_binding::option::TY))
-                .is_some() =>
-        {
-            Operation::Create
-        }
-        _ => Operation::Notify,
-    }
 }
 
 /// What identifies one request across its blocks: method, path, query and oneM2M-RQI.

@@ -8,7 +8,7 @@ use crate::association::{Association, Peer, PlainTrust};
 use crate::cse::Cse;
 use coap_lite::Packet;
 use m2m_core::coap_binding;
-use m2m_core::coap_exchange::{operation_of, Exchanges};
+use m2m_core::coap_exchange::Exchanges;
 use m2m_core::Response;
 use m2m_transport::Session;
 use std::sync::Arc;
@@ -38,7 +38,8 @@ pub async fn serve_session(cse: Arc<Cse>, mut session: Session<Association>, pla
 
 /// One whole request: decoded, handled by the CSE as `peer`, encoded.
 async fn respond(cse: &Arc<Cse>, peer: &Peer, request: Packet) -> Packet {
-    let op = operation_of(&request);
+    // Methods without an operation were refused by the message layer (4.05) already.
+    let op = coap_binding::operation(&request).unwrap_or(m2m_core::Operation::Notify);
     let resp = match coap_binding::decode_request(&request, m2m_core::schema::is_attribute_name) {
         Ok(req) => cse.handle(req, peer.clone()).await,
         Err(e) => Response::error(&e, coap_binding::request_identifier(&request)),

@@ -175,7 +175,7 @@ fn coap_notify(
     request: coap_lite::Packet,
 ) -> coap_lite::Packet {
     use m2m_core::coap_binding;
-    let op = m2m_core::coap_exchange::operation_of(&request);
+    let op = coap_binding::operation(&request).unwrap_or(Operation::Notify);
     let rqi = coap_binding::request_identifier(&request);
     let rsp = match coap_binding::decode_request(&request, |_| false)
         .and_then(|req| accept_request(req, own))
