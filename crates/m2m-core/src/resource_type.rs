@@ -12,19 +12,21 @@ pub enum ResourceType {
     ContentInstance,
     CseBase,
     Group,
+    LocalMulticastGroup,
     RemoteCse,
     ServiceSubscribedAppRule,
     Subscription,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 9] = [
+    pub const ALL: [ResourceType; 10] = [
         Self::AccessControlPolicy,
         Self::Ae,
         Self::Container,
         Self::ContentInstance,
         Self::CseBase,
         Self::Group,
+        Self::LocalMulticastGroup,
         Self::RemoteCse,
         Self::ServiceSubscribedAppRule,
         Self::Subscription,
@@ -42,6 +44,7 @@ impl ResourceType {
             Self::RemoteCse => 16,
             Self::ServiceSubscribedAppRule => 19,
             Self::Subscription => 23,
+            Self::LocalMulticastGroup => 45,
         }
     }
 
@@ -56,6 +59,7 @@ impl ResourceType {
             16 => Self::RemoteCse,
             19 => Self::ServiceSubscribedAppRule,
             23 => Self::Subscription,
+            45 => Self::LocalMulticastGroup,
             _ => return None,
         })
     }
@@ -84,6 +88,7 @@ impl ResourceType {
             Self::ContentInstance => "cin",
             Self::CseBase => "cb",
             Self::Group => "grp",
+            Self::LocalMulticastGroup => "lmg",
             Self::RemoteCse => "csr",
             Self::ServiceSubscribedAppRule => "asar",
             Self::Subscription => "sub",
@@ -99,6 +104,7 @@ impl ResourceType {
             Self::ContentInstance => "m2m:cin",
             Self::CseBase => "m2m:cb",
             Self::Group => "m2m:grp",
+            Self::LocalMulticastGroup => "m2m:lmg",
             Self::RemoteCse => "m2m:csr",
             Self::ServiceSubscribedAppRule => "m2m:asar",
             Self::Subscription => "m2m:sub",
@@ -118,6 +124,7 @@ impl ResourceType {
                 Ae,
                 Container,
                 Group,
+                LocalMulticastGroup,
                 RemoteCse,
                 ServiceSubscribedAppRule,
                 Subscription,
@@ -126,7 +133,7 @@ impl ResourceType {
             Container => &[Container, ContentInstance, Subscription],
             Group | ServiceSubscribedAppRule => &[Subscription],
             RemoteCse => &[AccessControlPolicy, Container, Group, Subscription],
-            AccessControlPolicy | ContentInstance | Subscription => &[],
+            AccessControlPolicy | ContentInstance | LocalMulticastGroup | Subscription => &[],
         }
     }
 

@@ -547,6 +547,37 @@ static ASAR_ATTRS: &[AttrSpec] = &[
     rw("ari", STR_LIST),
 ];
 
+/// m2m:ipAddress (TS-0004 clause 6.3.5.60): exactly one of `ip4`, `ip6`.
+static IP_ADDRESS: ObjSpec = ObjSpec {
+    fields: &[opt("ip4", Kind::Str), opt("ip6", Kind::Str)],
+    rule: ObjRule::ExactlyOne,
+};
+
+/// `<localMulticastGroup>`: TS-0004 clause 7.4.55 (tables 7.4.55.1-2 and -3), TS-0001 clause 9.6.44.
+/// `gck` and `spk` are this project's: the group key sealed for the member hosting CSE (a compact
+/// JWE only its own E2E key opens) and the group hosting CSE's public key (a P-256 JWK) that
+/// verifies the fan-outs (docs/SECURITY.md, "Multicast group fan-out").
+static LMG_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    rw("egid", Kind::Str),
+    m_rw("mad", Kind::Object(&IP_ADDRESS)),
+    m_wo("mgft", Kind::Uri),
+    m_rw("mli", Kind::NonEmptyList(&Kind::Uri)),
+    rw("rstt", Kind::Uri),
+    rw("rstw", Kind::Duration),
+    m_rw("gck", Kind::Str),
+    m_rw("spk", Kind::AnyObject),
+];
+
 /// The attribute table of a resource type.
 pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
     match ty {
@@ -556,6 +587,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::ContentInstance => CIN_ATTRS,
         ResourceType::CseBase => CB_ATTRS,
         ResourceType::Group => GRP_ATTRS,
+        ResourceType::LocalMulticastGroup => LMG_ATTRS,
         ResourceType::RemoteCse => CSR_ATTRS,
         ResourceType::ServiceSubscribedAppRule => ASAR_ATTRS,
         ResourceType::Subscription => SUB_ATTRS,
@@ -580,7 +612,9 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
             "nl", "ncp", "csz", "esi", "srv",
         ],
         ResourceType::Group => &["ty", "ri", "pi", "ct", "lt", "cnm", "mtv", "ssi"],
-        ResourceType::RemoteCse => &["ty", "ri", "pi", "ct", "lt"],
+        ResourceType::LocalMulticastGroup | ResourceType::RemoteCse => {
+            &["ty", "ri", "pi", "ct", "lt"]
+        }
         ResourceType::ServiceSubscribedAppRule => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::Subscription => &["ty", "ri", "pi", "ct", "lt"],
     }
@@ -969,6 +1003,8 @@ mod tests {
             ContentInstance => json!({"con": "21.5"}),
             CseBase => json!({}),
             Group => json!({"mid": [], "mnm": 10}),
+            LocalMulticastGroup => json!({"mad": {"ip4": "239.255.77.1"}, "mgft": "/in/mcg-1",
+                "mli": ["/mn/cnt1"], "gck": "a.b.c.d.e", "spk": {"kty": "EC"}}),
             RemoteCse => json!({"cb": "/mn-cse/cb", "rr": true, "srv": ["2a", "3"]}),
             Subscription => json!({"nu": ["/id-in/Cae1"]}),
             ServiceSubscribedAppRule => json!({"aai": ["Nlock*"], "aae": ["C*"]}),
@@ -998,12 +1034,13 @@ mod tests {
         );
     }
 
-    const CREATABLE: [ResourceType; 7] = [
+    const CREATABLE: [ResourceType; 8] = [
         AccessControlPolicy,
         Ae,
         Container,
         ContentInstance,
         Group,
+        LocalMulticastGroup,
         RemoteCse,
         Subscription,
     ];

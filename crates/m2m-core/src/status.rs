@@ -81,6 +81,8 @@ status_codes! {
     GroupMembersNotResponded = 5209, 500, "GROUP_MEMBERS_NOT_RESPONDED";
     EsprimDecryptionError = 5210, 500, "ESPRIM_DECRYPTION_ERROR";
     EsprimEncryptionError = 5211, 500, "ESPRIM_ENCRYPTION_ERROR";
+    JoinMulticastGroupFailed = 5216, 500, "JOIN_MULTICAST_GROUP_FAILED";
+    LeaveMulticastGroupFailed = 5217, 500, "LEAVE_MULTICAST_GROUP_FAILED";
     MaxNumberOfMemberExceeded = 6010, 400, "MAX_NUMBER_OF_MEMBER_EXCEEDED";
 }
 

@@ -741,6 +741,10 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ResourceType::Ae => serde_json::json!({"api": "Nmyapp", "rr": false, "srv": ["3"]}),
         ResourceType::ContentInstance => serde_json::json!({"con": "21.5"}),
         ResourceType::Group => serde_json::json!({"mid": [], "mnm": 10}),
+        ResourceType::LocalMulticastGroup => serde_json::json!(
+            {"mad": {"ip4": "239.255.77.1"}, "mgft": "/in/mcg-1", "mli": ["/mn/cnt1"],
+             "gck": "a.b.c.d.e", "spk": {"kty": "EC"}}
+        ),
         ResourceType::RemoteCse => {
             serde_json::json!({"cb": "/mn-cse/cb", "rr": true, "srv": ["2a", "3"]})
         }

@@ -100,6 +100,18 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         {
             return Ok(())
         }
+        // A <localMulticastGroup> is made by a group hosting CSE this CSE has a registration
+        // relationship with, speaking for itself (TS-0004 clause 7.4.55.2.1).
+        (Operation::Create, Target::Resource(r))
+            if r.ty == ResourceType::CseBase
+                && req.ty == Some(ResourceType::LocalMulticastGroup) =>
+        {
+            if crate::multicast::member::may_create(cse, peer) {
+                return Ok(());
+            }
+            tracing::info!(target: "audit", originator = %facts.who(), "localMulticastGroup refused: not a CSE with a registration relationship speaking for itself");
+            return Err(refused());
+        }
         // Discovery results are filtered one by one (see `permits`).
         (Operation::Retrieve, Target::Resource(_)) if req.is_discovery() => return Ok(()),
         (Operation::Create, Target::Resource(parent)) => (parent, req.ty.map(|t| t.code())),

@@ -86,6 +86,23 @@ impl Peer {
         }
     }
 
+    /// A fan-out datagram that the group key opened and the group hosting CSE `sender` signed
+    /// (`crate::multicast`): its requests are that CSE's relays, as over its association.
+    pub(crate) fn multicast(addr: SocketAddr, sender: EntityId, kid: &str) -> Self {
+        use m2m_security::credentials::CredentialId;
+        let credential = CredentialId::new(CredentialId::TYPE_MULTICAST_GROUP_KEY_ID, kid)
+            .or_else(|_| CredentialId::new(CredentialId::TYPE_MULTICAST_GROUP_KEY_ID, "unnamed"))
+            .expect("a valid Credential-ID");
+        Self::associated(
+            addr,
+            Arc::new(Association {
+                mode: SaeMode::MulticastGroupKey,
+                credential,
+                entity: Some(sender),
+            }),
+        )
+    }
+
     /// A connection on a listener without security association.
     pub fn plain(addr: SocketAddr, trust: PlainTrust) -> Self {
         Self {

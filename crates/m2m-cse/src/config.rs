@@ -42,6 +42,10 @@ pub struct Config {
     /// A plain CoAP listener (UDP, no DTLS); absent: none. CoAP over DTLS is `tls.dtls_listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coap: Option<CoapSection>,
+    /// Multicast group fan-out over CoAP (TS-0001 clause 10.2.7.13, TS-0008 Annex B); absent:
+    /// none (every fan-out is unicast, no group can be joined).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multicast: Option<MulticastSection>,
     pub security: SecuritySection,
     /// The MAF this CSE retrieves connection keys from (MAF-based SAE); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -408,6 +412,102 @@ pub struct HttpSection {
     pub allow_insecure: bool,
 }
 
+/// Multicast group fan-out (TS-0001 clause 10.2.7.13, TS-0008 Annex B) over IPv4, protected with
+/// a group key at the service layer (docs/SECURITY.md, "Multicast group fan-out"). As group hosting
+/// CSE, this CSE signs fan-outs with `group_credentials.signing_key` and seals each group key for
+/// a member hosting CSE under that CSE's row of `group_credentials.members`; as member hosting CSE
+/// it opens them with its own key here (exactly one of `key`, `keystore_secret`, `private_jwk`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MulticastSection {
+    /// The UDP port of fan-out datagrams, the same for every CSE of a deployment (5683: coap).
+    pub port: u16,
+    /// The IPv4 address of the interface to send on and join groups on; 0.0.0.0: the route's.
+    pub interface: String,
+    /// Group hosting side: multicast addresses are allocated upwards from this one.
+    pub first_address: String,
+    /// Group hosting side: the IP time-to-live of fan-out datagrams (1: this link only).
+    pub ttl: u32,
+    /// Group hosting side: the responseTimeWindow given to members (ms): each waits a random
+    /// time below it before answering, so that they do not all answer at once.
+    pub response_window_ms: u64,
+    /// Group hosting side: how long to wait for the members' answers when the request sets no
+    /// Request Expiration Timestamp (ms); members that have not answered by then get 4008.
+    pub response_timeout_ms: u64,
+    /// Member side: this CSE's own E2E key (a shared key, hex), the configuration then mode 0600.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Member side: or the name of a secret in the [security] keystore.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keystore_secret: Option<String>,
+    /// Member side: or its P-256 private JWK file (mode 0600), for ECDH-ES sealed group keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_jwk: Option<PathBuf>,
+}
+
+impl Default for MulticastSection {
+    fn default() -> Self {
+        Self {
+            port: 5683,
+            interface: "0.0.0.0".into(),
+            first_address: "239.255.77.1".into(),
+            ttl: 1,
+            response_window_ms: 200,
+            response_timeout_ms: 3000,
+            key: None,
+            keystore_secret: None,
+            private_jwk: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for MulticastSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MulticastSection")
+            .field("port", &self.port)
+            .field("interface", &self.interface)
+            .field("first_address", &self.first_address)
+            .field("ttl", &self.ttl)
+            .field("response_window_ms", &self.response_window_ms)
+            .field("response_timeout_ms", &self.response_timeout_ms)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("keystore_secret", &self.keystore_secret)
+            .field("private_jwk", &self.private_jwk)
+            .finish()
+    }
+}
+
+impl MulticastSection {
+    /// The interface address.
+    pub fn interface_addr(&self) -> anyhow::Result<std::net::Ipv4Addr> {
+        self.interface.parse().with_context(|| {
+            format!(
+                "multicast.interface '{}' is not an IPv4 address",
+                self.interface
+            )
+        })
+    }
+
+    /// The first group address: an IPv4 multicast address.
+    pub fn first_group_addr(&self) -> anyhow::Result<std::net::Ipv4Addr> {
+        let a: std::net::Ipv4Addr = self.first_address.parse().with_context(|| {
+            format!(
+                "multicast.first_address '{}' is not an IPv4 address",
+                self.first_address
+            )
+        })?;
+        if !a.is_multicast() {
+            bail!("multicast.first_address {a} is not a multicast address (224.0.0.0/4)");
+        }
+        Ok(a)
+    }
+
+    /// Whether this CSE has a key to open group keys with: it can be a member hosting CSE.
+    pub fn is_member(&self) -> bool {
+        self.key.is_some() || self.keystore_secret.is_some() || self.private_jwk.is_some()
+    }
+}
+
 /// A plain CoAP listener (TS-0008 without DTLS): like the plain-HTTP listener, no security
 /// association, so a From there proves nothing by itself.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -613,6 +713,7 @@ impl Config {
                 .members
                 .iter()
                 .any(|m| m.key.is_some())
+            || self.multicast.as_ref().is_some_and(|m| m.key.is_some())
     }
 
     pub fn to_toml(&self) -> String {
@@ -630,6 +731,18 @@ impl Config {
         }
         if let Some(coap) = &self.coap {
             coap.addr()?;
+        }
+        if let Some(m) = &self.multicast {
+            m.interface_addr()?;
+            m.first_group_addr()?;
+            let keys = [
+                m.key.is_some(),
+                m.keystore_secret.is_some(),
+                m.private_jwk.is_some(),
+            ];
+            if keys.into_iter().filter(|k| *k).count() > 1 {
+                bail!("multicast: give at most one of key, keystore_secret and private_jwk");
+            }
         }
         match (self.cse.role, &self.registrar) {
             (Role::MN, None) => bail!("an MN-CSE needs a [registrar] section"),

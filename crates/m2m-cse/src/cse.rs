@@ -52,6 +52,10 @@ pub struct Cse {
     pub(crate) esprim: Option<crate::esprim::EsprimTarget>,
     /// Group credentials end to end (IN-CSE): the members' own E2E keys, when configured.
     pub(crate) group_credentials: Option<crate::group_credentials::GroupCredentials>,
+    /// Multicast fan-out as group hosting CSE (`[multicast]` with a signing key).
+    pub(crate) multicast_host: Option<Arc<crate::multicast::host::Host>>,
+    /// Multicast fan-out as member hosting CSE (`[multicast]` with a key of its own).
+    pub(crate) multicast_member: Option<Arc<crate::multicast::member::Member>>,
     /// Which AE-IDs and CSE-IDs a PSK row binds to its credential (the KpsaID): nobody else may
     /// register them.
     bound_credentials: std::collections::HashMap<EntityId, String>,
@@ -80,6 +84,11 @@ impl Cse {
             &cfg.group_credentials,
             environments,
         )?;
+        let multicast_host =
+            crate::multicast::host::Host::from_config(&cfg, &id.cse_id.sp_relative())?
+                .map(Arc::new);
+        let multicast_member =
+            crate::multicast::member::Member::from_config(&cfg, environments)?.map(Arc::new);
         let group_keys = crate::group_authentication::GroupKeys::from_config(
             &cfg.group_authentication,
             &id.home,
@@ -117,6 +126,8 @@ impl Cse {
             group_agent: Default::default(),
             esprim,
             group_credentials,
+            multicast_host,
+            multicast_member,
             bound_credentials,
             accepted_identities,
             entity_clients: Default::default(),

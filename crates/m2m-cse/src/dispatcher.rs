@@ -169,6 +169,7 @@ pub async fn create(
         })
         .await?;
 
+    crate::multicast::on_stored(cse, &created);
     notification::on_event(cse, &parent, Event::CreateChild, &created, None);
     let mut resp = Response::new(Rsc::Created, &req.rqi, None);
     resp.location = Some(created.srn.clone());
@@ -353,6 +354,10 @@ pub async fn update(
             Ok((cur, modified))
         })
         .await?;
+    crate::multicast::on_stored(cse, &updated);
+    if updated.ty == ResourceType::Group && modified.contains_key("mid") {
+        crate::group::members_changed(cse, &updated);
+    }
     notification::on_event(cse, &updated, Event::Update, &updated, Some(&modified));
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
@@ -394,6 +399,10 @@ pub(crate) async fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult
             Ok((deleted, parent))
         })
         .await?;
+    crate::multicast::on_deleted(cse, res);
+    if res.ty == ResourceType::Group {
+        crate::group::deleted(cse, res);
+    }
     notification::on_deleted(cse, res, &deleted);
     if let Some(parent) = parent {
         notification::on_event(cse, &parent, Event::DeleteChild, res, None);
@@ -415,6 +424,10 @@ pub async fn notify(
         }
         // ESPrim (TS-0004 clause 7.6.2): rand requests and protected primitives for this CSE.
         if let Some(answer) = crate::esprim::handle_notify(cse, &req, peer).await {
+            return answer;
+        }
+        // A member hosting CSE's answer to a multicast fan-out (TS-0001 clause 10.2.7.13.2).
+        if let Some(answer) = crate::multicast::host::handle_notify(cse, &req, peer) {
             return answer;
         }
         // Group credentials end to end (seeds/001 clause 5.1): the admin asks for a distribution.

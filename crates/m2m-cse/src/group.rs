@@ -159,7 +159,23 @@ pub async fn fan_out(
     if members.is_empty() {
         return Err(M2mError::new(Rsc::NoMembers, "the group has no members"));
     }
-    let calls = members.iter().map(|m| {
+    // Members on member hosting CSEs of a multicast group get one datagram (TS-0004 clause
+    // 7.4.14.2.6); the others a request each.
+    let multicast = match &cse.multicast_host {
+        Some(host) => host.ensure(cse, &group).await.map(|g| (host, g)),
+        None => None,
+    };
+    let by_multicast = async {
+        match &multicast {
+            Some((host, g)) => host.fan_out(cse, &req, &rest, &peer, g).await,
+            None => Vec::new(),
+        }
+    };
+    let unicast: Vec<&String> = members
+        .iter()
+        .filter(|m| !multicast.as_ref().is_some_and(|(_, g)| g.covers(m)))
+        .collect();
+    let calls = unicast.into_iter().map(|m| {
         let mut r = req.clone();
         r.to = if rest.is_empty() {
             m.clone()
@@ -178,11 +194,36 @@ pub async fn fan_out(
             resp
         }
     });
-    let responses = futures_util::future::join_all(calls).await;
-    let rsps: Vec<Value> = responses.iter().map(Response::to_rsp_json).collect();
+    let (responses, multicast_rsps) =
+        futures_util::future::join(futures_util::future::join_all(calls), by_multicast).await;
+    let mut rsps: Vec<Value> = responses.iter().map(Response::to_rsp_json).collect();
+    rsps.extend(multicast_rsps);
     Ok(Response::new(
         Rsc::Ok,
         &req.rqi,
         Some(json!({ "m2m:agr": { "m2m:rsp": rsps } })),
     ))
+}
+
+/// After the memberIDs of `group` changed: a multicast group is re-keyed (or left) now rather than
+/// at the next fan-out, so that a member hosting CSE that left stops listening at once.
+pub fn members_changed(cse: &Arc<Cse>, group: &Resource) {
+    if let Some(host) = cse.multicast_host.clone() {
+        let cse = Arc::clone(cse);
+        let group = group.clone();
+        tokio::spawn(async move {
+            host.ensure(&cse, &group).await;
+        });
+    }
+}
+
+/// After `group` was deleted: its member hosting CSEs leave its multicast group.
+pub fn deleted(cse: &Arc<Cse>, group: &Resource) {
+    if let Some(host) = cse.multicast_host.clone() {
+        let cse = Arc::clone(cse);
+        let ri = group.ri().to_owned();
+        tokio::spawn(async move {
+            host.forget(&cse, &ri).await;
+        });
+    }
 }

@@ -90,6 +90,7 @@ pub(crate) struct GroupCredentialAnswer {
 }
 
 /// A member's own E2E key, as configured.
+#[derive(Clone)]
 enum OwnKey {
     Shared(SymmetricKey),
     Public(EcPublicKey),
@@ -152,7 +153,7 @@ impl GroupCredentials {
     }
 
     /// The next version: the clock in microseconds, or one more than the last if that is not less.
-    fn next_version(&self, now: DateTime<Utc>) -> u64 {
+    pub(crate) fn next_version(&self, now: DateTime<Utc>) -> u64 {
         let mut last = self.last_version.lock().unwrap_or_else(|e| e.into_inner());
         let clock = u64::try_from(freshness::micros(now)).unwrap_or(0);
         *last = clock.max(last.saturating_add(1));
@@ -164,6 +165,26 @@ impl GroupCredentials {
         self.members
             .iter()
             .find(|m| m2m_core::EntityId::parse(&m.member, &cse.id.home).is_ok_and(|e| e == aei))
+    }
+
+    /// Seals `group_key` for the entity `id` (an AE-ID or, for a multicast group, a CSE-ID) as
+    /// `info`; 4004 when no E2E key is configured for it.
+    pub(crate) fn seal_for(
+        &self,
+        cse: &Cse,
+        id: &str,
+        group_key: &SymmetricKey,
+        info: &CredentialInfo,
+    ) -> M2mResult<String> {
+        let m = self.find(cse, id).ok_or_else(|| {
+            M2mError::new(Rsc::NotFound, format!("no E2E key is configured for {id}"))
+        })?;
+        // `aud` names the entity as it knows itself (the SP-relative ID given here).
+        let to = E2eMember {
+            member: id.to_owned(),
+            key: m.key.clone(),
+        };
+        self.seal(group_key, info, &to)
     }
 
     /// Seals `group_key` for `m` as `info`; `aud` is the member's AE-ID as configured.

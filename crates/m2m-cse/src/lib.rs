@@ -22,6 +22,7 @@ pub(crate) mod group_credentials;
 pub(crate) mod http_server;
 mod impersonation;
 mod maf_keys;
+pub(crate) mod multicast;
 mod notification;
 pub mod prefill;
 pub(crate) mod registration;
@@ -305,6 +306,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!(e.dbg))?;
     tokio::spawn(expiry::run(Arc::clone(&cse)));
     tokio::spawn(registration::register_with_registrar(Arc::clone(&cse)));
+    if let Some(m) = &cse.multicast_member {
+        m.restore(&cse);
+    }
     Ok(Running {
         cse,
         local_addr,

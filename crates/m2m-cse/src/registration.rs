@@ -41,7 +41,7 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
         .ok_or_else(|| M2mError::internal("no registrar configured"))?;
     let me = &cse.id;
     let from = Some(me.cse_id.sp_relative());
-    let csr = json!({ "m2m:csr": {
+    let mut csr = json!({ "m2m:csr": {
         "rn": me.cse_id.bare(),
         "csi": me.cse_id.sp_relative(),
         "cb": format!("{}/{}", me.cse_id, me.rn),
@@ -50,6 +50,11 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
         "poa": [cse.public_url()],
         "srv": ["2a", "3"],
     }});
+    // A CSE that can join multicast groups says so (multicastCapability IP, TS-0004 6.3.4.2.58).
+    let multicast = cse.multicast_member.is_some().then(|| json!(2));
+    if let Some(m) = &multicast {
+        csr["m2m:csr"]["mtcc"] = m.clone();
+    }
     let mut create = Request::new(
         Operation::Create,
         reg.resource_name.clone(),
@@ -69,7 +74,11 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
                 from.clone(),
                 rqi(),
             );
-            update.pc = Some(json!({ "m2m:csr": { "poa": [cse.public_url()] } }));
+            let mut csr = json!({ "poa": [cse.public_url()] });
+            if let Some(m) = &multicast {
+                csr["mtcc"] = m.clone();
+            }
+            update.pc = Some(json!({ "m2m:csr": csr }));
             cse.registrar_client
                 .send(&reg.url, &update)
                 .await?

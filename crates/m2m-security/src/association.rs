@@ -19,6 +19,9 @@ pub enum SaeMode {
     GroupKey,
     /// No connection: a pairwiseESPrimKey authenticated an ESPrim inner request (clause 8.4).
     EndToEnd,
+    /// No connection: a multicast fan-out opened with the group key and signed by the group
+    /// hosting CSE (seeds/004 clause 6.1.2.2.3, [`crate::e2e::multicast`]).
+    MulticastGroupKey,
 }
 
 impl fmt::Display for SaeMode {
@@ -29,6 +32,7 @@ impl fmt::Display for SaeMode {
             SaeMode::MafKey => "maf-key",
             SaeMode::GroupKey => "group-key",
             SaeMode::EndToEnd => "end-to-end",
+            SaeMode::MulticastGroupKey => "multicast-group-key",
         })
     }
 }

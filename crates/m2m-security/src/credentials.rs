@@ -129,6 +129,9 @@ impl CredentialId {
     pub const TYPE_KPSA_ID: u8 = 12;
     /// typeID 13: pairwiseESPrimKeyID.
     pub const TYPE_PAIRWISE_ESPRIM_KEY_ID: u8 = 13;
+    /// typeID 99, this project's (sec:credIDTypeID has none): the group key of a multicast
+    /// fan-out, named in the audit lines of the requests it carried.
+    pub const TYPE_MULTICAST_GROUP_KEY_ID: u8 = 99;
 
     /// A Credential-ID from its parts; the value may use letters, digits, `.`, `_`, `-` and `@`.
     pub fn new(type_id: u8, value: &str) -> Result<CredentialId, String> {

@@ -10,8 +10,8 @@ const INTRO: &str = "\
 m2m cse: the configuration of a CSE (`m2m cse --config FILE`; without --config these defaults apply).
 Every setting shows its default. A \"# key = value\" line or a \"# [table]\" / \"# [[rows]]\" block is an
 optional example: remove the \"# \" of its lines to use it; \"# # key\" lines in a block then stay optional
-(alternatives to choose from). A configuration holding keys (a \"key\" of [[security.psk]], [[esprim.keys]]
-or [[group_credentials.members]]) must be mode 0600 (chmod 600 FILE), else the CSE refuses it; the
+(alternatives to choose from). A configuration holding keys (a \"key\" of [[security.psk]], [[esprim.keys]],
+[[group_credentials.members]] or [multicast]) must be mode 0600 (chmod 600 FILE), else the CSE refuses it; the
 keystore of [security] is the place for keys.";
 
 /// The comment of every table and field, in print order: a field without one fails the tests
@@ -174,6 +174,43 @@ const DOCS: &[Doc] = &[
     Key(
         "coap.allow_insecure",
         "allow the listener on a non-loopback address (only for a network protected otherwise)",
+    ),
+    Table(
+        "multicast",
+        "Multicast group fan-out over CoAP (TS-0001 clause 10.2.7.13, TS-0008 Annex B), protected with a group key:\n\
+         as group hosting CSE (fan-outs signed with group_credentials.signing_key, group keys sealed for each\n\
+         member hosting CSE under its [[group_credentials.members]] row) and, with a key below, as member hosting\n\
+         CSE. Without this table every fan-out is unicast.",
+    ),
+    Key("multicast.port", "UDP port of the fan-out datagrams, the same for every CSE of a deployment"),
+    Key(
+        "multicast.interface",
+        "IPv4 address of the interface to send on and join groups on (0.0.0.0: the route's)",
+    ),
+    Key(
+        "multicast.first_address",
+        "group hosting side: multicast addresses are allocated upwards from this one",
+    ),
+    Key("multicast.ttl", "group hosting side: IP time-to-live of the datagrams (1: this link)"),
+    Key(
+        "multicast.response_window_ms",
+        "group hosting side: responseTimeWindow for members, each answers after a random delay below it",
+    ),
+    Key(
+        "multicast.response_timeout_ms",
+        "group hosting side: wait this long for members' answers (4008 for the silent ones)",
+    ),
+    Key(
+        "multicast.keystore_secret",
+        "member side: this CSE's own E2E key, the name of a secret in the [security] keystore",
+    ),
+    Alt(
+        "multicast.key",
+        "or the key in hex (16, 24 or 32 bytes): the configuration must then be mode 0600",
+    ),
+    Alt(
+        "multicast.private_jwk",
+        "or its P-256 private JWK file (mode 0600), for group keys sealed with ECDH-ES",
     ),
     Table(
         "security",
@@ -375,6 +412,12 @@ fn example() -> Config {
         ..TlsSection::default()
     });
     c.coap = Some(CoapSection::default());
+    c.multicast = Some(MulticastSection {
+        keystore_secret: Some("multicast-e2e".into()),
+        key: Some(HEX_PLACEHOLDER.into()),
+        private_jwk: Some("cse-e2e.jwk".into()),
+        ..MulticastSection::default()
+    });
     c.security.keystore = Some("cse.keystore".into());
     c.security.key_file = Some("cse-keystore.key".into());
     c.security.passphrase_env = Some("M2M_CSE_KEYSTORE_PASSPHRASE".into());
@@ -457,6 +500,7 @@ mod tests {
             ("registration.rules", field_names::<AppRule>()),
             ("tls", field_names::<TlsSection>()),
             ("coap", field_names::<CoapSection>()),
+            ("multicast", field_names::<MulticastSection>()),
             ("security", field_names::<SecuritySection>()),
             ("security.psk", field_names::<PskRow>()),
             ("maf", field_names::<MafSection>()),
@@ -539,6 +583,8 @@ mod tests {
             ("maf", &["tls"]),
             ("group_authentication.agents", &["tls"]),
             ("esprim.keys.key", &["-esprim.keys.key_env"]),
+            ("multicast.key", &["-multicast.keystore_secret"]),
+            ("multicast.private_jwk", &["-multicast.keystore_secret"]),
             ("esprim.keys.keystore_secret", &["-esprim.keys.key_env"]),
             (
                 "group_credentials.members.key",
@@ -561,6 +607,8 @@ mod tests {
             "tls.accepted_identities",
             "tls.dtls_listen",
             "coap",
+            "multicast",
+            "multicast.private_jwk",
             "security.keystore",
             "security.psk",
             "maf",
@@ -588,7 +636,7 @@ mod tests {
         let keys = text
             .lines()
             .filter(|l| l.trim_start_matches("# ").starts_with("key = "));
-        assert_eq!(keys.clone().count(), 3, "{text}");
+        assert_eq!(keys.clone().count(), 4, "{text}");
         for line in keys {
             assert!(line.contains(HEX_PLACEHOLDER), "{line}");
         }

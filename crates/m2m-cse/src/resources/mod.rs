@@ -50,6 +50,10 @@ pub async fn prepare_create(
             service_subscribed_app_rule::check(attrs).map(|_| Prepared::default())
         }
         ResourceType::ContentInstance => Ok(Prepared::default()),
+        ResourceType::LocalMulticastGroup => {
+            local_multicast_group(cse, attrs, peer.originator.as_ref(), None)
+                .map(|_| Prepared::default())
+        }
         ResourceType::CseBase => Err(m2m_core::M2mError::not_allowed(
             "a CSEBase cannot be created",
         )),
@@ -88,8 +92,36 @@ pub async fn prepare_update(
         ResourceType::Group if content.contains_key("mid") => {
             group::prepare_update(cse, req, res, content, peer).await
         }
+        ResourceType::LocalMulticastGroup => {
+            let mut merged = res.attrs.clone();
+            merged.extend(content.clone());
+            merged.retain(|_, v| !v.is_null());
+            let creator = res
+                .creator
+                .as_deref()
+                .and_then(|c| m2m_core::EntityId::parse(c, &cse.id.home).ok());
+            local_multicast_group(cse, &merged, creator.as_ref(), Some(res))
+        }
         _ => Ok(()),
     }
+}
+
+/// `<localMulticastGroup>` (TS-0004 clause 7.4.55): only a member hosting CSE holds one, and only
+/// with a group key that opens (`crate::multicast::member`).
+fn local_multicast_group(
+    cse: &Cse,
+    attrs: &Map<String, Value>,
+    creator: Option<&m2m_core::EntityId>,
+    current: Option<&Resource>,
+) -> M2mResult<()> {
+    let member = cse.multicast_member.as_ref().ok_or_else(|| {
+        m2m_core::M2mError::new(
+            m2m_core::ResponseStatusCode::JoinMulticastGroupFailed,
+            "this CSE does not join multicast groups",
+        )
+    })?;
+    let creator = creator.ok_or_else(|| m2m_core::M2mError::internal("no creator"))?;
+    member.check(cse, attrs, creator, current)
 }
 
 /// Applies the effects of an UPDATE inside the write transaction (`res` already holds the new
