@@ -171,7 +171,7 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
         ));
     }
     let has_cert = cfg.certificate_chain.is_some() && cfg.private_key.is_some();
-    let suites: Vec<&str> = cfg
+    let mut suites: Vec<&str> = cfg
         .cipher_suites
         .iter()
         .map(String::as_str)
@@ -183,6 +183,12 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
             }
         })
         .collect();
+    if proto == Proto::Dtls {
+        // Over DTLS the server picks, CCM_8 first: the AEAD suite constrained devices carry, and
+        // the one whose records the transport protects without OpenSSL after the handshake
+        // (m2m-transport dtls_record: an idle association then holds no record buffers).
+        suites.sort_by_key(|s| !s.ends_with("CCM8"));
+    }
     if suites.is_empty() {
         return Err("no usable cipher suite: PSK suites need a psk table, certificate suites a certificate and key".into());
     }
@@ -193,6 +199,9 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
     let mut b = profile_builder(method, proto, &suites)?;
     // No session resumption across associations: each connection authenticates afresh.
     b.set_options(SslOptions::NO_TICKET);
+    if proto == Proto::Dtls {
+        b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
+    }
     // Idle associations give their record buffers back (some 34 KB each): thousands of idle
     // devices stay cheap.
     b.set_mode(openssl::ssl::SslMode::RELEASE_BUFFERS);

@@ -15,8 +15,14 @@
 //!
 //! OpenSSL's DTLS retransmits a lost flight only when it is called after its timer expired; a
 //! handshaking session's reads wake every [`RETRANSMIT_POLL`] so that it is.
+//!
+//! Once the handshake is done under AES-128-CCM_8, the association's records are protected by
+//! [`crate::dtls_record`] and OpenSSL's state is freed (its record buffers would otherwise stay,
+//! about 36 KiB per idle association); the server's last flight is kept and sent again if the
+//! client shows it did not get it. The CBC suites stay with OpenSSL.
 
 use crate::acceptor::{Binder, Security, Server, Sources};
+use crate::dtls_record::{self, Record, RecordLayer};
 use crate::Limits;
 use openssl::ssl::{Ssl, SslContext};
 use std::collections::HashMap;
@@ -75,6 +81,53 @@ pub struct SessionIo {
 enum Io {
     Plain(PeerPipe),
     Dtls(Box<SslStream<PeerPipe>>),
+    /// DTLS whose records [`dtls_record`] protects (no OpenSSL state left).
+    Parked(Box<Parked>),
+}
+
+/// An association after its handshake, without OpenSSL.
+struct Parked {
+    rx: mpsc::Receiver<Vec<u8>>,
+    sock: Arc<UdpSocket>,
+    peer: SocketAddr,
+    layer: RecordLayer,
+    /// The server's last handshake flight (ChangeCipherSpec, Finished), sent again when the
+    /// client retransmits its own: it did not get it (RFC 6347 clause 4.2.4).
+    last_flight: Vec<Vec<u8>>,
+    /// Messages of a datagram that carried more than one record.
+    queued: std::collections::VecDeque<Vec<u8>>,
+}
+
+/// What the pipe saw of a handshake, for the record layer that takes over after it.
+#[derive(Default)]
+struct HandshakeLog {
+    /// The highest record sequence number written in epoch 1.
+    written_epoch1: Option<u64>,
+    /// The datagrams written since the peer's last datagram: the server's last flight at the end.
+    last_flight: Vec<Vec<u8>>,
+    read_since_write: bool,
+    /// The peer's datagrams with epoch-1 records (its Finished): their numbers are used.
+    epoch1_in: Vec<Vec<u8>>,
+}
+
+impl HandshakeLog {
+    fn wrote(&mut self, d: &[u8]) {
+        if self.read_since_write {
+            self.last_flight.clear();
+            self.read_since_write = false;
+        }
+        self.last_flight.push(d.to_vec());
+        if let Some((1, seq)) = dtls_record::highest_record(d) {
+            self.written_epoch1 = Some(self.written_epoch1.map_or(seq, |s| s.max(seq)));
+        }
+    }
+
+    fn read(&mut self, d: &[u8]) {
+        self.read_since_write = true;
+        if dtls_record::has_epoch(d, 1) && self.epoch1_in.len() < 8 {
+            self.epoch1_in.push(d.to_vec());
+        }
+    }
 }
 
 impl SessionIo {
@@ -83,6 +136,7 @@ impl SessionIo {
         let idle = self.idle;
         match &mut self.inner {
             Io::Plain(pipe) => tokio::time::timeout(idle, pipe.rx.recv()).await.ok()?,
+            Io::Parked(p) => p.recv(idle).await,
             Io::Dtls(stream) => loop {
                 // An idle association waits for its next datagram without a buffer (thousands
                 // of them must not each hold one); OpenSSL gets it once it is there.
@@ -120,14 +174,84 @@ impl SessionIo {
         match &mut self.inner {
             Io::Plain(pipe) => pipe.sock.send_to(msg, pipe.peer).await.map(|_| ()),
             Io::Dtls(stream) => stream.write_all(msg).await,
+            Io::Parked(p) => p.send(dtls_record::APPLICATION_DATA, msg).await,
         }
     }
 
     /// Ends a DTLS session with close_notify.
     pub async fn close(&mut self) {
-        if let Io::Dtls(stream) = &mut self.inner {
-            let _ = stream.shutdown().await;
+        match &mut self.inner {
+            Io::Dtls(stream) => {
+                let _ = stream.shutdown().await;
+            }
+            // close_notify: a warning alert (RFC 5246 clause 7.2.1).
+            Io::Parked(p) => {
+                let _ = p.send(dtls_record::ALERT, &[1, 0]).await;
+            }
+            Io::Plain(_) => {}
         }
+    }
+}
+
+impl Parked {
+    /// Takes over an association whose handshake just completed, if its suite is one
+    /// [`RecordLayer`] protects; `None` leaves it with OpenSSL.
+    fn take_over(stream: &mut SslStream<PeerPipe>) -> Option<Self> {
+        let log = stream.get_mut().log.take()?;
+        if stream.ssl().pending() > 0 || stream.get_ref().stash.is_some() {
+            return None;
+        }
+        let next = log.written_epoch1.map_or(0, |s| s + 1);
+        let mut layer = RecordLayer::take_over(stream.ssl(), 1, next)?;
+        // The client's Finished (and anything it sent with it) took its numbers.
+        for d in &log.epoch1_in {
+            layer.open(d);
+        }
+        let pipe = stream.get_mut();
+        let (_, closed) = mpsc::channel(1);
+        Some(Self {
+            rx: std::mem::replace(&mut pipe.rx, closed),
+            sock: Arc::clone(&pipe.sock),
+            peer: pipe.peer,
+            layer,
+            last_flight: log.last_flight,
+            queued: Default::default(),
+        })
+    }
+
+    async fn recv(&mut self, idle: Duration) -> Option<Vec<u8>> {
+        loop {
+            if let Some(m) = self.queued.pop_front() {
+                return Some(m);
+            }
+            let d = tokio::time::timeout(idle, self.rx.recv()).await.ok()??;
+            let mut resent = false;
+            for r in self.layer.open(&d) {
+                match r {
+                    // Larger than any message this binding takes in one piece: dropped, as
+                    // OpenSSL's path reads such a record away.
+                    Record::Data(m) if m.len() > MAX_MESSAGE => {}
+                    Record::Data(m) => self.queued.push_back(m),
+                    // close_notify or a fatal alert ends the association.
+                    Record::Alert(level, desc) if level == 2 || desc == 0 => return None,
+                    Record::Alert(..) => {}
+                    Record::Retransmission if !resent => {
+                        resent = true;
+                        for f in &self.last_flight {
+                            let _ = self.sock.send_to(f, self.peer).await;
+                        }
+                    }
+                    Record::Retransmission => {}
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, ty: u8, msg: &[u8]) -> io::Result<()> {
+        let rec = self.layer.seal(ty, msg).ok_or_else(|| {
+            io::Error::other("record not sealed (too large, or sequence numbers used up)")
+        })?;
+        self.sock.send_to(&rec, self.peer).await.map(|_| ())
     }
 }
 
@@ -142,6 +266,8 @@ struct PeerPipe {
     stash: Option<Vec<u8>>,
     /// Writes to swallow (the HelloVerifyRequest of the synthesized first ClientHello).
     discard_writes: usize,
+    /// While a DTLS handshake runs: what the record layer needs to take over after it.
+    log: Option<HandshakeLog>,
 }
 
 impl AsyncRead for PeerPipe {
@@ -157,6 +283,9 @@ impl AsyncRead for PeerPipe {
         };
         match next {
             Poll::Ready(Some(d)) => {
+                if let Some(log) = &mut this.log {
+                    log.read(&d);
+                }
                 let n = d.len().min(buf.remaining());
                 buf.put_slice(&d[..n]);
                 Poll::Ready(Ok(()))
@@ -183,7 +312,11 @@ impl AsyncWrite for PeerPipe {
             this.discard_writes -= 1;
             return Poll::Ready(Ok(buf.len()));
         }
-        this.sock.poll_send_to(cx, buf, this.peer)
+        let sent = this.sock.poll_send_to(cx, buf, this.peer);
+        if let (Poll::Ready(Ok(_)), Some(log)) = (&sent, &mut this.log) {
+            log.wrote(buf);
+        }
+        sent
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -453,6 +586,7 @@ where
             stash: None,
             // The session's own HelloVerifyRequest answers the synthesized first ClientHello.
             discard_writes: usize::from(dtls),
+            log: dtls.then(HandshakeLog::default),
         };
         let shared = Arc::clone(self);
         let ended = ended.clone();
@@ -501,15 +635,15 @@ where
                 drop(slot);
                 match handshake {
                     Ok((mut stream, association)) => {
-                        tracing::info!(target: "audit", listener = self.name, peer = %peer, association = %association, "association established");
                         stream.get_mut().tick = None;
-                        (
-                            SessionIo {
-                                inner: Io::Dtls(Box::new(stream)),
-                                idle,
-                            },
-                            Some(Arc::new(association)),
-                        )
+                        // Under CCM_8 the record layer takes over and OpenSSL's state goes.
+                        let suite = stream.ssl().current_cipher().map_or("", |c| c.name());
+                        let (inner, records) = match Parked::take_over(&mut stream) {
+                            Some(p) => (Io::Parked(Box::new(p)), "transport"),
+                            None => (Io::Dtls(Box::new(stream)), "openssl"),
+                        };
+                        tracing::info!(target: "audit", listener = self.name, peer = %peer, association = %association, suite, records, "association established");
+                        (SessionIo { inner, idle }, Some(Arc::new(association)))
                     }
                     Err(Refused::Because(why)) => {
                         tracing::warn!(target: "audit", listener = self.name, peer = %peer, reason = %why, "association refused");

@@ -18,6 +18,7 @@
 pub mod acceptor;
 pub mod connector;
 pub mod datagram;
+pub mod dtls_record;
 pub mod http;
 pub mod timed_io;
 

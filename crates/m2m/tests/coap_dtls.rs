@@ -286,6 +286,15 @@ fn door_locks_report_over_dtls_psk_with_libcoap() {
             "the audit log names the DTLS listener, the credential and {}:\n{log}",
             row.ae
         );
+        // libcoap's locks get CCM_8 (the server's preference) and records without OpenSSL.
+        assert!(
+            log.lines().any(|l| l.contains("association established")
+                && l.contains(row.kpsa_id)
+                && l.contains("PSK-AES128-CCM8")
+                && l.contains("transport")),
+            "{}: CCM_8, records by the transport:\n{log}",
+            row.ae
+        );
         assert!(!log.contains(row.key), "no key material in the log");
     }
 }
@@ -484,6 +493,20 @@ fn openssl_s_client_dtls_each_psk_suite_and_the_cookie_exchange() {
         // Lock 1, not registered yet, reads the CSEBase over an association that authenticated
         // it: access control decides (no privilege), so the request got through the binding.
         assert_eq!(resp.rsc.code(), 4103, "{suite}: {resp:?}");
+    }
+    // Under CCM_8 the transport protected the records after the handshake (m2m-transport
+    // dtls_record, OpenSSL's state freed), under CBC OpenSSL did: s_client got its answer both ways.
+    let log = cse.stderr();
+    for (suite, records) in [
+        ("PSK-AES128-CCM8", "transport"),
+        ("PSK-AES128-CBC-SHA256", "openssl"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("association established")
+                && l.contains(suite)
+                && l.contains(records)),
+            "{suite}: records by {records}:\n{log}"
+        );
     }
     // Suites outside the profile of TS-0003 clause 10.2.2: no handshake, no answer.
     for suite in [
