@@ -15,13 +15,13 @@
 //! dropped without an answer (RFC 6347 clause 4.1.2.7); each sequence number is accepted once, or
 //! out of order within a 64-record window (clause 4.1.2.6).
 
-use openssl::cipher::Cipher;
+use hmac::{Hmac, Mac};
+use openssl::cipher::{Cipher, CipherRef};
 use openssl::cipher_ctx::CipherCtx;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
 use openssl::ssl::SslRef;
+use sha2::Sha256;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// DTLS 1.2 on the wire.
 const VERSION: [u8; 2] = [0xFE, 0xFD];
@@ -167,22 +167,32 @@ fn prf_sha256(
     seed: &[u8],
     n: usize,
 ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-    let key = PKey::hmac(secret).ok()?;
-    let hmac = |parts: &[&[u8]]| -> Option<Vec<u8>> {
-        let mut s = Signer::new(MessageDigest::sha256(), &key).ok()?;
+    let key = Hmac::<Sha256>::new_from_slice(secret).ok()?;
+    let hmac = |parts: &[&[u8]]| {
+        let mut m = key.clone();
         for p in parts {
-            s.update(p).ok()?;
+            m.update(p);
         }
-        s.sign_to_vec().ok()
+        m.finalize().into_bytes()
     };
     let mut out = zeroize::Zeroizing::new(Vec::with_capacity(n + 32));
-    let mut a = hmac(&[label, seed])?; // A(1)
+    let mut a = hmac(&[label, seed]); // A(1)
     while out.len() < n {
-        out.extend_from_slice(&hmac(&[&a, label, seed])?);
-        a = hmac(&[&a])?;
+        out.extend_from_slice(&hmac(&[&a, label, seed]));
+        a = hmac(&[&a]);
     }
     out.truncate(n);
     Some(out)
+}
+
+/// AES-128-CCM, fetched from the provider once (an implicit fetch at every record costs more
+/// than the record).
+fn aes_128_ccm() -> &'static CipherRef {
+    static FETCHED: OnceLock<Option<Cipher>> = OnceLock::new();
+    match FETCHED.get_or_init(|| Cipher::fetch(None, "AES-128-CCM", None).ok()) {
+        Some(c) => c,
+        None => Cipher::aes_128_ccm(),
+    }
 }
 
 impl RecordLayer {
@@ -284,8 +294,7 @@ impl RecordLayer {
 /// explicitly: OpenSSL's CCM defaults to a 7-byte nonce.
 fn ccm_seal(key: &[u8], nonce: &[u8], aad: &[u8], plain: &[u8]) -> Option<(Vec<u8>, [u8; TAG])> {
     let mut c = CipherCtx::new().ok()?;
-    c.encrypt_init(Some(Cipher::aes_128_ccm()), None, None)
-        .ok()?;
+    c.encrypt_init(Some(aes_128_ccm()), None, None).ok()?;
     c.set_iv_length(nonce.len()).ok()?;
     c.set_tag_length(TAG).ok()?;
     c.encrypt_init(None, Some(key), Some(nonce)).ok()?;
@@ -307,8 +316,7 @@ fn ccm_open(
     tag: &[u8],
 ) -> Option<Vec<u8>> {
     let mut c = CipherCtx::new().ok()?;
-    c.decrypt_init(Some(Cipher::aes_128_ccm()), None, None)
-        .ok()?;
+    c.decrypt_init(Some(aes_128_ccm()), None, None).ok()?;
     c.set_iv_length(nonce.len()).ok()?;
     // CCM checks the tag inside the one update of the ciphertext.
     c.set_tag(tag).ok()?;
