@@ -170,6 +170,11 @@ pub async fn create(
         .await?;
 
     crate::multicast::on_stored(cse, &created);
+    if created.ty == ResourceType::Group {
+        // A multicast group for it now (TS-0001 clause 10.2.7.13.1 step 004), not at its first
+        // fan-out.
+        crate::group::members_changed(cse, &created);
+    }
     notification::on_event(cse, &parent, Event::CreateChild, &created, None);
     let mut resp = Response::new(Rsc::Created, &req.rqi, None);
     resp.location = Some(created.srn.clone());

@@ -161,9 +161,11 @@ pub async fn fan_out(
     }
     // Members on member hosting CSEs of a multicast group get one datagram (TS-0004 clause
     // 7.4.14.2.6); the others a request each.
+    // Only for an originator something proves (as for retargeting): a claim never makes
+    // the group hosting CSE key a multicast group.
     let multicast = match &cse.multicast_host {
-        Some(host) => host.ensure(cse, &group).await.map(|g| (host, g)),
-        None => None,
+        Some(host) if peer.proof.identifies() => host.ensure(cse, &group).await.map(|g| (host, g)),
+        _ => None,
     };
     let by_multicast = async {
         match &multicast {

@@ -96,7 +96,18 @@ struct Parked {
     last_flight: Vec<Vec<u8>>,
     /// Messages of a datagram that carried more than one record.
     queued: std::collections::VecDeque<Vec<u8>>,
+    /// How many more times the last flight may be sent again.
+    resends: u8,
+    /// The peer closed (close_notify or a fatal alert): what is queued is all that is left.
+    closed: bool,
+    /// When the peer's last authenticated record came: the idle timeout counts from there, so
+    /// forged datagrams do not keep an association alive.
+    last_heard: tokio::time::Instant,
 }
+
+/// How often a parked association answers a retransmitted Finished: a peer that still has not
+/// got the flight after that starts over.
+const MAX_RESENDS: u8 = 3;
 
 /// What the pipe saw of a handshake, for the record layer that takes over after it.
 #[derive(Default)]
@@ -203,9 +214,17 @@ impl Parked {
         }
         let next = log.written_epoch1.map_or(0, |s| s + 1);
         let mut layer = RecordLayer::take_over(stream.ssl(), 1, next)?;
-        // The client's Finished (and anything it sent with it) took its numbers.
+        // The client's Finished took its number; application data it sent right behind it
+        // (which OpenSSL buffered but never handed out) is the session's first message.
+        let mut queued = std::collections::VecDeque::new();
         for d in &log.epoch1_in {
-            layer.open(d);
+            for r in layer.open(d) {
+                if let Record::Data(m) = r {
+                    if m.len() <= MAX_MESSAGE {
+                        queued.push_back(m);
+                    }
+                }
+            }
         }
         let pipe = stream.get_mut();
         let (_, closed) = mpsc::channel(1);
@@ -215,7 +234,10 @@ impl Parked {
             peer: pipe.peer,
             layer,
             last_flight: log.last_flight,
-            queued: Default::default(),
+            queued,
+            resends: MAX_RESENDS,
+            closed: false,
+            last_heard: tokio::time::Instant::now(),
         })
     }
 
@@ -224,19 +246,33 @@ impl Parked {
             if let Some(m) = self.queued.pop_front() {
                 return Some(m);
             }
-            let d = tokio::time::timeout(idle, self.rx.recv()).await.ok()??;
+            if self.closed {
+                return None;
+            }
+            let d = tokio::time::timeout_at(self.last_heard + idle, self.rx.recv())
+                .await
+                .ok()??;
+            let records = self.layer.open(&d);
+            if !records.is_empty() {
+                self.last_heard = tokio::time::Instant::now();
+            }
             let mut resent = false;
-            for r in self.layer.open(&d) {
+            for r in records {
                 match r {
                     // Larger than any message this binding takes in one piece: dropped, as
                     // OpenSSL's path reads such a record away.
                     Record::Data(m) if m.len() > MAX_MESSAGE => {}
                     Record::Data(m) => self.queued.push_back(m),
-                    // close_notify or a fatal alert ends the association.
-                    Record::Alert(level, desc) if level == 2 || desc == 0 => return None,
+                    // close_notify or a fatal alert ends the association (after what came
+                    // before it in the same datagram).
+                    Record::Alert(level, desc) if level == 2 || desc == 0 => {
+                        self.closed = true;
+                        break;
+                    }
                     Record::Alert(..) => {}
-                    Record::Retransmission if !resent => {
+                    Record::Retransmission if !resent && self.resends > 0 => {
                         resent = true;
+                        self.resends -= 1;
                         for f in &self.last_flight {
                             let _ = self.sock.send_to(f, self.peer).await;
                         }

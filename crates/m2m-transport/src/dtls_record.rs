@@ -51,15 +51,16 @@ pub enum Record {
     Data(Vec<u8>),
     /// An authenticated alert (level, description).
     Alert(u8, u8),
-    /// An authenticated handshake record of the current epoch (a retransmitted Finished), or a
-    /// record of an earlier epoch (a retransmitted last flight of the client): the peer did not
-    /// get the server's Finished.
+    /// An authenticated handshake record of the current epoch: the client sent its Finished
+    /// again (its whole last flight, whose epoch-0 records prove nothing), so it did not get the
+    /// server's.
     Retransmission,
 }
 
 /// One record's header fields.
 struct Header {
     ty: u8,
+    version: [u8; 2],
     epoch: u16,
     seq: u64,
     len: usize,
@@ -69,6 +70,7 @@ fn header(d: &[u8]) -> Option<Header> {
     let h = d.get(..HEADER)?;
     Some(Header {
         ty: h[0],
+        version: [h[1], h[2]],
         epoch: u16::from_be_bytes([h[3], h[4]]),
         seq: h[5..11].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)),
         len: usize::from(u16::from_be_bytes([h[11], h[12]])),
@@ -232,15 +234,15 @@ impl RecordLayer {
     }
 
     /// The records of one datagram from the peer, each opened and checked against the replay
-    /// window; records that do not open are left out.
+    /// window; records that do not open (or of another epoch or version) are left out.
     pub fn open(&mut self, datagram: &[u8]) -> Vec<Record> {
         let mut out = Vec::new();
         for (h, rec) in records(datagram) {
-            if h.epoch < self.epoch {
-                out.push(Record::Retransmission);
-                continue;
-            }
-            if h.epoch != self.epoch || h.len < EXPLICIT_NONCE + TAG || !self.window.is_fresh(h.seq)
+            // Records of an earlier epoch are unauthenticated (anyone can forge one): ignored.
+            if h.epoch != self.epoch
+                || h.version != VERSION
+                || h.len < EXPLICIT_NONCE + TAG
+                || !self.window.is_fresh(h.seq)
             {
                 continue;
             }
@@ -256,7 +258,7 @@ impl RecordLayer {
             match h.ty {
                 APPLICATION_DATA => out.push(Record::Data(plain)),
                 ALERT if plain.len() == 2 => out.push(Record::Alert(plain[0], plain[1])),
-                HANDSHAKE | CHANGE_CIPHER_SPEC => out.push(Record::Retransmission),
+                HANDSHAKE => out.push(Record::Retransmission),
                 _ => {}
             }
         }
@@ -484,10 +486,15 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(last_flight.len(), 1);
-        let first = layer.open(&last_flight[0]);
-
-        assert!(first.len() >= 2 && first.iter().all(|r| *r == Record::Retransmission));
-        assert_eq!(layer.open(&last_flight[0]).len(), first.len() - 1);
+        assert_eq!(layer.open(&last_flight[0]), vec![Record::Retransmission]);
+        assert!(
+            layer.open(&last_flight[0]).is_empty(),
+            "a replayed Finished"
+        );
+        // Epoch-0 records prove nothing: one forged from the flight's first record is ignored.
+        let mut forged = last_flight[0].clone();
+        forged[3..5].copy_from_slice(&[0, 0]);
+        assert!(layer.open(&forged).is_empty());
         drop(server); // OpenSSL's server side is gone from here on.
         for msg in [&b"GET /door"[..], &[0u8; 1024][..]] {
             client.write_all(msg).unwrap();

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 /// Set in the child test process that runs inside the namespace.
 const IN_NETNS: &str = "M2M_TEST_IN_NETNS";
-const GROUP_ADDR: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 1);
+/// The first address of the group hosting CSE's range.
+const FIRST_ADDR: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 1);
 const PORT: u16 = 5700;
 const MEMBERS: [&str; 3] = ["mn1", "mn2", "mn3"];
 
@@ -83,13 +84,12 @@ fn network() {
 }
 
 /// An eavesdropper on the group address (a socket joined like the members').
-fn sniffer() -> UdpSocket {
+fn sniffer(group: Ipv4Addr) -> UdpSocket {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
     s.set_reuse_address(true).unwrap();
-    s.bind(&SockAddr::from(SocketAddrV4::new(GROUP_ADDR, PORT)))
+    s.bind(&SockAddr::from(SocketAddrV4::new(group, PORT)))
         .unwrap();
-    s.join_multicast_v4(&GROUP_ADDR, &Ipv4Addr::LOCALHOST)
-        .unwrap();
+    s.join_multicast_v4(&group, &Ipv4Addr::LOCALHOST).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     s.into()
@@ -106,12 +106,12 @@ fn heard(s: &UdpSocket) -> Vec<Vec<u8>> {
 }
 
 /// Sends `bytes` to the group address as anyone on the link can.
-fn inject(bytes: &[u8]) {
+fn inject(group: Ipv4Addr, bytes: &[u8]) {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
     s.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
     s.set_multicast_loop_v4(true).unwrap();
     let s: UdpSocket = s.into();
-    s.send_to(bytes, (GROUP_ADDR, PORT)).unwrap();
+    s.send_to(bytes, (group, PORT)).unwrap();
 }
 
 /// The `kid` in the protected header of a datagram's JWE (the payload after the 0xFF marker).
@@ -132,7 +132,7 @@ fn key_hex(i: u8) -> String {
 
 fn in_config(pki: &Pki, signing_key: &Path) -> String {
     let mut cfg = format!(
-        "{}\n[multicast]\nport = {PORT}\ninterface = \"127.0.0.1\"\nfirst_address = \"{GROUP_ADDR}\"\n\
+        "{}\n[multicast]\nport = {PORT}\ninterface = \"127.0.0.1\"\nfirst_address = \"{FIRST_ADDR}\"\n\
          response_window_ms = 100\nresponse_timeout_ms = 3000\n\n\
          [group_credentials]\nsigning_key = {:?}\n",
         in_tls_config(pki),
@@ -281,7 +281,28 @@ fn scenario() {
     );
     assert_eq!(rsc, 2001, "{b}");
     assert_eq!(b["m2m:grp"]["cnm"], json!(3), "{b}");
-    let sniff = sniffer();
+    // The group hosting CSE makes the multicast group right away: a <localMulticastGroup> on
+    // each member hosting CSE, made by /id-in, carrying the group key sealed (no key in clear).
+    let lmg = format!("/cse-mn1/mcg-{}", b["m2m:grp"]["ri"].as_str().unwrap());
+    let lmg = poll(WAIT, || {
+        let (rsc, b) = retrieve(mns[0].url(), &lmg, "CAdmin");
+        (rsc == 2000).then_some(b)
+    })
+    .unwrap_or_else(|| panic!("no {lmg} on mn1:\n{}\n{}", in_cse.stderr(), mns[0].stderr()));
+    let lmg = &lmg["m2m:lmg"];
+    assert_eq!(lmg["mli"], json!([member_id("mn1")]), "{lmg}");
+    assert_eq!(lmg["rstt"], json!("/id-in"), "{lmg}");
+    assert_eq!(
+        lmg["gck"].as_str().unwrap().split('.').count(),
+        5,
+        "a compact JWE: {lmg}"
+    );
+    let group: Ipv4Addr = lmg["mad"]["ip4"].as_str().unwrap().parse().unwrap();
+    assert!(
+        group.is_multicast() && u32::from(group) - u32::from(FIRST_ADDR) < 256,
+        "{group}"
+    );
+    let sniff = sniffer(group);
 
     // 1. One datagram reaches the three members; their answers are aggregated.
     let entries = command(&in_cse, "unlock-1");
@@ -317,16 +338,16 @@ fn scenario() {
     let kid_before = jwe_kid(&datagram);
 
     // 3. A replay, an altered datagram, garbage: refused by every member, nothing created.
-    inject(&datagram);
+    inject(group, &datagram);
     let mut altered = datagram.clone();
     let n = altered.len();
     altered[n - 20] ^= 0x01;
-    inject(&altered);
+    inject(group, &altered);
     let start = datagram.iter().position(|b| *b == 0xFF).unwrap() + 1;
     let mut forged = datagram[..start].to_vec();
     forged
         .extend_from_slice(b"eyJhbGciOiJkaXIiLCJlbmMiOiJBMTI4R0NNIiwia2lkIjoieCJ9..AAAA.AAAA.AAAA");
-    inject(&forged);
+    inject(group, &forged);
     for (mn, m) in mns.iter().zip(MEMBERS) {
         let refused = poll(WAIT, || {
             (mn.stderr().matches("multicast fan-out refused").count() >= 3).then_some(())

@@ -22,7 +22,6 @@ use m2m_security::secure_environment::check_private_file;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -30,10 +29,33 @@ use tokio::sync::mpsc;
 /// Bytes of a multicast group key (`dir` A128GCM).
 const GROUP_KEY_LEN: usize = 16;
 
+/// Which members each capable member hosting CSE holds (SP-relative CSE-ID -> its CSEBase
+/// address and members): a Multicast Group Information is made for one plan.
+type Plan = BTreeMap<String, (String, Vec<String>)>;
+
+/// What is known of one `<group>`'s multicast group.
+enum Slot {
+    Unknown,
+    Ready(Arc<GroupInfo>),
+    /// No multicast group could be made for this plan (fewer than two CSEs joined) at `at`:
+    /// not tried again for [`RETRY_AFTER`], so fan-outs do not each re-key every member.
+    Failed {
+        plan: Plan,
+        at: std::time::Instant,
+    },
+}
+
+/// How long a plan that failed is not tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Group addresses are `first_address` plus a hash of the group in `0..ADDRESSES`: stable across
+/// restarts without allocation state; groups that share one are told apart by their target.
+const ADDRESSES: u32 = 256;
+
 /// The Multicast Group Information of one `<group>` (TS-0001 table 10.2.7.13.0-1).
 pub(crate) struct GroupInfo {
-    /// The memberIDs it was made for: any change issues a new key.
-    mid: Vec<String>,
+    /// The plan it was made for: any change (memberIDs, a CSE that left, registered or lost its
+    /// multicastCapability) issues a new key.
+    plan: Plan,
     address: Ipv4Addr,
     /// multicastGroupFanoutTarget.
     target: String,
@@ -69,11 +91,12 @@ pub struct Host {
     ttl: u32,
     port: u16,
     first: u32,
-    allocated: AtomicU32,
     sender: tokio::sync::Mutex<Sender>,
     /// The public JWK that verifies this CSE's fan-outs (`spk` of every `<localMulticastGroup>`).
     spk: Value,
-    groups: tokio::sync::Mutex<HashMap<String, Arc<GroupInfo>>>,
+    /// One slot per `<group>`, each locked while its multicast group is (re)made: one slow
+    /// member hosting CSE holds up its group only.
+    groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     pending: Mutex<HashMap<String, Pending>>,
     window: Duration,
     timeout: Duration,
@@ -97,7 +120,6 @@ impl Host {
             ttl: m.ttl,
             port: m.port,
             first: u32::from(m.first_group_addr()?),
-            allocated: AtomicU32::new(0),
             sender: tokio::sync::Mutex::new(Sender::new(key, cse_id)),
             spk,
             groups: Default::default(),
@@ -107,42 +129,72 @@ impl Host {
         }))
     }
 
-    fn allocate(&self) -> Ipv4Addr {
-        Ipv4Addr::from(
-            self.first
-                .wrapping_add(self.allocated.fetch_add(1, Ordering::Relaxed)),
+    /// The address of the multicast group of `group_ri` (see [`ADDRESSES`]).
+    fn address(&self, group_ri: &str) -> Ipv4Addr {
+        // FNV-1a: stable across builds and restarts, unlike the std hasher.
+        let h = group_ri.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        Ipv4Addr::from(self.first.wrapping_add(h % ADDRESSES))
+    }
+
+    fn slot(&self, group_ri: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            groups
+                .entry(group_ri.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Slot::Unknown))),
         )
     }
 
-    /// The Multicast Group Information of `group`, made (or re-keyed) first when its memberIDs
+    /// The Multicast Group Information of `group`, made (or re-keyed) first when its plan
     /// changed; `None` when fewer than two member hosting CSEs can join (unicast for all).
     pub(crate) async fn ensure(&self, cse: &Arc<Cse>, group: &Resource) -> Option<Arc<GroupInfo>> {
-        let mid = string_list(group.attrs.get("mid"));
-        let mut groups = self.groups.lock().await;
-        if let Some(g) = groups.get(group.ri()) {
-            if g.mid == mid {
-                return Some(Arc::clone(g));
+        let plan = plan(cse, group);
+        let slot = self.slot(group.ri());
+        let mut slot = slot.lock().await;
+        let old = match std::mem::replace(&mut *slot, Slot::Unknown) {
+            Slot::Ready(g) if g.plan == plan => {
+                *slot = Slot::Ready(Arc::clone(&g));
+                return Some(g);
             }
-        }
-        let old = groups.remove(group.ri());
-        let new = self.establish(cse, group, mid, old.as_deref()).await;
+            Slot::Failed { plan: p, at } if p == plan && at.elapsed() < RETRY_AFTER => {
+                *slot = Slot::Failed { plan: p, at };
+                return None;
+            }
+            Slot::Ready(g) => Some(g),
+            Slot::Failed { .. } | Slot::Unknown => None,
+        };
+        let new = self.establish(cse, group, plan.clone()).await;
         // Member hosting CSEs that no longer take part leave (their key is already outdated).
         for (id, c) in old.iter().flat_map(|o| &o.per_cse) {
             if !new.as_ref().is_some_and(|n| n.per_cse.contains_key(id)) {
                 self.delete_lmg(cse, &c.lmg).await;
             }
         }
-        if let Some(n) = &new {
-            groups.insert(group.ri().to_owned(), Arc::clone(n));
-        }
+        *slot = match &new {
+            Some(n) => Slot::Ready(Arc::clone(n)),
+            None => Slot::Failed {
+                plan,
+                at: std::time::Instant::now(),
+            },
+        };
         new
     }
 
     /// Forgets `group` (deleted) and has its member hosting CSEs leave.
     pub(crate) async fn forget(&self, cse: &Arc<Cse>, group_ri: &str) {
-        let old = self.groups.lock().await.remove(group_ri);
-        for c in old.iter().flat_map(|o| o.per_cse.values()) {
-            self.delete_lmg(cse, &c.lmg).await;
+        let slot = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(group_ri);
+        let Some(slot) = slot else { return };
+        let old = std::mem::replace(&mut *slot.lock().await, Slot::Unknown);
+        if let Slot::Ready(g) = old {
+            for c in g.per_cse.values() {
+                self.delete_lmg(cse, &c.lmg).await;
+            }
         }
     }
 
@@ -150,24 +202,13 @@ impl Host {
         &self,
         cse: &Arc<Cse>,
         group: &Resource,
-        mid: Vec<String>,
-        old: Option<&GroupInfo>,
+        plan: Plan,
     ) -> Option<Arc<GroupInfo>> {
-        let mut by_cse: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-        for m in &mid {
-            if let Some((id, cb)) = capable_host(cse, m) {
-                by_cse
-                    .entry(id)
-                    .or_insert((cb, Vec::new()))
-                    .1
-                    .push(m.clone());
-            }
-        }
-        if by_cse.len() < 2 {
+        if plan.len() < 2 {
             return None;
         }
         let table = cse.group_credentials.as_ref()?;
-        let address = old.map_or_else(|| self.allocate(), |o| o.address);
+        let address = self.address(group.ri());
         let target = format!("{}/{}", cse.id.cse_id.sp_relative(), segment(group.ri()));
         let kid = format!("mcast-{}", crate::dispatcher::random_suffix(12));
         let key = SymmetricKey::generate(kid, GROUP_KEY_LEN);
@@ -178,7 +219,7 @@ impl Host {
             issued: now,
         };
         let mut per_cse = BTreeMap::new();
-        for (id, (cb, members)) in by_cse {
+        for (id, (cb, members)) in plan.clone() {
             let lmg = json!({
                 "mad": ip_address(address),
                 "mli": members,
@@ -205,7 +246,7 @@ impl Host {
         }
         tracing::info!(target: "audit", group = group.ri(), address = %address, kid = key.kid(), version = info.version, csEs = ?per_cse.keys().collect::<Vec<_>>(), "multicast group keyed");
         Some(Arc::new(GroupInfo {
-            mid,
+            plan,
             address,
             target,
             key,
@@ -297,6 +338,11 @@ impl Host {
                     answers: tx,
                 },
             );
+        // Removed however this ends, also when the originator's request is dropped midway.
+        let _waiting = Waiting {
+            host: self,
+            rqi: &rqi,
+        };
         let sent = self.send_datagram(cse, group, &inner).await;
         let mut answers: HashMap<String, Vec<Value>> = HashMap::new();
         if sent.is_ok() {
@@ -313,27 +359,34 @@ impl Host {
                 }
             }
         }
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&rqi);
         if let Err(e) = sent {
             return failed(e);
         }
         let mut out = Vec::new();
         for (id, c) in &group.per_cse {
-            match answers.remove(id) {
-                Some(entries) => out.extend(entries),
-                None => out.extend(c.members.iter().map(|m| {
-                    member_rsp(
+            let mut entries = answers.remove(id).unwrap_or_default();
+            // One entry per member: the first a CSE gave for it; 4008 for a member it left out.
+            let mut seen = std::collections::HashSet::new();
+            entries.retain(|e| {
+                seen.insert(
+                    e.get("fr")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            });
+            for m in &c.members {
+                if !seen.contains(m.as_str()) {
+                    entries.push(member_rsp(
                         Rsc::RequestTimeout,
                         &req.rqi,
                         m,
                         &to_of(m),
                         Some("no answer in time"),
-                    )
-                })),
+                    ));
+                }
             }
+            out.extend(entries);
         }
         // The originator's request identifier, as for unicast members.
         for e in &mut out {
@@ -384,7 +437,9 @@ impl Host {
 
     async fn send_datagram(&self, cse: &Cse, group: &GroupInfo, inner: &Request) -> M2mResult<()> {
         let primitive = zeroize::Zeroizing::new(inner.to_json().to_string());
-        let sealed = self.sender.lock().await.seal(
+        // Held until the datagram is sent: sequence numbers leave in the order they were taken.
+        let mut sender = self.sender.lock().await;
+        let sealed = sender.seal(
             primitive.as_bytes(),
             &group.key,
             GroupKeyMgmt::Dir,
@@ -407,6 +462,7 @@ impl Host {
             .send_to(&datagram, (group.address, self.port))
             .await
             .map_err(unreachable)?;
+        drop(sender);
         tracing::debug!(target = %group.target, address = %group.address, bytes = datagram.len(), "multicast fan-out sent");
         Ok(())
     }
@@ -459,6 +515,22 @@ impl Host {
     }
 }
 
+/// A fan-out's entry in `pending`, removed when it is dropped.
+struct Waiting<'a> {
+    host: &'a Host,
+    rqi: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.host
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.rqi);
+    }
+}
+
 /// A NOTIFY to the CSEBase: a member hosting CSE's answer to a multicast fan-out.
 pub(crate) fn handle_notify(cse: &Cse, req: &Request, peer: &Peer) -> Option<M2mResult<Response>> {
     let rsp = req.pc.as_ref()?.get("m2m:rsp")?;
@@ -478,8 +550,25 @@ fn capable_host(cse: &Cse, member: &str) -> Option<(String, String)> {
     {
         return None;
     }
-    let cb = csr.attrs.get("cb")?.as_str()?.to_owned();
-    Some((id.sp_relative(), cb))
+    // Requests go to the CSEBase the CSE registered, as this CSE itself: it must be that
+    // CSE's (`/{csi}/{one name}`), never an address elsewhere (here, or another CSE).
+    let cb = csr.attrs.get("cb")?.as_str()?;
+    let name = cb.strip_prefix(&format!("{}/", id.sp_relative()))?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    Some((id.sp_relative(), cb.to_owned()))
+}
+
+/// The plan of `group` now: its members by capable member hosting CSE.
+fn plan(cse: &Cse, group: &Resource) -> Plan {
+    let mut plan = Plan::new();
+    for m in string_list(group.attrs.get("mid")) {
+        if let Some((id, cb)) = capable_host(cse, &m) {
+            plan.entry(id).or_insert((cb, Vec::new())).1.push(m);
+        }
+    }
+    plan
 }
 
 fn join(base: &str, rest: &str) -> String {

@@ -28,6 +28,8 @@ use tokio::sync::Semaphore;
 const CONCURRENT_DATAGRAMS: usize = 64;
 /// The longest responseTimeWindow honoured.
 const MAX_WINDOW: Duration = Duration::from_secs(10);
+/// The most multicast groups joined at once (each is a socket and a task).
+const MAX_GROUPS: usize = 64;
 
 /// This CSE's own E2E key, under which group hosting CSEs seal group keys for it.
 enum OwnKey {
@@ -146,10 +148,17 @@ impl Member {
                 )));
             }
         }
-        let response_target = attrs
-            .get("rstt")
-            .and_then(Value::as_str)
-            .map_or_else(|| creator.sp_relative(), str::to_owned);
+        // The answers go to the group hosting CSE, over this CSE's association, as this CSE:
+        // never to another target the creator names.
+        let response_target = creator.sp_relative();
+        if let Some(rstt) = attrs.get("rstt").and_then(Value::as_str) {
+            let is_creator = EntityId::parse(rstt, &cse.id.home).is_ok_and(|e| e == *creator);
+            if !is_creator {
+                return Err(M2mError::bad_request(
+                    "responseTarget must be the group hosting CSE",
+                ));
+            }
+        }
         let window = attrs
             .get("rstw")
             .and_then(parse_window)
@@ -200,7 +209,14 @@ impl Member {
             .get("mgft")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if let Some(held) = self.state().groups.get(target) {
+        let st = self.state();
+        if current.is_none() && st.groups.len() >= MAX_GROUPS {
+            return Err(M2mError::new(
+                Rsc::JoinMulticastGroupFailed,
+                "this CSE has joined as many multicast groups as it may",
+            ));
+        }
+        if let Some(held) = st.groups.get(target) {
             if current.is_some() && new.version <= held.version {
                 return Err(M2mError::new(
                     Rsc::JoinMulticastGroupFailed,
@@ -243,6 +259,7 @@ impl Member {
         tracing::info!(target: "audit", lmg = res.ri(), target = %target, address = %joined.address, kid = joined.key.kid(), version = joined.version, "multicast group joined");
         if let Some(old) = st.groups.insert(target, Arc::new(joined)) {
             release(&mut st, old.address);
+            st.receiver.forget(old.key.kid());
         }
         Ok(())
     }
@@ -260,6 +277,7 @@ impl Member {
         };
         if let Some(old) = st.groups.remove(&target) {
             release(&mut st, old.address);
+            st.receiver.forget(old.key.kid());
             tracing::info!(target: "audit", lmg = res.ri(), target = %target, "multicast group left");
         }
     }
@@ -384,9 +402,10 @@ impl Member {
     }
 }
 
-/// Whether `peer` may create a `<localMulticastGroup>` here: a CSE speaking for itself over its
-/// association, with which this CSE has a registration relationship (TS-0001 clause 10.2.7.13.1
-/// note 2): registered here, or this CSE's registrar.
+/// Whether `peer` may create a `<localMulticastGroup>` here: this CSE's registrar, speaking for
+/// itself over its association. Members of a multicast group are registered with the group
+/// hosting CSE (TS-0001 clause 10.2.7.13.1 note 2), so no other CSE ever has to, and a CSE
+/// registered here (an ASN-CSE below this one) cannot make this one join groups or send answers.
 pub(crate) fn may_create(cse: &Cse, peer: &Peer) -> bool {
     let Some(who) = &peer.originator else {
         return false;
@@ -394,18 +413,11 @@ pub(crate) fn may_create(cse: &Cse, peer: &Peer) -> bool {
     if !(who.is_cse() && peer.proof.is_authenticated() && peer.bound_entity() == Some(who)) {
         return false;
     }
-    let registrar = cse
-        .cfg
+    cse.cfg
         .registrar
         .as_ref()
-        .and_then(|r| EntityId::parse(&r.cse_id, &cse.id.home).ok());
-    if registrar.as_ref() == Some(who) {
-        return true;
-    }
-    let EntityId::Cse { cse: id, .. } = who else {
-        return false;
-    };
-    matches!(cse.store.get(id.bare()), Ok(Some(r)) if r.ty == ResourceType::RemoteCse)
+        .and_then(|r| EntityId::parse(&r.cse_id, &cse.id.home).ok())
+        .is_some_and(|registrar| registrar == *who)
 }
 
 fn release(st: &mut State, address: Ipv4Addr) {

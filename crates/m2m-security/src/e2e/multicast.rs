@@ -13,8 +13,10 @@
 //!   forge a fan-out and a fan-out for one group cannot be replayed into another;
 //! - replay protection: `seq` strictly increases per sender (microseconds of the sender's clock,
 //!   at least one more than the last), and each receiver keeps a window per (group, sender)
-//!   ([`ReplayWindow`], the anti-replay window of RFC 6347 clause 4.1.2.6): a sequence number seen
-//!   before, or older than the window, is refused.
+//!   ([`ReplayWindow`]): the last [`WINDOW`] numbers accepted, whatever their spacing (a clock in
+//!   microseconds jumps by thousands between two fan-outs, which a bitmap over consecutive values,
+//!   as RFC 6347 clause 4.1.2.6 keeps, would turn into refusals of any reordered datagram); a
+//!   number seen before, or at or below the oldest one the window let go, is refused.
 //!
 //! Limits: who talks to the group is not hidden (the datagram's addresses); a receiver that
 //! restarts forgets its windows and would accept a replay of a datagram younger than the window's
@@ -32,8 +34,9 @@ use zeroize::Zeroizing;
 pub const SENDER_PARAM: &str = "snd";
 /// JWS header parameter with the sender's sequence number.
 pub const SEQUENCE_PARAM: &str = "seq";
-/// How many sequence numbers below the highest seen are still accepted once (out of order).
-pub const WINDOW: u64 = 64;
+/// How many of the latest accepted sequence numbers a window remembers: a datagram reordered
+/// behind fewer than this many later ones is still accepted once.
+pub const WINDOW: usize = 64;
 /// A sequence number is microseconds of the sender's clock: one older than this (relative to
 /// the receiver's clock) is refused even by a receiver with no window yet.
 pub const MAX_AGE_MICROS: i64 = 5 * 60 * 1_000_000;
@@ -83,44 +86,29 @@ impl Sender {
     }
 }
 
-/// The anti-replay window of one (group, sender) at a receiver (RFC 6347 clause 4.1.2.6).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The anti-replay window of one (group, sender) at a receiver: the latest [`WINDOW`] sequence
+/// numbers accepted, and the floor at or below which every number is refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplayWindow {
-    /// The highest sequence number accepted.
-    highest: u64,
-    /// Bit i set: `highest - i` was accepted (bit 0 is `highest` itself).
-    seen: u64,
+    /// Everything at or below is refused (the numbers the window let go, and older).
+    floor: u64,
+    accepted: std::collections::BTreeSet<u64>,
 }
 
 impl ReplayWindow {
-    /// Accepts `seq` once: refused when seen before or older than the window.
+    /// Accepts `seq` once: refused when seen before or at or below the floor.
     pub fn accept(&mut self, seq: u64) -> Result<(), M2mError> {
-        if self.seen == 0 {
-            *self = Self {
-                highest: seq,
-                seen: 1,
-            };
-            return Ok(());
-        }
-        if seq > self.highest {
-            let shift = seq - self.highest;
-            self.seen = if shift >= WINDOW {
-                0
-            } else {
-                self.seen << shift
-            };
-            self.seen |= 1;
-            self.highest = seq;
-            return Ok(());
-        }
-        let back = self.highest - seq;
-        if back >= WINDOW {
+        if !self.accepted.is_empty() && seq <= self.floor {
             return Err(refused("fan-out rejected: older than the replay window"));
         }
-        if self.seen & (1 << back) != 0 {
+        if !self.accepted.insert(seq) {
             return Err(refused("fan-out rejected: a replay"));
         }
-        self.seen |= 1 << back;
+        if self.accepted.len() > WINDOW {
+            if let Some(oldest) = self.accepted.pop_first() {
+                self.floor = oldest;
+            }
+        }
         Ok(())
     }
 }
@@ -140,6 +128,12 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// Forgets the windows of the group key `kid` (replaced or left: nothing opens under it
+    /// any more).
+    pub fn forget(&mut self, kid: &str) {
+        self.windows.retain(|(k, _), _| k != kid);
+    }
+
     /// Decrypts with the group key, verifies the sender's signature (the sender's public key by
     /// its CSE-ID from `senders`), checks the group, the age (against `now`) and the replay
     /// window.
@@ -197,18 +191,29 @@ mod tests {
     #[test]
     fn the_window_accepts_each_number_once_and_out_of_order_within_it() {
         let mut w = ReplayWindow::default();
-        for seq in [100, 102, 101, 165, 110] {
+        // Microsecond clocks: far apart, and one arrives late.
+        for seq in [1_000_000, 1_003_000, 1_001_500, 1_900_000, 1_002_000] {
             w.accept(seq).unwrap_or_else(|e| panic!("{seq}: {}", e.dbg));
         }
-        for seq in [100, 101, 102, 165, 110] {
-            assert!(w.accept(seq).is_err(), "{seq} twice");
+        for seq in [1_000_000, 1_001_500, 1_003_000, 1_900_000, 1_002_000] {
+            let e = w.accept(seq).unwrap_err();
+            assert!(e.dbg.contains("a replay"), "{seq} twice: {}", e.dbg);
         }
-        let e = w.accept(165 - WINDOW).unwrap_err();
-        assert!(e.dbg.contains("older than the replay window"), "{}", e.dbg);
-        w.accept(103).unwrap(); // inside the window, not seen yet
-        assert!(w.accept(103).is_err());
-        w.accept(10_000).unwrap();
-        assert!(w.accept(165).is_err(), "far behind after a jump");
+        // WINDOW later numbers push the oldest out: they, and anything older, are refused.
+        for i in 0..WINDOW as u64 {
+            w.accept(2_000_000 + i * 1_000).unwrap();
+        }
+        for seq in [1_000_000, 1_001_500, 999, 1_002_001] {
+            let e = w.accept(seq).unwrap_err();
+            assert!(
+                e.dbg.contains("older than the replay window"),
+                "{seq}: {}",
+                e.dbg
+            );
+        }
+        // A late one among the latest WINDOW, not seen yet, still opens once.
+        w.accept(2_000_500).unwrap();
+        assert!(w.accept(2_000_500).is_err());
     }
 
     #[test]
