@@ -297,6 +297,8 @@ fn a_member_without_inner_association_gets_no_key() {
         at_c(&c, METER2.kpsaxi_id, &ksx2, METER2.id).is_err(),
         "meter2 has no key at C"
     );
+    // The log line reaches the pipe's reader a moment after the round: wait for it.
+    assert!(c.logged("Ksx derived"), "a round: {}", c.stderr());
     let derived = c.stderr();
     let line = derived
         .lines()

@@ -371,6 +371,39 @@ fn scenario() {
             "mli": [member_id("mn1")], "gck": "a.b.c.d.e", "spk": {"kty": "EC"} } }),
     );
     assert_eq!(rsc, 4103, "{b}");
+    // Nor may a CSE registered with the IN (mn1, over its own certificate) make the IN join one:
+    // only a member's registrar may.
+    let (pem, key) = pki.cse_cert("id-mn1");
+    let out = m2m_command(&[
+        "request",
+        "--url",
+        in_cse.https_url(),
+        "--cert",
+        &pem.display().to_string(),
+        "--key",
+        &key.display().to_string(),
+        "--ca",
+        &pki.ca_pem().display().to_string(),
+        "--server-name",
+        IN_SERVER_NAME,
+        "-X",
+        "create",
+        "--ty",
+        "45",
+        "--to",
+        "cse-in",
+        "--from",
+        "/id-mn1",
+        "--body",
+        r#"{"m2m:lmg":{"rn":"rogue","mad":{"ip4":"239.255.77.9"},"mgft":"/id-mn1/x","mli":["/id-in/cse-in"],"gck":"a.b.c.d.e","spk":{"kty":"EC"}}}"#,
+    ]);
+    // `m2m request` prints the status code first, then the content.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with("4103 "),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // 5. mn3 is removed from the group while it is down; it comes back still joined with its
     // old key and hears the next command, which it cannot read; mn1 and mn2 can.

@@ -129,15 +129,6 @@ impl Host {
         }))
     }
 
-    /// The address of the multicast group of `group_ri` (see [`ADDRESSES`]).
-    fn address(&self, group_ri: &str) -> Ipv4Addr {
-        // FNV-1a: stable across builds and restarts, unlike the std hasher.
-        let h = group_ri.bytes().fold(0x811c_9dc5u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
-        Ipv4Addr::from(self.first.wrapping_add(h % ADDRESSES))
-    }
-
     fn slot(&self, group_ri: &str) -> Arc<tokio::sync::Mutex<Slot>> {
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(
@@ -208,7 +199,7 @@ impl Host {
             return None;
         }
         let table = cse.group_credentials.as_ref()?;
-        let address = self.address(group.ri());
+        let address = group_address(self.first, group.ri());
         let target = format!("{}/{}", cse.id.cse_id.sp_relative(), segment(group.ri()));
         let kid = format!("mcast-{}", crate::dispatcher::random_suffix(12));
         let key = SymmetricKey::generate(kid, GROUP_KEY_LEN);
@@ -550,14 +541,27 @@ fn capable_host(cse: &Cse, member: &str) -> Option<(String, String)> {
     {
         return None;
     }
-    // Requests go to the CSEBase the CSE registered, as this CSE itself: it must be that
-    // CSE's (`/{csi}/{one name}`), never an address elsewhere (here, or another CSE).
     let cb = csr.attrs.get("cb")?.as_str()?;
-    let name = cb.strip_prefix(&format!("{}/", id.sp_relative()))?;
-    if name.is_empty() || name.contains('/') {
-        return None;
-    }
-    Some((id.sp_relative(), cb.to_owned()))
+    is_own_cse_base(&id.sp_relative(), cb).then(|| (id.sp_relative(), cb.to_owned()))
+}
+
+/// The address of the multicast group of `group_ri` from the range starting at `first` (see
+/// [`ADDRESSES`]).
+fn group_address(first: u32, group_ri: &str) -> Ipv4Addr {
+    // FNV-1a: stable across builds and restarts, unlike the std hasher.
+    let h = group_ri.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    Ipv4Addr::from(first.wrapping_add(h % ADDRESSES))
+}
+
+/// Whether `cb` (a `<remoteCSE>`'s CSEBase) is the CSEBase of the CSE `csi` (`/{csi}/{name}`).
+/// Requests go there as this CSE itself, so an address elsewhere (here, or another CSE) is
+/// never used.
+fn is_own_cse_base(csi: &str, cb: &str) -> bool {
+    cb.strip_prefix(csi)
+        .and_then(|r| r.strip_prefix('/'))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// The plan of `group` now: its members by capable member hosting CSE.
@@ -602,4 +606,39 @@ async fn send(cse: &Arc<Cse>, op: Operation, to: &str, pc: Value) -> Response {
         r.pc = Some(pc);
     }
     cse.handle(r, Peer::internal()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_cse_is_reached_at_its_own_cse_base_only() {
+        assert!(is_own_cse_base("/id-mn1", "/id-mn1/cse-mn1"));
+        for cb in [
+            "/id-in/cse-in/locks/fopt",
+            "/id-mn2/cse-mn2",
+            "/id-mn1",
+            "/id-mn1/",
+            "/id-mn1/cse-mn1/x",
+            "/id-mn10/cse-mn10",
+            "cse-mn1",
+            "//m2m.example.com/id-mn1/cse-mn1",
+        ] {
+            assert!(!is_own_cse_base("/id-mn1", cb), "{cb}");
+        }
+    }
+
+    #[test]
+    fn group_addresses_stay_in_the_range_and_differ_between_groups() {
+        let first = u32::from(Ipv4Addr::new(239, 255, 77, 1));
+        let all: std::collections::HashSet<Ipv4Addr> = (0..200)
+            .map(|i| group_address(first, &format!("grp{i}")))
+            .collect();
+        for a in &all {
+            assert!(a.is_multicast() && u32::from(*a) - first < ADDRESSES, "{a}");
+        }
+        assert!(all.len() > 100, "spread over the range: {}", all.len());
+        assert_eq!(group_address(first, "grp7"), group_address(first, "grp7"));
+    }
 }
