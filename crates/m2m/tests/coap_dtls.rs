@@ -1190,3 +1190,99 @@ async fn cookie_less_hellos_get_a_small_answer_and_no_state() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(refused(&cse), 0, "{}", cse.stderr());
 }
+
+/// Whether a datagram carries a DTLS record of epoch 1 or later (encrypted: after
+/// ChangeCipherSpec).
+fn has_encrypted_record(mut d: &[u8]) -> bool {
+    while d.len() >= 13 {
+        let epoch = u16::from_be_bytes([d[3], d[4]]);
+        let len = usize::from(u16::from_be_bytes([d[11], d[12]]));
+        if epoch >= 1 {
+            return true;
+        }
+        d = d.get(13 + len..).unwrap_or(&[]);
+    }
+    false
+}
+
+/// The server's last flight (ChangeCipherSpec, Finished) is lost on the way: the client sends
+/// its own again, and the CSE, whose side of the association is already without OpenSSL
+/// (`dtls_record`), answers with the flight it kept (RFC 6347 clause 4.2.4). The request then
+/// goes through as if nothing had happened.
+#[test]
+fn a_lost_server_finished_is_sent_again_after_the_take_over() {
+    use std::net::UdpSocket;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let cse = dtls_cse();
+    let proxy = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    upstream
+        .connect(format!("127.0.0.1:{}", cse.coaps_port()))
+        .unwrap();
+    for s in [&proxy, &upstream] {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let relay = {
+        let (dropped, stop) = (Arc::clone(&dropped), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut client = None;
+            let mut buf = [0u8; 65_536];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = proxy.recv_from(&mut buf) {
+                    client = Some(from);
+                    let _ = upstream.send(&buf[..n]);
+                }
+                if let Ok(n) = upstream.recv(&mut buf) {
+                    // The first encrypted flight from the CSE is its ChangeCipherSpec + Finished.
+                    if has_encrypted_record(&buf[..n]) && dropped.load(Ordering::Relaxed) == 0 {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if let Some(c) = client {
+                        let _ = proxy.send_to(&buf[..n], c);
+                    }
+                }
+            }
+        })
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args(["request", "--url", &format!("coaps://{proxy_addr}")])
+        .args([
+            "--psk-identity",
+            LOCK1.kpsa_id,
+            "--psk-key-env",
+            "LOCK1_KPSA",
+        ])
+        .args(["--from", "C", "-X", "create", "--to", "cse-in", "--ty", "2"])
+        .args(["--body", &ae_body("lock1").to_string()])
+        .env("LOCK1_KPSA", LOCK1.key)
+        .output()
+        .expect("run m2m request");
+    stop.store(true, Ordering::Relaxed);
+    relay.join().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        dropped.load(Ordering::Relaxed),
+        1,
+        "the Finished was dropped once"
+    );
+    assert!(
+        printed.starts_with("2001"),
+        "{printed}\n{}\nCSE:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cse.stderr()
+    );
+    assert!(
+        cse.stderr()
+            .lines()
+            .any(|l| l.contains("association established")
+                && l.contains(LOCK1.kpsa_id)
+                && l.contains("transport")),
+        "{}",
+        cse.stderr()
+    );
+}
