@@ -177,25 +177,9 @@ pub async fn fan_out(
         .iter()
         .filter(|m| !multicast.as_ref().is_some_and(|(_, g)| g.covers(m)))
         .collect();
-    let calls = unicast.into_iter().map(|m| {
-        let mut r = req.clone();
-        r.to = if rest.is_empty() {
-            m.clone()
-        } else {
-            format!("{m}/{rest}")
-        };
-        let to = r.to.clone();
-        let member = m.clone();
-        let cse = Arc::clone(cse);
-        let peer = peer.clone();
-        async move {
-            let mut resp = cse.handle(r, peer).await;
-            // Each member's answer names the member it came from (TS-0004 clause 7.4.14.2.5).
-            resp.from = Some(member);
-            resp.to = Some(to);
-            resp
-        }
-    });
+    let calls = unicast
+        .into_iter()
+        .map(|m| to_member(cse, req.clone(), m, &rest, peer.clone()));
     let (responses, multicast_rsps) =
         futures_util::future::join(futures_util::future::join_all(calls), by_multicast).await;
     let mut rsps: Vec<Value> = responses.iter().map(Response::to_rsp_json).collect();
@@ -205,6 +189,27 @@ pub async fn fan_out(
         &req.rqi,
         Some(json!({ "m2m:agr": { "m2m:rsp": rsps } })),
     ))
+}
+
+/// `req` applied to one member (`member[/rest]`); the answer names the member it came from
+/// (TS-0004 clause 7.4.14.2.5). Also what a member hosting CSE does with a multicast fan-out.
+pub(crate) async fn to_member(
+    cse: &Arc<Cse>,
+    mut req: Request,
+    member: &str,
+    rest: &str,
+    peer: Peer,
+) -> Response {
+    req.to = if rest.is_empty() {
+        member.to_owned()
+    } else {
+        format!("{member}/{rest}")
+    };
+    let to = req.to.clone();
+    let mut resp = cse.handle(req, peer).await;
+    resp.from = Some(member.to_owned());
+    resp.to = Some(to);
+    resp
 }
 
 /// After the memberIDs of `group` changed: a multicast group is re-keyed (or left) now rather than

@@ -294,14 +294,33 @@ impl RecordLayer {
 
 /// AES-128-CCM with a 12-byte nonce and an 8-byte tag (RFC 6655: L = 3, M = 8), both set
 /// explicitly: OpenSSL's CCM defaults to a 7-byte nonce.
-fn ccm_seal(key: &[u8], nonce: &[u8], aad: &[u8], plain: &[u8]) -> Option<(Vec<u8>, [u8; TAG])> {
+/// `tag`: the tag to check when decrypting (CCM checks it inside the one update of the
+/// ciphertext), `None` to encrypt.
+fn ccm(key: &[u8], nonce: &[u8], aad: &[u8], len: usize, tag: Option<&[u8]>) -> Option<CipherCtx> {
     let mut c = CipherCtx::new().ok()?;
-    c.encrypt_init(Some(aes_128_ccm()), None, None).ok()?;
+    let cipher = Some(aes_128_ccm());
+    match tag {
+        None => c.encrypt_init(cipher, None, None).ok()?,
+        Some(_) => c.decrypt_init(cipher, None, None).ok()?,
+    }
     c.set_iv_length(nonce.len()).ok()?;
-    c.set_tag_length(TAG).ok()?;
-    c.encrypt_init(None, Some(key), Some(nonce)).ok()?;
-    c.set_data_len(plain.len()).ok()?;
+    match tag {
+        None => {
+            c.set_tag_length(TAG).ok()?;
+            c.encrypt_init(None, Some(key), Some(nonce)).ok()?;
+        }
+        Some(t) => {
+            c.set_tag(t).ok()?;
+            c.decrypt_init(None, Some(key), Some(nonce)).ok()?;
+        }
+    }
+    c.set_data_len(len).ok()?;
     c.cipher_update(aad, None).ok()?;
+    Some(c)
+}
+
+fn ccm_seal(key: &[u8], nonce: &[u8], aad: &[u8], plain: &[u8]) -> Option<(Vec<u8>, [u8; TAG])> {
+    let mut c = ccm(key, nonce, aad, plain.len(), None)?;
     let mut out = Vec::with_capacity(plain.len() + 16);
     c.cipher_update_vec(plain, &mut out).ok()?;
     c.cipher_final_vec(&mut out).ok()?;
@@ -317,14 +336,7 @@ fn ccm_open(
     ciphertext: &[u8],
     tag: &[u8],
 ) -> Option<Vec<u8>> {
-    let mut c = CipherCtx::new().ok()?;
-    c.decrypt_init(Some(aes_128_ccm()), None, None).ok()?;
-    c.set_iv_length(nonce.len()).ok()?;
-    // CCM checks the tag inside the one update of the ciphertext.
-    c.set_tag(tag).ok()?;
-    c.decrypt_init(None, Some(key), Some(nonce)).ok()?;
-    c.set_data_len(ciphertext.len()).ok()?;
-    c.cipher_update(aad, None).ok()?;
+    let mut c = ccm(key, nonce, aad, ciphertext.len(), Some(tag))?;
     let mut out = Vec::with_capacity(ciphertext.len() + 16);
     c.cipher_update_vec(ciphertext, &mut out).ok()?;
     Some(out)

@@ -361,16 +361,7 @@ impl Member {
         let peer = Peer::multicast(src, joined.sender.clone(), joined.key.kid());
         let mut entries = Vec::with_capacity(joined.members.len());
         for m in &joined.members {
-            let mut r = inner.clone();
-            r.to = if rest.is_empty() {
-                m.clone()
-            } else {
-                format!("{m}/{rest}")
-            };
-            let to = r.to.clone();
-            let mut resp = cse.handle(r, peer.clone()).await;
-            resp.from = Some(m.clone());
-            resp.to = Some(to);
+            let resp = crate::group::to_member(cse, inner.clone(), m, &rest, peer.clone()).await;
             entries.push(resp.to_rsp_json());
         }
         // Spread the answers of all members over the responseTimeWindow.
