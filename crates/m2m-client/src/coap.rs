@@ -145,6 +145,9 @@ impl CoapTransport {
             .map_err(|e| unreachable(url, format_args!("cannot resolve: {e}")))?
             .next()
             .ok_or_else(|| unreachable(url, "cannot resolve"))?;
+        // Whether an association exists when the time is up: if not, the handshake is what did
+        // not finish (a wrong key under CCM_8 looks so: the server drops the Finished unanswered).
+        let associated = std::sync::atomic::AtomicBool::new(false);
         let exchange = async {
             let slot = self.slot(target.secure, server);
             let mut channel = slot.lock().await;
@@ -154,6 +157,7 @@ impl CoapTransport {
                     *channel = Some(open(url, &target, server, dtls, timeout).await?);
                 }
                 let ch = channel.as_mut().expect("opened above");
+                associated.store(true, std::sync::atomic::Ordering::Relaxed);
                 match exchange(ch, &packet).await {
                     Ok(p) => return Ok(p),
                     Err(e) if attempt == 0 => {
@@ -170,6 +174,9 @@ impl CoapTransport {
         };
         let response = match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r?,
+            Err(_) if target.secure && !associated.load(std::sync::atomic::Ordering::Relaxed) => {
+                return Err(unreachable(url, "DTLS handshake timed out"))
+            }
             Err(_) => {
                 return Err(unreachable(
                     url,
