@@ -224,6 +224,18 @@ impl Member {
                 ));
             }
         }
+        // A new address must be joinable before the resource is stored, so that the group
+        // hosting CSE learns of a failure (5216) instead of counting on a member that hears
+        // nothing.
+        if !st.listeners.contains_key(&new.address) {
+            joined_socket(new.address, self.port, self.interface).map_err(|e| {
+                tracing::warn!(address = %new.address, error = %e, "multicast group cannot be joined");
+                M2mError::new(
+                    Rsc::JoinMulticastGroupFailed,
+                    "the multicast address cannot be joined here",
+                )
+            })?;
+        }
         Ok(())
     }
 
