@@ -12,8 +12,8 @@ use crate::resolve::{self, Locality};
 use crate::store::{string_list, Resource};
 use chrono::{DateTime, Utc};
 use m2m_core::{
-    Address, M2mError, M2mResult, Operation, Request, ResourceType, Response,
-    ResponseStatusCode as Rsc,
+    Address, CseId, M2mError, M2mResult, Operation, Request, ResourceType, Response,
+    ResponseStatusCode as Rsc, Scope,
 };
 use m2m_security::e2e::group_message::{CredentialInfo, GroupKeyMgmt};
 use m2m_security::e2e::jose::{EcKeyPair, SymmetricKey};
@@ -542,7 +542,7 @@ fn capable_host(cse: &Cse, member: &str) -> Option<(String, String)> {
         return None;
     }
     let cb = csr.attrs.get("cb")?.as_str()?;
-    is_own_cse_base(&id.sp_relative(), cb).then(|| (id.sp_relative(), cb.to_owned()))
+    is_own_cse_base(&id, cb).then(|| (id.sp_relative(), cb.to_owned()))
 }
 
 /// The address of the multicast group of `group_ri` from the range starting at `first` (see
@@ -558,10 +558,12 @@ fn group_address(first: u32, group_ri: &str) -> Ipv4Addr {
 /// Whether `cb` (a `<remoteCSE>`'s CSEBase) is the CSEBase of the CSE `csi` (`/{csi}/{name}`).
 /// Requests go there as this CSE itself, so an address elsewhere (here, or another CSE) is
 /// never used.
-fn is_own_cse_base(csi: &str, cb: &str) -> bool {
-    cb.strip_prefix(csi)
-        .and_then(|r| r.strip_prefix('/'))
-        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+fn is_own_cse_base(csi: &CseId, cb: &str) -> bool {
+    Address::parse(cb).is_ok_and(|a| {
+        matches!(&a.scope, Scope::SpRelative(c) if c == csi)
+            && !a.path.is_empty()
+            && !a.path.contains('/')
+    })
 }
 
 /// The plan of `group` now: its members by capable member hosting CSE.
@@ -614,7 +616,8 @@ mod tests {
 
     #[test]
     fn a_member_cse_is_reached_at_its_own_cse_base_only() {
-        assert!(is_own_cse_base("/id-mn1", "/id-mn1/cse-mn1"));
+        let mn1 = CseId::parse("/id-mn1").unwrap();
+        assert!(is_own_cse_base(&mn1, "/id-mn1/cse-mn1"));
         for cb in [
             "/id-in/cse-in/locks/fopt",
             "/id-mn2/cse-mn2",
@@ -625,7 +628,7 @@ mod tests {
             "cse-mn1",
             "//m2m.example.com/id-mn1/cse-mn1",
         ] {
-            assert!(!is_own_cse_base("/id-mn1", cb), "{cb}");
+            assert!(!is_own_cse_base(&mn1, cb), "{cb}");
         }
     }
 

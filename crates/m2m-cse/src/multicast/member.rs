@@ -10,7 +10,7 @@ use crate::resolve::{self, Locality};
 use crate::store::{string_list, Resource};
 use m2m_core::{
     Address, EntityId, M2mError, M2mResult, Operation, Request, ResourceType,
-    ResponseStatusCode as Rsc,
+    ResponseStatusCode as Rsc, Scope,
 };
 use m2m_security::credentials::Secret;
 use m2m_security::e2e::group_message::{open_credential, GroupKeyMgmt, MemberUnwrapKey};
@@ -132,7 +132,13 @@ impl Member {
             .get("mgft")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if !target.starts_with(&format!("{}/", creator.sp_relative())) {
+        // The target is a path under the creator's own CSE-ID (SP-relative, this SP).
+        let under_creator = Address::parse(target).is_ok_and(|a| {
+            !a.path.is_empty()
+                && matches!((&a.scope, creator), (Scope::SpRelative(c), EntityId::Cse { sp, cse: id })
+                    if c == id && *sp == cse.id.home.sp)
+        });
+        if !under_creator {
             return Err(M2mError::bad_request(
                 "multicastGroupFanoutTarget must lie under the group hosting CSE's CSE-ID",
             ));
