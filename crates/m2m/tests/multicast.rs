@@ -114,10 +114,17 @@ fn inject(group: Ipv4Addr, bytes: &[u8]) {
     s.send_to(bytes, (group, PORT)).unwrap();
 }
 
-/// The `kid` in the protected header of a datagram's JWE (the payload after the 0xFF marker).
+/// Where a datagram's CoAP payload starts: parsed, because a 0xFF byte may also occur in the
+/// message ID, the token or an option before the payload marker.
+fn payload_start(datagram: &[u8]) -> usize {
+    let packet = coap_lite::Packet::from_bytes(datagram).expect("a CoAP message");
+    assert!(!packet.payload.is_empty(), "a payload");
+    datagram.len() - packet.payload.len()
+}
+
+/// The `kid` in the protected header of a datagram's JWE (its CoAP payload).
 fn jwe_kid(datagram: &[u8]) -> String {
-    let start = datagram.iter().position(|b| *b == 0xFF).expect("a payload") + 1;
-    let jwe = std::str::from_utf8(&datagram[start..]).expect("a compact JWE");
+    let jwe = std::str::from_utf8(&datagram[payload_start(datagram)..]).expect("a compact JWE");
     let header = jwe.split('.').next().unwrap();
     let header: Value = serde_json::from_slice(
         &m2m_keyservices::maf::jwk::b64url_decode(header).expect("base64url"),
@@ -343,8 +350,7 @@ fn scenario() {
     let n = altered.len();
     altered[n - 20] ^= 0x01;
     inject(group, &altered);
-    let start = datagram.iter().position(|b| *b == 0xFF).unwrap() + 1;
-    let mut forged = datagram[..start].to_vec();
+    let mut forged = datagram[..payload_start(&datagram)].to_vec();
     forged
         .extend_from_slice(b"eyJhbGciOiJkaXIiLCJlbmMiOiJBMTI4R0NNIiwia2lkIjoieCJ9..AAAA.AAAA.AAAA");
     inject(group, &forged);
