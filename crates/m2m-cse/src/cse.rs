@@ -35,6 +35,12 @@ pub struct Cse {
     pub(crate) registrar_client: m2m_client::Client,
     /// This CSE's certificate as a client, for the registree clients below.
     certificate: Option<SslContext>,
+    /// The same certificate as a DTLS client (`coaps` points of access).
+    dtls_certificate: Option<SslContext>,
+    /// DTLS-PSK client contexts towards the entities a PSK row binds, with that row's KpsaID and
+    /// key: the association of TS-0003 clause 8.2.2.1 opened by the CSE, for `coaps` points of
+    /// access (only the entity, or this CSE, knows the key).
+    entity_psk: std::collections::HashMap<EntityId, SslContext>,
     /// Retargeting down to a registree CSE over https: one client per CSE-ID that requires the
     /// peer's certificate to name that CSE (`<cse-id>.<sp>`), whatever address its poa holds.
     registree_clients: std::sync::Mutex<std::collections::HashMap<String, m2m_client::Client>>,
@@ -76,9 +82,15 @@ impl Cse {
     ) -> anyhow::Result<Arc<Self>> {
         let id = cfg.identity()?;
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
-        let certificate = certificate_context(&cfg)?;
+        let certificate = certificate_context(&cfg, false)?;
+        let dtls_certificate = certificate_context(&cfg, true)?;
         let maf = crate::maf_keys::MafKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
-        let (client, registrar_client) = outgoing_clients(&cfg, certificate.clone(), environments)?;
+        let (client, registrar_client) = outgoing_clients(
+            &cfg,
+            certificate.clone(),
+            dtls_certificate.clone(),
+            environments,
+        )?;
         let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments, maf.as_ref())?;
         let group_credentials = crate::group_credentials::GroupCredentials::from_config(
             &cfg.group_credentials,
@@ -96,6 +108,7 @@ impl Cse {
         )?
         .map(Arc::new);
         let bound_credentials = bound_credentials(&id, environments)?;
+        let entity_psk = entity_psk_contexts(&bound_credentials, environments)?;
         let accepted_identities = cfg
             .tls
             .iter()
@@ -117,6 +130,8 @@ impl Cse {
             client,
             registrar_client,
             certificate,
+            dtls_certificate,
+            entity_psk,
             registree_clients: Default::default(),
             notifier: Notifier::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
@@ -273,9 +288,10 @@ impl Cse {
     /// A client whose https peers must present a certificate naming `entity` (an AE's point of
     /// access: its AE-ID certificate carries no host name the address could be checked against).
     pub(crate) fn client_for_entity(&self, entity: &EntityId) -> m2m_client::Client {
-        let Some(context) = &self.certificate else {
+        let psk = self.entity_psk.get(entity);
+        if self.certificate.is_none() && psk.is_none() {
             return self.client.clone();
-        };
+        }
         let mut clients = self
             .entity_clients
             .lock()
@@ -292,10 +308,26 @@ impl Cse {
                     other => Err(format!("the server is {other}, not {want}")),
                 },
             );
-        let client = self.client.clone().with_tls(m2m_client::TlsSettings {
-            context: context.clone(),
-            peer: m2m_client::PeerPolicy::Certificate(check),
-        });
+        let mut client = self.client.clone();
+        if let Some(context) = &self.certificate {
+            client = client.with_tls(m2m_client::TlsSettings {
+                context: context.clone(),
+                peer: m2m_client::PeerPolicy::Certificate(check.clone()),
+            });
+        }
+        // Over coaps the entity's own PSK row when it has one (a constrained device often has
+        // nothing else), else its certificate.
+        let dtls = match (psk, &self.dtls_certificate) {
+            (Some(context), _) => Some((context, m2m_client::PeerPolicy::PreSharedKey)),
+            (None, Some(context)) => Some((context, m2m_client::PeerPolicy::Certificate(check))),
+            (None, None) => None,
+        };
+        if let Some((context, peer)) = dtls {
+            client = client.with_dtls(m2m_client::TlsSettings {
+                context: context.clone(),
+                peer,
+            });
+        }
         // A few hundred AEs at most talk https to one CSE; the map is bounded anyway.
         if clients.len() >= 4096 {
             clients.clear();
@@ -430,11 +462,19 @@ pub(crate) fn representation(res: &Resource) -> Value {
 fn outgoing_clients(
     cfg: &Config,
     certificate: Option<SslContext>,
+    dtls_certificate: Option<SslContext>,
     environments: &[Box<dyn SecureEnvironment>],
 ) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
-    let base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
+    let mut base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
         cfg.limits.outgoing_timeout_ms,
     ));
+    if let Some(context) = dtls_certificate {
+        // A coaps notification URL: the certificate must carry the URL's host, as over https.
+        base = base.with_dtls(m2m_client::TlsSettings {
+            context,
+            peer: m2m_client::PeerPolicy::UrlHost,
+        });
+    }
     let (general, registrar) = certificate_clients(cfg, certificate, base)?;
     match cfg.registrar.as_ref().and_then(|r| r.psk_identity.as_ref()) {
         Some(identity) => Ok((general, registrar_psk_client(cfg, environments, identity)?)),
@@ -478,9 +518,9 @@ fn registrar_psk_client(
         }))
 }
 
-/// This CSE's certificate as a client (Mcc, and towards the MAF), built once; `None` without a
-/// [tls] certificate and trusted_ca.
-fn certificate_context(cfg: &Config) -> anyhow::Result<Option<SslContext>> {
+/// This CSE's certificate as a client (Mcc, and towards the MAF), built once, for TLS or for DTLS;
+/// `None` without a [tls] certificate and trusted_ca.
+fn certificate_context(cfg: &Config, dtls: bool) -> anyhow::Result<Option<SslContext>> {
     let Some(tls) = cfg
         .tls
         .as_ref()
@@ -488,18 +528,24 @@ fn certificate_context(cfg: &Config) -> anyhow::Result<Option<SslContext>> {
     else {
         return Ok(None);
     };
-    let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
+    let config = m2m_security::tls::ClientTlsConfig {
         cipher_suites: m2m_security::tls::CERTIFICATE_SUITES
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        tls13: tls.tls13,
+        tls13: tls.tls13 && !dtls,
         psk: None,
         certificate_chain: tls.certificate.clone(),
         private_key: tls.private_key.clone(),
         trusted_ca: tls.trusted_ca.clone(),
-    })
-    .map_err(|e| anyhow::anyhow!("outgoing TLS: {e}"))?;
+    };
+    let context = if dtls {
+        m2m_security::tls::dtls_client_context(&config)
+            .map_err(|e| anyhow::anyhow!("outgoing DTLS: {e}"))?
+    } else {
+        m2m_security::tls::client_context(&config)
+            .map_err(|e| anyhow::anyhow!("outgoing TLS: {e}"))?
+    };
     Ok(Some(context))
 }
 
@@ -563,6 +609,40 @@ fn fqdn_form(ae: &EntityId) -> String {
     let mut segments = ae.segments();
     segments.reverse();
     segments.join(".")
+}
+
+/// A DTLS-PSK client context per entity a PSK row binds (`bound`: entity to Credential-ID), with
+/// that row's KpsaID and key.
+fn entity_psk_contexts(
+    bound: &std::collections::HashMap<EntityId, String>,
+    environments: &[Box<dyn SecureEnvironment>],
+) -> anyhow::Result<std::collections::HashMap<EntityId, SslContext>> {
+    let mut contexts = std::collections::HashMap::new();
+    for (entity, credential) in bound {
+        let Some(kpsa_id) = CredentialId::parse(credential)
+            .ok()
+            .map(|c| c.value().to_owned())
+        else {
+            continue;
+        };
+        let Some(entry) = environments.iter().find_map(|se| se.psk(&kpsa_id)) else {
+            continue;
+        };
+        let context = m2m_security::tls::dtls_client_context(&m2m_security::tls::ClientTlsConfig {
+            cipher_suites: m2m_security::tls::PSK_SUITES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            psk: Some((
+                entry.kpsa_id.to_string(),
+                zeroize::Zeroizing::new(entry.key.expose().to_vec()),
+            )),
+            ..Default::default()
+        })
+        .map_err(|e| anyhow::anyhow!("DTLS-PSK towards {entity}: {e}"))?;
+        contexts.insert(entity.clone(), context);
+    }
+    Ok(contexts)
 }
 
 /// Which entities the PSK rows of the secure environments bind, and to which Credential-ID. A row

@@ -240,7 +240,7 @@ pub async fn send_now(cse: &Arc<Cse>, nu: &str, body: Value) -> Response {
 }
 
 /// A notification target or pointOfAccess that is a URL of a binding this CSE sends over (HTTP,
-/// CoAP; `coaps://` needs DTLS client credentials the CSE does not have yet: a clear 5103).
+/// CoAP, and their secure forms with the CSE's certificate or the entity's PSK row).
 fn is_url(s: &str) -> bool {
     ["http://", "https://", "coap://", "coaps://"]
         .iter()
@@ -266,13 +266,16 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResu
             format!("AE '{}' has no pointOfAccess", ae.ri()),
         ));
     };
-    // Over https the AE proves it is this AE (its AE-ID certificate): its poa is an address it
-    // gave itself, which any certificate of the same root of trust could answer on.
+    // Over https or coaps the AE proves it is this AE (its AE-ID certificate, or the key of the
+    // PSK row bound to its AE-ID): its poa is an address it gave itself, which any certificate of
+    // the same root of trust could answer on.
     let client = match ae
         .str_attr("aei")
         .and_then(|a| m2m_core::EntityId::parse(a, &cse.id.home).ok())
     {
-        Some(entity) if poa.starts_with("https://") => cse.client_for_entity(&entity),
+        Some(entity) if poa.starts_with("https://") || poa.starts_with("coaps://") => {
+            cse.client_for_entity(&entity)
+        }
         _ => cse.client.clone(),
     };
     client.send_to_url(&poa, &req).await

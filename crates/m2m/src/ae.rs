@@ -49,6 +49,13 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
                 NotificationBinding::Coap => {
                     (notification_receiver::start_coap(&n.listen).await?, "coap")
                 }
+                NotificationBinding::Coaps => {
+                    let security = cfg.receiver_security()?;
+                    (
+                        notification_receiver::start_coaps(&n.listen, &security).await?,
+                        "coaps",
+                    )
+                }
             };
             let poa = n
                 .poa

@@ -3,6 +3,7 @@
 //! receives notifications. Read by `m2m ae --config` and `m2m request --ae`.
 
 use crate::association::{MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
+use crate::notification_receiver::ReceiverSecurity;
 use anyhow::{anyhow, bail, Context};
 use m2m_core::ResourceType;
 use serde::{Deserialize, Serialize};
@@ -88,8 +89,8 @@ mode = "none"
 # (requestReachability false). Each notification is one JSON line on stdout.
 # [notifications]
 # listen = "127.0.0.1:0"  # the address to listen on; port 0: a free port
-# binding = "http"  # "http", or "coap": plain CoAP over UDP (TS-0008), as a constrained device hears
-# # poa = "http://127.0.0.1:9000"  # the pointOfAccess announced; default: http:// (coap://) and the address listened on
+# binding = "http"  # "http"; "coap": plain CoAP over UDP (TS-0008); "coaps": CoAP over DTLS, where only the CSE authenticates (mode psk or certificate)
+# # poa = "http://127.0.0.1:9000"  # the pointOfAccess announced; default: http:// (coap://, coaps://) and the address listened on
 
 # A resource created after registration, in order; one that exists already is kept.
 # [[create]]
@@ -198,7 +199,8 @@ struct SecurityFile {
 pub struct Notifications {
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// How notifications arrive: HTTP (TS-0009) or plain CoAP (TS-0008).
+    /// How notifications arrive: HTTP (TS-0009), plain CoAP (TS-0008), or CoAP over DTLS with
+    /// the AE's own credentials.
     #[serde(default)]
     pub binding: NotificationBinding,
     pub poa: Option<String>,
@@ -211,6 +213,29 @@ pub enum NotificationBinding {
     #[default]
     Http,
     Coap,
+    /// CoAP over DTLS 1.2: the CSE must authenticate as the AE's CSE (its Kpsa in mode psk, the
+    /// CSE's certificate in mode certificate) before it can deliver anything.
+    Coaps,
+}
+
+/// The host of a URL (without brackets for an IPv6 literal), the name a CSE's certificate carries
+/// when no server_name is configured.
+fn url_host(url: &str) -> anyhow::Result<String> {
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(url)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() {
+        bail!("[cse] url '{url}' has no host");
+    }
+    Ok(host.to_owned())
 }
 
 fn default_listen() -> String {
@@ -336,6 +361,34 @@ impl AeConfig {
         }
     }
 
+    /// Who may deliver to a `coaps` notification receiver: the AE's own association with its CSE,
+    /// run the other way (the CSE initiates the DTLS handshake).
+    pub fn receiver_security(&self) -> anyhow::Result<ReceiverSecurity> {
+        match &self.sae {
+            SaeMode::Psk { kpsa_id, key } => Ok(ReceiverSecurity::Psk {
+                kpsa_id: kpsa_id.clone(),
+                key: key.load()?,
+            }),
+            SaeMode::Certificate {
+                certificate,
+                private_key,
+            } => Ok(ReceiverSecurity::Certificate {
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+                trusted_ca: self.cse.trusted_ca.clone().ok_or_else(|| {
+                    anyhow!("[notifications] binding coaps needs [cse] trusted_ca")
+                })?,
+                cse_name: match &self.cse.server_name {
+                    Some(name) => name.clone(),
+                    None => url_host(&self.cse.url)?,
+                },
+            }),
+            SaeMode::None | SaeMode::Maf(_) => bail!(
+                "[notifications] binding coaps needs [security] mode psk or certificate (the CSE proves itself with the same credentials)"
+            ),
+        }
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.cse.timeout_seconds)
     }
@@ -428,6 +481,20 @@ mod tests {
 
     fn parse(text: &str) -> anyhow::Result<AeConfig> {
         AeConfig::parse(text, Path::new("/etc/ae"), "lock")
+    }
+
+    #[test]
+    fn the_cse_name_a_coaps_receiver_requires_is_the_url_host() {
+        for (url, host) in [
+            ("coaps://mn.example.net:5684", "mn.example.net"),
+            ("https://127.0.0.1:8443/cse", "127.0.0.1"),
+            ("coaps://[::1]:5684", "::1"),
+            ("coaps://[fe80::1]", "fe80::1"),
+            ("coaps://gw.home", "gw.home"),
+        ] {
+            assert_eq!(url_host(url).unwrap(), host, "{url}");
+        }
+        assert!(url_host("coaps://:5684").is_err());
     }
 
     #[test]

@@ -126,6 +126,37 @@ pub async fn start(listen: &str) -> anyhow::Result<NotificationReceiver> {
 /// Listens for CoAP (plain UDP, TS-0008) on `listen`: the same checks, answered through the
 /// CoAP message layer (acknowledgements, duplicates, blocks).
 pub async fn start_coap(listen: &str) -> anyhow::Result<NotificationReceiver> {
+    start_datagram(
+        listen,
+        "ae-notifications",
+        m2m_transport::Security::Plain,
+        Arc::new(m2m_transport::NoAssociation),
+    )
+    .await
+}
+
+/// Listens for CoAP over DTLS 1.2 (`coaps`, TS-0003 clause 10.2.1) on `listen`: only the CSE
+/// that `security` names completes a handshake, so a notification arrives from it or not at all.
+pub async fn start_coaps(
+    listen: &str,
+    security: &ReceiverSecurity,
+) -> anyhow::Result<NotificationReceiver> {
+    let context = security.dtls_context()?;
+    start_datagram(
+        listen,
+        "ae-notifications-dtls",
+        m2m_transport::Security::Tls(context),
+        Arc::new(security.binder()),
+    )
+    .await
+}
+
+async fn start_datagram<B: m2m_transport::Binder>(
+    listen: &str,
+    name: &'static str,
+    security: m2m_transport::Security,
+    binder: Arc<B>,
+) -> anyhow::Result<NotificationReceiver> {
     let udp = tokio::net::UdpSocket::bind(listen).await.map_err(|e| {
         anyhow::anyhow!("notification receiver: cannot listen on udp {listen}: {e}")
     })?;
@@ -134,13 +165,13 @@ pub async fn start_coap(listen: &str) -> anyhow::Result<NotificationReceiver> {
     let own = subscriptions.clone();
     let server = m2m_transport::Server::spawn_datagram(
         m2m_transport::DatagramListener {
-            name: "ae-notifications",
+            name,
             udp,
-            security: m2m_transport::Security::Plain,
+            security,
             limits: m2m_transport::Limits::default(),
         },
-        std::sync::Arc::new(m2m_transport::NoAssociation),
-        move |mut session: m2m_transport::Session<m2m_transport::acceptor::Never>| {
+        binder,
+        move |mut session: m2m_transport::Session<B::Association>| {
             let (tx, own) = (tx.clone(), own.clone());
             async move {
                 let mut exchanges = m2m_core::coap_exchange::Exchanges::default();
@@ -165,6 +196,163 @@ pub async fn start_coap(listen: &str) -> anyhow::Result<NotificationReceiver> {
         notes,
         subscriptions,
         _coap: Some(server),
+    })
+}
+
+/// Who may open a DTLS association with the AE's `coaps` receiver, and how the AE proves itself:
+/// the security association of the AE with its CSE (TS-0003 clause 8.2), run the other way.
+pub enum ReceiverSecurity {
+    /// The AE's KpsaID and Kpsa: the CSE proves itself by knowing the key (TLS-PSK, clause 10.2.2).
+    Psk {
+        kpsa_id: String,
+        key: m2m_security::credentials::Secret,
+    },
+    /// The AE's certificate; the CSE's must chain to `trusted_ca` and carry `cse_name` (a DNS
+    /// name or IP address, as the AE checks when it connects to the CSE).
+    Certificate {
+        certificate: std::path::PathBuf,
+        private_key: std::path::PathBuf,
+        trusted_ca: std::path::PathBuf,
+        cse_name: String,
+    },
+}
+
+impl std::fmt::Debug for ReceiverSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReceiverSecurity::Psk { kpsa_id, .. } => write!(f, "Psk({kpsa_id})"),
+            ReceiverSecurity::Certificate { cse_name, .. } => write!(f, "Certificate({cse_name})"),
+        }
+    }
+}
+
+impl ReceiverSecurity {
+    fn dtls_context(&self) -> anyhow::Result<openssl::ssl::SslContext> {
+        use m2m_security::tls::{ServerTlsConfig, CERTIFICATE_SUITES, PSK_SUITES};
+        let suites = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        let config = match self {
+            ReceiverSecurity::Psk { kpsa_id, key } => ServerTlsConfig {
+                cipher_suites: suites(PSK_SUITES),
+                tls13: false,
+                certificate_chain: None,
+                private_key: None,
+                trusted_ca: None,
+                psk: Some(Arc::new(OwnKey {
+                    kpsa_id: kpsa_id.clone(),
+                    key: key.clone(),
+                })),
+            },
+            ReceiverSecurity::Certificate {
+                certificate,
+                private_key,
+                trusted_ca,
+                ..
+            } => ServerTlsConfig {
+                cipher_suites: suites(CERTIFICATE_SUITES),
+                tls13: false,
+                certificate_chain: Some(certificate.clone()),
+                private_key: Some(private_key.clone()),
+                trusted_ca: Some(trusted_ca.clone()),
+                psk: None,
+            },
+        };
+        m2m_security::tls::dtls_server_context(&config)
+            .map_err(|e| anyhow::anyhow!("notification receiver (coaps): {e}"))
+    }
+
+    fn binder(&self) -> CseOnly {
+        match self {
+            ReceiverSecurity::Psk { .. } => CseOnly::KnowsTheKey,
+            ReceiverSecurity::Certificate { cse_name, .. } => CseOnly::Named(cse_name.clone()),
+        }
+    }
+}
+
+/// The AE's own row as the receiver's psk lookup table: its KpsaID opens, nothing else does.
+struct OwnKey {
+    kpsa_id: String,
+    key: m2m_security::credentials::Secret,
+}
+
+impl m2m_security::tls::PskLookup for OwnKey {
+    fn lookup(
+        &self,
+        psk_identity: &str,
+        _peer: Option<std::net::IpAddr>,
+    ) -> Option<m2m_security::tls::PskKey> {
+        use m2m_security::credentials::{CredentialId, KpsaId};
+        let own = KpsaId::parse(&self.kpsa_id).ok()?;
+        if KpsaId::parse(psk_identity).ok()? != own {
+            return None;
+        }
+        Some(m2m_security::tls::PskKey {
+            key: zeroize::Zeroizing::new(self.key.expose().to_vec()),
+            association: m2m_security::association::Association {
+                mode: m2m_security::association::SaeMode::ProvisionedKey,
+                credential: CredentialId::for_kpsa(&own),
+                entity: None,
+            },
+        })
+    }
+}
+
+/// The receiver's binder: a handshake stands only if it authenticated the AE's CSE.
+enum CseOnly {
+    KnowsTheKey,
+    Named(String),
+}
+
+/// The CSE that a `coaps` notification receiver accepted.
+pub struct NotifyingCse(String);
+
+impl std::fmt::Display for NotifyingCse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl m2m_transport::Binder for CseOnly {
+    type Association = NotifyingCse;
+    fn bind(
+        &self,
+        proof: m2m_security::tls::Authenticated,
+        _ssl: &openssl::ssl::SslRef,
+        _peer: SocketAddr,
+    ) -> Result<NotifyingCse, String> {
+        use m2m_security::tls::Authenticated;
+        match (self, proof) {
+            (CseOnly::KnowsTheKey, Authenticated::Psk(a)) => {
+                Ok(NotifyingCse(a.credential.to_string()))
+            }
+            (CseOnly::Named(name), Authenticated::Certificate { leaf_der }) => {
+                let leaf = openssl::x509::X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
+                if certificate_names(&leaf, name) {
+                    Ok(NotifyingCse(name.clone()))
+                } else {
+                    Err(format!(
+                        "the client certificate does not name the CSE '{name}'"
+                    ))
+                }
+            }
+            _ => Err("not the security association of this AE's CSE".into()),
+        }
+    }
+}
+
+/// Whether a certificate carries `name` as a dNSName (case-insensitive) or, for an IP address,
+/// as an iPAddress subjectAltName.
+fn certificate_names(cert: &openssl::x509::X509Ref, name: &str) -> bool {
+    let ip: Option<std::net::IpAddr> = name.trim_matches(['[', ']']).parse().ok();
+    cert.subject_alt_names().is_some_and(|sans| {
+        sans.iter()
+            .any(|san| match (ip, san.dnsname(), san.ipaddress()) {
+                (None, Some(dns), _) => dns.eq_ignore_ascii_case(name),
+                (Some(ip), _, Some(bytes)) => match ip {
+                    std::net::IpAddr::V4(v4) => bytes == v4.octets(),
+                    std::net::IpAddr::V6(v6) => bytes == v6.octets(),
+                },
+                _ => false,
+            })
     })
 }
 
