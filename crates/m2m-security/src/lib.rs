@@ -11,6 +11,8 @@ pub mod association;
 pub mod certificates;
 pub mod credentials;
 pub mod data_files;
+/// DTLS 1.2 session resumption, the association decided again (RFC 5246 clause 7.3).
+pub mod dtls_resumption;
 pub mod e2e;
 /// oneM2M key derivations (TS-0003 clause 10.3, seeds/001 clause 8.2.1).
 pub mod kdf;

@@ -52,6 +52,11 @@ pub fn set_peer_address(ssl: &mut SslRef, ip: IpAddr) {
     ssl.set_ex_data(peer_index(), ip);
 }
 
+/// The client's address [`set_peer_address`] recorded.
+pub(crate) fn peer_address(ssl: &SslRef) -> Option<IpAddr> {
+    ssl.ex_data(peer_index()).copied()
+}
+
 /// What one TLS listener offers.
 pub struct ServerTlsConfig {
     /// OpenSSL suite names; each must be a profile suite.
@@ -96,9 +101,10 @@ pub fn server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
 /// Builds the server context of a DTLS 1.2 listener (TS-0003 clause 10.2.1, the CoAP binding):
 /// the same suites, PSK table and certificate checks as TLS, and a HelloVerifyRequest cookie
 /// before any handshake state (RFC 6347 clause 4.2.1) so that a spoofed source gets one small
-/// datagram and no amplification.
+/// datagram and no amplification. Sessions can be resumed ([`crate::dtls_resumption`]).
 pub fn dtls_server_context(cfg: &ServerTlsConfig) -> Result<SslContext, String> {
     let mut b = server_builder(cfg, Proto::Dtls)?;
+    crate::dtls_resumption::enable(&mut b, cfg.psk.clone());
     b.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU);
     b.set_cookie_generate_cb(|ssl, out| {
         let cookie = cookie_for(ssl.ex_data(peer_index()).copied(), cookie_epoch(0));
@@ -197,7 +203,8 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
         Proto::Dtls => SslMethod::dtls_server(),
     };
     let mut b = profile_builder(method, proto, &suites)?;
-    // No session resumption across associations: each connection authenticates afresh.
+    // No session tickets. TLS resumes nothing (each connection authenticates afresh; under TLS
+    // 1.3 "resumed" is how an external PSK shows); DTLS resumes from its own bounded cache.
     b.set_options(SslOptions::NO_TICKET);
     if proto == Proto::Dtls {
         b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
@@ -247,6 +254,7 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
                 return Ok(0);
             }
             psk_out[..row.key.len()].copy_from_slice(&row.key);
+            crate::dtls_resumption::note_psk(ssl, &row.key);
             // A candidate only: under TLS 1.3 OpenSSL may still drop this PSK (a suite with
             // another hash) and finish with a certificate, or with nothing.
             ssl.set_ex_data(psk_index(), row.association);
@@ -306,6 +314,10 @@ fn verify_profile(preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
 /// where session tickets are off) the session was resumed from the external PSK. Otherwise only a
 /// verified client certificate proves anything.
 pub fn association_of(ssl: &SslRef) -> Option<Authenticated> {
+    if ssl.session_reused() && ssl.version2() != Some(SslVersion::TLS1_3) {
+        // An abbreviated DTLS 1.2 handshake: neither the table nor the chain was consulted.
+        return crate::dtls_resumption::resumed(ssl);
+    }
     if psk_was_used(ssl) {
         return ssl
             .ex_data(psk_index())

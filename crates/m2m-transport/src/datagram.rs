@@ -204,6 +204,28 @@ impl SessionIo {
     }
 }
 
+/// Marks a connection whose handshake completed as ended cleanly, so that freeing it leaves its
+/// session in the context's cache (OpenSSL drops the session of a connection freed otherwise; one
+/// that ended with a fatal alert was dropped already).
+fn keep_session_resumable(stream: &mut SslStream<PeerPipe>) {
+    if !stream.ssl().is_init_finished() {
+        return;
+    }
+    // A close_notify written into a pipe that swallows it: the peer keeps its association (the
+    // record layer goes on, or it finds out at its next record), OpenSSL records a clean end.
+    stream.get_mut().discard_writes = usize::MAX;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let _ = Pin::new(stream).poll_shutdown(&mut cx);
+}
+
+impl Drop for SessionIo {
+    fn drop(&mut self) {
+        if let Io::Dtls(stream) = &mut self.inner {
+            keep_session_resumable(stream);
+        }
+    }
+}
+
 impl Parked {
     /// Takes over an association whose handshake just completed, if its suite is one
     /// [`RecordLayer`] protects; `None` leaves it with OpenSSL.
@@ -226,6 +248,9 @@ impl Parked {
                 }
             }
         }
+        // OpenSSL keeps a session resumable only if its connection ended cleanly: the SSL goes
+        // now, the association does not.
+        keep_session_resumable(stream);
         let pipe = stream.get_mut();
         let (_, closed) = mpsc::channel(1);
         Some(Self {

@@ -471,25 +471,8 @@ fn openssl_s_client_dtls_each_psk_suite_and_the_cookie_exchange() {
             text.contains(&format!("Cipher is {suite}")),
             "{suite} negotiated:\n{text}"
         );
-        // The CoAP answer is in the application data s_client printed: find the ACK of our
-        // message ID (0x61 = version 1, ACK, token length 2; then the code; then 0x12 0x34).
-        let at = out
-            .windows(4)
-            .position(|w| w[0] == 0x62 && w[2] == 0x12 && w[3] == 0x34)
-            .unwrap_or_else(|| panic!("{suite}: no CoAP ACK in s_client's output:\n{text}"));
-        let mut end = out.len();
-        // s_client may print text after the datagram: parse the shortest suffix that decodes.
-        let mut resp = None;
-        while end > at + 4 {
-            if let Ok(p) = coap_lite::Packet::from_bytes(&out[at..end]) {
-                if let Ok(r) = coap_binding::decode_response(&p) {
-                    resp = Some(r);
-                    break;
-                }
-            }
-            end -= 1;
-        }
-        let resp = resp.unwrap_or_else(|| panic!("{suite}: undecodable answer:\n{text}"));
+        let resp = s_client_answer(&out)
+            .unwrap_or_else(|| panic!("{suite}: no CoAP answer in s_client's output:\n{text}"));
         // Lock 1, not registered yet, reads the CSEBase over an association that authenticated
         // it: access control decides (no privilege), so the request got through the binding.
         assert_eq!(resp.rsc.code(), 4103, "{suite}: {resp:?}");
@@ -529,6 +512,134 @@ fn openssl_s_client_dtls_each_psk_suite_and_the_cookie_exchange() {
             !text.contains("Cipher is") || text.contains("Cipher is (NONE)"),
             "{suite} must not be negotiated:\n{text}\n{err}"
         );
+    }
+}
+
+/// The CoAP answer in the application data `openssl s_client` printed for a request of message
+/// ID 0x1234 and a 2-byte token: the ACK (0x62 = version 1, ACK, token length 2; the code; 0x12
+/// 0x34), decoded from the shortest suffix that decodes (s_client may print text after it).
+fn s_client_answer(out: &[u8]) -> Option<m2m_core::Response> {
+    let at = out
+        .windows(4)
+        .position(|w| w[0] == 0x62 && w[2] == 0x12 && w[3] == 0x34)?;
+    (at + 5..=out.len()).find_map(|end| {
+        let p = coap_lite::Packet::from_bytes(&out[at..end]).ok()?;
+        coap_binding::decode_response(&p).ok()
+    })
+}
+
+/// A request as an `openssl s_client` CoAP message (message ID 0x1234, token 7 7).
+fn s_client_request(op: Operation, to: &str, from: &str) -> Vec<u8> {
+    let mut req = Request::new(op, to, Some(from.into()), rqi());
+    req.rvi = Some("3".into());
+    let mut p = coap_binding::encode_request(&req).unwrap();
+    p.header.set_type(coap_lite::MessageType::Confirmable);
+    p.header.message_id = 0x1234;
+    p.set_token(vec![7, 7]);
+    p.to_bytes().unwrap()
+}
+
+/// A device that associated once comes back with an abbreviated handshake (`openssl s_client
+/// -sess_out`, then `-sess_in`; RFC 5246 clause 7.3), under PSK and under certificates: it is
+/// who it was (the audit line names the same credential), and posing as another entity over the
+/// resumed association is 4106 as over a full one.
+#[test]
+fn a_returning_device_resumes_its_session_and_stays_who_it_was() {
+    if !have_tool("openssl", "version", "the DTLS resumption test") {
+        return;
+    }
+    let pki = Pki::temp();
+    let cse = CseProcess::start_temp(&format!(
+        "{}dtls_listen = \"127.0.0.1:0\"\nhandshake_timeout_ms = 2000\n\n{}",
+        in_tls_config(&pki),
+        psk_row_toml(&LOCK1)
+    ));
+    let port = cse.coaps_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, key) = pki.issue(
+        &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
+        "phone",
+    );
+    let psk = [
+        "-psk",
+        LOCK1.key,
+        "-psk_identity",
+        LOCK1.kpsa_id,
+        "-cipher",
+        "PSK-AES128-CCM8",
+    ];
+    let ca = pki.ca_pem().display().to_string();
+    let cert = [
+        "-cert",
+        pem.to_str().unwrap(),
+        "-key",
+        key.to_str().unwrap(),
+        "-CAfile",
+        &ca,
+        "-cipher",
+        "ECDHE-ECDSA-AES128-CCM8",
+    ];
+    for (name, args, who, other) in [
+        ("psk", &psk[..], LOCK1.ae, "Cphone"),
+        ("certificate", &cert[..], "Cphone", LOCK1.ae),
+    ] {
+        let session = dir.path().join(format!("{name}.session"));
+        let s_client = |resume: bool, from: &str| {
+            let mut cmd = Command::new("openssl");
+            cmd.args([
+                "s_client",
+                "-dtls1_2",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(args)
+            .arg(if resume { "-sess_in" } else { "-sess_out" })
+            .arg(&session)
+            .arg("-ign_eof");
+            let (out, err) = run(
+                cmd,
+                &s_client_request(Operation::Retrieve, "cse-in", from),
+                true,
+            );
+            let text = format!("{}{err}", String::from_utf8_lossy(&out));
+            (s_client_answer(&out), text)
+        };
+        let (first, text) = s_client(false, who);
+        assert!(text.contains("New, TLSv1.2"), "{name}: {text}");
+        let first = first.unwrap_or_else(|| panic!("{name}: an answer: {text}"));
+        assert_ne!(
+            first.rsc.code(),
+            4106,
+            "{name}: its own identity: {first:?}"
+        );
+        let established = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("association established"))
+                .count()
+        };
+        let before = established(&cse.stderr());
+        let (again, text) = s_client(true, who);
+        assert!(text.contains("Reused, TLSv1.2"), "{name}: resumed: {text}");
+        let again = again.unwrap_or_else(|| panic!("{name}: an answer when resumed: {text}"));
+        assert_eq!(again.rsc, first.rsc, "{name}: the same answer as before");
+        let log = cse.stderr();
+        assert_eq!(established(&log), before + 1, "{name}: {log}");
+        let line = log
+            .lines()
+            .rfind(|l| l.contains("association established"))
+            .unwrap()
+            .to_owned();
+        let credential = if name == "psk" {
+            LOCK1.kpsa_id
+        } else {
+            "Cphone"
+        };
+        assert!(line.contains(credential), "{name}: {line}");
+        // Posing as another entity over a resumed association.
+        let (posing, text) = s_client(true, other);
+        assert!(text.contains("Reused, TLSv1.2"), "{name}: {text}");
+        let posing = posing.unwrap_or_else(|| panic!("{name}: an answer: {text}"));
+        assert_eq!(posing.rsc.code(), 4106, "{name} as {other}: {posing:?}");
     }
 }
 
