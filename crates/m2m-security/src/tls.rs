@@ -21,8 +21,14 @@ use zeroize::Zeroizing;
 
 /// TLS_PSK_WITH_AES_128_CBC_SHA256 (0x00AE) and TLS_PSK_WITH_AES_128_CCM_8 (0xC0A8).
 pub const PSK_SUITES: &[&str] = &["PSK-AES128-CBC-SHA256", "PSK-AES128-CCM8"];
-/// TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256 (0xC023) and TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (0xC0AE).
-pub const CERTIFICATE_SUITES: &[&str] = &["ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES128-CCM8"];
+/// TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256 (0xC023) and TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (0xC0AE),
+/// the suites TS-0003 clause 10.2.3 requires "at least", and TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+/// (0xC02B, RFC 5289), which many DTLS stacks of constrained devices carry instead of CCM_8.
+pub const CERTIFICATE_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES128-SHA256",
+    "ECDHE-ECDSA-AES128-CCM8",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+];
 
 /// Whether a suite name (OpenSSL spelling) belongs to the oneM2M profiles.
 pub fn is_profile_suite(name: &str) -> bool {

@@ -540,8 +540,8 @@ fn s_client_request(op: Operation, to: &str, from: &str) -> Vec<u8> {
 }
 
 /// A device that associated once comes back with an abbreviated handshake (`openssl s_client
-/// -sess_out`, then `-sess_in`; RFC 5246 clause 7.3), under PSK and under certificates: it is
-/// who it was (the audit line names the same credential), and posing as another entity over the
+/// -sess_out`, then `-sess_in`; RFC 5246 clause 7.3), under PSK and under certificates (with
+/// CCM_8 and with GCM, ECDHE-ECDSA): it is who it was (the audit line names the same credential), and posing as another entity over the
 /// resumed association is 4106 as over a full one.
 #[test]
 fn a_returning_device_resumes_its_session_and_stays_who_it_was() {
@@ -569,19 +569,26 @@ fn a_returning_device_resumes_its_session_and_stays_who_it_was() {
         "PSK-AES128-CCM8",
     ];
     let ca = pki.ca_pem().display().to_string();
-    let cert = [
-        "-cert",
-        pem.to_str().unwrap(),
-        "-key",
-        key.to_str().unwrap(),
-        "-CAfile",
-        &ca,
-        "-cipher",
-        "ECDHE-ECDSA-AES128-CCM8",
-    ];
+    let cert = |suite| {
+        [
+            "-cert",
+            pem.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+            "-CAfile",
+            &ca,
+            "-cipher",
+            suite,
+        ]
+    };
+    let (ccm8, gcm) = (
+        cert("ECDHE-ECDSA-AES128-CCM8"),
+        cert("ECDHE-ECDSA-AES128-GCM-SHA256"),
+    );
     for (name, args, who, other) in [
         ("psk", &psk[..], LOCK1.ae, "Cphone"),
-        ("certificate", &cert[..], "Cphone", LOCK1.ae),
+        ("certificate", &ccm8[..], "Cphone", LOCK1.ae),
+        ("certificate-gcm", &gcm[..], "Cphone", LOCK1.ae),
     ] {
         let session = dir.path().join(format!("{name}.session"));
         let s_client = |resume: bool, from: &str| {
@@ -634,6 +641,8 @@ fn a_returning_device_resumes_its_session_and_stays_who_it_was() {
         } else {
             "Cphone"
         };
+        let suite = args[args.len() - 1];
+        assert!(line.contains(suite), "{name}: {suite} in {line}");
         assert!(line.contains(credential), "{name}: {line}");
         // Posing as another entity over a resumed association.
         let (posing, text) = s_client(true, other);
