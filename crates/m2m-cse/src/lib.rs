@@ -240,7 +240,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             let udp = tokio::net::UdpSocket::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
-            let server = m2m_transport::Server::spawn_datagram(
+            // Its own thread: a DTLS handshake is a run of small datagrams, cheaper when none of
+            // them crosses threads (docs/PERFORMANCE.md, CoAP over DTLS).
+            let server = m2m_transport::Server::spawn_datagram_on_own_thread(
                 m2m_transport::DatagramListener {
                     name: "cse-dtls",
                     udp,
@@ -280,7 +282,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
         announce_plain("CoAP", addr, coap.originators);
-        let server = m2m_transport::Server::spawn_datagram(
+        let server = m2m_transport::Server::spawn_datagram_on_own_thread(
             m2m_transport::DatagramListener {
                 name: "cse-coap",
                 udp,

@@ -403,18 +403,101 @@ impl Server {
     {
         let local_addr = listener.udp.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            name: listener.name,
-            security: listener.security,
-            limits: listener.limits,
+        let udp = listener.udp;
+        let shared = Shared::new(
+            listener.name,
+            listener.security,
+            listener.limits,
+            binder,
+            handle,
+            stopped,
+        );
+        let task = tokio::spawn(read_loop(shared, Arc::new(udp)));
+        Ok(Server::running(local_addr, stop, task))
+    }
+
+    /// [`Server::spawn_datagram`] on a thread of its own, with a runtime of one worker that runs
+    /// the listener, its handshakes and its sessions (`handle` included). A datagram, its
+    /// session and its answer then never cross threads: under a multi-threaded runtime the
+    /// workers waking and stealing from each other at every datagram cost some 20% more CPU per
+    /// handshake (docs/PERFORMANCE.md), the price libcoap's single-threaded server does not
+    /// pay. The listener is limited to one core.
+    pub fn spawn_datagram_on_own_thread<B, F, Fut>(
+        listener: DatagramListener,
+        binder: Arc<B>,
+        handle: F,
+    ) -> io::Result<Server>
+    where
+        B: Binder,
+        F: Fn(Session<B::Association>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let local_addr = listener.udp.local_addr()?;
+        // Moved to the thread's runtime, whose reactor then watches it.
+        let std_udp = listener.udp.into_std()?;
+        std_udp.set_nonblocking(true)?;
+        // One worker, so nothing is stolen across threads; multi-thread all the same, so that a
+        // PSK callback that must fetch its key (from a MAF) can block_in_place.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(listener.name)
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = watch::channel(false);
+        let shared = Shared::new(
+            listener.name,
+            listener.security,
+            listener.limits,
+            binder,
+            handle,
+            stopped,
+        );
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(listener.name.into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match UdpSocket::from_std(std_udp) {
+                        // On the worker, with the sessions: block_on runs on this thread.
+                        Ok(udp) => {
+                            let _ = tokio::spawn(read_loop(shared, Arc::new(udp))).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(listener = shared.name, "cannot watch the socket: {e}")
+                        }
+                    }
+                });
+                // Dropping the runtime ends what the loop left.
+                drop(runtime);
+                let _ = done_tx.send(());
+            })?;
+        // Stands for the thread on the caller's runtime: it ends when the loop has ended.
+        let task = tokio::spawn(async move {
+            let _ = done_rx.await;
+        });
+        Ok(Server::running(local_addr, stop, task))
+    }
+}
+
+impl<B, F> Shared<B, F> {
+    fn new(
+        name: &'static str,
+        security: Security,
+        limits: Limits,
+        binder: Arc<B>,
+        handle: F,
+        stopped: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            name,
+            security,
+            limits,
             sources: Sources::default(),
             binder,
             handle,
             stopped,
             last_cap_warning: AtomicU64::new(0),
-        });
-        let task = tokio::spawn(read_loop(shared, Arc::new(listener.udp)));
-        Ok(Server::running(local_addr, stop, task))
+        })
     }
 }
 
