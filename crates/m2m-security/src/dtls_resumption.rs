@@ -51,9 +51,13 @@ fn key_tag_index() -> Index<Ssl, [u8; 16]> {
 /// A keyed tag of a PSK: equal for equal keys within this process, useless to anyone else.
 fn key_tag(key: &[u8]) -> [u8; 16] {
     use hmac::Mac;
-    static TAG_KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    let k = TAG_KEY.get_or_init(rand::random);
-    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(k).expect("any key length");
+    static KEYED: OnceLock<hmac::Hmac<sha2::Sha256>> = OnceLock::new();
+    let mut mac = KEYED
+        .get_or_init(|| {
+            let k: [u8; 32] = rand::random();
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&k).expect("any key length")
+        })
+        .clone();
     mac.update(key);
     let mut tag = [0u8; 16];
     tag.copy_from_slice(&mac.finalize().into_bytes()[..16]);

@@ -152,9 +152,15 @@ fn cookie_epoch(back: u64) -> u64 {
 /// 16 bytes: only a client that receives datagrams at its source address can return it.
 fn cookie_for(ip: Option<IpAddr>, epoch: u64) -> [u8; 16] {
     use hmac::Mac;
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    let key = KEY.get_or_init(rand::random);
-    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    // The keyed state (the key's two blocks hashed) is made once: each cookie then costs two
+    // compressions, not four (several cookies per handshake).
+    static KEYED: OnceLock<hmac::Hmac<sha2::Sha256>> = OnceLock::new();
+    let mut mac = KEYED
+        .get_or_init(|| {
+            let key: [u8; 32] = rand::random();
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).expect("any key length")
+        })
+        .clone();
     match ip {
         Some(IpAddr::V4(ip)) => mac.update(&ip.octets()),
         Some(IpAddr::V6(ip)) => mac.update(&ip.octets()),
