@@ -4,7 +4,7 @@
 use crate::cse::{representation, Cse, Peer};
 use crate::notification::{self, Event};
 use crate::resolve::Target;
-use crate::resources::{self, Prepared};
+use crate::resources::{self, Call, Prepared};
 use crate::store::Resource;
 use m2m_core::schema;
 use m2m_core::{
@@ -73,10 +73,10 @@ pub(crate) fn assemble(
 ) -> Resource {
     let ri = ri.unwrap_or_else(|| new_ri(ty));
     let now = cse.now_ts();
+    let behaviour = resources::behaviour(ty);
     let rn = match attrs.get("rn").and_then(Value::as_str) {
         Some(rn) => rn.to_owned(),
-        None if ty == ResourceType::ContentInstance => format!("cin_{}", time_ordered_suffix()),
-        None => ri.clone(),
+        None => behaviour.default_name(&ri),
     };
     attrs.insert("rn".into(), json!(rn));
     attrs.insert("ri".into(), json!(ri));
@@ -91,16 +91,9 @@ pub(crate) fn assemble(
     }
     let srn = format!("{}/{}", parent.srn, rn);
     let home = &cse.id.home;
-    let creator = match ty {
-        ResourceType::Ae => attrs
-            .get("aei")
-            .and_then(Value::as_str)
-            .and_then(|a| m2m_core::EntityId::parse(a, home).ok()),
-        ResourceType::RemoteCse => attrs
-            .get("csi")
-            .and_then(Value::as_str)
-            .and_then(|c| m2m_core::EntityId::parse(c, home).ok()),
-        _ => originator,
+    let creator = match behaviour.own_creator(&attrs) {
+        Some(own) => m2m_core::EntityId::parse(own, home).ok(),
+        None => originator,
     }
     .map(|e| e.absolute());
     Resource {
@@ -142,8 +135,13 @@ pub async fn create(
         attrs.insert("cr".into(), json!(originator));
     }
     // Type-specific preparation: may assign the resourceID (AE, remoteCSE) and may talk to peers.
-    let Prepared { ri, credential } =
-        resources::prepare_create(cse, &req, &parent, ty, &mut attrs, peer).await?;
+    let behaviour = resources::behaviour(ty);
+    let call = Call {
+        cse,
+        req: &req,
+        peer,
+    };
+    let Prepared { ri, credential } = behaviour.prepare_create(call, &parent, &mut attrs).await?;
     let new = assemble(cse, &parent, ty, attrs, ri, peer.originator.clone());
 
     let cse2 = Arc::clone(cse);
@@ -160,7 +158,7 @@ pub async fn create(
                     new.rn()
                 )));
             }
-            let created = resources::insert_with_effects(&cse2, w, &parent, new)?;
+            let created = resources::behaviour(new.ty).insert(&cse2, w, &parent, new)?;
             // An AE that registered over a credential bound to no entity is bound to it now.
             if let Some(cred) = &credential {
                 w.bind_credential(created.ri(), cred)?;
@@ -169,12 +167,7 @@ pub async fn create(
         })
         .await?;
 
-    crate::multicast::on_stored(cse, &created);
-    if created.ty == ResourceType::Group {
-        // A multicast group for it now (TS-0001 clause 10.2.7.13.1 step 004), not at its first
-        // fan-out.
-        crate::group::members_changed(cse, &created);
-    }
+    behaviour.created(cse, &created);
     notification::on_event(cse, &parent, Event::CreateChild, &created, None);
     let mut resp = Response::new(Rsc::Created, &req.rqi, None);
     resp.location = Some(created.srn.clone());
@@ -331,7 +324,13 @@ pub async fn update(
     let content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
     crate::access::check_acpi(cse, &content)?;
-    resources::prepare_update(cse, &req, &res, &content, peer).await?;
+    let behaviour = resources::behaviour(res.ty);
+    let call = Call {
+        cse,
+        req: &req,
+        peer,
+    };
+    behaviour.prepare_update(call, &res, &content).await?;
     let now = cse.now_ts();
     let cse2 = Arc::clone(cse);
     let ri = res.ri().to_owned();
@@ -354,15 +353,12 @@ pub async fn update(
             if let Some(st) = cur.u64_attr("st") {
                 cur.attrs.insert("st".into(), json!(st + 1));
             }
-            resources::update_with_effects(&cse2, w, &mut cur, &modified)?;
+            resources::behaviour(cur.ty).apply_update(&cse2, w, &mut cur, &modified)?;
             w.update(&cur)?;
             Ok((cur, modified))
         })
         .await?;
-    crate::multicast::on_stored(cse, &updated);
-    if updated.ty == ResourceType::Group && modified.contains_key("mid") {
-        crate::group::members_changed(cse, &updated);
-    }
+    behaviour.updated(cse, &updated, &modified);
     notification::on_event(cse, &updated, Event::Update, &updated, Some(&modified));
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
@@ -399,15 +395,12 @@ pub(crate) async fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult
             }
             let parent = w.get(target.pi())?;
             if let Some(parent) = &parent {
-                resources::after_child_deleted(w, parent, &target)?;
+                resources::behaviour(parent.ty).child_deleted(w, parent, &target)?;
             }
             Ok((deleted, parent))
         })
         .await?;
-    crate::multicast::on_deleted(cse, res);
-    if res.ty == ResourceType::Group {
-        crate::group::deleted(cse, res);
-    }
+    resources::behaviour(res.ty).deleted(cse, res);
     notification::on_deleted(cse, res, &deleted);
     if let Some(parent) = parent {
         notification::on_event(cse, &parent, Event::DeleteChild, res, None);

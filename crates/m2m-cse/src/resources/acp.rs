@@ -19,3 +19,26 @@ pub fn check(attrs: &Map<String, Value>) -> M2mResult<()> {
     }
     Ok(())
 }
+
+/// The type's behaviour: the rules checked at creation and update.
+pub struct AccessControlPolicy;
+
+impl super::Behaviour for AccessControlPolicy {
+    fn prepare_create<'a>(
+        &'a self,
+        _call: super::Call<'a>,
+        _parent: &'a crate::store::Resource,
+        attrs: &'a mut Map<String, Value>,
+    ) -> super::Pending<'a, M2mResult<super::Prepared>> {
+        super::ready(check(attrs).map(|_| super::Prepared::default()))
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        _call: super::Call<'a>,
+        _res: &'a crate::store::Resource,
+        content: &'a Map<String, Value>,
+    ) -> super::Pending<'a, M2mResult<()>> {
+        super::ready(check(content))
+    }
+}

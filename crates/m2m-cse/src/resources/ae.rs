@@ -114,3 +114,21 @@ fn check_rules(cse: &Cse, api: &str, aei: &str, credential_id: Option<&str>) -> 
         "no registration rule admits this App-ID and AE-ID with this credential",
     ))
 }
+
+/// The type's behaviour: the registration checks of [`prepare_create`].
+pub struct Ae;
+
+impl super::Behaviour for Ae {
+    fn prepare_create<'a>(
+        &'a self,
+        call: super::Call<'a>,
+        _parent: &'a crate::store::Resource,
+        attrs: &'a mut Map<String, Value>,
+    ) -> super::Pending<'a, M2mResult<Prepared>> {
+        super::ready(prepare_create(call.cse, call.req, attrs, call.peer))
+    }
+
+    fn own_creator<'a>(&self, attrs: &'a Map<String, Value>) -> Option<&'a str> {
+        attrs.get("aei").and_then(Value::as_str)
+    }
+}

@@ -150,3 +150,36 @@ pub fn instance_removed(w: &Writer<'_>, parent: &Resource, cin: &Resource) -> M2
     cnt.attrs.insert("cbs".into(), json!(cbs));
     w.update(&cnt)
 }
+
+/// The type's behaviour: counters at creation, limits at update, counters after an instance
+/// was deleted.
+pub struct Container;
+
+impl super::Behaviour for Container {
+    fn prepare_create<'a>(
+        &'a self,
+        _call: super::Call<'a>,
+        _parent: &'a Resource,
+        attrs: &'a mut Map<String, Value>,
+    ) -> super::Pending<'a, M2mResult<super::Prepared>> {
+        init_container(attrs);
+        super::ready(Ok(super::Prepared::default()))
+    }
+
+    fn apply_update(
+        &self,
+        cse: &Cse,
+        w: &Writer<'_>,
+        res: &mut Resource,
+        changed: &Map<String, Value>,
+    ) -> M2mResult<()> {
+        after_update(cse, w, res, changed)
+    }
+
+    fn child_deleted(&self, w: &Writer<'_>, res: &Resource, child: &Resource) -> M2mResult<()> {
+        if child.ty == ResourceType::ContentInstance {
+            instance_removed(w, res, child)?;
+        }
+        Ok(())
+    }
+}

@@ -1,18 +1,40 @@
-//! Per-resource-type behaviour (TS-0004 clause 7.4): what a CREATE or UPDATE of each type does
-//! beyond the generic procedure.
+//! Per-resource-type behaviour (TS-0004 clause 7.4): what a CREATE, UPDATE or DELETE of each
+//! type does beyond the generic procedures of clause 7.3.3, one module per type, all found
+//! through [`behaviour`]. The dispatcher, discovery, access control and notification stay
+//! generic: adding a type is its module, its arm in [`behaviour`], and its attributes in the
+//! schema (m2m-core `schema`, `resource_type`).
+//!
+//! | type | ty | module | TS-0004 |
+//! |---|---:|---|---|
+//! | accessControlPolicy | 1 | [`acp`] | 7.4.2 |
+//! | AE | 2 | [`ae`] | 7.4.5 |
+//! | container | 3 | [`container`] | 7.4.6 |
+//! | contentInstance | 4 | [`content_instance`] | 7.4.7 |
+//! | CSEBase | 5 | [`cse_base`] | 7.4.3 |
+//! | group | 9 | [`group`] | 7.4.13 |
+//! | remoteCSE | 16 | [`remote_cse`] | 7.4.4 |
+//! | serviceSubscribedAppRule | 19 | [`service_subscribed_app_rule`] | 7.4.29 |
+//! | subscription | 23 | [`subscription`] | 7.4.8 |
+//! | localMulticastGroup | 45 | [`local_multicast_group`] | 7.4.55 |
 
 pub mod acp;
 pub mod ae;
 pub mod container;
+pub mod content_instance;
+pub mod cse_base;
+pub mod group;
+pub mod local_multicast_group;
 pub mod remote_cse;
 pub mod service_subscribed_app_rule;
 pub mod subscription;
 
+use crate::association::Peer;
 use crate::cse::Cse;
-use crate::group;
 use crate::store::{Resource, Writer};
 use m2m_core::{M2mResult, Request, ResourceType};
 use serde_json::{Map, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// What the type-specific preparation decided.
@@ -25,127 +47,110 @@ pub struct Prepared {
     pub credential: Option<String>,
 }
 
-/// Checks and completes a CREATE before anything is written; may contact peers.
-pub async fn prepare_create(
-    cse: &Arc<Cse>,
-    req: &Request,
-    parent: &Resource,
-    ty: ResourceType,
-    attrs: &mut Map<String, Value>,
-    peer: &crate::association::Peer,
-) -> M2mResult<Prepared> {
+/// A step that may wait (contact peers) before anything is written.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A step that did not need to wait.
+pub fn ready<'a, T: Send + 'a>(value: T) -> Pending<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+/// The request being carried out and who sent it.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    pub cse: &'a Arc<Cse>,
+    pub req: &'a Request,
+    pub peer: &'a Peer,
+}
+
+/// What one resource type does beyond the generic procedures. Every step has a default that
+/// does nothing more, so a type overrides only what the TS gives it.
+pub trait Behaviour: Sync {
+    /// Checks and completes the attributes of a CREATE before anything is written; may contact
+    /// peers; may dictate the resourceID.
+    fn prepare_create<'a>(
+        &'a self,
+        _call: Call<'a>,
+        _parent: &'a Resource,
+        _attrs: &'a mut Map<String, Value>,
+    ) -> Pending<'a, M2mResult<Prepared>> {
+        ready(Ok(Prepared::default()))
+    }
+
+    /// Inserts the new resource inside the write transaction, with its effects on the parent.
+    fn insert(
+        &self,
+        _cse: &Cse,
+        w: &Writer<'_>,
+        _parent: &Resource,
+        new: Resource,
+    ) -> M2mResult<Resource> {
+        w.insert(new)
+    }
+
+    /// The resourceName of a new resource the request did not name.
+    fn default_name(&self, ri: &str) -> String {
+        ri.to_owned()
+    }
+
+    /// The entity that owns a new resource when it is not its originator: the AE or CSE a
+    /// registration creates owns its own resource (its AE-ID or CSE-ID attribute).
+    fn own_creator<'a>(&self, _attrs: &'a Map<String, Value>) -> Option<&'a str> {
+        None
+    }
+
+    /// After the creation was stored.
+    fn created(&self, _cse: &Arc<Cse>, _res: &Resource) {}
+
+    /// Checks an UPDATE (`content`: the attributes it sets, null for removed) before anything is
+    /// written; may contact peers.
+    fn prepare_update<'a>(
+        &'a self,
+        _call: Call<'a>,
+        _res: &'a Resource,
+        _content: &'a Map<String, Value>,
+    ) -> Pending<'a, M2mResult<()>> {
+        ready(Ok(()))
+    }
+
+    /// Applies the effects of an UPDATE inside the write transaction (`res` already holds the
+    /// new attributes, `changed` what the request set or removed).
+    fn apply_update(
+        &self,
+        _cse: &Cse,
+        _w: &Writer<'_>,
+        _res: &mut Resource,
+        _changed: &Map<String, Value>,
+    ) -> M2mResult<()> {
+        Ok(())
+    }
+
+    /// After the update was stored.
+    fn updated(&self, _cse: &Arc<Cse>, _res: &Resource, _changed: &Map<String, Value>) {}
+
+    /// Keeps this resource consistent after its child was deleted, inside the transaction.
+    fn child_deleted(&self, _w: &Writer<'_>, _res: &Resource, _child: &Resource) -> M2mResult<()> {
+        Ok(())
+    }
+
+    /// After the resource was deleted (by a request or by expiry).
+    fn deleted(&self, _cse: &Arc<Cse>, _res: &Resource) {}
+}
+
+/// The behaviour of a resource type: the registry.
+pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
     match ty {
-        ResourceType::Ae => ae::prepare_create(cse, req, attrs, peer),
-        ResourceType::RemoteCse => remote_cse::prepare_create(cse, req, attrs, peer),
-        ResourceType::Container => {
-            container::init_container(attrs);
-            Ok(Prepared::default())
-        }
-        ResourceType::Subscription => subscription::prepare_create(cse, req, parent, attrs).await,
-        ResourceType::Group => group::prepare_create(cse, req, attrs, peer)
-            .await
-            .map(|_| Prepared::default()),
-        ResourceType::AccessControlPolicy => acp::check(attrs).map(|_| Prepared::default()),
+        ResourceType::AccessControlPolicy => &acp::AccessControlPolicy,
+        ResourceType::Ae => &ae::Ae,
+        ResourceType::Container => &container::Container,
+        ResourceType::ContentInstance => &content_instance::ContentInstance,
+        ResourceType::CseBase => &cse_base::CseBase,
+        ResourceType::Group => &group::Group,
+        ResourceType::LocalMulticastGroup => &local_multicast_group::LocalMulticastGroup,
+        ResourceType::RemoteCse => &remote_cse::RemoteCse,
         ResourceType::ServiceSubscribedAppRule => {
-            service_subscribed_app_rule::check(attrs).map(|_| Prepared::default())
+            &service_subscribed_app_rule::ServiceSubscribedAppRule
         }
-        ResourceType::ContentInstance => Ok(Prepared::default()),
-        ResourceType::LocalMulticastGroup => {
-            local_multicast_group(cse, attrs, peer.originator.as_ref(), None)
-                .map(|_| Prepared::default())
-        }
-        ResourceType::CseBase => Err(m2m_core::M2mError::not_allowed(
-            "a CSEBase cannot be created",
-        )),
+        ResourceType::Subscription => &subscription::Subscription,
     }
-}
-
-/// Inserts a new resource inside the write transaction, with its effects on the parent.
-pub fn insert_with_effects(
-    cse: &Cse,
-    w: &Writer<'_>,
-    parent: &Resource,
-    new: Resource,
-) -> M2mResult<Resource> {
-    match new.ty {
-        ResourceType::ContentInstance => container::insert_instance(cse, w, parent, new),
-        _ => w.insert(new),
-    }
-}
-
-/// Checks an UPDATE before anything is written; may contact peers.
-pub async fn prepare_update(
-    cse: &Arc<Cse>,
-    req: &Request,
-    res: &Resource,
-    content: &Map<String, Value>,
-    peer: &crate::association::Peer,
-) -> M2mResult<()> {
-    match res.ty {
-        ResourceType::Subscription => subscription::prepare_update(cse, req, res, content).await,
-        ResourceType::AccessControlPolicy => acp::check(content),
-        ResourceType::ServiceSubscribedAppRule => {
-            let mut merged = res.attrs.clone();
-            merged.extend(content.clone());
-            service_subscribed_app_rule::check(&merged)
-        }
-        ResourceType::Group if content.contains_key("mid") => {
-            group::prepare_update(cse, req, res, content, peer).await
-        }
-        ResourceType::LocalMulticastGroup => {
-            let mut merged = res.attrs.clone();
-            merged.extend(content.clone());
-            merged.retain(|_, v| !v.is_null());
-            let creator = res
-                .creator
-                .as_deref()
-                .and_then(|c| m2m_core::EntityId::parse(c, &cse.id.home).ok());
-            local_multicast_group(cse, &merged, creator.as_ref(), Some(res))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// `<localMulticastGroup>` (TS-0004 clause 7.4.55): only a member hosting CSE holds one, and only
-/// with a group key that opens (`crate::multicast::member`).
-fn local_multicast_group(
-    cse: &Cse,
-    attrs: &Map<String, Value>,
-    creator: Option<&m2m_core::EntityId>,
-    current: Option<&Resource>,
-) -> M2mResult<()> {
-    let member = cse.multicast_member.as_ref().ok_or_else(|| {
-        m2m_core::M2mError::new(
-            m2m_core::ResponseStatusCode::JoinMulticastGroupFailed,
-            "this CSE does not join multicast groups",
-        )
-    })?;
-    let creator = creator.ok_or_else(|| m2m_core::M2mError::internal("no creator"))?;
-    member.check(cse, attrs, creator, current)
-}
-
-/// Applies the effects of an UPDATE inside the write transaction (`res` already holds the new
-/// attributes, `changed` the attributes the request set or removed).
-pub fn update_with_effects(
-    cse: &Cse,
-    w: &Writer<'_>,
-    res: &mut Resource,
-    changed: &Map<String, Value>,
-) -> M2mResult<()> {
-    match res.ty {
-        ResourceType::Container => container::after_update(cse, w, res, changed),
-        ResourceType::Group => {
-            group::refresh_counts(res);
-            Ok(())
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Keeps a parent consistent after a child was deleted (container counters).
-pub fn after_child_deleted(w: &Writer<'_>, parent: &Resource, child: &Resource) -> M2mResult<()> {
-    if parent.ty == ResourceType::Container && child.ty == ResourceType::ContentInstance {
-        container::instance_removed(w, parent, child)?;
-    }
-    Ok(())
 }

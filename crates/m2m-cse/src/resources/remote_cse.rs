@@ -46,3 +46,21 @@ pub fn prepare_create(
         credential: None,
     })
 }
+
+/// The type's behaviour: the registration checks of [`prepare_create`].
+pub struct RemoteCse;
+
+impl super::Behaviour for RemoteCse {
+    fn prepare_create<'a>(
+        &'a self,
+        call: super::Call<'a>,
+        _parent: &'a crate::store::Resource,
+        attrs: &'a mut serde_json::Map<String, serde_json::Value>,
+    ) -> super::Pending<'a, m2m_core::M2mResult<super::Prepared>> {
+        super::ready(prepare_create(call.cse, call.req, attrs, call.peer))
+    }
+
+    fn own_creator<'a>(&self, attrs: &'a Map<String, Value>) -> Option<&'a str> {
+        attrs.get("csi").and_then(Value::as_str)
+    }
+}

@@ -22,3 +22,28 @@ pub fn rule_of(attrs: &Map<String, Value>) -> AppRule {
 pub fn check(attrs: &Map<String, Value>) -> M2mResult<()> {
     rule_of(attrs).validate().map_err(M2mError::bad_request)
 }
+
+/// The type's behaviour: the rule checked at creation and, merged, at update.
+pub struct ServiceSubscribedAppRule;
+
+impl super::Behaviour for ServiceSubscribedAppRule {
+    fn prepare_create<'a>(
+        &'a self,
+        _call: super::Call<'a>,
+        _parent: &'a crate::store::Resource,
+        attrs: &'a mut Map<String, Value>,
+    ) -> super::Pending<'a, M2mResult<super::Prepared>> {
+        super::ready(check(attrs).map(|_| super::Prepared::default()))
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        _call: super::Call<'a>,
+        res: &'a crate::store::Resource,
+        content: &'a Map<String, Value>,
+    ) -> super::Pending<'a, M2mResult<()>> {
+        let mut merged = res.attrs.clone();
+        merged.extend(content.clone());
+        super::ready(check(&merged))
+    }
+}

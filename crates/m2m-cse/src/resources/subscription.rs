@@ -96,3 +96,26 @@ fn check_target(cse: &Cse, nu: &str) -> M2mResult<()> {
     }
     Err(bad())
 }
+
+/// The type's behaviour: targets checked and verified at creation and update.
+pub struct Subscription;
+
+impl super::Behaviour for Subscription {
+    fn prepare_create<'a>(
+        &'a self,
+        call: super::Call<'a>,
+        parent: &'a Resource,
+        attrs: &'a mut Map<String, Value>,
+    ) -> super::Pending<'a, M2mResult<Prepared>> {
+        Box::pin(prepare_create(call.cse, call.req, parent, attrs))
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        call: super::Call<'a>,
+        res: &'a Resource,
+        content: &'a Map<String, Value>,
+    ) -> super::Pending<'a, M2mResult<()>> {
+        Box::pin(prepare_update(call.cse, call.req, res, content))
+    }
+}
