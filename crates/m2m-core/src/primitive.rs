@@ -64,13 +64,18 @@ impl ResultContent {
         })
     }
 
-    /// Whether this Result Content is valid for an operation (TS-0004 clause 7.3.3.x).
+    /// Whether this Result Content is valid for an operation (TS-0001 table 8.1.2-1; discovery
+    /// also takes the child listings' values).
     pub fn valid_for(self, op: Operation, discovery: bool) -> bool {
         use ResultContent::*;
         match (op, discovery) {
             (Operation::Create, _) => matches!(
                 self,
-                Nothing | Attributes | HierarchicalAddress | HierarchicalAddressAndAttributes
+                Nothing
+                    | Attributes
+                    | HierarchicalAddress
+                    | HierarchicalAddressAndAttributes
+                    | ModifiedAttributes
             ),
             (Operation::Retrieve, true) => matches!(
                 self,

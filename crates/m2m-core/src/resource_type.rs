@@ -145,8 +145,10 @@ impl ResourceType {
 
 /// Resource type codes that TS-0004 defines (normal, announced and virtual ranges); used only to
 /// tell "unknown" from "not implemented" and to check type codes inside attribute values (schema).
+/// Whether `n` is a resource type of the specification (Release 3 numbers 1-51, Release 4 up to
+/// 66 such as flexContainerInstance 58 and action/dependency 65/66, and their announced forms).
 pub(crate) fn is_specified_type(n: u16) -> bool {
-    matches!(n, 1..=60) || matches!(n, 10001..=10060)
+    matches!(n, 1..=66) || matches!(n, 10001..=10066)
 }
 
 impl fmt::Display for ResourceType {

@@ -42,7 +42,11 @@ async fn respond(cse: &Arc<Cse>, peer: &Peer, request: Packet) -> Packet {
     let op = coap_binding::operation(&request).unwrap_or(m2m_core::Operation::Notify);
     let resp = match coap_binding::decode_request(&request, m2m_core::schema::is_attribute_name) {
         Ok(req) => cse.handle(req, peer.clone()).await,
-        Err(e) => Response::error(&e, coap_binding::request_identifier(&request)),
+        Err(e) => {
+            let mut resp = Response::error(&e, coap_binding::request_identifier(&request));
+            cse.stamp(&mut resp);
+            resp
+        }
     };
     coap_binding::encode_response(&resp, op)
 }

@@ -393,7 +393,7 @@ impl Cse {
         Box::pin(async move {
             let rqi = req.rqi.clone();
             let rvi = req.rvi.clone();
-            let mut resp = match cse.process(req, peer).await {
+            let mut resp = match Arc::clone(&cse).process(req, peer).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(rsc = e.rsc.code(), dbg = %e.dbg, "request refused");
@@ -404,8 +404,15 @@ impl Cse {
             if resp.rvi.is_none() {
                 resp.rvi = rvi;
             }
+            cse.stamp(&mut resp);
             resp
         })
+    }
+
+    /// Sets the Originating Timestamp of a response this CSE gives (TS-0004 table 7.2.1.2-1):
+    /// when it answered. Bindings call it for the requests they refuse before decoding them.
+    pub(crate) fn stamp(&self, resp: &mut Response) {
+        resp.ot = Some(m2m_core::time::format(self.now()));
     }
 
     async fn process(self: Arc<Self>, req: Request, peer: Peer) -> M2mResult<Response> {
@@ -417,6 +424,20 @@ impl Cse {
                 ));
             }
         }
+        let deadlines = crate::validity::check(&req, self.now())?;
+        let resp = self.execute(req, peer, &deadlines).await?;
+        match crate::validity::result_expired(&deadlines) {
+            Some(late) => Err(late),
+            None => Ok(resp),
+        }
+    }
+
+    async fn execute(
+        self: Arc<Self>,
+        req: Request,
+        peer: Peer,
+        deadlines: &crate::validity::Deadlines,
+    ) -> M2mResult<Response> {
         let (originator, proof) = impersonation::check(&self, &req, &peer)?;
         let peer = peer.with_originator(originator.entity().cloned(), proof);
         let addr = Address::parse(&req.to)?;
@@ -424,6 +445,8 @@ impl Cse {
             Locality::Local => {}
             Locality::Remote(cse) => return routing::forward(&self, req, cse, &peer).await,
         }
+        // The hosting CSE performs the operation at its Operation Execution Time, not before.
+        crate::validity::wait_for_execution(deadlines).await;
         let target = resolve::resolve(&self, &addr)?;
         access::authorize(&self, &req, &target, &peer)?;
         if let Target::FanOut { group, rest } = target {

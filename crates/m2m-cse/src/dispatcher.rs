@@ -131,6 +131,9 @@ pub async fn create(
     let originator = req.from.clone().unwrap_or_default();
 
     let mut attrs = content;
+    // rcn 9 on a CREATE: the attributes the CSE set or changed (TS-0004 clause 7.3.3.1).
+    let requested =
+        (req.result_content() == ResultContent::ModifiedAttributes).then(|| attrs.clone());
     if attrs.get("cr").is_some_and(Value::is_null) {
         attrs.insert("cr".into(), json!(originator));
     }
@@ -177,6 +180,16 @@ pub async fn create(
         ResultContent::HierarchicalAddressAndAttributes => Some(
             json!({ "m2m:rce": { "uri": created.srn, created.ty.root_name(): Value::Object(created.attrs.clone()) } }),
         ),
+        ResultContent::ModifiedAttributes => {
+            let requested = requested.unwrap_or_default();
+            let set: Map<String, Value> = created
+                .attrs
+                .iter()
+                .filter(|(k, v)| requested.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Some(json!({ created.ty.root_name(): set }))
+        }
         _ => Some(representation(&created)),
     };
     Ok(resp)

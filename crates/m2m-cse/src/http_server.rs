@@ -75,7 +75,11 @@ async fn handle(
         m2m_core::schema::is_attribute_name,
     ) {
         Ok(req) => cse.handle(req, peer).await,
-        Err(e) => Response::error(&e, rqi),
+        Err(e) => {
+            let mut resp = Response::error(&e, rqi);
+            cse.stamp(&mut resp);
+            resp
+        }
     };
     Ok(to_hyper(resp))
 }

@@ -31,6 +31,7 @@ mod resources;
 mod routing;
 pub(crate) mod search_threads;
 pub(crate) mod store;
+mod validity;
 
 pub use config::{Config, Role};
 pub use cse::{Cse, Peer};

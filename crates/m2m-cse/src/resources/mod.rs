@@ -154,3 +154,47 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::Subscription => &subscription::Subscription,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/CONFORMANCE.md says "supported" for exactly the types of this registry.
+    #[test]
+    fn conformance_table_matches_the_registry() {
+        let doc = include_str!("../../../../docs/CONFORMANCE.md");
+        let mut claimed = Vec::new();
+        for line in doc.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // | ty | type | status | ... |
+            let (Some(ty), Some(status)) = (cells.get(1), cells.get(3)) else {
+                continue;
+            };
+            let Ok(code) = ty.parse::<u16>() else {
+                continue;
+            };
+            match *status {
+                "supported" => claimed.push(code),
+                "not supported" => assert!(
+                    ResourceType::from_code(code).is_none(),
+                    "ty {code} is in the registry but CONFORMANCE.md says not supported"
+                ),
+                other => panic!("ty {code}: status '{other}'"),
+            }
+        }
+        for ty in ResourceType::ALL {
+            let _ = behaviour(ty);
+            assert!(
+                claimed.contains(&ty.code()),
+                "{ty} (ty {}) has no 'supported' row in docs/CONFORMANCE.md",
+                ty.code()
+            );
+        }
+        for code in claimed {
+            assert!(
+                ResourceType::from_code(code).is_some(),
+                "CONFORMANCE.md claims ty {code}, which the registry lacks"
+            );
+        }
+    }
+}

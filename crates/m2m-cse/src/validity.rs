@@ -1,0 +1,218 @@
+//! Checks of a received request primitive that do not depend on its target (TS-0004 clause
+//! 7.3.2.1) and the time parameters of TS-0004 clause 7.3.3: Request Expiration Timestamp,
+//! Result Expiration Timestamp, Operation Execution Time, Response Type, Filter Criteria in a
+//! CREATE, and the Result Content values TS-0001 table 8.1.2-1 allows per operation. What the CSE
+//! does not support is refused with the status code the clause names, never ignored.
+
+use chrono::{DateTime, Utc};
+use m2m_core::{
+    FilterCriteria, M2mError, M2mResult, Operation, Request, ResponseStatusCode as Rsc,
+    ResponseType,
+};
+use std::time::Duration;
+
+/// How far ahead an Operation Execution Time may lie: the request waits for it (blocking), and
+/// non-blocking requests, which would let it wait longer, are not supported.
+pub const MAX_EXECUTION_DELAY: Duration = Duration::from_secs(60);
+
+/// The time parameters of a request, resolved to instants.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Deadlines {
+    /// Result Expiration Timestamp: a result later than this is not delivered (4008).
+    pub result_expires: Option<DateTime<Utc>>,
+    /// Operation Execution Time: the operation runs at this time, not before.
+    pub execute_at: Option<DateTime<Utc>>,
+}
+
+/// An m2m:absRelTimestamp: an absolute time (`20261205T080000`) or milliseconds from now.
+fn abs_rel(name: &str, v: &str, now: DateTime<Utc>) -> M2mResult<DateTime<Utc>> {
+    let v = v.trim();
+    if let Ok(ms) = v.parse::<i64>() {
+        return chrono::Duration::try_milliseconds(ms)
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or_else(|| M2mError::bad_request(format!("{name} out of range")));
+    }
+    m2m_core::time::parse(v)
+        .map_err(|_| M2mError::bad_request(format!("{name} '{v}' is not a timestamp")))
+}
+
+/// Checks a request before anything is done for it; the deadlines to keep while doing it.
+pub fn check(req: &Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
+    let expired = |what: &str| M2mError::new(Rsc::RequestTimeout, format!("the {what} has passed"));
+    if let Some(rqet) = &req.rqet {
+        if abs_rel("Request Expiration Timestamp", rqet, now)? <= now {
+            return Err(expired("Request Expiration Timestamp"));
+        }
+    }
+    let mut deadlines = Deadlines::default();
+    if let Some(rset) = &req.rset {
+        let t = abs_rel("Result Expiration Timestamp", rset, now)?;
+        if t <= now {
+            return Err(expired("Result Expiration Timestamp"));
+        }
+        deadlines.result_expires = Some(t);
+    }
+    if let Some(oet) = &req.oet {
+        let t = abs_rel("Operation Execution Time", oet, now)?;
+        let latest = now + chrono::Duration::from_std(MAX_EXECUTION_DELAY).unwrap_or_default();
+        if t > latest {
+            return Err(M2mError::new(
+                Rsc::NotImplemented,
+                format!(
+                    "an Operation Execution Time more than {} s ahead is not supported",
+                    MAX_EXECUTION_DELAY.as_secs()
+                ),
+            ));
+        }
+        if deadlines.result_expires.is_some_and(|r| r <= t) {
+            return Err(expired(
+                "Result Expiration Timestamp (before the Operation Execution Time)",
+            ));
+        }
+        deadlines.execute_at = (t > now).then_some(t);
+    }
+    match req.rt {
+        ResponseType::Blocking | ResponseType::FlexBlocking => {}
+        // A <request> resource would hold the context (TS-0004 clause 7.3.3.x, 7.4.9).
+        ResponseType::NonBlockingSynch => {
+            return Err(M2mError::new(
+                Rsc::NonBlockingSynchRequestNotSupported,
+                "non-blocking requests are not supported",
+            ))
+        }
+        ResponseType::NonBlockingAsynch => {
+            return Err(M2mError::new(
+                Rsc::NotImplemented,
+                "non-blocking asynchronous requests are not supported",
+            ))
+        }
+    }
+    if req.op == Operation::Create && req.fc != FilterCriteria::default() {
+        return Err(M2mError::bad_request("Filter Criteria in a CREATE request"));
+    }
+    if let Some(rcn) = req.rcn {
+        // The HTTP binding checks it while decoding; CoAP and internal requests reach here.
+        if !rcn.valid_for(req.op, req.is_discovery()) {
+            return Err(M2mError::bad_request(format!(
+                "rcn {} is not valid for this operation",
+                rcn as u8
+            )));
+        }
+    }
+    Ok(deadlines)
+}
+
+/// Waits for the Operation Execution Time, if any.
+pub async fn wait_for_execution(deadlines: &Deadlines) {
+    if let Some(at) = deadlines.execute_at {
+        if let Ok(wait) = (at - Utc::now()).to_std() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Whether a result came after its Result Expiration Timestamp (then 4008, not the result).
+pub fn result_expired(deadlines: &Deadlines) -> Option<M2mError> {
+    deadlines
+        .result_expires
+        .filter(|t| Utc::now() > *t)
+        .map(|_| {
+            M2mError::new(
+                Rsc::RequestTimeout,
+                "the Result Expiration Timestamp passed before the result",
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use m2m_core::ResultContent;
+
+    fn req(op: Operation) -> Request {
+        Request::new(op, "cse-in", Some("Cx".to_owned()), "r".to_owned())
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 5, 8, 0, 0).unwrap()
+    }
+
+    fn code(r: M2mResult<Deadlines>) -> u16 {
+        r.map_or_else(|e| e.rsc.code(), |_| 2000)
+    }
+
+    #[test]
+    fn expired_timestamps_are_4008_and_future_ones_pass() {
+        for (rqet, want) in [
+            ("20261205T075959", 4008),
+            ("20261205T080000", 4008),
+            ("20261205T080001", 2000),
+            ("-5", 4008),
+            ("5000", 2000),
+        ] {
+            let mut r = req(Operation::Retrieve);
+            r.rqet = Some(rqet.into());
+            assert_eq!(code(check(&r, now())), want, "rqet {rqet}");
+            let mut r = req(Operation::Retrieve);
+            r.rset = Some(rqet.into());
+            assert_eq!(code(check(&r, now())), want, "rset {rqet}");
+        }
+        let mut r = req(Operation::Retrieve);
+        r.rqet = Some("tomorrow".into());
+        assert_eq!(code(check(&r, now())), 4000);
+    }
+
+    #[test]
+    fn an_execution_time_is_kept_within_a_minute_and_before_the_result_expires() {
+        let mut r = req(Operation::Update);
+        r.oet = Some("20261205T080030".into());
+        let d = check(&r, now()).unwrap();
+        assert_eq!(d.execute_at, Some(now() + chrono::Duration::seconds(30)));
+        r.oet = Some("20261205T080200".into());
+        assert_eq!(code(check(&r, now())), 5001);
+        r.oet = Some("20261205T080030".into());
+        r.rset = Some("20261205T080010".into());
+        assert_eq!(code(check(&r, now())), 4008);
+        r.oet = Some("20261205T075000".into());
+        r.rset = None;
+        assert_eq!(check(&r, now()).unwrap().execute_at, None, "already due");
+    }
+
+    #[test]
+    fn non_blocking_requests_are_refused_with_their_codes() {
+        let mut r = req(Operation::Retrieve);
+        r.rt = ResponseType::NonBlockingSynch;
+        assert_eq!(code(check(&r, now())), 5206);
+        r.rt = ResponseType::NonBlockingAsynch;
+        assert_eq!(code(check(&r, now())), 5001);
+        r.rt = ResponseType::FlexBlocking;
+        assert_eq!(code(check(&r, now())), 2000);
+    }
+
+    #[test]
+    fn filter_criteria_in_a_create_and_result_contents_outside_the_table_are_4000() {
+        let mut r = req(Operation::Create);
+        r.fc.labels = vec!["a".into()];
+        assert_eq!(code(check(&r, now())), 4000);
+        for (op, rcn, want) in [
+            (Operation::Create, ResultContent::ModifiedAttributes, 2000),
+            (Operation::Create, ResultContent::ChildResources, 4000),
+            (Operation::Retrieve, ResultContent::OriginalResource, 2000),
+            (Operation::Retrieve, ResultContent::Nothing, 4000),
+            (
+                Operation::Retrieve,
+                ResultContent::HierarchicalAddress,
+                4000,
+            ),
+            (Operation::Update, ResultContent::ModifiedAttributes, 2000),
+            (Operation::Update, ResultContent::ChildResources, 4000),
+            (Operation::Delete, ResultContent::ChildResources, 2000),
+            (Operation::Delete, ResultContent::ModifiedAttributes, 4000),
+        ] {
+            let mut r = req(op);
+            r.rcn = Some(rcn);
+            assert_eq!(code(check(&r, now())), want, "{op:?} {rcn:?}");
+        }
+    }
+}

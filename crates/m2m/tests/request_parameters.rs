@@ -1,0 +1,142 @@
+//! The request parameters of TS-0004 clause 7.3.2.1 over HTTP (TS-0009 headers and query): an
+//! expired Request or Result Expiration Timestamp is 4008 and changes nothing, an Operation
+//! Execution Time delays the operation (never runs it early), non-blocking Response Types are
+//! refused with their codes instead of being served as blocking, Filter Criteria in a CREATE and
+//! a Result Content the operation does not allow are 4000, and every response carries its
+//! Originating Timestamp.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn headers<'a>(extra: &[(&'a str, &'a str)], ri: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![
+        ("X-M2M-Origin", "CAdmin"),
+        ("X-M2M-RI", ri),
+        ("X-M2M-RVI", "3"),
+        ("Accept", "application/json"),
+    ];
+    h.extend_from_slice(extra);
+    h
+}
+
+fn create_cin(base: &str, extra: &[(&str, &str)], query: &str, con: &str) -> Resp {
+    let mut h = headers(extra, "cin-req");
+    h.push(("Content-Type", "application/json;ty=4"));
+    raw(
+        "POST",
+        base,
+        &format!("/cse-in/params/state{query}"),
+        &h,
+        json!({ "m2m:cin": { "con": con } }).to_string().as_bytes(),
+    )
+}
+
+fn instances(base: &str) -> u64 {
+    let (rsc, body) = retrieve(base, "/cse-in/params/state", "CAdmin");
+    assert_eq!(rsc, 2000, "{body}");
+    body["m2m:cnt"]["cni"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn time_parameters_response_types_and_result_contents() {
+    let cse = CseProcess::start_in();
+    let base = cse.url();
+    let (rsc, body) = create(
+        base,
+        "/cse-in",
+        "CAdmin",
+        2,
+        json!({ "m2m:ae": { "rn": "params", "api": "Nparams", "rr": false, "srv": ["3"] } }),
+    );
+    assert_eq!(rsc, 2001, "{body}");
+    let aei = body["m2m:ae"]["aei"].as_str().unwrap().to_owned();
+    let (rsc, body) = create(
+        base,
+        "/cse-in/params",
+        &aei,
+        3,
+        json!({ "m2m:cnt": { "rn": "state" } }),
+    );
+    assert_eq!(rsc, 2001, "{body}");
+
+    // Expired timestamps, absolute or relative: 4008, nothing created.
+    for (header, value) in [
+        ("X-M2M-RET", "20200101T000000"),
+        ("X-M2M-RET", "-1000"),
+        ("X-M2M-RST", "20200101T000000"),
+    ] {
+        let r = create_cin(base, &[(header, value)], "", "late");
+        assert_eq!(r.rsc, 4008, "{header}: {value}: {:?}", r.body);
+        assert!(r.header("X-M2M-OT").is_some(), "an error too has its OT");
+    }
+    assert_eq!(instances(base), 0, "no expired request created anything");
+    let r = create_cin(base, &[("X-M2M-RET", "20991231T000000")], "", "in time");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let r = create_cin(base, &[("X-M2M-RET", "10000")], "", "in time too");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let r = create_cin(base, &[("X-M2M-RET", "next week")], "", "x");
+    assert_eq!(r.rsc, 4000, "{:?}", r.body);
+
+    // An Operation Execution Time 1.5 s ahead: the instance is created then, not before.
+    let started = Instant::now();
+    let r = create_cin(base, &[("X-M2M-OET", "1500")], "", "delayed");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "executed after {:?}",
+        started.elapsed()
+    );
+    let r = create_cin(base, &[("X-M2M-OET", "600000")], "", "too far");
+    assert_eq!(r.rsc, 5001, "ten minutes ahead: {:?}", r.body);
+    let r = create_cin(
+        base,
+        &[("X-M2M-OET", "2000"), ("X-M2M-RST", "500")],
+        "",
+        "result would expire first",
+    );
+    assert_eq!(r.rsc, 4008, "{:?}", r.body);
+    assert_eq!(instances(base), 3);
+
+    // Response Type: non-blocking is refused, flexBlocking answered blocking.
+    for (rt, want) in [("1", 5206), ("2", 5001), ("4", 2001), ("3", 2001)] {
+        let r = create_cin(base, &[], &format!("?rt={rt}"), "rt");
+        assert_eq!(r.rsc, want, "rt={rt}: {:?}", r.body);
+    }
+
+    // Filter Criteria in a CREATE; Result Content values outside TS-0001 table 8.1.2-1.
+    let r = create_cin(base, &[], "?lbl=a", "fc");
+    assert_eq!(r.rsc, 4000, "{:?}", r.body);
+    let r = create_cin(base, &[], "?rcn=4", "rcn");
+    assert_eq!(r.rsc, 4000, "{:?}", r.body);
+    let h = headers(&[], "get");
+    for (query, want) in [("?rcn=0", 4000), ("?rcn=2", 4000), ("?rcn=1", 2000)] {
+        let r = raw(
+            "GET",
+            base,
+            &format!("/cse-in/params/state{query}"),
+            &h,
+            b"",
+        );
+        assert_eq!(r.rsc, want, "RETRIEVE {query}: {:?}", r.body);
+        let ot = r
+            .header("X-M2M-OT")
+            .unwrap_or_else(|| panic!("X-M2M-OT: {query}: {:?}", r.headers));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        assert!(
+            ot.len() >= 15 && digits(&ot[..8]) && &ot[8..9] == "T" && digits(&ot[9..15]),
+            "an absolute timestamp: {ot}"
+        );
+    }
+    // rcn 9 on a CREATE: what the CSE set, not what was sent.
+    let r = create_cin(base, &[], "?rcn=9", "modified");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let set = r.body["m2m:cin"].as_object().expect("m2m:cin");
+    assert!(set.contains_key("ri") && set.contains_key("ct"), "{set:?}");
+    assert!(
+        !set.contains_key("con"),
+        "the content was sent as is: {set:?}"
+    );
+}
