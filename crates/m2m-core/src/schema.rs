@@ -429,6 +429,8 @@ static CB_ATTRS: &[AttrSpec] = &[
     ro("csz"),
     ro("esi"),
     ro("srv"),
+    // currentTime (Release 4), sampled at each RETRIEVE.
+    ro("ctm"),
 ];
 
 /// `<group>`: TS-0004 clause 7.4.13 (tables 7.4.13.1-2 and -3), TS-0001 clause 9.6.13.

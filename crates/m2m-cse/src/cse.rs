@@ -448,6 +448,13 @@ impl Cse {
         // The hosting CSE performs the operation at its Operation Execution Time, not before.
         crate::validity::wait_for_execution(deadlines).await;
         let target = resolve::resolve(&self, &addr)?;
+        match &target {
+            Target::Resource(r) => crate::resources::behaviour(r.ty).admits(&self, req.op, r)?,
+            Target::Latest(r) | Target::Oldest(r) => {
+                crate::resources::behaviour(r.ty).admits_latest_oldest(req.op, r)?
+            }
+            Target::FanOut { .. } => {}
+        }
         access::authorize(&self, &req, &target, &peer)?;
         if let Target::FanOut { group, rest } = target {
             return group::fan_out(&self, req, group, rest, peer).await;

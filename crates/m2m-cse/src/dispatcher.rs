@@ -219,7 +219,8 @@ pub fn lists_children(req: &Request) -> bool {
 }
 
 pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mResult<Response> {
-    let res = instance_of(cse, target)?;
+    let mut res = instance_of(cse, target)?;
+    resources::behaviour(res.ty).present(cse, &mut res);
     let rcn = req.result_content();
     let mut partial_at = None;
     let mut children = || -> M2mResult<Vec<Resource>> {
@@ -354,6 +355,10 @@ pub async fn update(
                 .get(&ri)?
                 .ok_or_else(|| M2mError::not_found("the resource was deleted"))?;
             let mut modified = Map::new();
+            let before: Map<String, Value> = content
+                .keys()
+                .filter_map(|k| cur.attrs.get(k).map(|v| (k.clone(), v.clone())))
+                .collect();
             for (k, v) in &content {
                 if v.is_null() {
                     cur.attrs.remove(k);
@@ -366,7 +371,7 @@ pub async fn update(
             if let Some(st) = cur.u64_attr("st") {
                 cur.attrs.insert("st".into(), json!(st + 1));
             }
-            resources::behaviour(cur.ty).apply_update(&cse2, w, &mut cur, &modified)?;
+            resources::behaviour(cur.ty).apply_update(&cse2, w, &mut cur, &modified, &before)?;
             w.update(&cur)?;
             Ok((cur, modified))
         })

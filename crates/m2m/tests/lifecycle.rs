@@ -558,3 +558,99 @@ fn create_with_rcn_3_wraps_the_resource_in_its_namespace() {
         r.body
     );
 }
+
+/// disableRetrieval (TS-0001 table 9.6.6-3, TS-0004 clause 7.4.7.2.2-4): while TRUE, instances
+/// are written but not read or deleted, by address, `la` or `ol`, whoever asks (the admin too);
+/// set back to FALSE, every instance written meanwhile is gone.
+#[test]
+fn disable_retrieval_hides_instances_and_clears_them_when_lifted() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let (rsc, b) = create(u, "/cse-in", "C", 2, ae_body("meter", "Nmeter"));
+    assert_eq!(rsc, 2001, "{b}");
+    let aei = b["m2m:ae"]["aei"].as_str().unwrap().to_owned();
+    let (rsc, b) = create(
+        u,
+        "/cse-in/meter",
+        &aei,
+        3,
+        json!({ "m2m:cnt": { "rn": "readings", "disr": true } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:cnt"]["disr"], json!(true));
+    let (rsc, b) = create(
+        u,
+        "/cse-in/meter/readings",
+        &aei,
+        4,
+        json!({ "m2m:cin": { "rn": "r1", "con": "42 kWh" } }),
+    );
+    assert_eq!(rsc, 2001, "writing stays allowed: {b}");
+    for who in [aei.as_str(), ADMIN] {
+        for path in [
+            "/cse-in/meter/readings/r1",
+            "/cse-in/meter/readings/la",
+            "/cse-in/meter/readings/ol",
+        ] {
+            let (rsc, b) = retrieve(u, path, who);
+            assert_eq!(rsc, 4005, "RETRIEVE {path} as {who}: {b}");
+            assert!(b.to_string().find("42 kWh").is_none(), "{b}");
+            let (rsc, b) = delete(u, path, who);
+            assert_eq!(rsc, 4005, "DELETE {path} as {who}: {b}");
+        }
+    }
+    // The container itself stays readable; its counters say one instance is held.
+    let (rsc, b) = retrieve(u, "/cse-in/meter/readings", &aei);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:cnt"]["cni"], json!(1), "{b}");
+
+    // Lifted: the instance is gone, new ones are readable.
+    let (rsc, b) = update(
+        u,
+        "/cse-in/meter/readings",
+        &aei,
+        json!({ "m2m:cnt": { "disr": false } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(b["m2m:cnt"]["cni"], json!(0), "{b}");
+    assert_eq!(b["m2m:cnt"]["cbs"], json!(0), "{b}");
+    let (rsc, b) = retrieve(u, "/cse-in/meter/readings/r1", &aei);
+    assert_eq!(rsc, 4004, "{b}");
+    let (rsc, _) = retrieve(u, "/cse-in/meter/readings/la", &aei);
+    assert_eq!(rsc, 4004, "no instance left");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/meter/readings",
+        &aei,
+        4,
+        json!({ "m2m:cin": { "con": "43 kWh" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = retrieve(u, "/cse-in/meter/readings/la", &aei);
+    assert_eq!((rsc, b["m2m:cin"]["con"].clone()), (2000, json!("43 kWh")));
+    // FALSE to FALSE deletes nothing.
+    let (rsc, b) = update(
+        u,
+        "/cse-in/meter/readings",
+        &aei,
+        json!({ "m2m:cnt": { "disr": false } }),
+    );
+    assert_eq!((rsc, b["m2m:cnt"]["cni"].clone()), (2004, json!(1)), "{b}");
+}
+
+/// The CSEBase's currentTime (`ctm`) is the CSE's clock at each RETRIEVE, also alone with `atrl`.
+#[test]
+fn the_cse_base_tells_its_current_time() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let (rsc, first) = retrieve(u, "/cse-in", ADMIN);
+    assert_eq!(rsc, 2000, "{first}");
+    let t1 = first["m2m:cb"]["ctm"].as_str().expect("ctm").to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (rsc, b) = get_with_query(u, "/cse-in", ADMIN, "atrl=ctm");
+    assert_eq!(rsc, 2000, "{b}");
+    let t2 = b["m2m:cb"]["ctm"].as_str().expect("ctm").to_owned();
+    assert!(t2 > t1, "sampled at each RETRIEVE: {t1} then {t2}");
+    assert_eq!(b["m2m:cb"].as_object().unwrap().len(), 1, "{b}");
+    assert_eq!(&t1[..4], &chrono::Utc::now().format("%Y").to_string()[..]);
+}

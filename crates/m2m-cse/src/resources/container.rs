@@ -3,7 +3,7 @@
 
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};
-use m2m_core::{M2mError, M2mResult, ResourceType, ResponseStatusCode};
+use m2m_core::{M2mError, M2mResult, Operation, ResourceType, ResponseStatusCode};
 use serde_json::{json, Map, Value};
 
 pub fn init_container(attrs: &mut Map<String, Value>) {
@@ -172,8 +172,18 @@ impl super::Behaviour for Container {
         w: &Writer<'_>,
         res: &mut Resource,
         changed: &Map<String, Value>,
+        before: &Map<String, Value>,
     ) -> M2mResult<()> {
+        // disableRetrieval from TRUE to FALSE: every instance is deleted at once (TS-0001 table
+        // 9.6.6-3), so what was written while retrieval was off never becomes readable.
+        if before.get("disr") == Some(&Value::Bool(true)) && !retrieval_disabled(res) {
+            delete_all_instances(w, res)?;
+        }
         after_update(cse, w, res, changed)
+    }
+
+    fn admits_latest_oldest(&self, op: Operation, res: &Resource) -> M2mResult<()> {
+        refuse_if_disabled(op, res)
     }
 
     fn child_deleted(&self, w: &Writer<'_>, res: &Resource, child: &Resource) -> M2mResult<()> {
@@ -182,4 +192,34 @@ impl super::Behaviour for Container {
         }
         Ok(())
     }
+}
+
+/// Whether the container's disableRetrieval is TRUE.
+pub fn retrieval_disabled(cnt: &Resource) -> bool {
+    cnt.attrs.get("disr") == Some(&Value::Bool(true))
+}
+
+/// RETRIEVE, UPDATE and DELETE of a child `<contentInstance>` of a container whose
+/// disableRetrieval is TRUE are OPERATION_NOT_ALLOWED (TS-0004 clause 7.4.7.2.2-4); CREATE is not.
+pub fn refuse_if_disabled(op: Operation, cnt: &Resource) -> M2mResult<()> {
+    if matches!(
+        op,
+        Operation::Retrieve | Operation::Update | Operation::Delete
+    ) && retrieval_disabled(cnt)
+    {
+        return Err(M2mError::not_allowed(
+            "retrieval of this container's instances is disabled",
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes every instance of `cnt` and zeroes its counters; the caller stores it.
+fn delete_all_instances(w: &Writer<'_>, cnt: &mut Resource) -> M2mResult<()> {
+    while let Some(cin) = w.oldest_child(cnt.ri(), ResourceType::ContentInstance)? {
+        w.delete_one(&cin)?;
+    }
+    cnt.attrs.insert("cni".into(), json!(0));
+    cnt.attrs.insert("cbs".into(), json!(0));
+    Ok(())
 }

@@ -49,6 +49,7 @@ impl Behaviour for Group {
         _w: &Writer<'_>,
         res: &mut Resource,
         _changed: &Map<String, Value>,
+        _before: &Map<String, Value>,
     ) -> M2mResult<()> {
         crate::group::refresh_counts(res);
         Ok(())

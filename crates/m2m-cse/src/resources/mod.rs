@@ -31,7 +31,7 @@ pub mod subscription;
 use crate::association::Peer;
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};
-use m2m_core::{M2mResult, Request, ResourceType};
+use m2m_core::{M2mResult, Operation, Request, ResourceType};
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::pin::Pin;
@@ -99,6 +99,20 @@ pub trait Behaviour: Sync {
         None
     }
 
+    /// Refuses an operation on `res`, a resource of this type, for a reason of its type before
+    /// access control (the additions to Recv-6.3 of TS-0004 clause 7.4.x).
+    fn admits(&self, _cse: &Cse, _op: Operation, _res: &Resource) -> M2mResult<()> {
+        Ok(())
+    }
+
+    /// The same for an operation on the `la` or `ol` virtual child of `res`.
+    fn admits_latest_oldest(&self, _op: Operation, _res: &Resource) -> M2mResult<()> {
+        Ok(())
+    }
+
+    /// Completes `res` as a RETRIEVE shows it (attributes sampled when read).
+    fn present(&self, _cse: &Cse, _res: &mut Resource) {}
+
     /// After the creation was stored.
     fn created(&self, _cse: &Arc<Cse>, _res: &Resource) {}
 
@@ -114,13 +128,15 @@ pub trait Behaviour: Sync {
     }
 
     /// Applies the effects of an UPDATE inside the write transaction (`res` already holds the
-    /// new attributes, `changed` what the request set or removed).
+    /// new attributes, `changed` what the request set or removed, `before` the values those
+    /// attributes had).
     fn apply_update(
         &self,
         _cse: &Cse,
         _w: &Writer<'_>,
         _res: &mut Resource,
         _changed: &Map<String, Value>,
+        _before: &Map<String, Value>,
     ) -> M2mResult<()> {
         Ok(())
     }
