@@ -1,7 +1,8 @@
 //! Checks of a received request primitive that do not depend on its target (TS-0004 clause
 //! 7.3.2.1) and the time parameters of TS-0004 clause 7.3.3: Request Expiration Timestamp,
-//! Result Expiration Timestamp, Operation Execution Time, Response Type, Filter Criteria in a
-//! CREATE, and the Result Content values TS-0001 table 8.1.2-1 allows per operation. What the CSE
+//! Result Expiration Timestamp, Operation Execution Time, Response Type, the parameters table
+//! 7.2.1.1-1 does not permit for the operation, and the Result Content values TS-0001 table
+//! 8.1.2-1 allows per operation. What the CSE
 //! does not support is refused with the status code the clause names, never ignored.
 
 use chrono::{DateTime, Utc};
@@ -87,9 +88,7 @@ pub fn check(req: &Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
             ))
         }
     }
-    if req.op == Operation::Create && req.fc != FilterCriteria::default() {
-        return Err(M2mError::bad_request("Filter Criteria in a CREATE request"));
-    }
+    not_permitted(req)?;
     if let Some(rcn) = req.rcn {
         // The HTTP binding checks it while decoding; CoAP and internal requests reach here.
         if !rcn.valid_for(req.op, req.is_discovery()) {
@@ -100,6 +99,30 @@ pub fn check(req: &Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
         }
     }
     Ok(deadlines)
+}
+
+/// The parameters TS-0004 table 7.2.1.1-1 marks NP (not permitted) for the operation: 4000.
+fn not_permitted(req: &Request) -> M2mResult<()> {
+    let np = |what: &str| {
+        Err(M2mError::bad_request(format!(
+            "{what} is not permitted in a {:?} request",
+            req.op
+        )))
+    };
+    let op = req.op;
+    if op != Operation::Create && req.ty.is_some() {
+        return np("Resource Type");
+    }
+    if op == Operation::Delete && req.pc.is_some() {
+        return np("Content");
+    }
+    if matches!(op, Operation::Create | Operation::Notify) && req.fc != FilterCriteria::default() {
+        return np("Filter Criteria");
+    }
+    if op == Operation::Notify && req.rcn.is_some() {
+        return np("Result Content");
+    }
+    Ok(())
 }
 
 /// Waits for the Operation Execution Time, if any.
@@ -188,6 +211,25 @@ mod tests {
         assert_eq!(code(check(&r, now())), 5001);
         r.rt = ResponseType::FlexBlocking;
         assert_eq!(code(check(&r, now())), 2000);
+    }
+
+    #[test]
+    fn parameters_not_permitted_for_the_operation_are_4000() {
+        let mut r = req(Operation::Retrieve);
+        r.ty = Some(m2m_core::ResourceType::Container);
+        assert_eq!(code(check(&r, now())), 4000, "ty on a RETRIEVE");
+        let mut r = req(Operation::Delete);
+        r.pc = Some(serde_json::json!({ "m2m:cnt": {} }));
+        assert_eq!(code(check(&r, now())), 4000, "content on a DELETE");
+        let mut r = req(Operation::Notify);
+        r.rcn = Some(ResultContent::Attributes);
+        assert_eq!(code(check(&r, now())), 4000, "rcn on a NOTIFY");
+        let mut r = req(Operation::Notify);
+        r.fc.labels = vec!["a".into()];
+        assert_eq!(code(check(&r, now())), 4000, "fc on a NOTIFY");
+        let mut r = req(Operation::Create);
+        r.ty = Some(m2m_core::ResourceType::Container);
+        assert_eq!(code(check(&r, now())), 2000, "ty on a CREATE");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The request parameters of TS-0004 clause 7.3.2.1 over HTTP (TS-0009 headers and query): an
 //! expired Request or Result Expiration Timestamp is 4008 and changes nothing, an Operation
 //! Execution Time delays the operation (never runs it early), non-blocking Response Types are
-//! refused with their codes instead of being served as blocking, Filter Criteria in a CREATE and
-//! a Result Content the operation does not allow are 4000, and every response carries its
-//! Originating Timestamp.
+//! refused with their codes instead of being served as blocking, Filter Criteria in a CREATE, a
+//! Resource Type on a RETRIEVE and a Result Content the operation does not allow are 4000, and
+//! every response carries its Originating Timestamp.
 
 mod common;
 
@@ -130,6 +130,11 @@ fn time_parameters_response_types_and_result_contents() {
             "an absolute timestamp: {ot}"
         );
     }
+    // Parameters TS-0004 table 7.2.1.1-1 does not permit: a Resource Type on a RETRIEVE.
+    let mut h = headers(&[], "get-ty");
+    h.push(("Content-Type", "application/json;ty=3"));
+    let r = raw("GET", base, "/cse-in/params/state", &h, b"");
+    assert_eq!(r.rsc, 4000, "ty on a RETRIEVE: {:?}", r.body);
     // rcn 9 on a CREATE: what the CSE set, not what was sent.
     let r = create_cin(base, &[], "?rcn=9", "modified");
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
