@@ -611,7 +611,7 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ResourceType::ContentInstance => &["ty", "ri", "pi", "ct", "lt", "st", "cs"],
         ResourceType::CseBase => &[
             "rn", "ty", "ri", "pi", "ct", "lt", "lbl", "acpi", "daci", "cst", "csi", "srt", "poa",
-            "nl", "ncp", "csz", "esi", "srv",
+            "nl", "ncp", "csz", "esi", "srv", "ctm",
         ],
         ResourceType::Group => &["ty", "ri", "pi", "ct", "lt", "cnm", "mtv", "ssi"],
         ResourceType::LocalMulticastGroup | ResourceType::RemoteCse => {

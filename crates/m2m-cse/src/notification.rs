@@ -67,7 +67,7 @@ pub fn on_event(
     };
     for sub in subs {
         // A subscription is not told about its own creation.
-        if sub.ri() == res.ri() || !wants(&sub, event) {
+        if sub.ri() == res.ri() || !wants(&sub, event, res, modified) {
             continue;
         }
         let rep = match sub.u64_attr("nct").unwrap_or(1) {
@@ -88,16 +88,38 @@ pub fn on_event(
     }
 }
 
-/// Whether a subscription's eventNotificationCriteria select the event (default: update only).
-fn wants(sub: &Resource, event: Event) -> bool {
-    let net = sub
-        .attrs
-        .get("enc")
-        .and_then(|e| e.get("net"))
-        .and_then(Value::as_array);
-    match net {
-        Some(list) => list.iter().any(|n| n.as_u64() == Some(event as u64)),
+/// Whether a subscription's eventNotificationCriteria select the event (TS-0004 clause 7.5.1.2.2):
+/// its notificationEventType (default: update only), and for an update the attributes (`atr`)
+/// of which one must have changed, for a child created or deleted the child resource types
+/// (`chty`) it must be of.
+fn wants(
+    sub: &Resource,
+    event: Event,
+    res: &Resource,
+    modified: Option<&Map<String, Value>>,
+) -> bool {
+    let enc = sub.attrs.get("enc");
+    let list = |k: &str| enc.and_then(|e| e.get(k)).and_then(Value::as_array);
+    let net_ok = match list("net") {
+        Some(nets) => nets.iter().any(|n| n.as_u64() == Some(event as u64)),
         None => event == Event::Update,
+    };
+    if !net_ok {
+        return false;
+    }
+    match event {
+        Event::Update => list("atr").is_none_or(|atr| {
+            modified.is_some_and(|m| {
+                atr.iter()
+                    .filter_map(Value::as_str)
+                    .any(|a| m.contains_key(a))
+            })
+        }),
+        Event::CreateChild | Event::DeleteChild => list("chty").is_none_or(|chty| {
+            chty.iter()
+                .any(|t| t.as_u64() == Some(u64::from(res.ty.code())))
+        }),
+        Event::Delete => true,
     }
 }
 
@@ -150,7 +172,7 @@ pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
         .filter(|d| d.ty == ResourceType::Subscription)
     {
         let sur = cse.sp_relative(sub.ri());
-        if sub.pi() == res.ri() && wants(sub, Event::Delete) {
+        if sub.pi() == res.ri() && wants(sub, Event::Delete, res, None) {
             let rep = match sub.u64_attr("nct").unwrap_or(1) {
                 3 => json!(cse.sp_relative(res.ri())),
                 _ => representation(res),

@@ -358,3 +358,92 @@ fn the_originator_itself_as_target_needs_no_verification() {
         own_rx.all()
     );
 }
+
+/// eventNotificationCriteria beyond the event type: `atr` selects updates of those attributes,
+/// `chty` children of those types; and the subscription features this CSE does not act on are
+/// refused with 5001 when created or updated, instead of being stored and never honoured.
+#[test]
+fn attribute_and_child_type_criteria_and_unsupported_features_refused() {
+    let s = setup();
+    let u = s.cse.url();
+    let rx2 = Receiver::start();
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "lbl-only", "nu": [s.rx.url()], "enc": { "net": [1], "atr": ["lbl"] } }),
+    );
+    subscribe(
+        &s,
+        "/cse-in/app",
+        json!({ "rn": "sub-cnt", "nu": [rx2.url()], "enc": { "net": [3], "chty": [3] } }),
+    );
+    let (rsc, _) = update(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "mni": 5 } }),
+    );
+    assert_eq!(rsc, 2004);
+    let (rsc, _) = update(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["a"] } }),
+    );
+    assert_eq!(rsc, 2004);
+    let n = s.rx.wait_for(is_event, WAIT);
+    assert_eq!(n.rep()["m2m:cnt"]["lbl"], json!(["a"]), "{:?}", n.body);
+    // A <subscription> and a <container> created under the AE: only the container is told.
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "other", "nu": [s.ae.clone()] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    create_cnt(u, "/cse-in/app", &s.ae, json!({ "rn": "c2" }));
+    let n = rx2.wait_for(is_event, WAIT);
+    assert_eq!(n.rep()["m2m:cnt"]["rn"], json!("c2"), "{:?}", n.body);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.rx.count(is_event), 1, "the mni update told nobody");
+    assert_eq!(
+        rx2.count(is_event),
+        1,
+        "the subscription's creation told nobody"
+    );
+
+    for (rn, extra) in [
+        ("bn", json!({ "bn": { "num": 2 } })),
+        ("ln", json!({ "ln": true })),
+        ("rl", json!({ "rl": { "mnn": 1, "tww": 60 } })),
+        ("crb", json!({ "enc": { "crb": "20991231T000000" } })),
+        ("net5", json!({ "enc": { "net": [5] } })),
+        ("nct4", json!({ "nct": 4 })),
+    ] {
+        let mut body = json!({ "rn": rn, "nu": [s.rx.url()] });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (rsc, b) = create(u, "/cse-in/app/c", &s.ae, 23, json!({ "m2m:sub": body }));
+        assert_eq!(rsc, 5001, "{rn}: {b}");
+        let (rsc, b) = update(
+            u,
+            "/cse-in/app/c/lbl-only",
+            &s.ae,
+            json!({ "m2m:sub": extra }),
+        );
+        assert_eq!(rsc, 5001, "update with {rn}: {b}");
+    }
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "plain-ln", "nu": [s.rx.url()], "ln": false } }),
+    );
+    assert_eq!(
+        rsc, 2001,
+        "latestNotify false asks for nothing unsupported: {b}"
+    );
+}

@@ -15,6 +15,7 @@ pub async fn prepare_create(
     _parent: &Resource,
     attrs: &mut Map<String, Value>,
 ) -> M2mResult<Prepared> {
+    check_supported(attrs)?;
     let ri = crate::dispatcher::new_ri(m2m_core::ResourceType::Subscription);
     let nus = string_list(attrs.get("nu"));
     if nus.is_empty() {
@@ -38,12 +39,70 @@ pub async fn prepare_update(
     res: &Resource,
     content: &Map<String, Value>,
 ) -> M2mResult<()> {
+    check_supported(content)?;
     let old = string_list(res.attrs.get("nu"));
     let new: Vec<String> = string_list(content.get("nu"))
         .into_iter()
         .filter(|n| !old.contains(n))
         .collect();
     verify(cse, req, res.ri(), &new).await
+}
+
+/// The subscription attributes this CSE acts on: nu, enc with net 1-4, atr and chty, exc, nct 1-3,
+/// su. Any other feature the schema knows (batchNotify, latestNotify, rateLimit, pending
+/// notifications, group fan-out subscriptions, the other event criteria...) is refused with 5001
+/// NOT_IMPLEMENTED (TS-0004 clause 7.3.3.2: an attribute or value of a feature the Hosting CSE
+/// does not support), never stored and ignored.
+fn check_supported(attrs: &Map<String, Value>) -> M2mResult<()> {
+    let unsupported = |what: &str| {
+        Err(M2mError::new(
+            ResponseStatusCode::NotImplemented,
+            format!("{what} is not supported by this CSE"),
+        ))
+    };
+    let set = |k: &str| attrs.get(k).is_some_and(|v| !v.is_null());
+    for (k, what) in [
+        ("gpi", "groupID"),
+        ("nfu", "notificationForwardingURI"),
+        ("bn", "batchNotify"),
+        ("rl", "rateLimit"),
+        ("psn", "preSubscriptionNotify"),
+        ("pn", "pendingNotification"),
+        ("nsp", "notificationStoragePriority"),
+        ("nec", "notificationEventCat"),
+        ("acrs", "associatedCrossResourceSub"),
+    ] {
+        if set(k) {
+            return unsupported(what);
+        }
+    }
+    if attrs.get("ln") == Some(&Value::Bool(true)) {
+        return unsupported("latestNotify");
+    }
+    if attrs
+        .get("nct")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 3)
+    {
+        return unsupported("this notificationContentType");
+    }
+    if let Some(enc) = attrs.get("enc").and_then(Value::as_object) {
+        if let Some(k) = enc
+            .keys()
+            .find(|k| !["net", "atr", "chty"].contains(&k.as_str()))
+        {
+            return unsupported(&format!("the eventNotificationCriteria condition '{k}'"));
+        }
+        let nets = enc
+            .get("net")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        if nets.filter_map(Value::as_u64).any(|n| n > 4) {
+            return unsupported("this notificationEventType");
+        }
+    }
+    Ok(())
 }
 
 /// Checks every notificationURI's form (a URL of this binding, or an AE-ID/CSE-ID), then sends a
