@@ -166,7 +166,9 @@ impl Cse {
             }
         }
         match (registree, &self.certificate) {
-            (Some(cse), Some(context)) if url.starts_with("https://") => {
+            (Some(cse), Some(context))
+                if url.starts_with("https://") || url.starts_with("coaps://") =>
+            {
                 self.registree_client(cse, context)
             }
             _ => Ok(self.client.clone()),
@@ -187,10 +189,17 @@ impl Cse {
                 format!("cannot verify registree {cse}: {e}"),
             )
         })?;
-        let client = self.client.clone().with_tls(m2m_client::TlsSettings {
+        let mut client = self.client.clone().with_tls(m2m_client::TlsSettings {
             context: context.clone(),
-            peer: m2m_client::PeerPolicy::Named(server_name),
+            peer: m2m_client::PeerPolicy::Named(server_name.clone()),
         });
+        // Over coaps the same name check: its poa is an address it gave itself.
+        if let Some(dtls) = &self.dtls_certificate {
+            client = client.with_dtls(m2m_client::TlsSettings {
+                context: dtls.clone(),
+                peer: m2m_client::PeerPolicy::Named(server_name),
+            });
+        }
         clients.insert(cse.bare().to_owned(), client.clone());
         Ok(client)
     }
@@ -412,7 +421,10 @@ impl Cse {
     /// Sets the Originating Timestamp of a response this CSE gives (TS-0004 table 7.2.1.2-1):
     /// when it answered. Bindings call it for the requests they refuse before decoding them.
     pub(crate) fn stamp(&self, resp: &mut Response) {
-        resp.ot = Some(m2m_core::time::format(self.now()));
+        // A response forwarded from another CSE keeps the time that CSE answered.
+        if resp.ot.is_none() {
+            resp.ot = Some(m2m_core::time::format(self.now()));
+        }
     }
 
     async fn process(self: Arc<Self>, req: Request, peer: Peer) -> M2mResult<Response> {
@@ -424,7 +436,8 @@ impl Cse {
                 ));
             }
         }
-        let deadlines = crate::validity::check(&req, self.now())?;
+        let mut req = req;
+        let deadlines = crate::validity::check(&mut req, self.now())?;
         let resp = self.execute(req, peer, &deadlines).await?;
         match crate::validity::result_expired(&deadlines) {
             Some(late) => Err(late),
@@ -445,9 +458,9 @@ impl Cse {
             Locality::Local => {}
             Locality::Remote(cse) => return routing::forward(&self, req, cse, &peer).await,
         }
-        // The hosting CSE performs the operation at its Operation Execution Time, not before.
-        crate::validity::wait_for_execution(deadlines).await;
         let target = resolve::resolve(&self, &addr)?;
+        access::authorize(&self, &req, &target, &peer)?;
+        // Additions of a type to the authorization step (Recv-6.3), e.g. disableRetrieval.
         match &target {
             Target::Resource(r) => crate::resources::behaviour(r.ty).admits(&self, req.op, r)?,
             Target::Latest(r) | Target::Oldest(r) => {
@@ -455,7 +468,9 @@ impl Cse {
             }
             Target::FanOut { .. } => {}
         }
-        access::authorize(&self, &req, &target, &peer)?;
+        // The hosting CSE performs the operation at its Operation Execution Time, not before;
+        // only an originator with the privilege waits for it.
+        crate::validity::wait_for_execution(deadlines).await;
         if let Target::FanOut { group, rest } = target {
             return group::fan_out(&self, req, group, rest, peer).await;
         }
@@ -498,14 +513,14 @@ fn outgoing_clients(
     let mut base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
         cfg.limits.outgoing_timeout_ms,
     ));
-    if let Some(context) = dtls_certificate {
+    if let Some(context) = &dtls_certificate {
         // A coaps notification URL: the certificate must carry the URL's host, as over https.
         base = base.with_dtls(m2m_client::TlsSettings {
-            context,
+            context: context.clone(),
             peer: m2m_client::PeerPolicy::UrlHost,
         });
     }
-    let (general, registrar) = certificate_clients(cfg, certificate, base)?;
+    let (general, registrar) = certificate_clients(cfg, certificate, dtls_certificate, base)?;
     match cfg.registrar.as_ref().and_then(|r| r.psk_identity.as_ref()) {
         Some(identity) => Ok((general, registrar_psk_client(cfg, environments, identity)?)),
         None => Ok((general, registrar)),
@@ -586,6 +601,7 @@ fn certificate_context(cfg: &Config, dtls: bool) -> anyhow::Result<Option<SslCon
 fn certificate_clients(
     cfg: &Config,
     certificate: Option<SslContext>,
+    dtls_certificate: Option<SslContext>,
     base: m2m_client::Client,
 ) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
     let Some(context) = certificate else {
@@ -608,13 +624,21 @@ fn certificate_clients(
             }
         }),
     };
-    let registrar = base.with_tls(m2m_client::TlsSettings {
+    let peer = match registrar_name {
+        Some(name) => m2m_client::PeerPolicy::Named(name),
+        None => m2m_client::PeerPolicy::UrlHost,
+    };
+    let mut registrar = base.with_tls(m2m_client::TlsSettings {
         context,
-        peer: match registrar_name {
-            Some(name) => m2m_client::PeerPolicy::Named(name),
-            None => m2m_client::PeerPolicy::UrlHost,
-        },
+        peer: peer.clone(),
     });
+    // A coaps registrar URL: the same name check.
+    if let Some(dtls) = dtls_certificate {
+        registrar = registrar.with_dtls(m2m_client::TlsSettings {
+            context: dtls,
+            peer,
+        });
+    }
     Ok((general, registrar))
 }
 

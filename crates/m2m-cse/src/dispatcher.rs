@@ -316,7 +316,10 @@ fn filtered_children(
         return Err(crate::discovery::timed_out());
     }
     let next = found.partial.then(|| offset + found.resources.len() as u64);
-    Ok((found.resources, next))
+    let behaviour = resources::behaviour(res.ty);
+    let mut children = found.resources;
+    children.retain(|child| !behaviour.hides_child(res, child));
+    Ok((children, next))
 }
 
 fn child_references(children: &[Resource]) -> Value {

@@ -37,8 +37,20 @@ fn abs_rel(name: &str, v: &str, now: DateTime<Utc>) -> M2mResult<DateTime<Utc>> 
         .map_err(|_| M2mError::bad_request(format!("{name} '{v}' is not a timestamp")))
 }
 
-/// Checks a request before anything is done for it; the deadlines to keep while doing it.
-pub fn check(req: &Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
+/// Checks a request before anything is done for it; the deadlines to keep while doing it. Relative
+/// time parameters are rewritten as absolute ones, so that a copy of the request (forwarded, or
+/// fanned out to group members) keeps the same deadlines instead of counting again.
+pub fn check(req: &mut Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
+    for (name, param) in [
+        ("Request Expiration Timestamp", &mut req.rqet),
+        ("Result Expiration Timestamp", &mut req.rset),
+        ("Operation Execution Time", &mut req.oet),
+    ] {
+        if let Some(v) = param.as_deref() {
+            *param = Some(m2m_core::time::format(abs_rel(name, v, now)?));
+        }
+    }
+    let req: &Request = req;
     let expired = |what: &str| M2mError::new(Rsc::RequestTimeout, format!("the {what} has passed"));
     if let Some(rqet) = &req.rqet {
         if abs_rel("Request Expiration Timestamp", rqet, now)? <= now {
@@ -176,67 +188,71 @@ mod tests {
         ] {
             let mut r = req(Operation::Retrieve);
             r.rqet = Some(rqet.into());
-            assert_eq!(code(check(&r, now())), want, "rqet {rqet}");
+            assert_eq!(code(check(&mut r, now())), want, "rqet {rqet}");
             let mut r = req(Operation::Retrieve);
             r.rset = Some(rqet.into());
-            assert_eq!(code(check(&r, now())), want, "rset {rqet}");
+            assert_eq!(code(check(&mut r, now())), want, "rset {rqet}");
         }
         let mut r = req(Operation::Retrieve);
         r.rqet = Some("tomorrow".into());
-        assert_eq!(code(check(&r, now())), 4000);
+        assert_eq!(code(check(&mut r, now())), 4000);
     }
 
     #[test]
     fn an_execution_time_is_kept_within_a_minute_and_before_the_result_expires() {
         let mut r = req(Operation::Update);
         r.oet = Some("20261205T080030".into());
-        let d = check(&r, now()).unwrap();
+        let d = check(&mut r, now()).unwrap();
         assert_eq!(d.execute_at, Some(now() + chrono::Duration::seconds(30)));
         r.oet = Some("20261205T080200".into());
-        assert_eq!(code(check(&r, now())), 5001);
+        assert_eq!(code(check(&mut r, now())), 5001);
         r.oet = Some("20261205T080030".into());
         r.rset = Some("20261205T080010".into());
-        assert_eq!(code(check(&r, now())), 4008);
+        assert_eq!(code(check(&mut r, now())), 4008);
         r.oet = Some("20261205T075000".into());
         r.rset = None;
-        assert_eq!(check(&r, now()).unwrap().execute_at, None, "already due");
+        assert_eq!(
+            check(&mut r, now()).unwrap().execute_at,
+            None,
+            "already due"
+        );
     }
 
     #[test]
     fn non_blocking_requests_are_refused_with_their_codes() {
         let mut r = req(Operation::Retrieve);
         r.rt = ResponseType::NonBlockingSynch;
-        assert_eq!(code(check(&r, now())), 5206);
+        assert_eq!(code(check(&mut r, now())), 5206);
         r.rt = ResponseType::NonBlockingAsynch;
-        assert_eq!(code(check(&r, now())), 5001);
+        assert_eq!(code(check(&mut r, now())), 5001);
         r.rt = ResponseType::FlexBlocking;
-        assert_eq!(code(check(&r, now())), 2000);
+        assert_eq!(code(check(&mut r, now())), 2000);
     }
 
     #[test]
     fn parameters_not_permitted_for_the_operation_are_4000() {
         let mut r = req(Operation::Retrieve);
         r.ty = Some(m2m_core::ResourceType::Container);
-        assert_eq!(code(check(&r, now())), 4000, "ty on a RETRIEVE");
+        assert_eq!(code(check(&mut r, now())), 4000, "ty on a RETRIEVE");
         let mut r = req(Operation::Delete);
         r.pc = Some(serde_json::json!({ "m2m:cnt": {} }));
-        assert_eq!(code(check(&r, now())), 4000, "content on a DELETE");
+        assert_eq!(code(check(&mut r, now())), 4000, "content on a DELETE");
         let mut r = req(Operation::Notify);
         r.rcn = Some(ResultContent::Attributes);
-        assert_eq!(code(check(&r, now())), 4000, "rcn on a NOTIFY");
+        assert_eq!(code(check(&mut r, now())), 4000, "rcn on a NOTIFY");
         let mut r = req(Operation::Notify);
         r.fc.labels = vec!["a".into()];
-        assert_eq!(code(check(&r, now())), 4000, "fc on a NOTIFY");
+        assert_eq!(code(check(&mut r, now())), 4000, "fc on a NOTIFY");
         let mut r = req(Operation::Create);
         r.ty = Some(m2m_core::ResourceType::Container);
-        assert_eq!(code(check(&r, now())), 2000, "ty on a CREATE");
+        assert_eq!(code(check(&mut r, now())), 2000, "ty on a CREATE");
     }
 
     #[test]
     fn filter_criteria_in_a_create_and_result_contents_outside_the_table_are_4000() {
         let mut r = req(Operation::Create);
         r.fc.labels = vec!["a".into()];
-        assert_eq!(code(check(&r, now())), 4000);
+        assert_eq!(code(check(&mut r, now())), 4000);
         for (op, rcn, want) in [
             (Operation::Create, ResultContent::ModifiedAttributes, 2000),
             (Operation::Create, ResultContent::ChildResources, 4000),
@@ -254,7 +270,7 @@ mod tests {
         ] {
             let mut r = req(op);
             r.rcn = Some(rcn);
-            assert_eq!(code(check(&r, now())), want, "{op:?} {rcn:?}");
+            assert_eq!(code(check(&mut r, now())), want, "{op:?} {rcn:?}");
         }
     }
 }

@@ -681,8 +681,9 @@ where
                 }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            _ = stopped.changed() => {
-                if *stopped.borrow() { break; }
+            changed = stopped.changed() => {
+                // Asked to stop, or the Server was dropped (its sender went): either way, stop.
+                if changed.is_err() || *stopped.borrow() { break; }
             }
         }
     }

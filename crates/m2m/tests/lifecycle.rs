@@ -560,8 +560,8 @@ fn create_with_rcn_3_wraps_the_resource_in_its_namespace() {
 }
 
 /// disableRetrieval (TS-0001 table 9.6.6-3, TS-0004 clause 7.4.7.2.2-4): while TRUE, instances
-/// are written but not read or deleted, by address, `la` or `ol`, whoever asks (the admin too);
-/// set back to FALSE, every instance written meanwhile is gone.
+/// are written but not read or deleted, by address, `la`, `ol` or a child listing, whoever asks
+/// (the admin too); set back to FALSE, every instance written meanwhile is gone.
 #[test]
 fn disable_retrieval_hides_instances_and_clears_them_when_lifted() {
     let cse = CseProcess::start_in();
@@ -599,10 +599,20 @@ fn disable_retrieval_hides_instances_and_clears_them_when_lifted() {
             assert_eq!(rsc, 4005, "DELETE {path} as {who}: {b}");
         }
     }
-    // The container itself stays readable; its counters say one instance is held.
+    // The container itself stays readable; its counters say one instance is held; its child
+    // listings, with or without content, leave the instance out.
     let (rsc, b) = retrieve(u, "/cse-in/meter/readings", &aei);
     assert_eq!(rsc, 2000, "{b}");
     assert_eq!(b["m2m:cnt"]["cni"], json!(1), "{b}");
+    for rcn in [4, 5, 6, 8] {
+        let (rsc, b) = get_with_query(u, "/cse-in/meter/readings", &aei, &format!("rcn={rcn}"));
+        assert_eq!(rsc, 2000, "rcn={rcn}: {b}");
+        let text = b.to_string();
+        assert!(
+            !text.contains("42 kWh") && !text.contains("m2m:cin") && !text.contains("readings/r1"),
+            "rcn={rcn}: {b}"
+        );
+    }
 
     // Lifted: the instance is gone, new ones are readable.
     let (rsc, b) = update(

@@ -186,6 +186,11 @@ impl super::Behaviour for Container {
         refuse_if_disabled(op, res)
     }
 
+    /// While disableRetrieval is TRUE, child listings do not show the instances either.
+    fn hides_child(&self, res: &Resource, child: &Resource) -> bool {
+        child.ty == ResourceType::ContentInstance && retrieval_disabled(res)
+    }
+
     fn child_deleted(&self, w: &Writer<'_>, res: &Resource, child: &Resource) -> M2mResult<()> {
         if child.ty == ResourceType::ContentInstance {
             instance_removed(w, res, child)?;

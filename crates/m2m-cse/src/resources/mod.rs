@@ -110,6 +110,11 @@ pub trait Behaviour: Sync {
         Ok(())
     }
 
+    /// Whether a child listing of `res` (rcn 4, 5, 6, 8) leaves `child` out.
+    fn hides_child(&self, _res: &Resource, _child: &Resource) -> bool {
+        false
+    }
+
     /// Completes `res` as a RETRIEVE shows it (attributes sampled when read).
     fn present(&self, _cse: &Cse, _res: &mut Resource) {}
 
