@@ -7,7 +7,8 @@
 //! the lock's key (another lock, a wrong key, plain CoAP) can deliver one to it; a lock that gives
 //! another lock's receiver as its pointOfAccess cannot make the CSE deliver its notifications
 //! there; with certificates, only a client certificate naming the CSE gets through, and the CSE
-//! delivers only to the AE its AE-ID certificate names.
+//! delivers only to the AE its AE-ID certificate names (another AE announcing the phone's
+//! receiver gets nothing delivered there).
 
 mod common;
 
@@ -319,23 +320,28 @@ fn an_ae_with_a_certificate_hears_its_notifications_over_coaps() {
         "phone",
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("phone.toml");
-    write_private(
-        &config,
-        &format!(
-            "[ae]\nresource_name = \"phone\"\napp_id = \"Nphone\"\n\
-             [cse]\nurl = \"coaps://127.0.0.1:{}\"\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n\
-             trusted_ca = {:?}\nserver_name = \"{IN_SERVER_NAME}\"\n\
-             [security]\nmode = \"certificate\"\ncertificate = {:?}\nprivate_key = {:?}\n\
-             [notifications]\nlisten = \"127.0.0.1:0\"\nbinding = \"coaps\"\n\
-             [[create]]\nty = 3\ncontent = {{ \"m2m:cnt\" = {{ rn = \"state\" }} }}\n\
-             [[subscribe]]\nto = \"cse-in/phone/state\"\nrn = \"self\"\n",
-            cse.coaps_port(),
-            ca.display().to_string(),
-            pem.display().to_string(),
-            key.display().to_string(),
-        ),
-    );
+    let cert_config = |rn: &str, pem: &Path, key: &Path, poa: Option<&str>| {
+        let config = dir.path().join(format!("{rn}.toml"));
+        let poa = poa.map(|p| format!("poa = \"{p}\"\n")).unwrap_or_default();
+        write_private(
+            &config,
+            &format!(
+                "[ae]\nresource_name = \"{rn}\"\napp_id = \"Nphone\"\nstate_file = \"{rn}.state.json\"\n\
+                 [cse]\nurl = \"coaps://127.0.0.1:{}\"\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n\
+                 trusted_ca = {:?}\nserver_name = \"{IN_SERVER_NAME}\"\n\
+                 [security]\nmode = \"certificate\"\ncertificate = {:?}\nprivate_key = {:?}\n\
+                 [notifications]\nlisten = \"127.0.0.1:0\"\nbinding = \"coaps\"\n{poa}\
+                 [[create]]\nty = 3\ncontent = {{ \"m2m:cnt\" = {{ rn = \"state\" }} }}\n\
+                 [[subscribe]]\nto = \"cse-in/{rn}/state\"\nrn = \"self\"\n",
+                cse.coaps_port(),
+                ca.display().to_string(),
+                pem.display().to_string(),
+                key.display().to_string(),
+            ),
+        );
+        config
+    };
+    let config = cert_config("phone", &pem, &key, None);
     let phone = AeProcess::start(&config);
     let ready = phone.ready(&cse);
     let poa = ready["poa"].as_str().unwrap_or_default().to_owned();
@@ -381,6 +387,26 @@ fn an_ae_with_a_certificate_hears_its_notifications_over_coaps() {
         "an AE certificate is not the CSE's"
     );
     assert_eq!(phone.silent_for(Duration::from_millis(300)), None);
+    // Another AE announcing the phone's receiver as its own pointOfAccess: the CSE requires the
+    // server to be that AE (its AE-ID certificate), which the phone is not.
+    let other_config = cert_config("other", &other_pem, &other_key, Some(&poa));
+    let other = AeProcess::start(&other_config);
+    let ready = other.ready(&cse);
+    assert_eq!(ready["aei"], json!("Cother"), "{ready}");
+    report(&other_config, "other", "NOT-FOR-THE-PHONE");
+    let ok = poll(Duration::from_secs(20), || {
+        cse.logged("notification not delivered").then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "the CSE gives up on the other AE's notification:\n{}",
+        cse.stderr()
+    );
+    assert_eq!(
+        phone.silent_for(Duration::from_millis(500)),
+        None,
+        "the phone hears nothing of it"
+    );
     // The control: the CSE's own certificate gets an answer.
     let (cse_pem, cse_key) = pki.cse_cert("id-in");
     assert_eq!(
