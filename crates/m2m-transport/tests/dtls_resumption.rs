@@ -152,7 +152,8 @@ fn a_resumed_session_keeps_its_association_until_the_key_changes() {
     let binder = Arc::new(Counting::default());
     let server = rt.block_on(async {
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        Server::spawn_datagram(
+        // As the CSE runs its DTLS listener: on a thread of its own.
+        Server::spawn_datagram_on_own_thread(
             DatagramListener {
                 name: "test-dtls",
                 udp,

@@ -1150,7 +1150,6 @@ fn plain_coap_takes_a_from_as_a_claim_only() {
 /// both as JSON lines. A NOTIFY the AE did not subscribe to is refused there.
 #[test]
 fn an_ae_hears_its_notifications_over_coap() {
-    use std::io::BufRead;
     let cse = dtls_cse();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("lock1.kpsa");
@@ -1170,31 +1169,8 @@ fn an_ae_hears_its_notifications_over_coap() {
             key_file.display().to_string()
         ),
     );
-    let mut ae = Command::new(env!("CARGO_BIN_EXE_m2m"))
-        .args(["ae", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start m2m ae");
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    let out = ae.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let next = |what: &str| -> Value {
-        let line = lines
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("the AE printed no {what}:\n{}", cse.stderr()));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: {e}: {line}"))
-    };
-    let mut ready = next("ready line");
-    while ready.get("ready").is_none() {
-        ready = next("ready line");
-    }
+    let ae = AeProcess::start(&config);
+    let ready = json!({ "ready": ae.ready(&cse) });
     let poa = ready["ready"]["poa"]
         .as_str()
         .unwrap_or_default()
@@ -1215,10 +1191,7 @@ fn an_ae_hears_its_notifications_over_coap() {
         String::from_utf8_lossy(&report.stdout),
         String::from_utf8_lossy(&report.stderr)
     );
-    let mut note = next("notification");
-    while note["notification"]["verification"] == json!(true) {
-        note = next("notification");
-    }
+    let note = ae.event(&cse);
     assert_eq!(
         note["notification"]["sgn"]["nev"]["rep"]["m2m:cin"]["con"],
         json!("UNLOCKED"),
@@ -1234,12 +1207,11 @@ fn an_ae_hears_its_notifications_over_coap() {
         .block_on(m2m_client::Client::new().send_to_url(&format!("coap://127.0.0.1:{port}/"), &req))
         .expect("the receiver answers");
     assert_eq!(rsp.rsc.code(), 4004, "{rsp:?}");
-    assert!(
-        lines.recv_timeout(Duration::from_millis(500)).is_err(),
+    assert_eq!(
+        ae.silent_for(Duration::from_millis(500)),
+        None,
         "nothing printed for it"
     );
-    let _ = ae.kill();
-    let _ = ae.wait();
 }
 
 /// Spoofed or abandoned ClientHellos cost the CSE nothing: each gets a HelloVerifyRequest smaller

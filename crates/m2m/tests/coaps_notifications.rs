@@ -15,78 +15,9 @@ mod common;
 use common::*;
 use m2m_core::{Operation, Request};
 use serde_json::{json, Value};
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver as Lines;
+use std::process::Command;
 use std::time::Duration;
-
-/// `m2m ae` running, its stdout as JSON lines.
-struct AeProcess {
-    child: Child,
-    lines: Lines<String>,
-}
-
-impl AeProcess {
-    fn start(config: &Path) -> AeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
-            .args(["ae", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start m2m ae");
-        let (tx, lines) = std::sync::mpsc::channel::<String>();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        AeProcess { child, lines }
-    }
-
-    fn next(&self, what: &str, cse: &CseProcess) -> Value {
-        let line = self
-            .lines
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("the AE printed no {what}:\n{}", cse.stderr()));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: {e}: {line}"))
-    }
-
-    /// The `ready` line: its pointOfAccess.
-    fn ready(&self, cse: &CseProcess) -> Value {
-        loop {
-            let line = self.next("ready line", cse);
-            if line.get("ready").is_some() {
-                return line["ready"].clone();
-            }
-        }
-    }
-
-    /// The next event notification (verification requests skipped).
-    fn event(&self, cse: &CseProcess) -> Value {
-        loop {
-            let note = self.next("notification", cse);
-            if note["notification"]["verification"] != json!(true) {
-                return note;
-            }
-        }
-    }
-
-    /// Whether the AE printed anything within `wait`.
-    fn silent_for(&self, wait: Duration) -> Option<String> {
-        self.lines.recv_timeout(wait).ok()
-    }
-}
-
-impl Drop for AeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn port_of(poa: &str) -> u16 {
     poa.rsplit(':').next().unwrap().parse().unwrap()

@@ -911,6 +911,73 @@ pub fn start_in_mn_tls() -> (CseProcess, CseProcess, Pki) {
     (in_cse, mn, pki)
 }
 
+/// `m2m ae` running, its stdout as JSON lines; killed when dropped.
+pub struct AeProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl AeProcess {
+    pub fn start(config: &Path) -> AeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args(["ae", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start m2m ae");
+        let (tx, lines) = mpsc::channel::<String>();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        AeProcess { child, lines }
+    }
+
+    pub fn next(&self, what: &str, cse: &CseProcess) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("the AE printed no {what}:\n{}", cse.stderr()));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: {e}: {line}"))
+    }
+
+    /// The `ready` line: its pointOfAccess.
+    pub fn ready(&self, cse: &CseProcess) -> Value {
+        loop {
+            let line = self.next("ready line", cse);
+            if line.get("ready").is_some() {
+                return line["ready"].clone();
+            }
+        }
+    }
+
+    /// The next event notification (verification requests skipped).
+    pub fn event(&self, cse: &CseProcess) -> Value {
+        loop {
+            let note = self.next("notification", cse);
+            if note["notification"]["verification"] != json!(true) {
+                return note;
+            }
+        }
+    }
+
+    /// Whether the AE printed anything within `wait`.
+    pub fn silent_for(&self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+}
+
+impl Drop for AeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The PKI: a CA and certificates issued by the `m2m pki` command
 // ---------------------------------------------------------------------------------------------
