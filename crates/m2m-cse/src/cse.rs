@@ -11,7 +11,7 @@ use m2m_core::{
     Address, CseId, EntityId, M2mError, M2mResult, Operation, Request, ResourceType, Response,
 };
 use m2m_security::association::{Association, SaeMode};
-use m2m_security::credentials::CredentialId;
+use m2m_security::credentials::{CredentialId, KpsaId};
 use m2m_security::secure_environment::SecureEnvironment;
 use openssl::ssl::SslContext;
 use serde_json::{json, Map, Value};
@@ -37,10 +37,10 @@ pub struct Cse {
     certificate: Option<SslContext>,
     /// The same certificate as a DTLS client (`coaps` points of access).
     dtls_certificate: Option<SslContext>,
-    /// DTLS-PSK client contexts towards the entities a PSK row binds, with that row's KpsaID and
-    /// key: the association of TS-0003 clause 8.2.2.1 opened by the CSE, for `coaps` points of
-    /// access (only the entity, or this CSE, knows the key).
-    entity_psk: std::collections::HashMap<EntityId, SslContext>,
+    /// The KpsaID and key of the PSK row bound to each entity: the association of TS-0003 clause
+    /// 8.2.2.1 opened by the CSE towards a `coaps` point of access (only the entity, or this CSE,
+    /// knows the key).
+    entity_psk: std::collections::HashMap<EntityId, (KpsaId, m2m_security::credentials::Secret)>,
     /// Retargeting down to a registree CSE over https: one client per CSE-ID that requires the
     /// peer's certificate to name that CSE (`<cse-id>.<sp>`), whatever address its poa holds.
     registree_clients: std::sync::Mutex<std::collections::HashMap<String, m2m_client::Client>>,
@@ -107,8 +107,12 @@ impl Cse {
             |kid| environments.iter().find_map(|se| se.psk(kid)),
         )?
         .map(Arc::new);
-        let bound_credentials = bound_credentials(&id, environments)?;
-        let entity_psk = entity_psk_contexts(&bound_credentials, environments)?;
+        let bound = bound_rows(&id, environments)?;
+        let entity_psk = entity_psk_rows(&bound, environments);
+        let bound_credentials = bound
+            .iter()
+            .map(|(e, k)| (e.clone(), CredentialId::for_kpsa(k).to_string()))
+            .collect();
         let accepted_identities = cfg
             .tls
             .iter()
@@ -327,15 +331,20 @@ impl Cse {
         // Over coaps the entity's own PSK row when it has one (a constrained device often has
         // nothing else), else its certificate.
         let dtls = match (psk, &self.dtls_certificate) {
-            (Some(context), _) => Some((context, m2m_client::PeerPolicy::PreSharedKey)),
-            (None, Some(context)) => Some((context, m2m_client::PeerPolicy::Certificate(check))),
+            (Some((kpsa_id, key)), _) => match psk_dtls_context(kpsa_id, key) {
+                Ok(context) => Some((context, m2m_client::PeerPolicy::PreSharedKey)),
+                Err(e) => {
+                    tracing::warn!(entity = %entity, "no DTLS-PSK context: {e}");
+                    None
+                }
+            },
+            (None, Some(context)) => {
+                Some((context.clone(), m2m_client::PeerPolicy::Certificate(check)))
+            }
             (None, None) => None,
         };
         if let Some((context, peer)) = dtls {
-            client = client.with_dtls(m2m_client::TlsSettings {
-                context: context.clone(),
-                peer,
-            });
+            client = client.with_dtls(m2m_client::TlsSettings { context, peer });
         }
         // A few hundred AEs at most talk https to one CSE; the map is bounded anyway.
         if clients.len() >= 4096 {
@@ -665,47 +674,50 @@ fn fqdn_form(ae: &EntityId) -> String {
     segments.join(".")
 }
 
-/// A DTLS-PSK client context per entity a PSK row binds (`bound`: entity to Credential-ID), with
-/// that row's KpsaID and key.
-fn entity_psk_contexts(
-    bound: &std::collections::HashMap<EntityId, String>,
+/// The KpsaID and key of the PSK row that binds each entity, for the DTLS-PSK association the
+/// CSE opens towards it (a `coaps` point of access); the context is made at first use.
+fn entity_psk_rows(
+    bound: &[(EntityId, KpsaId)],
     environments: &[Box<dyn SecureEnvironment>],
-) -> anyhow::Result<std::collections::HashMap<EntityId, SslContext>> {
-    let mut contexts = std::collections::HashMap::new();
-    for (entity, credential) in bound {
-        let Some(kpsa_id) = CredentialId::parse(credential)
-            .ok()
-            .map(|c| c.value().to_owned())
-        else {
-            continue;
-        };
-        let Some(entry) = environments.iter().find_map(|se| se.psk(&kpsa_id)) else {
-            continue;
-        };
-        let context = m2m_security::tls::dtls_client_context(&m2m_security::tls::ClientTlsConfig {
-            cipher_suites: m2m_security::tls::PSK_SUITES
+) -> std::collections::HashMap<EntityId, (KpsaId, m2m_security::credentials::Secret)> {
+    bound
+        .iter()
+        .filter_map(|(entity, kpsa_id)| {
+            let entry = environments
                 .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            psk: Some((
-                entry.kpsa_id.to_string(),
-                zeroize::Zeroizing::new(entry.key.expose().to_vec()),
-            )),
-            ..Default::default()
+                .find_map(|se| se.psk(&kpsa_id.to_string()))?;
+            Some((entity.clone(), (kpsa_id.clone(), entry.key)))
         })
-        .map_err(|e| anyhow::anyhow!("DTLS-PSK towards {entity}: {e}"))?;
-        contexts.insert(entity.clone(), context);
-    }
-    Ok(contexts)
+        .collect()
 }
 
-/// Which entities the PSK rows of the secure environments bind, and to which Credential-ID. A row
-/// whose entity is no AE-ID or CSE-ID, or names this CSE itself, is a configuration error.
-fn bound_credentials(
+/// A DTLS-PSK client context with one row's KpsaID and key.
+fn psk_dtls_context(
+    kpsa_id: &KpsaId,
+    key: &m2m_security::credentials::Secret,
+) -> Result<SslContext, String> {
+    m2m_security::tls::dtls_client_context(&m2m_security::tls::ClientTlsConfig {
+        cipher_suites: m2m_security::tls::PSK_SUITES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        psk: Some((
+            kpsa_id.to_string(),
+            zeroize::Zeroizing::new(key.expose().to_vec()),
+        )),
+        ..Default::default()
+    })
+}
+
+/// Which entities the PSK rows of the secure environments bind, and with which KpsaID (the first
+/// row wins). A row whose entity is no AE-ID or CSE-ID, or names this CSE itself, is a
+/// configuration error.
+fn bound_rows(
     id: &crate::config::CseIdentity,
     environments: &[Box<dyn SecureEnvironment>],
-) -> anyhow::Result<std::collections::HashMap<EntityId, String>> {
-    let mut bound = std::collections::HashMap::new();
+) -> anyhow::Result<Vec<(EntityId, KpsaId)>> {
+    let mut bound: Vec<(EntityId, KpsaId)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for se in environments {
         for (entity, kpsa_id) in se.psk_entries() {
             let Some(entity) = entity else { continue };
@@ -722,9 +734,9 @@ fn bound_credentials(
                     se.name()
                 );
             }
-            bound
-                .entry(parsed)
-                .or_insert_with(|| CredentialId::for_kpsa(&kpsa_id).to_string());
+            if seen.insert(parsed.clone()) {
+                bound.push((parsed, kpsa_id));
+            }
         }
     }
     Ok(bound)

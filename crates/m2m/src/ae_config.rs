@@ -221,21 +221,16 @@ pub enum NotificationBinding {
 /// The host of a URL (without brackets for an IPv6 literal), the name a CSE's certificate carries
 /// when no server_name is configured.
 fn url_host(url: &str) -> anyhow::Result<String> {
-    let authority = url
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(url)
-        .split(['/', '?'])
-        .next()
-        .unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    if host.is_empty() {
-        bail!("[cse] url '{url}' has no host");
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| anyhow!("[cse] url '{url}' is not a URL"))?;
+    match uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+    {
+        Some(host) if !host.is_empty() => Ok(host.to_owned()),
+        _ => bail!("[cse] url '{url}' has no host"),
     }
-    Ok(host.to_owned())
 }
 
 fn default_listen() -> String {

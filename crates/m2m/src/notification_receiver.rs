@@ -238,7 +238,8 @@ impl ReceiverSecurity {
                 private_key: None,
                 trusted_ca: None,
                 psk: Some(Arc::new(OwnKey {
-                    kpsa_id: kpsa_id.clone(),
+                    kpsa_id: m2m_security::credentials::KpsaId::parse(kpsa_id)
+                        .map_err(|e| anyhow::anyhow!("[security] kpsa_id: {e}"))?,
                     key: key.clone(),
                 })),
             },
@@ -270,7 +271,7 @@ impl ReceiverSecurity {
 
 /// The AE's own row as the receiver's psk lookup table: its KpsaID opens, nothing else does.
 struct OwnKey {
-    kpsa_id: String,
+    kpsa_id: m2m_security::credentials::KpsaId,
     key: m2m_security::credentials::Secret,
 }
 
@@ -281,15 +282,14 @@ impl m2m_security::tls::PskLookup for OwnKey {
         _peer: Option<std::net::IpAddr>,
     ) -> Option<m2m_security::tls::PskKey> {
         use m2m_security::credentials::{CredentialId, KpsaId};
-        let own = KpsaId::parse(&self.kpsa_id).ok()?;
-        if KpsaId::parse(psk_identity).ok()? != own {
+        if KpsaId::parse(psk_identity).ok()? != self.kpsa_id {
             return None;
         }
         Some(m2m_security::tls::PskKey {
             key: zeroize::Zeroizing::new(self.key.expose().to_vec()),
             association: m2m_security::association::Association {
                 mode: m2m_security::association::SaeMode::ProvisionedKey,
-                credential: CredentialId::for_kpsa(&own),
+                credential: CredentialId::for_kpsa(&self.kpsa_id),
                 entity: None,
             },
         })
