@@ -13,13 +13,14 @@ pub enum ResourceType {
     CseBase,
     Group,
     LocalMulticastGroup,
+    PollingChannel,
     RemoteCse,
     ServiceSubscribedAppRule,
     Subscription,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 10] = [
+    pub const ALL: [ResourceType; 11] = [
         Self::AccessControlPolicy,
         Self::Ae,
         Self::Container,
@@ -27,6 +28,7 @@ impl ResourceType {
         Self::CseBase,
         Self::Group,
         Self::LocalMulticastGroup,
+        Self::PollingChannel,
         Self::RemoteCse,
         Self::ServiceSubscribedAppRule,
         Self::Subscription,
@@ -41,6 +43,7 @@ impl ResourceType {
             Self::ContentInstance => 4,
             Self::CseBase => 5,
             Self::Group => 9,
+            Self::PollingChannel => 15,
             Self::RemoteCse => 16,
             Self::ServiceSubscribedAppRule => 19,
             Self::Subscription => 23,
@@ -56,6 +59,7 @@ impl ResourceType {
             4 => Self::ContentInstance,
             5 => Self::CseBase,
             9 => Self::Group,
+            15 => Self::PollingChannel,
             16 => Self::RemoteCse,
             19 => Self::ServiceSubscribedAppRule,
             23 => Self::Subscription,
@@ -89,6 +93,7 @@ impl ResourceType {
             Self::CseBase => "cb",
             Self::Group => "grp",
             Self::LocalMulticastGroup => "lmg",
+            Self::PollingChannel => "pch",
             Self::RemoteCse => "csr",
             Self::ServiceSubscribedAppRule => "asar",
             Self::Subscription => "sub",
@@ -105,6 +110,7 @@ impl ResourceType {
             Self::CseBase => "m2m:cb",
             Self::Group => "m2m:grp",
             Self::LocalMulticastGroup => "m2m:lmg",
+            Self::PollingChannel => "m2m:pch",
             Self::RemoteCse => "m2m:csr",
             Self::ServiceSubscribedAppRule => "m2m:asar",
             Self::Subscription => "m2m:sub",
@@ -129,17 +135,35 @@ impl ResourceType {
                 ServiceSubscribedAppRule,
                 Subscription,
             ],
-            Ae => &[AccessControlPolicy, Container, Group, Subscription],
+            Ae => &[
+                AccessControlPolicy,
+                Container,
+                Group,
+                PollingChannel,
+                Subscription,
+            ],
             Container => &[Container, ContentInstance, Subscription],
             Group | ServiceSubscribedAppRule => &[Subscription],
-            RemoteCse => &[AccessControlPolicy, Container, Group, Subscription],
-            AccessControlPolicy | ContentInstance | LocalMulticastGroup | Subscription => &[],
+            RemoteCse => &[
+                AccessControlPolicy,
+                Container,
+                Group,
+                PollingChannel,
+                Subscription,
+            ],
+            AccessControlPolicy | ContentInstance | LocalMulticastGroup | PollingChannel
+            | Subscription => &[],
         }
     }
 
     /// Whether this type carries an `accessControlPolicyIDs` attribute.
     pub const fn has_acpi(self) -> bool {
-        !matches!(self, Self::ContentInstance | Self::AccessControlPolicy)
+        // A <pollingChannel> is governed by its parent's AE-ID or CSE-ID, not by policies
+        // (TS-0004 clause 7.4.21.2).
+        !matches!(
+            self,
+            Self::ContentInstance | Self::AccessControlPolicy | Self::PollingChannel
+        )
     }
 }
 

@@ -580,6 +580,10 @@ static LMG_ATTRS: &[AttrSpec] = &[
     m_rw("spk", Kind::AnyObject),
 ];
 
+/// `<pollingChannel>`: TS-0004 clause 7.4.21 (table 7.4.21.1-2), TS-0001 clause 9.6.21. Only the
+/// universal and common attributes; its `pcu` child is virtual.
+static PCH_ATTRS: &[AttrSpec] = &[RN, TY, RI, PI, CT, LT, ET, LBL];
+
 /// The attribute table of a resource type.
 pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
     match ty {
@@ -590,6 +594,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::CseBase => CB_ATTRS,
         ResourceType::Group => GRP_ATTRS,
         ResourceType::LocalMulticastGroup => LMG_ATTRS,
+        ResourceType::PollingChannel => PCH_ATTRS,
         ResourceType::RemoteCse => CSR_ATTRS,
         ResourceType::ServiceSubscribedAppRule => ASAR_ATTRS,
         ResourceType::Subscription => SUB_ATTRS,
@@ -614,9 +619,9 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
             "nl", "ncp", "csz", "esi", "srv", "ctm",
         ],
         ResourceType::Group => &["ty", "ri", "pi", "ct", "lt", "cnm", "mtv", "ssi"],
-        ResourceType::LocalMulticastGroup | ResourceType::RemoteCse => {
-            &["ty", "ri", "pi", "ct", "lt"]
-        }
+        ResourceType::LocalMulticastGroup
+        | ResourceType::PollingChannel
+        | ResourceType::RemoteCse => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::ServiceSubscribedAppRule => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::Subscription => &["ty", "ri", "pi", "ct", "lt"],
     }
@@ -755,7 +760,7 @@ fn check_resource_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        && !matches!(s, "la" | "ol" | "fopt")
+        && !matches!(s, "la" | "ol" | "fopt" | "pcu")
 }
 
 fn check_uri(s: &str) -> bool {
@@ -1007,6 +1012,7 @@ mod tests {
             Group => json!({"mid": [], "mnm": 10}),
             LocalMulticastGroup => json!({"mad": {"ip4": "239.255.77.1"}, "mgft": "/in/mcg-1",
                 "mli": ["/mn/cnt1"], "gck": "a.b.c.d.e", "spk": {"kty": "EC"}}),
+            PollingChannel => json!({}),
             RemoteCse => json!({"cb": "/mn-cse/cb", "rr": true, "srv": ["2a", "3"]}),
             Subscription => json!({"nu": ["/id-in/Cae1"]}),
             ServiceSubscribedAppRule => json!({"aai": ["Nlock*"], "aae": ["C*"]}),
@@ -1036,13 +1042,14 @@ mod tests {
         );
     }
 
-    const CREATABLE: [ResourceType; 8] = [
+    const CREATABLE: [ResourceType; 9] = [
         AccessControlPolicy,
         Ae,
         Container,
         ContentInstance,
         Group,
         LocalMulticastGroup,
+        PollingChannel,
         RemoteCse,
         Subscription,
     ];
@@ -1173,6 +1180,7 @@ mod tests {
             (Container, "rn", json!("la"), "rn la"),
             (Container, "rn", json!("ol"), "rn ol"),
             (Container, "rn", json!("fopt"), "rn fopt"),
+            (Container, "rn", json!("pcu"), "rn pcu"),
             (Container, "rn", json!("-x"), "rn starting with '-'"),
             (Container, "rn", json!(".."), "rn '..'"),
             (Container, "rn", json!(5), "rn as number"),

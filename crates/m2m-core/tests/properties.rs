@@ -752,7 +752,9 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ResourceType::ServiceSubscribedAppRule => {
             serde_json::json!({"aai": ["Nlock*"], "aae": ["C*"]})
         }
-        ResourceType::Container | ResourceType::CseBase => serde_json::json!({}),
+        ResourceType::Container | ResourceType::CseBase | ResourceType::PollingChannel => {
+            serde_json::json!({})
+        }
     };
     match v {
         Value::Object(m) => m,

@@ -58,6 +58,9 @@ enum Policies {
     /// The CSEBase without accessControlPolicyIDs: the system rule lets every AE and CSE registered
     /// here retrieve it (a registree must learn its registrar); nothing else.
     RegistreesMayRetrieve,
+    /// A <pollingChannel> and its `pcu`: only the AE or CSE its parent stands for (TS-0004
+    /// clauses 7.4.21.2 and 7.4.22.2, Recv-6.3), whatever policies say.
+    OwnEntity(Option<String>),
 }
 
 /// The access operation a request asks for.
@@ -75,10 +78,16 @@ fn operation(req: &Request) -> AccessOperation {
 /// Decides a request on its target before it is carried out; a denial is 4103.
 pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mResult<()> {
     let facts = Facts::of(peer);
+    let op = operation(req);
+    // A <pollingChannel> and its pcu are its own entity's, not even the admin's: the admin
+    // would otherwise take requests meant for that entity (TS-0004 clause 7.4.21.2, Recv-6.3).
+    if let Some((subject, policies)) = polling_channel_policy(cse, req, target)? {
+        let child_type = (req.op == Operation::Create).then_some(15);
+        return enforce(cse, &facts, op, subject, child_type, &policies);
+    }
     if facts.is_admin(cse) {
         return Ok(());
     }
-    let op = operation(req);
     let (subject, child_type) = match (req.op, target) {
         // Registration is decided by the registration rules, not by access control (TS-0004 7.3.2.7).
         (Operation::Create, Target::Resource(_))
@@ -114,6 +123,11 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         }
         // Discovery results are filtered one by one (see `permits`).
         (Operation::Retrieve, Target::Resource(_)) if req.is_discovery() => return Ok(()),
+        (_, Target::PollingChannelUri(_)) => {
+            return Err(M2mError::internal(
+                "pcu reached the generic access decision",
+            ))
+        }
         (Operation::Create, Target::Resource(parent)) => (parent, req.ty.map(|t| t.code())),
         (_, Target::Resource(r)) => (r, None),
         // la/ol stand for a contentInstance, which is governed by its container.
@@ -211,7 +225,11 @@ pub fn permits(
     }
     // A contentInstance is governed by its container; decisions for siblings are the same, so
     // the cache is asked before the container is read (a discovery may list thousands of them).
-    let governed_by_itself = res.ty.has_acpi() || res.ty == ResourceType::AccessControlPolicy;
+    let governed_by_itself = res.ty.has_acpi()
+        || matches!(
+            res.ty,
+            ResourceType::AccessControlPolicy | ResourceType::PollingChannel
+        );
     let key = if governed_by_itself {
         res.ri()
     } else {
@@ -268,6 +286,22 @@ fn evaluate(
             };
             (permit, reason)
         }
+        Policies::OwnEntity(owner) => {
+            let owner = owner
+                .as_deref()
+                .and_then(|c| EntityId::parse(c, &cse.id.home).ok());
+            let permit = facts.proof.identifies() && owner.as_ref() == Some(originator);
+            let reason = if permit {
+                "permitted: the channel's own entity".to_owned()
+            } else {
+                format!(
+                    "{originator} ({}) is not the entity the polling channel {} serves",
+                    facts.proof,
+                    subject.ri()
+                )
+            };
+            (permit, reason)
+        }
         Policies::RegistreesMayRetrieve => {
             let permit = op == AccessOperation::Retrieve
                 && facts.proof.identifies()
@@ -311,6 +345,13 @@ fn policies_of(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
             .unwrap_or_default();
         return Ok(Policies::Acps(vec![(res.ri().to_owned(), pvs)]));
     }
+    if res.ty == ResourceType::PollingChannel {
+        let parent = cse
+            .store
+            .get(res.pi())?
+            .ok_or_else(|| M2mError::not_found("the parent resource is gone"))?;
+        return Ok(own_entity(&parent));
+    }
     if !res.ty.has_acpi() {
         let parent = cse
             .store
@@ -326,6 +367,35 @@ fn policies_of(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
         return Ok(Policies::CreatorOnly(res.creator.clone()));
     }
     Ok(Policies::Acps(load_acps(cse, &acpi, false)))
+}
+
+/// The policy for a request on a <pollingChannel> (or a CREATE of one under an AE or remoteCSE)
+/// or on its pcu: `None` for any other request.
+fn polling_channel_policy<'t>(
+    cse: &Cse,
+    req: &Request,
+    target: &'t Target,
+) -> M2mResult<Option<(&'t Resource, Policies)>> {
+    Ok(match target {
+        Target::Resource(parent)
+            if req.op == Operation::Create
+                && req.ty == Some(ResourceType::PollingChannel)
+                && matches!(parent.ty, ResourceType::Ae | ResourceType::RemoteCse) =>
+        {
+            Some((parent, own_entity(parent)))
+        }
+        // Discovery from a channel is filtered one by one like any other.
+        Target::Resource(r) if r.ty == ResourceType::PollingChannel && !req.is_discovery() => {
+            Some((r, policies_of(cse, r)?))
+        }
+        Target::PollingChannelUri(pch) => Some((pch, policies_of(cse, pch)?)),
+        _ => None,
+    })
+}
+
+/// The policy of a <pollingChannel> under `parent`: its AE-ID or CSE-ID only.
+fn own_entity(parent: &Resource) -> Policies {
+    Policies::OwnEntity(crate::resources::polling_channel::owner_of(parent).map(str::to_owned))
 }
 
 /// Whether the originator is an AE or a CSE registered with this CSE.

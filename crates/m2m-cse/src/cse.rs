@@ -45,6 +45,8 @@ pub struct Cse {
     /// peer's certificate to name that CSE (`<cse-id>.<sp>`), whatever address its poa holds.
     registree_clients: std::sync::Mutex<std::collections::HashMap<String, m2m_client::Client>>,
     pub(crate) notifier: Notifier,
+    /// Requests queued for entities that poll (<pollingChannel>).
+    pub(crate) polling: crate::resources::polling_channel::Channels,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
     pub(crate) searches: crate::search_threads::SearchThreads,
     public_url: RwLock<String>,
@@ -138,6 +140,7 @@ impl Cse {
             entity_psk,
             registree_clients: Default::default(),
             notifier: Notifier::default(),
+            polling: Default::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,
@@ -475,13 +478,19 @@ impl Cse {
             Target::Latest(r) | Target::Oldest(r) => {
                 crate::resources::behaviour(r.ty).admits_latest_oldest(req.op, r)?
             }
-            Target::FanOut { .. } => {}
+            Target::FanOut { .. } | Target::PollingChannelUri(_) => {}
         }
         // The hosting CSE performs the operation at its Operation Execution Time, not before;
         // only an originator with the privilege waits for it.
         crate::validity::wait_for_execution(deadlines).await;
-        if let Target::FanOut { group, rest } = target {
-            return group::fan_out(&self, req, group, rest, peer).await;
+        match target {
+            Target::FanOut { group, rest } => {
+                return group::fan_out(&self, req, group, rest, peer).await
+            }
+            Target::PollingChannelUri(pch) => {
+                return crate::resources::polling_channel::serve_pcu(&self, req, pch).await
+            }
+            _ => {}
         }
         match req.op {
             Operation::Create => dispatcher::create(&self, req, target, &peer).await,

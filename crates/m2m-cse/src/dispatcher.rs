@@ -202,7 +202,9 @@ fn instance_of(cse: &Cse, target: Target) -> M2mResult<Resource> {
         Target::Resource(r) => Ok(r),
         Target::Latest(c) => cse.store.latest_instance(c.ri())?.ok_or_else(none),
         Target::Oldest(c) => cse.store.oldest_instance(c.ri())?.ok_or_else(none),
-        Target::FanOut { .. } => Err(M2mError::internal("fan-out reached the dispatcher")),
+        Target::FanOut { .. } | Target::PollingChannelUri(_) => Err(M2mError::internal(
+            "a fan-out or polling request reached the dispatcher",
+        )),
     }
 }
 
@@ -409,8 +411,14 @@ pub(crate) async fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult
         .store
         .write(move |w| {
             // What the notifications and credential bindings below need, nothing more.
-            let deleted =
-                w.delete_subtree(&target, &[ResourceType::Ae, ResourceType::Subscription])?;
+            let deleted = w.delete_subtree(
+                &target,
+                &[
+                    ResourceType::Ae,
+                    ResourceType::Subscription,
+                    ResourceType::PollingChannel,
+                ],
+            )?;
             for ae in deleted.iter().filter(|r| r.ty == ResourceType::Ae) {
                 w.unbind_credential(ae.ri())?;
             }
@@ -422,6 +430,13 @@ pub(crate) async fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult
         })
         .await?;
     resources::behaviour(res.ty).deleted(cse, res);
+    // A channel deleted with its AE: whoever waits on it learns now.
+    for pch in deleted
+        .iter()
+        .filter(|d| d.ty == ResourceType::PollingChannel)
+    {
+        cse.polling.close(pch.ri());
+    }
     notification::on_deleted(cse, res, &deleted);
     if let Some(parent) = parent {
         notification::on_event(cse, &parent, Event::DeleteChild, res, None);

@@ -276,6 +276,11 @@ pub fn is_originator(cse: &Cse, nu: &str, originator: &str) -> bool {
 
 /// Relays a NOTIFY addressed to a registered AE to its pointOfAccess.
 pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResult<Response> {
+    // An AE that polls is reached through its channel, not its pointOfAccess (TS-0004 clause
+    // 7.3.3.9.1).
+    if let Some(pch) = crate::resources::polling_channel::channel_of(cse, ae)? {
+        return cse.polling.deliver(&pch, req).await;
+    }
     let poa = ae
         .attrs
         .get("poa")

@@ -1,5 +1,5 @@
 //! Target resolution (TS-0001 clause 7.2, TS-0004 clause 7.3.2): which CSE a `To` names, and which
-//! resource (or virtual resource: `la`, `ol`, `fopt`) it is on this CSE.
+//! resource (or virtual resource: `la`, `ol`, `fopt`, `pcu`) it is on this CSE.
 
 use crate::cse::Cse;
 use crate::store::Resource;
@@ -42,6 +42,8 @@ pub enum Target {
         group: Resource,
         rest: String,
     },
+    /// `<pollingChannel>/pcu`
+    PollingChannelUri(Resource),
 }
 
 impl Target {
@@ -100,6 +102,13 @@ fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
         });
     }
     let (parent, last) = srn.rsplit_once('/')?;
+    if last == "pcu" {
+        return Some(match cse.store.get_by_srn(parent) {
+            Ok(Some(p)) if p.ty == ResourceType::PollingChannel => Ok(Target::PollingChannelUri(p)),
+            Ok(_) => Err(not_found(srn)),
+            Err(e) => Err(e),
+        });
+    }
     if last != "la" && last != "ol" {
         return None;
     }

@@ -7,13 +7,16 @@
 //! notification. Logs go to stderr.
 
 use crate::ae_config::{AeConfig, AeState, NotificationBinding};
-use crate::notification_receiver::{self, subscription_reference, Notification, OwnSubscriptions};
+use crate::notification_receiver::{
+    self, subscription_reference, Notification, NotificationReceiver, OwnSubscriptions,
+};
 use crate::originator::{code, expect, pc, send};
 use anyhow::{bail, Context};
 use m2m_client::Client;
 use m2m_core::{Operation, ResourceType};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(clap::Args, Debug)]
@@ -39,8 +42,9 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
     let cfg = AeConfig::load(&path)?;
     // Installed before anything else, so that a stop during the setup is clean too.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    // The receiver listens first: its address is the pointOfAccess of the registration.
-    let receiver = match &cfg.notifications {
+    // The receiver listens first: its address is the pointOfAccess of the registration. An AE
+    // that polls has none: its channel is made once it is registered.
+    let listening = match &cfg.notifications {
         Some(n) => {
             let (r, scheme) = match n.binding {
                 NotificationBinding::Http => {
@@ -56,20 +60,42 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
                         "coaps",
                     )
                 }
+                NotificationBinding::Polling => {
+                    return run_registered(cfg, None, &mut term).await;
+                }
             };
+            let addr = r.addr.context("a listening receiver has an address")?;
             let poa = n
                 .poa
                 .clone()
-                .unwrap_or_else(|| format!("{scheme}://{}", r.addr));
+                .unwrap_or_else(|| format!("{scheme}://{addr}"));
             Some((poa, r))
         }
         None => None,
     };
-    let poa = receiver.as_ref().map(|(p, _)| p.clone());
+    run_registered(cfg, listening, &mut term).await
+}
+
+/// Registers (announcing `listening`'s pointOfAccess), makes the polling channel when the AE
+/// polls, creates and subscribes, then prints notifications until stopped.
+async fn run_registered(
+    cfg: AeConfig,
+    listening: Option<(String, NotificationReceiver)>,
+    term: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<()> {
+    let poa = listening.as_ref().map(|(p, _)| p.clone());
+    let polls = cfg
+        .notifications
+        .as_ref()
+        .is_some_and(|n| n.binding == NotificationBinding::Polling);
+    let mut receiver = listening.map(|(_, r)| r);
     let setup = async {
         let ae = associate_and_register(&cfg, poa.as_deref()).await?;
+        if polls {
+            receiver = Some(open_polling_channel(&cfg, &ae).await?);
+        }
         let created = create_resources(&cfg, &ae).await?;
-        let own = receiver.as_ref().map(|(_, r)| &r.subscriptions);
+        let own = receiver.as_ref().map(|r| &r.subscriptions);
         let subscriptions = subscribe(&cfg, &ae, own).await?;
         Ok::<_, anyhow::Error>((ae, created, subscriptions))
     };
@@ -82,13 +108,13 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
         "{}",
         json!({ "ready": {
             "aei": ae.aei, "registration": if ae.reused { "reused" } else { "created" },
-            "sae": cfg.sae.name(), "poa": poa, "created": created, "subscriptions": subscriptions,
+            "sae": cfg.sae.name(), "poa": poa, "polling": polls, "created": created,
+            "subscriptions": subscriptions,
         }})
     );
     tracing::info!(aei = %ae.aei, "AE ready");
-    // The receiver stays whole: a CoAP receiver's listener lives as long as it does.
-    let mut receiver = receiver;
-    let mut notes = receiver.as_mut().map(|(_, r)| &mut r.notes);
+    // The receiver stays whole: a CoAP receiver's listener, or the poller, lives as long as it does.
+    let mut notes = receiver.as_mut().map(|r| &mut r.notes);
     loop {
         tokio::select! {
             Some(note) = next(&mut notes) => println!("{}", note_line(&note)),
@@ -99,6 +125,49 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
     tracing::info!(aei = %ae.aei, "AE stopped; its registration is kept for the next run");
     Ok(())
 }
+
+/// The AE's <pollingChannel> `pch` (TS-0004 clause 7.4.21), made or kept from an earlier run,
+/// and the receiver that long-polls its `pcu`.
+async fn open_polling_channel(
+    cfg: &AeConfig,
+    ae: &Registered,
+) -> anyhow::Result<NotificationReceiver> {
+    let ae_path = format!("{}/{}", cfg.cse.resource_name, cfg.resource_name);
+    let rsp = send(
+        &ae.client,
+        &cfg.cse.url,
+        Operation::Create,
+        &ae_path,
+        &ae.aei,
+        Some(ResourceType::PollingChannel),
+        Some(json!({ "m2m:pch": { "rn": POLLING_CHANNEL_NAME } })),
+    )
+    .await;
+    match rsp {
+        // Kept from an earlier run of the same registration.
+        Ok(r) if code(&r) == 4105 => {}
+        other => {
+            expect(other, 2001, "creating the pollingChannel")?;
+        }
+    }
+    // A poll waits at the CSE for less than the client waits for its answer.
+    let wait = cfg
+        .timeout()
+        .saturating_sub(Duration::from_secs(2))
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    Ok(notification_receiver::start_polling(
+        notification_receiver::PollingChannel {
+            client: ae.client.clone(),
+            cse_url: cfg.cse.url.clone(),
+            pcu: format!("{ae_path}/{POLLING_CHANNEL_NAME}/pcu"),
+            aei: ae.aei.clone(),
+            wait,
+        },
+    ))
+}
+
+/// The resourceName of the AE's <pollingChannel>.
+const POLLING_CHANNEL_NAME: &str = "pch";
 
 /// The next notification, or never when the AE has no receiver.
 async fn next(

@@ -89,7 +89,7 @@ mode = "none"
 # (requestReachability false). Each notification is one JSON line on stdout.
 # [notifications]
 # listen = "127.0.0.1:0"  # the address to listen on; port 0: a free port
-# binding = "http"  # "http"; "coap": plain CoAP over UDP (TS-0008); "coaps": CoAP over DTLS, where only the CSE authenticates (mode psk or certificate)
+# binding = "http"  # "http"; "coap": plain CoAP over UDP (TS-0008); "coaps": CoAP over DTLS, where only the CSE authenticates (mode psk or certificate); "polling": no pointOfAccess, the AE long-polls a <pollingChannel> over its own association
 # # poa = "http://127.0.0.1:9000"  # the pointOfAccess announced; default: http:// (coap://, coaps://) and the address listened on
 
 # A resource created after registration, in order; one that exists already is kept.
@@ -216,6 +216,9 @@ pub enum NotificationBinding {
     /// CoAP over DTLS 1.2: the CSE must authenticate as the AE's CSE (its Kpsa in mode psk, the
     /// CSE's certificate in mode certificate) before it can deliver anything.
     Coaps,
+    /// No pointOfAccess: the AE makes a <pollingChannel> and long-polls it over its own
+    /// association (TS-0004 clause 7.4.21), for an AE that nobody can reach.
+    Polling,
 }
 
 /// The host of a URL (without brackets for an IPv6 literal), the name a CSE's certificate carries
@@ -332,6 +335,11 @@ impl AeConfig {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(n) = &f.notifications {
+            if n.binding == NotificationBinding::Polling && n.poa.is_some() {
+                bail!("[notifications] binding polling announces no poa: the AE is reached through its pollingChannel");
+            }
+        }
         let state_file =
             f.ae.state_file
                 .map(resolve)

@@ -580,7 +580,8 @@ async fn handshake_refused_and_audited(
 /// The phone's receiver at its pointOfAccess; the story waits on its notifications.
 async fn start_receiver() -> anyhow::Result<(String, NotificationReceiver)> {
     let r = crate::notification_receiver::start("127.0.0.1:0").await?;
-    Ok((format!("http://{}", r.addr), r))
+    let addr = r.addr.context("a listening receiver has an address")?;
+    Ok((format!("http://{addr}"), r))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1004,6 +1005,9 @@ async fn phone_registers(
     Ok((client, aei))
 }
 
+/// The owner's phone's <AE> at the IN-CSE.
+const PHONE_AE: &str = "cse-in/phone";
+
 fn state_path(lock: &Lock) -> String {
     format!("/{MN_ID}/cse-mn/{}/state", lock.rn)
 }
@@ -1321,6 +1325,50 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         res,
     )?;
 
+    // 4. The phone leaves the home network: nobody can reach its poa any more. It makes a
+    //    <pollingChannel> at the IN-CSE and long-polls it over its own association.
+    let t = Instant::now();
+    let res = async {
+        let rsp = send(
+            &phone,
+            &dep.in_https,
+            Operation::Create,
+            PHONE_AE,
+            "Cphone",
+            Some(ResourceType::PollingChannel),
+            Some(json!({ "m2m:pch": { "rn": "pch" } })),
+        )
+        .await;
+        expect(rsp, 2001, "pollingChannel")?;
+        let polling = crate::notification_receiver::start_polling(
+            crate::notification_receiver::PollingChannel {
+                client: phone.clone(),
+                cse_url: dep.in_https.clone(),
+                pcu: format!("{PHONE_AE}/pch/pcu"),
+                aei: "Cphone".into(),
+                wait: CLIENT_TIMEOUT / 2,
+            },
+        );
+        for sur in receiver.subscriptions.all() {
+            polling.subscriptions.add(sur);
+        }
+        Ok((
+            polling,
+            format!("{PHONE_AE}/pch created; long polls on its pcu"),
+        ))
+    }
+    .await;
+    let mut polling = r.record(
+        (
+            "phone goes out of reach: makes a pollingChannel",
+            "smartphone ADN-AE3",
+            SAE_MAF,
+            "2001, polling",
+        ),
+        t,
+        res,
+    )?;
+
     let t = Instant::now();
     let res = async {
         expect(
@@ -1331,12 +1379,48 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         Ok(((), "contentInstance LOCKED".to_owned()))
     }
     .await;
+    let locked_at = t;
     r.record(
         (
             "phone locks the front door again",
             "smartphone ADN-AE3",
             SAE_MAF,
             "2001",
+        ),
+        t,
+        res,
+    )?;
+
+    let t = Instant::now();
+    let res = async {
+        let deadline = tokio::time::Instant::now() + NOTIFY_TIMEOUT;
+        let ms = loop {
+            let note = tokio::time::timeout_at(deadline, polling.notes.recv())
+                .await
+                .map_err(|_| anyhow!("no notification within {NOTIFY_TIMEOUT:?}"))?
+                .context("poller stopped")?;
+            if note.content_instance_con() == Some(&json!("LOCKED")) {
+                let ms = note.at.duration_since(locked_at).as_secs_f64() * 1000.0;
+                break Ok::<_, anyhow::Error>(ms);
+            }
+        }?;
+        if let Ok(Some(note)) =
+            tokio::time::timeout(Duration::from_millis(200), receiver.notes.recv()).await
+        {
+            bail!("the poa still got a notification: {}", note.sgn);
+        }
+        Ok((
+            (),
+            format!("LOCKED on a long poll of pch/pcu, {ms:.1} ms after the lock request; nothing at the poa"),
+        ))
+    }
+    .await;
+    r.record(
+        (
+            "phone receives the notification by long polling",
+            "smartphone ADN-AE3",
+            "polling channel",
+            "notification LOCKED",
         ),
         t,
         res,
@@ -1636,6 +1720,7 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
     );
 
     let state_la = format!("{}/la", state_path(&FRONT));
+    let mut stranger = None;
     for (i, step, expected, reason) in [
         (
             0,
@@ -1654,6 +1739,9 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
         let t = Instant::now();
         let res = async {
             let (c, aei) = phone_registers(dep, KMS[i].0, other_phone(dep, i), None).await?;
+            if i == 0 {
+                stranger = Some((c.clone(), aei.clone()));
+            }
             // The MN-CSE, which hosts the lock's policy, decides (the IN-CSE retargets).
             let mark = mn.mark();
             refused_and_audited(
@@ -1677,6 +1765,40 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
         .await;
         r.record((step, KMS[i].0, SAE_MAF, expected), t, res);
     }
+
+    // The stranger, registered at the IN-CSE like the phone, polls the phone's channel to take
+    // the notifications meant for it.
+    let t = Instant::now();
+    let res = async {
+        let (c, aei) = stranger.context("the stranger did not register")?;
+        let mark = dep.in_log.mark();
+        let mut poll = Request::new(
+            Operation::Retrieve,
+            format!("{PHONE_AE}/pch/pcu"),
+            Some(aei),
+            m2m_client::next_request_id(),
+        );
+        poll.rqet = Some("2000".into());
+        refused_and_audited(
+            c.send(&dep.in_https, &poll).await,
+            4103,
+            (&dep.in_log, mark),
+            "access denied",
+            "is not the entity the polling channel",
+        )
+        .await
+    }
+    .await;
+    r.record(
+        (
+            "ATTACK a stranger polls the phone's channel",
+            KMS[0].0,
+            SAE_MAF,
+            "4103",
+        ),
+        t,
+        res,
+    );
 }
 
 /// From CAdmin on the MN-CSE's loopback listener, without a credential: deleting the front lock

@@ -39,6 +39,16 @@ impl OwnSubscriptions {
             .insert(sur);
     }
 
+    /// Every subscription accepted so far.
+    pub fn all(&self) -> Vec<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     fn contains(&self, sur: &str) -> bool {
         self.0
             .read()
@@ -64,12 +74,138 @@ pub fn subscription_reference(to: &str, ri: &str, registrar_cse_id: &str) -> Str
 
 /// A running receiver.
 pub struct NotificationReceiver {
-    pub addr: SocketAddr,
+    /// Where it listens; `None` for a receiver that polls (no pointOfAccess).
+    pub addr: Option<SocketAddr>,
     pub notes: Receiver<Notification>,
     /// Add each subscription the AE creates: only their notifications are accepted.
     pub subscriptions: OwnSubscriptions,
     /// The CoAP receiver's listener, which ends when the receiver is dropped.
     _coap: Option<m2m_transport::Server>,
+    /// The long polling task, which ends when the receiver is dropped.
+    _poller: Option<AbortOnDrop>,
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where a polling receiver polls: its CSE, the `pcu` of its <pollingChannel>, as its AE-ID.
+pub struct PollingChannel {
+    pub client: m2m_client::Client,
+    pub cse_url: String,
+    /// The address of `<pollingChannel>/pcu`.
+    pub pcu: String,
+    pub aei: String,
+    /// How long one poll waits at the CSE (its Request Expiration Timestamp); shorter than the
+    /// client's own timeout.
+    pub wait: std::time::Duration,
+}
+
+/// Receives by service layer long polling (TS-0004 clause 7.4.22.2.2, TS-0001 clause
+/// 10.2.5.18): an AE that no CSE can reach polls its <pollingChannel>; each request handed out
+/// gets the same checks as at a pointOfAccess, and its answer goes back as a NOTIFY to `pcu`
+/// carrying `m2m:rsp` (TS-0004 clause 7.5.1.2.7).
+pub fn start_polling(pch: PollingChannel) -> NotificationReceiver {
+    let (tx, notes) = channel(QUEUE);
+    let subscriptions = OwnSubscriptions::default();
+    let own = subscriptions.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Err(pause) = poll_once(&pch, &tx, &own).await {
+                tokio::time::sleep(pause).await;
+            }
+        }
+    });
+    NotificationReceiver {
+        addr: None,
+        notes,
+        subscriptions,
+        _coap: None,
+        _poller: Some(AbortOnDrop(task)),
+    }
+}
+
+/// One long poll and the answer to what it brought; `Err(pause)` when the CSE could not be
+/// polled (then the next try waits a little instead of spinning).
+async fn poll_once(
+    ch: &PollingChannel,
+    tx: &Sender<Notification>,
+    own: &OwnSubscriptions,
+) -> Result<(), std::time::Duration> {
+    use m2m_core::Request;
+    let pause = std::time::Duration::from_secs(1);
+    let mut poll = Request::new(
+        Operation::Retrieve,
+        &ch.pcu,
+        Some(ch.aei.clone()),
+        m2m_client::next_request_id(),
+    );
+    poll.rqet = Some(ch.wait.as_millis().to_string());
+    let rsp = match ch.client.send(&ch.cse_url, &poll).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(rsc = e.rsc.code(), dbg = %e.dbg, "long poll failed");
+            return Err(pause);
+        }
+    };
+    match rsp.rsc {
+        ResponseStatusCode::Ok => {}
+        // Nothing came while the poll waited: poll again.
+        ResponseStatusCode::RequestTimeout => return Ok(()),
+        other => {
+            tracing::warn!(
+                rsc = other.code(),
+                dbg = rsp.dbg().unwrap_or(""),
+                "long poll refused"
+            );
+            return Err(pause);
+        }
+    }
+    let Some(polled) = rsp.pc.as_ref().and_then(|pc| pc.get("m2m:rqp")) else {
+        tracing::warn!("long poll answer without m2m:rqp");
+        return Ok(());
+    };
+    let answer = match Request::from_json(polled) {
+        Ok(req) => {
+            let rqi = req.rqi.clone();
+            match accept_request(req, own) {
+                Ok(note) => deliver(tx, note, rqi),
+                Err(e) => Response::error(&e, rqi),
+            }
+        }
+        // Unreadable: there is no Request Identifier to answer to.
+        Err(e) => {
+            tracing::warn!(dbg = %e.dbg, "polled request unreadable");
+            return Ok(());
+        }
+    };
+    let mut back = Request::new(
+        Operation::Notify,
+        &ch.pcu,
+        Some(ch.aei.clone()),
+        m2m_client::next_request_id(),
+    );
+    back.pc = Some(serde_json::json!({ "m2m:rsp": answer.to_rsp_json() }));
+    match ch.client.send(&ch.cse_url, &back).await {
+        Ok(r) if r.rsc.is_success() => Ok(()),
+        // The sender gave up waiting (4004): the answer is simply late.
+        Ok(r) => {
+            tracing::info!(
+                rsc = r.rsc.code(),
+                "answer over the polling channel not taken"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(rsc = e.rsc.code(), dbg = %e.dbg, "answer over the polling channel failed");
+            Err(pause)
+        }
+    }
 }
 
 /// One notification as received.
@@ -116,10 +252,11 @@ pub async fn start(listen: &str) -> anyhow::Result<NotificationReceiver> {
         }
     });
     Ok(NotificationReceiver {
-        addr,
+        addr: Some(addr),
         notes,
         subscriptions,
         _coap: None,
+        _poller: None,
     })
 }
 
@@ -192,10 +329,11 @@ async fn start_datagram<B: m2m_transport::Binder>(
         },
     )?;
     Ok(NotificationReceiver {
-        addr: server.local_addr,
+        addr: Some(server.local_addr),
         notes,
         subscriptions,
         _coap: Some(server),
+        _poller: None,
     })
 }
 

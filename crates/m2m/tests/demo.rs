@@ -72,7 +72,7 @@ fn the_door_lock_demo_behaves() {
         .iter()
         .filter(|s| s["step"].as_str().is_some_and(|n| n.starts_with("ATTACK")))
         .collect();
-    assert_eq!(attacks.len(), 12, "twelve attacks: {doc:#}");
+    assert_eq!(attacks.len(), 13, "thirteen attacks: {doc:#}");
     for a in &attacks {
         let outcome = a["outcome"].as_str().unwrap_or_default();
         assert!(outcome.contains("refused"), "attack not refused: {a}");
@@ -202,7 +202,20 @@ fn the_door_lock_demo_behaves() {
             .contains("LOCKED"),
         "{read}"
     );
-    assert_eq!(steps.len(), 30, "every step is reported: {doc:#}");
+    assert_eq!(steps.len(), 33, "every step is reported: {doc:#}");
+    // The phone out of reach gets its notification through its <pollingChannel>, not its poa.
+    let polled = steps
+        .iter()
+        .find(|s| s["step"] == "phone receives the notification by long polling")
+        .unwrap_or_else(|| panic!("no long polling step: {doc:#}"));
+    assert_eq!(polled["ok"], Value::Bool(true), "{polled}");
+    assert!(
+        polled["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nothing at the poa"),
+        "{polled}"
+    );
     assert!(
         doc["unlock_to_notification_ms"]
             .as_f64()

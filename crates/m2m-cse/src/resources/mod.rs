@@ -12,6 +12,7 @@
 //! | contentInstance | 4 | [`content_instance`] | 7.4.7 |
 //! | CSEBase | 5 | [`cse_base`] | 7.4.3 |
 //! | group | 9 | [`group`] | 7.4.13 |
+//! | pollingChannel (and `pcu`) | 15 | [`polling_channel`] | 7.4.21, 7.4.22 |
 //! | remoteCSE | 16 | [`remote_cse`] | 7.4.4 |
 //! | serviceSubscribedAppRule | 19 | [`service_subscribed_app_rule`] | 7.4.29 |
 //! | subscription | 23 | [`subscription`] | 7.4.8 |
@@ -24,6 +25,7 @@ pub mod content_instance;
 pub mod cse_base;
 pub mod group;
 pub mod local_multicast_group;
+pub mod polling_channel;
 pub mod remote_cse;
 pub mod service_subscribed_app_rule;
 pub mod subscription;
@@ -168,6 +170,7 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::CseBase => &cse_base::CseBase,
         ResourceType::Group => &group::Group,
         ResourceType::LocalMulticastGroup => &local_multicast_group::LocalMulticastGroup,
+        ResourceType::PollingChannel => &polling_channel::PollingChannel,
         ResourceType::RemoteCse => &remote_cse::RemoteCse,
         ResourceType::ServiceSubscribedAppRule => {
             &service_subscribed_app_rule::ServiceSubscribedAppRule
