@@ -151,8 +151,8 @@ impl ResourceType {
                 PollingChannel,
                 Subscription,
             ],
-            AccessControlPolicy | ContentInstance | LocalMulticastGroup | PollingChannel
-            | Subscription => &[],
+            AccessControlPolicy => &[Subscription],
+            ContentInstance | LocalMulticastGroup | PollingChannel | Subscription => &[],
         }
     }
 

@@ -522,12 +522,17 @@ static SUB_ATTRS: &[AttrSpec] = &[
     rw("pn", Kind::Enum(&[1, 2])),
     rw("nsp", Kind::PosInt),
     rw("ln", Kind::Bool),
-    // m2m:notificationContentType, TS-0004 clause 6.3.4.2.18; 5 (timeSeries notification) is
-    // refused because this CSE hosts no <timeSeries>.
-    rw("nct", Kind::Enum(&[1, 2, 3, 4])),
+    // m2m:notificationContentType, TS-0004 clause 6.3.4.2.18; which ones fit which
+    // notificationEventType is the subscription's own check (TS-0001 table 9.6.8-4).
+    rw("nct", Kind::Enum(&[1, 2, 3, 4, 5])),
     rw("nec", Kind::EventCat),
     wo("su", Kind::Uri),
     rw("acrs", URI_LIST),
+    // notificationStatsEnable / notificationStatsInfo (Release 4, TS-0004 V4 clause 7.4.8).
+    rw("nse", Kind::Bool),
+    ro("nsi"),
+    // Release 4: a notification names the originator of the triggering request as its creator.
+    rw("eeno", Kind::Bool),
 ];
 
 /// `<serviceSubscribedAppRule>`: TS-0004 clause 7.4.29 (tables 7.4.29.1-2 and -3), TS-0001
@@ -623,7 +628,7 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         | ResourceType::PollingChannel
         | ResourceType::RemoteCse => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::ServiceSubscribedAppRule => &["ty", "ri", "pi", "ct", "lt"],
-        ResourceType::Subscription => &["ty", "ri", "pi", "ct", "lt"],
+        ResourceType::Subscription => &["ty", "ri", "pi", "ct", "lt", "nsi"],
     }
 }
 
@@ -1246,7 +1251,6 @@ mod tests {
             (Subscription, "nu", json!("/x"), "nu not a list"),
             (Subscription, "nu", json!([1]), "nu of numbers"),
             (Subscription, "exc", json!(0), "exc zero"),
-            (Subscription, "nct", json!(5), "nct timeSeries"),
             (Subscription, "nct", json!(0), "nct zero"),
             (Subscription, "nec", json!(5), "nec not a category"),
             (Subscription, "enc", json!([]), "enc not an object"),

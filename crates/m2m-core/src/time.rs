@@ -70,9 +70,78 @@ pub fn normalize(s: &str) -> M2mResult<String> {
     parse(s).map(format)
 }
 
+/// An xs:duration as this CSE reads it: an ISO 8601 duration (`PT2S`, `PT0.5S`, `P1DT2H`; a year
+/// counts 365 days, a month 30) or a non-negative integer of milliseconds. `None` for anything
+/// else, and for a value beyond a century.
+pub fn parse_duration(v: &serde_json::Value) -> Option<std::time::Duration> {
+    const CENTURY: f64 = 100.0 * 365.0 * 86_400.0;
+    if let Some(ms) = v.as_u64() {
+        return Some(std::time::Duration::from_millis(ms)).filter(|d| d.as_secs_f64() <= CENTURY);
+    }
+    let rest = v.as_str()?.strip_prefix('P')?;
+    let (date, time) = match rest.split_once('T') {
+        Some((d, t)) if !t.is_empty() => (d, t),
+        Some(_) => return None,
+        None => (rest, ""),
+    };
+    let mut secs = 0.0;
+    let mut parts = 0;
+    for (text, units) in [
+        (
+            date,
+            &[
+                ('Y', 365.0 * 86_400.0),
+                ('M', 30.0 * 86_400.0),
+                ('W', 7.0 * 86_400.0),
+                ('D', 86_400.0),
+            ][..],
+        ),
+        (time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)][..]),
+    ] {
+        let mut rest = text;
+        let mut allowed = units;
+        while !rest.is_empty() {
+            let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))?;
+            let number: f64 = rest[..end].replace(',', ".").parse().ok()?;
+            let unit = rest[end..].chars().next()?;
+            let at = allowed.iter().position(|(u, _)| *u == unit)?;
+            secs += number * allowed[at].1;
+            allowed = &allowed[at + 1..];
+            rest = &rest[end + unit.len_utf8()..];
+            parts += 1;
+        }
+    }
+    (parts > 0 && secs.is_finite() && secs <= CENTURY)
+        .then(|| std::time::Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_as_iso_8601_or_milliseconds() {
+        use serde_json::json;
+        use std::time::Duration;
+        let d = |v| parse_duration(&v);
+        assert_eq!(d(json!("PT2S")), Some(Duration::from_secs(2)));
+        assert_eq!(d(json!("PT0.5S")), Some(Duration::from_millis(500)));
+        assert_eq!(d(json!("PT1M30S")), Some(Duration::from_secs(90)));
+        assert_eq!(d(json!("P1DT2H")), Some(Duration::from_secs(93_600)));
+        assert_eq!(d(json!(1500)), Some(Duration::from_millis(1500)));
+        for bad in [
+            json!("P"),
+            json!("PT"),
+            json!("PT2"),
+            json!("2S"),
+            json!("PT-1S"),
+            json!("PT1S1M"),
+            json!(-1),
+            json!("P999999Y"),
+        ] {
+            assert_eq!(d(bad.clone()), None, "{bad}");
+        }
+    }
 
     #[test]
     fn round_trip_and_precision() {

@@ -115,6 +115,13 @@ pub async fn create(
     let ty = req
         .ty
         .ok_or_else(|| M2mError::bad_request("CREATE without resource type"))?;
+    if ty == ResourceType::Subscription && !parent.ty.allowed_children().contains(&ty) {
+        // TS-0004 clause 7.4.8.2.1, Recv-6.4: instead of INVALID_CHILD_RESOURCE_TYPE.
+        return Err(M2mError::new(
+            Rsc::TargetNotSubscribable,
+            format!("a {} cannot be subscribed to", parent.ty.short_name()),
+        ));
+    }
     if !parent.ty.allowed_children().contains(&ty) {
         return Err(M2mError::new(
             Rsc::InvalidChildResourceType,
@@ -171,7 +178,14 @@ pub async fn create(
         .await?;
 
     behaviour.created(cse, &created);
-    notification::on_event(cse, &parent, Event::CreateChild, &created, None);
+    notification::on_event(
+        cse,
+        &parent,
+        Event::CreateChild,
+        &created,
+        None,
+        req.from.as_deref(),
+    );
     let mut resp = Response::new(Rsc::Created, &req.rqi, None);
     resp.location = Some(created.srn.clone());
     resp.pc = match req.result_content() {
@@ -350,6 +364,9 @@ pub async fn update(
         peer,
     };
     behaviour.prepare_update(call, &res, &content).await?;
+    // A blocking-update subscription holds every other UPDATE of the resource until its target
+    // answered this one (TS-0004 clause 7.5.1.2.19).
+    let _blocked = notification::blocking_update(cse, &res, &content).await?;
     let now = cse.now_ts();
     let cse2 = Arc::clone(cse);
     let ri = res.ri().to_owned();
@@ -382,7 +399,14 @@ pub async fn update(
         })
         .await?;
     behaviour.updated(cse, &updated, &modified);
-    notification::on_event(cse, &updated, Event::Update, &updated, Some(&modified));
+    notification::on_event(
+        cse,
+        &updated,
+        Event::Update,
+        &updated,
+        Some(&modified),
+        req.from.as_deref(),
+    );
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
         ResultContent::ModifiedAttributes => Some(json!({ updated.ty.root_name(): modified })),
@@ -396,7 +420,7 @@ pub async fn delete(cse: &Arc<Cse>, req: &Request, target: Target) -> M2mResult<
     if res.ty == ResourceType::CseBase {
         return Err(M2mError::not_allowed("the CSEBase cannot be deleted"));
     }
-    delete_resource(cse, &res).await?;
+    delete_resource(cse, &res, req.from.as_deref()).await?;
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
         _ => Some(representation(&res)),
@@ -404,8 +428,13 @@ pub async fn delete(cse: &Arc<Cse>, req: &Request, target: Target) -> M2mResult<
     Ok(Response::new(Rsc::Deleted, &req.rqi, pc))
 }
 
-/// Deletes a resource with its subtree and sends the notifications that follow; also used by expiry.
-pub(crate) async fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult<()> {
+/// Deletes a resource with its subtree and sends the notifications that follow; also used by
+/// expiry (`originator` None: the CSE's own doing).
+pub(crate) async fn delete_resource(
+    cse: &Arc<Cse>,
+    res: &Resource,
+    originator: Option<&str>,
+) -> M2mResult<()> {
     let target = res.clone();
     let (deleted, parent) = cse
         .store
@@ -439,7 +468,7 @@ pub(crate) async fn delete_resource(cse: &Arc<Cse>, res: &Resource) -> M2mResult
     }
     notification::on_deleted(cse, res, &deleted);
     if let Some(parent) = parent {
-        notification::on_event(cse, &parent, Event::DeleteChild, res, None);
+        notification::on_event(cse, &parent, Event::DeleteChild, res, None, originator);
     }
     Ok(())
 }

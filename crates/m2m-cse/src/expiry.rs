@@ -32,7 +32,7 @@ pub(crate) async fn sweep(cse: &Arc<Cse>) -> usize {
         for res in &batch {
             // A resource may already be gone with an expired ancestor of the same batch.
             if matches!(cse.store.get(res.ri()), Ok(Some(_))) {
-                if let Err(e) = crate::dispatcher::delete_resource(cse, res).await {
+                if let Err(e) = crate::dispatcher::delete_resource(cse, res, None).await {
                     tracing::warn!(ri = res.ri(), dbg = %e.dbg, "cannot delete expired resource");
                     return n;
                 }

@@ -1,5 +1,7 @@
-//! Notifications (TS-0004 clause 7.3.3.x and 7.5.1): which subscriptions an event triggers, the
-//! `m2m:sgn` they carry, and their delivery, in order per target, to URLs or to entities by ID.
+//! Notifications (TS-0004 clauses 7.5.1.2.2 to 7.5.1.2.4; TS-0001 clause 10.2.10.7): which
+//! subscriptions an event triggers, the `m2m:sgn` they carry, the notification policies
+//! (batchNotify, latestNotify, notificationEventCat, notificationStatsEnable, expirationCounter),
+//! and the delivery, in order per target, to URLs or to entities by ID.
 
 use crate::cse::{representation, Cse, Peer};
 use crate::store::Resource;
@@ -27,33 +29,95 @@ const QUEUE_LEN: usize = 1024;
 /// A target's queue idle this long ends (its task and map entry go; the next event starts anew).
 const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Per-target delivery queues, so that notifications to one target arrive in the order of events.
+/// Per-target delivery queues, so that notifications to one target arrive in the order of events,
+/// and the batches of batchNotify subscriptions.
 #[derive(Default)]
 pub struct Notifier {
     queues: Mutex<HashMap<String, Queue>>,
     /// Tells a queue's task whether the map entry is still its own when it ends.
     next_id: std::sync::atomic::AtomicU64,
+    /// Notifications held for a batch, by (subscription resourceID, target).
+    batches: Mutex<HashMap<(String, String), Batch>>,
+    /// One UPDATE at a time on a resource with a blocking-update subscription, by resourceID.
+    blocked: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// One target's queue: the sender of its delivery task's channel.
 struct Queue {
     id: u64,
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<Outgoing>,
+}
+
+/// One Notify request on its way to a target.
+struct Outgoing {
+    body: Value,
+    /// Event Category (X-M2M-EC): notificationEventCat, or "latest" with latestNotify.
+    ec: Option<String>,
+    /// The subscription whose notificationStatsInfo counts it, and the events it carries.
+    stats: Option<(String, u64)>,
+}
+
+/// The notifications of one subscription for one target waiting for their batch (TS-0001
+/// clause 10.2.10.7): sent when `num` are held or when the duration since the first ran out.
+struct Batch {
+    items: Vec<Value>,
+    timer: Option<tokio::task::AbortHandle>,
+    policy: Policy,
+}
+
+/// A subscription's policies for what it sends, read when the event happened.
+#[derive(Clone)]
+struct Policy {
+    sub_ri: String,
+    latest: bool,
+    ec: Option<String>,
+    stats: bool,
+}
+
+impl Policy {
+    fn of(sub: &Resource) -> Self {
+        let latest = sub.attrs.get("ln") == Some(&Value::Bool(true));
+        Policy {
+            sub_ri: sub.ri().to_owned(),
+            latest,
+            // m2m:stdEventCats: 4 is "latest" (TS-0004 clause 7.5.1.2.2, step 2.3).
+            ec: if latest {
+                Some("4".to_owned())
+            } else {
+                sub.u64_attr("nec").map(|n| n.to_string())
+            },
+            stats: sub.attrs.get("nse") == Some(&Value::Bool(true)),
+        }
+    }
+
+    fn outgoing(&self, body: Value, events: u64) -> Outgoing {
+        Outgoing {
+            body,
+            ec: self.ec.clone(),
+            stats: self.stats.then(|| (self.sub_ri.clone(), events)),
+        }
+    }
 }
 
 impl Notifier {
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn batches(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Batch>> {
+        self.batches.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-/// Triggers the subscriptions of `subject` for an event that concerns `res`.
+/// Triggers the subscriptions of `subject` for an event that concerns `res`, caused by a request
+/// of `originator` (None: the CSE itself, e.g. expiry).
 pub fn on_event(
     cse: &Arc<Cse>,
     subject: &Resource,
     event: Event,
     res: &Resource,
     modified: Option<&Map<String, Value>>,
+    originator: Option<&str>,
 ) {
     let subs = match cse
         .store
@@ -80,10 +144,15 @@ pub fn on_event(
         };
         let mut sgn =
             json!({ "nev": { "rep": rep, "net": event as u8 }, "sur": cse.sp_relative(sub.ri()) });
-        if let Some(cr) = sub.str_attr("cr") {
+        // The creator; without one, with eeno, the originator of the event (Release 4).
+        let eeno = sub.attrs.get("eeno") == Some(&Value::Bool(true));
+        if let Some(cr) = sub
+            .str_attr("cr")
+            .or(originator.filter(|o| eeno && !o.is_empty()))
+        {
             sgn["cr"] = json!(cr);
         }
-        enqueue_all(cse, &sub, json!({ "m2m:sgn": sgn }));
+        notify_targets(cse, &sub, sgn);
         count_down(cse, &sub);
     }
 }
@@ -123,16 +192,193 @@ fn wants(
     }
 }
 
-fn enqueue_all(cse: &Arc<Cse>, sub: &Resource, body: Value) {
-    for nu in sub
-        .attrs
+/// A subscription's notification to each of its targets, under its policies: held for a batch
+/// (batchNotify), or queued now.
+fn notify_targets(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
+    let policy = Policy::of(sub);
+    let batch = sub.attrs.get("bn").filter(|b| b.is_object());
+    for nu in targets(sub) {
+        match batch {
+            Some(bn) => hold(cse, &policy, bn, nu, sgn.clone()),
+            None => enqueue_outgoing(
+                cse,
+                nu,
+                policy.outgoing(json!({ "m2m:sgn": sgn.clone() }), 1),
+            ),
+        }
+    }
+}
+
+fn targets(sub: &Resource) -> impl Iterator<Item = &str> {
+    sub.attrs
         .get("nu")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
+}
+
+/// batchNotify: holds `sgn` for `nu`; sends the batch when it holds `num`, or starts the timer
+/// of `dur` with its first notification.
+fn hold(cse: &Arc<Cse>, policy: &Policy, bn: &Value, nu: &str, sgn: Value) {
+    let num = bn.get("num").and_then(Value::as_u64).filter(|n| *n > 0);
+    let dur = bn
+        .get("dur")
+        .and_then(m2m_core::time::parse_duration)
+        .unwrap_or(DEFAULT_BATCH_DURATION);
+    let key = (policy.sub_ri.clone(), nu.to_owned());
+    let full = {
+        let mut batches = cse.notifier.batches();
+        let batch = batches.entry(key.clone()).or_insert_with(|| Batch {
+            items: Vec::new(),
+            timer: None,
+            policy: policy.clone(),
+        });
+        batch.items.push(sgn);
+        if num.is_some_and(|n| batch.items.len() as u64 >= n) {
+            batches.remove(&key)
+        } else {
+            if batch.timer.is_none() {
+                let cse2 = Arc::clone(cse);
+                let key2 = key.clone();
+                let timer = tokio::spawn(async move {
+                    tokio::time::sleep(dur).await;
+                    let due = cse2.notifier.batches().remove(&key2);
+                    if let Some(due) = due {
+                        send_batch(&cse2, &key2.1, due);
+                    }
+                });
+                batch.timer = Some(timer.abort_handle());
+            }
+            None
+        }
+    };
+    if let Some(full) = full {
+        send_batch(cse, nu, full);
+    }
+}
+
+/// The batch duration when the stored value cannot be read (it always can: the subscription
+/// sets `subscription::DEFAULT_BATCH_DURATION`).
+const DEFAULT_BATCH_DURATION: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sends a batch as one aggregated notification (`m2m:agn`); with latestNotify, only its newest.
+fn send_batch(cse: &Arc<Cse>, nu: &str, batch: Batch) {
+    if let Some(timer) = &batch.timer {
+        timer.abort();
+    }
+    let events = batch.items.len() as u64;
+    let mut items = batch.items;
+    if batch.policy.latest {
+        items = items.split_off(items.len().saturating_sub(1));
+    }
+    if items.is_empty() {
+        return;
+    }
+    let body = json!({ "m2m:agn": { "m2m:sgn": items } });
+    enqueue_outgoing(cse, nu, batch.policy.outgoing(body, events));
+}
+
+/// Blocking update (TS-0004 clauses 7.5.1.2.19 and 7.3.2.9): before an UPDATE of `res` changes
+/// it, each blocking subscription whose attributes it touches notifies its target with the
+/// update's content and waits for the answer; a refusal refuses the UPDATE. The guard returned
+/// keeps other UPDATEs of the resource waiting until this one is done.
+pub async fn blocking_update(
+    cse: &Arc<Cse>,
+    res: &Resource,
+    content: &Map<String, Value>,
+) -> M2mResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
+    let subs: Vec<Resource> = cse
+        .store
+        .read(|r| r.children(res.ri(), Some(ResourceType::Subscription)))?
+        .into_iter()
+        .filter(|s| crate::resources::subscription::is_blocking(&s.attrs))
+        .collect();
+    if subs.is_empty() {
+        return Ok(None);
+    }
+    let lock = {
+        let mut blocked = cse
+            .notifier
+            .blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Arc::clone(blocked.entry(res.ri().to_owned()).or_default())
+    };
+    let guard = lock.lock_owned().await;
+    for sub in subs {
+        if !touches(&sub, content) {
+            continue;
+        }
+        let Some(nu) = targets(&sub).next() else {
+            continue;
+        };
+        let mut sgn = json!({
+            "nev": { "rep": { res.ty.root_name(): content }, "net": crate::resources::subscription::BLOCKING_UPDATE },
+            "sur": cse.sp_relative(sub.ri()),
+        });
+        if let Some(cr) = sub.str_attr("cr") {
+            sgn["cr"] = json!(cr);
+        }
+        let resp = send_now(cse, nu, json!({ "m2m:sgn": sgn })).await;
+        match resp.rsc {
+            rsc if rsc.is_success() => {}
+            ResponseStatusCode::TargetNotReachable => {
+                return Err(M2mError::new(
+                    ResponseStatusCode::RemoteEntityNotReachable,
+                    "the blocking subscription's target could not be reached",
+                ))
+            }
+            ResponseStatusCode::OperationNotAllowed => {
+                return Err(M2mError::new(
+                    ResponseStatusCode::OperationDeniedByRemoteEntity,
+                    "the blocking subscription's target refused the update",
+                ))
+            }
+            other => {
+                return Err(M2mError::new(
+                    other,
+                    "the blocking subscription's target did not accept the update",
+                ))
+            }
+        }
+    }
+    Ok(Some(guard))
+}
+
+/// Whether an UPDATE's content touches the attributes a blocking subscription watches (all of
+/// them without `atr`).
+fn touches(sub: &Resource, content: &Map<String, Value>) -> bool {
+    match sub
+        .attrs
+        .get("enc")
+        .and_then(|e| e.get("atr"))
+        .and_then(Value::as_array)
     {
-        enqueue(cse, nu, body.clone());
+        Some(atr) => atr
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| content.contains_key(a)),
+        None => true,
+    }
+}
+
+/// A subscription ends (deleted, expired, counted down): what its batches hold goes out first
+/// (TS-0004 clause 7.4.8.2.4).
+pub fn batches_end(cse: &Arc<Cse>, sub: &Resource) {
+    let ending: Vec<((String, String), Batch)> = {
+        let mut batches = cse.notifier.batches();
+        let keys: Vec<(String, String)> = batches
+            .keys()
+            .filter(|(ri, _)| ri == sub.ri())
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| batches.remove(&k).map(|b| (k, b)))
+            .collect()
+    };
+    for ((_, nu), batch) in ending {
+        send_batch(cse, &nu, batch);
     }
 }
 
@@ -145,7 +391,7 @@ fn count_down(cse: &Arc<Cse>, sub: &Resource) {
     let sub = sub.clone();
     tokio::spawn(async move {
         let r = if exc <= 1 {
-            crate::dispatcher::delete_resource(&cse, &sub).await
+            crate::dispatcher::delete_resource(&cse, &sub, None).await
         } else {
             let ri = sub.ri().to_owned();
             cse.store
@@ -177,20 +423,37 @@ pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
                 3 => json!(cse.sp_relative(res.ri())),
                 _ => representation(res),
             };
-            enqueue_all(
-                cse,
-                sub,
-                json!({ "m2m:sgn": { "nev": { "rep": rep, "net": Event::Delete as u8 }, "sur": sur } }),
-            );
+            let mut sgn = json!({ "nev": { "rep": rep, "net": Event::Delete as u8 }, "sur": sur });
+            if let Some(cr) = sub.str_attr("cr") {
+                sgn["cr"] = json!(cr);
+            }
+            notify_targets(cse, sub, sgn);
         }
+        batches_end(cse, sub);
         if let Some(su) = sub.str_attr("su") {
-            enqueue(cse, su, json!({ "m2m:sgn": { "sud": true, "sur": sur } }));
+            let mut sgn = json!({ "sud": true, "sur": sur });
+            if let Some(cr) = sub.str_attr("cr") {
+                sgn["cr"] = json!(cr);
+            }
+            enqueue(cse, su, json!({ "m2m:sgn": sgn }));
         }
     }
 }
 
 /// Queues a notification body for a target; delivery happens in the background, in order.
 pub fn enqueue(cse: &Arc<Cse>, nu: &str, body: Value) {
+    enqueue_outgoing(
+        cse,
+        nu,
+        Outgoing {
+            body,
+            ec: None,
+            stats: None,
+        },
+    );
+}
+
+fn enqueue_outgoing(cse: &Arc<Cse>, nu: &str, body: Outgoing) {
     let mut queues = cse.notifier.queues();
     let body = match queues.get(nu) {
         None => body,
@@ -216,7 +479,7 @@ pub fn enqueue(cse: &Arc<Cse>, nu: &str, body: Value) {
 
 /// A target's delivery task: sends in order until the queue stays idle, then removes its map
 /// entry (if still its own) and delivers what came in before the removal.
-async fn deliver_queue(cse: Arc<Cse>, nu: String, id: u64, mut rx: mpsc::Receiver<Value>) {
+async fn deliver_queue(cse: Arc<Cse>, nu: String, id: u64, mut rx: mpsc::Receiver<Outgoing>) {
     while let Ok(Some(body)) = tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
         deliver(&cse, &nu, body).await;
     }
@@ -233,16 +496,62 @@ async fn deliver_queue(cse: Arc<Cse>, nu: String, id: u64, mut rx: mpsc::Receive
     }
 }
 
-async fn deliver(cse: &Arc<Cse>, nu: &str, body: Value) {
-    let resp = send_now(cse, nu, body).await;
-    if !resp.rsc.is_success() {
+async fn deliver(cse: &Arc<Cse>, nu: &str, out: Outgoing) {
+    let resp = send_request(cse, nu, out.body, out.ec).await;
+    let delivered = resp.rsc.is_success();
+    if !delivered {
         tracing::warn!(target_uri = %nu, rsc = resp.rsc.code(), dbg = resp.dbg().unwrap_or(""), "notification not delivered");
+    }
+    if let Some((sub_ri, events)) = out.stats {
+        count_statistics(cse, sub_ri, nu, events, delivered).await;
+    }
+}
+
+/// notificationStatsInfo (Release 4): per target, the notification requests sent (`rqs`), the
+/// responses received (`rsr`) and the events they carried (`noec`), counted while
+/// notificationStatsEnable is true.
+async fn count_statistics(cse: &Arc<Cse>, sub_ri: String, nu: &str, events: u64, answered: bool) {
+    let tg = nu.to_owned();
+    let r = cse
+        .store
+        .write(move |w| {
+            let Some(mut sub) = w.get(&sub_ri)? else {
+                return Ok(());
+            };
+            if sub.attrs.get("nse") != Some(&Value::Bool(true)) {
+                return Ok(());
+            }
+            let nsi = sub.attrs.entry("nsi").or_insert_with(|| json!([]));
+            let Some(list) = nsi.as_array_mut() else {
+                return Ok(());
+            };
+            let at = match list.iter().position(|e| e["tg"] == tg.as_str()) {
+                Some(i) => i,
+                None => {
+                    list.push(json!({ "tg": tg, "rqs": 0, "rsr": 0, "noec": 0 }));
+                    list.len() - 1
+                }
+            };
+            let entry = &mut list[at];
+            let add = |v: &Value, n: u64| json!(v.as_u64().unwrap_or(0) + n);
+            entry["rqs"] = add(&entry["rqs"], events);
+            entry["rsr"] = add(&entry["rsr"], if answered { events } else { 0 });
+            entry["noec"] = add(&entry["noec"], events);
+            w.update(&sub)
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(dbg = %e.dbg, "cannot count notification statistics");
     }
 }
 
 /// Sends one notification now and waits for the answer: to a URL directly, to an ID through the
 /// CSE's own routing (a local AE's pointOfAccess, or a remote CSE).
 pub async fn send_now(cse: &Arc<Cse>, nu: &str, body: Value) -> Response {
+    send_request(cse, nu, body, None).await
+}
+
+async fn send_request(cse: &Arc<Cse>, nu: &str, body: Value, ec: Option<String>) -> Response {
     let rqi = format!("ntf-{}", crate::dispatcher::random_suffix(10));
     let mut req = Request::new(
         Operation::Notify,
@@ -251,6 +560,7 @@ pub async fn send_now(cse: &Arc<Cse>, nu: &str, body: Value) -> Response {
         rqi.clone(),
     );
     req.pc = Some(body);
+    req.ec = ec;
     if is_url(nu) {
         match cse.client.send_to_url(nu, &req).await {
             Ok(r) => r,
@@ -263,7 +573,7 @@ pub async fn send_now(cse: &Arc<Cse>, nu: &str, body: Value) -> Response {
 
 /// A notification target or pointOfAccess that is a URL of a binding this CSE sends over (HTTP,
 /// CoAP, and their secure forms with the CSE's certificate or the entity's PSK row).
-fn is_url(s: &str) -> bool {
+pub(crate) fn is_url(s: &str) -> bool {
     ["http://", "https://", "coap://", "coaps://"]
         .iter()
         .any(|scheme| s.starts_with(scheme))

@@ -612,7 +612,7 @@ mod tests {
             "sub1",
             "/id-in",
         ));
-        let url = format!("http://{}", r.addr);
+        let url = format!("http://{}", r.addr.expect("listening"));
         let sgn = json!({ "m2m:sgn": { "nev": { "rep": { "m2m:cin": { "con": "UNLOCKED" } }, "net": 3 }, "sur": "/id-in/sub1" } });
         assert_eq!(
             send(&url, Operation::Notify, Some(sgn)).await.rsc.code(),
@@ -646,7 +646,7 @@ mod tests {
             subscription_reference("//sp.example/mn-cse-1/x", "s", "/id-in"),
             "/mn-cse-1/s"
         );
-        let url = format!("http://{}", r.addr);
+        let url = format!("http://{}", r.addr.expect("listening"));
         // A forged event for a subscription this AE never made: refused, never handed over.
         for sur in ["/id-in/sub7", "/mn-cse-1/sub8", ""] {
             let forged = json!({ "m2m:sgn": { "nev": { "rep": { "m2m:cin": { "con": "UNLOCKED" } }, "net": 3 }, "sur": sur } });
@@ -672,7 +672,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_answers_an_error() {
         let r = start("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", r.addr);
+        let url = format!("http://{}", r.addr.expect("listening"));
         let vrq = json!({ "m2m:sgn": { "vrq": true, "sur": "/id-in/sub1" } });
         for _ in 0..QUEUE {
             let rsp = send(&url, Operation::Notify, Some(vrq.clone())).await;

@@ -414,12 +414,12 @@ fn attribute_and_child_type_criteria_and_unsupported_features_refused() {
     );
 
     for (rn, extra) in [
-        ("bn", json!({ "bn": { "num": 2 } })),
-        ("ln", json!({ "ln": true })),
         ("rl", json!({ "rl": { "mnn": 1, "tww": 60 } })),
+        ("pn", json!({ "pn": 1 })),
         ("crb", json!({ "enc": { "crb": "20991231T000000" } })),
+        ("om", json!({ "enc": { "om": [{ "ops": 1 }] } })),
         ("net5", json!({ "enc": { "net": [5] } })),
-        ("nct4", json!({ "nct": 4 })),
+        ("net6", json!({ "enc": { "net": [6] }, "nct": 4 })),
     ] {
         let mut body = json!({ "rn": rn, "nu": [s.rx.url()] });
         body.as_object_mut()

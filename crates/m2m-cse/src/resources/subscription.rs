@@ -12,20 +12,27 @@ use std::sync::Arc;
 pub async fn prepare_create(
     cse: &Arc<Cse>,
     req: &Request,
-    _parent: &Resource,
+    parent: &Resource,
     attrs: &mut Map<String, Value>,
 ) -> M2mResult<Prepared> {
     check_supported(attrs)?;
-    let ri = crate::dispatcher::new_ri(m2m_core::ResourceType::Subscription);
+    complete_defaults(attrs);
+    check_criteria(parent, attrs)?;
     let nus = string_list(attrs.get("nu"));
     if nus.is_empty() {
         return Err(M2mError::bad_request(
             "notificationURI must name at least one target",
         ));
     }
+    if is_blocking(attrs) {
+        check_blocking(cse, parent, attrs, &nus)?;
+    }
+    let ri = crate::dispatcher::new_ri(m2m_core::ResourceType::Subscription);
     verify(cse, req, &ri, &nus).await?;
-    if !attrs.contains_key("nct") {
-        attrs.insert("nct".into(), json!(1));
+    if let Some(bn) = attrs.get_mut("bn").and_then(Value::as_object_mut) {
+        // TS-0004 clause 7.4.8.2.1, Recv-6.5: the provider's default when none is given.
+        bn.entry("dur")
+            .or_insert_with(|| json!(DEFAULT_BATCH_DURATION));
     }
     Ok(Prepared {
         ri: Some(ri),
@@ -40,6 +47,33 @@ pub async fn prepare_update(
     content: &Map<String, Value>,
 ) -> M2mResult<()> {
     check_supported(content)?;
+    if content
+        .get("enc")
+        .is_some_and(|enc| nets(enc).any(|n| n == BLOCKING_UPDATE))
+    {
+        return Err(M2mError::bad_request(
+            "an UPDATE cannot make a subscription blocking (notificationEventType 7)",
+        ));
+    }
+    // What the subscription would be: every check of a creation holds for it.
+    let mut merged = res.attrs.clone();
+    for (k, v) in content {
+        if v.is_null() {
+            merged.remove(k);
+        } else {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    complete_defaults(&mut merged);
+    let parent = cse
+        .store
+        .get(res.pi())?
+        .ok_or_else(|| M2mError::not_found("the subscribed-to resource is gone"))?;
+    check_criteria(&parent, &merged)?;
+    if is_blocking(&merged) {
+        let nus = string_list(merged.get("nu"));
+        check_blocking_policies(&merged, &nus)?;
+    }
     let old = string_list(res.attrs.get("nu"));
     let new: Vec<String> = string_list(content.get("nu"))
         .into_iter()
@@ -48,8 +82,176 @@ pub async fn prepare_update(
     verify(cse, req, res.ri(), &new).await
 }
 
-/// The subscription attributes this CSE acts on: nu, enc with net 1-4, atr and chty, exc, nct 1-3,
-/// su. Any other feature the schema knows (batchNotify, latestNotify, rateLimit, pending
+/// batchNotify/duration when the subscriber gives none (TS-0004 clause 7.4.8.2.1, Recv-6.5:
+/// "the default duration as given by the M2M Service Provider").
+pub const DEFAULT_BATCH_DURATION: &str = "PT60S";
+
+/// notificationEventType (TS-0004 table 6.3.4.2.19-1) values with a behaviour of their own.
+pub const BLOCKING_UPDATE: u64 = 7;
+const MISSING_DATA: u64 = 8;
+
+/// The notificationEventType values of an eventNotificationCriteria.
+fn nets(enc: &Value) -> impl Iterator<Item = u64> + '_ {
+    enc.get("net")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+}
+
+/// Whether a subscription blocks the UPDATEs of its resource (notificationEventType 7).
+pub fn is_blocking(attrs: &Map<String, Value>) -> bool {
+    attrs
+        .get("enc")
+        .is_some_and(|enc| nets(enc).any(|n| n == BLOCKING_UPDATE))
+}
+
+/// TS-0001 table 9.6.8-4: the notificationContentType a notificationEventType defaults to.
+fn default_nct(net: u64) -> u64 {
+    match net {
+        6 => 4,
+        BLOCKING_UPDATE => 2,
+        MISSING_DATA => 5,
+        _ => 1,
+    }
+}
+
+/// TS-0001 table 9.6.8-4: whether a notificationContentType is valid for a notificationEventType.
+fn nct_fits(nct: u64, net: u64) -> bool {
+    match nct {
+        1 | 3 => (1..=5).contains(&net),
+        2 => net == 1 || net == BLOCKING_UPDATE,
+        4 => net == 6,
+        5 => net == MISSING_DATA,
+        _ => false,
+    }
+}
+
+/// The values the Hosting CSE sets when the subscriber does not: notification on update of the
+/// resource (TS-0004 table 7.4.8.1-3; not when an operationMonitor stands instead), and the
+/// notificationContentType of the event types (TS-0001 table 9.6.8-4) when they agree on one.
+fn complete_defaults(attrs: &mut Map<String, Value>) {
+    let enc = attrs.entry("enc").or_insert_with(|| json!({}));
+    if let Some(e) = enc.as_object_mut() {
+        if !e.contains_key("net") && !e.contains_key("om") {
+            e.insert("net".into(), json!([1]));
+        }
+    }
+    if attrs.get("nct").is_none_or(Value::is_null) {
+        let defaults: Vec<u64> = attrs
+            .get("enc")
+            .map(|e| nets(e).map(default_nct).collect())
+            .unwrap_or_default();
+        match defaults.split_first() {
+            Some((first, rest)) if rest.iter().all(|d| d == first) => {
+                attrs.insert("nct".into(), json!(first));
+            }
+            // Event types of different defaults: the check below refuses it.
+            Some(_) => {}
+            None => {
+                attrs.insert("nct".into(), json!(1));
+            }
+        }
+    }
+}
+
+/// The checks of TS-0004 clause 7.4.8.2.1 / 7.4.8.2.3, Recv-6.4, on the subscription as it
+/// would be: 4000 for criteria that contradict each other or the subscribed-to resource.
+fn check_criteria(parent: &Resource, attrs: &Map<String, Value>) -> M2mResult<()> {
+    let enc = attrs.get("enc").cloned().unwrap_or_else(|| json!({}));
+    if enc.get("net").is_some() && enc.get("om").is_some() {
+        return Err(M2mError::bad_request(
+            "notificationEventType and operationMonitor exclude each other",
+        ));
+    }
+    let event_types: Vec<u64> = nets(&enc).collect();
+    if event_types.contains(&MISSING_DATA) || enc.get("md").is_some() {
+        // Only a <timeSeries> reports missing data points; this CSE hosts none.
+        return Err(M2mError::bad_request(
+            "missingData needs a timeSeries as the subscribed-to resource",
+        ));
+    }
+    let Some(nct) = attrs.get("nct").and_then(Value::as_u64) else {
+        return Err(M2mError::bad_request(
+            "the notificationEventTypes have different default notificationContentTypes: give one",
+        ));
+    };
+    if let Some(net) = event_types.iter().find(|net| !nct_fits(nct, **net)) {
+        return Err(M2mError::bad_request(format!(
+            "notificationContentType {nct} is not valid for notificationEventType {net}"
+        )));
+    }
+    let allowed = parent.ty.allowed_children();
+    for chty in enc
+        .get("chty")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let valid = chty
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok())
+            .and_then(m2m_core::ResourceType::from_code)
+            .is_some_and(|t| allowed.contains(&t));
+        if !valid {
+            return Err(M2mError::bad_request(format!(
+                "childResourceType {chty} is not a child type of the subscribed-to resource"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A blocking-update subscription (TS-0004 clause 7.4.8.2.1, Recv-6.4; TS-0001 10.2.10.7): the
+/// only one on its resource (4124), its only event type, one resource-ID target, no other policy.
+fn check_blocking(
+    cse: &Cse,
+    parent: &Resource,
+    attrs: &Map<String, Value>,
+    nus: &[String],
+) -> M2mResult<()> {
+    check_blocking_policies(attrs, nus)?;
+    let siblings = cse
+        .store
+        .read(|r| r.children(parent.ri(), Some(m2m_core::ResourceType::Subscription)))?;
+    if siblings.iter().any(|s| is_blocking(&s.attrs)) {
+        return Err(M2mError::new(
+            ResponseStatusCode::BlockingSubscriptionAlreadyExists,
+            "the resource already has a blocking subscription",
+        ));
+    }
+    Ok(())
+}
+
+fn check_blocking_policies(attrs: &Map<String, Value>, nus: &[String]) -> M2mResult<()> {
+    let bad = |what: &str| Err(M2mError::bad_request(what.to_owned()));
+    let enc = attrs.get("enc").cloned().unwrap_or_default();
+    if nets(&enc).any(|n| n != BLOCKING_UPDATE) {
+        return bad("a blocking update subscription has no other notificationEventType");
+    }
+    if let Some(k) = enc
+        .as_object()
+        .and_then(|e| e.keys().find(|k| !["net", "atr"].contains(&k.as_str())))
+    {
+        return bad(&format!(
+            "a blocking update subscription takes no '{k}' condition"
+        ));
+    }
+    if nus.len() != 1 || nus.iter().any(|nu| notification::is_url(nu)) {
+        return bad("a blocking update subscription has one notification target, a resource ID");
+    }
+    for k in ["exc", "bn", "ln", "nec", "nse", "eeno", "su"] {
+        if attrs.get(k).is_some_and(|v| !v.is_null()) {
+            return bad(&format!(
+                "a blocking update subscription takes no '{k}' policy"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The subscription attributes this CSE acts on: nu, enc with net 1-4 and 7, atr and chty, exc,
+/// nct, su, bn, ln, nec, nse, eeno. Any other feature the schema knows (rateLimit, pending
 /// notifications, group fan-out subscriptions, the other event criteria...) is refused with 5001
 /// NOT_IMPLEMENTED (TS-0004 clause 7.3.3.2: an attribute or value of a feature the Hosting CSE
 /// does not support), never stored and ignored.
@@ -64,41 +266,29 @@ fn check_supported(attrs: &Map<String, Value>) -> M2mResult<()> {
     for (k, what) in [
         ("gpi", "groupID"),
         ("nfu", "notificationForwardingURI"),
-        ("bn", "batchNotify"),
         ("rl", "rateLimit"),
         ("psn", "preSubscriptionNotify"),
         ("pn", "pendingNotification"),
         ("nsp", "notificationStoragePriority"),
-        ("nec", "notificationEventCat"),
         ("acrs", "associatedCrossResourceSub"),
     ] {
         if set(k) {
             return unsupported(what);
         }
     }
-    if attrs.get("ln") == Some(&Value::Bool(true)) {
-        return unsupported("latestNotify");
-    }
-    if attrs
-        .get("nct")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 3)
-    {
-        return unsupported("this notificationContentType");
-    }
     if let Some(enc) = attrs.get("enc").and_then(Value::as_object) {
+        // om with net is a 4000 of its own (check_criteria), before it is a missing feature.
+        if enc.contains_key("om") && enc.contains_key("net") {
+            return Ok(());
+        }
         if let Some(k) = enc
             .keys()
-            .find(|k| !["net", "atr", "chty"].contains(&k.as_str()))
+            .find(|k| !["net", "atr", "chty", "md"].contains(&k.as_str()))
         {
             return unsupported(&format!("the eventNotificationCriteria condition '{k}'"));
         }
-        let nets = enc
-            .get("net")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten();
-        if nets.filter_map(Value::as_u64).any(|n| n > 4) {
+        let v = Value::Object(enc.clone());
+        if nets(&v).any(|n| matches!(n, 5 | 6)) {
             return unsupported("this notificationEventType");
         }
     }
@@ -156,7 +346,8 @@ fn check_target(cse: &Cse, nu: &str) -> M2mResult<()> {
     Err(bad())
 }
 
-/// The type's behaviour: targets checked and verified at creation and update.
+/// The type's behaviour: criteria and targets checked, targets verified at creation and
+/// update; the statistics of notificationStatsEnable reset as TS-0004 (Release 4) says.
 pub struct Subscription;
 
 impl super::Behaviour for Subscription {
@@ -176,5 +367,26 @@ impl super::Behaviour for Subscription {
         content: &'a Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<()>> {
         Box::pin(prepare_update(call.cse, call.req, res, content))
+    }
+
+    fn apply_update(
+        &self,
+        _cse: &Cse,
+        _w: &crate::store::Writer<'_>,
+        res: &mut Resource,
+        changed: &Map<String, Value>,
+        _before: &Map<String, Value>,
+    ) -> M2mResult<()> {
+        // enc or nct removed: their defaults again.
+        complete_defaults(&mut res.attrs);
+        // notificationStatsEnable set (again) starts the statistics anew; removed, they go.
+        if changed.contains_key("nse") && res.attrs.get("nse") != Some(&Value::Bool(false)) {
+            res.attrs.remove("nsi");
+        }
+        if let Some(bn) = res.attrs.get_mut("bn").and_then(Value::as_object_mut) {
+            bn.entry("dur")
+                .or_insert_with(|| json!(DEFAULT_BATCH_DURATION));
+        }
+        Ok(())
     }
 }

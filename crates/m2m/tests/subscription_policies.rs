@@ -1,0 +1,561 @@
+//! Notification policies of `<subscription>` on a real `m2m cse` (TS-0004 clauses 7.4.8,
+//! 7.5.1.2.2, 7.5.1.2.19; TS-0001 clause 10.2.10.7 and table 9.6.8-4): batchNotify by number
+//! and by duration, latestNotify, notificationEventCat, notificationStatsEnable, the originator
+//! of the event (eeno), blocking updates, and the checks of criteria and content types.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A CSE, an AE `app` (From `Csub`) with container `c`, and a receiver.
+struct Setup {
+    cse: CseProcess,
+    ae: String,
+    rx: Receiver,
+}
+
+fn setup() -> Setup {
+    let cse = CseProcess::start_in();
+    let ae = register_ae(cse.url(), "/cse-in", "Csub", "app", &[]);
+    create_cnt(cse.url(), "/cse-in/app", &ae, json!({ "rn": "c" }));
+    Setup {
+        cse,
+        ae,
+        rx: Receiver::start(),
+    }
+}
+
+fn subscribe(s: &Setup, sub: Value) -> Value {
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": sub }),
+    );
+    assert_eq!(rsc, 2001, "subscription: {b}");
+    b["m2m:sub"].clone()
+}
+
+fn label(s: &Setup, lbl: &str) {
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": [lbl] } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+}
+
+fn is_batch(r: &Received) -> bool {
+    r.body.get("m2m:agn").is_some()
+}
+
+fn is_event(r: &Received) -> bool {
+    r.net().is_some()
+}
+
+/// The labels of the container updates an aggregated notification carries, in order.
+fn batch_labels(r: &Received) -> Vec<String> {
+    r.body["m2m:agn"]["m2m:sgn"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an aggregated notification: {:?}", r.body))
+        .iter()
+        .map(|sgn| {
+            sgn["nev"]["rep"]["m2m:cnt"]["lbl"][0]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn batch_notify_by_number_sends_one_aggregated_notification_in_order() {
+    let s = setup();
+    let sub = subscribe(
+        &s,
+        json!({ "rn": "b", "nu": [s.rx.url()], "bn": { "num": 3 } }),
+    );
+    assert_eq!(sub["bn"]["num"], json!(3), "{sub}");
+    assert!(
+        sub["bn"]["dur"].is_string(),
+        "the default duration is set: {sub}"
+    );
+    for l in ["l1", "l2"] {
+        label(&s, l);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        s.rx.count(|r| is_batch(r) || is_event(r)),
+        0,
+        "held until the third"
+    );
+    label(&s, "l3");
+    let batch = s.rx.wait_for(is_batch, WAIT);
+    assert_eq!(batch_labels(&batch), ["l1", "l2", "l3"]);
+    for sgn in batch.body["m2m:agn"]["m2m:sgn"].as_array().unwrap() {
+        assert!(
+            sgn["sur"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(sub["ri"].as_str().unwrap()),
+            "{sgn}"
+        );
+    }
+    // The next three make the next batch; no single notification in between.
+    for l in ["l4", "l5", "l6"] {
+        label(&s, l);
+    }
+    let batches = s.rx.wait_for_n(2, is_batch, WAIT);
+    assert_eq!(batch_labels(&batches[1]), ["l4", "l5", "l6"]);
+    assert_eq!(s.rx.count(is_event), 0, "nothing outside the batches");
+}
+
+#[test]
+fn batch_notify_by_duration_and_what_a_deleted_subscription_held() {
+    let s = setup();
+    subscribe(
+        &s,
+        json!({ "rn": "d", "nu": [s.rx.url()], "bn": { "dur": "PT1S" } }),
+    );
+    let started = Instant::now();
+    for l in ["a", "b", "c"] {
+        label(&s, l);
+    }
+    let batch = s.rx.wait_for(is_batch, WAIT);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "sent when the duration ran out, not before"
+    );
+    assert_eq!(batch_labels(&batch), ["a", "b", "c"]);
+
+    // Held notifications go out when the subscription is deleted, before the deletion notice.
+    let rx2 = Receiver::start();
+    subscribe(
+        &s,
+        json!({ "rn": "held", "nu": [rx2.url()], "su": rx2.url(), "bn": { "num": 10, "dur": "PT60S" } }),
+    );
+    label(&s, "z");
+    let (rsc, _) = delete(s.cse.url(), "/cse-in/app/c/held", &s.ae);
+    assert_eq!(rsc, 2002);
+    let got = rx2.wait_for_n(2, |r| is_batch(r) || r.sgn().get("sud").is_some(), WAIT);
+    assert!(is_batch(&got[0]), "the held batch first: {got:#?}");
+    assert_eq!(batch_labels(&got[0]), ["z"]);
+    assert_eq!(got[1].sgn()["sud"], json!(true), "{got:#?}");
+}
+
+#[test]
+fn latest_notify_sends_only_the_newest_with_event_category_latest() {
+    let s = setup();
+    subscribe(
+        &s,
+        json!({ "rn": "ln", "nu": [s.rx.url()], "ln": true, "bn": { "num": 3 } }),
+    );
+    for l in ["x", "y", "z"] {
+        label(&s, l);
+    }
+    let batch = s.rx.wait_for(is_batch, WAIT);
+    assert_eq!(batch_labels(&batch), ["z"], "only the latest");
+    assert_eq!(batch.headers.get("x-m2m-ec").map(String::as_str), Some("4"));
+    // notificationEventCat without latestNotify: the category given.
+    let rx2 = Receiver::start();
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "nec", "nu": [rx2.url()], "nec": 2 } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    label(&s, "w");
+    let n = rx2.wait_for(is_event, WAIT);
+    assert_eq!(n.headers.get("x-m2m-ec").map(String::as_str), Some("2"));
+}
+
+#[test]
+fn notification_statistics_count_per_target_and_reset_when_enabled_again() {
+    let s = setup();
+    let sub = subscribe(&s, json!({ "rn": "st", "nu": [s.rx.url()], "nse": true }));
+    assert_eq!(sub["nse"], json!(true));
+    assert!(
+        sub.get("nsi").is_none(),
+        "no statistics before the first event: {sub}"
+    );
+    label(&s, "one");
+    s.rx.wait_for(is_event, WAIT);
+    let nsi = poll(WAIT, || {
+        let (_, b) = retrieve(s.cse.url(), "/cse-in/app/c/st", &s.ae);
+        let nsi = b["m2m:sub"]["nsi"].clone();
+        (nsi[0]["rsr"] == json!(1)).then_some(nsi)
+    })
+    .expect("statistics after one notification");
+    assert_eq!(
+        nsi,
+        json!([{ "tg": s.rx.url(), "rqs": 1, "rsr": 1, "noec": 1 }]),
+        "the verification is not counted"
+    );
+    // nsi is the CSE's: an UPDATE may not set it.
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c/st",
+        &s.ae,
+        json!({ "m2m:sub": { "nsi": [] } }),
+    );
+    assert_eq!(rsc, 4000);
+    // false keeps them (and stops counting); true again starts anew; null removes both.
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/c/st",
+        &s.ae,
+        json!({ "m2m:sub": { "nse": false } }),
+    );
+    assert_eq!(rsc, 2004);
+    assert_eq!(b["m2m:sub"]["nsi"], nsi, "{b}");
+    let (_, b) = update(
+        s.cse.url(),
+        "/cse-in/app/c/st",
+        &s.ae,
+        json!({ "m2m:sub": { "nse": true } }),
+    );
+    assert!(b["m2m:sub"].get("nsi").is_none(), "reset: {b}");
+    let (_, b) = update(
+        s.cse.url(),
+        "/cse-in/app/c/st",
+        &s.ae,
+        json!({ "m2m:sub": { "nse": null } }),
+    );
+    assert!(
+        b["m2m:sub"].get("nse").is_none() && b["m2m:sub"].get("nsi").is_none(),
+        "{b}"
+    );
+}
+
+#[test]
+fn eeno_names_the_originator_of_the_event_when_there_is_no_creator() {
+    let s = setup();
+    subscribe(&s, json!({ "rn": "e", "nu": [s.rx.url()], "eeno": true }));
+    label(&s, "by-csub");
+    let n = s.rx.wait_for(is_event, WAIT);
+    assert_eq!(n.sgn()["cr"], json!(s.ae), "{:?}", n.body);
+    // With a creator, the creator.
+    let rx2 = Receiver::start();
+    subscribe(
+        &s,
+        json!({ "rn": "e2", "nu": [rx2.url()], "eeno": true, "cr": null }),
+    );
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c",
+        "CAdmin",
+        json!({ "m2m:cnt": { "lbl": ["admin"] } }),
+    );
+    assert_eq!(rsc, 2004);
+    let n = rx2.wait_for(is_event, WAIT);
+    assert_eq!(
+        n.sgn()["cr"],
+        json!(s.ae),
+        "the subscription's creator: {:?}",
+        n.body
+    );
+    let n = s.rx.wait_for(
+        |r| is_event(r) && r.rep()["m2m:cnt"]["lbl"] == json!(["admin"]),
+        WAIT,
+    );
+    assert_eq!(
+        n.sgn()["cr"],
+        json!("CAdmin"),
+        "the admin updated: {:?}",
+        n.body
+    );
+}
+
+/// An AE `gate` with its pointOfAccess at `rx`, holding a blocking-update subscription on the
+/// container.
+fn blocking_setup() -> (Setup, String) {
+    let s = setup();
+    let gate = register_ae(s.cse.url(), "/cse-in", "Cgate", "gate", &[s.rx.url()]);
+    // The container's owner lets the gate subscribe.
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app",
+        &s.ae,
+        1,
+        json!({ "m2m:acp": { "rn": "acp", "pv": { "acr": [
+            { "acor": [s.ae.as_str()], "acop": 63 }, { "acor": [gate.as_str()], "acop": 3 }
+        ] }, "pvs": { "acr": [{ "acor": [s.ae.as_str()], "acop": 63 }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "acpi": ["cse-in/app/acp"] } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &gate,
+        23,
+        json!({ "m2m:sub": { "rn": "block", "nu": [gate.as_str()], "enc": { "net": [7], "atr": ["lbl"] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(
+        b["m2m:sub"]["nct"],
+        json!(2),
+        "modified attributes by default: {b}"
+    );
+    (s, gate)
+}
+
+#[test]
+fn a_blocking_update_waits_for_the_target_and_its_refusal_refuses_the_update() {
+    let (s, gate) = blocking_setup();
+    label(&s, "allowed");
+    let n = s.rx.wait_for(|r| r.net() == Some(7), WAIT);
+    assert_eq!(
+        n.rep(),
+        &json!({ "m2m:cnt": { "lbl": ["allowed"] } }),
+        "the update's content"
+    );
+    let (_, b) = retrieve(s.cse.url(), "/cse-in/app/c", &s.ae);
+    assert_eq!(b["m2m:cnt"]["lbl"], json!(["allowed"]));
+    // An attribute the subscription does not watch: no notification, no wait.
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "mni": 9 } }),
+    );
+    assert_eq!(rsc, 2004);
+    assert_eq!(s.rx.count(|r| r.net() == Some(7)), 1);
+    // The target refuses: the update is refused and nothing changes.
+    s.rx.answer_with(4005);
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["refused"] } }),
+    );
+    assert_eq!(rsc, 4127, "OPERATION_DENIED_BY_REMOTE_ENTITY");
+    let (_, b) = retrieve(s.cse.url(), "/cse-in/app/c", &s.ae);
+    assert_eq!(b["m2m:cnt"]["lbl"], json!(["allowed"]), "unchanged: {b}");
+    // The target cannot be reached: 5107, nothing changes.
+    s.rx.answer_with(2000);
+    let dead = format!("http://127.0.0.1:{}", unused_port());
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/gate",
+        &gate,
+        json!({ "m2m:ae": { "poa": [dead] } }),
+    );
+    assert_eq!(rsc, 2004);
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["lost"] } }),
+    );
+    assert_eq!(rsc, 5107, "REMOTE_ENTITY_NOT_REACHABLE");
+    let (_, b) = retrieve(s.cse.url(), "/cse-in/app/c", &s.ae);
+    assert_eq!(b["m2m:cnt"]["lbl"], json!(["allowed"]), "unchanged: {b}");
+}
+
+#[test]
+fn blocking_subscriptions_are_one_per_resource_with_one_resource_id_target_and_no_policies() {
+    let (s, gate) = blocking_setup();
+    let try_sub = |sub: Value| {
+        create(
+            s.cse.url(),
+            "/cse-in/app/c",
+            &gate,
+            23,
+            json!({ "m2m:sub": sub }),
+        )
+        .0
+    };
+    assert_eq!(
+        try_sub(json!({ "nu": [gate.as_str()], "enc": { "net": [7] } })),
+        4124,
+        "BLOCKING_SUBSCRIPTION_ALREADY_EXISTS"
+    );
+    let (rsc, _) = delete(s.cse.url(), "/cse-in/app/c/block", &gate);
+    assert_eq!(rsc, 2002);
+    for (what, sub) in [
+        (
+            "two targets",
+            json!({ "nu": [gate.as_str(), s.ae.as_str()], "enc": { "net": [7] } }),
+        ),
+        (
+            "a URL target",
+            json!({ "nu": [s.rx.url()], "enc": { "net": [7] } }),
+        ),
+        (
+            "with batchNotify",
+            json!({ "nu": [gate.as_str()], "enc": { "net": [7] }, "bn": { "num": 2 } }),
+        ),
+        (
+            "with exc",
+            json!({ "nu": [gate.as_str()], "enc": { "net": [7] }, "exc": 2 }),
+        ),
+        (
+            "another event type too",
+            json!({ "nu": [gate.as_str()], "enc": { "net": [1, 7] }, "nct": 2 }),
+        ),
+        (
+            "a condition other than atr",
+            json!({ "nu": [gate.as_str()], "enc": { "net": [7], "chty": [4] } }),
+        ),
+        (
+            "all attributes",
+            json!({ "nu": [gate.as_str()], "enc": { "net": [7] }, "nct": 1 }),
+        ),
+    ] {
+        assert_eq!(try_sub(sub), 4000, "{what}");
+    }
+    // An UPDATE cannot make a subscription blocking.
+    let sub = subscribe(&s, json!({ "rn": "plain", "nu": [s.rx.url()] }));
+    assert_eq!(
+        sub["enc"],
+        json!({ "net": [1] }),
+        "the default criteria: {sub}"
+    );
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c/plain",
+        &s.ae,
+        json!({ "m2m:sub": { "enc": { "net": [7] } } }),
+    );
+    assert_eq!(rsc, 4000);
+}
+
+#[test]
+fn content_types_event_types_and_child_types_must_fit_together() {
+    let s = setup();
+    let try_sub = |sub: Value| {
+        create(
+            s.cse.url(),
+            "/cse-in/app/c",
+            &s.ae,
+            23,
+            json!({ "m2m:sub": sub }),
+        )
+        .0
+    };
+    let nu = json!([s.rx.url()]);
+    for (what, sub, want) in [
+        (
+            "modified attributes of a child creation",
+            json!({ "nu": nu, "enc": { "net": [3] }, "nct": 2 }),
+            4000,
+        ),
+        (
+            "trigger payload for an update",
+            json!({ "nu": nu, "nct": 4 }),
+            4000,
+        ),
+        (
+            "time series notification for an update",
+            json!({ "nu": nu, "nct": 5 }),
+            4000,
+        ),
+        (
+            "event types of different defaults, no nct",
+            json!({ "nu": nu, "enc": { "net": [1, 7] } }),
+            4000,
+        ),
+        (
+            "a child type a container cannot have",
+            json!({ "nu": nu, "enc": { "net": [3], "chty": [2] } }),
+            4000,
+        ),
+        (
+            "missing data on a container",
+            json!({ "nu": nu, "enc": { "net": [8], "md": { "num": 1, "dur": "PT1S" } } }),
+            4000,
+        ),
+        (
+            "net and operationMonitor",
+            json!({ "nu": nu, "enc": { "net": [1], "om": [{ "ops": 1 }] } }),
+            4000,
+        ),
+        (
+            "a creator other than null",
+            json!({ "nu": nu, "cr": "Csomeone" }),
+            4000,
+        ),
+        (
+            "ID of a created child",
+            json!({ "nu": nu, "enc": { "net": [3] }, "nct": 3 }),
+            2001,
+        ),
+        (
+            "modified attributes of an update",
+            json!({ "nu": nu, "enc": { "net": [1] }, "nct": 2 }),
+            2001,
+        ),
+    ] {
+        assert_eq!(try_sub(sub), want, "{what}");
+    }
+    // The defaults: update of the resource, all attributes; enc removed brings them back.
+    let sub = subscribe(&s, json!({ "rn": "d", "nu": nu, "enc": { "net": [3] } }));
+    assert_eq!(
+        (sub["enc"].clone(), sub["nct"].clone()),
+        (json!({ "net": [3] }), json!(1))
+    );
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/c/d",
+        &s.ae,
+        json!({ "m2m:sub": { "enc": null } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(b["m2m:sub"]["enc"], json!({ "net": [1] }), "{b}");
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c/d",
+        &s.ae,
+        json!({ "m2m:sub": { "nct": 2, "enc": { "net": [3] } } }),
+    );
+    assert_eq!(
+        rsc, 4000,
+        "the UPDATE leaves a content type that does not fit"
+    );
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c/d",
+        &s.ae,
+        json!({ "m2m:sub": { "nu": null } }),
+    );
+    assert_eq!(rsc, 4000, "notificationURI is mandatory");
+    // A subscription under a resource that takes none: TARGET_NOT_SUBSCRIBABLE.
+    let cin = create_cin(s.cse.url(), "/cse-in/app/c", &s.ae, "v");
+    let (rsc, _) = create(
+        s.cse.url(),
+        &format!("/{cin}"),
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "nu": nu } }),
+    );
+    assert_eq!(rsc, 5203);
+    // An <accessControlPolicy> is subscribable.
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app",
+        &s.ae,
+        1,
+        json!({ "m2m:acp": { "rn": "p", "pv": { "acr": [] }, "pvs": { "acr": [{ "acor": [s.ae.as_str()], "acop": 63 }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/p",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "nu": nu } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+}
