@@ -17,10 +17,12 @@ pub enum ResourceType {
     RemoteCse,
     ServiceSubscribedAppRule,
     Subscription,
+    TimeSeries,
+    TimeSeriesInstance,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 11] = [
+    pub const ALL: [ResourceType; 13] = [
         Self::AccessControlPolicy,
         Self::Ae,
         Self::Container,
@@ -32,6 +34,8 @@ impl ResourceType {
         Self::RemoteCse,
         Self::ServiceSubscribedAppRule,
         Self::Subscription,
+        Self::TimeSeries,
+        Self::TimeSeriesInstance,
     ];
 
     /// The `ty` value.
@@ -47,6 +51,8 @@ impl ResourceType {
             Self::RemoteCse => 16,
             Self::ServiceSubscribedAppRule => 19,
             Self::Subscription => 23,
+            Self::TimeSeries => 29,
+            Self::TimeSeriesInstance => 30,
             Self::LocalMulticastGroup => 45,
         }
     }
@@ -63,6 +69,8 @@ impl ResourceType {
             16 => Self::RemoteCse,
             19 => Self::ServiceSubscribedAppRule,
             23 => Self::Subscription,
+            29 => Self::TimeSeries,
+            30 => Self::TimeSeriesInstance,
             45 => Self::LocalMulticastGroup,
             _ => return None,
         })
@@ -97,6 +105,8 @@ impl ResourceType {
             Self::RemoteCse => "csr",
             Self::ServiceSubscribedAppRule => "asar",
             Self::Subscription => "sub",
+            Self::TimeSeries => "ts",
+            Self::TimeSeriesInstance => "tsi",
         }
     }
 
@@ -114,6 +124,8 @@ impl ResourceType {
             Self::RemoteCse => "m2m:csr",
             Self::ServiceSubscribedAppRule => "m2m:asar",
             Self::Subscription => "m2m:sub",
+            Self::TimeSeries => "m2m:ts",
+            Self::TimeSeriesInstance => "m2m:tsi",
         }
     }
 
@@ -134,6 +146,7 @@ impl ResourceType {
                 RemoteCse,
                 ServiceSubscribedAppRule,
                 Subscription,
+                TimeSeries,
             ],
             Ae => &[
                 AccessControlPolicy,
@@ -141,8 +154,10 @@ impl ResourceType {
                 Group,
                 PollingChannel,
                 Subscription,
+                TimeSeries,
             ],
-            Container => &[Container, ContentInstance, Subscription],
+            Container => &[Container, ContentInstance, Subscription, TimeSeries],
+            TimeSeries => &[Subscription, TimeSeriesInstance],
             Group | ServiceSubscribedAppRule => &[Subscription],
             RemoteCse => &[
                 AccessControlPolicy,
@@ -150,9 +165,11 @@ impl ResourceType {
                 Group,
                 PollingChannel,
                 Subscription,
+                TimeSeries,
             ],
             AccessControlPolicy => &[Subscription],
-            ContentInstance | LocalMulticastGroup | PollingChannel | Subscription => &[],
+            ContentInstance | LocalMulticastGroup | PollingChannel | Subscription
+            | TimeSeriesInstance => &[],
         }
     }
 
@@ -162,8 +179,26 @@ impl ResourceType {
         // (TS-0004 clause 7.4.21.2).
         !matches!(
             self,
-            Self::ContentInstance | Self::AccessControlPolicy | Self::PollingChannel
+            Self::ContentInstance
+                | Self::AccessControlPolicy
+                | Self::PollingChannel
+                | Self::TimeSeriesInstance
         )
+    }
+
+    /// The type of the instances a resource of this type holds (`la`, `ol`, the instance
+    /// counters and limits): a container's contentInstances, a timeSeries' timeSeriesInstances.
+    pub const fn instance_type(self) -> Option<ResourceType> {
+        match self {
+            Self::Container => Some(Self::ContentInstance),
+            Self::TimeSeries => Some(Self::TimeSeriesInstance),
+            _ => None,
+        }
+    }
+
+    /// Whether this type is an instance of a container-like parent (never updated, counted).
+    pub const fn is_instance(self) -> bool {
+        matches!(self, Self::ContentInstance | Self::TimeSeriesInstance)
     }
 }
 

@@ -585,6 +585,57 @@ static LMG_ATTRS: &[AttrSpec] = &[
     m_rw("spk", Kind::AnyObject),
 ];
 
+/// `<timeSeries>`: TS-0004 clause 7.4.38 (tables 7.4.38.1-2 and -3), TS-0001 clause 9.6.36.
+/// periodicInterval, periodicIntervalDelta and missingDataDetectTimer are in milliseconds.
+static TS_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    AT,
+    AA,
+    DACI,
+    CR,
+    rw("mni", Kind::NonNegInt),
+    rw("mbs", Kind::NonNegInt),
+    rw("mia", Kind::NonNegInt),
+    ro("cni"),
+    ro("cbs"),
+    rw("pei", Kind::PosInt),
+    rw("peid", Kind::NonNegInt),
+    rw("mdd", Kind::Bool),
+    rw("mdn", Kind::PosInt),
+    ro("mdlt"),
+    ro("mdc"),
+    rw("mdt", Kind::PosInt),
+    rw("or", Kind::Uri),
+    wo("cnf", Kind::ContentInfo),
+];
+
+/// `<timeSeriesInstance>`: TS-0004 clause 7.4.39 (tables 7.4.39.1-2 and -3), TS-0001 clause
+/// 9.6.37. Never updated. `dgt` is an m2m:absRelTimestamp, checked by the type's module.
+static TSI_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    wo("et", Kind::FutureTimestamp),
+    wo("lbl", STR_LIST),
+    wo("at", URI_LIST),
+    wo("aa", STR_LIST),
+    m_wo("dgt", Kind::Any),
+    m_wo("con", Kind::Any),
+    wo("snr", Kind::NonNegInt),
+    ro("cs"),
+];
+
 /// `<pollingChannel>`: TS-0004 clause 7.4.21 (table 7.4.21.1-2), TS-0001 clause 9.6.21. Only the
 /// universal and common attributes; its `pcu` child is virtual.
 static PCH_ATTRS: &[AttrSpec] = &[RN, TY, RI, PI, CT, LT, ET, LBL];
@@ -603,6 +654,8 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::RemoteCse => CSR_ATTRS,
         ResourceType::ServiceSubscribedAppRule => ASAR_ATTRS,
         ResourceType::Subscription => SUB_ATTRS,
+        ResourceType::TimeSeries => TS_ATTRS,
+        ResourceType::TimeSeriesInstance => TSI_ATTRS,
     }
 }
 
@@ -629,6 +682,8 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         | ResourceType::RemoteCse => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::ServiceSubscribedAppRule => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::Subscription => &["ty", "ri", "pi", "ct", "lt", "nsi"],
+        ResourceType::TimeSeries => &["ty", "ri", "pi", "ct", "lt", "cni", "cbs", "mdlt", "mdc"],
+        ResourceType::TimeSeriesInstance => &["ty", "ri", "pi", "ct", "lt", "cs"],
     }
 }
 
@@ -723,10 +778,11 @@ pub fn validate_create(ty: ResourceType, content: &Map<String, Value>) -> M2mRes
 /// 7.4.7.2.3 and 7.4.3.2.3).
 pub fn validate_update(ty: ResourceType, content: &Map<String, Value>) -> M2mResult<()> {
     match ty {
-        ResourceType::ContentInstance => {
-            return Err(M2mError::not_allowed(
-                "a <contentInstance> resource cannot be updated",
-            ))
+        ResourceType::ContentInstance | ResourceType::TimeSeriesInstance => {
+            return Err(M2mError::not_allowed(format!(
+                "a <{}> resource cannot be updated",
+                ty.short_name()
+            )))
         }
         ResourceType::CseBase => {
             return Err(M2mError::not_allowed(
@@ -1020,6 +1076,8 @@ mod tests {
             PollingChannel => json!({}),
             RemoteCse => json!({"cb": "/mn-cse/cb", "rr": true, "srv": ["2a", "3"]}),
             Subscription => json!({"nu": ["/id-in/Cae1"]}),
+            TimeSeries => json!({}),
+            TimeSeriesInstance => json!({"dgt": "20261205T120000", "con": "21.5"}),
             ServiceSubscribedAppRule => json!({"aai": ["Nlock*"], "aae": ["C*"]}),
         }
     }

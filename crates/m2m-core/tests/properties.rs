@@ -752,8 +752,12 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ResourceType::ServiceSubscribedAppRule => {
             serde_json::json!({"aai": ["Nlock*"], "aae": ["C*"]})
         }
-        ResourceType::Container | ResourceType::CseBase | ResourceType::PollingChannel => {
-            serde_json::json!({})
+        ResourceType::Container
+        | ResourceType::CseBase
+        | ResourceType::PollingChannel
+        | ResourceType::TimeSeries => serde_json::json!({}),
+        ResourceType::TimeSeriesInstance => {
+            serde_json::json!({"dgt": "20261205T120000", "con": "21.5"})
         }
     };
     match v {

@@ -47,6 +47,8 @@ pub struct Cse {
     pub(crate) notifier: Notifier,
     /// Requests queued for entities that poll (<pollingChannel>).
     pub(crate) polling: crate::resources::polling_channel::Channels,
+    /// Missing data monitors of <timeSeries> resources and windows of their subscriptions.
+    pub(crate) time_series: crate::resources::time_series::Monitors,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
     pub(crate) searches: crate::search_threads::SearchThreads,
     public_url: RwLock<String>,
@@ -141,6 +143,7 @@ impl Cse {
             registree_clients: Default::default(),
             notifier: Notifier::default(),
             polling: Default::default(),
+            time_series: Default::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,

@@ -211,11 +211,11 @@ pub async fn create(
 
 /// Resolves `la` / `ol` to the contentInstance they stand for.
 fn instance_of(cse: &Cse, target: Target) -> M2mResult<Resource> {
-    let none = || M2mError::not_found("the container has no contentInstance");
+    let none = || M2mError::not_found("there is no instance for it to stand for");
     match target {
         Target::Resource(r) => Ok(r),
-        Target::Latest(c) => cse.store.latest_instance(c.ri())?.ok_or_else(none),
-        Target::Oldest(c) => cse.store.oldest_instance(c.ri())?.ok_or_else(none),
+        Target::Latest(c) => cse.store.latest_instance(&c)?.ok_or_else(none),
+        Target::Oldest(c) => cse.store.oldest_instance(&c)?.ok_or_else(none),
         Target::FanOut { .. } | Target::PollingChannelUri(_) => Err(M2mError::internal(
             "a fan-out or polling request reached the dispatcher",
         )),

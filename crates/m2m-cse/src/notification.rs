@@ -192,6 +192,13 @@ fn wants(
     }
 }
 
+/// A notification of `sub` raised outside the resource events (missing data points): to its
+/// targets under its policies, counted against its expirationCounter.
+pub(crate) fn notify_subscription(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
+    notify_targets(cse, sub, sgn);
+    count_down(cse, sub);
+}
+
 /// A subscription's notification to each of its targets, under its policies: held for a batch
 /// (batchNotify), or queued now.
 fn notify_targets(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
@@ -430,6 +437,7 @@ pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
             notify_targets(cse, sub, sgn);
         }
         batches_end(cse, sub);
+        cse.time_series.reset_window(sub.ri());
         if let Some(su) = sub.str_attr("su") {
             let mut sgn = json!({ "sud": true, "sur": sur });
             if let Some(cr) = sub.str_attr("cr") {

@@ -33,9 +33,9 @@ pub fn locality(cse: &Cse, addr: &Address) -> Locality {
 #[derive(Debug)]
 pub enum Target {
     Resource(Resource),
-    /// `<container>/la`
+    /// `<container>/la`, `<timeSeries>/la`
     Latest(Resource),
-    /// `<container>/ol`
+    /// `<container>/ol`, `<timeSeries>/ol`
     Oldest(Resource),
     /// `<group>/fopt[/rest]`
     FanOut {
@@ -113,7 +113,7 @@ fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
         return None;
     }
     Some(match cse.store.get_by_srn(parent) {
-        Ok(Some(c)) if c.ty == ResourceType::Container => Ok(if last == "la" {
+        Ok(Some(c)) if c.ty.instance_type().is_some() => Ok(if last == "la" {
             Target::Latest(c)
         } else {
             Target::Oldest(c)

@@ -1,5 +1,7 @@
 //! <container> and <contentInstance> (TS-0004 clauses 7.4.6, 7.4.7): instance counters, the
-//! maxNrOfInstances / maxByteSize / maxInstanceAge limits, and the state tag.
+//! maxNrOfInstances / maxByteSize / maxInstanceAge limits, and the state tag. The counters and
+//! limits serve a <timeSeries> and its <timeSeriesInstance>s the same way (clause 7.4.39.2.1:
+//! "same as that steps of <contentInstance>"), without the state tag.
 
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};
@@ -39,6 +41,8 @@ pub fn insert_instances(
     parent: &Resource,
     instances: Vec<Resource>,
 ) -> M2mResult<Vec<Resource>> {
+    // A timeSeries and its instances carry no stateTag (TS-0004 tables 7.4.38.1-2, 7.4.39.1-2).
+    let state_tag = parent.ty == ResourceType::Container;
     let mut cnt = parent.clone();
     let mbs = cnt.u64_attr("mbs");
     let mia = cnt.u64_attr("mia");
@@ -56,7 +60,9 @@ pub fn insert_instances(
         }
         st += 1;
         cin.attrs.insert("cs".into(), json!(cs));
-        cin.attrs.insert("st".into(), json!(st));
+        if state_tag {
+            cin.attrs.insert("st".into(), json!(st));
+        }
         if let Some(mia) = mia {
             cap_expiration(cse, &mut cin, mia);
         }
@@ -64,7 +70,9 @@ pub fn insert_instances(
         cni += 1;
         cbs += cs;
     }
-    cnt.attrs.insert("st".into(), json!(st));
+    if state_tag {
+        cnt.attrs.insert("st".into(), json!(st));
+    }
     cnt.attrs.insert("cni".into(), json!(cni));
     cnt.attrs.insert("cbs".into(), json!(cbs));
     // The new instances' expiration is already capped by maxInstanceAge, and older ones were when
@@ -111,8 +119,12 @@ fn trim(w: &Writer<'_>, cnt: &mut Resource) -> M2mResult<()> {
     let mbs = cnt.u64_attr("mbs");
     let mut cni = cnt.u64_attr("cni").unwrap_or(0);
     let mut cbs = cnt.u64_attr("cbs").unwrap_or(0);
+    let instances = cnt
+        .ty
+        .instance_type()
+        .unwrap_or(ResourceType::ContentInstance);
     while mni.is_some_and(|m| cni > m) || mbs.is_some_and(|m| cbs > m) {
-        let Some(oldest) = w.oldest_child(cnt.ri(), ResourceType::ContentInstance)? else {
+        let Some(oldest) = w.oldest_child(cnt.ri(), instances)? else {
             break;
         };
         w.delete_one(&oldest)?;
@@ -127,7 +139,7 @@ fn trim(w: &Writer<'_>, cnt: &mut Resource) -> M2mResult<()> {
 /// Brings every instance's expiration within maxInstanceAge.
 fn apply_max_age(cse: &Cse, w: &Writer<'_>, cnt: &Resource) -> M2mResult<()> {
     if let Some(mia) = cnt.u64_attr("mia") {
-        for mut cin in w.children(cnt.ri(), Some(ResourceType::ContentInstance))? {
+        for mut cin in w.children(cnt.ri(), cnt.ty.instance_type())? {
             let before = cin.et().map(str::to_owned);
             cap_expiration(cse, &mut cin, mia);
             if cin.et().map(str::to_owned) != before {

@@ -16,6 +16,7 @@
 //! | remoteCSE | 16 | [`remote_cse`] | 7.4.4 |
 //! | serviceSubscribedAppRule | 19 | [`service_subscribed_app_rule`] | 7.4.29 |
 //! | subscription | 23 | [`subscription`] | 7.4.8 |
+//! | timeSeries, timeSeriesInstance | 29, 30 | [`time_series`] | 7.4.38, 7.4.39 |
 //! | localMulticastGroup | 45 | [`local_multicast_group`] | 7.4.55 |
 
 pub mod acp;
@@ -29,6 +30,7 @@ pub mod polling_channel;
 pub mod remote_cse;
 pub mod service_subscribed_app_rule;
 pub mod subscription;
+pub mod time_series;
 
 use crate::association::Peer;
 use crate::cse::Cse;
@@ -176,6 +178,8 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
             &service_subscribed_app_rule::ServiceSubscribedAppRule
         }
         ResourceType::Subscription => &subscription::Subscription,
+        ResourceType::TimeSeries => &time_series::TimeSeries,
+        ResourceType::TimeSeriesInstance => &time_series::TimeSeriesInstance,
     }
 }
 

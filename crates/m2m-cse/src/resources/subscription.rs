@@ -165,12 +165,11 @@ fn check_criteria(parent: &Resource, attrs: &Map<String, Value>) -> M2mResult<()
         ));
     }
     let event_types: Vec<u64> = nets(&enc).collect();
-    if event_types.contains(&MISSING_DATA) || enc.get("md").is_some() {
-        // Only a <timeSeries> reports missing data points; this CSE hosts none.
-        return Err(M2mError::bad_request(
-            "missingData needs a timeSeries as the subscribed-to resource",
-        ));
-    }
+    super::time_series::check_missing_data_subscription(
+        parent,
+        &enc,
+        event_types.contains(&MISSING_DATA),
+    )?;
     let Some(nct) = attrs.get("nct").and_then(Value::as_u64) else {
         return Err(M2mError::bad_request(
             "the notificationEventTypes have different default notificationContentTypes: give one",
@@ -367,6 +366,13 @@ impl super::Behaviour for Subscription {
         content: &'a Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<()>> {
         Box::pin(prepare_update(call.cse, call.req, res, content))
+    }
+
+    /// A changed missingData condition restarts its window (TS-0004 table 6.3.5.7-1).
+    fn updated(&self, cse: &Arc<Cse>, res: &Resource, changed: &Map<String, Value>) {
+        if changed.contains_key("enc") {
+            cse.time_series.reset_window(res.ri());
+        }
     }
 
     fn apply_update(

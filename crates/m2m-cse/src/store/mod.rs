@@ -305,17 +305,23 @@ impl Store {
         self.cached(Key::Srn(srn.to_owned()), |r| r.get_by_srn(srn))
     }
 
-    /// The newest contentInstance of a container (`la`), cached.
-    pub fn latest_instance(&self, container_ri: &str) -> M2mResult<Option<Resource>> {
-        self.cached(Key::Latest(container_ri.to_owned()), |r| {
-            r.latest_child(container_ri, ResourceType::ContentInstance)
+    /// The newest instance of a container or timeSeries (`la`), cached.
+    pub fn latest_instance(&self, parent: &Resource) -> M2mResult<Option<Resource>> {
+        let Some(ty) = parent.ty.instance_type() else {
+            return Ok(None);
+        };
+        self.cached(Key::Latest(parent.ri().to_owned()), |r| {
+            r.latest_child(parent.ri(), ty)
         })
     }
 
-    /// The oldest contentInstance of a container (`ol`), cached.
-    pub fn oldest_instance(&self, container_ri: &str) -> M2mResult<Option<Resource>> {
-        self.cached(Key::Oldest(container_ri.to_owned()), |r| {
-            r.oldest_child(container_ri, ResourceType::ContentInstance)
+    /// The oldest instance of a container or timeSeries (`ol`), cached.
+    pub fn oldest_instance(&self, parent: &Resource) -> M2mResult<Option<Resource>> {
+        let Some(ty) = parent.ty.instance_type() else {
+            return Ok(None);
+        };
+        self.cached(Key::Oldest(parent.ri().to_owned()), |r| {
+            r.oldest_child(parent.ri(), ty)
         })
     }
 
@@ -341,7 +347,7 @@ impl Changes {
     fn resource(&mut self, res: &Resource) {
         self.keys.push(Key::Srn(res.srn.clone()));
         self.keys.push(Key::Ri(res.ri().to_owned()));
-        if res.ty == ResourceType::ContentInstance {
+        if res.ty.is_instance() {
             self.keys.push(Key::Latest(res.pi().to_owned()));
             self.keys.push(Key::Oldest(res.pi().to_owned()));
         }
