@@ -10,6 +10,7 @@ pub enum ResourceType {
     Ae,
     Container,
     ContentInstance,
+    CrossResourceSubscription,
     CseBase,
     Group,
     LocalMulticastGroup,
@@ -22,11 +23,12 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 13] = [
+    pub const ALL: [ResourceType; 14] = [
         Self::AccessControlPolicy,
         Self::Ae,
         Self::Container,
         Self::ContentInstance,
+        Self::CrossResourceSubscription,
         Self::CseBase,
         Self::Group,
         Self::LocalMulticastGroup,
@@ -54,6 +56,7 @@ impl ResourceType {
             Self::TimeSeries => 29,
             Self::TimeSeriesInstance => 30,
             Self::LocalMulticastGroup => 45,
+            Self::CrossResourceSubscription => 48,
         }
     }
 
@@ -72,6 +75,7 @@ impl ResourceType {
             29 => Self::TimeSeries,
             30 => Self::TimeSeriesInstance,
             45 => Self::LocalMulticastGroup,
+            48 => Self::CrossResourceSubscription,
             _ => return None,
         })
     }
@@ -98,6 +102,7 @@ impl ResourceType {
             Self::Ae => "ae",
             Self::Container => "cnt",
             Self::ContentInstance => "cin",
+            Self::CrossResourceSubscription => "crs",
             Self::CseBase => "cb",
             Self::Group => "grp",
             Self::LocalMulticastGroup => "lmg",
@@ -117,6 +122,7 @@ impl ResourceType {
             Self::Ae => "m2m:ae",
             Self::Container => "m2m:cnt",
             Self::ContentInstance => "m2m:cin",
+            Self::CrossResourceSubscription => "m2m:crs",
             Self::CseBase => "m2m:cb",
             Self::Group => "m2m:grp",
             Self::LocalMulticastGroup => "m2m:lmg",
@@ -141,6 +147,7 @@ impl ResourceType {
                 AccessControlPolicy,
                 Ae,
                 Container,
+                CrossResourceSubscription,
                 Group,
                 LocalMulticastGroup,
                 RemoteCse,
@@ -151,6 +158,7 @@ impl ResourceType {
             Ae => &[
                 AccessControlPolicy,
                 Container,
+                CrossResourceSubscription,
                 Group,
                 PollingChannel,
                 Subscription,
@@ -162,13 +170,18 @@ impl ResourceType {
             RemoteCse => &[
                 AccessControlPolicy,
                 Container,
+                CrossResourceSubscription,
                 Group,
                 PollingChannel,
                 Subscription,
                 TimeSeries,
             ],
             AccessControlPolicy => &[Subscription],
-            ContentInstance | LocalMulticastGroup | PollingChannel | Subscription
+            ContentInstance
+            | CrossResourceSubscription
+            | LocalMulticastGroup
+            | PollingChannel
+            | Subscription
             | TimeSeriesInstance => &[],
         }
     }

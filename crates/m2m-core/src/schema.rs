@@ -291,6 +291,14 @@ static EVENT_NOTIFICATION_CRITERIA: ObjSpec = ObjSpec {
     ],
     rule: ObjRule::Fields,
 };
+/// m2m:eventNotificationCriteriaSet: one criteria for every regular target, or one per target.
+static EVENT_NOTIFICATION_CRITERIA_SET: ObjSpec = ObjSpec {
+    fields: &[req(
+        "enc",
+        Kind::NonEmptyList(&Kind::Object(&EVENT_NOTIFICATION_CRITERIA)),
+    )],
+    rule: ObjRule::Fields,
+};
 /// m2m:batchNotify (TS-0004 clause 6.3.5.6).
 static BATCH_NOTIFY: ObjSpec = ObjSpec {
     fields: &[opt("num", Kind::NonNegInt), opt("dur", Kind::Duration)],
@@ -585,6 +593,36 @@ static LMG_ATTRS: &[AttrSpec] = &[
     m_rw("spk", Kind::AnyObject),
 ];
 
+/// `<crossResourceSubscription>`: TS-0004 clause 7.4.58 (tables 7.4.58.1-2 and -3), TS-0001
+/// clause 9.6.58; `eem` (eventEvaluationMode) and the notification statistics are Release 4.
+static CRS_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    CR,
+    wo("rrat", URI_LIST),
+    wo("srat", URI_LIST),
+    ro("rrats"),
+    // m2m:timeWindowType, TS-0004 clause 6.3.4.2.61: periodic, sliding.
+    m_rw("twt", Kind::Enum(&[1, 2])),
+    m_rw("tws", Kind::Duration),
+    wo("encs", Kind::Object(&EVENT_NOTIFICATION_CRITERIA_SET)),
+    wo("nec", Kind::EventCat),
+    rw("exc", Kind::PosInt),
+    m_rw("nu", Kind::NonEmptyList(&Kind::Uri)),
+    wo("su", Kind::Uri),
+    rw("eem", Kind::Enum(&[1, 2, 3, 4, 5])),
+    rw("nse", Kind::Bool),
+    ro("nsi"),
+];
+
 /// `<timeSeries>`: TS-0004 clause 7.4.38 (tables 7.4.38.1-2 and -3), TS-0001 clause 9.6.36.
 /// periodicInterval, periodicIntervalDelta and missingDataDetectTimer are in milliseconds.
 static TS_ATTRS: &[AttrSpec] = &[
@@ -647,6 +685,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::Ae => AE_ATTRS,
         ResourceType::Container => CNT_ATTRS,
         ResourceType::ContentInstance => CIN_ATTRS,
+        ResourceType::CrossResourceSubscription => CRS_ATTRS,
         ResourceType::CseBase => CB_ATTRS,
         ResourceType::Group => GRP_ATTRS,
         ResourceType::LocalMulticastGroup => LMG_ATTRS,
@@ -672,6 +711,7 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ResourceType::Ae => &["ty", "ri", "pi", "ct", "lt", "aei"],
         ResourceType::Container => &["ty", "ri", "pi", "ct", "lt", "st", "cni", "cbs", "li"],
         ResourceType::ContentInstance => &["ty", "ri", "pi", "ct", "lt", "st", "cs"],
+        ResourceType::CrossResourceSubscription => &["ty", "ri", "pi", "ct", "lt", "rrats", "nsi"],
         ResourceType::CseBase => &[
             "rn", "ty", "ri", "pi", "ct", "lt", "lbl", "acpi", "daci", "cst", "csi", "srt", "poa",
             "nl", "ncp", "csz", "esi", "srv", "ctm",
@@ -1069,6 +1109,8 @@ mod tests {
             Ae => json!({"api": "Nmyapp", "rr": false, "srv": ["3"]}),
             Container => json!({}),
             ContentInstance => json!({"con": "21.5"}),
+            CrossResourceSubscription => json!({"nu": ["/id-in/Cae1"], "twt": 1, "tws": "PT4S",
+                "rrat": ["/id-in/cnt1"], "encs": {"enc": [{"net": [3]}]}}),
             CseBase => json!({}),
             Group => json!({"mid": [], "mnm": 10}),
             LocalMulticastGroup => json!({"mad": {"ip4": "239.255.77.1"}, "mgft": "/in/mcg-1",

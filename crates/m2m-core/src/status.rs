@@ -77,6 +77,7 @@ status_codes! {
     TargetNotSubscribable = 5203, 403, "TARGET_NOT_SUBSCRIBABLE";
     SubscriptionVerificationInitiationFailed = 5204, 500, "SUBSCRIPTION_VERIFICATION_INITIATION_FAILED";
     SubscriptionHostHasNoPrivilege = 5205, 403, "SUBSCRIPTION_HOST_HAS_NO_PRIVILEGE";
+    CrossResourceOperationFailure = 5221, 500, "CROSS_RESOURCE_OPERATION_FAILURE";
     NonBlockingSynchRequestNotSupported = 5206, 501, "NON_BLOCKING_SYNCH_REQUEST_NOT_SUPPORTED";
     NotAcceptable = 5207, 406, "NOT_ACCEPTABLE";
     GroupMembersNotResponded = 5209, 500, "GROUP_MEMBERS_NOT_RESPONDED";

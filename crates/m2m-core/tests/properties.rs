@@ -740,6 +740,9 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ),
         ResourceType::Ae => serde_json::json!({"api": "Nmyapp", "rr": false, "srv": ["3"]}),
         ResourceType::ContentInstance => serde_json::json!({"con": "21.5"}),
+        ResourceType::CrossResourceSubscription => serde_json::json!(
+            {"nu": ["/id-in/Cae1"], "twt": 1, "tws": "PT4S", "srat": ["/id-in/sub1"]}
+        ),
         ResourceType::Group => serde_json::json!({"mid": [], "mnm": 10}),
         ResourceType::LocalMulticastGroup => serde_json::json!(
             {"mad": {"ip4": "239.255.77.1"}, "mgft": "/in/mcg-1", "mli": ["/mn/cnt1"],

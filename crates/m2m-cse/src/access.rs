@@ -105,7 +105,10 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         // A notification for an AE comes from the CSE hosting the subscription (this one, or an
         // authenticated CSE peer as itself); anyone else needs the NOTIFY privilege on the <AE>.
         (Operation::Notify, Target::Resource(r))
-            if r.ty == ResourceType::Ae && from_a_hosting_cse(peer) =>
+            if matches!(
+                r.ty,
+                ResourceType::Ae | ResourceType::CrossResourceSubscription
+            ) && from_a_hosting_cse(peer) =>
         {
             return Ok(())
         }

@@ -49,6 +49,8 @@ pub struct Cse {
     pub(crate) polling: crate::resources::polling_channel::Channels,
     /// Missing data monitors of <timeSeries> resources and windows of their subscriptions.
     pub(crate) time_series: crate::resources::time_series::Monitors,
+    /// The time windows of <crossResourceSubscription> resources.
+    pub(crate) cross_resources: crate::resources::cross_resource_subscription::CrossResources,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
     pub(crate) searches: crate::search_threads::SearchThreads,
     public_url: RwLock<String>,
@@ -144,6 +146,7 @@ impl Cse {
             notifier: Notifier::default(),
             polling: Default::default(),
             time_series: Default::default(),
+            cross_resources: Default::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,

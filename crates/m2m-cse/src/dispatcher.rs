@@ -370,7 +370,7 @@ pub async fn update(
     let now = cse.now_ts();
     let cse2 = Arc::clone(cse);
     let ri = res.ri().to_owned();
-    let (updated, modified) = cse
+    let (updated, modified, before) = cse
         .store
         .write(move |w| {
             let mut cur = w
@@ -395,10 +395,10 @@ pub async fn update(
             }
             resources::behaviour(cur.ty).apply_update(&cse2, w, &mut cur, &modified, &before)?;
             w.update(&cur)?;
-            Ok((cur, modified))
+            Ok((cur, modified, before))
         })
         .await?;
-    behaviour.updated(cse, &updated, &modified);
+    behaviour.updated(cse, &updated, &modified, &before);
     notification::on_event(
         cse,
         &updated,
@@ -501,6 +501,10 @@ pub async fn notify(
     match res.ty {
         // A notification for an AE is relayed to its pointOfAccess.
         ResourceType::Ae => notification::relay_to_ae(cse, req, &res).await,
+        // An event of a target of a cross-resource subscription, for its time window.
+        ResourceType::CrossResourceSubscription => {
+            resources::cross_resource_subscription::notified(cse, &req, &res).await
+        }
         // Notifications addressed to a CSE (e.g. verification requests) are accepted.
         ResourceType::CseBase | ResourceType::RemoteCse => {
             Ok(Response::new(Rsc::Ok, &req.rqi, None))

@@ -438,14 +438,40 @@ pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
         }
         batches_end(cse, sub);
         cse.time_series.reset_window(sub.ri());
-        if let Some(su) = sub.str_attr("su") {
-            let mut sgn = json!({ "sud": true, "sur": sur });
-            if let Some(cr) = sub.str_attr("cr") {
-                sgn["cr"] = json!(cr);
-            }
-            enqueue(cse, su, json!({ "m2m:sgn": sgn }));
+        // The subscriber, and each <crossResourceSubscription> it serves (TS-0004 clause
+        // 7.4.8.2.4), learn that it is gone.
+        let told = sub
+            .str_attr("su")
+            .into_iter()
+            .map(str::to_owned)
+            .chain(crate::store::string_list(sub.attrs.get("acrs")));
+        for target in told {
+            subscription_gone(cse, sub, &target);
         }
     }
+}
+
+/// Tells `target` that `sub` is gone for it: a subscription deletion notification (TS-0004
+/// clause 7.5.1.2.4), with the creator when the subscription has one.
+pub(crate) fn subscription_gone(cse: &Arc<Cse>, sub: &Resource, target: &str) {
+    // A <crossResourceSubscription> of this CSE goes at once: the notification would name a
+    // subscription that can no longer be looked up.
+    if let Some(crs) = crate::resources::cross_resource_subscription::local(cse, target)
+        .filter(|r| r.ty == ResourceType::CrossResourceSubscription)
+    {
+        let cse = Arc::clone(cse);
+        tokio::spawn(async move {
+            if let Err(e) = crate::dispatcher::delete_resource(&cse, &crs, None).await {
+                tracing::debug!(dbg = %e.dbg, "crossResourceSubscription already gone");
+            }
+        });
+        return;
+    }
+    let mut sgn = json!({ "sud": true, "sur": cse.sp_relative(sub.ri()) });
+    if let Some(cr) = sub.str_attr("cr") {
+        sgn["cr"] = json!(cr);
+    }
+    enqueue(cse, target, json!({ "m2m:sgn": sgn }));
 }
 
 /// Queues a notification body for a target; delivery happens in the background, in order.

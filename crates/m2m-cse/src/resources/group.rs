@@ -55,7 +55,13 @@ impl Behaviour for Group {
         Ok(())
     }
 
-    fn updated(&self, cse: &Arc<Cse>, res: &Resource, changed: &Map<String, Value>) {
+    fn updated(
+        &self,
+        cse: &Arc<Cse>,
+        res: &Resource,
+        changed: &Map<String, Value>,
+        _before: &Map<String, Value>,
+    ) {
         if changed.contains_key("mid") {
             crate::group::members_changed(cse, res);
         }

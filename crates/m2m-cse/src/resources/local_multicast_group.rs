@@ -45,7 +45,13 @@ impl Behaviour for LocalMulticastGroup {
         ready(check(cse, &merged, creator.as_ref(), Some(res)))
     }
 
-    fn updated(&self, cse: &Arc<Cse>, res: &Resource, _changed: &Map<String, Value>) {
+    fn updated(
+        &self,
+        cse: &Arc<Cse>,
+        res: &Resource,
+        _changed: &Map<String, Value>,
+        _before: &Map<String, Value>,
+    ) {
         crate::multicast::on_stored(cse, res);
     }
 

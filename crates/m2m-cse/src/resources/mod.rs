@@ -10,6 +10,7 @@
 //! | AE | 2 | [`ae`] | 7.4.5 |
 //! | container | 3 | [`container`] | 7.4.6 |
 //! | contentInstance | 4 | [`content_instance`] | 7.4.7 |
+//! | crossResourceSubscription | 48 | [`cross_resource_subscription`] | 7.4.58 |
 //! | CSEBase | 5 | [`cse_base`] | 7.4.3 |
 //! | group | 9 | [`group`] | 7.4.13 |
 //! | pollingChannel (and `pcu`) | 15 | [`polling_channel`] | 7.4.21, 7.4.22 |
@@ -23,6 +24,7 @@ pub mod acp;
 pub mod ae;
 pub mod container;
 pub mod content_instance;
+pub mod cross_resource_subscription;
 pub mod cse_base;
 pub mod group;
 pub mod local_multicast_group;
@@ -150,8 +152,15 @@ pub trait Behaviour: Sync {
         Ok(())
     }
 
-    /// After the update was stored.
-    fn updated(&self, _cse: &Arc<Cse>, _res: &Resource, _changed: &Map<String, Value>) {}
+    /// After the update was stored (`before`: the values the changed attributes had).
+    fn updated(
+        &self,
+        _cse: &Arc<Cse>,
+        _res: &Resource,
+        _changed: &Map<String, Value>,
+        _before: &Map<String, Value>,
+    ) {
+    }
 
     /// Keeps this resource consistent after its child was deleted, inside the transaction.
     fn child_deleted(&self, _w: &Writer<'_>, _res: &Resource, _child: &Resource) -> M2mResult<()> {
@@ -169,6 +178,9 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::Ae => &ae::Ae,
         ResourceType::Container => &container::Container,
         ResourceType::ContentInstance => &content_instance::ContentInstance,
+        ResourceType::CrossResourceSubscription => {
+            &cross_resource_subscription::CrossResourceSubscription
+        }
         ResourceType::CseBase => &cse_base::CseBase,
         ResourceType::Group => &group::Group,
         ResourceType::LocalMulticastGroup => &local_multicast_group::LocalMulticastGroup,

@@ -269,7 +269,6 @@ fn check_supported(attrs: &Map<String, Value>) -> M2mResult<()> {
         ("psn", "preSubscriptionNotify"),
         ("pn", "pendingNotification"),
         ("nsp", "notificationStoragePriority"),
-        ("acrs", "associatedCrossResourceSub"),
     ] {
         if set(k) {
             return unsupported(what);
@@ -299,13 +298,22 @@ fn check_supported(attrs: &Map<String, Value>) -> M2mResult<()> {
 /// the requester's error (4000), a refusal SUBSCRIPTION_VERIFICATION_INITIATION_FAILED (5204, TS-0004
 /// clause 7.3.8.2.1). What a target answered, or why it could not be reached, goes to the log, not
 /// to the requester: the CSE is nobody's port scanner.
-async fn verify(cse: &Arc<Cse>, req: &Request, sub_ri: &str, nus: &[String]) -> M2mResult<()> {
+pub(crate) async fn verify(
+    cse: &Arc<Cse>,
+    req: &Request,
+    sub_ri: &str,
+    nus: &[String],
+) -> M2mResult<()> {
     for nu in nus {
         check_target(cse, nu)?;
     }
     let originator = req.from.as_deref().unwrap_or("");
     for nu in nus {
         if notification::is_originator(cse, nu, originator) {
+            continue;
+        }
+        // A <crossResourceSubscription> this CSE is creating accepts: it is the one asking.
+        if cse.cross_resources.is_pending(nu) {
             continue;
         }
         let sgn =
@@ -369,7 +377,24 @@ impl super::Behaviour for Subscription {
     }
 
     /// A changed missingData condition restarts its window (TS-0004 table 6.3.5.7-1).
-    fn updated(&self, cse: &Arc<Cse>, res: &Resource, changed: &Map<String, Value>) {
+    fn updated(
+        &self,
+        cse: &Arc<Cse>,
+        res: &Resource,
+        changed: &Map<String, Value>,
+        before: &Map<String, Value>,
+    ) {
+        // A <crossResourceSubscription> dropped from associatedCrossResourceSub is told the
+        // subscription is gone for it (TS-0004 clause 7.4.8.2.3, Recv-6.5).
+        if changed.contains_key("acrs") {
+            let now = string_list(res.attrs.get("acrs"));
+            for gone in string_list(before.get("acrs"))
+                .iter()
+                .filter(|a| !now.contains(a))
+            {
+                notification::subscription_gone(cse, res, gone);
+            }
+        }
         if changed.contains_key("enc") {
             cse.time_series.reset_window(res.ri());
         }

@@ -73,7 +73,13 @@ impl super::Behaviour for TimeSeries {
         super::container::after_update(cse, w, res, changed)
     }
 
-    fn updated(&self, cse: &Arc<Cse>, res: &Resource, changed: &Map<String, Value>) {
+    fn updated(
+        &self,
+        cse: &Arc<Cse>,
+        res: &Resource,
+        changed: &Map<String, Value>,
+        _before: &Map<String, Value>,
+    ) {
         // Monitoring (re)starts with the next instance, or stops.
         if changed.contains_key("mdd") {
             cse.time_series.stop(res.ri());

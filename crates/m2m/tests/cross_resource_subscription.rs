@@ -1,0 +1,312 @@
+//! `<crossResourceSubscription>` on a real `m2m cse` over HTTP (TS-0004 clauses 7.4.58,
+//! 7.5.1.2.18, 7.5.1.2.20): the subscriptions it makes and joins, its time windows across two
+//! containers, the evaluation modes, its deletion and what it takes with it, and the rights of
+//! its originator.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A CSE, an AE `app` (From `Ccrs`) with containers `c1`, `c2`, `c3`, and a receiver.
+struct Setup {
+    cse: CseProcess,
+    ae: String,
+    rx: Receiver,
+}
+
+fn setup() -> Setup {
+    let cse = CseProcess::start_in();
+    let ae = register_ae(cse.url(), "/cse-in", "Ccrs", "app", &[]);
+    for c in ["c1", "c2", "c3"] {
+        create_cnt(cse.url(), "/cse-in/app", &ae, json!({ "rn": c }));
+    }
+    Setup {
+        cse,
+        ae,
+        rx: Receiver::start(),
+    }
+}
+
+fn crs(s: &Setup, attrs: Value) -> (u16, Value) {
+    create(
+        s.cse.url(),
+        "/cse-in/app",
+        &s.ae,
+        48,
+        json!({ "m2m:crs": attrs }),
+    )
+}
+
+fn two_containers(s: &Setup, rn: &str, twt: u64, tws: &str) -> Value {
+    let (rsc, b) = crs(
+        s,
+        json!({ "rn": rn, "nu": [s.rx.url()], "twt": twt, "tws": tws,
+                "rrat": ["cse-in/app/c1", "cse-in/app/c2"], "encs": { "enc": [{ "net": [3] }] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    b["m2m:crs"].clone()
+}
+
+fn is_cross(r: &Received) -> bool {
+    r.sgn().get("sur").is_some() && r.sgn().get("nev").is_none() && !r.is_verification()
+}
+
+/// The resourceIDs of the subscriptions under a container.
+fn subscriptions_of(s: &Setup, cnt: &str) -> Vec<String> {
+    let (rsc, b) = get_with_query(s.cse.url(), cnt, &s.ae, "fu=1&ty=23");
+    assert_eq!(rsc, 2000, "{b}");
+    b["m2m:uril"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn events_on_both_containers_within_one_sliding_window_notify_once() {
+    let s = setup();
+    let c = two_containers(&s, "both", 2, "PT1.5S");
+    let rrats = c["rrats"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rrats.len(), 2, "one subscription per regular target: {c}");
+    for (i, cnt) in ["/cse-in/app/c1", "/cse-in/app/c2"].iter().enumerate() {
+        let subs = subscriptions_of(&s, cnt);
+        assert_eq!(subs.len(), 1, "{cnt}: {subs:?}");
+        let (_, sub) = retrieve(s.cse.url(), &format!("/{}", subs[0]), &s.ae);
+        let me = format!("/id-in/{}", c["ri"].as_str().unwrap());
+        assert_eq!(sub["m2m:sub"]["nu"], json!([me]), "{sub}");
+        assert_eq!(sub["m2m:sub"]["acrs"], json!([me]), "{sub}");
+        assert!(
+            rrats[i]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&subs[0].rsplit('/').next().unwrap().to_owned()),
+            "{rrats:?} {subs:?}"
+        );
+    }
+    // One target only: the window ends without a notification.
+    create_cin(s.cse.url(), "/cse-in/app/c1", &s.ae, "one");
+    assert!(
+        s.rx.try_wait_for(is_cross, Duration::from_millis(2500))
+            .is_none(),
+        "one of two targets is no cross-resource event"
+    );
+    // Both within one window: one notification naming the crossResourceSubscription.
+    create_cin(s.cse.url(), "/cse-in/app/c1", &s.ae, "a");
+    create_cin(s.cse.url(), "/cse-in/app/c2", &s.ae, "b");
+    let n = s.rx.wait_for(is_cross, WAIT);
+    assert_eq!(
+        n.sgn()["sur"],
+        json!(format!("/id-in/{}", c["ri"].as_str().unwrap())),
+        "{:?}",
+        n.body
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(s.rx.count(is_cross), 1, "once per window");
+}
+
+#[test]
+fn periodic_windows_and_evaluation_modes() {
+    let s = setup();
+    // allEventsMissing on a periodic window: every quiet window notifies.
+    let (rsc, b) = crs(
+        &s,
+        json!({ "rn": "quiet", "nu": [s.rx.url()], "twt": 1, "tws": "PT0.5S", "eem": 4, "exc": 2,
+                "rrat": ["cse-in/app/c1"], "encs": { "enc": [{ "net": [3] }] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    s.rx.wait_for_n(2, is_cross, WAIT);
+    // expirationCounter 2: gone after its second notification.
+    let gone = poll(WAIT, || {
+        (retrieve(s.cse.url(), "/cse-in/app/quiet", &s.ae).0 == 4004).then_some(())
+    });
+    assert!(gone.is_some(), "counted down to deletion");
+    assert!(
+        subscriptions_of(&s, "/cse-in/app/c1").is_empty(),
+        "its subscription went with it"
+    );
+    // Missing events cannot be judged on a sliding window.
+    for eem in [3, 4] {
+        let (rsc, _) = crs(
+            &s,
+            json!({ "nu": [s.rx.url()], "twt": 2, "tws": "PT1S", "eem": eem,
+                    "rrat": ["cse-in/app/c1"], "encs": { "enc": [{ "net": [3] }] } }),
+        );
+        assert_eq!(rsc, 4000, "eem {eem} sliding");
+    }
+    let c = two_containers(&s, "p", 1, "PT1S");
+    let path = format!("/cse-in/app/{}", c["rn"].as_str().unwrap());
+    let (rsc, _) = update(
+        s.cse.url(),
+        &path,
+        &s.ae,
+        json!({ "m2m:crs": { "twt": 2, "eem": 3 } }),
+    );
+    assert_eq!(rsc, 4000, "the UPDATE would make it sliding with eem 3");
+    let (rsc, _) = update(
+        s.cse.url(),
+        &path,
+        &s.ae,
+        json!({ "m2m:crs": { "tws": "PT2S" } }),
+    );
+    assert_eq!(rsc, 2004);
+}
+
+#[test]
+fn subscription_targets_are_joined_and_left() {
+    let s = setup();
+    let rx2 = Receiver::start();
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/c3",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "s3", "nu": [rx2.url()], "enc": { "net": [3] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = crs(
+        &s,
+        json!({ "rn": "joined", "nu": [s.rx.url()], "su": s.rx.url(), "twt": 2, "tws": "PT1S",
+                "srat": ["cse-in/app/c3/s3"] }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let me = format!("/id-in/{}", b["m2m:crs"]["ri"].as_str().unwrap());
+    let (_, sub) = retrieve(s.cse.url(), "/cse-in/app/c3/s3", &s.ae);
+    assert_eq!(
+        sub["m2m:sub"]["nu"],
+        json!([rx2.url(), me.as_str()]),
+        "{sub}"
+    );
+    assert_eq!(sub["m2m:sub"]["acrs"], json!([me.as_str()]), "{sub}");
+    // Its one target notifies: the window is complete.
+    create_cin(s.cse.url(), "/cse-in/app/c3", &s.ae, "x");
+    s.rx.wait_for(is_cross, WAIT);
+    rx2.wait_for(|r| r.net() == Some(3), WAIT);
+    // Deleted: it leaves the subscription as it found it, and its subscriber is told.
+    let (rsc, _) = delete(s.cse.url(), "/cse-in/app/joined", &s.ae);
+    assert_eq!(rsc, 2002);
+    let sud = s.rx.wait_for(|r| r.sgn()["sud"] == json!(true), WAIT);
+    assert_eq!(sud.sur(), Some(me.as_str()));
+    let left = poll(WAIT, || {
+        let (_, sub) = retrieve(s.cse.url(), "/cse-in/app/c3/s3", &s.ae);
+        (sub["m2m:sub"]["nu"] == json!([rx2.url()])).then_some(sub)
+    })
+    .expect("removed from the subscription's nu");
+    assert!(left["m2m:sub"].get("acrs").is_none(), "{left}");
+    // A subscription target that is no subscription: 4000, nothing left behind.
+    let (rsc, _) = crs(
+        &s,
+        json!({ "nu": [s.rx.url()], "twt": 2, "tws": "PT1S", "srat": ["cse-in/app/c2"] }),
+    );
+    assert_eq!(rsc, 4000);
+}
+
+#[test]
+fn a_failed_target_undoes_the_others_and_deleting_a_subscription_deletes_the_whole() {
+    let s = setup();
+    let (rsc, b) = crs(
+        &s,
+        json!({ "nu": [s.rx.url()], "twt": 2, "tws": "PT1S",
+                "rrat": ["cse-in/app/c1", "cse-in/app/nothing"], "encs": { "enc": [{ "net": [3] }] } }),
+    );
+    assert_eq!(rsc, 5221, "CROSS_RESOURCE_OPERATION_FAILURE: {b}");
+    assert!(
+        subscriptions_of(&s, "/cse-in/app/c1").is_empty(),
+        "c1's subscription undone"
+    );
+    // Another AE may not subscribe to the containers: a crossResourceSubscription gives it no
+    // more than it has.
+    let other = register_ae(s.cse.url(), "/cse-in", "Cother", "other", &[]);
+    let (rsc, _) = create(
+        s.cse.url(),
+        "/cse-in/other",
+        &other,
+        48,
+        json!({ "m2m:crs": { "nu": [other.as_str()], "twt": 2, "tws": "PT1S",
+                "rrat": ["cse-in/app/c1"], "encs": { "enc": [{ "net": [3] }] } } }),
+    );
+    assert_eq!(rsc, 5221, "the originator's own rights decide");
+    assert!(subscriptions_of(&s, "/cse-in/app/c1").is_empty());
+    // One of its subscriptions deleted: the crossResourceSubscription and the other go.
+    let c = two_containers(&s, "whole", 2, "PT1S");
+    let sub1 = subscriptions_of(&s, "/cse-in/app/c1");
+    let (rsc, _) = delete(s.cse.url(), &format!("/{}", sub1[0]), &s.ae);
+    assert_eq!(rsc, 2002);
+    let gone = poll(WAIT, || {
+        (retrieve(s.cse.url(), "/cse-in/app/whole", &s.ae).0 == 4004
+            && subscriptions_of(&s, "/cse-in/app/c2").is_empty())
+        .then_some(())
+    });
+    assert!(gone.is_some(), "{c}");
+}
+
+#[test]
+fn bad_input_gets_4000() {
+    let s = setup();
+    let nu = json!([s.rx.url()]);
+    let enc = json!({ "enc": [{ "net": [3] }] });
+    for (what, attrs) in [
+        ("no target", json!({ "nu": nu, "twt": 1, "tws": "PT1S" })),
+        (
+            "rrat without encs",
+            json!({ "nu": nu, "twt": 1, "tws": "PT1S", "rrat": ["cse-in/app/c1"] }),
+        ),
+        (
+            "three criteria for two targets",
+            json!({ "nu": nu, "twt": 1, "tws": "PT1S", "rrat": ["cse-in/app/c1", "cse-in/app/c2"], "encs": { "enc": [{ "net": [3] }, { "net": [3] }, { "net": [3] }] } }),
+        ),
+        (
+            "empty criteria set",
+            json!({ "nu": nu, "twt": 1, "tws": "PT1S", "rrat": ["cse-in/app/c1"], "encs": {} }),
+        ),
+        (
+            "no nu",
+            json!({ "twt": 1, "tws": "PT1S", "rrat": ["cse-in/app/c1"], "encs": enc }),
+        ),
+        (
+            "no twt",
+            json!({ "nu": nu, "tws": "PT1S", "rrat": ["cse-in/app/c1"], "encs": enc }),
+        ),
+        (
+            "twt 99",
+            json!({ "nu": nu, "twt": 99, "tws": "PT1S", "rrat": ["cse-in/app/c1"], "encs": enc }),
+        ),
+        (
+            "no tws",
+            json!({ "nu": nu, "twt": 1, "rrat": ["cse-in/app/c1"], "encs": enc }),
+        ),
+        (
+            "unknown attribute",
+            json!({ "nu": nu, "twt": 1, "tws": "PT1S", "rrat2": ["cse-in/app/c1"], "encs": enc }),
+        ),
+    ] {
+        assert_eq!(crs(&s, attrs).0, 4000, "{what}");
+    }
+    let c = two_containers(&s, "x", 1, "PT5S");
+    let path = format!("/cse-in/app/{}", c["rn"].as_str().unwrap());
+    for attrs in [
+        json!({ "rrat": ["cse-in/app/c3"] }),
+        json!({ "srat": [] }),
+        json!({ "rrats": [] }),
+        json!({ "encs": null }),
+        json!({ "nec": 2 }),
+        json!({ "nsi": [] }),
+    ] {
+        assert_eq!(
+            update(
+                s.cse.url(),
+                &path,
+                &s.ae,
+                json!({ "m2m:crs": attrs.clone() })
+            )
+            .0,
+            4000,
+            "{attrs}"
+        );
+    }
+}
