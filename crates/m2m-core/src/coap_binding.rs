@@ -269,6 +269,7 @@ pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mRes
     req.rset = text(p, option::RSET, "oneM2M-RSET")?;
     req.oet = text(p, option::OET, "oneM2M-OET")?;
     req.gid = text(p, option::GID, "oneM2M-GID")?;
+    req.vsi = text(p, option::VSI, "oneM2M-VSI")?;
     req.ec = uint(p, option::EC, "oneM2M-EC")?.map(|e| e.to_string());
     if let Some(rtu) = text(p, option::RTURI, "oneM2M-RTURI")? {
         req.rtu = rtu
@@ -353,6 +354,9 @@ pub fn encode_response(resp: &Response, op: Operation) -> Packet {
     if let Some(ot) = &resp.ot {
         p.add_option(CoapOption::Unknown(option::OT), ot.as_bytes().to_vec());
     }
+    if let Some(vsi) = &resp.vsi {
+        p.add_option(CoapOption::Unknown(option::VSI), vsi.as_bytes().to_vec());
+    }
     if let Some(cts) = resp.cts {
         p.add_option(
             CoapOption::Unknown(option::CTS),
@@ -416,6 +420,7 @@ pub fn encode_request(req: &Request) -> M2mResult<Packet> {
         (option::RSET, &req.rset),
         (option::OET, &req.oet),
         (option::GID, &req.gid),
+        (option::VSI, &req.vsi),
     ] {
         if let Some(v) = v {
             p.add_option(CoapOption::Unknown(n), v.as_bytes().to_vec());
@@ -490,6 +495,7 @@ pub fn decode_response(p: &Packet) -> M2mResult<Response> {
     let mut resp = Response::new(rsc, request_identifier(p), pc);
     resp.rvi = text(p, option::RVI, "oneM2M-RVI")?;
     resp.ot = text(p, option::OT, "oneM2M-OT")?;
+    resp.vsi = text(p, option::VSI, "oneM2M-VSI")?;
     resp.cts = uint(p, option::CTS, "oneM2M-CTS")?.and_then(|v| u8::try_from(v).ok());
     resp.cto = uint(p, option::CTO, "oneM2M-CTO")?;
     if let Some(loc) = p.get_option(CoapOption::LocationPath) {

@@ -22,6 +22,7 @@ pub const X_M2M_RST: &str = "x-m2m-rst";
 pub const X_M2M_OET: &str = "x-m2m-oet";
 pub const X_M2M_GID: &str = "x-m2m-gid";
 pub const X_M2M_EC: &str = "x-m2m-ec";
+pub const X_M2M_VSI: &str = "x-m2m-vsi";
 pub const X_M2M_CTS: &str = "x-m2m-cts";
 pub const X_M2M_CTO: &str = "x-m2m-cto";
 
@@ -67,6 +68,10 @@ pub fn to_from_path(path: &str) -> M2mResult<String> {
     } else {
         return Err(M2mError::bad_request("request path must start with '/'"));
     };
+    // `cse-in/` names no resource: its last resource name is empty (TS-0001 clause 7.2).
+    if to.len() > 1 && to.ends_with('/') {
+        return Err(M2mError::bad_request("the target address ends with '/'"));
+    }
     Ok(to)
 }
 
@@ -154,6 +159,7 @@ pub fn decode_request(
     req.oet = header(headers, X_M2M_OET)?.map(str::to_owned);
     req.gid = header(headers, X_M2M_GID)?.map(str::to_owned);
     req.ec = header(headers, X_M2M_EC)?.map(str::to_owned);
+    req.vsi = header(headers, X_M2M_VSI)?.map(str::to_owned);
     if let Some(rtu) = header(headers, X_M2M_RTU)? {
         req.rtu = rtu
             .split('&')
@@ -284,6 +290,9 @@ pub fn encode_response(resp: &Response) -> http::Response<Bytes> {
     if let Some(ot) = &resp.ot {
         h.insert(HeaderName::from_static(X_M2M_OT), hv(ot));
     }
+    if let Some(vsi) = &resp.vsi {
+        h.insert(HeaderName::from_static(X_M2M_VSI), hv(vsi));
+    }
     if let Some(cts) = resp.cts {
         h.insert(
             HeaderName::from_static(X_M2M_CTS),
@@ -341,6 +350,7 @@ pub fn encode_request(
         (X_M2M_OET, &req.oet),
         (X_M2M_GID, &req.gid),
         (X_M2M_EC, &req.ec),
+        (X_M2M_VSI, &req.vsi),
     ] {
         if let Some(v) = v {
             h.insert(HeaderName::from_static(name), hv(v));
@@ -456,6 +466,7 @@ pub fn decode_response(
     resp.rvi = header(headers, X_M2M_RVI)?.map(str::to_owned);
     // Originating Timestamp of the response (TS-0009 clause 6.4.12), which encode_response writes.
     resp.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
+    resp.vsi = header(headers, X_M2M_VSI)?.map(str::to_owned);
     resp.cts = header(headers, X_M2M_CTS)?.and_then(|v| v.parse().ok());
     resp.cto = header(headers, X_M2M_CTO)?.and_then(|v| v.parse().ok());
     resp.location = header(headers, CONTENT_LOCATION.as_str())?.map(str::to_owned);

@@ -161,6 +161,8 @@ pub struct Request {
     pub oet: Option<String>,
     pub gid: Option<String>,
     pub ec: Option<String>,
+    /// Vendor Information (X-M2M-VSI): opaque to the CSE, echoed in the response.
+    pub vsi: Option<String>,
     /// Attribute list of a partial retrieve (`atrl`).
     pub atrl: Vec<String>,
 }
@@ -191,6 +193,7 @@ impl Request {
             oet: None,
             gid: None,
             ec: None,
+            vsi: None,
             atrl: Vec::new(),
         }
     }
@@ -222,6 +225,8 @@ pub struct Response {
     pub to: Option<String>,
     pub rvi: Option<String>,
     pub ot: Option<String>,
+    /// Vendor Information (X-M2M-VSI).
+    pub vsi: Option<String>,
     /// Content Status (TS-0004 table 6.3.4.2.x, m2m:contentStatus): [`PARTIAL_CONTENT`] when a
     /// discovery or listing was cut short by a limit or its time budget, else absent.
     pub cts: Option<u8>,
@@ -241,6 +246,7 @@ impl Response {
             to: None,
             rvi: None,
             ot: None,
+            vsi: None,
             cts: None,
             cto: None,
             location: None,

@@ -176,7 +176,16 @@ const fn opt(name: &'static str, kind: Kind) -> Field {
 
 const STR_LIST: Kind = Kind::List(&Kind::Str);
 const URI_LIST: Kind = Kind::List(&Kind::Uri);
-const SERIALIZATIONS: Kind = Kind::List(&Kind::StrEnum(&["xml", "json", "cbor"]));
+/// m2m:serializations: the Release 3 names (TS-0004 table 6.3.3-1) or the media types of
+/// Release 4, which this CSE's own CSEBase uses.
+const SERIALIZATIONS: Kind = Kind::List(&Kind::StrEnum(&[
+    "xml",
+    "json",
+    "cbor",
+    "application/xml",
+    "application/json",
+    "application/cbor",
+]));
 const RELEASE_VERSIONS: Kind = Kind::NonEmptyList(&Kind::ReleaseVersion);
 /// m2m:accessControlOperations: a sum of 1, 2, 4, 8, 16, 32 (TS-0004 clause 6.3.4.2.29).
 const ACCESS_CONTROL_OPERATIONS: Kind = Kind::Range(1, 63);

@@ -771,8 +771,7 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
 
 /// The codes a validation may answer with for `ty`: 4000, and 4005 for the operations the type has not.
 fn check_validation_error(e: &M2mError, ty: ResourceType, update: bool) {
-    let not_allowed =
-        ty == ResourceType::CseBase || (update && ty == ResourceType::ContentInstance);
+    let not_allowed = ty == ResourceType::CseBase || (update && ty.is_instance());
     let expected = if not_allowed {
         ResponseStatusCode::OperationNotAllowed
     } else {

@@ -6,6 +6,7 @@
 //! the originator, the source address of the socket and the time.
 
 use crate::cse::{Cse, Peer};
+use crate::resolve::local_resource;
 use crate::resolve::Target;
 use crate::store::{string_list, Resource};
 use m2m_core::EntityId;
@@ -455,18 +456,6 @@ fn load_acps(cse: &Cse, ids: &[String], self_privileges: bool) -> Vec<(String, P
             Some((id.clone(), p))
         })
         .collect()
-}
-
-/// Finds a resource of this CSE by any form of its ID (resourceID or structured, any scope).
-fn local_resource(cse: &Cse, id: &str) -> Option<Resource> {
-    let addr = Address::parse(id).ok()?;
-    if crate::resolve::locality(cse, &addr) != crate::resolve::Locality::Local {
-        return None;
-    }
-    match crate::resolve::resolve(cse, &addr).ok()? {
-        Target::Resource(r) => Some(r),
-        _ => None,
-    }
 }
 
 /// Group membership for accessControlOriginators entries that name a <group> hosted here.

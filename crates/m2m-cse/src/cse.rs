@@ -23,7 +23,11 @@ use std::sync::{Arc, RwLock};
 pub use crate::association::Peer;
 
 /// Release versions this CSE understands in X-M2M-RVI.
-const SUPPORTED_RVI: &[&str] = &["1", "2", "2a", "3", "4", "5"];
+/// The release versions a request may name (X-M2M-RVI); Release 1 had no such parameter.
+const SUPPORTED_RVI: &[&str] = &["2", "2a", "3", "4", "5"];
+
+/// The releases this CSE speaks (the CSEBase's supportedReleaseVersions).
+const SUPPORTED_RELEASES: [&str; 3] = ["2a", "3", "4"];
 
 pub struct Cse {
     pub(crate) id: CseIdentity,
@@ -382,6 +386,9 @@ impl Cse {
                 Some(mut cb) => {
                     cb.attrs.insert("poa".into(), json!([poa]));
                     cb.attrs.insert("cst".into(), json!(id.role.cse_type()));
+                    // What this version of the CSE supports, not what an older one did.
+                    cb.attrs.insert("srt".into(), json!(supported_types()));
+                    cb.attrs.insert("srv".into(), json!(SUPPORTED_RELEASES));
                     w.update(&cb)
                 }
                 None => {
@@ -394,9 +401,9 @@ impl Cse {
                         "lt": now,
                         "cst": id.role.cse_type(),
                         "csi": id.cse_id.sp_relative(),
-                        "srt": ResourceType::ALL.iter().map(|t| t.code()).collect::<Vec<_>>(),
+                        "srt": supported_types(),
                         "poa": [poa],
-                        "srv": ["2a", "3"],
+                        "srv": SUPPORTED_RELEASES,
                         "csz": ["application/json"],
                     });
                     let attrs = attrs.as_object().cloned().unwrap_or_default();
@@ -420,6 +427,7 @@ impl Cse {
         Box::pin(async move {
             let rqi = req.rqi.clone();
             let rvi = req.rvi.clone();
+            let vsi = req.vsi.clone();
             let mut resp = match Arc::clone(&cse).process(req, peer).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -430,6 +438,10 @@ impl Cse {
             resp.rqi = rqi;
             if resp.rvi.is_none() {
                 resp.rvi = rvi;
+            }
+            // Vendor Information goes back as it came (TS-0004 table 7.2.1.2-1).
+            if resp.vsi.is_none() {
+                resp.vsi = vsi;
             }
             cse.stamp(&mut resp);
             resp
@@ -516,6 +528,11 @@ impl Cse {
             Operation::Notify => dispatcher::notify(&self, req, target, &peer).await,
         }
     }
+}
+
+/// The resource types this CSE hosts (the CSEBase's supportedResourceType).
+fn supported_types() -> Vec<u16> {
+    ResourceType::ALL.iter().map(|t| t.code()).collect()
 }
 
 /// The JSON representation `{"m2m:xxx": {...}}` of a resource.

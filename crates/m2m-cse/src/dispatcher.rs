@@ -297,7 +297,8 @@ fn partial(res: &Resource, atrl: &[String]) -> M2mResult<Value> {
             Some(v) => {
                 attrs.insert(a.clone(), v.clone());
             }
-            None if schema::is_attribute_name(a) => {}
+            // An attribute of the type that this resource does not carry now.
+            None if schema::attribute(res.ty, a).is_some() => {}
             None => {
                 return Err(M2mError::bad_request(format!(
                     "'{a}' is not an attribute of a {}",
@@ -354,6 +355,16 @@ pub async fn update(
     peer: &Peer,
 ) -> M2mResult<Response> {
     let res = target.into_resource("UPDATE")?;
+    // Types never updated refuse before their content is even read (4005, not 4000).
+    if matches!(
+        res.ty,
+        ResourceType::CseBase | ResourceType::ContentInstance | ResourceType::TimeSeriesInstance
+    ) {
+        return Err(M2mError::not_allowed(format!(
+            "a <{}> cannot be updated",
+            res.ty.short_name()
+        )));
+    }
     let content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
     crate::access::check_acpi(cse, &content)?;

@@ -67,8 +67,11 @@ pub async fn prepare_update(
     let mut merged = res.attrs.clone();
     merged.extend(content.clone());
     validate_members(cse, req, &mut merged, peer).await?;
-    // The validated list replaces the requested one when the update is applied.
-    if merged.get("mid") != content.get("mid") {
+    // A member listed twice is listed once (TS-0004 clause 7.4.13.2.3: duplicates removed);
+    // any other difference is a member that does not exist or does not fit.
+    if merged.get("mid").map(|m| string_list(Some(m)))
+        != content.get("mid").map(|m| unique(string_list(Some(m))))
+    {
         return Err(M2mError::new(
             Rsc::GroupMemberTypeInconsistent,
             "some memberIDs do not exist or are of the wrong type",
@@ -138,7 +141,23 @@ async fn validate_members(
 }
 
 /// Keeps currentNrOfMembers in step with memberIDs after an update.
+/// The list without its repeated entries, in the order of their first appearance.
+fn unique(list: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for x in list {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// Stores memberIDs without repetition and currentNrOfMembers to match.
 pub fn refresh_counts(res: &mut Resource) {
+    if let Some(mid) = res.attrs.get("mid") {
+        let once = unique(string_list(Some(mid)));
+        res.attrs.insert("mid".into(), json!(once));
+    }
     let n = res
         .attrs
         .get("mid")

@@ -139,7 +139,7 @@ pub fn on_event(
                 Some(m) => json!({ res.ty.root_name(): m }),
                 None => representation(res),
             },
-            3 => json!(cse.sp_relative(res.ri())),
+            3 => json!({ "m2m:uri": cse.sp_relative(res.ri()) }),
             _ => representation(res),
         };
         let mut sgn =
@@ -427,7 +427,7 @@ pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
         let sur = cse.sp_relative(sub.ri());
         if sub.pi() == res.ri() && wants(sub, Event::Delete, res, None) {
             let rep = match sub.u64_attr("nct").unwrap_or(1) {
-                3 => json!(cse.sp_relative(res.ri())),
+                3 => json!({ "m2m:uri": cse.sp_relative(res.ri()) }),
                 _ => representation(res),
             };
             let mut sgn = json!({ "nev": { "rep": rep, "net": Event::Delete as u8 }, "sur": sur });
@@ -456,7 +456,7 @@ pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
 pub(crate) fn subscription_gone(cse: &Arc<Cse>, sub: &Resource, target: &str) {
     // A <crossResourceSubscription> of this CSE goes at once: the notification would name a
     // subscription that can no longer be looked up.
-    if let Some(crs) = crate::resources::cross_resource_subscription::local(cse, target)
+    if let Some(crs) = crate::resolve::local_resource(cse, target)
         .filter(|r| r.ty == ResourceType::CrossResourceSubscription)
     {
         let cse = Arc::clone(cse);
@@ -613,9 +613,29 @@ pub(crate) fn is_url(s: &str) -> bool {
         .any(|scheme| s.starts_with(scheme))
 }
 
-/// Whether a notificationURI designates the originator of the request itself.
+/// Whether a notificationURI designates the originator of the request itself: its AE-ID in
+/// any form, or the address of its <AE> resource here.
 pub fn is_originator(cse: &Cse, nu: &str, originator: &str) -> bool {
-    !originator.is_empty() && (nu == originator || nu == cse.sp_relative(originator))
+    if originator.is_empty() {
+        return false;
+    }
+    if nu == originator || nu == cse.sp_relative(originator) {
+        return true;
+    }
+    let home = &cse.id.home;
+    let Ok(who) = m2m_core::EntityId::parse(originator, home) else {
+        return false;
+    };
+    if m2m_core::EntityId::parse(nu, home).is_ok_and(|e| e == who) {
+        return true;
+    }
+    crate::resolve::local_resource(cse, nu)
+        .filter(|r| r.ty == ResourceType::Ae)
+        .and_then(|ae| {
+            ae.str_attr("aei")
+                .and_then(|a| m2m_core::EntityId::parse(a, home).ok())
+        })
+        .is_some_and(|aei| aei == who)
 }
 
 /// Relays a NOTIFY addressed to a registered AE to its pointOfAccess.
@@ -624,6 +644,13 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResu
     // 7.3.3.9.1).
     if let Some(pch) = crate::resources::polling_channel::channel_of(cse, ae)? {
         return cse.polling.deliver(&pch, req).await;
+    }
+    // requestReachability false: the AE said it cannot be reached (TS-0001 table 9.6.5-3).
+    if ae.attrs.get("rr") == Some(&Value::Bool(false)) {
+        return Err(M2mError::new(
+            ResponseStatusCode::TargetNotReachable,
+            "the AE is not request-reachable",
+        ));
     }
     let poa = ae
         .attrs

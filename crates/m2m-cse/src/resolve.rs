@@ -88,6 +88,19 @@ pub fn resolve(cse: &Cse, addr: &Address) -> M2mResult<Target> {
         .and_then(|r| r)
 }
 
+/// A resource of this CSE by any form of its ID (resourceID or structured, any scope); `None`
+/// for another CSE's, a virtual resource, or nothing.
+pub fn local_resource(cse: &Cse, id: &str) -> Option<Resource> {
+    let addr = Address::parse(id).ok()?;
+    if locality(cse, &addr) != Locality::Local {
+        return None;
+    }
+    match resolve(cse, &addr).ok()? {
+        Target::Resource(r) => Some(r),
+        _ => None,
+    }
+}
+
 /// Finds a virtual resource in a structured name that names no stored resource.
 fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
     let segs: Vec<&str> = srn.split('/').collect();

@@ -25,13 +25,20 @@ pub struct Deadlines {
     pub execute_at: Option<DateTime<Utc>>,
 }
 
-/// An m2m:absRelTimestamp: an absolute time (`20261205T080000`) or milliseconds from now.
+/// An m2m:absRelTimestamp: an absolute time (`20261205T080000`), or a time from now in
+/// milliseconds or as an xs:duration (`PT2S`).
 fn abs_rel(name: &str, v: &str, now: DateTime<Utc>) -> M2mResult<DateTime<Utc>> {
     let v = v.trim();
     if let Ok(ms) = v.parse::<i64>() {
         return chrono::Duration::try_milliseconds(ms)
             .and_then(|d| now.checked_add_signed(d))
             .ok_or_else(|| M2mError::bad_request(format!("{name} out of range")));
+    }
+    if v.starts_with('P') {
+        return m2m_core::time::parse_duration(&serde_json::Value::String(v.to_owned()))
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or_else(|| M2mError::bad_request(format!("{name} '{v}' is not a duration")));
     }
     m2m_core::time::parse(v)
         .map_err(|_| M2mError::bad_request(format!("{name} '{v}' is not a timestamp")))
@@ -77,9 +84,18 @@ pub fn check(req: &mut Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
                 ),
             ));
         }
-        if deadlines.result_expires.is_some_and(|r| r <= t) {
-            return Err(expired(
-                "Result Expiration Timestamp (before the Operation Execution Time)",
+        // An operation due after the request or its result expires can never be done in time:
+        // the parameters contradict each other.
+        let request_expires = req
+            .rqet
+            .as_deref()
+            .map(|r| abs_rel("Request Expiration Timestamp", r, now))
+            .transpose()?;
+        if deadlines.result_expires.is_some_and(|r| r <= t)
+            || request_expires.is_some_and(|r| r <= t)
+        {
+            return Err(M2mError::bad_request(
+                "the Operation Execution Time lies after the request or its result expires",
             ));
         }
         deadlines.execute_at = (t > now).then_some(t);
@@ -133,6 +149,14 @@ fn not_permitted(req: &Request) -> M2mResult<()> {
     }
     if op == Operation::Notify && req.rcn.is_some() {
         return np("Result Content");
+    }
+    // The attribute list selects what a RETRIEVE shows or an UPDATE touches (Release 4).
+    if matches!(
+        op,
+        Operation::Create | Operation::Delete | Operation::Notify
+    ) && !req.atrl.is_empty()
+    {
+        return np("Attribute List");
     }
     Ok(())
 }

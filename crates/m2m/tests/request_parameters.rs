@@ -97,8 +97,27 @@ fn time_parameters_response_types_and_result_contents() {
         "",
         "result would expire first",
     );
-    assert_eq!(r.rsc, 4008, "{:?}", r.body);
-    assert_eq!(instances(base), 3);
+    assert_eq!(r.rsc, 4000, "contradicting parameters: {:?}", r.body);
+    let r = create_cin(
+        base,
+        &[("X-M2M-OET", "PT2S"), ("X-M2M-RET", "PT1S")],
+        "",
+        "request would expire first",
+    );
+    assert_eq!(
+        r.rsc, 4000,
+        "durations read, then contradicting: {:?}",
+        r.body
+    );
+    // A duration as Operation Execution Time.
+    let started = Instant::now();
+    let r = create_cin(base, &[("X-M2M-OET", "PT0.5S")], "", "by duration");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Vendor Information comes back as it went.
+    let r = create_cin(base, &[("X-M2M-VSI", "vendor-42")], "", "vsi");
+    assert_eq!(r.header("x-m2m-vsi"), Some("vendor-42"), "{:?}", r.headers);
+    assert_eq!(instances(base), 5);
 
     // Response Type: non-blocking is refused, flexBlocking answered blocking.
     for (rt, want) in [("1", 5206), ("2", 5001), ("4", 2001), ("3", 2001)] {

@@ -32,7 +32,13 @@ pub fn prepare_create(
     peer: &Peer,
 ) -> M2mResult<Prepared> {
     let api = attrs.get("api").and_then(Value::as_str).unwrap_or("");
-    if !(api.starts_with('R') || api.starts_with('N') || api.starts_with('r')) {
+    // A lower-case 'r' is the registered form of Releases before 4 (TS-0001 clause 7.1.8).
+    let before_release_4 = req
+        .rvi
+        .as_deref()
+        .is_none_or(|v| matches!(v, "1" | "2" | "2a" | "3"));
+    if !(api.starts_with('R') || api.starts_with('N') || (api.starts_with('r') && before_release_4))
+    {
         return Err(M2mError::bad_request(format!(
             "App-ID '{api}' must start with 'R' (registered) or 'N' (non-registered)"
         )));

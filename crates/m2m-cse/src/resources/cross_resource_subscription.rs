@@ -17,6 +17,7 @@
 use super::{Call, Pending, Prepared};
 use crate::association::Peer;
 use crate::cse::Cse;
+use crate::resolve::local_resource as local;
 use crate::store::{string_list, Resource};
 use m2m_core::{
     Address, M2mError, M2mResult, Operation, Request, ResourceType, Response,
@@ -352,18 +353,6 @@ async fn leave(cse: &Arc<Cse>, target: &str, me: &str) {
         .await;
     if let Err(e) = r {
         tracing::warn!(dbg = %e.dbg, "crossResourceSubscription not removed from a target");
-    }
-}
-
-/// A resource of this CSE by any form of its ID.
-pub(crate) fn local(cse: &Cse, id: &str) -> Option<Resource> {
-    let addr = Address::parse(id).ok()?;
-    if crate::resolve::locality(cse, &addr) != crate::resolve::Locality::Local {
-        return None;
-    }
-    match crate::resolve::resolve(cse, &addr).ok()? {
-        crate::resolve::Target::Resource(r) => Some(r),
-        _ => None,
     }
 }
 

@@ -11,7 +11,7 @@
 //! | day of the month | 1-31 |
 //! | month | 1-12 |
 //! | day of the week | 0-6, 0 = Sunday (7 is accepted as Sunday too) |
-//! | year | 2000-9999 |
+//! | year | 1970-9999 |
 //!
 //! Each field is `*`, or a comma separated list of elements; an element is a number `a`, a range `a-b`, or a
 //! range or `*` followed by a step: `a-b/n`, `*/n`.
@@ -75,7 +75,7 @@ const RANGES: [(u32, u32); 7] = [
     (1, 31),
     (1, 12),
     (0, 7),
-    (2000, 9999),
+    (1970, 9999),
 ];
 
 impl FromStr for Schedule {

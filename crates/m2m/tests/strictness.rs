@@ -1,0 +1,260 @@
+//! Requests held to the letter of TS-0004 / TS-0009 on a real `m2m cse` over HTTP: addresses,
+//! release versions, App-IDs, attribute lists, what cannot be updated, group member lists,
+//! notification targets that cannot be reached, and what the CSEBase says it supports.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut h = vec![
+        ("X-M2M-Origin", "CAdmin"),
+        ("X-M2M-RI", "strict"),
+        ("Accept", "application/json"),
+    ];
+    h.extend_from_slice(headers);
+    if !headers.iter().any(|(k, _)| *k == "X-M2M-RVI") {
+        h.push(("X-M2M-RVI", "3"));
+    }
+    raw("GET", base, path, &h, b"")
+}
+
+#[test]
+fn addresses_and_release_versions() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    for path in [
+        "/cse-in/",
+        "/~/id-in/cse-in/",
+        "/_/m2m.example.com/id-in/cse-in/",
+    ] {
+        let r = get(u, path, &[]);
+        assert_eq!(
+            r.rsc, 4000,
+            "{path}: a trailing '/' names no resource: {:?}",
+            r.body
+        );
+    }
+    for path in [
+        "/cse-in",
+        "/~/id-in/cse-in",
+        "/_/m2m.example.com/id-in/cse-in",
+    ] {
+        assert_eq!(get(u, path, &[]).rsc, 2000, "{path}");
+    }
+    let r = get(u, "/cse-in", &[("X-M2M-RVI", "1")]);
+    assert_eq!(
+        r.rsc, 4001,
+        "Release 1 had no release version parameter: {:?}",
+        r.body
+    );
+    let r = get(u, "/cse-in", &[("X-M2M-RVI", "4")]);
+    assert_eq!(r.rsc, 2000);
+    let cb = &r.body["m2m:cb"];
+    assert_eq!(cb["srv"], json!(["2a", "3", "4"]), "{cb}");
+    let srt: Vec<u64> = cb["srt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    for ty in [15, 23, 29, 30, 48] {
+        assert!(
+            srt.contains(&ty),
+            "supportedResourceType lists {ty}: {srt:?}"
+        );
+    }
+    // UPDATE of the CSEBase: 4005 whatever the content says.
+    let (rsc, _) = update(
+        u,
+        "/cse-in",
+        "CAdmin",
+        json!({ "m2m:cse": { "lbl": ["x"] } }),
+    );
+    assert_eq!(rsc, 4005);
+}
+
+#[test]
+fn app_ids_serializations_and_attribute_lists() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let register = |rvi: &str, api: &str, extra: Value| {
+        let mut ae =
+            json!({ "rn": format!("a{}", api.len()), "api": api, "rr": false, "srv": ["4"] });
+        ae.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let body = json!({ "m2m:ae": ae }).to_string();
+        raw(
+            "POST",
+            u,
+            "/cse-in",
+            &[
+                ("X-M2M-Origin", "C"),
+                ("X-M2M-RI", "reg"),
+                ("X-M2M-RVI", rvi),
+                ("Content-Type", "application/json;ty=2"),
+            ],
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(
+        register("4", "racme", json!({})).rsc,
+        4000,
+        "lower-case r in Release 4"
+    );
+    assert_eq!(
+        register("3", "racme", json!({})).rsc,
+        2001,
+        "lower-case r before Release 4"
+    );
+    let r = register(
+        "4",
+        "Nacme-serial",
+        json!({ "csz": ["application/cbor", "application/json"] }),
+    );
+    assert_eq!(r.rsc, 2001, "media types as serializations: {:?}", r.body);
+    let aei = r.body["m2m:ae"]["aei"].as_str().unwrap().to_owned();
+    // An attribute list naming what the type does not have; an attribute list on a DELETE.
+    let r = get(u, "/cse-in?atrl=mni", &[]);
+    assert_eq!(r.rsc, 4000, "mni is no CSEBase attribute: {:?}", r.body);
+    let r = get(u, "/cse-in?atrl=rn+ty", &[]);
+    assert_eq!(r.rsc, 2000);
+    assert_eq!(
+        r.body["m2m:cb"].as_object().map(|o| o.len()),
+        Some(2),
+        "{:?}",
+        r.body
+    );
+    let r = raw(
+        "DELETE",
+        u,
+        &format!("/cse-in/{}?atrl=rn", "a12"),
+        &[
+            ("X-M2M-Origin", &aei),
+            ("X-M2M-RI", "d"),
+            ("X-M2M-RVI", "3"),
+        ],
+        b"",
+    );
+    assert_eq!(r.rsc, 4000, "no attribute list on a DELETE: {:?}", r.body);
+}
+
+#[test]
+fn group_members_listed_twice_are_listed_once() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cgrp", "g", &[]);
+    let a = create_cnt(u, "/cse-in/g", &ae, json!({ "rn": "a" }));
+    let b = create_cnt(u, "/cse-in/g", &ae, json!({ "rn": "b" }));
+    let (rsc, body) = create(
+        u,
+        "/cse-in/g",
+        &ae,
+        9,
+        json!({ "m2m:grp": { "rn": "grp", "mnm": 10, "mid": [a, b, a] } }),
+    );
+    assert_eq!(rsc, 2001, "{body}");
+    assert_eq!(body["m2m:grp"]["mid"], json!([a, b]), "{body}");
+    assert_eq!(body["m2m:grp"]["cnm"], json!(2), "{body}");
+    let (rsc, body) = update(
+        u,
+        "/cse-in/g/grp",
+        &ae,
+        json!({ "m2m:grp": { "mid": [b, a, b, b] } }),
+    );
+    assert_eq!(rsc, 2004, "{body}");
+    assert_eq!(body["m2m:grp"]["mid"], json!([b, a]), "{body}");
+    assert_eq!(body["m2m:grp"]["cnm"], json!(2), "{body}");
+    // A member that does not exist is still refused.
+    let (rsc, _) = update(
+        u,
+        "/cse-in/g/grp",
+        &ae,
+        json!({ "m2m:grp": { "mid": [a, "cse-in/g/none"] } }),
+    );
+    assert_eq!(rsc, 4110);
+}
+
+#[test]
+fn notification_targets_and_what_they_receive() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let rx = Receiver::start();
+    let owner = register_ae(u, "/cse-in", "Cowner", "owner", &[rx.url()]);
+    create_cnt(u, "/cse-in/owner", &owner, json!({ "rn": "c" }));
+    // The subscriber's own <AE> by its structured address is the subscriber: no verification.
+    let (rsc, b) = create(
+        u,
+        "/cse-in/owner/c",
+        &owner,
+        23,
+        json!({ "m2m:sub": { "rn": "self", "nu": ["cse-in/owner"], "enc": { "net": [3] }, "nct": 3 } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.count(Received::is_verification), 0, "{:#?}", rx.all());
+    // ResourceID content: the ID as m2m:uri.
+    let cin = create_cin(u, "/cse-in/owner/c", &owner, "v");
+    let n = rx.wait_for(|r| r.net() == Some(3), WAIT);
+    assert_eq!(
+        n.rep(),
+        &json!({ "m2m:uri": format!("/id-in/{cin}") }),
+        "{:?}",
+        n.body
+    );
+    // An AE that is not request-reachable gets nothing, though it gave a point of access.
+    let rx2 = Receiver::start();
+    let (rsc, b) = create(
+        u,
+        "/cse-in",
+        "Cquiet",
+        2,
+        json!({ "m2m:ae": { "rn": "quiet", "api": "Nq", "rr": false, "poa": [rx2.url()], "srv": ["3"] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, _) = create(
+        u,
+        "/cse-in/owner/c",
+        &owner,
+        23,
+        json!({ "m2m:sub": { "nu": ["Cquiet"], "enc": { "net": [3] } } }),
+    );
+    assert_eq!(rsc, 5204, "its verification cannot be delivered");
+    let (rsc, _) = notify(
+        u,
+        "/cse-in/quiet",
+        "CAdmin",
+        json!({ "m2m:sgn": { "sur": "/id-in/x", "nev": { "net": 1 } } }),
+    );
+    assert_eq!(rsc, 5103);
+    assert!(rx2.all().is_empty(), "{:#?}", rx2.all());
+}
+
+#[test]
+fn access_control_windows_of_past_years_are_stored_and_never_match() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cwin", "win", &[]);
+    let (rsc, b) = create(
+        u,
+        "/cse-in/win",
+        &ae,
+        1,
+        json!({ "m2m:acp": { "rn": "old", "pv": { "acr": [{ "acor": ["all"], "acop": 2, "acco": [{ "actw": ["* * * * * * 1984"] }] }] },
+                "pvs": { "acr": [{ "acor": [ae.as_str()], "acop": 63 }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, _) = update(
+        u,
+        "/cse-in/win",
+        &ae,
+        json!({ "m2m:ae": { "acpi": ["cse-in/win/old"] } }),
+    );
+    assert_eq!(rsc, 2004);
+    let other = register_ae(u, "/cse-in", "Cother", "other", &[]);
+    let (rsc, _) = retrieve(u, "/cse-in/win", &other);
+    assert_eq!(rsc, 4103, "1984 is over");
+}
