@@ -7,11 +7,13 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceType {
     AccessControlPolicy,
+    Action,
     Ae,
     Container,
     ContentInstance,
     CrossResourceSubscription,
     CseBase,
+    Dependency,
     Group,
     LocalMulticastGroup,
     PollingChannel,
@@ -23,13 +25,15 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 14] = [
+    pub const ALL: [ResourceType; 16] = [
         Self::AccessControlPolicy,
+        Self::Action,
         Self::Ae,
         Self::Container,
         Self::ContentInstance,
         Self::CrossResourceSubscription,
         Self::CseBase,
+        Self::Dependency,
         Self::Group,
         Self::LocalMulticastGroup,
         Self::PollingChannel,
@@ -57,6 +61,8 @@ impl ResourceType {
             Self::TimeSeriesInstance => 30,
             Self::LocalMulticastGroup => 45,
             Self::CrossResourceSubscription => 48,
+            Self::Action => 65,
+            Self::Dependency => 66,
         }
     }
 
@@ -76,6 +82,8 @@ impl ResourceType {
             30 => Self::TimeSeriesInstance,
             45 => Self::LocalMulticastGroup,
             48 => Self::CrossResourceSubscription,
+            65 => Self::Action,
+            66 => Self::Dependency,
             _ => return None,
         })
     }
@@ -99,6 +107,8 @@ impl ResourceType {
     pub const fn short_name(self) -> &'static str {
         match self {
             Self::AccessControlPolicy => "acp",
+            Self::Action => "actr",
+            Self::Dependency => "depr",
             Self::Ae => "ae",
             Self::Container => "cnt",
             Self::ContentInstance => "cin",
@@ -119,6 +129,8 @@ impl ResourceType {
     pub const fn root_name(self) -> &'static str {
         match self {
             Self::AccessControlPolicy => "m2m:acp",
+            Self::Action => "m2m:actr",
+            Self::Dependency => "m2m:depr",
             Self::Ae => "m2m:ae",
             Self::Container => "m2m:cnt",
             Self::ContentInstance => "m2m:cin",
@@ -145,6 +157,7 @@ impl ResourceType {
         match self {
             CseBase => &[
                 AccessControlPolicy,
+                Action,
                 Ae,
                 Container,
                 CrossResourceSubscription,
@@ -157,6 +170,7 @@ impl ResourceType {
             ],
             Ae => &[
                 AccessControlPolicy,
+                Action,
                 Container,
                 CrossResourceSubscription,
                 Group,
@@ -164,9 +178,12 @@ impl ResourceType {
                 Subscription,
                 TimeSeries,
             ],
-            Container => &[Container, ContentInstance, Subscription, TimeSeries],
-            TimeSeries => &[Subscription, TimeSeriesInstance],
-            Group | ServiceSubscribedAppRule => &[Subscription],
+            Container => &[Action, Container, ContentInstance, Subscription, TimeSeries],
+            TimeSeries => &[Action, Subscription, TimeSeriesInstance],
+            Action => &[Dependency, Subscription],
+            Dependency => &[Subscription],
+            Group => &[Action, Subscription],
+            ServiceSubscribedAppRule => &[Subscription],
             RemoteCse => &[
                 AccessControlPolicy,
                 Container,

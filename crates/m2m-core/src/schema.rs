@@ -308,6 +308,16 @@ static EVENT_NOTIFICATION_CRITERIA_SET: ObjSpec = ObjSpec {
     )],
     rule: ObjRule::Fields,
 };
+/// m2m:evalCriteria (Release 4): the attribute `sbjt` compared by `optr` (1 =, 2 !=, 3 >, 4 <,
+/// 5 >=, 6 <=) with `thld`.
+static EVAL_CRITERIA: ObjSpec = ObjSpec {
+    fields: &[
+        req("optr", Kind::Range(1, 6)),
+        req("sbjt", Kind::Str),
+        req("thld", Kind::Any),
+    ],
+    rule: ObjRule::Fields,
+};
 /// m2m:batchNotify (TS-0004 clause 6.3.5.6).
 static BATCH_NOTIFY: ObjSpec = ObjSpec {
     fields: &[opt("num", Kind::NonNegInt), opt("dur", Kind::Duration)],
@@ -632,6 +642,50 @@ static CRS_ATTRS: &[AttrSpec] = &[
     ro("nsi"),
 ];
 
+/// `<action>` (Release 4): what a CSE does, as the action's creator, when an attribute of its
+/// subject resource meets the criteria (and its dependencies are met).
+static ACTR_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    CR,
+    rw("apy", Kind::NonNegInt),
+    rw("sri", Kind::Uri),
+    m_rw("evc", Kind::Object(&EVAL_CRITERIA)),
+    // m2m:evalMode: 0 off, 1 once, 2 periodic, 3 continuous.
+    m_rw("evm", Kind::Enum(&[0, 1, 2, 3])),
+    rw("ecp", Kind::AnyObject),
+    rw("dep", URI_LIST),
+    m_rw("orc", Kind::Uri),
+    m_rw("apv", Kind::AnyObject),
+    ro("air"),
+];
+
+/// `<dependency>` (Release 4): a condition on another resource an `<action>` waits for.
+static DEPR_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    CR,
+    m_rw("sfc", Kind::Bool),
+    m_rw("evc", Kind::Object(&EVAL_CRITERIA)),
+    m_rw("rri", Kind::Uri),
+];
+
 /// `<timeSeries>`: TS-0004 clause 7.4.38 (tables 7.4.38.1-2 and -3), TS-0001 clause 9.6.36.
 /// periodicInterval, periodicIntervalDelta and missingDataDetectTimer are in milliseconds.
 static TS_ATTRS: &[AttrSpec] = &[
@@ -691,6 +745,8 @@ static PCH_ATTRS: &[AttrSpec] = &[RN, TY, RI, PI, CT, LT, ET, LBL];
 pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
     match ty {
         ResourceType::AccessControlPolicy => ACP_ATTRS,
+        ResourceType::Action => ACTR_ATTRS,
+        ResourceType::Dependency => DEPR_ATTRS,
         ResourceType::Ae => AE_ATTRS,
         ResourceType::Container => CNT_ATTRS,
         ResourceType::ContentInstance => CIN_ATTRS,
@@ -717,6 +773,8 @@ pub fn attribute(ty: ResourceType, name: &str) -> Option<&'static AttrSpec> {
 pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
     match ty {
         ResourceType::AccessControlPolicy => &["ty", "ri", "pi", "ct", "lt"],
+        ResourceType::Action => &["ty", "ri", "pi", "ct", "lt", "air"],
+        ResourceType::Dependency => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::Ae => &["ty", "ri", "pi", "ct", "lt", "aei"],
         ResourceType::Container => &["ty", "ri", "pi", "ct", "lt", "st", "cni", "cbs", "li"],
         ResourceType::ContentInstance => &["ty", "ri", "pi", "ct", "lt", "st", "cs"],
@@ -1115,6 +1173,10 @@ mod tests {
     fn minimal(ty: ResourceType) -> Value {
         match ty {
             AccessControlPolicy => json!({"pv": {"acr": []}, "pvs": {"acr": [acr()]}}),
+            Action => json!({"evc": {"optr": 1, "sbjt": "lbl", "thld": "x"}, "evm": 1,
+                "orc": "/id-in/Cae1", "apv": {"op": 3, "fr": "Cae1", "pc": {}}}),
+            Dependency => json!({"sfc": true, "evc": {"optr": 3, "sbjt": "cni", "thld": 1},
+                "rri": "/id-in/cnt1"}),
             Ae => json!({"api": "Nmyapp", "rr": false, "srv": ["3"]}),
             Container => json!({}),
             ContentInstance => json!({"con": "21.5"}),

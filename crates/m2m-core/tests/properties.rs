@@ -739,6 +739,10 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
             {"pv": {"acr": []}, "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}
         ),
         ResourceType::Ae => serde_json::json!({"api": "Nmyapp", "rr": false, "srv": ["3"]}),
+        ResourceType::Action => serde_json::json!({"evc": {"optr": 1, "sbjt": "lbl", "thld": "x"},
+            "evm": 1, "orc": "/id-in/Cae1", "apv": {"op": 3, "fr": "Cae1", "pc": {}}}),
+        ResourceType::Dependency => serde_json::json!({"sfc": true,
+            "evc": {"optr": 3, "sbjt": "cni", "thld": 1}, "rri": "/id-in/cnt1"}),
         ResourceType::ContentInstance => serde_json::json!({"con": "21.5"}),
         ResourceType::CrossResourceSubscription => serde_json::json!(
             {"nu": ["/id-in/Cae1"], "twt": 1, "tws": "PT4S", "srat": ["/id-in/sub1"]}

@@ -55,6 +55,8 @@ pub struct Cse {
     pub(crate) time_series: crate::resources::time_series::Monitors,
     /// The time windows of <crossResourceSubscription> resources.
     pub(crate) cross_resources: crate::resources::cross_resource_subscription::CrossResources,
+    /// The <action> resources by subject.
+    pub(crate) actions: crate::resources::action::Actions,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
     pub(crate) searches: crate::search_threads::SearchThreads,
     public_url: RwLock<String>,
@@ -151,6 +153,7 @@ impl Cse {
             polling: Default::default(),
             time_series: Default::default(),
             cross_resources: Default::default(),
+            actions: Default::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,
@@ -165,6 +168,9 @@ impl Cse {
             entity_clients: Default::default(),
         });
         cse.ensure_cse_base()?;
+        cse.actions
+            .load(&cse)
+            .map_err(|e| anyhow::anyhow!("cannot read the actions: {}", e.dbg))?;
         Ok(cse)
     }
 

@@ -418,6 +418,7 @@ pub async fn update(
         Some(&modified),
         req.from.as_deref(),
     );
+    resources::action::subject_updated(cse, &updated);
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
         ResultContent::ModifiedAttributes => Some(json!({ updated.ty.root_name(): modified })),

@@ -7,6 +7,7 @@
 //! | type | ty | module | TS-0004 |
 //! |---|---:|---|---|
 //! | accessControlPolicy | 1 | [`acp`] | 7.4.2 |
+//! | action, dependency | 65, 66 | [`action`] | Release 4 |
 //! | AE | 2 | [`ae`] | 7.4.5 |
 //! | container | 3 | [`container`] | 7.4.6 |
 //! | contentInstance | 4 | [`content_instance`] | 7.4.7 |
@@ -21,6 +22,7 @@
 //! | localMulticastGroup | 45 | [`local_multicast_group`] | 7.4.55 |
 
 pub mod acp;
+pub mod action;
 pub mod ae;
 pub mod container;
 pub mod content_instance;
@@ -175,6 +177,8 @@ pub trait Behaviour: Sync {
 pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
     match ty {
         ResourceType::AccessControlPolicy => &acp::AccessControlPolicy,
+        ResourceType::Action => &action::Action,
+        ResourceType::Dependency => &action::Dependency,
         ResourceType::Ae => &ae::Ae,
         ResourceType::Container => &container::Container,
         ResourceType::ContentInstance => &content_instance::ContentInstance,

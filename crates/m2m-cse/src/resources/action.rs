@@ -1,0 +1,437 @@
+//! <action> and <dependency> (Release 4, TS-0001 V4 clauses 9.6.61, 9.6.62; TS-0004 V4 clauses
+//! 7.4.65, 7.4.66): when an attribute of the action's subject resource meets its criteria, and
+//! its dependencies are met, the CSE sends the action's request primitive to its object
+//! recipient, as the action's creator, and keeps the answer in `air`.
+//!
+//! - The subject is `sri`, or the action's parent. `evc/sbjt` must be an attribute of its type
+//!   (4000), and is compared with `evc/thld` by `evc/optr` after each UPDATE of
+//!   the subject.
+//! - `apv` is a request primitive (`op`, `fr`, `pc`, `ty`...); its `fr` must be the action's
+//!   creator (4000): an action runs with its creator's rights, never more. Its `to` is `orc`,
+//!   which must name a resource the creator can reach (4000).
+//! - `evm` 0 (off) never runs; 1 (once) runs once and turns itself off; 3 (continuous) runs every
+//!   time the criteria are met. 2 (periodic) is not supported (5001). `ecp` only with 2 or 3.
+//! - `dep` lists `<dependency>` children: a met one with `sfc` (sufficient) true is enough, else
+//!   all must be met. A dependency compares an attribute of its `rri` resource like `evc`.
+
+use super::{Call, Pending, Prepared};
+use crate::association::Peer;
+use crate::cse::Cse;
+use crate::store::{string_list, Resource};
+use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType};
+use serde_json::{json, Map, Value};
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// evalMode (Release 4).
+const OFF: u64 = 0;
+const ONCE: u64 = 1;
+const PERIODIC: u64 = 2;
+
+/// The `<action>` type.
+pub struct Action;
+
+impl super::Behaviour for Action {
+    fn prepare_create<'a>(
+        &'a self,
+        call: Call<'a>,
+        parent: &'a Resource,
+        attrs: &'a mut Map<String, Value>,
+    ) -> Pending<'a, M2mResult<Prepared>> {
+        Box::pin(async move {
+            check_action(call, parent, attrs, None).await?;
+            Ok(Prepared::default())
+        })
+    }
+
+    fn created(&self, cse: &Arc<Cse>, res: &Resource) {
+        cse.actions.index(cse, res);
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        call: Call<'a>,
+        res: &'a Resource,
+        content: &'a Map<String, Value>,
+    ) -> Pending<'a, M2mResult<()>> {
+        Box::pin(async move {
+            let mut merged = res.attrs.clone();
+            for (k, v) in content {
+                if v.is_null() {
+                    merged.remove(k);
+                } else {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+            let parent = call
+                .cse
+                .store
+                .get(res.pi())?
+                .ok_or_else(|| M2mError::not_found("the action's parent is gone"))?;
+            check_action(call, &parent, &merged, Some(res)).await
+        })
+    }
+
+    fn updated(
+        &self,
+        cse: &Arc<Cse>,
+        res: &Resource,
+        _changed: &Map<String, Value>,
+        _before: &Map<String, Value>,
+    ) {
+        cse.actions.index(cse, res);
+    }
+
+    fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
+        cse.actions.forget(res.ri());
+    }
+}
+
+/// The checks of an action as it would be stored (CREATE, or the result of an UPDATE).
+async fn check_action(
+    call: Call<'_>,
+    parent: &Resource,
+    attrs: &Map<String, Value>,
+    existing: Option<&Resource>,
+) -> M2mResult<()> {
+    let cse = call.cse;
+    let evm = attrs.get("evm").and_then(Value::as_u64).unwrap_or(OFF);
+    if evm == PERIODIC {
+        return Err(M2mError::not_implemented(
+            "periodic evaluation of actions is not supported",
+        ));
+    }
+    if attrs.contains_key("ecp") && matches!(evm, OFF | ONCE) {
+        return Err(M2mError::bad_request(
+            "evalControlParam is for periodic or continuous evaluation only",
+        ));
+    }
+    let subject = subject_of(cse, parent, attrs)?;
+    let sbjt = attrs
+        .get("evc")
+        .and_then(|e| e.get("sbjt"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !has_attribute(&subject, sbjt) {
+        return Err(M2mError::bad_request(format!(
+            "the subject resource has no attribute '{sbjt}'"
+        )));
+    }
+    // The action runs as its creator: its primitive may not name anyone else.
+    let creator = existing
+        .and_then(|r| r.creator.clone())
+        .or_else(|| call.req.from.clone())
+        .unwrap_or_default();
+    let apv = attrs.get("apv").cloned().unwrap_or_default();
+    let home = &cse.id.home;
+    let same = |a: &str, b: &str| {
+        m2m_core::EntityId::parse(a, home)
+            .ok()
+            .zip(m2m_core::EntityId::parse(b, home).ok())
+            .is_some_and(|(a, b)| a == b)
+    };
+    if !apv
+        .get("fr")
+        .and_then(Value::as_str)
+        .is_some_and(|fr| same(fr, &creator))
+    {
+        return Err(M2mError::bad_request(
+            "the action primitive's From must be the action's creator",
+        ));
+    }
+    primitive(&apv, "orc-check", &creator)?;
+    let orc = attrs.get("orc").and_then(Value::as_str).unwrap_or("");
+    if !reachable(cse, call.peer, &creator, orc).await {
+        return Err(M2mError::bad_request(
+            "the object recipient cannot be retrieved by the action's creator",
+        ));
+    }
+    for dep in string_list(attrs.get("dep")) {
+        let is_child = crate::resolve::local_resource(cse, &dep).is_some_and(|d| {
+            d.ty == ResourceType::Dependency && existing.is_some_and(|a| d.pi() == a.ri())
+        });
+        if !is_child {
+            return Err(M2mError::bad_request(format!(
+                "dependency '{dep}' is not a <dependency> of this action"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is an attribute of the resource's type (set now or not).
+fn has_attribute(res: &Resource, name: &str) -> bool {
+    res.attrs.contains_key(name) || m2m_core::schema::attribute(res.ty, name).is_some()
+}
+
+/// The subject of an action: `sri`, or its parent.
+fn subject_of(cse: &Cse, parent: &Resource, attrs: &Map<String, Value>) -> M2mResult<Resource> {
+    match attrs.get("sri").and_then(Value::as_str) {
+        Some(sri) => crate::resolve::local_resource(cse, sri)
+            .ok_or_else(|| M2mError::bad_request("the subject resource does not exist here")),
+        None => Ok(parent.clone()),
+    }
+}
+
+/// Whether `who` may retrieve `id` (asked as `who` would ask).
+async fn reachable(cse: &Arc<Cse>, peer: &Peer, who: &str, id: &str) -> bool {
+    if id.is_empty() {
+        return false;
+    }
+    let req = Request::new(
+        Operation::Retrieve,
+        id,
+        Some(who.to_owned()),
+        format!("actr-{}", crate::dispatcher::random_suffix(10)),
+    );
+    cse.handle(req, peer.clone()).await.rsc.is_success()
+}
+
+/// The action primitive as a request: `apv` with its own `fr`, a fresh `rqi`, to `to`.
+fn primitive(apv: &Value, to: &str, creator: &str) -> M2mResult<Request> {
+    let mut p = apv.clone();
+    let obj = p
+        .as_object_mut()
+        .ok_or_else(|| M2mError::bad_request("actionPrimitive must be a request primitive"))?;
+    obj.insert("to".into(), json!(to));
+    obj.insert("fr".into(), json!(creator));
+    obj.insert(
+        "rqi".into(),
+        json!(format!("actr-{}", crate::dispatcher::random_suffix(10))),
+    );
+    Request::from_json(&p)
+}
+
+/// The `<dependency>` type.
+pub struct Dependency;
+
+impl super::Behaviour for Dependency {
+    fn prepare_create<'a>(
+        &'a self,
+        call: Call<'a>,
+        _parent: &'a Resource,
+        attrs: &'a mut Map<String, Value>,
+    ) -> Pending<'a, M2mResult<Prepared>> {
+        super::ready(check_dependency(call.cse, attrs).map(|()| Prepared::default()))
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        call: Call<'a>,
+        res: &'a Resource,
+        content: &'a Map<String, Value>,
+    ) -> Pending<'a, M2mResult<()>> {
+        let mut merged = res.attrs.clone();
+        merged.extend(content.clone());
+        super::ready(check_dependency(call.cse, &merged))
+    }
+}
+
+/// A dependency's referenced resource must exist here and carry the attribute it compares.
+fn check_dependency(cse: &Cse, attrs: &Map<String, Value>) -> M2mResult<()> {
+    let rri = attrs.get("rri").and_then(Value::as_str).unwrap_or("");
+    let referenced = crate::resolve::local_resource(cse, rri)
+        .ok_or_else(|| M2mError::bad_request("the referenced resource does not exist here"))?;
+    let sbjt = attrs
+        .get("evc")
+        .and_then(|e| e.get("sbjt"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !has_attribute(&referenced, sbjt) {
+        return Err(M2mError::bad_request(format!(
+            "the referenced resource has no attribute '{sbjt}'"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `value` compares with `thld` as `optr` says; values of different kinds never do,
+/// except that any two values can be equal or not.
+fn meets(evc: &Value, value: Option<&Value>) -> bool {
+    let (Some(optr), Some(thld)) = (evc.get("optr").and_then(Value::as_u64), evc.get("thld"))
+    else {
+        return false;
+    };
+    let Some(value) = value else {
+        return false;
+    };
+    let order = match (value, thld) {
+        (Value::Number(a), Value::Number(b)) => a
+            .as_f64()
+            .zip(b.as_f64())
+            .and_then(|(a, b)| a.partial_cmp(&b)),
+        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+        (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
+        _ => None,
+    };
+    match optr {
+        1 => value == thld || order == Some(Ordering::Equal),
+        2 => !(value == thld || order == Some(Ordering::Equal)),
+        3 => order == Some(Ordering::Greater),
+        4 => order == Some(Ordering::Less),
+        5 => matches!(order, Some(Ordering::Greater | Ordering::Equal)),
+        6 => matches!(order, Some(Ordering::Less | Ordering::Equal)),
+        _ => false,
+    }
+}
+
+/// The actions by the resourceID of their subject (rebuilt from the store at start).
+#[derive(Default)]
+pub struct Actions {
+    by_subject: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Actions {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.by_subject.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every action of the store, indexed by subject.
+    pub fn load(&self, cse: &Cse) -> M2mResult<()> {
+        for a in cse.store.read(|r| r.all_of_type(ResourceType::Action))? {
+            self.index(cse, &a);
+        }
+        Ok(())
+    }
+
+    fn index(&self, cse: &Cse, action: &Resource) {
+        self.forget(action.ri());
+        let subject = match action.str_attr("sri") {
+            Some(sri) => crate::resolve::local_resource(cse, sri).map(|r| r.ri().to_owned()),
+            None => Some(action.pi().to_owned()),
+        };
+        if let Some(subject) = subject {
+            self.map()
+                .entry(subject)
+                .or_default()
+                .insert(action.ri().to_owned());
+        }
+    }
+
+    fn forget(&self, action_ri: &str) {
+        let mut map = self.map();
+        map.retain(|_, set| {
+            set.remove(action_ri);
+            !set.is_empty()
+        });
+    }
+
+    fn of_subject(&self, ri: &str) -> Vec<String> {
+        self.map()
+            .get(ri)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// After an UPDATE of `subject`: the actions whose criteria and dependencies it now meets run.
+pub fn subject_updated(cse: &Arc<Cse>, subject: &Resource) {
+    let actions = cse.actions.of_subject(subject.ri());
+    if actions.is_empty() {
+        return;
+    }
+    let cse = Arc::clone(cse);
+    let subject = subject.clone();
+    tokio::spawn(async move {
+        for ri in actions {
+            if let Err(e) = evaluate(&cse, &ri, &subject).await {
+                tracing::warn!(action = %ri, dbg = %e.dbg, "action not run");
+            }
+        }
+    });
+}
+
+async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()> {
+    let Some(action) = cse.store.get(ri)? else {
+        cse.actions.forget(ri);
+        return Ok(());
+    };
+    let evm = action.u64_attr("evm").unwrap_or(OFF);
+    if evm == OFF {
+        return Ok(());
+    }
+    let evc = action.attrs.get("evc").cloned().unwrap_or_default();
+    let sbjt = evc.get("sbjt").and_then(Value::as_str).unwrap_or("");
+    if !meets(&evc, subject.attrs.get(sbjt)) || !dependencies_met(cse, &action)? {
+        return Ok(());
+    }
+    let creator = action.creator.clone().unwrap_or_default();
+    let apv = action.attrs.get("apv").cloned().unwrap_or_default();
+    let orc = action.str_attr("orc").unwrap_or_default().to_owned();
+    let answer = match primitive(&apv, &orc, &creator) {
+        // As the creator: the CSE vouches for the originator it authenticated at creation.
+        Ok(req) => cse.handle(req, Peer::internal()).await,
+        Err(e) => m2m_core::Response::error(&e, ""),
+    };
+    tracing::info!(target: "audit", action = %ri, creator = %creator, rsc = answer.rsc.code(), "action run");
+    let air = answer.to_rsp_json();
+    let id = ri.to_owned();
+    cse.store
+        .write(move |w| {
+            let Some(mut a) = w.get(&id)? else {
+                return Ok(());
+            };
+            a.attrs.insert("air".into(), air);
+            if evm == ONCE {
+                a.attrs.insert("evm".into(), json!(OFF));
+            }
+            w.update(&a)
+        })
+        .await
+}
+
+/// The dependencies of an action: none; or a met sufficient one; or all met.
+fn dependencies_met(cse: &Cse, action: &Resource) -> M2mResult<bool> {
+    let deps = string_list(action.attrs.get("dep"));
+    if deps.is_empty() {
+        return Ok(true);
+    }
+    let mut all = true;
+    for id in deps {
+        let Some(dep) = crate::resolve::local_resource(cse, &id) else {
+            all = false;
+            continue;
+        };
+        let evc = dep.attrs.get("evc").cloned().unwrap_or_default();
+        let sbjt = evc.get("sbjt").and_then(Value::as_str).unwrap_or("");
+        let value = dep
+            .str_attr("rri")
+            .and_then(|rri| crate::resolve::local_resource(cse, rri))
+            .and_then(|r| r.attrs.get(sbjt).cloned());
+        let met = meets(&evc, value.as_ref());
+        if met && dep.attrs.get("sfc") == Some(&Value::Bool(true)) {
+            return Ok(true);
+        }
+        all &= met;
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meets;
+    use serde_json::json;
+
+    #[test]
+    fn criteria_compare_numbers_strings_and_booleans() {
+        let evc =
+            |optr: u64, thld: serde_json::Value| json!({ "optr": optr, "sbjt": "x", "thld": thld });
+        assert!(meets(&evc(1, json!(5)), Some(&json!(5.0))));
+        assert!(meets(&evc(3, json!(20)), Some(&json!(21))));
+        assert!(!meets(&evc(3, json!(20)), Some(&json!(20))));
+        assert!(meets(&evc(5, json!(20)), Some(&json!(20))));
+        assert!(meets(&evc(4, json!("b")), Some(&json!("a"))));
+        assert!(meets(&evc(2, json!("OPEN")), Some(&json!("LOCKED"))));
+        assert!(meets(&evc(1, json!(true)), Some(&json!(true))));
+        assert!(
+            !meets(&evc(3, json!(1)), Some(&json!("2"))),
+            "no order across kinds"
+        );
+        assert!(meets(&evc(2, json!(1)), Some(&json!("1"))), "but unequal");
+        assert!(
+            !meets(&evc(1, json!(1)), None),
+            "an absent attribute meets nothing"
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! `<action>` and `<dependency>` (Release 4) on a real `m2m cse` over HTTP: an UPDATE of the
+//! subject that meets the criteria runs the action's primitive as its creator, once or every
+//! time, only when its dependencies are met, never with more rights than its creator has now.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A CSE and an AE `app` (From `Cact`) with containers `sensor`, `alarm` and `gate`.
+struct Setup {
+    cse: CseProcess,
+    ae: String,
+}
+
+fn setup() -> Setup {
+    let cse = CseProcess::start_in();
+    let ae = register_ae(cse.url(), "/cse-in", "Cact", "app", &[]);
+    for c in ["sensor", "alarm", "gate"] {
+        create_cnt(cse.url(), "/cse-in/app", &ae, json!({ "rn": c }));
+    }
+    Setup { cse, ae }
+}
+
+/// An action on `sensor`: when its maxNrOfInstances exceeds 10, label `alarm`.
+fn alarm_action(s: &Setup, rn: &str, evm: u64, extra: Value) -> (u16, Value) {
+    let mut a = json!({
+        "rn": rn,
+        "evc": { "optr": 3, "sbjt": "mni", "thld": 10 },
+        "evm": evm,
+        "orc": "cse-in/app/alarm",
+        "apv": { "op": 3, "fr": s.ae, "pc": { "m2m:cnt": { "lbl": [rn] } } },
+    });
+    a.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    create(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        &s.ae,
+        65,
+        json!({ "m2m:actr": a }),
+    )
+}
+
+fn set_mni(s: &Setup, cnt: &str, mni: u64) {
+    let (rsc, b) = update(
+        s.cse.url(),
+        &format!("/cse-in/app/{cnt}"),
+        &s.ae,
+        json!({ "m2m:cnt": { "mni": mni } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+}
+
+fn alarm_labels(s: &Setup) -> Value {
+    retrieve(s.cse.url(), "/cse-in/app/alarm", &s.ae).1["m2m:cnt"]["lbl"].clone()
+}
+
+fn action(s: &Setup, rn: &str) -> Value {
+    let (rsc, b) = retrieve(s.cse.url(), &format!("/cse-in/app/sensor/{rn}"), &s.ae);
+    assert_eq!(rsc, 2000, "{b}");
+    b["m2m:actr"].clone()
+}
+
+#[test]
+fn an_action_runs_once_when_its_subject_meets_the_criteria() {
+    let s = setup();
+    let (rsc, b) = alarm_action(&s, "once", 1, json!({}));
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:actr"]["ty"], json!(65));
+    set_mni(&s, "sensor", 5);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(alarm_labels(&s), Value::Null, "5 is not above 10");
+    set_mni(&s, "sensor", 20);
+    let air = poll(WAIT, || {
+        let a = action(&s, "once");
+        a.get("air").cloned()
+    })
+    .expect("the action ran");
+    assert_eq!(air["rsc"], json!(2004), "{air}");
+    assert_eq!(air["pc"]["m2m:cnt"]["lbl"], json!(["once"]), "{air}");
+    assert_eq!(alarm_labels(&s), json!(["once"]));
+    assert_eq!(action(&s, "once")["evm"], json!(0), "once, then off");
+    // Off: another qualifying update does nothing.
+    update(
+        s.cse.url(),
+        "/cse-in/app/alarm",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["reset"] } }),
+    );
+    set_mni(&s, "sensor", 30);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(alarm_labels(&s), json!(["reset"]));
+}
+
+#[test]
+fn a_continuous_action_waits_for_its_dependency() {
+    let s = setup();
+    let (rsc, b) = alarm_action(&s, "cont", 3, json!({}));
+    assert_eq!(rsc, 2001, "{b}");
+    // The gate must have maxNrOfInstances 100 (a necessary dependency).
+    let (rsc, d) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor/cont",
+        &s.ae,
+        66,
+        json!({ "m2m:depr": { "rn": "gate-set", "sfc": false, "evc": { "optr": 1, "sbjt": "mni", "thld": 100 }, "rri": "cse-in/app/gate" } }),
+    );
+    assert_eq!(rsc, 2001, "{d}");
+    let dep = d["m2m:depr"]["ri"].as_str().unwrap().to_owned();
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/sensor/cont",
+        &s.ae,
+        json!({ "m2m:actr": { "dep": [dep] } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    set_mni(&s, "sensor", 20);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(alarm_labels(&s), Value::Null, "the dependency is not met");
+    set_mni(&s, "gate", 100);
+    set_mni(&s, "sensor", 21);
+    assert!(
+        poll(WAIT, || (alarm_labels(&s) == json!(["cont"])).then_some(())).is_some(),
+        "ran once the dependency was met"
+    );
+    // Continuous: it runs again at the next qualifying update.
+    update(
+        s.cse.url(),
+        "/cse-in/app/alarm",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["reset"] } }),
+    );
+    set_mni(&s, "sensor", 22);
+    assert!(poll(WAIT, || (alarm_labels(&s) == json!(["cont"])).then_some(())).is_some());
+    assert_eq!(action(&s, "cont")["evm"], json!(3));
+}
+
+#[test]
+fn an_action_never_has_more_rights_than_its_creator() {
+    let s = setup();
+    let owner = register_ae(s.cse.url(), "/cse-in", "Cowner", "owner", &[]);
+    create_cnt(
+        s.cse.url(),
+        "/cse-in/owner",
+        &owner,
+        json!({ "rn": "door" }),
+    );
+    // A recipient the creator cannot reach: refused at creation.
+    let (rsc, _) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        &s.ae,
+        65,
+        json!({ "m2m:actr": { "evc": { "optr": 3, "sbjt": "mni", "thld": 10 }, "evm": 3,
+                "orc": "cse-in/owner/door",
+                "apv": { "op": 3, "fr": s.ae, "pc": { "m2m:cnt": { "lbl": ["open"] } } } } }),
+    );
+    assert_eq!(rsc, 4000, "the creator cannot even read the door");
+    // The primitive may not speak for anyone else.
+    let (rsc, _) = alarm_action(
+        &s,
+        "posing",
+        3,
+        json!({ "apv": { "op": 3, "fr": owner, "pc": { "m2m:cnt": { "lbl": ["x"] } } } }),
+    );
+    assert_eq!(rsc, 4000, "apv.fr is not the creator");
+    // The owner lets the app read and update the door, the app makes an action on it, then the
+    // owner takes the update right back: the action runs and is refused.
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/owner",
+        &owner,
+        1,
+        json!({ "m2m:acp": { "rn": "acp", "pv": { "acr": [
+            { "acor": [owner.as_str()], "acop": 63 }, { "acor": [s.ae.as_str()], "acop": 6 }
+        ] }, "pvs": { "acr": [{ "acor": [owner.as_str()], "acop": 63 }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/owner/door",
+        &owner,
+        json!({ "m2m:cnt": { "acpi": ["cse-in/owner/acp"] } }),
+    );
+    assert_eq!(rsc, 2004);
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        &s.ae,
+        65,
+        json!({ "m2m:actr": { "rn": "opener", "evc": { "optr": 3, "sbjt": "mni", "thld": 10 }, "evm": 3,
+                "orc": "cse-in/owner/door",
+                "apv": { "op": 3, "fr": s.ae, "pc": { "m2m:cnt": { "lbl": ["open"] } } } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/owner/acp",
+        &owner,
+        json!({ "m2m:acp": { "pv": { "acr": [
+            { "acor": [owner.as_str()], "acop": 63 }, { "acor": [s.ae.as_str()], "acop": 2 }
+        ] } } }),
+    );
+    assert_eq!(rsc, 2004);
+    set_mni(&s, "sensor", 50);
+    let air = poll(WAIT, || action(&s, "opener").get("air").cloned()).expect("ran");
+    assert_eq!(air["rsc"], json!(4103), "{air}");
+    let (_, door) = retrieve(s.cse.url(), "/cse-in/owner/door", &owner);
+    assert!(
+        door["m2m:cnt"].get("lbl").is_none(),
+        "the door is untouched: {door}"
+    );
+}
+
+#[test]
+fn bad_input_gets_its_status_code() {
+    let s = setup();
+    assert_eq!(alarm_action(&s, "p", 2, json!({})).0, 5001, "periodic");
+    assert_eq!(
+        alarm_action(&s, "e", 1, json!({ "ecp": {} })).0,
+        4000,
+        "ecp with once"
+    );
+    assert_eq!(
+        alarm_action(
+            &s,
+            "n",
+            1,
+            json!({ "evc": { "optr": 3, "sbjt": "nothing", "thld": 1 } })
+        )
+        .0,
+        4000,
+        "the subject has no such attribute"
+    );
+    assert_eq!(
+        alarm_action(
+            &s,
+            "o",
+            1,
+            json!({ "evc": { "optr": 9, "sbjt": "mni", "thld": 1 } })
+        )
+        .0,
+        4000,
+        "operator 9"
+    );
+    assert_eq!(
+        alarm_action(&s, "d", 1, json!({ "dep": ["cse-in/app/gate"] })).0,
+        4000,
+        "dep not a child dependency"
+    );
+    assert_eq!(
+        alarm_action(&s, "r", 1, json!({ "air": {} })).0,
+        4000,
+        "air is the CSE's"
+    );
+    assert_eq!(
+        alarm_action(&s, "s", 1, json!({ "sri": "cse-in/app/none" })).0,
+        4000,
+        "no such subject"
+    );
+    let (rsc, _) = alarm_action(&s, "ok", 1, json!({}));
+    assert_eq!(rsc, 2001);
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/sensor/ok",
+        &s.ae,
+        json!({ "m2m:actr": { "orc": null } }),
+    );
+    assert_eq!(rsc, 4000, "orc is mandatory");
+    // A dependency lives under an action only, and refers to an attribute that exists.
+    let (rsc, _) = create(
+        s.cse.url(),
+        "/cse-in/app",
+        &s.ae,
+        66,
+        json!({ "m2m:depr": { "sfc": true, "evc": { "optr": 1, "sbjt": "mni", "thld": 1 }, "rri": "cse-in/app/gate" } }),
+    );
+    assert_eq!(rsc, 4108);
+    let (rsc, _) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor/ok",
+        &s.ae,
+        66,
+        json!({ "m2m:depr": { "sfc": true, "evc": { "optr": 1, "sbjt": "nothing", "thld": 1 }, "rri": "cse-in/app/gate" } }),
+    );
+    assert_eq!(rsc, 4000);
+    // Discovery finds it; another AE does not see it.
+    let (_, b) = get_with_query(s.cse.url(), "/cse-in/app", &s.ae, "fu=1&ty=65");
+    assert_eq!(b["m2m:uril"].as_array().map(Vec::len), Some(1), "{b}");
+    let other = register_ae(s.cse.url(), "/cse-in", "Cother", "other", &[]);
+    let (rsc, _) = retrieve(s.cse.url(), "/cse-in/app/sensor/ok", &other);
+    assert_eq!(rsc, 4103);
+}
