@@ -14,6 +14,7 @@ pub enum ResourceType {
     CrossResourceSubscription,
     CseBase,
     Dependency,
+    FlexContainer,
     Group,
     LocalMulticastGroup,
     PollingChannel,
@@ -25,7 +26,7 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 16] = [
+    pub const ALL: [ResourceType; 17] = [
         Self::AccessControlPolicy,
         Self::Action,
         Self::Ae,
@@ -34,6 +35,7 @@ impl ResourceType {
         Self::CrossResourceSubscription,
         Self::CseBase,
         Self::Dependency,
+        Self::FlexContainer,
         Self::Group,
         Self::LocalMulticastGroup,
         Self::PollingChannel,
@@ -57,6 +59,7 @@ impl ResourceType {
             Self::RemoteCse => 16,
             Self::ServiceSubscribedAppRule => 19,
             Self::Subscription => 23,
+            Self::FlexContainer => 28,
             Self::TimeSeries => 29,
             Self::TimeSeriesInstance => 30,
             Self::LocalMulticastGroup => 45,
@@ -78,6 +81,7 @@ impl ResourceType {
             16 => Self::RemoteCse,
             19 => Self::ServiceSubscribedAppRule,
             23 => Self::Subscription,
+            28 => Self::FlexContainer,
             29 => Self::TimeSeries,
             30 => Self::TimeSeriesInstance,
             45 => Self::LocalMulticastGroup,
@@ -109,6 +113,7 @@ impl ResourceType {
             Self::AccessControlPolicy => "acp",
             Self::Action => "actr",
             Self::Dependency => "depr",
+            Self::FlexContainer => "fcnt",
             Self::Ae => "ae",
             Self::Container => "cnt",
             Self::ContentInstance => "cin",
@@ -131,6 +136,9 @@ impl ResourceType {
             Self::AccessControlPolicy => "m2m:acp",
             Self::Action => "m2m:actr",
             Self::Dependency => "m2m:depr",
+            // The generic name: a specialization is represented under its own name
+            // (`cod:tempe`...), see m2m-core `specialization`.
+            Self::FlexContainer => "m2m:fcnt",
             Self::Ae => "m2m:ae",
             Self::Container => "m2m:cnt",
             Self::ContentInstance => "m2m:cin",
@@ -161,6 +169,7 @@ impl ResourceType {
                 Ae,
                 Container,
                 CrossResourceSubscription,
+                FlexContainer,
                 Group,
                 LocalMulticastGroup,
                 RemoteCse,
@@ -173,12 +182,21 @@ impl ResourceType {
                 Action,
                 Container,
                 CrossResourceSubscription,
+                FlexContainer,
                 Group,
                 PollingChannel,
                 Subscription,
                 TimeSeries,
             ],
-            Container => &[Action, Container, ContentInstance, Subscription, TimeSeries],
+            Container => &[
+                Action,
+                Container,
+                ContentInstance,
+                FlexContainer,
+                Subscription,
+                TimeSeries,
+            ],
+            FlexContainer => &[Action, Container, FlexContainer, Subscription, TimeSeries],
             TimeSeries => &[Action, Subscription, TimeSeriesInstance],
             Action => &[Dependency, Subscription],
             Dependency => &[Subscription],
@@ -188,6 +206,7 @@ impl ResourceType {
                 AccessControlPolicy,
                 Container,
                 CrossResourceSubscription,
+                FlexContainer,
                 Group,
                 PollingChannel,
                 Subscription,
@@ -274,7 +293,7 @@ mod tests {
             Rsc::BadRequest
         );
         assert_eq!(
-            ResourceType::parse_requested("28").unwrap_err().rsc,
+            ResourceType::parse_requested("12").unwrap_err().rsc,
             Rsc::NotImplemented
         );
     }

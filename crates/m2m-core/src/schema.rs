@@ -71,6 +71,10 @@ pub enum Kind {
     AppId,
     /// xs:nonNegativeInteger.
     NonNegInt,
+    /// xs:integer (a JSON integer of either sign).
+    Integer,
+    /// xs:float / xs:double (any JSON number).
+    Number,
     /// xs:positiveInteger.
     PosInt,
     /// An integer in the inclusive range.
@@ -686,6 +690,29 @@ static DEPR_ATTRS: &[AttrSpec] = &[
     m_rw("rri", Kind::Uri),
 ];
 
+/// `<flexContainer>`: TS-0004 clause 7.4.37 (tables 7.4.37.1-1 and -2), TS-0001 clause 9.6.35;
+/// its custom attributes are those of its specialization (`specialization`), checked apart.
+static FCNT_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ST,
+    ET,
+    ACPI,
+    LBL,
+    AT,
+    AA,
+    DACI,
+    CR,
+    m_wo("cnd", Kind::Uri),
+    rw("or", Kind::Uri),
+    ro("cs"),
+    rw("nl", Kind::Uri),
+];
+
 /// `<timeSeries>`: TS-0004 clause 7.4.38 (tables 7.4.38.1-2 and -3), TS-0001 clause 9.6.36.
 /// periodicInterval, periodicIntervalDelta and missingDataDetectTimer are in milliseconds.
 static TS_ATTRS: &[AttrSpec] = &[
@@ -758,6 +785,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::RemoteCse => CSR_ATTRS,
         ResourceType::ServiceSubscribedAppRule => ASAR_ATTRS,
         ResourceType::Subscription => SUB_ATTRS,
+        ResourceType::FlexContainer => FCNT_ATTRS,
         ResourceType::TimeSeries => TS_ATTRS,
         ResourceType::TimeSeriesInstance => TSI_ATTRS,
     }
@@ -789,6 +817,7 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         | ResourceType::RemoteCse => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::ServiceSubscribedAppRule => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::Subscription => &["ty", "ri", "pi", "ct", "lt", "nsi"],
+        ResourceType::FlexContainer => &["ty", "ri", "pi", "ct", "lt", "st", "cs"],
         ResourceType::TimeSeries => &["ty", "ri", "pi", "ct", "lt", "cni", "cbs", "mdlt", "mdc"],
         ResourceType::TimeSeriesInstance => &["ty", "ri", "pi", "ct", "lt", "cs"],
     }
@@ -809,6 +838,9 @@ pub fn inner_content(ty: ResourceType, pc: &Value) -> M2mResult<&Map<String, Val
     let outer = pc
         .as_object()
         .ok_or_else(|| M2mError::bad_request("content is not a JSON object"))?;
+    if ty == ResourceType::FlexContainer {
+        return crate::specialization::inner_content(outer);
+    }
     let root = ty.root_name();
     match (outer.len(), outer.get(root)) {
         (1, Some(Value::Object(inner))) => Ok(inner),
@@ -824,6 +856,16 @@ pub fn inner_content(ty: ResourceType, pc: &Value) -> M2mResult<&Map<String, Val
 // ---------------------------------------------------------------------------------------------
 // Validation
 // ---------------------------------------------------------------------------------------------
+
+/// A custom attribute of a `<flexContainer>`: not in its table; its specialization checks it.
+fn is_custom(ty: ResourceType, name: &str) -> bool {
+    ty == ResourceType::FlexContainer && attribute(ty, name).is_none()
+}
+
+/// Checks one value against a kind, naming `path` in the error (specializations use it).
+pub fn check_value(kind: &Kind, v: &Value, path: &str) -> M2mResult<()> {
+    check(kind, v, path)
+}
 
 fn attr_err(path: &str, what: impl std::fmt::Display) -> M2mError {
     M2mError::bad_request(format!("attribute '{path}': {what}"))
@@ -850,6 +892,9 @@ pub fn validate_create(ty: ResourceType, content: &Map<String, Value>) -> M2mRes
         ));
     }
     for (name, value) in content {
+        if is_custom(ty, name) {
+            continue;
+        }
         let spec = lookup(ty, name)?;
         match (spec.create, spec.kind) {
             (Create::NotAllowed, _) => {
@@ -899,6 +944,9 @@ pub fn validate_update(ty: ResourceType, content: &Map<String, Value>) -> M2mRes
         _ => {}
     }
     for (name, value) in content {
+        if is_custom(ty, name) {
+            continue;
+        }
         let spec = lookup(ty, name)?;
         if !spec.update {
             return Err(attr_err(name, "cannot be updated"));
@@ -1016,6 +1064,8 @@ fn check(kind: &Kind, v: &Value, path: &str) -> M2mResult<()> {
             "expected an App-ID starting with 'r', 'R' or 'N'",
         ),
         Kind::NonNegInt => ok(uint.is_some(), "expected a non-negative integer"),
+        Kind::Integer => ok(v.is_i64() || v.is_u64(), "expected an integer"),
+        Kind::Number => ok(v.is_number(), "expected a number"),
         Kind::PosInt => ok(uint.is_some_and(|n| n > 0), "expected a positive integer"),
         Kind::Range(lo, hi) => ok(
             uint.is_some_and(|n| (lo..=hi).contains(&n)),
@@ -1189,6 +1239,7 @@ mod tests {
             PollingChannel => json!({}),
             RemoteCse => json!({"cb": "/mn-cse/cb", "rr": true, "srv": ["2a", "3"]}),
             Subscription => json!({"nu": ["/id-in/Cae1"]}),
+            FlexContainer => json!({"cnd": "org.onem2m.common.moduleclass.lock"}),
             TimeSeries => json!({}),
             TimeSeriesInstance => json!({"dgt": "20261205T120000", "con": "21.5"}),
             ServiceSubscribedAppRule => json!({"aai": ["Nlock*"], "aae": ["C*"]}),

@@ -65,6 +65,7 @@ status_codes! {
     EsprimImpersonationError = 4116, 403, "ESPRIM_IMPERSONATION_ERROR";
     OriginatorHasAlreadyRegistered = 4117, 403, "ORIGINATOR_HAS_ALREADY_REGISTERED";
     BlockingSubscriptionAlreadyExists = 4124, 409, "BLOCKING_SUBSCRIPTION_ALREADY_EXISTS";
+    SpecializationSchemaNotFound = 4125, 501, "SPECIALIZATION_SCHEMA_NOT_FOUND";
     AppRuleValidationFailed = 4126, 403, "APP_RULE_VALIDATION_FAILED";
     OperationDeniedByRemoteEntity = 4127, 403, "OPERATION_DENIED_BY_REMOTE_ENTITY";
     ServiceSubscriptionNotEstablished = 4128, 403, "SERVICE_SUBSCRIPTION_NOT_ESTABLISHED";

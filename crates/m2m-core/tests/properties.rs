@@ -763,6 +763,9 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         | ResourceType::CseBase
         | ResourceType::PollingChannel
         | ResourceType::TimeSeries => serde_json::json!({}),
+        ResourceType::FlexContainer => {
+            serde_json::json!({"cnd": "org.onem2m.common.moduleclass.lock"})
+        }
         ResourceType::TimeSeriesInstance => {
             serde_json::json!({"dgt": "20261205T120000", "con": "21.5"})
         }

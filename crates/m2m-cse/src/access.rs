@@ -152,7 +152,7 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         && req
             .pc
             .as_ref()
-            .and_then(|pc| pc.get(subject.ty.root_name()))
+            .and_then(|pc| pc.get(crate::resources::root_name(subject).as_ref()))
             .and_then(|c| c.get("acpi"))
             .is_some();
     let policies = if changes_acpi {

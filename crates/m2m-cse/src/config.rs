@@ -58,6 +58,17 @@ pub struct Config {
     pub esprim: EsprimSection,
     /// Group credentials end to end (IN-CSE, seeds/001 clause 5.1): the members' own E2E keys.
     pub group_credentials: GroupCredentialsSection,
+    /// `<flexContainer>` specializations besides the built-in module classes.
+    pub flex_container: FlexContainerSection,
+}
+
+/// Definition files of `<flexContainer>` specializations (m2m-core `specialization`: a JSON list
+/// of `{key, cnd, attributes: [{name, type, mandatory}]}`), read at start; a malformed one stops
+/// the start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlexContainerSection {
+    pub specializations: Vec<PathBuf>,
 }
 
 /// Group credentials end to end at the IN-CSE (seeds/001 clause 5.1): each member AE's own

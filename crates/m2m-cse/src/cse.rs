@@ -93,6 +93,14 @@ impl Cse {
         environments: &[Box<dyn SecureEnvironment>],
     ) -> anyhow::Result<Arc<Self>> {
         let id = cfg.identity()?;
+        for path in &cfg.flex_container.specializations {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("flex_container.specializations: {}: {e}", path.display())
+            })?;
+            m2m_core::specialization::install(&text).map_err(|e| {
+                anyhow::anyhow!("flex_container.specializations: {}: {e}", path.display())
+            })?;
+        }
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
         let certificate = certificate_context(&cfg, false)?;
         let dtls_certificate = certificate_context(&cfg, true)?;
@@ -544,7 +552,10 @@ fn supported_types() -> Vec<u16> {
 /// The JSON representation `{"m2m:xxx": {...}}` of a resource.
 pub(crate) fn representation(res: &Resource) -> Value {
     let mut m = Map::with_capacity(1);
-    m.insert(res.ty.root_name().into(), Value::Object(res.attrs.clone()));
+    m.insert(
+        crate::resources::root_name(res).into_owned(),
+        Value::Object(res.attrs.clone()),
+    );
     Value::Object(m)
 }
 

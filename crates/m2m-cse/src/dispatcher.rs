@@ -192,7 +192,7 @@ pub async fn create(
         ResultContent::Nothing => None,
         ResultContent::HierarchicalAddress => Some(json!({ "m2m:uri": created.srn })),
         ResultContent::HierarchicalAddressAndAttributes => Some(
-            json!({ "m2m:rce": { "uri": created.srn, created.ty.root_name(): Value::Object(created.attrs.clone()) } }),
+            json!({ "m2m:rce": { "uri": created.srn, resources::root_name(&created): Value::Object(created.attrs.clone()) } }),
         ),
         ResultContent::ModifiedAttributes => {
             let requested = requested.unwrap_or_default();
@@ -202,7 +202,7 @@ pub async fn create(
                 .filter(|(k, v)| requested.get(*k) != Some(*v))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            Some(json!({ created.ty.root_name(): set }))
+            Some(json!({ resources::root_name(&created): set }))
         }
         _ => Some(representation(&created)),
     };
@@ -255,18 +255,18 @@ pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mRes
             };
             for child in children {
                 let list = attrs
-                    .entry(child.ty.root_name())
+                    .entry(resources::root_name(&child).into_owned())
                     .or_insert_with(|| json!([]));
                 if let Value::Array(a) = list {
                     a.push(Value::Object(child.attrs));
                 }
             }
-            json!({ res.ty.root_name(): attrs })
+            json!({ resources::root_name(&res): attrs })
         }
         ResultContent::AttributesAndChildResourceReferences => {
             let mut attrs = res.attrs.clone();
             attrs.insert("ch".into(), child_references(&children()?));
-            json!({ res.ty.root_name(): attrs })
+            json!({ resources::root_name(&res): attrs })
         }
         ResultContent::ChildResourceReferences => {
             json!({ "m2m:rrl": { "rrf": child_references(&children()?) } })
@@ -307,7 +307,7 @@ fn partial(res: &Resource, atrl: &[String]) -> M2mResult<Value> {
             }
         }
     }
-    Ok(json!({ res.ty.root_name(): attrs }))
+    Ok(json!({ resources::root_name(res): attrs }))
 }
 
 /// The children a retrieve lists: those matching the filter criteria that the originator may
@@ -421,7 +421,9 @@ pub async fn update(
     resources::action::subject_updated(cse, &updated);
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
-        ResultContent::ModifiedAttributes => Some(json!({ updated.ty.root_name(): modified })),
+        ResultContent::ModifiedAttributes => {
+            Some(json!({ resources::root_name(&updated): modified }))
+        }
         _ => Some(representation(&updated)),
     };
     Ok(Response::new(Rsc::Updated, &req.rqi, pc))

@@ -136,7 +136,7 @@ pub fn on_event(
         }
         let rep = match sub.u64_attr("nct").unwrap_or(1) {
             2 => match modified {
-                Some(m) => json!({ res.ty.root_name(): m }),
+                Some(m) => json!({ crate::resources::root_name(res): m }),
                 None => representation(res),
             },
             3 => json!({ "m2m:uri": cse.sp_relative(res.ri()) }),
@@ -321,7 +321,7 @@ pub async fn blocking_update(
             continue;
         };
         let mut sgn = json!({
-            "nev": { "rep": { res.ty.root_name(): content }, "net": crate::resources::subscription::BLOCKING_UPDATE },
+            "nev": { "rep": { crate::resources::root_name(res): content }, "net": crate::resources::subscription::BLOCKING_UPDATE },
             "sur": cse.sp_relative(sub.ri()),
         });
         if let Some(cr) = sub.str_attr("cr") {

@@ -380,6 +380,16 @@ const DOCS: &[Doc] = &[
         "group_credentials.members.public_jwk",
         "or the member's P-256 public JWK file (ECDH-ES+A128KW; needs signing_key)",
     ),
+    Table(
+        "flex_container",
+        "<flexContainer> specializations besides the built-in module classes (cod:lock, cod:dooSs, cod:bat,\n\
+         cod:binSh, cod:tempe).",
+    ),
+    Key(
+        "flex_container.specializations",
+        "Definition files read at start, each a JSON list of {key, cnd, attributes: [{name, type, mandatory}]}\n\
+         (docs/CONFORMANCE.md); a malformed file stops the start.",
+    ),
 ];
 
 /// Where a key is shown in an example: never a value someone could use as it is.

@@ -14,6 +14,7 @@
 //! | crossResourceSubscription | 48 | [`cross_resource_subscription`] | 7.4.58 |
 //! | CSEBase | 5 | [`cse_base`] | 7.4.3 |
 //! | group | 9 | [`group`] | 7.4.13 |
+//! | flexContainer | 28 | [`flex_container`] | 7.4.37 |
 //! | pollingChannel (and `pcu`) | 15 | [`polling_channel`] | 7.4.21, 7.4.22 |
 //! | remoteCSE | 16 | [`remote_cse`] | 7.4.4 |
 //! | serviceSubscribedAppRule | 19 | [`service_subscribed_app_rule`] | 7.4.29 |
@@ -28,6 +29,7 @@ pub mod container;
 pub mod content_instance;
 pub mod cross_resource_subscription;
 pub mod cse_base;
+pub mod flex_container;
 pub mod group;
 pub mod local_multicast_group;
 pub mod polling_channel;
@@ -173,6 +175,20 @@ pub trait Behaviour: Sync {
     fn deleted(&self, _cse: &Arc<Cse>, _res: &Resource) {}
 }
 
+/// The JSON root name of a resource's representation: its type's (`m2m:cnt`), or for a
+/// `<flexContainer>` its specialization's (`cod:lock`).
+pub fn root_name(res: &Resource) -> std::borrow::Cow<'static, str> {
+    if res.ty == ResourceType::FlexContainer {
+        if let Some(key) = res
+            .str_attr("cnd")
+            .and_then(m2m_core::specialization::key_of)
+        {
+            return std::borrow::Cow::Owned(key);
+        }
+    }
+    std::borrow::Cow::Borrowed(res.ty.root_name())
+}
+
 /// The behaviour of a resource type: the registry.
 pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
     match ty {
@@ -187,6 +203,7 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         }
         ResourceType::CseBase => &cse_base::CseBase,
         ResourceType::Group => &group::Group,
+        ResourceType::FlexContainer => &flex_container::FlexContainer,
         ResourceType::LocalMulticastGroup => &local_multicast_group::LocalMulticastGroup,
         ResourceType::PollingChannel => &polling_channel::PollingChannel,
         ResourceType::RemoteCse => &remote_cse::RemoteCse,
