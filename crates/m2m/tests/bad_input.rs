@@ -135,11 +135,19 @@ fn protocol_cases() -> Vec<Case> {
             &[400],
         ),
         create_case(
-            "resource type not implemented ty=28",
+            "resource type not implemented ty=12",
+            app,
+            "12",
+            json!({ "m2m:mgc": {} }),
+            &[5001],
+            &[501],
+        ),
+        create_case(
+            "flexContainer specialization unknown",
             app,
             "28",
-            json!({ "m2m:fcnt": {} }),
-            &[5001],
+            json!({ "m2m:fcnt": { "cnd": "org.example.none" } }),
+            &[4125],
             &[501],
         ),
         create_case(

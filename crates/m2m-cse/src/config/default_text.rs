@@ -530,6 +530,7 @@ mod tests {
                 field_names::<GroupCredentialsSection>(),
             ),
             ("group_credentials.members", field_names::<E2eMemberRow>()),
+            ("flex_container", field_names::<FlexContainerSection>()),
         ]
     }
 
