@@ -42,6 +42,8 @@ pub enum ResultContent {
     OriginalResource = 7,
     ChildResources = 8,
     ModifiedAttributes = 9,
+    /// Release 4: the URIs a discovery found (`m2m:uril`), the default of a discovery.
+    DiscoveryResultReferences = 11,
 }
 
 impl ResultContent {
@@ -60,6 +62,7 @@ impl ResultContent {
             7 => Self::OriginalResource,
             8 => Self::ChildResources,
             9 => Self::ModifiedAttributes,
+            11 => Self::DiscoveryResultReferences,
             _ => return Err(M2mError::bad_request(format!("rcn {n} is not supported"))),
         })
     }
@@ -77,15 +80,11 @@ impl ResultContent {
                     | HierarchicalAddressAndAttributes
                     | ModifiedAttributes
             ),
-            (Operation::Retrieve, true) => matches!(
-                self,
-                ChildResourceReferences
-                    | Nothing
-                    | Attributes
-                    | AttributesAndChildResources
-                    | ChildResources
-                    | AttributesAndChildResourceReferences
-            ),
+            // A discovery answers with references: the URIs found (11), or the found
+            // resources as child resource references (6, `m2m:rrl`).
+            (Operation::Retrieve, true) => {
+                matches!(self, ChildResourceReferences | DiscoveryResultReferences)
+            }
             (Operation::Retrieve, false) => matches!(
                 self,
                 Attributes

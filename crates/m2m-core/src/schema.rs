@@ -665,7 +665,7 @@ static ACTR_ATTRS: &[AttrSpec] = &[
     m_rw("evc", Kind::Object(&EVAL_CRITERIA)),
     // m2m:evalMode: 0 off, 1 once, 2 periodic, 3 continuous.
     m_rw("evm", Kind::Enum(&[0, 1, 2, 3])),
-    rw("ecp", Kind::AnyObject),
+    rw("ecp", Kind::Any),
     rw("dep", URI_LIST),
     m_rw("orc", Kind::Uri),
     m_rw("apv", Kind::AnyObject),

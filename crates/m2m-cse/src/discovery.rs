@@ -147,15 +147,24 @@ fn discover_blocking(
     if found.timed_out {
         return Err(timed_out());
     }
-    let uris: Vec<&str> = found
-        .resources
-        .iter()
-        .map(|res| match req.drt {
-            DiscResType::Structured => res.srn.as_str(),
-            DiscResType::Unstructured => res.ri(),
-        })
-        .collect();
-    let mut resp = Response::new(Rsc::Ok, &req.rqi, Some(json!({ "m2m:uril": uris })));
+    let address = |res: &Resource| -> String {
+        match req.drt {
+            DiscResType::Structured => res.srn.clone(),
+            DiscResType::Unstructured => res.ri().to_owned(),
+        }
+    };
+    let pc = if req.rcn == Some(m2m_core::ResultContent::ChildResourceReferences) {
+        let rrf: Vec<serde_json::Value> = found
+            .resources
+            .iter()
+            .map(|r| json!({ "nm": r.rn(), "typ": r.ty.code(), "val": address(r) }))
+            .collect();
+        json!({ "m2m:rrl": { "rrf": rrf } })
+    } else {
+        let uris: Vec<String> = found.resources.iter().map(address).collect();
+        json!({ "m2m:uril": uris })
+    };
+    let mut resp = Response::new(Rsc::Ok, &req.rqi, Some(pc));
     if found.partial {
         // Partial content: the originator continues from this offset (TS-0001 clause 8.1.3).
         resp.cts = Some(m2m_core::primitive::PARTIAL_CONTENT);

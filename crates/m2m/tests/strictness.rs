@@ -258,3 +258,30 @@ fn access_control_windows_of_past_years_are_stored_and_never_match() {
     let (rsc, _) = retrieve(u, "/cse-in/win", &other);
     assert_eq!(rsc, 4103, "1984 is over");
 }
+
+#[test]
+fn discovery_answers_with_uris_or_child_resource_references() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cdisc", "d", &[]);
+    let c = create_cnt(u, "/cse-in/d", &ae, json!({ "rn": "c" }));
+    let (rsc, b) = get_with_query(u, "/cse-in/d", &ae, "fu=1&ty=3");
+    assert_eq!(rsc, 2000);
+    assert_eq!(b, json!({ "m2m:uril": ["cse-in/d/c"] }));
+    let (_, b) = get_with_query(u, "/cse-in/d", &ae, "fu=1&ty=3&rcn=11");
+    assert_eq!(
+        b,
+        json!({ "m2m:uril": ["cse-in/d/c"] }),
+        "Release 4 discovery result references"
+    );
+    let (_, b) = get_with_query(u, "/cse-in/d", &ae, "fu=1&ty=3&rcn=6&drt=2");
+    assert_eq!(
+        b,
+        json!({ "m2m:rrl": { "rrf": [{ "nm": "c", "typ": 3, "val": c }] } }),
+        "child resource references, unstructured"
+    );
+    for rcn in [1, 4, 5, 8] {
+        let (rsc, _) = get_with_query(u, "/cse-in/d", &ae, &format!("fu=1&ty=3&rcn={rcn}"));
+        assert_eq!(rsc, 4000, "rcn {rcn} is no discovery result");
+    }
+}

@@ -51,6 +51,11 @@ fn instances_are_counted_limited_and_unique_per_generation_time() {
         "{b}"
     );
     assert!(ts.get("st").is_none(), "a timeSeries has no stateTag: {b}");
+    assert_eq!(
+        ts["mdd"],
+        json!(false),
+        "missingDataDetect false when not set: {b}"
+    );
     let t0 = Utc::now();
     for (i, con) in ["aValue", "bValue", "cValue", "dValue"].iter().enumerate() {
         let dgt = ts_time(t0 + chrono::Duration::seconds(i as i64));

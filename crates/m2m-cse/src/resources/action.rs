@@ -108,16 +108,8 @@ async fn check_action(
         ));
     }
     let subject = subject_of(cse, parent, attrs)?;
-    let sbjt = attrs
-        .get("evc")
-        .and_then(|e| e.get("sbjt"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !has_attribute(&subject, sbjt) {
-        return Err(M2mError::bad_request(format!(
-            "the subject resource has no attribute '{sbjt}'"
-        )));
-    }
+    let evc = attrs.get("evc").cloned().unwrap_or_default();
+    check_criteria(&subject, &evc)?;
     // The action runs as its creator: its primitive may not name anyone else.
     let creator = existing
         .and_then(|r| r.creator.clone())
@@ -147,6 +139,12 @@ async fn check_action(
             "the object recipient cannot be retrieved by the action's creator",
         ));
     }
+    // The subject too: an action reveals nothing its creator may not see.
+    if subject.ri() != parent.ri() && !reachable(cse, call.peer, &creator, subject.ri()).await {
+        return Err(M2mError::bad_request(
+            "the subject resource cannot be retrieved by the action's creator",
+        ));
+    }
     for dep in string_list(attrs.get("dep")) {
         let is_child = crate::resolve::local_resource(cse, &dep).is_some_and(|d| {
             d.ty == ResourceType::Dependency && existing.is_some_and(|a| d.pi() == a.ri())
@@ -156,6 +154,21 @@ async fn check_action(
                 "dependency '{dep}' is not a <dependency> of this action"
             )));
         }
+    }
+    Ok(())
+}
+
+/// `evc/sbjt` must be an attribute of the resource's type, and `evc/thld` of that attribute's
+/// kind where the type defines it.
+fn check_criteria(res: &Resource, evc: &Value) -> M2mResult<()> {
+    let sbjt = evc.get("sbjt").and_then(Value::as_str).unwrap_or("");
+    if !has_attribute(res, sbjt) {
+        return Err(M2mError::bad_request(format!(
+            "the subject resource has no attribute '{sbjt}'"
+        )));
+    }
+    if let (Some(spec), Some(thld)) = (m2m_core::schema::attribute(res.ty, sbjt), evc.get("thld")) {
+        m2m_core::schema::check_value(&spec.kind, thld, "evc.thld")?;
     }
     Ok(())
 }
@@ -233,17 +246,7 @@ fn check_dependency(cse: &Cse, attrs: &Map<String, Value>) -> M2mResult<()> {
     let rri = attrs.get("rri").and_then(Value::as_str).unwrap_or("");
     let referenced = crate::resolve::local_resource(cse, rri)
         .ok_or_else(|| M2mError::bad_request("the referenced resource does not exist here"))?;
-    let sbjt = attrs
-        .get("evc")
-        .and_then(|e| e.get("sbjt"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !has_attribute(&referenced, sbjt) {
-        return Err(M2mError::bad_request(format!(
-            "the referenced resource has no attribute '{sbjt}'"
-        )));
-    }
-    Ok(())
+    check_criteria(&referenced, attrs.get("evc").unwrap_or(&Value::Null))
 }
 
 /// Whether `value` compares with `thld` as `optr` says; values of different kinds never do,

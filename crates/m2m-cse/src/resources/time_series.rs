@@ -41,6 +41,8 @@ impl super::Behaviour for TimeSeries {
         attrs.insert("cni".into(), json!(0));
         attrs.insert("cbs".into(), json!(0));
         attrs.insert("mdc".into(), json!(0));
+        // "If not set then this is treated as false" (TS-0004 table 7.4.38.1-3): shown so.
+        attrs.entry("mdd").or_insert(json!(false));
         super::ready(checked.map(|()| Prepared::default()))
     }
 
