@@ -186,6 +186,7 @@ pub async fn create(
         None,
         req.from.as_deref(),
     );
+    resources::action::children_changed(cse, parent.ri());
     let mut resp = Response::new(Rsc::Created, &req.rqi, None);
     resp.location = Some(created.srn.clone());
     resp.pc = match req.result_content() {
@@ -483,6 +484,7 @@ pub(crate) async fn delete_resource(
     notification::on_deleted(cse, res, &deleted);
     if let Some(parent) = parent {
         notification::on_event(cse, &parent, Event::DeleteChild, res, None, originator);
+        resources::action::children_changed(cse, parent.ri());
     }
     Ok(())
 }

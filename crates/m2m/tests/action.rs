@@ -294,3 +294,39 @@ fn bad_input_gets_its_status_code() {
     let (rsc, _) = retrieve(s.cse.url(), "/cse-in/app/sensor/ok", &other);
     assert_eq!(rsc, 4103);
 }
+
+#[test]
+fn new_instances_change_the_subject_too() {
+    let s = setup();
+    // When the sensor holds more than one instance, label the alarm.
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        &s.ae,
+        65,
+        json!({ "m2m:actr": { "rn": "count", "evc": { "optr": 3, "sbjt": "cni", "thld": 1 }, "evm": 1,
+                "orc": "cse-in/app/alarm",
+                "apv": { "op": 3, "fr": s.ae, "pc": { "m2m:cnt": { "lbl": ["two"] } } } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    create_cin(s.cse.url(), "/cse-in/app/sensor", &s.ae, "1");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        alarm_labels(&s),
+        Value::Null,
+        "one instance is not more than one"
+    );
+    create_cin(s.cse.url(), "/cse-in/app/sensor", &s.ae, "2");
+    assert!(poll(WAIT, || (alarm_labels(&s) == json!(["two"])).then_some(())).is_some());
+    // A threshold of another kind than the counter: 4000.
+    let (rsc, _) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        &s.ae,
+        65,
+        json!({ "m2m:actr": { "evc": { "optr": 3, "sbjt": "cni", "thld": "many" }, "evm": 1,
+                "orc": "cse-in/app/alarm",
+                "apv": { "op": 3, "fr": s.ae, "pc": { "m2m:cnt": { "lbl": ["x"] } } } } }),
+    );
+    assert_eq!(rsc, 4000);
+}

@@ -167,10 +167,28 @@ fn check_criteria(res: &Resource, evc: &Value) -> M2mResult<()> {
             "the subject resource has no attribute '{sbjt}'"
         )));
     }
-    if let (Some(spec), Some(thld)) = (m2m_core::schema::attribute(res.ty, sbjt), evc.get("thld")) {
-        m2m_core::schema::check_value(&spec.kind, thld, "evc.thld")?;
+    let Some(thld) = evc.get("thld") else {
+        return Ok(());
+    };
+    match m2m_core::schema::attribute(res.ty, sbjt).map(|s| s.kind) {
+        Some(m2m_core::schema::Kind::Any) | None => {
+            // An attribute the CSE sets (a counter...): the kind of its current value.
+            let fits = match res.attrs.get(sbjt) {
+                Some(Value::Number(n)) if n.is_u64() => thld.is_u64(),
+                Some(Value::Number(_)) => thld.is_number(),
+                Some(Value::Bool(_)) => thld.is_boolean(),
+                Some(Value::String(_)) => thld.is_string(),
+                _ => true,
+            };
+            if !fits {
+                return Err(M2mError::bad_request(
+                    "evc.thld is not of the kind of the subject attribute",
+                ));
+            }
+            Ok(())
+        }
+        Some(kind) => m2m_core::schema::check_value(&kind, thld, "evc.thld"),
     }
-    Ok(())
 }
 
 /// Whether `name` is an attribute of the resource's type (set now or not).
@@ -325,6 +343,19 @@ impl Actions {
             .get(ri)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// After a child of `ri` was created or deleted (its counters changed): its actions, if it is a
+/// subject, look at it as it is now.
+pub fn children_changed(cse: &Arc<Cse>, ri: &str) {
+    if cse.actions.of_subject(ri).is_empty() {
+        return;
+    }
+    match cse.store.get(ri) {
+        Ok(Some(subject)) => subject_updated(cse, &subject),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(dbg = %e.dbg, "subject of an action unreadable"),
     }
 }
 
