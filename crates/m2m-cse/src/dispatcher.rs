@@ -481,13 +481,23 @@ pub(crate) async fn delete_resource(
     {
         cse.polling.close(pch.ri());
     }
-    notification::on_deleted(cse, res, &deleted);
+    let told = notification::on_deleted(cse, res, &deleted);
     if let Some(parent) = parent {
         notification::on_event(cse, &parent, Event::DeleteChild, res, None, originator);
         resources::action::children_changed(cse, parent.ri());
     }
+    // A DELETE answers after its subscriptions' deletion notifications went out (TS-0004
+    // clause 7.4.8.2.4, Recv-6.5), each within the time a notification may take.
+    if originator.is_some() {
+        for sent in told {
+            let _ = tokio::time::timeout(SUBSCRIPTION_GONE_WAIT, sent).await;
+        }
+    }
     Ok(())
 }
+
+/// How long a DELETE waits for one subscription deletion notification to be delivered.
+const SUBSCRIPTION_GONE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn notify(
     cse: &Arc<Cse>,

@@ -55,6 +55,8 @@ struct Outgoing {
     ec: Option<String>,
     /// The subscription whose notificationStatsInfo counts it, and the events it carries.
     stats: Option<(String, u64)>,
+    /// Told when the request was sent and answered (or failed).
+    done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The notifications of one subscription for one target waiting for their batch (TS-0001
@@ -95,6 +97,7 @@ impl Policy {
             body,
             ec: self.ec.clone(),
             stats: self.stats.then(|| (self.sub_ri.clone(), events)),
+            done: None,
         }
     }
 }
@@ -418,8 +421,14 @@ fn count_down(cse: &Arc<Cse>, sub: &Resource) {
 }
 
 /// After a deletion: subscriptions on the deleted resource report it (net 2), and every deleted
-/// subscription tells its subscriber (subscriptionDeletion to `su`).
-pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
+/// subscription tells its subscriber (subscriptionDeletion to `su`). Returns what tells when the
+/// deletion notifications went out, for a DELETE that answers after them.
+pub fn on_deleted(
+    cse: &Arc<Cse>,
+    res: &Resource,
+    deleted: &[Resource],
+) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+    let mut sent = Vec::new();
     for sub in deleted
         .iter()
         .filter(|d| d.ty == ResourceType::Subscription)
@@ -446,14 +455,19 @@ pub fn on_deleted(cse: &Arc<Cse>, res: &Resource, deleted: &[Resource]) {
             .map(str::to_owned)
             .chain(crate::store::string_list(sub.attrs.get("acrs")));
         for target in told {
-            subscription_gone(cse, sub, &target);
+            sent.extend(subscription_gone(cse, sub, &target));
         }
     }
+    sent
 }
 
 /// Tells `target` that `sub` is gone for it: a subscription deletion notification (TS-0004
 /// clause 7.5.1.2.4), with the creator when the subscription has one.
-pub(crate) fn subscription_gone(cse: &Arc<Cse>, sub: &Resource, target: &str) {
+pub(crate) fn subscription_gone(
+    cse: &Arc<Cse>,
+    sub: &Resource,
+    target: &str,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
     // A <crossResourceSubscription> of this CSE goes at once: the notification would name a
     // subscription that can no longer be looked up.
     if let Some(crs) = crate::resolve::local_resource(cse, target)
@@ -465,28 +479,27 @@ pub(crate) fn subscription_gone(cse: &Arc<Cse>, sub: &Resource, target: &str) {
                 tracing::debug!(dbg = %e.dbg, "crossResourceSubscription already gone");
             }
         });
-        return;
+        return None;
     }
     let mut sgn = json!({ "sud": true, "sur": cse.sp_relative(sub.ri()) });
     if let Some(cr) = sub.str_attr("cr") {
         sgn["cr"] = json!(cr);
     }
-    enqueue(cse, target, json!({ "m2m:sgn": sgn }));
-}
-
-/// Queues a notification body for a target; delivery happens in the background, in order.
-pub fn enqueue(cse: &Arc<Cse>, nu: &str, body: Value) {
+    let (done, sent) = tokio::sync::oneshot::channel();
     enqueue_outgoing(
         cse,
-        nu,
+        target,
         Outgoing {
-            body,
+            body: json!({ "m2m:sgn": sgn }),
             ec: None,
             stats: None,
+            done: Some(done),
         },
     );
+    Some(sent)
 }
 
+/// Queues a notification for a target; delivery happens in the background, in order.
 fn enqueue_outgoing(cse: &Arc<Cse>, nu: &str, body: Outgoing) {
     let mut queues = cse.notifier.queues();
     let body = match queues.get(nu) {
@@ -538,6 +551,9 @@ async fn deliver(cse: &Arc<Cse>, nu: &str, out: Outgoing) {
     }
     if let Some((sub_ri, events)) = out.stats {
         count_statistics(cse, sub_ri, nu, events, delivered).await;
+    }
+    if let Some(done) = out.done {
+        let _ = done.send(());
     }
 }
 

@@ -141,6 +141,11 @@ fn batch_notify_by_duration_and_what_a_deleted_subscription_held() {
     label(&s, "z");
     let (rsc, _) = delete(s.cse.url(), "/cse-in/app/c/held", &s.ae);
     assert_eq!(rsc, 2002);
+    assert_eq!(
+        rx2.count(|r| r.sgn().get("sud").is_some()),
+        1,
+        "the DELETE answered after its deletion notice was delivered"
+    );
     let got = rx2.wait_for_n(2, |r| is_batch(r) || r.sgn().get("sud").is_some(), WAIT);
     assert!(is_batch(&got[0]), "the held batch first: {got:#?}");
     assert_eq!(batch_labels(&got[0]), ["z"]);

@@ -372,7 +372,7 @@ async fn release_targets(cse: &Arc<Cse>, crs: &Resource) {
         leave(cse, &target, &me).await;
     }
     if let Some(su) = crs.str_attr("su") {
-        crate::notification::subscription_gone(cse, crs, su);
+        let _ = crate::notification::subscription_gone(cse, crs, su);
     }
 }
 

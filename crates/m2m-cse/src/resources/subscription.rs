@@ -392,7 +392,7 @@ impl super::Behaviour for Subscription {
                 .iter()
                 .filter(|a| !now.contains(a))
             {
-                notification::subscription_gone(cse, res, gone);
+                let _ = notification::subscription_gone(cse, res, gone);
             }
         }
         if changed.contains_key("enc") {
