@@ -179,6 +179,8 @@ impl Cse {
         cse.actions
             .load(&cse)
             .map_err(|e| anyhow::anyhow!("cannot read the actions: {}", e.dbg))?;
+        crate::notification::load_monitored(&cse)
+            .map_err(|e| anyhow::anyhow!("cannot read the subscriptions: {}", e.dbg))?;
         Ok(cse)
     }
 
@@ -515,6 +517,31 @@ impl Cse {
         // The hosting CSE performs the operation at its Operation Execution Time, not before;
         // only an originator with the privilege waits for it.
         crate::validity::wait_for_execution(deadlines).await;
+        // operationMonitor: the resource the operation addressed (a CREATE's parent); a set
+        // lookup for any other.
+        let monitored = match &target {
+            Target::Resource(r) if crate::notification::is_monitored(&self, r.ri()) => Some((
+                r.ri().to_owned(),
+                req.op,
+                req.is_discovery(),
+                req.from.clone().unwrap_or_default(),
+            )),
+            _ => None,
+        };
+        let resp = Arc::clone(&self).dispatch(req, target, peer).await?;
+        if let Some((ri, op, discovery, originator)) = monitored {
+            crate::notification::on_operation(&self, &ri, op, discovery, &originator);
+        }
+        Ok(resp)
+    }
+
+    /// Carries out a request on its resolved, authorized target.
+    async fn dispatch(
+        self: Arc<Self>,
+        req: Request,
+        target: Target,
+        peer: Peer,
+    ) -> M2mResult<Response> {
         match target {
             Target::FanOut { group, rest } => {
                 return group::fan_out(&self, req, group, rest, peer).await

@@ -40,6 +40,9 @@ pub struct Notifier {
     batches: Mutex<HashMap<(String, String), Batch>>,
     /// One UPDATE at a time on a resource with a blocking-update subscription, by resourceID.
     blocked: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The resources with an operationMonitor subscription (a superset: one whose subscription
+    /// went stays until the next start), so that other requests pay a set lookup only.
+    monitored: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// One target's queue: the sender of its delivery task's channel.
@@ -287,6 +290,95 @@ fn send_batch(cse: &Arc<Cse>, nu: &str, batch: Batch) {
     }
     let body = json!({ "m2m:agn": { "m2m:sgn": items } });
     enqueue_outgoing(cse, nu, batch.policy.outgoing(body, events));
+}
+
+/// Notes a subscription's resource as operation-monitored when its criteria hold an
+/// operationMonitor.
+pub fn watch_operations(cse: &Cse, sub: &Resource) {
+    if sub.attrs.get("enc").and_then(|e| e.get("om")).is_some() {
+        cse.notifier
+            .monitored
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sub.pi().to_owned());
+    }
+}
+
+/// Whether a resource may have an operationMonitor subscription.
+pub fn is_monitored(cse: &Cse, ri: &str) -> bool {
+    cse.notifier
+        .monitored
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(ri)
+}
+
+/// Every operation-monitored resource of the store (at start).
+pub fn load_monitored(cse: &Cse) -> M2mResult<()> {
+    for sub in cse
+        .store
+        .read(|r| r.all_of_type(ResourceType::Subscription))?
+    {
+        watch_operations(cse, &sub);
+    }
+    Ok(())
+}
+
+/// operationMonitor (TS-0004 clause 6.3.5.57, table 6.3.5.29-1): after an operation on `ri` by
+/// `originator`, each subscription of `ri` whose monitor matches it (its operations, as access
+/// control operation bits, and its originator; an absent one matches any) notifies
+/// `nev.om {op, or}`.
+pub fn on_operation(cse: &Arc<Cse>, ri: &str, op: Operation, discovery: bool, originator: &str) {
+    let subs = match cse
+        .store
+        .read(|r| r.children(ri, Some(ResourceType::Subscription)))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(dbg = %e.dbg, "cannot read subscriptions");
+            return;
+        }
+    };
+    let bit: u64 = match (op, discovery) {
+        (Operation::Create, _) => 1,
+        (Operation::Retrieve, false) => 2,
+        (Operation::Update, _) => 4,
+        (Operation::Delete, _) => 8,
+        (Operation::Notify, _) => 16,
+        (Operation::Retrieve, true) => 32,
+    };
+    let home = &cse.id.home;
+    let who = m2m_core::EntityId::parse(originator, home).ok();
+    for sub in subs {
+        let monitors = sub
+            .attrs
+            .get("enc")
+            .and_then(|e| e.get("om"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let matches = monitors.iter().any(|m| {
+            let ops_ok = m
+                .get("ops")
+                .and_then(Value::as_u64)
+                .is_none_or(|ops| ops & bit != 0);
+            let or_ok = m.get("or").and_then(Value::as_str).is_none_or(|or| {
+                or == originator
+                    || m2m_core::EntityId::parse(or, home)
+                        .ok()
+                        .zip(who.clone())
+                        .is_some_and(|(a, b)| a == b)
+            });
+            ops_ok && or_ok
+        });
+        if matches {
+            let sgn = json!({
+                "nev": { "om": { "op": op as u8, "or": originator } },
+                "sur": cse.sp_relative(sub.ri()),
+            });
+            notify_subscription(cse, &sub, sgn);
+        }
+    }
 }
 
 /// Blocking update (TS-0004 clauses 7.5.1.2.19 and 7.3.2.9): before an UPDATE of `res` changes

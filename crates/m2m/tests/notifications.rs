@@ -417,7 +417,6 @@ fn attribute_and_child_type_criteria_and_unsupported_features_refused() {
         ("rl", json!({ "rl": { "mnn": 1, "tww": 60 } })),
         ("pn", json!({ "pn": 1 })),
         ("crb", json!({ "enc": { "crb": "20991231T000000" } })),
-        ("om", json!({ "enc": { "om": [{ "ops": 1 }] } })),
         ("net5", json!({ "enc": { "net": [5] } })),
         ("net6", json!({ "enc": { "net": [6] }, "nct": 4 })),
     ] {

@@ -564,3 +564,65 @@ fn content_types_event_types_and_child_types_must_fit_together() {
     );
     assert_eq!(rsc, 2001, "{b}");
 }
+
+#[test]
+fn operation_monitors_notify_the_operations_they_name() {
+    let s = setup();
+    // Updates by this AE; retrievals by anyone.
+    subscribe(
+        &s,
+        json!({ "rn": "upd", "nu": [s.rx.url()], "enc": { "om": [{ "ops": 4, "or": s.ae }] } }),
+    );
+    let rx2 = Receiver::start();
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "ret", "nu": [rx2.url()], "enc": { "om": [{ "ops": 2 }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let is_om = |r: &Received| r.sgn().pointer("/nev/om").is_some();
+    // The admin's update matches no originator; the AE's does.
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c",
+        "CAdmin",
+        json!({ "m2m:cnt": { "lbl": ["a"] } }),
+    );
+    assert_eq!(rsc, 2004);
+    label(&s, "b");
+    let n = s.rx.wait_for(is_om, WAIT);
+    assert_eq!(
+        n.sgn()["nev"]["om"],
+        json!({ "op": 3, "or": s.ae }),
+        "{:?}",
+        n.body
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.rx.count(is_om), 1, "the admin's update was not monitored");
+    // A retrieval, by whoever.
+    let (rsc, _) = retrieve(s.cse.url(), "/cse-in/app/c", &s.ae);
+    assert_eq!(rsc, 2000);
+    let n = rx2.wait_for(is_om, WAIT);
+    assert_eq!(n.sgn()["nev"]["om"]["op"], json!(2), "{:?}", n.body);
+    assert_eq!(
+        s.rx.count(is_om),
+        1,
+        "the update monitor ignores retrievals"
+    );
+    // A monitor with neither operations nor originator, or beside notificationEventType: 4000.
+    for enc in [
+        json!({ "om": [{}] }),
+        json!({ "om": [{ "ops": 2 }], "net": [1] }),
+    ] {
+        let (rsc, _) = create(
+            s.cse.url(),
+            "/cse-in/app/c",
+            &s.ae,
+            23,
+            json!({ "m2m:sub": { "nu": [s.rx.url()], "enc": enc } }),
+        );
+        assert_eq!(rsc, 4000, "{enc}");
+    }
+}

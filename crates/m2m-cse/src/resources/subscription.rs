@@ -275,13 +275,9 @@ fn check_supported(attrs: &Map<String, Value>) -> M2mResult<()> {
         }
     }
     if let Some(enc) = attrs.get("enc").and_then(Value::as_object) {
-        // om with net is a 4000 of its own (check_criteria), before it is a missing feature.
-        if enc.contains_key("om") && enc.contains_key("net") {
-            return Ok(());
-        }
         if let Some(k) = enc
             .keys()
-            .find(|k| !["net", "atr", "chty", "md"].contains(&k.as_str()))
+            .find(|k| !["net", "atr", "chty", "md", "om"].contains(&k.as_str()))
         {
             return unsupported(&format!("the eventNotificationCriteria condition '{k}'"));
         }
@@ -358,6 +354,10 @@ fn check_target(cse: &Cse, nu: &str) -> M2mResult<()> {
 pub struct Subscription;
 
 impl super::Behaviour for Subscription {
+    fn created(&self, cse: &Arc<Cse>, res: &Resource) {
+        notification::watch_operations(cse, res);
+    }
+
     fn prepare_create<'a>(
         &'a self,
         call: super::Call<'a>,
@@ -384,6 +384,7 @@ impl super::Behaviour for Subscription {
         changed: &Map<String, Value>,
         before: &Map<String, Value>,
     ) {
+        notification::watch_operations(cse, res);
         // A <crossResourceSubscription> dropped from associatedCrossResourceSub is told the
         // subscription is gone for it (TS-0004 clause 7.4.8.2.3, Recv-6.5).
         if changed.contains_key("acrs") {
