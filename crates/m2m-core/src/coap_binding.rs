@@ -302,8 +302,8 @@ pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mRes
 pub fn response_code(rsc: Rsc, op: Operation) -> ResponseType {
     use ResponseType as C;
     match rsc.code() {
-        2001 | 1001 => C::Created,
-        1002 => C::Changed,
+        // 1002 is 2.01 when a <request> resource was made (TS-0008 table 6.2.4-1), as here.
+        2001 | 1001 | 1002 => C::Created,
         2000 if op == Operation::Retrieve => C::Content,
         2000 if op == Operation::Notify => C::Changed,
         2000 => C::Content,

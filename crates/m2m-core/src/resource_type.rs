@@ -19,6 +19,7 @@ pub enum ResourceType {
     LocalMulticastGroup,
     PollingChannel,
     RemoteCse,
+    Request,
     ServiceSubscribedAppRule,
     Subscription,
     TimeSeries,
@@ -26,7 +27,7 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 17] = [
+    pub const ALL: [ResourceType; 18] = [
         Self::AccessControlPolicy,
         Self::Action,
         Self::Ae,
@@ -40,6 +41,7 @@ impl ResourceType {
         Self::LocalMulticastGroup,
         Self::PollingChannel,
         Self::RemoteCse,
+        Self::Request,
         Self::ServiceSubscribedAppRule,
         Self::Subscription,
         Self::TimeSeries,
@@ -57,6 +59,7 @@ impl ResourceType {
             Self::Group => 9,
             Self::PollingChannel => 15,
             Self::RemoteCse => 16,
+            Self::Request => 17,
             Self::ServiceSubscribedAppRule => 19,
             Self::Subscription => 23,
             Self::FlexContainer => 28,
@@ -79,6 +82,7 @@ impl ResourceType {
             9 => Self::Group,
             15 => Self::PollingChannel,
             16 => Self::RemoteCse,
+            17 => Self::Request,
             19 => Self::ServiceSubscribedAppRule,
             23 => Self::Subscription,
             28 => Self::FlexContainer,
@@ -123,6 +127,7 @@ impl ResourceType {
             Self::LocalMulticastGroup => "lmg",
             Self::PollingChannel => "pch",
             Self::RemoteCse => "csr",
+            Self::Request => "req",
             Self::ServiceSubscribedAppRule => "asar",
             Self::Subscription => "sub",
             Self::TimeSeries => "ts",
@@ -148,6 +153,7 @@ impl ResourceType {
             Self::LocalMulticastGroup => "m2m:lmg",
             Self::PollingChannel => "m2m:pch",
             Self::RemoteCse => "m2m:csr",
+            Self::Request => "m2m:req",
             Self::ServiceSubscribedAppRule => "m2m:asar",
             Self::Subscription => "m2m:sub",
             Self::TimeSeries => "m2m:ts",
@@ -173,6 +179,7 @@ impl ResourceType {
                 Group,
                 LocalMulticastGroup,
                 RemoteCse,
+                Request,
                 ServiceSubscribedAppRule,
                 Subscription,
                 TimeSeries,
@@ -199,7 +206,7 @@ impl ResourceType {
             FlexContainer => &[Action, Container, FlexContainer, Subscription, TimeSeries],
             TimeSeries => &[Action, Subscription, TimeSeriesInstance],
             Action => &[Dependency, Subscription],
-            Dependency => &[Subscription],
+            Dependency | Request => &[Subscription],
             Group => &[Action, Subscription],
             ServiceSubscribedAppRule => &[Subscription],
             RemoteCse => &[

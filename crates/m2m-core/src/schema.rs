@@ -713,6 +713,29 @@ static FCNT_ATTRS: &[AttrSpec] = &[
     rw("nl", Kind::Uri),
 ];
 
+/// `<request>`: TS-0004 clauses 7.4.12, 7.3.2.2; made by the CSE for a non-blocking request,
+/// never by a request (every attribute the CSE's but the access control ones).
+static REQ_ATTRS: &[AttrSpec] = &[
+    ro("rn"),
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ro("et"),
+    ACPI,
+    ro("lbl"),
+    DACI,
+    ro("op"),
+    ro("tg"),
+    ro("org"),
+    ro("rid"),
+    ro("mi"),
+    ro("pc"),
+    ro("rs"),
+    ro("ors"),
+];
+
 /// `<timeSeries>`: TS-0004 clause 7.4.38 (tables 7.4.38.1-2 and -3), TS-0001 clause 9.6.36.
 /// periodicInterval, periodicIntervalDelta and missingDataDetectTimer are in milliseconds.
 static TS_ATTRS: &[AttrSpec] = &[
@@ -783,6 +806,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::LocalMulticastGroup => LMG_ATTRS,
         ResourceType::PollingChannel => PCH_ATTRS,
         ResourceType::RemoteCse => CSR_ATTRS,
+        ResourceType::Request => REQ_ATTRS,
         ResourceType::ServiceSubscribedAppRule => ASAR_ATTRS,
         ResourceType::Subscription => SUB_ATTRS,
         ResourceType::FlexContainer => FCNT_ATTRS,
@@ -816,6 +840,10 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         | ResourceType::PollingChannel
         | ResourceType::RemoteCse => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::ServiceSubscribedAppRule => &["ty", "ri", "pi", "ct", "lt"],
+        ResourceType::Request => &[
+            "rn", "ty", "ri", "pi", "ct", "lt", "et", "lbl", "op", "tg", "org", "rid", "mi", "pc",
+            "rs", "ors",
+        ],
         ResourceType::Subscription => &["ty", "ri", "pi", "ct", "lt", "nsi"],
         ResourceType::FlexContainer => &["ty", "ri", "pi", "ct", "lt", "st", "cs"],
         ResourceType::TimeSeries => &["ty", "ri", "pi", "ct", "lt", "cni", "cbs", "mdlt", "mdc"],
@@ -1238,6 +1266,7 @@ mod tests {
                 "mli": ["/mn/cnt1"], "gck": "a.b.c.d.e", "spk": {"kty": "EC"}}),
             PollingChannel => json!({}),
             RemoteCse => json!({"cb": "/mn-cse/cb", "rr": true, "srv": ["2a", "3"]}),
+            Request => json!({}),
             Subscription => json!({"nu": ["/id-in/Cae1"]}),
             FlexContainer => json!({"cnd": "org.onem2m.common.moduleclass.lock"}),
             TimeSeries => json!({}),

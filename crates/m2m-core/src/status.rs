@@ -37,6 +37,8 @@ macro_rules! status_codes {
 
 status_codes! {
     Accepted = 1000, 202, "ACCEPTED";
+    AcceptedNonBlockingRequestSynch = 1001, 202, "ACCEPTED_NON_BLOCKING_REQUEST_SYNCH";
+    AcceptedNonBlockingRequestAsynch = 1002, 202, "ACCEPTED_NON_BLOCKING_REQUEST_ASYNCH";
     Ok = 2000, 200, "OK";
     Created = 2001, 201, "CREATED";
     Deleted = 2002, 200, "DELETED";
@@ -78,6 +80,7 @@ status_codes! {
     TargetNotSubscribable = 5203, 403, "TARGET_NOT_SUBSCRIBABLE";
     SubscriptionVerificationInitiationFailed = 5204, 500, "SUBSCRIPTION_VERIFICATION_INITIATION_FAILED";
     SubscriptionHostHasNoPrivilege = 5205, 403, "SUBSCRIPTION_HOST_HAS_NO_PRIVILEGE";
+    UnableToRecallRequest = 5220, 409, "UNABLE_TO_RECALL_REQUEST";
     CrossResourceOperationFailure = 5221, 500, "CROSS_RESOURCE_OPERATION_FAILURE";
     NonBlockingSynchRequestNotSupported = 5206, 501, "NON_BLOCKING_SYNCH_REQUEST_NOT_SUPPORTED";
     NotAcceptable = 5207, 406, "NOT_ACCEPTABLE";

@@ -762,6 +762,7 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ResourceType::Container
         | ResourceType::CseBase
         | ResourceType::PollingChannel
+        | ResourceType::Request
         | ResourceType::TimeSeries => serde_json::json!({}),
         ResourceType::FlexContainer => {
             serde_json::json!({"cnd": "org.onem2m.common.moduleclass.lock"})

@@ -484,6 +484,12 @@ impl Cse {
         }
         let mut req = req;
         let deadlines = crate::validity::check(&mut req, self.now())?;
+        // Non-blocking (TS-0004 clause 7.3.2.2): acknowledged with its <request>, carried out
+        // after; only for an originator that is who it says.
+        if crate::resources::request::is_non_blocking(&req) {
+            impersonation::check(&self, &req, &peer)?;
+            return crate::resources::request::accept(&self, req, peer).await;
+        }
         let resp = self.execute(req, peer, &deadlines).await?;
         match crate::validity::result_expired(&deadlines) {
             Some(late) => Err(late),

@@ -8,7 +8,6 @@
 use chrono::{DateTime, Utc};
 use m2m_core::{
     FilterCriteria, M2mError, M2mResult, Operation, Request, ResponseStatusCode as Rsc,
-    ResponseType,
 };
 use std::time::Duration;
 
@@ -100,22 +99,6 @@ pub fn check(req: &mut Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
         }
         deadlines.execute_at = (t > now).then_some(t);
     }
-    match req.rt {
-        ResponseType::Blocking | ResponseType::FlexBlocking => {}
-        // A <request> resource would hold the context (TS-0004 clause 7.3.3.x, 7.4.9).
-        ResponseType::NonBlockingSynch => {
-            return Err(M2mError::new(
-                Rsc::NonBlockingSynchRequestNotSupported,
-                "non-blocking requests are not supported",
-            ))
-        }
-        ResponseType::NonBlockingAsynch => {
-            return Err(M2mError::new(
-                Rsc::NotImplemented,
-                "non-blocking asynchronous requests are not supported",
-            ))
-        }
-    }
     not_permitted(req)?;
     if let Some(rcn) = req.rcn {
         // The HTTP binding checks it while decoding; CoAP and internal requests reach here.
@@ -140,6 +123,12 @@ fn not_permitted(req: &Request) -> M2mResult<()> {
     let op = req.op;
     if op != Operation::Create && req.ty.is_some() {
         return np("Resource Type");
+    }
+    // Made by the CSE only (TS-0004 clause 7.4.12.2.1, Recv-1.0).
+    if op == Operation::Create && req.ty == Some(m2m_core::ResourceType::Request) {
+        return Err(M2mError::not_allowed(
+            "a <request> is made by the CSE for a non-blocking request only",
+        ));
     }
     if op == Operation::Delete && req.pc.is_some() {
         return np("Content");
@@ -187,6 +176,7 @@ pub fn result_expired(deadlines: &Deadlines) -> Option<M2mError> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use m2m_core::ResponseType;
     use m2m_core::ResultContent;
 
     fn req(op: Operation) -> Request {
@@ -243,14 +233,17 @@ mod tests {
     }
 
     #[test]
-    fn non_blocking_requests_are_refused_with_their_codes() {
-        let mut r = req(Operation::Retrieve);
-        r.rt = ResponseType::NonBlockingSynch;
-        assert_eq!(code(check(&mut r, now())), 5206);
-        r.rt = ResponseType::NonBlockingAsynch;
-        assert_eq!(code(check(&mut r, now())), 5001);
-        r.rt = ResponseType::FlexBlocking;
-        assert_eq!(code(check(&mut r, now())), 2000);
+    fn every_response_type_passes_the_checks() {
+        for rt in [
+            ResponseType::NonBlockingSynch,
+            ResponseType::NonBlockingAsynch,
+            ResponseType::Blocking,
+            ResponseType::FlexBlocking,
+        ] {
+            let mut r = req(Operation::Retrieve);
+            r.rt = rt;
+            assert_eq!(code(check(&mut r, now())), 2000, "{rt:?}");
+        }
     }
 
     #[test]

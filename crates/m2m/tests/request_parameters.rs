@@ -119,8 +119,9 @@ fn time_parameters_response_types_and_result_contents() {
     assert_eq!(r.header("x-m2m-vsi"), Some("vendor-42"), "{:?}", r.headers);
     assert_eq!(instances(base), 5);
 
-    // Response Type: non-blocking is refused, flexBlocking answered blocking.
-    for (rt, want) in [("1", 5206), ("2", 5001), ("4", 2001), ("3", 2001)] {
+    // Response Type: flexBlocking answered blocking (non-blocking: tests/non_blocking.rs); not
+    // a response type: 4000.
+    for (rt, want) in [("4", 2001), ("3", 2001), ("5", 4000), ("99", 4000)] {
         let r = create_cin(base, &[], &format!("?rt={rt}"), "rt");
         assert_eq!(r.rsc, want, "rt={rt}: {:?}", r.body);
     }

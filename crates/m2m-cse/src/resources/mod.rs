@@ -17,6 +17,7 @@
 //! | flexContainer | 28 | [`flex_container`] | 7.4.37 |
 //! | pollingChannel (and `pcu`) | 15 | [`polling_channel`] | 7.4.21, 7.4.22 |
 //! | remoteCSE | 16 | [`remote_cse`] | 7.4.4 |
+//! | request | 17 | [`request`] | 7.4.12, 7.3.2.2 |
 //! | serviceSubscribedAppRule | 19 | [`service_subscribed_app_rule`] | 7.4.29 |
 //! | subscription | 23 | [`subscription`] | 7.4.8 |
 //! | timeSeries, timeSeriesInstance | 29, 30 | [`time_series`] | 7.4.38, 7.4.39 |
@@ -34,6 +35,7 @@ pub mod group;
 pub mod local_multicast_group;
 pub mod polling_channel;
 pub mod remote_cse;
+pub mod request;
 pub mod service_subscribed_app_rule;
 pub mod subscription;
 pub mod time_series;
@@ -207,6 +209,7 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::LocalMulticastGroup => &local_multicast_group::LocalMulticastGroup,
         ResourceType::PollingChannel => &polling_channel::PollingChannel,
         ResourceType::RemoteCse => &remote_cse::RemoteCse,
+        ResourceType::Request => &request::RequestResource,
         ResourceType::ServiceSubscribedAppRule => {
             &service_subscribed_app_rule::ServiceSubscribedAppRule
         }

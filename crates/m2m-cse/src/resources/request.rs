@@ -1,0 +1,186 @@
+//! `<request>` and non-blocking requests (TS-0004 clauses 7.4.12, 7.3.2.2, 7.3.2.3; TS-0001
+//! clause 8.2.2): a request with Response Type nonBlockingRequestSynch (1) or
+//! nonBlockingRequestAsynch (2) is acknowledged at once (1001 / 1002 with the `<request>`'s ID)
+//! and carried out afterwards as a blocking one; its `<request>` under the CSEBase holds the
+//! status (`rs`: 3 pending, 1 completed, 2 failed) and the result (`ors`, an `m2m:rsp`). With
+//! nonBlockingRequestAsynch the result is also sent, as a NOTIFY carrying `m2m:rsp`, to each
+//! notification target of the Response Type (`X-M2M-RTU`), or else to the originator.
+//!
+//! Only the originator reaches its `<request>` (the creator policy); it cannot be created by a
+//! request (4005), nor deleted while pending (5220: a started operation cannot be recalled).
+
+use super::{Call, Pending, Prepared};
+use crate::association::Peer;
+use crate::cse::Cse;
+use crate::store::Resource;
+use m2m_core::primitive::ResponseType;
+use m2m_core::{
+    M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
+};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// m2m:requestStatus (TS-0004 table 6.3.4.2.10-1).
+const COMPLETED: u64 = 1;
+const FAILED: u64 = 2;
+const PENDING: u64 = 3;
+
+/// How long a `<request>` is kept when its request names no expiration.
+const DEFAULT_LIFETIME: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The type's behaviour.
+pub struct RequestResource;
+
+impl super::Behaviour for RequestResource {
+    fn prepare_create<'a>(
+        &'a self,
+        _call: Call<'a>,
+        _parent: &'a Resource,
+        _attrs: &'a mut Map<String, Value>,
+    ) -> Pending<'a, M2mResult<Prepared>> {
+        super::ready(Err(M2mError::not_allowed(
+            "a <request> is made by the CSE for a non-blocking request only",
+        )))
+    }
+
+    fn admits(&self, _cse: &Cse, op: Operation, res: &Resource) -> M2mResult<()> {
+        if op == Operation::Delete && res.u64_attr("rs") == Some(PENDING) {
+            return Err(M2mError::new(
+                Rsc::UnableToRecallRequest,
+                "the request is under way and cannot be recalled",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a request asks to be answered later.
+pub fn is_non_blocking(req: &Request) -> bool {
+    matches!(
+        req.rt,
+        ResponseType::NonBlockingSynch | ResponseType::NonBlockingAsynch
+    )
+}
+
+/// Acknowledges a non-blocking request with its new `<request>`, and carries it out afterwards.
+pub async fn accept(cse: &Arc<Cse>, req: Request, peer: Peer) -> M2mResult<Response> {
+    if crate::resolve::local_resource(cse, &req.to).is_some_and(|r| r.ty == ResourceType::Request) {
+        return Err(M2mError::bad_request(
+            "a <request> is not addressed in non-blocking mode",
+        ));
+    }
+    let asynch = req.rt == ResponseType::NonBlockingAsynch;
+    let resource = store_request(cse, &req).await?;
+    let ri = resource.ri().to_owned();
+    let cse2 = Arc::clone(cse);
+    tokio::spawn(async move { carry_out(cse2, req, peer, ri).await });
+    let rsc = if asynch {
+        Rsc::AcceptedNonBlockingRequestAsynch
+    } else {
+        Rsc::AcceptedNonBlockingRequestSynch
+    };
+    let mut resp = Response::new(rsc, "", Some(json!({ "m2m:uri": resource.ri() })));
+    resp.location = Some(resource.srn.clone());
+    Ok(resp)
+}
+
+/// The `<request>` of a non-blocking request, pending (TS-0004 tables 7.3.2.2-1 and -2).
+async fn store_request(cse: &Arc<Cse>, req: &Request) -> M2mResult<Resource> {
+    let now = cse.now();
+    let expires = [&req.rqet, &req.rset]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| m2m_core::time::parse(t).ok())
+        .max()
+        .unwrap_or(now + DEFAULT_LIFETIME);
+    let mut mi = Map::new();
+    mi.insert("rt".into(), json!({ "rtv": req.rt as u8, "nu": req.rtu }));
+    for (k, v) in [
+        ("ot", &req.ot),
+        ("rqet", &req.rqet),
+        ("rset", &req.rset),
+        ("oet", &req.oet),
+        ("rvi", &req.rvi),
+        ("vsi", &req.vsi),
+    ] {
+        if let Some(v) = v {
+            mi.insert(k.into(), json!(v));
+        }
+    }
+    if let Some(ty) = req.ty {
+        mi.insert("ty".into(), json!(ty.code()));
+    }
+    if let Some(rcn) = req.rcn {
+        mi.insert("rcn".into(), json!(rcn as u8));
+    }
+    let ri = crate::dispatcher::new_ri(ResourceType::Request);
+    let originator = req.from.clone().unwrap_or_default();
+    let mut attrs = json!({
+        "op": req.op as u8,
+        "tg": req.to,
+        "org": originator,
+        "rid": req.rqi,
+        "mi": mi,
+        "rs": PENDING,
+        "ors": { "rsc": Rsc::Accepted.code(), "rqi": req.rqi },
+        "lbl": [originator],
+        "et": m2m_core::time::format(expires),
+    });
+    if let Some(pc) = &req.pc {
+        attrs["pc"] = pc.clone();
+    }
+    let attrs = attrs.as_object().cloned().unwrap_or_default();
+    let base = cse
+        .store
+        .get(cse.base_ri())?
+        .ok_or_else(|| M2mError::internal("the CSEBase is missing"))?;
+    let creator = m2m_core::EntityId::parse(&originator, &cse.id.home).ok();
+    let new =
+        crate::dispatcher::assemble(cse, &base, ResourceType::Request, attrs, Some(ri), creator);
+    cse.store.write(move |w| w.insert(new)).await
+}
+
+/// Carries out the request as a blocking one and records its result; with
+/// nonBlockingRequestAsynch, sends the result on.
+async fn carry_out(cse: Arc<Cse>, mut req: Request, peer: Peer, ri: String) {
+    let asynch = req.rt == ResponseType::NonBlockingAsynch;
+    let targets = std::mem::take(&mut req.rtu);
+    let originator = req.from.clone();
+    req.rt = ResponseType::Blocking;
+    let resp = cse.handle(req, peer).await;
+    let status = if resp.rsc.is_success() {
+        COMPLETED
+    } else {
+        FAILED
+    };
+    let ors = resp.to_rsp_json();
+    let id = ri.clone();
+    let ors2 = ors.clone();
+    let stored = cse
+        .store
+        .write(move |w| {
+            let Some(mut r) = w.get(&id)? else {
+                return Ok(());
+            };
+            r.attrs.insert("rs".into(), json!(status));
+            r.attrs.insert("ors".into(), ors2);
+            w.update(&r)
+        })
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(dbg = %e.dbg, "result of a non-blocking request not stored");
+    }
+    if asynch {
+        let to: Vec<String> = if targets.is_empty() {
+            originator.into_iter().collect()
+        } else {
+            targets
+        };
+        for nu in to {
+            let r = crate::notification::send_now(&cse, &nu, json!({ "m2m:rsp": ors })).await;
+            if !r.rsc.is_success() {
+                tracing::info!(target_uri = %nu, rsc = r.rsc.code(), "result of a non-blocking request not delivered");
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Non-blocking requests and `<request>` (TS-0004 clauses 7.3.2.2, 7.3.2.3, 7.4.12) on a real
+//! `m2m cse` over HTTP: acknowledged at once with the `<request>`, carried out afterwards, the
+//! result in the `<request>` and, for nonBlockingRequestAsynch, sent to the notification targets.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn setup() -> (CseProcess, String) {
+    let cse = CseProcess::start_in();
+    let ae = register_ae(cse.url(), "/cse-in", "Cnb", "app", &[]);
+    create_cnt(cse.url(), "/cse-in/app", &ae, json!({ "rn": "c" }));
+    (cse, ae)
+}
+
+/// A CREATE of a contentInstance with Response Type `rt` and, optionally, X-M2M-RTU.
+fn create_cin_rt(cse: &CseProcess, ae: &str, rt: u8, rtu: Option<&str>, con: &str) -> Resp {
+    let mut h = vec![
+        ("X-M2M-Origin", ae),
+        ("X-M2M-RI", "nb-1"),
+        ("X-M2M-RVI", "3"),
+        ("Content-Type", "application/json;ty=4"),
+    ];
+    if let Some(rtu) = rtu {
+        h.push(("X-M2M-RTU", rtu));
+    }
+    raw(
+        "POST",
+        cse.url(),
+        &format!("/cse-in/app/c?rt={rt}"),
+        &h,
+        json!({ "m2m:cin": { "con": con } }).to_string().as_bytes(),
+    )
+}
+
+/// The `<request>` once it is no longer pending.
+fn settled(cse: &CseProcess, ae: &str, ri: &str) -> Value {
+    poll(WAIT, || {
+        let (rsc, b) = retrieve(cse.url(), &format!("/{ri}"), ae);
+        (rsc == 2000 && b["m2m:req"]["rs"] != json!(3)).then_some(b["m2m:req"].clone())
+    })
+    .unwrap_or_else(|| panic!("the request {ri} stayed pending"))
+}
+
+#[test]
+fn a_synchronous_non_blocking_request_is_acknowledged_then_done() {
+    let (cse, ae) = setup();
+    let r = create_cin_rt(&cse, &ae, 1, None, "later");
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.rsc, 1001, "{:?}", r.body);
+    let ri = r.body["m2m:uri"]
+        .as_str()
+        .expect("the <request>'s ID")
+        .to_owned();
+    let req = settled(&cse, &ae, &ri);
+    assert_eq!(req["ty"], json!(17));
+    assert_eq!(
+        (req["op"].clone(), req["rid"].clone(), req["org"].clone()),
+        (json!(1), json!("nb-1"), json!(ae)),
+        "{req}"
+    );
+    assert_eq!(req["tg"], json!("cse-in/app/c"), "{req}");
+    assert_eq!(req["rs"], json!(1), "completed: {req}");
+    assert_eq!(req["ors"]["rsc"], json!(2001), "{req}");
+    assert_eq!(req["ors"]["pc"]["m2m:cin"]["con"], json!("later"), "{req}");
+    let (_, la) = retrieve(cse.url(), "/cse-in/app/c/la", &ae);
+    assert_eq!(
+        la["m2m:cin"]["con"],
+        json!("later"),
+        "it was carried out: {la}"
+    );
+    // A failing operation: the request completes as FAILED with the error's status.
+    let r = raw(
+        "GET",
+        cse.url(),
+        "/cse-in/app/nothing?rt=1",
+        &[
+            ("X-M2M-Origin", &ae),
+            ("X-M2M-RI", "nb-2"),
+            ("X-M2M-RVI", "3"),
+        ],
+        b"",
+    );
+    assert_eq!(r.rsc, 1001, "{:?}", r.body);
+    let req = settled(&cse, &ae, r.body["m2m:uri"].as_str().unwrap());
+    assert_eq!(
+        (req["rs"].clone(), req["ors"]["rsc"].clone()),
+        (json!(2), json!(4004)),
+        "{req}"
+    );
+}
+
+#[test]
+fn an_asynchronous_request_sends_its_result_to_the_response_targets() {
+    let (cse, ae) = setup();
+    let rx = Receiver::start();
+    let r = create_cin_rt(&cse, &ae, 2, Some(rx.url()), "async");
+    assert_eq!(r.rsc, 1002, "{:?}", r.body);
+    let n = rx.wait_for(|r| r.body.get("m2m:rsp").is_some(), WAIT);
+    let rsp = &n.body["m2m:rsp"];
+    assert_eq!(rsp["rsc"], json!(2001), "{rsp}");
+    assert_eq!(rsp["rqi"], json!("nb-1"), "{rsp}");
+    assert_eq!(rsp["pc"]["m2m:cin"]["con"], json!("async"), "{rsp}");
+    let req = settled(&cse, &ae, r.body["m2m:uri"].as_str().unwrap());
+    assert_eq!(req["mi"]["rt"]["rtv"], json!(2), "{req}");
+}
+
+#[test]
+fn a_request_resource_is_its_originators_and_the_cses() {
+    let (cse, ae) = setup();
+    let r = create_cin_rt(&cse, &ae, 1, None, "mine");
+    let ri = r.body["m2m:uri"].as_str().unwrap().to_owned();
+    settled(&cse, &ae, &ri);
+    let other = register_ae(cse.url(), "/cse-in", "Cother", "other", &[]);
+    let (rsc, _) = retrieve(cse.url(), &format!("/{ri}"), &other);
+    assert_eq!(rsc, 4103, "another AE cannot read it");
+    let (rsc, _) = delete(cse.url(), &format!("/{ri}"), &other);
+    assert_eq!(rsc, 4103, "nor delete it");
+    // Not made by a request, not updated, not addressed non-blocking; deleted by its originator.
+    let (rsc, _) = create(cse.url(), "/cse-in", &ae, 17, json!({ "m2m:req": {} }));
+    assert_eq!(rsc, 4005);
+    let (rsc, _) = update(
+        cse.url(),
+        &format!("/{ri}"),
+        &ae,
+        json!({ "m2m:req": { "rs": 1 } }),
+    );
+    assert_eq!(rsc, 4000, "rs is the CSE's");
+    let r = raw(
+        "GET",
+        cse.url(),
+        &format!("/{ri}?rt=1"),
+        &[
+            ("X-M2M-Origin", &ae),
+            ("X-M2M-RI", "nb-3"),
+            ("X-M2M-RVI", "3"),
+        ],
+        b"",
+    );
+    assert_eq!(r.rsc, 4000, "a <request> is not addressed non-blocking");
+    let (rsc, _) = delete(cse.url(), &format!("/{ri}"), &ae);
+    assert_eq!(rsc, 2002);
+    // An originator that is not who it says gets no <request> at all.
+    let r = raw(
+        "POST",
+        cse.url(),
+        "/cse-in/app/c?rt=1",
+        &[
+            ("X-M2M-Origin", "Cnobody"),
+            ("X-M2M-RI", "nb-4"),
+            ("X-M2M-RVI", "3"),
+            ("Content-Type", "application/json;ty=4"),
+        ],
+        br#"{"m2m:cin":{"con":"x"}}"#,
+    );
+    assert_eq!(r.rsc, 4106, "{:?}", r.body);
+}
