@@ -156,3 +156,30 @@ fn a_request_resource_is_its_originators_and_the_cses() {
     );
     assert_eq!(r.rsc, 4106, "{:?}", r.body);
 }
+
+#[test]
+fn a_pending_request_cannot_be_recalled() {
+    let (cse, ae) = setup();
+    // Due in 1.5 s: pending until then.
+    let r = raw(
+        "POST",
+        cse.url(),
+        "/cse-in/app/c?rt=1",
+        &[
+            ("X-M2M-Origin", &ae),
+            ("X-M2M-RI", "nb-5"),
+            ("X-M2M-RVI", "3"),
+            ("X-M2M-OET", "1500"),
+            ("Content-Type", "application/json;ty=4"),
+        ],
+        br#"{"m2m:cin":{"con":"due"}}"#,
+    );
+    assert_eq!(r.rsc, 1001, "{:?}", r.body);
+    let ri = r.body["m2m:uri"].as_str().unwrap().to_owned();
+    let (rsc, b) = retrieve(cse.url(), &format!("/{ri}"), &ae);
+    assert_eq!(b["m2m:req"]["rs"], json!(3), "pending: {rsc} {b}");
+    assert_eq!(b["m2m:req"]["ors"]["rsc"], json!(1000), "{b}");
+    let (rsc, _) = delete(cse.url(), &format!("/{ri}"), &ae);
+    assert_eq!(rsc, 5220, "UNABLE_TO_RECALL_REQUEST");
+    assert_eq!(settled(&cse, &ae, &ri)["rs"], json!(1));
+}
