@@ -35,6 +35,8 @@ pub struct Peer {
     /// that has no AE-ID yet) and how far it is proven.
     pub originator: Option<EntityId>,
     pub proof: Proof,
+    /// A request an `<action>` makes: it does not run actions itself (no action loops).
+    pub by_action: bool,
 }
 
 impl Default for Peer {
@@ -45,6 +47,7 @@ impl Default for Peer {
             plain: PlainTrust::Anonymous,
             originator: None,
             proof: Proof::Authenticated,
+            by_action: false,
         }
     }
 }

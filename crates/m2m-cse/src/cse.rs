@@ -487,8 +487,14 @@ impl Cse {
         // Non-blocking (TS-0004 clause 7.3.2.2): acknowledged with its <request>, carried out
         // after; only for an originator that is who it says.
         if crate::resources::request::is_non_blocking(&req) {
-            impersonation::check(&self, &req, &peer)?;
-            return crate::resources::request::accept(&self, req, peer).await;
+            let (originator, proof) = impersonation::check(&self, &req, &peer)?;
+            let Some(entity) = originator.entity().cloned() else {
+                return Err(M2mError::bad_request("a registration is answered blocking"));
+            };
+            if !proof.identifies() {
+                return Err(crate::access::refused());
+            }
+            return crate::resources::request::accept(&self, req, peer, entity).await;
         }
         let resp = self.execute(req, peer, &deadlines).await?;
         match crate::validity::result_expired(&deadlines) {

@@ -186,7 +186,9 @@ pub async fn create(
         None,
         req.from.as_deref(),
     );
-    resources::action::children_changed(cse, parent.ri());
+    if !peer.by_action {
+        resources::action::children_changed(cse, parent.ri());
+    }
     let mut resp = Response::new(Rsc::Created, &req.rqi, None);
     resp.location = Some(created.srn.clone());
     resp.pc = match req.result_content() {
@@ -419,7 +421,9 @@ pub async fn update(
         Some(&modified),
         req.from.as_deref(),
     );
-    resources::action::subject_updated(cse, &updated);
+    if !peer.by_action {
+        resources::action::subject_updated(cse, &updated);
+    }
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
         ResultContent::ModifiedAttributes => {
@@ -487,16 +491,17 @@ pub(crate) async fn delete_resource(
         resources::action::children_changed(cse, parent.ri());
     }
     // A DELETE answers after its subscriptions' deletion notifications went out (TS-0004
-    // clause 7.4.8.2.4, Recv-6.5), each within the time a notification may take.
+    // clause 7.4.8.2.4, Recv-6.5), all within one bounded wait.
     if originator.is_some() {
+        let deadline = tokio::time::Instant::now() + SUBSCRIPTION_GONE_WAIT;
         for sent in told {
-            let _ = tokio::time::timeout(SUBSCRIPTION_GONE_WAIT, sent).await;
+            let _ = tokio::time::timeout_at(deadline, sent).await;
         }
     }
     Ok(())
 }
 
-/// How long a DELETE waits for one subscription deletion notification to be delivered.
+/// How long a DELETE waits, in all, for its subscription deletion notifications.
 const SUBSCRIPTION_GONE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn notify(

@@ -234,7 +234,12 @@ fn targets(sub: &Resource) -> impl Iterator<Item = &str> {
 /// batchNotify: holds `sgn` for `nu`; sends the batch when it holds `num`, or starts the timer
 /// of `dur` with its first notification.
 fn hold(cse: &Arc<Cse>, policy: &Policy, bn: &Value, nu: &str, sgn: Value) {
-    let num = bn.get("num").and_then(Value::as_u64).filter(|n| *n > 0);
+    // Held in memory: at most MAX_BATCH, whatever number the subscriber asked for.
+    let num = bn
+        .get("num")
+        .and_then(Value::as_u64)
+        .filter(|n| *n > 0)
+        .map_or(MAX_BATCH, |n| n.min(MAX_BATCH));
     let dur = bn
         .get("dur")
         .and_then(m2m_core::time::parse_duration)
@@ -248,7 +253,7 @@ fn hold(cse: &Arc<Cse>, policy: &Policy, bn: &Value, nu: &str, sgn: Value) {
             policy: policy.clone(),
         });
         batch.items.push(sgn);
-        if num.is_some_and(|n| batch.items.len() as u64 >= n) {
+        if batch.items.len() as u64 >= num {
             batches.remove(&key)
         } else {
             if batch.timer.is_none() {
@@ -270,6 +275,9 @@ fn hold(cse: &Arc<Cse>, policy: &Policy, bn: &Value, nu: &str, sgn: Value) {
         send_batch(cse, nu, full);
     }
 }
+
+/// The most notifications a batch holds before it is sent, whatever its number.
+const MAX_BATCH: u64 = 1_000;
 
 /// The batch duration when the stored value cannot be read (it always can: the subscription
 /// sets `subscription::DEFAULT_BATCH_DURATION`).
@@ -562,9 +570,10 @@ pub(crate) fn subscription_gone(
 ) -> Option<tokio::sync::oneshot::Receiver<()>> {
     // A <crossResourceSubscription> of this CSE goes at once: the notification would name a
     // subscription that can no longer be looked up.
-    if let Some(crs) = crate::resolve::local_resource(cse, target)
-        .filter(|r| r.ty == ResourceType::CrossResourceSubscription)
-    {
+    if let Some(crs) = crate::resolve::local_resource(cse, target).filter(|r| {
+        r.ty == ResourceType::CrossResourceSubscription
+            && crate::resources::cross_resource_subscription::relies_on(cse, r, sub)
+    }) {
         let cse = Arc::clone(cse);
         tokio::spawn(async move {
             if let Err(e) = crate::dispatcher::delete_resource(&cse, &crs, None).await {

@@ -257,6 +257,17 @@ fn bad_input_gets_its_status_code() {
         "air is the CSE's"
     );
     assert_eq!(
+        alarm_action(
+            &s,
+            "nt",
+            1,
+            json!({ "apv": { "op": 5, "fr": s.ae, "pc": { "m2m:sgn": {} } } })
+        )
+        .0,
+        4000,
+        "no NOTIFY in the CSE's name"
+    );
+    assert_eq!(
         alarm_action(&s, "s", 1, json!({ "sri": "cse-in/app/none" })).0,
         4000,
         "no such subject"
@@ -287,6 +298,22 @@ fn bad_input_gets_its_status_code() {
         json!({ "m2m:depr": { "sfc": true, "evc": { "optr": 1, "sbjt": "nothing", "thld": 1 }, "rri": "cse-in/app/gate" } }),
     );
     assert_eq!(rsc, 4000);
+    // A dependency on what the originator cannot read would reveal it.
+    let owner = register_ae(s.cse.url(), "/cse-in", "Csecret", "secret", &[]);
+    create_cnt(
+        s.cse.url(),
+        "/cse-in/secret",
+        &owner,
+        json!({ "rn": "vault" }),
+    );
+    let (rsc, _) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor/ok",
+        &s.ae,
+        66,
+        json!({ "m2m:depr": { "sfc": true, "evc": { "optr": 3, "sbjt": "cni", "thld": 0 }, "rri": "cse-in/secret/vault" } }),
+    );
+    assert_eq!(rsc, 4000, "the vault is not the app's to read");
     // Discovery finds it; another AE does not see it.
     let (_, b) = get_with_query(s.cse.url(), "/cse-in/app", &s.ae, "fu=1&ty=65");
     assert_eq!(b["m2m:uril"].as_array().map(Vec::len), Some(1), "{b}");

@@ -308,3 +308,32 @@ fn bad_input_gets_4000() {
         );
     }
 }
+
+#[test]
+fn a_subscription_that_names_a_cross_resource_subscription_cannot_end_it() {
+    let s = setup();
+    let c = two_containers(&s, "victim", 2, "PT1S");
+    let me = format!("/id-in/{}", c["ri"].as_str().unwrap());
+    // Another AE, on its own container, names the victim as subscriber and as associated
+    // crossResourceSubscription, then deletes its subscription.
+    let other = register_ae(s.cse.url(), "/cse-in", "Cother", "other", &[]);
+    create_cnt(
+        s.cse.url(),
+        "/cse-in/other",
+        &other,
+        json!({ "rn": "mine" }),
+    );
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/other/mine",
+        &other,
+        23,
+        json!({ "m2m:sub": { "rn": "s", "nu": [other.as_str()], "su": "cse-in/app/victim", "acrs": [me] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, _) = delete(s.cse.url(), "/cse-in/other/mine/s", &other);
+    assert_eq!(rsc, 2002);
+    std::thread::sleep(Duration::from_millis(500));
+    let (rsc, _) = retrieve(s.cse.url(), "/cse-in/app/victim", &s.ae);
+    assert_eq!(rsc, 2000, "the victim lives on");
+}

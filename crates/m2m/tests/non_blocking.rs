@@ -93,15 +93,32 @@ fn a_synchronous_non_blocking_request_is_acknowledged_then_done() {
 
 #[test]
 fn an_asynchronous_request_sends_its_result_to_the_response_targets() {
-    let (cse, ae) = setup();
+    let (cse, owner) = setup();
     let rx = Receiver::start();
-    let r = create_cin_rt(&cse, &ae, 2, Some(rx.url()), "async");
+    // The result goes to the originator's own point of access, never to a target of its choice.
+    let ae = register_ae(cse.url(), "/cse-in", "Casync", "async", &[rx.url()]);
+    let elsewhere = Receiver::start();
+    let r = create_cin_rt(&cse, &owner, 2, Some(elsewhere.url()), "redirected");
+    assert_eq!(r.rsc, 4000, "not the originator's: {:?}", r.body);
+    let r = raw(
+        "GET",
+        cse.url(),
+        "/cse-in/async?rt=2",
+        &[
+            ("X-M2M-Origin", &ae),
+            ("X-M2M-RI", "nb-1"),
+            ("X-M2M-RVI", "3"),
+            ("X-M2M-RTU", rx.url()),
+        ],
+        b"",
+    );
     assert_eq!(r.rsc, 1002, "{:?}", r.body);
     let n = rx.wait_for(|r| r.body.get("m2m:rsp").is_some(), WAIT);
     let rsp = &n.body["m2m:rsp"];
-    assert_eq!(rsp["rsc"], json!(2001), "{rsp}");
+    assert_eq!(rsp["rsc"], json!(2000), "{rsp}");
     assert_eq!(rsp["rqi"], json!("nb-1"), "{rsp}");
-    assert_eq!(rsp["pc"]["m2m:cin"]["con"], json!("async"), "{rsp}");
+    assert_eq!(rsp["pc"]["m2m:ae"]["aei"], json!(ae), "{rsp}");
+    assert!(elsewhere.all().is_empty(), "{:#?}", elsewhere.all());
     let req = settled(&cse, &ae, r.body["m2m:uri"].as_str().unwrap());
     assert_eq!(req["mi"]["rt"]["rtv"], json!(2), "{req}");
 }

@@ -96,6 +96,11 @@ async fn check_action(
     existing: Option<&Resource>,
 ) -> M2mResult<()> {
     let cse = call.cse;
+    // An action later runs as its creator with the CSE's word for it: only a creator its
+    // association proved may leave one.
+    if !call.peer.proof.identifies() {
+        return Err(crate::access::refused());
+    }
     let evm = attrs.get("evm").and_then(Value::as_u64).unwrap_or(OFF);
     if evm == PERIODIC {
         return Err(M2mError::not_implemented(
@@ -132,7 +137,13 @@ async fn check_action(
             "the action primitive's From must be the action's creator",
         ));
     }
-    primitive(&apv, "orc-check", &creator)?;
+    let checked = primitive(&apv, "orc-check", &creator)?;
+    // A NOTIFY from the CSE's own hand would pass as the CSE's notification.
+    if checked.op == Operation::Notify {
+        return Err(M2mError::bad_request(
+            "an action primitive is a CREATE, RETRIEVE, UPDATE or DELETE",
+        ));
+    }
     let orc = attrs.get("orc").and_then(Value::as_str).unwrap_or("");
     if !reachable(cse, call.peer, &creator, orc).await {
         return Err(M2mError::bad_request(
@@ -244,7 +255,10 @@ impl super::Behaviour for Dependency {
         _parent: &'a Resource,
         attrs: &'a mut Map<String, Value>,
     ) -> Pending<'a, M2mResult<Prepared>> {
-        super::ready(check_dependency(call.cse, attrs).map(|()| Prepared::default()))
+        Box::pin(async move {
+            check_dependency(call, attrs).await?;
+            Ok(Prepared::default())
+        })
     }
 
     fn prepare_update<'a>(
@@ -253,15 +267,25 @@ impl super::Behaviour for Dependency {
         res: &'a Resource,
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
-        let mut merged = res.attrs.clone();
-        merged.extend(content.clone());
-        super::ready(check_dependency(call.cse, &merged))
+        Box::pin(async move {
+            let mut merged = res.attrs.clone();
+            merged.extend(content.clone());
+            check_dependency(call, &merged).await
+        })
     }
 }
 
-/// A dependency's referenced resource must exist here and carry the attribute it compares.
-fn check_dependency(cse: &Cse, attrs: &Map<String, Value>) -> M2mResult<()> {
+/// A dependency's referenced resource must be one the requester may retrieve (a dependency
+/// reveals what it compares), exist here and carry the attribute it compares.
+async fn check_dependency(call: Call<'_>, attrs: &Map<String, Value>) -> M2mResult<()> {
+    let cse = call.cse;
     let rri = attrs.get("rri").and_then(Value::as_str).unwrap_or("");
+    let who = call.req.from.clone().unwrap_or_default();
+    if !reachable(cse, call.peer, &who, rri).await {
+        return Err(M2mError::bad_request(
+            "the referenced resource cannot be retrieved by the originator",
+        ));
+    }
     let referenced = crate::resolve::local_resource(cse, rri)
         .ok_or_else(|| M2mError::bad_request("the referenced resource does not exist here"))?;
     check_criteria(&referenced, attrs.get("evc").unwrap_or(&Value::Null))
@@ -395,7 +419,13 @@ async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()>
     let orc = action.str_attr("orc").unwrap_or_default().to_owned();
     let answer = match primitive(&apv, &orc, &creator) {
         // As the creator: the CSE vouches for the originator it authenticated at creation.
-        Ok(req) => cse.handle(req, Peer::internal()).await,
+        Ok(req) => {
+            let peer = Peer {
+                by_action: true,
+                ..Peer::internal()
+            };
+            cse.handle(req, peer).await
+        }
         Err(e) => m2m_core::Response::error(&e, ""),
     };
     tracing::info!(target: "audit", action = %ri, creator = %creator, rsc = answer.rsc.code(), "action run");

@@ -402,6 +402,22 @@ pub async fn notified(cse: &Arc<Cse>, req: &Request, crs: &Resource) -> M2mResul
     Ok(ok)
 }
 
+/// Whether `sub` (possibly deleted already) is one of the subscriptions `crs` relies on: made
+/// for it (`rrats`) or joined by it (`srat`), named by resourceID or structured name. Only then
+/// may its end delete `crs`.
+pub(crate) fn relies_on(cse: &Cse, crs: &Resource, sub: &Resource) -> bool {
+    let forms = [
+        sub.ri().to_owned(),
+        cse.sp_relative(sub.ri()),
+        sub.srn.clone(),
+        format!("/{}", sub.srn),
+    ];
+    string_list(crs.attrs.get("rrats"))
+        .iter()
+        .chain(string_list(crs.attrs.get("srat")).iter())
+        .any(|id| forms.iter().any(|f| f == id) || id.ends_with(&format!("/{}", sub.srn)))
+}
+
 /// Whether `sur` names one of the subscriptions the crossResourceSubscription relies on.
 fn is_target(cse: &Cse, crs: &Resource, sur: &str) -> bool {
     if sur.is_empty() {
@@ -502,7 +518,8 @@ fn spawn_window(cse: &Arc<Cse>, crs: &Resource, periodic: bool) -> tokio::task::
         .get("tws")
         .and_then(m2m_core::time::parse_duration)
         .unwrap_or(std::time::Duration::from_secs(60))
-        .max(std::time::Duration::from_millis(10));
+        // A local floor: each window may send a notification.
+        .max(std::time::Duration::from_millis(100));
     let cse = Arc::clone(cse);
     let ri = crs.ri().to_owned();
     tokio::spawn(async move {

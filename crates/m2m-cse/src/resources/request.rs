@@ -62,12 +62,37 @@ pub fn is_non_blocking(req: &Request) -> bool {
     )
 }
 
+/// How long a `<request>` may be asked to live at most (TS-0004 table 7.3.2.2-1: a longer one
+/// is refused).
+const MAX_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
+
 /// Acknowledges a non-blocking request with its new `<request>`, and carries it out afterwards.
-pub async fn accept(cse: &Arc<Cse>, req: Request, peer: Peer) -> M2mResult<Response> {
+pub async fn accept(
+    cse: &Arc<Cse>,
+    req: Request,
+    peer: Peer,
+    originator: m2m_core::EntityId,
+) -> M2mResult<Response> {
     if crate::resolve::local_resource(cse, &req.to).is_some_and(|r| r.ty == ResourceType::Request) {
         return Err(M2mError::bad_request(
             "a <request> is not addressed in non-blocking mode",
         ));
+    }
+    // The result goes to the originator only: its ID, or a pointOfAccess of its <AE> (never a
+    // target of its choosing, which the CSE would then be made to call).
+    let own_poa: Vec<String> = originator
+        .local_stem(&cse.id.home)
+        .and_then(|stem| cse.store.get(stem.as_str()).ok().flatten())
+        .map(|ae| crate::store::string_list(ae.attrs.get("poa")))
+        .unwrap_or_default();
+    for nu in &req.rtu {
+        let is_originator =
+            m2m_core::EntityId::parse(nu, &cse.id.home).is_ok_and(|e| e == originator);
+        if !is_originator && !own_poa.contains(nu) {
+            return Err(M2mError::bad_request(
+                "a Response Type target must be the originator or one of its points of access",
+            ));
+        }
     }
     let asynch = req.rt == ResponseType::NonBlockingAsynch;
     let resource = store_request(cse, &req).await?;
@@ -93,6 +118,11 @@ async fn store_request(cse: &Arc<Cse>, req: &Request) -> M2mResult<Resource> {
         .filter_map(|t| m2m_core::time::parse(t).ok())
         .max()
         .unwrap_or(now + DEFAULT_LIFETIME);
+    if expires > now + MAX_LIFETIME {
+        return Err(M2mError::bad_request(
+            "the request's expiration lies too far ahead for its <request>",
+        ));
+    }
     let mut mi = Map::new();
     mi.insert("rt".into(), json!({ "rtv": req.rt as u8, "nu": req.rtu }));
     for (k, v) in [

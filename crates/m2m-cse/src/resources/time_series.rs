@@ -24,6 +24,11 @@ use std::sync::{Arc, Mutex};
 /// true (TS-0004 clause 7.4.38.2.3).
 const MONITORING_ATTRIBUTES: [&str; 4] = ["mdt", "mdn", "peid", "pei"];
 
+/// The shortest periodicInterval and missingDataDetectTimer this CSE monitors (a local policy:
+/// each period costs a store write), and the longest (a year; the arithmetic stays in range).
+const MIN_PERIOD_MS: u64 = 100;
+const MAX_PERIOD_MS: u64 = 365 * 24 * 3_600 * 1_000;
+
 /// missingDataList entries kept at most when missingDataMaxNr is not set.
 const MAX_MISSING_LIST: usize = 10_000;
 
@@ -104,6 +109,17 @@ impl super::Behaviour for TimeSeries {
 /// only the interval is given, the CSE's policy: half of missingDataDetectTimer when that is
 /// within the bound (so that the timer can exceed the delta), else half of the interval.
 fn periodic_interval_delta(attrs: &mut Map<String, Value>, set_default: bool) -> M2mResult<()> {
+    for k in ["pei", "mdt"] {
+        if attrs
+            .get(k)
+            .and_then(Value::as_u64)
+            .is_some_and(|v| !(MIN_PERIOD_MS..=MAX_PERIOD_MS).contains(&v))
+        {
+            return Err(M2mError::bad_request(format!(
+                "'{k}' must lie between {MIN_PERIOD_MS} ms and a year"
+            )));
+        }
+    }
     let Some(pei) = attrs.get("pei").and_then(Value::as_u64) else {
         return Ok(());
     };
@@ -361,15 +377,21 @@ async fn monitor(cse: Arc<Cse>, ri: String, first: DateTime<Utc>, started: DateT
         let (Some(pei), Some(mdt)) = (ts.u64_attr("pei"), ts.u64_attr("mdt")) else {
             break;
         };
-        let (pei, mdt) = (pei as i64, mdt as i64);
-        let peid = ts.u64_attr("peid").unwrap_or(0) as i64;
+        // Both within a year (checked at CREATE and UPDATE); peid at most half of pei.
+        let bounded = |v: u64| v.min(MAX_PERIOD_MS) as i64;
+        let (pei, mdt) = (bounded(pei).max(1), bounded(mdt));
+        let peid = bounded(ts.u64_attr("peid").unwrap_or(0)).min(pei / 2);
         // Skip the expected times judged before the monitoring started.
         let started_ms = started.timestamp_millis();
-        if first_ms + n * pei + mdt < started_ms {
-            n = (started_ms - mdt - first_ms) / pei + 1;
+        if first_ms
+            .saturating_add(n.saturating_mul(pei))
+            .saturating_add(mdt)
+            < started_ms
+        {
+            n = started_ms.saturating_sub(mdt).saturating_sub(first_ms) / pei + 1;
         }
-        let expected = first_ms + n * pei;
-        let detect_at = expected + mdt;
+        let expected = first_ms.saturating_add(n.saturating_mul(pei));
+        let detect_at = expected.saturating_add(mdt);
         let wait = detect_at - Utc::now().timestamp_millis();
         if wait > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
