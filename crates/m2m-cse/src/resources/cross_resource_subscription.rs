@@ -274,12 +274,12 @@ async fn subscribe(
     Ok(id_on_host_of(call.cse, target, ri))
 }
 
-/// The ID of resource `ri` on the CSE hosting `target`: its resourceID here, SP-relative on
-/// another CSE.
+/// The SP-relative ID of resource `ri` on the CSE hosting `target` (an ID that names the
+/// subscription wherever the crossResourceSubscription is read).
 fn id_on_host_of(cse: &Cse, target: &str, ri: &str) -> String {
     match Address::parse(target).map(|a| crate::resolve::locality(cse, &a)) {
         Ok(crate::resolve::Locality::Remote(Some(host))) => format!("{}/{ri}", host.sp_relative()),
-        _ => ri.to_owned(),
+        _ => cse.sp_relative(ri),
     }
 }
 
