@@ -68,10 +68,6 @@ pub fn to_from_path(path: &str) -> M2mResult<String> {
     } else {
         return Err(M2mError::bad_request("request path must start with '/'"));
     };
-    // `cse-in/` names no resource: its last resource name is empty (TS-0001 clause 7.2).
-    if to.len() > 1 && to.ends_with('/') {
-        return Err(M2mError::bad_request("the target address ends with '/'"));
-    }
     Ok(to)
 }
 

@@ -95,7 +95,11 @@ pub struct Address {
 impl Address {
     /// Parses a `To` parameter (already percent-decoded).
     pub fn parse(to: &str) -> M2mResult<Self> {
-        let to = to.trim_end_matches('/');
+        // `cse-in/` names no resource: its last resource name is empty (TS-0001 clause 7.2),
+        // whichever binding carried it.
+        if to.len() > 1 && to.ends_with('/') {
+            return Err(M2mError::bad_request("the target address ends with '/'"));
+        }
         if let Some(rest) = to.strip_prefix("//") {
             let (sp, rest) = rest.split_once('/').unwrap_or((rest, ""));
             let (cse, path) = rest.split_once('/').unwrap_or((rest, ""));

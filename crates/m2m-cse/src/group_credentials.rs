@@ -474,7 +474,6 @@ mod tests {
         let sp = cse.id.sp_id.to_string();
         for form in [
             "/id-mn/cse-mn/gw/grpA".to_owned(),
-            "/id-mn/cse-mn/gw/grpA/".to_owned(),
             format!("{sp}/id-mn/cse-mn/gw/grpA"),
         ] {
             assert_eq!(
@@ -483,6 +482,8 @@ mod tests {
                 "{form}"
             );
         }
+        // A trailing '/' is no other form of the group: no address at all.
+        assert!(group_id(&cse, "/id-mn/cse-mn/gw/grpA/").is_err());
         assert_eq!(
             group_id(&cse, "cse-in/grp1").unwrap(),
             format!("{me}/cse-in/grp1")
