@@ -949,6 +949,18 @@ pub fn validate_create(ty: ResourceType, content: &Map<String, Value>) -> M2mRes
     Ok(())
 }
 
+/// Whether a resource of `ty` may be updated at all: not an instance nor the CSEBase (4005,
+/// whatever the content; TS-0004 clauses 7.4.7.2.3, 7.4.39.2.3, 7.4.3.2.3).
+pub fn updatable(ty: ResourceType) -> M2mResult<()> {
+    if ty.is_instance() || ty == ResourceType::CseBase {
+        return Err(M2mError::not_allowed(format!(
+            "a <{}> resource cannot be updated",
+            ty.short_name()
+        )));
+    }
+    Ok(())
+}
+
 /// Validates the content of an UPDATE of `ty`: RO and WO (create-only) attributes are refused with
 /// BAD_REQUEST; `null` means "delete this optional attribute" and is allowed for attributes that are
 /// optional at creation only. `acpi` must be the only attribute of an UPDATE that changes it (TS-0001
@@ -957,20 +969,7 @@ pub fn validate_create(ty: ResourceType, content: &Map<String, Value>) -> M2mRes
 /// An UPDATE of `<contentInstance>` or `<CSEBase>` is OPERATION_NOT_ALLOWED (TS-0004 clauses
 /// 7.4.7.2.3 and 7.4.3.2.3).
 pub fn validate_update(ty: ResourceType, content: &Map<String, Value>) -> M2mResult<()> {
-    match ty {
-        ResourceType::ContentInstance | ResourceType::TimeSeriesInstance => {
-            return Err(M2mError::not_allowed(format!(
-                "a <{}> resource cannot be updated",
-                ty.short_name()
-            )))
-        }
-        ResourceType::CseBase => {
-            return Err(M2mError::not_allowed(
-                "a <CSEBase> resource cannot be updated",
-            ))
-        }
-        _ => {}
-    }
+    updatable(ty)?;
     for (name, value) in content {
         if is_custom(ty, name) {
             continue;

@@ -359,15 +359,7 @@ pub async fn update(
 ) -> M2mResult<Response> {
     let res = target.into_resource("UPDATE")?;
     // Types never updated refuse before their content is even read (4005, not 4000).
-    if matches!(
-        res.ty,
-        ResourceType::CseBase | ResourceType::ContentInstance | ResourceType::TimeSeriesInstance
-    ) {
-        return Err(M2mError::not_allowed(format!(
-            "a <{}> cannot be updated",
-            res.ty.short_name()
-        )));
-    }
+    schema::updatable(res.ty)?;
     let content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
     crate::access::check_acpi(cse, &content)?;

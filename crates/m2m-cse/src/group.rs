@@ -64,8 +64,7 @@ pub async fn prepare_update(
     content: &Map<String, Value>,
     peer: &Peer,
 ) -> M2mResult<()> {
-    let mut merged = res.attrs.clone();
-    merged.extend(content.clone());
+    let mut merged = crate::resources::merged(res, content);
     validate_members(cse, req, &mut merged, peer).await?;
     // A member listed twice is listed once (TS-0004 clause 7.4.13.2.3: duplicates removed);
     // any other difference is a member that does not exist or does not fit.

@@ -26,7 +26,7 @@ pub struct Deadlines {
 
 /// An m2m:absRelTimestamp: an absolute time (`20261205T080000`), or a time from now in
 /// milliseconds or as an xs:duration (`PT2S`).
-fn abs_rel(name: &str, v: &str, now: DateTime<Utc>) -> M2mResult<DateTime<Utc>> {
+pub(crate) fn abs_rel(name: &str, v: &str, now: DateTime<Utc>) -> M2mResult<DateTime<Utc>> {
     let v = v.trim();
     if let Ok(ms) = v.parse::<i64>() {
         return chrono::Duration::try_milliseconds(ms)

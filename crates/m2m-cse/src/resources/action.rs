@@ -56,14 +56,7 @@ impl super::Behaviour for Action {
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
         Box::pin(async move {
-            let mut merged = res.attrs.clone();
-            for (k, v) in content {
-                if v.is_null() {
-                    merged.remove(k);
-                } else {
-                    merged.insert(k.clone(), v.clone());
-                }
-            }
+            let merged = super::merged(res, content);
             let parent = call
                 .cse
                 .store
@@ -267,11 +260,7 @@ impl super::Behaviour for Dependency {
         res: &'a Resource,
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
-        Box::pin(async move {
-            let mut merged = res.attrs.clone();
-            merged.extend(content.clone());
-            check_dependency(call, &merged).await
-        })
+        Box::pin(async move { check_dependency(call, &super::merged(res, content)).await })
     }
 }
 

@@ -50,15 +50,7 @@ impl super::Behaviour for CrossResourceSubscription {
         res: &'a Resource,
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
-        let mut merged = res.attrs.clone();
-        for (k, v) in content {
-            if v.is_null() {
-                merged.remove(k);
-            } else {
-                merged.insert(k.clone(), v.clone());
-            }
-        }
-        super::ready(check_evaluation_mode(&merged))
+        super::ready(check_evaluation_mode(&super::merged(res, content)))
     }
 
     fn apply_update(
@@ -406,16 +398,37 @@ pub async fn notified(cse: &Arc<Cse>, req: &Request, crs: &Resource) -> M2mResul
 /// for it (`rrats`) or joined by it (`srat`), named by resourceID or structured name. Only then
 /// may its end delete `crs`.
 pub(crate) fn relies_on(cse: &Cse, crs: &Resource, sub: &Resource) -> bool {
-    let forms = [
-        sub.ri().to_owned(),
-        cse.sp_relative(sub.ri()),
-        sub.srn.clone(),
-        format!("/{}", sub.srn),
-    ];
     string_list(crs.attrs.get("rrats"))
         .iter()
         .chain(string_list(crs.attrs.get("srat")).iter())
-        .any(|id| forms.iter().any(|f| f == id) || id.ends_with(&format!("/{}", sub.srn)))
+        .any(|id| names(cse, id, sub))
+}
+
+/// Whether `id`, in any of its forms, is the address of `res` on this CSE: its resourceID or
+/// its structured name (looked at as an address, so that `res` may be deleted already).
+fn names(cse: &Cse, id: &str, res: &Resource) -> bool {
+    let Ok(addr) = Address::parse(id) else {
+        return false;
+    };
+    if crate::resolve::locality(cse, &addr) != crate::resolve::Locality::Local {
+        return false;
+    }
+    let path: Vec<&str> = addr.segments().collect();
+    match path.as_slice() {
+        [ri] => *ri == res.ri(),
+        // `-` stands for the CSEBase's name.
+        [base, rest @ ..] => {
+            let base = if *base == "-" {
+                cse.id.rn.as_str()
+            } else {
+                base
+            };
+            std::iter::once(base)
+                .chain(rest.iter().copied())
+                .eq(res.srn.split('/'))
+        }
+        [] => false,
+    }
 }
 
 /// Whether `sur` names one of the subscriptions the crossResourceSubscription relies on.
@@ -423,11 +436,15 @@ fn is_target(cse: &Cse, crs: &Resource, sur: &str) -> bool {
     if sur.is_empty() {
         return false;
     }
+    // The same resource, whatever forms the two IDs take.
     let same = |id: &str| {
-        id == sur
-            || local(cse, id)
-                .zip(local(cse, sur))
-                .is_some_and(|(a, b)| a.ri() == b.ri())
+        local(cse, id)
+            .zip(local(cse, sur))
+            .is_some_and(|(a, b)| a.ri() == b.ri())
+            || Address::parse(id)
+                .ok()
+                .zip(Address::parse(sur).ok())
+                .is_some_and(|(a, b)| a == b)
     };
     string_list(crs.attrs.get("rrats"))
         .iter()

@@ -35,9 +35,7 @@ impl Behaviour for LocalMulticastGroup {
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
         let cse = call.cse;
-        let mut merged = res.attrs.clone();
-        merged.extend(content.clone());
-        merged.retain(|_, v| !v.is_null());
+        let merged = super::merged(res, content);
         let creator = res
             .creator
             .as_deref()

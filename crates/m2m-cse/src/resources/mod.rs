@@ -177,6 +177,20 @@ pub trait Behaviour: Sync {
     fn deleted(&self, _cse: &Arc<Cse>, _res: &Resource) {}
 }
 
+/// The attributes `res` would have after an UPDATE setting `content` (null removes): what the
+/// checks of an UPDATE judge, as those of a CREATE judge its content.
+pub fn merged(res: &Resource, content: &Map<String, Value>) -> Map<String, Value> {
+    let mut merged = res.attrs.clone();
+    for (k, v) in content {
+        if v.is_null() {
+            merged.remove(k);
+        } else {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    merged
+}
+
 /// The JSON root name of a resource's representation: its type's (`m2m:cnt`), or for a
 /// `<flexContainer>` its specialization's (`cod:lock`).
 pub fn root_name(res: &Resource) -> std::borrow::Cow<'static, str> {

@@ -9,7 +9,6 @@
 //! Only the originator reaches its `<request>` (the creator policy); it cannot be created by a
 //! request (4005), nor deleted while pending (5220: a started operation cannot be recalled).
 
-use super::{Call, Pending, Prepared};
 use crate::association::Peer;
 use crate::cse::Cse;
 use crate::store::Resource;
@@ -17,7 +16,7 @@ use m2m_core::primitive::ResponseType;
 use m2m_core::{
     M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use std::sync::Arc;
 
 /// m2m:requestStatus (TS-0004 table 6.3.4.2.10-1).
@@ -31,18 +30,8 @@ const DEFAULT_LIFETIME: chrono::Duration = chrono::Duration::seconds(60);
 /// The type's behaviour.
 pub struct RequestResource;
 
+/// A CREATE of a `<request>` never gets here: `validity` refuses it (4005, Recv-1.0).
 impl super::Behaviour for RequestResource {
-    fn prepare_create<'a>(
-        &'a self,
-        _call: Call<'a>,
-        _parent: &'a Resource,
-        _attrs: &'a mut Map<String, Value>,
-    ) -> Pending<'a, M2mResult<Prepared>> {
-        super::ready(Err(M2mError::not_allowed(
-            "a <request> is made by the CSE for a non-blocking request only",
-        )))
-    }
-
     fn admits(&self, _cse: &Cse, op: Operation, res: &Resource) -> M2mResult<()> {
         if op == Operation::Delete && res.u64_attr("rs") == Some(PENDING) {
             return Err(M2mError::new(

@@ -42,8 +42,6 @@ impl super::Behaviour for ServiceSubscribedAppRule {
         res: &'a crate::store::Resource,
         content: &'a Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<()>> {
-        let mut merged = res.attrs.clone();
-        merged.extend(content.clone());
-        super::ready(check(&merged))
+        super::ready(check(&super::merged(res, content)))
     }
 }

@@ -56,14 +56,7 @@ pub async fn prepare_update(
         ));
     }
     // What the subscription would be: every check of a creation holds for it.
-    let mut merged = res.attrs.clone();
-    for (k, v) in content {
-        if v.is_null() {
-            merged.remove(k);
-        } else {
-            merged.insert(k.clone(), v.clone());
-        }
-    }
+    let mut merged = super::merged(res, content);
     complete_defaults(&mut merged);
     let parent = cse
         .store

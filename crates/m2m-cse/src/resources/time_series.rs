@@ -176,14 +176,7 @@ fn check_update(res: &Resource, content: &Map<String, Value>) -> M2mResult<()> {
             "the monitoring attributes cannot change while missingDataDetect is true",
         ));
     }
-    let mut merged = res.attrs.clone();
-    for (k, v) in content {
-        if v.is_null() {
-            merged.remove(k);
-        } else {
-            merged.insert(k.clone(), v.clone());
-        }
-    }
+    let mut merged = super::merged(res, content);
     if content.contains_key("pei") && !content.contains_key("peid") {
         merged.remove("peid");
     }
@@ -264,23 +257,18 @@ impl super::Behaviour for TimeSeriesInstance {
 }
 
 /// An m2m:absRelTimestamp: a timestamp, or milliseconds relative to now.
+/// The same reading as the request's time parameters (`validity::abs_rel`).
 fn generation_time(v: &Value, now: DateTime<Utc>) -> M2mResult<DateTime<Utc>> {
-    let bad =
-        || M2mError::bad_request("dataGenerationTime must be a timestamp or milliseconds from now");
-    match v {
-        Value::String(s) => match s.trim().parse::<i64>() {
-            Ok(ms) => now
-                .checked_add_signed(chrono::Duration::try_milliseconds(ms).ok_or_else(bad)?)
-                .ok_or_else(bad),
-            Err(_) => m2m_core::time::parse(s).map_err(|_| bad()),
-        },
-        Value::Number(n) => {
-            let ms = n.as_i64().ok_or_else(bad)?;
-            now.checked_add_signed(chrono::Duration::try_milliseconds(ms).ok_or_else(bad)?)
-                .ok_or_else(bad)
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_i64() => n.to_string(),
+        _ => {
+            return Err(M2mError::bad_request(
+                "dataGenerationTime must be a timestamp or milliseconds from now",
+            ))
         }
-        _ => Err(bad()),
-    }
+    };
+    crate::validity::abs_rel("dataGenerationTime", &text, now)
 }
 
 /// The running missing data monitors, by timeSeries resourceID, and the missingData windows of
