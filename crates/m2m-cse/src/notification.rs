@@ -43,6 +43,9 @@ pub struct Notifier {
     /// The resources with an operationMonitor subscription (a superset: one whose subscription
     /// went stays until the next start), so that other requests pay a set lookup only.
     monitored: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// The same for blocking-update subscriptions: an UPDATE elsewhere reads no subscriptions
+    /// before it is carried out.
+    blocking: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// One target's queue: the sender of its delivery task's channel.
@@ -310,6 +313,13 @@ pub fn watch_operations(cse: &Cse, sub: &Resource) {
             .unwrap_or_else(|e| e.into_inner())
             .insert(sub.pi().to_owned());
     }
+    if crate::resources::subscription::is_blocking(&sub.attrs) {
+        cse.notifier
+            .blocking
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sub.pi().to_owned());
+    }
 }
 
 /// Whether a resource may have an operationMonitor subscription.
@@ -321,7 +331,8 @@ pub fn is_monitored(cse: &Cse, ri: &str) -> bool {
         .contains(ri)
 }
 
-/// Every operation-monitored resource of the store (at start).
+/// Every operation-monitored or update-blocking resource of the store (at start: one read of
+/// the subscriptions).
 pub fn load_monitored(cse: &Cse) -> M2mResult<()> {
     for sub in cse
         .store
@@ -398,6 +409,15 @@ pub async fn blocking_update(
     res: &Resource,
     content: &Map<String, Value>,
 ) -> M2mResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
+    let may_block = cse
+        .notifier
+        .blocking
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(res.ri());
+    if !may_block {
+        return Ok(None);
+    }
     let subs: Vec<Resource> = cse
         .store
         .read(|r| r.children(res.ri(), Some(ResourceType::Subscription)))?

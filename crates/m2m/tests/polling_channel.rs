@@ -24,44 +24,42 @@ fn setup() -> Setup {
     let poller = register_ae(cse.url(), "/cse-in", "Cpoller", "poller", &[]);
     let publisher = register_ae(cse.url(), "/cse-in", "Cpub", "pub", &[]);
     create_cnt(cse.url(), "/cse-in/pub", &publisher, json!({ "rn": "c" }));
-    // The publisher may read its container's subscribers... and the poller may subscribe to it.
-    let (rsc, b) = create(
-        cse.url(),
+    let u = cse.url();
+    // The poller may read and subscribe to the publisher's container.
+    create_acp(
+        u,
         "/cse-in/pub",
         &publisher,
-        1,
-        json!({ "m2m:acp": { "rn": "acp", "pv": { "acr": [
-            { "acor": [publisher.as_str()], "acop": 63 },
-            { "acor": [poller.as_str()], "acop": 35 }
-        ] }, "pvs": { "acr": [{ "acor": [publisher.as_str()], "acop": 63 }] } } }),
+        "acp",
+        vec![
+            acr(&[&publisher], OP_ALL),
+            acr(&[&poller], OP_CREATE | OP_RETRIEVE | OP_DISCOVERY),
+        ],
+        vec![acr(&[&publisher], OP_ALL)],
     );
-    assert_eq!(rsc, 2001, "{b}");
-    let (rsc, b) = update(
-        cse.url(),
+    set_acpi(
+        u,
         "/cse-in/pub/c",
         &publisher,
-        json!({ "m2m:cnt": { "acpi": ["cse-in/pub/acp"] } }),
+        "m2m:cnt",
+        &["cse-in/pub/acp"],
     );
-    assert_eq!(rsc, 2004, "{b}");
     // The poller lets the publisher send it requests (NOTIFY).
-    let (rsc, b) = create(
-        cse.url(),
+    create_acp(
+        u,
         "/cse-in/poller",
         &poller,
-        1,
-        json!({ "m2m:acp": { "rn": "acp", "pv": { "acr": [
-            { "acor": [poller.as_str()], "acop": 63 },
-            { "acor": [publisher.as_str()], "acop": 16 }
-        ] }, "pvs": { "acr": [{ "acor": [poller.as_str()], "acop": 63 }] } } }),
+        "acp",
+        vec![acr(&[&poller], OP_ALL), acr(&[&publisher], OP_NOTIFY)],
+        vec![acr(&[&poller], OP_ALL)],
     );
-    assert_eq!(rsc, 2001, "{b}");
-    let (rsc, b) = update(
-        cse.url(),
+    set_acpi(
+        u,
         "/cse-in/poller",
         &poller,
-        json!({ "m2m:ae": { "acpi": ["cse-in/poller/acp"] } }),
+        "m2m:ae",
+        &["cse-in/poller/acp"],
     );
-    assert_eq!(rsc, 2004, "{b}");
     let (rsc, b) = create(
         cse.url(),
         "/cse-in/poller",

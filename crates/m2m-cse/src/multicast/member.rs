@@ -466,19 +466,10 @@ async fn listen(cse: Weak<Cse>, socket: tokio::net::UdpSocket) {
     }
 }
 
-/// responseTimeWindow: an xs:duration `PT<seconds>S` or a number of milliseconds.
+/// responseTimeWindow: an xs:duration or a number of milliseconds (`m2m_core::time`), at most
+/// [`MAX_WINDOW`].
 fn parse_window(v: &Value) -> Option<Duration> {
-    if let Some(ms) = v.as_u64() {
-        return Some(Duration::from_millis(ms));
-    }
-    let secs: f64 = v
-        .as_str()?
-        .strip_prefix("PT")?
-        .strip_suffix('S')?
-        .parse()
-        .ok()?;
-    (secs.is_finite() && secs >= 0.0)
-        .then(|| Duration::from_secs_f64(secs.min(MAX_WINDOW.as_secs_f64())))
+    m2m_core::time::parse_duration(v).map(|d| d.min(MAX_WINDOW))
 }
 
 #[cfg(test)]
@@ -496,7 +487,8 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert_eq!(parse_window(&json!("PT99999S")), Some(MAX_WINDOW));
-        assert_eq!(parse_window(&json!("P1D")), None);
+        assert_eq!(parse_window(&json!("P1D")), Some(MAX_WINDOW));
+        assert_eq!(parse_window(&json!("1 day")), None);
         assert_eq!(parse_window(&json!("PT-1S")), None);
     }
 }
