@@ -526,7 +526,7 @@ pub async fn notify(
         ResourceType::Ae => notification::relay_to_ae(cse, req, &res).await,
         // An event of a target of a cross-resource subscription, for its time window.
         ResourceType::CrossResourceSubscription => {
-            resources::cross_resource_subscription::notified(cse, &req, &res).await
+            resources::cross_resource_subscription::notified(cse, &req, peer, &res).await
         }
         // Notifications addressed to a CSE (e.g. verification requests) are accepted.
         ResourceType::CseBase | ResourceType::RemoteCse => {

@@ -337,3 +337,67 @@ fn a_subscription_that_names_a_cross_resource_subscription_cannot_end_it() {
     let (rsc, _) = retrieve(s.cse.url(), "/cse-in/app/victim", &s.ae);
     assert_eq!(rsc, 2000, "the victim lives on");
 }
+
+/// Events and deletions of a crossResourceSubscription's subscriptions come from the CSE
+/// hosting them. Nobody else, whatever ID it claims (its own AE-ID, another AE's, this CSE's,
+/// another CSE's, in every form), makes a window fire or deletes it by a forged NOTIFY.
+#[test]
+fn forged_notifications_neither_fire_a_window_nor_delete_it() {
+    let s = setup();
+    let c = two_containers(&s, "forged", 2, "PT1S");
+    let me = "/cse-in/app/forged";
+    let subs: Vec<String> = c["rrats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let other = register_ae(s.cse.url(), "/cse-in", "Cforger", "forger", &[]);
+    let forgers = [
+        s.ae.clone(),
+        other,
+        "/id-in".to_owned(),
+        "//m2m.example.com/id-in".to_owned(),
+        "/id-mn".to_owned(),
+        "CAdmin".to_owned(),
+    ];
+    for from in &forgers {
+        for sur in &subs {
+            for extra in [json!({}), json!({ "sud": true })] {
+                let mut sgn = json!({ "sur": sur, "nev": { "net": 3, "rep": {} } });
+                sgn.as_object_mut()
+                    .unwrap()
+                    .extend(extra.as_object().unwrap().clone());
+                let (rsc, b) = notify(s.cse.url(), me, from, json!({ "m2m:sgn": sgn }));
+                assert_ne!(rsc / 1000, 2, "from {from}, {sgn}: {b}");
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(s.rx.count(is_cross), 0, "no window fired on forged events");
+    let (rsc, b) = retrieve(s.cse.url(), me, &s.ae);
+    assert_eq!(rsc, 2000, "the crossResourceSubscription lives on: {b}");
+    // The real events still count.
+    create_cin(s.cse.url(), "/cse-in/app/c1", &s.ae, "a");
+    create_cin(s.cse.url(), "/cse-in/app/c2", &s.ae, "b");
+    s.rx.wait_for(is_cross, WAIT);
+}
+
+/// A notificationURI added by an UPDATE is verified as at creation: a target that refuses the
+/// verification is not added (5204 SUBSCRIPTION_VERIFICATION_INITIATION_FAILED).
+#[test]
+fn a_notification_target_added_by_update_is_verified() {
+    let s = setup();
+    two_containers(&s, "moved", 2, "PT1S");
+    let refusing = Receiver::start();
+    refusing.answer_with(4103);
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/moved",
+        &s.ae,
+        json!({ "m2m:crs": { "nu": [s.rx.url(), refusing.url()] } }),
+    );
+    assert_eq!(rsc, 5204, "{b}");
+    let (_, now) = retrieve(s.cse.url(), "/cse-in/app/moved", &s.ae);
+    assert_eq!(now["m2m:crs"]["nu"], json!([s.rx.url()]), "{now}");
+}

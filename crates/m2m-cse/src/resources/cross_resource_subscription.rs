@@ -16,11 +16,12 @@
 
 use super::{Call, Pending, Prepared};
 use crate::association::Peer;
+use m2m_security::association::Proof;
 use crate::cse::Cse;
 use crate::resolve::local_resource as local;
 use crate::store::{string_list, Resource};
 use m2m_core::{
-    Address, M2mError, M2mResult, Operation, Request, ResourceType, Response,
+    Address, EntityId, M2mError, M2mResult, Operation, Request, ResourceType, Response,
     ResponseStatusCode as Rsc,
 };
 use serde_json::{json, Map, Value};
@@ -44,13 +45,18 @@ impl super::Behaviour for CrossResourceSubscription {
         cse.cross_resources.start(cse, res);
     }
 
+    /// A new notificationURI is verified as at creation (TS-0001 clause 10.2.10.2, table 10.2.10.2-1:
+    /// the checks of a subscription's UPDATE).
     fn prepare_update<'a>(
         &'a self,
-        _call: Call<'a>,
+        call: Call<'a>,
         res: &'a Resource,
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
-        super::ready(check_evaluation_mode(&super::merged(res, content)))
+        Box::pin(async move {
+            check_evaluation_mode(&super::merged(res, content))?;
+            crate::resources::subscription::verify_added(call.cse, call.req, res, content).await
+        })
     }
 
     fn apply_update(
@@ -369,8 +375,14 @@ async fn release_targets(cse: &Arc<Cse>, crs: &Resource) {
 }
 
 /// A NOTIFY to a crossResourceSubscription: a verification request, a subscription deletion
-/// (it then goes too), or an event of one of its targets for the current window.
-pub async fn notified(cse: &Arc<Cse>, req: &Request, crs: &Resource) -> M2mResult<Response> {
+/// (it then goes too), or an event of one of its targets for the current window. Events and
+/// deletions count only from the CSE hosting the subscription named in `sur`.
+pub async fn notified(
+    cse: &Arc<Cse>,
+    req: &Request,
+    peer: &Peer,
+    crs: &Resource,
+) -> M2mResult<Response> {
     let sgn = req
         .pc
         .as_ref()
@@ -381,7 +393,8 @@ pub async fn notified(cse: &Arc<Cse>, req: &Request, crs: &Resource) -> M2mResul
         return Ok(ok);
     }
     let sur = sgn.get("sur").and_then(Value::as_str).unwrap_or("");
-    if !is_target(cse, crs, sur) {
+    if !is_target(cse, crs, sur) || !hosts(cse, peer, sur) {
+        tracing::info!(target: "audit", crs = crs.ri(), from = req.from.as_deref().unwrap_or(""), "notification to a crossResourceSubscription refused");
         return Err(M2mError::bad_request(
             "the notification is not from a subscription of this crossResourceSubscription",
         ));
@@ -428,6 +441,23 @@ fn names(cse: &Cse, id: &str, res: &Resource) -> bool {
                 .eq(res.srn.split('/'))
         }
         [] => false,
+    }
+}
+
+/// Whether the NOTIFY comes from the CSE hosting subscription `sur`: this CSE itself for a local
+/// one (no entity outside may speak for it), the remote CSE, authenticated or vouched for by
+/// the CSE relaying it, for a remote one.
+fn hosts(cse: &Cse, peer: &Peer, sur: &str) -> bool {
+    let Ok(addr) = Address::parse(sur) else {
+        return false;
+    };
+    match crate::resolve::locality(cse, &addr) {
+        crate::resolve::Locality::Local => peer.is_internal(),
+        crate::resolve::Locality::Remote(Some(host)) => {
+            peer.proof >= Proof::Vouched
+                && matches!(&peer.originator, Some(EntityId::Cse { cse: c, .. }) if *c == host)
+        }
+        crate::resolve::Locality::Remote(None) => false,
     }
 }
 

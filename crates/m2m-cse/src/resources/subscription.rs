@@ -67,6 +67,17 @@ pub async fn prepare_update(
         let nus = string_list(merged.get("nu"));
         check_blocking_policies(&merged, &nus)?;
     }
+    verify_added(cse, req, res, content).await
+}
+
+/// Verifies the notificationURIs an UPDATE adds (TS-0004 clause 7.3.8.2.2): the ones kept were
+/// verified when they came.
+pub(crate) async fn verify_added(
+    cse: &Arc<Cse>,
+    req: &Request,
+    res: &Resource,
+    content: &Map<String, Value>,
+) -> M2mResult<()> {
     let old = string_list(res.attrs.get("nu"));
     let new: Vec<String> = string_list(content.get("nu"))
         .into_iter()
