@@ -447,18 +447,15 @@ pub(crate) async fn delete_resource(
     originator: Option<&str>,
 ) -> M2mResult<()> {
     let target = res.clone();
+    // What the notifications, credential bindings and types' state below need, nothing more.
+    let reported: Vec<ResourceType> = [ResourceType::Ae, ResourceType::Subscription]
+        .into_iter()
+        .chain(resources::keeping_state())
+        .collect();
     let (deleted, parent) = cse
         .store
         .write(move |w| {
-            // What the notifications and credential bindings below need, nothing more.
-            let deleted = w.delete_subtree(
-                &target,
-                &[
-                    ResourceType::Ae,
-                    ResourceType::Subscription,
-                    ResourceType::PollingChannel,
-                ],
-            )?;
+            let deleted = w.delete_subtree(&target, &reported)?;
             for ae in deleted.iter().filter(|r| r.ty == ResourceType::Ae) {
                 w.unbind_credential(ae.ri())?;
             }
@@ -470,12 +467,12 @@ pub(crate) async fn delete_resource(
         })
         .await?;
     resources::behaviour(res.ty).deleted(cse, res);
-    // A channel deleted with its AE: whoever waits on it learns now.
-    for pch in deleted
-        .iter()
-        .filter(|d| d.ty == ResourceType::PollingChannel)
-    {
-        cse.polling.close(pch.ri());
+    // What went with it: its timers, indexes and subscriptions elsewhere go too.
+    for gone in deleted.iter().skip(1) {
+        let behaviour = resources::behaviour(gone.ty);
+        if behaviour.keeps_state() {
+            behaviour.deleted(cse, gone);
+        }
     }
     let told = notification::on_deleted(cse, res, &deleted);
     if let Some(parent) = parent {

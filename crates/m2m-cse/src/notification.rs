@@ -40,8 +40,8 @@ pub struct Notifier {
     batches: Mutex<HashMap<(String, String), Batch>>,
     /// One UPDATE at a time on a resource with a blocking-update subscription, by resourceID.
     blocked: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// The resources with an operationMonitor subscription (a superset: one whose subscription
-    /// went stays until the next start), so that other requests pay a set lookup only.
+    /// The resources with an operationMonitor subscription, so that other requests pay a set
+    /// lookup only.
     monitored: std::sync::RwLock<std::collections::HashSet<String>>,
     /// The same for blocking-update subscriptions: an UPDATE elsewhere reads no subscriptions
     /// before it is carried out.
@@ -322,6 +322,44 @@ pub fn watch_operations(cse: &Cse, sub: &Resource) {
     }
 }
 
+/// A subscription of `ri` went (or `ri` itself): `ri` stays watched only for the subscriptions
+/// it still has. Forgotten first, then read again: a subscription created meanwhile watches
+/// itself or is read.
+fn unwatch(cse: &Cse, ri: &str) {
+    for set in [&cse.notifier.monitored, &cse.notifier.blocking] {
+        set.write().unwrap_or_else(|e| e.into_inner()).remove(ri);
+    }
+    let remaining = cse
+        .store
+        .read(|r| r.children(ri, Some(ResourceType::Subscription)))
+        .unwrap_or_default();
+    for sub in &remaining {
+        watch_operations(cse, sub);
+    }
+    let still_blocking = cse
+        .notifier
+        .blocking
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(ri);
+    if !still_blocking {
+        cse.notifier
+            .blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(ri);
+    }
+}
+
+/// Whether a resource may have a blocking-update subscription.
+fn may_block(cse: &Cse, ri: &str) -> bool {
+    cse.notifier
+        .blocking
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(ri)
+}
+
 /// Whether a resource may have an operationMonitor subscription.
 pub fn is_monitored(cse: &Cse, ri: &str) -> bool {
     cse.notifier
@@ -409,13 +447,7 @@ pub async fn blocking_update(
     res: &Resource,
     content: &Map<String, Value>,
 ) -> M2mResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
-    let may_block = cse
-        .notifier
-        .blocking
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(res.ri());
-    if !may_block {
+    if !may_block(cse, res.ri()) {
         return Ok(None);
     }
     let subs: Vec<Resource> = cse
@@ -567,6 +599,9 @@ pub fn on_deleted(
         }
         batches_end(cse, sub);
         cse.time_series.reset_window(sub.ri());
+        if is_monitored(cse, sub.pi()) || may_block(cse, sub.pi()) {
+            unwatch(cse, sub.pi());
+        }
         // The subscriber, and each <crossResourceSubscription> it serves (TS-0004 clause
         // 7.4.8.2.4), learn that it is gone.
         let told = sub

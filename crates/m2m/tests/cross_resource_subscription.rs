@@ -55,7 +55,12 @@ fn is_cross(r: &Received) -> bool {
 
 /// The resourceIDs of the subscriptions under a container.
 fn subscriptions_of(s: &Setup, cnt: &str) -> Vec<String> {
-    let (rsc, b) = get_with_query(s.cse.url(), cnt, &s.ae, "fu=1&ty=23");
+    subscriptions_seen_by(s, cnt, &s.ae)
+}
+
+/// The same, as `from` finds them.
+fn subscriptions_seen_by(s: &Setup, cnt: &str, from: &str) -> Vec<String> {
+    let (rsc, b) = get_with_query(s.cse.url(), cnt, from, "fu=1&ty=23");
     assert_eq!(rsc, 2000, "{b}");
     b["m2m:uril"]
         .as_array()
@@ -400,4 +405,56 @@ fn a_notification_target_added_by_update_is_verified() {
     assert_eq!(rsc, 5204, "{b}");
     let (_, now) = retrieve(s.cse.url(), "/cse-in/app/moved", &s.ae);
     assert_eq!(now["m2m:crs"]["nu"], json!([s.rx.url()]), "{now}");
+}
+
+/// A crossResourceSubscription deleted with its parent (here the subscriber's <AE>, by its
+/// deregistration) releases its targets as its own DELETE does: the subscriptions it made on
+/// another AE's containers go, and no window fires any more.
+#[test]
+fn one_deleted_with_its_parent_releases_its_targets() {
+    let s = setup();
+    let watcher = register_ae(s.cse.url(), "/cse-in", "Cwatcher", "watcher", &[]);
+    let acp = create_acp(
+        s.cse.url(),
+        "/cse-in/app",
+        &s.ae,
+        "watch",
+        vec![acr(&[s.ae.as_str(), watcher.as_str()], OP_ALL)],
+        vec![acr(&[s.ae.as_str()], OP_ALL)],
+    );
+    for c in ["/cse-in/app/c1", "/cse-in/app/c2"] {
+        set_acpi(s.cse.url(), c, &s.ae, "m2m:cnt", &[acp.as_str()]);
+    }
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/watcher",
+        &watcher,
+        48,
+        json!({ "m2m:crs": { "rn": "w", "nu": [s.rx.url()], "twt": 2, "tws": "PT1S",
+                "rrat": ["cse-in/app/c1", "cse-in/app/c2"], "encs": { "enc": [{ "net": [3] }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    for c in ["/cse-in/app/c1", "/cse-in/app/c2"] {
+        assert_eq!(subscriptions_seen_by(&s, c, "CAdmin").len(), 1, "{c}");
+    }
+    let (rsc, b) = delete(s.cse.url(), "/cse-in/watcher", &watcher);
+    assert_eq!(rsc, 2002, "{b}");
+    for c in ["/cse-in/app/c1", "/cse-in/app/c2"] {
+        let gone = poll(Duration::from_secs(5), || {
+            subscriptions_seen_by(&s, c, "CAdmin")
+                .is_empty()
+                .then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "{c} keeps the subscription of a deleted crossResourceSubscription"
+        );
+    }
+    create_cin(s.cse.url(), "/cse-in/app/c1", &s.ae, "a");
+    create_cin(s.cse.url(), "/cse-in/app/c2", &s.ae, "b");
+    assert!(
+        s.rx.try_wait_for(is_cross, Duration::from_millis(2000))
+            .is_none(),
+        "a deleted crossResourceSubscription notified"
+    );
 }

@@ -76,6 +76,10 @@ impl super::Behaviour for Action {
         cse.actions.index(cse, res);
     }
 
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
         cse.actions.forget(res.ri());
     }

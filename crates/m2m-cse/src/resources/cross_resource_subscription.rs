@@ -16,7 +16,6 @@
 
 use super::{Call, Pending, Prepared};
 use crate::association::Peer;
-use m2m_security::association::Proof;
 use crate::cse::Cse;
 use crate::resolve::local_resource as local;
 use crate::store::{string_list, Resource};
@@ -24,6 +23,7 @@ use m2m_core::{
     Address, EntityId, M2mError, M2mResult, Operation, Request, ResourceType, Response,
     ResponseStatusCode as Rsc,
 };
+use m2m_security::association::Proof;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -85,6 +85,10 @@ impl super::Behaviour for CrossResourceSubscription {
             cse.cross_resources.stop(res.ri());
             cse.cross_resources.start(cse, res);
         }
+    }
+
+    fn keeps_state(&self) -> bool {
+        true
     }
 
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {

@@ -67,6 +67,10 @@ impl Behaviour for Group {
         }
     }
 
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
         crate::group::deleted(cse, res);
     }

@@ -53,6 +53,10 @@ impl Behaviour for LocalMulticastGroup {
         crate::multicast::on_stored(cse, res);
     }
 
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
         crate::multicast::on_deleted(cse, res);
     }

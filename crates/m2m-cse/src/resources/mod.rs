@@ -173,8 +173,22 @@ pub trait Behaviour: Sync {
         Ok(())
     }
 
-    /// After the resource was deleted (by a request or by expiry).
+    /// After the resource was deleted (by a request, by expiry, or with an ancestor).
     fn deleted(&self, _cse: &Arc<Cse>, _res: &Resource) {}
+
+    /// Whether the type keeps state outside the store (timers, indexes, subscriptions on other
+    /// resources) that [`Behaviour::deleted`] releases: then it runs also for the resources of
+    /// this type deleted with an ancestor.
+    fn keeps_state(&self) -> bool {
+        false
+    }
+}
+
+/// The types whose resources [`Behaviour::deleted`] must see when a subtree goes.
+pub fn keeping_state() -> impl Iterator<Item = ResourceType> {
+    ResourceType::ALL
+        .into_iter()
+        .filter(|ty| behaviour(*ty).keeps_state())
 }
 
 /// The attributes `res` would have after an UPDATE setting `content` (null removes): what the

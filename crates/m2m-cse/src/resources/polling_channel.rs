@@ -39,8 +39,8 @@ pub const DEFAULT_DELIVERY_WAIT: Duration = Duration::from_secs(10);
 /// CSE's memory growing for an entity that never polls.
 const QUEUE_LEN: usize = 256;
 
-/// The type's behaviour: one channel per parent. Its queue goes with the resource (closed by
-/// `dispatcher::delete_resource`, also when the parent is deleted).
+/// The type's behaviour: one channel per parent. Its queue goes with the resource, also when
+/// the parent is deleted.
 pub struct PollingChannel;
 
 impl super::Behaviour for PollingChannel {
@@ -51,6 +51,15 @@ impl super::Behaviour for PollingChannel {
         _attrs: &'a mut Map<String, Value>,
     ) -> Pending<'a, M2mResult<Prepared>> {
         super::ready(one_per_parent(call.cse, parent).map(|()| Prepared::default()))
+    }
+
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
+    /// Whoever waits on the channel learns now.
+    fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
+        cse.polling.close(res.ri());
     }
 }
 

@@ -100,6 +100,10 @@ impl super::Behaviour for TimeSeries {
         Ok(())
     }
 
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
         cse.time_series.stop(res.ri());
     }
@@ -276,14 +280,21 @@ fn generation_time(v: &Value, now: DateTime<Utc>) -> M2mResult<DateTime<Utc>> {
 #[derive(Default)]
 pub struct Monitors {
     monitors: Mutex<HashMap<String, Monitor>>,
+    next_id: std::sync::atomic::AtomicU64,
     windows: Mutex<HashMap<String, Window>>,
 }
 
 struct Monitor {
-    /// dataGenerationTimes (ms since the epoch) received and not yet judged.
+    /// Tells the task whether the entry is still its own when it ends.
+    id: u64,
+    /// dataGenerationTimes (ms since the epoch) received and not yet judged, at most
+    /// [`MAX_UNJUDGED`] (the latest go first: they are the furthest from being judged).
     received: BTreeSet<i64>,
     task: tokio::task::AbortHandle,
 }
+
+/// The most dataGenerationTimes a monitor holds before judging them.
+const MAX_UNJUDGED: usize = 10_000;
 
 /// A missingData subscription's window (TS-0001 clause 10.2.4.29): started by the first missing
 /// point, counting until `until`.
@@ -325,12 +336,26 @@ impl Monitors {
         let mut monitors = self.monitors();
         if let Some(m) = monitors.get_mut(ts.ri()) {
             m.received.insert(dgt.timestamp_millis());
+            if m.received.len() > MAX_UNJUDGED {
+                m.received.pop_last();
+            }
             return;
         }
-        let task = tokio::spawn(monitor(Arc::clone(cse), ts.ri().to_owned(), dgt, cse.now()));
+        // The task's end takes this lock: the entry is in before the task can look for it.
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let task = tokio::spawn(monitor(
+            Arc::clone(cse),
+            ts.ri().to_owned(),
+            id,
+            dgt,
+            cse.now(),
+        ));
         monitors.insert(
             ts.ri().to_owned(),
             Monitor {
+                id,
                 received: BTreeSet::new(),
                 task: task.abort_handle(),
             },
@@ -352,7 +377,7 @@ impl Monitors {
 }
 
 /// The monitoring of one timeSeries from its first instance, generated at `first`.
-async fn monitor(cse: Arc<Cse>, ri: String, first: DateTime<Utc>, started: DateTime<Utc>) {
+async fn monitor(cse: Arc<Cse>, ri: String, id: u64, first: DateTime<Utc>, started: DateTime<Utc>) {
     let first_ms = first.timestamp_millis();
     let mut n: i64 = 1;
     loop {
@@ -396,8 +421,10 @@ async fn monitor(cse: Arc<Cse>, ri: String, first: DateTime<Utc>, started: DateT
         }
         n += 1;
     }
+    // Ended by itself (the timeSeries gone or no longer monitored): its entry goes, unless a
+    // new monitor took its place.
     let mut monitors = cse.time_series.monitors();
-    if monitors.get(&ri).is_some_and(|m| m.task.is_finished()) {
+    if monitors.get(&ri).is_some_and(|m| m.id == id) {
         monitors.remove(&ri);
     }
 }
