@@ -55,6 +55,7 @@ pub struct Cse {
     pub(crate) time_series: crate::resources::time_series::Monitors,
     /// The time windows of <crossResourceSubscription> resources.
     pub(crate) cross_resources: crate::resources::cross_resource_subscription::CrossResources,
+    pub(crate) non_blocking: crate::resources::request::InFlight,
     /// The <action> resources by subject.
     pub(crate) actions: crate::resources::action::Actions,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
@@ -161,6 +162,7 @@ impl Cse {
             polling: Default::default(),
             time_series: Default::default(),
             cross_resources: Default::default(),
+            non_blocking: Default::default(),
             actions: Default::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),

@@ -357,3 +357,36 @@ fn new_instances_change_the_subject_too() {
     );
     assert_eq!(rsc, 4000);
 }
+
+/// An action tells nothing of a subject its creator may not read: a subject that does not
+/// exist, one that exists without the attribute, and one that has it all get the same answer.
+#[test]
+fn an_action_reveals_nothing_of_an_unreadable_subject() {
+    let s = setup();
+    let owner = register_ae(s.cse.url(), "/cse-in", "Csecret", "secret", &[]);
+    create_cnt(
+        s.cse.url(),
+        "/cse-in/secret",
+        &owner,
+        json!({ "rn": "vault" }),
+    );
+    let mut answers = Vec::new();
+    for (sri, sbjt) in [
+        ("cse-in/secret/vault", "mni"),
+        ("cse-in/secret/vault", "nothing"),
+        ("cse-in/secret/none", "mni"),
+    ] {
+        let (rsc, b) = alarm_action(
+            &s,
+            "probe",
+            1,
+            json!({ "sri": sri, "evc": { "optr": 3, "sbjt": sbjt, "thld": 10 } }),
+        );
+        assert_eq!(rsc, 4000, "{sri} {sbjt}: {b}");
+        answers.push(b.to_string());
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "the answers differ: {answers:?}"
+    );
+}

@@ -134,7 +134,7 @@ fn a_request_resource_is_its_originators_and_the_cses() {
     assert_eq!(rsc, 4103, "another AE cannot read it");
     let (rsc, _) = delete(cse.url(), &format!("/{ri}"), &other);
     assert_eq!(rsc, 4103, "nor delete it");
-    // Not made by a request, not updated, not addressed non-blocking; deleted by its originator.
+    // Not made by a request, not updated; deleted by its originator.
     let (rsc, _) = create(cse.url(), "/cse-in", &ae, 17, json!({ "m2m:req": {} }));
     assert_eq!(rsc, 4005);
     let (rsc, _) = update(
@@ -144,18 +144,29 @@ fn a_request_resource_is_its_originators_and_the_cses() {
         json!({ "m2m:req": { "rs": 1 } }),
     );
     assert_eq!(rsc, 4000, "rs is the CSE's");
-    let r = raw(
-        "GET",
-        cse.url(),
-        &format!("/{ri}?rt=1"),
-        &[
-            ("X-M2M-Origin", &ae),
-            ("X-M2M-RI", "nb-3"),
-            ("X-M2M-RVI", "3"),
-        ],
-        b"",
-    );
-    assert_eq!(r.rsc, 4000, "a <request> is not addressed non-blocking");
+    // Addressed non-blocking, by another AE: acknowledged as any address is (the answer tells
+    // nothing of whether it exists), and refused when carried out.
+    for target in [format!("/{ri}"), "/cse-in/REQnothing".to_owned()] {
+        let r = raw(
+            "GET",
+            cse.url(),
+            &format!("{target}?rt=1"),
+            &[
+                ("X-M2M-Origin", &other),
+                ("X-M2M-RI", "nb-3"),
+                ("X-M2M-RVI", "3"),
+            ],
+            b"",
+        );
+        assert_eq!(r.rsc, 1001, "{target}: {:?}", r.body);
+        let theirs = r.body["m2m:uri"].as_str().unwrap().to_owned();
+        let result = settled(&cse, &other, &theirs);
+        assert_eq!(result["rs"], json!(2), "failed: {result}");
+        assert!(
+            matches!(result["ors"]["rsc"].as_u64(), Some(4103 | 4004)),
+            "{result}"
+        );
+    }
     let (rsc, _) = delete(cse.url(), &format!("/{ri}"), &ae);
     assert_eq!(rsc, 2002);
     // An originator that is not who it says gets no <request> at all.
@@ -199,4 +210,51 @@ fn a_pending_request_cannot_be_recalled() {
     let (rsc, _) = delete(cse.url(), &format!("/{ri}"), &ae);
     assert_eq!(rsc, 5220, "UNABLE_TO_RECALL_REQUEST");
     assert_eq!(settled(&cse, &ae, &ri)["rs"], json!(1));
+}
+
+/// Each originator has at most 64 non-blocking requests under way: the next one is refused
+/// (5207 NOT_ACCEPTABLE), while other originators go on, and the
+/// place is free again once they are done.
+#[test]
+fn an_originator_has_a_bounded_number_of_requests_under_way() {
+    let (cse, ae) = setup();
+    let due_later = |from: &str, i: usize| {
+        raw(
+            "POST",
+            cse.url(),
+            "/cse-in/app/c?rt=1",
+            &[
+                ("X-M2M-Origin", from),
+                ("X-M2M-RI", &format!("nb-cap-{i}")),
+                ("X-M2M-RVI", "3"),
+                ("X-M2M-OET", "3000"),
+                ("Content-Type", "application/json;ty=4"),
+            ],
+            br#"{"m2m:cin":{"con":"due"}}"#,
+        )
+    };
+    let mut first = String::new();
+    for i in 0..64 {
+        let r = due_later(&ae, i);
+        assert_eq!(r.rsc, 1001, "request {i}: {:?}", r.body);
+        if i == 0 {
+            first = r.body["m2m:uri"].as_str().unwrap().to_owned();
+        }
+    }
+    let r = due_later(&ae, 64);
+    assert_eq!(r.rsc, 5207, "{:?}", r.body);
+    let other = register_ae(cse.url(), "/cse-in", "Cother", "other", &[]);
+    let acp = create_acp(
+        cse.url(),
+        "/cse-in/app",
+        &ae,
+        "shared",
+        vec![acr(&[ae.as_str(), other.as_str()], OP_ALL)],
+        vec![acr(&[ae.as_str()], OP_ALL)],
+    );
+    set_acpi(cse.url(), "/cse-in/app/c", &ae, "m2m:cnt", &[acp.as_str()]);
+    assert_eq!(due_later(&other, 65).rsc, 1001, "another originator goes on");
+    settled(&cse, &ae, &first);
+    let freed = poll(WAIT, || (due_later(&ae, 66).rsc == 1001).then_some(()));
+    assert!(freed.is_some(), "the places are free once the requests are done");
 }

@@ -109,14 +109,22 @@ async fn check_action(
             "evalControlParam is for periodic or continuous evaluation only",
         ));
     }
-    let subject = subject_of(cse, parent, attrs)?;
-    let evc = attrs.get("evc").cloned().unwrap_or_default();
-    check_criteria(&subject, &evc)?;
-    // The action runs as its creator: its primitive may not name anyone else.
     let creator = existing
         .and_then(|r| r.creator.clone())
         .or_else(|| call.req.from.clone())
         .unwrap_or_default();
+    // The subject first: an action reveals nothing of a resource its creator may not see, not
+    // even whether it exists or has an attribute.
+    let unreadable = || {
+        M2mError::bad_request("the subject resource cannot be retrieved by the action's creator")
+    };
+    let subject = subject_of(cse, parent, attrs).map_err(|_| unreadable())?;
+    if subject.ri() != parent.ri() && !reachable(cse, call.peer, &creator, subject.ri()).await {
+        return Err(unreadable());
+    }
+    let evc = attrs.get("evc").cloned().unwrap_or_default();
+    check_criteria(&subject, &evc)?;
+    // The action runs as its creator: its primitive may not name anyone else.
     let apv = attrs.get("apv").cloned().unwrap_or_default();
     let home = &cse.id.home;
     let same = |a: &str, b: &str| {
@@ -145,12 +153,6 @@ async fn check_action(
     if !reachable(cse, call.peer, &creator, orc).await {
         return Err(M2mError::bad_request(
             "the object recipient cannot be retrieved by the action's creator",
-        ));
-    }
-    // The subject too: an action reveals nothing its creator may not see.
-    if subject.ri() != parent.ri() && !reachable(cse, call.peer, &creator, subject.ri()).await {
-        return Err(M2mError::bad_request(
-            "the subject resource cannot be retrieved by the action's creator",
         ));
     }
     for dep in string_list(attrs.get("dep")) {

@@ -177,9 +177,13 @@ async fn associate(
     };
     let result: M2mResult<()> = async {
         for target in srat {
+            // What a remote host answered goes to the log only.
             join(call, target, me).await.map_err(|e| {
                 if e.rsc == Rsc::BadRequest {
-                    e
+                    tracing::info!(target: "audit", crs = me, target_uri = %target, dbg = %e.dbg, "subscription target refused");
+                    M2mError::bad_request(
+                        "a subscriptionResourcesAsTarget entry is not a subscription that can be joined",
+                    )
                 } else {
                     failure(format!("{target}: {}", e.dbg))
                 }

@@ -16,8 +16,10 @@ use m2m_core::primitive::ResponseType;
 use m2m_core::{
     M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
 };
+use m2m_core::EntityId;
 use serde_json::{json, Map};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// m2m:requestStatus (TS-0004 table 6.3.4.2.10-1).
 const COMPLETED: u64 = 1;
@@ -62,11 +64,6 @@ pub async fn accept(
     peer: Peer,
     originator: m2m_core::EntityId,
 ) -> M2mResult<Response> {
-    if crate::resolve::local_resource(cse, &req.to).is_some_and(|r| r.ty == ResourceType::Request) {
-        return Err(M2mError::bad_request(
-            "a <request> is not addressed in non-blocking mode",
-        ));
-    }
     // The result goes to the originator only: its ID, or a pointOfAccess of its <AE> (never a
     // target of its choosing, which the CSE would then be made to call).
     let own_poa: Vec<String> = originator
@@ -84,10 +81,14 @@ pub async fn accept(
         }
     }
     let asynch = req.rt == ResponseType::NonBlockingAsynch;
+    let slot = InFlight::take(cse, &originator)?;
     let resource = store_request(cse, &req).await?;
     let ri = resource.ri().to_owned();
     let cse2 = Arc::clone(cse);
-    tokio::spawn(async move { carry_out(cse2, req, peer, ri).await });
+    tokio::spawn(async move {
+        carry_out(cse2, req, peer, ri).await;
+        drop(slot);
+    });
     let rsc = if asynch {
         Rsc::AcceptedNonBlockingRequestAsynch
     } else {
@@ -96,6 +97,55 @@ pub async fn accept(
     let mut resp = Response::new(rsc, "", Some(json!({ "m2m:uri": resource.ri() })));
     resp.location = Some(resource.srn.clone());
     Ok(resp)
+}
+
+/// The non-blocking requests under way, by originator: each originator has at most
+/// [`MAX_IN_FLIGHT`], so that no one fills the CSE with work it answered 1001 for.
+#[derive(Default)]
+pub struct InFlight(Mutex<HashMap<EntityId, usize>>);
+
+/// The most non-blocking requests of one originator under way at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// One request under way; its end frees the place.
+struct Slot {
+    cse: Arc<Cse>,
+    originator: EntityId,
+}
+
+impl InFlight {
+    fn take(cse: &Arc<Cse>, originator: &EntityId) -> M2mResult<Slot> {
+        let mut counts = cse.non_blocking.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(originator.clone()).or_default();
+        if *n >= MAX_IN_FLIGHT {
+            return Err(M2mError::new(
+                Rsc::NotAcceptable,
+                "too many non-blocking requests of this originator are under way",
+            ));
+        }
+        *n += 1;
+        Ok(Slot {
+            cse: Arc::clone(cse),
+            originator: originator.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .cse
+            .non_blocking
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.originator) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.originator);
+            }
+        }
+    }
 }
 
 /// The `<request>` of a non-blocking request, pending (TS-0004 tables 7.3.2.2-1 and -2).
