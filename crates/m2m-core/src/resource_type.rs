@@ -17,6 +17,9 @@ pub enum ResourceType {
     FlexContainer,
     Group,
     LocalMulticastGroup,
+    NotificationTargetMgmtPolicyRef,
+    NotificationTargetPolicy,
+    PolicyDeletionRules,
     PollingChannel,
     RemoteCse,
     Request,
@@ -27,7 +30,7 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 18] = [
+    pub const ALL: [ResourceType; 21] = [
         Self::AccessControlPolicy,
         Self::Action,
         Self::Ae,
@@ -39,6 +42,9 @@ impl ResourceType {
         Self::FlexContainer,
         Self::Group,
         Self::LocalMulticastGroup,
+        Self::NotificationTargetMgmtPolicyRef,
+        Self::NotificationTargetPolicy,
+        Self::PolicyDeletionRules,
         Self::PollingChannel,
         Self::RemoteCse,
         Self::Request,
@@ -62,6 +68,9 @@ impl ResourceType {
             Self::Request => 17,
             Self::ServiceSubscribedAppRule => 19,
             Self::Subscription => 23,
+            Self::NotificationTargetMgmtPolicyRef => 25,
+            Self::NotificationTargetPolicy => 26,
+            Self::PolicyDeletionRules => 27,
             Self::FlexContainer => 28,
             Self::TimeSeries => 29,
             Self::TimeSeriesInstance => 30,
@@ -85,6 +94,9 @@ impl ResourceType {
             17 => Self::Request,
             19 => Self::ServiceSubscribedAppRule,
             23 => Self::Subscription,
+            25 => Self::NotificationTargetMgmtPolicyRef,
+            26 => Self::NotificationTargetPolicy,
+            27 => Self::PolicyDeletionRules,
             28 => Self::FlexContainer,
             29 => Self::TimeSeries,
             30 => Self::TimeSeriesInstance,
@@ -125,6 +137,9 @@ impl ResourceType {
             Self::CseBase => "cb",
             Self::Group => "grp",
             Self::LocalMulticastGroup => "lmg",
+            Self::NotificationTargetMgmtPolicyRef => "ntpr",
+            Self::NotificationTargetPolicy => "ntp",
+            Self::PolicyDeletionRules => "pdr",
             Self::PollingChannel => "pch",
             Self::RemoteCse => "csr",
             Self::Request => "req",
@@ -151,6 +166,9 @@ impl ResourceType {
             Self::CseBase => "m2m:cb",
             Self::Group => "m2m:grp",
             Self::LocalMulticastGroup => "m2m:lmg",
+            Self::NotificationTargetMgmtPolicyRef => "m2m:ntpr",
+            Self::NotificationTargetPolicy => "m2m:ntp",
+            Self::PolicyDeletionRules => "m2m:pdr",
             Self::PollingChannel => "m2m:pch",
             Self::RemoteCse => "m2m:csr",
             Self::Request => "m2m:req",
@@ -178,6 +196,7 @@ impl ResourceType {
                 FlexContainer,
                 Group,
                 LocalMulticastGroup,
+                NotificationTargetPolicy,
                 RemoteCse,
                 Request,
                 ServiceSubscribedAppRule,
@@ -206,7 +225,11 @@ impl ResourceType {
             FlexContainer => &[Action, Container, FlexContainer, Subscription, TimeSeries],
             TimeSeries => &[Action, Subscription, TimeSeriesInstance],
             Action => &[Dependency, Subscription],
-            Dependency | Request => &[Subscription],
+            Dependency | Request | PolicyDeletionRules | NotificationTargetMgmtPolicyRef => {
+                &[Subscription]
+            }
+            NotificationTargetPolicy => &[PolicyDeletionRules, Subscription],
+            Subscription => &[NotificationTargetMgmtPolicyRef],
             Group => &[Action, Subscription],
             ServiceSubscribedAppRule => &[Subscription],
             RemoteCse => &[
@@ -224,7 +247,6 @@ impl ResourceType {
             | CrossResourceSubscription
             | LocalMulticastGroup
             | PollingChannel
-            | Subscription
             | TimeSeriesInstance => &[],
         }
     }

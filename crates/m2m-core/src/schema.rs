@@ -65,7 +65,7 @@ pub enum Kind {
     /// xs:string.
     Str,
     /// m2m:resourceName (TS-0004 clause 6.2.3): `(ALPHA / DIGIT) *(ALPHA / DIGIT / "-" / "." / "_")`,
-    /// and not one of the names reserved for virtual children (`la`, `ol`, `fopt`).
+    /// and not one of the names reserved for virtual children (`la`, `ol`, `fopt`, `pcu`, `ntsr`).
     ResourceName,
     /// App-ID: starts with `r`, `R` or `N` (TS-0004 clause 7.4.5.2.1).
     AppId,
@@ -791,6 +791,67 @@ static TSI_ATTRS: &[AttrSpec] = &[
 /// universal and common attributes; its `pcu` child is virtual.
 static PCH_ATTRS: &[AttrSpec] = &[RN, TY, RI, PI, CT, LT, ET, LBL];
 
+/// `<notificationTargetMgmtPolicyRef>`: TS-0004 clause 7.4.30 (table 7.4.30.1-3), TS-0001 clause
+/// 9.6.31: which policy applies to which notification targets of the parent subscription.
+static NTPR_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    m_rw("ntu", Kind::NonEmptyList(&Kind::Uri)),
+    rw("npi", Kind::Uri),
+];
+
+/// `<notificationTargetPolicy>`: TS-0004 clause 7.4.31 (table 7.4.31.1-3), TS-0001 clause 9.6.32.
+/// `acn` and `plbl` have multiplicity 1 (TS-0001 table 9.6.32-2): a CREATE gives them.
+static NTP_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    CR,
+    m_wo("acn", Kind::Enum(&[1, 2, 3, 4])),
+    m_rw("plbl", Kind::Str),
+    rw("rrs", Kind::Enum(&[1, 2])),
+];
+
+/// m2m:deletionContexts (TS-0004 clause 6.3.5.37): time-of-day schedules and regions.
+static DELETION_CONTEXTS: ObjSpec = ObjSpec {
+    fields: &[
+        opt("tod", STR_LIST),
+        opt("lr", Kind::List(&Kind::Object(&ACLR))),
+    ],
+    rule: ObjRule::Fields,
+};
+
+/// `<policyDeletionRules>`: TS-0004 clause 7.4.32 (table 7.4.32.1-3), TS-0001 clause 9.6.33.
+static PDR_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    wo("dr", Kind::Object(&DELETION_CONTEXTS)),
+    rw("drr", Kind::Enum(&[1, 2])),
+];
+
 /// The attribute table of a resource type.
 pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
     match ty {
@@ -804,6 +865,9 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::CseBase => CB_ATTRS,
         ResourceType::Group => GRP_ATTRS,
         ResourceType::LocalMulticastGroup => LMG_ATTRS,
+        ResourceType::NotificationTargetMgmtPolicyRef => NTPR_ATTRS,
+        ResourceType::NotificationTargetPolicy => NTP_ATTRS,
+        ResourceType::PolicyDeletionRules => PDR_ATTRS,
         ResourceType::PollingChannel => PCH_ATTRS,
         ResourceType::RemoteCse => CSR_ATTRS,
         ResourceType::Request => REQ_ATTRS,
@@ -837,6 +901,9 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ],
         ResourceType::Group => &["ty", "ri", "pi", "ct", "lt", "cnm", "mtv", "ssi"],
         ResourceType::LocalMulticastGroup
+        | ResourceType::NotificationTargetMgmtPolicyRef
+        | ResourceType::NotificationTargetPolicy
+        | ResourceType::PolicyDeletionRules
         | ResourceType::PollingChannel
         | ResourceType::RemoteCse => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::ServiceSubscribedAppRule => &["ty", "ri", "pi", "ct", "lt"],
@@ -1003,7 +1070,7 @@ fn check_resource_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        && !matches!(s, "la" | "ol" | "fopt" | "pcu")
+        && !matches!(s, "la" | "ol" | "fopt" | "pcu" | "ntsr")
 }
 
 fn check_uri(s: &str) -> bool {
@@ -1264,6 +1331,9 @@ mod tests {
             LocalMulticastGroup => json!({"mad": {"ip4": "239.255.77.1"}, "mgft": "/in/mcg-1",
                 "mli": ["/mn/cnt1"], "gck": "a.b.c.d.e", "spk": {"kty": "EC"}}),
             PollingChannel => json!({}),
+            NotificationTargetMgmtPolicyRef => json!({"ntu": ["Cae1"]}),
+            NotificationTargetPolicy => json!({"acn": 1, "plbl": "Default"}),
+            PolicyDeletionRules => json!({}),
             RemoteCse => json!({"cb": "/mn-cse/cb", "rr": true, "srv": ["2a", "3"]}),
             Request => json!({}),
             Subscription => json!({"nu": ["/id-in/Cae1"]}),

@@ -759,8 +759,11 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ResourceType::ServiceSubscribedAppRule => {
             serde_json::json!({"aai": ["Nlock*"], "aae": ["C*"]})
         }
+        ResourceType::NotificationTargetMgmtPolicyRef => serde_json::json!({"ntu": ["Cae1"]}),
+        ResourceType::NotificationTargetPolicy => serde_json::json!({"acn": 1, "plbl": "Default"}),
         ResourceType::Container
         | ResourceType::CseBase
+        | ResourceType::PolicyDeletionRules
         | ResourceType::PollingChannel
         | ResourceType::Request
         | ResourceType::TimeSeries => serde_json::json!({}),

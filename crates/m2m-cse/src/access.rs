@@ -57,7 +57,9 @@ enum Policies {
     /// No accessControlPolicyIDs: only the creator has access (TS-0001 table 9.6.1.3.2-1).
     CreatorOnly(Option<String>),
     /// The CSEBase without accessControlPolicyIDs: the system rule lets every AE and CSE registered
-    /// here retrieve it (a registree must learn its registrar); nothing else.
+    /// here retrieve it (a registree must learn its registrar) and create its own
+    /// `<notificationTargetPolicy>` (which lives only under the CSEBase, and applies to its
+    /// creator's subscriptions only); nothing else.
     RegistreesMayRetrieve,
     /// A <pollingChannel> and its `pcu`: only the AE or CSE its parent stands for (TS-0004
     /// clauses 7.4.21.2 and 7.4.22.2, Recv-6.3), whatever policies say.
@@ -127,6 +129,9 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         }
         // Discovery results are filtered one by one (see `permits`).
         (Operation::Retrieve, Target::Resource(_)) if req.is_discovery() => return Ok(()),
+        // Any notification target may ask to leave a subscription it cannot read: the policy of
+        // the subscription decides (`resources::notification_target_policy`).
+        (_, Target::SelfReference(_)) => return Ok(()),
         (_, Target::PollingChannelUri(_)) => {
             return Err(M2mError::internal(
                 "pcu reached the generic access decision",
@@ -307,11 +312,13 @@ fn evaluate(
             (permit, reason)
         }
         Policies::RegistreesMayRetrieve => {
-            let permit = op == AccessOperation::Retrieve
+            let own_policy = op == AccessOperation::Create
+                && child_type == Some(ResourceType::NotificationTargetPolicy.code());
+            let permit = (op == AccessOperation::Retrieve || own_policy)
                 && facts.proof.identifies()
                 && is_registree(cse, originator);
             let reason = if permit {
-                "permitted: registered entities may retrieve the CSEBase".to_owned()
+                "permitted: registered entities may retrieve the CSEBase and make their own notificationTargetPolicy".to_owned()
             } else {
                 format!("no accessControlPolicyIDs on the CSEBase grant {op} to {originator}")
             };

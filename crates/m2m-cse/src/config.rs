@@ -60,6 +60,19 @@ pub struct Config {
     pub group_credentials: GroupCredentialsSection,
     /// `<flexContainer>` specializations besides the built-in module classes.
     pub flex_container: FlexContainerSection,
+    /// Notification policies the operator sets for every subscription.
+    pub notifications: NotificationsSection,
+}
+
+/// The system default `<notificationTargetPolicy>` (TS-0001 clause 9.6.31: "configurable by the
+/// M2M Service Provider"): what happens when a notification target asks to be removed from a
+/// subscription whose creator set no policy. `reject` (the default) keeps the creator's
+/// subscription as it made it; `accept`, `seek` (ask the creator) and `inform` (tell the
+/// creator, reject) are the other actions of TS-0004 table 6.3.4.2.32-1.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsSection {
+    pub target_removal: crate::resources::notification_target_policy::TargetRemovalAction,
 }
 
 /// Definition files of `<flexContainer>` specializations (m2m-core `specialization`: a JSON list

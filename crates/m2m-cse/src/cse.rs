@@ -178,6 +178,7 @@ impl Cse {
             entity_clients: Default::default(),
         });
         cse.ensure_cse_base()?;
+        crate::resources::notification_target_policy::ensure_system_default(&cse)?;
         cse.actions
             .load(&cse)
             .map_err(|e| anyhow::anyhow!("cannot read the actions: {}", e.dbg))?;
@@ -526,7 +527,7 @@ impl Cse {
             Target::Latest(r) | Target::Oldest(r) => {
                 crate::resources::behaviour(r.ty).admits_latest_oldest(req.op, r)?
             }
-            Target::FanOut { .. } | Target::PollingChannelUri(_) => {}
+            Target::FanOut { .. } | Target::PollingChannelUri(_) | Target::SelfReference(_) => {}
         }
         // The hosting CSE performs the operation at its Operation Execution Time, not before;
         // only an originator with the privilege waits for it.
@@ -562,6 +563,12 @@ impl Cse {
             }
             Target::PollingChannelUri(pch) => {
                 return crate::resources::polling_channel::serve_pcu(&self, req, pch).await
+            }
+            Target::SelfReference(sub) => {
+                return crate::resources::notification_target_policy::serve_ntsr(
+                    &self, &req, &sub, &peer,
+                )
+                .await
             }
             _ => {}
         }

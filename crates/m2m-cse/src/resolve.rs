@@ -44,6 +44,8 @@ pub enum Target {
     },
     /// `<pollingChannel>/pcu`
     PollingChannelUri(Resource),
+    /// `<subscription>/ntsr` (notificationTargetSelfReference)
+    SelfReference(Resource),
 }
 
 impl Target {
@@ -118,6 +120,13 @@ fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
     if last == "pcu" {
         return Some(match cse.store.get_by_srn(parent) {
             Ok(Some(p)) if p.ty == ResourceType::PollingChannel => Ok(Target::PollingChannelUri(p)),
+            Ok(_) => Err(not_found(srn)),
+            Err(e) => Err(e),
+        });
+    }
+    if last == "ntsr" {
+        return Some(match cse.store.get_by_srn(parent) {
+            Ok(Some(s)) if s.ty == ResourceType::Subscription => Ok(Target::SelfReference(s)),
             Ok(_) => Err(not_found(srn)),
             Err(e) => Err(e),
         });

@@ -253,8 +253,15 @@ fn an_originator_has_a_bounded_number_of_requests_under_way() {
         vec![acr(&[ae.as_str()], OP_ALL)],
     );
     set_acpi(cse.url(), "/cse-in/app/c", &ae, "m2m:cnt", &[acp.as_str()]);
-    assert_eq!(due_later(&other, 65).rsc, 1001, "another originator goes on");
+    assert_eq!(
+        due_later(&other, 65).rsc,
+        1001,
+        "another originator goes on"
+    );
     settled(&cse, &ae, &first);
     let freed = poll(WAIT, || (due_later(&ae, 66).rsc == 1001).then_some(()));
-    assert!(freed.is_some(), "the places are free once the requests are done");
+    assert!(
+        freed.is_some(),
+        "the places are free once the requests are done"
+    );
 }

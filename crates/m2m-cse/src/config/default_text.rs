@@ -390,6 +390,17 @@ const DOCS: &[Doc] = &[
         "Definition files read at start, each a JSON list of {key, cnd, attributes: [{name, type, mandatory}]}\n\
          (docs/CONFORMANCE.md); a malformed file stops the start.",
     ),
+    Table(
+        "notifications",
+        "Notification policies the operator sets for every subscription.",
+    ),
+    Key(
+        "notifications.target_removal",
+        "When a notification target asks to leave a subscription (DELETE <sub>/ntsr) whose creator set no\n\
+         policy: \"reject\" (keep the subscription as its creator made it), \"accept\", \"seek\" (ask the\n\
+         creator) or \"inform\" (tell the creator, reject). The CSE keeps it as <notificationTargetPolicy>\n\
+         defaultNTP under its CSEBase.",
+    ),
 ];
 
 /// Where a key is shown in an example: never a value someone could use as it is.
@@ -531,6 +542,7 @@ mod tests {
             ),
             ("group_credentials.members", field_names::<E2eMemberRow>()),
             ("flex_container", field_names::<FlexContainerSection>()),
+            ("notifications", field_names::<NotificationsSection>()),
         ]
     }
 

@@ -22,6 +22,7 @@
 //! | subscription | 23 | [`subscription`] | 7.4.8 |
 //! | timeSeries, timeSeriesInstance | 29, 30 | [`time_series`] | 7.4.38, 7.4.39 |
 //! | localMulticastGroup | 45 | [`local_multicast_group`] | 7.4.55 |
+//! | notificationTargetMgmtPolicyRef, notificationTargetPolicy, policyDeletionRules (and `ntsr`) | 25, 26, 27 | [`notification_target_policy`] | 7.4.30 - 7.4.33 |
 
 pub mod acp;
 pub mod action;
@@ -33,6 +34,7 @@ pub mod cse_base;
 pub mod flex_container;
 pub mod group;
 pub mod local_multicast_group;
+pub mod notification_target_policy;
 pub mod polling_channel;
 pub mod remote_cse;
 pub mod request;
@@ -235,6 +237,13 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::Group => &group::Group,
         ResourceType::FlexContainer => &flex_container::FlexContainer,
         ResourceType::LocalMulticastGroup => &local_multicast_group::LocalMulticastGroup,
+        ResourceType::NotificationTargetMgmtPolicyRef => {
+            &notification_target_policy::NotificationTargetMgmtPolicyRef
+        }
+        ResourceType::NotificationTargetPolicy => {
+            &notification_target_policy::NotificationTargetPolicy
+        }
+        ResourceType::PolicyDeletionRules => &notification_target_policy::PolicyDeletionRules,
         ResourceType::PollingChannel => &polling_channel::PollingChannel,
         ResourceType::RemoteCse => &remote_cse::RemoteCse,
         ResourceType::Request => &request::RequestResource,

@@ -13,10 +13,10 @@ use crate::association::Peer;
 use crate::cse::Cse;
 use crate::store::Resource;
 use m2m_core::primitive::ResponseType;
+use m2m_core::EntityId;
 use m2m_core::{
     M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
 };
-use m2m_core::EntityId;
 use serde_json::{json, Map};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
