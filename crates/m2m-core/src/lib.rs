@@ -15,6 +15,7 @@ pub mod http_binding;
 pub mod id;
 pub mod identity;
 pub mod json_serialization;
+pub mod mgmt_obj;
 pub mod primitive;
 pub mod resource_type;
 pub mod schema;

@@ -17,6 +17,8 @@ pub enum ResourceType {
     FlexContainer,
     Group,
     LocalMulticastGroup,
+    MgmtObj,
+    Node,
     NotificationTargetMgmtPolicyRef,
     NotificationTargetPolicy,
     PolicyDeletionRules,
@@ -30,7 +32,7 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 21] = [
+    pub const ALL: [ResourceType; 23] = [
         Self::AccessControlPolicy,
         Self::Action,
         Self::Ae,
@@ -42,6 +44,8 @@ impl ResourceType {
         Self::FlexContainer,
         Self::Group,
         Self::LocalMulticastGroup,
+        Self::MgmtObj,
+        Self::Node,
         Self::NotificationTargetMgmtPolicyRef,
         Self::NotificationTargetPolicy,
         Self::PolicyDeletionRules,
@@ -63,6 +67,8 @@ impl ResourceType {
             Self::ContentInstance => 4,
             Self::CseBase => 5,
             Self::Group => 9,
+            Self::MgmtObj => 13,
+            Self::Node => 14,
             Self::PollingChannel => 15,
             Self::RemoteCse => 16,
             Self::Request => 17,
@@ -89,6 +95,8 @@ impl ResourceType {
             4 => Self::ContentInstance,
             5 => Self::CseBase,
             9 => Self::Group,
+            13 => Self::MgmtObj,
+            14 => Self::Node,
             15 => Self::PollingChannel,
             16 => Self::RemoteCse,
             17 => Self::Request,
@@ -137,6 +145,9 @@ impl ResourceType {
             Self::CseBase => "cb",
             Self::Group => "grp",
             Self::LocalMulticastGroup => "lmg",
+            // mgmtObj has no short name of its own: each specialization has one (`fwr`...).
+            Self::MgmtObj => "mgo",
+            Self::Node => "nod",
             Self::NotificationTargetMgmtPolicyRef => "ntpr",
             Self::NotificationTargetPolicy => "ntp",
             Self::PolicyDeletionRules => "pdr",
@@ -166,6 +177,10 @@ impl ResourceType {
             Self::CseBase => "m2m:cb",
             Self::Group => "m2m:grp",
             Self::LocalMulticastGroup => "m2m:lmg",
+            // The generic name: a specialization is represented under its own name (`m2m:fwr`),
+            // see m2m-core `mgmt_obj`.
+            Self::MgmtObj => "m2m:mgo",
+            Self::Node => "m2m:nod",
             Self::NotificationTargetMgmtPolicyRef => "m2m:ntpr",
             Self::NotificationTargetPolicy => "m2m:ntp",
             Self::PolicyDeletionRules => "m2m:pdr",
@@ -180,6 +195,9 @@ impl ResourceType {
     }
 
     pub fn from_root_name(name: &str) -> Option<Self> {
+        if crate::mgmt_obj::by_root(name).is_some() {
+            return Some(Self::MgmtObj);
+        }
         Self::ALL.into_iter().find(|t| t.root_name() == name)
     }
 
@@ -196,6 +214,7 @@ impl ResourceType {
                 FlexContainer,
                 Group,
                 LocalMulticastGroup,
+                Node,
                 NotificationTargetPolicy,
                 RemoteCse,
                 Request,
@@ -229,6 +248,8 @@ impl ResourceType {
                 &[Subscription]
             }
             NotificationTargetPolicy => &[PolicyDeletionRules, Subscription],
+            Node => &[MgmtObj, Subscription],
+            MgmtObj => &[Subscription],
             Subscription => &[NotificationTargetMgmtPolicyRef],
             Group => &[Action, Subscription],
             ServiceSubscribedAppRule => &[Subscription],

@@ -135,7 +135,7 @@ pub struct AttrSpec {
 // Building blocks
 // ---------------------------------------------------------------------------------------------
 
-const fn attr(name: &'static str, kind: Kind, create: Create, update: bool) -> AttrSpec {
+pub(crate) const fn attr(name: &'static str, kind: Kind, create: Create, update: bool) -> AttrSpec {
     AttrSpec {
         name,
         kind,
@@ -144,23 +144,23 @@ const fn attr(name: &'static str, kind: Kind, create: Create, update: bool) -> A
     }
 }
 /// O at create, O at update (RW).
-const fn rw(name: &'static str, kind: Kind) -> AttrSpec {
+pub(crate) const fn rw(name: &'static str, kind: Kind) -> AttrSpec {
     attr(name, kind, Create::Optional, true)
 }
 /// M at create, O at update (RW, multiplicity 1).
-const fn m_rw(name: &'static str, kind: Kind) -> AttrSpec {
+pub(crate) const fn m_rw(name: &'static str, kind: Kind) -> AttrSpec {
     attr(name, kind, Create::Mandatory, true)
 }
 /// O at create, NP at update (WO).
-const fn wo(name: &'static str, kind: Kind) -> AttrSpec {
+pub(crate) const fn wo(name: &'static str, kind: Kind) -> AttrSpec {
     attr(name, kind, Create::Optional, false)
 }
 /// M at create, NP at update (WO, multiplicity 1).
-const fn m_wo(name: &'static str, kind: Kind) -> AttrSpec {
+pub(crate) const fn m_wo(name: &'static str, kind: Kind) -> AttrSpec {
     attr(name, kind, Create::Mandatory, false)
 }
 /// NP at create and update (RO).
-const fn ro(name: &'static str) -> AttrSpec {
+pub(crate) const fn ro(name: &'static str) -> AttrSpec {
     attr(name, Kind::Any, Create::NotAllowed, false)
 }
 const fn req(name: &'static str, kind: Kind) -> Field {
@@ -170,7 +170,7 @@ const fn req(name: &'static str, kind: Kind) -> Field {
         required: true,
     }
 }
-const fn opt(name: &'static str, kind: Kind) -> Field {
+pub(crate) const fn opt(name: &'static str, kind: Kind) -> Field {
     Field {
         name,
         kind,
@@ -178,8 +178,8 @@ const fn opt(name: &'static str, kind: Kind) -> Field {
     }
 }
 
-const STR_LIST: Kind = Kind::List(&Kind::Str);
-const URI_LIST: Kind = Kind::List(&Kind::Uri);
+pub(crate) const STR_LIST: Kind = Kind::List(&Kind::Str);
+pub(crate) const URI_LIST: Kind = Kind::List(&Kind::Uri);
 /// m2m:serializations: the Release 3 names (TS-0004 table 6.3.3-1) or the media types of
 /// Release 4, which this CSE's own CSEBase uses.
 const SERIALIZATIONS: Kind = Kind::List(&Kind::StrEnum(&[
@@ -197,19 +197,19 @@ const ACCESS_CONTROL_OPERATIONS: Kind = Kind::Range(1, 63);
 const TRIGGER_RECIPIENT_ID: Kind = Kind::Range(0, 65535);
 
 // Universal and common attributes (TS-0001 clause 9.6.1.3).
-const RN: AttrSpec = wo("rn", Kind::ResourceName);
-const TY: AttrSpec = ro("ty");
-const RI: AttrSpec = ro("ri");
-const PI: AttrSpec = ro("pi");
-const CT: AttrSpec = ro("ct");
-const LT: AttrSpec = ro("lt");
+pub(crate) const RN: AttrSpec = wo("rn", Kind::ResourceName);
+pub(crate) const TY: AttrSpec = ro("ty");
+pub(crate) const RI: AttrSpec = ro("ri");
+pub(crate) const PI: AttrSpec = ro("pi");
+pub(crate) const CT: AttrSpec = ro("ct");
+pub(crate) const LT: AttrSpec = ro("lt");
 const ST: AttrSpec = ro("st");
-const ET: AttrSpec = rw("et", Kind::FutureTimestamp);
-const LBL: AttrSpec = rw("lbl", STR_LIST);
-const ACPI: AttrSpec = rw("acpi", URI_LIST);
-const AT: AttrSpec = rw("at", URI_LIST);
-const AA: AttrSpec = rw("aa", STR_LIST);
-const DACI: AttrSpec = rw("daci", URI_LIST);
+pub(crate) const ET: AttrSpec = rw("et", Kind::FutureTimestamp);
+pub(crate) const LBL: AttrSpec = rw("lbl", STR_LIST);
+pub(crate) const ACPI: AttrSpec = rw("acpi", URI_LIST);
+pub(crate) const AT: AttrSpec = rw("at", URI_LIST);
+pub(crate) const AA: AttrSpec = rw("aa", STR_LIST);
+pub(crate) const DACI: AttrSpec = rw("daci", URI_LIST);
 const CR: AttrSpec = wo("cr", Kind::CreatorNull);
 
 // ---------------------------------------------------------------------------------------------
@@ -791,6 +791,52 @@ static TSI_ATTRS: &[AttrSpec] = &[
 /// universal and common attributes; its `pcu` child is virtual.
 static PCH_ATTRS: &[AttrSpec] = &[RN, TY, RI, PI, CT, LT, ET, LBL];
 
+/// `<node>`: TS-0004 clause 7.4.18 (table 7.4.18.1-3), TS-0001 clause 9.6.18. `rms` and `nid`
+/// are the CSE's (RO); `hael` is kept by the CSE as AEs name the node in their `nl`.
+static NOD_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    AT,
+    AA,
+    DACI,
+    m_rw("ni", Kind::Str),
+    rw("hcl", Kind::Uri),
+    rw("hael", Kind::NonEmptyList(&Kind::Uri)),
+    rw("hsl", Kind::NonEmptyList(&Kind::Uri)),
+    rw("mgca", Kind::Str),
+    ro("rms"),
+    ro("nid"),
+];
+
+/// `<mgmtObj>`: the attributes every specialization has (TS-0004 table 7.4.15.1-2); the
+/// specialization's own are in m2m-core `mgmt_obj`. Only the specializations of
+/// `mgmt_obj::SPECS` are hosted (mgd 0, self-defined, is not).
+static MGO_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    AT,
+    AA,
+    DACI,
+    m_wo("mgd", Kind::NonNegInt),
+    wo("obis", URI_LIST),
+    wo("obps", URI_LIST),
+    rw("dc", Kind::Str),
+];
+
 /// `<notificationTargetMgmtPolicyRef>`: TS-0004 clause 7.4.30 (table 7.4.30.1-3), TS-0001 clause
 /// 9.6.31: which policy applies to which notification targets of the parent subscription.
 static NTPR_ATTRS: &[AttrSpec] = &[
@@ -865,6 +911,8 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::CseBase => CB_ATTRS,
         ResourceType::Group => GRP_ATTRS,
         ResourceType::LocalMulticastGroup => LMG_ATTRS,
+        ResourceType::MgmtObj => MGO_ATTRS,
+        ResourceType::Node => NOD_ATTRS,
         ResourceType::NotificationTargetMgmtPolicyRef => NTPR_ATTRS,
         ResourceType::NotificationTargetPolicy => NTP_ATTRS,
         ResourceType::PolicyDeletionRules => PDR_ATTRS,
@@ -900,7 +948,9 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
             "nl", "ncp", "csz", "esi", "srv", "ctm",
         ],
         ResourceType::Group => &["ty", "ri", "pi", "ct", "lt", "cnm", "mtv", "ssi"],
+        ResourceType::Node => &["ty", "ri", "pi", "ct", "lt", "rms", "nid"],
         ResourceType::LocalMulticastGroup
+        | ResourceType::MgmtObj
         | ResourceType::NotificationTargetMgmtPolicyRef
         | ResourceType::NotificationTargetPolicy
         | ResourceType::PolicyDeletionRules
@@ -936,6 +986,9 @@ pub fn inner_content(ty: ResourceType, pc: &Value) -> M2mResult<&Map<String, Val
     if ty == ResourceType::FlexContainer {
         return crate::specialization::inner_content(outer);
     }
+    if ty == ResourceType::MgmtObj {
+        return crate::mgmt_obj::inner_content(outer).map(|(_, inner)| inner);
+    }
     let root = ty.root_name();
     match (outer.len(), outer.get(root)) {
         (1, Some(Value::Object(inner))) => Ok(inner),
@@ -954,7 +1007,8 @@ pub fn inner_content(ty: ResourceType, pc: &Value) -> M2mResult<&Map<String, Val
 
 /// A custom attribute of a `<flexContainer>`: not in its table; its specialization checks it.
 fn is_custom(ty: ResourceType, name: &str) -> bool {
-    ty == ResourceType::FlexContainer && attribute(ty, name).is_none()
+    matches!(ty, ResourceType::FlexContainer | ResourceType::MgmtObj)
+        && attribute(ty, name).is_none()
 }
 
 /// Checks one value against a kind, naming `path` in the error (specializations use it).
@@ -1331,6 +1385,8 @@ mod tests {
             LocalMulticastGroup => json!({"mad": {"ip4": "239.255.77.1"}, "mgft": "/in/mcg-1",
                 "mli": ["/mn/cnt1"], "gck": "a.b.c.d.e", "spk": {"kty": "EC"}}),
             PollingChannel => json!({}),
+            MgmtObj => json!({"mgd": 1006, "btl": 50, "bts": 1}),
+            Node => json!({"ni": "urn:sn:1234"}),
             NotificationTargetMgmtPolicyRef => json!({"ntu": ["Cae1"]}),
             NotificationTargetPolicy => json!({"acn": 1, "plbl": "Default"}),
             PolicyDeletionRules => json!({}),

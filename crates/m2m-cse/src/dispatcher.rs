@@ -454,6 +454,7 @@ pub(crate) async fn delete_resource(
         .into_iter()
         .chain(resources::keeping_state())
         .collect();
+    let cse2 = Arc::clone(cse);
     let (deleted, parent) = cse
         .store
         .write(move |w| {
@@ -463,7 +464,7 @@ pub(crate) async fn delete_resource(
             }
             let parent = w.get(target.pi())?;
             if let Some(parent) = &parent {
-                resources::behaviour(parent.ty).child_deleted(w, parent, &target)?;
+                resources::behaviour(parent.ty).child_deleted(&cse2, w, parent, &target)?;
             }
             Ok((deleted, parent))
         })

@@ -131,10 +131,46 @@ impl super::Behaviour for Ae {
         _parent: &'a crate::store::Resource,
         attrs: &'a mut Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<Prepared>> {
-        super::ready(prepare_create(call.cse, call.req, attrs, call.peer))
+        super::ready(
+            super::node::check(call.cse, attrs)
+                .and_then(|()| prepare_create(call.cse, call.req, attrs, call.peer)),
+        )
     }
 
     fn own_creator<'a>(&self, attrs: &'a Map<String, Value>) -> Option<&'a str> {
         attrs.get("aei").and_then(Value::as_str)
+    }
+
+    fn insert(
+        &self,
+        cse: &crate::cse::Cse,
+        w: &crate::store::Writer<'_>,
+        _parent: &crate::store::Resource,
+        new: crate::store::Resource,
+    ) -> M2mResult<crate::store::Resource> {
+        let inserted = w.insert(new)?;
+        super::node::link(cse, w, &inserted)?;
+        Ok(inserted)
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        call: super::Call<'a>,
+        _res: &'a crate::store::Resource,
+        content: &'a Map<String, Value>,
+    ) -> super::Pending<'a, M2mResult<()>> {
+        super::node::prepare_update(call, content)
+    }
+
+    /// A new nodeLink moves the entity between nodes (`resources::node`).
+    fn apply_update(
+        &self,
+        cse: &crate::cse::Cse,
+        w: &crate::store::Writer<'_>,
+        res: &mut crate::store::Resource,
+        changed: &Map<String, Value>,
+        before: &Map<String, Value>,
+    ) -> M2mResult<()> {
+        super::node::relink(cse, w, res, changed, before)
     }
 }

@@ -203,7 +203,13 @@ impl super::Behaviour for Container {
         child.ty == ResourceType::ContentInstance && retrieval_disabled(res)
     }
 
-    fn child_deleted(&self, w: &Writer<'_>, res: &Resource, child: &Resource) -> M2mResult<()> {
+    fn child_deleted(
+        &self,
+        _cse: &Cse,
+        w: &Writer<'_>,
+        res: &Resource,
+        child: &Resource,
+    ) -> M2mResult<()> {
         if child.ty == ResourceType::ContentInstance {
             instance_removed(w, res, child)?;
         }

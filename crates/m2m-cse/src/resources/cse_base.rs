@@ -19,6 +19,24 @@ impl Behaviour for CseBase {
         ready(Err(M2mError::not_allowed("a CSEBase cannot be created")))
     }
 
+    /// A deregistered entity leaves its node's links; a deleted node leaves its entities' nodeLink
+    /// (`resources::node`).
+    fn child_deleted(
+        &self,
+        cse: &Cse,
+        w: &crate::store::Writer<'_>,
+        _res: &Resource,
+        child: &Resource,
+    ) -> M2mResult<()> {
+        match child.ty {
+            m2m_core::ResourceType::Ae | m2m_core::ResourceType::RemoteCse => {
+                super::node::unlink(cse, w, child, child.str_attr("nl"))
+            }
+            m2m_core::ResourceType::Node => super::node::node_deleted(w, child),
+            _ => Ok(()),
+        }
+    }
+
     /// currentTime: this CSE's clock when it answered, for an originator to synchronize with.
     fn present(&self, cse: &Cse, res: &mut Resource) {
         res.attrs.insert(

@@ -22,6 +22,8 @@
 //! | subscription | 23 | [`subscription`] | 7.4.8 |
 //! | timeSeries, timeSeriesInstance | 29, 30 | [`time_series`] | 7.4.38, 7.4.39 |
 //! | localMulticastGroup | 45 | [`local_multicast_group`] | 7.4.55 |
+//! | mgmtObj (firmware, software, memory... of Annex D) | 13 | [`mgmt_obj`] | 7.4.15, Annex D |
+//! | node (and `nl`/`hael`/`hcl` links) | 14 | [`node`] | 7.4.18 |
 //! | notificationTargetMgmtPolicyRef, notificationTargetPolicy, policyDeletionRules (and `ntsr`) | 25, 26, 27 | [`notification_target_policy`] | 7.4.30 - 7.4.33 |
 
 pub mod acp;
@@ -34,6 +36,8 @@ pub mod cse_base;
 pub mod flex_container;
 pub mod group;
 pub mod local_multicast_group;
+pub mod mgmt_obj;
+pub mod node;
 pub mod notification_target_policy;
 pub mod polling_channel;
 pub mod remote_cse;
@@ -171,7 +175,13 @@ pub trait Behaviour: Sync {
     }
 
     /// Keeps this resource consistent after its child was deleted, inside the transaction.
-    fn child_deleted(&self, _w: &Writer<'_>, _res: &Resource, _child: &Resource) -> M2mResult<()> {
+    fn child_deleted(
+        &self,
+        _cse: &Cse,
+        _w: &Writer<'_>,
+        _res: &Resource,
+        _child: &Resource,
+    ) -> M2mResult<()> {
         Ok(())
     }
 
@@ -208,8 +218,13 @@ pub fn merged(res: &Resource, content: &Map<String, Value>) -> Map<String, Value
 }
 
 /// The JSON root name of a resource's representation: its type's (`m2m:cnt`), or for a
-/// `<flexContainer>` its specialization's (`cod:lock`).
+/// `<flexContainer>` or `<mgmtObj>` its specialization's (`cod:lock`, `m2m:fwr`).
 pub fn root_name(res: &Resource) -> std::borrow::Cow<'static, str> {
+    if res.ty == ResourceType::MgmtObj {
+        if let Some(spec) = mgmt_obj::spec_of(res) {
+            return std::borrow::Cow::Borrowed(spec.root);
+        }
+    }
     if res.ty == ResourceType::FlexContainer {
         if let Some(key) = res
             .str_attr("cnd")
@@ -237,6 +252,8 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::Group => &group::Group,
         ResourceType::FlexContainer => &flex_container::FlexContainer,
         ResourceType::LocalMulticastGroup => &local_multicast_group::LocalMulticastGroup,
+        ResourceType::MgmtObj => &mgmt_obj::MgmtObj,
+        ResourceType::Node => &node::Node,
         ResourceType::NotificationTargetMgmtPolicyRef => {
             &notification_target_policy::NotificationTargetMgmtPolicyRef
         }

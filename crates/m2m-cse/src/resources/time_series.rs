@@ -93,7 +93,13 @@ impl super::Behaviour for TimeSeries {
         }
     }
 
-    fn child_deleted(&self, w: &Writer<'_>, res: &Resource, child: &Resource) -> M2mResult<()> {
+    fn child_deleted(
+        &self,
+        _cse: &Cse,
+        w: &Writer<'_>,
+        res: &Resource,
+        child: &Resource,
+    ) -> M2mResult<()> {
         if child.ty == ResourceType::TimeSeriesInstance {
             super::container::instance_removed(w, res, child)?;
         }

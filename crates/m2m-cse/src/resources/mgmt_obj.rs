@@ -1,0 +1,112 @@
+//! `<mgmtObj>` (TS-0004 clause 7.4.15 and Annex D; TS-0001 clause 9.6.15 and Annex D): device
+//! management resources under a `<node>`, each a specialization of m2m-core `mgmt_obj`
+//! (firmware, software, memory, areaNwkInfo, areaNwkDeviceInfo, battery, deviceInfo,
+//! deviceCapability, reboot, eventLog), represented under its own name (`m2m:fwr`...).
+//!
+//! Service layer management (clause 7.4.15.2.1): the managed entity itself reads these
+//! resources and acts on an executable attribute set to true, typically through a subscription.
+//! The CSE checks the specialization's attributes, keeps the executable attributes the TS says
+//! are always true at true (Annex D: enable/disable, reboot/factoryReset, logStart/logStop),
+//! refuses both of a pair at once (4000), and marks the action's status In_Process when one is
+//! asked (firmware `ud`, software `in`/`un`/`act`/`dea`) unless the request sets the status.
+
+use super::{Behaviour, Call, Pending, Prepared};
+use crate::cse::Cse;
+use crate::store::{Resource, Writer};
+use m2m_core::mgmt_obj::{by_mgd, by_root, MgmtSpec};
+use m2m_core::{M2mError, M2mResult, Request};
+use serde_json::{json, Map, Value};
+
+pub struct MgmtObj;
+
+/// The executable attributes whose action has a status attribute (TS-0004 D.2, D.3).
+const STATUS_OF: &[(&str, &str)] = &[
+    ("ud", "uds"),
+    ("in", "ins"),
+    ("un", "ins"),
+    ("act", "acts"),
+    ("dea", "acts"),
+];
+
+/// m2m:status In_Process (TS-0004 table 6.3.4.2.20-1).
+const IN_PROCESS: u64 = 3;
+
+/// The specialization a request's content is written as.
+fn requested(req: &Request) -> Option<&'static MgmtSpec> {
+    req.pc
+        .as_ref()
+        .and_then(Value::as_object)
+        .and_then(|o| o.keys().next())
+        .and_then(|root| by_root(root))
+}
+
+/// The specialization of a stored `<mgmtObj>`.
+pub fn spec_of(res: &Resource) -> Option<&'static MgmtSpec> {
+    res.u64_attr("mgd").and_then(by_mgd)
+}
+
+impl Behaviour for MgmtObj {
+    fn prepare_create<'a>(
+        &'a self,
+        call: Call<'a>,
+        _parent: &'a Resource,
+        attrs: &'a mut Map<String, Value>,
+    ) -> Pending<'a, M2mResult<Prepared>> {
+        super::ready((|| {
+            let spec = requested(call.req)
+                .ok_or_else(|| M2mError::bad_request("not a mgmtObj specialization"))?;
+            spec.check_create(attrs)?;
+            for name in spec.always_true {
+                attrs.insert((*name).into(), Value::Bool(true));
+            }
+            for (name, value) in spec.defaults {
+                attrs.entry(*name).or_insert_with(|| value.value());
+            }
+            Ok(Prepared::default())
+        })())
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        call: Call<'a>,
+        res: &'a Resource,
+        content: &'a Map<String, Value>,
+    ) -> Pending<'a, M2mResult<()>> {
+        super::ready((|| {
+            let spec = spec_of(res).ok_or_else(|| M2mError::internal("a mgmtObj without mgd"))?;
+            if requested(call.req).map(|s| s.mgd) != Some(spec.mgd) {
+                return Err(M2mError::bad_request(format!(
+                    "the content must be '{}', the specialization of the resource",
+                    spec.root
+                )));
+            }
+            spec.check_update(content)
+        })())
+    }
+
+    fn apply_update(
+        &self,
+        _cse: &Cse,
+        _w: &Writer<'_>,
+        res: &mut Resource,
+        changed: &Map<String, Value>,
+        _before: &Map<String, Value>,
+    ) -> M2mResult<()> {
+        let Some(spec) = spec_of(res) else {
+            return Ok(());
+        };
+        for name in spec.always_true {
+            res.attrs.insert((*name).into(), Value::Bool(true));
+        }
+        for (trigger, status) in STATUS_OF {
+            let asked = changed.get(*trigger) == Some(&Value::Bool(true));
+            if asked && spec.attribute(status).is_some() && !changed.contains_key(*status) {
+                res.attrs.insert(
+                    (*status).into(),
+                    json!({ "acn": trigger, "sus": IN_PROCESS }),
+                );
+            }
+        }
+        Ok(())
+    }
+}

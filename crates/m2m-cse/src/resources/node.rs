@@ -1,0 +1,142 @@
+//! `<node>` (TS-0004 clause 7.4.18, TS-0001 clauses 9.6.18 and 10.2.8): the M2M Node an AE or
+//! CSE runs on, with its `<mgmtObj>` children, and the links between them (TS-0001 table
+//! 9.4.2-1): an `<AE>` names its node in `nodeLink` (`nl`), and the node lists it in
+//! hostedAELinks (`hael`); a `<remoteCSE>` likewise in hostedCSELink (`hcl`).
+//!
+//! The CSE keeps the node's side: an AE's `nl` set at registration or by an UPDATE adds it to
+//! that node's `hael` (once) and takes it out of the previous node's (the attribute goes when
+//! the list empties); a deregistration takes it out; deleting a node removes the `nl` of the
+//! entities it listed. A local `nl` must name a `<node>` (4000); one on another CSE is kept as
+//! given. `hael` says what the AEs declared, not what anyone verified.
+
+use super::{Behaviour, Call, Pending};
+use crate::cse::Cse;
+use crate::store::{string_list, Resource, Writer};
+use m2m_core::{M2mError, M2mResult, ResourceType};
+use serde_json::{json, Map, Value};
+
+pub struct Node;
+
+impl Behaviour for Node {}
+
+/// Checks the `nl` of a CREATE or UPDATE of an `<AE>` or `<remoteCSE>`.
+pub fn check_link<'a>(cse: &'a Cse, attrs: &'a Map<String, Value>) -> Pending<'a, M2mResult<()>> {
+    super::ready(check(cse, attrs))
+}
+
+pub fn check(cse: &Cse, attrs: &Map<String, Value>) -> M2mResult<()> {
+    let Some(nl) = attrs.get("nl").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let Ok(addr) = m2m_core::Address::parse(nl) else {
+        return Err(M2mError::bad_request("attribute 'nl': not an address"));
+    };
+    if crate::resolve::locality(cse, &addr) != crate::resolve::Locality::Local {
+        return Ok(());
+    }
+    match crate::resolve::local_resource(cse, nl) {
+        Some(n) if n.ty == ResourceType::Node => Ok(()),
+        _ => Err(M2mError::bad_request(
+            "attribute 'nl': not a <node> of this CSE",
+        )),
+    }
+}
+
+/// The local `<node>` an `nl` names, as the transaction sees it.
+fn node_of(cse: &Cse, w: &Writer<'_>, nl: Option<&str>) -> M2mResult<Option<Resource>> {
+    let Some(node) = nl
+        .and_then(|nl| crate::resolve::local_resource(cse, nl))
+        .filter(|n| n.ty == ResourceType::Node)
+    else {
+        return Ok(None);
+    };
+    w.get(node.ri())
+}
+
+/// Lists `entity` (an `<AE>` or `<remoteCSE>`) in the node its `nl` names.
+pub fn link(cse: &Cse, w: &Writer<'_>, entity: &Resource) -> M2mResult<()> {
+    let Some(mut node) = node_of(cse, w, entity.str_attr("nl"))? else {
+        return Ok(());
+    };
+    let ri = entity.ri().to_owned();
+    if entity.ty == ResourceType::RemoteCse {
+        node.attrs.insert("hcl".into(), json!(ri));
+    } else {
+        let mut hael = string_list(node.attrs.get("hael"));
+        if hael.contains(&ri) {
+            return Ok(());
+        }
+        hael.push(ri);
+        node.attrs.insert("hael".into(), json!(hael));
+    }
+    w.update(&node)
+}
+
+/// Takes `entity` out of the node `nl` named.
+pub fn unlink(cse: &Cse, w: &Writer<'_>, entity: &Resource, nl: Option<&str>) -> M2mResult<()> {
+    let Some(mut node) = node_of(cse, w, nl)? else {
+        return Ok(());
+    };
+    let ri = entity.ri();
+    if entity.ty == ResourceType::RemoteCse {
+        if node.str_attr("hcl") != Some(ri) {
+            return Ok(());
+        }
+        node.attrs.remove("hcl");
+    } else {
+        let hael = string_list(node.attrs.get("hael"));
+        if !hael.iter().any(|h| h == ri) {
+            return Ok(());
+        }
+        let kept: Vec<String> = hael.into_iter().filter(|h| h != ri).collect();
+        if kept.is_empty() {
+            node.attrs.remove("hael");
+        } else {
+            node.attrs.insert("hael".into(), json!(kept));
+        }
+    }
+    w.update(&node)
+}
+
+/// A node was deleted: the entities it listed no longer name it.
+pub fn node_deleted(w: &Writer<'_>, node: &Resource) -> M2mResult<()> {
+    let listed = string_list(node.attrs.get("hael"))
+        .into_iter()
+        .chain(node.str_attr("hcl").map(str::to_owned));
+    for ri in listed {
+        let Some(mut entity) = w.get(&ri)? else {
+            continue;
+        };
+        let names_it = entity.str_attr("nl").is_some_and(|nl| {
+            nl == node.ri() || nl == node.srn || nl.ends_with(&format!("/{}", node.ri()))
+        });
+        if names_it {
+            entity.attrs.remove("nl");
+            w.update(&entity)?;
+        }
+    }
+    Ok(())
+}
+
+/// An UPDATE of an `<AE>` or `<remoteCSE>` that changes its `nl` moves it between nodes.
+pub fn relink(
+    cse: &Cse,
+    w: &Writer<'_>,
+    entity: &Resource,
+    changed: &Map<String, Value>,
+    before: &Map<String, Value>,
+) -> M2mResult<()> {
+    if !changed.contains_key("nl") {
+        return Ok(());
+    }
+    unlink(cse, w, entity, before.get("nl").and_then(Value::as_str))?;
+    link(cse, w, entity)
+}
+
+/// For the types whose prepare step only checks the link.
+pub fn prepare_update<'a>(
+    call: Call<'a>,
+    content: &'a Map<String, Value>,
+) -> Pending<'a, M2mResult<()>> {
+    check_link(call.cse, content)
+}
