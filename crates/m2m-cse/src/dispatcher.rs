@@ -12,6 +12,7 @@ use m2m_core::{
 };
 use m2m_security::access_control::AccessOperation;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The content of a create or update: `{"m2m:cnt": {...}}` with the root matching the type.
@@ -252,21 +253,12 @@ pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mRes
     let pc = match rcn {
         ResultContent::Attributes | ResultContent::OriginalResource => partial(&res, &req.atrl)?,
         ResultContent::AttributesAndChildResources | ResultContent::ChildResources => {
-            let children = children()?;
-            let mut attrs = if rcn == ResultContent::ChildResources {
+            let attrs = if rcn == ResultContent::ChildResources {
                 Map::new()
             } else {
                 res.attrs.clone()
             };
-            for child in children {
-                let list = attrs
-                    .entry(resources::root_name(&child).into_owned())
-                    .or_insert_with(|| json!([]));
-                if let Value::Array(a) = list {
-                    a.push(Value::Object(child.attrs));
-                }
-            }
-            json!({ resources::root_name(&res): attrs })
+            json!({ resources::root_name(&res): nest(&res, attrs, children()?) })
         }
         ResultContent::AttributesAndChildResourceReferences => {
             let mut attrs = res.attrs.clone();
@@ -315,8 +307,57 @@ fn partial(res: &Resource, atrl: &[String]) -> M2mResult<Value> {
     Ok(json!({ resources::root_name(res): attrs }))
 }
 
-/// The children a retrieve lists: those matching the filter criteria that the originator may
-/// retrieve itself, within `ofst` and `lim`; with the offset to continue from when there are more.
+/// The descendants `found` under `res`, each inside its nearest ancestor among them, or inside
+/// `res` (TS-0004 clause 8.4.3, example 3: child resources nested as in the tree), under their
+/// root names.
+fn nest(res: &Resource, attrs: Map<String, Value>, found: Vec<Resource>) -> Map<String, Value> {
+    let index: HashMap<&str, usize> = found
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.srn.as_str(), i))
+        .collect();
+    // The nearest found ancestor of each, or none (`res`).
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); found.len() + 1];
+    let top = found.len();
+    for (i, r) in found.iter().enumerate() {
+        let mut srn = r.srn.as_str();
+        let parent = loop {
+            match srn.rsplit_once('/') {
+                Some((up, _)) if up.len() > res.srn.len() => {
+                    if let Some(&j) = index.get(up) {
+                        break j;
+                    }
+                    srn = up;
+                }
+                _ => break top,
+            }
+        };
+        children[parent].push(i);
+    }
+    fn build(
+        at: usize,
+        mut attrs: Map<String, Value>,
+        found: &[Resource],
+        children: &[Vec<usize>],
+    ) -> Map<String, Value> {
+        for &c in &children[at] {
+            let child = build(c, found[c].attrs.clone(), found, children);
+            let list = attrs
+                .entry(resources::root_name(&found[c]).into_owned())
+                .or_insert_with(|| json!([]));
+            if let Value::Array(a) = list {
+                a.push(Value::Object(child));
+            }
+        }
+        attrs
+    }
+    build(top, attrs, &found, &children)
+}
+
+/// The descendants a retrieve lists (rcn 4, 5, 6, 8): those matching the filter criteria, down
+/// to `lvl` (every level without it, as a discovery), that the originator may retrieve itself,
+/// within `ofst` and `lim`; with the offset to continue from when there are more. An instance
+/// its container hides (disableRetrieval) is left out.
 fn filtered_children(
     cse: &Cse,
     req: &Request,
@@ -327,7 +368,7 @@ fn filtered_children(
     let found = crate::discovery::Walk {
         root: res,
         fc: &req.fc,
-        level: Some(1),
+        level: req.fc.level,
         op: AccessOperation::Retrieve,
         offset,
         limit: crate::discovery::limit(cse, &req.fc),
@@ -338,9 +379,16 @@ fn filtered_children(
         return Err(crate::discovery::timed_out());
     }
     let next = found.partial.then(|| offset + found.resources.len() as u64);
-    let behaviour = resources::behaviour(res.ty);
+    let mut parents: HashMap<String, Option<Resource>> = HashMap::new();
     let mut children = found.resources;
-    children.retain(|child| !behaviour.hides_child(res, child));
+    children.retain(|child| {
+        let parent = parents
+            .entry(child.pi().to_owned())
+            .or_insert_with(|| cse.store.get(child.pi()).ok().flatten());
+        !parent
+            .as_ref()
+            .is_some_and(|p| resources::behaviour(p.ty).hides_child(p, child))
+    });
     Ok((children, next))
 }
 

@@ -108,7 +108,8 @@ impl Tree {
             resources: Vec::new(),
             aes: Vec::new(),
             roots: vec!["cse-in".into()],
-            created: Vec::new(),
+            // What the CSE makes itself: the system default notificationTargetPolicy.
+            created: vec!["cse-in/defaultNTP".into()],
         };
         let mut rng = StdRng::seed_from_u64(12);
         let labels = |rng: &mut StdRng| -> Vec<&str> {

@@ -579,9 +579,10 @@ fn defaults_without_policies() {
         4103,
         "another AE retrieves the AE",
     );
-    // Child lists are filtered as well: each AE sees only itself under the CSEBase.
-    let children = |from: &str| -> Vec<String> {
-        let r = get_with_query_full(u, "/cse-in", from, "rcn=6");
+    // Child lists are filtered as well: each AE sees only itself under the CSEBase (level 1),
+    // and of the descendants (every level) only its own.
+    let listed = |from: &str, query: &str| -> Vec<String> {
+        let r = get_with_query_full(u, "/cse-in", from, query);
         ok(&r, 2000, &format!("child resource references for {from}"));
         let mut names: Vec<String> = r.body["m2m:rrl"]["rrf"]
             .as_array()
@@ -592,10 +593,17 @@ fn defaults_without_policies() {
         names.sort();
         names
     };
+    let children = |from: &str| listed(from, "rcn=6&lvl=1");
     assert_eq!(children(&other), vec!["neighbour"]);
     assert_eq!(children(&ae), vec!["user"]);
     assert_eq!(children(&s_ae), vec!["device"]);
-    assert_eq!(children(ADMIN), vec!["device", "neighbour", "user"]);
+    // The admin also sees the CSE's own system default notificationTargetPolicy.
+    assert_eq!(
+        children(ADMIN),
+        vec!["defaultNTP", "device", "neighbour", "user"]
+    );
+    assert_eq!(listed(&other, "rcn=6"), vec!["neighbour"]);
+    assert_eq!(listed(&ae, "rcn=6"), vec!["mine", "user"]);
 
     // The admin can do everything.
     ok(&retrieve_full(u, "/cse-in", ADMIN), 2000, "admin retrieve");

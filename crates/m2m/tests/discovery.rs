@@ -294,3 +294,69 @@ fn discovery_answers_are_well_formed() {
     assert!(b.get("m2m:uril").is_none(), "fu=2 is no discovery: {b}");
     assert_eq!(b["m2m:ae"]["rn"], json!("app"), "{b}");
 }
+
+/// A RETRIEVE listing child resources (rcn 4, 5, 6, 8) spans the resource tree below its target
+/// (TS-0004 clauses 7.3.3.17.14, 8.4.3): every level unless `lvl` limits it; with rcn 4 and 8
+/// each resource sits inside its nearest listed ancestor (inside the target when its parent is
+/// filtered out); with rcn 5 and 6 the references are one list. An instance its container hides
+/// (disableRetrieval) is left out at any depth.
+#[test]
+fn child_listings_span_the_tree_below() {
+    let t = tree();
+    let u = t.cse.url();
+    let (rsc, b) = get_with_query(u, "/cse-in/app", &t.ae1, "rcn=8");
+    assert_eq!(rsc, 2000, "{b}");
+    let cnts = b["m2m:ae"]["m2m:cnt"]
+        .as_array()
+        .expect("containers")
+        .clone();
+    assert_eq!(cnts.len(), 3, "{b}");
+    let c1 = cnts.iter().find(|c| c["rn"] == "c1").expect("c1");
+    assert_eq!(c1["m2m:cin"].as_array().map(Vec::len), Some(2), "{c1}");
+    assert_eq!(c1["m2m:cnt"][0]["rn"], json!("deep"), "{c1}");
+    // Only instances: inside the target, whatever their parents.
+    let (_, b) = get_with_query(u, "/cse-in/app", &t.ae1, "rcn=8&ty=4");
+    assert_eq!(
+        b["m2m:ae"]["m2m:cin"].as_array().map(Vec::len),
+        Some(2),
+        "{b}"
+    );
+    assert!(b["m2m:ae"].get("m2m:cnt").is_none(), "{b}");
+    // References: one list; lvl 1 keeps to the direct children.
+    let refs = |query: &str| -> BTreeSet<String> {
+        let (_, b) = get_with_query(u, "/cse-in/app", &t.ae1, query);
+        b["m2m:rrl"]["rrf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{query}: {b}"))
+            .iter()
+            .map(|r| r["nm"].as_str().unwrap().to_owned())
+            .filter(|n| !n.starts_with("cin"))
+            .collect()
+    };
+    assert_eq!(refs("rcn=6"), set(&["c1", "c2", "c3", "deep"]));
+    assert_eq!(refs("rcn=6&lvl=1"), set(&["c1", "c2", "c3"]));
+    let (_, b) = get_with_query(u, "/cse-in/app", &t.ae1, "rcn=6&ty=4");
+    assert_eq!(b["m2m:rrl"]["rrf"].as_array().map(Vec::len), Some(2), "{b}");
+    // disableRetrieval hides c1's instances in every listing from above.
+    let (rsc, b) = update(
+        u,
+        "/cse-in/app/c1",
+        &t.ae1,
+        json!({ "m2m:cnt": { "disr": true } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    let (_, b) = get_with_query(u, "/cse-in/app", &t.ae1, "rcn=6&ty=4");
+    assert_eq!(b["m2m:rrl"]["rrf"], json!([]), "{b}");
+    // Another originator lists only what it may retrieve.
+    let (_, b) = get_with_query(u, "/cse-in", &t.ae2, "rcn=6");
+    let seen: BTreeSet<String> = b["m2m:rrl"]["rrf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["val"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        seen.iter().all(|v| v.starts_with("cse-in/other")),
+        "{seen:?}"
+    );
+}
