@@ -64,6 +64,9 @@ pub enum Kind {
     AnyObject,
     /// xs:string.
     Str,
+    /// xs:token: a string without tab, line feed or carriage return, leading or trailing
+    /// spaces, or two spaces in a row (the labels of m2m:labels, TS-0004 table 6.3.3-1).
+    Token,
     /// m2m:resourceName (TS-0004 clause 6.2.3): `(ALPHA / DIGIT) *(ALPHA / DIGIT / "-" / "." / "_")`,
     /// and not one of the names reserved for virtual children (`la`, `ol`, `fopt`, `pcu`, `ntsr`).
     ResourceName,
@@ -205,7 +208,7 @@ pub(crate) const CT: AttrSpec = ro("ct");
 pub(crate) const LT: AttrSpec = ro("lt");
 const ST: AttrSpec = ro("st");
 pub(crate) const ET: AttrSpec = rw("et", Kind::FutureTimestamp);
-pub(crate) const LBL: AttrSpec = rw("lbl", STR_LIST);
+pub(crate) const LBL: AttrSpec = rw("lbl", Kind::List(&Kind::Token));
 pub(crate) const ACPI: AttrSpec = rw("acpi", URI_LIST);
 pub(crate) const AT: AttrSpec = rw("at", URI_LIST);
 pub(crate) const AA: AttrSpec = rw("aa", STR_LIST);
@@ -428,7 +431,7 @@ static CIN_ATTRS: &[AttrSpec] = &[
     LT,
     ST,
     wo("et", Kind::FutureTimestamp),
-    wo("lbl", STR_LIST),
+    wo("lbl", Kind::List(&Kind::Token)),
     wo("at", URI_LIST),
     wo("aa", STR_LIST),
     CR,
@@ -778,7 +781,7 @@ static TSI_ATTRS: &[AttrSpec] = &[
     CT,
     LT,
     wo("et", Kind::FutureTimestamp),
-    wo("lbl", STR_LIST),
+    wo("lbl", Kind::List(&Kind::Token)),
     wo("at", URI_LIST),
     wo("aa", STR_LIST),
     m_wo("dgt", Kind::Any),
@@ -1116,6 +1119,11 @@ pub fn validate_update(ty: ResourceType, content: &Map<String, Value>) -> M2mRes
     Ok(())
 }
 
+/// xs:token (XML Schema part 2, 3.3.2): the whitespace-collapsed form of a string.
+fn is_token(s: &str) -> bool {
+    !s.contains(['\t', '\n', '\r']) && !s.starts_with(' ') && !s.ends_with(' ') && !s.contains("  ")
+}
+
 fn is_resource_type_code(n: u64) -> bool {
     u16::try_from(n).is_ok_and(is_specified_type)
 }
@@ -1203,6 +1211,10 @@ fn check(kind: &Kind, v: &Value, path: &str) -> M2mResult<()> {
         Kind::Any => Ok(()),
         Kind::AnyObject => ok(v.is_object(), "expected an object"),
         Kind::Str => ok(string.is_some(), "expected a string"),
+        Kind::Token => ok(
+            string.is_some_and(is_token),
+            "expected a token (no tabs or line breaks, no leading, trailing or double spaces)",
+        ),
         Kind::ResourceName => ok(
             string.is_some_and(check_resource_name),
             "expected a resource name of letters, digits, '-', '.', '_' starting with a letter or digit, other than 'la', 'ol', 'fopt'",

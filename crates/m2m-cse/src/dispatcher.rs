@@ -576,10 +576,20 @@ pub async fn notify(
         ResourceType::CrossResourceSubscription => {
             resources::cross_resource_subscription::notified(cse, &req, peer, &res).await
         }
-        // Notifications addressed to a CSE (e.g. verification requests) are accepted.
-        ResourceType::CseBase | ResourceType::RemoteCse => {
-            Ok(Response::new(Rsc::Ok, &req.rqi, None))
+        // A CSE takes the verification requests and deletion notices of subscriptions naming
+        // it; it has nothing to do with any other notification (TS-0004 clause 7.3.3.9).
+        ResourceType::CseBase => {
+            let sgn = req.pc.as_ref().and_then(|pc| pc.get("m2m:sgn"));
+            let flag = |k: &str| sgn.and_then(|s| s.get(k)) == Some(&Value::Bool(true));
+            if flag("vrq") || flag("sud") {
+                Ok(Response::new(Rsc::Ok, &req.rqi, None))
+            } else {
+                Err(M2mError::bad_request(
+                    "this CSE takes no such notification: only subscription verification and deletion notices",
+                ))
+            }
         }
+        ResourceType::RemoteCse => Ok(Response::new(Rsc::Ok, &req.rqi, None)),
         other => Err(M2mError::not_allowed(format!(
             "a {} cannot receive notifications",
             other.short_name()

@@ -285,3 +285,67 @@ fn discovery_answers_with_uris_or_child_resource_references() {
         assert_eq!(rsc, 4000, "rcn {rcn} is no discovery result");
     }
 }
+
+/// Labels are xs:tokens (TS-0004 table 6.3.3-1, m2m:labels): no tabs or line breaks, no
+/// leading, trailing or double spaces, at CREATE and UPDATE and on every type. A notification
+/// to the CSE itself other than a subscription's verification or deletion notice is 4000, as is a
+/// POST without a resource type carrying a resource.
+#[test]
+fn labels_are_tokens_and_the_cse_takes_only_its_notifications() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Ctoken", "app", &[]);
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "c" }));
+    for bad in [
+        "a  double space",
+        "tab\there",
+        "line\nbreak",
+        " leading",
+        "trailing ",
+        "cr\rhere",
+    ] {
+        let (rsc, b) = update(
+            u,
+            "/cse-in/app/c",
+            &ae,
+            json!({ "m2m:cnt": { "lbl": [bad] } }),
+        );
+        assert_eq!(rsc, 4000, "{bad:?}: {b}");
+        let (rsc, b) = create(
+            u,
+            "/cse-in/app",
+            &ae,
+            3,
+            json!({ "m2m:cnt": { "lbl": ["ok", bad] } }),
+        );
+        assert_eq!(rsc, 4000, "{bad:?}: {b}");
+        let (rsc, b) = update(u, "/cse-in/app", &ae, json!({ "m2m:ae": { "lbl": [bad] } }));
+        assert_eq!(rsc, 4000, "{bad:?}: {b}");
+    }
+    let (rsc, b) = update(
+        u,
+        "/cse-in/app/c",
+        &ae,
+        json!({ "m2m:cnt": { "lbl": ["key:value", "one space"] } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    // NOTIFY to the CSEBase.
+    let event = json!({ "m2m:sgn": { "nev": { "rep": {}, "net": 1 }, "sur": "/id-in/sub1" } });
+    assert_eq!(notify(u, "/cse-in", &ae, event).0, 4000);
+    let verify = json!({ "m2m:sgn": { "vrq": true, "sur": "/id-in/sub1" } });
+    assert_eq!(notify(u, "/cse-in", &ae, verify).0, 2000);
+    // POST without ty is a NOTIFY (TS-0009 clause 6.2.1): a resource in it is no notification.
+    let r = raw(
+        "POST",
+        u,
+        "/cse-in",
+        &[
+            ("X-M2M-Origin", ae.as_str()),
+            ("X-M2M-RI", "no-ty"),
+            ("X-M2M-RVI", "3"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"m2m:ae":{"rn":"foo"}}"#,
+    );
+    assert_eq!(r.rsc, 4000, "{:?}", r.body);
+}
