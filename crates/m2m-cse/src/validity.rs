@@ -58,16 +58,26 @@ pub fn check(req: &mut Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
     }
     let req: &Request = req;
     let expired = |what: &str| M2mError::new(Rsc::RequestTimeout, format!("the {what} has passed"));
+    let mut request_expires = None;
     if let Some(rqet) = &req.rqet {
-        if abs_rel("Request Expiration Timestamp", rqet, now)? <= now {
+        let t = abs_rel("Request Expiration Timestamp", rqet, now)?;
+        if t <= now {
             return Err(expired("Request Expiration Timestamp"));
         }
+        request_expires = Some(t);
     }
     let mut deadlines = Deadlines::default();
     if let Some(rset) = &req.rset {
         let t = abs_rel("Result Expiration Timestamp", rset, now)?;
         if t <= now {
             return Err(expired("Result Expiration Timestamp"));
+        }
+        // TS-0004 table 6.3.3-1: "Result Expiration Timestamp shall be later than Request
+        // Expiration Timestamp".
+        if request_expires.is_some_and(|r| t <= r) {
+            return Err(M2mError::bad_request(
+                "the Result Expiration Timestamp must be later than the Request Expiration Timestamp",
+            ));
         }
         deadlines.result_expires = Some(t);
     }
@@ -85,11 +95,6 @@ pub fn check(req: &mut Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
         }
         // An operation due after the request or its result expires can never be done in time:
         // the parameters contradict each other.
-        let request_expires = req
-            .rqet
-            .as_deref()
-            .map(|r| abs_rel("Request Expiration Timestamp", r, now))
-            .transpose()?;
         if deadlines.result_expires.is_some_and(|r| r <= t)
             || request_expires.is_some_and(|r| r <= t)
         {
@@ -210,6 +215,13 @@ mod tests {
         let mut r = req(Operation::Retrieve);
         r.rqet = Some("tomorrow".into());
         assert_eq!(code(check(&mut r, now())), 4000);
+        // The result cannot expire before (or with) the request.
+        for (rset, want) in [("4000", 4000), ("5000", 4000), ("6000", 2000)] {
+            let mut r = req(Operation::Retrieve);
+            r.rqet = Some("5000".into());
+            r.rset = Some(rset.into());
+            assert_eq!(code(check(&mut r, now())), want, "rset {rset}");
+        }
     }
 
     #[test]

@@ -100,6 +100,13 @@ fn time_parameters_response_types_and_result_contents() {
     assert_eq!(r.rsc, 4000, "contradicting parameters: {:?}", r.body);
     let r = create_cin(
         base,
+        &[("X-M2M-RET", "20000"), ("X-M2M-RST", "10000")],
+        "",
+        "result expires before the request",
+    );
+    assert_eq!(r.rsc, 4000, "RST not later than RET: {:?}", r.body);
+    let r = create_cin(
+        base,
         &[("X-M2M-OET", "PT2S"), ("X-M2M-RET", "PT1S")],
         "",
         "request would expire first",
