@@ -40,6 +40,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use m2m_core::http_binding::{decode_response, encode_request};
+use m2m_core::serialization::Serialization;
 use m2m_core::{M2mError, M2mResult, ResponseStatusCode};
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,28 +235,50 @@ impl Client {
                 .await;
         }
         let target = parse_url(base_url, false)?;
-        self.dispatch(base_url, target, req).await
+        self.dispatch(base_url, target, req, Serialization::Json)
+            .await
     }
 
     /// Sends `req` to exactly the path and query of a full URL
     /// (`http://host:port/path?query`), e.g. a notification target from an AE's
     /// pointOfAccess. The HTTP method follows the operation (NOTIFY and CREATE are POST);
     /// `req.to` is then only informative and the request's own query parameters are not sent.
+    ///
+    /// A `ct` key in the URL's query (`?ct=cbor`, TS-0004 clause 7.5.1.2.2) chooses the
+    /// serialization and is not sent.
     pub async fn send_to_url(&self, url: &str, req: &Request) -> M2mResult<Response> {
+        let (url, ser) = m2m_core::serialization::split_ct(url);
+        self.send_to_url_as(&url, req, ser.unwrap_or_default())
+            .await
+    }
+
+    /// [`Client::send_to_url`] in a given serialization (over HTTP; CoAP sends JSON).
+    pub async fn send_to_url_as(
+        &self,
+        url: &str,
+        req: &Request,
+        ser: Serialization,
+    ) -> M2mResult<Response> {
         if coap::is_coap(url) {
             let dtls = self.dtls.as_deref();
             return self.coap.send(url, true, req, dtls, self.timeout).await;
         }
         let target = parse_url(url, true)?;
-        self.dispatch(url, target, req).await
+        self.dispatch(url, target, req, ser).await
     }
 
-    async fn dispatch(&self, url: &str, target: Target, req: &Request) -> M2mResult<Response> {
+    async fn dispatch(
+        &self,
+        url: &str,
+        target: Target,
+        req: &Request,
+        ser: Serialization,
+    ) -> M2mResult<Response> {
         let scheme = match target.transport {
             Transport::Http => "http",
             Transport::Https => "https",
         };
-        let encoded = encode_request(req, scheme, target.authority.as_str())?;
+        let encoded = encode_request(req, scheme, target.authority.as_str(), ser)?;
         let (mut parts, body) = encoded.into_parts();
         if let Some(pq) = target.path_and_query {
             parts.uri = Uri::builder()

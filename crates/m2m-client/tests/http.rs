@@ -51,6 +51,11 @@ async fn serve(handler: Arc<Handler>) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, conns)
 }
 
+/// A response as a CSE answering in JSON writes it.
+fn encode_json(resp: &Response) -> http::Response<Bytes> {
+    encode_response(resp, m2m_core::serialization::Serialization::Json)
+}
+
 fn decode(req: &http::Request<Bytes>) -> Request {
     decode_request(req.method(), req.uri(), req.headers(), req.body(), |_| true).unwrap()
 }
@@ -69,7 +74,7 @@ async fn create_round_trip_reuses_the_connection() {
         let mut rsp = Response::new(ResponseStatusCode::Created, r.rqi, Some(pc));
         rsp.rvi = r.rvi;
         rsp.location = Some("cse-in/bench".into());
-        encode_response(&rsp)
+        encode_response(&rsp, m2m_core::serialization::Serialization::Json)
     }))
     .await;
     let client = Client::new();
@@ -105,7 +110,7 @@ async fn not_found_is_a_response_and_into_result_an_error() {
         assert_eq!(r.op, Operation::Retrieve);
         assert_eq!(req.uri().path(), "/~/id-in/nothing");
         assert_eq!(req.uri().query(), Some("rcn=1"));
-        encode_response(&Response::error(
+        encode_json(&Response::error(
             &M2mError::not_found("no such resource"),
             r.rqi,
         ))
@@ -139,7 +144,7 @@ async fn send_to_url_uses_the_exact_path_and_query() {
         assert_eq!(r.op, Operation::Notify);
         assert_eq!(r.from.as_deref(), Some("/id-in"));
         assert!(r.pc.unwrap().get("m2m:sgn").is_some());
-        encode_response(&Response::new(ResponseStatusCode::Ok, r.rqi, None))
+        encode_json(&Response::new(ResponseStatusCode::Ok, r.rqi, None))
     }))
     .await;
     let mut req = Request::new(Operation::Notify, "Cae1", Some("/id-in".into()), "n1");

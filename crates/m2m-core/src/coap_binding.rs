@@ -59,11 +59,53 @@ pub mod content_format {
     pub const NTFY_JSON: u16 = 10003;
     pub const PREQ_JSON: u16 = 10007;
     pub const PRSP_JSON: u16 = 10009;
+    pub const RES_CBOR: u16 = 10010;
+    pub const NTFY_CBOR: u16 = 10011;
+    pub const PREQ_CBOR: u16 = 10012;
+    pub const PRSP_CBOR: u16 = 10013;
 
     /// The JSON formats this binding reads and writes.
     pub fn is_json(cf: u16) -> bool {
         matches!(cf, JSON | RES_JSON | NTFY_JSON | PREQ_JSON | PRSP_JSON)
     }
+
+    /// The serialization of a Content-Format this binding reads and writes (JSON, CBOR).
+    pub fn serialization(cf: u64) -> Option<crate::serialization::Serialization> {
+        use crate::serialization::Serialization;
+        let cf = u16::try_from(cf).ok()?;
+        if is_json(cf) {
+            Some(Serialization::Json)
+        } else if matches!(cf, CBOR | RES_CBOR | NTFY_CBOR | PREQ_CBOR | PRSP_CBOR) {
+            Some(Serialization::Cbor)
+        } else {
+            None
+        }
+    }
+
+    /// The Content-Format of a resource representation (or notification) in `ser`.
+    pub fn of(ser: crate::serialization::Serialization, notify: bool) -> u16 {
+        use crate::serialization::Serialization;
+        match (ser, notify) {
+            (Serialization::Json, false) => RES_JSON,
+            (Serialization::Json, true) => NTFY_JSON,
+            (Serialization::Cbor, false) => RES_CBOR,
+            (Serialization::Cbor, true) => NTFY_CBOR,
+        }
+    }
+}
+
+/// The serialization a response to request `p` is written in: its Accept when this binding
+/// writes it, else the request's own Content-Format, else JSON (TS-0008 clause 6.2.2.2).
+pub fn response_serialization(p: &Packet) -> crate::serialization::Serialization {
+    let of = |n: u16| {
+        uint(p, n, "")
+            .ok()
+            .flatten()
+            .and_then(content_format::serialization)
+    };
+    of(ACCEPT)
+        .or_else(|| of(CONTENT_FORMAT))
+        .unwrap_or_default()
 }
 
 /// Standard options (RFC 7252, 7959) this binding reads; the other critical ones are refused.
@@ -230,14 +272,18 @@ pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mRes
         .transpose()?
         .unwrap_or_default();
     let to = to_from_segments(&segments)?;
+    let mut ser = crate::serialization::Serialization::Json;
     if !p.payload.is_empty() {
         match uint(p, CONTENT_FORMAT, "Content-Format")? {
-            Some(cf) if cf <= u64::from(u16::MAX) && content_format::is_json(cf as u16) => {}
             Some(cf) => {
-                return Err(M2mError::new(
-                    Rsc::UnsupportedMediaType,
-                    format!("Content-Format {cf} is not supported; use 50 or 10001 (JSON)"),
-                ))
+                ser = content_format::serialization(cf).ok_or_else(|| {
+                    M2mError::new(
+                        Rsc::UnsupportedMediaType,
+                        format!(
+                            "Content-Format {cf} is not supported; use 50 or 10001 (JSON), 60 or 10010 (CBOR)"
+                        ),
+                    )
+                })?;
             }
             None => {
                 return Err(M2mError::new(
@@ -248,10 +294,10 @@ pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mRes
         }
     }
     if let Some(accept) = uint(p, ACCEPT, "Accept")? {
-        if accept > u64::from(u16::MAX) || !content_format::is_json(accept as u16) {
+        if content_format::serialization(accept).is_none() {
             return Err(M2mError::new(
                 Rsc::NotAcceptable,
-                format!("Accept {accept} is not supported; this CSE answers JSON"),
+                format!("Accept {accept} is not supported; this CSE answers JSON or CBOR"),
             ));
         }
     }
@@ -289,9 +335,7 @@ pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mRes
         }
     }
     if !p.payload.is_empty() {
-        let v: serde_json::Value = serde_json::from_slice(&p.payload)
-            .map_err(|e| M2mError::bad_request(format!("malformed JSON content: {e}")))?;
-        req.pc = Some(v);
+        req.pc = Some(ser.decode(&p.payload)?);
     }
     check_result_content(&req)?;
     Ok(req)
@@ -335,8 +379,13 @@ pub fn response_code(rsc: Rsc, op: Operation) -> ResponseType {
 }
 
 /// Encodes a response primitive as a CoAP response to a request of operation `op` (TS-0008
-/// clause 6.2.3): code, options and payload. The caller sets the message type, ID and token.
-pub fn encode_response(resp: &Response, op: Operation) -> Packet {
+/// clause 6.2.3): code, options and payload in `ser`. The caller sets the message type, ID and
+/// token.
+pub fn encode_response(
+    resp: &Response,
+    op: Operation,
+    ser: crate::serialization::Serialization,
+) -> Packet {
     let mut p = Packet::new();
     p.header.code = MessageClass::Response(response_code(resp.rsc, op));
     // Always the RSC: several codes share each CoAP code, and originators read this first.
@@ -376,9 +425,9 @@ pub fn encode_response(resp: &Response, op: Operation) -> Packet {
     if let (Some(pc), false) = (&resp.pc, notify_ok) {
         p.add_option(
             CoapOption::ContentFormat,
-            encode_uint(u64::from(content_format::RES_JSON)),
+            encode_uint(u64::from(content_format::of(ser, false))),
         );
-        p.payload = serde_json::to_vec(pc).unwrap_or_default();
+        p.payload = ser.encode(pc).unwrap_or_default();
     }
     p
 }
@@ -487,10 +536,10 @@ pub fn decode_response(p: &Packet) -> M2mResult<Response> {
     let pc = if p.payload.is_empty() {
         None
     } else {
-        Some(
-            serde_json::from_slice(&p.payload)
-                .map_err(|e| M2mError::bad_request(format!("malformed JSON in response: {e}")))?,
-        )
+        let ser = uint(p, CONTENT_FORMAT, "Content-Format")?
+            .and_then(content_format::serialization)
+            .unwrap_or_default();
+        Some(ser.decode(&p.payload)?)
     };
     let mut resp = Response::new(rsc, request_identifier(p), pc);
     resp.rvi = text(p, option::RVI, "oneM2M-RVI")?;
@@ -668,7 +717,7 @@ mod tests {
         resp.location = Some("/in-cse/cnt-1".into());
         resp.cts = Some(crate::primitive::PARTIAL_CONTENT);
         resp.cto = Some(300);
-        let p = encode_response(&resp, Operation::Create);
+        let p = encode_response(&resp, Operation::Create, Default::default());
         let back = decode_response(&Packet::from_bytes(&p.to_bytes().unwrap()).unwrap()).unwrap();
         assert_eq!(back.rsc, Rsc::Created);
         assert_eq!(back.rqi, "r9");
@@ -677,6 +726,8 @@ mod tests {
         assert_eq!(back.pc, resp.pc);
         // A NOTIFY answered 2000 has no payload.
         let ok = Response::new(Rsc::Ok, "n1", Some(json!({})));
-        assert!(encode_response(&ok, Operation::Notify).payload.is_empty());
+        assert!(encode_response(&ok, Operation::Notify, Default::default())
+            .payload
+            .is_empty());
     }
 }

@@ -5,6 +5,7 @@
 use crate::error::{M2mError, M2mResult};
 use crate::primitive::{DiscResType, Operation, Request, Response, ResponseType, ResultContent};
 use crate::resource_type::ResourceType;
+use crate::serialization::Serialization;
 use crate::status::ResponseStatusCode;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LOCATION, CONTENT_TYPE};
@@ -82,23 +83,13 @@ pub fn path_from_to(to: &str) -> String {
     }
 }
 
-/// Content-Type check: JSON in one of its oneM2M flavours; returns the `ty` parameter if any.
-fn parse_content_type(value: &str) -> M2mResult<Option<ResourceType>> {
+/// Content-Type check: JSON or CBOR, plain or in one of their oneM2M flavours; returns the
+/// serialization and the `ty` parameter if any.
+fn parse_content_type(value: &str) -> M2mResult<(Serialization, Option<ResourceType>)> {
     let mut parts = value.split(';');
     let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let json = matches!(
-        media.as_str(),
-        "application/json"
-            | "application/vnd.onem2m-res+json"
-            | "application/vnd.onem2m-ntfy+json"
-            | "application/vnd.onem2m-attrs+json"
-    );
-    if !json {
-        return Err(M2mError::new(
-            ResponseStatusCode::UnsupportedMediaType,
-            format!("content type '{media}' is not supported; use application/json"),
-        ));
-    }
+    let ser = Serialization::from_media_type(&media)
+        .ok_or_else(|| crate::serialization::unsupported(&media))?;
     let mut ty = None;
     for p in parts {
         let p = p.trim();
@@ -106,7 +97,25 @@ fn parse_content_type(value: &str) -> M2mResult<Option<ResourceType>> {
             ty = Some(ResourceType::parse_requested(v)?);
         }
     }
-    Ok(ty)
+    Ok((ser, ty))
+}
+
+/// The serialization a response is written in (TS-0009 clause 6.4.3: chosen considering the
+/// Accept header): the first supported media type of Accept; else (no Accept, or only
+/// wildcards or unsupported types) the request's own content type; else JSON.
+pub fn response_serialization(headers: &HeaderMap) -> Serialization {
+    let accepted = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').find_map(Serialization::from_media_type));
+    accepted
+        .or_else(|| {
+            headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Serialization::from_media_type)
+        })
+        .unwrap_or_default()
 }
 
 /// Decodes an HTTP request into a request primitive (TS-0009 clause 6, receiver side).
@@ -124,7 +133,7 @@ pub fn decode_request(
         .to_owned();
     let from = header(headers, X_M2M_ORIGIN)?.map(str::to_owned);
     let to = to_from_path(uri.path())?;
-    let ty = match header(headers, CONTENT_TYPE.as_str())? {
+    let (ser, ty) = match header(headers, CONTENT_TYPE.as_str())? {
         Some(ct) => parse_content_type(ct)?,
         None if !body.is_empty() => {
             return Err(M2mError::new(
@@ -132,7 +141,7 @@ pub fn decode_request(
                 "missing Content-Type",
             ))
         }
-        None => None,
+        None => (Serialization::Json, None),
     };
     let op = match *method {
         Method::GET => Operation::Retrieve,
@@ -167,9 +176,7 @@ pub fn decode_request(
         decode_query(&mut req, q, is_attribute)?;
     }
     if !body.is_empty() {
-        let v: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| M2mError::bad_request(format!("malformed JSON content: {e}")))?;
-        req.pc = Some(v);
+        req.pc = Some(ser.decode(body)?);
     }
     check_result_content(&req)?;
     Ok(req)
@@ -269,8 +276,8 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Encodes a response primitive as an HTTP response (TS-0009 clause 6.3).
-pub fn encode_response(resp: &Response) -> http::Response<Bytes> {
+/// Encodes a response primitive as an HTTP response (TS-0009 clause 6.3), its content in `ser`.
+pub fn encode_response(resp: &Response, ser: Serialization) -> http::Response<Bytes> {
     let status =
         StatusCode::from_u16(resp.rsc.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut b = http::Response::builder().status(status);
@@ -303,19 +310,21 @@ pub fn encode_response(resp: &Response) -> http::Response<Bytes> {
     }
     let body = match &resp.pc {
         Some(pc) => {
-            h.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
-            Bytes::from(serde_json::to_vec(pc).unwrap_or_default())
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(ser.media_type()));
+            Bytes::from(ser.encode(pc).unwrap_or_default())
         }
         None => Bytes::new(),
     };
     b.body(body).expect("valid response parts")
 }
 
-/// Encodes a request primitive as an HTTP request to `authority` (TS-0009 clause 6.2, originator side).
+/// Encodes a request primitive as an HTTP request to `authority` (TS-0009 clause 6.2, originator
+/// side), its content in `ser` (and the response asked for in it).
 pub fn encode_request(
     req: &Request,
     scheme: &str,
     authority: &str,
+    ser: Serialization,
 ) -> M2mResult<http::Request<Bytes>> {
     let method = match req.op {
         Operation::Create | Operation::Notify => Method::POST,
@@ -355,21 +364,21 @@ pub fn encode_request(
     if !req.rtu.is_empty() {
         h.insert(HeaderName::from_static(X_M2M_RTU), hv(&req.rtu.join("&")));
     }
+    if ser != Serialization::Json {
+        h.insert(http::header::ACCEPT, hv(ser.media_type()));
+    }
+    let content_type = match req.ty {
+        Some(ty) => format!("{};ty={}", ser.media_type(), ty.code()),
+        None => ser.media_type().to_owned(),
+    };
     let body = match &req.pc {
         Some(pc) => {
-            let ct = match req.ty {
-                Some(ty) => format!("application/json;ty={}", ty.code()),
-                None => JSON.to_owned(),
-            };
-            h.insert(CONTENT_TYPE, hv(&ct));
-            Bytes::from(serde_json::to_vec(pc).map_err(|e| M2mError::internal(e.to_string()))?)
+            h.insert(CONTENT_TYPE, hv(&content_type));
+            Bytes::from(ser.encode(pc)?)
         }
         None => {
-            if let Some(ty) = req.ty {
-                h.insert(
-                    CONTENT_TYPE,
-                    hv(&format!("application/json;ty={}", ty.code())),
-                );
+            if req.ty.is_some() {
+                h.insert(CONTENT_TYPE, hv(&content_type));
             }
             Bytes::new()
         }
@@ -453,10 +462,10 @@ pub fn decode_response(
     let pc = if body.is_empty() {
         None
     } else {
-        Some(
-            serde_json::from_slice(body)
-                .map_err(|e| M2mError::bad_request(format!("malformed JSON in response: {e}")))?,
-        )
+        let ser = header(headers, CONTENT_TYPE.as_str())?
+            .and_then(Serialization::from_media_type)
+            .unwrap_or_default();
+        Some(ser.decode(body)?)
     };
     let mut resp = Response::new(rsc, request_identifier(headers), pc);
     resp.rvi = header(headers, X_M2M_RVI)?.map(str::to_owned);
@@ -554,7 +563,7 @@ mod tests {
         req.fc.filter_usage = Some(crate::filter::FilterUsage::Discovery);
         req.fc.resource_types = vec![3, 4];
         req.fc.labels = vec!["a b".into()];
-        let http = encode_request(&req, "http", "127.0.0.1:8080").unwrap();
+        let http = encode_request(&req, "http", "127.0.0.1:8080", Serialization::Json).unwrap();
         let back = decode_request(
             http.method(),
             http.uri(),
@@ -573,7 +582,7 @@ mod tests {
         // Found by the property tests: X-M2M-OT was written but not read back.
         let mut resp = Response::new(ResponseStatusCode::Ok, "r1", None);
         resp.ot = Some("20260101T000000".into());
-        let http = encode_response(&resp);
+        let http = encode_response(&resp, Serialization::Json);
         let back = decode_response(http.status(), http.headers(), http.body()).unwrap();
         assert_eq!(back.ot.as_deref(), Some("20260101T000000"));
         assert_eq!(back, resp);
@@ -585,7 +594,7 @@ mod tests {
         let mut req = Request::new(Operation::Retrieve, "cse-in", None, "r1");
         req.fc.content_types = vec!["a/+".into(), "application/senml+json".into()];
         req.fc.labels = vec!["c++".into()];
-        let http = encode_request(&req, "http", "127.0.0.1:8080").unwrap();
+        let http = encode_request(&req, "http", "127.0.0.1:8080", Serialization::Json).unwrap();
         assert_eq!(
             http.uri().query(),
             Some("lbl=c%2B%2B&cty=a%2F%2B+application%2Fsenml%2Bjson")

@@ -20,6 +20,7 @@ pub mod primitive;
 pub mod resource_type;
 pub mod schema;
 pub mod security_info;
+pub mod serialization;
 pub mod specialization;
 pub mod status;
 pub mod time;

@@ -629,7 +629,7 @@ proptest! {
     #[test]
     fn requests_round_trip_through_http(req in request()) {
         prop_assert!(Address::parse(&req.to).is_ok(), "generator made a bad To {}", req.to);
-        let http = encode_request(&req, "http", "127.0.0.1:8080").expect("a valid request encodes");
+        let http = encode_request(&req, "http", "127.0.0.1:8080", m2m_core::serialization::Serialization::Json).expect("a valid request encodes");
         let back = decode_request(http.method(), http.uri(), http.headers(), http.body(), schema::is_attribute_name)
             .map_err(|e| TestCaseError::fail(format!("{}: {} ({})", http.uri(), e, e.dbg)))?;
         prop_assert_eq!(back, req, "via {}", http.uri());
@@ -648,7 +648,7 @@ proptest! {
     ) {
         let mut resp = Response::new(rsc, rqi, pc);
         (resp.rvi, resp.ot, resp.cts, resp.cto, resp.location) = (rvi, ot, cts, cto, location);
-        let http = encode_response(&resp);
+        let http = encode_response(&resp, m2m_core::serialization::Serialization::Json);
         let back = decode_response(http.status(), http.headers(), http.body())
             .map_err(|e| TestCaseError::fail(format!("{e}")))?;
         // From and To are not carried by an HTTP response (TS-0009 clause 6.4).

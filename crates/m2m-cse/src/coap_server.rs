@@ -48,5 +48,5 @@ async fn respond(cse: &Arc<Cse>, peer: &Peer, request: Packet) -> Packet {
             resp
         }
     };
-    coap_binding::encode_response(&resp, op)
+    coap_binding::encode_response(&resp, op, coap_binding::response_serialization(&request))
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use m2m_core::serialization::Serialization;
 use m2m_core::{http_binding, M2mError, Response};
 use m2m_security::tls::Authenticated;
 use m2m_transport::{Binder, Connection};
@@ -51,20 +52,21 @@ async fn handle(
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let rqi = http_binding::request_identifier(&parts.headers);
+    let ser = http_binding::response_serialization(&parts.headers);
     let max = cse.config().http.max_body_bytes;
     let within = Duration::from_millis(cse.config().limits.body_read_timeout_ms);
     let body = match tokio::time::timeout(within, Limited::new(body, max).collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(_)) => {
             let e = M2mError::bad_request(format!("request body larger than {max} bytes"));
-            return Ok(to_hyper(Response::error(&e, rqi)));
+            return Ok(to_hyper(Response::error(&e, rqi), ser));
         }
         Err(_) => {
             let e = M2mError::new(
                 m2m_core::ResponseStatusCode::RequestTimeout,
                 "the request body did not arrive in time",
             );
-            return Ok(to_hyper(Response::error(&e, rqi)));
+            return Ok(to_hyper(Response::error(&e, rqi), ser));
         }
     };
     let resp = match http_binding::decode_request(
@@ -81,10 +83,10 @@ async fn handle(
             resp
         }
     };
-    Ok(to_hyper(resp))
+    Ok(to_hyper(resp, ser))
 }
 
-fn to_hyper(resp: Response) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = http_binding::encode_response(&resp).into_parts();
+fn to_hyper(resp: Response, ser: Serialization) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = http_binding::encode_response(&resp, ser).into_parts();
     hyper::Response::from_parts(parts, Full::new(body))
 }

@@ -848,5 +848,14 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResu
         }
         _ => cse.client.clone(),
     };
-    client.send_to_url(&poa, &req).await
+    // The serialization the AE asked for: a `ct` key of its pointOfAccess, else the first of
+    // its contentSerialization this CSE writes (TS-0004 clause 7.5.1.2.2).
+    let (poa, ct) = m2m_core::serialization::split_ct(&poa);
+    let csz = crate::store::string_list(ae.attrs.get("csz"));
+    let ser = ct
+        .or_else(|| {
+            m2m_core::serialization::Serialization::preferred(csz.iter().map(String::as_str))
+        })
+        .unwrap_or_default();
+    client.send_to_url_as(&poa, &req, ser).await
 }

@@ -1331,7 +1331,13 @@ mod tests {
 
     /// The path and query a request goes out with (TS-0009 clause 6.2.2).
     fn wire(req: &Request) -> String {
-        let http = m2m_core::http_binding::encode_request(req, "http", "127.0.0.1:1").unwrap();
+        let http = m2m_core::http_binding::encode_request(
+            req,
+            "http",
+            "127.0.0.1:1",
+            m2m_core::serialization::Serialization::Json,
+        )
+        .unwrap();
         let mut q: Vec<&str> = http.uri().query().unwrap_or("").split('&').collect();
         q.sort_unstable();
         format!("{}?{}", http.uri().path(), q.join("&"))

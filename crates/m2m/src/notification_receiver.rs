@@ -509,7 +509,7 @@ fn coap_notify(
         Ok(note) => deliver(tx, note, rqi),
         Err(e) => Response::error(&e, rqi),
     };
-    coap_binding::encode_response(&rsp, op)
+    coap_binding::encode_response(&rsp, op, Default::default())
 }
 
 /// Hands a notification over; the answer to its sender.
@@ -543,7 +543,9 @@ async fn handle(
             Err(e) => Response::error(&e, rqi),
         },
     };
-    let (parts, body) = http_binding::encode_response(&rsp).into_parts();
+    let (parts, body) =
+        http_binding::encode_response(&rsp, m2m_core::serialization::Serialization::Json)
+            .into_parts();
     Ok(hyper::Response::from_parts(parts, Full::new(body)))
 }
 

@@ -187,7 +187,12 @@ fn parse_libcoap(out: &str, err: &str) -> Option<Answer> {
                 .step_by(2)
                 .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
                 .collect();
-            serde_json::from_slice(&bytes).ok()
+            // JSON, or else CBOR (a CBOR Content-Format).
+            serde_json::from_slice(&bytes).ok().or_else(|| {
+                m2m_core::serialization::Serialization::Cbor
+                    .decode(&bytes)
+                    .ok()
+            })
         })
         .unwrap_or(Value::Null);
     Some(Answer { code, rsc, body })
@@ -1377,4 +1382,69 @@ fn a_lost_server_finished_is_sent_again_after_the_take_over() {
         "{}",
         cse.stderr()
     );
+}
+
+/// CBOR over CoAP with libcoap (TS-0008 table 6.2.2.2-1): a CREATE in Content-Format 60 is
+/// read, the answer asked for with Accept 60 comes in CBOR (10010); an unknown Content-Format
+/// is 4.15 and an Accept this CSE cannot write 4.06.
+#[test]
+fn cbor_over_coap_with_libcoap() {
+    if !have_libcoap() {
+        return;
+    }
+    // A loopback listener the operator trusts: the From is taken as given (no DTLS here).
+    let cse =
+        CseProcess::start_temp("[coap]\nlisten = \"127.0.0.1:0\"\noriginators = \"trusted\"\n");
+    let port = poll(Duration::from_secs(5), || {
+        cse.stdout().lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("m2m-cse listening coap://")
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+    })
+    .expect("the coap:// listening line");
+    let r = coap_plain(
+        port,
+        "post",
+        "/cse-in",
+        "C",
+        Some(2),
+        Some(&ae_body("cbor")),
+    )
+    .expect("an answer");
+    assert_eq!(r.rsc, Some(2001), "{r:?}");
+    let aei = r.body["m2m:ae"]["aei"].as_str().expect("aei").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let payload = dir.path().join("cnt.cbor");
+    std::fs::write(
+        &payload,
+        m2m_core::serialization::Serialization::Cbor
+            .encode(&json!({ "m2m:cnt": { "rn": "c", "mni": 3 } }))
+            .unwrap(),
+    )
+    .unwrap();
+    let base = format!("coap://127.0.0.1:{port}");
+    let cbor_create = |accept: &str, cf: &str| {
+        let mut cmd = Command::new("coap-client-openssl");
+        cmd.args(["-v", "7", "-B", "3", "-m", "post"])
+            .args(["-O", &format!("279,{aei}"), "-O", &format!("283,{}", rqi())])
+            .args(["-O", "267,0x03", "-t", cf, "-A", accept])
+            .arg("-f")
+            .arg(&payload)
+            .arg(format!("{base}/cse-in/cbor"));
+        let (out, err) = run(cmd, b"", false);
+        parse_libcoap(&String::from_utf8_lossy(&out), &err).expect("an answer")
+    };
+    let r = cbor_create("60", "60");
+    assert_eq!((r.code.as_str(), r.rsc), ("2.01", Some(2001)), "{r:?}");
+    assert_eq!(
+        r.body["m2m:cnt"]["mni"],
+        json!(3),
+        "the answer decodes as CBOR: {r:?}"
+    );
+    let r = cbor_create("60", "41");
+    assert_eq!((r.code.as_str(), r.rsc), ("4.15", Some(4015)), "XML: {r:?}");
+    let r = cbor_create("41", "60");
+    assert_eq!(r.rsc, Some(5207), "an XML answer cannot be given: {r:?}");
 }

@@ -777,8 +777,16 @@ fn serve_connection(stream: TcpStream, st: &ReceiverState) {
             }
             body
         };
+        // A CBOR notification (by its content type) decodes to the same JSON value.
+        let cbor = headers
+            .get("content-type")
+            .is_some_and(|ct| ct.contains("cbor"));
         let body = if body.is_empty() {
             Value::Null
+        } else if cbor {
+            m2m_core::serialization::Serialization::Cbor
+                .decode(&body)
+                .unwrap_or_else(|_| Value::String("undecodable CBOR".into()))
         } else {
             serde_json::from_slice(&body)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))

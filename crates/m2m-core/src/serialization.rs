@@ -1,0 +1,180 @@
+//! Content serializations (TS-0004 clauses 8.4 JSON and 8.5 CBOR): how a primitive's content is
+//! written on the wire, the media types that name it (TS-0009 clause 6.4.3), and the `ct` key of
+//! a notification target URL (TS-0004 table 7.4.8.1-3, notificationURI).
+//!
+//! CBOR is the JSON data model written in CBOR (clause 8.5.1): the same short names and values,
+//! so a primitive decodes to the same `serde_json::Value` either way. XML is not supported.
+
+use crate::error::{M2mError, M2mResult};
+use crate::status::ResponseStatusCode;
+use serde_json::Value;
+
+/// A content serialization this implementation reads and writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Serialization {
+    #[default]
+    Json,
+    Cbor,
+}
+
+impl Serialization {
+    /// The media type it is sent as.
+    pub const fn media_type(self) -> &'static str {
+        match self {
+            Serialization::Json => "application/json",
+            Serialization::Cbor => "application/cbor",
+        }
+    }
+
+    /// The serialization a media type names (parameters such as `;ty=3` ignored): the plain
+    /// types and the oneM2M ones (`application/vnd.onem2m-res+cbor`...); `None` for others.
+    pub fn from_media_type(value: &str) -> Option<Self> {
+        let media = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match media.as_str() {
+            "application/json" => Some(Serialization::Json),
+            "application/cbor" => Some(Serialization::Cbor),
+            m if m.starts_with("application/vnd.onem2m-") && m.ends_with("+json") => {
+                Some(Serialization::Json)
+            }
+            m if m.starts_with("application/vnd.onem2m-") && m.ends_with("+cbor") => {
+                Some(Serialization::Cbor)
+            }
+            _ => None,
+        }
+    }
+
+    /// The value of a notificationURI's `ct` key (lower case: `json`, `cbor`).
+    pub fn from_ct(value: &str) -> Option<Self> {
+        match value {
+            "json" => Some(Serialization::Json),
+            "cbor" => Some(Serialization::Cbor),
+            _ => None,
+        }
+    }
+
+    /// The first serialization of an `<AE>`'s contentSerialization (`csz`, media types) this
+    /// implementation writes; `None` when it names none (then any may be used).
+    pub fn preferred<'a>(csz: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        csz.into_iter().find_map(Self::from_media_type)
+    }
+
+    /// Reads a content.
+    pub fn decode(self, body: &[u8]) -> M2mResult<Value> {
+        match self {
+            Serialization::Json => serde_json::from_slice(body)
+                .map_err(|e| M2mError::bad_request(format!("malformed JSON content: {e}"))),
+            Serialization::Cbor => ciborium::from_reader(body)
+                .map_err(|e| M2mError::bad_request(format!("malformed CBOR content: {e}"))),
+        }
+    }
+
+    /// Writes a content.
+    pub fn encode(self, v: &Value) -> M2mResult<Vec<u8>> {
+        match self {
+            Serialization::Json => {
+                serde_json::to_vec(v).map_err(|e| M2mError::internal(e.to_string()))
+            }
+            Serialization::Cbor => {
+                let mut out = Vec::new();
+                ciborium::into_writer(v, &mut out)
+                    .map_err(|e| M2mError::internal(e.to_string()))?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// A content media type this implementation does not take: 4015.
+pub fn unsupported(media: &str) -> M2mError {
+    M2mError::new(
+        ResponseStatusCode::UnsupportedMediaType,
+        format!(
+            "content type '{media}' is not supported; use application/json or application/cbor"
+        ),
+    )
+}
+
+/// A notification target URL without its serialization key, and the serialization it asks for
+/// (TS-0004 clause 7.5.1.2.2: "ct=json", after `?` or `&`; the key is removed before sending).
+pub fn split_ct(url: &str) -> (String, Option<Serialization>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut ser = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("ct=") {
+            Some(v) => {
+                ser = Serialization::from_ct(v).or(ser);
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if kept.is_empty() {
+        (base.to_owned(), ser)
+    } else {
+        (format!("{base}?{}", kept.join("&")), ser)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn both_serializations_carry_the_same_content() {
+        let v = json!({ "m2m:cin": { "con": "21.5", "cs": 4, "lbl": ["a", "b"], "neg": -3, "f": 1.5, "b": true, "n": null } });
+        for s in [Serialization::Json, Serialization::Cbor] {
+            let bytes = s.encode(&v).unwrap();
+            assert_eq!(s.decode(&bytes).unwrap(), v, "{s:?}");
+        }
+        assert_ne!(
+            Serialization::Cbor.encode(&v).unwrap(),
+            Serialization::Json.encode(&v).unwrap()
+        );
+        assert_eq!(
+            Serialization::Cbor.decode(b"\xff").unwrap_err().rsc,
+            ResponseStatusCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn media_types_and_ct_keys() {
+        for (m, s) in [
+            ("application/json", Some(Serialization::Json)),
+            ("application/cbor;ty=3", Some(Serialization::Cbor)),
+            ("application/vnd.onem2m-res+cbor", Some(Serialization::Cbor)),
+            (
+                "application/vnd.onem2m-ntfy+json",
+                Some(Serialization::Json),
+            ),
+            ("application/xml", None),
+            ("text/plain", None),
+        ] {
+            assert_eq!(Serialization::from_media_type(m), s, "{m}");
+        }
+        assert_eq!(
+            split_ct("http://h:1/n?ct=cbor"),
+            ("http://h:1/n".into(), Some(Serialization::Cbor))
+        );
+        assert_eq!(
+            split_ct("http://h:1/n?q=true&ct=json"),
+            ("http://h:1/n?q=true".into(), Some(Serialization::Json))
+        );
+        assert_eq!(
+            split_ct("http://h:1/n?q=1"),
+            ("http://h:1/n?q=1".into(), None)
+        );
+        assert_eq!(
+            Serialization::preferred(["application/xml", "application/cbor"]),
+            Some(Serialization::Cbor)
+        );
+    }
+}
