@@ -200,6 +200,9 @@ pub async fn fan_out(
         .map(|m| to_member(cse, req.clone(), m, &rest, peer.clone()));
     let (responses, multicast_rsps) =
         futures_util::future::join(futures_util::future::join_all(calls), by_multicast).await;
+    if req.op == Operation::Delete && rest.is_empty() {
+        forget_deleted_members(cse, &group, &responses).await;
+    }
     let mut rsps: Vec<Value> = responses.iter().map(Response::to_rsp_json).collect();
     rsps.extend(multicast_rsps);
     Ok(Response::new(
@@ -207,6 +210,50 @@ pub async fn fan_out(
         &req.rqi,
         Some(json!({ "m2m:agr": { "m2m:rsp": rsps } })),
     ))
+}
+
+/// After a DELETE fanned out to the members themselves, the members that answered DELETED leave
+/// memberIDs, unless the reference is to a virtual resource (TS-0004 clause 7.4.14.2.4).
+async fn forget_deleted_members(cse: &Arc<Cse>, group: &Resource, responses: &[Response]) {
+    let gone: Vec<String> = responses
+        .iter()
+        .filter(|r| r.rsc == Rsc::Deleted)
+        .filter_map(|r| r.from.clone())
+        .filter(|m| !is_virtual_reference(m))
+        .collect();
+    if gone.is_empty() {
+        return;
+    }
+    let ri = group.ri().to_owned();
+    let updated = cse
+        .store
+        .write(move |w| {
+            let Some(mut g) = w.get(&ri)? else {
+                return Ok(None);
+            };
+            let kept: Vec<String> = string_list(g.attrs.get("mid"))
+                .into_iter()
+                .filter(|m| !gone.contains(m))
+                .collect();
+            g.attrs.insert("mid".into(), json!(kept));
+            refresh_counts(&mut g);
+            w.update(&g)?;
+            Ok(Some(g))
+        })
+        .await;
+    match updated {
+        Ok(Some(g)) => members_changed(cse, &g),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(dbg = %e.dbg, "deleted members not removed from the group"),
+    }
+}
+
+/// A member reference to a virtual resource (`.../la`, `.../ol`, `.../fopt`).
+fn is_virtual_reference(member: &str) -> bool {
+    matches!(
+        member.rsplit('/').next(),
+        Some("la" | "ol" | "fopt" | "pcu")
+    )
 }
 
 /// `req` applied to one member (`member[/rest]`); the answer names the member it came from

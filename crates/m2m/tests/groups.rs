@@ -265,3 +265,46 @@ fn member_responses_name_their_member() {
          the From parameter of that member's response: {b}"
     );
 }
+
+/// A DELETE through the fanOutPoint deletes the members; those that answered DELETED leave
+/// memberIDs (TS-0004 clause 7.4.14.2.4), a member that refused stays, and a reference to a
+/// virtual resource stays too.
+#[test]
+fn members_deleted_through_the_group_leave_it() {
+    let (cse, ae) = setup();
+    let u = cse.url();
+    let owner = register_ae(u, "/cse-in", "Cowner", "owned", &[]);
+    // Readable by the group's creator, not deletable.
+    let acp = create_acp(
+        u,
+        "/cse-in/owned",
+        &owner,
+        "look",
+        vec![
+            acr(&[ae.as_str()], OP_RETRIEVE),
+            acr(&[owner.as_str()], OP_ALL),
+        ],
+        vec![acr(&[owner.as_str()], OP_ALL)],
+    );
+    create_cnt(
+        u,
+        "/cse-in/owned",
+        &owner,
+        json!({ "rn": "theirs", "acpi": [acp] }),
+    );
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g", "mt": 0, "mnm": 10,
+                "mid": ["cse-in/app/c1", "cse-in/app/c2", "cse-in/owned/theirs"] }),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(r.body["m2m:grp"]["cnm"], json!(3), "{:?}", r.body);
+    let (rsc, b) = delete(u, "/cse-in/app/g/fopt", &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    let codes: Vec<u64> = rsps(&b).iter().filter_map(|r| r["rsc"].as_u64()).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 2002).count(), 2, "{b}");
+    let (_, g) = retrieve(u, "/cse-in/app/g", &ae);
+    assert_eq!(g["m2m:grp"]["mid"], json!(["cse-in/owned/theirs"]), "{g}");
+    assert_eq!(g["m2m:grp"]["cnm"], json!(1), "{g}");
+}
