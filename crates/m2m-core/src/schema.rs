@@ -840,6 +840,32 @@ static MGO_ATTRS: &[AttrSpec] = &[
     rw("dc", Kind::Str),
 ];
 
+/// `<semanticDescriptor>`: TS-0004 clause 7.4.34 (table 7.4.34.1-3), TS-0001 clause 9.6.30.
+/// `dsp` is xs:base64Binary (checked, with its syntax, by the type's module); `soe` is never
+/// stored; `svd` is the CSE's.
+static SMD_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    AT,
+    AA,
+    DACI,
+    CR,
+    m_rw("dcrp", Kind::Enum(&[1, 2, 3, 4, 5, 6, 7])),
+    attr("soe", Kind::Str, Create::NotAllowed, true),
+    m_rw("dsp", Kind::Str),
+    rw("or", Kind::Uri),
+    rw("rels", URI_LIST),
+    ro("svd"),
+    rw("vlde", Kind::Bool),
+];
+
 /// `<notificationTargetMgmtPolicyRef>`: TS-0004 clause 7.4.30 (table 7.4.30.1-3), TS-0001 clause
 /// 9.6.31: which policy applies to which notification targets of the parent subscription.
 static NTPR_ATTRS: &[AttrSpec] = &[
@@ -915,6 +941,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::Group => GRP_ATTRS,
         ResourceType::LocalMulticastGroup => LMG_ATTRS,
         ResourceType::MgmtObj => MGO_ATTRS,
+        ResourceType::SemanticDescriptor => SMD_ATTRS,
         ResourceType::Node => NOD_ATTRS,
         ResourceType::NotificationTargetMgmtPolicyRef => NTPR_ATTRS,
         ResourceType::NotificationTargetPolicy => NTP_ATTRS,
@@ -952,6 +979,7 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ],
         ResourceType::Group => &["ty", "ri", "pi", "ct", "lt", "cnm", "mtv", "ssi"],
         ResourceType::Node => &["ty", "ri", "pi", "ct", "lt", "rms", "nid"],
+        ResourceType::SemanticDescriptor => &["ty", "ri", "pi", "ct", "lt", "svd"],
         ResourceType::LocalMulticastGroup
         | ResourceType::MgmtObj
         | ResourceType::NotificationTargetMgmtPolicyRef
@@ -1399,6 +1427,7 @@ mod tests {
             PollingChannel => json!({}),
             MgmtObj => json!({"mgd": 1006, "btl": 50, "bts": 1}),
             Node => json!({"ni": "urn:sn:1234"}),
+            SemanticDescriptor => json!({"dcrp": 5, "dsp": "PGE+IDxiPiA8Yz4gLg=="}),
             NotificationTargetMgmtPolicyRef => json!({"ntu": ["Cae1"]}),
             NotificationTargetPolicy => json!({"acn": 1, "plbl": "Default"}),
             PolicyDeletionRules => json!({}),

@@ -18,6 +18,7 @@
 //! | pollingChannel (and `pcu`) | 15 | [`polling_channel`] | 7.4.21, 7.4.22 |
 //! | remoteCSE | 16 | [`remote_cse`] | 7.4.4 |
 //! | request | 17 | [`request`] | 7.4.12, 7.3.2.2 |
+//! | semanticDescriptor | 24 | [`semantic_descriptor`] | 7.4.34 |
 //! | serviceSubscribedAppRule | 19 | [`service_subscribed_app_rule`] | 7.4.29 |
 //! | subscription | 23 | [`subscription`] | 7.4.8 |
 //! | timeSeries, timeSeriesInstance | 29, 30 | [`time_series`] | 7.4.38, 7.4.39 |
@@ -42,6 +43,7 @@ pub mod notification_target_policy;
 pub mod polling_channel;
 pub mod remote_cse;
 pub mod request;
+pub mod semantic_descriptor;
 pub mod service_subscribed_app_rule;
 pub mod subscription;
 pub mod time_series;
@@ -264,6 +266,7 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::PollingChannel => &polling_channel::PollingChannel,
         ResourceType::RemoteCse => &remote_cse::RemoteCse,
         ResourceType::Request => &request::RequestResource,
+        ResourceType::SemanticDescriptor => &semantic_descriptor::SemanticDescriptor,
         ResourceType::ServiceSubscribedAppRule => {
             &service_subscribed_app_rule::ServiceSubscribedAppRule
         }
