@@ -1147,9 +1147,11 @@ pub fn validate_update(ty: ResourceType, content: &Map<String, Value>) -> M2mRes
     Ok(())
 }
 
-/// xs:token (XML Schema part 2, 3.3.2): the whitespace-collapsed form of a string.
+/// xs:token (XML Schema part 2, 3.3.2): the whitespace-collapsed form of a string; as a member
+/// of a list (m2m:labels) it is not empty, or the list could not be written in XML.
 fn is_token(s: &str) -> bool {
-    !s.contains(['\t', '\n', '\r']) && !s.starts_with(' ') && !s.ends_with(' ') && !s.contains("  ")
+    !s.is_empty()
+        && !s.contains(['\t', '\n', '\r']) && !s.starts_with(' ') && !s.ends_with(' ') && !s.contains("  ")
 }
 
 fn is_resource_type_code(n: u64) -> bool {
@@ -1241,7 +1243,7 @@ fn check(kind: &Kind, v: &Value, path: &str) -> M2mResult<()> {
         Kind::Str => ok(string.is_some(), "expected a string"),
         Kind::Token => ok(
             string.is_some_and(is_token),
-            "expected a token (no tabs or line breaks, no leading, trailing or double spaces)",
+            "expected a token (not empty; no tabs or line breaks, no leading, trailing or double spaces)",
         ),
         Kind::ResourceName => ok(
             string.is_some_and(check_resource_name),

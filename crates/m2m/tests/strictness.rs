@@ -303,6 +303,7 @@ fn labels_are_tokens_and_the_cse_takes_only_its_notifications() {
         " leading",
         "trailing ",
         "cr\rhere",
+        "",
     ] {
         let (rsc, b) = update(
             u,
