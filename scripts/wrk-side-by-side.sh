@@ -1,0 +1,36 @@
+#!/bin/bash
+# Side-by-side throughput of one m2m binary with wrk (docs/PERFORMANCE.md): usage
+#   scripts/wrk-side-by-side.sh BINARY LABEL PORT
+# starts a CSE from BINARY on PORT with a fresh store, seeds one AE, a container and SEED (200)
+# instances, checks that `la` answers 200 and a CREATE 201, then runs wrk (2 threads, 32
+# connections, 5 s) on `la` (GET) and on contentInstance CREATE (POST), and prints both rates.
+set -eu
+BIN=$1; LABEL=$2; PORT=$3
+D=$(mktemp -d)
+cat > $D/cse.toml <<CFG
+[http]
+listen = "127.0.0.1:$PORT"
+[storage]
+path = "$D/db"
+CFG
+( cd $D && exec "$BIN" cse --config $D/cse.toml > $D/cse.log 2>&1 ) &
+PID=$!
+for i in $(seq 1 100); do curl -s -o /dev/null --max-time 1 http://127.0.0.1:$PORT/ && break; sleep 0.1; done
+H=(-H 'X-M2M-Origin: Cperf' -H 'X-M2M-RI: p' -H 'X-M2M-RVI: 3')
+curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=2' -d '{"m2m:ae":{"rn":"app","api":"Nperf","rr":false,"srv":["3"]}}' http://127.0.0.1:$PORT/cse-in
+curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=3' -d '{"m2m:cnt":{"rn":"c"}}' http://127.0.0.1:$PORT/cse-in/app
+for i in $(seq 1 ${SEED:-200}); do curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=4' -d '{"m2m:cin":{"con":"21.5"}}' http://127.0.0.1:$PORT/cse-in/app/c; done
+cat > $D/post.lua <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"m2m:cin":{"con":"21.5"}}'
+wrk.headers["X-M2M-Origin"] = "Cperf"
+wrk.headers["X-M2M-RI"] = "p"
+wrk.headers["X-M2M-RVI"] = "3"
+wrk.headers["Content-Type"] = "application/json;ty=4"
+LUA
+curl -s -o /dev/null -w "check la %{http_code}\n" "${H[@]}" http://127.0.0.1:$PORT/cse-in/app/c/la && curl -s -o /dev/null -w "check create %{http_code}\n" "${H[@]}" -H "Content-Type: application/json;ty=4" -d "{\"m2m:cin\":{\"con\":\"1\"}}" http://127.0.0.1:$PORT/cse-in/app/c
+la=$(wrk -t2 -c32 -d5s --latency "${H[@]}" http://127.0.0.1:$PORT/cse-in/app/c/la | awk '/Requests\/sec/{r=$2} /99%/{p=$2} END{print r" p99 "p}')
+cr=$(wrk -t2 -c32 -d5s --latency -s $D/post.lua http://127.0.0.1:$PORT/cse-in/app/c | awk '/Requests\/sec/{r=$2} /99%/{p=$2} END{print r" p99 "p}')
+kill $PID; wait $PID 2>/dev/null || true
+echo "$LABEL la $la | create $cr"
+rm -rf $D
