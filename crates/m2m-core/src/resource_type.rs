@@ -25,6 +25,7 @@ pub enum ResourceType {
     PollingChannel,
     RemoteCse,
     Request,
+    Schedule,
     SemanticDescriptor,
     ServiceSubscribedAppRule,
     Subscription,
@@ -33,7 +34,7 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 24] = [
+    pub const ALL: [ResourceType; 25] = [
         Self::AccessControlPolicy,
         Self::Action,
         Self::Ae,
@@ -53,6 +54,7 @@ impl ResourceType {
         Self::PollingChannel,
         Self::RemoteCse,
         Self::Request,
+        Self::Schedule,
         Self::SemanticDescriptor,
         Self::ServiceSubscribedAppRule,
         Self::Subscription,
@@ -74,6 +76,7 @@ impl ResourceType {
             Self::PollingChannel => 15,
             Self::RemoteCse => 16,
             Self::Request => 17,
+            Self::Schedule => 18,
             Self::ServiceSubscribedAppRule => 19,
             Self::Subscription => 23,
             Self::SemanticDescriptor => 24,
@@ -103,6 +106,7 @@ impl ResourceType {
             15 => Self::PollingChannel,
             16 => Self::RemoteCse,
             17 => Self::Request,
+            18 => Self::Schedule,
             19 => Self::ServiceSubscribedAppRule,
             23 => Self::Subscription,
             24 => Self::SemanticDescriptor,
@@ -158,6 +162,7 @@ impl ResourceType {
             Self::PollingChannel => "pch",
             Self::RemoteCse => "csr",
             Self::Request => "req",
+            Self::Schedule => "sch",
             Self::SemanticDescriptor => "smd",
             Self::ServiceSubscribedAppRule => "asar",
             Self::Subscription => "sub",
@@ -192,6 +197,7 @@ impl ResourceType {
             Self::PollingChannel => "m2m:pch",
             Self::RemoteCse => "m2m:csr",
             Self::Request => "m2m:req",
+            Self::Schedule => "m2m:sch",
             Self::SemanticDescriptor => "m2m:smd",
             Self::ServiceSubscribedAppRule => "m2m:asar",
             Self::Subscription => "m2m:sub",
@@ -224,6 +230,7 @@ impl ResourceType {
                 NotificationTargetPolicy,
                 RemoteCse,
                 Request,
+                Schedule,
                 SemanticDescriptor,
                 ServiceSubscribedAppRule,
                 Subscription,
@@ -264,9 +271,10 @@ impl ResourceType {
                 &[Subscription]
             }
             NotificationTargetPolicy => &[PolicyDeletionRules, Subscription],
-            Node => &[MgmtObj, SemanticDescriptor, Subscription],
+            Node => &[MgmtObj, Schedule, SemanticDescriptor, Subscription],
             MgmtObj => &[SemanticDescriptor, Subscription],
-            Subscription => &[NotificationTargetMgmtPolicyRef],
+            Subscription => &[NotificationTargetMgmtPolicyRef, Schedule],
+            Schedule => &[Subscription],
             Group => &[Action, SemanticDescriptor, Subscription],
             SemanticDescriptor => &[Subscription],
             ServiceSubscribedAppRule => &[Subscription],

@@ -840,6 +840,31 @@ static MGO_ATTRS: &[AttrSpec] = &[
     rw("dc", Kind::Str),
 ];
 
+/// m2m:scheduleEntries (TS-0004 clause 6.3.5.11): `{"sce": [...]}`, at least one entry.
+static SCHEDULE_ENTRIES: ObjSpec = ObjSpec {
+    fields: &[req("sce", Kind::NonEmptyList(&Kind::Str))],
+    rule: ObjRule::Fields,
+};
+
+/// `<schedule>`: TS-0004 clause 7.4.9 (table 7.4.9.1-3), TS-0001 clause 9.6.9. The entries'
+/// format is checked by the type's module.
+static SCH_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    AT,
+    AA,
+    DACI,
+    m_rw("se", Kind::Object(&SCHEDULE_ENTRIES)),
+    rw("nco", Kind::Bool),
+];
+
 /// `<semanticDescriptor>`: TS-0004 clause 7.4.34 (table 7.4.34.1-3), TS-0001 clause 9.6.30.
 /// `dsp` is xs:base64Binary (checked, with its syntax, by the type's module); `soe` is never
 /// stored; `svd` is the CSE's.
@@ -942,6 +967,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::LocalMulticastGroup => LMG_ATTRS,
         ResourceType::MgmtObj => MGO_ATTRS,
         ResourceType::SemanticDescriptor => SMD_ATTRS,
+        ResourceType::Schedule => SCH_ATTRS,
         ResourceType::Node => NOD_ATTRS,
         ResourceType::NotificationTargetMgmtPolicyRef => NTPR_ATTRS,
         ResourceType::NotificationTargetPolicy => NTP_ATTRS,
@@ -979,6 +1005,7 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ],
         ResourceType::Group => &["ty", "ri", "pi", "ct", "lt", "cnm", "mtv", "ssi"],
         ResourceType::Node => &["ty", "ri", "pi", "ct", "lt", "rms", "nid"],
+        ResourceType::Schedule => &["ty", "ri", "pi", "ct", "lt"],
         ResourceType::SemanticDescriptor => &["ty", "ri", "pi", "ct", "lt", "svd"],
         ResourceType::LocalMulticastGroup
         | ResourceType::MgmtObj
@@ -1151,7 +1178,10 @@ pub fn validate_update(ty: ResourceType, content: &Map<String, Value>) -> M2mRes
 /// of a list (m2m:labels) it is not empty, or the list could not be written in XML.
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && !s.contains(['\t', '\n', '\r']) && !s.starts_with(' ') && !s.ends_with(' ') && !s.contains("  ")
+        && !s.contains(['\t', '\n', '\r'])
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
+        && !s.contains("  ")
 }
 
 fn is_resource_type_code(n: u64) -> bool {
@@ -1429,6 +1459,7 @@ mod tests {
             PollingChannel => json!({}),
             MgmtObj => json!({"mgd": 1006, "btl": 50, "bts": 1}),
             Node => json!({"ni": "urn:sn:1234"}),
+            Schedule => json!({"se": {"sce": ["* * 8-20 * * * *"]}}),
             SemanticDescriptor => json!({"dcrp": 5, "dsp": "PGE+IDxiPiA8Yz4gLg=="}),
             NotificationTargetMgmtPolicyRef => json!({"ntu": ["Cae1"]}),
             NotificationTargetPolicy => json!({"acn": 1, "plbl": "Default"}),

@@ -762,6 +762,7 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ResourceType::NotificationTargetMgmtPolicyRef => serde_json::json!({"ntu": ["Cae1"]}),
         ResourceType::MgmtObj => serde_json::json!({"mgd": 1006, "btl": 50, "bts": 1}),
         ResourceType::Node => serde_json::json!({"ni": "urn:sn:1234"}),
+        ResourceType::Schedule => serde_json::json!({"se": {"sce": ["* * 8-20 * * * *"]}}),
         ResourceType::SemanticDescriptor => {
             serde_json::json!({"dcrp": 5, "dsp": "PGE+IDxiPiA8Yz4gLg=="})
         }

@@ -56,6 +56,7 @@ pub struct Cse {
     /// The time windows of <crossResourceSubscription> resources.
     pub(crate) cross_resources: crate::resources::cross_resource_subscription::CrossResources,
     pub(crate) non_blocking: crate::resources::request::InFlight,
+    pub(crate) schedules: crate::resources::schedule::Schedules,
     /// The <action> resources by subject.
     pub(crate) actions: crate::resources::action::Actions,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
@@ -163,6 +164,7 @@ impl Cse {
             time_series: Default::default(),
             cross_resources: Default::default(),
             non_blocking: Default::default(),
+            schedules: Default::default(),
             actions: Default::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
@@ -184,6 +186,9 @@ impl Cse {
             .map_err(|e| anyhow::anyhow!("cannot read the actions: {}", e.dbg))?;
         crate::notification::load_monitored(&cse)
             .map_err(|e| anyhow::anyhow!("cannot read the subscriptions: {}", e.dbg))?;
+        cse.schedules
+            .load(&cse)
+            .map_err(|e| anyhow::anyhow!("cannot read the schedules: {}", e.dbg))?;
         Ok(cse)
     }
 

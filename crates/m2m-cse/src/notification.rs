@@ -211,6 +211,14 @@ pub(crate) fn notify_subscription(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
 /// A subscription's notification to each of its targets, under its policies: held for a batch
 /// (batchNotify), or queued now.
 fn notify_targets(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
+    // Outside its notification schedule the event is not notified (TS-0004 clause 7.4.9.1).
+    if !cse.schedules.allows(cse, sub) {
+        tracing::debug!(
+            sub = sub.ri(),
+            "notification outside the subscription's schedule, discarded"
+        );
+        return;
+    }
     let policy = Policy::of(sub);
     let batch = sub.attrs.get("bn").filter(|b| b.is_object());
     for nu in targets(sub) {

@@ -626,3 +626,82 @@ fn operation_monitors_notify_the_operations_they_name() {
         assert_eq!(rsc, 4000, "{enc}");
     }
 }
+
+/// A `<schedule>` under a subscription is its notification schedule (TS-0004 clause 7.4.9):
+/// outside its entries nothing is notified, inside it is; `nco` belongs to a node's schedule
+/// only (4102) and every entry has the 7 fields (4000).
+#[test]
+fn a_notification_schedule_gates_notifications() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let rx = Receiver::start();
+    let ae = register_ae(u, "/cse-in", "Csched", "app", &[]);
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "c" }));
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app/c",
+        &ae,
+        23,
+        json!({ "m2m:sub": { "rn": "s", "nu": [rx.url()], "enc": { "net": [3] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let sched = |attrs: Value| create(u, "/cse-in/app/c/s", &ae, 18, json!({ "m2m:sch": attrs }));
+    // Never (a year long past): nothing is sent.
+    let (rsc, b) = sched(json!({ "rn": "when", "se": { "sce": ["* * * * * * 2001"] } }));
+    assert_eq!(rsc, 2001, "{b}");
+    create_cin(u, "/cse-in/app/c", &ae, "quiet");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(rx.count(|r| r.net() == Some(3)), 0, "outside the schedule");
+    // Always: sent.
+    let (rsc, b) = update(
+        u,
+        "/cse-in/app/c/s/when",
+        &ae,
+        json!({ "m2m:sch": { "se": { "sce": ["* * * * * * 2001", "* * * * * * *"] } } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    create_cin(u, "/cse-in/app/c", &ae, "heard");
+    let n = rx.wait_for(|r| r.net() == Some(3), WAIT);
+    assert_eq!(n.rep()["m2m:cin"]["con"], json!("heard"));
+    // The schedule gone: no constraint.
+    assert_eq!(delete(u, "/cse-in/app/c/s/when", &ae).0, 2002);
+    create_cin(u, "/cse-in/app/c", &ae, "again");
+    rx.wait_for(|r| r.rep()["m2m:cin"]["con"] == json!("again"), WAIT);
+    // Bad input.
+    assert_eq!(
+        sched(json!({ "se": { "sce": ["* * * * *"] } })).0,
+        4000,
+        "5 fields"
+    );
+    assert_eq!(sched(json!({ "se": { "sce": [] } })).0, 4000, "no entry");
+    assert_eq!(sched(json!({})).0, 4000, "no scheduleElement");
+    assert_eq!(
+        sched(json!({ "se": { "sce": ["* * * * * * *"] }, "nco": true })).0,
+        4102,
+        "networkCoordinated outside a node"
+    );
+    let (rsc, _) = create(
+        u,
+        "/cse-in/app/c",
+        &ae,
+        18,
+        json!({ "m2m:sch": { "se": { "sce": ["* * * * * * *"] } } }),
+    );
+    assert_eq!(rsc, 4108, "not under a container");
+    let (rsc, b) = create(
+        u,
+        "/cse-in",
+        "CAdmin",
+        14,
+        json!({ "m2m:nod": { "rn": "n", "ni": "urn:sn:n" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/n",
+        "CAdmin",
+        18,
+        json!({ "m2m:sch": { "se": { "sce": ["* 0-5 2 * * * *"] }, "nco": true } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+}

@@ -18,6 +18,7 @@
 //! | pollingChannel (and `pcu`) | 15 | [`polling_channel`] | 7.4.21, 7.4.22 |
 //! | remoteCSE | 16 | [`remote_cse`] | 7.4.4 |
 //! | request | 17 | [`request`] | 7.4.12, 7.3.2.2 |
+//! | schedule | 18 | [`schedule`] | 7.4.9 |
 //! | semanticDescriptor | 24 | [`semantic_descriptor`] | 7.4.34 |
 //! | serviceSubscribedAppRule | 19 | [`service_subscribed_app_rule`] | 7.4.29 |
 //! | subscription | 23 | [`subscription`] | 7.4.8 |
@@ -43,6 +44,7 @@ pub mod notification_target_policy;
 pub mod polling_channel;
 pub mod remote_cse;
 pub mod request;
+pub mod schedule;
 pub mod semantic_descriptor;
 pub mod service_subscribed_app_rule;
 pub mod subscription;
@@ -267,6 +269,7 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::RemoteCse => &remote_cse::RemoteCse,
         ResourceType::Request => &request::RequestResource,
         ResourceType::SemanticDescriptor => &semantic_descriptor::SemanticDescriptor,
+        ResourceType::Schedule => &schedule::Schedule,
         ResourceType::ServiceSubscribedAppRule => {
             &service_subscribed_app_rule::ServiceSubscribedAppRule
         }
