@@ -289,11 +289,8 @@ impl ResourceType {
                 TimeSeries,
             ],
             AccessControlPolicy => &[Subscription],
-            ContentInstance
-            | CrossResourceSubscription
-            | LocalMulticastGroup
-            | PollingChannel
-            | TimeSeriesInstance => &[],
+            CrossResourceSubscription => &[NotificationTargetMgmtPolicyRef, Schedule],
+            ContentInstance | LocalMulticastGroup | PollingChannel | TimeSeriesInstance => &[],
         }
     }
 

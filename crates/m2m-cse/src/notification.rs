@@ -210,9 +210,14 @@ pub(crate) fn notify_subscription(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
 
 /// A subscription's notification to each of its targets, under its policies: held for a batch
 /// (batchNotify), or queued now.
+/// m2m:eventCat immediate (TS-0004 table 6.3.3-1).
+const IMMEDIATE: u64 = 2;
+
 fn notify_targets(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
-    // Outside its notification schedule the event is not notified (TS-0004 clause 7.4.9.1).
-    if !cse.schedules.allows(cse, sub) {
+    // Outside its notification schedule the event is not notified, unless its category is
+    // immediate (TS-0004 clause 7.5.1.2.2).
+    let immediate = sub.u64_attr("nec") == Some(IMMEDIATE);
+    if !immediate && !cse.schedules.allows(cse, sub) {
         tracing::debug!(
             sub = sub.ri(),
             "notification outside the subscription's schedule, discarded"

@@ -44,7 +44,7 @@ pub enum Target {
     },
     /// `<pollingChannel>/pcu`
     PollingChannelUri(Resource),
-    /// `<subscription>/ntsr` (notificationTargetSelfReference)
+    /// `<subscription>/ntsr`, `<crossResourceSubscription>/ntsr` (notificationTargetSelfReference)
     SelfReference(Resource),
 }
 
@@ -126,7 +126,14 @@ fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
     }
     if last == "ntsr" {
         return Some(match cse.store.get_by_srn(parent) {
-            Ok(Some(s)) if s.ty == ResourceType::Subscription => Ok(Target::SelfReference(s)),
+            Ok(Some(s))
+                if matches!(
+                    s.ty,
+                    ResourceType::Subscription | ResourceType::CrossResourceSubscription
+                ) =>
+            {
+                Ok(Target::SelfReference(s))
+            }
             Ok(_) => Err(not_found(srn)),
             Err(e) => Err(e),
         });

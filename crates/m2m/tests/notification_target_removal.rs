@@ -425,3 +425,31 @@ fn a_claimed_target_removes_nothing() {
     let r = call(&owner, "GET", SUB, OWNER, None, None);
     assert_eq!(r.body["m2m:sub"]["nu"], json!([]), "{:?}", r.body);
 }
+
+/// A crossResourceSubscription's targets leave it the same way (TS-0004 table 7.4.58.1-4: it has
+/// an `ntsr` too).
+#[test]
+fn a_cross_resource_subscription_target_leaves_it_too() {
+    let s = setup();
+    let u = s.cse.url();
+    create_cnt(u, "/cse-in/owner", OWNER, json!({ "rn": "c2" }));
+    let (rsc, b) = create(
+        u,
+        "/cse-in/owner",
+        OWNER,
+        48,
+        json!({ "m2m:crs": { "rn": "x", "nu": [TARGET], "twt": 1, "tws": "PT10S",
+                "rrat": ["cse-in/owner/c", "cse-in/owner/c2"], "encs": { "enc": [{ "net": [3] }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(
+        delete(u, "/cse-in/owner/x/ntsr", TARGET).0,
+        4103,
+        "the system default rejects"
+    );
+    owner_default(&s, 1);
+    let (rsc, b) = delete(u, "/cse-in/owner/x/ntsr", TARGET);
+    assert_eq!(rsc, 2002, "{b}");
+    let (_, b) = retrieve(u, "/cse-in/owner/x", OWNER);
+    assert_eq!(b["m2m:crs"]["nu"], json!([]), "{b}");
+}

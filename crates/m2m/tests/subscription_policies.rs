@@ -647,15 +647,26 @@ fn a_notification_schedule_gates_notifications() {
     assert_eq!(rsc, 2001, "{b}");
     let sched = |attrs: Value| create(u, "/cse-in/app/c/s", &ae, 18, json!({ "m2m:sch": attrs }));
     // Never (a year long past): nothing is sent.
-    let (rsc, b) = sched(json!({ "rn": "when", "se": { "sce": ["* * * * * * 2001"] } }));
+    let (rsc, b) = sched(json!({ "se": { "sce": ["* * * * * * 2001"] } }));
     assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:sch"]["rn"], json!("notificationSchedule"), "{b}");
+    assert_eq!(
+        sched(json!({ "rn": "other", "se": { "sce": ["* * * * * * *"] } })).0,
+        4000,
+        "a subscription's schedule is its notificationSchedule"
+    );
+    assert_eq!(
+        sched(json!({ "se": { "sce": ["* * * * * * *"] } })).0,
+        4105,
+        "one at most"
+    );
     create_cin(u, "/cse-in/app/c", &ae, "quiet");
     std::thread::sleep(std::time::Duration::from_millis(700));
     assert_eq!(rx.count(|r| r.net() == Some(3)), 0, "outside the schedule");
     // Always: sent.
     let (rsc, b) = update(
         u,
-        "/cse-in/app/c/s/when",
+        "/cse-in/app/c/s/notificationSchedule",
         &ae,
         json!({ "m2m:sch": { "se": { "sce": ["* * * * * * 2001", "* * * * * * *"] } } }),
     );
@@ -664,7 +675,10 @@ fn a_notification_schedule_gates_notifications() {
     let n = rx.wait_for(|r| r.net() == Some(3), WAIT);
     assert_eq!(n.rep()["m2m:cin"]["con"], json!("heard"));
     // The schedule gone: no constraint.
-    assert_eq!(delete(u, "/cse-in/app/c/s/when", &ae).0, 2002);
+    assert_eq!(
+        delete(u, "/cse-in/app/c/s/notificationSchedule", &ae).0,
+        2002
+    );
     create_cin(u, "/cse-in/app/c", &ae, "again");
     rx.wait_for(|r| r.rep()["m2m:cin"]["con"] == json!("again"), WAIT);
     // Bad input.
@@ -680,6 +694,38 @@ fn a_notification_schedule_gates_notifications() {
         4102,
         "networkCoordinated outside a node"
     );
+    // An immediate subscription notifies outside its schedule (TS-0004 clause 7.5.1.2.2).
+    let urgent_rx = Receiver::start();
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app/c",
+        &ae,
+        23,
+        json!({ "m2m:sub": { "rn": "now", "nu": [urgent_rx.url()], "enc": { "net": [3] }, "nec": 2 } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app/c/now",
+        &ae,
+        18,
+        json!({ "m2m:sch": { "se": { "sce": ["* * * * * * 2001"] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    create_cin(u, "/cse-in/app/c", &ae, "urgent");
+    urgent_rx.wait_for(|r| r.rep()["m2m:cin"]["con"] == json!("urgent"), WAIT);
+    // The CSEBase has one schedule.
+    let cb = |rn: &str| {
+        create(
+            u,
+            "/cse-in",
+            "CAdmin",
+            18,
+            json!({ "m2m:sch": { "rn": rn, "se": { "sce": ["* * * * * * *"] } } }),
+        )
+        .0
+    };
+    assert_eq!((cb("reach"), cb("reach2")), (2001, 4000));
     let (rsc, _) = create(
         u,
         "/cse-in/app/c",

@@ -1,9 +1,12 @@
 //! `<schedule>` (TS-0004 clause 7.4.9, TS-0001 clause 9.6.9): time windows, as m2m:scheduleEntry
 //! lines of 7 fields in UTC (table 7.4.9.1-4), for its parent.
 //!
-//! - Under a `<subscription>` it is the notification schedule: the CSE sends the subscription's
-//!   notifications only while one of its entries matches, and discards the others (no
-//!   pendingNotification here: nothing is held for later).
+//! - Under a `<subscription>` or `<crossResourceSubscription>` it is the notification schedule,
+//!   named `notificationSchedule` (one at most): the CSE sends the subscription's notifications
+//!   only while one of its entries matches, and discards the others (no pendingNotification
+//!   here: nothing is held for later), except with notificationEventCat immediate (2), which
+//!   ignores the schedule (TS-0004 clause 7.5.1.2.2).
+//! - The CSEBase has at most one (its reachability schedule).
 //! - Under the CSEBase or a `<node>` it is stored and served; the CSE does not hold requests back
 //!   by it (the reachability of entities is theirs to announce).
 //! - `nco` (networkCoordinated) belongs to a schedule under a `<node>`: elsewhere 4102
@@ -23,11 +26,15 @@ pub struct Schedule;
 impl Behaviour for Schedule {
     fn prepare_create<'a>(
         &'a self,
-        _call: Call<'a>,
+        call: Call<'a>,
         parent: &'a Resource,
         attrs: &'a mut Map<String, Value>,
     ) -> Pending<'a, M2mResult<Prepared>> {
-        super::ready(check(parent.ty, attrs).map(|()| Prepared::default()))
+        super::ready((|| {
+            check(parent.ty, attrs)?;
+            one_per_parent(call.cse, parent, attrs)?;
+            Ok(Prepared::default())
+        })())
     }
 
     fn prepare_update<'a>(
@@ -57,6 +64,40 @@ impl Behaviour for Schedule {
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
         cse.schedules.refresh(cse, res.pi());
     }
+}
+
+/// The name of a subscription's schedule (TS-0004 tables 7.4.8.1-4, 7.4.58.1-4).
+const NOTIFICATION_SCHEDULE: &str = "notificationSchedule";
+
+/// A subscription or crossResourceSubscription has one schedule, `notificationSchedule` (its
+/// name is given when the request names none); the CSEBase has one (TS-0004 table 7.4.3.1-3);
+/// a node any number. A second: 4000.
+fn one_per_parent(cse: &Cse, parent: &Resource, attrs: &mut Map<String, Value>) -> M2mResult<()> {
+    match parent.ty {
+        ResourceType::Subscription | ResourceType::CrossResourceSubscription => {
+            match attrs.get("rn").and_then(Value::as_str) {
+                None => {
+                    attrs.insert("rn".into(), Value::from(NOTIFICATION_SCHEDULE));
+                }
+                Some(NOTIFICATION_SCHEDULE) => {}
+                Some(_) => {
+                    return Err(M2mError::bad_request(
+                        "the schedule of a subscription is named notificationSchedule",
+                    ))
+                }
+            }
+        }
+        ResourceType::CseBase => {
+            let existing = cse
+                .store
+                .read(|r| r.children(parent.ri(), Some(ResourceType::Schedule)))?;
+            if !existing.is_empty() {
+                return Err(M2mError::bad_request("the CSEBase has one schedule"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The entries parse; `nco` only under a `<node>`.
