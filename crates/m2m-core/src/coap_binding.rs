@@ -651,7 +651,8 @@ mod tests {
         );
         p.add_option(CoapOption::Unknown(option::RQI), b"r1".to_vec());
         p.payload = b"{}".to_vec();
-        p.add_option(CoapOption::ContentFormat, encode_uint(60));
+        // XML (41): neither JSON nor CBOR.
+        p.add_option(CoapOption::ContentFormat, encode_uint(41));
         assert_eq!(
             decode_request(&p, |_| false).unwrap_err().rsc,
             Rsc::UnsupportedMediaType
