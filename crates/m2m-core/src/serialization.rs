@@ -63,14 +63,28 @@ impl Serialization {
         csz.into_iter().find_map(Self::from_media_type)
     }
 
-    /// Reads a content.
+    /// Reads a content: one data item, nested at most [`MAX_DEPTH`] deep (what the store reads
+    /// back, JSON, allows 128: a deeper content would be stored and then unreadable).
     pub fn decode(self, body: &[u8]) -> M2mResult<Value> {
-        match self {
+        let v: Value = match self {
             Serialization::Json => serde_json::from_slice(body)
-                .map_err(|e| M2mError::bad_request(format!("malformed JSON content: {e}"))),
-            Serialization::Cbor => ciborium::from_reader(body)
-                .map_err(|e| M2mError::bad_request(format!("malformed CBOR content: {e}"))),
+                .map_err(|e| M2mError::bad_request(format!("malformed JSON content: {e}")))?,
+            Serialization::Cbor => {
+                let mut rest = body;
+                let v = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH)
+                    .map_err(|e| M2mError::bad_request(format!("malformed CBOR content: {e}")))?;
+                if !rest.is_empty() {
+                    return Err(M2mError::bad_request(
+                        "malformed CBOR content: bytes after the data item",
+                    ));
+                }
+                v
+            }
+        };
+        if depth(&v) > MAX_DEPTH {
+            return Err(M2mError::bad_request("content nested too deeply"));
         }
+        Ok(v)
     }
 
     /// Writes a content.
@@ -87,6 +101,24 @@ impl Serialization {
             }
         }
     }
+}
+
+/// How deep a content may nest (objects and arrays), in either serialization.
+pub const MAX_DEPTH: usize = 64;
+
+/// The nesting depth of a value, without recursion.
+fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// A content media type this implementation does not take: 4015.
@@ -143,6 +175,31 @@ mod tests {
             Serialization::Cbor.decode(b"\xff").unwrap_err().rsc,
             ResponseStatusCode::BadRequest
         );
+        // One item only; nesting bounded below what the store reads back.
+        let mut two = Serialization::Cbor.encode(&json!(1)).unwrap();
+        two.extend(Serialization::Cbor.encode(&json!(2)).unwrap());
+        assert!(Serialization::Cbor.decode(&two).is_err());
+        for deep in [MAX_DEPTH + 1, 200, 100_000] {
+            // `deep` nested one-element arrays: 0x81 ... 0x00.
+            let mut cbor = vec![0x81u8; deep];
+            cbor.push(0);
+            assert_eq!(
+                Serialization::Cbor.decode(&cbor).unwrap_err().rsc,
+                ResponseStatusCode::BadRequest,
+                "{deep}"
+            );
+            let json = format!("{}0{}", "[".repeat(deep), "]".repeat(deep));
+            assert!(
+                Serialization::Json.decode(json.as_bytes()).is_err(),
+                "{deep}"
+            );
+        }
+        let ok = format!(
+            "{}0{}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        Serialization::Json.decode(ok.as_bytes()).unwrap();
     }
 
     #[test]

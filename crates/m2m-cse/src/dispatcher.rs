@@ -258,7 +258,7 @@ pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mRes
             } else {
                 res.attrs.clone()
             };
-            json!({ resources::root_name(&res): nest(&res, attrs, children()?) })
+            json!({ resources::root_name(&res): nest(attrs, children()?) })
         }
         ResultContent::AttributesAndChildResourceReferences => {
             let mut attrs = res.attrs.clone();
@@ -307,51 +307,79 @@ fn partial(res: &Resource, atrl: &[String]) -> M2mResult<Value> {
     Ok(json!({ resources::root_name(res): attrs }))
 }
 
-/// The descendants `found` under `res`, each inside its nearest ancestor among them, or inside
-/// `res` (TS-0004 clause 8.4.3, example 3: child resources nested as in the tree), under their
-/// root names.
-fn nest(res: &Resource, attrs: Map<String, Value>, found: Vec<Resource>) -> Map<String, Value> {
-    let index: HashMap<&str, usize> = found
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.srn.as_str(), i))
-        .collect();
-    // The nearest found ancestor of each, or none (`res`).
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); found.len() + 1];
+/// How deep child resources nest in an rcn 4 or 8 answer; deeper ones are listed at the last
+/// level (the answer's size and depth stay bounded whatever the tree).
+const MAX_NESTING: usize = 16;
+
+/// The descendants `found` under `res`, each inside its parent when the parent is listed too,
+/// else inside `res` (TS-0004 clause 8.4.3, example 3: child resources nested as in the tree),
+/// under their root names. Linear in the number of resources and without recursion: a tree of
+/// any depth cannot exhaust a stack here.
+fn nest(attrs: Map<String, Value>, found: Vec<Resource>) -> Map<String, Value> {
     let top = found.len();
-    for (i, r) in found.iter().enumerate() {
-        let mut srn = r.srn.as_str();
-        let parent = loop {
-            match srn.rsplit_once('/') {
-                Some((up, _)) if up.len() > res.srn.len() => {
-                    if let Some(&j) = index.get(up) {
-                        break j;
-                    }
-                    srn = up;
-                }
-                _ => break top,
+    let index: HashMap<&str, usize> = found.iter().enumerate().map(|(i, r)| (r.ri(), i)).collect();
+    let listed_parent: Vec<usize> = found
+        .iter()
+        .map(|r| index.get(r.pi()).copied().unwrap_or(top))
+        .collect();
+    // Nesting levels (0 under `res`), parents before children; beyond MAX_NESTING a resource
+    // goes to the deepest allowed level of its chain.
+    let mut level = vec![usize::MAX; top];
+    let mut parent = vec![top; top];
+    for start in 0..top {
+        let mut chain = Vec::new();
+        let mut at = start;
+        while at != top && level[at] == usize::MAX {
+            chain.push(at);
+            at = listed_parent[at];
+            if chain.len() > top {
+                break; // a cycle cannot happen in a tree; never loop on bad data
             }
+        }
+        let (mut up, mut lvl) = if at == top {
+            (top, 0)
+        } else {
+            (at, level[at] + 1)
         };
-        children[parent].push(i);
+        for &i in chain.iter().rev() {
+            if lvl > MAX_NESTING {
+                // Stay at the last level: hang on the same parent as the one before.
+                lvl = MAX_NESTING;
+                up = parent[listed_parent[i]];
+            }
+            parent[i] = up;
+            level[i] = lvl;
+            up = i;
+            lvl += 1;
+        }
     }
-    fn build(
-        at: usize,
-        mut attrs: Map<String, Value>,
-        found: &[Resource],
-        children: &[Vec<usize>],
-    ) -> Map<String, Value> {
-        for &c in &children[at] {
-            let child = build(c, found[c].attrs.clone(), found, children);
-            let list = attrs
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); top + 1];
+    for (i, p) in parent.iter().enumerate() {
+        children[*p].push(i);
+    }
+    // Deepest first: every child is complete before its parent takes it.
+    let mut order: Vec<usize> = (0..top).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(level[*i]));
+    let mut done: Vec<Option<Map<String, Value>>> = vec![None; top];
+    let adopt = |mut into: Map<String, Value>,
+                 kids: &[usize],
+                 done: &mut Vec<Option<Map<String, Value>>>| {
+        for &c in kids {
+            let child = done[c].take().unwrap_or_default();
+            let list = into
                 .entry(resources::root_name(&found[c]).into_owned())
                 .or_insert_with(|| json!([]));
             if let Value::Array(a) = list {
                 a.push(Value::Object(child));
             }
         }
-        attrs
+        into
+    };
+    for i in order {
+        let built = adopt(found[i].attrs.clone(), &children[i], &mut done);
+        done[i] = Some(built);
     }
-    build(top, attrs, &found, &children)
+    adopt(attrs, &children[top], &mut done)
 }
 
 /// The descendants a retrieve lists (rcn 4, 5, 6, 8): those matching the filter criteria, down
@@ -379,15 +407,19 @@ fn filtered_children(
         return Err(crate::discovery::timed_out());
     }
     let next = found.partial.then(|| offset + found.resources.len() as u64);
-    let mut parents: HashMap<String, Option<Resource>> = HashMap::new();
+    // A parent that cannot be read hides its children (fail closed).
+    let mut parents: HashMap<String, Option<Option<Resource>>> = HashMap::new();
     let mut children = found.resources;
     children.retain(|child| {
         let parent = parents
             .entry(child.pi().to_owned())
-            .or_insert_with(|| cse.store.get(child.pi()).ok().flatten());
-        !parent
-            .as_ref()
-            .is_some_and(|p| resources::behaviour(p.ty).hides_child(p, child))
+            .or_insert_with(|| cse.store.get(child.pi()).ok());
+        match parent {
+            None => false,
+            Some(p) => !p
+                .as_ref()
+                .is_some_and(|p| resources::behaviour(p.ty).hides_child(p, child)),
+        }
     });
     Ok((children, next))
 }

@@ -360,3 +360,38 @@ fn child_listings_span_the_tree_below() {
         "{seen:?}"
     );
 }
+
+/// A chain of containers of any depth: an rcn 4 listing answers, nested at most 16 levels (the
+/// deeper ones at the last level), and the CSE keeps serving.
+#[test]
+fn a_deep_tree_is_listed_without_exhausting_anything() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cdeep", "deep", &[]);
+    let mut parent = "/cse-in/deep".to_owned();
+    for i in 0..300 {
+        let (rsc, b) = create(
+            u,
+            &parent,
+            &ae,
+            3,
+            json!({ "m2m:cnt": { "rn": format!("d{i}") } }),
+        );
+        assert_eq!(rsc, 2001, "{i}: {b}");
+        parent = format!("/{}", b["m2m:cnt"]["ri"].as_str().unwrap());
+    }
+    let (rsc, b) = get_with_query(u, "/cse-in/deep", &ae, "rcn=4");
+    assert_eq!(rsc, 2000, "{b}");
+    let mut depth = 0;
+    let mut at = &b["m2m:ae"];
+    let mut count = 0;
+    while let Some(list) = at.get("m2m:cnt").and_then(Value::as_array) {
+        depth += 1;
+        count += list.len();
+        at = list.last().unwrap();
+    }
+    assert!(depth <= 17, "nested {depth} deep");
+    assert_eq!(count, 300, "every container is listed once");
+    let (rsc, _) = retrieve(u, "/cse-in/deep", &ae);
+    assert_eq!(rsc, 2000, "still serving");
+}

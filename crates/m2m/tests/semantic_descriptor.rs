@@ -14,6 +14,21 @@ fn b64(s: &str) -> String {
 const TURTLE: &str =
     "@prefix ex: <http://example.com/> . ex:frontDoor a ex:Lock ; ex:state \"locked\" .";
 
+/// Nested XML entities that would expand to gigabytes.
+fn laughs() -> String {
+    let mut x = String::from("<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY e0 \"ha\">");
+    for i in 1..9 {
+        x.push_str(&format!(
+            "<!ENTITY e{i} \"{}\">",
+            format!("&e{};", i - 1).repeat(10)
+        ));
+    }
+    x.push_str(
+        "]><rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\">&e8;</rdf:RDF>",
+    );
+    x
+}
+
 #[test]
 fn descriptors_are_checked_stored_and_found() {
     let cse = CseProcess::start_in();
@@ -50,6 +65,11 @@ fn descriptors_are_checked_stored_and_found() {
             "Manchester",
         ),
         (json!({ "dcrp": 5 }), 4000, "no descriptor"),
+        (
+            json!({ "dcrp": 4, "dsp": b64(&laughs()) }),
+            4000,
+            "entities (billion laughs)",
+        ),
     ] {
         assert_eq!(smd(attrs).0, code, "{why}");
     }

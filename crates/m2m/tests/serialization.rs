@@ -192,3 +192,43 @@ fn other_serializations_and_broken_content_are_refused() {
         4015
     );
 }
+
+/// Content nested deeper than the store reads back is refused at the door, in CBOR and JSON,
+/// and the container stays readable.
+#[test]
+fn deeply_nested_content_is_refused() {
+    let cse = CseProcess::start_in();
+    let ae = register_ae(cse.url(), "/cse-in", "Cdeep", "app", &[]);
+    create_cnt(cse.url(), "/cse-in/app", &ae, json!({ "rn": "c" }));
+    let mut con = json!(0);
+    for _ in 0..200 {
+        con = json!([con]);
+    }
+    let body = json!({ "m2m:cin": { "con": con } });
+    for (ct, bytes) in [
+        (
+            "application/cbor;ty=4",
+            m2m_core::serialization::Serialization::Cbor
+                .encode(&body)
+                .unwrap(),
+        ),
+        ("application/json;ty=4", body.to_string().into_bytes()),
+    ] {
+        let r = raw(
+            "POST",
+            cse.url(),
+            "/cse-in/app/c",
+            &[
+                ("X-M2M-Origin", ae.as_str()),
+                ("X-M2M-RI", "deep"),
+                ("X-M2M-RVI", "3"),
+                ("Content-Type", ct),
+            ],
+            &bytes,
+        );
+        assert_eq!(r.rsc, 4000, "{ct}: {:?}", r.body);
+    }
+    create_cin(cse.url(), "/cse-in/app/c", &ae, "fine");
+    let (rsc, b) = retrieve(cse.url(), "/cse-in/app/c/la", &ae);
+    assert_eq!((rsc, b["m2m:cin"]["con"].clone()), (2000, json!("fine")));
+}

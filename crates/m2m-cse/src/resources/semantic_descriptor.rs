@@ -98,6 +98,13 @@ fn check(attrs: &Map<String, Value>) -> M2mResult<()> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(dsp.trim())
         .map_err(|_| M2mError::bad_request("attribute 'dsp': not base64"))?;
+    // A document type declaration brings entities, which the XML parser expands in memory (a
+    // few hundred bytes of nested entities are gigabytes): RDF/XML needs none.
+    if matches!(dcrp, RDF_XML) && has_doctype(&bytes) {
+        return Err(M2mError::bad_request(
+            "attribute 'dsp': an RDF/XML descriptor may not declare a document type or entities",
+        ));
+    }
     let format = match dcrp {
         RDF_XML => RdfFormat::RdfXml,
         TURTLE => RdfFormat::Turtle,
@@ -118,6 +125,15 @@ fn check(attrs: &Map<String, Value>) -> M2mResult<()> {
         }
     }
     Ok(())
+}
+
+/// Whether an XML text declares a document type or an entity (`<!DOCTYPE`, `<!ENTITY`, in any
+/// case, as bytes: the check comes before any decoding).
+fn has_doctype(xml: &[u8]) -> bool {
+    let upper = xml.to_ascii_uppercase();
+    [&b"<!DOCTYPE"[..], &b"<!ENTITY"[..]]
+        .iter()
+        .any(|needle| upper.windows(needle.len()).any(|w| w == *needle))
 }
 
 #[cfg(test)]
@@ -153,6 +169,24 @@ mod tests {
                 "{text}"
             );
         }
+        // Entities: refused before any parsing (a "billion laughs" would take gigabytes).
+        let mut laughs = String::from("<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY a \"ha\">");
+        for i in 1..9 {
+            let prev = format!("&e{};", i - 1).replace("&e0;", "&a;");
+            laughs.push_str(&format!("<!ENTITY e{i} \"{}\">", prev.repeat(10)));
+        }
+        laughs.push_str(
+            "]><rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\">&e8;</rdf:RDF>",
+        );
+        assert_eq!(
+            check(&attrs(RDF_XML, &laughs)).unwrap_err().rsc.code(),
+            4000
+        );
+        let lower = rdfxml.replace(
+            "<?xml version=\"1.0\"?>",
+            "<?xml version=\"1.0\"?><!doctype x>",
+        );
+        assert_eq!(check(&attrs(RDF_XML, &lower)).unwrap_err().rsc.code(), 4000);
         // A remote context would have to be fetched: refused, not fetched.
         let remote = r#"{"@context": "http://127.0.0.1:9/ctx", "@id": "http://example.com/lock"}"#;
         assert_eq!(check(&attrs(JSON_LD, remote)).unwrap_err().rsc.code(), 4000);
