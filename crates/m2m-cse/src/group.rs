@@ -252,7 +252,7 @@ async fn forget_deleted_members(cse: &Arc<Cse>, group: &Resource, responses: &[R
 fn is_virtual_reference(member: &str) -> bool {
     matches!(
         member.rsplit('/').next(),
-        Some("la" | "ol" | "fopt" | "pcu")
+        Some("la" | "ol" | "fopt" | "pcu" | "ntsr")
     )
 }
 

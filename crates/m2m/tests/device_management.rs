@@ -9,14 +9,28 @@ use serde_json::{json, Value};
 
 const ADMIN: &str = "CAdmin";
 
-fn node(cse: &CseProcess, rn: &str) -> String {
-    let (rsc, b) = create(
+/// The policy letting the locks (`Clock*`) read the nodes that carry it.
+fn locks_may_read(cse: &CseProcess) -> String {
+    create_acp(
         cse.url(),
         "/cse-in",
         ADMIN,
-        14,
-        json!({ "m2m:nod": { "rn": rn, "ni": format!("urn:sn:{rn}") } }),
-    );
+        "locksRead",
+        vec![acr(&["Clock*"], OP_RETRIEVE), acr(&[ADMIN], OP_ALL)],
+        vec![acr(&[ADMIN], OP_ALL)],
+    )
+}
+
+fn node(cse: &CseProcess, rn: &str) -> String {
+    node_with(cse, rn, json!([]))
+}
+
+fn node_with(cse: &CseProcess, rn: &str, acpi: Value) -> String {
+    let mut nod = json!({ "rn": rn, "ni": format!("urn:sn:{rn}") });
+    if acpi != json!([]) {
+        nod["acpi"] = acpi;
+    }
+    let (rsc, b) = create(cse.url(), "/cse-in", ADMIN, 14, json!({ "m2m:nod": nod }));
     assert_eq!(rsc, 2001, "{b}");
     b["m2m:nod"]["ri"].as_str().unwrap().to_owned()
 }
@@ -40,8 +54,9 @@ fn register_on(cse: &CseProcess, from: &str, rn: &str, nl: &str) -> (u16, Value)
 #[test]
 fn a_node_lists_the_aes_that_name_it() {
     let cse = CseProcess::start_in();
-    let n1 = node(&cse, "gateway");
-    let n2 = node(&cse, "spare");
+    let acp = locks_may_read(&cse);
+    let n1 = node_with(&cse, "gateway", json!([acp]));
+    let n2 = node_with(&cse, "spare", json!([acp]));
     assert_eq!(hael(&cse, "gateway"), Value::Null);
     // By resourceID or structured name.
     let (rsc, b) = register_on(&cse, "Clock1", "lock1", &n1);
@@ -66,18 +81,26 @@ fn a_node_lists_the_aes_that_name_it() {
     assert_eq!(delete(cse.url(), "/cse-in/gateway", ADMIN).0, 2002);
     let (_, ae) = retrieve(cse.url(), "/cse-in/lock2", "Clock2");
     assert!(ae["m2m:ae"].get("nl").is_none(), "{ae}");
-    // An nl must name a node here.
-    let (rsc, _) = register_on(&cse, "Clock3", "lock3", "cse-in/nothing");
-    assert_eq!(rsc, 4000);
-    let (rsc, _) = register_on(&cse, "Clock3", "lock3", "cse-in/lock2");
-    assert_eq!(rsc, 4000, "an AE is no node");
+    // An nl must name a node here that the AE may read; the answer is the same whether the
+    // node exists or not, and nothing is listed.
+    let private = node(&cse, "private");
+    for nl in [
+        "cse-in/nothing",
+        "cse-in/lock2",
+        "cse-in/private",
+        private.as_str(),
+    ] {
+        let (rsc, b) = register_on(&cse, "Clock3", "lock3", nl);
+        assert_eq!(rsc, 4103, "{nl}: {b}");
+    }
+    assert_eq!(hael(&cse, "private"), Value::Null);
     // A node pre-listing an AE does not list it twice.
     let (rsc, b) = create(
         cse.url(),
         "/cse-in",
         ADMIN,
         14,
-        json!({ "m2m:nod": { "rn": "pre", "ni": "urn:sn:pre", "hael": ["Clock4"] } }),
+        json!({ "m2m:nod": { "rn": "pre", "ni": "urn:sn:pre", "hael": ["Clock4"], "acpi": [acp] } }),
     );
     assert_eq!(rsc, 2001, "{b}");
     assert_eq!(register_on(&cse, "Clock4", "lock4", "cse-in/pre").0, 2001);
@@ -228,7 +251,7 @@ fn mgmt_objects_take_their_specializations_attributes() {
 #[test]
 fn device_management_is_under_access_control() {
     let cse = CseProcess::start_in();
-    let n = node(&cse, "gw");
+    node(&cse, "gw");
     let (rsc, b) = create(
         cse.url(),
         "/cse-in/gw",
@@ -237,7 +260,12 @@ fn device_management_is_under_access_control() {
         json!({ "m2m:rbo": { "rn": "rbo", "mgd": 1009 } }),
     );
     assert_eq!(rsc, 2001, "{b}");
-    assert_eq!(register_on(&cse, "Clock1", "lock1", &n).0, 2001);
+    assert_eq!(
+        register_on(&cse, "Clock1", "lock1", "").0,
+        4000,
+        "an empty nl"
+    );
+    register_ae(cse.url(), "/cse-in", "Clock1", "lock1", &[]);
     for path in ["/cse-in/gw", "/cse-in/gw/rbo"] {
         assert_eq!(retrieve(cse.url(), path, "Clock1").0, 4103, "{path}");
         assert_eq!(delete(cse.url(), path, "Clock1").0, 4103, "{path}");

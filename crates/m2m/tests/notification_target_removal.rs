@@ -86,18 +86,15 @@ fn the_system_default_rejects_and_the_creators_policy_accepts() {
     let (rsc, b) = leave(&s, "/id-in/Ctarget");
     assert_eq!(rsc, 2002, "{b}");
     assert_eq!(nu(&s), json!([s.other.url()]));
-    // No longer a target: nothing more to remove.
-    assert_eq!(leave(&s, TARGET).0, 4103);
-    // Nothing but DELETE on ntsr.
-    assert_eq!(
-        retrieve(s.cse.url(), &format!("{SUB}/ntsr"), TARGET).0,
-        4005
-    );
+    // No longer a target, and it may not read the subscription: it learns nothing of it.
+    assert_eq!(leave(&s, TARGET).0, 4004);
+    // Nothing but DELETE on ntsr (asked by its creator, who may read the subscription).
+    assert_eq!(retrieve(s.cse.url(), &format!("{SUB}/ntsr"), OWNER).0, 4005);
     assert_eq!(
         update(
             s.cse.url(),
             &format!("{SUB}/ntsr"),
-            TARGET,
+            OWNER,
             json!({ "m2m:sub": {} })
         )
         .0,
@@ -409,7 +406,7 @@ fn a_claimed_target_removes_nothing() {
     assert_eq!(r.rsc, 2001, "{:?}", r.body);
     for claimed in [TARGET, "/id-in/Ctarget", "//m2m.example.com/id-in/Ctarget"] {
         let (rsc, b) = delete(cse.url(), &format!("{SUB}/ntsr"), claimed);
-        assert!(matches!(rsc, 4103 | 4106), "{claimed}: {rsc} {b}");
+        assert!(matches!(rsc, 4004 | 4103 | 4106), "{claimed}: {rsc} {b}");
     }
     let r = call(&owner, "GET", SUB, OWNER, None, None);
     assert_eq!(r.body["m2m:sub"]["nu"], json!([TARGET]), "{:?}", r.body);
@@ -452,4 +449,83 @@ fn a_cross_resource_subscription_target_leaves_it_too() {
     assert_eq!(rsc, 2002, "{b}");
     let (_, b) = retrieve(u, "/cse-in/owner/x", OWNER);
     assert_eq!(b["m2m:crs"]["nu"], json!([]), "{b}");
+}
+
+/// Review findings: a reference naming the target in another form of its ID still applies, and
+/// of two references the strictest wins; who may not read a subscription learns nothing of it
+/// through `ntsr`; a policy named like a future AE-ID does not keep that AE from registering; an
+/// originator keeps at most 16 policies.
+#[test]
+fn policies_match_ids_in_any_form_and_hide_what_they_may() {
+    let s = setup();
+    let u = s.cse.url();
+    owner_default(&s, 1);
+    let (rsc, b) = create(
+        u,
+        "/cse-in",
+        OWNER,
+        26,
+        json!({ "m2m:ntp": { "rn": "strict", "acn": 2, "plbl": "strict" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = create(
+        u,
+        SUB,
+        OWNER,
+        25,
+        json!({ "m2m:ntpr": { "ntu": ["/id-in/Ctarget"], "npi": "cse-in/strict" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(
+        leave(&s, TARGET).0,
+        4103,
+        "the reference in SP-relative form applies"
+    );
+    // Strangers: the same 4004 as for a subscription that does not exist.
+    let stranger = register_ae(u, "/cse-in", "Cstranger", "stranger", &[]);
+    for (op, path) in [
+        ("GET", format!("{SUB}/ntsr")),
+        ("DELETE", format!("{SUB}/ntsr")),
+        ("GET", "/cse-in/owner/c/none/ntsr".to_owned()),
+    ] {
+        let r = request(op, u, &path, Some(&stranger), None, None);
+        assert_eq!(r.rsc, 4004, "{op} {path}: {:?}", r.body);
+    }
+    // A registree's policy named like a future AE-ID.
+    let (rsc, b) = create(
+        u,
+        "/cse-in",
+        &stranger,
+        26,
+        json!({ "m2m:ntp": { "rn": "Cvictim", "acn": 1, "plbl": "x" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = create(
+        u,
+        "/cse-in",
+        "Cvictim",
+        2,
+        json!({ "m2m:ae": { "api": "Nvictim", "rr": false, "srv": ["3"] } }),
+    );
+    assert_eq!(rsc, 2001, "the victim registers: {b}");
+    assert_eq!(b["m2m:ae"]["ri"], json!("Cvictim"), "{b}");
+    assert_ne!(b["m2m:ae"]["rn"], json!("Cvictim"), "{b}");
+    // At most 16 policies per originator.
+    let mut codes = Vec::new();
+    for i in 0..20 {
+        let (rsc, _) = create(
+            u,
+            "/cse-in",
+            &stranger,
+            26,
+            json!({ "m2m:ntp": { "acn": 1, "plbl": format!("p{i}") } }),
+        );
+        codes.push(rsc);
+    }
+    assert_eq!(
+        codes.iter().filter(|c| **c == 2001).count(),
+        15,
+        "{codes:?}"
+    );
+    assert!(codes.iter().skip(15).all(|c| *c == 5207), "{codes:?}");
 }

@@ -119,7 +119,9 @@ async fn check_action(
         M2mError::bad_request("the subject resource cannot be retrieved by the action's creator")
     };
     let subject = subject_of(cse, parent, attrs).map_err(|_| unreadable())?;
-    if subject.ri() != parent.ri() && !reachable(cse, call.peer, &creator, subject.ri()).await {
+    if subject.ri() != parent.ri()
+        && !super::reachable(cse, call.peer, &creator, subject.ri()).await
+    {
         return Err(unreadable());
     }
     let evc = attrs.get("evc").cloned().unwrap_or_default();
@@ -150,7 +152,7 @@ async fn check_action(
         ));
     }
     let orc = attrs.get("orc").and_then(Value::as_str).unwrap_or("");
-    if !reachable(cse, call.peer, &creator, orc).await {
+    if !super::reachable(cse, call.peer, &creator, orc).await {
         return Err(M2mError::bad_request(
             "the object recipient cannot be retrieved by the action's creator",
         ));
@@ -215,20 +217,6 @@ fn subject_of(cse: &Cse, parent: &Resource, attrs: &Map<String, Value>) -> M2mRe
     }
 }
 
-/// Whether `who` may retrieve `id` (asked as `who` would ask).
-async fn reachable(cse: &Arc<Cse>, peer: &Peer, who: &str, id: &str) -> bool {
-    if id.is_empty() {
-        return false;
-    }
-    let req = Request::new(
-        Operation::Retrieve,
-        id,
-        Some(who.to_owned()),
-        format!("actr-{}", crate::dispatcher::random_suffix(10)),
-    );
-    cse.handle(req, peer.clone()).await.rsc.is_success()
-}
-
 /// The action primitive as a request: `apv` with its own `fr`, a fresh `rqi`, to `to`.
 fn primitive(apv: &Value, to: &str, creator: &str) -> M2mResult<Request> {
     let mut p = apv.clone();
@@ -276,7 +264,7 @@ async fn check_dependency(call: Call<'_>, attrs: &Map<String, Value>) -> M2mResu
     let cse = call.cse;
     let rri = attrs.get("rri").and_then(Value::as_str).unwrap_or("");
     let who = call.req.from.clone().unwrap_or_default();
-    if !reachable(cse, call.peer, &who, rri).await {
+    if !super::reachable(cse, call.peer, &who, rri).await {
         return Err(M2mError::bad_request(
             "the referenced resource cannot be retrieved by the originator",
         ));

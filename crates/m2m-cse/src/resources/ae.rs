@@ -131,10 +131,18 @@ impl super::Behaviour for Ae {
         _parent: &'a crate::store::Resource,
         attrs: &'a mut Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<Prepared>> {
-        super::ready(
-            super::node::check(call.cse, attrs)
-                .and_then(|()| prepare_create(call.cse, call.req, attrs, call.peer)),
-        )
+        Box::pin(async move {
+            super::node::check_link(call, attrs, None).await?;
+            let prepared = prepare_create(call.cse, call.req, attrs, call.peer)?;
+            // A name of its own when it names none, even if something took its ID as a name.
+            if !attrs.contains_key("rn") {
+                if let Some(ri) = &prepared.ri {
+                    let rn = super::free_name(call.cse, _parent, ri);
+                    attrs.insert("rn".into(), serde_json::Value::from(rn));
+                }
+            }
+            Ok(prepared)
+        })
     }
 
     fn own_creator<'a>(&self, attrs: &'a Map<String, Value>) -> Option<&'a str> {
@@ -159,7 +167,7 @@ impl super::Behaviour for Ae {
         _res: &'a crate::store::Resource,
         content: &'a Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<()>> {
-        super::node::prepare_update(call, content)
+        Box::pin(super::node::check_link(call, content, None))
     }
 
     /// A new nodeLink moves the entity between nodes (`resources::node`).

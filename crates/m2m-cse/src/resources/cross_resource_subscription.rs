@@ -462,8 +462,9 @@ fn hosts(cse: &Cse, peer: &Peer, sur: &str) -> bool {
     match crate::resolve::locality(cse, &addr) {
         crate::resolve::Locality::Local => peer.is_internal(),
         crate::resolve::Locality::Remote(Some(host)) => {
+            // The remote CSE of this SP (an address naming another SP is not Remote(Some)).
             peer.proof >= Proof::Vouched
-                && matches!(&peer.originator, Some(EntityId::Cse { cse: c, .. }) if *c == host)
+                && matches!(&peer.originator, Some(EntityId::Cse { sp, cse: c }) if *c == host && *sp == cse.id.sp_id)
         }
         crate::resolve::Locality::Remote(None) => false,
     }

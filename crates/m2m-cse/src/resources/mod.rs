@@ -240,6 +240,36 @@ pub fn root_name(res: &Resource) -> std::borrow::Cow<'static, str> {
     std::borrow::Cow::Borrowed(res.ty.root_name())
 }
 
+/// Whether `who` may retrieve `id`, asked as `who` would ask it over `peer` (access control,
+/// routing and all).
+pub(crate) async fn reachable(cse: &Arc<Cse>, peer: &Peer, who: &str, id: &str) -> bool {
+    if id.is_empty() {
+        return false;
+    }
+    let req = Request::new(
+        Operation::Retrieve,
+        id,
+        Some(who.to_owned()),
+        format!("chk-{}", crate::dispatcher::random_suffix(10)),
+    );
+    cse.handle(req, peer.clone()).await.rsc.is_success()
+}
+
+/// The resourceName a registration gets when it names none: `wanted` (its AE-ID or CSE-ID)
+/// when that name is free under `parent`, else `wanted` with a random suffix, so that nothing
+/// created earlier under the name can keep an entity from registering.
+pub(crate) fn free_name(cse: &Cse, parent: &Resource, wanted: &str) -> String {
+    let taken = |rn: &str| {
+        cse.store
+            .get_by_srn(&format!("{}/{rn}", parent.srn))
+            .map_or(true, |r| r.is_some())
+    };
+    if !taken(wanted) {
+        return wanted.to_owned();
+    }
+    format!("{wanted}-{}", crate::dispatcher::random_suffix(6))
+}
+
 /// The behaviour of a resource type: the registry.
 pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
     match ty {

@@ -6,10 +6,11 @@
 //! The CSE keeps the node's side: an AE's `nl` set at registration or by an UPDATE adds it to
 //! that node's `hael` (once) and takes it out of the previous node's (the attribute goes when
 //! the list empties); a deregistration takes it out; deleting a node removes the `nl` of the
-//! entities it listed. A local `nl` must name a `<node>` (4000); one on another CSE is kept as
-//! given. `hael` says what the AEs declared, not what anyone verified.
+//! entities it listed. A local `nl` must name a `<node>` the originator may retrieve (4103
+//! otherwise); one on another CSE is kept as given. A node that hosts one CSE is not taken over
+//! by another (4105). `hael` says what the AEs declared, on nodes they may read.
 
-use super::{Behaviour, Call, Pending};
+use super::{Behaviour, Call};
 use crate::cse::Cse;
 use crate::store::{string_list, Resource, Writer};
 use m2m_core::{M2mError, M2mResult, ResourceType};
@@ -19,12 +20,15 @@ pub struct Node;
 
 impl Behaviour for Node {}
 
-/// Checks the `nl` of a CREATE or UPDATE of an `<AE>` or `<remoteCSE>`.
-pub fn check_link<'a>(cse: &'a Cse, attrs: &'a Map<String, Value>) -> Pending<'a, M2mResult<()>> {
-    super::ready(check(cse, attrs))
-}
-
-pub fn check(cse: &Cse, attrs: &Map<String, Value>) -> M2mResult<()> {
+/// Checks the `nl` of a CREATE or UPDATE of an `<AE>` or `<remoteCSE>`: a local one must name
+/// a `<node>` the originator may retrieve (otherwise 4103, the same whether or not it exists),
+/// and a node whose hostedCSELink names another CSE is not taken over (4105).
+pub async fn check_link(
+    call: Call<'_>,
+    attrs: &Map<String, Value>,
+    cse_ri: Option<&str>,
+) -> M2mResult<()> {
+    let cse = call.cse;
     let Some(nl) = attrs.get("nl").and_then(Value::as_str) else {
         return Ok(());
     };
@@ -34,12 +38,38 @@ pub fn check(cse: &Cse, attrs: &Map<String, Value>) -> M2mResult<()> {
     if crate::resolve::locality(cse, &addr) != crate::resolve::Locality::Local {
         return Ok(());
     }
-    match crate::resolve::local_resource(cse, nl) {
-        Some(n) if n.ty == ResourceType::Node => Ok(()),
-        _ => Err(M2mError::bad_request(
-            "attribute 'nl': not a <node> of this CSE",
-        )),
+    let originator = call.req.from.as_deref().unwrap_or("");
+    let node = crate::resolve::local_resource(cse, nl).filter(|n| n.ty == ResourceType::Node);
+    // Decided for the originator as this request proved it (a registering AE is not registered
+    // yet: a request of its own would not pass).
+    let facts = crate::access::Facts::of(call.peer);
+    let readable = match &node {
+        Some(n) => crate::access::permits(
+            cse,
+            &facts,
+            m2m_security::access_control::AccessOperation::Retrieve,
+            n,
+            &mut Default::default(),
+        )?,
+        None => false,
+    };
+    let Some(node) = node.filter(|_| readable) else {
+        tracing::info!(target: "audit", originator, nl, "nodeLink refused: not a node the originator may retrieve");
+        return Err(crate::access::refused());
+    };
+    if let (Some(hcl), Some(me)) = (node.str_attr("hcl"), cse_ri) {
+        let other_cse = cse
+            .store
+            .get(hcl)?
+            .is_some_and(|c| c.ty == ResourceType::RemoteCse && c.ri() != me);
+        if other_cse {
+            return Err(M2mError::new(
+                m2m_core::ResponseStatusCode::Conflict,
+                "the node hosts another CSE",
+            ));
+        }
     }
+    Ok(())
 }
 
 /// The local `<node>` an `nl` names, as the transaction sees it.
@@ -131,12 +161,4 @@ pub fn relink(
     }
     unlink(cse, w, entity, before.get("nl").and_then(Value::as_str))?;
     link(cse, w, entity)
-}
-
-/// For the types whose prepare step only checks the link.
-pub fn prepare_update<'a>(
-    call: Call<'a>,
-    content: &'a Map<String, Value>,
-) -> Pending<'a, M2mResult<()>> {
-    check_link(call.cse, content)
 }

@@ -83,10 +83,14 @@ impl super::Behaviour for NotificationTargetPolicy {
         attrs: &'a mut Map<String, Value>,
     ) -> Pending<'a, M2mResult<Prepared>> {
         let creator = call.peer.originator.as_ref().map(|e| e.absolute());
-        super::ready(
-            unique_label(call.cse, parent.ri(), attrs, creator.as_deref(), None)
-                .map(|()| Prepared::default()),
-        )
+        let admin = call.peer.is_admin(call.cse);
+        super::ready((|| {
+            unique_label(call.cse, parent.ri(), attrs, creator.as_deref(), None)?;
+            if !admin {
+                within_quota(call.cse, parent.ri(), creator.as_deref())?;
+            }
+            Ok(Prepared::default())
+        })())
     }
 
     fn prepare_update<'a>(
@@ -114,6 +118,25 @@ impl super::Behaviour for NotificationTargetPolicy {
         }
         Ok(())
     }
+}
+
+/// The most policies one originator other than the admin keeps under the CSEBase.
+pub const MAX_POLICIES_PER_CREATOR: usize = 16;
+
+fn within_quota(cse: &Cse, parent_ri: &str, creator: Option<&str>) -> M2mResult<()> {
+    let held = cse
+        .store
+        .read(|r| r.children(parent_ri, Some(ResourceType::NotificationTargetPolicy)))?
+        .into_iter()
+        .filter(|p| p.creator.as_deref() == creator)
+        .count();
+    if held >= MAX_POLICIES_PER_CREATOR {
+        return Err(M2mError::new(
+            Rsc::NotAcceptable,
+            "the originator holds as many notificationTargetPolicies as it may",
+        ));
+    }
+    Ok(())
 }
 
 /// One creator's policies have distinct labels: the default of a creator is one policy.
@@ -296,11 +319,6 @@ pub async fn serve_ntsr(
     sub: &Resource,
     peer: &Peer,
 ) -> M2mResult<Response> {
-    if req.op != Operation::Delete {
-        return Err(M2mError::not_allowed(
-            "a notificationTargetSelfReference can only be deleted",
-        ));
-    }
     let originator = req.from.as_deref().unwrap_or("");
     // Removing someone else's target would be the attack itself: the ID must be more than a
     // claim, and be one of the targets.
@@ -309,10 +327,20 @@ pub async fn serve_ntsr(
         .filter(|nu| crate::notification::is_originator(cse, nu, originator))
         .collect();
     if !peer.proof.identifies() || mine.is_empty() {
+        // Who may not read the subscription learns nothing of it, not even that it exists.
+        if !super::reachable(cse, peer, originator, sub.ri()).await {
+            return Err(M2mError::not_found("the resource does not exist"));
+        }
+        if req.op != Operation::Delete {
+            return Err(not_deleted());
+        }
         tracing::info!(target: "audit", originator, sub = sub.ri(), "notification target removal refused: not a target of the subscription");
         return Err(crate::access::refused());
     }
-    let policy = policy_for(cse, sub, &mine)?;
+    if req.op != Operation::Delete {
+        return Err(not_deleted());
+    }
+    let policy = policy_for(cse, sub, originator)?;
     let action = policy
         .as_ref()
         .and_then(|p| p.u64_attr("acn"))
@@ -346,10 +374,27 @@ pub async fn serve_ntsr(
     Ok(Response::new(Rsc::Deleted, &req.rqi, None))
 }
 
-/// The policy that applies to `targets` of `sub` (TS-0001 clause 10.2.10.8): the policy a
-/// reference of the subscription names for them, else the creator's default, else the system
-/// default (`None` if even that is gone: the configured action).
-fn policy_for(cse: &Cse, sub: &Resource, targets: &[String]) -> M2mResult<Option<Resource>> {
+/// Only DELETE: 4005 (TS-0004 clause 7.4.33.2).
+fn not_deleted() -> M2mError {
+    M2mError::not_allowed("a notificationTargetSelfReference can only be deleted")
+}
+
+/// How strict an action is, strictest first: when several references name the target (in
+/// different forms of its ID), the strictest of their policies applies.
+fn strictness(p: &Resource) -> u8 {
+    match p.u64_attr("acn").and_then(TargetRemovalAction::from_code) {
+        Some(TargetRemovalAction::Reject) | None => 0,
+        Some(TargetRemovalAction::Inform) => 1,
+        Some(TargetRemovalAction::Seek) => 2,
+        Some(TargetRemovalAction::Accept) => 3,
+    }
+}
+
+/// The policy that applies to `originator`, a target of `sub` (TS-0001 clause 10.2.10.8): the
+/// policy a reference of the subscription names for it (in any form of its ID), else the
+/// creator's default, else the system default (`None` if even that is gone: the configured
+/// action).
+fn policy_for(cse: &Cse, sub: &Resource, originator: &str) -> M2mResult<Option<Resource>> {
     let refs = cse.store.read(|r| {
         r.children(
             sub.ri(),
@@ -358,14 +403,15 @@ fn policy_for(cse: &Cse, sub: &Resource, targets: &[String]) -> M2mResult<Option
     })?;
     let named = refs
         .iter()
-        .find(|r| {
+        .filter(|r| {
             string_list(r.attrs.get("ntu"))
                 .iter()
-                .any(|t| targets.contains(t))
+                .any(|t| crate::notification::is_originator(cse, t, originator))
         })
-        .and_then(|r| r.str_attr("npi"))
-        .and_then(|npi| crate::resolve::local_resource(cse, npi))
-        .filter(|p| p.ty == ResourceType::NotificationTargetPolicy);
+        .filter_map(|r| r.str_attr("npi"))
+        .filter_map(|npi| crate::resolve::local_resource(cse, npi))
+        .filter(|p| p.ty == ResourceType::NotificationTargetPolicy)
+        .min_by_key(strictness);
     if named.is_some() {
         return Ok(named);
     }

@@ -57,10 +57,22 @@ impl super::Behaviour for RemoteCse {
         _parent: &'a crate::store::Resource,
         attrs: &'a mut serde_json::Map<String, serde_json::Value>,
     ) -> super::Pending<'a, m2m_core::M2mResult<super::Prepared>> {
-        super::ready(
-            super::node::check(call.cse, attrs)
-                .and_then(|()| prepare_create(call.cse, call.req, attrs, call.peer)),
-        )
+        Box::pin(async move {
+            let csi = attrs
+                .get("csi")
+                .and_then(serde_json::Value::as_str)
+                .map(|c| c.trim_start_matches('/').to_owned());
+            super::node::check_link(call, attrs, csi.as_deref()).await?;
+            let prepared = prepare_create(call.cse, call.req, attrs, call.peer)?;
+            // A name of its own when it names none, even if something took its ID as a name.
+            if !attrs.contains_key("rn") {
+                if let Some(ri) = &prepared.ri {
+                    let rn = super::free_name(call.cse, _parent, ri);
+                    attrs.insert("rn".into(), serde_json::Value::from(rn));
+                }
+            }
+            Ok(prepared)
+        })
     }
 
     fn own_creator<'a>(&self, attrs: &'a Map<String, Value>) -> Option<&'a str> {
@@ -82,10 +94,10 @@ impl super::Behaviour for RemoteCse {
     fn prepare_update<'a>(
         &'a self,
         call: super::Call<'a>,
-        _res: &'a crate::store::Resource,
+        res: &'a crate::store::Resource,
         content: &'a Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<()>> {
-        super::node::prepare_update(call, content)
+        Box::pin(super::node::check_link(call, content, Some(res.ri())))
     }
 
     /// A new nodeLink moves the entity between nodes (`resources::node`).

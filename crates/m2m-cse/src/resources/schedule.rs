@@ -100,8 +100,16 @@ fn one_per_parent(cse: &Cse, parent: &Resource, attrs: &mut Map<String, Value>) 
     Ok(())
 }
 
-/// The entries parse; `nco` only under a `<node>`.
+/// The most entries a schedule holds (each is read at every notification of its subscription).
+const MAX_ENTRIES: usize = 64;
+
+/// The entries parse (at most [`MAX_ENTRIES`]); `nco` only under a `<node>`.
 fn check(parent: ResourceType, attrs: &Map<String, Value>) -> M2mResult<()> {
+    if entries(attrs).len() > MAX_ENTRIES {
+        return Err(M2mError::bad_request(format!(
+            "attribute 'se/sce': at most {MAX_ENTRIES} entries"
+        )));
+    }
     for entry in entries(attrs) {
         Entry::parse(&entry)
             .map_err(|e| M2mError::bad_request(format!("attribute 'se/sce': {e}")))?;
