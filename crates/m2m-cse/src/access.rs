@@ -357,17 +357,11 @@ fn policies_of(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
         return Ok(Policies::Acps(vec![(res.ri().to_owned(), pvs)]));
     }
     if res.ty == ResourceType::PollingChannel {
-        let parent = cse
-            .store
-            .get(res.pi())?
-            .ok_or_else(|| M2mError::not_found("the parent resource is gone"))?;
+        let parent = crate::resources::parent_of(cse, res)?;
         return Ok(own_entity(&parent));
     }
     if !res.ty.has_acpi() {
-        let parent = cse
-            .store
-            .get(res.pi())?
-            .ok_or_else(|| M2mError::not_found("the parent resource is gone"))?;
+        let parent = crate::resources::parent_of(cse, res)?;
         return policies_of(cse, &parent);
     }
     let acpi = string_list(res.attrs.get("acpi"));

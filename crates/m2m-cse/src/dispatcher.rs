@@ -532,7 +532,7 @@ pub(crate) async fn delete_resource(
     // What the notifications, credential bindings and types' state below need, nothing more.
     let reported: Vec<ResourceType> = [ResourceType::Ae, ResourceType::Subscription]
         .into_iter()
-        .chain(resources::keeping_state())
+        .chain(resources::keeping_state().iter().copied())
         .collect();
     let cse2 = Arc::clone(cse);
     let (deleted, parent) = cse

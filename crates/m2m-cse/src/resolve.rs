@@ -151,3 +151,30 @@ fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
         Err(e) => Err(e),
     })
 }
+
+/// Whether `id`, in any of its forms, is the address of `res` on this CSE: its resourceID or
+/// its structured name (looked at as an address, so that `res` may be deleted already).
+pub fn names(cse: &Cse, id: &str, res: &Resource) -> bool {
+    let Ok(addr) = Address::parse(id) else {
+        return false;
+    };
+    if crate::resolve::locality(cse, &addr) != crate::resolve::Locality::Local {
+        return false;
+    }
+    let path: Vec<&str> = addr.segments().collect();
+    match path.as_slice() {
+        [ri] => *ri == res.ri(),
+        // `-` stands for the CSEBase's name.
+        [base, rest @ ..] => {
+            let base = if *base == "-" {
+                cse.id.rn.as_str()
+            } else {
+                base
+            };
+            std::iter::once(base)
+                .chain(rest.iter().copied())
+                .eq(res.srn.split('/'))
+        }
+        [] => false,
+    }
+}

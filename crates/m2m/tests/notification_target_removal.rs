@@ -529,3 +529,22 @@ fn policies_match_ids_in_any_form_and_hide_what_they_may() {
     );
     assert!(codes.iter().skip(15).all(|c| *c == 5207), "{codes:?}");
 }
+
+/// A target has one reference per subscription whatever form of its ID each names (4105).
+#[test]
+fn a_target_is_referenced_once_in_any_id_form() {
+    let s = setup();
+    let u = s.cse.url();
+    let (rsc, b) = create(
+        u,
+        SUB,
+        OWNER,
+        25,
+        json!({ "m2m:ntpr": { "ntu": [TARGET] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    for other in ["/id-in/Ctarget", "//m2m.example.com/id-in/Ctarget"] {
+        let (rsc, b) = create(u, SUB, OWNER, 25, json!({ "m2m:ntpr": { "ntu": [other] } }));
+        assert_eq!(rsc, 4105, "{other}: {b}");
+    }
+}

@@ -57,11 +57,7 @@ impl super::Behaviour for Action {
     ) -> Pending<'a, M2mResult<()>> {
         Box::pin(async move {
             let merged = super::merged(res, content);
-            let parent = call
-                .cse
-                .store
-                .get(res.pi())?
-                .ok_or_else(|| M2mError::not_found("the action's parent is gone"))?;
+            let parent = super::parent_of(call.cse, res)?;
             check_action(call, &parent, &merged, Some(res)).await
         })
     }

@@ -128,21 +128,16 @@ impl super::Behaviour for Ae {
     fn prepare_create<'a>(
         &'a self,
         call: super::Call<'a>,
-        _parent: &'a crate::store::Resource,
+        parent: &'a crate::store::Resource,
         attrs: &'a mut Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<Prepared>> {
-        Box::pin(async move {
-            super::node::check_link(call, attrs, None).await?;
-            let prepared = prepare_create(call.cse, call.req, attrs, call.peer)?;
-            // A name of its own when it names none, even if something took its ID as a name.
-            if !attrs.contains_key("rn") {
-                if let Some(ri) = &prepared.ri {
-                    let rn = super::free_name(call.cse, _parent, ri);
-                    attrs.insert("rn".into(), serde_json::Value::from(rn));
-                }
-            }
-            Ok(prepared)
-        })
+        Box::pin(super::node::prepare_registration(
+            call,
+            parent,
+            attrs,
+            None,
+            |attrs| prepare_create(call.cse, call.req, attrs, call.peer),
+        ))
     }
 
     fn own_creator<'a>(&self, attrs: &'a Map<String, Value>) -> Option<&'a str> {
@@ -156,9 +151,7 @@ impl super::Behaviour for Ae {
         _parent: &crate::store::Resource,
         new: crate::store::Resource,
     ) -> M2mResult<crate::store::Resource> {
-        let inserted = w.insert(new)?;
-        super::node::link(cse, w, &inserted)?;
-        Ok(inserted)
+        super::node::insert_linked(cse, w, new)
     }
 
     fn prepare_update<'a>(

@@ -422,34 +422,7 @@ pub(crate) fn relies_on(cse: &Cse, crs: &Resource, sub: &Resource) -> bool {
     string_list(crs.attrs.get("rrats"))
         .iter()
         .chain(string_list(crs.attrs.get("srat")).iter())
-        .any(|id| names(cse, id, sub))
-}
-
-/// Whether `id`, in any of its forms, is the address of `res` on this CSE: its resourceID or
-/// its structured name (looked at as an address, so that `res` may be deleted already).
-fn names(cse: &Cse, id: &str, res: &Resource) -> bool {
-    let Ok(addr) = Address::parse(id) else {
-        return false;
-    };
-    if crate::resolve::locality(cse, &addr) != crate::resolve::Locality::Local {
-        return false;
-    }
-    let path: Vec<&str> = addr.segments().collect();
-    match path.as_slice() {
-        [ri] => *ri == res.ri(),
-        // `-` stands for the CSEBase's name.
-        [base, rest @ ..] => {
-            let base = if *base == "-" {
-                cse.id.rn.as_str()
-            } else {
-                base
-            };
-            std::iter::once(base)
-                .chain(rest.iter().copied())
-                .eq(res.srn.split('/'))
-        }
-        [] => false,
-    }
+        .any(|id| crate::resolve::names(cse, id, sub))
 }
 
 /// Whether the NOTIFY comes from the CSE hosting subscription `sur`: this CSE itself for a local

@@ -32,7 +32,7 @@ impl Behaviour for CseBase {
             m2m_core::ResourceType::Ae | m2m_core::ResourceType::RemoteCse => {
                 super::node::unlink(cse, w, child, child.str_attr("nl"))
             }
-            m2m_core::ResourceType::Node => super::node::node_deleted(w, child),
+            m2m_core::ResourceType::Node => super::node::node_deleted(cse, w, child),
             _ => Ok(()),
         }
     }

@@ -201,10 +201,22 @@ pub trait Behaviour: Sync {
 }
 
 /// The types whose resources [`Behaviour::deleted`] must see when a subtree goes.
-pub fn keeping_state() -> impl Iterator<Item = ResourceType> {
-    ResourceType::ALL
-        .into_iter()
-        .filter(|ty| behaviour(*ty).keeps_state())
+/// Computed once: every DELETE asks.
+pub fn keeping_state() -> &'static [ResourceType] {
+    static TYPES: std::sync::OnceLock<Vec<ResourceType>> = std::sync::OnceLock::new();
+    TYPES.get_or_init(|| {
+        ResourceType::ALL
+            .into_iter()
+            .filter(|ty| behaviour(*ty).keeps_state())
+            .collect()
+    })
+}
+
+/// The parent of `res` as stored now (an UPDATE's checks judge against it); gone: 4004.
+pub(crate) fn parent_of(cse: &Cse, res: &Resource) -> M2mResult<Resource> {
+    cse.store
+        .get(res.pi())?
+        .ok_or_else(|| m2m_core::M2mError::not_found("the parent resource is gone"))
 }
 
 /// The attributes `res` would have after an UPDATE setting `content` (null removes): what the

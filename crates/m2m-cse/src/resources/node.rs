@@ -128,8 +128,9 @@ pub fn unlink(cse: &Cse, w: &Writer<'_>, entity: &Resource, nl: Option<&str>) ->
     w.update(&node)
 }
 
-/// A node was deleted: the entities it listed no longer name it.
-pub fn node_deleted(w: &Writer<'_>, node: &Resource) -> M2mResult<()> {
+/// A node was deleted: the entities it listed no longer name it (in whatever form of its
+/// address).
+pub fn node_deleted(cse: &Cse, w: &Writer<'_>, node: &Resource) -> M2mResult<()> {
     let listed = string_list(node.attrs.get("hael"))
         .into_iter()
         .chain(node.str_attr("hcl").map(str::to_owned));
@@ -137,9 +138,9 @@ pub fn node_deleted(w: &Writer<'_>, node: &Resource) -> M2mResult<()> {
         let Some(mut entity) = w.get(&ri)? else {
             continue;
         };
-        let names_it = entity.str_attr("nl").is_some_and(|nl| {
-            nl == node.ri() || nl == node.srn || nl.ends_with(&format!("/{}", node.ri()))
-        });
+        let names_it = entity
+            .str_attr("nl")
+            .is_some_and(|nl| crate::resolve::names(cse, nl, node));
         if names_it {
             entity.attrs.remove("nl");
             w.update(&entity)?;
@@ -161,4 +162,32 @@ pub fn relink(
     }
     unlink(cse, w, entity, before.get("nl").and_then(Value::as_str))?;
     link(cse, w, entity)
+}
+
+/// The prepare step of a registration (`<AE>`, `<remoteCSE>`): its nodeLink checked, then the
+/// type's own checks (`own`, which dictates the resourceID), then a name of its own when the
+/// request names none, even if something else took its ID as a name.
+pub async fn prepare_registration(
+    call: Call<'_>,
+    parent: &Resource,
+    attrs: &mut Map<String, Value>,
+    cse_ri: Option<&str>,
+    own: impl FnOnce(&mut Map<String, Value>) -> M2mResult<super::Prepared>,
+) -> M2mResult<super::Prepared> {
+    check_link(call, attrs, cse_ri).await?;
+    let prepared = own(attrs)?;
+    if !attrs.contains_key("rn") {
+        if let Some(ri) = &prepared.ri {
+            let rn = super::free_name(call.cse, parent, ri);
+            attrs.insert("rn".into(), Value::from(rn));
+        }
+    }
+    Ok(prepared)
+}
+
+/// Inserts a registration and lists it in the node its `nl` names.
+pub fn insert_linked(cse: &Cse, w: &Writer<'_>, new: Resource) -> M2mResult<Resource> {
+    let inserted = w.insert(new)?;
+    link(cse, w, &inserted)?;
+    Ok(inserted)
 }

@@ -251,10 +251,19 @@ fn targets_not_referenced(
     let siblings = cse
         .store
         .read(|r| r.children(sub_ri, Some(ResourceType::NotificationTargetMgmtPolicyRef)))?;
+    let home = &cse.id.home;
+    // The same target however its ID is written (a URL only as written).
+    let same = |a: &str, b: &str| {
+        a == b
+            || m2m_core::EntityId::parse(a, home)
+                .ok()
+                .zip(m2m_core::EntityId::parse(b, home).ok())
+                .is_some_and(|(a, b)| a == b)
+    };
     for other in siblings.iter().filter(|s| Some(s.ri()) != itself) {
         if string_list(other.attrs.get("ntu"))
             .iter()
-            .any(|t| ntu.contains(t))
+            .any(|t| ntu.iter().any(|n| same(t, n)))
         {
             return Err(M2mError::new(
                 Rsc::Conflict,

@@ -54,24 +54,20 @@ impl super::Behaviour for RemoteCse {
     fn prepare_create<'a>(
         &'a self,
         call: super::Call<'a>,
-        _parent: &'a crate::store::Resource,
+        parent: &'a crate::store::Resource,
         attrs: &'a mut serde_json::Map<String, serde_json::Value>,
     ) -> super::Pending<'a, m2m_core::M2mResult<super::Prepared>> {
+        // The CSE-ID it registers, as the resourceID it gets (checked in prepare_create).
+        let me = attrs
+            .get("csi")
+            .and_then(Value::as_str)
+            .and_then(|c| CseId::parse(c).ok())
+            .map(|c| c.bare().to_owned());
         Box::pin(async move {
-            let csi = attrs
-                .get("csi")
-                .and_then(serde_json::Value::as_str)
-                .map(|c| c.trim_start_matches('/').to_owned());
-            super::node::check_link(call, attrs, csi.as_deref()).await?;
-            let prepared = prepare_create(call.cse, call.req, attrs, call.peer)?;
-            // A name of its own when it names none, even if something took its ID as a name.
-            if !attrs.contains_key("rn") {
-                if let Some(ri) = &prepared.ri {
-                    let rn = super::free_name(call.cse, _parent, ri);
-                    attrs.insert("rn".into(), serde_json::Value::from(rn));
-                }
-            }
-            Ok(prepared)
+            super::node::prepare_registration(call, parent, attrs, me.as_deref(), |attrs| {
+                prepare_create(call.cse, call.req, attrs, call.peer)
+            })
+            .await
         })
     }
 
@@ -86,9 +82,7 @@ impl super::Behaviour for RemoteCse {
         _parent: &crate::store::Resource,
         new: crate::store::Resource,
     ) -> M2mResult<crate::store::Resource> {
-        let inserted = w.insert(new)?;
-        super::node::link(cse, w, &inserted)?;
-        Ok(inserted)
+        super::node::insert_linked(cse, w, new)
     }
 
     fn prepare_update<'a>(

@@ -43,14 +43,7 @@ impl Behaviour for Schedule {
         res: &'a Resource,
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
-        super::ready((|| {
-            let parent = call
-                .cse
-                .store
-                .get(res.pi())?
-                .ok_or_else(|| M2mError::not_found("the parent resource is gone"))?;
-            check(parent.ty, content)
-        })())
+        super::ready((|| check(super::parent_of(call.cse, res)?.ty, content))())
     }
 
     fn created(&self, cse: &Arc<Cse>, res: &Resource) {

@@ -58,10 +58,7 @@ pub async fn prepare_update(
     // What the subscription would be: every check of a creation holds for it.
     let mut merged = super::merged(res, content);
     complete_defaults(&mut merged);
-    let parent = cse
-        .store
-        .get(res.pi())?
-        .ok_or_else(|| M2mError::not_found("the subscribed-to resource is gone"))?;
+    let parent = super::parent_of(cse, res)?;
     check_criteria(&parent, &merged)?;
     if is_blocking(&merged) {
         let nus = string_list(merged.get("nu"));
