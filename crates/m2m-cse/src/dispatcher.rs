@@ -409,6 +409,7 @@ fn filtered_children(
     let next = found.partial.then(|| offset + found.resources.len() as u64);
     // A parent that cannot be read hides its children (fail closed).
     let mut parents: HashMap<String, Option<Option<Resource>>> = HashMap::new();
+    parents.insert(res.ri().to_owned(), Some(Some(res.clone())));
     let mut children = found.resources;
     children.retain(|child| {
         let parent = parents

@@ -374,7 +374,13 @@ fn forged_notifications_neither_fire_a_window_nor_delete_it() {
                     .unwrap()
                     .extend(extra.as_object().unwrap().clone());
                 let (rsc, b) = notify(s.cse.url(), me, from, json!({ "m2m:sgn": sgn }));
-                assert_ne!(rsc / 1000, 2, "from {from}, {sgn}: {b}");
+                // Refused as a forgery (4000), for want of the NOTIFY privilege (4103), as an ID
+                // the originator cannot hold (4106), or as a CSE-ID outside a security
+                // association (4107): never carried out, never a crash.
+                assert!(
+                    matches!(rsc, 4000 | 4103 | 4106 | 4107),
+                    "from {from}, {sgn}: {rsc} {b}"
+                );
             }
         }
     }

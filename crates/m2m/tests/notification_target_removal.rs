@@ -122,9 +122,17 @@ fn only_a_target_may_leave_and_only_the_creators_default_applies() {
         4103,
         "the stranger's default is not the owner's"
     );
-    for from in [stranger.as_str(), OWNER, "CAdmin", "Cnobody"] {
+    // Not a target: refused (4103) for who may read the subscription, unknown (4004) for who may
+    // not, and an AE-ID nobody registered is no originator at all (4106).
+    for (from, code) in [
+        (stranger.as_str(), 4004),
+        (OWNER, 4103),
+        ("CAdmin", 4103),
+        ("/id-in/CAdmin", 4103),
+        ("Cnobody", 4106),
+    ] {
         let (rsc, b) = leave(&s, from);
-        assert_ne!(rsc, 2002, "{from}: {b}");
+        assert_eq!(rsc, code, "{from}: {b}");
     }
     assert_eq!(nu(&s).as_array().map(Vec::len), Some(2));
     // The stranger cannot touch the owner's policy either.
@@ -543,7 +551,12 @@ fn a_target_is_referenced_once_in_any_id_form() {
         json!({ "m2m:ntpr": { "ntu": [TARGET] } }),
     );
     assert_eq!(rsc, 2001, "{b}");
-    for other in ["/id-in/Ctarget", "//m2m.example.com/id-in/Ctarget"] {
+    for other in [
+        "/id-in/Ctarget",
+        "//m2m.example.com/id-in/Ctarget",
+        "cse-in/target",
+        "/id-in/cse-in/target",
+    ] {
         let (rsc, b) = create(u, SUB, OWNER, 25, json!({ "m2m:ntpr": { "ntu": [other] } }));
         assert_eq!(rsc, 4105, "{other}: {b}");
     }

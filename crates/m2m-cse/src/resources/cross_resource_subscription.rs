@@ -448,11 +448,12 @@ fn is_target(cse: &Cse, crs: &Resource, sur: &str) -> bool {
     if sur.is_empty() {
         return false;
     }
-    // The same resource, whatever forms the two IDs take.
+    // The same resource, whatever forms the two IDs take (`sur` resolved once).
+    let sur_res = local(cse, sur);
     let same = |id: &str| {
-        local(cse, id)
-            .zip(local(cse, sur))
-            .is_some_and(|(a, b)| a.ri() == b.ri())
+        sur_res
+            .as_ref()
+            .is_some_and(|s| crate::resolve::names(cse, id, s))
             || Address::parse(id)
                 .ok()
                 .zip(Address::parse(sur).ok())

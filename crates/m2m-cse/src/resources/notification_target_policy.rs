@@ -85,9 +85,10 @@ impl super::Behaviour for NotificationTargetPolicy {
         let creator = call.peer.originator.as_ref().map(|e| e.absolute());
         let admin = call.peer.is_admin(call.cse);
         super::ready((|| {
-            unique_label(call.cse, parent.ri(), attrs, creator.as_deref(), None)?;
+            let policies = policies_under(call.cse, parent.ri())?;
+            unique_label(&policies, attrs, creator.as_deref(), None)?;
             if !admin {
-                within_quota(call.cse, parent.ri(), creator.as_deref())?;
+                within_quota(&policies, creator.as_deref())?;
             }
             Ok(Prepared::default())
         })())
@@ -99,13 +100,9 @@ impl super::Behaviour for NotificationTargetPolicy {
         res: &'a Resource,
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
-        super::ready(unique_label(
-            call.cse,
-            res.pi(),
-            content,
-            res.creator.as_deref(),
-            Some(res.ri()),
-        ))
+        super::ready(policies_under(call.cse, res.pi()).and_then(|policies| {
+            unique_label(&policies, content, res.creator.as_deref(), Some(res.ri()))
+        }))
     }
 
     /// The system default is the operator's, set in the configuration (TS-0004 clause
@@ -123,11 +120,15 @@ impl super::Behaviour for NotificationTargetPolicy {
 /// The most policies one originator other than the admin keeps under the CSEBase.
 pub const MAX_POLICIES_PER_CREATOR: usize = 16;
 
-fn within_quota(cse: &Cse, parent_ri: &str, creator: Option<&str>) -> M2mResult<()> {
-    let held = cse
-        .store
-        .read(|r| r.children(parent_ri, Some(ResourceType::NotificationTargetPolicy)))?
-        .into_iter()
+/// The policies under the CSEBase (one read for the checks of a CREATE or UPDATE).
+fn policies_under(cse: &Cse, parent_ri: &str) -> M2mResult<Vec<Resource>> {
+    cse.store
+        .read(|r| r.children(parent_ri, Some(ResourceType::NotificationTargetPolicy)))
+}
+
+fn within_quota(policies: &[Resource], creator: Option<&str>) -> M2mResult<()> {
+    let held = policies
+        .iter()
         .filter(|p| p.creator.as_deref() == creator)
         .count();
     if held >= MAX_POLICIES_PER_CREATOR {
@@ -141,8 +142,7 @@ fn within_quota(cse: &Cse, parent_ri: &str, creator: Option<&str>) -> M2mResult<
 
 /// One creator's policies have distinct labels: the default of a creator is one policy.
 fn unique_label(
-    cse: &Cse,
-    parent_ri: &str,
+    policies: &[Resource],
     attrs: &Map<String, Value>,
     creator: Option<&str>,
     itself: Option<&str>,
@@ -150,16 +150,12 @@ fn unique_label(
     let Some(label) = attrs.get("plbl").and_then(Value::as_str) else {
         return Ok(());
     };
-    let taken = cse
-        .store
-        .read(|r| r.children(parent_ri, Some(ResourceType::NotificationTargetPolicy)))?
-        .into_iter()
-        .any(|p| {
-            Some(p.ri()) != itself
-                && p.creator.as_deref() == creator
-                && p.str_attr("plbl")
-                    .is_some_and(|l| l.eq_ignore_ascii_case(label))
-        });
+    let taken = policies.iter().any(|p| {
+        Some(p.ri()) != itself
+            && p.creator.as_deref() == creator
+            && p.str_attr("plbl")
+                .is_some_and(|l| l.eq_ignore_ascii_case(label))
+    });
     if taken {
         return Err(M2mError::bad_request(
             "the originator has a notificationTargetPolicy with this policyLabel already",
@@ -251,14 +247,11 @@ fn targets_not_referenced(
     let siblings = cse
         .store
         .read(|r| r.children(sub_ri, Some(ResourceType::NotificationTargetMgmtPolicyRef)))?;
-    let home = &cse.id.home;
-    // The same target however its ID is written (a URL only as written).
+    // The same target however it is written: its ID in any form or its <AE>'s address (a URL
+    // only as written).
     let same = |a: &str, b: &str| {
-        a == b
-            || m2m_core::EntityId::parse(a, home)
-                .ok()
-                .zip(m2m_core::EntityId::parse(b, home).ok())
-                .is_some_and(|(a, b)| a == b)
+        crate::notification::is_originator(cse, a, b)
+            || crate::notification::is_originator(cse, b, a)
     };
     for other in siblings.iter().filter(|s| Some(s.ri()) != itself) {
         if string_list(other.attrs.get("ntu"))
@@ -283,12 +276,15 @@ pub fn ensure_system_default(cse: &Cse) -> anyhow::Result<()> {
     let action = cse.config().notifications.target_removal as u8;
     let base = cse.id.cse_id.bare().to_owned();
     let base_rn = cse.id.rn.clone();
-    let creator = cse.id.cse_id.sp_relative();
+    // Absolute, as the creator of every resource is kept (`dispatcher::assemble`).
+    let creator = m2m_core::EntityId::cse(cse.id.home.sp.clone(), cse.id.cse_id.clone()).absolute();
     let now = cse.now_ts();
     cse.store
         .write_blocking(move |w| match w.get(SYSTEM_DEFAULT)? {
             Some(mut p) => {
                 p.attrs.insert("acn".into(), json!(action));
+                p.attrs.insert("cr".into(), json!(creator));
+                p.creator = Some(creator);
                 w.update(&p)
             }
             None => {
