@@ -14,7 +14,7 @@
 //! | Response Status Code to CoAP response code, the RSC in oneM2M-RSC | 6.2.4 |
 
 use crate::error::{M2mError, M2mResult};
-use crate::http_binding::{check_result_content, decode_query_field, query_fields};
+use crate::http_binding::{check_whole_primitive, decode_query_field, query_fields};
 use crate::primitive::{Operation, Request, Response};
 use crate::resource_type::ResourceType;
 use crate::status::ResponseStatusCode as Rsc;
@@ -63,13 +63,17 @@ pub mod content_format {
     pub const NTFY_CBOR: u16 = 10011;
     pub const PREQ_CBOR: u16 = 10012;
     pub const PRSP_CBOR: u16 = 10013;
+    pub const RES_XML: u16 = 10014;
+    pub const NTFY_XML: u16 = 10002;
+    pub const PREQ_XML: u16 = 10006;
+    pub const PRSP_XML: u16 = 10008;
 
     /// The JSON formats this binding reads and writes.
     pub fn is_json(cf: u16) -> bool {
         matches!(cf, JSON | RES_JSON | NTFY_JSON | PREQ_JSON | PRSP_JSON)
     }
 
-    /// The serialization of a Content-Format this binding reads and writes (JSON, CBOR).
+    /// The serialization of a Content-Format this binding reads and writes (JSON, CBOR, XML).
     pub fn serialization(cf: u64) -> Option<crate::serialization::Serialization> {
         use crate::serialization::Serialization;
         let cf = u16::try_from(cf).ok()?;
@@ -77,6 +81,8 @@ pub mod content_format {
             Some(Serialization::Json)
         } else if matches!(cf, CBOR | RES_CBOR | NTFY_CBOR | PREQ_CBOR | PRSP_CBOR) {
             Some(Serialization::Cbor)
+        } else if matches!(cf, XML | RES_XML | NTFY_XML | PREQ_XML | PRSP_XML) {
+            Some(Serialization::Xml)
         } else {
             None
         }
@@ -90,6 +96,8 @@ pub mod content_format {
             (Serialization::Json, true) => NTFY_JSON,
             (Serialization::Cbor, false) => RES_CBOR,
             (Serialization::Cbor, true) => NTFY_CBOR,
+            (Serialization::Xml, false) => RES_XML,
+            (Serialization::Xml, true) => NTFY_XML,
         }
     }
 }
@@ -337,7 +345,7 @@ pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mRes
     if !p.payload.is_empty() {
         req.pc = Some(ser.decode(&p.payload)?);
     }
-    check_result_content(&req)?;
+    check_whole_primitive(&req)?;
     Ok(req)
 }
 
@@ -423,11 +431,19 @@ pub fn encode_response(
     // A NOTIFY's 2000 carries no payload (table 6.2.4-1).
     let notify_ok = op == Operation::Notify && resp.rsc == Rsc::Ok;
     if let (Some(pc), false) = (&resp.pc, notify_ok) {
+        // A content the asked serialization cannot write goes in JSON, which writes any.
+        let (ser, payload) = match ser.encode(pc) {
+            Ok(bytes) => (ser, bytes),
+            Err(_) => (
+                crate::serialization::Serialization::Json,
+                serde_json::to_vec(pc).unwrap_or_default(),
+            ),
+        };
         p.add_option(
             CoapOption::ContentFormat,
             encode_uint(u64::from(content_format::of(ser, false))),
         );
-        p.payload = ser.encode(pc).unwrap_or_default();
+        p.payload = payload;
     }
     p
 }
@@ -651,15 +667,16 @@ mod tests {
         );
         p.add_option(CoapOption::Unknown(option::RQI), b"r1".to_vec());
         p.payload = b"{}".to_vec();
-        // XML (41): neither JSON nor CBOR.
-        p.add_option(CoapOption::ContentFormat, encode_uint(41));
+        // text/plain (0): no serialization of oneM2M contents.
+        p.add_option(CoapOption::ContentFormat, encode_uint(0));
         assert_eq!(
             decode_request(&p, |_| false).unwrap_err().rsc,
             Rsc::UnsupportedMediaType
         );
         p.clear_option(CoapOption::ContentFormat);
         p.add_option(CoapOption::ContentFormat, encode_uint(50));
-        p.add_option(CoapOption::Accept, encode_uint(41));
+        // An Accept of text/plain: no answer this binding can write.
+        p.add_option(CoapOption::Accept, encode_uint(0));
         assert_eq!(
             decode_request(&p, |_| false).unwrap_err().rsc,
             Rsc::NotAcceptable

@@ -2,6 +2,7 @@
 //! conditional retrieval, and their evaluation against a resource representation.
 
 use crate::error::{M2mError, M2mResult};
+use crate::geo_query::{GeoQuery, GeoQueryParts};
 use crate::time;
 use serde_json::{Map, Value};
 
@@ -45,6 +46,11 @@ pub struct FilterCriteria {
     pub limit: Option<u64>,
     pub offset: Option<u64>,
     pub level: Option<u32>,
+    /// The geo-query parameters `gmty`, `geom`, `gsf` as they arrived (Release 4).
+    /// (Boxed, as the query: every request carries a FilterCriteria, few a geo-query.)
+    pub geo_parts: Option<Box<GeoQueryParts>>,
+    /// The geo-query, once all three are there.
+    pub geo: Option<Box<GeoQuery>>,
 }
 
 fn parse_u64(name: &str, v: &str) -> M2mResult<u64> {
@@ -110,6 +116,11 @@ impl FilterCriteria {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.clone().into())),
         );
+        if let Some(q) = &self.geo {
+            out.push(("gmty", (q.geometry_type as u8).into()));
+            out.push(("geom", q.text.clone().into()));
+            out.push(("gsf", (q.function as u8).into()));
+        }
         if let Some(fu) = self.filter_usage {
             out.push(("fu", (fu as u8).into()));
         }
@@ -181,6 +192,15 @@ impl FilterCriteria {
                     }
                 }
             }
+            "gmty" | "geom" | "gsf" => {
+                let parts = self.geo_parts.get_or_insert_with(Box::default);
+                match name {
+                    "gmty" => parts.geometry_type = Some(parse_u64(name, value)?),
+                    "gsf" => parts.function = Some(parse_u64(name, value)?),
+                    _ => parts.geometry = Some(value.to_owned()),
+                }
+                self.geo = parts.complete()?.map(Box::new);
+            }
             "smf" | "cfs" | "cfq" | "arp" => {
                 return Err(M2mError::not_implemented(format!(
                     "filter condition '{name}' is not supported"
@@ -194,9 +214,51 @@ impl FilterCriteria {
         Ok(true)
     }
 
+    /// Refuses a geo-query given in part: `gmty`, `geom` and `gsf` go together. Every binding
+    /// calls it once the request is whole.
+    pub fn check_complete(&self) -> M2mResult<()> {
+        if self.geo.is_none() && self.geo_parts.is_some() {
+            return Err(M2mError::bad_request(
+                "geo-query: gmty, geom and gsf go together",
+            ));
+        }
+        Ok(())
+    }
+
     /// Evaluates the conditions against a resource representation (short names).
     /// With no conditions every resource matches.
     pub fn matches(&self, res: &Map<String, Value>) -> bool {
+        self.matches_guarded(res, || true)
+    }
+
+    /// Whether a resource is selected: by the conditions, and by `admits` (an access check), which
+    /// is asked once the other conditions leave the answer open or positive, and always before
+    /// the geo-query, the costly condition: nobody pays for, or times, a relation with a resource
+    /// it may not see.
+    pub fn matches_guarded(&self, res: &Map<String, Value>, admits: impl FnOnce() -> bool) -> bool {
+        let plain = self.plain_results(res);
+        let Some(q) = &self.geo else {
+            return self.combine(&plain) && admits();
+        };
+        match self.filter_operation {
+            FilterOperation::And if plain.iter().any(|r| !r) => false,
+            FilterOperation::Or if plain.iter().any(|r| *r) => admits(),
+            _ => admits() && q.matches(res.get("loc")),
+        }
+    }
+
+    fn combine(&self, results: &[bool]) -> bool {
+        if results.is_empty() {
+            return true;
+        }
+        match self.filter_operation {
+            FilterOperation::And => results.iter().all(|r| *r),
+            FilterOperation::Or => results.iter().any(|r| *r),
+        }
+    }
+
+    /// The results of every condition but the geo-query.
+    fn plain_results(&self, res: &Map<String, Value>) -> Vec<bool> {
         let mut results = Vec::with_capacity(8);
         let str_attr = |k: &str| res.get(k).and_then(Value::as_str);
         let num_attr = |k: &str| res.get(k).and_then(Value::as_u64);
@@ -254,14 +316,12 @@ impl FilterCriteria {
         for (name, value) in &self.attributes {
             results.push(res.get(name).is_some_and(|v| attribute_equals(v, value)));
         }
+        results
+    }
 
-        if results.is_empty() {
-            return true;
-        }
-        match self.filter_operation {
-            FilterOperation::And => results.iter().all(|r| *r),
-            FilterOperation::Or => results.iter().any(|r| *r),
-        }
+    /// Whether a geo-query is among the conditions (each candidate then costs a relation).
+    pub fn is_geo(&self) -> bool {
+        self.geo.is_some()
     }
 }
 

@@ -51,14 +51,19 @@ fn filter_from_json(fc: &Value) -> M2mResult<FilterCriteria> {
         .ok_or_else(|| bad("inner primitive: 'fc' must be an object"))?;
     let mut out = FilterCriteria::default();
     for (k, v) in obj {
-        let v =
-            fc_value(v).ok_or_else(|| bad(format!("inner primitive: fc '{k}' is malformed")))?;
+        // A geometry may come as the JSON array itself rather than its text.
+        let v = match v {
+            Value::Array(_) if k == "geom" => Some(v.to_string()),
+            _ => fc_value(v),
+        };
+        let v = v.ok_or_else(|| bad(format!("inner primitive: fc '{k}' is malformed")))?;
         if !out.take_query_field(k, &v, crate::schema::is_attribute_name)? {
             return Err(bad(format!(
                 "inner primitive: '{k}' is not a filter criterion"
             )));
         }
     }
+    out.check_complete()?;
     Ok(out)
 }
 
@@ -83,6 +88,7 @@ impl Request {
             ("rqet", &self.rqet),
             ("rset", &self.rset),
             ("oet", &self.oet),
+            ("rp", &self.rp),
             ("gid", &self.gid),
         ];
         for (k, v) in optional {
@@ -134,6 +140,7 @@ impl Request {
                 "rqet" => req.rqet = Some(text(val, k)?),
                 "rset" => req.rset = Some(text(val, k)?),
                 "oet" => req.oet = Some(text(val, k)?),
+                "rp" => req.rp = Some(text(val, k)?),
                 "gid" => req.gid = Some(text(val, k)?),
                 "ty" => req.ty = Some(ResourceType::parse_requested(&number(val, k)?.to_string())?),
                 "pc" => req.pc = Some(val.clone()),
@@ -223,6 +230,31 @@ mod tests {
             );
         }
         assert!(Request::from_json(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn a_geo_query_travels_in_fc_and_goes_whole() {
+        let mut v = Request::new(Operation::Retrieve, "/cse-in", Some("Cx".into()), "r1").to_json();
+        v["fc"] = json!({"fu": 1, "gmty": 1, "geom": [0.5, 0.5], "gsf": 1});
+        let r = Request::from_json(&v).unwrap();
+        let q = r.fc.geo.clone().expect("a whole geo-query");
+        assert_eq!(q.text, "[0.5,0.5]");
+        assert_eq!(
+            Request::from_json(&r.to_json()).unwrap(),
+            r,
+            "forwarded as read"
+        );
+        for partial in [
+            json!({"gmty": 1}),
+            json!({"gmty": 1, "gsf": 1}),
+            json!({"geom": "[0.5,0.5]"}),
+        ] {
+            v["fc"] = partial;
+            assert_eq!(
+                Request::from_json(&v).unwrap_err().rsc,
+                ResponseStatusCode::BadRequest
+            );
+        }
     }
 
     #[test]

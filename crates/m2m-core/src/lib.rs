@@ -10,6 +10,7 @@ pub mod coap_exchange;
 pub mod config_text;
 pub mod error;
 pub mod filter;
+pub mod geo_query;
 pub mod group_authentication;
 pub mod http_binding;
 pub mod id;
@@ -24,6 +25,7 @@ pub mod serialization;
 pub mod specialization;
 pub mod status;
 pub mod time;
+pub mod xml;
 
 pub use error::{M2mError, M2mResult};
 pub use filter::FilterCriteria;

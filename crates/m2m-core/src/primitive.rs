@@ -158,6 +158,9 @@ pub struct Request {
     pub rqet: Option<String>,
     pub rset: Option<String>,
     pub oet: Option<String>,
+    /// Result Persistence (`rp`, m2m:absRelTimestamp): how long the result of a non-blocking
+    /// request stays retrievable.
+    pub rp: Option<String>,
     pub gid: Option<String>,
     pub ec: Option<String>,
     /// Vendor Information (X-M2M-VSI): opaque to the CSE, echoed in the response.
@@ -190,6 +193,7 @@ impl Request {
             rqet: None,
             rset: None,
             oet: None,
+            rp: None,
             gid: None,
             ec: None,
             vsi: None,

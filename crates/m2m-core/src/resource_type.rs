@@ -15,8 +15,10 @@ pub enum ResourceType {
     CseBase,
     Dependency,
     FlexContainer,
+    FlexContainerInstance,
     Group,
     LocalMulticastGroup,
+    LocationPolicy,
     MgmtObj,
     Node,
     NotificationTargetMgmtPolicyRef,
@@ -31,10 +33,11 @@ pub enum ResourceType {
     Subscription,
     TimeSeries,
     TimeSeriesInstance,
+    TimeSyncBeacon,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 25] = [
+    pub const ALL: [ResourceType; 28] = [
         Self::AccessControlPolicy,
         Self::Action,
         Self::Ae,
@@ -44,8 +47,10 @@ impl ResourceType {
         Self::CseBase,
         Self::Dependency,
         Self::FlexContainer,
+        Self::FlexContainerInstance,
         Self::Group,
         Self::LocalMulticastGroup,
+        Self::LocationPolicy,
         Self::MgmtObj,
         Self::Node,
         Self::NotificationTargetMgmtPolicyRef,
@@ -60,6 +65,7 @@ impl ResourceType {
         Self::Subscription,
         Self::TimeSeries,
         Self::TimeSeriesInstance,
+        Self::TimeSyncBeacon,
     ];
 
     /// The `ty` value.
@@ -71,6 +77,7 @@ impl ResourceType {
             Self::ContentInstance => 4,
             Self::CseBase => 5,
             Self::Group => 9,
+            Self::LocationPolicy => 10,
             Self::MgmtObj => 13,
             Self::Node => 14,
             Self::PollingChannel => 15,
@@ -86,6 +93,8 @@ impl ResourceType {
             Self::FlexContainer => 28,
             Self::TimeSeries => 29,
             Self::TimeSeriesInstance => 30,
+            Self::FlexContainerInstance => 58,
+            Self::TimeSyncBeacon => 60,
             Self::LocalMulticastGroup => 45,
             Self::CrossResourceSubscription => 48,
             Self::Action => 65,
@@ -101,6 +110,7 @@ impl ResourceType {
             4 => Self::ContentInstance,
             5 => Self::CseBase,
             9 => Self::Group,
+            10 => Self::LocationPolicy,
             13 => Self::MgmtObj,
             14 => Self::Node,
             15 => Self::PollingChannel,
@@ -117,6 +127,8 @@ impl ResourceType {
             29 => Self::TimeSeries,
             30 => Self::TimeSeriesInstance,
             45 => Self::LocalMulticastGroup,
+            58 => Self::FlexContainerInstance,
+            60 => Self::TimeSyncBeacon,
             48 => Self::CrossResourceSubscription,
             65 => Self::Action,
             66 => Self::Dependency,
@@ -163,6 +175,9 @@ impl ResourceType {
             Self::RemoteCse => "csr",
             Self::Request => "req",
             Self::Schedule => "sch",
+            Self::LocationPolicy => "lcp",
+            Self::FlexContainerInstance => "fci",
+            Self::TimeSyncBeacon => "tsb",
             Self::SemanticDescriptor => "smd",
             Self::ServiceSubscribedAppRule => "asar",
             Self::Subscription => "sub",
@@ -198,6 +213,9 @@ impl ResourceType {
             Self::RemoteCse => "m2m:csr",
             Self::Request => "m2m:req",
             Self::Schedule => "m2m:sch",
+            Self::LocationPolicy => "m2m:lcp",
+            Self::FlexContainerInstance => "m2m:fci",
+            Self::TimeSyncBeacon => "m2m:tsb",
             Self::SemanticDescriptor => "m2m:smd",
             Self::ServiceSubscribedAppRule => "m2m:asar",
             Self::Subscription => "m2m:sub",
@@ -226,6 +244,7 @@ impl ResourceType {
                 FlexContainer,
                 Group,
                 LocalMulticastGroup,
+                LocationPolicy,
                 Node,
                 NotificationTargetPolicy,
                 RemoteCse,
@@ -235,6 +254,7 @@ impl ResourceType {
                 ServiceSubscribedAppRule,
                 Subscription,
                 TimeSeries,
+                TimeSyncBeacon,
             ],
             Ae => &[
                 AccessControlPolicy,
@@ -243,10 +263,12 @@ impl ResourceType {
                 CrossResourceSubscription,
                 FlexContainer,
                 Group,
+                LocationPolicy,
                 PollingChannel,
                 SemanticDescriptor,
                 Subscription,
                 TimeSeries,
+                TimeSyncBeacon,
             ],
             Container => &[
                 Action,
@@ -261,6 +283,7 @@ impl ResourceType {
                 Action,
                 Container,
                 FlexContainer,
+                FlexContainerInstance,
                 SemanticDescriptor,
                 Subscription,
                 TimeSeries,
@@ -274,7 +297,7 @@ impl ResourceType {
             Node => &[MgmtObj, Schedule, SemanticDescriptor, Subscription],
             MgmtObj => &[SemanticDescriptor, Subscription],
             Subscription => &[NotificationTargetMgmtPolicyRef, Schedule],
-            Schedule => &[Subscription],
+            Schedule | LocationPolicy | TimeSyncBeacon => &[Subscription],
             Group => &[Action, SemanticDescriptor, Subscription],
             SemanticDescriptor => &[Subscription],
             ServiceSubscribedAppRule => &[Subscription],
@@ -287,10 +310,15 @@ impl ResourceType {
                 PollingChannel,
                 Subscription,
                 TimeSeries,
+                TimeSyncBeacon,
             ],
             AccessControlPolicy => &[Subscription],
             CrossResourceSubscription => &[NotificationTargetMgmtPolicyRef, Schedule],
-            ContentInstance | LocalMulticastGroup | PollingChannel | TimeSeriesInstance => &[],
+            ContentInstance
+            | FlexContainerInstance
+            | LocalMulticastGroup
+            | PollingChannel
+            | TimeSeriesInstance => &[],
         }
     }
 
@@ -302,6 +330,7 @@ impl ResourceType {
             self,
             Self::ContentInstance
                 | Self::AccessControlPolicy
+                | Self::FlexContainerInstance
                 | Self::PollingChannel
                 | Self::TimeSeriesInstance
         )
@@ -313,13 +342,17 @@ impl ResourceType {
         match self {
             Self::Container => Some(Self::ContentInstance),
             Self::TimeSeries => Some(Self::TimeSeriesInstance),
+            Self::FlexContainer => Some(Self::FlexContainerInstance),
             _ => None,
         }
     }
 
     /// Whether this type is an instance of a container-like parent (never updated, counted).
     pub const fn is_instance(self) -> bool {
-        matches!(self, Self::ContentInstance | Self::TimeSeriesInstance)
+        matches!(
+            self,
+            Self::ContentInstance | Self::TimeSeriesInstance | Self::FlexContainerInstance
+        )
     }
 }
 

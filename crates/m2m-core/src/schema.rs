@@ -122,6 +122,8 @@ pub enum Kind {
     Object(&'static ObjSpec),
     /// The `creator` attribute: in a CREATE only `null` ("set the creator"), TS-0004 clause 7.3.3.3.
     CreatorNull,
+    /// m2m:geoCoordinates (Release 4): `{typ, crd}`, see [`crate::geo_query`].
+    GeoCoordinates,
 }
 
 /// One attribute of a resource type.
@@ -210,10 +212,15 @@ const ST: AttrSpec = ro("st");
 pub(crate) const ET: AttrSpec = rw("et", Kind::FutureTimestamp);
 pub(crate) const LBL: AttrSpec = rw("lbl", Kind::List(&Kind::Token));
 pub(crate) const ACPI: AttrSpec = rw("acpi", URI_LIST);
+/// custodian (Release 4): the AE or CSE that holds the creator's default rights instead of it.
+pub(crate) const CSTN: AttrSpec = rw("cstn", Kind::Uri);
 pub(crate) const AT: AttrSpec = rw("at", URI_LIST);
 pub(crate) const AA: AttrSpec = rw("aa", STR_LIST);
 pub(crate) const DACI: AttrSpec = rw("daci", URI_LIST);
 const CR: AttrSpec = wo("cr", Kind::CreatorNull);
+/// location (Release 4), the geometry a geo-query matches.
+const LOC: AttrSpec = rw("loc", Kind::GeoCoordinates);
+const LOC_WO: AttrSpec = wo("loc", Kind::GeoCoordinates);
 
 // ---------------------------------------------------------------------------------------------
 // Complex data types
@@ -261,6 +268,8 @@ static ACR: ObjSpec = ObjSpec {
         opt("acco", Kind::List(&Kind::Object(&ACCO))),
         opt("acaf", Kind::Bool),
         opt("acod", Kind::List(&Kind::Object(&ACOD))),
+        // accessControlAttributes (Release 4): the attributes the rule covers.
+        opt("aca", Kind::List(&Kind::Str)),
     ],
     rule: ObjRule::Fields,
 };
@@ -369,6 +378,7 @@ static AE_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -392,6 +402,7 @@ static AE_ATTRS: &[AttrSpec] = &[
     rw("ape", Kind::List(&Kind::AnyObject)),
     rw("tri", TRIGGER_RECIPIENT_ID),
     rw("trn", Kind::NonNegInt),
+    LOC,
 ];
 
 /// `<container>`: TS-0004 clause 7.4.6 (tables 7.4.6.1-2 and -3), TS-0001 clause 9.6.6.
@@ -405,6 +416,7 @@ static CNT_ATTRS: &[AttrSpec] = &[
     ST,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -418,6 +430,7 @@ static CNT_ATTRS: &[AttrSpec] = &[
     ro("li"),
     rw("or", Kind::Uri),
     rw("disr", Kind::Bool),
+    LOC,
 ];
 
 /// `<contentInstance>`: TS-0004 clause 7.4.7 (tables 7.4.7.1-2 and -3), TS-0001 clause 9.6.7.
@@ -440,6 +453,10 @@ static CIN_ATTRS: &[AttrSpec] = &[
     wo("conr", Kind::AnyObject),
     wo("or", Kind::Uri),
     m_wo("con", Kind::Any),
+    LOC_WO,
+    // dataGenerationTime and deletionCnt (Release 4).
+    wo("dgt", Kind::Timestamp),
+    wo("dcnt", Kind::PosInt),
 ];
 
 /// `<CSEBase>`: TS-0004 clause 7.4.3 (tables 7.4.3.1-2 and -3), TS-0001 clause 9.6.3.
@@ -477,6 +494,7 @@ static GRP_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -506,6 +524,7 @@ static CSR_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -529,6 +548,7 @@ static CSR_ATTRS: &[AttrSpec] = &[
     rw("egid", Kind::Str),
     rw("tren", Kind::Bool),
     rw("ape", Kind::List(&Kind::AnyObject)),
+    LOC,
 ];
 
 /// `<subscription>`: TS-0004 clause 7.4.8 (tables 7.4.8.1-2 and -3), TS-0001 clause 9.6.8.
@@ -541,6 +561,7 @@ static SUB_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     DACI,
     CR,
@@ -580,6 +601,7 @@ static ASAR_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     DACI,
     rw("apci", STR_LIST),
@@ -607,6 +629,7 @@ static LMG_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     DACI,
     rw("egid", Kind::Str),
@@ -630,6 +653,7 @@ static CRS_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     DACI,
     CR,
@@ -660,6 +684,7 @@ static ACTR_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     DACI,
     CR,
@@ -685,6 +710,7 @@ static DEPR_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     DACI,
     CR,
@@ -705,6 +731,7 @@ static FCNT_ATTRS: &[AttrSpec] = &[
     ST,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -714,6 +741,34 @@ static FCNT_ATTRS: &[AttrSpec] = &[
     rw("or", Kind::Uri),
     ro("cs"),
     rw("nl", Kind::Uri),
+    LOC,
+    // Instances (Release 4): flexContainerInstanceEnable and the container-like limits.
+    rw("fcied", Kind::Bool),
+    rw("mni", Kind::NonNegInt),
+    rw("mbs", Kind::NonNegInt),
+    rw("mia", Kind::NonNegInt),
+    ro("cni"),
+    ro("cbs"),
+];
+
+/// `<flexContainerInstance>` (Release 4): the CSE's record of a `<flexContainer>` at one
+/// stateTag, never created or updated by a request; its custom attributes are its
+/// specialization's.
+static FCI_ATTRS: &[AttrSpec] = &[
+    ro("rn"),
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ST,
+    ro("et"),
+    ro("lbl"),
+    ro("loc"),
+    ro("at"),
+    ro("cnd"),
+    ro("cs"),
+    ro("org"),
 ];
 
 /// `<request>`: TS-0004 clauses 7.4.12, 7.3.2.2; made by the CSE for a non-blocking request,
@@ -727,6 +782,7 @@ static REQ_ATTRS: &[AttrSpec] = &[
     LT,
     ro("et"),
     ACPI,
+    CSTN,
     ro("lbl"),
     DACI,
     ro("op"),
@@ -750,6 +806,7 @@ static TS_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -769,6 +826,7 @@ static TS_ATTRS: &[AttrSpec] = &[
     rw("mdt", Kind::PosInt),
     rw("or", Kind::Uri),
     wo("cnf", Kind::ContentInfo),
+    LOC,
 ];
 
 /// `<timeSeriesInstance>`: TS-0004 clause 7.4.39 (tables 7.4.39.1-2 and -3), TS-0001 clause
@@ -788,6 +846,7 @@ static TSI_ATTRS: &[AttrSpec] = &[
     m_wo("con", Kind::Any),
     wo("snr", Kind::NonNegInt),
     ro("cs"),
+    LOC_WO,
 ];
 
 /// `<pollingChannel>`: TS-0004 clause 7.4.21 (table 7.4.21.1-2), TS-0001 clause 9.6.21. Only the
@@ -805,6 +864,7 @@ static NOD_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -830,6 +890,7 @@ static MGO_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -846,6 +907,65 @@ static SCHEDULE_ENTRIES: ObjSpec = ObjSpec {
     rule: ObjRule::Fields,
 };
 
+/// `<locationPolicy>`: TS-0004 clause 7.4.10 (table 7.4.10.1-3), TS-0001 clause 9.6.10.
+/// `gta` (xs:anyType) is a GeoJSON polygon, checked by the type's module.
+static LCP_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    CSTN,
+    LBL,
+    AT,
+    AA,
+    DACI,
+    // m2m:locationSource: 1 network-based, 2 device-based, 3 sharing-based.
+    m_wo("los", Kind::Enum(&[1, 2, 3])),
+    // m2m:locationInformationType: 1 position fix, 2 geofence event.
+    rw("lit", Kind::Enum(&[1, 2])),
+    rw("lou", Kind::List(&Kind::Duration)),
+    wo("lot", Kind::Str),
+    wo("lor", Kind::Uri),
+    ro("loi"),
+    wo("lon", Kind::ResourceName),
+    ro("lost"),
+    rw("gta", Kind::AnyObject),
+    // m2m:geofenceEventCriteria: 1 entering, 2 leaving, 3 inside, 4 outside.
+    rw("gec", Kind::Enum(&[1, 2, 3, 4])),
+    wo("aid", Kind::Str),
+    rw("rlkl", Kind::Bool),
+    // m2m:locationUpdateEventCriteria: 0 location change.
+    rw("luec", Kind::Enum(&[0])),
+];
+
+/// `<timeSyncBeacon>` (Release 4): the beacon criteria and where beacons go; the rules between
+/// them are the type's module's.
+static TSB_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    CSTN,
+    LBL,
+    AT,
+    AA,
+    DACI,
+    // beaconCriteria: 1 periodic, 2 loss of synchronization.
+    m_rw("bcnc", Kind::Enum(&[1, 2])),
+    rw("bcni", Kind::Duration),
+    rw("bcnt", Kind::Duration),
+    wo("bcnr", Kind::Uri),
+    m_rw("bcnu", Kind::NonEmptyList(&Kind::Uri)),
+];
+
 /// `<schedule>`: TS-0004 clause 7.4.9 (table 7.4.9.1-3), TS-0001 clause 9.6.9. The entries'
 /// format is checked by the type's module.
 static SCH_ATTRS: &[AttrSpec] = &[
@@ -857,6 +977,7 @@ static SCH_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -877,6 +998,7 @@ static SMD_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     AT,
     AA,
@@ -902,6 +1024,7 @@ static NTPR_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     DACI,
     m_rw("ntu", Kind::NonEmptyList(&Kind::Uri)),
@@ -919,6 +1042,7 @@ static NTP_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     DACI,
     CR,
@@ -946,6 +1070,7 @@ static PDR_ATTRS: &[AttrSpec] = &[
     LT,
     ET,
     ACPI,
+    CSTN,
     LBL,
     DACI,
     wo("dr", Kind::Object(&DELETION_CONTEXTS)),
@@ -965,6 +1090,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::CseBase => CB_ATTRS,
         ResourceType::Group => GRP_ATTRS,
         ResourceType::LocalMulticastGroup => LMG_ATTRS,
+        ResourceType::LocationPolicy => LCP_ATTRS,
         ResourceType::MgmtObj => MGO_ATTRS,
         ResourceType::SemanticDescriptor => SMD_ATTRS,
         ResourceType::Schedule => SCH_ATTRS,
@@ -978,8 +1104,10 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::ServiceSubscribedAppRule => ASAR_ATTRS,
         ResourceType::Subscription => SUB_ATTRS,
         ResourceType::FlexContainer => FCNT_ATTRS,
+        ResourceType::FlexContainerInstance => FCI_ATTRS,
         ResourceType::TimeSeries => TS_ATTRS,
         ResourceType::TimeSeriesInstance => TSI_ATTRS,
+        ResourceType::TimeSyncBeacon => TSB_ATTRS,
     }
 }
 
@@ -1006,6 +1134,7 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ResourceType::Group => &["ty", "ri", "pi", "ct", "lt", "cnm", "mtv", "ssi"],
         ResourceType::Node => &["ty", "ri", "pi", "ct", "lt", "rms", "nid"],
         ResourceType::Schedule => &["ty", "ri", "pi", "ct", "lt"],
+        ResourceType::LocationPolicy => &["ty", "ri", "pi", "ct", "lt", "loi", "lost"],
         ResourceType::SemanticDescriptor => &["ty", "ri", "pi", "ct", "lt", "svd"],
         ResourceType::LocalMulticastGroup
         | ResourceType::MgmtObj
@@ -1020,9 +1149,13 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
             "rs", "ors",
         ],
         ResourceType::Subscription => &["ty", "ri", "pi", "ct", "lt", "nsi"],
-        ResourceType::FlexContainer => &["ty", "ri", "pi", "ct", "lt", "st", "cs"],
+        ResourceType::FlexContainer => &["ty", "ri", "pi", "ct", "lt", "st", "cs", "cni", "cbs"],
+        ResourceType::FlexContainerInstance => &[
+            "rn", "ty", "ri", "pi", "ct", "lt", "st", "et", "lbl", "loc", "at", "cnd", "cs", "org",
+        ],
         ResourceType::TimeSeries => &["ty", "ri", "pi", "ct", "lt", "cni", "cbs", "mdlt", "mdc"],
         ResourceType::TimeSeriesInstance => &["ty", "ri", "pi", "ct", "lt", "cs"],
+        ResourceType::TimeSyncBeacon => &["ty", "ri", "pi", "ct", "lt"],
     }
 }
 
@@ -1065,8 +1198,10 @@ pub fn inner_content(ty: ResourceType, pc: &Value) -> M2mResult<&Map<String, Val
 
 /// A custom attribute of a `<flexContainer>`: not in its table; its specialization checks it.
 fn is_custom(ty: ResourceType, name: &str) -> bool {
-    matches!(ty, ResourceType::FlexContainer | ResourceType::MgmtObj)
-        && attribute(ty, name).is_none()
+    matches!(
+        ty,
+        ResourceType::FlexContainer | ResourceType::FlexContainerInstance | ResourceType::MgmtObj
+    ) && attribute(ty, name).is_none()
 }
 
 /// Checks one value against a kind, naming `path` in the error (specializations use it).
@@ -1373,6 +1508,7 @@ fn check(kind: &Kind, v: &Value, path: &str) -> M2mResult<()> {
         }
         Kind::Object(spec) => check_object(spec, v, path),
         Kind::CreatorNull => ok(v.is_null(), "only null is allowed"),
+        Kind::GeoCoordinates => crate::geo_query::check_location(v).map_err(|e| attr_err(path, e)),
     }
 }
 
@@ -1460,12 +1596,14 @@ mod tests {
             MgmtObj => json!({"mgd": 1006, "btl": 50, "bts": 1}),
             Node => json!({"ni": "urn:sn:1234"}),
             Schedule => json!({"se": {"sce": ["* * 8-20 * * * *"]}}),
+            LocationPolicy => json!({"los": 2}),
+            TimeSyncBeacon => json!({"bcnc": 1, "bcnu": ["/id-in/Cae1"]}),
             SemanticDescriptor => json!({"dcrp": 5, "dsp": "PGE+IDxiPiA8Yz4gLg=="}),
             NotificationTargetMgmtPolicyRef => json!({"ntu": ["Cae1"]}),
             NotificationTargetPolicy => json!({"acn": 1, "plbl": "Default"}),
             PolicyDeletionRules => json!({}),
             RemoteCse => json!({"cb": "/mn-cse/cb", "rr": true, "srv": ["2a", "3"]}),
-            Request => json!({}),
+            Request | FlexContainerInstance => json!({}),
             Subscription => json!({"nu": ["/id-in/Cae1"]}),
             FlexContainer => json!({"cnd": "org.onem2m.common.moduleclass.lock"}),
             TimeSeries => json!({}),

@@ -1,9 +1,10 @@
-//! Content serializations (TS-0004 clauses 8.4 JSON and 8.5 CBOR): how a primitive's content is
-//! written on the wire, the media types that name it (TS-0009 clause 6.4.3), and the `ct` key of
-//! a notification target URL (TS-0004 table 7.4.8.1-3, notificationURI).
+//! Content serializations (TS-0004 clauses 8.3 XML, 8.4 JSON and 8.5 CBOR): how a primitive's
+//! content is written on the wire, the media types that name it (TS-0009 clause 6.4.3), and the
+//! `ct` key of a notification target URL (TS-0004 table 7.4.8.1-3, notificationURI).
 //!
 //! CBOR is the JSON data model written in CBOR (clause 8.5.1): the same short names and values,
-//! so a primitive decodes to the same `serde_json::Value` either way. XML is not supported.
+//! so a primitive decodes to the same `serde_json::Value` either way; XML is read into that model
+//! too, typed by the schema ([`crate::xml`]).
 
 use crate::error::{M2mError, M2mResult};
 use crate::status::ResponseStatusCode;
@@ -15,6 +16,7 @@ pub enum Serialization {
     #[default]
     Json,
     Cbor,
+    Xml,
 }
 
 impl Serialization {
@@ -23,6 +25,7 @@ impl Serialization {
         match self {
             Serialization::Json => "application/json",
             Serialization::Cbor => "application/cbor",
+            Serialization::Xml => "application/xml",
         }
     }
 
@@ -38,6 +41,10 @@ impl Serialization {
         match media.as_str() {
             "application/json" => Some(Serialization::Json),
             "application/cbor" => Some(Serialization::Cbor),
+            "application/xml" | "text/xml" => Some(Serialization::Xml),
+            m if m.starts_with("application/vnd.onem2m-") && m.ends_with("+xml") => {
+                Some(Serialization::Xml)
+            }
             m if m.starts_with("application/vnd.onem2m-") && m.ends_with("+json") => {
                 Some(Serialization::Json)
             }
@@ -53,6 +60,7 @@ impl Serialization {
         match value {
             "json" => Some(Serialization::Json),
             "cbor" => Some(Serialization::Cbor),
+            "xml" => Some(Serialization::Xml),
             _ => None,
         }
     }
@@ -80,6 +88,7 @@ impl Serialization {
                 }
                 v
             }
+            Serialization::Xml => crate::xml::decode(body)?,
         };
         if depth(&v) > MAX_DEPTH {
             return Err(M2mError::bad_request("content nested too deeply"));
@@ -99,6 +108,7 @@ impl Serialization {
                     .map_err(|e| M2mError::internal(e.to_string()))?;
                 Ok(out)
             }
+            Serialization::Xml => crate::xml::encode(v),
         }
     }
 }
@@ -126,7 +136,7 @@ pub fn unsupported(media: &str) -> M2mError {
     M2mError::new(
         ResponseStatusCode::UnsupportedMediaType,
         format!(
-            "content type '{media}' is not supported; use application/json or application/cbor"
+            "content type '{media}' is not supported; use application/json, application/cbor or application/xml"
         ),
     )
 }
@@ -212,8 +222,10 @@ mod tests {
                 "application/vnd.onem2m-ntfy+json",
                 Some(Serialization::Json),
             ),
-            ("application/xml", None),
+            ("application/xml", Some(Serialization::Xml)),
+            ("application/vnd.onem2m-res+xml", Some(Serialization::Xml)),
             ("text/plain", None),
+            ("application/yaml", None),
         ] {
             assert_eq!(Serialization::from_media_type(m), s, "{m}");
         }
@@ -230,8 +242,13 @@ mod tests {
             ("http://h:1/n?q=1".into(), None)
         );
         assert_eq!(
+            Serialization::preferred(["application/exi", "application/cbor"]),
+            Some(Serialization::Cbor),
+            "the first one written"
+        );
+        assert_eq!(
             Serialization::preferred(["application/xml", "application/cbor"]),
-            Some(Serialization::Cbor)
+            Some(Serialization::Xml)
         );
     }
 }

@@ -75,7 +75,28 @@ const BUILT_IN: &str = r#"[
     { "name": "unit", "type": "nonNegInteger" },
     { "name": "minVe", "type": "float" },
     { "name": "maxVe", "type": "float" },
-    { "name": "steVe", "type": "float" } ] }
+    { "name": "steVe", "type": "float" } ] },
+  { "key": "cod:aiQSr", "cnd": "org.onem2m.common.moduleclass.airQualitySensor", "attributes": [
+    { "name": "dgt", "type": "timestamp" },
+    { "name": "monEd", "type": "boolean" },
+    { "name": "pm1", "type": "integer" },
+    { "name": "pm25", "type": "integer" },
+    { "name": "pm10", "type": "integer" },
+    { "name": "odor", "type": "integer" },
+    { "name": "tsp", "type": "float" },
+    { "name": "humiy", "type": "float" },
+    { "name": "tempe", "type": "float" },
+    { "name": "airPe", "type": "float" },
+    { "name": "co", "type": "float" },
+    { "name": "co2", "type": "float" },
+    { "name": "ch2o", "type": "float" },
+    { "name": "voc", "type": "float" },
+    { "name": "no2", "type": "float" },
+    { "name": "so2", "type": "float" },
+    { "name": "o3", "type": "float" },
+    { "name": "noise", "type": "float" },
+    { "name": "winDn", "type": "float" },
+    { "name": "winSd", "type": "float" } ] }
 ]"#;
 
 fn kind_of(name: &str) -> Option<Kind> {
@@ -265,6 +286,11 @@ impl Specialization {
             }
         }
         Ok(())
+    }
+
+    /// Whether `name` is one of the specialization's custom attributes.
+    pub fn is_custom(&self, name: &str) -> bool {
+        self.attributes.iter().any(|a| a.name == name)
     }
 
     /// The custom attributes of a representation.

@@ -349,6 +349,7 @@ fn check_request_refusal(e: &M2mError, target: &str, headers: &HeaderMap) {
     let query = target.split_once('?').map_or("", |(_, q)| q);
     let names_filter = UNSUPPORTED_FILTERS
         .iter()
+        .chain(m2m_core::http_binding::UNSUPPORTED_QUERY_FIELDS)
         .any(|f| query.split('&').any(|p| p.split('=').next() == Some(*f)));
     let names_type = headers.get_all("content-type").iter().any(|v| {
         v.as_bytes()
@@ -508,6 +509,7 @@ fn filter_criteria() -> impl Strategy<Value = FilterCriteria> {
                 attributes,
                 filter_usage: fu,
                 filter_operation: fo,
+                ..FilterCriteria::default()
             },
         )
 }
@@ -763,6 +765,8 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ResourceType::MgmtObj => serde_json::json!({"mgd": 1006, "btl": 50, "bts": 1}),
         ResourceType::Node => serde_json::json!({"ni": "urn:sn:1234"}),
         ResourceType::Schedule => serde_json::json!({"se": {"sce": ["* * 8-20 * * * *"]}}),
+        ResourceType::LocationPolicy => serde_json::json!({"los": 2}),
+        ResourceType::TimeSyncBeacon => serde_json::json!({"bcnc": 1, "bcnu": ["/id-in/Cae1"]}),
         ResourceType::SemanticDescriptor => {
             serde_json::json!({"dcrp": 5, "dsp": "PGE+IDxiPiA8Yz4gLg=="})
         }
@@ -772,6 +776,7 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         | ResourceType::PolicyDeletionRules
         | ResourceType::PollingChannel
         | ResourceType::Request
+        | ResourceType::FlexContainerInstance
         | ResourceType::TimeSeries => serde_json::json!({}),
         ResourceType::FlexContainer => {
             serde_json::json!({"cnd": "org.onem2m.common.moduleclass.lock"})

@@ -25,6 +25,9 @@ pub struct Facts<'a> {
     pub originator: Option<&'a EntityId>,
     pub peer: &'a Peer,
     pub proof: Proof,
+    /// The attributes the operation touches on its target, for rules limited to some (`aca`);
+    /// known only in the decision on the target itself.
+    pub attributes: Option<&'a [String]>,
 }
 
 impl<'a> Facts<'a> {
@@ -33,6 +36,17 @@ impl<'a> Facts<'a> {
             originator: peer.originator.as_ref(),
             peer,
             proof: peer.proof,
+            attributes: None,
+        }
+    }
+
+    /// The same facts, knowing which attributes of the target the operation touches.
+    fn touching(&self, attributes: Option<&'a [String]>) -> Self {
+        Facts {
+            originator: self.originator,
+            peer: self.peer,
+            proof: self.proof,
+            attributes,
         }
     }
 }
@@ -54,7 +68,8 @@ impl Facts<'_> {
 enum Policies {
     /// Privileges of <accessControlPolicy> resources, with their IDs for reasons.
     Acps(Vec<(String, Privileges)>),
-    /// No accessControlPolicyIDs: only the creator has access (TS-0001 table 9.6.1.3.2-1).
+    /// No accessControlPolicyIDs: only the creator (or the custodian, who replaces it) has
+    /// access (TS-0001 table 9.6.1.3.2-1).
     CreatorOnly(Option<String>),
     /// The CSEBase without accessControlPolicyIDs: the system rule lets every AE and CSE registered
     /// here retrieve it (a registree must learn its registrar) and create its own
@@ -64,6 +79,48 @@ enum Policies {
     /// A <pollingChannel> and its `pcu`: only the AE or CSE its parent stands for (TS-0004
     /// clauses 7.4.21.2 and 7.4.22.2, Recv-6.3), whatever policies say.
     OwnEntity(Option<String>),
+}
+
+impl Policies {
+    /// Whether a rule of these policies covers only some attributes (`aca`).
+    fn limit_attributes(&self) -> bool {
+        matches!(self, Policies::Acps(acps) if acps.iter().any(|(_, p)| p.has_attribute_rules()))
+    }
+}
+
+/// The attributes an operation touches on its target (Release 4 accessControlAttributes): those
+/// a CREATE or UPDATE sets, those a partial RETRIEVE names, every attribute of the resource a
+/// RETRIEVE or DELETE reads or removes. `None` where it cannot be told (an instance behind
+/// `la`/`ol`, a NOTIFY): then no rule limited to attributes grants.
+fn touched_attributes(req: &Request, target: &Target) -> Option<Vec<String>> {
+    let content = || {
+        req.pc
+            .as_ref()
+            .and_then(serde_json::Value::as_object)
+            .and_then(|o| o.values().next())
+            .and_then(serde_json::Value::as_object)
+            .map(|inner| inner.keys().cloned().collect())
+    };
+    match (req.op, target) {
+        (Operation::Create | Operation::Update, _) => content(),
+        (Operation::Retrieve, Target::Resource(_)) if !req.atrl.is_empty() => {
+            Some(req.atrl.clone())
+        }
+        (Operation::Retrieve | Operation::Delete, Target::Resource(r)) => {
+            Some(r.attrs.keys().cloned().collect())
+        }
+        _ => None,
+    }
+}
+
+/// What an access decision granted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// The operation on the whole resource.
+    Whole,
+    /// The operation through rules limited to these attributes (Release 4 accessControlAttributes):
+    /// the answer shows no other.
+    Attributes(Vec<String>),
 }
 
 /// The access operation a request asks for.
@@ -79,7 +136,7 @@ fn operation(req: &Request) -> AccessOperation {
 }
 
 /// Decides a request on its target before it is carried out; a denial is 4103.
-pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mResult<()> {
+pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mResult<Grant> {
     let facts = Facts::of(peer);
     let op = operation(req);
     // A <pollingChannel> and its pcu are its own entity's, not even the admin's: the admin
@@ -89,21 +146,21 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         return enforce(cse, &facts, op, subject, child_type, &policies);
     }
     if facts.is_admin(cse) {
-        return Ok(());
+        return Ok(Grant::Whole);
     }
     let (subject, child_type) = match (req.op, target) {
         // Registration is decided by the registration rules, not by access control (TS-0004 7.3.2.7).
         (Operation::Create, Target::Resource(_))
             if matches!(req.ty, Some(ResourceType::Ae | ResourceType::RemoteCse)) =>
         {
-            return Ok(())
+            return Ok(Grant::Whole)
         }
         // A notification to the CSE (a verification request, ESPrim, group keys) carries no
         // resource access: its handlers decide who may send what.
         (Operation::Notify, Target::Resource(r))
             if matches!(r.ty, ResourceType::CseBase | ResourceType::RemoteCse) =>
         {
-            return Ok(())
+            return Ok(Grant::Whole)
         }
         // A notification for an AE comes from the CSE hosting the subscription (this one, or an
         // authenticated CSE peer as itself); anyone else needs the NOTIFY privilege on the <AE>.
@@ -113,7 +170,7 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
                 ResourceType::Ae | ResourceType::CrossResourceSubscription
             ) && from_a_hosting_cse(peer) =>
         {
-            return Ok(())
+            return Ok(Grant::Whole)
         }
         // A <localMulticastGroup> is made by a group hosting CSE this CSE has a registration
         // relationship with, speaking for itself (TS-0004 clause 7.4.55.2.1).
@@ -122,16 +179,18 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
                 && req.ty == Some(ResourceType::LocalMulticastGroup) =>
         {
             if crate::multicast::member::may_create(cse, peer) {
-                return Ok(());
+                return Ok(Grant::Whole);
             }
             tracing::info!(target: "audit", originator = %facts.who(), "localMulticastGroup refused: not a CSE with a registration relationship speaking for itself");
             return Err(refused());
         }
         // Discovery results are filtered one by one (see `permits`).
-        (Operation::Retrieve, Target::Resource(_)) if req.is_discovery() => return Ok(()),
+        (Operation::Retrieve, Target::Resource(_)) if req.is_discovery() => {
+            return Ok(Grant::Whole)
+        }
         // Any notification target may ask to leave a subscription it cannot read: the policy of
         // the subscription decides (`resources::notification_target_policy`).
-        (_, Target::SelfReference(_)) => return Ok(()),
+        (_, Target::SelfReference(_)) => return Ok(Grant::Whole),
         (_, Target::PollingChannelUri(_)) => {
             return Err(M2mError::internal(
                 "pcu reached the generic access decision",
@@ -145,27 +204,38 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         (_, Target::FanOut { group, .. }) => {
             let macp = string_list(group.attrs.get("macp"));
             if macp.is_empty() {
-                return Ok(());
+                return Ok(Grant::Whole);
             }
             let policies = Policies::Acps(load_acps(cse, &macp, false));
             return enforce(cse, &facts, op, group, None, &policies);
         }
     };
-    // Changing accessControlPolicyIDs is governed by the selfPrivileges of the current ACPs.
-    let changes_acpi = req.op == Operation::Update
+    // Changing accessControlPolicyIDs, or the custodian (who holds the rights when there are
+    // none), is governed by the selfPrivileges of the current ACPs.
+    let content = req
+        .pc
+        .as_ref()
+        .and_then(|pc| pc.get(crate::resources::root_name(subject).as_ref()));
+    let changes_access = req.op == Operation::Update
         && subject.ty != ResourceType::AccessControlPolicy
-        && req
-            .pc
-            .as_ref()
-            .and_then(|pc| pc.get(crate::resources::root_name(subject).as_ref()))
-            .and_then(|c| c.get("acpi"))
-            .is_some();
-    let policies = if changes_acpi {
+        && content.is_some_and(|c| c.get("acpi").is_some() || c.get("cstn").is_some());
+    let policies = if changes_access {
         self_policies_of_acpi(cse, subject)?
     } else {
         policies_of(cse, subject)?
     };
-    enforce(cse, &facts, op, subject, child_type, &policies)?;
+    let touched = policies
+        .limit_attributes()
+        .then(|| touched_attributes(req, target))
+        .flatten();
+    let grant = enforce(
+        cse,
+        &facts.touching(touched.as_deref()),
+        op,
+        subject,
+        child_type,
+        &policies,
+    )?;
     if req.op == Operation::Create && req.ty == Some(ResourceType::Subscription) {
         // The subscriber must be allowed to see what it subscribes to (TS-0004 7.4.8.2.1).
         if !permits(
@@ -182,7 +252,7 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
             ));
         }
     }
-    Ok(())
+    Ok(grant)
 }
 
 fn enforce(
@@ -192,10 +262,10 @@ fn enforce(
     subject: &Resource,
     child_type: Option<u16>,
     policies: &Policies,
-) -> M2mResult<()> {
-    let (permit, reason) = evaluate(cse, facts, op, subject, child_type, policies);
+) -> M2mResult<Grant> {
+    let (permit, reason, attributes) = evaluate(cse, facts, op, subject, child_type, policies);
     if permit {
-        Ok(())
+        Ok(attributes.map_or(Grant::Whole, Grant::Attributes))
     } else {
         tracing::info!(target: "audit", originator = %facts.who(), proof = %facts.proof, operation = %op, target = subject.ri(), reason = %reason, "access denied");
         Err(refused())
@@ -256,7 +326,7 @@ pub fn permits(
         }
     };
     let policies = policies_of(cse, &governing)?;
-    let (permit, _) = evaluate(cse, facts, op, &governing, None, &policies);
+    let (permit, _, _) = evaluate(cse, facts, op, &governing, None, &policies);
     cache.insert(governing.ri().to_owned(), permit);
     Ok(permit)
 }
@@ -268,9 +338,9 @@ fn evaluate(
     subject: &Resource,
     child_type: Option<u16>,
     policies: &Policies,
-) -> (bool, String) {
+) -> (bool, String, Option<Vec<String>>) {
     let Some(originator) = facts.originator else {
-        return (false, "the request has no originator".into());
+        return (false, "the request has no originator".into(), None);
     };
     match policies {
         Policies::CreatorOnly(creator) => {
@@ -280,20 +350,20 @@ fn evaluate(
                 .and_then(|c| EntityId::parse(c, &cse.id.home).ok());
             let permit = facts.proof.identifies() && creator.as_ref() == Some(originator);
             let reason = if permit {
-                "permitted: the originator created the resource".to_owned()
+                "permitted: the originator is the resource's creator or custodian".to_owned()
             } else if creator.as_ref() == Some(originator) {
                 format!(
-                    "{originator} created {} but is only {}; no accessControlPolicyIDs grant {op}",
+                    "{originator} holds {} but is only {}; no accessControlPolicyIDs grant {op}",
                     subject.ri(),
                     facts.proof
                 )
             } else {
                 format!(
-                    "{originator} is not the creator of {} and no accessControlPolicyIDs grant {op}",
+                    "{originator} is neither creator nor custodian of {} and no accessControlPolicyIDs grant {op}",
                     subject.ri()
                 )
             };
-            (permit, reason)
+            (permit, reason, None)
         }
         Policies::OwnEntity(owner) => {
             let owner = owner
@@ -309,7 +379,7 @@ fn evaluate(
                     subject.ri()
                 )
             };
-            (permit, reason)
+            (permit, reason, None)
         }
         Policies::RegistreesMayRetrieve => {
             let own_policy = op == AccessOperation::Create
@@ -322,7 +392,7 @@ fn evaluate(
             } else {
                 format!("no accessControlPolicyIDs on the CSEBase grant {op} to {originator}")
             };
-            (permit, reason)
+            (permit, reason, None)
         }
         Policies::Acps(acps) => {
             let refs: Vec<(&str, &Privileges)> =
@@ -337,9 +407,10 @@ fn evaluate(
                 location: None,
                 target_type: subject.ty.code(),
                 child_type,
+                attributes: facts.attributes,
             };
             let d = decide(&refs, &req, &cse.id.home, &StoreGroups { cse });
-            (d.permit, d.reason)
+            (d.permit, d.reason, d.attributes)
         }
     }
 }
@@ -369,9 +440,18 @@ fn policies_of(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
         if res.ty == ResourceType::CseBase {
             return Ok(Policies::RegistreesMayRetrieve);
         }
-        return Ok(Policies::CreatorOnly(res.creator.clone()));
+        return Ok(Policies::CreatorOnly(steward(res)));
     }
     Ok(Policies::Acps(load_acps(cse, &acpi, false)))
+}
+
+/// Who holds the default rights of a resource without accessControlPolicyIDs: its custodian
+/// when it has one (Release 4: the creator then has no more rights than anyone), else its
+/// creator.
+fn steward(res: &Resource) -> Option<String> {
+    res.str_attr("cstn")
+        .map(str::to_owned)
+        .or_else(|| res.creator.clone())
 }
 
 /// The policy for a request on a <pollingChannel> (or a CREATE of one under an AE or remoteCSE)
@@ -420,17 +500,22 @@ fn is_registree(cse: &Cse, originator: &EntityId) -> bool {
 fn self_policies_of_acpi(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
     let acpi = string_list(res.attrs.get("acpi"));
     if acpi.is_empty() {
-        return Ok(Policies::CreatorOnly(res.creator.clone()));
+        return Ok(Policies::CreatorOnly(steward(res)));
     }
     Ok(Policies::Acps(load_acps(cse, &acpi, true)))
 }
 
-/// accessControlPolicyIDs given in a CREATE or UPDATE must name <accessControlPolicy> resources
-/// hosted here; anything else would leave the resource reachable by the admin only.
-pub fn check_acpi(
+/// The access attributes of a CREATE or UPDATE: accessControlPolicyIDs must name
+/// <accessControlPolicy> resources hosted here (anything else would leave the resource reachable
+/// by the admin only), and a custodian must be an AE or a CSE.
+pub fn check_access_attributes(
     cse: &Cse,
     content: &serde_json::Map<String, serde_json::Value>,
 ) -> M2mResult<()> {
+    if let Some(cstn) = content.get("cstn").and_then(serde_json::Value::as_str) {
+        EntityId::parse(cstn, &cse.id.home)
+            .map_err(|_| M2mError::bad_request("custodian: expected an AE-ID or a CSE-ID"))?;
+    }
     for id in string_list(content.get("acpi")) {
         match local_resource(cse, &id) {
             Some(r) if r.ty == ResourceType::AccessControlPolicy => {}

@@ -59,6 +59,10 @@ pub struct Cse {
     pub(crate) schedules: crate::resources::schedule::Schedules,
     /// The <action> resources by subject.
     pub(crate) actions: crate::resources::action::Actions,
+    /// Geofence events written with a position, until the position's creation is reported.
+    pub(crate) geofence_events: crate::resources::location_policy::PendingEvents,
+    /// The armed <timeSyncBeacon>s.
+    pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
     pub(crate) searches: crate::search_threads::SearchThreads,
     public_url: RwLock<String>,
@@ -166,6 +170,8 @@ impl Cse {
             non_blocking: Default::default(),
             schedules: Default::default(),
             actions: Default::default(),
+            geofence_events: Default::default(),
+            beacons: Default::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,
@@ -189,6 +195,9 @@ impl Cse {
         cse.schedules
             .load(&cse)
             .map_err(|e| anyhow::anyhow!("cannot read the schedules: {}", e.dbg))?;
+        cse.beacons
+            .load(&cse)
+            .map_err(|e| anyhow::anyhow!("cannot read the time sync beacons: {}", e.dbg))?;
         Ok(cse)
     }
 
@@ -402,6 +411,10 @@ impl Cse {
     }
 
     fn ensure_cse_base(&self) -> anyhow::Result<()> {
+        // contentSerialization of the CSEBase: what this CSE reads and writes (Release 4 media
+        // types, TS-0004 clause 8).
+        const SERIALIZATIONS: [&str; 3] =
+            ["application/json", "application/cbor", "application/xml"];
         let now = self.now_ts();
         let poa = self.public_url();
         let id = self.id.clone();
@@ -413,6 +426,7 @@ impl Cse {
                     // What this version of the CSE supports, not what an older one did.
                     cb.attrs.insert("srt".into(), json!(supported_types()));
                     cb.attrs.insert("srv".into(), json!(SUPPORTED_RELEASES));
+                    cb.attrs.insert("csz".into(), json!(SERIALIZATIONS));
                     w.update(&cb)
                 }
                 None => {
@@ -428,7 +442,7 @@ impl Cse {
                         "srt": supported_types(),
                         "poa": [poa],
                         "srv": SUPPORTED_RELEASES,
-                        "csz": ["application/json"],
+                        "csz": SERIALIZATIONS,
                     });
                     let attrs = attrs.as_object().cloned().unwrap_or_default();
                     w.insert(Resource {
@@ -518,6 +532,10 @@ impl Cse {
         deadlines: &crate::validity::Deadlines,
     ) -> M2mResult<Response> {
         let (originator, proof) = impersonation::check(&self, &req, &peer)?;
+        // Loss of synchronization (timeSyncBeacon): judged on what the entity proved to be.
+        if let (Some(who), true) = (originator.entity(), proof.identifies()) {
+            self.beacons.observe(&self, &req, who);
+        }
         let peer = peer.with_originator(originator.entity().cloned(), proof);
         let addr = Address::parse(&req.to)?;
         match resolve::locality(&self, &addr) {
@@ -525,7 +543,7 @@ impl Cse {
             Locality::Remote(cse) => return routing::forward(&self, req, cse, &peer).await,
         }
         let target = resolve::resolve(&self, &addr)?;
-        access::authorize(&self, &req, &target, &peer)?;
+        let grant = access::authorize(&self, &req, &target, &peer)?;
         // Additions of a type to the authorization step (Recv-6.3), e.g. disableRetrieval.
         match &target {
             Target::Resource(r) => crate::resources::behaviour(r.ty).admits(&self, req.op, r)?,
@@ -548,7 +566,10 @@ impl Cse {
             )),
             _ => None,
         };
-        let resp = Arc::clone(&self).dispatch(req, target, peer).await?;
+        let mut resp = Arc::clone(&self).dispatch(req, target, peer).await?;
+        if let access::Grant::Attributes(allowed) = &grant {
+            show_only(&mut resp, allowed);
+        }
         if let Some((ri, op, discovery, originator)) = monitored {
             crate::notification::on_operation(&self, &ri, op, discovery, &originator);
         }
@@ -582,19 +603,58 @@ impl Cse {
             Operation::Retrieve if req.is_discovery() => {
                 discovery::discover(&self, req, target, peer).await
             }
-            Operation::Retrieve if dispatcher::lists_children(&req) => {
-                // A walk over children: off the threads that serve other requests.
-                let cse = Arc::clone(&self);
-                self.searches
-                    .run(move || dispatcher::retrieve(&cse, &req, target, &peer))
-                    .await
+            Operation::Retrieve => {
+                let (resp, counted) = if dispatcher::lists_children(&req) {
+                    // A walk over children: off the threads that serve other requests.
+                    let cse = Arc::clone(&self);
+                    self.searches
+                        .run(move || dispatcher::retrieve(&cse, &req, target, &peer))
+                        .await?
+                } else {
+                    dispatcher::retrieve(&self, &req, target, &peer)?
+                };
+                let Some(cin) = counted else {
+                    return Ok(resp);
+                };
+                // The retrieval is taken before the answer goes out, and the answer shows
+                // the count it took.
+                match crate::resources::content_instance::count_retrieval(&self, &cin).await? {
+                    Some(n) => Ok(show_count(resp, n)),
+                    None => Err(M2mError::not_found("the resource does not exist")),
+                }
             }
-            Operation::Retrieve => dispatcher::retrieve(&self, &req, target, &peer),
             Operation::Update => dispatcher::update(&self, req, target, &peer).await,
             Operation::Delete => dispatcher::delete(&self, &req, target).await,
             Operation::Notify => dispatcher::notify(&self, req, target, &peer).await,
         }
     }
+}
+
+/// An answer granted for some attributes only (accessControlAttributes): its representation
+/// keeps those and drops the others, whatever the Result Content asked for; a content that is
+/// not a representation (`m2m:uri`, child references) is dropped whole.
+fn show_only(resp: &mut Response, allowed: &[String]) {
+    let Some(Value::Object(pc)) = resp.pc.as_mut() else {
+        return;
+    };
+    let Some(Value::Object(inner)) = pc.values_mut().next() else {
+        resp.pc = None;
+        return;
+    };
+    inner.retain(|k, _| allowed.iter().any(|a| a == k));
+}
+
+/// A contentInstance's answer with the deletionCnt its retrieval took.
+fn show_count(mut resp: Response, n: u64) -> Response {
+    if let Some(dcnt) = resp
+        .pc
+        .as_mut()
+        .and_then(|pc| pc.get_mut("m2m:cin"))
+        .and_then(|cin| cin.get_mut("dcnt"))
+    {
+        *dcnt = Value::from(n);
+    }
+    resp
 }
 
 /// The resource types this CSE hosts (the CSEBase's supportedResourceType).

@@ -69,7 +69,9 @@ impl Walk<'_> {
                 }
                 min = scan::after(&key.srn);
                 examined += 1;
-                if examined.is_multiple_of(CLOCK_EVERY) && Instant::now() > self.deadline {
+                // A geo-query costs a relation per candidate: the clock is read at each.
+                let clock_every = if self.fc.is_geo() { 1 } else { CLOCK_EVERY };
+                if examined.is_multiple_of(clock_every) && Instant::now() > self.deadline {
                     return Ok(Found {
                         timed_out: found.is_empty(),
                         resources: found,
@@ -79,9 +81,20 @@ impl Walk<'_> {
                 let Some(res) = r.get_by_seq(key.seq)? else {
                     continue;
                 };
-                if !self.fc.matches(&res.attrs)
-                    || !access::permits(cse, &facts, self.op, &res, &mut decisions)?
-                {
+                // Access is decided before the geo-query is (see `matches_guarded`).
+                let mut refused = None;
+                let selected = self.fc.matches_guarded(&res.attrs, || {
+                    access::permits(cse, &facts, self.op, &res, &mut decisions).unwrap_or_else(
+                        |e| {
+                            refused = Some(e);
+                            false
+                        },
+                    )
+                });
+                if let Some(e) = refused {
+                    return Err(e);
+                }
+                if !selected {
                     continue;
                 }
                 if skipped < self.offset {

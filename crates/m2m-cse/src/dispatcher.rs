@@ -24,6 +24,52 @@ pub(crate) fn content_of(req: &Request, ty: ResourceType) -> M2mResult<Map<Strin
     schema::inner_content(ty, pc).cloned()
 }
 
+/// An expirationTime brought earlier than a child's is refused (TS-0004 clause 7.3.3.4): the
+/// child would expire with the parent, before its own time.
+fn refuse_outlived(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M2mResult<()> {
+    let Some(new_et) = content.get("et").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let Ok(new_et) = m2m_core::time::normalize(new_et) else {
+        return Ok(());
+    };
+    let earlier = res
+        .et()
+        .and_then(|t| m2m_core::time::normalize(t).ok())
+        .is_none_or(|old| new_et < old);
+    if earlier && cse.store.read(|r| r.child_outlives(res.ri(), &new_et))? {
+        return Err(M2mError::bad_request(
+            "expirationTime: a child resource expires later",
+        ));
+    }
+    Ok(())
+}
+
+/// An UPDATE whose content is the representation of another resource type than its target's
+/// (`m2m:cnt` sent to an `<action>`) is well-formed but not acceptable there: 4102
+/// CONTENTS_UNACCEPTABLE. A root that names no resource type is malformed (4000, as
+/// `content_of` says).
+fn refuse_another_type(req: &Request, res: &Resource) -> M2mResult<()> {
+    let Some(root) = req
+        .pc
+        .as_ref()
+        .and_then(Value::as_object)
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.keys().next())
+    else {
+        return Ok(());
+    };
+    let names_a_type = ResourceType::from_root_name(root).is_some()
+        || m2m_core::specialization::by_key(root).is_some();
+    if names_a_type && *root != resources::root_name(res) {
+        return Err(M2mError::new(
+            Rsc::ContentsUnacceptable,
+            format!("the content is a {root}, not the target's type"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn random_suffix(n: usize) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -90,6 +136,18 @@ pub(crate) fn assemble(
             cse.now() + chrono::Duration::seconds(cse.cfg.limits.default_expiration_secs as i64);
         attrs.insert("et".into(), json!(m2m_core::time::format(et)));
     }
+    // A child expires with its parent at the latest: a later expirationTime, asked for or the
+    // default, is brought back to the parent's (TS-0004 clause 7.3.3.3), and the answer shows it.
+    if let Some(parent_et) = parent.et() {
+        let later = |own: &str| match (m2m_core::time::parse(own), m2m_core::time::parse(parent_et))
+        {
+            (Ok(own), Ok(limit)) => own > limit,
+            _ => false,
+        };
+        if attrs.get("et").and_then(Value::as_str).is_some_and(later) {
+            attrs.insert("et".into(), json!(parent_et));
+        }
+    }
     let srn = format!("{}/{}", parent.srn, rn);
     let home = &cse.id.home;
     let creator = match behaviour.own_creator(&attrs) {
@@ -135,7 +193,7 @@ pub async fn create(
     }
     let content = content_of(&req, ty)?;
     schema::validate_create(ty, &content)?;
-    crate::access::check_acpi(cse, &content)?;
+    crate::access::check_access_attributes(cse, &content)?;
     let originator = req.from.clone().unwrap_or_default();
 
     let mut attrs = content;
@@ -178,7 +236,6 @@ pub async fn create(
         })
         .await?;
 
-    behaviour.created(cse, &created);
     notification::on_event(
         cse,
         &parent,
@@ -187,6 +244,9 @@ pub async fn create(
         None,
         req.from.as_deref(),
     );
+    // After the creation was reported: what the type does next (a geofence event, a location
+    // container) is heard of after it.
+    behaviour.created(cse, &created);
     if !peer.by_action {
         resources::action::children_changed(cse, parent.ri());
     }
@@ -240,14 +300,29 @@ pub fn lists_children(req: &Request) -> bool {
     )
 }
 
-pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mResult<Response> {
+/// A RETRIEVE; also the contentInstance it read when that one counts its retrievals (`dcnt`),
+/// for [`resources::content_instance::count_retrieval`] once the answer is made.
+pub fn retrieve(
+    cse: &Cse,
+    req: &Request,
+    target: Target,
+    peer: &Peer,
+) -> M2mResult<(Response, Option<Resource>)> {
     let mut res = instance_of(cse, target)?;
     resources::behaviour(res.ty).present(cse, &mut res);
     let rcn = req.result_content();
     let mut partial_at = None;
     let mut children = || -> M2mResult<Vec<Resource>> {
-        let (children, partial) = filtered_children(cse, req, &res, peer)?;
+        let (mut children, partial) = filtered_children(cse, req, &res, peer)?;
         partial_at = partial;
+        // An instance read a limited number of times (deletionCnt) shows its content only to a
+        // RETRIEVE of its own, which counts.
+        for child in children
+            .iter_mut()
+            .filter(|c| resources::content_instance::counts_retrievals(c))
+        {
+            child.attrs.remove("con");
+        }
         Ok(children)
     };
     let pc = match rcn {
@@ -280,7 +355,8 @@ pub fn retrieve(cse: &Cse, req: &Request, target: Target, peer: &Peer) -> M2mRes
         resp.cts = Some(m2m_core::primitive::PARTIAL_CONTENT);
         resp.cto = Some(offset);
     }
-    Ok(resp)
+    let counted = resources::content_instance::counts_retrievals(&res).then_some(res);
+    Ok((resp, counted))
 }
 
 /// A partial retrieve returns only the attributes named in `atrl`.
@@ -443,9 +519,10 @@ pub async fn update(
     let res = target.into_resource("UPDATE")?;
     // Types never updated refuse before their content is even read (4005, not 4000).
     schema::updatable(res.ty)?;
+    refuse_another_type(&req, &res)?;
     let content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
-    crate::access::check_acpi(cse, &content)?;
+    crate::access::check_access_attributes(cse, &content)?;
     let behaviour = resources::behaviour(res.ty);
     let call = Call {
         cse,
@@ -453,12 +530,19 @@ pub async fn update(
         peer,
     };
     behaviour.prepare_update(call, &res, &content).await?;
+    refuse_outlived(cse, &res, &content)?;
     // A blocking-update subscription holds every other UPDATE of the resource until its target
     // answered this one (TS-0004 clause 7.5.1.2.19).
     let _blocked = notification::blocking_update(cse, &res, &content).await?;
     let now = cse.now_ts();
     let cse2 = Arc::clone(cse);
     let ri = res.ri().to_owned();
+    // Who made the change, as far as it is more than a claim.
+    let by = peer
+        .proof
+        .identifies()
+        .then(|| peer.originator.clone())
+        .flatten();
     let (updated, modified, before) = cse
         .store
         .write(move |w| {
@@ -482,7 +566,14 @@ pub async fn update(
             if let Some(st) = cur.u64_attr("st") {
                 cur.attrs.insert("st".into(), json!(st + 1));
             }
-            resources::behaviour(cur.ty).apply_update(&cse2, w, &mut cur, &modified, &before)?;
+            resources::behaviour(cur.ty).apply_update(
+                &cse2,
+                w,
+                &mut cur,
+                &modified,
+                &before,
+                by.as_ref(),
+            )?;
             w.update(&cur)?;
             Ok((cur, modified, before))
         })

@@ -10,6 +10,7 @@ use m2m_core::{
 };
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -46,6 +47,45 @@ pub struct Notifier {
     /// The same for blocking-update subscriptions: an UPDATE elsewhere reads no subscriptions
     /// before it is carried out.
     blocking: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// rateLimit windows, by subscription resourceID.
+    rates: Mutex<HashMap<String, RateWindow>>,
+    /// Events held by all rateLimit windows, and the number of the next flush task.
+    rates_held: std::sync::atomic::AtomicUsize,
+    next_flusher: std::sync::atomic::AtomicU64,
+    /// pendingNotification: events missed outside the notification schedule, by subscription
+    /// resourceID, waiting for the schedule to allow them.
+    missed: Mutex<HashMap<String, std::collections::VecDeque<Value>>>,
+}
+
+/// pendingNotification values (TS-0001 table 9.6.8-2).
+const SEND_LATEST: u64 = 1;
+const SEND_ALL_PENDING: u64 = 2;
+/// The most missed events one subscription keeps for sendAllPending; beyond, the oldest go.
+const MAX_MISSED: usize = 1_000;
+
+/// The current rateLimit window of a subscription (TS-0001 clause 10.2.10.x: sequential windows
+/// of `tww`, at most `mnn` notification events in each; the others wait for the next).
+struct RateWindow {
+    start: std::time::Instant,
+    sent: u64,
+    held: std::collections::VecDeque<Value>,
+    /// The task that sends the held events at the windows' ends, if one runs: only the task
+    /// of this number goes on (an older one, from before a race, stops).
+    flusher: Option<u64>,
+}
+
+/// The most notification events a rate-limited subscription holds for later windows; beyond,
+/// the oldest go (logged).
+const MAX_RATE_HELD: usize = 1_000;
+/// The most held by all of them together; beyond, new events are dropped (logged).
+const MAX_RATE_HELD_TOTAL: usize = 20_000;
+
+/// A subscription's rateLimit, (`mnn`, `tww`).
+fn rate_limit(sub: &Resource) -> Option<(u64, std::time::Duration)> {
+    let rl = sub.attrs.get("rl")?;
+    let mnn = rl.get("mnn").and_then(Value::as_u64)?;
+    let tww = rl.get("tww").and_then(m2m_core::time::parse_duration)?;
+    (!tww.is_zero()).then_some((mnn, tww))
 }
 
 /// One target's queue: the sender of its delivery task's channel.
@@ -166,10 +206,55 @@ pub fn on_event(
     }
 }
 
+/// preSubscriptionNotify (`psn`, TS-0001 table 9.6.8-2): the events of before the subscription
+/// that the CSE still holds, up to `psn` of them, oldest first: the instances of a container or
+/// timeSeries, as the creation events they were, for a subscription to child creations. Other
+/// events are not retained, so there are none to send.
+pub(crate) fn pre_subscription_notify(cse: &Arc<Cse>, sub: &Resource) {
+    let Some(n) = sub.u64_attr("psn").filter(|n| *n > 0) else {
+        return;
+    };
+    let Ok(Some(parent)) = cse.store.get(sub.pi()) else {
+        return;
+    };
+    let Some(ty) = parent.ty.instance_type() else {
+        return;
+    };
+    // What a RETRIEVE would not show is not sent either: instances hidden by disableRetrieval,
+    // instances read a limited number of times (deletionCnt).
+    if crate::resources::container::retrieval_disabled(&parent) {
+        return;
+    }
+    // At most what a batch holds: the rest of a long history is not "the events just before".
+    let n = n.min(MAX_BATCH);
+    let Ok(mut earlier) = cse.store.read(|r| r.latest_children(parent.ri(), ty, n)) else {
+        return;
+    };
+    earlier.reverse();
+    for res in earlier {
+        if crate::resources::content_instance::counts_retrievals(&res)
+            || !wants(sub, Event::CreateChild, &res, None)
+        {
+            continue;
+        }
+        let rep = match sub.u64_attr("nct").unwrap_or(1) {
+            3 => json!({ "m2m:uri": cse.sp_relative(res.ri()) }),
+            _ => representation(&res),
+        };
+        let mut sgn = json!({ "nev": { "rep": rep, "net": Event::CreateChild as u8 }, "sur": cse.sp_relative(sub.ri()) });
+        if let Some(cr) = sub.str_attr("cr") {
+            sgn["cr"] = json!(cr);
+        }
+        notify_targets(cse, sub, sgn);
+    }
+}
+
 /// Whether a subscription's eventNotificationCriteria select the event (TS-0004 clause 7.5.1.2.2):
 /// its notificationEventType (default: update only), and for an update the attributes (`atr`)
 /// of which one must have changed, for a child created or deleted the child resource types
-/// (`chty`) it must be of.
+/// (`chty`) it must be of; then the conditions on the resource the event concerns (TS-0001
+/// table 9.6.8-3: creation, modification and expiration times, stateTag, contentSize; the
+/// subscribed-to resource for an update or deletion, the child for a child's), combined by `fo`.
 fn wants(
     sub: &Resource,
     event: Event,
@@ -185,7 +270,7 @@ fn wants(
     if !net_ok {
         return false;
     }
-    match event {
+    let selected = match event {
         Event::Update => list("atr").is_none_or(|atr| {
             modified.is_some_and(|m| {
                 atr.iter()
@@ -198,7 +283,36 @@ fn wants(
                 .any(|t| t.as_u64() == Some(u64::from(res.ty.code())))
         }),
         Event::Delete => true,
+    };
+    selected && enc.is_none_or(|e| conditions_hold(e, res))
+}
+
+/// The eventNotificationCriteria conditions that test the resource, with their filterOperation:
+/// read as the Filter Criteria of the same names (TS-0004 clause 7.3.3.17), which they are.
+const RESOURCE_CONDITIONS: [&str; 10] = [
+    "crb", "cra", "ms", "us", "sts", "stb", "exb", "exa", "sza", "szb",
+];
+
+fn conditions_hold(enc: &Value, res: &Resource) -> bool {
+    let Some(enc) = enc.as_object() else {
+        return true;
+    };
+    if !RESOURCE_CONDITIONS.iter().any(|k| enc.contains_key(*k)) {
+        return true;
     }
+    let mut fc = m2m_core::FilterCriteria::default();
+    for k in RESOURCE_CONDITIONS.iter().chain(&["fo"]) {
+        let text = match enc.get(*k) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        // Checked at creation; a value that no longer reads selects nothing.
+        if fc.take_query_field(k, &text, |_| false).is_err() {
+            return false;
+        }
+    }
+    fc.matches(&res.attrs)
 }
 
 /// A notification of `sub` raised outside the resource events (missing data points): to its
@@ -218,12 +332,221 @@ fn notify_targets(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
     // immediate (TS-0004 clause 7.5.1.2.2).
     let immediate = sub.u64_attr("nec") == Some(IMMEDIATE);
     if !immediate && !cse.schedules.allows(cse, sub) {
-        tracing::debug!(
-            sub = sub.ri(),
-            "notification outside the subscription's schedule, discarded"
-        );
+        if !keep_missed(cse, sub, sgn) {
+            tracing::debug!(
+                sub = sub.ri(),
+                "notification outside the subscription's schedule, discarded"
+            );
+        }
         return;
     }
+    if let Some((mnn, tww)) = rate_limit(sub) {
+        if !admit(cse, sub, &sgn, mnn, tww) {
+            return;
+        }
+    }
+    send_event(cse, sub, sgn);
+}
+
+/// pendingNotification (TS-0001 table 9.6.8-2): an event missed outside the notification
+/// schedule is kept (sendLatest: the last one; sendAllPending: all, at most [`MAX_MISSED`]) and
+/// sent once the schedule allows, the sendLatest one with Event Category "latest". Whether it
+/// was kept.
+fn keep_missed(cse: &Arc<Cse>, sub: &Resource, sgn: Value) -> bool {
+    let pn = sub.u64_attr("pn");
+    if !matches!(pn, Some(SEND_LATEST | SEND_ALL_PENDING)) {
+        return false;
+    }
+    let mut missed = cse
+        .notifier
+        .missed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let first = !missed.contains_key(sub.ri());
+    let kept = missed.entry(sub.ri().to_owned()).or_default();
+    if pn == Some(SEND_LATEST) {
+        kept.clear();
+    } else if kept.len() >= MAX_MISSED {
+        kept.pop_front();
+    }
+    kept.push_back(sgn);
+    if first {
+        tokio::spawn(send_missed_when_allowed(
+            Arc::clone(cse),
+            sub.ri().to_owned(),
+        ));
+    }
+    true
+}
+
+/// Waits (looking every second) until a subscription's schedule allows, then sends what it
+/// missed; ends with the subscription, or when it no longer asks for its missed events.
+async fn send_missed_when_allowed(cse: Arc<Cse>, ri: String) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let sub = match cse.store.get(&ri) {
+            Ok(Some(sub)) if sub.attrs.contains_key("pn") => sub,
+            _ => {
+                cse.notifier
+                    .missed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ri);
+                return;
+            }
+        };
+        if !cse.schedules.allows(&cse, &sub) {
+            continue;
+        }
+        let kept = cse
+            .notifier
+            .missed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ri)
+            .unwrap_or_default();
+        let latest = sub.u64_attr("pn") == Some(SEND_LATEST);
+        let mut policy = Policy::of(&sub);
+        if latest {
+            // m2m:stdEventCats 4, "latest" (TS-0001 table 9.6.8-2, pendingNotification).
+            policy.ec = Some("4".to_owned());
+        }
+        for sgn in kept {
+            for nu in targets(&sub) {
+                enqueue_outgoing(
+                    &cse,
+                    nu,
+                    policy.outgoing(json!({ "m2m:sgn": sgn.clone() }), 1),
+                );
+            }
+        }
+        return;
+    }
+}
+
+/// rateLimit: whether the event goes now (counted in the window); if not, it is held for the
+/// next windows, which a task opens as each one ends.
+fn admit(cse: &Arc<Cse>, sub: &Resource, sgn: &Value, mnn: u64, tww: std::time::Duration) -> bool {
+    let now = std::time::Instant::now();
+    let mut rates = cse.notifier.rates.lock().unwrap_or_else(|e| e.into_inner());
+    let w = rates
+        .entry(sub.ri().to_owned())
+        .or_insert_with(|| RateWindow {
+            start: now,
+            sent: 0,
+            held: Default::default(),
+            flusher: None,
+        });
+    if now.duration_since(w.start) >= tww && w.flusher.is_none() {
+        w.start = now;
+        w.sent = 0;
+    }
+    if w.sent < mnn && w.held.is_empty() {
+        w.sent += 1;
+        return true;
+    }
+    let held = &cse.notifier.rates_held;
+    if w.held.len() >= MAX_RATE_HELD {
+        w.held.pop_front();
+        held.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!(
+            sub = sub.ri(),
+            "rateLimit: the oldest held notification dropped"
+        );
+    }
+    if held.load(Ordering::Relaxed) >= MAX_RATE_HELD_TOTAL {
+        tracing::warn!(
+            sub = sub.ri(),
+            "rateLimit: the CSE holds all it may, notification dropped"
+        );
+        return false;
+    }
+    w.held.push_back(sgn.clone());
+    held.fetch_add(1, Ordering::Relaxed);
+    if w.flusher.is_none() {
+        let id = cse.notifier.next_flusher.fetch_add(1, Ordering::Relaxed);
+        w.flusher = Some(id);
+        let (cse, ri, end) = (Arc::clone(cse), sub.ri().to_owned(), w.start + tww);
+        tokio::spawn(flush_rate_windows(cse, ri, end, id));
+    }
+    false
+}
+
+/// Forgets a subscription's rateLimit window and what it held.
+fn forget_rate_window(cse: &Cse, ri: &str) {
+    let gone = cse
+        .notifier
+        .rates
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(ri);
+    if let Some(w) = gone {
+        cse.notifier
+            .rates_held
+            .fetch_sub(w.held.len(), Ordering::Relaxed);
+    }
+}
+
+/// Sends what a rate-limited subscription held, `mnn` at each window's start, until nothing is
+/// held (or the subscription is gone).
+async fn flush_rate_windows(cse: Arc<Cse>, ri: String, mut end: std::time::Instant, id: u64) {
+    loop {
+        tokio::time::sleep_until(end.into()).await;
+        // The subscription as it is now: gone, or its rateLimit removed or changed by an
+        // UPDATE, its window follows.
+        let sub = match cse.store.get(&ri) {
+            Ok(Some(sub)) => sub,
+            _ => {
+                forget_rate_window(&cse, &ri);
+                return;
+            }
+        };
+        let Some((mnn, tww)) = rate_limit(&sub) else {
+            let held: Vec<Value> = {
+                let mut rates = cse.notifier.rates.lock().unwrap_or_else(|e| e.into_inner());
+                rates
+                    .remove(&ri)
+                    .map(|w| w.held.into_iter().collect())
+                    .unwrap_or_default()
+            };
+            cse.notifier
+                .rates_held
+                .fetch_sub(held.len(), Ordering::Relaxed);
+            for sgn in held {
+                send_event(&cse, &sub, sgn);
+            }
+            return;
+        };
+        let (batch, more) = {
+            let mut rates = cse.notifier.rates.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(w) = rates.get_mut(&ri).filter(|w| w.flusher == Some(id)) else {
+                return;
+            };
+            w.start = std::time::Instant::now();
+            let n = (mnn as usize).min(w.held.len());
+            w.sent = n as u64;
+            let batch: Vec<Value> = w.held.drain(..n).collect();
+            let more = !w.held.is_empty();
+            if !more {
+                w.flusher = None;
+            }
+            end = w.start + tww;
+            (batch, more)
+        };
+        cse.notifier
+            .rates_held
+            .fetch_sub(batch.len(), Ordering::Relaxed);
+        for sgn in batch {
+            send_event(&cse, &sub, sgn);
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
+/// A subscription's notification event to each target, by its batch policy.
+fn send_event(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
     let policy = Policy::of(sub);
     let batch = sub.attrs.get("bn").filter(|b| b.is_object());
     for nu in targets(sub) {
@@ -608,9 +931,16 @@ pub fn on_deleted(
             if let Some(cr) = sub.str_attr("cr") {
                 sgn["cr"] = json!(cr);
             }
-            notify_targets(cse, sub, sgn);
+            // The last notice of a subscription is not held for a window it will not see.
+            send_event(cse, sub, sgn);
         }
         batches_end(cse, sub);
+        forget_rate_window(cse, sub.ri());
+        cse.notifier
+            .missed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sub.ri());
         cse.time_series.reset_window(sub.ri());
         if is_monitored(cse, sub.pi()) || may_block(cse, sub.pi()) {
             unwatch(cse, sub.pi());

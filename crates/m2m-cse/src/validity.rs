@@ -51,9 +51,20 @@ pub fn check(req: &mut Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
         ("Request Expiration Timestamp", &mut req.rqet),
         ("Result Expiration Timestamp", &mut req.rset),
         ("Operation Execution Time", &mut req.oet),
+        ("Result Persistence", &mut req.rp),
     ] {
         if let Some(v) = param.as_deref() {
             *param = Some(m2m_core::time::format(abs_rel(name, v, now)?));
+        }
+    }
+    // A result that would be gone before it is made persists nothing.
+    if let Some(rp) = req
+        .rp
+        .as_deref()
+        .and_then(|t| m2m_core::time::parse(t).ok())
+    {
+        if rp <= now {
+            return Err(M2mError::bad_request("the Result Persistence has passed"));
         }
     }
     let req: &Request = req;
@@ -129,10 +140,16 @@ fn not_permitted(req: &Request) -> M2mResult<()> {
     if op != Operation::Create && req.ty.is_some() {
         return np("Resource Type");
     }
-    // Made by the CSE only (TS-0004 clause 7.4.12.2.1, Recv-1.0).
-    if op == Operation::Create && req.ty == Some(m2m_core::ResourceType::Request) {
+    // Made by the CSE only (TS-0004 clause 7.4.12.2.1, Recv-1.0; a flexContainerInstance is
+    // the CSE's record of its flexContainer, Release 4).
+    if op == Operation::Create
+        && matches!(
+            req.ty,
+            Some(m2m_core::ResourceType::Request | m2m_core::ResourceType::FlexContainerInstance)
+        )
+    {
         return Err(M2mError::not_allowed(
-            "a <request> is made by the CSE for a non-blocking request only",
+            "resources of this type are made by the CSE only",
         ));
     }
     if op == Operation::Delete && req.pc.is_some() {

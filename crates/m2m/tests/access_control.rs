@@ -529,6 +529,276 @@ fn subscribing_needs_retrieve() {
 }
 
 #[test]
+fn a_custodian_holds_the_creators_rights() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let owner = registered(u, "Cowner", "owner", "Nowner");
+    let keeper = registered(u, "Ckeeper", "keeper", "Nkeeper");
+    let third = registered(u, "Cthird", "third", "Nthird");
+    refused(
+        &create_full(
+            u,
+            "/cse-in/owner",
+            &owner,
+            3,
+            json!({"m2m:cnt": {"rn": "c", "cstn": "someone"}}),
+        ),
+        4000,
+        "a custodian that is no AE or CSE",
+    );
+    let r = create_full(
+        u,
+        "/cse-in/owner",
+        &owner,
+        3,
+        json!({"m2m:cnt": {"rn": "c", "cstn": keeper}}),
+    );
+    ok(&r, 2001, "a container handed to a custodian");
+    assert_eq!(r.body["m2m:cnt"]["cstn"], json!(keeper), "{:?}", r.body);
+    // The custodian has every right the creator would have; the creator none left.
+    ok(
+        &retrieve_full(u, "/cse-in/owner/c", &keeper),
+        2000,
+        "the custodian retrieves",
+    );
+    ok(
+        &cin(u, "/cse-in/owner/c", &keeper, "x"),
+        2001,
+        "the custodian writes an instance",
+    );
+    ok(
+        &retrieve_full(u, "/cse-in/owner/c/la", &keeper),
+        2000,
+        "and reads it",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/owner/c", &owner),
+        4103,
+        "the creator retrieves",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/owner/c/la", &owner),
+        4103,
+        "the creator reads an instance",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/owner/c", &third),
+        4103,
+        "a third AE retrieves",
+    );
+    refused(
+        &put(
+            u,
+            "/cse-in/owner/c",
+            &third,
+            json!({"m2m:cnt": {"cstn": third}}),
+        ),
+        4103,
+        "a third AE makes itself the custodian",
+    );
+    // Handing back: the custodian names the creator, in another ID form.
+    ok(
+        &put(
+            u,
+            "/cse-in/owner/c",
+            &keeper,
+            json!({"m2m:cnt": {"cstn": format!("/id-in/{owner}")}}),
+        ),
+        2004,
+        "the custodian hands the container back",
+    );
+    ok(
+        &retrieve_full(u, "/cse-in/owner/c", &owner),
+        2000,
+        "the named AE retrieves",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/owner/c", &keeper),
+        4103,
+        "the former custodian retrieves",
+    );
+    // Without a custodian the creator holds the rights again.
+    ok(
+        &put(
+            u,
+            "/cse-in/owner/c",
+            &owner,
+            json!({"m2m:cnt": {"cstn": null, "lbl": ["mine"]}}),
+        ),
+        2004,
+        "the custodian removed",
+    );
+    ok(
+        &retrieve_full(u, "/cse-in/owner/c", &owner),
+        2000,
+        "the creator retrieves",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/owner/c", &keeper),
+        4103,
+        "the former custodian retrieves",
+    );
+
+    // Under policies, naming a custodian takes their selfPrivileges, as changing them does:
+    // UPDATE rights alone do not plant one for later.
+    let acp = create_acp(
+        u,
+        "/cse-in/owner",
+        &owner,
+        "editors",
+        vec![acr(&[&third], OP_UPDATE | OP_RETRIEVE)],
+        vec![acr(&[&owner], OP_ALL)],
+    );
+    let r = create_full(
+        u,
+        "/cse-in/owner",
+        &owner,
+        3,
+        json!({"m2m:cnt": {"rn": "shared", "acpi": [acp]}}),
+    );
+    ok(&r, 2001, "a container under policies");
+    ok(
+        &put(
+            u,
+            "/cse-in/owner/shared",
+            &third,
+            json!({"m2m:cnt": {"lbl": ["x"]}}),
+        ),
+        2004,
+        "an editor updates",
+    );
+    refused(
+        &put(
+            u,
+            "/cse-in/owner/shared",
+            &third,
+            json!({"m2m:cnt": {"cstn": third}}),
+        ),
+        4103,
+        "an editor names itself custodian",
+    );
+    ok(
+        &put(
+            u,
+            "/cse-in/owner/shared",
+            &owner,
+            json!({"m2m:cnt": {"cstn": keeper}}),
+        ),
+        2004,
+        "the policies' owner names one",
+    );
+}
+
+#[test]
+fn rules_limited_to_attributes_grant_those_only() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let owner = registered(u, "Cowner", "owner", "Nowner");
+    let reader = registered(u, "Creader", "reader", "Nreader");
+    let writer = registered(u, "Cwriter", "writer", "Nwriter");
+    let third = registered(u, "Cthird", "third", "Nthird");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/owner",
+        &owner,
+        1,
+        json!({"m2m:acp": {"rn": "some", "pv": {"acr": [
+            {"acor": [reader], "acop": OP_RETRIEVE, "aca": ["lbl"]},
+            {"acor": [writer], "acop": OP_UPDATE, "aca": ["lbl"]},
+            {"acor": [writer], "acop": OP_CREATE, "aca": ["con", "cnf"]},
+            {"acor": [third], "acop": OP_DELETE, "aca": ["lbl"]},
+        ]}, "pvs": {"acr": [{"acor": [owner], "acop": OP_ALL}]}}}),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:acp"]["pv"]["acr"][0]["aca"], json!(["lbl"]), "{b}");
+    let acp = b["m2m:acp"]["ri"].as_str().expect("ri").to_owned();
+    create_cnt(
+        u,
+        "/cse-in/owner",
+        &owner,
+        json!({"rn": "c", "lbl": ["shared"], "acpi": [acp]}),
+    );
+
+    // RETRIEVE: a partial retrieve of the covered attributes, nothing more.
+    refused(
+        &retrieve_full(u, "/cse-in/owner/c", &reader),
+        4103,
+        "the whole container",
+    );
+    let r = get_with_query_full(u, "/cse-in/owner/c", &reader, "atrl=lbl");
+    ok(&r, 2000, "its labels");
+    assert_eq!(r.body, json!({"m2m:cnt": {"lbl": ["shared"]}}));
+    refused(
+        &get_with_query_full(u, "/cse-in/owner/c", &reader, "atrl=lbl+cr"),
+        4103,
+        "labels and creator",
+    );
+    // Another originator does not share a rule's attributes (not even those of its own rule).
+    refused(
+        &get_with_query_full(u, "/cse-in/owner/c", &third, "atrl=lbl"),
+        4103,
+        "another's rule",
+    );
+    refused(
+        &get_with_query_full(u, "/cse-in/owner/c", &writer, "atrl=lbl"),
+        4103,
+        "another operation's rule",
+    );
+
+    // UPDATE: only the covered attributes, and the answer shows only them.
+    let (rsc, b) = update(
+        u,
+        "/cse-in/owner/c",
+        &writer,
+        json!({"m2m:cnt": {"lbl": ["changed"]}}),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(
+        b,
+        json!({"m2m:cnt": {"lbl": ["changed"]}}),
+        "nothing else shown"
+    );
+    let (rsc, b) = update(
+        u,
+        "/cse-in/owner/c",
+        &writer,
+        json!({"m2m:cnt": {"lbl": ["x"], "mni": 3}}),
+    );
+    assert_eq!(rsc, 4103, "{b}");
+
+    // CREATE: a child whose content is within the rule; the answer shows only those.
+    let (rsc, b) = create(
+        u,
+        "/cse-in/owner/c",
+        &writer,
+        4,
+        json!({"m2m:cin": {"con": "hello", "cnf": "text/plain:0"}}),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(
+        b,
+        json!({"m2m:cin": {"con": "hello", "cnf": "text/plain:0"}})
+    );
+    let (rsc, b) = create(
+        u,
+        "/cse-in/owner/c",
+        &writer,
+        4,
+        json!({"m2m:cin": {"con": "hello", "lbl": ["x"]}}),
+    );
+    assert_eq!(rsc, 4103, "{b}");
+
+    // DELETE touches every attribute: a rule covering some does not grant it.
+    let (rsc, b) = delete(u, "/cse-in/owner/c", &third);
+    assert_eq!(rsc, 4103, "a delete by a labels-only rule: {b}");
+    ok(
+        &retrieve_full(u, "/cse-in/owner/c", "CAdmin"),
+        2000,
+        "still there",
+    );
+}
+
+#[test]
 fn defaults_without_policies() {
     let cse = CseProcess::start_in();
     let u = cse.url();

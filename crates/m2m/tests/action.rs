@@ -218,7 +218,21 @@ fn an_action_never_has_more_rights_than_its_creator() {
 #[test]
 fn bad_input_gets_its_status_code() {
     let s = setup();
-    assert_eq!(alarm_action(&s, "p", 2, json!({})).0, 5001, "periodic");
+    assert_eq!(
+        alarm_action(&s, "p", 2, json!({})).0,
+        4000,
+        "periodic without a period"
+    );
+    assert_eq!(
+        alarm_action(&s, "p", 2, json!({ "ecp": 10 })).0,
+        4000,
+        "a period of 10 ms"
+    );
+    assert_eq!(
+        alarm_action(&s, "p", 2, json!({ "ecp": "soon" })).0,
+        4000,
+        "a period that is no duration"
+    );
     assert_eq!(
         alarm_action(&s, "e", 1, json!({ "ecp": {} })).0,
         4000,
@@ -389,4 +403,34 @@ fn an_action_reveals_nothing_of_an_unreadable_subject() {
         answers.windows(2).all(|w| w[0] == w[1]),
         "the answers differ: {answers:?}"
     );
+}
+
+#[test]
+fn a_periodic_action_runs_at_most_once_a_period() {
+    let s = setup();
+    // Each run writes an instance into the alarm container: its count is the count of runs.
+    let (rsc, b) = alarm_action(
+        &s,
+        "ring",
+        2,
+        json!({ "ecp": 1500, "apv": { "op": 1, "fr": s.ae, "ty": 4, "pc": { "m2m:cin": { "con": "ring" } } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:actr"]["ecp"], json!(1500));
+    let runs = || retrieve(s.cse.url(), "/cse-in/app/alarm", &s.ae).1["m2m:cnt"]["cni"].clone();
+    // Three events meeting the criteria within one period: one run.
+    for mni in [20, 30, 40] {
+        set_mni(&s, "sensor", mni);
+    }
+    let first = poll(WAIT, || (runs() == json!(1)).then_some(()));
+    assert!(first.is_some(), "the first event of the period ran it");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(runs(), json!(1), "the others of the period did not");
+    // An event not meeting them runs nothing; one after the period does.
+    set_mni(&s, "sensor", 5);
+    std::thread::sleep(Duration::from_millis(1_300));
+    assert_eq!(runs(), json!(1));
+    set_mni(&s, "sensor", 60);
+    let second = poll(WAIT, || (runs() == json!(2)).then_some(()));
+    assert!(second.is_some(), "the next period ran it again");
 }

@@ -200,13 +200,13 @@ fn protocol_cases() -> Vec<Case> {
             ..get_case("", app, &[4000], &[400])
         },
         Case {
-            name: "XML content type",
+            name: "a content type this CSE does not read",
             headers: with(
                 std_headers(Some("3"), true),
                 "Content-Type",
-                "application/xml;ty=3",
+                "text/plain;ty=3",
             ),
-            body: b"<m2m:cnt rn=\"x\"/>".to_vec(),
+            body: b"cnt x".to_vec(),
             ..create_case("", app, "3", json!({}), &[4015], &[415])
         },
         Case {

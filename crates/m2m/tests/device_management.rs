@@ -189,8 +189,14 @@ fn mgmt_objects_take_their_specializations_attributes() {
         json!({ "m2m:bat": { "btl": 7 } }),
     );
     assert_eq!((rsc, b["m2m:bat"]["btl"].clone()), (2004, json!(7)), "{b}");
+    let (rsc, b) = update(
+        cse.url(),
+        "/cse-in/gw/bat",
+        ADMIN,
+        json!({ "m2m:mem": { "mma": 1 } }),
+    );
+    assert_eq!(rsc, 4102, "another specialization's root: {b}");
     for (body, why) in [
-        (json!({ "m2m:mem": { "mma": 1 } }), "another root"),
         (json!({ "m2m:bat": { "mgd": 1003 } }), "mgd is create-only"),
         (json!({ "m2m:bat": { "bts": 0 } }), "bts 1-7"),
     ] {

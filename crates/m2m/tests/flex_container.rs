@@ -157,7 +157,7 @@ fn specializations_and_their_attributes_are_checked() {
     );
     assert_eq!(
         upd(json!({ "cod:binSh": { "state": true } })),
-        4000,
+        4102,
         "another specialization"
     );
     assert_eq!(
@@ -217,4 +217,250 @@ fn an_operator_adds_specializations_by_definition_file() {
         json!({ "acme:valve": { "cnd": "com.example.moduleclass.valve", "open": false, "flow": "fast" } }),
     );
     assert_eq!(rsc, 4000);
+}
+
+/// `cod:lock` content with the instance settings `extra`.
+fn lock(rn: &str, locked: bool, extra: Value) -> Value {
+    let mut attrs = json!({ "rn": rn, "cnd": LOCK_CND, "lock": locked });
+    for (k, v) in extra.as_object().expect("object") {
+        attrs[k] = v.clone();
+    }
+    json!({ "cod:lock": attrs })
+}
+
+fn counters(cse: &CseProcess, ae: &str, path: &str) -> (Value, Value, Value) {
+    let (rsc, b) = retrieve(cse.url(), path, ae);
+    assert_eq!(rsc, 2000, "{b}");
+    let f = &b["cod:lock"];
+    (f["cni"].clone(), f["cbs"].clone(), f["st"].clone())
+}
+
+#[test]
+fn flex_container_instances_record_its_states() {
+    let (cse, ae) = setup();
+    let u = cse.url().to_owned();
+    // Limits need fcied; 0 is no limit; mbs cannot be below the content size.
+    for (extra, what) in [
+        (json!({"mni": 3}), "mni without fcied"),
+        (json!({"mbs": 100}), "mbs without fcied"),
+        (json!({"mia": 60}), "mia without fcied"),
+        (json!({"fcied": true, "mni": 0}), "mni 0"),
+        (json!({"fcied": true, "mbs": 0}), "mbs 0"),
+        (json!({"fcied": true, "mia": 0}), "mia 0"),
+        (json!({"fcied": true, "mbs": 3}), "mbs below cs (4)"),
+        (json!({"fcied": "yes"}), "fcied not a boolean"),
+        (json!({"fcied": true, "cni": 5}), "cni is the CSE's"),
+    ] {
+        let (rsc, b) = create_flex(&cse, &ae, "/cse-in/app", lock("door", true, extra));
+        assert_eq!(rsc, 4000, "{what}: {b}");
+    }
+    // Without fcied there are no records, counters or la.
+    let (rsc, b) = create_flex(&cse, &ae, "/cse-in/app", lock("plain", true, json!({})));
+    assert_eq!(rsc, 2001, "{b}");
+    assert!(b["cod:lock"].get("cni").is_none(), "{b}");
+    let (rsc, _) = retrieve(&u, "/cse-in/app/plain/la", &ae);
+    assert_eq!(rsc, 4004);
+
+    let (rsc, b) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/app",
+        lock("door", true, json!({"fcied": true, "mni": 3})),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(
+        (&b["cod:lock"]["cni"], &b["cod:lock"]["cbs"]),
+        (&json!(1), &json!(4)),
+        "{b}"
+    );
+    // The first record: the state at creation, under the specialization's name.
+    let (rsc, la) = retrieve(&u, "/cse-in/app/door/la", &ae);
+    assert_eq!(rsc, 2000, "{la}");
+    let rec = &la["cod:lock"];
+    assert_eq!(
+        (
+            &rec["ty"],
+            &rec["rn"],
+            &rec["lock"],
+            &rec["st"],
+            &rec["org"],
+            &rec["cs"]
+        ),
+        (
+            &json!(58),
+            &json!("door_0"),
+            &json!(true),
+            &json!(0),
+            &json!(ae),
+            &json!(4)
+        ),
+        "{la}"
+    );
+    // A change of a custom attribute, a label or a location is recorded; other changes are not.
+    let (rsc, b) = update(
+        &u,
+        "/cse-in/app/door",
+        &ae,
+        json!({"cod:lock": {"lock": false}}),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(
+        counters(&cse, &ae, "/cse-in/app/door"),
+        (json!(2), json!(9), json!(1))
+    );
+    let (_, la) = retrieve(&u, "/cse-in/app/door/la", &ae);
+    assert_eq!(
+        (&la["cod:lock"]["lock"], &la["cod:lock"]["rn"]),
+        (&json!(false), &json!("door_1"))
+    );
+    let (_, ol) = retrieve(&u, "/cse-in/app/door/ol", &ae);
+    assert_eq!(ol["cod:lock"]["lock"], json!(true));
+    update(
+        &u,
+        "/cse-in/app/door",
+        &ae,
+        json!({"cod:lock": {"lbl": ["front"]}}),
+    );
+    update(&u, "/cse-in/app/door", &ae, json!({"cod:lock": {"mni": 3}}));
+    update(&u, "/cse-in/app/door", &ae, json!({"cod:lock": {}}));
+    assert_eq!(
+        counters(&cse, &ae, "/cse-in/app/door"),
+        (json!(3), json!(14), json!(4))
+    );
+    // mni 3: a fourth record pushes the oldest out (lock true: 4 bytes, false: 5).
+    update(
+        &u,
+        "/cse-in/app/door",
+        &ae,
+        json!({"cod:lock": {"lock": true}}),
+    );
+    assert_eq!(
+        counters(&cse, &ae, "/cse-in/app/door"),
+        (json!(3), json!(14), json!(5))
+    );
+    let (_, ol) = retrieve(&u, "/cse-in/app/door/ol", &ae);
+    assert_eq!(ol["cod:lock"]["rn"], json!("door_1"), "door_0 went: {ol}");
+    // Lowering mni trims; mbs below cs is refused on UPDATE too.
+    let (rsc, b) = update(&u, "/cse-in/app/door", &ae, json!({"cod:lock": {"mni": 1}}));
+    assert_eq!((rsc, &b["cod:lock"]["cni"]), (2004, &json!(1)), "{b}");
+    let (rsc, b) = update(&u, "/cse-in/app/door", &ae, json!({"cod:lock": {"mbs": 3}}));
+    assert_eq!(rsc, 4000, "{b}");
+
+    // Records are the CSE's: not created, not updated by a request; deleting one is counted.
+    let (rsc, b) = create(
+        &u,
+        "/cse-in/app/door",
+        &ae,
+        58,
+        json!({"cod:lock": {"lock": true}}),
+    );
+    assert_eq!(rsc, 4005, "{b}");
+    let (_, la) = retrieve(&u, "/cse-in/app/door/la", &ae);
+    let latest = format!(
+        "/cse-in/app/door/{}",
+        la["cod:lock"]["rn"].as_str().expect("rn")
+    );
+    let (rsc, b) = update(&u, &latest, &ae, json!({"cod:lock": {"lock": false}}));
+    assert_eq!(rsc, 4005, "{b}");
+    // Another AE reads no records it may not read the flexContainer for.
+    let other = register_ae(&u, "/cse-in", "Cother", "other", &[]);
+    let (rsc, _) = retrieve(&u, &latest, &other);
+    assert_eq!(rsc, 4103);
+    let (rsc, _) = retrieve(&u, "/cse-in/app/door/la", &other);
+    assert_eq!(rsc, 4103);
+
+    // fcied false keeps the latest record and makes no more.
+    update(&u, "/cse-in/app/door", &ae, json!({"cod:lock": {"mni": 5}}));
+    update(
+        &u,
+        "/cse-in/app/door",
+        &ae,
+        json!({"cod:lock": {"lock": false}}),
+    );
+    let (rsc, b) = update(
+        &u,
+        "/cse-in/app/door",
+        &ae,
+        json!({"cod:lock": {"fcied": false}}),
+    );
+    assert_eq!((rsc, &b["cod:lock"]["cni"]), (2004, &json!(1)), "{b}");
+    update(
+        &u,
+        "/cse-in/app/door",
+        &ae,
+        json!({"cod:lock": {"lock": true}}),
+    );
+    let (cni, _, _) = counters(&cse, &ae, "/cse-in/app/door");
+    assert_eq!(cni, json!(1));
+    let (_, la) = retrieve(&u, "/cse-in/app/door/la", &ae);
+    assert_eq!(
+        la["cod:lock"]["lock"],
+        json!(false),
+        "no record of the change: {la}"
+    );
+    // fcied true again records the state afresh.
+    let (rsc, b) = update(
+        &u,
+        "/cse-in/app/door",
+        &ae,
+        json!({"cod:lock": {"fcied": true}}),
+    );
+    assert_eq!((rsc, &b["cod:lock"]["cni"]), (2004, &json!(1)), "{b}");
+    let (_, la) = retrieve(&u, "/cse-in/app/door/la", &ae);
+    assert_eq!(la["cod:lock"]["lock"], json!(true), "{la}");
+    // Removing fcied removes the records, counters and limits; limits alone are then refused.
+    let (rsc, b) = update(
+        &u,
+        "/cse-in/app/door",
+        &ae,
+        json!({"cod:lock": {"fcied": null}}),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    for k in ["cni", "cbs", "mni", "mbs", "mia"] {
+        assert!(b["cod:lock"].get(k).is_none(), "{k} in {b}");
+    }
+    assert_eq!(retrieve(&u, "/cse-in/app/door/la", &ae).0, 4004);
+    let (rsc, b) = update(&u, "/cse-in/app/door", &ae, json!({"cod:lock": {"mni": 3}}));
+    assert_eq!(rsc, 4000, "{b}");
+
+    // A child named as the next record would be does not keep the state from being recorded.
+    let (rsc, b) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/app",
+        lock("gate", true, json!({"fcied": true})),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    create_cnt(&u, "/cse-in/app/gate", &ae, json!({"rn": "gate_1"}));
+    let (rsc, b) = update(
+        &u,
+        "/cse-in/app/gate",
+        &ae,
+        json!({"cod:lock": {"lock": false}}),
+    );
+    assert_eq!((rsc, &b["cod:lock"]["cni"]), (2004, &json!(2)), "{b}");
+    let (_, la) = retrieve(&u, "/cse-in/app/gate/la", &ae);
+    assert_eq!(la["cod:lock"]["lock"], json!(false), "{la}");
+    // An age beyond any timestamp limits nothing (and breaks nothing).
+    let (rsc, b) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/app",
+        lock("ages", true, json!({"fcied": true, "mia": u64::MAX})),
+    );
+    assert_eq!((rsc, &b["cod:lock"]["cni"]), (2001, &json!(1)), "{b}");
+
+    // mia: records expire, and the counters follow.
+    let (rsc, b) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/app",
+        lock("brief", true, json!({"fcied": true, "mia": 1})),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let emptied = poll(WAIT, || {
+        let (cni, cbs, _) = counters(&cse, &ae, "/cse-in/app/brief");
+        (cni == json!(0) && cbs == json!(0)).then_some(())
+    });
+    assert!(emptied.is_some(), "the record outlived maxInstanceAge");
 }

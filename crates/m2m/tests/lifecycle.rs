@@ -664,3 +664,183 @@ fn the_cse_base_tells_its_current_time() {
     assert_eq!(b["m2m:cb"].as_object().unwrap().len(), 1, "{b}");
     assert_eq!(&t1[..4], &chrono::Utc::now().format("%Y").to_string()[..]);
 }
+
+#[test]
+fn a_content_instance_is_deleted_after_its_deletion_count_of_retrievals() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cdcnt", "dcnt", &[]);
+    create_cnt(u, "/cse-in/dcnt", &ae, json!({ "rn": "box" }));
+    let rx = Receiver::start();
+    let (rsc, b) = create(
+        u,
+        "/cse-in/dcnt/box",
+        &ae,
+        23,
+        json!({ "m2m:sub": { "rn": "watch", "nu": [rx.url()], "enc": { "net": [4] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    for (dcnt, what) in [
+        (json!(0), "zero"),
+        (json!(-1), "negative"),
+        (json!("3"), "text"),
+    ] {
+        let (rsc, b) = create(
+            u,
+            "/cse-in/dcnt/box",
+            &ae,
+            4,
+            json!({ "m2m:cin": { "con": "x", "dcnt": dcnt } }),
+        );
+        assert_eq!(rsc, 4000, "dcnt {what}: {b}");
+    }
+    let dgt = "20261201T120000";
+    let (rsc, b) = create(
+        u,
+        "/cse-in/dcnt/box",
+        &ae,
+        4,
+        json!({ "m2m:cin": { "rn": "once", "con": "secret", "dcnt": 3, "dgt": dgt } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(
+        (&b["m2m:cin"]["dcnt"], &b["m2m:cin"]["dgt"]),
+        (&json!(3), &json!(dgt))
+    );
+    // Each retrieval shows the count before it: 3, 2 (through la), 1; then the instance is gone.
+    let (rsc, b) = retrieve(u, "/cse-in/dcnt/box/once", &ae);
+    assert_eq!((rsc, &b["m2m:cin"]["dcnt"]), (2000, &json!(3)), "{b}");
+    let (rsc, b) = retrieve(u, "/cse-in/dcnt/box/la", &ae);
+    assert_eq!((rsc, &b["m2m:cin"]["dcnt"]), (2000, &json!(2)), "{b}");
+    // A retrieval that is refused does not count.
+    let other = register_ae(u, "/cse-in", "Cother", "other", &[]);
+    let (rsc, _) = retrieve(u, "/cse-in/dcnt/box/once", &other);
+    assert_eq!(rsc, 4103);
+    // A listing of the container shows the instance without its content, and takes nothing.
+    let (rsc, b) = get_with_query(u, "/cse-in/dcnt/box", &ae, "rcn=4");
+    assert_eq!(rsc, 2000, "{b}");
+    let listed = b["m2m:cnt"]["m2m:cin"][0].clone();
+    assert_eq!(
+        (&listed["rn"], &listed["dcnt"]),
+        (&json!("once"), &json!(1)),
+        "{b}"
+    );
+    assert!(listed.get("con").is_none(), "the content stays unread: {b}");
+    let (rsc, b) = get_with_query(u, "/cse-in/dcnt/box/once", &ae, "rcn=4");
+    assert_eq!(
+        (rsc, &b["m2m:cin"]["dcnt"]),
+        (2000, &json!(1)),
+        "a child listing counts too: {b}"
+    );
+    let (rsc, _) = retrieve(u, "/cse-in/dcnt/box/once", &ae);
+    assert_eq!(rsc, 4004, "deleted after its third retrieval");
+    // Its deletion is a deletion like any other: the container counts it and subscribers hear.
+    let (_, b) = retrieve(u, "/cse-in/dcnt/box", &ae);
+    assert_eq!(b["m2m:cnt"]["cni"], json!(0), "{b}");
+    rx.wait_for(|r| r.net() == Some(4), WAIT);
+    // Concurrent readers take one retrieval each: of 8 readers of a count of 5, 5 succeed.
+    let (rsc, b) = create(
+        u,
+        "/cse-in/dcnt/box",
+        &ae,
+        4,
+        json!({ "m2m:cin": { "rn": "five", "con": "x", "dcnt": 5 } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (u, ae) = (u.to_owned(), ae.clone());
+            std::thread::spawn(move || retrieve(&u, "/cse-in/dcnt/box/five", &ae))
+        })
+        .collect();
+    let mut shown: Vec<u64> = readers
+        .into_iter()
+        .map(|t| t.join().expect("reader"))
+        .filter(|(rsc, _)| *rsc == 2000)
+        .map(|(_, b)| b["m2m:cin"]["dcnt"].as_u64().expect("dcnt"))
+        .collect();
+    shown.sort_unstable();
+    assert_eq!(shown.len(), 5, "{shown:?}");
+}
+
+/// A child expires with its parent at the latest (TS-0004 clauses 7.3.3.3, 7.3.3.4).
+#[test]
+fn a_child_never_outlives_its_parent() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cexp", "exp", &[]);
+    let at = |hours: i64| {
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("+{hours} hours"), "+%Y%m%dT%H%M%S"])
+            .output()
+            .expect("date");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let (in_one, in_two, in_three) = (at(1), at(2), at(3));
+    let (rsc, b) = create(
+        u,
+        "/cse-in/exp",
+        &ae,
+        3,
+        json!({ "m2m:cnt": { "rn": "c", "et": in_one } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let parent_et = b["m2m:cnt"]["et"].clone();
+    // Asked later, or left to the default (ten years here): the parent's.
+    let (rsc, b) = create(
+        u,
+        "/cse-in/exp/c",
+        &ae,
+        4,
+        json!({ "m2m:cin": { "con": "x", "et": in_two } }),
+    );
+    assert_eq!((rsc, &b["m2m:cin"]["et"]), (2001, &parent_et), "{b}");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/exp/c",
+        &ae,
+        3,
+        json!({ "m2m:cnt": { "rn": "inner" } }),
+    );
+    assert_eq!((rsc, &b["m2m:cnt"]["et"]), (2001, &parent_et), "{b}");
+    // The parent cannot then expire before them; later, it can.
+    let in_half = {
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", "+30 minutes", "+%Y%m%dT%H%M%S"])
+            .output()
+            .expect("date");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let (rsc, b) = update(
+        u,
+        "/cse-in/exp/c",
+        &ae,
+        json!({ "m2m:cnt": { "et": in_half } }),
+    );
+    assert_eq!(rsc, 4000, "a child expires later: {b}");
+    let (rsc, b) = update(
+        u,
+        "/cse-in/exp/c",
+        &ae,
+        json!({ "m2m:cnt": { "et": in_three } }),
+    );
+    assert_eq!(rsc, 2004, "later is fine: {b}");
+    // Without children that outlive it, earlier is fine too.
+    let (rsc, _) = delete(u, "/cse-in/exp/c/inner", &ae);
+    assert_eq!(rsc, 2002);
+    let (rsc, _) = delete(u, "/cse-in/exp/c/la", &ae);
+    assert_eq!(rsc, 2002);
+    let (rsc, b) = update(
+        u,
+        "/cse-in/exp/c",
+        &ae,
+        json!({ "m2m:cnt": { "et": in_half } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+}

@@ -265,3 +265,57 @@ fn an_originator_has_a_bounded_number_of_requests_under_way() {
         "the places are free once the requests are done"
     );
 }
+
+/// Result Persistence (`rp`, TS-0009 table 6.2.2.2-1): the `<request>` keeps the result that
+/// long; what cannot be kept is refused, never ignored.
+#[test]
+fn the_result_persists_as_long_as_asked() {
+    let (cse, ae) = setup();
+    let post = |query: &str| {
+        raw(
+            "POST",
+            cse.url(),
+            &format!("/cse-in/app/c?{query}"),
+            &[
+                ("X-M2M-Origin", ae.as_str()),
+                ("X-M2M-RI", "rp-1"),
+                ("X-M2M-RVI", "3"),
+                ("Content-Type", "application/json;ty=4"),
+            ],
+            json!({ "m2m:cin": { "con": "kept" } })
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    let r = post("rt=1&rp=PT10M");
+    assert_eq!(r.rsc, 1001, "{:?}", r.body);
+    let ri = r.body["m2m:uri"]
+        .as_str()
+        .expect("the <request>'s ID")
+        .to_owned();
+    let req = settled(&cse, &ae, &ri);
+    let et = req["et"].as_str().expect("et").to_owned();
+    let (_, cnt) = retrieve(cse.url(), "/cse-in/app/c", &ae);
+    let ct = cnt["m2m:cnt"]["ct"].as_str().expect("ct").to_owned();
+    // The container was made just now: the request lives about ten minutes past it.
+    let minutes = |t: &str| -> i64 {
+        let h: i64 = t[9..11].parse().unwrap();
+        let m: i64 = t[11..13].parse().unwrap();
+        h * 60 + m
+    };
+    let lives = (minutes(&et) - minutes(&ct)).rem_euclid(24 * 60);
+    assert!((9..=11).contains(&lives), "et {et}, created {ct}");
+    // Milliseconds read as a relative time too.
+    assert_eq!(post("rt=1&rp=600000").rsc, 1001);
+    for (query, what) in [
+        ("rt=1&rp=soon", "no time"),
+        ("rt=1&rp=20000101T000000", "in the past"),
+        ("rt=1&rp=P2D", "beyond the 24 h a <request> lives"),
+    ] {
+        let r = post(query);
+        assert_eq!(r.rsc, 4000, "{what}: {:?}", r.body);
+    }
+    // A blocking request has no result to keep: the parameter is checked, and harmless.
+    assert_eq!(post("rp=PT1M").rsc, 2001);
+    assert_eq!(post("rp=soon").rsc, 4000);
+}

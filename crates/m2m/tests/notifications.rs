@@ -414,9 +414,7 @@ fn attribute_and_child_type_criteria_and_unsupported_features_refused() {
     );
 
     for (rn, extra) in [
-        ("rl", json!({ "rl": { "mnn": 1, "tww": 60 } })),
-        ("pn", json!({ "pn": 1 })),
-        ("crb", json!({ "enc": { "crb": "20991231T000000" } })),
+        ("nsp", json!({ "nsp": 1 })),
         ("net5", json!({ "enc": { "net": [5] } })),
         ("net6", json!({ "enc": { "net": [6] }, "nct": 4 })),
     ] {
@@ -445,4 +443,219 @@ fn attribute_and_child_type_criteria_and_unsupported_features_refused() {
         rsc, 2001,
         "latestNotify false asks for nothing unsupported: {b}"
     );
+}
+
+/// The conditions of eventNotificationCriteria on the resource an event concerns (TS-0001 table
+/// 9.6.8-3): the child for a child's creation, the subscribed-to resource for an update.
+#[test]
+fn event_conditions_select_by_the_resource() {
+    let s = setup();
+    let u = s.cse.url();
+    let rx_big = Receiver::start();
+    let rx_or = Receiver::start();
+    // Children of 5 bytes or more only.
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "big", "nu": [rx_big.url()], "enc": { "net": [3], "sza": 5 } }),
+    );
+    // Updates while the stateTag is below 3 only.
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "early", "nu": [s.rx.url()], "enc": { "net": [1], "sts": 3 } }),
+    );
+    // Children under 3 bytes or of 10 and more (fo=2: OR).
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "edges", "nu": [rx_or.url()], "enc": { "net": [3], "szb": 3, "sza": 10, "fo": 2 } }),
+    );
+    for con in ["ab", "abcdef", "abcdefghijkl"] {
+        create_cin(u, "/cse-in/app/c", &s.ae, con);
+    }
+    let cons = |rx: &Receiver, n: usize| -> Vec<String> {
+        let mut got: Vec<String> = rx
+            .wait_for_n(n, is_event, WAIT)
+            .iter()
+            .map(|r| r.rep()["m2m:cin"]["con"].as_str().unwrap_or("").to_owned())
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(cons(&rx_big, 2), ["abcdef", "abcdefghijkl"]);
+    assert_eq!(cons(&rx_or, 2), ["ab", "abcdefghijkl"]);
+    // The container's stateTag went 0 -> 3 with the instances: an update now (st 4) is not told;
+    // a fresh container's are, while its stateTag is below 3.
+    update(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["late"] } }),
+    );
+    create_cnt(u, "/cse-in/app", &s.ae, json!({ "rn": "fresh" }));
+    subscribe(
+        &s,
+        "/cse-in/app/fresh",
+        json!({ "rn": "early", "nu": [s.rx.url()], "enc": { "net": [1], "sts": 3 } }),
+    );
+    for i in 0..4 {
+        update(
+            u,
+            "/cse-in/app/fresh",
+            &s.ae,
+            json!({ "m2m:cnt": { "lbl": [format!("l{i}")] } }),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let told: Vec<Value> =
+        s.rx.all()
+            .iter()
+            .filter(|r| is_event(r))
+            .map(|r| r.rep()["m2m:cnt"]["st"].clone())
+            .collect();
+    assert_eq!(told, [json!(1), json!(2)], "stateTags below 3 only");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx_big.count(is_event), 2);
+    assert_eq!(rx_or.count(is_event), 2);
+    // A condition that is no timestamp is refused when the subscription is made.
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "nu": [s.rx.url()], "enc": { "crb": "soon" } } }),
+    );
+    assert_eq!(rsc, 4000, "{b}");
+}
+
+/// rateLimit (TS-0001 clause 10.2.10.x): at most mnn events in each window of tww, the others
+/// held for the next windows, in order.
+#[test]
+fn a_rate_limit_holds_events_for_the_next_windows() {
+    let s = setup();
+    let u = s.cse.url();
+    for (rl, what) in [
+        (json!({ "mnn": 0, "tww": "PT2S" }), "no event in a window"),
+        (json!({ "mnn": 2, "tww": "PT0.1S" }), "a window under 1 s"),
+        (json!({ "mnn": 2 }), "no window"),
+    ] {
+        let (rsc, b) = create(
+            u,
+            "/cse-in/app/c",
+            &s.ae,
+            23,
+            json!({ "m2m:sub": { "nu": [s.rx.url()], "enc": { "net": [3] }, "rl": rl } }),
+        );
+        assert_eq!(rsc, 4000, "{what}: {b}");
+    }
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "slow", "nu": [s.rx.url()], "enc": { "net": [2, 3] }, "rl": { "mnn": 2, "tww": "PT2S" } }),
+    );
+    let start = std::time::Instant::now();
+    for i in 0..5 {
+        create_cin(u, "/cse-in/app/c", &s.ae, &format!("e{i}"));
+    }
+    let got = |rx: &Receiver| -> Vec<String> {
+        rx.all()
+            .iter()
+            .filter(|r| is_event(r))
+            .map(|r| r.rep()["m2m:cin"]["con"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    s.rx.wait_for_n(2, is_event, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(got(&s.rx), ["e0", "e1"], "two in the first window");
+    s.rx.wait_for_n(4, is_event, WAIT);
+    assert!(
+        start.elapsed() >= Duration::from_millis(1_900),
+        "the next two waited for the next window"
+    );
+    s.rx.wait_for_n(5, is_event, WAIT);
+    assert!(
+        start.elapsed() >= Duration::from_millis(3_900),
+        "the last waited for the third window"
+    );
+    assert_eq!(got(&s.rx), ["e0", "e1", "e2", "e3", "e4"], "in order");
+    // A full window holds events, not the subscription's last notice: the subscribed-to
+    // container's deletion is told at once.
+    std::thread::sleep(Duration::from_millis(2_100));
+    for i in 5..8 {
+        create_cin(u, "/cse-in/app/c", &s.ae, &format!("e{i}"));
+    }
+    let deleted_at = std::time::Instant::now();
+    let (rsc, _) = delete(u, "/cse-in/app/c", &s.ae);
+    assert_eq!(rsc, 2002);
+    s.rx.wait_for(|r| r.net() == Some(2), WAIT);
+    assert!(
+        deleted_at.elapsed() < Duration::from_millis(1_500),
+        "not held for the next window"
+    );
+}
+
+/// preSubscriptionNotify (`psn`): a new subscription to child creations hears of the last
+/// instances made before it, oldest first, up to the number asked; hidden instances are not sent.
+#[test]
+fn a_new_subscription_hears_of_the_instances_before_it() {
+    let s = setup();
+    let u = s.cse.url();
+    for i in 0..5 {
+        create_cin(u, "/cse-in/app/c", &s.ae, &format!("before{i}"));
+    }
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "late", "nu": [s.rx.url()], "enc": { "net": [3] }, "psn": 3 }),
+    );
+    let cons = |rx: &Receiver| -> Vec<String> {
+        rx.all()
+            .iter()
+            .filter(|r| is_event(r))
+            .map(|r| r.rep()["m2m:cin"]["con"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    s.rx.wait_for_n(3, is_event, WAIT);
+    create_cin(u, "/cse-in/app/c", &s.ae, "after");
+    s.rx.wait_for_n(4, is_event, WAIT);
+    assert_eq!(cons(&s.rx), ["before2", "before3", "before4", "after"]);
+    // psn is set at creation only; 0 is no number of events.
+    let (rsc, b) = update(
+        u,
+        "/cse-in/app/c/late",
+        &s.ae,
+        json!({ "m2m:sub": { "psn": 1 } }),
+    );
+    assert_eq!(rsc, 4000, "{b}");
+    // Instances a RETRIEVE would not show are not sent: retrieval disabled, or counted reads.
+    let rx2 = Receiver::start();
+    create_cnt(
+        u,
+        "/cse-in/app",
+        &s.ae,
+        json!({ "rn": "hidden", "disr": true }),
+    );
+    create_cin(u, "/cse-in/app/hidden", &s.ae, "secret");
+    create_cnt(u, "/cse-in/app", &s.ae, json!({ "rn": "counted" }));
+    let (rsc, _) = create(
+        u,
+        "/cse-in/app/counted",
+        &s.ae,
+        4,
+        json!({ "m2m:cin": { "con": "once", "dcnt": 1 } }),
+    );
+    assert_eq!(rsc, 2001);
+    for target in ["/cse-in/app/hidden", "/cse-in/app/counted"] {
+        let (rsc, b) = create(
+            u,
+            target,
+            &s.ae,
+            23,
+            json!({ "m2m:sub": { "nu": [rx2.url()], "enc": { "net": [3] }, "psn": 5 } }),
+        );
+        assert_eq!(rsc, 2001, "{b}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(cons(&rx2).is_empty(), "{:?}", cons(&rx2));
 }

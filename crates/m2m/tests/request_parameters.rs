@@ -40,12 +40,11 @@ fn instances(base: &str) -> u64 {
     body["m2m:cnt"]["cni"].as_u64().unwrap_or(0)
 }
 
-#[test]
-fn time_parameters_response_types_and_result_contents() {
+/// A CSE with the AE `params` and its container `state`; the AE's ID.
+fn params() -> (CseProcess, String) {
     let cse = CseProcess::start_in();
-    let base = cse.url();
     let (rsc, body) = create(
-        base,
+        cse.url(),
         "/cse-in",
         "CAdmin",
         2,
@@ -53,14 +52,14 @@ fn time_parameters_response_types_and_result_contents() {
     );
     assert_eq!(rsc, 2001, "{body}");
     let aei = body["m2m:ae"]["aei"].as_str().unwrap().to_owned();
-    let (rsc, body) = create(
-        base,
-        "/cse-in/params",
-        &aei,
-        3,
-        json!({ "m2m:cnt": { "rn": "state" } }),
-    );
-    assert_eq!(rsc, 2001, "{body}");
+    create_cnt(cse.url(), "/cse-in/params", &aei, json!({ "rn": "state" }));
+    (cse, aei)
+}
+
+#[test]
+fn time_parameters_response_types_and_result_contents() {
+    let (cse, _) = params();
+    let base = cse.url();
 
     // Expired timestamps, absolute or relative: 4008, nothing created.
     for (header, value) in [
@@ -171,4 +170,27 @@ fn time_parameters_response_types_and_result_contents() {
         !set.contains_key("con"),
         "the content was sent as is: {set:?}"
     );
+}
+
+/// Parameters this CSE does not support are refused (TS-0004 clause 7.3.2.1: NOT_IMPLEMENTED),
+/// never served as if they were absent: a client asking for Delivery Aggregation, or presenting
+/// tokens or roles, learns that they were not applied.
+#[test]
+fn unsupported_parameters_are_refused_not_ignored() {
+    let (cse, _) = params();
+    let base = cse.url();
+    for query in [
+        "?da=true",
+        "?tids=tok1",
+        "?ltids=l1",
+        "?rids=role1",
+        "?tqi=true",
+        "?sqi=true",
+        "?asi=true",
+        "?auri=true",
+    ] {
+        let r = create_cin(base, &[], query, "x");
+        assert_eq!(r.rsc, 5001, "{query}: {:?}", r.body);
+    }
+    assert_eq!(instances(base), 0, "nothing was created");
 }

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cbor_peer.py");
+const XML_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/xml_peer.py");
 
 fn have_cbor2() -> bool {
     let ok = Command::new("python3")
@@ -186,10 +187,19 @@ fn other_serializations_and_broken_content_are_refused() {
         4000,
         "JSON sent as CBOR"
     );
-    assert_eq!(post("application/xml;ty=3", b"<m2m:cnt/>").rsc, 4015);
+    assert_eq!(post("text/plain;ty=3", b"cnt").rsc, 4015);
+    assert_eq!(post("application/yaml;ty=3", b"m2m:cnt: {}").rsc, 4015);
     assert_eq!(
-        post("application/vnd.onem2m-res+xml;ty=3", b"<m2m:cnt/>").rsc,
-        4015
+        post("application/xml;ty=3", b"<m2m:cnt><mni>5</m2m:cnt>").rsc,
+        4000,
+        "malformed XML"
+    );
+    let laughs = br#"<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><m2m:cnt><lbl>&b;</lbl></m2m:cnt>"#;
+    assert_eq!(post("application/xml;ty=3", laughs).rsc, 4000, "a DTD");
+    assert_eq!(
+        post("application/xml;ty=3", br#"{"m2m:cnt":{}}"#).rsc,
+        4000,
+        "JSON sent as XML"
     );
 }
 
@@ -231,4 +241,184 @@ fn deeply_nested_content_is_refused() {
     create_cin(cse.url(), "/cse-in/app/c", &ae, "fine");
     let (rsc, b) = retrieve(cse.url(), "/cse-in/app/c/la", &ae);
     assert_eq!((rsc, b["m2m:cin"]["con"].clone()), (2000, json!("fine")));
+}
+
+/// One request through the Python XML peer (urllib, xml.etree): (status, headers, parsed answer).
+fn xml_request(url: &str, method: &str, headers: Value, body: Option<&str>) -> Value {
+    xml_peer(json!({ "url": url, "method": method, "headers": headers, "body": body }))
+}
+
+fn xml_peer(job: Value) -> Value {
+    let mut child = Command::new("python3")
+        .arg(XML_PEER)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(job.to_string().as_bytes())
+        .expect("write the job");
+    let out = child.wait_with_output().expect("the peer ends");
+    assert!(out.status.success(), "the XML peer failed: {job}");
+    serde_json::from_slice(&out.stdout).expect("the peer answers JSON")
+}
+
+/// The text of the child element `tag` of a parsed tree.
+fn child_text<'a>(tree: &'a Value, tag: &str) -> Option<&'a str> {
+    tree["children"]
+        .as_array()?
+        .iter()
+        .find(|c| c["tag"] == tag)
+        .and_then(|c| c["text"].as_str())
+}
+
+#[test]
+fn xml_requests_and_answers_with_an_independent_parser() {
+    let cse = CseProcess::start_in();
+    let ae = register_ae(cse.url(), "/cse-in", "Cxml", "app", &[]);
+    let headers = |ty: Option<u16>, accept: &str| {
+        let ct = match ty {
+            Some(t) => format!("application/xml;ty={t}"),
+            None => "application/xml".to_owned(),
+        };
+        json!({ "X-M2M-Origin": ae, "X-M2M-RI": "x1", "X-M2M-RVI": "3",
+                "Content-Type": ct, "Accept": accept })
+    };
+    let url = |path: &str| format!("{}{path}", cse.url());
+    // A container created in XML, answered in XML that Python's parser reads.
+    let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+        <m2m:cnt xmlns:m2m="http://www.onem2m.org/xml/protocols" rn="box">
+            <mni>5</mni><lbl>kitchen hall</lbl><mbs>100</mbs>
+        </m2m:cnt>"#;
+    let r = xml_request(
+        &url("/cse-in/app"),
+        "POST",
+        headers(Some(3), "application/xml"),
+        Some(body),
+    );
+    assert_eq!(
+        (r["status"].as_u64(), r["headers"]["x-m2m-rsc"].as_str()),
+        (Some(201), Some("2001")),
+        "{r}"
+    );
+    assert!(
+        r["headers"]["content-type"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("application/xml")),
+        "{r}"
+    );
+    let cnt = &r["xml"];
+    assert_eq!(
+        (cnt["tag"].as_str(), cnt["attrs"]["rn"].as_str()),
+        (Some("m2m:cnt"), Some("box")),
+        "{r}"
+    );
+    assert_eq!(child_text(cnt, "mni"), Some("5"));
+    assert_eq!(child_text(cnt, "lbl"), Some("kitchen hall"));
+    assert_eq!(child_text(cnt, "ty"), Some("3"));
+    // Stored with its types: the same container in JSON.
+    let (rsc, b) = retrieve(cse.url(), "/cse-in/app/box", &ae);
+    assert_eq!(rsc, 2000);
+    assert_eq!(
+        (&b["m2m:cnt"]["mni"], &b["m2m:cnt"]["lbl"]),
+        (&json!(5), &json!(["kitchen", "hall"])),
+        "{b}"
+    );
+    // A contentInstance in XML, with characters XML escapes; read back under the oneM2M type.
+    let r = xml_request(
+        &url("/cse-in/app/box"),
+        "POST",
+        headers(Some(4), "application/xml"),
+        Some(
+            r#"<m2m:cin xmlns:m2m="http://www.onem2m.org/xml/protocols"><cnf>text/plain:0</cnf><con>a &lt; b &amp; "c"</con></m2m:cin>"#,
+        ),
+    );
+    assert_eq!(r["headers"]["x-m2m-rsc"].as_str(), Some("2001"), "{r}");
+    let r = xml_request(
+        &url("/cse-in/app/box/la"),
+        "GET",
+        headers(None, "application/vnd.onem2m-res+xml"),
+        None,
+    );
+    assert_eq!(r["status"].as_u64(), Some(200), "{r}");
+    assert_eq!(child_text(&r["xml"], "con"), Some(r#"a < b & "c""#), "{r}");
+    // An empty element removes the attribute (TS-0004 clause 8.3.1).
+    let r = xml_request(
+        &url("/cse-in/app/box"),
+        "PUT",
+        headers(None, "application/xml"),
+        Some(r#"<m2m:cnt xmlns:m2m="http://www.onem2m.org/xml/protocols"><mbs/></m2m:cnt>"#),
+    );
+    assert_eq!(r["headers"]["x-m2m-rsc"].as_str(), Some("2004"), "{r}");
+    let (_, b) = retrieve(cse.url(), "/cse-in/app/box", &ae);
+    assert!(b["m2m:cnt"].get("mbs").is_none(), "{b}");
+    // Errors come in XML too: the reason under m2m:dbg.
+    let r = xml_request(
+        &url("/cse-in/app/box"),
+        "PUT",
+        headers(None, "application/xml"),
+        Some(
+            r#"<m2m:cnt xmlns:m2m="http://www.onem2m.org/xml/protocols"><mni>many</mni></m2m:cnt>"#,
+        ),
+    );
+    assert_eq!(r["headers"]["x-m2m-rsc"].as_str(), Some("4000"), "{r}");
+    assert_eq!(r["xml"]["tag"].as_str(), Some("m2m:dbg"), "{r}");
+    // A discovery answer: the list of addresses in one element.
+    let r = xml_request(
+        &url("/cse-in/app?fu=1&ty=3"),
+        "GET",
+        headers(None, "application/xml"),
+        None,
+    );
+    assert_eq!(
+        (r["xml"]["tag"].as_str(), r["xml"]["text"].as_str()),
+        (Some("m2m:uril"), Some("cse-in/app/box")),
+        "{r}"
+    );
+
+    // A notification target that asks for XML gets it.
+    let rx = Receiver::start();
+    let (rsc, b) = create(
+        cse.url(),
+        "/cse-in/app/box",
+        &ae,
+        23,
+        json!({ "m2m:sub": { "rn": "s", "nu": [format!("{}/n?ct=xml", rx.url())], "enc": { "net": [3] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    create_cin(cse.url(), "/cse-in/app/box", &ae, "notified");
+    let n = rx.wait_for(
+        |r| r.body.as_str().is_some_and(|t| t.contains("notified")),
+        WAIT,
+    );
+    assert_eq!(
+        n.headers.get("content-type").map(String::as_str),
+        Some("application/xml")
+    );
+    let sgn = xml_peer(json!({ "parse": n.body.as_str().expect("XML text") }))["xml"].clone();
+    assert_eq!(sgn["tag"].as_str(), Some("m2m:sgn"), "{sgn}");
+    let nev = sgn["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["tag"] == "nev")
+        .expect("nev")
+        .clone();
+    let rep = nev["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["tag"] == "rep")
+        .expect("rep")
+        .clone();
+    let cin = &rep["children"][0];
+    assert_eq!(
+        (cin["tag"].as_str(), child_text(cin, "con")),
+        (Some("m2m:cin"), Some("notified")),
+        "{sgn}"
+    );
+    assert_eq!(child_text(&nev, "net"), Some("3"));
 }

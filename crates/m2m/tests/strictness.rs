@@ -350,3 +350,25 @@ fn labels_are_tokens_and_the_cse_takes_only_its_notifications() {
     );
     assert_eq!(r.rsc, 4000, "{:?}", r.body);
 }
+
+/// An UPDATE carrying another type's representation is unacceptable there (4102); a root that
+/// names no type is malformed (4000); nothing changes either way.
+#[test]
+fn an_update_with_another_types_content() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Ctyped", "typed", &[]);
+    create_cnt(u, "/cse-in/typed", &ae, json!({ "rn": "c", "mni": 3 }));
+    for (body, rsc) in [
+        (json!({ "m2m:ae": { "lbl": ["x"] } }), 4102),
+        (json!({ "m2m:actr": { "lbl": ["x"] } }), 4102),
+        (json!({ "cod:lock": { "lock": true } }), 4102),
+        (json!({ "m2m:nothing": { "lbl": ["x"] } }), 4000),
+        (json!({ "m2m:cnt": { "lbl": ["x"] }, "m2m:ae": {} }), 4000),
+    ] {
+        let (got, b) = update(u, "/cse-in/typed/c", &ae, body.clone());
+        assert_eq!(got, rsc, "{body}: {b}");
+    }
+    let (_, b) = retrieve(u, "/cse-in/typed/c", &ae);
+    assert!(b["m2m:cnt"].get("lbl").is_none(), "unchanged: {b}");
+}

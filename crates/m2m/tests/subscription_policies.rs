@@ -751,3 +751,72 @@ fn a_notification_schedule_gates_notifications() {
     );
     assert_eq!(rsc, 2001, "{b}");
 }
+
+/// pendingNotification (TS-0001 table 9.6.8-2): events missed outside the notification schedule
+/// are sent when it allows again: the last one (Event Category "latest"), or all of them.
+#[test]
+fn missed_notifications_follow_the_pending_notification_policy() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cpending", "app", &[]);
+    create_cnt(u, "/cse-in/app", &ae, json!({ "rn": "c" }));
+    let (rx_latest, rx_all) = (Receiver::start(), Receiver::start());
+    for (rn, rx, pn) in [("latest", &rx_latest, 1), ("all", &rx_all, 2)] {
+        let (rsc, b) = create(
+            u,
+            "/cse-in/app/c",
+            &ae,
+            23,
+            json!({ "m2m:sub": { "rn": rn, "nu": [rx.url()], "enc": { "net": [3] }, "pn": pn } }),
+        );
+        assert_eq!(rsc, 2001, "{b}");
+        let (rsc, b) = create(
+            u,
+            &format!("/cse-in/app/c/{rn}"),
+            &ae,
+            18,
+            json!({ "m2m:sch": { "se": { "sce": ["* * * * * * 2001"] } } }),
+        );
+        assert_eq!(rsc, 2001, "{b}");
+    }
+    for i in 0..3 {
+        create_cin(u, "/cse-in/app/c", &ae, &format!("m{i}"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(
+        rx_latest.count(|r| r.net() == Some(3)) + rx_all.count(|r| r.net() == Some(3)),
+        0
+    );
+    for rn in ["latest", "all"] {
+        let (rsc, b) = update(
+            u,
+            &format!("/cse-in/app/c/{rn}/notificationSchedule"),
+            &ae,
+            json!({ "m2m:sch": { "se": { "sce": ["* * * * * * *"] } } }),
+        );
+        assert_eq!(rsc, 2004, "{b}");
+    }
+    let all: Vec<Value> = rx_all
+        .wait_for_n(3, |r| r.net() == Some(3), WAIT)
+        .iter()
+        .map(|r| r.rep()["m2m:cin"]["con"].clone())
+        .collect();
+    assert_eq!(
+        all,
+        [json!("m0"), json!("m1"), json!("m2")],
+        "all, in order"
+    );
+    let latest = rx_latest.wait_for(|r| r.net() == Some(3), WAIT);
+    assert_eq!(latest.rep()["m2m:cin"]["con"], json!("m2"));
+    assert_eq!(
+        latest.headers.get("x-m2m-ec").map(String::as_str),
+        Some("4"),
+        "latest"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        rx_latest.count(|r| r.net() == Some(3)),
+        1,
+        "only the last one"
+    );
+}

@@ -9,8 +9,10 @@
 //! - `apv` is a request primitive (`op`, `fr`, `pc`, `ty`...); its `fr` must be the action's
 //!   creator (4000): an action runs with its creator's rights, never more. Its `to` is `orc`,
 //!   which must name a resource the creator can reach (4000).
-//! - `evm` 0 (off) never runs; 1 (once) runs once and turns itself off; 3 (continuous) runs every
-//!   time the criteria are met. 2 (periodic) is not supported (5001). `ecp` only with 2 or 3.
+//! - `evm` 0 (off) never runs; 1 (once) runs once and turns itself off; 2 (periodic) runs when
+//!   the criteria are met, at most once per period `ecp` (an xs:duration: milliseconds, or
+//!   ISO 8601; 100 ms at least), the first time they are met in it; 3 (continuous) runs every
+//!   time the criteria are met. `ecp` only with 2 or 3, and needed by 2.
 //! - `dep` lists `<dependency>` children: a met one with `sfc` (sufficient) true is enough, else
 //!   all must be met. A dependency compares an attribute of its `rri` resource like `evc`.
 
@@ -95,9 +97,9 @@ async fn check_action(
         return Err(crate::access::refused());
     }
     let evm = attrs.get("evm").and_then(Value::as_u64).unwrap_or(OFF);
-    if evm == PERIODIC {
-        return Err(M2mError::not_implemented(
-            "periodic evaluation of actions is not supported",
+    if evm == PERIODIC && period(attrs).is_none() {
+        return Err(M2mError::bad_request(
+            "periodic evaluation needs its period (ecp): a duration of 100 ms at least",
         ));
     }
     if attrs.contains_key("ecp") && matches!(evm, OFF | ONCE) {
@@ -300,10 +302,20 @@ fn meets(evc: &Value, value: Option<&Value>) -> bool {
     }
 }
 
+/// The period of a periodic action (`ecp`): 100 ms at least.
+fn period(attrs: &Map<String, Value>) -> Option<std::time::Duration> {
+    attrs
+        .get("ecp")
+        .and_then(m2m_core::time::parse_duration)
+        .filter(|d| *d >= std::time::Duration::from_millis(100))
+}
+
 /// The actions by the resourceID of their subject (rebuilt from the store at start).
 #[derive(Default)]
 pub struct Actions {
     by_subject: Mutex<HashMap<String, HashSet<String>>>,
+    /// When each periodic action last ran.
+    last_run: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Actions {
@@ -333,7 +345,26 @@ impl Actions {
         }
     }
 
+    /// Whether the periodic action `ri` may run now, and if so, that it ran now (one step, so
+    /// that events close together run it once).
+    fn take_period(&self, ri: &str, period: std::time::Duration) -> bool {
+        let mut last = self.last_run.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if last
+            .get(ri)
+            .is_some_and(|t| now.duration_since(*t) < period)
+        {
+            return false;
+        }
+        last.insert(ri.to_owned(), now);
+        true
+    }
+
     fn forget(&self, action_ri: &str) {
+        self.last_run
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(action_ri);
         let mut map = self.map();
         map.retain(|_, set| {
             set.remove(action_ri);
@@ -392,6 +423,14 @@ async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()>
     let sbjt = evc.get("sbjt").and_then(Value::as_str).unwrap_or("");
     if !meets(&evc, subject.attrs.get(sbjt)) || !dependencies_met(cse, &action)? {
         return Ok(());
+    }
+    if evm == PERIODIC {
+        let Some(period) = period(&action.attrs) else {
+            return Ok(());
+        };
+        if !cse.actions.take_period(ri, period) {
+            return Ok(());
+        }
     }
     let creator = action.creator.clone().unwrap_or_default();
     let apv = action.attrs.get("apv").cloned().unwrap_or_default();

@@ -171,6 +171,7 @@ impl super::Behaviour for Ae {
         res: &mut crate::store::Resource,
         changed: &Map<String, Value>,
         before: &Map<String, Value>,
+        _by: Option<&EntityId>,
     ) -> M2mResult<()> {
         super::node::relink(cse, w, res, changed, before)
     }

@@ -5,6 +5,7 @@
 
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};
+use m2m_core::EntityId;
 use m2m_core::{M2mError, M2mResult, Operation, ResourceType, ResponseStatusCode};
 use serde_json::{json, Map, Value};
 
@@ -83,12 +84,19 @@ pub fn insert_instances(
 }
 
 /// An instance lives at most maxInstanceAge seconds: its expiration is brought forward.
-fn cap_expiration(cse: &Cse, cin: &mut Resource, mia: u64) {
+pub(crate) fn cap_expiration(cse: &Cse, cin: &mut Resource, mia: u64) {
     let ct = cin
         .str_attr("ct")
         .and_then(|t| m2m_core::time::parse(t).ok())
         .unwrap_or_else(|| cse.now());
-    let limit = ct + chrono::Duration::seconds(mia.min(i64::MAX as u64 / 2) as i64);
+    // An age beyond what a timestamp holds is no limit at all.
+    let Some(limit) = i64::try_from(mia)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|age| ct.checked_add_signed(age))
+    else {
+        return;
+    };
     let current = cin.et().and_then(|t| m2m_core::time::parse(t).ok());
     if current.is_none_or(|et| et > limit) {
         cin.attrs
@@ -114,7 +122,7 @@ pub fn after_update(
 
 /// Drops the oldest instances until the container is within maxNrOfInstances and maxByteSize.
 /// Updates `cnt`'s counters; the caller stores it.
-fn trim(w: &Writer<'_>, cnt: &mut Resource) -> M2mResult<()> {
+pub(crate) fn trim(w: &Writer<'_>, cnt: &mut Resource) -> M2mResult<()> {
     let mni = cnt.u64_attr("mni");
     let mbs = cnt.u64_attr("mbs");
     let mut cni = cnt.u64_attr("cni").unwrap_or(0);
@@ -185,6 +193,7 @@ impl super::Behaviour for Container {
         res: &mut Resource,
         changed: &Map<String, Value>,
         before: &Map<String, Value>,
+        _by: Option<&EntityId>,
     ) -> M2mResult<()> {
         // disableRetrieval from TRUE to FALSE: every instance is deleted at once (TS-0001 table
         // 9.6.6-3), so what was written while retrieval was off never becomes readable.

@@ -66,6 +66,7 @@ impl super::Behaviour for CrossResourceSubscription {
         res: &mut Resource,
         changed: &Map<String, Value>,
         _before: &Map<String, Value>,
+        _by: Option<&EntityId>,
     ) -> M2mResult<()> {
         if changed.contains_key("nse") && res.attrs.get("nse") != Some(&Value::Bool(false)) {
             res.attrs.remove("nsi");

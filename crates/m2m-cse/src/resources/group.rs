@@ -4,6 +4,7 @@
 use super::{Behaviour, Call, Pending, Prepared};
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};
+use m2m_core::EntityId;
 use m2m_core::M2mResult;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -50,6 +51,7 @@ impl Behaviour for Group {
         res: &mut Resource,
         _changed: &Map<String, Value>,
         _before: &Map<String, Value>,
+        _by: Option<&EntityId>,
     ) -> M2mResult<()> {
         crate::group::refresh_counts(res);
         Ok(())

@@ -14,6 +14,7 @@ use super::{Behaviour, Call, Pending, Prepared};
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};
 use m2m_core::mgmt_obj::{by_mgd, by_root, MgmtSpec};
+use m2m_core::EntityId;
 use m2m_core::{M2mError, M2mResult, Request};
 use serde_json::{json, Map, Value};
 
@@ -91,6 +92,7 @@ impl Behaviour for MgmtObj {
         res: &mut Resource,
         changed: &Map<String, Value>,
         _before: &Map<String, Value>,
+        _by: Option<&EntityId>,
     ) -> M2mResult<()> {
         let Some(spec) = spec_of(res) else {
             return Ok(());

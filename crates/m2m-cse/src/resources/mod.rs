@@ -14,7 +14,7 @@
 //! | crossResourceSubscription | 48 | [`cross_resource_subscription`] | 7.4.58 |
 //! | CSEBase | 5 | [`cse_base`] | 7.4.3 |
 //! | group | 9 | [`group`] | 7.4.13 |
-//! | flexContainer | 28 | [`flex_container`] | 7.4.37 |
+//! | flexContainer, flexContainerInstance | 28, 58 | [`flex_container`] | 7.4.37, Release 4 |
 //! | pollingChannel (and `pcu`) | 15 | [`polling_channel`] | 7.4.21, 7.4.22 |
 //! | remoteCSE | 16 | [`remote_cse`] | 7.4.4 |
 //! | request | 17 | [`request`] | 7.4.12, 7.3.2.2 |
@@ -23,7 +23,9 @@
 //! | serviceSubscribedAppRule | 19 | [`service_subscribed_app_rule`] | 7.4.29 |
 //! | subscription | 23 | [`subscription`] | 7.4.8 |
 //! | timeSeries, timeSeriesInstance | 29, 30 | [`time_series`] | 7.4.38, 7.4.39 |
+//! | timeSyncBeacon | 60 | [`time_sync_beacon`] | Release 4 |
 //! | localMulticastGroup | 45 | [`local_multicast_group`] | 7.4.55 |
+//! | locationPolicy (and its location container's geofence events) | 10 | [`location_policy`] | 7.4.10 |
 //! | mgmtObj (firmware, software, memory... of Annex D) | 13 | [`mgmt_obj`] | 7.4.15, Annex D |
 //! | node (and `nl`/`hael`/`hcl` links) | 14 | [`node`] | 7.4.18 |
 //! | notificationTargetMgmtPolicyRef, notificationTargetPolicy, policyDeletionRules (and `ntsr`) | 25, 26, 27 | [`notification_target_policy`] | 7.4.30 - 7.4.33 |
@@ -38,6 +40,7 @@ pub mod cse_base;
 pub mod flex_container;
 pub mod group;
 pub mod local_multicast_group;
+pub mod location_policy;
 pub mod mgmt_obj;
 pub mod node;
 pub mod notification_target_policy;
@@ -49,10 +52,12 @@ pub mod semantic_descriptor;
 pub mod service_subscribed_app_rule;
 pub mod subscription;
 pub mod time_series;
+pub mod time_sync_beacon;
 
 use crate::association::Peer;
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};
+use m2m_core::EntityId;
 use m2m_core::{M2mResult, Operation, Request, ResourceType};
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -156,7 +161,7 @@ pub trait Behaviour: Sync {
 
     /// Applies the effects of an UPDATE inside the write transaction (`res` already holds the
     /// new attributes, `changed` what the request set or removed, `before` the values those
-    /// attributes had).
+    /// attributes had, `by` the originator the request was proven or claimed to come from).
     fn apply_update(
         &self,
         _cse: &Cse,
@@ -164,6 +169,7 @@ pub trait Behaviour: Sync {
         _res: &mut Resource,
         _changed: &Map<String, Value>,
         _before: &Map<String, Value>,
+        _by: Option<&EntityId>,
     ) -> M2mResult<()> {
         Ok(())
     }
@@ -241,7 +247,11 @@ pub fn root_name(res: &Resource) -> std::borrow::Cow<'static, str> {
             return std::borrow::Cow::Borrowed(spec.root);
         }
     }
-    if res.ty == ResourceType::FlexContainer {
+    // A flexContainerInstance goes by its flexContainer's specialization too.
+    if matches!(
+        res.ty,
+        ResourceType::FlexContainer | ResourceType::FlexContainerInstance
+    ) {
         if let Some(key) = res
             .str_attr("cnd")
             .and_then(m2m_core::specialization::key_of)
@@ -297,7 +307,9 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::CseBase => &cse_base::CseBase,
         ResourceType::Group => &group::Group,
         ResourceType::FlexContainer => &flex_container::FlexContainer,
+        ResourceType::FlexContainerInstance => &flex_container::FlexContainerInstance,
         ResourceType::LocalMulticastGroup => &local_multicast_group::LocalMulticastGroup,
+        ResourceType::LocationPolicy => &location_policy::LocationPolicy,
         ResourceType::MgmtObj => &mgmt_obj::MgmtObj,
         ResourceType::Node => &node::Node,
         ResourceType::NotificationTargetMgmtPolicyRef => {
@@ -318,6 +330,7 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::Subscription => &subscription::Subscription,
         ResourceType::TimeSeries => &time_series::TimeSeries,
         ResourceType::TimeSeriesInstance => &time_series::TimeSeriesInstance,
+        ResourceType::TimeSyncBeacon => &time_sync_beacon::TimeSyncBeacon,
     }
 }
 

@@ -58,9 +58,8 @@ pub async fn check_link(
         return Err(crate::access::refused());
     };
     if let (Some(hcl), Some(me)) = (node.str_attr("hcl"), cse_ri) {
-        let other_cse = cse
-            .store
-            .get(hcl)?
+        // hcl in any address form (a client may write it): the resource it names.
+        let other_cse = crate::resolve::local_resource(cse, hcl)
             .is_some_and(|c| c.ty == ResourceType::RemoteCse && c.ri() != me);
         if other_cse {
             return Err(M2mError::new(

@@ -151,7 +151,9 @@ impl Drop for Slot {
 /// The `<request>` of a non-blocking request, pending (TS-0004 tables 7.3.2.2-1 and -2).
 async fn store_request(cse: &Arc<Cse>, req: &Request) -> M2mResult<Resource> {
     let now = cse.now();
-    let expires = [&req.rqet, &req.rset]
+    // The <request> outlives the request, its result, and the Result Persistence asked for
+    // (TS-0004 table 7.4.12.1-2, expirationTime).
+    let expires = [&req.rqet, &req.rset, &req.rp]
         .into_iter()
         .flatten()
         .filter_map(|t| m2m_core::time::parse(t).ok())

@@ -16,6 +16,7 @@
 use super::{Behaviour, Call, Pending, Prepared};
 use crate::store::Resource;
 use base64::Engine;
+use m2m_core::EntityId;
 use m2m_core::{M2mError, M2mResult};
 use oxrdfio::{JsonLdProfileSet, RdfFormat, RdfParser};
 use serde_json::{Map, Value};
@@ -72,6 +73,7 @@ impl Behaviour for SemanticDescriptor {
         res: &mut Resource,
         _changed: &Map<String, Value>,
         _before: &Map<String, Value>,
+        _by: Option<&EntityId>,
     ) -> M2mResult<()> {
         local_policy(&mut res.attrs);
         Ok(())

@@ -5,6 +5,7 @@ use super::Prepared;
 use crate::cse::Cse;
 use crate::notification;
 use crate::store::{string_list, Resource};
+use m2m_core::EntityId;
 use m2m_core::{M2mError, M2mResult, Request, ResponseStatusCode};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -266,20 +267,31 @@ fn check_supported(attrs: &Map<String, Value>) -> M2mResult<()> {
     for (k, what) in [
         ("gpi", "groupID"),
         ("nfu", "notificationForwardingURI"),
-        ("rl", "rateLimit"),
-        ("psn", "preSubscriptionNotify"),
-        ("pn", "pendingNotification"),
         ("nsp", "notificationStoragePriority"),
     ] {
         if set(k) {
             return unsupported(what);
         }
     }
+    // rateLimit: a window of 1 s at least, and at least one event in it (else the events
+    // would wait forever).
+    if let Some(rl) = attrs.get("rl").filter(|v| !v.is_null()) {
+        let mnn = rl.get("mnn").and_then(Value::as_u64).unwrap_or(0);
+        let tww = rl.get("tww").and_then(m2m_core::time::parse_duration);
+        if mnn == 0 || tww.is_none_or(|d| d < std::time::Duration::from_secs(1)) {
+            return Err(M2mError::bad_request(
+                "rateLimit: at least 1 notification in a window of 1 s at least",
+            ));
+        }
+    }
     if let Some(enc) = attrs.get("enc").and_then(Value::as_object) {
-        if let Some(k) = enc
-            .keys()
-            .find(|k| !["net", "atr", "chty", "md", "om"].contains(&k.as_str()))
-        {
+        if let Some(k) = enc.keys().find(|k| {
+            ![
+                "net", "atr", "chty", "md", "om", "crb", "cra", "ms", "us", "sts", "stb", "exb",
+                "exa", "sza", "szb", "fo",
+            ]
+            .contains(&k.as_str())
+        }) {
             return unsupported(&format!("the eventNotificationCriteria condition '{k}'"));
         }
         let v = Value::Object(enc.clone());
@@ -357,6 +369,7 @@ pub struct Subscription;
 impl super::Behaviour for Subscription {
     fn created(&self, cse: &Arc<Cse>, res: &Resource) {
         notification::watch_operations(cse, res);
+        notification::pre_subscription_notify(cse, res);
     }
 
     fn prepare_create<'a>(
@@ -409,6 +422,7 @@ impl super::Behaviour for Subscription {
         res: &mut Resource,
         changed: &Map<String, Value>,
         _before: &Map<String, Value>,
+        _by: Option<&EntityId>,
     ) -> M2mResult<()> {
         // enc or nct removed: their defaults again.
         complete_defaults(&mut res.attrs);

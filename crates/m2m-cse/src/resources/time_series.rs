@@ -15,6 +15,7 @@ use super::{Call, Pending, Prepared};
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};
 use chrono::{DateTime, Utc};
+use m2m_core::EntityId;
 use m2m_core::{M2mError, M2mResult, ResourceType};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -67,6 +68,7 @@ impl super::Behaviour for TimeSeries {
         res: &mut Resource,
         changed: &Map<String, Value>,
         _before: &Map<String, Value>,
+        _by: Option<&EntityId>,
     ) -> M2mResult<()> {
         if changed.contains_key("pei") && !changed.contains_key("peid") {
             res.attrs.remove("peid");

@@ -99,6 +99,7 @@ const CHILDREN_OF_TYPE: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq")
 const CHILDREN: &str = select!("WHERE pi = ?1 ORDER BY seq");
 const LATEST_CHILD: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq DESC LIMIT 1");
 const OLDEST_CHILD: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq ASC LIMIT 1");
+const LATEST_CHILDREN: &str = select!("WHERE pi = ?1 AND ty = ?2 ORDER BY seq DESC LIMIT ?3");
 const EXPIRED: &str = select!("WHERE et IS NOT NULL AND et < ?1 ORDER BY et LIMIT ?2");
 const OF_TYPE: &str = select!("WHERE ty = ?1 ORDER BY seq");
 const OF_TYPE_IN_SUBTREE: &str =
@@ -468,9 +469,25 @@ impl Reader<'_> {
         }
     }
 
+    /// Whether a direct child of `pi` expires after `et` (a normalized timestamp; see
+    /// [`m2m_core::time::normalize`]): stops at the first.
+    pub fn child_outlives(&self, pi: &str, et: &str) -> M2mResult<bool> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM resources WHERE pi = ?1 AND et > ?2 LIMIT 1")
+            .map_err(internal)?;
+        st.exists(params![pi, et]).map_err(internal)
+    }
+
     /// The newest direct child of a type (`la`).
     pub fn latest_child(&self, pi: &str, ty: ResourceType) -> M2mResult<Option<Resource>> {
         self.one(LATEST_CHILD, params![pi, ty.code()])
+    }
+
+    /// The `n` newest direct children of a type, newest first.
+    pub fn latest_children(&self, pi: &str, ty: ResourceType, n: u64) -> M2mResult<Vec<Resource>> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.many(LATEST_CHILDREN, params![pi, ty.code(), n])
     }
 
     /// The oldest direct child of a type (`ol`).

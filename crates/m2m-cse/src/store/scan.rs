@@ -236,7 +236,8 @@ impl Plan {
                 (from, to) => parts.extend(from.into_iter().chain(to).map(Plan::Range)),
             }
         }
-        if fc.state_tag_smaller.is_some() || fc.state_tag_bigger.is_some() {
+        // Locations have no index: a geo-query is judged on each candidate.
+        if fc.state_tag_smaller.is_some() || fc.state_tag_bigger.is_some() || fc.geo.is_some() {
             unindexed = true;
         }
         let all = Plan::Index(Index::All);

@@ -1,6 +1,8 @@
 //! The access control decision of TS-0003 clause 7.1 (7.1.2 request parameters, 7.1.3 rule format, 7.1.4
 //! decision, 7.1.5 reference algorithm), as a pure function: the facts of a request in, a decision and a
 //! short reason out. No I/O; the time, the source IP address, the location and group membership are given.
+//! Rules limited to some attributes (Release 4 `aca`) grant only an operation that touches no other
+//! attribute, and say which attributes the answer may show ([`Decision::attributes`]).
 //!
 //! ```
 //! use m2m_core::{CseId, EntityId, Home, SpId};
@@ -20,6 +22,7 @@
 //!     location: None,
 //!     target_type: 3,
 //!     child_type: None,
+//!     attributes: None,
 //! };
 //! let d = decide(&[("acp1", &acp)], &req, &home, &NoGroups);
 //! assert!(d.permit, "{}", d.reason);
@@ -134,6 +137,10 @@ pub struct AccessRequest<'a> {
     pub target_type: u16,
     /// For CREATE: the resource type of the resource to be created (matched against `acod/chty`).
     pub child_type: Option<u16>,
+    /// The attributes the operation touches (those a CREATE or UPDATE sets, a partial RETRIEVE
+    /// names, a RETRIEVE or DELETE of the whole resource holds), for rules limited to some
+    /// attributes (`aca`); `None` when not known, and then no such rule grants.
+    pub attributes: Option<&'a [String]>,
 }
 
 /// The answer of a `<group>` lookup for an accessControlOriginators entry.
@@ -173,6 +180,9 @@ pub struct Decision {
     pub permit: bool,
     /// Short and human readable, e.g. "permitted by rule 2 of acp1".
     pub reason: String,
+    /// When only rules limited to some attributes (`aca`) permitted: those attributes, the only
+    /// ones the answer may show.
+    pub attributes: Option<Vec<String>>,
 }
 
 impl Decision {
@@ -180,6 +190,7 @@ impl Decision {
         Decision {
             permit: true,
             reason,
+            attributes: None,
         }
     }
 
@@ -187,6 +198,7 @@ impl Decision {
         Decision {
             permit: false,
             reason,
+            attributes: None,
         }
     }
 }
@@ -213,13 +225,39 @@ pub fn decide(
         return Decision::deny("no accessControlPolicy applies to the target".into());
     }
     let mut notes: Vec<String> = Vec::new();
+    // The attributes granted by the rules that cover only some (aca), and by which rules.
+    let mut granted: Vec<&str> = Vec::new();
+    let mut granting: Vec<String> = Vec::new();
     for (acp, privileges) in policies {
         for (i, rule) in privileges.rules.iter().enumerate() {
-            match evaluate_rule(rule, req, home, groups) {
-                Ok(()) => return Decision::permit(format!("permitted by rule {} of {acp}", i + 1)),
-                Err(Some(note)) => notes.push(format!("rule {} of {acp}: {note}", i + 1)),
-                Err(None) => {}
+            match (evaluate_rule(rule, req, home, groups), &rule.attributes) {
+                (Ok(()), None) => {
+                    return Decision::permit(format!("permitted by rule {} of {acp}", i + 1))
+                }
+                (Ok(()), Some(names)) => {
+                    granted.extend(names.iter().map(String::as_str));
+                    granting.push(format!("rule {} of {acp}", i + 1));
+                }
+                (Err(Some(note)), _) => notes.push(format!("rule {} of {acp}: {note}", i + 1)),
+                (Err(None), _) => {}
             }
+        }
+    }
+    if !granting.is_empty() {
+        match req.attributes {
+            Some(touched) if touched.iter().all(|a| granted.contains(&a.as_str())) => {
+                let mut d = Decision::permit(format!(
+                    "permitted for its attributes by {}",
+                    granting.join(", ")
+                ));
+                d.attributes = Some(granted.iter().map(|a| (*a).to_owned()).collect());
+                return d;
+            }
+            _ => notes.push(format!(
+                "{} cover only the attributes {}",
+                granting.join(", "),
+                granted.join(", ")
+            )),
         }
     }
     let names: Vec<&str> = policies.iter().map(|(id, _)| *id).collect();

@@ -45,6 +45,9 @@ pub struct Rule {
     pub auth_flag: bool,
     /// acod: empty = any child resource type.
     pub object_details: Vec<ObjectDetail>,
+    /// aca (accessControlAttributes, Release 4): `None` = the rule covers every attribute;
+    /// otherwise it grants the operation only where it touches no other attribute.
+    pub attributes: Option<Vec<String>>,
     /// Why this rule can never grant, when it could not be understood.
     pub defect: Option<String>,
     /// Non-fatal problems (e.g. a dropped acor element).
@@ -103,6 +106,12 @@ pub struct ObjectDetail {
 
 impl Privileges {
     /// Parse `{"acr":[...]}`. See the module documentation for how unknown parts are treated.
+    /// Whether a rule limits itself to some attributes (`aca`): then a decision needs to know
+    /// which attributes the operation touches.
+    pub fn has_attribute_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.attributes.is_some())
+    }
+
     pub fn from_json(v: &Value) -> Result<Privileges, String> {
         let obj = v
             .as_object()
@@ -191,7 +200,10 @@ fn parse_rule(v: &Value) -> Rule {
     };
     let mut defects: Vec<String> = Vec::new();
     for key in obj.keys() {
-        if !matches!(key.as_str(), "acor" | "acop" | "acco" | "acaf" | "acod") {
+        if !matches!(
+            key.as_str(),
+            "acor" | "acop" | "acco" | "acaf" | "acod" | "aca"
+        ) {
             defects.push(format!("unknown rule element '{key}'"));
         }
     }
@@ -226,6 +238,20 @@ fn parse_rule(v: &Value) -> Rule {
         None => {}
         Some(Value::Array(items)) => rule.contexts = items.iter().map(parse_context).collect(),
         Some(other) => defects.push(format!("acco must be a list, not {}", kind(other))),
+    }
+    match obj.get("aca") {
+        None => {}
+        Some(Value::Array(items)) => {
+            let names: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect();
+            match names {
+                Some(names) => rule.attributes = Some(names),
+                None => defects.push("aca must be a list of attribute names".into()),
+            }
+        }
+        Some(other) => defects.push(format!("aca must be a list, not {}", kind(other))),
     }
     match obj.get("acod") {
         None => {}
@@ -481,7 +507,14 @@ mod tests {
                 json!({"acor": ["all"], "acop": 2, "acod": {"chty": [3]}}),
                 true,
             ),
-            (json!({"acor": ["all"], "acop": 2, "aca": ["lbl"]}), true),
+            (json!({"acor": ["all"], "acop": 2, "aca": ["lbl"]}), false),
+            (json!({"acor": ["all"], "acop": 2, "aca": []}), false),
+            (json!({"acor": ["all"], "acop": 2, "aca": "lbl"}), true),
+            (json!({"acor": ["all"], "acop": 2, "aca": [1]}), true),
+            (
+                json!({"acor": ["all"], "acop": 2, "aca": ["lbl"], "acx": 1}),
+                true,
+            ),
         ];
         for (v, defective) in cases {
             let p = Privileges::from_json(&json!({ "acr": [v.clone()] })).unwrap();

@@ -60,6 +60,7 @@ fn base() -> AccessRequest<'static> {
         }),
         target_type: 3,
         child_type: None,
+        attributes: None,
     }
 }
 
@@ -108,6 +109,7 @@ fn operations_table() {
         let req = AccessRequest {
             operation: op,
             child_type: Some(4),
+            attributes: None,
             ..base()
         };
         assert_eq!(decide1(&p, &req).permit, want, "acop {acop} op {op}");
@@ -513,6 +515,7 @@ fn object_details_table() {
             operation: *op,
             target_type: *target_type,
             child_type: *child_type,
+            attributes: None,
             ..base()
         };
         let d = decide1(&p, &req);
@@ -648,6 +651,7 @@ fn hostile_policies_never_panic_and_never_permit() {
                     originator: id(o),
                     operation: op,
                     child_type: Some(4),
+                    attributes: None,
                     ..base()
                 };
                 let d = decide1(&p, &req);
@@ -691,4 +695,84 @@ fn a_claim_matches_only_all() {
         );
         assert_eq!(relayed.permit, !acaf, "relayed acor {acor:?} acaf {acaf}");
     }
+}
+
+/// accessControlAttributes (Release 4): a rule limited to some attributes grants only what
+/// touches no other, only to its own originators, and together with others of its kind.
+#[test]
+fn rules_limited_to_attributes() {
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+    let p = pv(json!({"acr": [
+        {"acor": ["Cae1"], "acop": 2, "aca": ["lbl", "rn"]},
+        {"acor": ["Cae1"], "acop": 2, "aca": ["ty"]},
+        {"acor": ["Cother"], "acop": 2, "aca": ["cr"]},
+    ]}));
+    let ask = |touched: Option<&[String]>| {
+        let req = AccessRequest {
+            attributes: touched,
+            ..base()
+        };
+        decide1(&p, &req)
+    };
+    let within = names(&["lbl", "ty"]);
+    let d = ask(Some(&within));
+    assert!(d.permit, "{d}");
+    let mut granted = d.attributes.clone().expect("a limited grant");
+    granted.sort();
+    assert_eq!(
+        granted,
+        names(&["lbl", "rn", "ty"]),
+        "only the own rules' attributes"
+    );
+    assert!(
+        !ask(Some(&names(&["lbl", "cr"]))).permit,
+        "cr is another originator's"
+    );
+    assert!(
+        !ask(Some(&names(&["lbl", "ct"]))).permit,
+        "ct is in no rule"
+    );
+    assert!(!ask(None).permit, "unknown attributes: no limited grant");
+    // Another operation than the rules': nothing.
+    let update = AccessRequest {
+        operation: AccessOperation::Update,
+        attributes: Some(&within),
+        ..base()
+    };
+    assert!(!decide1(&p, &update).permit);
+    // A rule covering everything wins: no limit on the answer.
+    let both = pv(json!({"acr": [
+        {"acor": ["Cae1"], "acop": 2, "aca": ["lbl"]},
+        {"acor": ["Cae1"], "acop": 2},
+    ]}));
+    let d = decide1(
+        &both,
+        &AccessRequest {
+            attributes: Some(&within),
+            ..base()
+        },
+    );
+    assert!(d.permit && d.attributes.is_none(), "{d}");
+    // An empty list covers nothing.
+    let none = pv(json!({"acr": [{"acor": ["Cae1"], "acop": 2, "aca": []}]}));
+    assert!(
+        !decide1(
+            &none,
+            &AccessRequest {
+                attributes: Some(&within),
+                ..base()
+            }
+        )
+        .permit
+    );
+    assert!(
+        decide1(
+            &none,
+            &AccessRequest {
+                attributes: Some(&[]),
+                ..base()
+            }
+        )
+        .permit
+    );
 }
