@@ -38,8 +38,11 @@ pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<(String, Option<
     if let Some(reg) = &cse.cfg.registrar {
         return Ok((reg.url.clone(), None));
     }
+    // No registree matches and there is nobody above to ask: TS-0004 clause 7.3.2.6 answers
+    // NOT_FOUND (an IN-CSE, or a CSE that has no registrar). A registree that is known but does
+    // not answer is TARGET_NOT_REACHABLE, at the send.
     Err(M2mError::new(
-        ResponseStatusCode::TargetNotReachable,
+        ResponseStatusCode::NotFound,
         match target {
             Some(t) => format!("no route to CSE {t}: it is not registered here"),
             None => "no route to another M2M service provider".into(),
