@@ -136,6 +136,47 @@ fn a_continuous_action_waits_for_its_dependency() {
     set_mni(&s, "sensor", 22);
     assert!(poll(WAIT, || (alarm_labels(&s) == json!(["cont"])).then_some(())).is_some());
     assert_eq!(action(&s, "cont")["evm"], json!(3));
+    // A deleted dependency leaves `dep`, and the action can be updated again.
+    let (rsc, b) = delete(s.cse.url(), "/cse-in/app/sensor/cont/gate-set", &s.ae);
+    assert_eq!(rsc, 2002, "{b}");
+    assert_eq!(action(&s, "cont")["dep"], json!([]));
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/sensor/cont",
+        &s.ae,
+        json!({ "m2m:actr": { "evm": 1 } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+}
+
+/// A periodic action without `ecp` gets the CSE's period (10 s): it is accepted, shows no `ecp`,
+/// and runs at most once in that period.
+#[test]
+fn a_periodic_action_without_a_period_gets_the_default() {
+    let s = setup();
+    let (rsc, b) = alarm_action(&s, "p", 2, json!({}));
+    assert_eq!(rsc, 2001, "{b}");
+    set_mni(&s, "sensor", 20);
+    assert!(poll(WAIT, || (alarm_labels(&s) == json!(["p"])).then_some(())).is_some());
+    update(
+        s.cse.url(),
+        "/cse-in/app/alarm",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["reset"] } }),
+    );
+    set_mni(&s, "sensor", 21);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(alarm_labels(&s), json!(["reset"]), "not twice in 10 s");
+    // An action switched to periodic by an UPDATE is accepted as well.
+    let (rsc, b) = alarm_action(&s, "q", 1, json!({}));
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/sensor/q",
+        &s.ae,
+        json!({ "m2m:actr": { "evm": 2 } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
 }
 
 #[test]
@@ -219,11 +260,6 @@ fn an_action_never_has_more_rights_than_its_creator() {
 fn bad_input_gets_its_status_code() {
     let s = setup();
     assert_eq!(
-        alarm_action(&s, "p", 2, json!({})).0,
-        4000,
-        "periodic without a period"
-    );
-    assert_eq!(
         alarm_action(&s, "p", 2, json!({ "ecp": 10 })).0,
         4000,
         "a period of 10 ms"
@@ -238,6 +274,27 @@ fn bad_input_gets_its_status_code() {
         4000,
         "ecp with once"
     );
+    // Ordering operators compare numbers or strings; a list, a boolean or an object is no
+    // threshold for them, whatever the attribute.
+    for optr in 3..=6 {
+        for thld in [json!(["x"]), json!(true), json!({ "a": 1 })] {
+            let (rsc, b) = alarm_action(
+                &s,
+                "o",
+                1,
+                json!({ "evc": { "optr": optr, "sbjt": "lbl", "thld": thld } }),
+            );
+            assert_eq!(rsc, 4000, "optr {optr} with {thld}: {b}");
+        }
+    }
+    let (rsc, b) = alarm_action(
+        &s,
+        "o",
+        1,
+        json!({ "evc": { "optr": 1, "sbjt": "lbl", "thld": ["x"] } }),
+    );
+    assert_eq!(rsc, 2001, "equality takes a list: {b}");
+    assert_eq!(delete(s.cse.url(), "/cse-in/app/sensor/o", &s.ae).0, 2002);
     assert_eq!(
         alarm_action(
             &s,

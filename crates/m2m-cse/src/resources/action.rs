@@ -12,9 +12,11 @@
 //! - `evm` 0 (off) never runs; 1 (once) runs once and turns itself off; 2 (periodic) runs when
 //!   the criteria are met, at most once per period `ecp` (an xs:duration: milliseconds, or
 //!   ISO 8601; 100 ms at least), the first time they are met in it; 3 (continuous) runs every
-//!   time the criteria are met. `ecp` only with 2 or 3, and needed by 2.
+//!   time the criteria are met. `ecp` only with 2 or 3; 2 without it runs at most every 10 s.
+//!   The ordering operators (`optr` 3 to 6) take a number or a string threshold (4000).
 //! - `dep` lists `<dependency>` children: a met one with `sfc` (sufficient) true is enough, else
-//!   all must be met. A dependency compares an attribute of its `rri` resource like `evc`.
+//!   all must be met; a deleted dependency leaves the list. A dependency compares an attribute
+//!   of its `rri` resource like `evc`.
 
 use super::{Call, Pending, Prepared};
 use crate::association::Peer;
@@ -81,6 +83,31 @@ impl super::Behaviour for Action {
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
         cse.actions.forget(res.ri());
     }
+
+    /// A deleted `<dependency>` leaves `dep`: the list names only dependencies that exist.
+    fn child_deleted(
+        &self,
+        cse: &Cse,
+        w: &crate::store::Writer<'_>,
+        res: &Resource,
+        child: &Resource,
+    ) -> M2mResult<()> {
+        if child.ty != ResourceType::Dependency {
+            return Ok(());
+        }
+        let deps = string_list(res.attrs.get("dep"));
+        let kept: Vec<Value> = deps
+            .iter()
+            .filter(|d| !crate::resolve::names(cse, d, child))
+            .map(|d| Value::String(d.clone()))
+            .collect();
+        if kept.len() == deps.len() {
+            return Ok(());
+        }
+        let mut action = res.clone();
+        action.attrs.insert("dep".into(), Value::Array(kept));
+        w.update(&action)
+    }
 }
 
 /// The checks of an action as it would be stored (CREATE, or the result of an UPDATE).
@@ -99,7 +126,7 @@ async fn check_action(
     let evm = attrs.get("evm").and_then(Value::as_u64).unwrap_or(OFF);
     if evm == PERIODIC && period(attrs).is_none() {
         return Err(M2mError::bad_request(
-            "periodic evaluation needs its period (ecp): a duration of 100 ms at least",
+            "the period of a periodic evaluation (ecp) is a duration of 100 ms at least",
         ));
     }
     if attrs.contains_key("ecp") && matches!(evm, OFF | ONCE) {
@@ -180,6 +207,14 @@ fn check_criteria(res: &Resource, evc: &Value) -> M2mResult<()> {
     let Some(thld) = evc.get("thld") else {
         return Ok(());
     };
+    // greaterThan, lessThan and their OrEqual order numbers and strings, not lists or booleans.
+    if matches!(evc.get("optr").and_then(Value::as_u64), Some(3..=6))
+        && !(thld.is_number() || thld.is_string())
+    {
+        return Err(M2mError::bad_request(
+            "evc.optr 3 to 6 compare a number or a string threshold",
+        ));
+    }
     match m2m_core::schema::attribute(res.ty, sbjt).map(|s| s.kind) {
         Some(m2m_core::schema::Kind::Any) | None => {
             // An attribute the CSE sets (a counter...): the kind of its current value.
@@ -302,12 +337,18 @@ fn meets(evc: &Value, value: Option<&Value>) -> bool {
     }
 }
 
-/// The period of a periodic action (`ecp`): 100 ms at least.
+/// The period of a periodic action without `ecp`: the CSE's choice (TS-0001 leaves it to local
+/// policy), that of other CSEs.
+const DEFAULT_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The period of a periodic action (`ecp`, 100 ms at least; else the default), `None` when `ecp`
+/// is not such a duration.
 fn period(attrs: &Map<String, Value>) -> Option<std::time::Duration> {
-    attrs
-        .get("ecp")
-        .and_then(m2m_core::time::parse_duration)
-        .filter(|d| *d >= std::time::Duration::from_millis(100))
+    match attrs.get("ecp") {
+        None => Some(DEFAULT_PERIOD),
+        Some(ecp) => m2m_core::time::parse_duration(ecp)
+            .filter(|d| *d >= std::time::Duration::from_millis(100)),
+    }
 }
 
 /// The actions by the resourceID of their subject (rebuilt from the store at start).
