@@ -749,7 +749,22 @@ fn a_notification_schedule_gates_notifications() {
         18,
         json!({ "m2m:sch": { "se": { "sce": ["* 0-5 2 * * * *"] }, "nco": true } }),
     );
+    assert_eq!(rsc, 5001, "no Underlying Network to coordinate with: {b}");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/n",
+        "CAdmin",
+        18,
+        json!({ "m2m:sch": { "rn": "s", "se": { "sce": ["* 0-5 2 * * * *"] }, "nco": false } }),
+    );
     assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = update(
+        u,
+        "/cse-in/n/s",
+        "CAdmin",
+        json!({ "m2m:sch": { "nco": true } }),
+    );
+    assert_eq!(rsc, 5001, "{b}");
 }
 
 /// pendingNotification (TS-0001 table 9.6.8-2): events missed outside the notification schedule

@@ -11,7 +11,9 @@
 //! - Under the CSEBase or a `<node>` it is stored and served; the CSE does not hold requests back
 //!   by it (the reachability of entities is theirs to announce).
 //! - `nco` (networkCoordinated) belongs to a schedule under a `<node>`: elsewhere 4102
-//!   CONTENTS_UNACCEPTABLE (clause 7.4.9.2.1).
+//!   CONTENTS_UNACCEPTABLE (clause 7.4.9.2.1). True asks the IN-CSE to coordinate the schedule
+//!   with an Underlying Network (TS-0001 table 9.6.9-2), which this CSE has no interface to:
+//!   5001 NOT_IMPLEMENTED rather than a promise it would not keep; false is stored.
 
 use super::{Behaviour, Call, Pending, Prepared};
 use crate::cse::Cse;
@@ -112,6 +114,12 @@ fn check(parent: ResourceType, attrs: &Map<String, Value>) -> M2mResult<()> {
         return Err(M2mError::new(
             Rsc::ContentsUnacceptable,
             "networkCoordinated is for a schedule of a <node> only",
+        ));
+    }
+    if attrs.get("nco") == Some(&Value::Bool(true)) {
+        return Err(M2mError::new(
+            Rsc::NotImplemented,
+            "schedule coordination with an Underlying Network is not supported",
         ));
     }
     Ok(())
