@@ -849,9 +849,10 @@ static TSI_ATTRS: &[AttrSpec] = &[
     LOC_WO,
 ];
 
-/// `<pollingChannel>`: TS-0004 clause 7.4.21 (table 7.4.21.1-2), TS-0001 clause 9.6.21. Only the
-/// universal and common attributes; its `pcu` child is virtual.
-static PCH_ATTRS: &[AttrSpec] = &[RN, TY, RI, PI, CT, LT, ET, LBL];
+/// `<pollingChannel>`: TS-0004 clause 7.4.21 (table 7.4.21.1-2), TS-0001 clause 9.6.21: the
+/// universal and common attributes and Release 4's requestAggregation `rqag`; its `pcu` child is
+/// virtual.
+static PCH_ATTRS: &[AttrSpec] = &[RN, TY, RI, PI, CT, LT, ET, LBL, rw("rqag", Kind::Bool)];
 
 /// `<node>`: TS-0004 clause 7.4.18 (table 7.4.18.1-3), TS-0001 clause 9.6.18. `rms` and `nid`
 /// are the CSE's (RO); `hael` is kept by the CSE as AEs name the node in their `nl`.

@@ -434,6 +434,9 @@ pub struct HttpSection {
     /// Allow the plain-HTTP listener on a non-loopback address (no security association: only
     /// for networks that are protected otherwise).
     pub allow_insecure: bool,
+    /// Serve the Upper Tester interface of conformance testing (TS-0019, `POST /__ut__`): only
+    /// on a trusted listener on loopback (`upper_tester`).
+    pub upper_tester: bool,
 }
 
 /// Multicast group fan-out (TS-0001 clause 10.2.7.13, TS-0008 Annex B) over IPv4, protected with
@@ -587,6 +590,9 @@ pub struct StorageSection {
     /// Directory for the resource database.
     pub path: PathBuf,
     pub sync: SyncMode,
+    /// The audit trail (security events chained by hash); default `<path>/audit.log`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_trail: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -618,6 +624,8 @@ pub struct LimitsSection {
     pub discovery_budget_ms: u64,
     /// Expiration given to resources created without `et`, in seconds.
     pub default_expiration_secs: u64,
+    /// The latest expirationTime a request may ask for, in seconds from now (later: brought back).
+    pub max_expiration_secs: u64,
     /// Timeout for requests this CSE sends (notifications, retargeting, fan-out), in milliseconds.
     pub outgoing_timeout_ms: u64,
     /// Largest number of members of a group.
@@ -656,6 +664,7 @@ impl Default for HttpSection {
             // The embedded defaults serve the README's curl session on loopback.
             originators: crate::association::PlainTrust::Trusted,
             allow_insecure: false,
+            upper_tester: false,
         }
     }
 }
@@ -665,6 +674,7 @@ impl Default for StorageSection {
         Self {
             path: PathBuf::from("./m2m-data"),
             sync: SyncMode::Normal,
+            audit_trail: None,
         }
     }
 }
@@ -675,6 +685,7 @@ impl Default for LimitsSection {
             max_discovery_results: 10_000,
             discovery_budget_ms: 1_000,
             default_expiration_secs: 10 * 365 * 24 * 3600,
+            max_expiration_secs: 10 * 365 * 24 * 3600,
             outgoing_timeout_ms: 5_000,
             max_group_members: 10_000,
             max_connections: 16_384,
@@ -925,6 +936,15 @@ impl Config {
             idle_timeout_ms: l.idle_timeout_ms,
             shutdown_grace_ms: l.shutdown_grace_ms,
         }
+    }
+
+    /// Where the audit trail is written (`storage.audit_trail`, else `audit.log` beside the
+    /// resource database).
+    pub fn audit_trail_path(&self) -> PathBuf {
+        self.storage
+            .audit_trail
+            .clone()
+            .unwrap_or_else(|| self.storage.path.join("audit.log"))
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {

@@ -63,6 +63,8 @@ pub struct Cse {
     pub(crate) geofence_events: crate::resources::location_policy::PendingEvents,
     /// The armed <timeSyncBeacon>s.
     pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
+    /// What the Upper Tester interface changed (conformance testing only).
+    pub(crate) testing: crate::upper_tester::Overrides,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
     pub(crate) searches: crate::search_threads::SearchThreads,
     public_url: RwLock<String>,
@@ -172,6 +174,7 @@ impl Cse {
             actions: Default::default(),
             geofence_events: Default::default(),
             beacons: Default::default(),
+            testing: Default::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,

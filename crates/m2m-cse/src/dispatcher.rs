@@ -24,6 +24,23 @@ pub(crate) fn content_of(req: &Request, ty: ResourceType) -> M2mResult<Map<Strin
     schema::inner_content(ty, pc).cloned()
 }
 
+/// An expirationTime later than the policy allows (`limits.max_expiration_secs` from now) is
+/// brought back to it: TS-0001 clause 10.1.1.1 c), the Receiver assigns a value it supports, and
+/// the answer shows it. The default may be later than the maximum; it is bounded too.
+fn bound_expiration(cse: &Cse, attrs: &mut Map<String, Value>) {
+    let Some(Ok(asked)) = attrs
+        .get("et")
+        .and_then(Value::as_str)
+        .map(m2m_core::time::parse)
+    else {
+        return;
+    };
+    let max = cse.now() + chrono::Duration::seconds(cse.cfg.limits.max_expiration_secs as i64);
+    if asked > max {
+        attrs.insert("et".into(), json!(m2m_core::time::format(max)));
+    }
+}
+
 /// An expirationTime brought earlier than a child's is refused (TS-0004 clause 7.3.3.4): the
 /// child would expire with the parent, before its own time.
 fn refuse_outlived(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M2mResult<()> {
@@ -136,6 +153,7 @@ pub(crate) fn assemble(
             cse.now() + chrono::Duration::seconds(cse.cfg.limits.default_expiration_secs as i64);
         attrs.insert("et".into(), json!(m2m_core::time::format(et)));
     }
+    bound_expiration(cse, &mut attrs);
     // A child expires with its parent at the latest: a later expirationTime, asked for or the
     // default, is brought back to the parent's (TS-0004 clause 7.3.3.3), and the answer shows it.
     if let Some(parent_et) = parent.et() {
@@ -520,8 +538,9 @@ pub async fn update(
     // Types never updated refuse before their content is even read (4005, not 4000).
     schema::updatable(res.ty)?;
     refuse_another_type(&req, &res)?;
-    let content = content_of(&req, res.ty)?;
+    let mut content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
+    bound_expiration(cse, &mut content);
     crate::access::check_access_attributes(cse, &content)?;
     let behaviour = resources::behaviour(res.ty);
     let call = Call {

@@ -51,6 +51,9 @@ async fn handle(
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
+    if let Some(resp) = upper_tester(&cse, &peer, &parts) {
+        return Ok(resp);
+    }
     let rqi = http_binding::request_identifier(&parts.headers);
     let ser = http_binding::response_serialization(&parts.headers);
     let max = cse.config().http.max_body_bytes;
@@ -84,6 +87,36 @@ async fn handle(
         }
     };
     Ok(to_hyper(resp, ser))
+}
+
+/// `POST /__ut__` with `X-M2M-UTCMD` when the interface is on and the request came over the
+/// trusted plain listener (`crate::upper_tester`); anything else is an ordinary request.
+fn upper_tester(
+    cse: &Cse,
+    peer: &Peer,
+    parts: &http::request::Parts,
+) -> Option<hyper::Response<Full<Bytes>>> {
+    let path = parts.uri.path().trim_end_matches('/');
+    if path != crate::upper_tester::PATH
+        || parts.method != hyper::Method::POST
+        || !cse.config().http.upper_tester
+        || peer.association.is_some()
+        || peer.plain != PlainTrust::Trusted
+    {
+        return None;
+    }
+    let cmd = parts.headers.get("x-m2m-utcmd")?.to_str().ok()?;
+    let (status, rsc, answer) = match crate::upper_tester::run(cse, cmd) {
+        Ok(answer) => (200, "2000", answer),
+        Err(refused) => (400, "4000", refused.0),
+    };
+    let mut resp = hyper::Response::builder()
+        .status(status)
+        .header("x-m2m-rsc", rsc);
+    if !answer.is_empty() {
+        resp = resp.header("x-m2m-utrsp", answer);
+    }
+    resp.body(Full::new(Bytes::new())).ok()
 }
 
 fn to_hyper(resp: Response, ser: Serialization) -> hyper::Response<Full<Bytes>> {

@@ -31,6 +31,7 @@ mod resources;
 mod routing;
 pub(crate) mod search_threads;
 pub(crate) mod store;
+pub(crate) mod upper_tester;
 mod validity;
 
 pub use config::{Config, Role};
@@ -180,6 +181,17 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
                 "refusing plain HTTP on {listen}: requests there have no security association; use [tls], \
                  listen on loopback, or set http.allow_insecure = true"
             );
+        }
+        // The test interface reconfigures the CSE: only where every caller is the admin already.
+        if cfg.http.upper_tester
+            && (!loopback || cfg.http.originators != association::PlainTrust::Trusted)
+        {
+            anyhow::bail!(
+                "http.upper_tester needs the plain listener on loopback with originators = \"trusted\""
+            );
+        }
+        if cfg.http.upper_tester {
+            tracing::warn!(target: "audit", "the Upper Tester interface (POST {}) is on: for conformance testing only", upper_tester::PATH);
         }
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -1158,7 +1158,11 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResu
     // An AE that polls is reached through its channel, not its pointOfAccess (TS-0004 clause
     // 7.3.3.9.1).
     if let Some(pch) = crate::resources::polling_channel::channel_of(cse, ae)? {
-        return cse.polling.deliver(&pch, req).await;
+        let wait = cse
+            .testing
+            .poll_wait()
+            .unwrap_or(crate::resources::polling_channel::DEFAULT_DELIVERY_WAIT);
+        return cse.polling.deliver(&pch, req, wait).await;
     }
     // requestReachability false: the AE said it cannot be reached (TS-0001 table 9.6.5-3).
     if ae.attrs.get("rr") == Some(&Value::Bool(false)) {

@@ -844,3 +844,62 @@ fn a_child_never_outlives_its_parent() {
     );
     assert_eq!(rsc, 2004, "{b}");
 }
+
+/// An expirationTime beyond the CSE's maximum (`limits.max_expiration_secs`) is brought back to
+/// it at CREATE and at UPDATE, and the answer shows the value set (TS-0001 clause 10.1.1.1 c);
+/// an earlier one is kept as asked.
+#[test]
+fn an_expiration_time_beyond_the_maximum_is_brought_back() {
+    let cse = CseProcess::start_temp("[limits]\nmax_expiration_secs = 3600\n");
+    let u = cse.url();
+    let latest = || chrono::Utc::now() + chrono::Duration::seconds(3600);
+    let et_of = |b: &Value| {
+        let et = b["m2m:cnt"]["et"].as_str().expect("et").to_owned();
+        chrono::NaiveDateTime::parse_from_str(&et, "%Y%m%dT%H%M%S")
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(&et, "%Y%m%dT%H%M%S,%f"))
+            .expect("m2m:timestamp")
+            .and_utc()
+    };
+    let (rsc, b) = create(
+        u,
+        "/cse-in",
+        ADMIN,
+        3,
+        json!({ "m2m:cnt": { "rn": "far", "et": "88881231T235959" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert!(et_of(&b) <= latest(), "{b}");
+    // The default (10 years) is bounded as well.
+    let (rsc, b) = create(
+        u,
+        "/cse-in",
+        ADMIN,
+        3,
+        json!({ "m2m:cnt": { "rn": "dflt" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert!(et_of(&b) <= latest(), "{b}");
+    let (rsc, b) = update(
+        u,
+        "/cse-in/far",
+        ADMIN,
+        json!({ "m2m:cnt": { "et": "99991231T235959" } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert!(et_of(&b) <= latest(), "{b}");
+    let (_, stored) = retrieve(u, "/cse-in/far", ADMIN);
+    assert!(et_of(&stored) <= latest(), "{stored}");
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(600);
+    let asked = soon.format("%Y%m%dT%H%M%S").to_string();
+    let (rsc, b) = update(
+        u,
+        "/cse-in/far",
+        ADMIN,
+        json!({ "m2m:cnt": { "et": asked } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert!(
+        (et_of(&b) - soon).num_seconds().abs() <= 1,
+        "kept as asked: {b}"
+    );
+}

@@ -64,6 +64,16 @@ fn a_synchronous_non_blocking_request_is_acknowledged_then_done() {
     assert_eq!(req["rs"], json!(1), "completed: {req}");
     assert_eq!(req["ors"]["rsc"], json!(2001), "{req}");
     assert_eq!(req["ors"]["pc"]["m2m:cin"]["con"], json!("later"), "{req}");
+    // The result says whom it is from and for; the <request> was modified when it completed.
+    assert_eq!(
+        (req["ors"]["fr"].clone(), req["ors"]["to"].clone()),
+        (json!("/id-in"), json!(ae)),
+        "{req}"
+    );
+    assert!(
+        req["lt"].as_str() > req["ct"].as_str(),
+        "lastModifiedTime moves at completion: {req}"
+    );
     let (_, la) = retrieve(cse.url(), "/cse-in/app/c/la", &ae);
     assert_eq!(
         la["m2m:cin"]["con"],
@@ -294,6 +304,8 @@ fn the_result_persists_as_long_as_asked() {
         .expect("the <request>'s ID")
         .to_owned();
     let req = settled(&cse, &ae, &ri);
+    // The metaInformation keeps rp, as the absolute time it stands for: the <request>'s end.
+    assert_eq!(req["mi"]["rp"], req["et"], "{req}");
     let et = req["et"].as_str().expect("et").to_owned();
     let (_, cnt) = retrieve(cse.url(), "/cse-in/app/c", &ae);
     let ct = cnt["m2m:cnt"]["ct"].as_str().expect("ct").to_owned();

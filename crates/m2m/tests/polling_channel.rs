@@ -215,6 +215,66 @@ fn a_request_for_the_polling_ae_gets_the_answer_it_gave() {
     assert_eq!(rsc, 4004, "an answer nobody waits for");
 }
 
+/// requestAggregation (`rqag`, Release 4): one poll hands out every queued request as the list
+/// `m2m:agrp`; each sender still gets the answer given to its own request.
+#[test]
+fn an_aggregating_channel_hands_out_every_queued_request_at_once() {
+    let s = setup();
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/poller/pch",
+        &s.poller,
+        json!({ "m2m:pch": { "rqag": true } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(b["m2m:pch"]["rqag"], json!(true), "{b}");
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/poller/pch",
+        &s.poller,
+        json!({ "m2m:pch": { "rqag": "yes" } }),
+    );
+    assert_eq!(rsc, 4000, "rqag is a boolean");
+    let senders: Vec<_> = (1..=3)
+        .map(|n| {
+            let base = s.cse.url().to_owned();
+            let publisher = s.publisher.clone();
+            std::thread::spawn(move || {
+                with_ret(
+                    "POST",
+                    &base,
+                    "/cse-in/poller",
+                    &publisher,
+                    8000,
+                    Some(&json!({ "m2m:sgn": { "sur": format!("/id-in/sub{n}"), "nev": { "net": 1 } } })),
+                )
+            })
+        })
+        .collect();
+    // Wait until all three are queued, then take them in one poll.
+    std::thread::sleep(Duration::from_millis(800));
+    let r = long_poll(&s, &s.poller, 3000);
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    let agrp = r.body["m2m:agrp"].as_array().expect("m2m:agrp").clone();
+    assert_eq!(agrp.len(), 3, "{:?}", r.body);
+    for rqp in &agrp {
+        let rqi = rqp["rqi"].as_str().expect("rqi");
+        let sur = rqp["pc"]["m2m:sgn"]["sur"].as_str().expect("sur");
+        let (rsc, b) = answer(&s, rqi, 2000, Some(json!({ "m2m:dbg": sur })));
+        assert_eq!(rsc, 2000, "{b}");
+    }
+    for (n, sender) in senders.into_iter().enumerate() {
+        let got = sender.join().expect("sender thread");
+        assert_eq!(got.rsc, 2000, "{:?}", got.body);
+        assert_eq!(
+            got.body,
+            json!({ "m2m:dbg": format!("/id-in/sub{}", n + 1) })
+        );
+    }
+    // Nothing left: the next poll waits and times out.
+    assert_eq!(long_poll(&s, &s.poller, 300).rsc, 4008);
+}
+
 #[test]
 fn polls_and_requests_without_an_answer_time_out_with_4008() {
     let s = setup();

@@ -60,11 +60,22 @@ const DOCS: &[Doc] = &[
         "Allow the plain listener on a non-loopback address, where every host that reaches it talks without a\n\
          security association: only for a network protected otherwise.",
     ),
+    Key(
+        "http.upper_tester",
+        "Serve the Upper Tester interface of conformance testing (TS-0019, POST /__ut__): a test suite\n\
+         shortens lifetimes and waits through it. Only with a loopback listener and originators =\n\
+         \"trusted\" (the CSE refuses to start otherwise); for conformance testing, never in production.",
+    ),
     Table("storage", "Where the resources are kept (SQLite)."),
     Key("storage.path", "Directory of the resource database."),
     Key(
         "storage.sync",
         "\"normal\": an acknowledged write survives a crash of the process; \"full\": also a power loss (fsync per commit).",
+    ),
+    Key(
+        "storage.audit_trail",
+        "The audit trail: every security event, each entry chained by hash to the one before\n\
+         (`m2m audit verify`, `m2m audit show`). Default: audit.log in the storage directory.",
     ),
     Table(
         "registrar",
@@ -96,6 +107,11 @@ const DOCS: &[Doc] = &[
     Key(
         "limits.default_expiration_secs",
         "The expirationTime of a resource created without one, in seconds.",
+    ),
+    Key(
+        "limits.max_expiration_secs",
+        "The latest expirationTime a request may ask for, in seconds from now: a later one is\n\
+         brought back to it (TS-0001 clause 10.1.1.1), and the answer shows the value set.",
     ),
     Key(
         "limits.outgoing_timeout_ms",
@@ -411,6 +427,7 @@ const HEX_PLACEHOLDER: &str = "<64 hex digits>";
 fn example() -> Config {
     let mut c = Config::default();
     c.cse.in_cse_id = Some("/id-in".into());
+    c.storage.audit_trail = Some("m2m-data/audit.log".into());
     c.http.public_url = Some("https://cse.m2m.example.com:8443".into());
     c.registrar = Some(RegistrarSection {
         cse_id: "/id-in".into(),

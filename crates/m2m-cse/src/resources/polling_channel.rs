@@ -8,7 +8,9 @@
 //! - A request for that entity (a notification to its AE-ID) is queued in the channel instead of
 //!   being sent to its pointOfAccess (TS-0004 clause 7.3.3.9.1); the sender waits.
 //! - A RETRIEVE of `pcu` hands out the oldest queued request as `m2m:rqp`, or waits for one until
-//!   the poll's Request Expiration Timestamp (default [`DEFAULT_POLL_WAIT`]), then 4008.
+//!   the poll's Request Expiration Timestamp (default [`DEFAULT_POLL_WAIT`]), then 4008. With
+//!   requestAggregation (`rqag`, Release 4) true, it hands out every queued request at once, as
+//!   the list `m2m:agrp` of request primitives; each is answered on its own.
 //! - The entity answers with a NOTIFY to `pcu` carrying `m2m:rsp`; the response goes, by its
 //!   Request Identifier, to the sender still waiting (clause 7.4.22.2.5).
 //! - A queued request that gets no answer before its own Request Expiration Timestamp (default
@@ -122,9 +124,15 @@ impl Channels {
         }
     }
 
-    /// Queues `req` for the entity polling `pch` and waits for its answer.
-    pub async fn deliver(&self, pch: &Resource, req: Request) -> M2mResult<Response> {
-        let deadline = deadline_of(&req, DEFAULT_DELIVERY_WAIT);
+    /// Queues `req` for the entity polling `pch` and waits for its answer (until its Request
+    /// Expiration Timestamp, else `wait`).
+    pub async fn deliver(
+        &self,
+        pch: &Resource,
+        req: Request,
+        wait: Duration,
+    ) -> M2mResult<Response> {
+        let deadline = deadline_of(&req, wait);
         let rqi = req.rqi.clone();
         let rx = {
             let mut channels = self.lock();
@@ -161,14 +169,22 @@ impl Channels {
         }
     }
 
-    /// A long poll: the oldest queued request, or the first to arrive before `deadline`.
-    async fn poll(&self, cse: &Cse, pch: &Resource, deadline: DateTime<Utc>) -> M2mResult<Request> {
+    /// A long poll: the oldest queued request (all of them with `all`), or the first to arrive
+    /// before `deadline`.
+    async fn poll(
+        &self,
+        cse: &Cse,
+        pch: &Resource,
+        deadline: DateTime<Utc>,
+        all: bool,
+    ) -> M2mResult<Vec<Request>> {
         loop {
             let arrived = {
                 let mut channels = self.lock();
                 let ch = channels.entry(pch.ri().to_owned()).or_default();
-                if let Some(req) = ch.queue.pop_front() {
-                    return Ok(req);
+                if !ch.queue.is_empty() {
+                    let n = if all { ch.queue.len() } else { 1 };
+                    return Ok(ch.queue.drain(..n).collect());
                 }
                 Arc::clone(&ch.arrived)
             };
@@ -234,11 +250,14 @@ fn until(deadline: DateTime<Utc>) -> Duration {
 pub async fn serve_pcu(cse: &Arc<Cse>, req: Request, pch: Resource) -> M2mResult<Response> {
     match req.op {
         Operation::Retrieve => {
-            let polled = cse
-                .polling
-                .poll(cse, &pch, deadline_of(&req, DEFAULT_POLL_WAIT))
-                .await?;
-            let pc = json!({ "m2m:rqp": polled.to_json() });
+            let aggregate = pch.attrs.get("rqag") == Some(&Value::Bool(true));
+            let deadline = deadline_of(&req, cse.testing.poll_wait().unwrap_or(DEFAULT_POLL_WAIT));
+            let polled = cse.polling.poll(cse, &pch, deadline, aggregate).await?;
+            let pc = if aggregate {
+                json!({ "m2m:agrp": polled.iter().map(Request::to_json).collect::<Vec<_>>() })
+            } else {
+                json!({ "m2m:rqp": polled.first().map(Request::to_json) })
+            };
             Ok(Response::new(Rsc::Ok, &req.rqi, Some(pc)))
         }
         Operation::Notify => {

@@ -158,7 +158,7 @@ async fn store_request(cse: &Arc<Cse>, req: &Request) -> M2mResult<Resource> {
         .flatten()
         .filter_map(|t| m2m_core::time::parse(t).ok())
         .max()
-        .unwrap_or(now + DEFAULT_LIFETIME);
+        .unwrap_or(now + cse.testing.request_lifetime().unwrap_or(DEFAULT_LIFETIME));
     if expires > now + MAX_LIFETIME {
         return Err(M2mError::bad_request(
             "the request's expiration lies too far ahead for its <request>",
@@ -171,6 +171,7 @@ async fn store_request(cse: &Arc<Cse>, req: &Request) -> M2mResult<Resource> {
         ("rqet", &req.rqet),
         ("rset", &req.rset),
         ("oet", &req.oet),
+        ("rp", &req.rp),
         ("rvi", &req.rvi),
         ("vsi", &req.vsi),
     ] {
@@ -218,13 +219,18 @@ async fn carry_out(cse: Arc<Cse>, mut req: Request, peer: Peer, ri: String) {
     let targets = std::mem::take(&mut req.rtu);
     let originator = req.from.clone();
     req.rt = ResponseType::Blocking;
-    let resp = cse.handle(req, peer).await;
+    let mut resp = cse.handle(req, peer).await;
+    // The result travels on its own (a NOTIFY, a RETRIEVE of the <request>): it says whom it is
+    // from and for.
+    resp.from = Some(cse.id.cse_id.sp_relative());
+    resp.to.clone_from(&originator);
     let status = if resp.rsc.is_success() {
         COMPLETED
     } else {
         FAILED
     };
     let ors = resp.to_rsp_json();
+    let now = cse.now_ts();
     let id = ri.clone();
     let ors2 = ors.clone();
     let stored = cse
@@ -235,6 +241,7 @@ async fn carry_out(cse: Arc<Cse>, mut req: Request, peer: Peer, ri: String) {
             };
             r.attrs.insert("rs".into(), json!(status));
             r.attrs.insert("ors".into(), ors2);
+            r.attrs.insert("lt".into(), json!(now));
             w.update(&r)
         })
         .await;

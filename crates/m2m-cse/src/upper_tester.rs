@@ -1,0 +1,135 @@
+//! The Upper Tester interface of conformance testing (TS-0019): a test system drives the CSE
+//! under test through `POST /__ut__` with an `X-M2M-UTCMD` header, and reads the answer in
+//! `X-M2M-UTRSP`. Off by default; `http.upper_tester = true` serves it on the plain listener only
+//! when that listener is on loopback and trusted (every local process is the admin there anyway),
+//! so it never widens what a remote peer can do.
+//!
+//! Commands (case-insensitive):
+//! - `Status`: `RUNNING`.
+//! - `GetConfig <key>`: `cse.type` (IN, MN, ASN), `cse.cseID`, `cse.resourceName`, `cse.spID`,
+//!   `cse.security.enableDynamicAuthorization` (false: not implemented here).
+//! - `enableShortResourceExpiration <s>`: `<request>` resources live `<s>` seconds unless the
+//!   request asks otherwise (instead of 60); answers `<check interval>,<max expiration>` in
+//!   seconds (expired resources are swept every second, whatever the command says).
+//!   `disableShortResourceExpiration` restores the default.
+//! - `enableShortRequestExpiration <s>`: a poll of a `<pollingChannel>` and a request waiting in
+//!   one wait `<s>` seconds when they name no Request Expiration Timestamp (instead of 10);
+//!   `disableShortRequestExpiration` restores the default.
+//! - `testCaseStart <name>`, `testCaseEnd <name>`: a log line.
+//!
+//! Anything else, or a command without its argument, is answered 400 with `X-M2M-RSC: 4000`.
+
+use crate::cse::Cse;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The request path of the interface.
+pub const PATH: &str = "/__ut__";
+
+/// The longest lifetime or wait a command may set: one hour, so that a typo cannot park the
+/// CSE's pollers for days.
+const MAX_SECS: u64 = 3600;
+
+/// What the commands changed (0: the built-in default).
+#[derive(Default)]
+pub struct Overrides {
+    request_lifetime_secs: AtomicU64,
+    poll_wait_secs: AtomicU64,
+}
+
+impl Overrides {
+    /// The lifetime of a `<request>` whose request names none, when a test shortened it.
+    pub fn request_lifetime(&self) -> Option<chrono::Duration> {
+        match self.request_lifetime_secs.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(chrono::Duration::seconds(s as i64)),
+        }
+    }
+
+    /// How long a poll, or a request for a polling entity, waits without a Request Expiration
+    /// Timestamp, when a test shortened it.
+    pub fn poll_wait(&self) -> Option<Duration> {
+        match self.poll_wait_secs.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+}
+
+/// A refused command: its reason, for `X-M2M-UTRSP`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+/// Runs one command line; the answer (possibly empty) goes to `X-M2M-UTRSP`.
+pub fn run(cse: &Cse, line: &str) -> Result<String, Refused> {
+    let (cmd, arg) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+    let arg = arg.trim();
+    let overrides = &cse.testing;
+    match cmd.to_ascii_lowercase().as_str() {
+        "status" => Ok("RUNNING".into()),
+        "getconfig" => config_value(cse, arg),
+        "enableshortresourceexpiration" => {
+            let s = seconds(arg)?;
+            overrides.request_lifetime_secs.store(s, Ordering::Relaxed);
+            tracing::info!(target: "audit", seconds = s, "upper tester: <request> lifetime shortened");
+            Ok(format!("1,{}", cse.cfg.limits.max_expiration_secs))
+        }
+        "disableshortresourceexpiration" => {
+            overrides.request_lifetime_secs.store(0, Ordering::Relaxed);
+            Ok(String::new())
+        }
+        "enableshortrequestexpiration" => {
+            let s = seconds(arg)?;
+            overrides.poll_wait_secs.store(s, Ordering::Relaxed);
+            tracing::info!(target: "audit", seconds = s, "upper tester: polling waits shortened");
+            Ok(s.to_string())
+        }
+        "disableshortrequestexpiration" => {
+            overrides.poll_wait_secs.store(0, Ordering::Relaxed);
+            Ok(String::new())
+        }
+        "testcasestart" | "testcaseend" => {
+            tracing::info!(command = cmd, case = arg, "upper tester");
+            Ok(String::new())
+        }
+        _ => Err(Refused("unknown upper tester command".into())),
+    }
+}
+
+/// A whole number of seconds, 1 to [`MAX_SECS`] (fractions are rounded up: a test asking for
+/// 2.5 s waits 3, never 0).
+fn seconds(arg: &str) -> Result<u64, Refused> {
+    let refused = || Refused(format!("expects a number of seconds, 1 to {MAX_SECS}"));
+    let v: f64 = arg.parse().map_err(|_| refused())?;
+    if !v.is_finite() || v <= 0.0 || v > MAX_SECS as f64 {
+        return Err(refused());
+    }
+    Ok(v.ceil() as u64)
+}
+
+fn config_value(cse: &Cse, key: &str) -> Result<String, Refused> {
+    let id = &cse.id;
+    Ok(match key {
+        "cse.type" => format!("{:?}", id.role),
+        "cse.cseID" => id.cse_id.sp_relative(),
+        "cse.resourceName" => id.rn.clone(),
+        "cse.spID" => id.sp_id.to_string().trim_start_matches('/').to_owned(),
+        "cse.security.enableDynamicAuthorization" => "false".into(),
+        _ => return Err(Refused("unknown configuration key".into())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_bounded_and_rounded_up() {
+        assert_eq!(seconds("2"), Ok(2));
+        assert_eq!(seconds("2.5"), Ok(3));
+        assert_eq!(seconds("0.1"), Ok(1));
+        for bad in ["", "0", "-1", "x", "NaN", "inf", "3601", "1e9"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
+}
