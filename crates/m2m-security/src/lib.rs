@@ -7,6 +7,8 @@
 
 pub mod access_control;
 pub mod association;
+/// The tamper-evident audit trail: security events chained by hash (seeds/002).
+pub mod audit_trail;
 /// Certificates in the TS-0003 clause 10.1 profile and the identity they carry (clause 8.2.2.2).
 pub mod certificates;
 pub mod credentials;

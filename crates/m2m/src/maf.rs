@@ -29,6 +29,7 @@ pub async fn run(args: MafArgs) -> anyhow::Result<()> {
     }
     let path = args.config.context("--config is required")?;
     let cfg = MafConfig::from_file(&path).map_err(anyhow::Error::msg)?;
+    crate::init_logging_with_trail(&cfg.storage.join("audit.log"), "maf")?;
     let maf = RunningMaf::start(cfg, system_clock())
         .await
         .map_err(anyhow::Error::msg)

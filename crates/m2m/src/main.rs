@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod ae;
 mod ae_config;
 mod association;
+mod audit;
 mod bench;
 mod bench_coap;
 mod bench_e2e;
@@ -86,6 +87,8 @@ enum Command {
     /// Benchmark a CSE: contentInstance create, latest retrieve and discovery under keep-alive
     /// load, after an optional fill (N or CxN contentInstances).
     Bench(bench::BenchArgs),
+    /// Read a CSE's audit trail: verify its hash chain, show its entries by event, field or time.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -109,6 +112,32 @@ fn init_logging() {
         .init();
 }
 
+/// Logging to stderr as `M2M_LOG` says, and every `audit` event, whatever its level, to the
+/// audit trail at `trail` as well.
+pub(crate) fn init_logging_with_trail(
+    trail: &std::path::Path,
+    service: &str,
+) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("M2M_LOG").unwrap_or_else(|_| "info".into());
+    let audit =
+        audit::layer(trail, service)?.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() == "audit"
+        }));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(audit)
+        .init();
+    Ok(())
+}
+
 fn main() {
     // Errors end the process with their chain of causes, never a backtrace.
     if let Err(e) = run(Cli::parse()) {
@@ -124,11 +153,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", m2m_cse::Config::default_text()?);
                 return Ok(());
             }
-            init_logging();
             let cfg = match &args.config {
                 Some(p) => m2m_cse::Config::load(p)?,
                 None => m2m_cse::Config::default(),
             };
+            init_logging_with_trail(&cfg.audit_trail_path(), "cse")?;
             runtime()?.block_on(run_cse(cfg))
         }
         Command::Demo(args) => {
@@ -148,18 +177,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
+        Command::Audit(args) => {
+            let code = audit::run(args)?;
+            std::process::exit(code);
+        }
         Command::Keys(args) => keys::run(args),
         Command::BenchTls(args) => runtime()?.block_on(bench_tls::run(args)),
         Command::BenchCoap(args) => runtime()?.block_on(bench_coap::run(args)),
         Command::BenchMaf(args) => runtime()?.block_on(bench_maf::run(args)),
         Command::BenchE2e(args) => bench_e2e::run(args),
         Command::Pki(args) => pki::run(args),
-        Command::Maf(args) => {
-            if !args.print_default_config {
-                init_logging();
-            }
-            runtime()?.block_on(maf::run(args))
-        }
+        // Logging starts once their configuration says where the audit trail is.
+        Command::Maf(args) => runtime()?.block_on(maf::run(args)),
         Command::Ttp(args) => {
             let code = runtime()?.block_on(ttp::run(*args))?;
             std::process::exit(code);
@@ -168,12 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let code = runtime()?.block_on(e2e::run(args))?;
             std::process::exit(code);
         }
-        Command::Mef(args) => {
-            if !args.print_default_config {
-                init_logging();
-            }
-            runtime()?.block_on(mef::run(args))
-        }
+        Command::Mef(args) => runtime()?.block_on(mef::run(args)),
     }
 }
 
