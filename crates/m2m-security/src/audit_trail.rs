@@ -8,14 +8,18 @@
 //! for the first), and `<hash>` is the lower-case hex SHA-256 of the exact bytes of `<body>`. No
 //! canonical form is needed: the verifier hashes the bytes it reads.
 //!
-//! What a chain cannot show by itself is entries cut off at the end (the remaining chain is
-//! intact): [`verify`] reports the head (last `seq` and hash), which an operator records elsewhere
-//! (a ticket, a remote log) to detect that too.
+//! The chain has no key: someone who may write the file can rewrite an entry and every hash after
+//! it, or cut entries off the end, and the rest still verifies. [`verify`] reports the head (last
+//! `seq` and hash); recorded somewhere the host cannot write (a ticket, a remote log) and checked
+//! later (`m2m audit verify --expect SEQ:HASH`), it shows both: the recorded entry must still be
+//! there with the same hash.
 //!
-//! A crash may leave an incomplete last line. On opening, the [`Appender`] ends it and writes a
-//! recovery entry chained to the last complete entry; [`verify`] accepts a line that is not an
-//! entry only at the very end or right before such a recovery entry (it vouches for nothing, and
-//! the chain around it still shows anything removed).
+//! A crash may leave an incomplete last line (every entry is one write, its newline included, so
+//! a crash never leaves a whole line that is no entry). On opening, the [`Appender`] ends it and
+//! writes a recovery entry chained to the last complete entry and naming the fragment's length and
+//! hash; [`verify`] accepts a line that is not an entry only without its newline at the very end,
+//! or right before the recovery entry that names it. A whole last line that is no entry (a changed
+//! last entry) makes the Appender refuse to open the trail rather than write over it.
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -114,19 +118,35 @@ fn parse_line(line: &str, number: usize) -> Result<Entry, String> {
 
 /// Reads a trail, calling `each` for every entry in order, and checks the chain: every hash, every
 /// link, every seq. Stops at the first break.
+///
+/// A line that is not an entry is accepted in two places only: right before a recovery entry
+/// (the Appender found it incomplete after a crash), and as a last line without its newline (a
+/// write in progress, or a crash before the next start), which is then not counted.
 pub fn verify(reader: impl Read, mut each: impl FnMut(&Entry)) -> Result<Head, Broken> {
+    let mut reader = BufReader::new(reader);
     let mut prev = GENESIS.to_owned();
-    let mut seq = 0;
-    let mut entries = 0;
-    // An incomplete line (a crash) is accepted only if a recovery entry naming it follows.
-    let mut torn: Option<usize> = None;
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
-        let number = i + 1;
-        let line = line.map_err(|e| Broken {
-            line: number,
+    let (mut seq, mut entries, mut number) = (0u64, 0u64, 0usize);
+    let mut torn: Option<(usize, Vec<u8>)> = None;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(|e| Broken {
+            line: number + 1,
             reason: format!("cannot read: {e}"),
         })?;
-        let entry = match parse_line(&line, number) {
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        if buf.last() != Some(&b'\n') {
+            // The unterminated end: nothing the chain vouches for.
+            break;
+        }
+        buf.pop();
+        let parsed = std::str::from_utf8(&buf)
+            .map_err(|_| "not an entry (not UTF-8)".to_owned())
+            .and_then(|line| parse_line(line, number));
+        let entry = match parsed {
             Ok(e) => e,
             Err(reason) => {
                 if torn.is_some() {
@@ -135,16 +155,17 @@ pub fn verify(reader: impl Read, mut each: impl FnMut(&Entry)) -> Result<Head, B
                         reason,
                     });
                 }
-                torn = Some(number);
+                torn = Some((number, buf.clone()));
                 continue;
             }
         };
-        if let Some(t) = torn.take() {
-            if entry.event != RECOVERED {
-                return Err(Broken {
-                    line: t,
-                    reason: "not an entry, and no recovery entry follows it".into(),
-                });
+        if let Some((t, fragment)) = torn.take() {
+            // The recovery entry names the fragment it follows: its length and hash.
+            let names_it = entry.event == RECOVERED
+                && entry.fields.get("torn_sha256").and_then(Value::as_str)
+                    == Some(digest(&fragment).as_str());
+            if !names_it {
+                return Err(not_recovered(t));
             }
         }
         if entry.prev != prev {
@@ -154,7 +175,7 @@ pub fn verify(reader: impl Read, mut each: impl FnMut(&Entry)) -> Result<Head, B
                     .into(),
             });
         }
-        if entry.seq != seq + 1 {
+        if Some(entry.seq) != seq.checked_add(1) {
             return Err(Broken {
                 line: number,
                 reason: format!("seq {} follows seq {seq}", entry.seq),
@@ -165,8 +186,9 @@ pub fn verify(reader: impl Read, mut each: impl FnMut(&Entry)) -> Result<Head, B
         seq = entry.seq;
         entries += 1;
     }
-    // A last line left incomplete (a writer in the middle of a write, or a crash before the next
-    // start) holds nothing the chain vouches for, and hides nothing: it is no break.
+    if let Some((t, _)) = torn {
+        return Err(not_recovered(t));
+    }
     Ok(Head {
         entries,
         seq,
@@ -174,7 +196,15 @@ pub fn verify(reader: impl Read, mut each: impl FnMut(&Entry)) -> Result<Head, B
     })
 }
 
-/// Appends entries to a trail file, keeping the chain across restarts.
+fn not_recovered(line: usize) -> Broken {
+    Broken {
+        line,
+        reason: "not an entry, and no recovery entry follows it".into(),
+    }
+}
+
+/// Appends entries to a trail file, keeping the chain across restarts. Holds an exclusive lock
+/// on the file while it lives: a second process on the same trail would fork the chain.
 pub struct Appender {
     file: File,
     seq: u64,
@@ -189,37 +219,80 @@ impl std::fmt::Debug for Appender {
     }
 }
 
+/// How the trail ends, as [`Appender::open`] finds it.
+enum End {
+    /// Empty, or a complete entry last.
+    Clean,
+    /// A complete entry without its newline, chained to the entry before: only the newline is
+    /// missing.
+    Unterminated(Entry),
+    /// The start of a line that a crash cut off (no newline): its bytes.
+    Torn(Vec<u8>),
+}
+
 impl Appender {
-    /// Opens (creates 0600) the trail and finds its last entry. The existing chain is not
-    /// verified here (that is `verify`'s job and may take long); only its end is read. An
-    /// incomplete last line is ended and a recovery entry written after it.
+    /// Opens (creates 0600) the trail, locks it, and finds its last entry. The existing chain is
+    /// not verified here (that is `verify`'s job and may take long); only its end is read. An
+    /// incomplete last line is ended and a recovery entry written after it. A trail whose last
+    /// MiB holds no entry is refused: it needs the operator's eyes, not a new chain.
     pub fn open(path: &Path) -> Result<Self, String> {
-        crate::data_files::private_file(path)?;
+        if let Some(t) = crate::data_files::private_file(path)? {
+            // Loose permissions found and narrowed: worth an entry of its own below.
+            eprintln!("audit trail: {t}");
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(path)
             .map_err(|e| format!("cannot open the audit trail {}: {e}", path.display()))?;
-        let (last, incomplete) = tail(&mut file)
+        file.try_lock().map_err(|_| {
+            format!(
+                "the audit trail {} is in use by another process",
+                path.display()
+            )
+        })?;
+        let (last, end) = tail(&mut file)
             .map_err(|e| format!("cannot read the audit trail {}: {e}", path.display()))?;
         let (seq, prev) = match &last {
             Some(e) => (e.seq, e.hash.clone()),
             None => (0, GENESIS.to_owned()),
         };
         let mut appender = Self { file, seq, prev };
-        if incomplete {
-            appender
-                .file
-                .write_all(b"\n")
-                .map_err(|e| format!("cannot write the audit trail: {e}"))?;
-            appender.append(RECOVERED, Map::new())?;
+        match end {
+            End::Clean => {}
+            End::Unterminated(entry) => {
+                appender.write_all(b"\n")?;
+                appender.seq = entry.seq;
+                appender.prev = entry.hash;
+            }
+            End::Torn(fragment) => {
+                // The fragment stays in the file; the recovery entry vouches for exactly it.
+                let mut fields = Map::new();
+                fields.insert("torn_bytes".into(), json!(fragment.len()));
+                fields.insert("torn_sha256".into(), json!(digest(&fragment)));
+                appender.append_after("\n", RECOVERED, fields)?;
+            }
         }
         Ok(appender)
     }
 
     /// Appends one entry (one write of one whole line) and returns its seq.
     pub fn append(&mut self, event: &str, fields: Map<String, Value>) -> Result<u64, String> {
-        let seq = self.seq + 1;
+        self.append_after("", event, fields)
+    }
+
+    /// Appends `prefix` and one entry in a single write; a write that fails is undone, so that the
+    /// trail never holds half a line followed by more entries.
+    fn append_after(
+        &mut self,
+        prefix: &str,
+        event: &str,
+        fields: Map<String, Value>,
+    ) -> Result<u64, String> {
+        let seq = self
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| "the audit trail is full (seq)".to_owned())?;
         let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let body = serde_json::to_string(&json!({
             "seq": seq,
@@ -230,13 +303,21 @@ impl Appender {
         }))
         .map_err(|e| format!("cannot write an audit entry: {e}"))?;
         let hash = digest(body.as_bytes());
-        let line = format!("{hash} {body}\n");
-        self.file
-            .write_all(line.as_bytes())
-            .map_err(|e| format!("cannot write the audit trail: {e}"))?;
+        self.write_all(format!("{prefix}{hash} {body}\n").as_bytes())?;
         self.seq = seq;
         self.prev = hash;
         Ok(seq)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let before = self.file.metadata().map(|m| m.len()).ok();
+        self.file.write_all(bytes).map_err(|e| {
+            if let Some(len) = before {
+                // Best effort: a full disk may refuse this too; the next open then recovers.
+                let _ = self.file.set_len(len);
+            }
+            format!("cannot write the audit trail: {e}")
+        })
     }
 
     /// Forces the entries written so far to the disk.
@@ -247,23 +328,53 @@ impl Appender {
     }
 }
 
-/// The last complete entry, and whether the trail ends in an incomplete line (no newline, or a
-/// last line that is not an entry), reading only the last 1 MiB.
-fn tail(file: &mut File) -> std::io::Result<(Option<Entry>, bool)> {
-    let len = file.seek(SeekFrom::End(0))?;
+/// The last complete entry, and how the trail ends, reading only the last 1 MiB (entries are far
+/// smaller: the callers bound their fields).
+fn tail(file: &mut File) -> Result<(Option<Entry>, End), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
     if len == 0 {
-        return Ok((None, false));
+        return Ok((None, End::Clean));
     }
-    file.seek(SeekFrom::Start(len.saturating_sub(1 << 20)))?;
-    let mut text = Vec::new();
-    file.read_to_end(&mut text)?;
-    let text = String::from_utf8_lossy(&text);
-    let mut lines: Vec<&str> = text.split('\n').collect();
+    file.seek(SeekFrom::Start(len.saturating_sub(1 << 20)))
+        .map_err(io)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    file.seek(SeekFrom::End(0)).map_err(io)?;
+    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
     // After the last newline: empty when the trail ends cleanly.
     let partial = lines.pop().unwrap_or_default();
-    let last_is_entry = lines.last().is_some_and(|l| parse_line(l, 0).is_ok());
-    let last = lines.iter().rev().find_map(|l| parse_line(l, 0).ok());
-    Ok((last, !partial.is_empty() || !last_is_entry))
+    let entry = |l: &[u8]| {
+        std::str::from_utf8(l)
+            .ok()
+            .and_then(|l| parse_line(l, 0).ok())
+    };
+    let last = lines.iter().rev().find_map(|l| entry(l));
+    if last.is_none() && !lines.is_empty() {
+        return Err(
+            "no entry in its last MiB: check it with `m2m audit verify` and move it aside".into(),
+        );
+    }
+    if !partial.is_empty() {
+        if let Some(e) = entry(partial) {
+            let chained = match &last {
+                Some(l) => e.prev == l.hash,
+                None => e.prev == GENESIS,
+            };
+            if chained {
+                return Ok((last, End::Unterminated(e)));
+            }
+        }
+        return Ok((last, End::Torn(partial.to_vec())));
+    }
+    // A whole line (with its newline) that is no entry is never left by a crash: every entry is
+    // one write, newline included. Someone changed the last entry; do not write over that.
+    if lines.last().is_some_and(|l| entry(l).is_none()) {
+        return Err(
+            "its last line is not an entry (changed?): check it with `m2m audit verify`".into(),
+        );
+    }
+    Ok((last, End::Clean))
 }
 
 #[cfg(test)]
@@ -370,5 +481,64 @@ mod tests {
         // Garbage inserted in the middle, with no recovery entry after it, is a break.
         rewrite(&path, |l| l.insert(1, "garbage".into()));
         assert!(check(&path).is_err());
+    }
+
+    #[test]
+    fn a_changed_last_entry_is_a_break_not_a_torn_line() {
+        let (_d, path) = trail(3);
+        rewrite(&path, |l| {
+            let last = l.len() - 1;
+            l[last] = l[last].replace("\"C2\"", "\"C9\"");
+        });
+        assert_eq!(check(&path).unwrap_err().line, 3);
+        // A start does not write over it: the Appender refuses (no crash leaves a whole line
+        // that is no entry), and the change stays found.
+        assert!(Appender::open(&path).unwrap_err().contains("not an entry"));
+        assert!(check(&path).is_err());
+    }
+
+    #[test]
+    fn an_entry_without_its_newline_is_completed_and_odd_bytes_are_no_panic() {
+        let (_d, path) = trail(2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.trim_end_matches('\n')).unwrap();
+        assert_eq!(
+            check(&path).unwrap().seq,
+            1,
+            "the unterminated entry is not counted"
+        );
+        let mut a = Appender::open(&path).unwrap();
+        a.append("x", Map::new()).unwrap();
+        drop(a);
+        let mut events = Vec::new();
+        let head = verify(File::open(&path).unwrap(), |e| events.push(e.event.clone())).unwrap();
+        assert_eq!(head.seq, 3);
+        assert!(!events.iter().any(|e| e == RECOVERED), "{events:?}");
+        // A fragment cut inside a multi-byte character.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[b'a', 0xE2, 0x82]).unwrap();
+        drop(f);
+        assert_eq!(check(&path).unwrap().seq, 3);
+        drop(Appender::open(&path).unwrap());
+        assert_eq!(check(&path).unwrap().seq, 4, "the recovery entry");
+    }
+
+    #[test]
+    fn one_writer_at_a_time() {
+        let (_d, path) = trail(1);
+        let first = Appender::open(&path).unwrap();
+        let second = Appender::open(&path).unwrap_err();
+        assert!(second.contains("in use"), "{second}");
+        drop(first);
+        assert!(Appender::open(&path).is_ok());
+    }
+
+    #[test]
+    fn a_trail_without_any_entry_at_its_end_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, "not an entry\nnor this\n").unwrap();
+        crate::data_files::private_file(&path).unwrap();
+        assert!(Appender::open(&path).unwrap_err().contains("no entry"));
     }
 }

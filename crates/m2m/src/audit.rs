@@ -24,6 +24,10 @@ const QUEUE: usize = 16 * 1024;
 /// The target of audit events.
 const TARGET: &str = "audit";
 
+/// A field's text at most, in bytes: some reasons quote what a peer sent (an error text, an
+/// identity), and an entry must stay small (the Appender reads only the trail's last MiB).
+const FIELD_MAX: usize = 1024;
+
 /// One event for the trail.
 struct Record {
     event: String,
@@ -131,6 +135,10 @@ impl Visit for Fields {
 
 impl Fields {
     fn put(&mut self, field: &Field, value: Value) {
+        let value = match value {
+            Value::String(s) if s.len() > FIELD_MAX => Value::String(shortened(s)),
+            other => other,
+        };
         if field.name() == "message" {
             self.message = Some(match value {
                 Value::String(s) => s,
@@ -140,6 +148,17 @@ impl Fields {
             self.fields.insert(field.name().to_owned(), value);
         }
     }
+}
+
+/// `s` cut to [`FIELD_MAX`] bytes at a character boundary, marked as cut.
+fn shortened(mut s: String) -> String {
+    let mut end = FIELD_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str("...(cut)");
+    s
 }
 
 #[derive(clap::Args)]
@@ -152,7 +171,7 @@ pub struct AuditArgs {
 enum AuditCommand {
     /// Check the whole chain: every entry's hash and its link to the one before. Prints the head
     /// (last seq and hash) to record elsewhere; exits 2 at the first break, naming its line.
-    Verify(TrailArgs),
+    Verify(VerifyArgs),
     /// Print the entries (verified on the way) that match every filter given.
     Show(ShowArgs),
 }
@@ -166,6 +185,16 @@ struct TrailArgs {
     /// `storage.path`).
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    trail: TrailArgs,
+    /// A head recorded earlier, SEQ:HASH: that entry must still be in the trail with that hash
+    /// (a trail rewritten from an entry on, or cut off, no longer has it).
+    #[arg(long, value_name = "SEQ:HASH")]
+    expect: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -202,11 +231,35 @@ impl TrailArgs {
 /// `m2m audit`: returns the exit code (0 intact, 2 broken).
 pub fn run(args: AuditArgs) -> anyhow::Result<i32> {
     match args.command {
-        AuditCommand::Verify(t) => {
-            let path = t.path()?;
+        AuditCommand::Verify(v) => {
+            let path = v.trail.path()?;
+            let expect = v
+                .expect
+                .as_deref()
+                .map(|e| {
+                    e.split_once(':')
+                        .and_then(|(seq, hash)| Some((seq.parse::<u64>().ok()?, hash.to_owned())))
+                        .context("--expect: SEQ:HASH, as `verify` printed them")
+                })
+                .transpose()?;
             let file = std::fs::File::open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            match audit_trail::verify(file, |_| {}) {
+            let mut found = None;
+            let result = audit_trail::verify(file, |e| {
+                if expect.as_ref().is_some_and(|(seq, _)| *seq == e.seq) {
+                    found = Some(e.hash.clone());
+                }
+            });
+            if let (Ok(_), Some((seq, hash))) = (&result, &expect) {
+                if found.as_ref() != Some(hash) {
+                    println!(
+                        "{}: chain BROKEN: entry {seq} no longer has the recorded hash {hash} (the trail was rewritten or cut off)",
+                        path.display()
+                    );
+                    return Ok(2);
+                }
+            }
+            match result {
                 Ok(head) => {
                     println!(
                         "{}: {} entries, chain intact; head: seq {} hash {}",

@@ -218,8 +218,55 @@ fn a_tampered_trail_is_detected() {
     let out = m2m_command(&["audit", "show", "--file", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN"));
-    std::fs::write(&path, original).unwrap();
-    assert_eq!(verify(&path).0, 0);
+    std::fs::write(&path, &original).unwrap();
+    let (code, out) = verify(&path);
+    assert_eq!(code, 0, "{out}");
+
+    // Someone who rewrites the chain from that entry on (the chain has no key) passes a plain
+    // verify, but not a head recorded before: that entry no longer has its hash.
+    let head = out
+        .split("head: seq ")
+        .nth(1)
+        .and_then(|h| h.split_once(" hash "))
+        .map(|(seq, hash)| format!("{seq}:{}", hash.trim()))
+        .expect("the head");
+    let mut forged = owned();
+    let mut prev = String::new();
+    for (i, line) in forged.iter_mut().enumerate() {
+        let (_, body) = line.split_once(' ').unwrap();
+        let mut v: Value = serde_json::from_str(body).unwrap();
+        if i == denied {
+            v["fields"]["originator"] = json!("Cnobody");
+        }
+        if i > denied {
+            v["prev"] = json!(prev);
+        }
+        let body = v.to_string();
+        prev = sha256_hex(body.as_bytes());
+        *line = format!("{prev} {body}");
+    }
+    write(&forged);
+    assert_eq!(verify(&path).0, 0, "a rewritten chain is a chain");
+    let out = m2m_command(&[
+        "audit",
+        "verify",
+        "--file",
+        path.to_str().unwrap(),
+        "--expect",
+        &head,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{head}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no longer has the recorded hash"));
+    std::fs::write(&path, &original).unwrap();
+    let out = m2m_command(&[
+        "audit",
+        "verify",
+        "--file",
+        path.to_str().unwrap(),
+        "--expect",
+        &head,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
 }
 
 /// The chain goes on across restarts: the second process links its first entry to the last one
