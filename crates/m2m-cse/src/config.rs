@@ -757,6 +757,23 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.identity()?;
+        // Timestamps are computed from these: a thousand years is more than any resource needs,
+        // and far from where the arithmetic would overflow.
+        const MILLENNIUM_SECS: u64 = 1000 * 366 * 24 * 3600;
+        for (name, secs) in [
+            (
+                "limits.default_expiration_secs",
+                self.limits.default_expiration_secs,
+            ),
+            (
+                "limits.max_expiration_secs",
+                self.limits.max_expiration_secs,
+            ),
+        ] {
+            if secs == 0 || secs > MILLENNIUM_SECS {
+                anyhow::bail!("{name}: 1 to {MILLENNIUM_SECS} seconds");
+            }
+        }
         for (i, rule) in self.registration.rules.iter().enumerate() {
             rule.validate()
                 .map_err(|e| anyhow::anyhow!("registration.rules[{i}]: {e}"))?;

@@ -102,21 +102,32 @@ fn upper_tester(
         || !cse.config().http.upper_tester
         || peer.association.is_some()
         || peer.plain != PlainTrust::Trusted
+        || !parts
+            .headers
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(crate::upper_tester::is_loopback_host)
     {
         return None;
     }
-    let cmd = parts.headers.get("x-m2m-utcmd")?.to_str().ok()?;
-    let (status, rsc, answer) = match crate::upper_tester::run(cse, cmd) {
-        Ok(answer) => (200, "2000", answer),
-        Err(refused) => (400, "4000", refused.0),
+    let cmd = parts.headers.get("x-m2m-utcmd")?;
+    // From here on the interface answers, whatever happens: a command is never also taken for
+    // an ordinary request.
+    let (status, rsc, answer) = match cmd.to_str().map(|c| crate::upper_tester::run(cse, c)) {
+        Ok(Ok(answer)) => (200, "2000", answer),
+        Ok(Err(refused)) => (400, "4000", refused.0),
+        Err(_) => (400, "4000", "the command is not text".to_owned()),
     };
-    let mut resp = hyper::Response::builder()
-        .status(status)
-        .header("x-m2m-rsc", rsc);
-    if !answer.is_empty() {
-        resp = resp.header("x-m2m-utrsp", answer);
+    let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    resp.headers_mut()
+        .insert("x-m2m-rsc", hyper::header::HeaderValue::from_static(rsc));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&answer) {
+        if !answer.is_empty() {
+            resp.headers_mut().insert("x-m2m-utrsp", v);
+        }
     }
-    resp.body(Full::new(Bytes::new())).ok()
+    Some(resp)
 }
 
 fn to_hyper(resp: Response, ser: Serialization) -> hyper::Response<Full<Bytes>> {

@@ -8,12 +8,13 @@
 //! - `Status`: `RUNNING`.
 //! - `GetConfig <key>`: `cse.type` (IN, MN, ASN), `cse.cseID`, `cse.resourceName`, `cse.spID`,
 //!   `cse.security.enableDynamicAuthorization` (false: not implemented here).
-//! - `enableShortResourceExpiration <s>`: `<request>` resources live `<s>` seconds unless the
-//!   request asks otherwise (instead of 60); answers `<check interval>,<max expiration>` in
+//! - `enableShortResourceExpiration <s>` (1 to 60): `<request>` resources live `<s>` seconds
+//!   unless the request asks otherwise (instead of 60); answers `<check interval>,<max expiration>` in
 //!   seconds (expired resources are swept every second, whatever the command says).
 //!   `disableShortResourceExpiration` restores the default.
-//! - `enableShortRequestExpiration <s>`: a poll of a `<pollingChannel>` and a request waiting in
-//!   one wait `<s>` seconds when they name no Request Expiration Timestamp (instead of 10);
+//! - `enableShortRequestExpiration <s>` (1 to 10): a poll of a `<pollingChannel>` and a request
+//!   waiting in one wait `<s>` seconds when they name no Request Expiration Timestamp (instead of
+//!   10);
 //!   `disableShortRequestExpiration` restores the default.
 //! - `testCaseStart <name>`, `testCaseEnd <name>`: a log line.
 //!
@@ -26,9 +27,12 @@ use std::time::Duration;
 /// The request path of the interface.
 pub const PATH: &str = "/__ut__";
 
-/// The longest lifetime or wait a command may set: one hour, so that a typo cannot park the
-/// CSE's pollers for days.
-const MAX_SECS: u64 = 3600;
+/// The longest `<request>` lifetime a command may set: the default it shortens (60 s).
+const MAX_REQUEST_LIFETIME_SECS: u64 = 60;
+
+/// The longest poll or delivery wait a command may set: the default it shortens (10 s), so that
+/// no command makes a sender wait longer than it would anyway.
+const MAX_POLL_WAIT_SECS: u64 = 10;
 
 /// What the commands changed (0: the built-in default).
 #[derive(Default)]
@@ -56,6 +60,20 @@ impl Overrides {
     }
 }
 
+/// Whether an HTTP Host names this machine's loopback (`localhost`, `127.x.x.x`, `[::1]`, with
+/// or without a port): a page a browser loaded from elsewhere that rebinds its own name to
+/// 127.0.0.1 still sends its own name, and does not get the interface.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A refused command: its reason, for `X-M2M-UTRSP`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refused(pub String);
@@ -69,7 +87,7 @@ pub fn run(cse: &Cse, line: &str) -> Result<String, Refused> {
         "status" => Ok("RUNNING".into()),
         "getconfig" => config_value(cse, arg),
         "enableshortresourceexpiration" => {
-            let s = seconds(arg)?;
+            let s = seconds(arg, MAX_REQUEST_LIFETIME_SECS)?;
             overrides.request_lifetime_secs.store(s, Ordering::Relaxed);
             tracing::info!(target: "audit", seconds = s, "upper tester: <request> lifetime shortened");
             Ok(format!("1,{}", cse.cfg.limits.max_expiration_secs))
@@ -79,7 +97,7 @@ pub fn run(cse: &Cse, line: &str) -> Result<String, Refused> {
             Ok(String::new())
         }
         "enableshortrequestexpiration" => {
-            let s = seconds(arg)?;
+            let s = seconds(arg, MAX_POLL_WAIT_SECS)?;
             overrides.poll_wait_secs.store(s, Ordering::Relaxed);
             tracing::info!(target: "audit", seconds = s, "upper tester: polling waits shortened");
             Ok(s.to_string())
@@ -96,12 +114,12 @@ pub fn run(cse: &Cse, line: &str) -> Result<String, Refused> {
     }
 }
 
-/// A whole number of seconds, 1 to [`MAX_SECS`] (fractions are rounded up: a test asking for
-/// 2.5 s waits 3, never 0).
-fn seconds(arg: &str) -> Result<u64, Refused> {
-    let refused = || Refused(format!("expects a number of seconds, 1 to {MAX_SECS}"));
+/// A whole number of seconds, 1 to `max` (fractions are rounded up: a test asking for 2.5 s
+/// waits 3, never 0).
+fn seconds(arg: &str, max: u64) -> Result<u64, Refused> {
+    let refused = || Refused(format!("expects a number of seconds, 1 to {max}"));
     let v: f64 = arg.parse().map_err(|_| refused())?;
-    if !v.is_finite() || v <= 0.0 || v > MAX_SECS as f64 {
+    if !v.is_finite() || v <= 0.0 || v > max as f64 {
         return Err(refused());
     }
     Ok(v.ceil() as u64)
@@ -124,12 +142,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_loopback_hosts() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "[::1]:80",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:8080",
+            "localhost.evil",
+            "",
+            "[::2]:80",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn seconds_are_bounded_and_rounded_up() {
-        assert_eq!(seconds("2"), Ok(2));
-        assert_eq!(seconds("2.5"), Ok(3));
-        assert_eq!(seconds("0.1"), Ok(1));
-        for bad in ["", "0", "-1", "x", "NaN", "inf", "3601", "1e9"] {
-            assert!(seconds(bad).is_err(), "{bad}");
+        assert_eq!(seconds("2", 10), Ok(2));
+        assert_eq!(seconds("2.5", 10), Ok(3));
+        assert_eq!(seconds("0.1", 10), Ok(1));
+        assert_eq!(seconds("10", 10), Ok(10));
+        for bad in ["", "0", "-1", "x", "NaN", "inf", "10.5", "11", "1e9"] {
+            assert!(seconds(bad, 10).is_err(), "{bad}");
         }
     }
 }

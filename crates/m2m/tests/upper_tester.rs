@@ -42,6 +42,28 @@ fn status_and_configuration_are_answered() {
     }
     // Commands are case-insensitive; anything unknown, or without its argument, is refused.
     assert_eq!(ut(&cse, "status").status, 200);
+    // A page from elsewhere whose name was rebound to 127.0.0.1 sends its own Host: not served.
+    let r = raw(
+        "POST",
+        cse.url(),
+        "/__ut__",
+        &[("X-M2M-UTCMD", "Status"), ("Host", "evil.example")],
+        b"",
+    );
+    assert!(!r.headers.contains_key("x-m2m-utrsp"), "{:?}", r.body);
+    // A command that is not text is refused by the interface, not taken for a oneM2M request.
+    // (ureq refuses to send such a header: written by hand.)
+    let addr = cse.url().trim_start_matches("http://").to_owned();
+    let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut head = b"POST /__ut__ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-M2M-UTCMD: St".to_vec();
+    head.extend_from_slice(&[0xE4]);
+    head.extend_from_slice(b"tus\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut tcp, &head).expect("send");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut tcp, &mut answer);
+    let r = parse_http_response(&answer).expect("an HTTP response");
+    assert_eq!((r.status, r.rsc), (400, 4000), "{:?}", r.body);
     for bad in [
         "Reset",
         "GetConfig cse.security.secret",
@@ -49,6 +71,8 @@ fn status_and_configuration_are_answered() {
         "enableShortResourceExpiration 0",
         "enableShortRequestExpiration -3",
         "enableShortRequestExpiration 99999",
+        "enableShortRequestExpiration 11",
+        "enableShortResourceExpiration 61",
     ] {
         let r = ut(&cse, bad);
         assert_eq!((r.status, r.rsc), (400, 4000), "{bad}");
