@@ -136,17 +136,39 @@ fn a_continuous_action_waits_for_its_dependency() {
     set_mni(&s, "sensor", 22);
     assert!(poll(WAIT, || (alarm_labels(&s) == json!(["cont"])).then_some(())).is_some());
     assert_eq!(action(&s, "cont")["evm"], json!(3));
-    // A deleted dependency leaves `dep`, and the action can be updated again.
+    // A deleted dependency stays listed and is not met: the action is held (deleting a
+    // dependency never lifts the action's precondition), and it can still be updated.
     let (rsc, b) = delete(s.cse.url(), "/cse-in/app/sensor/cont/gate-set", &s.ae);
     assert_eq!(rsc, 2002, "{b}");
-    assert_eq!(action(&s, "cont")["dep"], json!([]));
     let (rsc, b) = update(
         s.cse.url(),
         "/cse-in/app/sensor/cont",
         &s.ae,
-        json!({ "m2m:actr": { "evm": 1 } }),
+        json!({ "m2m:actr": { "lbl": ["held"] } }),
     );
     assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(action(&s, "cont")["dep"], json!([dep]));
+    update(
+        s.cse.url(),
+        "/cse-in/app/alarm",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["reset"] } }),
+    );
+    set_mni(&s, "sensor", 23);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        alarm_labels(&s),
+        json!(["reset"]),
+        "held by the missing dependency"
+    );
+    // A dependency added by name must exist.
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/sensor/cont",
+        &s.ae,
+        json!({ "m2m:actr": { "dep": [dep, "cse-in/app/sensor/cont/nothing"] } }),
+    );
+    assert_eq!(rsc, 4000);
 }
 
 /// A periodic action without `ecp` gets the CSE's period (10 s): it is accepted, shows no `ecp`,

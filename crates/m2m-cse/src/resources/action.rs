@@ -15,8 +15,8 @@
 //!   time the criteria are met. `ecp` only with 2 or 3; 2 without it runs at most every 10 s.
 //!   The ordering operators (`optr` 3 to 6) take a number or a string threshold (4000).
 //! - `dep` lists `<dependency>` children: a met one with `sfc` (sufficient) true is enough, else
-//!   all must be met; a deleted dependency leaves the list. A dependency compares an attribute
-//!   of its `rri` resource like `evc`.
+//!   all must be met; one that no longer exists is not met (the action is held until `dep` is
+//!   changed). A dependency compares an attribute of its `rri` resource like `evc`.
 
 use super::{Call, Pending, Prepared};
 use crate::association::Peer;
@@ -82,31 +82,6 @@ impl super::Behaviour for Action {
 
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
         cse.actions.forget(res.ri());
-    }
-
-    /// A deleted `<dependency>` leaves `dep`: the list names only dependencies that exist.
-    fn child_deleted(
-        &self,
-        cse: &Cse,
-        w: &crate::store::Writer<'_>,
-        res: &Resource,
-        child: &Resource,
-    ) -> M2mResult<()> {
-        if child.ty != ResourceType::Dependency {
-            return Ok(());
-        }
-        let deps = string_list(res.attrs.get("dep"));
-        let kept: Vec<Value> = deps
-            .iter()
-            .filter(|d| !crate::resolve::names(cse, d, child))
-            .map(|d| Value::String(d.clone()))
-            .collect();
-        if kept.len() == deps.len() {
-            return Ok(());
-        }
-        let mut action = res.clone();
-        action.attrs.insert("dep".into(), Value::Array(kept));
-        w.update(&action)
     }
 }
 
@@ -182,7 +157,16 @@ async fn check_action(
             "the object recipient cannot be retrieved by the action's creator",
         ));
     }
+    // Entries the action already had are not checked again: a dependency deleted (or expired)
+    // since stays listed and unmet, so the action stays held (fail closed), and it does not keep
+    // the action from being updated otherwise.
+    let had = existing
+        .map(|a| string_list(a.attrs.get("dep")))
+        .unwrap_or_default();
     for dep in string_list(attrs.get("dep")) {
+        if had.contains(&dep) {
+            continue;
+        }
         let is_child = crate::resolve::local_resource(cse, &dep).is_some_and(|d| {
             d.ty == ResourceType::Dependency && existing.is_some_and(|a| d.pi() == a.ri())
         });
