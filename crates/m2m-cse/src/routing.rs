@@ -23,15 +23,20 @@ pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<(String, Option<
                     .as_ref()
                     .is_none_or(|r| CseId::parse(&r.cse_id).ok().as_ref() != Some(target));
             if is_registree {
-                if let Some(poa) = csr
+                return match csr
                     .attrs
                     .get("poa")
                     .and_then(Value::as_array)
                     .and_then(|p| p.first())
                     .and_then(Value::as_str)
                 {
-                    return Ok((poa.to_owned(), Some(target.clone())));
-                }
+                    Some(poa) => Ok((poa.to_owned(), Some(target.clone()))),
+                    // Registered, but with no address to reach it at.
+                    None => Err(M2mError::new(
+                        ResponseStatusCode::TargetNotReachable,
+                        format!("CSE {target} has no point of access"),
+                    )),
+                };
             }
         }
     }

@@ -9,8 +9,8 @@
 //!   being sent to its pointOfAccess (TS-0004 clause 7.3.3.9.1); the sender waits.
 //! - A RETRIEVE of `pcu` hands out the oldest queued request as `m2m:rqp`, or waits for one until
 //!   the poll's Request Expiration Timestamp (default [`DEFAULT_POLL_WAIT`]), then 4008. With
-//!   requestAggregation (`rqag`, Release 4) true, it hands out every queued request at once, as
-//!   the list `m2m:agrp` of request primitives; each is answered on its own.
+//!   requestAggregation (`rqag`, Release 4) true, it hands out the queued requests at once (32 at
+//!   most), as the list `m2m:agrp` of request primitives; each is answered on its own.
 //! - The entity answers with a NOTIFY to `pcu` carrying `m2m:rsp`; the response goes, by its
 //!   Request Identifier, to the sender still waiting (clause 7.4.22.2.5).
 //! - A queued request that gets no answer before its own Request Expiration Timestamp (default
@@ -40,6 +40,10 @@ pub const DEFAULT_DELIVERY_WAIT: Duration = Duration::from_secs(10);
 /// Requests queued in one channel at most; beyond, the sender gets 5103 at once instead of the
 /// CSE's memory growing for an entity that never polls.
 const QUEUE_LEN: usize = 256;
+
+/// Requests one aggregating poll hands out at most (the rest wait for the next poll): an answer
+/// of bounded size, and fewer requests at stake if it never reaches the poller.
+const AGGREGATE_MAX: usize = 32;
 
 /// The type's behaviour: one channel per parent. Its queue goes with the resource, also when
 /// the parent is deleted.
@@ -183,7 +187,11 @@ impl Channels {
                 let mut channels = self.lock();
                 let ch = channels.entry(pch.ri().to_owned()).or_default();
                 if !ch.queue.is_empty() {
-                    let n = if all { ch.queue.len() } else { 1 };
+                    let n = if all {
+                        ch.queue.len().min(AGGREGATE_MAX)
+                    } else {
+                        1
+                    };
                     return Ok(ch.queue.drain(..n).collect());
                 }
                 Arc::clone(&ch.arrived)
