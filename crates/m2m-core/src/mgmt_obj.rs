@@ -10,6 +10,9 @@ use crate::error::{M2mError, M2mResult};
 use crate::schema::{m_rw, m_wo, rw, wo, AttrSpec, Create, Kind, STR_LIST};
 use serde_json::{Map, Value};
 
+/// A check of a `<mgmtObj>`'s attributes as they would be stored.
+pub type StateRule = fn(&Map<String, Value>) -> M2mResult<()>;
+
 /// One specialization.
 #[derive(Debug)]
 pub struct MgmtSpec {
@@ -24,6 +27,12 @@ pub struct MgmtSpec {
     /// Executable attributes whose value is always true (TS-0004 Annex D): setting one to true
     /// asks the managed entity to act.
     pub always_true: &'static [&'static str],
+    /// Attributes that hold a secret (`name`, or `object/member`): the CSE stores them only
+    /// protected for their target, as a JWE (TS-0003 clause 8.5, ESData), never in the clear.
+    pub protected: &'static [&'static str],
+    /// Checks of the resource as it would be stored (the CREATE content, or the result of an
+    /// UPDATE): rules between attributes.
+    pub rule: Option<StateRule>,
     /// Executable attributes that may not both be set true in one request (TS-0004 D.x.2.2).
     pub exclusive: &'static [(&'static str, &'static str)],
     /// What the CSE sets at creation for attributes of multiplicity 1 the originator may not
@@ -137,12 +146,193 @@ static EVENT_LOG: &[AttrSpec] = &[
     rw("lgo", Kind::Bool),
 ];
 
+/// m2m:suid values (TS-0004 table 6.3.4.2.x): the security usages of a credential.
+const SUID: Kind = Kind::Enum(&[
+    10, 11, 12, 13, 14, 15, 21, 22, 23, 24, 25, 32, 33, 34, 35, 40, 41, 42, 43, 44, 45,
+]);
+
+/// A list of m2m:scheduleEntries (dataCollection's reporting and measurement schedules).
+const SCHEDULES: Kind = Kind::NonEmptyList(&Kind::Object(&crate::schema::SCHEDULE_ENTRIES));
+
+/// dataCollection (TS-0022): what a device measures and reports, into which container.
+static DATA_COLLECTION: &[AttrSpec] = &[
+    m_rw("cntp", Kind::Str),
+    rw("rpsc", SCHEDULES),
+    rw("mesc", SCHEDULES),
+    rw("meil", Kind::PosInt),
+];
+
+/// myCertFileCred (TS-0022; TS-0003 clause 8.3.8): a certificate file for the listed usages.
+static MY_CERT_FILE_CRED: &[AttrSpec] = &[
+    m_rw("suids", Kind::NonEmptyList(&SUID)),
+    m_wo("mcff", Kind::Str),
+    m_wo("mcfc", Kind::Str),
+];
+
+/// The credentials of a WiFi client: `enct` 1 none, 2 WEP, 3-5 WPA/WPA2/WPA3 Personal, 6-8
+/// Enterprise; the user name and password (Enterprise), the WEP key, the WPA passphrase.
+static WIFI_CREDENTIALS: crate::schema::ObjSpec = crate::schema::ObjSpec {
+    fields: &[
+        crate::schema::req("enct", Kind::Enum(&[1, 2, 3, 4, 5, 6, 7, 8])),
+        crate::schema::opt("unm", Kind::Str),
+        crate::schema::opt("pwd", Kind::Str),
+        crate::schema::opt("wepk", Kind::Str),
+        crate::schema::opt("wpap", Kind::Str),
+    ],
+    rule: crate::schema::ObjRule::Fields,
+};
+
+/// wificlient (TS-0022).
+static WIFI_CLIENT: &[AttrSpec] = &[
+    m_rw("ssid", Kind::Str),
+    rw("wcrds", Kind::Object(&WIFI_CREDENTIALS)),
+    rw("maca", Kind::Str),
+    rw("chanl", Kind::Str),
+    rw("cons", Kind::Enum(&[0, 1, 2, 3, 4, 5, 6])),
+    m_rw("scan", Kind::Bool),
+    rw("scanr", STR_LIST),
+    rw("ud", Kind::Bool),
+    attr_np_create("uds", ACTION),
+    rw("trdst", Kind::Bool),
+    rw("rdst", Kind::Bool),
+];
+
+/// credentials (TS-0022): a credential for a purpose; its secret and token are protected.
+static CREDENTIALS: &[AttrSpec] = &[
+    rw("pur", Kind::Str),
+    rw("crid", Kind::Str),
+    rw("crse", Kind::Str),
+    rw("crtk", Kind::Str),
+];
+
+/// SIM (TS-0022).
+static SIM: &[AttrSpec] = &[
+    rw("imsi", Kind::Str),
+    m_rw("icid", Kind::Str),
+    rw("sist", Kind::Enum(&[0, 1])),
+    rw("sity", Kind::Enum(&[0, 1, 2, 3])),
+    rw("spn", Kind::Str),
+];
+
+/// m2m:ipAddress (TS-0004 clause 6.3.5.60): `{ip4, ip6}`.
+static IP_ADDRESS: crate::schema::ObjSpec = crate::schema::ObjSpec {
+    fields: &[
+        crate::schema::opt("ip4", Kind::Ipv4),
+        crate::schema::opt("ip6", Kind::Ipv6),
+    ],
+    rule: crate::schema::ObjRule::Fields,
+};
+
+/// mobileNetwork (TS-0022).
+static MOBILE_NETWORK: &[AttrSpec] = &[
+    m_rw("cnb", Kind::Enum(&[0, 1, 2, 3, 4, 5, 6, 7])),
+    rw("rss", Kind::Integer),
+    rw("liqu", Kind::Integer),
+    rw("ipad", Kind::List(&Kind::Object(&IP_ADDRESS))),
+    rw("ripa", Kind::List(&Kind::Object(&IP_ADDRESS))),
+    rw("apna", Kind::Str),
+    rw("ceid", Kind::Integer),
+    rw("smnc", Kind::Integer),
+    rw("smcc", Kind::Integer),
+    rw("lac", Kind::Integer),
+    rw("coel", Kind::Enum(&[0, 1, 2, 3, 4])),
+];
+
+/// dataCollection: a measurement schedule or a measurement interval, not both.
+fn data_collection_rule(state: &Map<String, Value>) -> M2mResult<()> {
+    if state.contains_key("mesc") && state.contains_key("meil") {
+        return Err(M2mError::bad_request(
+            "attributes 'mesc' and 'meil': a measurement schedule or an interval, not both",
+        ));
+    }
+    Ok(())
+}
+
+/// wificlient: each credential goes with its encryption type.
+fn wifi_client_rule(state: &Map<String, Value>) -> M2mResult<()> {
+    let Some(c) = state.get("wcrds").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    let enct = c.get("enct").and_then(Value::as_u64).unwrap_or(0);
+    for (member, fits) in [
+        ("unm", (6..=8).contains(&enct)),
+        ("pwd", (6..=8).contains(&enct)),
+        ("wepk", enct == 2),
+        ("wpap", (3..=5).contains(&enct)),
+    ] {
+        if c.contains_key(member) && !fits {
+            return Err(M2mError::bad_request(format!(
+                "attribute 'wcrds.{member}': not a credential of encryption type {enct}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// myCertFileCred: a file format that carries a private key has its content protected; a file
+/// in another format may not carry a private key in the clear either.
+fn my_cert_file_rule(state: &Map<String, Value>) -> M2mResult<()> {
+    let format = state.get("mcff").and_then(Value::as_str).unwrap_or("");
+    let content = state.get("mcfc").and_then(Value::as_str).unwrap_or("");
+    let keyed = PRIVATE_KEY_FORMATS
+        .iter()
+        .any(|f| format.eq_ignore_ascii_case(f));
+    if keyed && !is_jwe(content) {
+        return Err(protected_refusal("mcfc"));
+    }
+    if !keyed && content.contains("PRIVATE KEY") {
+        return Err(protected_refusal("mcfc"));
+    }
+    Ok(())
+}
+
+/// File formats that carry a private key.
+const PRIVATE_KEY_FORMATS: &[&str] = &[
+    "application/pkcs12",
+    "application/x-pkcs12",
+    "application/pkcs8",
+    "application/pkcs8-encrypted",
+];
+
+fn protected_refusal(path: &str) -> M2mError {
+    M2mError::bad_request(format!(
+        "attribute '{path}': a secret is accepted only protected for its target (a JWE, TS-0003 clause 8.5), never in the clear"
+    ))
+}
+
+/// Whether `s` is a JWE in compact serialization (RFC 7516 clause 7.1): five base64url parts,
+/// the first a protected header naming `alg` and `enc`. The CSE cannot open it, and need not:
+/// only the target holds the key.
+pub fn is_jwe(s: &str) -> bool {
+    use base64::Engine;
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() != 5
+        || !parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        || parts[3].is_empty()
+        || parts[4].is_empty()
+    {
+        return false;
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[0])
+        .ok()
+        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+        .is_some_and(|h| {
+            h.get("alg").is_some_and(Value::is_string) && h.get("enc").is_some_and(Value::is_string)
+        })
+}
+
 /// NP at create, O at update, set by the CSE at creation (multiplicity 1).
 const fn attr_np_create(name: &'static str, kind: Kind) -> AttrSpec {
     crate::schema::attr(name, kind, Create::NotAllowed, true)
 }
 
-/// The specializations of TS-0001 Annex D clauses D.2 to D.11.
+/// The specializations of TS-0001 Annex D clauses D.2 to D.11, and of TS-0022 (device
+/// configuration) those this CSE hosts: their names and attributes as the reference CSE of the
+/// conformance suite writes them (TS-0022 is not among the texts this project holds).
 pub static SPECS: &[MgmtSpec] = &[
     MgmtSpec {
         mgd: 1001,
@@ -150,6 +340,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:fwr",
         attributes: FIRMWARE,
         always_true: &[],
+        protected: &[],
+        rule: None,
         exclusive: &[],
         defaults: &[("uds", DefaultValue::Uninitialized)],
     },
@@ -159,6 +351,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:swr",
         attributes: SOFTWARE,
         always_true: &[],
+        protected: &[],
+        rule: None,
         exclusive: &[("in", "un"), ("act", "dea")],
         defaults: &[
             ("in", DefaultValue::False),
@@ -172,6 +366,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:mem",
         attributes: MEMORY,
         always_true: &[],
+        protected: &[],
+        rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -181,6 +377,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:ani",
         attributes: AREA_NWK_INFO,
         always_true: &[],
+        protected: &[],
+        rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -190,6 +388,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:andi",
         attributes: AREA_NWK_DEVICE_INFO,
         always_true: &[],
+        protected: &[],
+        rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -199,6 +399,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:bat",
         attributes: BATTERY,
         always_true: &[],
+        protected: &[],
+        rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -208,6 +410,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:dvi",
         attributes: DEVICE_INFO,
         always_true: &[],
+        protected: &[],
+        rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -217,6 +421,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:dvc",
         attributes: DEVICE_CAPABILITY,
         always_true: &["ena", "dis"],
+        protected: &[],
+        rule: None,
         exclusive: &[("ena", "dis")],
         defaults: &[],
     },
@@ -226,6 +432,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:rbo",
         attributes: REBOOT,
         always_true: &["rbo", "far"],
+        protected: &[],
+        rule: None,
         exclusive: &[("rbo", "far")],
         defaults: &[],
     },
@@ -235,7 +443,78 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "m2m:evl",
         attributes: EVENT_LOG,
         always_true: &["lga", "lgo"],
+        protected: &[],
+        rule: None,
         exclusive: &[("lga", "lgo")],
+        defaults: &[],
+    },
+    MgmtSpec {
+        mgd: 1021,
+        name: "dataCollection",
+        root: "dcfg:datc",
+        attributes: DATA_COLLECTION,
+        protected: &[],
+        rule: Some(data_collection_rule),
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[],
+    },
+    MgmtSpec {
+        mgd: 1023,
+        name: "myCertFileCred",
+        root: "dcfg:nycfc",
+        attributes: MY_CERT_FILE_CRED,
+        protected: &[],
+        rule: Some(my_cert_file_rule),
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[],
+    },
+    MgmtSpec {
+        mgd: 1028,
+        name: "wificlient",
+        root: "dcfg:wific",
+        attributes: WIFI_CLIENT,
+        protected: &["wcrds/pwd", "wcrds/wepk", "wcrds/wpap"],
+        rule: Some(wifi_client_rule),
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[
+            ("ud", DefaultValue::False),
+            ("uds", DefaultValue::Uninitialized),
+        ],
+    },
+    MgmtSpec {
+        mgd: 1029,
+        name: "credentials",
+        root: "dcfg:crds",
+        attributes: CREDENTIALS,
+        protected: &["crse", "crtk"],
+        rule: None,
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[],
+    },
+    MgmtSpec {
+        mgd: 1030,
+        name: "SIM",
+        root: "dcfg:sim",
+        attributes: SIM,
+        protected: &[],
+        rule: None,
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[],
+    },
+    MgmtSpec {
+        mgd: 1031,
+        name: "mobileNetwork",
+        root: "dcfg:mnwk",
+        attributes: MOBILE_NETWORK,
+        protected: &[],
+        rule: None,
+        always_true: &[],
+        exclusive: &[],
         defaults: &[],
     },
 ];
@@ -250,10 +529,10 @@ pub fn by_root(root: &str) -> Option<&'static MgmtSpec> {
     SPECS.iter().find(|s| s.root == root)
 }
 
-/// mgmtDefinition values of TS-0004 table 6.3.4.2.22-1 (0 and 1001-1026): the ones not in
-/// [`SPECS`] are specified but not hosted here.
+/// mgmtDefinition values of TS-0004 table 6.3.4.2.22-1 (0 and 1001-1026) and TS-0022 (up to
+/// 1031): the ones not in [`SPECS`] are specified but not hosted here.
 fn is_specified(mgd: u64) -> bool {
-    mgd == 0 || (1001..=1026).contains(&mgd)
+    mgd == 0 || (1001..=1031).contains(&mgd)
 }
 
 /// The content of a CREATE or UPDATE of a `<mgmtObj>`: a single specialization object; an unknown
@@ -316,6 +595,24 @@ impl MgmtSpec {
     pub fn check_update(&self, content: &Map<String, Value>) -> M2mResult<()> {
         self.check_attributes(content, false)?;
         self.check_exclusive(content)
+    }
+
+    /// Checks the resource as it would be stored (the CREATE content, or the stored attributes
+    /// with an UPDATE applied): the rules between its attributes, and that every secret is
+    /// protected for its target.
+    pub fn check_state(&self, state: &Map<String, Value>) -> M2mResult<()> {
+        for path in self.protected {
+            let value = match path.split_once('/') {
+                Some((obj, member)) => state.get(obj).and_then(|o| o.get(member)),
+                None => state.get(*path),
+            };
+            if let Some(v) = value.filter(|v| !v.is_null()) {
+                if !v.as_str().is_some_and(is_jwe) {
+                    return Err(protected_refusal(&path.replace('/', ".")));
+                }
+            }
+        }
+        self.rule.map_or(Ok(()), |rule| rule(state))
     }
 
     fn check_attributes(&self, content: &Map<String, Value>, create: bool) -> M2mResult<()> {
@@ -381,6 +678,32 @@ mod tests {
             }
             assert_eq!(by_root(a.root).map(|s| s.mgd), Some(a.mgd));
         }
+    }
+
+    #[test]
+    fn protected_means_a_compact_jwe() {
+        let h = "eyJhbGciOiJFQ0RILUVTIiwiZW5jIjoiQTI1NkdDTSJ9"; // {"alg":"ECDH-ES","enc":"A256GCM"}
+        assert!(is_jwe(&format!("{h}..aXY.Y3Q.dGFn")));
+        assert!(is_jwe(&format!("{h}.a2V5.aXY.Y3Q.dGFn")));
+        for bad in [
+            "plain text".to_owned(),
+            format!("{h}.aXY.Y3Q.dGFn"),
+            format!("{h}..aXY..dGFn"),
+            format!("{h}..aXY.Y3Q."),
+            format!("{h}..aX+.Y3Q.dGFn"),
+            "eyJhbGciOiJub25lIn0..aXY.Y3Q.dGFn".to_owned(), // {"alg":"none"}: no enc
+            "e30..aXY.Y3Q.dGFn".to_owned(),
+        ] {
+            assert!(!is_jwe(&bad), "{bad}");
+        }
+        let crds = by_mgd(1029).unwrap();
+        assert!(crds.check_state(&obj(json!({ "crse": "secret" }))).is_err());
+        crds.check_state(&obj(json!({ "crse": format!("{h}..aXY.Y3Q.dGFn") })))
+            .unwrap();
+        let wific = by_mgd(1028).unwrap();
+        assert!(wific
+            .check_state(&obj(json!({ "wcrds": { "enct": 8, "pwd": "secret" } })))
+            .is_err());
     }
 
     #[test]

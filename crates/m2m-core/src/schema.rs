@@ -168,7 +168,7 @@ pub(crate) const fn m_wo(name: &'static str, kind: Kind) -> AttrSpec {
 pub(crate) const fn ro(name: &'static str) -> AttrSpec {
     attr(name, Kind::Any, Create::NotAllowed, false)
 }
-const fn req(name: &'static str, kind: Kind) -> Field {
+pub(crate) const fn req(name: &'static str, kind: Kind) -> Field {
     Field {
         name,
         kind,
@@ -903,7 +903,7 @@ static MGO_ATTRS: &[AttrSpec] = &[
 ];
 
 /// m2m:scheduleEntries (TS-0004 clause 6.3.5.11): `{"sce": [...]}`, at least one entry.
-static SCHEDULE_ENTRIES: ObjSpec = ObjSpec {
+pub(crate) static SCHEDULE_ENTRIES: ObjSpec = ObjSpec {
     fields: &[req("sce", Kind::NonEmptyList(&Kind::Str))],
     rule: ObjRule::Fields,
 };

@@ -315,3 +315,288 @@ fn device_management_is_under_access_control() {
     assert_eq!(retrieve(cse.url(), "/cse-in/gw/rbo", "Clock1").0, 2000);
     assert_eq!(retrieve(cse.url(), "/cse-in/gw", "Clock1").0, 4103);
 }
+
+/// A syntactically valid JWE (compact serialization) standing for a secret protected for the
+/// device: the CSE cannot open it and need not.
+fn jwe(tag: &str) -> String {
+    let header = b64url(br#"{"alg":"ECDH-ES","enc":"A256GCM","kid":"device-1"}"#);
+    format!(
+        "{header}..{}.{}.{}",
+        b64url(b"twelve-bytes"),
+        b64url(tag.as_bytes()),
+        b64url(b"sixteen-byte-tag")
+    )
+}
+
+fn mgmt_obj(cse: &CseProcess, parent: &str, root: &str, body: Value) -> (u16, Value) {
+    create(cse.url(), parent, ADMIN, 13, json!({ root: body }))
+}
+
+/// Device configuration (TS-0022 specializations): dataCollection's schedules and the rule
+/// between its measurement schedule and interval; SIM and mobileNetwork values; discovery.
+#[test]
+fn device_configuration_objects_follow_their_rules() {
+    let cse = CseProcess::start_in();
+    node(&cse, "gw");
+    let (rsc, b) = mgmt_obj(
+        &cse,
+        "/cse-in/gw",
+        "dcfg:datc",
+        json!({ "mgd": 1021, "rn": "datc", "cntp": "cse-in/gw/data" }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["dcfg:datc"]["mgd"], json!(1021), "{b}");
+    let upd = |body: Value| {
+        update(
+            cse.url(),
+            "/cse-in/gw/datc",
+            ADMIN,
+            json!({ "dcfg:datc": body }),
+        )
+    };
+    for (bad, why) in [
+        (json!({ "rpsc": 10000 }), "not a list"),
+        (json!({ "rpsc": [10] }), "not scheduleEntries"),
+        (json!({ "rpsc": [{ "sce": ["10 * * * *"] }] }), "5 fields"),
+        (
+            json!({ "mesc": [{ "sce": "10 * * * * * *" }] }),
+            "sce not a list",
+        ),
+        (json!({ "cntp": null }), "mandatory"),
+    ] {
+        assert_eq!(upd(bad).0, 4000, "{why}");
+    }
+    let (rsc, b) = upd(json!({ "rpsc": [{ "sce": ["10 * * * * * *"] }] }));
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(
+        b["dcfg:datc"]["rpsc"],
+        json!([{ "sce": ["10 * * * * * *"] }])
+    );
+    let (rsc, b) = upd(json!({ "mesc": [{ "sce": ["0 */5 * * * * *"] }] }));
+    assert_eq!(rsc, 2004, "{b}");
+    // A measurement schedule or an interval, not both: judged on the resource as it would be.
+    assert_eq!(upd(json!({ "meil": 10000 })).0, 4000);
+    let (rsc, b) = upd(json!({ "mesc": null, "meil": 10000 }));
+    assert_eq!(rsc, 2004, "{b}");
+    assert!(b["dcfg:datc"].get("mesc").is_none(), "{b}");
+    assert_eq!(b["dcfg:datc"]["meil"], json!(10000));
+    // SIM and mobileNetwork.
+    let (rsc, b) = mgmt_obj(
+        &cse,
+        "/cse-in/gw",
+        "dcfg:sim",
+        json!({ "mgd": 1030, "rn": "sim", "icid": "8944500102198304826", "sity": 2, "sist": 1 }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(
+        mgmt_obj(
+            &cse,
+            "/cse-in/gw",
+            "dcfg:sim",
+            json!({ "mgd": 1030, "sity": 9, "icid": "1" })
+        )
+        .0,
+        4000
+    );
+    assert_eq!(
+        mgmt_obj(
+            &cse,
+            "/cse-in/gw",
+            "dcfg:sim",
+            json!({ "mgd": 1030, "sity": 1 })
+        )
+        .0,
+        4000,
+        "icid is mandatory"
+    );
+    let (rsc, b) = mgmt_obj(
+        &cse,
+        "/cse-in/gw",
+        "dcfg:mnwk",
+        json!({ "mgd": 1031, "rn": "mnwk", "cnb": 7, "rss": -70, "ipad": [{ "ip4": "192.168.1.10" }] }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["dcfg:mnwk"]["rss"], json!(-70));
+    assert_eq!(
+        mgmt_obj(
+            &cse,
+            "/cse-in/gw",
+            "dcfg:mnwk",
+            json!({ "mgd": 1031, "cnb": 7, "ipad": [{ "ip4": "not an address" }] })
+        )
+        .0,
+        4000
+    );
+    assert_eq!(
+        mgmt_obj(
+            &cse,
+            "/cse-in/gw",
+            "dcfg:mnwk",
+            json!({ "mgd": 1030, "cnb": 7 })
+        )
+        .0,
+        4000,
+        "mgd of another specialization"
+    );
+    // Discovery of mgmtObjs finds them all; a RETRIEVE shows each under its own name.
+    let (_, b) = get_with_query(cse.url(), "/cse-in/gw", ADMIN, "fu=1&ty=13");
+    assert_eq!(b["m2m:uril"].as_array().map(Vec::len), Some(3), "{b}");
+    let (rsc, b) = retrieve(cse.url(), "/cse-in/gw/mnwk", ADMIN);
+    assert_eq!(rsc, 2000);
+    assert_eq!(b["dcfg:mnwk"]["cnb"], json!(7), "{b}");
+}
+
+/// A secret in a device configuration object (a WiFi password or key, a credential's secret or
+/// token, a certificate file with its private key) is accepted only protected for the device, as
+/// a JWE: never in the clear, and a refusal does not echo it.
+#[test]
+fn secrets_in_device_configuration_are_accepted_only_protected() {
+    let cse = CseProcess::start_in();
+    node(&cse, "gw");
+    let plain = "correct horse battery staple";
+    let refused = |root: &str, body: Value, why: &str| {
+        let (rsc, b) = mgmt_obj(&cse, "/cse-in/gw", root, body);
+        assert_eq!(rsc, 4000, "{why}: {b}");
+        assert!(
+            b["m2m:dbg"]
+                .as_str()
+                .is_some_and(|d| d.contains("protected for its target")),
+            "{why}: refused for being in the clear: {b}"
+        );
+        assert!(
+            !b.to_string().contains(plain),
+            "{why}: the refusal echoes the secret: {b}"
+        );
+    };
+    // WiFi: Enterprise user and password; the password in the clear is refused.
+    refused(
+        "dcfg:wific",
+        json!({ "mgd": 1028, "ssid": "home", "scan": false, "wcrds": { "enct": 8, "unm": "lock", "pwd": plain } }),
+        "a password in the clear",
+    );
+    let (rsc, b) = mgmt_obj(
+        &cse,
+        "/cse-in/gw",
+        "dcfg:wific",
+        json!({ "mgd": 1028, "rn": "wifi", "ssid": "home", "scan": false, "wcrds": { "enct": 8, "unm": "lock", "pwd": jwe("pwd") } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["dcfg:wific"]["wcrds"]["pwd"], json!(jwe("pwd")), "{b}");
+    assert_eq!(b["dcfg:wific"]["ud"], json!(false), "{b}");
+    // Each credential with its encryption type only.
+    for (wcrds, why) in [
+        (
+            json!({ "enct": 2, "unm": "lock", "pwd": jwe("p") }),
+            "a user name with WEP",
+        ),
+        (
+            json!({ "enct": 4, "wepk": jwe("k") }),
+            "a WEP key with WPA2",
+        ),
+        (
+            json!({ "enct": 8, "wpap": jwe("k") }),
+            "a passphrase with Enterprise",
+        ),
+        (json!({ "enct": 9 }), "no such type"),
+        (json!({ "unm": "lock" }), "no type"),
+    ] {
+        let (rsc, b) = update(
+            cse.url(),
+            "/cse-in/gw/wifi",
+            ADMIN,
+            json!({ "dcfg:wific": { "wcrds": wcrds } }),
+        );
+        assert_eq!(rsc, 4000, "{why}: {b}");
+    }
+    let (rsc, b) = update(
+        cse.url(),
+        "/cse-in/gw/wifi",
+        ADMIN,
+        json!({ "dcfg:wific": { "wcrds": { "enct": 3, "wpap": plain } } }),
+    );
+    assert_eq!(rsc, 4000, "{b}");
+    let (rsc, b) = update(
+        cse.url(),
+        "/cse-in/gw/wifi",
+        ADMIN,
+        json!({ "dcfg:wific": { "wcrds": { "enct": 2, "wepk": jwe("wep") } } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    // credentials: secret and token protected; an UPDATE in the clear leaves the stored one.
+    refused(
+        "dcfg:crds",
+        json!({ "mgd": 1029, "pur": "mqtt", "crid": "lock-1", "crse": plain }),
+        "a secret in the clear",
+    );
+    refused(
+        "dcfg:crds",
+        json!({ "mgd": 1029, "crid": "lock-1", "crtk": plain }),
+        "a token in the clear",
+    );
+    let (rsc, b) = mgmt_obj(
+        &cse,
+        "/cse-in/gw",
+        "dcfg:crds",
+        json!({ "mgd": 1029, "rn": "crds", "pur": "mqtt", "crid": "lock-1", "crse": jwe("s"), "crtk": jwe("t") }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, _) = update(
+        cse.url(),
+        "/cse-in/gw/crds",
+        ADMIN,
+        json!({ "dcfg:crds": { "crse": plain } }),
+    );
+    assert_eq!(rsc, 4000);
+    let (_, b) = retrieve(cse.url(), "/cse-in/gw/crds", ADMIN);
+    assert_eq!(b["dcfg:crds"]["crse"], json!(jwe("s")), "{b}");
+    // myCertFileCred: a certificate file is public; one with its private key is protected.
+    let (rsc, b) = mgmt_obj(
+        &cse,
+        "/cse-in/gw",
+        "dcfg:nycfc",
+        json!({ "mgd": 1023, "rn": "cert", "suids": [42], "mcff": "application/pkcs7-mime", "mcfc": "MIIBszCCAVmgAwIBAgIU" }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(
+        mgmt_obj(
+            &cse,
+            "/cse-in/gw",
+            "dcfg:nycfc",
+            json!({ "mgd": 1023, "suids": [99], "mcff": "application/pkcs7-mime", "mcfc": "x" })
+        )
+        .0,
+        4000,
+        "no such SUID"
+    );
+    refused(
+        "dcfg:nycfc",
+        json!({ "mgd": 1023, "suids": [41], "mcff": "application/pkcs12", "mcfc": plain }),
+        "a PKCS#12 file in the clear",
+    );
+    refused(
+        "dcfg:nycfc",
+        json!({ "mgd": 1023, "suids": [41], "mcff": "application/x-pem-file", "mcfc": format!("-----BEGIN PRIVATE KEY-----\n{plain}\n-----END PRIVATE KEY-----") }),
+        "a PEM private key in the clear",
+    );
+    let (rsc, b) = mgmt_obj(
+        &cse,
+        "/cse-in/gw",
+        "dcfg:nycfc",
+        json!({ "mgd": 1023, "suids": [41], "mcff": "application/pkcs12", "mcfc": jwe("p12") }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    // Nothing in the clear anywhere the CSE keeps or says.
+    let everything = format!(
+        "{}{}",
+        cse.stderr(),
+        std::fs::read_dir(cse.data_dir())
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect::<String>()
+    );
+    assert!(!everything.contains(plain));
+    // Device configuration is under access control like any mgmtObj.
+    let ae = register_ae(cse.url(), "/cse-in", "Cnosy", "nosy", &[]);
+    assert_eq!(retrieve(cse.url(), "/cse-in/gw/wifi", &ae).0, 4103);
+}

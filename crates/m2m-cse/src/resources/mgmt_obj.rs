@@ -9,6 +9,14 @@
 //! are always true at true (Annex D: enable/disable, reboot/factoryReset, logStart/logStop),
 //! refuses both of a pair at once (4000), and marks the action's status In_Process when one is
 //! asked (firmware `ud`, software `in`/`un`/`act`/`dea`) unless the request sets the status.
+//!
+//! Device configuration (TS-0022: dataCollection, myCertFileCred, wificlient, credentials, SIM,
+//! mobileNetwork, under `dcfg:` names): their rules between attributes hold for the resource as
+//! stored (a dataCollection's measurement schedule or interval, not both; a WiFi credential of
+//! its encryption type), and a secret (a WiFi password or key, a credential's secret or token, a
+//! certificate file with its private key) is accepted only as a JWE protected for the device
+//! (TS-0003 clause 8.5): the CSE never holds it in the clear, so no RETRIEVE, notification or
+//! discovery can show it (4000 otherwise).
 
 use super::{Behaviour, Call, Pending, Prepared};
 use crate::cse::Cse;
@@ -31,6 +39,26 @@ const STATUS_OF: &[(&str, &str)] = &[
 
 /// m2m:status In_Process (TS-0004 table 6.3.4.2.20-1).
 const IN_PROCESS: u64 = 3;
+
+/// Each entry of a dataCollection schedule (`rpsc`, `mesc`) is a 7-field crontab entry, as a
+/// `<schedule>`'s (TS-0004 clause 7.4.9).
+fn check_schedules(attrs: &Map<String, Value>) -> M2mResult<()> {
+    for name in ["rpsc", "mesc"] {
+        let entries = attrs
+            .get(name)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|se| se.get("sce").and_then(Value::as_array))
+            .flatten();
+        for entry in entries {
+            let text = entry.as_str().unwrap_or_default();
+            m2m_security::access_control::window::Schedule::parse(text)
+                .map_err(|e| M2mError::bad_request(format!("attribute '{name}': '{text}': {e}")))?;
+        }
+    }
+    Ok(())
+}
 
 /// The specialization a request's content is written as.
 fn requested(req: &Request) -> Option<&'static MgmtSpec> {
@@ -57,6 +85,8 @@ impl Behaviour for MgmtObj {
             let spec = requested(call.req)
                 .ok_or_else(|| M2mError::bad_request("not a mgmtObj specialization"))?;
             spec.check_create(attrs)?;
+            spec.check_state(attrs)?;
+            check_schedules(attrs)?;
             for name in spec.always_true {
                 attrs.insert((*name).into(), Value::Bool(true));
             }
@@ -81,7 +111,9 @@ impl Behaviour for MgmtObj {
                     spec.root
                 )));
             }
-            spec.check_update(content)
+            spec.check_update(content)?;
+            spec.check_state(&super::merged(res, content))?;
+            check_schedules(content)
         })())
     }
 
