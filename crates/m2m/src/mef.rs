@@ -24,8 +24,10 @@ pub async fn run(args: MefArgs) -> anyhow::Result<()> {
     }
     let path = args.config.context("--config is required")?;
     let cfg = m2m_keyservices::mef::MefConfig::load(&path).map_err(anyhow::Error::msg)?;
-    // Beside the enrolment store (a file).
-    crate::init_logging_with_trail(&cfg.storage.with_file_name("audit.log"), "mef")?;
+    // Beside the enrolment store (a file), named after it: never another service's trail.
+    let mut trail = cfg.storage.clone().into_os_string();
+    trail.push(".audit.log");
+    crate::init_logging_with_trail(std::path::Path::new(&trail), "mef")?;
     let fqdn = cfg.fqdn.clone();
     let mef = m2m_keyservices::mef::Mef::new(cfg).map_err(anyhow::Error::msg)?;
     let running = mef.start().await.map_err(anyhow::Error::msg)?;

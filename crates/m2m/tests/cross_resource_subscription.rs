@@ -87,8 +87,9 @@ fn events_on_both_containers_within_one_sliding_window_notify_once() {
         assert_eq!(sub["m2m:sub"]["nu"], json!([me]), "{sub}");
         assert_eq!(sub["m2m:sub"]["acrs"], json!([me]), "{sub}");
         assert_eq!(
-            rrats[i], sub["m2m:sub"]["ri"],
-            "the resourceID of the subscription made on target {i} (a local one)"
+            rrats[i],
+            json!(format!("/id-in/{}", sub["m2m:sub"]["ri"].as_str().unwrap())),
+            "the SP-relative resourceID of the subscription made on target {i}"
         );
     }
     // One target only: the window ends without a notification.

@@ -281,12 +281,12 @@ async fn subscribe(
     Ok(id_on_host_of(call.cse, target, ri))
 }
 
-/// The ID of resource `ri` on the CSE hosting `target`: its resourceID when that is this CSE (as
-/// `pi` names a parent), else SP-relative, an ID that names it from here.
+/// The SP-relative ID of resource `ri` on the CSE hosting `target` (an ID that names the
+/// subscription wherever the crossResourceSubscription is read).
 fn id_on_host_of(cse: &Cse, target: &str, ri: &str) -> String {
     match Address::parse(target).map(|a| crate::resolve::locality(cse, &a)) {
         Ok(crate::resolve::Locality::Remote(Some(host))) => format!("{}/{ri}", host.sp_relative()),
-        _ => ri.to_owned(),
+        _ => cse.sp_relative(ri),
     }
 }
 
