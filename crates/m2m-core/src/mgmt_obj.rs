@@ -33,6 +33,9 @@ pub struct MgmtSpec {
     /// Checks of the resource as it would be stored (the CREATE content, or the result of an
     /// UPDATE): rules between attributes.
     pub rule: Option<StateRule>,
+    /// Checks that no secret is in the clear beyond the `protected` attributes (a certificate
+    /// file whose format carries a private key).
+    pub secret_rule: Option<StateRule>,
     /// Executable attributes that may not both be set true in one request (TS-0004 D.x.2.2).
     pub exclusive: &'static [(&'static str, &'static str)],
     /// What the CSE sets at creation for attributes of multiplicity 1 the originator may not
@@ -269,30 +272,55 @@ fn wifi_client_rule(state: &Map<String, Value>) -> M2mResult<()> {
     Ok(())
 }
 
-/// myCertFileCred: a file format that carries a private key has its content protected; a file
-/// in another format may not carry a private key in the clear either.
+/// myCertFileCred: only a format that holds certificates alone may come in the clear, and then
+/// a PEM file holds certificate blocks only; any other format (PKCS#12, PKCS#8, one this CSE does
+/// not know) may carry a private key and comes protected for the device. (A DER file of a
+/// certificate format is parsed as certificates by the CSE: `certificate_only_der`.)
 fn my_cert_file_rule(state: &Map<String, Value>) -> M2mResult<()> {
     let format = state.get("mcff").and_then(Value::as_str).unwrap_or("");
     let content = state.get("mcfc").and_then(Value::as_str).unwrap_or("");
-    let keyed = PRIVATE_KEY_FORMATS
-        .iter()
-        .any(|f| format.eq_ignore_ascii_case(f));
-    if keyed && !is_jwe(content) {
+    if is_jwe(content) {
+        return Ok(());
+    }
+    if !is_certificate_format(format) {
         return Err(protected_refusal("mcfc"));
     }
-    if !keyed && content.contains("PRIVATE KEY") {
+    if content.contains("-----BEGIN") && !pem_certificates_only(content) {
         return Err(protected_refusal("mcfc"));
     }
     Ok(())
 }
 
-/// File formats that carry a private key.
-const PRIVATE_KEY_FORMATS: &[&str] = &[
-    "application/pkcs12",
-    "application/x-pkcs12",
-    "application/pkcs8",
-    "application/pkcs8-encrypted",
+/// Media types of files that hold certificates only (RFC 2585, RFC 8551, and the common PEM
+/// and PKCS#7 names), compared without parameters and case.
+const CERTIFICATE_FORMATS: &[&str] = &[
+    "application/pkix-cert",
+    "application/pkix-pkipath",
+    "application/x-x509-ca-cert",
+    "application/x-x509-user-cert",
+    "application/pkcs7-mime",
+    "application/x-pkcs7-certificates",
+    "application/x-pem-file",
 ];
+
+/// Whether `mcff` names a certificate-only format (parameters and case ignored).
+pub fn is_certificate_format(format: &str) -> bool {
+    let bare = format.split(';').next().unwrap_or("").trim();
+    CERTIFICATE_FORMATS
+        .iter()
+        .any(|f| bare.eq_ignore_ascii_case(f))
+}
+
+/// Whether every PEM block of `text` is a certificate or PKCS#7 (none a key of any kind).
+fn pem_certificates_only(text: &str) -> bool {
+    text.match_indices("-----BEGIN ").all(|(at, _)| {
+        let label = text[at + 11..].split("-----").next().unwrap_or("");
+        matches!(
+            label,
+            "CERTIFICATE" | "TRUSTED CERTIFICATE" | "PKCS7" | "CMS"
+        )
+    })
+}
 
 fn protected_refusal(path: &str) -> M2mError {
     M2mError::bad_request(format!(
@@ -316,13 +344,69 @@ pub fn is_jwe(s: &str) -> bool {
     {
         return false;
     }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Some(header) = b64
         .decode(parts[0])
         .ok()
         .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
-        .is_some_and(|h| {
-            h.get("alg").is_some_and(Value::is_string) && h.get("enc").is_some_and(Value::is_string)
-        })
+    else {
+        return false;
+    };
+    let alg = header.get("alg").and_then(Value::as_str).unwrap_or("");
+    let enc = header.get("enc").and_then(Value::as_str).unwrap_or("");
+    let (iv, tag) = (
+        b64.decode(parts[2]).unwrap_or_default(),
+        b64.decode(parts[4]).unwrap_or_default(),
+    );
+    // A real content encryption (RFC 7518 clause 5.1) with its IV and full tag, and a key
+    // management algorithm (not `none`); `dir` and ECDH-ES carry no encrypted key, others do.
+    let tag_len = match enc {
+        "A128GCM" | "A192GCM" | "A256GCM" => 16,
+        "A128CBC-HS256" => 16,
+        "A192CBC-HS384" => 24,
+        "A256CBC-HS512" => 32,
+        _ => return false,
+    };
+    let direct = matches!(alg, "dir" | "ECDH-ES");
+    KEY_MANAGEMENT.contains(&alg)
+        && !iv.is_empty()
+        && tag.len() == tag_len
+        && parts[1].is_empty() == direct
+}
+
+/// Key management algorithms of RFC 7518 clause 4.1 (not `none`, not RSA1_5).
+const KEY_MANAGEMENT: &[&str] = &[
+    "RSA-OAEP",
+    "RSA-OAEP-256",
+    "A128KW",
+    "A192KW",
+    "A256KW",
+    "dir",
+    "ECDH-ES",
+    "ECDH-ES+A128KW",
+    "ECDH-ES+A192KW",
+    "ECDH-ES+A256KW",
+    "A128GCMKW",
+    "A192GCMKW",
+    "A256GCMKW",
+    "PBES2-HS256+A128KW",
+    "PBES2-HS384+A192KW",
+    "PBES2-HS512+A256KW",
+];
+
+/// Refuses request content (of a request kept for later: a non-blocking request's `<request>`,
+/// an `<action>`'s primitive) that is a device configuration object carrying a secret in the
+/// clear: it would be stored before the object's own checks ran.
+pub fn refuse_clear_secrets(pc: &Value) -> M2mResult<()> {
+    let Some((spec, inner)) = pc
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
+        .and_then(|(root, inner)| Some((by_root(root)?, inner.as_object()?)))
+    else {
+        return Ok(());
+    };
+    spec.check_secrets(inner)
 }
 
 /// NP at create, O at update, set by the CSE at creation (multiplicity 1).
@@ -342,6 +426,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &[],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[],
         defaults: &[("uds", DefaultValue::Uninitialized)],
     },
@@ -353,6 +438,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &[],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[("in", "un"), ("act", "dea")],
         defaults: &[
             ("in", DefaultValue::False),
@@ -368,6 +454,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &[],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -379,6 +466,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &[],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -390,6 +478,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &[],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -401,6 +490,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &[],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -412,6 +502,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &[],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[],
         defaults: &[],
     },
@@ -423,6 +514,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &["ena", "dis"],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[("ena", "dis")],
         defaults: &[],
     },
@@ -434,6 +526,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &["rbo", "far"],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[("rbo", "far")],
         defaults: &[],
     },
@@ -445,6 +538,7 @@ pub static SPECS: &[MgmtSpec] = &[
         always_true: &["lga", "lgo"],
         protected: &[],
         rule: None,
+        secret_rule: None,
         exclusive: &[("lga", "lgo")],
         defaults: &[],
     },
@@ -455,6 +549,7 @@ pub static SPECS: &[MgmtSpec] = &[
         attributes: DATA_COLLECTION,
         protected: &[],
         rule: Some(data_collection_rule),
+        secret_rule: None,
         always_true: &[],
         exclusive: &[],
         defaults: &[],
@@ -465,7 +560,8 @@ pub static SPECS: &[MgmtSpec] = &[
         root: "dcfg:nycfc",
         attributes: MY_CERT_FILE_CRED,
         protected: &[],
-        rule: Some(my_cert_file_rule),
+        rule: None,
+        secret_rule: Some(my_cert_file_rule),
         always_true: &[],
         exclusive: &[],
         defaults: &[],
@@ -477,6 +573,7 @@ pub static SPECS: &[MgmtSpec] = &[
         attributes: WIFI_CLIENT,
         protected: &["wcrds/pwd", "wcrds/wepk", "wcrds/wpap"],
         rule: Some(wifi_client_rule),
+        secret_rule: None,
         always_true: &[],
         exclusive: &[],
         defaults: &[
@@ -491,6 +588,7 @@ pub static SPECS: &[MgmtSpec] = &[
         attributes: CREDENTIALS,
         protected: &["crse", "crtk"],
         rule: None,
+        secret_rule: None,
         always_true: &[],
         exclusive: &[],
         defaults: &[],
@@ -502,6 +600,7 @@ pub static SPECS: &[MgmtSpec] = &[
         attributes: SIM,
         protected: &[],
         rule: None,
+        secret_rule: None,
         always_true: &[],
         exclusive: &[],
         defaults: &[],
@@ -513,6 +612,7 @@ pub static SPECS: &[MgmtSpec] = &[
         attributes: MOBILE_NETWORK,
         protected: &[],
         rule: None,
+        secret_rule: None,
         always_true: &[],
         exclusive: &[],
         defaults: &[],
@@ -601,6 +701,12 @@ impl MgmtSpec {
     /// with an UPDATE applied): the rules between its attributes, and that every secret is
     /// protected for its target.
     pub fn check_state(&self, state: &Map<String, Value>) -> M2mResult<()> {
+        self.check_secrets(state)?;
+        self.rule.map_or(Ok(()), |rule| rule(state))
+    }
+
+    /// That no secret of `state` (a whole resource or an UPDATE's content) is in the clear.
+    pub fn check_secrets(&self, state: &Map<String, Value>) -> M2mResult<()> {
         for path in self.protected {
             let value = match path.split_once('/') {
                 Some((obj, member)) => state.get(obj).and_then(|o| o.get(member)),
@@ -612,7 +718,7 @@ impl MgmtSpec {
                 }
             }
         }
-        self.rule.map_or(Ok(()), |rule| rule(state))
+        self.secret_rule.map_or(Ok(()), |rule| rule(state))
     }
 
     fn check_attributes(&self, content: &Map<String, Value>, create: bool) -> M2mResult<()> {
@@ -682,24 +788,37 @@ mod tests {
 
     #[test]
     fn protected_means_a_compact_jwe() {
-        let h = "eyJhbGciOiJFQ0RILUVTIiwiZW5jIjoiQTI1NkdDTSJ9"; // {"alg":"ECDH-ES","enc":"A256GCM"}
-        assert!(is_jwe(&format!("{h}..aXY.Y3Q.dGFn")));
-        assert!(is_jwe(&format!("{h}.a2V5.aXY.Y3Q.dGFn")));
+        use base64::Engine;
+        let b = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let h = |alg: &str, enc: &str| b(format!(r#"{{"alg":"{alg}","enc":"{enc}"}}"#).as_bytes());
+        let (iv, ct, tag) = (b(b"twelve-bytes"), b(b"ct"), b(b"sixteen-byte-tag"));
+        let direct = h("ECDH-ES", "A256GCM");
+        let wrapped = h("A256KW", "A128CBC-HS256");
+        assert!(is_jwe(&format!("{direct}..{iv}.{ct}.{tag}")));
+        assert!(is_jwe(&format!(
+            "{wrapped}.{}.{iv}.{ct}.{tag}",
+            b(b"wrapped key")
+        )));
         for bad in [
             "plain text".to_owned(),
-            format!("{h}.aXY.Y3Q.dGFn"),
-            format!("{h}..aXY..dGFn"),
-            format!("{h}..aXY.Y3Q."),
-            format!("{h}..aX+.Y3Q.dGFn"),
-            "eyJhbGciOiJub25lIn0..aXY.Y3Q.dGFn".to_owned(), // {"alg":"none"}: no enc
-            "e30..aXY.Y3Q.dGFn".to_owned(),
+            format!("{direct}.{iv}.{ct}.{tag}"),
+            format!("{direct}..{iv}..{tag}"),
+            format!("{direct}..{iv}.{ct}."),
+            format!("{direct}...{ct}.{tag}"),
+            format!("{direct}..{iv}.{ct}.{}", b(b"short")),
+            format!("{direct}.{}.{iv}.{ct}.{tag}", b(b"key")),
+            format!("{wrapped}..{iv}.{ct}.{tag}"),
+            format!("{}..{iv}.{ct}.{tag}", h("none", "A256GCM")),
+            format!("{}..{iv}.{ct}.{tag}", h("dir", "none")),
+            format!("{direct}..a+b.{ct}.{tag}"),
+            format!("{}..{iv}.{ct}.{tag}", b(b"{}")),
         ] {
             assert!(!is_jwe(&bad), "{bad}");
         }
+        let good = format!("{direct}..{iv}.{ct}.{tag}");
         let crds = by_mgd(1029).unwrap();
         assert!(crds.check_state(&obj(json!({ "crse": "secret" }))).is_err());
-        crds.check_state(&obj(json!({ "crse": format!("{h}..aXY.Y3Q.dGFn") })))
-            .unwrap();
+        crds.check_state(&obj(json!({ "crse": good }))).unwrap();
         let wific = by_mgd(1028).unwrap();
         assert!(wific
             .check_state(&obj(json!({ "wcrds": { "enct": 8, "pwd": "secret" } })))

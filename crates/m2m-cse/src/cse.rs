@@ -519,6 +519,11 @@ impl Cse {
             if !proof.identifies() {
                 return Err(crate::access::refused());
             }
+            // The <request> keeps the content before the target's checks run: a secret in the
+            // clear would be stored with it.
+            if let Some(pc) = &req.pc {
+                m2m_core::mgmt_obj::refuse_clear_secrets(pc)?;
+            }
             return crate::resources::request::accept(&self, req, peer, entity).await;
         }
         let resp = self.execute(req, peer, &deadlines).await?;

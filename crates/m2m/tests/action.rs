@@ -316,6 +316,15 @@ fn bad_input_gets_its_status_code() {
         json!({ "evc": { "optr": 1, "sbjt": "lbl", "thld": ["x"] } }),
     );
     assert_eq!(rsc, 2001, "equality takes a list: {b}");
+    // The action keeps its primitive: a device configuration secret in it must be protected.
+    let (rsc, b) = alarm_action(
+        &s,
+        "leak",
+        1,
+        json!({ "apv": { "op": 3, "fr": s.ae, "pc": { "dcfg:crds": { "crse": "hunter2-secret" } } } }),
+    );
+    assert_eq!(rsc, 4000, "{b}");
+    assert!(!b.to_string().contains("hunter2"), "{b}");
     assert_eq!(delete(s.cse.url(), "/cse-in/app/sensor/o", &s.ae).0, 2002);
     assert_eq!(
         alarm_action(

@@ -549,42 +549,79 @@ fn secrets_in_device_configuration_are_accepted_only_protected() {
     assert_eq!(rsc, 4000);
     let (_, b) = retrieve(cse.url(), "/cse-in/gw/crds", ADMIN);
     assert_eq!(b["dcfg:crds"]["crse"], json!(jwe("s")), "{b}");
-    // myCertFileCred: a certificate file is public; one with its private key is protected.
-    let (rsc, b) = mgmt_obj(
-        &cse,
-        "/cse-in/gw",
-        "dcfg:nycfc",
-        json!({ "mgd": 1023, "rn": "cert", "suids": [42], "mcff": "application/pkcs7-mime", "mcfc": "MIIBszCCAVmgAwIBAgIU" }),
-    );
-    assert_eq!(rsc, 2001, "{b}");
+    // myCertFileCred: a certificate file is public; one that could hold its private key (any
+    // format but certificate-only ones) is protected; certificates are checked to be ones.
+    let pki = Pki::temp();
+    let pem = std::fs::read_to_string(pki.ca_pem()).unwrap();
+    let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let nycfc = |mcff: &str, mcfc: &str| {
+        mgmt_obj(
+            &cse,
+            "/cse-in/gw",
+            "dcfg:nycfc",
+            json!({ "mgd": 1023, "suids": [42], "mcff": mcff, "mcfc": mcfc }),
+        )
+    };
+    for (mcff, mcfc) in [
+        ("application/x-pem-file", pem.as_str()),
+        ("application/pkix-cert", der_b64.as_str()),
+        ("Application/PKIX-Cert; charset=binary", der_b64.as_str()),
+    ] {
+        let (rsc, b) = nycfc(mcff, mcfc);
+        assert_eq!(rsc, 2001, "{mcff}: {b}");
+    }
     assert_eq!(
         mgmt_obj(
             &cse,
             "/cse-in/gw",
             "dcfg:nycfc",
-            json!({ "mgd": 1023, "suids": [99], "mcff": "application/pkcs7-mime", "mcfc": "x" })
+            json!({ "mgd": 1023, "suids": [99], "mcff": "application/pkix-cert", "mcfc": der_b64 })
         )
         .0,
         4000,
         "no such SUID"
     );
+    assert_eq!(
+        nycfc("application/pkix-cert", "c2VjcmV0S2V5").0,
+        4000,
+        "not a certificate"
+    );
+    for mcff in [
+        "application/pkcs12",
+        "application/pkcs12; x=y",
+        " application/pkcs8",
+        "application/octet-stream",
+        "pkcs12",
+    ] {
+        refused(
+            "dcfg:nycfc",
+            json!({ "mgd": 1023, "suids": [41], "mcff": mcff, "mcfc": plain }),
+            mcff,
+        );
+    }
     refused(
         "dcfg:nycfc",
-        json!({ "mgd": 1023, "suids": [41], "mcff": "application/pkcs12", "mcfc": plain }),
-        "a PKCS#12 file in the clear",
+        json!({ "mgd": 1023, "suids": [41], "mcff": "application/x-pem-file", "mcfc": format!("{pem}-----BEGIN EC PRIVATE KEY-----\n{plain}\n-----END EC PRIVATE KEY-----") }),
+        "a PEM private key beside the certificate",
     );
-    refused(
-        "dcfg:nycfc",
-        json!({ "mgd": 1023, "suids": [41], "mcff": "application/x-pem-file", "mcfc": format!("-----BEGIN PRIVATE KEY-----\n{plain}\n-----END PRIVATE KEY-----") }),
-        "a PEM private key in the clear",
-    );
-    let (rsc, b) = mgmt_obj(
-        &cse,
-        "/cse-in/gw",
-        "dcfg:nycfc",
-        json!({ "mgd": 1023, "suids": [41], "mcff": "application/pkcs12", "mcfc": jwe("p12") }),
-    );
+    let (rsc, b) = nycfc("application/pkcs12", &jwe("p12"));
     assert_eq!(rsc, 2001, "{b}");
+    // A request kept for later (non-blocking, an action's primitive) holds no clear secret either.
+    let nb = raw(
+        "POST",
+        cse.url(),
+        "/cse-in/gw?rt=1",
+        &[
+            ("X-M2M-Origin", ADMIN),
+            ("X-M2M-RI", "nb-secret"),
+            ("X-M2M-RVI", "3"),
+            ("Content-Type", "application/json;ty=13"),
+        ],
+        json!({ "dcfg:crds": { "mgd": 1029, "crse": plain } })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(nb.rsc, 4000, "{:?}", nb.body);
     // Nothing in the clear anywhere the CSE keeps or says.
     let everything = format!(
         "{}{}",

@@ -145,6 +145,11 @@ async fn check_action(
         ));
     }
     let checked = primitive(&apv, "orc-check", &creator)?;
+    // The action keeps its primitive: a device configuration secret in it must be protected,
+    // as in the object itself.
+    if let Some(pc) = apv.get("pc") {
+        m2m_core::mgmt_obj::refuse_clear_secrets(pc)?;
+    }
     // A NOTIFY from the CSE's own hand would pass as the CSE's notification.
     if checked.op == Operation::Notify {
         return Err(M2mError::bad_request(

@@ -60,6 +60,41 @@ fn check_schedules(attrs: &Map<String, Value>) -> M2mResult<()> {
     Ok(())
 }
 
+/// A myCertFileCred in the clear (a certificate-only format, not PEM) must be certificates: the
+/// base64 of DER certificates or of a PKCS#7 bundle, which hold no private key. Anything else in
+/// a certificate format could be a key under the wrong name (4000).
+fn check_certificate_file(attrs: &Map<String, Value>) -> M2mResult<()> {
+    use base64::Engine;
+    let (Some(format), Some(content)) = (
+        attrs.get("mcff").and_then(Value::as_str),
+        attrs.get("mcfc").and_then(Value::as_str),
+    ) else {
+        return Ok(());
+    };
+    if m2m_core::mgmt_obj::is_jwe(content)
+        || !m2m_core::mgmt_obj::is_certificate_format(format)
+        || content.contains("-----BEGIN")
+    {
+        // Protected, refused already (`check_state`), or PEM whose blocks were checked.
+        return Ok(());
+    }
+    let compact: String = content.split_whitespace().collect();
+    let certificates = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+        .is_some_and(|der| {
+            openssl::x509::X509::from_der(&der).is_ok()
+                || openssl::pkcs7::Pkcs7::from_der(&der).is_ok()
+        });
+    if certificates {
+        Ok(())
+    } else {
+        Err(M2mError::bad_request(
+            "attribute 'mcfc': not certificates in the format 'mcff' names (the base64 of DER certificates or PKCS#7); a file with a private key comes protected for its target (a JWE)",
+        ))
+    }
+}
+
 /// The specialization a request's content is written as.
 fn requested(req: &Request) -> Option<&'static MgmtSpec> {
     req.pc
@@ -87,6 +122,7 @@ impl Behaviour for MgmtObj {
             spec.check_create(attrs)?;
             spec.check_state(attrs)?;
             check_schedules(attrs)?;
+            check_certificate_file(attrs)?;
             for name in spec.always_true {
                 attrs.insert((*name).into(), Value::Bool(true));
             }
@@ -129,6 +165,9 @@ impl Behaviour for MgmtObj {
         let Some(spec) = spec_of(res) else {
             return Ok(());
         };
+        // Again inside the transaction: two UPDATEs checked against the same earlier state
+        // could otherwise together store what neither may (a schedule and an interval).
+        spec.check_state(&res.attrs)?;
         for name in spec.always_true {
             res.attrs.insert((*name).into(), Value::Bool(true));
         }
