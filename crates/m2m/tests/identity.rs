@@ -334,8 +334,9 @@ fn connections_are_bounded_in_number_and_time() {
     std::thread::sleep(Duration::from_millis(200));
     for _ in 0..5 {
         let extra = TcpStream::connect(&addr).unwrap();
-        let closed = closed_within(extra, Duration::from_secs(1)).expect("over the cap: closed");
-        assert!(closed < Duration::from_millis(500), "{closed:?}");
+        let closed = closed_within(extra, Duration::from_secs(5)).expect("over the cap: closed");
+        // By the cap, not by the idle timeout (1.5 s); a loaded CI machine may take a while.
+        assert!(closed < Duration::from_millis(1400), "{closed:?}");
     }
     assert!(cse.logged("connection cap"), "{}", cse.stderr());
     // Once the held connections are gone, the CSE answers again.
