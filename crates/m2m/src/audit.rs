@@ -4,15 +4,16 @@
 //!
 //! The request path never waits for the disk: events go through a bounded queue; when it is full
 //! they are counted, and the count is written as an entry of its own ("audit entries dropped").
-//! The writer syncs the file each time the queue runs empty.
+//! The writer syncs the file within 100 ms of an entry, and no more often.
 
 use anyhow::Context;
 use m2m_security::audit_trail::{self, Appender};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context as LayerContext;
@@ -20,6 +21,10 @@ use tracing_subscriber::Layer;
 
 /// Events waiting for the writer at most; beyond, they are counted as dropped.
 const QUEUE: usize = 16 * 1024;
+
+/// Entries reach the disk (fsync) within this time of being written, and the disk is asked no
+/// more often: a flood of refused handshakes costs one sync per interval, not one per entry.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
 
 /// The target of audit events.
 const TARGET: &str = "audit";
@@ -65,12 +70,28 @@ pub fn layer(path: &Path, service: &str) -> anyhow::Result<AuditLayer> {
 
 fn write(mut appender: Appender, rx: Receiver<Record>, dropped: &AtomicU64) {
     let fail = |e: String| eprintln!("audit trail: {e}");
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
+    let mut unsynced = false;
+    let mut last_sync = Instant::now()
+        .checked_sub(SYNC_EVERY)
+        .unwrap_or_else(Instant::now);
+    loop {
+        // Entries written but not synced wait for the disk at most SYNC_EVERY.
+        let wait = if unsynced {
+            SYNC_EVERY.saturating_sub(last_sync.elapsed())
+        } else {
+            Duration::from_secs(3600)
+        };
+        let first = match rx.recv_timeout(wait) {
+            Ok(r) => Some(r),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut next = first;
         while let Some(r) = next {
             if let Err(e) = appender.append(&r.event, r.fields) {
                 fail(e);
             }
+            unsynced = true;
             next = rx.try_recv().ok();
         }
         let lost = dropped.swap(0, Ordering::Relaxed);
@@ -81,9 +102,16 @@ fn write(mut appender: Appender, rx: Receiver<Record>, dropped: &AtomicU64) {
                 fail(e);
             }
         }
-        if let Err(e) = appender.sync() {
-            fail(e);
+        if unsynced && last_sync.elapsed() >= SYNC_EVERY {
+            if let Err(e) = appender.sync() {
+                fail(e);
+            }
+            unsynced = false;
+            last_sync = Instant::now();
         }
+    }
+    if unsynced {
+        let _ = appender.sync();
     }
 }
 
