@@ -42,8 +42,6 @@ pub struct Entry {
     pub fields: Map<String, Value>,
     pub hash: String,
     pub prev: String,
-    /// Line number in the file (1-based).
-    pub line: usize,
 }
 
 impl Entry {
@@ -90,7 +88,7 @@ fn digest(body: &[u8]) -> String {
 }
 
 /// Splits a line into its hash and body, checking the hash; the body parsed.
-fn parse_line(line: &str, number: usize) -> Result<Entry, String> {
+fn parse_line(line: &str) -> Result<Entry, String> {
     let (hash, body) = line
         .split_once(' ')
         .ok_or_else(|| "not an entry (no hash)".to_owned())?;
@@ -112,7 +110,6 @@ fn parse_line(line: &str, number: usize) -> Result<Entry, String> {
         fields: field("fields")?.as_object().cloned().unwrap_or_default(),
         prev: field("prev")?.as_str().unwrap_or_default().to_owned(),
         hash: hash.to_owned(),
-        line: number,
     })
 }
 
@@ -145,7 +142,7 @@ pub fn verify(reader: impl Read, mut each: impl FnMut(&Entry)) -> Result<Head, B
         buf.pop();
         let parsed = std::str::from_utf8(&buf)
             .map_err(|_| "not an entry (not UTF-8)".to_owned())
-            .and_then(|line| parse_line(line, number));
+            .and_then(parse_line);
         let entry = match parsed {
             Ok(e) => e,
             Err(reason) => {
@@ -344,11 +341,7 @@ fn tail(file: &mut File) -> Result<(Option<Entry>, End), String> {
     let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
     // After the last newline: empty when the trail ends cleanly.
     let partial = lines.pop().unwrap_or_default();
-    let entry = |l: &[u8]| {
-        std::str::from_utf8(l)
-            .ok()
-            .and_then(|l| parse_line(l, 0).ok())
-    };
+    let entry = |l: &[u8]| std::str::from_utf8(l).ok().and_then(|l| parse_line(l).ok());
     let last = lines.iter().rev().find_map(|l| entry(l));
     if last.is_none() && !lines.is_empty() {
         return Err(

@@ -247,26 +247,11 @@ fn a_tampered_trail_is_detected() {
     }
     write(&forged);
     assert_eq!(verify(&path).0, 0, "a rewritten chain is a chain");
-    let out = m2m_command(&[
-        "audit",
-        "verify",
-        "--file",
-        path.to_str().unwrap(),
-        "--expect",
-        &head,
-    ]);
+    let out = verify_expecting(&path, &head);
     assert_eq!(out.status.code(), Some(2), "{head}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("no longer has the recorded hash"));
     std::fs::write(&path, &original).unwrap();
-    let out = m2m_command(&[
-        "audit",
-        "verify",
-        "--file",
-        path.to_str().unwrap(),
-        "--expect",
-        &head,
-    ]);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(verify_expecting(&path, &head).status.code(), Some(0));
 }
 
 /// The chain goes on across restarts: the second process links its first entry to the last one
@@ -288,6 +273,18 @@ fn the_chain_continues_across_restarts() {
     wait_for(&path, "access denied");
     let (code, out) = verify(&path);
     assert_eq!(code, 0, "{out}");
+}
+
+/// `m2m audit verify --expect SEQ:HASH` on the trail at `path`.
+fn verify_expecting(path: &Path, head: &str) -> std::process::Output {
+    m2m_command(&[
+        "audit",
+        "verify",
+        "--file",
+        path.to_str().unwrap(),
+        "--expect",
+        head,
+    ])
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

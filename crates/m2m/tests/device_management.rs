@@ -366,6 +366,9 @@ fn device_configuration_objects_follow_their_rules() {
     ] {
         assert_eq!(upd(bad).0, 4000, "{why}");
     }
+    // As many entries as a <schedule> holds (64), not more.
+    let many = vec![json!({ "sce": ["10 * * * * * *"] }); 65];
+    assert_eq!(upd(json!({ "rpsc": many })).0, 4000, "65 schedule entries");
     let (rsc, b) = upd(json!({ "rpsc": [{ "sce": ["10 * * * * * *"] }] }));
     assert_eq!(rsc, 2004, "{b}");
     assert_eq!(

@@ -50,12 +50,9 @@ fn check_schedules(attrs: &Map<String, Value>) -> M2mResult<()> {
             .into_iter()
             .flatten()
             .filter_map(|se| se.get("sce").and_then(Value::as_array))
-            .flatten();
-        for entry in entries {
-            let text = entry.as_str().unwrap_or_default();
-            m2m_security::access_control::window::Schedule::parse(text)
-                .map_err(|e| M2mError::bad_request(format!("attribute '{name}': '{text}': {e}")))?;
-        }
+            .flatten()
+            .map(|e| e.as_str().unwrap_or_default());
+        super::schedule::check_entries(name, entries)?;
     }
     Ok(())
 }

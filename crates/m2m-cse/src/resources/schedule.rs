@@ -99,17 +99,27 @@ fn one_per_parent(cse: &Cse, parent: &Resource, attrs: &mut Map<String, Value>) 
 /// The most entries a schedule holds (each is read at every notification of its subscription).
 const MAX_ENTRIES: usize = 64;
 
+/// Schedule entries of attribute `name` (a `<schedule>`'s, a dataCollection's): at most
+/// [`MAX_ENTRIES`], each a 7-field crontab entry (4000 otherwise).
+pub(crate) fn check_entries<'a>(
+    name: &str,
+    entries: impl IntoIterator<Item = &'a str>,
+) -> M2mResult<()> {
+    for (i, entry) in entries.into_iter().enumerate() {
+        if i == MAX_ENTRIES {
+            return Err(M2mError::bad_request(format!(
+                "attribute '{name}': at most {MAX_ENTRIES} entries"
+            )));
+        }
+        Entry::parse(entry)
+            .map_err(|e| M2mError::bad_request(format!("attribute '{name}': {e}")))?;
+    }
+    Ok(())
+}
+
 /// The entries parse (at most [`MAX_ENTRIES`]); `nco` only under a `<node>`.
 fn check(parent: ResourceType, attrs: &Map<String, Value>) -> M2mResult<()> {
-    if entries(attrs).len() > MAX_ENTRIES {
-        return Err(M2mError::bad_request(format!(
-            "attribute 'se/sce': at most {MAX_ENTRIES} entries"
-        )));
-    }
-    for entry in entries(attrs) {
-        Entry::parse(&entry)
-            .map_err(|e| M2mError::bad_request(format!("attribute 'se/sce': {e}")))?;
-    }
+    check_entries("se/sce", entries(attrs).iter().map(String::as_str))?;
     if attrs.contains_key("nco") && parent != ResourceType::Node {
         return Err(M2mError::new(
             Rsc::ContentsUnacceptable,
