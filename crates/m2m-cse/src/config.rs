@@ -299,6 +299,10 @@ pub struct TlsSection {
     /// Root of trust for client certificates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trusted_ca: Option<PathBuf>,
+    /// Certificate revocation lists of the trusted CAs (PEM; `m2m pki revoke` writes them),
+    /// consulted at every certificate handshake (TS-0003 clause 8.1.2.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
     /// The peers whose certificates are accepted (AE-IDs, CSE-IDs, any form); empty: every
     /// identity the root of trust certifies for this service provider.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -311,6 +315,24 @@ pub struct TlsSection {
     /// suites, PSK table and certificates; absent: no DTLS listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dtls_listen: Option<String>,
+}
+
+impl TlsSection {
+    /// The revocation list of `crl`, verified against `trusted_ca` (an unusable list stops start-up).
+    pub fn revocation_list(
+        &self,
+    ) -> anyhow::Result<Option<std::sync::Arc<m2m_security::revocation::RevocationList>>> {
+        let Some(crl) = &self.crl else {
+            return Ok(None);
+        };
+        let ca = self
+            .trusted_ca
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("tls.crl needs tls.trusted_ca"))?;
+        m2m_security::revocation::RevocationList::open(crl, ca)
+            .map(|l| Some(std::sync::Arc::new(l)))
+            .map_err(|e| anyhow::anyhow!("tls.crl: {e}"))
+    }
 }
 
 impl Default for TlsSection {
@@ -326,6 +348,7 @@ impl Default for TlsSection {
             certificate: None,
             private_key: None,
             trusted_ca: None,
+            crl: None,
             accepted_identities: Vec::new(),
             handshake_timeout_ms: 10_000,
             max_handshakes_per_source: 16,

@@ -136,6 +136,7 @@ impl EscertkeTarget {
             private_key: tls.private_key.clone(),
             trusted_ca: tls.trusted_ca.clone(),
             psk: None,
+            revocation: tls.revocation_list()?,
         })
         .map_err(|e| anyhow::anyhow!("esprim.escertke: {e}"))?;
         Ok(Some(Self {

@@ -485,6 +485,41 @@ async fn unknown_km_and_untrusted_certificates_are_refused() {
     );
 }
 
+/// A revoked client certificate (TS-0003 clause 8.1.2.2, the CA's CRL in `crl`) gets no
+/// association with the MAF; the other certificates of the same CA keep theirs.
+#[tokio::test]
+async fn a_revoked_certificate_gets_no_association() {
+    logs();
+    let p = pki();
+    p.write_crl(&["other"]);
+    let (clock, _) = test_clock();
+    let maf = RunningMaf::start(config(&p, &p.path("store")), clock)
+        .await
+        .unwrap();
+    let mut ae = ae(&maf).await;
+    ae.register_client(None).await.unwrap();
+    let key = ae.register_key(12, &[IN_CSE], None).await.unwrap();
+    let revoked = MafClient::connect_certificate(
+        &url(&maf),
+        MAF_FQDN,
+        &p.path("other.pem"),
+        &p.path("other.key"),
+        &p.path("ca.pem"),
+    )
+    .await;
+    match revoked {
+        Err(e) => assert!(e.status.is_none(), "{e}"),
+        // TLS 1.2: the refusal may surface at the first request, as a transport failure.
+        Ok(mut c) => {
+            let e = c.register_client(None).await.unwrap_err();
+            assert!(e.status.is_none(), "{e}");
+        }
+    }
+    let mut in_cse = cse(&maf, &p, "in").await;
+    assert_eq!(in_cse.retrieve_key(&key.key_id).await.unwrap().key, key.key);
+    assert!(log_text().contains("certificate revoked"));
+}
+
 #[test]
 fn config_file_must_be_private_and_parses() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,8 +42,14 @@ impl Pki {
     }
 
     fn config_text(&self, lifetime: u64) -> String {
+        let crl = self.p("crl.pem");
+        let crl = if crl.exists() {
+            format!("crl = {:?}\n", crl.display().to_string())
+        } else {
+            String::new()
+        };
         format!(
-            r#"
+            r#"{crl}
 fqdn = "{MEF}"
 sp_fqdn = "{SP}"
 listen = "127.0.0.1:0"
@@ -262,6 +268,32 @@ async fn certificate_enrolee_and_usage_constrained_key() {
     let mut maf = pki.target(&addr, "maf").await;
     let err = maf.fetch_credentials(&e.ke_id, 11, None).await.unwrap_err();
     assert_eq!(err.status(), Some(403), "{err}");
+}
+
+/// A revoked target certificate (TS-0003 clause 8.1.2.2) gets no association with the MEF, and so
+/// no key; the other targets of the same CA keep theirs.
+#[tokio::test]
+async fn a_revoked_target_certificate_gets_no_association() {
+    let pki = Pki::new();
+    pki.0.write_crl(&["mn"]);
+    let (addr, _task) = pki.start(3600).await;
+    let e = enrol(&addr).await;
+    let refused = MefClient::connect_certificate(
+        &addr,
+        MEF,
+        &pki.p("mn.pem"),
+        &pki.p("mn.key"),
+        &pki.p("ca.pem"),
+    )
+    .await;
+    assert!(refused.is_err(), "the revoked MN-CSE associated");
+    let mut in_cse = pki.target(&addr, "in").await;
+    let k12 = in_cse.fetch_credentials(&e.ke_id, 12, None).await.unwrap();
+    assert_eq!(k12.enrolee_id, ENROLEE);
+    assert!(
+        log_text_lowercase().contains("certificate revoked"),
+        "the audit line names the reason"
+    );
 }
 
 #[tokio::test]

@@ -121,7 +121,9 @@ pub(crate) fn resumed(ssl: &SslRef) -> Option<Authenticated> {
         Made::Certificate => {
             let leaf = ssl.peer_certificate()?;
             let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
-            let valid = leaf.not_before() <= now && leaf.not_after() >= now;
+            let valid = leaf.not_before() <= now
+                && leaf.not_after() >= now
+                && !crate::tls::revoked_in_context(ssl, &leaf);
             (valid && ssl.verify_result() == openssl::x509::X509VerifyResult::OK).then(|| {
                 Some(Authenticated::Certificate {
                     leaf_der: leaf.to_der().ok()?,

@@ -19,5 +19,7 @@ pub mod e2e;
 /// oneM2M key derivations (TS-0003 clause 10.3, seeds/001 clause 8.2.1).
 pub mod kdf;
 pub mod registration_rules;
+/// Certificate status verification with CRLs (TS-0003 clause 8.1.2.2, RFC 5280 clause 5).
+pub mod revocation;
 pub mod secure_environment;
 pub mod tls;

@@ -7,13 +7,14 @@
 //! [`association_of`].
 
 use crate::association::Association;
+use crate::revocation::{CertStatus, RevocationList};
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
     Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslOptions, SslRef, SslVerifyMode,
     SslVersion,
 };
-use openssl::x509::X509StoreContextRef;
+use openssl::x509::{X509Ref, X509StoreContextRef};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -76,6 +77,9 @@ pub struct ServerTlsConfig {
     pub trusted_ca: Option<PathBuf>,
     /// The psk lookup table, for the PSK suites.
     pub psk: Option<Arc<dyn PskLookup>>,
+    /// Certificate revocation lists consulted at every certificate handshake (TS-0003 clause
+    /// 8.1.2.2); absent: no status check.
+    pub revocation: Option<Arc<RevocationList>>,
 }
 
 /// What a completed handshake authenticated.
@@ -245,10 +249,16 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
                 .map_err(|e| err(&format!("trusted CA {}", ca.display()), e))?;
             // A certificate handshake requires a client certificate that chains to the root and
             // fits the profile; PSK handshakes send no certificate request at all.
+            let revocation = cfg.revocation.clone();
             b.set_verify_callback(
                 SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-                verify_profile,
+                move |preverified, ctx| {
+                    verify_profile(preverified, ctx) && not_revoked(revocation.as_deref(), ctx)
+                },
             );
+            if let Some(list) = cfg.revocation.clone() {
+                b.set_ex_data(revocation_index(), list);
+            }
         }
         None => b.set_verify(SslVerifyMode::NONE),
     }
@@ -319,6 +329,51 @@ fn verify_profile(preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
         && ctx
             .current_cert()
             .is_some_and(|c| crate::certificates::check_profile(c).is_ok())
+}
+
+/// The revocation list of a server context, for the sessions a DTLS client resumes without
+/// a certificate exchange ([`crate::dtls_resumption`]).
+fn revocation_index() -> Index<SslContext, Arc<RevocationList>> {
+    static INDEX: OnceLock<Index<SslContext, Arc<RevocationList>>> = OnceLock::new();
+    *INDEX.get_or_init(|| SslContext::new_ex_index().expect("OpenSSL ex_data index"))
+}
+
+/// Whether `cert` is revoked under the revocation list of the context `ssl` was made from.
+pub(crate) fn revoked_in_context(ssl: &SslRef, cert: &X509Ref) -> bool {
+    ssl.ssl_context()
+        .ex_data(revocation_index())
+        .is_some_and(|list| list.check(cert) != CertStatus::Good)
+}
+
+thread_local! {
+    /// Why the verify callback refused a chain, for [`handshake_reason`]: the callback runs inside
+    /// the handshake call, on the thread that then reads the failure.
+    static REFUSAL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn note_refusal(why: String) {
+    REFUSAL.with(|r| *r.borrow_mut() = Some(why));
+}
+
+/// The chain's certificate at hand is not revoked by its issuer's CRL. A refusal's reason goes
+/// to the handshake's audit line ([`handshake_reason`]).
+fn not_revoked(list: Option<&RevocationList>, ctx: &mut X509StoreContextRef) -> bool {
+    let (Some(list), Some(cert)) = (list, ctx.current_cert()) else {
+        return true;
+    };
+    match list.check(cert) {
+        CertStatus::Good => true,
+        CertStatus::Revoked => {
+            ctx.set_error(openssl::x509::X509VerifyResult::APPLICATION_VERIFICATION);
+            note_refusal("certificate revoked".into());
+            false
+        }
+        CertStatus::Undecided(why) => {
+            ctx.set_error(openssl::x509::X509VerifyResult::APPLICATION_VERIFICATION);
+            note_refusal(format!("certificate status unknown: {why}"));
+            false
+        }
+    }
 }
 
 /// What the completed handshake on `ssl` authenticated, if anything. A PSK row's association
@@ -454,10 +509,14 @@ fn client_context_for(cfg: &ClientTlsConfig, proto: Proto) -> Result<SslContext,
 /// material), or the error's own text when OpenSSL gave none (e.g. the peer closed the
 /// connection).
 pub fn handshake_reason(e: &openssl::ssl::Error) -> String {
+    let refusal = REFUSAL.with(|r| r.borrow_mut().take());
     let reasons: Vec<&str> = e
         .ssl_error()
         .map(|stack| stack.errors().iter().filter_map(|x| x.reason()).collect())
         .unwrap_or_default();
+    if let Some(why) = refusal.filter(|_| reasons.contains(&"certificate verify failed")) {
+        return why;
+    }
     if reasons.is_empty() {
         e.to_string()
     } else {

@@ -147,6 +147,7 @@ fn a_resumed_session_keeps_its_association_until_the_key_changes() {
         private_key: None,
         trusted_ca: None,
         psk: Some(row.clone()),
+        revocation: None,
     })
     .unwrap();
     let binder = Arc::new(Counting::default());

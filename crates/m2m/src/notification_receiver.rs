@@ -380,6 +380,7 @@ impl ReceiverSecurity {
                         .map_err(|e| anyhow::anyhow!("[security] kpsa_id: {e}"))?,
                     key: key.clone(),
                 })),
+                revocation: None,
             },
             ReceiverSecurity::Certificate {
                 certificate,
@@ -393,6 +394,7 @@ impl ReceiverSecurity {
                 private_key: Some(private_key.clone()),
                 trusted_ca: Some(trusted_ca.clone()),
                 psk: None,
+                revocation: None,
             },
         };
         m2m_security::tls::dtls_server_context(&config)

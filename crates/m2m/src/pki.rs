@@ -7,16 +7,24 @@
 //! m2m pki issue --ca DIR --kind cse|ae|maf|mef --id ID [--sp SP-FQDN] [--cse CSE-ID] --out PREFIX
 //!               [--days 365] [--not-before RFC3339] [--not-after RFC3339] [--dns NAME]... [--force]
 //! m2m pki show  CERT [--sp SP-FQDN]
+//! m2m pki revoke --ca DIR [CERT]... [--serial HEX]... [--days 30]
+//! m2m pki crl    --ca DIR [--days 30]
 //! ```
 //!
 //! Files: `DIR/ca.pem`, `DIR/ca.key`, `PREFIX.pem` (leaf, then the CA) and `PREFIX.key`. Keys are unencrypted
 //! PKCS#8 PEM written with mode 0600 and never printed. The subjectAltName encodings are those of
 //! [`m2m_security::certificates`]: AE `onem2m://SP-FQDN/SP-relative-AE-ID` (URI), CSE `<cse-id>.<SP-FQDN>`
 //! (dNSName), MAF/MEF the FQDN (dNSName).
+//!
+//! Revocation (TS-0003 clause 8.1.2.2): `revoke` adds certificates to the CA's list `DIR/crl.pem` (a v2
+//! CRL, cRLNumber one higher than the last) and `crl` re-signs it with a later nextUpdate. The file is
+//! replaced by rename, so a CSE, MAF or MEF reading it at a handshake never sees half of it; they
+//! refuse every certificate of the CA once its list is past nextUpdate, so re-sign before then.
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use m2m_security::certificates::{self as certs, CertIdentity, KeyType, LeafName, Validity};
+use m2m_security::revocation::{self, RevokedEntry};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509NameRef, X509Ref, X509};
 use std::fs;
@@ -38,6 +46,35 @@ pub enum PkiCommand {
     Issue(IssueArgs),
     /// Print a certificate's subject, issuer, validity, key, SANs and the oneM2M identity it names.
     Show(ShowArgs),
+    /// Revoke certificates of a CA: add them to DIR/crl.pem (made if missing) and re-sign it.
+    Revoke(RevokeArgs),
+    /// Re-sign DIR/crl.pem with a fresh nextUpdate (made empty if missing).
+    Crl(CrlArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RevokeArgs {
+    /// Directory of the issuing CA (ca.pem, ca.key); the list is DIR/crl.pem.
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Certificates to revoke (PEM; the first certificate of each file), issued by this CA.
+    pub certs: Vec<PathBuf>,
+    /// Serial numbers to revoke (hex, as `pki show` prints them), for certificates whose file is gone.
+    #[arg(long)]
+    pub serial: Vec<String>,
+    /// Days until the list's nextUpdate: peers refuse this CA's certificates once it passes.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CrlArgs {
+    /// Directory of the CA (ca.pem, ca.key); the list is DIR/crl.pem.
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Days until nextUpdate.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -156,6 +193,21 @@ pub fn run(args: PkiArgs) -> anyhow::Result<()> {
             println!("key (0600):  {}", key.display());
         }
         PkiCommand::Show(a) => print!("{}", show(&a)?),
+        PkiCommand::Revoke(a) => {
+            let (path, added, total) = revoke(&a)?;
+            println!(
+                "{}: {added} certificate(s) revoked, {total} in the list",
+                path.display()
+            );
+        }
+        PkiCommand::Crl(a) => {
+            let (path, total) = resign_crl(&a)?;
+            println!(
+                "{}: re-signed, {total} revoked, next update in {} day(s)",
+                path.display(),
+                a.days
+            );
+        }
     }
     Ok(())
 }
@@ -360,6 +412,114 @@ fn load_ca(dir: &Path) -> anyhow::Result<(X509, PKey<Private>)> {
         );
     }
     Ok((ca, key))
+}
+
+/// The CA's current list, verified with its key; empty when there is none yet.
+fn current_crl(dir: &Path, ca: &X509) -> anyhow::Result<(Vec<RevokedEntry>, u64)> {
+    let path = dir.join("crl.pem");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(err) => bail!("cannot read {}: {err}", path.display()),
+    };
+    let crls = revocation::parse_pem_crls(&text).map_err(e)?;
+    let [crl] = crls.as_slice() else {
+        bail!("{} must hold exactly one CRL", path.display());
+    };
+    let key = ca.public_key().map_err(|err| anyhow!("CA key: {err}"))?;
+    if !crl.verify(&key).unwrap_or(false) {
+        bail!("{} is not signed by this CA", path.display());
+    }
+    Ok((revocation::crl_entries(crl), revocation::crl_number(crl)))
+}
+
+/// Signs and writes DIR/crl.pem by rename (readers see the old list or the new one, never half).
+fn write_crl(
+    dir: &Path,
+    ca: &X509,
+    key: &PKey<Private>,
+    revoked: &[RevokedEntry],
+    number: u64,
+    days: u32,
+) -> anyhow::Result<PathBuf> {
+    if days == 0 {
+        bail!("--days must be at least 1");
+    }
+    let now = now_unix();
+    let crl = revocation::make_crl(
+        ca,
+        key,
+        &revocation::CrlContent {
+            revoked,
+            number,
+            this_update: now,
+            next_update: now + i64::from(days) * 86_400,
+        },
+    )
+    .map_err(e)?;
+    let pem = crl.to_pem().map_err(|err| anyhow!("CRL: {err}"))?;
+    let path = dir.join("crl.pem");
+    let tmp = dir.join(".crl.pem.tmp");
+    write_public(&tmp, &pem)?;
+    fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(path)
+}
+
+/// `m2m pki revoke`: returns the list's path, how many entries were added and how many it holds.
+pub fn revoke(a: &RevokeArgs) -> anyhow::Result<(PathBuf, usize, usize)> {
+    if a.certs.is_empty() && a.serial.is_empty() {
+        bail!("name certificates to revoke (files or --serial)");
+    }
+    let (ca, key) = load_ca(&a.ca)?;
+    let mut serials = Vec::new();
+    for path in &a.certs {
+        let cert = X509::from_pem(
+            &fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        )
+        .map_err(|err| anyhow!("{} holds no certificate: {err}", path.display()))?;
+        let ca_key = ca.public_key().map_err(|err| anyhow!("CA key: {err}"))?;
+        let issued_here = cert.issuer_name().to_der().ok() == ca.subject_name().to_der().ok()
+            && cert.verify(&ca_key).unwrap_or(false);
+        if !issued_here {
+            bail!("{} was not issued by this CA", path.display());
+        }
+        let serial = cert
+            .serial_number()
+            .to_bn()
+            .map_err(|err| anyhow!("serial: {err}"))?;
+        serials.push(serial.to_vec());
+    }
+    for hex_serial in &a.serial {
+        let digits: String = hex_serial.chars().filter(|c| *c != ':').collect();
+        let bytes = hex::decode(&digits)
+            .ok()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| anyhow!("--serial '{hex_serial}' is not a hex serial number"))?;
+        let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+        serials.push(trimmed);
+    }
+    let (mut entries, number) = current_crl(&a.ca, &ca)?;
+    let now = now_unix();
+    let mut added = 0;
+    for serial in serials {
+        if !entries.iter().any(|r| r.serial == serial) {
+            entries.push(RevokedEntry {
+                serial,
+                revoked_at: now,
+            });
+            added += 1;
+        }
+    }
+    let path = write_crl(&a.ca, &ca, &key, &entries, number + 1, a.days)?;
+    Ok((path, added, entries.len()))
+}
+
+/// `m2m pki crl`: returns the list's path and how many certificates it revokes.
+pub fn resign_crl(a: &CrlArgs) -> anyhow::Result<(PathBuf, usize)> {
+    let (ca, key) = load_ca(&a.ca)?;
+    let (entries, number) = current_crl(&a.ca, &ca)?;
+    let path = write_crl(&a.ca, &ca, &key, &entries, number + 1, a.days)?;
+    Ok((path, entries.len()))
 }
 
 /// `m2m pki issue`: returns the paths of PREFIX.pem and PREFIX.key and the identity the certificate names.

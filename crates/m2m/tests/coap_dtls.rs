@@ -662,6 +662,93 @@ fn a_returning_device_resumes_its_session_and_stays_who_it_was() {
     }
 }
 
+/// A revoked certificate (TS-0003 clause 8.1.2.2, `m2m pki revoke`) gets no association over
+/// DTLS either: not by a full handshake, and not by resuming the session it held before its
+/// revocation, which skips the certificate exchange.
+#[test]
+fn a_revoked_certificate_is_refused_over_dtls_even_when_resuming() {
+    if !have_tool("openssl", "version", "the DTLS revocation test") {
+        return;
+    }
+    let pki = Pki::temp();
+    let ca_dir = pki.ca_dir().display().to_string();
+    assert!(m2m_command(&["pki", "crl", "--ca", &ca_dir])
+        .status
+        .success());
+    let crl = pki.ca_dir().join("crl.pem");
+    let cse = CseProcess::start_temp(&format!(
+        "{}crl = {:?}\ndtls_listen = \"127.0.0.1:0\"\nhandshake_timeout_ms = 2000\n",
+        in_tls_config(&pki),
+        crl.display().to_string()
+    ));
+    let port = cse.coaps_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, key) = pki.issue(
+        &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
+        "phone",
+    );
+    let ca = pki.ca_pem().display().to_string();
+    let session = dir.path().join("phone.session");
+    let s_client = |resume: Option<bool>| {
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_client",
+            "-dtls1_2",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "-cert",
+            pem.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+        ])
+        .args([
+            "-CAfile",
+            &ca,
+            "-cipher",
+            "ECDHE-ECDSA-AES128-CCM8",
+            "-ign_eof",
+        ]);
+        match resume {
+            Some(true) => cmd.arg("-sess_in").arg(&session),
+            Some(false) => cmd.arg("-sess_out").arg(&session),
+            None => &mut cmd,
+        };
+        let (out, err) = run(
+            cmd,
+            &s_client_request(Operation::Retrieve, "cse-in", "Cphone"),
+            true,
+        );
+        let text = format!("{}{err}", String::from_utf8_lossy(&out));
+        (s_client_answer(&out), text)
+    };
+    let (first, text) = s_client(Some(false));
+    assert!(text.contains("New, TLSv1.2"), "{text}");
+    assert!(first.is_some(), "an answer before the revocation: {text}");
+    let (again, text) = s_client(Some(true));
+    assert!(text.contains("Reused, TLSv1.2"), "{text}");
+    assert!(again.is_some(), "resumed before the revocation: {text}");
+
+    let out = m2m_command(&["pki", "revoke", "--ca", &ca_dir, pem.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let (full, text) = s_client(None);
+    assert!(
+        full.is_none(),
+        "a full handshake after the revocation: {full:?} {text}"
+    );
+    let (resumed, text) = s_client(Some(true));
+    assert!(
+        resumed.is_none(),
+        "a resumed session after the revocation: {resumed:?} {text}"
+    );
+    assert!(
+        cse.logged("certificate revoked"),
+        "the refusal names its reason:\n{}",
+        cse.stderr()
+    );
+}
+
 /// The certificate-based framework over DTLS (TS-0003 clause 10.2.3, ECDHE-ECDSA with P-256):
 /// libcoap presents an AE certificate made by `m2m pki` (`-c`/`-j`), validates the CSE's chain
 /// against the CA (`-R`), and registers with the AE-ID of its SAN; a certificate of another CA

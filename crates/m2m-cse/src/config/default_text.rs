@@ -168,6 +168,10 @@ const DOCS: &[Doc] = &[
     Key("tls.private_key", "its private key (PEM, mode 0600)"),
     Key("tls.trusted_ca", "the root of trust for the peers' certificates"),
     Alt(
+        "tls.crl",
+        "the CAs' revocation lists (PEM, m2m pki revoke), read again when changed, checked at every certificate handshake",
+    ),
+    Alt(
         "tls.accepted_identities",
         "accept only these peers' certificates (AE-IDs, CSE-IDs); absent: every identity trusted_ca certifies for this SP",
     ),
@@ -445,6 +449,7 @@ fn example() -> Config {
         certificate: Some("pki/cse.pem".into()),
         private_key: Some("pki/cse.key".into()),
         trusted_ca: Some("pki/ca/ca.pem".into()),
+        crl: Some("pki/ca/crl.pem".into()),
         accepted_identities: vec!["/id-mn".into(), "Clock-AE1".into()],
         dtls_listen: Some("127.0.0.1:5684".into()),
         ..TlsSection::default()

@@ -67,6 +67,10 @@ pub struct MafConfig {
     pub private_key: Option<PathBuf>,
     /// Root(s) of trust for client certificates.
     pub trusted_ca: Option<PathBuf>,
+    /// Revocation lists of the trusted CAs (PEM, `m2m pki revoke`), checked at every certificate
+    /// handshake (TS-0003 clause 8.1.2.2).
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
     /// Km rows for TLS-PSK clients.
     #[serde(default)]
     pub km: Vec<KmRow>,
@@ -207,6 +211,9 @@ certificate = "maf.pem"
 private_key = "maf.key"
 # Root of trust for client certificates (AE-ID and CSE-ID certificates): `m2m pki ca --out ca`.
 trusted_ca = "ca/ca.pem"
+# Its revocation list (`m2m pki revoke --ca ca CERT` writes ca/crl.pem): read again whenever it changes,
+# checked at every certificate handshake. Leave it out for no status check.
+# crl = "ca/crl.pem"
 # Directory of the SQLite database maf.sqlite (the registered keys, encrypted under the storage key).
 storage = "maf-data"
 # The storage key: 32 random bytes in hex, in a file of mode 0600 (e.g. `openssl rand -hex 32 >
@@ -306,6 +313,7 @@ impl MafConfig {
                 &mut cfg.certificate,
                 &mut cfg.private_key,
                 &mut cfg.trusted_ca,
+                &mut cfg.crl,
                 &mut cfg.storage_key_file,
                 &mut cfg.keystore,
                 &mut cfg.key_file,
@@ -531,6 +539,7 @@ mod tests {
         assert_eq!(
             paths,
             [
+                "crl",
                 "keystore",
                 "key_file",
                 "passphrase_env",

@@ -327,6 +327,7 @@ impl RunningMaf {
             trusted_ca: cfg.trusted_ca.clone(),
             psk: (!km.is_empty() || mef.is_some())
                 .then(|| Arc::new(KmTable { rows: km, mef }) as Arc<dyn PskLookup>),
+            revocation: crate::revocation_list(cfg.crl.as_deref(), cfg.trusted_ca.as_deref())?,
         })?;
         let tcp = TcpListener::bind(&cfg.listen)
             .await

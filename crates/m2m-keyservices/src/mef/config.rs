@@ -29,6 +29,9 @@ certificate = "mef.pem"
 private_key = "mef.key"
 # Root of trust for enrolees and enrolment targets presenting certificates (`m2m pki ca --out ca`).
 trusted_ca = "ca/ca.pem"
+# Its revocation list (`m2m pki revoke --ca ca CERT` writes ca/crl.pem): read again whenever it changes,
+# checked at every certificate handshake. Leave it out for no status check.
+# crl = "ca/crl.pem"
 # The enrolments (Ke, AES-256-GCM encrypted under the storage key), kept 0600 in a 0700 directory of its own.
 storage = "mef-data/enrolments.json"
 # The storage key file (32 bytes hex, mode 0600; created when missing). Leave it out when the keystore
@@ -114,6 +117,10 @@ pub struct MefConfig {
     pub certificate: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
     pub trusted_ca: Option<PathBuf>,
+    /// Revocation lists of the trusted CAs (PEM, `m2m pki revoke`), checked at every certificate
+    /// handshake (TS-0003 clause 8.1.2.2).
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
     pub storage: PathBuf,
     /// The storage key file (created when missing); exactly one of this and the keystore secret
     /// [`MEF_STORAGE_KEY_SECRET`] is the storage key.
@@ -214,6 +221,7 @@ impl MefConfig {
                 &mut c.certificate,
                 &mut c.private_key,
                 &mut c.trusted_ca,
+                &mut c.crl,
                 &mut c.storage_key,
                 &mut c.keystore,
                 &mut c.key_file,
@@ -365,6 +373,7 @@ mod tests {
         assert_eq!(
             paths,
             [
+                "crl",
                 "keystore",
                 "key_file",
                 "passphrase_env",

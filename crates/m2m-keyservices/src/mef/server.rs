@@ -197,6 +197,10 @@ impl Mef {
             private_key: config.private_key.clone(),
             trusted_ca: config.trusted_ca.clone(),
             psk: (!table.is_empty()).then(|| Arc::new(KpmTable(table)) as Arc<dyn PskLookup>),
+            revocation: crate::revocation_list(
+                config.crl.as_deref(),
+                config.trusted_ca.as_deref(),
+            )?,
         })?;
         let store = match &keys.storage_key {
             StorageKey::File(p) => Store::open(&config.storage, p)?,

@@ -89,6 +89,10 @@ impl Pki {
         let v = Validity::days_from_now(1);
         let ca = make_ca(ca_name, &ca_key, v, sp, fqdns).unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca.to_pem().unwrap()).unwrap();
+        write_private(
+            &dir.path().join("ca.key"),
+            &ca_key.private_key_to_pem_pkcs8().unwrap(),
+        );
         for (name, leaf) in leaves {
             let key = generate_key(KeyType::P256).unwrap();
             let cert = issue(leaf, &key, &ca, &ca_key, v, &[]).unwrap();
@@ -107,6 +111,33 @@ impl Pki {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Writes `crl.pem`: the CA's CRL revoking the certificates of `leaves` (TS-0003 clause 8.1.2.2).
+    pub fn write_crl(&self, leaves: &[&str]) {
+        use m2m_security::revocation::{make_crl, CrlContent, RevokedEntry};
+        let read = |name: &str| std::fs::read(self.path(name)).unwrap();
+        let ca = openssl::x509::X509::from_pem(&read("ca.pem")).unwrap();
+        let key = openssl::pkey::PKey::private_key_from_pem(&read("ca.key")).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let revoked: Vec<RevokedEntry> = leaves
+            .iter()
+            .map(|name| {
+                let cert = openssl::x509::X509::from_pem(&read(&format!("{name}.pem"))).unwrap();
+                RevokedEntry {
+                    serial: cert.serial_number().to_bn().unwrap().to_vec(),
+                    revoked_at: now,
+                }
+            })
+            .collect();
+        let content = CrlContent {
+            revoked: &revoked,
+            number: 1,
+            this_update: now,
+            next_update: now + 3600,
+        };
+        let crl = make_crl(&ca, &key, &content).unwrap();
+        std::fs::write(self.path("crl.pem"), crl.to_pem().unwrap()).unwrap();
     }
 }
 
@@ -131,6 +162,7 @@ pub fn maf_config(p: &Pki, fqdn: &str, sp: &str, km: Vec<KmRow>, storage: &Path)
         certificate: Some(p.path("maf.pem")),
         private_key: Some(p.path("maf.key")),
         trusted_ca: Some(p.path("ca.pem")),
+        crl: p.path("crl.pem").exists().then(|| p.path("crl.pem")),
         km,
         storage: storage.to_path_buf(),
         storage_key_file: Some(p.path("storage.key")),

@@ -306,6 +306,7 @@ mod tests {
             private_key: Some(p("t.key")),
             trusted_ca: Some(p(&format!("{initiator_ca}-ca.pem"))),
             psk: None,
+            revocation: None,
         })
         .unwrap();
         let client = client_context(&ClientTlsConfig {
