@@ -59,6 +59,7 @@ trusted_ca = "{ca}"
 storage = "{storage}"
 storage_key = "{storage_key}"
 lifetime_seconds = {lifetime}
+admins = ["/id-in"]
 
 [[kpm]]
 enrolee_id = "{ENROLEE}"
@@ -293,6 +294,60 @@ async fn a_revoked_target_certificate_gets_no_association() {
     assert!(
         log_text_lowercase().contains("certificate revoked"),
         "the audit line names the reason"
+    );
+}
+
+/// Revocation (`POST /mef/revocation`) is for the configured administrators' certificates only:
+/// not for an enrolee on its Kpm, nor for another target; a revoked KeID is unknown to every
+/// target from then on, and the store no longer holds its Ke.
+#[tokio::test]
+async fn only_an_administrator_revokes_and_a_revoked_enrolment_is_gone() {
+    use m2m_keyservices::mef::store::Revocation;
+    let pki = Pki::new();
+    let (addr, _task) = pki.start(3600).await;
+    let e = enrol(&addr).await;
+    let mut enrolee = MefClient::connect_psk(&addr, MEF, KPM_ID, &kpm())
+        .await
+        .unwrap();
+    let err = enrolee
+        .revoke(&Revocation::KeId(e.ke_id.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    let mut mn = pki.target(&addr, "mn").await;
+    let err = mn
+        .revoke(&Revocation::KeId(e.ke_id.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    let mut admin = pki.target(&addr, "in").await;
+    assert_eq!(
+        admin
+            .fetch_credentials(&e.ke_id, 12, None)
+            .await
+            .unwrap()
+            .enrolee_id,
+        ENROLEE
+    );
+    let err = admin
+        .revoke(&Revocation::KeId(format!("{}@{MEF}", "AB".repeat(16))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    let gone = admin
+        .revoke(&Revocation::Enrolee(ENROLEE.into()))
+        .await
+        .unwrap();
+    assert_eq!(gone, vec![e.ke_id.clone()]);
+    let err = admin
+        .fetch_credentials(&e.ke_id, 12, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    let stored = std::fs::read_to_string(pki.p("enrolments.json")).unwrap();
+    assert!(
+        !stored.contains(&e.ke_id),
+        "the revoked enrolment is still stored"
     );
 }
 

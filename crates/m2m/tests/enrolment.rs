@@ -55,6 +55,7 @@ trusted_ca = "{ca}"
 storage = "{storage}"
 storage_key = "{storage_key}"
 lifetime_seconds = {lifetime_seconds}
+admins = ["/id-in"]
 
 [[kpm]]
 enrolee_id = "{ENROLEE}"
@@ -207,6 +208,89 @@ async fn an_expired_enrolment_opens_no_maf_association() {
             .is_err(),
         "an expired enrolment must not authenticate"
     );
+}
+
+/// An enrolment revoked at the MEF (`m2m mef revoke`, by an administrator's certificate) ends
+/// everything derived from it: its Km opens no MAF association, and the Kc the enrolee registered
+/// at the MAF while it held no longer opens an association with the IN-CSE (the MAF asks the MEF
+/// again before handing a key out). Only an administrator may revoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_enrolment_opens_nothing_any_more() {
+    let setup = Setup::new();
+    let (mef_proc, mef_addr) = setup.start_mef(3600);
+    let (maf_proc, maf_url) = setup.start_maf(&mef_addr);
+    let cse = setup.start_in_cse(&maf_url);
+    let (ke, ke_id) = enrol(&mef_addr).await;
+    let km = kdf::km(&ke, MAF_FQDN);
+    let mut maf = MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &km)
+        .await
+        .expect("Km association before the revocation");
+    maf.register_client(None)
+        .await
+        .expect("client registration");
+    let kc = maf
+        .register_key(12, &[&format!("//{SP}/id-in")], None)
+        .await
+        .expect("key registration");
+    let kc_half = hex::encode(&kc.key.expose()[..kc.key.len() / 2]);
+    let phone = TlsClient::psk(&kc.key_id, &kc_half);
+    let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse))
+        .expect("the Kc association before the revocation");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+
+    let revoke = |cert: &str, which: &[&str]| {
+        let mut args = vec![
+            "mef".to_owned(),
+            "revoke".into(),
+            "--url".into(),
+            format!("https://{mef_addr}"),
+            "--fqdn".into(),
+            MEF_FQDN.into(),
+            "--certificate".into(),
+            setup.path(&format!("{cert}.pem")).display().to_string(),
+            "--private-key".into(),
+            setup.path(&format!("{cert}.key")).display().to_string(),
+            "--trusted-ca".into(),
+            setup.pki.ca_pem().display().to_string(),
+        ];
+        args.extend(which.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tokio::task::block_in_place(|| common::m2m_command(&args))
+    };
+    // The MAF's certificate is no administrator's.
+    let out = revoke("maf", &["--ke-id", &ke_id]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an administrator"),
+        "{out:?}"
+    );
+    let out = revoke("id-in", &["--ke-id", &ke_id]);
+    assert!(out.status.success(), "{out:?}\n{}", mef_proc.stderr());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("revoked {ke_id}")
+    );
+    // Nothing left to revoke.
+    let out = revoke("id-in", &["--enrolee", ENROLEE]);
+    assert!(!out.status.success(), "{out:?}");
+
+    assert!(
+        MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &km)
+            .await
+            .is_err(),
+        "the revoked enrolment's Km opened a MAF association"
+    );
+    let again = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse));
+    assert!(
+        again.is_err(),
+        "the Kc registered under the revoked enrolment opened an association: {again:?}"
+    );
+    let maf_log = maf_proc.stderr();
+    assert!(
+        maf_log.contains("its enrolment no longer holds at the MEF"),
+        "{maf_log}"
+    );
+    assert!(mef_proc.stderr().contains("enrolment revoked"));
 }
 
 /// The same flow through the CLI in one call: `m2m request --mef-url ... --maf-url ...` enrols on

@@ -64,7 +64,7 @@ impl EnrolmentLifetimes {
 /// The PSK side of the MAF: configured Km rows first, then (with `[mef]`) remote-provisioned Km.
 struct KmTable {
     rows: HashMap<String, (EntityId, Secret)>,
-    mef: Option<MefKm>,
+    mef: Option<Arc<MefKm>>,
 }
 
 /// The association a Km opens: its KmID as Credential-ID (typeID 11), bound to the MAF client.
@@ -95,6 +95,15 @@ impl PskLookup for KmTable {
 /// handshake (no cache: an expired enrolment opens nothing), and binds the enrolee ID the MEF names.
 /// The lifetime the MEF reports is kept in [`EnrolmentLifetimes`]: what the client registers over
 /// that association ends with the enrolment.
+/// What the MEF says of an enrolment now.
+enum Enrolment {
+    Holds,
+    /// Expired or revoked (the MEF no longer knows the KeID, or no longer for this MAF).
+    Ended,
+    /// The MEF could not be asked; nothing derived from the enrolment is handed out meanwhile.
+    Unknown(String),
+}
+
 struct MefKm {
     addr: String,
     mef_fqdn: String,
@@ -144,6 +153,30 @@ impl MefKm {
         ))
     }
 
+    /// Whether the enrolment of `ke_id` still holds at the MEF, asked now (a key registered over
+    /// its Km is about to be handed out).
+    async fn confirm(&self, ke_id: &str) -> Enrolment {
+        let mut mef = match crate::mef::MefClient::connect_with_context(
+            &self.addr,
+            &self.mef_fqdn,
+            &self.context,
+            &m2m_transport::PeerCheck::Host(self.mef_fqdn.clone()),
+        )
+        .await
+        {
+            Ok(m) => m,
+            Err(e) => return Enrolment::Unknown(e.to_string()),
+        };
+        let asked = mef.fetch_credentials(ke_id, crate::mef::SUID_MAF, None);
+        match tokio::time::timeout(self.timeout, asked).await {
+            Ok(Ok(got)) if got.lifetime > 0 => Enrolment::Holds,
+            Ok(Ok(_)) => Enrolment::Ended,
+            Ok(Err(e)) if matches!(e.status(), Some(403 | 404)) => Enrolment::Ended,
+            Ok(Err(e)) => Enrolment::Unknown(e.to_string()),
+            Err(_) => Enrolment::Unknown("the MEF did not answer in time".into()),
+        }
+    }
+
     fn lookup(&self, psk_identity: &str) -> Option<PskKey> {
         let relative = psk_identity.strip_suffix(&format!("@{}", self.mef_fqdn))?;
         if relative.is_empty() || !relative.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -174,6 +207,8 @@ pub(super) struct State {
     /// The KmIDs of `[[km]]` rows: every other PSK association is a remote-provisioned Km.
     km_ids: std::collections::HashSet<String>,
     lifetimes: Arc<EnrolmentLifetimes>,
+    /// The MEF of remote-provisioned Km, asked again before a key registered over one is handed out.
+    mef: Option<Arc<MefKm>>,
 }
 
 impl State {
@@ -296,7 +331,7 @@ impl RunningMaf {
         let km_ids = km.keys().cloned().collect();
         let mef = match &cfg.mef {
             None => None,
-            Some(m) => Some(MefKm {
+            Some(m) => Some(Arc::new(MefKm {
                 addr: crate::mef::client::mef_addr(&m.url).map_err(|e| format!("mef.url: {e}"))?,
                 mef_fqdn: m.fqdn.clone(),
                 timeout: Duration::from_millis(m.timeout_ms.max(1)),
@@ -313,8 +348,9 @@ impl RunningMaf {
                 .map_err(|e| format!("[mef]: the MAF's certificate association: {e}"))?,
                 lifetimes: Arc::clone(&lifetimes),
                 clock: Arc::clone(&clock),
-            }),
+            })),
         };
+        let mef_for_state = mef.clone();
         let context = m2m_security::tls::server_context(&ServerTlsConfig {
             cipher_suites: m2m_security::tls::PSK_SUITES
                 .iter()
@@ -340,6 +376,7 @@ impl RunningMaf {
             delegations,
             km_ids,
             lifetimes,
+            mef: mef_for_state,
         });
         let sweep_state = Arc::clone(&state);
         let sweep = tokio::spawn(async move {
@@ -506,7 +543,13 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
         (Method::PUT, ["maf", "clients", id]) => update_client(state, conn, id, &body),
         (Method::DELETE, ["maf", "clients", id]) => deregister_client(state, conn, id),
         (Method::POST, ["maf", "keys"]) => register_key(state, conn, &body),
-        (Method::GET, ["maf", "keys", id]) => retrieve_key(state, conn, &key(id)),
+        (Method::GET, ["maf", "keys", id]) => {
+            let id = key(id);
+            match enrolment_of_source(state, conn, &id).await {
+                Some(refused) => refused,
+                None => retrieve_key(state, conn, &id),
+            }
+        }
         (Method::PUT, ["maf", "keys", id]) => update_key(state, conn, &key(id), &body),
         (Method::DELETE, ["maf", "keys", id]) => deregister_key(state, conn, &key(id)),
         (method, ["maf", "e2e-credentials", rest @ ..]) => {
@@ -874,6 +917,48 @@ fn live_key(state: &State, store: &Store, id: &str) -> Result<Option<LiveKey>, S
     store.delete_key(id)?;
     tracing::info!(target: "audit", key = %id, source = %reg.source_id, "{why}");
     Ok(None)
+}
+
+/// Before key `id` is handed out: if its source registered over a remote-provisioned Km, the
+/// enrolment that Km came from must still hold at the MEF (it may have been revoked since the
+/// handshake). An ended enrolment ends the client registration and its keys; an MEF that cannot be
+/// asked hands out nothing (503). `None`: go on (the requester is no target, the source has no
+/// remote-provisioned Km, or its enrolment holds).
+async fn enrolment_of_source(state: &State, conn: &Conn, id: &str) -> Option<Answer> {
+    let mef = state.mef.as_ref()?;
+    let (reg_id, km_id) = {
+        let store = state.store();
+        let key = store.key(id).ok()??;
+        // Only for a target: anyone else gets retrieve_key's refusal, and no MEF round trip.
+        if !key.targets.contains(&conn.identity) {
+            return None;
+        }
+        let client = store.client(key.client_reg.as_deref()?).ok()??;
+        (client.reg_id, client.km_id?)
+    };
+    if state.km_ids.contains(&km_id) {
+        return None;
+    }
+    match mef.confirm(&km_id).await {
+        Enrolment::Holds => None,
+        Enrolment::Ended => {
+            let gone = state.store().delete_client(&reg_id);
+            match gone {
+                Ok(a) => {
+                    tracing::warn!(target: "audit", ke_id = %km_id, reg = %reg_id, keys = a.keys, "MAF client registration ended: its enrolment no longer holds at the MEF")
+                }
+                Err(e) => return Some(internal(e)),
+            }
+            Some(error(StatusCode::NOT_FOUND, "no such key"))
+        }
+        Enrolment::Unknown(why) => {
+            tracing::warn!(target: "audit", ke_id = %km_id, key = %id, reason = %why, "MAF key retrieval deferred: the enrolment cannot be confirmed at the MEF");
+            Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the key's enrolment cannot be confirmed now",
+            ))
+        }
+    }
 }
 
 fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {

@@ -105,7 +105,7 @@ impl Drop for MefClient {
 
 /// The socket address of a MEF URL: `https://host[:port][/...]` or `host:port` → `host:port` (443 by
 /// default), the form [`MefClient`] connects to.
-pub(crate) fn mef_addr(url: &str) -> Result<String, String> {
+pub fn mef_addr(url: &str) -> Result<String, String> {
     let url = if url.contains("://") {
         url.to_owned()
     } else {
@@ -281,6 +281,35 @@ impl MefClient {
             enrolee_id: v["enroleeID"].as_str().unwrap_or_default().to_owned(),
             lifetime: v["lifetime"].as_u64().unwrap_or_default(),
         })
+    }
+
+    /// Administrator side: `POST /mef/revocation` ends the enrolment of a KeID, or every enrolment
+    /// of an enrolee; returns the KeIDs revoked (the MEF answers 404 when none matched).
+    pub async fn revoke(
+        &mut self,
+        which: &crate::mef::store::Revocation,
+    ) -> Result<Vec<String>, ClientError> {
+        use crate::mef::store::Revocation;
+        let body = match which {
+            Revocation::KeId(k) => serde_json::json!({ "keID": k }),
+            Revocation::Enrolee(e) => serde_json::json!({ "enroleeID": e }),
+        };
+        let v = self
+            .call(
+                Method::POST,
+                "/mef/revocation",
+                None,
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
+        Ok(v["revoked"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Enrolment-target side: `GET /mef/fetchCredentials/{KeID}/{SUID}`, From (X-M2M-Origin) = `origin`

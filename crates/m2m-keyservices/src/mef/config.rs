@@ -32,6 +32,8 @@ trusted_ca = "ca/ca.pem"
 # Its revocation list (`m2m pki revoke --ca ca CERT` writes ca/crl.pem): read again whenever it changes,
 # checked at every certificate handshake. Leave it out for no status check.
 # crl = "ca/crl.pem"
+# Who may revoke enrolments (`m2m mef revoke`), as their certificates name them; absent: nobody.
+# admins = ["/id-in"]
 # The enrolments (Ke, AES-256-GCM encrypted under the storage key), kept 0600 in a 0700 directory of its own.
 storage = "mef-data/enrolments.json"
 # The storage key file (32 bytes hex, mode 0600; created when missing). Leave it out when the keystore
@@ -121,6 +123,10 @@ pub struct MefConfig {
     /// handshake (TS-0003 clause 8.1.2.2).
     #[serde(default)]
     pub crl: Option<PathBuf>,
+    /// The identities (as their certificates name them: CSE-IDs, AE-IDs, FQDNs) allowed to revoke
+    /// enrolments (`POST /mef/revocation`); empty: nobody.
+    #[serde(default)]
+    pub admins: Vec<String>,
     pub storage: PathBuf,
     /// The storage key file (created when missing); exactly one of this and the keystore secret
     /// [`MEF_STORAGE_KEY_SECRET`] is the storage key.
@@ -374,6 +380,7 @@ mod tests {
             paths,
             [
                 "crl",
+                "admins",
                 "keystore",
                 "key_file",
                 "passphrase_env",

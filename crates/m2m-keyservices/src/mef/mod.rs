@@ -46,6 +46,12 @@
 //!   clock). A target keeps nothing derived from it longer: the MAF ends a client registration made
 //!   with that Km, and so its keys, when the enrolment ends ([`crate::maf`]).
 //!
+//! `POST /mef/revocation` (an administrator: a certificate identity among `admins`):
+//! `{"keID": "..."}` or `{"enroleeID": "..."}`. The enrolments it selects are deleted, Ke with them:
+//! `200 OK` `{"revoked": [KeID, ...]}`, 404 when none matched, 403 for anyone else. The MAF
+//! confirms a remote-provisioned Km's enrolment at every handshake and before handing out a key
+//! registered over it ([`crate::maf`]), so a revocation ends those too.
+//!
 //! The enrolment file is 0600 in a 0700 directory ([`m2m_security::data_files`]: created so,
 //! tightened when group or others may read, refused when they may write); keep it in a directory
 //! of its own (the default `mef-data/`) rather than next to other files.
@@ -61,7 +67,7 @@
 //!
 //! # Not done (MVP)
 //! Re-authentication key Ker, certificate provisioning (`Cert` is recorded but no certificate is
-//! issued), MEF client commands (8.3.9), DTLS, revocation of enrolments.
+//! issued), MEF client commands (8.3.9), DTLS.
 
 pub mod client;
 pub mod config;

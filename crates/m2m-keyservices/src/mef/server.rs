@@ -4,7 +4,7 @@
 //! key; the HTTP/1.1 JSON API is described in the [module documentation](super).
 
 use super::config::{MefConfig, StorageKey};
-use super::store::{now_secs, Enrolment, EnrolmentMeta, Store, TargetRef};
+use super::store::{now_secs, Enrolment, EnrolmentMeta, Revocation, Store, TargetRef};
 use super::{credential_for, SUID_MAF};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -276,6 +276,9 @@ impl Mef {
         if parts.method == Method::POST && path == "/mef/enrolment" {
             return self.enrol(conn, &body);
         }
+        if parts.method == Method::POST && path == "/mef/revocation" {
+            return self.revoke(conn, &body);
+        }
         if let Some(rest) = path.strip_prefix("/mef/fetchCredentials/") {
             if parts.method != Method::GET {
                 return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
@@ -287,6 +290,56 @@ impl Mef {
             return self.fetch(conn, rest, origin);
         }
         error(StatusCode::NOT_FOUND, "no such MEF resource")
+    }
+
+    /// Revocation of enrolments by an administrator (a certificate identity among `admins`): the
+    /// enrolments and their Ke are gone, so no target fetches a key derived from them any more,
+    /// and the MAF refuses the Km (it asks the MEF at every handshake and key retrieval).
+    fn revoke(&self, conn: &Conn, body: &[u8]) -> hyper::Response<Full<Bytes>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Req {
+            #[serde(default, rename = "keID")]
+            ke_id: Option<String>,
+            #[serde(default, rename = "enroleeID")]
+            enrolee_id: Option<String>,
+        }
+        let admin = match &conn.auth {
+            PeerAuth::Certificate { identity } if self.config.admins.contains(identity) => identity,
+            _ => {
+                tracing::warn!(target: "audit", peer = %conn.addr, who = %conn.auth.id(), "enrolment revocation refused: not an administrator");
+                return error(StatusCode::FORBIDDEN, "not an administrator of this MEF");
+            }
+        };
+        let which = match serde_json::from_slice::<Req>(body) {
+            Ok(Req {
+                ke_id: Some(k),
+                enrolee_id: None,
+            }) => Revocation::KeId(k),
+            Ok(Req {
+                ke_id: None,
+                enrolee_id: Some(e),
+            }) => Revocation::Enrolee(e),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "expected {\"keID\": ...} or {\"enroleeID\": ...}",
+                )
+            }
+        };
+        match self.store.revoke(&which) {
+            Err(e) => {
+                tracing::error!(target: "audit", "MEF storage: {e}");
+                error(StatusCode::INTERNAL_SERVER_ERROR, "storage failure")
+            }
+            Ok(gone) if gone.is_empty() => error(StatusCode::NOT_FOUND, "no such enrolment"),
+            Ok(gone) => {
+                for ke_id in &gone {
+                    tracing::warn!(target: "audit", peer = %conn.addr, admin = %admin, ke_id = %ke_id, "enrolment revoked");
+                }
+                respond(StatusCode::OK, &json!({ "revoked": gone }))
+            }
+        }
     }
 
     fn enrol(&self, conn: &Conn, body: &[u8]) -> hyper::Response<Full<Bytes>> {

@@ -34,6 +34,15 @@ pub struct EnrolmentMeta {
     pub expires: u64,
 }
 
+/// Which enrolments a revocation ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// The one enrolment of this KeID.
+    KeId(String),
+    /// Every enrolment of this enrolee.
+    Enrolee(String),
+}
+
 /// An enrolment with its Ke.
 #[derive(Clone, Debug)]
 pub struct Enrolment {
@@ -159,6 +168,28 @@ impl Store {
         rows.retain(|_, r| r.open.meta.expires > now);
         rows.insert(e.meta.ke_id.clone(), Row { open: e, sealed });
         self.save(&rows)
+    }
+
+    /// Revokes enrolments (the MEF's administrator): every one that `revoked` selects is removed,
+    /// Ke with it, and the file written. Returns the KeIDs revoked, none when nothing matched.
+    pub fn revoke(&self, revoked: &Revocation) -> Result<Vec<String>, String> {
+        let mut rows = self.rows.lock().expect("store lock");
+        let gone: Vec<String> = rows
+            .values()
+            .filter(|r| match revoked {
+                Revocation::KeId(id) => r.open.meta.ke_id == *id,
+                Revocation::Enrolee(e) => r.open.meta.enrolee_id == *e,
+            })
+            .map(|r| r.open.meta.ke_id.clone())
+            .collect();
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        for id in &gone {
+            rows.remove(id);
+        }
+        self.save(&rows)?;
+        Ok(gone)
     }
 
     /// The enrolment with this KeID, unless unknown or expired.
