@@ -14,6 +14,7 @@ pub enum ResourceType {
     CrossResourceSubscription,
     CseBase,
     Dependency,
+    DynamicAuthorizationConsultation,
     FlexContainer,
     FlexContainerInstance,
     Group,
@@ -37,7 +38,7 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 28] = [
+    pub const ALL: [ResourceType; 29] = [
         Self::AccessControlPolicy,
         Self::Action,
         Self::Ae,
@@ -46,6 +47,7 @@ impl ResourceType {
         Self::CrossResourceSubscription,
         Self::CseBase,
         Self::Dependency,
+        Self::DynamicAuthorizationConsultation,
         Self::FlexContainer,
         Self::FlexContainerInstance,
         Self::Group,
@@ -90,6 +92,7 @@ impl ResourceType {
             Self::NotificationTargetMgmtPolicyRef => 25,
             Self::NotificationTargetPolicy => 26,
             Self::PolicyDeletionRules => 27,
+            Self::DynamicAuthorizationConsultation => 34,
             Self::FlexContainer => 28,
             Self::TimeSeries => 29,
             Self::TimeSeriesInstance => 30,
@@ -123,6 +126,7 @@ impl ResourceType {
             25 => Self::NotificationTargetMgmtPolicyRef,
             26 => Self::NotificationTargetPolicy,
             27 => Self::PolicyDeletionRules,
+            34 => Self::DynamicAuthorizationConsultation,
             28 => Self::FlexContainer,
             29 => Self::TimeSeries,
             30 => Self::TimeSeriesInstance,
@@ -157,6 +161,7 @@ impl ResourceType {
             Self::AccessControlPolicy => "acp",
             Self::Action => "actr",
             Self::Dependency => "depr",
+            Self::DynamicAuthorizationConsultation => "dac",
             Self::FlexContainer => "fcnt",
             Self::Ae => "ae",
             Self::Container => "cnt",
@@ -192,6 +197,7 @@ impl ResourceType {
             Self::AccessControlPolicy => "m2m:acp",
             Self::Action => "m2m:actr",
             Self::Dependency => "m2m:depr",
+            Self::DynamicAuthorizationConsultation => "m2m:dac",
             // The generic name: a specialization is represented under its own name
             // (`cod:tempe`...), see m2m-core `specialization`.
             Self::FlexContainer => "m2m:fcnt",
@@ -241,6 +247,7 @@ impl ResourceType {
                 Ae,
                 Container,
                 CrossResourceSubscription,
+                DynamicAuthorizationConsultation,
                 FlexContainer,
                 Group,
                 LocalMulticastGroup,
@@ -261,6 +268,7 @@ impl ResourceType {
                 Action,
                 Container,
                 CrossResourceSubscription,
+                DynamicAuthorizationConsultation,
                 FlexContainer,
                 Group,
                 LocationPolicy,
@@ -290,9 +298,11 @@ impl ResourceType {
             ],
             TimeSeries => &[Action, SemanticDescriptor, Subscription, TimeSeriesInstance],
             Action => &[Dependency, Subscription],
-            Dependency | Request | PolicyDeletionRules | NotificationTargetMgmtPolicyRef => {
-                &[Subscription]
-            }
+            Dependency
+            | DynamicAuthorizationConsultation
+            | Request
+            | PolicyDeletionRules
+            | NotificationTargetMgmtPolicyRef => &[Subscription],
             NotificationTargetPolicy => &[PolicyDeletionRules, Subscription],
             Node => &[MgmtObj, Schedule, SemanticDescriptor, Subscription],
             MgmtObj => &[SemanticDescriptor, Subscription],
@@ -305,6 +315,7 @@ impl ResourceType {
                 AccessControlPolicy,
                 Container,
                 CrossResourceSubscription,
+                DynamicAuthorizationConsultation,
                 FlexContainer,
                 Group,
                 PollingChannel,

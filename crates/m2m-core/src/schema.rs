@@ -943,6 +943,25 @@ static LCP_ATTRS: &[AttrSpec] = &[
     rw("luec", Kind::Enum(&[0])),
 ];
 
+/// `<dynamicAuthorizationConsultation>`: TS-0004 clause 7.4.36 (table 7.4.36.1-3), TS-0001
+/// clause 9.6.40: whether consultation is enabled, the Dynamic Authorization Servers to consult
+/// (at least one), the lifetime to propose for the privileges they grant.
+static DAC_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    m_rw("dae", Kind::Bool),
+    m_rw("dap", Kind::NonEmptyList(&Kind::Uri)),
+    rw("dal", Kind::Timestamp),
+];
+
 /// `<timeSyncBeacon>` (Release 4): the beacon criteria and where beacons go; the rules between
 /// them are the type's module's.
 static TSB_ATTRS: &[AttrSpec] = &[
@@ -1109,6 +1128,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::TimeSeries => TS_ATTRS,
         ResourceType::TimeSeriesInstance => TSI_ATTRS,
         ResourceType::TimeSyncBeacon => TSB_ATTRS,
+        ResourceType::DynamicAuthorizationConsultation => DAC_ATTRS,
     }
 }
 
@@ -1156,7 +1176,9 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ],
         ResourceType::TimeSeries => &["ty", "ri", "pi", "ct", "lt", "cni", "cbs", "mdlt", "mdc"],
         ResourceType::TimeSeriesInstance => &["ty", "ri", "pi", "ct", "lt", "cs"],
-        ResourceType::TimeSyncBeacon => &["ty", "ri", "pi", "ct", "lt"],
+        ResourceType::TimeSyncBeacon | ResourceType::DynamicAuthorizationConsultation => {
+            &["ty", "ri", "pi", "ct", "lt"]
+        }
     }
 }
 
@@ -1599,6 +1621,9 @@ mod tests {
             Schedule => json!({"se": {"sce": ["* * 8-20 * * * *"]}}),
             LocationPolicy => json!({"los": 2}),
             TimeSyncBeacon => json!({"bcnc": 1, "bcnu": ["/id-in/Cae1"]}),
+            DynamicAuthorizationConsultation => {
+                json!({"dae": true, "dap": ["https://das.example.com"]})
+            }
             SemanticDescriptor => json!({"dcrp": 5, "dsp": "PGE+IDxiPiA8Yz4gLg=="}),
             NotificationTargetMgmtPolicyRef => json!({"ntu": ["Cae1"]}),
             NotificationTargetPolicy => json!({"acn": 1, "plbl": "Default"}),

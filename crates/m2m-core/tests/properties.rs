@@ -767,6 +767,9 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ResourceType::Schedule => serde_json::json!({"se": {"sce": ["* * 8-20 * * * *"]}}),
         ResourceType::LocationPolicy => serde_json::json!({"los": 2}),
         ResourceType::TimeSyncBeacon => serde_json::json!({"bcnc": 1, "bcnu": ["/id-in/Cae1"]}),
+        ResourceType::DynamicAuthorizationConsultation => {
+            serde_json::json!({"dae": true, "dap": ["https://das.example.com"]})
+        }
         ResourceType::SemanticDescriptor => {
             serde_json::json!({"dcrp": 5, "dsp": "PGE+IDxiPiA8Yz4gLg=="})
         }

@@ -124,7 +124,7 @@ pub enum Grant {
 }
 
 /// The access operation a request asks for.
-fn operation(req: &Request) -> AccessOperation {
+pub(crate) fn operation(req: &Request) -> AccessOperation {
     match req.op {
         Operation::Create => AccessOperation::Create,
         Operation::Retrieve if req.is_discovery() => AccessOperation::Discovery,
@@ -216,9 +216,13 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         .pc
         .as_ref()
         .and_then(|pc| pc.get(crate::resources::root_name(subject).as_ref()));
+    // dynamicAuthorizationConsultationIDs too: whoever links a resource to a consultation
+    // chooses who may be granted access to it.
     let changes_access = req.op == Operation::Update
         && subject.ty != ResourceType::AccessControlPolicy
-        && content.is_some_and(|c| c.get("acpi").is_some() || c.get("cstn").is_some());
+        && content.is_some_and(|c| {
+            c.get("acpi").is_some() || c.get("cstn").is_some() || c.get("daci").is_some()
+        });
     let policies = if changes_access {
         self_policies_of_acpi(cse, subject)?
     } else {
@@ -253,6 +257,49 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         }
     }
     Ok(grant)
+}
+
+/// The resource whose policies decide `req` on `target` (a CREATE's parent, the container of
+/// `la`/`ol`) and the type a CREATE makes; `None` for targets no policy of a resource decides.
+pub(crate) fn subject_of<'t>(
+    req: &Request,
+    target: &'t Target,
+) -> Option<(&'t Resource, Option<u16>)> {
+    match (req.op, target) {
+        (Operation::Create, Target::Resource(parent)) => Some((parent, req.ty.map(|t| t.code()))),
+        (_, Target::Resource(r)) => Some((r, None)),
+        (_, Target::Latest(c) | Target::Oldest(c)) => Some((c, None)),
+        _ => None,
+    }
+}
+
+/// Whether `privileges` (a Dynamic Authorization Server's grant) permit `req` on `subject`,
+/// decided as the privileges of an <accessControlPolicy> would be.
+pub(crate) fn permitted_by(
+    cse: &Cse,
+    peer: &Peer,
+    req: &Request,
+    subject: &Resource,
+    child_type: Option<u16>,
+    privileges: &Privileges,
+) -> Option<Grant> {
+    let facts = Facts::of(peer);
+    let policies = Policies::Acps(vec![(
+        "dynamic-authorization".to_owned(),
+        privileges.clone(),
+    )]);
+    let limited = policies.limit_attributes();
+    let target = Target::Resource(subject.clone());
+    let touched = limited.then(|| touched_attributes(req, &target)).flatten();
+    let (permit, _, attributes) = evaluate(
+        cse,
+        &facts.touching(touched.as_deref()),
+        operation(req),
+        subject,
+        child_type,
+        &policies,
+    );
+    permit.then(|| attributes.map_or(Grant::Whole, Grant::Attributes))
 }
 
 fn enforce(

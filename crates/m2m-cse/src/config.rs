@@ -50,6 +50,10 @@ pub struct Config {
     /// The MAF this CSE retrieves connection keys from (MAF-based SAE); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maf: Option<MafSection>,
+    /// Dynamic authorization (TS-0003 clause 7.3.2.2): the servers this CSE consults when no
+    /// policy grants; absent: none is ever consulted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_authorization: Option<DynamicAuthorizationSection>,
     /// Entity C of Group Authentication Solution 1 (IN-CSE): the group agents and their members.
     pub group_authentication: GroupAuthenticationSection,
     /// Entity B of Group Authentication Solution 1 (MN-CSE): the members it is group agent for.
@@ -279,6 +283,47 @@ pub struct MafSection {
 
 fn default_maf_timeout() -> u64 {
     2_000
+}
+
+/// The Dynamic Authorization Servers this CSE consults (TS-0003 clause 7.3.2.2, TS-0004 clause
+/// 7.5.1.2.10). A `<dynamicAuthorizationConsultation>` names servers in its `dap`; only those
+/// listed here are ever contacted (a resource's creator could otherwise point the CSE at a
+/// server that grants whatever it is asked), over https with the CSE's certificate, the server
+/// verified by name against [tls] trusted_ca.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamicAuthorizationSection {
+    pub servers: Vec<DasServerRow>,
+    /// How long a consultation waits for the server; no answer is a denial.
+    pub timeout_ms: u64,
+    /// The longest a grant is kept, whatever privilegesLifetime the server gives.
+    pub max_lifetime_seconds: u64,
+    /// How long a server's refusal (or silence) is kept before it is asked again for the same
+    /// originator, target and operation: a flood of refused requests is not a flood of
+    /// consultations.
+    pub refusal_cache_seconds: u64,
+}
+
+impl Default for DynamicAuthorizationSection {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            timeout_ms: 2_000,
+            max_lifetime_seconds: 3_600,
+            refusal_cache_seconds: 10,
+        }
+    }
+}
+
+/// One Dynamic Authorization Server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DasServerRow {
+    /// Its address as a `dap` names it, e.g. `https://das.m2m.example.com:8443`.
+    pub url: String,
+    /// The name its certificate must carry; absent: the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// A TLS listener in the oneM2M profiles (TS-0003 clause 10.2).

@@ -65,6 +65,8 @@ pub struct Cse {
     pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
     /// What the Upper Tester interface changed (conformance testing only).
     pub(crate) testing: crate::upper_tester::Overrides,
+    /// Dynamic authorization: the servers of `[dynamic_authorization]` and their decisions.
+    pub(crate) dynamic_authorization: Option<crate::dynamic_authorization::Consultations>,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
     pub(crate) searches: crate::search_threads::SearchThreads,
     public_url: RwLock<String>,
@@ -120,6 +122,11 @@ impl Cse {
             environments,
         )?;
         let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments, maf.as_ref())?;
+        let dynamic_authorization = crate::dynamic_authorization::Consultations::from_config(
+            &cfg,
+            &client,
+            certificate.as_ref(),
+        )?;
         let group_credentials = crate::group_credentials::GroupCredentials::from_config(
             &cfg.group_credentials,
             environments,
@@ -175,6 +182,7 @@ impl Cse {
             geofence_events: Default::default(),
             beacons: Default::default(),
             testing: Default::default(),
+            dynamic_authorization,
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,
@@ -551,7 +559,13 @@ impl Cse {
             Locality::Remote(cse) => return routing::forward(&self, req, cse, &peer).await,
         }
         let target = resolve::resolve(&self, &addr)?;
-        let grant = access::authorize(&self, &req, &target, &peer)?;
+        let grant = match access::authorize(&self, &req, &target, &peer) {
+            Ok(g) => g,
+            // No policy grants: a Dynamic Authorization Server may (TS-0004 clause 7.3.3.15).
+            Err(refusal) => {
+                crate::dynamic_authorization::consult(&self, &req, &target, &peer, refusal).await?
+            }
+        };
         // Additions of a type to the authorization step (Recv-6.3), e.g. disableRetrieval.
         match &target {
             Target::Resource(r) => crate::resources::behaviour(r.ty).admits(&self, req.op, r)?,

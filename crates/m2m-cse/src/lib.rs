@@ -13,6 +13,8 @@ pub mod config;
 pub mod cse;
 mod discovery;
 mod dispatcher;
+/// Direct dynamic authorization: consulting a DAS when no policy grants (TS-0003 clause 7.3.2.2).
+mod dynamic_authorization;
 pub(crate) mod escertke;
 pub(crate) mod esprim;
 pub(crate) mod expiry;

@@ -15,6 +15,8 @@ pub mod credentials;
 pub mod data_files;
 /// DTLS 1.2 session resumption, the association decided again (RFC 5246 clause 7.3).
 pub mod dtls_resumption;
+/// Direct dynamic authorization: the DAS exchange and the DAS's policy (TS-0003 clause 7.3.2.2).
+pub mod dynamic_authorization;
 pub mod e2e;
 /// oneM2M key derivations (TS-0003 clause 10.3, seeds/001 clause 8.2.1).
 pub mod kdf;

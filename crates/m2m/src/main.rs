@@ -23,6 +23,7 @@ mod bench_coap;
 mod bench_e2e;
 mod bench_maf;
 mod bench_tls;
+mod das;
 mod demo;
 mod e2e;
 mod e2e_state;
@@ -78,6 +79,8 @@ enum Command {
     Maf(maf::MafArgs),
     /// Run the M2M Enrolment Function: remote security provisioning (TS-0003 clause 8.3).
     Mef(mef::MefArgs),
+    /// Run a Dynamic Authorization Server deciding from a policy file (TS-0003 clause 7.3.2.2).
+    Das(das::DasArgs),
     /// Use the MAF's trusted third party: register and retrieve E2E credentials (seeds/001 5.6, 5.7).
     Ttp(Box<ttp::TtpArgs>),
     /// End-to-end security: JWK keys, ESData protect/open, secure group commands, group credentials.
@@ -198,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Mef(args) => runtime()?.block_on(mef::run(args)),
+        Command::Das(args) => runtime()?.block_on(das::run(args)),
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! m2m pki ca    --out DIR [--name NAME] [--days 3650] [--sp SP-FQDN] [--permit-dns DOMAIN]... [--force]
-//! m2m pki issue --ca DIR --kind cse|ae|maf|mef --id ID [--sp SP-FQDN] [--cse CSE-ID] --out PREFIX
+//! m2m pki issue --ca DIR --kind cse|ae|maf|mef|das --id ID [--sp SP-FQDN] [--cse CSE-ID] --out PREFIX
 //!               [--days 365] [--not-before RFC3339] [--not-after RFC3339] [--dns NAME]... [--force]
 //! m2m pki show  CERT [--sp SP-FQDN]
 //! m2m pki revoke --ca DIR [CERT]... [--serial HEX]... [--days 30]
@@ -112,6 +112,8 @@ pub enum Kind {
     Maf,
     /// FQDN certificate of an M2M Enrolment Function (clause 10.1.1.6).
     Mef,
+    /// FQDN certificate of a Dynamic Authorization Server (an FQDN certificate like the MAF's).
+    Das,
 }
 
 /// Key types; only p256 is in the profile, the others make certificates that must be refused.
@@ -367,7 +369,7 @@ pub fn leaf_name(
             let ae_id = normalize_ae_id(id, &sp, cse)?;
             LeafName::Ae { ae_id, sp }
         }
-        Kind::Maf | Kind::Mef => {
+        Kind::Maf | Kind::Mef | Kind::Das => {
             let fqdn = certs::check_fqdn(id).map_err(e)?;
             if let Some(sp) = sp {
                 let naming = certs::CseNaming::new(sp, in_cse).map_err(e)?;

@@ -274,6 +274,33 @@ const DOCS: &[Doc] = &[
         "keep a retrieved key until its expiration, at most this long; 0: ask at every handshake (a de-registered key opens nothing)",
     ),
     Table(
+        "dynamic_authorization",
+        "Dynamic authorization (TS-0003 clause 7.3.2.2): when no policy grants a request on a resource linked\n\
+         (daci) to an enabled <dynamicAuthorizationConsultation>, the CSE asks a Dynamic Authorization Server\n\
+         of its dap, over https with its [tls] certificate (which it needs), and keeps the grant for its lifetime.",
+    ),
+    Key(
+        "dynamic_authorization.timeout_ms",
+        "how long a consultation waits; no answer is a denial",
+    ),
+    Key(
+        "dynamic_authorization.max_lifetime_seconds",
+        "the longest a grant is kept, whatever lifetime the server gives",
+    ),
+    Key(
+        "dynamic_authorization.refusal_cache_seconds",
+        "how long a refusal is kept before the server is asked again for the same request",
+    ),
+    Rows(
+        "dynamic_authorization.servers",
+        "A server this CSE may consult; a dap naming any other is never contacted.",
+    ),
+    Key("dynamic_authorization.servers.url", "its address, as dap names it"),
+    Alt(
+        "dynamic_authorization.servers.server_name",
+        "the name its certificate must carry; absent: the URL's host",
+    ),
+    Table(
         "group_authentication",
         "Entity C of Group Authentication Solution 1 (IN-CSE, seeds/001 clause 8.2.1): the group agents and their members.",
     ),
@@ -475,6 +502,13 @@ fn example() -> Config {
         timeout_ms: default_maf_timeout(),
         cache_seconds: 0,
     });
+    c.dynamic_authorization = Some(DynamicAuthorizationSection {
+        servers: vec![DasServerRow {
+            url: "https://das.m2m.example.com:8443".into(),
+            server_name: Some("das.m2m.example.com".into()),
+        }],
+        ..DynamicAuthorizationSection::default()
+    });
     c.group_authentication.agents.push(GroupAgentRow {
         agent: "/id-mn".into(),
         members: vec!["meter1@in.m2m.example.com".into()],
@@ -547,6 +581,14 @@ mod tests {
             ("security", field_names::<SecuritySection>()),
             ("security.psk", field_names::<PskRow>()),
             ("maf", field_names::<MafSection>()),
+            (
+                "dynamic_authorization",
+                field_names::<DynamicAuthorizationSection>(),
+            ),
+            (
+                "dynamic_authorization.servers",
+                field_names::<DasServerRow>(),
+            ),
             (
                 "group_authentication",
                 field_names::<GroupAuthenticationSection>(),

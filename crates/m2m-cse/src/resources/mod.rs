@@ -13,6 +13,7 @@
 //! | contentInstance | 4 | [`content_instance`] | 7.4.7 |
 //! | crossResourceSubscription | 48 | [`cross_resource_subscription`] | 7.4.58 |
 //! | CSEBase | 5 | [`cse_base`] | 7.4.3 |
+//! | dynamicAuthorizationConsultation | 34 | [`dynamic_authorization_consultation`] | 7.4.36 |
 //! | group | 9 | [`group`] | 7.4.13 |
 //! | flexContainer, flexContainerInstance | 28, 58 | [`flex_container`] | 7.4.37, Release 4 |
 //! | pollingChannel (and `pcu`) | 15 | [`polling_channel`] | 7.4.21, 7.4.22 |
@@ -37,6 +38,7 @@ pub mod container;
 pub mod content_instance;
 pub mod cross_resource_subscription;
 pub mod cse_base;
+pub mod dynamic_authorization_consultation;
 pub mod flex_container;
 pub mod group;
 pub mod local_multicast_group;
@@ -305,6 +307,9 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
             &cross_resource_subscription::CrossResourceSubscription
         }
         ResourceType::CseBase => &cse_base::CseBase,
+        ResourceType::DynamicAuthorizationConsultation => {
+            &dynamic_authorization_consultation::DynamicAuthorizationConsultation
+        }
         ResourceType::Group => &group::Group,
         ResourceType::FlexContainer => &flex_container::FlexContainer,
         ResourceType::FlexContainerInstance => &flex_container::FlexContainerInstance,

@@ -1,0 +1,386 @@
+//! Direct dynamic authorization at the Hosting CSE (TS-0003 clause 7.3.2.2; TS-0004 clause
+//! 7.5.1.2.10; TS-0001 clause 11.5.2).
+//!
+//! When no access control policy grants a request, and the resource whose policies decide it is
+//! linked (`daci`, its own or else its nearest ancestor's) to an enabled
+//! `<dynamicAuthorizationConsultation>`, the CSE asks a Dynamic Authorization Server of that
+//! resource's `dap` (a NOTIFY carrying `m2m:seci` sit 1, [`m2m_security::dynamic_authorization`])
+//! and decides the request again with the privileges the server grants.
+//!
+//! - Only the servers of `[dynamic_authorization] servers` are contacted, over https with this
+//!   CSE's certificate (the server verified by name) or http to a loopback address: whoever
+//!   creates a consultation resource cannot point the CSE at a server of its choice.
+//! - A grant is kept in memory for its privilegesLifetime (at most `max_lifetime_seconds`), per
+//!   originator and resource, and decides that originator's later requests there without a
+//!   consultation; TS-0004 has the CSE store it as an `<accessControlPolicy>` under the target,
+//!   which most targets cannot have as a child (TS-0001 9.6.1.1) and which would have to be
+//!   linked through the target's `acpi` (docs/CONFORMANCE.md).
+//! - A refusal, a server that does not answer in `timeout_ms`, or an answer that is not a
+//!   Dynamic Authorization Response is a denial (4103, fail closed), kept `refusal_cache_seconds`
+//!   for that originator, resource and operation so that refused requests are not each a
+//!   consultation.
+
+use crate::access::Grant;
+use crate::association::Peer;
+use crate::config::{Config, DynamicAuthorizationSection};
+use crate::cse::Cse;
+use crate::resolve::{local_resource, Target};
+use crate::store::{string_list, Resource};
+use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType};
+use m2m_security::access_control::Privileges;
+use m2m_security::dynamic_authorization::{DasAnswer, DasRequest};
+use openssl::ssl::SslContext;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Cached decisions at most; beyond, expired ones are dropped and new ones not kept.
+const MAX_CACHED: usize = 10_000;
+/// Consultation resources looked at per request (a long daci list is not a long wait).
+const MAX_CONSULTATIONS: usize = 4;
+/// Ancestors looked at for a daci.
+const MAX_DEPTH: usize = 32;
+
+/// The servers this CSE may consult and what they decided.
+pub struct Consultations {
+    servers: HashMap<String, m2m_client::Client>,
+    timeout: Duration,
+    max_lifetime: Duration,
+    refusal_ttl: Duration,
+    cache: Mutex<HashMap<(String, String), Cached>>,
+}
+
+#[derive(Default)]
+struct Cached {
+    grant: Option<(Privileges, Instant)>,
+    /// acop bit -> until when a refusal holds.
+    refused: HashMap<u32, Instant>,
+}
+
+impl Cached {
+    fn expired(&self, now: Instant) -> bool {
+        self.grant.as_ref().is_none_or(|(_, until)| *until <= now)
+            && self.refused.values().all(|until| *until <= now)
+    }
+}
+
+impl Consultations {
+    /// The `[dynamic_authorization]` servers with their clients; none without the section.
+    pub fn from_config(
+        cfg: &Config,
+        client: &m2m_client::Client,
+        certificate: Option<&SslContext>,
+    ) -> anyhow::Result<Option<Consultations>> {
+        let Some(section) = &cfg.dynamic_authorization else {
+            return Ok(None);
+        };
+        let mut servers = HashMap::new();
+        for row in &section.servers {
+            let client = match server_kind(&row.url)? {
+                Kind::Https(host) => {
+                    let context = certificate.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "dynamic_authorization: {} needs [tls] certificate, private_key and trusted_ca",
+                            row.url
+                        )
+                    })?;
+                    client.clone().with_tls(m2m_client::TlsSettings {
+                        context: context.clone(),
+                        peer: m2m_client::PeerPolicy::Named(
+                            row.server_name.clone().unwrap_or(host),
+                        ),
+                    })
+                }
+                Kind::Loopback => client.clone(),
+            };
+            servers.insert(row.url.clone(), client);
+        }
+        Ok(Some(Self::new(section, servers)))
+    }
+
+    fn new(
+        section: &DynamicAuthorizationSection,
+        servers: HashMap<String, m2m_client::Client>,
+    ) -> Self {
+        Consultations {
+            servers,
+            timeout: Duration::from_millis(section.timeout_ms.max(1)),
+            max_lifetime: Duration::from_secs(section.max_lifetime_seconds),
+            refusal_ttl: Duration::from_secs(section.refusal_cache_seconds),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Cached>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, key: (String, String), f: impl FnOnce(&mut Cached)) {
+        let now = Instant::now();
+        let mut cache = self.cache();
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
+            cache.retain(|_, c| !c.expired(now));
+            if cache.len() >= MAX_CACHED {
+                return;
+            }
+        }
+        f(cache.entry(key).or_default());
+    }
+}
+
+enum Kind {
+    Https(String),
+    Loopback,
+}
+
+/// What a configured server URL is: https (with its host), or http to a loopback address.
+fn server_kind(url: &str) -> anyhow::Result<Kind> {
+    let bad = || {
+        anyhow::anyhow!("dynamic_authorization: '{url}' is not an https URL or an http URL of a loopback address")
+    };
+    if let Some(rest) = url.strip_prefix("https://") {
+        let authority = rest.split('/').next().unwrap_or("");
+        let host = host_of(authority).ok_or_else(bad)?;
+        return Ok(Kind::Https(host));
+    }
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = host_of(authority).ok_or_else(bad)?;
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(Kind::Loopback)
+    } else {
+        Err(bad())
+    }
+}
+
+fn host_of(authority: &str) -> Option<String> {
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// After access control refused `req` on `target`: the grant of a Dynamic Authorization Server,
+/// or the refusal as it was.
+pub async fn consult(
+    cse: &Arc<Cse>,
+    req: &Request,
+    target: &Target,
+    peer: &Peer,
+    refusal: M2mError,
+) -> M2mResult<Grant> {
+    let Some(das) = &cse.dynamic_authorization else {
+        return Err(refusal);
+    };
+    if refusal.rsc != m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege {
+        return Err(refusal);
+    }
+    let (Some(originator), Some((subject, child_type))) = (
+        peer.originator.as_ref(),
+        crate::access::subject_of(req, target),
+    ) else {
+        return Err(refusal);
+    };
+    let consultations = linked_consultations(cse, subject);
+    if consultations.is_empty() {
+        return Err(refusal);
+    }
+    let op = crate::access::operation(req);
+    let key = (originator.sp_relative(), subject.ri().to_owned());
+    let now = Instant::now();
+    {
+        let cache = das.cache();
+        if let Some(cached) = cache.get(&key) {
+            if let Some((privileges, until)) = &cached.grant {
+                if *until > now {
+                    if let Some(grant) =
+                        crate::access::permitted_by(cse, peer, req, subject, child_type, privileges)
+                    {
+                        return Ok(grant);
+                    }
+                }
+            }
+            if cached.refused.get(&op.bit()).is_some_and(|u| *u > now) {
+                return Err(refusal);
+            }
+        }
+    }
+    let ask = DasRequest {
+        originator: key.0.clone(),
+        target_type: Some(subject.ty.code()),
+        operation: req.op as u8,
+        target: format!("{}/{}", cse.id.cse_id, subject.srn),
+        originator_ip: peer.addr.map(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => json!({ "ip4": ip.to_string() }),
+            std::net::IpAddr::V6(ip) => json!({ "ip6": ip.to_string() }),
+        }),
+        request_timestamp: Some(m2m_core::time::format(cse.now())),
+        proposed_lifetime: None,
+    };
+    let mut answer = None;
+    'servers: for dac in consultations.iter().take(MAX_CONSULTATIONS) {
+        let ask = DasRequest {
+            proposed_lifetime: dac.str_attr("dal").map(str::to_owned),
+            ..ask.clone()
+        };
+        for url in string_list(dac.attrs.get("dap")) {
+            let Some(client) = das.servers.get(&url) else {
+                tracing::warn!(target: "audit", consultation = dac.ri(), server = %url, "dynamic authorization: the server is not among [dynamic_authorization] servers; not consulted");
+                continue;
+            };
+            match ask_server(cse, das, client, &url, &ask).await {
+                Ok(a) => {
+                    answer = Some((url, a));
+                    break 'servers;
+                }
+                Err(why) => {
+                    tracing::warn!(target: "audit", server = %url, originator = %key.0, target = %ask.target, reason = %why, "dynamic authorization: no answer from the server")
+                }
+            }
+        }
+    }
+    let decided = match answer {
+        Some((
+            url,
+            DasAnswer::Granted {
+                privileges,
+                lifetime,
+            },
+        )) => granted(cse, das, &key, privileges, lifetime.as_deref())
+            .and_then(|p| crate::access::permitted_by(cse, peer, req, subject, child_type, &p))
+            .map(|g| (url, g)),
+        _ => None,
+    };
+    match decided {
+        Some((url, grant)) => {
+            tracing::info!(target: "audit", server = %url, originator = %key.0, operation = %op, target = %ask.target, "dynamic authorization granted");
+            Ok(grant)
+        }
+        None => {
+            let until = Instant::now() + das.refusal_ttl;
+            das.remember(key.clone(), |c| {
+                c.refused.insert(op.bit(), until);
+            });
+            tracing::info!(target: "audit", originator = %key.0, operation = %op, target = %ask.target, "dynamic authorization refused");
+            Err(refusal)
+        }
+    }
+}
+
+/// The grant's privileges, kept for its lifetime (bounded); `None` when they do not parse.
+fn granted(
+    cse: &Cse,
+    das: &Consultations,
+    key: &(String, String),
+    privileges: Value,
+    lifetime: Option<&str>,
+) -> Option<Privileges> {
+    let privileges = Privileges::from_json(&privileges).ok()?;
+    let keep = lifetime
+        .and_then(|pl| lifetime_from(cse, pl))
+        .map(|d| d.min(das.max_lifetime))
+        .filter(|d| !d.is_zero());
+    if let Some(keep) = keep {
+        let until = Instant::now() + keep;
+        let kept = privileges.clone();
+        das.remember(key.clone(), |c| c.grant = Some((kept, until)));
+    }
+    Some(privileges)
+}
+
+/// privilegesLifetime (m2m:absRelTimestamp): an absolute timestamp, or milliseconds from now.
+fn lifetime_from(cse: &Cse, pl: &str) -> Option<Duration> {
+    if let Ok(ms) = pl.trim().parse::<u64>() {
+        return Some(Duration::from_millis(ms));
+    }
+    let until = m2m_core::time::parse(pl).ok()?;
+    (until - cse.now()).to_std().ok()
+}
+
+async fn ask_server(
+    cse: &Arc<Cse>,
+    das: &Consultations,
+    client: &m2m_client::Client,
+    url: &str,
+    ask: &DasRequest,
+) -> Result<DasAnswer, String> {
+    let rqi = format!("das-{}", crate::dispatcher::random_suffix(10));
+    let mut req = Request::new(
+        Operation::Notify,
+        url,
+        Some(cse.id.cse_id.sp_relative()),
+        rqi,
+    );
+    req.pc = Some(ask.to_content());
+    let resp = tokio::time::timeout(das.timeout, client.send_to_url(url, &req))
+        .await
+        .map_err(|_| "no answer in time".to_owned())?
+        .map_err(|e| e.dbg.clone())?;
+    if !resp.rsc.is_success() {
+        return Err(format!("answered {}", resp.rsc.code()));
+    }
+    DasAnswer::from_content(resp.pc.as_ref())
+}
+
+/// The enabled `<dynamicAuthorizationConsultation>`s linked to `subject`: those of its own daci,
+/// or else of its nearest ancestor that has one (TS-0001 table 9.6.1.3.2-1).
+fn linked_consultations(cse: &Cse, subject: &Resource) -> Vec<Resource> {
+    let mut at = Some(subject.clone());
+    for _ in 0..MAX_DEPTH {
+        let Some(res) = at else { break };
+        let daci = string_list(res.attrs.get("daci"));
+        if !daci.is_empty() {
+            return daci
+                .iter()
+                .filter_map(|id| local_resource(cse, id))
+                .filter(|d| d.ty == ResourceType::DynamicAuthorizationConsultation)
+                .filter(|d| d.attrs.get("dae") == Some(&Value::Bool(true)))
+                .collect();
+        }
+        if res.ty == ResourceType::CseBase {
+            break;
+        }
+        at = cse.store.get(res.pi()).ok().flatten();
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_https_or_loopback_http() {
+        assert!(matches!(
+            server_kind("https://das.example.com:8443").unwrap(),
+            Kind::Https(h) if h == "das.example.com"
+        ));
+        assert!(matches!(
+            server_kind("https://[::1]:8443/das").unwrap(),
+            Kind::Https(h) if h == "::1"
+        ));
+        for ok in [
+            "http://127.0.0.1:9000",
+            "http://localhost/das",
+            "http://[::1]:80",
+        ] {
+            assert!(matches!(server_kind(ok).unwrap(), Kind::Loopback), "{ok}");
+        }
+        for bad in [
+            "http://das.example.com",
+            "http://10.0.0.1:80",
+            "coap://127.0.0.1",
+            "https://",
+            "das.example.com",
+        ] {
+            assert!(server_kind(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! `m2m das`: a Dynamic Authorization Server (TS-0003 clause 7.3.2.2) as its own process, deciding
+//! from a policy file.
+//!
+//! Hosting CSEs consult it with a NOTIFY over the HTTP binding whose content is `m2m:seci` sit 1
+//! (m2m:dynAuthDasRequest); it answers sit 2 with the privileges the first matching rule grants
+//! and their lifetime, or with no dynamicACPInfo (a refusal). It listens on TLS only and accepts
+//! only CSEs: a client certificate chaining to `trusted_ca` that names a CSE-ID, among
+//! `hosting_cses` when that list is not empty, speaking as itself (`From` = its CSE-ID). Every
+//! decision is an audit line (`<config>.audit.log`, chained by hash like the CSE's).
+//!
+//! ```toml
+//! listen = "0.0.0.0:8443"
+//! certificate = "das.pem"          # its FQDN certificate (m2m pki issue --kind das)
+//! private_key = "das.key"
+//! trusted_ca = "ca/ca.pem"         # the CSEs' root of trust
+//! sp_fqdn = "m2m.example.com"
+//! hosting_cses = ["/id-in"]        # empty: any CSE of the SP
+//!
+//! [[rules]]
+//! originators = ["/id-in/Cguest*"]
+//! targets = ["/id-in/cse-in/door*"]
+//! operations = ["retrieve"]
+//! lifetime_seconds = 300
+//! ```
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use m2m_core::http_binding;
+use m2m_core::{M2mError, Operation, Response, ResponseStatusCode};
+use m2m_security::certificates::{identity_of, CertIdentity, CseNaming};
+use m2m_security::dynamic_authorization::{decide, DasRequest, Rule};
+use m2m_security::tls::{Authenticated, ServerTlsConfig};
+use m2m_transport::{Binder, Connection, Listener, Security, Server};
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A consultation is small; anything larger is refused unread.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(clap::Args, Debug)]
+pub struct DasArgs {
+    /// TOML configuration and policy file; relative paths in it are read against its directory.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// The configuration and policy of `m2m das`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DasConfig {
+    pub listen: String,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub trusted_ca: PathBuf,
+    /// Revocation lists of the trusted CAs, checked at every handshake (`m2m pki revoke`).
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+    /// The SP whose CSEs consult it, to read their CSE-ID certificates.
+    pub sp_fqdn: String,
+    /// The SP's IN-CSE-ID (CSE-ID certificates are named from it, TS-0001 clause 6.5.1.1).
+    #[serde(default = "default_in_cse")]
+    pub in_cse_id: String,
+    /// The CSEs that may consult it (SP-relative CSE-IDs); empty: any CSE of the SP.
+    #[serde(default)]
+    pub hosting_cses: Vec<String>,
+    /// The policy: the first rule that matches grants.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// The audit trail; default: `<config>.audit.log`.
+    #[serde(default)]
+    pub audit_trail: Option<PathBuf>,
+}
+
+fn default_in_cse() -> String {
+    "/id-in".into()
+}
+
+impl DasConfig {
+    pub fn load(path: &Path) -> anyhow::Result<DasConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut cfg: DasConfig =
+            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        for (i, rule) in cfg.rules.iter().enumerate() {
+            rule.operation_bits()
+                .map_err(|e| anyhow::anyhow!("rules[{i}]: {e}"))?;
+            if rule.originators.is_empty() || rule.targets.is_empty() {
+                anyhow::bail!("rules[{i}]: originators and targets must not be empty");
+            }
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            Some(&mut cfg.certificate),
+            Some(&mut cfg.private_key),
+            Some(&mut cfg.trusted_ca),
+            cfg.crl.as_mut(),
+            cfg.audit_trail.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if cfg.audit_trail.is_none() {
+            let mut trail = path.as_os_str().to_owned();
+            trail.push(".audit.log");
+            cfg.audit_trail = Some(trail.into());
+        }
+        Ok(cfg)
+    }
+}
+
+/// The CSE a connection authenticated.
+struct HostingCse(String);
+
+impl std::fmt::Display for HostingCse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "certificate -> {}", self.0)
+    }
+}
+
+struct CseBinder {
+    naming: CseNaming,
+    allowed: Vec<String>,
+}
+
+impl Binder for CseBinder {
+    type Association = HostingCse;
+
+    fn bind(
+        &self,
+        proof: Authenticated,
+        _ssl: &openssl::ssl::SslRef,
+        _peer: SocketAddr,
+    ) -> Result<HostingCse, String> {
+        let Authenticated::Certificate { leaf_der } = proof else {
+            return Err("a Hosting CSE authenticates with its certificate".into());
+        };
+        let cert = openssl::x509::X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
+        let CertIdentity::Entity(entity) = identity_of(&cert, &self.naming)? else {
+            return Err("the certificate names no CSE".into());
+        };
+        if !entity.is_cse() {
+            return Err("the certificate names no CSE".into());
+        }
+        let id = entity.sp_relative();
+        if !self.allowed.is_empty() && !self.allowed.contains(&id) {
+            return Err(format!("{id} is not among hosting_cses"));
+        }
+        Ok(HostingCse(id))
+    }
+}
+
+/// Runs the DAS until Ctrl-C; prints `m2m-das listening https://ADDR` once it accepts connections.
+pub async fn run(args: DasArgs) -> anyhow::Result<()> {
+    let cfg = DasConfig::load(&args.config)?;
+    crate::init_logging_with_trail(cfg.audit_trail.as_deref().expect("set by load"), "das")?;
+    m2m_security::secure_environment::check_private_file(&cfg.private_key)
+        .map_err(anyhow::Error::msg)?;
+    let revocation = match &cfg.crl {
+        Some(crl) => Some(Arc::new(
+            m2m_security::revocation::RevocationList::open(crl, &cfg.trusted_ca)
+                .map_err(|e| anyhow::anyhow!("crl: {e}"))?,
+        )),
+        None => None,
+    };
+    let context = m2m_security::tls::server_context(&ServerTlsConfig {
+        cipher_suites: m2m_security::tls::CERTIFICATE_SUITES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        tls13: false,
+        certificate_chain: Some(cfg.certificate.clone()),
+        private_key: Some(cfg.private_key.clone()),
+        trusted_ca: Some(cfg.trusted_ca.clone()),
+        psk: None,
+        revocation,
+    })
+    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+    let naming = CseNaming::new(&cfg.sp_fqdn, &cfg.in_cse_id).map_err(anyhow::Error::msg)?;
+    let tcp = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let binder = Arc::new(CseBinder {
+        naming,
+        allowed: cfg.hosting_cses.clone(),
+    });
+    let rules = Arc::new(cfg.rules);
+    let server = Server::spawn(
+        Listener {
+            name: "das",
+            tcp,
+            security: Security::Tls(context),
+            limits: m2m_transport::Limits::default(),
+        },
+        binder,
+        move |conn: Connection<HostingCse>| serve(Arc::clone(&rules), conn),
+    )
+    .map_err(|e| anyhow::anyhow!("DAS listener: {e}"))?;
+    tracing::info!(addr = %server.local_addr, "DAS started");
+    println!("m2m-das listening https://{}", server.local_addr);
+    std::io::stdout().flush()?;
+    tokio::signal::ctrl_c().await?;
+    server.shutdown(std::time::Duration::from_secs(2)).await;
+    Ok(())
+}
+
+async fn serve(rules: Arc<Vec<Rule>>, conn: Connection<HostingCse>) {
+    let Some(cse) = conn.association.clone() else {
+        return;
+    };
+    let peer = conn.peer;
+    let svc = service_fn(move |req| {
+        let (rules, cse) = (Arc::clone(&rules), Arc::clone(&cse));
+        async move { Ok::<_, Infallible>(handle(&rules, &cse, peer, req).await) }
+    });
+    m2m_transport::http::serve(conn, svc).await
+}
+
+async fn handle(
+    rules: &[Rule],
+    cse: &HostingCse,
+    peer: SocketAddr,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let rqi = http_binding::request_identifier(&parts.headers);
+    let rsp = match Limited::new(body, MAX_BODY).collect().await {
+        Err(_) => Response::error(&M2mError::bad_request("request too large"), rqi),
+        Ok(body) => match consultation(&parts, &body.to_bytes(), cse) {
+            Err(e) => Response::error(&e, rqi),
+            Ok(ask) => {
+                let now = chrono::Utc::now().timestamp();
+                let (answer, rule) = decide(rules, &ask, now);
+                match rule {
+                    Some(i) => {
+                        tracing::info!(target: "audit", peer = %peer, hosting_cse = %cse.0, originator = %ask.originator, operation = ask.operation, target = %ask.target, rule = i, "dynamic authorization granted")
+                    }
+                    None => {
+                        tracing::info!(target: "audit", peer = %peer, hosting_cse = %cse.0, originator = %ask.originator, operation = ask.operation, target = %ask.target, "dynamic authorization refused: no rule grants")
+                    }
+                }
+                Response::new(ResponseStatusCode::Ok, rqi, Some(answer.to_content()))
+            }
+        },
+    };
+    let (parts, body) =
+        http_binding::encode_response(&rsp, m2m_core::serialization::Serialization::Json)
+            .into_parts();
+    hyper::Response::from_parts(parts, Full::new(body))
+}
+
+/// The dynamic authorization request a NOTIFY carries, from the CSE the association names.
+fn consultation(
+    parts: &http::request::Parts,
+    body: &[u8],
+    cse: &HostingCse,
+) -> Result<DasRequest, M2mError> {
+    let req =
+        http_binding::decode_request(&parts.method, &parts.uri, &parts.headers, body, |_| false)?;
+    if req.op != Operation::Notify {
+        return Err(M2mError::new(
+            ResponseStatusCode::OperationNotAllowed,
+            "a Dynamic Authorization Server answers NOTIFY only",
+        ));
+    }
+    if req.from.as_deref() != Some(cse.0.as_str()) {
+        tracing::warn!(target: "audit", hosting_cse = %cse.0, from = ?req.from, "consultation refused: From is not the CSE of the association");
+        return Err(M2mError::new(
+            ResponseStatusCode::OriginatorNotAuthenticated,
+            "From is not the CSE this association authenticated",
+        ));
+    }
+    let pc = req
+        .pc
+        .as_ref()
+        .ok_or_else(|| M2mError::bad_request("no content"))?;
+    DasRequest::from_content(pc).map_err(M2mError::bad_request)
+}
