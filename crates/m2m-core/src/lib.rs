@@ -31,6 +31,8 @@ pub use error::{M2mError, M2mResult};
 pub use filter::FilterCriteria;
 pub use id::{Address, CseId, Scope, SpId};
 pub use identity::{AeStem, EntityId, Home, Originator, StemKind};
-pub use primitive::{DiscResType, Operation, Request, Response, ResponseType, ResultContent};
+pub use primitive::{
+    DiscResType, Operation, Request, Response, ResponseType, ResultContent, Tokens,
+};
 pub use resource_type::ResourceType;
 pub use status::ResponseStatusCode;

@@ -167,6 +167,32 @@ pub struct Request {
     pub vsi: Option<String>,
     /// Attribute list of a partial retrieve (`atrl`).
     pub atrl: Vec<String>,
+    /// Tokens (`tkns`, m2m:dynAuthJWT): JWS or JWE compact serializations for token-based access
+    /// control (TS-0003 clause 7.3.2.3); `Debug` shows how many, never them.
+    pub tkns: Tokens,
+}
+
+/// The Tokens parameter: bearer credentials, so its `Debug` shows their number only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tokens(pub Vec<String>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} redacted)", self.0.len())
+    }
+}
+
+impl std::ops::Deref for Tokens {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Tokens {
+    fn deref_mut(&mut self) -> &mut Vec<String> {
+        &mut self.0
+    }
 }
 
 impl Request {
@@ -198,6 +224,7 @@ impl Request {
             ec: None,
             vsi: None,
             atrl: Vec::new(),
+            tkns: Tokens::default(),
         }
     }
 

@@ -302,6 +302,20 @@ pub struct DynamicAuthorizationSection {
     /// originator, target and operation: a flood of refused requests is not a flood of
     /// consultations.
     pub refusal_cache_seconds: u64,
+    /// The issuers whose tokens (the Tokens parameter, TS-0003 clause 7.3.2.3) this CSE accepts.
+    pub token_issuers: Vec<TokenIssuerRow>,
+    /// Revoked token IDs, one per line, read again whenever the file changes; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_tokens: Option<PathBuf>,
+}
+
+/// A token issuer: the `iss` of its tokens and the P-256 public key (JWK with kid) they are
+/// signed with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIssuerRow {
+    pub id: String,
+    pub public_key: PathBuf,
 }
 
 impl Default for DynamicAuthorizationSection {
@@ -311,6 +325,8 @@ impl Default for DynamicAuthorizationSection {
             timeout_ms: 2_000,
             max_lifetime_seconds: 3_600,
             refusal_cache_seconds: 10,
+            token_issuers: Vec::new(),
+            revoked_tokens: None,
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::store::{string_list, Resource};
 use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType};
 use m2m_security::access_control::Privileges;
 use m2m_security::dynamic_authorization::{DasAnswer, DasRequest};
+use m2m_security::token;
 use openssl::ssl::SslContext;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -45,6 +46,8 @@ const MAX_DEPTH: usize = 32;
 /// The servers this CSE may consult and what they decided.
 pub struct Consultations {
     servers: HashMap<String, m2m_client::Client>,
+    issuers: Vec<token::Issuer>,
+    revoked: Option<token::RevokedTokens>,
     timeout: Duration,
     max_lifetime: Duration,
     refusal_ttl: Duration,
@@ -96,15 +99,46 @@ impl Consultations {
             };
             servers.insert(row.url.clone(), client);
         }
-        Ok(Some(Self::new(section, servers)))
+        let mut issuers = Vec::new();
+        for row in &section.token_issuers {
+            let jwk = std::fs::read_to_string(&row.public_key).map_err(|e| {
+                anyhow::anyhow!(
+                    "dynamic_authorization.token_issuers: {}: {e}",
+                    row.public_key.display()
+                )
+            })?;
+            let key = m2m_security::e2e::jose::EcPublicKey::from_jwk(&jwk).map_err(|e| {
+                anyhow::anyhow!(
+                    "dynamic_authorization.token_issuers: {}: {}",
+                    row.public_key.display(),
+                    e.reason
+                )
+            })?;
+            issuers.push(token::Issuer {
+                id: row.id.clone(),
+                key,
+            });
+        }
+        let revoked = match &section.revoked_tokens {
+            Some(p) => Some(
+                token::RevokedTokens::open(p)
+                    .map_err(|e| anyhow::anyhow!("dynamic_authorization.revoked_tokens: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Some(Self::new(section, servers, issuers, revoked)))
     }
 
     fn new(
         section: &DynamicAuthorizationSection,
         servers: HashMap<String, m2m_client::Client>,
+        issuers: Vec<token::Issuer>,
+        revoked: Option<token::RevokedTokens>,
     ) -> Self {
         Consultations {
             servers,
+            issuers,
+            revoked,
             timeout: Duration::from_millis(section.timeout_ms.max(1)),
             max_lifetime: Duration::from_secs(section.max_lifetime_seconds),
             refusal_ttl: Duration::from_secs(section.refusal_cache_seconds),
@@ -188,6 +222,10 @@ pub async fn consult(
     ) else {
         return Err(refusal);
     };
+    // Tokens first, and only they (TS-0001 clause 10.2.3.1: indirect before direct).
+    if !req.tkns.is_empty() {
+        return by_tokens(cse, das, req, peer, subject, child_type, originator).ok_or(refusal);
+    }
     let consultations = linked_consultations(cse, subject);
     if consultations.is_empty() {
         return Err(refusal);
@@ -272,6 +310,98 @@ pub async fn consult(
             Err(refusal)
         }
     }
+}
+
+/// Indirect dynamic authorization (TS-0003 clause 7.3.2.3, checks of clause 7.3.2.5): every
+/// token must verify with a configured issuer's key, be valid now, not be revoked, be held by the
+/// originator and name this CSE in its audience (when it has one), or the request is refused
+/// (step 7.1.4); a permission whose resources include the subject then decides like an ACP.
+fn by_tokens(
+    cse: &Cse,
+    das: &Consultations,
+    req: &Request,
+    peer: &Peer,
+    subject: &Resource,
+    child_type: Option<u16>,
+    originator: &m2m_core::EntityId,
+) -> Option<Grant> {
+    const MAX_TOKENS: usize = 8;
+    let who = originator.sp_relative();
+    let address = format!("{}/{}", cse.id.cse_id, subject.srn);
+    if req.tkns.len() > MAX_TOKENS {
+        tracing::info!(target: "audit", originator = %who, tokens = req.tkns.len(), "token refused: too many tokens");
+        return None;
+    }
+    let now = cse.now().timestamp();
+    let mut claims = Vec::new();
+    for t in req.tkns.iter() {
+        match check_token(cse, das, t, originator, now) {
+            Ok(c) => claims.push(c),
+            Err(why) => {
+                tracing::info!(target: "audit", originator = %who, reason = %why, "token refused");
+                return None;
+            }
+        }
+    }
+    for c in &claims {
+        let permissions = c.permissions.iter().flat_map(|p| &p.permissions);
+        for p in permissions {
+            let covers = p.resources.iter().any(|r| {
+                r == subject.ri()
+                    || *r == cse.sp_relative(subject.ri())
+                    || m2m_security::dynamic_authorization::wildcard(r, &address)
+            });
+            let Some(pv) = p.privileges.as_ref().filter(|_| covers) else {
+                continue;
+            };
+            let Ok(privileges) = Privileges::from_json(pv) else {
+                continue;
+            };
+            if let Some(grant) =
+                crate::access::permitted_by(cse, peer, req, subject, child_type, &privileges)
+            {
+                tracing::info!(target: "audit", originator = %who, token_id = %c.token_id, issuer = %c.issuer, target = %address, "access granted by token");
+                return Some(grant);
+            }
+        }
+    }
+    tracing::info!(target: "audit", originator = %who, target = %address, "token refused: no permission covers the request");
+    None
+}
+
+/// One token's checks; the reason names the token ID at most, never the token.
+fn check_token(
+    cse: &Cse,
+    das: &Consultations,
+    t: &str,
+    originator: &m2m_core::EntityId,
+    now: i64,
+) -> Result<token::TokenClaims, String> {
+    let c = token::verify(t, &das.issuers, now).map_err(|e| e.to_string())?;
+    let revoked = match &das.revoked {
+        None => false,
+        Some(list) => list
+            .is_revoked(&c.token_id)
+            .map_err(|_| format!("{}: the revocation list cannot be read", c.token_id))?,
+    };
+    if revoked {
+        return Err(format!("{}: revoked", c.token_id));
+    }
+    let holder = m2m_core::EntityId::parse(&c.holder, &cse.id.home).ok();
+    if holder.as_ref() != Some(originator) {
+        return Err(format!("{}: held by another entity", c.token_id));
+    }
+    let me = cse.id.cse_id.sp_relative();
+    let for_me = c.audience.is_empty()
+        || c.audience.iter().any(|a| {
+            *a == me
+                || m2m_core::EntityId::parse(a, &cse.id.home)
+                    .is_ok_and(|e| e.is_cse() && e.sp_relative() == me)
+        });
+    if !for_me {
+        return Err(format!("{}: this CSE is not in its audience", c.token_id));
+    }
+    Ok(c)
 }
 
 /// The grant's privileges, kept for its lifetime (bounded); `None` when they do not parse.

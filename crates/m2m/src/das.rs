@@ -45,10 +45,56 @@ use std::sync::Arc;
 const MAX_BODY: usize = 64 * 1024;
 
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DasArgs {
+    #[command(subcommand)]
+    pub command: Option<DasCommand>,
     /// TOML configuration and policy file; relative paths in it are read against its directory.
     #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DasCommand {
+    /// Issue a token (TS-0003 7.3.2.4) signed with the DAS's token_key; prints it (its ID on stderr).
+    Token(TokenArgs),
+    /// Revoke tokens: add their IDs to the list a CSE reads (dynamic_authorization.revoked_tokens).
+    RevokeToken(RevokeTokenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// The DAS configuration (its issuer and token_key).
+    #[arg(long)]
     pub config: PathBuf,
+    /// The holder: the AE-ID or CSE-ID that may use the token (SP-relative, e.g. /id-in/Cguest).
+    #[arg(long)]
+    pub holder: String,
+    /// The resources it grants access to (SP-relative structured addresses, `*` wildcards).
+    #[arg(long = "resource", required = true)]
+    pub resources: Vec<String>,
+    /// The operations it grants: create, retrieve, update, delete, notify, discover.
+    #[arg(long = "operation", required = true)]
+    pub operations: Vec<String>,
+    /// Seconds until it expires.
+    #[arg(long, default_value_t = 3600)]
+    pub lifetime: u64,
+    /// The Hosting CSEs that may accept it (CSE-IDs); none: any.
+    #[arg(long)]
+    pub audience: Vec<String>,
+    /// A name for it (tokenName).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RevokeTokenArgs {
+    /// The revocation list (one token ID per line), created if missing, replaced by rename.
+    #[arg(long)]
+    pub list: PathBuf,
+    /// The token IDs to revoke.
+    #[arg(required = true)]
+    pub token_ids: Vec<String>,
 }
 
 /// The configuration and policy of `m2m das`.
@@ -76,6 +122,12 @@ pub struct DasConfig {
     /// The audit trail; default: `<config>.audit.log`.
     #[serde(default)]
     pub audit_trail: Option<PathBuf>,
+    /// The issuer of its tokens (`iss`, the suffix of their IDs), e.g. its FQDN.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Its token-signing key: a private P-256 JWK with kid, mode 0600 (`m2m e2e keygen --kty ec`).
+    #[serde(default)]
+    pub token_key: Option<PathBuf>,
 }
 
 fn default_in_cse() -> String {
@@ -102,6 +154,7 @@ impl DasConfig {
             Some(&mut cfg.trusted_ca),
             cfg.crl.as_mut(),
             cfg.audit_trail.as_mut(),
+            cfg.token_key.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -162,7 +215,13 @@ impl Binder for CseBinder {
 
 /// Runs the DAS until Ctrl-C; prints `m2m-das listening https://ADDR` once it accepts connections.
 pub async fn run(args: DasArgs) -> anyhow::Result<()> {
-    let cfg = DasConfig::load(&args.config)?;
+    match args.command {
+        Some(DasCommand::Token(a)) => return issue_token(a),
+        Some(DasCommand::RevokeToken(a)) => return revoke_tokens(a),
+        None => {}
+    }
+    let config = args.config.context("--config is required")?;
+    let cfg = DasConfig::load(&config)?;
     crate::init_logging_with_trail(cfg.audit_trail.as_deref().expect("set by load"), "das")?;
     m2m_security::secure_environment::check_private_file(&cfg.private_key)
         .map_err(anyhow::Error::msg)?;
@@ -211,6 +270,93 @@ pub async fn run(args: DasArgs) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     tokio::signal::ctrl_c().await?;
     server.shutdown(std::time::Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// `m2m das token`: a token for `holder` over `resources`, signed ES256 with the token key.
+fn issue_token(a: TokenArgs) -> anyhow::Result<()> {
+    use m2m_security::token::{Permission, Permissions, TokenClaims};
+    let cfg = DasConfig::load(&a.config)?;
+    let issuer = cfg
+        .issuer
+        .context("the DAS configuration names no issuer")?;
+    let key_path = cfg
+        .token_key
+        .context("the DAS configuration names no token_key")?;
+    m2m_security::secure_environment::check_private_file(&key_path).map_err(anyhow::Error::msg)?;
+    let jwk = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&key_path)
+            .with_context(|| format!("cannot read {}", key_path.display()))?,
+    );
+    let key = m2m_security::e2e::jose::EcKeyPair::from_jwk(&jwk)
+        .map_err(|e| anyhow::anyhow!("{}: {}", key_path.display(), e.reason))?;
+    let rule = Rule {
+        originators: vec![a.holder.clone()],
+        targets: a.resources.clone(),
+        operations: a.operations.clone(),
+        lifetime_seconds: a.lifetime,
+    };
+    let acop = rule.operation_bits().map_err(anyhow::Error::msg)?;
+    let now = chrono::Utc::now().timestamp();
+    let token_id = format!("{}@{}", hex::encode(rand::random::<[u8; 12]>()), issuer);
+    let claims = TokenClaims {
+        version: m2m_security::token::VERSION.into(),
+        token_id: token_id.clone(),
+        holder: a.holder.clone(),
+        issuer,
+        not_before: now,
+        not_after: now.saturating_add(i64::try_from(a.lifetime).unwrap_or(i64::MAX)),
+        name: a.name,
+        audience: a.audience,
+        permissions: Some(Permissions {
+            permissions: vec![Permission {
+                resources: a.resources,
+                privileges: Some(serde_json::json!({
+                    "acr": [{ "acor": [a.holder], "acop": acop }]
+                })),
+                roles: Vec::new(),
+            }],
+        }),
+        extension: None,
+    };
+    let token = m2m_security::token::issue(&claims, &key).map_err(anyhow::Error::msg)?;
+    eprintln!("token ID: {token_id}");
+    println!("{token}");
+    Ok(())
+}
+
+/// `m2m das revoke-token`: the list with these IDs added, written by rename (a CSE reading it
+/// sees the old list or the new one).
+fn revoke_tokens(a: RevokeTokenArgs) -> anyhow::Result<()> {
+    let mut text = match std::fs::read_to_string(&a.list) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", a.list.display()),
+    };
+    let present: std::collections::HashSet<String> =
+        text.lines().map(|l| l.trim().to_owned()).collect();
+    for id in &a.token_ids {
+        if id.trim().is_empty() || id.contains(char::is_whitespace) {
+            anyhow::bail!("'{id}' is not a token ID");
+        }
+        if !present.contains(id) {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(id);
+            text.push('\n');
+        }
+    }
+    let mut tmp = a.list.clone().into_os_string();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, &text).with_context(|| format!("cannot write {tmp:?}"))?;
+    std::fs::rename(&tmp, &a.list)
+        .with_context(|| format!("cannot replace {}", a.list.display()))?;
+    println!(
+        "{}: {} token ID(s) revoked",
+        a.list.display(),
+        a.token_ids.len()
+    );
     Ok(())
 }
 

@@ -291,6 +291,22 @@ const DOCS: &[Doc] = &[
         "dynamic_authorization.refusal_cache_seconds",
         "how long a refusal is kept before the server is asked again for the same request",
     ),
+    Alt(
+        "dynamic_authorization.revoked_tokens",
+        "revoked token IDs, one per line, read again when changed; missing or unreadable: every token refused",
+    ),
+    Rows(
+        "dynamic_authorization.token_issuers",
+        "An issuer whose tokens (Tokens parameter: the HTTP Authorization header) grant what their permissions say.",
+    ),
+    Key(
+        "dynamic_authorization.token_issuers.id",
+        "the iss of its tokens, e.g. its FQDN",
+    ),
+    Key(
+        "dynamic_authorization.token_issuers.public_key",
+        "its token-signing public key: a P-256 JWK with kid (m2m e2e keygen --kty ec prints one)",
+    ),
     Rows(
         "dynamic_authorization.servers",
         "A server this CSE may consult; a dap naming any other is never contacted.",
@@ -507,6 +523,11 @@ fn example() -> Config {
             url: "https://das.m2m.example.com:8443".into(),
             server_name: Some("das.m2m.example.com".into()),
         }],
+        token_issuers: vec![TokenIssuerRow {
+            id: "das.m2m.example.com".into(),
+            public_key: "das-tokens.pub.jwk".into(),
+        }],
+        revoked_tokens: Some("revoked-tokens.txt".into()),
         ..DynamicAuthorizationSection::default()
     });
     c.group_authentication.agents.push(GroupAgentRow {
@@ -588,6 +609,10 @@ mod tests {
             (
                 "dynamic_authorization.servers",
                 field_names::<DasServerRow>(),
+            ),
+            (
+                "dynamic_authorization.token_issuers",
+                field_names::<TokenIssuerRow>(),
             ),
             (
                 "group_authentication",
