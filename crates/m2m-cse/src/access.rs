@@ -273,6 +273,43 @@ pub(crate) fn subject_of<'t>(
     }
 }
 
+/// Whether a dynamic grant (a Dynamic Authorization Server's privileges, a token's) may decide
+/// `req` on `subject` at all. Not the requests [`authorize`] decides by other rules than the
+/// target's privileges: a change of who may access (`acpi`, `cstn`, `daci`: selfPrivileges), an
+/// <accessControlPolicy> (its `pvs`), a <pollingChannel> (its own entity), a subscription (which
+/// needs RETRIEVE on what it watches), nor the creation of resources that govern access.
+pub(crate) fn dynamically_grantable(req: &Request, subject: &Resource) -> bool {
+    use ResourceType as T;
+    if matches!(
+        subject.ty,
+        T::AccessControlPolicy | T::PollingChannel | T::DynamicAuthorizationConsultation
+    ) {
+        return false;
+    }
+    if req.op == Operation::Create
+        && matches!(
+            req.ty,
+            Some(
+                T::AccessControlPolicy
+                    | T::DynamicAuthorizationConsultation
+                    | T::Subscription
+                    | T::CrossResourceSubscription
+                    | T::PollingChannel
+            )
+        )
+    {
+        return false;
+    }
+    let content = req
+        .pc
+        .as_ref()
+        .and_then(|pc| pc.get(crate::resources::root_name(subject).as_ref()));
+    !(req.op == Operation::Update
+        && content.is_some_and(|c| {
+            c.get("acpi").is_some() || c.get("cstn").is_some() || c.get("daci").is_some()
+        }))
+}
+
 /// Whether `privileges` (a Dynamic Authorization Server's grant) permit `req` on `subject`,
 /// decided as the privileges of an <accessControlPolicy> would be.
 pub(crate) fn permitted_by(

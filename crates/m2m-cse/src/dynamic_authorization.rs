@@ -40,6 +40,10 @@ use std::time::{Duration, Instant};
 const MAX_CACHED: usize = 10_000;
 /// Consultation resources looked at per request (a long daci list is not a long wait).
 const MAX_CONSULTATIONS: usize = 4;
+/// Servers asked per request at most.
+const MAX_ATTEMPTS: usize = 2;
+/// Consultations in progress at once; more are refused, not queued.
+const MAX_IN_FLIGHT: usize = 64;
 /// Ancestors looked at for a daci.
 const MAX_DEPTH: usize = 32;
 
@@ -52,6 +56,7 @@ pub struct Consultations {
     max_lifetime: Duration,
     refusal_ttl: Duration,
     cache: Mutex<HashMap<(String, String), Cached>>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 #[derive(Default)]
@@ -143,6 +148,7 @@ impl Consultations {
             max_lifetime: Duration::from_secs(section.max_lifetime_seconds),
             refusal_ttl: Duration::from_secs(section.refusal_cache_seconds),
             cache: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         }
     }
 
@@ -156,7 +162,9 @@ impl Consultations {
         if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
             cache.retain(|_, c| !c.expired(now));
             if cache.len() >= MAX_CACHED {
-                return;
+                // Full of live entries: start over rather than stop remembering (the next
+                // requests are consulted again, bounded by MAX_IN_FLIGHT).
+                cache.clear();
             }
         }
         f(cache.entry(key).or_default());
@@ -222,6 +230,11 @@ pub async fn consult(
     ) else {
         return Err(refusal);
     };
+    // An originator only claimed is granted nothing by any rule: no consultation for it. And
+    // what the security gate decides by other rules than privileges stays decided.
+    if !peer.proof.identifies() || !crate::access::dynamically_grantable(req, subject) {
+        return Err(refusal);
+    }
     // Tokens first, and only they (TS-0001 clause 10.2.3.1: indirect before direct).
     if !req.tkns.is_empty() {
         return by_tokens(cse, das, req, peer, subject, child_type, originator).ok_or(refusal);
@@ -231,7 +244,7 @@ pub async fn consult(
         return Err(refusal);
     }
     let op = crate::access::operation(req);
-    let key = (originator.sp_relative(), subject.ri().to_owned());
+    let key = (originator.absolute(), subject.ri().to_owned());
     let now = Instant::now();
     {
         let cache = das.cache();
@@ -251,7 +264,7 @@ pub async fn consult(
         }
     }
     let ask = DasRequest {
-        originator: key.0.clone(),
+        originator: originator.as_seen_from(&cse.id.home),
         target_type: Some(subject.ty.code()),
         operation: req.op as u8,
         target: format!("{}/{}", cse.id.cse_id, subject.srn),
@@ -262,17 +275,28 @@ pub async fn consult(
         request_timestamp: Some(m2m_core::time::format(cse.now())),
         proposed_lifetime: None,
     };
+    // One consultation at a time per slot: a flood of refused requests waits for none.
+    let Ok(_slot) = das.in_flight.try_acquire() else {
+        tracing::warn!(target: "audit", originator = %key.0, "dynamic authorization refused: too many consultations in progress");
+        return Err(refusal);
+    };
     let mut answer = None;
+    let mut asked: Vec<String> = Vec::new();
     'servers: for dac in consultations.iter().take(MAX_CONSULTATIONS) {
         let ask = DasRequest {
             proposed_lifetime: dac.str_attr("dal").map(str::to_owned),
             ..ask.clone()
         };
         for url in string_list(dac.attrs.get("dap")) {
+            // Each server once per request, and a few at most, whatever the daps list.
+            if asked.contains(&url) || asked.len() >= MAX_ATTEMPTS {
+                continue;
+            }
             let Some(client) = das.servers.get(&url) else {
                 tracing::warn!(target: "audit", consultation = dac.ri(), server = %url, "dynamic authorization: the server is not among [dynamic_authorization] servers; not consulted");
                 continue;
             };
+            asked.push(url.clone());
             match ask_server(cse, das, client, &url, &ask).await {
                 Ok(a) => {
                     answer = Some((url, a));
@@ -326,7 +350,7 @@ fn by_tokens(
     originator: &m2m_core::EntityId,
 ) -> Option<Grant> {
     const MAX_TOKENS: usize = 8;
-    let who = originator.sp_relative();
+    let who = originator.as_seen_from(&cse.id.home);
     let address = format!("{}/{}", cse.id.cse_id, subject.srn);
     if req.tkns.len() > MAX_TOKENS {
         tracing::info!(target: "audit", originator = %who, tokens = req.tkns.len(), "token refused: too many tokens");
@@ -387,17 +411,21 @@ fn check_token(
     if revoked {
         return Err(format!("{}: revoked", c.token_id));
     }
-    let holder = m2m_core::EntityId::parse(&c.holder, &cse.id.home).ok();
+    // A holder names its SP or CSE (`/cse/stem` or absolute): a bare AE-ID would be read
+    // against whichever CSE checks it.
+    let holder = c
+        .holder
+        .starts_with('/')
+        .then(|| m2m_core::EntityId::parse(&c.holder, &cse.id.home).ok())
+        .flatten();
     if holder.as_ref() != Some(originator) {
         return Err(format!("{}: held by another entity", c.token_id));
     }
-    let me = cse.id.cse_id.sp_relative();
+    let me = m2m_core::EntityId::parse(&cse.id.cse_id.sp_relative(), &cse.id.home).ok();
     let for_me = c.audience.is_empty()
-        || c.audience.iter().any(|a| {
-            *a == me
-                || m2m_core::EntityId::parse(a, &cse.id.home)
-                    .is_ok_and(|e| e.is_cse() && e.sp_relative() == me)
-        });
+        || c.audience
+            .iter()
+            .any(|a| a.starts_with('/') && m2m_core::EntityId::parse(a, &cse.id.home).ok() == me);
     if !for_me {
         return Err(format!("{}: this CSE is not in its audience", c.token_id));
     }

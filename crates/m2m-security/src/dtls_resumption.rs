@@ -121,9 +121,14 @@ pub(crate) fn resumed(ssl: &SslRef) -> Option<Authenticated> {
         Made::Certificate => {
             let leaf = ssl.peer_certificate()?;
             let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+            // The whole stored chain, not the leaf only: an intermediate may be revoked too.
+            let chain_revoked = ssl
+                .peer_cert_chain()
+                .is_some_and(|chain| chain.iter().any(|c| crate::tls::revoked_in_context(ssl, c)));
             let valid = leaf.not_before() <= now
                 && leaf.not_after() >= now
-                && !crate::tls::revoked_in_context(ssl, &leaf);
+                && !crate::tls::revoked_in_context(ssl, &leaf)
+                && !chain_revoked;
             (valid && ssl.verify_result() == openssl::x509::X509VerifyResult::OK).then(|| {
                 Some(Authenticated::Certificate {
                     leaf_der: leaf.to_der().ok()?,

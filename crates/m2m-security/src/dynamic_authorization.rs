@@ -147,10 +147,11 @@ impl DasAnswer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
-    /// Originators (SP-relative AE-IDs or CSE-IDs, as the Hosting CSE names them), `*` matching
-    /// any run of characters; `["*"]` is anyone.
+    /// Originators (SP-relative AE-IDs or CSE-IDs as the Hosting CSE names them, absolute for
+    /// another SP's), [`wildcard`] patterns; `["*"]` is anyone.
     pub originators: Vec<String>,
-    /// Targeted resources (SP-relative structured addresses, `/id-in/cse-in/door`), with `*`.
+    /// Targeted resources (SP-relative structured addresses), [`wildcard`] patterns:
+    /// `/id-in/cse-in/door/**` is the door and everything below it.
     pub targets: Vec<String>,
     /// The operations granted: create, retrieve, update, delete, notify, discover.
     pub operations: Vec<String>,
@@ -207,8 +208,24 @@ pub fn decide(rules: &[Rule], req: &DasRequest, now: i64) -> (DasAnswer, Option<
     )
 }
 
-/// `*` matches any run of characters (none included); everything else itself.
+/// Whether `s` matches `pattern`, segment by segment (`/` separates segments): in a segment `*`
+/// matches any run of characters (none included) but never a `/`; a last segment `**` matches the
+/// rest, none included (`/id-in/cse-in/door/**` is the door and everything below it, not
+/// `doorway`); the pattern `*` alone matches anything.
 pub fn wildcard(pattern: &str, s: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let p: Vec<&str> = pattern.split('/').collect();
+    let v: Vec<&str> = s.split('/').collect();
+    if let Some((&"**", prefix)) = p.split_last() {
+        return v.len() >= prefix.len() && prefix.iter().zip(&v).all(|(a, b)| segment(a, b));
+    }
+    p.len() == v.len() && p.iter().zip(&v).all(|(a, b)| segment(a, b))
+}
+
+/// One segment: `*` matches any run of characters.
+fn segment(pattern: &str, s: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == s;
@@ -255,9 +272,21 @@ mod tests {
     #[test]
     fn wildcards() {
         assert!(wildcard("*", ""));
+        assert!(wildcard("*", "/id-in/Cguest"));
         assert!(wildcard("/id-in/C*", "/id-in/Cguest"));
         assert!(!wildcard("/id-in/C*", "/id-in/Sguest"));
-        assert!(wildcard("/id-in/cse-in/door*", "/id-in/cse-in/door/state"));
+        // `*` stays inside its segment; `**` is the subtree.
+        assert!(!wildcard("/id-in/C*", "/id-in/Cguest/x"));
+        assert!(!wildcard("/id-in/cse-in/door*", "/id-in/cse-in/door/state"));
+        assert!(wildcard("/id-in/cse-in/door/**", "/id-in/cse-in/door"));
+        assert!(wildcard(
+            "/id-in/cse-in/door/**",
+            "/id-in/cse-in/door/state/la"
+        ));
+        assert!(!wildcard("/id-in/cse-in/door/**", "/id-in/cse-in/doorway"));
+        assert!(!wildcard("/id-in/cse-in/door/**", "/id-in/cse-in"));
+        assert!(wildcard("/id-in/*/door", "/id-in/cse-in/door"));
+        assert!(!wildcard("/id-in/*/door", "/id-in/a/b/door"));
         assert!(wildcard("a*b*c", "abc"));
         assert!(wildcard("a*b*c", "a-b-b-c"));
         assert!(!wildcard("a*b*c", "ac"));
@@ -271,7 +300,7 @@ mod tests {
         let rules = [
             rule(
                 &["/id-in/Cguest"],
-                &["/id-in/cse-in/door*"],
+                &["/id-in/cse-in/door/**"],
                 &["retrieve"],
                 60,
             ),

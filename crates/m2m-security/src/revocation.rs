@@ -65,6 +65,19 @@ impl RevocationList {
             .map_err(|e| format!("trusted CA {}: {e}", trusted_ca.display()))?;
         let trusted = X509::stack_from_pem(&pem)
             .map_err(|e| format!("trusted CA {}: {e}", trusted_ca.display()))?;
+        // A CRL names its CA by subject only: two trusted CAs of one name could not be told apart
+        // (one's list checked with the other's key, its certificates never found revoked).
+        for (i, ca) in trusted.iter().enumerate() {
+            if trusted[..i]
+                .iter()
+                .any(|other| same_name(other.subject_name(), ca.subject_name()))
+            {
+                return Err(format!(
+                    "trusted CA {}: two CAs share one subject name; give each its own (m2m pki ca --name)",
+                    trusted_ca.display()
+                ));
+            }
+        }
         let list = Self {
             path: path.to_path_buf(),
             trusted,
@@ -122,7 +135,13 @@ impl RevocationList {
         if crls.is_empty() {
             return Err("no CRL in the file".into());
         }
-        for crl in &crls {
+        for (i, crl) in crls.iter().enumerate() {
+            if crls[..i]
+                .iter()
+                .any(|other| same_name(other.issuer_name(), crl.issuer_name()))
+            {
+                return Err("two CRLs of one CA".into());
+            }
             let issuer = self
                 .trusted
                 .iter()

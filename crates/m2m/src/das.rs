@@ -17,8 +17,8 @@
 //! hosting_cses = ["/id-in"]        # empty: any CSE of the SP
 //!
 //! [[rules]]
-//! originators = ["/id-in/Cguest*"]
-//! targets = ["/id-in/cse-in/door*"]
+//! originators = ["/id-in/Cguest"]
+//! targets = ["/id-in/cse-in/door/**"]
 //! operations = ["retrieve"]
 //! lifetime_seconds = 300
 //! ```
@@ -79,8 +79,8 @@ pub struct TokenArgs {
     /// Seconds until it expires.
     #[arg(long, default_value_t = 3600)]
     pub lifetime: u64,
-    /// The Hosting CSEs that may accept it (CSE-IDs); none: any.
-    #[arg(long)]
+    /// The Hosting CSEs that may accept it (SP-relative or absolute CSE-IDs), one at least.
+    #[arg(long, required = true)]
     pub audience: Vec<String>,
     /// A name for it (tokenName).
     #[arg(long)]
@@ -430,5 +430,14 @@ fn consultation(
         .pc
         .as_ref()
         .ok_or_else(|| M2mError::bad_request("no content"))?;
-    DasRequest::from_content(pc).map_err(M2mError::bad_request)
+    let ask = DasRequest::from_content(pc).map_err(M2mError::bad_request)?;
+    // A CSE asks about its own resources only: no policy of another CSE is enumerated through it.
+    if !ask.target.starts_with(&format!("{}/", cse.0)) {
+        tracing::warn!(target: "audit", hosting_cses = %cse.0, target = %ask.target, "consultation refused: the target is not the asking CSE's");
+        return Err(M2mError::new(
+            ResponseStatusCode::OriginatorHasNoPrivilege,
+            "the targeted resource is not hosted by the asking CSE",
+        ));
+    }
+    Ok(ask)
 }

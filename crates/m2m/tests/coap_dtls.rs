@@ -739,6 +739,10 @@ fn a_revoked_certificate_is_refused_over_dtls_even_when_resuming() {
     );
     let (resumed, text) = s_client(Some(true));
     assert!(
+        text.contains("Reused, TLSv1.2"),
+        "the session was resumed: {text}"
+    );
+    assert!(
         resumed.is_none(),
         "a resumed session after the revocation: {resumed:?} {text}"
     );

@@ -34,13 +34,19 @@ hosting_cses = ["/id-in"]
 
 [[rules]]
 originators = ["/id-in/Cguest"]
-targets = ["/id-in/cse-in/owner/door*"]
+targets = ["/id-in/cse-in/owner/door/**"]
 operations = ["retrieve"]
 lifetime_seconds = 600
 
 [[rules]]
+originators = ["/id-in/Chelper"]
+targets = ["/id-in/cse-in/owner/door/**"]
+operations = ["create", "update"]
+lifetime_seconds = 600
+
+[[rules]]
 originators = ["/id-in/Cvisitor*"]
-targets = ["/id-in/cse-in/owner/door*"]
+targets = ["/id-in/cse-in/owner/door/**"]
 operations = ["retrieve"]
 lifetime_seconds = 1
 "#,
@@ -101,7 +107,7 @@ fn the_das_grants_one_request_refuses_others_and_its_grant_is_kept_for_its_lifet
     let s = setup();
     let base = s.cse.url();
     door(&s);
-    for ae in ["Cguest", "Cstranger", "Cvisitor1"] {
+    for ae in ["Cguest", "Cstranger", "Cvisitor1", "Chelper"] {
         register_ae(base, "/cse-in", ae, &ae[1..], &[]);
     }
     // No policy grants the guest anything: the DAS does, for RETRIEVE.
@@ -127,6 +133,61 @@ fn the_das_grants_one_request_refuses_others_and_its_grant_is_kept_for_its_lifet
     let (rsc, _) = retrieve(base, "/cse-in/owner/door/la", "Cstranger");
     assert_eq!(rsc, 4103);
     assert!(das_decisions(&s, "refused") >= 3, "{}", s.das.stderr());
+    // A grant of UPDATE and CREATE changes data, never who may access: acpi and daci stay the
+    // owner's, and no subscription or ACP comes from a dynamic grant.
+    let (rsc, _) = update(
+        base,
+        "/cse-in/owner/door",
+        "Chelper",
+        json!({"m2m:cnt": {"lbl": ["helped"]}}),
+    );
+    assert_eq!(rsc, 2004);
+    assert_eq!(
+        create(
+            base,
+            "/cse-in/owner/door",
+            "Chelper",
+            4,
+            json!({"m2m:cin": {"con": "x"}})
+        )
+        .0,
+        2001
+    );
+    let (rsc, acp) = create(
+        base,
+        "/cse-in/helper",
+        "Chelper",
+        1,
+        json!({"m2m:acp": {"pv": {"acr": [{"acor": ["Chelper"], "acop": 63}]},
+            "pvs": {"acr": [{"acor": ["Chelper"], "acop": 63}]}}}),
+    );
+    assert_eq!(rsc, 2001, "{acp}");
+    for attr in [
+        json!({"acpi": [ri(&acp)]}),
+        json!({"daci": []}),
+        json!({"cstn": "Chelper"}),
+    ] {
+        let (rsc, _) = update(
+            base,
+            "/cse-in/owner/door",
+            "Chelper",
+            json!({ "m2m:cnt": attr }),
+        );
+        assert_eq!(rsc, 4103, "{attr}");
+    }
+    for (ty, body) in [
+        (23, json!({"m2m:sub": {"nu": ["Chelper"]}})),
+        (
+            1,
+            json!({"m2m:acp": {"pv": {"acr": []}, "pvs": {"acr": [{"acor": ["Chelper"], "acop": 63}]}}}),
+        ),
+    ] {
+        assert_eq!(
+            create(base, "/cse-in/owner/door", "Chelper", ty, body).0,
+            4103,
+            "ty {ty}"
+        );
+    }
     // A one-second grant: asked for again once it has run out.
     assert_eq!(retrieve(base, "/cse-in/owner/door", "Cvisitor1").0, 2000);
     let before = das_decisions(&s, "granted");
@@ -246,6 +307,16 @@ fn what_cannot_be_decided_is_refused() {
             .map_or(true, |r| r.body.get("m2m:seci").is_none()),
         "an AE consulted the DAS: {r:?}"
     );
+    assert!(
+        poll(WAIT, || s
+            .das
+            .stderr()
+            .contains("names no CSE")
+            .then_some(()))
+        .is_some(),
+        "the DAS refused the AE's association:\n{}",
+        s.das.stderr()
+    );
 
     // The DAS down: refused, not granted.
     s.das.kill().unwrap();
@@ -350,7 +421,7 @@ fn a_token_grants_access_until_it_expires_or_is_revoked() {
             "--holder",
             "/id-in/Cguest",
             "--resource",
-            "/id-in/cse-in/owner/door*",
+            "/id-in/cse-in/owner/door/**",
             "--operation",
             "retrieve",
         ];
@@ -410,7 +481,7 @@ fn a_token_grants_access_until_it_expires_or_is_revoked() {
         with_token(base, "GET", door, "Cguest", &tampered, None),
         4103
     );
-    let (forged, _) = issue(&rogue, &[]);
+    let (forged, _) = issue(&rogue, &["--audience", "/id-in"]);
     assert_eq!(with_token(base, "GET", door, "Cguest", &forged, None), 4103);
     let (elsewhere, _) = issue(&das, &["--audience", "/id-mn"]);
     assert_eq!(
@@ -429,6 +500,46 @@ fn a_token_grants_access_until_it_expires_or_is_revoked() {
         ),
         4103
     );
+    // A token's grant never changes who may access.
+    let (updater, _) = issue(
+        &das,
+        &[
+            "--operation",
+            "update",
+            "--audience",
+            "//m2m.example.com/id-in",
+        ],
+    );
+    let body = json!({"m2m:cnt": {"lbl": ["by-token"]}});
+    assert_eq!(
+        with_token(
+            base,
+            "PUT",
+            "/cse-in/owner/door",
+            "Cguest",
+            &updater,
+            Some(&body)
+        ),
+        2004
+    );
+    let body = json!({"m2m:cnt": {"daci": []}});
+    assert_eq!(
+        with_token(
+            base,
+            "PUT",
+            "/cse-in/owner/door",
+            "Cguest",
+            &updater,
+            Some(&body)
+        ),
+        4103
+    );
+    // Another SP's CSE of the same name is not this one.
+    let (foreign, _) = issue(&das, &["--audience", "//other.example.com/id-in"]);
+    assert_eq!(
+        with_token(base, "GET", door, "Cguest", &foreign, None),
+        4103
+    );
     // Revoked: refused from the next request on.
     let out = m2m_command(&[
         "das",
@@ -440,7 +551,7 @@ fn a_token_grants_access_until_it_expires_or_is_revoked() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(with_token(base, "GET", door, "Cguest", &token, None), 4103);
     // Expired.
-    let (short, _) = issue(&das, &["--lifetime", "1"]);
+    let (short, _) = issue(&das, &["--lifetime", "1", "--audience", "/id-in"]);
     assert_eq!(with_token(base, "GET", door, "Cguest", &short, None), 2000);
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(with_token(base, "GET", door, "Cguest", &short, None), 4103);

@@ -233,6 +233,30 @@ async fn a_revoked_enrolment_opens_nothing_any_more() {
         .await
         .expect("key registration");
     let kc_half = hex::encode(&kc.key.expose()[..kc.key.len() / 2]);
+    // An E2E credential registered at the TTP over the same Km, for the IN-CSE to retrieve.
+    let credential = maf
+        .register_credential(&m2m_keyservices::maf::CredentialRequest {
+            subject_id: &format!("//{SP}{ENROLEE}"),
+            usage: m2m_keyservices::maf::ttp::CredentialUsage::Esprim,
+            jwk: None,
+            requester_ids: &[&format!("//{SP}/id-in")],
+            expiration_time: None,
+        })
+        .await
+        .expect("a TTP credential");
+    let (in_pem, in_key, ca) = (
+        setup.path("id-in.pem"),
+        setup.path("id-in.key"),
+        setup.pki.ca_pem(),
+    );
+    let in_cse = || MafClient::connect_certificate(&maf_url, MAF_FQDN, &in_pem, &in_key, &ca);
+    let mut requester = in_cse()
+        .await
+        .expect("the IN-CSE's certificate association");
+    requester
+        .retrieve_credential(&credential.credential_id)
+        .await
+        .expect("the credential before the revocation");
     let phone = TlsClient::psk(&kc.key_id, &kc_half);
     let r = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse))
         .expect("the Kc association before the revocation");
@@ -273,12 +297,28 @@ async fn a_revoked_enrolment_opens_nothing_any_more() {
     // Nothing left to revoke.
     let out = revoke("id-in", &["--enrolee", ENROLEE]);
     assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such enrolment"),
+        "{out:?}"
+    );
 
     assert!(
         MafClient::connect_psk(&maf_url, MAF_FQDN, &ke_id, &km)
             .await
             .is_err(),
         "the revoked enrolment's Km opened a MAF association"
+    );
+    // Asked first: the Kc retrieval below would end the registration, credentials included.
+    let mut requester = in_cse()
+        .await
+        .expect("the IN-CSE's certificate association");
+    let gone = requester
+        .retrieve_credential(&credential.credential_id)
+        .await;
+    assert_eq!(
+        gone.as_ref().err().and_then(|e| e.status),
+        Some(404),
+        "the TTP credential of the revoked enrolment: {gone:?}"
     );
     let again = tokio::task::block_in_place(|| register_phone_ae(&phone, &cse));
     assert!(

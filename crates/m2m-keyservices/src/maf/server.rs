@@ -553,6 +553,11 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
         (Method::PUT, ["maf", "keys", id]) => update_key(state, conn, &key(id), &body),
         (Method::DELETE, ["maf", "keys", id]) => deregister_key(state, conn, &key(id)),
         (method, ["maf", "e2e-credentials", rest @ ..]) => {
+            if let (&Method::GET, [id]) = (&method, rest) {
+                if let Some(refused) = enrolment_of_credential(state, conn, id).await {
+                    return refused;
+                }
+            }
             ttp::handle(state, conn, &method, rest, &body)
         }
         (_, ["maf", "clients"] | ["maf", "clients", _] | ["maf", "keys"] | ["maf", "keys", _]) => {
@@ -925,40 +930,77 @@ fn live_key(state: &State, store: &Store, id: &str) -> Result<Option<LiveKey>, S
 /// asked hands out nothing (503). `None`: go on (the requester is no target, the source has no
 /// remote-provisioned Km, or its enrolment holds).
 async fn enrolment_of_source(state: &State, conn: &Conn, id: &str) -> Option<Answer> {
-    let mef = state.mef.as_ref()?;
-    let (reg_id, km_id) = {
+    let reg_id = {
         let store = state.store();
         let key = store.key(id).ok()??;
         // Only for a target: anyone else gets retrieve_key's refusal, and no MEF round trip.
         if !key.targets.contains(&conn.identity) {
             return None;
         }
-        let client = store.client(key.client_reg.as_deref()?).ok()??;
-        (client.reg_id, client.km_id?)
+        key.client_reg?
     };
-    if state.km_ids.contains(&km_id) {
-        return None;
-    }
-    match mef.confirm(&km_id).await {
-        Enrolment::Holds => None,
-        Enrolment::Ended => {
-            let gone = state.store().delete_client(&reg_id);
-            match gone {
-                Ok(a) => {
-                    tracing::warn!(target: "audit", ke_id = %km_id, reg = %reg_id, keys = a.keys, "MAF client registration ended: its enrolment no longer holds at the MEF")
-                }
-                Err(e) => return Some(internal(e)),
-            }
-            Some(error(StatusCode::NOT_FOUND, "no such key"))
-        }
-        Enrolment::Unknown(why) => {
-            tracing::warn!(target: "audit", ke_id = %km_id, key = %id, reason = %why, "MAF key retrieval deferred: the enrolment cannot be confirmed at the MEF");
+    match enrolment_of_client(state, &reg_id).await? {
+        Err(e) => Some(internal(e)),
+        Ok(Enrolment::Holds) => None,
+        Ok(Enrolment::Ended) => Some(error(StatusCode::NOT_FOUND, "no such key")),
+        Ok(Enrolment::Unknown(why)) => {
+            tracing::warn!(target: "audit", key = %id, reason = %why, "MAF key retrieval deferred: the enrolment cannot be confirmed at the MEF");
             Some(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the key's enrolment cannot be confirmed now",
             ))
         }
     }
+}
+
+/// The same before an E2E credential (TTP) is handed out to its registrant or a requester.
+async fn enrolment_of_credential(state: &State, conn: &Conn, id: &str) -> Option<Answer> {
+    let reg_id = {
+        let store = state.store();
+        let rel = ttp::relative_id(id, &state.cfg.fqdn)?;
+        let reg = store.credential(rel).ok()??;
+        if reg.registrant != conn.identity && !reg.requesters.contains(&conn.identity) {
+            return None;
+        }
+        reg.client_reg?
+    };
+    let rsc = m2m_core::ResponseStatusCode::NotFound;
+    match enrolment_of_client(state, &reg_id).await? {
+        Err(e) => Some(internal(e)),
+        Ok(Enrolment::Holds) => None,
+        Ok(Enrolment::Ended) => Some(ttp::refused(rsc, "no such credential")),
+        Ok(Enrolment::Unknown(why)) => {
+            tracing::warn!(target: "audit", credential = %id, reason = %why, "TTP credential retrieval deferred: the enrolment cannot be confirmed at the MEF");
+            Some(ttp::refused(
+                m2m_core::ResponseStatusCode::TargetNotReachable,
+                "the credential's enrolment cannot be confirmed now",
+            ))
+        }
+    }
+}
+
+/// Whether the enrolment behind client registration `reg_id` still holds, when it was made over
+/// a remote-provisioned Km (`None` otherwise: nothing to confirm). An ended enrolment ends the
+/// registration with its keys and credentials.
+async fn enrolment_of_client(state: &State, reg_id: &str) -> Option<Result<Enrolment, String>> {
+    let mef = state.mef.as_ref()?;
+    let km_id = {
+        let store = state.store();
+        store.client(reg_id).ok()??.km_id?
+    };
+    if state.km_ids.contains(&km_id) {
+        return None;
+    }
+    let verdict = mef.confirm(&km_id).await;
+    if let Enrolment::Ended = verdict {
+        match state.store().delete_client(reg_id) {
+            Ok(a) => {
+                tracing::warn!(target: "audit", ke_id = %km_id, reg = %reg_id, keys = a.keys, credentials = a.credentials, "MAF client registration ended: its enrolment no longer holds at the MEF")
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Ok(verdict))
 }
 
 fn retrieve_key(state: &State, conn: &Conn, id: &str) -> Answer {

@@ -178,7 +178,7 @@ fn subject_pattern(s: &str, home: &Home) -> Result<Pattern, String> {
 }
 
 /// `hex` or `hex@MAF-FQDN` → `hex`; anything else names no credential of this TTP.
-fn relative_id<'a>(id: &'a str, fqdn: &str) -> Option<&'a str> {
+pub(super) fn relative_id<'a>(id: &'a str, fqdn: &str) -> Option<&'a str> {
     let rel = match id.split_once('@') {
         Some((rel, f)) if f.eq_ignore_ascii_case(fqdn) => rel,
         Some(_) => return None,
