@@ -435,6 +435,10 @@ pub struct SecuritySection {
     /// ... or a passphrase in this environment variable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passphrase_env: Option<String>,
+    /// The Kpsa rotation key Krot shared with the administrator (32 bytes in hex, mode 0600):
+    /// remote Kpsa rotation through the credentials mgmtObj; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_key: Option<PathBuf>,
 }
 
 /// One row of the psk lookup table: the AE-ID or CSE-ID (optional), KpsaID and Kpsa.

@@ -65,6 +65,8 @@ pub struct Cse {
     pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
     /// What the Upper Tester interface changed (conformance testing only).
     pub(crate) testing: crate::upper_tester::Overrides,
+    /// Remote Kpsa rotation: the rotation key and the rotated KpsaIDs (`[security] rotation_key`).
+    pub(crate) rotation: Option<Arc<crate::credential_rotation::Rotation>>,
     /// Dynamic authorization: the servers of `[dynamic_authorization]` and their decisions.
     pub(crate) dynamic_authorization: Option<crate::dynamic_authorization::Consultations>,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
@@ -122,6 +124,7 @@ impl Cse {
             environments,
         )?;
         let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments, maf.as_ref())?;
+        let rotation = crate::credential_rotation::Rotation::from_config(&cfg, &id.home)?;
         let dynamic_authorization = crate::dynamic_authorization::Consultations::from_config(
             &cfg,
             &client,
@@ -183,6 +186,7 @@ impl Cse {
             beacons: Default::default(),
             testing: Default::default(),
             dynamic_authorization,
+            rotation,
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,
@@ -338,6 +342,9 @@ impl Cse {
                 ));
             }
         }
+        if let (SaeMode::ProvisionedKey, Some(rotation)) = (association.mode, &self.rotation) {
+            rotation.used(association.credential.value());
+        }
         if association.mode == SaeMode::Certificate && !self.accepted_identities.is_empty() {
             let entity = association.entity.as_ref();
             if !entity.is_some_and(|e| self.accepted_identities.contains(e)) {
@@ -348,6 +355,11 @@ impl Cse {
             }
         }
         Ok(association)
+    }
+
+    /// The KpsaID of the configured PSK row bound to `entity`, if any.
+    pub(crate) fn kpsa_bound_to(&self, entity: &EntityId) -> Option<String> {
+        self.entity_psk.get(entity).map(|(k, _)| k.to_string())
     }
 
     /// The credential (KpsaID) a PSK row binds `entity` to, if any.

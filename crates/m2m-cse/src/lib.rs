@@ -10,6 +10,7 @@ mod access;
 pub mod association;
 pub(crate) mod coap_server;
 pub mod config;
+mod credential_rotation;
 pub mod cse;
 mod discovery;
 mod dispatcher;
@@ -76,6 +77,8 @@ struct SecureEnvironmentPsk {
     maf: Option<Arc<maf_keys::MafKeys>>,
     /// Group authentication (entity C): a member's KsxId opens only with its current Ksx.
     group: Option<Arc<group_authentication::GroupKeys>>,
+    /// Rotated KpsaIDs first: a retired one opens nothing, whatever row still holds it.
+    rotation: Option<Arc<credential_rotation::Rotation>>,
 }
 
 impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
@@ -86,6 +89,13 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
     ) -> Option<m2m_security::tls::PskKey> {
         use m2m_security::association::{Association, SaeMode};
         use m2m_security::credentials::{CredentialId, KpsaId};
+        if let Some(rotation) = &self.rotation {
+            match rotation.lookup(psk_identity) {
+                credential_rotation::Lookup::Rotated(key) => return Some(key),
+                credential_rotation::Lookup::Retired => return None,
+                credential_rotation::Lookup::Unknown => {}
+            }
+        }
         if let (Some(group), Ok(id)) = (self.group.as_ref(), KpsaId::parse(psk_identity)) {
             if group.governs(&id) {
                 return group.psk(&id);
@@ -118,7 +128,7 @@ fn psk_table(
     environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
     cse: &Cse,
 ) -> Option<Arc<dyn m2m_security::tls::PskLookup>> {
-    if environments.is_empty() && cse.maf.is_none() {
+    if environments.is_empty() && cse.maf.is_none() && cse.rotation.is_none() {
         return None;
     }
     Some(Arc::new(SecureEnvironmentPsk {
@@ -126,6 +136,7 @@ fn psk_table(
         home: cse.identity().home.clone(),
         maf: cse.maf.clone(),
         group: cse.group_keys.clone(),
+        rotation: cse.rotation.clone(),
     }))
 }
 
@@ -431,6 +442,7 @@ mod tests {
             home,
             maf: None,
             group,
+            rotation: None,
         };
         for id in [
             "meter1@in.example.com",

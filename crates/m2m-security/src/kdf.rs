@@ -131,6 +131,27 @@ pub fn kpsa(ke: &Secret, enrolee_b_id: &str) -> Secret {
     hmac_sha256(ke.expose(), &[KPSA_LABEL.as_bytes(), id.as_bytes()])
 }
 
+/// The label of [`rotated_kpsa`].
+pub const ROTATED_KPSA_LABEL: &str = "oneM2M Kpsa rotation";
+
+/// A Kpsa rotated by the Security Administration (project derivation, docs/SECURITY.md):
+/// HMAC-SHA-256(Krot, label || 0x00 || new KpsaID || 0x00 || the entity's AE-ID or CSE-ID),
+/// identifiers NFKC-normalized. Krot is the rotation key the administrator and the CSE share;
+/// someone holding only the old Kpsa learns nothing of the new one.
+pub fn rotated_kpsa(krot: &Secret, kpsa_id: &str, entity: &str) -> Secret {
+    let (id, entity) = (normalize_id(kpsa_id), normalize_id(entity));
+    hmac_sha256(
+        krot.expose(),
+        &[
+            ROTATED_KPSA_LABEL.as_bytes(),
+            &[0],
+            id.as_bytes(),
+            &[0],
+            entity.as_bytes(),
+        ],
+    )
+}
+
 /// HMAC-SHA-256(Ke, "oneM2M Enrolment Key to Usage-Constrained Symmetric Key derivation" || SUID ||
 /// Enrolment-Target-ID) (§10.3.7).
 ///

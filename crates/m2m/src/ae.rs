@@ -40,6 +40,9 @@ struct Registered {
 pub async fn run(args: AeArgs) -> anyhow::Result<()> {
     let path = args.config.context("--config is required")?;
     let cfg = AeConfig::load(&path)?;
+    if cfg.credentials.is_some() && !matches!(cfg.sae, crate::association::SaeMode::Psk { .. }) {
+        bail!("[credentials] (Kpsa rotation) needs [security] mode psk");
+    }
     // Installed before anything else, so that a stop during the setup is clean too.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     // The receiver listens first: its address is the pointOfAccess of the registration. An AE
@@ -99,7 +102,7 @@ async fn run_registered(
         let subscriptions = subscribe(&cfg, &ae, own).await?;
         Ok::<_, anyhow::Error>((ae, created, subscriptions))
     };
-    let (ae, created, subscriptions) = tokio::select! {
+    let (mut ae, created, subscriptions) = tokio::select! {
         r = setup => r?,
         _ = tokio::signal::ctrl_c() => return Ok(()),
         _ = term.recv() => return Ok(()),
@@ -115,15 +118,131 @@ async fn run_registered(
     tracing::info!(aei = %ae.aei, "AE ready");
     // The receiver stays whole: a CoAP receiver's listener, or the poller, lives as long as it does.
     let mut notes = receiver.as_mut().map(|r| &mut r.notes);
+    let mut current = cfg
+        .current_psk()
+        .await?
+        .map(|(id, _)| id)
+        .unwrap_or_default();
+    let mut check = cfg
+        .credentials
+        .as_ref()
+        .map(|c| tokio::time::interval(c.poll));
     loop {
         tokio::select! {
             Some(note) = next(&mut notes) => println!("{}", note_line(&note)),
+            _ = tick(&mut check) => {
+                let creds = cfg.credentials.as_ref().expect("ticks only with [credentials]");
+                match rotate(&cfg, creds, &mut ae, &current).await {
+                    Ok(Some(id)) => {
+                        println!("{}", json!({ "credential": { "kpsa_id": id } }));
+                        current = id;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "Kpsa rotation not applied"),
+                }
+            }
             r = tokio::signal::ctrl_c() => { r?; break; }
             _ = term.recv() => break,
         }
     }
     tracing::info!(aei = %ae.aei, "AE stopped; its registration is kept for the next run");
     Ok(())
+}
+
+/// The next check of the credentials object, or never without `[credentials]`.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Remote Kpsa rotation (docs/SECURITY.md): reads the credentials object over the current
+/// association; a new KpsaID there comes with its Kpsa in `crse`, a JWE for this device. The new
+/// key is tried (a RETRIEVE of the AE over a new association), kept (mode 0600), then used.
+async fn rotate(
+    cfg: &AeConfig,
+    creds: &crate::ae_config::Credentials,
+    ae: &mut Registered,
+    current: &str,
+) -> anyhow::Result<Option<String>> {
+    use m2m_security::e2e::jose::{self, ContentEnc, DecryptionKey, EcKeyPair};
+    let r = send(
+        &ae.client,
+        &cfg.cse.url,
+        Operation::Retrieve,
+        &creds.object,
+        &ae.aei,
+        None,
+        None,
+    )
+    .await;
+    let r = expect(r, 2000, "reading the credentials object")?;
+    let obj = &pc(&r)["dcfg:crds"];
+    let Some(crid) = obj["crid"].as_str() else {
+        return Ok(None);
+    };
+    if crid == current {
+        return Ok(None);
+    }
+    let crse = obj["crse"]
+        .as_str()
+        .context("the new KpsaID comes without crse")?;
+    m2m_security::secure_environment::check_private_file(&creds.private_jwk)
+        .map_err(anyhow::Error::msg)?;
+    let jwk = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&creds.private_jwk)
+            .with_context(|| format!("cannot read {}", creds.private_jwk.display()))?,
+    );
+    let pair = EcKeyPair::from_jwk(&jwk).map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+    let opened = jose::decrypt_compact(
+        crse,
+        DecryptionKey::EcdhEs(&pair),
+        &[
+            ContentEnc::A128Gcm,
+            ContentEnc::A192Gcm,
+            ContentEnc::A256Gcm,
+        ],
+    )
+    .map_err(|e| anyhow::anyhow!("crse: {}", e.reason))?;
+    let hex_key = std::str::from_utf8(&opened.payload).context("crse holds no key")?;
+    let key = m2m_security::credentials::Secret::from_hex(hex_key.trim())
+        .map_err(|_| anyhow::anyhow!("crse holds no key"))?;
+    let client = cfg.sae.client(
+        Some((
+            crid.to_owned(),
+            zeroize::Zeroizing::new(key.expose().to_vec()),
+        )),
+        &cfg.tls_peer(),
+        cfg.timeout(),
+    )?;
+    let ae_path = format!("{}/{}", cfg.cse.resource_name, cfg.resource_name);
+    let tried = send(
+        &client,
+        &cfg.cse.url,
+        Operation::Retrieve,
+        &ae_path,
+        &ae.aei,
+        None,
+        None,
+    )
+    .await;
+    expect(tried, 2000, "associating with the new Kpsa")?;
+    let state = crate::ae_config::KpsaState {
+        kpsa_id: crid.to_owned(),
+        key: key.to_hex().to_string(),
+    };
+    let text = zeroize::Zeroizing::new(serde_json::to_vec(&state)?);
+    if creds.state.exists() {
+        std::fs::remove_file(&creds.state)
+            .with_context(|| format!("cannot replace {}", creds.state.display()))?;
+    }
+    crate::files::write_private(&creds.state, &text)?;
+    ae.client = client;
+    tracing::info!(target: "audit", kpsa_id = %crid, "credential changed: associating with the rotated Kpsa");
+    Ok(Some(crid.to_owned()))
 }
 
 /// The AE's <pollingChannel> `pch` (TS-0004 clause 7.4.21), made or kept from an earlier run,
@@ -192,8 +311,7 @@ fn note_line(note: &Notification) -> Value {
 /// the CSE still holds it.
 async fn associate_and_register(cfg: &AeConfig, poa: Option<&str>) -> anyhow::Result<Registered> {
     let psk = cfg
-        .sae
-        .psk()
+        .current_psk()
         .await
         .with_context(|| format!("security association ({})", cfg.sae.name()))?;
     let client = cfg.sae.client(psk, &cfg.tls_peer(), cfg.timeout())?;

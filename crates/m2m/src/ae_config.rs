@@ -98,6 +98,14 @@ mode = "none"
 # ty = 3  # the resource type (3: container)
 # content = { "m2m:cnt" = { rn = "state" } }  # the resource; "{aei}" in strings is replaced by the AE-ID
 
+# Remote Kpsa rotation (mode psk): the AE reads its credentials mgmtObj and, when the administrator
+# gives it a new KpsaID, opens crse with its private key and associates with the new Kpsa.
+# [credentials]
+# object = "cse-in/my-node/kpsa"  # the dcfg:crds <mgmtObj> (pur "kpsa") below the AE's <node>
+# private_jwk = "pki/my-ae-device.jwk"  # its private P-256 JWK (mode 0600): crse is encrypted for it
+# # state = "data/my-ae.kpsa.json"  # the current KpsaID and Kpsa (mode 0600); default: this file's name with .kpsa.json
+# # poll_seconds = 30  # how often the object is read
+
 # A subscription with the AE as notification target (nu = its AE-ID).
 # [[subscribe]]
 # to = "cse-in/other-ae/state"  # the subscribed-to resource (any address form the CSE resolves)
@@ -112,6 +120,7 @@ struct FileConfig {
     cse: CseFile,
     security: SecurityFile,
     notifications: Option<Notifications>,
+    credentials: Option<CredentialsFile>,
     create: Vec<CreateFile>,
     subscribe: Vec<Subscribe>,
 }
@@ -286,6 +295,40 @@ pub struct AeConfig {
     pub notifications: Option<Notifications>,
     pub create: Vec<Create>,
     pub subscribe: Vec<Subscribe>,
+    pub credentials: Option<Credentials>,
+}
+
+/// `[credentials]` as written.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct CredentialsFile {
+    object: String,
+    private_jwk: PathBuf,
+    state: Option<PathBuf>,
+    #[serde(default = "default_poll")]
+    poll_seconds: u64,
+}
+
+fn default_poll() -> u64 {
+    30
+}
+
+/// Remote Kpsa rotation: the credentials object to watch, the key that opens its `crse`, and
+/// where the current KpsaID and Kpsa are kept.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub object: String,
+    pub private_jwk: PathBuf,
+    pub state: PathBuf,
+    pub poll: Duration,
+}
+
+/// The Kpsa in use after a rotation (mode 0600).
+#[derive(Serialize, Deserialize)]
+pub struct KpsaState {
+    pub kpsa_id: String,
+    /// Kpsa in hex.
+    pub key: String,
 }
 
 /// What a running AE keeps between runs: the AE-ID its registration was given.
@@ -344,6 +387,23 @@ impl AeConfig {
             f.ae.state_file
                 .map(resolve)
                 .unwrap_or_else(|| base.join(format!("{stem}.state.json")));
+        let credentials = match f.credentials {
+            None => None,
+            Some(c) => {
+                if c.poll_seconds == 0 {
+                    bail!("[credentials] poll_seconds must be at least 1");
+                }
+                Some(Credentials {
+                    object: c.object.trim_matches('/').to_owned(),
+                    private_jwk: resolve(c.private_jwk),
+                    state: c
+                        .state
+                        .map(resolve)
+                        .unwrap_or_else(|| base.join(format!("{stem}.kpsa.json"))),
+                    poll: Duration::from_secs(c.poll_seconds),
+                })
+            }
+        };
         Ok(AeConfig {
             resource_name: f.ae.resource_name,
             app_id: f.ae.app_id,
@@ -354,6 +414,7 @@ impl AeConfig {
             notifications: f.notifications,
             create,
             subscribe: f.subscribe,
+            credentials,
         })
     }
 
@@ -390,6 +451,31 @@ impl AeConfig {
                 "[notifications] binding coaps needs [security] mode psk or certificate (the CSE proves itself with the same credentials)"
             ),
         }
+    }
+
+    /// The PSK to associate with: a rotated one kept in the credentials state, else the
+    /// configured one.
+    pub async fn current_psk(&self) -> anyhow::Result<Option<crate::association::PskCredential>> {
+        if let Some(c) = &self.credentials {
+            if c.state.exists() {
+                m2m_security::secure_environment::check_private_file(&c.state)
+                    .map_err(anyhow::Error::msg)?;
+                let text = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(&c.state)
+                        .with_context(|| format!("cannot read {}", c.state.display()))?,
+                );
+                let kept: KpsaState = serde_json::from_str(&text)
+                    .map_err(|_| anyhow!("{} is not a Kpsa state", c.state.display()))?;
+                let key = zeroize::Zeroizing::new(kept.key);
+                let key = m2m_security::credentials::Secret::from_hex(&key)
+                    .map_err(|_| anyhow!("{}: the key is not hex", c.state.display()))?;
+                return Ok(Some((
+                    kept.kpsa_id,
+                    zeroize::Zeroizing::new(key.expose().to_vec()),
+                )));
+            }
+        }
+        self.sae.psk().await
     }
 
     pub fn timeout(&self) -> Duration {
@@ -511,6 +597,7 @@ mod tests {
             ("notifications", field_names::<Notifications>()),
             ("create", field_names::<CreateFile>()),
             ("subscribe", field_names::<Subscribe>()),
+            ("credentials", field_names::<CredentialsFile>()),
         ];
         let p = problems(DEFAULT_CONFIG, fields);
         assert!(p.is_empty(), "{p:#?}");

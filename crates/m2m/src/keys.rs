@@ -75,6 +75,28 @@ pub enum KeysCommand {
     ExportSplit(ExportSplitArgs),
     /// Derive Ke2e_master from Kpsa and a salt, and the four end-to-end keys (10.3.6); prints them.
     E2eKeys(E2eKeysArgs),
+    /// Rotate a device's Kpsa remotely: prints the UPDATE content of its credentials mgmtObj
+    /// (`dcfg:crds`: the new KpsaID, and the new Kpsa as a JWE only the device opens); the key
+    /// itself is never printed.
+    RotateKpsa(RotateKpsaArgs),
+}
+
+/// `m2m keys rotate-kpsa`.
+#[derive(Args, Debug, Clone)]
+pub struct RotateKpsaArgs {
+    /// The rotation key Krot the CSE holds too (`[security] rotation_key`): 32 bytes in hex in a
+    /// file of mode 0600.
+    #[arg(long)]
+    pub rotation_key: std::path::PathBuf,
+    /// The new KpsaID (`name@issuer-fqdn`), never used before.
+    #[arg(long)]
+    pub kpsa_id: String,
+    /// The device's AE-ID as the CSE names it, SP-relative (e.g. `/id-in/Clock-AE1`).
+    #[arg(long)]
+    pub entity: String,
+    /// The device's public P-256 JWK (with kid): crse is encrypted for it.
+    #[arg(long)]
+    pub device_jwk: std::path::PathBuf,
 }
 
 /// Where the keystore's master key comes from: exactly one of the two.
@@ -343,6 +365,7 @@ fn run_with(args: KeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()>
         }
         KeysCommand::ExportSplit(a) => export_split(a, env, out),
         KeysCommand::E2eKeys(a) => e2e_keys(a, env, out),
+        KeysCommand::RotateKpsa(a) => rotate_kpsa(a, out),
     }
 }
 
@@ -514,6 +537,39 @@ fn derive_km(a: KmArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
     let (id, shown) = id_arg("maf-id", &a.maf_id)?;
     writeln!(out, "MAF-ID: {shown}")?;
     print_key(out, "Km", &kdf::km(&ke, &id))
+}
+
+fn rotate_kpsa(a: RotateKpsaArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use m2m_security::e2e::jose::{self, ContentEnc, EcPublicKey, HeaderParams, Recipient};
+    m2m_security::secure_environment::check_private_file(&a.rotation_key)
+        .map_err(anyhow::Error::msg)?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&a.rotation_key)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", a.rotation_key.display()))?,
+    );
+    let krot = Secret::from_hex(text.trim())
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| anyhow::anyhow!("{} must hold 32 bytes in hex", a.rotation_key.display()))?;
+    KpsaId::parse(&a.kpsa_id).map_err(|e| anyhow::anyhow!("--kpsa-id: {e}"))?;
+    if !a.entity.starts_with('/') || a.entity.starts_with("//") {
+        anyhow::bail!("--entity: the SP-relative AE-ID, e.g. /id-in/Clock-AE1");
+    }
+    let jwk = std::fs::read_to_string(&a.device_jwk)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.device_jwk.display()))?;
+    let device = EcPublicKey::from_jwk(&jwk)
+        .map_err(|e| anyhow::anyhow!("{}: {}", a.device_jwk.display(), e.reason))?;
+    let kpsa = kdf::rotated_kpsa(&krot, &a.kpsa_id, &a.entity);
+    let crse = jose::encrypt_compact(
+        kpsa.to_hex().as_bytes(),
+        Recipient::EcdhEs(&device),
+        ContentEnc::A128Gcm,
+        &HeaderParams::new(),
+    )
+    .map_err(|e| anyhow::anyhow!("JWE: {}", e.reason))?;
+    let content = serde_json::json!({ "dcfg:crds": { "crid": a.kpsa_id, "crse": crse } });
+    writeln!(out, "{content}")?;
+    Ok(())
 }
 
 fn derive_kpsa(a: KpsaArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {

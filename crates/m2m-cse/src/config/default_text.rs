@@ -245,6 +245,10 @@ const DOCS: &[Doc] = &[
         "security.passphrase_env",
         "... or the environment variable holding its passphrase (exactly one of the two).",
     ),
+    Alt(
+        "security.rotation_key",
+        "Krot, the key shared with the administrator for remote Kpsa rotation (32 bytes hex, mode 0600; docs/SECURITY.md)",
+    ),
     Rows(
         "security.psk",
         "A PSK row in the configuration itself (seeds/000 table 7.1.2-2), for demos: the file must then be mode 0600.",
@@ -507,6 +511,7 @@ fn example() -> Config {
     c.security.keystore = Some("cse.keystore".into());
     c.security.key_file = Some("cse-keystore.key".into());
     c.security.passphrase_env = Some("M2M_CSE_KEYSTORE_PASSPHRASE".into());
+    c.security.rotation_key = Some("kpsa-rotation.key".into());
     c.security.psk.push(PskRow {
         entity: Some("Clock-AE1".into()),
         kpsa_id: "clock@in.provider.com".into(),

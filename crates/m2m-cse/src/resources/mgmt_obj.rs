@@ -42,6 +42,71 @@ const IN_PROCESS: u64 = 3;
 
 /// Each entry of a dataCollection schedule (`rpsc`, `mesc`) is a 7-field crontab entry, as a
 /// `<schedule>`'s (TS-0004 clause 7.4.9).
+/// A new KpsaID in a credentials object whose purpose is a Kpsa: the remote rotation of
+/// [`crate::credential_rotation`], asked for by the administrator only, for the one AE the
+/// object's `<node>` hosts, with the new key for the device in `crse`.
+fn kpsa_rotation(
+    call: Call<'_>,
+    res: &Resource,
+    content: &Map<String, Value>,
+    merged: &Map<String, Value>,
+) -> M2mResult<()> {
+    use crate::credential_rotation::PURPOSE;
+    let is_kpsa = spec_of(res).is_some_and(|s| s.mgd == 1029)
+        && merged.get("pur").and_then(Value::as_str) == Some(PURPOSE);
+    let Some(crid) = content.get("crid").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    if !is_kpsa || res.attrs.get("crid").and_then(Value::as_str) == Some(crid) {
+        return Ok(());
+    }
+    let cse = call.cse;
+    let Some(rotation) = &cse.rotation else {
+        return Err(M2mError::bad_request(
+            "credentials: remote Kpsa rotation is not configured on this CSE",
+        ));
+    };
+    if !call.peer.is_admin(cse) {
+        return Err(M2mError::new(
+            m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege,
+            "credentials: only the administrator changes the KpsaID of a Kpsa",
+        ));
+    }
+    if !content
+        .get("crse")
+        .and_then(Value::as_str)
+        .is_some_and(m2m_core::mgmt_obj::is_jwe)
+    {
+        return Err(M2mError::bad_request(
+            "credentials: a new KpsaID needs crse, the new Kpsa as a JWE for the device",
+        ));
+    }
+    let kpsa_id = m2m_security::credentials::KpsaId::parse(crid)
+        .map_err(|e| M2mError::bad_request(format!("credentials: crid: {e}")))?;
+    let entity = hosted_ae(cse, res)?;
+    let replaces: Vec<String> = cse.kpsa_bound_to(&entity).into_iter().collect();
+    rotation.prepare(&kpsa_id, &entity, replaces)
+}
+
+/// The AE-ID of the one AE the `<node>` above `res` hosts (`hael`).
+fn hosted_ae(cse: &Cse, res: &Resource) -> M2mResult<EntityId> {
+    let none = || {
+        M2mError::bad_request(
+            "credentials: a Kpsa is rotated for the one AE its <node> hosts (hael)",
+        )
+    };
+    let node = cse.store.get(res.pi())?.ok_or_else(none)?;
+    let links = crate::store::string_list(node.attrs.get("hael"));
+    let [link] = links.as_slice() else {
+        return Err(none());
+    };
+    let ae = crate::resolve::local_resource(cse, link)
+        .filter(|r| r.ty == m2m_core::ResourceType::Ae)
+        .ok_or_else(none)?;
+    let aei = ae.str_attr("aei").ok_or_else(none)?;
+    EntityId::parse(aei, &cse.id.home).map_err(|_| none())
+}
+
 fn check_schedules(attrs: &Map<String, Value>) -> M2mResult<()> {
     for name in ["rpsc", "mesc"] {
         let entries = attrs
@@ -145,8 +210,10 @@ impl Behaviour for MgmtObj {
                 )));
             }
             spec.check_update(content)?;
-            spec.check_state(&super::merged(res, content))?;
-            check_schedules(content)
+            let merged = super::merged(res, content);
+            spec.check_state(&merged)?;
+            check_schedules(content)?;
+            kpsa_rotation(call, res, content, &merged)
         })())
     }
 
