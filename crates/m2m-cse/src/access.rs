@@ -280,21 +280,30 @@ pub(crate) fn subject_of<'t>(
 /// needs RETRIEVE on what it watches), nor the creation of resources that govern access.
 pub(crate) fn dynamically_grantable(req: &Request, subject: &Resource) -> bool {
     use ResourceType as T;
+    // Resources that govern access, registration or devices: their own rules, always.
     if matches!(
         subject.ty,
-        T::AccessControlPolicy | T::PollingChannel | T::DynamicAuthorizationConsultation
+        T::AccessControlPolicy
+            | T::PollingChannel
+            | T::DynamicAuthorizationConsultation
+            | T::ServiceSubscribedAppRule
+            | T::MgmtObj
+            | T::Node
     ) {
         return false;
     }
+    // What a dynamic grant may create: data, nothing that governs anything.
     if req.op == Operation::Create
-        && matches!(
+        && !matches!(
             req.ty,
             Some(
-                T::AccessControlPolicy
-                    | T::DynamicAuthorizationConsultation
-                    | T::Subscription
-                    | T::CrossResourceSubscription
-                    | T::PollingChannel
+                T::Container
+                    | T::ContentInstance
+                    | T::FlexContainer
+                    | T::FlexContainerInstance
+                    | T::TimeSeries
+                    | T::TimeSeriesInstance
+                    | T::SemanticDescriptor
             )
         )
     {
@@ -306,7 +315,9 @@ pub(crate) fn dynamically_grantable(req: &Request, subject: &Resource) -> bool {
         .and_then(|pc| pc.get(crate::resources::root_name(subject).as_ref()));
     !(req.op == Operation::Update
         && content.is_some_and(|c| {
-            c.get("acpi").is_some() || c.get("cstn").is_some() || c.get("daci").is_some()
+            ["acpi", "cstn", "daci", "nl", "hael"]
+                .iter()
+                .any(|a| c.get(*a).is_some())
         }))
 }
 

@@ -12,6 +12,9 @@
 //! 3. The device reads the object over its current association, decrypts `crse` and associates
 //!    with the new key. From that first completed handshake on, the KpsaIDs it replaces open
 //!    nothing (a handshake attempt alone retires nothing: the new ID is no secret).
+//!
+//! KpsaIDs are compared as KpsaIDs (the FQDN part without regard to case), and the retired ones
+//! are enforced whenever the table exists, with or without a rotation key configured.
 
 use m2m_core::{EntityId, Home, M2mError, M2mResult};
 use m2m_security::association::{Association, SaeMode};
@@ -25,7 +28,8 @@ pub const PURPOSE: &str = "kpsa";
 
 /// The rotation key and the rotations recorded so far.
 pub struct Rotation {
-    krot: Secret,
+    /// `None`: rotation is not configured (any more); the table's retired IDs still hold.
+    krot: Option<Secret>,
     path: PathBuf,
     home: Home,
     state: Mutex<State>,
@@ -58,27 +62,15 @@ pub enum Lookup {
 
 impl Rotation {
     /// `[security] rotation_key` (32 bytes in hex, mode 0600) and the table in the storage
-    /// directory; none without the key.
+    /// directory; the table alone (its retired IDs) when the key is no longer configured; none
+    /// without either.
     pub fn from_config(cfg: &crate::Config, home: &Home) -> anyhow::Result<Option<Arc<Rotation>>> {
-        let Some(key_path) = &cfg.security.rotation_key else {
-            return Ok(None);
-        };
-        m2m_security::secure_environment::check_private_file(key_path)
-            .map_err(|e| anyhow::anyhow!("security.rotation_key: {e}"))?;
-        let text =
-            zeroize::Zeroizing::new(std::fs::read_to_string(key_path).map_err(|e| {
-                anyhow::anyhow!("security.rotation_key: {}: {e}", key_path.display())
-            })?);
-        let krot = Secret::from_hex(text.trim())
-            .ok()
-            .filter(|k| k.len() == 32)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "security.rotation_key: {} must hold 32 bytes in hex",
-                    key_path.display()
-                )
-            })?;
         let path = cfg.storage.path.join("rotated-credentials.json");
+        let krot = match &cfg.security.rotation_key {
+            None if !path.exists() => return Ok(None),
+            None => None,
+            Some(key_path) => Some(read_krot(key_path)?),
+        };
         let state = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
@@ -99,12 +91,18 @@ impl Rotation {
 
     /// The PSK of a rotated KpsaID, or that a KpsaID is retired.
     pub fn lookup(&self, psk_identity: &str) -> Lookup {
+        let id = canonical(psk_identity);
         let state = self.state();
-        if state.retired.iter().any(|r| r == psk_identity) {
+        if state.retired.contains(&id) {
             return Lookup::Retired;
         }
-        let Some(row) = state.rows.iter().find(|r| r.kpsa_id == psk_identity) else {
+        let Some(row) = state.rows.iter().find(|r| r.kpsa_id == id) else {
             return Lookup::Unknown;
+        };
+        let Some(krot) = &self.krot else {
+            // Rotated once, and rotation is off now: the key cannot be derived, nor given back
+            // to whatever row it replaced.
+            return Lookup::Retired;
         };
         let (Ok(kpsa_id), Ok(entity)) = (
             KpsaId::parse(&row.kpsa_id),
@@ -112,7 +110,7 @@ impl Rotation {
         ) else {
             return Lookup::Retired;
         };
-        let key = m2m_security::kdf::rotated_kpsa(&self.krot, &row.kpsa_id, &row.entity);
+        let key = m2m_security::kdf::rotated_kpsa(krot, &row.kpsa_id, &row.entity);
         Lookup::Rotated(m2m_security::tls::PskKey {
             key: zeroize::Zeroizing::new(key.expose().to_vec()),
             association: Association {
@@ -124,15 +122,14 @@ impl Rotation {
     }
 
     /// A completed handshake used `kpsa_id`: if it is a rotated one seen for the first time,
-    /// the KpsaIDs it replaces are retired now.
-    pub fn used(&self, kpsa_id: &str) {
+    /// the KpsaIDs it replaces are retired now, durably; `Err` (the association is refused) when
+    /// that cannot be written: a retirement that a restart would forget is none.
+    pub fn used(&self, kpsa_id: &str) -> Result<(), String> {
+        let id = canonical(kpsa_id);
         let mut state = self.state();
-        let Some(row) = state
-            .rows
-            .iter_mut()
-            .find(|r| r.kpsa_id == kpsa_id && !r.in_use)
-        else {
-            return;
+        let before = state.clone();
+        let Some(row) = state.rows.iter_mut().find(|r| r.kpsa_id == id && !r.in_use) else {
+            return Ok(());
         };
         row.in_use = true;
         let (entity, replaces) = (row.entity.clone(), row.replaces.clone());
@@ -144,10 +141,14 @@ impl Rotation {
         state.rows.retain(|r| !replaces.contains(&r.kpsa_id));
         match save(&self.path, &state) {
             Ok(()) => {
-                tracing::warn!(target: "audit", entity = %entity, kpsa_id = %kpsa_id, retired = ?replaces, "credential changed: the rotated Kpsa is in use, the replaced ones open nothing")
+                tracing::warn!(target: "audit", entity = %entity, kpsa_id = %id, retired = ?replaces, "credential changed: the rotated Kpsa is in use, the replaced ones open nothing");
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(target: "audit", entity = %entity, kpsa_id = %kpsa_id, error = %e, "credential rotation: the table cannot be written")
+                tracing::error!(target: "audit", entity = %entity, kpsa_id = %id, error = %e, "credential rotation: the table cannot be written; the association is refused");
+                // As before: the next handshake tries again.
+                *state = before;
+                Err(e)
             }
         }
     }
@@ -158,14 +159,26 @@ impl Rotation {
         &self,
         kpsa_id: &KpsaId,
         entity: &EntityId,
-        mut replaces: Vec<String>,
+        replaces: Vec<String>,
+        configured: &std::collections::HashSet<String>,
     ) -> M2mResult<()> {
-        let id = kpsa_id.to_string();
-        let who = entity.sp_relative();
-        let mut state = self.state();
-        if state.retired.contains(&id) || replaces.contains(&id) {
+        if self.krot.is_none() {
             return Err(M2mError::bad_request(
-                "credentials: this KpsaID was used before; choose a new one",
+                "credentials: remote Kpsa rotation is not configured on this CSE",
+            ));
+        }
+        let id = canonical(&kpsa_id.to_string());
+        let who = entity.sp_relative();
+        let mut replaces: Vec<String> = replaces.iter().map(|r| canonical(r)).collect();
+        if replaces.is_empty() {
+            return Err(M2mError::bad_request(
+                "credentials: the entity has no Kpsa of this CSE to replace",
+            ));
+        }
+        let mut state = self.state();
+        if state.retired.contains(&id) || replaces.contains(&id) || configured.contains(&id) {
+            return Err(M2mError::bad_request(
+                "credentials: this KpsaID is or was in use; choose a new one",
             ));
         }
         if let Some(other) = state.rows.iter().find(|r| r.kpsa_id == id) {
@@ -193,11 +206,53 @@ impl Rotation {
     }
 }
 
-/// Writes the table by rename (IDs only: it holds no key).
+/// A KpsaID as the table keeps it: its FQDN part in lower case (KpsaIDs compare so); anything
+/// else as given.
+pub fn canonical(id: &str) -> String {
+    match KpsaId::parse(id) {
+        Ok(k) => {
+            let text = k.to_string();
+            match text.rsplit_once('@') {
+                Some((rel, fqdn)) => format!("{rel}@{}", fqdn.to_ascii_lowercase()),
+                None => text,
+            }
+        }
+        Err(_) => id.to_owned(),
+    }
+}
+
+fn read_krot(key_path: &Path) -> anyhow::Result<Secret> {
+    m2m_security::secure_environment::check_private_file(key_path)
+        .map_err(|e| anyhow::anyhow!("security.rotation_key: {e}"))?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(key_path)
+            .map_err(|e| anyhow::anyhow!("security.rotation_key: {}: {e}", key_path.display()))?,
+    );
+    Secret::from_hex(text.trim())
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "security.rotation_key: {} must hold 32 bytes in hex",
+                key_path.display()
+            )
+        })
+}
+
+/// Writes the table durably, by rename (IDs only: it holds no key).
 fn save(path: &Path, state: &State) -> Result<(), String> {
+    use std::io::Write;
     let text = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, text).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+    let mut f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+    f.write_all(&text).map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }

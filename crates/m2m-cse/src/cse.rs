@@ -65,6 +65,9 @@ pub struct Cse {
     pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
     /// What the Upper Tester interface changed (conformance testing only).
     pub(crate) testing: crate::upper_tester::Overrides,
+    /// All configured KpsaIDs bound to each entity, and every configured KpsaID (canonical).
+    bound_kpsa: std::collections::HashMap<EntityId, Vec<String>>,
+    configured_kpsa: std::collections::HashSet<String>,
     /// Remote Kpsa rotation: the rotation key and the rotated KpsaIDs (`[security] rotation_key`).
     pub(crate) rotation: Option<Arc<crate::credential_rotation::Rotation>>,
     /// Dynamic authorization: the servers of `[dynamic_authorization]` and their decisions.
@@ -125,6 +128,7 @@ impl Cse {
         )?;
         let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments, maf.as_ref())?;
         let rotation = crate::credential_rotation::Rotation::from_config(&cfg, &id.home)?;
+        let (bound_kpsa, configured_kpsa) = all_kpsa_rows(&id.home, environments);
         let dynamic_authorization = crate::dynamic_authorization::Consultations::from_config(
             &cfg,
             &client,
@@ -187,6 +191,8 @@ impl Cse {
             testing: Default::default(),
             dynamic_authorization,
             rotation,
+            bound_kpsa,
+            configured_kpsa,
             searches: crate::search_threads::SearchThreads::per_core(),
             public_url: RwLock::new(public_url),
             group_keys,
@@ -343,7 +349,9 @@ impl Cse {
             }
         }
         if let (SaeMode::ProvisionedKey, Some(rotation)) = (association.mode, &self.rotation) {
-            rotation.used(association.credential.value());
+            rotation
+                .used(association.credential.value())
+                .map_err(|_| "the credential rotation cannot be recorded".to_owned())?;
         }
         if association.mode == SaeMode::Certificate && !self.accepted_identities.is_empty() {
             let entity = association.entity.as_ref();
@@ -357,9 +365,23 @@ impl Cse {
         Ok(association)
     }
 
-    /// The KpsaID of the configured PSK row bound to `entity`, if any.
-    pub(crate) fn kpsa_bound_to(&self, entity: &EntityId) -> Option<String> {
-        self.entity_psk.get(entity).map(|(k, _)| k.to_string())
+    /// Every KpsaID that authenticates as `entity`: the configured rows bound to it, and the
+    /// credential it registered with (a row bound to no entity).
+    pub(crate) fn kpsa_ids_of(&self, entity: &EntityId) -> Vec<String> {
+        let mut ids = self.bound_kpsa.get(entity).cloned().unwrap_or_default();
+        if let Some(stem) = entity.local_stem(&self.id.home) {
+            if let Ok(Some(c)) = self.store.read(|r| r.credential_of(stem.as_str())) {
+                if let Some(kpsa) = c.strip_prefix("12-") {
+                    ids.push(kpsa.to_owned());
+                }
+            }
+        }
+        ids
+    }
+
+    /// Every KpsaID of the configured rows (FQDN part in lower case).
+    pub(crate) fn configured_kpsa_ids(&self) -> &std::collections::HashSet<String> {
+        &self.configured_kpsa
     }
 
     /// The credential (KpsaID) a PSK row binds `entity` to, if any.
@@ -885,6 +907,27 @@ fn entity_psk_rows(
             Some((entity.clone(), (kpsa_id.clone(), entry.key)))
         })
         .collect()
+}
+
+/// Every configured KpsaID by the entity its row binds, and all of them (canonical forms).
+type KpsaRows = (
+    std::collections::HashMap<EntityId, Vec<String>>,
+    std::collections::HashSet<String>,
+);
+
+fn all_kpsa_rows(home: &m2m_core::Home, environments: &[Box<dyn SecureEnvironment>]) -> KpsaRows {
+    let mut bound: std::collections::HashMap<EntityId, Vec<String>> = Default::default();
+    let mut all = std::collections::HashSet::new();
+    for se in environments {
+        for (entity, kpsa_id) in se.psk_entries() {
+            let id = crate::credential_rotation::canonical(&kpsa_id.to_string());
+            all.insert(id.clone());
+            if let Some(e) = entity.and_then(|e| EntityId::parse(&e, home).ok()) {
+                bound.entry(e).or_default().push(id);
+            }
+        }
+    }
+    (bound, all)
 }
 
 /// A DTLS-PSK client context with one row's KpsaID and key.

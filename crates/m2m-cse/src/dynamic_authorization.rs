@@ -422,10 +422,12 @@ fn check_token(
         return Err(format!("{}: held by another entity", c.token_id));
     }
     let me = m2m_core::EntityId::parse(&cse.id.cse_id.sp_relative(), &cse.id.home).ok();
-    let for_me = c.audience.is_empty()
-        || c.audience
-            .iter()
-            .any(|a| a.starts_with('/') && m2m_core::EntityId::parse(a, &cse.id.home).ok() == me);
+    // An audience is required here: a token for any CSE would be good at every CSE trusting
+    // its issuer (TS-0003 7.3.2.5 allows none; this CSE does not take such tokens).
+    let for_me = c
+        .audience
+        .iter()
+        .any(|a| a.starts_with('/') && m2m_core::EntityId::parse(a, &cse.id.home).ok() == me);
     if !for_me {
         return Err(format!("{}: this CSE is not in its audience", c.token_id));
     }

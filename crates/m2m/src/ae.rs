@@ -181,6 +181,9 @@ async fn rotate(
     .await;
     let r = expect(r, 2000, "reading the credentials object")?;
     let obj = &pc(&r)["dcfg:crds"];
+    if obj["pur"].as_str() != Some("kpsa") {
+        bail!("the credentials object is not a Kpsa's (pur \"kpsa\")");
+    }
     let Some(crid) = obj["crid"].as_str() else {
         return Ok(None);
     };
@@ -218,6 +221,19 @@ async fn rotate(
         &cfg.tls_peer(),
         cfg.timeout(),
     )?;
+    // Kept before it is tried: the CSE retires the old key at the first handshake with the new
+    // one, so a crash after the trial must not leave the device with the old key only. Written
+    // whole and renamed into place; put back as it was if the trial fails.
+    let previous = std::fs::read(&creds.state)
+        .ok()
+        .map(zeroize::Zeroizing::new);
+    let mut state = crate::ae_config::KpsaState {
+        kpsa_id: crid.to_owned(),
+        key: key.to_hex().to_string(),
+    };
+    let text = zeroize::Zeroizing::new(serde_json::to_vec(&state)?);
+    zeroize::Zeroize::zeroize(&mut state.key);
+    keep_state(&creds.state, &text)?;
     let ae_path = format!("{}/{}", cfg.cse.resource_name, cfg.resource_name);
     let tried = send(
         &client,
@@ -229,20 +245,32 @@ async fn rotate(
         None,
     )
     .await;
-    expect(tried, 2000, "associating with the new Kpsa")?;
-    let state = crate::ae_config::KpsaState {
-        kpsa_id: crid.to_owned(),
-        key: key.to_hex().to_string(),
-    };
-    let text = zeroize::Zeroizing::new(serde_json::to_vec(&state)?);
-    if creds.state.exists() {
-        std::fs::remove_file(&creds.state)
-            .with_context(|| format!("cannot replace {}", creds.state.display()))?;
+    if let Err(e) = expect(tried, 2000, "associating with the new Kpsa") {
+        match &previous {
+            Some(p) => keep_state(&creds.state, p)?,
+            None => std::fs::remove_file(&creds.state)
+                .with_context(|| format!("cannot remove {}", creds.state.display()))?,
+        }
+        return Err(e);
     }
-    crate::files::write_private(&creds.state, &text)?;
     ae.client = client;
     tracing::info!(target: "audit", kpsa_id = %crid, "credential changed: associating with the rotated Kpsa");
     Ok(Some(crid.to_owned()))
+}
+
+/// Writes the Kpsa state whole (mode 0600), synced, then renames it into place.
+fn keep_state(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    if tmp.exists() {
+        std::fs::remove_file(&tmp).with_context(|| format!("cannot replace {}", tmp.display()))?;
+    }
+    crate::files::write_private(&tmp, bytes)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The AE's <pollingChannel> `pch` (TS-0004 clause 7.4.21), made or kept from an earlier run,

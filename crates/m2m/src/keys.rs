@@ -560,11 +560,14 @@ fn rotate_kpsa(a: RotateKpsaArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let device = EcPublicKey::from_jwk(&jwk)
         .map_err(|e| anyhow::anyhow!("{}: {}", a.device_jwk.display(), e.reason))?;
     let kpsa = kdf::rotated_kpsa(&krot, &a.kpsa_id, &a.entity);
+    // The entity in the protected header: the CSE checks that the object's node hosts it.
+    let mut header = HeaderParams::new();
+    header.insert("sub".into(), serde_json::Value::String(a.entity.clone()));
     let crse = jose::encrypt_compact(
         kpsa.to_hex().as_bytes(),
         Recipient::EcdhEs(&device),
         ContentEnc::A128Gcm,
-        &HeaderParams::new(),
+        &header,
     )
     .map_err(|e| anyhow::anyhow!("JWE: {}", e.reason))?;
     let content = serde_json::json!({ "dcfg:crds": { "crid": a.kpsa_id, "crse": crse } });

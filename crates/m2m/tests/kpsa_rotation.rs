@@ -146,6 +146,37 @@ fn an_administrator_rotates_a_locks_kpsa_remotely() {
         )
         .expect("the lock's association");
     assert_eq!(r.rsc, 4103, "{:?}", r.body);
+    // Nor may the lock touch the key material or the purpose.
+    for attrs in [
+        json!({"crse": content["dcfg:crds"]["crse"]}),
+        json!({"pur": "wifi"}),
+    ] {
+        let r = lock_client
+            .request(
+                cse.https_url(),
+                "PUT",
+                "/cse-in/lock1-node/kpsa",
+                Some(LOCK1.ae),
+                None,
+                Some(&json!({ "dcfg:crds": attrs })),
+            )
+            .expect("the lock's association");
+        assert_eq!(r.rsc, 4103, "{attrs}: {:?}", r.body);
+    }
+    // The node's hael changed to another AE: the rotation, naming the lock, is refused rather
+    // than bound to that AE.
+    register_ae(base, "/cse-in", "Cother", "other", &[]);
+    let hael = |who: &str| json!({"m2m:nod": {"hael": [who]}});
+    assert_eq!(
+        update(base, "/cse-in/lock1-node", "CAdmin", hael("Cother")).0,
+        2004
+    );
+    let (rsc, body) = update(base, "/cse-in/lock1-node/kpsa", "CAdmin", content.clone());
+    assert_eq!(rsc, 4000, "{body}");
+    assert_eq!(
+        update(base, "/cse-in/lock1-node", "CAdmin", hael(LOCK1.ae)).0,
+        2004
+    );
     let (rsc, body) = update(base, "/cse-in/lock1-node/kpsa", "CAdmin", content.clone());
     assert_eq!(rsc, 2004, "{body}");
 
@@ -157,20 +188,24 @@ fn an_administrator_rotates_a_locks_kpsa_remotely() {
         }
     };
     assert_eq!(line["credential"]["kpsa_id"], json!(NEW_ID));
-    // The old key opens nothing any more; the new one does, as the lock.
-    let old = TlsClient::psk(LOCK1.kpsa_id, LOCK1.key);
-    assert!(
-        old.request(
+    // The old key opens nothing any more, in any spelling of its KpsaID; the new one does, as
+    // the lock.
+    let (rel, fqdn) = LOCK1.kpsa_id.split_once('@').unwrap();
+    for id in [
+        LOCK1.kpsa_id.to_owned(),
+        format!("{rel}@{}", fqdn.to_uppercase()),
+    ] {
+        let old = TlsClient::psk(&id, LOCK1.key);
+        let r = old.request(
             cse.https_url(),
             "GET",
             "/cse-in/lock1",
             Some(LOCK1.ae),
             None,
-            None
-        )
-        .is_err(),
-        "the old Kpsa still associates"
-    );
+            None,
+        );
+        assert!(r.is_err(), "the old Kpsa still associates as {id}");
+    }
     let new = TlsClient::psk(NEW_ID, &new_key);
     let r = new
         .request(
@@ -199,7 +234,6 @@ fn an_administrator_rotates_a_locks_kpsa_remotely() {
     // The key appears in no retrieve, log or file of the CSE.
     let (_, shown) = retrieve(base, "/cse-in/lock1-node/kpsa", "CAdmin");
     let key_bytes = hex::decode(&new_key).unwrap();
-    let upper = new_key.to_uppercase();
     assert!(
         !shown.to_string().to_lowercase().contains(&new_key),
         "{shown}"
@@ -209,7 +243,7 @@ fn an_administrator_rotates_a_locks_kpsa_remotely() {
         let bytes = std::fs::read(&entry).unwrap();
         let text = String::from_utf8_lossy(&bytes).to_lowercase();
         assert!(
-            !text.contains(&new_key) && !text.contains(&upper.to_lowercase()),
+            !text.contains(&new_key),
             "{} holds the key in hex",
             entry.display()
         );
@@ -231,6 +265,30 @@ fn an_administrator_rotates_a_locks_kpsa_remotely() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o077, 0, "the lock's key state is private");
+    // A restart forgets nothing: the old key stays retired, the new one works.
+    drop(lock);
+    let cse = cse.restart();
+    let old = TlsClient::psk(LOCK1.kpsa_id, LOCK1.key);
+    let r = old.request(
+        cse.https_url(),
+        "GET",
+        "/cse-in/lock1",
+        Some(LOCK1.ae),
+        None,
+        None,
+    );
+    assert!(r.is_err(), "the old Kpsa associates after a restart");
+    let r = new
+        .request(
+            cse.https_url(),
+            "GET",
+            "/cse-in/lock1",
+            Some(LOCK1.ae),
+            None,
+            None,
+        )
+        .expect("the new Kpsa after a restart");
+    assert_eq!(r.rsc, 2000);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -40,52 +40,86 @@ const STATUS_OF: &[(&str, &str)] = &[
 /// m2m:status In_Process (TS-0004 table 6.3.4.2.20-1).
 const IN_PROCESS: u64 = 3;
 
-/// Each entry of a dataCollection schedule (`rpsc`, `mesc`) is a 7-field crontab entry, as a
-/// `<schedule>`'s (TS-0004 clause 7.4.9).
-/// A new KpsaID in a credentials object whose purpose is a Kpsa: the remote rotation of
-/// [`crate::credential_rotation`], asked for by the administrator only, for the one AE the
-/// object's `<node>` hosts, with the new key for the device in `crse`.
+/// A credentials object whose purpose is a Kpsa ([`crate::credential_rotation`]) is the
+/// administrator's: only it creates one, or changes its `pur`, `crid` or `crse` (4103 for anyone
+/// else, the device included: whoever could would choose the device's next key). A new `crid` is
+/// a rotation: `crse` must be a JWE whose protected header names (`sub`) the one AE the object's
+/// `<node>` hosts, so that a changed `hael` cannot bind the key to another entity.
 fn kpsa_rotation(
     call: Call<'_>,
-    res: &Resource,
+    res: Option<&Resource>,
     content: &Map<String, Value>,
     merged: &Map<String, Value>,
 ) -> M2mResult<()> {
     use crate::credential_rotation::PURPOSE;
-    let is_kpsa = spec_of(res).is_some_and(|s| s.mgd == 1029)
-        && merged.get("pur").and_then(Value::as_str) == Some(PURPOSE);
-    let Some(crid) = content.get("crid").and_then(Value::as_str) else {
-        return Ok(());
-    };
-    if !is_kpsa || res.attrs.get("crid").and_then(Value::as_str) == Some(crid) {
+    let credentials =
+        |m: &Map<String, Value>| m.get("pur").and_then(Value::as_str) == Some(PURPOSE);
+    let was_kpsa = res.is_some_and(|r| credentials(&r.attrs));
+    let is_kpsa = credentials(merged);
+    if !(was_kpsa || is_kpsa)
+        || !["pur", "crid", "crse"]
+            .iter()
+            .any(|a| content.contains_key(*a))
+    {
         return Ok(());
     }
     let cse = call.cse;
+    if !call.peer.is_admin(cse) {
+        return Err(M2mError::new(
+            m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege,
+            "credentials: only the administrator changes a Kpsa's credentials object",
+        ));
+    }
+    let Some(res) = res else {
+        // The object as first made names the current KpsaID: nothing to rotate yet.
+        return Ok(());
+    };
+    let crid = content.get("crid").and_then(Value::as_str);
+    let (Some(crid), true) = (crid, is_kpsa) else {
+        return Ok(());
+    };
+    if res.attrs.get("crid").and_then(Value::as_str) == Some(crid) {
+        return Ok(());
+    }
     let Some(rotation) = &cse.rotation else {
         return Err(M2mError::bad_request(
             "credentials: remote Kpsa rotation is not configured on this CSE",
         ));
     };
-    if !call.peer.is_admin(cse) {
-        return Err(M2mError::new(
-            m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege,
-            "credentials: only the administrator changes the KpsaID of a Kpsa",
-        ));
-    }
-    if !content
+    let crse = content
         .get("crse")
         .and_then(Value::as_str)
-        .is_some_and(m2m_core::mgmt_obj::is_jwe)
-    {
-        return Err(M2mError::bad_request(
-            "credentials: a new KpsaID needs crse, the new Kpsa as a JWE for the device",
-        ));
-    }
+        .filter(|c| m2m_core::mgmt_obj::is_jwe(c))
+        .ok_or_else(|| {
+            M2mError::bad_request(
+                "credentials: a new KpsaID needs crse, the new Kpsa as a JWE for the device",
+            )
+        })?;
     let kpsa_id = m2m_security::credentials::KpsaId::parse(crid)
         .map_err(|e| M2mError::bad_request(format!("credentials: crid: {e}")))?;
     let entity = hosted_ae(cse, res)?;
-    let replaces: Vec<String> = cse.kpsa_bound_to(&entity).into_iter().collect();
-    rotation.prepare(&kpsa_id, &entity, replaces)
+    if jwe_subject(crse).as_deref() != Some(entity.sp_relative().as_str()) {
+        return Err(M2mError::bad_request(
+            "credentials: crse names another entity than the one the <node> hosts",
+        ));
+    }
+    rotation.prepare(
+        &kpsa_id,
+        &entity,
+        cse.kpsa_ids_of(&entity),
+        cse.configured_kpsa_ids(),
+    )
+}
+
+/// The `sub` of a compact JWE's protected header.
+fn jwe_subject(jwe: &str) -> Option<String> {
+    use base64::Engine;
+    let header = jwe.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("sub").and_then(Value::as_str).map(str::to_owned)
 }
 
 /// The AE-ID of the one AE the `<node>` above `res` hosts (`hael`).
@@ -185,6 +219,7 @@ impl Behaviour for MgmtObj {
             spec.check_state(attrs)?;
             check_schedules(attrs)?;
             check_certificate_file(attrs)?;
+            kpsa_rotation(call, None, attrs, attrs)?;
             for name in spec.always_true {
                 attrs.insert((*name).into(), Value::Bool(true));
             }
@@ -213,7 +248,7 @@ impl Behaviour for MgmtObj {
             let merged = super::merged(res, content);
             spec.check_state(&merged)?;
             check_schedules(content)?;
-            kpsa_rotation(call, res, content, &merged)
+            kpsa_rotation(call, Some(res), content, &merged)
         })())
     }
 
