@@ -308,6 +308,15 @@ async fn a_revoked_enrolment_opens_nothing_any_more() {
             .is_err(),
         "the revoked enrolment's Km opened a MAF association"
     );
+    // The association opened before the revocation registers nothing more.
+    let late = maf
+        .register_key(12, &[&format!("//{SP}/id-in")], None)
+        .await;
+    assert_eq!(
+        late.as_ref().err().and_then(|e| e.status),
+        Some(403),
+        "a key registered over the revoked enrolment's open association: {late:?}"
+    );
     // Asked first: the Kc retrieval below would end the registration, credentials included.
     let mut requester = in_cse()
         .await

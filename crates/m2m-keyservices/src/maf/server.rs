@@ -537,6 +537,11 @@ async fn handle(state: &State, conn: &Conn, req: Request<Incoming>) -> Answer {
             _ => error(StatusCode::FORBIDDEN, why),
         };
     }
+    if method != Method::GET {
+        if let Some(refused) = enrolment_of_writer(state, conn).await {
+            return refused;
+        }
+    }
     let key = |id: &str| normalize_relative_id(id);
     match (method, segments.as_slice()) {
         (Method::POST, ["maf", "clients"]) => register_client(state, conn, &body),
@@ -948,6 +953,34 @@ async fn enrolment_of_source(state: &State, conn: &Conn, id: &str) -> Option<Ans
             Some(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the key's enrolment cannot be confirmed now",
+            ))
+        }
+    }
+}
+
+/// Before a registration over a remote-provisioned Km (client, key or credential, or a change to
+/// one): its enrolment must still hold at the MEF, asked at every such write (they are rare), so
+/// that an enrolment revoked while the association stays open registers nothing more.
+async fn enrolment_of_writer(state: &State, conn: &Conn) -> Option<Answer> {
+    let mef = state.mef.as_ref()?;
+    let km_id = conn.km_id.as_ref()?;
+    if state.km_ids.contains(km_id) {
+        return None;
+    }
+    match mef.confirm(km_id).await {
+        Enrolment::Holds => None,
+        Enrolment::Ended => {
+            tracing::warn!(target: "audit", peer = %conn.peer, client = %conn.identity, ke_id = %km_id, "MAF request refused: the enrolment of this association no longer holds at the MEF");
+            Some(error(
+                StatusCode::FORBIDDEN,
+                "the enrolment this association was authenticated with has ended",
+            ))
+        }
+        Enrolment::Unknown(why) => {
+            tracing::warn!(target: "audit", peer = %conn.peer, client = %conn.identity, ke_id = %km_id, reason = %why, "MAF request deferred: the enrolment cannot be confirmed at the MEF");
+            Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the enrolment cannot be confirmed now",
             ))
         }
     }
