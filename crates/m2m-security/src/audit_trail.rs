@@ -278,6 +278,43 @@ impl Appender {
         self.append_after("", event, fields)
     }
 
+    /// Appends entries in one write (the writer's batch): all of them, or none (a write that
+    /// fails is undone and the chain stays where it was).
+    pub fn append_all(
+        &mut self,
+        entries: impl IntoIterator<Item = (String, Map<String, Value>)>,
+    ) -> Result<u64, String> {
+        let (mut seq, mut prev) = (self.seq, self.prev.clone());
+        let mut out = String::new();
+        for (event, fields) in entries {
+            seq = seq
+                .checked_add(1)
+                .ok_or_else(|| "the audit trail is full (seq)".to_owned())?;
+            let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let body = serde_json::to_string(&json!({
+                "seq": seq,
+                "ts": ts,
+                "event": event,
+                "fields": fields,
+                "prev": prev,
+            }))
+            .map_err(|e| format!("cannot write an audit entry: {e}"))?;
+            let hash = digest(body.as_bytes());
+            out.push_str(&hash);
+            out.push(' ');
+            out.push_str(&body);
+            out.push('\n');
+            prev = hash;
+        }
+        if out.is_empty() {
+            return Ok(self.seq);
+        }
+        self.write_all(out.as_bytes())?;
+        self.seq = seq;
+        self.prev = prev;
+        Ok(seq)
+    }
+
     /// Appends `prefix` and one entry in a single write; a write that fails is undone, so that the
     /// trail never holds half a line followed by more entries.
     fn append_after(
@@ -413,6 +450,22 @@ mod tests {
         let again = check(&path).unwrap();
         assert_eq!(again.seq, 4);
         assert_ne!(again.hash, head.hash);
+    }
+
+    #[test]
+    fn a_batch_is_chained_like_single_entries() {
+        let (_d, path) = trail(2);
+        let mut a = Appender::open(&path).unwrap();
+        let batch = (0..3).map(|i| {
+            let mut f = Map::new();
+            f.insert("n".into(), json!(i));
+            ("association established".to_owned(), f)
+        });
+        assert_eq!(a.append_all(batch).unwrap(), 5);
+        assert_eq!(a.append_all(Vec::new()).unwrap(), 5);
+        assert_eq!(a.append("key revoked", Map::new()).unwrap(), 6);
+        let head = check(&path).unwrap();
+        assert_eq!((head.entries, head.seq), (6, 6));
     }
 
     #[test]
