@@ -810,6 +810,9 @@ fn certificate_context(cfg: &Config, dtls: bool) -> anyhow::Result<Option<SslCon
         certificate_chain: tls.certificate.clone(),
         private_key: tls.private_key.clone(),
         trusted_ca: tls.trusted_ca.clone(),
+        // The peers this CSE connects to (registrar, registrees, DAS, MAF, AEs' https points of
+        // access) are checked against the same lists as the ones connecting to it.
+        revocation: tls.revocation_list()?,
     };
     let context = if dtls {
         m2m_security::tls::dtls_client_context(&config)

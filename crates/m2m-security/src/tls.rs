@@ -422,6 +422,8 @@ pub struct ClientTlsConfig {
     pub private_key: Option<PathBuf>,
     /// Root of trust for the server's certificate.
     pub trusted_ca: Option<PathBuf>,
+    /// Revocation lists the server's certificate is checked against (TS-0003 clause 8.1.2.2).
+    pub revocation: Option<Arc<RevocationList>>,
 }
 
 /// Builds a client context; certificate suites verify the server against `trusted_ca`.
@@ -483,7 +485,10 @@ fn client_context_for(cfg: &ClientTlsConfig, proto: Proto) -> Result<SslContext,
         Some(ca) => {
             b.set_ca_file(ca)
                 .map_err(|e| err(&format!("trusted CA {}", ca.display()), e))?;
-            b.set_verify_callback(SslVerifyMode::PEER, verify_profile);
+            let revocation = cfg.revocation.clone();
+            b.set_verify_callback(SslVerifyMode::PEER, move |preverified, ctx| {
+                verify_profile(preverified, ctx) && not_revoked(revocation.as_deref(), ctx)
+            });
         }
         None => b.set_verify(SslVerifyMode::NONE),
     }

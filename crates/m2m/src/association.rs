@@ -168,6 +168,7 @@ impl SaeMode {
             certificate_chain,
             private_key,
             trusted_ca: peer.trusted_ca.clone(),
+            revocation: None,
         };
         let context = client_context(&config).map_err(|e| anyhow!("TLS: {e}"))?;
         // The same credentials for coaps:// (DTLS 1.2, the CoAP binding).

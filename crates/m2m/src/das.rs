@@ -347,11 +347,23 @@ fn revoke_tokens(a: RevokeTokenArgs) -> anyhow::Result<()> {
             text.push('\n');
         }
     }
-    let mut tmp = a.list.clone().into_os_string();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, &text).with_context(|| format!("cannot write {tmp:?}"))?;
-    std::fs::rename(&tmp, &a.list)
-        .with_context(|| format!("cannot replace {}", a.list.display()))?;
+    let dir = match a.list.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).context("cannot write the list")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Token IDs are no secret; the CSE reading the list may run as another user.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .context("cannot write the list")?;
+    }
+    tmp.as_file().sync_all().context("cannot write the list")?;
+    tmp.persist(&a.list)
+        .map_err(|e| anyhow::anyhow!("cannot replace {}: {}", a.list.display(), e.error))?;
     println!(
         "{}: {} token ID(s) revoked",
         a.list.display(),

@@ -403,6 +403,7 @@ fn dtls_cbc_psk_client(identity: &str, key: &[u8]) -> anyhow::Result<Client> {
         certificate_chain: None,
         private_key: None,
         trusted_ca: None,
+        revocation: None,
     };
     let context =
         m2m_security::tls::dtls_client_context(&config).map_err(|e| anyhow!("DTLS: {e}"))?;

@@ -461,9 +461,21 @@ fn write_crl(
     .map_err(e)?;
     let pem = crl.to_pem().map_err(|err| anyhow!("CRL: {err}"))?;
     let path = dir.join("crl.pem");
-    let tmp = dir.join(".crl.pem.tmp");
-    write_public(&tmp, &pem)?;
-    fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    // A temporary file of its own (two runs at once do not write into each other's), renamed
+    // into place. Revocations are read-modify-write: run one at a time per CA.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, &pem).context("cannot write the CRL")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // A CRL is public: whoever checks certificates reads it.
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .context("cannot write the CRL")?;
+    }
+    tmp.as_file().sync_all().context("cannot write the CRL")?;
+    tmp.persist(&path)
+        .map_err(|e| anyhow!("cannot replace {}: {}", path.display(), e.error))?;
     Ok(path)
 }
 

@@ -280,3 +280,25 @@ fn openssl_reads_the_list_as_a_crl_of_the_ca() {
         "{out:?}"
     );
 }
+
+/// The CSE checks the certificates of the peers it connects to against the same lists: an MN-CSE
+/// whose `crl` revokes its registrar's certificate does not register with it.
+#[test]
+fn a_cse_refuses_a_registrar_whose_certificate_is_revoked() {
+    let pki = Pki::temp();
+    let in_cse = CseProcess::start_temp(&in_tls_config(&pki));
+    let (in_pem, _) = pki.cse_cert("id-in");
+    revoke(&pki, &in_pem);
+    let mn = CseProcess::start_temp(&format!(
+        "{}crl = {:?}\n",
+        mn_config(in_cse.https_url(), &pki),
+        crl_of(&pki).display().to_string()
+    ));
+    assert!(
+        poll(WAIT, || mn.logged("certificate revoked").then_some(())).is_some(),
+        "the MN names the reason:\n{}",
+        mn.stderr()
+    );
+    let (rsc, _) = retrieve(in_cse.url(), "/cse-in/id-mn", "CAdmin");
+    assert_eq!(rsc, 4004, "the MN registered with a revoked registrar");
+}

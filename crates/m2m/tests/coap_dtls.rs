@@ -873,6 +873,7 @@ fn lock1_context() -> openssl::ssl::SslContext {
         certificate_chain: None,
         private_key: None,
         trusted_ca: None,
+        revocation: None,
     })
     .unwrap()
 }
