@@ -43,6 +43,8 @@ cse_id = "/id-in"
 resource_name = "cse-in"
 # Certificate mode: the root of trust for the CSE's certificate ...
 # trusted_ca = "pki/ca/ca.pem"
+# ... its revocation list, checked at every handshake (m2m pki revoke writes it) ...
+# crl = "pki/ca/crl.pem"
 # ... and the name it must carry (default: the host of url).
 # server_name = "id-in.m2m.example.com"
 # How long a request waits for its response, in seconds.
@@ -153,6 +155,7 @@ pub struct CseFile {
     pub cse_id: String,
     pub resource_name: String,
     pub trusted_ca: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
     pub server_name: Option<String>,
     pub timeout_seconds: u64,
 }
@@ -164,6 +167,7 @@ impl Default for CseFile {
             cse_id: "/id-in".into(),
             resource_name: "cse-in".into(),
             trusted_ca: None,
+            crl: None,
             server_name: None,
             timeout_seconds: 10,
         }
@@ -358,6 +362,7 @@ impl AeConfig {
         let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
         let mut cse = f.cse;
         cse.trusted_ca = cse.trusted_ca.map(resolve);
+        cse.crl = cse.crl.map(resolve);
         if cse.timeout_seconds == 0 {
             bail!("[cse] timeout_seconds must be at least 1");
         }
@@ -422,6 +427,7 @@ impl AeConfig {
         TlsPeer {
             trusted_ca: self.cse.trusted_ca.clone(),
             server_name: self.cse.server_name.clone(),
+            crl: self.cse.crl.clone(),
         }
     }
 

@@ -113,6 +113,8 @@ pub struct TlsPeer {
     pub trusted_ca: Option<PathBuf>,
     /// The CSE's name for SNI and certificate verification (e.g. `id-in.m2m.example.com`).
     pub server_name: Option<String>,
+    /// Revocation lists the CSE's certificate is checked against (TS-0003 clause 8.1.2.2).
+    pub crl: Option<PathBuf>,
 }
 
 /// A psk_identity and its key, ready for the TLS context.
@@ -168,7 +170,14 @@ impl SaeMode {
             certificate_chain,
             private_key,
             trusted_ca: peer.trusted_ca.clone(),
-            revocation: None,
+            revocation: match (&peer.crl, &peer.trusted_ca) {
+                (Some(crl), Some(ca)) => Some(std::sync::Arc::new(
+                    m2m_security::revocation::RevocationList::open(crl, ca)
+                        .map_err(|e| anyhow!("crl: {e}"))?,
+                )),
+                (Some(_), None) => return Err(anyhow!("a crl needs the trusted CA it belongs to")),
+                (None, _) => None,
+            },
         };
         let context = client_context(&config).map_err(|e| anyhow!("TLS: {e}"))?;
         // The same credentials for coaps:// (DTLS 1.2, the CoAP binding).

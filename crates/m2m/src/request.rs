@@ -98,6 +98,9 @@ pub struct RequestArgs {
     /// Root of trust for the server's certificate.
     #[arg(long)]
     pub ca: Option<std::path::PathBuf>,
+    /// Revocation list of that root, checked at the handshake (`m2m pki revoke` writes it).
+    #[arg(long)]
+    pub crl: Option<std::path::PathBuf>,
     /// The server's name for SNI and certificate verification (e.g. id-in.m2m.example.com).
     #[arg(long)]
     pub server_name: Option<String>,
@@ -289,6 +292,10 @@ pub async fn run(mut args: RequestArgs) -> anyhow::Result<i32> {
             .server_name
             .clone()
             .or_else(|| ae.as_ref().and_then(|a| a.cse.server_name.clone())),
+        crl: args
+            .crl
+            .clone()
+            .or_else(|| ae.as_ref().and_then(|a| a.cse.crl.clone())),
     };
     // Obtaining a MAF key goes to the network: failing there is "not reached" (exit 2). The MAF
     // access (a MEF enrolment, perhaps) serves --esprim-maf too.

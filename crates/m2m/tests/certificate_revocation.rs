@@ -302,3 +302,54 @@ fn a_cse_refuses_a_registrar_whose_certificate_is_revoked() {
     let (rsc, _) = retrieve(in_cse.url(), "/cse-in/id-mn", "CAdmin");
     assert_eq!(rsc, 4004, "the MN registered with a revoked registrar");
 }
+
+/// `m2m request --crl` checks the CSE's certificate against the list: a revoked CSE certificate
+/// gets no request, the same CSE without the list does.
+#[test]
+fn m2m_request_refuses_a_cse_whose_certificate_is_revoked() {
+    let pki = Pki::temp();
+    let cse = CseProcess::start_temp(&in_tls_config(&pki));
+    let (pem, key) = pki.issue(
+        &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
+        "phone",
+    );
+    let (in_pem, _) = pki.cse_cert("id-in");
+    revoke(&pki, &in_pem);
+    let ca = pki.ca_pem().display().to_string();
+    let crl = crl_of(&pki).display().to_string();
+    let ask = |with_crl: bool| {
+        let mut args = vec![
+            "request",
+            "--url",
+            cse.https_url(),
+            "--to",
+            "cse-in",
+            "--from",
+            "Cphone",
+            "--cert",
+            pem.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--ca",
+            &ca,
+            "--server-name",
+            IN_SERVER_NAME,
+        ];
+        if with_crl {
+            args.extend(["--crl", crl.as_str()]);
+        }
+        m2m_command(&args)
+    };
+    let out = ask(false);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("certificate revoked"),
+        "{out:?}"
+    );
+    let out = ask(true);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate revoked")
+            || String::from_utf8_lossy(&out.stdout).contains("certificate revoked"),
+        "{out:?}"
+    );
+}
