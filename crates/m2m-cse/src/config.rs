@@ -379,20 +379,16 @@ pub struct TlsSection {
 }
 
 impl TlsSection {
-    /// The revocation list of `crl`, verified against `trusted_ca` (an unusable list stops start-up).
+    /// The revocation list of `crl`, verified against `trusted_ca` (an unusable list stops
+    /// start-up). Opened once, by [`crate::Cse::open`]: its listeners and clients share it.
     pub fn revocation_list(
         &self,
     ) -> anyhow::Result<Option<std::sync::Arc<m2m_security::revocation::RevocationList>>> {
-        let Some(crl) = &self.crl else {
-            return Ok(None);
-        };
-        let ca = self
-            .trusted_ca
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("tls.crl needs tls.trusted_ca"))?;
-        m2m_security::revocation::RevocationList::open(crl, ca)
-            .map(|l| Some(std::sync::Arc::new(l)))
-            .map_err(|e| anyhow::anyhow!("tls.crl: {e}"))
+        m2m_security::revocation::RevocationList::open_configured(
+            self.crl.as_deref(),
+            self.trusted_ca.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("tls.crl: {e}"))
     }
 }
 

@@ -167,7 +167,7 @@ impl Rotation {
                 "credentials: remote Kpsa rotation is not configured on this CSE",
             ));
         }
-        let id = canonical(&kpsa_id.to_string());
+        let id = kpsa_id.canonical();
         let who = entity.sp_relative();
         let mut replaces: Vec<String> = replaces.iter().map(|r| canonical(r)).collect();
         if replaces.is_empty() {
@@ -206,19 +206,9 @@ impl Rotation {
     }
 }
 
-/// A KpsaID as the table keeps it: its FQDN part in lower case (KpsaIDs compare so); anything
-/// else as given.
+/// A KpsaID as the table keeps it ([`KpsaId::canonical`]); anything else as given.
 pub fn canonical(id: &str) -> String {
-    match KpsaId::parse(id) {
-        Ok(k) => {
-            let text = k.to_string();
-            match text.rsplit_once('@') {
-                Some((rel, fqdn)) => format!("{rel}@{}", fqdn.to_ascii_lowercase()),
-                None => text,
-            }
-        }
-        Err(_) => id.to_owned(),
-    }
+    KpsaId::parse(id).map_or_else(|_| id.to_owned(), |k| k.canonical())
 }
 
 fn read_krot(key_path: &Path) -> anyhow::Result<Secret> {

@@ -68,6 +68,9 @@ pub struct Cse {
     /// All configured KpsaIDs bound to each entity, and every configured KpsaID (canonical).
     bound_kpsa: std::collections::HashMap<EntityId, Vec<String>>,
     configured_kpsa: std::collections::HashSet<String>,
+    /// `[tls] crl`, opened once: the TLS and DTLS listeners, ESCertKE and every outgoing client
+    /// check certificates against it.
+    pub(crate) revocation: Option<Arc<m2m_security::revocation::RevocationList>>,
     /// Remote Kpsa rotation: the rotation key and the rotated KpsaIDs (`[security] rotation_key`).
     pub(crate) rotation: Option<Arc<crate::credential_rotation::Rotation>>,
     /// Dynamic authorization: the servers of `[dynamic_authorization]` and their decisions.
@@ -117,8 +120,13 @@ impl Cse {
             })?;
         }
         let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
-        let certificate = certificate_context(&cfg, false)?;
-        let dtls_certificate = certificate_context(&cfg, true)?;
+        // One list for the listeners and the clients: one file watch, one parsed copy.
+        let revocation = match &cfg.tls {
+            Some(t) => t.revocation_list()?,
+            None => None,
+        };
+        let certificate = certificate_context(&cfg, false, revocation.clone())?;
+        let dtls_certificate = certificate_context(&cfg, true, revocation.clone())?;
         let maf = crate::maf_keys::MafKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
         let (client, registrar_client) = outgoing_clients(
             &cfg,
@@ -126,7 +134,12 @@ impl Cse {
             dtls_certificate.clone(),
             environments,
         )?;
-        let esprim = crate::esprim::EsprimTarget::from_config(&cfg, environments, maf.as_ref())?;
+        let esprim = crate::esprim::EsprimTarget::from_config(
+            &cfg,
+            environments,
+            maf.as_ref(),
+            revocation.clone(),
+        )?;
         let rotation = crate::credential_rotation::Rotation::from_config(&cfg, &id.home)?;
         let (bound_kpsa, configured_kpsa) = all_kpsa_rows(&id.home, environments);
         let dynamic_authorization = crate::dynamic_authorization::Consultations::from_config(
@@ -191,6 +204,7 @@ impl Cse {
             testing: Default::default(),
             dynamic_authorization,
             rotation,
+            revocation,
             bound_kpsa,
             configured_kpsa,
             searches: crate::search_threads::SearchThreads::per_core(),
@@ -792,7 +806,11 @@ fn registrar_psk_client(
 
 /// This CSE's certificate as a client (Mcc, and towards the MAF), built once, for TLS or for DTLS;
 /// `None` without a [tls] certificate and trusted_ca.
-fn certificate_context(cfg: &Config, dtls: bool) -> anyhow::Result<Option<SslContext>> {
+fn certificate_context(
+    cfg: &Config,
+    dtls: bool,
+    revocation: Option<Arc<m2m_security::revocation::RevocationList>>,
+) -> anyhow::Result<Option<SslContext>> {
     let Some(tls) = cfg
         .tls
         .as_ref()
@@ -812,7 +830,7 @@ fn certificate_context(cfg: &Config, dtls: bool) -> anyhow::Result<Option<SslCon
         trusted_ca: tls.trusted_ca.clone(),
         // The peers this CSE connects to (registrar, registrees, DAS, MAF, AEs' https points of
         // access) are checked against the same lists as the ones connecting to it.
-        revocation: tls.revocation_list()?,
+        revocation,
     };
     let context = if dtls {
         m2m_security::tls::dtls_client_context(&config)
@@ -923,7 +941,7 @@ fn all_kpsa_rows(home: &m2m_core::Home, environments: &[Box<dyn SecureEnvironmen
     let mut all = std::collections::HashSet::new();
     for se in environments {
         for (entity, kpsa_id) in se.psk_entries() {
-            let id = crate::credential_rotation::canonical(&kpsa_id.to_string());
+            let id = kpsa_id.canonical();
             all.insert(id.clone());
             if let Some(e) = entity.and_then(|e| EntityId::parse(&e, home).ok()) {
                 bound.entry(e).or_default().push(id);

@@ -120,7 +120,10 @@ fn seconds(name: &str, s: u64) -> anyhow::Result<Duration> {
 impl EscertkeTarget {
     /// The ESCertKE context of `[esprim] escertke`: the [tls] certificate, the profile's ECDHE-ECDSA
     /// suites, TLS 1.2 only, originators' certificates verified against [tls] trusted_ca.
-    pub fn from_config(cfg: &Config) -> anyhow::Result<Option<Self>> {
+    pub fn from_config(
+        cfg: &Config,
+        revocation: Option<std::sync::Arc<m2m_security::revocation::RevocationList>>,
+    ) -> anyhow::Result<Option<Self>> {
         let e = &cfg.esprim;
         if !e.escertke {
             return Ok(None);
@@ -136,7 +139,7 @@ impl EscertkeTarget {
             private_key: tls.private_key.clone(),
             trusted_ca: tls.trusted_ca.clone(),
             psk: None,
-            revocation: tls.revocation_list()?,
+            revocation,
         })
         .map_err(|e| anyhow::anyhow!("esprim.escertke: {e}"))?;
         Ok(Some(Self {

@@ -63,6 +63,7 @@ impl EsprimTarget {
         cfg: &Config,
         environments: &[Box<dyn SecureEnvironment>],
         maf: Option<&Arc<MafKeys>>,
+        revocation: Option<Arc<m2m_security::revocation::RevocationList>>,
     ) -> anyhow::Result<Option<Self>> {
         let section = &cfg.esprim;
         if section.keys.is_empty() && !section.maf_keys && !section.escertke {
@@ -87,7 +88,7 @@ impl EsprimTarget {
                 (true, None) => anyhow::bail!("esprim.maf_keys needs [maf]"),
             },
             derived: Mutex::new(HashMap::new()),
-            escertke: crate::escertke::EscertkeTarget::from_config(cfg)?,
+            escertke: crate::escertke::EscertkeTarget::from_config(cfg, revocation)?,
             receiver: Mutex::new(EsprimReceiver::new(section.algorithms.clone())),
             rand_lifetime: chrono::Duration::try_seconds(lifetime)
                 .ok_or_else(|| anyhow::anyhow!("esprim.rand_lifetime_seconds is too large"))?,
@@ -353,7 +354,7 @@ mod tests {
     }
 
     fn target(cfg: &Config) -> anyhow::Result<Option<EsprimTarget>> {
-        EsprimTarget::from_config(cfg, &crate::secure_environments(cfg)?, None)
+        EsprimTarget::from_config(cfg, &crate::secure_environments(cfg)?, None, None)
     }
 
     #[test]

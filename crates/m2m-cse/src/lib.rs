@@ -249,7 +249,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             private_key: tls.private_key.clone(),
             trusted_ca: tls.trusted_ca.clone(),
             psk,
-            revocation: tls.revocation_list()?,
+            revocation: cse.revocation.clone(),
         };
         let context = m2m_security::tls::server_context(&tls_config)
             .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;

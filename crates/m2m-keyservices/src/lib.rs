@@ -14,17 +14,11 @@ mod provisioned_keys;
 pub mod psk_fetch;
 pub mod sae;
 
-/// The revocation list a server checks client certificates against (TS-0003 clause 8.1.2.2):
-/// `crl` verified with `trusted_ca`; none when no `crl` is configured.
+/// The revocation list a server checks client certificates against (TS-0003 clause 8.1.2.2).
 fn revocation_list(
     crl: Option<&std::path::Path>,
     trusted_ca: Option<&std::path::Path>,
 ) -> Result<Option<std::sync::Arc<m2m_security::revocation::RevocationList>>, String> {
-    let Some(crl) = crl else {
-        return Ok(None);
-    };
-    let ca = trusted_ca.ok_or("crl needs trusted_ca")?;
-    m2m_security::revocation::RevocationList::open(crl, ca)
-        .map(|l| Some(std::sync::Arc::new(l)))
+    m2m_security::revocation::RevocationList::open_configured(crl, trusted_ca)
         .map_err(|e| format!("crl: {e}"))
 }

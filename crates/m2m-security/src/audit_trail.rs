@@ -287,24 +287,8 @@ impl Appender {
         let (mut seq, mut prev) = (self.seq, self.prev.clone());
         let mut out = String::new();
         for (event, fields) in entries {
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| "the audit trail is full (seq)".to_owned())?;
-            let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-            let body = serde_json::to_string(&json!({
-                "seq": seq,
-                "ts": ts,
-                "event": event,
-                "fields": fields,
-                "prev": prev,
-            }))
-            .map_err(|e| format!("cannot write an audit entry: {e}"))?;
-            let hash = digest(body.as_bytes());
-            out.push_str(&hash);
-            out.push(' ');
-            out.push_str(&body);
-            out.push('\n');
-            prev = hash;
+            seq = next_seq(seq)?;
+            prev = push_entry(&mut out, seq, &prev, &event, fields)?;
         }
         if out.is_empty() {
             return Ok(self.seq);
@@ -323,21 +307,10 @@ impl Appender {
         event: &str,
         fields: Map<String, Value>,
     ) -> Result<u64, String> {
-        let seq = self
-            .seq
-            .checked_add(1)
-            .ok_or_else(|| "the audit trail is full (seq)".to_owned())?;
-        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let body = serde_json::to_string(&json!({
-            "seq": seq,
-            "ts": ts,
-            "event": event,
-            "fields": fields,
-            "prev": self.prev,
-        }))
-        .map_err(|e| format!("cannot write an audit entry: {e}"))?;
-        let hash = digest(body.as_bytes());
-        self.write_all(format!("{prefix}{hash} {body}\n").as_bytes())?;
+        let seq = next_seq(self.seq)?;
+        let mut out = prefix.to_owned();
+        let hash = push_entry(&mut out, seq, &self.prev, event, fields)?;
+        self.write_all(out.as_bytes())?;
         self.seq = seq;
         self.prev = hash;
         Ok(seq)
@@ -360,6 +333,36 @@ impl Appender {
             .sync_data()
             .map_err(|e| format!("cannot sync the audit trail: {e}"))
     }
+}
+
+fn next_seq(seq: u64) -> Result<u64, String> {
+    seq.checked_add(1)
+        .ok_or_else(|| "the audit trail is full (seq)".to_owned())
+}
+
+/// Appends the line of entry `seq` (chained to `prev`) to `out`; returns its hash.
+fn push_entry(
+    out: &mut String,
+    seq: u64,
+    prev: &str,
+    event: &str,
+    fields: Map<String, Value>,
+) -> Result<String, String> {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let body = serde_json::to_string(&json!({
+        "seq": seq,
+        "ts": ts,
+        "event": event,
+        "fields": fields,
+        "prev": prev,
+    }))
+    .map_err(|e| format!("cannot write an audit entry: {e}"))?;
+    let hash = digest(body.as_bytes());
+    out.push_str(&hash);
+    out.push(' ');
+    out.push_str(&body);
+    out.push('\n');
+    Ok(hash)
 }
 
 /// The last complete entry, and how the trail ends, reading only the last 1 MiB (entries are far

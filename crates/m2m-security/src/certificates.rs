@@ -552,26 +552,29 @@ fn random_serial() -> Result<openssl::asn1::Asn1Integer, String> {
     bn.to_asn1_integer().map_err(ossl("serial"))
 }
 
+/// One DER tag-length-value (definite length, short or long form).
+pub(crate) fn encode_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// DER of a NameConstraints extension value with permitted subtrees only (RFC 5280 clause 4.2.1.10).
 /// `uris` are URI host constraints (GeneralName tag [6]), `dns` are dNSName constraints (tag [2]).
 fn name_constraints_der(uris: &[String], dns: &[String]) -> Vec<u8> {
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes: Vec<u8> = len
-                .to_be_bytes()
-                .into_iter()
-                .skip_while(|b| *b == 0)
-                .collect();
-            out.push(0x80 | bytes.len() as u8);
-            out.extend(bytes);
-        }
-        out.extend_from_slice(content);
-        out
-    }
+    let tlv = encode_tlv;
     let mut subtrees = Vec::new();
     for u in uris {
         subtrees.extend(tlv(0x30, &tlv(0x86, u.as_bytes())));

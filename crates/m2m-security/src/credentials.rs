@@ -26,6 +26,12 @@ pub struct KpsaId {
 }
 
 impl KpsaId {
+    /// The one spelling of this KpsaID among all that are equal to it (the FQDN in lower
+    /// case): the key of tables that hold KpsaIDs as text.
+    pub fn canonical(&self) -> String {
+        format!("{}@{}", self.relative, self.fqdn.to_ascii_lowercase())
+    }
+
     /// Parses `Issuer_Relative_KpsaID@Issuer-FQDN`.
     pub fn parse(s: &str) -> Result<KpsaId, String> {
         let Some((relative, fqdn)) = s.split_once('@') else {

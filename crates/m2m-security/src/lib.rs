@@ -27,3 +27,5 @@ pub mod secure_environment;
 pub mod tls;
 /// Tokens of token-based access control: JWT claims signed ES256, verified (TS-0003 7.3.2.4-7.3.2.6).
 pub mod token;
+/// A file read again whenever it changes (CRLs, revoked token IDs).
+pub mod watched_file;

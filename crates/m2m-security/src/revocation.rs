@@ -13,10 +13,11 @@
 //! list must not quietly re-admit revoked peers). A certificate whose issuer has no CRL in the file
 //! is not checked.
 
+use crate::watched_file::WatchedFile;
 use openssl::asn1::Asn1Time;
 use openssl::x509::{CrlStatus, X509Crl, X509CrlRef, X509NameRef, X509Ref, X509};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 /// What a certificate's status check decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,30 +32,16 @@ pub enum CertStatus {
 
 /// One or more CRLs from a file, each verified against the trusted CAs, re-read when the file changes.
 pub struct RevocationList {
-    path: PathBuf,
     trusted: Vec<X509>,
-    loaded: Mutex<Loaded>,
+    file: WatchedFile<Vec<X509Crl>>,
 }
 
 impl std::fmt::Debug for RevocationList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RevocationList")
-            .field("path", &self.path)
+            .field("path", &self.file.path())
             .finish_non_exhaustive()
     }
-}
-
-/// The file's identity when it was read; a different one means it was replaced or rewritten.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-}
-
-struct Loaded {
-    stamp: Option<Stamp>,
-    crls: Result<Arc<Vec<X509Crl>>, String>,
 }
 
 impl RevocationList {
@@ -79,21 +66,30 @@ impl RevocationList {
             }
         }
         let list = Self {
-            path: path.to_path_buf(),
             trusted,
-            loaded: Mutex::new(Loaded {
-                stamp: None,
-                crls: Err("not loaded".into()),
-            }),
+            file: WatchedFile::new(path),
         };
         list.current()
             .map_err(|e| format!("CRL {}: {e}", path.display()))?;
         Ok(list)
     }
 
+    /// The list a configuration names: `crl` verified against `trusted_ca`, shared by every
+    /// listener and client of the process (one file watch, one cache); none without `crl`.
+    pub fn open_configured(
+        crl: Option<&Path>,
+        trusted_ca: Option<&Path>,
+    ) -> Result<Option<Arc<RevocationList>>, String> {
+        let Some(crl) = crl else {
+            return Ok(None);
+        };
+        let ca = trusted_ca.ok_or("crl needs trusted_ca")?;
+        Self::open(crl, ca).map(|l| Some(Arc::new(l)))
+    }
+
     /// The file this list is read from.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// The status of `cert` (any certificate of a peer's chain) under the list as it is now.
@@ -120,17 +116,11 @@ impl RevocationList {
 
     /// The CRLs as the file holds them now, read again if it changed since the last look.
     fn current(&self) -> Result<Arc<Vec<X509Crl>>, String> {
-        let stamp = stamp_of(&self.path);
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if stamp.is_none() || loaded.stamp != stamp {
-            loaded.crls = self.read();
-            loaded.stamp = stamp;
-        }
-        loaded.crls.clone()
+        self.file.current(|path| self.read(path))
     }
 
-    fn read(&self) -> Result<Arc<Vec<X509Crl>>, String> {
-        let text = std::fs::read_to_string(&self.path).map_err(|e| e.to_string())?;
+    fn read(&self, path: &Path) -> Result<Vec<X509Crl>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
         let crls = parse_pem_crls(&text)?;
         if crls.is_empty() {
             return Err("no CRL in the file".into());
@@ -155,7 +145,7 @@ impl RevocationList {
                 return Err("a CRL has no nextUpdate".into());
             }
         }
-        Ok(Arc::new(crls))
+        Ok(crls)
     }
 }
 
@@ -180,16 +170,6 @@ pub fn parse_pem_crls(text: &str) -> Result<Vec<X509Crl>, String> {
 
 fn same_name(a: &X509NameRef, b: &X509NameRef) -> bool {
     matches!((a.to_der(), b.to_der()), (Ok(x), Ok(y)) if x == y)
-}
-
-fn stamp_of(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        ino: m.ino(),
-        len: m.len(),
-        modified: m.modified().ok(),
-    })
 }
 
 /// One revoked certificate: its serial number (big-endian magnitude) and when it was revoked (Unix seconds).
@@ -235,7 +215,8 @@ pub fn make_crl(
         .subject_key_id()
         .ok_or("the CA certificate has no subjectKeyIdentifier")?;
     // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING }
-    let aki = der_tlv(0x30, &der_tlv(0x80, ski.as_slice()));
+    let tlv = crate::certificates::encode_tlv;
+    let aki = tlv(0x30, &tlv(0x80, ski.as_slice()));
     let ext = |oid: &str, der: &[u8]| -> Result<X509Extension, String> {
         let oid = Asn1Object::from_str(oid).map_err(ossl("extension"))?;
         let value = Asn1OctetString::new_from_bytes(der).map_err(ossl("extension"))?;
@@ -243,8 +224,11 @@ pub fn make_crl(
     };
     b.append_extension(ext("2.5.29.35", &aki)?)
         .map_err(ossl("authorityKeyIdentifier"))?;
-    b.append_extension(ext("2.5.29.20", &der_unsigned(content.number))?)
+    let number = BigNum::from_slice(&content.number.to_be_bytes())
+        .and_then(openssl::x509::extension::CrlNumber::new)
+        .and_then(|n| n.build())
         .map_err(ossl("cRLNumber"))?;
+    b.append_extension(number).map_err(ossl("cRLNumber"))?;
     for r in content.revoked {
         let serial = BigNum::from_slice(&r.serial)
             .and_then(|n| Asn1Integer::from_bn(&n))
@@ -295,42 +279,12 @@ pub fn crl_number(crl: &X509CrlRef) -> u64 {
         .unwrap_or(0)
 }
 
-fn der_tlv(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = body.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// A DER INTEGER of a non-negative number.
-fn der_unsigned(n: u64) -> Vec<u8> {
-    let mut bytes: Vec<u8> = n
-        .to_be_bytes()
-        .into_iter()
-        .skip_while(|b| *b == 0)
-        .collect();
-    if bytes.first().is_none_or(|b| b & 0x80 != 0) {
-        bytes.insert(0, 0);
-    }
-    der_tlv(0x02, &bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::certificates::{generate_key, issue, make_ca, KeyType, LeafName, Validity};
     use openssl::pkey::{PKey, Private};
+    use std::path::PathBuf;
 
     struct Ca {
         cert: X509,

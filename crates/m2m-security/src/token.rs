@@ -115,7 +115,7 @@ pub fn issue(claims: &TokenClaims, key: &EcKeyPair) -> Result<String, String> {
 /// seconds). Holder, audience, revocation and permissions are the Hosting CSE's to check.
 pub fn verify(token: &str, issuers: &[Issuer], now: i64) -> Result<TokenClaims, TokenError> {
     let parts = jose::split_compact(token, 3, "JWS").map_err(|_| TokenError::Malformed)?;
-    let header: Value = base64url_json(parts[0]).ok_or(TokenError::Malformed)?;
+    let header = jose::decode_header(parts[0]).map_err(|_| TokenError::Malformed)?;
     let kid = header
         .get("kid")
         .and_then(Value::as_str)
@@ -140,38 +140,18 @@ pub fn verify(token: &str, issuers: &[Issuer], now: i64) -> Result<TokenClaims, 
     Ok(claims)
 }
 
-fn base64url_json(part: &str) -> Option<Value> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 /// The revoked token IDs of a file (one per line, `#` comments), read again whenever the file
 /// changes. A missing or unreadable file revokes every token (fails closed): deleting the list
 /// must not re-admit a revoked token.
 pub struct RevokedTokens {
-    path: std::path::PathBuf,
-    loaded: std::sync::Mutex<(Option<Stamp>, Loaded)>,
-}
-
-/// The revoked IDs as last read, or why they could not be.
-type Loaded = Result<std::collections::HashSet<String>, String>;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    len: u64,
-    modified: Option<std::time::SystemTime>,
+    file: crate::watched_file::WatchedFile<std::collections::HashSet<String>>,
 }
 
 impl RevokedTokens {
     /// The list at `path`; a list that cannot be read now is an error (start-up).
     pub fn open(path: &std::path::Path) -> Result<RevokedTokens, String> {
         let list = RevokedTokens {
-            path: path.to_path_buf(),
-            loaded: std::sync::Mutex::new((None, Err("not read".into()))),
+            file: crate::watched_file::WatchedFile::new(path),
         };
         list.is_revoked("")
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -180,35 +160,30 @@ impl RevokedTokens {
 
     /// Whether `token_id` is revoked; `Err` when the list cannot be read (refuse the token).
     pub fn is_revoked(&self, token_id: &str) -> Result<bool, String> {
-        use std::os::unix::fs::MetadataExt;
-        let stamp = std::fs::metadata(&self.path).ok().map(|m| Stamp {
-            ino: m.ino(),
-            len: m.len(),
-            modified: m.modified().ok(),
-        });
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if stamp.is_none() || loaded.0 != stamp {
-            loaded.1 = std::fs::read_to_string(&self.path)
-                .map(|text| {
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .map_err(|e| e.to_string());
-            loaded.0 = stamp;
-        }
-        match &loaded.1 {
-            Ok(ids) => Ok(ids.contains(token_id)),
-            Err(e) => Err(e.clone()),
-        }
+        let ids = self.file.current(|path| {
+            let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+            Ok(text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect())
+        })?;
+        Ok(ids.contains(token_id))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn base64url_json(part: &str) -> Option<Value> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
 
     fn claims(now: i64) -> TokenClaims {
         TokenClaims {

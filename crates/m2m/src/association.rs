@@ -170,14 +170,11 @@ impl SaeMode {
             certificate_chain,
             private_key,
             trusted_ca: peer.trusted_ca.clone(),
-            revocation: match (&peer.crl, &peer.trusted_ca) {
-                (Some(crl), Some(ca)) => Some(std::sync::Arc::new(
-                    m2m_security::revocation::RevocationList::open(crl, ca)
-                        .map_err(|e| anyhow!("crl: {e}"))?,
-                )),
-                (Some(_), None) => return Err(anyhow!("a crl needs the trusted CA it belongs to")),
-                (None, _) => None,
-            },
+            revocation: m2m_security::revocation::RevocationList::open_configured(
+                peer.crl.as_deref(),
+                peer.trusted_ca.as_deref(),
+            )
+            .map_err(|e| anyhow!("crl: {e}"))?,
         };
         let context = client_context(&config).map_err(|e| anyhow!("TLS: {e}"))?;
         // The same credentials for coaps:// (DTLS 1.2, the CoAP binding).

@@ -173,17 +173,30 @@ impl DasConfig {
 }
 
 /// The CSE a connection authenticated.
-struct HostingCse(String);
+/// The CSE an association authenticated, as its certificate names it, and its SP (to read the
+/// From of its requests in any form).
+struct HostingCse {
+    entity: m2m_core::EntityId,
+    home: m2m_core::Home,
+}
+
+impl HostingCse {
+    /// Its SP-relative CSE-ID, the form `trid` starts with.
+    fn id(&self) -> String {
+        self.entity.sp_relative()
+    }
+}
 
 impl std::fmt::Display for HostingCse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "certificate -> {}", self.0)
+        write!(f, "certificate -> {}", self.id())
     }
 }
 
 struct CseBinder {
     naming: CseNaming,
-    allowed: Vec<String>,
+    home: m2m_core::Home,
+    allowed: Vec<m2m_core::EntityId>,
 }
 
 impl Binder for CseBinder {
@@ -205,11 +218,13 @@ impl Binder for CseBinder {
         if !entity.is_cse() {
             return Err("the certificate names no CSE".into());
         }
-        let id = entity.sp_relative();
-        if !self.allowed.is_empty() && !self.allowed.contains(&id) {
-            return Err(format!("{id} is not among hosting_cses"));
+        if !self.allowed.is_empty() && !self.allowed.contains(&entity) {
+            return Err(format!("{entity} is not among hosting_cses"));
         }
-        Ok(HostingCse(id))
+        Ok(HostingCse {
+            entity,
+            home: self.home.clone(),
+        })
     }
 }
 
@@ -225,13 +240,11 @@ pub async fn run(args: DasArgs) -> anyhow::Result<()> {
     crate::init_logging_with_trail(cfg.audit_trail.as_deref().expect("set by load"), "das")?;
     m2m_security::secure_environment::check_private_file(&cfg.private_key)
         .map_err(anyhow::Error::msg)?;
-    let revocation = match &cfg.crl {
-        Some(crl) => Some(Arc::new(
-            m2m_security::revocation::RevocationList::open(crl, &cfg.trusted_ca)
-                .map_err(|e| anyhow::anyhow!("crl: {e}"))?,
-        )),
-        None => None,
-    };
+    let revocation = m2m_security::revocation::RevocationList::open_configured(
+        cfg.crl.as_deref(),
+        Some(&cfg.trusted_ca),
+    )
+    .map_err(|e| anyhow::anyhow!("crl: {e}"))?;
     let context = m2m_security::tls::server_context(&ServerTlsConfig {
         cipher_suites: m2m_security::tls::CERTIFICATE_SUITES
             .iter()
@@ -249,9 +262,23 @@ pub async fn run(args: DasArgs) -> anyhow::Result<()> {
     let tcp = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let home = m2m_core::Home::sp(
+        m2m_core::SpId::parse(&cfg.sp_fqdn).map_err(|e| anyhow::anyhow!("sp_fqdn: {}", e.dbg))?,
+    );
+    let allowed = cfg
+        .hosting_cses
+        .iter()
+        .map(|c| {
+            m2m_core::EntityId::parse(c, &home)
+                .ok()
+                .filter(m2m_core::EntityId::is_cse)
+                .ok_or_else(|| anyhow::anyhow!("hosting_cses: '{c}' is not a CSE-ID"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let binder = Arc::new(CseBinder {
         naming,
-        allowed: cfg.hosting_cses.clone(),
+        home,
+        allowed,
     });
     let rules = Arc::new(cfg.rules);
     let server = Server::spawn(
@@ -401,10 +428,10 @@ async fn handle(
                 let (answer, rule) = decide(rules, &ask, now);
                 match rule {
                     Some(i) => {
-                        tracing::info!(target: "audit", peer = %peer, hosting_cse = %cse.0, originator = %ask.originator, operation = ask.operation, target = %ask.target, rule = i, "dynamic authorization granted")
+                        tracing::info!(target: "audit", peer = %peer, hosting_cse = %cse.id(), originator = %ask.originator, operation = ask.operation, target = %ask.target, rule = i, "dynamic authorization granted")
                     }
                     None => {
-                        tracing::info!(target: "audit", peer = %peer, hosting_cse = %cse.0, originator = %ask.originator, operation = ask.operation, target = %ask.target, "dynamic authorization refused: no rule grants")
+                        tracing::info!(target: "audit", peer = %peer, hosting_cse = %cse.id(), originator = %ask.originator, operation = ask.operation, target = %ask.target, "dynamic authorization refused: no rule grants")
                     }
                 }
                 Response::new(ResponseStatusCode::Ok, rqi, Some(answer.to_content()))
@@ -431,8 +458,12 @@ fn consultation(
             "a Dynamic Authorization Server answers NOTIFY only",
         ));
     }
-    if req.from.as_deref() != Some(cse.0.as_str()) {
-        tracing::warn!(target: "audit", hosting_cse = %cse.0, from = ?req.from, "consultation refused: From is not the CSE of the association");
+    let from = req
+        .from
+        .as_deref()
+        .and_then(|f| m2m_core::EntityId::parse(f, &cse.home).ok());
+    if from.as_ref() != Some(&cse.entity) {
+        tracing::warn!(target: "audit", hosting_cse = %cse.id(), from = ?req.from, "consultation refused: From is not the CSE of the association");
         return Err(M2mError::new(
             ResponseStatusCode::OriginatorNotAuthenticated,
             "From is not the CSE this association authenticated",
@@ -444,8 +475,8 @@ fn consultation(
         .ok_or_else(|| M2mError::bad_request("no content"))?;
     let ask = DasRequest::from_content(pc).map_err(M2mError::bad_request)?;
     // A CSE asks about its own resources only: no policy of another CSE is enumerated through it.
-    if !ask.target.starts_with(&format!("{}/", cse.0)) {
-        tracing::warn!(target: "audit", hosting_cses = %cse.0, target = %ask.target, "consultation refused: the target is not the asking CSE's");
+    if !ask.target.starts_with(&format!("{}/", cse.id())) {
+        tracing::warn!(target: "audit", hosting_cse = %cse.id(), target = %ask.target, "consultation refused: the target is not the asking CSE's");
         return Err(M2mError::new(
             ResponseStatusCode::OriginatorHasNoPrivilege,
             "the targeted resource is not hosted by the asking CSE",

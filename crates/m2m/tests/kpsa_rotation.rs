@@ -196,27 +196,11 @@ fn an_administrator_rotates_a_locks_kpsa_remotely() {
         format!("{rel}@{}", fqdn.to_uppercase()),
     ] {
         let old = TlsClient::psk(&id, LOCK1.key);
-        let r = old.request(
-            cse.https_url(),
-            "GET",
-            "/cse-in/lock1",
-            Some(LOCK1.ae),
-            None,
-            None,
-        );
+        let r = get_lock(&old, &cse);
         assert!(r.is_err(), "the old Kpsa still associates as {id}");
     }
     let new = TlsClient::psk(NEW_ID, &new_key);
-    let r = new
-        .request(
-            cse.https_url(),
-            "GET",
-            "/cse-in/lock1",
-            Some(LOCK1.ae),
-            None,
-            None,
-        )
-        .expect("the new Kpsa associates");
+    let r = get_lock(&new, &cse).expect("the new Kpsa associates");
     assert_eq!(r.rsc, 2000, "{:?}", r.body);
     // Bound to the lock: posing as another entity with it is refused.
     let r = new
@@ -269,26 +253,22 @@ fn an_administrator_rotates_a_locks_kpsa_remotely() {
     drop(lock);
     let cse = cse.restart();
     let old = TlsClient::psk(LOCK1.kpsa_id, LOCK1.key);
-    let r = old.request(
+    let r = get_lock(&old, &cse);
+    assert!(r.is_err(), "the old Kpsa associates after a restart");
+    let r = get_lock(&new, &cse).expect("the new Kpsa after a restart");
+    assert_eq!(r.rsc, 2000);
+}
+
+/// A RETRIEVE of the lock's <AE> as the lock over a new association of `client`.
+fn get_lock(client: &TlsClient, cse: &CseProcess) -> Result<Resp, String> {
+    client.request(
         cse.https_url(),
         "GET",
         "/cse-in/lock1",
         Some(LOCK1.ae),
         None,
         None,
-    );
-    assert!(r.is_err(), "the old Kpsa associates after a restart");
-    let r = new
-        .request(
-            cse.https_url(),
-            "GET",
-            "/cse-in/lock1",
-            Some(LOCK1.ae),
-            None,
-            None,
-        )
-        .expect("the new Kpsa after a restart");
-    assert_eq!(r.rsc, 2000);
+    )
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

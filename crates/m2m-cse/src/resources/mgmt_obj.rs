@@ -113,13 +113,8 @@ fn kpsa_rotation(
 
 /// The `sub` of a compact JWE's protected header.
 fn jwe_subject(jwe: &str) -> Option<String> {
-    use base64::Engine;
-    let header = jwe.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("sub").and_then(Value::as_str).map(str::to_owned)
+    let header = m2m_security::e2e::jose::decode_header(jwe.split('.').next()?).ok()?;
+    header.get("sub").and_then(Value::as_str).map(str::to_owned)
 }
 
 /// The AE-ID of the one AE the `<node>` above `res` hosts (`hael`).
