@@ -55,6 +55,8 @@ const GATEWAY_LABEL: &str = "gateway app MN-AE";
 const GATEWAY_KPSA_FILE: &str = "gateway-app.kpsa";
 const ADMIN_MN_KPSA_FILE: &str = "admin-mn.kpsa";
 const ADMIN_IN_KPSA_FILE: &str = "admin-in.kpsa";
+/// The MN-CSE's Kpsa rotation key, shared with the operator (`m2m keys rotate-kpsa`).
+const ROTATION_KEY_FILE: &str = "mn-rotation.key";
 /// `m2m ae` configurations of the admin at each CSE (its TLS-PSK row), written once the CSE
 /// listens: the demo's own admin requests use them, and so can `m2m request --ae`.
 const ADMIN_MN_AE: &str = "admin-mn.toml";
@@ -268,6 +270,11 @@ fn mn_config(d: &Path, in_https: &str, keys: &RunKeys) -> String {
     }
     cfg.push_str(&psk_row(GATEWAY_AE, GATEWAY_KPSA_ID, &keys.gateway));
     cfg.push_str(&psk_row(ADMIN, ADMIN_MN_KPSA_ID, &keys.admin_mn));
+    // Remote Kpsa rotation (docs/SECURITY.md): the operator's tool and the gateway share Krot.
+    cfg.push_str(&format!(
+        "[security]\nrotation_key = {}\n",
+        p(d, ROTATION_KEY_FILE)
+    ));
     cfg
 }
 
@@ -287,6 +294,8 @@ struct RunKeys {
     gateway: String,
     admin_mn: String,
     admin_in: String,
+    /// The MN-CSE's rotation key Krot (32 bytes), which the operator holds too.
+    rotation: String,
 }
 
 impl RunKeys {
@@ -296,6 +305,7 @@ impl RunKeys {
             gateway: key(),
             admin_mn: key(),
             admin_in: key(),
+            rotation: hex::encode(rand::random::<[u8; 32]>()),
         }
     }
 
@@ -305,6 +315,7 @@ impl RunKeys {
             (GATEWAY_KPSA_FILE, &self.gateway),
             (ADMIN_MN_KPSA_FILE, &self.admin_mn),
             (ADMIN_IN_KPSA_FILE, &self.admin_in),
+            (ROTATION_KEY_FILE, &self.rotation),
         ] {
             write_private(&d.join(file), key.as_bytes())?;
         }
@@ -1016,6 +1027,10 @@ fn state_path(lock: &Lock) -> String {
 async fn story_and_attacks(dep: &Deployment, r: &mut Report) {
     if story(dep, r).await.is_none() {
         eprintln!("the story stopped at a failed step; the attacks are not played");
+        return;
+    }
+    if administration(dep, r).await.is_none() {
+        eprintln!("the administration stopped at a failed step");
     }
 }
 
@@ -1800,6 +1815,270 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
         t,
         res,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Security administration (seed 002): the operator rotates the front lock's key remotely
+// ---------------------------------------------------------------------------------------------
+
+/// The front lock's new KpsaID after the rotation.
+const FRONT_ROTATED_KPSA_ID: &str = "AE123456789012-Lock-r1@in.provider.com";
+/// The front lock as an `m2m ae` process: its configuration, its private P-256 JWK (crse is
+/// encrypted for it), its pre-provisioned Kpsa.
+const FRONT_AE_CONFIG: &str = "front-lock.toml";
+const FRONT_JWK: &str = "front-lock.jwk";
+const FRONT_KPSA_FILE: &str = "front-lock.kpsa";
+/// The front lock's `<node>` at the gateway and its credentials object (`dcfg:crds`, pur "kpsa").
+const FRONT_NODE: &str = "cse-mn/front-lock-node";
+const FRONT_CREDENTIALS: &str = "cse-mn/front-lock-node/kpsa";
+
+/// The babysitter has left: the operator rotates the front lock's Kpsa through the lock's
+/// credentials object at the gateway (TS-0001 Annex D device management, docs/SECURITY.md
+/// "Rotating a device's Kpsa"), the lock (`m2m ae` over CoAP/DTLS) picks it up, and the old key
+/// opens nothing any more, over either listener.
+async fn administration(dep: &Deployment, r: &mut Report) -> Option<()> {
+    let t = Instant::now();
+    let res = device_objects(dep).await;
+    r.record(
+        (
+            "operator gives the front lock a node and a credentials object",
+            ADMIN,
+            SAE_PSK,
+            "2001 x3",
+        ),
+        t,
+        res,
+    )?;
+
+    let t = Instant::now();
+    let res = front_lock_process(dep).await;
+    let lock = r.record(
+        (
+            "front lock runs as m2m ae, watching its credentials object",
+            FRONT.label,
+            SAE_DTLS_PSK,
+            "ready, registration reused",
+        ),
+        t,
+        res,
+    )?;
+
+    let t = Instant::now();
+    let res = rotate_front_key(dep, &lock).await;
+    r.record(
+        (
+            "the babysitter has left: operator rotates the front lock's key",
+            ADMIN,
+            SAE_PSK,
+            "2004; the lock uses the new key",
+        ),
+        t,
+        res,
+    )?;
+
+    let front_rel = format!("cse-mn/{}", FRONT.rn);
+    for (step, url, sae) in [
+        (
+            "ATTACK the front lock's old key after the rotation",
+            &dep.mn_coaps,
+            SAE_DTLS_PSK,
+        ),
+        (
+            "ATTACK the front lock's old key after the rotation, over TLS",
+            &dep.mn_https,
+            SAE_PSK,
+        ),
+    ] {
+        let t = Instant::now();
+        let mark = dep.mn_log.mark();
+        let res = psk_handshake_attack(
+            (url, &front_rel),
+            (FRONT.kpsa_id, FRONT.key),
+            (ALERT_UNKNOWN_IDENTITY, REFUSED_UNKNOWN_IDENTITY),
+            (&dep.mn_log, mark),
+        )
+        .await;
+        r.record((step, FRONT.kpsa_id, sae, "handshake refused"), t, res);
+    }
+    drop(lock);
+    Some(())
+}
+
+/// The operator's part: an ACP (the lock may read and update its objects, the operator
+/// everything), the lock's `<node>` (hael: the lock) and its credentials object naming the
+/// current KpsaID.
+async fn device_objects(dep: &Deployment) -> anyhow::Result<((), String)> {
+    let admin = &dep.mn_admin;
+    let create = |to: &'static str, ty: ResourceType, body: Value| async move {
+        let rsp = send(
+            admin,
+            &dep.mn_https,
+            Operation::Create,
+            to,
+            ADMIN,
+            Some(ty),
+            Some(body),
+        );
+        expect(rsp.await, 2001, &format!("{ty:?}"))
+    };
+    let acp = json!({ "m2m:acp": { "rn": "front-lock-dm",
+        "pv": { "acr": [{ "acor": [FRONT.ae], "acop": 6 }] },
+        "pvs": { "acr": [{ "acor": [ADMIN], "acop": 63 }] } } });
+    let rsp = create("cse-mn", ResourceType::AccessControlPolicy, acp).await?;
+    let acpi = json!([pc(&rsp)["m2m:acp"]["ri"].as_str().context("no ACP ri")?]);
+    let node = json!({ "m2m:nod": { "rn": "front-lock-node", "ni": "front-lock-device",
+        "hael": [FRONT.ae], "acpi": acpi } });
+    create("cse-mn", ResourceType::Node, node).await?;
+    let crds = json!({ "dcfg:crds": { "rn": "kpsa", "mgd": 1029, "pur": "kpsa",
+        "crid": FRONT.kpsa_id, "acpi": acpi } });
+    create(FRONT_NODE, ResourceType::MgmtObj, crds).await?;
+    Ok((
+        (),
+        format!("{FRONT_CREDENTIALS}: pur kpsa, crid {}; the lock may read it, only the operator change its key", FRONT.kpsa_id),
+    ))
+}
+
+/// Starts the front lock as `m2m ae`: its Kpsa and a new device JWK in private files, its kept
+/// registration (the lock registered in the story), `[credentials]` polled every second.
+async fn front_lock_process(dep: &Deployment) -> anyhow::Result<(Spawned, String)> {
+    let d = &dep.dir;
+    write_private(&d.join(FRONT_KPSA_FILE), FRONT.key.as_bytes())?;
+    let out = spawned::m2m(&[
+        "e2e",
+        "keygen",
+        "--kty",
+        "ec",
+        "--kid",
+        "front-lock-device",
+        "--out",
+    ])?
+    .arg(d.join(FRONT_JWK))
+    .output()
+    .context("m2m e2e keygen")?;
+    if !out.status.success() {
+        bail!("m2m e2e keygen: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::write(d.join("front-lock.pub.jwk"), &out.stdout)?;
+    let config = format!(
+        "[ae]\nresource_name = \"{}\"\napp_id = \"Ndoorlock\"\noriginator = \"{}\"\n\
+         [cse]\nurl = \"{}\"\ncse_id = \"/{MN_ID}\"\nresource_name = \"cse-mn\"\n\
+         [security]\nmode = \"psk\"\nkpsa_id = \"{}\"\nkey_file = \"{FRONT_KPSA_FILE}\"\n\
+         [credentials]\nobject = \"{FRONT_CREDENTIALS}\"\nprivate_jwk = \"{FRONT_JWK}\"\npoll_seconds = 1\n",
+        FRONT.rn, FRONT.ae, dep.mn_coaps, FRONT.kpsa_id
+    );
+    let path = d.join(FRONT_AE_CONFIG);
+    write_private(&path, config.as_bytes())?;
+    crate::ae_config::AeConfig::load(&path)?.save_state(&crate::ae_config::AeState {
+        aei: FRONT.ae.into(),
+        resource_name: FRONT.rn.into(),
+        cse_url: dep.mn_coaps.clone(),
+    })?;
+    let (proc, ready) = spawn(
+        &["ae", "--config", &path.display().to_string()],
+        &d.join("front-lock.log"),
+        &[READY_PREFIX],
+    )?;
+    let ready: Value =
+        serde_json::from_str(&format!("{READY_PREFIX}{}", ready[0])).context("the ready line")?;
+    let (aei, how) = (&ready["ready"]["aei"], &ready["ready"]["registration"]);
+    if aei != FRONT.ae || how != "reused" {
+        bail!("ready as {aei} ({how}), not {} (reused)", FRONT.ae);
+    }
+    Ok((
+        proc,
+        format!(
+            "aei {}, registration reused; polls {FRONT_CREDENTIALS} every second",
+            FRONT.ae
+        ),
+    ))
+}
+
+/// The line `m2m ae` prints once registered.
+const READY_PREFIX: &str = "{\"ready\"";
+/// The line `m2m ae` prints once it associates with a rotated Kpsa.
+const CREDENTIAL_PREFIX: &str = "{\"credential\"";
+
+/// The operator's tool makes the new KpsaID's update (its Kpsa derived from Krot, in a JWE for
+/// the lock's key); the gateway takes it; the lock reports that it associates with the new key,
+/// and the new key, derived here independently, opens an association bound to the lock.
+async fn rotate_front_key(dep: &Deployment, lock: &Spawned) -> anyhow::Result<((), String)> {
+    let d = &dep.dir;
+    let entity = format!("/{MN_ID}/{}", FRONT.ae);
+    let out = spawned::m2m(&[
+        "keys",
+        "rotate-kpsa",
+        "--kpsa-id",
+        FRONT_ROTATED_KPSA_ID,
+        "--entity",
+        &entity,
+    ])?
+    .arg("--rotation-key")
+    .arg(d.join(ROTATION_KEY_FILE))
+    .arg("--device-jwk")
+    .arg(d.join("front-lock.pub.jwk"))
+    .output()
+    .context("m2m keys rotate-kpsa")?;
+    if !out.status.success() {
+        bail!(
+            "m2m keys rotate-kpsa: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let content: Value = serde_json::from_slice(&out.stdout).context("rotate-kpsa output")?;
+    let rsp = send(
+        &dep.mn_admin,
+        &dep.mn_https,
+        Operation::Update,
+        FRONT_CREDENTIALS,
+        ADMIN,
+        None,
+        Some(content),
+    )
+    .await;
+    let rsp = expect(rsp, 2004, "UPDATE of the credentials object")?;
+    if pc(&rsp).to_string().contains(&dep.keys.rotation) {
+        bail!("the answer shows the rotation key");
+    }
+    let deadline = Instant::now() + NOTIFY_TIMEOUT;
+    let line = loop {
+        if let Some(line) = lock.printed(CREDENTIAL_PREFIX) {
+            break line;
+        }
+        if Instant::now() > deadline {
+            bail!("the lock did not take the new key within {NOTIFY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reported: Value = serde_json::from_str(&line).context("the credential line")?;
+    if reported["credential"]["kpsa_id"] != FRONT_ROTATED_KPSA_ID {
+        bail!("the lock reports {line}");
+    }
+    let krot = m2m_security::credentials::Secret::from_hex(&dep.keys.rotation)
+        .map_err(|_| anyhow!("the rotation key"))?;
+    let new_key = m2m_security::kdf::rotated_kpsa(&krot, FRONT_ROTATED_KPSA_ID, &entity);
+    let client = psk_client(FRONT_ROTATED_KPSA_ID, new_key.expose())?;
+    let front = format!("cse-mn/{}", FRONT.rn);
+    expect(
+        send(
+            &client,
+            &dep.mn_coaps,
+            Operation::Retrieve,
+            &front,
+            FRONT.ae,
+            None,
+            None,
+        )
+        .await,
+        2000,
+        "the lock's AE with the new key",
+    )?;
+    Ok((
+        (),
+        format!(
+            "crds UPDATE 2004 (crid {FRONT_ROTATED_KPSA_ID}, crse a JWE for the lock); the lock reports the new KpsaID; the new key reads {front} as {}",
+            FRONT.ae
+        ),
+    ))
 }
 
 /// From CAdmin on the MN-CSE's loopback listener, without a credential: deleting the front lock

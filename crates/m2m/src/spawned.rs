@@ -24,6 +24,8 @@ const TAIL_LINES: usize = 20;
 /// A started child process, killed when dropped (every exit path, panics included).
 pub struct Spawned {
     child: Child,
+    /// Its stdout's lines after the listening lines (none for an adopted child).
+    lines: Option<Mutex<mpsc::Receiver<String>>>,
 }
 
 impl Spawned {
@@ -31,12 +33,25 @@ impl Spawned {
     pub fn id(&self) -> u32 {
         self.child.id()
     }
+
+    /// The next line the child printed on stdout that starts with `prefix` (the lines before it
+    /// are passed over), if one came already: a child reports what it did on stdout.
+    pub fn printed(&self, prefix: &str) -> Option<String> {
+        let lines = self.lines.as_ref()?;
+        let lines = lines.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(line) = lines.try_recv() {
+            if line.trim().starts_with(prefix) {
+                return Some(line);
+            }
+        }
+        None
+    }
 }
 
 /// Adopts a child started elsewhere (a third-party peer) so that it is killed when dropped.
 impl From<Child> for Spawned {
     fn from(child: Child) -> Self {
-        Self { child }
+        Self { child, lines: None }
     }
 }
 
@@ -77,11 +92,14 @@ pub fn start(
         .with_context(|| format!("cannot start {what}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let stderr = child.stderr.take().context("no stderr")?;
-    let spawned = Spawned { child };
+    let mut spawned = Spawned { child, lines: None };
     let tail = keep_stderr(stderr, log_file);
     let lines = drain_stdout(stdout);
     match wait_for(&lines, prefixes, timeout) {
-        Ok(found) => Ok((spawned, found)),
+        Ok(found) => {
+            spawned.lines = Some(Mutex::new(lines));
+            Ok((spawned, found))
+        }
         Err(why) => {
             drop(spawned);
             // Let the stderr thread read what the child wrote before it died.

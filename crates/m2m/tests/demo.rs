@@ -72,7 +72,7 @@ fn the_door_lock_demo_behaves() {
         .iter()
         .filter(|s| s["step"].as_str().is_some_and(|n| n.starts_with("ATTACK")))
         .collect();
-    assert_eq!(attacks.len(), 13, "thirteen attacks: {doc:#}");
+    assert_eq!(attacks.len(), 15, "fifteen attacks: {doc:#}");
     for a in &attacks {
         let outcome = a["outcome"].as_str().unwrap_or_default();
         assert!(outcome.contains("refused"), "attack not refused: {a}");
@@ -117,6 +117,18 @@ fn the_door_lock_demo_behaves() {
             "ATTACK phone uses its expired MAF key",
             "TLS handshake failed: tlsv1 alert unknown psk identity",
             "IN-CSE audit: psk identity not found",
+        ),
+        // After the operator rotated the front lock's Kpsa, the old one opens nothing, on
+        // either listener.
+        (
+            "ATTACK the front lock's old key after the rotation",
+            "TLS handshake failed: tlsv1 alert unknown psk identity",
+            "MN-CSE audit: psk identity not found",
+        ),
+        (
+            "ATTACK the front lock's old key after the rotation, over TLS",
+            "TLS handshake failed: tlsv1 alert unknown psk identity",
+            "MN-CSE audit: psk identity not found",
         ),
     ];
     for (name, alert, audit) in handshake_attacks {
@@ -202,7 +214,20 @@ fn the_door_lock_demo_behaves() {
             .contains("LOCKED"),
         "{read}"
     );
-    assert_eq!(steps.len(), 33, "every step is reported: {doc:#}");
+    assert_eq!(steps.len(), 38, "every step is reported: {doc:#}");
+    // The administration step: the lock itself (m2m ae) took the new key, and it works.
+    let rotated = steps
+        .iter()
+        .find(|s| s["step"] == "the babysitter has left: operator rotates the front lock's key")
+        .unwrap_or_else(|| panic!("no rotation step: {doc:#}"));
+    let outcome = rotated["outcome"].as_str().unwrap_or_default();
+    for want in [
+        "crds UPDATE 2004",
+        "the lock reports the new KpsaID",
+        "the new key reads cse-mn/front-lock as Clock-AE1",
+    ] {
+        assert!(outcome.contains(want), "want {want:?}: {rotated}");
+    }
     // The phone out of reach gets its notification through its <pollingChannel>, not its poa.
     let polled = steps
         .iter()
@@ -226,9 +251,9 @@ fn the_door_lock_demo_behaves() {
     assert!(status.success(), "exit status {status}\nstderr:\n{stderr}");
     assert!(elapsed < LIMIT, "took {elapsed:?}");
 
-    // The CSEs themselves refused those handshakes: an audit line each (three at the MN-CSE,
+    // The CSEs themselves refused those handshakes: an audit line each (five at the MN-CSE,
     // the expired key at the IN-CSE).
-    for (name, attacks) in [("mn.log", 3), ("in.log", 1)] {
+    for (name, attacks) in [("mn.log", 5), ("in.log", 1)] {
         let refused = file(&logs_dir, name)
             .lines()
             .filter(|l| l.contains("association refused"))
@@ -264,7 +289,8 @@ fn the_door_lock_demo_behaves() {
     // No key of the run reaches a log or the output: the locks' Kpsa, the phone's Kpm, the
     // other phones' Km at the MAF. The texts are lowercased, so upper-case hex is caught too.
     // The run's random keys too: the gateway app's Kpsa and the admins'.
-    let run_keys: Vec<String> = ["gateway-app.kpsa", "admin-mn.kpsa", "admin-in.kpsa"]
+    // The MN-CSE's rotation key, and the front lock's rotated Kpsa (the lock keeps it).
+    let mut run_keys: Vec<String> = ["gateway-app.kpsa", "admin-mn.kpsa", "admin-in.kpsa"]
         .iter()
         .map(|f| file(&logs_dir, f).trim().to_lowercase())
         .collect();
@@ -274,6 +300,16 @@ fn the_door_lock_demo_behaves() {
             "a 16-byte key in hex"
         );
     }
+    run_keys.push(file(&logs_dir, "mn-rotation.key").trim().to_lowercase());
+    let lock_state: Value =
+        serde_json::from_str(&file(&logs_dir, "front-lock.kpsa.json")).expect("the lock's state");
+    assert_eq!(
+        lock_state["kpsa_id"], "AE123456789012-Lock-r1@in.provider.com",
+        "the lock keeps its new KpsaID"
+    );
+    let rotated_key = lock_state["key"].as_str().expect("its key").to_lowercase();
+    assert_eq!(rotated_key.len(), 64, "a 32-byte Kpsa in hex");
+    run_keys.push(rotated_key.clone());
     let guide_keys = [
         "1a2b3c4d5e6f7a8b",
         "12345678abcdefab",
@@ -285,8 +321,23 @@ fn the_door_lock_demo_behaves() {
         ("stdout".to_owned(), stdout.to_lowercase()),
         ("stderr".to_owned(), stderr.to_lowercase()),
     ];
-    for name in ["mef.log", "maf.log", "in.log", "mn.log"] {
+    for name in ["mef.log", "maf.log", "in.log", "mn.log", "front-lock.log"] {
         texts.push((name.to_owned(), file(&logs_dir, name).to_lowercase()));
+    }
+    // Nor does the gateway keep the rotated key anywhere in its data: it derives it.
+    let key_bytes = hex::decode(&rotated_key).expect("hex");
+    for entry in walk(&logs_dir.join("mn-data")) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes)
+                .to_lowercase()
+                .contains(&rotated_key)
+                && !bytes
+                    .windows(key_bytes.len())
+                    .any(|w| w == key_bytes.as_slice()),
+            "{} holds the rotated Kpsa",
+            entry.display()
+        );
     }
     let keys = guide_keys
         .iter()
@@ -301,6 +352,23 @@ fn the_door_lock_demo_behaves() {
             );
         }
     }
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 /// A file of the demo directory (a log, a configuration, a key file).
