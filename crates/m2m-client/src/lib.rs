@@ -289,51 +289,104 @@ impl Client {
                 .map_err(|e| unreachable(url, format_args!("invalid URL: {e}")))?;
         }
         let http_req = http::Request::from_parts(parts, Full::new(body));
-        let max_body = self.max_body;
         let exchange = async {
-            let rsp = match target.transport {
-                Transport::Http => self.http.request(http_req).await,
-                Transport::Https => match &self.https {
-                    Some(https) => https.request(http_req).await,
-                    None => {
-                        return Err(unreachable(
-                            url,
-                            "https needs TLS credentials (Client::with_tls)",
-                        ))
-                    }
-                },
-            }
-            .map_err(|e| {
-                if e.is_connect() {
-                    unreachable(url, format_args!("cannot connect: {}", root_cause(&e)))
-                } else {
-                    unreachable(
-                        url,
-                        format_args!("HTTP exchange failed: {}", root_cause(&e)),
-                    )
-                }
-            })?;
-            let (parts, body) = rsp.into_parts();
-            let body = Limited::new(body, max_body)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<LengthLimitError>().is_some() {
-                        unreachable(
-                            url,
-                            format_args!("response body larger than {max_body} bytes"),
-                        )
-                    } else {
-                        unreachable(
-                            url,
-                            format_args!("cannot read response body: {}", root_cause(&*e)),
-                        )
-                    }
-                })?
-                .to_bytes();
+            let (parts, body) = self.exchange(url, target.transport, http_req).await?;
             decode_response(parts.status, &parts.headers, &body)
                 .map_err(|e| unreachable(url, format_args!("malformed response: {}", e.dbg)))
         };
+        self.within_timeout(url, exchange).await
+    }
+
+    /// A plain GET of `url` (http or https, over this client's TLS): the body of a 200 answer,
+    /// at most [`Client::max_body`] bytes. For what a device fetches that is not a oneM2M
+    /// resource, such as a trust anchor certificate (TS-0003 clause 8.3.9.9.7).
+    pub async fn fetch(&self, url: &str) -> M2mResult<Bytes> {
+        let target = parse_url(url, true)?;
+        let scheme = match target.transport {
+            Transport::Http => "http",
+            Transport::Https => "https",
+        };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(target.authority.clone())
+            .path_and_query(
+                target
+                    .path_and_query
+                    .clone()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            )
+            .build()
+            .map_err(|e| unreachable(url, format_args!("invalid URL: {e}")))?;
+        let req = http::Request::get(uri)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| unreachable(url, format_args!("invalid request: {e}")))?;
+        let exchange = async {
+            let (parts, body) = self.exchange(url, target.transport, req).await?;
+            if parts.status != http::StatusCode::OK {
+                return Err(unreachable(url, format_args!("answered {}", parts.status)));
+            }
+            Ok(body)
+        };
+        self.within_timeout(url, exchange).await
+    }
+
+    /// One HTTP exchange: the answer's head and its body, at most `max_body` bytes.
+    async fn exchange(
+        &self,
+        url: &str,
+        transport: Transport,
+        http_req: http::Request<Full<Bytes>>,
+    ) -> M2mResult<(http::response::Parts, Bytes)> {
+        let max_body = self.max_body;
+        let rsp = match transport {
+            Transport::Http => self.http.request(http_req).await,
+            Transport::Https => match &self.https {
+                Some(https) => https.request(http_req).await,
+                None => {
+                    return Err(unreachable(
+                        url,
+                        "https needs TLS credentials (Client::with_tls)",
+                    ))
+                }
+            },
+        }
+        .map_err(|e| {
+            if e.is_connect() {
+                unreachable(url, format_args!("cannot connect: {}", root_cause(&e)))
+            } else {
+                unreachable(
+                    url,
+                    format_args!("HTTP exchange failed: {}", root_cause(&e)),
+                )
+            }
+        })?;
+        let (parts, body) = rsp.into_parts();
+        let body = Limited::new(body, max_body)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    unreachable(
+                        url,
+                        format_args!("response body larger than {max_body} bytes"),
+                    )
+                } else {
+                    unreachable(
+                        url,
+                        format_args!("cannot read response body: {}", root_cause(&*e)),
+                    )
+                }
+            })?
+            .to_bytes();
+        Ok((parts, body))
+    }
+
+    /// `exchange`, or 5103 after this client's timeout.
+    async fn within_timeout<T>(
+        &self,
+        url: &str,
+        exchange: impl std::future::Future<Output = M2mResult<T>>,
+    ) -> M2mResult<T> {
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(unreachable(

@@ -241,6 +241,165 @@ static MOBILE_NETWORK: &[AttrSpec] = &[
     rw("coel", Kind::Enum(&[0, 1, 2, 3, 4])),
 ];
 
+/// A TCP or UDP port (the xs:unsignedByte of TS-0003 table 12.4.2-1 cannot hold one).
+const PORT: Kind = Kind::Range(1, 65535);
+
+/// registration (TS-0001 table 9.6.18-1; TS-0003 clause 8.3.9.9.2): how an AE or CSE registers
+/// with its Registrar CSE, and the authenticationProfile its association follows.
+static REGISTRATION: &[AttrSpec] = &[
+    rw("orid", Kind::Uri),
+    rw("apid", Kind::AppId),
+    m_rw("rcsi", Kind::Uri),
+    m_rw("rpoa", Kind::NonEmptyList(&Kind::Uri)),
+    rw("aupl", Kind::Uri),
+];
+
+/// authenticationProfile (TS-0003 clauses 8.3.8, 8.3.9.9.2 to 8.3.9.9.6): how the device
+/// establishes a mutually authenticated association: its SUID, TLS ciphersuites (IANA numbers),
+/// the symmetric key's ID and value (the value protected for the device), the key registration's
+/// duration and labels, its certificate's fingerprint, and the links to the MEF or MAF client
+/// registration configuration, trust anchors and certificate file it uses.
+static AUTHENTICATION_PROFILE: &[AttrSpec] = &[
+    m_rw("suid", SUID),
+    rw("tlscs", Kind::NonEmptyList(&Kind::Range(0, 65535))),
+    rw("symki", Kind::Str),
+    rw("symkv", Kind::Str),
+    rw("krd", Kind::Duration),
+    rw("krl", STR_LIST),
+    rw("mcfp", Kind::Str),
+    rw("crcl", Kind::Uri),
+    rw("tacl", Kind::NonEmptyList(&Kind::Uri)),
+    rw("mcfl", Kind::Uri),
+];
+
+/// trustAnchorCred (TS-0003 clause 8.3.9.9.7): a trust anchor CA certificate, named by its
+/// fingerprint and fetched by HTTPS GET from its URI.
+static TRUST_ANCHOR_CRED: &[AttrSpec] = &[m_rw("cfp", Kind::Str), m_rw("uri", Kind::Uri)];
+
+/// MAFClientRegCfg and MEFClientRegCfg (TS-0003 clauses 8.3.7.2, 8.8.3.2, sec:clientRegCfg of
+/// table 12.4.2-1): the MAF's or MEF's FQDN, the administrating stakeholder's, and the ports of
+/// its bindings; expirationTime and labels are the resource's own `et` and `lbl`.
+static CLIENT_REG_CFG: &[AttrSpec] = &[
+    m_rw("fqdn", Kind::Uri),
+    m_rw("adfq", Kind::Uri),
+    rw("htpp", PORT),
+    rw("copp", PORT),
+    rw("wspp", PORT),
+];
+
+/// The ciphersuites TS-0003 clause 10.2.2 makes mandatory for TLS-PSK (TLS:
+/// TLS_PSK_WITH_AES_128_CBC_SHA256, DTLS: TLS_PSK_WITH_AES_128_CCM_8) and clause 10.2.3 for
+/// certificates (TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8).
+const MANDATORY_PSK_SUITES: [u64; 2] = [0x00AE, 0xC0A8];
+const MANDATORY_CERTIFICATE_SUITES: [u64; 2] = [0xC023, 0xC0AE];
+
+/// authenticationProfile: what TS-0003 clause 8.3.9.9.2 step 5 verifies of the profile itself
+/// (its parent and child objects are the managed entity's to verify): a pre-provisioned key
+/// names its symmKeyID; a MEF- or MAF-established one its key registration duration and its
+/// client registration configuration; a TLS-PSK profile lists a mandatory PSK ciphersuite; a
+/// certificate profile its certificate's fingerprint and a mandatory certificate ciphersuite.
+fn authentication_profile_rule(state: &Map<String, Value>) -> M2mResult<()> {
+    let suid = state.get("suid").and_then(Value::as_u64).unwrap_or(0);
+    let has = |name: &str| state.get(name).is_some_and(|v| !v.is_null());
+    let needs = |name: &str, what: &str| {
+        if has(name) {
+            Ok(())
+        } else {
+            Err(M2mError::bad_request(format!(
+                "attribute '{name}': an authenticationProfile with SUID {suid} needs {what}"
+            )))
+        }
+    };
+    if matches!(suid, 11..=13) {
+        needs("symki", "the pre-provisioned key's ID")?;
+    }
+    if matches!(suid, 21..=23 | 32 | 33) {
+        needs("krd", "the key registration's duration")?;
+        needs("crcl", "its MEF or MAF client registration configuration")?;
+    }
+    if matches!(suid, 41..=43) {
+        needs("mcfp", "its certificate's fingerprint")?;
+        if state
+            .get("mcfp")
+            .and_then(Value::as_str)
+            .and_then(fingerprint)
+            .is_none()
+        {
+            return Err(M2mError::bad_request(
+                "attribute 'mcfp': a SHA-256 fingerprint, 64 hex digits (pairs may be separated by ':')",
+            ));
+        }
+    }
+    let suites: Vec<u64> = state
+        .get("tlscs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let mandatory: &[u64] = match suid {
+        11 | 12 | 21 | 22 | 32 => &MANDATORY_PSK_SUITES,
+        41..=43 => &MANDATORY_CERTIFICATE_SUITES,
+        _ => &[],
+    };
+    if !mandatory.is_empty() && !suites.iter().any(|s| mandatory.contains(s)) {
+        return Err(M2mError::bad_request(format!(
+            "attribute 'tlscs': an authenticationProfile with SUID {suid} lists one of the mandatory ciphersuites {mandatory:?} (TS-0003 clause 10.2)"
+        )));
+    }
+    Ok(())
+}
+
+/// trustAnchorCred: a SHA-256 fingerprint, and an https URI (TS-0003 clause 8.3.9.9.7: the
+/// certificate is fetched by HTTPS GET).
+fn trust_anchor_rule(state: &Map<String, Value>) -> M2mResult<()> {
+    if state
+        .get("cfp")
+        .and_then(Value::as_str)
+        .and_then(fingerprint)
+        .is_none()
+    {
+        return Err(M2mError::bad_request(
+            "attribute 'cfp': a SHA-256 fingerprint, 64 hex digits (pairs may be separated by ':')",
+        ));
+    }
+    let uri = state.get("uri").and_then(Value::as_str).unwrap_or("");
+    if !uri
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    {
+        return Err(M2mError::bad_request(
+            "attribute 'uri': the trust anchor is fetched by HTTPS GET (an https:// URI)",
+        ));
+    }
+    Ok(())
+}
+
+/// A SHA-256 certificate fingerprint written as 64 hex digits, or as 32 pairs separated by ':'
+/// (as `openssl x509 -fingerprint -sha256` prints it), in either case.
+pub fn fingerprint(text: &str) -> Option<[u8; 32]> {
+    let digits: String = if text.contains(':') {
+        let pairs: Vec<&str> = text.split(':').collect();
+        if pairs.len() != 32 || pairs.iter().any(|p| p.len() != 2) {
+            return None;
+        }
+        pairs.concat()
+    } else {
+        text.to_owned()
+    };
+    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The security specializations (TS-0003 clause 8.3.9.9): who changes them chooses how the
+/// device authenticates, whom it trusts and where it registers its keys, so only the CSE's
+/// administrator creates or updates one.
+pub const ADMINISTERED: &[u64] = &[1020, 1022, 1024, 1025, 1026];
+
 /// dataCollection: a measurement schedule or a measurement interval, not both.
 fn data_collection_rule(state: &Map<String, Value>) -> M2mResult<()> {
     if state.contains_key("mesc") && state.contains_key("meil") {
@@ -416,7 +575,10 @@ const fn attr_np_create(name: &'static str, kind: Kind) -> AttrSpec {
 
 /// The specializations of TS-0001 Annex D clauses D.2 to D.11, and of TS-0022 (device
 /// configuration) those this CSE hosts: their names and attributes as the reference CSE of the
-/// conformance suite writes them (TS-0022 is not among the texts this project holds).
+/// conformance suite writes them (TS-0022 is not among the texts this project holds). The
+/// security ones that reference CSE lacks (registration, authenticationProfile,
+/// trustAnchorCred, MAFClientRegCfg, MEFClientRegCfg) carry the attributes TS-0003 names, under
+/// short names of this project's (docs/CONFORMANCE.md).
 pub static SPECS: &[MgmtSpec] = &[
     MgmtSpec {
         mgd: 1001,
@@ -543,12 +705,36 @@ pub static SPECS: &[MgmtSpec] = &[
         defaults: &[],
     },
     MgmtSpec {
+        mgd: 1020,
+        name: "registration",
+        root: "dcfg:reg",
+        attributes: REGISTRATION,
+        protected: &[],
+        rule: None,
+        secret_rule: None,
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[],
+    },
+    MgmtSpec {
         mgd: 1021,
         name: "dataCollection",
         root: "dcfg:datc",
         attributes: DATA_COLLECTION,
         protected: &[],
         rule: Some(data_collection_rule),
+        secret_rule: None,
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[],
+    },
+    MgmtSpec {
+        mgd: 1022,
+        name: "authenticationProfile",
+        root: "dcfg:autp",
+        attributes: AUTHENTICATION_PROFILE,
+        protected: &["symkv"],
+        rule: Some(authentication_profile_rule),
         secret_rule: None,
         always_true: &[],
         exclusive: &[],
@@ -562,6 +748,42 @@ pub static SPECS: &[MgmtSpec] = &[
         protected: &[],
         rule: None,
         secret_rule: Some(my_cert_file_rule),
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[],
+    },
+    MgmtSpec {
+        mgd: 1024,
+        name: "trustAnchorCred",
+        root: "dcfg:tac",
+        attributes: TRUST_ANCHOR_CRED,
+        protected: &[],
+        rule: Some(trust_anchor_rule),
+        secret_rule: None,
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[],
+    },
+    MgmtSpec {
+        mgd: 1025,
+        name: "MAFClientRegCfg",
+        root: "dcfg:mafrc",
+        attributes: CLIENT_REG_CFG,
+        protected: &[],
+        rule: None,
+        secret_rule: None,
+        always_true: &[],
+        exclusive: &[],
+        defaults: &[],
+    },
+    MgmtSpec {
+        mgd: 1026,
+        name: "MEFClientRegCfg",
+        root: "dcfg:mefrc",
+        attributes: CLIENT_REG_CFG,
+        protected: &[],
+        rule: None,
+        secret_rule: None,
         always_true: &[],
         exclusive: &[],
         defaults: &[],

@@ -31,17 +31,24 @@ pub struct AeArgs {
 }
 
 /// The AE as it runs: its client (the association) and its AE-ID.
-struct Registered {
-    client: Client,
-    aei: String,
+pub(crate) struct Registered {
+    pub(crate) client: Client,
+    pub(crate) aei: String,
     reused: bool,
 }
 
 pub async fn run(args: AeArgs) -> anyhow::Result<()> {
     let path = args.config.context("--config is required")?;
     let cfg = AeConfig::load(&path)?;
-    if cfg.credentials.is_some() && !matches!(cfg.sae, crate::association::SaeMode::Psk { .. }) {
-        bail!("[credentials] (Kpsa rotation) needs [security] mode psk");
+    if let Some(c) = &cfg.credentials {
+        use crate::association::SaeMode;
+        let psk = matches!(cfg.sae, SaeMode::Psk { .. });
+        if c.kpsa.is_some() && !psk {
+            bail!("[credentials] object (Kpsa rotation) needs [security] mode psk");
+        }
+        if c.trust_anchors.is_some() && (psk || matches!(cfg.sae, SaeMode::Maf(_))) {
+            bail!("[credentials] trust_anchors: in mode psk or maf the CSE proves itself with the key, not a certificate");
+        }
     }
     // Installed before anything else, so that a stop during the setup is clean too.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -132,13 +139,24 @@ async fn run_registered(
             Some(note) = next(&mut notes) => println!("{}", note_line(&note)),
             _ = tick(&mut check) => {
                 let creds = cfg.credentials.as_ref().expect("ticks only with [credentials]");
-                match rotate(&cfg, creds, &mut ae, &current).await {
-                    Ok(Some(id)) => {
-                        println!("{}", json!({ "credential": { "kpsa_id": id } }));
-                        current = id;
+                if let Some(kpsa) = &creds.kpsa {
+                    match rotate(&cfg, kpsa, &mut ae, &current).await {
+                        Ok(Some(id)) => {
+                            println!("{}", json!({ "credential": { "kpsa_id": id } }));
+                            current = id;
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "Kpsa rotation not applied"),
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "Kpsa rotation not applied"),
+                }
+                if let Some(anchors) = &creds.trust_anchors {
+                    match crate::trust_anchors::refresh(&cfg, anchors, &mut ae).await {
+                        Ok(Some(fingerprints)) => {
+                            println!("{}", json!({ "trust_anchors": { "fingerprints": fingerprints } }));
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "trust anchors not changed"),
+                    }
                 }
             }
             r = tokio::signal::ctrl_c() => { r?; break; }
@@ -164,7 +182,7 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 /// key is tried (a RETRIEVE of the AE over a new association), kept (mode 0600), then used.
 async fn rotate(
     cfg: &AeConfig,
-    creds: &crate::ae_config::Credentials,
+    creds: &crate::ae_config::KpsaRotation,
     ae: &mut Registered,
     current: &str,
 ) -> anyhow::Result<Option<String>> {

@@ -100,13 +100,19 @@ mode = "none"
 # ty = 3  # the resource type (3: container)
 # content = { "m2m:cnt" = { rn = "state" } }  # the resource; "{aei}" in strings is replaced by the AE-ID
 
-# Remote Kpsa rotation (mode psk): the AE reads its credentials mgmtObj and, when the administrator
-# gives it a new KpsaID, opens crse with its private key and associates with the new Kpsa.
+# Remote credential administration (docs/SECURITY.md): the AE reads what the administrator
+# configured for it and applies it. Kpsa rotation (mode psk): when its credentials mgmtObj names
+# a new KpsaID, the AE opens crse with its private key and associates with the new Kpsa. Trust
+# anchors (with [cse] trusted_ca): the trustAnchorCred mgmtObjs below its <node> name the CAs it
+# trusts for the CSE's certificate; it fetches each new one by HTTPS GET, checks its
+# fingerprint, and switches once a handshake with the CSE succeeds under the new set.
 # [credentials]
 # object = "cse-in/my-node/kpsa"  # the dcfg:crds <mgmtObj> (pur "kpsa") below the AE's <node>
 # private_jwk = "pki/my-ae-device.jwk"  # its private P-256 JWK (mode 0600): crse is encrypted for it
 # # state = "data/my-ae.kpsa.json"  # the current KpsaID and Kpsa (mode 0600); default: this file's name with .kpsa.json
-# # poll_seconds = 30  # how often the object is read
+# # trust_anchors = "cse-in/my-node"  # the <node> whose dcfg:tac objects name the trusted CAs
+# # trust_anchor_file = "data/my-ae.anchors.pem"  # where they are kept; default: this file's name with .anchors.pem
+# # poll_seconds = 30  # how often the objects are read
 
 # A subscription with the AE as notification target (nu = its AE-ID).
 # [[subscribe]]
@@ -306,9 +312,11 @@ pub struct AeConfig {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct CredentialsFile {
-    object: String,
-    private_jwk: PathBuf,
+    object: Option<String>,
+    private_jwk: Option<PathBuf>,
     state: Option<PathBuf>,
+    trust_anchors: Option<String>,
+    trust_anchor_file: Option<PathBuf>,
     #[serde(default = "default_poll")]
     poll_seconds: u64,
 }
@@ -317,14 +325,30 @@ fn default_poll() -> u64 {
     30
 }
 
+/// Remote credential administration: what the AE watches, and how often.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub kpsa: Option<KpsaRotation>,
+    pub trust_anchors: Option<TrustAnchors>,
+    pub poll: Duration,
+}
+
 /// Remote Kpsa rotation: the credentials object to watch, the key that opens its `crse`, and
 /// where the current KpsaID and Kpsa are kept.
 #[derive(Debug, Clone)]
-pub struct Credentials {
+pub struct KpsaRotation {
     pub object: String,
     pub private_jwk: PathBuf,
     pub state: PathBuf,
-    pub poll: Duration,
+}
+
+/// Trust anchor administration (TS-0003 clause 8.3.9.9.7): the `<node>` whose trustAnchorCred
+/// objects name the CAs the AE trusts for its CSE's certificate, and the file where the AE keeps
+/// those CAs (PEM) once it has them; while that file exists it replaces `[cse] trusted_ca`.
+#[derive(Debug, Clone)]
+pub struct TrustAnchors {
+    pub node: String,
+    pub file: PathBuf,
 }
 
 /// The Kpsa in use after a rotation (mode 0600).
@@ -398,13 +422,42 @@ impl AeConfig {
                 if c.poll_seconds == 0 {
                     bail!("[credentials] poll_seconds must be at least 1");
                 }
+                let kpsa = match (c.object, c.private_jwk) {
+                    (Some(object), Some(jwk)) => Some(KpsaRotation {
+                        object: object.trim_matches('/').to_owned(),
+                        private_jwk: resolve(jwk),
+                        state: c
+                            .state
+                            .map(resolve)
+                            .unwrap_or_else(|| base.join(format!("{stem}.kpsa.json"))),
+                    }),
+                    (None, None) if c.state.is_none() => None,
+                    _ => bail!("[credentials] object and private_jwk go together (Kpsa rotation)"),
+                };
+                let trust_anchors = match c.trust_anchors {
+                    Some(node) => {
+                        if cse.trusted_ca.is_none() {
+                            bail!("[credentials] trust_anchors replaces [cse] trusted_ca, which it needs to start from");
+                        }
+                        Some(TrustAnchors {
+                            node: node.trim_matches('/').to_owned(),
+                            file: c
+                                .trust_anchor_file
+                                .map(resolve)
+                                .unwrap_or_else(|| base.join(format!("{stem}.anchors.pem"))),
+                        })
+                    }
+                    None if c.trust_anchor_file.is_some() => {
+                        bail!("[credentials] trust_anchor_file needs trust_anchors")
+                    }
+                    None => None,
+                };
+                if kpsa.is_none() && trust_anchors.is_none() {
+                    bail!("[credentials] names nothing to watch: object (Kpsa) or trust_anchors");
+                }
                 Some(Credentials {
-                    object: c.object.trim_matches('/').to_owned(),
-                    private_jwk: resolve(c.private_jwk),
-                    state: c
-                        .state
-                        .map(resolve)
-                        .unwrap_or_else(|| base.join(format!("{stem}.kpsa.json"))),
+                    kpsa,
+                    trust_anchors,
                     poll: Duration::from_secs(c.poll_seconds),
                 })
             }
@@ -423,9 +476,17 @@ impl AeConfig {
         })
     }
 
+    /// Who the CSE must be: its name, and the CAs trusted for it (the administered trust
+    /// anchors once the AE has them, else `[cse] trusted_ca`).
     pub fn tls_peer(&self) -> TlsPeer {
+        let administered = self
+            .credentials
+            .as_ref()
+            .and_then(|c| c.trust_anchors.as_ref())
+            .map(|t| t.file.clone())
+            .filter(|f| f.exists());
         TlsPeer {
-            trusted_ca: self.cse.trusted_ca.clone(),
+            trusted_ca: administered.or_else(|| self.cse.trusted_ca.clone()),
             server_name: self.cse.server_name.clone(),
             crl: self.cse.crl.clone(),
         }
@@ -462,7 +523,7 @@ impl AeConfig {
     /// The PSK to associate with: a rotated one kept in the credentials state, else the
     /// configured one.
     pub async fn current_psk(&self) -> anyhow::Result<Option<crate::association::PskCredential>> {
-        if let Some(c) = &self.credentials {
+        if let Some(c) = self.credentials.as_ref().and_then(|c| c.kpsa.as_ref()) {
             if c.state.exists() {
                 m2m_security::secure_environment::check_private_file(&c.state)
                     .map_err(anyhow::Error::msg)?;

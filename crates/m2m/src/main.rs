@@ -40,6 +40,7 @@ mod redacted;
 mod request;
 mod scratch_pki;
 mod spawned;
+mod trust_anchors;
 mod ttp;
 
 #[derive(Parser)]

@@ -640,3 +640,230 @@ fn secrets_in_device_configuration_are_accepted_only_protected() {
     let ae = register_ae(cse.url(), "/cse-in", "Cnosy", "nosy", &[]);
     assert_eq!(retrieve(cse.url(), "/cse-in/gw/wifi", &ae).0, 4103);
 }
+
+/// A SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it.
+const FP: &str = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
+
+/// The security specializations of TS-0003 clause 8.3.9.9 (registration, authenticationProfile,
+/// trustAnchorCred, MAFClientRegCfg, MEFClientRegCfg): each one's lifecycle and discovery by
+/// `mgd`, the profile's rules per SUID (clause 8.3.9.9.2), a trust anchor's fingerprint and
+/// https URI, a symmetric key only protected for the device; and only the administrator writes
+/// them, whatever a policy grants.
+#[test]
+fn security_configuration_objects_are_the_administrators() {
+    let cse = CseProcess::start_in();
+    node(&cse, "lock-node");
+    let parent = "/cse-in/lock-node";
+    let objects = [
+        (
+            "dcfg:reg",
+            1020,
+            json!({ "rn": "reg", "rcsi": "/id-in", "rpoa": ["https://in.example.com:8443"], "apid": "Ndoorlock", "aupl": "cse-in/lock-node/autp" }),
+            json!({ "rpoa": ["https://in2.example.com"] }),
+        ),
+        (
+            "dcfg:autp",
+            1022,
+            json!({ "rn": "autp", "suid": 12, "tlscs": [0x00AE, 0xC0A8], "symki": "lock@in.provider.com" }),
+            json!({ "symkv": jwe("kpsa") }),
+        ),
+        (
+            "dcfg:tac",
+            1024,
+            json!({ "rn": "tac", "cfp": FP, "uri": "https://pki.example.com/ca2.pem" }),
+            json!({ "cfp": FP.replace(':', "").to_lowercase() }),
+        ),
+        (
+            "dcfg:mafrc",
+            1025,
+            json!({ "rn": "mafrc", "fqdn": "maf.keys.example.net", "adfq": "operator.example.com", "htpp": 8443 }),
+            json!({ "copp": 5684 }),
+        ),
+        (
+            "dcfg:mefrc",
+            1026,
+            json!({ "rn": "mefrc", "fqdn": "mef.keys.example.net", "adfq": "operator.example.com", "wspp": 443 }),
+            json!({ "htpp": 8446 }),
+        ),
+    ];
+    for (root, mgd, body, change) in &objects {
+        let (rsc, b) = mgmt_obj(&cse, parent, root, {
+            let mut body = body.clone();
+            body["mgd"] = json!(mgd);
+            body
+        });
+        assert_eq!(rsc, 2001, "{root}: {b}");
+        assert_eq!(b[root]["ty"], json!(13), "{b}");
+        let rn = body["rn"].as_str().unwrap();
+        let path = format!("{parent}/{rn}");
+        let (rsc, b) = retrieve(cse.url(), &path, ADMIN);
+        assert_eq!((rsc, b[root]["mgd"].clone()), (2000, json!(mgd)), "{b}");
+        let (rsc, b) = update(cse.url(), &path, ADMIN, json!({ *root: change }));
+        assert_eq!(rsc, 2004, "{root}: {b}");
+        for (k, v) in change.as_object().unwrap() {
+            assert_eq!(&b[root][k], v, "{root}.{k}: {b}");
+        }
+        let (_, b) = get_with_query(cse.url(), "/cse-in", ADMIN, &format!("fu=1&mgd={mgd}"));
+        assert_eq!(
+            b["m2m:uril"].as_array().map(Vec::len),
+            Some(1),
+            "discovery by mgd {mgd}: {b}"
+        );
+    }
+    // The key value is never in the clear, and never shown.
+    let (_, b) = retrieve(cse.url(), &format!("{parent}/autp"), ADMIN);
+    assert_eq!(b["dcfg:autp"]["symkv"], json!(jwe("kpsa")), "{b}");
+
+    // Bad input, each with its reason.
+    for (root, body, why, attr) in [
+        (
+            "dcfg:tac",
+            json!({ "mgd": 1024, "cfp": "abcd", "uri": "https://x.example.com/ca.pem" }),
+            "cfp not a SHA-256 fingerprint",
+            "cfp",
+        ),
+        (
+            "dcfg:tac",
+            json!({ "mgd": 1024, "cfp": FP, "uri": "http://x.example.com/ca.pem" }),
+            "uri not https",
+            "uri",
+        ),
+        (
+            "dcfg:tac",
+            json!({ "mgd": 1024, "uri": "https://x.example.com/ca.pem" }),
+            "cfp mandatory",
+            "cfp",
+        ),
+        (
+            "dcfg:autp",
+            json!({ "mgd": 1022, "suid": 12, "symki": "k@x.example.com" }),
+            "SUID 12 without tlscs",
+            "tlscs",
+        ),
+        (
+            "dcfg:autp",
+            json!({ "mgd": 1022, "suid": 12, "tlscs": [0xC02B], "symki": "k@x.example.com" }),
+            "no mandatory PSK suite",
+            "tlscs",
+        ),
+        (
+            "dcfg:autp",
+            json!({ "mgd": 1022, "suid": 12, "tlscs": [0x00AE] }),
+            "SUID 12 without symki",
+            "symki",
+        ),
+        (
+            "dcfg:autp",
+            json!({ "mgd": 1022, "suid": 22, "tlscs": [0x00AE] }),
+            "SUID 22 without krd",
+            "krd",
+        ),
+        (
+            "dcfg:autp",
+            json!({ "mgd": 1022, "suid": 42, "tlscs": [0xC023] }),
+            "SUID 42 without mcfp",
+            "mcfp",
+        ),
+        (
+            "dcfg:autp",
+            json!({ "mgd": 1022, "suid": 42, "tlscs": [0x00AE], "mcfp": FP }),
+            "SUID 42 with a PSK suite only",
+            "tlscs",
+        ),
+        (
+            "dcfg:autp",
+            json!({ "mgd": 1022, "suid": 12, "tlscs": [0x00AE], "symki": "k", "symkv": "00112233445566778899aabbccddeeff" }),
+            "symkv in the clear",
+            "symkv",
+        ),
+        (
+            "dcfg:autp",
+            json!({ "mgd": 1022, "suid": 99 }),
+            "no such SUID",
+            "suid",
+        ),
+        (
+            "dcfg:mefrc",
+            json!({ "mgd": 1026, "fqdn": "mef.example.net" }),
+            "adfq mandatory",
+            "adfq",
+        ),
+        (
+            "dcfg:mafrc",
+            json!({ "mgd": 1025, "fqdn": "maf.example.net", "adfq": "op.example.com", "htpp": 0 }),
+            "port 0",
+            "htpp",
+        ),
+        (
+            "dcfg:reg",
+            json!({ "mgd": 1020, "rpoa": ["https://in.example.com"] }),
+            "rcsi mandatory",
+            "rcsi",
+        ),
+        (
+            "dcfg:reg",
+            json!({ "mgd": 1020, "rcsi": "/id-in", "rpoa": [] }),
+            "rpoa empty",
+            "rpoa",
+        ),
+    ] {
+        let (rsc, b) = mgmt_obj(&cse, parent, root, body);
+        assert_eq!(rsc, 4000, "{why}: {b}");
+        let reason = b["m2m:dbg"].as_str().unwrap_or_default();
+        assert!(reason.contains(&format!("'{attr}'")), "{why}: {reason}");
+    }
+    // An UPDATE is held to the same rules as the resource it makes.
+    let (rsc, b) = update(
+        cse.url(),
+        &format!("{parent}/autp"),
+        ADMIN,
+        json!({ "dcfg:autp": { "symki": null } }),
+    );
+    assert_eq!(rsc, 4000, "SUID 12 loses its symki: {b}");
+    let (rsc, b) = update(
+        cse.url(),
+        &format!("{parent}/tac"),
+        ADMIN,
+        json!({ "dcfg:tac": { "uri": "ftp://pki.example.com/ca.pem" } }),
+    );
+    assert_eq!(rsc, 4000, "{b}");
+
+    // The device, with a policy granting it everything on its node and objects, still does not
+    // write them: neither create, nor update; it reads them.
+    register_ae(cse.url(), "/cse-in", "Clock1", "lock1", &[]);
+    let acp = create_acp(
+        cse.url(),
+        "/cse-in",
+        ADMIN,
+        "lockAll",
+        vec![acr(&["Clock1"], OP_ALL), acr(&[ADMIN], OP_ALL)],
+        vec![acr(&[ADMIN], OP_ALL)],
+    );
+    set_acpi(cse.url(), parent, ADMIN, "m2m:nod", &[acp.as_str()]);
+    for (root, mgd, body, change) in &objects {
+        let rn = body["rn"].as_str().unwrap();
+        let path = format!("{parent}/{rn}");
+        set_acpi(cse.url(), &path, ADMIN, root, &[acp.as_str()]);
+        assert_eq!(retrieve(cse.url(), &path, "Clock1").0, 2000, "{root}");
+        let (rsc, b) = update(cse.url(), &path, "Clock1", json!({ *root: change }));
+        assert_eq!(rsc, 4103, "{root} updated by the device: {b}");
+        let mut mine = body.clone();
+        mine["mgd"] = json!(mgd);
+        mine["rn"] = json!(format!("{rn}-mine"));
+        let (rsc, b) = create(cse.url(), parent, "Clock1", 13, json!({ *root: mine }));
+        assert_eq!(rsc, 4103, "{root} created by the device: {b}");
+        assert!(
+            b["m2m:dbg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("only the administrator"),
+            "{b}"
+        );
+    }
+    // Deleting is the policy's to decide: the administrator deletes each.
+    for (_, _, body, _) in &objects {
+        let path = format!("{parent}/{}", body["rn"].as_str().unwrap());
+        assert_eq!(delete(cse.url(), &path, ADMIN).0, 2002, "{path}");
+        assert_eq!(retrieve(cse.url(), &path, ADMIN).0, 4004, "{path}");
+    }
+}

@@ -11,7 +11,9 @@
 //! asked (firmware `ud`, software `in`/`un`/`act`/`dea`) unless the request sets the status.
 //!
 //! Device configuration (TS-0022: dataCollection, myCertFileCred, wificlient, credentials, SIM,
-//! mobileNetwork, under `dcfg:` names): their rules between attributes hold for the resource as
+//! mobileNetwork, and the security ones of TS-0003 clause 8.3.9.9: registration,
+//! authenticationProfile, trustAnchorCred, MAFClientRegCfg, MEFClientRegCfg, under `dcfg:`
+//! names; the security ones only the administrator writes): their rules between attributes hold for the resource as
 //! stored (a dataCollection's measurement schedule or interval, not both; a WiFi credential of
 //! its encryption type), and a secret (a WiFi password or key, a credential's secret or token, a
 //! certificate file with its private key) is accepted only as a JWE protected for the device
@@ -186,6 +188,19 @@ fn check_certificate_file(attrs: &Map<String, Value>) -> M2mResult<()> {
     }
 }
 
+/// The security specializations of TS-0003 clause 8.3.9.9 are the administrator's to create
+/// and change (4103 for anyone else, the device included): whoever could would choose how the
+/// device authenticates, whom it trusts, where it registers its keys.
+fn administered(call: Call<'_>, spec: &MgmtSpec) -> M2mResult<()> {
+    if !m2m_core::mgmt_obj::ADMINISTERED.contains(&spec.mgd) || call.peer.is_admin(call.cse) {
+        return Ok(());
+    }
+    Err(M2mError::new(
+        m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege,
+        format!("{}: only the administrator configures it", spec.name),
+    ))
+}
+
 /// The specialization a request's content is written as.
 fn requested(req: &Request) -> Option<&'static MgmtSpec> {
     req.pc
@@ -211,6 +226,7 @@ impl Behaviour for MgmtObj {
             let spec = requested(call.req)
                 .ok_or_else(|| M2mError::bad_request("not a mgmtObj specialization"))?;
             spec.check_create(attrs)?;
+            administered(call, spec)?;
             spec.check_state(attrs)?;
             check_schedules(attrs)?;
             check_certificate_file(attrs)?;
@@ -240,6 +256,7 @@ impl Behaviour for MgmtObj {
                 )));
             }
             spec.check_update(content)?;
+            administered(call, spec)?;
             let merged = super::merged(res, content);
             spec.check_state(&merged)?;
             check_schedules(content)?;

@@ -927,12 +927,22 @@ pub struct AeProcess {
 
 impl AeProcess {
     pub fn start(config: &Path) -> AeProcess {
+        Self::start_with_stderr(config, Stdio::null())
+    }
+
+    /// Starts `m2m ae` with its log (stderr) in the file `log`.
+    pub fn start_logged(config: &Path, log: &Path) -> AeProcess {
+        let file = std::fs::File::create(log).expect("the AE's log file");
+        Self::start_with_stderr(config, Stdio::from(file))
+    }
+
+    fn start_with_stderr(config: &Path, stderr: Stdio) -> AeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
             .args(["ae", "--config"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start m2m ae");
         let (tx, lines) = mpsc::channel::<String>();
