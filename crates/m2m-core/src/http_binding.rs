@@ -31,12 +31,14 @@ pub const X_M2M_CTO: &str = "x-m2m-cto";
 pub const JSON: &str = "application/json";
 
 /// Query fields of TS-0009 table 6.2.2.2-1 this CSE does not support: Delivery Aggregation (a
-/// CMDH parameter), role and token IDs and the token request indicator (role- and token-based
-/// access control), the authorization signature and relationship indicators, the semantic query
-/// indicator. A request with one is refused (TS-0004 clause 7.3.2.1: NOT_IMPLEMENTED), not
-/// carried out as if it had none.
-pub const UNSUPPORTED_QUERY_FIELDS: &[&str] =
-    &["da", "rids", "tids", "ltids", "tqi", "asi", "auri", "sqi"];
+/// CMDH parameter), local token IDs and the token request indicator (indirect dynamic
+/// authorization through the Originator), the authorization signature and relationship
+/// indicators, the semantic query indicator. A request with one is refused (TS-0004 clause
+/// 7.3.2.1: NOT_IMPLEMENTED), not carried out as if it had none.
+pub const UNSUPPORTED_QUERY_FIELDS: &[&str] = &["da", "ltids", "tqi", "asi", "auri", "sqi"];
+
+/// Role and token IDs a request may name at most.
+pub const MAX_ISSUED_IDS: usize = 8;
 
 /// The Tokens parameter (TS-0009 clause 6.4.19: the Authorization header, tokens separated by
 /// `+`; an OAuth `Bearer` prefix is tolerated; a space separates them too, as in a query list).
@@ -264,6 +266,26 @@ pub(crate) fn decode_query_field(
         }
         // Tokens in the Uri-Query (TS-0008 clause 6.2.2.3), separated like every list.
         "tkns" => req.tkns.extend(split_tokens(v)),
+        "rids" => {
+            for r in v.split([' ', '+']).filter(|s| !s.is_empty()) {
+                req.rids.push(crate::RoleId::parse(r)?);
+            }
+            if req.rids.len() > MAX_ISSUED_IDS {
+                return Err(M2mError::bad_request(format!(
+                    "rids: at most {MAX_ISSUED_IDS} Role-IDs"
+                )));
+            }
+        }
+        "tids" => {
+            for t in v.split([' ', '+']).filter(|s| !s.is_empty()) {
+                req.tids.push(crate::TokenId::parse(t)?);
+            }
+            if req.tids.len() > MAX_ISSUED_IDS {
+                return Err(M2mError::bad_request(format!(
+                    "tids: at most {MAX_ISSUED_IDS} Token-IDs"
+                )));
+            }
+        }
         "atrl" => req.atrl.extend(
             v.split([' ', '+'])
                 .filter(|s| !s.is_empty())
@@ -459,6 +481,14 @@ pub(crate) fn query_fields(req: &Request) -> Vec<(String, String)> {
     }
     if let Some(rp) = &req.rp {
         q.push(("rp".into(), rp.clone()));
+    }
+    if !req.rids.is_empty() {
+        let ids: Vec<&str> = req.rids.iter().map(|r| r.as_str()).collect();
+        q.push(("rids".into(), ids.join(" ")));
+    }
+    if !req.tids.is_empty() {
+        let ids: Vec<&str> = req.tids.iter().map(|t| t.as_str()).collect();
+        q.push(("tids".into(), ids.join(" ")));
     }
     q.extend(req.fc.fields().map(|(k, v)| (k.to_owned(), query_text(&v))));
     q

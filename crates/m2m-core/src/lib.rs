@@ -15,6 +15,7 @@ pub mod group_authentication;
 pub mod http_binding;
 pub mod id;
 pub mod identity;
+pub mod issued_id;
 pub mod json_serialization;
 pub mod mgmt_obj;
 pub mod primitive;
@@ -31,6 +32,7 @@ pub use error::{M2mError, M2mResult};
 pub use filter::FilterCriteria;
 pub use id::{Address, CseId, Scope, SpId};
 pub use identity::{AeStem, EntityId, Home, Originator, StemKind};
+pub use issued_id::{RoleId, TokenId};
 pub use primitive::{
     DiscResType, Operation, Request, Response, ResponseType, ResultContent, Tokens,
 };

@@ -170,6 +170,10 @@ pub struct Request {
     /// Tokens (`tkns`, m2m:dynAuthJWT): JWS or JWE compact serializations for token-based access
     /// control (TS-0003 clause 7.3.2.3); `Debug` shows how many, never them.
     pub tkns: Tokens,
+    /// Role IDs (`rids`, TS-0003 clause 7.4.3): roles the originator asks to be judged in.
+    pub rids: Vec<crate::RoleId>,
+    /// Token IDs (`tids`): tokens held in `<token>` resources of the Hosting CSE.
+    pub tids: Vec<crate::TokenId>,
 }
 
 /// The Tokens parameter: bearer credentials, so its `Debug` shows their number only.
@@ -225,6 +229,8 @@ impl Request {
             vsi: None,
             atrl: Vec::new(),
             tkns: Tokens::default(),
+            rids: Vec::new(),
+            tids: Vec::new(),
         }
     }
 

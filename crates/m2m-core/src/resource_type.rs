@@ -28,6 +28,7 @@ pub enum ResourceType {
     PollingChannel,
     RemoteCse,
     Request,
+    Role,
     Schedule,
     SemanticDescriptor,
     ServiceSubscribedAppRule,
@@ -35,10 +36,11 @@ pub enum ResourceType {
     TimeSeries,
     TimeSeriesInstance,
     TimeSyncBeacon,
+    Token,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 29] = [
+    pub const ALL: [ResourceType; 31] = [
         Self::AccessControlPolicy,
         Self::Action,
         Self::Ae,
@@ -61,6 +63,7 @@ impl ResourceType {
         Self::PollingChannel,
         Self::RemoteCse,
         Self::Request,
+        Self::Role,
         Self::Schedule,
         Self::SemanticDescriptor,
         Self::ServiceSubscribedAppRule,
@@ -68,6 +71,7 @@ impl ResourceType {
         Self::TimeSeries,
         Self::TimeSeriesInstance,
         Self::TimeSyncBeacon,
+        Self::Token,
     ];
 
     /// The `ty` value.
@@ -92,6 +96,8 @@ impl ResourceType {
             Self::NotificationTargetMgmtPolicyRef => 25,
             Self::NotificationTargetPolicy => 26,
             Self::PolicyDeletionRules => 27,
+            Self::Role => 31,
+            Self::Token => 32,
             Self::DynamicAuthorizationConsultation => 34,
             Self::FlexContainer => 28,
             Self::TimeSeries => 29,
@@ -126,6 +132,8 @@ impl ResourceType {
             25 => Self::NotificationTargetMgmtPolicyRef,
             26 => Self::NotificationTargetPolicy,
             27 => Self::PolicyDeletionRules,
+            31 => Self::Role,
+            32 => Self::Token,
             34 => Self::DynamicAuthorizationConsultation,
             28 => Self::FlexContainer,
             29 => Self::TimeSeries,
@@ -161,6 +169,8 @@ impl ResourceType {
             Self::AccessControlPolicy => "acp",
             Self::Action => "actr",
             Self::Dependency => "depr",
+            Self::Role => "rol",
+            Self::Token => "tk",
             Self::DynamicAuthorizationConsultation => "dac",
             Self::FlexContainer => "fcnt",
             Self::Ae => "ae",
@@ -197,6 +207,8 @@ impl ResourceType {
             Self::AccessControlPolicy => "m2m:acp",
             Self::Action => "m2m:actr",
             Self::Dependency => "m2m:depr",
+            Self::Role => "m2m:rol",
+            Self::Token => "m2m:tk",
             Self::DynamicAuthorizationConsultation => "m2m:dac",
             // The generic name: a specialization is represented under its own name
             // (`cod:tempe`...), see m2m-core `specialization`.
@@ -256,12 +268,14 @@ impl ResourceType {
                 NotificationTargetPolicy,
                 RemoteCse,
                 Request,
+                Role,
                 Schedule,
                 SemanticDescriptor,
                 ServiceSubscribedAppRule,
                 Subscription,
                 TimeSeries,
                 TimeSyncBeacon,
+                Token,
             ],
             Ae => &[
                 AccessControlPolicy,
@@ -300,6 +314,8 @@ impl ResourceType {
             Action => &[Dependency, Subscription],
             Dependency
             | DynamicAuthorizationConsultation
+            | Role
+            | Token
             | Request
             | PolicyDeletionRules
             | NotificationTargetMgmtPolicyRef => &[Subscription],

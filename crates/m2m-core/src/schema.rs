@@ -962,6 +962,54 @@ static DAC_ATTRS: &[AttrSpec] = &[
     rw("dal", Kind::Timestamp),
 ];
 
+/// `<role>`: TS-0004 clause 7.4.40 (table 7.4.40.1-3), TS-0001 clause 9.6.38: a role assigned to
+/// its holder by its issuer for a time; only the link to its token may change.
+static ROLE_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    m_wo("rlid", Kind::Str),
+    m_wo("tkis", Kind::Uri),
+    m_wo("tkhd", Kind::Uri),
+    m_wo("tknb", Kind::Timestamp),
+    m_wo("tkna", Kind::Timestamp),
+    wo("rlnm", Kind::Str),
+    rw("rltl", Kind::Uri),
+];
+
+/// `<token>`: TS-0004 clause 7.4.41 (table 7.4.41.1-3), TS-0001 clause 9.6.39: a token (its JWT in
+/// `tkob`) and its claims, which the CSE reads from the verified token.
+static TOKEN_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    ACPI,
+    LBL,
+    DACI,
+    m_wo("tkid", Kind::Str),
+    m_wo("tkob", Kind::Str),
+    wo("tkvr", Kind::Str),
+    wo("tkis", Kind::Uri),
+    wo("tkhd", Kind::Uri),
+    wo("tknb", Kind::Timestamp),
+    wo("tkna", Kind::Timestamp),
+    wo("tknm", Kind::Str),
+    wo("tkau", Kind::List(&Kind::Uri)),
+    wo("tkps", Kind::AnyObject),
+    wo("tkex", Kind::Str),
+];
+
 /// `<timeSyncBeacon>` (Release 4): the beacon criteria and where beacons go; the rules between
 /// them are the type's module's.
 static TSB_ATTRS: &[AttrSpec] = &[
@@ -1129,6 +1177,8 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::TimeSeriesInstance => TSI_ATTRS,
         ResourceType::TimeSyncBeacon => TSB_ATTRS,
         ResourceType::DynamicAuthorizationConsultation => DAC_ATTRS,
+        ResourceType::Role => ROLE_ATTRS,
+        ResourceType::Token => TOKEN_ATTRS,
     }
 }
 
@@ -1176,9 +1226,10 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ],
         ResourceType::TimeSeries => &["ty", "ri", "pi", "ct", "lt", "cni", "cbs", "mdlt", "mdc"],
         ResourceType::TimeSeriesInstance => &["ty", "ri", "pi", "ct", "lt", "cs"],
-        ResourceType::TimeSyncBeacon | ResourceType::DynamicAuthorizationConsultation => {
-            &["ty", "ri", "pi", "ct", "lt"]
-        }
+        ResourceType::TimeSyncBeacon
+        | ResourceType::DynamicAuthorizationConsultation
+        | ResourceType::Role
+        | ResourceType::Token => &["ty", "ri", "pi", "ct", "lt"],
     }
 }
 
@@ -1635,6 +1686,9 @@ mod tests {
             TimeSeries => json!({}),
             TimeSeriesInstance => json!({"dgt": "20261205T120000", "con": "21.5"}),
             ServiceSubscribedAppRule => json!({"aai": ["Nlock*"], "aae": ["C*"]}),
+            Role => json!({"rlid": "r@roles.example.com", "tkis": "CAdmin", "tkhd": "Cae1",
+                "tknb": "20261201T000000", "tkna": "20271201T000000"}),
+            Token => json!({"tkid": "t@das.example.com", "tkob": "a.b.c"}),
         }
     }
 

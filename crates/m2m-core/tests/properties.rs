@@ -770,6 +770,9 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
         ResourceType::DynamicAuthorizationConsultation => {
             serde_json::json!({"dae": true, "dap": ["https://das.example.com"]})
         }
+        ResourceType::Role => serde_json::json!({"rlid": "r@roles.example.com", "tkis": "CAdmin",
+            "tkhd": "Cae1", "tknb": "20261201T000000", "tkna": "20271201T000000"}),
+        ResourceType::Token => serde_json::json!({"tkid": "t@das.example.com", "tkob": "a.b.c"}),
         ResourceType::SemanticDescriptor => {
             serde_json::json!({"dcrp": 5, "dsp": "PGE+IDxiPiA8Yz4gLg=="})
         }

@@ -28,6 +28,8 @@ pub struct Facts<'a> {
     /// The attributes the operation touches on its target, for rules limited to some (`aca`);
     /// known only in the decision on the target itself.
     pub attributes: Option<&'a [String]>,
+    /// The Role-IDs the originator holds for this request ([`crate::roles`]).
+    pub roles: &'a [String],
 }
 
 impl<'a> Facts<'a> {
@@ -37,6 +39,15 @@ impl<'a> Facts<'a> {
             peer,
             proof: peer.proof,
             attributes: None,
+            roles: &[],
+        }
+    }
+
+    /// The same facts, the originator holding `roles`.
+    pub fn holding(&self, roles: &'a [String]) -> Self {
+        Facts {
+            roles,
+            ..self.touching(self.attributes)
         }
     }
 
@@ -47,6 +58,7 @@ impl<'a> Facts<'a> {
             peer: self.peer,
             proof: self.proof,
             attributes,
+            roles: self.roles,
         }
     }
 }
@@ -137,7 +149,8 @@ pub(crate) fn operation(req: &Request) -> AccessOperation {
 
 /// Decides a request on its target before it is carried out; a denial is 4103.
 pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mResult<Grant> {
-    let facts = Facts::of(peer);
+    let roles = crate::roles::held(cse, req, peer);
+    let facts = Facts::of(peer).holding(&roles);
     let op = operation(req);
     // A <pollingChannel> and its pcu are its own entity's, not even the admin's: the admin
     // would otherwise take requests meant for that entity (TS-0004 clause 7.4.21.2, Recv-6.3).
@@ -284,6 +297,8 @@ pub(crate) fn dynamically_grantable(req: &Request, subject: &Resource) -> bool {
     if matches!(
         subject.ty,
         T::AccessControlPolicy
+            | T::Role
+            | T::Token
             | T::PollingChannel
             | T::DynamicAuthorizationConsultation
             | T::ServiceSubscribedAppRule
@@ -339,6 +354,36 @@ pub(crate) fn permitted_by(
     let limited = policies.limit_attributes();
     let target = Target::Resource(subject.clone());
     let touched = limited.then(|| touched_attributes(req, &target)).flatten();
+    let (permit, _, attributes) = evaluate(
+        cse,
+        &facts.touching(touched.as_deref()),
+        operation(req),
+        subject,
+        child_type,
+        &policies,
+    );
+    permit.then(|| attributes.map_or(Grant::Whole, Grant::Attributes))
+}
+
+/// Whether the target's own policies permit `req` when the originator holds `roles` besides
+/// those its request named (a token's roles, TS-0003 clause 7.3.2.5 step 3).
+pub(crate) fn permitted_with_roles(
+    cse: &Cse,
+    peer: &Peer,
+    req: &Request,
+    subject: &Resource,
+    child_type: Option<u16>,
+    roles: &[String],
+) -> Option<Grant> {
+    let policies = policies_of(cse, subject).ok()?;
+    let mut held = crate::roles::held(cse, req, peer);
+    held.extend(roles.iter().cloned());
+    let facts = Facts::of(peer).holding(&held);
+    let target = Target::Resource(subject.clone());
+    let touched = policies
+        .limit_attributes()
+        .then(|| touched_attributes(req, &target))
+        .flatten();
     let (permit, _, attributes) = evaluate(
         cse,
         &facts.touching(touched.as_deref()),
@@ -479,10 +524,19 @@ fn evaluate(
         Policies::RegistreesMayRetrieve => {
             let own_policy = op == AccessOperation::Create
                 && child_type == Some(ResourceType::NotificationTargetPolicy.code());
-            let permit = (op == AccessOperation::Retrieve || own_policy)
+            // An Authorization Authority of `[security] role_issuers` keeps its roles and tokens
+            // here (TS-0003 clause 7.4.2: this CSE its Role and Token Repository).
+            let authority = op == AccessOperation::Create
+                && matches!(child_type, Some(31 | 32))
                 && facts.proof.identifies()
-                && is_registree(cse, originator);
-            let reason = if permit {
+                && crate::roles::is_issuer(cse, originator);
+            let permit = authority
+                || ((op == AccessOperation::Retrieve || own_policy)
+                    && facts.proof.identifies()
+                    && is_registree(cse, originator));
+            let reason = if authority {
+                "permitted: a role issuer keeps its roles and tokens in the CSEBase".to_owned()
+            } else if permit {
                 "permitted: registered entities may retrieve the CSEBase and make their own notificationTargetPolicy".to_owned()
             } else {
                 format!("no accessControlPolicyIDs on the CSEBase grant {op} to {originator}")
@@ -503,6 +557,7 @@ fn evaluate(
                 target_type: subject.ty.code(),
                 child_type,
                 attributes: facts.attributes,
+                roles: facts.roles,
             };
             let d = decide(&refs, &req, &cse.id.home, &StoreGroups { cse });
             (d.permit, d.reason, d.attributes)

@@ -435,6 +435,10 @@ pub struct SecuritySection {
     /// remote Kpsa rotation through the credentials mgmtObj; absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation_key: Option<PathBuf>,
+    /// The Authorization Authorities (AE-IDs or CSE-IDs) whose `<role>` resources assign roles
+    /// here, besides the administrator (TS-0003 clause 7.4).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub role_issuers: Vec<String>,
 }
 
 /// One row of the psk lookup table: the AE-ID or CSE-ID (optional), KpsaID and Kpsa.

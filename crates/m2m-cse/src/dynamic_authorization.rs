@@ -26,6 +26,7 @@ use crate::config::{Config, DynamicAuthorizationSection};
 use crate::cse::Cse;
 use crate::resolve::{local_resource, Target};
 use crate::store::{string_list, Resource};
+use m2m_core::RoleId;
 use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType};
 use m2m_security::access_control::Privileges;
 use m2m_security::dynamic_authorization::{DasAnswer, DasRequest};
@@ -235,8 +236,9 @@ pub async fn consult(
     if !peer.proof.identifies() || !crate::access::dynamically_grantable(req, subject) {
         return Err(refusal);
     }
-    // Tokens first, and only they (TS-0001 clause 10.2.3.1: indirect before direct).
-    if !req.tkns.is_empty() {
+    // Tokens first, and only they (TS-0001 clause 10.2.3.1: indirect before direct), whether
+    // the request carries them or names them by Token-ID.
+    if !req.tkns.is_empty() || !req.tids.is_empty() {
         return by_tokens(cse, das, req, peer, subject, child_type, originator).ok_or(refusal);
     }
     let consultations = linked_consultations(cse, subject);
@@ -352,13 +354,23 @@ fn by_tokens(
     const MAX_TOKENS: usize = 8;
     let who = originator.as_seen_from(&cse.id.home);
     let address = format!("{}/{}", cse.id.cse_id, subject.srn);
-    if req.tkns.len() > MAX_TOKENS {
-        tracing::info!(target: "audit", originator = %who, tokens = req.tkns.len(), "token refused: too many tokens");
+    if req.tkns.len() + req.tids.len() > MAX_TOKENS {
+        tracing::info!(target: "audit", originator = %who, tokens = req.tkns.len() + req.tids.len(), "token refused: too many tokens");
         return None;
+    }
+    let mut tokens: Vec<String> = req.tkns.to_vec();
+    for id in &req.tids {
+        match stored_token(cse, id) {
+            Some(t) => tokens.push(t),
+            None => {
+                tracing::info!(target: "audit", originator = %who, token_id = %id, "token refused: no <token> of that Token-ID here");
+                return None;
+            }
+        }
     }
     let now = cse.now().timestamp();
     let mut claims = Vec::new();
-    for t in req.tkns.iter() {
+    for t in &tokens {
         match check_token(cse, das, t, originator, now) {
             Ok(c) => claims.push(c),
             Err(why) => {
@@ -367,6 +379,7 @@ fn by_tokens(
             }
         }
     }
+    let mut roles: Vec<String> = Vec::new();
     for c in &claims {
         let permissions = c.permissions.iter().flat_map(|p| &p.permissions);
         for p in permissions {
@@ -375,6 +388,11 @@ fn by_tokens(
                     || *r == cse.sp_relative(subject.ri())
                     || m2m_security::dynamic_authorization::wildcard(r, &address)
             });
+            // Roles apply to the resources the permission names, or to any without a list
+            // (clause 7.3.2.5 step 1).
+            if covers || p.resources.is_empty() {
+                roles.extend(p.roles.iter().filter(|r| RoleId::is(r)).cloned());
+            }
             let Some(pv) = p.privileges.as_ref().filter(|_| covers) else {
                 continue;
             };
@@ -389,8 +407,48 @@ fn by_tokens(
             }
         }
     }
+    if !roles.is_empty() {
+        if let Some(grant) =
+            crate::access::permitted_with_roles(cse, peer, req, subject, child_type, &roles)
+        {
+            tracing::info!(target: "audit", originator = %who, roles = ?roles, target = %address, "access granted by a token's roles");
+            return Some(grant);
+        }
+    }
     tracing::info!(target: "audit", originator = %who, target = %address, "token refused: no permission covers the request");
     None
+}
+
+/// The token of the `<token>` under the CSEBase whose tokenID is `id` (TS-0003 clause 7.4.3
+/// step 2, this CSE as Token Repository).
+fn stored_token(cse: &Cse, id: &m2m_core::TokenId) -> Option<String> {
+    let tokens = cse
+        .store
+        .read(|r| r.children(cse.base_ri(), Some(m2m_core::ResourceType::Token)))
+        .ok()?;
+    tokens
+        .iter()
+        .find(|t| t.str_attr("tkid") == Some(id.as_str()))
+        .and_then(|t| t.str_attr("tkob"))
+        .map(str::to_owned)
+}
+
+impl Consultations {
+    /// The claims of `t` if a configured issuer signed it, it is valid at `now` and not revoked
+    /// (what a `<token>` must be to be kept); why not otherwise, naming the token ID at most.
+    pub fn verify_token(&self, t: &str, now: i64) -> Result<token::TokenClaims, String> {
+        let c = token::verify(t, &self.issuers, now).map_err(|e| e.to_string())?;
+        let revoked = match &self.revoked {
+            None => false,
+            Some(list) => list
+                .is_revoked(&c.token_id)
+                .map_err(|_| format!("{}: the revocation list cannot be read", c.token_id))?,
+        };
+        if revoked {
+            return Err(format!("{}: revoked", c.token_id));
+        }
+        Ok(c)
+    }
 }
 
 /// One token's checks; the reason names the token ID at most, never the token.
@@ -401,16 +459,7 @@ fn check_token(
     originator: &m2m_core::EntityId,
     now: i64,
 ) -> Result<token::TokenClaims, String> {
-    let c = token::verify(t, &das.issuers, now).map_err(|e| e.to_string())?;
-    let revoked = match &das.revoked {
-        None => false,
-        Some(list) => list
-            .is_revoked(&c.token_id)
-            .map_err(|_| format!("{}: the revocation list cannot be read", c.token_id))?,
-    };
-    if revoked {
-        return Err(format!("{}: revoked", c.token_id));
-    }
+    let c = das.verify_token(t, now)?;
     // A holder names its SP or CSE (`/cse/stem` or absolute): a bare AE-ID would be read
     // against whichever CSE checks it.
     let holder = c

@@ -31,6 +31,8 @@ pub mod prefill;
 pub(crate) mod registration;
 mod resolve;
 mod resources;
+/// Role-based access control: the roles a request's originator holds (TS-0003 clause 7.4.3).
+mod roles;
 mod routing;
 pub(crate) mod search_threads;
 pub(crate) mod store;

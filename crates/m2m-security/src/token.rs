@@ -72,7 +72,7 @@ pub struct Permission {
     /// privileges: an m2m:setOfAcrs.
     #[serde(rename = "pv", default, skip_serializing_if = "Option::is_none")]
     pub privileges: Option<Value>,
-    /// roleIDs (role-based access control; not used by this CSE).
+    /// roleIDs: roles the token assigns to its holder (TS-0003 clause 7.3.2.5 step 3).
     #[serde(rename = "rids", default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
 }

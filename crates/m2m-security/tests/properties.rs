@@ -908,6 +908,7 @@ fn access_request<'a>(
         target_type: 3,
         child_type: child,
         attributes: None,
+        roles: &[],
     }
 }
 

@@ -46,6 +46,9 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
         if c.kpsa.is_some() && !psk {
             bail!("[credentials] object (Kpsa rotation) needs [security] mode psk");
         }
+        if c.trust_anchors.is_some() && cfg.cse.trusted_ca.is_none() {
+            bail!("[credentials] trust_anchors replaces [cse] trusted_ca, which it needs to start from");
+        }
         if c.trust_anchors.is_some() && (psk || matches!(cfg.sae, SaeMode::Maf(_))) {
             bail!("[credentials] trust_anchors: in mode psk or maf the CSE proves itself with the key, not a certificate");
         }

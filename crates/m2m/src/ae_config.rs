@@ -110,7 +110,7 @@ mode = "none"
 # object = "cse-in/my-node/kpsa"  # the dcfg:crds <mgmtObj> (pur "kpsa") below the AE's <node>
 # private_jwk = "pki/my-ae-device.jwk"  # its private P-256 JWK (mode 0600): crse is encrypted for it
 # # state = "data/my-ae.kpsa.json"  # the current KpsaID and Kpsa (mode 0600); default: this file's name with .kpsa.json
-# # trust_anchors = "cse-in/my-node"  # the <node> whose dcfg:tac objects name the trusted CAs
+# trust_anchors = "cse-in/my-node"  # the <node> whose dcfg:tac objects name the trusted CAs (needs [cse] trusted_ca; either this or object may go)
 # # trust_anchor_file = "data/my-ae.anchors.pem"  # where they are kept; default: this file's name with .anchors.pem
 # # poll_seconds = 30  # how often the objects are read
 
@@ -435,18 +435,13 @@ impl AeConfig {
                     _ => bail!("[credentials] object and private_jwk go together (Kpsa rotation)"),
                 };
                 let trust_anchors = match c.trust_anchors {
-                    Some(node) => {
-                        if cse.trusted_ca.is_none() {
-                            bail!("[credentials] trust_anchors replaces [cse] trusted_ca, which it needs to start from");
-                        }
-                        Some(TrustAnchors {
-                            node: node.trim_matches('/').to_owned(),
-                            file: c
-                                .trust_anchor_file
-                                .map(resolve)
-                                .unwrap_or_else(|| base.join(format!("{stem}.anchors.pem"))),
-                        })
-                    }
+                    Some(node) => Some(TrustAnchors {
+                        node: node.trim_matches('/').to_owned(),
+                        file: c
+                            .trust_anchor_file
+                            .map(resolve)
+                            .unwrap_or_else(|| base.join(format!("{stem}.anchors.pem"))),
+                    }),
                     None if c.trust_anchor_file.is_some() => {
                         bail!("[credentials] trust_anchor_file needs trust_anchors")
                     }

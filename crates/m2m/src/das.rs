@@ -71,11 +71,15 @@ pub struct TokenArgs {
     #[arg(long)]
     pub holder: String,
     /// The resources it grants access to (SP-relative structured addresses, `*` wildcards).
-    #[arg(long = "resource", required = true)]
+    #[arg(long = "resource")]
     pub resources: Vec<String>,
-    /// The operations it grants: create, retrieve, update, delete, notify, discover.
-    #[arg(long = "operation", required = true)]
+    /// The operations it grants on them: create, retrieve, update, delete, notify, discover.
+    #[arg(long = "operation")]
     pub operations: Vec<String>,
+    /// Role-IDs it assigns to the holder (TS-0003 clause 7.3.2.5 step 3): the policies that
+    /// name a role then grant the holder what they grant the role, wherever they apply.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
     /// Seconds until it expires.
     #[arg(long, default_value_t = 3600)]
     pub lifetime: u64,
@@ -317,13 +321,39 @@ fn issue_token(a: TokenArgs) -> anyhow::Result<()> {
     );
     let key = m2m_security::e2e::jose::EcKeyPair::from_jwk(&jwk)
         .map_err(|e| anyhow::anyhow!("{}: {}", key_path.display(), e.reason))?;
-    let rule = Rule {
-        originators: vec![a.holder.clone()],
-        targets: a.resources.clone(),
-        operations: a.operations.clone(),
-        lifetime_seconds: a.lifetime,
-    };
-    let acop = rule.operation_bits().map_err(anyhow::Error::msg)?;
+    if a.resources.is_empty() != a.operations.is_empty() {
+        anyhow::bail!("--resource and --operation go together");
+    }
+    if a.resources.is_empty() && a.roles.is_empty() {
+        anyhow::bail!("a token grants something: --resource with --operation, or --role");
+    }
+    for r in &a.roles {
+        m2m_core::RoleId::parse(r).map_err(|e| anyhow::anyhow!("--role {r}: {}", e.dbg))?;
+    }
+    let mut permissions = Vec::new();
+    if !a.resources.is_empty() {
+        let rule = Rule {
+            originators: vec![a.holder.clone()],
+            targets: a.resources.clone(),
+            operations: a.operations.clone(),
+            lifetime_seconds: a.lifetime,
+        };
+        let acop = rule.operation_bits().map_err(anyhow::Error::msg)?;
+        permissions.push(Permission {
+            resources: a.resources,
+            privileges: Some(serde_json::json!({
+                "acr": [{ "acor": [a.holder.clone()], "acop": acop }]
+            })),
+            roles: Vec::new(),
+        });
+    }
+    if !a.roles.is_empty() {
+        permissions.push(Permission {
+            resources: Vec::new(),
+            privileges: None,
+            roles: a.roles,
+        });
+    }
     let now = chrono::Utc::now().timestamp();
     let token_id = format!("{}@{}", hex::encode(rand::random::<[u8; 12]>()), issuer);
     let claims = TokenClaims {
@@ -335,15 +365,7 @@ fn issue_token(a: TokenArgs) -> anyhow::Result<()> {
         not_after: now.saturating_add(i64::try_from(a.lifetime).unwrap_or(i64::MAX)),
         name: a.name,
         audience: a.audience,
-        permissions: Some(Permissions {
-            permissions: vec![Permission {
-                resources: a.resources,
-                privileges: Some(serde_json::json!({
-                    "acr": [{ "acor": [a.holder], "acop": acop }]
-                })),
-                roles: Vec::new(),
-            }],
-        }),
+        permissions: Some(Permissions { permissions }),
         extension: None,
     };
     let token = m2m_security::token::issue(&claims, &key).map_err(anyhow::Error::msg)?;

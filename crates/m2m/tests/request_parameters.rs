@@ -181,9 +181,7 @@ fn unsupported_parameters_are_refused_not_ignored() {
     let base = cse.url();
     for query in [
         "?da=true",
-        "?tids=tok1",
         "?ltids=l1",
-        "?rids=role1",
         "?tqi=true",
         "?sqi=true",
         "?asi=true",
@@ -191,6 +189,20 @@ fn unsupported_parameters_are_refused_not_ignored() {
     ] {
         let r = create_cin(base, &[], query, "x");
         assert_eq!(r.rsc, 5001, "{query}: {:?}", r.body);
+    }
+    // Role and token IDs are read (role-based access control): one that is not
+    // issuerRelativeID@issuerID is bad input, and so are too many.
+    let nine = ["r@roles.example.com"; 9].join("+");
+    for query in [
+        "?tids=tok1".to_owned(),
+        "?rids=role1".to_owned(),
+        "?rids=role1@Roles.Example.com".to_owned(),
+        "?rids=r%2Fx@roles.example.com".to_owned(),
+        format!("?rids={nine}"),
+        format!("?tids={nine}"),
+    ] {
+        let r = create_cin(base, &[], &query, "x");
+        assert_eq!(r.rsc, 4000, "{query}: {:?}", r.body);
     }
     assert_eq!(instances(base), 0, "nothing was created");
 }

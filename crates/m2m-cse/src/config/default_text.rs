@@ -249,6 +249,10 @@ const DOCS: &[Doc] = &[
         "security.rotation_key",
         "Krot, the key shared with the administrator for remote Kpsa rotation (32 bytes hex, mode 0600; docs/SECURITY.md)",
     ),
+    Alt(
+        "security.role_issuers",
+        "Authorization Authorities (AE-IDs, CSE-IDs) whose <role> resources assign roles here, besides the administrator (TS-0003 7.4; docs/SECURITY.md)",
+    ),
     Rows(
         "security.psk",
         "A PSK row in the configuration itself (seeds/000 table 7.1.2-2), for demos: the file must then be mode 0600.",
@@ -512,6 +516,7 @@ fn example() -> Config {
     c.security.key_file = Some("cse-keystore.key".into());
     c.security.passphrase_env = Some("M2M_CSE_KEYSTORE_PASSPHRASE".into());
     c.security.rotation_key = Some("kpsa-rotation.key".into());
+    c.security.role_issuers = vec!["/id-in/Cauthority".into()];
     c.security.psk.push(PskRow {
         entity: Some("Clock-AE1".into()),
         kpsa_id: "clock@in.provider.com".into(),

@@ -19,12 +19,14 @@
 //! | pollingChannel (and `pcu`) | 15 | [`polling_channel`] | 7.4.21, 7.4.22 |
 //! | remoteCSE | 16 | [`remote_cse`] | 7.4.4 |
 //! | request | 17 | [`request`] | 7.4.12, 7.3.2.2 |
+//! | role | 31 | [`role`] | 7.4.40 |
 //! | schedule | 18 | [`schedule`] | 7.4.9 |
 //! | semanticDescriptor | 24 | [`semantic_descriptor`] | 7.4.34 |
 //! | serviceSubscribedAppRule | 19 | [`service_subscribed_app_rule`] | 7.4.29 |
 //! | subscription | 23 | [`subscription`] | 7.4.8 |
 //! | timeSeries, timeSeriesInstance | 29, 30 | [`time_series`] | 7.4.38, 7.4.39 |
 //! | timeSyncBeacon | 60 | [`time_sync_beacon`] | Release 4 |
+//! | token | 32 | [`token`] | 7.4.41 |
 //! | localMulticastGroup | 45 | [`local_multicast_group`] | 7.4.55 |
 //! | locationPolicy (and its location container's geofence events) | 10 | [`location_policy`] | 7.4.10 |
 //! | mgmtObj (firmware, software, memory... of Annex D) | 13 | [`mgmt_obj`] | 7.4.15, Annex D |
@@ -49,12 +51,14 @@ pub mod notification_target_policy;
 pub mod polling_channel;
 pub mod remote_cse;
 pub mod request;
+pub mod role;
 pub mod schedule;
 pub mod semantic_descriptor;
 pub mod service_subscribed_app_rule;
 pub mod subscription;
 pub mod time_series;
 pub mod time_sync_beacon;
+pub mod token;
 
 use crate::association::Peer;
 use crate::cse::Cse;
@@ -307,6 +311,8 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
             &cross_resource_subscription::CrossResourceSubscription
         }
         ResourceType::CseBase => &cse_base::CseBase,
+        ResourceType::Role => &role::Role,
+        ResourceType::Token => &token::Token,
         ResourceType::DynamicAuthorizationConsultation => {
             &dynamic_authorization_consultation::DynamicAuthorizationConsultation
         }

@@ -23,6 +23,7 @@
 //!     target_type: 3,
 //!     child_type: None,
 //!     attributes: None,
+//!     roles: &[],
 //! };
 //! let d = decide(&[("acp1", &acp)], &req, &home, &NoGroups);
 //! assert!(d.permit, "{}", d.reason);
@@ -141,6 +142,10 @@ pub struct AccessRequest<'a> {
     /// names, a RETRIEVE or DELETE of the whole resource holds), for rules limited to some
     /// attributes (`aca`); `None` when not known, and then no such rule grants.
     pub attributes: Option<&'a [String]>,
+    /// The Role-IDs the Hosting CSE found the originator to hold for this request (its `<role>`
+    /// resources, a token's roles): an accessControlOriginators entry naming one matches
+    /// (TS-0003 clause 7.4.3). Empty for an originator only claimed.
+    pub roles: &'a [String],
 }
 
 /// The answer of a `<group>` lookup for an accessControlOriginators entry.
@@ -306,6 +311,10 @@ fn evaluate_rule(
                 break;
             }
             continue;
+        }
+        if req.roles.iter().any(|r| r == entry) {
+            origs = true;
+            break;
         }
         match originator::entry_matches(entry, req.originator, home, groups) {
             EntryMatch::Yes => {

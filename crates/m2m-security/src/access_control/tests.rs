@@ -61,6 +61,7 @@ fn base() -> AccessRequest<'static> {
         target_type: 3,
         child_type: None,
         attributes: None,
+        roles: &[],
     }
 }
 

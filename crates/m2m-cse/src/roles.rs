@@ -1,0 +1,69 @@
+//! Role-based access control (TS-0003 clause 7.4.3): which of the Role-IDs a request names
+//! (`rids`) its originator holds here, this CSE being the Role Repository. A role is held when a
+//! `<role>` under the CSEBase has that roleID, names the originator as holder, was issued by the
+//! administrator or one of `[security] role_issuers` (the `<role>` type makes sure its creator
+//! is its issuer), and is valid now. Held roles then match the accessControlOriginators entries
+//! that name them (TS-0003 clause 7.1.3). An originator only claimed holds no role.
+
+use crate::association::Peer;
+use crate::cse::Cse;
+use m2m_core::{EntityId, Request, ResourceType};
+
+/// The Role-IDs of `req` its originator holds, as text; every one refused is in the audit log.
+pub fn held(cse: &Cse, req: &Request, peer: &Peer) -> Vec<String> {
+    if req.rids.is_empty() {
+        return Vec::new();
+    }
+    let Some(originator) = peer.originator.as_ref().filter(|_| peer.proof.identifies()) else {
+        tracing::info!(target: "audit", roles = req.rids.len(), "roles refused: the originator is only claimed");
+        return Vec::new();
+    };
+    let roles = match cse
+        .store
+        .read(|r| r.children(cse.base_ri(), Some(ResourceType::Role)))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e.dbg, "roles cannot be read; none is held");
+            return Vec::new();
+        }
+    };
+    let issuers = issuers(cse);
+    let now = cse.now();
+    let parse = |v: Option<&str>| v.and_then(|s| EntityId::parse(s, &cse.id.home).ok());
+    let at = |v: Option<&str>| v.and_then(|s| m2m_core::time::parse(s).ok());
+    let mut held = Vec::new();
+    for rid in &req.rids {
+        let valid = roles.iter().any(|r| {
+            r.str_attr("rlid") == Some(rid.as_str())
+                && parse(r.str_attr("tkhd")).as_ref() == Some(originator)
+                && parse(r.str_attr("tkis")).is_some_and(|i| issuers.contains(&i))
+                && at(r.str_attr("tknb")).is_some_and(|nb| nb <= now)
+                && at(r.str_attr("tkna")).is_some_and(|na| now < na)
+        });
+        if valid {
+            held.push(rid.as_str().to_owned());
+        } else {
+            tracing::info!(target: "audit", originator = %originator, role = %rid, "role refused: no valid <role> of a role issuer assigns it to the originator");
+        }
+    }
+    held
+}
+
+/// Whether `who` is one of `[security] role_issuers` (the administrator needs no such right).
+pub fn is_issuer(cse: &Cse, who: &EntityId) -> bool {
+    issuers(cse).iter().skip(1).any(|i| i == who)
+}
+
+/// The Authorization Authorities whose roles count: the administrator and `role_issuers`.
+fn issuers(cse: &Cse) -> Vec<EntityId> {
+    let mut out = vec![cse.id.admin.clone()];
+    out.extend(
+        cse.cfg
+            .security
+            .role_issuers
+            .iter()
+            .filter_map(|i| EntityId::parse(i, &cse.id.home).ok()),
+    );
+    out
+}

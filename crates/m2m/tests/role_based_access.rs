@@ -1,0 +1,396 @@
+//! Role-based access control (TS-0003 clause 7.4; TS-0004 clauses 7.4.40, 7.4.41) on a real
+//! `m2m cse`: an Authorization Authority assigns a role in a `<role>` (this CSE its Role
+//! Repository), an accessControlPolicy names the role, and a request naming the role (`rids`)
+//! is granted what the policy grants the role, to the role's holder only, while the role is
+//! valid and was issued by an authority the CSE trusts. A `<token>` (this CSE its Token
+//! Repository) holds a signed token that a request names by Token-ID (`tids`); a token's roles
+//! count like a `<role>`'s.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const NURSE: &str = "nurse@roles.hospital.example.com";
+const DOCTOR: &str = "doctor@roles.hospital.example.com";
+const DAS_NAME: &str = "das.m2m.example.com";
+
+fn stamp(offset_seconds: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(offset_seconds))
+        .format("%Y%m%dT%H%M%S")
+        .to_string()
+}
+
+fn role(rn: &str, rlid: &str, issuer: &str, holder: &str, from: i64, to: i64) -> Value {
+    json!({ "m2m:rol": { "rn": rn, "rlid": rlid, "tkis": issuer, "tkhd": holder,
+        "tknb": stamp(from), "tkna": stamp(to) } })
+}
+
+/// `GET path?query` as `from`: the status code.
+fn get_as(cse: &CseProcess, path: &str, from: &str, query: &str) -> u16 {
+    get_with_query(cse.url(), path, from, query).0
+}
+
+/// The ward's notes, readable by whoever holds the nurse role; everything for the admin.
+fn ward(cse: &CseProcess) {
+    let base = cse.url();
+    for (ae, rn) in [
+        ("Cnurse", "nurse"),
+        ("Cother", "other"),
+        ("Cauthority", "authority"),
+        ("Crogue", "rogue"),
+    ] {
+        register_ae(base, "/cse-in", ae, rn, &[]);
+    }
+    let acp = create_acp(
+        base,
+        "/cse-in",
+        "CAdmin",
+        "ward-acp",
+        vec![acr(&[NURSE], OP_RETRIEVE), acr(&["CAdmin"], OP_ALL)],
+        vec![acr(&["CAdmin"], OP_ALL)],
+    );
+    let (rsc, b) = create(
+        base,
+        "/cse-in",
+        "CAdmin",
+        3,
+        json!({"m2m:cnt": {"rn": "ward", "acpi": [acp]}}),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    create_cin(base, "/cse-in/ward", "CAdmin", "patient 7: stable");
+}
+
+#[test]
+fn a_role_grants_what_the_policy_grants_the_role_to_its_holder_only() {
+    let cse = CseProcess::start_temp("[security]\nrole_issuers = [\"Cauthority\"]\n");
+    ward(&cse);
+    let base = cse.url();
+    let la = "/cse-in/ward/la";
+    // No role named, or a role nobody assigned: refused.
+    assert_eq!(get_as(&cse, la, "Cnurse", ""), 4103);
+    assert_eq!(get_as(&cse, la, "Cnurse", &format!("rids={NURSE}")), 4103);
+    assert!(cse.logged("role refused"), "{}", cse.stderr());
+
+    // The administrator assigns it to Cnurse.
+    let (rsc, b) = create(
+        base,
+        "/cse-in",
+        "CAdmin",
+        31,
+        role("r1", NURSE, "CAdmin", "Cnurse", -60, 3600),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:rol"]["ty"], json!(31), "{b}");
+    assert_eq!(get_as(&cse, la, "Cnurse", &format!("rids={NURSE}")), 2000);
+    // Any spelling of the holder's ID; the role still has to be named.
+    assert_eq!(
+        get_as(&cse, la, "/id-in/Cnurse", &format!("rids={NURSE}")),
+        2000
+    );
+    assert_eq!(get_as(&cse, la, "Cnurse", ""), 4103);
+    // Only what the policy grants the role, and only to its holder.
+    let (rsc, _) = create(
+        base,
+        "/cse-in/ward",
+        "Cnurse",
+        4,
+        json!({"m2m:cin": {"con": "x"}}),
+    );
+    assert_eq!(rsc, 4103, "the role reads, it does not write");
+    assert_eq!(get_as(&cse, la, "Cother", &format!("rids={NURSE}")), 4103);
+    assert_eq!(get_as(&cse, la, "Cnurse", &format!("rids={DOCTOR}")), 4103);
+
+    // A configured role issuer assigns one too; an entity that is none does not, and cannot
+    // issue in another's name.
+    let (rsc, b) = create(
+        base,
+        "/cse-in",
+        "Cauthority",
+        31,
+        role("r2", DOCTOR, "Cauthority", "Cother", -60, 3600),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let doctors = create_acp(
+        base,
+        "/cse-in",
+        "CAdmin",
+        "doctors",
+        vec![acr(&[DOCTOR], OP_RETRIEVE)],
+        vec![acr(&["CAdmin"], OP_ALL)],
+    );
+    set_acpi(
+        base,
+        "/cse-in/ward",
+        "CAdmin",
+        "m2m:cnt",
+        &[doctors.as_str()],
+    );
+    assert_eq!(get_as(&cse, la, "Cother", &format!("rids={DOCTOR}")), 2000);
+    // An entity that is no role issuer keeps no role here; an issuer cannot issue in another's
+    // name.
+    let (rsc, b) = create(
+        base,
+        "/cse-in",
+        "Crogue",
+        31,
+        role("r3", DOCTOR, "Crogue", "Crogue", -60, 3600),
+    );
+    assert_eq!(rsc, 4103, "{b}");
+    assert_eq!(get_as(&cse, la, "Crogue", &format!("rids={DOCTOR}")), 4103);
+    let (rsc, b) = create(
+        base,
+        "/cse-in",
+        "Cauthority",
+        31,
+        role("r4", DOCTOR, "CAdmin", "Crogue", -60, 3600),
+    );
+    assert_eq!(rsc, 4000, "issued in another's name: {b}");
+    assert!(
+        b["m2m:dbg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("created by its issuer"),
+        "{b}"
+    );
+
+    // Valid only between notBefore and notAfter.
+    for (rn, from, to) in [("early", 600, 3600), ("late", -3600, -60)] {
+        let ae = format!("C{rn}");
+        register_ae(base, "/cse-in", &ae, rn, &[]);
+        let (rsc, b) = create(
+            base,
+            "/cse-in",
+            "CAdmin",
+            31,
+            role(&format!("role-{rn}"), NURSE, "CAdmin", &ae, from, to),
+        );
+        assert_eq!(rsc, 2001, "{b}");
+        assert_eq!(
+            get_as(&cse, la, &ae, &format!("rids={NURSE}")),
+            4103,
+            "{rn}"
+        );
+    }
+    // Set back to the nurses' policy: deleting the role takes the access away.
+    set_acpi(base, "/cse-in/ward", "CAdmin", "m2m:cnt", &[]);
+    assert_eq!(delete(base, "/cse-in/r1", "CAdmin").0, 2002);
+
+    // Bad input, with its reason.
+    for (body, attr) in [
+        (role("b1", "nurse", "CAdmin", "Cnurse", -60, 60), "rlid"),
+        (
+            role("b2", "nurse@Roles.Example.com", "CAdmin", "Cnurse", -60, 60),
+            "rlid",
+        ),
+        (role("b3", NURSE, "CAdmin", "not an id", -60, 60), "tkhd"),
+        (role("b4", NURSE, "CAdmin", "Cnurse", 60, -60), "tknb"),
+        (
+            json!({"m2m:rol": {"rlid": NURSE, "tkis": "CAdmin", "tkhd": "Cnurse", "tknb": stamp(0)}}),
+            "tkna",
+        ),
+    ] {
+        let (rsc, b) = create(base, "/cse-in", "CAdmin", 31, body);
+        assert_eq!(rsc, 4000, "{attr}: {b}");
+        assert!(
+            b["m2m:dbg"].as_str().unwrap_or("").contains(attr),
+            "{attr}: {b}"
+        );
+    }
+    // Only the role's link to its token may change.
+    let (rsc, b) = create(
+        base,
+        "/cse-in",
+        "CAdmin",
+        31,
+        role("r5", NURSE, "CAdmin", "Cnurse", -60, 3600),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = update(
+        base,
+        "/cse-in/r5",
+        "CAdmin",
+        json!({"m2m:rol": {"tkhd": "Cother"}}),
+    );
+    assert_eq!(rsc, 4000, "{b}");
+    let (rsc, b) = update(
+        base,
+        "/cse-in/r5",
+        "CAdmin",
+        json!({"m2m:rol": {"rltl": "/id-in/cse-in/tk1"}}),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    // Only under the CSEBase.
+    let (rsc, _) = create(
+        base,
+        "/cse-in/ward",
+        "CAdmin",
+        31,
+        role("r6", NURSE, "CAdmin", "Cnurse", -60, 60),
+    );
+    assert_eq!(rsc, 4108);
+}
+
+/// A token held in a `<token>` and named by Token-ID: its permissions and its roles count like
+/// the token itself would, for its holder, until it is revoked.
+#[test]
+fn a_stored_token_named_by_its_id_grants_its_roles() {
+    let pki = Pki::temp();
+    pki.issue(&["--kind", "das", "--id", DAS_NAME], "das");
+    let dir = pki.dir();
+    let out = m2m_command(&[
+        "e2e",
+        "keygen",
+        "--kty",
+        "ec",
+        "--kid",
+        "das-tokens",
+        "--out",
+        dir.join("das-tokens.jwk").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(
+        dir.join("das-tokens.pub.jwk"),
+        String::from_utf8(out.stdout).unwrap().trim(),
+    )
+    .unwrap();
+    let das = dir.join("das.toml");
+    write_private(
+        &das,
+        &format!(
+            "listen = \"127.0.0.1:0\"\ncertificate = \"das.pem\"\nprivate_key = \"das.key\"\n\
+             trusted_ca = \"ca/ca.pem\"\nsp_fqdn = \"m2m.example.com\"\n\
+             issuer = \"{DAS_NAME}\"\ntoken_key = \"das-tokens.jwk\"\n"
+        ),
+    );
+    let revoked = dir.join("revoked-tokens.txt");
+    std::fs::write(&revoked, "").unwrap();
+    let cse = CseProcess::start_temp(&format!(
+        "[dynamic_authorization]\nrevoked_tokens = {:?}\n\n[[dynamic_authorization.token_issuers]]\nid = \"{DAS_NAME}\"\npublic_key = {:?}\n",
+        revoked.display().to_string(),
+        dir.join("das-tokens.pub.jwk").display().to_string()
+    ));
+    ward(&cse);
+    let base = cse.url();
+    let la = "/cse-in/ward/la";
+    let issue = |holder: &str, extra: &[&str]| -> (String, String) {
+        let mut args = vec![
+            "das",
+            "token",
+            "--config",
+            das.to_str().unwrap(),
+            "--holder",
+            holder,
+            "--audience",
+            "/id-in",
+        ];
+        args.extend_from_slice(extra);
+        let out = m2m_command(&args);
+        assert!(out.status.success(), "{out:?}");
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let id = String::from_utf8(out.stderr)
+            .unwrap()
+            .trim()
+            .trim_start_matches("token ID: ")
+            .to_owned();
+        (token, id)
+    };
+    let (token, tkid) = issue("/id-in/Cnurse", &["--role", NURSE]);
+    let (rsc, b) = create(
+        base,
+        "/cse-in",
+        "CAdmin",
+        32,
+        json!({"m2m:tk": {"rn": "tk1", "tkid": tkid, "tkob": token}}),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    // The claims, read from the verified token.
+    let tk = &b["m2m:tk"];
+    assert_eq!(tk["tkhd"], json!("/id-in/Cnurse"), "{b}");
+    assert_eq!(tk["tkis"], json!(DAS_NAME), "{b}");
+    assert_eq!(tk["tkau"], json!(["/id-in"]), "{b}");
+    assert_eq!(tk["tkps"]["pm"][0]["rids"], json!([NURSE]), "{b}");
+
+    assert_eq!(get_as(&cse, la, "Cnurse", ""), 4103);
+    assert_eq!(get_as(&cse, la, "Cnurse", &format!("tids={tkid}")), 2000);
+    assert!(
+        cse.logged("access granted by a token's roles"),
+        "{}",
+        cse.stderr()
+    );
+    // Its holder only; an unknown Token-ID refuses the request.
+    assert_eq!(get_as(&cse, la, "Cother", &format!("tids={tkid}")), 4103);
+    assert_eq!(
+        get_as(&cse, la, "Cnurse", "tids=nothing@das.m2m.example.com"),
+        4103
+    );
+    // A token naming another role grants nothing here.
+    let (other, other_id) = issue("/id-in/Cnurse", &["--role", DOCTOR]);
+    let (rsc, _) = create(
+        base,
+        "/cse-in",
+        "CAdmin",
+        32,
+        json!({"m2m:tk": {"tkid": other_id, "tkob": other}}),
+    );
+    assert_eq!(rsc, 2001);
+    assert_eq!(
+        get_as(&cse, la, "Cnurse", &format!("tids={other_id}")),
+        4103
+    );
+
+    // What the CSE does not keep: a tampered token, another token's ID, claims that differ.
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let (foreign, foreign_id) = issue("/id-in/Cother", &["--role", NURSE]);
+    for (body, attr) in [
+        (json!({"tkid": tkid, "tkob": tampered}), "tkob"),
+        (
+            json!({"tkid": "x@das.m2m.example.com", "tkob": token}),
+            "tkid",
+        ),
+        (json!({"tkid": "not-an-id", "tkob": token}), "tkid"),
+        (
+            json!({"tkid": foreign_id, "tkob": foreign, "tkhd": "/id-in/Cnurse"}),
+            "tkhd",
+        ),
+        (json!({"tkid": tkid, "tkob": "a.b.c"}), "tkob"),
+    ] {
+        let (rsc, b) = create(base, "/cse-in", "CAdmin", 32, json!({ "m2m:tk": body }));
+        assert_eq!(rsc, 4000, "{attr}: {b}");
+        assert!(
+            b["m2m:dbg"].as_str().unwrap_or("").contains(attr),
+            "{attr}: {b}"
+        );
+    }
+    // Revoked: the stored token opens nothing any more.
+    let out = m2m_command(&[
+        "das",
+        "revoke-token",
+        "--list",
+        revoked.to_str().unwrap(),
+        &tkid,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let refused = poll(WAIT, || {
+        (get_as(&cse, la, "Cnurse", &format!("tids={tkid}")) == 4103).then_some(())
+    });
+    assert!(refused.is_some(), "the revoked token still opens the ward");
+    // No token in the audit trail.
+    assert!(!cse.stderr().contains(&token));
+}
+
+/// Without a token issuer the CSE keeps no token.
+#[test]
+fn no_token_is_kept_without_an_issuer() {
+    let cse = CseProcess::start_in();
+    let (rsc, b) = create(
+        cse.url(),
+        "/cse-in",
+        "CAdmin",
+        32,
+        json!({"m2m:tk": {"tkid": "t1@das.m2m.example.com", "tkob": "a.b.c"}}),
+    );
+    assert_eq!(rsc, 4000, "{b}");
+}
