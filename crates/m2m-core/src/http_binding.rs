@@ -35,7 +35,21 @@ pub const JSON: &str = "application/json";
 /// authorization through the Originator), the authorization signature and relationship
 /// indicators, the semantic query indicator. A request with one is refused (TS-0004 clause
 /// 7.3.2.1: NOT_IMPLEMENTED), not carried out as if it had none.
-pub const UNSUPPORTED_QUERY_FIELDS: &[&str] = &["da", "ltids", "tqi", "asi", "auri", "sqi"];
+pub const UNSUPPORTED_QUERY_FIELDS: &[&str] = &["da", "tqi", "asi", "auri", "sqi"];
+
+/// X-M2M-ATI (TS-0009 clause 6.4.18): Assigned Token Identifiers, `lti:tkid` pairs joined by `+`.
+pub const X_M2M_ATI: &str = "x-m2m-ati";
+
+/// Whether `s` is an xs:NCName as a local token ID may be: a letter or `_`, then letters,
+/// digits, `.`, `-`, `_` (ASCII only here), at most 64 characters.
+pub fn is_local_token_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && s.len() <= 64
+}
 
 /// Role and token IDs a request may name at most.
 pub const MAX_ISSUED_IDS: usize = 8;
@@ -276,6 +290,21 @@ pub(crate) fn decode_query_field(
                 )));
             }
         }
+        "ltids" => {
+            for l in v.split([' ', '+']).filter(|s| !s.is_empty()) {
+                if !is_local_token_id(l) {
+                    return Err(M2mError::bad_request(
+                        "ltids: a local token ID is an NCName",
+                    ));
+                }
+                req.ltids.push(l.to_owned());
+            }
+            if req.ltids.len() > MAX_ISSUED_IDS {
+                return Err(M2mError::bad_request(format!(
+                    "ltids: at most {MAX_ISSUED_IDS} local token IDs"
+                )));
+            }
+        }
         "tids" => {
             for t in v.split([' ', '+']).filter(|s| !s.is_empty()) {
                 req.tids.push(crate::TokenId::parse(t)?);
@@ -342,6 +371,10 @@ pub fn encode_response(resp: &Response, ser: Serialization) -> http::Response<By
     }
     if let Some(ot) = &resp.ot {
         h.insert(HeaderName::from_static(X_M2M_OT), hv(ot));
+    }
+    if !resp.ati.is_empty() {
+        let pairs: Vec<String> = resp.ati.iter().map(|(l, t)| format!("{l}:{t}")).collect();
+        h.insert(HeaderName::from_static(X_M2M_ATI), hv(&pairs.join("+")));
     }
     if let Some(vsi) = &resp.vsi {
         h.insert(HeaderName::from_static(X_M2M_VSI), hv(vsi));
@@ -490,6 +523,9 @@ pub(crate) fn query_fields(req: &Request) -> Vec<(String, String)> {
         let ids: Vec<&str> = req.tids.iter().map(|t| t.as_str()).collect();
         q.push(("tids".into(), ids.join(" ")));
     }
+    if !req.ltids.is_empty() {
+        q.push(("ltids".into(), req.ltids.join(" ")));
+    }
     q.extend(req.fc.fields().map(|(k, v)| (k.to_owned(), query_text(&v))));
     q
 }
@@ -545,6 +581,13 @@ pub fn decode_response(
     // Originating Timestamp of the response (TS-0009 clause 6.4.12), which encode_response writes.
     resp.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
     resp.vsi = header(headers, X_M2M_VSI)?.map(str::to_owned);
+    if let Some(ati) = header(headers, X_M2M_ATI)? {
+        resp.ati = ati
+            .split('+')
+            .filter_map(|pair| pair.trim().split_once(':'))
+            .map(|(l, t)| (l.trim().to_owned(), t.trim().to_owned()))
+            .collect();
+    }
     resp.cts = header(headers, X_M2M_CTS)?.and_then(|v| v.parse().ok());
     resp.cto = header(headers, X_M2M_CTO)?.and_then(|v| v.parse().ok());
     resp.location = header(headers, CONTENT_LOCATION.as_str())?.map(str::to_owned);

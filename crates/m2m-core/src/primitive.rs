@@ -174,6 +174,9 @@ pub struct Request {
     pub rids: Vec<crate::RoleId>,
     /// Token IDs (`tids`): tokens held in `<token>` resources of the Hosting CSE.
     pub tids: Vec<crate::TokenId>,
+    /// Local Token IDs (`ltids`, xs:NCName): tokens the Hosting CSE assigned to the originator
+    /// earlier (Assigned Token Identifiers of a response).
+    pub ltids: Vec<String>,
 }
 
 /// The Tokens parameter: bearer credentials, so its `Debug` shows their number only.
@@ -231,6 +234,7 @@ impl Request {
             tkns: Tokens::default(),
             rids: Vec::new(),
             tids: Vec::new(),
+            ltids: Vec::new(),
         }
     }
 
@@ -270,6 +274,10 @@ pub struct Response {
     pub cto: Option<u64>,
     /// URI of a created resource (Content-Location in HTTP).
     pub location: Option<String>,
+    /// Assigned Token Identifiers (`ati`, m2m:dynAuthLocalTokenIdAssignments): the local token
+    /// IDs the Hosting CSE gave the tokens a Dynamic Authorization Server issued for this request,
+    /// as (localTokenID, tokenID).
+    pub ati: Vec<(String, String)>,
 }
 
 impl Response {
@@ -286,6 +294,7 @@ impl Response {
             cts: None,
             cto: None,
             location: None,
+            ati: Vec::new(),
         }
     }
 

@@ -607,11 +607,13 @@ impl Cse {
             Locality::Remote(cse) => return routing::forward(&self, req, cse, &peer).await,
         }
         let target = resolve::resolve(&self, &addr)?;
-        let grant = match access::authorize(&self, &req, &target, &peer) {
-            Ok(g) => g,
+        let (grant, assigned) = match access::authorize(&self, &req, &target, &peer) {
+            Ok(g) => (g, Vec::new()),
             // No policy grants: a Dynamic Authorization Server may (TS-0004 clause 7.3.3.15).
             Err(refusal) => {
-                crate::dynamic_authorization::consult(&self, &req, &target, &peer, refusal).await?
+                let d = crate::dynamic_authorization::consult(&self, &req, &target, &peer, refusal)
+                    .await?;
+                (d.grant, d.assigned)
             }
         };
         // Additions of a type to the authorization step (Recv-6.3), e.g. disableRetrieval.
@@ -640,6 +642,7 @@ impl Cse {
         if let access::Grant::Attributes(allowed) = &grant {
             show_only(&mut resp, allowed);
         }
+        resp.ati = assigned;
         if let Some((ri, op, discovery, originator)) = monitored {
             crate::notification::on_operation(&self, &ri, op, discovery, &originator);
         }

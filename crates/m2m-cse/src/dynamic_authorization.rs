@@ -51,6 +51,10 @@ const MAX_DEPTH: usize = 32;
 /// The servers this CSE may consult and what they decided.
 pub struct Consultations {
     servers: HashMap<String, m2m_client::Client>,
+    /// The identity each server issues its tokens as (its certificate's name; `iss`).
+    identities: HashMap<String, String>,
+    /// Tokens servers issued, by the local token ID this CSE assigned them (`ltids`).
+    local_tokens: Mutex<HashMap<String, LocalToken>>,
     issuers: Vec<token::Issuer>,
     revoked: Option<token::RevokedTokens>,
     timeout: Duration,
@@ -58,6 +62,31 @@ pub struct Consultations {
     refusal_ttl: Duration,
     cache: Mutex<HashMap<(String, String), Cached>>,
     in_flight: tokio::sync::Semaphore,
+}
+
+/// A token a server issued for an originator, kept under its local token ID.
+struct LocalToken {
+    token: String,
+    /// The holder, absolute.
+    holder: String,
+    /// notAfter, Unix seconds.
+    until: i64,
+}
+
+/// What a dynamic authorization decided: the grant, and the local token IDs assigned to the
+/// tokens a server issued for the request (the response's Assigned Token Identifiers).
+pub struct Dynamic {
+    pub grant: Grant,
+    pub assigned: Vec<(String, String)>,
+}
+
+impl From<Grant> for Dynamic {
+    fn from(grant: Grant) -> Self {
+        Dynamic {
+            grant,
+            assigned: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -85,9 +114,14 @@ impl Consultations {
             return Ok(None);
         };
         let mut servers = HashMap::new();
+        let mut identities = HashMap::new();
         for row in &section.servers {
             let client = match server_kind(&row.url)? {
                 Kind::Https(host) => {
+                    identities.insert(
+                        row.url.clone(),
+                        row.server_name.clone().unwrap_or_else(|| host.clone()),
+                    );
                     let context = certificate.ok_or_else(|| {
                         anyhow::anyhow!(
                             "dynamic_authorization: {} needs [tls] certificate, private_key and trusted_ca",
@@ -101,7 +135,12 @@ impl Consultations {
                         ),
                     })
                 }
-                Kind::Loopback => client.clone(),
+                Kind::Loopback => {
+                    if let Some(name) = &row.server_name {
+                        identities.insert(row.url.clone(), name.clone());
+                    }
+                    client.clone()
+                }
             };
             servers.insert(row.url.clone(), client);
         }
@@ -132,7 +171,9 @@ impl Consultations {
             ),
             None => None,
         };
-        Ok(Some(Self::new(section, servers, issuers, revoked)))
+        let mut c = Self::new(section, servers, issuers, revoked);
+        c.identities = identities;
+        Ok(Some(c))
     }
 
     fn new(
@@ -143,6 +184,8 @@ impl Consultations {
     ) -> Self {
         Consultations {
             servers,
+            identities: HashMap::new(),
+            local_tokens: Mutex::new(HashMap::new()),
             issuers,
             revoked,
             timeout: Duration::from_millis(section.timeout_ms.max(1)),
@@ -151,6 +194,41 @@ impl Consultations {
             cache: Mutex::new(HashMap::new()),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         }
+    }
+
+    fn local_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, LocalToken>> {
+        self.local_tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `token` for `holder` until `until` under a new local token ID; `None` when the
+    /// table is full of live tokens.
+    fn assign_local(&self, token: &str, holder: &str, until: i64, now: i64) -> Option<String> {
+        let mut local = self.local_tokens();
+        if local.len() >= MAX_CACHED {
+            local.retain(|_, t| t.until > now);
+            if local.len() >= MAX_CACHED {
+                return None;
+            }
+        }
+        let id = format!("lt{}", crate::dispatcher::random_suffix(16));
+        local.insert(
+            id.clone(),
+            LocalToken {
+                token: token.to_owned(),
+                holder: holder.to_owned(),
+                until,
+            },
+        );
+        Some(id)
+    }
+
+    /// The token kept under `id` for `holder`, if it is still valid.
+    fn local_token(&self, id: &str, holder: &str, now: i64) -> Option<String> {
+        let local = self.local_tokens();
+        local
+            .get(id)
+            .filter(|t| t.holder == holder && t.until > now)
+            .map(|t| t.token.clone())
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Cached>> {
@@ -218,7 +296,7 @@ pub async fn consult(
     target: &Target,
     peer: &Peer,
     refusal: M2mError,
-) -> M2mResult<Grant> {
+) -> M2mResult<Dynamic> {
     let Some(das) = &cse.dynamic_authorization else {
         return Err(refusal);
     };
@@ -238,8 +316,10 @@ pub async fn consult(
     }
     // Tokens first, and only they (TS-0001 clause 10.2.3.1: indirect before direct), whether
     // the request carries them or names them by Token-ID.
-    if !req.tkns.is_empty() || !req.tids.is_empty() {
-        return by_tokens(cse, das, req, peer, subject, child_type, originator).ok_or(refusal);
+    if !req.tkns.is_empty() || !req.tids.is_empty() || !req.ltids.is_empty() {
+        return by_tokens(cse, das, req, peer, subject, child_type, originator)
+            .map(Dynamic::from)
+            .ok_or(refusal);
     }
     let consultations = linked_consultations(cse, subject);
     if consultations.is_empty() {
@@ -256,7 +336,7 @@ pub async fn consult(
                     if let Some(grant) =
                         crate::access::permitted_by(cse, peer, req, subject, child_type, privileges)
                     {
-                        return Ok(grant);
+                        return Ok(grant.into());
                     }
                 }
             }
@@ -319,13 +399,17 @@ pub async fn consult(
             },
         )) => granted(cse, das, &key, privileges, lifetime.as_deref())
             .and_then(|p| crate::access::permitted_by(cse, peer, req, subject, child_type, &p))
-            .map(|g| (url, g)),
+            .map(|g| (url, Dynamic::from(g))),
+        Some((url, DasAnswer::Tokens(tokens))) => {
+            let call = (req, peer, subject, child_type);
+            by_server_tokens(cse, das, &url, &tokens, call, originator).map(|d| (url, d))
+        }
         _ => None,
     };
     match decided {
-        Some((url, grant)) => {
+        Some((url, dynamic)) => {
             tracing::info!(target: "audit", server = %url, originator = %key.0, operation = %op, target = %ask.target, "dynamic authorization granted");
-            Ok(grant)
+            Ok(dynamic)
         }
         None => {
             let until = Instant::now() + das.refusal_ttl;
@@ -354,8 +438,9 @@ fn by_tokens(
     const MAX_TOKENS: usize = 8;
     let who = originator.as_seen_from(&cse.id.home);
     let address = format!("{}/{}", cse.id.cse_id, subject.srn);
-    if req.tkns.len() + req.tids.len() > MAX_TOKENS {
-        tracing::info!(target: "audit", originator = %who, tokens = req.tkns.len() + req.tids.len(), "token refused: too many tokens");
+    let named = req.tkns.len() + req.tids.len() + req.ltids.len();
+    if named > MAX_TOKENS {
+        tracing::info!(target: "audit", originator = %who, tokens = named, "token refused: too many tokens");
         return None;
     }
     let mut tokens: Vec<String> = req.tkns.to_vec();
@@ -369,6 +454,15 @@ fn by_tokens(
         }
     }
     let now = cse.now().timestamp();
+    for lti in &req.ltids {
+        match das.local_token(lti, &originator.absolute(), now) {
+            Some(t) => tokens.push(t),
+            None => {
+                tracing::info!(target: "audit", originator = %who, local_token_id = %lti, "token refused: no valid token of that local token ID for the originator");
+                return None;
+            }
+        }
+    }
     let mut claims = Vec::new();
     for t in &tokens {
         match check_token(cse, das, t, originator, now) {
@@ -379,8 +473,31 @@ fn by_tokens(
             }
         }
     }
+    let grant = grant_by_claims(cse, peer, req, subject, child_type, &claims);
+    if grant.is_none() {
+        tracing::info!(target: "audit", originator = %who, target = %address, "token refused: no permission covers the request");
+    }
+    grant
+}
+
+/// The grant of verified tokens' permissions on `subject`: privileges of a permission naming
+/// it, else the roles they assign (TS-0003 clause 7.3.2.5, token permissions evaluation).
+fn grant_by_claims(
+    cse: &Cse,
+    peer: &Peer,
+    req: &Request,
+    subject: &Resource,
+    child_type: Option<u16>,
+    claims: &[token::TokenClaims],
+) -> Option<Grant> {
+    let who = peer
+        .originator
+        .as_ref()
+        .map(|o| o.as_seen_from(&cse.id.home))
+        .unwrap_or_default();
+    let address = format!("{}/{}", cse.id.cse_id, subject.srn);
     let mut roles: Vec<String> = Vec::new();
-    for c in &claims {
+    for c in claims {
         let permissions = c.permissions.iter().flat_map(|p| &p.permissions);
         for p in permissions {
             let covers = p.resources.iter().any(|r| {
@@ -415,8 +532,48 @@ fn by_tokens(
             return Some(grant);
         }
     }
-    tracing::info!(target: "audit", originator = %who, target = %address, "token refused: no permission covers the request");
     None
+}
+
+/// The tokens a server answered with (TS-0003 clause 7.3.2.2 step 4.1): each verified like a
+/// token in a request and issued by that server itself (its `iss` is the server's identity), or
+/// nothing is granted; a grant assigns each a local token ID the originator may name later.
+fn by_server_tokens(
+    cse: &Cse,
+    das: &Consultations,
+    url: &str,
+    tokens: &[String],
+    (req, peer, subject, child_type): (&Request, &Peer, &Resource, Option<u16>),
+    originator: &m2m_core::EntityId,
+) -> Option<Dynamic> {
+    let who = originator.as_seen_from(&cse.id.home);
+    let now = cse.now().timestamp();
+    let identity = das.identities.get(url);
+    let mut claims = Vec::new();
+    for t in tokens {
+        match check_token(cse, das, t, originator, now) {
+            Ok(c) if identity == Some(&c.issuer) => claims.push(c),
+            Ok(c) => {
+                tracing::warn!(target: "audit", server = %url, token_id = %c.token_id, issuer = %c.issuer, "token refused: not issued by the server that answered");
+                return None;
+            }
+            Err(why) => {
+                tracing::warn!(target: "audit", server = %url, originator = %who, reason = %why, "token refused");
+                return None;
+            }
+        }
+    }
+    let grant = grant_by_claims(cse, peer, req, subject, child_type, &claims)?;
+    let holder = originator.absolute();
+    let assigned = tokens
+        .iter()
+        .zip(&claims)
+        .filter_map(|(t, c)| {
+            let lti = das.assign_local(t, &holder, c.not_after, now)?;
+            Some((lti, c.token_id.clone()))
+        })
+        .collect();
+    Some(Dynamic { grant, assigned })
 }
 
 /// The token of the `<token>` under the CSEBase whose tokenID is `id` (TS-0003 clause 7.4.3

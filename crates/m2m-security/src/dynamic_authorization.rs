@@ -88,9 +88,16 @@ pub enum DasAnswer {
         privileges: Value,
         lifetime: Option<String>,
     },
-    /// A response without dynamicACPInfo.
+    /// Tokens (m2m:dynAuthJWT) issued for the originator, which the Hosting CSE verifies and
+    /// decides with (TS-0003 clause 7.3.2.2 steps 3.1 and 4.1).
+    /// (`Debug` shows how many, never them.)
+    Tokens(m2m_core::Tokens),
+    /// A response without dynamicACPInfo or tokens.
     Refused,
 }
+
+/// Tokens an answer may carry at most.
+pub const MAX_ANSWER_TOKENS: usize = 4;
 
 impl DasAnswer {
     /// The NOTIFY response content: `{"m2m:seci": {"sit": 2, "dres": {...}}}`.
@@ -106,6 +113,7 @@ impl DasAnswer {
                 }
                 json!({ "dai": dai })
             }
+            DasAnswer::Tokens(tokens) => json!({ "tkns": tokens.0 }),
             DasAnswer::Refused => json!({}),
         };
         json!({ "m2m:seci": { "sit": SIT_RESPONSE, "dres": dres } })
@@ -123,6 +131,22 @@ impl DasAnswer {
             .ok_or("the response is not a m2m:securityInfo")?;
         if seci.get("sit").and_then(Value::as_u64) != Some(SIT_RESPONSE) {
             return Err("securityInfoType is not 2 (Dynamic Authorization Response)".into());
+        }
+        if let Some(tkns) = seci.get("dres").and_then(|d| d.get("tkns")) {
+            let tokens: Vec<String> = tkns
+                .as_array()
+                .ok_or("tokens is not a list")?
+                .iter()
+                .map(|t| {
+                    t.as_str()
+                        .map(str::to_owned)
+                        .ok_or("a token is not a string")
+                })
+                .collect::<Result<_, _>>()?;
+            if tokens.is_empty() || tokens.len() > MAX_ANSWER_TOKENS {
+                return Err(format!("1 to {MAX_ANSWER_TOKENS} tokens"));
+            }
+            return Ok(DasAnswer::Tokens(m2m_core::Tokens(tokens)));
         }
         let Some(dai) = seci.get("dres").and_then(|d| d.get("dai")) else {
             return Ok(DasAnswer::Refused);
@@ -157,6 +181,10 @@ pub struct Rule {
     pub operations: Vec<String>,
     /// How long the grant holds, in seconds.
     pub lifetime_seconds: u64,
+    /// Answer with a token for the originator (the rule's targets and operations, signed with
+    /// the DAS's token key, the Hosting CSE its audience) instead of privileges.
+    #[serde(default)]
+    pub token: bool,
 }
 
 impl Rule {
@@ -266,6 +294,22 @@ mod tests {
             targets: t.iter().map(|s| s.to_string()).collect(),
             operations: ops.iter().map(|s| s.to_string()).collect(),
             lifetime_seconds: secs,
+            token: false,
+        }
+    }
+
+    #[test]
+    fn an_answer_with_tokens_round_trips_and_is_bounded() {
+        let a = DasAnswer::Tokens(m2m_core::Tokens(vec!["h.p.s".into()]));
+        assert!(!format!("{a:?}").contains("h.p.s"), "Debug shows no token");
+        assert_eq!(DasAnswer::from_content(Some(&a.to_content())), Ok(a));
+        for bad in [
+            json!({"m2m:seci": {"sit": 2, "dres": {"tkns": []}}}),
+            json!({"m2m:seci": {"sit": 2, "dres": {"tkns": ["a", "b", "c", "d", "e"]}}}),
+            json!({"m2m:seci": {"sit": 2, "dres": {"tkns": [1]}}}),
+            json!({"m2m:seci": {"sit": 2, "dres": {"tkns": "h.p.s"}}}),
+        ] {
+            assert!(DasAnswer::from_content(Some(&bad)).is_err(), "{bad}");
         }
     }
 

@@ -31,7 +31,7 @@ use hyper::service::service_fn;
 use m2m_core::http_binding;
 use m2m_core::{M2mError, Operation, Response, ResponseStatusCode};
 use m2m_security::certificates::{identity_of, CertIdentity, CseNaming};
-use m2m_security::dynamic_authorization::{decide, DasRequest, Rule};
+use m2m_security::dynamic_authorization::{decide, DasAnswer, DasRequest, Rule};
 use m2m_security::tls::{Authenticated, ServerTlsConfig};
 use m2m_transport::{Binder, Connection, Listener, Security, Server};
 use serde::Deserialize;
@@ -284,7 +284,13 @@ pub async fn run(args: DasArgs) -> anyhow::Result<()> {
         home,
         allowed,
     });
-    let rules = Arc::new(cfg.rules);
+    // Rules that answer with a token need the issuer and its key, loaded once.
+    let signer = if cfg.rules.iter().any(|r| r.token) {
+        Some(TokenSigner::load(&cfg).context("a rule answers with a token")?)
+    } else {
+        None
+    };
+    let policy = Arc::new((cfg.rules, signer));
     let server = Server::spawn(
         Listener {
             name: "das",
@@ -293,7 +299,7 @@ pub async fn run(args: DasArgs) -> anyhow::Result<()> {
             limits: m2m_transport::Limits::default(),
         },
         binder,
-        move |conn: Connection<HostingCse>| serve(Arc::clone(&rules), conn),
+        move |conn: Connection<HostingCse>| serve(Arc::clone(&policy), conn),
     )
     .map_err(|e| anyhow::anyhow!("DAS listener: {e}"))?;
     tracing::info!(addr = %server.local_addr, "DAS started");
@@ -304,23 +310,91 @@ pub async fn run(args: DasArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `m2m das token`: a token for `holder` over `resources`, signed ES256 with the token key.
+/// The DAS's token issuer: its identity (`iss`) and its token-signing key.
+pub struct TokenSigner {
+    issuer: String,
+    key: m2m_security::e2e::jose::EcKeyPair,
+}
+
+impl TokenSigner {
+    /// The configuration's `issuer` and `token_key` (mode 0600).
+    fn load(cfg: &DasConfig) -> anyhow::Result<TokenSigner> {
+        let issuer = cfg
+            .issuer
+            .clone()
+            .context("the DAS configuration names no issuer")?;
+        let key_path = cfg
+            .token_key
+            .clone()
+            .context("the DAS configuration names no token_key")?;
+        m2m_security::secure_environment::check_private_file(&key_path)
+            .map_err(anyhow::Error::msg)?;
+        let jwk = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&key_path)
+                .with_context(|| format!("cannot read {}", key_path.display()))?,
+        );
+        let key = m2m_security::e2e::jose::EcKeyPair::from_jwk(&jwk)
+            .map_err(|e| anyhow::anyhow!("{}: {}", key_path.display(), e.reason))?;
+        Ok(TokenSigner { issuer, key })
+    }
+
+    /// A token for `holder`: `acop` on `resources` (none: no privileges) and `roles`, valid for
+    /// `lifetime` seconds from now, for the `audience` CSEs; the token and its ID.
+    fn sign(
+        &self,
+        holder: &str,
+        (resources, acop): (Vec<String>, u32),
+        roles: Vec<String>,
+        lifetime: u64,
+        audience: Vec<String>,
+        name: Option<String>,
+    ) -> anyhow::Result<(String, String)> {
+        use m2m_security::token::{Permission, Permissions, TokenClaims};
+        let mut permissions = Vec::new();
+        if !resources.is_empty() {
+            permissions.push(Permission {
+                resources,
+                privileges: Some(serde_json::json!({
+                    "acr": [{ "acor": [holder], "acop": acop }]
+                })),
+                roles: Vec::new(),
+            });
+        }
+        if !roles.is_empty() {
+            permissions.push(Permission {
+                resources: Vec::new(),
+                privileges: None,
+                roles,
+            });
+        }
+        let now = chrono::Utc::now().timestamp();
+        let token_id = format!(
+            "{}@{}",
+            hex::encode(rand::random::<[u8; 12]>()),
+            self.issuer
+        );
+        let claims = TokenClaims {
+            version: m2m_security::token::VERSION.into(),
+            token_id: token_id.clone(),
+            holder: holder.to_owned(),
+            issuer: self.issuer.clone(),
+            not_before: now,
+            not_after: now.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+            name,
+            audience,
+            permissions: Some(Permissions { permissions }),
+            extension: None,
+        };
+        let token = m2m_security::token::issue(&claims, &self.key).map_err(anyhow::Error::msg)?;
+        Ok((token, token_id))
+    }
+}
+
+/// `m2m das token`: a token for `holder` over `resources` and roles, signed ES256 with the
+/// token key.
 fn issue_token(a: TokenArgs) -> anyhow::Result<()> {
-    use m2m_security::token::{Permission, Permissions, TokenClaims};
     let cfg = DasConfig::load(&a.config)?;
-    let issuer = cfg
-        .issuer
-        .context("the DAS configuration names no issuer")?;
-    let key_path = cfg
-        .token_key
-        .context("the DAS configuration names no token_key")?;
-    m2m_security::secure_environment::check_private_file(&key_path).map_err(anyhow::Error::msg)?;
-    let jwk = zeroize::Zeroizing::new(
-        std::fs::read_to_string(&key_path)
-            .with_context(|| format!("cannot read {}", key_path.display()))?,
-    );
-    let key = m2m_security::e2e::jose::EcKeyPair::from_jwk(&jwk)
-        .map_err(|e| anyhow::anyhow!("{}: {}", key_path.display(), e.reason))?;
+    let signer = TokenSigner::load(&cfg)?;
     if a.resources.is_empty() != a.operations.is_empty() {
         anyhow::bail!("--resource and --operation go together");
     }
@@ -330,45 +404,23 @@ fn issue_token(a: TokenArgs) -> anyhow::Result<()> {
     for r in &a.roles {
         m2m_core::RoleId::parse(r).map_err(|e| anyhow::anyhow!("--role {r}: {}", e.dbg))?;
     }
-    let mut permissions = Vec::new();
-    if !a.resources.is_empty() {
-        let rule = Rule {
-            originators: vec![a.holder.clone()],
-            targets: a.resources.clone(),
-            operations: a.operations.clone(),
-            lifetime_seconds: a.lifetime,
-        };
-        let acop = rule.operation_bits().map_err(anyhow::Error::msg)?;
-        permissions.push(Permission {
-            resources: a.resources,
-            privileges: Some(serde_json::json!({
-                "acr": [{ "acor": [a.holder.clone()], "acop": acop }]
-            })),
-            roles: Vec::new(),
-        });
+    let acop = Rule {
+        originators: vec![a.holder.clone()],
+        targets: a.resources.clone(),
+        operations: a.operations.clone(),
+        lifetime_seconds: a.lifetime,
+        token: true,
     }
-    if !a.roles.is_empty() {
-        permissions.push(Permission {
-            resources: Vec::new(),
-            privileges: None,
-            roles: a.roles,
-        });
-    }
-    let now = chrono::Utc::now().timestamp();
-    let token_id = format!("{}@{}", hex::encode(rand::random::<[u8; 12]>()), issuer);
-    let claims = TokenClaims {
-        version: m2m_security::token::VERSION.into(),
-        token_id: token_id.clone(),
-        holder: a.holder.clone(),
-        issuer,
-        not_before: now,
-        not_after: now.saturating_add(i64::try_from(a.lifetime).unwrap_or(i64::MAX)),
-        name: a.name,
-        audience: a.audience,
-        permissions: Some(Permissions { permissions }),
-        extension: None,
-    };
-    let token = m2m_security::token::issue(&claims, &key).map_err(anyhow::Error::msg)?;
+    .operation_bits()
+    .map_err(anyhow::Error::msg)?;
+    let (token, token_id) = signer.sign(
+        &a.holder,
+        (a.resources, acop),
+        a.roles,
+        a.lifetime,
+        a.audience,
+        a.name,
+    )?;
     eprintln!("token ID: {token_id}");
     println!("{token}");
     Ok(())
@@ -421,20 +473,23 @@ fn revoke_tokens(a: RevokeTokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(rules: Arc<Vec<Rule>>, conn: Connection<HostingCse>) {
+/// The rules, and the signer of the tokens some of them answer with.
+type Policy = (Vec<Rule>, Option<TokenSigner>);
+
+async fn serve(policy: Arc<Policy>, conn: Connection<HostingCse>) {
     let Some(cse) = conn.association.clone() else {
         return;
     };
     let peer = conn.peer;
     let svc = service_fn(move |req| {
-        let (rules, cse) = (Arc::clone(&rules), Arc::clone(&cse));
-        async move { Ok::<_, Infallible>(handle(&rules, &cse, peer, req).await) }
+        let (policy, cse) = (Arc::clone(&policy), Arc::clone(&cse));
+        async move { Ok::<_, Infallible>(handle(&policy, &cse, peer, req).await) }
     });
     m2m_transport::http::serve(conn, svc).await
 }
 
 async fn handle(
-    rules: &[Rule],
+    (rules, signer): &Policy,
     cse: &HostingCse,
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
@@ -447,8 +502,12 @@ async fn handle(
             Err(e) => Response::error(&e, rqi),
             Ok(ask) => {
                 let now = chrono::Utc::now().timestamp();
-                let (answer, rule) = decide(rules, &ask, now);
+                let (mut answer, rule) = decide(rules, &ask, now);
                 match rule {
+                    Some(i) if rules[i].token => {
+                        answer = token_answer(&rules[i], signer.as_ref(), &ask, cse);
+                        tracing::info!(target: "audit", peer = %peer, hosting_cse = %cse.id(), originator = %ask.originator, operation = ask.operation, target = %ask.target, rule = i, granted = matches!(answer, DasAnswer::Tokens(_)), "dynamic authorization answered with a token")
+                    }
                     Some(i) => {
                         tracing::info!(target: "audit", peer = %peer, hosting_cse = %cse.id(), originator = %ask.originator, operation = ask.operation, target = %ask.target, rule = i, "dynamic authorization granted")
                     }
@@ -464,6 +523,40 @@ async fn handle(
         http_binding::encode_response(&rsp, m2m_core::serialization::Serialization::Json)
             .into_parts();
     hyper::Response::from_parts(parts, Full::new(body))
+}
+
+/// A token for the originator the consultation names, the rule's targets and operations, the
+/// asking CSE its only audience (TS-0003 clause 7.3.2.2 step 3.1); a refusal when it cannot be
+/// signed.
+fn token_answer(
+    rule: &Rule,
+    signer: Option<&TokenSigner>,
+    ask: &DasRequest,
+    cse: &HostingCse,
+) -> DasAnswer {
+    let Some(signer) = signer else {
+        return DasAnswer::Refused;
+    };
+    let Ok(acop) = rule.operation_bits() else {
+        return DasAnswer::Refused;
+    };
+    match signer.sign(
+        &ask.originator,
+        (rule.targets.clone(), acop),
+        Vec::new(),
+        rule.lifetime_seconds,
+        vec![cse.id()],
+        None,
+    ) {
+        Ok((token, token_id)) => {
+            tracing::info!(target: "audit", token_id = %token_id, holder = %ask.originator, "token issued");
+            DasAnswer::Tokens(m2m_core::Tokens(vec![token]))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "token not signed; refused");
+            DasAnswer::Refused
+        }
+    }
 }
 
 /// The dynamic authorization request a NOTIFY carries, from the CSE the association names.

@@ -571,3 +571,123 @@ fn a_token_grants_access_until_it_expires_or_is_revoked() {
         assert!(!log.contains(signature), "a token reached the log");
     }
 }
+
+/// A DAS that answers with a token (TS-0003 clause 7.3.2.2 steps 3 to 5): the Hosting CSE checks
+/// it (its signature, that the answering server issued it, holder, audience), grants with it,
+/// and answers the originator with a local token ID for it (X-M2M-ATI); the originator then names
+/// that ID (`ltids`) and is granted without a consultation, until the token is revoked. Nobody
+/// else can use the local token ID.
+#[test]
+fn a_das_answers_with_a_token_the_originator_then_names() {
+    let pki = Pki::temp();
+    pki.issue(&["--kind", "das", "--id", DAS_NAME], "das");
+    let dir = pki.dir();
+    let out = m2m_command(&[
+        "e2e",
+        "keygen",
+        "--kty",
+        "ec",
+        "--kid",
+        "das-tokens",
+        "--out",
+        dir.join("das-tokens.jwk").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(
+        dir.join("das-tokens.pub.jwk"),
+        String::from_utf8(out.stdout).unwrap().trim(),
+    )
+    .unwrap();
+    let das = ServiceProcess::start(
+        "das",
+        dir,
+        &format!(
+            r#"listen = "127.0.0.1:0"
+certificate = "das.pem"
+private_key = "das.key"
+trusted_ca = "ca/ca.pem"
+sp_fqdn = "m2m.example.com"
+hosting_cses = ["/id-in"]
+issuer = "{DAS_NAME}"
+token_key = "das-tokens.jwk"
+
+[[rules]]
+originators = ["/id-in/Cguest"]
+targets = ["/id-in/cse-in/owner/door/**"]
+operations = ["retrieve"]
+lifetime_seconds = 600
+token = true
+"#
+        ),
+    );
+    let revoked = dir.join("revoked-tokens.txt");
+    std::fs::write(&revoked, "").unwrap();
+    let cse = CseProcess::start_temp(&format!(
+        "{}\n[dynamic_authorization]\nrefusal_cache_seconds = 0\nrevoked_tokens = {:?}\n\n\
+         [[dynamic_authorization.servers]]\nurl = \"{}\"\nserver_name = \"{DAS_NAME}\"\n\n\
+         [[dynamic_authorization.token_issuers]]\nid = \"{DAS_NAME}\"\npublic_key = {:?}\n",
+        in_tls_config(&pki),
+        revoked.display().to_string(),
+        das.url(),
+        dir.join("das-tokens.pub.jwk").display().to_string()
+    ));
+    let s = Setup { pki, das, cse };
+    door(&s);
+    let base = s.cse.url();
+    for ae in ["Cguest", "Cstranger"] {
+        register_ae(base, "/cse-in", ae, &ae[1..], &[]);
+    }
+    let la = "/cse-in/owner/door/la";
+    let first = get_with_query_full(base, la, "Cguest", "");
+    assert_eq!(first.rsc, 2000, "{:?}", first.body);
+    let ati = first
+        .header("x-m2m-ati")
+        .expect("Assigned Token Identifiers");
+    let (lti, tkid) = ati.split_once(':').expect("lti:tkid");
+    assert!(tkid.ends_with(&format!("@{DAS_NAME}")), "{ati}");
+    assert!(
+        s.das.stderr().contains("token issued"),
+        "{}",
+        s.das.stderr()
+    );
+    // Named again: granted by the kept token, no consultation.
+    let consultations = das_decisions(&s, "answered with a token");
+    let again = get_with_query_full(base, la, "Cguest", &format!("ltids={lti}"));
+    assert_eq!(again.rsc, 2000, "{:?}", again.body);
+    assert_eq!(das_decisions(&s, "answered with a token"), consultations);
+    // Not for another originator, nor an ID never assigned, nor what the token does not cover.
+    assert_eq!(
+        get_with_query_full(base, la, "Cstranger", &format!("ltids={lti}")).rsc,
+        4103
+    );
+    assert_eq!(
+        get_with_query_full(base, la, "Cguest", "ltids=lt0000000000000000").rsc,
+        4103
+    );
+    let (rsc, _) = create(
+        base,
+        "/cse-in/owner/door",
+        "Cguest",
+        4,
+        json!({"m2m:cin": {"con": "open"}}),
+    );
+    assert_eq!(rsc, 4103, "the token grants RETRIEVE only");
+    // A malformed local token ID is bad input.
+    assert_eq!(
+        get_with_query_full(base, la, "Cguest", "ltids=9bad").rsc,
+        4000
+    );
+    // Revoked: the local token ID opens nothing any more.
+    let out = m2m_command(&[
+        "das",
+        "revoke-token",
+        "--list",
+        revoked.to_str().unwrap(),
+        tkid,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let refused = poll(WAIT, || {
+        (get_with_query_full(base, la, "Cguest", &format!("ltids={lti}")).rsc == 4103).then_some(())
+    });
+    assert!(refused.is_some(), "the revoked token still opens the door");
+}

@@ -181,7 +181,6 @@ fn unsupported_parameters_are_refused_not_ignored() {
     let base = cse.url();
     for query in [
         "?da=true",
-        "?ltids=l1",
         "?tqi=true",
         "?sqi=true",
         "?asi=true",
@@ -195,6 +194,8 @@ fn unsupported_parameters_are_refused_not_ignored() {
     let nine = ["r@roles.example.com"; 9].join("+");
     for query in [
         "?tids=tok1".to_owned(),
+        "?ltids=9lt".to_owned(),
+        format!("?ltids={}", ["l"; 9].join("+")),
         "?rids=role1".to_owned(),
         "?rids=role1@Roles.Example.com".to_owned(),
         "?rids=r%2Fx@roles.example.com".to_owned(),
