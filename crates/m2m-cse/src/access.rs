@@ -161,6 +161,7 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
     if facts.is_admin(cse) {
         return Ok(Grant::Whole);
     }
+    refuse_administered_delete(cse, req, target, &facts)?;
     let (subject, child_type) = match (req.op, target) {
         // Registration is decided by the registration rules, not by access control (TS-0004 7.3.2.7).
         (Operation::Create, Target::Resource(_))
@@ -270,6 +271,38 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         }
     }
     Ok(grant)
+}
+
+/// A DELETE of a security configuration object (TS-0003 clause 8.3.9.9: trust anchors, an
+/// authenticationProfile...), or of the `<node>` holding one, is the administrator's: whoever
+/// could would take away the device's trust or its way to authenticate (4103).
+fn refuse_administered_delete(
+    cse: &Cse,
+    req: &Request,
+    target: &Target,
+    facts: &Facts<'_>,
+) -> M2mResult<()> {
+    let (Operation::Delete, Target::Resource(r)) = (req.op, target) else {
+        return Ok(());
+    };
+    let administered = |m: &Resource| {
+        m.u64_attr("mgd")
+            .is_some_and(|mgd| m2m_core::mgmt_obj::ADMINISTERED.contains(&mgd))
+    };
+    let holds = match r.ty {
+        ResourceType::MgmtObj => administered(r),
+        ResourceType::Node => cse
+            .store
+            .read(|rd| rd.children(r.ri(), Some(ResourceType::MgmtObj)))?
+            .iter()
+            .any(administered),
+        _ => false,
+    };
+    if holds {
+        tracing::info!(target: "audit", originator = %facts.who(), target = r.ri(), "access denied: only the administrator deletes security configuration");
+        return Err(refused());
+    }
+    Ok(())
 }
 
 /// The resource whose policies decide `req` on `target` (a CREATE's parent, the container of
@@ -526,9 +559,11 @@ fn evaluate(
                 && child_type == Some(ResourceType::NotificationTargetPolicy.code());
             // An Authorization Authority of `[security] role_issuers` keeps its roles and tokens
             // here (TS-0003 clause 7.4.2: this CSE its Role and Token Repository).
+            // Issuing roles is a privilege over privileges: a credential must prove the issuer
+            // (a claim, or a CSE vouching for an entity it relays, does not).
             let authority = op == AccessOperation::Create
                 && matches!(child_type, Some(31 | 32))
-                && facts.proof.identifies()
+                && facts.proof.is_authenticated()
                 && crate::roles::is_issuer(cse, originator);
             let permit = authority
                 || ((op == AccessOperation::Retrieve || own_policy)

@@ -435,10 +435,19 @@ pub struct SecuritySection {
     /// remote Kpsa rotation through the credentials mgmtObj; absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation_key: Option<PathBuf>,
-    /// The Authorization Authorities (AE-IDs or CSE-IDs) whose `<role>` resources assign roles
-    /// here, besides the administrator (TS-0003 clause 7.4).
+    /// The Authorization Authorities whose `<role>` resources assign roles here, besides the
+    /// administrator (TS-0003 clause 7.4), each with the namespace of its Role-IDs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub role_issuers: Vec<String>,
+    pub role_issuers: Vec<RoleIssuerRow>,
+}
+
+/// An Authorization Authority: its AE-ID or CSE-ID, and the issuerID (a lower-case FQDN) every
+/// Role-ID it assigns ends with (`name@domain`): one authority cannot assign another's roles.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleIssuerRow {
+    pub id: String,
+    pub domain: String,
 }
 
 /// One row of the psk lookup table: the AE-ID or CSE-ID (optional), KpsaID and Kpsa.

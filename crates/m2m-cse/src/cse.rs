@@ -111,6 +111,7 @@ impl Cse {
         environments: &[Box<dyn SecureEnvironment>],
     ) -> anyhow::Result<Arc<Self>> {
         let id = cfg.identity()?;
+        crate::roles::check_config(&cfg, &id.home)?;
         for path in &cfg.flex_container.specializations {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 anyhow::anyhow!("flex_container.specializations: {}: {e}", path.display())

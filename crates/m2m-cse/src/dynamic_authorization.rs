@@ -507,8 +507,17 @@ fn grant_by_claims(
             });
             // Roles apply to the resources the permission names, or to any without a list
             // (clause 7.3.2.5 step 1).
+            // And only roles of the token issuer's own namespace (`name@iss`): one issuer
+            // cannot assign another authority's roles.
             if covers || p.resources.is_empty() {
-                roles.extend(p.roles.iter().filter(|r| RoleId::is(r)).cloned());
+                roles.extend(
+                    p.roles
+                        .iter()
+                        .filter(|r| {
+                            RoleId::is(r) && r.rsplit_once('@').map(|(_, i)| i) == Some(&c.issuer)
+                        })
+                        .cloned(),
+                );
             }
             let Some(pv) = p.privileges.as_ref().filter(|_| covers) else {
                 continue;

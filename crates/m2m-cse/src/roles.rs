@@ -28,7 +28,6 @@ pub fn held(cse: &Cse, req: &Request, peer: &Peer) -> Vec<String> {
             return Vec::new();
         }
     };
-    let issuers = issuers(cse);
     let now = cse.now();
     let parse = |v: Option<&str>| v.and_then(|s| EntityId::parse(s, &cse.id.home).ok());
     let at = |v: Option<&str>| v.and_then(|s| m2m_core::time::parse(s).ok());
@@ -37,7 +36,7 @@ pub fn held(cse: &Cse, req: &Request, peer: &Peer) -> Vec<String> {
         let valid = roles.iter().any(|r| {
             r.str_attr("rlid") == Some(rid.as_str())
                 && parse(r.str_attr("tkhd")).as_ref() == Some(originator)
-                && parse(r.str_attr("tkis")).is_some_and(|i| issuers.contains(&i))
+                && parse(r.str_attr("tkis")).is_some_and(|i| may_assign(cse, &i, rid.as_str()))
                 && at(r.str_attr("tknb")).is_some_and(|nb| nb <= now)
                 && at(r.str_attr("tkna")).is_some_and(|na| now < na)
         });
@@ -52,18 +51,52 @@ pub fn held(cse: &Cse, req: &Request, peer: &Peer) -> Vec<String> {
 
 /// Whether `who` is one of `[security] role_issuers` (the administrator needs no such right).
 pub fn is_issuer(cse: &Cse, who: &EntityId) -> bool {
-    issuers(cse).iter().skip(1).any(|i| i == who)
+    namespace_of(cse, who).is_some()
 }
 
-/// The Authorization Authorities whose roles count: the administrator and `role_issuers`.
-fn issuers(cse: &Cse) -> Vec<EntityId> {
-    let mut out = vec![cse.id.admin.clone()];
-    out.extend(
-        cse.cfg
-            .security
-            .role_issuers
-            .iter()
-            .filter_map(|i| EntityId::parse(i, &cse.id.home).ok()),
-    );
-    out
+/// The namespace (issuerID) of the roles `who` assigns, when it is a configured role issuer.
+fn namespace_of<'c>(cse: &'c Cse, who: &EntityId) -> Option<&'c str> {
+    cse.cfg
+        .security
+        .role_issuers
+        .iter()
+        .find(|r| EntityId::parse(&r.id, &cse.id.home).ok().as_ref() == Some(who))
+        .map(|r| r.domain.as_str())
+}
+
+/// Whether `issuer` may assign `role`: the administrator any, a role issuer those of its
+/// namespace.
+fn may_assign(cse: &Cse, issuer: &EntityId, role: &str) -> bool {
+    *issuer == cse.id.admin
+        || namespace_of(cse, issuer)
+            .is_some_and(|d| role.rsplit_once('@').map(|(_, i)| i) == Some(d))
+}
+
+/// A `<role>` its issuer may not assign is refused at creation (4000).
+pub fn check_namespace(cse: &Cse, issuer: &EntityId, role: &str) -> m2m_core::M2mResult<()> {
+    if may_assign(cse, issuer, role) || *issuer == cse.id.admin {
+        return Ok(());
+    }
+    Err(m2m_core::M2mError::bad_request(
+        "attribute 'rlid': not a Role-ID of its issuer's namespace",
+    ))
+}
+
+/// Checks `[security] role_issuers` at start-up: IDs and namespaces that parse.
+pub fn check_config(cfg: &crate::config::Config, home: &m2m_core::Home) -> anyhow::Result<()> {
+    for r in &cfg.security.role_issuers {
+        EntityId::parse(&r.id, home).map_err(|_| {
+            anyhow::anyhow!(
+                "security.role_issuers: '{}' is not an AE-ID or CSE-ID",
+                r.id
+            )
+        })?;
+        if !m2m_core::RoleId::is(&format!("x@{}", r.domain)) {
+            anyhow::bail!(
+                "security.role_issuers: '{}' is not a lower-case fully qualified domain name",
+                r.domain
+            );
+        }
+    }
+    Ok(())
 }

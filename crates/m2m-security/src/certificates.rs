@@ -446,6 +446,71 @@ fn der_tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
+/// Whether a certificate (DER) says it is a CA: its basicConstraints extension (RFC 5280 clause
+/// 4.2.1.9, OID 2.5.29.19) with cA TRUE, read from the DER itself; anything unreadable is not.
+pub fn is_ca_certificate(cert_der: &[u8]) -> bool {
+    basic_constraints_ca(cert_der).unwrap_or(false)
+}
+
+fn basic_constraints_ca(cert_der: &[u8]) -> Option<bool> {
+    const BASIC_CONSTRAINTS: [u8; 3] = [0x55, 0x1d, 0x13];
+    let (0x30, cert, _) = der_tlv(cert_der)? else {
+        return None;
+    };
+    let (0x30, mut tbs, _) = der_tlv(cert)? else {
+        return None;
+    };
+    let (tag, _, rest) = der_tlv(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest;
+    }
+    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
+    for _ in 0..6 {
+        tbs = der_tlv(tbs)?.2;
+    }
+    while !tbs.is_empty() {
+        let (tag, content, rest) = der_tlv(tbs)?;
+        tbs = rest;
+        if tag != 0xa3 {
+            continue;
+        }
+        let (0x30, mut extensions, _) = der_tlv(content)? else {
+            return None;
+        };
+        while !extensions.is_empty() {
+            let (0x30, extension, more) = der_tlv(extensions)? else {
+                return None;
+            };
+            extensions = more;
+            let (0x06, oid, rest) = der_tlv(extension)? else {
+                return None;
+            };
+            if oid != BASIC_CONSTRAINTS {
+                continue;
+            }
+            // critical BOOLEAN (optional), then the extnValue OCTET STRING.
+            let (tag, content, rest) = der_tlv(rest)?;
+            let value = match tag {
+                0x01 => match der_tlv(rest)? {
+                    (0x04, v, _) => v,
+                    _ => return None,
+                },
+                0x04 => content,
+                _ => return None,
+            };
+            let (0x30, constraints, _) = der_tlv(value)? else {
+                return None;
+            };
+            return Some(match der_tlv(constraints) {
+                Some((0x01, flag, _)) => flag == [0xff],
+                _ => false,
+            });
+        }
+        return Some(false);
+    }
+    Some(false)
+}
+
 /// The public key bytes (BIT STRING content without the unused-bits octet) of a certificate's SPKI.
 fn spki_point(cert_der: &[u8]) -> Option<&[u8]> {
     let (0x30, cert, _) = der_tlv(cert_der)? else {
@@ -887,6 +952,17 @@ mod tests {
         }
         b.sign(&key, digest).unwrap();
         b.build()
+    }
+
+    #[test]
+    fn basic_constraints_are_read_from_the_der() {
+        let (ca_cert, _) = ca();
+        assert!(is_ca_certificate(&ca_cert.to_der().unwrap()));
+        let leaf = raw_cert(&[], &["x.m2m.example.com"], MessageDigest::sha256());
+        assert!(!is_ca_certificate(&leaf.to_der().unwrap()));
+        for junk in [&[][..], &[0x30, 0x00][..], &[0x30, 0x82, 0xff][..]] {
+            assert!(!is_ca_certificate(junk));
+        }
     }
 
     #[test]

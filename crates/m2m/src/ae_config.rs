@@ -351,6 +351,15 @@ pub struct TrustAnchors {
     pub file: PathBuf,
 }
 
+impl TrustAnchors {
+    /// The mark left once administered anchors are in use (`<file>.in-use`).
+    pub fn marker(&self) -> PathBuf {
+        let mut m = self.file.as_os_str().to_owned();
+        m.push(".in-use");
+        PathBuf::from(m)
+    }
+}
+
 /// The Kpsa in use after a rotation (mode 0600).
 #[derive(Serialize, Deserialize)]
 pub struct KpsaState {
@@ -474,12 +483,14 @@ impl AeConfig {
     /// Who the CSE must be: its name, and the CAs trusted for it (the administered trust
     /// anchors once the AE has them, else `[cse] trusted_ca`).
     pub fn tls_peer(&self) -> TlsPeer {
+        // Once administered anchors are in use, they alone are trusted: a lost file is a
+        // failed handshake, never the first CA trusted again.
         let administered = self
             .credentials
             .as_ref()
             .and_then(|c| c.trust_anchors.as_ref())
-            .map(|t| t.file.clone())
-            .filter(|f| f.exists());
+            .filter(|t| t.file.exists() || t.marker().exists())
+            .map(|t| t.file.clone());
         TlsPeer {
             trusted_ca: administered.or_else(|| self.cse.trusted_ca.clone()),
             server_name: self.cse.server_name.clone(),

@@ -154,12 +154,23 @@ async fn switch(
     for c in chosen {
         pem.extend(c.to_pem().context("PEM")?);
     }
-    let mut tmp = anchors.file.as_os_str().to_owned();
-    tmp.push(".new");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, &pem).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // A file of its own beside the anchors (created anew, never through a link), renamed into
+    // place once the trial passes; removed when it fails.
+    let dir = match anchors.file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".anchors-")
+        .suffix(".pem")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, &pem).context("cannot write the new anchors")?;
+    tmp.as_file()
+        .sync_all()
+        .context("cannot write the new anchors")?;
     let trial = TlsPeer {
-        trusted_ca: Some(tmp.clone()),
+        trusted_ca: Some(tmp.path().to_owned()),
         ..peer.clone()
     };
     let tried = async {
@@ -184,18 +195,17 @@ async fn switch(
         Ok::<_, anyhow::Error>(client)
     }
     .await;
-    let client = match tried {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot sync {}", tmp.display()))?;
-    std::fs::rename(&tmp, &anchors.file)
-        .with_context(|| format!("cannot write {}", anchors.file.display()))?;
+    // (a failed trial drops `tmp`, which removes it)
+    let client = tried?;
+    tmp.persist(&anchors.file)
+        .map_err(|e| anyhow!("cannot write {}: {}", anchors.file.display(), e.error))?;
+    // The rename itself made durable, and a mark that the AE follows administered anchors from
+    // now on: if the file is ever lost it trusts nothing rather than its first CA again.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    std::fs::write(anchors.marker(), b"administered trust anchors in use\n")
+        .with_context(|| format!("cannot write {}", anchors.marker().display()))?;
     ae.client = client;
     tracing::info!(target: "audit", anchors = chosen.len(), "credential changed: trust anchors replaced");
     Ok(())
@@ -212,13 +222,12 @@ fn fingerprint_of(cert: &X509) -> anyhow::Result<[u8; 32]> {
     <[u8; 32]>::try_from(&d[..]).map_err(|_| anyhow!("digest"))
 }
 
-/// Whether the certificate's basicConstraints say CA:TRUE.
+/// Whether the certificate is a CA: basicConstraints cA TRUE (read from its DER), and
+/// keyCertSign when it has a keyUsage.
 fn is_ca(cert: &X509) -> anyhow::Result<bool> {
-    let text = cert.to_text().context("certificate text")?;
-    let text = String::from_utf8_lossy(&text);
-    let mut lines = text.lines().map(str::trim);
-    Ok(lines
-        .by_ref()
-        .any(|l| l.starts_with("X509v3 Basic Constraints"))
-        && lines.next().is_some_and(|l| l.starts_with("CA:TRUE")))
+    let der = cert.to_der().context("DER")?;
+    let signs_certificates = cert
+        .key_usage()
+        .is_none_or(|ku| ku.contains(openssl::x509::X509KeyUsage::KEY_CERT_SIGN));
+    Ok(m2m_security::certificates::is_ca_certificate(&der) && signs_certificates)
 }

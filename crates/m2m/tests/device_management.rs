@@ -860,10 +860,31 @@ fn security_configuration_objects_are_the_administrators() {
             "{b}"
         );
     }
-    // Deleting is the policy's to decide: the administrator deletes each.
+    // Nor delete them, one by one or with their node: taking a trust anchor away is choosing
+    // whom the device trusts. The administrator deletes each; then the node is the policy's.
+    for (_, _, body, _) in &objects {
+        let path = format!("{parent}/{}", body["rn"].as_str().unwrap());
+        assert_eq!(delete(cse.url(), &path, "Clock1").0, 4103, "{path}");
+        assert_eq!(retrieve(cse.url(), &path, ADMIN).0, 2000, "{path}");
+    }
+    assert_eq!(
+        delete(cse.url(), parent, "Clock1").0,
+        4103,
+        "the node with them"
+    );
+    assert!(
+        cse.logged("only the administrator deletes security configuration"),
+        "{}",
+        cse.stderr()
+    );
     for (_, _, body, _) in &objects {
         let path = format!("{parent}/{}", body["rn"].as_str().unwrap());
         assert_eq!(delete(cse.url(), &path, ADMIN).0, 2002, "{path}");
         assert_eq!(retrieve(cse.url(), &path, ADMIN).0, 4004, "{path}");
     }
+    assert_eq!(
+        delete(cse.url(), parent, "Clock1").0,
+        2002,
+        "the policy grants it"
+    );
 }

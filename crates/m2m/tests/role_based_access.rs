@@ -14,6 +14,32 @@ use serde_json::{json, Value};
 const NURSE: &str = "nurse@roles.hospital.example.com";
 const DOCTOR: &str = "doctor@roles.hospital.example.com";
 const DAS_NAME: &str = "das.m2m.example.com";
+/// The Authorization Authority's own TLS-PSK row: it issues roles over its association only.
+const AUTHORITY_KPSA_ID: &str = "authority@in.provider.com";
+const AUTHORITY_KEY: &str = "00112233445566778899aabbccddeeff";
+
+/// A CSE with a TLS listener, the authority's PSK row, and `extra`.
+fn cse_with_authority(extra: &str) -> CseProcess {
+    CseProcess::start_temp(&format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\n\n[security]\n\n         [[security.psk]]\nentity = \"Cauthority\"\nkpsa_id = \"{AUTHORITY_KPSA_ID}\"\nkey = \"{AUTHORITY_KEY}\"\n\n         [[security.role_issuers]]\nid = \"Cauthority\"\ndomain = \"roles.hospital.example.com\"\n\n{extra}"
+    ))
+}
+
+/// A CREATE by the authority over its own association: status and body.
+fn as_authority(cse: &CseProcess, ty: u16, body: Value) -> (u16, Value) {
+    let client = TlsClient::psk(AUTHORITY_KPSA_ID, AUTHORITY_KEY);
+    let r = client
+        .request(
+            cse.https_url(),
+            "POST",
+            "/cse-in",
+            Some("Cauthority"),
+            Some(ty),
+            Some(&body),
+        )
+        .expect("the authority's association");
+    (r.rsc, r.body)
+}
 
 fn stamp(offset_seconds: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(offset_seconds))
@@ -32,16 +58,21 @@ fn get_as(cse: &CseProcess, path: &str, from: &str, query: &str) -> u16 {
 }
 
 /// The ward's notes, readable by whoever holds the nurse role; everything for the admin.
-fn ward(cse: &CseProcess) {
+fn ward(cse: &CseProcess) -> String {
     let base = cse.url();
     for (ae, rn) in [
         ("Cnurse", "nurse"),
         ("Cother", "other"),
-        ("Cauthority", "authority"),
         ("Crogue", "rogue"),
     ] {
         register_ae(base, "/cse-in", ae, rn, &[]);
     }
+    let (rsc, b) = as_authority(
+        cse,
+        2,
+        json!({"m2m:ae": {"rn": "authority", "api": "Nauthority", "rr": false, "srv": ["3"]}}),
+    );
+    assert_eq!(rsc, 2001, "{b}");
     let acp = create_acp(
         base,
         "/cse-in",
@@ -59,12 +90,13 @@ fn ward(cse: &CseProcess) {
     );
     assert_eq!(rsc, 2001, "{b}");
     create_cin(base, "/cse-in/ward", "CAdmin", "patient 7: stable");
+    acp
 }
 
 #[test]
 fn a_role_grants_what_the_policy_grants_the_role_to_its_holder_only() {
-    let cse = CseProcess::start_temp("[security]\nrole_issuers = [\"Cauthority\"]\n");
-    ward(&cse);
+    let cse = cse_with_authority("");
+    let _ = ward(&cse);
     let base = cse.url();
     let la = "/cse-in/ward/la";
     // No role named, or a role nobody assigned: refused.
@@ -101,12 +133,35 @@ fn a_role_grants_what_the_policy_grants_the_role_to_its_holder_only() {
     assert_eq!(get_as(&cse, la, "Cother", &format!("rids={NURSE}")), 4103);
     assert_eq!(get_as(&cse, la, "Cnurse", &format!("rids={DOCTOR}")), 4103);
 
-    // A configured role issuer assigns one too; an entity that is none does not, and cannot
-    // issue in another's name.
+    // A configured role issuer assigns one too, over its own association only, and roles of
+    // its namespace only.
     let (rsc, b) = create(
         base,
         "/cse-in",
         "Cauthority",
+        31,
+        role("r2", DOCTOR, "Cauthority", "Cother", -60, 3600),
+    );
+    assert_eq!(rsc, 4103, "a vouched claim is no issuer: {b}");
+    let (rsc, b) = as_authority(
+        &cse,
+        31,
+        role(
+            "r2x",
+            "admin@roles.other.example.com",
+            "Cauthority",
+            "Cother",
+            -60,
+            3600,
+        ),
+    );
+    assert_eq!(rsc, 4000, "another authority's namespace: {b}");
+    assert!(
+        b["m2m:dbg"].as_str().unwrap_or("").contains("namespace"),
+        "{b}"
+    );
+    let (rsc, b) = as_authority(
+        &cse,
         31,
         role("r2", DOCTOR, "Cauthority", "Cother", -60, 3600),
     );
@@ -138,13 +193,7 @@ fn a_role_grants_what_the_policy_grants_the_role_to_its_holder_only() {
     );
     assert_eq!(rsc, 4103, "{b}");
     assert_eq!(get_as(&cse, la, "Crogue", &format!("rids={DOCTOR}")), 4103);
-    let (rsc, b) = create(
-        base,
-        "/cse-in",
-        "Cauthority",
-        31,
-        role("r4", DOCTOR, "CAdmin", "Crogue", -60, 3600),
-    );
+    let (rsc, b) = as_authority(&cse, 31, role("r4", DOCTOR, "CAdmin", "Crogue", -60, 3600));
     assert_eq!(rsc, 4000, "issued in another's name: {b}");
     assert!(
         b["m2m:dbg"]
@@ -265,12 +314,12 @@ fn a_stored_token_named_by_its_id_grants_its_roles() {
     );
     let revoked = dir.join("revoked-tokens.txt");
     std::fs::write(&revoked, "").unwrap();
-    let cse = CseProcess::start_temp(&format!(
+    let cse = cse_with_authority(&format!(
         "[dynamic_authorization]\nrevoked_tokens = {:?}\n\n[[dynamic_authorization.token_issuers]]\nid = \"{DAS_NAME}\"\npublic_key = {:?}\n",
         revoked.display().to_string(),
         dir.join("das-tokens.pub.jwk").display().to_string()
     ));
-    ward(&cse);
+    let ward_acp = ward(&cse);
     let base = cse.url();
     let la = "/cse-in/ward/la";
     let issue = |holder: &str, extra: &[&str]| -> (String, String) {
@@ -295,7 +344,18 @@ fn a_stored_token_named_by_its_id_grants_its_roles() {
             .to_owned();
         (token, id)
     };
-    let (token, tkid) = issue("/id-in/Cnurse", &["--role", NURSE]);
+    // A token's roles are of its issuer's namespace: the ward names the DAS's nurse role too.
+    let das_nurse = format!("nurse@{DAS_NAME}");
+    let acp = create_acp(
+        base,
+        "/cse-in",
+        "CAdmin",
+        "das-nurses",
+        vec![acr(&[das_nurse.as_str()], OP_RETRIEVE)],
+        vec![acr(&["CAdmin"], OP_ALL)],
+    );
+    set_acpi(base, "/cse-in/ward", "CAdmin", "m2m:cnt", &[acp.as_str()]);
+    let (token, tkid) = issue("/id-in/Cnurse", &["--role", &das_nurse]);
     let (rsc, b) = create(
         base,
         "/cse-in",
@@ -309,7 +369,7 @@ fn a_stored_token_named_by_its_id_grants_its_roles() {
     assert_eq!(tk["tkhd"], json!("/id-in/Cnurse"), "{b}");
     assert_eq!(tk["tkis"], json!(DAS_NAME), "{b}");
     assert_eq!(tk["tkau"], json!(["/id-in"]), "{b}");
-    assert_eq!(tk["tkps"]["pm"][0]["rids"], json!([NURSE]), "{b}");
+    assert_eq!(tk["tkps"]["pm"][0]["rids"], json!([das_nurse]), "{b}");
 
     assert_eq!(get_as(&cse, la, "Cnurse", ""), 4103);
     assert_eq!(get_as(&cse, la, "Cnurse", &format!("tids={tkid}")), 2000);
@@ -324,7 +384,28 @@ fn a_stored_token_named_by_its_id_grants_its_roles() {
         get_as(&cse, la, "Cnurse", "tids=nothing@das.m2m.example.com"),
         4103
     );
-    // A token naming another role grants nothing here.
+    // A token naming another role grants nothing here, nor one naming a role of another
+    // authority's namespace, even one the ward's policies name.
+    set_acpi(
+        base,
+        "/cse-in/ward",
+        "CAdmin",
+        "m2m:cnt",
+        &[acp.as_str(), ward_acp.as_str()],
+    );
+    let (foreign_role, foreign_role_id) = issue("/id-in/Cnurse", &["--role", NURSE]);
+    let (rsc, _) = create(
+        base,
+        "/cse-in",
+        "CAdmin",
+        32,
+        json!({"m2m:tk": {"tkid": foreign_role_id, "tkob": foreign_role}}),
+    );
+    assert_eq!(rsc, 2001);
+    assert_eq!(
+        get_as(&cse, la, "Cnurse", &format!("tids={foreign_role_id}")),
+        4103
+    );
     let (other, other_id) = issue("/id-in/Cnurse", &["--role", DOCTOR]);
     let (rsc, _) = create(
         base,
@@ -356,6 +437,7 @@ fn a_stored_token_named_by_its_id_grants_its_roles() {
             "tkhd",
         ),
         (json!({"tkid": tkid, "tkob": "a.b.c"}), "tkob"),
+        (json!({"tkid": tkid, "tkob": token}), "kept here already"),
     ] {
         let (rsc, b) = create(base, "/cse-in", "CAdmin", 32, json!({ "m2m:tk": body }));
         assert_eq!(rsc, 4000, "{attr}: {b}");

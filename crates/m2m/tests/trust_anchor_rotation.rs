@@ -162,7 +162,11 @@ fn an_administrator_rotates_a_locks_trust_anchors() {
     // CA1 (also for the file server's localhost name), CA2 the rotation's, CA3 nobody's.
     let ca1 = ca(d, "ca1", &["--permit-dns", "localhost"]);
     let ca2 = ca(d, "ca2", &["--name", "rotated root CA"]);
-    let ca3 = ca(d, "ca3", &["--name", "some other CA"]);
+    let ca3 = ca(
+        d,
+        "ca3",
+        &["--name", "some other CA", "--permit-dns", "localhost"],
+    );
     let in_ca1 = issue(d, &ca1, "in-ca1", &["--kind", "cse", "--id", "/id-in"]);
     let in_ca2 = issue(d, &ca2, "in-ca2", &["--kind", "cse", "--id", "/id-in"]);
     let (lock_pem, lock_key) = issue(
@@ -197,6 +201,21 @@ fn an_administrator_rotates_a_locks_trust_anchors() {
         .unwrap();
     std::fs::write(www.join("leaf.pem"), leaf).unwrap();
     let server = FileServer::start(&www, &files.0, &files.1);
+    // The same files from a server whose certificate the lock has no reason to trust.
+    let stranger_files = issue(
+        d,
+        &ca3,
+        "stranger-files",
+        &[
+            "--kind",
+            "das",
+            "--id",
+            "files.m2m.example.com",
+            "--dns",
+            "localhost",
+        ],
+    );
+    let stranger = FileServer::start(&www, &stranger_files.0, &stranger_files.1);
     let fp1 = openssl_fingerprint(&ca1.join("ca.pem"));
     let fp2 = openssl_fingerprint(&ca2.join("ca.pem"));
     let fp_leaf = openssl_fingerprint(&www.join("leaf.pem"));
@@ -281,6 +300,20 @@ fn an_administrator_rotates_a_locks_trust_anchors() {
     assert_eq!(rsc, 2004, "{b}");
     assert!(wait_logged(&log, "not a CA"));
     assert!(!anchors.exists());
+    // The right certificate from a server the lock cannot authenticate is not taken either.
+    let (rsc, b) = update(
+        base,
+        "/cse-in/lock1-node/ta2",
+        "CAdmin",
+        json!({"dcfg:tac": {"cfp": fp2, "uri": stranger.url("ca2.pem")}}),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert!(
+        wait_logged(&log, "certificate verify failed"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(!anchors.exists());
 
     // CA2 as it should be: the lock trusts both.
     let (rsc, b) = update(
@@ -336,5 +369,16 @@ fn an_administrator_rotates_a_locks_trust_anchors() {
     assert!(std::fs::read_to_string(d.join("lock1-restarted.log"))
         .unwrap()
         .contains("certificate verify failed"));
+    drop(restarted);
+    // Its anchors lost, the lock trusts nothing: not its first CA again.
+    std::fs::remove_file(&anchors).unwrap();
+    let lost = AeProcess::start_logged(&ae_toml, &d.join("lock1-lost.log"));
+    assert_eq!(
+        lost.silent_for(Duration::from_secs(5)),
+        None,
+        "the lock went back to its first CA"
+    );
+    let text = std::fs::read_to_string(d.join("lock1-lost.log")).unwrap();
+    assert!(text.contains("anchors.pem"), "{text}");
     drop(impostor);
 }

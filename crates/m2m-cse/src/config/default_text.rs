@@ -249,9 +249,14 @@ const DOCS: &[Doc] = &[
         "security.rotation_key",
         "Krot, the key shared with the administrator for remote Kpsa rotation (32 bytes hex, mode 0600; docs/SECURITY.md)",
     ),
-    Alt(
+    Rows(
         "security.role_issuers",
-        "Authorization Authorities (AE-IDs, CSE-IDs) whose <role> resources assign roles here, besides the administrator (TS-0003 7.4; docs/SECURITY.md)",
+        "An Authorization Authority whose <role> resources assign roles here, besides the administrator (TS-0003 7.4; docs/SECURITY.md).",
+    ),
+    Key("security.role_issuers.id", "its AE-ID or CSE-ID, proven by its security association"),
+    Key(
+        "security.role_issuers.domain",
+        "the issuerID its Role-IDs end with (name@domain, lower case): it assigns those only",
     ),
     Rows(
         "security.psk",
@@ -516,7 +521,10 @@ fn example() -> Config {
     c.security.key_file = Some("cse-keystore.key".into());
     c.security.passphrase_env = Some("M2M_CSE_KEYSTORE_PASSPHRASE".into());
     c.security.rotation_key = Some("kpsa-rotation.key".into());
-    c.security.role_issuers = vec!["/id-in/Cauthority".into()];
+    c.security.role_issuers = vec![RoleIssuerRow {
+        id: "/id-in/Cauthority".into(),
+        domain: "roles.example.com".into(),
+    }];
     c.security.psk.push(PskRow {
         entity: Some("Clock-AE1".into()),
         kpsa_id: "clock@in.provider.com".into(),
@@ -611,6 +619,7 @@ mod tests {
             ("multicast", field_names::<MulticastSection>()),
             ("security", field_names::<SecuritySection>()),
             ("security.psk", field_names::<PskRow>()),
+            ("security.role_issuers", field_names::<RoleIssuerRow>()),
             ("maf", field_names::<MafSection>()),
             (
                 "dynamic_authorization",

@@ -192,7 +192,11 @@ fn check_certificate_file(attrs: &Map<String, Value>) -> M2mResult<()> {
 /// and change (4103 for anyone else, the device included): whoever could would choose how the
 /// device authenticates, whom it trusts, where it registers its keys.
 fn administered(call: Call<'_>, spec: &MgmtSpec) -> M2mResult<()> {
-    if !m2m_core::mgmt_obj::ADMINISTERED.contains(&spec.mgd) || call.peer.is_admin(call.cse) {
+    // Not through an <action> either: whoever may change one the administrator made would act
+    // as the administrator.
+    if !m2m_core::mgmt_obj::ADMINISTERED.contains(&spec.mgd)
+        || (call.peer.is_admin(call.cse) && !call.peer.by_action)
+    {
         return Ok(());
     }
     Err(M2mError::new(

@@ -36,6 +36,16 @@ impl Behaviour for Role {
                     "attribute 'tkis': a <role> is created by its issuer",
                 ));
             }
+            // The issuer proven by a credential (the administrator, by its own means), never
+            // through an <action>.
+            let admin = call.peer.is_admin(call.cse) && !call.peer.by_action;
+            if !admin && !call.peer.proof.is_authenticated() {
+                return Err(M2mError::new(
+                    m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege,
+                    "a <role> is created over the issuer's own security association",
+                ));
+            }
+            crate::roles::check_namespace(call.cse, &issuer, text("rlid"))?;
             validity(attrs)?;
             Ok(Prepared::default())
         })())

@@ -34,6 +34,22 @@ impl Behaviour for Token {
                     "attribute 'tkid': not the tokenID (jti) of the token",
                 ));
             }
+            // A Token-ID is its issuer's (`name@iss`), and names one token here: no issuer
+            // shadows another's tokens.
+            if id.as_str().rsplit_once('@').map(|(_, i)| i) != Some(claims.issuer.as_str()) {
+                return Err(M2mError::bad_request(
+                    "attribute 'tkid': not a Token-ID of the token's issuer",
+                ));
+            }
+            let kept = call
+                .cse
+                .store
+                .read(|r| r.children(call.cse.base_ri(), Some(m2m_core::ResourceType::Token)))?;
+            if kept.iter().any(|t| t.str_attr("tkid") == Some(id.as_str())) {
+                return Err(M2mError::bad_request(
+                    "attribute 'tkid': a token of this Token-ID is kept here already",
+                ));
+            }
             let stamp = |t: i64| {
                 chrono::DateTime::from_timestamp(t, 0)
                     .map(m2m_core::time::format)
