@@ -158,10 +158,10 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
         let child_type = (req.op == Operation::Create).then_some(15);
         return enforce(cse, &facts, op, subject, child_type, &policies);
     }
+    refuse_administered_delete(cse, req, target, &facts)?;
     if facts.is_admin(cse) {
         return Ok(Grant::Whole);
     }
-    refuse_administered_delete(cse, req, target, &facts)?;
     let (subject, child_type) = match (req.op, target) {
         // Registration is decided by the registration rules, not by access control (TS-0004 7.3.2.7).
         (Operation::Create, Target::Resource(_))
@@ -285,6 +285,10 @@ fn refuse_administered_delete(
     let (Operation::Delete, Target::Resource(r)) = (req.op, target) else {
         return Ok(());
     };
+    // The administrator itself, not an <action> it made, which others may be able to change.
+    if facts.is_admin(cse) && !facts.peer.by_action {
+        return Ok(());
+    }
     let administered = |m: &Resource| {
         m.u64_attr("mgd")
             .is_some_and(|mgd| m2m_core::mgmt_obj::ADMINISTERED.contains(&mgd))
@@ -564,6 +568,7 @@ fn evaluate(
             let authority = op == AccessOperation::Create
                 && matches!(child_type, Some(31 | 32))
                 && facts.proof.is_authenticated()
+                && !facts.peer.by_action
                 && crate::roles::is_issuer(cse, originator);
             let permit = authority
                 || ((op == AccessOperation::Retrieve || own_policy)

@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 
 /// Cached decisions at most; beyond, expired ones are dropped and new ones not kept.
 const MAX_CACHED: usize = 10_000;
+/// Local token IDs kept per holder.
+const MAX_LOCAL_PER_HOLDER: usize = 8;
 /// Consultation resources looked at per request (a long daci list is not a long wait).
 const MAX_CONSULTATIONS: usize = 4;
 /// Servers asked per request at most.
@@ -204,6 +206,17 @@ impl Consultations {
     /// table is full of live tokens.
     fn assign_local(&self, token: &str, holder: &str, until: i64, now: i64) -> Option<String> {
         let mut local = self.local_tokens();
+        // A few per holder: the one expiring first makes room for the next.
+        let held: Vec<(String, i64)> = local
+            .iter()
+            .filter(|(_, t)| t.holder == holder)
+            .map(|(id, t)| (id.clone(), t.until))
+            .collect();
+        if held.len() >= MAX_LOCAL_PER_HOLDER {
+            if let Some((oldest, _)) = held.iter().min_by_key(|(_, u)| *u) {
+                local.remove(oldest);
+            }
+        }
         if local.len() >= MAX_CACHED {
             local.retain(|_, t| t.until > now);
             if local.len() >= MAX_CACHED {
@@ -578,7 +591,10 @@ fn by_server_tokens(
         .iter()
         .zip(&claims)
         .filter_map(|(t, c)| {
-            let lti = das.assign_local(t, &holder, c.not_after, now)?;
+            // Kept no longer than a grant would be, whatever the token says.
+            let cap =
+                now.saturating_add(i64::try_from(das.max_lifetime.as_secs()).unwrap_or(i64::MAX));
+            let lti = das.assign_local(t, &holder, c.not_after.min(cap), now)?;
             Some((lti, c.token_id.clone()))
         })
         .collect();
@@ -626,6 +642,12 @@ fn check_token(
     now: i64,
 ) -> Result<token::TokenClaims, String> {
     let c = das.verify_token(t, now)?;
+    // A Token-ID is its issuer's (`name@iss`): none names another issuer's tokens.
+    if !m2m_core::TokenId::is(&c.token_id)
+        || c.token_id.rsplit_once('@').map(|(_, i)| i) != Some(c.issuer.as_str())
+    {
+        return Err("a token whose ID is not its issuer's".to_owned());
+    }
     // A holder names its SP or CSE (`/cse/stem` or absolute): a bare AE-ID would be read
     // against whichever CSE checks it.
     let holder = c

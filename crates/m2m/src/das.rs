@@ -525,8 +525,8 @@ async fn handle(
     hyper::Response::from_parts(parts, Full::new(body))
 }
 
-/// A token for the originator the consultation names, the rule's targets and operations, the
-/// asking CSE its only audience (TS-0003 clause 7.3.2.2 step 3.1); a refusal when it cannot be
+/// A token for the originator the consultation names, the operation it asks on the resource it
+/// names, the asking CSE its only audience (TS-0003 clause 7.3.2.2 step 3.1); a refusal when it cannot be
 /// signed.
 fn token_answer(
     rule: &Rule,
@@ -537,12 +537,14 @@ fn token_answer(
     let Some(signer) = signer else {
         return DasAnswer::Refused;
     };
-    let Ok(acop) = rule.operation_bits() else {
+    // What was asked and nothing more: the operation on the resource the consultation names
+    // (the rule matched both), as a privileges answer would grant.
+    let Some(op) = ask.access_operation() else {
         return DasAnswer::Refused;
     };
     match signer.sign(
         &ask.originator,
-        (rule.targets.clone(), acop),
+        (vec![ask.target.clone()], op.bit()),
         Vec::new(),
         rule.lifetime_seconds,
         vec![cse.id()],

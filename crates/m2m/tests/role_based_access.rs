@@ -476,3 +476,75 @@ fn no_token_is_kept_without_an_issuer() {
     );
     assert_eq!(rsc, 4000, "{b}");
 }
+
+/// An `<action>` runs its request inside the CSE, whoever made it: it issues no role and deletes
+/// no security configuration object, even one the administrator made (whoever may change an
+/// action would otherwise act as its maker).
+#[test]
+fn an_action_issues_no_role_and_deletes_no_trust_anchor() {
+    let cse = cse_with_authority("");
+    let base = cse.url();
+    register_ae(base, "/cse-in", "Cnurse", "nurse", &[]);
+    create_cnt(base, "/cse-in", "CAdmin", json!({"rn": "trigger"}));
+    let (rsc, b) = create(
+        base,
+        "/cse-in",
+        "CAdmin",
+        14,
+        json!({"m2m:nod": {"rn": "node", "ni": "n1"}}),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = create(
+        base,
+        "/cse-in/node",
+        "CAdmin",
+        13,
+        json!({"dcfg:tac": {"rn": "ta", "mgd": 1024,
+            "cfp": "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89",
+            "uri": "https://pki.example.com/ca.pem"}}),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let action = |rn: &str, apv: Value| {
+        let (rsc, b) = create(
+            base,
+            "/cse-in/trigger",
+            "CAdmin",
+            65,
+            json!({"m2m:actr": {"rn": rn, "evc": {"optr": 3, "sbjt": "mni", "thld": 10},
+                "evm": 1, "orc": apv["to"], "apv": apv}}),
+        );
+        assert_eq!(rsc, 2001, "{b}");
+    };
+    action(
+        "issue",
+        json!({"op": 1, "fr": "CAdmin", "to": "cse-in", "ty": 31,
+            "pc": role("by-action", NURSE, "CAdmin", "Cnurse", -60, 3600)}),
+    );
+    action(
+        "untrust",
+        json!({"op": 4, "fr": "CAdmin", "to": "cse-in/node/ta"}),
+    );
+    let (rsc, b) = update(
+        base,
+        "/cse-in/trigger",
+        "CAdmin",
+        json!({"m2m:cnt": {"mni": 20}}),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(
+        retrieve(base, "/cse-in/by-action", "CAdmin").0,
+        4004,
+        "no role made"
+    );
+    assert_eq!(
+        retrieve(base, "/cse-in/node/ta", "CAdmin").0,
+        2000,
+        "the anchor stays"
+    );
+    // Both ran, and were refused (the actionResult of each).
+    for rn in ["issue", "untrust"] {
+        let (_, b) = retrieve(base, &format!("/cse-in/trigger/{rn}"), "CAdmin");
+        assert_eq!(b["m2m:actr"]["air"]["rsc"], json!(4103), "{rn}: {b}");
+    }
+}

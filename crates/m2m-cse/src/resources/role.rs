@@ -38,7 +38,15 @@ impl Behaviour for Role {
             }
             // The issuer proven by a credential (the administrator, by its own means), never
             // through an <action>.
-            let admin = call.peer.is_admin(call.cse) && !call.peer.by_action;
+            // An <action> runs as an internal, authenticated request whoever made it: none
+            // issues roles.
+            if call.peer.by_action {
+                return Err(M2mError::new(
+                    m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege,
+                    "a <role> is not created by an <action>",
+                ));
+            }
+            let admin = call.peer.is_admin(call.cse);
             if !admin && !call.peer.proof.is_authenticated() {
                 return Err(M2mError::new(
                     m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege,

@@ -23,6 +23,12 @@ impl Behaviour for Token {
             let text = |name: &str| attrs.get(name).and_then(Value::as_str).unwrap_or("");
             let id = TokenId::parse(text("tkid"))
                 .map_err(|e| M2mError::bad_request(format!("attribute 'tkid': {}", e.dbg)))?;
+            if call.peer.by_action {
+                return Err(M2mError::new(
+                    m2m_core::ResponseStatusCode::OriginatorHasNoPrivilege,
+                    "a <token> is not created by an <action>",
+                ));
+            }
             let das = call.cse.dynamic_authorization.as_ref().ok_or_else(|| {
                 M2mError::bad_request("attribute 'tkob': no token issuer is configured on this CSE")
             })?;
