@@ -34,6 +34,8 @@ pub struct Walk<'a> {
     pub limit: u64,
     /// When to stop, partial (the budget counts from the request's arrival, queue included).
     pub deadline: Instant,
+    /// The Role-IDs the originator holds for this request ([`crate::roles`]).
+    pub roles: &'a [String],
 }
 
 /// What a walk found.
@@ -54,7 +56,7 @@ impl Walk<'_> {
         let plan = Plan::of(self.fc);
         let (lo, hi) = scan::subtree_bounds(&self.root.srn);
         let max_depth = self.level.map(|l| scan::depth(&self.root.srn) + l as usize);
-        let facts = Facts::of(peer);
+        let facts = Facts::of(peer).holding(self.roles);
         let mut decisions = HashMap::new();
         let mut found = Vec::new();
         let mut skipped = 0u64;
@@ -147,6 +149,7 @@ fn discover_blocking(
     deadline: Instant,
 ) -> M2mResult<Response> {
     let offset = req.fc.offset.unwrap_or(0);
+    let roles = crate::roles::held(cse, req, peer);
     let found = Walk {
         root,
         fc: &req.fc,
@@ -155,6 +158,7 @@ fn discover_blocking(
         offset,
         limit: limit(cse, &req.fc),
         deadline,
+        roles: &roles,
     }
     .run(cse, peer)?;
     if found.timed_out {

@@ -487,6 +487,7 @@ fn filtered_children(
     peer: &Peer,
 ) -> M2mResult<(Vec<Resource>, Option<u64>)> {
     let offset = req.fc.offset.unwrap_or(0);
+    let roles = crate::roles::held(cse, req, peer);
     let found = crate::discovery::Walk {
         root: res,
         fc: &req.fc,
@@ -495,6 +496,7 @@ fn filtered_children(
         offset,
         limit: crate::discovery::limit(cse, &req.fc),
         deadline: crate::discovery::deadline(cse),
+        roles: &roles,
     }
     .run(cse, peer)?;
     if found.timed_out {

@@ -78,7 +78,7 @@ fn ward(cse: &CseProcess) -> String {
         "/cse-in",
         "CAdmin",
         "ward-acp",
-        vec![acr(&[NURSE], OP_RETRIEVE), acr(&["CAdmin"], OP_ALL)],
+        vec![acr(&[NURSE], OP_RETRIEVE | OP_DISCOVERY), acr(&["CAdmin"], OP_ALL)],
         vec![acr(&["CAdmin"], OP_ALL)],
     );
     let (rsc, b) = create(
@@ -115,6 +115,14 @@ fn a_role_grants_what_the_policy_grants_the_role_to_its_holder_only() {
     assert_eq!(rsc, 2001, "{b}");
     assert_eq!(b["m2m:rol"]["ty"], json!(31), "{b}");
     assert_eq!(get_as(&cse, la, "Cnurse", &format!("rids={NURSE}")), 2000);
+    // Discovery finds what the role may see, and only with the role.
+    let found = |query: &str| {
+        let (rsc, b) = get_with_query(base, "/cse-in", "Cnurse", query);
+        assert_eq!(rsc, 2000, "{b}");
+        b["m2m:uril"].as_array().map(Vec::len).unwrap_or(0)
+    };
+    assert_eq!(found(&format!("fu=1&ty=4&rids={NURSE}")), 1);
+    assert_eq!(found("fu=1&ty=4"), 0);
     // Any spelling of the holder's ID; the role still has to be named.
     assert_eq!(
         get_as(&cse, la, "/id-in/Cnurse", &format!("rids={NURSE}")),
