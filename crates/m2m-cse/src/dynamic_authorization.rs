@@ -138,8 +138,13 @@ impl Consultations {
                     })
                 }
                 Kind::Loopback => {
-                    if let Some(name) = &row.server_name {
-                        identities.insert(row.url.clone(), name.clone());
+                    match &row.server_name {
+                        Some(name) => {
+                            identities.insert(row.url.clone(), name.clone());
+                        }
+                        None => {
+                            tracing::warn!(server = %row.url, "dynamic_authorization: a loopback server without server_name: tokens it answers with are refused (their issuer is not known to be it)")
+                        }
                     }
                     client.clone()
                 }
@@ -161,6 +166,17 @@ impl Consultations {
                     e.reason
                 )
             })?;
+            // The token header's kid picks the issuer: two issuers with one kid would make
+            // the second's tokens fail, or be taken for the first's.
+            if issuers
+                .iter()
+                .any(|i: &token::Issuer| i.key.kid() == key.kid())
+            {
+                anyhow::bail!(
+                    "dynamic_authorization.token_issuers: two issuer keys have the kid '{}'",
+                    key.kid()
+                );
+            }
             issuers.push(token::Issuer {
                 id: row.id.clone(),
                 key,

@@ -691,3 +691,38 @@ token = true
     });
     assert!(refused.is_some(), "the revoked token still opens the door");
 }
+
+/// Two token issuers whose keys share a kid: the CSE does not start (a token's kid picks its
+/// issuer's key, so one of them would be taken for the other or never verify).
+#[test]
+fn token_issuers_with_one_kid_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = m2m_command(&[
+        "e2e",
+        "keygen",
+        "--kty",
+        "ec",
+        "--kid",
+        "tokens",
+        "--out",
+        dir.path().join("a.jwk").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let public = dir.path().join("a.pub.jwk");
+    std::fs::write(&public, String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let storage = dir.path().join("data");
+    let config = format!(
+        "[storage]\npath = {:?}\n\n[dynamic_authorization]\n\n\
+         [[dynamic_authorization.token_issuers]]\nid = \"das1.m2m.example.com\"\npublic_key = {:?}\n\n\
+         [[dynamic_authorization.token_issuers]]\nid = \"das2.m2m.example.com\"\npublic_key = {:?}\n",
+        storage.display().to_string(),
+        public.display().to_string(),
+        public.display().to_string()
+    );
+    let (ok, _, stderr) = cse_exit(&config, 0o600);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("two issuer keys have the kid 'tokens'"),
+        "{stderr}"
+    );
+}

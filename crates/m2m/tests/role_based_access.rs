@@ -78,7 +78,10 @@ fn ward(cse: &CseProcess) -> String {
         "/cse-in",
         "CAdmin",
         "ward-acp",
-        vec![acr(&[NURSE], OP_RETRIEVE | OP_DISCOVERY), acr(&["CAdmin"], OP_ALL)],
+        vec![
+            acr(&[NURSE], OP_RETRIEVE | OP_DISCOVERY),
+            acr(&["CAdmin"], OP_ALL),
+        ],
         vec![acr(&["CAdmin"], OP_ALL)],
     );
     let (rsc, b) = create(
