@@ -1,7 +1,7 @@
 //! The oneM2M vocabulary shared by every part of the system, with no I/O: status codes
 //! (TS-0004 clause 6.6), resource types, identifiers and addressing (TS-0001 clause 7.2), request and
-//! response primitives (TS-0004 clause 6.4), filter criteria, and the HTTP (TS-0009) and CoAP
-//! (TS-0008) bindings.
+//! response primitives (TS-0004 clause 6.4), filter criteria, and the HTTP (TS-0009), CoAP
+//! (TS-0008) and MQTT (TS-0010) bindings.
 
 #![forbid(unsafe_code)]
 
@@ -18,7 +18,9 @@ pub mod identity;
 pub mod issued_id;
 pub mod json_serialization;
 pub mod mgmt_obj;
+pub mod mqtt_binding;
 pub mod primitive;
+pub mod primitive_message;
 pub mod resource_type;
 pub mod schema;
 pub mod security_info;

@@ -9,9 +9,11 @@
 //! | [`http`] | HTTP/1.1 (TS-0009) over an accepted connection | |
 //! | [`connector`] | outgoing TLS: the server is checked against a [`PeerCheck`], always | 8.2.1 (Entity A) |
 //! | [`datagram`] | UDP listeners for CoAP: plain, or DTLS 1.2 with HelloVerifyRequest cookies, the same caps, timeouts and binder | 10.2.1 |
+//! | [`mqtt`] | an MQTT 3.1.1 client session (TS-0010 6.3) over an outgoing TLS connection: CONNECT, SUBSCRIBE, PUBLISH QoS 1, keep-alive | TS-0010 7.3 |
 //!
-//! A binding (HTTP today; CoAP over DTLS, MQTT and WebSocket later) receives a [`Connection`] whose
-//! association is already decided, and only translates bytes into request primitives.
+//! A binding (HTTP, CoAP) receives a [`Connection`] or [`Session`] whose association is already
+//! decided, and only translates bytes into request primitives; over MQTT the broker is the peer
+//! ([`connect`] checks it) and the binding reads who sent a message from its topic.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +22,7 @@ pub mod connector;
 pub mod datagram;
 pub mod dtls_record;
 pub mod http;
+pub mod mqtt;
 pub mod timed_io;
 
 pub use acceptor::{Binder, Connection, Listener, NoAssociation, Security, Server, Stream};
