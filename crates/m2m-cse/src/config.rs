@@ -42,6 +42,10 @@ pub struct Config {
     /// A plain CoAP listener (UDP, no DTLS); absent: none. CoAP over DTLS is `tls.dtls_listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coap: Option<CoapSection>,
+    /// The MQTT binding (TS-0010): this CSE as a client of an MQTT server, over TLS-PSK; absent:
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttSection>,
     /// Multicast group fan-out over CoAP (TS-0001 clause 10.2.7.13, TS-0008 Annex B); absent:
     /// none (every fan-out is unicast, no group can be joined).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -645,6 +649,50 @@ pub struct CoapSection {
     pub allow_insecure: bool,
 }
 
+/// The MQTT binding (TS-0010): the MQTT server this CSE connects to as a client, its credential
+/// there, and the server's files this CSE keeps up to date (`m2m mqtt-broker-config` writes the
+/// rest of the server's configuration).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// The MQTT server, `mqtts://host:port` (TS-0010 clause 6.6): TLS is required (clause 7.3).
+    pub broker: String,
+    /// This CSE's KpsaID at the MQTT server; its key is the PSK row of that identity in
+    /// [security] (or the keystore). The server knows the same row (its psk_file).
+    pub psk_identity: String,
+    /// Seconds between keep-alive pings (0: none).
+    #[serde(default = "MqttSection::default_keep_alive")]
+    pub keep_alive_seconds: u64,
+    /// The MQTT server's ACL file, which this CSE writes at start and whenever an AE registers
+    /// or is deleted (the topics of TS-0010 clause 7.4 per credential); absent: not written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
+    /// The MQTT server's pid file: the server is sent SIGHUP after the ACL file changed, so that
+    /// it reads it again; absent: the operator reloads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_pid_file: Option<PathBuf>,
+}
+
+impl MqttSection {
+    fn default_keep_alive() -> u64 {
+        60
+    }
+
+    /// The server's URL, refused unless mqtts:// (the MQTT server authenticates every client by
+    /// TLS, TS-0010 clause 7.3; over plain MQTT nothing would tell one topic's sender from another).
+    pub fn url(&self) -> anyhow::Result<m2m_core::mqtt_binding::MqttUrl> {
+        let url = m2m_core::mqtt_binding::MqttUrl::parse(&self.broker)
+            .map_err(|e| anyhow::anyhow!("mqtt.broker: {}", e.dbg))?;
+        if !url.tls {
+            bail!(
+                "mqtt.broker '{}': use mqtts:// (TLS-PSK); over plain MQTT the server could not tell who publishes",
+                self.broker
+            );
+        }
+        Ok(url)
+    }
+}
+
 impl Default for CoapSection {
     fn default() -> Self {
         Self {
@@ -877,6 +925,11 @@ impl Config {
         }
         if !self.http.listen.is_empty() {
             self.listen_addr()?;
+        }
+        if let Some(mqtt) = &self.mqtt {
+            mqtt.url()?;
+            m2m_security::credentials::KpsaId::parse(&mqtt.psk_identity)
+                .map_err(|e| anyhow::anyhow!("mqtt.psk_identity: {e}"))?;
         }
         if let Some(coap) = &self.coap {
             coap.addr()?;

@@ -63,6 +63,8 @@ pub struct Cse {
     pub(crate) geofence_events: crate::resources::location_policy::PendingEvents,
     /// The armed <timeSyncBeacon>s.
     pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
+    /// The MQTT server's ACL this CSE keeps (`[mqtt] acl_file`), told when registrations change.
+    pub(crate) mqtt_acl: std::sync::OnceLock<Arc<crate::mqtt_broker::AclFile>>,
     /// What the Upper Tester interface changed (conformance testing only).
     pub(crate) testing: crate::upper_tester::Overrides,
     /// All configured KpsaIDs bound to each entity, and every configured KpsaID (canonical).
@@ -202,6 +204,7 @@ impl Cse {
             actions: Default::default(),
             geofence_events: Default::default(),
             beacons: Default::default(),
+            mqtt_acl: Default::default(),
             testing: Default::default(),
             dynamic_authorization,
             rotation,

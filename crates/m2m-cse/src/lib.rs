@@ -1,7 +1,7 @@
 //! The oneM2M CSE (TS-0001): resource tree in an embedded store, the HTTP binding, registration of
 //! AEs and CSEs, discovery, subscriptions and notifications, groups, and retargeting between CSEs.
 //!
-//! A request travels: binding (`http_server`) → [`Cse::handle`] → target resolution (`resolve`) →
+//! A request travels: binding (`http_server`, `coap_server`, `mqtt_binding`) → [`Cse::handle`] → target resolution (`resolve`) →
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
 
 #![forbid(unsafe_code)]
@@ -25,6 +25,8 @@ pub(crate) mod group_credentials;
 pub(crate) mod http_server;
 mod impersonation;
 mod maf_keys;
+pub(crate) mod mqtt_binding;
+pub mod mqtt_broker;
 pub(crate) mod multicast;
 mod notification;
 pub mod prefill;
@@ -184,8 +186,8 @@ pub(crate) fn secure_environments(
 
 /// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
-    if cfg.http.listen.is_empty() && cfg.tls.is_none() && cfg.coap.is_none() {
-        anyhow::bail!("no listener configured: set http.listen, [tls] or [coap]");
+    if cfg.http.listen.is_empty() && cfg.tls.is_none() && cfg.coap.is_none() && cfg.mqtt.is_none() {
+        anyhow::bail!("no listener configured: set http.listen, [tls], [coap] or [mqtt]");
     }
     let mut plain = None;
     if !cfg.http.listen.is_empty() {
@@ -242,8 +244,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     }
     let mut tls_addr = None;
     let mut dtls_addr = None;
+    let mqtt = mqtt_binding::Binding::from_config(&cse, &environments)?;
+    let psk = psk_table(environments, &cse);
     if let Some(tls) = &cse.config().tls {
-        let psk = psk_table(environments, &cse);
+        let psk = psk.clone();
         let tls_config = m2m_security::tls::ServerTlsConfig {
             cipher_suites: tls.cipher_suites.clone(),
             tls13: tls.tls13,
@@ -324,17 +328,28 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         coap_addr = Some(server.local_addr);
         servers.push(server);
     }
+    let mqtt_url = cse.config().mqtt.as_ref().map(|m| m.broker.clone());
     let url = explicit_url.unwrap_or_else(|| match (tls_addr, local_addr) {
         (Some(a), _) => format!("https://{a}"),
         (None, Some(a)) => format!("http://{a}"),
         (None, None) => match (dtls_addr, coap_addr) {
             (Some(a), _) => format!("coaps://{a}"),
             (None, Some(a)) => format!("coap://{a}"),
-            (None, None) => unreachable!("a listener exists"),
+            (None, None) => mqtt_url.unwrap_or_default(),
         },
     });
     cse.set_public_url(url)
         .map_err(|e| anyhow::anyhow!(e.dbg))?;
+    if let Some(mut binding) = mqtt {
+        binding.psk = psk;
+        if let Some(acl) = &binding.acl {
+            acl.write(&cse)
+                .map_err(|e| anyhow::anyhow!("mqtt.acl_file: {e}"))?;
+            let _ = cse.mqtt_acl.set(Arc::clone(acl));
+            tokio::spawn(Arc::clone(acl).run(Arc::downgrade(&cse)));
+        }
+        tokio::spawn(mqtt_binding::run(Arc::downgrade(&cse), Arc::new(binding)));
+    }
     tokio::spawn(expiry::run(Arc::clone(&cse)));
     tokio::spawn(registration::register_with_registrar(Arc::clone(&cse)));
     if let Some(m) = &cse.multicast_member {

@@ -22,6 +22,10 @@ pub enum SaeMode {
     /// No connection: a multicast fan-out opened with the group key and signed by the group
     /// hosting CSE (seeds/004 clause 6.1.2.2.3, [`crate::e2e::multicast`]).
     MulticastGroupKey,
+    /// No connection of its own: a message an MQTT server delivered (TS-0010 clause 7.2). The
+    /// server authenticated the client by its PSK and let it publish only on its own topics; the
+    /// CSE trusts the server for that, as the server's configuration tells it to.
+    MqttServer,
 }
 
 impl fmt::Display for SaeMode {
@@ -33,6 +37,7 @@ impl fmt::Display for SaeMode {
             SaeMode::GroupKey => "group-key",
             SaeMode::EndToEnd => "end-to-end",
             SaeMode::MulticastGroupKey => "multicast-group-key",
+            SaeMode::MqttServer => "mqtt-server",
         })
     }
 }

@@ -138,6 +138,9 @@ impl CredentialId {
     /// typeID 99, this project's (sec:credIDTypeID has none): the group key of a multicast
     /// fan-out, named in the audit lines of the requests it carried.
     pub const TYPE_MULTICAST_GROUP_KEY_ID: u8 = 99;
+    /// typeID 98, this project's: the entity an MQTT server let publish on its request topic
+    /// (TS-0010 clause 7.2), named by its AE-ID-Stem or CSE-ID, in the audit lines of its requests.
+    pub const TYPE_MQTT_TOPIC: u8 = 98;
 
     /// A Credential-ID from its parts; the value may use letters, digits, `.`, `_`, `-` and `@`.
     pub fn new(type_id: u8, value: &str) -> Result<CredentialId, String> {

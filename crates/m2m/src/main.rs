@@ -32,6 +32,7 @@ mod files;
 mod keys;
 mod maf;
 mod mef;
+mod mqtt_broker_config;
 mod notification_receiver;
 mod originator;
 mod pki;
@@ -80,6 +81,9 @@ enum Command {
     Maf(maf::MafArgs),
     /// Run the M2M Enrolment Function: remote security provisioning (TS-0003 clause 8.3).
     Mef(mef::MefArgs),
+    /// Write the MQTT server's configuration (mosquitto) for a CSE's MQTT binding: TLS-PSK, the
+    /// PSK file, identities as user names, the topic ACL (TS-0010 clause 7).
+    MqttBrokerConfig(mqtt_broker_config::Args),
     /// Run a Dynamic Authorization Server deciding from a policy file (TS-0003 clause 7.3.2.2).
     Das(das::DasArgs),
     /// Use the MAF's trusted third party: register and retrieve E2E credentials (seeds/001 5.6, 5.7).
@@ -186,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Keys(args) => keys::run(args),
+        Command::MqttBrokerConfig(args) => mqtt_broker_config::run(args),
         Command::BenchTls(args) => runtime()?.block_on(bench_tls::run(args)),
         Command::BenchCoap(args) => runtime()?.block_on(bench_coap::run(args)),
         Command::BenchMaf(args) => runtime()?.block_on(bench_maf::run(args)),

@@ -196,6 +196,26 @@ const DOCS: &[Doc] = &[
         "allow the listener on a non-loopback address (only for a network protected otherwise)",
     ),
     Table(
+        "mqtt",
+        "The MQTT binding (TS-0010): this CSE as a client of an MQTT server (mosquitto), over TLS-PSK. The server\n\
+         authenticates every client and lets it publish only on its own topics (its ACL, which this CSE keeps);\n\
+         `m2m mqtt-broker-config` writes the server's configuration. Without this table there is none.",
+    ),
+    Key("mqtt.broker", "the MQTT server, mqtts://host:port (TLS is required)"),
+    Key(
+        "mqtt.psk_identity",
+        "this CSE's KpsaID at the MQTT server; its key is the PSK row of that identity in [security]",
+    ),
+    Key("mqtt.keep_alive_seconds", "seconds between keep-alive pings (0: none)"),
+    Alt(
+        "mqtt.acl_file",
+        "the MQTT server's ACL file, written at start and whenever an AE registers or is deleted",
+    ),
+    Alt(
+        "mqtt.broker_pid_file",
+        "the MQTT server's pid file: it is sent SIGHUP after the ACL file changed (absent: reload it yourself)",
+    ),
+    Table(
         "multicast",
         "Multicast group fan-out over CoAP (TS-0001 clause 10.2.7.13, TS-0008 Annex B), protected with a group key:\n\
          as group hosting CSE (fan-outs signed with group_credentials.signing_key, group keys sealed for each\n\
@@ -511,6 +531,13 @@ fn example() -> Config {
         ..TlsSection::default()
     });
     c.coap = Some(CoapSection::default());
+    c.mqtt = Some(MqttSection {
+        broker: "mqtts://127.0.0.1:8883".into(),
+        psk_identity: "in-cse@in.provider.com".into(),
+        keep_alive_seconds: 60,
+        acl_file: Some("mqtt/acl".into()),
+        broker_pid_file: Some("mqtt/mosquitto.pid".into()),
+    });
     c.multicast = Some(MulticastSection {
         keystore_secret: Some("multicast-e2e".into()),
         key: Some(HEX_PLACEHOLDER.into()),
@@ -616,6 +643,7 @@ mod tests {
             ("registration.rules", field_names::<AppRule>()),
             ("tls", field_names::<TlsSection>()),
             ("coap", field_names::<CoapSection>()),
+            ("mqtt", field_names::<MqttSection>()),
             ("multicast", field_names::<MulticastSection>()),
             ("security", field_names::<SecuritySection>()),
             ("security.psk", field_names::<PskRow>()),
@@ -738,6 +766,7 @@ mod tests {
             "tls.accepted_identities",
             "tls.dtls_listen",
             "coap",
+            "mqtt",
             "multicast",
             "multicast.private_jwk",
             "security.keystore",

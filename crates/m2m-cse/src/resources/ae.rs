@@ -144,6 +144,24 @@ impl super::Behaviour for Ae {
         attrs.get("aei").and_then(Value::as_str)
     }
 
+    /// The MQTT server's ACL names the AEs registered with each credential.
+    fn created(&self, cse: &std::sync::Arc<crate::cse::Cse>, _res: &crate::store::Resource) {
+        if let Some(acl) = cse.mqtt_acl.get() {
+            acl.changed();
+        }
+    }
+
+    fn deleted(&self, cse: &std::sync::Arc<crate::cse::Cse>, _res: &crate::store::Resource) {
+        if let Some(acl) = cse.mqtt_acl.get() {
+            acl.changed();
+        }
+    }
+
+    /// [`Behaviour::deleted`] also when an AE goes with an ancestor (the MQTT ACL).
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
     fn insert(
         &self,
         cse: &crate::cse::Cse,

@@ -511,6 +511,18 @@ impl Reader<'_> {
             .map_err(internal)
     }
 
+    /// Every AE registered with a credential not bound to it: (AE-ID-Stem, Credential-ID).
+    pub fn credential_bindings(&self) -> M2mResult<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT ae_id, credential_id FROM credential_bindings ORDER BY ae_id")
+            .map_err(internal)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(internal)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+    }
+
     /// Resources of one type anywhere in the tree.
     pub fn all_of_type(&self, ty: ResourceType) -> M2mResult<Vec<Resource>> {
         self.many(OF_TYPE, [ty.code()])

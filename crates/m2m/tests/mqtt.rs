@@ -1,0 +1,573 @@
+//! The MQTT binding (TS-0010) against software we did not write: mosquitto as the MQTT server,
+//! configured by `m2m mqtt-broker-config`; `mosquitto_rr` (mosquitto's own client) and Python
+//! paho-mqtt (over TLS-PSK from sslpsk3) as the AEs. Every request travels over TLS-PSK to the
+//! server; the server lets each credential publish only on its own topics, and the CSE holds
+//! each request's From to the topic it came on.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const CSE_IDENTITY: &str = "cse-mqtt@in.provider.com";
+const CSE_KEY: &str = "00112233445566778899aabbccddeeff";
+/// The front lock: its PSK row is bound to the AE-ID Slock.
+const LOCK: (&str, &str) = (
+    "AE123456789012-Lock@in.provider.com",
+    "1a2b3c4d5e6f7a8b1a2b3c4d5e6f7a8b",
+);
+/// The phone: its credential is bound to nothing; it registers on the registration topic.
+const PHONE: (&str, &str) = ("phone@in.provider.com", "0f0e0d0c0b0a09080706050403020100");
+/// Another holder of a valid credential, who would act as the lock.
+const MALLORY: (&str, &str) = (
+    "mallory@in.provider.com",
+    "deadbeefdeadbeefdeadbeefdeadbeef",
+);
+
+/// The CSE's configuration for both `m2m cse` and `m2m mqtt-broker-config`.
+fn config(port: u16, dir: &Path) -> String {
+    format!(
+        r#"
+[mqtt]
+broker = "mqtts://127.0.0.1:{port}"
+psk_identity = "{CSE_IDENTITY}"
+acl_file = {acl}
+broker_pid_file = {pid}
+
+[[security.psk]]
+kpsa_id = "{CSE_IDENTITY}"
+key = "{CSE_KEY}"
+
+[[security.psk]]
+entity = "Slock"
+kpsa_id = "{lock}"
+key = "{lock_key}"
+
+[[security.psk]]
+kpsa_id = "{phone}"
+key = "{phone_key}"
+
+[[security.psk]]
+kpsa_id = "{mallory}"
+key = "{mallory_key}"
+
+[[registration.rules]]
+apci = ["12-*@in.provider.com"]
+aai = ["*"]
+aae = ["C*", "S*"]
+"#,
+        acl = toml_str(&dir.join("acl")),
+        pid = toml_str(&dir.join("mosquitto.pid")),
+        lock = LOCK.0,
+        lock_key = LOCK.1,
+        phone = PHONE.0,
+        phone_key = PHONE.1,
+        mallory = MALLORY.0,
+        mallory_key = MALLORY.1,
+    )
+}
+
+fn toml_str(p: &Path) -> String {
+    toml::Value::String(p.display().to_string()).to_string()
+}
+
+/// mosquitto, the CSE, and the directory of the server's files.
+struct Setup {
+    broker: Child,
+    cse: CseProcess,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.broker.kill();
+        let _ = self.broker.wait();
+    }
+}
+
+/// Whether every peer of these tests is here (in CI they must be).
+fn peers() -> bool {
+    starts("mosquitto")
+        && starts("mosquitto_rr")
+        && python_has("paho.mqtt.client")
+        && python_has("sslpsk3")
+        && python_has("cbor2")
+}
+
+/// Whether `program -h` can be started (both print their usage and exit non-zero).
+fn starts(program: &str) -> bool {
+    let ok = Command::new(program)
+        .arg("-h")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    missing_or(ok, program)
+}
+
+fn missing_or(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{what} is missing, and CI=true: .ci/run must install it"
+        );
+        eprintln!("\n!!!!!!!!!! SKIPPED: {what} is not installed; the MQTT binding tests need it. In CI it is mandatory. !!!!!!!!!!\n");
+    }
+    ok
+}
+
+fn python_has(module: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    missing_or(ok, &format!("python3 module {module}"))
+}
+
+fn start() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let port = unused_port();
+    let text = config(port, dir.path());
+    let cfg = dir.path().join("cse.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = m2m(&[
+        "mqtt-broker-config",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("mqtt").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let psk_file = dir.path().join("mqtt/psk_file");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&psk_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the PSK file is private");
+    // mosquitto started as root drops to the user `mosquitto`, which cannot read this test's
+    // private files: run it as the user running the tests instead.
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0 {
+        let conf = dir.path().join("mqtt/mosquitto.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(&conf, format!("{text}user root\n")).unwrap();
+    }
+    let broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.path().join("mqtt/mosquitto.conf"))
+        .env("OPENSSL_CONF", dir.path().join("mqtt/openssl.cnf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto runs");
+    poll(WAIT, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .expect("mosquitto listens");
+    let data = tempfile::tempdir().unwrap();
+    let cse = CseProcess::start(&text, data.path());
+    std::mem::forget(data);
+    let setup = Setup {
+        broker,
+        cse,
+        port,
+        dir,
+    };
+    poll(WAIT, || {
+        setup.cse.logged("MQTT server associated").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the CSE did not reach mosquitto:\n{}", setup.cse.stderr()));
+    setup
+}
+
+/// One request with mosquitto_rr as `who`: published on `topic`, the answer read from `answer`.
+fn mosquitto_rr(
+    s: &Setup,
+    who: (&str, &str),
+    topic: &str,
+    answer: &str,
+    req: &Value,
+) -> Option<Value> {
+    let out = Command::new("mosquitto_rr")
+        .args(["-h", "127.0.0.1", "-p", &s.port.to_string()])
+        .args(["--psk", who.1, "--psk-identity", who.0])
+        .args(["-q", "1", "-W", "5"])
+        .args(["-t", topic, "-e", answer])
+        .args(["-m", &req.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("mosquitto_rr runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).ok()
+}
+
+/// The paho-mqtt client of these tests: connects as `identity` over TLS-PSK (sslpsk3 wraps the
+/// socket), subscribes, then for each step publishes a request primitive (JSON or CBOR) and
+/// waits for one message; prints the subscriptions' return codes and the answers as JSON.
+const PAHO: &str = r#"
+import json, queue, socket, ssl, sys
+import cbor2, sslpsk3
+import paho.mqtt.client as mqtt
+
+spec = json.loads(sys.argv[1])
+
+class PskClient(mqtt.Client):
+    def _create_socket_connection(self):
+        sock = socket.create_connection((self._host, self._port), timeout=10)
+        return sslpsk3.wrap_socket(sock, psk=(bytes.fromhex(spec["key"]), spec["identity"].encode()),
+                                   ciphers="PSK-AES128-CBC-SHA256", ssl_version=ssl.PROTOCOL_TLSv1_2)
+
+c = PskClient(mqtt.CallbackAPIVersion.VERSION2, client_id=spec["client_id"])
+messages, granted = queue.Queue(), queue.Queue()
+c.on_message = lambda c, u, m: messages.put((m.topic, m.payload))
+c.on_subscribe = lambda c, u, mid, codes, p: granted.put([rc.value for rc in codes])
+c.connect("127.0.0.1", spec["port"], keepalive=30)
+c.loop_start()
+out = {"granted": [], "answers": []}
+for f in spec["subscribe"]:
+    c.subscribe(f, qos=1)
+    out["granted"].append(granted.get(timeout=10)[0])
+print("subscribed", flush=True)
+for step in spec["steps"]:
+    if "listen" in step:
+        try:
+            topic, payload = messages.get(timeout=step["listen"])
+            out["answers"].append({"topic": topic, "overheard": payload.decode("utf-8", "replace")})
+        except queue.Empty:
+            out["answers"].append(None)
+        continue
+    body = json.dumps(step["rqp"]).encode() if step["ser"] == "json" else cbor2.dumps(step["rqp"])
+    c.publish(step["topic"], body, qos=1).wait_for_publish(5)
+    try:
+        topic, payload = messages.get(timeout=step.get("wait", 10))
+        rsp = json.loads(payload) if topic.endswith("/json") else cbor2.loads(payload)
+        out["answers"].append({"topic": topic, "rsp": rsp})
+    except queue.Empty:
+        out["answers"].append(None)
+c.loop_stop()
+c.disconnect()
+print(json.dumps(out))
+"#;
+
+/// Starts the paho client; returns once it has subscribed.
+fn paho_spawn(
+    s: &Setup,
+    who: (&str, &str),
+    client_id: &str,
+    subscribe: &[&str],
+    steps: &[Value],
+) -> (
+    Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let script = s.dir.path().join("mqtt_ae.py");
+    std::fs::write(&script, PAHO).unwrap();
+    let spec = json!({
+        "identity": who.0, "key": who.1, "client_id": client_id, "port": s.port,
+        "subscribe": subscribe, "steps": steps,
+    });
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(spec.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(first, "subscribed", "the paho client did not connect");
+    (child, lines)
+}
+
+/// The paho client's output once it is done.
+fn paho_result(
+    mut child: Child,
+    mut lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) -> Value {
+    let last = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(child.wait().unwrap().success(), "the paho client failed");
+    serde_json::from_str(&last).expect("the paho client prints JSON")
+}
+
+fn paho(
+    s: &Setup,
+    who: (&str, &str),
+    client_id: &str,
+    subscribe: &[&str],
+    steps: &[Value],
+) -> Value {
+    let (child, lines) = paho_spawn(s, who, client_id, subscribe, steps);
+    paho_result(child, lines)
+}
+
+fn rqp(op: u8, to: &str, fr: Option<&str>, rqi: &str, ty: Option<u16>, pc: Option<Value>) -> Value {
+    let mut v = json!({"op": op, "to": to, "rqi": rqi, "rvi": "3"});
+    if let Some(fr) = fr {
+        v["fr"] = json!(fr);
+    }
+    if let Some(ty) = ty {
+        v["ty"] = json!(ty);
+    }
+    if let Some(pc) = pc {
+        v["pc"] = pc;
+    }
+    v
+}
+
+fn ae_body(api: &str) -> Value {
+    json!({"m2m:ae": {"api": api, "rr": false, "srv": ["3"]}})
+}
+
+#[test]
+fn mosquitto_clients_get_the_cse_answers_over_tls_psk_and_topics_name_their_sender() {
+    if !peers() {
+        return;
+    }
+    let s = start();
+    let (req, resp) = (
+        "/oneM2M/req/Slock/id-in/json",
+        "/oneM2M/resp/Slock/id-in/json",
+    );
+    // The lock registers as the AE its credential is bound to, on its own request topic.
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(
+            1,
+            "cse-in",
+            Some("Slock"),
+            "reg1",
+            Some(2),
+            Some(ae_body("Nlock")),
+        ),
+    )
+    .expect("the CSE answers the registration");
+    assert_eq!(r["rsc"], 2001, "{r}");
+    assert_eq!(r["rqi"], "reg1");
+    assert_eq!(r["pc"]["m2m:ae"]["aei"], "Slock");
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(
+            1,
+            "cse-in/Slock",
+            Some("Slock"),
+            "c1",
+            Some(3),
+            Some(json!({"m2m:cnt": {"rn": "state"}})),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r["rsc"], 2001, "{r}");
+
+    // Its own topic, another From: the CSE refuses (4106), whatever other entity is named.
+    for from in [
+        "Cphone",
+        "/id-in",
+        "Smallory",
+        "/id-in/Cx",
+        "//m2m.example.com/id-in/Slock2",
+    ] {
+        let r = mosquitto_rr(
+            &s,
+            LOCK,
+            req,
+            resp,
+            &rqp(2, "cse-in/Slock", Some(from), "x", None, None),
+        )
+        .unwrap_or_else(|| panic!("no answer for From {from}"));
+        assert_eq!(r["rsc"], 4106, "From {from}: {r}");
+    }
+    // No From at all, on a topic that names a sender: refused too.
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(2, "cse-in", None, "x", None, None),
+    )
+    .unwrap();
+    assert_eq!(r["rsc"], 4106, "{r}");
+
+    // Another credential on the lock's topics: the MQTT server's ACL lets nothing through,
+    // neither the request nor the subscription to the lock's answers.
+    let r = mosquitto_rr(
+        &s,
+        MALLORY,
+        req,
+        resp,
+        &rqp(4, "cse-in/Slock/state", Some("Slock"), "del", None, None),
+    );
+    assert!(
+        r.is_none(),
+        "mallory got an answer on the lock's topic: {r:?}"
+    );
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(2, "cse-in/Slock/state", Some("Slock"), "r", None, None),
+    )
+    .unwrap();
+    assert_eq!(
+        r["rsc"], 2000,
+        "the container mallory tried to delete is still there: {r}"
+    );
+    // Nor does mallory overhear the lock's requests or the CSE's answers to it, whatever she
+    // subscribes to (mosquitto checks each message against her read rights).
+    let (child, lines) = paho_spawn(
+        &s,
+        MALLORY,
+        "A::mallory",
+        &[
+            "/oneM2M/resp/Slock/#",
+            "/oneM2M/req/+/id-in/#",
+            "/oneM2M/#",
+            "#",
+        ],
+        &[json!({"listen": 4})],
+    );
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(2, "cse-in/Slock", Some("Slock"), "seen", None, None),
+    )
+    .unwrap();
+    assert_eq!(r["rsc"], 2000, "{r}");
+    let out = paho_result(child, lines);
+    assert!(out["answers"][0].is_null(), "mallory overheard: {out}");
+    // Nor does she answer in the CSE's place: the lock, listening for its answers, hears none.
+    let (child, lines) = paho_spawn(
+        &s,
+        LOCK,
+        "A::Slock-listener",
+        &[resp],
+        &[json!({"listen": 3})],
+    );
+    paho(
+        &s,
+        MALLORY,
+        "A::mallory2",
+        &[],
+        &[
+            json!({"topic": resp, "ser": "json", "wait": 0.5, "rqp": {"rsc": 2000, "rqi": "forged"}}),
+        ],
+    );
+    let out = paho_result(child, lines);
+    assert!(
+        out["answers"][0].is_null(),
+        "the lock took a forged answer: {out}"
+    );
+    // The server's psk file holds the keys, the ACL none.
+    let acl = std::fs::read_to_string(s.dir.path().join("acl")).unwrap();
+    for key in [CSE_KEY, LOCK.1, PHONE.1, MALLORY.1] {
+        assert!(!acl.contains(key));
+        assert!(!s.cse.stderr().contains(key) && !s.cse.stdout().contains(key));
+    }
+}
+
+#[test]
+fn paho_registers_on_the_registration_topic_then_speaks_json_and_cbor_as_its_ae() {
+    if !peers() {
+        return;
+    }
+    let s = start();
+    let cred = "12-phone@in.provider.com";
+    // Registration with no AE-ID yet: the topic names the credential (TS-0010 clause 6.4.4).
+    let out = paho(
+        &s,
+        PHONE,
+        "A::phone",
+        &[&format!("/oneM2M/reg_resp/{cred}/#")],
+        &[json!({
+            "topic": format!("/oneM2M/reg_req/{cred}/id-in/json"),
+            "ser": "json",
+            "rqp": rqp(1, "cse-in", Some("C"), "reg", Some(2), Some(ae_body("Nphone"))),
+        })],
+    );
+    assert_eq!(out["granted"], json!([1]), "{out}");
+    let answer = &out["answers"][0];
+    assert_eq!(
+        answer["topic"],
+        format!("/oneM2M/reg_resp/{cred}/id-in/json")
+    );
+    let rsp = &answer["rsp"];
+    assert_eq!(rsp["rsc"], 2001, "{rsp}");
+    let aei = rsp["pc"]["m2m:ae"]["aei"].as_str().unwrap().to_owned();
+    assert!(aei.starts_with('C'), "{aei}");
+
+    // The CSE wrote the server's ACL again for the new AE and signalled it: the phone's own
+    // request topics open, in CBOR too, with its AE-ID as From.
+    let topic = |ser: &str| format!("/oneM2M/req/{aei}/id-in/{ser}");
+    let steps = [
+        json!({"topic": topic("cbor"), "ser": "cbor", "rqp": rqp(2, "cse-in", Some(&aei), "r1", None, None)}),
+        json!({"topic": topic("json"), "ser": "json",
+               "rqp": rqp(1, &format!("cse-in/{aei}"), Some(&aei), "c1", Some(3), Some(json!({"m2m:cnt": {"rn": "inbox"}})))}),
+        // Its topic, the lock's From.
+        json!({"topic": topic("json"), "ser": "json", "rqp": rqp(2, "cse-in/Slock", Some("Slock"), "x1", None, None)}),
+        // A malformed primitive: 4000 on the same response topic.
+        json!({"topic": topic("json"), "ser": "json", "rqp": {"op": 2, "rqi": "x2", "fr": aei}}),
+    ];
+    let answers = poll(WAIT, || {
+        let out = paho(
+            &s,
+            PHONE,
+            &format!("A::{aei}"),
+            &[&format!("/oneM2M/resp/{aei}/#")],
+            &steps,
+        );
+        (out["granted"] == json!([1]) && !out["answers"][0].is_null()).then_some(out)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the phone's topics never opened; ACL:\n{}",
+            std::fs::read_to_string(s.dir.path().join("acl")).unwrap_or_default()
+        )
+    });
+    let a = &answers["answers"];
+    assert_eq!(a[0]["topic"], format!("/oneM2M/resp/{aei}/id-in/cbor"));
+    assert_eq!(a[0]["rsp"]["rsc"], 2000, "{a}");
+    assert_eq!(a[0]["rsp"]["pc"]["m2m:cb"]["csi"], "/id-in");
+    assert_eq!(a[1]["rsp"]["rsc"], 2001, "{a}");
+    assert_eq!(a[2]["rsp"]["rsc"], 4106, "{a}");
+    assert_eq!(a[3]["rsp"]["rsc"], 4000, "{a}");
+    assert_eq!(a[3]["rsp"]["rqi"], "x2");
+
+    // The registration topic of the phone's credential is the phone's only: the lock cannot
+    // register under it.
+    let out = paho(
+        &s,
+        LOCK,
+        "A::lock2",
+        &[],
+        &[json!({
+            "topic": format!("/oneM2M/reg_req/{cred}/id-in/json"),
+            "ser": "json", "wait": 2,
+            "rqp": rqp(1, "cse-in", Some("C"), "reg2", Some(2), Some(ae_body("Nfake"))),
+        })],
+    );
+    assert!(out["answers"][0].is_null(), "{out}");
+    let (code, found) = get_with_query(s.cse.url(), "/cse-in", "CAdmin", "fu=1&ty=2");
+    assert_eq!(code, 2000, "{found}");
+    assert_eq!(
+        found["m2m:uril"],
+        json!([format!("cse-in/{aei}")]),
+        "only the phone registered"
+    );
+}
