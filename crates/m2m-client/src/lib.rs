@@ -29,7 +29,8 @@
 //! `https` URLs use TLS in the oneM2M profiles with the credentials given by
 //! [`Client::with_tls`] (TLS-PSK or a client certificate); without them an `https` URL is a
 //! clear 5103 error. `coap://` and `coaps://` URLs use the CoAP binding, `coaps` over DTLS 1.2
-//! with the credentials of [`Client::with_dtls`].
+//! with the credentials of [`Client::with_dtls`]. `mqtts://` URLs use the MQTT binding through
+//! that MQTT server, with the credentials and CSE-ID of [`Client::with_mqtt`].
 
 #![forbid(unsafe_code)]
 
@@ -58,6 +59,8 @@ type HttpsClient = hyper_util::client::legacy::Client<tls::TlsConnector, Full<By
 
 mod coap;
 pub mod escertke;
+mod mqtt;
+pub use mqtt::{MqttInbox, MqttSettings, Received as MqttReceived};
 pub mod esprim;
 pub mod group_authentication;
 mod tls;
@@ -74,6 +77,9 @@ pub struct Client {
     coap: std::sync::Arc<coap::CoapTransport>,
     /// Credentials and trust for `coaps` (a DTLS context).
     dtls: Option<std::sync::Arc<TlsSettings>>,
+    /// `mqtts` (TS-0010): the sessions, shared by clones, and what they need.
+    mqtt: std::sync::Arc<mqtt::MqttTransport>,
+    mqtt_settings: Option<std::sync::Arc<MqttSettings>>,
     timeout: Duration,
     max_body: usize,
 }
@@ -176,6 +182,8 @@ impl Client {
             https: None,
             coap: Default::default(),
             dtls: None,
+            mqtt: Default::default(),
+            mqtt_settings: None,
             timeout: DEFAULT_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
         }
@@ -203,6 +211,13 @@ impl Client {
         self
     }
 
+    /// Uses these credentials, trust and CSE-ID for `mqtts` URLs (the MQTT binding, TS-0010).
+    pub fn with_mqtt(mut self, settings: MqttSettings) -> Self {
+        self.mqtt_settings = Some(std::sync::Arc::new(settings));
+        self.mqtt = Default::default();
+        self
+    }
+
     /// Sets the per-request timeout (connect, send, and reading the whole response).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -227,6 +242,9 @@ impl Client {
     /// The request path comes from `req.to` (TS-0009 table 6.2.2.1-1), the query from its
     /// parameters and filter criteria.
     pub async fn send(&self, base_url: &str, req: &Request) -> M2mResult<Response> {
+        if mqtt::is_mqtt(base_url) {
+            return self.send_mqtt(base_url, req, Serialization::Json).await;
+        }
         if coap::is_coap(base_url) {
             let dtls = self.dtls.as_deref();
             return self
@@ -259,12 +277,28 @@ impl Client {
         req: &Request,
         ser: Serialization,
     ) -> M2mResult<Response> {
+        if mqtt::is_mqtt(url) {
+            return self.send_mqtt(url, req, ser).await;
+        }
         if coap::is_coap(url) {
             let dtls = self.dtls.as_deref();
             return self.coap.send(url, true, req, dtls, self.timeout).await;
         }
         let target = parse_url(url, true)?;
         self.dispatch(url, target, req, ser).await
+    }
+
+    async fn send_mqtt(&self, url: &str, req: &Request, ser: Serialization) -> M2mResult<Response> {
+        self.mqtt
+            .send(
+                url,
+                req,
+                self.mqtt_settings.as_deref(),
+                ser,
+                self.timeout,
+                self.max_body,
+            )
+            .await
     }
 
     async fn dispatch(

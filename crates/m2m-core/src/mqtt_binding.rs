@@ -18,7 +18,7 @@ use crate::serialization::Serialization;
 use std::fmt;
 
 /// What a topic carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Request,
     Response,

@@ -65,6 +65,8 @@ pub struct Cse {
     pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
     /// The MQTT server's ACL this CSE keeps (`[mqtt] acl_file`), told when registrations change.
     pub(crate) mqtt_acl: std::sync::OnceLock<Arc<crate::mqtt_broker::AclFile>>,
+    /// The MQTT binding (`[mqtt]`): notifications to `mqtt(s)://` points of access go through it.
+    pub(crate) mqtt: std::sync::OnceLock<Arc<crate::mqtt_binding::Binding>>,
     /// What the Upper Tester interface changed (conformance testing only).
     pub(crate) testing: crate::upper_tester::Overrides,
     /// All configured KpsaIDs bound to each entity, and every configured KpsaID (canonical).
@@ -205,6 +207,7 @@ impl Cse {
             geofence_events: Default::default(),
             beacons: Default::default(),
             mqtt_acl: Default::default(),
+            mqtt: Default::default(),
             testing: Default::default(),
             dynamic_authorization,
             rotation,

@@ -346,9 +346,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             acl.write(&cse)
                 .map_err(|e| anyhow::anyhow!("mqtt.acl_file: {e}"))?;
             let _ = cse.mqtt_acl.set(Arc::clone(acl));
-            tokio::spawn(Arc::clone(acl).run(Arc::downgrade(&cse)));
         }
-        tokio::spawn(mqtt_binding::run(Arc::downgrade(&cse), Arc::new(binding)));
+        let binding = Arc::new(binding);
+        let _ = cse.mqtt.set(Arc::clone(&binding));
+        tokio::spawn(mqtt_binding::run(Arc::downgrade(&cse), binding));
     }
     tokio::spawn(expiry::run(Arc::clone(&cse)));
     tokio::spawn(registration::register_with_registrar(Arc::clone(&cse)));

@@ -42,7 +42,17 @@ pub(crate) struct Binding {
     pub(crate) acl: Option<Arc<AclFile>>,
     /// This CSE's ID as a topic level.
     receiver: String,
+    /// The session's publisher while connected: notifications go out through it.
+    publisher: std::sync::Mutex<Option<Publisher>>,
+    /// Requests this CSE sent and awaits the answer of: Request Identifier -> (the receiver's
+    /// topic level, where its answer must come from).
+    pending: std::sync::Mutex<
+        std::collections::HashMap<String, (String, tokio::sync::oneshot::Sender<Response>)>,
+    >,
 }
+
+/// Requests of this CSE awaiting their answer over MQTT at once; more are refused (5103).
+const MAX_PENDING: usize = 4096;
 
 impl Binding {
     /// Reads `[mqtt]`: the key of `psk_identity` from the secure environments (refused at start
@@ -73,6 +83,8 @@ impl Binding {
             psk: None,
             acl: AclFile::new(mqtt, rows),
             receiver: topic_id(&cse.id.entity.sp_relative()),
+            publisher: Default::default(),
+            pending: Default::default(),
         }))
     }
 }
@@ -90,7 +102,9 @@ pub(crate) async fn run(cse: std::sync::Weak<Cse>, binding: Arc<Binding>) {
                 tracing::info!(target: "audit", broker = %binding.url.authority(), identity = %binding.identity, "MQTT server associated (TLS-PSK)");
                 backoff = Duration::from_secs(1);
                 drop(strong);
+                *lock(&binding.publisher) = Some(publisher.clone());
                 serve(cse.clone(), &binding, publisher, messages, broker).await;
+                *lock(&binding.publisher) = None;
                 tracing::warn!(broker = %binding.url.authority(), "MQTT connection ended; connecting again");
             }
             Err(e) => {
@@ -139,6 +153,8 @@ async fn connect(
         subscriptions: vec![
             Topic::receiver_filter(Kind::Request, &b.receiver),
             Topic::receiver_filter(Kind::RegistrationRequest, &b.receiver),
+            // The answers to this CSE's own requests (notifications), clause 6.5.4.
+            Topic::originator_filter(Kind::Response, &b.receiver),
         ],
         max_packet: max_packet(cse),
         timeout,
@@ -180,6 +196,9 @@ async fn answer(
     broker: SocketAddr,
 ) {
     let topic = match Topic::parse(&m.topic) {
+        Ok(t) if t.kind == Kind::Response && t.originator == b.receiver => {
+            return answered(b, &t, &m.payload);
+        }
         Ok(t) if t.receiver == b.receiver => t,
         Ok(_) | Err(_) => {
             tracing::debug!(topic = %m.topic, "MQTT message on a topic that is not a request to this CSE");
@@ -219,6 +238,90 @@ async fn answer(
     if let Err(e) = publisher.publish(&topic.answer().to_string(), body).await {
         tracing::debug!(error = %e, "MQTT response not sent");
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The answer to a request this CSE sent: taken only from the topic of the entity it was sent
+/// to (any other entity could publish an answer with a guessed Request Identifier on its own).
+fn answered(b: &Binding, topic: &Topic, payload: &[u8]) {
+    let Ok(resp) = primitive_message::decode_response(payload, topic.serialization) else {
+        tracing::debug!(topic = %topic, "malformed MQTT answer");
+        return;
+    };
+    let mut pending = lock(&b.pending);
+    match pending.get(&resp.rqi) {
+        Some((receiver, _)) if *receiver == topic.receiver => {
+            if let Some((_, tx)) = pending.remove(&resp.rqi) {
+                let _ = tx.send(resp);
+            }
+        }
+        Some(_) => {
+            tracing::warn!(target: "audit", topic = %topic, "MQTT answer from an entity the request was not sent to, ignored");
+        }
+        None => {}
+    }
+}
+
+/// Whether a point of access is an MQTT one (TS-0010 clause 6.6).
+pub(crate) fn is_mqtt_url(s: &str) -> bool {
+    s.starts_with("mqtts://") || s.starts_with("mqtt://")
+}
+
+fn unreachable(why: impl Into<String>) -> M2mError {
+    M2mError::new(m2m_core::ResponseStatusCode::TargetNotReachable, why)
+}
+
+/// Sends `req` to the entity `target` (an AE whose pointOfAccess is `poa`) through this CSE's
+/// MQTT server: published on `/oneM2M/req/<csi>/<target>/<ser>`, its answer awaited on the
+/// response topic of that entity (clause 6.4.3). Only the server this CSE is a client of can be
+/// reached.
+pub(crate) async fn send(
+    cse: &Cse,
+    poa: &str,
+    target: &EntityId,
+    req: &m2m_core::Request,
+    ser: m2m_core::serialization::Serialization,
+) -> M2mResult<Response> {
+    let b = cse
+        .mqtt
+        .get()
+        .ok_or_else(|| unreachable("this CSE has no MQTT binding"))?;
+    let url = m2m_core::mqtt_binding::MqttUrl::parse(poa).map_err(|e| unreachable(e.dbg))?;
+    if (url.host.as_str(), url.port) != (b.url.host.as_str(), b.url.port) {
+        return Err(unreachable(
+            "the pointOfAccess names an MQTT server this CSE is not a client of",
+        ));
+    }
+    let level = target
+        .local_stem(&cse.id.home)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|| topic_id(&target.as_seen_from(&cse.id.home)));
+    let publisher = lock(&b.publisher)
+        .clone()
+        .ok_or_else(|| unreachable("not connected to the MQTT server"))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let mut pending = lock(&b.pending);
+        if pending.len() >= MAX_PENDING || pending.contains_key(&req.rqi) {
+            return Err(unreachable("too many requests awaiting an MQTT answer"));
+        }
+        pending.insert(req.rqi.clone(), (level.clone(), tx));
+    }
+    let topic = Topic::new(Kind::Request, &b.receiver, &level, ser);
+    let body = primitive_message::encode_request(req, ser)?;
+    let timeout = Duration::from_millis(cse.config().limits.outgoing_timeout_ms);
+    let outcome = match publisher.publish(&topic.to_string(), body).await {
+        Ok(()) => tokio::time::timeout(timeout, rx)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Err(_) => None,
+    };
+    lock(&b.pending).remove(&req.rqi);
+    outcome.ok_or_else(|| unreachable("no answer over MQTT"))
 }
 
 fn refused(cse: &Cse, e: &M2mError, rqi: String) -> Response {

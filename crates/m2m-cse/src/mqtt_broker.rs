@@ -227,13 +227,16 @@ pub fn broker_files(cfg: &Config, dir: &Path) -> anyhow::Result<BrokerFiles> {
 }
 
 /// The ACL file the CSE keeps: written again (through a temporary file, then renamed) whenever
-/// the registrations change, then the server signalled to read it.
+/// the registrations change, then the server signalled to read it. Both happen before the
+/// registration's answer is published, so that the server has read the AE's new topics before
+/// the AE can use them (mosquitto reloads at its next loop, before it routes that answer).
 pub struct AclFile {
     path: PathBuf,
     pid_file: Option<PathBuf>,
     own_identity: String,
     rows: Vec<Row>,
-    changed: tokio::sync::Notify,
+    /// One writer at a time: the last registration's file wins whole.
+    writing: std::sync::Mutex<()>,
 }
 
 impl AclFile {
@@ -243,12 +246,13 @@ impl AclFile {
             pid_file: mqtt.broker_pid_file.clone(),
             own_identity: mqtt.psk_identity.clone(),
             rows,
-            changed: tokio::sync::Notify::new(),
+            writing: std::sync::Mutex::new(()),
         }))
     }
 
     /// Writes the ACL now (at start: a failure stops the CSE).
     pub fn write(&self, cse: &crate::cse::Cse) -> anyhow::Result<()> {
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let bindings = cse
             .store
             .read(|r| r.credential_bindings())
@@ -287,21 +291,10 @@ impl AclFile {
         }
     }
 
-    /// Asks for the ACL to be written again (an AE registered or was deleted).
-    pub fn changed(&self) {
-        self.changed.notify_one();
-    }
-
-    /// Writes the ACL again after each change, for as long as the CSE runs.
-    pub async fn run(self: Arc<Self>, cse: std::sync::Weak<crate::cse::Cse>) {
-        loop {
-            self.changed.notified().await;
-            let Some(cse) = cse.upgrade() else {
-                return;
-            };
-            if let Err(e) = self.write(&cse) {
-                tracing::warn!(target: "audit", error = %e, "the MQTT server's ACL could not be written");
-            }
+    /// Writes the ACL again: an AE registered or was deleted.
+    pub fn changed(&self, cse: &crate::cse::Cse) {
+        if let Err(e) = self.write(cse) {
+            tracing::warn!(target: "audit", error = %e, "the MQTT server's ACL could not be written");
         }
     }
 }

@@ -1175,7 +1175,11 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResu
         .attrs
         .get("poa")
         .and_then(Value::as_array)
-        .and_then(|a| a.iter().filter_map(Value::as_str).find(|p| is_url(p)))
+        .and_then(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .find(|p| is_url(p) || crate::mqtt_binding::is_mqtt_url(p))
+        })
         .map(str::to_owned);
     let Some(poa) = poa else {
         return Err(M2mError::new(
@@ -1204,5 +1208,18 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResu
             m2m_core::serialization::Serialization::preferred(csz.iter().map(String::as_str))
         })
         .unwrap_or_default();
+    if crate::mqtt_binding::is_mqtt_url(&poa) {
+        // Over MQTT the server delivers to the AE's own topic (its ACL lets only that AE read it).
+        let entity = ae
+            .str_attr("aei")
+            .and_then(|a| m2m_core::EntityId::parse(a, &cse.id.home).ok())
+            .ok_or_else(|| {
+                M2mError::new(
+                    ResponseStatusCode::TargetNotReachable,
+                    "the AE has no AE-ID",
+                )
+            })?;
+        return crate::mqtt_binding::send(cse, &poa, &entity, &req, ser).await;
+    }
     client.send_to_url_as(&poa, &req, ser).await
 }

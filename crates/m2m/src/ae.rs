@@ -73,7 +73,7 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
                         "coaps",
                     )
                 }
-                NotificationBinding::Polling => {
+                NotificationBinding::Polling | NotificationBinding::Mqtt => {
                     return run_registered(cfg, None, &mut term).await;
                 }
             };
@@ -96,7 +96,14 @@ async fn run_registered(
     listening: Option<(String, NotificationReceiver)>,
     term: &mut tokio::signal::unix::Signal,
 ) -> anyhow::Result<()> {
-    let poa = listening.as_ref().map(|(p, _)| p.clone());
+    // Over MQTT the pointOfAccess is the CSE's MQTT server; the AE's topic is opened once the
+    // AE-ID is known.
+    let mqtt = cfg
+        .notifications
+        .as_ref()
+        .filter(|n| n.binding == NotificationBinding::Mqtt)
+        .map(|n| n.poa.clone().unwrap_or_else(|| cfg.cse.url.clone()));
+    let poa = listening.as_ref().map(|(p, _)| p.clone()).or(mqtt.clone());
     let polls = cfg
         .notifications
         .as_ref()
@@ -106,6 +113,16 @@ async fn run_registered(
         let ae = associate_and_register(&cfg, poa.as_deref()).await?;
         if polls {
             receiver = Some(open_polling_channel(&cfg, &ae).await?);
+        }
+        if mqtt.is_some() {
+            receiver = Some(
+                notification_receiver::start_mqtt(
+                    ae.client.clone(),
+                    cfg.cse.url.clone(),
+                    ae.aei.clone(),
+                )
+                .await?,
+            );
         }
         let created = create_resources(&cfg, &ae).await?;
         let own = receiver.as_ref().map(|r| &r.subscriptions);

@@ -91,7 +91,7 @@ mode = "none"
 # (requestReachability false). Each notification is one JSON line on stdout.
 # [notifications]
 # listen = "127.0.0.1:0"  # the address to listen on; port 0: a free port
-# binding = "http"  # "http"; "coap": plain CoAP over UDP (TS-0008); "coaps": CoAP over DTLS, where only the CSE authenticates (mode psk or certificate); "polling": no pointOfAccess, the AE long-polls a <pollingChannel> over its own association
+# binding = "http"  # "http"; "coap": plain CoAP over UDP (TS-0008); "coaps": CoAP over DTLS, where only the CSE authenticates (mode psk or certificate); "polling": no pointOfAccess, the AE long-polls a <pollingChannel> over its own association; "mqtt": its own topic at the CSE's MQTT server ([cse] url = "mqtts://...")
 # # poa = "http://127.0.0.1:9000"  # the pointOfAccess announced; default: http:// (coap://, coaps://) and the address listened on
 
 # A resource created after registration, in order; one that exists already is kept.
@@ -238,6 +238,9 @@ pub enum NotificationBinding {
     /// No pointOfAccess: the AE makes a <pollingChannel> and long-polls it over its own
     /// association (TS-0004 clause 7.4.21), for an AE that nobody can reach.
     Polling,
+    /// The MQTT binding (TS-0010): the AE's pointOfAccess is its CSE's MQTT server
+    /// (`[cse] url = "mqtts://..."`), which delivers the requests for the AE on its own topic.
+    Mqtt,
 }
 
 /// The host of a URL (without brackets for an IPv6 literal), the name a CSE's certificate carries
@@ -420,6 +423,9 @@ impl AeConfig {
             if n.binding == NotificationBinding::Polling && n.poa.is_some() {
                 bail!("[notifications] binding polling announces no poa: the AE is reached through its pollingChannel");
             }
+            if n.binding == NotificationBinding::Mqtt && !cse.url.starts_with("mqtts://") {
+                bail!("[notifications] binding mqtt needs [cse] url = \"mqtts://...\": notifications come through the CSE's MQTT server");
+            }
         }
         let state_file =
             f.ae.state_file
@@ -495,6 +501,7 @@ impl AeConfig {
             trusted_ca: administered.or_else(|| self.cse.trusted_ca.clone()),
             server_name: self.cse.server_name.clone(),
             crl: self.cse.crl.clone(),
+            cse_id: Some(self.cse.cse_id.clone()),
         }
     }
 

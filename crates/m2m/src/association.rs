@@ -115,6 +115,8 @@ pub struct TlsPeer {
     pub server_name: Option<String>,
     /// Revocation lists the CSE's certificate is checked against (TS-0003 clause 8.1.2.2).
     pub crl: Option<PathBuf>,
+    /// The CSE's CSE-ID (`/id-in`): the receiver of the MQTT topics (`mqtts://` URLs).
+    pub cse_id: Option<String>,
 }
 
 /// A psk_identity and its key, ready for the TLS context.
@@ -176,9 +178,25 @@ impl SaeMode {
             )
             .map_err(|e| anyhow!("crl: {e}"))?,
         };
+        let credential = config
+            .psk
+            .as_ref()
+            .map(|(identity, _)| format!("12-{identity}"));
         let context = client_context(&config).map_err(|e| anyhow!("TLS: {e}"))?;
         // The same credentials for coaps:// (DTLS 1.2, the CoAP binding).
         let dtls = dtls_client_context(&config).map_err(|e| anyhow!("DTLS: {e}"))?;
+        // ... and for mqtts:// (the MQTT server is the TLS peer, TS-0010 clause 7.3).
+        let client = match &peer.cse_id {
+            Some(cse_id) => client.with_mqtt(m2m_client::MqttSettings {
+                tls: TlsSettings {
+                    context: context.clone(),
+                    peer: check.clone(),
+                },
+                credential,
+                cse_id: cse_id.clone(),
+            }),
+            None => client,
+        };
         Ok(client
             .with_tls(TlsSettings {
                 context,

@@ -130,6 +130,60 @@ pub fn start_polling(pch: PollingChannel) -> NotificationReceiver {
     }
 }
 
+/// Receives over MQTT (TS-0010 clause 6.4.3): the AE's own request topic at the MQTT server of
+/// `url`, which lets only this AE read it and only its CSE publish on it (the server's ACL);
+/// each request gets the same checks as at a pointOfAccess and its answer goes to the sender's
+/// response topic. A lost session is opened again.
+pub async fn start_mqtt(
+    client: m2m_client::Client,
+    url: String,
+    aei: String,
+) -> anyhow::Result<NotificationReceiver> {
+    let (tx, notes) = channel(QUEUE);
+    let subscriptions = OwnSubscriptions::default();
+    let own = subscriptions.clone();
+    // The first session before the AE subscribes: a verification request must find it.
+    let first = client
+        .mqtt_inbox(&url, &aei)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.dbg))?;
+    let task = tokio::spawn(async move {
+        let mut inbox = Some(first);
+        loop {
+            let mut current = match inbox.take() {
+                Some(i) => i,
+                None => match client.mqtt_inbox(&url, &aei).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        tracing::warn!(dbg = %e.dbg, "MQTT notification session not opened");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+            };
+            while let Some(received) = current.next().await {
+                let rsp = match received
+                    .request
+                    .clone()
+                    .and_then(|r| accept_request(r, &own))
+                {
+                    Ok(note) => deliver(&tx, note, received.rqi.clone()),
+                    Err(e) => Response::error(&e, received.rqi.clone()),
+                };
+                let _ = current.answer(&received, &rsp).await;
+            }
+            tracing::warn!("MQTT notification session ended; opening it again");
+        }
+    });
+    Ok(NotificationReceiver {
+        addr: None,
+        notes,
+        subscriptions,
+        _coap: None,
+        _poller: Some(AbortOnDrop(task)),
+    })
+}
+
 /// One long poll and the answer to what it brought; `Err(pause)` when the CSE could not be
 /// polled (then the next try waits a little instead of spinning).
 async fn poll_once(

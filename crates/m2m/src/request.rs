@@ -48,8 +48,12 @@ pub struct RequestArgs {
     #[arg(long, value_name = "FILE")]
     pub ae: Option<std::path::PathBuf>,
     /// Base URL of the CSE (scheme://host:port); default http://127.0.0.1:8080 or the --ae's CSE.
+    /// mqtts://host:port sends through that MQTT server (TS-0010), to the CSE of --cse-id.
     #[arg(long)]
     pub url: Option<String>,
+    /// The CSE's CSE-ID (e.g. /id-in): the receiver of the MQTT topics (or the --ae's CSE).
+    #[arg(long)]
+    pub cse_id: Option<String>,
     /// Operation.
     #[arg(short = 'X', long, value_enum, default_value = "retrieve")]
     pub op: OpArg,
@@ -296,6 +300,10 @@ pub async fn run(mut args: RequestArgs) -> anyhow::Result<i32> {
             .crl
             .clone()
             .or_else(|| ae.as_ref().and_then(|a| a.cse.crl.clone())),
+        cse_id: args
+            .cse_id
+            .clone()
+            .or_else(|| ae.as_ref().map(|a| a.cse.cse_id.clone())),
     };
     // Obtaining a MAF key goes to the network: failing there is "not reached" (exit 2). The MAF
     // access (a MEF enrolment, perhaps) serves --esprim-maf too.

@@ -120,6 +120,7 @@ async fn fetch(cfg: &AeConfig, peer: &TlsPeer, w: &Wanted) -> anyhow::Result<X50
         trusted_ca: peer.trusted_ca.clone(),
         server_name: None,
         crl: peer.crl.clone(),
+        cse_id: None,
     };
     let client = SaeMode::None.client(None, &fetching, cfg.timeout())?;
     let body = client

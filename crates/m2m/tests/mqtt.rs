@@ -10,6 +10,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 const CSE_IDENTITY: &str = "cse-mqtt@in.provider.com";
 const CSE_KEY: &str = "00112233445566778899aabbccddeeff";
@@ -570,4 +571,84 @@ fn paho_registers_on_the_registration_topic_then_speaks_json_and_cbor_as_its_ae(
         json!([format!("cse-in/{aei}")]),
         "only the phone registered"
     );
+}
+
+/// `m2m ae` over MQTT end to end: it registers on the registration topic of its credential,
+/// creates and subscribes on its own request topic, and hears its notification on its own
+/// topic (`[notifications] binding = "mqtt"`, pointOfAccess `mqtts://`); `m2m request --ae`
+/// writes the contentInstance through the MQTT server too. No HTTP on the AE's side.
+#[test]
+fn m2m_ae_registers_subscribes_and_hears_its_notification_over_mqtt() {
+    if !peers() {
+        return;
+    }
+    let s = start();
+    let key = s.dir.path().join("phone.kpsa");
+    std::fs::write(&key, PHONE.1).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = s.dir.path().join("phone.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ae]\nresource_name = \"phone\"\napp_id = \"Nphone\"\noriginator = \"C\"\n\
+             [cse]\nurl = \"mqtts://127.0.0.1:{port}\"\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\ntimeout_seconds = 5\n\
+             [security]\nmode = \"psk\"\nkpsa_id = \"{id}\"\nkey_file = {key:?}\n\
+             [notifications]\nbinding = \"mqtt\"\n\
+             [[create]]\nty = 3\ncontent = {{ \"m2m:cnt\" = {{ rn = \"door\" }} }}\n\
+             [[subscribe]]\nto = \"cse-in/phone/door\"\nrn = \"watch\"\n",
+            port = s.port,
+            id = PHONE.0,
+        ),
+    )
+    .unwrap();
+    let ae = AeProcess::start(&config);
+    let ready = ae.ready(&s.cse);
+    let aei = ready["aei"].as_str().expect("an AE-ID").to_owned();
+    assert!(aei.starts_with('C'), "{ready}");
+    assert_eq!(
+        ready["poa"],
+        json!(format!("mqtts://127.0.0.1:{}", s.port)),
+        "{ready}"
+    );
+    let out = m2m_command(&[
+        "request",
+        "--ae",
+        config.to_str().unwrap(),
+        "-X",
+        "create",
+        "--to",
+        "cse-in/phone/door",
+        "--ty",
+        "4",
+        "--body",
+        r#"{"m2m:cin": {"con": "UNLOCKED"}}"#,
+        "--json",
+    ]);
+    let answer: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(answer["rsc"], 2001, "{answer}");
+    let note = ae.event(&s.cse);
+    assert_eq!(
+        note["notification"]["sgn"]["nev"]["rep"]["m2m:cin"]["con"],
+        json!("UNLOCKED"),
+        "{note}"
+    );
+    // The lock cannot speak as the phone on the phone's topic: its credential is not the
+    // phone's, so the MQTT server drops it, and nothing reaches the phone.
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        &format!("/oneM2M/req/{aei}/id-in/json"),
+        &format!("/oneM2M/resp/{aei}/id-in/json"),
+        &rqp(
+            1,
+            "cse-in/phone/door",
+            Some(&aei),
+            "forged",
+            Some(4),
+            Some(json!({"m2m:cin": {"con": "LOCKED"}})),
+        ),
+    );
+    assert!(r.is_none(), "{r:?}");
+    assert_eq!(ae.silent_for(Duration::from_millis(800)), None);
 }

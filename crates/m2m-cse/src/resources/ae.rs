@@ -147,13 +147,13 @@ impl super::Behaviour for Ae {
     /// The MQTT server's ACL names the AEs registered with each credential.
     fn created(&self, cse: &std::sync::Arc<crate::cse::Cse>, _res: &crate::store::Resource) {
         if let Some(acl) = cse.mqtt_acl.get() {
-            acl.changed();
+            acl.changed(cse);
         }
     }
 
     fn deleted(&self, cse: &std::sync::Arc<crate::cse::Cse>, _res: &crate::store::Resource) {
         if let Some(acl) = cse.mqtt_acl.get() {
-            acl.changed();
+            acl.changed(cse);
         }
     }
 

@@ -1,0 +1,284 @@
+//! `mqtts://` (TS-0010) as an originator: a session with the MQTT server over TLS (the server
+//! proves the PSK, or its certificate), one per topic the client publishes as, kept open; each
+//! request published on its request topic (`/oneM2M/req/<From>/<CSE>/json`, or the registration
+//! topic of the client's Credential-ID when it has no AE-ID yet) and its answer matched by
+//! Request Identifier on the response topic, which the server lets only this client read.
+
+use crate::tls::TlsSettings;
+use m2m_core::mqtt_binding::{topic_id, Kind, MqttUrl, Topic};
+use m2m_core::serialization::Serialization;
+use m2m_core::{primitive_message, M2mError, M2mResult, Request, Response, ResponseStatusCode};
+use m2m_transport::mqtt::{self, Publisher};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// What an MQTT originator needs besides the server's URL.
+#[derive(Clone, Debug)]
+pub struct MqttSettings {
+    /// TLS towards the MQTT server.
+    pub tls: TlsSettings,
+    /// The Credential-ID of the registration topics (`12-<KpsaID>`), for requests without an
+    /// AE-ID yet (TS-0010 clause 6.4.4).
+    pub credential: Option<String>,
+    /// The receiving CSE's CSE-ID (`/id-in`): the receiver level of every topic.
+    pub cse_id: String,
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Response>>>>;
+
+/// One open session: the topic level it publishes as and the answers it awaits.
+struct Session {
+    publisher: Publisher,
+    pending: Pending,
+}
+
+/// The sessions of a client, by server and originator level.
+#[derive(Default)]
+pub(crate) struct MqttTransport {
+    sessions: tokio::sync::Mutex<HashMap<(String, Kind, String), Arc<Session>>>,
+}
+
+impl std::fmt::Debug for MqttTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTransport").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn is_mqtt(url: &str) -> bool {
+    url.starts_with("mqtts://") || url.starts_with("mqtt://")
+}
+
+fn unreachable(url: &str, why: impl std::fmt::Display) -> M2mError {
+    M2mError::new(
+        ResponseStatusCode::TargetNotReachable,
+        format!("{url}: {why}"),
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MqttTransport {
+    /// Sends `req` through the MQTT server of `url` and waits for its answer.
+    pub(crate) async fn send(
+        &self,
+        url: &str,
+        req: &Request,
+        settings: Option<&MqttSettings>,
+        ser: Serialization,
+        timeout: Duration,
+        max_packet: usize,
+    ) -> M2mResult<Response> {
+        let settings = settings.ok_or_else(|| {
+            unreachable(
+                url,
+                "mqtts:// needs TLS credentials and the CSE's ID (none configured)",
+            )
+        })?;
+        let server = MqttUrl::parse(url).map_err(|e| unreachable(url, e.dbg))?;
+        if !server.tls {
+            return Err(unreachable(
+                url,
+                "plain mqtt:// is not supported: use mqtts://",
+            ));
+        }
+        let (kind, level) = originator_level(req, settings).map_err(|e| unreachable(url, e.dbg))?;
+        let receiver = topic_id(&settings.cse_id);
+        let session = self
+            .session(url, &server, kind, &level, settings, timeout, max_packet)
+            .await?;
+        let (tx, rx) = oneshot::channel();
+        lock(&session.pending).insert(req.rqi.clone(), tx);
+        let topic = Topic::new(kind, &level, &receiver, ser);
+        let body = primitive_message::encode_request(req, ser)?;
+        let sent = session.publisher.publish(&topic.to_string(), body).await;
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            Err(_) => None,
+        };
+        lock(&session.pending).remove(&req.rqi);
+        answer.ok_or_else(|| unreachable(url, format_args!("no answer within {timeout:?}")))
+    }
+
+    /// The open session for this server and originator, or a new one.
+    #[allow(clippy::too_many_arguments)]
+    async fn session(
+        &self,
+        url: &str,
+        server: &MqttUrl,
+        kind: Kind,
+        level: &str,
+        settings: &MqttSettings,
+        timeout: Duration,
+        max_packet: usize,
+    ) -> M2mResult<Arc<Session>> {
+        let key = (server.authority(), kind, level.to_owned());
+        let mut sessions = self.sessions.lock().await;
+        if let Some(s) = sessions.get(&key).filter(|s| s.publisher.is_open()) {
+            return Ok(Arc::clone(s));
+        }
+        let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(server.authority()))
+            .await
+            .map_err(|_| unreachable(url, "TCP connect timed out"))?
+            .map_err(|e| unreachable(url, e))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = m2m_transport::connect(
+            &settings.tls.context,
+            tcp,
+            &settings.tls.check_for(&server.host),
+            timeout,
+        )
+        .await
+        .map_err(|e| unreachable(url, e))?;
+        let answers = Topic::originator_filter(kind.answer(), level);
+        let options = mqtt::Options {
+            // TS-0010 clause 6.3.3: A:: and the AE-ID; a suffix keeps two processes of one AE apart.
+            client_id: format!("A::{level}:{}", crate::next_request_id()),
+            // Subscribed again at every connection: nothing to keep at the server.
+            clean_session: true,
+            keep_alive: Duration::from_secs(60),
+            subscriptions: vec![answers],
+            max_packet,
+            timeout,
+        };
+        let (publisher, mut messages) = mqtt::open(tls, &options)
+            .await
+            .map_err(|e| unreachable(url, e))?;
+        let pending: Pending = Arc::default();
+        let session = Arc::new(Session {
+            publisher,
+            pending: Arc::clone(&pending),
+        });
+        tokio::spawn(async move {
+            while let Some(m) = messages.recv().await {
+                let Ok(topic) = Topic::parse(&m.topic) else {
+                    continue;
+                };
+                if let Ok(resp) =
+                    primitive_message::decode_response(&m.payload, topic.serialization)
+                {
+                    if let Some(tx) = lock(&pending).remove(&resp.rqi) {
+                        let _ = tx.send(resp);
+                    }
+                }
+            }
+        });
+        sessions.insert(key, Arc::clone(&session));
+        Ok(session)
+    }
+}
+
+/// The topic a request goes on: its From's request topic, or (no AE-ID yet: no From, or `C`/`S`
+/// alone) the registration topic of the client's credential.
+fn originator_level(req: &Request, settings: &MqttSettings) -> M2mResult<(Kind, String)> {
+    match req.from.as_deref() {
+        None | Some("" | "C" | "S") => {
+            let credential = settings.credential.clone().ok_or_else(|| {
+                M2mError::bad_request(
+                    "a request without AE-ID over MQTT needs the client's Credential-ID",
+                )
+            })?;
+            Ok((Kind::RegistrationRequest, credential))
+        }
+        Some(from) => Ok((Kind::Request, topic_id(from))),
+    }
+}
+
+/// Requests the MQTT server delivers to this client's own request topic
+/// (`/oneM2M/req/+/<level>/#`, TS-0010 clause 6.4.3): notifications to an AE whose pointOfAccess
+/// is `mqtts://`. Each is answered on the response topic of its sender.
+pub struct MqttInbox {
+    publisher: Publisher,
+    messages: tokio::sync::mpsc::Receiver<mqtt::Message>,
+    max_packet: usize,
+}
+
+/// One request received: the request (or why it could not be read, with its Request
+/// Identifier) and where its answer goes.
+pub struct Received {
+    pub request: M2mResult<Request>,
+    pub rqi: String,
+    answer: Topic,
+}
+
+impl MqttInbox {
+    /// The next request, `None` once the session has ended.
+    pub async fn next(&mut self) -> Option<Received> {
+        loop {
+            let m = self.messages.recv().await?;
+            let Ok(topic) = Topic::parse(&m.topic) else {
+                continue;
+            };
+            if topic.kind != Kind::Request || m.payload.len() > self.max_packet {
+                continue;
+            }
+            let ser = topic.serialization;
+            return Some(Received {
+                request: primitive_message::decode_request(&m.payload, ser, |_| false),
+                rqi: primitive_message::request_identifier(&m.payload, ser),
+                answer: topic.answer(),
+            });
+        }
+    }
+
+    /// Publishes the answer to `received`.
+    pub async fn answer(&self, received: &Received, resp: &Response) -> M2mResult<()> {
+        let body = primitive_message::encode_response(resp, received.answer.serialization);
+        self.publisher
+            .publish(&received.answer.to_string(), body)
+            .await
+            .map_err(|e| unreachable("mqtts", e))
+    }
+}
+
+impl crate::Client {
+    /// Opens a session with the MQTT server of `url` that receives the requests sent to the
+    /// entity `id` (its AE-ID, as its topics name it).
+    pub async fn mqtt_inbox(&self, url: &str, id: &str) -> M2mResult<MqttInbox> {
+        let settings = self.mqtt_settings.as_deref().ok_or_else(|| {
+            unreachable(
+                url,
+                "mqtts:// needs TLS credentials and the CSE's ID (none configured)",
+            )
+        })?;
+        let server = MqttUrl::parse(url).map_err(|e| unreachable(url, e.dbg))?;
+        let level = topic_id(id);
+        let tcp = tokio::time::timeout(
+            self.timeout,
+            tokio::net::TcpStream::connect(server.authority()),
+        )
+        .await
+        .map_err(|_| unreachable(url, "TCP connect timed out"))?
+        .map_err(|e| unreachable(url, e))?;
+        let tls = m2m_transport::connect(
+            &settings.tls.context,
+            tcp,
+            &settings.tls.check_for(&server.host),
+            self.timeout,
+        )
+        .await
+        .map_err(|e| unreachable(url, e))?;
+        let options = mqtt::Options {
+            client_id: format!("A::{level}:{}", crate::next_request_id()),
+            clean_session: true,
+            keep_alive: Duration::from_secs(60),
+            subscriptions: vec![Topic::receiver_filter(Kind::Request, &level)],
+            max_packet: self.max_body,
+            timeout: self.timeout,
+        };
+        let (publisher, messages) = mqtt::open(tls, &options)
+            .await
+            .map_err(|e| unreachable(url, e))?;
+        Ok(MqttInbox {
+            publisher,
+            messages,
+            max_packet: self.max_body,
+        })
+    }
+}
