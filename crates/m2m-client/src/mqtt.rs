@@ -28,16 +28,36 @@ pub struct MqttSettings {
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Response>>>>;
 
-/// One open session: the topic level it publishes as and the answers it awaits.
+/// The session with one MQTT server: the answers it awaits, the filters it subscribed to, and
+/// where requests to this client go (an [`MqttInbox`]). The server ends an older connection of
+/// the same credential (its client identifier is the credential), so a client keeps one.
 struct Session {
     publisher: Publisher,
     pending: Pending,
+    subscribed: tokio::sync::Mutex<std::collections::HashSet<String>>,
+    inbox: Arc<Mutex<Option<tokio::sync::mpsc::Sender<mqtt::Message>>>>,
 }
 
-/// The sessions of a client, by server and originator level.
+impl Session {
+    /// Subscribes to `filter` unless it already is.
+    async fn subscribe(&self, url: &str, filter: String, timeout: Duration) -> M2mResult<()> {
+        let mut subscribed = self.subscribed.lock().await;
+        if subscribed.contains(&filter) {
+            return Ok(());
+        }
+        self.publisher
+            .subscribe(std::slice::from_ref(&filter), timeout)
+            .await
+            .map_err(|e| unreachable(url, e))?;
+        subscribed.insert(filter);
+        Ok(())
+    }
+}
+
+/// The sessions of a client, by server.
 #[derive(Default)]
 pub(crate) struct MqttTransport {
-    sessions: tokio::sync::Mutex<HashMap<(String, Kind, String), Arc<Session>>>,
+    sessions: tokio::sync::Mutex<HashMap<String, Arc<Session>>>,
 }
 
 impl std::fmt::Debug for MqttTransport {
@@ -61,6 +81,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The server of an `mqtts://` URL.
+fn server_of(url: &str) -> M2mResult<MqttUrl> {
+    let server = MqttUrl::parse(url).map_err(|e| unreachable(url, e.dbg))?;
+    if !server.tls {
+        return Err(unreachable(
+            url,
+            "plain mqtt:// is not supported: use mqtts://",
+        ));
+    }
+    Ok(server)
+}
+
 impl MqttTransport {
     /// Sends `req` through the MQTT server of `url` and waits for its answer.
     pub(crate) async fn send(
@@ -78,17 +110,15 @@ impl MqttTransport {
                 "mqtts:// needs TLS credentials and the CSE's ID (none configured)",
             )
         })?;
-        let server = MqttUrl::parse(url).map_err(|e| unreachable(url, e.dbg))?;
-        if !server.tls {
-            return Err(unreachable(
-                url,
-                "plain mqtt:// is not supported: use mqtts://",
-            ));
-        }
         let (kind, level) = originator_level(req, settings).map_err(|e| unreachable(url, e.dbg))?;
         let receiver = topic_id(&settings.cse_id);
-        let session = self
-            .session(url, &server, kind, &level, settings, timeout, max_packet)
+        let session = self.session(url, settings, timeout, max_packet).await?;
+        session
+            .subscribe(
+                url,
+                Topic::originator_filter(kind.answer(), &level),
+                timeout,
+            )
             .await?;
         let (tx, rx) = oneshot::channel();
         lock(&session.pending).insert(req.rqi.clone(), tx);
@@ -106,21 +136,20 @@ impl MqttTransport {
         answer.ok_or_else(|| unreachable(url, format_args!("no answer within {timeout:?}")))
     }
 
-    /// The open session for this server and originator, or a new one.
-    #[allow(clippy::too_many_arguments)]
+    /// The open session with the server of `url`, or a new one.
     async fn session(
         &self,
         url: &str,
-        server: &MqttUrl,
-        kind: Kind,
-        level: &str,
         settings: &MqttSettings,
         timeout: Duration,
         max_packet: usize,
     ) -> M2mResult<Arc<Session>> {
-        let key = (server.authority(), kind, level.to_owned());
+        let server = server_of(url)?;
         let mut sessions = self.sessions.lock().await;
-        if let Some(s) = sessions.get(&key).filter(|s| s.publisher.is_open()) {
+        if let Some(s) = sessions
+            .get(&server.authority())
+            .filter(|s| s.publisher.is_open())
+        {
             return Ok(Arc::clone(s));
         }
         let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(server.authority()))
@@ -136,14 +165,13 @@ impl MqttTransport {
         )
         .await
         .map_err(|e| unreachable(url, e))?;
-        let answers = Topic::originator_filter(kind.answer(), level);
         let options = mqtt::Options {
-            // TS-0010 clause 6.3.3: A:: and the AE-ID; a suffix keeps two processes of one AE apart.
-            client_id: format!("A::{level}:{}", crate::next_request_id()),
-            // Subscribed again at every connection: nothing to keep at the server.
-            clean_session: true,
+            // TS-0010 clause 6.3.3 (the server replaces it with the credential's identity).
+            client_id: format!("A::{}", settings.credential.as_deref().unwrap_or("client")),
+            // Clause 6.3.3: the server keeps what arrives while the client is away.
+            clean_session: false,
             keep_alive: Duration::from_secs(60),
-            subscriptions: vec![answers],
+            subscriptions: Vec::new(),
             max_packet,
             timeout,
         };
@@ -151,15 +179,25 @@ impl MqttTransport {
             .await
             .map_err(|e| unreachable(url, e))?;
         let pending: Pending = Arc::default();
+        let inbox: Arc<Mutex<Option<tokio::sync::mpsc::Sender<mqtt::Message>>>> = Arc::default();
         let session = Arc::new(Session {
             publisher,
             pending: Arc::clone(&pending),
+            subscribed: Default::default(),
+            inbox: Arc::clone(&inbox),
         });
         tokio::spawn(async move {
             while let Some(m) = messages.recv().await {
                 let Ok(topic) = Topic::parse(&m.topic) else {
                     continue;
                 };
+                if topic.kind == Kind::Request {
+                    let to = lock(&inbox).clone();
+                    if let Some(to) = to {
+                        let _ = to.try_send(m);
+                    }
+                    continue;
+                }
                 if let Ok(resp) =
                     primitive_message::decode_response(&m.payload, topic.serialization)
                 {
@@ -168,25 +206,32 @@ impl MqttTransport {
                     }
                 }
             }
+            // The inbox ends with the session.
+            lock(&inbox).take();
         });
-        sessions.insert(key, Arc::clone(&session));
+        sessions.insert(server.authority(), Arc::clone(&session));
         Ok(session)
     }
 }
 
-/// The topic a request goes on: its From's request topic, or (no AE-ID yet: no From, or `C`/`S`
-/// alone) the registration topic of the client's credential.
+/// The topic a request goes on: its From's request topic; an AE registration, or a request
+/// without an AE-ID (no From, or `C`/`S` alone), on the registration topic of the client's
+/// credential (TS-0010 clause 6.4.4): the server opens the AE's own topics only once it is
+/// registered.
 fn originator_level(req: &Request, settings: &MqttSettings) -> M2mResult<(Kind, String)> {
-    match req.from.as_deref() {
-        None | Some("" | "C" | "S") => {
-            let credential = settings.credential.clone().ok_or_else(|| {
-                M2mError::bad_request(
-                    "a request without AE-ID over MQTT needs the client's Credential-ID",
-                )
-            })?;
-            Ok((Kind::RegistrationRequest, credential))
+    let registration =
+        req.op == m2m_core::Operation::Create && req.ty == Some(m2m_core::ResourceType::Ae);
+    match (req.from.as_deref(), &settings.credential) {
+        (None | Some("" | "C" | "S"), None) => Err(M2mError::bad_request(
+            "a request without AE-ID over MQTT needs the client's Credential-ID",
+        )),
+        (None | Some("" | "C" | "S"), Some(credential)) => {
+            Ok((Kind::RegistrationRequest, credential.clone()))
         }
-        Some(from) => Ok((Kind::Request, topic_id(from))),
+        (Some(_), Some(credential)) if registration => {
+            Ok((Kind::RegistrationRequest, credential.clone()))
+        }
+        (Some(from), _) => Ok((Kind::Request, topic_id(from))),
     }
 }
 
@@ -238,8 +283,8 @@ impl MqttInbox {
 }
 
 impl crate::Client {
-    /// Opens a session with the MQTT server of `url` that receives the requests sent to the
-    /// entity `id` (its AE-ID, as its topics name it).
+    /// Receives the requests the MQTT server of `url` delivers for the entity `id` (its AE-ID,
+    /// as its topics name it), on the client's session with that server.
     pub async fn mqtt_inbox(&self, url: &str, id: &str) -> M2mResult<MqttInbox> {
         let settings = self.mqtt_settings.as_deref().ok_or_else(|| {
             unreachable(
@@ -247,36 +292,21 @@ impl crate::Client {
                 "mqtts:// needs TLS credentials and the CSE's ID (none configured)",
             )
         })?;
-        let server = MqttUrl::parse(url).map_err(|e| unreachable(url, e.dbg))?;
-        let level = topic_id(id);
-        let tcp = tokio::time::timeout(
-            self.timeout,
-            tokio::net::TcpStream::connect(server.authority()),
-        )
-        .await
-        .map_err(|_| unreachable(url, "TCP connect timed out"))?
-        .map_err(|e| unreachable(url, e))?;
-        let tls = m2m_transport::connect(
-            &settings.tls.context,
-            tcp,
-            &settings.tls.check_for(&server.host),
-            self.timeout,
-        )
-        .await
-        .map_err(|e| unreachable(url, e))?;
-        let options = mqtt::Options {
-            client_id: format!("A::{level}:{}", crate::next_request_id()),
-            clean_session: true,
-            keep_alive: Duration::from_secs(60),
-            subscriptions: vec![Topic::receiver_filter(Kind::Request, &level)],
-            max_packet: self.max_body,
-            timeout: self.timeout,
-        };
-        let (publisher, messages) = mqtt::open(tls, &options)
-            .await
-            .map_err(|e| unreachable(url, e))?;
+        let session = self
+            .mqtt
+            .session(url, settings, self.timeout, self.max_body)
+            .await?;
+        let (tx, messages) = tokio::sync::mpsc::channel(256);
+        *lock(&session.inbox) = Some(tx);
+        session
+            .subscribe(
+                url,
+                Topic::receiver_filter(Kind::Request, &topic_id(id)),
+                self.timeout,
+            )
+            .await?;
         Ok(MqttInbox {
-            publisher,
+            publisher: session.publisher.clone(),
             messages,
             max_packet: self.max_body,
         })

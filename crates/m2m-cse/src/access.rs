@@ -586,7 +586,7 @@ fn evaluate(
         Policies::Acps(acps) => {
             let refs: Vec<(&str, &Privileges)> =
                 acps.iter().map(|(id, p)| (id.as_str(), p)).collect();
-            let ip = facts.peer.addr.map(|a| a.ip());
+            let ip = facts.peer.originator_ip();
             let req = AccessRequest {
                 originator,
                 proof: facts.proof,

@@ -37,6 +37,9 @@ pub struct Peer {
     pub proof: Proof,
     /// A request an `<action>` makes: it does not run actions itself (no action loops).
     pub by_action: bool,
+    /// A request an MQTT server delivered: `addr` is the server's, not the originator's, so
+    /// no rule on the originator's IP address can match it.
+    pub via_mqtt_server: bool,
 }
 
 impl Default for Peer {
@@ -48,6 +51,7 @@ impl Default for Peer {
             originator: None,
             proof: Proof::Authenticated,
             by_action: false,
+            via_mqtt_server: false,
         }
     }
 }
@@ -117,6 +121,14 @@ impl Peer {
 
     pub fn is_internal(&self) -> bool {
         self.addr.is_none()
+    }
+
+    /// The originator's IP address, when the transport tells it.
+    pub fn originator_ip(&self) -> Option<std::net::IpAddr> {
+        if self.via_mqtt_server {
+            return None;
+        }
+        self.addr.map(|a| a.ip())
     }
 
     /// The entity the association is bound to.

@@ -930,6 +930,9 @@ impl Config {
             mqtt.url()?;
             m2m_security::credentials::KpsaId::parse(&mqtt.psk_identity)
                 .map_err(|e| anyhow::anyhow!("mqtt.psk_identity: {e}"))?;
+            if mqtt.acl_file.is_some() && mqtt.broker_pid_file.is_none() {
+                bail!("mqtt.acl_file needs mqtt.broker_pid_file: an ACL the MQTT server never reads again would keep a deleted AE's topics open");
+            }
         }
         if let Some(coap) = &self.coap {
             coap.addr()?;

@@ -379,7 +379,7 @@ pub async fn consult(
         target_type: Some(subject.ty.code()),
         operation: req.op as u8,
         target: format!("{}/{}", cse.id.cse_id, subject.srn),
-        originator_ip: peer.addr.map(|a| match a.ip() {
+        originator_ip: peer.originator_ip().map(|ip| match ip {
             std::net::IpAddr::V4(ip) => json!({ "ip4": ip.to_string() }),
             std::net::IpAddr::V6(ip) => json!({ "ip6": ip.to_string() }),
         }),

@@ -83,6 +83,9 @@ struct SecureEnvironmentPsk {
     group: Option<Arc<group_authentication::GroupKeys>>,
     /// Rotated KpsaIDs first: a retired one opens nothing, whatever row still holds it.
     rotation: Option<Arc<credential_rotation::Rotation>>,
+    /// This CSE's own identity at its MQTT server (`[mqtt] psk_identity`): its row is the CSE's
+    /// key towards the server, which opens no association with the CSE.
+    own_mqtt_identity: Option<m2m_security::credentials::KpsaId>,
 }
 
 impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
@@ -93,6 +96,11 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
     ) -> Option<m2m_security::tls::PskKey> {
         use m2m_security::association::{Association, SaeMode};
         use m2m_security::credentials::{CredentialId, KpsaId};
+        if self.own_mqtt_identity.is_some()
+            && KpsaId::parse(psk_identity).ok() == self.own_mqtt_identity
+        {
+            return None;
+        }
         if let Some(rotation) = &self.rotation {
             match rotation.lookup(psk_identity) {
                 credential_rotation::Lookup::Rotated(key) => return Some(key),
@@ -141,6 +149,11 @@ fn psk_table(
         maf: cse.maf.clone(),
         group: cse.group_keys.clone(),
         rotation: cse.rotation.clone(),
+        own_mqtt_identity: cse
+            .config()
+            .mqtt
+            .as_ref()
+            .and_then(|m| m2m_security::credentials::KpsaId::parse(&m.psk_identity).ok()),
     }))
 }
 
@@ -461,6 +474,7 @@ mod tests {
             maf: None,
             group,
             rotation: None,
+            own_mqtt_identity: None,
         };
         for id in [
             "meter1@in.example.com",

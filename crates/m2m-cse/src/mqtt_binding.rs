@@ -74,7 +74,9 @@ impl Binding {
                     mqtt.psk_identity
                 )
             })?;
-        let rows = crate::mqtt_broker::rows(environments, &cse.id.home);
+        let own = KpsaId::parse(&mqtt.psk_identity).ok();
+        let rows =
+            crate::mqtt_broker::rows(environments, &cse.id.home, &|k| Some(k) == own.as_ref());
         Ok(Some(Binding {
             url,
             identity: mqtt.psk_identity.clone(),
@@ -100,12 +102,20 @@ pub(crate) async fn run(cse: std::sync::Weak<Cse>, binding: Arc<Binding>) {
         match connect(&strong, &binding).await {
             Ok((publisher, messages, broker)) => {
                 tracing::info!(target: "audit", broker = %binding.url.authority(), identity = %binding.identity, "MQTT server associated (TLS-PSK)");
-                backoff = Duration::from_secs(1);
                 drop(strong);
+                let began = std::time::Instant::now();
                 *lock(&binding.publisher) = Some(publisher.clone());
                 serve(cse.clone(), &binding, publisher, messages, broker).await;
                 *lock(&binding.publisher) = None;
-                tracing::warn!(broker = %binding.url.authority(), "MQTT connection ended; connecting again");
+                tracing::warn!(target: "audit", broker = %binding.url.authority(), "MQTT connection ended; connecting again");
+                // A session that ends at once (the server refusing it, or another client with
+                // this identity) is not retried at full speed.
+                if began.elapsed() < Duration::from_secs(10) {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                } else {
+                    backoff = Duration::from_secs(1);
+                }
             }
             Err(e) => {
                 tracing::warn!(broker = %binding.url.authority(), error = %e, "MQTT server not reached");
@@ -163,7 +173,11 @@ async fn connect(
     Ok((publisher, messages, broker))
 }
 
-/// Each message in a task of its own, at most [`MAX_IN_FLIGHT`] at once.
+/// Requests of one sender (one originator level) handled at once; more are answered 5103 at once.
+const MAX_IN_FLIGHT_PER_SENDER: usize = 8;
+
+/// Each message in a task of its own, at most [`MAX_IN_FLIGHT`] at once and
+/// [`MAX_IN_FLIGHT_PER_SENDER`] of one sender: one AE cannot hold every slot.
 async fn serve(
     cse: std::sync::Weak<Cse>,
     b: &Arc<Binding>,
@@ -172,6 +186,8 @@ async fn serve(
     broker: SocketAddr,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let per_sender: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+        Arc::default();
     while let Some(message) = messages.recv().await {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
@@ -179,11 +195,68 @@ async fn serve(
         let Some(cse) = cse.upgrade() else {
             return;
         };
-        let (b, publisher) = (Arc::clone(b), publisher.clone());
+        let sender = Topic::parse(&message.topic)
+            .map(|t| t.originator)
+            .unwrap_or_default();
+        let busy = {
+            let mut counts = lock(&per_sender);
+            let n = counts.entry(sender.clone()).or_default();
+            *n += 1;
+            *n > MAX_IN_FLIGHT_PER_SENDER
+        };
+        let (b, publisher, counts) = (Arc::clone(b), publisher.clone(), Arc::clone(&per_sender));
         tokio::spawn(async move {
             let _slot = slot;
-            answer(&cse, &b, &publisher, message, broker).await;
+            if busy {
+                answer_busy(&cse, &b, &publisher, &message).await;
+            } else {
+                answer(&cse, &b, &publisher, message, broker).await;
+            }
+            let mut counts = lock(&counts);
+            if let Some(n) = counts.get_mut(&sender) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&sender);
+                }
+            }
         });
+    }
+}
+
+/// A request of a sender with too many in progress: 5103, at once.
+async fn answer_busy(cse: &Cse, b: &Binding, publisher: &Publisher, m: &Message) {
+    let Ok(topic) = Topic::parse(&m.topic) else {
+        return;
+    };
+    if topic.receiver != b.receiver
+        || !matches!(topic.kind, Kind::Request | Kind::RegistrationRequest)
+    {
+        return;
+    }
+    let rqi = primitive_message::request_identifier(&m.payload, topic.serialization);
+    let resp = refused(
+        cse,
+        &unreachable("too many requests of this originator in progress"),
+        rqi,
+    );
+    publish_answer(cse, publisher, &topic, resp).await;
+}
+
+/// Publishes `resp` on the answer topic of `topic`; an answer larger than the binding carries
+/// becomes a 5000 error the requester can read.
+async fn publish_answer(cse: &Cse, publisher: &Publisher, topic: &Topic, resp: Response) {
+    let ser = topic.serialization;
+    let answer_topic = topic.answer().to_string();
+    let mut body = primitive_message::encode_response(&resp, ser);
+    if body.len() + answer_topic.len() + 16 > max_packet(cse) {
+        let big = M2mError::new(
+            m2m_core::ResponseStatusCode::InternalServerError,
+            "the answer is larger than the MQTT binding carries",
+        );
+        body = primitive_message::encode_response(&refused(cse, &big, resp.rqi.clone()), ser);
+    }
+    if let Err(e) = publisher.publish(&answer_topic, body).await {
+        tracing::debug!(error = %e, "MQTT response not sent");
     }
 }
 
@@ -234,10 +307,7 @@ async fn answer(
     if resp.from.is_none() {
         resp.from = Some(cse.id.entity.sp_relative());
     }
-    let body = primitive_message::encode_response(&resp, ser);
-    if let Err(e) = publisher.publish(&topic.answer().to_string(), body).await {
-        tracing::debug!(error = %e, "MQTT response not sent");
-    }
+    publish_answer(cse, publisher, &topic, resp).await;
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -330,8 +400,9 @@ fn refused(cse: &Cse, e: &M2mError, rqi: String) -> Response {
     resp
 }
 
-/// The peer a request topic names: an association bound to the entity that published, or to
-/// the credential of a registration topic.
+/// The peer a request topic names: the association of the credential the MQTT server lets
+/// publish on it (its ACL is built from the same table), as the CSE's psk lookup table answers
+/// for that credential now.
 fn peer_of(
     cse: &Cse,
     b: &Binding,
@@ -342,22 +413,13 @@ fn peer_of(
     let association = match topic.kind {
         Kind::RegistrationRequest => registration_association(b, &topic.originator)?,
         _ => {
-            let entity = sender(cse, &topic.originator, req)?;
-            let name = entity
-                .segments()
-                .last()
-                .copied()
-                .unwrap_or_default()
-                .to_owned();
-            Association {
-                mode: SaeMode::MqttServer,
-                credential: CredentialId::new(CredentialId::TYPE_MQTT_TOPIC, &name)
-                    .map_err(|_| not_the_sender("the topic names no entity"))?,
-                entity: Some(entity),
-            }
+            check_from(cse, &topic.originator, req)?;
+            level_association(cse, b, &topic.originator)?
         }
     };
-    Ok(Peer::associated(broker, Arc::new(association)))
+    let mut peer = Peer::associated(broker, Arc::new(association));
+    peer.via_mqtt_server = true;
+    Ok(peer)
 }
 
 /// 4106: the From is not who published (why: audit log only).
@@ -369,58 +431,87 @@ fn not_the_sender(why: impl std::fmt::Display) -> M2mError {
     )
 }
 
-/// Which entity published on a request topic whose originator level is `level`: the From, when
-/// the level names it; nobody else (4106). Relaying for another originator over MQTT (Mcc) is not
-/// taken: a C-stem level also reads as a CSE-ID, and an AE must not pass for a CSE. A CSE is
-/// taken as the sender only when a PSK row of this CSE is bound to it (the MQTT server then lets
-/// only that credential publish as it) and no AE registered here has that stem.
-fn sender(cse: &Cse, level: &str, req: &m2m_core::Request) -> M2mResult<EntityId> {
+/// The From of a request topic must be the AE the topic names (TS-0010 clause 7.2): an AE-ID
+/// the level reads as. A CSE is never taken as the sender (Mcc over MQTT is not served).
+fn check_from(cse: &Cse, level: &str, req: &m2m_core::Request) -> M2mResult<()> {
     let home = &cse.id.home;
-    let refuse = || {
-        not_the_sender(format_args!(
+    match Originator::parse(req.from.as_deref(), home)? {
+        Originator::Entity(from) if from.is_ae() && topic_entities(level, home).contains(&from) => {
+            Ok(())
+        }
+        _ => Err(not_the_sender(format_args!(
             "From {} published on the request topic of {level}",
             req.from.as_deref().unwrap_or("(none)")
-        ))
-    };
-    let Originator::Entity(from) = Originator::parse(req.from.as_deref(), home)? else {
-        return Err(refuse());
-    };
-    if !topic_entities(level, home).contains(&from) || from.is_home_cse(home) {
-        return Err(refuse());
+        ))),
     }
-    if from.is_cse() {
-        let stem_registered = m2m_core::AeStem::parse(level)
-            .ok()
-            .is_some_and(|stem| matches!(cse.store.get(stem.as_str()), Ok(Some(_))));
-        if cse.credential_bound_to(&from).is_none() || stem_registered {
-            return Err(refuse());
-        }
-    }
-    Ok(from)
 }
 
-/// The association of a registration topic's Credential-ID (clause 6.4.4): a KpsaID's PSK row
-/// (its binding, as over TLS), or a credential the CSE has no row of, bound to nothing (the
-/// registration rules decide what it may register).
+/// The association of the credential that publishes as `level`: the PSK row bound to the AE
+/// the level names, else the credential that AE registered with (then the association is
+/// unbound, as over TLS, and the impersonation check holds the From to that registration).
+/// A level no credential, or more than one, publishes as is refused (4106).
+fn level_association(cse: &Cse, b: &Binding, level: &str) -> M2mResult<Association> {
+    let home = &cse.id.home;
+    let mut found: Vec<Association> = Vec::new();
+    for entity in topic_entities(level, home)
+        .into_iter()
+        .filter(EntityId::is_ae)
+    {
+        if let Some(bound) = cse.credential_bound_to(&entity) {
+            let row = current_row(b, bound)
+                .filter(|a| a.entity.as_ref() == Some(&entity))
+                .ok_or_else(|| not_the_sender(format_args!("{bound} no longer opens")))?;
+            found.push(row);
+        } else if let Some(stem) = entity.local_stem(home) {
+            let registered = cse
+                .store
+                .read(|r| r.credential_of(stem.as_str()))
+                .ok()
+                .flatten();
+            if let Some(credential) = registered {
+                let row = current_row(b, &credential)
+                    .filter(|a| a.entity.is_none())
+                    .ok_or_else(|| not_the_sender(format_args!("{credential} no longer opens")))?;
+                found.push(row);
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(not_the_sender(format_args!(
+            "no credential publishes as {level}"
+        ))),
+        _ => Err(not_the_sender(format_args!(
+            "more than one credential publishes as {level}"
+        ))),
+    }
+}
+
+/// The association of a PSK credential (`12-<KpsaID>`) as the psk lookup table answers now: a
+/// rotated-out or group-governed KpsaID, this CSE's own identity at the MQTT server, or any
+/// other kind of credential opens nothing here.
+fn current_row(b: &Binding, credential: &str) -> Option<Association> {
+    let credential = CredentialId::parse(credential).ok()?;
+    if credential.type_id() != CredentialId::TYPE_KPSA_ID {
+        return None;
+    }
+    let kpsa = KpsaId::parse(credential.value()).ok()?;
+    if KpsaId::parse(&b.identity).ok().as_ref() == Some(&kpsa) {
+        return None;
+    }
+    let key = b.psk.as_ref()?.lookup(&kpsa.to_string(), None)?;
+    (key.association.mode == SaeMode::ProvisionedKey).then_some(Association {
+        mode: SaeMode::MqttServer,
+        ..key.association
+    })
+}
+
+/// The association of a registration topic's Credential-ID (clause 6.4.4): its PSK row (its
+/// binding, as over TLS-PSK); a credential that opens nothing here is refused (4106).
 fn registration_association(b: &Binding, level: &str) -> M2mResult<Association> {
-    let credential = CredentialId::parse(level).map_err(|_| {
+    current_row(b, level).ok_or_else(|| {
         not_the_sender(format_args!(
-            "registration topic with Credential-ID {level:?}"
+            "registration topic of {level:?}, which opens nothing here"
         ))
-    })?;
-    let row = (credential.type_id() == CredentialId::TYPE_KPSA_ID)
-        .then(|| KpsaId::parse(credential.value()).ok())
-        .flatten()
-        .and_then(|kpsa| b.psk.as_ref()?.lookup(&kpsa.to_string(), None));
-    Ok(match row {
-        Some(key) => Association {
-            mode: SaeMode::MqttServer,
-            ..key.association
-        },
-        None => Association {
-            mode: SaeMode::MqttServer,
-            credential,
-            entity: None,
-        },
     })
 }

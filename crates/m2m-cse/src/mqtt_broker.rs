@@ -31,17 +31,39 @@ pub struct Row {
     pub entity: Option<EntityId>,
 }
 
-/// The rows of the secure environments, the CSE's own identity at the server apart.
-pub fn rows(environments: &[Box<dyn SecureEnvironment>], home: &Home) -> Vec<Row> {
+/// The rows of the secure environments that are AEs' credentials at the MQTT server: not a row
+/// bound to a CSE (Mcc is not served over MQTT), not a group member's KsxId (only its current
+/// group key opens, TS-0003 group authentication), not one of `excluded`.
+pub fn rows(
+    environments: &[Box<dyn SecureEnvironment>],
+    home: &Home,
+    excluded: &dyn Fn(&KpsaId) -> bool,
+) -> Vec<Row> {
     let mut out: Vec<Row> = Vec::new();
     for (entity, kpsa_id) in environments.iter().flat_map(|se| se.psk_entries()) {
-        if out.iter().any(|r| r.kpsa_id == kpsa_id) {
+        if out.iter().any(|r| r.kpsa_id == kpsa_id) || excluded(&kpsa_id) {
             continue;
         }
-        let entity = entity.and_then(|e| EntityId::parse(&e, home).ok());
+        let entity = match entity {
+            None => None,
+            Some(e) => match EntityId::parse(&e, home) {
+                Ok(e) if e.is_ae() => Some(e),
+                _ => continue,
+            },
+        };
         out.push(Row { kpsa_id, entity });
     }
     out
+}
+
+/// The group members' KsxIds of `[group_authentication]`: no row of theirs goes to the server.
+fn group_members(cfg: &Config) -> Vec<KpsaId> {
+    cfg.group_authentication
+        .agents
+        .iter()
+        .flat_map(|a| &a.members)
+        .filter_map(|m| KpsaId::parse(m).ok())
+        .collect()
 }
 
 /// The ACL (mosquitto's acl_file format) for this CSE (`csi`: its ID in topic form), its own
@@ -120,25 +142,31 @@ fn is_acl_safe(s: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '+' | '#'))
 }
 
-/// The PSK file (mosquitto's `identity:hex-key` lines): every row, this CSE's own included.
-pub fn render_psk_file(environments: &[Box<dyn SecureEnvironment>]) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::new());
-    let mut seen: Vec<KpsaId> = Vec::new();
-    for (_, kpsa_id) in environments.iter().flat_map(|se| se.psk_entries()) {
-        if seen.contains(&kpsa_id) || !is_acl_safe(&kpsa_id.to_string()) {
-            continue;
-        }
-        let Some(entry) = environments
-            .iter()
-            .find_map(|se| se.psk(&kpsa_id.to_string()))
-        else {
-            continue;
-        };
-        out.push_str(&kpsa_id.to_string());
+/// The PSK file (mosquitto's `identity:hex-key` lines): the rows, and this CSE's own identity.
+pub fn render_psk_file(
+    environments: &[Box<dyn SecureEnvironment>],
+    rows: &[Row],
+    own: &KpsaId,
+) -> Zeroizing<String> {
+    let identities: Vec<String> = std::iter::once(own.to_string())
+        .chain(rows.iter().map(|r| r.kpsa_id.to_string()))
+        .filter(|i| is_acl_safe(i))
+        .collect();
+    let entries: Vec<(String, Zeroizing<String>)> = identities
+        .into_iter()
+        .filter_map(|i| {
+            let entry = environments.iter().find_map(|se| se.psk(&i))?;
+            Some((i, entry.key.to_hex()))
+        })
+        .collect();
+    // Sized once: a growing string would leave copies of the keys in freed memory.
+    let size = entries.iter().map(|(i, k)| i.len() + k.len() + 2).sum();
+    let mut out = Zeroizing::new(String::with_capacity(size));
+    for (identity, key) in &entries {
+        out.push_str(identity);
         out.push(':');
-        out.push_str(&entry.key.to_hex());
+        out.push_str(key);
         out.push('\n');
-        seen.push(kpsa_id);
     }
     out
 }
@@ -177,7 +205,10 @@ pub fn broker_files(cfg: &Config, dir: &Path) -> anyhow::Result<BrokerFiles> {
             mqtt.psk_identity
         );
     }
-    let rows = rows(&environments, &home);
+    let own =
+        KpsaId::parse(&mqtt.psk_identity).map_err(|e| anyhow::anyhow!("mqtt.psk_identity: {e}"))?;
+    let members = group_members(cfg);
+    let rows = rows(&environments, &home, &|k| *k == own || members.contains(k));
     let acl_path = mqtt.acl_file.clone().unwrap_or_else(|| dir.join("acl"));
     let pid_path = mqtt
         .broker_pid_file
@@ -196,10 +227,17 @@ pub fn broker_files(cfg: &Config, dir: &Path) -> anyhow::Result<BrokerFiles> {
          log_type error\n\
          log_type warning\n\
          log_type notice\n\n\
+         # Larger messages than the CSE reads are refused here; retained messages would run again\n\
+         # at every subscription.\n\
+         max_packet_size {max_packet}\n\
+         retain_available false\n\n\
          listener {port} {host}\n\
          psk_hint oneM2M\n\
          psk_file {psk}\n\
+         # The PSK identity is the user name the ACL names, and the client identifier: nobody else\n\
+         # takes over a client's session (TS-0010 clause 7.2).\n\
          use_identity_as_username true\n\
+         use_username_as_clientid true\n\
          tls_version tlsv1.2\n\
          ciphers {suites}\n",
         csi = cfg.cse.cse_id,
@@ -211,6 +249,7 @@ pub fn broker_files(cfg: &Config, dir: &Path) -> anyhow::Result<BrokerFiles> {
         host = url.host,
         psk = abs(&dir.join("psk_file")).display(),
         suites = m2m_security::tls::PSK_SUITES.join(":"),
+        max_packet = cfg.http.max_body_bytes + 4096,
     );
     let openssl_cnf = "# Caps mosquitto at TLS 1.2, the version of the oneM2M PSK suites (TS-0003 clause 10.2).\n\
          openssl_conf = openssl_init\n\n[openssl_init]\nssl_conf = ssl_sect\n\n[ssl_sect]\n\
@@ -219,7 +258,7 @@ pub fn broker_files(cfg: &Config, dir: &Path) -> anyhow::Result<BrokerFiles> {
     Ok(BrokerFiles {
         conf,
         openssl_cnf,
-        psk_file: render_psk_file(&environments),
+        psk_file: render_psk_file(&environments, &rows, &own),
         acl: render_acl(&home, &mqtt.psk_identity, &rows, &[]),
         acl_path,
         pid_path,
@@ -240,6 +279,7 @@ pub struct AclFile {
 }
 
 impl AclFile {
+    /// The ACL file of `[mqtt]`, for the credentials of `rows` ([`rows`]).
     pub fn new(mqtt: &MqttSection, rows: Vec<Row>) -> Option<Arc<AclFile>> {
         Some(Arc::new(AclFile {
             path: mqtt.acl_file.clone()?,
@@ -257,7 +297,26 @@ impl AclFile {
             .store
             .read(|r| r.credential_bindings())
             .map_err(|e| anyhow::anyhow!("{}", e.dbg))?;
-        let text = render_acl(&cse.id.home, &self.own_identity, &self.rows, &bindings);
+        // A rotated-out KpsaID or a group member's KsxId publishes as nobody.
+        let current: Vec<Row> = self
+            .rows
+            .iter()
+            .filter(|r| {
+                let retired = cse.rotation.as_ref().is_some_and(|rot| {
+                    matches!(
+                        rot.lookup(&r.kpsa_id.to_string()),
+                        crate::credential_rotation::Lookup::Retired
+                    )
+                });
+                let grouped = cse
+                    .group_keys
+                    .as_ref()
+                    .is_some_and(|g| g.governs(&r.kpsa_id));
+                !retired && !grouped
+            })
+            .cloned()
+            .collect();
+        let text = render_acl(&cse.id.home, &self.own_identity, &current, &bindings);
         let dir = self
             .path
             .parent()
@@ -281,13 +340,20 @@ impl AclFile {
             .ok()
             .and_then(|t| t.trim().parse::<i32>().ok())
             .and_then(rustix::process::Pid::from_raw);
+        // A stale pid file may name another process by now: only mosquitto is signalled.
+        let is_mosquitto = |pid: rustix::process::Pid| {
+            std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
+                .is_ok_and(|c| c.trim() == "mosquitto")
+        };
         match pid {
-            Some(pid) => {
+            Some(pid) if is_mosquitto(pid) => {
                 if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::HUP) {
-                    tracing::warn!(error = %e, "the MQTT server of mqtt.broker_pid_file could not be signalled to read its ACL");
+                    tracing::warn!(target: "audit", error = %e, "the MQTT server could not be signalled to read its new ACL");
                 }
             }
-            None => tracing::debug!("no MQTT server pid to signal"),
+            _ => {
+                tracing::warn!(target: "audit", pid_file = %pid_file.display(), "no running MQTT server in mqtt.broker_pid_file: its ACL is not read again")
+            }
         }
     }
 

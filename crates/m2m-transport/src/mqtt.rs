@@ -78,6 +78,7 @@ pub struct Publisher {
     tx: mpsc::Sender<Packet>,
     pkid: Arc<AtomicU16>,
     max_packet: usize,
+    subacks: SubAcks,
 }
 
 impl fmt::Debug for Publisher {
@@ -102,6 +103,42 @@ impl Publisher {
             .send(Packet::Publish(p))
             .await
             .map_err(|_| MqttError::Transport("the session has ended".into()))
+    }
+
+    /// Subscribes to `filters` at QoS 1 and waits for the server's SUBACK; a filter the server
+    /// refuses is an error.
+    pub async fn subscribe(&self, filters: &[String], timeout: Duration) -> Result<(), MqttError> {
+        let pkid = self.next_pkid();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.subacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pkid, tx);
+        let mut sub =
+            Subscribe::new_many(filters.iter().map(|f| {
+                rumqttc::mqttbytes::v4::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)
+            }));
+        sub.pkid = pkid;
+        let sent = self.tx.send(Packet::Subscribe(sub)).await;
+        let codes = match sent {
+            Ok(()) => tokio::time::timeout(timeout, rx).await,
+            Err(_) => {
+                return Err(MqttError::Transport("the session has ended".into()));
+            }
+        };
+        self.subacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pkid);
+        let codes = codes
+            .map_err(|_| MqttError::Timeout)?
+            .map_err(|_| MqttError::Transport("the session has ended".into()))?;
+        for (code, filter) in codes.iter().zip(filters) {
+            if *code == SubscribeReasonCode::Failure {
+                return Err(MqttError::SubscriptionRefused(filter.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// Whether the session still runs.
@@ -150,65 +187,39 @@ where
             )))
         }
     }
-    if !options.subscriptions.is_empty() {
-        let mut sub =
-            Subscribe::new_many(options.subscriptions.iter().map(|f| {
-                rumqttc::mqttbytes::v4::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)
-            }));
-        // A non-zero identifier (MQTT 3.1.1 clause 2.3.1).
-        sub.pkid = 1;
-        write_packet(&mut writer, &Packet::Subscribe(sub), options.max_packet).await?;
-        loop {
-            match within(
-                options.timeout,
-                read_packet(&mut reader, &mut buf, options.max_packet),
-            )
-            .await?
-            {
-                Packet::SubAck(ack) => {
-                    for (code, filter) in ack.return_codes.iter().zip(&options.subscriptions) {
-                        if *code == SubscribeReasonCode::Failure {
-                            return Err(MqttError::SubscriptionRefused(filter.clone()));
-                        }
-                    }
-                    break;
-                }
-                // A session kept by the broker may deliver before the SUBACK.
-                Packet::Publish(_) | Packet::PingResp => continue,
-                other => {
-                    return Err(MqttError::Transport(format!(
-                        "expected SUBACK, got {}",
-                        packet_name(&other)
-                    )))
-                }
-            }
-        }
-    }
     let (out_tx, out_rx) = mpsc::channel::<Packet>(256);
     let out_tx_reader = out_tx.clone();
-    let (options_max, keep_alive) = (options.max_packet, options.keep_alive);
+    let (max, keep_alive) = (options.max_packet, options.keep_alive);
     let (in_tx, in_rx) = mpsc::channel::<Message>(256);
     let (dead_tx, dead_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(write_loop(
-        writer,
-        out_rx,
-        dead_rx,
-        options.keep_alive,
-        options.max_packet,
-    ));
+    let subacks = SubAcks::default();
+    tokio::spawn(write_loop(writer, out_rx, dead_rx, keep_alive, max));
+    let waiting = Arc::clone(&subacks);
     tokio::spawn(async move {
-        read_loop(reader, buf, in_tx, out_tx_reader, options_max, keep_alive).await;
+        read_loop(reader, buf, in_tx, out_tx_reader, waiting, max, keep_alive).await;
         let _ = dead_tx.send(());
     });
-    Ok((
-        Publisher {
-            tx: out_tx,
-            pkid: Arc::new(AtomicU16::new(2)),
-            max_packet: options.max_packet,
-        },
-        in_rx,
-    ))
+    let publisher = Publisher {
+        tx: out_tx,
+        pkid: Arc::new(AtomicU16::new(1)),
+        max_packet: max,
+        subacks,
+    };
+    // Messages a kept session delivers before the SUBACK go through the reader like any other.
+    if !options.subscriptions.is_empty() {
+        publisher
+            .subscribe(&options.subscriptions, options.timeout)
+            .await?;
+    }
+    Ok((publisher, in_rx))
 }
+
+/// SUBSCRIBEs awaiting their SUBACK, by packet identifier.
+type SubAcks = Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<u16, tokio::sync::oneshot::Sender<Vec<SubscribeReasonCode>>>,
+    >,
+>;
 
 async fn within<T>(
     timeout: Duration,
@@ -309,13 +320,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = w.shutdown().await;
 }
 
-/// Reads packets: PUBLISH goes to the owner (acknowledged at QoS 1), the rest is bookkeeping.
-/// A server silent for one and a half keep-alive intervals is gone (MQTT 3.1.1 clause 3.1.2.10).
+/// Reads packets: PUBLISH goes to the owner (acknowledged at QoS 1; a retained message is
+/// acknowledged and dropped: a request kept by the server would run again at every
+/// subscription), SUBACK to its SUBSCRIBE, the rest is bookkeeping. A server silent for one and
+/// a half keep-alive intervals is gone (MQTT 3.1.1 clause 3.1.2.10).
 async fn read_loop<R: AsyncRead + Unpin>(
     mut r: R,
     mut buf: BytesMut,
     messages: mpsc::Sender<Message>,
     out: mpsc::Sender<Packet>,
+    subacks: SubAcks,
     max: usize,
     keep_alive: Duration,
 ) {
@@ -343,6 +357,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 {
                     break;
                 }
+                if p.retain {
+                    continue;
+                }
                 let topic = p.topic.clone();
                 let m = Message {
                     topic,
@@ -350,6 +367,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 };
                 if messages.send(m).await.is_err() {
                     break;
+                }
+            }
+            Packet::SubAck(ack) => {
+                let waiter = subacks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ack.pkid);
+                if let Some(tx) = waiter {
+                    let _ = tx.send(ack.return_codes);
                 }
             }
             // QoS 2 is never asked for; acknowledgements and pings need nothing.

@@ -475,6 +475,71 @@ fn mosquitto_clients_get_the_cse_answers_over_tls_psk_and_topics_name_their_send
         out["answers"][0].is_null(),
         "the lock took a forged answer: {out}"
     );
+    // Another credential connecting with the CSE's client identifier takes nothing over: the
+    // server names each client by its credential, and the CSE still answers.
+    let (child, lines) = paho_spawn(&s, MALLORY, "C::id-in", &[], &[json!({"listen": 1})]);
+    let _ = paho_result(child, lines);
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(2, "cse-in", Some("Slock"), "after", None, None),
+    )
+    .expect("the CSE still answers");
+    assert_eq!(r["rsc"], 2000, "{r}");
+    assert!(
+        !s.cse.logged("MQTT connection ended"),
+        "the CSE's session was taken over"
+    );
+
+    // A rule on the originator's IP address never matches a request the MQTT server delivered,
+    // though the server's own address (127.0.0.1) would.
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(1, "cse-in/Slock", Some("Slock"), "acp", Some(1), Some(json!({"m2m:acp": {"rn": "byIp",
+            "pv": {"acr": [{"acor": ["all"], "acop": 2, "acco": [{"acip": {"ipv4": ["127.0.0.0/8"]}}]}]},
+            "pvs": {"acr": [{"acor": ["Slock"], "acop": 63}]}}}))),
+    )
+    .unwrap();
+    assert_eq!(r["rsc"], 2001, "{r}");
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(
+            1,
+            "cse-in/Slock",
+            Some("Slock"),
+            "cnt",
+            Some(3),
+            Some(json!({"m2m:cnt": {"rn": "byIpBox", "acpi": ["cse-in/Slock/byIp"]}})),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r["rsc"], 2001, "{r}");
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(2, "cse-in/Slock/byIpBox", Some("Slock"), "ip", None, None),
+    )
+    .unwrap();
+    assert_eq!(
+        r["rsc"], 4103,
+        "an IP rule matched the MQTT server's address: {r}"
+    );
+    let (code, b) = retrieve(s.cse.url(), "/cse-in/Slock/byIpBox", "Slock");
+    assert_eq!(
+        code, 2000,
+        "the same rule grants over HTTP from 127.0.0.1: {b}"
+    );
+
     // The server's psk file holds the keys, the ACL none.
     let acl = std::fs::read_to_string(s.dir.path().join("acl")).unwrap();
     for key in [CSE_KEY, LOCK.1, PHONE.1, MALLORY.1] {
@@ -564,6 +629,23 @@ fn paho_registers_on_the_registration_topic_then_speaks_json_and_cbor_as_its_ae(
         })],
     );
     assert!(out["answers"][0].is_null(), "{out}");
+
+    // The phone's credential, bound to nothing, registering as the administrator: refused, and
+    // the administrator's topics are not opened to it.
+    let out = paho(
+        &s,
+        PHONE,
+        "A::phone3",
+        &[&format!("/oneM2M/reg_resp/{cred}/#")],
+        &[json!({
+            "topic": format!("/oneM2M/reg_req/{cred}/id-in/json"),
+            "ser": "json",
+            "rqp": rqp(1, "cse-in", Some("CAdmin"), "reg3", Some(2), Some(ae_body("Nadmin"))),
+        })],
+    );
+    assert_eq!(out["answers"][0]["rsp"]["rsc"], 4106, "{out}");
+    let acl = std::fs::read_to_string(s.dir.path().join("acl")).unwrap();
+    assert!(!acl.contains("CAdmin"), "{acl}");
     let (code, found) = get_with_query(s.cse.url(), "/cse-in", "CAdmin", "fu=1&ty=2");
     assert_eq!(code, 2000, "{found}");
     assert_eq!(
@@ -574,15 +656,50 @@ fn paho_registers_on_the_registration_topic_then_speaks_json_and_cbor_as_its_ae(
 }
 
 /// `m2m ae` over MQTT end to end: it registers on the registration topic of its credential,
-/// creates and subscribes on its own request topic, and hears its notification on its own
-/// topic (`[notifications] binding = "mqtt"`, pointOfAccess `mqtts://`); `m2m request --ae`
-/// writes the contentInstance through the MQTT server too. No HTTP on the AE's side.
+/// subscribes to the lock's door on its own request topic, and hears the lock's contentInstance
+/// on its own topic (`[notifications] binding = "mqtt"`, pointOfAccess `mqtts://`); then
+/// `m2m request --ae` reads through the MQTT server too. No HTTP on either side.
 #[test]
 fn m2m_ae_registers_subscribes_and_hears_its_notification_over_mqtt() {
     if !peers() {
         return;
     }
     let s = start();
+    let (req, resp) = (
+        "/oneM2M/req/Slock/id-in/json",
+        "/oneM2M/resp/Slock/id-in/json",
+    );
+    // The lock: registered, its door readable (and subscribed to) by all, written by itself.
+    for (rqi, to, ty, pc) in [
+        ("l1", "cse-in", 2, ae_body("Nlock")),
+        (
+            "l2",
+            "cse-in/Slock",
+            1,
+            json!({"m2m:acp": {"rn": "doorAcp",
+                "pv": {"acr": [
+                    {"acor": ["Slock"], "acop": 63},
+                    {"acor": ["all"], "acop": 2},
+                    {"acor": ["all"], "acop": 1, "acod": [{"chty": [23]}]}]},
+                "pvs": {"acr": [{"acor": ["Slock"], "acop": 63}]}}}),
+        ),
+        (
+            "l3",
+            "cse-in/Slock",
+            3,
+            json!({"m2m:cnt": {"rn": "door", "acpi": ["cse-in/Slock/doorAcp"]}}),
+        ),
+    ] {
+        let r = mosquitto_rr(
+            &s,
+            LOCK,
+            req,
+            resp,
+            &rqp(1, to, Some("Slock"), rqi, Some(ty), Some(pc)),
+        )
+        .unwrap_or_else(|| panic!("no answer to {rqi}"));
+        assert_eq!(r["rsc"], 2001, "{rqi}: {r}");
+    }
     let key = s.dir.path().join("phone.kpsa");
     std::fs::write(&key, PHONE.1).unwrap();
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -594,8 +711,7 @@ fn m2m_ae_registers_subscribes_and_hears_its_notification_over_mqtt() {
              [cse]\nurl = \"mqtts://127.0.0.1:{port}\"\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\ntimeout_seconds = 5\n\
              [security]\nmode = \"psk\"\nkpsa_id = \"{id}\"\nkey_file = {key:?}\n\
              [notifications]\nbinding = \"mqtt\"\n\
-             [[create]]\nty = 3\ncontent = {{ \"m2m:cnt\" = {{ rn = \"door\" }} }}\n\
-             [[subscribe]]\nto = \"cse-in/phone/door\"\nrn = \"watch\"\n",
+             [[subscribe]]\nto = \"cse-in/Slock/door\"\nrn = \"phoneWatch\"\n",
             port = s.port,
             id = PHONE.0,
         ),
@@ -610,23 +726,22 @@ fn m2m_ae_registers_subscribes_and_hears_its_notification_over_mqtt() {
         json!(format!("mqtts://127.0.0.1:{}", s.port)),
         "{ready}"
     );
-    let out = m2m_command(&[
-        "request",
-        "--ae",
-        config.to_str().unwrap(),
-        "-X",
-        "create",
-        "--to",
-        "cse-in/phone/door",
-        "--ty",
-        "4",
-        "--body",
-        r#"{"m2m:cin": {"con": "UNLOCKED"}}"#,
-        "--json",
-    ]);
-    let answer: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(answer["rsc"], 2001, "{answer}");
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(
+            1,
+            "cse-in/Slock/door",
+            Some("Slock"),
+            "l4",
+            Some(4),
+            Some(json!({"m2m:cin": {"con": "UNLOCKED"}})),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r["rsc"], 2001, "{r}");
     let note = ae.event(&s.cse);
     assert_eq!(
         note["notification"]["sgn"]["nev"]["rep"]["m2m:cin"]["con"],
@@ -634,21 +749,32 @@ fn m2m_ae_registers_subscribes_and_hears_its_notification_over_mqtt() {
         "{note}"
     );
     // The lock cannot speak as the phone on the phone's topic: its credential is not the
-    // phone's, so the MQTT server drops it, and nothing reaches the phone.
+    // phone's, so the MQTT server drops it.
     let r = mosquitto_rr(
         &s,
         LOCK,
         &format!("/oneM2M/req/{aei}/id-in/json"),
         &format!("/oneM2M/resp/{aei}/id-in/json"),
-        &rqp(
-            1,
-            "cse-in/phone/door",
-            Some(&aei),
-            "forged",
-            Some(4),
-            Some(json!({"m2m:cin": {"con": "LOCKED"}})),
-        ),
+        &rqp(4, "cse-in/phone", Some(&aei), "forged", None, None),
     );
     assert!(r.is_none(), "{r:?}");
-    assert_eq!(ae.silent_for(Duration::from_millis(800)), None);
+    assert_eq!(ae.silent_for(Duration::from_millis(500)), None);
+    // One MQTT connection per credential (the server's client identifier is the identity): the
+    // AE stops before `m2m request` speaks as it.
+    drop(ae);
+    let out = m2m_command(&[
+        "request",
+        "--ae",
+        config.to_str().unwrap(),
+        "--to",
+        "cse-in/phone",
+        "--json",
+    ]);
+    let answer: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        answer["rsc"], 2000,
+        "the phone is still registered: {answer}"
+    );
+    assert_eq!(answer["pc"]["m2m:ae"]["aei"], json!(aei));
 }

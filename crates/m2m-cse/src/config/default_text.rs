@@ -209,7 +209,7 @@ const DOCS: &[Doc] = &[
     Key("mqtt.keep_alive_seconds", "seconds between keep-alive pings (0: none)"),
     Alt(
         "mqtt.acl_file",
-        "the MQTT server's ACL file, written at start and whenever an AE registers or is deleted",
+        "the MQTT server's ACL file, written at start and whenever an AE registers or is deleted (needs broker_pid_file)",
     ),
     Alt(
         "mqtt.broker_pid_file",
@@ -741,6 +741,7 @@ mod tests {
         let needs: &[(&str, &[&str])] = &[
             ("maf", &["tls"]),
             ("group_authentication.agents", &["tls"]),
+            ("mqtt.acl_file", &["mqtt.broker_pid_file"]),
             ("esprim.keys.key", &["-esprim.keys.key_env"]),
             ("multicast.key", &["-multicast.keystore_secret"]),
             ("multicast.private_jwk", &["-multicast.keystore_secret"]),

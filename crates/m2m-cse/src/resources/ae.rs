@@ -74,6 +74,14 @@ pub fn prepare_create(
     };
     let entity = EntityId::ae_at(home, stem.clone())?;
     let credential = association.map(|a| a.credential.to_string());
+    // The admin's AE-ID is the admin's: registered only over a credential bound to it (or by a
+    // listener the operator declared trusted), never taken by whoever registers first.
+    if bound.is_none() && entity == cse.id.admin && association.is_some() {
+        return Err(not_yours(format_args!(
+            "{entity} (the administrator) registering over {}",
+            credential.as_deref().unwrap_or_default()
+        )));
+    }
     if bound.is_none() {
         // Squatting: an AE-ID bound to a credential of this CSE belongs to that credential.
         if let Some(owner) = cse.credential_bound_to(&entity) {
