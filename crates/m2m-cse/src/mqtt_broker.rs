@@ -230,7 +230,9 @@ pub fn broker_files(cfg: &Config, dir: &Path) -> anyhow::Result<BrokerFiles> {
          # Larger messages than the CSE reads are refused here; retained messages would run again\n\
          # at every subscription.\n\
          max_packet_size {max_packet}\n\
-         retain_available false\n\n\
+         retain_available false\n\
+         # Each message goes out at once (no Nagle delay on a request/response exchange).\n\
+         set_tcp_nodelay true\n\n\
          listener {port} {host}\n\
          psk_hint oneM2M\n\
          psk_file {psk}\n\
