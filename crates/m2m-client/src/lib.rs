@@ -30,7 +30,8 @@
 //! [`Client::with_tls`] (TLS-PSK or a client certificate); without them an `https` URL is a
 //! clear 5103 error. `coap://` and `coaps://` URLs use the CoAP binding, `coaps` over DTLS 1.2
 //! with the credentials of [`Client::with_dtls`]. `mqtts://` URLs use the MQTT binding through
-//! that MQTT server, with the credentials and CSE-ID of [`Client::with_mqtt`].
+//! that MQTT server, with the credentials and CSE-ID of [`Client::with_mqtt`]. `wss://` URLs use
+//! the WebSocket binding over the TLS of [`Client::with_tls`], one connection per server.
 
 #![forbid(unsafe_code)]
 
@@ -61,6 +62,8 @@ mod coap;
 pub mod escertke;
 mod mqtt;
 pub use mqtt::{MqttInbox, MqttSettings, Received as MqttReceived};
+mod websocket;
+pub use websocket::WsInbox;
 pub mod esprim;
 pub mod group_authentication;
 mod tls;
@@ -80,6 +83,9 @@ pub struct Client {
     /// `mqtts` (TS-0010): the sessions, shared by clones, and what they need.
     mqtt: std::sync::Arc<mqtt::MqttTransport>,
     mqtt_settings: Option<std::sync::Arc<MqttSettings>>,
+    /// `wss` (TS-0020): the connections, shared by clones, over the `https` TLS settings.
+    websocket: std::sync::Arc<websocket::WsTransport>,
+    tls_settings: Option<std::sync::Arc<TlsSettings>>,
     timeout: Duration,
     max_body: usize,
 }
@@ -184,6 +190,8 @@ impl Client {
             dtls: None,
             mqtt: Default::default(),
             mqtt_settings: None,
+            websocket: Default::default(),
+            tls_settings: None,
             timeout: DEFAULT_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
         }
@@ -191,6 +199,8 @@ impl Client {
 
     /// Uses these TLS credentials and trust for `https` URLs (its own connection pool).
     pub fn with_tls(mut self, settings: TlsSettings) -> Self {
+        self.tls_settings = Some(std::sync::Arc::new(settings.clone()));
+        self.websocket = Default::default();
         let connector = tls::TlsConnector {
             settings: std::sync::Arc::new(settings),
             handshake_timeout: self.timeout,
@@ -245,6 +255,9 @@ impl Client {
         if mqtt::is_mqtt(base_url) {
             return self.send_mqtt(base_url, req, Serialization::Json).await;
         }
+        if websocket::is_websocket(base_url) {
+            return self.send_websocket(base_url, req).await;
+        }
         if coap::is_coap(base_url) {
             let dtls = self.dtls.as_deref();
             return self
@@ -280,12 +293,27 @@ impl Client {
         if mqtt::is_mqtt(url) {
             return self.send_mqtt(url, req, ser).await;
         }
+        if websocket::is_websocket(url) {
+            return self.send_websocket(url, req).await;
+        }
         if coap::is_coap(url) {
             let dtls = self.dtls.as_deref();
             return self.coap.send(url, true, req, dtls, self.timeout).await;
         }
         let target = parse_url(url, true)?;
         self.dispatch(url, target, req, ser).await
+    }
+
+    async fn send_websocket(&self, url: &str, req: &Request) -> M2mResult<Response> {
+        self.websocket
+            .send(
+                url,
+                req,
+                self.tls_settings.as_deref(),
+                self.timeout,
+                self.max_body,
+            )
+            .await
     }
 
     async fn send_mqtt(&self, url: &str, req: &Request, ser: Serialization) -> M2mResult<Response> {

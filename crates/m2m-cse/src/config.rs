@@ -380,6 +380,10 @@ pub struct TlsSection {
     /// suites, PSK table and certificates; absent: no DTLS listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dtls_listen: Option<String>,
+    /// Also serve the WebSocket binding (TS-0020, `wss://`) on this TCP address, over the same
+    /// TLS suites, credentials and accepted identities; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wss_listen: Option<String>,
 }
 
 impl TlsSection {
@@ -414,6 +418,7 @@ impl Default for TlsSection {
             handshake_timeout_ms: 10_000,
             max_handshakes_per_source: 16,
             dtls_listen: None,
+            wss_listen: None,
         }
     }
 }

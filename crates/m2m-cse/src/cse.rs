@@ -67,6 +67,8 @@ pub struct Cse {
     pub(crate) mqtt_acl: std::sync::OnceLock<Arc<crate::mqtt_broker::AclFile>>,
     /// The MQTT binding (`[mqtt]`): notifications to `mqtt(s)://` points of access go through it.
     pub(crate) mqtt: std::sync::OnceLock<Arc<crate::mqtt_binding::Binding>>,
+    /// Open WebSocket connections by the AE proven on each: its notifications go over it.
+    pub(crate) websockets: crate::websocket_server::Links,
     /// What the Upper Tester interface changed (conformance testing only).
     pub(crate) testing: crate::upper_tester::Overrides,
     /// All configured KpsaIDs bound to each entity, and every configured KpsaID (canonical).
@@ -208,6 +210,7 @@ impl Cse {
             beacons: Default::default(),
             mqtt_acl: Default::default(),
             mqtt: Default::default(),
+            websockets: Default::default(),
             testing: Default::default(),
             dynamic_authorization,
             rotation,

@@ -40,6 +40,7 @@ pub(crate) mod search_threads;
 pub(crate) mod store;
 pub(crate) mod upper_tester;
 mod validity;
+pub(crate) mod websocket_server;
 
 pub use config::{Config, Role};
 pub use cse::{Cse, Peer};
@@ -58,6 +59,8 @@ pub struct Running {
     pub dtls_addr: Option<std::net::SocketAddr>,
     /// The plain CoAP listener, if configured.
     pub coap_addr: Option<std::net::SocketAddr>,
+    /// The WebSocket listener over TLS (`tls.wss_listen`), if configured.
+    pub wss_addr: Option<std::net::SocketAddr>,
     servers: Vec<m2m_transport::Server>,
 }
 
@@ -257,6 +260,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     }
     let mut tls_addr = None;
     let mut dtls_addr = None;
+    let mut wss_addr = None;
     let mqtt = mqtt_binding::Binding::from_config(&cse, &environments)?;
     let psk = psk_table(environments, &cse);
     if let Some(tls) = &cse.config().tls {
@@ -299,6 +303,26 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
                 session_handler(&cse, association::PlainTrust::Anonymous),
             )?;
             dtls_addr = Some(server.local_addr);
+            servers.push(server);
+        }
+        if let Some(listen) = &tls.wss_listen {
+            let addr: std::net::SocketAddr = listen
+                .parse()
+                .map_err(|_| anyhow::anyhow!("tls.wss_listen '{listen}' is not an address:port"))?;
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            let server = m2m_transport::Server::spawn(
+                m2m_transport::Listener {
+                    name: "cse-wss",
+                    tcp,
+                    security: m2m_transport::Security::Tls(context.clone()),
+                    limits: tls_limits.clone(),
+                },
+                Arc::clone(&binder),
+                websocket_handler(&cse),
+            )?;
+            wss_addr = Some(server.local_addr);
             servers.push(server);
         }
         let addr: std::net::SocketAddr = tls
@@ -375,6 +399,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         tls_addr,
         dtls_addr,
         coap_addr,
+        wss_addr,
         servers,
     })
 }
@@ -391,6 +416,19 @@ fn session_handler(
        + 'static {
     let cse = Arc::clone(cse);
     move |session| Box::pin(coap_server::serve_session(Arc::clone(&cse), session, trust))
+}
+
+/// What each connection of the WebSocket listener runs: the WebSocket binding (TS-0020).
+fn websocket_handler(
+    cse: &Arc<Cse>,
+) -> impl Fn(
+    m2m_transport::Connection<association::Association>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    let cse = Arc::clone(cse);
+    move |conn| Box::pin(websocket_server::serve_connection(Arc::clone(&cse), conn))
 }
 
 /// What each accepted connection of a listener runs: the HTTP binding, as the peer it is.

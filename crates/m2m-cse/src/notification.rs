@@ -1164,6 +1164,16 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResu
             .unwrap_or(crate::resources::polling_channel::DEFAULT_DELIVERY_WAIT);
         return cse.polling.deliver(&pch, req, wait).await;
     }
+    // An AE connected over a WebSocket is reached over it (TS-0020 clause 5.2), its
+    // pointOfAccess or requestReachability aside: the connection is its way in.
+    if let Some(link) = ae
+        .str_attr("aei")
+        .and_then(|a| m2m_core::EntityId::parse(a, &cse.id.home).ok())
+        .and_then(|e| cse.websockets.of(&e))
+    {
+        let timeout = std::time::Duration::from_millis(cse.config().limits.outgoing_timeout_ms);
+        return link.request(&req, timeout).await;
+    }
     // requestReachability false: the AE said it cannot be reached (TS-0001 table 9.6.5-3).
     if ae.attrs.get("rr") == Some(&Value::Bool(false)) {
         return Err(M2mError::new(

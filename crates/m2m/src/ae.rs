@@ -73,7 +73,9 @@ pub async fn run(args: AeArgs) -> anyhow::Result<()> {
                         "coaps",
                     )
                 }
-                NotificationBinding::Polling | NotificationBinding::Mqtt => {
+                NotificationBinding::Polling
+                | NotificationBinding::Mqtt
+                | NotificationBinding::Websocket => {
                     return run_registered(cfg, None, &mut term).await;
                 }
             };
@@ -108,6 +110,10 @@ async fn run_registered(
         .notifications
         .as_ref()
         .is_some_and(|n| n.binding == NotificationBinding::Polling);
+    let websocket = cfg
+        .notifications
+        .as_ref()
+        .is_some_and(|n| n.binding == NotificationBinding::Websocket);
     let mut receiver = listening.map(|(_, r)| r);
     let setup = async {
         let ae = associate_and_register(&cfg, poa.as_deref()).await?;
@@ -120,6 +126,17 @@ async fn run_registered(
                     ae.client.clone(),
                     cfg.cse.url.clone(),
                     ae.aei.clone(),
+                )
+                .await?,
+            );
+        }
+        if websocket {
+            receiver = Some(
+                notification_receiver::start_websocket(
+                    ae.client.clone(),
+                    cfg.cse.url.clone(),
+                    ae.aei.clone(),
+                    format!("{}/{}", cfg.cse.resource_name, cfg.resource_name),
                 )
                 .await?,
             );

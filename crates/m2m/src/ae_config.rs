@@ -91,7 +91,7 @@ mode = "none"
 # (requestReachability false). Each notification is one JSON line on stdout.
 # [notifications]
 # listen = "127.0.0.1:0"  # the address to listen on; port 0: a free port
-# binding = "http"  # "http"; "coap": plain CoAP over UDP (TS-0008); "coaps": CoAP over DTLS, where only the CSE authenticates (mode psk or certificate); "polling": no pointOfAccess, the AE long-polls a <pollingChannel> over its own association; "mqtt": its own topic at the CSE's MQTT server ([cse] url = "mqtts://...")
+# binding = "http"  # "http"; "coap": plain CoAP over UDP (TS-0008); "coaps": CoAP over DTLS, where only the CSE authenticates (mode psk or certificate); "polling": no pointOfAccess, the AE long-polls a <pollingChannel> over its own association; "mqtt": its own topic at the CSE's MQTT server ([cse] url = "mqtts://..."); "websocket": the AE's WebSocket to its CSE, no pointOfAccess ([cse] url = "wss://...")
 # # poa = "http://127.0.0.1:9000"  # the pointOfAccess announced; default: http:// (coap://, coaps://) and the address listened on
 
 # A resource created after registration, in order; one that exists already is kept.
@@ -241,6 +241,9 @@ pub enum NotificationBinding {
     /// The MQTT binding (TS-0010): the AE's pointOfAccess is its CSE's MQTT server
     /// (`[cse] url = "mqtts://..."`), which delivers the requests for the AE on its own topic.
     Mqtt,
+    /// The WebSocket binding (TS-0020): no pointOfAccess; the CSE sends the AE's notifications
+    /// on the WebSocket the AE keeps open to it (`[cse] url = "wss://..."`).
+    Websocket,
 }
 
 /// The host of a URL (without brackets for an IPv6 literal), the name a CSE's certificate carries
@@ -422,6 +425,12 @@ impl AeConfig {
         if let Some(n) = &f.notifications {
             if n.binding == NotificationBinding::Polling && n.poa.is_some() {
                 bail!("[notifications] binding polling announces no poa: the AE is reached through its pollingChannel");
+            }
+            if n.binding == NotificationBinding::Websocket && !cse.url.starts_with("wss://") {
+                bail!("[notifications] binding websocket needs [cse] url = \"wss://...\": notifications come over the AE's WebSocket to its CSE");
+            }
+            if n.binding == NotificationBinding::Websocket && n.poa.is_some() {
+                bail!("[notifications] binding websocket announces no poa: the AE is reached over its WebSocket");
             }
             if n.binding == NotificationBinding::Mqtt && !cse.url.starts_with("mqtts://") {
                 bail!("[notifications] binding mqtt needs [cse] url = \"mqtts://...\": notifications come through the CSE's MQTT server");

@@ -240,6 +240,9 @@ async fn run_cse(cfg: m2m_cse::Config) -> anyhow::Result<()> {
     if let Some(addr) = running.coap_addr {
         println!("{}{addr}", spawned::LISTENING_PREFIX_COAP);
     }
+    if let Some(addr) = running.wss_addr {
+        println!("{}{addr}", spawned::LISTENING_PREFIX_WSS);
+    }
     std::io::stdout().flush()?;
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");

@@ -184,6 +184,69 @@ pub async fn start_mqtt(
     })
 }
 
+/// Receives over the AE's WebSocket connection to its CSE (TS-0020 clause 5.2): the CSE sends the
+/// AE's notifications on the connection the AE proved itself on; each gets the same checks as at
+/// a pointOfAccess and its answer goes back on the connection. A closed connection is opened
+/// again and the AE proves itself on it (a RETRIEVE of its own `<AE>` at `ae_path`).
+pub async fn start_websocket(
+    client: m2m_client::Client,
+    url: String,
+    aei: String,
+    ae_path: String,
+) -> anyhow::Result<NotificationReceiver> {
+    let (tx, notes) = channel(QUEUE);
+    let subscriptions = OwnSubscriptions::default();
+    let own = subscriptions.clone();
+    let first = client
+        .websocket_inbox(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.dbg))?;
+    let task = tokio::spawn(async move {
+        let mut inbox = Some(first);
+        loop {
+            let mut current = match inbox.take() {
+                Some(i) => i,
+                None => {
+                    let opened = client.websocket_inbox(&url).await;
+                    let proven = async {
+                        let hello = m2m_core::Request::new(
+                            Operation::Retrieve,
+                            &ae_path,
+                            Some(aei.clone()),
+                            m2m_client::next_request_id(),
+                        );
+                        client.send(&url, &hello).await
+                    };
+                    match (opened, proven.await) {
+                        (Ok(i), Ok(r)) if r.rsc.is_success() => i,
+                        _ => {
+                            tracing::warn!("WebSocket to the CSE not reopened; trying again");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            while let Some(req) = current.next().await {
+                let rqi = req.rqi.clone();
+                let rsp = match accept_request(req, &own) {
+                    Ok(note) => deliver(&tx, note, rqi),
+                    Err(e) => Response::error(&e, rqi),
+                };
+                let _ = current.answer(&rsp).await;
+            }
+            tracing::warn!("WebSocket to the CSE closed; opening it again");
+        }
+    });
+    Ok(NotificationReceiver {
+        addr: None,
+        notes,
+        subscriptions,
+        _coap: None,
+        _poller: Some(AbortOnDrop(task)),
+    })
+}
+
 /// One long poll and the answer to what it brought; `Err(pause)` when the CSE could not be
 /// polled (then the next try waits a little instead of spinning).
 async fn poll_once(

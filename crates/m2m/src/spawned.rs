@@ -17,6 +17,8 @@ pub const LISTENING_PREFIX_TLS: &str = "m2m-cse listening https://";
 pub const LISTENING_PREFIX_DTLS: &str = "m2m-cse listening coaps://";
 /// The line of the plain CoAP listener, printed last.
 pub const LISTENING_PREFIX_COAP: &str = "m2m-cse listening coap://";
+/// The WebSocket listener over TLS (`tls.wss_listen`).
+pub const LISTENING_PREFIX_WSS: &str = "m2m-cse listening wss://";
 
 /// Lines of the child's stderr kept for the error report of a failed start.
 const TAIL_LINES: usize = 20;

@@ -181,6 +181,10 @@ const DOCS: &[Doc] = &[
         "tls.dtls_listen",
         "also serve CoAP (TS-0008) over DTLS 1.2 on this UDP address, same suites and credentials (5684: coaps)",
     ),
+    Alt(
+        "tls.wss_listen",
+        "also serve the WebSocket binding (TS-0020) over TLS on this TCP address, same suites and credentials (wss://)",
+    ),
     Table(
         "coap",
         "A plain CoAP listener (TS-0008 over UDP, no DTLS): no security association, so a From there proves\n\
@@ -528,6 +532,7 @@ fn example() -> Config {
         crl: Some("pki/ca/crl.pem".into()),
         accepted_identities: vec!["/id-mn".into(), "Clock-AE1".into()],
         dtls_listen: Some("127.0.0.1:5684".into()),
+        wss_listen: Some("127.0.0.1:8444".into()),
         ..TlsSection::default()
     });
     c.coap = Some(CoapSection::default());
@@ -766,6 +771,7 @@ mod tests {
             "tls",
             "tls.accepted_identities",
             "tls.dtls_listen",
+            "tls.wss_listen",
             "coap",
             "mqtt",
             "multicast",

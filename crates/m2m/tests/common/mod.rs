@@ -159,7 +159,7 @@ impl CseProcess {
                     if let Some(url) = line.trim().strip_prefix("m2m-cse listening ") {
                         if url.starts_with("https://") {
                             https_url = Some(url.to_owned());
-                        } else {
+                        } else if url.starts_with("http://") {
                             http_url = Some(url.to_owned());
                         }
                     }

@@ -1,0 +1,358 @@
+//! The WebSocket binding on the server side (TS-0020), over the TLS listener's associations
+//! (`tls.wss_listen`: clause 7, a SAEF completes before the WebSocket handshake). A connection
+//! is the association it came over, as an HTTP connection is; its subprotocol names the
+//! serialization (`oneM2M.json` in text frames, `oneM2M.cbor` in binary frames, clause 6.2.2.9).
+//!
+//! Requests and responses travel both ways on one connection (clause 5.2): the requests of the
+//! client go through [`Cse::handle`] as the connection's peer; once an AE has proven itself on
+//! the connection (registered over it, or authenticated by its association), the CSE sends that
+//! AE's notifications over it ([`Links`]) and reads their answers from it.
+
+use crate::association::{Association, Peer, PlainTrust, Proof};
+use crate::cse::Cse;
+use futures_util::{SinkExt, StreamExt};
+use m2m_core::serialization::Serialization;
+use m2m_core::{
+    primitive_message, EntityId, M2mError, Operation, Originator, Request, ResourceType, Response,
+    ResponseStatusCode,
+};
+use m2m_transport::Connection;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as Handshake, Response as HandshakeResponse,
+};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The subprotocols this CSE speaks (TS-0020 table 6.2.2.9-1), in its order of preference.
+const SUBPROTOCOLS: &[(&str, Serialization)] = &[
+    ("oneM2M.json", Serialization::Json),
+    ("oneM2M.cbor", Serialization::Cbor),
+];
+
+/// Requests of one connection handled at once.
+const MAX_IN_FLIGHT: usize = 16;
+/// Requests this CSE sent over one connection awaiting their answer.
+const MAX_PENDING: usize = 1024;
+/// A ping at this interval keeps an idle connection (and its NAT binding) alive, and the
+/// transport's idle timeout from closing a connection that only waits for notifications.
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One open connection, as the CSE sends on it.
+pub(crate) struct Link {
+    id: u64,
+    out: mpsc::Sender<Message>,
+    ser: Serialization,
+    pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+}
+
+impl Link {
+    /// Sends `req` to the client and waits for its answer.
+    pub(crate) async fn request(
+        &self,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, M2mError> {
+        let unreachable =
+            |why: &str| M2mError::new(ResponseStatusCode::TargetNotReachable, why.to_owned());
+        let body = primitive_message::encode_request(req, self.ser)?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.pending);
+            if pending.len() >= MAX_PENDING || pending.contains_key(&req.rqi) {
+                return Err(unreachable(
+                    "too many requests awaiting an answer on the WebSocket",
+                ));
+            }
+            pending.insert(req.rqi.clone(), tx);
+        }
+        let sent = self.out.send(frame(self.ser, body)).await.is_ok();
+        let answer = if sent {
+            tokio::time::timeout(timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        lock(&self.pending).remove(&req.rqi);
+        answer.ok_or_else(|| unreachable("no answer over the WebSocket"))
+    }
+}
+
+/// The open connections by the AE proven on each (the latest connection of an AE wins: one
+/// connection between two nodes, TS-0020 clause 5.2).
+#[derive(Default)]
+pub(crate) struct Links {
+    by_entity: Mutex<HashMap<EntityId, Arc<Link>>>,
+}
+
+impl Links {
+    /// The connection of `entity`, if it has one open.
+    pub(crate) fn of(&self, entity: &EntityId) -> Option<Arc<Link>> {
+        lock(&self.by_entity).get(entity).cloned()
+    }
+
+    fn bind(&self, entity: EntityId, link: &Arc<Link>) {
+        lock(&self.by_entity).insert(entity, Arc::clone(link));
+    }
+
+    /// Forgets every entity of a closed connection.
+    fn close(&self, link: &Link) {
+        lock(&self.by_entity).retain(|_, l| l.id != link.id);
+    }
+}
+
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
+
+/// The message of a primitive: a text frame for JSON, a binary frame for CBOR.
+fn frame(ser: Serialization, body: Vec<u8>) -> Message {
+    match ser {
+        Serialization::Cbor => Message::Binary(body.into()),
+        _ => Message::Text(String::from_utf8_lossy(&body).into_owned().into()),
+    }
+}
+
+/// The subprotocol of a client handshake: the client's first that this CSE speaks.
+fn choose(handshake: &Handshake) -> Option<(&'static str, Serialization)> {
+    handshake
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|offered| {
+            SUBPROTOCOLS
+                .iter()
+                .find(|(name, _)| *name == offered)
+                .copied()
+        })
+}
+
+fn refuse(status: u16, why: &str) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(why.to_owned()));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    r
+}
+
+/// Serves one accepted connection: the WebSocket handshake (request target `/`, a oneM2M
+/// subprotocol), then its messages until either side closes.
+pub(crate) async fn serve_connection(cse: Arc<Cse>, conn: Connection<Association>) {
+    let (peer, _inner) = Peer::of_transport(
+        &cse,
+        conn.peer,
+        conn.association.as_ref(),
+        PlainTrust::Anonymous,
+    );
+    let chosen: Arc<Mutex<Option<Serialization>>> = Arc::default();
+    let pick = Arc::clone(&chosen);
+    // The shape of the callback is tungstenite's (its error is the HTTP refusal).
+    #[allow(clippy::result_large_err)]
+    let callback = move |req: &Handshake, mut resp: HandshakeResponse| {
+        if req.uri().path() != "/" {
+            return Err(refuse(404, "the oneM2M WebSocket endpoint is /"));
+        }
+        let Some((name, ser)) = choose(req) else {
+            return Err(refuse(
+                400,
+                "no oneM2M subprotocol offered: oneM2M.json or oneM2M.cbor",
+            ));
+        };
+        resp.headers_mut().insert(
+            "sec-websocket-protocol",
+            http::HeaderValue::from_static(name),
+        );
+        *lock(&pick) = Some(ser);
+        Ok(resp)
+    };
+    let max = cse.config().http.max_body_bytes;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let within = Duration::from_millis(cse.config().limits.header_read_timeout_ms.max(1000));
+    let ws = match tokio::time::timeout(
+        within,
+        tokio_tungstenite::accept_hdr_async_with_config(conn.io, callback, Some(config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "WebSocket handshake refused");
+            return;
+        }
+        Err(_) => return,
+    };
+    let Some(ser) = *lock(&chosen) else {
+        return;
+    };
+    let (mut sink, mut stream) = ws.split();
+    let (out, mut queue) = mpsc::channel::<Message>(256);
+    let link = Arc::new(Link {
+        id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
+        out,
+        ser,
+        pending: Mutex::new(HashMap::new()),
+    });
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            let m = tokio::select! {
+                m = queue.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Default::default()),
+            };
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut shutdown = conn.shutdown;
+    loop {
+        let message = tokio::select! {
+            m = stream.next() => match m {
+                Some(Ok(m)) => m,
+                _ => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let body = match message {
+            Message::Text(t) => t.as_bytes().to_vec(),
+            Message::Binary(b) => b.to_vec(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let (cse, peer, link) = (Arc::clone(&cse), peer.clone(), Arc::clone(&link));
+        tokio::spawn(async move {
+            let _slot = slot;
+            message_in(&cse, &peer, &link, &body).await;
+        });
+    }
+    cse.websockets.close(&link);
+    drop(link);
+    writer.abort();
+}
+
+/// One message from the client: the answer to a request of this CSE, or a request to handle
+/// and answer.
+async fn message_in(cse: &Arc<Cse>, peer: &Peer, link: &Arc<Link>, body: &[u8]) {
+    let value = match link.ser.decode(body) {
+        Ok(v) => v,
+        Err(e) => {
+            let resp = refused(cse, &e, String::new());
+            let _ = link
+                .out
+                .send(frame(
+                    link.ser,
+                    primitive_message::encode_response(&resp, link.ser),
+                ))
+                .await;
+            return;
+        }
+    };
+    let value = value
+        .get("m2m:rsp")
+        .or_else(|| value.get("m2m:rqp"))
+        .cloned()
+        .unwrap_or(value);
+    if value.get("rsc").is_some() {
+        if let Ok(resp) = primitive_message::response_from_value(&value) {
+            if let Some(tx) = lock(&link.pending).remove(&resp.rqi) {
+                let _ = tx.send(resp);
+            }
+        }
+        return;
+    }
+    let rqi = value
+        .get("rqi")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let resp =
+        match primitive_message::request_from_value(&value, m2m_core::schema::is_attribute_name) {
+            Ok(req) => {
+                let proven = proven_entity(cse, &req, peer);
+                let registration = req.op == Operation::Create && req.ty == Some(ResourceType::Ae);
+                let from = req.from.clone();
+                let mut resp = cse.handle(req, peer.clone()).await;
+                if resp.to.is_none() {
+                    resp.to = from;
+                }
+                bind_proven(
+                    cse,
+                    link,
+                    peer.association.is_some(),
+                    proven,
+                    registration,
+                    &resp,
+                );
+                resp
+            }
+            Err(e) => refused(cse, &e, rqi),
+        };
+    let _ = link
+        .out
+        .send(frame(
+            link.ser,
+            primitive_message::encode_response(&resp, link.ser),
+        ))
+        .await;
+}
+
+fn refused(cse: &Cse, e: &M2mError, rqi: String) -> Response {
+    let mut resp = Response::error(e, rqi);
+    cse.stamp(&mut resp);
+    resp
+}
+
+/// The AE a request proves on this connection: its From, authenticated by the association.
+fn proven_entity(cse: &Cse, req: &Request, peer: &Peer) -> Option<EntityId> {
+    peer.association.as_ref()?;
+    match crate::impersonation::check(cse, req, peer) {
+        Ok((Originator::Entity(e), Proof::Authenticated)) if e.is_ae() => Some(e),
+        _ => None,
+    }
+}
+
+/// After a request: the connection carries the notifications of the AE it proved, or of the AE
+/// it registered (clause 6.4: routing to the registree once registered).
+fn bind_proven(
+    cse: &Cse,
+    link: &Arc<Link>,
+    associated: bool,
+    proven: Option<EntityId>,
+    registration: bool,
+    resp: &Response,
+) {
+    if !resp.rsc.is_success() {
+        return;
+    }
+    let registered = registration
+        .then(|| resp.pc.as_ref()?.pointer("/m2m:ae/aei")?.as_str())
+        .flatten()
+        .and_then(|aei| EntityId::parse(aei, &cse.id.home).ok());
+    match (registered, proven) {
+        // A registration is proven by the association it came over, whatever From it had.
+        (Some(e), _) if associated => cse.websockets.bind(e, link),
+        (None, Some(e)) => cse.websockets.bind(e, link),
+        _ => {}
+    }
+}
