@@ -19,10 +19,10 @@ mod ae_config;
 mod association;
 mod audit;
 mod bench;
+mod bench_bindings;
 mod bench_coap;
 mod bench_e2e;
 mod bench_maf;
-mod bench_mqtt;
 mod bench_tls;
 mod das;
 mod demo;
@@ -72,8 +72,8 @@ enum Command {
     BenchTls(bench_tls::BenchTlsArgs),
     /// Benchmark CoAP over DTLS: DTLS-PSK handshakes/s next to libcoap's coap-server, la over CoAP/DTLS next to HTTP/TLS, idle DTLS associations.
     BenchCoap(bench_coap::BenchCoapArgs),
-    /// Benchmark the MQTT binding: la retrieves/s and p99 through mosquitto next to HTTP over TLS-PSK, in one run.
-    BenchMqtt(bench_mqtt::BenchMqttArgs),
+    /// Benchmark the bindings: la retrieves/s and p99 over HTTP, WebSocket (TLS-PSK) and MQTT (through mosquitto), in one run.
+    BenchBindings(bench_bindings::BenchBindingsArgs),
     /// Benchmark the MAF: key registrations and retrievals per second over kept-alive associations.
     BenchMaf(bench_maf::BenchMafArgs),
     /// Benchmark end-to-end security on one core: ESPrim protect+unprotect, JWS/JWE, Ksx derivations/s.
@@ -196,7 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MqttBrokerConfig(args) => mqtt_broker_config::run(args),
         Command::BenchTls(args) => runtime()?.block_on(bench_tls::run(args)),
         Command::BenchCoap(args) => runtime()?.block_on(bench_coap::run(args)),
-        Command::BenchMqtt(args) => runtime()?.block_on(bench_mqtt::run(args)),
+        Command::BenchBindings(args) => runtime()?.block_on(bench_bindings::run(args)),
         Command::BenchMaf(args) => runtime()?.block_on(bench_maf::run(args)),
         Command::BenchE2e(args) => bench_e2e::run(args),
         Command::Pki(args) => pki::run(args),

@@ -1,10 +1,11 @@
-//! `m2m bench-mqtt`: the MQTT binding (TS-0010) next to HTTP on the same CSE and store, in one
-//! run: `la` retrieves per second and their p99 latency, each client an AE with its own PSK row,
-//! over HTTP on TLS-PSK straight to the CSE, and over MQTT through mosquitto (TLS-PSK from each
-//! client to the server, and from the server's session to the CSE).
+//! `m2m bench-bindings`: the MQTT (TS-0010) and WebSocket (TS-0020) bindings next to HTTP on the
+//! same CSE and store, in one run: `la` retrieves per second and their p99 latency, each client
+//! an AE with its own PSK row, over HTTP on TLS-PSK straight to the CSE, over a WebSocket on
+//! TLS-PSK straight to the CSE, and over MQTT through mosquitto (TLS-PSK from each client to the
+//! server, and from the server's session to the CSE).
 
 use crate::files::{toml_path, write_private};
-use crate::spawned::{self, Spawned, LISTENING_PREFIX_TLS};
+use crate::spawned::{self, Spawned, LISTENING_PREFIX_TLS, LISTENING_PREFIX_WSS};
 use anyhow::Context;
 use m2m_client::{Client, MqttSettings, PeerPolicy, TlsSettings};
 use m2m_core::{Operation, Request, ResourceType};
@@ -21,7 +22,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const CSE_IDENTITY: &str = "bench-cse@bench.m2m.example.com";
 
 #[derive(clap::Args, Debug)]
-pub struct BenchMqttArgs {
+pub struct BenchBindingsArgs {
     /// Measured duration of each phase (seconds).
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
@@ -72,7 +73,7 @@ fn client(i: usize) -> anyhow::Result<Client> {
 fn cse_config(dir: &Path, mqtt_port: u16, clients: usize) -> String {
     let mut cfg = format!(
         "[http]\nlisten = \"\"\n[storage]\npath = {data}\n[limits]\nmax_connections = 4096\n\
-         [tls]\nlisten = \"127.0.0.1:0\"\nmax_handshakes_per_source = 64\n\
+         [tls]\nlisten = \"127.0.0.1:0\"\nwss_listen = \"127.0.0.1:0\"\nmax_handshakes_per_source = 64\n\
          [mqtt]\nbroker = \"mqtts://127.0.0.1:{mqtt_port}\"\npsk_identity = \"{CSE_IDENTITY}\"\n\
          acl_file = {acl}\nbroker_pid_file = {pid}\n\
          [[security.psk]]\nkpsa_id = \"{CSE_IDENTITY}\"\nkey = \"{cse_key}\"\n",
@@ -220,10 +221,10 @@ async fn retrieves(url: &str, to: &str, clients: usize, seconds: u64) -> (f64, f
     (all.len() as f64 / elapsed, p99, failed)
 }
 
-pub async fn run(args: BenchMqttArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchBindingsArgs) -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = tempfile::Builder::new()
-        .prefix("m2m-bench-mqtt-")
+        .prefix("m2m-bench-bindings-")
         .tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -236,7 +237,13 @@ pub async fn run(args: BenchMqttArgs) -> anyhow::Result<()> {
     let broker = start_mosquitto(dir.path(), &cse_toml)?;
     let mut cmd = spawned::m2m(&["cse", "--config"])?;
     cmd.arg(&cse_toml).env("M2M_LOG", "error");
-    let (cse, mut urls) = spawned::start(cmd, None, &[LISTENING_PREFIX_TLS], START_TIMEOUT)?;
+    let (cse, mut urls) = spawned::start(
+        cmd,
+        None,
+        &[LISTENING_PREFIX_TLS, LISTENING_PREFIX_WSS],
+        START_TIMEOUT,
+    )?;
+    let wss = format!("wss://{}", urls.pop().unwrap_or_default());
     let https = format!("https://{}", urls.pop().unwrap_or_default());
     let mqtts = format!("mqtts://127.0.0.1:{port}");
     // The CSE connects to the server after it listens: the first request waits for that.
@@ -249,13 +256,14 @@ pub async fn run(args: BenchMqttArgs) -> anyhow::Result<()> {
                 return Err(e.context("the CSE never answered over MQTT"))
             }
             Err(e) => {
-                eprintln!("m2m bench-mqtt: waiting for the CSE over MQTT: {e:#}");
+                eprintln!("m2m bench-bindings: waiting for the CSE over MQTT: {e:#}");
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
         }
     };
     drop(first);
     let (h, hp99, hf) = retrieves(&https, &to, args.clients, args.seconds).await;
+    let (w, wp99, wf) = retrieves(&wss, &to, args.clients, args.seconds).await;
     let (m, mp99, mf) = retrieves(&mqtts, &to, args.clients, args.seconds).await;
     drop(cse);
     drop(broker);
@@ -265,6 +273,15 @@ pub async fn run(args: BenchMqttArgs) -> anyhow::Result<()> {
             format!("{h:.0}, p99 {hp99:.2} ms (failed {hf})"),
             1.0,
             String::new(),
+        ),
+        (
+            format!(
+                "la retrieve, {} AEs, WebSocket over TLS-PSK req/s",
+                args.clients
+            ),
+            format!("{w:.0}, p99 {wp99:.2} ms (failed {wf})"),
+            w / h.max(1.0),
+            "ratio to HTTP over TLS-PSK".into(),
         ),
         (
             format!(
