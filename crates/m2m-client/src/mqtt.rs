@@ -35,8 +35,19 @@ struct Session {
     publisher: Publisher,
     pending: Pending,
     subscribed: tokio::sync::Mutex<std::collections::HashSet<String>>,
-    inbox: Arc<Mutex<Option<tokio::sync::mpsc::Sender<mqtt::Message>>>>,
+    inbox: Arc<Mutex<Inbox>>,
 }
+
+/// Where requests to this client go: the [`MqttInbox`] once there is one; until then the first
+/// of them wait (a kept session delivers what was queued as soon as it connects).
+#[derive(Default)]
+struct Inbox {
+    to: Option<tokio::sync::mpsc::Sender<mqtt::Message>>,
+    early: std::collections::VecDeque<mqtt::Message>,
+}
+
+/// Requests kept for an inbox not attached yet.
+const EARLY: usize = 256;
 
 impl Session {
     /// Subscribes to `filter` unless it already is.
@@ -179,7 +190,7 @@ impl MqttTransport {
             .await
             .map_err(|e| unreachable(url, e))?;
         let pending: Pending = Arc::default();
-        let inbox: Arc<Mutex<Option<tokio::sync::mpsc::Sender<mqtt::Message>>>> = Arc::default();
+        let inbox: Arc<Mutex<Inbox>> = Arc::default();
         let session = Arc::new(Session {
             publisher,
             pending: Arc::clone(&pending),
@@ -192,9 +203,13 @@ impl MqttTransport {
                     continue;
                 };
                 if topic.kind == Kind::Request {
-                    let to = lock(&inbox).clone();
-                    if let Some(to) = to {
-                        let _ = to.try_send(m);
+                    let mut inbox = lock(&inbox);
+                    match inbox.to.clone() {
+                        Some(to) => {
+                            let _ = to.try_send(m);
+                        }
+                        None if inbox.early.len() < EARLY => inbox.early.push_back(m),
+                        None => {}
                     }
                     continue;
                 }
@@ -207,7 +222,7 @@ impl MqttTransport {
                 }
             }
             // The inbox ends with the session.
-            lock(&inbox).take();
+            lock(&inbox).to.take();
         });
         sessions.insert(server.authority(), Arc::clone(&session));
         Ok(session)
@@ -296,8 +311,14 @@ impl crate::Client {
             .mqtt
             .session(url, settings, self.timeout, self.max_body)
             .await?;
-        let (tx, messages) = tokio::sync::mpsc::channel(256);
-        *lock(&session.inbox) = Some(tx);
+        let (tx, messages) = tokio::sync::mpsc::channel(EARLY + 256);
+        {
+            let mut inbox = lock(&session.inbox);
+            for early in inbox.early.drain(..) {
+                let _ = tx.try_send(early);
+            }
+            inbox.to = Some(tx);
+        }
         session
             .subscribe(
                 url,

@@ -334,14 +334,17 @@ fn authenticated_by_key(cse: &Cse, inner: &InnerRequest, outer: &Peer) -> M2mRes
     .map_err(|_| M2mError::bad_request("the pairwiseESPrimKeyID is not a Credential-ID value"))?;
     // Never "internal": an inner request always passes the impersonation check.
     let addr = outer.addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
-    Ok(Peer::associated(
+    let mut peer = Peer::associated(
         addr,
         Arc::new(Association {
             mode: SaeMode::EndToEnd,
             credential,
             entity: Some(entity),
         }),
-    ))
+    );
+    // Through an MQTT server the address is the server's, not the originator's.
+    peer.via_mqtt_server = outer.via_mqtt_server;
+    Ok(peer)
 }
 
 #[cfg(test)]

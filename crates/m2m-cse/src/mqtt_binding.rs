@@ -101,6 +101,19 @@ pub(crate) async fn run(cse: std::sync::Weak<Cse>, binding: Arc<Binding>) {
         };
         match connect(&strong, &binding).await {
             Ok((publisher, messages, broker)) => {
+                let subscriber = publisher.clone();
+                let filters = vec![
+                    Topic::receiver_filter(Kind::Request, &binding.receiver),
+                    Topic::receiver_filter(Kind::RegistrationRequest, &binding.receiver),
+                    // The answers to this CSE's own requests (notifications), clause 6.5.4.
+                    Topic::originator_filter(Kind::Response, &binding.receiver),
+                ];
+                let timeout = Duration::from_millis(strong.config().limits.outgoing_timeout_ms);
+                tokio::spawn(async move {
+                    if let Err(e) = subscriber.subscribe(&filters, timeout).await {
+                        tracing::warn!(target: "audit", error = %e, "MQTT subscriptions of this CSE refused");
+                    }
+                });
                 tracing::info!(target: "audit", broker = %binding.url.authority(), identity = %binding.identity, "MQTT server associated (TLS-PSK)");
                 drop(strong);
                 let began = std::time::Instant::now();
@@ -160,12 +173,9 @@ async fn connect(
         client_id: format!("C::{}", b.receiver),
         clean_session: false,
         keep_alive: b.keep_alive,
-        subscriptions: vec![
-            Topic::receiver_filter(Kind::Request, &b.receiver),
-            Topic::receiver_filter(Kind::RegistrationRequest, &b.receiver),
-            // The answers to this CSE's own requests (notifications), clause 6.5.4.
-            Topic::originator_filter(Kind::Response, &b.receiver),
-        ],
+        // Subscribed once the messages are read (`run`): a kept session may hold more queued
+        // messages than the session buffers before the SUBACK.
+        subscriptions: Vec::new(),
         max_packet: max_packet(cse),
         timeout,
     };
@@ -195,9 +205,15 @@ async fn serve(
         let Some(cse) = cse.upgrade() else {
             return;
         };
-        let sender = Topic::parse(&message.topic)
-            .map(|t| t.originator)
-            .unwrap_or_default();
+        let parsed = Topic::parse(&message.topic);
+        // Answers to this CSE's requests are cheap and never wait behind anyone's requests.
+        if let Ok(t) = &parsed {
+            if t.kind == Kind::Response && t.originator == b.receiver {
+                answered(b, t, &message.payload);
+                continue;
+            }
+        }
+        let sender = parsed.map(|t| t.originator).unwrap_or_default();
         let busy = {
             let mut counts = lock(&per_sender);
             let n = counts.entry(sender.clone()).or_default();

@@ -53,6 +53,8 @@ pub(crate) struct Link {
     out: mpsc::Sender<Message>,
     ser: Serialization,
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+    /// Set when the connection ends: a closed link is never bound again.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Link {
@@ -99,17 +101,51 @@ pub(crate) struct Links {
 impl Links {
     /// The connection of `entity`, if it has one open.
     pub(crate) fn of(&self, entity: &EntityId) -> Option<Arc<Link>> {
-        lock(&self.by_entity).get(entity).cloned()
+        lock(&self.by_entity)
+            .get(entity)
+            .filter(|l| !l.closed.load(Ordering::SeqCst) && !l.out.is_closed())
+            .cloned()
     }
 
     fn bind(&self, entity: EntityId, link: &Arc<Link>) {
-        lock(&self.by_entity).insert(entity, Arc::clone(link));
+        let mut by_entity = lock(&self.by_entity);
+        // Checked under the lock `close` takes: a link closed meanwhile is never bound again.
+        if !link.closed.load(Ordering::SeqCst) {
+            by_entity.insert(entity, Arc::clone(link));
+        }
+    }
+
+    /// Forgets the connection of an AE that is deleted: a later AE of the same AE-ID, whoever
+    /// registers it, is not reached over it.
+    pub(crate) fn forget(&self, entity: &EntityId) {
+        lock(&self.by_entity).remove(entity);
     }
 
     /// Forgets every entity of a closed connection.
     fn close(&self, link: &Link) {
         lock(&self.by_entity).retain(|_, l| l.id != link.id);
     }
+}
+
+/// Whether `peer` proves the AE `aei` registered here, as a request of that AE now would be
+/// judged: never from what a response says, never for a CSE's credential.
+fn proves_registered(cse: &Cse, peer: &Peer, aei: &str) -> Option<EntityId> {
+    if peer.association.as_ref()?.is_cse() {
+        return None;
+    }
+    let entity = EntityId::parse(aei, &cse.id.home).ok()?;
+    let stem = entity.local_stem(&cse.id.home)?;
+    match cse.store.get(stem.as_str()) {
+        Ok(Some(r)) if r.ty == ResourceType::Ae => {}
+        _ => return None,
+    }
+    let probe = Request::new(
+        Operation::Retrieve,
+        stem.as_str(),
+        Some(aei.to_owned()),
+        "bind",
+    );
+    proven_entity(cse, &probe, peer).filter(|e| *e == entity)
 }
 
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
@@ -196,13 +232,17 @@ pub(crate) async fn serve_connection(cse: Arc<Cse>, conn: Connection<Association
     let Some(ser) = *lock(&chosen) else {
         return;
     };
+    let mut ws = ws;
+    // Frames from here on: no request heads to time; the peer's pongs keep it alive.
+    ws.get_mut().set_framed();
     let (mut sink, mut stream) = ws.split();
-    let (out, mut queue) = mpsc::channel::<Message>(256);
+    let (out, mut queue) = mpsc::channel::<Message>(64);
     let link = Arc::new(Link {
         id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
         out,
         ser,
         pending: Mutex::new(HashMap::new()),
+        closed: std::sync::atomic::AtomicBool::new(false),
     });
     let writer = tokio::spawn(async move {
         let mut ping = tokio::time::interval(PING_EVERY);
@@ -246,9 +286,12 @@ pub(crate) async fn serve_connection(cse: Arc<Cse>, conn: Connection<Association
             message_in(&cse, &peer, &link, &body).await;
         });
     }
+    // Closed first (no late request binds it again), then forgotten.
+    link.closed.store(true, Ordering::SeqCst);
     cse.websockets.close(&link);
+    let _ = link.out.try_send(Message::Close(None));
     drop(link);
-    writer.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
 }
 
 /// One message from the client: the answer to a request of this CSE, or a request to handle
@@ -299,6 +342,7 @@ async fn message_in(cse: &Arc<Cse>, peer: &Peer, link: &Arc<Link>, body: &[u8]) 
                 bind_proven(
                     cse,
                     link,
+                    peer,
                     peer.association.is_some(),
                     proven,
                     registration,
@@ -337,6 +381,7 @@ fn proven_entity(cse: &Cse, req: &Request, peer: &Peer) -> Option<EntityId> {
 fn bind_proven(
     cse: &Cse,
     link: &Arc<Link>,
+    peer: &Peer,
     associated: bool,
     proven: Option<EntityId>,
     registration: bool,
@@ -345,14 +390,14 @@ fn bind_proven(
     if !resp.rsc.is_success() {
         return;
     }
+    // A registration binds the AE it made here, if this connection's association proves it
+    // (the response's content is only where to look).
     let registered = registration
         .then(|| resp.pc.as_ref()?.pointer("/m2m:ae/aei")?.as_str())
         .flatten()
-        .and_then(|aei| EntityId::parse(aei, &cse.id.home).ok());
-    match (registered, proven) {
-        // A registration is proven by the association it came over, whatever From it had.
-        (Some(e), _) if associated => cse.websockets.bind(e, link),
-        (None, Some(e)) => cse.websockets.bind(e, link),
-        _ => {}
+        .filter(|_| associated)
+        .and_then(|aei| proves_registered(cse, peer, aei));
+    if let Some(e) = registered.or(proven) {
+        cse.websockets.bind(e, link);
     }
 }

@@ -31,6 +31,9 @@ pub struct TimedIo<S> {
     phase: Phase,
     idle_deadline: Instant,
     timer: Pin<Box<Sleep>>,
+    /// After an upgrade to a framed protocol (WebSocket): no request heads to time, and only
+    /// what the peer sends keeps the connection from being idle.
+    framed: bool,
 }
 
 impl<S> TimedIo<S> {
@@ -43,7 +46,21 @@ impl<S> TimedIo<S> {
             phase: Phase::Between,
             idle_deadline: now + idle,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            framed: false,
         }
+    }
+
+    /// The connection now carries frames of another protocol (a WebSocket after its handshake):
+    /// the header-read timeout no longer applies, and the idle timeout counts from the last
+    /// bytes the peer sent (what this side writes, pings included, keeps nothing alive).
+    pub fn set_framed(&mut self) {
+        self.framed = true;
+        self.phase = Phase::AfterHead;
+        self.idle_deadline = Instant::now() + self.idle;
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 
     pub fn get_ref(&self) -> &S {
@@ -85,7 +102,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 if !new.is_empty() {
-                    this.phase = advance(this.phase, new, this.header_read);
+                    if !this.framed {
+                        this.phase = advance(this.phase, new, this.header_read);
+                    }
                     this.idle_deadline = Instant::now() + this.idle;
                 }
                 Poll::Ready(Ok(()))
@@ -123,7 +142,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
+            if *n > 0 && !this.framed {
                 // A response goes out: the next byte read starts a new request head.
                 this.phase = Phase::Between;
                 this.idle_deadline = Instant::now() + this.idle;

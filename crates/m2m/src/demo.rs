@@ -9,7 +9,7 @@
 
 use crate::association::{maf_access, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
 use crate::files::{toml_path, write_private};
-use crate::notification_receiver::{subscription_reference, NotificationReceiver};
+use crate::notification_receiver::subscription_reference;
 use crate::originator::{code, expect, pc, send};
 use crate::scratch_pki;
 use crate::spawned::{
@@ -53,6 +53,8 @@ const GATEWAY_RN: &str = "gateway-app";
 const GATEWAY_LABEL: &str = "gateway app MN-AE";
 /// Private files of the run's random keys (hex), in the demo directory.
 const GATEWAY_KPSA_FILE: &str = "gateway-app.kpsa";
+/// The MN-CSE's own identity at its MQTT server (mosquitto).
+const MN_MQTT_KPSA_ID: &str = "mn-cse-mqtt@in.provider.com";
 const ADMIN_MN_KPSA_FILE: &str = "admin-mn.kpsa";
 const ADMIN_IN_KPSA_FILE: &str = "admin-in.kpsa";
 /// The MN-CSE's Kpsa rotation key, shared with the operator (`m2m keys rotate-kpsa`).
@@ -110,6 +112,8 @@ const KMS: [(&str, &str, &str); 2] = [
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SAE_PSK: &str = "TLS-PSK (Kpsa)";
+/// The gateway app through the home gateway's MQTT server.
+const SAE_MQTT_PSK: &str = "MQTT, TLS-PSK (Kpsa)";
 const SAE_DTLS_PSK: &str = "CoAP/DTLS-PSK (Kpsa)";
 const SAE_MAF: &str = "TLS-PSK (MAF Kc)";
 const SAE_CERT: &str = "TLS (certificates)";
@@ -247,7 +251,8 @@ fn in_config(d: &Path, maf_url: &str, keys: &RunKeys) -> String {
     format!(
         "[http]\nlisten = \"\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n{}",
         p(d, "in-data"),
-        tls_section(d, "in", false),
+        // The phone keeps a WebSocket open to the IN-CSE (TS-0020): its notifications come on it.
+        tls_section(d, "in", false) + "wss_listen = \"127.0.0.1:0\"\n",
         psk_row(ADMIN, ADMIN_IN_KPSA_ID, &keys.admin_in),
     )
 }
@@ -255,7 +260,7 @@ fn in_config(d: &Path, maf_url: &str, keys: &RunKeys) -> String {
 /// The MN-CSE, the home gateway. Its loopback listener takes a From as a claim only
 /// ("anonymous"): a local process without a credential is nobody, least of all the admin (the
 /// attacks show it). TLS also accepts 1.3, which the locks do not use (an attack does).
-fn mn_config(d: &Path, in_https: &str, keys: &RunKeys) -> String {
+fn mn_config(d: &Path, in_https: &str, keys: &RunKeys, mqtt_port: Option<u16>) -> String {
     let mut cfg = format!(
         "[cse]\nrole = \"MN\"\ncse_id = \"/{MN_ID}\"\nresource_name = \"cse-mn\"\nsp_id = \"//{SP}\"\nadmin_originator = \"{ADMIN}\"\n\
          [http]\nlisten = \"127.0.0.1:0\"\noriginators = \"anonymous\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n\
@@ -265,6 +270,18 @@ fn mn_config(d: &Path, in_https: &str, keys: &RunKeys) -> String {
         tls_section(d, "mn", true)
             + "dtls_listen = \"127.0.0.1:0\"\n",
     );
+    // The gateway app talks to its MN-CSE over MQTT (TS-0010) through mosquitto, when installed.
+    if let Some(port) = mqtt_port {
+        cfg.push_str(&format!(
+            "[mqtt]\nbroker = \"mqtts://127.0.0.1:{port}\"\npsk_identity = \"{MN_MQTT_KPSA_ID}\"\nacl_file = {}\nbroker_pid_file = {}\n",
+            p(d, "mqtt/acl"),
+            p(d, "mqtt/mosquitto.pid"),
+        ));
+        cfg.push_str(&format!(
+            "[[security.psk]]\nkpsa_id = \"{MN_MQTT_KPSA_ID}\"\nkey = \"{}\"\n",
+            keys.mqtt
+        ));
+    }
     for lock in [&FRONT, &BACK] {
         cfg.push_str(&psk_row(lock.ae, lock.kpsa_id, lock.key));
     }
@@ -296,6 +313,8 @@ struct RunKeys {
     admin_in: String,
     /// The MN-CSE's rotation key Krot (32 bytes), which the operator holds too.
     rotation: String,
+    /// The MN-CSE's own key at the MQTT server.
+    mqtt: String,
 }
 
 impl RunKeys {
@@ -306,6 +325,7 @@ impl RunKeys {
             admin_mn: key(),
             admin_in: key(),
             rotation: hex::encode(rand::random::<[u8; 32]>()),
+            mqtt: key(),
         }
     }
 
@@ -589,13 +609,6 @@ async fn handshake_refused_and_audited(
 // The smartphone's notification receiver
 // ---------------------------------------------------------------------------------------------
 
-/// The phone's receiver at its pointOfAccess; the story waits on its notifications.
-async fn start_receiver() -> anyhow::Result<(String, NotificationReceiver)> {
-    let r = crate::notification_receiver::start("127.0.0.1:0").await?;
-    let addr = r.addr.context("a listening receiver has an address")?;
-    Ok((format!("http://{addr}"), r))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Steps and the report
 // ---------------------------------------------------------------------------------------------
@@ -726,6 +739,15 @@ struct Deployment {
     _mn: Spawned,
     maf_url: String,
     in_https: String,
+    /// The IN-CSE's WebSocket listener, where the phone keeps its connection.
+    in_wss: String,
+    /// Where the gateway app reaches the MN-CSE: its MQTT server, or its TLS listener when
+    /// mosquitto is not installed.
+    gateway_url: String,
+    /// mosquitto, when installed.
+    _broker: Option<Spawned>,
+    /// The gateway app's SAE mode as the report shows it.
+    gateway_sae: &'static str,
     mn_http: String,
     mn_https: String,
     /// The MN-CSE's CoAP over DTLS, where the locks talk.
@@ -846,9 +868,10 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
             "cse",
             "in",
             &in_config(d, &maf_url, &keys),
-            &[LISTENING_PREFIX_TLS],
+            &[LISTENING_PREFIX_TLS, spawned::LISTENING_PREFIX_WSS],
         )?;
         let https = format!("https://{}", urls[0]);
+        let wss = format!("wss://{}", urls[1]);
         write_private(
             &d.join(ADMIN_IN_AE),
             admin_ae_config(
@@ -860,10 +883,11 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
             )
             .as_bytes(),
         )?;
-        let msg = format!("listening {https} (TLS only; the admin by its own PSK)");
-        Ok(((proc, https), msg))
+        let msg =
+            format!("listening {https}, WebSocket {wss} (TLS only; the admin by its own PSK)");
+        Ok(((proc, https, wss), msg))
     })();
-    let (in_proc, in_https) = r.record(
+    let (in_proc, in_https, in_wss) = r.record(
         ("start the IN-CSE", "IN-CSE /id-in", "-", "listening"),
         t,
         res,
@@ -871,7 +895,16 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = async {
-        let (proc, urls) = start_with_config(d, "cse", "mn", &mn_config(d, &in_https, &keys), &[LISTENING_PREFIX, LISTENING_PREFIX_TLS, LISTENING_PREFIX_DTLS])?;
+        let mqtt_port = mosquitto_installed()
+            .then(|| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))
+            .transpose()?
+            .map(|a| a.port());
+        std::fs::create_dir_all(d.join("mqtt"))?;
+        let (proc, urls) = start_with_config(d, "cse", "mn", &mn_config(d, &in_https, &keys, mqtt_port), &[LISTENING_PREFIX, LISTENING_PREFIX_TLS, LISTENING_PREFIX_DTLS])?;
+        let broker = match mqtt_port {
+            Some(port) => Some((start_mosquitto(d)?, format!("mqtts://127.0.0.1:{port}"))),
+            None => None,
+        };
         let (http, https) = cse_urls(&urls);
         let coaps = format!("coaps://{}", urls[2]);
         write_private(
@@ -906,13 +939,20 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mn_admin = admin_client(&d.join(ADMIN_MN_AE)).await?;
+        let (broker, gateway_url, mqtt) = match broker {
+            Some((b, url)) => {
+                wait_logged(&d.join("mn.log"), "MQTT server associated").await?;
+                (Some(b), url, "; MQTT via mosquitto".to_owned())
+            }
+            None => (None, https.clone(), "; mosquitto not installed: no MQTT".to_owned()),
+        };
         Ok((
-            (proc, http, https, coaps, mn_admin),
-            "registered with the IN-CSE over mutual TLS; loopback listener anonymous; CoAP over DTLS".to_owned(),
+            (proc, http, https, coaps, mn_admin, broker, gateway_url),
+            format!("registered with the IN-CSE over mutual TLS; loopback listener anonymous; CoAP over DTLS{mqtt}"),
         ))
     }
     .await;
-    let (mn_proc, mn_http, mn_https, mn_coaps, mn_admin) = r.record(
+    let (mn_proc, mn_http, mn_https, mn_coaps, mn_admin, broker, gateway_url) = r.record(
         (
             "start the home gateway, register with the IN-CSE",
             "MN-CSE /mn-cse-123456",
@@ -931,6 +971,14 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
         _mn: mn_proc,
         maf_url,
         in_https,
+        in_wss,
+        gateway_sae: if broker.is_some() {
+            SAE_MQTT_PSK
+        } else {
+            SAE_PSK
+        },
+        gateway_url,
+        _broker: broker,
         mn_http,
         mn_https,
         mn_coaps,
@@ -939,6 +987,61 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
         in_log: AuditLog::new("IN-CSE", d.join("in.log")),
         mn_log: AuditLog::new("MN-CSE", d.join("mn.log")),
     })
+}
+
+/// Whether mosquitto (Debian package mosquitto) can be started here.
+fn mosquitto_installed() -> bool {
+    std::process::Command::new("mosquitto")
+        .arg("-h")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// mosquitto as `m2m mqtt-broker-config` configures it for the MN-CSE (`d/mn.toml`).
+fn start_mosquitto(d: &Path) -> anyhow::Result<Spawned> {
+    let out = spawned::m2m(&["mqtt-broker-config", "--config"])?
+        .arg(d.join("mn.toml"))
+        .arg("--out")
+        .arg(d.join("mqtt"))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "m2m mqtt-broker-config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let conf = d.join("mqtt/mosquitto.conf");
+    // Started as root, mosquitto would drop to its own user, who cannot read this run's files.
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0 {
+        let text = std::fs::read_to_string(&conf)?;
+        std::fs::write(&conf, format!("{text}user root\n"))?;
+    }
+    let log = std::fs::File::create(d.join("mosquitto.log"))?;
+    let child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .env("OPENSSL_CONF", d.join("mqtt/openssl.cnf"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start mosquitto")?;
+    Ok(child.into())
+}
+
+/// Waits until `log` holds `text` (a process announcing a state).
+async fn wait_logged(log: &Path, text: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !std::fs::read_to_string(log).is_ok_and(|l| l.contains(text)) {
+        if Instant::now() > deadline {
+            bail!("{} never logged {text:?}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// The private file of a pre-provisioned Km.
@@ -983,7 +1086,7 @@ fn other_phone(dep: &Deployment, i: usize) -> MafSae {
 /// A phone-like AE `ae`: Kc from the MAF for the IN-CSE (the code `m2m ae` and `m2m request`
 /// run), then registration there over TLS-PSK.
 async fn phone_registers(
-    dep: &Deployment,
+    url: &str,
     ae: &str,
     sae: MafSae,
     poa: Option<&str>,
@@ -999,7 +1102,7 @@ async fn phone_registers(
     let rsp = expect(
         send(
             &client,
-            &dep.in_https,
+            url,
             Operation::Create,
             "cse-in",
             "C",
@@ -1149,30 +1252,21 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
     // 2. The gateway app registers over its own association and reads what its rule grants.
     let gateway = gateway_app(dep, r).await?;
 
-    // 3. The smartphone: Kc from the MAF, registration at the IN-CSE.
-    let (poa, mut receiver) = match start_receiver().await {
-        Ok(x) => x,
-        Err(e) => {
-            r.record::<()>(
-                (
-                    "start the phone's notification receiver",
-                    "smartphone ADN-AE3",
-                    "-",
-                    "listening",
-                ),
-                Instant::now(),
-                Err(e),
-            );
-            return None;
-        }
-    };
+    // 3. The smartphone: Kc from the MAF, registration at the IN-CSE over the WebSocket it
+    //    keeps open (TS-0020): behind NAT nobody reaches it, its notifications come on it.
     let t = Instant::now();
     let res = async {
-        let (client, aei) = phone_registers(dep, "Cphone", owner_phone(dep), Some(&poa)).await?;
+        let (client, aei) = phone_registers(&dep.in_wss, "Cphone", owner_phone(dep), None).await?;
         if aei != "Cphone" {
             bail!("registered as {aei}, not Cphone");
         }
-        Ok((client, format!("Kc from the MAF; aei {aei}, poa {poa}")))
+        Ok((
+            client,
+            format!(
+                "Kc from the MAF; aei {aei}, over its WebSocket {}",
+                dep.in_wss
+            ),
+        ))
     }
     .await;
     let phone = r.record(
@@ -1185,6 +1279,29 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         t,
         res,
     )?;
+    let mut receiver = match crate::notification_receiver::start_websocket(
+        phone.clone(),
+        dep.in_wss.clone(),
+        "Cphone".into(),
+        PHONE_AE.into(),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            r.record::<()>(
+                (
+                    "start the phone's notification receiver",
+                    "smartphone ADN-AE3",
+                    "-",
+                    "its WebSocket",
+                ),
+                Instant::now(),
+                Err(e),
+            );
+            return None;
+        }
+    };
 
     let t = Instant::now();
     let res = async {
@@ -1236,7 +1353,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         )?;
         let ri = pc(&rsp)["m2m:sub"]["ri"].as_str().context("no subscription ri")?;
         receiver.subscriptions.add(subscription_reference(&front_state, ri, "/id-in"));
-        Ok(((), "nu = /id-in/Cphone (MN -> IN -> phone's poa)".to_owned()))
+        Ok(((), "nu = /id-in/Cphone (MN -> IN -> the phone's WebSocket)".to_owned()))
     }
     .await;
     r.record(
@@ -1299,7 +1416,7 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         (
             "phone receives the notification",
             "smartphone ADN-AE3",
-            "HTTP to its poa",
+            "its WebSocket",
             "notification UNLOCKED",
         ),
         t,
@@ -1341,8 +1458,8 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         res,
     )?;
 
-    // 4. The phone leaves the home network: nobody can reach its poa any more. It makes a
-    //    <pollingChannel> at the IN-CSE and long-polls it over its own association.
+    // 4. The phone goes where it keeps no WebSocket open: it makes a <pollingChannel> at the
+    //    IN-CSE and long-polls it over its own association (the channel comes first).
     let t = Instant::now();
     let res = async {
         let rsp = send(
@@ -1423,11 +1540,11 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         if let Ok(Some(note)) =
             tokio::time::timeout(Duration::from_millis(200), receiver.notes.recv()).await
         {
-            bail!("the poa still got a notification: {}", note.sgn);
+            bail!("the WebSocket still got a notification: {}", note.sgn);
         }
         Ok((
             (),
-            format!("LOCKED on a long poll of pch/pcu, {ms:.1} ms after the lock request; nothing at the poa"),
+            format!("LOCKED on a long poll of pch/pcu, {ms:.1} ms after the lock request; nothing on its WebSocket"),
         ))
     }
     .await;
@@ -1451,13 +1568,24 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
 async fn gateway_app(dep: &Deployment, r: &mut Report) -> Option<Client> {
     let t = Instant::now();
     let res = async {
-        let client = psk_client(GATEWAY_KPSA_ID, &hex_key(&dep.keys.gateway)?)?;
+        // Its MQTT server when the home gateway has one (the CSE-ID names the topics).
+        let client = crate::association::SaeMode::None.client(
+            Some((
+                GATEWAY_KPSA_ID.to_owned(),
+                zeroize::Zeroizing::new(hex_key(&dep.keys.gateway)?),
+            )),
+            &TlsPeer {
+                cse_id: Some(format!("/{MN_ID}")),
+                ..TlsPeer::default()
+            },
+            CLIENT_TIMEOUT,
+        )?;
         let body =
             json!({ "m2m:ae": { "rn": GATEWAY_RN, "api": "Ngateway", "rr": false, "srv": ["3"] } });
         let rsp = expect(
             send(
                 &client,
-                &dep.mn_https,
+                &dep.gateway_url,
                 Operation::Create,
                 "cse-mn",
                 "C",
@@ -1477,7 +1605,10 @@ async fn gateway_app(dep: &Deployment, r: &mut Report) -> Option<Client> {
         }
         Ok((
             client,
-            format!("From C over {GATEWAY_KPSA_ID} -> aei {aei}"),
+            format!(
+                "From C over {GATEWAY_KPSA_ID} via {} -> aei {aei}",
+                dep.gateway_url
+            ),
         ))
     }
     .await;
@@ -1485,7 +1616,7 @@ async fn gateway_app(dep: &Deployment, r: &mut Report) -> Option<Client> {
         (
             "gateway app registers at the home gateway",
             GATEWAY_LABEL,
-            SAE_PSK,
+            dep.gateway_sae,
             &format!("2001, aei {GATEWAY_AE}"),
         ),
         t,
@@ -1497,7 +1628,7 @@ async fn gateway_app(dep: &Deployment, r: &mut Report) -> Option<Client> {
         let rsp = expect(
             send(
                 &client,
-                &dep.mn_https,
+                &dep.gateway_url,
                 Operation::Retrieve,
                 &format!("cse-mn/{}/state/la", FRONT.rn),
                 GATEWAY_AE,
@@ -1522,7 +1653,7 @@ async fn gateway_app(dep: &Deployment, r: &mut Report) -> Option<Client> {
         (
             "gateway app reads the front lock's state",
             GATEWAY_LABEL,
-            SAE_PSK,
+            dep.gateway_sae,
             "2000 LOCKED",
         ),
         t,
@@ -1579,7 +1710,14 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
     let t = Instant::now();
     let mark = mn.mark();
     let res = refused_and_audited(
-        create_cin(gateway, &dep.mn_https, &front_rel, GATEWAY_AE, "UNLOCKED").await,
+        create_cin(
+            gateway,
+            &dep.gateway_url,
+            &front_rel,
+            GATEWAY_AE,
+            "UNLOCKED",
+        )
+        .await,
         4103,
         (mn, mark),
         "access denied",
@@ -1590,7 +1728,7 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
         (
             "ATTACK the gateway app unlocks the front door",
             GATEWAY_AE,
-            SAE_PSK,
+            dep.gateway_sae,
             "4103 (acod: subscriptions only)",
         ),
         t,
@@ -1754,7 +1892,8 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
     ] {
         let t = Instant::now();
         let res = async {
-            let (c, aei) = phone_registers(dep, KMS[i].0, other_phone(dep, i), None).await?;
+            let (c, aei) =
+                phone_registers(&dep.in_https, KMS[i].0, other_phone(dep, i), None).await?;
             if i == 0 {
                 stranger = Some((c.clone(), aei.clone()));
             }

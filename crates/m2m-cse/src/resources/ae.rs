@@ -159,9 +159,15 @@ impl super::Behaviour for Ae {
         }
     }
 
-    fn deleted(&self, cse: &std::sync::Arc<crate::cse::Cse>, _res: &crate::store::Resource) {
+    fn deleted(&self, cse: &std::sync::Arc<crate::cse::Cse>, res: &crate::store::Resource) {
         if let Some(acl) = cse.mqtt_acl.get() {
             acl.changed(cse);
+        }
+        if let Some(e) = res
+            .str_attr("aei")
+            .and_then(|a| EntityId::parse(a, &cse.id.home).ok())
+        {
+            cse.websockets.forget(&e);
         }
     }
 
