@@ -179,6 +179,51 @@ mod tests {
         assert_eq!(advance(Phase::Between, b"", h), Phase::Between);
     }
 
+    /// After an upgrade (WebSocket): frames are no request heads, and only what the peer sends
+    /// keeps the connection alive, so a peer that stopped answering pings is gone at the idle
+    /// timeout however much this side writes.
+    #[tokio::test(start_paused = true)]
+    async fn a_framed_connection_times_only_the_peers_silence() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut server = Box::pin(TimedIo::new(
+            server,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        ));
+        server.as_mut().get_mut().set_framed();
+        let mut buf = [0u8; 64];
+        // A frame, then 30 s of quiet: no head timer (5 s) applies.
+        client.write_all(&[0x81, 0x00]).await.unwrap();
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        client.write_all(&[0x8a, 0x00]).await.unwrap();
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        // This side writes (pings) every 20 s; the peer says nothing: gone 60 s after its last
+        // bytes, not kept alive by the writes.
+        let (mut reader, mut writer) = tokio::io::split(server);
+        let started = Instant::now();
+        let reading = async {
+            loop {
+                if let Err(e) = reader.read(&mut buf).await {
+                    return e;
+                }
+            }
+        };
+        let pinging = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                writer.write_all(&[0x89, 0x00]).await.unwrap();
+            }
+        };
+        let e = tokio::select! {
+            e = reading => e,
+            _ = pinging => unreachable!(),
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 60);
+        drop(client);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slow_head_times_out_and_an_idle_connection_too() {
         let (client, server) = tokio::io::duplex(1024);
