@@ -284,6 +284,7 @@ async fn answer(
     m: Message,
     broker: SocketAddr,
 ) {
+    tracing::debug!(topic = %m.topic, bytes = m.payload.len(), "MQTT message");
     let topic = match Topic::parse(&m.topic) {
         Ok(t) if t.kind == Kind::Response && t.originator == b.receiver => {
             return answered(b, &t, &m.payload);
@@ -398,13 +399,17 @@ pub(crate) async fn send(
     }
     let topic = Topic::new(Kind::Request, &b.receiver, &level, ser);
     let body = primitive_message::encode_request(req, ser)?;
+    tracing::debug!(topic = %topic, rqi = %req.rqi, "request sent over MQTT");
     let timeout = Duration::from_millis(cse.config().limits.outgoing_timeout_ms);
     let outcome = match publisher.publish(&topic.to_string(), body).await {
         Ok(()) => tokio::time::timeout(timeout, rx)
             .await
             .ok()
             .and_then(Result::ok),
-        Err(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "MQTT request not published");
+            None
+        }
     };
     lock(&b.pending).remove(&req.rqi);
     outcome.ok_or_else(|| unreachable("no answer over MQTT"))

@@ -161,12 +161,14 @@ fn start() -> Setup {
         let text = std::fs::read_to_string(&conf).unwrap();
         std::fs::write(&conf, format!("{text}user root\n")).unwrap();
     }
+    let broker_log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
     let broker = Command::new("mosquitto")
         .arg("-c")
         .arg(dir.path().join("mqtt/mosquitto.conf"))
+        .arg("-v")
         .env("OPENSSL_CONF", dir.path().join("mqtt/openssl.cnf"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(broker_log)
         .spawn()
         .expect("mosquitto runs");
     poll(WAIT, || {
@@ -538,6 +540,135 @@ fn mosquitto_clients_get_the_cse_answers_over_tls_psk_and_topics_name_their_send
     assert_eq!(
         code, 2000,
         "the same rule grants over HTTP from 127.0.0.1: {b}"
+    );
+
+    // mosquitto_pub publishes a request and the CSE acts on it (no answer read: one connection
+    // per credential, and mosquitto_pub does not subscribe).
+    let body = rqp(
+        1,
+        "cse-in/Slock/state",
+        Some("Slock"),
+        "pub",
+        Some(4),
+        Some(json!({"m2m:cin": {"con": "FROM-MOSQUITTO-PUB"}})),
+    );
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.port.to_string(),
+            "--psk",
+            LOCK.1,
+            "--psk-identity",
+            LOCK.0,
+        ])
+        .args(["-q", "1", "-t", req, "-m", &body.to_string()])
+        .output()
+        .expect("mosquitto_pub runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let la = poll(WAIT, || {
+        let (code, b) = retrieve(s.cse.url(), "/cse-in/Slock/state/la", "Slock");
+        (code == 2000 && b["m2m:cin"]["con"] == "FROM-MOSQUITTO-PUB").then_some(b)
+    });
+    assert!(
+        la.is_some(),
+        "the request mosquitto_pub published was not carried out"
+    );
+
+    // mosquitto_sub, as the lock, hears the CSE's notification on the lock's own request topic
+    // (its pointOfAccess is the MQTT server).
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(
+            3,
+            "cse-in/Slock",
+            Some("Slock"),
+            "poa",
+            None,
+            Some(json!({"m2m:ae": {"poa": [format!("mqtts://127.0.0.1:{}", s.port)], "rr": true}})),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r["rsc"], 2004, "{r}");
+    let r = mosquitto_rr(
+        &s,
+        LOCK,
+        req,
+        resp,
+        &rqp(
+            1,
+            "cse-in/Slock/state",
+            Some("Slock"),
+            "sub",
+            Some(23),
+            Some(json!({"m2m:sub": {"rn": "lockWatch", "nu": ["Slock"], "enc": {"net": [3]}}})),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r["rsc"], 2001, "{r}");
+    // Line-buffered (stdbuf): a piped mosquitto_sub would hold its SUBACK line until it exits.
+    let mut sub = Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.port.to_string(),
+            "--psk",
+            LOCK.1,
+            "--psk-identity",
+            LOCK.0,
+        ])
+        .args([
+            "-q",
+            "1",
+            "-t",
+            "/oneM2M/req/+/Slock/#",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-d",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub runs");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(sub.stdout.take().unwrap()));
+    let mut seen: Vec<String> = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let suback = line.contains("SUBACK");
+        seen.push(line);
+        if suback {
+            break;
+        }
+    }
+    let (code, _) = create(
+        s.cse.url(),
+        "/cse-in/Slock/state",
+        "Slock",
+        4,
+        json!({"m2m:cin": {"con": "RINGING"}}),
+    );
+    assert_eq!(code, 2001);
+    seen.extend(lines.map_while(Result::ok));
+    let heard: Value = seen
+        .iter()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("mosquitto_sub printed no notification: {seen:#?}"));
+    let _ = sub.wait();
+    assert_eq!(heard["op"], 5, "{heard}");
+    assert_eq!(
+        heard["pc"]["m2m:sgn"]["nev"]["rep"]["m2m:cin"]["con"], "RINGING",
+        "{heard}"
     );
 
     // The server's psk file holds the keys, the ACL none.
