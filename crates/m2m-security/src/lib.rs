@@ -18,6 +18,8 @@ pub mod dtls_resumption;
 /// Direct dynamic authorization: the DAS exchange and the DAS's policy (TS-0003 clause 7.3.2.2).
 pub mod dynamic_authorization;
 pub mod e2e;
+/// Generic Bootstrapping Architecture (3GPP TS 33.220): MILENAGE and the GBA derivations.
+pub mod gba;
 /// oneM2M key derivations (TS-0003 clause 10.3, seeds/001 clause 8.2.1).
 pub mod kdf;
 pub mod registration_rules;

@@ -1,0 +1,11 @@
+//! Generic Bootstrapping Architecture (3GPP TS 33.220) for GBA-based security association
+//! establishment (seed 003 clause 8.2.3.2) and GBA-based remote provisioning (seed 004 clause
+//! 6.1.2.1 c): the authentication functions of the USIM and the HSS, and the key derivations.
+//!
+//! | module | what | specification |
+//! |---|---|---|
+//! | [`milenage`] | the authentication and key generation functions f1, f1*, f2, f3, f4, f5, f5* | 3GPP TS 35.206 (test data TS 35.208) |
+//! | [`key_derivation`] | Ks = CK \|\| IK, the B-TID, Ks_NAF (GBA_ME) with the generic KDF, the NAF_Id | 3GPP TS 33.220 4.5.2, Annex B, Annex H |
+
+pub mod key_derivation;
+pub mod milenage;
