@@ -384,6 +384,11 @@ pub struct TlsSection {
     /// TLS suites, credentials and accepted identities; absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wss_listen: Option<String>,
+    /// The web origins (`https://app.example.com`) whose pages may open a WebSocket here; a
+    /// handshake with any other Origin is refused (403): a page elsewhere must not ride a
+    /// browser's client certificate. Empty: no browser page at all (devices send no Origin).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wss_origins: Vec<String>,
 }
 
 impl TlsSection {
@@ -419,6 +424,7 @@ impl Default for TlsSection {
             max_handshakes_per_source: 16,
             dtls_listen: None,
             wss_listen: None,
+            wss_origins: Vec::new(),
         }
     }
 }

@@ -192,11 +192,29 @@ pub(crate) async fn serve_connection(cse: Arc<Cse>, conn: Connection<Association
     );
     let chosen: Arc<Mutex<Option<Serialization>>> = Arc::default();
     let pick = Arc::clone(&chosen);
+    let origins = cse
+        .config()
+        .tls
+        .as_ref()
+        .map(|t| t.wss_origins.clone())
+        .unwrap_or_default();
     // The shape of the callback is tungstenite's (its error is the HTTP refusal).
     #[allow(clippy::result_large_err)]
     let callback = move |req: &Handshake, mut resp: HandshakeResponse| {
         if req.uri().path() != "/" {
             return Err(refuse(404, "the oneM2M WebSocket endpoint is /"));
+        }
+        // A browser names the page that opens the socket; only the listed origins may (a page
+        // elsewhere would otherwise speak with the browser's client certificate).
+        if let Some(origin) = req.headers().get("origin") {
+            let listed = origin.to_str().is_ok_and(|o| {
+                origins
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(o))
+            });
+            if !listed {
+                return Err(refuse(403, "this origin may not open a WebSocket here"));
+            }
         }
         let Some((name, ser)) = choose(req) else {
             return Err(refuse(

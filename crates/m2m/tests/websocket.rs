@@ -127,7 +127,7 @@ fn a_python_websockets_client_registers_and_hears_its_notification_over_wss() {
     }
     let pki = Pki::temp();
     let mut tls = tls_section(&pki, "id-in");
-    tls.push_str("wss_listen = \"127.0.0.1:0\"\n");
+    tls.push_str("wss_listen = \"127.0.0.1:0\"\nwss_origins = [\"https://app.m2m.example.com\"]\n");
     let cse = CseProcess::start_temp(&tls);
     let wss = poll(WAIT, || {
         cse.stdout().lines().find_map(|l| {
@@ -239,7 +239,7 @@ fn the_handshake_needs_tls_a_one_m2m_subprotocol_and_the_root_path() {
     }
     let pki = Pki::temp();
     let mut tls = tls_section(&pki, "id-in");
-    tls.push_str("wss_listen = \"127.0.0.1:0\"\n");
+    tls.push_str("wss_listen = \"127.0.0.1:0\"\nwss_origins = [\"https://app.m2m.example.com\"]\n");
     let cse = CseProcess::start_temp(&tls);
     let wss = poll(WAIT, || {
         cse.stdout().lines().find_map(|l| {
@@ -266,6 +266,8 @@ async def main():
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     try:
         kw = {"ssl": ctx, "server_hostname": spec["server_name"]} if ctx else {}
+        if spec.get("origin"):
+            kw["origin"] = spec["origin"]
         async with websockets.connect(spec["url"], subprotocols=spec["subprotocols"], open_timeout=5, **kw) as ws:
             print(json.dumps({"open": ws.subprotocol}))
     except Exception as e:
@@ -275,9 +277,9 @@ asyncio.run(main())
 "#;
     let script = pki.dir().join("probe.py");
     std::fs::write(&script, probe).unwrap();
-    let run = |url: String, tls: bool, subprotocols: Value| -> Value {
+    let run_from = |url: String, tls: bool, subprotocols: Value, origin: Option<&str>| -> Value {
         let spec = json!({"url": url, "tls": tls, "ca": pki.ca_pem(), "cert": pem, "key": key,
-                          "server_name": IN_SERVER_NAME, "subprotocols": subprotocols});
+                          "server_name": IN_SERVER_NAME, "subprotocols": subprotocols, "origin": origin});
         let out = Command::new("python3")
             .arg(&script)
             .arg(spec.to_string())
@@ -286,6 +288,23 @@ asyncio.run(main())
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
     };
+    let run = |url: String, tls: bool, subprotocols: Value| run_from(url, tls, subprotocols, None);
+    // A browser page of another origin cannot open one (cross-site WebSocket hijacking); a listed
+    // origin can.
+    let r = run_from(
+        format!("wss://127.0.0.1:{port}/"),
+        true,
+        json!(["oneM2M.json"]),
+        Some("https://evil.example"),
+    );
+    assert_eq!(r["status"], 403, "{r}");
+    let r = run_from(
+        format!("wss://127.0.0.1:{port}/"),
+        true,
+        json!(["oneM2M.json"]),
+        Some("https://app.m2m.example.com"),
+    );
+    assert_eq!(r["open"], "oneM2M.json", "{r}");
     let ok = run(
         format!("wss://127.0.0.1:{port}/"),
         true,
@@ -318,7 +337,7 @@ asyncio.run(main())
 fn m2m_ae_hears_its_notifications_on_its_websocket() {
     let pki = Pki::temp();
     let mut tls = tls_section(&pki, "id-in");
-    tls.push_str("wss_listen = \"127.0.0.1:0\"\n");
+    tls.push_str("wss_listen = \"127.0.0.1:0\"\nwss_origins = [\"https://app.m2m.example.com\"]\n");
     let cse = CseProcess::start_temp(&tls);
     let wss = poll(WAIT, || {
         cse.stdout().lines().find_map(|l| {

@@ -185,6 +185,10 @@ const DOCS: &[Doc] = &[
         "tls.wss_listen",
         "also serve the WebSocket binding (TS-0020) over TLS on this TCP address, same suites and credentials (wss://)",
     ),
+    Alt(
+        "tls.wss_origins",
+        "the web origins whose pages may open a WebSocket; absent: a handshake with an Origin (a browser page) is refused",
+    ),
     Table(
         "coap",
         "A plain CoAP listener (TS-0008 over UDP, no DTLS): no security association, so a From there proves\n\
@@ -533,6 +537,7 @@ fn example() -> Config {
         accepted_identities: vec!["/id-mn".into(), "Clock-AE1".into()],
         dtls_listen: Some("127.0.0.1:5684".into()),
         wss_listen: Some("127.0.0.1:8444".into()),
+        wss_origins: vec!["https://app.m2m.example.com".into()],
         ..TlsSection::default()
     });
     c.coap = Some(CoapSection::default());
@@ -772,6 +777,7 @@ mod tests {
             "tls.accepted_identities",
             "tls.dtls_listen",
             "tls.wss_listen",
+            "tls.wss_origins",
             "coap",
             "mqtt",
             "multicast",
