@@ -11,6 +11,9 @@ use super::milenage::{Block, Milenage};
 use std::fmt;
 use zeroize::Zeroizing;
 
+/// The largest SQN (48 bits, TS 33.102 clause 6.3.2).
+pub const MAX_SQN: u64 = (1 << 48) - 1;
+
 /// How far ahead of the USIM's highest accepted SQN a fresh one may be (TS 33.102 Annex C.2.2's
 /// Δ, here 2^28).
 pub const MAX_SQN_STEP: u64 = 1 << 28;
@@ -78,9 +81,11 @@ fn xor6(a: &[u8; 6], b: &[u8; 6]) -> [u8; 6] {
     out
 }
 
-/// The HSS's side: an authentication vector for `sqn`.
+/// The HSS's side: an authentication vector for `sqn` (at most [`MAX_SQN`]: a larger one is
+/// cut to 48 bits, which the caller must not let happen).
 pub fn vector(m: &Milenage, rand: Block, sqn: u64, amf: [u8; 2]) -> Vector {
-    let sqn = sqn_bytes(sqn);
+    debug_assert!(sqn <= MAX_SQN, "SQN is 48 bits");
+    let sqn = sqn_bytes(sqn & MAX_SQN);
     let mac_a = m.f1(&rand, &sqn, &amf);
     let o = m.f2345(&rand);
     let mut autn = [0u8; 16];

@@ -11,6 +11,7 @@ use super::milenage::{Block, Milenage};
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::fmt;
+use zeroize::Zeroizing;
 
 /// A subscriber as the BSF's HSS knows it: its IMPI, K and OPc, and the next SQN to use.
 pub struct Subscriber {
@@ -25,6 +26,63 @@ impl fmt::Debug for Subscriber {
         f.debug_struct("Subscriber")
             .field("impi", &self.impi)
             .finish_non_exhaustive()
+    }
+}
+
+/// What both sides keep of a successful run to protect the BSF's answer: the Authentication-Info
+/// header's `rspauth` (RFC 2617 clause 3.2.3) over the 200 body, which only a party that knows RES
+/// computes. On Ub over plain HTTP it is the only integrity protection of the B-TID and lifetime.
+pub struct AuthInfo {
+    res: Zeroizing<[u8; 8]>,
+    username: String,
+    realm: String,
+    nonce: String,
+    uri: String,
+    nc: String,
+    cnonce: String,
+}
+
+impl fmt::Debug for AuthInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthInfo(RES redacted)")
+    }
+}
+
+impl AuthInfo {
+    fn exchange(&self) -> Exchange<'_> {
+        Exchange {
+            username: &self.username,
+            realm: &self.realm,
+            nonce: &self.nonce,
+            method: "",
+            uri: &self.uri,
+            nc: &self.nc,
+            cnonce: &self.cnonce,
+            body: b"",
+        }
+    }
+
+    /// The BSF's Authentication-Info value for the 200 `body`.
+    pub fn header(&self, body: &[u8]) -> String {
+        format!(
+            "rspauth={}, cnonce={}, nc={}, qop={QOP}",
+            digest_aka::quote(&digest_aka::rspauth(&self.exchange(), &*self.res, body)),
+            digest_aka::quote(&self.cnonce),
+            self.nc
+        )
+    }
+
+    /// The UE's check of the BSF's Authentication-Info over the 200 `body`.
+    pub fn check(&self, header: &str, body: &[u8]) -> bool {
+        let Ok(p) = digest_aka::parse(header) else {
+            return false;
+        };
+        let want = digest_aka::rspauth(&self.exchange(), &*self.res, body);
+        let got = p.get("rspauth").map(String::as_str).unwrap_or_default();
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            want.as_bytes(),
+            got.as_bytes(),
+        ))
     }
 }
 
@@ -45,8 +103,12 @@ impl fmt::Debug for Pending {
     }
 }
 
-/// The BSF's challenge: what it keeps, and the WWW-Authenticate value it sends (401).
-pub fn challenge(sub: &mut Subscriber, realm: &str, rand: Block) -> (Pending, String) {
+/// The BSF's challenge: what it keeps, and the WWW-Authenticate value it sends (401); `None`
+/// once the subscriber's SQN is spent (48 bits).
+pub fn challenge(sub: &mut Subscriber, realm: &str, rand: Block) -> Option<(Pending, String)> {
+    if sub.next_sqn > aka::MAX_SQN {
+        return None;
+    }
     let v = aka::vector(&sub.milenage, rand, sub.next_sqn, sub.amf);
     sub.next_sqn += 1;
     let nonce = digest_aka::nonce(&rand, &v.autn, &[]);
@@ -63,14 +125,19 @@ pub fn challenge(sub: &mut Subscriber, realm: &str, rand: Block) -> (Pending, St
         xres: v.xres,
         ks: Ks::new(&v.ck, &v.ik),
     };
-    (pending, header)
+    Some((pending, header))
 }
 
 /// The outcome of the UE's answer at the BSF.
 #[derive(Debug)]
 pub enum Verdict {
-    /// RES proven: Ks is bootstrapped, named by the B-TID.
-    Bootstrapped { b_tid: String, ks: Ks, rand: Block },
+    /// RES proven: Ks is bootstrapped, named by the B-TID; `auth_info` signs the 200 answer.
+    Bootstrapped {
+        b_tid: String,
+        ks: Ks,
+        rand: Block,
+        auth_info: Box<AuthInfo>,
+    },
     /// AUTS authentic: the USIM is at this SQN; challenge again above it.
     Resynchronise { sqn_ms: u64 },
     /// Anything else; the reason is for the BSF's log only.
@@ -103,6 +170,11 @@ pub fn verify(
     }
     if get("uri") != req.uri || !get("qop").eq_ignore_ascii_case(QOP) {
         return Verdict::Refused("uri or qop is not the request's");
+    }
+    // RFC 2617 clause 3.2.2: with a qop, cnonce and an 8-hex-digit nc are required.
+    let nc = get("nc");
+    if get("cnonce").is_empty() || nc.len() != 8 || !nc.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Verdict::Refused("cnonce or nc missing or malformed");
     }
     if !get("algorithm").is_empty() && !get("algorithm").eq_ignore_ascii_case(ALGORITHM) {
         return Verdict::Refused("another digest algorithm");
@@ -140,10 +212,20 @@ pub fn verify(
     if !same(&digest_aka::response(&x, &pending.xres)) {
         return Verdict::Refused("RES is wrong");
     }
+    let auth_info = Box::new(AuthInfo {
+        res: Zeroizing::new(pending.xres),
+        username: pending.impi.clone(),
+        realm: realm.to_owned(),
+        nonce: pending.nonce.clone(),
+        uri: req.uri.to_owned(),
+        nc: nc.to_owned(),
+        cnonce: get("cnonce").to_owned(),
+    });
     Verdict::Bootstrapped {
         b_tid: b_tid(&pending.rand, bsf_domain),
         ks: pending.ks,
         rand: pending.rand,
+        auth_info,
     }
 }
 
@@ -172,6 +254,7 @@ pub fn read_bootstrapping_info(body: &str) -> Option<(String, String)> {
         let end = start + body[start..].find(&format!("</{name}>"))?;
         Some(
             body[start..end]
+                .trim()
                 .replace("&lt;", "<")
                 .replace("&gt;", ">")
                 .replace("&amp;", "&"),
@@ -188,6 +271,7 @@ pub enum UeAnswer {
         authorization: String,
         ks: Ks,
         rand: Block,
+        auth_info: Box<AuthInfo>,
     },
     /// The SQN was not fresh: AUTS sent; the BSF challenges again.
     Resynchronising { authorization: String },
@@ -218,6 +302,15 @@ pub fn answer(
     if !get("algorithm").eq_ignore_ascii_case(ALGORITHM) {
         return Err(UeRefusal::Malformed("not AKAv1-MD5"));
     }
+    if !get("qop")
+        .split(',')
+        .any(|q| q.trim().eq_ignore_ascii_case(QOP))
+    {
+        return Err(UeRefusal::Malformed(
+            "the challenge does not offer qop auth-int",
+        ));
+    }
+    let opaque = p.get("opaque").cloned();
     let realm = get("realm");
     let nonce = get("nonce");
     let (rand, autn) = digest_aka::rand_autn(nonce).ok_or(UeRefusal::Malformed("bad nonce"))?;
@@ -245,6 +338,10 @@ pub fn answer(
         if let Some(a) = auts {
             h.push_str(&format!(", auts={}", digest_aka::quote(a)));
         }
+        // RFC 2617 clause 3.2.2: opaque goes back as the server sent it.
+        if let Some(o) = &opaque {
+            h.push_str(&format!(", opaque={}", digest_aka::quote(o)));
+        }
         h
     };
     match aka::authenticate(usim, &rand, &autn, highest) {
@@ -252,6 +349,15 @@ pub fn answer(
             authorization: header(&digest_aka::response(&x, &a.res), None),
             ks: Ks::new(&a.ck, &a.ik),
             rand,
+            auth_info: Box::new(AuthInfo {
+                res: Zeroizing::new(a.res),
+                username: impi.to_owned(),
+                realm: realm.to_owned(),
+                nonce: nonce.to_owned(),
+                uri: req.uri.to_owned(),
+                nc: "00000001".to_owned(),
+                cnonce: cnonce.to_owned(),
+            }),
         }),
         Err(Refusal::SyncFailure { auts }) => {
             let auts = base64::engine::general_purpose::STANDARD.encode(auts);
@@ -304,18 +410,25 @@ mod tests {
         let (k, opc) = keys();
         let usim = Milenage::new(k, opc);
         let mut highest = 32;
-        let (pending, www) = challenge(&mut sub, REALM, [7; 16]);
+        let (pending, www) = challenge(&mut sub, REALM, [7; 16]).unwrap();
+        let www = format!("{www}, opaque=\"bsf-state\"");
         let UeAnswer::Authenticated {
             authorization,
             ks,
             rand,
+            auth_info,
         } = answer(&usim, &mut highest, IMPI, &www, GET, "c1").unwrap()
         else {
             panic!("not authenticated");
         };
+        assert!(
+            authorization.contains("opaque=\"bsf-state\""),
+            "{authorization}"
+        );
         let Verdict::Bootstrapped {
             b_tid: id,
             ks: bsf_ks,
+            auth_info: bsf_info,
             ..
         } = verify(pending, &sub, REALM, "bsf.example.net", &authorization, GET)
         else {
@@ -324,6 +437,13 @@ mod tests {
         assert_eq!(ks.expose(), bsf_ks.expose());
         assert_eq!(id, b_tid(&rand, "bsf.example.net"));
         let body = bootstrapping_info(&id, "2026-12-07T10:00:00Z");
+        // The BSF signs its answer with RES; the UE checks it, and a changed B-TID fails.
+        let info = bsf_info.header(body.as_bytes());
+        assert!(auth_info.check(&info, body.as_bytes()));
+        let forged = bootstrapping_info("AAAA@bsf.example.net", "2026-12-07T10:00:00Z");
+        assert!(!auth_info.check(&info, forged.as_bytes()));
+        assert!(!auth_info.check("rspauth=\"00\"", body.as_bytes()));
+        assert_eq!(format!("{auth_info:?}"), "AuthInfo(RES redacted)");
         assert_eq!(
             read_bootstrapping_info(&body),
             Some((id.clone(), "2026-12-07T10:00:00Z".to_owned()))
@@ -338,7 +458,7 @@ mod tests {
         let usim = Milenage::new(k, opc);
         // A UE with another K: its RES is wrong at the BSF.
         let mut sub = subscriber(10);
-        let (pending, www) = challenge(&mut sub, REALM, [1; 16]);
+        let (pending, www) = challenge(&mut sub, REALM, [1; 16]).unwrap();
         let other = Milenage::new([9; 16], opc);
         assert_eq!(
             answer(&other, &mut 0, IMPI, &www, GET, "c").unwrap_err(),
@@ -358,7 +478,7 @@ mod tests {
 
         // The USIM is ahead of the HSS (SQN 500 seen): the challenge at SQN 11 is stale.
         let mut highest = 500;
-        let (pending, www) = challenge(&mut sub, REALM, [2; 16]);
+        let (pending, www) = challenge(&mut sub, REALM, [2; 16]).unwrap();
         let UeAnswer::Resynchronising { authorization } =
             answer(&usim, &mut highest, IMPI, &www, GET, "c2").unwrap()
         else {
@@ -371,14 +491,14 @@ mod tests {
         };
         assert_eq!(sqn_ms, 500);
         sub.next_sqn = sqn_ms + 1;
-        let (pending, www) = challenge(&mut sub, REALM, [3; 16]);
+        let (pending, www) = challenge(&mut sub, REALM, [3; 16]).unwrap();
         let UeAnswer::Authenticated { authorization, .. } =
             answer(&usim, &mut highest, IMPI, &www, GET, "c3").unwrap()
         else {
             panic!("not authenticated after resynchronisation");
         };
         // The same answer replayed against a new challenge: another nonce, refused.
-        let (pending2, _) = challenge(&mut sub, REALM, [4; 16]);
+        let (pending2, _) = challenge(&mut sub, REALM, [4; 16]).unwrap();
         assert!(matches!(
             verify(pending2, &sub, REALM, "bsf", &authorization, GET),
             Verdict::Refused(_)
@@ -388,7 +508,7 @@ mod tests {
             Verdict::Bootstrapped { .. }
         ));
         // Another method, URI or body than the digest covers: refused.
-        let (pending, www) = challenge(&mut sub, REALM, [5; 16]);
+        let (pending, www) = challenge(&mut sub, REALM, [5; 16]).unwrap();
         let UeAnswer::Authenticated { authorization, .. } =
             answer(&usim, &mut highest, IMPI, &www, GET, "c4").unwrap()
         else {
@@ -403,5 +523,22 @@ mod tests {
             verify(pending, &sub, REALM, "bsf", &authorization, post),
             Verdict::Refused(_)
         ));
+        // Without cnonce, or with a malformed nc: refused before any digest.
+        let (pending, www) = challenge(&mut sub, REALM, [6; 16]).unwrap();
+        let UeAnswer::Authenticated { authorization, .. } =
+            answer(&usim, &mut highest, IMPI, &www, GET, "c5").unwrap()
+        else {
+            panic!();
+        };
+        let no_nc = authorization.replace("nc=00000001", "nc=1");
+        assert!(matches!(
+            verify(pending, &sub, REALM, "bsf", &no_nc, GET),
+            Verdict::Refused("cnonce or nc missing or malformed")
+        ));
+        // A challenge without auth-int is not answered; an SQN past 48 bits is never used.
+        let plain = www.replace("qop=\"auth-int\"", "qop=\"auth\"");
+        assert!(answer(&usim, &mut highest, IMPI, &plain, GET, "c").is_err());
+        sub.next_sqn = aka::MAX_SQN + 1;
+        assert!(challenge(&mut sub, REALM, [8; 16]).is_none());
     }
 }

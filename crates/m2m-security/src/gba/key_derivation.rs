@@ -34,12 +34,18 @@ impl fmt::Debug for Ks {
     }
 }
 
-/// The Ua security protocol identifier of a NAF_Id (TS 33.220 Annex H.3): for TLS with a shared
-/// key (TS 33.222), the organisation octet 0x01 (3GPP), 0x00, 0x01 and the TLS cipher suite
-/// negotiated, as two octets.
+/// The Ua security protocol identifier of a NAF_Id (TS 33.220 Annex H.3) for TLS up to 1.2 with
+/// a shared key (TS 33.222): the organisation octet 0x01 (3GPP), 0x00, 0x01 and the TLS cipher
+/// suite negotiated, as two octets.
 pub fn ua_tls_psk(cipher_suite: u16) -> [u8; 5] {
     let [hi, lo] = cipher_suite.to_be_bytes();
     [0x01, 0x00, 0x01, hi, lo]
+}
+
+/// The same for TLS 1.3 with a shared key (TS 33.222 clause 5.4.0.2): one identifier for every
+/// suite.
+pub fn ua_tls13_psk() -> [u8; 5] {
+    [0x01, 0x00, 0x00, 0x00, 0x07]
 }
 
 /// NAF_Id = the NAF's FQDN || its Ua security protocol identifier (clause 4.5.2).
@@ -59,22 +65,24 @@ impl NafId {
 }
 
 /// The generic key derivation function of Annex B.2: HMAC-SHA-256(key, S), S = FC || P0 || L0 ||
-/// P1 || L1 || ..., each Li the length of Pi in two octets, most significant first.
-pub fn kdf(key: &[u8], fc: u8, params: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+/// P1 || L1 || ..., each Li the length of Pi in two octets, most significant first; `None` when
+/// a parameter is longer than two octets can say.
+pub fn kdf(key: &[u8], fc: u8, params: &[&[u8]]) -> Option<Zeroizing<[u8; 32]>> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(&[fc]);
     for p in params {
         mac.update(p);
-        let len = u16::try_from(p.len()).unwrap_or(u16::MAX);
+        let len = u16::try_from(p.len()).ok()?;
         mac.update(&len.to_be_bytes());
     }
     let mut out = Zeroizing::new([0u8; 32]);
     out.copy_from_slice(&mac.finalize().into_bytes());
-    out
+    Some(out)
 }
 
-/// Ks_NAF of GBA_ME (Annex B.3): KDF(Ks, 0x01, "gba-me", RAND, IMPI, NAF_Id).
-pub fn ks_naf(ks: &Ks, rand: &[u8; 16], impi: &str, naf: &NafId) -> Zeroizing<[u8; 32]> {
+/// Ks_NAF of GBA_ME (Annex B.3): KDF(Ks, 0x01, "gba-me", RAND, IMPI, NAF_Id); `None` for an
+/// IMPI or NAF FQDN longer than 65535 octets.
+pub fn ks_naf(ks: &Ks, rand: &[u8; 16], impi: &str, naf: &NafId) -> Option<Zeroizing<[u8; 32]>> {
     let impi = normalize_id(impi);
     let naf = naf.octets();
     kdf(ks.expose(), 0x01, &[b"gba-me", rand, impi.as_bytes(), &naf])
@@ -185,7 +193,7 @@ print(json.dumps(out))
                 ua_protocol: ua_tls_psk(*cs),
             };
             assert_eq!(
-                hex::encode(*ks_naf(&ks, &rand, impi, &naf)),
+                hex::encode(*ks_naf(&ks, &rand, impi, &naf).unwrap()),
                 want,
                 "{impi} {fqdn}"
             );
@@ -195,13 +203,17 @@ print(json.dumps(out))
             fqdn: "cse.m2m.example.com".into(),
             ua_protocol: ua_tls_psk(0x00AE),
         };
-        assert_eq!(
-            *ks_naf(&ks, &rand, "ｌock１@ims.example.org", &naf),
-            *ks_naf(&ks, &rand, "lock1@ims.example.org", &naf)
-        );
+        let k = |impi: &str| *ks_naf(&ks, &rand, impi, &naf).unwrap();
+        assert_eq!(k("ｌock１@ims.example.org"), k("lock1@ims.example.org"));
+        assert_ne!(k("lock1@ims.example.org"), k("lock2@ims.example.org"));
+        assert!(ks_naf(&ks, &rand, &"a".repeat(70_000), &naf).is_none());
+        let tls13 = NafId {
+            fqdn: "cse.m2m.example.com".into(),
+            ua_protocol: ua_tls13_psk(),
+        };
         assert_ne!(
-            *ks_naf(&ks, &rand, "lock1@ims.example.org", &naf),
-            *ks_naf(&ks, &rand, "lock2@ims.example.org", &naf)
+            *ks_naf(&ks, &rand, "lock1@ims.example.org", &tls13).unwrap(),
+            k("lock1@ims.example.org")
         );
     }
 
