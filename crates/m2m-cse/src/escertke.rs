@@ -33,11 +33,15 @@ use std::sync::Mutex;
 type ExchangeKey = (String, String);
 
 /// The peer a request came through, as the per-peer limit counts it: the entity its security
-/// association is bound to, else its source address (an IPv6 address by its /64 prefix, which a
-/// single host is commonly given whole), else this CSE itself.
+/// association is bound to, else (through an MQTT server, whose address every sender shares) the
+/// credential that published, else its source address (an IPv6 address by its /64 prefix, which
+/// a single host is commonly given whole), else this CSE itself.
 fn peer_of(peer: &Peer) -> String {
     if let Some(entity) = peer.bound_entity() {
         return format!("entity {entity}");
+    }
+    if let (true, Some(a)) = (peer.via_mqtt_server, &peer.association) {
+        return format!("credential {}", a.credential);
     }
     match peer.addr.map(|a| a.ip()) {
         Some(IpAddr::V4(ip)) => format!("address {ip}"),
@@ -360,6 +364,10 @@ mod tests {
         // No entity: the address, any port.
         assert_eq!(peer_of(&with("10.0.0.1:1000", None)), "address 10.0.0.1");
         assert_eq!(peer_of(&with("10.0.0.1:1001", None)), "address 10.0.0.1");
+        // Through an MQTT server (everyone's address is the server's): the credential.
+        let mut via = with("127.0.0.1:1883", None);
+        via.via_mqtt_server = true;
+        assert_eq!(peer_of(&via), "credential 12-x@y.z");
         let plain = |addr: &str| Peer {
             addr: Some(addr.parse().unwrap()),
             ..Peer::default()
