@@ -112,11 +112,17 @@ struct Target {
     path_and_query: Option<PathAndQuery>,
 }
 
-fn unreachable(url: &str, why: impl std::fmt::Display) -> M2mError {
+pub(crate) fn unreachable(url: &str, why: impl std::fmt::Display) -> M2mError {
     M2mError::new(
         ResponseStatusCode::TargetNotReachable,
         format!("{url}: {why}"),
     )
+}
+
+/// A lock whose holder panicked is still usable: the maps behind it hold no invariant a panic
+/// could break half-way (pending answers, sessions).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Parses `scheme://authority[/path?query]`.

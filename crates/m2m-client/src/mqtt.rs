@@ -5,9 +5,10 @@
 //! Request Identifier on the response topic, which the server lets only this client read.
 
 use crate::tls::TlsSettings;
+use crate::{lock, unreachable};
 use m2m_core::mqtt_binding::{topic_id, Kind, MqttUrl, Topic};
 use m2m_core::serialization::Serialization;
-use m2m_core::{primitive_message, M2mError, M2mResult, Request, Response, ResponseStatusCode};
+use m2m_core::{primitive_message, M2mError, M2mResult, Request, Response};
 use m2m_transport::mqtt::{self, Publisher};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -79,17 +80,6 @@ impl std::fmt::Debug for MqttTransport {
 
 pub(crate) fn is_mqtt(url: &str) -> bool {
     url.starts_with("mqtts://") || url.starts_with("mqtt://")
-}
-
-fn unreachable(url: &str, why: impl std::fmt::Display) -> M2mError {
-    M2mError::new(
-        ResponseStatusCode::TargetNotReachable,
-        format!("{url}: {why}"),
-    )
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The server of an `mqtts://` URL.
@@ -182,7 +172,6 @@ impl MqttTransport {
             // Clause 6.3.3: the server keeps what arrives while the client is away.
             clean_session: false,
             keep_alive: Duration::from_secs(60),
-            subscriptions: Vec::new(),
             max_packet,
             timeout,
         };

@@ -4,6 +4,7 @@
 //! sends on it (notifications) go to the [`WsInbox`], whose answers go back on it.
 
 use crate::tls::TlsSettings;
+use crate::{lock, unreachable};
 use futures_util::{SinkExt, StreamExt};
 use m2m_core::serialization::Serialization;
 use m2m_core::{primitive_message, M2mError, M2mResult, Request, Response, ResponseStatusCode};
@@ -42,17 +43,6 @@ impl std::fmt::Debug for WsTransport {
 
 pub(crate) fn is_websocket(url: &str) -> bool {
     url.starts_with("wss://") || url.starts_with("ws://")
-}
-
-fn unreachable(url: &str, why: impl std::fmt::Display) -> M2mError {
-    M2mError::new(
-        ResponseStatusCode::TargetNotReachable,
-        format!("{url}: {why}"),
-    )
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn text(body: Vec<u8>) -> Message {

@@ -173,9 +173,6 @@ async fn connect(
         client_id: format!("C::{}", b.receiver),
         clean_session: false,
         keep_alive: b.keep_alive,
-        // Subscribed once the messages are read (`run`): a kept session may hold more queued
-        // messages than the session buffers before the SUBACK.
-        subscriptions: Vec::new(),
         max_packet: max_packet(cse),
         timeout,
     };

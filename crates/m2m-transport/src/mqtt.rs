@@ -30,8 +30,6 @@ pub struct Options {
     pub clean_session: bool,
     /// PINGREQ at half this interval; 0 turns keep-alive off.
     pub keep_alive: Duration,
-    /// Topic filters subscribed at QoS 1 before the session is handed over.
-    pub subscriptions: Vec<String>,
     /// The largest packet read or written; a larger one ends the session.
     pub max_packet: usize,
     /// Time for the CONNACK and the SUBACK.
@@ -205,12 +203,6 @@ where
         max_packet: max,
         subacks,
     };
-    // Messages a kept session delivers before the SUBACK go through the reader like any other.
-    if !options.subscriptions.is_empty() {
-        publisher
-            .subscribe(&options.subscriptions, options.timeout)
-            .await?;
-    }
     Ok((publisher, in_rx))
 }
 
