@@ -5,14 +5,12 @@
 //! server, and from the server's session to the CSE).
 
 use crate::files::{toml_path, write_private};
-use crate::spawned::{self, Spawned, LISTENING_PREFIX_TLS, LISTENING_PREFIX_WSS};
-use anyhow::Context;
+use crate::spawned::{self, LISTENING_PREFIX_TLS, LISTENING_PREFIX_WSS};
 use m2m_client::{Client, MqttSettings, PeerPolicy, TlsSettings};
 use m2m_core::{Operation, Request, ResourceType};
 use m2m_security::tls::{client_context, ClientTlsConfig};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,36 +89,6 @@ fn cse_config(dir: &Path, mqtt_port: u16, clients: usize) -> String {
         ));
     }
     cfg
-}
-
-/// mosquitto with the configuration `m2m mqtt-broker-config` writes for the CSE.
-fn start_mosquitto(dir: &Path, cse_toml: &Path) -> anyhow::Result<Spawned> {
-    let out = spawned::m2m(&["mqtt-broker-config", "--config"])?
-        .arg(cse_toml)
-        .arg("--out")
-        .arg(dir.join("mqtt"))
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "m2m mqtt-broker-config: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let conf = dir.join("mqtt/mosquitto.conf");
-    // As root mosquitto drops to its own user, which cannot read this run's private files.
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0 {
-        let text = std::fs::read_to_string(&conf)?;
-        std::fs::write(&conf, format!("{text}user root\n"))?;
-    }
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .env("OPENSSL_CONF", dir.join("mqtt/openssl.cnf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start mosquitto (Debian package mosquitto)")?;
-    Ok(child.into())
 }
 
 fn request(op: Operation, to: &str, from: &str) -> Request {
@@ -234,7 +202,11 @@ pub async fn run(args: BenchBindingsArgs) -> anyhow::Result<()> {
         &cse_toml,
         cse_config(dir.path(), port, args.clients).as_bytes(),
     )?;
-    let broker = start_mosquitto(dir.path(), &cse_toml)?;
+    let broker = crate::mosquitto::start(
+        &cse_toml,
+        &dir.path().join("mqtt"),
+        &dir.path().join("mosquitto.log"),
+    )?;
     let mut cmd = spawned::m2m(&["cse", "--config"])?;
     cmd.arg(&cse_toml).env("M2M_LOG", "error");
     let (cse, mut urls) = spawned::start(

@@ -895,14 +895,17 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
 
     let t = Instant::now();
     let res = async {
-        let mqtt_port = mosquitto_installed()
+        let mqtt_port = crate::mosquitto::installed()
             .then(|| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))
             .transpose()?
             .map(|a| a.port());
         std::fs::create_dir_all(d.join("mqtt"))?;
         let (proc, urls) = start_with_config(d, "cse", "mn", &mn_config(d, &in_https, &keys, mqtt_port), &[LISTENING_PREFIX, LISTENING_PREFIX_TLS, LISTENING_PREFIX_DTLS])?;
         let broker = match mqtt_port {
-            Some(port) => Some((start_mosquitto(d)?, format!("mqtts://127.0.0.1:{port}"))),
+            Some(port) => Some((
+                crate::mosquitto::start(&d.join("mn.toml"), &d.join("mqtt"), &d.join("mosquitto.log"))?,
+                format!("mqtts://127.0.0.1:{port}"),
+            )),
             None => None,
         };
         let (http, https) = cse_urls(&urls);
@@ -987,49 +990,6 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
         in_log: AuditLog::new("IN-CSE", d.join("in.log")),
         mn_log: AuditLog::new("MN-CSE", d.join("mn.log")),
     })
-}
-
-/// Whether mosquitto (Debian package mosquitto) can be started here.
-fn mosquitto_installed() -> bool {
-    std::process::Command::new("mosquitto")
-        .arg("-h")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// mosquitto as `m2m mqtt-broker-config` configures it for the MN-CSE (`d/mn.toml`).
-fn start_mosquitto(d: &Path) -> anyhow::Result<Spawned> {
-    let out = spawned::m2m(&["mqtt-broker-config", "--config"])?
-        .arg(d.join("mn.toml"))
-        .arg("--out")
-        .arg(d.join("mqtt"))
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "m2m mqtt-broker-config: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let conf = d.join("mqtt/mosquitto.conf");
-    // Started as root, mosquitto would drop to its own user, who cannot read this run's files.
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0 {
-        let text = std::fs::read_to_string(&conf)?;
-        std::fs::write(&conf, format!("{text}user root\n"))?;
-    }
-    let log = std::fs::File::create(d.join("mosquitto.log"))?;
-    let child = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .env("OPENSSL_CONF", d.join("mqtt/openssl.cnf"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("cannot start mosquitto")?;
-    Ok(child.into())
 }
 
 /// Waits until `log` holds `text` (a process announcing a state).

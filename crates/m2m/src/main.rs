@@ -33,6 +33,7 @@ mod files;
 mod keys;
 mod maf;
 mod mef;
+mod mosquitto;
 mod mqtt_broker_config;
 mod notification_receiver;
 mod originator;
