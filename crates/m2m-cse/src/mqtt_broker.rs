@@ -96,9 +96,11 @@ pub fn render_acl(
     ] {
         let _ = writeln!(out, "{line}");
     }
+    // KpsaIDs compared as KpsaIds (the FQDN in any letter case), as the psk lookup table does.
+    let own = KpsaId::parse(own_identity).ok();
     for row in rows {
         let identity = row.kpsa_id.to_string();
-        if identity == own_identity || !is_acl_safe(&identity) {
+        if own.as_ref() == Some(&row.kpsa_id) || !is_acl_safe(&identity) {
             continue;
         }
         let credential = CredentialId::for_kpsa(&row.kpsa_id).to_string();
@@ -109,7 +111,7 @@ pub fn render_acl(
         );
         let mut entities: Vec<EntityId> = row.entity.iter().cloned().collect();
         for (stem, bound) in bindings {
-            if *bound == credential {
+            if kpsa_of(bound).as_ref() == Some(&row.kpsa_id) {
                 if let Ok(e) = EntityId::parse(stem, home) {
                     entities.push(e);
                 }
@@ -131,6 +133,14 @@ pub fn render_acl(
         }
     }
     out
+}
+
+/// The KpsaID of a stored Credential-ID `12-<KpsaID>`.
+fn kpsa_of(credential: &str) -> Option<KpsaId> {
+    let c = CredentialId::parse(credential).ok()?;
+    (c.type_id() == CredentialId::TYPE_KPSA_ID)
+        .then(|| KpsaId::parse(c.value()).ok())
+        .flatten()
 }
 
 /// Whether a name can stand in an ACL line as one topic level or user name (no wildcard, no
@@ -392,8 +402,10 @@ mod tests {
                 entity: None,
             },
         ];
-        let bindings = vec![("Cphone1".to_owned(), "12-phone@in.provider.com".to_owned())];
-        let acl = render_acl(&home, "cse@in.provider.com", &rows, &bindings);
+        // The CSE's identity and a registration's Credential-ID in other letter cases of the FQDN
+        // are still theirs (KpsaIDs compare as KpsaIds).
+        let bindings = vec![("Cphone1".to_owned(), "12-phone@IN.provider.com".to_owned())];
+        let acl = render_acl(&home, "cse@In.Provider.com", &rows, &bindings);
         let user = |name: &str| -> Vec<String> {
             acl.split("\nuser ")
                 .find(|b| b.starts_with(&format!("{name}\n")))
@@ -422,12 +434,9 @@ mod tests {
                 .any(|l| l.starts_with("topic write /oneM2M/req/in-cse/")
                     || l.starts_with("topic write /oneM2M/resp/+")));
         }
-        let cse = user("cse@in.provider.com");
+        // The CSE's user is spelt as it connects; its row gets no second block.
+        let cse = user("cse@In.Provider.com");
         assert!(cse.contains(&"topic read /oneM2M/req/+/in-cse/#".to_owned()));
-        assert_eq!(
-            acl.matches("\nuser cse@in.provider.com\n").count(),
-            1,
-            "once"
-        );
+        assert_eq!(acl.matches("\nuser cse@").count(), 1, "once: {acl}");
     }
 }
