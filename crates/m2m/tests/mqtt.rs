@@ -91,43 +91,12 @@ impl Drop for Setup {
 
 /// Whether every peer of these tests is here (in CI they must be).
 fn peers() -> bool {
-    starts("mosquitto")
-        && starts("mosquitto_rr")
-        && python_has("paho.mqtt.client")
-        && python_has("sslpsk3")
-        && python_has("cbor2")
-}
-
-/// Whether `program -h` can be started (both print their usage and exit non-zero).
-fn starts(program: &str) -> bool {
-    let ok = Command::new(program)
-        .arg("-h")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    missing_or(ok, program)
-}
-
-fn missing_or(ok: bool, what: &str) -> bool {
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{what} is missing, and CI=true: .ci/run must install it"
-        );
-        eprintln!("\n!!!!!!!!!! SKIPPED: {what} is not installed; the MQTT binding tests need it. In CI it is mandatory. !!!!!!!!!!\n");
-    }
-    ok
-}
-
-fn python_has(module: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    missing_or(ok, &format!("python3 module {module}"))
+    const WHY: &str = "the MQTT binding tests";
+    can_start("mosquitto", WHY)
+        && can_start("mosquitto_rr", WHY)
+        && have_python_module("paho.mqtt.client", WHY)
+        && have_python_module("sslpsk3", WHY)
+        && have_python_module("cbor2", WHY)
 }
 
 fn start() -> Setup {

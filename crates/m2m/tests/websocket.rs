@@ -11,19 +11,7 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 
 fn python_has(module: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "python3 module {module} is missing, and CI=true: .ci/run must install it"
-        );
-        eprintln!("\n!!!!!!!!!! SKIPPED: python3 module {module} is not installed; the WebSocket binding tests need it. In CI it is mandatory. !!!!!!!!!!\n");
-    }
-    ok
+    have_python_module(module, "the WebSocket binding tests")
 }
 
 /// The Python client: connects over TLS with its certificate, sends each step and answers any

@@ -1583,6 +1583,29 @@ pub fn have_program(program: &str, purpose: &str) -> bool {
     found_or_skip(program, found, purpose)
 }
 
+/// Like [`have_tool`] for a program whose every option exits non-zero (mosquitto's): whether
+/// `program -h` can be started.
+pub fn can_start(program: &str, purpose: &str) -> bool {
+    let found = Command::new(program)
+        .arg("-h")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    found_or_skip(program, found, purpose)
+}
+
+/// Whether python3 imports `module`; missing: skipped loudly outside CI, a failure in CI.
+pub fn have_python_module(module: &str, purpose: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    found_or_skip(&format!("python3 module {module}"), found, purpose)
+}
+
 fn found_or_skip(program: &str, found: bool, purpose: &str) -> bool {
     if !found {
         if std::env::var("CI").as_deref() == Ok("true") {
