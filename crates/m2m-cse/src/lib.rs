@@ -95,7 +95,7 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
     fn lookup(
         &self,
         psk_identity: &str,
-        peer: Option<std::net::IpAddr>,
+        handshake: &m2m_security::tls::PskHandshake,
     ) -> Option<m2m_security::tls::PskKey> {
         use m2m_security::association::{Association, SaeMode};
         use m2m_security::credentials::{CredentialId, KpsaId};
@@ -132,7 +132,7 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
                     },
                 })
             }
-            None => self.maf.as_ref()?.lookup(psk_identity, peer),
+            None => self.maf.as_ref()?.lookup(psk_identity, handshake),
         }
     }
 }
@@ -520,13 +520,17 @@ mod tests {
             "meter1@In.Example.Com",
         ] {
             assert!(
-                table.lookup(id, None).is_none(),
+                table
+                    .lookup(id, &m2m_security::tls::PskHandshake::from_peer(None))
+                    .is_none(),
                 "{id} opened with the long-term key"
             );
         }
         // Control: another row opens, in any case of its FQDN.
         for id in ["lock@in.example.com", "lock@IN.example.com"] {
-            let key = table.lookup(id, None).expect(id);
+            let key = table
+                .lookup(id, &m2m_security::tls::PskHandshake::from_peer(None))
+                .expect(id);
             assert_eq!(
                 key.association.credential.to_string(),
                 "12-lock@in.example.com"

@@ -22,7 +22,7 @@ use m2m_core::{EntityId, Home};
 use m2m_keyservices::maf::MafClient;
 use m2m_security::association::{Association, SaeMode};
 use m2m_security::credentials::{CredentialId, Secret};
-use m2m_security::tls::{PskKey, PskLookup};
+use m2m_security::tls::{PskHandshake, PskKey, PskLookup};
 use openssl::ssl::SslContext;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -231,7 +231,8 @@ pub(crate) struct MafKey {
 }
 
 impl PskLookup for MafKeys {
-    fn lookup(&self, psk_identity: &str, peer: Option<std::net::IpAddr>) -> Option<PskKey> {
+    fn lookup(&self, psk_identity: &str, handshake: &PskHandshake) -> Option<PskKey> {
+        let peer = handshake.peer;
         let relative = self.relative_id(psk_identity)?;
         if let Some(key) = self.cached(psk_identity) {
             return Some(key);
@@ -391,6 +392,6 @@ mod tests {
         assert!(!k.refused_recently("FF@maf.example.com"));
         // The lookup itself skips a refused identifier without any network (no runtime here:
         // a fetch would fail with "no runtime", never reached).
-        assert!(k.lookup(id, a).is_none());
+        assert!(k.lookup(id, &PskHandshake::from_peer(a)).is_none());
     }
 }

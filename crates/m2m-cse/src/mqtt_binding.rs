@@ -517,7 +517,10 @@ fn current_row(b: &Binding, credential: &str) -> Option<Association> {
     if KpsaId::parse(&b.identity).ok().as_ref() == Some(&kpsa) {
         return None;
     }
-    let key = b.psk.as_ref()?.lookup(&kpsa.to_string(), None)?;
+    let key = b.psk.as_ref()?.lookup(
+        &kpsa.to_string(),
+        &m2m_security::tls::PskHandshake::from_peer(None),
+    )?;
     (key.association.mode == SaeMode::ProvisionedKey).then_some(Association {
         mode: SaeMode::MqttServer,
         ..key.association

@@ -114,8 +114,16 @@ pub(crate) fn resumed(ssl: &SslRef) -> Option<Authenticated> {
         Made::Psk { key_tag: was } => {
             let identity = std::str::from_utf8(ssl.psk_identity()?).ok()?;
             let table = ssl.ssl_context().ex_data(table_index())?;
-            let peer = crate::tls::peer_address(ssl);
-            let row = table.lookup(identity, peer)?;
+            // A resumed session names its suite: the one the row's key was looked up for.
+            let handshake = crate::tls::PskHandshake {
+                peer: crate::tls::peer_address(ssl),
+                suite: ssl
+                    .current_cipher()
+                    .map_or(crate::tls::PskSuite::Unknown, |c| {
+                        crate::tls::PskSuite::Tls12(c.protocol_id())
+                    }),
+            };
+            let row = table.lookup(identity, &handshake)?;
             (key_tag(&row.key) == was).then_some(Authenticated::Psk(row.association))
         }
         Made::Certificate => {

@@ -43,10 +43,73 @@ pub struct PskKey {
     pub association: Association,
 }
 
-/// Where the server finds the key for a psk_identity (a KpsaID, MAF key identifiers, KsxIds).
-/// `peer` is the client's address, for lookups that must be limited per source.
+/// Where the server finds the key for a psk_identity (a KpsaID, MAF key identifiers, KsxIds,
+/// B-TIDs).
 pub trait PskLookup: Send + Sync {
-    fn lookup(&self, psk_identity: &str, peer: Option<IpAddr>) -> Option<PskKey>;
+    fn lookup(&self, psk_identity: &str, handshake: &PskHandshake) -> Option<PskKey>;
+}
+
+/// What the server knows of the handshake in progress when it looks a psk_identity up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PskHandshake {
+    /// The client's address, for lookups that must be limited per source.
+    pub peer: Option<IpAddr>,
+    /// The suite the handshake is keyed for: a key derived for one protocol (GBA's NAF_Id names
+    /// it, TS 33.220 Annex H) opens no other.
+    pub suite: PskSuite,
+}
+
+impl PskHandshake {
+    /// A handshake from `peer` whose suite does not matter to the lookup (tests, tools).
+    pub fn from_peer(peer: Option<IpAddr>) -> PskHandshake {
+        PskHandshake {
+            peer,
+            suite: PskSuite::Unknown,
+        }
+    }
+}
+
+/// The PSK suite of a handshake in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PskSuite {
+    /// TLS or DTLS 1.2 with this suite (its two-octet code, e.g. 0x00AE).
+    Tls12([u8; 2]),
+    /// TLS 1.3 (an external PSK serves every suite of its hash).
+    Tls13,
+    /// Not determined.
+    Unknown,
+}
+
+/// The suites a client offered in its ClientHello (recorded by the server's ClientHello
+/// callback): OpenSSL names the negotiated suite only once the keys are set up, after the PSK
+/// callback, so the callback works the suite out from the offer and the server's order.
+fn offered_index() -> Index<Ssl, Vec<[u8; 2]>> {
+    static INDEX: OnceLock<Index<Ssl, Vec<[u8; 2]>>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
+}
+
+/// The two-octet code of a PSK suite of the profile.
+fn psk_suite_code(name: &str) -> Option<[u8; 2]> {
+    match name {
+        "PSK-AES128-CBC-SHA256" => Some([0x00, 0xAE]),
+        "PSK-AES128-CCM8" => Some([0xC0, 0xA8]),
+        _ => None,
+    }
+}
+
+/// The PSK suite OpenSSL chooses for a handshake that reached the PSK callback: under server
+/// preference the first of the server's PSK suites the client offered, else the first of the
+/// client's offer the server has. Only PSK suites count: a handshake keyed by a PSK uses one.
+fn negotiated_psk_suite(
+    server: &[[u8; 2]],
+    offered: &[[u8; 2]],
+    server_preference: bool,
+) -> Option<[u8; 2]> {
+    if server_preference {
+        server.iter().find(|s| offered.contains(s)).copied()
+    } else {
+        offered.iter().find(|s| server.contains(s)).copied()
+    }
 }
 
 fn peer_index() -> Index<Ssl, IpAddr> {
@@ -263,12 +326,36 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
         None => b.set_verify(SslVerifyMode::NONE),
     }
     if let Some(table) = cfg.psk.clone() {
+        let server_psk: Vec<[u8; 2]> = suites.iter().filter_map(|s| psk_suite_code(s)).collect();
+        let server_preference = proto == Proto::Dtls;
+        b.set_client_hello_callback(|ssl, _alert| {
+            let offered = ssl
+                .client_hello_ciphers()
+                .unwrap_or_default()
+                .chunks_exact(2)
+                .map(|c| [c[0], c[1]])
+                .collect();
+            ssl.set_ex_data(offered_index(), offered);
+            Ok(openssl::ssl::ClientHelloResponse::SUCCESS)
+        });
         b.set_psk_server_callback(move |ssl, identity, psk_out| {
             let Some(identity) = identity.and_then(|i| std::str::from_utf8(i).ok()) else {
                 return Ok(0);
             };
-            let peer = ssl.ex_data(peer_index()).copied();
-            let Some(row) = table.lookup(identity, peer) else {
+            let suite = if ssl.version2() == Some(SslVersion::TLS1_3) {
+                PskSuite::Tls13
+            } else {
+                ssl.ex_data(offered_index())
+                    .and_then(|offered| {
+                        negotiated_psk_suite(&server_psk, offered, server_preference)
+                    })
+                    .map_or(PskSuite::Unknown, PskSuite::Tls12)
+            };
+            let handshake = PskHandshake {
+                peer: ssl.ex_data(peer_index()).copied(),
+                suite,
+            };
+            let Some(row) = table.lookup(identity, &handshake) else {
                 // Unknown identity: the client sees unknown_psk_identity; nothing is logged but the identity.
                 return Ok(0);
             };
@@ -546,4 +633,29 @@ pub fn client_ssl_for_ip(ctx: &SslContext, ip: IpAddr) -> Result<Ssl, String> {
     let mut ssl = Ssl::new(ctx).map_err(|e| e.to_string())?;
     ssl.param_mut().set_ip(ip).map_err(|e| e.to_string())?;
     Ok(ssl)
+}
+
+#[cfg(test)]
+mod psk_suite_tests {
+    use super::negotiated_psk_suite;
+
+    const CBC: [u8; 2] = [0x00, 0xAE];
+    const CCM8: [u8; 2] = [0xC0, 0xA8];
+    const ECDHE: [u8; 2] = [0xC0, 0x23];
+
+    /// DTLS servers choose by their own order; TLS servers by the client's.
+    #[test]
+    fn the_negotiated_psk_suite_follows_whose_preference_counts() {
+        let server = [CCM8, CBC];
+        assert_eq!(
+            negotiated_psk_suite(&server, &[ECDHE, CBC, CCM8], true),
+            Some(CCM8)
+        );
+        assert_eq!(
+            negotiated_psk_suite(&server, &[ECDHE, CBC, CCM8], false),
+            Some(CBC)
+        );
+        assert_eq!(negotiated_psk_suite(&server, &[ECDHE], false), None);
+        assert_eq!(negotiated_psk_suite(&[CBC], &[CCM8, CBC], true), Some(CBC));
+    }
 }

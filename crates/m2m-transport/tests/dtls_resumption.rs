@@ -10,7 +10,7 @@ use m2m_security::credentials::{CredentialId, KpsaId};
 use m2m_security::tls::{Authenticated, PskKey, PskLookup, ServerTlsConfig, PSK_SUITES};
 use m2m_transport::{Binder, DatagramListener, Limits, Security, Server};
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ struct Row {
 }
 
 impl PskLookup for Row {
-    fn lookup(&self, psk_identity: &str, _peer: Option<IpAddr>) -> Option<PskKey> {
+    fn lookup(&self, psk_identity: &str, _: &m2m_security::tls::PskHandshake) -> Option<PskKey> {
         let id = KpsaId::parse(IDENTITY).unwrap();
         if KpsaId::parse(psk_identity).ok()? != id {
             return None;

@@ -536,7 +536,7 @@ impl m2m_security::tls::PskLookup for OwnKey {
     fn lookup(
         &self,
         psk_identity: &str,
-        _peer: Option<std::net::IpAddr>,
+        _: &m2m_security::tls::PskHandshake,
     ) -> Option<m2m_security::tls::PskKey> {
         use m2m_security::credentials::{CredentialId, KpsaId};
         if KpsaId::parse(psk_identity).ok()? != self.kpsa_id {

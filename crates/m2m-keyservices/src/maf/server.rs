@@ -77,7 +77,7 @@ fn km_association(km_id: &str, client: EntityId) -> Option<Association> {
 }
 
 impl PskLookup for KmTable {
-    fn lookup(&self, psk_identity: &str, _peer: Option<std::net::IpAddr>) -> Option<PskKey> {
+    fn lookup(&self, psk_identity: &str, _: &m2m_security::tls::PskHandshake) -> Option<PskKey> {
         if let Some((client, key)) = self.rows.get(psk_identity) {
             return Some(PskKey {
                 association: km_association(psk_identity, client.clone())?,

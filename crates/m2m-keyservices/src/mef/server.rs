@@ -34,7 +34,7 @@ const MAX_BODY: usize = 64 * 1024;
 struct KpmTable(HashMap<String, Secret>);
 
 impl PskLookup for KpmTable {
-    fn lookup(&self, psk_identity: &str, _peer: Option<std::net::IpAddr>) -> Option<PskKey> {
+    fn lookup(&self, psk_identity: &str, _: &tls::PskHandshake) -> Option<PskKey> {
         let key = self.0.get(psk_identity)?;
         Some(PskKey {
             association: m2m_security::association::Association {
