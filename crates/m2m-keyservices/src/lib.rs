@@ -3,11 +3,13 @@
 //! [`maf`] holds the M2M Authentication Function: its server (a TLS listener with a small HTTP/JSON API, SQLite
 //! storage with key values encrypted at rest) and a client library that keeps one TLS connection so that the
 //! connection key Kc it registers is the one both sides export. [`mef`] holds the M2M Enrolment Function:
-//! remote security provisioning from the bootstrap exporter key Ke.
+//! remote security provisioning from the bootstrap exporter key Ke. [`bsf`] holds a GBA Bootstrapping
+//! Server Function (3GPP TS 33.220) with its HSS, its Ub and Zn interfaces, and the device's USIM.
 
 #![forbid(unsafe_code)]
 
 mod at_rest;
+pub mod bsf;
 pub mod maf;
 pub mod mef;
 mod provisioned_keys;

@@ -23,6 +23,11 @@ impl Ks {
         Ks(k)
     }
 
+    /// A Ks read back from where it was kept (the BSF's store, a UE's cache).
+    pub fn from_bytes(ks: &[u8; 32]) -> Ks {
+        Ks(Zeroizing::new(*ks))
+    }
+
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
     }
@@ -96,6 +101,20 @@ pub fn b_tid(rand: &[u8; 16], bsf_domain: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(rand),
         bsf_domain
     )
+}
+
+/// Whether `psk_identity` is a B-TID of the BSF `bsf_domain`: base64 of a 16-octet RAND, "@",
+/// the domain (in any letter case). Identities of other kinds under the BSF's domain are not
+/// told apart by form: a NAF keeps that domain for B-TIDs (the CSE checks it at start).
+pub fn is_b_tid_of(psk_identity: &str, bsf_domain: &str) -> bool {
+    let Some((rand, domain)) = psk_identity.rsplit_once('@') else {
+        return false;
+    };
+    domain.eq_ignore_ascii_case(bsf_domain)
+        && rand.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(rand)
+            .is_ok_and(|r| r.len() == 16)
 }
 
 #[cfg(test)]
