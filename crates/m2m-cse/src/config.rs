@@ -54,6 +54,10 @@ pub struct Config {
     /// The MAF this CSE retrieves connection keys from (MAF-based SAE); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maf: Option<MafSection>,
+    /// GBA-based security association establishment (TS-0003 clause 8.3.2.3, TS 33.222): this
+    /// CSE as a NAF of a BSF; absent: B-TIDs open nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gba: Option<GbaSection>,
     /// Dynamic authorization (TS-0003 clause 7.3.2.2): the servers this CSE consults when no
     /// policy grants; absent: none is ever consulted.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,6 +291,24 @@ pub struct MafSection {
 
 fn default_maf_timeout() -> u64 {
     2_000
+}
+
+/// The BSF this CSE is a NAF of (GBA-based SAE): a device offers its B-TID as psk_identity, and
+/// the CSE fetches Ks_NAF for it over Zn with its [tls] certificate. Its NAF FQDN is the public
+/// domain name of its CSE-ID (TS-0003 clause 8.3.2.3).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GbaSection {
+    /// The BSF's Zn URL, e.g. `https://bsf.operator.example.net:8444`.
+    pub zn_url: String,
+    /// The BSF's domain: its certificate's name and the suffix of its B-TIDs.
+    pub bsf_fqdn: String,
+    /// How long a handshake waits for the BSF.
+    #[serde(default = "default_maf_timeout")]
+    pub timeout_ms: u64,
+    /// Keep a fetched key until the B-TID expires, at most this long (0: ask at every handshake).
+    #[serde(default)]
+    pub cache_seconds: u64,
 }
 
 /// The Dynamic Authorization Servers this CSE consults (TS-0003 clause 7.3.2.2, TS-0004 clause
@@ -975,6 +997,7 @@ impl Config {
             _ => {}
         }
         self.validate_maf()?;
+        self.validate_gba()?;
         self.validate_group_authentication()?;
         self.validate_esprim()
     }
@@ -990,6 +1013,43 @@ impl Config {
         });
         if !certified {
             bail!("[maf] needs a [tls] section with certificate, private_key and trusted_ca (the CSE authenticates to the MAF with them)");
+        }
+        Ok(())
+    }
+
+    /// The CSE authenticates to the BSF with its [tls] certificate; B-TIDs of the BSF's domain
+    /// are the BSF's alone, so no provisioned KpsaID and no MAF may share it.
+    fn validate_gba(&self) -> anyhow::Result<()> {
+        let Some(g) = &self.gba else {
+            return Ok(());
+        };
+        let certified = self.tls.as_ref().is_some_and(|t| {
+            t.certificate.is_some() && t.private_key.is_some() && t.trusted_ca.is_some()
+        });
+        if !certified {
+            bail!("[gba] needs a [tls] section with certificate, private_key and trusted_ca (the CSE authenticates to the BSF with them)");
+        }
+        let bsf = m2m_security::certificates::check_fqdn(&g.bsf_fqdn)
+            .map_err(|e| anyhow::anyhow!("gba.bsf_fqdn: {e}"))?;
+        if !g.zn_url.starts_with("https://") {
+            bail!("gba.zn_url must be https:// (Zn is mutual TLS)");
+        }
+        if let Some(row) = self.security.psk.iter().find(|r| {
+            r.kpsa_id
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&bsf))
+        }) {
+            bail!(
+                "security.psk kpsa_id {} is in the BSF's domain {bsf}, which names B-TIDs only",
+                row.kpsa_id
+            );
+        }
+        if self
+            .maf
+            .as_ref()
+            .is_some_and(|m| m.fqdn.eq_ignore_ascii_case(&bsf))
+        {
+            bail!("[maf] fqdn and [gba] bsf_fqdn must differ: each names its own key identifiers");
         }
         Ok(())
     }

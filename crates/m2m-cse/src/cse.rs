@@ -88,6 +88,8 @@ pub struct Cse {
     pub(crate) group_keys: Option<Arc<crate::group_authentication::GroupKeys>>,
     /// The MAF of `[maf]` (MAF-based SAE and the MAF ESPrim Framework), one cache for both.
     pub(crate) maf: Option<Arc<crate::maf_keys::MafKeys>>,
+    /// The BSF this CSE is a NAF of (`[gba]`), for GBA-based SAE.
+    pub(crate) gba: Option<Arc<crate::gba_keys::GbaKeys>>,
     /// Group authentication, entity B: live inner associations and the current round.
     pub(crate) group_agent: crate::group_authentication::Agent,
     /// ESPrim Target: the pairwiseESPrimKeys and the rands, sessions and replay cache.
@@ -135,6 +137,7 @@ impl Cse {
         let certificate = certificate_context(&cfg, false, revocation.clone())?;
         let dtls_certificate = certificate_context(&cfg, true, revocation.clone())?;
         let maf = crate::maf_keys::MafKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
+        let gba = crate::gba_keys::GbaKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
         let (client, registrar_client) = outgoing_clients(
             &cfg,
             certificate.clone(),
@@ -221,6 +224,7 @@ impl Cse {
             public_url: RwLock::new(public_url),
             group_keys,
             maf,
+            gba,
             group_agent: Default::default(),
             esprim,
             group_credentials,

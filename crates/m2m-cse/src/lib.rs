@@ -19,11 +19,13 @@ mod dynamic_authorization;
 pub(crate) mod escertke;
 pub(crate) mod esprim;
 pub(crate) mod expiry;
+mod gba_keys;
 mod group;
 pub(crate) mod group_authentication;
 pub(crate) mod group_credentials;
 pub(crate) mod http_server;
 mod impersonation;
+mod key_fetch;
 mod maf_keys;
 pub(crate) mod mqtt_binding;
 pub mod mqtt_broker;
@@ -74,14 +76,16 @@ impl Running {
     }
 }
 
-/// The psk lookup table: the rows of every secure environment configured, first match wins, then
-/// the keys the MAF distributes. KpsaIDs are compared as [`KpsaId`]s everywhere (the FQDN without
+/// The psk lookup table: B-TIDs of the BSF (GBA), the rows of every secure environment
+/// configured, first match wins, then the keys the MAF distributes. KpsaIDs are compared as [`KpsaId`]s everywhere (the FQDN without
 /// case), so a group member's KsxId in other letter case is still the group member's.
 struct SecureEnvironmentPsk {
     environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
     home: m2m_core::Home,
     /// MAF-distributed keys, asked for when no environment knows the identity.
     maf: Option<Arc<maf_keys::MafKeys>>,
+    /// GBA NAF keys: a B-TID of the configured BSF opens only with its Ks_NAF.
+    gba: Option<Arc<gba_keys::GbaKeys>>,
     /// Group authentication (entity C): a member's KsxId opens only with its current Ksx.
     group: Option<Arc<group_authentication::GroupKeys>>,
     /// Rotated KpsaIDs first: a retired one opens nothing, whatever row still holds it.
@@ -110,6 +114,9 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
                 credential_rotation::Lookup::Retired => return None,
                 credential_rotation::Lookup::Unknown => {}
             }
+        }
+        if let Some(gba) = self.gba.as_ref().filter(|g| g.governs(psk_identity)) {
+            return gba.lookup(psk_identity, handshake);
         }
         if let (Some(group), Ok(id)) = (self.group.as_ref(), KpsaId::parse(psk_identity)) {
             if group.governs(&id) {
@@ -143,13 +150,14 @@ fn psk_table(
     environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
     cse: &Cse,
 ) -> Option<Arc<dyn m2m_security::tls::PskLookup>> {
-    if environments.is_empty() && cse.maf.is_none() && cse.rotation.is_none() {
+    if environments.is_empty() && cse.maf.is_none() && cse.gba.is_none() && cse.rotation.is_none() {
         return None;
     }
     Some(Arc::new(SecureEnvironmentPsk {
         environments,
         home: cse.identity().home.clone(),
         maf: cse.maf.clone(),
+        gba: cse.gba.clone(),
         group: cse.group_keys.clone(),
         rotation: cse.rotation.clone(),
         own_mqtt_identity: cse
@@ -510,6 +518,7 @@ mod tests {
             environments,
             home,
             maf: None,
+            gba: None,
             group,
             rotation: None,
             own_mqtt_identity: None,

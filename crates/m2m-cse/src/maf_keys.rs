@@ -18,6 +18,7 @@
 //! association.
 
 use crate::config::{Config, MafSection};
+use crate::key_fetch::FetchLimits;
 use m2m_core::{EntityId, Home};
 use m2m_keyservices::maf::MafClient;
 use m2m_security::association::{Association, SaeMode};
@@ -48,10 +49,8 @@ pub(crate) struct MafKeys {
     naming: m2m_security::certificates::CseNaming,
     /// psk_identity -> cached key.
     cache: Mutex<HashMap<String, Cached>>,
-    /// Key identifiers the MAF refused (lower case) -> until when they are not asked again.
-    refused: Mutex<HashMap<String, Instant>>,
-    /// MAF fetches in flight per source address.
-    inflight: Mutex<HashMap<Option<std::net::IpAddr>, usize>>,
+    /// Refusals remembered and fetches in flight.
+    limits: FetchLimits,
     /// This CSE's certificate context (built once at start, not per handshake).
     context: SslContext,
 }
@@ -78,8 +77,7 @@ impl MafKeys {
             home: identity.home,
             naming: identity.naming,
             cache: Mutex::new(HashMap::new()),
-            refused: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            limits: FetchLimits::default(),
             context,
         }))
     }
@@ -240,14 +238,16 @@ impl PskLookup for MafKeys {
         // Every ClientHello naming the MAF would otherwise make this CSE contact the MAF: key
         // identifiers the MAF refused are not asked again for a while, and each source address
         // has few fetches in flight (the fetch runs inside OpenSSL's synchronous callback).
-        if self.refused_recently(psk_identity) {
+        // KcIDs (hex) and the MAF-FQDN have no case.
+        let refusal_key = psk_identity.to_ascii_lowercase();
+        if self.limits.refused_recently(&refusal_key) {
             tracing::debug!(
                 psk_identity,
                 "MAF key refused recently: not asked again yet"
             );
             return None;
         }
-        let Some(_slot) = self.fetch_slot(peer) else {
+        let Some(_slot) = self.limits.fetch_slot(peer) else {
             tracing::warn!(target: "audit", psk_identity, peer = ?peer, "MAF key not fetched: too many fetches in flight from this address");
             return None;
         };
@@ -259,78 +259,8 @@ impl PskLookup for MafKeys {
             }
             Err(why) => {
                 tracing::warn!(target: "audit", psk_identity, reason = %why, "MAF key not available");
-                self.remember_refusal(psk_identity);
+                self.limits.remember_refusal(&refusal_key);
                 None
-            }
-        }
-    }
-}
-
-/// How long a key identifier the MAF refused is not asked for again.
-const NEGATIVE_CACHE: Duration = Duration::from_secs(30);
-/// At most this many refused identifiers are remembered (then the oldest half is forgotten).
-const NEGATIVE_CACHE_LEN: usize = 10_000;
-/// MAF fetches in flight per source address, and in all.
-const FETCHES_PER_SOURCE: usize = 2;
-const FETCHES_IN_ALL: usize = 32;
-
-impl MafKeys {
-    fn refused_recently(&self, psk_identity: &str) -> bool {
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        match refused.get(&psk_identity.to_ascii_lowercase()) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                refused.remove(&psk_identity.to_ascii_lowercase());
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn remember_refusal(&self, psk_identity: &str) {
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        if refused.len() >= NEGATIVE_CACHE_LEN {
-            let now = Instant::now();
-            refused.retain(|_, until| *until > now);
-            if refused.len() >= NEGATIVE_CACHE_LEN {
-                let mut by_age: Vec<Instant> = refused.values().copied().collect();
-                by_age.sort();
-                let cut = by_age[by_age.len() / 2];
-                refused.retain(|_, until| *until > cut);
-            }
-        }
-        refused.insert(
-            psk_identity.to_ascii_lowercase(),
-            Instant::now() + NEGATIVE_CACHE,
-        );
-    }
-
-    /// A fetch slot for `peer` (and in all), given back when dropped.
-    fn fetch_slot(&self, peer: Option<std::net::IpAddr>) -> Option<FetchSlot<'_>> {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = inflight.values().sum();
-        let mine = inflight.entry(peer).or_insert(0);
-        if *mine >= FETCHES_PER_SOURCE || total >= FETCHES_IN_ALL {
-            return None;
-        }
-        *mine += 1;
-        Some(FetchSlot { keys: self, peer })
-    }
-}
-
-/// One MAF fetch in flight for a source.
-struct FetchSlot<'a> {
-    keys: &'a MafKeys,
-    peer: Option<std::net::IpAddr>,
-}
-
-impl Drop for FetchSlot<'_> {
-    fn drop(&mut self) {
-        let mut inflight = self.keys.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = inflight.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                inflight.remove(&self.peer);
             }
         }
     }
@@ -340,8 +270,11 @@ impl Drop for FetchSlot<'_> {
 mod tests {
     use super::*;
 
-    fn keys() -> MafKeys {
-        MafKeys {
+    /// The lookup skips an identifier the MAF refused a moment ago without any network (no
+    /// runtime here: a fetch would fail with "no runtime", never reached).
+    #[test]
+    fn a_refused_identifier_is_not_fetched_again() {
+        let k = MafKeys {
             section: MafSection {
                 url: "https://127.0.0.1:1".into(),
                 fqdn: "maf.example.com".into(),
@@ -352,46 +285,14 @@ mod tests {
             naming: m2m_security::certificates::CseNaming::new("m2m.example.com", "/id-in")
                 .unwrap(),
             cache: Mutex::new(HashMap::new()),
-            refused: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            limits: FetchLimits::default(),
             context: openssl::ssl::SslContext::builder(openssl::ssl::SslMethod::tls_client())
                 .unwrap()
                 .build(),
-        }
-    }
-
-    /// A ClientHello naming the MAF costs a MAF connection at most: per source address a few
-    /// in flight, in all a few more, and an identifier refused a moment ago none.
-    #[test]
-    fn maf_fetches_are_limited_per_source_and_refusals_remembered() {
-        let k = keys();
-        let a: Option<std::net::IpAddr> = Some("192.0.2.1".parse().unwrap());
-        let b: Option<std::net::IpAddr> = Some("192.0.2.2".parse().unwrap());
-        let a1 = k.fetch_slot(a).expect("first");
-        let a2 = k.fetch_slot(a).expect("second");
-        assert!(k.fetch_slot(a).is_none(), "a third from the same source");
-        let b1 = k.fetch_slot(b).expect("another source is not shut out");
-        drop(a1);
-        assert!(k.fetch_slot(a).is_some(), "a slot given back is free again");
-        drop((a2, b1));
-        // In all: FETCHES_IN_ALL, whatever the sources.
-        let many: Vec<_> = (0..FETCHES_IN_ALL)
-            .map(|i| {
-                let ip = std::net::IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]);
-                k.fetch_slot(Some(ip)).expect("below the total")
-            })
-            .collect();
-        assert!(k.fetch_slot(b).is_none(), "over the total");
-        drop(many);
-        // Refusals, in any letter case of the identifier.
+        };
         let id = "00112233445566778899AABBCCDDEEFF@maf.example.com";
-        assert!(!k.refused_recently(id));
-        k.remember_refusal(id);
-        assert!(k.refused_recently(id));
-        assert!(k.refused_recently(&id.to_ascii_lowercase()));
-        assert!(!k.refused_recently("FF@maf.example.com"));
-        // The lookup itself skips a refused identifier without any network (no runtime here:
-        // a fetch would fail with "no runtime", never reached).
+        k.limits.remember_refusal(&id.to_ascii_lowercase());
+        let a: Option<std::net::IpAddr> = Some("192.0.2.1".parse().unwrap());
         assert!(k.lookup(id, &PskHandshake::from_peer(a)).is_none());
     }
 }

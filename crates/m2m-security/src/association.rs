@@ -15,6 +15,9 @@ pub enum SaeMode {
     Certificate,
     /// A key the MAF distributed (Kc/KcID, clause 8.2.2.3).
     MafKey,
+    /// A GBA NAF key: Ks_NAF of the device's B-TID, fetched from the BSF (clause 8.3.2.3,
+    /// 3GPP TS 33.222).
+    GbaKey,
     /// The group key Ksx of Group Authentication Solution 1 (seeds/001 clause 8.2.1).
     GroupKey,
     /// No connection: a pairwiseESPrimKey authenticated an ESPrim inner request (clause 8.4).
@@ -34,6 +37,7 @@ impl fmt::Display for SaeMode {
             SaeMode::ProvisionedKey => "provisioned-key",
             SaeMode::Certificate => "certificate",
             SaeMode::MafKey => "maf-key",
+            SaeMode::GbaKey => "gba-key",
             SaeMode::GroupKey => "group-key",
             SaeMode::EndToEnd => "end-to-end",
             SaeMode::MulticastGroupKey => "multicast-group-key",

@@ -138,6 +138,11 @@ impl CredentialId {
     /// typeID 99, this project's (sec:credIDTypeID has none): the group key of a multicast
     /// fan-out, named in the audit lines of the requests it carried.
     pub const TYPE_MULTICAST_GROUP_KEY_ID: u8 = 99;
+    /// typeID 97, this project's: a GBA subscriber by its IMPI. The KpsaID of a GBA key is the
+    /// B-TID (TS-0003 clause 8.3.2.3), which changes at every bootstrapping and holds characters
+    /// a Credential-ID value may not ('+', '/', '='); the subscriber's USIM is the lasting
+    /// credential, so registration rules name it.
+    pub const TYPE_GBA_IMPI: u8 = 97;
     /// typeID 98, this project's: the entity an MQTT server let publish on its request topic
     /// (TS-0010 clause 7.2), named by its AE-ID-Stem or CSE-ID, in the audit lines of its requests.
     pub const TYPE_MQTT_TOPIC: u8 = 98;

@@ -497,7 +497,7 @@ pub fn psk_was_used(ssl: &SslRef) -> bool {
 }
 
 /// What a client presents and trusts.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct ClientTlsConfig {
     /// Cipher suites (OpenSSL names); empty: every profile suite the credentials allow.
     pub cipher_suites: Vec<String>,

@@ -165,7 +165,7 @@ async fn run_registered(
     let mut current = cfg
         .current_psk()
         .await?
-        .map(|(id, _)| id)
+        .map(|p| p.identity)
         .unwrap_or_default();
     let mut check = cfg
         .credentials
@@ -269,7 +269,7 @@ async fn rotate(
     let key = m2m_security::credentials::Secret::from_hex(hex_key.trim())
         .map_err(|_| anyhow::anyhow!("crse holds no key"))?;
     let client = cfg.sae.client(
-        Some((
+        Some(crate::association::PskCredential::new(
             crid.to_owned(),
             zeroize::Zeroizing::new(key.expose().to_vec()),
         )),

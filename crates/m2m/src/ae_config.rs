@@ -2,7 +2,7 @@
 //! association with its CSE (TS-0003 clause 8.2), what it creates and subscribes to, and where it
 //! receives notifications. Read by `m2m ae --config` and `m2m request --ae`.
 
-use crate::association::{MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
+use crate::association::{GbaSae, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
 use crate::notification_receiver::ReceiverSecurity;
 use anyhow::{anyhow, bail, Context};
 use m2m_core::ResourceType;
@@ -52,7 +52,7 @@ timeout_seconds = 10
 
 # The security association with the CSE (TS-0003 clause 8.2).
 [security]
-# "none" | "psk" | "certificate" | "maf"; each mode needs the settings below that name it.
+# "none" | "psk" | "certificate" | "maf" | "gba"; each mode needs the settings below that name it.
 mode = "none"
 # psk (provisioned symmetric key): the KpsaID, the TLS psk_identity ...
 # kpsa_id = "AE123456789012-Lock@in.provider.com"
@@ -86,6 +86,14 @@ mode = "none"
 # kpm_file = "pki/phone.kpm"
 # ... or in this environment variable.
 # kpm_env = "M2M_AE_KPM"
+# gba (GBA-based, a device with a USIM): the USIM file (mode 0600; `m2m bsf subscriber-add` writes it) ...
+# usim = "pki/my-ae.usim"
+# ... the BSF's Ub URL ...
+# ub_url = "http://127.0.0.1:8080"
+# ... its domain (the B-TIDs' suffix) ...
+# bsf_fqdn = "bsf.operator.example.net"
+# ... and the CSE's NAF FQDN, its CSE-ID's public domain name.
+# naf_fqdn = "id-in.m2m.example.com"
 
 # A notification receiver at the AE's pointOfAccess; without this table the AE receives nothing
 # (requestReachability false). Each notification is one JSON line on stdout.
@@ -188,6 +196,7 @@ enum ModeName {
     Psk,
     Certificate,
     Maf,
+    Gba,
 }
 
 #[derive(Deserialize, Default)]
@@ -210,6 +219,10 @@ struct SecurityFile {
     kpm_id: Option<String>,
     kpm_env: Option<String>,
     kpm_file: Option<PathBuf>,
+    usim: Option<PathBuf>,
+    ub_url: Option<String>,
+    bsf_fqdn: Option<String>,
+    naf_fqdn: Option<String>,
 }
 
 /// The notification receiver at the AE's pointOfAccess.
@@ -536,7 +549,7 @@ impl AeConfig {
                     None => url_host(&self.cse.url)?,
                 },
             }),
-            SaeMode::None | SaeMode::Maf(_) => bail!(
+            SaeMode::None | SaeMode::Maf(_) | SaeMode::Gba(_) => bail!(
                 "[notifications] binding coaps needs [security] mode psk or certificate (the CSE proves itself with the same credentials)"
             ),
         }
@@ -558,7 +571,7 @@ impl AeConfig {
                 let key = zeroize::Zeroizing::new(kept.key);
                 let key = m2m_security::credentials::Secret::from_hex(&key)
                     .map_err(|_| anyhow!("{}: the key is not hex", c.state.display()))?;
-                return Ok(Some((
+                return Ok(Some(crate::association::PskCredential::new(
                     kept.kpsa_id,
                     zeroize::Zeroizing::new(key.expose().to_vec()),
                 )));
@@ -650,6 +663,16 @@ fn sae_mode(s: SecurityFile, resolve: &dyn Fn(PathBuf) -> PathBuf) -> anyhow::Re
                 credential,
             })
         }
+        ModeName::Gba => SaeMode::Gba(GbaSae {
+            usim: resolve(
+                s.usim
+                    .clone()
+                    .ok_or_else(|| anyhow!("[security] mode gba needs usim"))?,
+            ),
+            ub_url: need(s.ub_url.clone(), "ub_url")?,
+            bsf_fqdn: need(s.bsf_fqdn.clone(), "bsf_fqdn")?,
+            naf_fqdn: need(s.naf_fqdn.clone(), "naf_fqdn")?,
+        }),
     })
 }
 

@@ -104,7 +104,27 @@ pub enum SaeMode {
     },
     /// MAF-based: TLS-PSK with a connection key Kc from the MAF.
     Maf(MafSae),
+    /// GBA-based: TLS-PSK (DTLS-PSK) with the B-TID and Ks_NAF (TS-0003 clause 8.3.2.3).
+    Gba(GbaSae),
 }
+
+/// GBA-based SAE: the device's USIM, its BSF, and the CSE as NAF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GbaSae {
+    /// The software USIM file (0600): IMPI, K, OPc, SQN, the key of the last bootstrapping.
+    pub usim: PathBuf,
+    /// The BSF's Ub URL (`http://host:port`).
+    pub ub_url: String,
+    /// The BSF's domain (realm, B-TID suffix).
+    pub bsf_fqdn: String,
+    /// The CSE's NAF FQDN: its CSE-ID's public domain name (`id-in.m2m.example.com`).
+    pub naf_fqdn: String,
+}
+
+/// The TLS suite a GBA client offers (one, so that it knows the NAF_Id its key is for), and the
+/// DTLS one.
+const GBA_TLS_SUITE: (&str, u16) = ("PSK-AES128-CBC-SHA256", 0x00AE);
+const GBA_DTLS_SUITE: (&str, u16) = ("PSK-AES128-CCM8", 0xC0A8);
 
 /// What the AE knows of the CSE's side of TLS.
 #[derive(Clone, Debug, Default)]
@@ -120,7 +140,53 @@ pub struct TlsPeer {
 }
 
 /// A psk_identity and its key, ready for the TLS context.
-pub type PskCredential = (String, Zeroizing<Vec<u8>>);
+#[derive(Clone)]
+pub struct PskCredential {
+    pub identity: String,
+    pub key: Zeroizing<Vec<u8>>,
+    /// The key of DTLS associations when it is another (GBA: NAF_Id names the suite).
+    pub dtls_key: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl PskCredential {
+    /// One key for every transport.
+    pub fn new(identity: String, key: Zeroizing<Vec<u8>>) -> PskCredential {
+        PskCredential {
+            identity,
+            key,
+            dtls_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for PskCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PskCredential")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The GBA credential: the B-TID of a fresh bootstrapped key (the USIM file's, or a new
+/// bootstrapping; `force` always bootstraps anew), Ks_NAF for the TLS and the DTLS suite.
+pub async fn gba_psk(gba: &GbaSae, force: bool) -> anyhow::Result<PskCredential> {
+    use m2m_security::gba::key_derivation::{ua_tls_psk, NafId};
+    let mut usim = m2m_keyservices::bsf::SoftwareUsim::load(&gba.usim).map_err(|e| anyhow!(e))?;
+    let key = m2m_keyservices::bsf::current_key(&gba.ub_url, &gba.bsf_fqdn, &mut usim, force)
+        .await
+        .map_err(|e| anyhow!("GBA: {e}"))?;
+    let naf = |suite: u16| NafId {
+        fqdn: gba.naf_fqdn.clone(),
+        ua_protocol: ua_tls_psk(suite),
+    };
+    let tls = key.ks_naf(&naf(GBA_TLS_SUITE.1)).map_err(|e| anyhow!(e))?;
+    let dtls = key.ks_naf(&naf(GBA_DTLS_SUITE.1)).map_err(|e| anyhow!(e))?;
+    Ok(PskCredential {
+        identity: key.b_tid.clone(),
+        key: Zeroizing::new(tls.to_vec()),
+        dtls_key: Some(Zeroizing::new(dtls.to_vec())),
+    })
+}
 
 impl SaeMode {
     /// The TLS-PSK credential of the mode. For MAF-based SAE this goes to the network (MEF
@@ -130,12 +196,13 @@ impl SaeMode {
         match self {
             SaeMode::Psk { kpsa_id, key } => {
                 let key = key.load()?;
-                Ok(Some((
+                Ok(Some(PskCredential::new(
                     kpsa_id.clone(),
                     Zeroizing::new(key.expose().to_vec()),
                 )))
             }
             SaeMode::Maf(maf) => maf_psk(maf).await.map(Some),
+            SaeMode::Gba(gba) => gba_psk(gba, false).await.map(Some),
             SaeMode::None | SaeMode::Certificate { .. } => Ok(None),
         }
     }
@@ -165,10 +232,22 @@ impl SaeMode {
             (None, Some(name)) => PeerPolicy::Named(name.clone()),
             (None, None) => PeerPolicy::UrlHost,
         };
+        // GBA offers one suite per transport: the key is Ks_NAF for that suite's NAF_Id.
+        let gba = matches!(self, SaeMode::Gba(_));
+        let dtls_psk = psk.as_ref().map(|p| {
+            (
+                p.identity.clone(),
+                p.dtls_key.clone().unwrap_or_else(|| p.key.clone()),
+            )
+        });
         let config = ClientTlsConfig {
-            cipher_suites: Vec::new(),
+            cipher_suites: if gba {
+                vec![GBA_TLS_SUITE.0.to_owned()]
+            } else {
+                Vec::new()
+            },
             tls13: false,
-            psk,
+            psk: psk.as_ref().map(|p| (p.identity.clone(), p.key.clone())),
             certificate_chain,
             private_key,
             trusted_ca: peer.trusted_ca.clone(),
@@ -184,10 +263,20 @@ impl SaeMode {
             .map(|(identity, _)| format!("12-{identity}"));
         let context = client_context(&config).map_err(|e| anyhow!("TLS: {e}"))?;
         // The same credentials for coaps:// (DTLS 1.2, the CoAP binding).
-        let dtls = dtls_client_context(&config).map_err(|e| anyhow!("DTLS: {e}"))?;
-        // ... and for mqtts:// (the MQTT server is the TLS peer, TS-0010 clause 7.3).
+        let dtls_config = ClientTlsConfig {
+            cipher_suites: if gba {
+                vec![GBA_DTLS_SUITE.0.to_owned()]
+            } else {
+                Vec::new()
+            },
+            psk: dtls_psk,
+            ..config.clone()
+        };
+        let dtls = dtls_client_context(&dtls_config).map_err(|e| anyhow!("DTLS: {e}"))?;
+        // ... and for mqtts:// (the MQTT server is the TLS peer, TS-0010 clause 7.3; a NAF key
+        // is the CSE's, never the MQTT server's).
         let client = match &peer.cse_id {
-            Some(cse_id) => client.with_mqtt(m2m_client::MqttSettings {
+            Some(cse_id) if !gba => client.with_mqtt(m2m_client::MqttSettings {
                 tls: TlsSettings {
                     context: context.clone(),
                     peer: check.clone(),
@@ -195,7 +284,7 @@ impl SaeMode {
                 credential,
                 cse_id: cse_id.clone(),
             }),
-            None => client,
+            _ => client,
         };
         Ok(client
             .with_tls(TlsSettings {
@@ -215,6 +304,7 @@ impl SaeMode {
             SaeMode::Psk { .. } => "psk",
             SaeMode::Certificate { .. } => "certificate",
             SaeMode::Maf(_) => "maf",
+            SaeMode::Gba(_) => "gba",
         }
     }
 }
@@ -230,7 +320,7 @@ pub async fn maf_psk_with(access: &MafAccess, target_cse: &str) -> anyhow::Resul
     let key = connection_key(access, target_cse)
         .await
         .map_err(|e| anyhow!(e))?;
-    Ok((
+    Ok(PskCredential::new(
         key.psk_identity.clone(),
         Zeroizing::new(key.psk.expose().to_vec()),
     ))
@@ -260,7 +350,10 @@ pub async fn maf_access(maf: &MafSae) -> anyhow::Result<MafAccess> {
 pub fn psk_client(identity: &str, key: &[u8], timeout: Duration) -> anyhow::Result<Client> {
     let mode = SaeMode::None;
     mode.client(
-        Some((identity.to_owned(), Zeroizing::new(key.to_vec()))),
+        Some(PskCredential::new(
+            identity.to_owned(),
+            Zeroizing::new(key.to_vec()),
+        )),
         &TlsPeer::default(),
         timeout,
     )

@@ -1530,7 +1530,7 @@ async fn gateway_app(dep: &Deployment, r: &mut Report) -> Option<Client> {
     let res = async {
         // Its MQTT server when the home gateway has one (the CSE-ID names the topics).
         let client = crate::association::SaeMode::None.client(
-            Some((
+            Some(crate::association::PskCredential::new(
                 GATEWAY_KPSA_ID.to_owned(),
                 zeroize::Zeroizing::new(hex_key(&dep.keys.gateway)?),
             )),

@@ -24,6 +24,7 @@ mod bench_coap;
 mod bench_e2e;
 mod bench_maf;
 mod bench_tls;
+mod bsf;
 mod das;
 mod demo;
 mod e2e;
@@ -85,6 +86,9 @@ enum Command {
     Maf(maf::MafArgs),
     /// Run the M2M Enrolment Function: remote security provisioning (TS-0003 clause 8.3).
     Mef(mef::MefArgs),
+    /// Run a GBA Bootstrapping Server Function (3GPP TS 33.220), provision its subscribers, or
+    /// bootstrap a device with its USIM file.
+    Bsf(bsf::BsfArgs),
     /// Write the MQTT server's configuration (mosquitto) for a CSE's MQTT binding: TLS-PSK, the
     /// PSK file, identities as user names, the topic ACL (TS-0010 clause 7).
     MqttBrokerConfig(mqtt_broker_config::Args),
@@ -212,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Mef(args) => runtime()?.block_on(mef::run(args)),
+        Command::Bsf(args) => runtime()?.block_on(bsf::run(args)),
         Command::Das(args) => runtime()?.block_on(das::run(args)),
     }
 }

@@ -133,6 +133,21 @@ pub struct RequestArgs {
     pub kpm_id: Option<String>,
     #[arg(long)]
     pub kpm_env: Option<String>,
+    /// GBA-based SAE (TS-0003 clause 8.3.2.3): the device's USIM file (`m2m bsf
+    /// subscriber-add` writes it); with --gba-ub-url, --gba-bsf-fqdn and --gba-naf-fqdn. The key
+    /// the file keeps is used while fresh, else the device bootstraps at the BSF first.
+    #[arg(long, requires_all = ["gba_ub_url", "gba_bsf_fqdn", "gba_naf_fqdn"],
+          conflicts_with_all = ["psk_identity", "target_cse", "cert"])]
+    pub gba_usim: Option<std::path::PathBuf>,
+    /// ... the BSF's Ub URL (http://host:port) ...
+    #[arg(long)]
+    pub gba_ub_url: Option<String>,
+    /// ... its domain (the B-TIDs' suffix) ...
+    #[arg(long)]
+    pub gba_bsf_fqdn: Option<String>,
+    /// ... and the CSE's NAF FQDN: its CSE-ID's public domain name (id-in.m2m.example.com).
+    #[arg(long)]
+    pub gba_naf_fqdn: Option<String>,
     /// Group authentication (seeds/001 clause 8.2.1): the group agent (MN-CSE, https://host:port)
     /// to obtain the round's Rand from; the request then goes to --url over TLS-PSK with
     /// (KsxId, Ksx). Also: --group-agent-to, --kpsaxm-id, --kpsaxm-env, --kpsaxi-env.
@@ -344,7 +359,18 @@ pub async fn run(mut args: RequestArgs) -> anyhow::Result<i32> {
     };
     let client = mode.client(psk, &peer, Duration::from_secs(args.timeout))?;
     let known = maf.as_ref().map(|(access, _)| access);
-    match send(&client, &args, &url, &req, known).await {
+    let mut sent = send(&client, &args, &url, &req, known).await;
+    // GBA: a kept key the CSE could not use (the BSF forgot the B-TID, or it ran out) is
+    // replaced by a new bootstrapping, once.
+    if let (SaeMode::Gba(gba), Err(e)) = (&mode, &sent) {
+        if e.rsc == m2m_core::ResponseStatusCode::TargetNotReachable {
+            eprintln!("m2m request: the association failed ({e}); bootstrapping anew");
+            let psk = crate::association::gba_psk(gba, true).await?;
+            let client = mode.client(Some(psk), &peer, Duration::from_secs(args.timeout))?;
+            sent = send(&client, &args, &url, &req, known).await;
+        }
+    }
+    match sent {
         Ok(rsp) => {
             if args.json {
                 println!("{}", response_json(&rsp));
@@ -490,7 +516,7 @@ async fn group_connection_key(
     let client = m2m_client::Client::new().with_timeout(Duration::from_secs(args.timeout));
     let material = request_key_material(&agent, client).await?;
     let key = derive(material, &env(kpsaxi_env)?)?;
-    Ok(Some((
+    Ok(Some(crate::association::PskCredential::new(
         key.ksx_id.clone(),
         zeroize::Zeroizing::new(key.ksx.expose().to_vec()),
     )))
@@ -506,6 +532,19 @@ fn sae_mode(args: &RequestArgs, ae: Option<&AeConfig>) -> anyhow::Result<SaeMode
             fqdn: fqdn.clone(),
             target_cse: target.clone(),
             credential: maf_credential(args)?,
+        }));
+    }
+    if let (Some(usim), Some(ub), Some(bsf), Some(naf)) = (
+        &args.gba_usim,
+        &args.gba_ub_url,
+        &args.gba_bsf_fqdn,
+        &args.gba_naf_fqdn,
+    ) {
+        return Ok(SaeMode::Gba(crate::association::GbaSae {
+            usim: usim.clone(),
+            ub_url: ub.clone(),
+            bsf_fqdn: bsf.clone(),
+            naf_fqdn: naf.clone(),
         }));
     }
     if args.maf_url.is_some() && !args.esprim_maf {

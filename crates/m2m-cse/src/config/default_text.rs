@@ -315,6 +315,22 @@ const DOCS: &[Doc] = &[
         "keep a retrieved key until its expiration, at most this long; 0: ask at every handshake (a de-registered key opens nothing)",
     ),
     Table(
+        "gba",
+        "The BSF this CSE is a NAF of (GBA-based SAE, TS-0003 clause 8.3.2.3, 3GPP TS 33.222): a device\n\
+         offers its B-TID as psk_identity, the CSE fetches Ks_NAF over Zn with [tls] certificate, private_key\n\
+         and trusted_ca, which it needs. Its NAF FQDN is its CSE-ID's public domain name.",
+    ),
+    Key("gba.zn_url", "the BSF's Zn URL (https)"),
+    Key(
+        "gba.bsf_fqdn",
+        "the BSF's domain: its certificate's name and the suffix of its B-TIDs (base64(RAND)@domain)",
+    ),
+    Key("gba.timeout_ms", "how long a handshake waits for the BSF"),
+    Key(
+        "gba.cache_seconds",
+        "keep a fetched key until its B-TID expires, at most this long; 0: ask at every handshake",
+    ),
+    Table(
         "dynamic_authorization",
         "Dynamic authorization (TS-0003 clause 7.3.2.2): when no policy grants a request on a resource linked\n\
          (daci) to an enabled <dynamicAuthorizationConsultation>, the CSE asks a Dynamic Authorization Server\n\
@@ -573,6 +589,12 @@ fn example() -> Config {
         timeout_ms: default_maf_timeout(),
         cache_seconds: 0,
     });
+    c.gba = Some(GbaSection {
+        zn_url: "https://bsf.operator.example.net:8444".into(),
+        bsf_fqdn: "bsf.operator.example.net".into(),
+        timeout_ms: default_maf_timeout(),
+        cache_seconds: 0,
+    });
     c.dynamic_authorization = Some(DynamicAuthorizationSection {
         servers: vec![DasServerRow {
             url: "https://das.m2m.example.com:8443".into(),
@@ -659,6 +681,7 @@ mod tests {
             ("security.psk", field_names::<PskRow>()),
             ("security.role_issuers", field_names::<RoleIssuerRow>()),
             ("maf", field_names::<MafSection>()),
+            ("gba", field_names::<GbaSection>()),
             (
                 "dynamic_authorization",
                 field_names::<DynamicAuthorizationSection>(),
@@ -750,6 +773,7 @@ mod tests {
     fn each_optional_example_parses_uncommented() {
         let needs: &[(&str, &[&str])] = &[
             ("maf", &["tls"]),
+            ("gba", &["tls"]),
             ("group_authentication.agents", &["tls"]),
             ("mqtt.acl_file", &["mqtt.broker_pid_file"]),
             ("esprim.keys.key", &["-esprim.keys.key_env"]),
@@ -785,6 +809,7 @@ mod tests {
             "security.keystore",
             "security.psk",
             "maf",
+            "gba",
             "group_authentication.agents",
             "esprim.keys",
             "esprim.keys.key",

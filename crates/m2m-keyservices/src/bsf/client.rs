@@ -31,6 +31,18 @@ pub struct Bootstrapped {
     pub expires: chrono::DateTime<chrono::Utc>,
 }
 
+impl Clone for Bootstrapped {
+    fn clone(&self) -> Self {
+        Bootstrapped {
+            b_tid: self.b_tid.clone(),
+            ks: Ks::from_bytes(self.ks.expose()),
+            rand: self.rand,
+            impi: self.impi.clone(),
+            expires: self.expires,
+        }
+    }
+}
+
 impl std::fmt::Debug for Bootstrapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bootstrapped")
@@ -275,6 +287,26 @@ pub async fn bootstrap(
     Err(BootstrapError::Protocol(
         "the BSF challenged again after a resynchronisation".into(),
     ))
+}
+
+/// The device's bootstrapped key: the one its USIM file keeps while it is fresh, else a new
+/// bootstrapping (kept in the file for the next run). `force` bootstraps anew whatever is kept
+/// (a NAF no longer knew the B-TID).
+pub async fn current_key(
+    ub_url: &str,
+    bsf_fqdn: &str,
+    usim: &mut SoftwareUsim,
+    force: bool,
+) -> Result<Bootstrapped, BootstrapError> {
+    if let Some(kept) = usim.bootstrapped.as_ref().filter(|b| {
+        !force && b.is_fresh() && m2m_security::gba::key_derivation::is_b_tid_of(&b.b_tid, bsf_fqdn)
+    }) {
+        return Ok(kept.clone());
+    }
+    let fresh = bootstrap(ub_url, bsf_fqdn, usim).await?;
+    usim.bootstrapped = Some(fresh.clone());
+    usim.save().map_err(BootstrapError::Usim)?;
+    Ok(fresh)
 }
 
 fn refused(a: &Answer) -> BootstrapError {

@@ -44,7 +44,7 @@ pub mod server;
 pub mod store;
 pub mod usim;
 
-pub use client::{bootstrap, BootstrapError, Bootstrapped, NafKey, ZnClient};
+pub use client::{bootstrap, current_key, BootstrapError, Bootstrapped, NafKey, ZnClient};
 pub use config::{BsfConfig, DEFAULT_CONFIG};
 pub use server::{open_store, Bsf, RunningBsf};
 pub use usim::SoftwareUsim;

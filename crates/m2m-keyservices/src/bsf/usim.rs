@@ -2,10 +2,13 @@
 //! only its owner may read (0600). The project simulates the UICC; everything it computes is the
 //! USIM's real algorithm (MILENAGE, TS 35.206) and check (TS 33.102 clause 6.3.3).
 //!
-//! The file is JSON: `{"impi": "...", "k": "<32 hex>", "opc": "<32 hex>", "sqnHighest": N}`. The
-//! highest SQN is written (to a temporary file renamed over the old one) before the answer that
-//! accepted it leaves the device, so a replayed challenge is refused after a crash too.
+//! The file is JSON: `{"impi": "...", "k": "<32 hex>", "opc": "<32 hex>", "sqnHighest": N}`, and
+//! once the device has bootstrapped, the key the ME keeps (TS 33.220 clause 4.5.2): `"bootstrapped":
+//! {"bTid": ..., "ks": "<64 hex>", "rand": "<32 hex>", "expires": "<RFC 3339>"}`. The highest SQN is
+//! written (to a temporary file renamed over the old one) before the answer that accepted it leaves
+//! the device, so a replayed challenge is refused after a crash too.
 
+use m2m_security::gba::key_derivation::Ks;
 use m2m_security::gba::milenage::{Block, Milenage};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -19,6 +22,29 @@ struct UsimFile {
     k: String,
     opc: String,
     sqn_highest: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bootstrapped: Option<KeptKey>,
+}
+
+/// The bootstrapped key as the file keeps it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeptKey {
+    b_tid: String,
+    ks: String,
+    rand: String,
+    expires: String,
+}
+
+impl Drop for UsimFile {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.k.zeroize();
+        self.opc.zeroize();
+        if let Some(b) = &mut self.bootstrapped {
+            b.ks.zeroize();
+        }
+    }
 }
 
 /// A USIM held in a file.
@@ -29,6 +55,8 @@ pub struct SoftwareUsim {
     opc: Zeroizing<Block>,
     /// The highest SQN accepted.
     pub sqn_highest: u64,
+    /// The key of the last bootstrapping, kept for later runs.
+    pub bootstrapped: Option<super::Bootstrapped>,
 }
 
 impl std::fmt::Debug for SoftwareUsim {
@@ -59,12 +87,27 @@ impl SoftwareUsim {
             .map_err(|e| format!("{}: not a USIM file: {e}", path.display()))?;
         let k = block(&f.k, "k").map_err(|e| format!("{}: {e}", path.display()))?;
         let opc = block(&f.opc, "opc").map_err(|e| format!("{}: {e}", path.display()))?;
+        // A kept key that does not read is dropped: the device bootstraps again.
+        let bootstrapped = f.bootstrapped.as_ref().and_then(|b| {
+            let ks = Zeroizing::new(hex::decode(&b.ks).ok()?);
+            let rand = hex::decode(&b.rand).ok()?;
+            Some(super::Bootstrapped {
+                b_tid: b.b_tid.clone(),
+                ks: Ks::from_bytes(ks[..].try_into().ok()?),
+                rand: rand.try_into().ok()?,
+                impi: f.impi.clone(),
+                expires: chrono::DateTime::parse_from_rfc3339(&b.expires)
+                    .ok()?
+                    .with_timezone(&chrono::Utc),
+            })
+        });
         Ok(SoftwareUsim {
             path: path.to_path_buf(),
-            impi: f.impi,
+            impi: f.impi.clone(),
             k,
             opc,
             sqn_highest: f.sqn_highest,
+            bootstrapped,
         })
     }
 
@@ -76,6 +119,7 @@ impl SoftwareUsim {
             k: Zeroizing::new(*k),
             opc: Zeroizing::new(*opc),
             sqn_highest: 0,
+            bootstrapped: None,
         };
         usim.write(true)?;
         Ok(usim)
@@ -84,6 +128,11 @@ impl SoftwareUsim {
     /// The USIM's algorithm set.
     pub fn milenage(&self) -> Milenage {
         Milenage::new(*self.k, *self.opc)
+    }
+
+    /// The path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Persists the highest SQN accepted (before the answer that accepted it is sent).
@@ -98,6 +147,12 @@ impl SoftwareUsim {
                 k: hex::encode(&self.k[..]),
                 opc: hex::encode(&self.opc[..]),
                 sqn_highest: self.sqn_highest,
+                bootstrapped: self.bootstrapped.as_ref().map(|b| KeptKey {
+                    b_tid: b.b_tid.clone(),
+                    ks: hex::encode(b.ks.expose()),
+                    rand: hex::encode(b.rand),
+                    expires: b.expires.to_rfc3339(),
+                }),
             })
             .map_err(|e| e.to_string())?,
         );

@@ -1413,6 +1413,8 @@ pub struct ServiceProcess {
     log: PathBuf,
     /// `https://ADDR`.
     url: String,
+    /// The lines it printed before the listening line (a BSF's Ub address).
+    pub preamble: Vec<String>,
 }
 
 impl ServiceProcess {
@@ -1436,6 +1438,7 @@ impl ServiceProcess {
             child,
             log,
             url: String::new(),
+            preamble: Vec::new(),
         };
         let addr = loop {
             let Some(Ok(line)) = lines.next() else {
@@ -1445,6 +1448,7 @@ impl ServiceProcess {
             if let Some(addr) = line.strip_prefix(&prefix) {
                 break addr.to_owned();
             }
+            service.preamble.push(line);
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
