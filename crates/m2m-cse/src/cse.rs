@@ -89,7 +89,7 @@ pub struct Cse {
     /// The MAF of `[maf]` (MAF-based SAE and the MAF ESPrim Framework), one cache for both.
     pub(crate) maf: Option<Arc<crate::maf_keys::MafKeys>>,
     /// The BSF this CSE is a NAF of (`[gba]`), for GBA-based SAE.
-    pub(crate) gba: Option<Arc<crate::gba_keys::GbaKeys>>,
+    pub(crate) gba: Option<Arc<m2m_keyservices::bsf::NafKeys>>,
     /// Group authentication, entity B: live inner associations and the current round.
     pub(crate) group_agent: crate::group_authentication::Agent,
     /// ESPrim Target: the pairwiseESPrimKeys and the rands, sessions and replay cache.
@@ -137,7 +137,7 @@ impl Cse {
         let certificate = certificate_context(&cfg, false, revocation.clone())?;
         let dtls_certificate = certificate_context(&cfg, true, revocation.clone())?;
         let maf = crate::maf_keys::MafKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
-        let gba = crate::gba_keys::GbaKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
+        let gba = crate::gba_keys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
         let (client, registrar_client) = outgoing_clients(
             &cfg,
             certificate.clone(),

@@ -1,185 +1,37 @@
-//! GBA-based security association establishment on the CSE (TS-0003 clause 8.3.2.3 with 3GPP
-//! TS 33.222): this CSE is a NAF. A device offers its B-TID (`base64(RAND)@BSF-domain`) as
-//! psk_identity; the CSE fetches Ks_NAF for it from the BSF over Zn (mutual TLS with its [tls]
-//! certificate) and completes the TLS-PSK handshake with it. NAF_Id is the CSE-ID's public
-//! domain name and the Ua protocol of the handshake: for TLS and DTLS 1.2 the suite being
-//! negotiated (0x01,0x00,0x01,suite), for TLS 1.3 one identifier (TS 33.220 Annex H).
-//!
-//! The association binds the AE-ID the BSF's subscriber record names; its Credential-ID is
-//! `97-<IMPI>` (the subscriber, [`CredentialId::TYPE_GBA_IMPI`]), which registration rules name.
-//!
-//! TS 33.222 has the server send the PSK identity hint "3GPP-bootstrapping": the `openssl` crate
-//! has no safe setter for it (SSL_CTX_use_psk_identity_hint is not bound) and this project uses no
-//! `unsafe`, so no hint is sent; the CSE's clients are configured for GBA and do not need it.
+//! GBA-based security association establishment on the CSE (TS-0003 clause 8.3.2.3): this CSE is
+//! a NAF of the BSF of `[gba]`, its NAF FQDN the public domain name of its CSE-ID; the lookup
+//! itself is [`m2m_keyservices::bsf::NafKeys`].
 
-use crate::config::{Config, GbaSection};
-use crate::key_fetch::FetchLimits;
-use m2m_core::{EntityId, Home};
-use m2m_keyservices::bsf::ZnClient;
-use m2m_security::association::{Association, SaeMode};
-use m2m_security::credentials::CredentialId;
-use m2m_security::gba::key_derivation::{is_b_tid_of, ua_tls13_psk, ua_tls_psk, NafId};
-use m2m_security::tls::{PskHandshake, PskKey, PskLookup, PskSuite};
+use crate::config::Config;
+use m2m_keyservices::bsf::{NafKeys, ZnClient};
 use openssl::ssl::SslContext;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
+use std::time::Duration;
 
-/// (B-TID, Ua protocol) -> the association, the key, until when the cache may use it.
-type Cached = (Association, Zeroizing<Vec<u8>>, Instant);
-
-/// The BSF of `[gba]`.
-pub(crate) struct GbaKeys {
-    section: GbaSection,
-    home: Home,
-    /// This CSE's NAF FQDN: its CSE-ID's public domain name.
-    naf_fqdn: String,
-    zn: ZnClient,
-    cache: Mutex<HashMap<(String, [u8; 5]), Cached>>,
-    limits: FetchLimits,
-}
-
-impl GbaKeys {
-    /// The BSF of `[gba]`, reached with `certificate`, this CSE's outgoing certificate context;
-    /// `None` without `[gba]`.
-    pub(crate) fn from_config(
-        cfg: &Config,
-        certificate: Option<&SslContext>,
-    ) -> anyhow::Result<Option<Self>> {
-        let Some(section) = cfg.gba.clone() else {
-            return Ok(None);
-        };
-        let has_key = cfg.tls.as_ref().is_some_and(|t| t.private_key.is_some());
-        let Some(context) = certificate.filter(|_| has_key).cloned() else {
-            anyhow::bail!("[gba] needs [tls] certificate, private_key and trusted_ca to authenticate to the BSF");
-        };
-        let identity = cfg.identity()?;
-        let naf_fqdn = identity
-            .naming
-            .dns_name(&identity.cse_id)
-            .map_err(|e| anyhow::anyhow!("[gba]: this CSE has no NAF FQDN: {e}"))?;
-        let zn = ZnClient::new(&section.zn_url, &section.bsf_fqdn, context);
-        Ok(Some(Self {
-            section,
-            home: identity.home,
-            naf_fqdn,
-            zn,
-            cache: Mutex::new(HashMap::new()),
-            limits: FetchLimits::default(),
-        }))
-    }
-
-    /// Whether a psk_identity is a B-TID of this CSE's BSF.
-    pub(crate) fn governs(&self, psk_identity: &str) -> bool {
-        is_b_tid_of(psk_identity, &self.section.bsf_fqdn)
-    }
-
-    fn cached(&self, key: &(String, [u8; 5])) -> Option<PskKey> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.get(key) {
-            Some((association, psk, until)) if *until > Instant::now() => Some(PskKey {
-                association: association.clone(),
-                key: psk.clone(),
-            }),
-            Some(_) => {
-                cache.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remember(&self, key: (String, [u8; 5]), psk: &PskKey, expires_in: Duration) {
-        let keep = expires_in.min(Duration::from_secs(self.section.cache_seconds));
-        if keep.is_zero() {
-            return;
-        }
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|_, (_, _, until)| *until > Instant::now());
-        cache.insert(
-            key,
-            (
-                psk.association.clone(),
-                psk.key.clone(),
-                Instant::now() + keep,
-            ),
+/// The NAF keys of `[gba]`, fetched with `certificate`, this CSE's outgoing certificate context;
+/// `None` without `[gba]`.
+pub(crate) fn from_config(
+    cfg: &Config,
+    certificate: Option<&SslContext>,
+) -> anyhow::Result<Option<NafKeys>> {
+    let Some(section) = cfg.gba.clone() else {
+        return Ok(None);
+    };
+    let has_key = cfg.tls.as_ref().is_some_and(|t| t.private_key.is_some());
+    let Some(context) = certificate.filter(|_| has_key).cloned() else {
+        anyhow::bail!(
+            "[gba] needs [tls] certificate, private_key and trusted_ca to authenticate to the BSF"
         );
-    }
-
-    /// Ks_NAF from the BSF, and the association it opens.
-    async fn fetch(&self, b_tid: &str, naf: &NafId) -> Result<(PskKey, Duration), String> {
-        let key = self.zn.naf_key(b_tid, naf).await?;
-        let expires_in = (key.expires - chrono::Utc::now())
-            .to_std()
-            .map_err(|_| "the B-TID has expired".to_owned())?;
-        let entity = match &key.ae_id {
-            Some(ae) => Some(
-                EntityId::parse(ae, &self.home)
-                    .ok()
-                    .filter(EntityId::is_ae)
-                    .ok_or("the BSF named an AE-ID that is no AE-ID of this SP")?,
-            ),
-            None => None,
-        };
-        let credential = CredentialId::new(CredentialId::TYPE_GBA_IMPI, &key.impi)
-            .map_err(|e| format!("the subscriber's IMPI is no Credential-ID value: {e}"))?;
-        Ok((
-            PskKey {
-                association: Association {
-                    mode: SaeMode::GbaKey,
-                    credential,
-                    entity,
-                },
-                key: Zeroizing::new(key.ks_naf.to_vec()),
-            },
-            expires_in,
-        ))
-    }
-}
-
-impl PskLookup for GbaKeys {
-    fn lookup(&self, psk_identity: &str, handshake: &PskHandshake) -> Option<PskKey> {
-        if !self.governs(psk_identity) {
-            return None;
-        }
-        let ua = match handshake.suite {
-            PskSuite::Tls12(code) => ua_tls_psk(u16::from_be_bytes(code)),
-            PskSuite::Tls13 => ua_tls13_psk(),
-            // Without the protocol there is no NAF_Id, so no key.
-            PskSuite::Unknown => return None,
-        };
-        let cache_key = (psk_identity.to_owned(), ua);
-        if let Some(key) = self.cached(&cache_key) {
-            return Some(key);
-        }
-        // B-TIDs are base64: compared exactly, never without case.
-        if self.limits.refused_recently(psk_identity) {
-            return None;
-        }
-        let peer = handshake.peer;
-        let Some(_slot) = self.limits.fetch_slot(peer) else {
-            tracing::warn!(target: "audit", psk_identity, peer = ?peer, "GBA key not fetched: too many fetches in flight from this address");
-            return None;
-        };
-        let naf = NafId {
-            fqdn: self.naf_fqdn.clone(),
-            ua_protocol: ua,
-        };
-        let timeout = Duration::from_millis(self.section.timeout_ms);
-        match m2m_keyservices::psk_fetch::fetch_in_psk_callback(
-            timeout,
-            self.fetch(psk_identity, &naf),
-        ) {
-            Ok((key, expires_in)) => {
-                self.remember(cache_key, &key, expires_in);
-                Some(key)
-            }
-            Err(why) => {
-                tracing::warn!(target: "audit", psk_identity, reason = %why, "GBA key not available");
-                self.limits.remember_refusal(psk_identity);
-                None
-            }
-        }
-    }
+    };
+    let identity = cfg.identity()?;
+    let naf_fqdn = identity
+        .naming
+        .dns_name(&identity.cse_id)
+        .map_err(|e| anyhow::anyhow!("[gba]: this CSE has no NAF FQDN: {e}"))?;
+    Ok(Some(NafKeys::new(
+        ZnClient::new(&section.zn_url, &section.bsf_fqdn, context),
+        &naf_fqdn,
+        identity.home,
+        Duration::from_millis(section.timeout_ms),
+        section.cache_seconds,
+    )))
 }

@@ -25,7 +25,6 @@ pub(crate) mod group_authentication;
 pub(crate) mod group_credentials;
 pub(crate) mod http_server;
 mod impersonation;
-mod key_fetch;
 mod maf_keys;
 pub(crate) mod mqtt_binding;
 pub mod mqtt_broker;
@@ -85,7 +84,7 @@ struct SecureEnvironmentPsk {
     /// MAF-distributed keys, asked for when no environment knows the identity.
     maf: Option<Arc<maf_keys::MafKeys>>,
     /// GBA NAF keys: a B-TID of the configured BSF opens only with its Ks_NAF.
-    gba: Option<Arc<gba_keys::GbaKeys>>,
+    gba: Option<Arc<m2m_keyservices::bsf::NafKeys>>,
     /// Group authentication (entity C): a member's KsxId opens only with its current Ksx.
     group: Option<Arc<group_authentication::GroupKeys>>,
     /// Rotated KpsaIDs first: a retired one opens nothing, whatever row still holds it.

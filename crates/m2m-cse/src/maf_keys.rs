@@ -18,7 +18,7 @@
 //! association.
 
 use crate::config::{Config, MafSection};
-use crate::key_fetch::FetchLimits;
+use m2m_keyservices::psk_fetch::FetchLimits;
 use m2m_core::{EntityId, Home};
 use m2m_keyservices::maf::MafClient;
 use m2m_security::association::{Association, SaeMode};

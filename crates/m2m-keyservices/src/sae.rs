@@ -46,9 +46,30 @@ pub async fn enrol_for_maf(
     maf_fqdn: &str,
 ) -> Result<MafAccess, String> {
     let addr = crate::mef::client::mef_addr(mef_url).map_err(|e| format!("MEF: {e}"))?;
-    let mut mef = MefClient::connect_psk(&addr, mef_fqdn, kpm_id, kpm)
+    let mef = MefClient::connect_psk(&addr, mef_fqdn, kpm_id, kpm)
         .await
         .map_err(|e| format!("MEF: {e}"))?;
+    enrol_on(mef, maf_url, maf_fqdn).await
+}
+
+/// [`enrol_for_maf`] for a device with a USIM: the enrolment authenticated by GBA (the B-TID and
+/// Ks_NAF of `key`, the MEF a NAF of the device's BSF); the MAF flow follows unchanged.
+pub async fn enrol_for_maf_by_gba(
+    mef_url: &str,
+    mef_fqdn: &str,
+    key: &crate::bsf::Bootstrapped,
+    maf_url: &str,
+    maf_fqdn: &str,
+) -> Result<MafAccess, String> {
+    let addr = crate::mef::client::mef_addr(mef_url).map_err(|e| format!("MEF: {e}"))?;
+    let mef = MefClient::connect_gba(&addr, mef_fqdn, key)
+        .await
+        .map_err(|e| format!("MEF: {e}"))?;
+    enrol_on(mef, maf_url, maf_fqdn).await
+}
+
+/// The enrolment for the MAF on an open MEF connection, and the Km it gives.
+async fn enrol_on(mut mef: MefClient, maf_url: &str, maf_fqdn: &str) -> Result<MafAccess, String> {
     let request = EnrolmentRequest {
         indications: vec!["MAF".into()],
         maf_id: Some(maf_fqdn.into()),

@@ -86,13 +86,15 @@ mode = "none"
 # kpm_file = "pki/phone.kpm"
 # ... or in this environment variable.
 # kpm_env = "M2M_AE_KPM"
-# gba (GBA-based, a device with a USIM): the USIM file (mode 0600; `m2m bsf subscriber-add` writes it) ...
+# gba (GBA-based, a device with a USIM), or maf with an enrolment at the MEF authenticated by GBA
+# (mef_url, mef_fqdn and the three below instead of the kpm settings): the USIM file (mode 0600;
+# `m2m bsf subscriber-add` writes it) ...
 # usim = "pki/my-ae.usim"
 # ... the BSF's Ub URL ...
 # ub_url = "http://127.0.0.1:8080"
 # ... its domain (the B-TIDs' suffix) ...
 # bsf_fqdn = "bsf.operator.example.net"
-# ... and the CSE's NAF FQDN, its CSE-ID's public domain name.
+# ... and, in mode gba, the CSE's NAF FQDN, its CSE-ID's public domain name.
 # naf_fqdn = "id-in.m2m.example.com"
 
 # A notification receiver at the AE's pointOfAccess; without this table the AE receives nothing
@@ -643,7 +645,15 @@ fn sae_mode(s: SecurityFile, resolve: &dyn Fn(PathBuf) -> PathBuf) -> anyhow::Re
             ),
         },
         ModeName::Maf => {
-            let credential = if s.mef_url.is_some() {
+            let credential = if s.mef_url.is_some() && s.usim.is_some() {
+                MafCredential::GbaEnrolment {
+                    mef_url: need(s.mef_url.clone(), "mef_url")?,
+                    mef_fqdn: need(s.mef_fqdn.clone(), "mef_fqdn")?,
+                    usim: resolve(s.usim.clone().expect("checked")),
+                    ub_url: need(s.ub_url.clone(), "ub_url")?,
+                    bsf_fqdn: need(s.bsf_fqdn.clone(), "bsf_fqdn")?,
+                }
+            } else if s.mef_url.is_some() {
                 MafCredential::Enrolment {
                     mef_url: need(s.mef_url.clone(), "mef_url")?,
                     mef_fqdn: need(s.mef_fqdn.clone(), "mef_fqdn")?,

@@ -78,6 +78,15 @@ pub enum MafCredential {
         kpm_id: String,
         kpm: SecretSource,
     },
+    /// Remote provisioning authenticated by GBA: enrol at the MEF with the USIM's bootstrapped
+    /// key (the MEF a NAF of the BSF); Km is derived from the enrolment.
+    GbaEnrolment {
+        mef_url: String,
+        mef_fqdn: String,
+        usim: PathBuf,
+        ub_url: String,
+        bsf_fqdn: String,
+    },
 }
 
 /// MAF-based SAE: the MAF to obtain Kc from, the credential towards it, the target CSE.
@@ -337,6 +346,22 @@ pub async fn maf_access(maf: &MafSae) -> anyhow::Result<MafAccess> {
         } => enrol_for_maf(mef_url, mef_fqdn, kpm_id, &kpm.load()?, &maf.url, &maf.fqdn)
             .await
             .map_err(|e| anyhow!(e))?,
+        MafCredential::GbaEnrolment {
+            mef_url,
+            mef_fqdn,
+            usim,
+            ub_url,
+            bsf_fqdn,
+        } => {
+            let mut usim =
+                m2m_keyservices::bsf::SoftwareUsim::load(usim).map_err(|e| anyhow!(e))?;
+            let key = m2m_keyservices::bsf::current_key(ub_url, bsf_fqdn, &mut usim, false)
+                .await
+                .map_err(|e| anyhow!("GBA: {e}"))?;
+            m2m_keyservices::sae::enrol_for_maf_by_gba(mef_url, mef_fqdn, &key, &maf.url, &maf.fqdn)
+                .await
+                .map_err(|e| anyhow!(e))?
+        }
         MafCredential::Km { km_id, km } => MafAccess {
             url: maf.url.clone(),
             fqdn: maf.fqdn.clone(),

@@ -125,7 +125,9 @@ pub struct RequestArgs {
     pub target_cse: Option<String>,
     /// Remote provisioning: enrol at this MEF (https://host:port) first, with --kpm-id and the
     /// variable --kpm-env holding Kpm; the Km for the MAF is derived from the enrolment.
-    #[arg(long, requires_all = ["mef_fqdn", "kpm_id", "kpm_env", "maf_url"])]
+    /// With --gba-usim (--gba-ub-url, --gba-bsf-fqdn) instead of Kpm, the enrolment is
+    /// authenticated by GBA.
+    #[arg(long, requires_all = ["mef_fqdn", "maf_url"])]
     pub mef_url: Option<String>,
     #[arg(long)]
     pub mef_fqdn: Option<String>,
@@ -136,8 +138,8 @@ pub struct RequestArgs {
     /// GBA-based SAE (TS-0003 clause 8.3.2.3): the device's USIM file (`m2m bsf
     /// subscriber-add` writes it); with --gba-ub-url, --gba-bsf-fqdn and --gba-naf-fqdn. The key
     /// the file keeps is used while fresh, else the device bootstraps at the BSF first.
-    #[arg(long, requires_all = ["gba_ub_url", "gba_bsf_fqdn", "gba_naf_fqdn"],
-          conflicts_with_all = ["psk_identity", "target_cse", "cert"])]
+    #[arg(long, requires_all = ["gba_ub_url", "gba_bsf_fqdn"],
+          conflicts_with_all = ["psk_identity", "cert", "kpm_id"])]
     pub gba_usim: Option<std::path::PathBuf>,
     /// ... the BSF's Ub URL (http://host:port) ...
     #[arg(long)]
@@ -475,6 +477,19 @@ fn maf_credential(args: &RequestArgs) -> anyhow::Result<MafCredential> {
                 kpm_id: kpm_id.clone(),
                 kpm: SecretSource::Env(var.clone()),
             },
+            (Some(mef_url), Some(mef_fqdn), None, None) if args.gba_usim.is_some() => {
+                MafCredential::GbaEnrolment {
+                    mef_url: mef_url.clone(),
+                    mef_fqdn: mef_fqdn.clone(),
+                    usim: args.gba_usim.clone().expect("checked"),
+                    ub_url: args.gba_ub_url.clone().context("--gba-usim needs --gba-ub-url")?,
+                    bsf_fqdn: args
+                        .gba_bsf_fqdn
+                        .clone()
+                        .context("--gba-usim needs --gba-bsf-fqdn")?,
+                }
+            }
+            (Some(_), ..) => bail!("--mef-url needs --kpm-id and --kpm-env, or --gba-usim"),
             _ => match (&args.km_id, &args.km_env) {
                 (Some(km_id), Some(var)) => MafCredential::Km {
                     km_id: km_id.clone(),
@@ -534,17 +549,16 @@ fn sae_mode(args: &RequestArgs, ae: Option<&AeConfig>) -> anyhow::Result<SaeMode
             credential: maf_credential(args)?,
         }));
     }
-    if let (Some(usim), Some(ub), Some(bsf), Some(naf)) = (
-        &args.gba_usim,
-        &args.gba_ub_url,
-        &args.gba_bsf_fqdn,
-        &args.gba_naf_fqdn,
-    ) {
+    if let (Some(usim), Some(ub), Some(bsf)) = (&args.gba_usim, &args.gba_ub_url, &args.gba_bsf_fqdn)
+    {
+        let naf = args.gba_naf_fqdn.clone().context(
+            "--gba-usim needs --gba-naf-fqdn (GBA-based SAE with the CSE), or --mef-url with --maf-url (an enrolment)",
+        )?;
         return Ok(SaeMode::Gba(crate::association::GbaSae {
             usim: usim.clone(),
             ub_url: ub.clone(),
             bsf_fqdn: bsf.clone(),
-            naf_fqdn: naf.clone(),
+            naf_fqdn: naf,
         }));
     }
     if args.maf_url.is_some() && !args.esprim_maf {

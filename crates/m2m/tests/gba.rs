@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 const BSF_FQDN: &str = "bsf.operator.example.net";
+const MEF_FQDN: &str = "mef.operator.example.net";
+const MAF_FQDN: &str = "maf.operator.example.net";
 const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
 const IN_NAF: &str = "id-in.m2m.example.com";
 const REGISTRATION: &str = r#"{"m2m:ae":{"rn":"lock","api":"Nlock","rr":false,"srv":["3"]}}"#;
@@ -24,6 +26,8 @@ impl Setup {
     fn new() -> Setup {
         let pki = Pki::temp_ca_permitting_dns("operator.example.net");
         pki.issue(&["--kind", "mef", "--id", BSF_FQDN], "bsf");
+        pki.issue(&["--kind", "mef", "--id", MEF_FQDN], "mef");
+        pki.issue(&["--kind", "maf", "--id", MAF_FQDN], "maf");
         for id in ["/id-in", "/id-mn"] {
             pki.issue(&["--kind", "cse", "--id", id], &id[1..]);
         }
@@ -38,7 +42,8 @@ impl Setup {
         format!(
             "fqdn = \"{BSF_FQDN}\"\nsp_fqdn = \"m2m.example.com\"\nub_listen = \"127.0.0.1:0\"\n\
              zn_listen = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\n\
-             storage = {:?}\nstorage_key = {:?}\nlifetime_seconds = {lifetime}\n[[nafs]]\nid = \"/id-in\"\n",
+             storage = {:?}\nstorage_key = {:?}\nlifetime_seconds = {lifetime}\n[[nafs]]\nid = \"/id-in\"\n\
+             [[nafs]]\nid = \"{MEF_FQDN}\"\n",
             self.path("bsf.pem").display().to_string(),
             self.path("bsf.key").display().to_string(),
             self.pki.ca_pem().display().to_string(),
@@ -94,6 +99,28 @@ impl Setup {
             self.path(&format!("{cse}.key")).display(),
             self.pki.ca_pem().display(),
         ))
+    }
+}
+
+impl Setup {
+    /// `m2m mef` accepting GBA-authenticated enrolments (a NAF of the BSF at `zn_url`) and
+    /// serving Km to the MAF.
+    fn start_mef(&self, zn_url: &str) -> ServiceProcess {
+        ServiceProcess::start(
+            "mef",
+            self.pki.dir(),
+            &format!(
+                "fqdn = \"{MEF_FQDN}\"\nsp_fqdn = \"m2m.example.com\"\nlisten = \"127.0.0.1:0\"\n\
+                 certificate = {:?}\nprivate_key = {:?}\ntrusted_ca = {:?}\nstorage = {:?}\n\
+                 storage_key = {:?}\n[gba]\nzn_url = \"{zn_url}\"\nbsf_fqdn = \"{BSF_FQDN}\"\n\
+                 [[targets]]\nid = \"{MAF_FQDN}\"\nsuids = [11]\n",
+                self.path("mef.pem").display().to_string(),
+                self.path("mef.key").display().to_string(),
+                self.pki.ca_pem().display().to_string(),
+                self.path("mef-enrolments.json").display().to_string(),
+                self.path("mef-storage.key").display().to_string(),
+            ),
+        )
     }
 }
 
@@ -385,4 +412,62 @@ fn unknown_nafs_expired_b_tids_and_foreign_usims_open_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(bsf.stderr().contains("the network was not authenticated"));
+}
+
+/// GBA-based remote provisioning (TS-0003 clause 8.3.2.3): the device enrols at the MEF with its
+/// B-TID (the MEF a NAF of the BSF, the enrolee the AE-ID of the subscriber record), derives Km
+/// for the MAF, gets a connection key from the MAF and registers at the IN-CSE on it.
+#[test]
+fn a_device_enrols_at_the_mef_by_gba_and_reaches_the_maf_flow() {
+    let setup = Setup::new();
+    let (bsf, ub, usim) = setup.start_bsf(3600);
+    let mef = setup.start_mef(bsf.url());
+    let maf = common::start_maf_process(
+        &setup.pki,
+        MAF_FQDN,
+        &format!("[mef]\nurl = \"{}\"\nfqdn = \"{MEF_FQDN}\"\ntimeout_ms = 5000\n", mef.url()),
+    );
+    let cse = CseProcess::start_temp(&format!(
+        "[cse]\ncse_id = \"/id-in\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\n\
+         private_key = \"{}\"\ntrusted_ca = \"{}\"\n[maf]\nurl = \"{}\"\nfqdn = \"{MAF_FQDN}\"\n",
+        setup.path("id-in.pem").display(),
+        setup.path("id-in.key").display(),
+        setup.pki.ca_pem().display(),
+        maf.url(),
+    ));
+    let enrol = |usim: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args(["request", "--url", cse.https_url(), "--json", "--timeout", "5"])
+            .args(["-X", "create", "--to", "cse-in", "--from", "CLock", "--ty", "2"])
+            .args(["--body", REGISTRATION])
+            .args(["--mef-url", mef.url(), "--mef-fqdn", MEF_FQDN])
+            .args(["--gba-usim", usim.to_str().unwrap(), "--gba-ub-url", &ub])
+            .args(["--gba-bsf-fqdn", BSF_FQDN])
+            .args(["--maf-url", maf.url(), "--maf-fqdn", MAF_FQDN])
+            .args(["--target-cse", "//m2m.example.com/id-in"])
+            .output()
+            .unwrap()
+    };
+    let out = enrol(&usim);
+    let rsp = json_of(&out);
+    assert_eq!(rsp["rsc"], json!(2001), "{rsp}\nMEF: {}\nMAF: {}", mef.stderr(), maf.stderr());
+    assert_eq!(rsp["pc"]["m2m:ae"]["aei"], json!("CLock"), "{rsp}");
+    // The MEF authenticated the subscriber by GBA and enrolled the AE-ID its record names.
+    assert!(
+        mef.stderr().contains(&format!("GBA 97-{IMPI} -> /id-in/CLock")),
+        "{}",
+        mef.stderr()
+    );
+    assert!(mef.stderr().contains("enrolment created"));
+    assert!(bsf.stderr().contains("NAF key delivered"));
+
+    // A USIM with another K enrols nothing.
+    let forged = setup.path("forged.usim");
+    let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&usim).unwrap()).unwrap();
+    file["k"] = json!("00112233445566778899aabbccddeeff");
+    file.as_object_mut().unwrap().remove("bootstrapped");
+    common::write_private(&forged, &file.to_string());
+    let out = enrol(&forged);
+    assert!(!out.status.success());
+    assert_eq!(mef.stderr().matches("enrolment created").count(), 1);
 }

@@ -7,6 +7,7 @@
 //! | [`store`] | subscribers (IMPI, K, OPc, SQN, AE-ID) and bootstrapped keys, encrypted at rest | TS 33.220 4.4.2 (the HSS's GBA user security settings, simplified) |
 //! | [`server`] | Ub: HTTP Digest AKA; Zn: NAF keys over mutual TLS | TS 24.109 4, TS 33.220 4.5.2, 4.5.3 |
 //! | [`client`] | the device's bootstrapping and a NAF's Zn client | TS 24.109 4.4 |
+//! | [`naf`] | a NAF's PSK lookup: B-TID -> Ks_NAF over Zn, during the handshake | TS 33.222, TS-0003 8.3.2.3 |
 //! | [`usim`] | a software USIM in a 0600 file | TS 35.206, TS 33.102 6.3.3 |
 //!
 //! # Ub (devices, plain HTTP)
@@ -40,11 +41,13 @@
 
 pub mod client;
 pub mod config;
+pub mod naf;
 pub mod server;
 pub mod store;
 pub mod usim;
 
 pub use client::{bootstrap, current_key, BootstrapError, Bootstrapped, NafKey, ZnClient};
 pub use config::{BsfConfig, DEFAULT_CONFIG};
+pub use naf::NafKeys;
 pub use server::{open_store, Bsf, RunningBsf};
 pub use usim::SoftwareUsim;

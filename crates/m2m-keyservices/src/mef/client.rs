@@ -19,6 +19,9 @@ use std::path::Path;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+/// The one suite a GBA enrolee offers, so that it knows the NAF_Id its key is for.
+const GBA_SUITE: (&str, u16) = ("PSK-AES128-CBC-SHA256", 0x00AE);
+
 /// How long the TLS handshake with the MEF may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -131,6 +134,30 @@ impl MefClient {
         let cfg = ClientTlsConfig {
             cipher_suites: tls::PSK_SUITES.iter().map(|s| s.to_string()).collect(),
             psk: Some((kpm_id.to_owned(), Zeroizing::new(kpm.expose().to_vec()))),
+            ..Default::default()
+        };
+        let ctx = tls::client_context(&cfg).map_err(ClientError::Connect)?;
+        Self::connect_with_context(addr, mef_fqdn, &ctx, &PeerCheck::PreSharedKey).await
+    }
+
+    /// An enrolee connection authenticated by GBA (the MEF is a NAF of the device's BSF):
+    /// psk_identity = the B-TID of `key`, psk = Ks_NAF for NAF_Id = the MEF-FQDN and the one suite
+    /// offered (TS 33.220 Annex B, H). The MEF proves it knows the same key.
+    pub async fn connect_gba(
+        addr: &str,
+        mef_fqdn: &str,
+        key: &crate::bsf::Bootstrapped,
+    ) -> Result<MefClient, ClientError> {
+        use m2m_security::gba::key_derivation::{ua_tls_psk, NafId};
+        let (suite, code) = GBA_SUITE;
+        let naf = NafId {
+            fqdn: mef_fqdn.to_owned(),
+            ua_protocol: ua_tls_psk(code),
+        };
+        let ks_naf = key.ks_naf(&naf).map_err(ClientError::Connect)?;
+        let cfg = ClientTlsConfig {
+            cipher_suites: vec![suite.to_owned()],
+            psk: Some((key.b_tid.clone(), Zeroizing::new(ks_naf.to_vec()))),
             ..Default::default()
         };
         let ctx = tls::client_context(&cfg).map_err(ClientError::Connect)?;

@@ -57,6 +57,14 @@ lifetime_seconds = 86400
 # kpm_id = "0123456789ABCDEF0123456789ABCDEF@mef.keys.example.net"  # KpmID, relative@MEF-FQDN: the TLS psk_identity
 # key = "<64 hex digits>"  # Kpm in hex: fresh random bytes (openssl rand -hex 32), never a published example
 
+# GBA-authenticated enrolment (TS-0003 clause 8.3.2.3 with the BSF apart from the MEF): an enrolee with a
+# USIM presents its B-TID as psk_identity; the MEF, a NAF of this BSF, fetches Ks_NAF over Zn with its
+# certificate and the enrolee is the AE-ID the subscriber record names (read against in_cse_id).
+# [gba]
+# zn_url = "https://bsf.operator.example.net:8444"  # the BSF's Zn URL
+# bsf_fqdn = "bsf.operator.example.net"  # its domain: its certificate's name, the B-TIDs' suffix
+# timeout_ms = 2000  # how long a handshake waits for the BSF
+
 # An enrolment target allowed to fetch credentials, and for which SUIDs (11 = Km for a MAF,
 # 12 = Kpsa for a CSE/AE, others = usage-constrained keys).
 # [[targets]]
@@ -149,10 +157,31 @@ pub struct MefConfig {
     pub kpm: Vec<KpmRow>,
     #[serde(default)]
     pub targets: Vec<TargetRow>,
+    /// GBA-authenticated enrolment: the BSF whose B-TIDs enrolees may present (the MEF is its
+    /// NAF, with its FQDN and certificate); absent: none.
+    #[serde(default)]
+    pub gba: Option<GbaRow>,
     /// The listener's limits (m2m-transport): connection cap, handshake timeout and per-source
     /// handshakes, header-read and idle timeouts, shutdown grace. Every field has a default.
     #[serde(default)]
     pub limits: m2m_transport::Limits,
+}
+
+/// The BSF of a GBA-authenticated enrolment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GbaRow {
+    /// Its Zn URL (`https://host:port`).
+    pub zn_url: String,
+    /// Its domain: its certificate's name and the suffix of its B-TIDs.
+    pub bsf_fqdn: String,
+    /// How long a handshake waits for the BSF.
+    #[serde(default = "default_gba_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_gba_timeout() -> u64 {
+    2_000
 }
 
 impl PskRow for KpmRow {
@@ -246,6 +275,17 @@ impl MefConfig {
         }
         self.key_sources().check()?;
         self.limits.check()?;
+        if let Some(g) = &self.gba {
+            if self.certificate.is_none() || self.private_key.is_none() || self.trusted_ca.is_none()
+            {
+                return Err("[gba] needs certificate, private_key and trusted_ca (the MEF authenticates to the BSF with them)".into());
+            }
+            m2m_security::certificates::check_fqdn(&g.bsf_fqdn)
+                .map_err(|e| format!("gba.bsf_fqdn: {e}"))?;
+            if g.bsf_fqdn.eq_ignore_ascii_case(&self.fqdn) {
+                return Err("gba.bsf_fqdn must differ from fqdn: each names its own key identifiers".into());
+            }
+        }
         self.check_kpm_rows(&self.kpm)
     }
 
@@ -336,6 +376,7 @@ mod tests {
             ("", field_names::<MefConfig>()),
             ("kpm", field_names::<KpmRow>()),
             ("targets", field_names::<TargetRow>()),
+            ("gba", field_names::<GbaRow>()),
             ("limits", field_names::<m2m_transport::Limits>()),
         ];
         let p = problems(DEFAULT_CONFIG, fields);
@@ -385,6 +426,7 @@ mod tests {
                 "key_file",
                 "passphrase_env",
                 "kpm",
+                "gba",
                 "targets",
                 "targets"
             ]

@@ -53,11 +53,31 @@ impl PskLookup for KpmTable {
     }
 }
 
+/// The enrolee keys the MEF accepts: Kpm rows, then B-TIDs of its BSF (GBA).
+struct EnroleeKeys {
+    kpm: KpmTable,
+    gba: Option<crate::bsf::NafKeys>,
+}
+
+impl PskLookup for EnroleeKeys {
+    fn lookup(&self, psk_identity: &str, handshake: &tls::PskHandshake) -> Option<PskKey> {
+        match &self.gba {
+            Some(gba) if gba.governs(psk_identity) => gba.lookup(psk_identity, handshake),
+            _ => self.kpm.lookup(psk_identity, handshake),
+        }
+    }
+}
+
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug)]
 enum PeerAuth {
     /// TLS-PSK on a Kpm.
     Kpm { kpm_id: String, enrolee_id: String },
+    /// TLS-PSK on the Ks_NAF of a B-TID (GBA): the subscriber, and the enrolee its record names.
+    Gba {
+        subscriber: String,
+        enrolee_id: String,
+    },
     /// A certificate; its oneM2M identity (CSE-ID, AE-ID or FQDN).
     Certificate { identity: String },
 }
@@ -65,7 +85,7 @@ enum PeerAuth {
 impl PeerAuth {
     fn id(&self) -> &str {
         match self {
-            PeerAuth::Kpm { enrolee_id, .. } => enrolee_id,
+            PeerAuth::Kpm { enrolee_id, .. } | PeerAuth::Gba { enrolee_id, .. } => enrolee_id,
             PeerAuth::Certificate { identity } => identity,
         }
     }
@@ -88,6 +108,10 @@ impl std::fmt::Display for Conn {
                 "Kpm {}-{kpm_id} -> {enrolee_id}",
                 m2m_security::credentials::CredentialId::TYPE_KPM_ID
             ),
+            PeerAuth::Gba {
+                subscriber,
+                enrolee_id,
+            } => write!(f, "GBA {subscriber} -> {enrolee_id}"),
             PeerAuth::Certificate { identity } => write!(f, "certificate -> {identity}"),
         }
     }
@@ -106,6 +130,17 @@ impl Binder for MefBinder {
     fn bind(&self, proof: Authenticated, ssl: &SslRef, addr: SocketAddr) -> Result<Conn, String> {
         let mef = &self.mef;
         let auth = match proof {
+            // A B-TID: the enrolee is the AE-ID the BSF's subscriber record names.
+            Authenticated::Psk(a) if a.mode == m2m_security::association::SaeMode::GbaKey => {
+                let enrolee = a
+                    .entity
+                    .as_ref()
+                    .ok_or("the subscriber record names no AE-ID to enrol")?;
+                PeerAuth::Gba {
+                    subscriber: a.credential.to_string(),
+                    enrolee_id: enrolee.sp_relative(),
+                }
+            }
             // Every Kpm row names its enrolee, so a PSK association always carries one.
             Authenticated::Psk(a) => {
                 let kpm_id = a.credential.value().to_owned();
@@ -190,13 +225,42 @@ impl Mef {
             .chain(tls::CERTIFICATE_SUITES)
             .map(|s| s.to_string())
             .collect();
+        let gba = match &config.gba {
+            Some(g) => {
+                let (Some(cert), Some(key), Some(ca)) =
+                    (&config.certificate, &config.private_key, &config.trusted_ca)
+                else {
+                    return Err("[gba] needs certificate, private_key and trusted_ca".into());
+                };
+                let sp = m2m_core::SpId::parse(&config.sp_fqdn).map_err(|e| e.dbg)?;
+                let in_cse = m2m_core::CseId::parse(&config.in_cse_id).map_err(|e| e.dbg)?;
+                Some(crate::bsf::NafKeys::new(
+                    crate::bsf::ZnClient::new(
+                        &g.zn_url,
+                        &g.bsf_fqdn,
+                        crate::bsf::ZnClient::context(cert, key, ca)?,
+                    ),
+                    &config.fqdn,
+                    m2m_core::Home::cse(sp, in_cse),
+                    Duration::from_millis(g.timeout_ms),
+                    0,
+                ))
+            }
+            None => None,
+        };
+        let psk = (!table.is_empty() || gba.is_some()).then(|| {
+            Arc::new(EnroleeKeys {
+                kpm: KpmTable(table),
+                gba,
+            }) as Arc<dyn PskLookup>
+        });
         let tls = tls::server_context(&ServerTlsConfig {
             cipher_suites: suites,
             tls13: false,
             certificate_chain: config.certificate.clone(),
             private_key: config.private_key.clone(),
             trusted_ca: config.trusted_ca.clone(),
-            psk: (!table.is_empty()).then(|| Arc::new(KpmTable(table)) as Arc<dyn PskLookup>),
+            psk,
             revocation: crate::revocation_list(
                 config.crl.as_deref(),
                 config.trusted_ca.as_deref(),
@@ -433,7 +497,7 @@ impl Mef {
         };
         let target = match &conn.auth {
             PeerAuth::Certificate { identity } => identity.as_str(),
-            PeerAuth::Kpm { enrolee_id, .. } => {
+            PeerAuth::Kpm { enrolee_id, .. } | PeerAuth::Gba { enrolee_id, .. } => {
                 return refuse(
                     StatusCode::FORBIDDEN,
                     enrolee_id,
