@@ -54,6 +54,10 @@ pub struct Config {
     /// The MAF this CSE retrieves connection keys from (MAF-based SAE); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maf: Option<MafSection>,
+    /// Remote-provisioned Kpsa (TS-0003 clause 8.3.2.1): this CSE as an enrolment target of a
+    /// MEF; absent: KeIDs open nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mef: Option<MefSection>,
     /// GBA-based security association establishment (TS-0003 clause 8.3.2.3, TS 33.222): this
     /// CSE as a NAF of a BSF; absent: B-TIDs open nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -291,6 +295,25 @@ pub struct MafSection {
 
 fn default_maf_timeout() -> u64 {
     2_000
+}
+
+/// The MEF this CSE is an enrolment target of: an enrolee that enrolled naming this CSE for
+/// SUID 12 offers its KeID as KpsaID, and the CSE fetches that Kpsa from the MEF with its [tls]
+/// certificate (TS-0003 clauses 8.3.2.1, 10.3.3).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MefSection {
+    /// The MEF's URL, e.g. `https://mef.keys.example.net:8443`.
+    pub url: String,
+    /// The MEF-FQDN: its certificate's name and the suffix of its KeIDs.
+    pub fqdn: String,
+    /// How long a handshake waits for the MEF.
+    #[serde(default = "default_maf_timeout")]
+    pub timeout_ms: u64,
+    /// Keep a fetched Kpsa until its enrolment ends, at most this long (0: ask at every
+    /// handshake, so that a revoked enrolment opens nothing).
+    #[serde(default)]
+    pub cache_seconds: u64,
 }
 
 /// The BSF this CSE is a NAF of (GBA-based SAE): a device offers its B-TID as psk_identity, and
@@ -998,6 +1021,7 @@ impl Config {
         }
         self.validate_maf()?;
         self.validate_gba()?;
+        self.validate_mef()?;
         self.validate_group_authentication()?;
         self.validate_esprim()
     }
@@ -1050,6 +1074,47 @@ impl Config {
             .is_some_and(|m| m.fqdn.eq_ignore_ascii_case(&bsf))
         {
             bail!("[maf] fqdn and [gba] bsf_fqdn must differ: each names its own key identifiers");
+        }
+        Ok(())
+    }
+
+    /// The CSE authenticates to the MEF with its [tls] certificate; KeIDs of the MEF's domain
+    /// are the MEF's alone.
+    fn validate_mef(&self) -> anyhow::Result<()> {
+        let Some(m) = &self.mef else {
+            return Ok(());
+        };
+        let certified = self.tls.as_ref().is_some_and(|t| {
+            t.certificate.is_some() && t.private_key.is_some() && t.trusted_ca.is_some()
+        });
+        if !certified {
+            bail!("[mef] needs a [tls] section with certificate, private_key and trusted_ca (the CSE authenticates to the MEF with them)");
+        }
+        let fqdn = m2m_security::certificates::check_fqdn(&m.fqdn)
+            .map_err(|e| anyhow::anyhow!("mef.fqdn: {e}"))?;
+        if !m.url.starts_with("https://") {
+            bail!("mef.url must be https://");
+        }
+        if let Some(row) = self.security.psk.iter().find(|r| {
+            r.kpsa_id
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&fqdn))
+        }) {
+            bail!(
+                "security.psk kpsa_id {} is in the MEF's domain {fqdn}, whose KeIDs the MEF provisions",
+                row.kpsa_id
+            );
+        }
+        let clash = self
+            .maf
+            .as_ref()
+            .is_some_and(|x| x.fqdn.eq_ignore_ascii_case(&fqdn))
+            || self
+                .gba
+                .as_ref()
+                .is_some_and(|g| g.bsf_fqdn.eq_ignore_ascii_case(&fqdn));
+        if clash {
+            bail!("[mef] fqdn must differ from [maf] fqdn and [gba] bsf_fqdn: each names its own key identifiers");
         }
         Ok(())
     }

@@ -90,6 +90,8 @@ pub struct Cse {
     pub(crate) maf: Option<Arc<crate::maf_keys::MafKeys>>,
     /// The BSF this CSE is a NAF of (`[gba]`), for GBA-based SAE.
     pub(crate) gba: Option<Arc<m2m_keyservices::bsf::NafKeys>>,
+    /// The MEF this CSE is an enrolment target of (`[mef]`), for remote-provisioned Kpsa.
+    pub(crate) mef: Option<Arc<m2m_keyservices::mef::ProvisionedKpsaKeys>>,
     /// Group authentication, entity B: live inner associations and the current round.
     pub(crate) group_agent: crate::group_authentication::Agent,
     /// ESPrim Target: the pairwiseESPrimKeys and the rands, sessions and replay cache.
@@ -137,7 +139,9 @@ impl Cse {
         let certificate = certificate_context(&cfg, false, revocation.clone())?;
         let dtls_certificate = certificate_context(&cfg, true, revocation.clone())?;
         let maf = crate::maf_keys::MafKeys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
-        let gba = crate::gba_keys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
+        let gba = crate::provisioned_keys::from_config(&cfg, certificate.as_ref())?.map(Arc::new);
+        let mef =
+            crate::provisioned_keys::provisioned_kpsa(&cfg, certificate.as_ref())?.map(Arc::new);
         let (client, registrar_client) = outgoing_clients(
             &cfg,
             certificate.clone(),
@@ -225,6 +229,7 @@ impl Cse {
             group_keys,
             maf,
             gba,
+            mef,
             group_agent: Default::default(),
             esprim,
             group_credentials,

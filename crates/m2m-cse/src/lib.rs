@@ -19,7 +19,6 @@ mod dynamic_authorization;
 pub(crate) mod escertke;
 pub(crate) mod esprim;
 pub(crate) mod expiry;
-mod gba_keys;
 mod group;
 pub(crate) mod group_authentication;
 pub(crate) mod group_credentials;
@@ -31,6 +30,7 @@ pub mod mqtt_broker;
 pub(crate) mod multicast;
 mod notification;
 pub mod prefill;
+mod provisioned_keys;
 pub(crate) mod registration;
 mod resolve;
 mod resources;
@@ -85,6 +85,8 @@ struct SecureEnvironmentPsk {
     maf: Option<Arc<maf_keys::MafKeys>>,
     /// GBA NAF keys: a B-TID of the configured BSF opens only with its Ks_NAF.
     gba: Option<Arc<m2m_keyservices::bsf::NafKeys>>,
+    /// Kpsa the MEF provisioned: a KeID of the configured MEF opens only with its Kpsa.
+    mef: Option<Arc<m2m_keyservices::mef::ProvisionedKpsaKeys>>,
     /// Group authentication (entity C): a member's KsxId opens only with its current Ksx.
     group: Option<Arc<group_authentication::GroupKeys>>,
     /// Rotated KpsaIDs first: a retired one opens nothing, whatever row still holds it.
@@ -116,6 +118,9 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
         }
         if let Some(gba) = self.gba.as_ref().filter(|g| g.governs(psk_identity)) {
             return gba.lookup(psk_identity, handshake);
+        }
+        if let Some(mef) = self.mef.as_ref().filter(|m| m.governs(psk_identity)) {
+            return mef.lookup(psk_identity, handshake);
         }
         if let (Some(group), Ok(id)) = (self.group.as_ref(), KpsaId::parse(psk_identity)) {
             if group.governs(&id) {
@@ -149,7 +154,12 @@ fn psk_table(
     environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
     cse: &Cse,
 ) -> Option<Arc<dyn m2m_security::tls::PskLookup>> {
-    if environments.is_empty() && cse.maf.is_none() && cse.gba.is_none() && cse.rotation.is_none() {
+    if environments.is_empty()
+        && cse.maf.is_none()
+        && cse.gba.is_none()
+        && cse.mef.is_none()
+        && cse.rotation.is_none()
+    {
         return None;
     }
     Some(Arc::new(SecureEnvironmentPsk {
@@ -157,6 +167,7 @@ fn psk_table(
         home: cse.identity().home.clone(),
         maf: cse.maf.clone(),
         gba: cse.gba.clone(),
+        mef: cse.mef.clone(),
         group: cse.group_keys.clone(),
         rotation: cse.rotation.clone(),
         own_mqtt_identity: cse
@@ -518,6 +529,7 @@ mod tests {
             home,
             maf: None,
             gba: None,
+            mef: None,
             group,
             rotation: None,
             own_mqtt_identity: None,

@@ -18,16 +18,14 @@
 //! association.
 
 use crate::config::{Config, MafSection};
-use m2m_keyservices::psk_fetch::FetchLimits;
 use m2m_core::{EntityId, Home};
 use m2m_keyservices::maf::MafClient;
+use m2m_keyservices::psk_fetch::{FetchLimits, KeyCache};
 use m2m_security::association::{Association, SaeMode};
 use m2m_security::credentials::{CredentialId, Secret};
 use m2m_security::tls::{PskHandshake, PskKey, PskLookup};
 use openssl::ssl::SslContext;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// SUIDs whose keys may establish a security association (SAEF: pre-provisioned, RSPF- and
@@ -35,9 +33,6 @@ use zeroize::Zeroizing;
 const SAEF_SUIDS: [u32; 3] = [12, 22, 32];
 /// The SUID of a MAF-distributed pairwiseESPrimKey.
 pub(crate) use m2m_keyservices::sae::ESPRIM_MAF_SUID;
-
-/// A retrieved key: the association it opens, the PSK, and until when it may be used from the cache.
-type Cached = (Association, Zeroizing<Vec<u8>>, Instant);
 
 /// The MAF of `[maf]`: one per CSE, shared by the TLS listener (MAF-based SAE) and the ESPrim
 /// Target (MAF ESPrim Framework), so both use one cache and one TLS context.
@@ -48,7 +43,7 @@ pub(crate) struct MafKeys {
     /// How this SP's certificates name CSEs (the Credential-ID of a certificate source).
     naming: m2m_security::certificates::CseNaming,
     /// psk_identity -> cached key.
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: KeyCache<String>,
     /// Refusals remembered and fetches in flight.
     limits: FetchLimits,
     /// This CSE's certificate context (built once at start, not per handshake).
@@ -65,6 +60,7 @@ impl MafKeys {
         let Some(section) = cfg.maf.clone() else {
             return Ok(None);
         };
+        let cache_seconds = section.cache_seconds;
         let has_key = cfg.tls.as_ref().is_some_and(|t| t.private_key.is_some());
         let Some(context) = certificate.filter(|_| has_key).cloned() else {
             anyhow::bail!(
@@ -76,43 +72,10 @@ impl MafKeys {
             section,
             home: identity.home,
             naming: identity.naming,
-            cache: Mutex::new(HashMap::new()),
+            cache: KeyCache::new(Duration::from_secs(cache_seconds)),
             limits: FetchLimits::default(),
             context,
         }))
-    }
-
-    /// A cached key still valid for `psk_identity`.
-    fn cached(&self, psk_identity: &str) -> Option<PskKey> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.get(psk_identity) {
-            Some((association, key, until)) if *until > Instant::now() => Some(PskKey {
-                association: association.clone(),
-                key: key.clone(),
-            }),
-            Some(_) => {
-                cache.remove(psk_identity);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remember(&self, psk_identity: &str, key: &PskKey, expires_in: Duration) {
-        let keep = expires_in.min(Duration::from_secs(self.section.cache_seconds));
-        if keep.is_zero() {
-            return;
-        }
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|_, (_, _, until)| *until > Instant::now());
-        cache.insert(
-            psk_identity.to_owned(),
-            (
-                key.association.clone(),
-                key.key.clone(),
-                Instant::now() + keep,
-            ),
-        );
     }
 
     /// The hex(KcID) of a Key Identifier `hex(KcID)@MAF-FQDN` of this CSE's MAF; `None` for any other
@@ -232,7 +195,7 @@ impl PskLookup for MafKeys {
     fn lookup(&self, psk_identity: &str, handshake: &PskHandshake) -> Option<PskKey> {
         let peer = handshake.peer;
         let relative = self.relative_id(psk_identity)?;
-        if let Some(key) = self.cached(psk_identity) {
+        if let Some(key) = self.cache.get(&psk_identity.to_owned()) {
             return Some(key);
         }
         // Every ClientHello naming the MAF would otherwise make this CSE contact the MAF: key
@@ -254,7 +217,7 @@ impl PskLookup for MafKeys {
         let timeout = self.timeout();
         match m2m_keyservices::psk_fetch::fetch_in_psk_callback(timeout, self.fetch(relative)) {
             Ok((key, expires_in)) => {
-                self.remember(psk_identity, &key, expires_in);
+                self.cache.put(psk_identity.to_owned(), &key, expires_in);
                 Some(key)
             }
             Err(why) => {
@@ -284,7 +247,7 @@ mod tests {
             home: Home::sp(m2m_core::SpId::parse("m2m.example.com").unwrap()),
             naming: m2m_security::certificates::CseNaming::new("m2m.example.com", "/id-in")
                 .unwrap(),
-            cache: Mutex::new(HashMap::new()),
+            cache: KeyCache::new(Duration::ZERO),
             limits: FetchLimits::default(),
             context: openssl::ssl::SslContext::builder(openssl::ssl::SslMethod::tls_client())
                 .unwrap()

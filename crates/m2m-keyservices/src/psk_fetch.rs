@@ -112,6 +112,60 @@ impl Drop for FetchSlot<'_> {
     }
 }
 
+/// Keys fetched for handshakes, kept until they expire (or the cache's own limit), by the
+/// identifier they were fetched for.
+pub struct KeyCache<K> {
+    /// The longest a key is kept (0: never kept, fetched for every handshake).
+    limit: Duration,
+    entries: Mutex<HashMap<K, (m2m_security::tls::PskKey, Instant)>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> KeyCache<K> {
+    pub fn new(limit: Duration) -> KeyCache<K> {
+        KeyCache {
+            limit,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key of `id`, while it is valid.
+    pub fn get(&self, id: &K) -> Option<m2m_security::tls::PskKey> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(id) {
+            Some((key, until)) if *until > Instant::now() => Some(m2m_security::tls::PskKey {
+                association: key.association.clone(),
+                key: key.key.clone(),
+            }),
+            Some(_) => {
+                entries.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps `key` for `id` until it expires in `expires_in`, at most the cache's limit.
+    pub fn put(&self, id: K, key: &m2m_security::tls::PskKey, expires_in: Duration) {
+        let keep = expires_in.min(self.limit);
+        if keep.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        entries.retain(|_, (_, until)| *until > now);
+        entries.insert(
+            id,
+            (
+                m2m_security::tls::PskKey {
+                    association: key.association.clone(),
+                    key: key.key.clone(),
+                },
+                now + keep,
+            ),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,27 +49,16 @@ pub async fn enrol_for_maf(
     let mef = MefClient::connect_psk(&addr, mef_fqdn, kpm_id, kpm)
         .await
         .map_err(|e| format!("MEF: {e}"))?;
-    enrol_on(mef, maf_url, maf_fqdn).await
+    enrol_for_maf_on(mef, maf_url, maf_fqdn).await
 }
 
-/// [`enrol_for_maf`] for a device with a USIM: the enrolment authenticated by GBA (the B-TID and
-/// Ks_NAF of `key`, the MEF a NAF of the device's BSF); the MAF flow follows unchanged.
-pub async fn enrol_for_maf_by_gba(
-    mef_url: &str,
-    mef_fqdn: &str,
-    key: &crate::bsf::Bootstrapped,
+/// The enrolment for the MAF on an open MEF connection (an enrolee on Kpm or by GBA), and the Km
+/// it gives.
+pub async fn enrol_for_maf_on(
+    mut mef: MefClient,
     maf_url: &str,
     maf_fqdn: &str,
 ) -> Result<MafAccess, String> {
-    let addr = crate::mef::client::mef_addr(mef_url).map_err(|e| format!("MEF: {e}"))?;
-    let mef = MefClient::connect_gba(&addr, mef_fqdn, key)
-        .await
-        .map_err(|e| format!("MEF: {e}"))?;
-    enrol_on(mef, maf_url, maf_fqdn).await
-}
-
-/// The enrolment for the MAF on an open MEF connection, and the Km it gives.
-async fn enrol_on(mut mef: MefClient, maf_url: &str, maf_fqdn: &str) -> Result<MafAccess, String> {
     let request = EnrolmentRequest {
         indications: vec!["MAF".into()],
         maf_id: Some(maf_fqdn.into()),
@@ -85,6 +74,46 @@ async fn enrol_on(mut mef: MefClient, maf_url: &str, maf_fqdn: &str) -> Result<M
         fqdn: maf_fqdn.into(),
         km_id: enrolled.ke_id,
         km,
+    })
+}
+
+/// A Kpsa provisioned by the MEF (TS-0003 clauses 8.3.2.1, 10.3.3).
+pub struct ProvisionedKpsa {
+    /// KpsaID = KeID (`hex@MEF-FQDN`): the psk_identity, the name the target fetches it by.
+    pub kpsa_id: String,
+    pub kpsa: Secret,
+    /// Seconds the enrolment (and so the key) is valid.
+    pub lifetime: u64,
+}
+
+impl std::fmt::Debug for ProvisionedKpsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvisionedKpsa")
+            .field("kpsa_id", &self.kpsa_id)
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Enrols on an open MEF connection naming `target` (a CSE's SP-relative CSE-ID, as its
+/// certificate names it) for SUID 12, and derives the Kpsa the target fetches from the MEF.
+pub async fn enrol_for_kpsa(mut mef: MefClient, target: &str) -> Result<ProvisionedKpsa, String> {
+    let request = EnrolmentRequest {
+        indications: Vec::new(),
+        maf_id: None,
+        targets: vec![crate::mef::store::TargetRef {
+            id: target.to_owned(),
+            suid: crate::mef::SUID_SAEF,
+        }],
+    };
+    let enrolled = mef
+        .enrol(&request)
+        .await
+        .map_err(|e| format!("MEF enrolment: {e}"))?;
+    Ok(ProvisionedKpsa {
+        kpsa: crate::mef::credential_for(&enrolled.ke, crate::mef::SUID_SAEF, target),
+        kpsa_id: enrolled.ke_id,
+        lifetime: enrolled.lifetime,
     })
 }
 

@@ -2,7 +2,10 @@
 //! association with its CSE (TS-0003 clause 8.2), what it creates and subscribes to, and where it
 //! receives notifications. Read by `m2m ae --config` and `m2m request --ae`.
 
-use crate::association::{GbaSae, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer};
+use crate::association::{
+    GbaDevice, GbaSae, MafCredential, MafSae, MefEnrolee, MefEnrolment, MefKpsa, SaeMode,
+    SecretSource, TlsPeer,
+};
 use crate::notification_receiver::ReceiverSecurity;
 use anyhow::{anyhow, bail, Context};
 use m2m_core::ResourceType;
@@ -52,7 +55,7 @@ timeout_seconds = 10
 
 # The security association with the CSE (TS-0003 clause 8.2).
 [security]
-# "none" | "psk" | "certificate" | "maf" | "gba"; each mode needs the settings below that name it.
+# "none" | "psk" | "certificate" | "maf" | "gba" | "mef"; each mode needs the settings below that name it.
 mode = "none"
 # psk (provisioned symmetric key): the KpsaID, the TLS psk_identity ...
 # kpsa_id = "AE123456789012-Lock@in.provider.com"
@@ -76,7 +79,8 @@ mode = "none"
 # km_file = "pki/phone.km"
 # ... or in this environment variable.
 # km_env = "M2M_AE_KM"
-# maf with an enrolment at the MEF instead of a Km: the MEF's URL ...
+# maf with an enrolment at the MEF instead of a Km, or mef (a Kpsa the MEF provisions for target_cse,
+# here its CSE-ID /id-in; the CSE fetches the same key from the MEF): the MEF's URL ...
 # mef_url = "https://127.0.0.1:8446"
 # ... its MEF-FQDN ...
 # mef_fqdn = "mef.keys.example.net"
@@ -199,6 +203,7 @@ enum ModeName {
     Certificate,
     Maf,
     Gba,
+    Mef,
 }
 
 #[derive(Deserialize, Default)]
@@ -551,7 +556,7 @@ impl AeConfig {
                     None => url_host(&self.cse.url)?,
                 },
             }),
-            SaeMode::None | SaeMode::Maf(_) | SaeMode::Gba(_) => bail!(
+            SaeMode::None | SaeMode::Maf(_) | SaeMode::Gba(_) | SaeMode::MefKpsa(_) => bail!(
                 "[notifications] binding coaps needs [security] mode psk or certificate (the CSE proves itself with the same credentials)"
             ),
         }
@@ -645,21 +650,8 @@ fn sae_mode(s: SecurityFile, resolve: &dyn Fn(PathBuf) -> PathBuf) -> anyhow::Re
             ),
         },
         ModeName::Maf => {
-            let credential = if s.mef_url.is_some() && s.usim.is_some() {
-                MafCredential::GbaEnrolment {
-                    mef_url: need(s.mef_url.clone(), "mef_url")?,
-                    mef_fqdn: need(s.mef_fqdn.clone(), "mef_fqdn")?,
-                    usim: resolve(s.usim.clone().expect("checked")),
-                    ub_url: need(s.ub_url.clone(), "ub_url")?,
-                    bsf_fqdn: need(s.bsf_fqdn.clone(), "bsf_fqdn")?,
-                }
-            } else if s.mef_url.is_some() {
-                MafCredential::Enrolment {
-                    mef_url: need(s.mef_url.clone(), "mef_url")?,
-                    mef_fqdn: need(s.mef_fqdn.clone(), "mef_fqdn")?,
-                    kpm_id: need(s.kpm_id.clone(), "kpm_id")?,
-                    kpm: secret(s.kpm_env.clone(), s.kpm_file.clone(), "kpm")?,
-                }
+            let credential = if s.mef_url.is_some() {
+                MafCredential::Enrolment(mef_enrolment(&s, resolve)?)
             } else {
                 MafCredential::Km {
                     km_id: need(s.km_id.clone(), "km_id (or an enrolment: mef_url ...)")?,
@@ -674,16 +666,78 @@ fn sae_mode(s: SecurityFile, resolve: &dyn Fn(PathBuf) -> PathBuf) -> anyhow::Re
             })
         }
         ModeName::Gba => SaeMode::Gba(GbaSae {
-            usim: resolve(
-                s.usim
-                    .clone()
-                    .ok_or_else(|| anyhow!("[security] mode gba needs usim"))?,
-            ),
-            ub_url: need(s.ub_url.clone(), "ub_url")?,
-            bsf_fqdn: need(s.bsf_fqdn.clone(), "bsf_fqdn")?,
+            device: gba_device(&s, resolve)?
+                .ok_or_else(|| anyhow!("[security] mode gba needs usim"))?,
             naf_fqdn: need(s.naf_fqdn.clone(), "naf_fqdn")?,
         }),
+        ModeName::Mef => SaeMode::MefKpsa(MefKpsa {
+            enrolment: mef_enrolment(&s, resolve)?,
+            target: sp_relative_cse(&need(s.target_cse.clone(), "target_cse")?)?,
+        }),
     })
+}
+
+/// The device of `usim`, `ub_url` and `bsf_fqdn`, when `usim` is set.
+fn gba_device(
+    s: &SecurityFile,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> anyhow::Result<Option<GbaDevice>> {
+    let Some(usim) = s.usim.clone() else {
+        return Ok(None);
+    };
+    let need = |v: &Option<String>, key: &str| {
+        v.clone()
+            .ok_or_else(|| anyhow!("[security] usim needs {key}"))
+    };
+    Ok(Some(GbaDevice {
+        usim: resolve(usim),
+        ub_url: need(&s.ub_url, "ub_url")?,
+        bsf_fqdn: need(&s.bsf_fqdn, "bsf_fqdn")?,
+    }))
+}
+
+/// The enrolment of `mef_url` and `mef_fqdn`: on Kpm (kpm_id and kpm_env/kpm_file) or by GBA
+/// (usim, ub_url, bsf_fqdn).
+fn mef_enrolment(
+    s: &SecurityFile,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> anyhow::Result<MefEnrolment> {
+    let need = |v: &Option<String>, key: &str| {
+        v.clone()
+            .ok_or_else(|| anyhow!("[security] an enrolment at the MEF needs {key}"))
+    };
+    let enrolee = match gba_device(s, resolve)? {
+        Some(device) => MefEnrolee::Gba(device),
+        None => MefEnrolee::Kpm {
+            kpm_id: need(&s.kpm_id, "kpm_id (or usim)")?,
+            kpm: match (&s.kpm_env, &s.kpm_file) {
+                (Some(v), None) => SecretSource::Env(v.clone()),
+                (None, Some(f)) => SecretSource::File(resolve(f.clone())),
+                _ => bail!("[security] needs exactly one of kpm_env and kpm_file (keys are never written in the configuration)"),
+            },
+        },
+    };
+    Ok(MefEnrolment {
+        mef_url: need(&s.mef_url, "mef_url")?,
+        mef_fqdn: need(&s.mef_fqdn, "mef_fqdn")?,
+        enrolee,
+    })
+}
+
+/// `/id-in` of `//sp/id-in` or `/id-in`: the form a CSE's certificate (and the MEF) names it by.
+pub fn sp_relative_cse(id: &str) -> anyhow::Result<String> {
+    let relative = match id.strip_prefix("//") {
+        Some(rest) => rest
+            .find('/')
+            .map(|i| &rest[i..])
+            .ok_or_else(|| anyhow!("{id} is no CSE-ID"))?,
+        None => id,
+    };
+    anyhow::ensure!(
+        relative.starts_with('/') && relative.len() > 1 && !relative[1..].contains('/'),
+        "{id} is no CSE-ID (/id-in or //sp/id-in)"
+    );
+    Ok(relative.to_owned())
 }
 
 #[cfg(test)]
@@ -805,7 +859,7 @@ mod tests {
             panic!("not maf")
         };
         assert!(
-            matches!(m.credential, MafCredential::Enrolment { kpm: SecretSource::Env(ref v), .. } if v == "KPM")
+            matches!(&m.credential, MafCredential::Enrolment(MefEnrolment { enrolee: MefEnrolee::Kpm { kpm: SecretSource::Env(v), .. }, .. }) if v == "KPM")
         );
     }
 

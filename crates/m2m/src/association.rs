@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, Context};
 use m2m_client::{Client, PeerPolicy, TlsSettings};
-use m2m_keyservices::sae::{connection_key, enrol_for_maf, MafAccess};
+use m2m_keyservices::sae::{connection_key, MafAccess};
 use m2m_security::credentials::Secret;
 use m2m_security::tls::{client_context, dtls_client_context, ClientTlsConfig};
 use std::path::PathBuf;
@@ -70,23 +70,65 @@ impl SecretSource {
 pub enum MafCredential {
     /// A pre-provisioned Km with its KmID.
     Km { km_id: String, km: SecretSource },
-    /// Remote provisioning: enrol at the MEF on the factory credential Kpm (TS-0003 clause 8.3);
-    /// Km is derived from the enrolment.
-    Enrolment {
-        mef_url: String,
-        mef_fqdn: String,
-        kpm_id: String,
-        kpm: SecretSource,
-    },
-    /// Remote provisioning authenticated by GBA: enrol at the MEF with the USIM's bootstrapped
-    /// key (the MEF a NAF of the BSF); Km is derived from the enrolment.
-    GbaEnrolment {
-        mef_url: String,
-        mef_fqdn: String,
-        usim: PathBuf,
-        ub_url: String,
-        bsf_fqdn: String,
-    },
+    /// Remote provisioning: enrol at the MEF (TS-0003 clause 8.3); Km is derived from the
+    /// enrolment.
+    Enrolment(MefEnrolment),
+}
+
+/// An enrolment at a MEF: where, and how the enrolee authenticates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MefEnrolment {
+    pub mef_url: String,
+    pub mef_fqdn: String,
+    pub enrolee: MefEnrolee,
+}
+
+/// How an enrolee authenticates to the MEF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MefEnrolee {
+    /// The factory credential Kpm with its KpmID (clause 8.3.2.1).
+    Kpm { kpm_id: String, kpm: SecretSource },
+    /// GBA (clause 8.3.2.3): the USIM's bootstrapped key, the MEF a NAF of the device's BSF.
+    Gba(GbaDevice),
+}
+
+/// A device with a USIM and the BSF it bootstraps at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GbaDevice {
+    /// The software USIM file (0600): IMPI, K, OPc, SQN, the key of the last bootstrapping.
+    pub usim: PathBuf,
+    /// The BSF's Ub URL (`http://host:port`).
+    pub ub_url: String,
+    /// The BSF's domain (realm, B-TID suffix).
+    pub bsf_fqdn: String,
+}
+
+impl GbaDevice {
+    /// The bootstrapped key the USIM file keeps while fresh, else a new bootstrapping.
+    pub async fn key(&self, force: bool) -> anyhow::Result<m2m_keyservices::bsf::Bootstrapped> {
+        let mut usim =
+            m2m_keyservices::bsf::SoftwareUsim::load(&self.usim).map_err(|e| anyhow!(e))?;
+        m2m_keyservices::bsf::current_key(&self.ub_url, &self.bsf_fqdn, &mut usim, force)
+            .await
+            .map_err(|e| anyhow!("GBA: {e}"))
+    }
+}
+
+impl MefEnrolment {
+    /// The enrolee's connection to the MEF.
+    pub async fn connect(&self) -> anyhow::Result<m2m_keyservices::mef::MefClient> {
+        use m2m_keyservices::mef::{client::mef_addr, MefClient};
+        let addr = mef_addr(&self.mef_url).map_err(|e| anyhow!("MEF: {e}"))?;
+        match &self.enrolee {
+            MefEnrolee::Kpm { kpm_id, kpm } => {
+                MefClient::connect_psk(&addr, &self.mef_fqdn, kpm_id, &kpm.load()?).await
+            }
+            MefEnrolee::Gba(device) => {
+                MefClient::connect_gba(&addr, &self.mef_fqdn, &device.key(false).await?).await
+            }
+        }
+        .map_err(|e| anyhow!("MEF: {e}"))
+    }
 }
 
 /// MAF-based SAE: the MAF to obtain Kc from, the credential towards it, the target CSE.
@@ -115,19 +157,26 @@ pub enum SaeMode {
     Maf(MafSae),
     /// GBA-based: TLS-PSK (DTLS-PSK) with the B-TID and Ks_NAF (TS-0003 clause 8.3.2.3).
     Gba(GbaSae),
+    /// Provisioned symmetric key from the MEF: TLS-PSK with KeID and the Kpsa derived for the CSE.
+    MefKpsa(MefKpsa),
 }
 
-/// GBA-based SAE: the device's USIM, its BSF, and the CSE as NAF.
+/// GBA-based SAE: the device and the CSE as NAF.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GbaSae {
-    /// The software USIM file (0600): IMPI, K, OPc, SQN, the key of the last bootstrapping.
-    pub usim: PathBuf,
-    /// The BSF's Ub URL (`http://host:port`).
-    pub ub_url: String,
-    /// The BSF's domain (realm, B-TID suffix).
-    pub bsf_fqdn: String,
+    pub device: GbaDevice,
     /// The CSE's NAF FQDN: its CSE-ID's public domain name (`id-in.m2m.example.com`).
     pub naf_fqdn: String,
+}
+
+/// Remote-provisioned Kpsa (TS-0003 clauses 8.3.2.1, 10.3.3): the enrolment names the target CSE
+/// for SUID 12; KpsaID = KeID, Kpsa = HMAC(Ke, label || target CSE-ID); the CSE fetches the same
+/// key from the MEF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MefKpsa {
+    pub enrolment: MefEnrolment,
+    /// The target CSE's SP-relative CSE-ID (`/id-in`), as its certificate names it.
+    pub target: String,
 }
 
 /// The TLS suite a GBA client offers (one, so that it knows the NAF_Id its key is for), and the
@@ -180,10 +229,7 @@ impl std::fmt::Debug for PskCredential {
 /// bootstrapping; `force` always bootstraps anew), Ks_NAF for the TLS and the DTLS suite.
 pub async fn gba_psk(gba: &GbaSae, force: bool) -> anyhow::Result<PskCredential> {
     use m2m_security::gba::key_derivation::{ua_tls_psk, NafId};
-    let mut usim = m2m_keyservices::bsf::SoftwareUsim::load(&gba.usim).map_err(|e| anyhow!(e))?;
-    let key = m2m_keyservices::bsf::current_key(&gba.ub_url, &gba.bsf_fqdn, &mut usim, force)
-        .await
-        .map_err(|e| anyhow!("GBA: {e}"))?;
+    let key = gba.device.key(force).await?;
     let naf = |suite: u16| NafId {
         fqdn: gba.naf_fqdn.clone(),
         ua_protocol: ua_tls_psk(suite),
@@ -212,6 +258,7 @@ impl SaeMode {
             }
             SaeMode::Maf(maf) => maf_psk(maf).await.map(Some),
             SaeMode::Gba(gba) => gba_psk(gba, false).await.map(Some),
+            SaeMode::MefKpsa(k) => mef_kpsa(k).await.map(Some),
             SaeMode::None | SaeMode::Certificate { .. } => Ok(None),
         }
     }
@@ -314,6 +361,7 @@ impl SaeMode {
             SaeMode::Certificate { .. } => "certificate",
             SaeMode::Maf(_) => "maf",
             SaeMode::Gba(_) => "gba",
+            SaeMode::MefKpsa(_) => "mef-kpsa",
         }
     }
 }
@@ -321,6 +369,18 @@ impl SaeMode {
 /// MAF-based SAE in one call: enrol at the MEF when configured, obtain Kc for the target CSE.
 async fn maf_psk(maf: &MafSae) -> anyhow::Result<PskCredential> {
     maf_psk_with(&maf_access(maf).await?, &maf.target_cse).await
+}
+
+/// Enrols at the MEF naming the target CSE for Kpsa (SUID 12): KpsaID = KeID, the Kpsa derived
+/// for the target.
+async fn mef_kpsa(k: &MefKpsa) -> anyhow::Result<PskCredential> {
+    let kpsa = m2m_keyservices::sae::enrol_for_kpsa(k.enrolment.connect().await?, &k.target)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    Ok(PskCredential::new(
+        kpsa.kpsa_id,
+        Zeroizing::new(kpsa.kpsa.expose().to_vec()),
+    ))
 }
 
 /// The TLS-PSK credential of a Kc for `target_cse`, with the MAF access in hand (so that a
@@ -338,27 +398,8 @@ pub async fn maf_psk_with(access: &MafAccess, target_cse: &str) -> anyhow::Resul
 /// The MAF with the credential towards it: Km as given, or from a MEF enrolment made now.
 pub async fn maf_access(maf: &MafSae) -> anyhow::Result<MafAccess> {
     Ok(match &maf.credential {
-        MafCredential::Enrolment {
-            mef_url,
-            mef_fqdn,
-            kpm_id,
-            kpm,
-        } => enrol_for_maf(mef_url, mef_fqdn, kpm_id, &kpm.load()?, &maf.url, &maf.fqdn)
-            .await
-            .map_err(|e| anyhow!(e))?,
-        MafCredential::GbaEnrolment {
-            mef_url,
-            mef_fqdn,
-            usim,
-            ub_url,
-            bsf_fqdn,
-        } => {
-            let mut usim =
-                m2m_keyservices::bsf::SoftwareUsim::load(usim).map_err(|e| anyhow!(e))?;
-            let key = m2m_keyservices::bsf::current_key(ub_url, bsf_fqdn, &mut usim, false)
-                .await
-                .map_err(|e| anyhow!("GBA: {e}"))?;
-            m2m_keyservices::sae::enrol_for_maf_by_gba(mef_url, mef_fqdn, &key, &maf.url, &maf.fqdn)
+        MafCredential::Enrolment(enrolment) => {
+            m2m_keyservices::sae::enrol_for_maf_on(enrolment.connect().await?, &maf.url, &maf.fqdn)
                 .await
                 .map_err(|e| anyhow!(e))?
         }

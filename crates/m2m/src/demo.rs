@@ -1020,12 +1020,14 @@ fn owner_phone(dep: &Deployment) -> MafSae {
         url: dep.maf_url.clone(),
         fqdn: MAF_FQDN.into(),
         target_cse: in_cse_id(),
-        credential: MafCredential::Enrolment {
+        credential: MafCredential::Enrolment(crate::association::MefEnrolment {
             mef_url: dep.mef_url.clone(),
             mef_fqdn: MEF_FQDN.into(),
-            kpm_id: PHONE_KPM_ID.into(),
-            kpm: SecretSource::File(dep.dir.join(PHONE_KPM_FILE)),
-        },
+            enrolee: crate::association::MefEnrolee::Kpm {
+                kpm_id: PHONE_KPM_ID.into(),
+                kpm: SecretSource::File(dep.dir.join(PHONE_KPM_FILE)),
+            },
+        }),
     }
 }
 

@@ -6,7 +6,8 @@
 
 use crate::ae_config::AeConfig;
 use crate::association::{
-    maf_access, maf_psk_with, MafCredential, MafSae, SaeMode, SecretSource, TlsPeer,
+    maf_access, maf_psk_with, GbaDevice, GbaSae, MafCredential, MafSae, MefEnrolee, MefEnrolment,
+    MefKpsa, SaeMode, SecretSource, TlsPeer,
 };
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
@@ -126,9 +127,13 @@ pub struct RequestArgs {
     /// Remote provisioning: enrol at this MEF (https://host:port) first, with --kpm-id and the
     /// variable --kpm-env holding Kpm; the Km for the MAF is derived from the enrolment.
     /// With --gba-usim (--gba-ub-url, --gba-bsf-fqdn) instead of Kpm, the enrolment is
-    /// authenticated by GBA.
-    #[arg(long, requires_all = ["mef_fqdn", "maf_url"])]
+    /// authenticated by GBA. With --kpsa-target instead of --maf-url, the enrolment provisions
+    /// a Kpsa for that CSE (KpsaID = KeID), which the CSE fetches from the MEF.
+    #[arg(long, requires = "mef_fqdn")]
     pub mef_url: Option<String>,
+    /// The CSE a MEF enrolment provisions Kpsa for (its CSE-ID, /id-in or //sp/id-in).
+    #[arg(long, requires = "mef_url", conflicts_with = "maf_url")]
+    pub kpsa_target: Option<String>,
     #[arg(long)]
     pub mef_fqdn: Option<String>,
     #[arg(long)]
@@ -469,36 +474,54 @@ fn esprim_key_source(args: &RequestArgs) -> anyhow::Result<crate::esprim_keys::E
 
 /// The credential towards the MAF: an enrolment at the MEF, else a Km.
 fn maf_credential(args: &RequestArgs) -> anyhow::Result<MafCredential> {
-    Ok(
-        match (&args.mef_url, &args.mef_fqdn, &args.kpm_id, &args.kpm_env) {
-            (Some(mef_url), Some(mef_fqdn), Some(kpm_id), Some(var)) => MafCredential::Enrolment {
-                mef_url: mef_url.clone(),
-                mef_fqdn: mef_fqdn.clone(),
-                kpm_id: kpm_id.clone(),
-                kpm: SecretSource::Env(var.clone()),
-            },
-            (Some(mef_url), Some(mef_fqdn), None, None) if args.gba_usim.is_some() => {
-                MafCredential::GbaEnrolment {
-                    mef_url: mef_url.clone(),
-                    mef_fqdn: mef_fqdn.clone(),
-                    usim: args.gba_usim.clone().expect("checked"),
-                    ub_url: args.gba_ub_url.clone().context("--gba-usim needs --gba-ub-url")?,
-                    bsf_fqdn: args
-                        .gba_bsf_fqdn
-                        .clone()
-                        .context("--gba-usim needs --gba-bsf-fqdn")?,
-                }
-            }
-            (Some(_), ..) => bail!("--mef-url needs --kpm-id and --kpm-env, or --gba-usim"),
-            _ => match (&args.km_id, &args.km_env) {
-                (Some(km_id), Some(var)) => MafCredential::Km {
-                    km_id: km_id.clone(),
-                    km: SecretSource::Env(var.clone()),
-                },
-                _ => bail!("the MAF needs --km-id/--km-env or an enrolment (--mef-url ...)"),
-            },
+    if args.mef_url.is_some() {
+        return Ok(MafCredential::Enrolment(mef_enrolment(args)?));
+    }
+    match (&args.km_id, &args.km_env) {
+        (Some(km_id), Some(var)) => Ok(MafCredential::Km {
+            km_id: km_id.clone(),
+            km: SecretSource::Env(var.clone()),
+        }),
+        _ => bail!("the MAF needs --km-id/--km-env or an enrolment (--mef-url ...)"),
+    }
+}
+
+/// The device of --gba-usim, --gba-ub-url and --gba-bsf-fqdn, when --gba-usim is given.
+fn gba_device(args: &RequestArgs) -> anyhow::Result<Option<GbaDevice>> {
+    let Some(usim) = &args.gba_usim else {
+        return Ok(None);
+    };
+    Ok(Some(GbaDevice {
+        usim: usim.clone(),
+        ub_url: args
+            .gba_ub_url
+            .clone()
+            .context("--gba-usim needs --gba-ub-url")?,
+        bsf_fqdn: args
+            .gba_bsf_fqdn
+            .clone()
+            .context("--gba-usim needs --gba-bsf-fqdn")?,
+    }))
+}
+
+/// The enrolment at --mef-url: on Kpm (--kpm-id, --kpm-env) or by GBA (--gba-usim ...).
+fn mef_enrolment(args: &RequestArgs) -> anyhow::Result<MefEnrolment> {
+    let enrolee = match (gba_device(args)?, &args.kpm_id, &args.kpm_env) {
+        (Some(device), None, None) => MefEnrolee::Gba(device),
+        (None, Some(kpm_id), Some(var)) => MefEnrolee::Kpm {
+            kpm_id: kpm_id.clone(),
+            kpm: SecretSource::Env(var.clone()),
         },
-    )
+        _ => bail!("--mef-url needs --kpm-id and --kpm-env, or --gba-usim"),
+    };
+    Ok(MefEnrolment {
+        mef_url: args.mef_url.clone().context("no --mef-url")?,
+        mef_fqdn: args
+            .mef_fqdn
+            .clone()
+            .context("--mef-url needs --mef-fqdn")?,
+        enrolee,
+    })
 }
 
 /// Group authentication in one call: Rand from the group agent over the inner association
@@ -549,15 +572,21 @@ fn sae_mode(args: &RequestArgs, ae: Option<&AeConfig>) -> anyhow::Result<SaeMode
             credential: maf_credential(args)?,
         }));
     }
-    if let (Some(usim), Some(ub), Some(bsf)) = (&args.gba_usim, &args.gba_ub_url, &args.gba_bsf_fqdn)
-    {
+    if let (Some(_), Some(target)) = (&args.mef_url, &args.kpsa_target) {
+        return Ok(SaeMode::MefKpsa(MefKpsa {
+            enrolment: mef_enrolment(args)?,
+            target: crate::ae_config::sp_relative_cse(target)?,
+        }));
+    }
+    if args.mef_url.is_some() {
+        bail!("--mef-url needs --maf-url (the MAF's Km) or --kpsa-target (a Kpsa for a CSE)");
+    }
+    if let Some(device) = gba_device(args)? {
         let naf = args.gba_naf_fqdn.clone().context(
-            "--gba-usim needs --gba-naf-fqdn (GBA-based SAE with the CSE), or --mef-url with --maf-url (an enrolment)",
+            "--gba-usim needs --gba-naf-fqdn (GBA-based SAE with the CSE), or --mef-url (an enrolment)",
         )?;
-        return Ok(SaeMode::Gba(crate::association::GbaSae {
-            usim: usim.clone(),
-            ub_url: ub.clone(),
-            bsf_fqdn: bsf.clone(),
+        return Ok(SaeMode::Gba(GbaSae {
+            device,
             naf_fqdn: naf,
         }));
     }

@@ -65,6 +65,10 @@ key = "{KPM_HEX}"
 [[targets]]
 id = "{MAF_FQDN}"
 suids = [11]
+
+[[targets]]
+id = "/id-in"
+suids = [12]
 "#,
                 cert = self.path("mef.pem").display(),
                 key = self.path("mef.key").display(),
@@ -408,4 +412,120 @@ fn m2m_request_enrols_and_connects_in_one_call() {
         serde_json::json!("Cphone"),
         "{rsp}"
     );
+}
+
+/// Remote-provisioned Kpsa (TS-0003 clauses 8.3.2.1, 10.3.3): the AE enrols naming the IN-CSE
+/// for SUID 12 and associates with KpsaID = KeID and the Kpsa it derives; the CSE fetches the same
+/// Kpsa from the MEF with its certificate and binds the enrolee. When the enrolment ends the key
+/// opens nothing; a new enrolment gives a new one.
+#[test]
+fn an_ae_associates_with_a_kpsa_the_mef_provisioned() {
+    let setup = Setup::new();
+    let (_mef, mef_addr) = setup.start_mef(4);
+    let mef_url = format!("https://{mef_addr}");
+    let cse = CseProcess::start_temp(&format!(
+        "[cse]\ncse_id = \"/id-in\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\n\
+         private_key = \"{}\"\ntrusted_ca = \"{}\"\n[mef]\nurl = \"{mef_url}\"\nfqdn = \"{MEF_FQDN}\"\n",
+        setup.path("id-in.pem").display(),
+        setup.path("id-in.key").display(),
+        setup.pki.ca_pem().display(),
+    ));
+    let request = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args([
+                "request",
+                "--url",
+                cse.https_url(),
+                "--json",
+                "--timeout",
+                "5",
+            ])
+            .args(args)
+            .args(["--mef-url", &mef_url, "--mef-fqdn", MEF_FQDN])
+            .args([
+                "--kpm-id",
+                KPM_ID,
+                "--kpm-env",
+                "TEST_KPM",
+                "--kpsa-target",
+                "/id-in",
+            ])
+            .env("TEST_KPM", KPM_HEX)
+            .output()
+            .unwrap()
+    };
+    let out = request(&[
+        "-X",
+        "create",
+        "--to",
+        "cse-in",
+        "--from",
+        "Cphone",
+        "--ty",
+        "2",
+        "--body",
+        r#"{"m2m:ae":{"rn":"phone","api":"Nphone","rr":false,"srv":["3"]}}"#,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rsp: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "{stdout}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            cse.stderr()
+        )
+    });
+    assert_eq!(rsp["rsc"], json!(2001), "{rsp}\n{}", cse.stderr());
+    assert_eq!(rsp["pc"]["m2m:ae"]["aei"], json!("Cphone"), "{rsp}");
+    assert!(
+        cse.logged(&format!("@{MEF_FQDN} -> //{SP}/id-in/Cphone")),
+        "{}",
+        cse.stderr()
+    );
+
+    // An enrolment of the test's own (Kpsa = HMAC(Ke, label || /id-in) from this side's exporter,
+    // TS-0003 clause 10.3.3), used with a TLS client the project did not configure: it opens, until
+    // the enrolment ends.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (kpsa_id, kpsa) = rt.block_on(async {
+        let kpm = Secret::from_hex(KPM_HEX).unwrap();
+        let mef = MefClient::connect_psk(&mef_addr, MEF_FQDN, KPM_ID, &kpm)
+            .await
+            .unwrap();
+        let k = m2m_keyservices::sae::enrol_for_kpsa(mef, "/id-in")
+            .await
+            .unwrap();
+        (k.kpsa_id, k.kpsa)
+    });
+    let phone = TlsClient::psk(&kpsa_id, &hex::encode(kpsa.expose()));
+    let r = phone
+        .request(
+            cse.https_url(),
+            "GET",
+            "/cse-in/phone",
+            Some("Cphone"),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    let r = phone.request(
+        cse.https_url(),
+        "GET",
+        "/cse-in/phone",
+        Some("Cphone"),
+        None,
+        None,
+    );
+    assert!(r.is_err(), "an ended enrolment's Kpsa opens nothing: {r:?}");
+    assert!(
+        cse.logged("Kpsa from the MEF not available"),
+        "{}",
+        cse.stderr()
+    );
+    // A new enrolment: a new KeID and Kpsa, fetched afresh by the CSE.
+    let out = request(&["--to", "cse-in/phone", "--from", "Cphone"]);
+    let rsp: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(rsp["rsc"], json!(2000), "{rsp}");
 }

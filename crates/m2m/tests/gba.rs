@@ -425,7 +425,10 @@ fn a_device_enrols_at_the_mef_by_gba_and_reaches_the_maf_flow() {
     let maf = common::start_maf_process(
         &setup.pki,
         MAF_FQDN,
-        &format!("[mef]\nurl = \"{}\"\nfqdn = \"{MEF_FQDN}\"\ntimeout_ms = 5000\n", mef.url()),
+        &format!(
+            "[mef]\nurl = \"{}\"\nfqdn = \"{MEF_FQDN}\"\ntimeout_ms = 5000\n",
+            mef.url()
+        ),
     );
     let cse = CseProcess::start_temp(&format!(
         "[cse]\ncse_id = \"/id-in\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\n\
@@ -437,8 +440,17 @@ fn a_device_enrols_at_the_mef_by_gba_and_reaches_the_maf_flow() {
     ));
     let enrol = |usim: &Path| {
         Command::new(env!("CARGO_BIN_EXE_m2m"))
-            .args(["request", "--url", cse.https_url(), "--json", "--timeout", "5"])
-            .args(["-X", "create", "--to", "cse-in", "--from", "CLock", "--ty", "2"])
+            .args([
+                "request",
+                "--url",
+                cse.https_url(),
+                "--json",
+                "--timeout",
+                "5",
+            ])
+            .args([
+                "-X", "create", "--to", "cse-in", "--from", "CLock", "--ty", "2",
+            ])
             .args(["--body", REGISTRATION])
             .args(["--mef-url", mef.url(), "--mef-fqdn", MEF_FQDN])
             .args(["--gba-usim", usim.to_str().unwrap(), "--gba-ub-url", &ub])
@@ -450,11 +462,18 @@ fn a_device_enrols_at_the_mef_by_gba_and_reaches_the_maf_flow() {
     };
     let out = enrol(&usim);
     let rsp = json_of(&out);
-    assert_eq!(rsp["rsc"], json!(2001), "{rsp}\nMEF: {}\nMAF: {}", mef.stderr(), maf.stderr());
+    assert_eq!(
+        rsp["rsc"],
+        json!(2001),
+        "{rsp}\nMEF: {}\nMAF: {}",
+        mef.stderr(),
+        maf.stderr()
+    );
     assert_eq!(rsp["pc"]["m2m:ae"]["aei"], json!("CLock"), "{rsp}");
     // The MEF authenticated the subscriber by GBA and enrolled the AE-ID its record names.
     assert!(
-        mef.stderr().contains(&format!("GBA 97-{IMPI} -> /id-in/CLock")),
+        mef.stderr()
+            .contains(&format!("GBA 97-{IMPI} -> /id-in/CLock")),
         "{}",
         mef.stderr()
     );

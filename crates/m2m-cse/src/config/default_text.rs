@@ -315,6 +315,22 @@ const DOCS: &[Doc] = &[
         "keep a retrieved key until its expiration, at most this long; 0: ask at every handshake (a de-registered key opens nothing)",
     ),
     Table(
+        "mef",
+        "The MEF this CSE is an enrolment target of (remote-provisioned Kpsa, TS-0003 clause 8.3.2.1): an\n\
+         enrolee that enrolled naming this CSE for SUID 12 offers its KeID as KpsaID; the CSE fetches the Kpsa\n\
+         from the MEF with [tls] certificate, private_key and trusted_ca, which it needs, and binds the enrolee.",
+    ),
+    Key("mef.url", "the MEF's URL"),
+    Key(
+        "mef.fqdn",
+        "the MEF-FQDN: its certificate's name and the suffix of its KeIDs (hex@MEF-FQDN)",
+    ),
+    Key("mef.timeout_ms", "how long a handshake waits for the MEF"),
+    Key(
+        "mef.cache_seconds",
+        "keep a fetched Kpsa until its enrolment ends, at most this long; 0: ask at every handshake (a revoked enrolment opens nothing)",
+    ),
+    Table(
         "gba",
         "The BSF this CSE is a NAF of (GBA-based SAE, TS-0003 clause 8.3.2.3, 3GPP TS 33.222): a device\n\
          offers its B-TID as psk_identity, the CSE fetches Ks_NAF over Zn with [tls] certificate, private_key\n\
@@ -589,6 +605,12 @@ fn example() -> Config {
         timeout_ms: default_maf_timeout(),
         cache_seconds: 0,
     });
+    c.mef = Some(MefSection {
+        url: "https://mef.keys.example.net:8443".into(),
+        fqdn: "mef.keys.example.net".into(),
+        timeout_ms: default_maf_timeout(),
+        cache_seconds: 0,
+    });
     c.gba = Some(GbaSection {
         zn_url: "https://bsf.operator.example.net:8444".into(),
         bsf_fqdn: "bsf.operator.example.net".into(),
@@ -682,6 +704,7 @@ mod tests {
             ("security.role_issuers", field_names::<RoleIssuerRow>()),
             ("maf", field_names::<MafSection>()),
             ("gba", field_names::<GbaSection>()),
+            ("mef", field_names::<MefSection>()),
             (
                 "dynamic_authorization",
                 field_names::<DynamicAuthorizationSection>(),
@@ -774,6 +797,7 @@ mod tests {
         let needs: &[(&str, &[&str])] = &[
             ("maf", &["tls"]),
             ("gba", &["tls"]),
+            ("mef", &["tls"]),
             ("group_authentication.agents", &["tls"]),
             ("mqtt.acl_file", &["mqtt.broker_pid_file"]),
             ("esprim.keys.key", &["-esprim.keys.key_env"]),
@@ -809,6 +833,7 @@ mod tests {
             "security.keystore",
             "security.psk",
             "maf",
+            "mef",
             "gba",
             "group_authentication.agents",
             "esprim.keys",

@@ -14,19 +14,14 @@
 //! `unsafe`, so no hint is sent; the clients are configured for GBA and do not need it.
 
 use super::client::ZnClient;
-use crate::psk_fetch::{fetch_in_psk_callback, FetchLimits};
+use crate::psk_fetch::{fetch_in_psk_callback, FetchLimits, KeyCache};
 use m2m_core::{EntityId, Home};
 use m2m_security::association::{Association, SaeMode};
 use m2m_security::credentials::CredentialId;
 use m2m_security::gba::key_derivation::{is_b_tid_of, ua_tls13_psk, ua_tls_psk, NafId};
 use m2m_security::tls::{PskHandshake, PskKey, PskLookup, PskSuite};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
-
-/// (B-TID, Ua protocol) -> the association, the key, until when the cache may use it.
-type Cached = (Association, Zeroizing<Vec<u8>>, Instant);
 
 /// The NAF keys of one BSF, for one NAF.
 pub struct NafKeys {
@@ -36,8 +31,8 @@ pub struct NafKeys {
     /// Where the subscriber's AE-ID is read from.
     home: Home,
     timeout: Duration,
-    cache_seconds: u64,
-    cache: Mutex<HashMap<(String, [u8; 5]), Cached>>,
+    /// (B-TID, Ua protocol) -> the key.
+    cache: KeyCache<(String, [u8; 5])>,
     limits: FetchLimits,
 }
 
@@ -57,8 +52,7 @@ impl NafKeys {
             naf_fqdn: naf_fqdn.to_owned(),
             home,
             timeout,
-            cache_seconds,
-            cache: Mutex::new(HashMap::new()),
+            cache: KeyCache::new(Duration::from_secs(cache_seconds)),
             limits: FetchLimits::default(),
         }
     }
@@ -67,38 +61,6 @@ impl NafKeys {
     pub fn governs(&self, psk_identity: &str) -> bool {
         is_b_tid_of(psk_identity, self.zn.bsf_fqdn())
     }
-    fn cached(&self, key: &(String, [u8; 5])) -> Option<PskKey> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.get(key) {
-            Some((association, psk, until)) if *until > Instant::now() => Some(PskKey {
-                association: association.clone(),
-                key: psk.clone(),
-            }),
-            Some(_) => {
-                cache.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remember(&self, key: (String, [u8; 5]), psk: &PskKey, expires_in: Duration) {
-        let keep = expires_in.min(Duration::from_secs(self.cache_seconds));
-        if keep.is_zero() {
-            return;
-        }
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|_, (_, _, until)| *until > Instant::now());
-        cache.insert(
-            key,
-            (
-                psk.association.clone(),
-                psk.key.clone(),
-                Instant::now() + keep,
-            ),
-        );
-    }
-
     /// Ks_NAF from the BSF, and the association it opens.
     async fn fetch(&self, b_tid: &str, naf: &NafId) -> Result<(PskKey, Duration), String> {
         let key = self.zn.naf_key(b_tid, naf).await?;
@@ -142,7 +104,7 @@ impl PskLookup for NafKeys {
             PskSuite::Unknown => return None,
         };
         let cache_key = (psk_identity.to_owned(), ua);
-        if let Some(key) = self.cached(&cache_key) {
+        if let Some(key) = self.cache.get(&cache_key) {
             return Some(key);
         }
         // B-TIDs are base64: compared exactly, never without case.
@@ -160,7 +122,7 @@ impl PskLookup for NafKeys {
         };
         match fetch_in_psk_callback(self.timeout, self.fetch(psk_identity, &naf)) {
             Ok((key, expires_in)) => {
-                self.remember(cache_key, &key, expires_in);
+                self.cache.put(cache_key, &key, expires_in);
                 Some(key)
             }
             Err(why) => {

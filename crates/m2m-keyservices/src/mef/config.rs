@@ -283,7 +283,9 @@ impl MefConfig {
             m2m_security::certificates::check_fqdn(&g.bsf_fqdn)
                 .map_err(|e| format!("gba.bsf_fqdn: {e}"))?;
             if g.bsf_fqdn.eq_ignore_ascii_case(&self.fqdn) {
-                return Err("gba.bsf_fqdn must differ from fqdn: each names its own key identifiers".into());
+                return Err(
+                    "gba.bsf_fqdn must differ from fqdn: each names its own key identifiers".into(),
+                );
             }
         }
         self.check_kpm_rows(&self.kpm)

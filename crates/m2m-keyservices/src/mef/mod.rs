@@ -73,10 +73,12 @@ pub mod client;
 pub mod config;
 pub mod server;
 pub mod store;
+pub mod target_keys;
 
 pub use client::{ClientError, EnrolResult, EnrolmentRequest, FetchedCredential, MefClient};
 pub use config::{MefConfig, DEFAULT_CONFIG};
 pub use server::{Mef, RunningMef};
+pub use target_keys::ProvisionedKpsaKeys;
 
 use m2m_security::credentials::Secret;
 use m2m_security::kdf;

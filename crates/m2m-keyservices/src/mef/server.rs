@@ -420,8 +420,11 @@ impl Mef {
             Ok(r) => r,
             Err(e) => return error(StatusCode::BAD_REQUEST, &format!("enrolment request: {e}")),
         };
-        if req.indications.is_empty() {
-            return error(StatusCode::BAD_REQUEST, "indications is empty");
+        if req.indications.is_empty() && req.targets.is_empty() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the enrolment names no indication and no target",
+            );
         }
         if req.indications.iter().any(|i| i == "MAF") && req.maf_id.is_none() {
             return error(StatusCode::BAD_REQUEST, "indication MAF needs mafId");
