@@ -90,6 +90,9 @@ mode = "none"
 # kpm_file = "pki/phone.kpm"
 # ... or in this environment variable.
 # kpm_env = "M2M_AE_KPM"
+# ... or, instead of the kpm settings, the certificate and private_key above (the enrolee is the
+# identity the certificate names) and the root of trust for the MEF's certificate.
+# mef_trusted_ca = "pki/ca/ca.pem"
 # gba (GBA-based, a device with a USIM), or maf with an enrolment at the MEF authenticated by GBA
 # (mef_url, mef_fqdn and the three below instead of the kpm settings): the USIM file (mode 0600;
 # `m2m bsf subscriber-add` writes it) ...
@@ -226,6 +229,7 @@ struct SecurityFile {
     kpm_id: Option<String>,
     kpm_env: Option<String>,
     kpm_file: Option<PathBuf>,
+    mef_trusted_ca: Option<PathBuf>,
     usim: Option<PathBuf>,
     ub_url: Option<String>,
     bsf_fqdn: Option<String>,
@@ -708,6 +712,17 @@ fn mef_enrolment(
     };
     let enrolee = match gba_device(s, resolve)? {
         Some(device) => MefEnrolee::Gba(device),
+        None if s.kpm_id.is_none() && s.certificate.is_some() => MefEnrolee::Certificate {
+            certificate: resolve(s.certificate.clone().expect("checked")),
+            private_key: resolve(
+                s.private_key
+                    .clone()
+                    .ok_or_else(|| anyhow!("[security] certificate needs private_key"))?,
+            ),
+            trusted_ca: resolve(s.mef_trusted_ca.clone().ok_or_else(|| {
+                anyhow!("[security] an enrolment with a certificate needs mef_trusted_ca")
+            })?),
+        },
         None => MefEnrolee::Kpm {
             kpm_id: need(&s.kpm_id, "kpm_id (or usim)")?,
             kpm: match (&s.kpm_env, &s.kpm_file) {
@@ -777,6 +792,57 @@ mod tests {
         ];
         let p = problems(DEFAULT_CONFIG, fields);
         assert!(p.is_empty(), "{p:#?}");
+    }
+
+    /// The modes of remote provisioning and GBA read the settings that name them: a MEF enrolment
+    /// on Kpm, by GBA or with a certificate; GBA-based SAE; a Kpsa for a CSE.
+    #[test]
+    fn gba_and_mef_modes_read_their_settings() {
+        let gba = "usim = \"lock.usim\"\nub_url = \"http://b:8080\"\nbsf_fqdn = \"bsf.example\"\n";
+        let mef = "mef_url = \"https://m:8443\"\nmef_fqdn = \"mef.example\"\n";
+        let cfg = |security: &str| parse(&format!("[security]\n{security}"));
+        let SaeMode::Gba(g) = cfg(&format!("mode = \"gba\"\n{gba}naf_fqdn = \"id-in.sp\"\n"))
+            .unwrap()
+            .sae
+        else {
+            panic!("gba");
+        };
+        assert_eq!(g.device.usim, Path::new("/etc/ae/lock.usim"));
+        assert_eq!(g.naf_fqdn, "id-in.sp");
+        assert!(
+            cfg(&format!("mode = \"gba\"\n{gba}")).is_err(),
+            "naf_fqdn missing"
+        );
+        let SaeMode::MefKpsa(k) = cfg(&format!(
+            "mode = \"mef\"\n{mef}{gba}target_cse = \"//sp.example/id-in\"\n"
+        ))
+        .unwrap()
+        .sae
+        else {
+            panic!("mef");
+        };
+        assert_eq!(k.target, "/id-in");
+        assert!(matches!(k.enrolment.enrolee, MefEnrolee::Gba(_)));
+        let SaeMode::MefKpsa(k) = cfg(&format!(
+            "mode = \"mef\"\n{mef}certificate = \"a.pem\"\nprivate_key = \"a.key\"\n\
+             mef_trusted_ca = \"ca.pem\"\ntarget_cse = \"/id-in\"\n"
+        ))
+        .unwrap()
+        .sae
+        else {
+            panic!("mef certificate");
+        };
+        assert!(matches!(
+            k.enrolment.enrolee,
+            MefEnrolee::Certificate { .. }
+        ));
+        assert!(cfg(&format!(
+            "mode = \"mef\"\n{mef}certificate = \"a.pem\"\nprivate_key = \"a.key\"\ntarget_cse = \"/id-in\"\n"
+        ))
+        .is_err(), "the MEF's root of trust is required");
+        assert!(cfg(&format!("mode = \"mef\"\n{mef}target_cse = \"/id-in/x\"\n")).is_err());
+        assert_eq!(sp_relative_cse("//sp.example/id-in").unwrap(), "/id-in");
+        assert!(sp_relative_cse("//sp.example").is_err());
     }
 
     /// Removing the `# ` of one optional block or key gives a configuration that parses and has it.

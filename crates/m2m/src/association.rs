@@ -90,6 +90,13 @@ pub enum MefEnrolee {
     Kpm { kpm_id: String, kpm: SecretSource },
     /// GBA (clause 8.3.2.3): the USIM's bootstrapped key, the MEF a NAF of the device's BSF.
     Gba(GbaDevice),
+    /// A certificate (clause 8.3.2.2): the enrolee is the identity it names; the MEF's
+    /// certificate must chain to `trusted_ca` and name the MEF-FQDN.
+    Certificate {
+        certificate: PathBuf,
+        private_key: PathBuf,
+        trusted_ca: PathBuf,
+    },
 }
 
 /// A device with a USIM and the BSF it bootstraps at.
@@ -125,6 +132,20 @@ impl MefEnrolment {
             }
             MefEnrolee::Gba(device) => {
                 MefClient::connect_gba(&addr, &self.mef_fqdn, &device.key(false).await?).await
+            }
+            MefEnrolee::Certificate {
+                certificate,
+                private_key,
+                trusted_ca,
+            } => {
+                MefClient::connect_certificate(
+                    &addr,
+                    &self.mef_fqdn,
+                    certificate,
+                    private_key,
+                    trusted_ca,
+                )
+                .await
             }
         }
         .map_err(|e| anyhow!("MEF: {e}"))

@@ -127,7 +127,8 @@ pub struct RequestArgs {
     /// Remote provisioning: enrol at this MEF (https://host:port) first, with --kpm-id and the
     /// variable --kpm-env holding Kpm; the Km for the MAF is derived from the enrolment.
     /// With --gba-usim (--gba-ub-url, --gba-bsf-fqdn) instead of Kpm, the enrolment is
-    /// authenticated by GBA. With --kpsa-target instead of --maf-url, the enrolment provisions
+    /// authenticated by GBA; with --cert and --key, by the certificate (the MEF's checked
+    /// against --ca). With --kpsa-target instead of --maf-url, the enrolment provisions
     /// a Kpsa for that CSE (KpsaID = KeID), which the CSE fetches from the MEF.
     #[arg(long, requires = "mef_fqdn")]
     pub mef_url: Option<String>,
@@ -504,15 +505,24 @@ fn gba_device(args: &RequestArgs) -> anyhow::Result<Option<GbaDevice>> {
     }))
 }
 
-/// The enrolment at --mef-url: on Kpm (--kpm-id, --kpm-env) or by GBA (--gba-usim ...).
+/// The enrolment at --mef-url: on Kpm (--kpm-id, --kpm-env), by GBA (--gba-usim ...) or with a
+/// certificate (--cert, --key; the MEF's certificate checked against --ca).
 fn mef_enrolment(args: &RequestArgs) -> anyhow::Result<MefEnrolment> {
-    let enrolee = match (gba_device(args)?, &args.kpm_id, &args.kpm_env) {
-        (Some(device), None, None) => MefEnrolee::Gba(device),
-        (None, Some(kpm_id), Some(var)) => MefEnrolee::Kpm {
+    let enrolee = match (gba_device(args)?, &args.kpm_id, &args.kpm_env, &args.cert) {
+        (Some(device), None, None, None) => MefEnrolee::Gba(device),
+        (None, Some(kpm_id), Some(var), None) => MefEnrolee::Kpm {
             kpm_id: kpm_id.clone(),
             kpm: SecretSource::Env(var.clone()),
         },
-        _ => bail!("--mef-url needs --kpm-id and --kpm-env, or --gba-usim"),
+        (None, None, None, Some(certificate)) => MefEnrolee::Certificate {
+            certificate: certificate.clone(),
+            private_key: args.key.clone().context("--cert needs --key")?,
+            trusted_ca: args
+                .ca
+                .clone()
+                .context("an enrolment with a certificate needs --ca (the MEF's root of trust)")?,
+        },
+        _ => bail!("--mef-url needs one enrolee credential: --kpm-id and --kpm-env, --gba-usim, or --cert and --key"),
     };
     Ok(MefEnrolment {
         mef_url: args.mef_url.clone().context("no --mef-url")?,

@@ -529,3 +529,70 @@ fn an_ae_associates_with_a_kpsa_the_mef_provisioned() {
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
     assert_eq!(rsp["rsc"], json!(2000), "{rsp}");
 }
+
+/// Certificate-based enrolment (TS-0003 clause 8.3.2.2) from `m2m request`: the AE's AE-ID
+/// certificate authenticates it to the MEF (the enrolee is the identity it names), then the Kpsa
+/// provisioned for the IN-CSE associates it.
+#[test]
+fn m2m_request_enrols_with_a_certificate() {
+    let setup = Setup::new();
+    let (cert, key) = setup.pki.issue(
+        &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
+        "phone",
+    );
+    let (_mef, mef_addr) = setup.start_mef(3600);
+    let mef_url = format!("https://{mef_addr}");
+    let cse = CseProcess::start_temp(&format!(
+        "[cse]\ncse_id = \"/id-in\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\n\
+         private_key = \"{}\"\ntrusted_ca = \"{}\"\n[mef]\nurl = \"{mef_url}\"\nfqdn = \"{MEF_FQDN}\"\n",
+        setup.path("id-in.pem").display(),
+        setup.path("id-in.key").display(),
+        setup.pki.ca_pem().display(),
+    ));
+    let enrol = |cert: &std::path::Path, key: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args([
+                "request",
+                "--url",
+                cse.https_url(),
+                "--json",
+                "--timeout",
+                "5",
+            ])
+            .args([
+                "-X", "create", "--to", "cse-in", "--from", "Cphone", "--ty", "2",
+            ])
+            .args([
+                "--body",
+                r#"{"m2m:ae":{"rn":"phone","api":"Nphone","rr":false,"srv":["3"]}}"#,
+            ])
+            .args(["--mef-url", &mef_url, "--mef-fqdn", MEF_FQDN])
+            .args(["--kpsa-target", "//m2m.example.com/id-in"])
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg("--ca")
+            .arg(setup.pki.ca_pem())
+            .output()
+            .unwrap()
+    };
+    let out = enrol(&cert, &key);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rsp: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(rsp["rsc"], json!(2001), "{rsp}\n{}", cse.stderr());
+    assert_eq!(rsp["pc"]["m2m:ae"]["aei"], json!("Cphone"), "{rsp}");
+    // A certificate of another CA enrols nothing.
+    let other = Pki::temp();
+    let (cert, key) = other.issue(
+        &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
+        "phone",
+    );
+    let out = enrol(&cert, &key);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
