@@ -31,6 +31,12 @@ use std::time::{Duration, Instant};
 const SP: &str = "m2m.example.com";
 const MAF_FQDN: &str = "maf.keys.example.net";
 const MEF_FQDN: &str = "mef.keys.example.net";
+/// The mobile operator's Bootstrapping Server Function (3GPP GBA), and the cellular lock's SIM.
+const BSF_FQDN: &str = "bsf.keys.example.net";
+const GARAGE_IMPI: &str = "001010000000042@ims.mnc001.mcc001.3gppnetwork.org";
+const GARAGE_AE: &str = "Cgarage-lock";
+const GARAGE_USIM: &str = "garage-lock.usim";
+const SAE_GBA: &str = "TLS-PSK (GBA Ks_NAF)";
 /// The smartphone's pre-provisioned enrolment credential (KpmID, Kpm): it leaves the factory with
 /// this only, and obtains its MAF credential Km by enrolling at the MEF (TS-0003 clause 8.3).
 const PHONE_KPM_ID: &str = "phone@mef.keys.example.net";
@@ -185,6 +191,7 @@ fn make_pki(d: &Path) -> anyhow::Result<()> {
         &[
             ("maf", LeafName::Fqdn(MAF_FQDN.into())),
             ("mef", LeafName::Fqdn(MEF_FQDN.into())),
+            ("bsf", LeafName::Fqdn(BSF_FQDN.into())),
             ("in", scratch_pki::cse("/id-in", SP)),
             ("mn", scratch_pki::cse(&format!("/{MN_ID}"), SP)),
         ],
@@ -239,6 +246,19 @@ fn maf_config(d: &Path, mef_url: &str) -> String {
     cfg
 }
 
+/// The BSF: the IN-CSE is its NAF (its SIM devices associate with the IN-CSE by GBA).
+fn bsf_config(d: &Path) -> String {
+    format!(
+        "fqdn = \"{BSF_FQDN}\"\nsp_fqdn = \"{SP}\"\nub_listen = \"127.0.0.1:0\"\nzn_listen = \"127.0.0.1:0\"\n\
+         certificate = {}\nprivate_key = {}\ntrusted_ca = {}\nstorage = {}\nstorage_key = {}\n[[nafs]]\nid = \"/id-in\"\n",
+        p(d, "bsf.pem"),
+        p(d, "bsf.key"),
+        p(d, "ca.pem"),
+        p(d, "bsf-data"),
+        p(d, "bsf-storage.key"),
+    )
+}
+
 /// A row of a CSE's psk lookup table.
 fn psk_row(entity: &str, kpsa_id: &str, key: &str) -> String {
     format!("[[security.psk]]\nentity = \"{entity}\"\nkpsa_id = \"{kpsa_id}\"\nkey = \"{key}\"\n")
@@ -247,9 +267,10 @@ fn psk_row(entity: &str, kpsa_id: &str, key: &str) -> String {
 /// The IN-CSE: TLS only (the MN-CSE by certificate, the phones by MAF keys, the admin by its own
 /// PSK row). No plain listener: the story needs none, and one would only be a way around the
 /// associations.
-fn in_config(d: &Path, maf_url: &str, keys: &RunKeys) -> String {
+fn in_config(d: &Path, maf_url: &str, bsf_zn: &str, keys: &RunKeys) -> String {
     format!(
-        "[http]\nlisten = \"\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n{}",
+        "[http]\nlisten = \"\"\n[storage]\npath = {}\n[limits]\noutgoing_timeout_ms = 3000\n{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n\
+         [gba]\nzn_url = \"{bsf_zn}\"\nbsf_fqdn = \"{BSF_FQDN}\"\n{}",
         p(d, "in-data"),
         // The phone keeps a WebSocket open to the IN-CSE (TS-0020): its notifications come on it.
         tls_section(d, "in", false) + "wss_listen = \"127.0.0.1:0\"\n",
@@ -734,6 +755,9 @@ struct Deployment {
     dir: PathBuf,
     _mef: Spawned,
     mef_url: String,
+    _bsf: Spawned,
+    /// The BSF's Ub (where SIM devices bootstrap).
+    bsf_ub: String,
     _maf: Spawned,
     _in: Spawned,
     _mn: Spawned,
@@ -865,9 +889,52 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
     let res = (|| {
         let (proc, urls) = start_with_config(
             d,
+            "bsf",
+            "bsf",
+            &bsf_config(d),
+            &["m2m-bsf ub ", "m2m-bsf listening https://"],
+        )?;
+        // The operator personalises the cellular lock's SIM: K and OPc in the BSF's store (its
+        // HSS) and in the device's USIM, the AE-ID its associations are bound to.
+        let cfg = d.join("bsf.toml").display().to_string();
+        let usim = d.join(GARAGE_USIM).display().to_string();
+        let out = spawned::m2m(&[
+            "bsf",
+            "subscriber-add",
+            "--config",
+            &cfg,
+            "--impi",
+            GARAGE_IMPI,
+            "--ae-id",
+            GARAGE_AE,
+            "--usim-out",
+            &usim,
+        ])?
+        .output()?;
+        if !out.status.success() {
+            bail!(
+                "m2m bsf subscriber-add: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let ub = urls[0].clone();
+        let zn = format!("https://{}", urls[1]);
+        let msg = format!("Ub {ub}, Zn {zn}; SIM of the cellular lock provisioned ({GARAGE_AE})");
+        Ok(((proc, ub, zn), msg))
+    })();
+    let (bsf, bsf_ub, bsf_zn) = r.record(
+        ("start the BSF, provision a SIM", BSF_FQDN, "-", "listening"),
+        t,
+        res,
+    )?;
+
+    let t = Instant::now();
+    let res = (|| {
+        let (proc, urls) = start_with_config(
+            d,
             "cse",
             "in",
-            &in_config(d, &maf_url, &keys),
+            &in_config(d, &maf_url, &bsf_zn, &keys),
             &[LISTENING_PREFIX_TLS, spawned::LISTENING_PREFIX_WSS],
         )?;
         let https = format!("https://{}", urls[0]);
@@ -969,6 +1036,8 @@ async fn setup(d: &Path, keys: RunKeys, r: &mut Report) -> Option<Deployment> {
         dir: d.to_owned(),
         _mef: mef,
         mef_url,
+        _bsf: bsf,
+        bsf_ub,
         _maf: maf,
         _in: in_proc,
         _mn: mn_proc,
@@ -1521,8 +1590,58 @@ async fn story(dep: &Deployment, r: &mut Report) -> Option<()> {
         res,
     )?;
 
-    attacks(dep, r, &lock_clients[1], &gateway).await;
+    let b_tid = cellular_lock(dep, r).await?;
+    attacks(dep, r, &lock_clients[1], &gateway, &b_tid).await;
     Some(())
+}
+
+/// The cellular lock (the garage, no home gateway in reach) has a SIM: it bootstraps at the
+/// operator's BSF (HTTP Digest AKA with its USIM), associates with the IN-CSE with its B-TID
+/// and Ks_NAF, which the IN-CSE fetches from the BSF, and registers as the AE-ID its
+/// subscriber record names. Returns the B-TID (which any eavesdropper sees).
+async fn cellular_lock(dep: &Deployment, r: &mut Report) -> Option<String> {
+    let t = Instant::now();
+    let res = async {
+        let mode = SaeMode::Gba(crate::association::GbaSae {
+            device: crate::association::GbaDevice {
+                usim: dep.dir.join(GARAGE_USIM),
+                ub_url: dep.bsf_ub.clone(),
+                bsf_fqdn: BSF_FQDN.into(),
+            },
+            naf_fqdn: IN_SERVER_NAME.into(),
+        });
+        let psk = mode.psk().await?.context("no GBA credential")?;
+        let b_tid = psk.identity.clone();
+        let client = mode.client(Some(psk), &TlsPeer::default(), CLIENT_TIMEOUT)?;
+        let body = json!({ "m2m:ae": { "rn": "garage-lock", "api": "Ndoorlock", "rr": false, "srv": ["3"] } });
+        let rsp = expect(
+            send(&client, &dep.in_https, Operation::Create, "cse-in", GARAGE_AE, Some(ResourceType::Ae), Some(body)).await,
+            2001,
+            "registration at the IN-CSE",
+        )?;
+        let aei = pc(&rsp)["m2m:ae"]["aei"].as_str().unwrap_or_default().to_owned();
+        if aei != GARAGE_AE {
+            bail!("registered as {aei}, not as the subscriber record's {GARAGE_AE}");
+        }
+        // The IN-CSE's audit line names the subscriber (Credential-ID 97-IMPI), not the B-TID.
+        let bound = format!("97-{GARAGE_IMPI} -> //{SP}/id-in/{GARAGE_AE}");
+        wait_logged(&dep.dir.join("in.log"), &bound).await?;
+        Ok((
+            b_tid.clone(),
+            format!("bootstrapped (B-TID {b_tid}); 2001 as {aei}; IN-CSE audit: association {bound}"),
+        ))
+    }
+    .await;
+    r.record(
+        (
+            "cellular lock bootstraps by GBA and registers at the IN-CSE",
+            "cellular lock Cgarage-lock",
+            SAE_GBA,
+            "2001, bound to the SIM's AE-ID",
+        ),
+        t,
+        res,
+    )
 }
 
 /// The gateway app registers at the MN-CSE over TLS-PSK with its own key (the association binds
@@ -1624,7 +1743,7 @@ async fn gateway_app(dep: &Deployment, r: &mut Report) -> Option<Client> {
     Some(client)
 }
 
-async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Client) {
+async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Client, b_tid: &str) {
     let front_rel = format!("cse-mn/{}/state", FRONT.rn);
     let mn = &dep.mn_log;
 
@@ -1912,6 +2031,28 @@ async fn attacks(dep: &Deployment, r: &mut Report, back: &Client, gateway: &Clie
             KMS[0].0,
             SAE_MAF,
             "4103",
+        ),
+        t,
+        res,
+    );
+
+    // The B-TID crosses the air in the clear (the psk_identity); without K in the SIM nobody
+    // has its Ks_NAF. The IN-CSE fetches the real key from the BSF and the handshake fails.
+    let t = Instant::now();
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    let res = psk_handshake_attack(
+        (&dep.in_https, "cse-in/garage-lock"),
+        (b_tid, &key),
+        (ALERT_BAD_MAC, REFUSED_BAD_MAC),
+        (&dep.in_log, dep.in_log.mark()),
+    )
+    .await;
+    r.record(
+        (
+            "ATTACK the cellular lock's sniffed B-TID with a guessed key",
+            "attacker (B-TID)",
+            SAE_GBA,
+            "handshake refused (no K, no Ks_NAF)",
         ),
         t,
         res,

@@ -72,7 +72,7 @@ fn the_door_lock_demo_behaves() {
         .iter()
         .filter(|s| s["step"].as_str().is_some_and(|n| n.starts_with("ATTACK")))
         .collect();
-    assert_eq!(attacks.len(), 15, "fifteen attacks: {doc:#}");
+    assert_eq!(attacks.len(), 16, "sixteen attacks: {doc:#}");
     for a in &attacks {
         let outcome = a["outcome"].as_str().unwrap_or_default();
         assert!(outcome.contains("refused"), "attack not refused: {a}");
@@ -117,6 +117,12 @@ fn the_door_lock_demo_behaves() {
             "ATTACK phone uses its expired MAF key",
             "TLS handshake failed: tlsv1 alert unknown psk identity",
             "IN-CSE audit: psk identity not found",
+        ),
+        // GBA: the B-TID is public, Ks_NAF is not; the IN-CSE had the real key from the BSF.
+        (
+            "ATTACK the cellular lock's sniffed B-TID with a guessed key",
+            "TLS handshake failed: sslv3 alert bad record mac",
+            "IN-CSE audit: decryption failed or bad record mac",
         ),
         // After the operator rotated the front lock's Kpsa, the old one opens nothing, on
         // either listener.
@@ -214,7 +220,18 @@ fn the_door_lock_demo_behaves() {
             .contains("LOCKED"),
         "{read}"
     );
-    assert_eq!(steps.len(), 38, "every step is reported: {doc:#}");
+    assert_eq!(steps.len(), 41, "every step is reported: {doc:#}");
+    // The cellular lock got its key by GBA, bound to its SIM's subscriber and AE-ID.
+    let cellular = steps
+        .iter()
+        .find(|s| s["step"] == "cellular lock bootstraps by GBA and registers at the IN-CSE")
+        .unwrap_or_else(|| panic!("no GBA step: {doc:#}"));
+    let outcome = cellular["outcome"].as_str().unwrap_or_default();
+    assert!(
+        outcome.contains("@bsf.keys.example.net") && outcome.contains("2001 as Cgarage-lock"),
+        "{outcome}"
+    );
+    assert!(outcome.contains("97-001010000000042@"), "{outcome}");
     // The administration step: the lock itself (m2m ae) took the new key, and it works.
     let rotated = steps
         .iter()
