@@ -69,6 +69,10 @@ pub struct BootstrapArgs {
     /// Bootstrap anew even when the kept key is fresh.
     #[arg(long)]
     pub force: bool,
+    /// Also print Ks_NAF for this NAF FQDN (a CSE's public domain name) and each PSK suite, for a
+    /// TLS stack of your own (`openssl s_client -psk`): key material on stdout, as asked.
+    #[arg(long)]
+    pub ks_naf_for: Option<String>,
 }
 
 fn subscriber_add(a: SubscriberAddArgs) -> anyhow::Result<()> {
@@ -113,6 +117,21 @@ async fn bootstrap(a: BootstrapArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("B-TID {}", key.b_tid);
     println!("lifetime {}", key.expires.to_rfc3339());
+    if let Some(naf) = &a.ks_naf_for {
+        use m2m_security::gba::key_derivation::{ua_tls_psk, NafId};
+        for (suite, code) in [
+            ("PSK-AES128-CBC-SHA256", 0x00AE),
+            ("PSK-AES128-CCM8", 0xC0A8),
+        ] {
+            let ks_naf = key
+                .ks_naf(&NafId {
+                    fqdn: naf.clone(),
+                    ua_protocol: ua_tls_psk(code),
+                })
+                .map_err(anyhow::Error::msg)?;
+            println!("Ks_NAF {suite} {}", hex::encode(&ks_naf[..]));
+        }
+    }
     Ok(())
 }
 

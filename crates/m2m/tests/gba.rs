@@ -333,6 +333,8 @@ fn openssl_gets_in_with_the_ks_naf_python_computes_and_not_otherwise() {
         &ub,
         "--bsf-fqdn",
         BSF_FQDN,
+        "--ks-naf-for",
+        IN_NAF,
     ]);
     assert!(
         out.status.success(),
@@ -340,9 +342,20 @@ fn openssl_gets_in_with_the_ks_naf_python_computes_and_not_otherwise() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (b_tid, ks, rand) = kept_key(&usim);
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&b_tid));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(printed.contains(&b_tid));
 
     let key = python_ks_naf(&ks, &rand, IMPI, IN_NAF, 0x00AE);
+    // What `m2m bsf bootstrap --ks-naf-for` prints is Python's Ks_NAF for each suite.
+    assert!(
+        printed.contains(&format!("Ks_NAF PSK-AES128-CBC-SHA256 {key}")),
+        "{printed}"
+    );
+    let ccm8 = python_ks_naf(&ks, &rand, IMPI, IN_NAF, 0xC0A8);
+    assert!(
+        printed.contains(&format!("Ks_NAF PSK-AES128-CCM8 {ccm8}")),
+        "{printed}"
+    );
     let answer = s_client(cse.https_port(), &b_tid, &key);
     assert!(
         answer.starts_with("HTTP/1.1 201"),

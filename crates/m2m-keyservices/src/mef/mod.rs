@@ -17,12 +17,22 @@
 //! and the credential retrieval of clause 8.3.2.1 are carried by this small HTTP/1.1 JSON API on the
 //! same TLS connection. Errors are `{"error": "..."}` with the HTTP status.
 //!
-//! `POST /mef/enrolment` (enrolee; PSK on Kpm or certificate):
+//! # GBA-authenticated enrolees
+//!
+//! With `[gba]` the MEF is a NAF of a BSF ([`crate::bsf`]): an enrolee with a USIM offers its
+//! B-TID as psk_identity and the MEF fetches Ks_NAF for its own FQDN over Zn inside the handshake
+//! ([`crate::bsf::NafKeys`]); the enrolee is the AE-ID of the subscriber record, read against
+//! `in_cse_id`. Ke and KeID then come from the exporter of that association, as for Kpm: TS-0003
+//! clause 8.3.2.3 has the MEF be the BSF (Ke = Ks, KeID = B-TID); with the BSF apart, KeIDs stay
+//! `hex@MEF-FQDN`, by which the MAF and the targets find the MEF.
+//!
+//! `POST /mef/enrolment` (enrolee; PSK on Kpm or a B-TID, or a certificate):
 //! ```json
 //! {"indications": ["MAF", "RemoteMgmt"], "mafId": "maf.keys.example.net",
 //!  "targets": [{"id": "/id-in", "suid": 12}]}
 //! ```
-//! - `indications`: non-empty (`MAF`, `Cert`, `RemoteMgmt`, ... as in 8.3.4); `MAF` needs `mafId`.
+//! - `indications`: `MAF`, `Cert`, `RemoteMgmt`, ... as in 8.3.4; `MAF` needs `mafId`. Empty only
+//!   when `targets` names a target (a Kpsa for a CSE, SUID 12).
 //! - `mafId`: the MAF's FQDN; it becomes the target allowed to fetch Km (SUID 11).
 //! - `targets`: further enrolment targets and the SUID each may fetch; every (id, suid) must be
 //!   allowed by the MEF configuration (`[[targets]]`), else 400.
@@ -67,7 +77,8 @@
 //!
 //! # Not done (MVP)
 //! Re-authentication key Ker, certificate provisioning (`Cert` is recorded but no certificate is
-//! issued), MEF client commands (8.3.9), DTLS.
+//! issued), MEF client commands (8.3.9), DTLS; a GBA enrolment's lifetime is the MEF's
+//! `lifetime_seconds`, not capped at the B-TID's.
 
 pub mod client;
 pub mod config;
