@@ -422,6 +422,16 @@ impl Cse {
         self.bound_credentials.get(entity).map(String::as_str)
     }
 
+    /// The administrator and every entity a configured credential binds: no key service (MAF,
+    /// BSF, MEF) may name them.
+    pub(crate) fn reserved_entities(&self) -> std::collections::HashSet<EntityId> {
+        self.bound_credentials
+            .keys()
+            .cloned()
+            .chain(std::iter::once(self.id.admin.clone()))
+            .collect()
+    }
+
     /// A client whose https peers must present a certificate naming `entity` (an AE's point of
     /// access: its AE-ID certificate carries no host name the address could be checked against).
     pub(crate) fn client_for_entity(&self, entity: &EntityId) -> m2m_client::Client {

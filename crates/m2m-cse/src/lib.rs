@@ -87,6 +87,9 @@ struct SecureEnvironmentPsk {
     gba: Option<Arc<m2m_keyservices::bsf::NafKeys>>,
     /// Kpsa the MEF provisioned: a KeID of the configured MEF opens only with its Kpsa.
     mef: Option<Arc<m2m_keyservices::mef::ProvisionedKpsaKeys>>,
+    /// Entities no key service may name: the administrator and every entity a configured PSK
+    /// row binds.
+    reserved: std::collections::HashSet<m2m_core::EntityId>,
     /// Group authentication (entity C): a member's KsxId opens only with its current Ksx.
     group: Option<Arc<group_authentication::GroupKeys>>,
     /// Rotated KpsaIDs first: a retired one opens nothing, whatever row still holds it.
@@ -117,10 +120,10 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
             }
         }
         if let Some(gba) = self.gba.as_ref().filter(|g| g.governs(psk_identity)) {
-            return gba.lookup(psk_identity, handshake);
+            return self.named_elsewhere(psk_identity, gba.lookup(psk_identity, handshake));
         }
         if let Some(mef) = self.mef.as_ref().filter(|m| m.governs(psk_identity)) {
-            return mef.lookup(psk_identity, handshake);
+            return self.named_elsewhere(psk_identity, mef.lookup(psk_identity, handshake));
         }
         if let (Some(group), Ok(id)) = (self.group.as_ref(), KpsaId::parse(psk_identity)) {
             if group.governs(&id) {
@@ -143,7 +146,31 @@ impl m2m_security::tls::PskLookup for SecureEnvironmentPsk {
                     },
                 })
             }
-            None => self.maf.as_ref()?.lookup(psk_identity, handshake),
+            None => {
+                let key = self.maf.as_ref()?.lookup(psk_identity, handshake);
+                self.named_elsewhere(psk_identity, key)
+            }
+        }
+    }
+}
+
+impl SecureEnvironmentPsk {
+    /// A key another function names the entity of (the BSF's subscriber record, the MEF's
+    /// enrolee, the MAF's source): never the administrator, nor an entity a configured PSK row
+    /// binds. Those associations are fully authenticated as their entity, so a key service of
+    /// another trust domain must not be able to hand them out.
+    fn named_elsewhere(
+        &self,
+        psk_identity: &str,
+        key: Option<m2m_security::tls::PskKey>,
+    ) -> Option<m2m_security::tls::PskKey> {
+        let key = key?;
+        match &key.association.entity {
+            Some(e) if self.reserved.contains(e) => {
+                tracing::warn!(target: "audit", psk_identity, entity = %e, "key refused: a key service named the administrator or an entity a configured credential binds");
+                None
+            }
+            _ => Some(key),
         }
     }
 }
@@ -168,6 +195,7 @@ fn psk_table(
         maf: cse.maf.clone(),
         gba: cse.gba.clone(),
         mef: cse.mef.clone(),
+        reserved: cse.reserved_entities(),
         group: cse.group_keys.clone(),
         rotation: cse.rotation.clone(),
         own_mqtt_identity: cse
@@ -530,6 +558,7 @@ mod tests {
             maf: None,
             gba: None,
             mef: None,
+            reserved: Default::default(),
             group,
             rotation: None,
             own_mqtt_identity: None,

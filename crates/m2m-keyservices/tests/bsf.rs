@@ -112,10 +112,19 @@ async fn a_device_bootstraps_and_a_known_naf_gets_the_same_key() {
     let mef = naf("mef.keys.example.net");
     let k3 = zn(&p, &b, "mef").naf_key(&boot.b_tid, &mef).await.unwrap();
     assert_eq!(&k3.ks_naf[..], &boot.ks_naf(&mef).unwrap()[..]);
-    // A second bootstrapping gives a new B-TID and a new SQN.
+    // A second bootstrapping gives a new B-TID and a new SQN, and replaces the first key.
     let again = bsf::bootstrap(&ub(&b), BSF, &mut usim).await.unwrap();
     assert_ne!(again.b_tid, boot.b_tid);
     assert_eq!(usim.sqn_highest, 2);
+    let err = zn(&p, &b, "in")
+        .naf_key(&boot.b_tid, &naf_id)
+        .await
+        .unwrap_err();
+    assert!(err.contains("404"), "{err}");
+    zn(&p, &b, "in")
+        .naf_key(&again.b_tid, &naf_id)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -290,4 +299,33 @@ fn assert_private(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
+}
+
+/// Asking for a challenge spends no SQN: whoever names the IMPI gets the live challenge again, so
+/// an attacker cannot push the subscriber's SQN out of the USIM's window that way; and a BSF
+/// that is far ahead of the USIM anyway (its store restored, say) comes back to it through the
+/// USIM's AUTS.
+#[tokio::test]
+async fn naming_an_impi_spends_no_sqn_and_a_bsf_far_ahead_recovers() {
+    let p = pki();
+    let (b, mut usim) = start(&p, 3600).await;
+    let client = reqwest_like::Client::new(&ub(&b));
+    let initial = format!(
+        "Digest username=\"{IMPI}\", realm=\"{BSF}\", nonce=\"\", uri=\"/\", response=\"\""
+    );
+    let first = client.get(&initial).await;
+    for _ in 0..20 {
+        let again = client.get(&initial).await;
+        assert_eq!(again, first, "the same challenge, no new SQN");
+    }
+    // The device answers that very challenge: SQN 1.
+    bsf::bootstrap(&ub(&b), BSF, &mut usim).await.unwrap();
+    assert_eq!(usim.sqn_highest, 1);
+    // The BSF's counter far beyond the USIM's window (2^28 ahead).
+    let db = rusqlite::Connection::open(p.path("bsf-data").join("bsf.sqlite")).unwrap();
+    db.execute("UPDATE subscribers SET next_sqn = 400000000", [])
+        .unwrap();
+    let boot = bsf::bootstrap(&ub(&b), BSF, &mut usim).await.unwrap();
+    assert_eq!(usim.sqn_highest, 2, "resynchronised down to the USIM's SQN");
+    assert!(boot.is_fresh());
 }

@@ -326,7 +326,15 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
         None => b.set_verify(SslVerifyMode::NONE),
     }
     if let Some(table) = cfg.psk.clone() {
-        let server_psk: Vec<[u8; 2]> = suites.iter().filter_map(|s| psk_suite_code(s)).collect();
+        // Every PSK suite of the list must have its code, or the inference could name another
+        // suite than OpenSSL's choice: then the lookup is told none.
+        let psk_names: Vec<&str> = suites
+            .iter()
+            .copied()
+            .filter(|s| PSK_SUITES.contains(s))
+            .collect();
+        let server_psk: Vec<[u8; 2]> = psk_names.iter().filter_map(|s| psk_suite_code(s)).collect();
+        let complete = server_psk.len() == psk_names.len();
         let server_preference = proto == Proto::Dtls;
         b.set_client_hello_callback(|ssl, _alert| {
             let offered = ssl
@@ -344,6 +352,8 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
             };
             let suite = if ssl.version2() == Some(SslVersion::TLS1_3) {
                 PskSuite::Tls13
+            } else if !complete {
+                PskSuite::Unknown
             } else {
                 ssl.ex_data(offered_index())
                     .and_then(|offered| {
@@ -657,5 +667,13 @@ mod psk_suite_tests {
         );
         assert_eq!(negotiated_psk_suite(&server, &[ECDHE], false), None);
         assert_eq!(negotiated_psk_suite(&[CBC], &[CCM8, CBC], true), Some(CBC));
+    }
+
+    /// Every PSK suite of the profile has its code: the inference never skips one.
+    #[test]
+    fn every_psk_suite_has_its_code() {
+        for s in super::PSK_SUITES {
+            assert!(super::psk_suite_code(s).is_some(), "{s}");
+        }
     }
 }

@@ -162,11 +162,16 @@ async fn run_registered(
     tracing::info!(aei = %ae.aei, "AE ready");
     // The receiver stays whole: a CoAP receiver's listener, or the poller, lives as long as it does.
     let mut notes = receiver.as_mut().map(|r| &mut r.notes);
-    let mut current = cfg
-        .current_psk()
-        .await?
-        .map(|p| p.identity)
-        .unwrap_or_default();
+    // The KpsaID in use, for the rotation watch only (asked only then: in modes maf, mef and gba
+    // asking means a key service round, an enrolment or a bootstrapping).
+    let mut current = match cfg.credentials.as_ref().and_then(|c| c.kpsa.as_ref()) {
+        Some(_) => cfg
+            .current_psk()
+            .await?
+            .map(|p| p.identity)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     let mut check = cfg
         .credentials
         .as_ref()

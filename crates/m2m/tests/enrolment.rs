@@ -508,6 +508,29 @@ fn an_ae_associates_with_a_kpsa_the_mef_provisioned() {
         )
         .unwrap();
     assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    // The KeID crosses the air in the clear: offered in another letter case with a guessed key,
+    // it opens nothing, and the device is not refused for it afterwards.
+    let attacker = TlsClient::psk(&kpsa_id.to_ascii_lowercase(), &"5a".repeat(32));
+    let r = attacker.request(
+        cse.https_url(),
+        "GET",
+        "/cse-in/phone",
+        Some("Cphone"),
+        None,
+        None,
+    );
+    assert!(r.is_err(), "{r:?}");
+    let r = phone
+        .request(
+            cse.https_url(),
+            "GET",
+            "/cse-in/phone",
+            Some("Cphone"),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
     std::thread::sleep(std::time::Duration::from_millis(4500));
     let r = phone.request(
         cse.https_url(),

@@ -503,3 +503,60 @@ fn a_device_enrols_at_the_mef_by_gba_and_reaches_the_maf_flow() {
     assert!(!out.status.success());
     assert_eq!(mef.stderr().matches("enrolment created").count(), 1);
 }
+
+/// `m2m ae` in mode gba: the lock as a process registers over its SIM's key and says it is
+/// ready; its AE-ID is the subscriber record's.
+#[test]
+fn m2m_ae_runs_on_its_sim() {
+    let setup = Setup::new();
+    let (bsf, ub, usim) = setup.start_bsf(3600);
+    let cse = setup.start_cse("id-in", bsf.url());
+    let config = setup.path("lock-ae.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ae]\nresource_name = \"lock\"\napp_id = \"Nlock\"\noriginator = \"CLock\"\n\
+             [cse]\nurl = \"{}\"\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n\
+             [security]\nmode = \"gba\"\nusim = {:?}\nub_url = \"{ub}\"\nbsf_fqdn = \"{BSF_FQDN}\"\n\
+             naf_fqdn = \"{IN_NAF}\"\n",
+            cse.https_url(),
+            usim.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let ae = common::AeProcess::start(&config);
+    let ready = ae.ready(&cse);
+    assert_eq!(ready["aei"], json!("CLock"), "{ready}");
+    assert!(
+        cse.logged(&format!("97-{IMPI} -> //m2m.example.com/id-in/CLock")),
+        "{}",
+        cse.stderr()
+    );
+}
+
+/// A BSF is another operator's trust domain: a subscriber record naming the CSE's administrator
+/// (or an AE-ID a configured PSK row binds) opens nothing at the CSE.
+#[test]
+fn a_bsf_cannot_hand_out_the_administrator() {
+    let setup = Setup::new();
+    let (bsf, ub, _) = setup.start_bsf(3600);
+    let admin_usim = setup.add_subscriber("001010000000666@ims.example", "CAdmin", "admin.usim");
+    let cse = setup.start_cse("id-in", bsf.url());
+    let out = gba_request(
+        cse.https_url(),
+        &admin_usim,
+        &ub,
+        IN_NAF,
+        &["--to", "cse-in", "--from", "CAdmin"],
+    );
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        cse.logged("a key service named the administrator"),
+        "{}",
+        cse.stderr()
+    );
+}

@@ -18,6 +18,9 @@ use std::path::Path;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+/// The largest answer of the BSF read (a BootstrappingInfo is a few hundred bytes).
+const MAX_ANSWER: usize = 16 * 1024;
+
 /// How long one exchange with the BSF may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -153,11 +156,11 @@ async fn exchange(url: &http::Uri, authorization: &str) -> Result<Answer, Bootst
             content_type: header("content-type"),
             body: Bytes::new(),
         };
-        let body = resp
-            .into_body()
+        // Ub is plain HTTP: whatever answers is not believed, nor read without bound.
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| BootstrapError::Connect(e.to_string()))?
+            .map_err(|e| BootstrapError::Protocol(format!("the answer: {e}")))?
             .to_bytes();
         task.abort();
         Ok(Answer { body, ..answer })
@@ -298,6 +301,10 @@ pub async fn current_key(
     usim: &mut SoftwareUsim,
     force: bool,
 ) -> Result<Bootstrapped, BootstrapError> {
+    // One process at a time runs the USIM of a file (m2m ae and m2m request may share it): the
+    // file is read again under the lock, so no process writes back an older SQN.
+    let _lock = lock_usim(usim.path())?;
+    *usim = SoftwareUsim::load(usim.path()).map_err(BootstrapError::Usim)?;
     if let Some(kept) = usim.bootstrapped.as_ref().filter(|b| {
         !force && b.is_fresh() && m2m_security::gba::key_derivation::is_b_tid_of(&b.b_tid, bsf_fqdn)
     }) {
@@ -307,6 +314,25 @@ pub async fn current_key(
     usim.bootstrapped = Some(fresh.clone());
     usim.save().map_err(BootstrapError::Usim)?;
     Ok(fresh)
+}
+
+/// An exclusive lock on `<usim>.lock`, released when dropped.
+fn lock_usim(usim: &Path) -> Result<std::fs::File, BootstrapError> {
+    let mut path = usim.as_os_str().to_owned();
+    path.push(".lock");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let file = opts
+        .open(&path)
+        .map_err(|e| BootstrapError::Usim(format!("{}: {e}", Path::new(&path).display())))?;
+    file.lock()
+        .map_err(|e| BootstrapError::Usim(format!("locking the USIM file: {e}")))?;
+    Ok(file)
 }
 
 fn refused(a: &Answer) -> BootstrapError {

@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 const MAX_BODY: usize = 16 * 1024;
-/// Challenges waiting for an answer, in all and per subscriber (the oldest goes first).
+/// Challenges waiting for an answer, in all (one per subscriber).
 const MAX_PENDING: usize = 10_000;
-const PENDING_PER_SUBSCRIBER: usize = 4;
 /// The media type of the BSF's 200 answer (TS 24.109 Annex C).
 pub const BOOTSTRAPPING_INFO_TYPE: &str = "application/vnd.3gpp.bsf+xml";
 
@@ -57,8 +56,48 @@ pub struct Bsf {
     config: BsfConfig,
     store: Store,
     zn_tls: SslContext,
-    /// nonce -> the challenge it belongs to, and until when it may be answered.
-    pending: Mutex<HashMap<String, (Pending, Instant)>>,
+    pending: Mutex<Challenges>,
+}
+
+/// The challenges waiting for an answer: at most one per subscriber, sent again to whoever asks
+/// until it is answered or expires, so that asking spends no SQN (an attacker naming an IMPI
+/// could otherwise push the subscriber's SQN out of the USIM's window).
+#[derive(Default)]
+struct Challenges {
+    /// nonce -> the challenge, until when it may be answered, its WWW-Authenticate.
+    by_nonce: HashMap<String, (Pending, Instant, String)>,
+    /// IMPI -> the nonce of its challenge.
+    by_impi: HashMap<String, String>,
+}
+
+impl Challenges {
+    fn purge(&mut self, now: Instant) {
+        self.by_nonce.retain(|_, (_, until, _)| *until > now);
+        let live = &self.by_nonce;
+        self.by_impi.retain(|_, nonce| live.contains_key(nonce));
+    }
+
+    /// The WWW-Authenticate of the subscriber's live challenge.
+    fn of(&mut self, impi: &str, now: Instant) -> Option<String> {
+        self.purge(now);
+        let nonce = self.by_impi.get(impi)?;
+        self.by_nonce.get(nonce).map(|(_, _, www)| www.clone())
+    }
+
+    fn take(&mut self, nonce: &str, now: Instant) -> Option<Pending> {
+        let (p, until, _) = self.by_nonce.remove(nonce)?;
+        if self.by_impi.get(&p.impi).is_some_and(|n| n == nonce) {
+            self.by_impi.remove(&p.impi);
+        }
+        (until > now).then_some(p)
+    }
+
+    /// Drops the subscriber's challenge (its SQN is no longer the next one).
+    fn forget(&mut self, impi: &str) {
+        if let Some(nonce) = self.by_impi.remove(impi) {
+            self.by_nonce.remove(&nonce);
+        }
+    }
 }
 
 /// A NAF on Zn: the identity its certificate names.
@@ -117,7 +156,7 @@ impl Bsf {
             config,
             store,
             zn_tls,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Challenges::default()),
         }))
     }
 
@@ -305,6 +344,7 @@ impl Bsf {
                 r
             }
             Verdict::Resynchronise { sqn_ms } => {
+                self.challenges().forget(&sub.impi);
                 if let Err(e) = self.store.resynchronise(&sub.impi, sqn_ms) {
                     tracing::error!(target: "audit", error = %e, "BSF storage");
                     return plain(StatusCode::INTERNAL_SERVER_ERROR, "storage failure");
@@ -319,8 +359,16 @@ impl Bsf {
         }
     }
 
-    /// A 401 with a fresh authentication vector; 403 for an IMPI no subscriber has.
+    fn challenges(&self) -> std::sync::MutexGuard<'_, Challenges> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A 401 with the subscriber's live challenge, or a fresh authentication vector; 403 for an
+    /// IMPI no subscriber has.
     fn challenge(&self, peer: SocketAddr, impi: &str) -> Response {
+        if let Some(www) = self.challenges().of(impi, Instant::now()) {
+            return unauthorized(&www);
+        }
         let record = match self.store.subscriber(impi) {
             Ok(Some(r)) => r,
             Ok(None) => {
@@ -353,45 +401,35 @@ impl Bsf {
             tracing::error!(target: "audit", impi = %impi, "bootstrapping refused: the subscriber's SQN is spent");
             return plain(StatusCode::FORBIDDEN, "no authentication vector left");
         };
-        if !self.keep_pending(pending) {
-            return plain(
+        match self.keep_pending(pending, www) {
+            Some(www) => unauthorized(&www),
+            None => plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many bootstrappings in progress",
-            );
+            ),
         }
-        let mut r = plain(StatusCode::UNAUTHORIZED, "");
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&www) {
-            r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
-        }
-        r
     }
 
-    fn keep_pending(&self, p: Pending) -> bool {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+    /// Keeps a new challenge; returns the WWW-Authenticate to send (another request's, should
+    /// one have been kept for the subscriber meanwhile), `None` when too many are waiting.
+    fn keep_pending(&self, p: Pending, www: String) -> Option<String> {
         let now = Instant::now();
-        pending.retain(|_, (_, until)| *until > now);
-        let mut mine: Vec<(String, Instant)> = pending
-            .iter()
-            .filter(|(_, (q, _))| q.impi == p.impi)
-            .map(|(n, (_, until))| (n.clone(), *until))
-            .collect();
-        if mine.len() >= PENDING_PER_SUBSCRIBER {
-            mine.sort_by_key(|(_, until)| *until);
-            pending.remove(&mine[0].0);
+        let mut c = self.challenges();
+        if let Some(www) = c.of(&p.impi, now) {
+            return Some(www);
         }
-        if pending.len() >= MAX_PENDING {
-            return false;
+        if c.by_nonce.len() >= MAX_PENDING {
+            return None;
         }
         let until = now + Duration::from_secs(self.config.challenge_seconds);
-        pending.insert(p.nonce.clone(), (p, until));
-        true
+        c.by_impi.insert(p.impi.clone(), p.nonce.clone());
+        c.by_nonce.insert(p.nonce.clone(), (p, until, www.clone()));
+        Some(www)
     }
 
     /// The challenge of `nonce`, once: an answer is checked against it at most one time.
     fn take_pending(&self, nonce: &str) -> Option<Pending> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let (p, until) = pending.remove(nonce)?;
-        (until > Instant::now()).then_some(p)
+        self.challenges().take(nonce, Instant::now())
     }
 
     /// Zn: a NAF asks for the NAF-specific key of a B-TID.
@@ -491,6 +529,14 @@ impl Bsf {
 }
 
 type Response = hyper::Response<Full<Bytes>>;
+
+fn unauthorized(www: &str) -> Response {
+    let mut r = plain(StatusCode::UNAUTHORIZED, "");
+    if let Ok(v) = hyper::header::HeaderValue::from_str(www) {
+        r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
 
 fn plain(status: StatusCode, msg: &str) -> Response {
     let mut r = hyper::Response::new(Full::new(Bytes::from(msg.to_owned())));

@@ -201,13 +201,14 @@ impl Store {
         Ok(n.and_then(|n| u64::try_from(n).ok()))
     }
 
-    /// After an authentic AUTS: the USIM is at `sqn_ms`, so the next SQN is above it (never below
-    /// what was already used).
+    /// After an authentic AUTS (MAC-S over the RAND of a live challenge): the USIM is at `sqn_ms`,
+    /// so the next SQN is the one after it (TS 33.102 clause 6.3.5: SQN_HE is reset to SQN_MS),
+    /// down as well as up: a BSF pushed beyond the USIM's window recovers.
     pub fn resynchronise(&self, impi: &str, sqn_ms: u64) -> Result<(), String> {
         let next = i64::try_from(sqn_ms.saturating_add(1)).map_err(|_| "SQN out of range")?;
         self.conn()
             .execute(
-                "UPDATE subscribers SET next_sqn = MAX(next_sqn, ?2) WHERE impi = ?1",
+                "UPDATE subscribers SET next_sqn = ?2 WHERE impi = ?1",
                 params![impi, next],
             )
             .map_err(db)?;
@@ -219,9 +220,11 @@ impl Store {
         let aad = session_aad(&s.b_tid, &s.impi, &s.rand, s.bootstrapped, s.expires);
         let (nonce, ct) = at_rest::seal(&self.cipher, s.ks.expose(), &aad)?;
         let conn = self.conn();
+        // A new bootstrapping replaces the subscriber's earlier Ks (TS 33.220 clause 4.5.2):
+        // its B-TIDs open nothing more.
         conn.execute(
-            "DELETE FROM sessions WHERE expires <= ?1",
-            params![now_secs()],
+            "DELETE FROM sessions WHERE expires <= ?1 OR impi = ?2",
+            params![now_secs(), s.impi],
         )
         .map_err(db)?;
         let added = conn
@@ -316,9 +319,9 @@ mod tests {
         assert_eq!(s.take_sqn("imsi1@ims.example").unwrap(), Some(2));
         s.resynchronise("imsi1@ims.example", 40).unwrap();
         assert_eq!(s.take_sqn("imsi1@ims.example").unwrap(), Some(41));
-        // A resynchronisation never goes back.
+        // A resynchronisation resets to the USIM's SQN, down as well.
         s.resynchronise("imsi1@ims.example", 5).unwrap();
-        assert_eq!(s.take_sqn("imsi1@ims.example").unwrap(), Some(42));
+        assert_eq!(s.take_sqn("imsi1@ims.example").unwrap(), Some(6));
         assert_eq!(s.take_sqn("nobody@ims.example").unwrap(), None);
 
         let now = now_secs();
@@ -331,7 +334,18 @@ mod tests {
             expires: now + 100,
         };
         s.insert_session(&session).unwrap();
-        assert!(s.insert_session(&session).is_err(), "a B-TID in use");
+        // The same subscriber again: its earlier key goes (the B-TID itself is replaced).
+        s.insert_session(&session).unwrap();
+        let other = Session {
+            b_tid: "AgICAgICAgICAgICAgICAg==@bsf.example".into(),
+            impi: "imsi2@ims.example".into(),
+            rand: [2; 16],
+            ks: Ks::new(&[7; 16], &[8; 16]),
+            bootstrapped: now,
+            expires: now + 100,
+        };
+        s.insert_session(&other).unwrap();
+        assert!(s.session(&other.b_tid).unwrap().is_some());
         let got = s.session(&session.b_tid).unwrap().unwrap();
         assert_eq!(got.ks.expose(), session.ks.expose());
         assert_eq!(got.impi, session.impi);

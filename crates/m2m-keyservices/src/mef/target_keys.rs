@@ -59,13 +59,18 @@ impl ProvisionedKpsaKeys {
 
     /// Whether a psk_identity is a KeID of this MEF (`hex@MEF-FQDN`).
     pub fn governs(&self, psk_identity: &str) -> bool {
-        psk_identity
-            .rsplit_once('@')
-            .is_some_and(|(relative, fqdn)| {
-                fqdn.eq_ignore_ascii_case(&self.mef_fqdn)
-                    && !relative.is_empty()
-                    && relative.bytes().all(|b| b.is_ascii_hexdigit())
-            })
+        self.canonical(psk_identity).is_some()
+    }
+
+    /// The KeID as the MEF writes it (upper-case hex, the configured FQDN): every letter case of
+    /// one KeID is that KeID, fetched, cached and refused as one (an attacker offering a victim's
+    /// KeID in another case must not get it refused).
+    fn canonical(&self, psk_identity: &str) -> Option<String> {
+        let (relative, fqdn) = psk_identity.rsplit_once('@')?;
+        (fqdn.eq_ignore_ascii_case(&self.mef_fqdn)
+            && !relative.is_empty()
+            && relative.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("{}@{}", relative.to_ascii_uppercase(), self.mef_fqdn))
     }
 
     async fn fetch(&self, ke_id: &str) -> Result<(PskKey, Duration), String> {
@@ -97,11 +102,7 @@ impl ProvisionedKpsaKeys {
 
 impl PskLookup for ProvisionedKpsaKeys {
     fn lookup(&self, psk_identity: &str, handshake: &PskHandshake) -> Option<PskKey> {
-        if !self.governs(psk_identity) {
-            return None;
-        }
-        // KeIDs (hex) and the MEF-FQDN have no case.
-        let id = psk_identity.to_ascii_lowercase();
+        let id = self.canonical(psk_identity)?;
         if let Some(key) = self.cache.get(&id) {
             return Some(key);
         }
@@ -112,7 +113,7 @@ impl PskLookup for ProvisionedKpsaKeys {
             tracing::warn!(target: "audit", psk_identity, peer = ?handshake.peer, "Kpsa not fetched: too many fetches in flight from this address");
             return None;
         };
-        match fetch_in_psk_callback(self.timeout, self.fetch(psk_identity)) {
+        match fetch_in_psk_callback(self.timeout, self.fetch(&id)) {
             Ok((key, lifetime)) => {
                 self.cache.put(id, &key, lifetime);
                 Some(key)
