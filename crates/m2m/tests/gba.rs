@@ -560,3 +560,24 @@ fn a_bsf_cannot_hand_out_the_administrator() {
         cse.stderr()
     );
 }
+
+/// A USIM that has accepted SQNs far above the BSF's (a stale challenge for it): it answers
+/// with AUTS, the BSF resynchronises, and the device still associates on this run.
+#[test]
+fn a_usim_ahead_of_the_bsf_resynchronises_and_associates() {
+    let setup = Setup::new();
+    let (bsf, ub, usim) = setup.start_bsf(3600);
+    let cse = setup.start_cse("id-in", bsf.url());
+    let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&usim).unwrap()).unwrap();
+    file["sqnHighest"] = json!(5000);
+    common::write_private(&usim, &file.to_string());
+    let out = register_lock(cse.https_url(), &usim, &ub);
+    assert_eq!(json_of(&out)["rsc"], json!(2001), "{}", cse.stderr());
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&usim).unwrap()).unwrap();
+    assert!(file["sqnHighest"].as_u64().unwrap() > 5000, "{file}");
+    assert!(
+        bsf.stderr().contains("SQN resynchronised"),
+        "{}",
+        bsf.stderr()
+    );
+}
