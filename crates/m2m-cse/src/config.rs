@@ -1019,102 +1019,54 @@ impl Config {
             }
             _ => {}
         }
-        self.validate_maf()?;
-        self.validate_gba()?;
-        self.validate_mef()?;
+        self.validate_key_services()?;
         self.validate_group_authentication()?;
         self.validate_esprim()
     }
 
-    /// The CSE authenticates to the MAF with its [tls] certificate, and MAF keys open only TLS
-    /// associations: without them [maf] would silently do nothing.
-    fn validate_maf(&self) -> anyhow::Result<()> {
-        if self.maf.is_none() {
-            return Ok(());
-        }
-        let certified = self.tls.as_ref().is_some_and(|t| {
-            t.certificate.is_some() && t.private_key.is_some() && t.trusted_ca.is_some()
-        });
-        if !certified {
-            bail!("[maf] needs a [tls] section with certificate, private_key and trusted_ca (the CSE authenticates to the MAF with them)");
-        }
-        Ok(())
-    }
-
-    /// The CSE authenticates to the BSF with its [tls] certificate; B-TIDs of the BSF's domain
-    /// are the BSF's alone, so no provisioned KpsaID and no MAF may share it.
-    fn validate_gba(&self) -> anyhow::Result<()> {
-        let Some(g) = &self.gba else {
-            return Ok(());
-        };
-        let certified = self.tls.as_ref().is_some_and(|t| {
-            t.certificate.is_some() && t.private_key.is_some() && t.trusted_ca.is_some()
-        });
-        if !certified {
-            bail!("[gba] needs a [tls] section with certificate, private_key and trusted_ca (the CSE authenticates to the BSF with them)");
-        }
-        let bsf = m2m_security::certificates::check_fqdn(&g.bsf_fqdn)
-            .map_err(|e| anyhow::anyhow!("gba.bsf_fqdn: {e}"))?;
-        if !g.zn_url.starts_with("https://") {
-            bail!("gba.zn_url must be https:// (Zn is mutual TLS)");
-        }
-        if let Some(row) = self.security.psk.iter().find(|r| {
-            r.kpsa_id
-                .rsplit_once('@')
-                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&bsf))
-        }) {
-            bail!(
-                "security.psk kpsa_id {} is in the BSF's domain {bsf}, which names B-TIDs only",
-                row.kpsa_id
-            );
-        }
-        if self
-            .maf
-            .as_ref()
-            .is_some_and(|m| m.fqdn.eq_ignore_ascii_case(&bsf))
-        {
-            bail!("[maf] fqdn and [gba] bsf_fqdn must differ: each names its own key identifiers");
-        }
-        Ok(())
-    }
-
-    /// The CSE authenticates to the MEF with its [tls] certificate; KeIDs of the MEF's domain
-    /// are the MEF's alone.
-    fn validate_mef(&self) -> anyhow::Result<()> {
-        let Some(m) = &self.mef else {
-            return Ok(());
-        };
-        let certified = self.tls.as_ref().is_some_and(|t| {
-            t.certificate.is_some() && t.private_key.is_some() && t.trusted_ca.is_some()
-        });
-        if !certified {
-            bail!("[mef] needs a [tls] section with certificate, private_key and trusted_ca (the CSE authenticates to the MEF with them)");
-        }
-        let fqdn = m2m_security::certificates::check_fqdn(&m.fqdn)
-            .map_err(|e| anyhow::anyhow!("mef.fqdn: {e}"))?;
-        if !m.url.starts_with("https://") {
-            bail!("mef.url must be https://");
-        }
-        if let Some(row) = self.security.psk.iter().find(|r| {
-            r.kpsa_id
-                .rsplit_once('@')
-                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&fqdn))
-        }) {
-            bail!(
-                "security.psk kpsa_id {} is in the MEF's domain {fqdn}, whose KeIDs the MEF provisions",
-                row.kpsa_id
-            );
-        }
-        let clash = self
-            .maf
-            .as_ref()
-            .is_some_and(|x| x.fqdn.eq_ignore_ascii_case(&fqdn))
-            || self
-                .gba
+    /// The key services the CSE fetches keys from during handshakes ([maf], [gba], [mef]): it
+    /// authenticates to each with its [tls] certificate (without it the section would silently do
+    /// nothing), over https; each names its key identifiers by its own domain (KcIDs, B-TIDs,
+    /// KeIDs), which no provisioned KpsaID and no other service may share.
+    fn validate_key_services(&self) -> anyhow::Result<()> {
+        let services = [
+            self.maf
                 .as_ref()
-                .is_some_and(|g| g.bsf_fqdn.eq_ignore_ascii_case(&fqdn));
-        if clash {
-            bail!("[mef] fqdn must differ from [maf] fqdn and [gba] bsf_fqdn: each names its own key identifiers");
+                .map(|m| ("maf", m.fqdn.as_str(), m.url.as_str())),
+            self.gba
+                .as_ref()
+                .map(|g| ("gba", g.bsf_fqdn.as_str(), g.zn_url.as_str())),
+            self.mef
+                .as_ref()
+                .map(|m| ("mef", m.fqdn.as_str(), m.url.as_str())),
+        ];
+        let certified = self.tls.as_ref().is_some_and(|t| {
+            t.certificate.is_some() && t.private_key.is_some() && t.trusted_ca.is_some()
+        });
+        let mut domains: Vec<(&str, String)> = Vec::new();
+        for (table, fqdn, url) in services.into_iter().flatten() {
+            if !certified {
+                bail!("[{table}] needs a [tls] section with certificate, private_key and trusted_ca (the CSE authenticates to the key service with them)");
+            }
+            let fqdn = m2m_security::certificates::check_fqdn(fqdn)
+                .map_err(|e| anyhow::anyhow!("[{table}] domain: {e}"))?;
+            if !url.starts_with("https://") {
+                bail!("[{table}]: the key service's URL must be https://");
+            }
+            if let Some(row) = self.security.psk.iter().find(|r| {
+                r.kpsa_id
+                    .rsplit_once('@')
+                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&fqdn))
+            }) {
+                bail!(
+                    "security.psk kpsa_id {} is in the domain {fqdn} of [{table}], whose key identifiers that service names",
+                    row.kpsa_id
+                );
+            }
+            if let Some((other, _)) = domains.iter().find(|(_, d)| *d == fqdn) {
+                bail!("[{other}] and [{table}] name the same domain {fqdn}: each names its own key identifiers");
+            }
+            domains.push((table, fqdn));
         }
         Ok(())
     }
@@ -1386,6 +1338,41 @@ mod tests {
         let e = refusal(&format!("{MAF}[tls]\ncertificate = \"c.pem\"\n"));
         assert!(e.contains("private_key and trusted_ca"), "{e}");
         assert!(Config::from_toml(&format!("{MAF}{CERTIFIED_TLS}")).is_ok());
+    }
+
+    /// The BSF's and the MEF's domains name their key identifiers (B-TIDs, KeIDs): no PSK row,
+    /// and no other key service, may share one; each needs the certificate and https.
+    #[test]
+    fn key_services_keep_their_domains_apart() {
+        const GBA: &str =
+            "[gba]\nzn_url = \"https://127.0.0.1:1\"\nbsf_fqdn = \"bsf.example.com\"\n";
+        const MEF: &str = "[mef]\nurl = \"https://127.0.0.1:2\"\nfqdn = \"mef.example.com\"\n";
+        assert!(Config::from_toml(&format!("{MAF}{GBA}{MEF}{CERTIFIED_TLS}")).is_ok());
+        assert!(refusal(GBA).contains("[gba] needs a [tls] section"));
+        assert!(refusal(MEF).contains("[mef] needs a [tls] section"));
+        let row = |domain: &str| {
+            format!(
+                "[[security.psk]]\nkpsa_id = \"x@{domain}\"\nkey = \"{}\"\n",
+                "5a".repeat(16)
+            )
+        };
+        for (section, domain) in [(GBA, "BSF.example.com"), (MEF, "mef.EXAMPLE.com")] {
+            let e = refusal(&format!("{section}{CERTIFIED_TLS}{}", row(domain)));
+            assert!(
+                e.contains("whose key identifiers that service names"),
+                "{e}"
+            );
+        }
+        let e = refusal(&format!(
+            "{MAF}{CERTIFIED_TLS}{}",
+            GBA.replace("bsf.example.com", "MAF.example.com")
+        ));
+        assert!(e.contains("[maf] and [gba] name the same domain"), "{e}");
+        let e = refusal(&format!(
+            "{CERTIFIED_TLS}{}",
+            MEF.replace("https://", "http://")
+        ));
+        assert!(e.contains("must be https://"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,29 @@ pub(crate) fn open(
         .map(Zeroizing::new)
 }
 
+/// Opens (creating) the SQLite database `dir/file` of `service` (for its log lines): the
+/// directory 0700, the database and SQLite's `-wal`/`-shm` 0600 ([`m2m_security::data_files`]:
+/// created so, tightened when group or others may read, refused when they may write).
+pub(crate) fn open_private_sqlite(
+    dir: &std::path::Path,
+    file: &str,
+    service: &str,
+) -> Result<rusqlite::Connection, String> {
+    use m2m_security::data_files;
+    let db_path = dir.join(file);
+    let mut tightened = vec![data_files::private_dir(dir)?];
+    for suffix in ["-wal", "-shm"] {
+        let mut p = db_path.clone().into_os_string();
+        p.push(suffix);
+        tightened.push(data_files::existing_private_file(std::path::Path::new(&p))?);
+    }
+    tightened.push(data_files::private_file(&db_path)?);
+    for t in tightened.into_iter().flatten() {
+        tracing::warn!(target: "audit", "{service} storage: {t}");
+    }
+    rusqlite::Connection::open(&db_path).map_err(|e| format!("storage: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,6 @@
 use crate::at_rest;
 use aes_gcm::Aes256Gcm;
 use m2m_security::credentials::Secret;
-use m2m_security::data_files;
 use m2m_security::gba::key_derivation::Ks;
 use m2m_security::gba::milenage::{Block, Milenage};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -82,18 +81,7 @@ fn session_aad(b_tid: &str, impi: &str, rand: &Block, bootstrapped: i64, expires
 impl Store {
     /// Opens (creating) `dir/bsf.sqlite`, the directory 0700 and the files 0600.
     pub fn open(dir: &Path, storage_key: &Secret) -> Result<Store, String> {
-        let db_path = dir.join("bsf.sqlite");
-        let mut tightened = vec![data_files::private_dir(dir)?];
-        for suffix in ["-wal", "-shm"] {
-            let mut p = db_path.clone().into_os_string();
-            p.push(suffix);
-            tightened.push(data_files::existing_private_file(Path::new(&p))?);
-        }
-        tightened.push(data_files::private_file(&db_path)?);
-        for t in tightened.into_iter().flatten() {
-            tracing::warn!(target: "audit", "BSF storage: {t}");
-        }
-        let conn = Connection::open(&db_path).map_err(db)?;
+        let conn = at_rest::open_private_sqlite(dir, "bsf.sqlite", "BSF")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(

@@ -32,7 +32,6 @@ use super::ttp::{CredentialReg, CredentialUsage};
 use crate::at_rest;
 use aes_gcm::Aes256Gcm;
 use m2m_security::credentials::Secret;
-use m2m_security::data_files;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -90,18 +89,7 @@ fn db(e: rusqlite::Error) -> String {
 impl Store {
     /// Opens (creating) `dir/maf.sqlite`, the directory 0700 and the files 0600.
     pub fn open(dir: &Path, storage_key: &Secret) -> Result<Store, String> {
-        let db_path = dir.join("maf.sqlite");
-        let mut tightened = vec![data_files::private_dir(dir)?];
-        for suffix in ["-wal", "-shm"] {
-            let mut p = db_path.clone().into_os_string();
-            p.push(suffix);
-            tightened.push(data_files::existing_private_file(Path::new(&p))?);
-        }
-        tightened.push(data_files::private_file(&db_path)?);
-        for t in tightened.into_iter().flatten() {
-            tracing::warn!(target: "audit", "MAF storage: {t}");
-        }
-        let conn = Connection::open(&db_path).map_err(db)?;
+        let conn = at_rest::open_private_sqlite(dir, "maf.sqlite", "MAF")?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              CREATE TABLE IF NOT EXISTS clients (
