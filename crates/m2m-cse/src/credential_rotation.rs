@@ -33,6 +33,9 @@ pub struct Rotation {
     path: PathBuf,
     home: Home,
     state: Mutex<State>,
+    /// The domains of the key services ([maf], [gba], [mef], lower case): their key identifiers
+    /// are theirs, and the psk table looks a rotated KpsaID up before them.
+    key_service_domains: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -77,11 +80,21 @@ impl Rotation {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => anyhow::bail!("{}: {e}", path.display()),
         };
+        let key_service_domains = [
+            cfg.maf.as_ref().map(|m| &m.fqdn),
+            cfg.gba.as_ref().map(|g| &g.bsf_fqdn),
+            cfg.mef.as_ref().map(|m| &m.fqdn),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
         Ok(Some(Arc::new(Rotation {
             krot,
             path,
             home: home.clone(),
             state: Mutex::new(state),
+            key_service_domains,
         })))
     }
 
@@ -168,6 +181,15 @@ impl Rotation {
             ));
         }
         let id = kpsa_id.canonical();
+        if self
+            .key_service_domains
+            .iter()
+            .any(|d| kpsa_id.issuer_fqdn().eq_ignore_ascii_case(d))
+        {
+            return Err(M2mError::bad_request(
+                "credentials: this KpsaID is in the domain of a key service of this CSE",
+            ));
+        }
         let who = entity.sp_relative();
         let mut replaces: Vec<String> = replaces.iter().map(|r| canonical(r)).collect();
         if replaces.is_empty() {
@@ -245,4 +267,55 @@ fn save(path: &Path, state: &State) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rotated KpsaID is looked up before the key services' identifiers: it may not be one of
+    /// theirs (a B-TID, a KeID, a Key Identifier of the MAF), in any letter case.
+    #[test]
+    fn a_rotation_never_takes_a_key_service_domain() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("krot.key");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cfg = crate::Config::from_toml(&format!(
+            "[storage]\npath = {:?}\n[security]\nrotation_key = {:?}\n\
+             [tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\ntrusted_ca = \"ca.pem\"\n\
+             [gba]\nzn_url = \"https://127.0.0.1:1\"\nbsf_fqdn = \"bsf.example.com\"\n\
+             [mef]\nurl = \"https://127.0.0.1:2\"\nfqdn = \"mef.example.com\"\n",
+            dir.path().display().to_string(),
+            key.display().to_string(),
+        ))
+        .unwrap();
+        let home = Home::cse(
+            m2m_core::SpId::parse("m2m.example.com").unwrap(),
+            m2m_core::CseId::parse("/id-in").unwrap(),
+        );
+        let rotation = Rotation::from_config(&cfg, &home).unwrap().unwrap();
+        let entity = EntityId::parse("CLock", &home).unwrap();
+        let configured = std::collections::HashSet::new();
+        for id in ["AAAA@bsf.example.com", "0A0B@MEF.example.com"] {
+            let e = rotation
+                .prepare(
+                    &KpsaId::parse(id).unwrap(),
+                    &entity,
+                    vec!["old@in.example.com".into()],
+                    &configured,
+                )
+                .unwrap_err();
+            assert!(e.dbg.contains("domain of a key service"), "{id}: {}", e.dbg);
+        }
+        rotation
+            .prepare(
+                &KpsaId::parse("new@in.example.com").unwrap(),
+                &entity,
+                vec!["old@in.example.com".into()],
+                &configured,
+            )
+            .unwrap();
+    }
 }
