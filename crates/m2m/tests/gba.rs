@@ -296,6 +296,13 @@ fn a_device_bootstraps_associates_by_gba_psk_and_registers() {
     );
     assert_eq!(json_of(&out)["rsc"], json!(2000), "{}", cse.stderr());
 
+    // Four handshakes, four Ks_NAF fetches: over one Zn connection the CSE keeps open.
+    let zn_associations = bsf
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("association established") && l.contains("bsf-zn"))
+        .count();
+    assert_eq!(zn_associations, 1, "{}", bsf.stderr());
     // Bound: the B-TID's association cannot act as another AE (4106).
     let out = gba_request(
         cse.https_url(),

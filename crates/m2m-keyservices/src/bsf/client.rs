@@ -366,7 +366,13 @@ pub struct ZnClient {
     url: String,
     bsf_fqdn: String,
     context: SslContext,
+    /// A connection to the BSF kept open between fetches: a fetch in a handshake then costs one
+    /// request, not a mutual-TLS handshake as well. Taken by one fetch at a time; the others
+    /// open their own (not kept).
+    idle: std::sync::Mutex<Option<ZnConnection>>,
 }
+
+type ZnConnection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 impl ZnClient {
     /// A client reaching `url` (`https://host:port`), whose certificate must name `bsf_fqdn`,
@@ -376,6 +382,7 @@ impl ZnClient {
             url: url.to_owned(),
             bsf_fqdn: bsf_fqdn.to_owned(),
             context,
+            idle: std::sync::Mutex::new(None),
         }
     }
 
@@ -413,37 +420,44 @@ impl ZnClient {
             key_lifetime: Option<String>,
             error: Option<String>,
         }
-        let (host, port) = crate::maf::client::host_port(&self.url)?;
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let check = PeerCheck::Host(self.bsf_fqdn.clone());
         let run = async {
-            let tcp = tokio::net::TcpStream::connect(&addr)
-                .await
-                .map_err(|e| format!("BSF {addr}: {e}"))?;
-            let stream = m2m_transport::connect(&self.context, tcp, &check, TIMEOUT).await?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            let task = tokio::spawn(async move {
-                let _ = conn.await;
-            });
             let body = serde_json::json!({
                 "bTid": b_tid,
                 "nafFqdn": naf.fqdn,
                 "uaSecurityProtocolId": hex::encode(naf.ua_protocol),
             });
-            let req = hyper::Request::builder()
-                .method(hyper::Method::POST)
-                .uri("/zn/naf-key")
-                .header(hyper::header::HOST, &self.bsf_fqdn)
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body.to_string())))
-                .map_err(|e| e.to_string())?;
-            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let req = || {
+                hyper::Request::builder()
+                    .method(hyper::Method::POST)
+                    .uri("/zn/naf-key")
+                    .header(hyper::header::HOST, &self.bsf_fqdn)
+                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(body.to_string())))
+                    .map_err(|e| e.to_string())
+            };
+            // The kept connection first; one the BSF has closed meanwhile is replaced once.
+            let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let (mut sender, resp) = match kept.filter(|s| !s.is_closed()) {
+                Some(mut sender) => match sender.send_request(req()?).await {
+                    Ok(resp) => (sender, resp),
+                    Err(_) => {
+                        let mut sender = self.connect().await?;
+                        let resp = sender
+                            .send_request(req()?)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        (sender, resp)
+                    }
+                },
+                None => {
+                    let mut sender = self.connect().await?;
+                    let resp = sender
+                        .send_request(req()?)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    (sender, resp)
+                }
+            };
             let status = resp.status();
             let bytes = Zeroizing::new(
                 resp.into_body()
@@ -453,7 +467,13 @@ impl ZnClient {
                     .to_bytes()
                     .to_vec(),
             );
-            task.abort();
+            // Kept for the next fetch, unless another one was kept meanwhile.
+            if sender.ready().await.is_ok() {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.is_none() {
+                    *idle = Some(sender);
+                }
+            }
             let reply: Reply =
                 serde_json::from_slice(&bytes).map_err(|_| "the BSF's answer is not JSON")?;
             if !status.is_success() {
@@ -482,6 +502,29 @@ impl ZnClient {
         };
         tokio::time::timeout(TIMEOUT, run)
             .await
-            .map_err(|_| format!("BSF {addr}: no answer within {TIMEOUT:?}"))?
+            .map_err(|_| format!("BSF {}: no answer within {TIMEOUT:?}", self.url))?
+    }
+
+    /// A new mutual-TLS connection to the BSF, its certificate naming the BSF's FQDN.
+    async fn connect(&self) -> Result<ZnConnection, String> {
+        let (host, port) = crate::maf::client::host_port(&self.url)?;
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let check = PeerCheck::Host(self.bsf_fqdn.clone());
+        let tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| format!("BSF {addr}: {e}"))?;
+        let stream = m2m_transport::connect(&self.context, tcp, &check, TIMEOUT).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        // The connection lives as long as its sender (kept, or dropped after this fetch).
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
     }
 }
