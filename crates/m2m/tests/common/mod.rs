@@ -1578,26 +1578,24 @@ pub fn have_tool(program: &str, version_arg: &str, purpose: &str) -> bool {
 /// Like [`have_tool`] for a program with no option that exits 0 (libcoap's clients): whether it
 /// can be started at all.
 pub fn have_program(program: &str, purpose: &str) -> bool {
-    let found = Command::new(program)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    found_or_skip(program, found, purpose)
+    found_or_skip(program, starts(program, &[]), purpose)
 }
 
 /// Like [`have_tool`] for a program whose every option exits non-zero (mosquitto's): whether
 /// `program -h` can be started.
 pub fn can_start(program: &str, purpose: &str) -> bool {
-    let found = Command::new(program)
-        .arg("-h")
+    found_or_skip(program, starts(program, &["-h"]), purpose)
+}
+
+/// Whether `program ARGS` can be started, whatever it exits with.
+fn starts(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok();
-    found_or_skip(program, found, purpose)
+        .is_ok()
 }
 
 /// Whether python3 imports `module`; missing: skipped loudly outside CI, a failure in CI.
