@@ -179,18 +179,24 @@ impl BsfConfig {
         CseNaming::new(&self.sp_fqdn, &self.in_cse_id)
     }
 
-    /// The NAF FQDN of a NAF with this certificate identity, when it is one of `nafs`.
-    pub fn known_naf(&self, identity: &CertIdentity) -> Option<String> {
-        let naming = self.naming().ok()?;
-        let fqdn = match identity {
-            CertIdentity::Fqdn(f) => f.clone(),
-            CertIdentity::Entity(e) => naming.dns_name(e.cse_id()?).ok()?,
-        };
-        self.nafs
-            .iter()
-            .filter_map(|n| naf_fqdn(&n.id, &naming).ok())
-            .find(|f| f.eq_ignore_ascii_case(&fqdn))
+    /// The NAF FQDNs of `nafs` (lower case), checked at load: derived once, at start.
+    pub fn naf_fqdns(&self) -> Result<Vec<String>, String> {
+        let naming = self.naming()?;
+        self.nafs.iter().map(|n| naf_fqdn(&n.id, &naming)).collect()
     }
+}
+
+/// The NAF FQDN of a NAF with this certificate identity when it is among `known` (the
+/// configuration's [`BsfConfig::naf_fqdns`]); `naming` reads CSE-ID certificates.
+pub fn known_naf(identity: &CertIdentity, naming: &CseNaming, known: &[String]) -> Option<String> {
+    let fqdn = match identity {
+        CertIdentity::Fqdn(f) => f.clone(),
+        CertIdentity::Entity(e) => naming.dns_name(e.cse_id()?).ok()?,
+    };
+    known
+        .iter()
+        .find(|f| f.eq_ignore_ascii_case(&fqdn))
+        .cloned()
 }
 
 /// The NAF FQDN of a `nafs` row: a CSE's public domain name, or the FQDN itself (lower case).
@@ -218,18 +224,26 @@ mod tests {
         let c = BsfConfig::from_toml_str(&uncommented).unwrap();
         assert_eq!(c.nafs.len(), 2);
         let naming = c.naming().unwrap();
+        let known = c.naf_fqdns().unwrap();
         let in_cse = naming.entity(m2m_core::CseId::parse("/id-in").unwrap());
         assert_eq!(
-            c.known_naf(&CertIdentity::Entity(in_cse)).as_deref(),
+            known_naf(&CertIdentity::Entity(in_cse), &naming, &known).as_deref(),
             Some("id-in.m2m.example.com")
         );
         assert_eq!(
-            c.known_naf(&CertIdentity::Fqdn("MEF.keys.example.net".into()))
-                .as_deref(),
+            known_naf(
+                &CertIdentity::Fqdn("MEF.keys.example.net".into()),
+                &naming,
+                &known
+            )
+            .as_deref(),
             Some("mef.keys.example.net")
         );
         let other = naming.entity(m2m_core::CseId::parse("/id-mn").unwrap());
-        assert_eq!(c.known_naf(&CertIdentity::Entity(other)), None);
+        assert_eq!(
+            known_naf(&CertIdentity::Entity(other), &naming, &known),
+            None
+        );
         assert!(BsfConfig::from_toml_str(
             &DEFAULT_CONFIG.replace("lifetime_seconds = 86400", "lifetime_seconds = 0")
         )

@@ -2,7 +2,7 @@
 //! and Zn, where NAFs fetch the NAF-specific key of a B-TID (TS 33.220 clause 4.5.3) over mutual
 //! TLS. The exchanges are described in the [module documentation](super).
 
-use super::config::BsfConfig;
+use super::config::{known_naf, BsfConfig};
 use super::store::{now_secs, Session, Store};
 use crate::provisioned_keys::{read_storage_key, WhenMissing};
 use bytes::Bytes;
@@ -56,6 +56,9 @@ pub struct Bsf {
     config: BsfConfig,
     store: Store,
     zn_tls: SslContext,
+    /// How certificates name CSEs, and the NAF FQDNs of `nafs`: derived once, at start.
+    naming: m2m_security::certificates::CseNaming,
+    naf_fqdns: Vec<String>,
     pending: Mutex<Challenges>,
 }
 
@@ -124,7 +127,7 @@ impl Binder for ZnBinder {
             return Err("NAFs authenticate with certificates".into());
         };
         let cert = X509::from_der(&leaf_der).map_err(|e| e.to_string())?;
-        let identity = identity_of(&cert, &self.bsf.config.naming()?)?;
+        let identity = identity_of(&cert, &self.bsf.naming)?;
         Ok(NafPeer { addr, identity })
     }
 }
@@ -153,6 +156,8 @@ impl Bsf {
         })?;
         let store = open_store(&config)?;
         Ok(Arc::new(Bsf {
+            naming: config.naming()?,
+            naf_fqdns: config.naf_fqdns()?,
             config,
             store,
             zn_tls,
@@ -458,7 +463,7 @@ impl Bsf {
             json_error(status, why)
         };
         // TS 33.220 clause 4.5.3: only a NAF the BSF knows, and only for its own FQDN.
-        let Some(fqdn) = self.config.known_naf(&naf.identity) else {
+        let Some(fqdn) = known_naf(&naf.identity, &self.naming, &self.naf_fqdns) else {
             return refuse(StatusCode::FORBIDDEN, "not a NAF of this BSF");
         };
         if !fqdn.eq_ignore_ascii_case(&req.naf_fqdn) {
