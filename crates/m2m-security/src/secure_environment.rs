@@ -8,6 +8,8 @@
 //!   passphrase through Argon2id. The format is described on the type.
 //! - [`PlainPskTable`]: PSK rows given in a configuration file (the door-lock demo); the caller checks that
 //!   file with [`check_private_file`].
+//! - [`pkcs11::Pkcs11Token`]: a PKCS#11 token (an HSM, a smart card, SoftHSM): private keys generated
+//!   and used inside it, PSKs held sensitive and handed to OpenSSL for one handshake at a time.
 //!
 //! Outside this module secrets travel as [`Secret`] (zeroed on drop, `Debug` shows the length only). No error
 //! of this module contains key material, a passphrase or the content of a key file.
@@ -24,6 +26,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
+pub mod pkcs11;
+
 /// Access to the credentials of one entity (seeds/002 clause 6.4.1).
 ///
 /// Lookups return owned copies whose key material is zeroed when dropped.
@@ -36,6 +40,42 @@ pub trait SecureEnvironment: Send + Sync {
     fn secret(&self, name: &str) -> Option<Secret>;
     /// A human-readable name of this environment, for logs.
     fn name(&self) -> &str;
+    /// How well this environment keeps its keys (seeds/002 clause 6.4.1).
+    fn security_level(&self) -> SecurityLevel {
+        SecurityLevel::Software
+    }
+}
+
+/// The Security Level of a Secure Environment (seeds/002 clause 6.4.1: "Each Secure Environment
+/// shall be associated with one certain Security Level depending on the particular
+/// implementation of the SE"), from weakest to strongest; configuration can require a minimum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecurityLevel {
+    /// Keys in files (the encrypted keystore, configuration rows), used in process memory.
+    Software,
+    /// Keys in a PKCS#11 token implemented in software (e.g. SoftHSM): private keys and
+    /// derivation keys never enter this process, but the token's own files hold them.
+    Token,
+    /// Keys in a PKCS#11 token in a hardware slot (an HSM, a smart card): they never leave it.
+    Hardware,
+}
+
+impl SecurityLevel {
+    /// The name configuration and `m2m keys` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityLevel::Software => "software",
+            SecurityLevel::Token => "token",
+            SecurityLevel::Hardware => "hardware",
+        }
+    }
+}
+
+impl fmt::Display for SecurityLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Refuses a file that holds secrets when group or others may read or write it (`mode & 0o077 != 0`).

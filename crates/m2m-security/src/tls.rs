@@ -301,8 +301,7 @@ fn server_builder(cfg: &ServerTlsConfig, proto: Proto) -> Result<SslContextBuild
         b.set_certificate_chain_file(chain)
             .map_err(|e| err(&format!("certificate {}", chain.display()), e))?;
         let key = cfg.private_key.as_ref().expect("checked");
-        b.set_private_key_file(key, SslFiletype::PEM)
-            .map_err(|e| err(&format!("private key {}", key.display()), e))?;
+        use_private_key(&mut b, key)?;
         b.check_private_key()
             .map_err(|e| err("the private key does not match the certificate", e))?;
     }
@@ -524,6 +523,27 @@ pub struct ClientTlsConfig {
 }
 
 /// Builds a client context; certificate suites verify the server against `trusted_ca`.
+/// Gives the context its private key: a PEM file, or a key in a PKCS#11 token named by its
+/// `pkcs11:` URI (the handshakes then sign inside the token, through OpenSSL's PKCS#11 provider,
+/// which the process's OpenSSL configuration loads: `secure_environment::pkcs11`).
+fn use_private_key(b: &mut SslContextBuilder, key: &std::path::Path) -> Result<(), String> {
+    use crate::secure_environment::pkcs11;
+    match key.to_str().filter(|_| pkcs11::is_key_uri(key)) {
+        Some(uri) => {
+            let pkey = pkcs11::load_private_key(uri).map_err(|e| {
+                format!(
+                    "private key {uri}: {e} (is OpenSSL's PKCS#11 provider loaded for its token?)"
+                )
+            })?;
+            b.set_private_key(&pkey)
+                .map_err(|e| format!("private key {uri}: {e}"))
+        }
+        None => b
+            .set_private_key_file(key, SslFiletype::PEM)
+            .map_err(|e| format!("private key {}: {e}", key.display())),
+    }
+}
+
 pub fn client_context(cfg: &ClientTlsConfig) -> Result<SslContext, String> {
     client_context_for(cfg, Proto::Tls { tls13: cfg.tls13 })
 }
@@ -573,8 +593,7 @@ fn client_context_for(cfg: &ClientTlsConfig, proto: Proto) -> Result<SslContext,
     if let (Some(chain), Some(key)) = (&cfg.certificate_chain, &cfg.private_key) {
         b.set_certificate_chain_file(chain)
             .map_err(|e| err(&format!("certificate {}", chain.display()), e))?;
-        b.set_private_key_file(key, SslFiletype::PEM)
-            .map_err(|e| err(&format!("private key {}", key.display()), e))?;
+        use_private_key(&mut b, key)?;
         b.check_private_key()
             .map_err(|e| err("the private key does not match the certificate", e))?;
     }

@@ -1,0 +1,840 @@
+//! The PKCS#11 back end of the Secure Environment (seeds/002 clauses 6.4.1 and 6.4.2: an SE
+//! plug-in for a hardware security module, a smart card or a software token such as SoftHSM).
+//!
+//! What lives in the token and how it leaves it:
+//!
+//! - Private keys of certificates are generated in the token (`CKA_SENSITIVE`, never
+//!   `CKA_EXTRACTABLE`) and never leave it: TLS and DTLS handshakes sign through OpenSSL 3's
+//!   PKCS#11 provider, which [`openssl_config`] configures and [`private_key_pem`] names the key
+//!   for (a "PKCS#11 PROVIDER URI" PEM block holding the key's `pkcs11:` URI, not the key).
+//! - PSKs (Kpsa) are secret keys labelled `kpsa:<KpsaID>` with the bound AE-ID or CSE-ID as
+//!   `CKA_ID`, sensitive: `C_GetAttributeValue` on `CKA_VALUE` is refused. OpenSSL must hold a
+//!   PSK during its handshake, so [`Pkcs11Token::psk`] wraps it under a fresh session key
+//!   (`CKM_AES_KEY_WRAP_PAD`), unwraps it in process memory and the [`Secret`] is zeroed when the
+//!   handshake drops it.
+//! - Derivation keys (`secret:<name>`, e.g. a MAF's master keys) can be made unextractable and
+//!   used through [`Pkcs11Token::hmac_sha256`] (`CKM_SHA256_HMAC`, inside the token).
+//!
+//! The PIN is read from a file of mode 0600 and never logged; no error of this module carries it
+//! or any key material.
+
+use super::{check_private_file, SecureEnvironment, SecurityLevel};
+use crate::credentials::{KpsaId, PskEntry, Secret};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use openssl::pkey::{PKey, Public};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use zeroize::Zeroizing;
+
+/// Where the token is: the module (the vendor's PKCS#11 library), the token's label and the file
+/// holding the user PIN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenConfig {
+    pub module: PathBuf,
+    pub token: String,
+    pub pin_file: PathBuf,
+}
+
+/// Errors of the PKCS#11 back end. None carries the PIN or key material.
+#[derive(Debug, thiserror::Error)]
+pub enum Pkcs11Error {
+    #[error("PKCS#11 module {}: {detail}", path.display())]
+    Module { path: PathBuf, detail: String },
+    #[error("no PKCS#11 token labelled {0:?}")]
+    NoToken(String),
+    #[error("PKCS#11 token {0:?}: wrong PIN")]
+    WrongPin(String),
+    #[error("PKCS#11 token {0:?}: the user PIN is locked")]
+    PinLocked(String),
+    #[error("PIN file: {0}")]
+    PinFile(String),
+    #[error("PKCS#11 token: {op}: {detail}")]
+    Token { op: &'static str, detail: String },
+    #[error("PKCS#11 token: no key labelled {0:?}")]
+    NotFound(String),
+    #[error("PKCS#11 token: a key labelled {0:?} exists already")]
+    Exists(String),
+    #[error("PKCS#11 token: {0}")]
+    Invalid(String),
+}
+
+fn token_err(op: &'static str) -> impl Fn(CkError) -> Pkcs11Error {
+    move |e| Pkcs11Error::Token {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+/// What a key in the token is, as `m2m keys token list` shows it: never its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub label: String,
+    pub kind: KeyKind,
+    /// `CKA_SENSITIVE`: the value cannot be read out.
+    pub sensitive: bool,
+    /// `CKA_EXTRACTABLE`: the key can be wrapped out (a PSK must, for OpenSSL).
+    pub extractable: bool,
+    /// `CKA_LOCAL`: generated inside the token (not imported).
+    pub generated_in_token: bool,
+    /// The AE-ID or CSE-ID a PSK is bound to.
+    pub entity: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A P-256 private key (certificates).
+    EcPrivate,
+    EcPublic,
+    /// A TLS pre-shared key (`kpsa:` label).
+    Psk,
+    /// A named secret (`secret:` label).
+    Secret,
+    Other,
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyKind::EcPrivate => "ec-private",
+            KeyKind::EcPublic => "ec-public",
+            KeyKind::Psk => "psk",
+            KeyKind::Secret => "secret",
+            KeyKind::Other => "other",
+        })
+    }
+}
+
+const PSK_PREFIX: &str = "kpsa:";
+const SECRET_PREFIX: &str = "secret:";
+/// DER of the OID prime256v1 (secp256r1), `CKA_EC_PARAMS` of a P-256 key.
+const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// Labels the project chooses for certificate keys and secrets: letters, digits, `.`, `_`, `-`
+/// (so that a label needs no escaping in a `pkcs11:` URI and never looks like a PSK label).
+pub fn check_label(label: &str) -> Result<(), Pkcs11Error> {
+    let ok = !label.is_empty()
+        && label.len() <= 64
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Pkcs11Error::Invalid(format!(
+            "label {label:?}: 1 to 64 letters, digits, '.', '_' or '-'"
+        )))
+    }
+}
+
+/// One token, logged in for the life of the process.
+pub struct Pkcs11Token {
+    name: String,
+    token: String,
+    level: SecurityLevel,
+    session: Mutex<Session>,
+    /// The loaded module (dropping the last handle would unload the library under the
+    /// session) and its lock.
+    module: Module,
+}
+
+impl fmt::Debug for Pkcs11Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Token")
+            .field("token", &self.token)
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PIN in its file: surrounding white space ignored, never empty.
+fn read_pin(path: &Path) -> Result<AuthPin, Pkcs11Error> {
+    check_private_file(path).map_err(Pkcs11Error::PinFile)?;
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| Pkcs11Error::PinFile(format!("{}: {e}", path.display())))?,
+    );
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Pkcs11Error::PinFile(format!("{}: not UTF-8", path.display())))?
+        .trim();
+    if text.is_empty() {
+        return Err(Pkcs11Error::PinFile(format!("{}: empty", path.display())));
+    }
+    Ok(AuthPin::from(text.to_string()))
+}
+
+/// A loaded module and the lock of its uses.
+#[derive(Clone)]
+struct Module {
+    ctx: Pkcs11,
+    lock: std::sync::Arc<Mutex<()>>,
+}
+
+/// A token's session while this thread has the module to itself.
+struct SessionGuard<'a> {
+    session: std::sync::MutexGuard<'a, Session>,
+    _module: std::sync::MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for SessionGuard<'_> {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+/// Loads and initializes the module, once per process (PKCS#11 wants one C_Initialize per
+/// application, and a module's initialization need not be safe to run from two threads at
+/// once). Another user in this process (OpenSSL's PKCS#11 provider) may have initialized it
+/// first: that is fine, both share the module's state.
+///
+/// Returns the module and the lock every use of it in this process takes: SoftHSM 2.6 fails
+/// now and then (CKR_GENERAL_ERROR) when two sessions write its token at the same moment.
+fn load_module(path: &Path) -> Result<Module, Pkcs11Error> {
+    static MODULES: Mutex<Vec<(PathBuf, Module)>> = Mutex::new(Vec::new());
+    let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, module)) = modules.iter().find(|(p, _)| p == path) {
+        return Ok(module.clone());
+    }
+    let module_err = |detail: String| Pkcs11Error::Module {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let ctx = Pkcs11::new(path).map_err(|e| module_err(e.to_string()))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+            let module = Module {
+                ctx,
+                lock: std::sync::Arc::new(Mutex::new(())),
+            };
+            modules.push((path.to_path_buf(), module.clone()));
+            Ok(module)
+        }
+        Err(e) => Err(module_err(e.to_string())),
+    }
+}
+
+fn find_slot(ctx: &Pkcs11, token: &str) -> Result<Slot, Pkcs11Error> {
+    for slot in ctx
+        .get_slots_with_token()
+        .map_err(token_err("listing slots"))?
+    {
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(token_err("reading token information"))?;
+        if info.label().trim_end() == token {
+            return Ok(slot);
+        }
+    }
+    Err(Pkcs11Error::NoToken(token.to_string()))
+}
+
+impl Pkcs11Token {
+    /// Opens the token and logs in as its user. A wrong PIN is [`Pkcs11Error::WrongPin`]
+    /// (start-up fails with it: the token counts failed logins, nothing retries).
+    pub fn open(cfg: &TokenConfig) -> Result<Self, Pkcs11Error> {
+        let pin = read_pin(&cfg.pin_file)?;
+        let module = load_module(&cfg.module)?;
+        let _alone = module.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let ctx = &module.ctx;
+        let slot = find_slot(ctx, &cfg.token)?;
+        let hardware = ctx
+            .get_slot_info(slot)
+            .map_err(token_err("reading slot information"))?
+            .hardware_slot();
+        let session = ctx
+            .open_rw_session(slot)
+            .map_err(token_err("opening a session"))?;
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(Pkcs11Error::WrongPin(cfg.token.clone()))
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+                return Err(Pkcs11Error::PinLocked(cfg.token.clone()))
+            }
+            Err(e) => return Err(token_err("logging in")(e)),
+        }
+        Ok(Pkcs11Token {
+            name: format!("PKCS#11 token {}", cfg.token),
+            token: cfg.token.clone(),
+            level: if hardware {
+                SecurityLevel::Hardware
+            } else {
+                SecurityLevel::Token
+            },
+            session: Mutex::new(session),
+            module: module.clone(),
+        })
+    }
+
+    /// The token's label.
+    pub fn token_label(&self) -> &str {
+        &self.token
+    }
+
+    fn session(&self) -> SessionGuard<'_> {
+        // The module first, then the session (always in this order). A panic while holding
+        // them leaves nothing half-done: take them back.
+        let module = self.module.lock.lock().unwrap_or_else(|p| p.into_inner());
+        SessionGuard {
+            session: self.session.lock().unwrap_or_else(|p| p.into_inner()),
+            _module: module,
+        }
+    }
+
+    fn find(
+        session: &Session,
+        class: ObjectClass,
+        label: &str,
+    ) -> Result<Option<ObjectHandle>, Pkcs11Error> {
+        let found = session
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(token_err("finding a key"))?;
+        Ok(found.into_iter().next())
+    }
+
+    /// Generates a P-256 key pair in the token under `label`: the private key sensitive and never
+    /// extractable. Returns the public key (for a certificate).
+    pub fn generate_ec_key(&self, label: &str) -> Result<PKey<Public>, Pkcs11Error> {
+        check_label(label)?;
+        let session = self.session();
+        if Self::find(&session, ObjectClass::PRIVATE_KEY, label)?.is_some() {
+            return Err(Pkcs11Error::Exists(label.to_string()));
+        }
+        let id = label.as_bytes().to_vec();
+        let public = [
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.clone()),
+        ];
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Derive(false),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id),
+        ];
+        let (public, _) = session
+            .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+            .map_err(token_err("generating a key pair"))?;
+        ec_public_key(&session, public)
+    }
+
+    /// The public key of the P-256 key pair `label`.
+    pub fn public_key(&self, label: &str) -> Result<PKey<Public>, Pkcs11Error> {
+        let session = self.session();
+        let handle = Self::find(&session, ObjectClass::PUBLIC_KEY, label)?
+            .ok_or_else(|| Pkcs11Error::NotFound(label.to_string()))?;
+        ec_public_key(&session, handle)
+    }
+
+    /// Whether a private key labelled `label` is in the token.
+    pub fn has_private_key(&self, label: &str) -> Result<bool, Pkcs11Error> {
+        Ok(Self::find(&self.session(), ObjectClass::PRIVATE_KEY, label)?.is_some())
+    }
+
+    /// The `pkcs11:` URI of the private key `label` in this token (RFC 7512).
+    pub fn private_key_uri(&self, label: &str) -> String {
+        key_uri(&self.token, label)
+    }
+
+    /// Stores a PSK: sensitive (its value cannot be read), extractable only by wrapping (the
+    /// handshake needs it in OpenSSL), usable for HMAC inside the token.
+    pub fn import_psk(&self, entry: &PskEntry) -> Result<(), Pkcs11Error> {
+        let label = format!("{PSK_PREFIX}{}", entry.kpsa_id.canonical());
+        let session = self.session();
+        if Self::find(&session, ObjectClass::SECRET_KEY, &label)?.is_some() {
+            return Err(Pkcs11Error::Exists(label));
+        }
+        let entity = entry.entity_id.clone().unwrap_or_default().into_bytes();
+        session
+            .create_object(&secret_template(&label, entity, entry.key.expose(), true))
+            .map_err(token_err("storing a PSK"))?;
+        Ok(())
+    }
+
+    /// Stores a named secret. `extractable` false: it never leaves the token and serves
+    /// [`hmac_sha256`](Self::hmac_sha256) only; true: [`SecureEnvironment::secret`] can hand it
+    /// out (wrapped out, as a PSK is).
+    pub fn import_secret(
+        &self,
+        name: &str,
+        value: &Secret,
+        extractable: bool,
+    ) -> Result<(), Pkcs11Error> {
+        check_label(name)?;
+        let label = format!("{SECRET_PREFIX}{name}");
+        let session = self.session();
+        if Self::find(&session, ObjectClass::SECRET_KEY, &label)?.is_some() {
+            return Err(Pkcs11Error::Exists(label));
+        }
+        session
+            .create_object(&secret_template(
+                &label,
+                Vec::new(),
+                value.expose(),
+                extractable,
+            ))
+            .map_err(token_err("storing a secret"))?;
+        Ok(())
+    }
+
+    /// Generates a 32-byte named secret inside the token, never extractable: its only use is
+    /// [`hmac_sha256`](Self::hmac_sha256).
+    pub fn generate_secret(&self, name: &str) -> Result<(), Pkcs11Error> {
+        check_label(name)?;
+        let label = format!("{SECRET_PREFIX}{name}");
+        let session = self.session();
+        if Self::find(&session, ObjectClass::SECRET_KEY, &label)?.is_some() {
+            return Err(Pkcs11Error::Exists(label));
+        }
+        session
+            .generate_key(
+                &Mechanism::GenericSecretKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                    Attribute::Verify(true),
+                    Attribute::Label(label.into_bytes()),
+                ],
+            )
+            .map_err(token_err("generating a secret"))?;
+        Ok(())
+    }
+
+    /// HMAC-SHA-256 of `data` under the named secret, computed inside the token.
+    pub fn hmac_sha256(&self, name: &str, data: &[u8]) -> Result<[u8; 32], Pkcs11Error> {
+        let label = format!("{SECRET_PREFIX}{name}");
+        let session = self.session();
+        let key = Self::find(&session, ObjectClass::SECRET_KEY, &label)?
+            .ok_or_else(|| Pkcs11Error::NotFound(label.clone()))?;
+        let mac = session
+            .sign(&Mechanism::Sha256Hmac, key, data)
+            .map_err(token_err("HMAC-SHA-256"))?;
+        mac.try_into()
+            .map_err(|_| Pkcs11Error::Invalid("HMAC-SHA-256 of another length than 32".into()))
+    }
+
+    /// Every key in the token: labels and properties, never values.
+    pub fn list(&self) -> Result<Vec<KeyInfo>, Pkcs11Error> {
+        let session = self.session();
+        let mut keys = Vec::new();
+        for class in [
+            ObjectClass::PRIVATE_KEY,
+            ObjectClass::PUBLIC_KEY,
+            ObjectClass::SECRET_KEY,
+        ] {
+            let handles = session
+                .find_objects(&[Attribute::Class(class)])
+                .map_err(token_err("listing keys"))?;
+            for handle in handles {
+                keys.push(key_info(&session, class, handle)?);
+            }
+        }
+        keys.sort_by(|a, b| a.label.cmp(&b.label));
+        Ok(keys)
+    }
+
+    /// Destroys every key labelled `label` (a key pair's two halves, or a `kpsa:`/`secret:`
+    /// key). Returns how many objects went.
+    pub fn destroy(&self, label: &str) -> Result<usize, Pkcs11Error> {
+        let session = self.session();
+        let handles = session
+            .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+            .map_err(token_err("finding a key"))?;
+        for &handle in &handles {
+            session
+                .destroy_object(handle)
+                .map_err(token_err("destroying a key"))?;
+        }
+        Ok(handles.len())
+    }
+
+    /// The value of a secret key that may be wrapped out: wrapped under a fresh AES-256 session
+    /// key (an object that lives for this call only), unwrapped here.
+    fn unwrap_out(session: &Session, key: ObjectHandle) -> Result<Secret, Pkcs11Error> {
+        let kek = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(false),
+                    Attribute::Sensitive(false),
+                    Attribute::Extractable(true),
+                    Attribute::Wrap(true),
+                ],
+            )
+            .map_err(token_err("making a wrapping key"))?;
+        let result = (|| {
+            let wrapped = session
+                .wrap_key(&Mechanism::AesKeyWrapPad, kek, key)
+                .map_err(token_err("wrapping a key"))?;
+            let kek_value = session
+                .get_attributes(kek, &[AttributeType::Value])
+                .map_err(token_err("reading the wrapping key"))?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Value(v) => Some(Zeroizing::new(v)),
+                    _ => None,
+                })
+                .ok_or_else(|| Pkcs11Error::Invalid("the wrapping key has no value".into()))?;
+            let value = unwrap_kwp(&kek_value, &wrapped)?;
+            // SoftHSM pads what it wraps to whole blocks: CKA_VALUE_LEN (not secret) says how
+            // much of it is the key.
+            let len = session
+                .get_attributes(key, &[AttributeType::ValueLen])
+                .map_err(token_err("reading a key's length"))?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::ValueLen(n) => Some(usize::from(n)),
+                    _ => None,
+                })
+                .unwrap_or(value.len());
+            match value.expose().get(..len) {
+                Some(key) if value.expose()[len..].iter().all(|b| *b == 0) => {
+                    Ok(Secret::from_slice(key))
+                }
+                _ => Err(Pkcs11Error::Invalid(
+                    "an unwrapped key of the wrong length".into(),
+                )),
+            }
+        })();
+        let _ = session.destroy_object(kek);
+        result
+    }
+}
+
+/// RFC 5649 AES key wrap with padding, unwrapping side (what `CKM_AES_KEY_WRAP_PAD` made).
+fn unwrap_kwp(kek: &[u8], wrapped: &[u8]) -> Result<Secret, Pkcs11Error> {
+    use openssl::cipher::Cipher;
+    use openssl::cipher_ctx::{CipherCtx, CipherCtxFlags};
+    let fail = |_| Pkcs11Error::Invalid("unwrapping a key failed".into());
+    let mut ctx = CipherCtx::new().map_err(fail)?;
+    ctx.set_flags(CipherCtxFlags::FLAG_WRAP_ALLOW);
+    ctx.decrypt_init(Some(Cipher::aes_256_wrap_pad()), Some(kek), None)
+        .map_err(fail)?;
+    let mut out = Zeroizing::new(vec![0u8; wrapped.len() + 16]);
+    let n = ctx.cipher_update(wrapped, Some(&mut out)).map_err(fail)?;
+    let m = ctx.cipher_final(&mut out[n..]).map_err(fail)?;
+    Ok(Secret::from_slice(&out[..n + m]))
+}
+
+fn secret_template(label: &str, id: Vec<u8>, value: &[u8], extractable: bool) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(extractable),
+        Attribute::Sign(true),
+        Attribute::Verify(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id),
+        Attribute::Value(value.to_vec()),
+    ]
+}
+
+fn key_info(
+    session: &Session,
+    class: ObjectClass,
+    handle: ObjectHandle,
+) -> Result<KeyInfo, Pkcs11Error> {
+    let attrs = session
+        .get_attributes(
+            handle,
+            &[
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Local,
+            ],
+        )
+        .map_err(token_err("reading a key's attributes"))?;
+    let mut info = KeyInfo {
+        label: String::new(),
+        kind: KeyKind::Other,
+        sensitive: false,
+        extractable: false,
+        generated_in_token: false,
+        entity: None,
+    };
+    let mut id = Vec::new();
+    for a in attrs {
+        match a {
+            Attribute::Label(l) => info.label = String::from_utf8_lossy(&l).into_owned(),
+            Attribute::Id(i) => id = i,
+            Attribute::Sensitive(s) => info.sensitive = s,
+            Attribute::Extractable(e) => info.extractable = e,
+            Attribute::Local(l) => info.generated_in_token = l,
+            _ => {}
+        }
+    }
+    info.kind = if class == ObjectClass::PRIVATE_KEY {
+        KeyKind::EcPrivate
+    } else if class == ObjectClass::PUBLIC_KEY {
+        KeyKind::EcPublic
+    } else if info.label.starts_with(PSK_PREFIX) {
+        KeyKind::Psk
+    } else if info.label.starts_with(SECRET_PREFIX) {
+        KeyKind::Secret
+    } else {
+        KeyKind::Other
+    };
+    if info.kind == KeyKind::Psk && !id.is_empty() {
+        info.entity = Some(String::from_utf8_lossy(&id).into_owned());
+    }
+    Ok(info)
+}
+
+/// A P-256 public key object as an OpenSSL key: `CKA_EC_POINT` is the point in an OCTET STRING.
+fn ec_public_key(session: &Session, handle: ObjectHandle) -> Result<PKey<Public>, Pkcs11Error> {
+    let attrs = session
+        .get_attributes(handle, &[AttributeType::EcParams, AttributeType::EcPoint])
+        .map_err(token_err("reading a public key"))?;
+    let (mut params, mut point) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::EcParams(p) => params = Some(p),
+            Attribute::EcPoint(p) => point = Some(p),
+            _ => {}
+        }
+    }
+    if params.as_deref() != Some(P256_PARAMS) {
+        return Err(Pkcs11Error::Invalid("not a P-256 key".into()));
+    }
+    let point = point.ok_or_else(|| Pkcs11Error::Invalid("a public key without point".into()))?;
+    let raw = match point.as_slice() {
+        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
+        other => other,
+    };
+    let bad = |_| Pkcs11Error::Invalid("the public key's point is not on P-256".into());
+    let group =
+        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).map_err(bad)?;
+    let mut ctx = openssl::bn::BigNumContext::new().map_err(bad)?;
+    let point = openssl::ec::EcPoint::from_bytes(&group, raw, &mut ctx).map_err(bad)?;
+    let key = openssl::ec::EcKey::from_public_key(&group, &point).map_err(bad)?;
+    PKey::from_ec_key(key).map_err(bad)
+}
+
+/// The RFC 7512 URI of a private key: token and object by label (labels checked by
+/// [`check_label`]; the token label percent-encoded).
+pub fn key_uri(token: &str, label: &str) -> String {
+    format!(
+        "pkcs11:token={};object={};type=private",
+        percent_encode(token),
+        percent_encode(label)
+    )
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The private key a `pkcs11:` URI names, as OpenSSL's PKCS#11 provider loads it: a PEM block
+/// "PKCS#11 PROVIDER URI" holding `SEQUENCE { VisibleString "PKCS#11 Provider URI v1.0",
+/// UTF8String uri }`. The block names the key; the key stays in the token.
+pub fn private_key_pem(uri: &str) -> String {
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match body.len() {
+            n @ 0..=127 => out.push(n as u8),
+            n @ 128..=255 => out.extend([0x81, n as u8]),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(body);
+        out
+    }
+    let mut body = tlv(0x1a, b"PKCS#11 Provider URI v1.0");
+    body.extend(tlv(0x0c, uri.as_bytes()));
+    let der = tlv(0x30, &body);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PKCS#11 PROVIDER URI-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PKCS#11 PROVIDER URI-----\n");
+    pem
+}
+
+/// Whether a configured private key names a key in a token rather than a file.
+pub fn is_key_uri(key: &Path) -> bool {
+    key.to_str().is_some_and(|s| s.starts_with("pkcs11:"))
+}
+
+/// Loads the private key a `pkcs11:` URI names through OpenSSL's PKCS#11 provider (which the
+/// process's OpenSSL configuration must load: see [`openssl_config`]).
+pub fn load_private_key(
+    uri: &str,
+) -> Result<PKey<openssl::pkey::Private>, openssl::error::ErrorStack> {
+    PKey::private_key_from_pem(private_key_pem(uri).as_bytes())
+}
+
+/// The OpenSSL configuration that loads the PKCS#11 provider for `cfg`'s token besides the
+/// default provider. Everything but the token's keys stays with the default provider
+/// (`?provider=default`): the provider offers digests too, and a software token that itself
+/// uses OpenSSL would otherwise call back into the provider. The PIN is named by its file.
+///
+/// `provider_module` is OpenSSL's `pkcs11.so` (Debian: [`DEFAULT_PROVIDER_MODULE`]).
+pub fn openssl_config(cfg: &TokenConfig, provider_module: &Path) -> String {
+    format!(
+        "# Written by m2m: OpenSSL's PKCS#11 provider for the token {token:?}.\n\
+         openssl_conf = openssl_init\n\
+         [openssl_init]\n\
+         providers = provider_sect\n\
+         alg_section = evp_properties\n\
+         [evp_properties]\n\
+         default_properties = ?provider=default\n\
+         [provider_sect]\n\
+         default = default_sect\n\
+         pkcs11 = pkcs11_sect\n\
+         [default_sect]\n\
+         activate = 1\n\
+         [pkcs11_sect]\n\
+         module = {provider}\n\
+         pkcs11-module-path = {module}\n\
+         pkcs11-module-token-pin = file:{pin}\n\
+         pkcs11-module-quirks = no-deinit no-operation-state\n\
+         activate = 1\n",
+        token = cfg.token,
+        provider = provider_module.display(),
+        module = cfg.module.display(),
+        pin = cfg.pin_file.display(),
+    )
+}
+
+/// Where Debian's `pkcs11-provider` package puts OpenSSL's PKCS#11 provider.
+pub const DEFAULT_PROVIDER_MODULE: &str = "/usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so";
+
+impl SecureEnvironment for Pkcs11Token {
+    fn psk(&self, kpsa_id: &str) -> Option<PskEntry> {
+        let id = KpsaId::parse(kpsa_id).ok()?;
+        let label = format!("{PSK_PREFIX}{}", id.canonical());
+        let session = self.session();
+        let handle = Self::find(&session, ObjectClass::SECRET_KEY, &label).ok()??;
+        let entity = session
+            .get_attributes(handle, &[AttributeType::Id])
+            .ok()?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Id(i) if !i.is_empty() => Some(String::from_utf8_lossy(&i).into_owned()),
+                _ => None,
+            });
+        match Self::unwrap_out(&session, handle) {
+            Ok(key) => Some(PskEntry {
+                entity_id: entity,
+                kpsa_id: id,
+                key,
+            }),
+            Err(e) => {
+                tracing::warn!(target: "audit", environment = %self.name, key = %label, error = %e, "a PSK in the token could not be handed to the handshake");
+                None
+            }
+        }
+    }
+
+    fn psk_entries(&self) -> Vec<(Option<String>, KpsaId)> {
+        self.list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| k.kind == KeyKind::Psk)
+            .filter_map(|k| {
+                let id = KpsaId::parse(k.label.strip_prefix(PSK_PREFIX)?).ok()?;
+                Some((k.entity, id))
+            })
+            .collect()
+    }
+
+    fn secret(&self, name: &str) -> Option<Secret> {
+        let label = format!("{SECRET_PREFIX}{name}");
+        let session = self.session();
+        let handle = Self::find(&session, ObjectClass::SECRET_KEY, &label).ok()??;
+        Self::unwrap_out(&session, handle).ok()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn security_level(&self) -> SecurityLevel {
+        self.level
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pem_names_the_uri_as_the_provider_reads_it() {
+        let pem = private_key_pem("pkcs11:token=m2m;object=cse-key;type=private");
+        // The same bytes as the provider's own tools/uri2pem.py makes for this URI.
+        assert_eq!(
+            pem,
+            "-----BEGIN PKCS#11 PROVIDER URI-----\n\
+             MEkaGVBLQ1MjMTEgUHJvdmlkZXIgVVJJIHYxLjAMLHBrY3MxMTp0b2tlbj1tMm07\n\
+             b2JqZWN0PWNzZS1rZXk7dHlwZT1wcml2YXRl\n\
+             -----END PKCS#11 PROVIDER URI-----\n"
+        );
+    }
+
+    #[test]
+    fn labels_need_no_escaping_and_token_labels_are_escaped() {
+        assert!(check_label("cse-key.2024_a").is_ok());
+        for bad in ["", "kpsa:x", "a b", "a;b", "é", &"x".repeat(65)] {
+            assert!(check_label(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            key_uri("my token;1", "k"),
+            "pkcs11:token=my%20token%3B1;object=k;type=private"
+        );
+    }
+
+    #[test]
+    fn the_openssl_configuration_names_the_pin_file_not_the_pin() {
+        let cfg = TokenConfig {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token: "m2m".into(),
+            pin_file: "/etc/m2m/pin".into(),
+        };
+        let text = openssl_config(&cfg, Path::new(DEFAULT_PROVIDER_MODULE));
+        assert!(text.contains("pkcs11-module-token-pin = file:/etc/m2m/pin\n"));
+        assert!(text.contains("default_properties = ?provider=default\n"));
+        assert!(text.contains("pkcs11-module-path = /usr/lib/softhsm/libsofthsm2.so\n"));
+    }
+}
