@@ -499,6 +499,41 @@ pub struct SecuritySection {
     /// administrator (TS-0003 clause 7.4), each with the namespace of its Role-IDs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub role_issuers: Vec<RoleIssuerRow>,
+    /// A PKCS#11 token (an HSM, a smart card, SoftHSM) as secure environment: its PSKs, and the
+    /// private key `[tls] private_key` names by a `pkcs11:` URI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<Pkcs11Section>,
+    /// The lowest Security Level (seeds/002 clause 6.4.1) any key of this CSE may be kept at:
+    /// `software`, `token` or `hardware`. Start-up refuses a secure environment, a PSK row or a
+    /// private key file below it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_level: Option<m2m_security::secure_environment::SecurityLevel>,
+}
+
+/// `[security.pkcs11]`: where the token is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Section {
+    /// The token vendor's PKCS#11 library (SoftHSM: /usr/lib/softhsm/libsofthsm2.so).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// A file (mode 0600) holding the user PIN.
+    pub pin_file: PathBuf,
+    /// OpenSSL's PKCS#11 provider (Debian's `pkcs11-provider` package puts it at
+    /// /usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<PathBuf>,
+}
+
+impl Pkcs11Section {
+    pub fn token_config(&self) -> m2m_security::secure_environment::pkcs11::TokenConfig {
+        m2m_security::secure_environment::pkcs11::TokenConfig {
+            module: self.module.clone(),
+            token: self.token.clone(),
+            pin_file: self.pin_file.clone(),
+        }
+    }
 }
 
 /// An Authorization Authority: its AE-ID or CSE-ID, and the issuerID (a lower-case FQDN) every
@@ -1021,7 +1056,50 @@ impl Config {
         }
         self.validate_key_services()?;
         self.validate_group_authentication()?;
-        self.validate_esprim()
+        self.validate_esprim()?;
+        self.validate_key_levels()
+    }
+
+    /// A `pkcs11:` private key needs `[security.pkcs11]`; `[security] required_level` refuses
+    /// what is kept below it (the token's own level is checked when it is opened).
+    fn validate_key_levels(&self) -> anyhow::Result<()> {
+        use m2m_security::secure_environment::{pkcs11, SecurityLevel};
+        let token_key = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.private_key.as_deref())
+            .filter(|k| pkcs11::is_key_uri(k));
+        if token_key.is_some() && self.security.pkcs11.is_none() {
+            bail!("tls.private_key names a key in a token (pkcs11:): configure the token in [security.pkcs11]");
+        }
+        if let Some(p) = &self.security.pkcs11 {
+            pkcs11::check_label(&p.token)
+                .map_err(|e| anyhow::anyhow!("security.pkcs11.token: {e}"))?;
+        }
+        let Some(required) = self.security.required_level else {
+            return Ok(());
+        };
+        if required <= SecurityLevel::Software {
+            return Ok(());
+        }
+        let below = |what: &str| {
+            anyhow::anyhow!(
+                "security.required_level is {required}, but {what} keeps keys at level software"
+            )
+        };
+        if !self.security.psk.is_empty() {
+            return Err(below("[[security.psk]]"));
+        }
+        if self.security.keystore.is_some() {
+            return Err(below("the keystore"));
+        }
+        if self.security.pkcs11.is_none() {
+            return Err(below("a CSE without [security.pkcs11]"));
+        }
+        if self.tls.as_ref().is_some_and(|t| t.private_key.is_some()) && token_key.is_none() {
+            return Err(below("tls.private_key (a file)"));
+        }
+        Ok(())
     }
 
     /// The key services the CSE fetches keys from during handshakes ([maf], [gba], [mef]): it

@@ -216,6 +216,19 @@ pub(crate) fn secure_environments(
     };
     let sec = &cfg.security;
     let mut environments: Vec<Box<dyn SecureEnvironment>> = Vec::new();
+    if let Some(p) = &sec.pkcs11 {
+        let token = m2m_security::secure_environment::pkcs11::Pkcs11Token::open(&p.token_config())
+            .map_err(|e| anyhow::anyhow!("security.pkcs11: {e}"))?;
+        if let Some(required) = sec.required_level.filter(|r| token.security_level() < *r) {
+            anyhow::bail!(
+                "security.required_level is {required}: the token {} is at level {}",
+                p.token,
+                token.security_level()
+            );
+        }
+        tracing::info!(token = %p.token, level = %token.security_level(), "secure environment: PKCS#11 token");
+        environments.push(Box::new(token));
+    }
     let keystore = open_configured_keystore(
         sec.keystore.as_deref(),
         sec.key_file.as_deref(),

@@ -31,6 +31,8 @@ use crate::redacted::{redacted, Redacted};
 use anyhow::{bail, Context};
 use clap::ValueEnum;
 use clap::{Args, Subcommand};
+
+mod token;
 use m2m_security::credentials::{KpsaId, PskEntry, Secret};
 use m2m_security::kdf;
 use m2m_security::secure_environment::{
@@ -75,6 +77,9 @@ pub enum KeysCommand {
     ExportSplit(ExportSplitArgs),
     /// Derive Ke2e_master from Kpsa and a salt, and the four end-to-end keys (10.3.6); prints them.
     E2eKeys(E2eKeysArgs),
+    /// The keys of a PKCS#11 token (an HSM, a smart card, SoftHSM): generate, import, list,
+    /// destroy; private keys and unextractable secrets never leave it.
+    Token(token::TokenArgs),
     /// Rotate a device's Kpsa remotely: prints the UPDATE content of its credentials mgmtObj
     /// (`dcfg:crds`: the new KpsaID, and the new Kpsa as a JWE only the device opens); the key
     /// itself is never printed.
@@ -366,6 +371,7 @@ fn run_with(args: KeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()>
         KeysCommand::ExportSplit(a) => export_split(a, env, out),
         KeysCommand::E2eKeys(a) => e2e_keys(a, env, out),
         KeysCommand::RotateKpsa(a) => rotate_kpsa(a, out),
+        KeysCommand::Token(a) => token::run(a, env, out),
     }
 }
 

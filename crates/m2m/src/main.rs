@@ -37,6 +37,7 @@ mod mef;
 mod mosquitto;
 mod mqtt_broker_config;
 mod notification_receiver;
+mod openssl_provider;
 mod originator;
 mod pki;
 mod rate;
@@ -169,6 +170,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", m2m_cse::Config::default_text()?);
                 return Ok(());
             }
+            // Before OpenSSL starts and before any other thread: a key in a token signs
+            // through OpenSSL's PKCS#11 provider.
+            let _openssl_conf = match &args.config {
+                Some(p) => openssl_provider::prepare_for_cse(p)?,
+                None => None,
+            };
             let cfg = match &args.config {
                 Some(p) => m2m_cse::Config::load(p)?,
                 None => m2m_cse::Config::default(),

@@ -164,6 +164,11 @@ pub struct IssueArgs {
     /// Key type (tests only: p384 and rsa are outside the TS-0003 profile).
     #[arg(long, value_enum, default_value = "p256", hide = true)]
     pub key_type: KeyTypeArg,
+    /// Certify this public key (PEM) instead of making a key pair: a key generated in a PKCS#11
+    /// token (`m2m keys token generate-key` prints it), which never leaves the token; no
+    /// PREFIX.key is written.
+    #[arg(long, value_name = "PEM")]
+    pub public_key: Option<PathBuf>,
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
@@ -192,7 +197,16 @@ pub fn run(args: PkiArgs) -> anyhow::Result<()> {
         PkiCommand::Issue(a) => {
             let (pem, key, id) = issue(&a)?;
             println!("certificate: {} ({id})", pem.display());
-            println!("key (0600):  {}", key.display());
+            match key {
+                Some(key) => println!("key (0600):  {}", key.display()),
+                None => println!(
+                    "key:         the private key of {}",
+                    a.public_key
+                        .as_ref()
+                        .expect("no key file: a public key")
+                        .display()
+                ),
+            }
         }
         PkiCommand::Show(a) => print!("{}", show(&a)?),
         PkiCommand::Revoke(a) => {
@@ -536,22 +550,39 @@ pub fn resign_crl(a: &CrlArgs) -> anyhow::Result<(PathBuf, usize)> {
     Ok((path, entries.len()))
 }
 
-/// `m2m pki issue`: returns the paths of PREFIX.pem and PREFIX.key and the identity the certificate names.
-pub fn issue(a: &IssueArgs) -> anyhow::Result<(PathBuf, PathBuf, CertIdentity)> {
+/// `m2m pki issue`: returns the paths of PREFIX.pem and PREFIX.key (none for a `--public-key`)
+/// and the identity the certificate names.
+pub fn issue(a: &IssueArgs) -> anyhow::Result<(PathBuf, Option<PathBuf>, CertIdentity)> {
     let pem_path = with_ext(&a.out, ".pem");
     let key_path = with_ext(&a.out, ".key");
     check_free(&pem_path, a.force)?;
-    check_free(&key_path, a.force)?;
+    if a.public_key.is_none() {
+        check_free(&key_path, a.force)?;
+    }
     let name = leaf_name(a.kind, &a.id, a.sp.as_deref(), a.cse.as_deref(), &a.in_cse)?;
     let (ca, ca_key) = load_ca(&a.ca)?;
     let v = validity(a.days, a.not_before.as_deref(), a.not_after.as_deref())?;
-    let key = certs::generate_key(match a.key_type {
-        KeyTypeArg::P256 => KeyType::P256,
-        KeyTypeArg::P384 => KeyType::P384,
-        KeyTypeArg::Rsa => KeyType::Rsa2048,
-    })
-    .map_err(e)?;
-    let leaf = certs::issue(&name, &key, &ca, &ca_key, v, &a.dns).map_err(e)?;
+    let (leaf, key) = match &a.public_key {
+        Some(path) => {
+            let pem = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let public = openssl::pkey::PKey::public_key_from_pem(&pem)
+                .map_err(|_| anyhow!("{}: not a PEM public key", path.display()))?;
+            (
+                certs::issue(&name, &public, &ca, &ca_key, v, &a.dns).map_err(e)?,
+                None,
+            )
+        }
+        None => {
+            let key = certs::generate_key(match a.key_type {
+                KeyTypeArg::P256 => KeyType::P256,
+                KeyTypeArg::P384 => KeyType::P384,
+                KeyTypeArg::Rsa => KeyType::Rsa2048,
+            })
+            .map_err(e)?;
+            let leaf = certs::issue(&name, &key, &ca, &ca_key, v, &a.dns).map_err(e)?;
+            (leaf, Some(key))
+        }
+    };
     // The CA's nameConstraints and basicConstraints must admit it (validity aside: expired and
     // not-yet-valid certificates are made on purpose).
     certs::verify_with_ca(&leaf, &ca, false)
@@ -576,7 +607,13 @@ pub fn issue(a: &IssueArgs) -> anyhow::Result<(PathBuf, PathBuf, CertIdentity)> 
         fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    write_private(&key_path, &key_pem(&key)?)?;
+    let key_path = match &key {
+        Some(key) => {
+            write_private(&key_path, &key_pem(key)?)?;
+            Some(key_path)
+        }
+        None => None,
+    };
     let mut chain = leaf.to_pem()?;
     chain.extend(ca.to_pem()?);
     write_public(&pem_path, &chain)?;
@@ -848,6 +885,7 @@ mod tests {
             let mut v = vec!["--ca", ca, "--out", prefix.to_str().unwrap()];
             v.extend_from_slice(args);
             let (pem, key, id) = issue(&issue_args(&v)).unwrap();
+            let key = key.expect("a key file");
             assert_eq!(id, want);
             assert_eq!(mode(&key), 0o600);
             let chain = load(&pem);

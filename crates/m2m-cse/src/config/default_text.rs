@@ -277,6 +277,23 @@ const DOCS: &[Doc] = &[
         "security.rotation_key",
         "Krot, the key shared with the administrator for remote Kpsa rotation (32 bytes hex, mode 0600; docs/SECURITY.md)",
     ),
+    Alt(
+        "security.required_level",
+        "the lowest Security Level any key may be kept at: \"software\", \"token\" (a PKCS#11 token) or \"hardware\"\n\
+         (a token in a hardware slot); start-up refuses keys kept lower (docs/SECURITY.md \"Keys in a PKCS#11 token\")",
+    ),
+    Table(
+        "security.pkcs11",
+        "A PKCS#11 token (an HSM, a smart card, SoftHSM) as secure environment: its PSKs (`m2m keys token add-psk`),\n\
+         and the key [tls] private_key names as \"pkcs11:token=<token>;object=<label>;type=private\".",
+    ),
+    Key("security.pkcs11.module", "the token vendor's PKCS#11 library"),
+    Key("security.pkcs11.token", "the token's label"),
+    Key("security.pkcs11.pin_file", "a file (mode 0600) holding the user PIN"),
+    Alt(
+        "security.pkcs11.provider",
+        "OpenSSL's PKCS#11 provider, which signs the handshakes inside the token",
+    ),
     Rows(
         "security.role_issuers",
         "An Authorization Authority whose <role> resources assign roles here, besides the administrator (TS-0003 7.4; docs/SECURITY.md).",
@@ -590,6 +607,13 @@ fn example() -> Config {
     c.security.key_file = Some("cse-keystore.key".into());
     c.security.passphrase_env = Some("M2M_CSE_KEYSTORE_PASSPHRASE".into());
     c.security.rotation_key = Some("kpsa-rotation.key".into());
+    c.security.required_level = Some(m2m_security::secure_environment::SecurityLevel::Software);
+    c.security.pkcs11 = Some(Pkcs11Section {
+        module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+        token: "m2m".into(),
+        pin_file: "token.pin".into(),
+        provider: Some(m2m_security::secure_environment::pkcs11::DEFAULT_PROVIDER_MODULE.into()),
+    });
     c.security.role_issuers = vec![RoleIssuerRow {
         id: "/id-in/Cauthority".into(),
         domain: "roles.example.com".into(),
@@ -702,6 +726,7 @@ mod tests {
             ("security", field_names::<SecuritySection>()),
             ("security.psk", field_names::<PskRow>()),
             ("security.role_issuers", field_names::<RoleIssuerRow>()),
+            ("security.pkcs11", field_names::<Pkcs11Section>()),
             ("maf", field_names::<MafSection>()),
             ("gba", field_names::<GbaSection>()),
             ("mef", field_names::<MefSection>()),

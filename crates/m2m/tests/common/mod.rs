@@ -77,10 +77,23 @@ impl CseProcess {
 
     /// Starts a CSE on a fresh temporary data directory owned by the process handle.
     pub fn start_temp(config_toml_extra: &str) -> CseProcess {
+        Self::start_temp_with_env(config_toml_extra, &[])
+    }
+
+    /// [`CseProcess::start_temp`] with these environment variables set for the CSE (e.g. the
+    /// SOFTHSM2_CONF of a test's own token).
+    pub fn start_temp_with_env(config_toml_extra: &str, env: &[(&str, &str)]) -> CseProcess {
         let data = Arc::new(tempfile::tempdir().expect("temp data dir"));
-        let mut p = Self::start(config_toml_extra, data.path());
-        p._owned_data = Some(data);
-        p
+        let config_dir = tempfile::tempdir().expect("temp dir for the config");
+        let config_path = config_dir.path().join("cse.toml");
+        write_private(&config_path, &build_config(config_toml_extra, data.path()));
+        Self::spawn_env(
+            config_path,
+            data.path().to_owned(),
+            config_dir,
+            Some(data),
+            env,
+        )
     }
 
     /// An IN-CSE with the default identity (`/id-in`, `cse-in`, `//m2m.example.com`).
@@ -94,10 +107,21 @@ impl CseProcess {
         config_dir: tempfile::TempDir,
         owned: Option<Arc<tempfile::TempDir>>,
     ) -> CseProcess {
+        Self::spawn_env(config_path, data_dir, config_dir, owned, &[])
+    }
+
+    fn spawn_env(
+        config_path: PathBuf,
+        data_dir: PathBuf,
+        config_dir: tempfile::TempDir,
+        owned: Option<Arc<tempfile::TempDir>>,
+        env: &[(&str, &str)],
+    ) -> CseProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
             .arg("cse")
             .arg("--config")
             .arg(&config_path)
+            .envs(env.iter().copied())
             .env(
                 "M2M_LOG",
                 std::env::var("M2M_LOG").unwrap_or_else(|_| "info,m2m_cse=debug".into()),

@@ -1,0 +1,56 @@
+//! OpenSSL's PKCS#11 provider for a process whose private key lives in a token
+//! (`[security.pkcs11]`, issue 18): the handshakes then sign inside the token.
+//!
+//! OpenSSL reads its configuration once, when it starts in the process, and the `openssl` crate
+//! has no safe way to load a provider with parameters or to set default properties: so the
+//! configuration is a file that `OPENSSL_CONF` names, set here before anything in the process
+//! starts OpenSSL (and before any other thread exists).
+
+use m2m_security::secure_environment::pkcs11;
+use std::io::Write;
+use std::path::Path;
+
+/// When the CSE configuration at `path` names a token and `OPENSSL_CONF` is not set: writes the
+/// OpenSSL configuration that loads the PKCS#11 provider for it (it names the PIN file, never
+/// the PIN) and points `OPENSSL_CONF` at it. The returned file must live until OpenSSL has
+/// started. An operator's own `OPENSSL_CONF` is left alone: it must load the provider then.
+///
+/// Call it first in `main`, while the process has one thread.
+pub fn prepare_for_cse(path: &Path) -> anyhow::Result<Option<tempfile::TempPath>> {
+    // Errors of the file are reported by the configuration's own loading, right after.
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let Ok(table) = toml::from_str::<toml::Table>(&text) else {
+        return Ok(None);
+    };
+    let Some(section) = table
+        .get("security")
+        .and_then(|s| s.get("pkcs11"))
+        .cloned()
+        .and_then(|p| p.try_into::<m2m_cse::config::Pkcs11Section>().ok())
+    else {
+        return Ok(None);
+    };
+    if std::env::var_os("OPENSSL_CONF").is_some() {
+        return Ok(None);
+    }
+    let provider = section
+        .provider
+        .clone()
+        .unwrap_or_else(|| pkcs11::DEFAULT_PROVIDER_MODULE.into());
+    if !provider.exists() {
+        anyhow::bail!(
+            "security.pkcs11: OpenSSL's PKCS#11 provider {} is missing (Debian: apt-get install pkcs11-provider)",
+            provider.display()
+        );
+    }
+    let mut file = tempfile::Builder::new()
+        .prefix("m2m-openssl-pkcs11-")
+        .suffix(".cnf")
+        .tempfile()?;
+    file.write_all(pkcs11::openssl_config(&section.token_config(), &provider).as_bytes())?;
+    let path = file.into_temp_path();
+    std::env::set_var("OPENSSL_CONF", &path);
+    Ok(Some(path))
+}

@@ -1,0 +1,578 @@
+//! The secure environment on a PKCS#11 token (issue 18), run for real: SoftHSM2 as the token,
+//! OpenSSL's PKCS#11 provider signing the CSE's handshakes inside it, curl, openssl s_client and
+//! pkcs11-tool (OpenSC) as the peers and the third party that tries to read the keys out.
+
+mod common;
+
+use common::*;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN: &str = "m2m";
+const PIN: &str = "7305-pin";
+const PROVIDER: &str = "/usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so";
+
+/// A SoftHSM token of its own (its directory, its SOFTHSM2_CONF), initialized with [`PIN`].
+struct Token {
+    dir: tempfile::TempDir,
+    conf: String,
+}
+
+impl Token {
+    /// None (skipped loudly) when SoftHSM, OpenSSL's PKCS#11 provider or OpenSC is missing
+    /// outside CI; in CI they are mandatory.
+    fn new() -> Option<Token> {
+        let present = Path::new(MODULE).exists() && Path::new(PROVIDER).exists();
+        if !present && std::env::var("CI").as_deref() == Ok("true") {
+            panic!("SoftHSM2 or pkcs11-provider is not installed, and CI=true: .ci/run must install them");
+        }
+        if !present
+            || !have_tool("softhsm2-util", "-v", "the PKCS#11 tests")
+            || !have_program("pkcs11-tool", "the PKCS#11 tests")
+        {
+            if !present {
+                eprintln!("\n!!!!!!!!!! SKIPPED: SoftHSM2 or OpenSSL's PKCS#11 provider is not installed; the PKCS#11 tests need them. In CI they are mandatory. !!!!!!!!!!\n");
+            }
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let token = Token {
+            conf: conf.display().to_string(),
+            dir,
+        };
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", TOKEN])
+            .args(["--pin", PIN, "--so-pin", "so-7305"])
+            .env("SOFTHSM2_CONF", &token.conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        write_private(&token.pin_file(), &format!("{PIN}\n"));
+        Some(token)
+    }
+
+    fn env(&self) -> [(&str, &str); 1] {
+        [("SOFTHSM2_CONF", self.conf.as_str())]
+    }
+
+    fn pin_file(&self) -> PathBuf {
+        self.dir.path().join("pin")
+    }
+
+    /// `m2m keys token --module .. --token m2m --pin-file .. ARGS`.
+    fn keys(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        self.keys_with_pin(&self.pin_file(), args, extra_env)
+    }
+
+    fn keys_with_pin(&self, pin_file: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let pin = pin_file.to_str().unwrap();
+        let mut all = vec![
+            "keys",
+            "token",
+            "--module",
+            MODULE,
+            "--token",
+            TOKEN,
+            "--pin-file",
+            pin,
+        ];
+        all.extend_from_slice(args);
+        let mut env = self.env().to_vec();
+        env.extend_from_slice(extra_env);
+        m2m_command_env(&all, &env)
+    }
+
+    /// The `[security.pkcs11]` section for this token.
+    fn section(&self) -> String {
+        format!(
+            "[security.pkcs11]\nmodule = {MODULE:?}\ntoken = {TOKEN:?}\npin_file = {:?}\n",
+            self.pin_file().display().to_string()
+        )
+    }
+
+    /// A third party with the PIN reading an object's CKA_VALUE through its own session of the
+    /// module (C_GetAttributeValue): the value, if the token gives it.
+    fn read_value(&self, class: ObjectClass, label: &str) -> Option<Vec<u8>> {
+        // In a child process of its own: a PKCS#11 module is initialized once per process,
+        // with the SOFTHSM2_CONF of that moment, and tests run in parallel.
+        let probe = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "read_value_probe",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("PROBE_CONF", &self.conf)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env(
+                "PROBE_CLASS",
+                if class == ObjectClass::PRIVATE_KEY {
+                    "private"
+                } else {
+                    "secret"
+                },
+            )
+            .env("PROBE_LABEL", label)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&probe.stdout);
+        assert!(
+            text.contains("PROBE-DONE"),
+            "the probe did not run: {text}\n{}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix("PROBE-VALUE "))
+            .map(|hex_value| hex::decode(hex_value.trim()).unwrap())
+    }
+}
+
+/// Not a test of its own: the child process of [`Token::read_value`] (does nothing unless
+/// PROBE_CONF is set).
+#[test]
+fn read_value_probe() {
+    let Ok(_) = std::env::var("PROBE_CONF") else {
+        return;
+    };
+    let class = match std::env::var("PROBE_CLASS").unwrap().as_str() {
+        "private" => ObjectClass::PRIVATE_KEY,
+        _ => ObjectClass::SECRET_KEY,
+    };
+    let label = std::env::var("PROBE_LABEL").unwrap();
+    let ctx = Pkcs11::new(MODULE).unwrap();
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+        .unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    session
+        .login(UserType::User, Some(&AuthPin::from(PIN.to_string())))
+        .unwrap();
+    let handle = session
+        .find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(label.into_bytes()),
+        ])
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("the key is in the token");
+    let value = session
+        .get_attributes(handle, &[AttributeType::Value])
+        .ok()
+        .and_then(|attrs| {
+            attrs.into_iter().find_map(|a| match a {
+                Attribute::Value(v) => Some(v),
+                _ => None,
+            })
+        });
+    if let Some(v) = value {
+        println!("PROBE-VALUE {}", hex::encode(v));
+    }
+    println!("PROBE-DONE");
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file under `dir`, read as bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p, bytes));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_cse_whose_key_is_in_the_token_completes_mutual_tls_with_curl() {
+    let Some(token) = Token::new() else { return };
+    if !have_tool("curl", "--version", "mutual TLS with a token key") {
+        return;
+    }
+    // The key pair is made inside the token; only the public key comes out, to be certified.
+    let generated = ok(&token.keys(&["generate-key", "--label", "cse-key"], &[]));
+    let uri = generated
+        .lines()
+        .find_map(|l| l.strip_prefix("private key: "))
+        .expect("the key's URI")
+        .to_string();
+    assert_eq!(uri, "pkcs11:token=m2m;object=cse-key;type=private");
+    let public = token.dir.path().join("cse-key.pub.pem");
+    std::fs::write(&public, &generated).unwrap();
+    let pki = Pki::temp_ca_permitting_dns("localhost");
+    let ca = pki.ca_dir();
+    let prefix = pki.dir().join("id-in");
+    ok(&m2m_command(&[
+        "pki",
+        "issue",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--kind",
+        "cse",
+        "--id",
+        "/id-in",
+        "--sp",
+        SP_FQDN,
+        "--dns",
+        "localhost",
+        "--public-key",
+        public.to_str().unwrap(),
+        "--out",
+        prefix.to_str().unwrap(),
+    ]));
+    assert!(
+        !pki.dir().join("id-in.key").exists(),
+        "no key file for a token key"
+    );
+    let (phone_pem, phone_key) = pki.issue(&["--kind", "ae", "--id", "/id-in/Cphone"], "phone");
+    let config = format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {uri:?}\ntrusted_ca = {:?}\n\n{}\
+         [security]\nrequired_level = \"token\"\n",
+        pki.dir().join("id-in.pem").display().to_string(),
+        pki.ca_pem().display().to_string(),
+        token.section(),
+    );
+    let cse = CseProcess::start_temp_with_env(&config, &token.env());
+    assert!(
+        cse.logged("secure environment: PKCS#11 token"),
+        "{}",
+        cse.stderr()
+    );
+    let url = format!("https://localhost:{}/cse-in", cse.https_port());
+    let curl = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(pki.ca_pem())
+        .arg("--cert")
+        .arg(&phone_pem)
+        .arg("--key")
+        .arg(&phone_key)
+        .args([
+            "-H",
+            "X-M2M-Origin: Cphone",
+            "-H",
+            "X-M2M-RI: token-1",
+            "-H",
+            "X-M2M-RVI: 3",
+        ])
+        .args(["-H", "Content-Type: application/json;ty=2", "-d"])
+        .arg(
+            json!({"m2m:ae": {"rn": "phone", "api": "Nphone", "rr": false, "srv": ["3"]}})
+                .to_string(),
+        )
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        text.ends_with("\n201"),
+        "curl: {text}\n{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    assert!(text.contains("\"aei\":\"Cphone\""), "{text}");
+    // The server's certificate is the token key's: nothing else could have signed the handshake.
+    let s_client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", cse.https_port()),
+        ])
+        .args(["-servername", "localhost", "-CAfile"])
+        .arg(pki.ca_pem())
+        .arg("-cert")
+        .arg(&phone_pem)
+        .arg("-key")
+        .arg(&phone_key)
+        .env("OPENSSL_CONF", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&s_client.stdout);
+    assert!(shown.contains("Verify return code: 0 (ok)"), "{shown}");
+
+    // The key cannot be read out of the token: C_GetAttributeValue(CKA_VALUE) is refused.
+    assert_eq!(
+        token.read_value(ObjectClass::PRIVATE_KEY, "cse-key"),
+        None,
+        "C_GetAttributeValue(CKA_VALUE) of the private key"
+    );
+    let listed = ok(&token.keys(&["list"], &[]));
+    assert!(
+        listed.contains(
+            "ec-private\tcse-key\tsensitive, never leaves the token, generated in the token"
+        ),
+        "{listed}"
+    );
+    // No private key in any file the CSE has, nor in what it logged.
+    for (path, bytes) in files_under(cse.data_dir())
+        .into_iter()
+        .chain(files_under(pki.dir()))
+    {
+        if path
+            .file_name()
+            .is_some_and(|n| n == "ca.key" || n == "phone.key")
+        {
+            continue;
+        }
+        assert!(
+            !contains(&bytes, b"PRIVATE KEY"),
+            "{} holds a private key",
+            path.display()
+        );
+    }
+    assert!(!cse.stderr().contains("PRIVATE KEY") && !cse.stdout().contains("PRIVATE KEY"));
+}
+
+#[test]
+fn psk_handshakes_use_keys_stored_in_the_token() {
+    let Some(token) = Token::new() else { return };
+    const KPSA_ID: &str = "lock1@in.m2m.example.com";
+    const KPSA: &str = "8f1e6d2c4b3a29180716f5e4d3c2b1a0ffeeddccbbaa99887766554433221100";
+    let added = ok(&token.keys(
+        &[
+            "add-psk",
+            "--kpsa-id",
+            KPSA_ID,
+            "--entity",
+            "Clock-AE1",
+            "--key-env",
+            "KPSA",
+        ],
+        &[("KPSA", KPSA)],
+    ));
+    assert!(
+        added.contains("added PSK lock1@in.m2m.example.com (32 bytes) for Clock-AE1"),
+        "{added}"
+    );
+    let config = format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\n\n{}[security]\nrequired_level = \"token\"\n",
+        token.section()
+    );
+    let cse = CseProcess::start_temp_with_env(&config, &token.env());
+    let register = |key: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args([
+                "request",
+                "--url",
+                cse.https_url(),
+                "--from",
+                "Clock-AE1",
+                "--json",
+            ])
+            .args(["-X", "create", "--to", "cse-in", "--ty", "2", "--body"])
+            .arg(
+                json!({"m2m:ae": {"rn": "lock", "api": "Nlock", "rr": false, "srv": ["3"]}})
+                    .to_string(),
+            )
+            .args(["--psk-identity", KPSA_ID, "--psk-key-env", "KPSA"])
+            .env("KPSA", key)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out
+    };
+    let created = json_stdout(&register(KPSA));
+    assert_eq!(created["rsc"], 2001, "{created}");
+    assert_eq!(created["pc"]["m2m:ae"]["aei"], "Clock-AE1", "{created}");
+    assert!(cse.logged("association established"), "{}", cse.stderr());
+    // Another key under the same identity opens nothing.
+    let refused = register(&"00".repeat(32));
+    assert!(
+        !refused.status.success(),
+        "a wrong key was accepted: {refused:?}"
+    );
+    // A third-party TLS client with the key (openssl s_client, TLS 1.2 PSK suite).
+    let s_client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", cse.https_port()),
+        ])
+        .args([
+            "-tls1_2",
+            "-cipher",
+            "PSK-AES128-CBC-SHA256",
+            "-psk_identity",
+            KPSA_ID,
+            "-psk",
+            KPSA,
+        ])
+        .env("OPENSSL_CONF", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&s_client.stdout);
+    assert!(
+        shown.contains("Cipher is PSK-AES128-CBC-SHA256"),
+        "{shown}\n{}",
+        String::from_utf8_lossy(&s_client.stderr)
+    );
+    // The key is in no file of the CSE and in nothing it logged; the token refuses to show it.
+    let raw = hex::decode(KPSA).unwrap();
+    for (path, bytes) in files_under(cse.data_dir()) {
+        assert!(
+            !contains(&bytes, &raw) && !contains(&bytes, KPSA.as_bytes()),
+            "{} holds the PSK",
+            path.display()
+        );
+    }
+    assert!(!cse.stderr().contains(KPSA) && !cse.stdout().contains(KPSA));
+    assert_eq!(
+        token.read_value(ObjectClass::SECRET_KEY, &format!("kpsa:{KPSA_ID}")),
+        None,
+        "C_GetAttributeValue(CKA_VALUE) of the PSK"
+    );
+    // OpenSC's pkcs11-tool, as a third party, gets nothing either.
+    let read = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            TOKEN,
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args(["--read-object", "--type", "secrkey", "--label"])
+        .arg(format!("kpsa:{KPSA_ID}"))
+        .env("SOFTHSM2_CONF", &token.conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!read.status.success(), "pkcs11-tool read the PSK: {read:?}");
+    assert!(!contains(&read.stdout, &raw), "pkcs11-tool read the PSK");
+}
+
+/// Runs `m2m cse` on `config` until it exits (a CSE that cannot start exits at once).
+fn cse_refusing(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cse.toml");
+    write_private(
+        &path,
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n{config}",
+            dir.path().join("data").display().to_string()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args(["cse", "--config", path.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the CSE started although it must refuse:\n{config}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_wrong_pin_or_a_weaker_key_stops_the_cse_at_start_with_a_clear_error() {
+    let Some(token) = Token::new() else { return };
+    let wrong_pin = token.dir.path().join("wrong-pin");
+    write_private(&wrong_pin, "1111-wrong\n");
+    let section = token.section().replace(
+        &token.pin_file().display().to_string(),
+        &wrong_pin.display().to_string(),
+    );
+    let (code, err) = cse_refusing(&section, &token.env());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("security.pkcs11: PKCS#11 token \"m2m\": wrong PIN"),
+        "{err}"
+    );
+    assert!(!err.contains("1111-wrong") && !err.contains(PIN), "{err}");
+    // `m2m keys token` says the same, and the right PIN still opens the token afterwards.
+    let out = token.keys_with_pin(&wrong_pin, &["list"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong PIN"));
+    ok(&token.keys(&["list"], &[]));
+    // A PIN file others may read is refused before the token is asked.
+    let open_pin = token.dir.path().join("open-pin");
+    std::fs::write(&open_pin, PIN).unwrap();
+    let section = token.section().replace(
+        &token.pin_file().display().to_string(),
+        &open_pin.display().to_string(),
+    );
+    let (_, err) = cse_refusing(&section, &token.env());
+    assert!(err.contains("chmod 600"), "{err}");
+    // Keys kept below the required level: PSK rows in the configuration, a key file, SoftHSM
+    // for "hardware".
+    let rows = "[security]\nrequired_level = \"token\"\n[[security.psk]]\nkpsa_id = \"a@b.example.com\"\nkey = \"00112233445566778899aabbccddeeff\"\n";
+    let (_, err) = cse_refusing(rows, &token.env());
+    assert!(
+        err.contains(
+            "security.required_level is token, but [[security.psk]] keeps keys at level software"
+        ),
+        "{err}"
+    );
+    let hardware = format!(
+        "{}[security]\nrequired_level = \"hardware\"\n",
+        token.section()
+    );
+    let (_, err) = cse_refusing(&hardware, &token.env());
+    assert!(err.contains("the token m2m is at level token"), "{err}");
+    let pki = Pki::temp();
+    let key_file = format!(
+        "{}{}[security]\nrequired_level = \"token\"\n",
+        tls_section(&pki, "id-in"),
+        token.section()
+    );
+    let (_, err) = cse_refusing(&key_file, &token.env());
+    assert!(err.contains("tls.private_key (a file)"), "{err}");
+}
