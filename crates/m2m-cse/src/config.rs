@@ -51,6 +51,10 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multicast: Option<MulticastSection>,
     pub security: SecuritySection,
+    /// The Secure Storage service (seeds/002 clause 6.3.5.2, `<CSEBase>/secureStorage`);
+    /// absent: off (its requests answer 5001).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_storage: Option<SecureStorageSection>,
     /// The MAF this CSE retrieves connection keys from (MAF-based SAE); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maf: Option<MafSection>,
@@ -291,6 +295,29 @@ pub struct MafSection {
     /// handshake, so that a de-registered key opens nothing).
     #[serde(default)]
     pub cache_seconds: u64,
+}
+
+/// `[secure_storage]`: the key its contents are sealed under, and its bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureStorageSection {
+    /// The secret of the secure environment the sealing key is derived from (HMAC-SHA-256
+    /// inside a [security.pkcs11] token, or with a [security] keystore secret).
+    pub secret: String,
+    /// The largest content of one data object, in bytes.
+    #[serde(default = "default_sdo_bytes")]
+    pub max_object_bytes: usize,
+    /// How many data objects one owner may keep.
+    #[serde(default = "default_sdo_count")]
+    pub max_objects_per_owner: usize,
+}
+
+fn default_sdo_bytes() -> usize {
+    65_536
+}
+
+fn default_sdo_count() -> usize {
+    256
 }
 
 fn default_maf_timeout() -> u64 {

@@ -109,6 +109,8 @@ pub struct Cse {
     accepted_identities: Vec<EntityId>,
     /// Clients that check a peer's certificate names an entity (AEs' https points of access).
     entity_clients: std::sync::Mutex<std::collections::HashMap<EntityId, m2m_client::Client>>,
+    /// The Secure Storage service (`[secure_storage]`).
+    pub(crate) secure_storage: Option<crate::secure_storage::SecureStorage>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -196,6 +198,15 @@ impl Cse {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", cfg.http.listen));
+        let secure_storage = match &cfg.secure_storage {
+            Some(s) => Some(crate::secure_storage::SecureStorage::open(
+                &cfg.storage.path,
+                &s.secret,
+                environments,
+                (s.max_object_bytes, s.max_objects_per_owner),
+            )?),
+            None => None,
+        };
         let cse = Arc::new(Self {
             id,
             cfg,
@@ -238,6 +249,7 @@ impl Cse {
             bound_credentials,
             accepted_identities,
             entity_clients: Default::default(),
+            secure_storage,
         });
         cse.ensure_cse_base()?;
         crate::resources::notification_target_policy::ensure_system_default(&cse)?;
@@ -634,6 +646,10 @@ impl Cse {
         match resolve::locality(&self, &addr) {
             Locality::Local => {}
             Locality::Remote(cse) => return routing::forward(&self, req, cse, &peer).await,
+        }
+        // The Security CSF's storage: outside the resource tree and its policies.
+        if let Some(object) = crate::secure_storage::addressed(&self, &addr) {
+            return crate::secure_storage::serve(&self, &req, object, &peer);
         }
         let target = resolve::resolve(&self, &addr)?;
         let (grant, assigned) = match access::authorize(&self, &req, &target, &peer) {

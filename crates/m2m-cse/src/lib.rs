@@ -38,6 +38,8 @@ mod resources;
 mod roles;
 mod routing;
 pub(crate) mod search_threads;
+/// The Secure Storage service of the Security CSF (seeds/002 clause 6.3.5.2).
+pub(crate) mod secure_storage;
 pub(crate) mod store;
 pub(crate) mod upper_tester;
 mod validity;

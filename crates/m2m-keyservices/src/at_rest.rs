@@ -1,4 +1,4 @@
-//! Key material at rest in the MAF and MEF stores (TS-0003 clauses 8.3 and 8.8 leave storage to the
+//! Key material at rest in the MAF, MEF and BSF stores and the CSE's secure storage (TS-0003 clauses 8.3 and 8.8 leave storage to the
 //! implementation): AES-256-GCM under the storage key, a fresh random 96-bit nonce per value, and the
 //! record the value belongs to as associated data, so a row edited or copied on disk no longer opens.
 
@@ -9,16 +9,16 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 /// Bytes of an AES-GCM nonce.
-pub(crate) const NONCE_LEN: usize = 12;
+pub const NONCE_LEN: usize = 12;
 
 /// The cipher of a 32-byte storage key.
-pub(crate) fn cipher(storage_key: &Secret) -> Result<Aes256Gcm, String> {
+pub fn cipher(storage_key: &Secret) -> Result<Aes256Gcm, String> {
     Aes256Gcm::new_from_slice(storage_key.expose())
         .map_err(|_| "the storage key must be 32 bytes".to_string())
 }
 
 /// Encrypts `msg` bound to `aad`; returns the fresh nonce and the ciphertext (with its tag).
-pub(crate) fn seal(
+pub fn seal(
     cipher: &Aes256Gcm,
     msg: &[u8],
     aad: &[u8],
@@ -33,12 +33,7 @@ pub(crate) fn seal(
 
 /// Decrypts what [`seal`] produced under the same `aad`; `None` when the nonce is malformed, the
 /// record or ciphertext was altered, or the storage key is another (the caller names the record).
-pub(crate) fn open(
-    cipher: &Aes256Gcm,
-    nonce: &[u8],
-    ct: &[u8],
-    aad: &[u8],
-) -> Option<Zeroizing<Vec<u8>>> {
+pub fn open(cipher: &Aes256Gcm, nonce: &[u8], ct: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     if nonce.len() != NONCE_LEN {
         return None;
     }
@@ -51,7 +46,7 @@ pub(crate) fn open(
 /// Opens (creating) the SQLite database `dir/file` of `service` (for its log lines): the
 /// directory 0700, the database and SQLite's `-wal`/`-shm` 0600 ([`m2m_security::data_files`]:
 /// created so, tightened when group or others may read, refused when they may write).
-pub(crate) fn open_private_sqlite(
+pub fn open_private_sqlite(
     dir: &std::path::Path,
     file: &str,
     service: &str,

@@ -8,7 +8,8 @@
 
 #![forbid(unsafe_code)]
 
-mod at_rest;
+/// AES-256-GCM sealing at rest and private SQLite files, shared with the CSE's secure storage.
+pub mod at_rest;
 pub mod bsf;
 pub mod maf;
 pub mod mef;

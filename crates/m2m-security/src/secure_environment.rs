@@ -44,6 +44,16 @@ pub trait SecureEnvironment: Send + Sync {
     fn security_level(&self) -> SecurityLevel {
         SecurityLevel::Software
     }
+    /// A sensitive function (seeds/002 clause 6.3.5.1): HMAC-SHA-256 of `info` under the named
+    /// secret, a key derived for one purpose (e.g. the secure storage's encryption key). A token
+    /// computes it inside, so the secret never leaves it; None when no such secret is held.
+    fn derive_key(&self, name: &str, info: &[u8]) -> Option<Secret> {
+        use hmac::Mac;
+        let secret = self.secret(name)?;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.expose()).ok()?;
+        mac.update(info);
+        Some(Secret::from_slice(&mac.finalize().into_bytes()))
+    }
 }
 
 /// The Security Level of a Secure Environment (seeds/002 clause 6.4.1: "Each Secure Environment

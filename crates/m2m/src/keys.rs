@@ -59,6 +59,9 @@ pub enum KeysCommand {
     List(StoreArgs),
     /// Remove the PSK of a KpsaID.
     RemovePsk(RemovePskArgs),
+    /// Add a named secret (e.g. `secure-storage`, the key the CSE's secure storage derives its
+    /// encryption key from): 32 fresh random bytes, or the given key.
+    AddSecret(AddSecretArgs),
     /// Derive the Master Credential Km from an Enrolment Key (TS-0003 10.3.2); prints Km.
     Km(KmArgs),
     /// Derive a Provisioned Secure Connection Key Kpsa from an Enrolment Key (10.3.3); prints Kpsa.
@@ -246,6 +249,25 @@ pub struct RemovePskArgs {
     pub kpsa_id: String,
 }
 
+/// `m2m keys add-secret`.
+#[derive(Args, Debug, Clone)]
+pub struct AddSecretArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The secret's name.
+    #[arg(long)]
+    pub name: String,
+    /// 32 fresh random bytes (nobody ever sees them).
+    #[arg(long, conflicts_with_all = ["key", "key_env"])]
+    pub generate: bool,
+    /// The key in hex (visible in the process list: prefer --key-env).
+    #[arg(long, value_name = "HEX", value_parser = redacted, required_unless_present_any = ["generate", "key_env"], conflicts_with = "key_env")]
+    pub key: Option<Redacted>,
+    /// Name of an environment variable holding the key in hex.
+    #[arg(long, value_name = "VAR")]
+    pub key_env: Option<String>,
+}
+
 /// `m2m keys km`.
 #[derive(Args, Debug, Clone)]
 pub struct KmArgs {
@@ -358,6 +380,7 @@ fn run_with(args: KeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()>
         KeysCommand::AddPsk(a) => add_psk(a, env, out),
         KeysCommand::List(a) => list(a, env, out),
         KeysCommand::RemovePsk(a) => remove_psk(a, env, out),
+        KeysCommand::AddSecret(a) => add_secret(a, env, out),
         KeysCommand::Km(a) => derive_km(a, env, out),
         KeysCommand::Kpsa(a) => derive_kpsa(a, env, out),
         KeysCommand::UsageKey(a) => usage_key(a, env, out),
@@ -504,6 +527,31 @@ fn remove_psk(a: RemovePskArgs, env: Env, out: &mut dyn Write) -> anyhow::Result
     ks.save()
         .with_context(|| format!("saving {}", ks.path().display()))?;
     writeln!(out, "removed PSK {kpsa_id} from {}", ks.path().display())?;
+    Ok(())
+}
+
+fn add_secret(a: AddSecretArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()> {
+    let secret = if a.generate {
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes[..]);
+        Secret::from_slice(&bytes[..])
+    } else {
+        secret_arg("key", a.key.as_ref(), a.key_env.as_deref(), env)?
+    };
+    let mut ks = open(&a.store, env)?;
+    if ks.secret_names().contains(&a.name) {
+        bail!("{} holds a secret {} already", ks.path().display(), a.name);
+    }
+    let n = secret.len();
+    ks.set_secret(&a.name, secret)?;
+    ks.save()
+        .with_context(|| format!("saving {}", ks.path().display()))?;
+    writeln!(
+        out,
+        "added secret {} ({n} bytes) to {}",
+        a.name,
+        ks.path().display()
+    )?;
     Ok(())
 }
 

@@ -576,3 +576,52 @@ fn a_wrong_pin_or_a_weaker_key_stops_the_cse_at_start_with_a_clear_error() {
     let (_, err) = cse_refusing(&key_file, &token.env());
     assert!(err.contains("tls.private_key (a file)"), "{err}");
 }
+
+#[test]
+fn the_secure_storage_seals_under_a_key_the_token_derives() {
+    let Some(token) = Token::new() else { return };
+    ok(&token.keys(&["generate-secret", "--name", "secure-storage"], &[]));
+    let listed = ok(&token.keys(&["list"], &[]));
+    assert!(
+        listed.contains("secret\tsecret:secure-storage\tsensitive, never leaves the token, generated in the token"),
+        "{listed}"
+    );
+    let config = format!(
+        "{}[secure_storage]\nsecret = \"secure-storage\"\n",
+        token.section()
+    );
+    let cse = CseProcess::start_temp_with_env(&config, &token.env());
+    const SECRET: &str = "door-code-8841-in-the-token";
+    // The operator's trusted local listener stores and reads as the administrator's own.
+    let (rsc, body) = update(
+        cse.url(),
+        "/cse-in/secureStorage/door-code",
+        "CAdmin",
+        json!({"m2m:sdo": {"con": SECRET}}),
+    );
+    assert_eq!(rsc, 2001, "{body}");
+    let (rsc, body) = retrieve(cse.url(), "/cse-in/secureStorage/door-code", "CAdmin");
+    assert_eq!((rsc, &body["m2m:sdo"]["con"]), (2000, &json!(SECRET)));
+    for (path, bytes) in files_under(cse.data_dir()) {
+        assert!(
+            !contains(&bytes, SECRET.as_bytes()),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+    // Without the token's secret the storage does not open: the CSE refuses to start.
+    drop(cse);
+    ok(&token.keys(&["destroy", "--label", "secret:secure-storage"], &[]));
+    let (code, err) = cse_refusing(
+        &format!(
+            "{}[secure_storage]\nsecret = \"secure-storage\"\n",
+            token.section()
+        ),
+        &token.env(),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no secure environment holds the secret \"secure-storage\""),
+        "{err}"
+    );
+}

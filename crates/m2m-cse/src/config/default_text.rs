@@ -317,6 +317,17 @@ const DOCS: &[Doc] = &[
         "Kpsa in hex: fresh random bytes (openssl rand -hex 32), never an example",
     ),
     Table(
+        "secure_storage",
+        "The Secure Storage service (seeds/002 clause 6.3.5.2): AEs and CSEs keep sensitive data objects at\n\
+         <CSEBase>/secureStorage, readable by their owner and the readers it names only (docs/SECURITY.md).",
+    ),
+    Key(
+        "secure_storage.secret",
+        "the secret of the secure environment the sealing key is derived from (HMAC-SHA-256 inside the token)",
+    ),
+    Key("secure_storage.max_object_bytes", "the largest content of one data object, in bytes"),
+    Key("secure_storage.max_objects_per_owner", "how many data objects one owner may keep"),
+    Table(
         "maf",
         "The MAF this CSE retrieves connection keys from (MAF-based SAE, TS-0003 clause 8.8); the CSE\n\
          authenticates to it with [tls] certificate, private_key and trusted_ca, which it needs.",
@@ -623,6 +634,11 @@ fn example() -> Config {
         kpsa_id: "clock@in.provider.com".into(),
         key: HEX_PLACEHOLDER.into(),
     });
+    c.secure_storage = Some(SecureStorageSection {
+        secret: "secure-storage".into(),
+        max_object_bytes: default_sdo_bytes(),
+        max_objects_per_owner: default_sdo_count(),
+    });
     c.maf = Some(MafSection {
         url: "https://maf.keys.example.net:8443".into(),
         fqdn: "maf.keys.example.net".into(),
@@ -727,6 +743,7 @@ mod tests {
             ("security.psk", field_names::<PskRow>()),
             ("security.role_issuers", field_names::<RoleIssuerRow>()),
             ("security.pkcs11", field_names::<Pkcs11Section>()),
+            ("secure_storage", field_names::<SecureStorageSection>()),
             ("maf", field_names::<MafSection>()),
             ("gba", field_names::<GbaSection>()),
             ("mef", field_names::<MefSection>()),
@@ -857,6 +874,7 @@ mod tests {
             "multicast.private_jwk",
             "security.keystore",
             "security.psk",
+            "secure_storage",
             "maf",
             "mef",
             "gba",

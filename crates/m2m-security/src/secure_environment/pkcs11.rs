@@ -794,6 +794,17 @@ impl SecureEnvironment for Pkcs11Token {
     fn security_level(&self) -> SecurityLevel {
         self.level
     }
+
+    fn derive_key(&self, name: &str, info: &[u8]) -> Option<Secret> {
+        match self.hmac_sha256(name, info) {
+            Ok(key) => Some(Secret::from_slice(&key)),
+            Err(Pkcs11Error::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(target: "audit", environment = %self.name, secret = name, error = %e, "a key could not be derived in the token");
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]
