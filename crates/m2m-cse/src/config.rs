@@ -310,6 +310,13 @@ pub struct SecureStorageSection {
     /// How many data objects one owner may keep.
     #[serde(default = "default_sdo_count")]
     pub max_objects_per_owner: usize,
+    /// The contents of all owners together, in bytes.
+    #[serde(default = "default_sdo_total")]
+    pub max_total_bytes: u64,
+}
+
+fn default_sdo_total() -> u64 {
+    64 << 20
 }
 
 fn default_sdo_bytes() -> usize {
@@ -1084,6 +1091,17 @@ impl Config {
         self.validate_key_services()?;
         self.validate_group_authentication()?;
         self.validate_esprim()?;
+        if let Some(s) = &self.secure_storage {
+            if !(1..=1 << 20).contains(&s.max_object_bytes)
+                || s.max_objects_per_owner == 0
+                || s.max_total_bytes < s.max_object_bytes as u64
+            {
+                bail!("secure_storage: max_object_bytes 1 to 1048576, max_objects_per_owner at least 1, max_total_bytes at least max_object_bytes");
+            }
+            m2m_security::secure_environment::pkcs11::check_label(&s.secret).map_err(|_| {
+                anyhow::anyhow!("secure_storage.secret: 1 to 64 letters, digits, '.', '_' or '-'")
+            })?;
+        }
         self.validate_key_levels()
     }
 
@@ -1100,7 +1118,7 @@ impl Config {
             bail!("tls.private_key names a key in a token (pkcs11:): configure the token in [security.pkcs11]");
         }
         if let Some(p) = &self.security.pkcs11 {
-            pkcs11::check_label(&p.token)
+            pkcs11::check_token_label(&p.token)
                 .map_err(|e| anyhow::anyhow!("security.pkcs11.token: {e}"))?;
         }
         let Some(required) = self.security.required_level else {
@@ -1125,6 +1143,41 @@ impl Config {
         }
         if self.tls.as_ref().is_some_and(|t| t.private_key.is_some()) && token_key.is_none() {
             return Err(below("tls.private_key (a file)"));
+        }
+        // Every other place a key can be given in software: a file, the configuration, the
+        // environment.
+        let software = [
+            (
+                "security.rotation_key",
+                self.security.rotation_key.is_some(),
+            ),
+            (
+                "esprim.keys (key, key_env)",
+                self.esprim
+                    .keys
+                    .iter()
+                    .any(|k| k.key.is_some() || k.key_env.is_some()),
+            ),
+            (
+                "multicast (key, private_jwk)",
+                self.multicast
+                    .as_ref()
+                    .is_some_and(|m| m.key.is_some() || m.private_jwk.is_some()),
+            ),
+            (
+                "group_credentials.signing_key",
+                self.group_credentials.signing_key.is_some(),
+            ),
+            (
+                "group_credentials.members (key)",
+                self.group_credentials
+                    .members
+                    .iter()
+                    .any(|m| m.key.is_some()),
+            ),
+        ];
+        if let Some((what, _)) = software.iter().find(|(_, given)| *given) {
+            return Err(below(what));
         }
         Ok(())
     }
@@ -1328,6 +1381,36 @@ mod tests {
         let back = Config::from_toml(&text).unwrap();
         assert_eq!(back.cse.cse_id, "/id-in");
         assert_eq!(back.http.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_required_level_refuses_every_key_kept_in_software() {
+        let token = "[security.pkcs11]\nmodule = \"/m.so\"\ntoken = \"t\"\npin_file = \"/pin\"\n[security]\nrequired_level = \"token\"\n";
+        assert!(Config::from_toml(token).is_ok());
+        for (extra, what) in [
+            ("rotation_key = \"/krot\"\n", "security.rotation_key"),
+            ("keystore = \"/ks\"\nkey_file = \"/kf\"\n", "the keystore"),
+            (
+                "[[esprim.keys]]\nkid = \"k\"\nentity = \"Ca\"\nkey_env = \"K\"\n",
+                "esprim.keys",
+            ),
+            (
+                "[multicast]\nkey = \"00112233445566778899aabbccddeeff\"\n",
+                "multicast",
+            ),
+            (
+                "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n",
+                "tls.private_key (a file)",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("{token}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(what) && e.contains("level software"), "{what}: {e}");
+        }
+        // A token key by URI needs the token's section.
+        let e = Config::from_toml("[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"c.pem\"\nprivate_key = \"pkcs11:token=t;object=k;type=private\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[security.pkcs11]"), "{e}");
     }
 
     #[test]

@@ -203,7 +203,11 @@ impl Cse {
                 &cfg.storage.path,
                 &s.secret,
                 environments,
-                (s.max_object_bytes, s.max_objects_per_owner),
+                crate::secure_storage::Limits {
+                    object_bytes: s.max_object_bytes,
+                    objects_per_owner: s.max_objects_per_owner,
+                    total_bytes: s.max_total_bytes,
+                },
             )?),
             None => None,
         };
@@ -606,6 +610,18 @@ impl Cse {
         }
         let mut req = req;
         let deadlines = crate::validity::check(&mut req, self.now())?;
+        // The secure storage answers blocking requests only: a <request> would keep what is
+        // stored or read in the resource store.
+        if crate::resources::request::is_non_blocking(&req)
+            && Address::parse(&req.to)
+                .ok()
+                .and_then(|a| crate::secure_storage::addressed(&self, &a))
+                .is_some()
+        {
+            return Err(M2mError::bad_request(
+                "the secure storage answers blocking requests only",
+            ));
+        }
         // Non-blocking (TS-0004 clause 7.3.2.2): acknowledged with its <request>, carried out
         // after; only for an originator that is who it says.
         if crate::resources::request::is_non_blocking(&req) {

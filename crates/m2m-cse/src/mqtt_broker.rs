@@ -204,6 +204,15 @@ pub fn broker_files(cfg: &Config, dir: &Path) -> anyhow::Result<BrokerFiles> {
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("the configuration has no [mqtt] table"))?;
     let url = mqtt.url()?;
+    if let Some(required) = cfg
+        .security
+        .required_level
+        .filter(|l| *l > m2m_security::secure_environment::SecurityLevel::Software)
+    {
+        anyhow::bail!(
+            "security.required_level is {required}: the MQTT server's PSK file would hold the keys in a file"
+        );
+    }
     let home = cfg.identity()?.home;
     let environments = crate::secure_environments(cfg)?;
     if !environments

@@ -16,8 +16,9 @@
 //! Storing is an UPDATE of the object's address, not a CREATE: a data object is no resource
 //! type of TS-0004, and every binding carries an UPDATE without one.
 //!
-//! Only an originator a security association proves (or the operator's trusted local listener)
-//! is served; an object that is not the requester's to see is answered as one that does not
+//! Only an originator its own security association proves is served (not a trusted listener's
+//! From, not an entity relayed by a CSE, not a request the CSE makes itself), and only
+//! blocking requests (a non-blocking one would keep the content in a `<request>`); an object that is not the requester's to see is answered as one that does not
 //! exist. Contents are sealed with AES-256-GCM under a key the secure environment derives
 //! (HMAC-SHA-256 inside a PKCS#11 token, or with a keystore secret: `[secure_storage] secret`),
 //! bound to the object's ID, owner, name and readers, in their own database
@@ -41,8 +42,15 @@ const KEY_INFO: &[u8] = b"oneM2M secure storage v1";
 pub struct SecureStorage {
     db: Mutex<rusqlite::Connection>,
     cipher: aes_gcm::Aes256Gcm,
-    max_object_bytes: usize,
-    max_objects_per_owner: usize,
+    limits: Limits,
+}
+
+/// `[secure_storage]`'s bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub object_bytes: usize,
+    pub objects_per_owner: usize,
+    pub total_bytes: u64,
 }
 
 impl std::fmt::Debug for SecureStorage {
@@ -58,7 +66,7 @@ impl SecureStorage {
         dir: &std::path::Path,
         secret: &str,
         environments: &[Box<dyn m2m_security::secure_environment::SecureEnvironment>],
-        limits: (usize, usize),
+        limits: Limits,
     ) -> anyhow::Result<SecureStorage> {
         let key: Secret = environments
             .iter()
@@ -97,8 +105,7 @@ impl SecureStorage {
         Ok(SecureStorage {
             db: Mutex::new(db),
             cipher,
-            max_object_bytes: limits.0,
-            max_objects_per_owner: limits.1,
+            limits,
         })
     }
 }
@@ -122,14 +129,15 @@ pub fn addressed(cse: &Cse, addr: &Address) -> Option<Option<String>> {
     }
 }
 
-/// Who is asking: an entity the association proves, or the operator's trusted local listener;
-/// never a claim, never an entity a CSE peer relays for.
+/// Who is asking: only an entity its own security association proves. Never a claim, never an
+/// entity a CSE peer relays for or a trusted listener believes (anyone on the host could write
+/// its From), never a request the CSE makes itself (a group fan-out, an `<action>`: they carry
+/// someone's From without that entity's proof).
 fn requester(peer: &Peer) -> M2mResult<EntityId> {
-    let proven = match peer.proof {
-        Proof::Authenticated => true,
-        Proof::Vouched => peer.association.is_none(),
-        Proof::Claimed => false,
-    };
+    let proven = peer.proof == Proof::Authenticated
+        && peer.association.is_some()
+        && !peer.is_internal()
+        && !peer.by_action;
     match (&peer.originator, proven) {
         (Some(who), true) => Ok(who.clone()),
         _ => Err(crate::access::refused()),
@@ -146,19 +154,22 @@ pub fn serve(cse: &Cse, req: &Request, object: Option<String>, peer: &Peer) -> M
     let who = requester(peer)?;
     let admin = peer.is_admin(cse);
     let rqi = req.rqi.as_str();
+    // One request at a time: what an UPDATE read is what it replaces (a concurrent change of
+    // the readers is never undone by another's change of the content).
+    let db = storage.lock();
     match (req.op, object) {
-        (Operation::Retrieve, None) => storage.list(&who, admin, rqi),
+        (Operation::Retrieve, None) => storage.list(&db, &who, admin, rqi),
         (Operation::Retrieve, Some(name)) => {
-            let sdo = storage.find(&who, &name, Access::Read)?;
+            let sdo = storage.find(&db, &who, &name, Access::Read)?;
             Ok(Response::new(
                 Rsc::Ok,
                 rqi,
                 Some(storage.representation(&sdo, true)?),
             ))
         }
-        (Operation::Update, Some(name)) => match storage.find(&who, &name, Access::Own) {
-            Ok(old) => storage.replace(cse, req, old),
-            Err(e) if e.rsc == Rsc::NotFound => storage.create(cse, req, &who, &name),
+        (Operation::Update, Some(name)) => match storage.find(&db, &who, &name, Access::Own) {
+            Ok(old) => storage.replace(&db, cse, req, old),
+            Err(e) if e.rsc == Rsc::NotFound => storage.create(&db, cse, req, &who, &name),
             Err(e) => Err(e),
         },
         (Operation::Delete, Some(name)) => {
@@ -167,10 +178,8 @@ pub fn serve(cse: &Cse, req: &Request, object: Option<String>, peer: &Peer) -> M
             } else {
                 Access::Own
             };
-            let sdo = storage.find(&who, &name, access)?;
-            storage
-                .lock()
-                .execute("DELETE FROM sdo WHERE ri = ?1", [&sdo.ri])
+            let sdo = storage.find(&db, &who, &name, access)?;
+            db.execute("DELETE FROM sdo WHERE ri = ?1", [&sdo.ri])
                 .map_err(storage_error)?;
             tracing::info!(target: "audit", requester = %who, object = %sdo.ri, owner = %sdo.owner, "secure storage: object deleted");
             Ok(Response::new(Rsc::Deleted, rqi, None))
@@ -208,6 +217,25 @@ struct Stored {
     sealed: Vec<u8>,
 }
 
+/// The columns [`stored`] reads, in its order.
+const COLUMNS: &str = "SELECT ri, owner, rn, readers, ct, lt, size, nonce, sealed FROM sdo";
+
+/// One row of [`COLUMNS`].
+fn stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    let readers: String = row.get(3)?;
+    Ok(Stored {
+        ri: row.get(0)?,
+        owner: row.get(1)?,
+        rn: row.get(2)?,
+        readers: serde_json::from_str(&readers).unwrap_or_default(),
+        ct: row.get(4)?,
+        lt: row.get(5)?,
+        size: row.get(6)?,
+        nonce: row.get(7)?,
+        sealed: row.get(8)?,
+    })
+}
+
 fn storage_error(e: rusqlite::Error) -> M2mError {
     tracing::error!(error = %e, "secure storage database");
     M2mError::internal("the secure storage failed")
@@ -234,29 +262,22 @@ impl SecureStorage {
         aad
     }
 
-    fn find(&self, who: &EntityId, name: &str, access: Access) -> M2mResult<Stored> {
+    fn find(
+        &self,
+        db: &rusqlite::Connection,
+        who: &EntityId,
+        name: &str,
+        access: Access,
+    ) -> M2mResult<Stored> {
         let owner = who.to_string();
-        let db = self.lock();
         let read = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> M2mResult<Option<Stored>> {
             let mut stmt = db.prepare_cached(sql).map_err(storage_error)?;
             let mut rows = stmt.query(args).map_err(storage_error)?;
-            let Some(row) = rows.next().map_err(storage_error)? else {
-                return Ok(None);
-            };
-            let readers: String = row.get(3).map_err(storage_error)?;
-            Ok(Some(Stored {
-                ri: row.get(0).map_err(storage_error)?,
-                owner: row.get(1).map_err(storage_error)?,
-                rn: row.get(2).map_err(storage_error)?,
-                readers: serde_json::from_str(&readers).unwrap_or_default(),
-                ct: row.get(4).map_err(storage_error)?,
-                lt: row.get(5).map_err(storage_error)?,
-                size: row.get(6).map_err(storage_error)?,
-                nonce: row.get(7).map_err(storage_error)?,
-                sealed: row.get(8).map_err(storage_error)?,
-            }))
+            match rows.next().map_err(storage_error)? {
+                Some(row) => stored(row).map(Some).map_err(storage_error),
+                None => Ok(None),
+            }
         };
-        const COLUMNS: &str = "SELECT ri, owner, rn, readers, ct, lt, size, nonce, sealed FROM sdo";
         if let Some(own) = read(
             &format!("{COLUMNS} WHERE owner = ?1 AND rn = ?2"),
             &[&owner, &name],
@@ -321,12 +342,12 @@ impl SecureStorage {
             let con = con
                 .as_str()
                 .ok_or_else(|| M2mError::bad_request("m2m:sdo: con is a string"))?;
-            if con.len() > self.max_object_bytes {
+            if con.len() > self.limits.object_bytes {
                 return Err(M2mError::new(
                     Rsc::NotAcceptable,
                     format!(
                         "m2m:sdo: con is larger than {} bytes",
-                        self.max_object_bytes
+                        self.limits.object_bytes
                     ),
                 ));
             }
@@ -363,7 +384,14 @@ impl SecureStorage {
         Ok(Some(readers))
     }
 
-    fn create(&self, cse: &Cse, req: &Request, who: &EntityId, rn: &str) -> M2mResult<Response> {
+    fn create(
+        &self,
+        db: &rusqlite::Connection,
+        cse: &Cse,
+        req: &Request,
+        who: &EntityId,
+        rn: &str,
+    ) -> M2mResult<Response> {
         if !valid_name(rn) {
             return Err(M2mError::bad_request(
                 "a data object's name is 1 to 64 letters, digits, '.', '_' or '-'",
@@ -378,21 +406,21 @@ impl SecureStorage {
         let aad = Self::aad(&ri, &owner, rn, &readers);
         let (nonce, sealed) = m2m_keyservices::at_rest::seal(&self.cipher, con.as_bytes(), &aad)
             .map_err(M2mError::internal)?;
-        let db = self.lock();
         let held: i64 = db
             .query_row("SELECT COUNT(*) FROM sdo WHERE owner = ?1", [&owner], |r| {
                 r.get(0)
             })
             .map_err(storage_error)?;
-        if held as usize >= self.max_objects_per_owner {
+        if held as usize >= self.limits.objects_per_owner {
             return Err(M2mError::new(
                 Rsc::NotAcceptable,
                 format!(
                     "at most {} data objects per owner",
-                    self.max_objects_per_owner
+                    self.limits.objects_per_owner
                 ),
             ));
         }
+        self.check_total(db, con.len() as i64)?;
         let inserted = db.execute(
             "INSERT INTO sdo (ri, owner, rn, readers, ct, lt, size, nonce, sealed)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
@@ -416,7 +444,6 @@ impl SecureStorage {
             }
             Err(e) => return Err(storage_error(e)),
         }
-        drop(db);
         tracing::info!(target: "audit", owner = %owner, object = %ri, readers = readers.len(), "secure storage: object stored");
         let stored = Stored {
             ri,
@@ -436,7 +463,13 @@ impl SecureStorage {
         ))
     }
 
-    fn replace(&self, cse: &Cse, req: &Request, old: Stored) -> M2mResult<Response> {
+    fn replace(
+        &self,
+        db: &rusqlite::Connection,
+        cse: &Cse,
+        req: &Request,
+        old: Stored,
+    ) -> M2mResult<Response> {
         let sdo = self.content(req, false)?;
         let readers = Self::readers(cse, sdo)?.unwrap_or_else(|| old.readers.clone());
         let con = match sdo.get("con").and_then(Value::as_str) {
@@ -447,12 +480,12 @@ impl SecureStorage {
                     .ok_or_else(|| M2mError::internal("the data object cannot be read"))?
             }
         };
+        self.check_total(db, con.len() as i64 - old.size)?;
         let aad = Self::aad(&old.ri, &old.owner, &old.rn, &readers);
         let (nonce, sealed) =
             m2m_keyservices::at_rest::seal(&self.cipher, &con, &aad).map_err(M2mError::internal)?;
         let now = cse.now_ts();
-        self.lock()
-            .execute(
+        db.execute(
                 "UPDATE sdo SET readers = ?2, lt = ?3, size = ?4, nonce = ?5, sealed = ?6 WHERE ri = ?1",
                 rusqlite::params![
                     old.ri,
@@ -478,30 +511,38 @@ impl SecureStorage {
         ))
     }
 
+    /// Refuses growing the contents of all owners by `added` bytes beyond `max_total_bytes`.
+    fn check_total(&self, db: &rusqlite::Connection, added: i64) -> M2mResult<()> {
+        if added <= 0 {
+            return Ok(());
+        }
+        let total: i64 = db
+            .query_row("SELECT COALESCE(SUM(size), 0) FROM sdo", [], |r| r.get(0))
+            .map_err(storage_error)?;
+        if (total + added) as u64 > self.limits.total_bytes {
+            return Err(M2mError::new(
+                Rsc::NotAcceptable,
+                "the secure storage is full",
+            ));
+        }
+        Ok(())
+    }
+
     /// The requester's objects (the administrator's view: everyone's), without contents.
-    fn list(&self, who: &EntityId, admin: bool, rqi: &str) -> M2mResult<Response> {
-        let db = self.lock();
+    fn list(
+        &self,
+        db: &rusqlite::Connection,
+        who: &EntityId,
+        admin: bool,
+        rqi: &str,
+    ) -> M2mResult<Response> {
         let mut stmt = db
-            .prepare_cached(
-                "SELECT ri, owner, rn, readers, ct, lt, size FROM sdo
-                 WHERE owner = ?1 OR ?2 ORDER BY owner, rn LIMIT 10000",
-            )
+            .prepare_cached(&format!(
+                "{COLUMNS} WHERE owner = ?1 OR ?2 ORDER BY owner, rn LIMIT 10000"
+            ))
             .map_err(storage_error)?;
         let rows = stmt
-            .query_map(rusqlite::params![who.to_string(), admin], |row| {
-                let readers: String = row.get(3)?;
-                Ok(Stored {
-                    ri: row.get(0)?,
-                    owner: row.get(1)?,
-                    rn: row.get(2)?,
-                    readers: serde_json::from_str(&readers).unwrap_or_default(),
-                    ct: row.get(4)?,
-                    lt: row.get(5)?,
-                    size: row.get(6)?,
-                    nonce: Vec::new(),
-                    sealed: Vec::new(),
-                })
-            })
+            .query_map(rusqlite::params![who.to_string(), admin], stored)
             .map_err(storage_error)?;
         let mut list = Vec::new();
         for s in rows {
@@ -513,6 +554,65 @@ impl SecureStorage {
             rqi,
             Some(json!({ "m2m:sdoL": list })),
         ))
+    }
+}
+
+/// An AE or CSE is gone (deregistered, expired): its objects go, and it reads no other's.
+pub fn owner_gone(cse: &Cse, entity: &EntityId) {
+    let Some(storage) = cse.secure_storage.as_ref() else {
+        return;
+    };
+    let gone = entity.to_string();
+    let db = storage.lock();
+    let result = (|| -> rusqlite::Result<(usize, usize)> {
+        let deleted = db.execute("DELETE FROM sdo WHERE owner = ?1", [&gone])?;
+        // Readers are part of each object's sealed associated data: re-seal those that named it.
+        let mut stmt = db.prepare(&format!("{COLUMNS} WHERE readers != '[]'"))?;
+        let rows = stmt
+            .query_map([], stored)?
+            .collect::<rusqlite::Result<Vec<Stored>>>()?;
+        let mut changed = 0;
+        for s in rows {
+            if !s.readers.contains(&gone) {
+                continue;
+            }
+            let new: Vec<String> = s.readers.iter().filter(|r| **r != gone).cloned().collect();
+            let Some(clear) = m2m_keyservices::at_rest::open(
+                &storage.cipher,
+                &s.nonce,
+                &s.sealed,
+                &SecureStorage::aad(&s.ri, &s.owner, &s.rn, &s.readers),
+            ) else {
+                continue;
+            };
+            let Ok((nonce, sealed)) = m2m_keyservices::at_rest::seal(
+                &storage.cipher,
+                &clear,
+                &SecureStorage::aad(&s.ri, &s.owner, &s.rn, &new),
+            ) else {
+                continue;
+            };
+            db.execute(
+                "UPDATE sdo SET readers = ?2, nonce = ?3, sealed = ?4 WHERE ri = ?1",
+                rusqlite::params![
+                    s.ri,
+                    serde_json::to_string(&new).expect("strings serialize"),
+                    nonce.to_vec(),
+                    sealed
+                ],
+            )?;
+            changed += 1;
+        }
+        Ok((deleted, changed))
+    })();
+    match result {
+        Ok((0, 0)) => {}
+        Ok((deleted, changed)) => {
+            tracing::info!(target: "audit", entity = %gone, deleted, reader_removed_from = changed, "secure storage: an owner is gone");
+        }
+        Err(e) => {
+            tracing::error!(target: "audit", entity = %gone, error = %e, "secure storage: the objects of a gone owner could not be removed");
+        }
     }
 }
 

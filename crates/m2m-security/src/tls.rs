@@ -522,7 +522,6 @@ pub struct ClientTlsConfig {
     pub revocation: Option<Arc<RevocationList>>,
 }
 
-/// Builds a client context; certificate suites verify the server against `trusted_ca`.
 /// Gives the context its private key: a PEM file, or a key in a PKCS#11 token named by its
 /// `pkcs11:` URI (the handshakes then sign inside the token, through OpenSSL's PKCS#11 provider,
 /// which the process's OpenSSL configuration loads: `secure_environment::pkcs11`).
@@ -544,6 +543,7 @@ fn use_private_key(b: &mut SslContextBuilder, key: &std::path::Path) -> Result<(
     }
 }
 
+/// Builds a client context; certificate suites verify the server against `trusted_ca`.
 pub fn client_context(cfg: &ClientTlsConfig) -> Result<SslContext, String> {
     client_context_for(cfg, Proto::Tls { tls13: cfg.tls13 })
 }

@@ -239,6 +239,7 @@ fn errors_name_the_token_and_never_the_pin() {
     };
     let e = Pkcs11Token::open(&missing).unwrap_err();
     assert!(matches!(e, Pkcs11Error::NoToken(_)), "{e}");
+    let e1 = e;
     let open_pin = cfg.pin_file.with_file_name("open-pin");
     std::fs::write(&open_pin, PIN).unwrap();
     let e = Pkcs11Token::open(&TokenConfig {
@@ -250,13 +251,27 @@ fn errors_name_the_token_and_never_the_pin() {
         matches!(e, Pkcs11Error::PinFile(_)),
         "a PIN file others may read is refused: {e}"
     );
+    let e2 = e;
     let no_module = TokenConfig {
         module: PathBuf::from("/nonexistent/libpkcs11.so"),
         ..cfg.clone()
     };
-    let e = Pkcs11Token::open(&no_module).unwrap_err();
-    assert!(matches!(e, Pkcs11Error::Module { .. }), "{e}");
-    for text in [e.to_string(), format!("{e:?}")] {
-        assert!(!text.contains(PIN), "{text}");
+    let e3 = Pkcs11Token::open(&no_module).unwrap_err();
+    assert!(matches!(e3, Pkcs11Error::Module { .. }), "{e3}");
+    // A PIN file that is no text: refused without repeating what it holds.
+    let bad_pin = cfg.pin_file.with_file_name("bad-pin");
+    std::fs::write(&bad_pin, [PIN.as_bytes(), &[0xff, 0xfe]].concat()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bad_pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let e4 = Pkcs11Token::open(&TokenConfig {
+        pin_file: bad_pin,
+        ..cfg.clone()
+    })
+    .unwrap_err();
+    assert!(matches!(e4, Pkcs11Error::PinFile(_)), "{e4}");
+    for e in [e1, e2, e3, e4] {
+        for text in [e.to_string(), format!("{e:?}")] {
+            assert!(!text.contains(PIN), "{text}");
+        }
     }
 }

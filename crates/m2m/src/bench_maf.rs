@@ -40,6 +40,7 @@ fn pki(dir: &Path) -> anyhow::Result<()> {
             ("maf", LeafName::Fqdn(MAF_FQDN.into())),
             ("in", scratch_pki::cse("/id-in", SP)),
         ],
+        &[],
     )?;
     write_private(&dir.join("storage.key"), "cd".repeat(32).as_bytes())?;
     Ok(())

@@ -41,6 +41,14 @@ pub struct BenchTlsArgs {
     /// Idle TLS-PSK associations to hold open while measuring the CSE's memory (0: skip).
     #[arg(long, default_value_t = 10_000)]
     pub idle: usize,
+    /// Also measure a CSE whose keys live in a PKCS#11 token (a SoftHSM2 token made for the
+    /// run: needs softhsm2 and pkcs11-provider): certificate handshakes signing in the token,
+    /// TLS-PSK handshakes with the key unwrapped from it, next to the same CSE's software keys.
+    #[arg(long)]
+    pub token: bool,
+    /// The PKCS#11 module of --token.
+    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    pub token_module: PathBuf,
 }
 
 struct Pki {
@@ -51,8 +59,16 @@ struct Pki {
     client_key: PathBuf,
 }
 
-/// A CA, the IN-CSE's certificate (the server) and the MN-CSE's (the client) in `dir`.
-fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
+/// A CA, the IN-CSE's certificate (the server) and the MN-CSE's (the client) in `dir`; with
+/// `token_key`, also `in-token.pem` certifying that public key for the IN-CSE.
+fn make_pki(
+    dir: &Path,
+    token_key: Option<&openssl::pkey::PKeyRef<openssl::pkey::Public>>,
+) -> anyhow::Result<Pki> {
+    let certified: Vec<_> = token_key
+        .map(|k| ("in-token", scratch_pki::cse("/id-in", SP), k))
+        .into_iter()
+        .collect();
     scratch_pki::write_pki(
         dir,
         "bench root",
@@ -62,6 +78,7 @@ fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
             ("in", scratch_pki::cse("/id-in", SP)),
             ("mn", scratch_pki::cse("/id-mn", SP)),
         ],
+        &certified,
     )?;
     Ok(Pki {
         ca: dir.join("ca.pem"),
@@ -284,9 +301,16 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("m2m-bench-tls-")
         .tempdir()?;
-    let pki = make_pki(dir.path())?;
+    let token = match args.token {
+        true => Some(BenchToken::make(dir.path(), &args.token_module)?),
+        false => None,
+    };
+    let pki = make_pki(dir.path(), token.as_ref().map(|t| t.public.as_ref()))?;
     let (cse, http, https) = start_cse(dir.path(), &pki)?;
     let mut rows: Vec<Row> = Vec::new();
+    if let Some(token) = &token {
+        rows.extend(token_rows(&args, token, dir.path(), &pki, &https).await?);
+    }
 
     for (label, psk) in [
         ("TLS-PSK handshakes/s", true),
@@ -391,6 +415,157 @@ pub async fn run(args: BenchTlsArgs) -> anyhow::Result<()> {
 
     print_rows(&rows);
     Ok(())
+}
+
+/// A SoftHSM2 token made for the run: a P-256 key generated in it and the bench's PSK stored
+/// in it, through `m2m keys token` (the token's SOFTHSM2_CONF is its own).
+struct BenchToken {
+    conf: PathBuf,
+    pin_file: PathBuf,
+    module: PathBuf,
+    public: openssl::pkey::PKey<openssl::pkey::Public>,
+}
+
+const TOKEN_LABEL: &str = "bench";
+
+impl BenchToken {
+    fn make(dir: &Path, module: &Path) -> anyhow::Result<BenchToken> {
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens)?;
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )?;
+        let init = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", TOKEN_LABEL])
+            .args(["--pin", "bench-pin", "--so-pin", "bench-so-pin"])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .context("cannot run softhsm2-util (apt-get install softhsm2)")?;
+        anyhow::ensure!(
+            init.status.success(),
+            "softhsm2-util: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let pin_file = dir.join("token.pin");
+        write_private(&pin_file, b"bench-pin\n")?;
+        let keys =
+            |args: &[&str], env: &[(&str, &str)]| token_keys(&conf, &pin_file, module, args, env);
+        let generated = keys(&["generate-key", "--label", "bench-key"], &[])?;
+        let public = openssl::pkey::PKey::public_key_from_pem(generated.as_bytes())
+            .context("m2m keys token generate-key printed no public key")?;
+        keys(
+            &[
+                "add-psk",
+                "--kpsa-id",
+                PSK_IDENTITY,
+                "--entity",
+                "Cbench",
+                "--key-env",
+                "BENCH_PSK",
+            ],
+            &[("BENCH_PSK", PSK_HEX)],
+        )?;
+        Ok(BenchToken {
+            conf,
+            pin_file,
+            module: module.to_path_buf(),
+            public,
+        })
+    }
+}
+
+/// `m2m keys token ... ARGS` on the bench's token: its stdout.
+fn token_keys(
+    conf: &Path,
+    pin_file: &Path,
+    module: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<String> {
+    let mut cmd = spawned::m2m(&["keys", "token", "--token", TOKEN_LABEL])?;
+    cmd.arg("--module")
+        .arg(module)
+        .arg("--pin-file")
+        .arg(pin_file)
+        .args(args)
+        .env("SOFTHSM2_CONF", conf)
+        .envs(env.iter().copied());
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "m2m keys token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The token CSE next to the software one (`https`), in one run: certificate and TLS-PSK
+/// handshakes per second, alternating, twice each.
+async fn token_rows(
+    args: &BenchTlsArgs,
+    token: &BenchToken,
+    dir: &Path,
+    pki: &Pki,
+    https: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let data = dir.join("token-data");
+    let cfg = format!(
+        "[http]\nlisten = \"\"\n[storage]\npath = {}\n[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {}\nprivate_key = \"pkcs11:token={TOKEN_LABEL};object=bench-key;type=private\"\ntrusted_ca = {}\nmax_handshakes_per_source = 64\n[security.pkcs11]\nmodule = {}\ntoken = \"{TOKEN_LABEL}\"\npin_file = {}\n",
+        toml_path(&data),
+        toml_path(&dir.join("in-token.pem")),
+        toml_path(&pki.ca),
+        toml_path(&token.module),
+        toml_path(&token.pin_file),
+    );
+    let path = dir.join("cse-token.toml");
+    write_private(&path, cfg.as_bytes())?;
+    let mut cmd = spawned::m2m(&["cse", "--config"])?;
+    cmd.arg(&path)
+        .env("M2M_LOG", "error")
+        .env("SOFTHSM2_CONF", &token.conf)
+        .env_remove("OPENSSL_CONF");
+    let (token_cse, mut urls) = spawned::start(cmd, None, &[LISTENING_PREFIX_TLS], START_TIMEOUT)?;
+    let token_https = urls.pop().unwrap_or_default();
+    let mut rows = Vec::new();
+    for (label, psk) in [
+        ("certificate handshakes/s, key in the token", false),
+        ("TLS-PSK handshakes/s, key unwrapped from the token", true),
+    ] {
+        let ctx = if psk {
+            psk_context()?
+        } else {
+            cert_context(pki)?
+        };
+        let (mut in_token, mut software, mut failed) = (0.0, 0.0, 0);
+        for _ in 0..2 {
+            let (t, ft) = handshakes_per_second(
+                &token_https,
+                ctx.clone(),
+                args.handshake_clients,
+                args.seconds,
+            )
+            .await;
+            let (s, fs) =
+                handshakes_per_second(https, ctx.clone(), args.handshake_clients, args.seconds)
+                    .await;
+            in_token += t / 2.0;
+            software += s / 2.0;
+            failed += ft + fs;
+        }
+        rows.push((
+            label.into(),
+            format!("{in_token:.0} (failed {failed})"),
+            in_token / software.max(1.0),
+            format!("the same CSE with its key in a file: {software:.0}"),
+        ));
+    }
+    drop(token_cse);
+    Ok(rows)
 }
 
 /// One row of a bench-tls / bench-coap table: figure, the CSE's value, ratio (0: none), reference.

@@ -195,6 +195,7 @@ fn make_pki(d: &Path) -> anyhow::Result<()> {
             ("in", scratch_pki::cse("/id-in", SP)),
             ("mn", scratch_pki::cse(&format!("/{MN_ID}"), SP)),
         ],
+        &[],
     )?;
     write_private(&d.join("maf-storage.key"), "cd".repeat(32).as_bytes())?;
     Ok(())

@@ -32,7 +32,14 @@ pub fn prepare_for_cse(path: &Path) -> anyhow::Result<Option<tempfile::TempPath>
     else {
         return Ok(None);
     };
-    if std::env::var_os("OPENSSL_CONF").is_some() {
+    // Only a private key in the token needs the provider (PSKs and secrets come through the
+    // project's own PKCS#11 session).
+    let token_key = table
+        .get("tls")
+        .and_then(|t| t.get("private_key"))
+        .and_then(toml::Value::as_str)
+        .is_some_and(|k| k.starts_with("pkcs11:"));
+    if !token_key || std::env::var_os("OPENSSL_CONF").is_some() {
         return Ok(None);
     }
     let provider = section
@@ -49,7 +56,9 @@ pub fn prepare_for_cse(path: &Path) -> anyhow::Result<Option<tempfile::TempPath>
         .prefix("m2m-openssl-pkcs11-")
         .suffix(".cnf")
         .tempfile()?;
-    file.write_all(pkcs11::openssl_config(&section.token_config(), &provider).as_bytes())?;
+    let text = pkcs11::openssl_config(&section.token_config(), &provider)
+        .map_err(|e| anyhow::anyhow!("security.pkcs11: {e}"))?;
+    file.write_all(text.as_bytes())?;
     let path = file.into_temp_path();
     std::env::set_var("OPENSSL_CONF", &path);
     Ok(Some(path))

@@ -207,27 +207,6 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Every file under `dir`, read as bytes.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                out.push((p, bytes));
-            }
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 #[test]
 fn a_cse_whose_key_is_in_the_token_completes_mutual_tls_with_curl() {
     let Some(token) = Token::new() else { return };
@@ -586,22 +565,69 @@ fn the_secure_storage_seals_under_a_key_the_token_derives() {
         listed.contains("secret\tsecret:secure-storage\tsensitive, never leaves the token, generated in the token"),
         "{listed}"
     );
+    const KPSA_ID: &str = "keeper@in.m2m.example.com";
+    const KPSA: &str = "5a5a5a5a0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+    ok(&token.keys(
+        &[
+            "add-psk",
+            "--kpsa-id",
+            KPSA_ID,
+            "--entity",
+            "Ckeeper",
+            "--key-env",
+            "KPSA",
+        ],
+        &[("KPSA", KPSA)],
+    ));
     let config = format!(
-        "{}[secure_storage]\nsecret = \"secure-storage\"\n",
+        "[tls]\nlisten = \"127.0.0.1:0\"\n\n{}[secure_storage]\nsecret = \"secure-storage\"\n",
         token.section()
     );
     let cse = CseProcess::start_temp_with_env(&config, &token.env());
     const SECRET: &str = "door-code-8841-in-the-token";
-    // The operator's trusted local listener stores and reads as the administrator's own.
-    let (rsc, body) = update(
-        cse.url(),
-        "/cse-in/secureStorage/door-code",
-        "CAdmin",
-        json!({"m2m:sdo": {"con": SECRET}}),
-    );
-    assert_eq!(rsc, 2001, "{body}");
-    let (rsc, body) = retrieve(cse.url(), "/cse-in/secureStorage/door-code", "CAdmin");
-    assert_eq!((rsc, &body["m2m:sdo"]["con"]), (2000, &json!(SECRET)));
+    // An AE proven by its PSK (in the token too) stores and reads its secret.
+    let request = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args([
+                "request",
+                "--url",
+                cse.https_url(),
+                "--from",
+                "Ckeeper",
+                "--json",
+            ])
+            .args(["--psk-identity", KPSA_ID, "--psk-key-env", "KPSA"])
+            .args(args)
+            .env("KPSA", KPSA)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        json_stdout(&out)
+    };
+    let ae = json!({"m2m:ae": {"rn": "keeper", "api": "Nkeeper", "rr": false, "srv": ["3"]}});
+    let registered = request(&[
+        "-X",
+        "create",
+        "--to",
+        "cse-in",
+        "--ty",
+        "2",
+        "--body",
+        &ae.to_string(),
+    ]);
+    assert_eq!(registered["rsc"], 2001, "{registered}");
+    let sdo = json!({"m2m:sdo": {"con": SECRET}}).to_string();
+    let stored = request(&[
+        "-X",
+        "update",
+        "--to",
+        "cse-in/secureStorage/door-code",
+        "--body",
+        &sdo,
+    ]);
+    assert_eq!(stored["rsc"], 2001, "{stored}");
+    let read = request(&["--to", "cse-in/secureStorage/door-code"]);
+    assert_eq!(read["pc"]["m2m:sdo"]["con"], SECRET, "{read}");
     for (path, bytes) in files_under(cse.data_dir()) {
         assert!(
             !contains(&bytes, SECRET.as_bytes()),

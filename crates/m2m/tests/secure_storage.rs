@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::path::Path;
 
 /// What the lock keeps; no file, log or other entity may ever see it.
 const SECRET: &str = "wifi-passphrase-Zq81-never-in-clear";
@@ -46,7 +45,10 @@ fn cse_with_storage(pki: &Pki, extra: &str) -> CseProcess {
 
 /// An AE with its certificate, registered.
 fn ae(pki: &Pki, cse: &CseProcess, name: &str) -> TlsClient {
-    let (pem, key) = pki.issue(&["--kind", "ae", "--id", name, "--cse", "/id-in"], name);
+    let (pem, key) = match pki.dir().join(format!("{name}.pem")) {
+        issued if issued.exists() => (issued, pki.dir().join(format!("{name}.key"))),
+        _ => pki.issue(&["--kind", "ae", "--id", name, "--cse", "/id-in"], name),
+    };
     let client = TlsClient::certificate(&pki.ca_pem(), &pem, &key, IN_SERVER_NAME);
     let body = json!({ "m2m:ae": { "rn": name, "api": "Nstore", "rr": false, "srv": ["3"] } });
     let r = client
@@ -80,26 +82,6 @@ fn call(
         body.as_ref(),
     )
     .unwrap()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                out.push((p, bytes));
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -197,14 +179,27 @@ fn an_ae_stores_a_secret_that_only_it_and_its_readers_read_back() {
         .iter()
         .all(|o| o["own"] == "//m2m.example.com/id-in/Cthief"));
 
-    // The administrator (the trusted local listener) sees that it exists, and cannot read it.
-    let (rsc, body) = retrieve(cse.url(), &format!("/cse-in/secureStorage/{ri}"), "CAdmin");
-    assert_eq!(rsc, 4004, "{body}");
-    let (rsc, body) = retrieve(cse.url(), "/cse-in/secureStorage", "CAdmin");
-    assert_eq!(rsc, 2000);
+    // The administrator, over its own association, sees that it exists and cannot read it.
+    let (pem, key) = pki.issue(
+        &["--kind", "ae", "--id", "CAdmin", "--cse", "/id-in"],
+        "CAdmin",
+    );
+    let admin = TlsClient::certificate(&pki.ca_pem(), &pem, &key, IN_SERVER_NAME);
+    let r = call(
+        &admin,
+        &cse,
+        "GET",
+        &format!("/cse-in/secureStorage/{ri}"),
+        "CAdmin",
+        None,
+    );
+    assert_eq!(r.rsc, 4004, "{:?}", r.body);
+    let r = call(&admin, &cse, "GET", "/cse-in/secureStorage", "CAdmin", None);
+    assert_eq!(r.rsc, 2000);
     assert!(
-        body.to_string().contains(&ri) && !body.to_string().contains(SECRET),
-        "{body}"
+        r.body.to_string().contains(&ri) && !r.body.to_string().contains(SECRET),
+        "{:?}",
+        r.body
     );
 
     // The lock names a reader: that AE reads it by ID (and only by ID).
@@ -384,4 +379,110 @@ fn the_storage_refuses_unproven_originators_and_is_off_unless_configured() {
         "{:?}",
         found.body
     );
+}
+
+#[test]
+fn only_the_owners_own_association_reaches_its_objects() {
+    let pki = Pki::temp();
+    // The default plain listener believes any From (the operator's local tool): it is no way
+    // into anyone's storage, the administrator's included.
+    let cse = cse_with_storage(&pki, "");
+    let lock = ae(&pki, &cse, "Clock");
+    let thief = ae(&pki, &cse, "Cthief");
+    let stored = call(
+        &lock,
+        &cse,
+        "PUT",
+        "/cse-in/secureStorage/wifi",
+        "Clock",
+        Some(json!({"m2m:sdo": {"con": SECRET}})),
+    );
+    assert_eq!(stored.rsc, 2001);
+    let ri = stored.body["m2m:sdo"]["ri"].as_str().unwrap().to_string();
+    for from in ["Clock", "CAdmin"] {
+        for path in [
+            "/cse-in/secureStorage/wifi".to_string(),
+            format!("/cse-in/secureStorage/{ri}"),
+            "/cse-in/secureStorage".to_string(),
+        ] {
+            let (rsc, body) = retrieve(cse.url(), &path, from);
+            assert_eq!(rsc, 4103, "{from} {path}: {body}");
+            assert!(!body.to_string().contains(SECRET));
+        }
+        let (rsc, _) = update(
+            cse.url(),
+            "/cse-in/secureStorage/wifi",
+            from,
+            json!({"m2m:sdo": {"con": "overwritten"}}),
+        );
+        assert_eq!(rsc, 4103, "{from}");
+        let (rsc, _) = delete(cse.url(), "/cse-in/secureStorage/wifi", from);
+        assert_eq!(rsc, 4103, "{from}");
+    }
+    // A non-blocking request would keep the content in a <request>: refused, for the owner too.
+    for (method, body) in [
+        ("GET", None),
+        ("PUT", Some(json!({"m2m:sdo": {"con": "in-a-request"}}))),
+    ] {
+        let r = call(
+            &lock,
+            &cse,
+            method,
+            "/cse-in/secureStorage/wifi?rt=2",
+            "Clock",
+            body,
+        );
+        assert_eq!(r.rsc, 4000, "{method}: {:?}", r.body);
+    }
+    // "Not yours" and "none" are one answer: no oracle of other entities' objects.
+    let someone_elses = call(
+        &thief,
+        &cse,
+        "GET",
+        &format!("/cse-in/secureStorage/{ri}"),
+        "Cthief",
+        None,
+    );
+    let missing = call(
+        &thief,
+        &cse,
+        "GET",
+        "/cse-in/secureStorage/sdo0000000000000000",
+        "Cthief",
+        None,
+    );
+    assert_eq!(
+        (someone_elses.rsc, someone_elses.body.clone()),
+        (missing.rsc, missing.body.clone())
+    );
+    // The owner's object is intact, and goes when its AE deregisters: whoever registers the
+    // AE-ID next inherits nothing.
+    let got = call(
+        &lock,
+        &cse,
+        "GET",
+        "/cse-in/secureStorage/wifi",
+        "Clock",
+        None,
+    );
+    assert_eq!(got.body["m2m:sdo"]["con"], SECRET);
+    let (rsc, _) = delete(cse.url(), "/cse-in/Clock", "CAdmin");
+    assert_eq!(rsc, 2002);
+    let lock = ae(&pki, &cse, "Clock");
+    let after = call(
+        &lock,
+        &cse,
+        "GET",
+        "/cse-in/secureStorage/wifi",
+        "Clock",
+        None,
+    );
+    assert_eq!(after.rsc, 4004, "{:?}", after.body);
+    for (path, bytes) in files_under(cse.data_dir()) {
+        assert!(
+            !contains(&bytes, SECRET.as_bytes()),
+            "{} holds the secret",
+            path.display()
+        );
+    }
 }

@@ -327,6 +327,7 @@ const DOCS: &[Doc] = &[
     ),
     Key("secure_storage.max_object_bytes", "the largest content of one data object, in bytes"),
     Key("secure_storage.max_objects_per_owner", "how many data objects one owner may keep"),
+    Key("secure_storage.max_total_bytes", "the contents of all owners together, in bytes"),
     Table(
         "maf",
         "The MAF this CSE retrieves connection keys from (MAF-based SAE, TS-0003 clause 8.8); the CSE\n\
@@ -638,6 +639,7 @@ fn example() -> Config {
         secret: "secure-storage".into(),
         max_object_bytes: default_sdo_bytes(),
         max_objects_per_owner: default_sdo_count(),
+        max_total_bytes: default_sdo_total(),
     });
     c.maf = Some(MafSection {
         url: "https://maf.keys.example.net:8443".into(),

@@ -168,6 +168,9 @@ impl super::Behaviour for Ae {
             .and_then(|a| EntityId::parse(a, &cse.id.home).ok())
         {
             cse.websockets.forget(&e);
+            // Its secure storage goes with its registration: whoever registers the AE-ID next
+            // inherits neither its objects nor the grants naming it.
+            crate::secure_storage::owner_gone(cse, &e);
         }
     }
 

@@ -75,6 +75,19 @@ impl super::Behaviour for RemoteCse {
         attrs.get("csi").and_then(Value::as_str)
     }
 
+    /// A deregistered CSE's secure storage goes with it (`secure_storage::owner_gone`).
+    fn deleted(&self, cse: &std::sync::Arc<crate::cse::Cse>, res: &crate::store::Resource) {
+        if let Some(csi) = res.str_attr("csi").and_then(|c| CseId::parse(c).ok()) {
+            let entity = m2m_core::EntityId::cse(cse.id.home.sp.clone(), csi);
+            crate::secure_storage::owner_gone(cse, &entity);
+        }
+    }
+
+    /// [`Behaviour::deleted`] also when the remoteCSE goes with an ancestor.
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
     fn insert(
         &self,
         cse: &crate::cse::Cse,

@@ -133,12 +133,42 @@ pub fn check_label(label: &str) -> Result<(), Pkcs11Error> {
     }
 }
 
+/// A token label as PKCS#11 has them (at most 32 bytes, padded with spaces in CK_TOKEN_INFO):
+/// any printable text, percent-encoded in URIs.
+pub fn check_token_label(label: &str) -> Result<(), Pkcs11Error> {
+    if label.is_empty() || label.len() > 32 || label.chars().any(char::is_control) {
+        return Err(Pkcs11Error::Invalid(format!(
+            "token label {label:?}: 1 to 32 bytes of printable text"
+        )));
+    }
+    Ok(())
+}
+
+/// Paths OpenSSL's configuration syntax reads as written (no `$` variables, `#` comments,
+/// quotes, escapes or line breaks).
+fn check_config_path(what: &str, path: &Path) -> Result<(), Pkcs11Error> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| Pkcs11Error::Invalid(format!("{what}: the path is not UTF-8")))?;
+    if text
+        .chars()
+        .any(|c| matches!(c, '$' | '#' | '"' | '\'' | '\\') || c.is_control())
+    {
+        return Err(Pkcs11Error::Invalid(format!(
+            "{what} {text:?}: OpenSSL's configuration cannot name a path with $ # quotes or backslashes"
+        )));
+    }
+    Ok(())
+}
+
 /// One token, logged in for the life of the process.
 pub struct Pkcs11Token {
     name: String,
     token: String,
     level: SecurityLevel,
     session: Mutex<Session>,
+    /// The session's wrapping key and its value ([`session_kek`]).
+    kek: (ObjectHandle, Secret),
     /// The loaded module (dropping the last handle would unload the library under the
     /// session) and its lock.
     module: Module,
@@ -261,7 +291,7 @@ impl Pkcs11Token {
             }
             Err(e) => return Err(token_err("logging in")(e)),
         }
-        Ok(Pkcs11Token {
+        let token = Pkcs11Token {
             name: format!("PKCS#11 token {}", cfg.token),
             token: cfg.token.clone(),
             level: if hardware {
@@ -269,9 +299,14 @@ impl Pkcs11Token {
             } else {
                 SecurityLevel::Token
             },
+            kek: session_kek(&session)?,
             session: Mutex::new(session),
             module: module.clone(),
-        })
+        };
+        drop(_alone);
+        // A token whose keys cannot be listed would open with no PSK bindings: refuse it now.
+        token.list()?;
+        Ok(token)
     }
 
     /// The token's label.
@@ -363,10 +398,7 @@ impl Pkcs11Token {
             return Err(Pkcs11Error::Exists(label));
         }
         let entity = entry.entity_id.clone().unwrap_or_default().into_bytes();
-        session
-            .create_object(&secret_template(&label, entity, entry.key.expose(), true))
-            .map_err(token_err("storing a PSK"))?;
-        Ok(())
+        store_secret(&session, &label, entity, entry.key.expose(), true)
     }
 
     /// Stores a named secret. `extractable` false: it never leaves the token and serves
@@ -384,15 +416,7 @@ impl Pkcs11Token {
         if Self::find(&session, ObjectClass::SECRET_KEY, &label)?.is_some() {
             return Err(Pkcs11Error::Exists(label));
         }
-        session
-            .create_object(&secret_template(
-                &label,
-                Vec::new(),
-                value.expose(),
-                extractable,
-            ))
-            .map_err(token_err("storing a secret"))?;
-        Ok(())
+        store_secret(&session, &label, Vec::new(), value.expose(), extractable)
     }
 
     /// Generates a 32-byte named secret inside the token, never extractable: its only use is
@@ -405,21 +429,14 @@ impl Pkcs11Token {
             return Err(Pkcs11Error::Exists(label));
         }
         session
-            .generate_key(
-                &Mechanism::GenericSecretKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+            .generate_key(&Mechanism::GenericSecretKeyGen, &{
+                let mut template = secret_usage(&label);
+                template.extend([
                     Attribute::ValueLen(32.into()),
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
                     Attribute::Extractable(false),
-                    Attribute::Sign(true),
-                    Attribute::Verify(true),
-                    Attribute::Label(label.into_bytes()),
-                ],
-            )
+                ]);
+                template
+            })
             .map_err(token_err("generating a secret"))?;
         Ok(())
     }
@@ -430,10 +447,13 @@ impl Pkcs11Token {
         let session = self.session();
         let key = Self::find(&session, ObjectClass::SECRET_KEY, &label)?
             .ok_or_else(|| Pkcs11Error::NotFound(label.clone()))?;
-        let mac = session
-            .sign(&Mechanism::Sha256Hmac, key, data)
-            .map_err(token_err("HMAC-SHA-256"))?;
-        mac.try_into()
+        let mac = Zeroizing::new(
+            session
+                .sign(&Mechanism::Sha256Hmac, key, data)
+                .map_err(token_err("HMAC-SHA-256"))?,
+        );
+        mac.as_slice()
+            .try_into()
             .map_err(|_| Pkcs11Error::Invalid("HMAC-SHA-256 of another length than 32".into()))
     }
 
@@ -446,8 +466,9 @@ impl Pkcs11Token {
             ObjectClass::PUBLIC_KEY,
             ObjectClass::SECRET_KEY,
         ] {
+            // Token objects: the session's own wrapping key is no key of the token.
             let handles = session
-                .find_objects(&[Attribute::Class(class)])
+                .find_objects(&[Attribute::Class(class), Attribute::Token(true)])
                 .map_err(token_err("listing keys"))?;
             for handle in handles {
                 keys.push(key_info(&session, class, handle)?);
@@ -472,37 +493,14 @@ impl Pkcs11Token {
         Ok(handles.len())
     }
 
-    /// The value of a secret key that may be wrapped out: wrapped under a fresh AES-256 session
-    /// key (an object that lives for this call only), unwrapped here.
-    fn unwrap_out(session: &Session, key: ObjectHandle) -> Result<Secret, Pkcs11Error> {
-        let kek = session
-            .generate_key(
-                &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Token(false),
-                    Attribute::Sensitive(false),
-                    Attribute::Extractable(true),
-                    Attribute::Wrap(true),
-                ],
-            )
-            .map_err(token_err("making a wrapping key"))?;
-        let result = (|| {
+    /// The value of a secret key that may be wrapped out: wrapped in the token under the
+    /// session's wrapping key, unwrapped here after the token is free again.
+    fn unwrap_out(&self, key: ObjectHandle) -> Result<Secret, Pkcs11Error> {
+        let (wrapped, len) = {
+            let session = self.session();
             let wrapped = session
-                .wrap_key(&Mechanism::AesKeyWrapPad, kek, key)
+                .wrap_key(&Mechanism::AesKeyWrapPad, self.kek.0, key)
                 .map_err(token_err("wrapping a key"))?;
-            let kek_value = session
-                .get_attributes(kek, &[AttributeType::Value])
-                .map_err(token_err("reading the wrapping key"))?
-                .into_iter()
-                .find_map(|a| match a {
-                    Attribute::Value(v) => Some(Zeroizing::new(v)),
-                    _ => None,
-                })
-                .ok_or_else(|| Pkcs11Error::Invalid("the wrapping key has no value".into()))?;
-            let value = unwrap_kwp(&kek_value, &wrapped)?;
             // SoftHSM pads what it wraps to whole blocks: CKA_VALUE_LEN (not secret) says how
             // much of it is the key.
             let len = session
@@ -512,20 +510,56 @@ impl Pkcs11Token {
                 .find_map(|a| match a {
                     Attribute::ValueLen(n) => Some(usize::from(n)),
                     _ => None,
-                })
-                .unwrap_or(value.len());
-            match value.expose().get(..len) {
-                Some(key) if value.expose()[len..].iter().all(|b| *b == 0) => {
-                    Ok(Secret::from_slice(key))
-                }
-                _ => Err(Pkcs11Error::Invalid(
-                    "an unwrapped key of the wrong length".into(),
-                )),
+                });
+            (wrapped, len)
+        };
+        let value = unwrap_kwp(self.kek.1.expose(), &wrapped)?;
+        let len = len.unwrap_or(value.len());
+        match value.expose().get(..len) {
+            Some(key) if value.expose()[len..].iter().all(|b| *b == 0) => {
+                Ok(Secret::from_slice(key))
             }
-        })();
-        let _ = session.destroy_object(kek);
-        result
+            _ => Err(Pkcs11Error::Invalid(
+                "an unwrapped key of the wrong length".into(),
+            )),
+        }
     }
+}
+
+/// The session's wrapping key: an AES-256 session object (it ends with the session, never on
+/// the token) whose value this process reads once, so that handing a PSK to a handshake is one
+/// C_WrapKey. A token that refuses to show a session key's value (FIPS mode) cannot hand PSKs
+/// out this way.
+fn session_kek(session: &Session) -> Result<(ObjectHandle, Secret), Pkcs11Error> {
+    let kek = session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(false),
+                Attribute::Private(true),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(false),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+                Attribute::Derive(false),
+            ],
+        )
+        .map_err(token_err("making the session's wrapping key"))?;
+    let value = session
+        .get_attributes(kek, &[AttributeType::Value])
+        .map_err(token_err("reading the session's wrapping key"))?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Value(v) => Some(Secret::new(v)),
+            _ => None,
+        })
+        .ok_or_else(|| Pkcs11Error::Invalid("the session's wrapping key shows no value".into()))?;
+    Ok((kek, value))
 }
 
 /// RFC 5649 AES key wrap with padding, unwrapping side (what `CKM_AES_KEY_WRAP_PAD` made).
@@ -543,19 +577,46 @@ fn unwrap_kwp(kek: &[u8], wrapped: &[u8]) -> Result<Secret, Pkcs11Error> {
     Ok(Secret::from_slice(&out[..n + m]))
 }
 
-fn secret_template(label: &str, id: Vec<u8>, value: &[u8], extractable: bool) -> Vec<Attribute> {
+/// Stores a secret key: sensitive, for HMAC only (no deriving, wrapping or encrypting with
+/// it). The copy of the value the template held is zeroed once the token has it.
+fn store_secret(
+    session: &Session,
+    label: &str,
+    id: Vec<u8>,
+    value: &[u8],
+    extractable: bool,
+) -> Result<(), Pkcs11Error> {
+    let mut template = secret_usage(label);
+    template.extend([
+        Attribute::Extractable(extractable),
+        Attribute::Id(id),
+        Attribute::Value(value.to_vec()),
+    ]);
+    let created = session.create_object(&template);
+    for a in &mut template {
+        if let Attribute::Value(v) = a {
+            zeroize::Zeroize::zeroize(v);
+        }
+    }
+    created.map(|_| ()).map_err(token_err("storing a key"))
+}
+
+/// What every secret key of this module is: a sensitive token object for HMAC, nothing else.
+fn secret_usage(label: &str) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::GENERIC_SECRET),
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
-        Attribute::Extractable(extractable),
         Attribute::Sign(true),
         Attribute::Verify(true),
+        Attribute::Derive(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
         Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id),
-        Attribute::Value(value.to_vec()),
     ]
 }
 
@@ -711,8 +772,11 @@ pub fn load_private_key(
 /// uses OpenSSL would otherwise call back into the provider. The PIN is named by its file.
 ///
 /// `provider_module` is OpenSSL's `pkcs11.so` (Debian: [`DEFAULT_PROVIDER_MODULE`]).
-pub fn openssl_config(cfg: &TokenConfig, provider_module: &Path) -> String {
-    format!(
+pub fn openssl_config(cfg: &TokenConfig, provider_module: &Path) -> Result<String, Pkcs11Error> {
+    check_config_path("the PKCS#11 provider", provider_module)?;
+    check_config_path("the PKCS#11 module", &cfg.module)?;
+    check_config_path("the PIN file", &cfg.pin_file)?;
+    Ok(format!(
         "# Written by m2m: OpenSSL's PKCS#11 provider for the token {token:?}.\n\
          openssl_conf = openssl_init\n\
          [openssl_init]\n\
@@ -735,7 +799,7 @@ pub fn openssl_config(cfg: &TokenConfig, provider_module: &Path) -> String {
         provider = provider_module.display(),
         module = cfg.module.display(),
         pin = cfg.pin_file.display(),
-    )
+    ))
 }
 
 /// Where Debian's `pkcs11-provider` package puts OpenSSL's PKCS#11 provider.
@@ -745,17 +809,22 @@ impl SecureEnvironment for Pkcs11Token {
     fn psk(&self, kpsa_id: &str) -> Option<PskEntry> {
         let id = KpsaId::parse(kpsa_id).ok()?;
         let label = format!("{PSK_PREFIX}{}", id.canonical());
-        let session = self.session();
-        let handle = Self::find(&session, ObjectClass::SECRET_KEY, &label).ok()??;
-        let entity = session
-            .get_attributes(handle, &[AttributeType::Id])
-            .ok()?
-            .into_iter()
-            .find_map(|a| match a {
-                Attribute::Id(i) if !i.is_empty() => Some(String::from_utf8_lossy(&i).into_owned()),
-                _ => None,
-            });
-        match Self::unwrap_out(&session, handle) {
+        let (handle, entity) = {
+            let session = self.session();
+            let handle = Self::find(&session, ObjectClass::SECRET_KEY, &label).ok()??;
+            let entity = session
+                .get_attributes(handle, &[AttributeType::Id])
+                .ok()?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Id(i) if !i.is_empty() => {
+                        Some(String::from_utf8_lossy(&i).into_owned())
+                    }
+                    _ => None,
+                });
+            (handle, entity)
+        };
+        match self.unwrap_out(handle) {
             Ok(key) => Some(PskEntry {
                 entity_id: entity,
                 kpsa_id: id,
@@ -769,9 +838,16 @@ impl SecureEnvironment for Pkcs11Token {
     }
 
     fn psk_entries(&self) -> Vec<(Option<String>, KpsaId)> {
-        self.list()
-            .unwrap_or_default()
-            .into_iter()
+        // Read once at open already (a token that cannot list its keys does not open), so a
+        // failure here is the token's and is logged: the bindings would be missing.
+        let keys = match self.list() {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::error!(target: "audit", environment = %self.name, error = %e, "the PSKs of the token cannot be listed");
+                Vec::new()
+            }
+        };
+        keys.into_iter()
             .filter(|k| k.kind == KeyKind::Psk)
             .filter_map(|k| {
                 let id = KpsaId::parse(k.label.strip_prefix(PSK_PREFIX)?).ok()?;
@@ -782,9 +858,8 @@ impl SecureEnvironment for Pkcs11Token {
 
     fn secret(&self, name: &str) -> Option<Secret> {
         let label = format!("{SECRET_PREFIX}{name}");
-        let session = self.session();
-        let handle = Self::find(&session, ObjectClass::SECRET_KEY, &label).ok()??;
-        Self::unwrap_out(&session, handle).ok()
+        let handle = Self::find(&self.session(), ObjectClass::SECRET_KEY, &label).ok()??;
+        self.unwrap_out(handle).ok()
     }
 
     fn name(&self) -> &str {
@@ -843,7 +918,12 @@ mod tests {
             token: "m2m".into(),
             pin_file: "/etc/m2m/pin".into(),
         };
-        let text = openssl_config(&cfg, Path::new(DEFAULT_PROVIDER_MODULE));
+        let text = openssl_config(&cfg, Path::new(DEFAULT_PROVIDER_MODULE)).unwrap();
+        let odd = TokenConfig {
+            pin_file: "/etc/m2m/$HOME/pin".into(),
+            ..cfg.clone()
+        };
+        assert!(openssl_config(&odd, Path::new(DEFAULT_PROVIDER_MODULE)).is_err());
         assert!(text.contains("pkcs11-module-token-pin = file:/etc/m2m/pin\n"));
         assert!(text.contains("default_properties = ?provider=default\n"));
         assert!(text.contains("pkcs11-module-path = /usr/lib/softhsm/libsofthsm2.so\n"));

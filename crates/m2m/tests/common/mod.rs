@@ -1846,3 +1846,31 @@ pub fn psk_row_toml(row: &Row) -> String {
         row.kpsa_id, row.key
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a process left on disk
+// ---------------------------------------------------------------------------------------------
+
+/// Every file under `dir` (recursively), read as bytes: for "no secret in any file" checks.
+#[allow(dead_code)]
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p, bytes));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `hay`.
+#[allow(dead_code)]
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
