@@ -1401,7 +1401,9 @@ fn check_resource_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        && !matches!(s, "la" | "ol" | "fopt" | "pcu" | "ntsr")
+        // The virtual resources' names; `secureStorage` is the Security CSF's storage under
+        // the CSEBase (m2m-cse `secure_storage`), reserved everywhere for simplicity.
+        && !matches!(s, "la" | "ol" | "fopt" | "pcu" | "ntsr" | "secureStorage")
 }
 
 fn check_uri(s: &str) -> bool {
@@ -2359,7 +2361,17 @@ mod tests {
         for ok in ["a", "A1", "x.y-z_1", "0", "lat"] {
             assert!(check_resource_name(ok), "{ok}");
         }
-        for bad in ["", "_a", ".", "~x", "a~b", "é", "la", "a%20b"] {
+        for bad in [
+            "",
+            "_a",
+            ".",
+            "~x",
+            "a~b",
+            "é",
+            "la",
+            "a%20b",
+            "secureStorage",
+        ] {
             assert!(!check_resource_name(bad), "{bad}");
         }
     }

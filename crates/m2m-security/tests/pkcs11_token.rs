@@ -192,6 +192,17 @@ fn a_psk_in_the_token_comes_out_for_a_handshake_only() {
     );
     assert_eq!(token.destroy("kpsa:lock1@psk.example.com").unwrap(), 1);
     assert!(token.psk("lock1@psk.example.com").is_none());
+    // A new key under the same KpsaID is the one handed out, never the one it replaced.
+    let renewed = PskEntry {
+        key: Secret::from_hex("ffeeddccbbaa99887766554433221100").unwrap(),
+        ..entry
+    };
+    token.import_psk(&renewed).unwrap();
+    assert_eq!(
+        token.psk("lock1@psk.example.com").unwrap().key.expose(),
+        renewed.key.expose()
+    );
+    token.destroy("kpsa:lock1@psk.example.com").unwrap();
 }
 
 #[test]

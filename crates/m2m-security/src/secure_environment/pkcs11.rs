@@ -169,6 +169,9 @@ pub struct Pkcs11Token {
     session: Mutex<Session>,
     /// The session's wrapping key and its value ([`session_kek`]).
     kek: (ObjectHandle, Secret),
+    /// Where each PSK handed out was found (nothing secret): the next hand-out is one
+    /// C_WrapKey.
+    found: Mutex<std::collections::HashMap<String, Found>>,
     /// The loaded module (dropping the last handle would unload the library under the
     /// session) and its lock.
     module: Module,
@@ -300,6 +303,7 @@ impl Pkcs11Token {
                 SecurityLevel::Token
             },
             kek: session_kek(&session)?,
+            found: Mutex::default(),
             session: Mutex::new(session),
             module: module.clone(),
         };
@@ -336,6 +340,36 @@ impl Pkcs11Token {
             ])
             .map_err(token_err("finding a key"))?;
         Ok(found.into_iter().next())
+    }
+
+    fn found(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Found>> {
+        self.found.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The secret key `label`: its handle, bound entity (CKA_ID) and length.
+    fn find_secret(&self, label: &str) -> Result<Option<Found>, Pkcs11Error> {
+        let session = self.session();
+        let Some(handle) = Self::find(&session, ObjectClass::SECRET_KEY, label)? else {
+            return Ok(None);
+        };
+        let mut found = Found {
+            handle,
+            entity: None,
+            len: None,
+        };
+        for a in session
+            .get_attributes(handle, &[AttributeType::Id, AttributeType::ValueLen])
+            .map_err(token_err("reading a key's attributes"))?
+        {
+            match a {
+                Attribute::Id(i) if !i.is_empty() => {
+                    found.entity = Some(String::from_utf8_lossy(&i).into_owned())
+                }
+                Attribute::ValueLen(n) => found.len = Some(usize::from(n)),
+                _ => {}
+            }
+        }
+        Ok(Some(found))
     }
 
     /// Generates a P-256 key pair in the token under `label`: the private key sensitive and never
@@ -495,24 +529,14 @@ impl Pkcs11Token {
 
     /// The value of a secret key that may be wrapped out: wrapped in the token under the
     /// session's wrapping key, unwrapped here after the token is free again.
-    fn unwrap_out(&self, key: ObjectHandle) -> Result<Secret, Pkcs11Error> {
-        let (wrapped, len) = {
-            let session = self.session();
-            let wrapped = session
-                .wrap_key(&Mechanism::AesKeyWrapPad, self.kek.0, key)
-                .map_err(token_err("wrapping a key"))?;
-            // SoftHSM pads what it wraps to whole blocks: CKA_VALUE_LEN (not secret) says how
-            // much of it is the key.
-            let len = session
-                .get_attributes(key, &[AttributeType::ValueLen])
-                .map_err(token_err("reading a key's length"))?
-                .into_iter()
-                .find_map(|a| match a {
-                    Attribute::ValueLen(n) => Some(usize::from(n)),
-                    _ => None,
-                });
-            (wrapped, len)
-        };
+    ///
+    /// `len` is the key's CKA_VALUE_LEN (not secret): SoftHSM pads what it wraps to whole
+    /// blocks.
+    fn unwrap_out(&self, key: ObjectHandle, len: Option<usize>) -> Result<Secret, Pkcs11Error> {
+        let wrapped = self
+            .session()
+            .wrap_key(&Mechanism::AesKeyWrapPad, self.kek.0, key)
+            .map_err(token_err("wrapping a key"))?;
         let value = unwrap_kwp(self.kek.1.expose(), &wrapped)?;
         let len = len.unwrap_or(value.len());
         match value.expose().get(..len) {
@@ -524,6 +548,14 @@ impl Pkcs11Token {
             )),
         }
     }
+}
+
+/// A secret key as found in the token: none of it secret.
+#[derive(Clone, Debug)]
+struct Found {
+    handle: ObjectHandle,
+    entity: Option<String>,
+    len: Option<usize>,
 }
 
 /// The session's wrapping key: an AES-256 session object (it ends with the session, never on
@@ -809,27 +841,29 @@ impl SecureEnvironment for Pkcs11Token {
     fn psk(&self, kpsa_id: &str) -> Option<PskEntry> {
         let id = KpsaId::parse(kpsa_id).ok()?;
         let label = format!("{PSK_PREFIX}{}", id.canonical());
-        let (handle, entity) = {
-            let session = self.session();
-            let handle = Self::find(&session, ObjectClass::SECRET_KEY, &label).ok()??;
-            let entity = session
-                .get_attributes(handle, &[AttributeType::Id])
-                .ok()?
-                .into_iter()
-                .find_map(|a| match a {
-                    Attribute::Id(i) if !i.is_empty() => {
-                        Some(String::from_utf8_lossy(&i).into_owned())
-                    }
-                    _ => None,
-                });
-            (handle, entity)
+        let entry = |found: &Found, key| PskEntry {
+            entity_id: found.entity.clone(),
+            kpsa_id: id.clone(),
+            key,
         };
-        match self.unwrap_out(handle) {
-            Ok(key) => Some(PskEntry {
-                entity_id: entity,
-                kpsa_id: id,
-                key,
-            }),
+        // Where it was found before: one C_WrapKey. A handle that no longer works (the key
+        // destroyed or replaced by another process) is looked up again.
+        let cached = self.found().get(&label).cloned();
+        if let Some(found) = cached {
+            match self.unwrap_out(found.handle, found.len) {
+                Ok(key) => return Some(entry(&found, key)),
+                Err(_) => {
+                    self.found().remove(&label);
+                }
+            }
+        }
+        let found = self.find_secret(&label).ok()??;
+        match self.unwrap_out(found.handle, found.len) {
+            Ok(key) => {
+                let entry = entry(&found, key);
+                self.found().insert(label, found);
+                Some(entry)
+            }
             Err(e) => {
                 tracing::warn!(target: "audit", environment = %self.name, key = %label, error = %e, "a PSK in the token could not be handed to the handshake");
                 None
@@ -857,9 +891,8 @@ impl SecureEnvironment for Pkcs11Token {
     }
 
     fn secret(&self, name: &str) -> Option<Secret> {
-        let label = format!("{SECRET_PREFIX}{name}");
-        let handle = Self::find(&self.session(), ObjectClass::SECRET_KEY, &label).ok()??;
-        self.unwrap_out(handle).ok()
+        let found = self.find_secret(&format!("{SECRET_PREFIX}{name}")).ok()??;
+        self.unwrap_out(found.handle, found.len).ok()
     }
 
     fn name(&self) -> &str {
