@@ -556,9 +556,8 @@ pub fn issue(a: &IssueArgs) -> anyhow::Result<(PathBuf, Option<PathBuf>, CertIde
     let pem_path = with_ext(&a.out, ".pem");
     let key_path = with_ext(&a.out, ".key");
     check_free(&pem_path, a.force)?;
-    if a.public_key.is_none() {
-        check_free(&key_path, a.force)?;
-    }
+    // A key file of an earlier issue would sit next to a certificate it does not match.
+    check_free(&key_path, a.force)?;
     let name = leaf_name(a.kind, &a.id, a.sp.as_deref(), a.cse.as_deref(), &a.in_cse)?;
     let (ca, ca_key) = load_ca(&a.ca)?;
     let v = validity(a.days, a.not_before.as_deref(), a.not_after.as_deref())?;
@@ -567,6 +566,18 @@ pub fn issue(a: &IssueArgs) -> anyhow::Result<(PathBuf, Option<PathBuf>, CertIde
             let pem = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             let public = openssl::pkey::PKey::public_key_from_pem(&pem)
                 .map_err(|_| anyhow!("{}: not a PEM public key", path.display()))?;
+            let p256 = public.ec_key().ok().and_then(|k| k.group().curve_name())
+                == Some(openssl::nid::Nid::X9_62_PRIME256V1);
+            if !p256 {
+                bail!(
+                    "{}: not a P-256 key (TS-0003 clause 10.1 certificates are P-256)",
+                    path.display()
+                );
+            }
+            if a.force && key_path.exists() {
+                fs::remove_file(&key_path)
+                    .with_context(|| format!("cannot remove {}", key_path.display()))?;
+            }
             (
                 certs::issue(&name, &public, &ca, &ca_key, v, &a.dns).map_err(e)?,
                 None,
@@ -772,6 +783,61 @@ mod tests {
             PkiCommand::Issue(a) => a,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn a_public_key_is_certified_without_a_key_file_and_only_on_p256() {
+        let dir = ca_dir();
+        let ca = dir.path().join("ca");
+        let write_public = |name: &str, key: &PKey<openssl::pkey::Private>| {
+            let path = dir.path().join(name);
+            fs::write(&path, key.public_key_to_pem().unwrap()).unwrap();
+            path
+        };
+        let p256 = certs::generate_key(KeyType::P256).unwrap();
+        let p384 = certs::generate_key(KeyType::P384).unwrap();
+        let (good, bad) = (
+            write_public("p256.pem", &p256),
+            write_public("p384.pem", &p384),
+        );
+        let prefix = dir.path().join("leaf");
+        let args = |public: &Path, force: bool| {
+            let mut v = vec![
+                "--ca",
+                ca.to_str().unwrap(),
+                "--kind",
+                "cse",
+                "--id",
+                "/id-mn",
+                "--sp",
+                SP,
+                "--out",
+                prefix.to_str().unwrap(),
+                "--public-key",
+                public.to_str().unwrap(),
+            ];
+            if force {
+                v.push("--force");
+            }
+            issue_args(&v)
+        };
+        let e = issue(&args(&bad, false)).unwrap_err().to_string();
+        assert!(e.contains("not a P-256 key"), "{e}");
+        let (pem, key, _) = issue(&args(&good, false)).unwrap();
+        assert!(key.is_none() && !with_ext(&prefix, ".key").exists());
+        let leaf = X509::from_pem(&fs::read(&pem).unwrap()).unwrap();
+        assert!(
+            leaf.public_key().unwrap().public_eq(&p256),
+            "the certificate is the given key's"
+        );
+        // A key file of an earlier issue goes when the certificate is replaced for a token key.
+        fs::write(with_ext(&prefix, ".key"), "stale").unwrap();
+        assert!(
+            issue(&args(&good, false)).is_err(),
+            "refused without --force"
+        );
+        issue(&args(&good, true)).unwrap();
+        assert!(!with_ext(&prefix, ".key").exists());
     }
 
     fn ca_dir() -> tempfile::TempDir {

@@ -218,8 +218,8 @@ trusted_ca = "ca/ca.pem"
 storage = "maf-data"
 # The storage key: 32 random bytes in hex, in a file of mode 0600 (e.g. `openssl rand -hex 32 >
 # maf-storage.key; chmod 600 maf-storage.key`). Leave it out when the keystore below holds the secret
-# "maf-storage-key" (exactly one source; no `m2m keys` command writes that secret yet: it is stored
-# through SoftwareKeystore::set_secret).
+# "maf-storage-key" (exactly one source; `m2m keys add-secret --keystore .. --key-file .. --name
+# maf-storage-key --generate` writes it).
 storage_key_file = "maf-storage.key"
 # Keys held in the software secure environment (`m2m keys init --keystore maf.keystore --key-file
 # maf-keystore.key`, then `m2m keys add-psk --kpsa-id KmID --entity AE-ID|CSE-ID`): its Km are looked

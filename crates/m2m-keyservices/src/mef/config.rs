@@ -37,8 +37,8 @@ trusted_ca = "ca/ca.pem"
 # The enrolments (Ke, AES-256-GCM encrypted under the storage key), kept 0600 in a 0700 directory of its own.
 storage = "mef-data/enrolments.json"
 # The storage key file (32 bytes hex, mode 0600; created when missing). Leave it out when the keystore
-# below holds the secret "mef-storage-key" (exactly one source; no `m2m keys` command writes that
-# secret yet: it is stored through SoftwareKeystore::set_secret).
+# below holds the secret "mef-storage-key" (exactly one source; `m2m keys add-secret --keystore ..
+# --key-file .. --name mef-storage-key --generate` writes it).
 storage_key = "mef-storage.key"
 # Keys held in the software secure environment (`m2m keys init --keystore mef.keystore --key-file
 # mef-keystore.key`, then `m2m keys add-psk --kpsa-id KpmID --entity ENROLEE-ID`): its Kpm are looked
