@@ -117,6 +117,15 @@ pub struct MafConfig {
     /// The trusted third party's credential registry (see [`TtpSection`]).
     #[serde(default)]
     pub ttp: TtpSection,
+    /// A PKCS#11 token holding Km (PSK entries `kpsa:<KmID>` bound to the client's AE-ID/CSE-ID,
+    /// `m2m keys token add-psk --kpsa-id KmID --entity ID`), looked up after the `[[km]]` rows,
+    /// and the secret [`MAF_STORAGE_KEY_SECRET`] the storage key is derived from inside it.
+    #[serde(default)]
+    pub pkcs11: Option<m2m_security::secure_environment::pkcs11::TokenConfig>,
+    /// The lowest Security Level (seeds/002 clause 6.4.1) the MAF's keys may be kept at:
+    /// above "software" it refuses `[[km]]` rows, the keystore and a storage key file.
+    #[serde(default)]
+    pub required_level: Option<m2m_security::secure_environment::SecurityLevel>,
 }
 
 /// The TTP credential registry (seeds/001 clauses 5.6, 5.7; [`crate::maf::ttp`]).
@@ -159,9 +168,11 @@ pub struct Delegation {
 /// The keystore secret that holds the MAF storage key (32 bytes).
 pub const MAF_STORAGE_KEY_SECRET: &str = "maf-storage-key";
 
-/// The keys a MAF starts with: every Km (configuration rows first, then the keystore) and the storage key.
+/// The keys a MAF starts with: every Km (configuration rows first, then the keystore), the token
+/// (its Km are looked up at each handshake) and the storage key.
 pub struct MafKeys {
     pub km: Vec<KmRow>,
+    pub token: Option<std::sync::Arc<m2m_security::secure_environment::pkcs11::Pkcs11Token>>,
     pub storage_key: Secret,
 }
 
@@ -229,6 +240,10 @@ storage_key_file = "maf-storage.key"
 # key_file = "maf-keystore.key"
 # ... or the environment variable holding its passphrase (exactly one of the two).
 # passphrase_env = "M2M_MAF_KEYSTORE_PASSPHRASE"
+# The lowest Security Level the MAF's keys may be kept at: "software", "token" (a PKCS#11 token) or
+# "hardware" (a token in a hardware slot). Above "software" the MAF refuses [[km]] rows, the keystore
+# and storage_key_file: every key in [pkcs11] below.
+# required_level = "software"
 # Lifetime of a key registration without expirationTime, in seconds.
 default_key_lifetime = 3600
 # Lifetime of a client registration without expirationTime, in seconds.
@@ -269,6 +284,15 @@ max_lifetime = 2592000
 # url = "https://mef.keys.example.net:8443"  # the MEF's URL (or host:port)
 # fqdn = "mef.keys.example.net"  # the MEF-FQDN: the suffix of its KeIDs, its SNI, the name its certificate carries
 # timeout_ms = 2000  # how long a handshake waits for the MEF, in milliseconds
+
+# A PKCS#11 token (an HSM, a smart card, SoftHSM): Km as its PSK entries (`m2m keys token ...
+# add-psk --kpsa-id KmID --entity AE-ID|CSE-ID`, looked up at each handshake after the [[km]] rows),
+# and, without storage_key_file and keystore, the storage key derived inside it from its secret
+# "maf-storage-key" (`m2m keys token ... generate-secret --name maf-storage-key`).
+# [pkcs11]
+# module = "/usr/lib/softhsm/libsofthsm2.so"  # the token vendor's PKCS#11 library
+# token = "m2m"  # the token's label
+# pin_file = "maf-token.pin"  # a file (mode 0600) holding the user PIN
 
 # The listener (the transport layer shared with the CSE and the MEF); these are the defaults.
 [limits]
@@ -320,7 +344,8 @@ impl MafConfig {
             ]
             .into_iter()
             .flatten()
-            .chain([&mut cfg.storage]),
+            .chain([&mut cfg.storage])
+            .chain(cfg.pkcs11.as_mut().map(|t| &mut t.pin_file)),
         );
         Ok(cfg)
     }
@@ -329,7 +354,9 @@ impl MafConfig {
         m2m_security::certificates::check_fqdn(&self.fqdn).map_err(|e| format!("fqdn: {e}"))?;
         m2m_security::certificates::check_fqdn(&self.sp_fqdn)
             .map_err(|e| format!("sp_fqdn: {e}"))?;
-        self.key_sources().check()?;
+        if self.pkcs11.is_none() || self.keystore.is_some() || self.storage_key_file.is_some() {
+            self.key_sources().check()?;
+        }
         if self.default_key_lifetime == 0
             || self.default_client_lifetime == 0
             || self.ttp.default_lifetime == 0
@@ -339,7 +366,28 @@ impl MafConfig {
         crate::maf::ttp::Delegations::from_config(&self.ttp.delegations, &self.sp_fqdn)
             .map_err(|e| format!("ttp.delegations: {e}"))?;
         self.listener_limits()?.check()?;
+        self.check_key_level()?;
         self.check_km_rows(&self.km)
+    }
+
+    /// `required_level` above software: every key in the token.
+    fn check_key_level(&self) -> Result<(), String> {
+        use m2m_security::secure_environment::SecurityLevel;
+        let Some(required) = self.required_level.filter(|l| *l > SecurityLevel::Software) else {
+            return Ok(());
+        };
+        let below = [
+            ("[[km]] rows", !self.km.is_empty()),
+            ("the keystore", self.keystore.is_some()),
+            ("storage_key_file", self.storage_key_file.is_some()),
+            ("a MAF without [pkcs11]", self.pkcs11.is_none()),
+        ];
+        match below.iter().find(|(_, given)| *given) {
+            Some((what, _)) => Err(format!(
+                "required_level is {required}, but {what} keeps keys at level software"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The listener's limits: `[limits]`, with the handshake timeout of the earlier
@@ -412,20 +460,50 @@ impl MafConfig {
     /// then the keystore's PSK entries whose KmID no row has (entity_id = the MAF client ID), and the
     /// storage key from exactly one source.
     pub fn load_keys(&self) -> Result<MafKeys, String> {
-        let loaded = self
-            .key_sources()
-            .load(&self.km, |rows| self.check_km_rows(rows))?;
-        let storage_key = match loaded.held_storage_key {
-            Some(k) => k,
-            None => read_storage_key(
-                self.storage_key_file
-                    .as_deref()
-                    .ok_or("no storage_key_file")?,
-                WhenMissing::Refuse,
-            )?,
+        use m2m_security::secure_environment::SecureEnvironment;
+        let token = match &self.pkcs11 {
+            Some(t) => {
+                let token = m2m_security::secure_environment::pkcs11::Pkcs11Token::open(t)
+                    .map_err(|e| format!("pkcs11: {e}"))?;
+                if let Some(required) = self.required_level.filter(|r| token.security_level() < *r)
+                {
+                    return Err(format!(
+                        "required_level is {required}: the token {} is at level {}",
+                        t.token,
+                        token.security_level()
+                    ));
+                }
+                Some(std::sync::Arc::new(token))
+            }
+            None => None,
+        };
+        let sources = self.key_sources();
+        let loaded =
+            if token.is_some() && self.keystore.is_none() && self.storage_key_file.is_none() {
+                // Everything in the token: the rows only, the storage key derived inside it.
+                self.check_km_rows(&self.km)?;
+                crate::provisioned_keys::LoadedKeys {
+                    rows: self.km.clone(),
+                    held_storage_key: None,
+                }
+            } else {
+                sources.load(&self.km, |rows| self.check_km_rows(rows))?
+            };
+        let storage_key = match (loaded.held_storage_key, &self.storage_key_file, &token) {
+            (Some(k), _, _) => k,
+            (None, Some(file), _) => read_storage_key(file, WhenMissing::Refuse)?,
+            (None, None, Some(token)) => token
+                .derive_key(MAF_STORAGE_KEY_SECRET, b"oneM2M MAF storage key v1")
+                .ok_or_else(|| {
+                    format!(
+                        "pkcs11: the token holds no secret {MAF_STORAGE_KEY_SECRET} (m2m keys token ... generate-secret --name {MAF_STORAGE_KEY_SECRET})"
+                    )
+                })?,
+            (None, None, None) => return Err("no storage key".into()),
         };
         Ok(MafKeys {
             km: loaded.rows,
+            token,
             storage_key,
         })
     }
@@ -487,6 +565,10 @@ mod tests {
             ("ttp", field_names::<TtpSection>()),
             ("ttp.delegations", field_names::<Delegation>()),
             ("mef", field_names::<MefSection>()),
+            (
+                "pkcs11",
+                field_names::<m2m_security::secure_environment::pkcs11::TokenConfig>(),
+            ),
             ("limits", field_names::<m2m_transport::Limits>()),
         ];
         let p = problems(DEFAULT_CONFIG, fields);
@@ -543,10 +625,12 @@ mod tests {
                 "keystore",
                 "key_file",
                 "passphrase_env",
+                "required_level",
                 "handshake_timeout",
                 "km",
                 "ttp.delegations",
-                "mef"
+                "mef",
+                "pkcs11"
             ]
         );
         for (path, text) in all {

@@ -64,6 +64,9 @@ impl EnrolmentLifetimes {
 /// The PSK side of the MAF: configured Km rows first, then (with `[mef]`) remote-provisioned Km.
 struct KmTable {
     rows: HashMap<String, (EntityId, Secret)>,
+    /// Km kept in a PKCS#11 token, each bound to its client by the entry's entity.
+    token: Option<Arc<m2m_security::secure_environment::pkcs11::Pkcs11Token>>,
+    sp_fqdn: String,
     mef: Option<Arc<MefKm>>,
 }
 
@@ -82,6 +85,17 @@ impl PskLookup for KmTable {
             return Some(PskKey {
                 association: km_association(psk_identity, client.clone())?,
                 key: Zeroizing::new(key.expose().to_vec()),
+            });
+        }
+        if let Some(entry) = self.token.as_ref().and_then(|t| {
+            use m2m_security::secure_environment::SecureEnvironment;
+            t.psk(psk_identity)
+        }) {
+            // A Km names its client; one that names none, or no valid ID, opens nothing.
+            let client = super::entity_id(entry.entity_id.as_deref()?, &self.sp_fqdn)?;
+            return Some(PskKey {
+                association: km_association(psk_identity, client)?,
+                key: Zeroizing::new(entry.key.expose().to_vec()),
             });
         }
         self.mef.as_ref()?.lookup(psk_identity)
@@ -198,14 +212,26 @@ impl MefKm {
     }
 }
 
+impl State {
+    /// Whether a KmID is a remote-provisioned Km: a KeID of the configured MEF (`hex@MEF-FQDN`;
+    /// no `[[km]]` row may end so). Such an association ends with its enrolment; a Km of a row
+    /// or of the token does not.
+    fn remote_km(&self, km_id: &str) -> bool {
+        let Some(mef) = &self.cfg.mef else {
+            return false;
+        };
+        km_id
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| domain.eq_ignore_ascii_case(&mef.fqdn))
+    }
+}
+
 pub(super) struct State {
     pub(super) cfg: MafConfig,
     store: Mutex<Store>,
     pub(super) clock: Clock,
     /// The TTP's delegations, in absolute form.
     pub(super) delegations: Delegations,
-    /// The KmIDs of `[[km]]` rows: every other PSK association is a remote-provisioned Km.
-    km_ids: std::collections::HashSet<String>,
     lifetimes: Arc<EnrolmentLifetimes>,
     /// The MEF of remote-provisioned Km, asked again before a key registered over one is handed out.
     mef: Option<Arc<MefKm>>,
@@ -271,7 +297,7 @@ impl Binder for MafBinder {
         let identity = match proof {
             Authenticated::Psk(a) => {
                 let psk_identity = a.credential.value();
-                if !state.km_ids.contains(psk_identity) {
+                if state.remote_km(psk_identity) {
                     // A remote-provisioned Km: the association ends with its enrolment.
                     ceiling = Some(state.lifetimes.until(psk_identity));
                 }
@@ -328,7 +354,6 @@ impl RunningMaf {
             km.insert(row.km_id.clone(), (client, row.key.clone()));
         }
         let lifetimes = Arc::new(EnrolmentLifetimes::default());
-        let km_ids = km.keys().cloned().collect();
         let mef = match &cfg.mef {
             None => None,
             Some(m) => Some(Arc::new(MefKm {
@@ -361,8 +386,14 @@ impl RunningMaf {
             certificate_chain: cfg.certificate.clone(),
             private_key: cfg.private_key.clone(),
             trusted_ca: cfg.trusted_ca.clone(),
-            psk: (!km.is_empty() || mef.is_some())
-                .then(|| Arc::new(KmTable { rows: km, mef }) as Arc<dyn PskLookup>),
+            psk: (!km.is_empty() || mef.is_some() || keys.token.is_some()).then(|| {
+                Arc::new(KmTable {
+                    rows: km,
+                    token: keys.token.clone(),
+                    sp_fqdn: cfg.sp_fqdn.clone(),
+                    mef,
+                }) as Arc<dyn PskLookup>
+            }),
             revocation: crate::revocation_list(cfg.crl.as_deref(), cfg.trusted_ca.as_deref())?,
         })?;
         let tcp = TcpListener::bind(&cfg.listen)
@@ -374,7 +405,6 @@ impl RunningMaf {
             store: Mutex::new(store),
             clock,
             delegations,
-            km_ids,
             lifetimes,
             mef: mef_for_state,
         });
@@ -964,7 +994,7 @@ async fn enrolment_of_source(state: &State, conn: &Conn, id: &str) -> Option<Ans
 async fn enrolment_of_writer(state: &State, conn: &Conn) -> Option<Answer> {
     let mef = state.mef.as_ref()?;
     let km_id = conn.km_id.as_ref()?;
-    if state.km_ids.contains(km_id) {
+    if !state.remote_km(km_id) {
         return None;
     }
     match mef.confirm(km_id).await {
@@ -1021,7 +1051,7 @@ async fn enrolment_of_client(state: &State, reg_id: &str) -> Option<Result<Enrol
         let store = state.store();
         store.client(reg_id).ok()??.km_id?
     };
-    if state.km_ids.contains(&km_id) {
+    if !state.remote_km(&km_id) {
         return None;
     }
     let verdict = mef.confirm(&km_id).await;

@@ -180,6 +180,8 @@ pub fn maf_config(p: &Pki, fqdn: &str, sp: &str, km: Vec<KmRow>, storage: &Path)
         },
         mef: None,
         ttp: Default::default(),
+        pkcs11: None,
+        required_level: None,
     }
 }
 

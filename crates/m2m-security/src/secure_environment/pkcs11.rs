@@ -35,7 +35,8 @@ use zeroize::Zeroizing;
 
 /// Where the token is: the module (the vendor's PKCS#11 library), the token's label and the file
 /// holding the user PIN.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     pub module: PathBuf,
     pub token: String,
