@@ -91,6 +91,40 @@ pub(crate) struct KeySources<'a> {
     pub storage_key_secret: &'static str,
 }
 
+/// Opens the key service's PKCS#11 token, if configured, refusing one below `required`.
+pub(crate) fn open_token(
+    cfg: Option<&m2m_security::secure_environment::pkcs11::TokenConfig>,
+    required: Option<m2m_security::secure_environment::SecurityLevel>,
+) -> Result<Option<std::sync::Arc<m2m_security::secure_environment::pkcs11::Pkcs11Token>>, String> {
+    let Some(cfg) = cfg else {
+        return Ok(None);
+    };
+    let token = m2m_security::secure_environment::pkcs11::Pkcs11Token::open(cfg)
+        .map_err(|e| format!("pkcs11: {e}"))?;
+    if let Some(required) = required.filter(|r| token.security_level() < *r) {
+        return Err(format!(
+            "required_level is {required}: the token {} is at level {}",
+            cfg.token,
+            token.security_level()
+        ));
+    }
+    Ok(Some(std::sync::Arc::new(token)))
+}
+
+/// The storage key a token derives from its secret `secret` (HMAC-SHA-256 inside the token).
+pub(crate) fn token_storage_key(
+    token: &m2m_security::secure_environment::pkcs11::Pkcs11Token,
+    secret: &str,
+) -> Result<Secret, String> {
+    token
+        .derive_key(secret, format!("oneM2M {secret} v1").as_bytes())
+        .ok_or_else(|| {
+            format!(
+                "pkcs11: the token holds no secret {secret} (m2m keys token ... generate-secret --name {secret})"
+            )
+        })
+}
+
 /// The keys loaded from [`KeySources`]: every PSK row, and the storage key when the keystore holds
 /// it (`None`: it is in the storage key file).
 pub(crate) struct LoadedKeys<R> {

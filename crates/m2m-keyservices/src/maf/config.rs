@@ -460,23 +460,7 @@ impl MafConfig {
     /// then the keystore's PSK entries whose KmID no row has (entity_id = the MAF client ID), and the
     /// storage key from exactly one source.
     pub fn load_keys(&self) -> Result<MafKeys, String> {
-        use m2m_security::secure_environment::SecureEnvironment;
-        let token = match &self.pkcs11 {
-            Some(t) => {
-                let token = m2m_security::secure_environment::pkcs11::Pkcs11Token::open(t)
-                    .map_err(|e| format!("pkcs11: {e}"))?;
-                if let Some(required) = self.required_level.filter(|r| token.security_level() < *r)
-                {
-                    return Err(format!(
-                        "required_level is {required}: the token {} is at level {}",
-                        t.token,
-                        token.security_level()
-                    ));
-                }
-                Some(std::sync::Arc::new(token))
-            }
-            None => None,
-        };
+        let token = crate::provisioned_keys::open_token(self.pkcs11.as_ref(), self.required_level)?;
         let sources = self.key_sources();
         let loaded =
             if token.is_some() && self.keystore.is_none() && self.storage_key_file.is_none() {
@@ -492,13 +476,9 @@ impl MafConfig {
         let storage_key = match (loaded.held_storage_key, &self.storage_key_file, &token) {
             (Some(k), _, _) => k,
             (None, Some(file), _) => read_storage_key(file, WhenMissing::Refuse)?,
-            (None, None, Some(token)) => token
-                .derive_key(MAF_STORAGE_KEY_SECRET, b"oneM2M MAF storage key v1")
-                .ok_or_else(|| {
-                    format!(
-                        "pkcs11: the token holds no secret {MAF_STORAGE_KEY_SECRET} (m2m keys token ... generate-secret --name {MAF_STORAGE_KEY_SECRET})"
-                    )
-                })?,
+            (None, None, Some(token)) => {
+                crate::provisioned_keys::token_storage_key(token, MAF_STORAGE_KEY_SECRET)?
+            }
             (None, None, None) => return Err("no storage key".into()),
         };
         Ok(MafKeys {

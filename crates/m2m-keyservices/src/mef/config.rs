@@ -48,6 +48,10 @@ storage_key = "mef-storage.key"
 # key_file = "mef-keystore.key"
 # ... or the environment variable holding its passphrase (exactly one of the two).
 # passphrase_env = "M2M_MEF_KEYSTORE_PASSPHRASE"
+# The lowest Security Level the MEF's keys may be kept at: "software", "token" (a PKCS#11 token) or
+# "hardware" (a token in a hardware slot). Above "software" the MEF refuses [[kpm]] rows, the keystore
+# and storage_key: every key in [pkcs11] below.
+# required_level = "software"
 # How long an enrolment (Ke and every key derived from it) stays valid, in seconds.
 lifetime_seconds = 86400
 
@@ -73,6 +77,15 @@ lifetime_seconds = 86400
 # [[targets]]
 # id = "/id-in"
 # suids = [12]
+
+# A PKCS#11 token (an HSM, a smart card, SoftHSM): Kpm as its PSK entries (`m2m keys token ...
+# add-psk --kpsa-id KpmID --entity ENROLEE-ID`, looked up at each handshake after the [[kpm]] rows),
+# and, without storage_key and keystore, the storage key derived inside it from its secret
+# "mef-storage-key" (`m2m keys token ... generate-secret --name mef-storage-key`).
+# [pkcs11]
+# module = "/usr/lib/softhsm/libsofthsm2.so"  # the token vendor's PKCS#11 library
+# token = "m2m"  # the token's label
+# pin_file = "mef-token.pin"  # a file (mode 0600) holding the user PIN
 
 # The listener (the transport layer shared with the CSE and the MAF); these are the defaults.
 [limits]
@@ -165,6 +178,15 @@ pub struct MefConfig {
     /// handshakes, header-read and idle timeouts, shutdown grace. Every field has a default.
     #[serde(default)]
     pub limits: m2m_transport::Limits,
+    /// A PKCS#11 token holding Kpm (PSK entries `kpsa:<KpmID>` bound to the enrolee's ID,
+    /// `m2m keys token add-psk --kpsa-id KpmID --entity ID`), looked up after the `[[kpm]]`
+    /// rows, and the secret [`MEF_STORAGE_KEY_SECRET`] the storage key is derived from inside it.
+    #[serde(default)]
+    pub pkcs11: Option<m2m_security::secure_environment::pkcs11::TokenConfig>,
+    /// The lowest Security Level (seeds/002 clause 6.4.1) the MEF's keys may be kept at: above
+    /// "software" it refuses `[[kpm]]` rows, the keystore and a storage key file.
+    #[serde(default)]
+    pub required_level: Option<m2m_security::secure_environment::SecurityLevel>,
 }
 
 /// The BSF of a GBA-authenticated enrolment.
@@ -214,6 +236,8 @@ pub enum StorageKey {
 /// key.
 pub struct MefKeys {
     pub kpm: Vec<KpmRow>,
+    /// The token (its Kpm are looked up at each handshake).
+    pub token: Option<std::sync::Arc<m2m_security::secure_environment::pkcs11::Pkcs11Token>>,
     pub storage_key: StorageKey,
 }
 
@@ -263,7 +287,8 @@ impl MefConfig {
             ]
             .into_iter()
             .flatten()
-            .chain([&mut c.storage]),
+            .chain([&mut c.storage])
+            .chain(c.pkcs11.as_mut().map(|t| &mut t.pin_file)),
         );
         Ok(c)
     }
@@ -273,7 +298,10 @@ impl MefConfig {
         if self.lifetime_seconds == 0 {
             return Err("lifetime_seconds must be at least 1".into());
         }
-        self.key_sources().check()?;
+        if self.pkcs11.is_none() || self.keystore.is_some() || self.storage_key.is_some() {
+            self.key_sources().check()?;
+        }
+        self.check_key_level()?;
         self.limits.check()?;
         if let Some(g) = &self.gba {
             if self.certificate.is_none() || self.private_key.is_none() || self.trusted_ca.is_none()
@@ -289,6 +317,26 @@ impl MefConfig {
             }
         }
         self.check_kpm_rows(&self.kpm)
+    }
+
+    /// `required_level` above software: every key in the token.
+    fn check_key_level(&self) -> Result<(), String> {
+        use m2m_security::secure_environment::SecurityLevel;
+        let Some(required) = self.required_level.filter(|l| *l > SecurityLevel::Software) else {
+            return Ok(());
+        };
+        let below = [
+            ("[[kpm]] rows", !self.kpm.is_empty()),
+            ("the keystore", self.keystore.is_some()),
+            ("storage_key", self.storage_key.is_some()),
+            ("a MEF without [pkcs11]", self.pkcs11.is_none()),
+        ];
+        match below.iter().find(|(_, given)| *given) {
+            Some((what, _)) => Err(format!(
+                "required_level is {required}, but {what} keeps keys at level software"
+            )),
+            None => Ok(()),
+        }
     }
 
     fn check_kpm_rows(&self, rows: &[KpmRow]) -> Result<(), String> {
@@ -324,15 +372,29 @@ impl MefConfig {
     /// then the keystore's PSK entries whose KpmID no row has (entity_id = the enrolee ID), and the
     /// storage key from exactly one source.
     pub fn load_keys(&self) -> Result<MefKeys, String> {
-        let loaded = self
-            .key_sources()
-            .load(&self.kpm, |rows| self.check_kpm_rows(rows))?;
-        let storage_key = match loaded.held_storage_key {
-            Some(k) => StorageKey::Held(k),
-            None => StorageKey::File(self.storage_key.clone().ok_or("no storage_key")?),
+        let token = crate::provisioned_keys::open_token(self.pkcs11.as_ref(), self.required_level)?;
+        let (rows, held) =
+            if token.is_some() && self.keystore.is_none() && self.storage_key.is_none() {
+                // Everything in the token: the rows only, the storage key derived inside it.
+                self.check_kpm_rows(&self.kpm)?;
+                (self.kpm.clone(), None)
+            } else {
+                let loaded = self
+                    .key_sources()
+                    .load(&self.kpm, |rows| self.check_kpm_rows(rows))?;
+                (loaded.rows, loaded.held_storage_key)
+            };
+        let storage_key = match (held, &self.storage_key, &token) {
+            (Some(k), _, _) => StorageKey::Held(k),
+            (None, Some(file), _) => StorageKey::File(file.clone()),
+            (None, None, Some(token)) => StorageKey::Held(
+                crate::provisioned_keys::token_storage_key(token, MEF_STORAGE_KEY_SECRET)?,
+            ),
+            (None, None, None) => return Err("no storage_key".into()),
         };
         Ok(MefKeys {
-            kpm: loaded.rows,
+            kpm: rows,
+            token,
             storage_key,
         })
     }
@@ -379,6 +441,10 @@ mod tests {
             ("kpm", field_names::<KpmRow>()),
             ("targets", field_names::<TargetRow>()),
             ("gba", field_names::<GbaRow>()),
+            (
+                "pkcs11",
+                field_names::<m2m_security::secure_environment::pkcs11::TokenConfig>(),
+            ),
             ("limits", field_names::<m2m_transport::Limits>()),
         ];
         let p = problems(DEFAULT_CONFIG, fields);
@@ -427,10 +493,12 @@ mod tests {
                 "keystore",
                 "key_file",
                 "passphrase_env",
+                "required_level",
                 "kpm",
                 "gba",
                 "targets",
-                "targets"
+                "targets",
+                "pkcs11"
             ]
         );
         for (path, text) in all {

@@ -30,12 +30,24 @@ use zeroize::Zeroizing;
 
 const MAX_BODY: usize = 64 * 1024;
 
-/// KpmID -> Kpm.
-struct KpmTable(HashMap<String, Secret>);
+/// KpmID -> Kpm: the `[[kpm]]` rows, then the token's entries.
+struct KpmTable {
+    rows: HashMap<String, Secret>,
+    token: Option<Arc<m2m_security::secure_environment::pkcs11::Pkcs11Token>>,
+}
 
 impl PskLookup for KpmTable {
     fn lookup(&self, psk_identity: &str, _: &tls::PskHandshake) -> Option<PskKey> {
-        let key = self.0.get(psk_identity)?;
+        use m2m_security::secure_environment::SecureEnvironment;
+        let key = match self.rows.get(psk_identity) {
+            Some(key) => key.clone(),
+            // A Kpm in the token names its enrolee; one that names none opens nothing.
+            None => {
+                let entry = self.token.as_ref()?.psk(psk_identity)?;
+                entry.entity_id.as_ref()?;
+                entry.key
+            }
+        };
         Some(PskKey {
             association: m2m_security::association::Association {
                 mode: m2m_security::association::SaeMode::ProvisionedKey,
@@ -148,6 +160,7 @@ impl Binder for MefBinder {
                     .enrolees
                     .get(&kpm_id)
                     .cloned()
+                    .or_else(|| mef.token.as_ref()?.psk_entity(&kpm_id))
                     .ok_or("the KpmID names no enrolee")?;
                 PeerAuth::Kpm { enrolee_id, kpm_id }
             }
@@ -201,6 +214,8 @@ pub struct Mef {
     tls: SslContext,
     /// KpmID -> the enrolee it was provisioned for.
     enrolees: HashMap<String, String>,
+    /// The token holding Kpm (their enrolees are its entries' entities).
+    token: Option<Arc<m2m_security::secure_environment::pkcs11::Pkcs11Token>>,
 }
 
 impl Mef {
@@ -248,9 +263,12 @@ impl Mef {
             }
             None => None,
         };
-        let psk = (!table.is_empty() || gba.is_some()).then(|| {
+        let psk = (!table.is_empty() || gba.is_some() || keys.token.is_some()).then(|| {
             Arc::new(EnroleeKeys {
-                kpm: KpmTable(table),
+                kpm: KpmTable {
+                    rows: table,
+                    token: keys.token.clone(),
+                },
                 gba,
             }) as Arc<dyn PskLookup>
         });
@@ -275,6 +293,7 @@ impl Mef {
             store,
             tls,
             enrolees,
+            token: keys.token,
         }))
     }
 

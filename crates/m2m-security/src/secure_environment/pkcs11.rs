@@ -373,6 +373,16 @@ impl Pkcs11Token {
         Ok(Some(found))
     }
 
+    /// The entity a PSK is bound to (its CKA_ID), without handing the key out.
+    pub fn psk_entity(&self, kpsa_id: &str) -> Option<String> {
+        let id = KpsaId::parse(kpsa_id).ok()?;
+        let label = format!("{PSK_PREFIX}{}", id.canonical());
+        if let Some(found) = self.found().get(&label) {
+            return found.entity.clone();
+        }
+        self.find_secret(&label).ok()??.entity
+    }
+
     /// Generates a P-256 key pair in the token under `label`: the private key sensitive and never
     /// extractable. Returns the public key (for a certificate).
     pub fn generate_ec_key(&self, label: &str) -> Result<PKey<Public>, Pkcs11Error> {

@@ -1,6 +1,7 @@
-//! The MAF with its keys in a PKCS#11 token (SoftHSM2, issue 18): Km looked up in the token at
-//! each handshake, the storage key derived inside it, and `required_level` refusing keys kept in
-//! software ("the MAF refuses to run its master keys in the software back end when told to").
+//! The MAF and the MEF with their keys in a PKCS#11 token (SoftHSM2, issue 18): Km and Kpm looked
+//! up in the token at each handshake, the storage keys derived inside it, and `required_level`
+//! refusing keys kept in software ("the MAF refuses to run its master keys in the software back
+//! end when told to").
 //!
 //! One token for the whole file: a PKCS#11 module is initialized once per process, with the
 //! SOFTHSM2_CONF of that moment.
@@ -10,6 +11,7 @@ mod common;
 use common::{logs, write_private};
 use m2m_keyservices::maf::server::system_clock as clock;
 use m2m_keyservices::maf::{MafClient, MafConfig, RunningMaf};
+use m2m_keyservices::mef::{EnrolmentRequest, Mef, MefClient, MefConfig};
 use m2m_security::credentials::{KpsaId, PskEntry, Secret};
 use m2m_security::secure_environment::pkcs11::{Pkcs11Token, TokenConfig};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,10 @@ const SP: &str = "m2m.example.com";
 const MAF_FQDN: &str = "maf.keys.example.net";
 const KM_ID: &str = "ae7@maf.keys.example.net";
 const KM_HEX: &str = "a1a2a3a4b1b2b3b4c1c2c3c4d1d2d3d4e1e2e3e4f1f2f3f40102030411121314";
+const MEF_FQDN: &str = "mef.keys.example.net";
+const KPM_ID: &str = "0A0B0C0D0E0F00112233445566778877@mef.keys.example.net";
+const KPM_HEX: &str = "9d9d9d9d8c8c8c8c7b7b7b7b6a6a6a6a59595959484848483737373726262626";
+const ENROLEE: &str = "/id-asn7";
 
 /// The token (directory, PIN file), with Km of `/Sae7` and the MAF's storage secret in it; None
 /// when SoftHSM is missing outside CI.
@@ -74,6 +80,14 @@ fn token() -> Option<&'static (tempfile::TempDir, TokenConfig)> {
                 })
                 .unwrap();
             token.generate_secret("maf-storage-key").unwrap();
+            token
+                .import_psk(&PskEntry {
+                    entity_id: Some(ENROLEE.into()),
+                    kpsa_id: KpsaId::parse(KPM_ID).unwrap(),
+                    key: Secret::from_hex(KPM_HEX).unwrap(),
+                })
+                .unwrap();
+            token.generate_secret("mef-storage-key").unwrap();
             Some((dir, cfg))
         })
         .as_ref()
@@ -164,4 +178,67 @@ fn a_required_level_refuses_keys_kept_in_software() {
     let cfg = config(dir.path(), token, "required_level = \"hardware\"").unwrap();
     let e = cfg.load_keys().unwrap_err();
     assert!(e.contains("is at level token"), "{e}");
+}
+
+/// A MEF configuration with every key in the token (`extra` appended to its top level).
+fn mef_config(dir: &Path, token: &TokenConfig, extra: &str) -> Result<MefConfig, String> {
+    let text = format!(
+        "fqdn = \"{MEF_FQDN}\"\nsp_fqdn = \"{SP}\"\nlisten = \"127.0.0.1:0\"\nstorage = \"enrolments.json\"\n\
+         {extra}\n[[targets]]\nid = \"{MAF_FQDN}\"\nsuids = [11]\n\n[pkcs11]\nmodule = {:?}\ntoken = {:?}\npin_file = {:?}\n",
+        token.module.display().to_string(),
+        token.token,
+        token.pin_file.display().to_string(),
+    );
+    let path = dir.join("mef.toml");
+    write_private(&path, text.as_bytes());
+    MefConfig::load(&path)
+}
+
+#[tokio::test]
+async fn a_mef_enrols_on_a_kpm_kept_in_the_token() {
+    let Some((_, token)) = token() else { return };
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mef_config(dir.path(), token, "required_level = \"token\"").unwrap();
+    assert!(cfg.kpm.is_empty() && cfg.storage_key.is_none() && cfg.keystore.is_none());
+    let running = Mef::new(cfg).unwrap().start().await.unwrap();
+    let addr = running.addr.to_string();
+    let mut c =
+        MefClient::connect_psk(&addr, MEF_FQDN, KPM_ID, &Secret::from_hex(KPM_HEX).unwrap())
+            .await
+            .unwrap();
+    let e = c
+        .enrol(&EnrolmentRequest {
+            indications: vec!["MAF".into()],
+            maf_id: Some(MAF_FQDN.into()),
+            targets: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.enrolee_id, ENROLEE, "the enrolee the token's entry names");
+    assert_eq!(e.ke.len(), 32);
+    assert!(
+        !dir.path().join("mef-storage.key").exists(),
+        "no key file: the token derives it"
+    );
+    let wrong = Secret::from_hex(&"22".repeat(32)).unwrap();
+    assert!(MefClient::connect_psk(&addr, MEF_FQDN, KPM_ID, &wrong)
+        .await
+        .is_err());
+    for (extra, what) in [
+        (
+            "required_level = \"token\"\nstorage_key = \"mef-storage.key\"",
+            "storage_key",
+        ),
+        (
+            "required_level = \"token\"\nkeystore = \"mef.keystore\"\nkey_file = \"k\"",
+            "the keystore",
+        ),
+    ] {
+        let e = mef_config(dir.path(), token, extra).unwrap_err();
+        assert!(
+            e.contains(what) && e.contains("level software"),
+            "{what}: {e}"
+        );
+    }
 }
