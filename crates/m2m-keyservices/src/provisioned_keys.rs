@@ -26,10 +26,11 @@ pub(crate) fn check_psk_len(what: &str, key: &Secret) -> Result<(), String> {
     Ok(())
 }
 
-/// Makes every relative path in `paths` relative to `base` (the configuration file's directory).
+/// Makes every relative path in `paths` relative to `base` (the configuration file's directory);
+/// a key named by its `pkcs11:` URI is no path and stays as it is.
 pub(crate) fn resolve_against<'a>(base: &Path, paths: impl IntoIterator<Item = &'a mut PathBuf>) {
     for p in paths {
-        if p.is_relative() {
+        if p.is_relative() && !m2m_security::secure_environment::pkcs11::is_key_uri(p) {
             *p = base.join(&*p);
         }
     }

@@ -16,7 +16,7 @@ pub struct MafArgs {
     /// The MAF configuration (TOML, mode 0600: it holds Km keys). Relative paths in it are read
     /// against the file's directory.
     #[arg(long, required_unless_present = "print_default_config")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Print an example configuration and exit.
     #[arg(long)]
     pub print_default_config: bool,

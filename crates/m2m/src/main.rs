@@ -173,7 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Before OpenSSL starts and before any other thread: a key in a token signs
             // through OpenSSL's PKCS#11 provider.
             let _openssl_conf = match &args.config {
-                Some(p) => openssl_provider::prepare_for_cse(p)?,
+                Some(p) => openssl_provider::prepare(p, openssl_provider::Layout::Cse)?,
                 None => None,
             };
             let cfg = match &args.config {
@@ -213,7 +213,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchE2e(args) => bench_e2e::run(args),
         Command::Pki(args) => pki::run(args),
         // Logging starts once their configuration says where the audit trail is.
-        Command::Maf(args) => runtime()?.block_on(maf::run(args)),
+        Command::Maf(args) => {
+            // Before OpenSSL starts: the MAF's certificate key may be in a token.
+            let _openssl_conf = match &args.config {
+                Some(p) => openssl_provider::prepare(p, openssl_provider::Layout::KeyService)?,
+                None => None,
+            };
+            runtime()?.block_on(maf::run(args))
+        }
         Command::Ttp(args) => {
             let code = runtime()?.block_on(ttp::run(*args))?;
             std::process::exit(code);
@@ -222,7 +229,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let code = runtime()?.block_on(e2e::run(args))?;
             std::process::exit(code);
         }
-        Command::Mef(args) => runtime()?.block_on(mef::run(args)),
+        Command::Mef(args) => {
+            let _openssl_conf = match (&args.command, &args.config) {
+                (None, Some(p)) => {
+                    openssl_provider::prepare(p, openssl_provider::Layout::KeyService)?
+                }
+                _ => None,
+            };
+            runtime()?.block_on(mef::run(args))
+        }
         Command::Bsf(args) => runtime()?.block_on(bsf::run(args)),
         Command::Das(args) => runtime()?.block_on(das::run(args)),
     }

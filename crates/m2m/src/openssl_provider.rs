@@ -10,13 +10,25 @@ use m2m_security::secure_environment::pkcs11;
 use std::io::Write;
 use std::path::Path;
 
-/// When the CSE configuration at `path` names a token and `OPENSSL_CONF` is not set: writes the
-/// OpenSSL configuration that loads the PKCS#11 provider for it (it names the PIN file, never
-/// the PIN) and points `OPENSSL_CONF` at it. The returned file must live until OpenSSL has
-/// started. An operator's own `OPENSSL_CONF` is left alone: it must load the provider then.
+/// Where a configuration names its private key and its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `m2m cse`: `[tls] private_key` and `[security.pkcs11]`; relative paths are read against
+    /// the working directory.
+    Cse,
+    /// `m2m maf` and `m2m mef`: `private_key` and `[pkcs11]`; relative paths are read against the
+    /// configuration file's directory.
+    KeyService,
+}
+
+/// When the configuration at `path` names its private key by a `pkcs11:` URI and its token, and
+/// `OPENSSL_CONF` is not set: writes the OpenSSL configuration that loads the PKCS#11 provider
+/// for the token (it names the PIN file, never the PIN) and points `OPENSSL_CONF` at it. The
+/// returned file must live until OpenSSL has started. An operator's own `OPENSSL_CONF` is left
+/// alone: it must load the provider then.
 ///
 /// Call it first in `main`, while the process has one thread.
-pub fn prepare_for_cse(path: &Path) -> anyhow::Result<Option<tempfile::TempPath>> {
+pub fn prepare(path: &Path, layout: Layout) -> anyhow::Result<Option<tempfile::TempPath>> {
     // Errors of the file are reported by the configuration's own loading, right after.
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(None);
@@ -24,23 +36,34 @@ pub fn prepare_for_cse(path: &Path) -> anyhow::Result<Option<tempfile::TempPath>
     let Ok(table) = toml::from_str::<toml::Table>(&text) else {
         return Ok(None);
     };
-    let Some(section) = table
-        .get("security")
-        .and_then(|s| s.get("pkcs11"))
+    let (key, token) = match layout {
+        Layout::Cse => (
+            table.get("tls").and_then(|t| t.get("private_key")),
+            table.get("security").and_then(|s| s.get("pkcs11")),
+        ),
+        Layout::KeyService => (table.get("private_key"), table.get("pkcs11")),
+    };
+    // Only a private key in the token needs the provider (PSKs and secrets come through the
+    // project's own PKCS#11 session).
+    let token_key = key
+        .and_then(toml::Value::as_str)
+        .is_some_and(|k| k.starts_with("pkcs11:"));
+    let Some(mut section) = token
         .cloned()
         .and_then(|p| p.try_into::<m2m_cse::config::Pkcs11Section>().ok())
     else {
         return Ok(None);
     };
-    // Only a private key in the token needs the provider (PSKs and secrets come through the
-    // project's own PKCS#11 session).
-    let token_key = table
-        .get("tls")
-        .and_then(|t| t.get("private_key"))
-        .and_then(toml::Value::as_str)
-        .is_some_and(|k| k.starts_with("pkcs11:"));
     if !token_key || std::env::var_os("OPENSSL_CONF").is_some() {
         return Ok(None);
+    }
+    if layout == Layout::KeyService {
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut section.module, &mut section.pin_file] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
     }
     let provider = section
         .provider

@@ -651,3 +651,69 @@ fn the_secure_storage_seals_under_a_key_the_token_derives() {
         "{err}"
     );
 }
+
+#[test]
+fn a_maf_whose_certificate_key_is_in_the_token_completes_mutual_tls() {
+    let Some(token) = Token::new() else { return };
+    const MAF_FQDN: &str = "maf.keys.example.net";
+    let generated = ok(&token.keys(&["generate-key", "--label", "maf-key"], &[]));
+    let public = token.dir.path().join("maf-key.pub.pem");
+    std::fs::write(&public, &generated).unwrap();
+    let pki = Pki::temp_ca_permitting_dns("keys.example.net");
+    let prefix = pki.dir().join("maf");
+    ok(&m2m_command(&[
+        "pki",
+        "issue",
+        "--ca",
+        pki.ca_dir().to_str().unwrap(),
+        "--kind",
+        "maf",
+        "--id",
+        MAF_FQDN,
+        "--public-key",
+        public.to_str().unwrap(),
+        "--out",
+        prefix.to_str().unwrap(),
+    ]));
+    let (cse_pem, cse_key) = pki.issue(&["--kind", "cse", "--id", "/id-in"], "id-in");
+    let storage_key = pki.dir().join("storage.key");
+    write_private(&storage_key, &"cd".repeat(32));
+    let config = format!(
+        "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP_FQDN}\"\nlisten = \"127.0.0.1:0\"\n\
+         certificate = {:?}\nprivate_key = \"pkcs11:token={TOKEN};object=maf-key;type=private\"\n\
+         trusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n\n[pkcs11]\nmodule = {MODULE:?}\n\
+         token = {TOKEN:?}\npin_file = {:?}\n",
+        pki.dir().join("maf.pem").display().to_string(),
+        pki.ca_pem().display().to_string(),
+        pki.dir().join("maf-data").display().to_string(),
+        storage_key.display().to_string(),
+        token.pin_file().display().to_string(),
+    );
+    let maf = ServiceProcess::start_with_env("maf", pki.dir(), &config, &token.env());
+    // openssl s_client as the CSE: the MAF proves its name with the key in the token.
+    let s_client = Command::new("openssl")
+        .args(["s_client", "-connect", maf.addr(), "-servername", MAF_FQDN])
+        .args([
+            "-verify_hostname",
+            MAF_FQDN,
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(pki.ca_pem())
+        .arg("-cert")
+        .arg(&cse_pem)
+        .arg("-key")
+        .arg(&cse_key)
+        .env("OPENSSL_CONF", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&s_client.stdout);
+    assert!(
+        shown.contains("Verify return code: 0 (ok)"),
+        "{shown}\n{}",
+        maf.stderr()
+    );
+    assert!(shown.contains("Cipher is ECDHE-ECDSA"), "{shown}");
+    assert_eq!(token.read_value(ObjectClass::PRIVATE_KEY, "maf-key"), None);
+}

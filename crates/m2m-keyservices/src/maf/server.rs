@@ -341,7 +341,11 @@ pub struct RunningMaf {
 impl RunningMaf {
     /// Opens the storage, binds `cfg.listen` and starts serving.
     pub async fn start(cfg: MafConfig, clock: Clock) -> Result<RunningMaf, String> {
-        if let Some(k) = &cfg.private_key {
+        if let Some(k) = cfg
+            .private_key
+            .as_ref()
+            .filter(|k| !m2m_security::secure_environment::pkcs11::is_key_uri(k))
+        {
             m2m_security::secure_environment::check_private_file(k)?;
         }
         let limits = cfg.listener_limits()?;

@@ -221,7 +221,11 @@ pub struct Mef {
 impl Mef {
     /// Checks the configuration, opens the store and builds the TLS context.
     pub fn new(config: MefConfig) -> Result<Arc<Mef>, String> {
-        if let Some(k) = &config.private_key {
+        if let Some(k) = config
+            .private_key
+            .as_ref()
+            .filter(|k| !m2m_security::secure_environment::pkcs11::is_key_uri(k))
+        {
             m2m_security::secure_environment::check_private_file(k)?;
         }
         let keys = config.load_keys()?;

@@ -1445,12 +1445,23 @@ impl ServiceProcess {
     /// Writes `config` (mode 0600) to `DIR/<what>.toml`, starts `m2m <what> --config` with its
     /// stderr in `DIR/<what>.log` and waits for its `m2m-<what> listening https://ADDR` line.
     pub fn start(what: &str, dir: &Path, config: &str) -> ServiceProcess {
+        Self::start_with_env(what, dir, config, &[])
+    }
+
+    /// [`ServiceProcess::start`] with these environment variables set for the process.
+    pub fn start_with_env(
+        what: &str,
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> ServiceProcess {
         let path = dir.join(format!("{what}.toml"));
         write_private(&path, config);
         let log = dir.join(format!("{what}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
             .args([what, "--config"])
             .arg(&path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("create the service log"))
