@@ -197,6 +197,59 @@ fn read_value_probe() {
     println!("PROBE-DONE");
 }
 
+/// Generates `label` in the token and has `pki`'s CA certify its public key with `issue`'s
+/// arguments (`--kind`, `--id`, ...): returns the key's `pkcs11:` URI; the chain is
+/// `pki.dir()/<out>.pem` and no key file is written.
+fn certify_token_key(token: &Token, pki: &Pki, label: &str, out: &str, issue: &[&str]) -> String {
+    // The key pair is made inside the token; only the public key comes out, to be certified.
+    let generated = ok(&token.keys(&["generate-key", "--label", label], &[]));
+    let uri = generated
+        .lines()
+        .find_map(|l| l.strip_prefix("private key: "))
+        .expect("the key's URI")
+        .to_string();
+    let public = token.dir.path().join(format!("{label}.pub.pem"));
+    std::fs::write(&public, &generated).unwrap();
+    let (ca, prefix) = (pki.ca_dir(), pki.dir().join(out));
+    let mut args = vec!["pki", "issue", "--ca", ca.to_str().unwrap()];
+    args.extend_from_slice(issue);
+    args.extend([
+        "--public-key",
+        public.to_str().unwrap(),
+        "--out",
+        prefix.to_str().unwrap(),
+    ]);
+    ok(&m2m_command(&args));
+    assert!(
+        !pki.dir().join(format!("{out}.key")).exists(),
+        "no key file for a token key"
+    );
+    uri
+}
+
+/// `openssl s_client` (no provider) with a client certificate against `addr` presenting
+/// `server_name`: what it printed.
+fn s_client(addr: &str, server_name: &str, pki: &Pki, cert: &Path, key: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-servername", server_name])
+        .args([
+            "-verify_hostname",
+            server_name,
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(pki.ca_pem())
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .env("OPENSSL_CONF", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -213,41 +266,24 @@ fn a_cse_whose_key_is_in_the_token_completes_mutual_tls_with_curl() {
     if !have_tool("curl", "--version", "mutual TLS with a token key") {
         return;
     }
-    // The key pair is made inside the token; only the public key comes out, to be certified.
-    let generated = ok(&token.keys(&["generate-key", "--label", "cse-key"], &[]));
-    let uri = generated
-        .lines()
-        .find_map(|l| l.strip_prefix("private key: "))
-        .expect("the key's URI")
-        .to_string();
-    assert_eq!(uri, "pkcs11:token=m2m;object=cse-key;type=private");
-    let public = token.dir.path().join("cse-key.pub.pem");
-    std::fs::write(&public, &generated).unwrap();
     let pki = Pki::temp_ca_permitting_dns("localhost");
-    let ca = pki.ca_dir();
-    let prefix = pki.dir().join("id-in");
-    ok(&m2m_command(&[
-        "pki",
-        "issue",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--kind",
-        "cse",
-        "--id",
-        "/id-in",
-        "--sp",
-        SP_FQDN,
-        "--dns",
-        "localhost",
-        "--public-key",
-        public.to_str().unwrap(),
-        "--out",
-        prefix.to_str().unwrap(),
-    ]));
-    assert!(
-        !pki.dir().join("id-in.key").exists(),
-        "no key file for a token key"
+    let uri = certify_token_key(
+        &token,
+        &pki,
+        "cse-key",
+        "id-in",
+        &[
+            "--kind",
+            "cse",
+            "--id",
+            "/id-in",
+            "--sp",
+            SP_FQDN,
+            "--dns",
+            "localhost",
+        ],
     );
+    assert_eq!(uri, "pkcs11:token=m2m;object=cse-key;type=private");
     let (phone_pem, phone_key) = pki.issue(&["--kind", "ae", "--id", "/id-in/Cphone"], "phone");
     let config = format!(
         "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {uri:?}\ntrusted_ca = {:?}\n\n{}\
@@ -294,23 +330,13 @@ fn a_cse_whose_key_is_in_the_token_completes_mutual_tls_with_curl() {
     );
     assert!(text.contains("\"aei\":\"Cphone\""), "{text}");
     // The server's certificate is the token key's: nothing else could have signed the handshake.
-    let s_client = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{}", cse.https_port()),
-        ])
-        .args(["-servername", "localhost", "-CAfile"])
-        .arg(pki.ca_pem())
-        .arg("-cert")
-        .arg(&phone_pem)
-        .arg("-key")
-        .arg(&phone_key)
-        .env("OPENSSL_CONF", "/dev/null")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&s_client.stdout);
+    let shown = s_client(
+        &format!("127.0.0.1:{}", cse.https_port()),
+        "localhost",
+        &pki,
+        &phone_pem,
+        &phone_key,
+    );
     assert!(shown.contains("Verify return code: 0 (ok)"), "{shown}");
 
     // The key cannot be read out of the token: C_GetAttributeValue(CKA_VALUE) is refused.
@@ -656,31 +682,20 @@ fn the_secure_storage_seals_under_a_key_the_token_derives() {
 fn a_maf_whose_certificate_key_is_in_the_token_completes_mutual_tls() {
     let Some(token) = Token::new() else { return };
     const MAF_FQDN: &str = "maf.keys.example.net";
-    let generated = ok(&token.keys(&["generate-key", "--label", "maf-key"], &[]));
-    let public = token.dir.path().join("maf-key.pub.pem");
-    std::fs::write(&public, &generated).unwrap();
     let pki = Pki::temp_ca_permitting_dns("keys.example.net");
-    let prefix = pki.dir().join("maf");
-    ok(&m2m_command(&[
-        "pki",
-        "issue",
-        "--ca",
-        pki.ca_dir().to_str().unwrap(),
-        "--kind",
+    let uri = certify_token_key(
+        &token,
+        &pki,
+        "maf-key",
         "maf",
-        "--id",
-        MAF_FQDN,
-        "--public-key",
-        public.to_str().unwrap(),
-        "--out",
-        prefix.to_str().unwrap(),
-    ]));
+        &["--kind", "maf", "--id", MAF_FQDN],
+    );
     let (cse_pem, cse_key) = pki.issue(&["--kind", "cse", "--id", "/id-in"], "id-in");
     let storage_key = pki.dir().join("storage.key");
     write_private(&storage_key, &"cd".repeat(32));
     let config = format!(
         "fqdn = \"{MAF_FQDN}\"\nsp_fqdn = \"{SP_FQDN}\"\nlisten = \"127.0.0.1:0\"\n\
-         certificate = {:?}\nprivate_key = \"pkcs11:token={TOKEN};object=maf-key;type=private\"\n\
+         certificate = {:?}\nprivate_key = {uri:?}\n\
          trusted_ca = {:?}\nstorage = {:?}\nstorage_key_file = {:?}\n\n[pkcs11]\nmodule = {MODULE:?}\n\
          token = {TOKEN:?}\npin_file = {:?}\n",
         pki.dir().join("maf.pem").display().to_string(),
@@ -691,24 +706,7 @@ fn a_maf_whose_certificate_key_is_in_the_token_completes_mutual_tls() {
     );
     let maf = ServiceProcess::start_with_env("maf", pki.dir(), &config, &token.env());
     // openssl s_client as the CSE: the MAF proves its name with the key in the token.
-    let s_client = Command::new("openssl")
-        .args(["s_client", "-connect", maf.addr(), "-servername", MAF_FQDN])
-        .args([
-            "-verify_hostname",
-            MAF_FQDN,
-            "-verify_return_error",
-            "-CAfile",
-        ])
-        .arg(pki.ca_pem())
-        .arg("-cert")
-        .arg(&cse_pem)
-        .arg("-key")
-        .arg(&cse_key)
-        .env("OPENSSL_CONF", "/dev/null")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&s_client.stdout);
+    let shown = s_client(maf.addr(), MAF_FQDN, &pki, &cse_pem, &cse_key);
     assert!(
         shown.contains("Verify return code: 0 (ok)"),
         "{shown}\n{}",

@@ -486,3 +486,48 @@ fn only_the_owners_own_association_reaches_its_objects() {
         );
     }
 }
+
+#[test]
+fn an_entity_relayed_by_a_cse_reaches_no_storage() {
+    let pki = Pki::temp();
+    let in_cse = cse_with_storage(&pki, "");
+    let mn = CseProcess::start_temp(&mn_config(in_cse.https_url(), &pki));
+    wait_registered(&in_cse, &mn);
+    let lock = ae(&pki, &in_cse, "Clock");
+    let stored = call(
+        &lock,
+        &in_cse,
+        "PUT",
+        "/cse-in/secureStorage/wifi",
+        "Clock",
+        Some(json!({"m2m:sdo": {"con": SECRET}})),
+    );
+    assert_eq!(stored.rsc, 2001);
+    let ri = stored.body["m2m:sdo"]["ri"].as_str().unwrap().to_string();
+    // The MN vouches for the From it relays, over its own association: no proof of the AE (an AE
+    // bound to its certificate is refused by the IN's identity check, 4106; one it may vouch for,
+    // as the administrator here, by the storage, 4103).
+    for path in [
+        "/~/id-in/cse-in/secureStorage/wifi".to_string(),
+        format!("/_/m2m.example.com/id-in/cse-in/secureStorage/{ri}"),
+        "/~/id-in/cse-in/secureStorage".to_string(),
+    ] {
+        for from in ["Clock", "/id-in/Clock", "CAdmin"] {
+            let (rsc, body) = retrieve(mn.url(), &path, from);
+            let want = if from == "CAdmin" { 4103 } else { 4106 };
+            assert_eq!(rsc, want, "{from} via the MN, {path}: {body}");
+            assert!(!body.to_string().contains(SECRET), "{body}");
+        }
+        let (rsc, _) = delete(mn.url(), &path, "Clock");
+        assert!(rsc >= 4000, "DELETE {path} via the MN: {rsc}");
+    }
+    let still = call(
+        &lock,
+        &in_cse,
+        "GET",
+        "/cse-in/secureStorage/wifi",
+        "Clock",
+        None,
+    );
+    assert_eq!(still.body["m2m:sdo"]["con"], SECRET);
+}

@@ -11,7 +11,8 @@
 //!   `CKA_ID`, sensitive: `C_GetAttributeValue` on `CKA_VALUE` is refused. OpenSSL must hold a
 //!   PSK during its handshake, so [`Pkcs11Token::psk`] wraps it under a fresh session key
 //!   (`CKM_AES_KEY_WRAP_PAD`), unwraps it in process memory and the [`Secret`] is zeroed when the
-//!   handshake drops it.
+//!   handshake drops it (a PSK bound to an entity is also read once at start for the CSE's own
+//!   coaps associations towards it: docs/SECURITY.md).
 //! - Derivation keys (`secret:<name>`, e.g. a MAF's master keys) can be made unextractable and
 //!   used through [`Pkcs11Token::hmac_sha256`] (`CKM_SHA256_HMAC`, inside the token).
 //!
@@ -173,6 +174,12 @@ pub struct Pkcs11Token {
     /// Where each PSK handed out was found (nothing secret): the next hand-out is one
     /// C_WrapKey.
     found: Mutex<std::collections::HashMap<String, Found>>,
+    /// The PSKs of the token as listed at open (label -> bound entity), kept as this process
+    /// changes them: a handshake naming any other identity costs the token nothing (no lookup
+    /// under the module's lock for an attacker's random identities), and the bindings are read
+    /// without asking the token again. PSKs another process adds are seen at the next start, as
+    /// the CSE's bindings are.
+    psks: Mutex<std::collections::BTreeMap<String, Option<String>>>,
     /// The loaded module (dropping the last handle would unload the library under the
     /// session) and its lock.
     module: Module,
@@ -305,12 +312,19 @@ impl Pkcs11Token {
             },
             kek: session_kek(&session)?,
             found: Mutex::default(),
+            psks: Mutex::default(),
             session: Mutex::new(session),
             module: module.clone(),
         };
         drop(_alone);
         // A token whose keys cannot be listed would open with no PSK bindings: refuse it now.
-        token.list()?;
+        let psks = token
+            .list()?
+            .into_iter()
+            .filter(|k| k.kind == KeyKind::Psk)
+            .map(|k| (k.label, k.entity))
+            .collect();
+        *token.psks() = psks;
         Ok(token)
     }
 
@@ -345,6 +359,12 @@ impl Pkcs11Token {
 
     fn found(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Found>> {
         self.found.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn psks(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Option<String>>> {
+        self.psks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The secret key `label`: its handle, bound entity (CKA_ID) and length.
@@ -443,7 +463,9 @@ impl Pkcs11Token {
             return Err(Pkcs11Error::Exists(label));
         }
         let entity = entry.entity_id.clone().unwrap_or_default().into_bytes();
-        store_secret(&session, &label, entity, entry.key.expose(), true)
+        store_secret(&session, &label, entity, entry.key.expose(), true)?;
+        self.psks().insert(label, entry.entity_id.clone());
+        Ok(())
     }
 
     /// Stores a named secret. `extractable` false: it never leaves the token and serves
@@ -535,6 +557,8 @@ impl Pkcs11Token {
                 .destroy_object(handle)
                 .map_err(token_err("destroying a key"))?;
         }
+        self.psks().remove(label);
+        self.found().remove(label);
         Ok(handles.len())
     }
 
@@ -852,6 +876,9 @@ impl SecureEnvironment for Pkcs11Token {
     fn psk(&self, kpsa_id: &str) -> Option<PskEntry> {
         let id = KpsaId::parse(kpsa_id).ok()?;
         let label = format!("{PSK_PREFIX}{}", id.canonical());
+        if !self.psks().contains_key(&label) {
+            return None;
+        }
         let entry = |found: &Found, key| PskEntry {
             entity_id: found.entity.clone(),
             kpsa_id: id.clone(),
@@ -883,20 +910,11 @@ impl SecureEnvironment for Pkcs11Token {
     }
 
     fn psk_entries(&self) -> Vec<(Option<String>, KpsaId)> {
-        // Read once at open already (a token that cannot list its keys does not open), so a
-        // failure here is the token's and is logged: the bindings would be missing.
-        let keys = match self.list() {
-            Ok(keys) => keys,
-            Err(e) => {
-                tracing::error!(target: "audit", environment = %self.name, error = %e, "the PSKs of the token cannot be listed");
-                Vec::new()
-            }
-        };
-        keys.into_iter()
-            .filter(|k| k.kind == KeyKind::Psk)
-            .filter_map(|k| {
-                let id = KpsaId::parse(k.label.strip_prefix(PSK_PREFIX)?).ok()?;
-                Some((k.entity, id))
+        self.psks()
+            .iter()
+            .filter_map(|(label, entity)| {
+                let id = KpsaId::parse(label.strip_prefix(PSK_PREFIX)?).ok()?;
+                Some((entity.clone(), id))
             })
             .collect()
     }
