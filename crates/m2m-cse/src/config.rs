@@ -529,6 +529,10 @@ pub struct SecuritySection {
     /// remote Kpsa rotation through the credentials mgmtObj; absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation_key: Option<PathBuf>,
+    /// Krot as a secret of the secure environments instead (`m2m keys token ... add-secret`):
+    /// in a PKCS#11 token the rotated Kpsa is derived inside it (HMAC-SHA-256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_secret: Option<String>,
     /// The Authorization Authorities whose `<role>` resources assign roles here, besides the
     /// administrator (TS-0003 clause 7.4), each with the namespace of its Role-IDs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -863,6 +867,16 @@ pub struct StorageSection {
     /// The audit trail (security events chained by hash); default `<path>/audit.log`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_trail: Option<PathBuf>,
+    /// The resource store encrypted at rest under a key the secure environment derives from this
+    /// secret (`m2m keys token ... generate-secret`, `m2m keys add-secret --generate`); a store
+    /// written in the clear is encrypted at the next start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_secret: Option<String>,
+    /// The secret the store was encrypted under before `encryption_secret` (key rotation): a
+    /// store that key opens is re-encrypted under the new one at start, or, without
+    /// `encryption_secret`, written back in the clear.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_encryption_secret: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -945,6 +959,8 @@ impl Default for StorageSection {
             path: PathBuf::from("./m2m-data"),
             sync: SyncMode::Normal,
             audit_trail: None,
+            encryption_secret: None,
+            previous_encryption_secret: None,
         }
     }
 }
@@ -1091,6 +1107,17 @@ impl Config {
         self.validate_key_services()?;
         self.validate_group_authentication()?;
         self.validate_esprim()?;
+        self.validate_storage_encryption()?;
+        if let Some(name) = &self.security.rotation_secret {
+            m2m_security::secure_environment::pkcs11::check_label(name).map_err(|_| {
+                anyhow::anyhow!(
+                    "security.rotation_secret: 1 to 64 letters, digits, '.', '_' or '-'"
+                )
+            })?;
+            if self.security.rotation_key.is_some() {
+                bail!("security: rotation_key and rotation_secret: give one");
+            }
+        }
         if let Some(s) = &self.secure_storage {
             if !(1..=1 << 20).contains(&s.max_object_bytes)
                 || s.max_objects_per_owner == 0
@@ -1103,6 +1130,30 @@ impl Config {
             })?;
         }
         self.validate_key_levels()
+    }
+
+    /// `[storage] encryption_secret` and `previous_encryption_secret`: secret names, not the same
+    /// (the previous alone turns encryption off).
+    fn validate_storage_encryption(&self) -> anyhow::Result<()> {
+        let s = &self.storage;
+        for (what, name) in [
+            ("encryption_secret", &s.encryption_secret),
+            ("previous_encryption_secret", &s.previous_encryption_secret),
+        ] {
+            if let Some(n) = name {
+                m2m_security::secure_environment::pkcs11::check_label(n).map_err(|_| {
+                    anyhow::anyhow!("storage.{what}: 1 to 64 letters, digits, '.', '_' or '-'")
+                })?;
+            }
+        }
+        match (&s.encryption_secret, &s.previous_encryption_secret) {
+            (Some(a), Some(b)) if a == b => {
+                bail!(
+                    "storage.previous_encryption_secret names the same secret as encryption_secret"
+                )
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A `pkcs11:` private key needs `[security.pkcs11]`; `[security] required_level` refuses

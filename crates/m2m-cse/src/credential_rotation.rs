@@ -19,6 +19,7 @@
 use m2m_core::{EntityId, Home, M2mError, M2mResult};
 use m2m_security::association::{Association, SaeMode};
 use m2m_security::credentials::{CredentialId, KpsaId, Secret};
+use m2m_security::secure_environment::SharedEnvironments;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,10 +27,37 @@ use std::sync::{Arc, Mutex};
 /// The purpose (`pur`) of a credentials object that carries a Kpsa.
 pub const PURPOSE: &str = "kpsa";
 
+/// Where the rotation key Krot is.
+enum Krot {
+    /// `rotation_key`: a key file, read into memory at start.
+    File(Secret),
+    /// `rotation_secret`: a secret of the secure environments, which compute the HMAC where it is
+    /// (inside a PKCS#11 token: Krot never enters the process).
+    Environment {
+        name: String,
+        environments: SharedEnvironments,
+    },
+}
+
+impl Krot {
+    /// The Kpsa of a rotated KpsaID ([`m2m_security::kdf::rotated_kpsa`]).
+    fn rotated_kpsa(&self, kpsa_id: &str, entity: &str) -> Option<Secret> {
+        match self {
+            Krot::File(krot) => Some(m2m_security::kdf::rotated_kpsa(krot, kpsa_id, entity)),
+            Krot::Environment { name, environments } => {
+                let input = m2m_security::kdf::rotated_kpsa_input(kpsa_id, entity);
+                environments
+                    .iter()
+                    .find_map(|se| se.derive_key(name, &input))
+            }
+        }
+    }
+}
+
 /// The rotation key and the rotations recorded so far.
 pub struct Rotation {
     /// `None`: rotation is not configured (any more); the table's retired IDs still hold.
-    krot: Option<Secret>,
+    krot: Option<Krot>,
     path: PathBuf,
     home: Home,
     state: Mutex<State>,
@@ -64,15 +92,39 @@ pub enum Lookup {
 }
 
 impl Rotation {
-    /// `[security] rotation_key` (32 bytes in hex, mode 0600) and the table in the storage
-    /// directory; the table alone (its retired IDs) when the key is no longer configured; none
-    /// without either.
-    pub fn from_config(cfg: &crate::Config, home: &Home) -> anyhow::Result<Option<Arc<Rotation>>> {
+    /// `[security] rotation_key` (32 bytes in hex, mode 0600) or `rotation_secret` (a secret of
+    /// `environments`) and the table in the storage directory; the table alone (its retired IDs)
+    /// when no key is configured any more; none without either.
+    pub fn from_config(
+        cfg: &crate::Config,
+        home: &Home,
+        environments: &SharedEnvironments,
+    ) -> anyhow::Result<Option<Arc<Rotation>>> {
         let path = cfg.storage.path.join("rotated-credentials.json");
-        let krot = match &cfg.security.rotation_key {
-            None if !path.exists() => return Ok(None),
-            None => None,
-            Some(key_path) => Some(read_krot(key_path)?),
+        let sec = &cfg.security;
+        let krot = match (&sec.rotation_key, &sec.rotation_secret) {
+            (None, None) if !path.exists() => return Ok(None),
+            (None, None) => None,
+            (Some(key_path), None) => Some(Krot::File(read_krot(key_path)?)),
+            (None, Some(name)) => {
+                // Held, and usable for HMAC where it is: asked once now, not at the first
+                // rotation.
+                if !environments
+                    .iter()
+                    .any(|se| se.derive_key(name, b"").is_some())
+                {
+                    anyhow::bail!(
+                        "security.rotation_secret: no secure environment holds the secret {name:?}"
+                    );
+                }
+                Some(Krot::Environment {
+                    name: name.clone(),
+                    environments: environments.clone(),
+                })
+            }
+            (Some(_), Some(_)) => {
+                anyhow::bail!("security: rotation_key and rotation_secret: give one")
+            }
         };
         let state = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
@@ -123,7 +175,10 @@ impl Rotation {
         ) else {
             return Lookup::Retired;
         };
-        let key = m2m_security::kdf::rotated_kpsa(krot, &row.kpsa_id, &row.entity);
+        let Some(key) = krot.rotated_kpsa(&row.kpsa_id, &row.entity) else {
+            // The secret is gone from the secure environment: nothing opens.
+            return Lookup::Retired;
+        };
         Lookup::Rotated(m2m_security::tls::PskKey {
             key: zeroize::Zeroizing::new(key.expose().to_vec()),
             association: Association {
@@ -295,7 +350,9 @@ mod tests {
             m2m_core::SpId::parse("m2m.example.com").unwrap(),
             m2m_core::CseId::parse("/id-in").unwrap(),
         );
-        let rotation = Rotation::from_config(&cfg, &home).unwrap().unwrap();
+        let rotation = Rotation::from_config(&cfg, &home, &Default::default())
+            .unwrap()
+            .unwrap();
         let entity = EntityId::parse("CLock", &home).unwrap();
         let configured = std::collections::HashSet::new();
         for id in ["AAAA@bsf.example.com", "0A0B@MEF.example.com"] {
@@ -317,5 +374,77 @@ mod tests {
                 &configured,
             )
             .unwrap();
+    }
+
+    /// Krot as a secret of the secure environment (`rotation_secret`, derived where it is kept)
+    /// gives the same rotated Kpsa as Krot in a file; a secret nobody holds stops the start.
+    #[test]
+    fn krot_in_a_secure_environment_derives_what_krot_in_a_file_does() {
+        use m2m_security::secure_environment::{
+            create_key_file, KeySource, SecureEnvironment, SoftwareKeystore,
+        };
+        use std::os::unix::fs::PermissionsExt;
+        let home = Home::cse(
+            m2m_core::SpId::parse("m2m.example.com").unwrap(),
+            m2m_core::CseId::parse("/id-in").unwrap(),
+        );
+        let krot_hex = "5c".repeat(32);
+        let rotated_key = |storage: &str, environments: &SharedEnvironments| {
+            let dir = tempfile::tempdir().unwrap();
+            let key = dir.path().join("krot.key");
+            std::fs::write(&key, &krot_hex).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let cfg = crate::Config::from_toml(&format!(
+                "[storage]\npath = {:?}\n[security]\n{}\n",
+                dir.path().display().to_string(),
+                storage.replace("KEYFILE", &key.display().to_string()),
+            ))
+            .unwrap();
+            let rotation = match Rotation::from_config(&cfg, &home, environments) {
+                Ok(r) => r.unwrap(),
+                Err(e) => return Err(e.to_string()),
+            };
+            let entity = EntityId::parse("CLock", &home).unwrap();
+            let new = KpsaId::parse("lock-2@in.m2m.example.com").unwrap();
+            rotation
+                .prepare(
+                    &new,
+                    &entity,
+                    vec!["lock-1@in.m2m.example.com".into()],
+                    &Default::default(),
+                )
+                .unwrap();
+            Ok(match rotation.lookup("lock-2@in.m2m.example.com") {
+                Lookup::Rotated(k) => Some(k.key.to_vec()),
+                _ => None,
+            })
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (ks_path, kf) = (dir.path().join("ks"), dir.path().join("ks.key"));
+        create_key_file(&kf).unwrap();
+        let mut ks = SoftwareKeystore::create(&ks_path, KeySource::KeyFile(kf)).unwrap();
+        ks.set_secret("krot", Secret::from_hex(&krot_hex).unwrap())
+            .unwrap();
+        let environments: SharedEnvironments =
+            vec![Box::new(ks) as Box<dyn SecureEnvironment>].into();
+
+        let from_file = rotated_key("rotation_key = \"KEYFILE\"", &Default::default())
+            .unwrap()
+            .unwrap();
+        let from_environment = rotated_key("rotation_secret = \"krot\"", &environments)
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_file, from_environment);
+        assert_eq!(
+            from_file,
+            m2m_security::kdf::rotated_kpsa(
+                &Secret::from_hex(&krot_hex).unwrap(),
+                "lock-2@in.m2m.example.com",
+                "/id-in/CLock"
+            )
+            .expose()
+        );
+        let e = rotated_key("rotation_secret = \"nobody\"", &environments).unwrap_err();
+        assert!(e.contains("no secure environment holds the secret"), "{e}");
     }
 }

@@ -12,7 +12,7 @@ use m2m_core::{
 };
 use m2m_security::association::{Association, SaeMode};
 use m2m_security::credentials::{CredentialId, KpsaId};
-use m2m_security::secure_environment::SecureEnvironment;
+use m2m_security::secure_environment::{SecureEnvironment, SharedEnvironments};
 use openssl::ssl::SslContext;
 use serde_json::{json, Map, Value};
 use std::future::Future;
@@ -41,10 +41,12 @@ pub struct Cse {
     certificate: Option<SslContext>,
     /// The same certificate as a DTLS client (`coaps` points of access).
     dtls_certificate: Option<SslContext>,
-    /// The KpsaID and key of the PSK row bound to each entity: the association of TS-0003 clause
-    /// 8.2.2.1 opened by the CSE towards a `coaps` point of access (only the entity, or this CSE,
-    /// knows the key).
-    entity_psk: std::collections::HashMap<EntityId, (KpsaId, m2m_security::credentials::Secret)>,
+    /// The KpsaID of the PSK bound to each entity: the association of TS-0003 clause 8.2.2.1
+    /// opened by the CSE towards a `coaps` point of access (only the entity, or this CSE, knows
+    /// the key). The key is asked of the secure environments at each handshake.
+    entity_psk: std::collections::HashMap<EntityId, KpsaId>,
+    /// The secure environments (shared with the TLS listener's psk table).
+    environments: SharedEnvironments,
     /// Retargeting down to a registree CSE over https: one client per CSE-ID that requires the
     /// peer's certificate to name that CSE (`<cse-id>.<sp>`), whatever address its poa holds.
     registree_clients: std::sync::Mutex<std::collections::HashMap<String, m2m_client::Client>>,
@@ -118,10 +120,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 impl Cse {
     /// Opens the store and makes sure the CSEBase exists and reflects the configuration; the keys
     /// the configuration names are taken from `environments` (opened once by the caller).
-    pub fn open(
-        cfg: Config,
-        environments: &[Box<dyn SecureEnvironment>],
-    ) -> anyhow::Result<Arc<Self>> {
+    pub fn open(cfg: Config, environments: &SharedEnvironments) -> anyhow::Result<Arc<Self>> {
         let id = cfg.identity()?;
         crate::roles::check_config(&cfg, &id.home)?;
         for path in &cfg.flex_container.specializations {
@@ -132,7 +131,11 @@ impl Cse {
                 anyhow::anyhow!("flex_container.specializations: {}: {e}", path.display())
             })?;
         }
-        let store = Store::open(&cfg.storage.path, cfg.storage.sync)?;
+        let store = Store::open_at_rest(
+            &cfg.storage.path,
+            cfg.storage.sync,
+            store_keys(&cfg.storage, environments)?,
+        )?;
         // One list for the listeners and the clients: one file watch, one parsed copy.
         let revocation = match &cfg.tls {
             Some(t) => t.revocation_list()?,
@@ -156,7 +159,8 @@ impl Cse {
             maf.as_ref(),
             revocation.clone(),
         )?;
-        let rotation = crate::credential_rotation::Rotation::from_config(&cfg, &id.home)?;
+        let rotation =
+            crate::credential_rotation::Rotation::from_config(&cfg, &id.home, environments)?;
         let (bound_kpsa, configured_kpsa) = all_kpsa_rows(&id.home, environments);
         let dynamic_authorization = crate::dynamic_authorization::Consultations::from_config(
             &cfg,
@@ -179,7 +183,7 @@ impl Cse {
         )?
         .map(Arc::new);
         let bound = bound_rows(&id, environments)?;
-        let entity_psk = entity_psk_rows(&bound, environments);
+        let entity_psk = bound.iter().cloned().collect();
         let bound_credentials = bound
             .iter()
             .map(|(e, k)| (e.clone(), CredentialId::for_kpsa(k).to_string()))
@@ -220,6 +224,7 @@ impl Cse {
             certificate,
             dtls_certificate,
             entity_psk,
+            environments: environments.clone(),
             registree_clients: Default::default(),
             notifier: Notifier::default(),
             polling: Default::default(),
@@ -481,7 +486,7 @@ impl Cse {
         // Over coaps the entity's own PSK row when it has one (a constrained device often has
         // nothing else), else its certificate.
         let dtls = match (psk, &self.dtls_certificate) {
-            (Some((kpsa_id, key)), _) => match psk_dtls_context(kpsa_id, key) {
+            (Some(kpsa_id), _) => match psk_dtls_context(kpsa_id, &self.environments) {
                 Ok(context) => Some((context, m2m_client::PeerPolicy::PreSharedKey)),
                 Err(e) => {
                     tracing::warn!(entity = %entity, "no DTLS-PSK context: {e}");
@@ -813,7 +818,7 @@ fn outgoing_clients(
     cfg: &Config,
     certificate: Option<SslContext>,
     dtls_certificate: Option<SslContext>,
-    environments: &[Box<dyn SecureEnvironment>],
+    environments: &SharedEnvironments,
 ) -> anyhow::Result<(m2m_client::Client, m2m_client::Client)> {
     let mut base = m2m_client::Client::new().with_timeout(std::time::Duration::from_millis(
         cfg.limits.outgoing_timeout_ms,
@@ -833,26 +838,24 @@ fn outgoing_clients(
 }
 
 /// The registrar's client over TLS-PSK (the outer association of group authentication, seeds/001
-/// clause 8.2.1): the key is this CSE's own PSK row for `identity` (Kpsami).
+/// clause 8.2.1): the key is this CSE's own PSK for `identity` (Kpsami), asked of the secure
+/// environments at each handshake.
 fn registrar_psk_client(
     cfg: &Config,
-    environments: &[Box<dyn SecureEnvironment>],
+    environments: &SharedEnvironments,
     identity: &str,
 ) -> anyhow::Result<m2m_client::Client> {
-    let entry = environments
-        .iter()
-        .find_map(|se| se.psk(identity))
-        .ok_or_else(|| {
-            anyhow::anyhow!("registrar.psk_identity '{identity}' has no PSK row in [security]")
-        })?;
+    if !m2m_security::secure_environment::holds_psk(environments, identity) {
+        anyhow::bail!("registrar.psk_identity '{identity}' has no PSK row in [security]");
+    }
     let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
         cipher_suites: m2m_security::tls::PSK_SUITES
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        psk: Some((
-            identity.to_owned(),
-            zeroize::Zeroizing::new(entry.key.expose().to_vec()),
+        psk_source: Some(m2m_security::secure_environment::psk_source(
+            environments,
+            identity,
         )),
         ..Default::default()
     })
@@ -889,6 +892,7 @@ fn certificate_context(
             .collect(),
         tls13: tls.tls13 && !dtls,
         psk: None,
+        psk_source: None,
         certificate_chain: tls.certificate.clone(),
         private_key: tls.private_key.clone(),
         trusted_ca: tls.trusted_ca.clone(),
@@ -977,28 +981,43 @@ fn fqdn_form(ae: &EntityId) -> String {
     segments.join(".")
 }
 
-/// The KpsaID and key of the PSK row that binds each entity, for the DTLS-PSK association the
-/// CSE opens towards it (a `coaps` point of access); the context is made at first use.
-fn entity_psk_rows(
-    bound: &[(EntityId, KpsaId)],
-    environments: &[Box<dyn SecureEnvironment>],
-) -> std::collections::HashMap<EntityId, (KpsaId, m2m_security::credentials::Secret)> {
-    bound
-        .iter()
-        .filter_map(|(entity, kpsa_id)| {
-            let entry = environments
-                .iter()
-                .find_map(|se| se.psk(&kpsa_id.to_string()))?;
-            Some((entity.clone(), (kpsa_id.clone(), entry.key)))
-        })
-        .collect()
-}
-
 /// Every configured KpsaID by the entity its row binds, and all of them (canonical forms).
 type KpsaRows = (
     std::collections::HashMap<EntityId, Vec<String>>,
     std::collections::HashSet<String>,
 );
+
+/// The keys of `[storage] encryption_secret` and `previous_encryption_secret`, derived by the
+/// first secure environment holding each secret (inside the token for a PKCS#11 one).
+fn store_keys(
+    storage: &crate::config::StorageSection,
+    environments: &[Box<dyn SecureEnvironment>],
+) -> anyhow::Result<crate::store::AtRest> {
+    use crate::store::encryption::{StoreKey, KEY_INFO};
+    let derive = |what: &str, name: &Option<String>| -> anyhow::Result<Option<StoreKey>> {
+        let Some(name) = name else { return Ok(None) };
+        let derived = environments
+            .iter()
+            .find_map(|se| se.derive_key(name, KEY_INFO))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "storage.{what}: no secure environment holds the secret {name:?} (make it \
+                     with `m2m keys token ... generate-secret --name {name}` or \
+                     `m2m keys add-secret --generate --name {name}`)"
+                )
+            })?;
+        StoreKey::new(&derived)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("storage.{what}: {e}"))
+    };
+    Ok(crate::store::AtRest {
+        key: derive("encryption_secret", &storage.encryption_secret)?,
+        previous: derive(
+            "previous_encryption_secret",
+            &storage.previous_encryption_secret,
+        )?,
+    })
+}
 
 fn all_kpsa_rows(home: &m2m_core::Home, environments: &[Box<dyn SecureEnvironment>]) -> KpsaRows {
     let mut bound: std::collections::HashMap<EntityId, Vec<String>> = Default::default();
@@ -1018,16 +1037,16 @@ fn all_kpsa_rows(home: &m2m_core::Home, environments: &[Box<dyn SecureEnvironmen
 /// A DTLS-PSK client context with one row's KpsaID and key.
 fn psk_dtls_context(
     kpsa_id: &KpsaId,
-    key: &m2m_security::credentials::Secret,
+    environments: &SharedEnvironments,
 ) -> Result<SslContext, String> {
     m2m_security::tls::dtls_client_context(&m2m_security::tls::ClientTlsConfig {
         cipher_suites: m2m_security::tls::PSK_SUITES
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        psk: Some((
-            kpsa_id.to_string(),
-            zeroize::Zeroizing::new(key.expose().to_vec()),
+        psk_source: Some(m2m_security::secure_environment::psk_source(
+            environments,
+            &kpsa_id.to_string(),
         )),
         ..Default::default()
     })

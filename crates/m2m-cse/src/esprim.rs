@@ -205,7 +205,10 @@ fn key_of(
             .iter()
             .find_map(|se| se.secret(name))
             .ok_or_else(|| {
-                anyhow::anyhow!("esprim key {kid}: no secret '{name}' in the [security] keystore")
+                anyhow::anyhow!(
+                    "esprim key {kid}: no secure environment holds the secret '{name}' \
+                     (in a token: imported with --extractable)"
+                )
             })?,
         (None, None, None) => anyhow::bail!("esprim key {kid}: no key given"),
     };

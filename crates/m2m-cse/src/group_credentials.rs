@@ -469,7 +469,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();
         cfg.storage.path = dir.path().join("db");
-        let cse = Cse::open(cfg, &[]).unwrap();
+        let cse = Cse::open(cfg, &Default::default()).unwrap();
         let me = cse.id.cse_id.sp_relative();
         let sp = cse.id.sp_id.to_string();
         for form in [

@@ -3,6 +3,38 @@
 //!
 //! A request travels: binding (`http_server`, `coap_server`, `mqtt_binding`) → [`Cse::handle`] → target resolution (`resolve`) →
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
+//!
+//! # Clause index
+//!
+//! | clause | module |
+//! |---|---|
+//! | TS-0001 7.2, TS-0004 7.3.2: target resolution | `resolve` |
+//! | TS-0001 9.6.1.3: expirationTime | `expiry` |
+//! | TS-0001 10.2.2.4: CSE registration | `registration` |
+//! | TS-0001 10.2.6, TS-0004 7.3.3.17: discovery | `discovery`, `search_threads`, `store::scan` |
+//! | TS-0001 9.6.13, TS-0004 7.4.13: `<group>` | `group`, `resources::group` |
+//! | TS-0001 9.6.44, 10.2.7.13: multicast fan-out | `multicast` |
+//! | TS-0004 7.3.2.1: checks of a request primitive | `validity`, `impersonation` |
+//! | TS-0004 7.3.2.6: retargeting | `routing` |
+//! | TS-0004 7.3.3: CREATE/RETRIEVE/UPDATE/DELETE/NOTIFY | `dispatcher` |
+//! | TS-0004 7.4: each resource type | `resources::*` (one module per type) |
+//! | TS-0004 7.5.1.2.2 to 7.5.1.2.4: notifications | `notification` |
+//! | TS-0003 7.1, TS-0004 7.3.3.15: access decision | `access` |
+//! | TS-0003 7.2.1: impersonation check | `impersonation` |
+//! | TS-0003 7.3.2.2: dynamic authorization | `dynamic_authorization` |
+//! | TS-0003 7.4.3: role-based access control | `roles` |
+//! | TS-0003 8.2: security associations | `association` |
+//! | TS-0003 8.2.2.3: MAF-based keys | `maf_keys` |
+//! | TS-0003 8.3: MEF and GBA provisioned keys | `provisioned_keys` |
+//! | TS-0003 8.4, TS-0004 7.6.2: ESPrim | `esprim` |
+//! | TS-0003 8.7: ESCertKE | `escertke` |
+//! | TS-0008 (CoAP), TS-0009 (HTTP), TS-0010 (MQTT), TS-0020 (WebSocket) | `coap_server`, `http_server`, `mqtt_binding` and `mqtt_broker`, `websocket_server` |
+//! | TS-0019: Upper Tester | `upper_tester` |
+//! | seeds/001 5.1: group credentials | `group_credentials` |
+//! | seeds/001 8.2.1: group authentication | `group_authentication` |
+//! | seeds/001 Annex A, seeds/002 6.3.5: the store encrypted at rest | `store::encryption` |
+//! | seeds/002 6.3.5.2: secure storage | `secure_storage` |
+//! | seeds/002 security administration: Kpsa rotation | `credential_rotation` |
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +80,7 @@ pub(crate) mod websocket_server;
 pub use config::{Config, Role};
 pub use cse::{Cse, Peer};
 
+use m2m_security::secure_environment::SharedEnvironments;
 use std::sync::Arc;
 
 /// A running CSE: its listeners are bound and its background tasks started. Dropping it stops
@@ -81,7 +114,7 @@ impl Running {
 /// configured, first match wins, then the keys the MAF distributes. KpsaIDs are compared as [`KpsaId`]s everywhere (the FQDN without
 /// case), so a group member's KsxId in other letter case is still the group member's.
 struct SecureEnvironmentPsk {
-    environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
+    environments: SharedEnvironments,
     home: m2m_core::Home,
     /// MAF-distributed keys, asked for when no environment knows the identity.
     maf: Option<Arc<maf_keys::MafKeys>>,
@@ -180,7 +213,7 @@ impl SecureEnvironmentPsk {
 /// The TLS listener's psk lookup table: the secure environments (opened once, at start) with
 /// the CSE's group keys and MAF; `None` when nothing could answer a psk_identity.
 fn psk_table(
-    environments: Vec<Box<dyn m2m_security::secure_environment::SecureEnvironment>>,
+    environments: SharedEnvironments,
     cse: &Cse,
 ) -> Option<Arc<dyn m2m_security::tls::PskLookup>> {
     if environments.is_empty()
@@ -296,7 +329,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let explicit_url = cfg.http.public_url.clone();
     // The keystore is opened (and its passphrase stretched) once: the CSE takes what it needs
     // from it, the TLS listener keeps it for the psk lookups.
-    let environments = secure_environments(&cfg)?;
+    let environments: SharedEnvironments = secure_environments(&cfg)?.into();
     let cse = Cse::open(cfg, &environments)?;
     let limits = cse.config().transport_limits();
     let binder = Arc::new(http_server::CseBinder {
@@ -568,7 +601,7 @@ mod tests {
         .unwrap()
         .map(Arc::new);
         let table = SecureEnvironmentPsk {
-            environments,
+            environments: environments.into(),
             home,
             maf: None,
             gba: None,

@@ -21,7 +21,6 @@ use m2m_transport::mqtt::{self, Message, Publisher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use zeroize::Zeroizing;
 
 /// Requests over MQTT handled at once; more wait for a place (the server holds them meanwhile).
 const MAX_IN_FLIGHT: usize = 64;
@@ -35,7 +34,8 @@ fn max_packet(cse: &Cse) -> usize {
 pub(crate) struct Binding {
     url: m2m_core::mqtt_binding::MqttUrl,
     identity: String,
-    key: Zeroizing<Vec<u8>>,
+    /// This CSE's key at the server, asked of the secure environments at each connection.
+    key: m2m_security::tls::PskSource,
     keep_alive: Duration,
     /// The psk lookup table (set at start, once the listeners have theirs).
     pub(crate) psk: Option<Arc<dyn PskLookup>>,
@@ -59,28 +59,26 @@ impl Binding {
     /// when it has none).
     pub(crate) fn from_config(
         cse: &Cse,
-        environments: &[Box<dyn m2m_security::secure_environment::SecureEnvironment>],
+        environments: &m2m_security::secure_environment::SharedEnvironments,
     ) -> anyhow::Result<Option<Binding>> {
+        use m2m_security::secure_environment::{holds_psk, psk_source};
         let Some(mqtt) = &cse.config().mqtt else {
             return Ok(None);
         };
         let url = mqtt.url()?;
-        let entry = environments
-            .iter()
-            .find_map(|se| se.psk(&mqtt.psk_identity))
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "mqtt.psk_identity '{}' has no PSK row in [security]",
-                    mqtt.psk_identity
-                )
-            })?;
+        if !holds_psk(environments, &mqtt.psk_identity) {
+            anyhow::bail!(
+                "mqtt.psk_identity '{}' has no PSK row in [security]",
+                mqtt.psk_identity
+            );
+        }
         let own = KpsaId::parse(&mqtt.psk_identity).ok();
         let rows =
             crate::mqtt_broker::rows(environments, &cse.id.home, &|k| Some(k) == own.as_ref());
         Ok(Some(Binding {
             url,
             identity: mqtt.psk_identity.clone(),
-            key: Zeroizing::new(entry.key.expose().to_vec()),
+            key: psk_source(environments, &mqtt.psk_identity),
             keep_alive: Duration::from_secs(mqtt.keep_alive_seconds),
             psk: None,
             acl: AclFile::new(mqtt, rows),
@@ -151,7 +149,7 @@ async fn connect(
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        psk: Some((b.identity.clone(), b.key.clone())),
+        psk_source: Some(b.key.clone()),
         ..Default::default()
     })?;
     let timeout = Duration::from_millis(cse.config().limits.outgoing_timeout_ms);

@@ -100,7 +100,9 @@ impl Tree {
             .enable_all()
             .build()
             .unwrap();
-        let cse = rt.block_on(async { Cse::open(cfg, &[]) }).unwrap();
+        let cse = rt
+            .block_on(async { Cse::open(cfg, &Default::default()) })
+            .unwrap();
         let mut t = Tree {
             cse,
             rt,
@@ -493,7 +495,9 @@ fn the_time_budget_cuts_a_discovery_short() {
         .enable_all()
         .build()
         .unwrap();
-    let cse = rt.block_on(async { Cse::open(cfg, &[]) }).unwrap();
+    let cse = rt
+        .block_on(async { Cse::open(cfg, &Default::default()) })
+        .unwrap();
     let mut t = Tree {
         cse,
         rt,

@@ -60,7 +60,7 @@ impl Setup {
         ];
         let env: Vec<Box<dyn SecureEnvironment>> =
             vec![Box::new(PlainPskTable::new("test", rows).unwrap())];
-        let cse = Cse::open(cfg, &env).unwrap();
+        let cse = Cse::open(cfg, &env.into()).unwrap();
         let home = cse.identity().home.clone();
         let s = Setup {
             cse,

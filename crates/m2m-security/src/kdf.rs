@@ -139,17 +139,21 @@ pub const ROTATED_KPSA_LABEL: &str = "oneM2M Kpsa rotation";
 /// identifiers NFKC-normalized. Krot is the rotation key the administrator and the CSE share;
 /// someone holding only the old Kpsa learns nothing of the new one.
 pub fn rotated_kpsa(krot: &Secret, kpsa_id: &str, entity: &str) -> Secret {
+    hmac_sha256(krot.expose(), &[&rotated_kpsa_input(kpsa_id, entity)])
+}
+
+/// What [`rotated_kpsa`] MACs under Krot: label || 0x00 || KpsaID || 0x00 || entity (NFKC), for a
+/// secure environment that computes the HMAC where Krot is (a token: `derive_key`).
+pub fn rotated_kpsa_input(kpsa_id: &str, entity: &str) -> Vec<u8> {
     let (id, entity) = (normalize_id(kpsa_id), normalize_id(entity));
-    hmac_sha256(
-        krot.expose(),
-        &[
-            ROTATED_KPSA_LABEL.as_bytes(),
-            &[0],
-            id.as_bytes(),
-            &[0],
-            entity.as_bytes(),
-        ],
-    )
+    [
+        ROTATED_KPSA_LABEL.as_bytes(),
+        &[0],
+        id.as_bytes(),
+        &[0],
+        entity.as_bytes(),
+    ]
+    .concat()
 }
 
 /// HMAC-SHA-256(Ke, "oneM2M Enrolment Key to Usage-Constrained Symmetric Key derivation" || SUID ||

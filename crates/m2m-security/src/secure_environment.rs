@@ -56,6 +56,36 @@ pub trait SecureEnvironment: Send + Sync {
     }
 }
 
+/// The secure environments of a process, opened once and shared by whoever asks them for keys
+/// while handshakes run: a TLS listener's psk table, the PSK clients of the process itself.
+pub type SharedEnvironments = std::sync::Arc<[Box<dyn SecureEnvironment>]>;
+
+/// A client PSK the first of `environments` holding `identity` hands out at each handshake (for
+/// a token: unwrapped for that handshake, zeroed after), never kept by the TLS context.
+pub fn psk_source(environments: &SharedEnvironments, identity: &str) -> crate::tls::PskSource {
+    let environments = environments.clone();
+    let lookup = identity.to_owned();
+    crate::tls::PskSource {
+        identity: identity.to_owned(),
+        key: std::sync::Arc::new(move || {
+            environments
+                .iter()
+                .find_map(|se| se.psk(&lookup))
+                .map(|e| Zeroizing::new(e.key.expose().to_vec()))
+        }),
+    }
+}
+
+/// Whether one of `environments` holds a PSK for the KpsaID `identity`, asked without handing
+/// the key out.
+pub fn holds_psk(environments: &[Box<dyn SecureEnvironment>], identity: &str) -> bool {
+    KpsaId::parse(identity).is_ok_and(|id| {
+        environments
+            .iter()
+            .any(|se| se.psk_entries().iter().any(|(_, k)| *k == id))
+    })
+}
+
 /// The Security Level of a Secure Environment (seeds/002 clause 6.4.1: "Each Secure Environment
 /// shall be associated with one certain Security Level depending on the particular
 /// implementation of the SE"), from weakest to strongest; configuration can require a minimum.

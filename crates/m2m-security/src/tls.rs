@@ -505,14 +505,27 @@ pub fn psk_was_used(ssl: &SslRef) -> bool {
     }
 }
 
+/// A client's PSK fetched at each handshake: a key kept in a PKCS#11 token is unwrapped for that
+/// handshake only and zeroed once OpenSSL has copied it, instead of living in the context for as
+/// long as the context does.
+#[derive(Clone)]
+pub struct PskSource {
+    /// The psk_identity sent.
+    pub identity: String,
+    /// The key; None fails the handshake (the key is gone from the secure environment).
+    pub key: Arc<dyn Fn() -> Option<Zeroizing<Vec<u8>>> + Send + Sync>,
+}
+
 /// What a client presents and trusts.
 #[derive(Clone, Default)]
 pub struct ClientTlsConfig {
     /// Cipher suites (OpenSSL names); empty: every profile suite the credentials allow.
     pub cipher_suites: Vec<String>,
     pub tls13: bool,
-    /// TLS-PSK: psk_identity (KpsaID, KmID, KcID) and key.
+    /// TLS-PSK: psk_identity (KpsaID, KmID, KcID) and key, held by the context.
     pub psk: Option<(String, Zeroizing<Vec<u8>>)>,
+    /// TLS-PSK with the key asked for at each handshake instead (not with `psk`).
+    pub psk_source: Option<PskSource>,
     /// Client certificate chain (PEM, leaf first) and key.
     pub certificate_chain: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
@@ -574,7 +587,7 @@ fn client_context_for(cfg: &ClientTlsConfig, proto: Proto) -> Result<SslContext,
         .into_iter()
         .filter(|s| {
             if PSK_SUITES.contains(s) {
-                cfg.psk.is_some()
+                cfg.psk.is_some() || cfg.psk_source.is_some()
             } else {
                 cfg.trusted_ca.is_some()
             }
@@ -584,6 +597,9 @@ fn client_context_for(cfg: &ClientTlsConfig, proto: Proto) -> Result<SslContext,
         return Err(
             "no usable cipher suite: PSK suites need a key, certificate suites a trusted CA".into(),
         );
+    }
+    if cfg.psk.is_some() && cfg.psk_source.is_some() {
+        return Err("a PSK and a PSK source: give one".into());
     }
     let method = match proto {
         Proto::Tls { .. } => SslMethod::tls_client(),
@@ -612,18 +628,42 @@ fn client_context_for(cfg: &ClientTlsConfig, proto: Proto) -> Result<SslContext,
         let identity = identity.clone();
         let key = key.clone();
         b.set_psk_client_callback(move |_ssl, _hint, identity_out, psk_out| {
-            let id = identity.as_bytes();
-            // The identity is written NUL-terminated.
-            if id.len() + 1 > identity_out.len() || key.len() > psk_out.len() {
+            Ok(write_client_psk(&identity, &key, identity_out, psk_out))
+        });
+    }
+    if let Some(source) = cfg.psk_source.clone() {
+        b.set_psk_client_callback(move |_ssl, _hint, identity_out, psk_out| {
+            // Dropped (zeroed) when the callback returns: OpenSSL has its copy.
+            let Some(key) = (source.key)() else {
                 return Ok(0);
-            }
-            identity_out[..id.len()].copy_from_slice(id);
-            identity_out[id.len()] = 0;
-            psk_out[..key.len()].copy_from_slice(&key);
-            Ok(key.len())
+            };
+            Ok(write_client_psk(
+                &source.identity,
+                &key,
+                identity_out,
+                psk_out,
+            ))
         });
     }
     Ok(b.build())
+}
+
+/// Writes a client's psk_identity (NUL-terminated) and key where OpenSSL wants them; the key's
+/// length, or 0 (no PSK: the handshake fails) when either does not fit.
+fn write_client_psk(
+    identity: &str,
+    key: &[u8],
+    identity_out: &mut [u8],
+    psk_out: &mut [u8],
+) -> usize {
+    let id = identity.as_bytes();
+    if id.len() + 1 > identity_out.len() || key.len() > psk_out.len() {
+        return 0;
+    }
+    identity_out[..id.len()].copy_from_slice(id);
+    identity_out[id.len()] = 0;
+    psk_out[..key.len()].copy_from_slice(key);
+    key.len()
 }
 
 /// A short reason for a failed handshake: OpenSSL's reason strings (they carry no key

@@ -104,6 +104,16 @@ mode = "none"
 # ... and, in mode gba, the CSE's NAF FQDN, its CSE-ID's public domain name.
 # naf_fqdn = "id-in.m2m.example.com"
 
+# certificate with the private key in a PKCS#11 token (generated there, never leaving it:
+# `m2m keys token ... generate-key`, `m2m pki issue --public-key`): private_key is its URI,
+# private_key = "pkcs11:token=m2m;object=my-ae;type=private", and the token is named here
+# (OpenSSL's PKCS#11 provider signs the handshakes inside it; docs/SECURITY.md).
+# [security.pkcs11]
+# module = "/usr/lib/softhsm/libsofthsm2.so"  # the token vendor's PKCS#11 library
+# token = "m2m"  # the token's label
+# pin_file = "pki/token.pin"  # the user PIN (mode 0600)
+# # provider = "/usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so"  # OpenSSL's PKCS#11 provider (Debian's pkcs11-provider)
+
 # A notification receiver at the AE's pointOfAccess; without this table the AE receives nothing
 # (requestReachability false). Each notification is one JSON line on stdout.
 # [notifications]
@@ -218,6 +228,8 @@ struct SecurityFile {
     key_file: Option<PathBuf>,
     certificate: Option<PathBuf>,
     private_key: Option<PathBuf>,
+    /// The token a `pkcs11:` private_key is in (OpenSSL's PKCS#11 provider signs there).
+    pkcs11: Option<m2m_cse::config::Pkcs11Section>,
     maf_url: Option<String>,
     maf_fqdn: Option<String>,
     target_cse: Option<String>,
@@ -647,11 +659,7 @@ fn sae_mode(s: SecurityFile, resolve: &dyn Fn(PathBuf) -> PathBuf) -> anyhow::Re
                     .clone()
                     .ok_or_else(|| anyhow!("[security] mode certificate needs certificate"))?,
             ),
-            private_key: resolve(
-                s.private_key
-                    .clone()
-                    .ok_or_else(|| anyhow!("[security] mode certificate needs private_key"))?,
-            ),
+            private_key: private_key(&s, resolve)?,
         },
         ModeName::Maf => {
             let credential = if s.mef_url.is_some() {
@@ -679,6 +687,24 @@ fn sae_mode(s: SecurityFile, resolve: &dyn Fn(PathBuf) -> PathBuf) -> anyhow::Re
             target: sp_relative_cse(&need(s.target_cse.clone(), "target_cse")?)?,
         }),
     })
+}
+
+/// `private_key`: a PEM file, or a key in a PKCS#11 token named by its `pkcs11:` URI (no path to
+/// resolve), which needs the token in `[security.pkcs11]`.
+fn private_key(s: &SecurityFile, resolve: &dyn Fn(PathBuf) -> PathBuf) -> anyhow::Result<PathBuf> {
+    use m2m_security::secure_environment::pkcs11;
+    let key = s
+        .private_key
+        .clone()
+        .ok_or_else(|| anyhow!("[security] mode certificate needs private_key"))?;
+    if !pkcs11::is_key_uri(&key) {
+        return Ok(resolve(key));
+    }
+    let Some(token) = &s.pkcs11 else {
+        bail!("[security] private_key names a key in a token (pkcs11:): configure the token in [security.pkcs11]");
+    };
+    pkcs11::check_token_label(&token.token).map_err(|e| anyhow!("[security.pkcs11] token: {e}"))?;
+    Ok(key)
 }
 
 /// The device of `usim`, `ub_url` and `bsf_fqdn`, when `usim` is set.
@@ -785,6 +811,10 @@ mod tests {
             ("ae", field_names::<AeFile>()),
             ("cse", field_names::<CseFile>()),
             ("security", field_names::<SecurityFile>()),
+            (
+                "security.pkcs11",
+                field_names::<m2m_cse::config::Pkcs11Section>(),
+            ),
             ("notifications", field_names::<Notifications>()),
             ("create", field_names::<CreateFile>()),
             ("subscribe", field_names::<Subscribe>()),

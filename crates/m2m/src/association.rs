@@ -325,6 +325,7 @@ impl SaeMode {
             },
             tls13: false,
             psk: psk.as_ref().map(|p| (p.identity.clone(), p.key.clone())),
+            psk_source: None,
             certificate_chain,
             private_key,
             trusted_ca: peer.trusted_ca.clone(),

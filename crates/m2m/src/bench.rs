@@ -97,6 +97,10 @@ pub struct BenchArgs {
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The spawned CSE's resource store encrypted at rest (`[storage] encryption_secret`, a
+    /// fresh secret in a keystore of its temporary directory).
+    #[arg(long, conflicts_with = "url")]
+    pub encrypted_store: bool,
 }
 
 /// Parses `10s`, `500ms`, `1m`, `2.5s`, or a plain number of seconds.
@@ -499,6 +503,16 @@ impl StorageStats {
     }
 }
 
+/// Whether the `resources.db` in `storage` is encrypted: a database SQLite wrote in the clear
+/// starts with its magic string, an SQLCipher one with a random salt.
+fn store_is_encrypted(storage: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(storage.join("resources.db"))
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head != b"SQLite format 3\0")
+}
+
 /// The sizes of `resources.db` and `resources.db-wal` in `storage` (0 for a missing file).
 fn storage_sizes(storage: &Path) -> (u64, u64) {
     let size = |name: &str| {
@@ -525,6 +539,25 @@ fn cse_config(storage: &Path) -> String {
     )
 }
 
+/// What [`cse_config`] needs to encrypt the store: a keystore in `dir` (its key file beside it)
+/// holding a fresh secret `store-key`, and the lines naming them.
+fn encrypted_store_config(dir: &Path) -> anyhow::Result<String> {
+    use m2m_security::credentials::Secret;
+    use m2m_security::secure_environment::{create_key_file, KeySource, SoftwareKeystore};
+    let (keystore, key_file) = (dir.join("bench.keystore"), dir.join("bench-keystore.key"));
+    create_key_file(&key_file)?;
+    let mut ks = SoftwareKeystore::create(&keystore, KeySource::KeyFile(key_file.clone()))?;
+    let mut secret = vec![0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    ks.set_secret("store-key", Secret::new(secret))?;
+    ks.save()?;
+    Ok(format!(
+        "encryption_secret = \"store-key\"\n[security]\nkeystore = {}\nkey_file = {}\n",
+        toml_path(&keystore),
+        toml_path(&key_file)
+    ))
+}
+
 /// The base URL from the rest of the CSE's "listening" line (after [`LISTENING_PREFIX`]).
 fn listening_url(rest: &str) -> Option<String> {
     let addr = rest.split_whitespace().next()?;
@@ -532,7 +565,7 @@ fn listening_url(rest: &str) -> Option<String> {
 }
 
 impl SpawnedCse {
-    fn start() -> anyhow::Result<Self> {
+    fn start(encrypted_store: bool) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("m2m-bench-")
             .tempdir()
@@ -540,7 +573,12 @@ impl SpawnedCse {
         // Created by the CSE itself, 0700.
         let storage = dir.path().join("data");
         let config = dir.path().join("cse.toml");
-        std::fs::write(&config, cse_config(&storage))?;
+        let mut text = cse_config(&storage);
+        if encrypted_store {
+            // Right after [storage], which cse_config ends with.
+            text.push_str(&encrypted_store_config(dir.path())?);
+        }
+        std::fs::write(&config, text)?;
         let mut cmd = spawned::m2m(&["cse", "--config"])?;
         cmd.arg(&config).current_dir(dir.path());
         let (process, rest) = spawned::start(cmd, None, &[LISTENING_PREFIX], START_TIMEOUT)?;
@@ -975,8 +1013,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let spawned = match &args.url {
         Some(_) => None,
         None => {
-            let cse = SpawnedCse::start()?;
-            eprintln!("m2m bench: spawned CSE pid {} at {}", cse.pid(), cse.url);
+            let cse = SpawnedCse::start(args.encrypted_store)?;
+            eprintln!(
+                "m2m bench: spawned CSE pid {} at {}{}",
+                cse.pid(),
+                cse.url,
+                if args.encrypted_store {
+                    ", its store encrypted at rest"
+                } else {
+                    ""
+                }
+            );
             Some(cse)
         }
     };
@@ -1148,6 +1195,7 @@ async fn bench(args: &BenchArgs, spawned: Option<&SpawnedCse>) -> anyhow::Result
     Ok(json!({
         "url": url,
         "spawned": spawned.is_some(),
+        "encrypted_store": spawned.map(|s| store_is_encrypted(&s.storage)),
         "duration_s": args.duration.as_secs_f64(),
         "warmup_s": args.warmup.as_secs_f64(),
         "rss": Value::Object(rss_report),

@@ -453,6 +453,7 @@ fn dtls_cbc_psk_client(identity: &str, key: &[u8]) -> anyhow::Result<Client> {
         cipher_suites: vec!["PSK-AES128-CBC-SHA256".into()],
         tls13: false,
         psk: Some((identity.to_owned(), zeroize::Zeroizing::new(key.to_vec()))),
+        psk_source: None,
         certificate_chain: None,
         private_key: None,
         trusted_ca: None,

@@ -222,6 +222,30 @@ hex_secret_arg!(
 );
 
 /// `m2m keys add-psk`.
+/// `--entity`: an AE-ID (`C...`, `S...`, or SP-relative or absolute) or a CSE-ID (`/id-mn`,
+/// absolute), checked here so that a typo is refused when the key is stored, not when the CSE
+/// starts (the CSE parses it against its own identity then).
+pub fn entity_arg(s: &str) -> Result<String, String> {
+    use m2m_core::id::{check_originator, classify_originator, OriginatorKind};
+    check_originator(s).map_err(|e| e.dbg)?;
+    let body = s
+        .strip_prefix("//")
+        .or_else(|| s.strip_prefix('/'))
+        .unwrap_or(s);
+    let segments_named = !body.is_empty() && body.split('/').all(|seg| !seg.is_empty());
+    match classify_originator(s) {
+        OriginatorKind::AeStem(_) | OriginatorKind::SpRelative { .. } if segments_named => {
+            Ok(s.to_owned())
+        }
+        OriginatorKind::Absolute { cse, .. } if segments_named && !cse.is_empty() => {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!(
+            "'{s}' is no AE-ID (C..., S..., /cse-id/C...) or CSE-ID (/cse-id)"
+        )),
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct AddPskArgs {
     #[command(flatten)]
@@ -232,7 +256,7 @@ pub struct AddPskArgs {
     #[command(flatten)]
     pub key: AddPskKey,
     /// The AE-ID or CSE-ID this credential authenticates.
-    #[arg(long, value_name = "AE-or-CSE-ID")]
+    #[arg(long, value_name = "AE-or-CSE-ID", value_parser = entity_arg)]
     pub entity: Option<String>,
     /// Replace a PSK already held under this KpsaID.
     #[arg(long)]
@@ -731,6 +755,33 @@ fn e2e_keys(a: E2eKeysArgs, env: Env, out: &mut dyn Write) -> anyhow::Result<()>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_entity_is_an_ae_id_or_a_cse_id() {
+        for good in [
+            "Clock-AE1",
+            "S-meter",
+            "/id-mn",
+            "/id-in/Clock",
+            "//m2m.example.com/id-in/Clock",
+        ] {
+            assert_eq!(entity_arg(good).as_deref(), Ok(good), "{good}");
+        }
+        for bad in [
+            "",
+            "C",
+            "lock",
+            "Clock AE",
+            "/",
+            "/id-in/",
+            "//",
+            "//sp",
+            "/id-in//C",
+            "Cé",
+        ] {
+            assert!(entity_arg(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
     use clap::Parser;
     use std::collections::HashMap;

@@ -192,10 +192,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", ae_config::DEFAULT_CONFIG);
                 return Ok(());
             }
+            // Before OpenSSL starts: the AE's certificate key may be in a token.
+            let _openssl_conf = match &args.config {
+                Some(p) => openssl_provider::prepare(p, openssl_provider::Layout::Ae)?,
+                None => None,
+            };
             init_logging();
             runtime()?.block_on(ae::run(args))
         }
         Command::Request(args) => {
+            let _openssl_conf = match &args.ae {
+                Some(p) => openssl_provider::prepare(p, openssl_provider::Layout::Ae)?,
+                None => None,
+            };
             let code = runtime()?.block_on(request::run(*args))?;
             std::process::exit(code);
         }

@@ -19,6 +19,9 @@ pub enum Layout {
     /// `m2m maf` and `m2m mef`: `private_key` and `[pkcs11]`; relative paths are read against the
     /// configuration file's directory.
     KeyService,
+    /// `m2m ae` and `m2m request --ae`: `[security] private_key` and `[security.pkcs11]`;
+    /// relative paths are read against the configuration file's directory.
+    Ae,
 }
 
 /// When the configuration at `path` names its private key by a `pkcs11:` URI and its token, and
@@ -42,6 +45,13 @@ pub fn prepare(path: &Path, layout: Layout) -> anyhow::Result<Option<tempfile::T
             table.get("security").and_then(|s| s.get("pkcs11")),
         ),
         Layout::KeyService => (table.get("private_key"), table.get("pkcs11")),
+        Layout::Ae => {
+            let security = table.get("security");
+            (
+                security.and_then(|s| s.get("private_key")),
+                security.and_then(|s| s.get("pkcs11")),
+            )
+        }
     };
     // Only a private key in the token needs the provider (PSKs and secrets come through the
     // project's own PKCS#11 session).
@@ -57,7 +67,7 @@ pub fn prepare(path: &Path, layout: Layout) -> anyhow::Result<Option<tempfile::T
     if !token_key || std::env::var_os("OPENSSL_CONF").is_some() {
         return Ok(None);
     }
-    if layout == Layout::KeyService {
+    if layout != Layout::Cse {
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut section.module, &mut section.pin_file] {
             if p.is_relative() {

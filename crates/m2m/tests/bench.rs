@@ -34,6 +34,7 @@ fn a_spawned_cse_is_filled_sampled_and_discovered() {
     ]);
     let r = json_stdout(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(r["encrypted_store"], false, "{r}");
     let fill = &r["fill"];
     assert_eq!(fill["count"], 150, "{r}");
     assert_eq!(fill["containers"], 3);
@@ -89,6 +90,38 @@ fn a_spawned_cse_is_filled_sampled_and_discovered() {
     let expected =
         phases[4]["req_per_s"].as_f64().unwrap() / phases[1]["req_per_s"].as_f64().unwrap();
     assert!((ratio - expected).abs() < 0.01, "{ratio} vs {expected}");
+}
+
+/// `--encrypted-store`: the spawned CSE's store is encrypted at rest (its database is no plain
+/// SQLite file) and the run says so.
+#[test]
+fn a_spawned_cse_with_an_encrypted_store_is_measured() {
+    let out = m2m(&[
+        "bench",
+        "--encrypted-store",
+        "--fill",
+        "20",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "50ms",
+        "--clients",
+        "2",
+        "--json",
+    ]);
+    let r = json_stdout(&out);
+    assert_eq!(r["encrypted_store"], true, "{r}");
+    assert_eq!(r["fill"]["errors"], 0, "{r}");
+    assert!(
+        r["fill"]["storage"]["final_db_bytes"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    for p in r["phases"].as_array().unwrap() {
+        assert!(p["requests"].as_u64().unwrap() > 0, "{p}");
+        assert_eq!(p["errors"], 0, "{p}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("its store encrypted at rest"), "{stderr}");
 }
 
 #[test]

@@ -870,6 +870,7 @@ fn lock1_context() -> openssl::ssl::SslContext {
                     .collect(),
             ),
         )),
+        psk_source: None,
         certificate_chain: None,
         private_key: None,
         trusted_ca: None,

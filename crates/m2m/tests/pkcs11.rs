@@ -583,9 +583,10 @@ fn a_wrong_pin_or_a_weaker_key_stops_the_cse_at_start_with_a_clear_error() {
 }
 
 #[test]
-fn the_secure_storage_seals_under_a_key_the_token_derives() {
+fn the_secure_storage_and_the_resource_store_seal_under_keys_the_token_derives() {
     let Some(token) = Token::new() else { return };
     ok(&token.keys(&["generate-secret", "--name", "secure-storage"], &[]));
+    ok(&token.keys(&["generate-secret", "--name", "store-key"], &[]));
     let listed = ok(&token.keys(&["list"], &[]));
     assert!(
         listed.contains("secret\tsecret:secure-storage\tsensitive, never leaves the token, generated in the token"),
@@ -606,7 +607,8 @@ fn the_secure_storage_seals_under_a_key_the_token_derives() {
         &[("KPSA", KPSA)],
     ));
     let config = format!(
-        "[tls]\nlisten = \"127.0.0.1:0\"\n\n{}[secure_storage]\nsecret = \"secure-storage\"\n",
+        "[tls]\nlisten = \"127.0.0.1:0\"\n\n{}[secure_storage]\nsecret = \"secure-storage\"\n\
+         [storage]\nencryption_secret = \"store-key\"\n",
         token.section()
     );
     let cse = CseProcess::start_temp_with_env(&config, &token.env());
@@ -660,7 +662,19 @@ fn the_secure_storage_seals_under_a_key_the_token_derives() {
             "{} holds the secret",
             path.display()
         );
+        // The resource store, encrypted under the token's key: not even the AE's App-ID.
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("resources.db"))
+        {
+            assert!(
+                !contains(&bytes, b"Nkeeper") && !contains(&bytes, b"SQLite format 3"),
+                "{} is in the clear",
+                path.display()
+            );
+        }
     }
+    assert!(cse.data_dir().join("resources.db-wal").exists());
     // Without the token's secret the storage does not open: the CSE refuses to start.
     drop(cse);
     ok(&token.keys(&["destroy", "--label", "secret:secure-storage"], &[]));
@@ -714,4 +728,75 @@ fn a_maf_whose_certificate_key_is_in_the_token_completes_mutual_tls() {
     );
     assert!(shown.contains("Cipher is ECDHE-ECDSA"), "{shown}");
     assert_eq!(token.read_value(ObjectClass::PRIVATE_KEY, "maf-key"), None);
+}
+
+/// An AE whose certificate key was generated in the token registers over mutual TLS: `m2m
+/// request --ae` (and `m2m ae`, the same configuration) loads OpenSSL's PKCS#11 provider for its
+/// `[security.pkcs11]`, and the handshake signs inside the token. Without the token section the
+/// configuration is refused; another AE-ID is refused by the CSE (the certificate names the AE).
+#[test]
+fn an_ae_whose_certificate_key_is_in_the_token_registers_over_mutual_tls() {
+    let Some(token) = Token::new() else { return };
+    let pki = Pki::temp();
+    let uri = certify_token_key(
+        &token,
+        &pki,
+        "phone-key",
+        "phone",
+        &[
+            "--kind", "ae", "--id", "Cphone", "--cse", "/id-in", "--sp", SP_FQDN,
+        ],
+    );
+    let cse = CseProcess::start_temp(&in_tls_config(&pki));
+    let ae_config = |with_token: bool| {
+        let path = token.dir.path().join(format!("phone-{with_token}.toml"));
+        write_private(
+            &path,
+            &format!(
+                "[ae]\nresource_name = \"phone\"\napp_id = \"Nphone\"\noriginator = \"Cphone\"\n\
+                 [cse]\nurl = \"{}\"\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n\
+                 trusted_ca = {:?}\nserver_name = \"{IN_SERVER_NAME}\"\ntimeout_seconds = 5\n\
+                 [security]\nmode = \"certificate\"\ncertificate = {:?}\nprivate_key = {uri:?}\n{}",
+                cse.https_url(),
+                pki.ca_pem(),
+                pki.dir().join("phone.pem"),
+                if with_token {
+                    token.section()
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        path
+    };
+    let request = |config: &Path, from: &str| {
+        Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args(["request", "--ae", config.to_str().unwrap(), "--from", from])
+            .args(["-X", "create", "--to", "cse-in", "--ty", "2", "--json"])
+            .args([
+                "--body",
+                r#"{"m2m:ae": {"rn": "phone", "api": "Nphone", "rr": false, "srv": ["3"]}}"#,
+            ])
+            .envs(token.env())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let with_token = ae_config(true);
+    let out = request(&with_token, "Cphone");
+    let created = json_stdout(&out);
+    assert_eq!(created["rsc"], 2001, "{created}");
+    assert_eq!(created["pc"]["m2m:ae"]["aei"], "Cphone", "{created}");
+    // The certificate names Cphone: another AE-ID over it is refused by the CSE.
+    let other = json_stdout(&request(&with_token, "Cother"));
+    assert_eq!(other["rsc"], 4106, "{other}");
+    // The key is the token's: no file holds it, and without the token's section nothing starts.
+    assert!(!pki.dir().join("phone.key").exists());
+    let out = request(&ae_config(false), "Cphone");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("private_key names a key in a token (pkcs11:): configure the token in [security.pkcs11]"),
+        "{err}"
+    );
 }

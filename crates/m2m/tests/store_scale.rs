@@ -59,7 +59,9 @@ fn fill(data: &Path) -> String {
         .unwrap();
     let mut cfg = Config::from_toml("").unwrap();
     cfg.storage.path = data.to_owned();
-    let cse = rt.block_on(async { Cse::open(cfg, &[]) }).unwrap();
+    let cse = rt
+        .block_on(async { Cse::open(cfg, &Default::default()) })
+        .unwrap();
     let peer = Peer::plain(([127, 0, 0, 1], 1).into(), PlainTrust::Trusted);
     let send = |to: &str, from: &str, ty: ResourceType, pc: serde_json::Value| {
         let mut req = Request::new(

@@ -77,6 +77,16 @@ const DOCS: &[Doc] = &[
         "The audit trail: every security event, each entry chained by hash to the one before\n\
          (`m2m audit verify`, `m2m audit show`). Default: audit.log in the storage directory.",
     ),
+    Key(
+        "storage.encryption_secret",
+        "The resource store encrypted at rest (SQLCipher 4) under a key the secure environment derives from this\n\
+         secret (a token computes it inside); a store written in the clear is encrypted at the next start\n\
+         (docs/SECURITY.md \"The resource store encrypted at rest\").",
+    ),
+    Key(
+        "storage.previous_encryption_secret",
+        "Key rotation: the secret the store was encrypted under before; re-encrypted at start (alone: decrypted).",
+    ),
     Table(
         "registrar",
         "The registrar CSE an MN-CSE registers with (needed with role = \"MN\"); over https:// this CSE presents\n\
@@ -276,6 +286,10 @@ const DOCS: &[Doc] = &[
     Alt(
         "security.rotation_key",
         "Krot, the key shared with the administrator for remote Kpsa rotation (32 bytes hex, mode 0600; docs/SECURITY.md)",
+    ),
+    Alt(
+        "security.rotation_secret",
+        "... or Krot as a secret of the secure environment (in a token the rotated Kpsa is derived inside it)",
     ),
     Alt(
         "security.required_level",
@@ -577,6 +591,8 @@ fn example() -> Config {
     let mut c = Config::default();
     c.cse.in_cse_id = Some("/id-in".into());
     c.storage.audit_trail = Some("m2m-data/audit.log".into());
+    c.storage.encryption_secret = Some("store-key".into());
+    c.storage.previous_encryption_secret = Some("store-key-old".into());
     c.http.public_url = Some("https://cse.m2m.example.com:8443".into());
     c.registrar = Some(RegistrarSection {
         cse_id: "/id-in".into(),
@@ -619,6 +635,7 @@ fn example() -> Config {
     c.security.key_file = Some("cse-keystore.key".into());
     c.security.passphrase_env = Some("M2M_CSE_KEYSTORE_PASSPHRASE".into());
     c.security.rotation_key = Some("kpsa-rotation.key".into());
+    c.security.rotation_secret = Some("krot".into());
     c.security.required_level = Some(m2m_security::secure_environment::SecurityLevel::Software);
     c.security.pkcs11 = Some(Pkcs11Section {
         module: "/usr/lib/softhsm/libsofthsm2.so".into(),

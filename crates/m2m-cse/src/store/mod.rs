@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 mod cache;
+pub mod encryption;
 pub mod scan;
 pub mod schema;
 mod wal;
@@ -140,17 +141,49 @@ type Finisher = Box<dyn FnOnce(bool) + Send>;
 
 pub struct Store {
     path: PathBuf,
+    /// The key of a store encrypted at rest, for every connection opened.
+    key: Option<Arc<encryption::StoreKey>>,
     jobs: std::sync::mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
     cache: Arc<Cache>,
+}
+
+/// The keys of a store encrypted at rest ([`encryption`]): none keeps it in the clear.
+#[derive(Debug, Default)]
+pub struct AtRest {
+    /// The key the store is (or is to be) encrypted under.
+    pub key: Option<encryption::StoreKey>,
+    /// The key it may still be encrypted under: re-encrypted under `key` at open.
+    pub previous: Option<encryption::StoreKey>,
+}
+
+/// A connection to the store, keyed (before anything is read) when it is encrypted.
+fn open_keyed(
+    path: &Path,
+    flags: OpenFlags,
+    key: Option<&encryption::StoreKey>,
+) -> rusqlite::Result<Connection> {
+    let c = Connection::open_with_flags(path, flags)?;
+    if let Some(k) = key {
+        k.apply(&c)?;
+    }
+    Ok(c)
 }
 
 /// The most write jobs committed together.
 const MAX_BATCH: usize = 256;
 
 impl Store {
-    /// Opens (or creates) the database `resources.db` in `dir` and starts its writer thread.
+    /// Opens (or creates) the database `resources.db` in `dir` in the clear and starts its writer
+    /// thread.
+    #[cfg(test)]
     pub fn open(dir: &Path, sync: SyncMode) -> anyhow::Result<Self> {
+        Self::open_at_rest(dir, sync, AtRest::default())
+    }
+
+    /// Opens (or creates) `resources.db` in `dir`, encrypted under `at_rest.key` when there is
+    /// one ([`encryption`]), and starts its writer thread.
+    pub fn open_at_rest(dir: &Path, sync: SyncMode, at_rest: AtRest) -> anyhow::Result<Self> {
         let path = dir.join("resources.db");
         let mut tightened = vec![data_files::private_dir(dir).map_err(anyhow::Error::msg)?];
         for suffix in ["-wal", "-shm"] {
@@ -166,7 +199,15 @@ impl Store {
         for t in tightened.into_iter().flatten() {
             tracing::warn!("resource store: {t}");
         }
-        let writer = Connection::open(&path)?;
+        let keys = encryption::Keys {
+            current: at_rest.key.as_ref(),
+            previous: at_rest.previous.as_ref(),
+        };
+        if let Some(done) = encryption::prepare(&path, &keys)? {
+            tracing::warn!("{done}");
+        }
+        let key = at_rest.key.map(Arc::new);
+        let writer = open_keyed(&path, OpenFlags::default(), key.as_deref())?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(
             None,
@@ -187,7 +228,7 @@ impl Store {
         // Checkpoints copy the log into the database and sync it; done on the writer they stall
         // every write behind them, so a thread of their own runs them instead.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoint_conn = Connection::open(&path)?;
+        let checkpoint_conn = open_keyed(&path, OpenFlags::default(), key.as_deref())?;
         checkpoint_conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // The writer holds `stop` and drops it when it ends (the store was dropped): the
         // checkpointer then ends too instead of outliving its store.
@@ -206,6 +247,7 @@ impl Store {
             })?;
         Ok(Self {
             path,
+            key,
             jobs,
             readers: Mutex::new(Vec::new()),
             cache,
@@ -213,9 +255,10 @@ impl Store {
     }
 
     fn open_reader(&self) -> M2mResult<Connection> {
-        let c = Connection::open_with_flags(
+        let c = open_keyed(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            self.key.as_deref(),
         )
         .map_err(internal)?;
         c.busy_timeout(std::time::Duration::from_secs(5))
@@ -856,6 +899,65 @@ mod tests {
             .to_string();
         assert!(err.contains("writable by group or others"), "{err}");
         assert_eq!(mode_of(&db).unwrap(), 0o664);
+    }
+
+    /// An encrypted store: every connection (writer, readers, checkpointer) keyed, and neither
+    /// the database nor its log holds a resource's name, label or content in the clear, before
+    /// and after a checkpoint; reopened with the key it reads back.
+    #[test]
+    fn an_encrypted_store_keeps_nothing_in_the_clear() {
+        use encryption::StoreKey;
+        use m2m_security::credentials::Secret;
+        let tmp = tempfile::tempdir().unwrap();
+        let key = || StoreKey::new(&Secret::from_slice(&[7; 32])).unwrap();
+        let at_rest = || AtRest {
+            key: Some(key()),
+            previous: None,
+        };
+        let files = ["resources.db", "resources.db-wal"].map(|f| tmp.path().join(f));
+        let clear = |needle: &[u8]| {
+            files.iter().filter(|f| f.exists()).any(|f| {
+                let b = std::fs::read(f).unwrap();
+                b.windows(needle.len()).any(|w| w == needle)
+            })
+        };
+        {
+            let store = Store::open_at_rest(tmp.path(), SyncMode::Normal, at_rest()).unwrap();
+            store
+                .write_blocking(|w| {
+                    let mut r = res("doorlock1", "cse-in/front-door", "", ResourceType::Ae);
+                    r.attrs.insert("lbl".into(), json!(["home-of-alice"]));
+                    r.attrs.insert("con".into(), json!("unlock-code-4711"));
+                    w.insert(r)
+                })
+                .unwrap();
+            assert!(store.get("doorlock1").unwrap().is_some());
+            assert!(tmp.path().join("resources.db-wal").exists());
+            for needle in [&b"front-door"[..], b"home-of-alice", b"unlock-code-4711"] {
+                assert!(
+                    !clear(needle),
+                    "{} in the clear",
+                    String::from_utf8_lossy(needle)
+                );
+            }
+        }
+        let store = Store::open_at_rest(tmp.path(), SyncMode::Normal, at_rest()).unwrap();
+        let r = store.get_by_srn("cse-in/front-door").unwrap().unwrap();
+        assert_eq!(r.attrs["con"], json!("unlock-code-4711"));
+        drop(store);
+        for needle in [&b"front-door"[..], b"home-of-alice", b"unlock-code-4711"] {
+            assert!(
+                !clear(needle),
+                "{} in the clear",
+                String::from_utf8_lossy(needle)
+            );
+        }
+        // Without its key the store does not open.
+        let e = Store::open(tmp.path(), SyncMode::Normal)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is encrypted"), "{e}");
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //!   `CKA_ID`, sensitive: `C_GetAttributeValue` on `CKA_VALUE` is refused. OpenSSL must hold a
 //!   PSK during its handshake, so [`Pkcs11Token::psk`] wraps it under a fresh session key
 //!   (`CKM_AES_KEY_WRAP_PAD`), unwraps it in process memory and the [`Secret`] is zeroed when the
-//!   handshake drops it (a PSK bound to an entity is also read once at start for the CSE's own
-//!   coaps associations towards it: docs/SECURITY.md).
+//!   handshake drops it, on either side: the CSE's own PSK clients (coaps towards a bound entity,
+//!   its registrar, its MQTT server) ask for the key at each handshake too
+//!   ([`super::psk_source`]).
 //! - Derivation keys (`secret:<name>`, e.g. a MAF's master keys) can be made unextractable and
 //!   used through [`Pkcs11Token::hmac_sha256`] (`CKM_SHA256_HMAC`, inside the token).
 //!

@@ -48,7 +48,7 @@ pub enum TokenCommand {
         #[command(flatten)]
         key: AddPskKey,
         /// The AE-ID or CSE-ID this credential authenticates.
-        #[arg(long, value_name = "AE-or-CSE-ID")]
+        #[arg(long, value_name = "AE-or-CSE-ID", value_parser = super::entity_arg)]
         entity: Option<String>,
     },
     /// Store a named secret; without --extractable it never leaves the token (HMAC inside only).

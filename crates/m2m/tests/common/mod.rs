@@ -96,6 +96,32 @@ impl CseProcess {
         )
     }
 
+    /// Runs `m2m cse` with `extra` on `data_dir` where it must refuse to start: its stderr
+    /// (it panics if the CSE is still running after 20 s).
+    pub fn start_error(config_toml_extra: &str, data_dir: &Path) -> String {
+        let config_dir = tempfile::tempdir().expect("temp dir for the config");
+        let config_path = config_dir.path().join("cse.toml");
+        write_private(&config_path, &build_config(config_toml_extra, data_dir));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args(["cse", "--config", config_path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("m2m cse starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("child status").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the CSE started although it must refuse:\n{config_toml_extra}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().expect("child output");
+        assert!(!out.status.success(), "the CSE exited 0");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// An IN-CSE with the default identity (`/id-in`, `cse-in`, `//m2m.example.com`).
     pub fn start_in() -> CseProcess {
         Self::start_temp("")
