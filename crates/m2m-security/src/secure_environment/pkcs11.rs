@@ -60,6 +60,10 @@ pub enum Pkcs11Error {
     PinFile(String),
     #[error("PKCS#11 token: {op}: {detail}")]
     Token { op: &'static str, detail: String },
+    /// The session is gone (the token was removed or reset, the HSM restarted): a new session,
+    /// logged in again, may succeed.
+    #[error("PKCS#11 token: {op}: {detail}")]
+    SessionLost { op: &'static str, detail: String },
     #[error("PKCS#11 token: no key labelled {0:?}")]
     NotFound(String),
     #[error("PKCS#11 token: a key labelled {0:?} exists already")]
@@ -69,10 +73,30 @@ pub enum Pkcs11Error {
 }
 
 fn token_err(op: &'static str) -> impl Fn(CkError) -> Pkcs11Error {
-    move |e| Pkcs11Error::Token {
-        op,
-        detail: e.to_string(),
+    move |e| {
+        let detail = e.to_string();
+        if session_lost(&e) {
+            Pkcs11Error::SessionLost { op, detail }
+        } else {
+            Pkcs11Error::Token { op, detail }
+        }
     }
+}
+
+/// Whether `e` says the session (or the login, or the token under it) is gone.
+fn session_lost(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::UserNotLoggedIn
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::TokenNotRecognized,
+            _
+        )
+    )
 }
 
 /// What a key in the token is, as `m2m keys token list` shows it: never its value.
@@ -169,9 +193,10 @@ pub struct Pkcs11Token {
     name: String,
     token: String,
     level: SecurityLevel,
-    session: Mutex<Session>,
-    /// The session's wrapping key and its value ([`session_kek`]).
-    kek: (ObjectHandle, Secret),
+    /// The PIN's file, read again when the session has to be opened again.
+    pin_file: PathBuf,
+    /// The logged-in session and its wrapping key, replaced when the token loses them.
+    live: Mutex<Live>,
     /// Where each PSK handed out was found (nothing secret): the next hand-out is one
     /// C_WrapKey.
     found: Mutex<std::collections::HashMap<String, Found>>,
@@ -218,17 +243,17 @@ struct Module {
     lock: std::sync::Arc<Mutex<()>>,
 }
 
-/// A token's session while this thread has the module to itself.
-struct SessionGuard<'a> {
-    session: std::sync::MutexGuard<'a, Session>,
-    _module: std::sync::MutexGuard<'a, ()>,
+/// A logged-in session and its wrapping key ([`session_kek`]): a session object, gone with the
+/// session.
+struct Live {
+    session: Session,
+    kek: (ObjectHandle, Secret),
 }
 
-impl std::ops::Deref for SessionGuard<'_> {
-    type Target = Session;
-    fn deref(&self) -> &Session {
-        &self.session
-    }
+/// A token's session while this thread has the module to itself.
+struct SessionGuard<'a> {
+    live: std::sync::MutexGuard<'a, Live>,
+    _module: std::sync::MutexGuard<'a, ()>,
 }
 
 /// Loads and initializes the module, once per process (PKCS#11 wants one C_Initialize per
@@ -277,32 +302,49 @@ fn find_slot(ctx: &Pkcs11, token: &str) -> Result<Slot, Pkcs11Error> {
     Err(Pkcs11Error::NoToken(token.to_string()))
 }
 
+/// Whether `session` is open and logged in as the user (one C_GetSessionInfo).
+fn logged_in(session: &Session) -> bool {
+    use cryptoki::session::SessionState;
+    matches!(
+        session.get_session_info().map(|i| i.session_state()),
+        Ok(SessionState::RwUser)
+    )
+}
+
+/// Opens a session on the token labelled `token`, logs in with the PIN in `pin_file` and makes
+/// the session's wrapping key; also whether the token is in a hardware slot. The caller has the
+/// module to itself.
+fn open_live(ctx: &Pkcs11, token: &str, pin_file: &Path) -> Result<(Live, bool), Pkcs11Error> {
+    let pin = read_pin(pin_file)?;
+    let slot = find_slot(ctx, token)?;
+    let hardware = ctx
+        .get_slot_info(slot)
+        .map_err(token_err("reading slot information"))?
+        .hardware_slot();
+    let session = ctx
+        .open_rw_session(slot)
+        .map_err(token_err("opening a session"))?;
+    match session.login(UserType::User, Some(&pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+            return Err(Pkcs11Error::WrongPin(token.to_string()))
+        }
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+            return Err(Pkcs11Error::PinLocked(token.to_string()))
+        }
+        Err(e) => return Err(token_err("logging in")(e)),
+    }
+    let kek = session_kek(&session)?;
+    Ok((Live { session, kek }, hardware))
+}
+
 impl Pkcs11Token {
     /// Opens the token and logs in as its user. A wrong PIN is [`Pkcs11Error::WrongPin`]
     /// (start-up fails with it: the token counts failed logins, nothing retries).
     pub fn open(cfg: &TokenConfig) -> Result<Self, Pkcs11Error> {
-        let pin = read_pin(&cfg.pin_file)?;
         let module = load_module(&cfg.module)?;
         let _alone = module.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let ctx = &module.ctx;
-        let slot = find_slot(ctx, &cfg.token)?;
-        let hardware = ctx
-            .get_slot_info(slot)
-            .map_err(token_err("reading slot information"))?
-            .hardware_slot();
-        let session = ctx
-            .open_rw_session(slot)
-            .map_err(token_err("opening a session"))?;
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err(Pkcs11Error::WrongPin(cfg.token.clone()))
-            }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
-                return Err(Pkcs11Error::PinLocked(cfg.token.clone()))
-            }
-            Err(e) => return Err(token_err("logging in")(e)),
-        }
+        let (live, hardware) = open_live(&module.ctx, &cfg.token, &cfg.pin_file)?;
         let token = Pkcs11Token {
             name: format!("PKCS#11 token {}", cfg.token),
             token: cfg.token.clone(),
@@ -311,10 +353,10 @@ impl Pkcs11Token {
             } else {
                 SecurityLevel::Token
             },
-            kek: session_kek(&session)?,
+            pin_file: cfg.pin_file.clone(),
+            live: Mutex::new(live),
             found: Mutex::default(),
             psks: Mutex::default(),
-            session: Mutex::new(session),
             module: module.clone(),
         };
         drop(_alone);
@@ -339,9 +381,42 @@ impl Pkcs11Token {
         // them leaves nothing half-done: take them back.
         let module = self.module.lock.lock().unwrap_or_else(|p| p.into_inner());
         SessionGuard {
-            session: self.session.lock().unwrap_or_else(|p| p.into_inner()),
+            live: self.live.lock().unwrap_or_else(|p| p.into_inner()),
             _module: module,
         }
+    }
+
+    /// Runs `op` on the session while this thread has the module to itself. When the session
+    /// turns out to be gone (the token was reset or removed and is back, the HSM restarted), a
+    /// new one is opened and logged in (the PIN file read again) and `op` runs once more: a
+    /// CSE outlives its token's resets without a restart.
+    fn with_session<T>(
+        &self,
+        op: impl Fn(&Session, &(ObjectHandle, Secret)) -> Result<T, Pkcs11Error>,
+    ) -> Result<T, Pkcs11Error> {
+        let mut guard = self.session();
+        // Logged out (by a reset, or another user of the module in this process): the private
+        // session objects went with the login, the wrapping key among them.
+        if !logged_in(&guard.live.session) {
+            self.reopen(&mut guard, "checking the session")?;
+        }
+        match op(&guard.live.session, &guard.live.kek) {
+            Err(Pkcs11Error::SessionLost { op: what, .. }) => {
+                self.reopen(&mut guard, what)?;
+                op(&guard.live.session, &guard.live.kek)
+            }
+            other => other,
+        }
+    }
+
+    /// A new session in place of a lost one, logged in with the PIN file read again.
+    fn reopen(&self, guard: &mut SessionGuard<'_>, during: &str) -> Result<(), Pkcs11Error> {
+        tracing::warn!(target: "audit", token = %self.token, during, "the token's session was lost: logging in again");
+        let (live, _) = open_live(&self.module.ctx, &self.token, &self.pin_file)?;
+        *guard.live = live;
+        // Handles of the old session need not hold in the new one.
+        self.found().clear();
+        Ok(())
     }
 
     fn find(
@@ -370,8 +445,11 @@ impl Pkcs11Token {
 
     /// The secret key `label`: its handle, bound entity (CKA_ID) and length.
     fn find_secret(&self, label: &str) -> Result<Option<Found>, Pkcs11Error> {
-        let session = self.session();
-        let Some(handle) = Self::find(&session, ObjectClass::SECRET_KEY, label)? else {
+        self.with_session(|session, _| Self::find_secret_in(session, label))
+    }
+
+    fn find_secret_in(session: &Session, label: &str) -> Result<Option<Found>, Pkcs11Error> {
+        let Some(handle) = Self::find(session, ObjectClass::SECRET_KEY, label)? else {
             return Ok(None);
         };
         let mut found = Found {
@@ -408,8 +486,11 @@ impl Pkcs11Token {
     /// extractable. Returns the public key (for a certificate).
     pub fn generate_ec_key(&self, label: &str) -> Result<PKey<Public>, Pkcs11Error> {
         check_label(label)?;
-        let session = self.session();
-        if Self::find(&session, ObjectClass::PRIVATE_KEY, label)?.is_some() {
+        self.with_session(|session, _| Self::generate_ec_key_in(session, label))
+    }
+
+    fn generate_ec_key_in(session: &Session, label: &str) -> Result<PKey<Public>, Pkcs11Error> {
+        if Self::find(session, ObjectClass::PRIVATE_KEY, label)?.is_some() {
             return Err(Pkcs11Error::Exists(label.to_string()));
         }
         let id = label.as_bytes().to_vec();
@@ -434,20 +515,23 @@ impl Pkcs11Token {
         let (public, _) = session
             .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
             .map_err(token_err("generating a key pair"))?;
-        ec_public_key(&session, public)
+        ec_public_key(session, public)
     }
 
     /// The public key of the P-256 key pair `label`.
     pub fn public_key(&self, label: &str) -> Result<PKey<Public>, Pkcs11Error> {
-        let session = self.session();
-        let handle = Self::find(&session, ObjectClass::PUBLIC_KEY, label)?
-            .ok_or_else(|| Pkcs11Error::NotFound(label.to_string()))?;
-        ec_public_key(&session, handle)
+        self.with_session(|session, _| {
+            let handle = Self::find(session, ObjectClass::PUBLIC_KEY, label)?
+                .ok_or_else(|| Pkcs11Error::NotFound(label.to_string()))?;
+            ec_public_key(session, handle)
+        })
     }
 
     /// Whether a private key labelled `label` is in the token.
     pub fn has_private_key(&self, label: &str) -> Result<bool, Pkcs11Error> {
-        Ok(Self::find(&self.session(), ObjectClass::PRIVATE_KEY, label)?.is_some())
+        self.with_session(|session, _| {
+            Ok(Self::find(session, ObjectClass::PRIVATE_KEY, label)?.is_some())
+        })
     }
 
     /// The `pkcs11:` URI of the private key `label` in this token (RFC 7512).
@@ -459,12 +543,13 @@ impl Pkcs11Token {
     /// handshake needs it in OpenSSL), usable for HMAC inside the token.
     pub fn import_psk(&self, entry: &PskEntry) -> Result<(), Pkcs11Error> {
         let label = format!("{PSK_PREFIX}{}", entry.kpsa_id.canonical());
-        let session = self.session();
-        if Self::find(&session, ObjectClass::SECRET_KEY, &label)?.is_some() {
-            return Err(Pkcs11Error::Exists(label));
-        }
-        let entity = entry.entity_id.clone().unwrap_or_default().into_bytes();
-        store_secret(&session, &label, entity, entry.key.expose(), true)?;
+        self.with_session(|session, _| {
+            if Self::find(session, ObjectClass::SECRET_KEY, &label)?.is_some() {
+                return Err(Pkcs11Error::Exists(label.clone()));
+            }
+            let entity = entry.entity_id.clone().unwrap_or_default().into_bytes();
+            store_secret(session, &label, entity, entry.key.expose(), true)
+        })?;
         self.psks().insert(label, entry.entity_id.clone());
         Ok(())
     }
@@ -480,11 +565,12 @@ impl Pkcs11Token {
     ) -> Result<(), Pkcs11Error> {
         check_label(name)?;
         let label = format!("{SECRET_PREFIX}{name}");
-        let session = self.session();
-        if Self::find(&session, ObjectClass::SECRET_KEY, &label)?.is_some() {
-            return Err(Pkcs11Error::Exists(label));
-        }
-        store_secret(&session, &label, Vec::new(), value.expose(), extractable)
+        self.with_session(|session, _| {
+            if Self::find(session, ObjectClass::SECRET_KEY, &label)?.is_some() {
+                return Err(Pkcs11Error::Exists(label.clone()));
+            }
+            store_secret(session, &label, Vec::new(), value.expose(), extractable)
+        })
     }
 
     /// Generates a 32-byte named secret inside the token, never extractable: its only use is
@@ -492,34 +578,36 @@ impl Pkcs11Token {
     pub fn generate_secret(&self, name: &str) -> Result<(), Pkcs11Error> {
         check_label(name)?;
         let label = format!("{SECRET_PREFIX}{name}");
-        let session = self.session();
-        if Self::find(&session, ObjectClass::SECRET_KEY, &label)?.is_some() {
-            return Err(Pkcs11Error::Exists(label));
-        }
-        session
-            .generate_key(&Mechanism::GenericSecretKeyGen, &{
-                let mut template = secret_usage(&label);
-                template.extend([
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Extractable(false),
-                ]);
-                template
-            })
-            .map_err(token_err("generating a secret"))?;
-        Ok(())
+        self.with_session(|session, _| {
+            if Self::find(session, ObjectClass::SECRET_KEY, &label)?.is_some() {
+                return Err(Pkcs11Error::Exists(label.clone()));
+            }
+            session
+                .generate_key(&Mechanism::GenericSecretKeyGen, &{
+                    let mut template = secret_usage(&label);
+                    template.extend([
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Extractable(false),
+                    ]);
+                    template
+                })
+                .map_err(token_err("generating a secret"))?;
+            Ok(())
+        })
     }
 
     /// HMAC-SHA-256 of `data` under the named secret, computed inside the token.
     pub fn hmac_sha256(&self, name: &str, data: &[u8]) -> Result<[u8; 32], Pkcs11Error> {
         let label = format!("{SECRET_PREFIX}{name}");
-        let session = self.session();
-        let key = Self::find(&session, ObjectClass::SECRET_KEY, &label)?
-            .ok_or_else(|| Pkcs11Error::NotFound(label.clone()))?;
-        let mac = Zeroizing::new(
-            session
-                .sign(&Mechanism::Sha256Hmac, key, data)
-                .map_err(token_err("HMAC-SHA-256"))?,
-        );
+        let mac = self.with_session(|session, _| {
+            let key = Self::find(session, ObjectClass::SECRET_KEY, &label)?
+                .ok_or_else(|| Pkcs11Error::NotFound(label.clone()))?;
+            Ok(Zeroizing::new(
+                session
+                    .sign(&Mechanism::Sha256Hmac, key, data)
+                    .map_err(token_err("HMAC-SHA-256"))?,
+            ))
+        })?;
         mac.as_slice()
             .try_into()
             .map_err(|_| Pkcs11Error::Invalid("HMAC-SHA-256 of another length than 32".into()))
@@ -527,7 +615,10 @@ impl Pkcs11Token {
 
     /// Every key in the token: labels and properties, never values.
     pub fn list(&self) -> Result<Vec<KeyInfo>, Pkcs11Error> {
-        let session = self.session();
+        self.with_session(|session, _| Self::list_in(session))
+    }
+
+    fn list_in(session: &Session) -> Result<Vec<KeyInfo>, Pkcs11Error> {
         let mut keys = Vec::new();
         for class in [
             ObjectClass::PRIVATE_KEY,
@@ -539,7 +630,7 @@ impl Pkcs11Token {
                 .find_objects(&[Attribute::Class(class), Attribute::Token(true)])
                 .map_err(token_err("listing keys"))?;
             for handle in handles {
-                keys.push(key_info(&session, class, handle)?);
+                keys.push(key_info(session, class, handle)?);
             }
         }
         keys.sort_by(|a, b| a.label.cmp(&b.label));
@@ -549,15 +640,17 @@ impl Pkcs11Token {
     /// Destroys every key labelled `label` (a key pair's two halves, or a `kpsa:`/`secret:`
     /// key). Returns how many objects went.
     pub fn destroy(&self, label: &str) -> Result<usize, Pkcs11Error> {
-        let session = self.session();
-        let handles = session
-            .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
-            .map_err(token_err("finding a key"))?;
-        for &handle in &handles {
-            session
-                .destroy_object(handle)
-                .map_err(token_err("destroying a key"))?;
-        }
+        let handles = self.with_session(|session, _| {
+            let handles = session
+                .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+                .map_err(token_err("finding a key"))?;
+            for &handle in &handles {
+                session
+                    .destroy_object(handle)
+                    .map_err(token_err("destroying a key"))?;
+            }
+            Ok(handles)
+        })?;
         self.psks().remove(label);
         self.found().remove(label);
         Ok(handles.len())
@@ -569,11 +662,13 @@ impl Pkcs11Token {
     /// `len` is the key's CKA_VALUE_LEN (not secret): SoftHSM pads what it wraps to whole
     /// blocks.
     fn unwrap_out(&self, key: ObjectHandle, len: Option<usize>) -> Result<Secret, Pkcs11Error> {
-        let wrapped = self
-            .session()
-            .wrap_key(&Mechanism::AesKeyWrapPad, self.kek.0, key)
-            .map_err(token_err("wrapping a key"))?;
-        let value = unwrap_kwp(self.kek.1.expose(), &wrapped)?;
+        let (wrapped, kek) = self.with_session(|session, kek| {
+            let wrapped = session
+                .wrap_key(&Mechanism::AesKeyWrapPad, kek.0, key)
+                .map_err(token_err("wrapping a key"))?;
+            Ok((wrapped, kek.1.clone()))
+        })?;
+        let value = unwrap_kwp(kek.expose(), &wrapped)?;
         let len = len.unwrap_or(value.len());
         match value.expose().get(..len) {
             Some(key) if value.expose()[len..].iter().all(|b| *b == 0) => {

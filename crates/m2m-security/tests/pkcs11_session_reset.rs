@@ -1,0 +1,75 @@
+//! A token's session lost under a running process (the token reset, removed and put back, the
+//! HSM restarted) is opened again and logged in again at the next use: the CSE keeps its keys
+//! without a restart. The process is logged out of the token from the side (its sessions lose
+//! their login and private session objects, as at a reset); HMAC inside the token, PSK hand-out
+//! (under the new session's wrapping key) and the listing go on with the same results.
+//!
+//! A test binary of its own: logging the process out would cut the other PKCS#11 tests'
+//! sessions too.
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use m2m_security::credentials::{KpsaId, PskEntry, Secret};
+use m2m_security::secure_environment::pkcs11::{Pkcs11Error, Pkcs11Token};
+use m2m_security::secure_environment::SecureEnvironment;
+
+mod softhsm;
+use softhsm::{token, MODULE, TOKEN};
+
+const KPSA_ID: &str = "reset@in.m2m.example.com";
+
+/// Logs this process out of the token from a session of its own (C_Logout ends the login of
+/// every session of the application, and the private session objects with it): what a token
+/// reset does to a running process.
+fn reset_sessions() {
+    let ctx = Pkcs11::new(MODULE).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+        .unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    session.logout().unwrap();
+}
+
+#[test]
+fn a_lost_session_is_opened_again_and_the_keys_keep_working() {
+    let Some(cfg) = token() else { return };
+    let token = Pkcs11Token::open(cfg).unwrap();
+    token.generate_secret("reset-hmac").unwrap();
+    token
+        .import_psk(&PskEntry {
+            entity_id: Some("Creset".into()),
+            kpsa_id: KpsaId::parse(KPSA_ID).unwrap(),
+            key: Secret::from_slice(&[0x42; 16]),
+        })
+        .unwrap();
+    let mac = token.hmac_sha256("reset-hmac", b"door").unwrap();
+    let listed = token.list().unwrap();
+    assert_eq!(token.psk(KPSA_ID).unwrap().key.expose(), &[0x42; 16]);
+
+    reset_sessions();
+    assert_eq!(token.hmac_sha256("reset-hmac", b"door").unwrap(), mac);
+    reset_sessions();
+    // The PSK found before: its handle and the wrapping key of the old session are gone.
+    assert_eq!(token.psk(KPSA_ID).unwrap().key.expose(), &[0x42; 16]);
+    reset_sessions();
+    assert_eq!(token.list().unwrap(), listed);
+    reset_sessions();
+    assert_eq!(
+        token.derive_key("reset-hmac", b"door").unwrap().expose(),
+        &mac
+    );
+
+    // A session that cannot be opened again (the PIN file gone): a clear error, no panic, and
+    // no key.
+    let moved = cfg.pin_file.with_extension("moved");
+    std::fs::rename(&cfg.pin_file, &moved).unwrap();
+    reset_sessions();
+    let e = token.hmac_sha256("reset-hmac", b"door").unwrap_err();
+    assert!(matches!(e, Pkcs11Error::PinFile(_)), "{e}");
+    assert!(token.psk(KPSA_ID).is_none());
+    std::fs::rename(&moved, &cfg.pin_file).unwrap();
+    assert_eq!(token.hmac_sha256("reset-hmac", b"door").unwrap(), mac);
+}
