@@ -7,13 +7,12 @@
 //! A test binary of its own: logging the process out would cut the other PKCS#11 tests'
 //! sessions too.
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use m2m_security::credentials::{KpsaId, PskEntry, Secret};
 use m2m_security::secure_environment::pkcs11::{Pkcs11Error, Pkcs11Token};
 use m2m_security::secure_environment::SecureEnvironment;
 
 mod softhsm;
-use softhsm::{token, MODULE, TOKEN};
+use softhsm::{own_session, token};
 
 const KPSA_ID: &str = "reset@in.m2m.example.com";
 
@@ -21,16 +20,7 @@ const KPSA_ID: &str = "reset@in.m2m.example.com";
 /// every session of the application, and the private session objects with it): what a token
 /// reset does to a running process.
 fn reset_sessions() {
-    let ctx = Pkcs11::new(MODULE).unwrap();
-    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
-        .unwrap();
-    let session = ctx.open_ro_session(slot).unwrap();
-    session.logout().unwrap();
+    own_session().logout().unwrap();
 }
 
 #[test]

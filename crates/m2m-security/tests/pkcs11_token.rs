@@ -5,7 +5,6 @@
 //! One token for the whole file: a PKCS#11 module is initialized once per process, with the
 //! SOFTHSM2_CONF of that moment.
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
@@ -15,19 +14,11 @@ use m2m_security::secure_environment::{SecureEnvironment, SecurityLevel};
 use std::path::PathBuf;
 
 mod softhsm;
-use softhsm::{token, MODULE, PIN, TOKEN};
+use softhsm::{own_session, token, PIN};
 
 /// What a third party reading CKA_VALUE through its own session gets: never the value.
 fn read_value_directly(class: ObjectClass, label: &str) -> Option<Vec<u8>> {
-    let ctx = Pkcs11::new(MODULE).unwrap();
-    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
-        .unwrap();
-    let session = ctx.open_ro_session(slot).unwrap();
+    let session = own_session();
     let _ = session.login(UserType::User, Some(&AuthPin::from(PIN.to_string())));
     let handle = session
         .find_objects(&[

@@ -531,3 +531,107 @@ fn an_entity_relayed_by_a_cse_reaches_no_storage() {
     );
     assert_eq!(still.body["m2m:sdo"]["con"], SECRET);
 }
+
+/// The service over CoAP/DTLS (TS-0008), the binding of constrained devices: an AE proven by its
+/// PSK stores and reads its object; another AE with a PSK of its own gets the answer for "no
+/// such object", by name and by ID.
+#[test]
+fn over_coaps_an_ae_stores_and_reads_back_and_another_cannot() {
+    const LOCK: (&str, &str) = (
+        "lock@in.m2m.example.com",
+        "00112233445566778899aabbccddeeff",
+    );
+    const THIEF: (&str, &str) = (
+        "thief@in.m2m.example.com",
+        "ffeeddccbbaa99887766554433221100",
+    );
+    let pki = Pki::temp();
+    let ks = pki.dir().join("cse.keystore");
+    let kf = pki.dir().join("cse-keystore.key");
+    let (ks_s, kf_s) = (ks.to_str().unwrap(), kf.to_str().unwrap());
+    // The keystore and its storage secret as the other tests make them; then the two AEs' PSKs.
+    drop(cse_with_storage(&pki, ""));
+    for ((kpsa_id, key), entity) in [(LOCK, "Clock"), (THIEF, "Cthief")] {
+        let add = m2m_command_env(
+            &[
+                "keys",
+                "add-psk",
+                "--keystore",
+                ks_s,
+                "--key-file",
+                kf_s,
+                "--kpsa-id",
+                kpsa_id,
+                "--key-env",
+                "KPSA",
+                "--entity",
+                entity,
+            ],
+            &[("KPSA", key)],
+        );
+        assert!(add.status.success(), "{add:?}");
+    }
+    let cse = CseProcess::start_temp(&format!(
+        "{}dtls_listen = \"127.0.0.1:0\"\n[security]\nkeystore = {ks_s:?}\nkey_file = {kf_s:?}\n\n\
+         [secure_storage]\nsecret = \"secure-storage\"\n",
+        in_tls_config(&pki)
+    ));
+    let url = format!("coaps://127.0.0.1:{}", cse.coaps_port());
+    let request = |(kpsa_id, key): (&str, &str), from: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args(["request", "--url", &url, "--from", from, "--json"])
+            .args(["--psk-identity", kpsa_id, "--psk-key-env", "KPSA"])
+            .args(args)
+            .env("KPSA", key)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        json_stdout(&out)
+    };
+    for ((psk, name), from) in [(LOCK, "lock"), (THIEF, "thief")]
+        .into_iter()
+        .zip(["Clock", "Cthief"])
+    {
+        let body = json!({"m2m:ae": {"rn": name, "api": "Nstore", "rr": false, "srv": ["3"]}});
+        let r = request(
+            psk,
+            from,
+            &[
+                "-X",
+                "create",
+                "--to",
+                "cse-in",
+                "--ty",
+                "2",
+                "--body",
+                &body.to_string(),
+            ],
+        );
+        assert_eq!(r["rsc"], 2001, "{r}");
+    }
+    let sdo = json!({"m2m:sdo": {"con": SECRET}}).to_string();
+    let stored = request(
+        LOCK,
+        "Clock",
+        &[
+            "-X",
+            "update",
+            "--to",
+            "cse-in/secureStorage/wifi",
+            "--body",
+            &sdo,
+        ],
+    );
+    assert_eq!(stored["rsc"], 2001, "{stored}");
+    let ri = stored["pc"]["m2m:sdo"]["ri"].as_str().unwrap().to_owned();
+    let read = request(LOCK, "Clock", &["--to", "cse-in/secureStorage/wifi"]);
+    assert_eq!(read["pc"]["m2m:sdo"]["con"], SECRET, "{read}");
+    for to in [
+        "cse-in/secureStorage/wifi".to_owned(),
+        format!("cse-in/secureStorage/{ri}"),
+    ] {
+        let stolen = request(THIEF, "Cthief", &["--to", &to]);
+        assert_eq!(stolen["rsc"], 4004, "{to}: {stolen}");
+        assert!(!stolen.to_string().contains(SECRET), "{stolen}");
+    }
+}

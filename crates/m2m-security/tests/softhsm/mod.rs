@@ -3,7 +3,23 @@
 
 #![allow(dead_code)]
 
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::session::Session;
 use m2m_security::secure_environment::pkcs11::TokenConfig;
+
+/// A session of the test's own on the token (through a context of its own, sharing the
+/// process's module): a third party beside the token under test.
+pub fn own_session() -> Session {
+    let ctx = Pkcs11::new(MODULE).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+        .unwrap();
+    ctx.open_ro_session(slot).unwrap()
+}
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
