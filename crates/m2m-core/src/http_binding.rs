@@ -89,7 +89,9 @@ pub fn request_identifier(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
-/// Maps the Request-Target path back to a `To` parameter (TS-0009 table 6.2.2.1-1).
+/// Maps the Request-Target path back to a `To` parameter (TS-0009 table 6.2.2.1-1). A
+/// CSE-relative `To` never starts with `/`, so a path `//...` is no encoding of any `To`: SP-relative
+/// and absolute IDs travel as `/~/...` and `/_/...` (4000, not a guess at which was meant).
 pub fn to_from_path(path: &str) -> M2mResult<String> {
     let decoded = percent_decode_str(path)
         .decode_utf8()
@@ -98,6 +100,10 @@ pub fn to_from_path(path: &str) -> M2mResult<String> {
         format!("/{rest}")
     } else if let Some(rest) = decoded.strip_prefix("/_/") {
         format!("//{rest}")
+    } else if decoded.starts_with("//") {
+        return Err(M2mError::bad_request(
+            "request path: an SP-relative ID goes as /~/..., an absolute one as /_/... (TS-0009 6.2.2.1)",
+        ));
     } else if let Some(rest) = decoded.strip_prefix('/') {
         rest.to_owned()
     } else {
@@ -652,6 +658,16 @@ mod tests {
         ] {
             assert_eq!(path_from_to(to), path);
             assert_eq!(to_from_path(path).unwrap(), to);
+        }
+        // No To maps to these: an SP-relative or absolute ID in the CSE-relative form.
+        for path in [
+            "//id-in",
+            "///acme.example.com/id-in",
+            "//id-in/cnt1",
+            "%2F%2Fid-in",
+        ] {
+            let e = to_from_path(path).unwrap_err();
+            assert_eq!(e.rsc, crate::ResponseStatusCode::BadRequest, "{path}");
         }
     }
 

@@ -44,6 +44,17 @@ fn addresses_and_release_versions() {
     ] {
         assert_eq!(get(u, path, &[]).rsc, 2000, "{path}");
     }
+    // An SP-relative or absolute ID in the CSE-relative form: no To maps to these paths
+    // (TS-0009 6.2.2.1: /~/ and /_/), refused rather than guessed at.
+    for path in [
+        "//id-in",
+        "//id-in/cse-in",
+        "///m2m.example.com/id-in",
+        "/%2Fid-in",
+    ] {
+        let r = get(u, path, &[]);
+        assert_eq!(r.rsc, 4000, "{path}: {:?}", r.body);
+    }
     let r = get(u, "/cse-in", &[("X-M2M-RVI", "1")]);
     assert_eq!(
         r.rsc, 4001,
