@@ -309,9 +309,12 @@ impl FilterCriteria {
                 .push(ty.is_some_and(|t| self.resource_types.iter().any(|f| u64::from(*f) == t)));
         }
         if !self.content_types.is_empty() {
-            // contentInfo is "type/subtype:encoding"; the filter names the media type.
-            let cnf = str_attr("cnf").map(|c| c.split(':').next().unwrap_or(c));
-            results.push(cnf.is_some_and(|c| self.content_types.iter().any(|f| f == c)));
+            // contentInfo is "type/subtype:encoding"; the filter is matched with its
+            // typeOfContent part (TS-0004 7.3.3.17.8), a filter value's own ":encoding" aside.
+            let cnf = str_attr("cnf").map(type_of_content);
+            results.push(
+                cnf.is_some_and(|c| self.content_types.iter().any(|f| type_of_content(f) == c)),
+            );
         }
         for (name, value) in &self.attributes {
             results.push(res.get(name).is_some_and(|v| attribute_equals(v, value)));
@@ -334,6 +337,11 @@ fn attribute_equals(stored: &Value, wanted: &str) -> bool {
         Value::Array(items) => items.iter().any(|v| attribute_equals(v, wanted)),
         _ => false,
     }
+}
+
+/// The typeOfContent part of a contentInfo (`type/subtype` of `type/subtype:encoding`).
+pub fn type_of_content(cnf: &str) -> &str {
+    cnf.split(':').next().unwrap_or(cnf)
 }
 
 #[cfg(test)]
@@ -382,6 +390,24 @@ mod tests {
             );
         }
         f
+    }
+
+    /// contentType is matched with the typeOfContent part of contentInfo (TS-0004 7.3.3.17.8),
+    /// whether or not the filter value carries an encoding of its own.
+    #[test]
+    fn content_type_matches_the_type_of_content() {
+        let cin = res(json!({"ty": 4, "cnf": "text/plain:0"}));
+        for yes in [
+            "text/plain",
+            "text/plain:0",
+            "text/plain:1",
+            "a/b text/plain",
+        ] {
+            assert!(fc(&[("cty", yes)]).matches(&cin), "{yes}");
+        }
+        for no in ["text/html", "text/plain2", "text"] {
+            assert!(!fc(&[("cty", no)]).matches(&cin), "{no}");
+        }
     }
 
     #[test]

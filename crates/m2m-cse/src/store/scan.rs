@@ -187,7 +187,10 @@ impl Plan {
             parts.push(union(
                 fc.content_types
                     .iter()
-                    .map(|c| Plan::Index(Index::ContentType(c.clone())))
+                    .map(|c| {
+                        let t = m2m_core::filter::type_of_content(c);
+                        Plan::Index(Index::ContentType(t.to_owned()))
+                    })
                     .collect(),
             ));
         }

@@ -171,7 +171,7 @@ impl IndexColumns {
             lt: ts("lt"),
             et: ts("et"),
             cs: attrs.get("cs").and_then(Value::as_u64).map(saturating_i64),
-            cty: text("cnf").map(|c| c.split(':').next().unwrap_or(c).to_owned()),
+            cty: text("cnf").map(|c| m2m_core::filter::type_of_content(c).to_owned()),
             labels,
         }
     }
