@@ -555,6 +555,8 @@ pub async fn update(
     // A blocking-update subscription holds every other UPDATE of the resource until its target
     // answered this one (TS-0004 clause 7.5.1.2.19).
     let _blocked = notification::blocking_update(cse, &res, &content).await?;
+    let requested =
+        (req.result_content() == ResultContent::ModifiedAttributes).then(|| content.clone());
     let now = cse.now_ts();
     let cse2 = Arc::clone(cse);
     let ri = res.ri().to_owned();
@@ -614,11 +616,34 @@ pub async fn update(
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
         ResultContent::ModifiedAttributes => {
-            Some(json!({ resources::root_name(&updated): modified }))
+            let set =
+                changed_by_the_cse(&res.attrs, &updated.attrs, &requested.unwrap_or_default());
+            (!set.is_empty()).then(|| json!({ resources::root_name(&updated): set }))
         }
         _ => Some(representation(&updated)),
     };
     Ok(Response::new(Rsc::Updated, &req.rqi, pc))
+}
+
+/// What an UPDATE answers with rcn=9 (TS-0004 7.2.1.2): the attributes the Hosting CSE added,
+/// changed or deleted (null) other than as the request asked; the requested values are the
+/// requester's own.
+fn changed_by_the_cse(
+    before: &Map<String, Value>,
+    after: &Map<String, Value>,
+    requested: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut set: Map<String, Value> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v) && requested.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for k in before.keys() {
+        if !after.contains_key(k) && !requested.contains_key(k) {
+            set.insert(k.clone(), Value::Null);
+        }
+    }
+    set
 }
 
 pub async fn delete(cse: &Arc<Cse>, req: &Request, target: Target) -> M2mResult<Response> {
