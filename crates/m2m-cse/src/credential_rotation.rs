@@ -161,9 +161,11 @@ impl Rotation {
         if state.retired.contains(&id) {
             return Lookup::Retired;
         }
-        let Some(row) = state.rows.iter().find(|r| r.kpsa_id == id) else {
+        let Some(row) = state.rows.iter().find(|r| r.kpsa_id == id).cloned() else {
             return Lookup::Unknown;
         };
+        // The derivation may ask a token: not while other handshakes wait for the table.
+        drop(state);
         let Some(krot) = &self.krot else {
             // Rotated once, and rotation is off now: the key cannot be derived, nor given back
             // to whatever row it replaced.

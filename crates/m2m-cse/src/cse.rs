@@ -989,7 +989,7 @@ type KpsaRows = (
 
 /// The keys of `[storage] encryption_secret` and `previous_encryption_secret`, derived by the
 /// first secure environment holding each secret (inside the token for a PKCS#11 one).
-fn store_keys(
+pub(crate) fn store_keys(
     storage: &crate::config::StorageSection,
     environments: &[Box<dyn SecureEnvironment>],
 ) -> anyhow::Result<crate::store::AtRest> {

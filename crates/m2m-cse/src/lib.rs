@@ -294,6 +294,30 @@ pub(crate) fn secure_environments(
     Ok(environments)
 }
 
+/// `m2m store encrypt`: the resource store of `cfg`, written in the clear, encrypted under the key
+/// of `[storage] encryption_secret` (re-encrypted or decrypted as a start would, too). Refused
+/// while a CSE has the storage directory open. What it did, for the operator.
+pub fn encrypt_store(cfg: &Config) -> anyhow::Result<Option<&'static str>> {
+    let environments: SharedEnvironments = secure_environments(cfg)?.into();
+    let at_rest = cse::store_keys(&cfg.storage, &environments)?;
+    if at_rest.key.is_none() {
+        anyhow::bail!("[storage] encryption_secret is not set: there is no key to encrypt under");
+    }
+    let dir = &cfg.storage.path;
+    if !dir.join("resources.db").exists() {
+        anyhow::bail!("{}: there is no resource store here", dir.display());
+    }
+    let _lock = store::lock_dir(dir)?;
+    store::encryption::prepare(
+        &dir.join("resources.db"),
+        &store::encryption::Keys {
+            current: at_rest.key.as_ref(),
+            previous: at_rest.previous.as_ref(),
+            adopt_plain: true,
+        },
+    )
+}
+
 /// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     if cfg.http.listen.is_empty() && cfg.tls.is_none() && cfg.coap.is_none() && cfg.mqtt.is_none() {

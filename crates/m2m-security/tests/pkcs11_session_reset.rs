@@ -61,5 +61,21 @@ fn a_lost_session_is_opened_again_and_the_keys_keep_working() {
     assert!(matches!(e, Pkcs11Error::PinFile(_)), "{e}");
     assert!(token.psk(KPSA_ID).is_none());
     std::fs::rename(&moved, &cfg.pin_file).unwrap();
+    // Attempts that failed are a second apart: the next one finds the PIN file back.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(token.hmac_sha256("reset-hmac", b"door").unwrap(), mac);
+
+    // A PIN the token refuses: refused again (not logged in with again: the token counts
+    // failures) until the PIN file changes.
+    let right = std::fs::read(&cfg.pin_file).unwrap();
+    softhsm::write_private(&cfg.pin_file, "0000-wrong");
+    reset_sessions();
+    for _ in 0..3 {
+        let e = token.hmac_sha256("reset-hmac", b"door").unwrap_err();
+        assert!(matches!(e, Pkcs11Error::WrongPin(_)), "{e}");
+        assert!(!e.to_string().contains("0000-wrong"), "{e}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&cfg.pin_file, right).unwrap();
     assert_eq!(token.hmac_sha256("reset-hmac", b"door").unwrap(), mac);
 }

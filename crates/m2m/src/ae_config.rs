@@ -704,6 +704,16 @@ fn private_key(s: &SecurityFile, resolve: &dyn Fn(PathBuf) -> PathBuf) -> anyhow
         bail!("[security] private_key names a key in a token (pkcs11:): configure the token in [security.pkcs11]");
     };
     pkcs11::check_token_label(&token.token).map_err(|e| anyhow!("[security.pkcs11] token: {e}"))?;
+    // OpenSSL's provider reads them, not this process: checked here as the CSE checks its own.
+    let module = resolve(token.module.clone());
+    if !module.is_file() {
+        bail!(
+            "[security.pkcs11] module {}: no such file",
+            module.display()
+        );
+    }
+    m2m_security::secure_environment::check_private_file(&resolve(token.pin_file.clone()))
+        .map_err(|e| anyhow!("[security.pkcs11] pin_file: {e}"))?;
     Ok(key)
 }
 

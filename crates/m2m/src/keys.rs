@@ -221,31 +221,40 @@ hex_secret_arg!(
     "Name of an environment variable holding Kpsa in hex."
 );
 
-/// `m2m keys add-psk`.
-/// `--entity`: an AE-ID (`C...`, `S...`, or SP-relative or absolute) or a CSE-ID (`/id-mn`,
-/// absolute), checked here so that a typo is refused when the key is stored, not when the CSE
-/// starts (the CSE parses it against its own identity then).
+/// `--entity`: an AE-ID (`Cname`, `Sname`, or that after a CSE-ID: `/id-in/Cname`,
+/// `//sp/id-in/Cname`) or a CSE-ID (`/id-mn`, `//sp/id-mn`), checked here so that a typo is
+/// refused when the key is stored, not when the CSE starts (the CSE parses it against its own
+/// identity then).
 pub fn entity_arg(s: &str) -> Result<String, String> {
-    use m2m_core::id::{check_originator, classify_originator, OriginatorKind};
-    check_originator(s).map_err(|e| e.dbg)?;
-    let body = s
-        .strip_prefix("//")
-        .or_else(|| s.strip_prefix('/'))
-        .unwrap_or(s);
-    let segments_named = !body.is_empty() && body.split('/').all(|seg| !seg.is_empty());
-    match classify_originator(s) {
-        OriginatorKind::AeStem(_) | OriginatorKind::SpRelative { .. } if segments_named => {
-            Ok(s.to_owned())
-        }
-        OriginatorKind::Absolute { cse, .. } if segments_named && !cse.is_empty() => {
-            Ok(s.to_owned())
-        }
-        _ => Err(format!(
-            "'{s}' is no AE-ID (C..., S..., /cse-id/C...) or CSE-ID (/cse-id)"
-        )),
+    let id_segment = |seg: &str| {
+        !seg.is_empty() && m2m_core::id::check_originator(seg).is_ok() && !seg.contains([':', '@'])
+    };
+    let ae_stem = |seg: &str| id_segment(seg) && seg.len() > 1 && seg.starts_with(['C', 'S']);
+    // What follows the CSE-ID: nothing (a CSE-ID) or one AE-ID stem.
+    let after_cse = |rest: &[&str]| match rest {
+        [] => true,
+        [stem] => ae_stem(stem),
+        _ => false,
+    };
+    let ok = if let Some(abs) = s.strip_prefix("//") {
+        let segs: Vec<&str> = abs.split('/').collect();
+        segs.len() >= 2 && id_segment(segs[0]) && id_segment(segs[1]) && after_cse(&segs[2..])
+    } else if let Some(rel) = s.strip_prefix('/') {
+        let segs: Vec<&str> = rel.split('/').collect();
+        id_segment(segs[0]) && after_cse(&segs[1..])
+    } else {
+        ae_stem(s)
+    };
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "'{s}' is no AE-ID (Cname, Sname, /cse-id/Cname) or CSE-ID (/cse-id, //sp/cse-id)"
+        ))
     }
 }
 
+/// `m2m keys add-psk`.
 #[derive(Args, Debug, Clone)]
 pub struct AddPskArgs {
     #[command(flatten)]
@@ -777,6 +786,13 @@ mod tests {
             "//sp",
             "/id-in//C",
             "Cé",
+            "/id-in/cnt",
+            "/id-in/lock",
+            "/id-in/C",
+            "/id-in/Ca/b",
+            "C:x",
+            "Clock@x",
+            "//sp/id-in/cnt",
         ] {
             assert!(entity_arg(bad).is_err(), "{bad:?}");
         }

@@ -45,6 +45,7 @@ mod redacted;
 mod request;
 mod scratch_pki;
 mod spawned;
+mod store;
 mod trust_anchors;
 mod ttp;
 
@@ -106,6 +107,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Read a CSE's audit trail: verify its hash chain, show its entries by event, field or time.
     Audit(audit::AuditArgs),
+    /// A CSE's resource store: encrypt one written in the clear (`m2m store encrypt`).
+    Store(store::StoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -214,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Keys(args) => keys::run(args),
+        Command::Store(args) => store::run(args),
         Command::MqttBrokerConfig(args) => mqtt_broker_config::run(args),
         Command::BenchTls(args) => runtime()?.block_on(bench_tls::run(args)),
         Command::BenchCoap(args) => runtime()?.block_on(bench_coap::run(args)),

@@ -799,4 +799,19 @@ fn an_ae_whose_certificate_key_is_in_the_token_registers_over_mutual_tls() {
         err.contains("private_key names a key in a token (pkcs11:): configure the token in [security.pkcs11]"),
         "{err}"
     );
+    // A PIN file others may read is refused before OpenSSL's provider is given it.
+    let open_pin = token.dir.path().join("open-pin");
+    std::fs::write(&open_pin, PIN).unwrap();
+    let open = token.dir.path().join("phone-open-pin.toml");
+    let text = std::fs::read_to_string(&with_token).unwrap().replace(
+        &token.pin_file().display().to_string(),
+        &open_pin.display().to_string(),
+    );
+    write_private(&open, &text);
+    let out = request(&open, "Cphone");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("[security.pkcs11] pin_file"),
+        "{err}"
+    );
 }

@@ -219,16 +219,52 @@ fn a_store_in_the_clear_is_encrypted_at_start_rotated_and_never_opened_with_a_wr
     let db = std::fs::read(data.path().join("resources.db")).unwrap();
     assert!(contains(&db, b"SQLite format 3"));
 
-    // Encryption turned on: the tree is kept, the files no longer show it, nothing is left over.
-    let cse = CseProcess::start(
-        &ks.config("encryption_secret = \"store-key-1\""),
-        data.path(),
+    // Encryption turned on: a CSE does not take a store it finds in the clear (someone who can
+    // write the directory could have put it there), the file untouched.
+    let encrypted = ks.config("encryption_secret = \"store-key-1\"");
+    let plain = std::fs::read(data.path().join("resources.db")).unwrap();
+    let err = CseProcess::start_error(&encrypted, data.path());
+    assert!(
+        err.contains("is in the clear while [storage] encryption_secret is set")
+            && err.contains("m2m store encrypt"),
+        "{err}"
     );
-    assert!(cse.logged("written in the clear, is now encrypted"));
+    assert_eq!(
+        std::fs::read(data.path().join("resources.db")).unwrap(),
+        plain
+    );
+    // The operator's command does, with the CSE stopped: the tree is kept, the files no longer
+    // show it, nothing is left over.
+    let config = ks.dir.path().join("cse.toml");
+    write_private(
+        &config,
+        &ks.config(&format!(
+            "path = {:?}\nencryption_secret = \"store-key-1\"",
+            data.path().display().to_string()
+        )),
+    );
+    let out = m2m_command(&["store", "encrypt", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is now encrypted"));
+    assert!(!data.path().join("resources.db.rekey").exists());
+    let cse = CseProcess::start(&encrypted, data.path());
     assert_tree(&cse, &ae);
+    // The storage directory is the running CSE's: neither the command nor a second CSE opens it.
+    let out = m2m_command(&["store", "encrypt", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("has this storage directory open"),
+        "{err}"
+    );
+    // (A second CSE meets the audit trail's lock first, in the same directory.)
+    let err = CseProcess::start_error(&encrypted, data.path());
+    assert!(
+        err.contains("has this storage directory open")
+            || err.contains("in use by another process"),
+        "{err}"
+    );
     drop(cse);
     assert_nothing_in_the_clear(data.path());
-    assert!(!data.path().join("resources.db.rekey").exists());
 
     // Rotation: re-encrypted under the new secret at start.
     let rotated = ks.config(
@@ -269,7 +305,14 @@ fn a_store_in_the_clear_is_encrypted_at_start_rotated_and_never_opened_with_a_wr
         for secret in [KEY_1, KEY_2] {
             assert!(!err.contains(secret), "{err}");
         }
+        // Nor a derived key: no run of 32 hex digits at all.
         assert!(!err.contains("x'"), "{err}");
+        let longest_hex = err
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(longest_hex < 32, "{err}");
     }
     assert_eq!(
         std::fs::read(data.path().join("resources.db")).unwrap(),

@@ -62,9 +62,15 @@ impl StoreKey {
         Ok(StoreKey(text))
     }
 
-    /// Keys `conn` (before its first read or write).
+    /// Keys `conn` (before its first read or write). The statement is built in memory that is
+    /// zeroed afterwards and handed to SQLite as it is (rusqlite's pragma helpers would format
+    /// the key into a String of their own).
     pub fn apply(&self, conn: &Connection) -> rusqlite::Result<()> {
-        conn.pragma_update(None, "key", self.0.as_str())
+        let mut sql = Zeroizing::new(String::with_capacity(80));
+        sql.push_str("PRAGMA key = \"");
+        sql.push_str(&self.0);
+        sql.push_str("\";");
+        conn.execute_batch(&sql)
     }
 }
 
@@ -77,6 +83,10 @@ pub struct Keys<'a> {
     pub current: Option<&'a StoreKey>,
     /// The key it may still be encrypted under (rotation; without `current`: decryption).
     pub previous: Option<&'a StoreKey>,
+    /// Whether a store found in the clear is to be encrypted (`m2m store encrypt`, run by the
+    /// operator); at start it is refused: someone who can write the storage directory could have
+    /// put it there.
+    pub adopt_plain: bool,
 }
 
 /// What the file on disk is.
@@ -113,9 +123,8 @@ fn found(path: &Path) -> anyhow::Result<Found> {
 /// Brings the database at `path` to the encryption `keys.current` asks for (see the module doc).
 /// Returns what it did, for the log.
 pub fn prepare(path: &Path, keys: &Keys<'_>) -> anyhow::Result<Option<&'static str>> {
-    let staging = staging_path(path);
     // A copy a crash left behind is never used: the store it was made from is intact.
-    remove_if_present(&staging)?;
+    remove_staging(path)?;
     match (found(path)?, keys.current) {
         (Found::Nothing, _) | (Found::Plain, None) => Ok(None),
         (Found::Encrypted, None) => match keys.previous {
@@ -136,6 +145,12 @@ pub fn prepare(path: &Path, keys: &Keys<'_>) -> anyhow::Result<Option<&'static s
                 path.display()
             ),
         },
+        (Found::Plain, Some(_)) if !keys.adopt_plain => anyhow::bail!(
+            "{} is in the clear while [storage] encryption_secret is set: encrypt it once with \
+             `m2m store encrypt --config FILE` (a store found in the clear is not taken at start: \
+             it need not be the one this CSE wrote)",
+            path.display()
+        ),
         (Found::Plain, Some(key)) => {
             convert(path, None, Some(key))?;
             Ok(Some(
@@ -187,9 +202,12 @@ fn opens(path: &Path, key: &StoreKey) -> anyhow::Result<bool> {
 }
 
 /// Copies the database at `path` (opened with `from`, or in the clear) into a new file encrypted
-/// under `to` (or in the clear), then puts it in the old one's place.
+/// under `to` (or in the clear), then puts it in the old one's place. The caller holds the
+/// storage directory's lock ([`super::lock_dir`]): no other process has the database open.
 fn convert(path: &Path, from: Option<&StoreKey>, to: Option<&StoreKey>) -> anyhow::Result<()> {
     let staging = staging_path(path);
+    // Whatever happens below, no half-made copy stays (one in the clear, when decrypting).
+    let _cleanup = Cleanup(path);
     m2m_security::data_files::private_file(&staging).map_err(anyhow::Error::msg)?;
     {
         let conn = Connection::open(path)?;
@@ -198,15 +216,20 @@ fn convert(path: &Path, from: Option<&StoreKey>, to: Option<&StoreKey>) -> anyho
         }
         // Everything the log holds goes into the database first: the old log must not outlive
         // it (SQLite would replay it into the new file).
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            anyhow::bail!("{}: another connection holds the database", path.display());
+        }
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         // SQLCipher: an attached database without a KEY takes the main one's; an empty key is
-        // the clear.
-        let key = to.map_or("", |k| k.0.as_str());
-        conn.execute(
-            "ATTACH DATABASE ?1 AS staging KEY ?2",
-            rusqlite::params![path_text(&staging)?, key],
-        )?;
+        // the clear. Built in zeroed memory and handed to SQLite as it is.
+        let mut attach = Zeroizing::new(String::with_capacity(160));
+        attach.push_str("ATTACH DATABASE '");
+        attach.push_str(&path_text(&staging)?.replace('\'', "''"));
+        attach.push_str("' AS staging KEY \"");
+        attach.push_str(to.map_or("", |k| k.0.as_str()));
+        attach.push_str("\";");
+        conn.execute_batch(&attach)?;
         conn.query_row("SELECT sqlcipher_export('staging')", [], |_| Ok(()))?;
         conn.pragma_update(
             Some(rusqlite::DatabaseName::Attached("staging")),
@@ -224,6 +247,24 @@ fn convert(path: &Path, from: Option<&StoreKey>, to: Option<&StoreKey>) -> anyho
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Removes the staging copy and its journal when dropped.
+struct Cleanup<'a>(&'a Path);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = remove_staging(self.0) {
+            tracing::warn!("resource store: {e}");
+        }
+    }
+}
+
+/// Removes what a conversion of `path` left: the copy and its rollback journal.
+fn remove_staging(path: &Path) -> anyhow::Result<()> {
+    let staging = staging_path(path);
+    remove_if_present(&with_suffix(&staging, "-journal"))?;
+    remove_if_present(&staging)
 }
 
 fn staging_path(path: &Path) -> PathBuf {
@@ -288,11 +329,26 @@ mod tests {
         write_plain(&db);
         let (k1, k2, k3) = (key(1), key(2), key(3));
 
+        // At start a store in the clear is refused, untouched; the operator's command takes it.
+        let plain = std::fs::read(&db).unwrap();
+        let e = prepare(
+            &db,
+            &Keys {
+                current: Some(&k1),
+                previous: None,
+                adopt_plain: false,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("m2m store encrypt"), "{e}");
+        assert_eq!(std::fs::read(&db).unwrap(), plain);
         let did = prepare(
             &db,
             &Keys {
                 current: Some(&k1),
                 previous: None,
+                adopt_plain: true,
             },
         )
         .unwrap();
@@ -312,7 +368,8 @@ mod tests {
                 &db,
                 &Keys {
                     current: Some(&k1),
-                    previous: None
+                    previous: None,
+                    adopt_plain: false,
                 }
             )
             .unwrap(),
@@ -325,6 +382,7 @@ mod tests {
             &Keys {
                 current: Some(&k2),
                 previous: Some(&k1),
+                adopt_plain: false,
             },
         )
         .unwrap();
@@ -341,6 +399,7 @@ mod tests {
                 &Keys {
                     current: Some(&k3),
                     previous,
+                    adopt_plain: false,
                 },
             )
             .unwrap_err()
@@ -358,6 +417,7 @@ mod tests {
             &Keys {
                 current: None,
                 previous: Some(&k1),
+                adopt_plain: false,
             },
         )
         .unwrap_err()
@@ -371,6 +431,7 @@ mod tests {
             &Keys {
                 current: None,
                 previous: Some(&k2),
+                adopt_plain: false,
             },
         )
         .unwrap();
@@ -385,26 +446,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("resources.db");
         std::fs::write(staging_path(&db), b"half").unwrap();
+        std::fs::write(with_suffix(&staging_path(&db), "-journal"), b"half").unwrap();
         let k = key(9);
         assert_eq!(
             prepare(
                 &db,
                 &Keys {
                     current: Some(&k),
-                    previous: None
+                    previous: None,
+                    adopt_plain: false,
                 }
             )
             .unwrap(),
             None
         );
         assert!(!staging_path(&db).exists());
+        assert!(!with_suffix(&staging_path(&db), "-journal").exists());
         std::fs::write(&db, b"").unwrap();
         assert_eq!(
             prepare(
                 &db,
                 &Keys {
                     current: Some(&k),
-                    previous: None
+                    previous: None,
+                    adopt_plain: false,
                 }
             )
             .unwrap(),

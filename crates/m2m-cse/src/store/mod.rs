@@ -143,6 +143,8 @@ pub struct Store {
     path: PathBuf,
     /// The key of a store encrypted at rest, for every connection opened.
     key: Option<Arc<encryption::StoreKey>>,
+    /// The storage directory's lock ([`lock_dir`]), held as long as the store is open.
+    _lock: std::fs::File,
     jobs: std::sync::mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
     cache: Arc<Cache>,
@@ -155,6 +157,33 @@ pub struct AtRest {
     pub key: Option<encryption::StoreKey>,
     /// The key it may still be encrypted under: re-encrypted under `key` at open.
     pub previous: Option<encryption::StoreKey>,
+}
+
+/// Takes the storage directory for this process: an exclusive lock on `resources.lock` (0600),
+/// held while the returned file is open and dropped by the system when the process ends, however
+/// it ends. A second process on the same directory (another CSE, `m2m store encrypt` while a CSE
+/// runs) is refused: two writers of one database, or a conversion replacing the file under a
+/// CSE, would lose data.
+pub fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("resources.lock");
+    if let Some(t) = data_files::private_file(&path).map_err(anyhow::Error::msg)? {
+        tracing::warn!("resource store: {t}");
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{}: another process (a CSE, m2m store) has this storage directory open",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("{}: {e}", path.display())
+        }
+    }
 }
 
 /// A connection to the store, keyed (before anything is read) when it is encrypted.
@@ -186,6 +215,7 @@ impl Store {
     pub fn open_at_rest(dir: &Path, sync: SyncMode, at_rest: AtRest) -> anyhow::Result<Self> {
         let path = dir.join("resources.db");
         let mut tightened = vec![data_files::private_dir(dir).map_err(anyhow::Error::msg)?];
+        let lock = lock_dir(dir)?;
         for suffix in ["-wal", "-shm"] {
             let mut p = path.clone().into_os_string();
             p.push(suffix);
@@ -202,6 +232,7 @@ impl Store {
         let keys = encryption::Keys {
             current: at_rest.key.as_ref(),
             previous: at_rest.previous.as_ref(),
+            adopt_plain: false,
         };
         if let Some(done) = encryption::prepare(&path, &keys)? {
             tracing::warn!("{done}");
@@ -248,6 +279,7 @@ impl Store {
         Ok(Self {
             path,
             key,
+            _lock: lock,
             jobs,
             readers: Mutex::new(Vec::new()),
             cache,
@@ -958,6 +990,22 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("is encrypted"), "{e}");
+    }
+
+    /// One store per directory: a second opening (another CSE, `m2m store encrypt`) is refused
+    /// while the first is open, and allowed once it is closed.
+    #[test]
+    fn a_storage_directory_is_opened_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        let e = Store::open(dir.path(), SyncMode::Normal)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("has this storage directory open"), "{e}");
+        assert!(lock_dir(dir.path()).is_err());
+        drop(first);
+        assert!(lock_dir(dir.path()).is_ok());
     }
 
     #[test]

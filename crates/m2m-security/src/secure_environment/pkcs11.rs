@@ -72,6 +72,17 @@ pub enum Pkcs11Error {
     Invalid(String),
 }
 
+impl Pkcs11Error {
+    /// The same error again (a login refusal remembered).
+    fn again(&self) -> Pkcs11Error {
+        match self {
+            Pkcs11Error::WrongPin(t) => Pkcs11Error::WrongPin(t.clone()),
+            Pkcs11Error::PinLocked(t) => Pkcs11Error::PinLocked(t.clone()),
+            other => Pkcs11Error::Invalid(other.to_string()),
+        }
+    }
+}
+
 fn token_err(op: &'static str) -> impl Fn(CkError) -> Pkcs11Error {
     move |e| {
         let detail = e.to_string();
@@ -197,6 +208,8 @@ pub struct Pkcs11Token {
     pin_file: PathBuf,
     /// The logged-in session and its wrapping key, replaced when the token loses them.
     live: Mutex<Live>,
+    /// How the last attempt to replace a lost session failed, if it did.
+    last_reopen: Mutex<Option<Failed>>,
     /// Where each PSK handed out was found (nothing secret): the next hand-out is one
     /// C_WrapKey.
     found: Mutex<std::collections::HashMap<String, Found>>,
@@ -241,6 +254,28 @@ fn read_pin(path: &Path) -> Result<AuthPin, Pkcs11Error> {
 struct Module {
     ctx: Pkcs11,
     lock: std::sync::Arc<Mutex<()>>,
+}
+
+/// Whether a failed operation may run again on a new session: only those that change nothing in
+/// the token (a key generated or stored before the session went would be made twice).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Yes,
+    No,
+}
+
+/// The shortest pause between two attempts to open a lost session that failed.
+const REOPEN_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why the last attempt to open a lost session failed.
+enum Failed {
+    /// The token refused the login; not tried again while the PIN file is as it was.
+    Login {
+        pin_file: Option<std::time::SystemTime>,
+        error: Pkcs11Error,
+    },
+    /// Anything else, at this moment.
+    Other { at: std::time::Instant },
 }
 
 /// A logged-in session and its wrapping key ([`session_kek`]): a session object, gone with the
@@ -340,7 +375,8 @@ fn open_live(ctx: &Pkcs11, token: &str, pin_file: &Path) -> Result<(Live, bool),
 
 impl Pkcs11Token {
     /// Opens the token and logs in as its user. A wrong PIN is [`Pkcs11Error::WrongPin`]
-    /// (start-up fails with it: the token counts failed logins, nothing retries).
+    /// (start-up fails with it: the token counts failed logins, nothing retries; a later re-login
+    /// after a lost session is not tried again until the PIN file changes).
     pub fn open(cfg: &TokenConfig) -> Result<Self, Pkcs11Error> {
         let module = load_module(&cfg.module)?;
         let _alone = module.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -355,6 +391,7 @@ impl Pkcs11Token {
             },
             pin_file: cfg.pin_file.clone(),
             live: Mutex::new(live),
+            last_reopen: Mutex::default(),
             found: Mutex::default(),
             psks: Mutex::default(),
             module: module.clone(),
@@ -388,10 +425,13 @@ impl Pkcs11Token {
 
     /// Runs `op` on the session while this thread has the module to itself. When the session
     /// turns out to be gone (the token was reset or removed and is back, the HSM restarted), a
-    /// new one is opened and logged in (the PIN file read again) and `op` runs once more: a
-    /// CSE outlives its token's resets without a restart.
+    /// new one is opened and logged in (the PIN file read again) and, for an operation that
+    /// changes nothing in the token (`Retry::Yes`), `op` runs once more: a CSE outlives its
+    /// token's resets without a restart. One that may have changed the token before the session
+    /// went is not repeated: its error is returned.
     fn with_session<T>(
         &self,
+        retry: Retry,
         op: impl Fn(&Session, &(ObjectHandle, Secret)) -> Result<T, Pkcs11Error>,
     ) -> Result<T, Pkcs11Error> {
         let mut guard = self.session();
@@ -401,22 +441,70 @@ impl Pkcs11Token {
             self.reopen(&mut guard, "checking the session")?;
         }
         match op(&guard.live.session, &guard.live.kek) {
-            Err(Pkcs11Error::SessionLost { op: what, .. }) => {
+            Err(e @ Pkcs11Error::SessionLost { .. }) => {
+                let what = match &e {
+                    Pkcs11Error::SessionLost { op, .. } => *op,
+                    _ => "",
+                };
                 self.reopen(&mut guard, what)?;
-                op(&guard.live.session, &guard.live.kek)
+                match retry {
+                    Retry::Yes => op(&guard.live.session, &guard.live.kek),
+                    Retry::No => Err(e),
+                }
             }
             other => other,
         }
     }
 
-    /// A new session in place of a lost one, logged in with the PIN file read again.
+    /// A new session in place of a lost one, logged in with the PIN file read again. A login the
+    /// token refused (wrong or locked PIN) is not tried again until the PIN file changes: the
+    /// token counts failed logins, and uses come from handshakes anyone can start. Attempts
+    /// that fail otherwise (the token still away) are at least a second apart.
     fn reopen(&self, guard: &mut SessionGuard<'_>, during: &str) -> Result<(), Pkcs11Error> {
+        let pin_file_now = std::fs::metadata(&self.pin_file)
+            .and_then(|m| m.modified())
+            .ok();
+        {
+            let last = self.last_reopen.lock().unwrap_or_else(|p| p.into_inner());
+            match &*last {
+                Some(Failed::Login { pin_file, error }) if *pin_file == pin_file_now => {
+                    return Err(error.again());
+                }
+                Some(Failed::Other { at }) if at.elapsed() < REOPEN_PAUSE => {
+                    return Err(Pkcs11Error::SessionLost {
+                        op: "opening a session",
+                        detail: "the token is not back yet".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
         tracing::warn!(target: "audit", token = %self.token, during, "the token's session was lost: logging in again");
-        let (live, _) = open_live(&self.module.ctx, &self.token, &self.pin_file)?;
-        *guard.live = live;
-        // Handles of the old session need not hold in the new one.
-        self.found().clear();
-        Ok(())
+        let opened = open_live(&self.module.ctx, &self.token, &self.pin_file);
+        let mut last = self.last_reopen.lock().unwrap_or_else(|p| p.into_inner());
+        match opened {
+            Ok((live, _)) => {
+                *guard.live = live;
+                *last = None;
+                // Handles of the old session need not hold in the new one.
+                self.found().clear();
+                Ok(())
+            }
+            Err(e @ (Pkcs11Error::WrongPin(_) | Pkcs11Error::PinLocked(_))) => {
+                tracing::error!(target: "audit", token = %self.token, error = %e, "the token refused the login: no more attempts until the PIN file changes");
+                *last = Some(Failed::Login {
+                    pin_file: pin_file_now,
+                    error: e.again(),
+                });
+                Err(e)
+            }
+            Err(e) => {
+                *last = Some(Failed::Other {
+                    at: std::time::Instant::now(),
+                });
+                Err(e)
+            }
+        }
     }
 
     fn find(
@@ -445,7 +533,9 @@ impl Pkcs11Token {
 
     /// The secret key `label`: its handle, bound entity (CKA_ID) and length.
     fn find_secret(&self, label: &str) -> Result<Option<Found>, Pkcs11Error> {
-        self.with_session(|session, _| Self::find_secret_in(session, label))
+        self.with_session(Retry::Yes, |session, _| {
+            Self::find_secret_in(session, label)
+        })
     }
 
     fn find_secret_in(session: &Session, label: &str) -> Result<Option<Found>, Pkcs11Error> {
@@ -486,7 +576,9 @@ impl Pkcs11Token {
     /// extractable. Returns the public key (for a certificate).
     pub fn generate_ec_key(&self, label: &str) -> Result<PKey<Public>, Pkcs11Error> {
         check_label(label)?;
-        self.with_session(|session, _| Self::generate_ec_key_in(session, label))
+        self.with_session(Retry::No, |session, _| {
+            Self::generate_ec_key_in(session, label)
+        })
     }
 
     fn generate_ec_key_in(session: &Session, label: &str) -> Result<PKey<Public>, Pkcs11Error> {
@@ -520,7 +612,7 @@ impl Pkcs11Token {
 
     /// The public key of the P-256 key pair `label`.
     pub fn public_key(&self, label: &str) -> Result<PKey<Public>, Pkcs11Error> {
-        self.with_session(|session, _| {
+        self.with_session(Retry::Yes, |session, _| {
             let handle = Self::find(session, ObjectClass::PUBLIC_KEY, label)?
                 .ok_or_else(|| Pkcs11Error::NotFound(label.to_string()))?;
             ec_public_key(session, handle)
@@ -529,7 +621,7 @@ impl Pkcs11Token {
 
     /// Whether a private key labelled `label` is in the token.
     pub fn has_private_key(&self, label: &str) -> Result<bool, Pkcs11Error> {
-        self.with_session(|session, _| {
+        self.with_session(Retry::Yes, |session, _| {
             Ok(Self::find(session, ObjectClass::PRIVATE_KEY, label)?.is_some())
         })
     }
@@ -543,7 +635,7 @@ impl Pkcs11Token {
     /// handshake needs it in OpenSSL), usable for HMAC inside the token.
     pub fn import_psk(&self, entry: &PskEntry) -> Result<(), Pkcs11Error> {
         let label = format!("{PSK_PREFIX}{}", entry.kpsa_id.canonical());
-        self.with_session(|session, _| {
+        self.with_session(Retry::No, |session, _| {
             if Self::find(session, ObjectClass::SECRET_KEY, &label)?.is_some() {
                 return Err(Pkcs11Error::Exists(label.clone()));
             }
@@ -565,7 +657,7 @@ impl Pkcs11Token {
     ) -> Result<(), Pkcs11Error> {
         check_label(name)?;
         let label = format!("{SECRET_PREFIX}{name}");
-        self.with_session(|session, _| {
+        self.with_session(Retry::No, |session, _| {
             if Self::find(session, ObjectClass::SECRET_KEY, &label)?.is_some() {
                 return Err(Pkcs11Error::Exists(label.clone()));
             }
@@ -578,7 +670,7 @@ impl Pkcs11Token {
     pub fn generate_secret(&self, name: &str) -> Result<(), Pkcs11Error> {
         check_label(name)?;
         let label = format!("{SECRET_PREFIX}{name}");
-        self.with_session(|session, _| {
+        self.with_session(Retry::No, |session, _| {
             if Self::find(session, ObjectClass::SECRET_KEY, &label)?.is_some() {
                 return Err(Pkcs11Error::Exists(label.clone()));
             }
@@ -599,7 +691,7 @@ impl Pkcs11Token {
     /// HMAC-SHA-256 of `data` under the named secret, computed inside the token.
     pub fn hmac_sha256(&self, name: &str, data: &[u8]) -> Result<[u8; 32], Pkcs11Error> {
         let label = format!("{SECRET_PREFIX}{name}");
-        let mac = self.with_session(|session, _| {
+        let mac = self.with_session(Retry::Yes, |session, _| {
             let key = Self::find(session, ObjectClass::SECRET_KEY, &label)?
                 .ok_or_else(|| Pkcs11Error::NotFound(label.clone()))?;
             Ok(Zeroizing::new(
@@ -615,7 +707,7 @@ impl Pkcs11Token {
 
     /// Every key in the token: labels and properties, never values.
     pub fn list(&self) -> Result<Vec<KeyInfo>, Pkcs11Error> {
-        self.with_session(|session, _| Self::list_in(session))
+        self.with_session(Retry::Yes, |session, _| Self::list_in(session))
     }
 
     fn list_in(session: &Session) -> Result<Vec<KeyInfo>, Pkcs11Error> {
@@ -640,7 +732,7 @@ impl Pkcs11Token {
     /// Destroys every key labelled `label` (a key pair's two halves, or a `kpsa:`/`secret:`
     /// key). Returns how many objects went.
     pub fn destroy(&self, label: &str) -> Result<usize, Pkcs11Error> {
-        let handles = self.with_session(|session, _| {
+        let handles = self.with_session(Retry::No, |session, _| {
             let handles = session
                 .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
                 .map_err(token_err("finding a key"))?;
@@ -656,29 +748,52 @@ impl Pkcs11Token {
         Ok(handles.len())
     }
 
-    /// The value of a secret key that may be wrapped out: wrapped in the token under the
-    /// session's wrapping key, unwrapped here after the token is free again.
+    /// The value of the secret key `label`, where it may be wrapped out: found (or where it was
+    /// found before, its label checked again: a token may give a handle of a destroyed key, or
+    /// of an old session, to another key), wrapped under the session's wrapping key in the same
+    /// session, and unwrapped here once the token is free again. None: no such key.
     ///
-    /// `len` is the key's CKA_VALUE_LEN (not secret): SoftHSM pads what it wraps to whole
-    /// blocks.
-    fn unwrap_out(&self, key: ObjectHandle, len: Option<usize>) -> Result<Secret, Pkcs11Error> {
-        let (wrapped, kek) = self.with_session(|session, kek| {
+    /// CKA_VALUE_LEN is not secret: SoftHSM pads what it wraps to whole blocks.
+    fn hand_out(&self, label: &str) -> Result<Option<(Found, Secret)>, Pkcs11Error> {
+        let wrapped = self.with_session(Retry::Yes, |session, kek| {
+            let cached = self.found().get(label).cloned();
+            let found = match cached.filter(|f| labelled(session, f.handle, label)) {
+                Some(f) => f,
+                None => match Self::find_secret_in(session, label)? {
+                    Some(f) => f,
+                    None => return Ok(None),
+                },
+            };
             let wrapped = session
-                .wrap_key(&Mechanism::AesKeyWrapPad, kek.0, key)
+                .wrap_key(&Mechanism::AesKeyWrapPad, kek.0, found.handle)
                 .map_err(token_err("wrapping a key"))?;
-            Ok((wrapped, kek.1.clone()))
+            Ok(Some((found, wrapped, kek.1.clone())))
         })?;
+        let Some((found, wrapped, kek)) = wrapped else {
+            self.found().remove(label);
+            return Ok(None);
+        };
         let value = unwrap_kwp(kek.expose(), &wrapped)?;
-        let len = len.unwrap_or(value.len());
-        match value.expose().get(..len) {
-            Some(key) if value.expose()[len..].iter().all(|b| *b == 0) => {
-                Ok(Secret::from_slice(key))
+        let len = found.len.unwrap_or(value.len());
+        let key = match value.expose().get(..len) {
+            Some(key) if value.expose()[len..].iter().all(|b| *b == 0) => Secret::from_slice(key),
+            _ => {
+                return Err(Pkcs11Error::Invalid(
+                    "an unwrapped key of the wrong length".into(),
+                ))
             }
-            _ => Err(Pkcs11Error::Invalid(
-                "an unwrapped key of the wrong length".into(),
-            )),
-        }
+        };
+        self.found().insert(label.to_owned(), found.clone());
+        Ok(Some((found, key)))
     }
+}
+
+/// Whether `handle` is (still) the object labelled `label`.
+fn labelled(session: &Session, handle: ObjectHandle, label: &str) -> bool {
+    matches!(
+        session.get_attributes(handle, &[AttributeType::Label]).as_deref(),
+        Ok([Attribute::Label(l)]) if l.as_slice() == label.as_bytes()
+    )
 }
 
 /// A secret key as found in the token: none of it secret.
@@ -980,24 +1095,9 @@ impl SecureEnvironment for Pkcs11Token {
             kpsa_id: id.clone(),
             key,
         };
-        // Where it was found before: one C_WrapKey. A handle that no longer works (the key
-        // destroyed or replaced by another process) is looked up again.
-        let cached = self.found().get(&label).cloned();
-        if let Some(found) = cached {
-            match self.unwrap_out(found.handle, found.len) {
-                Ok(key) => return Some(entry(&found, key)),
-                Err(_) => {
-                    self.found().remove(&label);
-                }
-            }
-        }
-        let found = self.find_secret(&label).ok()??;
-        match self.unwrap_out(found.handle, found.len) {
-            Ok(key) => {
-                let entry = entry(&found, key);
-                self.found().insert(label, found);
-                Some(entry)
-            }
+        match self.hand_out(&label) {
+            Ok(Some((found, key))) => Some(entry(&found, key)),
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(target: "audit", environment = %self.name, key = %label, error = %e, "a PSK in the token could not be handed to the handshake");
                 None
@@ -1016,8 +1116,8 @@ impl SecureEnvironment for Pkcs11Token {
     }
 
     fn secret(&self, name: &str) -> Option<Secret> {
-        let found = self.find_secret(&format!("{SECRET_PREFIX}{name}")).ok()??;
-        self.unwrap_out(found.handle, found.len).ok()
+        let (_, key) = self.hand_out(&format!("{SECRET_PREFIX}{name}")).ok()??;
+        Some(key)
     }
 
     fn name(&self) -> &str {
