@@ -763,7 +763,7 @@ impl Cse {
                 }
             }
             Operation::Update => dispatcher::update(&self, req, target, &peer).await,
-            Operation::Delete => dispatcher::delete(&self, &req, target).await,
+            Operation::Delete => dispatcher::delete(&self, &req, target, &peer).await,
             Operation::Notify => dispatcher::notify(&self, req, target, &peer).await,
         }
     }

@@ -646,16 +646,27 @@ fn changed_by_the_cse(
     set
 }
 
-pub async fn delete(cse: &Arc<Cse>, req: &Request, target: Target) -> M2mResult<Response> {
+/// A DELETE. Its answer (TS-0004 table 7.5.2-2, D/1,4,5,6,8) is the resource as a RETRIEVE with
+/// the same Result Content would have shown it, children included, read before it went.
+pub async fn delete(
+    cse: &Arc<Cse>,
+    req: &Request,
+    target: Target,
+    peer: &Peer,
+) -> M2mResult<Response> {
     let res = instance_of(cse, target)?;
     if res.ty == ResourceType::CseBase {
         return Err(M2mError::not_allowed("the CSEBase cannot be deleted"));
     }
-    delete_resource(cse, &res, req.from.as_deref()).await?;
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
+        _ if lists_children(req) => {
+            let (shown, _) = retrieve(cse, req, Target::Resource(res.clone()), peer)?;
+            shown.pc
+        }
         _ => Some(representation(&res)),
     };
+    delete_resource(cse, &res, req.from.as_deref()).await?;
     Ok(Response::new(Rsc::Deleted, &req.rqi, pc))
 }
 

@@ -457,6 +457,40 @@ fn result_content_on_create_retrieve_update() {
     let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["lt", "st"], "rcn=9: {:?}", r.body);
+
+    // DELETE answers as a RETRIEVE with its rcn would have, read before the deletion
+    // (TS-0004 table 7.5.2-2, D/1,4,5,6,8); no rcn: nothing.
+    for (name, rcn) in [("d6", "6"), ("d1", "1"), ("d0", "")] {
+        create_cnt(u, "/cse-in/app", &ae, json!({ "rn": name }));
+        let cin = create_cin(u, &format!("/cse-in/app/{name}"), &ae, "v");
+        let query = if rcn.is_empty() {
+            String::new()
+        } else {
+            format!("?rcn={rcn}")
+        };
+        let (_, shown) = get_with_query(u, &format!("/cse-in/app/{name}"), &ae, "rcn=6");
+        let r = request(
+            "DELETE",
+            u,
+            &format!("/cse-in/app/{name}{query}"),
+            Some(&ae),
+            None,
+            None,
+        );
+        assert_eq!(r.rsc, 2002, "{:?}", r.body);
+        match rcn {
+            "6" => {
+                let rrf = &r.body["m2m:rrl"]["rrf"];
+                assert_eq!(rrf.as_array().map(Vec::len), Some(1), "{:?}", r.body);
+                assert_eq!(rrf[0]["typ"], 4, "{:?}", r.body);
+                assert_eq!(r.body, shown, "what a RETRIEVE with rcn=6 showed");
+            }
+            "1" => assert_eq!(r.body["m2m:cnt"]["rn"], name, "{:?}", r.body),
+            _ => assert_eq!(r.body, Value::Null, "{:?}", r.body),
+        }
+        let (gone, _) = retrieve(u, &format!("/{cin}"), &ae);
+        assert_eq!(gone, 4004, "{name}: the instance went with its container");
+    }
 }
 
 #[test]
