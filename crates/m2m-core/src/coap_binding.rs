@@ -326,11 +326,12 @@ pub fn decode_request(p: &Packet, is_attribute: impl Fn(&str) -> bool) -> M2mRes
     req.vsi = text(p, option::VSI, "oneM2M-VSI")?;
     req.ec = uint(p, option::EC, "oneM2M-EC")?.map(|e| e.to_string());
     if let Some(rtu) = text(p, option::RTURI, "oneM2M-RTURI")? {
-        req.rtu = rtu
-            .split('&')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        req.rtu = Some(
+            rtu.split('&')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        );
     }
     if let Some(queries) = p.get_option(CoapOption::UriQuery) {
         for q in queries {
@@ -497,10 +498,10 @@ pub fn encode_request(req: &Request) -> M2mResult<Packet> {
             .map_err(|_| M2mError::bad_request("event category is not a number"))?;
         p.add_option(CoapOption::Unknown(option::EC), encode_uint(ec));
     }
-    if !req.rtu.is_empty() {
+    if let Some(rtu) = &req.rtu {
         p.add_option(
             CoapOption::Unknown(option::RTURI),
-            req.rtu.join("&").into_bytes(),
+            rtu.join("&").into_bytes(),
         );
     }
     if let Some(ty) = req.ty {

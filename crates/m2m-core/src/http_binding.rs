@@ -209,11 +209,12 @@ pub fn decode_request(
         req.tkns = crate::primitive::Tokens(split_tokens(tokens));
     }
     if let Some(rtu) = header(headers, X_M2M_RTU)? {
-        req.rtu = rtu
-            .split('&')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        req.rtu = Some(
+            rtu.split('&')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        );
     }
     if let Some(q) = uri.query() {
         decode_query(&mut req, q, is_attribute)?;
@@ -459,8 +460,8 @@ pub fn encode_request(
             h.insert(HeaderName::from_static(name), hv(v));
         }
     }
-    if !req.rtu.is_empty() {
-        h.insert(HeaderName::from_static(X_M2M_RTU), hv(&req.rtu.join("&")));
+    if let Some(rtu) = &req.rtu {
+        h.insert(HeaderName::from_static(X_M2M_RTU), hv(&rtu.join("&")));
     }
     if !req.tkns.is_empty() {
         h.insert(http::header::AUTHORIZATION, hv(&req.tkns.join("+")));

@@ -152,8 +152,9 @@ pub struct Request {
     pub fc: FilterCriteria,
     pub drt: DiscResType,
     pub rt: ResponseType,
-    /// notificationURI of the Response Type Info (X-M2M-RTU).
-    pub rtu: Vec<String>,
+    /// notificationURI of the Response Type Info (X-M2M-RTU): None when not given; given and
+    /// empty, no result notification is sent at all (TS-0004 clause 7.5.1.2.5).
+    pub rtu: Option<Vec<String>>,
     pub ot: Option<String>,
     pub rqet: Option<String>,
     pub rset: Option<String>,
@@ -221,7 +222,7 @@ impl Request {
             fc: FilterCriteria::default(),
             drt: DiscResType::default(),
             rt: ResponseType::default(),
-            rtu: Vec::new(),
+            rtu: None,
             ot: None,
             rqet: None,
             rset: None,

@@ -131,11 +131,11 @@ pub fn request_to_value(req: &Request) -> Value {
     if req.drt != DiscResType::Structured {
         m.insert("drt".into(), json!(req.drt as u8));
     }
-    if req.rt != ResponseType::Blocking || !req.rtu.is_empty() {
+    if req.rt != ResponseType::Blocking || req.rtu.is_some() {
         let mut rt = Map::new();
         rt.insert("rtv".into(), json!(req.rt as u8));
-        if !req.rtu.is_empty() {
-            rt.insert("nu".into(), json!(req.rtu));
+        if let Some(rtu) = &req.rtu {
+            rt.insert("nu".into(), json!(rtu));
         }
         m.insert("rt".into(), Value::Object(rt));
     }
@@ -236,11 +236,13 @@ fn read_response_type(req: &mut Request, v: &Value) -> M2mResult<()> {
     };
     decode_query_field(req, "rt", &number(rtv, "rtv")?.to_string(), |_| false)?;
     if let Some(nu) = nu {
-        req.rtu = list_text(nu, "nu")?
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        req.rtu = Some(
+            list_text(nu, "nu")?
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        );
     }
     Ok(())
 }
@@ -361,7 +363,7 @@ mod tests {
         r.vsi = Some("vendor".into());
         r.atrl = vec!["lbl".into(), "ct".into()];
         r.rt = ResponseType::NonBlockingAsynch;
-        r.rtu = vec!["mqtt://b/x".into()];
+        r.rtu = Some(vec!["mqtt://b/x".into()]);
         r
     }
 

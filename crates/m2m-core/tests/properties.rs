@@ -603,7 +603,7 @@ fn request() -> impl Strategy<Value = Request> {
             req.rcn = rcn.filter(|r| r.valid_for(op, req.is_discovery()));
             req.drt = drt;
             req.rt = rt;
-            req.rtu = rtu;
+            req.rtu = (!rtu.is_empty()).then_some(rtu);
             (req.ot, req.rqet, req.rset, req.oet, req.gid, req.ec) = (ot, rqet, rset, oet, gid, ec);
             req.atrl = atrl;
             req

@@ -131,6 +131,27 @@ fn an_asynchronous_request_sends_its_result_to_the_response_targets() {
     assert!(elsewhere.all().is_empty(), "{:#?}", elsewhere.all());
     let req = settled(&cse, &ae, r.body["m2m:uri"].as_str().unwrap());
     assert_eq!(req["mi"]["rt"]["rtv"], json!(2), "{req}");
+    // Without X-M2M-RTU the originator (its point of access) gets the result; with one given
+    // empty, nobody does (TS-0004 7.5.1.2.5), and the result waits in the <request>.
+    for (rtu, rqi, notified) in [(None, "nb-absent", true), (Some(""), "nb-empty", false)] {
+        let mut h = vec![
+            ("X-M2M-Origin", ae.as_str()),
+            ("X-M2M-RI", rqi),
+            ("X-M2M-RVI", "3"),
+        ];
+        if let Some(rtu) = rtu {
+            h.push(("X-M2M-RTU", rtu));
+        }
+        let r = raw("GET", cse.url(), "/cse-in/async?rt=2", &h, b"");
+        assert_eq!(r.rsc, 1002, "{:?}", r.body);
+        let req = settled(&cse, &ae, r.body["m2m:uri"].as_str().unwrap());
+        assert_eq!(req["ors"]["rqi"], json!(rqi), "{req}");
+        let got = rx.try_wait_for(
+            |n| n.body["m2m:rsp"]["rqi"] == json!(rqi),
+            std::time::Duration::from_secs(if notified { 10 } else { 2 }),
+        );
+        assert_eq!(got.is_some(), notified, "{rqi}");
+    }
 }
 
 #[test]

@@ -71,7 +71,7 @@ pub async fn accept(
         .and_then(|stem| cse.store.get(stem.as_str()).ok().flatten())
         .map(|ae| crate::store::string_list(ae.attrs.get("poa")))
         .unwrap_or_default();
-    for nu in &req.rtu {
+    for nu in req.rtu.iter().flatten() {
         let is_originator =
             m2m_core::EntityId::parse(nu, &cse.id.home).is_ok_and(|e| e == originator);
         if !is_originator && !own_poa.contains(nu) {
@@ -165,7 +165,10 @@ async fn store_request(cse: &Arc<Cse>, req: &Request) -> M2mResult<Resource> {
         ));
     }
     let mut mi = Map::new();
-    mi.insert("rt".into(), json!({ "rtv": req.rt as u8, "nu": req.rtu }));
+    mi.insert(
+        "rt".into(),
+        json!({ "rtv": req.rt as u8, "nu": req.rtu.clone().unwrap_or_default() }),
+    );
     for (k, v) in [
         ("ot", &req.ot),
         ("rqet", &req.rqet),
@@ -249,10 +252,10 @@ async fn carry_out(cse: Arc<Cse>, mut req: Request, peer: Peer, ri: String) {
         tracing::warn!(dbg = %e.dbg, "result of a non-blocking request not stored");
     }
     if asynch {
-        let to: Vec<String> = if targets.is_empty() {
-            originator.into_iter().collect()
-        } else {
-            targets
+        // Not given: the originator; given and empty: nobody (TS-0004 clause 7.5.1.2.5).
+        let to: Vec<String> = match targets {
+            None => originator.into_iter().collect(),
+            Some(targets) => targets,
         };
         for nu in to {
             let r = crate::notification::send_now(&cse, &nu, json!({ "m2m:rsp": ors })).await;
