@@ -15,7 +15,7 @@ use crate::resolve::Target;
 use crate::store::scan::{self, Plan, Stream};
 use crate::store::Resource;
 use m2m_core::filter::FilterCriteria;
-use m2m_core::{DiscResType, M2mError, M2mResult, Request, Response, ResponseStatusCode as Rsc};
+use m2m_core::{M2mError, M2mResult, Request, Response, ResponseStatusCode as Rsc};
 use m2m_security::access_control::AccessOperation;
 use serde_json::json;
 use std::collections::HashMap;
@@ -164,12 +164,7 @@ fn discover_blocking(
     if found.timed_out {
         return Err(timed_out());
     }
-    let address = |res: &Resource| -> String {
-        match req.drt {
-            DiscResType::Structured => res.srn.clone(),
-            DiscResType::Unstructured => res.ri().to_owned(),
-        }
-    };
+    let address = |res: &Resource| crate::dispatcher::address_of(res, req.drt);
     let pc = if req.rcn == Some(m2m_core::ResultContent::ChildResourceReferences) {
         let rrf: Vec<serde_json::Value> = found
             .resources

@@ -355,11 +355,11 @@ pub fn retrieve(
         }
         ResultContent::AttributesAndChildResourceReferences => {
             let mut attrs = res.attrs.clone();
-            attrs.insert("ch".into(), child_references(&children()?));
+            attrs.insert("ch".into(), child_references(&children()?, req.drt));
             json!({ resources::root_name(&res): attrs })
         }
         ResultContent::ChildResourceReferences => {
-            json!({ "m2m:rrl": { "rrf": child_references(&children()?) } })
+            json!({ "m2m:rrl": { "rrf": child_references(&children()?, req.drt) } })
         }
         other => {
             return Err(M2mError::bad_request(format!(
@@ -521,13 +521,23 @@ fn filtered_children(
     Ok((children, next))
 }
 
-fn child_references(children: &[Resource]) -> Value {
+/// `m2m:childResourceRef`s, each addressed as the Desired Identifier Result Type asks (TS-0004
+/// table 6.3.5.29-1: also outside discovery).
+fn child_references(children: &[Resource], drt: m2m_core::DiscResType) -> Value {
     Value::Array(
         children
             .iter()
-            .map(|c| json!({ "nm": c.rn(), "typ": c.ty.code(), "val": c.srn }))
+            .map(|c| json!({ "nm": c.rn(), "typ": c.ty.code(), "val": address_of(c, drt) }))
             .collect(),
     )
+}
+
+/// A resource's address as `drt` asks: its structured name (`cse-in/ae/cnt`) or its resourceID.
+pub(crate) fn address_of(res: &Resource, drt: m2m_core::DiscResType) -> String {
+    match drt {
+        m2m_core::DiscResType::Structured => res.srn.clone(),
+        m2m_core::DiscResType::Unstructured => res.ri().to_owned(),
+    }
 }
 
 pub async fn update(

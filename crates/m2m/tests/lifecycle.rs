@@ -441,6 +441,37 @@ fn result_content_on_create_retrieve_update() {
         "rcn=6: {b}"
     );
     assert!(b.get("m2m:cnt").is_none(), "rcn=6 has no attributes: {b}");
+    // References follow drt outside discovery too (m2m:childResourceRef): structured names by
+    // default, resourceIDs with drt=2, for 5 and 6 alike.
+    for rrf in b["m2m:rrl"]["rrf"].as_array().unwrap() {
+        let val = rrf["val"].as_str().unwrap();
+        assert!(val.starts_with("cse-in/app/c1/"), "{rrf}");
+        let (rsc, child) = retrieve(u, &format!("/{val}"), &ae);
+        assert_eq!(rsc, 2000, "{child}");
+    }
+    for rcn in ["5", "6"] {
+        let (_, b) = get_with_query(u, "/cse-in/app/c1", &ae, &format!("rcn={rcn}&drt=2"));
+        let refs = if rcn == "5" {
+            b["m2m:cnt"]["ch"].clone()
+        } else {
+            b["m2m:rrl"]["rrf"].clone()
+        };
+        let refs = refs.as_array().cloned().unwrap_or_default();
+        assert_eq!(refs.len(), 3, "{b}");
+        for r in refs {
+            let val = r["val"].as_str().unwrap();
+            assert!(!val.contains('/'), "rcn={rcn} drt=2: {r}");
+            let (rsc, child) = retrieve(u, &format!("/{val}"), &ae);
+            assert_eq!(
+                (
+                    rsc,
+                    &child.as_object().unwrap().values().next().unwrap()["ri"]
+                ),
+                (2000, &json!(val)),
+                "{child}"
+            );
+        }
+    }
 
     // rcn=9 on update (TS-0004 7.2.1.2): what the CSE changed besides what was asked (lt, st),
     // not the requested values, nor what did not change.
