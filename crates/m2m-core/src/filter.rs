@@ -331,12 +331,32 @@ impl FilterCriteria {
 /// Compares a stored attribute with the text of a query condition; a list matches if any element does.
 fn attribute_equals(stored: &Value, wanted: &str) -> bool {
     match stored {
-        Value::String(s) => s == wanted,
+        Value::String(s) => wildcard_match(wanted, s),
         Value::Number(n) => n.to_string() == wanted,
         Value::Bool(b) => (wanted == "true" && *b) || (wanted == "false" && !*b),
         Value::Array(items) => items.iter().any(|v| attribute_equals(v, wanted)),
         _ => false,
     }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for 0 or more characters (TS-0004
+/// 7.3.3.17.9: `creator=CAE-ID*`, `creator=*ID123`); without `*`, equality.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else {
+        return pattern == text;
+    };
+    let Some(mut tail) = text.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: Vec<&str> = rest.split('*').collect();
+    let last = parts.pop().unwrap_or("");
+    for part in parts {
+        match tail.find(part) {
+            Some(i) => tail = &tail[i + part.len()..],
+            None => return false,
+        }
+    }
+    tail.len() >= last.len() && tail.ends_with(last)
 }
 
 /// The typeOfContent part of a contentInfo (`type/subtype` of `type/subtype:encoding`).
@@ -390,6 +410,35 @@ mod tests {
             );
         }
         f
+    }
+
+    #[test]
+    fn attribute_values_take_wildcards() {
+        for (p, t, want) in [
+            ("a*", "aValue", true),
+            ("a*", "a", true),
+            ("*ID123", "CAE-ID123", true),
+            ("C*-*3", "CAE-ID123", true),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "acb", false),
+            ("*", "", true),
+            ("a*", "bValue", false),
+            ("ab*ba", "aba", false),
+            ("aValue", "aValue", true),
+            ("aValue", "aValue2", false),
+        ] {
+            assert_eq!(wildcard_match(p, t), want, "{p} ~ {t}");
+        }
+        let cin = res(json!({"ty": 4, "con": "aValue", "cr": "CAE-ID123"}));
+        let on_con = |v: &str| {
+            let mut f = FilterCriteria::default();
+            assert!(f.take_query_field("con", v, |n| n == "con").unwrap());
+            f
+        };
+        assert!(on_con("a*").matches(&cin));
+        assert!(!on_con("b*").matches(&cin));
+        assert!(fc(&[("cr", "*ID123")]).matches(&cin));
+        assert!(!fc(&[("cr", "*ID124")]).matches(&cin));
     }
 
     /// contentType is matched with the typeOfContent part of contentInfo (TS-0004 7.3.3.17.8),

@@ -155,6 +155,17 @@ fn discovery_by_type_label_and_attributes() {
     );
     let mni = discover(u, "/cse-in", &t.ae1, "mni=7");
     assert_eq!(names(&mni), set(&["c1"]), "mni=7: {mni:?}");
+    // Attribute values take wildcards (TS-0004 7.3.3.17.9), the indexed rn too.
+    for (q, want) in [
+        ("rn=c*&ty=3", &["c1", "c2", "c3"][..]),
+        ("rn=*3", &["c3"][..]),
+        ("rn=d*p", &["deep"][..]),
+    ] {
+        let found = discover(u, "/cse-in", &t.ae1, q);
+        assert_eq!(names(&found), set(want), "{q}: {found:?}");
+    }
+    let cins = discover(u, "/cse-in/app/c1", &t.ae1, "ty=4&con=t*o");
+    assert_eq!(cins.len(), 1, "con=t*o: {cins:?}");
 
     // drt=2: resourceIDs instead of structured addresses.
     let (_, b) = retrieve(u, "/cse-in/app/c2", &t.ae1);

@@ -195,7 +195,7 @@ impl Plan {
             ));
         }
         for (name, value) in &fc.attributes {
-            if name == "rn" {
+            if name == "rn" && !value.contains('*') {
                 parts.push(Plan::Index(Index::Name(value.clone())));
             } else {
                 unindexed = true;
