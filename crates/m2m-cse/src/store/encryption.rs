@@ -295,6 +295,15 @@ fn path_text(path: &Path) -> anyhow::Result<&str> {
 mod tests {
     use super::*;
 
+    /// The keys a CSE opens its store with at start (a plain store not adopted).
+    fn at_start<'a>(current: Option<&'a StoreKey>, previous: Option<&'a StoreKey>) -> Keys<'a> {
+        Keys {
+            current,
+            previous,
+            adopt_plain: false,
+        }
+    }
+
     fn key(byte: u8) -> StoreKey {
         StoreKey::new(&Secret::from_slice(&[byte; 32])).unwrap()
     }
@@ -331,16 +340,9 @@ mod tests {
 
         // At start a store in the clear is refused, untouched; the operator's command takes it.
         let plain = std::fs::read(&db).unwrap();
-        let e = prepare(
-            &db,
-            &Keys {
-                current: Some(&k1),
-                previous: None,
-                adopt_plain: false,
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = prepare(&db, &at_start(Some(&k1), None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("m2m store encrypt"), "{e}");
         assert_eq!(std::fs::read(&db).unwrap(), plain);
         let did = prepare(
@@ -363,29 +365,10 @@ mod tests {
         assert!(!staging_path(&db).exists());
 
         // Opened again with the same key: nothing to do.
-        assert_eq!(
-            prepare(
-                &db,
-                &Keys {
-                    current: Some(&k1),
-                    previous: None,
-                    adopt_plain: false,
-                }
-            )
-            .unwrap(),
-            None
-        );
+        assert_eq!(prepare(&db, &at_start(Some(&k1), None)).unwrap(), None);
 
         // Rotation: the old key as previous.
-        let did = prepare(
-            &db,
-            &Keys {
-                current: Some(&k2),
-                previous: Some(&k1),
-                adopt_plain: false,
-            },
-        )
-        .unwrap();
+        let did = prepare(&db, &at_start(Some(&k2), Some(&k1))).unwrap();
         assert!(did.unwrap().contains("re-encrypted"));
         assert!(read(&db, Some(&k1)).is_err());
         assert_eq!(read(&db, Some(&k2)).unwrap().0, "door-lock-secret");
@@ -412,29 +395,14 @@ mod tests {
             e.contains("is encrypted: set [storage] encryption_secret"),
             "{e}"
         );
-        let e = prepare(
-            &db,
-            &Keys {
-                current: None,
-                previous: Some(&k1),
-                adopt_plain: false,
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = prepare(&db, &at_start(None, Some(&k1)))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("previous_encryption_secret"), "{e}");
         assert_eq!(std::fs::read(&db).unwrap(), before);
 
         // Encryption turned off: only the previous secret left, the store is written in the clear.
-        let did = prepare(
-            &db,
-            &Keys {
-                current: None,
-                previous: Some(&k2),
-                adopt_plain: false,
-            },
-        )
-        .unwrap();
+        let did = prepare(&db, &at_start(None, Some(&k2))).unwrap();
         assert!(did.unwrap().contains("decrypted"));
         assert!(bytes_contain(&db, b"SQLite format 3"));
         assert_eq!(read(&db, None).unwrap(), ("door-lock-secret".into(), 7));
@@ -448,33 +416,11 @@ mod tests {
         std::fs::write(staging_path(&db), b"half").unwrap();
         std::fs::write(with_suffix(&staging_path(&db), "-journal"), b"half").unwrap();
         let k = key(9);
-        assert_eq!(
-            prepare(
-                &db,
-                &Keys {
-                    current: Some(&k),
-                    previous: None,
-                    adopt_plain: false,
-                }
-            )
-            .unwrap(),
-            None
-        );
+        assert_eq!(prepare(&db, &at_start(Some(&k), None)).unwrap(), None);
         assert!(!staging_path(&db).exists());
         assert!(!with_suffix(&staging_path(&db), "-journal").exists());
         std::fs::write(&db, b"").unwrap();
-        assert_eq!(
-            prepare(
-                &db,
-                &Keys {
-                    current: Some(&k),
-                    previous: None,
-                    adopt_plain: false,
-                }
-            )
-            .unwrap(),
-            None
-        );
+        assert_eq!(prepare(&db, &at_start(Some(&k), None)).unwrap(), None);
     }
 
     #[test]
