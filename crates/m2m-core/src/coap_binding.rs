@@ -635,6 +635,15 @@ mod tests {
         assert_eq!(back.ty, req.ty);
         assert_eq!(back.pc, req.pc);
         assert_eq!(back.rcn, req.rcn);
+        // The notificationURI list: absent, empty (no result notification) and given travel as
+        // three different requests.
+        for rtu in [None, Some(vec![]), Some(vec!["/id-in/Ca".to_owned()])] {
+            let mut r = req.clone();
+            r.rtu = rtu.clone();
+            let bytes = encode_request(&r).unwrap().to_bytes().unwrap();
+            let back = decode_request(&Packet::from_bytes(&bytes).unwrap(), |_| false).unwrap();
+            assert_eq!(back.rtu, rtu);
+        }
     }
 
     #[test]

@@ -647,6 +647,41 @@ mod tests {
         );
     }
 
+    /// X-M2M-RTU absent, given empty, given with targets: three different requests
+    /// (TS-0004 7.5.1.2.5: an empty list means no result notification), each kept by encoding.
+    #[test]
+    fn an_empty_notification_uri_list_is_not_an_absent_one() {
+        for (given, want) in [
+            (None, None),
+            (Some(""), Some(vec![])),
+            (
+                Some("/id-in/Ca&http://h:1"),
+                Some(vec!["/id-in/Ca", "http://h:1"]),
+            ),
+        ] {
+            let mut pairs = vec![("x-m2m-ri", "1"), ("X-M2M-Origin", "Ca")];
+            if let Some(v) = given {
+                pairs.push(("x-m2m-rtu", v));
+            }
+            let decode = |h: &HeaderMap| {
+                decode_request(
+                    &Method::GET,
+                    &"/cse-in?rt=2".parse().unwrap(),
+                    h,
+                    b"",
+                    |_| false,
+                )
+                .unwrap()
+            };
+            let r = decode(&headers(&pairs));
+            let want: Option<Vec<String>> =
+                want.map(|w: Vec<&str>| w.into_iter().map(str::to_owned).collect());
+            assert_eq!(r.rtu, want, "{given:?}");
+            let out = encode_request(&r, "http", "127.0.0.1:1", Serialization::Json).unwrap();
+            assert_eq!(decode(out.headers()).rtu, want, "{given:?} after encoding");
+        }
+    }
+
     #[test]
     fn path_mapping_follows_table_6_2_2_1_1() {
         for (to, path) in [

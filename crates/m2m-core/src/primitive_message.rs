@@ -374,6 +374,13 @@ mod tests {
             let bytes = encode_request(&r, ser).unwrap();
             assert_eq!(decode_request(&bytes, ser, is_attribute_name).unwrap(), r);
             assert_eq!(request_identifier(&bytes, ser), "r1");
+            // An empty notificationURI list (no result notification) is not an absent one.
+            for rtu in [None, Some(vec![])] {
+                let mut e = r.clone();
+                e.rtu = rtu;
+                let bytes = encode_request(&e, ser).unwrap();
+                assert_eq!(decode_request(&bytes, ser, is_attribute_name).unwrap(), e);
+            }
         }
     }
 

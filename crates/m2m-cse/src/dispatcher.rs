@@ -277,13 +277,8 @@ pub async fn create(
             json!({ "m2m:rce": { "uri": created.srn, resources::root_name(&created): Value::Object(created.attrs.clone()) } }),
         ),
         ResultContent::ModifiedAttributes => {
-            let requested = requested.unwrap_or_default();
-            let set: Map<String, Value> = created
-                .attrs
-                .iter()
-                .filter(|(k, v)| requested.get(*k) != Some(*v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let set =
+                changed_by_the_cse(&Map::new(), &created.attrs, &requested.unwrap_or_default());
             Some(json!({ resources::root_name(&created): set }))
         }
         _ => Some(representation(&created)),
@@ -635,7 +630,7 @@ pub async fn update(
     Ok(Response::new(Rsc::Updated, &req.rqi, pc))
 }
 
-/// What an UPDATE answers with rcn=9 (TS-0004 7.2.1.2): the attributes the Hosting CSE added,
+/// What a CREATE or UPDATE answers with rcn=9 (TS-0004 7.2.1.2): the attributes the Hosting CSE added,
 /// changed or deleted (null) other than as the request asked; the requested values are the
 /// requester's own.
 fn changed_by_the_cse(

@@ -226,32 +226,20 @@ hex_secret_arg!(
 /// refused when the key is stored, not when the CSE starts (the CSE parses it against its own
 /// identity then).
 pub fn entity_arg(s: &str) -> Result<String, String> {
-    let id_segment = |seg: &str| {
-        !seg.is_empty() && m2m_core::id::check_originator(seg).is_ok() && !seg.contains([':', '@'])
-    };
-    let ae_stem = |seg: &str| id_segment(seg) && seg.len() > 1 && seg.starts_with(['C', 'S']);
-    // What follows the CSE-ID: nothing (a CSE-ID) or one AE-ID stem.
-    let after_cse = |rest: &[&str]| match rest {
-        [] => true,
-        [stem] => ae_stem(stem),
-        _ => false,
-    };
-    let ok = if let Some(abs) = s.strip_prefix("//") {
-        let segs: Vec<&str> = abs.split('/').collect();
-        segs.len() >= 2 && id_segment(segs[0]) && id_segment(segs[1]) && after_cse(&segs[2..])
-    } else if let Some(rel) = s.strip_prefix('/') {
-        let segs: Vec<&str> = rel.split('/').collect();
-        id_segment(segs[0]) && after_cse(&segs[1..])
-    } else {
-        ae_stem(s)
-    };
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "'{s}' is no AE-ID (Cname, Sname, /cse-id/Cname) or CSE-ID (/cse-id, //sp/cse-id)"
-        ))
-    }
+    use m2m_core::{CseId, EntityId, Home, SpId};
+    // Read as the project reads identities; the CSE that uses the key resolves the relative
+    // forms against its own SP and CSE-ID, so any home serves the check of the form.
+    let home = Home::cse(
+        SpId::parse("sp.example").map_err(|e| e.dbg)?,
+        CseId::parse("/cse").map_err(|e| e.dbg)?,
+    );
+    EntityId::parse(s, &home)
+        .map(|_| s.to_owned())
+        .map_err(|_| {
+            format!(
+                "'{s}' is no AE-ID (Cname, Sname, /cse-id/Cname) or CSE-ID (/cse-id, //sp/cse-id)"
+            )
+        })
 }
 
 /// `m2m keys add-psk`.
