@@ -13,6 +13,11 @@
 //!
 //! Types: `boolean`, `integer`, `nonNegInteger`, `positiveInteger`, `float`, `string`,
 //! `timestamp`, `list`, `any`.
+//!
+//! A definition without `cnd` is a specialization whose containerDefinition the TS leaves
+//! undefined (the generic interworking ones of TS-0004 Annex J, `m2m:gis`, `m2m:gio`): any
+//! containerDefinition is accepted, and since it cannot tell the specialization, the CSE keeps
+//! the key with the resource (`Resource::specialization` in m2m-cse).
 
 use crate::error::{M2mError, M2mResult};
 use crate::schema::{check_value, Kind};
@@ -34,8 +39,8 @@ pub struct CustomAttribute {
 pub struct Specialization {
     /// The JSON root name, `domain:name`.
     pub key: String,
-    /// containerDefinition.
-    pub cnd: String,
+    /// containerDefinition; `None` where the TS leaves it undefined (any is accepted).
+    pub cnd: Option<String>,
     pub attributes: Vec<CustomAttribute>,
 }
 
@@ -96,7 +101,18 @@ const BUILT_IN: &str = r#"[
     { "name": "o3", "type": "float" },
     { "name": "noise", "type": "float" },
     { "name": "winDn", "type": "float" },
-    { "name": "winSd", "type": "float" } ] }
+    { "name": "winSd", "type": "float" } ] },
+  { "key": "m2m:gis", "attributes": [
+    { "name": "gisn", "type": "string", "mandatory": true },
+    { "name": "giip", "type": "list" },
+    { "name": "giop", "type": "list" } ] },
+  { "key": "m2m:gio", "attributes": [
+    { "name": "gion", "type": "string", "mandatory": true },
+    { "name": "giip", "type": "list" },
+    { "name": "giop", "type": "list" },
+    { "name": "giil", "type": "list" },
+    { "name": "giol", "type": "list" },
+    { "name": "gios", "type": "string", "mandatory": true } ] }
 ]"#;
 
 fn kind_of(name: &str) -> Option<Kind> {
@@ -134,7 +150,7 @@ impl Registry {
             if !key.contains(':') {
                 return Err(format!("'{key}': a key is 'domain:name'"));
             }
-            let cnd = s("cnd").ok_or_else(|| format!("'{key}' has no 'cnd'"))?;
+            let cnd = s("cnd");
             let mut attributes = Vec::new();
             for a in d
                 .get("attributes")
@@ -163,7 +179,9 @@ impl Registry {
         }
         let n = parsed.len();
         for spec in parsed {
-            self.key_of_cnd.insert(spec.cnd.clone(), spec.key.clone());
+            if let Some(cnd) = &spec.cnd {
+                self.key_of_cnd.insert(cnd.clone(), spec.key.clone());
+            }
             self.by_key.insert(spec.key.clone(), spec);
         }
         Ok(n)
@@ -245,6 +263,14 @@ pub fn inner_content(outer: &Map<String, Value>) -> M2mResult<&Map<String, Value
 }
 
 impl Specialization {
+    /// Whether a flexContainer of this specialization may have `cnd` as its containerDefinition.
+    pub fn admits_cnd(&self, cnd: Option<&str>) -> bool {
+        match &self.cnd {
+            Some(own) => cnd == Some(own.as_str()),
+            None => cnd.is_some(),
+        }
+    }
+
     /// Checks the custom attributes of a CREATE (`create`) or UPDATE content: each must be one of
     /// the specialization's, of its type; a CREATE carries the mandatory ones, an UPDATE does
     /// not remove them.
@@ -356,6 +382,29 @@ mod tests {
         assert_eq!(r.by_cnd("c.a").unwrap().key, "x:a");
         assert!(r
             .add_json(r#"[{"key":"x:b","cnd":"c.b","attributes":[{"name":"v","type":"complex"}]}]"#)
+            .is_err());
+    }
+
+    #[test]
+    fn an_undefined_container_definition_admits_any_but_names_nothing() {
+        let gis = by_key("m2m:gis").expect("built in");
+        assert!(gis.cnd.is_none());
+        assert!(gis.admits_cnd(Some("someCND")));
+        assert!(!gis.admits_cnd(None), "cnd stays mandatory");
+        assert!(by_cnd("someCND").is_none());
+        let lock = by_key("cod:lock").unwrap();
+        assert!(lock.admits_cnd(Some("org.onem2m.common.moduleclass.lock")));
+        assert!(!lock.admits_cnd(Some("someCND")));
+        let obj = |v: Value| v.as_object().cloned().unwrap();
+        let gio = by_key("m2m:gio").unwrap();
+        assert!(gio
+            .check(&obj(json!({ "cnd": "c", "gion": "op", "gios": "s" })), true)
+            .is_ok());
+        assert!(gio
+            .check(&obj(json!({ "cnd": "c", "gion": "op" })), true)
+            .is_err());
+        assert!(gis
+            .check(&obj(json!({ "cnd": "c", "gisn": "a", "wrong": 1 })), true)
             .is_err());
     }
 }

@@ -560,6 +560,7 @@ impl Cse {
                         srn: id.rn.clone(),
                         attrs,
                         creator: None,
+                        specialization: None,
                     })
                     .map(|_| ())
                 }

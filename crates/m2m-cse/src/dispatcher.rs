@@ -179,6 +179,7 @@ pub(crate) fn assemble(
         srn,
         attrs,
         creator,
+        specialization: None,
     }
 }
 
@@ -228,8 +229,13 @@ pub async fn create(
         req: &req,
         peer,
     };
-    let Prepared { ri, credential } = behaviour.prepare_create(call, &parent, &mut attrs).await?;
-    let new = assemble(cse, &parent, ty, attrs, ri, peer.originator.clone());
+    let Prepared {
+        ri,
+        credential,
+        specialization,
+    } = behaviour.prepare_create(call, &parent, &mut attrs).await?;
+    let mut new = assemble(cse, &parent, ty, attrs, ri, peer.originator.clone());
+    new.specialization = specialization;
 
     let cse2 = Arc::clone(cse);
     let parent_ri = parent.ri().to_owned();

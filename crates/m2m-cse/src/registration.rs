@@ -155,6 +155,7 @@ async fn upsert_registrar_csr(
                     srn,
                     attrs,
                     creator: Some(csi.sp_relative()),
+                    specialization: None,
                 })
                 .map(|_| ())
             }

@@ -464,3 +464,91 @@ fn flex_container_instances_record_its_states() {
     });
     assert!(emptied.is_some(), "the record outlived maxInstanceAge");
 }
+
+/// The generic interworking specializations (TS-0004 Annex J, `m2m:gis`/`m2m:gio`) have no
+/// containerDefinition of their own: any is accepted, and the CSE keeps the specialization with
+/// the resource, so each is represented under its own name whatever cnd it carries, after a
+/// restart too, and cannot be updated as another.
+#[test]
+fn generic_interworking_flex_containers_keep_their_specialization() {
+    let (cse, ae) = setup();
+    for (body, why) in [
+        (
+            json!({ "m2m:gis": { "cnd": "anyCND" } }),
+            "gisn is mandatory",
+        ),
+        (
+            json!({ "m2m:gis": { "cnd": "anyCND", "gisn": "s", "wrong": 1 } }),
+            "an attribute the specialization lacks",
+        ),
+        (json!({ "m2m:gis": { "gisn": "s" } }), "cnd stays mandatory"),
+        (
+            json!({ "m2m:gis": { "cnd": "anyCND", "gisn": 7 } }),
+            "gisn is a string",
+        ),
+    ] {
+        let (rsc, b) = create_flex(&cse, &ae, "/cse-in/app", body);
+        assert_eq!(rsc, 4000, "{why}: {b}");
+    }
+    let (rsc, b) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/app",
+        json!({ "m2m:gis": { "rn": "gis", "cnd": "sharedCND", "gisn": "heating" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:gis"]["gisn"], json!("heating"), "{b}");
+    // The same cnd on an operation instance: still a gio.
+    let (rsc, b) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/app/gis",
+        json!({ "m2m:gio": { "rn": "op", "cnd": "sharedCND", "gion": "start",
+                              "giip": ["a", "b"], "gios": "idle" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:gio"]["giip"], json!(["a", "b"]), "{b}");
+    // A lock's own cnd is not taken by the generic ones, and a lock keeps its own.
+    let (rsc, b) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/app",
+        json!({ "cod:lock": { "rn": "l", "cnd": "sharedCND", "lock": true } }),
+    );
+    assert_eq!(rsc, 4000, "a lock's cnd is its own: {b}");
+    let (rsc, b) = update(
+        cse.url(),
+        "/cse-in/app/gis/op",
+        &ae,
+        json!({ "m2m:gis": { "gisn": "x" } }),
+    );
+    assert_eq!(
+        rsc, 4102,
+        "a gio is not updated as a gis (CONTENTS_UNACCEPTABLE): {b}"
+    );
+    let (rsc, b) = update(
+        cse.url(),
+        "/cse-in/app/gis/op",
+        &ae,
+        json!({ "m2m:gio": { "gios": "running" } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(b["m2m:gio"]["gios"], json!("running"), "{b}");
+    let cse = cse.restart();
+    let (rsc, b) = retrieve(cse.url(), "/cse-in/app/gis/op", &ae);
+    assert_eq!(rsc, 2000);
+    assert_eq!(
+        (b["m2m:gio"]["gion"].clone(), b["m2m:gio"]["cnd"].clone()),
+        (json!("start"), json!("sharedCND")),
+        "{b}"
+    );
+    let (rsc, b) = get_with_query(cse.url(), "/cse-in/app", &ae, "rcn=4");
+    assert_eq!(rsc, 2000);
+    assert_eq!(
+        b["m2m:ae"]["m2m:gis"][0]["m2m:gio"][0]["rn"],
+        json!("op"),
+        "{b}"
+    );
+    let (rsc, b) = delete(cse.url(), "/cse-in/app/gis", &ae);
+    assert_eq!(rsc, 2002, "{b}");
+}

@@ -104,6 +104,7 @@ pub fn prepare_create(
     Ok(Prepared {
         ri: Some(stem.to_string()),
         credential: if bound.is_none() { credential } else { None },
+        ..Prepared::default()
     })
 }
 

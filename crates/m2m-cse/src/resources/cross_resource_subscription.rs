@@ -153,7 +153,7 @@ async fn prepare_create(call: Call<'_>, attrs: &mut Map<String, Value>) -> M2mRe
     }
     Ok(Prepared {
         ri: Some(ri),
-        credential: None,
+        ..Prepared::default()
     })
 }
 

@@ -36,7 +36,7 @@ impl super::Behaviour for FlexContainer {
         attrs: &'a mut Map<String, Value>,
     ) -> Pending<'a, M2mResult<Prepared>> {
         let checked = requested(call.req).and_then(|spec| {
-            if attrs.get("cnd").and_then(Value::as_str) != Some(spec.cnd.as_str()) {
+            if !spec.admits_cnd(attrs.get("cnd").and_then(Value::as_str)) {
                 return Err(M2mError::bad_request(format!(
                     "containerDefinition is not that of {}",
                     spec.key
@@ -51,7 +51,10 @@ impl super::Behaviour for FlexContainer {
                 attrs.insert("cni".into(), json!(0));
                 attrs.insert("cbs".into(), json!(0));
             }
-            Ok(Prepared::default())
+            Ok(Prepared {
+                specialization: Some(spec.key),
+                ..Prepared::default()
+            })
         });
         super::ready(checked)
     }
@@ -83,7 +86,7 @@ impl super::Behaviour for FlexContainer {
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
         let checked = requested(call.req).and_then(|spec| {
-            if res.str_attr("cnd") != Some(spec.cnd.as_str()) {
+            if spec_of(res).is_none_or(|own| own.key != spec.key) {
                 return Err(M2mError::bad_request(format!(
                     "the resource is not a {}",
                     spec.key
@@ -105,7 +108,7 @@ impl super::Behaviour for FlexContainer {
         before: &Map<String, Value>,
         by: Option<&EntityId>,
     ) -> M2mResult<()> {
-        let spec = res.str_attr("cnd").and_then(specialization::by_cnd);
+        let spec = spec_of(res);
         if let Some(spec) = &spec {
             let cs = content_size(spec, &res.attrs);
             res.attrs.insert("cs".into(), json!(cs));
@@ -216,7 +219,7 @@ fn record(cse: &Cse, w: &Writer<'_>, fcnt: &mut Resource, by: Option<&EntityId>)
     if let Some(et) = fcnt.attrs.get("et") {
         attrs.insert("et".into(), et.clone());
     }
-    let spec = fcnt.str_attr("cnd").and_then(specialization::by_cnd);
+    let spec = spec_of(fcnt);
     for (k, v) in &fcnt.attrs {
         let copied = matches!(k.as_str(), "cnd" | "lbl" | "loc" | "at")
             || spec.as_ref().is_some_and(|s| s.is_custom(k));
@@ -232,6 +235,7 @@ fn record(cse: &Cse, w: &Writer<'_>, fcnt: &mut Resource, by: Option<&EntityId>)
         None,
         by.cloned(),
     );
+    fci.specialization.clone_from(&fcnt.specialization);
     if let Some(mia) = fcnt.u64_attr("mia") {
         super::container::cap_expiration(cse, &mut fci, mia);
     }
@@ -270,6 +274,15 @@ fn requested(req: &Request) -> M2mResult<Specialization> {
         .and_then(|o| o.keys().next())
         .and_then(|k| specialization::by_key(k))
         .ok_or_else(|| M2mError::bad_request("content names no known specialization"))
+}
+
+/// The specialization of a flexContainer or its instance: the one kept with it, or for one
+/// stored before the CSE kept it, the one its containerDefinition names.
+pub(crate) fn spec_of(res: &Resource) -> Option<Specialization> {
+    match &res.specialization {
+        Some(key) => specialization::by_key(key),
+        None => res.str_attr("cnd").and_then(specialization::by_cnd),
+    }
 }
 
 /// contentSize: the bytes of the custom attributes' values as serialized.

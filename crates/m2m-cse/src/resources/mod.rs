@@ -78,6 +78,8 @@ pub struct Prepared {
     /// The Credential-ID to bind the new AE to (registration over an association whose
     /// credential names no entity).
     pub credential: Option<String>,
+    /// The specialization the new resource is represented under (a `<flexContainer>`'s).
+    pub specialization: Option<String>,
 }
 
 /// A step that may wait (contact peers) before anything is written.
@@ -258,11 +260,8 @@ pub fn root_name(res: &Resource) -> std::borrow::Cow<'static, str> {
         res.ty,
         ResourceType::FlexContainer | ResourceType::FlexContainerInstance
     ) {
-        if let Some(key) = res
-            .str_attr("cnd")
-            .and_then(m2m_core::specialization::key_of)
-        {
-            return std::borrow::Cow::Owned(key);
+        if let Some(spec) = flex_container::spec_of(res) {
+            return std::borrow::Cow::Owned(spec.key);
         }
     }
     std::borrow::Cow::Borrowed(res.ty.root_name())

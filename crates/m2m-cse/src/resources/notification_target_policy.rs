@@ -305,6 +305,7 @@ pub fn ensure_system_default(cse: &Cse) -> anyhow::Result<()> {
                     srn: format!("{base_rn}/{SYSTEM_DEFAULT}"),
                     attrs: attrs.as_object().cloned().unwrap_or_default(),
                     creator: Some(creator),
+                    specialization: None,
                 })
                 .map(|_| ())
             }
@@ -526,6 +527,7 @@ mod tests {
             srn: "cb/p/r".into(),
             attrs,
             creator: None,
+            specialization: None,
         }
     }
 

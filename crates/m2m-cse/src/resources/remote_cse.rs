@@ -43,7 +43,7 @@ pub fn prepare_create(
     attrs.insert("csi".into(), json!(csi.sp_relative()));
     Ok(Prepared {
         ri: Some(csi.bare().to_owned()),
-        credential: None,
+        ..Prepared::default()
     })
 }
 

@@ -37,7 +37,7 @@ pub async fn prepare_create(
     }
     Ok(Prepared {
         ri: Some(ri),
-        credential: None,
+        ..Prepared::default()
     })
 }
 

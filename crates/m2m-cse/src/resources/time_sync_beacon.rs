@@ -91,7 +91,7 @@ impl Behaviour for TimeSyncBeacon {
             }
             Ok(Prepared {
                 ri: Some(ri),
-                credential: None,
+                ..Prepared::default()
             })
         })
     }

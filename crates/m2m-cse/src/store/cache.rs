@@ -140,6 +140,7 @@ mod tests {
             srn: "cse-in/c".into(),
             attrs: serde_json::json!({"v": v}).as_object().unwrap().clone(),
             creator: None,
+            specialization: None,
         }
     }
 

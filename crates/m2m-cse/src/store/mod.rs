@@ -45,6 +45,10 @@ pub struct Resource {
     /// The originator of the CREATE: the only one the default access policy admits when the
     /// resource has no accessControlPolicyIDs (TS-0001 table 9.6.1.3.2-1). Not an attribute.
     pub creator: Option<String>,
+    /// The specialization a `<flexContainer>` (or its instance) is represented under, kept
+    /// where its containerDefinition cannot tell it (TS-0004 Annex J: `m2m:gis`). Fixed at
+    /// creation. Not an attribute.
+    pub specialization: Option<String>,
 }
 
 impl Resource {
@@ -89,7 +93,10 @@ pub(crate) fn internal(e: rusqlite::Error) -> M2mError {
 /// constants (prepared once, cached by text), not formatted per query.
 macro_rules! select {
     ($rest:literal) => {
-        concat!("SELECT seq, ty, srn, doc, creator FROM resources ", $rest)
+        concat!(
+            "SELECT seq, ty, srn, doc, creator, spec FROM resources ",
+            $rest
+        )
     };
 }
 
@@ -112,6 +119,7 @@ fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<Resource> {
     let srn: String = row.get(2)?;
     let doc: String = row.get(3)?;
     let creator: Option<String> = row.get(4)?;
+    let specialization: Option<String> = row.get(5)?;
     let attrs: Map<String, Value> = serde_json::from_str(&doc).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
     })?;
@@ -128,6 +136,7 @@ fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<Resource> {
         srn,
         attrs,
         creator,
+        specialization,
     })
 }
 
@@ -626,8 +635,8 @@ impl Writer<'_> {
         let conn = self.reader.conn;
         let mut st = conn
             .prepare_cached(
-                "INSERT INTO resources (ri, srn, pi, ty, et, doc, creator, rn, ct, lt, cs, cty) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO resources (ri, srn, pi, ty, et, doc, creator, rn, ct, lt, cs, cty, spec) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )
             .map_err(internal)?;
         match st.execute(params![
@@ -642,7 +651,8 @@ impl Writer<'_> {
             c.ct,
             c.lt,
             c.cs,
-            c.cty
+            c.cty,
+            res.specialization
         ]) {
             Ok(_) => {
                 res.seq = conn.last_insert_rowid();
@@ -819,6 +829,7 @@ mod tests {
             srn: srn.into(),
             attrs,
             creator: None,
+            specialization: None,
         }
     }
 

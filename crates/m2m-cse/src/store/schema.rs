@@ -22,7 +22,7 @@ use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Version 1: the resource table before discovery had indexes of its own.
 const TABLES_V1: &str = "
@@ -70,6 +70,11 @@ CREATE INDEX resources_modified ON resources(lt);
 CREATE INDEX resources_size ON resources(cs) WHERE cs IS NOT NULL;
 ";
 
+/// What version 3 adds: the specialization a resource is represented under where its
+/// attributes cannot tell it (a `<flexContainer>` whose containerDefinition the TS leaves
+/// undefined, TS-0004 Annex J). Rows of earlier versions have none and need none.
+const COLUMNS_V3: &str = "ALTER TABLE resources ADD COLUMN spec TEXT;";
+
 /// Brings the database to [`VERSION`]: creates it, or migrates an earlier one in one
 /// transaction (all or nothing). A database of a later version is refused, not guessed at.
 pub fn prepare(conn: &Connection) -> anyhow::Result<()> {
@@ -100,8 +105,18 @@ pub fn prepare(conn: &Connection) -> anyhow::Result<()> {
     }
 }
 
-/// Version 0 (new, or written before versions were recorded) or 1 to 2; returns the rows filled.
+/// Version 0 (new, or written before versions were recorded), 1 or 2 to [`VERSION`]; returns
+/// the rows filled.
 fn migrate(conn: &Connection) -> anyhow::Result<u64> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let rows = if version < 2 { migrate_to_2(conn)? } else { 0 };
+    conn.execute_batch(COLUMNS_V3)?;
+    conn.pragma_update(None, "user_version", VERSION)?;
+    Ok(rows)
+}
+
+/// Version 0 or 1 to 2: the columns discovery searches by, filled from every row.
+fn migrate_to_2(conn: &Connection) -> anyhow::Result<u64> {
     conn.execute_batch(TABLES_V1)?;
     conn.execute_batch(COLUMNS_V2)?;
     let mut rows = 0u64;
@@ -126,7 +141,6 @@ fn migrate(conn: &Connection) -> anyhow::Result<u64> {
         }
     }
     conn.execute_batch(INDEXES_V2)?;
-    conn.pragma_update(None, "user_version", VERSION)?;
     Ok(rows)
 }
 
@@ -235,6 +249,30 @@ mod tests {
         conn.pragma_update(None, "user_version", VERSION + 1)
             .unwrap();
         let e = prepare(&conn).unwrap_err().to_string();
-        assert!(e.contains("schema version 3"), "{e}");
+        assert!(e.contains("schema version 4"), "{e}");
+    }
+
+    /// A version 2 database gets the specialization column, its rows none.
+    #[test]
+    fn a_version_2_database_gets_the_specialization_column() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(TABLES_V1).unwrap();
+        conn.execute_batch(COLUMNS_V2).unwrap();
+        conn.execute_batch(INDEXES_V2).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO resources (ri, srn, pi, ty, doc, rn) VALUES ('f', 'cse-in/f', 'id', 28, '{}', 'f')",
+            [],
+        )
+        .unwrap();
+        prepare(&conn).unwrap();
+        let spec: Option<String> = conn
+            .query_row("SELECT spec FROM resources", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(spec, None);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION);
     }
 }
