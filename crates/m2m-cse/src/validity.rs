@@ -25,10 +25,11 @@ pub struct Deadlines {
 }
 
 /// An m2m:absRelTimestamp: an absolute time (`20261205T080000`), or a time from now in
-/// milliseconds or as an xs:duration (`PT2S`).
+/// milliseconds or as an xs:duration (`PT2S`). Milliseconds written as a decimal (`1000.0`, as
+/// clients in languages without integer division send them) count whole milliseconds.
 pub(crate) fn abs_rel(name: &str, v: &str, now: DateTime<Utc>) -> M2mResult<DateTime<Utc>> {
     let v = v.trim();
-    if let Ok(ms) = v.parse::<i64>() {
+    if let Ok(ms) = whole_millis(v).parse::<i64>() {
         return chrono::Duration::try_milliseconds(ms)
             .and_then(|d| now.checked_add_signed(d))
             .ok_or_else(|| M2mError::bad_request(format!("{name} out of range")));
@@ -41,6 +42,18 @@ pub(crate) fn abs_rel(name: &str, v: &str, now: DateTime<Utc>) -> M2mResult<Date
     }
     m2m_core::time::parse(v)
         .map_err(|_| M2mError::bad_request(format!("{name} '{v}' is not a timestamp")))
+}
+
+/// `v` without the fractional part of a decimal number (`1000.5` is `1000`), else `v`.
+fn whole_millis(v: &str) -> &str {
+    match v.split_once('.') {
+        Some((whole, fraction))
+            if !fraction.is_empty() && fraction.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            whole
+        }
+        _ => v,
+    }
 }
 
 /// Checks a request before anything is done for it; the deadlines to keep while doing it. Relative
@@ -221,6 +234,9 @@ mod tests {
             ("20261205T080001", 2000),
             ("-5", 4008),
             ("5000", 2000),
+            ("5000.0", 2000),
+            ("0.9", 4008),
+            ("-5.0", 4008),
         ] {
             let mut r = req(Operation::Retrieve);
             r.rqet = Some(rqet.into());
@@ -232,6 +248,11 @@ mod tests {
         let mut r = req(Operation::Retrieve);
         r.rqet = Some("tomorrow".into());
         assert_eq!(code(check(&mut r, now())), 4000);
+        for bad in ["5000.", ".5", "5000.0.0", "5e3", "NaN", "5000.x"] {
+            let mut r = req(Operation::Retrieve);
+            r.rqet = Some(bad.into());
+            assert_eq!(code(check(&mut r, now())), 4000, "rqet {bad}");
+        }
         // The result cannot expire before (or with) the request.
         for (rset, want) in [("4000", 4000), ("5000", 4000), ("6000", 2000)] {
             let mut r = req(Operation::Retrieve);
