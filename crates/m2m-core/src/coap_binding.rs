@@ -390,6 +390,15 @@ pub fn response_code(rsc: Rsc, op: Operation) -> ResponseType {
 /// Encodes a response primitive as a CoAP response to a request of operation `op` (TS-0008
 /// clause 6.2.3): code, options and payload in `ser`. The caller sets the message type, ID and
 /// token.
+/// What a request with Response Type noResponse gets: no response message. The message layer
+/// (`coap_exchange`) turns it into an empty acknowledgement of a confirmable request and sends
+/// nothing for a non-confirmable one.
+pub fn no_response() -> Packet {
+    let mut p = Packet::new();
+    p.header.code = MessageClass::Empty;
+    p
+}
+
 pub fn encode_response(
     resp: &Response,
     op: Operation,

@@ -74,15 +74,27 @@ impl Exchanges {
             return Some(bytes.clone());
         }
         let mut reply = self.respond(&request, max_request, respond).await;
-        reply.header.set_type(match kind {
-            MessageType::Confirmable => MessageType::Acknowledgement,
-            _ => MessageType::NonConfirmable,
-        });
-        reply.header.message_id = match kind {
-            MessageType::Confirmable => mid,
-            _ => rand::random(),
-        };
-        reply.set_token(request.get_token().to_vec());
+        if reply.header.code == MessageClass::Empty {
+            // The request wanted no response (noResponse): a confirmable one is acknowledged,
+            // empty, so that its sender stops retransmitting; a non-confirmable one gets nothing.
+            if kind != MessageType::Confirmable {
+                return None;
+            }
+            reply = Packet::new();
+            reply.header.code = MessageClass::Empty;
+            reply.header.set_type(MessageType::Acknowledgement);
+            reply.header.message_id = mid;
+        } else {
+            reply.header.set_type(match kind {
+                MessageType::Confirmable => MessageType::Acknowledgement,
+                _ => MessageType::NonConfirmable,
+            });
+            reply.header.message_id = match kind {
+                MessageType::Confirmable => mid,
+                _ => rand::random(),
+            };
+            reply.set_token(request.get_token().to_vec());
+        }
         let bytes = reply.to_bytes_unlimited().ok()?;
         if self.answered.len() >= REMEMBERED {
             self.answered.pop_front();
@@ -312,5 +324,41 @@ mod tests {
             past.header.code,
             MessageClass::Response(ResponseType::BadOption)
         );
+    }
+
+    fn message(kind: MessageType, mid: u16) -> Vec<u8> {
+        let mut p = Packet::new();
+        p.header.code = MessageClass::Request(coap_lite::RequestType::Post);
+        p.header.set_type(kind);
+        p.header.message_id = mid;
+        p.set_token(vec![7, 7]);
+        p.to_bytes_unlimited().unwrap()
+    }
+
+    /// noResponse: a confirmable request gets an empty acknowledgement (its Message ID, no
+    /// token, no options), also when it is retransmitted; a non-confirmable one gets nothing.
+    #[test]
+    fn a_request_that_wants_no_response_gets_an_empty_ack_or_nothing() {
+        // Nothing here waits: one poll finishes each answer.
+        fn now<T>(f: impl Future<Output = T>) -> T {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match std::pin::pin!(f).poll(&mut cx) {
+                std::task::Poll::Ready(v) => v,
+                std::task::Poll::Pending => panic!("the answer waited"),
+            }
+        }
+        let mut ex = Exchanges::default();
+        let quiet = |_| async { crate::coap_binding::no_response() };
+        let con = message(MessageType::Confirmable, 41);
+        for _ in 0..2 {
+            let ack = now(ex.answer(&con, 1024, quiet)).expect("an ACK");
+            let ack = Packet::from_bytes(&ack).unwrap();
+            assert_eq!(ack.header.get_type(), MessageType::Acknowledgement);
+            assert_eq!(ack.header.code, MessageClass::Empty);
+            assert_eq!(ack.header.message_id, 41);
+            assert!(ack.get_token().is_empty() && ack.payload.is_empty());
+        }
+        let non = message(MessageType::NonConfirmable, 42);
+        assert_eq!(now(ex.answer(&non, 1024, quiet)), None);
     }
 }

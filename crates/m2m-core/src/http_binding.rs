@@ -278,6 +278,7 @@ pub(crate) fn decode_query_field(
                 "2" => ResponseType::NonBlockingAsynch,
                 "3" => ResponseType::Blocking,
                 "4" => ResponseType::FlexBlocking,
+                "5" => ResponseType::NoResponse,
                 _ => {
                     return Err(M2mError::bad_request(format!(
                         "rt '{v}' is not a response type"

@@ -134,6 +134,11 @@ pub enum ResponseType {
     #[default]
     Blocking = 3,
     FlexBlocking = 4,
+    /// The originator wants no response at all (TS-0004 table 6.3.4.2.6-1, written for the 3GPP
+    /// interworking of TS-0026): the request is carried out as a blocking one and nothing is
+    /// sent back (HTTP 204 without oneM2M headers, no MQTT or WebSocket message, an empty CoAP
+    /// acknowledgement).
+    NoResponse = 5,
 }
 
 /// A request primitive.

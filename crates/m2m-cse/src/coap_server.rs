@@ -41,6 +41,10 @@ async fn respond(cse: &Arc<Cse>, peer: &Peer, request: Packet) -> Packet {
     // Methods without an operation were refused by the message layer (4.05) already.
     let op = coap_binding::operation(&request).unwrap_or(m2m_core::Operation::Notify);
     let resp = match coap_binding::decode_request(&request, m2m_core::schema::is_attribute_name) {
+        Ok(req) if req.rt == m2m_core::ResponseType::NoResponse => {
+            cse.handle(req, peer.clone()).await;
+            return coap_binding::no_response();
+        }
         Ok(req) => cse.handle(req, peer.clone()).await,
         Err(e) => {
             let mut resp = Response::error(&e, coap_binding::request_identifier(&request));

@@ -79,6 +79,10 @@ async fn handle(
         &body,
         m2m_core::schema::is_attribute_name,
     ) {
+        Ok(req) if req.rt == m2m_core::ResponseType::NoResponse => {
+            cse.handle(req, peer).await;
+            return Ok(no_response());
+        }
         Ok(req) => cse.handle(req, peer).await,
         Err(e) => {
             let mut resp = Response::error(&e, rqi);
@@ -128,6 +132,14 @@ fn upper_tester(
         }
     }
     Some(resp)
+}
+
+/// The answer to a request that wanted none (Response Type noResponse): 204 without oneM2M
+/// headers or body, since HTTP must answer something.
+fn no_response() -> hyper::Response<Full<Bytes>> {
+    let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = hyper::StatusCode::NO_CONTENT;
+    resp
 }
 
 fn to_hyper(resp: Response, ser: Serialization) -> hyper::Response<Full<Bytes>> {

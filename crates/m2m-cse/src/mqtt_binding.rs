@@ -301,10 +301,15 @@ async fn answer(
     ) {
         Ok(req) => {
             let from = req.from.clone();
+            let silent = req.rt == m2m_core::ResponseType::NoResponse;
             let mut resp = match peer_of(cse, b, &topic, &req, broker) {
                 Ok(peer) => cse.handle(req, peer).await,
                 Err(e) => refused(cse, &e, req.rqi.clone()),
             };
+            if silent {
+                // noResponse: nothing is published, whatever the outcome.
+                return;
+            }
             if resp.to.is_none() {
                 resp.to = from;
             }

@@ -76,6 +76,11 @@ pub async fn forward(
     if let Some(entity) = &peer.originator {
         req.from = Some(entity.as_seen_from(&cse.id.home));
     }
+    // A request that wants no response is answered by nobody here either: the next hop
+    // carries it out as a blocking one, and this CSE's binding drops the answer.
+    if req.rt == m2m_core::ResponseType::NoResponse {
+        req.rt = m2m_core::ResponseType::Blocking;
+    }
     tracing::debug!(to = %req.to, hop = %hop, "retargeting");
     cse.client_for(&hop, registree.as_ref())?
         .send(&hop, &req)

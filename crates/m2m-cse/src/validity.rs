@@ -289,6 +289,7 @@ mod tests {
             ResponseType::NonBlockingAsynch,
             ResponseType::Blocking,
             ResponseType::FlexBlocking,
+            ResponseType::NoResponse,
         ] {
             let mut r = req(Operation::Retrieve);
             r.rt = rt;

@@ -353,6 +353,7 @@ async fn message_in(cse: &Arc<Cse>, peer: &Peer, link: &Arc<Link>, body: &[u8]) 
                 let proven = proven_entity(cse, &req, peer);
                 let registration = req.op == Operation::Create && req.ty == Some(ResourceType::Ae);
                 let from = req.from.clone();
+                let silent = req.rt == m2m_core::ResponseType::NoResponse;
                 let mut resp = cse.handle(req, peer.clone()).await;
                 if resp.to.is_none() {
                     resp.to = from;
@@ -366,6 +367,10 @@ async fn message_in(cse: &Arc<Cse>, peer: &Peer, link: &Arc<Link>, body: &[u8]) 
                     registration,
                     &resp,
                 );
+                if silent {
+                    // noResponse: no message goes back, whatever the outcome.
+                    return;
+                }
                 resp
             }
             Err(e) => refused(cse, &e, rqi),

@@ -681,10 +681,23 @@ fn paho_registers_on_the_registration_topic_then_speaks_json_and_cbor_as_its_ae(
     // The CSE wrote the server's ACL again for the new AE and signalled it: the phone's own
     // request topics open, in CBOR too, with its AE-ID as From.
     let topic = |ser: &str| format!("/oneM2M/req/{aei}/id-in/{ser}");
+    let mut quiet = rqp(
+        1,
+        &format!("cse-in/{aei}"),
+        Some(&aei),
+        "q1",
+        Some(3),
+        Some(json!({"m2m:cnt": {"rn": "quiet"}})),
+    );
+    quiet["rt"] = json!({"rtv": 5});
     let steps = [
         json!({"topic": topic("cbor"), "ser": "cbor", "rqp": rqp(2, "cse-in", Some(&aei), "r1", None, None)}),
         json!({"topic": topic("json"), "ser": "json",
                "rqp": rqp(1, &format!("cse-in/{aei}"), Some(&aei), "c1", Some(3), Some(json!({"m2m:cnt": {"rn": "inbox"}})))}),
+        // Response Type noResponse: carried out, nothing published back.
+        json!({"topic": topic("json"), "ser": "json", "wait": 2, "rqp": quiet}),
+        json!({"topic": topic("json"), "ser": "json",
+               "rqp": rqp(2, &format!("cse-in/{aei}/quiet"), Some(&aei), "r2", None, None)}),
         // Its topic, the lock's From.
         json!({"topic": topic("json"), "ser": "json", "rqp": rqp(2, "cse-in/Slock", Some("Slock"), "x1", None, None)}),
         // A malformed primitive: 4000 on the same response topic.
@@ -711,9 +724,14 @@ fn paho_registers_on_the_registration_topic_then_speaks_json_and_cbor_as_its_ae(
     assert_eq!(a[0]["rsp"]["rsc"], 2000, "{a}");
     assert_eq!(a[0]["rsp"]["pc"]["m2m:cb"]["csi"], "/id-in");
     assert_eq!(a[1]["rsp"]["rsc"], 2001, "{a}");
-    assert_eq!(a[2]["rsp"]["rsc"], 4106, "{a}");
-    assert_eq!(a[3]["rsp"]["rsc"], 4000, "{a}");
-    assert_eq!(a[3]["rsp"]["rqi"], "x2");
+    assert!(a[2].is_null(), "an answer to noResponse: {a}");
+    assert_eq!(
+        a[3]["rsp"]["rsc"], 2000,
+        "the noResponse CREATE was done: {a}"
+    );
+    assert_eq!(a[4]["rsp"]["rsc"], 4106, "{a}");
+    assert_eq!(a[5]["rsp"]["rsc"], 4000, "{a}");
+    assert_eq!(a[5]["rsp"]["rqi"], "x2");
 
     // The registration topic of the phone's credential is the phone's only: the lock cannot
     // register under it.

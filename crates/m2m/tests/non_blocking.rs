@@ -352,3 +352,41 @@ fn the_result_persists_as_long_as_asked() {
     assert_eq!(post("rp=PT1M").rsc, 2001);
     assert_eq!(post("rp=soon").rsc, 4000);
 }
+
+/// Response Type noResponse (5): the request is carried out as a blocking one and the HTTP
+/// answer is a bare 204, no oneM2M status, no body, for a success and a refusal alike.
+#[test]
+fn a_request_that_wants_no_response_is_done_and_answered_with_nothing() {
+    let (cse, ae) = setup();
+    let r = create_cin_rt(&cse, &ae, 5, None, "quiet");
+    assert_eq!((r.status, r.rsc), (204, 0), "{:?}", r.headers);
+    assert_eq!(r.body, Value::Null);
+    assert!(
+        r.header("x-m2m-ri").is_none() && r.header("content-type").is_none(),
+        "{:?}",
+        r.headers
+    );
+    let (rsc, b) = retrieve(cse.url(), "/cse-in/app/c/la", &ae);
+    assert_eq!((rsc, b["m2m:cin"]["con"].clone()), (2000, json!("quiet")));
+    // A RETRIEVE and a refused CREATE (an originator with no rights) answer the same nothing.
+    let r = raw(
+        "GET",
+        cse.url(),
+        "/cse-in/app/c?rt=5",
+        &[
+            ("X-M2M-Origin", &ae),
+            ("X-M2M-RI", "q-2"),
+            ("X-M2M-RVI", "3"),
+        ],
+        b"",
+    );
+    assert_eq!((r.status, r.rsc, r.body.clone()), (204, 0, Value::Null));
+    let other = register_ae(cse.url(), "/cse-in", "Cother", "other", &[]);
+    let r = create_cin_rt(&cse, &other, 5, None, "intruder");
+    assert_eq!((r.status, r.rsc), (204, 0));
+    let (_, b) = retrieve(cse.url(), "/cse-in/app/c/la", &ae);
+    assert_eq!(b["m2m:cin"]["con"], json!("quiet"), "nothing was created");
+    // A Response Type beyond the table is still refused, with a status.
+    let r = create_cin_rt(&cse, &ae, 6, None, "x");
+    assert_eq!(r.rsc, 4000);
+}

@@ -15,8 +15,10 @@ fn python_has(module: &str) -> bool {
 }
 
 /// The Python client: connects over TLS with its certificate, sends each step and answers any
-/// request the CSE sends meanwhile (notifications, verification included); prints
-/// `{"ready": ...}`, then waits for `events` event notifications and prints everything.
+/// request the CSE sends meanwhile (notifications, verification included); a step with Response
+/// Type noResponse (5) is not waited for, and an answer to no step being waited for is kept as
+/// `stray`; prints `{"ready": ...}`, then waits for `events` event notifications and prints
+/// everything.
 const CLIENT: &str = r#"
 import asyncio, json, ssl, sys
 import websockets
@@ -29,7 +31,7 @@ async def main():
     ctx.load_cert_chain(spec["cert"], spec["key"])
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA256")
-    out = {"answers": [], "notifications": []}
+    out = {"answers": [], "notifications": [], "stray": []}
     async with websockets.connect(spec["url"], ssl=ctx, server_hostname=spec["server_name"],
                                   subprotocols=spec.get("subprotocols", ["oneM2M.json"])) as ws:
         out["subprotocol"] = ws.subprotocol
@@ -44,11 +46,16 @@ async def main():
 
         for step in spec["steps"]:
             await ws.send(json.dumps(step))
+            if step.get("rt", {}).get("rtv") == 5:
+                continue
             while True:
                 msg = await read_one(10)
-                if msg is not None and msg.get("rqi") == step["rqi"]:
+                if msg is None:
+                    continue
+                if msg.get("rqi") == step["rqi"]:
                     out["answers"].append(msg)
                     break
+                out["stray"].append(msg)
         print(json.dumps({"ready": out}), flush=True)
         events = lambda: [n for n in out["notifications"] if not n.get("pc", {}).get("m2m:sgn", {}).get("vrq")]
         try:
@@ -135,7 +142,17 @@ fn a_python_websockets_client_registers_and_hears_its_notification_over_wss() {
     );
     let base = |cert: &std::path::Path, key: &std::path::Path| json!({"url": url, "ca": pki.ca_pem(), "cert": cert, "key": key, "server_name": IN_SERVER_NAME});
 
-    // The phone: registers, makes its door and subscribes to it, all on its connection.
+    // The phone: registers, makes its door and subscribes to it, all on its connection; then
+    // a CREATE with Response Type noResponse: carried out, and no message comes back for it.
+    let mut quiet = rqp(
+        1,
+        "cse-in/phone",
+        "Cphone",
+        "quiet",
+        Some(3),
+        Some(json!({"m2m:cnt": {"rn": "quiet"}})),
+    );
+    quiet["rt"] = json!({"rtv": 5});
     let mut spec = base(&phone_pem, &phone_key);
     spec["steps"] = json!([
         rqp(
@@ -162,6 +179,8 @@ fn a_python_websockets_client_registers_and_hears_its_notification_over_wss() {
             Some(23),
             Some(json!({"m2m:sub": {"rn": "watch", "nu": ["Cphone"], "enc": {"net": [3]}}}))
         ),
+        quiet,
+        rqp(2, "cse-in/phone/quiet", "Cphone", "after-quiet", None, None),
     ]);
     spec["events"] = json!(1);
     let mut phone = PyClient::start(pki.dir(), spec);
@@ -174,7 +193,16 @@ fn a_python_websockets_client_registers_and_hears_its_notification_over_wss() {
         .iter()
         .map(|a| &a["rsc"])
         .collect();
-    assert_eq!(codes, vec![&json!(2001), &json!(2001), &json!(2001)], "{r}");
+    assert_eq!(
+        codes,
+        vec![&json!(2001), &json!(2001), &json!(2001), &json!(2000)],
+        "the noResponse CREATE was carried out: {r}"
+    );
+    assert_eq!(
+        r["stray"],
+        json!([]),
+        "an answer to the noResponse request: {r}"
+    );
     assert_eq!(r["answers"][0]["pc"]["m2m:ae"]["aei"], "Cphone");
 
     // The lock, on a connection of its own: it cannot speak as the phone there, and hears none
