@@ -956,6 +956,16 @@ pub fn on_deleted(
             sent.extend(subscription_gone(cse, sub, &target));
         }
     }
+    // A deleted <crossResourceSubscription> tells its subscriber too (TS-0004 clause
+    // 7.5.1.2.20), before the DELETE is answered like a subscription's.
+    for crs in deleted
+        .iter()
+        .filter(|d| d.ty == ResourceType::CrossResourceSubscription)
+    {
+        if let Some(su) = crs.str_attr("su") {
+            sent.extend(subscription_gone(cse, crs, su));
+        }
+    }
     sent
 }
 

@@ -190,9 +190,15 @@ fn subscription_targets_are_joined_and_left() {
     create_cin(s.cse.url(), "/cse-in/app/c3", &s.ae, "x");
     s.rx.wait_for(is_cross, WAIT);
     rx2.wait_for(|r| r.net() == Some(3), WAIT);
-    // Deleted: it leaves the subscription as it found it, and its subscriber is told.
+    // Deleted: it leaves the subscription as it found it, and its subscriber is told, before
+    // the DELETE is answered (as for a subscription, TS-0004 clause 7.5.1.2.20).
     let (rsc, _) = delete(s.cse.url(), "/cse-in/app/joined", &s.ae);
     assert_eq!(rsc, 2002);
+    assert_eq!(
+        s.rx.count(|r| r.sgn()["sud"] == json!(true)),
+        1,
+        "the deletion notification came after the answer"
+    );
     let sud = s.rx.wait_for(|r| r.sgn()["sud"] == json!(true), WAIT);
     assert_eq!(sud.sur(), Some(me.as_str()));
     let left = poll(WAIT, || {

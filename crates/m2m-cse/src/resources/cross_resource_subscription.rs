@@ -364,8 +364,8 @@ async fn leave(cse: &Arc<Cse>, target: &str, me: &str) {
     }
 }
 
-/// After the deletion: the subscriptions it made go, it leaves the others, and its subscriber
-/// is told (TS-0004 clauses 7.4.58.2.4, 7.5.1.2.20).
+/// After the deletion: the subscriptions it made go and it leaves the others (TS-0004 clause
+/// 7.4.58.2.4); its subscriber was told with the deletion (`notification::on_deleted`).
 async fn release_targets(cse: &Arc<Cse>, crs: &Resource) {
     let me = cse.sp_relative(crs.ri());
     for sub in string_list(crs.attrs.get("rrats")) {
@@ -377,9 +377,6 @@ async fn release_targets(cse: &Arc<Cse>, crs: &Resource) {
     }
     for target in string_list(crs.attrs.get("srat")) {
         leave(cse, &target, &me).await;
-    }
-    if let Some(su) = crs.str_attr("su") {
-        let _ = crate::notification::subscription_gone(cse, crs, su);
     }
 }
 
