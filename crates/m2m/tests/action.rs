@@ -296,6 +296,13 @@ fn bad_input_gets_its_status_code() {
         4000,
         "ecp with once"
     );
+    for ecp in [json!(0), json!(-1), json!(1.5), json!("PT2S"), json!("2")] {
+        assert_eq!(
+            alarm_action(&s, "c", 3, json!({ "ecp": ecp })).0,
+            4000,
+            "a continuous evaluation's ecp {ecp} is no number of runs"
+        );
+    }
     // Ordering operators compare numbers or strings; a list, a boolean or an object is no
     // threshold for them, whatever the attribute.
     for optr in 3..=6 {
@@ -521,4 +528,46 @@ fn a_periodic_action_runs_at_most_once_a_period() {
     set_mni(&s, "sensor", 60);
     let second = poll(WAIT, || (runs() == json!(2)).then_some(()));
     assert!(second.is_some(), "the next period ran it again");
+}
+
+/// A continuous action with `ecp` runs that many times and then turns itself off.
+#[test]
+fn a_continuous_action_runs_its_number_of_times_then_stops() {
+    let s = setup();
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        &s.ae,
+        65,
+        json!({ "m2m:actr": { "rn": "twice", "evc": { "optr": 3, "sbjt": "cni", "thld": 0 },
+                "evm": 3, "ecp": 2, "orc": "cse-in/app/alarm",
+                "apv": { "op": 3, "fr": s.ae, "pc": { "m2m:cnt": { "lbl": ["ran"] } } } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let clear = || {
+        let (rsc, b) = update(
+            s.cse.url(),
+            "/cse-in/app/alarm",
+            &s.ae,
+            json!({ "m2m:cnt": { "lbl": null } }),
+        );
+        assert_eq!(rsc, 2004, "{b}");
+    };
+    for n in 1..=2 {
+        create_cin(s.cse.url(), "/cse-in/app/sensor", &s.ae, "x");
+        assert!(
+            poll(WAIT, || (alarm_labels(&s) == json!(["ran"])).then_some(())).is_some(),
+            "run {n}"
+        );
+        clear();
+    }
+    assert!(
+        poll(WAIT, || (action(&s, "twice")["evm"] == json!(0))
+            .then_some(()))
+        .is_some(),
+        "off after its last run"
+    );
+    create_cin(s.cse.url(), "/cse-in/app/sensor", &s.ae, "x");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(alarm_labels(&s), Value::Null, "a third run");
 }

@@ -12,7 +12,9 @@
 //! - `evm` 0 (off) never runs; 1 (once) runs once and turns itself off; 2 (periodic) runs when
 //!   the criteria are met, at most once per period `ecp` (an xs:duration: milliseconds, or
 //!   ISO 8601; 100 ms at least), the first time they are met in it; 3 (continuous) runs every
-//!   time the criteria are met. `ecp` only with 2 or 3; 2 without it runs at most every 10 s.
+//!   time the criteria are met, `ecp` times at most (a positive count; then it turns itself
+//!   off, as once does; without `ecp`, without end). `ecp` only with 2 or 3; 2 without it runs
+//!   at most every 10 s.
 //!   The ordering operators (`optr` 3 to 6) take a number or a string threshold (4000).
 //! - `dep` lists `<dependency>` children: a met one with `sfc` (sufficient) true is enough, else
 //!   all must be met; one that no longer exists is not met (the action is held until `dep` is
@@ -32,6 +34,7 @@ use std::sync::{Arc, Mutex};
 const OFF: u64 = 0;
 const ONCE: u64 = 1;
 const PERIODIC: u64 = 2;
+const CONTINUOUS: u64 = 3;
 
 /// The `<action>` type.
 pub struct Action;
@@ -102,6 +105,11 @@ async fn check_action(
     if evm == PERIODIC && period(attrs).is_none() {
         return Err(M2mError::bad_request(
             "the period of a periodic evaluation (ecp) is a duration of 100 ms at least",
+        ));
+    }
+    if evm == CONTINUOUS && attrs.contains_key("ecp") && run_limit(attrs).is_none() {
+        return Err(M2mError::bad_request(
+            "the evalControlParam of a continuous evaluation is a number of runs, 1 at least",
         ));
     }
     if attrs.contains_key("ecp") && matches!(evm, OFF | ONCE) {
@@ -340,12 +348,20 @@ fn period(attrs: &Map<String, Value>) -> Option<std::time::Duration> {
     }
 }
 
+/// How many times a continuous action may run (`ecp`, a positive count), `None` without one or
+/// when `ecp` is not one.
+fn run_limit(attrs: &Map<String, Value>) -> Option<u64> {
+    attrs.get("ecp").and_then(Value::as_u64).filter(|n| *n > 0)
+}
+
 /// The actions by the resourceID of their subject (rebuilt from the store at start).
 #[derive(Default)]
 pub struct Actions {
     by_subject: Mutex<HashMap<String, HashSet<String>>>,
     /// When each periodic action last ran.
     last_run: Mutex<HashMap<String, std::time::Instant>>,
+    /// How many times each continuous action with a limit ran since it was (re)indexed.
+    runs: Mutex<HashMap<String, u64>>,
 }
 
 impl Actions {
@@ -390,8 +406,24 @@ impl Actions {
         true
     }
 
+    /// Counts a run of the continuous action `ri` limited to `limit` runs: `None` when it ran
+    /// them all, else whether this run is its last.
+    fn take_run(&self, ri: &str, limit: u64) -> Option<bool> {
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let n = runs.entry(ri.to_owned()).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(*n == limit)
+    }
+
     fn forget(&self, action_ri: &str) {
         self.last_run
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(action_ri);
+        self.runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(action_ri);
@@ -462,6 +494,14 @@ async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()>
             return Ok(());
         }
     }
+    // A continuous action with a number of runs turns itself off after the last one.
+    let mut last_run = evm == ONCE;
+    if let (CONTINUOUS, Some(limit)) = (evm, run_limit(&action.attrs)) {
+        match cse.actions.take_run(ri, limit) {
+            Some(last) => last_run = last,
+            None => return Ok(()),
+        }
+    }
     let creator = action.creator.clone().unwrap_or_default();
     let apv = action.attrs.get("apv").cloned().unwrap_or_default();
     let orc = action.str_attr("orc").unwrap_or_default().to_owned();
@@ -485,7 +525,7 @@ async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()>
                 return Ok(());
             };
             a.attrs.insert("air".into(), air);
-            if evm == ONCE {
+            if last_run {
                 a.attrs.insert("evm".into(), json!(OFF));
             }
             w.update(&a)
