@@ -129,6 +129,13 @@ pub fn check(req: &mut Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
         deadlines.execute_at = (t > now).then_some(t);
     }
     not_permitted(req)?;
+    // Content is mandatory for an UPDATE (TS-0004 table 7.2.1.1-1): without it the primitive is
+    // malformed, whatever it targets (4000 before anything about the target).
+    if req.op == Operation::Update && req.pc.is_none() {
+        return Err(M2mError::bad_request(
+            "an UPDATE carries the attributes to change",
+        ));
+    }
     if let Some(rcn) = req.rcn {
         // The HTTP binding checks it while decoding; CoAP and internal requests reach here.
         if !rcn.valid_for(req.op, req.is_discovery()) {

@@ -331,6 +331,24 @@ fn protocol_cases() -> Vec<Case> {
             &[4005],
             &[405],
         ),
+        // An UPDATE without content is malformed whatever it targets, even a type that is
+        // never updated (TS-0004 table 7.2.1.1-1: Content is mandatory).
+        Case {
+            name: "UPDATE without content of a container",
+            body: Vec::new(),
+            ..update_case("", cnt, json!({}), &[4000], &[400])
+        },
+        Case {
+            name: "UPDATE without content of a contentInstance",
+            body: Vec::new(),
+            ..update_case("", "/cse-in/app/c/la", json!({}), &[4000], &[400])
+        },
+        Case {
+            name: "UPDATE without content of the CSEBase, by the admin",
+            body: Vec::new(),
+            headers: with(std_headers(None, true), "X-M2M-Origin", ADMIN),
+            ..update_case("", "/cse-in", json!({}), &[4000], &[400])
+        },
         // Even the admin, who may do everything, cannot delete the CSEBase.
         Case {
             name: "delete of the CSEBase",
