@@ -221,8 +221,22 @@ mod tests {
     use m2m_core::ResponseType;
     use m2m_core::ResultContent;
 
+    /// A request of `op`, with content when the operation needs it.
     fn req(op: Operation) -> Request {
-        Request::new(op, "cse-in", Some("Cx".to_owned()), "r".to_owned())
+        let mut r = Request::new(op, "cse-in", Some("Cx".to_owned()), "r".to_owned());
+        if op == Operation::Update {
+            r.pc = Some(serde_json::json!({ "m2m:cnt": { "lbl": ["x"] } }));
+        }
+        r
+    }
+
+    #[test]
+    fn an_update_without_content_is_4000() {
+        let mut r = req(Operation::Update);
+        r.pc = None;
+        assert_eq!(code(check(&mut r, now())), 4000);
+        let mut r = req(Operation::Retrieve);
+        assert_eq!(code(check(&mut r, now())), 2000, "a RETRIEVE needs none");
     }
 
     fn now() -> DateTime<Utc> {
