@@ -51,6 +51,78 @@ pub struct FilterCriteria {
     pub geo_parts: Option<Box<GeoQueryParts>>,
     /// The geo-query, once all three are there.
     pub geo: Option<Box<GeoQuery>>,
+    /// applyRelativePath (`arp`, clause 7.3.3.17.17): a path such as `../temp/la` appended to
+    /// each match; what exists there is the result instead.
+    pub apply_relative_path: Option<RelativePath>,
+}
+
+/// A resource tree relative path (`arp`): segments that are resource names, `..` (the parent)
+/// or `.`; `la`/`ol` (also written `LATEST`/`OLDEST`) only last. Never absolute.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelativePath(Vec<PathStep>);
+
+/// One step of a [`RelativePath`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathStep {
+    Parent,
+    Child(String),
+    Latest,
+    Oldest,
+}
+
+impl RelativePath {
+    /// Reads `arp`: 4000 for an empty or absolute path, an empty segment inside it, a name
+    /// that is no resource name, or `la`/`ol` before the end.
+    pub fn parse(v: &str) -> M2mResult<Self> {
+        let bad = |why: &str| M2mError::bad_request(format!("applyRelativePath: {why}"));
+        if v.is_empty() || v.starts_with('/') {
+            return Err(bad("a relative path is neither empty nor absolute"));
+        }
+        let segs: Vec<&str> = v.strip_suffix('/').unwrap_or(v).split('/').collect();
+        let mut steps = Vec::with_capacity(segs.len());
+        for (i, seg) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            steps.push(match *seg {
+                "." => continue,
+                ".." => PathStep::Parent,
+                "la" | "LATEST" if last => PathStep::Latest,
+                "ol" | "OLDEST" if last => PathStep::Oldest,
+                "la" | "LATEST" | "ol" | "OLDEST" => {
+                    return Err(bad("la and ol end a path"));
+                }
+                "" => return Err(bad("an empty segment")),
+                name if name.chars().all(crate::id::is_id_char) => PathStep::Child(name.to_owned()),
+                _ => return Err(bad("a segment is not a resource name")),
+            });
+        }
+        Ok(Self(steps))
+    }
+
+    pub fn steps(&self) -> &[PathStep] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RelativePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        if self.0.is_empty() {
+            return f.write_str(".");
+        }
+        for step in &self.0 {
+            if !first {
+                f.write_str("/")?;
+            }
+            first = false;
+            match step {
+                PathStep::Parent => f.write_str("..")?,
+                PathStep::Child(n) => f.write_str(n)?,
+                PathStep::Latest => f.write_str("la")?,
+                PathStep::Oldest => f.write_str("ol")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 fn parse_u64(name: &str, v: &str) -> M2mResult<u64> {
@@ -127,6 +199,9 @@ impl FilterCriteria {
         if self.filter_operation != FilterOperation::And {
             out.push(("fo", (self.filter_operation as u8).into()));
         }
+        if let Some(arp) = &self.apply_relative_path {
+            out.push(("arp", arp.to_string().into()));
+        }
         out.into_iter()
     }
 
@@ -201,7 +276,8 @@ impl FilterCriteria {
                 }
                 self.geo = parts.complete()?.map(Box::new);
             }
-            "smf" | "cfs" | "cfq" | "arp" => {
+            "arp" => self.apply_relative_path = Some(RelativePath::parse(value)?),
+            "smf" | "cfs" | "cfq" => {
                 return Err(M2mError::not_implemented(format!(
                     "filter condition '{name}' is not supported"
                 )))
@@ -366,6 +442,27 @@ pub fn type_of_content(cnf: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_relative_path_is_read_and_written_back() {
+        let p = super::RelativePath::parse("../temp/./LATEST").unwrap();
+        assert_eq!(
+            p.steps(),
+            &[
+                super::PathStep::Parent,
+                super::PathStep::Child("temp".into()),
+                super::PathStep::Latest
+            ]
+        );
+        assert_eq!(p.to_string(), "../temp/la");
+        assert_eq!(super::RelativePath::parse(&p.to_string()), Ok(p));
+        for bad in ["", "/a", "a//b", "ol/a", "a b", "a:b"] {
+            assert!(super::RelativePath::parse(bad).is_err(), "{bad}");
+        }
+        let mut fc = FilterCriteria::default();
+        assert!(fc.take_query_field("arp", "x/ol", |_| false).unwrap());
+        assert!(fc.fields().any(|(k, v)| k == "arp" && v == "x/ol"));
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -9,7 +9,7 @@ use crate::error::{M2mError, M2mResult};
 use std::fmt;
 
 /// Characters allowed in a CSE-ID, a resource name or a resourceID segment: RFC 3986 unreserved.
-fn is_id_char(c: char) -> bool {
+pub(crate) fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
 }
 

@@ -8,13 +8,17 @@
 //! the walk. The walk runs on a search thread ([`crate::search_threads`]), never on the threads
 //! that serve other requests, and within a time budget (`[limits] discovery_budget_ms`): when it runs out, what was found is
 //! answered as partial content (Content Status PARTIAL_CONTENT, Content Offset where to go on).
+//!
+//! With applyRelativePath (`arp`, clause 7.3.3.17.17) each match stands for the resource at the
+//! path from it (`../temp/la`): what exists there, once, and only if the originator holds the
+//! same privilege on it, is the result; a path that leads nowhere drops the match.
 
 use crate::access::{self, Facts};
 use crate::cse::{Cse, Peer};
 use crate::resolve::Target;
 use crate::store::scan::{self, Plan, Stream};
-use crate::store::Resource;
-use m2m_core::filter::FilterCriteria;
+use crate::store::{Reader, Resource};
+use m2m_core::filter::{FilterCriteria, PathStep, RelativePath};
 use m2m_core::{M2mError, M2mResult, Request, Response, ResponseStatusCode as Rsc};
 use m2m_security::access_control::AccessOperation;
 use serde_json::json;
@@ -59,6 +63,8 @@ impl Walk<'_> {
         let facts = Facts::of(peer).holding(self.roles);
         let mut decisions = HashMap::new();
         let mut found = Vec::new();
+        // The resources applyRelativePath led to, each listed once.
+        let mut led_to = std::collections::HashSet::new();
         let mut skipped = 0u64;
         let mut examined = 0u32;
         cse.store.read(|r| {
@@ -99,6 +105,20 @@ impl Walk<'_> {
                 if !selected {
                     continue;
                 }
+                let res = match &self.fc.apply_relative_path {
+                    None => res,
+                    Some(path) => {
+                        let Some(there) = at_relative_path(r, &res, path)? else {
+                            continue;
+                        };
+                        if !led_to.insert(there.ri().to_owned())
+                            || !access::permits(cse, &facts, self.op, &there, &mut decisions)?
+                        {
+                            continue;
+                        }
+                        there
+                    }
+                };
                 if skipped < self.offset {
                     skipped += 1;
                     continue;
@@ -118,6 +138,41 @@ impl Walk<'_> {
                 timed_out: false,
             })
         })
+    }
+}
+
+/// The resource at `path` from `res` (applyRelativePath), if there is one: `..` above the
+/// CSEBase leads nowhere, `la`/`ol` to the latest/oldest instance of what holds instances.
+fn at_relative_path(
+    r: &Reader<'_>,
+    res: &Resource,
+    path: &RelativePath,
+) -> M2mResult<Option<Resource>> {
+    let mut segs: Vec<&str> = res.srn.split('/').collect();
+    let mut instance = None;
+    for step in path.steps() {
+        match step {
+            PathStep::Parent if segs.len() <= 1 => return Ok(None),
+            PathStep::Parent => {
+                segs.pop();
+            }
+            PathStep::Child(name) => segs.push(name),
+            PathStep::Latest | PathStep::Oldest => instance = Some(step),
+        }
+    }
+    let Some(at) = r.get_by_srn(&segs.join("/"))? else {
+        return Ok(None);
+    };
+    let Some(step) = instance else {
+        return Ok(Some(at));
+    };
+    let Some(ty) = at.ty.instance_type() else {
+        return Ok(None);
+    };
+    if *step == PathStep::Latest {
+        r.latest_child(at.ri(), ty)
+    } else {
+        r.oldest_child(at.ri(), ty)
     }
 }
 

@@ -406,3 +406,59 @@ fn a_deep_tree_is_listed_without_exhausting_anything() {
     let (rsc, _) = retrieve(u, "/cse-in/deep", &ae);
     assert_eq!(rsc, 2000, "still serving");
 }
+
+/// applyRelativePath (`arp`, TS-0004 clause 7.3.3.17.17): each match stands for what exists at
+/// the path from it, listed once, and only what the originator may discover there; a path that
+/// leads nowhere (or above the CSEBase) drops the match. The same for a RETRIEVE's child
+/// resources. Malformed paths are 4000.
+#[test]
+fn apply_relative_path_lists_what_the_path_leads_to() {
+    let t = tree();
+    let u = t.cse.url();
+    assert_eq!(
+        discover(u, "/cse-in/app", &t.ae1, "lbl=kitchen&arp=deep"),
+        vec!["cse-in/app/c1/deep"],
+        "c3 has no child named deep"
+    );
+    assert_eq!(
+        discover(u, "/cse-in/app", &t.ae1, "lbl=kitchen&arp=.."),
+        vec!["cse-in/app"],
+        "c1 and c3 lead to the same parent: listed once"
+    );
+    let latest = discover(u, "/cse-in/app", &t.ae1, "ty=3&arp=la");
+    assert_eq!(latest.len(), 1, "only c1 holds instances: {latest:?}");
+    let (_, cin) = retrieve(u, &format!("/{}", latest[0]), &t.ae1);
+    assert_eq!(cin["m2m:cin"]["con"], json!("two"), "{cin}");
+    let oldest = discover(u, "/cse-in/app", &t.ae1, "ty=3&arp=OLDEST");
+    let (_, cin) = retrieve(u, &format!("/{}", oldest[0]), &t.ae1);
+    assert_eq!(cin["m2m:cin"]["con"], json!("one"), "{cin}");
+    assert!(discover(u, "/cse-in/app", &t.ae1, "lbl=kitchen&arp=../../../..").is_empty());
+    // Ctwo's o2 has no policy: Cone may not discover it, though the path leads there.
+    create_cnt(u, "/cse-in/other", &t.ae2, json!({ "rn": "o2" }));
+    assert_eq!(
+        discover(u, "/cse-in", &t.ae1, "ty=2&arp=o1"),
+        vec!["cse-in/other/o1"]
+    );
+    assert!(
+        discover(u, "/cse-in", &t.ae1, "ty=2&arp=o2").is_empty(),
+        "a resource the originator may not discover"
+    );
+    assert_eq!(
+        discover(u, "/cse-in", &t.ae2, "ty=2&arp=o2"),
+        vec!["cse-in/other/o2"],
+        "its creator may"
+    );
+    // A RETRIEVE of child resources with the same condition.
+    let (rsc, b) = get_with_query(u, "/cse-in/app", &t.ae1, "rcn=4&ty=3&lbl=kitchen&arp=deep");
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:ae"]["m2m:cnt"][0]["rn"], json!("deep"), "{b}");
+    assert_eq!(
+        b["m2m:ae"]["m2m:cnt"].as_array().map(Vec::len),
+        Some(1),
+        "{b}"
+    );
+    for bad in ["/cse-in/app", "la/c1", "a//b", "", "c%20d", "c:d"] {
+        let (rsc, b) = get_with_query(u, "/cse-in/app", &t.ae1, &format!("fu=1&arp={bad}"));
+        assert_eq!(rsc, 4000, "arp '{bad}': {b}");
+    }
+}
