@@ -283,9 +283,15 @@ static SELF_PRIVILEGES: ObjSpec = ObjSpec {
     fields: &[req("acr", Kind::NonEmptyList(&Kind::Object(&ACR)))],
     rule: ObjRule::Fields,
 };
-/// m2m:operationMonitor (TS-0004 clause 6.3.5.57).
+/// m2m:operationMonitor (TS-0004 clause 6.3.5.57). The originator is `org`: table 8.2.5 marks
+/// its short name as one assigned already, and the one assigned to "originator" is `org`
+/// (table 8.2.3); its `or*` is read as that. `or`, which this CSE took before, is still read.
 static OPERATION_MONITOR: ObjSpec = ObjSpec {
-    fields: &[opt("ops", ACCESS_CONTROL_OPERATIONS), opt("or", Kind::Uri)],
+    fields: &[
+        opt("ops", ACCESS_CONTROL_OPERATIONS),
+        opt("org", Kind::Uri),
+        opt("or", Kind::Uri),
+    ],
     rule: ObjRule::AtLeastOne,
 };
 /// m2m:missingData (TS-0004 clause 6.3.5.40).

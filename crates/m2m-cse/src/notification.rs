@@ -755,7 +755,9 @@ pub fn on_operation(cse: &Arc<Cse>, ri: &str, op: Operation, discovery: bool, or
                 .get("ops")
                 .and_then(Value::as_u64)
                 .is_none_or(|ops| ops & bit != 0);
-            let or_ok = m.get("or").and_then(Value::as_str).is_none_or(|or| {
+            // `org` (TS-0004 table 8.2.3), or `or` as this CSE read it before.
+            let named = m.get("org").or_else(|| m.get("or"));
+            let or_ok = named.and_then(Value::as_str).is_none_or(|or| {
                 or == originator
                     || m2m_core::EntityId::parse(or, home)
                         .ok()
@@ -766,7 +768,7 @@ pub fn on_operation(cse: &Arc<Cse>, ri: &str, op: Operation, discovery: bool, or
         });
         if matches {
             let sgn = json!({
-                "nev": { "om": { "op": op as u8, "or": originator } },
+                "nev": { "om": { "op": op as u8, "org": originator } },
                 "sur": cse.sp_relative(sub.ri()),
             });
             notify_subscription(cse, &sub, sgn);

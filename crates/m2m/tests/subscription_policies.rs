@@ -582,6 +582,21 @@ fn operation_monitors_notify_the_operations_they_name() {
         json!({ "m2m:sub": { "rn": "ret", "nu": [rx2.url()], "enc": { "om": [{ "ops": 2 }] } } }),
     );
     assert_eq!(rsc, 2001, "{b}");
+    // The originator as `org`, the short name of TS-0004 table 8.2.3, kept as given.
+    let rx3 = Receiver::start();
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "org", "nu": [rx3.url()], "enc": { "om": [{ "ops": 4, "org": s.ae }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(
+        b["m2m:sub"]["enc"]["om"],
+        json!([{ "ops": 4, "org": s.ae }]),
+        "{b}"
+    );
     let is_om = |r: &Received| r.sgn().pointer("/nev/om").is_some();
     // The admin's update matches no originator; the AE's does.
     let (rsc, _) = update(
@@ -595,10 +610,13 @@ fn operation_monitors_notify_the_operations_they_name() {
     let n = s.rx.wait_for(is_om, WAIT);
     assert_eq!(
         n.sgn()["nev"]["om"],
-        json!({ "op": 3, "or": s.ae }),
+        json!({ "op": 3, "org": s.ae }),
         "{:?}",
         n.body
     );
+    let n = rx3.wait_for(is_om, WAIT);
+    assert_eq!(n.sgn()["nev"]["om"], json!({ "op": 3, "org": s.ae }));
+    assert_eq!(rx3.count(is_om), 1, "the admin's update was not monitored");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.rx.count(is_om), 1, "the admin's update was not monitored");
     // A retrieval, by whoever.
@@ -615,6 +633,8 @@ fn operation_monitors_notify_the_operations_they_name() {
     for enc in [
         json!({ "om": [{}] }),
         json!({ "om": [{ "ops": 2 }], "net": [1] }),
+        json!({ "om": [{ "org": s.ae, "or": s.ae }] }),
+        json!({ "om": [{ "org": 7 }] }),
     ] {
         let (rsc, _) = create(
             s.cse.url(),

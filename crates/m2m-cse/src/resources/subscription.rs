@@ -166,6 +166,16 @@ fn check_criteria(parent: &Resource, attrs: &Map<String, Value>) -> M2mResult<()
             "notificationEventType and operationMonitor exclude each other",
         ));
     }
+    let monitors = enc.get("om").and_then(Value::as_array);
+    if monitors
+        .into_iter()
+        .flatten()
+        .any(|m| m.get("org").is_some() && m.get("or").is_some())
+    {
+        return Err(M2mError::bad_request(
+            "an operationMonitor names its originator once (org)",
+        ));
+    }
     let event_types: Vec<u64> = nets(&enc).collect();
     super::time_series::check_missing_data_subscription(
         parent,
