@@ -1132,6 +1132,55 @@ async fn send_request(cse: &Arc<Cse>, nu: &str, body: Value, ec: Option<String>)
     }
 }
 
+#[cfg(test)]
+mod release_tests {
+    use super::release_for;
+    use crate::store::Resource;
+
+    fn ae(srv: serde_json::Value) -> Resource {
+        Resource {
+            seq: 1,
+            ty: m2m_core::ResourceType::Ae,
+            srn: "cse-in/a".into(),
+            attrs: serde_json::json!({ "srv": srv })
+                .as_object()
+                .cloned()
+                .unwrap(),
+            creator: None,
+            specialization: None,
+        }
+    }
+
+    #[test]
+    fn a_primitive_to_an_ae_is_in_a_release_it_supports() {
+        let three = Some("3");
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["2"])), three).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["2a", "3"])), three).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["1", "2a"])), three).as_deref(),
+            Some("2a")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["4", "3"])), Some("4")).as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!([])), three).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["x"])), three).as_deref(),
+            Some("3")
+        );
+    }
+}
+
 /// A notification target or pointOfAccess that is a URL of a binding this CSE sends over (HTTP,
 /// CoAP, and their secure forms with the CSE's certificate or the entity's PSK row).
 pub(crate) fn is_url(s: &str) -> bool {
@@ -1165,8 +1214,34 @@ pub fn is_originator(cse: &Cse, nu: &str, originator: &str) -> bool {
         .is_some_and(|aei| aei == who)
 }
 
+/// The release a primitive to `ae` complies with (TS-0004 table 7.2.1.1-1: the Release Version
+/// Indicator names it): the one given when the AE supports it, else the latest the AE lists in
+/// its supportedReleaseVersions, so that an AE of an earlier release is not sent one it refuses.
+fn release_for(ae: &Resource, given: Option<&str>) -> Option<String> {
+    fn rank(r: &str) -> u8 {
+        match r {
+            "1" => 1,
+            "2" => 2,
+            "2a" => 3,
+            "3" => 4,
+            "4" => 5,
+            "5" => 6,
+            _ => 0,
+        }
+    }
+    let srv = crate::store::string_list(ae.attrs.get("srv"));
+    if srv.is_empty() || given.is_some_and(|g| srv.iter().any(|s| s == g)) {
+        return given.map(str::to_owned);
+    }
+    srv.into_iter()
+        .filter(|s| rank(s) > 0)
+        .max_by_key(|s| rank(s))
+        .or_else(|| given.map(str::to_owned))
+}
+
 /// Relays a NOTIFY addressed to a registered AE to its pointOfAccess.
-pub async fn relay_to_ae(cse: &Arc<Cse>, req: Request, ae: &Resource) -> M2mResult<Response> {
+pub async fn relay_to_ae(cse: &Arc<Cse>, mut req: Request, ae: &Resource) -> M2mResult<Response> {
+    req.rvi = release_for(ae, req.rvi.as_deref());
     // An AE that polls is reached through its channel, not its pointOfAccess (TS-0004 clause
     // 7.3.3.9.1).
     if let Some(pch) = crate::resources::polling_channel::channel_of(cse, ae)? {

@@ -286,6 +286,7 @@ fn notifications_to_an_ae_id_are_relayed_to_its_point_of_access() {
     );
     let v = listener_rx.wait_for(Received::is_verification, WAIT);
     assert_eq!(v.method, "POST", "{v:?}");
+    assert_eq!(v.headers.get("x-m2m-rvi").map(String::as_str), Some("3"));
     create_cin(u, "/cse-in/app/c", &s.ae, "relayed");
     let n = listener_rx.wait_for(is_event, WAIT);
     assert_eq!(n.net(), Some(3));
@@ -307,6 +308,30 @@ fn notifications_to_an_ae_id_are_relayed_to_its_point_of_access() {
     assert_eq!(rsc, 2004);
     let n = listener_rx.wait_for(|r| r.net() == Some(1), WAIT);
     assert_eq!(n.rep()["m2m:cnt"]["lbl"], json!(["y"]), "{:?}", n.body);
+
+    // An AE of Release 2 gets primitives of its release (X-M2M-RVI 2), not 3.
+    let old_rx = Receiver::start();
+    let (rsc, b) = create(
+        u,
+        "/cse-in",
+        "Cold",
+        2,
+        json!({ "m2m:ae": { "rn": "old", "api": "Nold", "rr": true, "srv": ["2"],
+                            "poa": [old_rx.url()] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let old = b["m2m:ae"]["aei"].as_str().unwrap().to_owned();
+    subscribe(
+        &s,
+        "/cse-in/app/c",
+        json!({ "rn": "s4", "nu": [old], "enc": { "net": [3] } }),
+    );
+    let v = old_rx.wait_for(Received::is_verification, WAIT);
+    assert_eq!(
+        v.headers.get("x-m2m-rvi").map(String::as_str),
+        Some("2"),
+        "{v:?}"
+    );
 
     // An AE-ID without a reachable pointOfAccess fails verification.
     let mute = register_ae(u, "/cse-in", "Cmute", "mute", &[]);
