@@ -1132,55 +1132,6 @@ async fn send_request(cse: &Arc<Cse>, nu: &str, body: Value, ec: Option<String>)
     }
 }
 
-#[cfg(test)]
-mod release_tests {
-    use super::release_for;
-    use crate::store::Resource;
-
-    fn ae(srv: serde_json::Value) -> Resource {
-        Resource {
-            seq: 1,
-            ty: m2m_core::ResourceType::Ae,
-            srn: "cse-in/a".into(),
-            attrs: serde_json::json!({ "srv": srv })
-                .as_object()
-                .cloned()
-                .unwrap(),
-            creator: None,
-            specialization: None,
-        }
-    }
-
-    #[test]
-    fn a_primitive_to_an_ae_is_in_a_release_it_supports() {
-        let three = Some("3");
-        assert_eq!(
-            release_for(&ae(serde_json::json!(["2"])), three).as_deref(),
-            Some("2")
-        );
-        assert_eq!(
-            release_for(&ae(serde_json::json!(["2a", "3"])), three).as_deref(),
-            Some("3")
-        );
-        assert_eq!(
-            release_for(&ae(serde_json::json!(["1", "2a"])), three).as_deref(),
-            Some("2a")
-        );
-        assert_eq!(
-            release_for(&ae(serde_json::json!(["4", "3"])), Some("4")).as_deref(),
-            Some("4")
-        );
-        assert_eq!(
-            release_for(&ae(serde_json::json!([])), three).as_deref(),
-            Some("3")
-        );
-        assert_eq!(
-            release_for(&ae(serde_json::json!(["x"])), three).as_deref(),
-            Some("3")
-        );
-    }
-}
-
 /// A notification target or pointOfAccess that is a URL of a binding this CSE sends over (HTTP,
 /// CoAP, and their secure forms with the CSE's certificate or the entity's PSK row).
 pub(crate) fn is_url(s: &str) -> bool {
@@ -1319,4 +1270,53 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, mut req: Request, ae: &Resource) -> M2m
         return crate::mqtt_binding::send(cse, &poa, &entity, &req, ser).await;
     }
     client.send_to_url_as(&poa, &req, ser).await
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::release_for;
+    use crate::store::Resource;
+
+    fn ae(srv: serde_json::Value) -> Resource {
+        Resource {
+            seq: 1,
+            ty: m2m_core::ResourceType::Ae,
+            srn: "cse-in/a".into(),
+            attrs: serde_json::json!({ "srv": srv })
+                .as_object()
+                .cloned()
+                .unwrap(),
+            creator: None,
+            specialization: None,
+        }
+    }
+
+    #[test]
+    fn a_primitive_to_an_ae_is_in_a_release_it_supports() {
+        let three = Some("3");
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["2"])), three).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["2a", "3"])), three).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["1", "2a"])), three).as_deref(),
+            Some("2a")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["4", "3"])), Some("4")).as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!([])), three).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["x"])), three).as_deref(),
+            Some("3")
+        );
+    }
 }
