@@ -529,7 +529,8 @@ async fn token_rows(
         .env("M2M_LOG", "error")
         .env("SOFTHSM2_CONF", &token.conf)
         .env_remove("OPENSSL_CONF");
-    let (token_cse, mut urls) = spawned::start(cmd, None, &[LISTENING_PREFIX_TLS], START_TIMEOUT)?;
+    let (mut token_cse, mut urls) =
+        spawned::start(cmd, None, &[LISTENING_PREFIX_TLS], START_TIMEOUT)?;
     let token_https = urls.pop().unwrap_or_default();
     let mut rows = Vec::new();
     for (label, psk) in [
@@ -556,6 +557,10 @@ async fn token_rows(
             in_token += t / 2.0;
             software += s / 2.0;
             failed += ft + fs;
+            // A token CSE that died measures as refused handshakes: say so, with its stderr.
+            if let Some(why) = token_cse.exited() {
+                anyhow::bail!("the CSE with its keys in the token exited: {why}");
+            }
         }
         rows.push((
             label.into(),

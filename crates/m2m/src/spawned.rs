@@ -28,6 +28,8 @@ pub struct Spawned {
     child: Child,
     /// Its stdout's lines after the listening lines (none for an adopted child).
     lines: Option<Mutex<mpsc::Receiver<String>>>,
+    /// The last lines of its stderr (none for an adopted child).
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
 }
 
 impl Spawned {
@@ -48,12 +50,33 @@ impl Spawned {
         }
         None
     }
+
+    /// Why the child is gone, if it is: its exit status and the last lines of its stderr (a
+    /// bench that measured nothing says whether its server died, and of what).
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        // Let the stderr thread read what the child wrote before it died.
+        std::thread::sleep(Duration::from_millis(50));
+        let tail = self
+            .tail
+            .as_ref()
+            .map(|t| {
+                let t = t.lock().unwrap_or_else(|p| p.into_inner());
+                t.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+            })
+            .unwrap_or_default();
+        Some(format!("{status}\n{tail}"))
+    }
 }
 
 /// Adopts a child started elsewhere (a third-party peer) so that it is killed when dropped.
 impl From<Child> for Spawned {
     fn from(child: Child) -> Self {
-        Self { child, lines: None }
+        Self {
+            child,
+            lines: None,
+            tail: None,
+        }
     }
 }
 
@@ -94,8 +117,12 @@ pub fn start(
         .with_context(|| format!("cannot start {what}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let stderr = child.stderr.take().context("no stderr")?;
-    let mut spawned = Spawned { child, lines: None };
     let tail = keep_stderr(stderr, log_file);
+    let mut spawned = Spawned {
+        child,
+        lines: None,
+        tail: Some(Arc::clone(&tail)),
+    };
     let lines = drain_stdout(stdout);
     match wait_for(&lines, prefixes, timeout) {
         Ok(found) => {
@@ -194,6 +221,21 @@ mod tests {
         let text = format!("{err:#}");
         assert!(text.contains("did not start"), "{text}");
         assert!(text.contains("bad config: no [http]"), "{text}");
+    }
+
+    #[test]
+    fn a_child_that_dies_after_starting_says_why() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "echo 'm2m-cse listening http://127.0.0.1:1'; sleep 0.2; echo 'token gone' >&2; exit 7",
+        ]);
+        let (mut child, _) =
+            start(cmd, None, &[LISTENING_PREFIX], Duration::from_secs(5)).expect("started");
+        assert_eq!(child.exited(), None, "still running");
+        std::thread::sleep(Duration::from_millis(600));
+        let why = child.exited().expect("exited");
+        assert!(why.contains('7') && why.contains("token gone"), "{why}");
     }
 
     #[test]
