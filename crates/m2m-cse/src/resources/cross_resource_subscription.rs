@@ -21,7 +21,7 @@ use crate::resolve::local_resource as local;
 use crate::store::{string_list, Resource};
 use m2m_core::{
     Address, EntityId, M2mError, M2mResult, Operation, Request, ResourceType, Response,
-    ResponseStatusCode as Rsc, Scope,
+    ResponseStatusCode as Rsc,
 };
 use m2m_security::association::Proof;
 use serde_json::{json, Map, Value};
@@ -281,16 +281,12 @@ async fn subscribe(
     Ok(id_on_host_of(call.cse, target, ri))
 }
 
-/// The ID of resource `ri` on the CSE hosting `target`, in the scope `target` was given in: a
-/// CSE-relative target gets a CSE-relative ID (`sub123`), an SP-relative one `/id-mn/sub123`, an
-/// absolute one `//sp/id-mn/sub123`, so `rrats` reads as its `rrat` was written.
+/// The SP-relative ID of resource `ri` on the CSE hosting `target` (an ID that names the
+/// subscription wherever the crossResourceSubscription is read).
 fn id_on_host_of(cse: &Cse, target: &str, ri: &str) -> String {
-    match Address::parse(target).map(|a| a.scope) {
-        Ok(Scope::CseRelative) => ri.to_owned(),
-        Ok(Scope::SpRelative(host)) => format!("{}/{ri}", host.sp_relative()),
-        Ok(Scope::Absolute(sp, host)) => format!("{sp}{}/{ri}", host.sp_relative()),
-        // The target was reached, so it parsed; the unambiguous form otherwise.
-        Err(_) => cse.sp_relative(ri),
+    match Address::parse(target).map(|a| crate::resolve::locality(cse, &a)) {
+        Ok(crate::resolve::Locality::Remote(Some(host))) => format!("{}/{ri}", host.sp_relative()),
+        _ => cse.sp_relative(ri),
     }
 }
 
