@@ -265,7 +265,9 @@ fn wants(
     let list = |k: &str| enc.and_then(|e| e.get(k)).and_then(Value::as_array);
     let net_ok = match list("net") {
         Some(nets) => nets.iter().any(|n| n.as_u64() == Some(event as u64)),
-        None => event == Event::Update,
+        // Update_of_Resource is the default only without an operationMonitor (TS-0001 table
+        // 9.6.8-2): a monitoring subscription notifies its operations, not every update.
+        None => event == Event::Update && list("om").is_none(),
     };
     if !net_ok {
         return false;
