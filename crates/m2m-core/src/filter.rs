@@ -54,6 +54,9 @@ pub struct FilterCriteria {
     /// applyRelativePath (`arp`, clause 7.3.3.17.17): a path such as `../temp/la` appended to
     /// each match; what exists there is the result instead.
     pub apply_relative_path: Option<RelativePath>,
+    /// semanticsFilter (`smf`, m2m:sparql 0..n, clause 7.3.3.18): SPARQL queries over the
+    /// descriptors of `<semanticDescriptor>` children; a resource matches when one has a result.
+    pub semantics_filter: Vec<String>,
 }
 
 /// A resource tree relative path (`arp`): segments that are resource names, `..` (the parent)
@@ -202,6 +205,9 @@ impl FilterCriteria {
         if let Some(arp) = &self.apply_relative_path {
             out.push(("arp", arp.to_string().into()));
         }
+        if !self.semantics_filter.is_empty() {
+            out.push(("smf", self.semantics_filter.clone().into()));
+        }
         out.into_iter()
     }
 
@@ -277,7 +283,8 @@ impl FilterCriteria {
                 self.geo = parts.complete()?.map(Box::new);
             }
             "arp" => self.apply_relative_path = Some(RelativePath::parse(value)?),
-            "smf" | "cfs" | "cfq" => {
+            "smf" => self.semantics_filter.push(value.to_owned()),
+            "cfs" | "cfq" => {
                 return Err(M2mError::not_implemented(format!(
                     "filter condition '{name}' is not supported"
                 )))

@@ -35,7 +35,7 @@ pub const JSON: &str = "application/json";
 /// authorization through the Originator), the authorization signature and relationship
 /// indicators, the semantic query indicator. A request with one is refused (TS-0004 clause
 /// 7.3.2.1: NOT_IMPLEMENTED), not carried out as if it had none.
-pub const UNSUPPORTED_QUERY_FIELDS: &[&str] = &["da", "tqi", "asi", "auri", "sqi"];
+pub const UNSUPPORTED_QUERY_FIELDS: &[&str] = &["da", "tqi", "asi", "auri"];
 
 /// X-M2M-ATI (TS-0009 clause 6.4.18): Assigned Token Identifiers, `lti:tkid` pairs joined by `+`.
 pub const X_M2M_ATI: &str = "x-m2m-ati";
@@ -288,6 +288,17 @@ pub(crate) fn decode_query_field(
         }
         // Tokens in the Uri-Query (TS-0008 clause 6.2.2.3), separated like every list.
         "tkns" => req.tkns.extend(split_tokens(v)),
+        "sqi" => {
+            req.sqi = match v {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(M2mError::bad_request(format!(
+                        "sqi '{v}' is not true or false"
+                    )))
+                }
+            }
+        }
         "rids" => {
             for r in v.split([' ', '+']).filter(|s| !s.is_empty()) {
                 req.rids.push(crate::RoleId::parse(r)?);
@@ -517,6 +528,9 @@ pub(crate) fn query_fields(req: &Request) -> Vec<(String, String)> {
     if req.drt != DiscResType::Structured {
         q.push(("drt".into(), (req.drt as u8).to_string()));
     }
+    if req.sqi {
+        q.push(("sqi".into(), "true".into()));
+    }
     if !req.atrl.is_empty() {
         q.push(("atrl".into(), req.atrl.join(" ")));
     }
@@ -534,7 +548,15 @@ pub(crate) fn query_fields(req: &Request) -> Vec<(String, String)> {
     if !req.ltids.is_empty() {
         q.push(("ltids".into(), req.ltids.join(" ")));
     }
-    q.extend(req.fc.fields().map(|(k, v)| (k.to_owned(), query_text(&v))));
+    for (k, v) in req.fc.fields() {
+        match (k, v) {
+            // Each SPARQL text its own `smf` field: spaces are part of a query.
+            ("smf", serde_json::Value::Array(queries)) => {
+                q.extend(queries.iter().map(|s| ("smf".to_owned(), query_text(s))));
+            }
+            (k, v) => q.push((k.to_owned(), query_text(&v))),
+        }
+    }
     q
 }
 

@@ -42,6 +42,8 @@ pub enum ResultContent {
     OriginalResource = 7,
     ChildResources = 8,
     ModifiedAttributes = 9,
+    /// The result of a semantic query (`m2m:qres`, clause 7.3.3.19).
+    SemanticContent = 10,
     /// Release 4: the URIs a discovery found (`m2m:uril`), the default of a discovery.
     DiscoveryResultReferences = 11,
 }
@@ -62,6 +64,7 @@ impl ResultContent {
             7 => Self::OriginalResource,
             8 => Self::ChildResources,
             9 => Self::ModifiedAttributes,
+            10 => Self::SemanticContent,
             11 => Self::DiscoveryResultReferences,
             _ => return Err(M2mError::bad_request(format!("rcn {n} is not supported"))),
         })
@@ -93,6 +96,7 @@ impl ResultContent {
                     | ChildResourceReferences
                     | ChildResources
                     | OriginalResource
+                    | SemanticContent
             ),
             (Operation::Update, _) => matches!(self, Nothing | Attributes | ModifiedAttributes),
             (Operation::Delete, _) => matches!(
@@ -183,6 +187,9 @@ pub struct Request {
     /// Local Token IDs (`ltids`, xs:NCName): tokens the Hosting CSE assigned to the originator
     /// earlier (Assigned Token Identifiers of a response).
     pub ltids: Vec<String>,
+    /// Semantic Query Indicator (`sqi`, TS-0004 clause 7.3.3.19): the RETRIEVE is a semantic
+    /// query over the semanticsFilter of its filter criteria.
+    pub sqi: bool,
 }
 
 /// The Tokens parameter: bearer credentials, so its `Debug` shows their number only.
@@ -239,6 +246,7 @@ impl Request {
             atrl: Vec::new(),
             tkns: Tokens::default(),
             rids: Vec::new(),
+            sqi: false,
             tids: Vec::new(),
             ltids: Vec::new(),
         }

@@ -131,6 +131,9 @@ pub fn request_to_value(req: &Request) -> Value {
     if req.drt != DiscResType::Structured {
         m.insert("drt".into(), json!(req.drt as u8));
     }
+    if req.sqi {
+        m.insert("sqi".into(), json!(true));
+    }
     if req.rt != ResponseType::Blocking || req.rtu.is_some() {
         let mut rt = Map::new();
         rt.insert("rtv".into(), json!(req.rt as u8));
@@ -211,8 +214,17 @@ pub fn request_from_value(v: &Value, is_attribute: impl Fn(&str) -> bool) -> M2m
                     .collect(),
             }),
             // Numbers and lists the query decoder of the HTTP binding reads, with its checks.
-            "drt" | "rp" | "atrl" | "rids" | "tids" | "ltids" | "da" | "tqi" | "asi" | "auri"
-            | "sqi" => decode_query_field(&mut req, k, &list_text(val, k)?, &is_attribute)?,
+            "drt" | "rp" | "atrl" | "rids" | "tids" | "ltids" | "da" | "tqi" | "asi" | "auri" => {
+                decode_query_field(&mut req, k, &list_text(val, k)?, &is_attribute)?
+            }
+            // xs:boolean: true or false (the HTTP binding's text form is taken too).
+            "sqi" => {
+                req.sqi = match val {
+                    Value::Bool(b) => *b,
+                    Value::String(s) if s == "true" || s == "false" => s == "true",
+                    _ => return Err(bad("'sqi' is not a boolean")),
+                }
+            }
             other => {
                 return Err(bad(format!(
                     "parameter '{other}' is not a request parameter"
@@ -251,6 +263,20 @@ fn read_response_type(req: &mut Request, v: &Value) -> M2mResult<()> {
 fn read_filter(req: &mut Request, v: &Value, is_attribute: impl Fn(&str) -> bool) -> M2mResult<()> {
     let obj = v.as_object().ok_or_else(|| bad("'fc' must be an object"))?;
     for (k, val) in obj {
+        // semanticsFilter is a list of SPARQL texts, each taken whole (spaces and all).
+        if k == "smf" {
+            let queries = match val {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad("fc 'smf' is a list of SPARQL texts"))?,
+                _ => return Err(bad("fc 'smf' is a list of SPARQL texts")),
+            };
+            req.fc.semantics_filter.extend(queries);
+            continue;
+        }
         let text = match val {
             // A geometry may come as the JSON array itself rather than its text.
             Value::Array(_) if k == "geom" => val.to_string(),
@@ -410,8 +436,8 @@ mod tests {
             ("fc", json!({"nope": 1}), 4000),
             ("rt", json!({"rtv": 9}), 4000),
             ("rcn", json!(99), 4000),
-            ("sqi", json!(true), 4000),
-            ("sqi", json!("true"), 5001),
+            ("sqi", json!(1), 4000),
+            ("sqi", json!("yes"), 4000),
         ] {
             let mut v = r.clone();
             v[k] = val;

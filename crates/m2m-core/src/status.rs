@@ -71,6 +71,7 @@ status_codes! {
     AppRuleValidationFailed = 4126, 403, "APP_RULE_VALIDATION_FAILED";
     OperationDeniedByRemoteEntity = 4127, 403, "OPERATION_DENIED_BY_REMOTE_ENTITY";
     ServiceSubscriptionNotEstablished = 4128, 403, "SERVICE_SUBSCRIPTION_NOT_ESTABLISHED";
+    InvalidSparqlQuery = 4143, 400, "INVALID_SPARQL_QUERY";
     InternalServerError = 5000, 500, "INTERNAL_SERVER_ERROR";
     NotImplemented = 5001, 501, "NOT_IMPLEMENTED";
     TargetNotReachable = 5103, 404, "TARGET_NOT_REACHABLE";

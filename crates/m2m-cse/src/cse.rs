@@ -740,6 +740,9 @@ impl Cse {
         }
         match req.op {
             Operation::Create => dispatcher::create(&self, req, target, &peer).await,
+            Operation::Retrieve if req.sqi => {
+                crate::semantic_query::query(&self, req, target, peer).await
+            }
             Operation::Retrieve if req.is_discovery() => {
                 discovery::discover(&self, req, target, peer).await
             }

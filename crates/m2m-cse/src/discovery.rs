@@ -65,6 +65,7 @@ impl Walk<'_> {
         let mut found = Vec::new();
         // The resources applyRelativePath led to, each listed once.
         let mut led_to = std::collections::HashSet::new();
+        let semantic = crate::semantic_query::filters(self.fc)?;
         let mut skipped = 0u64;
         let mut examined = 0u32;
         cse.store.read(|r| {
@@ -103,6 +104,19 @@ impl Walk<'_> {
                     return Err(e);
                 }
                 if !selected {
+                    continue;
+                }
+                if !semantic.is_empty()
+                    && !crate::semantic_query::semantic_match(
+                        cse,
+                        r,
+                        &facts,
+                        self.op,
+                        &res,
+                        &semantic,
+                        &mut decisions,
+                    )?
+                {
                     continue;
                 }
                 let res = match &self.fc.apply_relative_path {

@@ -56,6 +56,35 @@ fn whole_millis(v: &str) -> &str {
     }
 }
 
+/// The Semantic Query Indicator and semanticsFilter (TS-0004 clauses 7.3.3.18, 7.3.3.19): a
+/// semantic query is a RETRIEVE, no discovery, with one semanticsFilter and semantic content as
+/// its Result Content (the default for it); semantic content only answers one. The SPARQL is
+/// read here, before anything else is done: 4143 INVALID_SPARQL_QUERY, or 5001.
+fn semantic_parameters(req: &Request) -> M2mResult<()> {
+    use m2m_core::ResultContent::SemanticContent;
+    if req.sqi {
+        let why = if req.op != Operation::Retrieve {
+            Some("the Semantic Query Indicator is for a RETRIEVE")
+        } else if req.is_discovery() {
+            Some("a semantic query is no discovery (filterUsage)")
+        } else if req.fc.semantics_filter.len() != 1 {
+            Some("a semantic query has one semanticsFilter")
+        } else if req.rcn.is_some_and(|r| r != SemanticContent) {
+            Some("a semantic query answers semantic content (rcn 10)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(M2mError::bad_request(why));
+        }
+    } else if req.rcn == Some(SemanticContent) {
+        return Err(M2mError::bad_request(
+            "semantic content (rcn 10) is the result of a semantic query (sqi)",
+        ));
+    }
+    crate::semantic_query::filters(&req.fc).map(|_| ())
+}
+
 /// Checks a request before anything is done for it; the deadlines to keep while doing it. Relative
 /// time parameters are rewritten as absolute ones, so that a copy of the request (forwarded, or
 /// fanned out to group members) keeps the same deadlines instead of counting again.
@@ -129,6 +158,7 @@ pub fn check(req: &mut Request, now: DateTime<Utc>) -> M2mResult<Deadlines> {
         deadlines.execute_at = (t > now).then_some(t);
     }
     not_permitted(req)?;
+    semantic_parameters(req)?;
     // Content is mandatory for an UPDATE (TS-0004 table 7.2.1.1-1): without it the primitive is
     // malformed, whatever it targets (4000 before anything about the target).
     if req.op == Operation::Update && req.pc.is_none() {

@@ -125,9 +125,9 @@ fn time_parameters_response_types_and_result_contents() {
     assert_eq!(r.header("x-m2m-vsi"), Some("vendor-42"), "{:?}", r.headers);
     assert_eq!(instances(base), 5);
 
-    // Response Type: flexBlocking answered blocking (non-blocking: tests/non_blocking.rs); not
-    // a response type: 4000.
-    for (rt, want) in [("4", 2001), ("3", 2001), ("5", 4000), ("99", 4000)] {
+    // Response Type: flexBlocking answered blocking (non-blocking and noResponse:
+    // tests/non_blocking.rs); not a response type: 4000.
+    for (rt, want) in [("4", 2001), ("3", 2001), ("6", 4000), ("99", 4000)] {
         let r = create_cin(base, &[], &format!("?rt={rt}"), "rt");
         assert_eq!(r.rsc, want, "rt={rt}: {:?}", r.body);
     }
@@ -179,13 +179,7 @@ fn time_parameters_response_types_and_result_contents() {
 fn unsupported_parameters_are_refused_not_ignored() {
     let (cse, _) = params();
     let base = cse.url();
-    for query in [
-        "?da=true",
-        "?tqi=true",
-        "?sqi=true",
-        "?asi=true",
-        "?auri=true",
-    ] {
+    for query in ["?da=true", "?tqi=true", "?asi=true", "?auri=true"] {
         let r = create_cin(base, &[], query, "x");
         assert_eq!(r.rsc, 5001, "{query}: {:?}", r.body);
     }

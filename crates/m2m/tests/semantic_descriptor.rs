@@ -127,3 +127,153 @@ fn descriptors_are_checked_stored_and_found() {
     let (_, b) = get_with_query(u, "/cse-in", &other, "fu=1&ty=24");
     assert_eq!(b["m2m:uril"], json!([]), "{b}");
 }
+
+const HOME: &str = "@prefix m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> .
+@prefix ex: <http://example.com/> .
+ex:frontDoor a m2m:Device ; ex:battery 81 ; ex:room \"hall\" .
+ex:unlock a m2m:Operation ; m2m:oneM2MTargetURI \"/id-in/cse-in/app/front/cmd\" ; m2m:oneM2MMethod \"CREATE\" .";
+const GARAGE: &str =
+    "@prefix m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> .
+@prefix ex: <http://example.com/> .
+ex:garageDoor a m2m:Device ; ex:battery 12 ; ex:room \"garage\" .";
+const SECRET: &str =
+    "@prefix m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> .
+@prefix ex: <http://example.com/> .
+ex:safe a m2m:Device ; ex:battery 5 .";
+const PREFIXES: &str = "PREFIX m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> PREFIX ex: <http://example.com/> ";
+
+fn query_text(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Semantic query (TS-0004 clause 7.3.3.19, `sqi`) over the descriptors below the target the
+/// originator may read, and semantic discovery (clause 7.3.3.18, `smf` with `fu=1`): the
+/// resources whose descriptors match; SPARQL that is none is 4143, SPARQL not evaluated 5001.
+#[test]
+fn semantic_queries_and_discovery_read_the_descriptors_one_may_read() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Csem", "app", &[]);
+    let other = register_ae(u, "/cse-in", "Cother", "other", &[]);
+    for (parent, rn, text) in [("front", "d1", HOME), ("garage", "d2", GARAGE)] {
+        create_cnt(u, "/cse-in/app", &ae, json!({ "rn": parent }));
+        let (rsc, b) = create(
+            u,
+            &format!("/cse-in/app/{parent}"),
+            &ae,
+            24,
+            json!({ "m2m:smd": { "rn": rn, "dcrp": 5, "dsp": b64(text) } }),
+        );
+        assert_eq!(rsc, 2001, "{b}");
+    }
+    // Another AE's descriptor, which Csem may not read.
+    create_cnt(u, "/cse-in/other", &other, json!({ "rn": "vault" }));
+    let (rsc, b) = create(
+        u,
+        "/cse-in/other/vault",
+        &other,
+        24,
+        json!({ "m2m:smd": { "rn": "d3", "dcrp": 5, "dsp": b64(SECRET) } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let devices = format!("{PREFIXES}SELECT ?d ?b WHERE {{ ?d a m2m:Device ; ex:battery ?b }}");
+    let ask = |to: &str, from: &str, extra: &str, q: &str| {
+        get_with_query(u, to, from, &format!("{extra}smf={}", query_text(q)))
+    };
+    let (rsc, b) = ask("/cse-in", "CAdmin", "sqi=true&rcn=10&", &devices);
+    assert_eq!(rsc, 2000, "{b}");
+    let results: serde_json::Value =
+        serde_json::from_str(b["m2m:qres"].as_str().expect("qres is text")).unwrap();
+    assert_eq!(results["head"]["vars"], json!(["d", "b"]));
+    assert_eq!(
+        results["results"]["bindings"].as_array().map(Vec::len),
+        Some(3),
+        "{results}"
+    );
+    // Csem queries its own tree, and the whole CSE: the vault's descriptor is never in scope.
+    for to in ["/cse-in/app", "/cse-in"] {
+        let (rsc, b) = ask(to, &ae, "sqi=true&", &devices);
+        assert_eq!(rsc, 2000, "{to}: {b}");
+        let text = b["m2m:qres"].as_str().unwrap();
+        assert!(
+            text.contains("frontDoor") && text.contains("garageDoor"),
+            "{text}"
+        );
+        assert!(!text.contains("safe"), "another AE's descriptor: {text}");
+    }
+    let (rsc, b) = ask(
+        "/cse-in/app",
+        &ae,
+        "sqi=true&",
+        &format!("{PREFIXES}SELECT ?op WHERE {{ ?op m2m:oneM2MMethod ?m FILTER(contains(?m, \"CREATE\")) }}"),
+    );
+    assert_eq!(rsc, 2000, "{b}");
+    assert!(
+        b["m2m:qres"]
+            .as_str()
+            .unwrap()
+            .contains("example.com/unlock"),
+        "{b}"
+    );
+    // Semantic discovery: the containers whose descriptor has a device with a low battery.
+    let low = format!("{PREFIXES}SELECT ?d WHERE {{ ?d ex:battery ?b FILTER(?b < 20) }}");
+    let (rsc, b) = ask("/cse-in", &ae, "fu=1&", &low);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:uril"], json!(["cse-in/app/garage"]), "{b}");
+    let (rsc, b) = ask("/cse-in", &other, "fu=1&", &low);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(
+        b["m2m:uril"],
+        json!(["cse-in/other/vault"]),
+        "each sees its own: {b}"
+    );
+    // Bad input.
+    for (extra, q, code, why) in [
+        ("sqi=true&", "SELECT ?x WHERE { ?x ?p ?o", 4143, "no SPARQL"),
+        ("fu=1&", "hello", 4143, "no SPARQL in a discovery either"),
+        (
+            "sqi=true&",
+            "SELECT ?x WHERE { ?x ?p ?o OPTIONAL { ?x ?q ?r } }",
+            5001,
+            "OPTIONAL",
+        ),
+        (
+            "sqi=true&fu=1&",
+            "SELECT ?x WHERE { ?x ?p ?o }",
+            4000,
+            "a semantic query is no discovery",
+        ),
+        (
+            "sqi=true&rcn=1&",
+            "SELECT ?x WHERE { ?x ?p ?o }",
+            4000,
+            "rcn other than 10",
+        ),
+        (
+            "rcn=10&",
+            "SELECT ?x WHERE { ?x ?p ?o }",
+            4000,
+            "rcn 10 without sqi",
+        ),
+        (
+            "sqi=maybe&",
+            "SELECT ?x WHERE { ?x ?p ?o }",
+            4000,
+            "sqi not a boolean",
+        ),
+    ] {
+        let (rsc, b) = ask("/cse-in/app", &ae, extra, q);
+        assert_eq!(rsc, code, "{why}: {b}");
+    }
+    let (rsc, b) = get_with_query(u, "/cse-in/app", &ae, "sqi=true");
+    assert_eq!(rsc, 4000, "a semantic query without semanticsFilter: {b}");
+    let (rsc, b) = get_with_query(u, "/cse-in/app", &ae, "sqi=false");
+    assert_eq!(rsc, 2000, "{b}");
+}
