@@ -10,7 +10,8 @@
 //! evaluate (OPTIONAL, UNION, property paths, CONSTRUCT, ORDER BY, ...) is 5001, named.
 //!
 //! Results are in the W3C SPARQL 1.1 Query Results JSON Format. The work is bounded: at most
-//! [`MAX_SOLUTIONS`] partial solutions at any step (else 5207).
+//! [`MAX_SOLUTIONS`] partial solutions at any step and 20 million pattern comparisons (else
+//! 5207), FILTERs nested 64 deep at most (else 5001).
 //!
 //! - A semantic query (`sqi` true, Result Content semantic content, one semanticsFilter;
 //!   clause 7.3.3.19.1, implicit scope): the descriptors of the `<semanticDescriptor>`s below
@@ -38,6 +39,10 @@ use std::sync::Arc;
 
 /// The partial solutions a query may hold at once.
 pub const MAX_SOLUTIONS: usize = 100_000;
+/// The pattern-to-triple comparisons one evaluation may make.
+const MAX_WORK: u64 = 20_000_000;
+/// How deep FILTER expressions may nest (parentheses, `!`, function arguments).
+const MAX_NESTING: usize = 64;
 
 const RDF_TYPE: &str = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type";
 const XSD: &str = "http://www.w3.org/2001/XMLSchema#";
@@ -217,6 +222,7 @@ impl Query {
             at: 0,
             prefixes: HashMap::new(),
             base: String::new(),
+            depth: 0,
         }
         .query()
     }
@@ -240,17 +246,25 @@ impl Query {
     /// The solutions over `graph`, projected, made distinct and cut as asked.
     fn solve(&self, graph: &Graph) -> M2mResult<Vec<Vec<Option<Term>>>> {
         let mut solutions: Vec<Solution> = vec![HashMap::new()];
+        let mut work: u64 = 0;
+        let too_much = || {
+            M2mError::new(
+                Rsc::NotAcceptable,
+                "the semantic query needs more work than this CSE gives one query",
+            )
+        };
         for pattern in &self.patterns {
             let mut next = Vec::new();
             for sol in &solutions {
+                work += graph.triples.len() as u64;
+                if work > MAX_WORK {
+                    return Err(too_much());
+                }
                 for triple in &graph.triples {
                     if let Some(extended) = bind(pattern, triple, sol) {
                         next.push(extended);
                         if next.len() > MAX_SOLUTIONS {
-                            return Err(M2mError::new(
-                                Rsc::NotAcceptable,
-                                "the semantic query has more partial solutions than this CSE evaluates",
-                            ));
+                            return Err(too_much());
                         }
                     }
                 }
@@ -746,6 +760,8 @@ struct Parser {
     at: usize,
     prefixes: HashMap<String, String>,
     base: String,
+    /// How deep the expression being read nests.
+    depth: usize,
 }
 
 impl Parser {
@@ -1040,6 +1056,16 @@ impl Parser {
     }
 
     fn or(&mut self) -> M2mResult<Expr> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(unsupported("a FILTER nested more than 64 deep"));
+        }
+        let e = self.or_list();
+        self.depth -= 1;
+        e
+    }
+
+    fn or_list(&mut self) -> M2mResult<Expr> {
         let mut e = self.and()?;
         while self.punct("||") {
             self.at += 1;
@@ -1071,11 +1097,17 @@ impl Parser {
     }
 
     fn unary(&mut self) -> M2mResult<Expr> {
-        if self.punct("!") {
+        let mut negations = 0;
+        while self.punct("!") {
             self.at += 1;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            negations += 1;
         }
-        self.primary()
+        let mut e = self.primary()?;
+        // `!!x` is `x`: a run of negations never nests.
+        if negations % 2 == 1 {
+            e = Expr::Not(Box::new(e));
+        }
+        Ok(e)
     }
 
     fn primary(&mut self) -> M2mResult<Expr> {
@@ -1253,6 +1285,37 @@ ex:op1 a m2m:Operation ; m2m:oneM2MTargetURI "/id-in/cse-in/lock1/state" ; m2m:o
             assert_eq!(e.rsc, Rsc::NotImplemented, "{q}: {}", e.dbg);
             assert!(e.dbg.contains(named), "{q}: {}", e.dbg);
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let deep = format!(
+            "SELECT ?x WHERE {{ ?x ?p ?o FILTER({}?o{}) }}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        assert_eq!(Query::parse(&deep).unwrap_err().rsc, Rsc::NotImplemented);
+        let nots = format!(
+            "SELECT ?x WHERE {{ ?x ?p ?o FILTER({}bound(?o)) }}",
+            "!".repeat(100_001)
+        );
+        let q = Query::parse(&nots).unwrap();
+        assert_eq!(
+            q.filters,
+            vec![Expr::Not(Box::new(Expr::Call(
+                "bound".into(),
+                vec![Expr::Node(Node::Var("o".into()))]
+            )))]
+        );
+        let nested_calls = format!(
+            "SELECT ?x WHERE {{ ?x ?p ?o FILTER({}?o{}) }}",
+            "str(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        assert_eq!(
+            Query::parse(&nested_calls).unwrap_err().rsc,
+            Rsc::NotImplemented
+        );
     }
 
     #[test]
