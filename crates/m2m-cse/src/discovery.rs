@@ -66,6 +66,9 @@ impl Walk<'_> {
         // The resources applyRelativePath led to, each listed once.
         let mut led_to = std::collections::HashSet::new();
         let semantic = crate::semantic_query::filters(self.fc)?;
+        // Decisions for RETRIEVE on descriptors, kept apart from the walk's (the cache is per
+        // resource, one operation per cache).
+        let mut retrieve_decisions = HashMap::new();
         let mut skipped = 0u64;
         let mut examined = 0u32;
         cse.store.read(|r| {
@@ -111,10 +114,9 @@ impl Walk<'_> {
                         cse,
                         r,
                         &facts,
-                        self.op,
                         &res,
                         &semantic,
-                        &mut decisions,
+                        &mut retrieve_decisions,
                     )?
                 {
                     continue;

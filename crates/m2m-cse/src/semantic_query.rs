@@ -39,15 +39,43 @@ use std::sync::Arc;
 
 /// The partial solutions a query may hold at once.
 pub const MAX_SOLUTIONS: usize = 100_000;
-/// The pattern-to-triple comparisons one evaluation may make.
+/// The pattern-to-triple comparisons and filter evaluations one evaluation may make.
 const MAX_WORK: u64 = 20_000_000;
 /// How deep FILTER expressions may nest (parentheses, `!`, function arguments).
 const MAX_NESTING: usize = 64;
+/// The size of what one query may be: text, patterns, variables, FILTER expression nodes.
+const MAX_QUERY_BYTES: usize = 16 * 1024;
+const MAX_PATTERNS: usize = 64;
+const MAX_VARIABLES: usize = 64;
+const MAX_FILTER_NODES: usize = 1024;
+/// The semanticsFilter queries one request may carry.
+const MAX_QUERIES: usize = 8;
+/// The triples one query's data basis may hold.
+const MAX_TRIPLES: usize = 200_000;
 
 const RDF_TYPE: &str = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type";
 const XSD: &str = "http://www.w3.org/2001/XMLSchema#";
 const XSD_STRING: &str = "http://www.w3.org/2001/XMLSchema#string";
 const LANG_STRING: &str = "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString";
+/// The XSD types compared as numbers.
+const NUMERIC: [&str; 16] = [
+    "integer",
+    "decimal",
+    "double",
+    "float",
+    "long",
+    "int",
+    "short",
+    "byte",
+    "nonNegativeInteger",
+    "positiveInteger",
+    "negativeInteger",
+    "nonPositiveInteger",
+    "unsignedLong",
+    "unsignedInt",
+    "unsignedShort",
+    "unsignedByte",
+];
 
 /// An RDF term of a descriptor or a query.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -80,11 +108,24 @@ impl Term {
         }
     }
 
+    /// The value of a numeric literal.
     fn number(&self) -> Option<f64> {
         match self {
             Term::Literal {
                 value, datatype, ..
-            } if datatype.starts_with(XSD) && datatype != XSD_STRING => value.parse().ok(),
+            } if datatype
+                .strip_prefix(XSD)
+                .is_some_and(|t| NUMERIC.contains(&t)) =>
+            {
+                value.parse().ok()
+            }
+            _ => None,
+        }
+    }
+
+    fn lang(&self) -> Option<&str> {
+        match self {
+            Term::Literal { lang, .. } => lang.as_deref(),
             _ => None,
         }
     }
@@ -117,14 +158,28 @@ impl Term {
     }
 }
 
-/// The RDF data basis of a query: the triples of the descriptors in scope.
+/// The RDF data basis of a query: the triples of the descriptors in scope, each term held once.
 #[derive(Default)]
 pub struct Graph {
-    triples: Vec<[Term; 3]>,
+    terms: Vec<Term>,
+    ids: HashMap<Term, u32>,
+    triples: Vec<[u32; 3]>,
     descriptors: usize,
+    /// More triples were in scope than [`MAX_TRIPLES`].
+    overflow: bool,
 }
 
 impl Graph {
+    fn intern(&mut self, t: Term) -> u32 {
+        if let Some(id) = self.ids.get(&t) {
+            return *id;
+        }
+        let id = self.terms.len() as u32;
+        self.terms.push(t.clone());
+        self.ids.insert(t, id);
+        id
+    }
+
     /// Adds the triples of a descriptor (`dsp`, base64, in its representation `dcrp`); blank
     /// nodes stay apart from other descriptors'. A descriptor that does not parse adds nothing
     /// (it was checked when stored).
@@ -144,6 +199,10 @@ impl Graph {
         let scope = self.descriptors;
         let blank = |id: &str| Term::Blank(format!("d{scope}_{id}"));
         for quad in RdfParser::from_format(format).for_slice(&bytes).flatten() {
+            if self.triples.len() >= MAX_TRIPLES {
+                self.overflow = true;
+                return;
+            }
             let s = match quad.subject {
                 oxrdf::NamedOrBlankNode::NamedNode(n) => Term::Iri(n.into_string()),
                 oxrdf::NamedOrBlankNode::BlankNode(b) => blank(b.as_str()),
@@ -154,23 +213,20 @@ impl Graph {
                 oxrdf::Term::BlankNode(b) => blank(b.as_str()),
                 oxrdf::Term::Literal(l) => {
                     let (value, datatype, lang) = l.destruct();
+                    let datatype = match (datatype, &lang) {
+                        (Some(d), _) => d.into_string(),
+                        (None, Some(_)) => LANG_STRING.to_owned(),
+                        (None, None) => XSD_STRING.to_owned(),
+                    };
                     Term::Literal {
                         value,
-                        datatype: datatype.map_or_else(
-                            || {
-                                if lang.is_some() {
-                                    LANG_STRING.to_owned()
-                                } else {
-                                    XSD_STRING.to_owned()
-                                }
-                            },
-                            |d| d.into_string(),
-                        ),
+                        datatype,
                         lang,
                     }
                 }
             };
-            self.triples.push([s, p, o]);
+            let triple = [self.intern(s), self.intern(p), self.intern(o)];
+            self.triples.push(triple);
         }
     }
 
@@ -180,7 +236,7 @@ impl Graph {
     }
 }
 
-/// A position of a triple pattern.
+/// A position of a triple pattern, as read.
 #[derive(Clone, Debug, PartialEq)]
 enum Node {
     Var(String),
@@ -190,8 +246,8 @@ enum Node {
 /// A FILTER expression.
 #[derive(Clone, Debug, PartialEq)]
 enum Expr {
-    Or(Box<Expr>, Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
+    Or(Vec<Expr>),
+    And(Vec<Expr>),
     Not(Box<Expr>),
     Compare(&'static str, Box<Expr>, Box<Expr>),
     Call(String, Vec<Expr>),
@@ -201,21 +257,44 @@ enum Expr {
 /// A parsed query.
 #[derive(Debug)]
 pub struct Query {
+    /// Every variable, in order of appearance (the projection of `*`).
+    variables: Vec<String>,
     /// The projected variables; `None` for `*`.
     select: Option<Vec<String>>,
     distinct: bool,
     patterns: Vec<[Node; 3]>,
     filters: Vec<Expr>,
+    /// The FILTER expression nodes, evaluated once per solution.
+    filter_nodes: u64,
     limit: Option<usize>,
     offset: usize,
 }
 
-type Solution = HashMap<String, Term>;
+/// A solution: the term ID bound to each variable (by its index in `Query::variables`).
+type Solution = Vec<Option<u32>>;
+
+/// A position of a triple pattern over a graph.
+#[derive(Clone, Copy)]
+enum Slot {
+    Var(usize),
+    /// A constant term; `None` when the graph does not hold it (nothing matches).
+    Const(Option<u32>),
+}
+
+/// What a FILTER is evaluated against.
+struct Scope<'a> {
+    graph: &'a Graph,
+    index: &'a HashMap<&'a str, usize>,
+    solution: &'a Solution,
+}
 
 impl Query {
     /// Reads a semanticsFilter: 4143 for what is no SPARQL query, 5001 for SPARQL this CSE does
-    /// not evaluate.
+    /// not evaluate (or more than it evaluates).
     pub fn parse(text: &str) -> M2mResult<Query> {
+        if text.len() > MAX_QUERY_BYTES {
+            return Err(unsupported("a query longer than 16 KiB"));
+        }
         let tokens = lex(text)?;
         Parser {
             tokens,
@@ -223,37 +302,44 @@ impl Query {
             prefixes: HashMap::new(),
             base: String::new(),
             depth: 0,
+            nodes: 0,
         }
         .query()
     }
 
     /// The variables of the result, in order.
-    fn variables(&self) -> Vec<String> {
-        if let Some(v) = &self.select {
-            return v.clone();
-        }
-        let mut seen = Vec::new();
-        for n in self.patterns.iter().flatten() {
-            if let Node::Var(v) = n {
-                if !seen.contains(v) {
-                    seen.push(v.clone());
-                }
-            }
-        }
-        seen
+    fn projected(&self) -> &[String] {
+        self.select.as_deref().unwrap_or(&self.variables)
     }
 
     /// The solutions over `graph`, projected, made distinct and cut as asked.
-    fn solve(&self, graph: &Graph) -> M2mResult<Vec<Vec<Option<Term>>>> {
-        let mut solutions: Vec<Solution> = vec![HashMap::new()];
-        let mut work: u64 = 0;
+    fn solve(&self, graph: &Graph) -> M2mResult<Vec<Vec<Option<u32>>>> {
         let too_much = || {
             M2mError::new(
                 Rsc::NotAcceptable,
                 "the semantic query needs more work than this CSE gives one query",
             )
         };
+        if graph.overflow {
+            return Err(M2mError::new(
+                Rsc::NotAcceptable,
+                "more semantic descriptions are in scope than one query reads",
+            ));
+        }
+        let index: HashMap<&str, usize> = self
+            .variables
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.as_str(), i))
+            .collect();
+        let slot = |n: &Node| match n {
+            Node::Var(v) => Slot::Var(index[v.as_str()]),
+            Node::Term(t) => Slot::Const(graph.ids.get(t).copied()),
+        };
+        let mut solutions: Vec<Solution> = vec![vec![None; self.variables.len()]];
+        let mut work: u64 = 0;
         for pattern in &self.patterns {
+            let slots = [slot(&pattern[0]), slot(&pattern[1]), slot(&pattern[2])];
             let mut next = Vec::new();
             for sol in &solutions {
                 work += graph.triples.len() as u64;
@@ -261,7 +347,7 @@ impl Query {
                     return Err(too_much());
                 }
                 for triple in &graph.triples {
-                    if let Some(extended) = bind(pattern, triple, sol) {
+                    if let Some(extended) = bind(&slots, triple, sol) {
                         next.push(extended);
                         if next.len() > MAX_SOLUTIONS {
                             return Err(too_much());
@@ -271,11 +357,31 @@ impl Query {
             }
             solutions = next;
         }
-        solutions.retain(|s| self.filters.iter().all(|f| truth(f, s) == Some(true)));
-        let vars = self.variables();
-        let mut rows: Vec<Vec<Option<Term>>> = solutions
+        work += solutions.len() as u64 * self.filter_nodes;
+        if work > MAX_WORK {
+            return Err(too_much());
+        }
+        solutions.retain(|solution| {
+            let scope = Scope {
+                graph,
+                index: &index,
+                solution,
+            };
+            self.filters.iter().all(|f| truth(f, &scope) == Some(true))
+        });
+        let columns: Vec<usize> = self
+            .projected()
             .iter()
-            .map(|s| vars.iter().map(|v| s.get(v).cloned()).collect())
+            .map(|v| index.get(v.as_str()).copied().unwrap_or(usize::MAX))
+            .collect();
+        let mut rows: Vec<Vec<Option<u32>>> = solutions
+            .iter()
+            .map(|s| {
+                columns
+                    .iter()
+                    .map(|c| s.get(*c).copied().flatten())
+                    .collect()
+            })
             .collect();
         if self.distinct {
             let mut seen = HashSet::new();
@@ -295,7 +401,7 @@ impl Query {
 
     /// The results over `graph` in the SPARQL 1.1 Query Results JSON Format, as text.
     pub fn results_json(&self, graph: &Graph) -> M2mResult<String> {
-        let vars = self.variables();
+        let vars = self.projected();
         let bindings: Vec<Value> = self
             .solve(graph)?
             .into_iter()
@@ -303,7 +409,7 @@ impl Query {
                 let mut b = Map::new();
                 for (v, t) in vars.iter().zip(row) {
                     if let Some(t) = t {
-                        b.insert(v.clone(), t.to_json());
+                        b.insert(v.clone(), graph.terms[t as usize].to_json());
                     }
                 }
                 Value::Object(b)
@@ -313,79 +419,114 @@ impl Query {
     }
 }
 
-/// `sol` extended so that `pattern` matches `triple`, if it can be.
-fn bind(pattern: &[Node; 3], triple: &[Term; 3], sol: &Solution) -> Option<Solution> {
+/// `sol` extended so that the pattern matches `triple`, if it can be.
+fn bind(slots: &[Slot; 3], triple: &[u32; 3], sol: &Solution) -> Option<Solution> {
     let mut out: Option<Solution> = None;
-    for (node, term) in pattern.iter().zip(triple) {
-        match node {
-            Node::Term(t) if t != term => return None,
-            Node::Term(_) => {}
-            Node::Var(v) => {
-                let current = out.as_ref().unwrap_or(sol);
-                match current.get(v) {
-                    Some(bound) if bound != term => return None,
-                    Some(_) => {}
-                    None => {
-                        out.get_or_insert_with(|| sol.clone())
-                            .insert(v.clone(), term.clone());
-                    }
-                }
-            }
+    for (slot, term) in slots.iter().zip(triple) {
+        match *slot {
+            Slot::Const(Some(id)) if id == *term => {}
+            Slot::Const(_) => return None,
+            Slot::Var(v) => match out.as_ref().unwrap_or(sol)[v] {
+                Some(bound) if bound != *term => return None,
+                Some(_) => {}
+                None => out.get_or_insert_with(|| sol.clone())[v] = Some(*term),
+            },
         }
     }
     Some(out.unwrap_or_else(|| sol.clone()))
 }
 
 /// A FILTER's effective boolean value; `None` for an error (which filters the solution out).
-fn truth(e: &Expr, s: &Solution) -> Option<bool> {
-    match value(e, s)? {
-        Val::Bool(b) => Some(b),
-        Val::Term(t) => match &t {
-            Term::Literal {
-                value, datatype, ..
-            } if datatype == &format!("{XSD}boolean") => Some(value == "true" || value == "1"),
-            _ if t.number().is_some() => t.number().map(|n| n != 0.0),
-            _ => t.text().map(|s| !s.is_empty()),
+/// `||` and `&&` follow SPARQL's three-valued logic: an error is outweighed by true (`||`) or
+/// false (`&&`) on the other side.
+fn truth(e: &Expr, s: &Scope<'_>) -> Option<bool> {
+    match e {
+        Expr::Or(items) => {
+            let values: Vec<Option<bool>> = items.iter().map(|i| truth(i, s)).collect();
+            if values.contains(&Some(true)) {
+                Some(true)
+            } else if values.contains(&None) {
+                None
+            } else {
+                Some(false)
+            }
+        }
+        Expr::And(items) => {
+            let values: Vec<Option<bool>> = items.iter().map(|i| truth(i, s)).collect();
+            if values.contains(&Some(false)) {
+                Some(false)
+            } else if values.contains(&None) {
+                None
+            } else {
+                Some(true)
+            }
+        }
+        Expr::Not(a) => truth(a, s).map(|b| !b),
+        _ => match value(e, s)? {
+            Val::Bool(b) => Some(b),
+            Val::Term(t) => match t.as_ref() {
+                Term::Literal {
+                    value, datatype, ..
+                } if *datatype == format!("{XSD}boolean") => Some(value == "true" || value == "1"),
+                t => match t.number() {
+                    Some(n) => Some(n != 0.0 && !n.is_nan()),
+                    None => t.text().map(|s| !s.is_empty()),
+                },
+            },
         },
     }
 }
 
-enum Val {
+enum Val<'a> {
     Bool(bool),
-    Term(Term),
+    Term(std::borrow::Cow<'a, Term>),
 }
 
-fn value(e: &Expr, s: &Solution) -> Option<Val> {
-    let term = |e: &Expr| match value(e, s)? {
-        Val::Term(t) => Some(t),
-        Val::Bool(b) => Some(Term::Literal {
+fn value<'a>(e: &'a Expr, s: &Scope<'a>) -> Option<Val<'a>> {
+    use std::borrow::Cow;
+    Some(match e {
+        Expr::Node(Node::Var(v)) => {
+            let id = (*s.solution.get(*s.index.get(v.as_str())?)?)?;
+            Val::Term(Cow::Borrowed(&s.graph.terms[id as usize]))
+        }
+        Expr::Node(Node::Term(t)) => Val::Term(Cow::Borrowed(t)),
+        Expr::Or(_) | Expr::And(_) | Expr::Not(_) => Val::Bool(truth(e, s)?),
+        Expr::Compare(op, a, b) => Val::Bool(compare(op, &*term(a, s)?, &*term(b, s)?)?),
+        Expr::Call(f, args) => call(f, args, s)?,
+    })
+}
+
+fn term<'a>(e: &'a Expr, s: &Scope<'a>) -> Option<std::borrow::Cow<'a, Term>> {
+    Some(match value(e, s)? {
+        Val::Term(t) => t,
+        Val::Bool(b) => std::borrow::Cow::Owned(Term::Literal {
             value: b.to_string(),
             datatype: format!("{XSD}boolean"),
             lang: None,
         }),
-    };
-    Some(match e {
-        Expr::Node(Node::Var(v)) => Val::Term(s.get(v)?.clone()),
-        Expr::Node(Node::Term(t)) => Val::Term(t.clone()),
-        Expr::Or(a, b) => Val::Bool(truth(a, s) == Some(true) || truth(b, s) == Some(true)),
-        Expr::And(a, b) => Val::Bool(truth(a, s)? && truth(b, s)?),
-        Expr::Not(a) => Val::Bool(!truth(a, s)?),
-        Expr::Compare(op, a, b) => Val::Bool(compare(op, &term(a)?, &term(b)?)?),
-        Expr::Call(f, args) => call(f, args, s, &term)?,
     })
 }
 
+/// SPARQL's comparison: numbers by value, strings of the same language (or none) by text, any
+/// terms for (in)equality; an ordering of other terms is an error.
 fn compare(op: &str, a: &Term, b: &Term) -> Option<bool> {
-    let ordering = match (a.number(), b.number(), a.text(), b.text()) {
-        (Some(x), Some(y), _, _) => x.partial_cmp(&y)?,
-        (_, _, Some(x), Some(y)) => x.cmp(y),
-        _ => {
-            return match op {
-                "=" => Some(a == b),
-                "!=" => Some(a != b),
-                _ => None,
+    let ordering = match (a.number(), b.number()) {
+        (Some(x), Some(y)) => x.partial_cmp(&y)?,
+        _ => match (a.text(), b.text()) {
+            (Some(x), Some(y))
+                if a.lang().map(str::to_ascii_lowercase)
+                    == b.lang().map(str::to_ascii_lowercase) =>
+            {
+                x.cmp(y)
             }
-        }
+            _ => {
+                return match op {
+                    "=" => Some(a == b),
+                    "!=" => Some(a != b),
+                    _ => None,
+                }
+            }
+        },
     };
     Some(match op {
         "=" => ordering.is_eq(),
@@ -397,31 +538,39 @@ fn compare(op: &str, a: &Term, b: &Term) -> Option<bool> {
     })
 }
 
-fn call(f: &str, args: &[Expr], s: &Solution, term: &dyn Fn(&Expr) -> Option<Term>) -> Option<Val> {
-    let arg = |i: usize| args.get(i).and_then(term);
+fn call<'a>(f: &str, args: &'a [Expr], s: &Scope<'a>) -> Option<Val<'a>> {
+    use std::borrow::Cow;
+    let arg = |i: usize| args.get(i).and_then(|a| term(a, s));
     let text = |i: usize| arg(i).and_then(|t| t.text().map(str::to_owned));
     Some(match f {
         "contains" => Val::Bool(text(0)?.contains(&text(1)?)),
         "strstarts" => Val::Bool(text(0)?.starts_with(&text(1)?)),
         "strends" => Val::Bool(text(0)?.ends_with(&text(1)?)),
-        "str" => Val::Term(Term::string(match arg(0)? {
+        "str" => Val::Term(Cow::Owned(Term::string(match arg(0)?.into_owned() {
             Term::Iri(i) => i,
             Term::Literal { value, .. } => value,
             Term::Blank(_) => return None,
-        })),
-        "lcase" => Val::Term(Term::string(text(0)?.to_lowercase())),
-        "ucase" => Val::Term(Term::string(text(0)?.to_uppercase())),
-        "lang" => match arg(0)? {
-            Term::Literal { lang, .. } => Val::Term(Term::string(lang.unwrap_or_default())),
+        }))),
+        "lcase" => Val::Term(Cow::Owned(Term::string(text(0)?.to_lowercase()))),
+        "ucase" => Val::Term(Cow::Owned(Term::string(text(0)?.to_uppercase()))),
+        "lang" => match arg(0)?.as_ref() {
+            Term::Literal { lang, .. } => {
+                Val::Term(Cow::Owned(Term::string(lang.clone().unwrap_or_default())))
+            }
             _ => return None,
         },
         "bound" => match args.first() {
-            Some(Expr::Node(Node::Var(v))) => Val::Bool(s.contains_key(v)),
+            Some(Expr::Node(Node::Var(v))) => Val::Bool(
+                s.index
+                    .get(v.as_str())
+                    .and_then(|i| s.solution.get(*i).copied().flatten())
+                    .is_some(),
+            ),
             _ => return None,
         },
-        "isiri" | "isuri" => Val::Bool(matches!(arg(0)?, Term::Iri(_))),
-        "isliteral" => Val::Bool(matches!(arg(0)?, Term::Literal { .. })),
-        "isblank" => Val::Bool(matches!(arg(0)?, Term::Blank(_))),
+        "isiri" | "isuri" => Val::Bool(matches!(arg(0)?.as_ref(), Term::Iri(_))),
+        "isliteral" => Val::Bool(matches!(arg(0)?.as_ref(), Term::Literal { .. })),
+        "isblank" => Val::Bool(matches!(arg(0)?.as_ref(), Term::Blank(_))),
         _ => return None,
     })
 }
@@ -431,6 +580,9 @@ fn call(f: &str, args: &[Expr], s: &Solution, term: &dyn Fn(&Expr) -> Option<Ter
 
 /// The queries of a request's semanticsFilter, read (4143, 5001 as [`Query::parse`]).
 pub fn filters(fc: &FilterCriteria) -> M2mResult<Vec<Query>> {
+    if fc.semantics_filter.len() > MAX_QUERIES {
+        return Err(unsupported("more than 8 semanticsFilter queries"));
+    }
     fc.semantics_filter
         .iter()
         .map(|q| Query::parse(q))
@@ -509,13 +661,14 @@ fn add(graph: &mut Graph, smd: &Resource) {
 }
 
 /// Whether `res` matches a semanticsFilter of a walk (clause 7.3.3.18): one of `queries` has a
-/// solution over the descriptors of its `<semanticDescriptor>` children that `facts` hold `op`
-/// on, with the descriptors their relatedSemantics name (held the same way).
+/// solution over the descriptors of its `<semanticDescriptor>` children that `facts` may
+/// RETRIEVE, with the descriptors their relatedSemantics name (held the same way). RETRIEVE,
+/// not DISCOVER: a filter answered yes or no, query after query, reads a descriptor out. A
+/// query too large for one resource's descriptors does not match it (the walk goes on).
 pub(crate) fn semantic_match(
     cse: &Cse,
     r: &Reader<'_>,
     facts: &Facts,
-    op: AccessOperation,
     res: &Resource,
     queries: &[Query],
     decisions: &mut HashMap<String, bool>,
@@ -526,7 +679,7 @@ pub(crate) fn semantic_match(
         Ok::<bool, M2mError>(
             smd.ty == ResourceType::SemanticDescriptor
                 && seen.insert(smd.ri().to_owned())
-                && access::permits(cse, facts, op, smd, decisions)?,
+                && access::permits(cse, facts, AccessOperation::Retrieve, smd, decisions)?,
         )
     };
     for smd in r.children(res.ri(), Some(ResourceType::SemanticDescriptor))? {
@@ -546,8 +699,13 @@ pub(crate) fn semantic_match(
         return Ok(false);
     }
     for q in queries {
-        if q.matches(&graph)? {
-            return Ok(true);
+        match q.matches(&graph) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) if e.rsc == Rsc::NotAcceptable => {
+                tracing::info!(resource = res.ri(), dbg = %e.dbg, "semantic filter too large for a resource's descriptors: no match");
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(false)
@@ -690,6 +848,16 @@ fn lex(text: &str) -> M2mResult<Vec<Tok>> {
             {
                 i += 1;
             }
+            // An exponent makes an xsd:double (`1e3`, `2.5E-2`).
+            if matches!(chars.get(i), Some('e' | 'E')) {
+                let sign = usize::from(matches!(chars.get(i + 1), Some('+' | '-')));
+                if chars.get(i + 1 + sign).is_some_and(char::is_ascii_digit) {
+                    i += 1 + sign;
+                    while i < chars.len() && chars[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+            }
             out.push(Tok::Num(chars[start..i].iter().collect()));
             continue;
         }
@@ -708,6 +876,9 @@ fn lex(text: &str) -> M2mResult<Vec<Tok>> {
                 // A local name does not end with '.': that is the end of the triple.
                 while i > local_start && chars[i - 1] == '.' {
                     i -= 1;
+                }
+                if word == "_" {
+                    return Err(unsupported("a blank node label (_:)"));
                 }
                 out.push(Tok::PName(word, chars[local_start..i].iter().collect()));
             } else if word.is_empty() {
@@ -762,6 +933,8 @@ struct Parser {
     base: String,
     /// How deep the expression being read nests.
     depth: usize,
+    /// The FILTER expression nodes read so far.
+    nodes: usize,
 }
 
 impl Parser {
@@ -889,23 +1062,31 @@ impl Parser {
                 offset = n;
             }
         }
-        if let Some(vars) = &select {
-            let bound = |v: &String| {
-                patterns
-                    .iter()
-                    .flatten()
-                    .any(|n| n == &Node::Var(v.clone()))
-            };
-            if let Some(v) = vars.iter().find(|v| !bound(v)) {
-                // SPARQL allows it (always unbound); it is almost always a typing error.
-                tracing::debug!(var = %v, "semantic query selects a variable no pattern binds");
+        if patterns.len() > MAX_PATTERNS {
+            return Err(unsupported("more than 64 triple patterns"));
+        }
+        let mut variables: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for n in patterns.iter().flatten() {
+            if let Node::Var(v) = n {
+                if seen.insert(v.clone()) {
+                    variables.push(v.clone());
+                }
             }
         }
+        let selected = select.as_ref().map_or(0, |s| {
+            s.iter().filter(|v| !seen.contains(v.as_str())).count()
+        });
+        if variables.len() + selected > MAX_VARIABLES {
+            return Err(unsupported("more than 64 variables"));
+        }
         Ok(Query {
+            variables,
             select,
             distinct,
             patterns,
             filters,
+            filter_nodes: self.nodes as u64,
             limit,
             offset,
         })
@@ -946,7 +1127,7 @@ impl Parser {
     fn triples(&mut self, out: &mut Vec<[Node; 3]>) -> M2mResult<()> {
         let subject = self.node(false)?;
         loop {
-            let predicate = if self.word("a") {
+            let predicate = if self.peek() == Some(&Tok::Word("a".into())) {
                 self.at += 1;
                 Node::Term(Term::Iri(RDF_TYPE.into()))
             } else {
@@ -1025,7 +1206,9 @@ impl Parser {
             Tok::Num(n) => Term::Literal {
                 datatype: format!(
                     "{XSD}{}",
-                    if n.contains('.') {
+                    if n.contains(['e', 'E']) {
+                        "double"
+                    } else if n.contains('.') {
                         "decimal"
                     } else {
                         "integer"
@@ -1065,22 +1248,40 @@ impl Parser {
         e
     }
 
+    /// Counts one FILTER expression node against [`MAX_FILTER_NODES`].
+    fn count(&mut self) -> M2mResult<()> {
+        self.nodes += 1;
+        if self.nodes > MAX_FILTER_NODES {
+            return Err(unsupported("FILTERs of more than 1024 terms and operators"));
+        }
+        Ok(())
+    }
+
+    /// `a || b || ...` as one flat list: a long chain never nests.
     fn or_list(&mut self) -> M2mResult<Expr> {
-        let mut e = self.and()?;
+        let mut items = vec![self.and()?];
         while self.punct("||") {
             self.at += 1;
-            e = Expr::Or(Box::new(e), Box::new(self.and()?));
+            self.count()?;
+            items.push(self.and()?);
         }
-        Ok(e)
+        Ok(match items.len() {
+            1 => items.pop().unwrap_or(Expr::Or(Vec::new())),
+            _ => Expr::Or(items),
+        })
     }
 
     fn and(&mut self) -> M2mResult<Expr> {
-        let mut e = self.relation()?;
+        let mut items = vec![self.relation()?];
         while self.punct("&&") {
             self.at += 1;
-            e = Expr::And(Box::new(e), Box::new(self.relation()?));
+            self.count()?;
+            items.push(self.relation()?);
         }
-        Ok(e)
+        Ok(match items.len() {
+            1 => items.pop().unwrap_or(Expr::And(Vec::new())),
+            _ => Expr::And(items),
+        })
     }
 
     fn relation(&mut self) -> M2mResult<Expr> {
@@ -1088,6 +1289,7 @@ impl Parser {
         for op in ["=", "!=", "<", ">", "<=", ">="] {
             if self.punct(op) {
                 self.at += 1;
+                self.count()?;
                 let right = self.unary()?;
                 let op = PUNCT.iter().find(|p| **p == op).copied().unwrap_or("=");
                 return Ok(Expr::Compare(op, Box::new(left), Box::new(right)));
@@ -1112,6 +1314,7 @@ impl Parser {
 
     fn primary(&mut self) -> M2mResult<Expr> {
         self.refuse_unsupported()?;
+        self.count()?;
         if self.punct("(") {
             self.at += 1;
             let e = self.or()?;
@@ -1287,17 +1490,40 @@ ex:op1 a m2m:Operation ; m2m:oneM2MTargetURI "/id-in/cse-in/lock1/state" ; m2m:o
         }
     }
 
+    /// Nothing of a query's shape makes the CSE recurse or work without bound: deep
+    /// parentheses and calls are refused at 64, chains of `&&`/`||` are flat lists and count
+    /// against 1024 terms, runs of `!` collapse, and the text, patterns, variables and queries
+    /// are bounded.
     #[test]
-    fn deep_nesting_is_refused_not_a_stack_overflow() {
+    fn no_shape_of_query_overflows_the_stack_or_the_budget() {
+        let refused = |q: &str| Query::parse(q).map(|_| ()).unwrap_err().rsc;
         let deep = format!(
             "SELECT ?x WHERE {{ ?x ?p ?o FILTER({}?o{}) }}",
-            "(".repeat(100_000),
-            ")".repeat(100_000)
+            "(".repeat(100),
+            ")".repeat(100)
         );
-        assert_eq!(Query::parse(&deep).unwrap_err().rsc, Rsc::NotImplemented);
+        assert_eq!(refused(&deep), Rsc::NotImplemented);
+        let calls = format!(
+            "SELECT ?x WHERE {{ ?x ?p ?o FILTER({}?o{}) }}",
+            "str(".repeat(100),
+            ")".repeat(100)
+        );
+        assert_eq!(refused(&calls), Rsc::NotImplemented);
+        for op in ["&&", "||"] {
+            let chain = format!(
+                "SELECT ?x WHERE {{ ?x ?p ?o FILTER(1{}) }}",
+                format!("{op}1").repeat(2000)
+            );
+            assert_eq!(refused(&chain), Rsc::NotImplemented, "{op} chain");
+            let short = format!(
+                "SELECT ?x WHERE {{ ?x ?p ?o FILTER(1{}) }}",
+                format!("{op}1").repeat(100)
+            );
+            assert!(Query::parse(&short).is_ok(), "{op} chain of 100");
+        }
         let nots = format!(
             "SELECT ?x WHERE {{ ?x ?p ?o FILTER({}bound(?o)) }}",
-            "!".repeat(100_001)
+            "!".repeat(1001)
         );
         let q = Query::parse(&nots).unwrap();
         assert_eq!(
@@ -1307,25 +1533,108 @@ ex:op1 a m2m:Operation ; m2m:oneM2MTargetURI "/id-in/cse-in/lock1/state" ; m2m:o
                 vec![Expr::Node(Node::Var("o".into()))]
             )))]
         );
-        let nested_calls = format!(
-            "SELECT ?x WHERE {{ ?x ?p ?o FILTER({}?o{}) }}",
-            "str(".repeat(100_000),
-            ")".repeat(100_000)
-        );
         assert_eq!(
-            Query::parse(&nested_calls).unwrap_err().rsc,
+            refused(&"#".repeat(17 * 1024)),
+            Rsc::NotImplemented,
+            "16 KiB"
+        );
+        let patterns: String = (0..65)
+            .map(|i| format!("?s <http://e/p{i}> ?o . "))
+            .collect();
+        assert_eq!(
+            refused(&format!("SELECT ?s WHERE {{ {patterns} }}")),
+            Rsc::NotImplemented
+        );
+        let vars: String = (0..65).map(|i| format!("?v{i} ")).collect();
+        assert_eq!(
+            refused(&format!("SELECT {vars} WHERE {{ ?s ?p ?o }}")),
+            Rsc::NotImplemented
+        );
+        let fc = FilterCriteria {
+            semantics_filter: vec!["SELECT ?s WHERE { ?s ?p ?o }".into(); 9],
+            ..FilterCriteria::default()
+        };
+        assert_eq!(
+            filters(&fc).map(|_| ()).unwrap_err().rsc,
             Rsc::NotImplemented
         );
     }
 
-    #[test]
-    fn a_query_that_explodes_is_refused_not_run_to_the_end() {
+    fn many(n: usize) -> Graph {
         let mut g = Graph::default();
-        let many: String = (0..400)
+        let text: String = (0..n)
             .map(|i| format!("<http://e/s{i}> <http://e/p> <http://e/o{i}> .\n"))
             .collect();
-        g.add_descriptor(5, &base64::engine::general_purpose::STANDARD.encode(many));
+        g.add_descriptor(5, &base64::engine::general_purpose::STANDARD.encode(text));
+        g
+    }
+
+    #[test]
+    fn a_query_that_explodes_is_refused_not_run_to_the_end() {
+        // Too many partial solutions: 400 x 400 unrelated pairs.
         let q = Query::parse("SELECT * WHERE { ?a ?p ?b . ?c ?q ?d }").unwrap();
-        assert_eq!(q.results_json(&g).unwrap_err().rsc, Rsc::NotAcceptable);
+        assert_eq!(
+            q.results_json(&many(400)).unwrap_err().rsc,
+            Rsc::NotAcceptable
+        );
+        // Few solutions, too much work: 5,000 x 5,000 comparisons for 5,000 joined rows.
+        let q = Query::parse("SELECT * WHERE { ?a ?p ?b . ?a ?q ?c }").unwrap();
+        assert_eq!(
+            q.results_json(&many(5000)).unwrap_err().rsc,
+            Rsc::NotAcceptable
+        );
+        assert!(q.results_json(&many(1000)).is_ok(), "within the budget");
+    }
+
+    /// SPARQL's three-valued logic, language-tagged strings and numeric types.
+    #[test]
+    fn errors_and_languages_follow_sparql() {
+        let count = |filter: &str| -> usize {
+            let q = format!(
+                "{PRE}SELECT ?d WHERE {{ ?d a m2m:Device ; ex:battery ?b . FILTER({filter}) }}"
+            );
+            let r: Value =
+                serde_json::from_str(&Query::parse(&q).unwrap().results_json(&graph()).unwrap())
+                    .unwrap();
+            r["results"]["bindings"].as_array().map_or(0, Vec::len)
+        };
+        // `?d < 3` compares an IRI with a number: an error.
+        assert_eq!(count("?d < 3"), 0);
+        assert_eq!(count("?d < 3 || true"), 2, "an error || true is true");
+        assert_eq!(count("!(?d < 3 && false)"), 2, "an error && false is false");
+        assert_eq!(
+            count("!(?d < 3 || false)"),
+            0,
+            "an error || false stays an error"
+        );
+        assert_eq!(count("?b > 1e1"), 2, "a double");
+        let names = |filter: &str| -> usize {
+            let q = format!("{PRE}SELECT ?n WHERE {{ ?d m2m:hasName ?n FILTER({filter}) }}");
+            let r: Value =
+                serde_json::from_str(&Query::parse(&q).unwrap().results_json(&graph()).unwrap())
+                    .unwrap();
+            r["results"]["bindings"].as_array().map_or(0, Vec::len)
+        };
+        assert_eq!(
+            names("?n = \"front door lock\""),
+            0,
+            "a tagged string is not a plain one"
+        );
+        assert_eq!(
+            names("?n = \"front door lock\"@EN"),
+            1,
+            "tags compare without case"
+        );
+        assert_eq!(names("?n = \"garage lock\""), 1);
+        assert!(
+            Query::parse("SELECT ?x WHERE { ?x A ?o }").is_err(),
+            "only lower-case a"
+        );
+        assert_eq!(
+            Query::parse("SELECT ?x WHERE { _:b ?p ?x }")
+                .unwrap_err()
+                .rsc,
+            Rsc::NotImplemented
+        );
     }
 }

@@ -234,6 +234,40 @@ fn semantic_queries_and_discovery_read_the_descriptors_one_may_read() {
         json!(["cse-in/other/vault"]),
         "each sees its own: {b}"
     );
+    // DISCOVER on the vault and its descriptor is not enough to match on its content: yes/no
+    // answers to one filter after another would read it out. RETRIEVE is.
+    let share = |ops: u64, rn: &str| {
+        let acp = create_acp(
+            u,
+            "/cse-in/other",
+            &other,
+            rn,
+            vec![acr(&[&ae], ops), acr(&[&other], OP_ALL)],
+            vec![acr(&[&other], OP_ALL)],
+        );
+        for (path, root) in [
+            ("/cse-in/other/vault", "m2m:cnt"),
+            ("/cse-in/other/vault/d3", "m2m:smd"),
+        ] {
+            set_acpi(u, path, &other, root, &[&acp]);
+        }
+    };
+    share(OP_DISCOVERY, "discoverOnly");
+    let (rsc, b) = ask("/cse-in", &ae, "fu=1&", &low);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(
+        b["m2m:uril"],
+        json!(["cse-in/app/garage"]),
+        "DISCOVER only: {b}"
+    );
+    share(OP_DISCOVERY | OP_RETRIEVE, "readable");
+    let (rsc, b) = ask("/cse-in", &ae, "fu=1&", &low);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(
+        b["m2m:uril"],
+        json!(["cse-in/app/garage", "cse-in/other/vault"]),
+        "with RETRIEVE: {b}"
+    );
     // Bad input.
     for (extra, q, code, why) in [
         ("sqi=true&", "SELECT ?x WHERE { ?x ?p ?o", 4143, "no SPARQL"),
