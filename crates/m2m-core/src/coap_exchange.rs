@@ -70,14 +70,17 @@ impl Exchanges {
         let mid = request.header.message_id;
         self.answered
             .retain(|(_, at, _)| at.elapsed() < EXCHANGE_LIFETIME);
+        // A duplicate is answered as the first was (nothing, for one that got nothing), never
+        // carried out twice.
         if let Some((_, _, bytes)) = self.answered.iter().find(|(m, _, _)| *m == mid) {
-            return Some(bytes.clone());
+            return (!bytes.is_empty()).then(|| bytes.clone());
         }
         let mut reply = self.respond(&request, max_request, respond).await;
         if reply.header.code == MessageClass::Empty {
             // The request wanted no response (noResponse): a confirmable one is acknowledged,
             // empty, so that its sender stops retransmitting; a non-confirmable one gets nothing.
             if kind != MessageType::Confirmable {
+                self.remember(mid, Vec::new());
                 return None;
             }
             reply = Packet::new();
@@ -96,12 +99,16 @@ impl Exchanges {
             reply.set_token(request.get_token().to_vec());
         }
         let bytes = reply.to_bytes_unlimited().ok()?;
+        self.remember(mid, bytes.clone());
+        Some(bytes)
+    }
+
+    /// Keeps what a Message ID was answered with (empty: nothing) for its duplicates.
+    fn remember(&mut self, mid: u16, bytes: Vec<u8>) {
         if self.answered.len() >= REMEMBERED {
             self.answered.pop_front();
         }
-        self.answered
-            .push_back((mid, Instant::now(), bytes.clone()));
-        Some(bytes)
+        self.answered.push_back((mid, Instant::now(), bytes));
     }
 
     /// The response to one request message (code, options, payload).
@@ -360,5 +367,13 @@ mod tests {
         }
         let non = message(MessageType::NonConfirmable, 42);
         assert_eq!(now(ex.answer(&non, 1024, quiet)), None);
+        // Its duplicate is not carried out again.
+        let ran = std::cell::Cell::new(false);
+        let again = |_| {
+            ran.set(true);
+            async { crate::coap_binding::no_response() }
+        };
+        assert_eq!(now(ex.answer(&non, 1024, again)), None);
+        assert!(!ran.get(), "a duplicate NON was carried out twice");
     }
 }

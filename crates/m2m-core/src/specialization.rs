@@ -263,11 +263,14 @@ pub fn inner_content(outer: &Map<String, Value>) -> M2mResult<&Map<String, Value
 }
 
 impl Specialization {
-    /// Whether a flexContainer of this specialization may have `cnd` as its containerDefinition.
+    /// Whether a flexContainer of this specialization may have `cnd` as its containerDefinition:
+    /// its own; for one whose containerDefinition is undefined, any that is not another
+    /// specialization's (a generic flexContainer does not pass for a lock).
     pub fn admits_cnd(&self, cnd: Option<&str>) -> bool {
-        match &self.cnd {
-            Some(own) => cnd == Some(own.as_str()),
-            None => cnd.is_some(),
+        match (&self.cnd, cnd) {
+            (Some(own), Some(cnd)) => cnd == own,
+            (None, Some(cnd)) => key_of(cnd).is_none(),
+            (_, None) => false,
         }
     }
 
@@ -391,6 +394,10 @@ mod tests {
         assert!(gis.cnd.is_none());
         assert!(gis.admits_cnd(Some("someCND")));
         assert!(!gis.admits_cnd(None), "cnd stays mandatory");
+        assert!(
+            !gis.admits_cnd(Some("org.onem2m.common.moduleclass.lock")),
+            "a generic flexContainer does not take a lock's cnd"
+        );
         assert!(by_cnd("someCND").is_none());
         let lock = by_key("cod:lock").unwrap();
         assert!(lock.admits_cnd(Some("org.onem2m.common.moduleclass.lock")));

@@ -1169,7 +1169,9 @@ pub fn is_originator(cse: &Cse, nu: &str, originator: &str) -> bool {
 
 /// The release a primitive to `ae` complies with (TS-0004 table 7.2.1.1-1: the Release Version
 /// Indicator names it): the one given when the AE supports it, else the latest the AE lists in
-/// its supportedReleaseVersions, so that an AE of an earlier release is not sent one it refuses.
+/// its supportedReleaseVersions that is not later than the one given (a primitive is not
+/// relabelled as a later release than it was made in), so that an AE of an earlier release is
+/// not sent one it refuses. None stays none.
 fn release_for(ae: &Resource, given: Option<&str>) -> Option<String> {
     fn rank(r: &str) -> u8 {
         match r {
@@ -1182,14 +1184,15 @@ fn release_for(ae: &Resource, given: Option<&str>) -> Option<String> {
             _ => 0,
         }
     }
+    let given = given?;
     let srv = crate::store::string_list(ae.attrs.get("srv"));
-    if srv.is_empty() || given.is_some_and(|g| srv.iter().any(|s| s == g)) {
-        return given.map(str::to_owned);
+    if srv.is_empty() || srv.iter().any(|s| s == given) {
+        return Some(given.to_owned());
     }
     srv.into_iter()
-        .filter(|s| rank(s) > 0)
+        .filter(|s| rank(s) > 0 && rank(s) <= rank(given))
         .max_by_key(|s| rank(s))
-        .or_else(|| given.map(str::to_owned))
+        .or_else(|| Some(given.to_owned()))
 }
 
 /// Relays a NOTIFY addressed to a registered AE to its pointOfAccess.
@@ -1320,5 +1323,11 @@ mod release_tests {
             release_for(&ae(serde_json::json!(["x"])), three).as_deref(),
             Some("3")
         );
+        assert_eq!(
+            release_for(&ae(serde_json::json!(["4", "5"])), Some("2a")).as_deref(),
+            Some("2a"),
+            "never relabelled as a later release"
+        );
+        assert_eq!(release_for(&ae(serde_json::json!(["2"])), None), None);
     }
 }

@@ -508,7 +508,8 @@ fn generic_interworking_flex_containers_keep_their_specialization() {
     );
     assert_eq!(rsc, 2001, "{b}");
     assert_eq!(b["m2m:gio"]["giip"], json!(["a", "b"]), "{b}");
-    // A lock's own cnd is not taken by the generic ones, and a lock keeps its own.
+    // A lock keeps its own cnd, and a generic flexContainer cannot take it (it would pass for
+    // a lock in a discovery by cnd).
     let (rsc, b) = create_flex(
         &cse,
         &ae,
@@ -516,6 +517,13 @@ fn generic_interworking_flex_containers_keep_their_specialization() {
         json!({ "cod:lock": { "rn": "l", "cnd": "sharedCND", "lock": true } }),
     );
     assert_eq!(rsc, 4000, "a lock's cnd is its own: {b}");
+    let (rsc, b) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/app",
+        json!({ "m2m:gis": { "rn": "fake", "cnd": LOCK_CND, "gisn": "x" } }),
+    );
+    assert_eq!(rsc, 4000, "a gis with a lock's cnd: {b}");
     let (rsc, b) = update(
         cse.url(),
         "/cse-in/app/gis/op",

@@ -276,13 +276,14 @@ fn requested(req: &Request) -> M2mResult<Specialization> {
         .ok_or_else(|| M2mError::bad_request("content names no known specialization"))
 }
 
-/// The specialization of a flexContainer or its instance: the one kept with it, or for one
-/// stored before the CSE kept it, the one its containerDefinition names.
+/// The specialization of a flexContainer or its instance: the one kept with it, or the one its
+/// containerDefinition names (stored before the CSE kept it, or kept under a key the
+/// definitions no longer have).
 pub(crate) fn spec_of(res: &Resource) -> Option<Specialization> {
-    match &res.specialization {
-        Some(key) => specialization::by_key(key),
-        None => res.str_attr("cnd").and_then(specialization::by_cnd),
-    }
+    res.specialization
+        .as_deref()
+        .and_then(specialization::by_key)
+        .or_else(|| res.str_attr("cnd").and_then(specialization::by_cnd))
 }
 
 /// contentSize: the bytes of the custom attributes' values as serialized.

@@ -108,7 +108,11 @@ pub fn prepare(conn: &Connection) -> anyhow::Result<()> {
 /// Version 0 (new, or written before versions were recorded), 1 or 2 to [`VERSION`]; returns
 /// the rows filled.
 fn migrate(conn: &Connection) -> anyhow::Result<u64> {
+    // Read again inside the transaction: another connection may have migrated meanwhile.
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= VERSION {
+        return Ok(0);
+    }
     let rows = if version < 2 { migrate_to_2(conn)? } else { 0 };
     conn.execute_batch(COLUMNS_V3)?;
     conn.pragma_update(None, "user_version", VERSION)?;
