@@ -61,6 +61,8 @@ pub struct Cse {
     pub(crate) schedules: crate::resources::schedule::Schedules,
     /// The <action> resources by subject.
     pub(crate) actions: crate::resources::action::Actions,
+    /// The local members of groups (`group::MemberIndex`).
+    pub(crate) group_members: crate::group::MemberIndex,
     /// Geofence events written with a position, until the position's creation is reported.
     pub(crate) geofence_events: crate::resources::location_policy::PendingEvents,
     /// The armed <timeSyncBeacon>s.
@@ -233,6 +235,7 @@ impl Cse {
             non_blocking: Default::default(),
             schedules: Default::default(),
             actions: Default::default(),
+            group_members: Default::default(),
             geofence_events: Default::default(),
             beacons: Default::default(),
             mqtt_acl: Default::default(),
@@ -265,6 +268,9 @@ impl Cse {
         cse.actions
             .load(&cse)
             .map_err(|e| anyhow::anyhow!("cannot read the actions: {}", e.dbg))?;
+        cse.group_members
+            .load(&cse)
+            .map_err(|e| anyhow::anyhow!("cannot read the groups: {}", e.dbg))?;
         crate::notification::load_monitored(&cse)
             .map_err(|e| anyhow::anyhow!("cannot read the subscriptions: {}", e.dbg))?;
         cse.schedules

@@ -718,6 +718,7 @@ pub(crate) async fn delete_resource(
         }
     }
     let told = notification::on_deleted(cse, res, &deleted);
+    crate::group::members_deleted(cse, res);
     if let Some(parent) = parent {
         notification::on_event(cse, &parent, Event::DeleteChild, res, None, originator);
         resources::action::children_changed(cse, parent.ri());

@@ -4,8 +4,11 @@
 
 use crate::cse::{Cse, Peer};
 use crate::store::{string_list, Resource};
-use m2m_core::{M2mError, M2mResult, Operation, Request, Response, ResponseStatusCode as Rsc};
+use m2m_core::{
+    M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
+};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// memberType "mixed" (TS-0004 table 6.3.4.2.x: value 0).
@@ -242,7 +245,10 @@ async fn forget_deleted_members(cse: &Arc<Cse>, group: &Resource, responses: &[R
         })
         .await;
     match updated {
-        Ok(Some(g)) => members_changed(cse, &g),
+        Ok(Some(g)) => {
+            cse.group_members.index(cse, &g);
+            members_changed(cse, &g);
+        }
         Ok(None) => {}
         Err(e) => tracing::warn!(dbg = %e.dbg, "deleted members not removed from the group"),
     }
@@ -298,4 +304,141 @@ pub fn deleted(cse: &Arc<Cse>, group: &Resource) {
             host.forget(&cse, &ri).await;
         });
     }
+}
+
+/// The local members of the groups of this CSE, by structured name: a member deleted directly
+/// (not through a group's fan-out) leaves the memberIDs of every group that lists it, as one
+/// deleted through `fopt` does (`forget_deleted_members`), and the groups count it no more.
+#[derive(Default)]
+pub struct MemberIndex {
+    inner: std::sync::RwLock<MemberMap>,
+}
+
+#[derive(Default)]
+struct MemberMap {
+    /// Member structured name → (its resourceID, the groups listing it).
+    by_srn: std::collections::BTreeMap<String, (String, std::collections::HashSet<String>)>,
+    /// Group resourceID → the structured names of its local members.
+    of_group: HashMap<String, Vec<String>>,
+}
+
+impl MemberIndex {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemberMap> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every group of the store (at start).
+    pub fn load(&self, cse: &Cse) -> M2mResult<()> {
+        for g in cse.store.read(|r| r.all_of_type(ResourceType::Group))? {
+            self.index(cse, &g);
+        }
+        Ok(())
+    }
+
+    /// Indexes the local members of `group` as its memberIDs are now.
+    pub fn index(&self, cse: &Cse, group: &Resource) {
+        let members: Vec<Resource> = string_list(group.attrs.get("mid"))
+            .iter()
+            .filter(|m| !is_virtual_reference(m))
+            .filter_map(|m| crate::resolve::local_resource(cse, m))
+            .collect();
+        let mut map = self.write();
+        map.forget(group.ri());
+        for m in members {
+            map.by_srn
+                .entry(m.srn.clone())
+                .or_insert_with(|| (m.ri().to_owned(), Default::default()))
+                .1
+                .insert(group.ri().to_owned());
+            map.of_group
+                .entry(group.ri().to_owned())
+                .or_default()
+                .push(m.srn);
+        }
+    }
+
+    pub fn forget(&self, group_ri: &str) {
+        self.write().forget(group_ri);
+    }
+
+    /// The members at `srn` and below that groups list, with their groups; they leave the index.
+    fn take_gone(&self, srn: &str) -> Vec<(String, String, Vec<String>)> {
+        let mut map = self.write();
+        let (lo, hi) = crate::store::scan::subtree_bounds(srn);
+        let mut keys: Vec<String> = map.by_srn.range(lo..hi).map(|(k, _)| k.clone()).collect();
+        if map.by_srn.contains_key(srn) {
+            keys.push(srn.to_owned());
+        }
+        keys.into_iter()
+            .filter_map(|k| {
+                let (ri, groups) = map.by_srn.remove(&k)?;
+                Some((k, ri, groups.into_iter().collect()))
+            })
+            .collect()
+    }
+}
+
+impl MemberMap {
+    fn forget(&mut self, group_ri: &str) {
+        for srn in self.of_group.remove(group_ri).unwrap_or_default() {
+            if let Some((_, groups)) = self.by_srn.get_mut(&srn) {
+                groups.remove(group_ri);
+                if groups.is_empty() {
+                    self.by_srn.remove(&srn);
+                }
+            }
+        }
+    }
+}
+
+/// After `res` and its subtree were deleted: the groups that listed any of them as a member
+/// drop those from memberIDs (and count them no more).
+pub fn members_deleted(cse: &Arc<Cse>, res: &Resource) {
+    let gone = cse.group_members.take_gone(&res.srn);
+    if gone.is_empty() {
+        return;
+    }
+    let mut by_group: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for (srn, ri, groups) in gone {
+        for g in groups {
+            by_group
+                .entry(g)
+                .or_default()
+                .push((ri.clone(), srn.clone()));
+        }
+    }
+    let cse = Arc::clone(cse);
+    tokio::spawn(async move {
+        for (group_ri, members) in by_group {
+            let cse2 = Arc::clone(&cse);
+            let updated = cse
+                .store
+                .write(move |w| {
+                    let Some(mut g) = w.get(&group_ri)? else {
+                        return Ok(None);
+                    };
+                    let kept: Vec<String> = string_list(g.attrs.get("mid"))
+                        .into_iter()
+                        .filter(|m| {
+                            !members
+                                .iter()
+                                .any(|(ri, srn)| crate::resolve::names_at(&cse2, m, ri, srn))
+                        })
+                        .collect();
+                    g.attrs.insert("mid".into(), json!(kept));
+                    refresh_counts(&mut g);
+                    w.update(&g)?;
+                    Ok(Some(g))
+                })
+                .await;
+            match updated {
+                Ok(Some(g)) => {
+                    cse.group_members.index(&cse, &g);
+                    members_changed(&cse, &g);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(dbg = %e.dbg, "deleted members not removed from a group"),
+            }
+        }
+    });
 }

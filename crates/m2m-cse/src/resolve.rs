@@ -155,6 +155,11 @@ fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
 /// Whether `id`, in any of its forms, is the address of `res` on this CSE: its resourceID or
 /// its structured name (looked at as an address, so that `res` may be deleted already).
 pub fn names(cse: &Cse, id: &str, res: &Resource) -> bool {
+    names_at(cse, id, res.ri(), &res.srn)
+}
+
+/// [`names`] for the resource of resourceID `ri` and structured name `srn` (one that is gone).
+pub fn names_at(cse: &Cse, id: &str, ri: &str, srn: &str) -> bool {
     let Ok(addr) = Address::parse(id) else {
         return false;
     };
@@ -163,7 +168,7 @@ pub fn names(cse: &Cse, id: &str, res: &Resource) -> bool {
     }
     let path: Vec<&str> = addr.segments().collect();
     match path.as_slice() {
-        [ri] => *ri == res.ri(),
+        [only] => *only == ri,
         // `-` stands for the CSEBase's name.
         [base, rest @ ..] => {
             let base = if *base == "-" {
@@ -173,7 +178,7 @@ pub fn names(cse: &Cse, id: &str, res: &Resource) -> bool {
             };
             std::iter::once(base)
                 .chain(rest.iter().copied())
-                .eq(res.srn.split('/'))
+                .eq(srn.split('/'))
         }
         [] => false,
     }

@@ -308,3 +308,71 @@ fn members_deleted_through_the_group_leave_it() {
     assert_eq!(g["m2m:grp"]["mid"], json!(["cse-in/owned/theirs"]), "{g}");
     assert_eq!(g["m2m:grp"]["cnm"], json!(1), "{g}");
 }
+
+/// A member deleted directly (not through the group), in whatever form memberIDs names it, or
+/// with the subtree it is in, leaves every group that lists it; the groups count it no more,
+/// after a restart too. A member that is not deleted stays.
+#[test]
+fn members_deleted_directly_leave_every_group() {
+    let (cse, ae) = setup();
+    let u = cse.url().to_owned();
+    create_cnt(&u, "/cse-in/app", &ae, json!({ "rn": "c3" }));
+    create_cnt(&u, "/cse-in/app/c3", &ae, json!({ "rn": "inner" }));
+    let (_, c2) = retrieve(&u, "/cse-in/app/c2", &ae);
+    let c2_ri = c2["m2m:cnt"]["ri"].as_str().unwrap().to_owned();
+    let members = json!([
+        "cse-in/app/c1",
+        c2_ri,
+        "/id-in/cse-in/app/c3/inner",
+        "cse-in/app/c3"
+    ]);
+    for rn in ["g1", "g2"] {
+        let r = create_group(
+            &u,
+            &ae,
+            json!({ "rn": rn, "mt": 3, "mnm": 10, "mid": members }),
+        );
+        assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    }
+    let mid = |g: &str| -> (Value, Value) {
+        let (_, b) = retrieve(&u, &format!("/cse-in/app/{g}"), &ae);
+        (b["m2m:grp"]["mid"].clone(), b["m2m:grp"]["cnm"].clone())
+    };
+    // By its resourceID in memberIDs, deleted by its structured name.
+    let (rsc, _) = delete(&u, "/cse-in/app/c2", &ae);
+    assert_eq!(rsc, 2002);
+    for g in ["g1", "g2"] {
+        let left = poll(WAIT, || {
+            let (m, n) = mid(g);
+            (n == json!(3)).then_some(m)
+        })
+        .unwrap_or_else(|| panic!("{g} still lists c2: {:?}", mid(g)));
+        assert_eq!(
+            left,
+            json!([
+                "cse-in/app/c1",
+                "/id-in/cse-in/app/c3/inner",
+                "cse-in/app/c3"
+            ]),
+            "{g}"
+        );
+    }
+    // A subtree: c3 and its inner container both leave.
+    let cse = cse.restart();
+    let u = cse.url().to_owned();
+    let (rsc, _) = delete(&u, "/cse-in/app/c3", &ae);
+    assert_eq!(rsc, 2002);
+    let mid = |g: &str| -> (Value, Value) {
+        let (_, b) = retrieve(&u, &format!("/cse-in/app/{g}"), &ae);
+        (b["m2m:grp"]["mid"].clone(), b["m2m:grp"]["cnm"].clone())
+    };
+    let left = poll(WAIT, || {
+        let (m, n) = mid("g1");
+        (n == json!(1)).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("g1 after the subtree went: {:?}", mid("g1")));
+    assert_eq!(left, json!(["cse-in/app/c1"]));
+    // A container of the same name made again is not a member again.
+    create_cnt(&u, "/cse-in/app", &ae, json!({ "rn": "c3" }));
+    assert_eq!(mid("g2").1, json!(1));
+}

@@ -28,6 +28,7 @@ impl Behaviour for Group {
         // A multicast group for it now (TS-0001 clause 10.2.7.13.1 step 004), not at its first
         // fan-out.
         crate::group::members_changed(cse, res);
+        cse.group_members.index(cse, res);
     }
 
     fn prepare_update<'a>(
@@ -66,6 +67,7 @@ impl Behaviour for Group {
     ) {
         if changed.contains_key("mid") {
             crate::group::members_changed(cse, res);
+            cse.group_members.index(cse, res);
         }
     }
 
@@ -75,5 +77,6 @@ impl Behaviour for Group {
 
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
         crate::group::deleted(cse, res);
+        cse.group_members.forget(res.ri());
     }
 }
