@@ -327,7 +327,9 @@ impl Beacons {
 
     /// (Re-)arms the beacon `tsb` as it now is.
     fn arm(&self, cse: &Arc<Cse>, tsb: &Resource) {
-        self.disarm(tsb.ri());
+        // The owner entry is replaced in one step, never removed first: a concurrent creation
+        // checking the limit in between would find one beacon fewer than there are.
+        self.stop(tsb.ri());
         self.owners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -380,13 +382,18 @@ impl Beacons {
     }
 
     fn disarm(&self, ri: &str) {
-        if let Some(task) = self.lock_periodic().remove(ri) {
-            task.abort();
-        }
+        self.stop(ri);
         self.owners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(ri);
+    }
+
+    /// Stops what the beacon `ri` does (its task, its watch); its owner entry stays.
+    fn stop(&self, ri: &str) {
+        if let Some(task) = self.lock_periodic().remove(ri) {
+            task.abort();
+        }
         let mut watched = self.lock_watched();
         watched.retain(|_, w| w.tsb != ri);
         self.watching.store(watched.len(), Ordering::Relaxed);
