@@ -227,16 +227,29 @@ async fn forget_deleted_members(cse: &Arc<Cse>, group: &Resource, responses: &[R
     if gone.is_empty() {
         return;
     }
-    let ri = group.ri().to_owned();
+    drop_members(cse, group.ri().to_owned(), move |_, m| {
+        gone.iter().any(|g| g == m)
+    })
+    .await;
+}
+
+/// Removes from the memberIDs of group `group_ri` the entries `leaves` picks, counts again, and
+/// re-indexes the group (the one write both ways members leave: through `fopt` and directly).
+async fn drop_members(
+    cse: &Arc<Cse>,
+    group_ri: String,
+    leaves: impl Fn(&Cse, &str) -> bool + Send + 'static,
+) {
+    let cse2 = Arc::clone(cse);
     let updated = cse
         .store
         .write(move |w| {
-            let Some(mut g) = w.get(&ri)? else {
+            let Some(mut g) = w.get(&group_ri)? else {
                 return Ok(None);
             };
             let kept: Vec<String> = string_list(g.attrs.get("mid"))
                 .into_iter()
-                .filter(|m| !gone.contains(m))
+                .filter(|m| !leaves(&cse2, m))
                 .collect();
             g.attrs.insert("mid".into(), json!(kept));
             refresh_counts(&mut g);
@@ -250,7 +263,7 @@ async fn forget_deleted_members(cse: &Arc<Cse>, group: &Resource, responses: &[R
             members_changed(cse, &g);
         }
         Ok(None) => {}
-        Err(e) => tracing::warn!(dbg = %e.dbg, "deleted members not removed from the group"),
+        Err(e) => tracing::warn!(dbg = %e.dbg, "deleted members not removed from a group"),
     }
 }
 
@@ -363,6 +376,16 @@ impl MemberIndex {
 
     /// The members at `srn` and below that groups list, with their groups; they leave the index.
     fn take_gone(&self, srn: &str) -> Vec<(String, String, Vec<String>)> {
+        // Every DELETE asks: without group members, under a shared lock only.
+        if self
+            .inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_srn
+            .is_empty()
+        {
+            return Vec::new();
+        }
         let mut map = self.write();
         let (lo, hi) = crate::store::scan::subtree_bounds(srn);
         let mut keys: Vec<String> = map.by_srn.range(lo..hi).map(|(k, _)| k.clone()).collect();
@@ -410,35 +433,12 @@ pub fn members_deleted(cse: &Arc<Cse>, res: &Resource) {
     let cse = Arc::clone(cse);
     tokio::spawn(async move {
         for (group_ri, members) in by_group {
-            let cse2 = Arc::clone(&cse);
-            let updated = cse
-                .store
-                .write(move |w| {
-                    let Some(mut g) = w.get(&group_ri)? else {
-                        return Ok(None);
-                    };
-                    let kept: Vec<String> = string_list(g.attrs.get("mid"))
-                        .into_iter()
-                        .filter(|m| {
-                            !members
-                                .iter()
-                                .any(|(ri, srn)| crate::resolve::names_at(&cse2, m, ri, srn))
-                        })
-                        .collect();
-                    g.attrs.insert("mid".into(), json!(kept));
-                    refresh_counts(&mut g);
-                    w.update(&g)?;
-                    Ok(Some(g))
-                })
-                .await;
-            match updated {
-                Ok(Some(g)) => {
-                    cse.group_members.index(&cse, &g);
-                    members_changed(&cse, &g);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(dbg = %e.dbg, "deleted members not removed from a group"),
-            }
+            let leaves = move |cse: &Cse, m: &str| {
+                members
+                    .iter()
+                    .any(|(ri, srn)| crate::resolve::names_at(cse, m, ri, srn))
+            };
+            drop_members(&cse, group_ri, leaves).await;
         }
     });
 }
