@@ -8,19 +8,7 @@ pub use m2m_security::association::{Association, Proof, SaeMode};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// How a listener without security association treats the From of its requests (`[http]
-/// originators`, announced at start).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PlainTrust {
-    /// A From is a claim only ([`Proof::Claimed`]): it matches `all` in access control rules and
-    /// nothing else, is never the creator, never the admin, and is not forwarded to other CSEs.
-    Anonymous,
-    /// Every From is believed as written, the admin included ([`Proof::Vouched`]: it matches IDs
-    /// and creators, but rq_authn stays false, so `acaf` rules refuse it): for development on
-    /// loopback, or a network the operator protects otherwise. Announced at start.
-    Trusted,
-}
+pub use crate::config::PlainTrust;
 
 /// Where a request came from.
 #[derive(Clone, Debug)]

@@ -92,7 +92,46 @@ pub struct Config {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationsSection {
-    pub target_removal: crate::resources::notification_target_policy::TargetRemovalAction,
+    pub target_removal: TargetRemovalAction,
+}
+
+/// m2m:notificationTargetPolicyAction (TS-0004 table 6.3.4.2.32-1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetRemovalAction {
+    Accept = 1,
+    #[default]
+    Reject = 2,
+    /// Seek authorization from the subscription creator before responding.
+    Seek = 3,
+    /// Inform the subscription creator without taking any action.
+    Inform = 4,
+}
+
+impl TargetRemovalAction {
+    pub(crate) fn from_code(code: u64) -> Option<Self> {
+        Some(match code {
+            1 => Self::Accept,
+            2 => Self::Reject,
+            3 => Self::Seek,
+            4 => Self::Inform,
+            _ => return None,
+        })
+    }
+}
+
+/// How a listener without security association treats the From of its requests (`[http]
+/// originators`, announced at start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlainTrust {
+    /// A From is a claim only (`Proof::Claimed`): it matches `all` in access control rules and
+    /// nothing else, is never the creator, never the admin, and is not forwarded to other CSEs.
+    Anonymous,
+    /// Every From is believed as written, the admin included (`Proof::Vouched`: it matches IDs
+    /// and creators, but rq_authn stays false, so `acaf` rules refuse it): for development on
+    /// loopback, or a network the operator protects otherwise. Announced at start.
+    Trusted,
 }
 
 /// Definition files of `<flexContainer>` specializations (m2m-core `specialization`: a JSON list
@@ -660,7 +699,7 @@ pub struct HttpSection {
     /// "anonymous" (a claim: it matches only "all" in access control rules, is never the creator
     /// nor the admin, is not forwarded to other CSEs) or "trusted" (believed as written, the admin
     /// included: development on loopback, or a network protected otherwise; announced at start).
-    pub originators: crate::association::PlainTrust,
+    pub originators: PlainTrust,
     /// Allow the plain-HTTP listener on a non-loopback address (no security association: only
     /// for networks that are protected otherwise).
     pub allow_insecure: bool,
@@ -773,7 +812,7 @@ pub struct CoapSection {
     /// UDP address to listen on; port 0 picks a free port (printed at start-up).
     pub listen: String,
     /// How this listener takes a request's From: "anonymous" (a claim only) or "trusted".
-    pub originators: crate::association::PlainTrust,
+    pub originators: PlainTrust,
     /// Allow the listener on a non-loopback address.
     pub allow_insecure: bool,
 }
@@ -826,7 +865,7 @@ impl Default for CoapSection {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:5683".into(),
-            originators: crate::association::PlainTrust::Anonymous,
+            originators: PlainTrust::Anonymous,
             allow_insecure: false,
         }
     }
@@ -946,7 +985,7 @@ impl Default for HttpSection {
             public_url: None,
             max_body_bytes: 1 << 20,
             // The embedded defaults serve the README's curl session on loopback.
-            originators: crate::association::PlainTrust::Trusted,
+            originators: PlainTrust::Trusted,
             allow_insecure: false,
             upper_tester: false,
         }

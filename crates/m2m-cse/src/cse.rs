@@ -68,13 +68,13 @@ pub struct Cse {
     /// The armed <timeSyncBeacon>s.
     pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
     /// The MQTT server's ACL this CSE keeps (`[mqtt] acl_file`), told when registrations change.
-    pub(crate) mqtt_acl: std::sync::OnceLock<Arc<crate::mqtt_broker::AclFile>>,
+    pub(crate) mqtt_acl: std::sync::OnceLock<Arc<dyn crate::outbound::RegistrationWatch>>,
     /// The MQTT binding (`[mqtt]`): notifications to `mqtt(s)://` points of access go through it.
-    pub(crate) mqtt: std::sync::OnceLock<Arc<crate::mqtt_binding::Binding>>,
+    pub(crate) mqtt: std::sync::OnceLock<Arc<dyn crate::outbound::MqttServer>>,
     /// Open WebSocket connections by the AE proven on each: its notifications go over it.
-    pub(crate) websockets: crate::websocket_server::Links,
+    pub(crate) websockets: crate::outbound::Links,
     /// What the Upper Tester interface changed (conformance testing only).
-    pub(crate) testing: crate::upper_tester::Overrides,
+    pub(crate) testing: crate::overrides::Overrides,
     /// All configured KpsaIDs bound to each entity, and every configured KpsaID (canonical).
     bound_kpsa: std::collections::HashMap<EntityId, Vec<String>>,
     configured_kpsa: std::collections::HashSet<String>,

@@ -62,6 +62,10 @@ pub(crate) mod mqtt_binding;
 pub mod mqtt_broker;
 pub(crate) mod multicast;
 mod notification;
+/// What the bindings lend the layers below them (connections, the MQTT server, watchers).
+mod outbound;
+/// Defaults the Upper Tester may shorten (TS-0019).
+mod overrides;
 pub mod prefill;
 mod provisioned_keys;
 pub(crate) mod registration;
@@ -502,10 +506,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         if let Some(acl) = &binding.acl {
             acl.write(&cse)
                 .map_err(|e| anyhow::anyhow!("mqtt.acl_file: {e}"))?;
-            let _ = cse.mqtt_acl.set(Arc::clone(acl));
+            let _ = cse.mqtt_acl.set(Arc::clone(acl) as _);
         }
         let binding = Arc::new(binding);
-        let _ = cse.mqtt.set(Arc::clone(&binding));
+        let _ = cse.mqtt.set(Arc::clone(&binding) as _);
         tokio::spawn(mqtt_binding::run(Arc::downgrade(&cse), binding));
     }
     tokio::spawn(expiry::run(Arc::clone(&cse)));

@@ -352,11 +352,6 @@ fn answered(b: &Binding, topic: &Topic, payload: &[u8]) {
     }
 }
 
-/// Whether a point of access is an MQTT one (TS-0010 clause 6.6).
-pub(crate) fn is_mqtt_url(s: &str) -> bool {
-    s.starts_with("mqtts://") || s.starts_with("mqtt://")
-}
-
 fn unreachable(why: impl Into<String>) -> M2mError {
     M2mError::new(m2m_core::ResponseStatusCode::TargetNotReachable, why)
 }
@@ -365,17 +360,27 @@ fn unreachable(why: impl Into<String>) -> M2mError {
 /// MQTT server: published on `/oneM2M/req/<csi>/<target>/<ser>`, its answer awaited on the
 /// response topic of that entity (clause 6.4.3). Only the server this CSE is a client of can be
 /// reached.
-pub(crate) async fn send(
+impl crate::outbound::MqttServer for Binding {
+    fn send<'a>(
+        &'a self,
+        cse: &'a Cse,
+        poa: &'a str,
+        target: &'a EntityId,
+        req: &'a m2m_core::Request,
+        ser: m2m_core::serialization::Serialization,
+    ) -> futures_util::future::BoxFuture<'a, M2mResult<Response>> {
+        Box::pin(send(self, cse, poa, target, req, ser))
+    }
+}
+
+async fn send(
+    b: &Binding,
     cse: &Cse,
     poa: &str,
     target: &EntityId,
     req: &m2m_core::Request,
     ser: m2m_core::serialization::Serialization,
 ) -> M2mResult<Response> {
-    let b = cse
-        .mqtt
-        .get()
-        .ok_or_else(|| unreachable("this CSE has no MQTT binding"))?;
     let url = m2m_core::mqtt_binding::MqttUrl::parse(poa).map_err(|e| unreachable(e.dbg))?;
     if (url.host.as_str(), url.port) != (b.url.host.as_str(), b.url.port) {
         return Err(unreachable(

@@ -377,9 +377,11 @@ impl AclFile {
             }
         }
     }
+}
 
+impl crate::outbound::RegistrationWatch for AclFile {
     /// Writes the ACL again: an AE registered or was deleted.
-    pub fn changed(&self, cse: &crate::cse::Cse) {
+    fn changed(&self, cse: &crate::cse::Cse) {
         if let Err(e) = self.write(cse) {
             tracing::warn!(target: "audit", error = %e, "the MQTT server's ACL could not be written");
         }

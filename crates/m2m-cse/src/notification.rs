@@ -1231,7 +1231,7 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, mut req: Request, ae: &Resource) -> M2m
         .and_then(|a| {
             a.iter()
                 .filter_map(Value::as_str)
-                .find(|p| is_url(p) || crate::mqtt_binding::is_mqtt_url(p))
+                .find(|p| is_url(p) || crate::outbound::is_mqtt_url(p))
         })
         .map(str::to_owned);
     let Some(poa) = poa else {
@@ -1261,7 +1261,7 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, mut req: Request, ae: &Resource) -> M2m
             m2m_core::serialization::Serialization::preferred(csz.iter().map(String::as_str))
         })
         .unwrap_or_default();
-    if crate::mqtt_binding::is_mqtt_url(&poa) {
+    if crate::outbound::is_mqtt_url(&poa) {
         // Over MQTT the server delivers to the AE's own topic (its ACL lets only that AE read it).
         let entity = ae
             .str_attr("aei")
@@ -1272,7 +1272,13 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, mut req: Request, ae: &Resource) -> M2m
                     "the AE has no AE-ID",
                 )
             })?;
-        return crate::mqtt_binding::send(cse, &poa, &entity, &req, ser).await;
+        let server = cse.mqtt.get().ok_or_else(|| {
+            M2mError::new(
+                ResponseStatusCode::TargetNotReachable,
+                "this CSE has no MQTT binding",
+            )
+        })?;
+        return server.send(cse, &poa, &entity, &req, ser).await;
     }
     client.send_to_url_as(&poa, &req, ser).await
 }

@@ -21,8 +21,6 @@
 //! Anything else, or a command without its argument, is answered 400 with `X-M2M-RSC: 4000`.
 
 use crate::cse::Cse;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 /// The request path of the interface.
 pub const PATH: &str = "/__ut__";
@@ -33,32 +31,6 @@ const MAX_REQUEST_LIFETIME_SECS: u64 = 60;
 /// The longest poll or delivery wait a command may set: the default it shortens (10 s), so that
 /// no command makes a sender wait longer than it would anyway.
 const MAX_POLL_WAIT_SECS: u64 = 10;
-
-/// What the commands changed (0: the built-in default).
-#[derive(Default)]
-pub struct Overrides {
-    request_lifetime_secs: AtomicU64,
-    poll_wait_secs: AtomicU64,
-}
-
-impl Overrides {
-    /// The lifetime of a `<request>` whose request names none, when a test shortened it.
-    pub fn request_lifetime(&self) -> Option<chrono::Duration> {
-        match self.request_lifetime_secs.load(Ordering::Relaxed) {
-            0 => None,
-            s => Some(chrono::Duration::seconds(s as i64)),
-        }
-    }
-
-    /// How long a poll, or a request for a polling entity, waits without a Request Expiration
-    /// Timestamp, when a test shortened it.
-    pub fn poll_wait(&self) -> Option<Duration> {
-        match self.poll_wait_secs.load(Ordering::Relaxed) {
-            0 => None,
-            s => Some(Duration::from_secs(s)),
-        }
-    }
-}
 
 /// Whether an HTTP Host names this machine's loopback (`localhost`, `127.x.x.x`, `[::1]`, with
 /// or without a port): a page a browser loaded from elsewhere that rebinds its own name to
@@ -88,22 +60,22 @@ pub fn run(cse: &Cse, line: &str) -> Result<String, Refused> {
         "getconfig" => config_value(cse, arg),
         "enableshortresourceexpiration" => {
             let s = seconds(arg, MAX_REQUEST_LIFETIME_SECS)?;
-            overrides.request_lifetime_secs.store(s, Ordering::Relaxed);
+            overrides.shorten_request_lifetime(s);
             tracing::info!(target: "audit", seconds = s, "upper tester: <request> lifetime shortened");
             Ok(format!("1,{}", cse.cfg.limits.max_expiration_secs))
         }
         "disableshortresourceexpiration" => {
-            overrides.request_lifetime_secs.store(0, Ordering::Relaxed);
+            overrides.shorten_request_lifetime(0);
             Ok(String::new())
         }
         "enableshortrequestexpiration" => {
             let s = seconds(arg, MAX_POLL_WAIT_SECS)?;
-            overrides.poll_wait_secs.store(s, Ordering::Relaxed);
+            overrides.shorten_poll_wait(s);
             tracing::info!(target: "audit", seconds = s, "upper tester: polling waits shortened");
             Ok(s.to_string())
         }
         "disableshortrequestexpiration" => {
-            overrides.poll_wait_secs.store(0, Ordering::Relaxed);
+            overrides.shorten_poll_wait(0);
             Ok(String::new())
         }
         "testcasestart" | "testcaseend" => {

@@ -6,7 +6,7 @@
 //! Requests and responses travel both ways on one connection (clause 5.2): the requests of the
 //! client go through [`Cse::handle`] as the connection's peer; once an AE has proven itself on
 //! the connection (registered over it, or authenticated by its association), the CSE sends that
-//! AE's notifications over it ([`Links`]) and reads their answers from it.
+//! AE's notifications over it (`outbound::Links`) and reads their answers from it.
 
 use crate::association::{Association, Peer, PlainTrust, Proof};
 use crate::cse::Cse;
@@ -19,7 +19,7 @@ use m2m_core::{
 use m2m_transport::Connection;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -49,7 +49,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// One open connection, as the CSE sends on it.
 pub(crate) struct Link {
-    id: u64,
     out: mpsc::Sender<Message>,
     ser: Serialization,
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
@@ -57,13 +56,23 @@ pub(crate) struct Link {
     closed: std::sync::atomic::AtomicBool,
 }
 
+impl crate::outbound::Link for Link {
+    fn request<'a>(
+        &'a self,
+        req: &'a Request,
+        timeout: Duration,
+    ) -> futures_util::future::BoxFuture<'a, Result<Response, M2mError>> {
+        Box::pin(self.request(req, timeout))
+    }
+
+    fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst) && !self.out.is_closed()
+    }
+}
+
 impl Link {
     /// Sends `req` to the client and waits for its answer.
-    pub(crate) async fn request(
-        &self,
-        req: &Request,
-        timeout: Duration,
-    ) -> Result<Response, M2mError> {
+    async fn request(&self, req: &Request, timeout: Duration) -> Result<Response, M2mError> {
         let unreachable =
             |why: &str| M2mError::new(ResponseStatusCode::TargetNotReachable, why.to_owned());
         let body = primitive_message::encode_request(req, self.ser)?;
@@ -91,42 +100,6 @@ impl Link {
     }
 }
 
-/// The open connections by the AE proven on each (the latest connection of an AE wins: one
-/// connection between two nodes, TS-0020 clause 5.2).
-#[derive(Default)]
-pub(crate) struct Links {
-    by_entity: Mutex<HashMap<EntityId, Arc<Link>>>,
-}
-
-impl Links {
-    /// The connection of `entity`, if it has one open.
-    pub(crate) fn of(&self, entity: &EntityId) -> Option<Arc<Link>> {
-        lock(&self.by_entity)
-            .get(entity)
-            .filter(|l| !l.closed.load(Ordering::SeqCst) && !l.out.is_closed())
-            .cloned()
-    }
-
-    fn bind(&self, entity: EntityId, link: &Arc<Link>) {
-        let mut by_entity = lock(&self.by_entity);
-        // Checked under the lock `close` takes: a link closed meanwhile is never bound again.
-        if !link.closed.load(Ordering::SeqCst) {
-            by_entity.insert(entity, Arc::clone(link));
-        }
-    }
-
-    /// Forgets the connection of an AE that is deleted: a later AE of the same AE-ID, whoever
-    /// registers it, is not reached over it.
-    pub(crate) fn forget(&self, entity: &EntityId) {
-        lock(&self.by_entity).remove(entity);
-    }
-
-    /// Forgets every entity of a closed connection.
-    fn close(&self, link: &Link) {
-        lock(&self.by_entity).retain(|_, l| l.id != link.id);
-    }
-}
-
 /// Whether `peer` proves the AE `aei` registered here, as a request of that AE now would be
 /// judged: never from what a response says, never for a CSE's credential.
 fn proves_registered(cse: &Cse, peer: &Peer, aei: &str) -> Option<EntityId> {
@@ -147,8 +120,6 @@ fn proves_registered(cse: &Cse, peer: &Peer, aei: &str) -> Option<EntityId> {
     );
     proven_entity(cse, &probe, peer).filter(|e| *e == entity)
 }
-
-static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
 /// The message of a primitive: a text frame for JSON, a binary frame for CBOR.
 fn frame(ser: Serialization, body: Vec<u8>) -> Message {
@@ -256,7 +227,6 @@ pub(crate) async fn serve_connection(cse: Arc<Cse>, conn: Connection<Association
     let (mut sink, mut stream) = ws.split();
     let (out, mut queue) = mpsc::channel::<Message>(64);
     let link = Arc::new(Link {
-        id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
         out,
         ser,
         pending: Mutex::new(HashMap::new()),
@@ -306,7 +276,8 @@ pub(crate) async fn serve_connection(cse: Arc<Cse>, conn: Connection<Association
     }
     // Closed first (no late request binds it again), then forgotten.
     link.closed.store(true, Ordering::SeqCst);
-    cse.websockets.close(&link);
+    let as_link: Arc<dyn crate::outbound::Link> = link.clone();
+    cse.websockets.close(&as_link);
     let _ = link.out.try_send(Message::Close(None));
     drop(link);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
@@ -421,6 +392,7 @@ fn bind_proven(
         .filter(|_| associated)
         .and_then(|aei| proves_registered(cse, peer, aei));
     if let Some(e) = registered.or(proven) {
-        cse.websockets.bind(e, link);
+        cse.websockets
+            .bind(e, Arc::clone(link) as Arc<dyn crate::outbound::Link>);
     }
 }

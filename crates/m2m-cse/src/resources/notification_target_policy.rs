@@ -40,30 +40,7 @@ pub const SYSTEM_DEFAULT: &str = "defaultNTP";
 /// both "Default" and "default").
 const DEFAULT_LABEL: &str = "Default";
 
-/// m2m:notificationTargetPolicyAction (TS-0004 table 6.3.4.2.32-1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetRemovalAction {
-    Accept = 1,
-    #[default]
-    Reject = 2,
-    /// Seek authorization from the subscription creator before responding.
-    Seek = 3,
-    /// Inform the subscription creator without taking any action.
-    Inform = 4,
-}
-
-impl TargetRemovalAction {
-    fn from_code(code: u64) -> Option<Self> {
-        Some(match code {
-            1 => Self::Accept,
-            2 => Self::Reject,
-            3 => Self::Seek,
-            4 => Self::Inform,
-            _ => return None,
-        })
-    }
-}
+pub use crate::config::TargetRemovalAction;
 
 /// m2m:logicalOperator (TS-0004 table 6.3.4.2.33-1).
 const AND: u64 = 1;
