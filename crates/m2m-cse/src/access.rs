@@ -5,7 +5,8 @@
 //! the applicable <accessControlPolicy> resources (or the creator-only default), the operation,
 //! the originator, the source address of the socket and the time.
 
-use crate::cse::{Cse, Peer};
+use crate::association::Peer;
+use crate::context::Context;
 use crate::resolve::local_resource;
 use crate::resolve::Target;
 use crate::store::{string_list, Resource};
@@ -65,7 +66,7 @@ impl<'a> Facts<'a> {
 
 impl Facts<'_> {
     /// The admin originator, where a credential proves it (see [`Peer::is_admin`]).
-    pub(crate) fn is_admin(&self, cse: &Cse) -> bool {
+    pub(crate) fn is_admin(&self, cse: &Context) -> bool {
         self.peer.is_admin(cse)
     }
 
@@ -148,7 +149,7 @@ pub(crate) fn operation(req: &Request) -> AccessOperation {
 }
 
 /// Decides a request on its target before it is carried out; a denial is 4103.
-pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mResult<Grant> {
+pub fn authorize(cse: &Context, req: &Request, target: &Target, peer: &Peer) -> M2mResult<Grant> {
     let roles = crate::roles::held(cse, req, peer);
     let facts = Facts::of(peer).holding(&roles);
     let op = operation(req);
@@ -192,7 +193,7 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
             if r.ty == ResourceType::CseBase
                 && req.ty == Some(ResourceType::LocalMulticastGroup) =>
         {
-            if crate::multicast::member::may_create(cse, peer) {
+            if may_create_local_multicast_group(cse, peer) {
                 return Ok(Grant::Whole);
             }
             tracing::info!(target: "audit", originator = %facts.who(), "localMulticastGroup refused: not a CSE with a registration relationship speaking for itself");
@@ -229,7 +230,7 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
     let content = req
         .pc
         .as_ref()
-        .and_then(|pc| pc.get(crate::resources::root_name(subject).as_ref()));
+        .and_then(|pc| pc.get(subject.root_name().as_ref()));
     // dynamicAuthorizationConsultationIDs too: whoever links a resource to a consultation
     // chooses who may be granted access to it.
     let changes_access = req.op == Operation::Update
@@ -277,7 +278,7 @@ pub fn authorize(cse: &Cse, req: &Request, target: &Target, peer: &Peer) -> M2mR
 /// authenticationProfile...), or of the `<node>` holding one, is the administrator's: whoever
 /// could would take away the device's trust or its way to authenticate (4103).
 fn refuse_administered_delete(
-    cse: &Cse,
+    cse: &Context,
     req: &Request,
     target: &Target,
     facts: &Facts<'_>,
@@ -364,7 +365,7 @@ pub(crate) fn dynamically_grantable(req: &Request, subject: &Resource) -> bool {
     let content = req
         .pc
         .as_ref()
-        .and_then(|pc| pc.get(crate::resources::root_name(subject).as_ref()));
+        .and_then(|pc| pc.get(subject.root_name().as_ref()));
     !(req.op == Operation::Update
         && content.is_some_and(|c| {
             ["acpi", "cstn", "daci", "nl", "hael"]
@@ -376,7 +377,7 @@ pub(crate) fn dynamically_grantable(req: &Request, subject: &Resource) -> bool {
 /// Whether `privileges` (a Dynamic Authorization Server's grant) permit `req` on `subject`,
 /// decided as the privileges of an <accessControlPolicy> would be.
 pub(crate) fn permitted_by(
-    cse: &Cse,
+    cse: &Context,
     peer: &Peer,
     req: &Request,
     subject: &Resource,
@@ -405,7 +406,7 @@ pub(crate) fn permitted_by(
 /// Whether the target's own policies permit `req` when the originator holds `roles` besides
 /// those its request named (a token's roles, TS-0003 clause 7.3.2.5 step 3).
 pub(crate) fn permitted_with_roles(
-    cse: &Cse,
+    cse: &Context,
     peer: &Peer,
     req: &Request,
     subject: &Resource,
@@ -433,7 +434,7 @@ pub(crate) fn permitted_with_roles(
 }
 
 fn enforce(
-    cse: &Cse,
+    cse: &Context,
     facts: &Facts<'_>,
     op: AccessOperation,
     subject: &Resource,
@@ -470,7 +471,7 @@ fn from_a_hosting_cse(peer: &Peer) -> bool {
 /// Whether the originator may perform `op` on `res`; `cache` keeps decisions per governing resource
 /// for the many checks of one discovery or child listing.
 pub fn permits(
-    cse: &Cse,
+    cse: &Context,
     facts: &Facts<'_>,
     op: AccessOperation,
     res: &Resource,
@@ -509,7 +510,7 @@ pub fn permits(
 }
 
 fn evaluate(
-    cse: &Cse,
+    cse: &Context,
     facts: &Facts<'_>,
     op: AccessOperation,
     subject: &Resource,
@@ -607,7 +608,7 @@ fn evaluate(
 
 /// The policies that govern `res` itself (pv of its ACPs, pvs for an ACP, the parent's for types
 /// without accessControlPolicyIDs, the creator default when they are unset).
-fn policies_of(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
+fn policies_of(cse: &Context, res: &Resource) -> M2mResult<Policies> {
     if res.ty == ResourceType::AccessControlPolicy {
         let pvs = res
             .attrs
@@ -618,11 +619,11 @@ fn policies_of(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
         return Ok(Policies::Acps(vec![(res.ri().to_owned(), pvs)]));
     }
     if res.ty == ResourceType::PollingChannel {
-        let parent = crate::resources::parent_of(cse, res)?;
+        let parent = crate::resolve::parent_of(cse, res)?;
         return Ok(own_entity(&parent));
     }
     if !res.ty.has_acpi() {
-        let parent = crate::resources::parent_of(cse, res)?;
+        let parent = crate::resolve::parent_of(cse, res)?;
         return policies_of(cse, &parent);
     }
     let acpi = string_list(res.attrs.get("acpi"));
@@ -647,7 +648,7 @@ fn steward(res: &Resource) -> Option<String> {
 /// The policy for a request on a <pollingChannel> (or a CREATE of one under an AE or remoteCSE)
 /// or on its pcu: `None` for any other request.
 fn polling_channel_policy<'t>(
-    cse: &Cse,
+    cse: &Context,
     req: &Request,
     target: &'t Target,
 ) -> M2mResult<Option<(&'t Resource, Policies)>> {
@@ -670,11 +671,38 @@ fn polling_channel_policy<'t>(
 
 /// The policy of a <pollingChannel> under `parent`: its AE-ID or CSE-ID only.
 fn own_entity(parent: &Resource) -> Policies {
-    Policies::OwnEntity(crate::resources::polling_channel::owner_of(parent).map(str::to_owned))
+    Policies::OwnEntity(owner_of(parent).map(str::to_owned))
+}
+
+/// The entity a channel serves: the AE-ID of its parent <AE>, the CSE-ID of its <remoteCSE>.
+fn owner_of(parent: &Resource) -> Option<&str> {
+    match parent.ty {
+        ResourceType::Ae => parent.str_attr("aei"),
+        ResourceType::RemoteCse => parent.str_attr("csi"),
+        _ => None,
+    }
+}
+
+/// Whether `peer` may create a `<localMulticastGroup>` here: this CSE's registrar, speaking for
+/// itself over its association. Members of a multicast group are registered with the group
+/// hosting CSE (TS-0001 clause 10.2.7.13.1 note 2), so no other CSE ever has to, and a CSE
+/// registered here (an ASN-CSE below this one) cannot make this one join groups or send answers.
+fn may_create_local_multicast_group(cse: &Context, peer: &Peer) -> bool {
+    let Some(who) = &peer.originator else {
+        return false;
+    };
+    if !(who.is_cse() && peer.proof.is_authenticated() && peer.bound_entity() == Some(who)) {
+        return false;
+    }
+    cse.cfg
+        .registrar
+        .as_ref()
+        .and_then(|r| EntityId::parse(&r.cse_id, &cse.id.home).ok())
+        .is_some_and(|registrar| registrar == *who)
 }
 
 /// Whether the originator is an AE or a CSE registered with this CSE.
-fn is_registree(cse: &Cse, originator: &EntityId) -> bool {
+fn is_registree(cse: &Context, originator: &EntityId) -> bool {
     let home = &cse.id.home;
     let (id, ty) = match originator {
         EntityId::Cse { sp, cse: id } if *sp == home.sp => (id.bare(), ResourceType::RemoteCse),
@@ -687,7 +715,7 @@ fn is_registree(cse: &Cse, originator: &EntityId) -> bool {
 }
 
 /// The selfPrivileges of the ACPs a resource currently references (for an update of its acpi).
-fn self_policies_of_acpi(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
+fn self_policies_of_acpi(cse: &Context, res: &Resource) -> M2mResult<Policies> {
     let acpi = string_list(res.attrs.get("acpi"));
     if acpi.is_empty() {
         return Ok(Policies::CreatorOnly(steward(res)));
@@ -699,7 +727,7 @@ fn self_policies_of_acpi(cse: &Cse, res: &Resource) -> M2mResult<Policies> {
 /// <accessControlPolicy> resources hosted here (anything else would leave the resource reachable
 /// by the admin only), and a custodian must be an AE or a CSE.
 pub fn check_access_attributes(
-    cse: &Cse,
+    cse: &Context,
     content: &serde_json::Map<String, serde_json::Value>,
 ) -> M2mResult<()> {
     if let Some(cstn) = content.get("cstn").and_then(serde_json::Value::as_str) {
@@ -720,7 +748,7 @@ pub fn check_access_attributes(
 }
 
 /// Loads the named ACPs hosted here; one that is missing or remote simply grants nothing.
-fn load_acps(cse: &Cse, ids: &[String], self_privileges: bool) -> Vec<(String, Privileges)> {
+fn load_acps(cse: &Context, ids: &[String], self_privileges: bool) -> Vec<(String, Privileges)> {
     let attr = if self_privileges { "pvs" } else { "pv" };
     ids.iter()
         .filter_map(|id| {
@@ -736,7 +764,7 @@ fn load_acps(cse: &Cse, ids: &[String], self_privileges: bool) -> Vec<(String, P
 
 /// Group membership for accessControlOriginators entries that name a <group> hosted here.
 struct StoreGroups<'a> {
-    cse: &'a Cse,
+    cse: &'a Context,
 }
 
 impl GroupResolver for StoreGroups<'_> {

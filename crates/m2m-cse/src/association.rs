@@ -2,7 +2,7 @@
 //! the (D)TLS handshake authenticated it, and the facts every request on that connection carries.
 //! The association types themselves are m2m-security's ([`Association`], [`Proof`]).
 
-use crate::cse::Cse;
+use crate::context::Context;
 use m2m_core::EntityId;
 pub use m2m_security::association::{Association, Proof, SaeMode};
 use std::net::SocketAddr;
@@ -54,7 +54,7 @@ impl Peer {
     /// plain listener's trust. While the guard lives, a group member connected over its
     /// association is inner-authenticated (group authentication, entity B).
     pub(crate) fn of_transport(
-        cse: &Cse,
+        cse: &Context,
         addr: SocketAddr,
         association: Option<&Arc<Association>>,
         plain: PlainTrust,
@@ -127,7 +127,7 @@ impl Peer {
     /// Whether this request's originator is the admin, with a credential that proves it: inside
     /// the CSE, over an association bound to the admin, or on a listener the operator declared
     /// trusted. A claim on an anonymous listener, or an entity relayed by a CSE, never is.
-    pub fn is_admin(&self, cse: &Cse) -> bool {
+    pub fn is_admin(&self, cse: &Context) -> bool {
         let Some(originator) = &self.originator else {
             return false;
         };

@@ -1,6 +1,7 @@
 //! CREATE, RETRIEVE, UPDATE, DELETE and NOTIFY on local resources (TS-0004 clause 7.3.3 and the
 //! per-type procedures of clause 7.4).
 
+use crate::context::random_suffix;
 use crate::cse::{representation, Cse, Peer};
 use crate::notification::{self, Event};
 use crate::resolve::Target;
@@ -78,22 +79,13 @@ fn refuse_another_type(req: &Request, res: &Resource) -> M2mResult<()> {
     };
     let names_a_type = ResourceType::from_root_name(root).is_some()
         || m2m_core::specialization::by_key(root).is_some();
-    if names_a_type && *root != resources::root_name(res) {
+    if names_a_type && *root != res.root_name() {
         return Err(M2mError::new(
             Rsc::ContentsUnacceptable,
             format!("the content is a {root}, not the target's type"),
         ));
     }
     Ok(())
-}
-
-pub(crate) fn random_suffix(n: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    (0..n)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 /// A fresh resourceID for a type, e.g. `cin0mioz3k1c8f3k2j9q`: the type, the creation time and
@@ -280,12 +272,12 @@ pub async fn create(
         ResultContent::Nothing => None,
         ResultContent::HierarchicalAddress => Some(json!({ "m2m:uri": created.srn })),
         ResultContent::HierarchicalAddressAndAttributes => Some(
-            json!({ "m2m:rce": { "uri": created.srn, resources::root_name(&created): Value::Object(created.attrs.clone()) } }),
+            json!({ "m2m:rce": { "uri": created.srn, created.root_name(): Value::Object(created.attrs.clone()) } }),
         ),
         ResultContent::ModifiedAttributes => {
             let set =
                 changed_by_the_cse(&Map::new(), &created.attrs, &requested.unwrap_or_default());
-            Some(json!({ resources::root_name(&created): set }))
+            Some(json!({ created.root_name(): set }))
         }
         _ => Some(representation(&created)),
     };
@@ -352,12 +344,12 @@ pub fn retrieve(
             } else {
                 res.attrs.clone()
             };
-            json!({ resources::root_name(&res): nest(attrs, children()?) })
+            json!({ res.root_name(): nest(attrs, children()?) })
         }
         ResultContent::AttributesAndChildResourceReferences => {
             let mut attrs = res.attrs.clone();
             attrs.insert("ch".into(), child_references(&children()?, req.drt));
-            json!({ resources::root_name(&res): attrs })
+            json!({ res.root_name(): attrs })
         }
         ResultContent::ChildResourceReferences => {
             json!({ "m2m:rrl": { "rrf": child_references(&children()?, req.drt) } })
@@ -399,7 +391,7 @@ fn partial(res: &Resource, atrl: &[String]) -> M2mResult<Value> {
             }
         }
     }
-    Ok(json!({ resources::root_name(res): attrs }))
+    Ok(json!({ res.root_name(): attrs }))
 }
 
 /// How deep child resources nest in an rcn 4 or 8 answer; deeper ones are listed at the last
@@ -462,7 +454,7 @@ fn nest(attrs: Map<String, Value>, found: Vec<Resource>) -> Map<String, Value> {
         for &c in kids {
             let child = done[c].take().unwrap_or_default();
             let list = into
-                .entry(resources::root_name(&found[c]).into_owned())
+                .entry(found[c].root_name().into_owned())
                 .or_insert_with(|| json!([]));
             if let Value::Array(a) = list {
                 a.push(Value::Object(child));
@@ -629,7 +621,7 @@ pub async fn update(
         ResultContent::ModifiedAttributes => {
             let set =
                 changed_by_the_cse(&res.attrs, &updated.attrs, &requested.unwrap_or_default());
-            (!set.is_empty()).then(|| json!({ resources::root_name(&updated): set }))
+            (!set.is_empty()).then(|| json!({ updated.root_name(): set }))
         }
         _ => Some(representation(&updated)),
     };

@@ -23,7 +23,7 @@
 use crate::access::Grant;
 use crate::association::Peer;
 use crate::config::{Config, DynamicAuthorizationSection};
-use crate::cse::Cse;
+use crate::context::Context;
 use crate::resolve::{local_resource, Target};
 use crate::store::{string_list, Resource};
 use m2m_core::RoleId;
@@ -34,7 +34,7 @@ use m2m_security::token;
 use openssl::ssl::SslContext;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Cached decisions at most; beyond, expired ones are dropped and new ones not kept.
@@ -239,7 +239,7 @@ impl Consultations {
                 return None;
             }
         }
-        let id = format!("lt{}", crate::dispatcher::random_suffix(16));
+        let id = format!("lt{}", crate::context::random_suffix(16));
         local.insert(
             id.clone(),
             LocalToken {
@@ -320,7 +320,7 @@ fn host_of(authority: &str) -> Option<String> {
 /// After access control refused `req` on `target`: the grant of a Dynamic Authorization Server,
 /// or the refusal as it was.
 pub async fn consult(
-    cse: &Arc<Cse>,
+    cse: &Context,
     req: &Request,
     target: &Target,
     peer: &Peer,
@@ -456,7 +456,7 @@ pub async fn consult(
 /// originator and name this CSE in its audience (when it has one), or the request is refused
 /// (step 7.1.4); a permission whose resources include the subject then decides like an ACP.
 fn by_tokens(
-    cse: &Cse,
+    cse: &Context,
     das: &Consultations,
     req: &Request,
     peer: &Peer,
@@ -512,7 +512,7 @@ fn by_tokens(
 /// The grant of verified tokens' permissions on `subject`: privileges of a permission naming
 /// it, else the roles they assign (TS-0003 clause 7.3.2.5, token permissions evaluation).
 fn grant_by_claims(
-    cse: &Cse,
+    cse: &Context,
     peer: &Peer,
     req: &Request,
     subject: &Resource,
@@ -577,7 +577,7 @@ fn grant_by_claims(
 /// token in a request and issued by that server itself (its `iss` is the server's identity), or
 /// nothing is granted; a grant assigns each a local token ID the originator may name later.
 fn by_server_tokens(
-    cse: &Cse,
+    cse: &Context,
     das: &Consultations,
     url: &str,
     tokens: &[String],
@@ -619,7 +619,7 @@ fn by_server_tokens(
 
 /// The token of the `<token>` under the CSEBase whose tokenID is `id` (TS-0003 clause 7.4.3
 /// step 2, this CSE as Token Repository).
-fn stored_token(cse: &Cse, id: &m2m_core::TokenId) -> Option<String> {
+fn stored_token(cse: &Context, id: &m2m_core::TokenId) -> Option<String> {
     let tokens = cse
         .store
         .read(|r| r.children(cse.base_ri(), Some(m2m_core::ResourceType::Token)))
@@ -651,7 +651,7 @@ impl Consultations {
 
 /// One token's checks; the reason names the token ID at most, never the token.
 fn check_token(
-    cse: &Cse,
+    cse: &Context,
     das: &Consultations,
     t: &str,
     originator: &m2m_core::EntityId,
@@ -689,7 +689,7 @@ fn check_token(
 
 /// The grant's privileges, kept for its lifetime (bounded); `None` when they do not parse.
 fn granted(
-    cse: &Cse,
+    cse: &Context,
     das: &Consultations,
     key: &(String, String),
     privileges: Value,
@@ -709,7 +709,7 @@ fn granted(
 }
 
 /// privilegesLifetime (m2m:absRelTimestamp): an absolute timestamp, or milliseconds from now.
-fn lifetime_from(cse: &Cse, pl: &str) -> Option<Duration> {
+fn lifetime_from(cse: &Context, pl: &str) -> Option<Duration> {
     if let Ok(ms) = pl.trim().parse::<u64>() {
         return Some(Duration::from_millis(ms));
     }
@@ -718,13 +718,13 @@ fn lifetime_from(cse: &Cse, pl: &str) -> Option<Duration> {
 }
 
 async fn ask_server(
-    cse: &Arc<Cse>,
+    cse: &Context,
     das: &Consultations,
     client: &m2m_client::Client,
     url: &str,
     ask: &DasRequest,
 ) -> Result<DasAnswer, String> {
-    let rqi = format!("das-{}", crate::dispatcher::random_suffix(10));
+    let rqi = format!("das-{}", crate::context::random_suffix(10));
     let mut req = Request::new(
         Operation::Notify,
         url,
@@ -744,7 +744,7 @@ async fn ask_server(
 
 /// The enabled `<dynamicAuthorizationConsultation>`s linked to `subject`: those of its own daci,
 /// or else of its nearest ancestor that has one (TS-0001 table 9.6.1.3.2-1).
-fn linked_consultations(cse: &Cse, subject: &Resource) -> Vec<Resource> {
+fn linked_consultations(cse: &Context, subject: &Resource) -> Vec<Resource> {
     let mut at = Some(subject.clone());
     for _ in 0..MAX_DEPTH {
         let Some(res) = at else { break };

@@ -15,8 +15,9 @@
 //! another root, a bad Finished) is 4106. Relaying CSEs forward these NOTIFYs like any other and learn
 //! nothing they could use: the flights are a TLS handshake.
 
+use crate::association::Peer;
 use crate::config::Config;
-use crate::cse::{Cse, Peer};
+use crate::context::Context;
 use crate::esprim::EsprimTarget;
 use chrono::{DateTime, Duration, Utc};
 use m2m_core::security_info::SecurityInfo;
@@ -201,7 +202,7 @@ fn refused(reason: String) -> M2mError {
 
 /// Answers a sit 6 NOTIFY: Message 2 for a Message 1, Message 4 for a Message 3 (then the key is held).
 pub(crate) fn answer(
-    cse: &Cse,
+    cse: &Context,
     target: &EsprimTarget,
     req: &Request,
     peer: &Peer,
@@ -217,7 +218,7 @@ pub(crate) fn answer(
 }
 
 fn exchange(
-    cse: &Cse,
+    cse: &Context,
     target: &EsprimTarget,
     req: &Request,
     peer: &Peer,
@@ -248,7 +249,7 @@ fn exchange(
 /// Binds the exported key to the identity the originator's certificate names and holds it as a
 /// pairwiseESPrimKey.
 fn hold_key(
-    cse: &Cse,
+    cse: &Context,
     target: &EsprimTarget,
     ke: &EscertkeTarget,
     originator: &str,

@@ -22,7 +22,7 @@
 
 use crate::association::{Association, Peer, SaeMode};
 use crate::config::{Config, EsprimKeyRow};
-use crate::cse::Cse;
+use crate::context::Context;
 use crate::maf_keys::{KeyUsage, MafKeys};
 use crate::resolve::{self, Locality};
 use chrono::{DateTime, Utc};
@@ -220,7 +220,7 @@ fn key_of(
 
 /// A NOTIFY to the CSEBase: answers it if its content is `m2m:securityInfo`.
 pub async fn handle_notify(
-    cse: &Arc<Cse>,
+    cse: &Context,
     req: &Request,
     peer: &Peer,
 ) -> Option<M2mResult<Response>> {
@@ -230,7 +230,7 @@ pub async fn handle_notify(
 }
 
 async fn answer(
-    cse: &Arc<Cse>,
+    cse: &Context,
     req: &Request,
     peer: &Peer,
     pc: &serde_json::Value,
@@ -270,7 +270,7 @@ async fn answer(
 
 /// Steps J to L of TS-0004 clause 7.6.2: unprotect, process the inner request, protect its response.
 async fn protected_exchange(
-    cse: &Arc<Cse>,
+    cse: &Context,
     target: &EsprimTarget,
     outer_peer: &Peer,
     jwe: &str,
@@ -297,7 +297,7 @@ async fn protected_exchange(
 }
 
 /// The inner request through the normal pipeline; its errors become (protected) error responses.
-async fn process_inner(cse: &Arc<Cse>, inner: &InnerRequest, outer_peer: &Peer) -> Response {
+async fn process_inner(cse: &Context, inner: &InnerRequest, outer_peer: &Peer) -> Response {
     let rqi = inner
         .primitive
         .get("rqi")
@@ -315,7 +315,7 @@ async fn process_inner(cse: &Arc<Cse>, inner: &InnerRequest, outer_peer: &Peer) 
 }
 
 /// The Target is this CSE: an inner request for another CSE would leave the protection here.
-fn local_only(cse: &Cse, req: Request) -> M2mResult<Request> {
+fn local_only(cse: &Context, req: Request) -> M2mResult<Request> {
     let addr = Address::parse(&req.to)?;
     match resolve::locality(cse, &addr) {
         Locality::Local => Ok(req),
@@ -328,7 +328,7 @@ fn local_only(cse: &Cse, req: Request) -> M2mResult<Request> {
 /// The peer of an inner request: the pairwiseESPrimKey is its association, bound to the key's
 /// entity (already checked to equal the inner From), so the impersonation check accepts exactly that
 /// originator and counts it as authenticated.
-fn authenticated_by_key(cse: &Cse, inner: &InnerRequest, outer: &Peer) -> M2mResult<Peer> {
+fn authenticated_by_key(cse: &Context, inner: &InnerRequest, outer: &Peer) -> M2mResult<Peer> {
     let entity = m2m_core::EntityId::parse(&inner.from, &cse.id.home)?;
     let credential = CredentialId::new(
         CredentialId::TYPE_PAIRWISE_ESPRIM_KEY_ID,

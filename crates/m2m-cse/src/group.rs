@@ -35,7 +35,7 @@ fn consistency(attrs: &Map<String, Value>) -> Consistency {
 /// The request is made as the group's creator makes its own, with what its association proved
 /// (never as the CSE itself, which would upgrade a claim).
 async fn member_type(cse: &Arc<Cse>, peer: &Peer, originator: &str, member: &str) -> Option<u64> {
-    let rqi = format!("grp-{}", crate::dispatcher::random_suffix(10));
+    let rqi = format!("grp-{}", crate::context::random_suffix(10));
     let mut req = Request::new(
         Operation::Retrieve,
         member,

@@ -10,7 +10,7 @@
 
 use crate::association::{Association, Peer, Proof, SaeMode};
 use crate::config::GroupAuthenticationSection;
-use crate::cse::Cse;
+use crate::context::Context;
 use chrono::{DateTime, Utc};
 use m2m_core::group_authentication::{
     self as wire, KeyMaterial, KeyRequest, Round, RoundAnswer, RoundMember,
@@ -205,7 +205,7 @@ impl GroupKeys {
 /// C: a NOTIFY carrying a round. Only a configured agent, authenticated by its association and
 /// speaking for itself, gets one.
 async fn answer_round(
-    cse: &Arc<Cse>,
+    cse: &Context,
     req: &Request,
     peer: &Peer,
     round: Round,
@@ -299,7 +299,7 @@ impl Agent {
     }
 
     /// The configured members with a live inner association, as configured.
-    fn live_members(&self, cse: &Cse) -> Vec<String> {
+    fn live_members(&self, cse: &Context) -> Vec<String> {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         cse.cfg
             .group_agent
@@ -312,7 +312,7 @@ impl Agent {
 }
 
 /// The configured member that `entity` is, if any (as configured).
-fn configured_member(cse: &Cse, entity: &EntityId) -> Option<String> {
+fn configured_member(cse: &Context, entity: &EntityId) -> Option<String> {
     cse.cfg
         .group_agent
         .members
@@ -322,13 +322,13 @@ fn configured_member(cse: &Cse, entity: &EntityId) -> Option<String> {
 }
 
 /// Whether the round member `id` names `member` (both as IDs).
-fn names(cse: &Cse, id: &str, member: &str) -> bool {
+fn names(cse: &Context, id: &str, member: &str) -> bool {
     let parse = |s: &str| EntityId::parse(s, &cse.id.home).ok();
     parse(id).is_some() && parse(id) == parse(member)
 }
 
 /// B: a member's request for key material, over its inner association.
-async fn answer_key_request(cse: &Arc<Cse>, req: &Request, peer: &Peer) -> M2mResult<Response> {
+async fn answer_key_request(cse: &Context, req: &Request, peer: &Peer) -> M2mResult<Response> {
     if cse.cfg.group_agent.members.is_empty() {
         return Err(refused("this CSE is no group agent"));
     }
@@ -388,7 +388,7 @@ async fn answer_key_request(cse: &Arc<Cse>, req: &Request, peer: &Peer) -> M2mRe
 }
 
 /// B → C over the outer association: a round naming exactly the members connected now.
-async fn ask_for_round(cse: &Arc<Cse>) -> M2mResult<RoundAnswer> {
+async fn ask_for_round(cse: &Context) -> M2mResult<RoundAnswer> {
     let reg = cse
         .cfg
         .registrar
@@ -399,7 +399,7 @@ async fn ask_for_round(cse: &Arc<Cse>) -> M2mResult<RoundAnswer> {
         Operation::Notify,
         reg.resource_name.clone(),
         Some(cse.id.cse_id.sp_relative()),
-        format!("gauth-{}", crate::dispatcher::random_suffix(10)),
+        format!("gauth-{}", crate::context::random_suffix(10)),
     );
     notify.pc = Some(wire::wrap(wire::ROUND, &Round { mid: mid.clone() }));
     tracing::info!(target: "audit", registrar = %reg.cse_id, members = ?mid, "group authentication round requested");
@@ -421,7 +421,7 @@ async fn ask_for_round(cse: &Arc<Cse>) -> M2mResult<RoundAnswer> {
 
 /// A NOTIFY to the CSEBase: answers it if it carries one of the handshake's contents.
 pub async fn handle_notify(
-    cse: &Arc<Cse>,
+    cse: &Context,
     req: &Request,
     peer: &Peer,
 ) -> Option<M2mResult<Response>> {

@@ -25,8 +25,9 @@
 //! CSE-ID, so the member grants that CSE-ID retrieve on the AE and create on its container.
 
 use crate::access::{refused, Facts};
+use crate::association::Peer;
 use crate::config::{E2eMemberRow, GroupCredentialsSection};
-use crate::cse::{Cse, Peer};
+use crate::context::Context;
 use crate::store::string_list;
 use chrono::{DateTime, Utc};
 use m2m_core::{Address, Scope};
@@ -41,7 +42,7 @@ use m2m_security::e2e::jose::{EcKeyPair, EcPublicKey, SigningKey, SymmetricKey};
 use m2m_security::secure_environment::{check_private_file, SecureEnvironment};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// The request content's root.
 pub(crate) const REQUEST: &str = "m2m:gcReq";
@@ -160,7 +161,7 @@ impl GroupCredentials {
         *last
     }
 
-    fn find(&self, cse: &Cse, aei: &str) -> Option<&E2eMember> {
+    fn find(&self, cse: &Context, aei: &str) -> Option<&E2eMember> {
         let aei = m2m_core::EntityId::parse(aei, &cse.id.home).ok()?;
         self.members
             .iter()
@@ -171,7 +172,7 @@ impl GroupCredentials {
     /// `info`; 4004 when no E2E key is configured for it.
     pub(crate) fn seal_for(
         &self,
-        cse: &Cse,
+        cse: &Context,
         id: &str,
         group_key: &SymmetricKey,
         info: &CredentialInfo,
@@ -239,7 +240,7 @@ fn own_key(
 
 /// A NOTIFY to the CSEBase: answers it if it carries a group credential request.
 pub async fn handle_notify(
-    cse: &Arc<Cse>,
+    cse: &Context,
     req: &Request,
     peer: &Peer,
 ) -> Option<M2mResult<Response>> {
@@ -252,7 +253,7 @@ pub async fn handle_notify(
 }
 
 async fn distribute(
-    cse: &Arc<Cse>,
+    cse: &Context,
     req: &Request,
     peer: &Peer,
     ask: GroupCredentialRequest,
@@ -272,7 +273,7 @@ async fn distribute(
     let kid = ask
         .kid
         .clone()
-        .unwrap_or_else(|| format!("grp-{}", crate::dispatcher::random_suffix(12)));
+        .unwrap_or_else(|| format!("grp-{}", crate::context::random_suffix(12)));
     let group_key = SymmetricKey::generate(kid.clone(), GROUP_KEY_LEN);
     let now = cse.now();
     let info = CredentialInfo {
@@ -301,7 +302,7 @@ async fn distribute(
 
 /// The group's address in SP-relative form (`/id-mn/cse-mn/gw/grpA`; an absolute address of
 /// another SP stays absolute), so that one group has one `gid` however the admin names it.
-fn group_id(cse: &Cse, grp: &str) -> M2mResult<String> {
+fn group_id(cse: &Context, grp: &str) -> M2mResult<String> {
     let addr = Address::parse(grp)?;
     let cse_id = match &addr.scope {
         Scope::CseRelative => &cse.id.cse_id,
@@ -313,7 +314,7 @@ fn group_id(cse: &Cse, grp: &str) -> M2mResult<String> {
 }
 
 /// The memberIDs of the `<group>` at `grp`, retrieved as the admin.
-async fn group_members(cse: &Arc<Cse>, grp: &str) -> M2mResult<Vec<String>> {
+async fn group_members(cse: &Context, grp: &str) -> M2mResult<Vec<String>> {
     let admin = cse.id.admin.shortest_from(&cse.id.home);
     let resp = send(cse, Operation::Retrieve, grp, admin, None).await;
     if !resp.rsc.is_success() {
@@ -335,7 +336,7 @@ async fn group_members(cse: &Arc<Cse>, grp: &str) -> M2mResult<Vec<String>> {
 
 /// Seals the key for the AE at `mid` and creates it in that AE's credential container.
 async fn deliver(
-    cse: &Arc<Cse>,
+    cse: &Context,
     table: &GroupCredentials,
     group_key: &SymmetricKey,
     info: &CredentialInfo,
@@ -384,7 +385,7 @@ async fn deliver(
 
 /// The AE-ID of the AE at `mid`, SP-relative (an AE-ID answered relative to its hosting CSE is
 /// qualified with that CSE's ID, taken from the SP-relative address).
-async fn member_ae_id(cse: &Arc<Cse>, mid: &str) -> M2mResult<String> {
+async fn member_ae_id(cse: &Context, mid: &str) -> M2mResult<String> {
     let resp = send(cse, Operation::Retrieve, mid, server_id(cse), None).await;
     if !resp.rsc.is_success() {
         return Err(M2mError::new(
@@ -410,18 +411,12 @@ async fn member_ae_id(cse: &Arc<Cse>, mid: &str) -> M2mResult<String> {
 }
 
 /// This CSE's SP-relative CSE-ID: the originator of what the server does itself.
-fn server_id(cse: &Cse) -> String {
+fn server_id(cse: &Context) -> String {
     cse.id.cse_id.sp_relative()
 }
 
-async fn send(
-    cse: &Arc<Cse>,
-    op: Operation,
-    to: &str,
-    from: String,
-    pc: Option<Value>,
-) -> Response {
-    let rqi = format!("gcred-{}", crate::dispatcher::random_suffix(10));
+async fn send(cse: &Context, op: Operation, to: &str, from: String, pc: Option<Value>) -> Response {
+    let rqi = format!("gcred-{}", crate::context::random_suffix(10));
     let mut r = Request::new(op, to, Some(from), rqi);
     if op == Operation::Create {
         r.ty = Some(ResourceType::ContentInstance);
@@ -469,7 +464,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();
         cfg.storage.path = dir.path().join("db");
-        let cse = Cse::open(cfg, &Default::default()).unwrap();
+        let cse = crate::cse::Cse::open(cfg, &Default::default()).unwrap();
         let me = cse.id.cse_id.sp_relative();
         let sp = cse.id.sp_id.to_string();
         for form in [

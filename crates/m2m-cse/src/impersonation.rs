@@ -7,7 +7,7 @@
 //! it needs one (4107); which entity the association is bound to goes to the audit log.
 
 use crate::association::{Peer, PlainTrust, Proof};
-use crate::cse::Cse;
+use crate::context::Context;
 use m2m_core::{
     EntityId, M2mError, M2mResult, Operation, Originator, Request, ResourceType,
     ResponseStatusCode as Rsc,
@@ -23,7 +23,7 @@ fn not_authenticated(why: impl std::fmt::Display) -> M2mError {
 }
 
 /// Parses the From and decides how far the peer proves it.
-pub fn check(cse: &Cse, req: &Request, peer: &Peer) -> M2mResult<(Originator, Proof)> {
+pub fn check(cse: &Context, req: &Request, peer: &Peer) -> M2mResult<(Originator, Proof)> {
     let originator = Originator::parse(req.from.as_deref(), &cse.id.home)?;
     let ae_registration = req.op == Operation::Create && req.ty == Some(ResourceType::Ae);
     if let Originator::Unassigned(_) = originator {
@@ -70,7 +70,7 @@ fn from_bound_ae(
 /// A credential bound to no entity yet: the AE registers with it (the registration rules decide),
 /// and afterwards only the AE registered with that credential may use it.
 fn from_unbound_credential(
-    cse: &Cse,
+    cse: &Context,
     originator: &Originator,
     credential: &str,
     registration: bool,
@@ -95,7 +95,7 @@ fn from_unbound_credential(
 }
 
 /// Whether `entity` is a local AE-ID not registered here (an AE CREATE may claim it).
-fn is_unregistered_local(cse: &Cse, entity: &EntityId) -> bool {
+fn is_unregistered_local(cse: &Context, entity: &EntityId) -> bool {
     entity
         .local_stem(&cse.id.home)
         .is_some_and(|stem| matches!(cse.store.get(stem.as_str()), Ok(None)))
@@ -104,7 +104,7 @@ fn is_unregistered_local(cse: &Cse, entity: &EntityId) -> bool {
 /// No security association: the listener's trust decides. On an anonymous listener a From is a
 /// claim: an AE registered here, or the AE-ID an AE registration asks for; never a CSE (4107).
 fn without_association(
-    cse: &Cse,
+    cse: &Context,
     originator: &Originator,
     trust: PlainTrust,
     registration: bool,
@@ -143,7 +143,7 @@ fn without_association(
 
 /// A CSE peer speaks for itself (authenticated) and relays for the entities behind it (TS-0004
 /// clause 7.3.2.1): never for this CSE, its AEs, another CSE registered here, or the AEs of one.
-fn from_cse_peer(cse: &Cse, originator: &Originator, peer: &EntityId) -> M2mResult<Proof> {
+fn from_cse_peer(cse: &Context, originator: &Originator, peer: &EntityId) -> M2mResult<Proof> {
     let entity = match originator {
         Originator::Entity(e) => e,
         Originator::Unassigned(_) => {
@@ -177,7 +177,7 @@ fn from_cse_peer(cse: &Cse, originator: &Originator, peer: &EntityId) -> M2mResu
 }
 
 /// Whether `cse_entity` is a CSE registered here (a <remoteCSE> of this CSE).
-fn is_registree_cse(cse: &Cse, cse_entity: &EntityId) -> bool {
+fn is_registree_cse(cse: &Context, cse_entity: &EntityId) -> bool {
     let Some(id) = cse_entity.cse_id() else {
         return false;
     };

@@ -4,10 +4,16 @@
 //! A request travels: binding (`http_server`, `coap_server`, `mqtt_binding`) → [`Cse::handle`] → target resolution (`resolve`) →
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
 //!
+//! Layers, bottom to top (docs/ARCHITECTURE.md; `tests/layers.rs` fails on an import upward):
+//! foundation (`config`, `store`), security gate (`context` and the TS-0003 modules), resource
+//! types and notification (`cse`, `dispatcher`, `resources`, `notification`, ...), binding entry
+//! (`http_server`, `coap_server`, `mqtt_binding`, `websocket_server`, `upper_tester`).
+//!
 //! # Clause index
 //!
 //! | clause | module |
 //! |---|---|
+//! | TS-0004 7.3: the Receiver's generic procedure | `cse` (over `context::Context`) |
 //! | TS-0001 7.2, TS-0004 7.3.2: target resolution | `resolve` |
 //! | TS-0001 9.6.1.3: expirationTime | `expiry` |
 //! | TS-0001 10.2.2.4: CSE registration | `registration` |
@@ -43,6 +49,7 @@ mod access;
 pub mod association;
 pub(crate) mod coap_server;
 pub mod config;
+pub mod context;
 mod credential_rotation;
 pub mod cse;
 mod discovery;
@@ -305,7 +312,7 @@ pub(crate) fn secure_environments(
 /// while a CSE has the storage directory open. What it did, for the operator.
 pub fn encrypt_store(cfg: &Config) -> anyhow::Result<Option<&'static str>> {
     let environments: SharedEnvironments = secure_environments(cfg)?.into();
-    let at_rest = cse::store_keys(&cfg.storage, &environments)?;
+    let at_rest = context::store_keys(&cfg.storage, &environments)?;
     if at_rest.key.is_none() {
         anyhow::bail!("[storage] encryption_secret is not set: there is no key to encrypt under");
     }

@@ -141,7 +141,7 @@ impl MafKeys {
             Some(km_id) => CredentialId::new(CredentialId::TYPE_KM_ID, km_id).map_err(|e| {
                 format!("the MAF named a source KmID that is no Credential-ID value: {e}")
             })?,
-            None => crate::cse::identity_credential(&entity, &self.naming)?,
+            None => crate::context::identity_credential(&entity, &self.naming)?,
         };
         Ok((
             PskKey {

@@ -185,7 +185,7 @@ pub fn on_event(
         }
         let rep = match sub.u64_attr("nct").unwrap_or(1) {
             2 => match modified {
-                Some(m) => json!({ crate::resources::root_name(res): m }),
+                Some(m) => json!({ res.root_name(): m }),
                 None => representation(res),
             },
             3 => json!({ "m2m:uri": cse.sp_relative(res.ri()) }),
@@ -816,7 +816,7 @@ pub async fn blocking_update(
             continue;
         };
         let mut sgn = json!({
-            "nev": { "rep": { crate::resources::root_name(res): content }, "net": crate::resources::subscription::BLOCKING_UPDATE },
+            "nev": { "rep": { res.root_name(): content }, "net": crate::resources::subscription::BLOCKING_UPDATE },
             "sur": cse.sp_relative(sub.ri()),
         });
         if let Some(cr) = sub.str_attr("cr") {
@@ -1115,7 +1115,7 @@ pub async fn send_now(cse: &Arc<Cse>, nu: &str, body: Value) -> Response {
 }
 
 async fn send_request(cse: &Arc<Cse>, nu: &str, body: Value, ec: Option<String>) -> Response {
-    let rqi = format!("ntf-{}", crate::dispatcher::random_suffix(10));
+    let rqi = format!("ntf-{}", crate::context::random_suffix(10));
     let mut req = Request::new(
         Operation::Notify,
         nu,

@@ -30,7 +30,7 @@ pub async fn register_with_registrar(cse: Arc<Cse>) {
 }
 
 fn rqi() -> String {
-    format!("reg-{}", crate::dispatcher::random_suffix(10))
+    format!("reg-{}", crate::context::random_suffix(10))
 }
 
 async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {

@@ -1,7 +1,7 @@
 //! Target resolution (TS-0001 clause 7.2, TS-0004 clause 7.3.2): which CSE a `To` names, and which
 //! resource (or virtual resource: `la`, `ol`, `fopt`, `pcu`) it is on this CSE.
 
-use crate::cse::Cse;
+use crate::context::Context;
 use crate::store::Resource;
 use m2m_core::{Address, CseId, M2mError, M2mResult, ResourceType, Scope};
 
@@ -13,7 +13,7 @@ pub enum Locality {
     Remote(Option<CseId>),
 }
 
-pub fn locality(cse: &Cse, addr: &Address) -> Locality {
+pub fn locality(cse: &Context, addr: &Address) -> Locality {
     match &addr.scope {
         Scope::CseRelative => Locality::Local,
         Scope::SpRelative(c) if *c == cse.id.cse_id => Locality::Local,
@@ -65,7 +65,7 @@ fn not_found(path: &str) -> M2mError {
 }
 
 /// Resolves a local address to a target.
-pub fn resolve(cse: &Cse, addr: &Address) -> M2mResult<Target> {
+pub fn resolve(cse: &Context, addr: &Address) -> M2mResult<Target> {
     let segs: Vec<&str> = addr.segments().collect();
     // Structured addresses start with the CSEBase name (or "-"); anything else starts with a resourceID.
     let (base_srn, rest): (String, &[&str]) = match segs.split_first() {
@@ -92,7 +92,7 @@ pub fn resolve(cse: &Cse, addr: &Address) -> M2mResult<Target> {
 
 /// A resource of this CSE by any form of its ID (resourceID or structured, any scope); `None`
 /// for another CSE's, a virtual resource, or nothing.
-pub fn local_resource(cse: &Cse, id: &str) -> Option<Resource> {
+pub fn local_resource(cse: &Context, id: &str) -> Option<Resource> {
     let addr = Address::parse(id).ok()?;
     if locality(cse, &addr) != Locality::Local {
         return None;
@@ -104,7 +104,7 @@ pub fn local_resource(cse: &Cse, id: &str) -> Option<Resource> {
 }
 
 /// Finds a virtual resource in a structured name that names no stored resource.
-fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
+fn resolve_virtual(cse: &Context, srn: &str) -> Option<M2mResult<Target>> {
     let segs: Vec<&str> = srn.split('/').collect();
     // `fopt` may be followed by a path applied to every member.
     if let Some(i) = segs.iter().position(|s| *s == "fopt") {
@@ -154,12 +154,12 @@ fn resolve_virtual(cse: &Cse, srn: &str) -> Option<M2mResult<Target>> {
 
 /// Whether `id`, in any of its forms, is the address of `res` on this CSE: its resourceID or
 /// its structured name (looked at as an address, so that `res` may be deleted already).
-pub fn names(cse: &Cse, id: &str, res: &Resource) -> bool {
+pub fn names(cse: &Context, id: &str, res: &Resource) -> bool {
     names_at(cse, id, res.ri(), &res.srn)
 }
 
 /// [`names`] for the resource of resourceID `ri` and structured name `srn` (one that is gone).
-pub fn names_at(cse: &Cse, id: &str, ri: &str, srn: &str) -> bool {
+pub fn names_at(cse: &Context, id: &str, ri: &str, srn: &str) -> bool {
     let Ok(addr) = Address::parse(id) else {
         return false;
     };
@@ -182,4 +182,11 @@ pub fn names_at(cse: &Cse, id: &str, ri: &str, srn: &str) -> bool {
         }
         [] => false,
     }
+}
+
+/// The parent of `res` as stored now (an UPDATE's checks judge against it); gone: 4004.
+pub(crate) fn parent_of(cse: &Context, res: &Resource) -> M2mResult<Resource> {
+    cse.store
+        .get(res.pi())?
+        .ok_or_else(|| m2m_core::M2mError::not_found("the parent resource is gone"))
 }

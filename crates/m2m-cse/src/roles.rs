@@ -6,11 +6,11 @@
 //! that name them (TS-0003 clause 7.1.3). An originator only claimed holds no role.
 
 use crate::association::Peer;
-use crate::cse::Cse;
+use crate::context::Context;
 use m2m_core::{EntityId, Request, ResourceType};
 
 /// The Role-IDs of `req` its originator holds, as text; every one refused is in the audit log.
-pub fn held(cse: &Cse, req: &Request, peer: &Peer) -> Vec<String> {
+pub fn held(cse: &Context, req: &Request, peer: &Peer) -> Vec<String> {
     if req.rids.is_empty() {
         return Vec::new();
     }
@@ -50,12 +50,12 @@ pub fn held(cse: &Cse, req: &Request, peer: &Peer) -> Vec<String> {
 }
 
 /// Whether `who` is one of `[security] role_issuers` (the administrator needs no such right).
-pub fn is_issuer(cse: &Cse, who: &EntityId) -> bool {
+pub fn is_issuer(cse: &Context, who: &EntityId) -> bool {
     namespace_of(cse, who).is_some()
 }
 
 /// The namespace (issuerID) of the roles `who` assigns, when it is a configured role issuer.
-fn namespace_of<'c>(cse: &'c Cse, who: &EntityId) -> Option<&'c str> {
+fn namespace_of<'c>(cse: &'c Context, who: &EntityId) -> Option<&'c str> {
     cse.cfg
         .security
         .role_issuers
@@ -66,14 +66,14 @@ fn namespace_of<'c>(cse: &'c Cse, who: &EntityId) -> Option<&'c str> {
 
 /// Whether `issuer` may assign `role`: the administrator any, a role issuer those of its
 /// namespace.
-fn may_assign(cse: &Cse, issuer: &EntityId, role: &str) -> bool {
+fn may_assign(cse: &Context, issuer: &EntityId, role: &str) -> bool {
     *issuer == cse.id.admin
         || namespace_of(cse, issuer)
             .is_some_and(|d| role.rsplit_once('@').map(|(_, i)| i) == Some(d))
 }
 
 /// A `<role>` its issuer may not assign is refused at creation (4000).
-pub fn check_namespace(cse: &Cse, issuer: &EntityId, role: &str) -> m2m_core::M2mResult<()> {
+pub fn check_namespace(cse: &Context, issuer: &EntityId, role: &str) -> m2m_core::M2mResult<()> {
     if may_assign(cse, issuer, role) || *issuer == cse.id.admin {
         return Ok(());
     }

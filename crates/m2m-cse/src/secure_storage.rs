@@ -25,7 +25,7 @@
 //! (`secure-storage.sqlite`, mode 0600), never in the resource store.
 
 use crate::association::Peer;
-use crate::cse::Cse;
+use crate::context::Context;
 use m2m_core::ResponseStatusCode as Rsc;
 use m2m_core::{Address, EntityId, M2mError, M2mResult, Operation, Request, Response};
 use m2m_security::association::Proof;
@@ -112,7 +112,7 @@ impl SecureStorage {
 
 /// The object a request addresses when its target is the secure storage of this CSE:
 /// `Some(None)` for the collection, `Some(Some(name))` for one object.
-pub fn addressed(cse: &Cse, addr: &Address) -> Option<Option<String>> {
+pub fn addressed(cse: &Context, addr: &Address) -> Option<Option<String>> {
     let mut segs = addr.segments();
     let first = segs.next()?;
     if first != cse.id.rn && first != "-" {
@@ -145,7 +145,12 @@ fn requester(peer: &Peer) -> M2mResult<EntityId> {
 }
 
 /// Serves one request to the secure storage.
-pub fn serve(cse: &Cse, req: &Request, object: Option<String>, peer: &Peer) -> M2mResult<Response> {
+pub fn serve(
+    cse: &Context,
+    req: &Request,
+    object: Option<String>,
+    peer: &Peer,
+) -> M2mResult<Response> {
     let Some(storage) = cse.secure_storage.as_ref() else {
         return Err(M2mError::not_implemented(
             "the secure storage service is not configured on this CSE",
@@ -358,7 +363,7 @@ impl SecureStorage {
     }
 
     /// The readers of `rdr`, each an AE-ID or CSE-ID in the form this CSE writes owners in.
-    fn readers(cse: &Cse, sdo: &Map<String, Value>) -> M2mResult<Option<Vec<String>>> {
+    fn readers(cse: &Context, sdo: &Map<String, Value>) -> M2mResult<Option<Vec<String>>> {
         let Some(rdr) = sdo.get("rdr") else {
             return Ok(None);
         };
@@ -387,7 +392,7 @@ impl SecureStorage {
     fn create(
         &self,
         db: &rusqlite::Connection,
-        cse: &Cse,
+        cse: &Context,
         req: &Request,
         who: &EntityId,
         rn: &str,
@@ -466,7 +471,7 @@ impl SecureStorage {
     fn replace(
         &self,
         db: &rusqlite::Connection,
-        cse: &Cse,
+        cse: &Context,
         req: &Request,
         old: Stored,
     ) -> M2mResult<Response> {
@@ -558,7 +563,7 @@ impl SecureStorage {
 }
 
 /// An AE or CSE is gone (deregistered, expired): its objects go, and it reads no other's.
-pub fn owner_gone(cse: &Cse, entity: &EntityId) {
+pub fn owner_gone(cse: &Context, entity: &EntityId) {
     let Some(storage) = cse.secure_storage.as_ref() else {
         return;
     };

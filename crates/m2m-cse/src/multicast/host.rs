@@ -201,7 +201,7 @@ impl Host {
         let table = cse.group_credentials.as_ref()?;
         let address = group_address(self.first, group.ri());
         let target = format!("{}/{}", cse.id.cse_id.sp_relative(), segment(group.ri()));
-        let kid = format!("mcast-{}", crate::dispatcher::random_suffix(12));
+        let kid = format!("mcast-{}", crate::context::random_suffix(12));
         let key = SymmetricKey::generate(kid, GROUP_KEY_LEN);
         let now = cse.now();
         let info = CredentialInfo {
@@ -311,7 +311,7 @@ impl Host {
             ));
         }
         let deadline = self.deadline(cse, req);
-        let rqi = format!("mc-{}", crate::dispatcher::random_suffix(16));
+        let rqi = format!("mc-{}", crate::context::random_suffix(16));
         let inner = self.inner_request(cse, req, rest, peer, group, &rqi, deadline);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let expected: HashMap<String, Vec<String>> = group
@@ -599,7 +599,7 @@ fn iso_duration(d: Duration) -> String {
 }
 
 async fn send(cse: &Arc<Cse>, op: Operation, to: &str, pc: Value) -> Response {
-    let rqi = format!("mcg-{}", crate::dispatcher::random_suffix(10));
+    let rqi = format!("mcg-{}", crate::context::random_suffix(10));
     let mut r = Request::new(op, to, Some(cse.id.cse_id.sp_relative()), rqi);
     if op == Operation::Create {
         r.ty = Some(ResourceType::LocalMulticastGroup);

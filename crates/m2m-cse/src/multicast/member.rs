@@ -395,7 +395,7 @@ impl Member {
             Operation::Notify,
             &joined.response_target,
             Some(me.clone()),
-            format!("mca-{}", crate::dispatcher::random_suffix(10)),
+            format!("mca-{}", crate::context::random_suffix(10)),
         );
         notify.pc = Some(json!({ "m2m:rsp": {
             "rsc": Rsc::Ok.code(),
@@ -409,24 +409,6 @@ impl Member {
             tracing::warn!(rsc = resp.rsc.code(), to = %joined.response_target, "multicast answer not delivered");
         }
     }
-}
-
-/// Whether `peer` may create a `<localMulticastGroup>` here: this CSE's registrar, speaking for
-/// itself over its association. Members of a multicast group are registered with the group
-/// hosting CSE (TS-0001 clause 10.2.7.13.1 note 2), so no other CSE ever has to, and a CSE
-/// registered here (an ASN-CSE below this one) cannot make this one join groups or send answers.
-pub(crate) fn may_create(cse: &Cse, peer: &Peer) -> bool {
-    let Some(who) = &peer.originator else {
-        return false;
-    };
-    if !(who.is_cse() && peer.proof.is_authenticated() && peer.bound_entity() == Some(who)) {
-        return false;
-    }
-    cse.cfg
-        .registrar
-        .as_ref()
-        .and_then(|r| EntityId::parse(&r.cse_id, &cse.id.home).ok())
-        .is_some_and(|registrar| registrar == *who)
 }
 
 fn release(st: &mut State, address: Ipv4Addr) {

@@ -64,7 +64,7 @@ impl super::Behaviour for Action {
     ) -> Pending<'a, M2mResult<()>> {
         Box::pin(async move {
             let merged = super::merged(res, content);
-            let parent = super::parent_of(call.cse, res)?;
+            let parent = crate::resolve::parent_of(call.cse, res)?;
             check_action(call, &parent, &merged, Some(res)).await
         })
     }
@@ -257,7 +257,7 @@ fn primitive(apv: &Value, to: &str, creator: &str) -> M2mResult<Request> {
     obj.insert("fr".into(), json!(creator));
     obj.insert(
         "rqi".into(),
-        json!(format!("actr-{}", crate::dispatcher::random_suffix(10))),
+        json!(format!("actr-{}", crate::context::random_suffix(10))),
     );
     Request::from_json(&p)
 }

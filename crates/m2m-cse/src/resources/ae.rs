@@ -64,7 +64,7 @@ pub fn prepare_create(
         })?,
         (Originator::Unassigned(kind), None) => {
             let letter = kind.unwrap_or(StemKind::Cse).letter();
-            AeStem::parse(&format!("{letter}{}", crate::dispatcher::random_suffix(12)))?
+            AeStem::parse(&format!("{letter}{}", crate::context::random_suffix(12)))?
         }
         (Originator::Entity(e), None) => e.local_stem(home).cloned().ok_or_else(|| {
             M2mError::bad_request(

@@ -227,7 +227,7 @@ async fn internal(
         op,
         to,
         original.from.clone(),
-        format!("crs-{}", crate::dispatcher::random_suffix(10)),
+        format!("crs-{}", crate::context::random_suffix(10)),
     );
     if let Some((ty, pc)) = content {
         if op == Operation::Create {

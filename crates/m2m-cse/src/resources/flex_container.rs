@@ -86,7 +86,10 @@ impl super::Behaviour for FlexContainer {
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
         let checked = requested(call.req).and_then(|spec| {
-            if spec_of(res).is_none_or(|own| own.key != spec.key) {
+            if res
+                .flex_specialization()
+                .is_none_or(|own| own.key != spec.key)
+            {
                 return Err(M2mError::bad_request(format!(
                     "the resource is not a {}",
                     spec.key
@@ -108,7 +111,7 @@ impl super::Behaviour for FlexContainer {
         before: &Map<String, Value>,
         by: Option<&EntityId>,
     ) -> M2mResult<()> {
-        let spec = spec_of(res);
+        let spec = res.flex_specialization();
         if let Some(spec) = &spec {
             let cs = content_size(spec, &res.attrs);
             res.attrs.insert("cs".into(), json!(cs));
@@ -207,7 +210,7 @@ fn record(cse: &Cse, w: &Writer<'_>, fcnt: &mut Resource, by: Option<&EntityId>)
     // child can keep a state from being recorded.
     let mut name = format!("{}_{st}", fcnt.rn());
     if w.get_by_srn(&format!("{}/{name}", fcnt.srn))?.is_some() {
-        name = format!("{name}-{}", crate::dispatcher::random_suffix(6));
+        name = format!("{name}-{}", crate::context::random_suffix(6));
     }
     let mut attrs = Map::new();
     attrs.insert("rn".into(), json!(name));
@@ -219,7 +222,7 @@ fn record(cse: &Cse, w: &Writer<'_>, fcnt: &mut Resource, by: Option<&EntityId>)
     if let Some(et) = fcnt.attrs.get("et") {
         attrs.insert("et".into(), et.clone());
     }
-    let spec = spec_of(fcnt);
+    let spec = fcnt.flex_specialization();
     for (k, v) in &fcnt.attrs {
         let copied = matches!(k.as_str(), "cnd" | "lbl" | "loc" | "at")
             || spec.as_ref().is_some_and(|s| s.is_custom(k));
@@ -274,16 +277,6 @@ fn requested(req: &Request) -> M2mResult<Specialization> {
         .and_then(|o| o.keys().next())
         .and_then(|k| specialization::by_key(k))
         .ok_or_else(|| M2mError::bad_request("content names no known specialization"))
-}
-
-/// The specialization of a flexContainer or its instance: the one kept with it, or the one its
-/// containerDefinition names (stored before the CSE kept it, or kept under a key the
-/// definitions no longer have).
-pub(crate) fn spec_of(res: &Resource) -> Option<Specialization> {
-    res.specialization
-        .as_deref()
-        .and_then(specialization::by_key)
-        .or_else(|| res.str_attr("cnd").and_then(specialization::by_cnd))
 }
 
 /// contentSize: the bytes of the custom attributes' values as serialized.

@@ -23,7 +23,7 @@
 use super::{Behaviour, Call, Pending, Prepared};
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};
-use m2m_core::mgmt_obj::{by_mgd, by_root, MgmtSpec};
+use m2m_core::mgmt_obj::{by_root, MgmtSpec};
 use m2m_core::EntityId;
 use m2m_core::{M2mError, M2mResult, Request};
 use serde_json::{json, Map, Value};
@@ -214,11 +214,6 @@ fn requested(req: &Request) -> Option<&'static MgmtSpec> {
         .and_then(|root| by_root(root))
 }
 
-/// The specialization of a stored `<mgmtObj>`.
-pub fn spec_of(res: &Resource) -> Option<&'static MgmtSpec> {
-    res.u64_attr("mgd").and_then(by_mgd)
-}
-
 impl Behaviour for MgmtObj {
     fn prepare_create<'a>(
         &'a self,
@@ -252,7 +247,9 @@ impl Behaviour for MgmtObj {
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
         super::ready((|| {
-            let spec = spec_of(res).ok_or_else(|| M2mError::internal("a mgmtObj without mgd"))?;
+            let spec = res
+                .mgmt_spec()
+                .ok_or_else(|| M2mError::internal("a mgmtObj without mgd"))?;
             if requested(call.req).map(|s| s.mgd) != Some(spec.mgd) {
                 return Err(M2mError::bad_request(format!(
                     "the content must be '{}', the specialization of the resource",
@@ -277,7 +274,7 @@ impl Behaviour for MgmtObj {
         _before: &Map<String, Value>,
         _by: Option<&EntityId>,
     ) -> M2mResult<()> {
-        let Some(spec) = spec_of(res) else {
+        let Some(spec) = res.mgmt_spec() else {
             return Ok(());
         };
         // Again inside the transaction: two UPDATEs checked against the same earlier state

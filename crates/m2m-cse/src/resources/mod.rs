@@ -226,13 +226,6 @@ pub fn keeping_state() -> &'static [ResourceType] {
     })
 }
 
-/// The parent of `res` as stored now (an UPDATE's checks judge against it); gone: 4004.
-pub(crate) fn parent_of(cse: &Cse, res: &Resource) -> M2mResult<Resource> {
-    cse.store
-        .get(res.pi())?
-        .ok_or_else(|| m2m_core::M2mError::not_found("the parent resource is gone"))
-}
-
 /// The attributes `res` would have after an UPDATE setting `content` (null removes): what the
 /// checks of an UPDATE judge, as those of a CREATE judge its content.
 pub fn merged(res: &Resource, content: &Map<String, Value>) -> Map<String, Value> {
@@ -247,26 +240,6 @@ pub fn merged(res: &Resource, content: &Map<String, Value>) -> Map<String, Value
     merged
 }
 
-/// The JSON root name of a resource's representation: its type's (`m2m:cnt`), or for a
-/// `<flexContainer>` or `<mgmtObj>` its specialization's (`cod:lock`, `m2m:fwr`).
-pub fn root_name(res: &Resource) -> std::borrow::Cow<'static, str> {
-    if res.ty == ResourceType::MgmtObj {
-        if let Some(spec) = mgmt_obj::spec_of(res) {
-            return std::borrow::Cow::Borrowed(spec.root);
-        }
-    }
-    // A flexContainerInstance goes by its flexContainer's specialization too.
-    if matches!(
-        res.ty,
-        ResourceType::FlexContainer | ResourceType::FlexContainerInstance
-    ) {
-        if let Some(spec) = flex_container::spec_of(res) {
-            return std::borrow::Cow::Owned(spec.key);
-        }
-    }
-    std::borrow::Cow::Borrowed(res.ty.root_name())
-}
-
 /// Whether `who` may retrieve `id`, asked as `who` would ask it over `peer` (access control,
 /// routing and all).
 pub(crate) async fn reachable(cse: &Arc<Cse>, peer: &Peer, who: &str, id: &str) -> bool {
@@ -277,7 +250,7 @@ pub(crate) async fn reachable(cse: &Arc<Cse>, peer: &Peer, who: &str, id: &str) 
         Operation::Retrieve,
         id,
         Some(who.to_owned()),
-        format!("chk-{}", crate::dispatcher::random_suffix(10)),
+        format!("chk-{}", crate::context::random_suffix(10)),
     );
     cse.handle(req, peer.clone()).await.rsc.is_success()
 }
@@ -294,7 +267,7 @@ pub(crate) fn free_name(cse: &Cse, parent: &Resource, wanted: &str) -> String {
     if !taken(wanted) {
         return wanted.to_owned();
     }
-    format!("{wanted}-{}", crate::dispatcher::random_suffix(6))
+    format!("{wanted}-{}", crate::context::random_suffix(6))
 }
 
 /// The behaviour of a resource type: the registry.

@@ -83,15 +83,6 @@ fn one_per_parent(cse: &Cse, parent: &Resource) -> M2mResult<()> {
     }
 }
 
-/// The entity a channel serves: the AE-ID of its parent <AE>, the CSE-ID of its <remoteCSE>.
-pub fn owner_of(parent: &Resource) -> Option<&str> {
-    match parent.ty {
-        ResourceType::Ae => parent.str_attr("aei"),
-        ResourceType::RemoteCse => parent.str_attr("csi"),
-        _ => None,
-    }
-}
-
 /// The <pollingChannel> of a registered AE or CSE, if it made one.
 pub fn channel_of(cse: &Cse, registree: &Resource) -> M2mResult<Option<Resource>> {
     let mut found = cse

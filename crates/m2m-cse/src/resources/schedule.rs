@@ -46,7 +46,9 @@ impl Behaviour for Schedule {
         res: &'a Resource,
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
-        super::ready((|| check(super::parent_of(call.cse, res)?.ty, content))())
+        super::ready((|| {
+            check(crate::resolve::parent_of(call.cse, res)?.ty, content)
+        })())
     }
 
     fn created(&self, cse: &Arc<Cse>, res: &Resource) {

@@ -59,7 +59,7 @@ pub async fn prepare_update(
     // What the subscription would be: every check of a creation holds for it.
     let mut merged = super::merged(res, content);
     complete_defaults(&mut merged);
-    let parent = super::parent_of(cse, res)?;
+    let parent = crate::resolve::parent_of(cse, res)?;
     check_criteria(&parent, &merged)?;
     if is_blocking(&merged) {
         let nus = string_list(merged.get("nu"));

@@ -52,6 +52,44 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// The JSON root name of its representation: its type's (`m2m:cnt`), or for a
+    /// `<flexContainer>` (and its instances) or `<mgmtObj>` its specialization's (`cod:lock`,
+    /// `m2m:fwr`).
+    pub fn root_name(&self) -> std::borrow::Cow<'static, str> {
+        if self.ty == ResourceType::MgmtObj {
+            if let Some(spec) = self.mgmt_spec() {
+                return std::borrow::Cow::Borrowed(spec.root);
+            }
+        }
+        if matches!(
+            self.ty,
+            ResourceType::FlexContainer | ResourceType::FlexContainerInstance
+        ) {
+            if let Some(spec) = self.flex_specialization() {
+                return std::borrow::Cow::Owned(spec.key);
+            }
+        }
+        std::borrow::Cow::Borrowed(self.ty.root_name())
+    }
+
+    /// The specialization of a stored `<mgmtObj>` (its mgmtDefinition).
+    pub fn mgmt_spec(&self) -> Option<&'static m2m_core::mgmt_obj::MgmtSpec> {
+        self.u64_attr("mgd").and_then(m2m_core::mgmt_obj::by_mgd)
+    }
+
+    /// The specialization of a flexContainer or its instance: the one kept with it, or the one
+    /// its containerDefinition names (stored before the CSE kept it, or kept under a key the
+    /// definitions no longer have).
+    pub fn flex_specialization(&self) -> Option<m2m_core::specialization::Specialization> {
+        self.specialization
+            .as_deref()
+            .and_then(m2m_core::specialization::by_key)
+            .or_else(|| {
+                self.str_attr("cnd")
+                    .and_then(m2m_core::specialization::by_cnd)
+            })
+    }
+
     pub fn ri(&self) -> &str {
         self.str_attr("ri").unwrap_or("")
     }
