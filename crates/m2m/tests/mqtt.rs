@@ -896,3 +896,129 @@ fn m2m_ae_registers_subscribes_and_hears_its_notification_over_mqtt() {
     );
     assert_eq!(answer["pc"]["m2m:ae"]["aei"], json!(aei));
 }
+
+/// Semantic query and semantic discovery over MQTT (the neighbours of the HTTP and CoAP tests):
+/// `sqi` and `fc.smf` arrive in the request primitive, and the lock, proven by its credential,
+/// is answered from the descriptors it may read only. It shuts itself out of its vault (an ACP
+/// granting only the admin); the vault's descriptor is then in no answer.
+#[test]
+fn semantic_queries_over_mqtt_read_only_the_descriptors_one_may_read() {
+    if !peers() {
+        return;
+    }
+    let s = start();
+    let (req, resp) = (
+        "/oneM2M/req/Slock/id-in/json",
+        "/oneM2M/resp/Slock/id-in/json",
+    );
+    let ask = |n: usize, v: Value| -> Value {
+        let mut v = v;
+        v["rqi"] = json!(format!("s{n}"));
+        mosquitto_rr(&s, LOCK, req, resp, &v).unwrap_or_else(|| panic!("no answer to {v}"))
+    };
+    let b64 = |t: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(t)
+    };
+    let prefixes = "PREFIX m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> PREFIX ex: <http://example.com/> ";
+    let turtle = |name: &str, battery: u8| {
+        format!("@prefix m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> .\n@prefix ex: <http://example.com/> .\nex:{name} a m2m:Device ; ex:battery {battery} .")
+    };
+    let mut n = 0;
+    let mut step = |v: Value, rsc: u64| -> Value {
+        n += 1;
+        let r = ask(n, v);
+        assert_eq!(r["rsc"], rsc, "step {n}: {r}");
+        r
+    };
+    step(
+        rqp(
+            1,
+            "cse-in",
+            Some("Slock"),
+            "",
+            Some(2),
+            Some(ae_body("Nlock")),
+        ),
+        2001,
+    );
+    for (cnt, name, battery) in [("front", "frontDoor", 12), ("vault", "safe", 5)] {
+        step(
+            rqp(
+                1,
+                "cse-in/Slock",
+                Some("Slock"),
+                "",
+                Some(3),
+                Some(json!({"m2m:cnt": {"rn": cnt}})),
+            ),
+            2001,
+        );
+        step(
+            rqp(
+                1,
+                &format!("cse-in/Slock/{cnt}"),
+                Some("Slock"),
+                "",
+                Some(24),
+                Some(
+                    json!({"m2m:smd": {"rn": "d", "dcrp": 5, "dsp": b64(&turtle(name, battery))}}),
+                ),
+            ),
+            2001,
+        );
+    }
+    let acp = step(
+        rqp(
+            1,
+            "cse-in/Slock",
+            Some("Slock"),
+            "",
+            Some(1),
+            Some(json!({"m2m:acp": {
+                "rn": "adminOnly",
+                "pv": {"acr": [{"acor": ["CAdmin"], "acop": 63}]},
+                "pvs": {"acr": [{"acor": ["Slock"], "acop": 63}]},
+            }})),
+        ),
+        2001,
+    );
+    let acp_ri = acp["pc"]["m2m:acp"]["ri"]
+        .as_str()
+        .expect("acp ri")
+        .to_owned();
+    for (path, root) in [
+        ("cse-in/Slock/vault/d", "m2m:smd"),
+        ("cse-in/Slock/vault", "m2m:cnt"),
+    ] {
+        step(
+            rqp(
+                3,
+                path,
+                Some("Slock"),
+                "",
+                None,
+                Some(json!({ root: {"acpi": [acp_ri]} })),
+            ),
+            2004,
+        );
+    }
+    let devices = format!("{prefixes}SELECT ?d WHERE {{ ?d a m2m:Device }}");
+    for to in ["cse-in", "cse-in/Slock", "/id-in/cse-in"] {
+        let mut q = rqp(2, to, Some("Slock"), "", None, None);
+        q["sqi"] = json!(true);
+        q["fc"] = json!({"smf": [devices]});
+        let r = step(q, 2000);
+        let text = r["pc"]["m2m:qres"].as_str().expect("qres is text");
+        assert!(text.contains("frontDoor"), "{to}: {text}");
+        assert!(
+            !text.contains("safe"),
+            "{to}: the vault's descriptor: {text}"
+        );
+    }
+    let low = format!("{prefixes}SELECT ?d WHERE {{ ?d ex:battery ?b FILTER(?b < 20) }}");
+    let mut q = rqp(2, "cse-in", Some("Slock"), "", None, None);
+    q["fc"] = json!({"fu": 1, "smf": [low]});
+    let r = step(q, 2000);
+    assert_eq!(r["pc"]["m2m:uril"], json!(["cse-in/Slock/front"]), "{r}");
+}

@@ -311,3 +311,118 @@ fn semantic_queries_and_discovery_read_the_descriptors_one_may_read() {
     let (rsc, b) = get_with_query(u, "/cse-in/app", &ae, "sqi=false");
     assert_eq!(rsc, 2000, "{b}");
 }
+
+/// The same access over CoAP with DTLS-PSK (the binding of constrained devices): `sqi`, `smf` and
+/// `fu` travel as Uri-Query options through the CoAP decoder, and each lock, proven by its own
+/// PSK, queries and discovers over its own descriptors only; the other lock's descriptor is in
+/// no answer, error or count.
+#[test]
+fn semantic_queries_over_coaps_read_only_the_originators_descriptors() {
+    let cse = CseProcess::start_temp(&format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ndtls_listen = \"127.0.0.1:0\"\n\n{}\n{}",
+        psk_row_toml(&LOCK1),
+        psk_row_toml(&LOCK2)
+    ));
+    let url = format!("coaps://127.0.0.1:{}", cse.coaps_port());
+    let request = |row: &Row, args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args(["request", "--json", "--url", &url])
+            .args(["--psk-identity", row.kpsa_id, "--psk-key-env", "LOCK_KPSA"])
+            .args(args)
+            .env("LOCK_KPSA", row.key)
+            .output()
+            .expect("run m2m request");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    let create = |row: &Row, from: &str, to: &str, ty: &str, body: serde_json::Value| {
+        let r = request(
+            row,
+            &[
+                "--from",
+                from,
+                "-X",
+                "create",
+                "--to",
+                to,
+                "--ty",
+                ty,
+                "--body",
+                &body.to_string(),
+            ],
+        );
+        assert_eq!(r["rsc"], 2001, "{to}: {r}");
+    };
+    for (row, rn, cnt, text) in [
+        (&LOCK1, "lock1", "front", HOME),
+        (&LOCK2, "lock2", "vault", SECRET),
+    ] {
+        create(
+            row,
+            "C",
+            "cse-in",
+            "2",
+            json!({ "m2m:ae": { "rn": rn, "api": "Nlock", "rr": false, "srv": ["3"] } }),
+        );
+        let parent = format!("cse-in/{rn}");
+        create(
+            row,
+            row.ae,
+            &parent,
+            "3",
+            json!({ "m2m:cnt": { "rn": cnt } }),
+        );
+        create(
+            row,
+            row.ae,
+            &format!("{parent}/{cnt}"),
+            "24",
+            json!({ "m2m:smd": { "rn": "d", "dcrp": 5, "dsp": b64(text) } }),
+        );
+    }
+    let devices = format!("{PREFIXES}SELECT ?d ?b WHERE {{ ?d a m2m:Device ; ex:battery ?b }}");
+    let low = format!("{PREFIXES}SELECT ?d WHERE {{ ?d ex:battery ?b FILTER(?b < 90) }}");
+    for (row, own, other, own_cnt) in [
+        (&LOCK1, "frontDoor", "safe", "cse-in/lock1/front"),
+        (&LOCK2, "safe", "frontDoor", "cse-in/lock2/vault"),
+    ] {
+        for to in ["cse-in", "/id-in/cse-in", "//m2m.example.com/id-in/cse-in"] {
+            let smf = format!("smf={devices}");
+            let r = request(
+                row,
+                &["--from", row.ae, "--to", to, "-q", "sqi=true", "-q", &smf],
+            );
+            assert_eq!(r["rsc"], 2000, "{to}: {r}");
+            let text = r["pc"]["m2m:qres"].as_str().expect("qres is text");
+            assert!(text.contains(own), "{}: {text}", row.ae);
+            assert!(!text.contains(other), "{} read another's: {text}", row.ae);
+        }
+        let smf = format!("smf={low}");
+        let r = request(
+            row,
+            &["--from", row.ae, "--to", "cse-in", "-q", "fu=1", "-q", &smf],
+        );
+        assert_eq!(r["rsc"], 2000, "{r}");
+        assert_eq!(r["pc"]["m2m:uril"], json!([own_cnt]), "{}: {r}", row.ae);
+        // Addressed at the other lock's tree: nothing of it, not even that it matched.
+        let theirs = if row.ae == LOCK1.ae {
+            "cse-in/lock2"
+        } else {
+            "cse-in/lock1"
+        };
+        let smf = format!("smf={devices}");
+        let r = request(
+            row,
+            &[
+                "--from", row.ae, "--to", theirs, "-q", "sqi=true", "-q", &smf,
+            ],
+        );
+        let text = r.to_string();
+        assert!(!text.contains(other), "{}: {text}", row.ae);
+    }
+}

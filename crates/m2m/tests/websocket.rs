@@ -406,3 +406,121 @@ fn m2m_ae_hears_its_notifications_on_its_websocket() {
         "{note}"
     );
 }
+
+/// Semantic query and semantic discovery over WebSocket (the neighbours of the HTTP, CoAP and
+/// MQTT tests): `sqi` and `fc.smf` in the request primitive, each AE proven by its certificate
+/// and answered from its own descriptors only, never the other AE's.
+#[test]
+fn semantic_queries_over_wss_read_only_the_originators_descriptors() {
+    if !python_has("websockets") {
+        return;
+    }
+    let pki = Pki::temp();
+    let mut tls = tls_section(&pki, "id-in");
+    tls.push_str("wss_listen = \"127.0.0.1:0\"\n");
+    let cse = CseProcess::start_temp(&tls);
+    let wss = poll(WAIT, || {
+        cse.stdout().lines().find_map(|l| {
+            l.strip_prefix("m2m-cse listening wss://")
+                .map(str::to_owned)
+        })
+    })
+    .expect("the CSE prints its wss listener");
+    let url = format!("wss://127.0.0.1:{}/", wss.rsplit(':').next().unwrap());
+    let b64 = |t: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(t)
+    };
+    let prefixes = "PREFIX m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> PREFIX ex: <http://example.com/> ";
+    let turtle = |name: &str, battery: u8| {
+        format!("@prefix m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> .\n@prefix ex: <http://example.com/> .\nex:{name} a m2m:Device ; ex:battery {battery} .")
+    };
+    let certificates: std::collections::HashMap<&str, _> = ["Cphone", "Clock"]
+        .into_iter()
+        .map(|who| {
+            (
+                who,
+                pki.issue(&["--kind", "ae", "--id", who, "--cse", "/id-in"], who),
+            )
+        })
+        .collect();
+    let run = |who: &str, steps: Vec<Value>| -> Vec<Value> {
+        let (pem, key) = &certificates[who];
+        let spec = json!({
+            "url": url, "ca": pki.ca_pem(), "cert": pem, "key": key,
+            "server_name": IN_SERVER_NAME, "steps": steps,
+        });
+        let mut client = PyClient::start(pki.dir(), spec);
+        let ready = client.line();
+        client.finish();
+        ready["ready"]["answers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (who, rn, name, battery) in [
+        ("Cphone", "phone", "frontDoor", 12),
+        ("Clock", "lock", "safe", 5),
+    ] {
+        let answers = run(
+            who,
+            vec![
+                rqp(
+                    1,
+                    "cse-in",
+                    who,
+                    "reg",
+                    Some(2),
+                    Some(json!({"m2m:ae": {"rn": rn, "api": "Nx", "rr": false, "srv": ["3"]}})),
+                ),
+                rqp(
+                    1,
+                    &format!("cse-in/{rn}"),
+                    who,
+                    "cnt",
+                    Some(3),
+                    Some(json!({"m2m:cnt": {"rn": "c"}})),
+                ),
+                rqp(
+                    1,
+                    &format!("cse-in/{rn}/c"),
+                    who,
+                    "smd",
+                    Some(24),
+                    Some(
+                        json!({"m2m:smd": {"rn": "d", "dcrp": 5, "dsp": b64(&turtle(name, battery))}}),
+                    ),
+                ),
+            ],
+        );
+        let codes: Vec<&Value> = answers.iter().map(|a| &a["rsc"]).collect();
+        assert_eq!(codes, [2001, 2001, 2001], "{who}: {answers:?}");
+    }
+    let devices = format!("{prefixes}SELECT ?d WHERE {{ ?d a m2m:Device }}");
+    let low = format!("{prefixes}SELECT ?d WHERE {{ ?d ex:battery ?b FILTER(?b < 20) }}");
+    for (who, own, other, own_cnt) in [
+        ("Cphone", "frontDoor", "safe", "cse-in/phone/c"),
+        ("Clock", "safe", "frontDoor", "cse-in/lock/c"),
+    ] {
+        let mut query = rqp(2, "cse-in", who, "q", None, None);
+        query["sqi"] = json!(true);
+        query["fc"] = json!({"smf": [devices]});
+        let mut discovery = rqp(2, "cse-in", who, "fu", None, None);
+        discovery["fc"] = json!({"fu": 1, "smf": [low]});
+        let answers = run(who, vec![query, discovery]);
+        assert_eq!(answers.len(), 2, "{who}: {answers:?}");
+        assert_eq!(answers[0]["rsc"], 2000, "{who}: {answers:?}");
+        let text = answers[0]["pc"]["m2m:qres"].as_str().expect("qres is text");
+        assert!(text.contains(own), "{who}: {text}");
+        assert!(
+            !text.contains(other),
+            "{who} read another's descriptor: {text}"
+        );
+        assert_eq!(answers[1]["rsc"], 2000, "{who}: {answers:?}");
+        assert_eq!(
+            answers[1]["pc"]["m2m:uril"],
+            json!([own_cnt]),
+            "{who}: {answers:?}"
+        );
+    }
+}
