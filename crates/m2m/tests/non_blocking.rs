@@ -390,3 +390,66 @@ fn a_request_that_wants_no_response_is_done_and_answered_with_nothing() {
     let r = create_cin_rt(&cse, &ae, 6, None, "x");
     assert_eq!(r.rsc, 4000);
 }
+
+/// noResponse over the TLS listener, each lock proven by its PSK: a granted CREATE is done and a
+/// refused one is not, and both are answered the same bare 204 (a neighbour of the plain HTTP
+/// test above: the listener with associations takes the same path).
+#[test]
+fn no_response_over_tls_is_done_or_refused_and_answered_with_nothing() {
+    let cse = CseProcess::start_temp(&format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\n\n{}\n{}",
+        psk_row_toml(&LOCK1),
+        psk_row_toml(&LOCK2)
+    ));
+    let lock1 = TlsClient::psk(LOCK1.kpsa_id, LOCK1.key);
+    let lock2 = TlsClient::psk(LOCK2.kpsa_id, LOCK2.key);
+    let send = |client: &TlsClient, from: &str, path: &str, ty: Option<u16>, body: Value| {
+        client
+            .request(cse.https_url(), "POST", path, Some(from), ty, Some(&body))
+            .expect("an answer over TLS")
+    };
+    let ae =
+        |rn: &str| json!({ "m2m:ae": { "rn": rn, "api": "Nlock", "rr": false, "srv": ["3"] } });
+    assert_eq!(send(&lock1, "C", "/cse-in", Some(2), ae("lock1")).rsc, 2001);
+    assert_eq!(send(&lock2, "C", "/cse-in", Some(2), ae("lock2")).rsc, 2001);
+    let r = send(
+        &lock1,
+        LOCK1.ae,
+        "/cse-in/lock1",
+        Some(3),
+        json!({ "m2m:cnt": { "rn": "state" } }),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    for (client, from, con) in [(&lock1, LOCK1.ae, "locked"), (&lock2, LOCK2.ae, "forged")] {
+        let r = send(
+            client,
+            from,
+            "/cse-in/lock1/state?rt=5",
+            Some(4),
+            json!({ "m2m:cin": { "con": con } }),
+        );
+        assert_eq!(
+            (r.status, r.rsc, r.body.clone()),
+            (204, 0, Value::Null),
+            "{from}"
+        );
+        assert!(r.header("x-m2m-ri").is_none(), "{from}: {:?}", r.headers);
+    }
+    let r = lock1
+        .request(
+            cse.https_url(),
+            "GET",
+            "/cse-in/lock1/state?rcn=4",
+            Some(LOCK1.ae),
+            None,
+            None,
+        )
+        .expect("an answer over TLS");
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    let instances = r.body["m2m:cnt"]["m2m:cin"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let cons: Vec<&Value> = instances.iter().map(|c| &c["con"]).collect();
+    assert_eq!(cons, [&json!("locked")], "{:?}", r.body);
+}

@@ -352,3 +352,70 @@ fn retargeting_accepts_only_the_registree_certificate() {
         evil.stderr()
     );
 }
+
+/// Response Type noResponse (5) through a retargeting MN-CSE: the MN forwards the request to the
+/// IN as a blocking one over their TLS association and answers its originator with a bare 204;
+/// the IN carries it out, or refuses it, and nothing of either comes back.
+#[test]
+fn no_response_requests_are_forwarded_blocking_and_answered_with_nothing() {
+    let (in_cse, mn, _pki) = start_in_mn_tls();
+    let ae_mn = register_ae(mn.url(), "/cse-mn", "Cdevice", "dev", &[]);
+    let stranger = register_ae(mn.url(), "/cse-mn", "Cstranger", "stranger", &[]);
+    let ae_in = register_ae(in_cse.url(), "/cse-in", "Ccloud", "cloud", &[]);
+    create_cnt(
+        in_cse.url(),
+        "/cse-in/cloud",
+        &ae_in,
+        json!({ "rn": "cmds" }),
+    );
+    let acp = create_acp(
+        in_cse.url(),
+        "/cse-in/cloud",
+        &ae_in,
+        "fordevice",
+        vec![
+            acr(&[&format!("/id-mn/{ae_mn}")], OP_CREATE),
+            acr(&[&ae_in], OP_ALL),
+        ],
+        vec![acr(&[&ae_in], OP_ALL)],
+    );
+    set_acpi(
+        in_cse.url(),
+        "/cse-in/cloud/cmds",
+        &ae_in,
+        "m2m:cnt",
+        &[&acp],
+    );
+    let quiet = |from: &str, con: &str| {
+        raw(
+            "POST",
+            mn.url(),
+            "/~/id-in/cse-in/cloud/cmds?rt=5",
+            &[
+                ("X-M2M-Origin", from),
+                ("X-M2M-RI", "quiet-1"),
+                ("X-M2M-RVI", "3"),
+                ("Content-Type", "application/json;ty=4"),
+            ],
+            json!({ "m2m:cin": { "con": con, "cr": null } })
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    for (from, con) in [(&ae_mn, "granted"), (&stranger, "refused")] {
+        let r = quiet(from, con);
+        assert_eq!(
+            (r.status, r.rsc, r.body.clone()),
+            (204, 0, serde_json::Value::Null),
+            "{from}"
+        );
+        assert!(r.header("x-m2m-ri").is_none(), "{:?}", r.headers);
+    }
+    // Done before the 204 (forwarded blocking), by the granted device only.
+    let (rsc, b) = get_with_query(in_cse.url(), "/cse-in/cloud/cmds", &ae_in, "fu=1&ty=4");
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:uril"].as_array().map(Vec::len), Some(1), "{b}");
+    let (_, b) = retrieve(in_cse.url(), "/cse-in/cloud/cmds/la", &ae_in);
+    assert_eq!(b["m2m:cin"]["con"], json!("granted"), "{b}");
+    assert_eq!(b["m2m:cin"]["cr"], json!(format!("/id-mn/{ae_mn}")), "{b}");
+}
