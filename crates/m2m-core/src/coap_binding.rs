@@ -424,6 +424,9 @@ pub fn encode_response(
     if let Some(vsi) = &resp.vsi {
         p.add_option(CoapOption::Unknown(option::VSI), vsi.as_bytes().to_vec());
     }
+    if let Some(rset) = &resp.rset {
+        p.add_option(CoapOption::Unknown(option::RSET), rset.as_bytes().to_vec());
+    }
     if let Some(cts) = resp.cts {
         p.add_option(
             CoapOption::Unknown(option::CTS),
@@ -571,6 +574,7 @@ pub fn decode_response(p: &Packet) -> M2mResult<Response> {
     resp.rvi = text(p, option::RVI, "oneM2M-RVI")?;
     resp.ot = text(p, option::OT, "oneM2M-OT")?;
     resp.vsi = text(p, option::VSI, "oneM2M-VSI")?;
+    resp.rset = text(p, option::RSET, "oneM2M-RSET")?;
     resp.cts = uint(p, option::CTS, "oneM2M-CTS")?.and_then(|v| u8::try_from(v).ok());
     resp.cto = uint(p, option::CTO, "oneM2M-CTO")?;
     if let Some(loc) = p.get_option(CoapOption::LocationPath) {

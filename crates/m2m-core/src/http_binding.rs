@@ -398,6 +398,9 @@ pub fn encode_response(resp: &Response, ser: Serialization) -> http::Response<By
     if let Some(vsi) = &resp.vsi {
         h.insert(HeaderName::from_static(X_M2M_VSI), hv(vsi));
     }
+    if let Some(rset) = &resp.rset {
+        h.insert(HeaderName::from_static(X_M2M_RST), hv(rset));
+    }
     if let Some(cts) = resp.cts {
         h.insert(
             HeaderName::from_static(X_M2M_CTS),
@@ -611,6 +614,7 @@ pub fn decode_response(
     // Originating Timestamp of the response (TS-0009 clause 6.4.12), which encode_response writes.
     resp.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
     resp.vsi = header(headers, X_M2M_VSI)?.map(str::to_owned);
+    resp.rset = header(headers, X_M2M_RST)?.map(str::to_owned);
     if let Some(ati) = header(headers, X_M2M_ATI)? {
         resp.ati = ati
             .split('+')
@@ -804,6 +808,7 @@ mod tests {
         // Found by the property tests: X-M2M-OT was written but not read back.
         let mut resp = Response::new(ResponseStatusCode::Ok, "r1", None);
         resp.ot = Some("20260101T000000".into());
+        resp.rset = Some("20260101T000100".into());
         let http = encode_response(&resp, Serialization::Json);
         let back = decode_response(http.status(), http.headers(), http.body()).unwrap();
         assert_eq!(back.ot.as_deref(), Some("20260101T000000"));

@@ -281,6 +281,8 @@ pub struct Response {
     pub ot: Option<String>,
     /// Vendor Information (X-M2M-VSI).
     pub vsi: Option<String>,
+    /// Result Expiration Timestamp (X-M2M-RST, table 7.2.1.2-1): the request's, as it gave it.
+    pub rset: Option<String>,
     /// Content Status (TS-0004 table 6.3.4.2.x, m2m:contentStatus): [`PARTIAL_CONTENT`] when a
     /// discovery or listing was cut short by a limit or its time budget, else absent.
     pub cts: Option<u8>,
@@ -305,6 +307,7 @@ impl Response {
             rvi: None,
             ot: None,
             vsi: None,
+            rset: None,
             cts: None,
             cto: None,
             location: None,

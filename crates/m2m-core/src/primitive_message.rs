@@ -311,6 +311,9 @@ pub fn response_to_value(resp: &Response) -> Value {
     if let Some(vsi) = &resp.vsi {
         m.insert("vsi".into(), json!(vsi));
     }
+    if let Some(rset) = &resp.rset {
+        m.insert("rset".into(), json!(rset));
+    }
     if let Some(cts) = resp.cts {
         m.insert("cts".into(), json!(cts));
     }
@@ -351,6 +354,7 @@ pub fn response_from_value(v: &Value) -> M2mResult<Response> {
     rsp.rvi = opt("rvi");
     rsp.ot = opt("ot");
     rsp.vsi = opt("vsi");
+    rsp.rset = opt("rset");
     rsp.cts = obj
         .get("cts")
         .and_then(Value::as_u64)
@@ -463,6 +467,7 @@ mod tests {
         );
         rsp.ot = Some("20261206T000000".into());
         rsp.vsi = Some("v".into());
+        rsp.rset = Some("20301231T000000".into());
         rsp.cts = Some(2);
         rsp.cto = Some(7);
         rsp.ati = vec![("lt1".into(), "tk@x.example".into())];
@@ -484,6 +489,7 @@ mod tests {
                 )
             );
             assert_eq!((back.from, back.to), (rsp.from.clone(), rsp.to.clone()));
+            assert_eq!(back.rset, rsp.rset);
         }
         assert!(decode_response(br#"{"rqi": "x"}"#, Serialization::Json).is_err());
     }

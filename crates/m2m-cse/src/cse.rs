@@ -185,6 +185,7 @@ impl Cse {
             let rqi = req.rqi.clone();
             let rvi = req.rvi.clone();
             let vsi = req.vsi.clone();
+            let rset = req.rset.clone();
             let mut resp = match Arc::clone(&cse).process(req, peer).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -199,6 +200,10 @@ impl Cse {
             // Vendor Information goes back as it came (TS-0004 table 7.2.1.2-1).
             if resp.vsi.is_none() {
                 resp.vsi = vsi;
+            }
+            // So does the Result Expiration Timestamp: the time by which this answer was due.
+            if resp.rset.is_none() {
+                resp.rset = rset;
             }
             cse.stamp(&mut resp);
             resp

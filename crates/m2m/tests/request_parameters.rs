@@ -123,7 +123,11 @@ fn time_parameters_response_types_and_result_contents() {
     // Vendor Information comes back as it went.
     let r = create_cin(base, &[("X-M2M-VSI", "vendor-42")], "", "vsi");
     assert_eq!(r.header("x-m2m-vsi"), Some("vendor-42"), "{:?}", r.headers);
-    assert_eq!(instances(base), 5);
+    // So does the Result Expiration Timestamp (response primitive, TS-0004 table 7.2.1.2-1).
+    let r = create_cin(base, &[("X-M2M-RST", "60000")], "", "rst");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(r.header("x-m2m-rst"), Some("60000"), "{:?}", r.headers);
+    assert_eq!(instances(base), 6);
 
     // Response Type: flexBlocking answered blocking (non-blocking and noResponse:
     // tests/non_blocking.rs); not a response type: 4000.
