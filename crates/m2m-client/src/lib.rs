@@ -188,6 +188,9 @@ impl Client {
         connector.enforce_http(true);
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            // Header names as the HTTP binding writes them (`Content-Type`, `X-M2m-Origin`):
+            // names are case-insensitive (RFC 9110), but some receivers compare them as written.
+            .http1_title_case_headers(true)
             .build(connector);
         Self {
             http,
@@ -214,6 +217,7 @@ impl Client {
         self.https = Some(
             hyper_util::client::legacy::Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
+                .http1_title_case_headers(true)
                 .build(connector),
         );
         self

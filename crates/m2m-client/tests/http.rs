@@ -257,3 +257,37 @@ async fn https_without_credentials_is_refused_clearly() {
         err.dbg
     );
 }
+
+/// Header names go out in title case (`Content-Type`, `X-M2m-Origin`), as a receiver that
+/// compares them as written expects; read off the wire, not through a parser that folds case.
+#[tokio::test]
+async fn header_names_go_out_in_title_case() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let raw = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request head ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let ok = b"HTTP/1.1 200 OK\r\nX-M2M-RSC: 2000\r\nX-M2M-RI: r1\r\nContent-Length: 0\r\n\r\n";
+        stream.write_all(ok).await.unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    let mut req = Request::new(Operation::Create, "cse-in", Some("Cae".into()), "r1");
+    req.ty = Some(ResourceType::Container);
+    req.pc = Some(json!({"m2m:cnt": {"rn": "box"}}));
+    let resp = Client::new()
+        .send(&format!("http://{addr}"), &req)
+        .await
+        .unwrap();
+    assert_eq!(resp.rsc, ResponseStatusCode::Ok);
+    let head = raw.await.unwrap();
+    for name in ["Content-Type: ", "X-M2m-Origin: ", "X-M2m-Ri: ", "Host: "] {
+        assert!(head.contains(&format!("\r\n{name}")), "{name} in\n{head}");
+    }
+}
