@@ -276,7 +276,7 @@ pub struct Beacons {
 
 /// Who created a beacon; `reserved` while its creation is under way.
 struct Owner {
-    creator: Option<String>,
+    creator: Option<EntityId>,
     reserved: Option<Instant>,
 }
 
@@ -287,12 +287,11 @@ impl Beacons {
     /// Counts a beacon of `owner` now being created against its limit; refused when the limit
     /// is reached (in one step, so that concurrent creations cannot all pass).
     fn reserve(&self, ri: &str, owner: &EntityId) -> M2mResult<()> {
-        let owner = owner.absolute();
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         owners.retain(|_, o| o.reserved.is_none_or(|at| at.elapsed() < RESERVATION));
         let held = owners
             .values()
-            .filter(|o| o.creator.as_deref() == Some(owner.as_str()))
+            .filter(|o| o.creator.as_ref() == Some(owner))
             .count();
         if held >= MAX_PER_ORIGINATOR {
             return Err(M2mError::new(
@@ -303,7 +302,7 @@ impl Beacons {
         owners.insert(
             ri.to_owned(),
             Owner {
-                creator: Some(owner),
+                creator: Some(owner.clone()),
                 reserved: Some(Instant::now()),
             },
         );
@@ -336,7 +335,11 @@ impl Beacons {
             .insert(
                 tsb.ri().to_owned(),
                 Owner {
-                    creator: tsb.creator.clone(),
+                    // Stored in absolute form: the same EntityId the originator's request names.
+                    creator: tsb
+                        .creator
+                        .as_deref()
+                        .and_then(|c| EntityId::parse(c, &cse.id.home).ok()),
                     reserved: None,
                 },
             );
