@@ -70,6 +70,18 @@ async def main():
 asyncio.run(main())
 "#;
 
+/// The port of the CSE's `wss://` listener, from its listening line.
+fn wss_port(cse: &CseProcess) -> u16 {
+    poll(WAIT, || {
+        cse.stdout().lines().find_map(|l| {
+            l.strip_prefix("m2m-cse listening wss://")
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.trim().parse().ok())
+        })
+    })
+    .expect("the CSE prints its wss listener")
+}
+
 struct PyClient {
     child: Child,
     lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
@@ -126,14 +138,8 @@ fn a_python_websockets_client_registers_and_hears_its_notification_over_wss() {
     let mut tls = tls_section(&pki, "id-in");
     tls.push_str("wss_listen = \"127.0.0.1:0\"\nwss_origins = [\"https://app.m2m.example.com\"]\n");
     let cse = CseProcess::start_temp(&tls);
-    let wss = poll(WAIT, || {
-        cse.stdout().lines().find_map(|l| {
-            l.strip_prefix("m2m-cse listening wss://")
-                .map(str::to_owned)
-        })
-    })
-    .expect("the CSE prints its wss listener");
-    let url = format!("wss://127.0.0.1:{}/", wss.rsplit(':').next().unwrap());
+    let port = wss_port(&cse);
+    let url = format!("wss://127.0.0.1:{port}/");
     let (phone_pem, phone_key) = pki.issue(
         &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
         "phone",
@@ -270,14 +276,7 @@ fn the_handshake_needs_tls_a_one_m2m_subprotocol_and_the_root_path() {
     let mut tls = tls_section(&pki, "id-in");
     tls.push_str("wss_listen = \"127.0.0.1:0\"\nwss_origins = [\"https://app.m2m.example.com\"]\n");
     let cse = CseProcess::start_temp(&tls);
-    let wss = poll(WAIT, || {
-        cse.stdout().lines().find_map(|l| {
-            l.strip_prefix("m2m-cse listening wss://")
-                .map(str::to_owned)
-        })
-    })
-    .expect("the CSE prints its wss listener");
-    let port = wss.rsplit(':').next().unwrap().to_owned();
+    let port = wss_port(&cse);
     let (pem, key) = pki.issue(
         &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
         "phone",
@@ -368,13 +367,7 @@ fn m2m_ae_hears_its_notifications_on_its_websocket() {
     let mut tls = tls_section(&pki, "id-in");
     tls.push_str("wss_listen = \"127.0.0.1:0\"\nwss_origins = [\"https://app.m2m.example.com\"]\n");
     let cse = CseProcess::start_temp(&tls);
-    let wss = poll(WAIT, || {
-        cse.stdout().lines().find_map(|l| {
-            l.strip_prefix("m2m-cse listening wss://")
-                .map(str::to_owned)
-        })
-    })
-    .expect("the CSE prints its wss listener");
+    let port = wss_port(&cse);
     let (pem, key) = pki.issue(
         &["--kind", "ae", "--id", "Cphone", "--cse", "/id-in"],
         "phone",
@@ -384,7 +377,7 @@ fn m2m_ae_hears_its_notifications_on_its_websocket() {
         &config,
         format!(
             "[ae]\nresource_name = \"phone\"\napp_id = \"Nphone\"\noriginator = \"Cphone\"\n\
-             [cse]\nurl = \"wss://{wss}\"\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n\
+             [cse]\nurl = \"wss://127.0.0.1:{port}\"\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n\
              trusted_ca = {ca:?}\nserver_name = \"{IN_SERVER_NAME}\"\ntimeout_seconds = 5\n\
              [security]\nmode = \"certificate\"\ncertificate = {pem:?}\nprivate_key = {key:?}\n\
              [notifications]\nbinding = \"websocket\"\n\
@@ -419,14 +412,8 @@ fn semantic_queries_over_wss_read_only_the_originators_descriptors() {
     let mut tls = tls_section(&pki, "id-in");
     tls.push_str("wss_listen = \"127.0.0.1:0\"\n");
     let cse = CseProcess::start_temp(&tls);
-    let wss = poll(WAIT, || {
-        cse.stdout().lines().find_map(|l| {
-            l.strip_prefix("m2m-cse listening wss://")
-                .map(str::to_owned)
-        })
-    })
-    .expect("the CSE prints its wss listener");
-    let url = format!("wss://127.0.0.1:{}/", wss.rsplit(':').next().unwrap());
+    let port = wss_port(&cse);
+    let url = format!("wss://127.0.0.1:{port}/");
     let b64 = |t: &str| {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(t)
