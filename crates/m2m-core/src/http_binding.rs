@@ -201,6 +201,7 @@ pub fn decode_request(
     req.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
     req.rqet = header(headers, X_M2M_RET)?.map(str::to_owned);
     req.rset = header(headers, X_M2M_RST)?.map(str::to_owned);
+    req.accept = Some(response_serialization(headers));
     req.oet = header(headers, X_M2M_OET)?.map(str::to_owned);
     req.gid = header(headers, X_M2M_GID)?.map(str::to_owned);
     req.ec = header(headers, X_M2M_EC)?.map(str::to_owned);

@@ -190,6 +190,10 @@ pub struct Request {
     /// Semantic Query Indicator (`sqi`, TS-0004 clause 7.3.3.19): the RETRIEVE is a semantic
     /// query over the semanticsFilter of its filter criteria.
     pub sqi: bool,
+    /// The serialization the response will be written in, when the binding decides it from the
+    /// request (HTTP Accept, else Content-Type): a semantic query's results take the matching
+    /// SPARQL results format (TS-0004 clause 7.3.3.19). Not a primitive parameter; `None` is JSON.
+    pub accept: Option<crate::serialization::Serialization>,
 }
 
 /// The Tokens parameter: bearer credentials, so its `Debug` shows their number only.
@@ -249,6 +253,7 @@ impl Request {
             sqi: false,
             tids: Vec::new(),
             ltids: Vec::new(),
+            accept: None,
         }
     }
 

@@ -582,7 +582,8 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn escape(s: &str) -> String {
+/// `s` as XML character data or attribute value.
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

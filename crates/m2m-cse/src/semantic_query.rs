@@ -130,6 +130,32 @@ impl Term {
         }
     }
 
+    /// The term in the W3C SPARQL Query Results XML Format (a `<binding>`'s content).
+    fn to_xml(&self) -> String {
+        use m2m_core::xml::escape;
+        match self {
+            Term::Iri(v) => format!("<uri>{}</uri>", escape(v)),
+            Term::Blank(v) => format!("<bnode>{}</bnode>", escape(v)),
+            Term::Literal {
+                value,
+                datatype,
+                lang,
+            } => match lang {
+                Some(l) => format!(
+                    "<literal xml:lang=\"{}\">{}</literal>",
+                    escape(l),
+                    escape(value)
+                ),
+                None if datatype != XSD_STRING => format!(
+                    "<literal datatype=\"{}\">{}</literal>",
+                    escape(datatype),
+                    escape(value)
+                ),
+                None => format!("<literal>{}</literal>", escape(value)),
+            },
+        }
+    }
+
     /// The term in the W3C SPARQL JSON results format.
     fn to_json(&self) -> Value {
         match self {
@@ -417,6 +443,35 @@ impl Query {
             .collect();
         Ok(json!({ "results": { "bindings": bindings }, "head": { "vars": vars } }).to_string())
     }
+
+    /// The results over `graph` in the SPARQL Query Results XML Format (Second Edition), as
+    /// text: what an XML response primitive carries (TS-0004 clause 7.3.3.19).
+    pub fn results_xml(&self, graph: &Graph) -> M2mResult<String> {
+        use m2m_core::xml::escape;
+        let vars = self.projected();
+        let mut out = String::from(
+            "<?xml version=\"1.0\"?><sparql xmlns=\"http://www.w3.org/2005/sparql-results#\"><head>",
+        );
+        for v in vars {
+            out.push_str(&format!("<variable name=\"{}\"/>", escape(v)));
+        }
+        out.push_str("</head><results>");
+        for row in self.solve(graph)? {
+            out.push_str("<result>");
+            for (v, t) in vars.iter().zip(row) {
+                if let Some(t) = t {
+                    out.push_str(&format!(
+                        "<binding name=\"{}\">{}</binding>",
+                        escape(v),
+                        graph.terms[t as usize].to_xml()
+                    ));
+                }
+            }
+            out.push_str("</result>");
+        }
+        out.push_str("</results></sparql>");
+        Ok(out)
+    }
 }
 
 /// `sol` extended so that the pattern matches `triple`, if it can be.
@@ -646,7 +701,11 @@ fn query_blocking(
     {
         add(&mut graph, smd);
     }
-    let text = query.results_json(&graph)?;
+    // The XML results format for an XML response, the JSON one for JSON and CBOR.
+    let text = match req.accept {
+        Some(m2m_core::serialization::Serialization::Xml) => query.results_xml(&graph)?,
+        _ => query.results_json(&graph)?,
+    };
     Ok(Response::new(
         Rsc::Ok,
         &req.rqi,
@@ -1393,6 +1452,43 @@ ex:op1 a m2m:Operation ; m2m:oneM2MTargetURI "/id-in/cse-in/lock1/state" ; m2m:o
     }
 
     const PRE: &str = "PREFIX m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#>\nPREFIX ex: <http://example.org/home#>\n";
+
+    /// An XML response primitive carries the SPARQL Query Results XML Format (TS-0004 clause
+    /// 7.3.3.19): IRIs, typed and language-tagged literals, and markup in values escaped.
+    #[test]
+    fn results_in_the_xml_format_bind_each_term_by_its_kind() {
+        let xml = Query::parse(&format!(
+            "{PRE}SELECT ?d ?n ?b WHERE {{ ?d m2m:hasName ?n ; ex:battery ?b FILTER(?b > 50) }}"
+        ))
+        .unwrap()
+        .results_xml(&graph())
+        .unwrap();
+        assert!(
+            xml.starts_with("<?xml version=\"1.0\"?><sparql xmlns=\"http://www.w3.org/2005/sparql-results#\"><head><variable name=\"d\"/><variable name=\"n\"/><variable name=\"b\"/></head><results>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<result><binding name=\"d\"><uri>http://example.org/home#lock1</uri></binding><binding name=\"n\"><literal xml:lang=\"en\">front door lock</literal></binding><binding name=\"b\"><literal datatype=\"http://www.w3.org/2001/XMLSchema#integer\">81</literal></binding></result>"),
+            "{xml}"
+        );
+        assert!(xml.ends_with("</results></sparql>"), "{xml}");
+        // Markup inside a value stays character data.
+        let mut g = Graph::default();
+        g.add_descriptor(
+            5,
+            &base64::engine::general_purpose::STANDARD.encode(
+                "@prefix ex: <http://example.org/home#> . ex:x ex:note \"a<b & \\\"c\\\"\" .",
+            ),
+        );
+        let xml = Query::parse(&format!("{PRE}SELECT ?n WHERE {{ ?x ex:note ?n }}"))
+            .unwrap()
+            .results_xml(&g)
+            .unwrap();
+        assert!(
+            xml.contains("<literal>a&lt;b &amp; &quot;c&quot;</literal>"),
+            "{xml}"
+        );
+    }
 
     #[test]
     fn basic_graph_patterns_and_filters_select_their_solutions() {

@@ -208,6 +208,41 @@ fn semantic_queries_and_discovery_read_the_descriptors_one_may_read() {
         );
         assert!(!text.contains("safe"), "another AE's descriptor: {text}");
     }
+    // An XML response carries the results in the SPARQL XML results format (TS-0004 clause
+    // 7.3.3.19), the same solutions.
+    let r = raw(
+        "GET",
+        u,
+        &format!("/cse-in/app?sqi=true&smf={}", query_text(&devices)),
+        &[
+            ("X-M2M-Origin", &ae),
+            ("X-M2M-RI", "xml-1"),
+            ("X-M2M-RVI", "3"),
+            ("Accept", "application/xml"),
+        ],
+        b"",
+    );
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/xml")),
+        "{:?}",
+        r.headers
+    );
+    let doc = m2m_core::xml::decode(r.body.as_str().expect("an XML text").as_bytes())
+        .expect("the response is XML");
+    let results = doc["m2m:qres"].as_str().expect("qres is text");
+    assert!(
+        results.starts_with(
+            "<?xml version=\"1.0\"?><sparql xmlns=\"http://www.w3.org/2005/sparql-results#\">"
+        ),
+        "{results}"
+    );
+    assert_eq!(results.matches("<result>").count(), 2, "{results}");
+    assert!(
+        results.contains("<uri>http://example.com/frontDoor</uri>") && !results.contains("safe"),
+        "{results}"
+    );
     let (rsc, b) = ask(
         "/cse-in/app",
         &ae,
