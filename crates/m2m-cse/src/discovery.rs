@@ -65,7 +65,7 @@ impl Walk<'_> {
         let mut found = Vec::new();
         // The resources applyRelativePath led to, each listed once.
         let mut led_to = std::collections::HashSet::new();
-        let semantic = crate::semantic_query::filters(self.fc)?;
+        let semantic = crate::sparql::filters(self.fc)?;
         // Decisions for RETRIEVE on descriptors, kept apart from the walk's (the cache is per
         // resource, one operation per cache).
         let mut retrieve_decisions = HashMap::new();

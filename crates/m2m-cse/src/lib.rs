@@ -18,7 +18,7 @@
 //! | TS-0001 9.6.1.3: expirationTime | `expiry` |
 //! | TS-0001 10.2.2.4: CSE registration | `registration` |
 //! | TS-0001 10.2.6, TS-0004 7.3.3.17: discovery | `discovery`, `search_threads`, `store::scan` |
-//! | TS-0004 7.3.3.18, 7.3.3.19: semantic discovery and semantic query (SPARQL) | `semantic_query` |
+//! | TS-0004 7.3.3.18, 7.3.3.19: semantic discovery and semantic query (SPARQL) | `semantic_query`, `sparql` |
 //! | TS-0001 9.6.13, TS-0004 7.4.13: `<group>` | `group`, `resources::group` |
 //! | TS-0001 9.6.44, 10.2.7.13: multicast fan-out | `multicast` |
 //! | TS-0004 7.3.2.1: checks of a request primitive | `validity`, `impersonation` |
@@ -85,6 +85,8 @@ pub(crate) mod search_threads;
 /// The Secure Storage service of the Security CSF (seeds/002 clause 6.3.5.2).
 pub(crate) mod secure_storage;
 pub(crate) mod semantic_query;
+/// SPARQL SELECT over RDF: the queries of a semanticsFilter read and evaluated.
+pub(crate) mod sparql;
 pub(crate) mod store;
 pub(crate) mod upper_tester;
 mod validity;

@@ -82,7 +82,7 @@ fn semantic_parameters(req: &Request) -> M2mResult<()> {
             "semantic content (rcn 10) is the result of a semantic query (sqi)",
         ));
     }
-    crate::semantic_query::filters(&req.fc).map(|_| ())
+    crate::sparql::filters(&req.fc).map(|_| ())
 }
 
 /// Checks a request before anything is done for it; the deadlines to keep while doing it. Relative

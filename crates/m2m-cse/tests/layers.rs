@@ -16,12 +16,14 @@ const LAYERS: &[(&str, &[&str])] = &[
             "credential_rotation",
             "provisioned_keys",
             "overrides",
+            "sparql",
         ],
     ),
     (
         "security gate",
         &[
             "context",
+            "validity",
             "resolve",
             "association",
             "impersonation",
@@ -40,7 +42,6 @@ const LAYERS: &[(&str, &[&str])] = &[
         "resource types and notification",
         &[
             "cse",
-            "validity",
             "dispatcher",
             "resources",
             "discovery",
