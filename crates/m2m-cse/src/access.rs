@@ -224,6 +224,17 @@ pub fn authorize(cse: &Context, req: &Request, target: &Target, peer: &Peer) -> 
             let policies = Policies::Acps(load_acps(cse, &macp, false));
             return enforce(cse, &facts, op, group, None, &policies);
         }
+        // Semantic fan-out: membersAccessControlPolicyIDs when set, else the group's own
+        // policies (TS-0004 clause 7.4.35.2.2); each member decides on its own as well.
+        (_, Target::SemanticFanOut(group)) => {
+            let macp = string_list(group.attrs.get("macp"));
+            let policies = if macp.is_empty() {
+                policies_of(cse, group)?
+            } else {
+                Policies::Acps(load_acps(cse, &macp, false))
+            };
+            return enforce(cse, &facts, op, group, None, &policies);
+        }
     };
     // Changing accessControlPolicyIDs, or the custodian (who holds the rights when there are
     // none), is governed by the selfPrivileges of the current ACPs.

@@ -279,6 +279,13 @@ impl Cse {
             return crate::secure_storage::serve(&self, &req, object, &peer);
         }
         let target = resolve::resolve(&self, &addr)?;
+        // A semanticFanOutPoint is refused any other operation at the syntax check, before any
+        // access decision (TS-0004 clause 7.4.35.2).
+        if matches!(target, Target::SemanticFanOut(_)) && req.op != Operation::Retrieve {
+            return Err(M2mError::not_allowed(
+                "a semanticFanOutPoint answers RETRIEVE only",
+            ));
+        }
         let (grant, assigned) = match access::authorize(&self, &req, &target, &peer) {
             Ok(g) => (g, Vec::new()),
             // No policy grants: a Dynamic Authorization Server may (TS-0004 clause 7.3.3.15).
@@ -294,7 +301,10 @@ impl Cse {
             Target::Latest(r) | Target::Oldest(r) => {
                 crate::resources::behaviour(r.ty).admits_latest_oldest(req.op, r)?
             }
-            Target::FanOut { .. } | Target::PollingChannelUri(_) | Target::SelfReference(_) => {}
+            Target::FanOut { .. }
+            | Target::SemanticFanOut(_)
+            | Target::PollingChannelUri(_)
+            | Target::SelfReference(_) => {}
         }
         // The hosting CSE performs the operation at its Operation Execution Time, not before;
         // only an originator with the privilege waits for it.
@@ -331,6 +341,9 @@ impl Cse {
         match target {
             Target::FanOut { group, rest } => {
                 return group::fan_out(&self, req, group, rest, peer).await
+            }
+            Target::SemanticFanOut(group) => {
+                return crate::semantic_query::fan_out(&self, req, group, peer).await
             }
             Target::PollingChannelUri(pch) => {
                 return crate::resources::polling_channel::serve_pcu(&self, req, pch).await

@@ -291,11 +291,12 @@ fn instance_of(cse: &Cse, target: Target) -> M2mResult<Resource> {
         Target::Resource(r) => Ok(r),
         Target::Latest(c) => cse.store.latest_instance(&c)?.ok_or_else(none),
         Target::Oldest(c) => cse.store.oldest_instance(&c)?.ok_or_else(none),
-        Target::FanOut { .. } | Target::PollingChannelUri(_) | Target::SelfReference(_) => {
-            Err(M2mError::internal(
-                "a fan-out, polling or target removal request reached the dispatcher",
-            ))
-        }
+        Target::FanOut { .. }
+        | Target::SemanticFanOut(_)
+        | Target::PollingChannelUri(_)
+        | Target::SelfReference(_) => Err(M2mError::internal(
+            "a fan-out, polling or target removal request reached the dispatcher",
+        )),
     }
 }
 

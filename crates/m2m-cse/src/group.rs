@@ -139,6 +139,8 @@ async fn validate_members(
     attrs.insert("cnm".into(), json!(valid.len()));
     attrs.insert("mid".into(), json!(valid));
     attrs.insert("mtv".into(), json!(true));
+    // semanticSupportIndicator: this CSE answers `<group>/sfop` (TS-0004 clause 7.4.35).
+    attrs.insert("ssi".into(), json!(true));
     Ok(())
 }
 

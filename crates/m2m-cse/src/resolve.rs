@@ -1,5 +1,5 @@
 //! Target resolution (TS-0001 clause 7.2, TS-0004 clause 7.3.2): which CSE a `To` names, and which
-//! resource (or virtual resource: `la`, `ol`, `fopt`, `pcu`) it is on this CSE.
+//! resource (or virtual resource: `la`, `ol`, `fopt`, `sfop`, `pcu`, `ntsr`) it is on this CSE.
 
 use crate::context::Context;
 use crate::store::Resource;
@@ -44,6 +44,8 @@ pub enum Target {
     },
     /// `<pollingChannel>/pcu`
     PollingChannelUri(Resource),
+    /// `<group>/sfop` (`<semanticFanOutPoint>`, TS-0004 clause 7.4.35)
+    SemanticFanOut(Resource),
     /// `<subscription>/ntsr`, `<crossResourceSubscription>/ntsr` (notificationTargetSelfReference)
     SelfReference(Resource),
 }
@@ -120,6 +122,13 @@ fn resolve_virtual(cse: &Context, srn: &str) -> Option<M2mResult<Target>> {
     if last == "pcu" {
         return Some(match cse.store.get_by_srn(parent) {
             Ok(Some(p)) if p.ty == ResourceType::PollingChannel => Ok(Target::PollingChannelUri(p)),
+            Ok(_) => Err(not_found(srn)),
+            Err(e) => Err(e),
+        });
+    }
+    if last == "sfop" {
+        return Some(match cse.store.get_by_srn(parent) {
+            Ok(Some(g)) if g.ty == ResourceType::Group => Ok(Target::SemanticFanOut(g)),
             Ok(_) => Err(not_found(srn)),
             Err(e) => Err(e),
         });

@@ -169,3 +169,102 @@ fn local(cse: &Cse, r: &Reader<'_>, id: &str) -> M2mResult<Option<Resource>> {
         Some(_) => Ok(None),
     }
 }
+
+/// A RETRIEVE of `<group>/sfop` (`<semanticFanOutPoint>`, clause 7.4.35.2.2; the explicit scope
+/// of clause 7.3.3.19.2): each member is retrieved as the originator would retrieve it (its
+/// hosting CSE decides, this one included), and the descriptors of the `<semanticDescriptor>`s
+/// among the answers form the data basis. With `sqi` a semantic query over all of them; without,
+/// a semantic resource discovery whose answer lists the members whose own descriptor matches.
+pub async fn fan_out(
+    cse: &Arc<Cse>,
+    req: Request,
+    group: Resource,
+    peer: Peer,
+) -> M2mResult<Response> {
+    if group.attrs.get("ssi") == Some(&serde_json::Value::Bool(false)) {
+        return Err(M2mError::not_allowed(
+            "the group does not support semantic fan-out",
+        ));
+    }
+    let queries = filters(&req.fc)?;
+    if queries.is_empty() {
+        return Err(M2mError::bad_request(
+            "a semanticFanOutPoint answers a semanticsFilter",
+        ));
+    }
+    let members = crate::store::string_list(group.attrs.get("mid"));
+    let calls = members.iter().enumerate().map(|(i, m)| {
+        let mut r = Request::new(
+            m2m_core::Operation::Retrieve,
+            m.clone(),
+            req.from.clone(),
+            format!("{}-sfop{i}", req.rqi),
+        );
+        // The member is read as the originator reads it: the same release and credentials.
+        r.rvi = req.rvi.clone();
+        r.tkns = req.tkns.clone();
+        r.rids = req.rids.clone();
+        r.tids = req.tids.clone();
+        r.ltids = req.ltids.clone();
+        crate::group::to_member(cse, r, m, "", peer.clone())
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let descriptors: Vec<(String, u64, String)> = answers
+        .iter()
+        .filter(|a| a.rsc == Rsc::Ok)
+        .filter_map(|a| {
+            let smd = a.pc.as_ref()?.get("m2m:smd")?;
+            Some((
+                a.from.clone()?,
+                smd.get("dcrp")?.as_u64()?,
+                smd.get("dsp")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let rqi = req.rqi.clone();
+    let accept = req.accept;
+    let sqi = req.sqi;
+    // The SPARQL work on a search thread, as for the implicit scope.
+    let pc = cse
+        .searches
+        .run(move || fan_out_result(&queries, &descriptors, sqi, accept))
+        .await?;
+    Ok(Response::new(Rsc::Ok, rqi, Some(pc)))
+}
+
+/// The answer of a semantic fan-out over the members' `descriptors` (member, dcrp, dsp).
+fn fan_out_result(
+    queries: &[Query],
+    descriptors: &[(String, u64, String)],
+    sqi: bool,
+    accept: Option<m2m_core::serialization::Serialization>,
+) -> M2mResult<serde_json::Value> {
+    if sqi {
+        let mut graph = Graph::default();
+        for (_, dcrp, dsp) in descriptors {
+            graph.add_descriptor(*dcrp, dsp);
+        }
+        let [query] = queries else {
+            return Err(M2mError::bad_request(
+                "a semantic query has one semanticsFilter",
+            ));
+        };
+        let text = match accept {
+            Some(m2m_core::serialization::Serialization::Xml) => query.results_xml(&graph)?,
+            _ => query.results_json(&graph)?,
+        };
+        return Ok(json!({ "m2m:qres": text }));
+    }
+    let mut found = Vec::new();
+    for (member, dcrp, dsp) in descriptors {
+        let mut graph = Graph::default();
+        graph.add_descriptor(*dcrp, dsp);
+        for q in queries {
+            if q.matches(&graph)? {
+                found.push(member.clone());
+                break;
+            }
+        }
+    }
+    Ok(json!({ "m2m:uril": found }))
+}

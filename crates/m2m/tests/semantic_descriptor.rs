@@ -461,3 +461,110 @@ fn semantic_queries_over_coaps_read_only_the_originators_descriptors() {
         assert!(!text.contains(other), "{}: {text}", row.ae);
     }
 }
+
+/// `<semanticFanOutPoint>` (TS-0004 clause 7.4.35, the explicit scope of 7.3.3.19.2): a RETRIEVE
+/// of `<group>/sfop` retrieves each member as the originator and queries the descriptors it was
+/// given; without `sqi` it discovers the members whose descriptor matches. A member the
+/// originator may not read adds nothing; the group's own policy decides who may fan out; only
+/// RETRIEVE is allowed.
+#[test]
+fn a_semantic_fan_out_point_queries_the_members_one_may_read() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Csem", "app", &[]);
+    let other = register_ae(u, "/cse-in", "Cother", "other", &[]);
+    let mut members = Vec::new();
+    for (owner, parent, cnt, text) in [
+        (&ae, "/cse-in/app", "front", HOME),
+        (&ae, "/cse-in/app", "garage", GARAGE),
+        (&other, "/cse-in/other", "vault", SECRET),
+    ] {
+        create_cnt(u, parent, owner, json!({ "rn": cnt }));
+        let (rsc, b) = create(
+            u,
+            &format!("{parent}/{cnt}"),
+            owner,
+            24,
+            json!({ "m2m:smd": { "rn": "d", "dcrp": 5, "dsp": b64(text) } }),
+        );
+        assert_eq!(rsc, 2001, "{b}");
+        members.push(b["m2m:smd"]["ri"].as_str().unwrap().to_owned());
+    }
+    // The admin groups all three descriptors and lets Csem (only) read the group.
+    let acp = create_acp(
+        u,
+        "/cse-in",
+        "CAdmin",
+        "semReaders",
+        vec![acr(&[&ae], OP_RETRIEVE)],
+        vec![acr(&["CAdmin"], OP_ALL)],
+    );
+    let (rsc, b) = create(
+        u,
+        "/cse-in",
+        "CAdmin",
+        9,
+        json!({ "m2m:grp": { "rn": "sem", "mt": 24, "mnm": 10, "mid": members, "acpi": [acp] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:grp"]["cnm"], json!(3), "{b}");
+    assert_eq!(
+        b["m2m:grp"]["ssi"],
+        json!(true),
+        "semanticSupportIndicator: {b}"
+    );
+    let devices = format!("{PREFIXES}SELECT ?d WHERE {{ ?d a m2m:Device }}");
+    let (rsc, b) = get_with_query(
+        u,
+        "/cse-in/sem/sfop",
+        &ae,
+        &format!("sqi=true&smf={}", query_text(&devices)),
+    );
+    assert_eq!(rsc, 2000, "{b}");
+    let text = b["m2m:qres"].as_str().expect("qres is text");
+    assert!(
+        text.contains("frontDoor") && text.contains("garageDoor"),
+        "{text}"
+    );
+    assert!(!text.contains("safe"), "a member Csem may not read: {text}");
+    // Semantic discovery: the members whose own descriptor matches.
+    let low = format!("{PREFIXES}SELECT ?d WHERE {{ ?d ex:battery ?b FILTER(?b < 20) }}");
+    let (rsc, b) = get_with_query(
+        u,
+        "/cse-in/sem/sfop",
+        &ae,
+        &format!("smf={}", query_text(&low)),
+    );
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:uril"], json!([members[1]]), "{b}");
+    // The admin reads every member: the vault's device is found too.
+    let (rsc, b) = get_with_query(
+        u,
+        "/cse-in/sem/sfop",
+        "CAdmin",
+        &format!("smf={}", query_text(&low)),
+    );
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:uril"], json!([members[1], members[2]]), "{b}");
+    // Another AE may not fan out over the group (its policy names Csem only), whatever it asks.
+    let (rsc, b) = get_with_query(
+        u,
+        "/cse-in/sem/sfop",
+        &other,
+        &format!("sqi=true&smf={}", query_text(&devices)),
+    );
+    assert_eq!(rsc, 4103, "{b}");
+    // Only RETRIEVE; a semanticsFilter is needed; SPARQL that is none is 4143.
+    let (rsc, b) = create(
+        u,
+        "/cse-in/sem/sfop",
+        &ae,
+        3,
+        json!({ "m2m:cnt": { "rn": "x" } }),
+    );
+    assert_eq!(rsc, 4005, "{b}");
+    let (rsc, b) = retrieve(u, "/cse-in/sem/sfop", &ae);
+    assert_eq!(rsc, 4000, "{b}");
+    let (rsc, b) = get_with_query(u, "/cse-in/sem/sfop", &ae, "sqi=true&smf=SELECT");
+    assert_eq!(rsc, 4143, "{b}");
+}
