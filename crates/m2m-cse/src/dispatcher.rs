@@ -712,6 +712,18 @@ pub(crate) async fn delete_resource(
     }
     let told = notification::on_deleted(cse, res, &deleted);
     crate::group::members_deleted(cse, res);
+    // A crossResourceSubscription leaves the subscriptions it joined, and deletes those it made,
+    // before the DELETE is answered (TS-0004 clause 7.4.58.2.4): a client reading one of them
+    // next finds it no longer there. (Boxed: that deletes resources in turn.)
+    for crs in deleted
+        .iter()
+        .filter(|r| r.ty == ResourceType::CrossResourceSubscription)
+    {
+        Box::pin(resources::cross_resource_subscription::release_targets(
+            cse, crs,
+        ))
+        .await;
+    }
     if let Some(parent) = parent {
         notification::on_event(cse, &parent, Event::DeleteChild, res, None, originator);
         resources::action::children_changed(cse, parent.ri());

@@ -92,11 +92,10 @@ impl super::Behaviour for CrossResourceSubscription {
         true
     }
 
+    /// Its windows stop; the dispatcher then releases its targets (`release_targets`) before
+    /// the DELETE is answered.
     fn deleted(&self, cse: &Arc<Cse>, res: &Resource) {
         cse.cross_resources.stop(res.ri());
-        let cse = Arc::clone(cse);
-        let res = res.clone();
-        tokio::spawn(async move { release_targets(&cse, &res).await });
     }
 }
 
@@ -366,7 +365,7 @@ async fn leave(cse: &Arc<Cse>, target: &str, me: &str) {
 
 /// After the deletion: the subscriptions it made go and it leaves the others (TS-0004 clause
 /// 7.4.58.2.4); its subscriber was told with the deletion (`notification::on_deleted`).
-async fn release_targets(cse: &Arc<Cse>, crs: &Resource) {
+pub(crate) async fn release_targets(cse: &Arc<Cse>, crs: &Resource) {
     let me = cse.sp_relative(crs.ri());
     for sub in string_list(crs.attrs.get("rrats")) {
         if let Some(res) = local(cse, &sub) {
