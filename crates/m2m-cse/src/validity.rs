@@ -248,7 +248,6 @@ pub fn result_expired(deadlines: &Deadlines) -> Option<M2mError> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use m2m_core::ResponseType;
     use m2m_core::ResultContent;
 
     /// A request of `op`, with content when the operation needs it.
@@ -331,21 +330,6 @@ mod tests {
             None,
             "already due"
         );
-    }
-
-    #[test]
-    fn every_response_type_passes_the_checks() {
-        for rt in [
-            ResponseType::NonBlockingSynch,
-            ResponseType::NonBlockingAsynch,
-            ResponseType::Blocking,
-            ResponseType::FlexBlocking,
-            ResponseType::NoResponse,
-        ] {
-            let mut r = req(Operation::Retrieve);
-            r.rt = rt;
-            assert_eq!(code(check(&mut r, now())), 2000, "{rt:?}");
-        }
     }
 
     #[test]
