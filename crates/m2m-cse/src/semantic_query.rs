@@ -10,7 +10,8 @@
 //! - A discovery or child listing with semanticsFilter (clause 7.3.3.18, annotation-based and
 //!   resource link-based): a resource matches when one of the queries has a solution over the
 //!   descriptors of its `<semanticDescriptor>` children the originator holds the walk's
-//!   privilege on, with those their relatedSemantics (`rels`) name.
+//!   privilege on, with those their relatedSemantics (`rels`) name, or, for a descriptor
+//!   without `rels`, those its `resourceDescriptorLink` annotations name (7.3.3.18.1).
 
 use crate::access::{self, Facts};
 use crate::cse::{Cse, Peer};
@@ -95,11 +96,16 @@ fn query_blocking(
     ))
 }
 
-fn add(graph: &mut Graph, smd: &Resource) {
-    if let (Some(dcrp), Some(dsp)) = (smd.u64_attr("dcrp"), smd.str_attr("dsp")) {
-        graph.add_descriptor(dcrp, dsp);
+/// Adds the descriptor of `smd`; what its `resourceDescriptorLink` annotations name.
+fn add(graph: &mut Graph, smd: &Resource) -> Vec<String> {
+    match (smd.u64_attr("dcrp"), smd.str_attr("dsp")) {
+        (Some(dcrp), Some(dsp)) => graph.add_descriptor(dcrp, dsp),
+        _ => Vec::new(),
     }
 }
+
+/// The descriptors a resource's annotations may bring into one match, followed link after link.
+const MAX_LINKED: usize = 64;
 
 /// Whether `res` matches a semanticsFilter of a walk (clause 7.3.3.18): one of `queries` has a
 /// solution over the descriptors of its `<semanticDescriptor>` children that `facts` may
@@ -123,16 +129,35 @@ pub(crate) fn semantic_match(
                 && access::permits(cse, facts, AccessOperation::Retrieve, smd, decisions)?,
         )
     };
+    let mut annotated = Vec::new();
     for smd in r.children(res.ri(), Some(ResourceType::SemanticDescriptor))? {
         if !permitted(&smd, decisions)? {
             continue;
         }
-        add(&mut graph, &smd);
-        for id in crate::store::string_list(smd.attrs.get("rels")) {
+        let links = add(&mut graph, &smd);
+        let rels = crate::store::string_list(smd.attrs.get("rels"));
+        // Without relatedSemantics, the annotation-based method (clause 7.3.3.18.1): the
+        // descriptors its resourceDescriptorLink triples name join the graph.
+        if rels.is_empty() {
+            annotated.extend(links);
+        }
+        for id in rels {
             if let Some(related) = local(cse, r, &id)? {
                 if permitted(&related, decisions)? {
                     add(&mut graph, &related);
                 }
+            }
+        }
+    }
+    let mut followed = 0;
+    while let Some(id) = annotated.pop() {
+        if followed == MAX_LINKED {
+            break;
+        }
+        followed += 1;
+        if let Some(linked) = local(cse, r, &id)? {
+            if permitted(&linked, decisions)? {
+                annotated.extend(add(&mut graph, &linked));
             }
         }
     }

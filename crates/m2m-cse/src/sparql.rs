@@ -168,6 +168,19 @@ impl Term {
     }
 }
 
+/// Whether a predicate is the base ontology's `resourceDescriptorLink` (TS-0004 clause
+/// 7.3.3.18.1), in whichever namespace the descriptor's author wrote the base ontology (its
+/// published IRIs differ between releases): the local name decides.
+fn is_descriptor_link(predicate: &Term) -> bool {
+    match predicate {
+        Term::Iri(iri) => iri
+            .rsplit(['#', '/'])
+            .next()
+            .is_some_and(|local| local == "resourceDescriptorLink"),
+        _ => false,
+    }
+}
+
 /// The RDF data basis of a query: the triples of the descriptors in scope, each term held once.
 #[derive(Default)]
 pub struct Graph {
@@ -197,8 +210,22 @@ impl Graph {
 
     /// Adds the triples of a descriptor (`dsp`, base64, in its representation `dcrp`); blank
     /// nodes stay apart from other descriptors'. A descriptor that does not parse adds nothing
-    /// (it was checked when stored).
-    pub fn add_descriptor(&mut self, dcrp: u64, dsp: &str) {
+    /// (it was checked when stored). Returns what its `resourceDescriptorLink` annotations name
+    /// (TS-0004 clause 7.3.3.18.1: other descriptors to read with it).
+    pub fn add_descriptor(&mut self, dcrp: u64, dsp: &str) -> Vec<String> {
+        let first = self.triples.len();
+        self.parse_descriptor(dcrp, dsp);
+        self.triples[first..]
+            .iter()
+            .filter(|t| is_descriptor_link(&self.terms[t[1] as usize]))
+            .filter_map(|t| match &self.terms[t[2] as usize] {
+                Term::Iri(v) | Term::Literal { value: v, .. } => Some(v.clone()),
+                Term::Blank(_) => None,
+            })
+            .collect()
+    }
+
+    fn parse_descriptor(&mut self, dcrp: u64, dsp: &str) {
         let format = match dcrp {
             4 => RdfFormat::RdfXml,
             5 => RdfFormat::Turtle,

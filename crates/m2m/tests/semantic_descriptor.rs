@@ -568,3 +568,101 @@ fn a_semantic_fan_out_point_queries_the_members_one_may_read() {
     let (rsc, b) = get_with_query(u, "/cse-in/sem/sfop", &ae, "sqi=true&smf=SELECT");
     assert_eq!(rsc, 4143, "{b}");
 }
+
+/// Semantic resource discovery, annotation-based method (TS-0004 clause 7.3.3.18.1): a
+/// descriptor without relatedSemantics brings in the descriptors its `resourceDescriptorLink`
+/// triples name (link after link), each only if the originator may read it; a descriptor with
+/// relatedSemantics follows those instead (clause 7.3.3.18.2).
+#[test]
+fn annotation_links_bring_in_the_linked_descriptors_one_may_read() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Csem", "app", &[]);
+    let other = register_ae(u, "/cse-in", "Cother", "other", &[]);
+    let turtle = |body: &str| {
+        format!("@prefix m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> .\n@prefix ex: <http://example.com/> .\n{body}")
+    };
+    let describe = |owner: &str, parent: &str, cnt: &str, body: &str, extra: serde_json::Value| {
+        create_cnt(u, parent, owner, json!({ "rn": cnt }));
+        let mut smd = json!({ "rn": "d", "dcrp": 5, "dsp": b64(&turtle(body)) });
+        for (k, v) in extra.as_object().unwrap() {
+            smd[k] = v.clone();
+        }
+        let (rsc, b) = create(
+            u,
+            &format!("{parent}/{cnt}"),
+            owner,
+            24,
+            json!({ "m2m:smd": smd }),
+        );
+        assert_eq!(rsc, 2001, "{cnt}: {b}");
+    };
+    // The battery of each door is in a descriptor of its own, which the door's links to.
+    describe(
+        &ae,
+        "/cse-in/app",
+        "spec1",
+        "ex:spec1 ex:battery 7 .",
+        json!({}),
+    );
+    describe(
+        &ae,
+        "/cse-in/app",
+        "spec2",
+        "ex:spec2 m2m:resourceDescriptorLink \"cse-in/app/spec1/d\" .",
+        json!({}),
+    );
+    describe(
+        &other,
+        "/cse-in/other",
+        "vault",
+        "ex:vault ex:battery 5 .",
+        json!({}),
+    );
+    describe(
+        &ae,
+        "/cse-in/app",
+        "door",
+        "ex:door a m2m:Device ; m2m:resourceDescriptorLink \"cse-in/app/spec2/d\" .",
+        json!({}),
+    );
+    describe(
+        &ae,
+        "/cse-in/app",
+        "stranger",
+        "ex:stranger a m2m:Device ; m2m:resourceDescriptorLink \"cse-in/other/vault/d\" .",
+        json!({}),
+    );
+    describe(
+        &ae,
+        "/cse-in/app",
+        "linked",
+        "ex:linked a m2m:Device ; m2m:resourceDescriptorLink \"cse-in/app/spec1/d\" .",
+        json!({ "rels": ["cse-in/app/spec2/d"] }),
+    );
+    let low = format!(
+        "{PREFIXES}SELECT ?d WHERE {{ ?d a m2m:Device . ?x ex:battery ?b FILTER(?b < 20) }}"
+    );
+    let (rsc, b) = get_with_query(
+        u,
+        "/cse-in/app",
+        &ae,
+        &format!("fu=1&smf={}", query_text(&low)),
+    );
+    assert_eq!(rsc, 2000, "{b}");
+    // door: through spec2 to spec1 (two links). stranger: its link names a descriptor Csem may
+    // not read. linked: its relatedSemantics (spec2, no battery) count, not its annotation.
+    assert_eq!(b["m2m:uril"], json!(["cse-in/app/door"]), "{b}");
+    let (rsc, b) = get_with_query(
+        u,
+        "/cse-in/app",
+        "CAdmin",
+        &format!("fu=1&smf={}", query_text(&low)),
+    );
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(
+        b["m2m:uril"],
+        json!(["cse-in/app/door", "cse-in/app/stranger"]),
+        "the admin reads the vault: {b}"
+    );
+}
