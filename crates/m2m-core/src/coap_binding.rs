@@ -574,7 +574,8 @@ pub fn decode_response(p: &Packet) -> M2mResult<Response> {
     resp.rvi = text(p, option::RVI, "oneM2M-RVI")?;
     resp.ot = text(p, option::OT, "oneM2M-OT")?;
     resp.vsi = text(p, option::VSI, "oneM2M-VSI")?;
-    resp.rset = text(p, option::RSET, "oneM2M-RSET")?;
+    // An echo only: a peer's malformed one does not make its answer unreadable.
+    resp.rset = text(p, option::RSET, "oneM2M-RSET").ok().flatten();
     resp.cts = uint(p, option::CTS, "oneM2M-CTS")?.and_then(|v| u8::try_from(v).ok());
     resp.cto = uint(p, option::CTO, "oneM2M-CTO")?;
     if let Some(loc) = p.get_option(CoapOption::LocationPath) {

@@ -615,7 +615,8 @@ pub fn decode_response(
     // Originating Timestamp of the response (TS-0009 clause 6.4.12), which encode_response writes.
     resp.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
     resp.vsi = header(headers, X_M2M_VSI)?.map(str::to_owned);
-    resp.rset = header(headers, X_M2M_RST)?.map(str::to_owned);
+    // An echo only: a peer's malformed one does not make its answer unreadable.
+    resp.rset = header(headers, X_M2M_RST).ok().flatten().map(str::to_owned);
     if let Some(ati) = header(headers, X_M2M_ATI)? {
         resp.ati = ati
             .split('+')

@@ -28,6 +28,9 @@ pub struct Peer {
     /// A request an MQTT server delivered: `addr` is the server's, not the originator's, so
     /// no rule on the originator's IP address can match it.
     pub via_mqtt_server: bool,
+    /// How many group fan-outs (`fopt`, `sfop`) this request is inside: a group that lists
+    /// itself, or groups listing each other, would otherwise fan out without end.
+    pub fan_out_depth: u8,
 }
 
 impl Default for Peer {
@@ -40,6 +43,7 @@ impl Default for Peer {
             proof: Proof::Authenticated,
             by_action: false,
             via_mqtt_server: false,
+            fan_out_depth: 0,
         }
     }
 }

@@ -182,6 +182,7 @@ pub async fn fan_out(
     if members.is_empty() {
         return Err(M2mError::new(Rsc::NoMembers, "the group has no members"));
     }
+    let peer = nested(peer)?;
     // Members on member hosting CSEs of a multicast group get one datagram (TS-0004 clause
     // 7.4.14.2.6); the others a request each.
     // Only for an originator something proves (as for retargeting): a claim never makes
@@ -279,6 +280,21 @@ fn is_virtual_reference(member: &str) -> bool {
 
 /// `req` applied to one member (`member[/rest]`); the answer names the member it came from
 /// (TS-0004 clause 7.4.14.2.5). Also what a member hosting CSE does with a multicast fan-out.
+/// Groups of groups fan out this many levels deep at most.
+pub(crate) const MAX_FAN_OUT_DEPTH: u8 = 3;
+
+/// The peer of a fan-out's member requests, one level deeper; a fan-out deeper than
+/// [`MAX_FAN_OUT_DEPTH`] (a group in its own memberIDs, or groups naming each other) is refused.
+pub(crate) fn nested(mut peer: Peer) -> M2mResult<Peer> {
+    if peer.fan_out_depth >= MAX_FAN_OUT_DEPTH {
+        return Err(M2mError::bad_request(format!(
+            "groups fan out {MAX_FAN_OUT_DEPTH} levels deep at most"
+        )));
+    }
+    peer.fan_out_depth += 1;
+    Ok(peer)
+}
+
 pub(crate) async fn to_member(
     cse: &Arc<Cse>,
     mut req: Request,

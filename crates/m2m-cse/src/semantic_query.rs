@@ -217,7 +217,22 @@ pub async fn fan_out(
             "a semanticFanOutPoint answers a semanticsFilter",
         ));
     }
-    let members = crate::store::string_list(group.attrs.get("mid"));
+    let peer = crate::group::nested(peer)?;
+    let mut members = crate::store::string_list(group.attrs.get("mid"));
+    // As many members as one discovery reads: a query over part of them would answer wrongly,
+    // a discovery says its answer is partial.
+    let limit = usize::try_from(cse.cfg.limits.max_discovery_results).unwrap_or(usize::MAX);
+    let mut partial = false;
+    if members.len() > limit {
+        if req.sqi {
+            return Err(M2mError::new(
+                Rsc::NotAcceptable,
+                "the group has more members than one semantic query reads",
+            ));
+        }
+        members.truncate(limit);
+        partial = true;
+    }
     let calls = members.iter().enumerate().map(|(i, m)| {
         let mut r = Request::new(
             m2m_core::Operation::Retrieve,
@@ -249,12 +264,17 @@ pub async fn fan_out(
     let rqi = req.rqi.clone();
     let accept = req.accept;
     let sqi = req.sqi;
-    // The SPARQL work on a search thread, as for the implicit scope.
-    let pc = cse
+    // The SPARQL work on a search thread within the discovery budget, as for the implicit scope.
+    let deadline = crate::discovery::deadline(cse);
+    let (pc, cut) = cse
         .searches
-        .run(move || fan_out_result(&queries, &descriptors, sqi, accept))
+        .run(move || fan_out_result(&queries, &descriptors, sqi, accept, deadline))
         .await?;
-    Ok(Response::new(Rsc::Ok, rqi, Some(pc)))
+    let mut resp = Response::new(Rsc::Ok, rqi, Some(pc));
+    if partial || cut {
+        resp.cts = Some(m2m_core::primitive::PARTIAL_CONTENT);
+    }
+    Ok(resp)
 }
 
 /// The answer of a semantic fan-out over the members' `descriptors` (member, dcrp, dsp).
@@ -263,7 +283,8 @@ fn fan_out_result(
     descriptors: &[(String, u64, String)],
     sqi: bool,
     accept: Option<m2m_core::serialization::Serialization>,
-) -> M2mResult<serde_json::Value> {
+    deadline: std::time::Instant,
+) -> M2mResult<(serde_json::Value, bool)> {
     if sqi {
         let mut graph = Graph::default();
         for (_, dcrp, dsp) in descriptors {
@@ -278,18 +299,27 @@ fn fan_out_result(
             Some(m2m_core::serialization::Serialization::Xml) => query.results_xml(&graph)?,
             _ => query.results_json(&graph)?,
         };
-        return Ok(json!({ "m2m:qres": text }));
+        return Ok((json!({ "m2m:qres": text }), false));
     }
     let mut found = Vec::new();
     for (member, dcrp, dsp) in descriptors {
+        if std::time::Instant::now() > deadline {
+            return Ok((json!({ "m2m:uril": found }), true));
+        }
         let mut graph = Graph::default();
         graph.add_descriptor(*dcrp, dsp);
         for q in queries {
-            if q.matches(&graph)? {
-                found.push(member.clone());
-                break;
+            match q.matches(&graph) {
+                Ok(true) => {
+                    found.push(member.clone());
+                    break;
+                }
+                Ok(false) => {}
+                // Too large for this member's descriptor: no match, as in a discovery.
+                Err(e) if e.rsc == Rsc::NotAcceptable => {}
+                Err(e) => return Err(e),
             }
         }
     }
-    Ok(json!({ "m2m:uril": found }))
+    Ok((json!({ "m2m:uril": found }), false))
 }

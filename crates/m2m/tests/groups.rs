@@ -376,3 +376,42 @@ fn members_deleted_directly_leave_every_group() {
     create_cnt(&u, "/cse-in/app", &ae, json!({ "rn": "c3" }));
     assert_eq!(mid("g2").1, json!(1));
 }
+
+/// Groups of groups fan out through `fopt/fopt/...` paths; a group that is its own member, or
+/// groups that are each other's, would fan out without end (and twice as wide at each level).
+/// Each level's member requests count one level deeper, and the fourth level is refused (4000)
+/// instead of sent.
+#[test]
+fn groups_that_contain_themselves_fan_out_a_bounded_number_of_levels() {
+    let (cse, ae) = setup();
+    let u = cse.url();
+    for rn in ["a", "b"] {
+        let r = create_group(u, &ae, json!({ "rn": rn, "mt": 9, "mnm": 10, "mid": [] }));
+        assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    }
+    // a and b each list both: a request through k fan-out points would make 2^k requests.
+    for rn in ["a", "b"] {
+        let (rsc, b) = update(
+            u,
+            &format!("/cse-in/app/{rn}"),
+            &ae,
+            json!({ "m2m:grp": { "mid": ["cse-in/app/a", "cse-in/app/b"] } }),
+        );
+        assert_eq!(rsc, 2004, "{b}");
+    }
+    let started = std::time::Instant::now();
+    let path = format!("/cse-in/app/a{}", "/fopt".repeat(12));
+    let (rsc, b) = retrieve(u, &path, &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "bounded"
+    );
+    // Three levels of aggregation, then each deepest member answers the refusal: 2^3 of them.
+    let text = b.to_string();
+    assert_eq!(
+        text.matches("groups fan out 3 levels deep at most").count(),
+        8,
+        "{text}"
+    );
+}

@@ -457,6 +457,7 @@ fn semantic_queries_over_coaps_read_only_the_originators_descriptors() {
                 "--from", row.ae, "--to", theirs, "-q", "sqi=true", "-q", &smf,
             ],
         );
+        assert_eq!(r["rsc"], 4103, "{}: {r}", row.ae);
         let text = r.to_string();
         assert!(!text.contains(other), "{}: {text}", row.ae);
     }

@@ -368,10 +368,16 @@ async fn leave(cse: &Arc<Cse>, target: &str, me: &str) {
 pub(crate) async fn release_targets(cse: &Arc<Cse>, crs: &Resource) {
     let me = cse.sp_relative(crs.ri());
     for sub in string_list(crs.attrs.get("rrats")) {
-        if let Some(res) = local(cse, &sub) {
-            if let Err(e) = crate::dispatcher::delete_resource(cse, &res, None).await {
-                tracing::debug!(dbg = %e.dbg, "a subscription of a crossResourceSubscription was gone");
-            }
+        // Only a subscription that still names this crossResourceSubscription as its own: an
+        // ID another CSE answered with is not trusted to name a resource it may delete.
+        let Some(res) = local(cse, &sub).filter(|r| {
+            r.ty == ResourceType::Subscription
+                && string_list(r.attrs.get("acrs")).iter().any(|a| a == &me)
+        }) else {
+            continue;
+        };
+        if let Err(e) = crate::dispatcher::delete_resource(cse, &res, None).await {
+            tracing::debug!(dbg = %e.dbg, "a subscription of a crossResourceSubscription was gone");
         }
     }
     for target in string_list(crs.attrs.get("srat")) {
