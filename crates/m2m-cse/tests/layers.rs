@@ -197,16 +197,19 @@ fn is_char_literal(b: &[char], i: usize) -> bool {
     )
 }
 
-/// The top-level modules a piece of code names with `crate::` (and `super::` at the top level,
-/// which is the crate root), plus the root re-exports it names (`crate::Cse` is `cse`'s).
-fn imports(code: &str, reexports: &BTreeMap<String, String>, top_level: bool) -> BTreeSet<String> {
+/// The top-level modules a piece of code names with `crate::` (and with the `super::` that is
+/// the crate root: once in a top-level module, twice one level down), plus the root re-exports
+/// it names (`crate::Cse` is `cse`'s).
+fn imports(code: &str, reexports: &BTreeMap<String, String>, depth: usize) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
-    let mut prefixes = vec!["crate::"];
-    if top_level {
-        prefixes.push("super::");
-    }
+    let root = "super::".repeat(depth);
+    let prefixes = ["crate::", root.as_str()];
     for prefix in prefixes {
         for (at, _) in code.match_indices(prefix) {
+            // `super::super::x` one level down is the root; `super::x` there is not.
+            if prefix.starts_with("super") && code[..at].ends_with("super::") {
+                continue;
+            }
             let before = code[..at].chars().next_back().unwrap_or(' ');
             if before.is_alphanumeric() || before == '_' {
                 continue;
@@ -303,8 +306,8 @@ fn upward_imports(src: &Path) -> (Vec<String>, Vec<String>) {
             continue;
         };
         let code = code_of(&std::fs::read_to_string(src.join(&rel)).unwrap());
-        let top_level = rel.components().count() == 1;
-        for imported in imports(&code, &reexports, top_level) {
+        let depth = rel.components().count();
+        for imported in imports(&code, &reexports, depth) {
             if let Some(theirs) = layer_of(&imported) {
                 if theirs > own {
                     upward.push(format!(
@@ -369,7 +372,7 @@ mod tests {
 fn after() { crate::notification::send(); }
 "##,
     );
-    let found = imports(&code, &reexports, true);
+    let found = imports(&code, &reexports, 1);
     let expected: BTreeSet<String> = ["store", "access", "dispatcher", "cse", "notification"]
         .into_iter()
         .map(String::from)
@@ -387,10 +390,22 @@ fn an_upward_import_is_reported() {
     std::fs::write(src.join("cse.rs"), "use crate::store::Store;\n").unwrap();
     std::fs::write(src.join("store/mod.rs"), "fn f(_: &crate::Cse) {}\n").unwrap();
     std::fs::write(src.join("stray.rs"), "\n").unwrap();
+    // One level down, `super::super::` is the crate root; `super::` is the store itself.
+    std::fs::write(
+        src.join("store/scan.rs"),
+        "use super::Store;\nfn g() { super::super::http_server::x(); }\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("http_server.rs"), "\n").unwrap();
     let (unplaced, upward) = upward_imports(&src);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(unplaced, vec!["stray.rs (module stray)".to_owned()]);
-    assert_eq!(upward.len(), 1, "{upward:?}");
+    assert_eq!(upward.len(), 2, "{upward:?}");
+    assert!(
+        upward[1].starts_with("store/scan.rs (foundation")
+            && upward[1].contains("imports http_server (binding entry"),
+        "{upward:?}"
+    );
     assert!(
         upward[0].starts_with("store/mod.rs (foundation"),
         "{upward:?}"
