@@ -974,7 +974,8 @@ pub fn on_deleted(
 }
 
 /// Tells `target` that `sub` is gone for it: a subscription deletion notification (TS-0004
-/// clause 7.5.1.2.4), with the creator when the subscription has one.
+/// clause 7.5.1.2.4), with the creator when the subscription has one. The receiver is told
+/// when that is done (the notice sent, or a local crossResourceSubscription deleted).
 pub(crate) fn subscription_gone(
     cse: &Arc<Cse>,
     sub: &Resource,
@@ -986,13 +987,17 @@ pub(crate) fn subscription_gone(
         r.ty == ResourceType::CrossResourceSubscription
             && crate::resources::cross_resource_subscription::relies_on(cse, r, sub)
     }) {
+        // Told when done: the DELETE that ended the subscription answers after it, with the
+        // crossResourceSubscription and its other subscriptions gone.
+        let (done, deleted) = tokio::sync::oneshot::channel();
         let cse = Arc::clone(cse);
         tokio::spawn(async move {
             if let Err(e) = crate::dispatcher::delete_resource(&cse, &crs, None).await {
                 tracing::debug!(dbg = %e.dbg, "crossResourceSubscription already gone");
             }
+            let _ = done.send(());
         });
-        return None;
+        return Some(deleted);
     }
     let mut sgn = json!({ "sud": true, "sur": cse.sp_relative(sub.ri()) });
     if let Some(cr) = sub.str_attr("cr") {
