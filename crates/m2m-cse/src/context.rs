@@ -3,7 +3,7 @@
 //! clients, and the state of the Security CSF (TS-0003: associations, key services, dynamic
 //! authorization, ESPrim, group authentication, secure storage). The resource engine
 //! (`cse::Cse`) holds one and lends it to the layers below through `Deref`; they reach the
-//! Receiver back only through [`Receiver`], a seam the engine registers.
+//! Receiver back only through `Receiver`, a seam the engine registers.
 
 use crate::association::Peer;
 use crate::config::{Config, CseIdentity};
@@ -26,6 +26,8 @@ pub(crate) trait Receiver: Send + Sync {
     fn receive(self: Arc<Self>, req: Request, peer: Peer) -> BoxFuture<Response>;
 }
 
+/// The state every layer from the security gate up reads; built once by `Context::open` from
+/// the configuration and the secure environments, held by the engine (`cse::Cse`).
 pub struct Context {
     pub(crate) id: CseIdentity,
     pub(crate) cfg: Config,
