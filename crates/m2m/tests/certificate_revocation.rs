@@ -169,8 +169,9 @@ fn a_cse_refuses_to_start_on_a_list_it_cannot_trust() {
         (crl_of(&foreign), "does not verify"),
         (pki.dir().join("missing.pem"), "crl"),
     ] {
+        // A port of its own: the refusal must not depend on 8080 being free.
         let config = format!(
-            "{}crl = {:?}\n",
+            "{}crl = {:?}\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
             in_tls_config(&pki),
             crl.display().to_string()
         );

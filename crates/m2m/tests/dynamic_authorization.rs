@@ -712,7 +712,7 @@ fn token_issuers_with_one_kid_are_refused_at_start() {
     std::fs::write(&public, String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     let storage = dir.path().join("data");
     let config = format!(
-        "[storage]\npath = {:?}\n\n[dynamic_authorization]\n\n\
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n[dynamic_authorization]\n\n\
          [[dynamic_authorization.token_issuers]]\nid = \"das1.m2m.example.com\"\npublic_key = {:?}\n\n\
          [[dynamic_authorization.token_issuers]]\nid = \"das2.m2m.example.com\"\npublic_key = {:?}\n",
         storage.display().to_string(),
