@@ -524,18 +524,8 @@ fn registrar_psk_client(
     if !m2m_security::secure_environment::holds_psk(environments, identity) {
         anyhow::bail!("registrar.psk_identity '{identity}' has no PSK row in [security]");
     }
-    let context = m2m_security::tls::client_context(&m2m_security::tls::ClientTlsConfig {
-        cipher_suites: m2m_security::tls::PSK_SUITES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        psk_source: Some(m2m_security::secure_environment::psk_source(
-            environments,
-            identity,
-        )),
-        ..Default::default()
-    })
-    .map_err(|e| anyhow::anyhow!("registrar TLS-PSK: {e}"))?;
+    let context = m2m_security::tls::client_context(&psk_client_config(environments, identity))
+        .map_err(|e| anyhow::anyhow!("registrar TLS-PSK: {e}"))?;
     Ok(m2m_client::Client::new()
         .with_timeout(std::time::Duration::from_millis(
             cfg.limits.outgoing_timeout_ms,
@@ -715,17 +705,26 @@ fn psk_dtls_context(
     kpsa_id: &KpsaId,
     environments: &SharedEnvironments,
 ) -> Result<SslContext, String> {
-    m2m_security::tls::dtls_client_context(&m2m_security::tls::ClientTlsConfig {
+    m2m_security::tls::dtls_client_context(&psk_client_config(environments, &kpsa_id.to_string()))
+}
+
+/// A client profile of the TS-0003 PSK suites presenting `identity`, its key asked of the
+/// secure environments at each handshake (TLS to the registrar, DTLS to a `coaps` poa).
+fn psk_client_config(
+    environments: &SharedEnvironments,
+    identity: &str,
+) -> m2m_security::tls::ClientTlsConfig {
+    m2m_security::tls::ClientTlsConfig {
         cipher_suites: m2m_security::tls::PSK_SUITES
             .iter()
             .map(|s| s.to_string())
             .collect(),
         psk_source: Some(m2m_security::secure_environment::psk_source(
             environments,
-            &kpsa_id.to_string(),
+            identity,
         )),
         ..Default::default()
-    })
+    }
 }
 
 /// Which entities the PSK rows of the secure environments bind, and with which KpsaID (the first
