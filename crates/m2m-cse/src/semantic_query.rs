@@ -84,11 +84,7 @@ fn query_blocking(
     {
         add(&mut graph, smd);
     }
-    // The XML results format for an XML response, the JSON one for JSON and CBOR.
-    let text = match req.accept {
-        Some(m2m_core::serialization::Serialization::Xml) => query.results_xml(&graph)?,
-        _ => query.results_json(&graph)?,
-    };
+    let text = query.results_for(&graph, req.accept)?;
     Ok(Response::new(
         Rsc::Ok,
         &req.rqi,
@@ -295,10 +291,7 @@ fn fan_out_result(
                 "a semantic query has one semanticsFilter",
             ));
         };
-        let text = match accept {
-            Some(m2m_core::serialization::Serialization::Xml) => query.results_xml(&graph)?,
-            _ => query.results_json(&graph)?,
-        };
+        let text = query.results_for(&graph, accept)?;
         return Ok((json!({ "m2m:qres": text }), false));
     }
     let mut found = Vec::new();

@@ -460,6 +460,19 @@ impl Query {
         Ok(json!({ "results": { "bindings": bindings }, "head": { "vars": vars } }).to_string())
     }
 
+    /// The results over `graph` in the format a response in `ser` carries (TS-0004 clause
+    /// 7.3.3.19): the XML results format for XML, the JSON one for JSON and CBOR.
+    pub fn results_for(
+        &self,
+        graph: &Graph,
+        ser: Option<m2m_core::serialization::Serialization>,
+    ) -> M2mResult<String> {
+        match ser {
+            Some(m2m_core::serialization::Serialization::Xml) => self.results_xml(graph),
+            _ => self.results_json(graph),
+        }
+    }
+
     /// The results over `graph` in the SPARQL Query Results XML Format (Second Edition), as
     /// text: what an XML response primitive carries (TS-0004 clause 7.3.3.19).
     pub fn results_xml(&self, graph: &Graph) -> M2mResult<String> {
