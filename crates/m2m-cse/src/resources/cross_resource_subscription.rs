@@ -372,7 +372,9 @@ pub(crate) async fn release_targets(cse: &Arc<Cse>, crs: &Resource) {
         // ID another CSE answered with is not trusted to name a resource it may delete.
         let Some(res) = local(cse, &sub).filter(|r| {
             r.ty == ResourceType::Subscription
-                && string_list(r.attrs.get("acrs")).iter().any(|a| a == &me)
+                && string_list(r.attrs.get("acrs"))
+                    .iter()
+                    .any(|a| crate::resolve::names(cse, a, crs))
         }) else {
             continue;
         };
