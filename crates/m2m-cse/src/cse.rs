@@ -3,9 +3,10 @@
 
 use crate::config::Config;
 use crate::context::Receiver;
-use crate::notification::Notifier;
+use crate::notification::Delivery;
 use crate::resolve::{self, Locality, Target};
 use crate::store::Resource;
+use crate::subscription_events::Notifier;
 use crate::{access, discovery, dispatcher, group, impersonation, routing};
 use m2m_core::{Address, M2mError, M2mResult, Operation, Request, ResourceType, Response};
 use m2m_security::secure_environment::SharedEnvironments;
@@ -24,10 +25,9 @@ const SUPPORTED_RELEASES: [&str; 3] = ["2a", "3", "4"];
 /// The resource engine: the Receiver's generic procedure over the [`Context`], and the state of
 /// the resource types (timers, monitors, queues) and of notification.
 pub struct Cse {
-    ctx: Context,
+    /// The notification layer, over the [`Context`]: what the engine sends goes through it.
+    pub(crate) delivery: Arc<Delivery>,
     pub(crate) notifier: Notifier,
-    /// Requests queued for entities that poll (<pollingChannel>).
-    pub(crate) polling: crate::resources::polling_channel::Channels,
     /// Missing data monitors of <timeSeries> resources and windows of their subscriptions.
     pub(crate) time_series: crate::resources::time_series::Monitors,
     /// The time windows of <crossResourceSubscription> resources.
@@ -44,12 +44,6 @@ pub struct Cse {
     pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
     /// The MQTT server's ACL this CSE keeps (`[mqtt] acl_file`), told when registrations change.
     pub(crate) mqtt_acl: std::sync::OnceLock<Arc<dyn crate::outbound::RegistrationWatch>>,
-    /// The MQTT binding (`[mqtt]`): notifications to `mqtt(s)://` points of access go through it.
-    pub(crate) mqtt: std::sync::OnceLock<Arc<dyn crate::outbound::MqttServer>>,
-    /// Open WebSocket connections by the AE proven on each: its notifications go over it.
-    pub(crate) websockets: crate::outbound::Links,
-    /// What the Upper Tester interface changed (conformance testing only).
-    pub(crate) testing: crate::overrides::Overrides,
     /// Discovery and child listings, on threads of their own at a lower CPU priority.
     pub(crate) searches: crate::search_threads::SearchThreads,
     /// Multicast fan-out as group hosting CSE (`[multicast]` with a signing key).
@@ -58,10 +52,12 @@ pub struct Cse {
     pub(crate) multicast_member: Option<Arc<crate::multicast::member::Member>>,
 }
 
+/// The engine reads the layers below through it: `cse.websockets` is the notification layer's,
+/// `cse.store` the context's.
 impl std::ops::Deref for Cse {
-    type Target = Context;
-    fn deref(&self) -> &Context {
-        &self.ctx
+    type Target = Delivery;
+    fn deref(&self) -> &Delivery {
+        &self.delivery
     }
 }
 
@@ -82,9 +78,8 @@ impl Cse {
         let multicast_member =
             crate::multicast::member::Member::from_config(&ctx.cfg, environments)?.map(Arc::new);
         let cse = Arc::new(Self {
-            ctx,
+            delivery: Arc::new(Delivery::new(Arc::new(ctx))),
             notifier: Notifier::default(),
-            polling: Default::default(),
             time_series: Default::default(),
             cross_resources: Default::default(),
             non_blocking: Default::default(),
@@ -94,15 +89,12 @@ impl Cse {
             geofence_events: Default::default(),
             beacons: Default::default(),
             mqtt_acl: Default::default(),
-            mqtt: Default::default(),
-            websockets: Default::default(),
-            testing: Default::default(),
             searches: crate::search_threads::SearchThreads::per_core(),
             multicast_host,
             multicast_member,
         });
         let receiver: Arc<dyn Receiver> = Arc::clone(&cse) as _;
-        cse.ctx.register(&receiver);
+        cse.register(&receiver);
         cse.ensure_cse_base()?;
         crate::resources::notification_target_policy::ensure_system_default(&cse)?;
         cse.actions
@@ -111,7 +103,7 @@ impl Cse {
         cse.group_members
             .load(&cse)
             .map_err(|e| anyhow::anyhow!("cannot read the groups: {}", e.dbg))?;
-        crate::notification::load_monitored(&cse)
+        crate::subscription_events::load_monitored(&cse)
             .map_err(|e| anyhow::anyhow!("cannot read the subscriptions: {}", e.dbg))?;
         cse.schedules
             .load(&cse)
@@ -123,7 +115,7 @@ impl Cse {
     }
     /// Sets the pointOfAccess once the listener is bound (the port may have been chosen by the OS).
     pub fn set_public_url(&self, url: String) -> M2mResult<()> {
-        self.ctx.set_public_url(url);
+        Context::set_public_url(&self.delivery, url);
         self.ensure_cse_base()
             .map_err(|e| M2mError::internal(e.to_string()))
     }
@@ -312,12 +304,14 @@ impl Cse {
         // operationMonitor: the resource the operation addressed (a CREATE's parent); a set
         // lookup for any other.
         let monitored = match &target {
-            Target::Resource(r) if crate::notification::is_monitored(&self, r.ri()) => Some((
-                r.ri().to_owned(),
-                req.op,
-                req.is_discovery(),
-                req.from.clone().unwrap_or_default(),
-            )),
+            Target::Resource(r) if crate::subscription_events::is_monitored(&self, r.ri()) => {
+                Some((
+                    r.ri().to_owned(),
+                    req.op,
+                    req.is_discovery(),
+                    req.from.clone().unwrap_or_default(),
+                ))
+            }
             _ => None,
         };
         let mut resp = Arc::clone(&self).dispatch(req, target, peer).await?;
@@ -326,7 +320,7 @@ impl Cse {
         }
         resp.ati = assigned;
         if let Some((ri, op, discovery, originator)) = monitored {
-            crate::notification::on_operation(&self, &ri, op, discovery, &originator);
+            crate::subscription_events::on_operation(&self, &ri, op, discovery, &originator);
         }
         Ok(resp)
     }

@@ -3,10 +3,11 @@
 
 use crate::context::random_suffix;
 use crate::cse::{representation, Cse, Peer};
-use crate::notification::{self, Event};
+use crate::notification;
 use crate::resolve::Target;
 use crate::resources::{self, Call, Prepared};
 use crate::store::Resource;
+use crate::subscription_events::{self, Event};
 use m2m_core::schema;
 use m2m_core::{
     M2mError, M2mResult, Request, ResourceType, Response, ResponseStatusCode as Rsc, ResultContent,
@@ -252,7 +253,7 @@ pub async fn create(
         })
         .await?;
 
-    notification::on_event(
+    subscription_events::on_event(
         cse,
         &parent,
         Event::CreateChild,
@@ -558,7 +559,7 @@ pub async fn update(
     refuse_outlived(cse, &res, &content)?;
     // A blocking-update subscription holds every other UPDATE of the resource until its target
     // answered this one (TS-0004 clause 7.5.1.2.19).
-    let _blocked = notification::blocking_update(cse, &res, &content).await?;
+    let _blocked = subscription_events::blocking_update(cse, &res, &content).await?;
     let requested =
         (req.result_content() == ResultContent::ModifiedAttributes).then(|| content.clone());
     let now = cse.now_ts();
@@ -606,7 +607,7 @@ pub async fn update(
         })
         .await?;
     behaviour.updated(cse, &updated, &modified, &before);
-    notification::on_event(
+    subscription_events::on_event(
         cse,
         &updated,
         Event::Update,
@@ -710,7 +711,7 @@ pub(crate) async fn delete_resource(
             behaviour.deleted(cse, gone);
         }
     }
-    let told = notification::on_deleted(cse, res, &deleted);
+    let told = subscription_events::on_deleted(cse, res, &deleted);
     crate::group::members_deleted(cse, res);
     // A crossResourceSubscription leaves the subscriptions it joined, and deletes those it made,
     // before the DELETE is answered (TS-0004 clause 7.4.58.2.4): a client reading one of them
@@ -725,7 +726,7 @@ pub(crate) async fn delete_resource(
         .await;
     }
     if let Some(parent) = parent {
-        notification::on_event(cse, &parent, Event::DeleteChild, res, None, originator);
+        subscription_events::on_event(cse, &parent, Event::DeleteChild, res, None, originator);
         resources::action::children_changed(cse, parent.ri());
     }
     // A DELETE answers after its subscriptions' deletion notifications went out (TS-0004

@@ -5,9 +5,10 @@
 //! local operation (`dispatcher`, `discovery`, `group`) or forwarding (`routing`) → store → response.
 //!
 //! Layers, bottom to top (docs/ARCHITECTURE.md; `tests/layers.rs` fails on an import upward):
-//! foundation (`config`, `store`), security gate (`context` and the TS-0003 modules), resource
-//! types and notification (`cse`, `dispatcher`, `resources`, `notification`, ...), binding entry
-//! (`http_server`, `coap_server`, `mqtt_binding`, `websocket_server`, `upper_tester`).
+//! foundation (`config`, `store`), security gate (`context` and the TS-0003 modules),
+//! notification (`notification`: delivery; `polling_queue`, `outbound`), resource types (`cse`,
+//! `dispatcher`, `resources`, `subscription_events`, ...), binding entry (`http_server`,
+//! `coap_server`, `mqtt_binding`, `websocket_server`, `upper_tester`).
 //!
 //! # Clause index
 //!
@@ -25,7 +26,8 @@
 //! | TS-0004 7.3.2.6: retargeting | `routing` |
 //! | TS-0004 7.3.3: CREATE/RETRIEVE/UPDATE/DELETE/NOTIFY | `dispatcher` |
 //! | TS-0004 7.4: each resource type | `resources::*` (one module per type) |
-//! | TS-0004 7.5.1.2.2 to 7.5.1.2.4: notifications | `notification` |
+//! | TS-0004 7.5.1.2.2 to 7.5.1.2.4: which subscriptions an event triggers, their policies | `subscription_events` |
+//! | TS-0004 7.5.1.2.x, 7.3.3.9.1: delivery of a Notify (URL, AE, pollingChannel, by ID) | `notification`, `polling_queue` |
 //! | TS-0003 7.1, TS-0004 7.3.3.15: access decision | `access` |
 //! | TS-0003 7.2.1: impersonation check | `impersonation` |
 //! | TS-0003 7.3.2.2: dynamic authorization | `dynamic_authorization` |
@@ -73,6 +75,7 @@ mod notification;
 mod outbound;
 /// Defaults the Upper Tester may shorten (TS-0019).
 mod overrides;
+mod polling_queue;
 pub mod prefill;
 mod provisioned_keys;
 pub(crate) mod registration;
@@ -88,6 +91,7 @@ pub(crate) mod semantic_query;
 /// SPARQL SELECT over RDF: the queries of a semanticsFilter read and evaluated.
 pub(crate) mod sparql;
 pub(crate) mod store;
+mod subscription_events;
 pub(crate) mod upper_tester;
 mod validity;
 pub(crate) mod websocket_server;

@@ -363,7 +363,7 @@ fn unreachable(why: impl Into<String>) -> M2mError {
 impl crate::outbound::MqttServer for Binding {
     fn send<'a>(
         &'a self,
-        cse: &'a Cse,
+        cse: &'a crate::context::Context,
         poa: &'a str,
         target: &'a EntityId,
         req: &'a m2m_core::Request,
@@ -375,7 +375,7 @@ impl crate::outbound::MqttServer for Binding {
 
 async fn send(
     b: &Binding,
-    cse: &Cse,
+    cse: &crate::context::Context,
     poa: &str,
     target: &EntityId,
     req: &m2m_core::Request,

@@ -312,7 +312,7 @@ impl AclFile {
     }
 
     /// Writes the ACL now (at start: a failure stops the CSE).
-    pub fn write(&self, cse: &crate::cse::Cse) -> anyhow::Result<()> {
+    pub fn write(&self, cse: &crate::context::Context) -> anyhow::Result<()> {
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let bindings = cse
             .store
@@ -381,7 +381,7 @@ impl AclFile {
 
 impl crate::outbound::RegistrationWatch for AclFile {
     /// Writes the ACL again: an AE registered or was deleted.
-    fn changed(&self, cse: &crate::cse::Cse) {
+    fn changed(&self, cse: &crate::context::Context) {
         if let Err(e) = self.write(cse) {
             tracing::warn!(target: "audit", error = %e, "the MQTT server's ACL could not be written");
         }

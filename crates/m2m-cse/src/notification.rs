@@ -1,27 +1,23 @@
-//! Notifications (TS-0004 clauses 7.5.1.2.2 to 7.5.1.2.4; TS-0001 clause 10.2.10.7): which
-//! subscriptions an event triggers, the `m2m:sgn` they carry, the notification policies
-//! (batchNotify, latestNotify, notificationEventCat, notificationStatsEnable, expirationCounter),
-//! and the delivery, in order per target, to URLs or to entities by ID.
+//! Notification delivery (TS-0004 clause 7.5.1.2.x: the Notify request a subscription sends;
+//! clause 7.3.3.9.1: a request for an entity that polls; TS-0020 clause 5.2, TS-0010 clause
+//! 6.4.3: an entity reached over its own connection): the layer between the security gate and the
+//! resource types. It takes Notify requests from above and carries them, in order per target, to
+//! URLs, to registered AEs (their pollingChannel, WebSocket, MQTT topic or pointOfAccess), or by ID
+//! through the Receiver, and counts notificationStatsInfo. It imports nothing from the resource
+//! types: what a subscription is and when it fires is theirs (`subscription_events`).
 
-use crate::cse::{representation, Cse, Peer};
+use crate::association::Peer;
+use crate::context::Context;
+use crate::outbound::{Links, MqttServer};
+use crate::polling_queue::Channels;
 use crate::store::Resource;
 use m2m_core::{
     M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::mpsc;
-
-/// notificationEventType (TS-0004 table 6.3.4.2.20-1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    Update = 1,
-    Delete = 2,
-    CreateChild = 3,
-    DeleteChild = 4,
-}
 
 /// Notifications waiting for one target at most; beyond, a target slower than its events loses
 /// the newest (logged) instead of growing memory without bound.
@@ -30,62 +26,29 @@ const QUEUE_LEN: usize = 1024;
 /// A target's queue idle this long ends (its task and map entry go; the next event starts anew).
 const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Per-target delivery queues, so that notifications to one target arrive in the order of events,
-/// and the batches of batchNotify subscriptions.
-#[derive(Default)]
-pub struct Notifier {
+/// The ways a notification leaves this CSE, over the [`Context`] it reads: per-target queues, so
+/// that notifications to one target arrive in the order of events, and the ways to entities that
+/// cannot be reached at an address (their polling channels, the connections they opened).
+pub struct Delivery {
+    ctx: Arc<Context>,
     queues: Mutex<HashMap<String, Queue>>,
     /// Tells a queue's task whether the map entry is still its own when it ends.
     next_id: std::sync::atomic::AtomicU64,
-    /// Notifications held for a batch, by (subscription resourceID, target).
-    batches: Mutex<HashMap<(String, String), Batch>>,
-    /// One UPDATE at a time on a resource with a blocking-update subscription, by resourceID.
-    blocked: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// The resources with an operationMonitor subscription, so that other requests pay a set
-    /// lookup only.
-    monitored: std::sync::RwLock<std::collections::HashSet<String>>,
-    /// The same for blocking-update subscriptions: an UPDATE elsewhere reads no subscriptions
-    /// before it is carried out.
-    blocking: std::sync::RwLock<std::collections::HashSet<String>>,
-    /// rateLimit windows, by subscription resourceID.
-    rates: Mutex<HashMap<String, RateWindow>>,
-    /// Events held by all rateLimit windows, and the number of the next flush task.
-    rates_held: std::sync::atomic::AtomicUsize,
-    next_flusher: std::sync::atomic::AtomicU64,
-    /// pendingNotification: events missed outside the notification schedule, by subscription
-    /// resourceID, waiting for the schedule to allow them.
-    missed: Mutex<HashMap<String, std::collections::VecDeque<Value>>>,
+    /// Requests queued for entities that poll (<pollingChannel>).
+    pub(crate) polling: Channels,
+    /// Open WebSocket connections by the AE proven on each: its notifications go over it.
+    pub(crate) websockets: Links,
+    /// The MQTT binding (`[mqtt]`): notifications to `mqtt(s)://` points of access go through it.
+    pub(crate) mqtt: OnceLock<Arc<dyn MqttServer>>,
+    /// What the Upper Tester interface changed (conformance testing only).
+    pub(crate) testing: crate::overrides::Overrides,
 }
 
-/// pendingNotification values (TS-0001 table 9.6.8-2).
-const SEND_LATEST: u64 = 1;
-const SEND_ALL_PENDING: u64 = 2;
-/// The most missed events one subscription keeps for sendAllPending; beyond, the oldest go.
-const MAX_MISSED: usize = 1_000;
-
-/// The current rateLimit window of a subscription (TS-0001 clause 10.2.10.x: sequential windows
-/// of `tww`, at most `mnn` notification events in each; the others wait for the next).
-struct RateWindow {
-    start: std::time::Instant,
-    sent: u64,
-    held: std::collections::VecDeque<Value>,
-    /// The task that sends the held events at the windows' ends, if one runs: only the task
-    /// of this number goes on (an older one, from before a race, stops).
-    flusher: Option<u64>,
-}
-
-/// The most notification events a rate-limited subscription holds for later windows; beyond,
-/// the oldest go (logged).
-const MAX_RATE_HELD: usize = 1_000;
-/// The most held by all of them together; beyond, new events are dropped (logged).
-const MAX_RATE_HELD_TOTAL: usize = 20_000;
-
-/// A subscription's rateLimit, (`mnn`, `tww`).
-fn rate_limit(sub: &Resource) -> Option<(u64, std::time::Duration)> {
-    let rl = sub.attrs.get("rl")?;
-    let mnn = rl.get("mnn").and_then(Value::as_u64)?;
-    let tww = rl.get("tww").and_then(m2m_core::time::parse_duration)?;
-    (!tww.is_zero()).then_some((mnn, tww))
+impl std::ops::Deref for Delivery {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
 }
 
 /// One target's queue: the sender of its delivery task's channel.
@@ -95,7 +58,7 @@ struct Queue {
 }
 
 /// One Notify request on its way to a target.
-struct Outgoing {
+pub(crate) struct Outgoing {
     body: Value,
     /// Event Category (X-M2M-EC): notificationEventCat, or "latest" with latestNotify.
     ec: Option<String>,
@@ -105,951 +68,80 @@ struct Outgoing {
     done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// The notifications of one subscription for one target waiting for their batch (TS-0001
-/// clause 10.2.10.7): sent when `num` are held or when the duration since the first ran out.
-struct Batch {
-    items: Vec<Value>,
-    timer: Option<tokio::task::AbortHandle>,
-    policy: Policy,
-}
-
-/// A subscription's policies for what it sends, read when the event happened.
-#[derive(Clone)]
-struct Policy {
-    sub_ri: String,
-    latest: bool,
-    ec: Option<String>,
-    stats: bool,
-}
-
-impl Policy {
-    fn of(sub: &Resource) -> Self {
-        let latest = sub.attrs.get("ln") == Some(&Value::Bool(true));
-        Policy {
-            sub_ri: sub.ri().to_owned(),
-            latest,
-            // m2m:stdEventCats: 4 is "latest" (TS-0004 clause 7.5.1.2.2, step 2.3).
-            ec: if latest {
-                Some("4".to_owned())
-            } else {
-                sub.u64_attr("nec").map(|n| n.to_string())
-            },
-            stats: sub.attrs.get("nse") == Some(&Value::Bool(true)),
-        }
-    }
-
-    fn outgoing(&self, body: Value, events: u64) -> Outgoing {
+impl Outgoing {
+    /// A Notify request carrying `body` (`m2m:sgn`, `m2m:agn`), with an Event Category.
+    pub(crate) fn new(body: Value, ec: Option<String>) -> Self {
         Outgoing {
             body,
-            ec: self.ec.clone(),
-            stats: self.stats.then(|| (self.sub_ri.clone(), events)),
+            ec,
+            stats: None,
             done: None,
         }
     }
+
+    /// Counted in the notificationStatsInfo of a subscription, as this many events.
+    pub(crate) fn counted(mut self, stats: Option<(String, u64)>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// Tells `done` once it was sent and answered (or failed).
+    pub(crate) fn when_done(mut self, done: tokio::sync::oneshot::Sender<()>) -> Self {
+        self.done = Some(done);
+        self
+    }
 }
 
-impl Notifier {
+impl Delivery {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
+        Delivery {
+            ctx,
+            queues: Default::default(),
+            next_id: Default::default(),
+            polling: Default::default(),
+            websockets: Default::default(),
+            mqtt: Default::default(),
+            testing: Default::default(),
+        }
+    }
+
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn batches(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Batch>> {
-        self.batches.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Triggers the subscriptions of `subject` for an event that concerns `res`, caused by a request
-/// of `originator` (None: the CSE itself, e.g. expiry).
-pub fn on_event(
-    cse: &Arc<Cse>,
-    subject: &Resource,
-    event: Event,
-    res: &Resource,
-    modified: Option<&Map<String, Value>>,
-    originator: Option<&str>,
-) {
-    let subs = match cse
-        .store
-        .read(|r| r.children(subject.ri(), Some(ResourceType::Subscription)))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(dbg = %e.dbg, "cannot read subscriptions");
-            return;
-        }
-    };
-    for sub in subs {
-        // A subscription is not told about its own creation.
-        if sub.ri() == res.ri() || !wants(&sub, event, res, modified) {
-            continue;
-        }
-        let rep = match sub.u64_attr("nct").unwrap_or(1) {
-            2 => match modified {
-                Some(m) => json!({ res.root_name(): m }),
-                None => representation(res),
+    /// Queues a notification for a target; delivery happens in the background, in order.
+    pub(crate) fn enqueue(self: &Arc<Self>, nu: &str, body: Outgoing) {
+        let mut queues = self.queues();
+        let body = match queues.get(nu) {
+            None => body,
+            Some(q) => match q.tx.try_send(body) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(target_uri = %nu, queued = QUEUE_LEN, "notification dropped: the target's queue is full");
+                    return;
+                }
+                // The task ended without removing its entry (it panicked): start a new one.
+                Err(mpsc::error::TrySendError::Closed(b)) => b,
             },
-            3 => json!({ "m2m:uri": cse.sp_relative(res.ri()) }),
-            _ => representation(res),
         };
-        let mut sgn =
-            json!({ "nev": { "rep": rep, "net": event as u8 }, "sur": cse.sp_relative(sub.ri()) });
-        // The creator; without one, with eeno, the originator of the event (Release 4).
-        let eeno = sub.attrs.get("eeno") == Some(&Value::Bool(true));
-        if let Some(cr) = sub
-            .str_attr("cr")
-            .or(originator.filter(|o| eeno && !o.is_empty()))
-        {
-            sgn["cr"] = json!(cr);
-        }
-        notify_targets(cse, &sub, sgn);
-        count_down(cse, &sub);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        let _ = tx.try_send(body);
+        queues.insert(nu.to_owned(), Queue { id, tx });
+        tokio::spawn(deliver_queue(Arc::clone(self), nu.to_owned(), id, rx));
     }
-}
-
-/// preSubscriptionNotify (`psn`, TS-0001 table 9.6.8-2): the events of before the subscription
-/// that the CSE still holds, up to `psn` of them, oldest first: the instances of a container or
-/// timeSeries, as the creation events they were, for a subscription to child creations. Other
-/// events are not retained, so there are none to send.
-pub(crate) fn pre_subscription_notify(cse: &Arc<Cse>, sub: &Resource) {
-    let Some(n) = sub.u64_attr("psn").filter(|n| *n > 0) else {
-        return;
-    };
-    let Ok(Some(parent)) = cse.store.get(sub.pi()) else {
-        return;
-    };
-    let Some(ty) = parent.ty.instance_type() else {
-        return;
-    };
-    // What a RETRIEVE would not show is not sent either: instances hidden by disableRetrieval,
-    // instances read a limited number of times (deletionCnt).
-    if crate::resources::container::retrieval_disabled(&parent) {
-        return;
-    }
-    // At most what a batch holds: the rest of a long history is not "the events just before".
-    let n = n.min(MAX_BATCH);
-    let Ok(mut earlier) = cse.store.read(|r| r.latest_children(parent.ri(), ty, n)) else {
-        return;
-    };
-    earlier.reverse();
-    for res in earlier {
-        if crate::resources::content_instance::counts_retrievals(&res)
-            || !wants(sub, Event::CreateChild, &res, None)
-        {
-            continue;
-        }
-        let rep = match sub.u64_attr("nct").unwrap_or(1) {
-            3 => json!({ "m2m:uri": cse.sp_relative(res.ri()) }),
-            _ => representation(&res),
-        };
-        let mut sgn = json!({ "nev": { "rep": rep, "net": Event::CreateChild as u8 }, "sur": cse.sp_relative(sub.ri()) });
-        if let Some(cr) = sub.str_attr("cr") {
-            sgn["cr"] = json!(cr);
-        }
-        notify_targets(cse, sub, sgn);
-    }
-}
-
-/// Whether a subscription's eventNotificationCriteria select the event (TS-0004 clause 7.5.1.2.2):
-/// its notificationEventType (default: update only), and for an update the attributes (`atr`)
-/// of which one must have changed, for a child created or deleted the child resource types
-/// (`chty`) it must be of; then the conditions on the resource the event concerns (TS-0001
-/// table 9.6.8-3: creation, modification and expiration times, stateTag, contentSize; the
-/// subscribed-to resource for an update or deletion, the child for a child's), combined by `fo`.
-fn wants(
-    sub: &Resource,
-    event: Event,
-    res: &Resource,
-    modified: Option<&Map<String, Value>>,
-) -> bool {
-    let enc = sub.attrs.get("enc");
-    let list = |k: &str| enc.and_then(|e| e.get(k)).and_then(Value::as_array);
-    let net_ok = match list("net") {
-        Some(nets) => nets.iter().any(|n| n.as_u64() == Some(event as u64)),
-        // Update_of_Resource is the default only without an operationMonitor (TS-0001 table
-        // 9.6.8-2): a monitoring subscription notifies its operations, not every update.
-        None => event == Event::Update && list("om").is_none(),
-    };
-    if !net_ok {
-        return false;
-    }
-    let selected = match event {
-        Event::Update => list("atr").is_none_or(|atr| {
-            modified.is_some_and(|m| {
-                atr.iter()
-                    .filter_map(Value::as_str)
-                    .any(|a| m.contains_key(a))
-            })
-        }),
-        Event::CreateChild | Event::DeleteChild => list("chty").is_none_or(|chty| {
-            chty.iter()
-                .any(|t| t.as_u64() == Some(u64::from(res.ty.code())))
-        }),
-        Event::Delete => true,
-    };
-    selected && enc.is_none_or(|e| conditions_hold(e, res))
-}
-
-/// The eventNotificationCriteria conditions that test the resource, with their filterOperation:
-/// read as the Filter Criteria of the same names (TS-0004 clause 7.3.3.17), which they are.
-const RESOURCE_CONDITIONS: [&str; 10] = [
-    "crb", "cra", "ms", "us", "sts", "stb", "exb", "exa", "sza", "szb",
-];
-
-fn conditions_hold(enc: &Value, res: &Resource) -> bool {
-    let Some(enc) = enc.as_object() else {
-        return true;
-    };
-    if !RESOURCE_CONDITIONS.iter().any(|k| enc.contains_key(*k)) {
-        return true;
-    }
-    let mut fc = m2m_core::FilterCriteria::default();
-    for k in RESOURCE_CONDITIONS.iter().chain(&["fo"]) {
-        let text = match enc.get(*k) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => continue,
-        };
-        // Checked at creation; a value that no longer reads selects nothing.
-        if fc.take_query_field(k, &text, |_| false).is_err() {
-            return false;
-        }
-    }
-    fc.matches(&res.attrs)
-}
-
-/// A notification of `sub` raised outside the resource events (missing data points): to its
-/// targets under its policies, counted against its expirationCounter.
-pub(crate) fn notify_subscription(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
-    notify_targets(cse, sub, sgn);
-    count_down(cse, sub);
-}
-
-/// A subscription's notification to each of its targets, under its policies: held for a batch
-/// (batchNotify), or queued now.
-/// m2m:eventCat immediate (TS-0004 table 6.3.3-1).
-const IMMEDIATE: u64 = 2;
-
-fn notify_targets(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
-    // Outside its notification schedule the event is not notified, unless its category is
-    // immediate (TS-0004 clause 7.5.1.2.2).
-    let immediate = sub.u64_attr("nec") == Some(IMMEDIATE);
-    if !immediate && !cse.schedules.allows(cse, sub) {
-        if !keep_missed(cse, sub, sgn) {
-            tracing::debug!(
-                sub = sub.ri(),
-                "notification outside the subscription's schedule, discarded"
-            );
-        }
-        return;
-    }
-    if let Some((mnn, tww)) = rate_limit(sub) {
-        if !admit(cse, sub, &sgn, mnn, tww) {
-            return;
-        }
-    }
-    send_event(cse, sub, sgn);
-}
-
-/// pendingNotification (TS-0001 table 9.6.8-2): an event missed outside the notification
-/// schedule is kept (sendLatest: the last one; sendAllPending: all, at most [`MAX_MISSED`]) and
-/// sent once the schedule allows, the sendLatest one with Event Category "latest". Whether it
-/// was kept.
-fn keep_missed(cse: &Arc<Cse>, sub: &Resource, sgn: Value) -> bool {
-    let pn = sub.u64_attr("pn");
-    if !matches!(pn, Some(SEND_LATEST | SEND_ALL_PENDING)) {
-        return false;
-    }
-    let mut missed = cse
-        .notifier
-        .missed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let first = !missed.contains_key(sub.ri());
-    let kept = missed.entry(sub.ri().to_owned()).or_default();
-    if pn == Some(SEND_LATEST) {
-        kept.clear();
-    } else if kept.len() >= MAX_MISSED {
-        kept.pop_front();
-    }
-    kept.push_back(sgn);
-    if first {
-        tokio::spawn(send_missed_when_allowed(
-            Arc::clone(cse),
-            sub.ri().to_owned(),
-        ));
-    }
-    true
-}
-
-/// Waits (looking every second) until a subscription's schedule allows, then sends what it
-/// missed; ends with the subscription, or when it no longer asks for its missed events.
-async fn send_missed_when_allowed(cse: Arc<Cse>, ri: String) {
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let sub = match cse.store.get(&ri) {
-            Ok(Some(sub)) if sub.attrs.contains_key("pn") => sub,
-            _ => {
-                cse.notifier
-                    .missed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&ri);
-                return;
-            }
-        };
-        if !cse.schedules.allows(&cse, &sub) {
-            continue;
-        }
-        let kept = cse
-            .notifier
-            .missed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ri)
-            .unwrap_or_default();
-        let latest = sub.u64_attr("pn") == Some(SEND_LATEST);
-        let mut policy = Policy::of(&sub);
-        if latest {
-            // m2m:stdEventCats 4, "latest" (TS-0001 table 9.6.8-2, pendingNotification).
-            policy.ec = Some("4".to_owned());
-        }
-        for sgn in kept {
-            for nu in targets(&sub) {
-                enqueue_outgoing(
-                    &cse,
-                    nu,
-                    policy.outgoing(json!({ "m2m:sgn": sgn.clone() }), 1),
-                );
-            }
-        }
-        return;
-    }
-}
-
-/// rateLimit: whether the event goes now (counted in the window); if not, it is held for the
-/// next windows, which a task opens as each one ends.
-fn admit(cse: &Arc<Cse>, sub: &Resource, sgn: &Value, mnn: u64, tww: std::time::Duration) -> bool {
-    let now = std::time::Instant::now();
-    let mut rates = cse.notifier.rates.lock().unwrap_or_else(|e| e.into_inner());
-    let w = rates
-        .entry(sub.ri().to_owned())
-        .or_insert_with(|| RateWindow {
-            start: now,
-            sent: 0,
-            held: Default::default(),
-            flusher: None,
-        });
-    if now.duration_since(w.start) >= tww && w.flusher.is_none() {
-        w.start = now;
-        w.sent = 0;
-    }
-    if w.sent < mnn && w.held.is_empty() {
-        w.sent += 1;
-        return true;
-    }
-    let held = &cse.notifier.rates_held;
-    if w.held.len() >= MAX_RATE_HELD {
-        w.held.pop_front();
-        held.fetch_sub(1, Ordering::Relaxed);
-        tracing::warn!(
-            sub = sub.ri(),
-            "rateLimit: the oldest held notification dropped"
-        );
-    }
-    if held.load(Ordering::Relaxed) >= MAX_RATE_HELD_TOTAL {
-        tracing::warn!(
-            sub = sub.ri(),
-            "rateLimit: the CSE holds all it may, notification dropped"
-        );
-        return false;
-    }
-    w.held.push_back(sgn.clone());
-    held.fetch_add(1, Ordering::Relaxed);
-    if w.flusher.is_none() {
-        let id = cse.notifier.next_flusher.fetch_add(1, Ordering::Relaxed);
-        w.flusher = Some(id);
-        let (cse, ri, end) = (Arc::clone(cse), sub.ri().to_owned(), w.start + tww);
-        tokio::spawn(flush_rate_windows(cse, ri, end, id));
-    }
-    false
-}
-
-/// Forgets a subscription's rateLimit window and what it held.
-fn forget_rate_window(cse: &Cse, ri: &str) {
-    let gone = cse
-        .notifier
-        .rates
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(ri);
-    if let Some(w) = gone {
-        cse.notifier
-            .rates_held
-            .fetch_sub(w.held.len(), Ordering::Relaxed);
-    }
-}
-
-/// Sends what a rate-limited subscription held, `mnn` at each window's start, until nothing is
-/// held (or the subscription is gone).
-async fn flush_rate_windows(cse: Arc<Cse>, ri: String, mut end: std::time::Instant, id: u64) {
-    loop {
-        tokio::time::sleep_until(end.into()).await;
-        // The subscription as it is now: gone, or its rateLimit removed or changed by an
-        // UPDATE, its window follows.
-        let sub = match cse.store.get(&ri) {
-            Ok(Some(sub)) => sub,
-            _ => {
-                forget_rate_window(&cse, &ri);
-                return;
-            }
-        };
-        let Some((mnn, tww)) = rate_limit(&sub) else {
-            let held: Vec<Value> = {
-                let mut rates = cse.notifier.rates.lock().unwrap_or_else(|e| e.into_inner());
-                rates
-                    .remove(&ri)
-                    .map(|w| w.held.into_iter().collect())
-                    .unwrap_or_default()
-            };
-            cse.notifier
-                .rates_held
-                .fetch_sub(held.len(), Ordering::Relaxed);
-            for sgn in held {
-                send_event(&cse, &sub, sgn);
-            }
-            return;
-        };
-        let (batch, more) = {
-            let mut rates = cse.notifier.rates.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(w) = rates.get_mut(&ri).filter(|w| w.flusher == Some(id)) else {
-                return;
-            };
-            w.start = std::time::Instant::now();
-            let n = (mnn as usize).min(w.held.len());
-            w.sent = n as u64;
-            let batch: Vec<Value> = w.held.drain(..n).collect();
-            let more = !w.held.is_empty();
-            if !more {
-                w.flusher = None;
-            }
-            end = w.start + tww;
-            (batch, more)
-        };
-        cse.notifier
-            .rates_held
-            .fetch_sub(batch.len(), Ordering::Relaxed);
-        for sgn in batch {
-            send_event(&cse, &sub, sgn);
-        }
-        if !more {
-            return;
-        }
-    }
-}
-
-/// A subscription's notification event to each target, by its batch policy.
-fn send_event(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
-    let policy = Policy::of(sub);
-    let batch = sub.attrs.get("bn").filter(|b| b.is_object());
-    for nu in targets(sub) {
-        match batch {
-            Some(bn) => hold(cse, &policy, bn, nu, sgn.clone()),
-            None => enqueue_outgoing(
-                cse,
-                nu,
-                policy.outgoing(json!({ "m2m:sgn": sgn.clone() }), 1),
-            ),
-        }
-    }
-}
-
-fn targets(sub: &Resource) -> impl Iterator<Item = &str> {
-    sub.attrs
-        .get("nu")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-}
-
-/// batchNotify: holds `sgn` for `nu`; sends the batch when it holds `num`, or starts the timer
-/// of `dur` with its first notification.
-fn hold(cse: &Arc<Cse>, policy: &Policy, bn: &Value, nu: &str, sgn: Value) {
-    // Held in memory: at most MAX_BATCH, whatever number the subscriber asked for.
-    let num = bn
-        .get("num")
-        .and_then(Value::as_u64)
-        .filter(|n| *n > 0)
-        .map_or(MAX_BATCH, |n| n.min(MAX_BATCH));
-    let dur = bn
-        .get("dur")
-        .and_then(m2m_core::time::parse_duration)
-        .unwrap_or(DEFAULT_BATCH_DURATION);
-    let key = (policy.sub_ri.clone(), nu.to_owned());
-    let full = {
-        let mut batches = cse.notifier.batches();
-        let batch = batches.entry(key.clone()).or_insert_with(|| Batch {
-            items: Vec::new(),
-            timer: None,
-            policy: policy.clone(),
-        });
-        batch.items.push(sgn);
-        if batch.items.len() as u64 >= num {
-            batches.remove(&key)
-        } else {
-            if batch.timer.is_none() {
-                let cse2 = Arc::clone(cse);
-                let key2 = key.clone();
-                let timer = tokio::spawn(async move {
-                    tokio::time::sleep(dur).await;
-                    let due = cse2.notifier.batches().remove(&key2);
-                    if let Some(due) = due {
-                        send_batch(&cse2, &key2.1, due);
-                    }
-                });
-                batch.timer = Some(timer.abort_handle());
-            }
-            None
-        }
-    };
-    if let Some(full) = full {
-        send_batch(cse, nu, full);
-    }
-}
-
-/// The most notifications a batch holds before it is sent, whatever its number.
-const MAX_BATCH: u64 = 1_000;
-
-/// The batch duration when the stored value cannot be read (it always can: the subscription
-/// sets `subscription::DEFAULT_BATCH_DURATION`).
-const DEFAULT_BATCH_DURATION: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Sends a batch as one aggregated notification (`m2m:agn`); with latestNotify, only its newest.
-fn send_batch(cse: &Arc<Cse>, nu: &str, batch: Batch) {
-    if let Some(timer) = &batch.timer {
-        timer.abort();
-    }
-    let events = batch.items.len() as u64;
-    let mut items = batch.items;
-    if batch.policy.latest {
-        items = items.split_off(items.len().saturating_sub(1));
-    }
-    if items.is_empty() {
-        return;
-    }
-    let body = json!({ "m2m:agn": { "m2m:sgn": items } });
-    enqueue_outgoing(cse, nu, batch.policy.outgoing(body, events));
-}
-
-/// Notes a subscription's resource as operation-monitored when its criteria hold an
-/// operationMonitor.
-pub fn watch_operations(cse: &Cse, sub: &Resource) {
-    if sub.attrs.get("enc").and_then(|e| e.get("om")).is_some() {
-        cse.notifier
-            .monitored
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sub.pi().to_owned());
-    }
-    if crate::resources::subscription::is_blocking(&sub.attrs) {
-        cse.notifier
-            .blocking
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sub.pi().to_owned());
-    }
-}
-
-/// A subscription of `ri` went (or `ri` itself): `ri` stays watched only for the subscriptions
-/// it still has. Forgotten first, then read again: a subscription created meanwhile watches
-/// itself or is read.
-fn unwatch(cse: &Cse, ri: &str) {
-    for set in [&cse.notifier.monitored, &cse.notifier.blocking] {
-        set.write().unwrap_or_else(|e| e.into_inner()).remove(ri);
-    }
-    let remaining = cse
-        .store
-        .read(|r| r.children(ri, Some(ResourceType::Subscription)))
-        .unwrap_or_default();
-    for sub in &remaining {
-        watch_operations(cse, sub);
-    }
-    let still_blocking = cse
-        .notifier
-        .blocking
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(ri);
-    if !still_blocking {
-        cse.notifier
-            .blocked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(ri);
-    }
-}
-
-/// Whether a resource may have a blocking-update subscription.
-fn may_block(cse: &Cse, ri: &str) -> bool {
-    cse.notifier
-        .blocking
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(ri)
-}
-
-/// Whether a resource may have an operationMonitor subscription.
-pub fn is_monitored(cse: &Cse, ri: &str) -> bool {
-    cse.notifier
-        .monitored
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(ri)
-}
-
-/// Every operation-monitored or update-blocking resource of the store (at start: one read of
-/// the subscriptions).
-pub fn load_monitored(cse: &Cse) -> M2mResult<()> {
-    for sub in cse
-        .store
-        .read(|r| r.all_of_type(ResourceType::Subscription))?
-    {
-        watch_operations(cse, &sub);
-    }
-    Ok(())
-}
-
-/// operationMonitor (TS-0004 clause 6.3.5.57, table 6.3.5.29-1): after an operation on `ri` by
-/// `originator`, each subscription of `ri` whose monitor matches it (its operations, as access
-/// control operation bits, and its originator; an absent one matches any) notifies
-/// `nev.om {op, or}`.
-pub fn on_operation(cse: &Arc<Cse>, ri: &str, op: Operation, discovery: bool, originator: &str) {
-    let subs = match cse
-        .store
-        .read(|r| r.children(ri, Some(ResourceType::Subscription)))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(dbg = %e.dbg, "cannot read subscriptions");
-            return;
-        }
-    };
-    let bit: u64 = match (op, discovery) {
-        (Operation::Create, _) => 1,
-        (Operation::Retrieve, false) => 2,
-        (Operation::Update, _) => 4,
-        (Operation::Delete, _) => 8,
-        (Operation::Notify, _) => 16,
-        (Operation::Retrieve, true) => 32,
-    };
-    let home = &cse.id.home;
-    let who = m2m_core::EntityId::parse(originator, home).ok();
-    for sub in subs {
-        let monitors = sub
-            .attrs
-            .get("enc")
-            .and_then(|e| e.get("om"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let matches = monitors.iter().any(|m| {
-            let ops_ok = m
-                .get("ops")
-                .and_then(Value::as_u64)
-                .is_none_or(|ops| ops & bit != 0);
-            // `org` (TS-0004 table 8.2.3), or `or` as this CSE read it before.
-            let named = m.get("org").or_else(|| m.get("or"));
-            let or_ok = named.and_then(Value::as_str).is_none_or(|or| {
-                or == originator
-                    || m2m_core::EntityId::parse(or, home)
-                        .ok()
-                        .zip(who.clone())
-                        .is_some_and(|(a, b)| a == b)
-            });
-            ops_ok && or_ok
-        });
-        if matches {
-            let sgn = json!({
-                "nev": { "om": { "op": op as u8, "org": originator } },
-                "sur": cse.sp_relative(sub.ri()),
-            });
-            notify_subscription(cse, &sub, sgn);
-        }
-    }
-}
-
-/// Blocking update (TS-0004 clauses 7.5.1.2.19 and 7.3.2.9): before an UPDATE of `res` changes
-/// it, each blocking subscription whose attributes it touches notifies its target with the
-/// update's content and waits for the answer; a refusal refuses the UPDATE. The guard returned
-/// keeps other UPDATEs of the resource waiting until this one is done.
-pub async fn blocking_update(
-    cse: &Arc<Cse>,
-    res: &Resource,
-    content: &Map<String, Value>,
-) -> M2mResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
-    if !may_block(cse, res.ri()) {
-        return Ok(None);
-    }
-    let subs: Vec<Resource> = cse
-        .store
-        .read(|r| r.children(res.ri(), Some(ResourceType::Subscription)))?
-        .into_iter()
-        .filter(|s| crate::resources::subscription::is_blocking(&s.attrs))
-        .collect();
-    if subs.is_empty() {
-        return Ok(None);
-    }
-    let lock = {
-        let mut blocked = cse
-            .notifier
-            .blocked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        Arc::clone(blocked.entry(res.ri().to_owned()).or_default())
-    };
-    let guard = lock.lock_owned().await;
-    for sub in subs {
-        if !touches(&sub, content) {
-            continue;
-        }
-        let Some(nu) = targets(&sub).next() else {
-            continue;
-        };
-        let mut sgn = json!({
-            "nev": { "rep": { res.root_name(): content }, "net": crate::resources::subscription::BLOCKING_UPDATE },
-            "sur": cse.sp_relative(sub.ri()),
-        });
-        if let Some(cr) = sub.str_attr("cr") {
-            sgn["cr"] = json!(cr);
-        }
-        let resp = send_now(cse, nu, json!({ "m2m:sgn": sgn })).await;
-        match resp.rsc {
-            rsc if rsc.is_success() => {}
-            ResponseStatusCode::TargetNotReachable => {
-                return Err(M2mError::new(
-                    ResponseStatusCode::RemoteEntityNotReachable,
-                    "the blocking subscription's target could not be reached",
-                ))
-            }
-            ResponseStatusCode::OperationNotAllowed => {
-                return Err(M2mError::new(
-                    ResponseStatusCode::OperationDeniedByRemoteEntity,
-                    "the blocking subscription's target refused the update",
-                ))
-            }
-            other => {
-                return Err(M2mError::new(
-                    other,
-                    "the blocking subscription's target did not accept the update",
-                ))
-            }
-        }
-    }
-    Ok(Some(guard))
-}
-
-/// Whether an UPDATE's content touches the attributes a blocking subscription watches (all of
-/// them without `atr`).
-fn touches(sub: &Resource, content: &Map<String, Value>) -> bool {
-    match sub
-        .attrs
-        .get("enc")
-        .and_then(|e| e.get("atr"))
-        .and_then(Value::as_array)
-    {
-        Some(atr) => atr
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|a| content.contains_key(a)),
-        None => true,
-    }
-}
-
-/// A subscription ends (deleted, expired, counted down): what its batches hold goes out first
-/// (TS-0004 clause 7.4.8.2.4).
-pub fn batches_end(cse: &Arc<Cse>, sub: &Resource) {
-    let ending: Vec<((String, String), Batch)> = {
-        let mut batches = cse.notifier.batches();
-        let keys: Vec<(String, String)> = batches
-            .keys()
-            .filter(|(ri, _)| ri == sub.ri())
-            .cloned()
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| batches.remove(&k).map(|b| (k, b)))
-            .collect()
-    };
-    for ((_, nu), batch) in ending {
-        send_batch(cse, &nu, batch);
-    }
-}
-
-/// expirationCounter: each notification counts down; at zero the subscription is deleted.
-fn count_down(cse: &Arc<Cse>, sub: &Resource) {
-    let Some(exc) = sub.u64_attr("exc") else {
-        return;
-    };
-    let cse = Arc::clone(cse);
-    let sub = sub.clone();
-    tokio::spawn(async move {
-        let r = if exc <= 1 {
-            crate::dispatcher::delete_resource(&cse, &sub, None).await
-        } else {
-            let ri = sub.ri().to_owned();
-            cse.store
-                .write(move |w| match w.get(&ri)? {
-                    Some(mut cur) => {
-                        cur.attrs.insert("exc".into(), json!(exc - 1));
-                        w.update(&cur)
-                    }
-                    None => Ok(()),
-                })
-                .await
-        };
-        if let Err(e) = r {
-            tracing::warn!(dbg = %e.dbg, "cannot count down subscription");
-        }
-    });
-}
-
-/// After a deletion: subscriptions on the deleted resource report it (net 2), and every deleted
-/// subscription tells its subscriber (subscriptionDeletion to `su`). Returns what tells when the
-/// deletion notifications went out, for a DELETE that answers after them.
-pub fn on_deleted(
-    cse: &Arc<Cse>,
-    res: &Resource,
-    deleted: &[Resource],
-) -> Vec<tokio::sync::oneshot::Receiver<()>> {
-    let mut sent = Vec::new();
-    for sub in deleted
-        .iter()
-        .filter(|d| d.ty == ResourceType::Subscription)
-    {
-        let sur = cse.sp_relative(sub.ri());
-        if sub.pi() == res.ri() && wants(sub, Event::Delete, res, None) {
-            let rep = match sub.u64_attr("nct").unwrap_or(1) {
-                3 => json!({ "m2m:uri": cse.sp_relative(res.ri()) }),
-                _ => representation(res),
-            };
-            let mut sgn = json!({ "nev": { "rep": rep, "net": Event::Delete as u8 }, "sur": sur });
-            if let Some(cr) = sub.str_attr("cr") {
-                sgn["cr"] = json!(cr);
-            }
-            // The last notice of a subscription is not held for a window it will not see.
-            send_event(cse, sub, sgn);
-        }
-        batches_end(cse, sub);
-        forget_rate_window(cse, sub.ri());
-        cse.notifier
-            .missed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(sub.ri());
-        cse.time_series.reset_window(sub.ri());
-        if is_monitored(cse, sub.pi()) || may_block(cse, sub.pi()) {
-            unwatch(cse, sub.pi());
-        }
-        // The subscriber, and each <crossResourceSubscription> it serves (TS-0004 clause
-        // 7.4.8.2.4), learn that it is gone.
-        let told = sub
-            .str_attr("su")
-            .into_iter()
-            .map(str::to_owned)
-            .chain(crate::store::string_list(sub.attrs.get("acrs")));
-        for target in told {
-            sent.extend(subscription_gone(cse, sub, &target));
-        }
-    }
-    // A deleted <crossResourceSubscription> tells its subscriber too (TS-0004 clause
-    // 7.5.1.2.20), before the DELETE is answered like a subscription's.
-    for crs in deleted
-        .iter()
-        .filter(|d| d.ty == ResourceType::CrossResourceSubscription)
-    {
-        if let Some(su) = crs.str_attr("su") {
-            sent.extend(subscription_gone(cse, crs, su));
-        }
-    }
-    sent
-}
-
-/// Tells `target` that `sub` is gone for it: a subscription deletion notification (TS-0004
-/// clause 7.5.1.2.4), with the creator when the subscription has one. The receiver is told
-/// when that is done (the notice sent, or a local crossResourceSubscription deleted).
-pub(crate) fn subscription_gone(
-    cse: &Arc<Cse>,
-    sub: &Resource,
-    target: &str,
-) -> Option<tokio::sync::oneshot::Receiver<()>> {
-    // A <crossResourceSubscription> of this CSE goes at once: the notification would name a
-    // subscription that can no longer be looked up.
-    if let Some(crs) = crate::resolve::local_resource(cse, target).filter(|r| {
-        r.ty == ResourceType::CrossResourceSubscription
-            && crate::resources::cross_resource_subscription::relies_on(cse, r, sub)
-    }) {
-        // Told when done: the DELETE that ended the subscription answers after it, with the
-        // crossResourceSubscription and its other subscriptions gone.
-        let (done, deleted) = tokio::sync::oneshot::channel();
-        let cse = Arc::clone(cse);
-        tokio::spawn(async move {
-            if let Err(e) = crate::dispatcher::delete_resource(&cse, &crs, None).await {
-                tracing::debug!(dbg = %e.dbg, "crossResourceSubscription already gone");
-            }
-            let _ = done.send(());
-        });
-        return Some(deleted);
-    }
-    let mut sgn = json!({ "sud": true, "sur": cse.sp_relative(sub.ri()) });
-    if let Some(cr) = sub.str_attr("cr") {
-        sgn["cr"] = json!(cr);
-    }
-    let (done, sent) = tokio::sync::oneshot::channel();
-    enqueue_outgoing(
-        cse,
-        target,
-        Outgoing {
-            body: json!({ "m2m:sgn": sgn }),
-            ec: None,
-            stats: None,
-            done: Some(done),
-        },
-    );
-    Some(sent)
-}
-
-/// Queues a notification for a target; delivery happens in the background, in order.
-fn enqueue_outgoing(cse: &Arc<Cse>, nu: &str, body: Outgoing) {
-    let mut queues = cse.notifier.queues();
-    let body = match queues.get(nu) {
-        None => body,
-        Some(q) => match q.tx.try_send(body) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(target_uri = %nu, queued = QUEUE_LEN, "notification dropped: the target's queue is full");
-                return;
-            }
-            // The task ended without removing its entry (it panicked): start a new one.
-            Err(mpsc::error::TrySendError::Closed(b)) => b,
-        },
-    };
-    let id = cse
-        .notifier
-        .next_id
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(QUEUE_LEN);
-    let _ = tx.try_send(body);
-    queues.insert(nu.to_owned(), Queue { id, tx });
-    tokio::spawn(deliver_queue(Arc::clone(cse), nu.to_owned(), id, rx));
 }
 
 /// A target's delivery task: sends in order until the queue stays idle, then removes its map
 /// entry (if still its own) and delivers what came in before the removal.
-async fn deliver_queue(cse: Arc<Cse>, nu: String, id: u64, mut rx: mpsc::Receiver<Outgoing>) {
+async fn deliver_queue(cse: Arc<Delivery>, nu: String, id: u64, mut rx: mpsc::Receiver<Outgoing>) {
     while let Ok(Some(body)) = tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
         deliver(&cse, &nu, body).await;
     }
     {
-        let mut queues = cse.notifier.queues();
+        let mut queues = cse.queues();
         if queues.get(&nu).is_some_and(|q| q.id == id) {
             queues.remove(&nu);
         }
@@ -1061,7 +153,7 @@ async fn deliver_queue(cse: Arc<Cse>, nu: String, id: u64, mut rx: mpsc::Receive
     }
 }
 
-async fn deliver(cse: &Arc<Cse>, nu: &str, out: Outgoing) {
+async fn deliver(cse: &Delivery, nu: &str, out: Outgoing) {
     let resp = send_request(cse, nu, out.body, out.ec).await;
     let delivered = resp.rsc.is_success();
     if !delivered {
@@ -1078,7 +170,7 @@ async fn deliver(cse: &Arc<Cse>, nu: &str, out: Outgoing) {
 /// notificationStatsInfo (Release 4): per target, the notification requests sent (`rqs`), the
 /// responses received (`rsr`) and the events they carried (`noec`), counted while
 /// notificationStatsEnable is true.
-async fn count_statistics(cse: &Arc<Cse>, sub_ri: String, nu: &str, events: u64, answered: bool) {
+async fn count_statistics(cse: &Context, sub_ri: String, nu: &str, events: u64, answered: bool) {
     let tg = nu.to_owned();
     let r = cse
         .store
@@ -1115,11 +207,11 @@ async fn count_statistics(cse: &Arc<Cse>, sub_ri: String, nu: &str, events: u64,
 
 /// Sends one notification now and waits for the answer: to a URL directly, to an ID through the
 /// CSE's own routing (a local AE's pointOfAccess, or a remote CSE).
-pub async fn send_now(cse: &Arc<Cse>, nu: &str, body: Value) -> Response {
+pub async fn send_now(cse: &Delivery, nu: &str, body: Value) -> Response {
     send_request(cse, nu, body, None).await
 }
 
-async fn send_request(cse: &Arc<Cse>, nu: &str, body: Value, ec: Option<String>) -> Response {
+async fn send_request(cse: &Delivery, nu: &str, body: Value, ec: Option<String>) -> Response {
     let rqi = format!("ntf-{}", crate::context::random_suffix(10));
     let mut req = Request::new(
         Operation::Notify,
@@ -1149,7 +241,7 @@ pub(crate) fn is_url(s: &str) -> bool {
 
 /// Whether a notificationURI designates the originator of the request itself: its AE-ID in
 /// any form, or the address of its <AE> resource here.
-pub fn is_originator(cse: &Cse, nu: &str, originator: &str) -> bool {
+pub fn is_originator(cse: &Context, nu: &str, originator: &str) -> bool {
     if originator.is_empty() {
         return false;
     }
@@ -1201,15 +293,15 @@ fn release_for(ae: &Resource, given: Option<&str>) -> Option<String> {
 }
 
 /// Relays a NOTIFY addressed to a registered AE to its pointOfAccess.
-pub async fn relay_to_ae(cse: &Arc<Cse>, mut req: Request, ae: &Resource) -> M2mResult<Response> {
+pub async fn relay_to_ae(cse: &Delivery, mut req: Request, ae: &Resource) -> M2mResult<Response> {
     req.rvi = release_for(ae, req.rvi.as_deref());
     // An AE that polls is reached through its channel, not its pointOfAccess (TS-0004 clause
     // 7.3.3.9.1).
-    if let Some(pch) = crate::resources::polling_channel::channel_of(cse, ae)? {
+    if let Some(pch) = crate::polling_queue::channel_of(cse, ae)? {
         let wait = cse
             .testing
             .poll_wait()
-            .unwrap_or(crate::resources::polling_channel::DEFAULT_DELIVERY_WAIT);
+            .unwrap_or(crate::polling_queue::DEFAULT_DELIVERY_WAIT);
         return cse.polling.deliver(&pch, req, wait).await;
     }
     // An AE connected over a WebSocket is reached over it (TS-0020 clause 5.2), its
@@ -1283,7 +375,7 @@ pub async fn relay_to_ae(cse: &Arc<Cse>, mut req: Request, ae: &Resource) -> M2m
                 "this CSE has no MQTT binding",
             )
         })?;
-        return server.send(cse, &poa, &entity, &req, ser).await;
+        return server.send(&cse.ctx, &poa, &entity, &req, ser).await;
     }
     client.send_to_url_as(&poa, &req, ser).await
 }
@@ -1340,5 +432,103 @@ mod release_tests {
             "never relabelled as a later release"
         );
         assert_eq!(release_for(&ae(serde_json::json!(["2"])), None), None);
+    }
+}
+
+/// The notification layer on its own, over a Context and no engine: what it is given for one
+/// target arrives there in order, with its Event Category, and `when_done` tells once answered.
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    /// An HTTP notification target that records each request's X-M2M-EC and body, in arrival
+    /// order, and answers 2000.
+    async fn target() -> (String, Arc<Mutex<Vec<(Option<String>, Value)>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/ntf", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let (rd, mut wr) = sock.into_split();
+                    let mut rd = BufReader::new(rd);
+                    loop {
+                        let (mut len, mut ec) = (0usize, None);
+                        let mut line = String::new();
+                        if rd.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            line.clear();
+                            rd.read_line(&mut line).await.unwrap();
+                            let l = line.trim_end();
+                            if l.is_empty() {
+                                break;
+                            }
+                            let (k, v) = l.split_once(':').unwrap();
+                            match k.to_ascii_lowercase().as_str() {
+                                "content-length" => len = v.trim().parse().unwrap(),
+                                "x-m2m-ec" => ec = Some(v.trim().to_owned()),
+                                _ => {}
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        rd.read_exact(&mut body).await.unwrap();
+                        let body: Value = serde_json::from_slice(&body).unwrap();
+                        log.lock().unwrap().push((ec, body));
+                        let answer = "HTTP/1.1 200 OK\r\nX-M2M-RSC: 2000\r\nX-M2M-RI: n\r\nContent-Length: 0\r\n\r\n";
+                        wr.write_all(answer.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_targets_notifications_arrive_in_order_without_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.storage.path = dir.path().join("db");
+        let ctx = Context::open(cfg, &Default::default()).unwrap();
+        let delivery = Arc::new(Delivery::new(Arc::new(ctx)));
+        let (url, seen) = target().await;
+        let (done, answered) = tokio::sync::oneshot::channel();
+        let mut done = Some(done);
+        for n in 0..20 {
+            let out = Outgoing::new(json!({ "m2m:sgn": { "n": n } }), Some("4".into()));
+            let out = match done.take_if(|_| n == 19) {
+                Some(d) => out.when_done(d),
+                None => out,
+            };
+            // As events hand them over: one after the other, without waiting.
+            delivery.enqueue(&url, out);
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(20), answered)
+            .await
+            .expect("the last notification is answered")
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let order: Vec<u64> = seen
+            .iter()
+            .map(|(_, b)| b["m2m:sgn"]["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(order, (0..20).collect::<Vec<_>>());
+        assert!(seen.iter().all(|(ec, _)| ec.as_deref() == Some("4")));
+    }
+
+    #[tokio::test]
+    async fn a_notify_by_id_without_a_receiver_is_refused_not_lost_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.storage.path = dir.path().join("db");
+        let ctx = Context::open(cfg, &Default::default()).unwrap();
+        let delivery = Delivery::new(Arc::new(ctx));
+        // No engine registered its Receiver: a Notify addressed by ID cannot be routed.
+        let resp = send_now(&delivery, "Cphone", json!({ "m2m:sgn": {} })).await;
+        assert_eq!(resp.rsc, ResponseStatusCode::InternalServerError);
     }
 }

@@ -3,7 +3,7 @@
 //! requests both ways), the MQTT server this CSE is a client of (TS-0010 clause 6.4.3), and a
 //! watcher of registrations (the MQTT server's ACL). The bindings register theirs at start.
 
-use crate::cse::Cse;
+use crate::context::Context;
 use futures_util::future::BoxFuture;
 use m2m_core::serialization::Serialization;
 use m2m_core::{EntityId, M2mResult, Request, Response};
@@ -71,7 +71,7 @@ pub(crate) trait MqttServer: Send + Sync {
     /// Sends `req` to `target` (whose pointOfAccess is `poa`) and awaits its answer.
     fn send<'a>(
         &'a self,
-        cse: &'a Cse,
+        cse: &'a Context,
         poa: &'a str,
         target: &'a EntityId,
         req: &'a Request,
@@ -86,7 +86,7 @@ pub(crate) fn is_mqtt_url(s: &str) -> bool {
 
 /// Told whenever an AE registers or is deleted (the MQTT server's ACL names the registered AEs).
 pub(crate) trait RegistrationWatch: Send + Sync {
-    fn changed(&self, cse: &Cse);
+    fn changed(&self, cse: &Context);
 }
 
 #[cfg(test)]

@@ -39,17 +39,20 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "resource types and notification",
+        "notification (delivery)",
+        &["notification", "outbound", "polling_queue"],
+    ),
+    (
+        "resource types",
         &[
             "cse",
             "dispatcher",
             "resources",
+            "subscription_events",
             "discovery",
             "semantic_query",
             "group",
             "multicast",
-            "notification",
-            "outbound",
             "prefill",
             "expiry",
             "registration",

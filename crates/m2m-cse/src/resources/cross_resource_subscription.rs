@@ -597,7 +597,7 @@ fn window_ended(cse: &Arc<Cse>, crs: &Resource, seen: usize) {
     let eem = crs.u64_attr("eem").unwrap_or(1);
     if fires(eem, seen, expected) {
         let sgn = json!({ "sur": cse.sp_relative(crs.ri()) });
-        crate::notification::notify_subscription(cse, crs, sgn);
+        crate::subscription_events::notify_subscription(cse, crs, sgn);
     }
 }
 

@@ -25,8 +25,8 @@
 use super::{Behaviour, Call, Pending, Prepared};
 use crate::cse::Cse;
 use crate::dispatcher;
-use crate::notification::{self, Event};
 use crate::store::{Resource, Writer};
+use crate::subscription_events::{self, Event};
 use m2m_core::geo_query::{geojson_area, geojson_point, Position, Shape};
 use m2m_core::{EntityId, M2mError, M2mResult, ResourceType};
 use serde_json::{json, Map, Value};
@@ -130,7 +130,7 @@ impl Behaviour for LocationPolicy {
             .and_then(|loi| cse.store.get(loi).ok().flatten());
         let parent = cse.store.get(res.pi()).ok().flatten();
         if let (Some(container), Some(parent)) = (container, parent) {
-            notification::on_event(cse, &parent, Event::CreateChild, &container, None, None);
+            subscription_events::on_event(cse, &parent, Event::CreateChild, &container, None, None);
         }
     }
 
@@ -356,7 +356,7 @@ impl PendingEvents {
             return;
         };
         if let Ok(Some(container)) = cse.store.get(notice.pi()) {
-            notification::on_event(cse, &container, Event::CreateChild, &notice, None, None);
+            subscription_events::on_event(cse, &container, Event::CreateChild, &notice, None, None);
         }
     }
 }

@@ -378,8 +378,8 @@ pub struct Subscription;
 
 impl super::Behaviour for Subscription {
     fn created(&self, cse: &Arc<Cse>, res: &Resource) {
-        notification::watch_operations(cse, res);
-        notification::pre_subscription_notify(cse, res);
+        crate::subscription_events::watch_operations(cse, res);
+        crate::subscription_events::pre_subscription_notify(cse, res);
     }
 
     fn prepare_create<'a>(
@@ -408,7 +408,7 @@ impl super::Behaviour for Subscription {
         changed: &Map<String, Value>,
         before: &Map<String, Value>,
     ) {
-        notification::watch_operations(cse, res);
+        crate::subscription_events::watch_operations(cse, res);
         // A <crossResourceSubscription> dropped from associatedCrossResourceSub is told the
         // subscription is gone for it (TS-0004 clause 7.4.8.2.3, Recv-6.5).
         if changed.contains_key("acrs") {
@@ -417,7 +417,7 @@ impl super::Behaviour for Subscription {
                 .iter()
                 .filter(|a| !now.contains(a))
             {
-                let _ = notification::subscription_gone(cse, res, gone);
+                let _ = crate::subscription_events::subscription_gone(cse, res, gone);
             }
         }
         if changed.contains_key("enc") {

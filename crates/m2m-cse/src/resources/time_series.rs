@@ -489,7 +489,7 @@ async fn missing(cse: &Arc<Cse>, ri: &str, expected: DateTime<Utc>) -> M2mResult
                 "nev": { "rep": { "m2m:tsn": report }, "net": 8 },
                 "sur": cse.sp_relative(sub.ri()),
             });
-            crate::notification::notify_subscription(cse, &sub, sgn);
+            crate::subscription_events::notify_subscription(cse, &sub, sgn);
         }
     }
     Ok(())
