@@ -597,6 +597,7 @@ fn annotation_links_bring_in_the_linked_descriptors_one_may_read() {
             json!({ "m2m:smd": smd }),
         );
         assert_eq!(rsc, 2001, "{cnt}: {b}");
+        b["m2m:smd"]["ri"].as_str().unwrap().to_owned()
     };
     // The battery of each door is in a descriptor of its own, which the door's links to.
     describe(
@@ -613,7 +614,7 @@ fn annotation_links_bring_in_the_linked_descriptors_one_may_read() {
         "ex:spec2 m2m:resourceDescriptorLink \"cse-in/app/spec1/d\" .",
         json!({}),
     );
-    describe(
+    let vault = describe(
         &other,
         "/cse-in/other",
         "vault",
@@ -641,6 +642,51 @@ fn annotation_links_bring_in_the_linked_descriptors_one_may_read() {
         "ex:linked a m2m:Device ; m2m:resourceDescriptorLink \"cse-in/app/spec1/d\" .",
         json!({ "rels": ["cse-in/app/spec2/d"] }),
     );
+    // The same links in every ID form a link may take (TS-0001 clause 7.2): SP-relative,
+    // absolute, and the unstructured resourceID; each is held to the same permission check.
+    let forms = [
+        ("sp", "/id-in/cse-in".to_owned()),
+        ("abs", "//m2m.example.com/id-in/cse-in".to_owned()),
+    ];
+    for (form, base) in &forms {
+        describe(
+            &ae,
+            "/cse-in/app",
+            &format!("door-{form}"),
+            &format!("ex:d a m2m:Device ; m2m:resourceDescriptorLink \"{base}/app/spec1/d\" ."),
+            json!({}),
+        );
+        describe(
+            &ae,
+            "/cse-in/app",
+            &format!("stranger-{form}"),
+            &format!("ex:s a m2m:Device ; m2m:resourceDescriptorLink \"{base}/other/vault/d\" ."),
+            json!({}),
+        );
+    }
+    for (form, link) in [
+        ("ri", vault.clone()),
+        ("sp-ri", format!("/id-in/{vault}")),
+        ("abs-ri", format!("//m2m.example.com/id-in/{vault}")),
+    ] {
+        describe(
+            &ae,
+            "/cse-in/app",
+            &format!("stranger-{form}"),
+            &format!("ex:s a m2m:Device ; m2m:resourceDescriptorLink \"{link}\" ."),
+            json!({}),
+        );
+    }
+    let sorted = |v: &serde_json::Value| {
+        let mut l: Vec<String> = v
+            .as_array()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect();
+        l.sort();
+        l
+    };
     let low = format!(
         "{PREFIXES}SELECT ?d WHERE {{ ?d a m2m:Device . ?x ex:battery ?b FILTER(?b < 20) }}"
     );
@@ -652,8 +698,17 @@ fn annotation_links_bring_in_the_linked_descriptors_one_may_read() {
     );
     assert_eq!(rsc, 2000, "{b}");
     // door: through spec2 to spec1 (two links). stranger: its link names a descriptor Csem may
-    // not read. linked: its relatedSemantics (spec2, no battery) count, not its annotation.
-    assert_eq!(b["m2m:uril"], json!(["cse-in/app/door"]), "{b}");
+    // not read, in whatever form. linked: its relatedSemantics (spec2, no battery) count, not
+    // its annotation.
+    assert_eq!(
+        sorted(&b["m2m:uril"]),
+        [
+            "cse-in/app/door",
+            "cse-in/app/door-abs",
+            "cse-in/app/door-sp"
+        ],
+        "{b}"
+    );
     let (rsc, b) = get_with_query(
         u,
         "/cse-in/app",
@@ -662,8 +717,18 @@ fn annotation_links_bring_in_the_linked_descriptors_one_may_read() {
     );
     assert_eq!(rsc, 2000, "{b}");
     assert_eq!(
-        b["m2m:uril"],
-        json!(["cse-in/app/door", "cse-in/app/stranger"]),
-        "the admin reads the vault: {b}"
+        sorted(&b["m2m:uril"]),
+        [
+            "cse-in/app/door",
+            "cse-in/app/door-abs",
+            "cse-in/app/door-sp",
+            "cse-in/app/stranger",
+            "cse-in/app/stranger-abs",
+            "cse-in/app/stranger-abs-ri",
+            "cse-in/app/stranger-ri",
+            "cse-in/app/stranger-sp",
+            "cse-in/app/stranger-sp-ri",
+        ],
+        "the admin reads the vault, whatever form names it: {b}"
     );
 }
