@@ -364,7 +364,7 @@ async fn leave(cse: &Arc<Cse>, target: &str, me: &str) {
 }
 
 /// After the deletion: the subscriptions it made go and it leaves the others (TS-0004 clause
-/// 7.4.58.2.4); its subscriber was told with the deletion (`notification::on_deleted`).
+/// 7.4.58.2.4); its subscriber was told with the deletion (`subscription_events::on_deleted`).
 pub(crate) async fn release_targets(cse: &Arc<Cse>, crs: &Resource) {
     let me = cse.sp_relative(crs.ri());
     for sub in string_list(crs.attrs.get("rrats")) {

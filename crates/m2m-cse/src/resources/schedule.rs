@@ -4,7 +4,7 @@
 //! - Under a `<subscription>` or `<crossResourceSubscription>` it is the notification schedule,
 //!   named `notificationSchedule` (one at most): the CSE sends the subscription's notifications
 //!   only while one of its entries matches, and discards the others unless the subscription's
-//!   pendingNotification keeps them for when an entry matches again (`notification`), except
+//!   pendingNotification keeps them for when an entry matches again (`subscription_events`), except
 //!   with notificationEventCat immediate (2), which ignores the schedule (TS-0004 clause
 //!   7.5.1.2.2).
 //! - The CSEBase has at most one (its reachability schedule).
