@@ -182,7 +182,7 @@ pub async fn fan_out(
     if members.is_empty() {
         return Err(M2mError::new(Rsc::NoMembers, "the group has no members"));
     }
-    let peer = nested(peer)?;
+    let peer = nested(peer, &rest)?;
     // Members on member hosting CSEs of a multicast group get one datagram (TS-0004 clause
     // 7.4.14.2.6); the others a request each.
     // Only for an originator something proves (as for retargeting): a claim never makes
@@ -283,10 +283,16 @@ fn is_virtual_reference(member: &str) -> bool {
 /// Groups of groups fan out this many levels deep at most.
 pub(crate) const MAX_FAN_OUT_DEPTH: u8 = 3;
 
-/// The peer of a fan-out's member requests, one level deeper; a fan-out deeper than
-/// [`MAX_FAN_OUT_DEPTH`] (a group in its own memberIDs, or groups naming each other) is refused.
-pub(crate) fn nested(mut peer: Peer) -> M2mResult<Peer> {
-    if peer.fan_out_depth >= MAX_FAN_OUT_DEPTH {
+/// The peer of a fan-out's member requests, one level deeper. A fan-out whose levels would go
+/// deeper than [`MAX_FAN_OUT_DEPTH`] (a group in its own memberIDs, or groups naming each other,
+/// here or on other CSEs) is refused before any member is asked: the levels still to come are the
+/// `fopt`s of `rest`, each consumed by one level, and those already made here are the peer's. A
+/// request arriving from another CSE holds no depth of this CSE's, but its path only holds the
+/// levels left of its own bound, so the levels of all CSEs together stay within it.
+pub(crate) fn nested(mut peer: Peer, rest: &str) -> M2mResult<Peer> {
+    let to_come = rest.split('/').filter(|s| *s == "fopt").count();
+    let levels = usize::from(peer.fan_out_depth) + 1 + to_come;
+    if levels > usize::from(MAX_FAN_OUT_DEPTH) {
         return Err(M2mError::bad_request(format!(
             "groups fan out {MAX_FAN_OUT_DEPTH} levels deep at most"
         )));

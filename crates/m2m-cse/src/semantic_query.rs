@@ -213,7 +213,7 @@ pub async fn fan_out(
             "a semanticFanOutPoint answers a semanticsFilter",
         ));
     }
-    let peer = crate::group::nested(peer)?;
+    let peer = crate::group::nested(peer, "")?;
     let mut members = crate::store::string_list(group.attrs.get("mid"));
     // As many members as one discovery reads: a query over part of them would answer wrongly,
     // a discovery says its answer is partial.

@@ -379,8 +379,8 @@ fn members_deleted_directly_leave_every_group() {
 
 /// Groups of groups fan out through `fopt/fopt/...` paths; a group that is its own member, or
 /// groups that are each other's, would fan out without end (and twice as wide at each level).
-/// Each level's member requests count one level deeper, and the fourth level is refused (4000)
-/// instead of sent.
+/// Three levels are made; a path that asks for a fourth is refused (4000) before any member is
+/// asked.
 #[test]
 fn groups_that_contain_themselves_fan_out_a_bounded_number_of_levels() {
     let (cse, ae) = setup();
@@ -402,16 +402,134 @@ fn groups_that_contain_themselves_fan_out_a_bounded_number_of_levels() {
     let started = std::time::Instant::now();
     let path = format!("/cse-in/app/a{}", "/fopt".repeat(12));
     let (rsc, b) = retrieve(u, &path, &ae);
-    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(rsc, 4000, "{b}");
+    assert!(
+        b.to_string()
+            .contains("groups fan out 3 levels deep at most"),
+        "{b}"
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
         "bounded"
     );
-    // Three levels of aggregation, then each deepest member answers the refusal: 2^3 of them.
-    let text = b.to_string();
-    assert_eq!(
-        text.matches("groups fan out 3 levels deep at most").count(),
-        8,
-        "{text}"
+    // Three levels of aggregation: the deepest members, a and b themselves, 2^3 of them.
+    let (rsc, b) = retrieve(u, "/cse-in/app/a/fopt/fopt/fopt", &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    let leaves: Vec<Value> = rsps(&b)
+        .iter()
+        .flat_map(|l2| rsps(&l2["pc"]))
+        .flat_map(|l3| rsps(&l3["pc"]))
+        .collect();
+    assert_eq!(leaves.len(), 8, "{b}");
+    assert!(
+        leaves
+            .iter()
+            .all(|l| l["rsc"] == json!(2000) && l["pc"]["m2m:grp"]["ty"] == json!(9)),
+        "{b}"
     );
+}
+
+/// The same through two CSEs: groups on the IN list groups on the MN and these list the IN's, so
+/// each hop would start a fan-out anew on the other CSE (a request arriving over Mcc holds no
+/// depth of its own). Two bounds hold: the MN may not speak for an AE registered with the IN (so
+/// the way back is refused, 4106), and the request's path bounds the levels on every CSE (each
+/// level consumes one `fopt` of it; a To naming more fan-out points than the levels allowed is
+/// refused before any member is asked).
+#[test]
+fn groups_that_list_each_other_across_two_cses_fan_out_a_bounded_number_of_levels() {
+    let (in_cse, mn, _pki) = start_in_mn_tls();
+    let ae_in = register_ae(in_cse.url(), "/cse-in", "Cloopin", "app", &[]);
+    let ae_mn = register_ae(mn.url(), "/cse-mn", "Cloopmn", "dev", &[]);
+    // Each side lets the other's AE read its groups (validation and fan-out).
+    let acp_in = create_acp(
+        in_cse.url(),
+        "/cse-in/app",
+        &ae_in,
+        "formn",
+        vec![
+            acr(&[&format!("/id-mn/{ae_mn}")], OP_RETRIEVE),
+            acr(&[&ae_in], OP_ALL),
+        ],
+        vec![acr(&[&ae_in], OP_ALL)],
+    );
+    let acp_mn = create_acp(
+        mn.url(),
+        "/cse-mn/dev",
+        &ae_mn,
+        "forin",
+        vec![
+            acr(&[&format!("/id-in/{ae_in}")], OP_RETRIEVE),
+            acr(&[&ae_mn], OP_ALL),
+        ],
+        vec![acr(&[&ae_mn], OP_ALL)],
+    );
+    for rn in ["a1", "a2"] {
+        let r = create_full(
+            in_cse.url(),
+            "/cse-in/app",
+            &ae_in,
+            9,
+            json!({ "m2m:grp": { "rn": rn, "mt": 9, "mnm": 10, "mid": [], "acpi": [acp_in] } }),
+        );
+        assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    }
+    for rn in ["b1", "b2"] {
+        let r = create_full(
+            mn.url(),
+            "/cse-mn/dev",
+            &ae_mn,
+            9,
+            json!({ "m2m:grp": {
+                "rn": rn, "mt": 9, "mnm": 10, "acpi": [acp_mn],
+                "mid": ["/id-in/cse-in/app/a1", "/id-in/cse-in/app/a2"],
+            }}),
+        );
+        assert_eq!(r.rsc, 2001, "{:?}", r.body);
+        assert_eq!(r.body["m2m:grp"]["cnm"], json!(2), "{:?}", r.body);
+    }
+    for rn in ["a1", "a2"] {
+        let (rsc, b) = update(
+            in_cse.url(),
+            &format!("/cse-in/app/{rn}"),
+            &ae_in,
+            json!({ "m2m:grp": { "mid": ["/id-mn/cse-mn/dev/b1", "/id-mn/cse-mn/dev/b2"] } }),
+        );
+        assert_eq!(rsc, 2004, "{b}");
+    }
+    // One level on the IN (b1, b2 on the MN), one on the MN (a1, a2 back on the IN): the IN
+    // refuses the MN's requests as its own AE, and nothing goes further.
+    let (rsc, b) = retrieve(in_cse.url(), "/cse-in/app/a1/fopt/fopt/fopt", &ae_in);
+    assert_eq!(rsc, 2000, "{b}");
+    let first = rsps(&b);
+    assert_eq!(first.len(), 2, "{b}");
+    assert!(first.iter().all(|l| l["rsc"] == json!(2000)), "{b}");
+    let second: Vec<Value> = first.iter().flat_map(|l| rsps(&l["pc"])).collect();
+    assert_eq!(second.len(), 4, "{b}");
+    assert!(second.iter().all(|l| l["rsc"] == json!(4106)), "{b}");
+    // Twelve fan-out points would be 2^12 requests between the two CSEs: refused, at once, on
+    // either CSE and wherever the path is sent.
+    let deep = "/fopt".repeat(12);
+    for (cse, path) in [
+        (&in_cse, format!("/cse-in/app/a1{deep}")),
+        (&mn, format!("/cse-mn/dev/b1{deep}")),
+        (&in_cse, format!("/~/id-mn/cse-mn/dev/b1{deep}")),
+        (&in_cse, "/cse-in/app/a1/fopt/fopt/fopt/fopt/la".to_owned()),
+    ] {
+        let who = if std::ptr::eq(cse, &mn) {
+            &ae_mn
+        } else {
+            &ae_in
+        };
+        let started = std::time::Instant::now();
+        let (rsc, b) = retrieve(cse.url(), &path, who);
+        assert_eq!(rsc, 4000, "{path}: {b}");
+        assert!(
+            b.to_string().contains("fan out 3 levels deep at most"),
+            "{path}: {b}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{path}: refused before any member is asked"
+        );
+    }
 }
