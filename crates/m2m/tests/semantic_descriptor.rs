@@ -392,7 +392,9 @@ fn semantic_queries_over_coaps_read_only_the_originators_descriptors() {
             ],
         );
         assert_eq!(r["rsc"], 2001, "{to}: {r}");
+        r
     };
+    let mut descriptors = Vec::new();
     for (row, rn, cnt, text) in [
         (&LOCK1, "lock1", "front", HOME),
         (&LOCK2, "lock2", "vault", SECRET),
@@ -412,14 +414,33 @@ fn semantic_queries_over_coaps_read_only_the_originators_descriptors() {
             "3",
             json!({ "m2m:cnt": { "rn": cnt } }),
         );
-        create(
+        let r = create(
             row,
             row.ae,
             &format!("{parent}/{cnt}"),
             "24",
             json!({ "m2m:smd": { "rn": "d", "dcrp": 5, "dsp": b64(text) } }),
         );
+        descriptors.push(r["pc"]["m2m:smd"]["ri"].as_str().unwrap().to_owned());
     }
+    // The admin (on the loopback listener) groups both descriptors; both locks may read the
+    // group, each only its own descriptor.
+    let acp = create_acp(
+        cse.url(),
+        "/cse-in",
+        "CAdmin",
+        "locks",
+        vec![acr(&[LOCK1.ae, LOCK2.ae], OP_RETRIEVE)],
+        vec![acr(&["CAdmin"], OP_ALL)],
+    );
+    let (rsc, b) = common::create(
+        cse.url(),
+        "/cse-in",
+        "CAdmin",
+        9,
+        json!({ "m2m:grp": { "rn": "both", "mt": 24, "mnm": 10, "mid": descriptors, "acpi": [acp] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
     let devices = format!("{PREFIXES}SELECT ?d ?b WHERE {{ ?d a m2m:Device ; ex:battery ?b }}");
     let low = format!("{PREFIXES}SELECT ?d WHERE {{ ?d ex:battery ?b FILTER(?b < 90) }}");
     for (row, own, other, own_cnt) in [
@@ -460,6 +481,34 @@ fn semantic_queries_over_coaps_read_only_the_originators_descriptors() {
         assert_eq!(r["rsc"], 4103, "{}: {r}", row.ae);
         let text = r.to_string();
         assert!(!text.contains(other), "{}: {text}", row.ae);
+        // Through the group's semanticFanOutPoint: each member is retrieved as the lock, so
+        // the other lock's descriptor adds nothing to the query or to the discovery.
+        let smf = format!("smf={devices}");
+        let r = request(
+            row,
+            &[
+                "--from",
+                row.ae,
+                "--to",
+                "cse-in/both/sfop",
+                "-q",
+                "sqi=true",
+                "-q",
+                &smf,
+            ],
+        );
+        assert_eq!(r["rsc"], 2000, "{r}");
+        let text = r["pc"]["m2m:qres"].as_str().expect("qres is text");
+        assert!(text.contains(own), "{}: {text}", row.ae);
+        assert!(!text.contains(other), "{} read another's: {text}", row.ae);
+        let smf = format!("smf={low}");
+        let r = request(
+            row,
+            &["--from", row.ae, "--to", "cse-in/both/sfop", "-q", &smf],
+        );
+        assert_eq!(r["rsc"], 2000, "{r}");
+        let own_d = &descriptors[usize::from(row.ae != LOCK1.ae)];
+        assert_eq!(r["pc"]["m2m:uril"], json!([own_d]), "{}: {r}", row.ae);
     }
 }
 
