@@ -23,7 +23,12 @@ const SUPPORTED_RVI: &[&str] = &["2", "2a", "3", "4", "5"];
 const SUPPORTED_RELEASES: [&str; 3] = ["2a", "3", "4"];
 
 /// The resource engine: the Receiver's generic procedure over the [`Context`], and the state of
-/// the resource types (timers, monitors, queues) and of notification.
+/// the resource types (timers, monitors, queues).
+///
+/// Aligned to 128 bytes so that in its `Arc` the reference counts, which every request changes
+/// from every core, have a cache line of their own: the `delivery` pointer each `cse.store`
+/// goes through is read from another, which those writes do not invalidate.
+#[repr(align(128))]
 pub struct Cse {
     /// The notification layer, over the [`Context`]: what the engine sends goes through it.
     pub(crate) delivery: Arc<Delivery>,
