@@ -607,6 +607,9 @@ pub async fn update(
         })
         .await?;
     behaviour.updated(cse, &updated, &modified, &before);
+    behaviour
+        .settle_update(cse, &updated, &modified, &before)
+        .await;
     subscription_events::on_event(
         cse,
         &updated,

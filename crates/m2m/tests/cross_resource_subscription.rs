@@ -205,6 +205,29 @@ fn subscription_targets_are_joined_and_left() {
     let (_, left) = retrieve(s.cse.url(), "/cse-in/app/c3/s3", &s.ae);
     assert_eq!(left["m2m:sub"]["nu"], json!([rx2.url()]), "{left}");
     assert!(left["m2m:sub"].get("acrs").is_none(), "{left}");
+    // Joined again, then dropped from the subscription's associatedCrossResourceSub by an UPDATE:
+    // the crossResourceSubscription relied on it and is gone when the UPDATE is answered.
+    let (rsc, b) = crs(
+        &s,
+        json!({ "rn": "joined2", "nu": [s.rx.url()], "su": s.rx.url(), "twt": 2, "tws": "PT1S",
+                "srat": ["cse-in/app/c3/s3"] }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let me2 = format!("/id-in/{}", b["m2m:crs"]["ri"].as_str().unwrap());
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/c3/s3",
+        &s.ae,
+        json!({ "m2m:sub": { "acrs": [] } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(
+        s.rx.count(|r| r.sgn()["sud"] == json!(true) && r.sur() == Some(me2.as_str())),
+        1,
+        "its subscriber was told before the UPDATE was answered"
+    );
+    let (rsc, b) = retrieve(s.cse.url(), "/cse-in/app/joined2", &s.ae);
+    assert_eq!(rsc, 4004, "read at once: {b}");
     // A subscription target that is no subscription: 4000, nothing left behind.
     let (rsc, _) = crs(
         &s,

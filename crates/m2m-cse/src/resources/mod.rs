@@ -192,6 +192,18 @@ pub trait Behaviour: Sync {
     ) {
     }
 
+    /// After `updated`, awaited before the UPDATE is answered: what the update makes happen
+    /// elsewhere that a client reading next must find done.
+    fn settle_update<'a>(
+        &'a self,
+        _cse: &'a Arc<Cse>,
+        _res: &'a Resource,
+        _changed: &'a Map<String, Value>,
+        _before: &'a Map<String, Value>,
+    ) -> Pending<'a, ()> {
+        ready(())
+    }
+
     /// Keeps this resource consistent after its child was deleted, inside the transaction.
     fn child_deleted(
         &self,

@@ -406,23 +406,38 @@ impl super::Behaviour for Subscription {
         cse: &Arc<Cse>,
         res: &Resource,
         changed: &Map<String, Value>,
-        before: &Map<String, Value>,
+        _before: &Map<String, Value>,
     ) {
         crate::subscription_events::watch_operations(cse, res);
-        // A <crossResourceSubscription> dropped from associatedCrossResourceSub is told the
-        // subscription is gone for it (TS-0004 clause 7.4.8.2.3, Recv-6.5).
-        if changed.contains_key("acrs") {
-            let now = string_list(res.attrs.get("acrs"));
-            for gone in string_list(before.get("acrs"))
-                .iter()
-                .filter(|a| !now.contains(a))
-            {
-                let _ = crate::subscription_events::subscription_gone(cse, res, gone);
-            }
-        }
         if changed.contains_key("enc") {
             cse.time_series.reset_window(res.ri());
         }
+    }
+
+    /// A <crossResourceSubscription> dropped from associatedCrossResourceSub is told the
+    /// subscription is gone for it (TS-0004 clause 7.4.8.2.3, Recv-6.5), before the UPDATE is
+    /// answered: a local one that relied on it is deleted by then.
+    fn settle_update<'a>(
+        &'a self,
+        cse: &'a Arc<Cse>,
+        res: &'a Resource,
+        changed: &'a Map<String, Value>,
+        before: &'a Map<String, Value>,
+    ) -> super::Pending<'a, ()> {
+        if !changed.contains_key("acrs") {
+            return super::ready(());
+        }
+        let now = string_list(res.attrs.get("acrs"));
+        let told: Vec<_> = string_list(before.get("acrs"))
+            .iter()
+            .filter(|a| !now.contains(a))
+            .filter_map(|gone| crate::subscription_events::subscription_gone(cse, res, gone))
+            .collect();
+        Box::pin(async move {
+            for done in told {
+                let _ = done.await;
+            }
+        })
     }
 
     fn apply_update(
