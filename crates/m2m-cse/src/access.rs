@@ -2,7 +2,7 @@
 //! TS-0001 clause 9.6.2): which policies govern a request and whether they permit it.
 //!
 //! The decision itself is `m2m_security::access_control::decide`; this module gathers its inputs:
-//! the applicable <accessControlPolicy> resources (or the creator-only default), the operation,
+//! the applicable `<accessControlPolicy>` resources (or the creator-only default), the operation,
 //! the originator, the source address of the socket and the time.
 
 use crate::association::Peer;

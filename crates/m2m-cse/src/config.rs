@@ -145,7 +145,7 @@ pub struct FlexContainerSection {
 
 /// Group credentials end to end at the IN-CSE (seeds/001 clause 5.1): each member AE's own
 /// pre-provisioned E2E key, under which the group key is sealed for it. A configuration holding
-/// keys must not be readable by others (as for [security] psk rows).
+/// keys must not be readable by others (as for `[security]` psk rows).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GroupCredentialsSection {
@@ -170,7 +170,7 @@ impl Default for GroupCredentialsSection {
 }
 
 /// One member's E2E key: exactly one of `key` (hex, shared: AES key wrap), `keystore_secret`
-/// (the name of a secret in the [security] keystore, shared) or `public_jwk` (a P-256 public
+/// (the name of a secret in the `[security]` keystore, shared) or `public_jwk` (a P-256 public
 /// JWK file: ECDH-ES+A128KW).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,10 +210,10 @@ pub struct EsprimSection {
     /// The esprimProtocolAndAlgIDs offered and accepted (10, 11, 12: JWE with A128/A192/A256GCM).
     pub algorithms: Vec<m2m_core::security_info::EsprimProtocolAndAlgId>,
     /// MAF ESPrim Framework: accept pairwiseESPrimKeyIDs `hex(KcID)@<[maf] fqdn>`, retrieving Kc
-    /// (registered with SUID 33 for this CSE) from the MAF; needs [maf].
+    /// (registered with SUID 33 for this CSE) from the MAF; needs `[maf]`.
     pub maf_keys: bool,
-    /// ESCertKE (TS-0003 clause 8.7): answer ESCertKE Messages (NOTIFY sit 6) with the [tls]
-    /// certificate, trusting originators' certificates from [tls] trusted_ca.
+    /// ESCertKE (TS-0003 clause 8.7): answer ESCertKE Messages (NOTIFY sit 6) with the `[tls]`
+    /// certificate, trusting originators' certificates from `[tls]` trusted_ca.
     pub escertke: bool,
     /// An ESCertKE exchange whose message 3 does not come within this time is dropped.
     pub escertke_timeout_seconds: u64,
@@ -262,7 +262,7 @@ pub struct EsprimKeyRow {
     /// The environment variable holding the key in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_env: Option<String>,
-    /// The name of a secret in the [security] keystore.
+    /// The name of a secret in the `[security]` keystore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keystore_secret: Option<String>,
 }
@@ -318,7 +318,7 @@ pub struct GroupAgentSection {
 }
 
 /// The M2M Authentication Function (TS-0003 clause 8.8) this CSE is a target client of. The CSE
-/// authenticates to it with its [tls] certificate.
+/// authenticates to it with its `[tls]` certificate.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MafSection {
@@ -341,7 +341,7 @@ pub struct MafSection {
 #[serde(deny_unknown_fields)]
 pub struct SecureStorageSection {
     /// The secret of the secure environment the sealing key is derived from (HMAC-SHA-256
-    /// inside a [security.pkcs11] token, or with a [security] keystore secret).
+    /// inside a [security.pkcs11] token, or with a `[security]` keystore secret).
     pub secret: String,
     /// The largest content of one data object, in bytes.
     #[serde(default = "default_sdo_bytes")]
@@ -371,7 +371,7 @@ fn default_maf_timeout() -> u64 {
 }
 
 /// The MEF this CSE is an enrolment target of: an enrolee that enrolled naming this CSE for
-/// SUID 12 offers its KeID as KpsaID, and the CSE fetches that Kpsa from the MEF with its [tls]
+/// SUID 12 offers its KeID as KpsaID, and the CSE fetches that Kpsa from the MEF with its `[tls]`
 /// certificate (TS-0003 clauses 8.3.2.1, 10.3.3).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -390,7 +390,7 @@ pub struct MefSection {
 }
 
 /// The BSF this CSE is a NAF of (GBA-based SAE): a device offers its B-TID as psk_identity, and
-/// the CSE fetches Ks_NAF for it over Zn with its [tls] certificate. Its NAF FQDN is the public
+/// the CSE fetches Ks_NAF for it over Zn with its `[tls]` certificate. Its NAF FQDN is the public
 /// domain name of its CSE-ID (TS-0003 clause 8.3.2.3).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -411,7 +411,7 @@ pub struct GbaSection {
 /// 7.5.1.2.10). A `<dynamicAuthorizationConsultation>` names servers in its `dap`; only those
 /// listed here are ever contacted (a resource's creator could otherwise point the CSE at a
 /// server that grants whatever it is asked), over https with the CSE's certificate, the server
-/// verified by name against [tls] trusted_ca.
+/// verified by name against `[tls]` trusted_ca.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DynamicAuthorizationSection {
@@ -643,7 +643,7 @@ impl std::fmt::Debug for PskRow {
 }
 
 /// Which AEs may register here (TS-0001 clause 10.2.2.2; the same rules as
-/// <serviceSubscribedAppRule> resources, which apply in addition).
+/// `<serviceSubscribedAppRule>` resources, which apply in addition).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationSection {
@@ -733,7 +733,7 @@ pub struct MulticastSection {
     /// Member side: this CSE's own E2E key (a shared key, hex), the configuration then mode 0600.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// Member side: or the name of a secret in the [security] keystore.
+    /// Member side: or the name of a secret in the `[security]` keystore.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keystore_secret: Option<String>,
     /// Member side: or its P-256 private JWK file (mode 0600), for ECDH-ES sealed group keys.
@@ -826,7 +826,7 @@ pub struct MqttSection {
     /// The MQTT server, `mqtts://host:port` (TS-0010 clause 6.6): TLS is required (clause 7.3).
     pub broker: String,
     /// This CSE's KpsaID at the MQTT server; its key is the PSK row of that identity in
-    /// [security] (or the keystore). The server knows the same row (its psk_file).
+    /// `[security]` (or the keystore). The server knows the same row (its psk_file).
     pub psk_identity: String,
     /// Seconds between keep-alive pings (0: none).
     #[serde(default = "MqttSection::default_keep_alive")]
@@ -932,7 +932,7 @@ pub struct RegistrarSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
     /// TLS-PSK to the registrar instead of certificates: the KpsaID (Kpsami-Id of group
-    /// authentication); the key is the PSK row of that identity in this CSE's [security].
+    /// authentication); the key is the PSK row of that identity in this CSE's `[security]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk_identity: Option<String>,
 }
@@ -1430,7 +1430,7 @@ impl Config {
         })
     }
 
-    /// The limits of this CSE's listeners (the TLS one takes its handshake settings from [tls]).
+    /// The limits of this CSE's listeners (the TLS one takes its handshake settings from `[tls]`).
     pub fn transport_limits(&self) -> m2m_transport::Limits {
         let l = &self.limits;
         let tls = self.tls.clone().unwrap_or_default();

@@ -33,19 +33,19 @@ pub struct Cse {
     /// The notification layer, over the [`Context`]: what the engine sends goes through it.
     pub(crate) delivery: Arc<Delivery>,
     pub(crate) notifier: Notifier,
-    /// Missing data monitors of <timeSeries> resources and windows of their subscriptions.
+    /// Missing data monitors of `<timeSeries>` resources and windows of their subscriptions.
     pub(crate) time_series: crate::resources::time_series::Monitors,
-    /// The time windows of <crossResourceSubscription> resources.
+    /// The time windows of `<crossResourceSubscription>` resources.
     pub(crate) cross_resources: crate::resources::cross_resource_subscription::CrossResources,
     pub(crate) non_blocking: crate::resources::request::InFlight,
     pub(crate) schedules: crate::resources::schedule::Schedules,
-    /// The <action> resources by subject.
+    /// The `<action>` resources by subject.
     pub(crate) actions: crate::resources::action::Actions,
     /// The local members of groups (`group::MemberIndex`).
     pub(crate) group_members: crate::group::MemberIndex,
     /// Geofence events written with a position, until the position's creation is reported.
     pub(crate) geofence_events: crate::resources::location_policy::PendingEvents,
-    /// The armed <timeSyncBeacon>s.
+    /// The armed `<timeSyncBeacon>`s.
     pub(crate) beacons: crate::resources::time_sync_beacon::Beacons,
     /// The MQTT server's ACL this CSE keeps (`[mqtt] acl_file`), told when registrations change.
     pub(crate) mqtt_acl: std::sync::OnceLock<Arc<dyn crate::outbound::RegistrationWatch>>,

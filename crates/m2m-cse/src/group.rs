@@ -1,5 +1,5 @@
-//! <group> (TS-0001 clause 9.6.13, TS-0004 clause 7.4.13): member validation against memberType and
-//! maxNrOfMembers, and the <fanOutPoint> that applies a request to every member and aggregates the
+//! `<group>` (TS-0001 clause 9.6.13, TS-0004 clause 7.4.13): member validation against memberType and
+//! maxNrOfMembers, and the `<fanOutPoint>` that applies a request to every member and aggregates the
 //! responses.
 
 use crate::cse::{Cse, Peer};

@@ -11,7 +11,7 @@
 //! (every topic under `/oneM2M/`, every one ending in `/#` for the serialization). The entities a
 //! credential names: the one its PSK row is bound to, and the AEs registered with it. So a topic
 //! names its sender truthfully, and the CSE holds each request's From to that sender
-//! ([`crate::mqtt_binding`]). The ACL changes when an AE registers or is deleted: the CSE writes
+//! (`mqtt_binding`). The ACL changes when an AE registers or is deleted: the CSE writes
 //! it again and signals the server ([`AclFile`]).
 
 use crate::config::{Config, MqttSection};

@@ -1,4 +1,4 @@
-//! The requests waiting in <pollingChannel>s (TS-0004 clauses 7.3.3.9.1 and 7.4.22.2): a request
+//! The requests waiting in `<pollingChannel>`s (TS-0004 clauses 7.3.3.9.1 and 7.4.22.2): a request
 //! for an entity that polls is queued in its channel, and its sender waits; the entity's long
 //! poll takes it, and its answer goes back to that sender by Request Identifier. The resource
 //! type and its `pcu` virtual child are `resources::polling_channel`; this is the queue that the

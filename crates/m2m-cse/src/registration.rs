@@ -1,5 +1,5 @@
-//! CSE registration (TS-0001 clause 10.2.2.4): an MN-CSE creates its <remoteCSE> on the registrar
-//! IN-CSE and a <remoteCSE> for the registrar on itself.
+//! CSE registration (TS-0001 clause 10.2.2.4): an MN-CSE creates its `<remoteCSE>` on the registrar
+//! IN-CSE and a `<remoteCSE>` for the registrar on itself.
 
 use crate::cse::Cse;
 use crate::store::Resource;

@@ -1,4 +1,4 @@
-//! <accessControlPolicy> (TS-0004 clause 7.4.2): privileges and selfPrivileges must be rules the
+//! `<accessControlPolicy>` (TS-0004 clause 7.4.2): privileges and selfPrivileges must be rules the
 //! access decision understands completely; anything it would have to ignore is refused up front.
 
 use m2m_core::{M2mError, M2mResult};

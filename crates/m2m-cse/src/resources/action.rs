@@ -1,4 +1,4 @@
-//! <action> and <dependency> (Release 4, TS-0001 V4 clauses 9.6.61, 9.6.62; TS-0004 V4 clauses
+//! `<action>` and `<dependency>` (Release 4, TS-0001 V4 clauses 9.6.61, 9.6.62; TS-0004 V4 clauses
 //! 7.4.65, 7.4.66): when an attribute of the action's subject resource meets its criteria, and
 //! its dependencies are met, the CSE sends the action's request primitive to its object
 //! recipient, as the action's creator, and keeps the answer in `air`.

@@ -1,4 +1,4 @@
-//! <AE> registration (TS-0001 clause 10.2.2.2, TS-0004 clause 7.3.2.7 and 7.4.5): AE-ID assignment
+//! `<AE>` registration (TS-0001 clause 10.2.2.2, TS-0004 clause 7.3.2.7 and 7.4.5): AE-ID assignment
 //! from the originator, App-ID check, and refusal of a second registration of the same AE-ID.
 
 use super::service_subscribed_app_rule::rule_of;

@@ -1,7 +1,7 @@
-//! <container> and <contentInstance> (TS-0004 clauses 7.4.6, 7.4.7): instance counters, the
+//! `<container>` and `<contentInstance>` (TS-0004 clauses 7.4.6, 7.4.7): instance counters, the
 //! maxNrOfInstances / maxByteSize / maxInstanceAge limits, and the state tag. The counters and
-//! limits serve a <timeSeries> and its <timeSeriesInstance>s the same way (clause 7.4.39.2.1:
-//! "same as that steps of <contentInstance>"), without the state tag.
+//! limits serve a `<timeSeries>` and its `<timeSeriesInstance>`s the same way (clause 7.4.39.2.1:
+//! "same as that steps of `<contentInstance>`"), without the state tag.
 
 use crate::cse::Cse;
 use crate::store::{Resource, Writer};

@@ -1,7 +1,7 @@
-//! <crossResourceSubscription> (TS-0004 clauses 7.4.58, 7.5.1.2.18, 7.5.1.2.20; TS-0001 clause
+//! `<crossResourceSubscription>` (TS-0004 clauses 7.4.58, 7.5.1.2.18, 7.5.1.2.20; TS-0001 clause
 //! 9.6.58): one notification when events on several resources come within one time window.
 //!
-//! - At creation the CSE, as the originator, creates a <subscription> under each regular target
+//! - At creation the CSE, as the originator, creates a `<subscription>` under each regular target
 //!   (`rrat`, with the criteria of `encs`) and adds itself to each subscription target (`srat`);
 //!   their notifications come to the crossResourceSubscription. One that fails undoes the others
 //!   and answers 5221 CROSS_RESOURCE_OPERATION_FAILURE.

@@ -1,8 +1,8 @@
-//! <pollingChannel> and its virtual child <pollingChannelURI> `pcu` (TS-0004 clauses 7.4.21,
+//! `<pollingChannel>` and its virtual child `<pollingChannelURI>` `pcu` (TS-0004 clauses 7.4.21,
 //! 7.4.22; TS-0001 clauses 10.2.5.12 to 10.2.5.19): service layer long polling, for an AE or CSE
 //! that nobody can reach (a phone behind a carrier's NAT), yet that can ask.
 //!
-//! - Only the entity the parent <AE> or <remoteCSE> stands for may create, retrieve, update,
+//! - Only the entity the parent `<AE>` or `<remoteCSE>` stands for may create, retrieve, update,
 //!   delete or poll its channel (clause 7.4.21.2, Recv-6.3; `access`), not even the admin. At
 //!   most one per parent (a second is 4000).
 //! - A request for that entity (a notification to its AE-ID) is queued in the channel instead of

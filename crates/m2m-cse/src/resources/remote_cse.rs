@@ -1,4 +1,4 @@
-//! <remoteCSE> creation by a registering CSE (TS-0001 clause 10.2.2.4, TS-0004 clause 7.4.4): only the
+//! `<remoteCSE>` creation by a registering CSE (TS-0001 clause 10.2.2.4, TS-0004 clause 7.4.4): only the
 //! credential bound to a CSE-ID registers that CSE.
 
 use super::Prepared;

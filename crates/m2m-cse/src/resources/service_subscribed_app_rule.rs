@@ -1,4 +1,4 @@
-//! <serviceSubscribedAppRule> (TS-0004 clause 7.4.29): a registration rule held as a resource.
+//! `<serviceSubscribedAppRule>` (TS-0004 clause 7.4.29): a registration rule held as a resource.
 
 use crate::store::string_list;
 use m2m_core::{M2mError, M2mResult};

@@ -1,4 +1,4 @@
-//! <subscription> (TS-0004 clause 7.4.8): target checks and the verification request sent to
+//! `<subscription>` (TS-0004 clause 7.4.8): target checks and the verification request sent to
 //! each notificationURI before the subscription is created (TS-0004 clause 7.3.3.x, "verificationRequest").
 
 use super::Prepared;

@@ -1,4 +1,4 @@
-//! <timeSeries> and <timeSeriesInstance> (TS-0004 clauses 7.4.38, 7.4.39; TS-0001 clause
+//! `<timeSeries>` and `<timeSeriesInstance>` (TS-0004 clauses 7.4.38, 7.4.39; TS-0001 clause
 //! 10.2.4.29): instances counted and limited as in a container ([`super::container`]), one
 //! instance per dataGenerationTime, and missing data detection with its reports to the
 //! missingData subscriptions (TS-0004 clause 7.5.1.2.9).
