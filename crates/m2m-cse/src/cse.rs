@@ -32,6 +32,8 @@ const SUPPORTED_RELEASES: [&str; 3] = ["2a", "3", "4"];
 pub struct Cse {
     /// The notification layer, over the [`Context`]: what the engine sends goes through it.
     pub(crate) delivery: Arc<Delivery>,
+    /// The notification policies' state (`subscription_events`): batches, rate windows,
+    /// monitored and blocked resources, missed events.
     pub(crate) notifier: Notifier,
     /// Missing data monitors of `<timeSeries>` resources and windows of their subscriptions.
     pub(crate) time_series: crate::resources::time_series::Monitors,
