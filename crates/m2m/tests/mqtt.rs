@@ -942,6 +942,7 @@ fn semantic_queries_over_mqtt_read_only_the_descriptors_one_may_read() {
         ),
         2001,
     );
+    let mut descriptors = Vec::new();
     for (cnt, name, battery) in [("front", "frontDoor", 12), ("vault", "safe", 5)] {
         step(
             rqp(
@@ -954,7 +955,7 @@ fn semantic_queries_over_mqtt_read_only_the_descriptors_one_may_read() {
             ),
             2001,
         );
-        step(
+        let d = step(
             rqp(
                 1,
                 &format!("cse-in/Slock/{cnt}"),
@@ -967,7 +968,21 @@ fn semantic_queries_over_mqtt_read_only_the_descriptors_one_may_read() {
             ),
             2001,
         );
+        descriptors.push(d["pc"]["m2m:smd"]["ri"].as_str().unwrap().to_owned());
     }
+    // A group of both descriptors, made while the lock could still read both.
+    let g = step(
+        rqp(
+            1,
+            "cse-in/Slock",
+            Some("Slock"),
+            "",
+            Some(9),
+            Some(json!({"m2m:grp": {"rn": "both", "mt": 24, "mnm": 10, "mid": descriptors}})),
+        ),
+        2001,
+    );
+    assert_eq!(g["pc"]["m2m:grp"]["cnm"], json!(2), "{g}");
     let acp = step(
         rqp(
             1,
@@ -1021,4 +1036,17 @@ fn semantic_queries_over_mqtt_read_only_the_descriptors_one_may_read() {
     q["fc"] = json!({"fu": 1, "smf": [low]});
     let r = step(q, 2000);
     assert_eq!(r["pc"]["m2m:uril"], json!(["cse-in/Slock/front"]), "{r}");
+    // Through the group's semanticFanOutPoint the members are retrieved as the lock: the
+    // vault's descriptor, a member it may no longer read, adds nothing.
+    let mut q = rqp(2, "cse-in/Slock/both/sfop", Some("Slock"), "", None, None);
+    q["sqi"] = json!(true);
+    q["fc"] = json!({"smf": [devices]});
+    let r = step(q, 2000);
+    let text = r["pc"]["m2m:qres"].as_str().expect("qres is text");
+    assert!(text.contains("frontDoor"), "{text}");
+    assert!(!text.contains("safe"), "the vault's descriptor: {text}");
+    let mut q = rqp(2, "cse-in/Slock/both/sfop", Some("Slock"), "", None, None);
+    q["fc"] = json!({"smf": [low]});
+    let r = step(q, 2000);
+    assert_eq!(r["pc"]["m2m:uril"], json!([descriptors[0]]), "{r}");
 }
