@@ -445,6 +445,7 @@ fn semantic_queries_over_wss_read_only_the_originators_descriptors() {
             .cloned()
             .unwrap_or_default()
     };
+    let mut descriptors = Vec::new();
     for (who, rn, name, battery) in [
         ("Cphone", "phone", "frontDoor", 12),
         ("Clock", "lock", "safe", 5),
@@ -482,7 +483,31 @@ fn semantic_queries_over_wss_read_only_the_originators_descriptors() {
         );
         let codes: Vec<&Value> = answers.iter().map(|a| &a["rsc"]).collect();
         assert_eq!(codes, [2001, 2001, 2001], "{who}: {answers:?}");
+        descriptors.push(
+            answers[2]["pc"]["m2m:smd"]["ri"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
+    // The admin (on the loopback listener) groups both descriptors; both AEs may read the
+    // group, each only its own descriptor.
+    let acp = create_acp(
+        cse.url(),
+        "/cse-in",
+        "CAdmin",
+        "readers",
+        vec![acr(&["Cphone", "Clock"], OP_RETRIEVE)],
+        vec![acr(&["CAdmin"], OP_ALL)],
+    );
+    let (rsc, b) = create(
+        cse.url(),
+        "/cse-in",
+        "CAdmin",
+        9,
+        json!({ "m2m:grp": { "rn": "both", "mt": 24, "mnm": 10, "mid": descriptors, "acpi": [acp] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
     let devices = format!("{prefixes}SELECT ?d WHERE {{ ?d a m2m:Device }}");
     let low = format!("{prefixes}SELECT ?d WHERE {{ ?d ex:battery ?b FILTER(?b < 20) }}");
     for (who, own, other, own_cnt) in [
@@ -494,8 +519,19 @@ fn semantic_queries_over_wss_read_only_the_originators_descriptors() {
         query["fc"] = json!({"smf": [devices]});
         let mut discovery = rqp(2, "cse-in", who, "fu", None, None);
         discovery["fc"] = json!({"fu": 1, "smf": [low]});
-        let answers = run(who, vec![query, discovery]);
-        assert_eq!(answers.len(), 2, "{who}: {answers:?}");
+        // Through the group's semanticFanOutPoint: each member retrieved as the AE.
+        let mut fan_out = rqp(2, "cse-in/both/sfop", who, "sfop", None, None);
+        fan_out["sqi"] = json!(true);
+        fan_out["fc"] = json!({"smf": [devices]});
+        let answers = run(who, vec![query, discovery, fan_out]);
+        assert_eq!(answers.len(), 3, "{who}: {answers:?}");
+        assert_eq!(answers[2]["rsc"], 2000, "{who}: {answers:?}");
+        let text = answers[2]["pc"]["m2m:qres"].as_str().expect("qres is text");
+        assert!(text.contains(own), "{who}: {text}");
+        assert!(
+            !text.contains(other),
+            "{who} read another's descriptor through sfop: {text}"
+        );
         assert_eq!(answers[0]["rsc"], 2000, "{who}: {answers:?}");
         let text = answers[0]["pc"]["m2m:qres"].as_str().expect("qres is text");
         assert!(text.contains(own), "{who}: {text}");
