@@ -1,9 +1,10 @@
 //! What every layer from the security gate up reads: who this CSE is (its identity and
 //! configuration), its resource tree (the store), its clock, its credentials and outgoing
 //! clients, and the state of the Security CSF (TS-0003: associations, key services, dynamic
-//! authorization, ESPrim, group authentication, secure storage). The resource engine
-//! (`cse::Cse`) holds one and lends it to the layers below through `Deref`; they reach the
-//! Receiver back only through `Receiver`, a seam the engine registers.
+//! authorization, ESPrim, group authentication, secure storage). The notification layer
+//! (`notification::Delivery`) holds it and derefs to it, the resource engine (`cse::Cse`) holds
+//! that and derefs to it in turn; the layers below the engine reach the Receiver back only
+//! through `Receiver`, a seam the engine registers.
 
 use crate::association::Peer;
 use crate::config::{Config, CseIdentity};

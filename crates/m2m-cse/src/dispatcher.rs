@@ -607,9 +607,6 @@ pub async fn update(
         })
         .await?;
     behaviour.updated(cse, &updated, &modified, &before);
-    behaviour
-        .settle_update(cse, &updated, &modified, &before)
-        .await;
     subscription_events::on_event(
         cse,
         &updated,
@@ -621,6 +618,13 @@ pub async fn update(
     if !peer.by_action {
         resources::action::subject_updated(cse, &updated);
     }
+    // Last, so that nothing above is lost if the requester goes away meanwhile; bounded as a
+    // DELETE's wait for its notices.
+    let _ = tokio::time::timeout(
+        SUBSCRIPTION_GONE_WAIT,
+        behaviour.settle_update(cse, &updated, &modified, &before),
+    )
+    .await;
     let pc = match req.result_content() {
         ResultContent::Nothing => None,
         ResultContent::ModifiedAttributes => {
@@ -685,6 +689,18 @@ pub(crate) async fn delete_resource(
     res: &Resource,
     originator: Option<&str>,
 ) -> M2mResult<()> {
+    delete_and_tell(cse, res, originator, originator.is_some()).await
+}
+
+/// [`delete_resource`], answering after its subscription deletion notifications went out
+/// (within [`SUBSCRIPTION_GONE_WAIT`]) when `wait`, as a DELETE by request does, and a
+/// deletion that one waits for (a crossResourceSubscription whose subscription went).
+pub(crate) async fn delete_and_tell(
+    cse: &Arc<Cse>,
+    res: &Resource,
+    originator: Option<&str>,
+    wait: bool,
+) -> M2mResult<()> {
     let target = res.clone();
     // What the notifications, credential bindings and types' state below need, nothing more.
     let reported: Vec<ResourceType> = [ResourceType::Ae, ResourceType::Subscription]
@@ -734,7 +750,7 @@ pub(crate) async fn delete_resource(
     }
     // A DELETE answers after its subscriptions' deletion notifications went out (TS-0004
     // clause 7.4.8.2.4, Recv-6.5), all within one bounded wait.
-    if originator.is_some() {
+    if wait {
         let deadline = tokio::time::Instant::now() + SUBSCRIPTION_GONE_WAIT;
         for sent in told {
             let _ = tokio::time::timeout_at(deadline, sent).await;
@@ -743,8 +759,9 @@ pub(crate) async fn delete_resource(
     Ok(())
 }
 
-/// How long a DELETE waits, in all, for its subscription deletion notifications.
-const SUBSCRIPTION_GONE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a DELETE waits, in all, for its subscription deletion notifications (and an UPDATE
+/// for what `settle_update` waits for).
+pub(crate) const SUBSCRIPTION_GONE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn notify(
     cse: &Arc<Cse>,

@@ -290,7 +290,11 @@ pub(crate) const MAX_FAN_OUT_DEPTH: u8 = 3;
 /// request arriving from another CSE holds no depth of this CSE's, but its path only holds the
 /// levels left of its own bound, so the levels of all CSEs together stay within it.
 pub(crate) fn nested(mut peer: Peer, rest: &str) -> M2mResult<Peer> {
-    let to_come = rest.split('/').filter(|s| *s == "fopt").count();
+    // A semanticFanOutPoint at the end is one more level (its members are retrieved).
+    let to_come = rest
+        .split('/')
+        .filter(|s| matches!(*s, "fopt" | "sfop"))
+        .count();
     let levels = usize::from(peer.fan_out_depth) + 1 + to_come;
     if levels > usize::from(MAX_FAN_OUT_DEPTH) {
         return Err(M2mError::bad_request(format!(

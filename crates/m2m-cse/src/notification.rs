@@ -34,7 +34,7 @@ pub struct Delivery {
     queues: Mutex<HashMap<String, Queue>>,
     /// Tells a queue's task whether the map entry is still its own when it ends.
     next_id: std::sync::atomic::AtomicU64,
-    /// Requests queued for entities that poll (<pollingChannel>).
+    /// Requests queued for entities that poll (`<pollingChannel>`).
     pub(crate) polling: Channels,
     /// Open WebSocket connections by the AE proven on each: its notifications go over it.
     pub(crate) websockets: Links,
@@ -240,7 +240,7 @@ pub(crate) fn is_url(s: &str) -> bool {
 }
 
 /// Whether a notificationURI designates the originator of the request itself: its AE-ID in
-/// any form, or the address of its <AE> resource here.
+/// any form, or the address of its `<AE>` resource here.
 pub fn is_originator(cse: &Context, nu: &str, originator: &str) -> bool {
     if originator.is_empty() {
         return false;

@@ -26,7 +26,7 @@ const QUEUE_LEN: usize = 256;
 /// of bounded size, and fewer requests at stake if it never reaches the poller.
 const AGGREGATE_MAX: usize = 32;
 
-/// The <pollingChannel> of a registered AE or CSE, if it made one.
+/// The `<pollingChannel>` of a registered AE or CSE, if it made one.
 pub fn channel_of(cse: &Context, registree: &Resource) -> M2mResult<Option<Resource>> {
     let mut found = cse
         .store

@@ -952,7 +952,8 @@ pub(crate) fn subscription_gone(
         let (done, deleted) = tokio::sync::oneshot::channel();
         let cse = Arc::clone(cse);
         tokio::spawn(async move {
-            if let Err(e) = crate::dispatcher::delete_resource(&cse, &crs, None).await {
+            // Its own subscriber told too before this is done (bounded), as for a DELETE.
+            if let Err(e) = crate::dispatcher::delete_and_tell(&cse, &crs, None, true).await {
                 tracing::debug!(dbg = %e.dbg, "crossResourceSubscription already gone");
             }
             let _ = done.send(());

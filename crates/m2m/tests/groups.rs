@@ -412,6 +412,14 @@ fn groups_that_contain_themselves_fan_out_a_bounded_number_of_levels() {
         started.elapsed() < std::time::Duration::from_secs(10),
         "bounded"
     );
+    // A semanticFanOutPoint at the end is a level too: three fopt and an sfop are four.
+    let (rsc, b) = retrieve(u, "/cse-in/app/a/fopt/fopt/fopt/sfop", &ae);
+    assert_eq!(rsc, 4000, "{b}");
+    assert!(
+        b.to_string()
+            .contains("groups fan out 3 levels deep at most"),
+        "{b}"
+    );
     // Three levels of aggregation: the deepest members, a and b themselves, 2^3 of them.
     let (rsc, b) = retrieve(u, "/cse-in/app/a/fopt/fopt/fopt", &ae);
     assert_eq!(rsc, 2000, "{b}");

@@ -414,9 +414,10 @@ impl super::Behaviour for Subscription {
         }
     }
 
-    /// A <crossResourceSubscription> dropped from associatedCrossResourceSub is told the
+    /// A `<crossResourceSubscription>` dropped from associatedCrossResourceSub is told the
     /// subscription is gone for it (TS-0004 clause 7.4.8.2.3, Recv-6.5), before the UPDATE is
-    /// answered: a local one that relied on it is deleted by then.
+    /// answered (the dispatcher bounds the wait): a local one that relied on it is deleted by
+    /// then and its subscriber told.
     fn settle_update<'a>(
         &'a self,
         cse: &'a Arc<Cse>,
