@@ -117,7 +117,7 @@ impl Delivery {
             Some(q) => match q.tx.try_send(body) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(target_uri = %nu, queued = QUEUE_LEN, "notification dropped: the target's queue is full");
+                    tracing::warn!(target_uri = %loggable(nu), queued = QUEUE_LEN, "notification dropped: the target's queue is full");
                     return;
                 }
                 // The task ended without removing its entry (it panicked): start a new one.
@@ -157,7 +157,7 @@ async fn deliver(cse: &Delivery, nu: &str, out: Outgoing) {
     let resp = send_request(cse, nu, out.body, out.ec).await;
     let delivered = resp.rsc.is_success();
     if !delivered {
-        tracing::warn!(target_uri = %nu, rsc = resp.rsc.code(), dbg = resp.dbg().unwrap_or(""), "notification not delivered");
+        tracing::warn!(target_uri = %loggable(nu), rsc = resp.rsc.code(), dbg = resp.dbg().unwrap_or(""), "notification not delivered");
     }
     if let Some((sub_ri, events)) = out.stats {
         count_statistics(cse, sub_ri, nu, events, delivered).await;
@@ -229,6 +229,26 @@ async fn send_request(cse: &Delivery, nu: &str, body: Value, ec: Option<String>)
     } else {
         cse.handle(req, Peer::internal()).await
     }
+}
+
+/// A target URI as it may be logged: without the user information of its authority
+/// (`user:password@`) and without its query, either of which may carry a credential; IDs and
+/// URLs without them are returned as they are.
+pub(crate) fn loggable(uri: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map(|(_, h)| h);
+    let path = tail.split(['?', '#']).next().unwrap_or("");
+    let cut_query = path.len() != tail.len();
+    if host.is_none() && !cut_query {
+        return uri.into();
+    }
+    let who = if host.is_some() { "***@" } else { "" };
+    let more = if cut_query { "?…" } else { "" };
+    format!("{scheme}://{who}{}{path}{more}", host.unwrap_or(authority)).into()
 }
 
 /// A notification target or pointOfAccess that is a URL of a binding this CSE sends over (HTTP,
@@ -432,6 +452,27 @@ mod release_tests {
             "never relabelled as a later release"
         );
         assert_eq!(release_for(&ae(serde_json::json!(["2"])), None), None);
+    }
+}
+
+#[cfg(test)]
+mod loggable_tests {
+    use super::loggable;
+
+    #[test]
+    fn credentials_in_a_target_uri_never_reach_the_log() {
+        assert_eq!(
+            loggable("https://ae:s3cret@phone.example.com:8443/ntf?token=abc#x"),
+            "https://***@phone.example.com:8443/ntf?…"
+        );
+        assert_eq!(
+            loggable("mqtts://u:p@broker:8883?ct=json"),
+            "mqtts://***@broker:8883?…"
+        );
+        assert_eq!(loggable("coap://[::1]:5683/n"), "coap://[::1]:5683/n");
+        assert_eq!(loggable("http://127.0.0.1:9990"), "http://127.0.0.1:9990");
+        assert_eq!(loggable("/id-in/Cphone"), "/id-in/Cphone");
+        assert!(!loggable("http://a:pw@h/p?k=v").contains("pw"));
     }
 }
 
