@@ -213,7 +213,20 @@ fn subscription_targets_are_joined_and_left() {
                 "srat": ["cse-in/app/c3/s3"] }),
     );
     assert_eq!(rsc, 2001, "{b}");
-    let me2 = format!("/id-in/{}", b["m2m:crs"]["ri"].as_str().unwrap());
+    let ri2 = b["m2m:crs"]["ri"].as_str().unwrap().to_owned();
+    let me2 = format!("/id-in/{ri2}");
+    // The same crossResourceSubscription written in other ID forms is no drop: it stays.
+    for form in [ri2.clone(), format!("//m2m.example.com/id-in/{ri2}")] {
+        let (rsc, b) = update(
+            s.cse.url(),
+            "/cse-in/app/c3/s3",
+            &s.ae,
+            json!({ "m2m:sub": { "acrs": [form] } }),
+        );
+        assert_eq!(rsc, 2004, "{form}: {b}");
+        let (rsc, b) = retrieve(s.cse.url(), "/cse-in/app/joined2", &s.ae);
+        assert_eq!(rsc, 2000, "{form}: {b}");
+    }
     let (rsc, b) = update(
         s.cse.url(),
         "/cse-in/app/c3/s3",

@@ -129,6 +129,16 @@ fn nct_fits(nct: u64, net: u64) -> bool {
     }
 }
 
+/// Whether an associatedCrossResourceSub entry of before an UPDATE is still in the list after
+/// it, in whatever ID form: a local resource is compared as the resource it names
+/// (`resolve::names`), anything else as written.
+fn still_named(cse: &Cse, entry: &str, now: &[String]) -> bool {
+    match crate::resolve::local_resource(cse, entry) {
+        Some(crs) => now.iter().any(|n| crate::resolve::names(cse, n, &crs)),
+        None => now.iter().any(|n| n == entry),
+    }
+}
+
 /// The values the Hosting CSE sets when the subscriber does not: notification on update of the
 /// resource (TS-0004 table 7.4.8.1-3; not when an operationMonitor stands instead), and the
 /// notificationContentType of the event types (TS-0001 table 9.6.8-4) when they agree on one.
@@ -431,7 +441,7 @@ impl super::Behaviour for Subscription {
         let now = string_list(res.attrs.get("acrs"));
         let told: Vec<_> = string_list(before.get("acrs"))
             .iter()
-            .filter(|a| !now.contains(a))
+            .filter(|a| !still_named(cse, a, &now))
             .filter_map(|gone| crate::subscription_events::subscription_gone(cse, res, gone))
             .collect();
         Box::pin(async move {
