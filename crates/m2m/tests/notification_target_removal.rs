@@ -141,7 +141,19 @@ fn only_a_target_may_leave_and_only_the_creators_default_applies() {
         delete(s.cse.url(), "/cse-in/ownerDefault", &stranger).0,
         4103
     );
-    // The system default is the configuration's.
+    // The system default is the configuration's: the admin neither changes it nor adds one of
+    // its own, in any ID form.
+    for admin in ["CAdmin", "/id-in/CAdmin", "//m2m.example.com/id-in/CAdmin"] {
+        let (rsc, b) = create(
+            s.cse.url(),
+            "/cse-in",
+            admin,
+            26,
+            json!({ "m2m:ntp": { "rn": "adminsOwn", "acn": 1, "plbl": "Default" } }),
+        );
+        assert_eq!(rsc, 4000, "{admin}: {b}");
+    }
+    assert_eq!(retrieve(s.cse.url(), "/cse-in/adminsOwn", "CAdmin").0, 4004);
     assert_eq!(delete(s.cse.url(), "/cse-in/defaultNTP", "CAdmin").0, 4000);
     assert_eq!(
         update(

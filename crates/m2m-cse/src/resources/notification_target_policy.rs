@@ -19,6 +19,9 @@
 //! unless configured). Another originator's "Default" policy never applies to a subscription:
 //! nobody decides for a creator but the creator and the operator.
 //!
+//! The administrator creates no policy (4000): the CSE's own is the system default, set by
+//! the configuration.
+//!
 //! Only an originator that is a notification target of the subscription, and whose identity
 //! the CSE can rely on (not a mere claim), may ask; the rules unmet, or a reject, give 4103.
 
@@ -62,11 +65,16 @@ impl super::Behaviour for NotificationTargetPolicy {
         let creator = call.peer.originator.as_ref().map(|e| e.absolute());
         let admin = call.peer.is_admin(call.cse);
         super::ready((|| {
+            if admin {
+                // The CSE's own policy is one: the system default of the configuration. A policy
+                // of the admin's would read as a second one, and applies to no subscriber.
+                return Err(M2mError::bad_request(
+                    "the CSE's own notificationTargetPolicy is set by its configuration",
+                ));
+            }
             let policies = policies_under(call.cse, parent.ri())?;
             unique_label(&policies, attrs, creator.as_deref(), None)?;
-            if !admin {
-                within_quota(&policies, creator.as_deref())?;
-            }
+            within_quota(&policies, creator.as_deref())?;
             Ok(Prepared::default())
         })())
     }
@@ -94,7 +102,7 @@ impl super::Behaviour for NotificationTargetPolicy {
     }
 }
 
-/// The most policies one originator other than the admin keeps under the CSEBase.
+/// The most policies one originator keeps under the CSEBase.
 pub const MAX_POLICIES_PER_CREATOR: usize = 16;
 
 /// The policies under the CSEBase (one read for the checks of a CREATE or UPDATE).
