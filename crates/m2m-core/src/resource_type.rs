@@ -155,7 +155,9 @@ impl ResourceType {
             M2mError::bad_request(format!("resource type '{code}' is not a number"))
         })?;
         Self::from_code(n).ok_or_else(|| {
-            if is_specified_type(n) {
+            if NEVER_CREATED_BY_REQUEST.contains(&n) {
+                M2mError::not_allowed(format!("resource type {n} is not created by a request"))
+            } else if is_specified_type(n) {
                 M2mError::not_implemented(format!("resource type {n} is not supported by this CSE"))
             } else {
                 M2mError::bad_request(format!("unknown resource type {n}"))
@@ -387,6 +389,11 @@ impl ResourceType {
 /// tell "unknown" from "not implemented" and to check type codes inside attribute values (schema).
 /// Whether `n` is a resource type of the specification (Release 3 numbers 1-51, Release 4 up to
 /// 66 such as flexContainerInstance 58 and action/dependency 65/66, and their announced forms).
+/// Types no request creates, whether a CSE keeps them or not: `<AEContactList>` (43) and
+/// `<AEContactListPerCSE>` (44) are the IN-CSE's own (TS-0004 clauses 7.4.53.2.1, 7.4.54.2.1:
+/// OPERATION_NOT_ALLOWED).
+const NEVER_CREATED_BY_REQUEST: [u16; 2] = [43, 44];
+
 pub(crate) fn is_specified_type(n: u16) -> bool {
     matches!(n, 1..=66) || matches!(n, 10001..=10066)
 }
@@ -428,5 +435,11 @@ mod tests {
             ResourceType::parse_requested("12").unwrap_err().rsc,
             Rsc::NotImplemented
         );
+        for never in ["43", "44"] {
+            assert_eq!(
+                ResourceType::parse_requested(never).unwrap_err().rsc,
+                Rsc::OperationNotAllowed
+            );
+        }
     }
 }

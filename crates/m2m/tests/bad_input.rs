@@ -143,6 +143,22 @@ fn protocol_cases() -> Vec<Case> {
             &[501],
         ),
         create_case(
+            "an AEContactList is never created by a request ty=43",
+            "/cse-in",
+            "43",
+            json!({ "m2m:aecl": {} }),
+            &[4005],
+            &[405],
+        ),
+        create_case(
+            "nor its per-CSE entries ty=44",
+            "/cse-in",
+            "44",
+            json!({ "m2m:aeclp": {} }),
+            &[4005],
+            &[405],
+        ),
+        create_case(
             "flexContainer specialization unknown",
             app,
             "28",
