@@ -247,7 +247,7 @@ impl Cse {
             if let Some(pc) = &req.pc {
                 m2m_core::mgmt_obj::refuse_clear_secrets(pc)?;
             }
-            return crate::resources::request::accept(&self, req, peer, entity).await;
+            return Box::pin(crate::resources::request::accept(&self, req, peer, entity)).await;
         }
         let resp = self.execute(req, peer, &deadlines).await?;
         match crate::validity::result_expired(&deadlines) {
@@ -271,7 +271,9 @@ impl Cse {
         let addr = Address::parse(&req.to)?;
         match resolve::locality(&self, &addr) {
             Locality::Local => {}
-            Locality::Remote(cse) => return routing::forward(&self, req, cse, &peer).await,
+            Locality::Remote(cse) => {
+                return Box::pin(routing::forward(&self, req, cse, &peer)).await
+            }
         }
         // The Security CSF's storage: outside the resource tree and its policies.
         if let Some(object) = crate::secure_storage::addressed(&self, &addr) {
@@ -289,8 +291,10 @@ impl Cse {
             Ok(g) => (g, Vec::new()),
             // No policy grants: a Dynamic Authorization Server may (TS-0004 clause 7.3.3.15).
             Err(refusal) => {
-                let d = crate::dynamic_authorization::consult(&self, &req, &target, &peer, refusal)
-                    .await?;
+                let d = Box::pin(crate::dynamic_authorization::consult(
+                    &self, &req, &target, &peer, refusal,
+                ))
+                .await?;
                 (d.grant, d.assigned)
             }
         };
@@ -333,6 +337,11 @@ impl Cse {
     }
 
     /// Carries out a request on its resolved, authorized target.
+    ///
+    /// The larger and rarer ways (fan-out, long polling, UPDATE with its blocking notification,
+    /// NOTIFY; in `execute` forwarding and dynamic authorization, in `process` non-blocking
+    /// requests) are boxed: an `async fn` is as large as its largest await, and every request's
+    /// future is moved into a box whole (15 KB before, more than half of it for these).
     async fn dispatch(
         self: Arc<Self>,
         req: Request,
@@ -341,18 +350,21 @@ impl Cse {
     ) -> M2mResult<Response> {
         match target {
             Target::FanOut { group, rest } => {
-                return group::fan_out(&self, req, group, rest, peer).await
+                return Box::pin(group::fan_out(&self, req, group, rest, peer)).await
             }
             Target::SemanticFanOut(group) => {
-                return crate::semantic_query::fan_out(&self, req, group, peer).await
+                return Box::pin(crate::semantic_query::fan_out(&self, req, group, peer)).await
             }
             Target::PollingChannelUri(pch) => {
-                return crate::resources::polling_channel::serve_pcu(&self, req, pch).await
+                return Box::pin(crate::resources::polling_channel::serve_pcu(
+                    &self, req, pch,
+                ))
+                .await
             }
             Target::SelfReference(sub) => {
-                return crate::resources::notification_target_policy::serve_ntsr(
+                return Box::pin(crate::resources::notification_target_policy::serve_ntsr(
                     &self, &req, &sub, &peer,
-                )
+                ))
                 .await
             }
             _ => {}
@@ -385,9 +397,9 @@ impl Cse {
                     None => Err(M2mError::not_found("the resource does not exist")),
                 }
             }
-            Operation::Update => dispatcher::update(&self, req, target, &peer).await,
+            Operation::Update => Box::pin(dispatcher::update(&self, req, target, &peer)).await,
             Operation::Delete => dispatcher::delete(&self, &req, target, &peer).await,
-            Operation::Notify => dispatcher::notify(&self, req, target, &peer).await,
+            Operation::Notify => Box::pin(dispatcher::notify(&self, req, target, &peer)).await,
         }
     }
 }
