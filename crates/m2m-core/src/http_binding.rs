@@ -69,8 +69,29 @@ pub fn split_tokens(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The names above as `HeaderName`s, checked once: a lookup by `&str` parses and checks the
+/// name again on every call, a dozen per request.
+mod parsed {
+    use http::HeaderName;
+    pub const ORIGIN: HeaderName = HeaderName::from_static(super::X_M2M_ORIGIN);
+    pub const RI: HeaderName = HeaderName::from_static(super::X_M2M_RI);
+    pub const RVI: HeaderName = HeaderName::from_static(super::X_M2M_RVI);
+    pub const RSC: HeaderName = HeaderName::from_static(super::X_M2M_RSC);
+    pub const RTU: HeaderName = HeaderName::from_static(super::X_M2M_RTU);
+    pub const OT: HeaderName = HeaderName::from_static(super::X_M2M_OT);
+    pub const RET: HeaderName = HeaderName::from_static(super::X_M2M_RET);
+    pub const RST: HeaderName = HeaderName::from_static(super::X_M2M_RST);
+    pub const OET: HeaderName = HeaderName::from_static(super::X_M2M_OET);
+    pub const GID: HeaderName = HeaderName::from_static(super::X_M2M_GID);
+    pub const EC: HeaderName = HeaderName::from_static(super::X_M2M_EC);
+    pub const VSI: HeaderName = HeaderName::from_static(super::X_M2M_VSI);
+    pub const CTS: HeaderName = HeaderName::from_static(super::X_M2M_CTS);
+    pub const CTO: HeaderName = HeaderName::from_static(super::X_M2M_CTO);
+    pub const ATI: HeaderName = HeaderName::from_static(super::X_M2M_ATI);
+}
+
 /// The header value, if present and valid text.
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> M2mResult<Option<&'a str>> {
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> M2mResult<Option<&'a str>> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -83,7 +104,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> M2mResult<Option<&'a str>> 
 /// The request identifier of an HTTP request, for echoing in an error response.
 pub fn request_identifier(headers: &HeaderMap) -> String {
     headers
-        .get(X_M2M_RI)
+        .get(&parsed::RI)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned()
@@ -167,13 +188,13 @@ pub fn decode_request(
     body: &[u8],
     is_attribute: impl Fn(&str) -> bool,
 ) -> M2mResult<Request> {
-    let rqi = header(headers, X_M2M_RI)?
+    let rqi = header(headers, &parsed::RI)?
         .filter(|r| !r.is_empty())
         .ok_or_else(|| M2mError::bad_request("missing X-M2M-RI header"))?
         .to_owned();
-    let from = header(headers, X_M2M_ORIGIN)?.map(str::to_owned);
+    let from = header(headers, &parsed::ORIGIN)?.map(str::to_owned);
     let to = to_from_path(uri.path())?;
-    let (ser, ty) = match header(headers, CONTENT_TYPE.as_str())? {
+    let (ser, ty) = match header(headers, &CONTENT_TYPE)? {
         Some(ct) => parse_content_type(ct)?,
         None if !body.is_empty() => {
             return Err(M2mError::new(
@@ -196,20 +217,20 @@ pub fn decode_request(
         }
     };
     let mut req = Request::new(op, to, from, rqi);
-    req.rvi = header(headers, X_M2M_RVI)?.map(str::to_owned);
+    req.rvi = header(headers, &parsed::RVI)?.map(str::to_owned);
     req.ty = ty;
-    req.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
-    req.rqet = header(headers, X_M2M_RET)?.map(str::to_owned);
-    req.rset = header(headers, X_M2M_RST)?.map(str::to_owned);
+    req.ot = header(headers, &parsed::OT)?.map(str::to_owned);
+    req.rqet = header(headers, &parsed::RET)?.map(str::to_owned);
+    req.rset = header(headers, &parsed::RST)?.map(str::to_owned);
     req.accept = Some(response_serialization(headers));
-    req.oet = header(headers, X_M2M_OET)?.map(str::to_owned);
-    req.gid = header(headers, X_M2M_GID)?.map(str::to_owned);
-    req.ec = header(headers, X_M2M_EC)?.map(str::to_owned);
-    req.vsi = header(headers, X_M2M_VSI)?.map(str::to_owned);
-    if let Some(tokens) = header(headers, "authorization")? {
+    req.oet = header(headers, &parsed::OET)?.map(str::to_owned);
+    req.gid = header(headers, &parsed::GID)?.map(str::to_owned);
+    req.ec = header(headers, &parsed::EC)?.map(str::to_owned);
+    req.vsi = header(headers, &parsed::VSI)?.map(str::to_owned);
+    if let Some(tokens) = header(headers, &http::header::AUTHORIZATION)? {
         req.tkns = crate::primitive::Tokens(split_tokens(tokens));
     }
-    if let Some(rtu) = header(headers, X_M2M_RTU)? {
+    if let Some(rtu) = header(headers, &parsed::RTU)? {
         req.rtu = Some(
             rtu.split('&')
                 .filter(|s| !s.is_empty())
@@ -581,7 +602,7 @@ pub fn decode_response(
     headers: &HeaderMap,
     body: &[u8],
 ) -> M2mResult<Response> {
-    let rsc = match header(headers, X_M2M_RSC)? {
+    let rsc = match header(headers, &parsed::RSC)? {
         Some(v) => {
             let n: u16 = v
                 .trim()
@@ -605,28 +626,31 @@ pub fn decode_response(
     let pc = if body.is_empty() {
         None
     } else {
-        let ser = header(headers, CONTENT_TYPE.as_str())?
+        let ser = header(headers, &CONTENT_TYPE)?
             .and_then(Serialization::from_media_type)
             .unwrap_or_default();
         Some(ser.decode(body)?)
     };
     let mut resp = Response::new(rsc, request_identifier(headers), pc);
-    resp.rvi = header(headers, X_M2M_RVI)?.map(str::to_owned);
+    resp.rvi = header(headers, &parsed::RVI)?.map(str::to_owned);
     // Originating Timestamp of the response (TS-0009 clause 6.4.12), which encode_response writes.
-    resp.ot = header(headers, X_M2M_OT)?.map(str::to_owned);
-    resp.vsi = header(headers, X_M2M_VSI)?.map(str::to_owned);
+    resp.ot = header(headers, &parsed::OT)?.map(str::to_owned);
+    resp.vsi = header(headers, &parsed::VSI)?.map(str::to_owned);
     // An echo only: a peer's malformed one does not make its answer unreadable.
-    resp.rset = header(headers, X_M2M_RST).ok().flatten().map(str::to_owned);
-    if let Some(ati) = header(headers, X_M2M_ATI)? {
+    resp.rset = header(headers, &parsed::RST)
+        .ok()
+        .flatten()
+        .map(str::to_owned);
+    if let Some(ati) = header(headers, &parsed::ATI)? {
         resp.ati = ati
             .split('+')
             .filter_map(|pair| pair.trim().split_once(':'))
             .map(|(l, t)| (l.trim().to_owned(), t.trim().to_owned()))
             .collect();
     }
-    resp.cts = header(headers, X_M2M_CTS)?.and_then(|v| v.parse().ok());
-    resp.cto = header(headers, X_M2M_CTO)?.and_then(|v| v.parse().ok());
-    resp.location = header(headers, CONTENT_LOCATION.as_str())?.map(str::to_owned);
+    resp.cts = header(headers, &parsed::CTS)?.and_then(|v| v.parse().ok());
+    resp.cto = header(headers, &parsed::CTO)?.and_then(|v| v.parse().ok());
+    resp.location = header(headers, &CONTENT_LOCATION)?.map(str::to_owned);
     Ok(resp)
 }
 
