@@ -290,7 +290,7 @@ pub fn uncomment(text: &str, parts: &[&Optional]) -> String {
 }
 
 /// Every optional part of `text` uncommented alone, together with what `needs` lists for its path:
-/// other optional parts to uncomment with it (e.g. `("maf", &["tls"])`: a [maf] without [tls] is
+/// other optional parts to uncomment with it (e.g. `("maf", &["tls"])`: a `[maf]` without `[tls]` is
 /// refused), and, prefixed `-`, set settings it replaces (e.g. `("esprim.keys.key",
 /// &["-esprim.keys.key_env"])`: a row takes one key source). After a block, each alternative
 /// inside it too. Returns (the part's path, the text).

@@ -48,7 +48,7 @@ pub struct FetchLimits {
 }
 
 impl FetchLimits {
-    /// Whether `key` was refused less than [`NEGATIVE_CACHE`] ago. The caller passes the
+    /// Whether `key` was refused less than `NEGATIVE_CACHE` ago. The caller passes the
     /// identifier in its comparison form (lower case where the identifier has no case).
     pub fn refused_recently(&self, key: &str) -> bool {
         let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());

@@ -7,7 +7,7 @@
 //! - [`identity_of`]: which AE-ID, CSE-ID or FQDN does an (already verified) certificate name?
 //! - issuing: [`make_ca`] and [`issue`], used by `m2m pki` and by tests that need certificates.
 //!
-//! # The subjectAltName encodings (kept in one place: [`ae_id_uri`], [`cse_dns_name`], [`identity_of`])
+//! # The subjectAltName encodings (kept in one place: [`ae_id_uri`], [`CseNaming::dns_name`], [`identity_of`])
 //! TS-0003 names the content of the subjectAltName but not always its GeneralName type, and TS-0001 defines no
 //! URI scheme for oneM2M IDs. This project decides:
 //!

@@ -1,11 +1,11 @@
 //! AE registration rules (TS-0001 clause 10.2.2.2 step 003 and clause 9.6.29
-//! <serviceSubscribedAppRule>; TS-0004 clause 7.3.2.7): which (Credential-ID, App-ID, AE-ID-Stem)
+//! `<serviceSubscribedAppRule>`; TS-0004 clause 7.3.2.7): which (Credential-ID, App-ID, AE-ID-Stem)
 //! combinations may register with this CSE.
 
 use crate::access_control::originator::glob;
 use serde::{Deserialize, Serialize};
 
-/// One rule: the short names of <serviceSubscribedAppRule> (`apci`, `aai`, `aae`).
+/// One rule: the short names of `<serviceSubscribedAppRule>` (`apci`, `aai`, `aae`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppRule {

@@ -333,7 +333,7 @@ fn keep_state(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The AE's <pollingChannel> `pch` (TS-0004 clause 7.4.21), made or kept from an earlier run,
+/// The AE's `<pollingChannel>` `pch` (TS-0004 clause 7.4.21), made or kept from an earlier run,
 /// and the receiver that long-polls its `pcu`.
 async fn open_polling_channel(
     cfg: &AeConfig,
@@ -373,7 +373,7 @@ async fn open_polling_channel(
     ))
 }
 
-/// The resourceName of the AE's <pollingChannel>.
+/// The resourceName of the AE's `<pollingChannel>`.
 const POLLING_CHANNEL_NAME: &str = "pch";
 
 /// The next notification, or never when the AE has no receiver.

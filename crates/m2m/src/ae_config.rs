@@ -1,4 +1,4 @@
-//! The configuration of an AE (TS-0001 clause 9.6.5 <AE>): its registration, the security
+//! The configuration of an AE (TS-0001 clause 9.6.5 `<AE>`): its registration, the security
 //! association with its CSE (TS-0003 clause 8.2), what it creates and subscribes to, and where it
 //! receives notifications. Read by `m2m ae --config` and `m2m request --ae`.
 
@@ -271,7 +271,7 @@ pub enum NotificationBinding {
     /// CoAP over DTLS 1.2: the CSE must authenticate as the AE's CSE (its Kpsa in mode psk, the
     /// CSE's certificate in mode certificate) before it can deliver anything.
     Coaps,
-    /// No pointOfAccess: the AE makes a <pollingChannel> and long-polls it over its own
+    /// No pointOfAccess: the AE makes a `<pollingChannel>` and long-polls it over its own
     /// association (TS-0004 clause 7.4.21), for an AE that nobody can reach.
     Polling,
     /// The MQTT binding (TS-0010): the AE's pointOfAccess is its CSE's MQTT server
@@ -326,7 +326,7 @@ pub struct Subscribe {
     /// The subscribed-to resource (any address form the CSE resolves).
     pub to: String,
     pub rn: Option<String>,
-    /// notificationEventType; default [3] (a child created, e.g. a new contentInstance).
+    /// notificationEventType; default `[3]` (a child created, e.g. a new contentInstance).
     #[serde(default = "default_net")]
     pub net: Vec<u8>,
 }

@@ -413,7 +413,7 @@ pub fn format_table(rows: &[PhaseResult]) -> String {
     out
 }
 
-/// Resident set size of a process in KiB, from /proc/<pid>/status.
+/// Resident set size of a process in KiB, from `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_vm_rss(&status)

@@ -206,7 +206,7 @@ fn p(d: &Path, name: &str) -> String {
     toml_path(&d.join(name))
 }
 
-/// The [tls] section of a CSE: its certificate, the CA it trusts; `tls13` also accepts TLS 1.3.
+/// The `[tls]` section of a CSE: its certificate, the CA it trusts; `tls13` also accepts TLS 1.3.
 fn tls_section(d: &Path, name: &str, tls13: bool) -> String {
     format!(
         "[tls]\nlisten = \"127.0.0.1:0\"\ntls13 = {tls13}\ncertificate = {}\nprivate_key = {}\ntrusted_ca = {}\n",
@@ -1153,7 +1153,7 @@ async fn phone_registers(
     Ok((client, aei))
 }
 
-/// The owner's phone's <AE> at the IN-CSE.
+/// The owner's phone's `<AE>` at the IN-CSE.
 const PHONE_AE: &str = "cse-in/phone";
 
 fn state_path(lock: &Lock) -> String {

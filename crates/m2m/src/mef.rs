@@ -10,7 +10,7 @@ use std::path::PathBuf;
 pub struct MefArgs {
     #[command(subcommand)]
     pub command: Option<MefCommand>,
-    /// TOML configuration file (mode 0600 when it holds [[kpm]] keys). Relative paths in it are
+    /// TOML configuration file (mode 0600 when it holds `[[kpm]]` keys). Relative paths in it are
     /// read against the file's directory.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -29,7 +29,7 @@ pub enum MefCommand {
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["ke_id", "enrolee"])))]
 pub struct RevokeArgs {
-    /// The MEF, e.g. https://mef.keys.example.net:8443.
+    /// The MEF, e.g. <https://mef.keys.example.net:8443>.
     #[arg(long)]
     pub url: String,
     /// The MEF's FQDN, which its certificate must name.

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The CSE's configuration (its [mqtt] table and its PSK rows).
+    /// The CSE's configuration (its `[mqtt]` table and its PSK rows).
     #[arg(long)]
     config: PathBuf,
     /// Directory the files are written to (created): mosquitto.conf, openssl.cnf, psk_file, and
-    /// the ACL unless [mqtt] acl_file places it elsewhere.
+    /// the ACL unless `[mqtt]` acl_file places it elsewhere.
     #[arg(long)]
     out: PathBuf,
 }

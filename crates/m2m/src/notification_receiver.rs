@@ -26,7 +26,7 @@ const MAX_BODY: usize = 1 << 20;
 const QUEUE: usize = 256;
 
 /// The subscriptions whose notifications the receiver accepts: their `sur` (the SP-relative
-/// resource ID `/CSE-ID/ri` of the <subscription>).
+/// resource ID `/CSE-ID/ri` of the `<subscription>`).
 #[derive(Clone, Debug, Default)]
 pub struct OwnSubscriptions(Arc<RwLock<HashSet<String>>>);
 
@@ -57,7 +57,7 @@ impl OwnSubscriptions {
     }
 }
 
-/// The `sur` of a <subscription> created at `to` (as the AE addressed it) answered with `ri`:
+/// The `sur` of a `<subscription>` created at `to` (as the AE addressed it) answered with `ri`:
 /// hosted by the CSE an SP-relative `to` names, else by the AE's registrar `registrar_cse_id`.
 pub fn subscription_reference(to: &str, ri: &str, registrar_cse_id: &str) -> String {
     // `//SP-ID/CSE-ID/...` (absolute), `/CSE-ID/...` (SP-relative), else CSE-relative.
@@ -94,7 +94,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Where a polling receiver polls: its CSE, the `pcu` of its <pollingChannel>, as its AE-ID.
+/// Where a polling receiver polls: its CSE, the `pcu` of its `<pollingChannel>`, as its AE-ID.
 pub struct PollingChannel {
     pub client: m2m_client::Client,
     pub cse_url: String,
@@ -107,7 +107,7 @@ pub struct PollingChannel {
 }
 
 /// Receives by service layer long polling (TS-0004 clause 7.4.22.2.2, TS-0001 clause
-/// 10.2.5.18): an AE that no CSE can reach polls its <pollingChannel>; each request handed out
+/// 10.2.5.18): an AE that no CSE can reach polls its `<pollingChannel>`; each request handed out
 /// gets the same checks as at a pointOfAccess, and its answer goes back as a NOTIFY to `pcu`
 /// carrying `m2m:rsp` (TS-0004 clause 7.5.1.2.7).
 pub fn start_polling(pch: PollingChannel) -> NotificationReceiver {

@@ -63,7 +63,7 @@ enum TtpCommand {
         /// An AE-ID/CSE-ID allowed to retrieve the credential; repeatable.
         #[arg(long = "requester", required = true)]
         requesters: Vec<String>,
-        /// oneM2M timestamp (YYYYMMDDTHHMMSS, UTC); default and cap by the MAF's [ttp] section.
+        /// oneM2M timestamp (YYYYMMDDTHHMMSS, UTC); default and cap by the MAF's `[ttp]` section.
         #[arg(long)]
         expiration_time: Option<String>,
     },

@@ -29,7 +29,7 @@ pub struct TokenArgs {
 #[derive(Subcommand, Debug, Clone)]
 pub enum TokenCommand {
     /// Generate a P-256 key pair inside the token (the private key never leaves it); prints the
-    /// `pkcs11:` URI for [tls] private_key and the public key for `m2m pki issue --public-key`.
+    /// `pkcs11:` URI for `[tls]` private_key and the public key for `m2m pki issue --public-key`.
     GenerateKey {
         #[arg(long)]
         label: String,
