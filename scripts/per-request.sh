@@ -15,30 +15,14 @@
 #   wrk -t2 -c32 for 5 s; needs root or perf_event_paranoid <= 1).
 set -eu
 MODE=$1; BIN=$2; LABEL=$3; PORT=$4; PHASE=$5
-D=$(mktemp -d)
-trap 'rm -rf "$D"' EXIT
-printf '[http]\nlisten = "127.0.0.1:%s"\n[storage]\npath = "%s/db"\n' "$PORT" "$D" > "$D/cse.toml"
 case $MODE in
-  instructions) RUN=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$D/cg.out");;
+  instructions) RUN=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=cg.out);;
   syscalls) RUN=();;
   *) echo "mode: instructions or syscalls" >&2; exit 2;;
 esac
-( cd "$D" && exec "${RUN[@]}" "$BIN" cse --config "$D/cse.toml" > "$D/cse.log" 2>&1 ) &
-PID=$!
-for i in $(seq 1 600); do curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/" && break; sleep 0.2; done
-H=(-H 'X-M2M-Origin: Cperf' -H 'X-M2M-RI: p' -H 'X-M2M-RVI: 3')
-URL=http://127.0.0.1:$PORT/cse-in
-curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=2' -d '{"m2m:ae":{"rn":"app","api":"Nperf","rr":false,"srv":["3"]}}' "$URL"
-curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=3' -d '{"m2m:cnt":{"rn":"c"}}' "$URL/app"
-for i in $(seq 1 50); do curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=4' -d '{"m2m:cin":{"con":"21.5"}}' "$URL/app/c"; done
-cat > "$D/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"m2m:cin":{"con":"21.5"}}'
-wrk.headers["X-M2M-Origin"] = "Cperf"
-wrk.headers["X-M2M-RI"] = "p"
-wrk.headers["X-M2M-RVI"] = "3"
-wrk.headers["Content-Type"] = "application/json;ty=4"
-LUA
+SEED=50
+. "$(dirname "$0")/seeded-cse.sh"
+trap 'rm -rf "$D"' EXIT
 case $PHASE in
   la) LOAD=("${H[@]}" "$URL/app/c/la");;
   create) LOAD=(-s "$D/post.lua" "$URL/app/c");;
@@ -46,7 +30,7 @@ case $PHASE in
 esac
 requests() { awk '/^ *[0-9]+ requests in/{print $1}'; }
 if [ "$MODE" = instructions ]; then
-  callgrind_control -i on "$PID" > /dev/null
+  callgrind_control -i on "$PID" > /dev/null 2>&1
   # N requests exactly, over four keep-alive connections (wrk stops on time, not on a count).
   n=$(python3 - "$PORT" "$PHASE" "${N:-2000}" <<'PY'
 import http.client, sys, threading
@@ -67,8 +51,8 @@ threads = [threading.Thread(target=client, args=(n // 4,)) for _ in range(4)]
 print(n // 4 * 4)
 PY
 )
-  callgrind_control -d "$PID" > /dev/null
-  callgrind_control -i off "$PID" > /dev/null
+  callgrind_control -d "$PID" > /dev/null 2>&1
+  callgrind_control -i off "$PID" > /dev/null 2>&1
   kill "$PID"; wait "$PID" 2>/dev/null || true
   ir=$(cat "$D"/cg.out.* | awk '/^summary:/{s+=$2} END{print s+0}')
   echo "$LABEL $PHASE: $n requests, $(( ir / n )) instructions per request"

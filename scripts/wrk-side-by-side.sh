@@ -7,29 +7,9 @@
 # (with CPU=1 also the CSE's CPU time per request).
 set -eu
 BIN=$1; LABEL=$2; PORT=$3
-D=$(mktemp -d)
-cat > $D/cse.toml <<CFG
-[http]
-listen = "127.0.0.1:$PORT"
-[storage]
-path = "$D/db"
-CFG
-( cd $D && exec "$BIN" cse --config $D/cse.toml > $D/cse.log 2>&1 ) &
-PID=$!
-for i in $(seq 1 100); do curl -s -o /dev/null --max-time 1 http://127.0.0.1:$PORT/ && break; sleep 0.1; done
-H=(-H 'X-M2M-Origin: Cperf' -H 'X-M2M-RI: p' -H 'X-M2M-RVI: 3')
-curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=2' -d '{"m2m:ae":{"rn":"app","api":"Nperf","rr":false,"srv":["3"]}}' http://127.0.0.1:$PORT/cse-in
-curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=3' -d '{"m2m:cnt":{"rn":"c"}}' http://127.0.0.1:$PORT/cse-in/app
-for i in $(seq 1 ${SEED:-200}); do curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=4' -d '{"m2m:cin":{"con":"21.5"}}' http://127.0.0.1:$PORT/cse-in/app/c; done
-cat > $D/post.lua <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"m2m:cin":{"con":"21.5"}}'
-wrk.headers["X-M2M-Origin"] = "Cperf"
-wrk.headers["X-M2M-RI"] = "p"
-wrk.headers["X-M2M-RVI"] = "3"
-wrk.headers["Content-Type"] = "application/json;ty=4"
-LUA
-curl -s -o /dev/null -w "check la %{http_code}\n" "${H[@]}" http://127.0.0.1:$PORT/cse-in/app/c/la && curl -s -o /dev/null -w "check create %{http_code}\n" "${H[@]}" -H "Content-Type: application/json;ty=4" -d "{\"m2m:cin\":{\"con\":\"1\"}}" http://127.0.0.1:$PORT/cse-in/app/c
+SEED=${SEED:-200}
+. "$(dirname "$0")/seeded-cse.sh"
+curl -s -o /dev/null -w "check la %{http_code}\n" "${H[@]}" $URL/app/c/la && curl -s -o /dev/null -w "check create %{http_code}\n" "${H[@]}" -H "Content-Type: application/json;ty=4" -d "{\"m2m:cin\":{\"con\":\"1\"}}" $URL/app/c
 # With CPU=1, each rate is followed by the CSE's CPU time per request: utime + stime from
 # /proc/<pid>/stat (10 ms ticks) around the phase, divided by the requests wrk completed.
 cpu() { awk '{print $14+$15}' /proc/$PID/stat; }
@@ -43,8 +23,8 @@ phase() {
     echo "$1 p99 $3"
   fi
 }
-la=$(phase "${H[@]}" http://127.0.0.1:$PORT/cse-in/app/c/la)
-cr=$(phase -s $D/post.lua http://127.0.0.1:$PORT/cse-in/app/c)
+la=$(phase "${H[@]}" $URL/app/c/la)
+cr=$(phase -s $D/post.lua $URL/app/c)
 kill $PID; wait $PID 2>/dev/null || true
 echo "$LABEL la $la | create $cr"
 rm -rf $D
