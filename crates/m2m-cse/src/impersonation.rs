@@ -98,7 +98,7 @@ fn from_unbound_credential(
 fn is_unregistered_local(cse: &Context, entity: &EntityId) -> bool {
     entity
         .local_stem(&cse.id.home)
-        .is_some_and(|stem| matches!(cse.store.get(stem.as_str()), Ok(None)))
+        .is_some_and(|stem| matches!(cse.store.get_shared(stem.as_str()), Ok(None)))
 }
 
 /// No security association: the listener's trust decides. On an anonymous listener a From is a
@@ -129,7 +129,7 @@ fn without_association(
     }
     let local = entity.local_stem(&cse.id.home);
     let registered = local.is_some_and(
-        |stem| matches!(cse.store.get(stem.as_str()), Ok(Some(r)) if r.ty == ResourceType::Ae),
+        |stem| matches!(cse.store.get_shared(stem.as_str()), Ok(Some(r)) if r.ty == ResourceType::Ae),
     );
     let admin = trust == PlainTrust::Trusted && *entity == cse.id.admin;
     if registered || admin || (registration && local.is_some()) {
@@ -165,7 +165,7 @@ fn from_cse_peer(cse: &Context, originator: &Originator, peer: &EntityId) -> M2m
         // S-stems are unique in the SP: one registered here is this CSE's to speak for.
         EntityId::SpAe { .. } => entity
             .local_stem(home)
-            .is_some_and(|stem| matches!(cse.store.get(stem.as_str()), Ok(Some(_)))),
+            .is_some_and(|stem| matches!(cse.store.get_shared(stem.as_str()), Ok(Some(_)))),
     };
     if foreign {
         return Err(not_authenticated(format_args!(
@@ -182,5 +182,5 @@ fn is_registree_cse(cse: &Context, cse_entity: &EntityId) -> bool {
         return false;
     };
     *cse_entity.sp() == cse.id.home.sp
-        && matches!(cse.store.get(id.bare()), Ok(Some(r)) if r.ty == ResourceType::RemoteCse)
+        && matches!(cse.store.get_shared(id.bare()), Ok(Some(r)) if r.ty == ResourceType::RemoteCse)
 }

@@ -423,6 +423,14 @@ impl Store {
         self.cached(Key::Ri(ri.to_owned()), |r| r.get(ri))
     }
 
+    /// A resource by resourceID as the cache of hot resources holds it, not copied: for a look
+    /// at a few attributes on every request (the originator checks), where a copy of the whole
+    /// resource would cost more than the look.
+    pub fn get_shared(&self, ri: &str) -> M2mResult<Option<Arc<Resource>>> {
+        self.cache
+            .get(Key::Ri(ri.to_owned()), || self.read(|r| r.get(ri)))
+    }
+
     /// A resource by structured name, from the cache of hot resources or the store.
     pub fn get_by_srn(&self, srn: &str) -> M2mResult<Option<Resource>> {
         self.cached(Key::Srn(srn.to_owned()), |r| r.get_by_srn(srn))
