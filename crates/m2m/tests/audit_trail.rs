@@ -163,7 +163,7 @@ fn security_events_are_chained_verified_and_filtered() {
 /// and an entry edited with its own hash recomputed (the next link breaks).
 #[test]
 fn a_tampered_trail_is_detected() {
-    let cse = cse();
+    let mut cse = cse();
     let path = trail(&cse);
     provoke(&cse);
     wait_for(&path, "access denied");
@@ -173,6 +173,16 @@ fn a_tampered_trail_is_detected() {
         (text(&path).matches("\"event\":\"access denied\"").count() >= 2).then_some(())
     })
     .is_some());
+    // The writer appends in batches, after the answers: read the trail once it has settled (the
+    // same whole lines twice), then stop the CSE, so that nothing is appended mid-line to what
+    // this test reads or to the file it rewrites.
+    let settled = poll(Duration::from_secs(10), || {
+        let before = text(&path);
+        std::thread::sleep(Duration::from_millis(200));
+        (before == text(&path) && before.ends_with('\n')).then_some(())
+    });
+    assert!(settled.is_some(), "the trail kept changing");
+    cse.kill9();
     let original = text(&path);
     let lines: Vec<&str> = original.lines().collect();
     let denied = lines
