@@ -11,12 +11,17 @@
 #   A count, not a rate: the same binary gives the same figure on a busy machine within 1 %.
 #   Callgrind counts each byte of a `rep movsb` copy as an instruction, so large memcpys weigh
 #   more than on the processor.
+#   With SIM=1 also the simulated cache misses and mispredicted branches (--cache-sim,
+#   --branch-sim; I1mr instruction-cache misses, D1mr/D1mw data reads/writes, Bcm conditional
+#   and Bim indirect branches mispredicted).
 # - syscalls: the system calls the CSE made, by kind (perf stat on the syscalls tracepoints;
 #   wrk -t2 -c32 for 5 s; needs root or perf_event_paranoid <= 1).
 set -eu
 MODE=$1; BIN=$2; LABEL=$3; PORT=$4; PHASE=$5
 case $MODE in
-  instructions) RUN=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=cg.out);;
+  instructions) RUN=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=cg.out)
+    # SIM=1: also simulated cache misses and branch mispredictions, per request.
+    [ "${SIM:-0}" = 1 ] && RUN+=(--cache-sim=yes --branch-sim=yes);;
   syscalls) RUN=();;
   *) echo "mode: instructions or syscalls" >&2; exit 2;;
 esac
@@ -56,6 +61,10 @@ PY
   kill "$PID"; wait "$PID" 2>/dev/null || true
   ir=$(cat "$D"/cg.out.* | awk '/^summary:/{s+=$2} END{print s+0}')
   echo "$LABEL $PHASE: $n requests, $(( ir / n )) instructions per request"
+  if [ "${SIM:-0}" = 1 ]; then
+    # Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim (callgrind's event names)
+    cat "$D"/cg.out.* | awk -v n="$n" '/^events:/{for(i=2;i<=NF;i++) e[i]=$i} /^summary:/{for(i=2;i<=NF;i++) t[i]+=$i; k=NF} END{for(i=2;i<=k;i++) printf "  %-5s %.0f\n", e[i], t[i]/n}'
+  fi
 else
   perf stat -x, -e 'syscalls:sys_enter_*' -p "$PID" -o "$D/perf.txt" &
   PP=$!; sleep 0.3
