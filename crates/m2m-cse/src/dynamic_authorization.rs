@@ -404,7 +404,7 @@ pub async fn consult(
                 continue;
             }
             let Some(client) = das.servers.get(&url) else {
-                tracing::warn!(target: "audit", consultation = dac.ri(), server = %url, "dynamic authorization: the server is not among [dynamic_authorization] servers; not consulted");
+                tracing::warn!(target: "audit", consultation = dac.ri(), server = %m2m_transport::connector::loggable(&url), "dynamic authorization: the server is not among [dynamic_authorization] servers; not consulted");
                 continue;
             };
             asked.push(url.clone());
@@ -414,7 +414,7 @@ pub async fn consult(
                     break 'servers;
                 }
                 Err(why) => {
-                    tracing::warn!(target: "audit", server = %url, originator = %key.0, target = %ask.target, reason = %why, "dynamic authorization: no answer from the server")
+                    tracing::warn!(target: "audit", server = %m2m_transport::connector::loggable(&url), originator = %key.0, target = %ask.target, reason = %why, "dynamic authorization: no answer from the server")
                 }
             }
         }
@@ -437,7 +437,7 @@ pub async fn consult(
     };
     match decided {
         Some((url, dynamic)) => {
-            tracing::info!(target: "audit", server = %url, originator = %key.0, operation = %op, target = %ask.target, "dynamic authorization granted");
+            tracing::info!(target: "audit", server = %m2m_transport::connector::loggable(&url), originator = %key.0, operation = %op, target = %ask.target, "dynamic authorization granted");
             Ok(dynamic)
         }
         None => {
@@ -592,11 +592,11 @@ fn by_server_tokens(
         match check_token(cse, das, t, originator, now) {
             Ok(c) if identity == Some(&c.issuer) => claims.push(c),
             Ok(c) => {
-                tracing::warn!(target: "audit", server = %url, token_id = %c.token_id, issuer = %c.issuer, "token refused: not issued by the server that answered");
+                tracing::warn!(target: "audit", server = %m2m_transport::connector::loggable(&url), token_id = %c.token_id, issuer = %c.issuer, "token refused: not issued by the server that answered");
                 return None;
             }
             Err(why) => {
-                tracing::warn!(target: "audit", server = %url, originator = %who, reason = %why, "token refused");
+                tracing::warn!(target: "audit", server = %m2m_transport::connector::loggable(&url), originator = %who, reason = %why, "token refused");
                 return None;
             }
         }

@@ -14,6 +14,7 @@ use crate::store::Resource;
 use m2m_core::{
     M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode,
 };
+use m2m_transport::connector::loggable;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -231,26 +232,6 @@ async fn send_request(cse: &Delivery, nu: &str, body: Value, ec: Option<String>)
     }
 }
 
-/// A target URI as it may be logged: without the user information of its authority
-/// (`user:password@`) and without its query, either of which may carry a credential; IDs and
-/// URLs without them are returned as they are.
-pub(crate) fn loggable(uri: &str) -> std::borrow::Cow<'_, str> {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.into();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let host = authority.rsplit_once('@').map(|(_, h)| h);
-    let path = tail.split(['?', '#']).next().unwrap_or("");
-    let cut_query = path.len() != tail.len();
-    if host.is_none() && !cut_query {
-        return uri.into();
-    }
-    let who = if host.is_some() { "***@" } else { "" };
-    let more = if cut_query { "?…" } else { "" };
-    format!("{scheme}://{who}{}{path}{more}", host.unwrap_or(authority)).into()
-}
-
 /// A notification target or pointOfAccess that is a URL of a binding this CSE sends over (HTTP,
 /// CoAP, and their secure forms with the CSE's certificate or the entity's PSK row).
 pub(crate) fn is_url(s: &str) -> bool {
@@ -452,27 +433,6 @@ mod release_tests {
             "never relabelled as a later release"
         );
         assert_eq!(release_for(&ae(serde_json::json!(["2"])), None), None);
-    }
-}
-
-#[cfg(test)]
-mod loggable_tests {
-    use super::loggable;
-
-    #[test]
-    fn credentials_in_a_target_uri_never_reach_the_log() {
-        assert_eq!(
-            loggable("https://ae:s3cret@phone.example.com:8443/ntf?token=abc#x"),
-            "https://***@phone.example.com:8443/ntf?…"
-        );
-        assert_eq!(
-            loggable("mqtts://u:p@broker:8883?ct=json"),
-            "mqtts://***@broker:8883?…"
-        );
-        assert_eq!(loggable("coap://[::1]:5683/n"), "coap://[::1]:5683/n");
-        assert_eq!(loggable("http://127.0.0.1:9990"), "http://127.0.0.1:9990");
-        assert_eq!(loggable("/id-in/Cphone"), "/id-in/Cphone");
-        assert!(!loggable("http://a:pw@h/p?k=v").contains("pw"));
     }
 }
 

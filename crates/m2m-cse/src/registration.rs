@@ -17,7 +17,7 @@ pub async fn register_with_registrar(cse: Arc<Cse>) {
     loop {
         match register_once(&cse).await {
             Ok(()) => {
-                tracing::info!(registrar = %reg.cse_id, url = %crate::notification::loggable(&reg.url), "registered with the registrar CSE");
+                tracing::info!(registrar = %reg.cse_id, url = %m2m_transport::connector::loggable(&reg.url), "registered with the registrar CSE");
                 return;
             }
             Err(e) => {

@@ -81,7 +81,7 @@ pub async fn forward(
     if req.rt == m2m_core::ResponseType::NoResponse {
         req.rt = m2m_core::ResponseType::Blocking;
     }
-    tracing::debug!(to = %req.to, hop = %hop, "retargeting");
+    tracing::debug!(to = %req.to, hop = %m2m_transport::connector::loggable(&hop), "retargeting");
     cse.client_for(&hop, registree.as_ref())?
         .send(&hop, &req)
         .await

@@ -194,3 +194,44 @@ mod tests {
         assert!(e.contains("not the one"), "{e}");
     }
 }
+
+/// An outgoing URL (a notification target, a registrar, a next hop, a DAS) as it may be logged:
+/// without the user information of its authority (`user:password@`) and without its query,
+/// either of which may carry a credential; IDs and URLs without them are returned as they are.
+pub fn loggable(uri: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map(|(_, h)| h);
+    let path = tail.split(['?', '#']).next().unwrap_or("");
+    let cut_query = path.len() != tail.len();
+    if host.is_none() && !cut_query {
+        return uri.into();
+    }
+    let who = if host.is_some() { "***@" } else { "" };
+    let more = if cut_query { "?…" } else { "" };
+    format!("{scheme}://{who}{}{path}{more}", host.unwrap_or(authority)).into()
+}
+
+#[cfg(test)]
+mod loggable_tests {
+    use super::loggable;
+
+    #[test]
+    fn credentials_in_a_target_uri_never_reach_the_log() {
+        assert_eq!(
+            loggable("https://ae:s3cret@phone.example.com:8443/ntf?token=abc#x"),
+            "https://***@phone.example.com:8443/ntf?…"
+        );
+        assert_eq!(
+            loggable("mqtts://u:p@broker:8883?ct=json"),
+            "mqtts://***@broker:8883?…"
+        );
+        assert_eq!(loggable("coap://[::1]:5683/n"), "coap://[::1]:5683/n");
+        assert_eq!(loggable("http://127.0.0.1:9990"), "http://127.0.0.1:9990");
+        assert_eq!(loggable("/id-in/Cphone"), "/id-in/Cphone");
+        assert!(!loggable("http://a:pw@h/p?k=v").contains("pw"));
+    }
+}

@@ -180,7 +180,7 @@ async fn associate(
             // What a remote host answered goes to the log only.
             join(call, target, me).await.map_err(|e| {
                 if e.rsc == Rsc::BadRequest {
-                    tracing::info!(target: "audit", crs = me, target_uri = %crate::notification::loggable(target), dbg = %e.dbg, "subscription target refused");
+                    tracing::info!(target: "audit", crs = me, target_uri = %m2m_transport::connector::loggable(target), dbg = %e.dbg, "subscription target refused");
                     M2mError::bad_request(
                         "a subscriptionResourcesAsTarget entry is not a subscription that can be joined",
                     )

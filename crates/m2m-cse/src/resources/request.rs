@@ -260,7 +260,7 @@ async fn carry_out(cse: Arc<Cse>, mut req: Request, peer: Peer, ri: String) {
         for nu in to {
             let r = crate::notification::send_now(&cse, &nu, json!({ "m2m:rsp": ors })).await;
             if !r.rsc.is_success() {
-                tracing::info!(target_uri = %crate::notification::loggable(&nu), rsc = r.rsc.code(), "result of a non-blocking request not delivered");
+                tracing::info!(target_uri = %m2m_transport::connector::loggable(&nu), rsc = r.rsc.code(), "result of a non-blocking request not delivered");
             }
         }
     }

@@ -349,7 +349,7 @@ pub(crate) async fn verify(
             json!({ "m2m:sgn": { "vrq": true, "sur": cse.sp_relative(sub_ri), "cr": originator } });
         let resp = notification::send_now(cse, nu, sgn).await;
         if !resp.rsc.is_success() {
-            tracing::info!(target: "audit", target_uri = %crate::notification::loggable(nu), rsc = resp.rsc.code(), dbg = resp.dbg().unwrap_or(""), "subscription verification failed");
+            tracing::info!(target: "audit", target_uri = %m2m_transport::connector::loggable(nu), rsc = resp.rsc.code(), dbg = resp.dbg().unwrap_or(""), "subscription verification failed");
             return Err(M2mError::new(
                 ResponseStatusCode::SubscriptionVerificationInitiationFailed,
                 "a notification target did not accept the verification request",
