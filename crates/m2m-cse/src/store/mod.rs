@@ -420,7 +420,7 @@ impl Store {
 
     /// A resource by resourceID, from the cache of hot resources or the store.
     pub fn get(&self, ri: &str) -> M2mResult<Option<Resource>> {
-        self.cached(Key::Ri(ri.to_owned()), |r| r.get(ri))
+        Ok(self.get_shared(ri)?.map(|r| Resource::clone(&r)))
     }
 
     /// A resource by resourceID as the cache of hot resources holds it, not copied: for a look
