@@ -143,7 +143,7 @@ impl Consultations {
                             identities.insert(row.url.clone(), name.clone());
                         }
                         None => {
-                            tracing::warn!(server = %row.url, "dynamic_authorization: a loopback server without server_name: tokens it answers with are refused (their issuer is not known to be it)")
+                            tracing::warn!(server = %m2m_transport::connector::loggable(&row.url), "dynamic_authorization: a loopback server without server_name: tokens it answers with are refused (their issuer is not known to be it)")
                         }
                     }
                     client.clone()
