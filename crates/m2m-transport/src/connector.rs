@@ -233,5 +233,10 @@ mod loggable_tests {
         assert_eq!(loggable("http://127.0.0.1:9990"), "http://127.0.0.1:9990");
         assert_eq!(loggable("/id-in/Cphone"), "/id-in/Cphone");
         assert!(!loggable("http://a:pw@h/p?k=v").contains("pw"));
+        // A user without password, a fragment alone, a secure CoAP target, an `@` in the path.
+        assert_eq!(loggable("https://tok3n@h/n"), "https://***@h/n");
+        assert_eq!(loggable("http://h/n#k=s3cret"), "http://h/n?…");
+        assert_eq!(loggable("coaps://u:p@[::1]/n"), "coaps://***@[::1]/n");
+        assert_eq!(loggable("http://h/a@b"), "http://h/a@b");
     }
 }
