@@ -592,11 +592,11 @@ fn by_server_tokens(
         match check_token(cse, das, t, originator, now) {
             Ok(c) if identity == Some(&c.issuer) => claims.push(c),
             Ok(c) => {
-                tracing::warn!(target: "audit", server = %m2m_transport::connector::loggable(&url), token_id = %c.token_id, issuer = %c.issuer, "token refused: not issued by the server that answered");
+                tracing::warn!(target: "audit", server = %m2m_transport::connector::loggable(url), token_id = %c.token_id, issuer = %c.issuer, "token refused: not issued by the server that answered");
                 return None;
             }
             Err(why) => {
-                tracing::warn!(target: "audit", server = %m2m_transport::connector::loggable(&url), originator = %who, reason = %why, "token refused");
+                tracing::warn!(target: "audit", server = %m2m_transport::connector::loggable(url), originator = %who, reason = %why, "token refused");
                 return None;
             }
         }
