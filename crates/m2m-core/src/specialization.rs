@@ -11,6 +11,11 @@
 //!    "attributes": [{ "name": "lock", "type": "boolean", "mandatory": true }] }]
 //! ```
 //!
+//! `"mandatory": true` is a data point of multiplicity 1 (TS-0023): once given, an UPDATE does
+//! not remove it (null is refused). A custom attribute is optional at CREATE, as TS-0004 table
+//! 7.4.37.1-2 writes `[customAttribute]` (O), unless its definition says `"create": "M"`, as the
+//! generic interworking ones of Annex J do for `gisn`, `gion` and `gios`.
+//!
 //! Types: `boolean`, `integer`, `nonNegInteger`, `positiveInteger`, `float`, `string`,
 //! `timestamp`, `list`, `any`.
 //!
@@ -31,7 +36,10 @@ use std::sync::{OnceLock, RwLock};
 pub struct CustomAttribute {
     pub name: String,
     pub kind: Kind,
+    /// Multiplicity 1: never removed by an UPDATE.
     pub mandatory: bool,
+    /// Given at every CREATE (`"create": "M"`); TS-0004 makes custom attributes optional there.
+    pub required_at_create: bool,
 }
 
 /// A specialization of `<flexContainer>`.
@@ -103,16 +111,16 @@ const BUILT_IN: &str = r#"[
     { "name": "winDn", "type": "float" },
     { "name": "winSd", "type": "float" } ] },
   { "key": "m2m:gis", "attributes": [
-    { "name": "gisn", "type": "string", "mandatory": true },
+    { "name": "gisn", "type": "string", "mandatory": true, "create": "M" },
     { "name": "giip", "type": "list" },
     { "name": "giop", "type": "list" } ] },
   { "key": "m2m:gio", "attributes": [
-    { "name": "gion", "type": "string", "mandatory": true },
+    { "name": "gion", "type": "string", "mandatory": true, "create": "M" },
     { "name": "giip", "type": "list" },
     { "name": "giop", "type": "list" },
     { "name": "giil", "type": "list" },
     { "name": "giol", "type": "list" },
-    { "name": "gios", "type": "string", "mandatory": true } ] }
+    { "name": "gios", "type": "string", "mandatory": true, "create": "M" } ] }
 ]"#;
 
 fn kind_of(name: &str) -> Option<Kind> {
@@ -169,6 +177,15 @@ impl Registry {
                     name: name.to_owned(),
                     kind,
                     mandatory: a.get("mandatory").and_then(Value::as_bool).unwrap_or(false),
+                    required_at_create: match a.get("create").and_then(Value::as_str) {
+                        None | Some("O") => false,
+                        Some("M") => true,
+                        Some(other) => {
+                            return Err(format!(
+                                "'{key}.{name}': create is 'M' or 'O', not '{other}'"
+                            ))
+                        }
+                    },
                 });
             }
             parsed.push(Specialization {
@@ -275,8 +292,8 @@ impl Specialization {
     }
 
     /// Checks the custom attributes of a CREATE (`create`) or UPDATE content: each must be one of
-    /// the specialization's, of its type; a CREATE carries the mandatory ones, an UPDATE does
-    /// not remove them.
+    /// the specialization's, of its type; a CREATE carries those required at CREATE, an UPDATE
+    /// does not remove the mandatory ones.
     pub fn check(&self, content: &Map<String, Value>, create: bool) -> M2mResult<()> {
         for (name, value) in content {
             if crate::schema::attribute(crate::ResourceType::FlexContainer, name).is_some() {
@@ -306,7 +323,7 @@ impl Specialization {
             if let Some(missing) = self
                 .attributes
                 .iter()
-                .find(|a| a.mandatory && !content.contains_key(&a.name))
+                .find(|a| a.required_at_create && !content.contains_key(&a.name))
             {
                 return Err(M2mError::bad_request(format!(
                     "attribute '{}': mandatory attribute is missing",
@@ -349,8 +366,13 @@ mod tests {
             .check(&obj(json!({ "cnd": "x", "lock": true })), true)
             .is_ok());
         assert!(
-            lock.check(&obj(json!({ "cnd": "x" })), true).is_err(),
-            "lock is mandatory"
+            lock.check(&obj(json!({ "cnd": "x" })), true).is_ok(),
+            "a custom attribute is optional at CREATE (TS-0004 table 7.4.37.1-2)"
+        );
+        assert!(
+            lock.check(&obj(json!({ "cnd": "x", "lock": null })), true)
+                .is_err(),
+            "null at CREATE"
         );
         assert!(
             lock.check(&obj(json!({ "lock": "yes" })), false).is_err(),
@@ -369,6 +391,7 @@ mod tests {
             .check(&obj(json!({ "curT0": 21.5, "unit": 1 })), true)
             .is_ok());
         assert!(t.check(&obj(json!({ "curT0": "21.5" })), true).is_err());
+        assert!(t.check(&obj(json!({ "unit": 1 })), true).is_ok());
     }
 
     #[test]
@@ -386,6 +409,15 @@ mod tests {
         assert!(r
             .add_json(r#"[{"key":"x:b","cnd":"c.b","attributes":[{"name":"v","type":"complex"}]}]"#)
             .is_err());
+        assert!(r
+            .add_json(r#"[{"key":"x:b","cnd":"c.b","attributes":[{"name":"v","create":"X"}]}]"#)
+            .is_err());
+        r.add_json(r#"[{"key":"x:b","cnd":"c.b","attributes":[{"name":"v","create":"M"}]}]"#)
+            .unwrap();
+        let obj = |v: Value| v.as_object().cloned().unwrap();
+        let b = r.by_key("x:b").unwrap();
+        assert!(b.check(&obj(json!({ "cnd": "c.b" })), true).is_err());
+        assert!(b.check(&obj(json!({ "cnd": "c.b", "v": 1 })), true).is_ok());
     }
 
     #[test]

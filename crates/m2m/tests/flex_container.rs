@@ -118,9 +118,9 @@ fn specializations_and_their_attributes_are_checked() {
     );
     bad(json!({ "cod:lock": { "lock": true } }), 4000, "no cnd");
     bad(
-        json!({ "cod:lock": { "cnd": LOCK_CND } }),
+        json!({ "cod:lock": { "cnd": LOCK_CND, "lock": null } }),
         4000,
-        "mandatory lock missing",
+        "a null data point",
     );
     bad(
         json!({ "cod:lock": { "cnd": LOCK_CND, "lock": "yes" } }),
@@ -175,6 +175,33 @@ fn specializations_and_their_attributes_are_checked() {
         2004,
         "a common attribute"
     );
+    // TS-0004 table 7.4.37.1-2: a custom attribute is optional at CREATE (a lock whose state is
+    // not known yet); the first UPDATE gives it, and it stays.
+    let (rsc, b) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/app",
+        json!({ "cod:lock": { "rn": "unknown", "cnd": LOCK_CND } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert!(
+        b["cod:lock"].get("lock").is_none(),
+        "no value invented: {b}"
+    );
+    let (rsc, b) = update(
+        cse.url(),
+        "/cse-in/app/unknown",
+        &ae,
+        json!({ "cod:lock": { "lock": true } }),
+    );
+    assert_eq!((rsc, &b["cod:lock"]["lock"]), (2004, &json!(true)), "{b}");
+    let (rsc, _) = update(
+        cse.url(),
+        "/cse-in/app/unknown",
+        &ae,
+        json!({ "cod:lock": { "lock": null } }),
+    );
+    assert_eq!(rsc, 4000, "given, it stays");
     create_cnt(cse.url(), "/cse-in/app", &ae, json!({ "rn": "c" }));
     let cin = create_cin(cse.url(), "/cse-in/app/c", &ae, "x");
     let (rsc, _) = create_flex(
@@ -193,7 +220,7 @@ fn an_operator_adds_specializations_by_definition_file() {
     std::fs::write(
         &defs,
         r#"[{ "key": "acme:valve", "cnd": "com.example.moduleclass.valve",
-              "attributes": [{ "name": "open", "type": "boolean", "mandatory": true },
+              "attributes": [{ "name": "open", "type": "boolean", "mandatory": true, "create": "M" },
                              { "name": "flow", "type": "float" }] }]"#,
     )
     .unwrap();
@@ -217,6 +244,13 @@ fn an_operator_adds_specializations_by_definition_file() {
         json!({ "acme:valve": { "cnd": "com.example.moduleclass.valve", "open": false, "flow": "fast" } }),
     );
     assert_eq!(rsc, 4000);
+    let (rsc, _) = create_flex(
+        &cse,
+        &ae,
+        "/cse-in/v",
+        json!({ "acme:valve": { "cnd": "com.example.moduleclass.valve", "flow": 0.5 } }),
+    );
+    assert_eq!(rsc, 4000, "the definition makes 'open' mandatory at CREATE");
 }
 
 /// `cod:lock` content with the instance settings `extra`.

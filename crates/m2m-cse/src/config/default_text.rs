@@ -566,7 +566,7 @@ const DOCS: &[Doc] = &[
     ),
     Key(
         "flex_container.specializations",
-        "Definition files read at start, each a JSON list of {key, cnd, attributes: [{name, type, mandatory}]}\n\
+        "Definition files read at start, each a JSON list of {key, cnd, attributes: [{name, type, mandatory, create}]}\n\
          (docs/CONFORMANCE.md); a malformed file stops the start.",
     ),
     Table(
