@@ -135,7 +135,7 @@ pub enum PlainTrust {
 }
 
 /// Definition files of `<flexContainer>` specializations (m2m-core `specialization`: a JSON list
-/// of `{key, cnd, attributes: [{name, type, mandatory}]}`), read at start; a malformed one stops
+/// of `{key, cnd, attributes: [{name, type, mandatory, create}]}`), read at start; a malformed one stops
 /// the start.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
