@@ -152,7 +152,7 @@ impl Request {
                         _ => return Err(bad("inner primitive: 'drt' is not 1 or 2")),
                     }
                 }
-                "fc" => req.fc = filter_from_json(val)?,
+                "fc" => req.fc = Box::new(filter_from_json(val)?),
                 d if DELIVERY_PARAMETERS.contains(&d) => {}
                 other => {
                     return Err(bad(format!(

@@ -599,7 +599,7 @@ fn request() -> impl Strategy<Value = Request> {
                 _ => Some(ty),
             };
             req.pc = pc;
-            req.fc = fc;
+            req.fc = Box::new(fc);
             req.rcn = rcn.filter(|r| r.valid_for(op, req.is_discovery()));
             req.drt = drt;
             req.rt = rt;

@@ -205,7 +205,7 @@ fn not_permitted(req: &Request) -> M2mResult<()> {
     if op == Operation::Delete && req.pc.is_some() {
         return np("Content");
     }
-    if matches!(op, Operation::Create | Operation::Notify) && req.fc != FilterCriteria::default() {
+    if matches!(op, Operation::Create | Operation::Notify) && *req.fc != FilterCriteria::default() {
         return np("Filter Criteria");
     }
     if op == Operation::Notify && req.rcn.is_some() {

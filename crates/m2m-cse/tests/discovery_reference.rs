@@ -80,7 +80,7 @@ impl Tree {
             Some(from.to_owned()),
             "rqi".to_owned(),
         );
-        req.fc = fc.clone();
+        req.fc = Box::new(fc.clone());
         req.rvi = Some("3".into());
         self.rt.block_on(self.cse.handle(req, peer()))
     }
