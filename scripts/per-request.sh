@@ -14,6 +14,7 @@
 #   With SIM=1 also the simulated cache misses and mispredicted branches (--cache-sim,
 #   --branch-sim; I1mr instruction-cache misses, D1mr/D1mw data reads/writes, Bcm conditional
 #   and Bim indirect branches mispredicted).
+#   With KEEP=dir the callgrind output files stay in dir (`callgrind_annotate dir/cg.out.*`).
 # - syscalls: the system calls the CSE made, by kind (perf stat on the syscalls tracepoints;
 #   wrk -t2 -c32 for 5 s; needs root or perf_event_paranoid <= 1).
 set -eu
@@ -59,6 +60,8 @@ PY
   callgrind_control -d "$PID" > /dev/null 2>&1
   callgrind_control -i off "$PID" > /dev/null 2>&1
   kill "$PID"; wait "$PID" 2>/dev/null || true
+  # KEEP=dir: keep callgrind's output there, for callgrind_annotate.
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$D"/cg.out.* "$KEEP"/
   ir=$(cat "$D"/cg.out.* | awk '/^summary:/{s+=$2} END{print s+0}')
   echo "$LABEL $PHASE: $n requests, $(( ir / n )) instructions per request"
   if [ "${SIM:-0}" = 1 ]; then

@@ -214,7 +214,7 @@ pub fn authorize(cse: &Context, req: &Request, target: &Target, peer: &Peer) -> 
         (Operation::Create, Target::Resource(parent)) => (parent, req.ty.map(|t| t.code())),
         (_, Target::Resource(r)) => (r, None),
         // la/ol stand for a contentInstance, which is governed by its container.
-        (_, Target::Latest(c) | Target::Oldest(c)) => (c, None),
+        (_, Target::Latest(c) | Target::Oldest(c)) => (&**c, None),
         // Fan-out: membersAccessControlPolicyIDs when set; each member decides on its own anyway.
         (_, Target::FanOut { group, .. }) => {
             let macp = string_list(group.attrs.get("macp"));

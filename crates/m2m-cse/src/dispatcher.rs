@@ -339,6 +339,20 @@ pub fn retrieve(
         Ok(children)
     };
     let pc = match rcn {
+        ResultContent::Attributes | ResultContent::OriginalResource if req.atrl.is_empty() => {
+            // The whole resource: its attributes move into the answer unless a retrieval count
+            // needs the resource afterwards.
+            if resources::content_instance::counts_retrievals(&res) {
+                representation(&res)
+            } else {
+                let mut m = Map::with_capacity(1);
+                m.insert(
+                    res.root_name().into_owned(),
+                    Value::Object(std::mem::take(&mut res.attrs)),
+                );
+                Value::Object(m)
+            }
+        }
         ResultContent::Attributes | ResultContent::OriginalResource => partial(&res, &req.atrl)?,
         ResultContent::AttributesAndChildResources | ResultContent::ChildResources => {
             let attrs = if rcn == ResultContent::ChildResources {

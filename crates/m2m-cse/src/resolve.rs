@@ -4,6 +4,7 @@
 use crate::context::Context;
 use crate::store::Resource;
 use m2m_core::{Address, CseId, M2mError, M2mResult, ResourceType, Scope};
+use std::sync::Arc;
 
 /// Whether an address is served here or must be forwarded.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,10 +34,11 @@ pub fn locality(cse: &Context, addr: &Address) -> Locality {
 #[derive(Debug)]
 pub enum Target {
     Resource(Resource),
-    /// `<container>/la`, `<timeSeries>/la`
-    Latest(Resource),
+    /// `<container>/la`, `<timeSeries>/la`: the container as the cache holds it (an `la` reads
+    /// its type and policies, and copying it would cost as much as the answer).
+    Latest(Arc<Resource>),
     /// `<container>/ol`, `<timeSeries>/ol`
-    Oldest(Resource),
+    Oldest(Arc<Resource>),
     /// `<group>/fopt[/rest]`
     FanOut {
         group: Resource,
@@ -150,7 +152,7 @@ fn resolve_virtual(cse: &Context, srn: &str) -> Option<M2mResult<Target>> {
     if last != "la" && last != "ol" {
         return None;
     }
-    Some(match cse.store.get_by_srn(parent) {
+    Some(match cse.store.get_by_srn_shared(parent) {
         Ok(Some(c)) if c.ty.instance_type().is_some() => Ok(if last == "la" {
             Target::Latest(c)
         } else {

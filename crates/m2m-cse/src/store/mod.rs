@@ -436,6 +436,13 @@ impl Store {
         self.cached(Key::Srn(srn.to_owned()), |r| r.get_by_srn(srn))
     }
 
+    /// A resource by structured name as the cache holds it, not copied (see [`Self::get_shared`]).
+    pub fn get_by_srn_shared(&self, srn: &str) -> M2mResult<Option<Arc<Resource>>> {
+        self.cache.get(Key::Srn(srn.to_owned()), || {
+            self.read(|r| r.get_by_srn(srn))
+        })
+    }
+
     /// The newest instance of a container or timeSeries (`la`), cached.
     pub fn latest_instance(&self, parent: &Resource) -> M2mResult<Option<Resource>> {
         let Some(ty) = parent.ty.instance_type() else {
