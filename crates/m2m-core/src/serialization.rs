@@ -10,6 +10,14 @@ use crate::error::{M2mError, M2mResult};
 use crate::status::ResponseStatusCode;
 use serde_json::Value;
 
+/// `{root: value}` with the value moved in. (`serde_json::json!` serializes a value that is not a
+/// literal into a new one: a deep copy of a whole representation, per response or notification.)
+pub fn rooted(root: impl Into<String>, value: impl Into<Value>) -> Value {
+    let mut m = serde_json::Map::with_capacity(1);
+    m.insert(root.into(), value.into());
+    Value::Object(m)
+}
+
 /// A content serialization this implementation reads and writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Serialization {

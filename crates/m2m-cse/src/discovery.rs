@@ -245,7 +245,7 @@ fn discover_blocking(
         json!({ "m2m:rrl": { "rrf": rrf } })
     } else {
         let uris: Vec<String> = found.resources.iter().map(address).collect();
-        json!({ "m2m:uril": uris })
+        m2m_core::serialization::rooted("m2m:uril", uris)
     };
     let mut resp = Response::new(Rsc::Ok, &req.rqi, Some(pc));
     if found.partial {

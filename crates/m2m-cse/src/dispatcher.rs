@@ -278,7 +278,7 @@ pub async fn create(
         ResultContent::ModifiedAttributes => {
             let set =
                 changed_by_the_cse(&Map::new(), &created.attrs, &requested.unwrap_or_default());
-            Some(json!({ created.root_name(): set }))
+            Some(m2m_core::serialization::rooted(created.root_name(), set))
         }
         _ => Some(representation(&created)),
     };
@@ -360,12 +360,12 @@ pub fn retrieve(
             } else {
                 res.attrs.clone()
             };
-            json!({ res.root_name(): nest(attrs, children()?) })
+            m2m_core::serialization::rooted(res.root_name(), nest(attrs, children()?))
         }
         ResultContent::AttributesAndChildResourceReferences => {
             let mut attrs = res.attrs.clone();
             attrs.insert("ch".into(), child_references(&children()?, req.drt));
-            json!({ res.root_name(): attrs })
+            m2m_core::serialization::rooted(res.root_name(), attrs)
         }
         ResultContent::ChildResourceReferences => {
             json!({ "m2m:rrl": { "rrf": child_references(&children()?, req.drt) } })
@@ -407,7 +407,7 @@ fn partial(res: &Resource, atrl: &[String]) -> M2mResult<Value> {
             }
         }
     }
-    Ok(json!({ res.root_name(): attrs }))
+    Ok(m2m_core::serialization::rooted(res.root_name(), attrs))
 }
 
 /// How deep child resources nest in an rcn 4 or 8 answer; deeper ones are listed at the last
@@ -644,7 +644,7 @@ pub async fn update(
         ResultContent::ModifiedAttributes => {
             let set =
                 changed_by_the_cse(&res.attrs, &updated.attrs, &requested.unwrap_or_default());
-            (!set.is_empty()).then(|| json!({ updated.root_name(): set }))
+            (!set.is_empty()).then(|| m2m_core::serialization::rooted(updated.root_name(), set))
         }
         _ => Some(representation(&updated)),
     };

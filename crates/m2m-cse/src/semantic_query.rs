@@ -297,7 +297,7 @@ fn fan_out_result(
     let mut found = Vec::new();
     for (member, dcrp, dsp) in descriptors {
         if std::time::Instant::now() > deadline {
-            return Ok((json!({ "m2m:uril": found }), true));
+            return Ok((m2m_core::serialization::rooted("m2m:uril", found), true));
         }
         let mut graph = Graph::default();
         graph.add_descriptor(*dcrp, dsp);
@@ -314,5 +314,5 @@ fn fan_out_result(
             }
         }
     }
-    Ok((json!({ "m2m:uril": found }), false))
+    Ok((m2m_core::serialization::rooted("m2m:uril", found), false))
 }

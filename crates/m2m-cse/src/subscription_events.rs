@@ -149,14 +149,19 @@ pub fn on_event(
         }
         let rep = match sub.u64_attr("nct").unwrap_or(1) {
             2 => match modified {
-                Some(m) => json!({ res.root_name(): m }),
+                Some(m) => m2m_core::serialization::rooted(res.root_name(), m.clone()),
                 None => representation(res),
             },
             3 => json!({ "m2m:uri": cse.sp_relative(res.ri()) }),
             _ => representation(res),
         };
-        let mut sgn =
-            json!({ "nev": { "rep": rep, "net": event as u8 }, "sur": cse.sp_relative(sub.ri()) });
+        let mut nev = Map::with_capacity(2);
+        nev.insert("rep".into(), rep);
+        nev.insert("net".into(), json!(event as u8));
+        let mut sgn = Map::with_capacity(3);
+        sgn.insert("nev".into(), Value::Object(nev));
+        sgn.insert("sur".into(), json!(cse.sp_relative(sub.ri())));
+        let mut sgn = Value::Object(sgn);
         // The creator; without one, with eeno, the originator of the event (Release 4).
         let eeno = sub.attrs.get("eeno") == Some(&Value::Bool(true));
         if let Some(cr) = sub
@@ -380,7 +385,7 @@ async fn send_missed_when_allowed(cse: Arc<Cse>, ri: String) {
         for sgn in kept {
             for nu in targets(&sub) {
                 cse.delivery
-                    .enqueue(nu, policy.outgoing(json!({ "m2m:sgn": sgn.clone() }), 1));
+                    .enqueue(nu, policy.outgoing(m2m_core::serialization::rooted("m2m:sgn", sgn.clone()), 1));
             }
         }
         return;
@@ -517,7 +522,7 @@ fn send_event(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
             Some(bn) => hold(cse, &policy, bn, nu, sgn.clone()),
             None => cse
                 .delivery
-                .enqueue(nu, policy.outgoing(json!({ "m2m:sgn": sgn.clone() }), 1)),
+                .enqueue(nu, policy.outgoing(m2m_core::serialization::rooted("m2m:sgn", sgn.clone()), 1)),
         }
     }
 }
@@ -782,7 +787,7 @@ pub async fn blocking_update(
         if let Some(cr) = sub.str_attr("cr") {
             sgn["cr"] = json!(cr);
         }
-        let resp = send_now(cse, nu, json!({ "m2m:sgn": sgn })).await;
+        let resp = send_now(cse, nu, m2m_core::serialization::rooted("m2m:sgn", sgn)).await;
         match resp.rsc {
             rsc if rsc.is_success() => {}
             ResponseStatusCode::TargetNotReachable => {
@@ -967,7 +972,7 @@ pub(crate) fn subscription_gone(
     let (done, sent) = tokio::sync::oneshot::channel();
     cse.delivery.enqueue(
         target,
-        Outgoing::new(json!({ "m2m:sgn": sgn }), None).when_done(done),
+        Outgoing::new(m2m_core::serialization::rooted("m2m:sgn", sgn), None).when_done(done),
     );
     Some(sent)
 }
