@@ -384,8 +384,10 @@ async fn send_missed_when_allowed(cse: Arc<Cse>, ri: String) {
         }
         for sgn in kept {
             for nu in targets(&sub) {
-                cse.delivery
-                    .enqueue(nu, policy.outgoing(m2m_core::serialization::rooted("m2m:sgn", sgn.clone()), 1));
+                cse.delivery.enqueue(
+                    nu,
+                    policy.outgoing(m2m_core::serialization::rooted("m2m:sgn", sgn.clone()), 1),
+                );
             }
         }
         return;
@@ -520,9 +522,10 @@ fn send_event(cse: &Arc<Cse>, sub: &Resource, sgn: Value) {
     for nu in targets(sub) {
         match batch {
             Some(bn) => hold(cse, &policy, bn, nu, sgn.clone()),
-            None => cse
-                .delivery
-                .enqueue(nu, policy.outgoing(m2m_core::serialization::rooted("m2m:sgn", sgn.clone()), 1)),
+            None => cse.delivery.enqueue(
+                nu,
+                policy.outgoing(m2m_core::serialization::rooted("m2m:sgn", sgn.clone()), 1),
+            ),
         }
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! It never answers with something older than the last acknowledged write:
 //! - the writer invalidates every key a batch touched after the commit and before any request of
-//!   the batch is answered, so a client that saw its write acknowledged reads it back;
+//!   the batch is answered, so a client that saw its write acknowledged reads it back; the keys
+//!   the cache held it refreshes with the values the batch committed (write-through: a busy
+//!   container is updated by every instance created in it, and is read by the next CREATE);
 //! - a reader that missed reads the store and fills the entry only if no invalidation of that key
 //!   happened since it started (a generation counter, and the generation of the last
 //!   invalidation per stripe of keys), so a value read before a commit is never cached after the
@@ -100,16 +102,35 @@ impl Cache {
         Ok(entry)
     }
 
-    /// Forgets `keys` (called by the writer after a commit, before answering).
-    pub fn invalidate(&self, keys: &[Key]) {
+    /// Whether `key` has an entry now that `accept`s.
+    pub fn holds(&self, key: &Key, accept: impl FnOnce(&Entry) -> bool) -> bool {
+        lock(self.shard(self.hash(key)))
+            .get(key)
+            .is_some_and(accept)
+    }
+
+    /// Forgets `keys` (called by the writer after a commit, before answering), then puts back
+    /// the `fresh` values, as committed, of those that had an entry (the last one for a key
+    /// wins). A reader that started before this never caches what it read (its generation is
+    /// older than the stripe's); the fresh values are the committed state, so no reader sees
+    /// an older one after the commit is acknowledged.
+    pub fn invalidate(&self, keys: &[Key], fresh: Vec<(Key, Arc<Resource>)>) {
         if keys.is_empty() {
             return;
         }
         let now = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut held = Vec::new();
         for key in keys {
             let h = self.hash(key);
             self.stripes[(h >> 8) % STRIPES].store(now, Ordering::Release);
-            lock(self.shard(h)).remove(key);
+            if lock(self.shard(h)).remove(key).is_some() {
+                held.push(key);
+            }
+        }
+        for (key, res) in fresh {
+            if held.contains(&&key) {
+                lock(self.shard(self.hash(&key))).insert(key, Some(res));
+            }
         }
     }
 
@@ -156,7 +177,7 @@ mod tests {
         assert_eq!(v(&e), "1");
         let e = c.get::<()>(k.clone(), || panic!("cached")).unwrap();
         assert_eq!(v(&e), "1");
-        c.invalidate(std::slice::from_ref(&k));
+        c.invalidate(std::slice::from_ref(&k), Vec::new());
         let e = c.get::<()>(k.clone(), || Ok(Some(res("2")))).unwrap();
         assert_eq!(v(&e), "2");
         c.clear();
@@ -171,7 +192,7 @@ mod tests {
         let e = c
             .get::<()>(k.clone(), || {
                 // The writer commits and invalidates while this read is under way.
-                c.invalidate(std::slice::from_ref(&k));
+                c.invalidate(std::slice::from_ref(&k), Vec::new());
                 Ok(Some(res("stale")))
             })
             .unwrap();
@@ -194,6 +215,25 @@ mod tests {
             .unwrap();
         assert!(e.is_none());
         assert_eq!(c.len(), 0);
+    }
+
+    /// Write-through: a committed value replaces an entry the cache held, never adds one.
+    #[test]
+    fn fresh_values_replace_held_entries_only() {
+        let c = Cache::default();
+        let held = Key::Srn("cse-in/c".into());
+        let absent = Key::Ri("c2".into());
+        c.get::<()>(held.clone(), || Ok(Some(res("1")))).unwrap();
+        let fresh = vec![
+            (held.clone(), Arc::new(res("2"))),
+            (held.clone(), Arc::new(res("3"))),
+            (absent.clone(), Arc::new(res("x"))),
+        ];
+        c.invalidate(&[held.clone(), absent.clone()], fresh);
+        let e = c.get::<()>(held, || panic!("written through")).unwrap();
+        assert_eq!(v(&e), "3", "the last one written");
+        assert!(!c.holds(&absent, |_| true), "not added");
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

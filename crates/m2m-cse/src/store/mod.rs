@@ -473,21 +473,56 @@ impl Store {
     }
 }
 
-/// The cache keys a batch's writes touched, invalidated after its commit.
+/// The cache keys a batch's writes touched, invalidated after its commit, and the values written
+/// for those of them the cache held (write-through: a busy container, updated by every instance
+/// created in it, is not read back and parsed again by the next request).
 #[derive(Default)]
 struct Changes {
     keys: Vec<Key>,
+    /// Values as committed, in the order written (a later one replaces an earlier one).
+    fresh: Vec<(Key, Arc<Resource>)>,
     /// A subtree went: everything is forgotten.
     everything: bool,
 }
 
 impl Changes {
-    fn resource(&mut self, res: &Resource) {
-        self.keys.push(Key::Srn(res.srn.clone()));
-        self.keys.push(Key::Ri(res.ri().to_owned()));
-        if res.ty.is_instance() {
-            self.keys.push(Key::Latest(res.pi().to_owned()));
-            self.keys.push(Key::Oldest(res.pi().to_owned()));
+    fn keys_of(res: &Resource) -> [Option<Key>; 4] {
+        let instance = res.ty.is_instance();
+        [
+            Some(Key::Srn(res.srn.clone())),
+            Some(Key::Ri(res.ri().to_owned())),
+            instance.then(|| Key::Latest(res.pi().to_owned())),
+            instance.then(|| Key::Oldest(res.pi().to_owned())),
+        ]
+    }
+
+    /// `res` was inserted (`inserted`) or updated: its keys are invalidated, and where the cache
+    /// holds them, refreshed with it. An inserted instance is the newest of its type under its
+    /// parent (the highest `seq`): it refreshes a cached newest of the same type only; the
+    /// oldest is only invalidated.
+    fn written(&mut self, res: &Resource, inserted: bool, cache: &Cache) {
+        let mut shared = None;
+        for key in Self::keys_of(res).into_iter().flatten() {
+            let refresh = match key {
+                Key::Srn(_) | Key::Ri(_) => cache.holds(&key, |_| true),
+                Key::Latest(_) => {
+                    inserted && cache.holds(&key, |e| e.as_ref().is_some_and(|l| l.ty == res.ty))
+                }
+                Key::Oldest(_) => false,
+            };
+            if refresh {
+                let r = shared.get_or_insert_with(|| Arc::new(res.clone()));
+                self.fresh.push((key.clone(), Arc::clone(r)));
+            }
+            self.keys.push(key);
+        }
+    }
+
+    /// `res` was deleted: its keys are invalidated and nothing written earlier refreshes them.
+    fn deleted(&mut self, res: &Resource) {
+        for key in Self::keys_of(res).into_iter().flatten() {
+            self.fresh.retain(|(k, _)| *k != key);
+            self.keys.push(key);
         }
     }
 
@@ -495,7 +530,7 @@ impl Changes {
         if self.everything {
             cache.clear();
         } else {
-            cache.invalidate(&self.keys);
+            cache.invalidate(&self.keys, self.fresh);
         }
     }
 }
@@ -535,13 +570,17 @@ fn writer_loop(
             let w = Writer {
                 reader: Reader { conn: &conn },
                 changes: &changes,
+                cache,
             };
+            // A job undone writes nothing through to the cache (its keys are still invalidated).
+            let fresh_before = changes.borrow().fresh.len();
             // A panicking job must not take the writer down with it.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&w))));
             let keep = matches!(outcome, Ok((true, _)));
             let end = if keep {
                 "RELEASE job"
             } else {
+                changes.borrow_mut().fresh.truncate(fresh_before);
                 "ROLLBACK TO job; RELEASE job"
             };
             if let Err(e) = conn.execute_batch(end) {
@@ -670,6 +709,7 @@ impl Reader<'_> {
 pub struct Writer<'c> {
     reader: Reader<'c>,
     changes: &'c RefCell<Changes>,
+    cache: &'c Cache,
 }
 
 impl<'c> std::ops::Deref for Writer<'c> {
@@ -710,7 +750,7 @@ impl Writer<'_> {
             Ok(_) => {
                 res.seq = conn.last_insert_rowid();
                 self.put_labels(&res.srn, res.seq, &c.labels)?;
-                self.changes.borrow_mut().resource(&res);
+                self.changes.borrow_mut().written(&res, true, self.cache);
                 Ok(res)
             }
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -749,7 +789,7 @@ impl Writer<'_> {
             serde_json::to_string(&res.attrs).map_err(|e| M2mError::internal(e.to_string()))?;
         let new = IndexColumns::of(&res.attrs);
         let conn = self.reader.conn;
-        self.changes.borrow_mut().resource(res);
+        self.changes.borrow_mut().written(res, false, self.cache);
         let old = conn
             .prepare_cached("SELECT rn, ct, lt, et, cs, cty FROM resources WHERE seq = ?1")
             .and_then(|mut st| {
@@ -854,7 +894,7 @@ impl Writer<'_> {
     /// Deletes one leaf resource (e.g. a contentInstance dropped by mni/mbs).
     pub fn delete_one(&self, res: &Resource) -> M2mResult<()> {
         let conn = self.reader.conn;
-        self.changes.borrow_mut().resource(res);
+        self.changes.borrow_mut().deleted(res);
         conn.prepare_cached("DELETE FROM resources WHERE seq = ?1")
             .and_then(|mut s| s.execute([res.seq]))
             .map_err(internal)?;
@@ -1070,6 +1110,112 @@ mod tests {
         assert!(lock_dir(dir.path()).is_err());
         drop(first);
         assert!(lock_dir(dir.path()).is_ok());
+    }
+
+    /// Write-through: what a committed job wrote is what the cache answers next, without a
+    /// read; an undone job, a deletion later in the job, or an instance of another type never
+    /// leave a value behind.
+    #[test]
+    fn the_cache_answers_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        store
+            .write_blocking(|w| {
+                w.insert(res("id-in", "cse-in", "", ResourceType::CseBase))?;
+                w.insert(res("cnt1", "cse-in/cnt", "id-in", ResourceType::Container))?;
+                w.insert(res(
+                    "cin1",
+                    "cse-in/cnt/a",
+                    "cnt1",
+                    ResourceType::ContentInstance,
+                ))
+            })
+            .unwrap();
+        let cnt = || store.get_by_srn("cse-in/cnt").unwrap().unwrap();
+        let la = |c: &Resource| store.latest_instance(c).unwrap().unwrap();
+        let c = cnt();
+        assert_eq!(la(&c).ri(), "cin1");
+        assert_eq!(store.get("cnt1").unwrap().unwrap().attrs.get("cni"), None);
+        // A new instance and the container's counter, as a CREATE writes them.
+        let mut updated = c.clone();
+        updated.attrs.insert("cni".into(), json!(2));
+        store
+            .write_blocking(move |w| {
+                w.insert(res(
+                    "cin2",
+                    "cse-in/cnt/b",
+                    "cnt1",
+                    ResourceType::ContentInstance,
+                ))?;
+                w.update(&updated)
+            })
+            .unwrap();
+        // Written through, before anything read it again.
+        let cached = |k: Key, cni: Value| {
+            store.cache.holds(&k, |e| {
+                e.as_ref().is_some_and(|r| r.attrs.get("cni") == Some(&cni))
+            })
+        };
+        assert!(cached(Key::Srn("cse-in/cnt".into()), json!(2)));
+        assert!(cached(Key::Ri("cnt1".into()), json!(2)));
+        assert!(store.cache.holds(&Key::Latest("cnt1".into()), |e| e
+            .as_ref()
+            .is_some_and(|r| r.ri() == "cin2")));
+        assert_eq!(cnt().attrs["cni"], json!(2));
+        assert_eq!(store.get("cnt1").unwrap().unwrap().attrs["cni"], json!(2));
+        assert_eq!(la(&c).ri(), "cin2");
+        // Undone: neither the update nor the instance is seen.
+        let mut undone = cnt();
+        undone.attrs.insert("cni".into(), json!(99));
+        let e = store.write_blocking(move |w| {
+            w.insert(res(
+                "cin3",
+                "cse-in/cnt/c",
+                "cnt1",
+                ResourceType::ContentInstance,
+            ))?;
+            w.update(&undone)?;
+            Err::<(), _>(M2mError::bad_request("undone"))
+        });
+        assert!(e.is_err());
+        assert_eq!(cnt().attrs["cni"], json!(2));
+        assert_eq!(la(&c).ri(), "cin2");
+        // Updated, then deleted in the same job: gone.
+        let mut doomed = cnt();
+        doomed.attrs.insert("cni".into(), json!(3));
+        store
+            .write_blocking(move |w| {
+                w.update(&doomed)?;
+                w.delete_one(&doomed)
+            })
+            .unwrap();
+        assert!(store.get_by_srn("cse-in/cnt").unwrap().is_none());
+        assert!(store.get("cnt1").unwrap().is_none());
+        // An instance of another type under a container is not its `la`.
+        store
+            .write_blocking(|w| {
+                w.insert(res("cnt2", "cse-in/cnt2", "id-in", ResourceType::Container))?;
+                w.insert(res(
+                    "cinA",
+                    "cse-in/cnt2/a",
+                    "cnt2",
+                    ResourceType::ContentInstance,
+                ))
+            })
+            .unwrap();
+        let c2 = store.get_by_srn("cse-in/cnt2").unwrap().unwrap();
+        assert_eq!(la(&c2).ri(), "cinA");
+        store
+            .write_blocking(|w| {
+                w.insert(res(
+                    "fci",
+                    "cse-in/cnt2/f",
+                    "cnt2",
+                    ResourceType::FlexContainerInstance,
+                ))
+            })
+            .unwrap();
+        assert_eq!(la(&c2).ri(), "cinA");
     }
 
     #[test]
