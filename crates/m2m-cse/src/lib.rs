@@ -56,7 +56,6 @@ mod credential_rotation;
 pub mod cse;
 mod discovery;
 mod dispatcher;
-/// Direct dynamic authorization: consulting a DAS when no policy grants (TS-0003 clause 7.3.2.2).
 mod dynamic_authorization;
 pub(crate) mod escertke;
 pub(crate) mod esprim;
@@ -71,9 +70,7 @@ pub(crate) mod mqtt_binding;
 pub mod mqtt_broker;
 pub(crate) mod multicast;
 mod notification;
-/// What the bindings lend the layers below them (connections, the MQTT server, watchers).
 mod outbound;
-/// Defaults the Upper Tester may shorten (TS-0019).
 mod overrides;
 mod polling_queue;
 pub mod prefill;
@@ -81,14 +78,11 @@ mod provisioned_keys;
 pub(crate) mod registration;
 mod resolve;
 mod resources;
-/// Role-based access control: the roles a request's originator holds (TS-0003 clause 7.4.3).
 mod roles;
 mod routing;
 pub(crate) mod search_threads;
-/// The Secure Storage service of the Security CSF (seeds/002 clause 6.3.5.2).
 pub(crate) mod secure_storage;
 pub(crate) mod semantic_query;
-/// SPARQL SELECT over RDF: the queries of a semanticsFilter read and evaluated.
 pub(crate) mod sparql;
 pub(crate) mod store;
 mod subscription_events;
