@@ -369,6 +369,7 @@ fn a_subscription_that_names_a_cross_resource_subscription_cannot_end_it() {
         &other,
         json!({ "rn": "mine" }),
     );
+    // An associatedCrossResourceSub entry is also a notificationURI (verified): not only.
     let (rsc, b) = create(
         s.cse.url(),
         "/cse-in/other/mine",
@@ -376,12 +377,92 @@ fn a_subscription_that_names_a_cross_resource_subscription_cannot_end_it() {
         23,
         json!({ "m2m:sub": { "rn": "s", "nu": [other.as_str()], "su": "cse-in/app/victim", "acrs": [me] } }),
     );
+    assert_eq!(rsc, 4000, "{b}");
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/other/mine",
+        &other,
+        23,
+        json!({ "m2m:sub": { "rn": "s", "nu": [other.as_str(), me.as_str()], "su": "cse-in/app/victim", "acrs": [me] } }),
+    );
     assert_eq!(rsc, 2001, "{b}");
     let (rsc, _) = delete(s.cse.url(), "/cse-in/other/mine/s", &other);
     assert_eq!(rsc, 2002);
     std::thread::sleep(Duration::from_millis(500));
     let (rsc, _) = retrieve(s.cse.url(), "/cse-in/app/victim", &s.ae);
     assert_eq!(rsc, 2000, "the victim lives on");
+}
+
+/// associatedCrossResourceSub gets a deletion notice when the subscription goes (TS-0004 clause
+/// 7.5.1.2.4): an entry that is not also a verified notificationURI would let a subscriber make
+/// the CSE send requests anywhere. Refused at CREATE and as the result of an UPDATE, for a URL
+/// and for an ID; the unverified target hears nothing.
+#[test]
+fn associated_cross_resource_subs_go_only_where_notifications_may() {
+    let s = setup();
+    let bystander = Receiver::start();
+    create_cnt(s.cse.url(), "/cse-in/app", &s.ae, json!({ "rn": "w" }));
+    for acrs in [
+        json!([bystander.url()]),
+        json!(["/id-in/cse-in"]),
+        json!(["Cother"]),
+    ] {
+        let (rsc, b) = create(
+            s.cse.url(),
+            "/cse-in/app/w",
+            &s.ae,
+            23,
+            json!({ "m2m:sub": { "nu": [s.rx.url()], "acrs": acrs } }),
+        );
+        assert_eq!(rsc, 4000, "{acrs}: {b}");
+    }
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/w",
+        &s.ae,
+        23,
+        json!({ "m2m:sub": { "rn": "s", "nu": [s.rx.url()] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/w/s",
+        &s.ae,
+        json!({ "m2m:sub": { "acrs": [bystander.url()] } }),
+    );
+    assert_eq!(rsc, 4000, "{b}");
+    // Both, then the notificationURI dropped alone: the result would break the rule.
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/w/s",
+        &s.ae,
+        json!({ "m2m:sub": { "nu": [s.rx.url(), bystander.url()], "acrs": [bystander.url()] } }),
+    );
+    assert_eq!(rsc, 2004, "verified like any notificationURI: {b}");
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/w/s",
+        &s.ae,
+        json!({ "m2m:sub": { "nu": [s.rx.url()] } }),
+    );
+    assert_eq!(rsc, 4000, "{b}");
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/w/s",
+        &s.ae,
+        json!({ "m2m:sub": { "nu": [s.rx.url()], "acrs": null } }),
+    );
+    assert_eq!(rsc, 2004);
+    // Dropped from acrs (verified when it came): told once, as TS-0004 clause 7.5.1.2.4 says.
+    bystander.wait_for(|r| r.sgn()["sud"] == json!(true), WAIT);
+    let (rsc, _) = delete(s.cse.url(), "/cse-in/app/w/s", &s.ae);
+    assert_eq!(rsc, 2002);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        bystander.count(|r| r.sgn()["sud"] == json!(true)),
+        1,
+        "no second notice to a target it no longer names"
+    );
 }
 
 /// Events and deletions of a crossResourceSubscription's subscriptions come from the CSE

@@ -25,6 +25,7 @@ pub async fn prepare_create(
             "notificationURI must name at least one target",
         ));
     }
+    check_associated(cse, attrs, &nus)?;
     if is_blocking(attrs) {
         check_blocking(cse, parent, attrs, &nus)?;
     }
@@ -61,8 +62,9 @@ pub async fn prepare_update(
     complete_defaults(&mut merged);
     let parent = crate::resolve::parent_of(cse, res)?;
     check_criteria(&parent, &merged)?;
+    let nus = string_list(merged.get("nu"));
+    check_associated(cse, &merged, &nus)?;
     if is_blocking(&merged) {
-        let nus = string_list(merged.get("nu"));
         check_blocking_policies(&merged, &nus)?;
     }
     verify_added(cse, req, res, content).await
@@ -126,6 +128,22 @@ fn nct_fits(nct: u64, net: u64) -> bool {
         4 => net == 6,
         5 => net == MISSING_DATA,
         _ => false,
+    }
+}
+
+/// Each associatedCrossResourceSub entry is also a notificationURI (in any ID form), as the
+/// crossResourceSubscription that writes it makes it (TS-0004 clause 7.4.58.2.1): the deletion
+/// notice an entry gets (clause 7.5.1.2.4) then goes only where the notificationURI's
+/// verification let notifications go, never to a target no one verified.
+fn check_associated(cse: &Cse, attrs: &Map<String, Value>, nus: &[String]) -> M2mResult<()> {
+    match string_list(attrs.get("acrs"))
+        .iter()
+        .find(|a| !still_named(cse, a, nus))
+    {
+        Some(_) => Err(M2mError::bad_request(
+            "an associatedCrossResourceSub entry is not among the notificationURIs",
+        )),
+        None => Ok(()),
     }
 }
 
