@@ -589,7 +589,8 @@ const MAX_BATCH: u64 = 1_000;
 
 /// The batch duration when the stored value cannot be read (it always can: the subscription
 /// sets `subscription::DEFAULT_BATCH_DURATION`).
-const DEFAULT_BATCH_DURATION: std::time::Duration = std::time::Duration::from_secs(60);
+const DEFAULT_BATCH_DURATION: std::time::Duration =
+    std::time::Duration::from_millis(crate::resources::subscription::DEFAULT_BATCH_DURATION);
 
 /// Sends a batch as one aggregated notification (`m2m:agn`); with latestNotify, only its newest.
 fn send_batch(cse: &Arc<Cse>, nu: &str, batch: Batch) {

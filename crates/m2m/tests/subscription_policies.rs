@@ -80,9 +80,10 @@ fn batch_notify_by_number_sends_one_aggregated_notification_in_order() {
         json!({ "rn": "b", "nu": [s.rx.url()], "bn": { "num": 3 } }),
     );
     assert_eq!(sub["bn"]["num"], json!(3), "{sub}");
-    assert!(
-        sub["bn"]["dur"].is_string(),
-        "the default duration is set: {sub}"
+    assert_eq!(
+        sub["bn"]["dur"],
+        json!(60_000),
+        "the default duration is set, in milliseconds: {sub}"
     );
     for l in ["l1", "l2"] {
         label(&s, l);

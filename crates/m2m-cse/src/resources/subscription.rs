@@ -87,8 +87,10 @@ pub(crate) async fn verify_added(
 }
 
 /// batchNotify/duration when the subscriber gives none (TS-0004 clause 7.4.8.2.1, Recv-6.5:
-/// "the default duration as given by the M2M Service Provider").
-pub const DEFAULT_BATCH_DURATION: &str = "PT60S";
+/// "the default duration as given by the M2M Service Provider"): 60 s, written in milliseconds,
+/// the xs:duration form of JSON that needs no ISO 8601 parser (TS-0004 clause 7.3.3 writes
+/// relative times so); the ISO form a subscriber gives is kept as given.
+pub const DEFAULT_BATCH_DURATION: u64 = 60_000;
 
 /// notificationEventType (TS-0004 table 6.3.4.2.19-1) values with a behaviour of their own.
 pub const BLOCKING_UPDATE: u64 = 7;
