@@ -478,9 +478,11 @@ impl Store {
 /// created in it, is not read back and parsed again by the next request).
 #[derive(Default)]
 struct Changes {
-    keys: Vec<Key>,
-    /// Values as committed, in the order written (a later one replaces an earlier one).
-    fresh: Vec<(Key, Arc<Resource>)>,
+    /// Every key a write touched, in the order written, with the value the write left when the
+    /// cache may take it; the last entry of a key decides (a later write that leaves no value,
+    /// an update of an instance or a deletion, makes the key only invalidated). Append-only, so
+    /// a job rolled back is cut off by its length at the job's start.
+    log: Vec<(Key, Option<Arc<Resource>>)>,
     /// A subtree went: everything is forgotten.
     everything: bool,
 }
@@ -510,28 +512,39 @@ impl Changes {
                 }
                 Key::Oldest(_) => false,
             };
-            if refresh {
-                let r = shared.get_or_insert_with(|| Arc::new(res.clone()));
-                self.fresh.push((key.clone(), Arc::clone(r)));
-            }
-            self.keys.push(key);
+            let value =
+                refresh.then(|| Arc::clone(shared.get_or_insert_with(|| Arc::new(res.clone()))));
+            self.log.push((key, value));
         }
     }
 
-    /// `res` was deleted: its keys are invalidated and nothing written earlier refreshes them.
+    /// `res` was deleted: its keys are invalidated, whatever was written to them before.
     fn deleted(&mut self, res: &Resource) {
         for key in Self::keys_of(res).into_iter().flatten() {
-            self.fresh.retain(|(k, _)| *k != key);
-            self.keys.push(key);
+            self.log.push((key, None));
         }
     }
 
-    fn apply(self, cache: &Cache) {
+    /// After the batch: a commit invalidates every key touched and puts back the value each
+    /// key's last write left; a failed commit only invalidates (nothing of it is stored).
+    fn apply(self, cache: &Cache, committed: bool) {
         if self.everything {
             cache.clear();
-        } else {
-            cache.invalidate(&self.keys, self.fresh);
+            return;
         }
+        let mut fresh = Vec::new();
+        if committed {
+            let mut seen = std::collections::HashSet::new();
+            for (key, value) in self.log.iter().rev() {
+                if seen.insert(key) {
+                    if let Some(v) = value {
+                        fresh.push((key.clone(), Arc::clone(v)));
+                    }
+                }
+            }
+        }
+        let keys: Vec<Key> = self.log.into_iter().map(|(k, _)| k).collect();
+        cache.invalidate(&keys, fresh);
     }
 }
 
@@ -573,14 +586,16 @@ fn writer_loop(
                 cache,
             };
             // A job undone writes nothing through to the cache (its keys are still invalidated).
-            let fresh_before = changes.borrow().fresh.len();
+            let logged_before = changes.borrow().log.len();
             // A panicking job must not take the writer down with it.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&w))));
             let keep = matches!(outcome, Ok((true, _)));
             let end = if keep {
                 "RELEASE job"
             } else {
-                changes.borrow_mut().fresh.truncate(fresh_before);
+                let mut c = changes.borrow_mut();
+                let undone: Vec<Key> = c.log.drain(logged_before..).map(|(k, _)| k).collect();
+                c.log.extend(undone.into_iter().map(|k| (k, None)));
                 "ROLLBACK TO job; RELEASE job"
             };
             if let Err(e) = conn.execute_batch(end) {
@@ -599,7 +614,7 @@ fn writer_loop(
             }
         };
         // Before any request of the batch is answered: read-your-writes through the cache.
-        changes.into_inner().apply(cache);
+        changes.into_inner().apply(cache, committed);
         finishers.into_iter().for_each(|f| f(committed));
         wal.after_batch(&conn);
     }
@@ -789,12 +804,13 @@ impl Writer<'_> {
             serde_json::to_string(&res.attrs).map_err(|e| M2mError::internal(e.to_string()))?;
         let new = IndexColumns::of(&res.attrs);
         let conn = self.reader.conn;
-        self.changes.borrow_mut().written(res, false, self.cache);
-        let old = conn
-            .prepare_cached("SELECT rn, ct, lt, et, cs, cty FROM resources WHERE seq = ?1")
+        let (old, creator, spec) = conn
+            .prepare_cached(
+                "SELECT rn, ct, lt, et, cs, cty, creator, spec FROM resources WHERE seq = ?1",
+            )
             .and_then(|mut st| {
                 st.query_row([res.seq], |r| {
-                    Ok(IndexColumns {
+                    let columns = IndexColumns {
                         rn: r.get(0)?,
                         ct: r.get(1)?,
                         lt: r.get(2)?,
@@ -802,7 +818,10 @@ impl Writer<'_> {
                         cs: r.get(4)?,
                         cty: r.get(5)?,
                         labels: Vec::new(),
-                    })
+                    };
+                    let creator: Option<String> = r.get(6)?;
+                    let spec: Option<String> = r.get(7)?;
+                    Ok((columns, creator, spec))
                 })
                 .optional()
             })
@@ -822,6 +841,17 @@ impl Writer<'_> {
         set("et", old.et != new.et, new.et.clone().into());
         set("cs", old.cs != new.cs, new.cs.into());
         set("cty", old.cty != new.cty, new.cty.clone().into());
+        // Not attributes, but kept with the resource as it is (the cache holds it so too).
+        set(
+            "creator",
+            creator != res.creator,
+            res.creator.clone().into(),
+        );
+        set(
+            "spec",
+            spec != res.specialization,
+            res.specialization.clone().into(),
+        );
         sql.push_str(" WHERE seq = ?2");
         conn.prepare_cached(&sql)
             .and_then(|mut st| st.execute(rusqlite::params_from_iter(values)))
@@ -839,6 +869,7 @@ impl Writer<'_> {
                 .map_err(internal)?;
             self.put_labels(&res.srn, res.seq, &new.labels)?;
         }
+        self.changes.borrow_mut().written(res, false, self.cache);
         Ok(())
     }
 
@@ -1216,6 +1247,78 @@ mod tests {
             })
             .unwrap();
         assert_eq!(la(&c2).ri(), "cinA");
+    }
+
+    /// The last write of a key decides what the cache holds after the commit: an update of an
+    /// instance after its insert (its `la` only invalidated), a deletion after an update, a job
+    /// rolled back after it deleted something (nothing of it stays), and a failed commit
+    /// (nothing written through).
+    #[test]
+    fn the_last_write_of_a_key_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        store
+            .write_blocking(|w| {
+                w.insert(res("id-in", "cse-in", "", ResourceType::CseBase))?;
+                w.insert(res("cnt1", "cse-in/cnt", "id-in", ResourceType::Container))?;
+                w.insert(res(
+                    "cin1",
+                    "cse-in/cnt/a",
+                    "cnt1",
+                    ResourceType::ContentInstance,
+                ))
+            })
+            .unwrap();
+        let cnt = store.get_by_srn("cse-in/cnt").unwrap().unwrap();
+        store.latest_instance(&cnt).unwrap();
+        store.get("cin1").unwrap();
+        // Written through, then written again in the same job without a value the cache may
+        // take: the later write decides.
+        let cin = res(
+            "cin2",
+            "cse-in/cnt/b",
+            "cnt1",
+            ResourceType::ContentInstance,
+        );
+        store
+            .write_blocking(move |w| {
+                let mut cin = w.insert(cin)?;
+                cin.attrs.insert("et".into(), json!("20991231T000000"));
+                w.update(&cin)
+            })
+            .unwrap();
+        assert!(!store.cache.holds(&Key::Latest("cnt1".into()), |_| true));
+        let la = store.latest_instance(&cnt).unwrap().unwrap();
+        assert_eq!(la.attrs["et"], json!("20991231T000000"), "as stored");
+        // Updated, then deleted by a later job of the same batch: forgotten.
+        let mut c = store.get("cnt1").unwrap().unwrap();
+        c.attrs.insert("lbl".into(), json!(["x"]));
+        let mut changes = Changes::default();
+        changes.written(&c, false, &store.cache);
+        changes.deleted(&c);
+        changes.apply(&store.cache, true);
+        assert!(!store.cache.holds(&Key::Ri("cnt1".into()), |_| true));
+        // A job that deletes, writes, then fails: none of it reaches the cache.
+        store.get("cnt1").unwrap();
+        let oldest = store.get("cin1").unwrap().unwrap();
+        let mut doomed = store.get("cnt1").unwrap().unwrap();
+        doomed.attrs.insert("cni".into(), json!(42));
+        let e = store.write_blocking(move |w| {
+            w.delete_one(&oldest)?;
+            w.update(&doomed)?;
+            Err::<(), _>(M2mError::internal("failed after writing"))
+        });
+        assert!(e.is_err());
+        assert_eq!(store.get("cnt1").unwrap().unwrap().attrs.get("cni"), None);
+        assert!(store.get("cin1").unwrap().is_some());
+        // A commit that failed: invalidated, nothing put back.
+        let mut c = store.get("cnt1").unwrap().unwrap();
+        c.attrs.insert("cni".into(), json!(7));
+        let mut changes = Changes::default();
+        changes.written(&c, false, &store.cache);
+        changes.apply(&store.cache, false);
+        assert!(!store.cache.holds(&Key::Ri("cnt1".into()), |_| true));
+        assert_eq!(store.get("cnt1").unwrap().unwrap().attrs.get("cni"), None);
     }
 
     #[test]
