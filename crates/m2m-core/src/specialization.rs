@@ -177,12 +177,13 @@ impl Registry {
                     name: name.to_owned(),
                     kind,
                     mandatory: a.get("mandatory").and_then(Value::as_bool).unwrap_or(false),
-                    required_at_create: match a.get("create").and_then(Value::as_str) {
-                        None | Some("O") => false,
-                        Some("M") => true,
+                    required_at_create: match a.get("create") {
+                        None => false,
+                        Some(Value::String(o)) if o == "O" => false,
+                        Some(Value::String(m)) if m == "M" => true,
                         Some(other) => {
                             return Err(format!(
-                                "'{key}.{name}': create is 'M' or 'O', not '{other}'"
+                                "'{key}.{name}': create is \"M\" or \"O\", not {other}"
                             ))
                         }
                     },
@@ -409,9 +410,12 @@ mod tests {
         assert!(r
             .add_json(r#"[{"key":"x:b","cnd":"c.b","attributes":[{"name":"v","type":"complex"}]}]"#)
             .is_err());
-        assert!(r
-            .add_json(r#"[{"key":"x:b","cnd":"c.b","attributes":[{"name":"v","create":"X"}]}]"#)
-            .is_err());
+        for create in [r#""X""#, "true", "1"] {
+            let def = format!(
+                r#"[{{"key":"x:b","cnd":"c.b","attributes":[{{"name":"v","create":{create}}}]}}]"#
+            );
+            assert!(r.add_json(&def).is_err(), "{create}");
+        }
         r.add_json(r#"[{"key":"x:b","cnd":"c.b","attributes":[{"name":"v","create":"M"}]}]"#)
             .unwrap();
         let obj = |v: Value| v.as_object().cloned().unwrap();

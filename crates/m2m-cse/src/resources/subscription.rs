@@ -63,7 +63,11 @@ pub async fn prepare_update(
     let parent = crate::resolve::parent_of(cse, res)?;
     check_criteria(&parent, &merged)?;
     let nus = string_list(merged.get("nu"));
-    check_associated(cse, &merged, &nus)?;
+    // Only what this UPDATE changes answers to the rule (a subscription stored before it keeps
+    // taking other updates).
+    if content.contains_key("acrs") || content.contains_key("nu") {
+        check_associated(cse, &merged, &nus)?;
+    }
     if is_blocking(&merged) {
         check_blocking_policies(&merged, &nus)?;
     }
