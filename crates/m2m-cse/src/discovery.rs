@@ -242,7 +242,7 @@ fn discover_blocking(
             .iter()
             .map(|r| json!({ "nm": r.rn(), "typ": r.ty.code(), "val": address(r) }))
             .collect();
-        json!({ "m2m:rrl": { "rrf": rrf } })
+        m2m_core::serialization::rooted("m2m:rrl", m2m_core::serialization::rooted("rrf", rrf))
     } else {
         let uris: Vec<String> = found.resources.iter().map(address).collect();
         m2m_core::serialization::rooted("m2m:uril", uris)

@@ -367,9 +367,10 @@ pub fn retrieve(
             attrs.insert("ch".into(), child_references(&children()?, req.drt));
             m2m_core::serialization::rooted(res.root_name(), attrs)
         }
-        ResultContent::ChildResourceReferences => {
-            json!({ "m2m:rrl": { "rrf": child_references(&children()?, req.drt) } })
-        }
+        ResultContent::ChildResourceReferences => m2m_core::serialization::rooted(
+            "m2m:rrl",
+            m2m_core::serialization::rooted("rrf", child_references(&children()?, req.drt)),
+        ),
         other => {
             return Err(M2mError::bad_request(format!(
                 "rcn {} is not valid for RETRIEVE",

@@ -214,7 +214,10 @@ pub async fn fan_out(
     Ok(Response::new(
         Rsc::Ok,
         &req.rqi,
-        Some(json!({ "m2m:agr": { "m2m:rsp": rsps } })),
+        Some(m2m_core::serialization::rooted(
+            "m2m:agr",
+            m2m_core::serialization::rooted("m2m:rsp", rsps),
+        )),
     ))
 }
 

@@ -605,7 +605,10 @@ fn send_batch(cse: &Arc<Cse>, nu: &str, batch: Batch) {
     if items.is_empty() {
         return;
     }
-    let body = json!({ "m2m:agn": { "m2m:sgn": items } });
+    let body = m2m_core::serialization::rooted(
+        "m2m:agn",
+        m2m_core::serialization::rooted("m2m:sgn", items),
+    );
     cse.delivery
         .enqueue(nu, batch.policy.outgoing(body, events));
 }

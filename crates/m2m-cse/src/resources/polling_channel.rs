@@ -23,7 +23,7 @@ use crate::store::Resource;
 use m2m_core::{
     M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,9 +77,15 @@ pub async fn serve_pcu(cse: &Arc<Cse>, req: Request, pch: Resource) -> M2mResult
             let deadline = deadline_of(&req, cse.testing.poll_wait().unwrap_or(DEFAULT_POLL_WAIT));
             let polled = cse.polling.poll(cse, &pch, deadline, aggregate).await?;
             let pc = if aggregate {
-                json!({ "m2m:agrp": polled.iter().map(Request::to_json).collect::<Vec<_>>() })
+                m2m_core::serialization::rooted(
+                    "m2m:agrp",
+                    polled.iter().map(Request::to_json).collect::<Vec<_>>(),
+                )
             } else {
-                json!({ "m2m:rqp": polled.first().map(Request::to_json) })
+                m2m_core::serialization::rooted(
+                    "m2m:rqp",
+                    polled.first().map(Request::to_json).unwrap_or(Value::Null),
+                )
             };
             Ok(Response::new(Rsc::Ok, &req.rqi, Some(pc)))
         }
