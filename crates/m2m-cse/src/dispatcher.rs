@@ -232,11 +232,12 @@ pub async fn create(
 
     let cse2 = Arc::clone(cse);
     let parent_ri = parent.ri().to_owned();
+    let parent_srn = parent.srn.clone();
     let created = cse
         .store
         .write(move |w| {
             let parent = w
-                .get(&parent_ri)?
+                .get_as_committed(&parent_ri, &parent_srn)?
                 .ok_or_else(|| M2mError::not_found("the parent resource was deleted"))?;
             if w.get_by_srn(&new.srn)?.is_some() {
                 return Err(M2mError::conflict(format!(

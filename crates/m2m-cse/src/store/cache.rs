@@ -102,6 +102,11 @@ impl Cache {
         Ok(entry)
     }
 
+    /// The entry for `key`, if there is one; never loads.
+    pub fn peek(&self, key: &Key) -> Option<Entry> {
+        lock(self.shard(self.hash(key))).get(key).cloned()
+    }
+
     /// Whether `key` has an entry now that `accept`s.
     pub fn holds(&self, key: &Key, accept: impl FnOnce(&Entry) -> bool) -> bool {
         lock(self.shard(self.hash(key)))

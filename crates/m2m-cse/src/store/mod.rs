@@ -735,6 +735,31 @@ impl<'c> std::ops::Deref for Writer<'c> {
 }
 
 impl Writer<'_> {
+    /// A resource by resourceID as this transaction sees it, from the cache when it can: when
+    /// no write of this batch touched the resource, the cache holds the committed value (the
+    /// writer refreshes or drops what each batch wrote before the next one starts, and a reader
+    /// never fills in a value older than the last commit), which is what the transaction
+    /// reads. A CREATE reads its parent so without parsing it again.
+    /// `srn` is the structured name the resource had when the caller read it: the cache may
+    /// hold it under either key (a request's target is looked up by name).
+    pub fn get_as_committed(&self, ri: &str, srn: &str) -> M2mResult<Option<Resource>> {
+        let keys = [Key::Ri(ri.to_owned()), Key::Srn(srn.to_owned())];
+        let touched = {
+            let c = self.changes.borrow();
+            c.everything || c.log.iter().any(|(k, _)| keys.contains(k))
+        };
+        if !touched {
+            for key in &keys {
+                if let Some(Some(cached)) = self.cache.peek(key) {
+                    if cached.ri() == ri {
+                        return Ok(Some(Resource::clone(&cached)));
+                    }
+                }
+            }
+        }
+        self.reader.get(ri)
+    }
+
     /// Inserts a new resource; returns it with its sequence number. A taken resourceID or name is a CONFLICT.
     pub fn insert(&self, mut res: Resource) -> M2mResult<Resource> {
         let doc =
@@ -1319,6 +1344,39 @@ mod tests {
         changes.apply(&store.cache, false);
         assert!(!store.cache.holds(&Key::Ri("cnt1".into()), |_| true));
         assert_eq!(store.get("cnt1").unwrap().unwrap().attrs.get("cni"), None);
+    }
+
+    /// Inside a write, a resource comes from the cache only while the batch has not touched
+    /// it: after a write of its own the transaction's view counts.
+    #[test]
+    fn a_writer_reads_the_cache_only_for_what_it_did_not_touch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        store
+            .write_blocking(|w| {
+                w.insert(res("id-in", "cse-in", "", ResourceType::CseBase))?;
+                w.insert(res("cnt1", "cse-in/cnt", "id-in", ResourceType::Container))
+            })
+            .unwrap();
+        store.get("cnt1").unwrap();
+        assert!(store.cache.holds(&Key::Ri("cnt1".into()), |e| e.is_some()));
+        let (before, after) = store
+            .write_blocking(|w| {
+                let before = w.get_as_committed("cnt1", "cse-in/cnt")?.unwrap();
+                let mut c = before.clone();
+                c.attrs.insert("cni".into(), json!(5));
+                w.update(&c)?;
+                let after = w.get_as_committed("cnt1", "cse-in/cnt")?.unwrap();
+                Ok((before, after))
+            })
+            .unwrap();
+        assert_eq!(before.attrs.get("cni"), None);
+        assert_eq!(after.attrs["cni"], json!(5), "the transaction's own write");
+        let next = store
+            .write_blocking(|w| w.get_as_committed("cnt1", "cse-in/cnt"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.attrs["cni"], json!(5), "committed, then cached");
     }
 
     #[test]
