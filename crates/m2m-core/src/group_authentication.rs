@@ -79,7 +79,7 @@ pub struct KeyMaterial {
 /// `{"<root>": <value>}`.
 pub fn wrap<T: Serialize>(root: &str, value: &T) -> Value {
     let inner = serde_json::to_value(value).unwrap_or(Value::Null);
-    serde_json::json!({ root: inner })
+    crate::serialization::rooted(root, inner)
 }
 
 /// The content under `root`, if the primitive content carries that root.

@@ -1168,25 +1168,36 @@ mod tests {
         assert!(lock_dir(dir.path()).is_ok());
     }
 
+    /// A store holding a CSEBase and container `cnt1` (`cse-in/cnt`), with instance `cin1`
+    /// when `instance`.
+    fn container_store(instance: bool) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        store
+            .write_blocking(move |w| {
+                w.insert(res("id-in", "cse-in", "", ResourceType::CseBase))?;
+                w.insert(res("cnt1", "cse-in/cnt", "id-in", ResourceType::Container))?;
+                if instance {
+                    let cin = res(
+                        "cin1",
+                        "cse-in/cnt/a",
+                        "cnt1",
+                        ResourceType::ContentInstance,
+                    );
+                    w.insert(cin)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        (dir, store)
+    }
+
     /// Write-through: what a committed job wrote is what the cache answers next, without a
     /// read; an undone job, a deletion later in the job, or an instance of another type never
     /// leave a value behind.
     #[test]
     fn the_cache_answers_what_was_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
-        store
-            .write_blocking(|w| {
-                w.insert(res("id-in", "cse-in", "", ResourceType::CseBase))?;
-                w.insert(res("cnt1", "cse-in/cnt", "id-in", ResourceType::Container))?;
-                w.insert(res(
-                    "cin1",
-                    "cse-in/cnt/a",
-                    "cnt1",
-                    ResourceType::ContentInstance,
-                ))
-            })
-            .unwrap();
+        let (_dir, store) = container_store(true);
         let cnt = || store.get_by_srn("cse-in/cnt").unwrap().unwrap();
         let la = |c: &Resource| store.latest_instance(c).unwrap().unwrap();
         let c = cnt();
@@ -1280,20 +1291,7 @@ mod tests {
     /// (nothing written through).
     #[test]
     fn the_last_write_of_a_key_decides() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
-        store
-            .write_blocking(|w| {
-                w.insert(res("id-in", "cse-in", "", ResourceType::CseBase))?;
-                w.insert(res("cnt1", "cse-in/cnt", "id-in", ResourceType::Container))?;
-                w.insert(res(
-                    "cin1",
-                    "cse-in/cnt/a",
-                    "cnt1",
-                    ResourceType::ContentInstance,
-                ))
-            })
-            .unwrap();
+        let (_dir, store) = container_store(true);
         let cnt = store.get_by_srn("cse-in/cnt").unwrap().unwrap();
         store.latest_instance(&cnt).unwrap();
         store.get("cin1").unwrap();
@@ -1350,14 +1348,7 @@ mod tests {
     /// it: after a write of its own the transaction's view counts.
     #[test]
     fn a_writer_reads_the_cache_only_for_what_it_did_not_touch() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
-        store
-            .write_blocking(|w| {
-                w.insert(res("id-in", "cse-in", "", ResourceType::CseBase))?;
-                w.insert(res("cnt1", "cse-in/cnt", "id-in", ResourceType::Container))
-            })
-            .unwrap();
+        let (_dir, store) = container_store(false);
         store.get("cnt1").unwrap();
         assert!(store.cache.holds(&Key::Ri("cnt1".into()), |e| e.is_some()));
         let (before, after) = store
