@@ -60,6 +60,7 @@ type HttpsClient = hyper_util::client::legacy::Client<tls::TlsConnector, Full<By
 
 mod coap;
 pub mod escertke;
+mod header_spelling;
 mod mqtt;
 pub use mqtt::{MqttInbox, MqttSettings, Received as MqttReceived};
 mod websocket;
@@ -188,8 +189,8 @@ impl Client {
         connector.enforce_http(true);
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            // Header names as the HTTP binding writes them (`Content-Type`, `X-M2m-Origin`):
-            // names are case-insensitive (RFC 9110), but some receivers compare them as written.
+            // Names without a TS-0009 spelling (`header_spelling`) in title case: names are
+            // case-insensitive (RFC 9110), but some receivers compare them as written.
             .http1_title_case_headers(true)
             .build(connector);
         Self {
@@ -360,6 +361,7 @@ impl Client {
                 .build()
                 .map_err(|e| unreachable(url, format_args!("invalid URL: {e}")))?;
         }
+        parts.extensions = header_spelling::extensions().await.clone();
         let http_req = http::Request::from_parts(parts, Full::new(body));
         let exchange = async {
             let (parts, body) = self.exchange(url, target.transport, http_req).await?;

@@ -258,10 +258,11 @@ async fn https_without_credentials_is_refused_clearly() {
     );
 }
 
-/// Header names go out in title case (`Content-Type`, `X-M2m-Origin`), as a receiver that
-/// compares them as written expects; read off the wire, not through a parser that folds case.
+/// Header names go out as TS-0009 spells them (`X-M2M-Origin`, `X-M2M-RI`), the others in
+/// title case (`Content-Type`), as a receiver that compares them as written expects; read off
+/// the wire, not through a parser that folds case.
 #[tokio::test]
-async fn header_names_go_out_in_title_case() {
+async fn header_names_go_out_as_ts_0009_spells_them() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -280,6 +281,7 @@ async fn header_names_go_out_in_title_case() {
     });
     let mut req = Request::new(Operation::Create, "cse-in", Some("Cae".into()), "r1");
     req.ty = Some(ResourceType::Container);
+    req.rvi = Some("3".into());
     req.pc = Some(json!({"m2m:cnt": {"rn": "box"}}));
     let resp = Client::new()
         .send(&format!("http://{addr}"), &req)
@@ -287,7 +289,14 @@ async fn header_names_go_out_in_title_case() {
         .unwrap();
     assert_eq!(resp.rsc, ResponseStatusCode::Ok);
     let head = raw.await.unwrap();
-    for name in ["Content-Type: ", "X-M2m-Origin: ", "X-M2m-Ri: ", "Host: "] {
+    let names = [
+        "Content-Type: ",
+        "X-M2M-Origin: Cae\r\n",
+        "X-M2M-RI: r1\r\n",
+        "X-M2M-RVI: 3\r\n",
+        "Host: ",
+    ];
+    for name in names {
         assert!(head.contains(&format!("\r\n{name}")), "{name} in\n{head}");
     }
 }

@@ -27,6 +27,34 @@ pub const X_M2M_VSI: &str = "x-m2m-vsi";
 pub const X_M2M_CTS: &str = "x-m2m-cts";
 pub const X_M2M_CTO: &str = "x-m2m-cto";
 
+/// The oneM2M header names as TS-0009 clause 6.4 spells them. Names are case-insensitive
+/// (RFC 9110 clause 5.1) and are handled in lower case; these are the spellings written on the
+/// wire where the writer can choose (some receivers compare names as written).
+pub const TS_SPELLING: &[&str] = &[
+    "X-M2M-Origin",
+    "X-M2M-RI",
+    "X-M2M-RVI",
+    "X-M2M-RSC",
+    "X-M2M-RTU",
+    "X-M2M-OT",
+    "X-M2M-RET",
+    "X-M2M-RST",
+    "X-M2M-OET",
+    "X-M2M-GID",
+    "X-M2M-EC",
+    "X-M2M-VSI",
+    "X-M2M-CTS",
+    "X-M2M-CTO",
+    "X-M2M-ATI",
+    "X-M2M-ASRI",
+    "Content-Type",
+    "Content-Length",
+    "Content-Location",
+    "Accept",
+    "Host",
+    "Authorization",
+];
+
 /// The media type this CSE answers with.
 pub const JSON: &str = "application/json";
 
