@@ -157,6 +157,22 @@ impl Address {
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.path.split('/').filter(|s| !s.is_empty())
     }
+
+    /// Whether two addresses written by entities of the SP `home` name the same resource:
+    /// an SP-relative address and the absolute one with the SP-ID `home` are one form each of
+    /// the same ID (TS-0001 table 7.2-1). A CSE-relative address equals only a CSE-relative one
+    /// (of the same receiver). A structured and an unstructured path of one resource are not
+    /// told apart here: only the hosting CSE knows they meet.
+    pub fn same_as(&self, other: &Address, home: &SpId) -> bool {
+        fn cse<'a>(a: &'a Address, home: &'a SpId) -> Option<(&'a SpId, &'a CseId)> {
+            match &a.scope {
+                Scope::CseRelative => None,
+                Scope::SpRelative(c) => Some((home, c)),
+                Scope::Absolute(sp, c) => Some((sp, c)),
+            }
+        }
+        cse(self, home) == cse(other, home) && self.segments().eq(other.segments())
+    }
 }
 
 /// The form of an originator (`From`) as TS-0001 clause 7.2 distinguishes them.
@@ -238,6 +254,26 @@ pub fn check_originator(from: &str) -> M2mResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_resource_in_its_sp_relative_and_absolute_forms_is_the_same() {
+        let home = SpId::parse("//m2m.example.com").unwrap();
+        let same = |a: &str, b: &str| {
+            Address::parse(a)
+                .unwrap()
+                .same_as(&Address::parse(b).unwrap(), &home)
+        };
+        assert!(same("/id-mn/crs1", "//m2m.example.com/id-mn/crs1"));
+        assert!(same("//M2M.example.com/id-mn/crs1", "/id-mn/crs1"));
+        assert!(same("/id-mn/cse-mn/ae/crs", "/id-mn/cse-mn/ae/crs"));
+        assert!(same("cse-in/ae", "cse-in/ae"));
+        // Another SP, another CSE, another path, another scope: not the same.
+        assert!(!same("/id-mn/crs1", "//other.example.com/id-mn/crs1"));
+        assert!(!same("/id-mn/crs1", "/id-mn2/crs1"));
+        assert!(!same("/id-mn/crs1", "/id-mn/crs2"));
+        assert!(!same("/id-mn/crs1", "/id-mn/crs1/x"));
+        assert!(!same("crs1", "/id-mn/crs1"));
+    }
 
     #[test]
     fn parses_the_three_scopes() {

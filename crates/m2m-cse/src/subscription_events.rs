@@ -922,12 +922,14 @@ pub fn on_deleted(
             unwatch(cse, sub.pi());
         }
         // The subscriber, and each <crossResourceSubscription> it serves (TS-0004 clause
-        // 7.4.8.2.4), learn that it is gone.
-        let told = sub
-            .str_attr("su")
-            .into_iter()
-            .map(str::to_owned)
-            .chain(crate::store::string_list(sub.attrs.get("acrs")));
+        // 7.4.8.2.4), learn that it is gone. Only an entry that is also a notificationURI, as
+        // every CREATE and UPDATE makes them: one stored before that rule was never verified.
+        let nus = crate::store::string_list(sub.attrs.get("nu"));
+        let told = sub.str_attr("su").into_iter().map(str::to_owned).chain(
+            crate::store::string_list(sub.attrs.get("acrs"))
+                .into_iter()
+                .filter(|a| crate::resources::subscription::still_named(cse, a, &nus)),
+        );
         for target in told {
             sent.extend(subscription_gone(cse, sub, &target));
         }

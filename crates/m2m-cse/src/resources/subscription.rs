@@ -153,14 +153,23 @@ fn check_associated(cse: &Cse, attrs: &Map<String, Value>, nus: &[String]) -> M2
     }
 }
 
-/// Whether an associatedCrossResourceSub entry of before an UPDATE is still in the list after
-/// it, in whatever ID form: a local resource is compared as the resource it names
-/// (`resolve::names`), anything else as written.
-fn still_named(cse: &Cse, entry: &str, now: &[String]) -> bool {
-    match crate::resolve::local_resource(cse, entry) {
-        Some(crs) => now.iter().any(|n| crate::resolve::names(cse, n, &crs)),
-        None => now.iter().any(|n| n == entry),
+/// Whether an associatedCrossResourceSub entry is in a list (of after an UPDATE, or the
+/// notificationURIs), in whatever ID form: a local resource is compared as the resource it
+/// names (`resolve::names`), another CSE's as an address (its SP-relative and absolute forms
+/// are one), anything else (a URL) as written.
+pub(crate) fn still_named(cse: &Cse, entry: &str, now: &[String]) -> bool {
+    if let Some(crs) = crate::resolve::local_resource(cse, entry) {
+        return now.iter().any(|n| crate::resolve::names(cse, n, &crs));
     }
+    let elsewhere = m2m_core::Address::parse(entry)
+        .ok()
+        .filter(|a| a.cse().is_some());
+    now.iter().any(|n| {
+        n == entry
+            || elsewhere.as_ref().is_some_and(|a| {
+                m2m_core::Address::parse(n).is_ok_and(|b| a.same_as(&b, &cse.id.sp_id))
+            })
+    })
 }
 
 /// The values the Hosting CSE sets when the subscriber does not: notification on update of the
