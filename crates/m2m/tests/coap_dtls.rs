@@ -1247,6 +1247,58 @@ fn plain_coap_takes_a_from_as_a_claim_only() {
     }
 }
 
+/// A subscription's associatedCrossResourceSub entry that is no notificationURI is refused over
+/// CoAP as over HTTP (one check behind every binding): the CSE would send its deletion notice
+/// where nobody verified that notifications may go. A plain listener that trusts its From
+/// (`originators = "trusted"`) lets the AE reach the check as its own subscriber.
+#[test]
+fn associated_cross_resource_subs_are_checked_over_coap_too() {
+    if !have_libcoap() {
+        return;
+    }
+    let cse =
+        CseProcess::start_temp("[coap]\nlisten = \"127.0.0.1:0\"\noriginators = \"trusted\"\n");
+    let port = poll(Duration::from_secs(5), || {
+        cse.stdout().lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("m2m-cse listening coap://")
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+    })
+    .expect("the coap:// listening line");
+    let r = coap_plain(
+        port,
+        "post",
+        "/cse-in",
+        "C",
+        Some(2),
+        Some(&ae_body("sensor")),
+    )
+    .expect("an answer");
+    assert_eq!(r.rsc, Some(2001), "{r:?}");
+    let aei = r.body["m2m:ae"]["aei"]
+        .as_str()
+        .expect("the AE-ID")
+        .to_owned();
+    let rx = Receiver::start();
+    let bystander = Receiver::start();
+    for acrs in [bystander.url(), "/id-in/cse-in", "Cother"] {
+        let sub = json!({ "m2m:sub": { "nu": [rx.url()], "acrs": [acrs] } });
+        let r = coap_plain(port, "post", "/cse-in/sensor", &aei, Some(23), Some(&sub))
+            .expect("an answer");
+        assert_eq!(r.rsc, Some(4000), "{acrs}: {r:?}");
+    }
+    let sub = json!({ "m2m:sub": { "rn": "s", "nu": [rx.url(), bystander.url()], "acrs": [bystander.url()] } });
+    let r =
+        coap_plain(port, "post", "/cse-in/sensor", &aei, Some(23), Some(&sub)).expect("an answer");
+    assert_eq!(
+        r.rsc,
+        Some(2001),
+        "an entry that is a notificationURI: {r:?}"
+    );
+}
+
 /// `m2m ae` as a lock over CoAP end to end: it associates over DTLS-PSK with `coaps://`,
 /// registers with a `coap://` pointOfAccess, creates its state and subscribes to it; the CSE
 /// verifies the subscription and notifies the new contentInstance over CoAP, and the AE prints
