@@ -374,6 +374,48 @@ fn accessing_policies_needs_self_privileges() {
         4103,
         "without acpi only the creator has access again",
     );
+
+    // Rules that are not rules: 4000, and the ACP stays as it was.
+    for (what, pv) in [
+        (
+            "operations beyond the six bits",
+            json!({ "acr": [acr(&[&l.phone], 64)] }),
+        ),
+        ("no operations", json!({ "acr": [{ "acor": [l.phone] }] })),
+        (
+            "operations as text",
+            json!({ "acr": [{ "acor": [l.phone], "acop": "all" }] }),
+        ),
+        (
+            "an originator that is no ID",
+            json!({ "acr": [{ "acor": [7], "acop": 2 }] }),
+        ),
+    ] {
+        refused(
+            &put(
+                u,
+                "/cse-in/lock1/acp",
+                &l.lock1,
+                json!({ "m2m:acp": { "pv": pv } }),
+            ),
+            4000,
+            what,
+        );
+    }
+    let (_, b) = retrieve(u, "/cse-in/lock1/acp", &l.lock1);
+    assert_eq!(
+        b["m2m:acp"]["pv"]["acr"][0]["acop"],
+        json!(OP_RETRIEVE | OP_UPDATE),
+        "{b}"
+    );
+    // Deleting the ACP is a selfPrivilege too; then it is gone.
+    refused(
+        &request("DELETE", u, "/cse-in/lock1/acp", Some(&l.phone), None, None),
+        4103,
+        "the phone deletes the lock's ACP",
+    );
+    assert_eq!(delete(u, "/cse-in/lock1/acp", &l.lock1).0, 2002);
+    assert_eq!(retrieve(u, "/cse-in/lock1/acp", &l.lock1).0, 4004);
 }
 
 /// An owner AE with a container `c` under the ACP `acp`, and a guest AE the rules are about.

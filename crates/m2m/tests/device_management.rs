@@ -105,6 +105,20 @@ fn a_node_lists_the_aes_that_name_it() {
     assert_eq!(rsc, 2001, "{b}");
     assert_eq!(register_on(&cse, "Clock4", "lock4", "cse-in/pre").0, 2001);
     assert_eq!(hael(&cse, "pre"), json!(["Clock4"]));
+    // A node without its nodeID, or with one that is no string, or claiming a link the CSE
+    // keeps: 4000, nothing made.
+    for (what, nod) in [
+        ("no nodeID", json!({ "rn": "bad" })),
+        ("a number for nodeID", json!({ "rn": "bad", "ni": 7 })),
+        (
+            "a string for hael",
+            json!({ "rn": "bad", "ni": "urn:sn:bad", "hael": "Clock4" }),
+        ),
+    ] {
+        let (rsc, b) = create(cse.url(), "/cse-in", ADMIN, 14, json!({ "m2m:nod": nod }));
+        assert_eq!(rsc, 4000, "{what}: {b}");
+    }
+    assert_eq!(retrieve(cse.url(), "/cse-in/bad", ADMIN).0, 4004);
 }
 
 #[test]

@@ -222,6 +222,42 @@ fn what_cannot_be_decided_is_refused() {
         json!({"m2m:dac": {"rn": "rogue", "dae": true, "dap": ["https://127.0.0.1:9/das"]}}),
     );
     assert_eq!(rsc, 2001, "{rogue}");
+    // The consultation is its owner's: a stranger neither reads, changes nor deletes it.
+    assert_eq!(retrieve(base, "/cse-in/owner/rogue", "Cowner").0, 2000);
+    let dae_off = json!({"m2m:dac": {"dae": false}});
+    assert_eq!(retrieve(base, "/cse-in/owner/rogue", "Cmallory").0, 4103);
+    assert_eq!(
+        update(base, "/cse-in/owner/rogue", "Cmallory", dae_off).0,
+        4103
+    );
+    assert_eq!(delete(base, "/cse-in/owner/rogue", "Cmallory").0, 4103);
+    // Bad input: 4000, nothing made.
+    let das = "https://127.0.0.1:9/das";
+    for (what, dac) in [
+        ("no dae", json!({"rn": "bad", "dap": [das]})),
+        (
+            "dae as text",
+            json!({"rn": "bad", "dae": "yes", "dap": [das]}),
+        ),
+        (
+            "dap not a list",
+            json!({"rn": "bad", "dae": true, "dap": das}),
+        ),
+        (
+            "dal not a time",
+            json!({"rn": "bad", "dae": true, "dap": [das], "dal": "soon"}),
+        ),
+    ] {
+        let (rsc, b) = create(
+            base,
+            "/cse-in/owner",
+            "Cowner",
+            34,
+            json!({ "m2m:dac": dac }),
+        );
+        assert_eq!(rsc, 4000, "{what}: {b}");
+    }
+    assert_eq!(retrieve(base, "/cse-in/owner/bad", "Cowner").0, 4004);
     let (rsc, _) = create(
         base,
         "/cse-in/owner",

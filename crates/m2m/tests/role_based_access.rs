@@ -381,6 +381,10 @@ fn a_stored_token_named_by_its_id_grants_its_roles() {
     assert_eq!(tk["tkis"], json!(DAS_NAME), "{b}");
     assert_eq!(tk["tkau"], json!(["/id-in"]), "{b}");
     assert_eq!(tk["tkps"]["pm"][0]["rids"], json!([das_nurse]), "{b}");
+    // The stored token is the admin's: another AE neither reads nor deletes it.
+    assert_eq!(retrieve(base, "/cse-in/tk1", "CAdmin").0, 2000);
+    assert_eq!(retrieve(base, "/cse-in/tk1", "Cother").0, 4103);
+    assert_eq!(delete(base, "/cse-in/tk1", "Cother").0, 4103);
 
     assert_eq!(get_as(&cse, la, "Cnurse", ""), 4103);
     assert_eq!(get_as(&cse, la, "Cnurse", &format!("tids={tkid}")), 2000);
