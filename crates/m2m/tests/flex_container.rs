@@ -475,6 +475,15 @@ fn flex_container_instances_record_its_states() {
     assert_eq!((rsc, &b["cod:lock"]["cni"]), (2004, &json!(2)), "{b}");
     let (_, la) = retrieve(&u, "/cse-in/app/gate/la", &ae);
     assert_eq!(la["cod:lock"]["lock"], json!(false), "{la}");
+    // A record is found by its type and deleted like a contentInstance; the count follows.
+    let (_, b) = get_with_query(&u, "/cse-in/app/gate", &ae, "fu=1&ty=58");
+    let records = b["m2m:uril"].as_array().cloned().unwrap_or_default();
+    assert_eq!(records.len(), 2, "{b}");
+    let oldest = format!("/{}", records[0].as_str().unwrap_or_default());
+    assert_eq!(delete(&u, &oldest, &ae).0, 2002, "{oldest}");
+    assert_eq!(retrieve(&u, &oldest, &ae).0, 4004);
+    let (_, b) = retrieve(&u, "/cse-in/app/gate", &ae);
+    assert_eq!(b["cod:lock"]["cni"], json!(1), "{b}");
     // An age beyond any timestamp limits nothing (and breaks nothing).
     let (rsc, b) = create_flex(
         &cse,

@@ -126,6 +126,14 @@ fn descriptors_are_checked_stored_and_found() {
     assert_eq!(b["m2m:uril"], json!(["cse-in/app/lock/d"]), "{b}");
     let (_, b) = get_with_query(u, "/cse-in", &other, "fu=1&ty=24");
     assert_eq!(b["m2m:uril"], json!([]), "{b}");
+    // Its owner reads it back whole and deletes it; the other AE could not.
+    let (rsc, b) = retrieve(u, path, &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:smd"]["dcrp"], json!(5), "{b}");
+    assert!(b["m2m:smd"]["dsp"].is_string(), "{b}");
+    assert_eq!(delete(u, path, &other).0, 4103);
+    assert_eq!(delete(u, path, &ae).0, 2002);
+    assert_eq!(retrieve(u, path, &ae).0, 4004);
 }
 
 const HOME: &str = "@prefix m2m: <https://git.onem2m.org/MAS/BaseOntology/raw/master/base_ontology.owl#> .

@@ -161,6 +161,22 @@ fn instances_are_counted_limited_and_unique_per_generation_time() {
     assert_eq!(rsc, 4103);
     let (_, b) = get_with_query(cse.url(), "/cse-in", &ae, "fu=1&ty=29");
     assert_eq!(b["m2m:uril"].as_array().map(Vec::len), Some(1), "{b}");
+    // The instance left is found by its type, deleted by its creator (not by another AE), and
+    // the count follows.
+    let (_, b) = get_with_query(cse.url(), "/cse-in/app/temp", &ae, "fu=1&ty=30");
+    let found = b["m2m:uril"].as_array().cloned().unwrap_or_default();
+    assert_eq!(found.len(), 1, "{b}");
+    let tsi = format!("/{}", found[0].as_str().unwrap_or_default());
+    let (_, b) = get_with_query(cse.url(), "/cse-in", &other, "fu=1&ty=30");
+    assert_eq!(b["m2m:uril"], json!([]), "{b}");
+    assert_eq!(delete(cse.url(), &tsi, &other).0, 4103);
+    assert_eq!(delete(cse.url(), &tsi, &ae).0, 2002);
+    let (_, b) = retrieve(cse.url(), "/cse-in/app/temp", &ae);
+    assert_eq!(
+        (b["m2m:ts"]["cni"].clone(), b["m2m:ts"]["cbs"].clone()),
+        (json!(0), json!(0)),
+        "{b}"
+    );
     let (rsc, _) = delete(cse.url(), "/cse-in/app/temp", &ae);
     assert_eq!(rsc, 2002);
 }
