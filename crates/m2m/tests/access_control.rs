@@ -1043,4 +1043,37 @@ fn registration_rules() {
         4126,
         "still no rule for others after a restart",
     );
+    // The rule is the admin's to read, change and remove; a registered AE may not read it.
+    ok(
+        &retrieve_full(u, "/cse-in/phones", ADMIN),
+        2000,
+        "the admin reads the rule",
+    );
+    refused(
+        &retrieve_full(u, "/cse-in/phones", "Cphone3"),
+        4103,
+        "an AE reads the rule",
+    );
+    let narrower = json!({ "m2m:asar": { "aae": ["Cphone9*"] } });
+    ok(
+        &put(u, "/cse-in/phones", ADMIN, narrower),
+        2004,
+        "the admin narrows the rule",
+    );
+    refused(
+        &register(u, "Cphone4", "phone4", "Nphone"),
+        4126,
+        "an AE-ID the narrowed rule no longer admits",
+    );
+    ok(
+        &register(u, "Cphone9", "phone9", "Nphone"),
+        2001,
+        "an AE-ID the narrowed rule admits",
+    );
+    assert_eq!(delete(u, "/cse-in/phones", ADMIN).0, 2002);
+    refused(
+        &register(u, "Cphone95", "phone95", "Nphone"),
+        4126,
+        "no rule for phones once it is deleted",
+    );
 }
