@@ -1120,7 +1120,8 @@ static NTP_ATTRS: &[AttrSpec] = &[
     LBL,
     DACI,
     CR,
-    m_wo("acn", Kind::Enum(&[1, 2, 3, 4])),
+    // action is RW (TS-0001 table 9.6.32-2): the creator may change its decision.
+    m_rw("acn", Kind::Enum(&[1, 2, 3, 4])),
     m_rw("plbl", Kind::Str),
     rw("rrs", Kind::Enum(&[1, 2])),
 ];

@@ -141,6 +141,15 @@ fn only_a_target_may_leave_and_only_the_creators_default_applies() {
         delete(s.cse.url(), "/cse-in/ownerDefault", &stranger).0,
         4103
     );
+    assert_eq!(leave(&s, TARGET).0, 4103, "the owner's default rejects");
+    // Its owner changes it (accept now): the target may leave; then the owner removes it.
+    let accept = json!({ "m2m:ntp": { "acn": 1 } });
+    let (rsc, b) = update(s.cse.url(), "/cse-in/ownerDefault", OWNER, accept);
+    assert_eq!((rsc, b["m2m:ntp"]["acn"].clone()), (2004, json!(1)), "{b}");
+    assert_eq!(leave(&s, TARGET).0, 2002);
+    assert_eq!(nu(&s).as_array().map(Vec::len), Some(1));
+    assert_eq!(delete(s.cse.url(), "/cse-in/ownerDefault", OWNER).0, 2002);
+    assert_eq!(retrieve(s.cse.url(), "/cse-in/ownerDefault", OWNER).0, 4004);
     // The system default is the configuration's: the admin neither changes it nor adds one of
     // its own, in any ID form.
     for admin in ["CAdmin", "/id-in/CAdmin", "//m2m.example.com/id-in/CAdmin"] {
@@ -309,13 +318,15 @@ fn bad_input_gets_its_status_code() {
         json!({ "m2m:ntp": { "acn": 2, "plbl": "X" } }),
     );
     assert_eq!(rsc, 4000, "one label per creator");
-    let (rsc, _) = update(
-        s.cse.url(),
-        "/cse-in/p",
-        OWNER,
-        json!({ "m2m:ntp": { "acn": 2 } }),
-    );
-    assert_eq!(rsc, 4000, "acn is not updated");
+    for acn in [json!(5), json!("accept"), json!(null)] {
+        let (rsc, b) = update(
+            s.cse.url(),
+            "/cse-in/p",
+            OWNER,
+            json!({ "m2m:ntp": { "acn": acn } }),
+        );
+        assert_eq!(rsc, 4000, "acn {acn}: {b}");
+    }
     let (rsc, _) = create(
         s.cse.url(),
         "/cse-in/p",
