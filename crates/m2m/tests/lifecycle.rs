@@ -594,6 +594,35 @@ fn cse_base_cannot_be_deleted() {
     assert_eq!(rsc, 2000, "the CSEBase is still there");
 }
 
+/// The CSEBase "shall not be updated via API" (TS-0004 clause 7.4.3.2.3): 4005 for the admin,
+/// whatever the attribute; an AE, which may not write it at all, is refused first (4103); and
+/// nothing changes.
+#[test]
+fn the_cse_base_is_not_updated_through_the_api() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Capp", "app", &[]);
+    let (_, before) = retrieve(u, "/cse-in", ADMIN);
+    for (from, status, rsc) in [(ADMIN, 405, 4005), (ae.as_str(), 403, 4103)] {
+        for body in [
+            json!({ "m2m:cb": { "lbl": ["site:berlin"] } }),
+            json!({ "m2m:cb": { "csi": "/id-other" } }),
+            json!({ "m2m:cb": { "poa": ["http://elsewhere.example.com"] } }),
+        ] {
+            let r = request("PUT", u, "/cse-in", Some(from), None, Some(&body));
+            assert_eq!(
+                (r.status, r.rsc),
+                (status, rsc),
+                "{from} {body}: {:?}",
+                r.body
+            );
+        }
+    }
+    let (_, after) = retrieve(u, "/cse-in", ADMIN);
+    assert_eq!(after["m2m:cb"]["lt"], before["m2m:cb"]["lt"], "{after}");
+    assert!(after["m2m:cb"].get("lbl").is_none(), "{after}");
+}
+
 #[test]
 fn create_with_rcn_3_wraps_the_resource_in_its_namespace() {
     let cse = CseProcess::start_in();
