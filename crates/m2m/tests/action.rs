@@ -136,6 +136,26 @@ fn a_continuous_action_waits_for_its_dependency() {
     set_mni(&s, "sensor", 22);
     assert!(poll(WAIT, || (alarm_labels(&s) == json!(["cont"])).then_some(())).is_some());
     assert_eq!(action(&s, "cont")["evm"], json!(3));
+    // The dependency reads back and is changed like any resource of its owner.
+    let path = "/cse-in/app/sensor/cont/gate-set";
+    let (rsc, b) = retrieve(s.cse.url(), path, &s.ae);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(
+        (b["m2m:depr"]["rri"].clone(), b["m2m:depr"]["sfc"].clone()),
+        (json!("cse-in/app/gate"), json!(false)),
+        "{b}"
+    );
+    let (rsc, b) = update(
+        s.cse.url(),
+        path,
+        &s.ae,
+        json!({ "m2m:depr": { "sfc": true } }),
+    );
+    assert_eq!(
+        (rsc, b["m2m:depr"]["sfc"].clone()),
+        (2004, json!(true)),
+        "{b}"
+    );
     // A deleted dependency stays listed and is not met: the action is held (deleting a
     // dependency never lifts the action's precondition), and it can still be updated.
     let (rsc, b) = delete(s.cse.url(), "/cse-in/app/sensor/cont/gate-set", &s.ae);

@@ -117,6 +117,15 @@ fn a_role_grants_what_the_policy_grants_the_role_to_its_holder_only() {
     );
     assert_eq!(rsc, 2001, "{b}");
     assert_eq!(b["m2m:rol"]["ty"], json!(31), "{b}");
+    // The role reads back as assigned, for its issuer; another AE does not read it.
+    let (rsc, b) = retrieve(base, "/cse-in/r1", "CAdmin");
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(
+        (b["m2m:rol"]["rlid"].clone(), b["m2m:rol"]["tkhd"].clone()),
+        (json!(NURSE), json!("Cnurse")),
+        "{b}"
+    );
+    assert_eq!(retrieve(base, "/cse-in/r1", "Crogue").0, 4103);
     assert_eq!(get_as(&cse, la, "Cnurse", &format!("rids={NURSE}")), 2000);
     // Discovery finds what the role may see, and only with the role.
     let found = |query: &str| {

@@ -55,6 +55,16 @@ fn periodic_beacons_tell_the_time_to_verified_targets() {
         Some("/id-in")
     );
     rx.wait_for_n(2, |r| r.body.get("m2m:tsbn").is_some(), WAIT);
+    // It reads back, and its interval is changed by its owner.
+    let (rsc, b) = retrieve(&u, "/cse-in/clock/tick", &ae);
+    assert_eq!(
+        (rsc, &b["m2m:tsb"]["bcnu"]),
+        (2000, &json!([rx.url()])),
+        "{b}"
+    );
+    let slower = json!({ "m2m:tsb": { "bcni": "PT2S" } });
+    let (rsc, b) = update(&u, "/cse-in/clock/tick", &ae, slower);
+    assert_eq!((rsc, &b["m2m:tsb"]["bcni"]), (2004, &json!("PT2S")), "{b}");
 
     // Deleting it stops the beacons.
     let (rsc, _) = delete(&u, "/cse-in/clock/tick", &ae);
