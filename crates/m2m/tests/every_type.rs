@@ -31,7 +31,8 @@ const ELSEWHERE: &[(u16, &str)] = &[
     (
         45,
         "localMulticastGroup: made only on a member CSE by its registrar, with a group key that \
-         opens, and joins a multicast address: needs a network namespace; multicast.rs scenario",
+         opens, and joins a multicast address: needs a network namespace; multicast.rs scenario \
+         (discovered by type on the member, neither read nor discovered by an AE there)",
     ),
 ];
 

@@ -290,12 +290,28 @@ fn scenario() {
     assert_eq!(b["m2m:grp"]["cnm"], json!(3), "{b}");
     // The group hosting CSE makes the multicast group right away: a <localMulticastGroup> on
     // each member hosting CSE, made by /id-in, carrying the group key sealed (no key in clear).
-    let lmg = format!("/cse-mn1/mcg-{}", b["m2m:grp"]["ri"].as_str().unwrap());
+    let lmg_path = format!("/cse-mn1/mcg-{}", b["m2m:grp"]["ri"].as_str().unwrap());
     let lmg = poll(WAIT, || {
-        let (rsc, b) = retrieve(mns[0].url(), &lmg, "CAdmin");
+        let (rsc, b) = retrieve(mns[0].url(), &lmg_path, "CAdmin");
         (rsc == 2000).then_some(b)
     })
-    .unwrap_or_else(|| panic!("no {lmg} on mn1:\n{}\n{}", in_cse.stderr(), mns[0].stderr()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no {lmg_path} on mn1:\n{}\n{}",
+            in_cse.stderr(),
+            mns[0].stderr()
+        )
+    });
+    // Discovered by type on the member, not by an AE registered there, which may not read it.
+    let nosy = register_ae(mns[0].url(), "/cse-mn1", "Cnosy", "nosy", &[]);
+    let listed = |from: &str| {
+        let (rsc, b) = get_with_query(mns[0].url(), "/cse-mn1", from, "fu=1&ty=45");
+        assert_eq!(rsc, 2000, "{b}");
+        b["m2m:uril"].as_array().cloned().unwrap_or_default()
+    };
+    assert_eq!(listed("CAdmin"), vec![json!(&lmg_path[1..])]);
+    assert_eq!(listed(&nosy), Vec::<Value>::new());
+    assert_eq!(retrieve(mns[0].url(), &lmg_path, &nosy).0, 4103);
     let lmg = &lmg["m2m:lmg"];
     assert_eq!(lmg["mli"], json!([member_id("mn1")]), "{lmg}");
     assert_eq!(lmg["rstt"], json!("/id-in"), "{lmg}");
