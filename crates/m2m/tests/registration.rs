@@ -78,6 +78,51 @@ fn mn_registers_with_the_in() {
         "a CSE registering over the plain listener: {:?}",
         r.body
     );
+
+    // Another CSE, over its own certificate, registering with attributes that are not a
+    // registration: 4000, nothing made.
+    let (pem2, key2) = pki.issue(&["--kind", "cse", "--id", "/id-mn2"], "id-mn2");
+    let as_mn2 = TlsClient::certificate(&pki.ca_pem(), &pem2, &key2, IN_SERVER_NAME);
+    let base =
+        json!({ "csi": "/id-mn2", "cb": "/id-mn2/cse-mn2", "cst": 2, "rr": true, "srv": ["3"] });
+    for (what, change) in [
+        ("no csi", json!({ "csi": null })),
+        ("a cseType that is none", json!({ "cst": 9 })),
+        ("requestReachability as text", json!({ "rr": "yes" })),
+        (
+            "a pointOfAccess that is no list",
+            json!({ "poa": "http://127.0.0.1:1" }),
+        ),
+    ] {
+        let mut attrs = base.clone();
+        for (k, v) in change.as_object().expect("object") {
+            if v.is_null() {
+                attrs.as_object_mut().expect("object").remove(k);
+            } else {
+                attrs[k] = v.clone();
+            }
+        }
+        let r = as_mn2
+            .request(
+                in_cse.https_url(),
+                "POST",
+                "/cse-in",
+                Some("/id-mn2"),
+                Some(16),
+                Some(&json!({ "m2m:csr": attrs })),
+            )
+            .expect("a request over mn2's association");
+        assert_eq!(r.rsc, 4000, "{what}: {:?}", r.body);
+    }
+    assert_eq!(retrieve(in_cse.url(), "/cse-in/id-mn2", ADMIN).0, 4004);
+
+    // The registration is the admin's to end: an AE neither reads nor removes it.
+    let nosy = register_ae(in_cse.url(), "/cse-in", "Cnosy", "nosy", &[]);
+    assert_eq!(retrieve(in_cse.url(), "/cse-in/id-mn", &nosy).0, 4103);
+    assert_eq!(delete(in_cse.url(), "/cse-in/id-mn", &nosy).0, 4103);
+    assert_eq!(delete(in_cse.url(), "/cse-in/id-mn", ADMIN).0, 2002);
+    let (_, b) = get_with_query(in_cse.url(), "/cse-in", ADMIN, "fu=1&ty=16");
+    assert_eq!(b["m2m:uril"], json!([]), "{b}");
 }
 
 #[test]
