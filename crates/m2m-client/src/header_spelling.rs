@@ -36,6 +36,8 @@ async fn learn() -> http::Extensions {
     }
     head.push_str("Content-Length: 0\r\n\r\n");
 
+    // The whole head fits the duplex buffer, so the write below completes before the
+    // connection is first polled (a smaller buffer would wait on it forever).
     let (mut near, far) = tokio::io::duplex(head.len() + 1024);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = std::sync::Mutex::new(Some(tx));

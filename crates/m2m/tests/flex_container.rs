@@ -479,9 +479,9 @@ fn flex_container_instances_record_its_states() {
     let (_, b) = get_with_query(&u, "/cse-in/app/gate", &ae, "fu=1&ty=58");
     let records = b["m2m:uril"].as_array().cloned().unwrap_or_default();
     assert_eq!(records.len(), 2, "{b}");
-    let oldest = format!("/{}", records[0].as_str().unwrap_or_default());
-    assert_eq!(delete(&u, &oldest, &ae).0, 2002, "{oldest}");
-    assert_eq!(retrieve(&u, &oldest, &ae).0, 4004);
+    let record = format!("/{}", records[0].as_str().unwrap_or_default());
+    assert_eq!(delete(&u, &record, &ae).0, 2002, "{record}");
+    assert_eq!(retrieve(&u, &record, &ae).0, 4004);
     let (_, b) = retrieve(&u, "/cse-in/app/gate", &ae);
     assert_eq!(b["cod:lock"]["cni"], json!(1), "{b}");
     // An age beyond any timestamp limits nothing (and breaks nothing).

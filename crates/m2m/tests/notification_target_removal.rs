@@ -81,11 +81,30 @@ fn the_system_default_rejects_and_the_creators_policy_accepts() {
     assert_eq!((rsc, b["m2m:ntp"]["acn"].clone()), (2000, json!(2)), "{b}");
     assert_eq!(leave(&s, TARGET).0, 4103);
     assert_eq!(nu(&s), before);
+    // The target is an associatedCrossResourceSub entry too (as a notificationURI may be).
+    let (rsc, b) = update(
+        s.cse.url(),
+        SUB,
+        OWNER,
+        json!({ "m2m:sub": { "acrs": [TARGET] } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
     // The owner's default accepts: the target, in any form of its ID, leaves; the others stay.
     owner_default(&s, 1);
     let (rsc, b) = leave(&s, "/id-in/Ctarget");
     assert_eq!(rsc, 2002, "{b}");
     assert_eq!(nu(&s), json!([s.other.url()]));
+    // It left the associatedCrossResourceSub list with it: the owner's next change of the
+    // notificationURIs is no contradiction, and the deletion notice will not go there.
+    let (_, b) = retrieve(s.cse.url(), SUB, OWNER);
+    assert_eq!(b["m2m:sub"]["acrs"], json!([]), "{b}");
+    let (rsc, b) = update(
+        s.cse.url(),
+        SUB,
+        OWNER,
+        json!({ "m2m:sub": { "nu": [s.other.url()] } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
     // No longer a target, and it may not read the subscription: it learns nothing of it.
     assert_eq!(leave(&s, TARGET).0, 4004);
     // Nothing but DELETE on ntsr (asked by its creator, who may read the subscription).
@@ -141,6 +160,25 @@ fn only_a_target_may_leave_and_only_the_creators_default_applies() {
         delete(s.cse.url(), "/cse-in/ownerDefault", &stranger).0,
         4103
     );
+    let loosen = json!({ "m2m:ntp": { "acn": 1 } });
+    let (rsc, b) = update(s.cse.url(), "/cse-in/ownerDefault", &stranger, loosen);
+    assert_eq!(rsc, 4103, "the stranger loosens the owner's policy: {b}");
+    // Nor may the owner's subscription refer to the stranger's policy, which the stranger
+    // could loosen at will; the owner's own or the operator's may be referred to.
+    for (npi, code) in [
+        ("cse-in/strangers", 4000),
+        ("cse-in/nothing", 4000),
+        ("cse-in/defaultNTP", 2001),
+    ] {
+        let (rsc, b) = create(
+            s.cse.url(),
+            SUB,
+            OWNER,
+            25,
+            json!({ "m2m:ntpr": { "ntu": ["Cnobody"], "npi": npi } }),
+        );
+        assert_eq!(rsc, code, "{npi}: {b}");
+    }
     assert_eq!(leave(&s, TARGET).0, 4103, "the owner's default rejects");
     // Its owner changes it (accept now): the target may leave; then the owner removes it.
     let accept = json!({ "m2m:ntp": { "acn": 1 } });

@@ -197,7 +197,8 @@ impl super::Behaviour for NotificationTargetMgmtPolicyRef {
         attrs: &'a mut Map<String, Value>,
     ) -> Pending<'a, M2mResult<Prepared>> {
         super::ready(
-            targets_not_referenced(call.cse, parent.ri(), attrs, None)
+            policy_of_the_creator(call.cse, parent, attrs)
+                .and_then(|()| targets_not_referenced(call.cse, parent.ri(), attrs, None))
                 .map(|()| Prepared::default()),
         )
     }
@@ -208,12 +209,29 @@ impl super::Behaviour for NotificationTargetMgmtPolicyRef {
         res: &'a Resource,
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
-        super::ready(targets_not_referenced(
-            call.cse,
-            res.pi(),
-            content,
-            Some(res.ri()),
-        ))
+        super::ready(
+            crate::resolve::parent_of(call.cse, res)
+                .and_then(|sub| policy_of_the_creator(call.cse, &sub, content))
+                .and_then(|()| targets_not_referenced(call.cse, res.pi(), content, Some(res.ri()))),
+        )
+    }
+}
+
+/// The policy a reference names (`npi`) is the subscription creator's own or the system
+/// default: nobody decides for a creator but the creator and the operator, and a policy of
+/// someone else could be changed by its owner (its action is RW) to let targets go.
+fn policy_of_the_creator(cse: &Cse, sub: &Resource, attrs: &Map<String, Value>) -> M2mResult<()> {
+    let Some(npi) = attrs.get("npi").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let policy = crate::resolve::local_resource(cse, npi)
+        .filter(|p| p.ty == ResourceType::NotificationTargetPolicy);
+    match policy {
+        Some(p) if p.ri() == SYSTEM_DEFAULT => Ok(()),
+        Some(p) if p.creator.is_some() && p.creator == sub.creator => Ok(()),
+        _ => Err(M2mError::bad_request(
+            "policyID must name a notificationTargetPolicy of the subscription's creator",
+        )),
     }
 }
 
@@ -482,6 +500,7 @@ async fn ask_creator(cse: &Arc<Cse>, sub: &Resource, target: &str, flag: &str) -
 async fn remove_targets(cse: &Arc<Cse>, sub: &Resource, targets: &[String]) -> M2mResult<()> {
     let ri = sub.ri().to_owned();
     let targets = targets.to_vec();
+    let cse2 = Arc::clone(cse);
     cse.store
         .write(move |w| {
             let Some(mut sub) = w.get(&ri)? else {
@@ -492,6 +511,15 @@ async fn remove_targets(cse: &Arc<Cse>, sub: &Resource, targets: &[String]) -> M
                 .filter(|nu| !targets.contains(nu))
                 .collect();
             sub.attrs.insert("nu".into(), json!(kept));
+            // A target that left is no associatedCrossResourceSub either: every entry there is a
+            // notificationURI too, and the deletion notice would go where it asked not to.
+            if sub.attrs.contains_key("acrs") {
+                let acrs: Vec<String> = string_list(sub.attrs.get("acrs"))
+                    .into_iter()
+                    .filter(|a| !super::subscription::still_named(&cse2, a, &targets))
+                    .collect();
+                sub.attrs.insert("acrs".into(), json!(acrs));
+            }
             w.update(&sub)
         })
         .await

@@ -472,9 +472,11 @@ impl super::Behaviour for Subscription {
             return super::ready(());
         }
         let now = string_list(res.attrs.get("acrs"));
+        // Told only if it was a notificationURI too (verified), as at the deletion.
+        let nus = string_list(before.get("nu"));
         let told: Vec<_> = string_list(before.get("acrs"))
             .iter()
-            .filter(|a| !still_named(cse, a, &now))
+            .filter(|a| !still_named(cse, a, &now) && still_named(cse, a, &nus))
             .filter_map(|gone| crate::subscription_events::subscription_gone(cse, res, gone))
             .collect();
         Box::pin(async move {
