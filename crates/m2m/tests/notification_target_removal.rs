@@ -164,21 +164,31 @@ fn only_a_target_may_leave_and_only_the_creators_default_applies() {
     let (rsc, b) = update(s.cse.url(), "/cse-in/ownerDefault", &stranger, loosen);
     assert_eq!(rsc, 4103, "the stranger loosens the owner's policy: {b}");
     // Nor may the owner's subscription refer to the stranger's policy, which the stranger
-    // could loosen at will; the owner's own or the operator's may be referred to.
-    for (npi, code) in [
-        ("cse-in/strangers", 4000),
-        ("cse-in/nothing", 4000),
-        ("cse-in/defaultNTP", 2001),
+    // could loosen at will; the owner's own or the operator's may be referred to, and one that
+    // does not exist yet.
+    for (npi, ntu, code) in [
+        ("cse-in/strangers", "Cnobody1", 4000),
+        ("cse-in/defaultNTP", "Cnobody2", 2001),
+        ("cse-in/later", TARGET, 2001),
     ] {
         let (rsc, b) = create(
             s.cse.url(),
             SUB,
             OWNER,
             25,
-            json!({ "m2m:ntpr": { "ntu": ["Cnobody"], "npi": npi } }),
+            json!({ "m2m:ntpr": { "ntu": [ntu], "npi": npi } }),
         );
         assert_eq!(rsc, code, "{npi}: {b}");
     }
+    // The stranger makes the policy referred to: it decides nothing for the owner's targets.
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in",
+        &stranger,
+        26,
+        json!({ "m2m:ntp": { "rn": "later", "acn": 1, "plbl": "later" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
     assert_eq!(leave(&s, TARGET).0, 4103, "the owner's default rejects");
     // Its owner changes it (accept now): the target may leave; then the owner removes it.
     let accept = json!({ "m2m:ntp": { "acn": 1 } });

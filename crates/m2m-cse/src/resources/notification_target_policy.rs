@@ -217,22 +217,28 @@ impl super::Behaviour for NotificationTargetMgmtPolicyRef {
     }
 }
 
-/// The policy a reference names (`npi`) is the subscription creator's own or the system
+/// A policy a reference names (`npi`) must be the subscription creator's own or the system
 /// default: nobody decides for a creator but the creator and the operator, and a policy of
-/// someone else could be changed by its owner (its action is RW) to let targets go.
+/// someone else could be changed by its owner (its action is RW) to let targets go. One that
+/// does not exist (yet) is taken, as TS-0004 clause 7.4.30.2.1 checks nothing more; it decides
+/// nothing unless it is the creator's when it is used ([`policy_for`]).
 fn policy_of_the_creator(cse: &Cse, sub: &Resource, attrs: &Map<String, Value>) -> M2mResult<()> {
     let Some(npi) = attrs.get("npi").and_then(Value::as_str) else {
         return Ok(());
     };
-    let policy = crate::resolve::local_resource(cse, npi)
-        .filter(|p| p.ty == ResourceType::NotificationTargetPolicy);
-    match policy {
-        Some(p) if p.ri() == SYSTEM_DEFAULT => Ok(()),
-        Some(p) if p.creator.is_some() && p.creator == sub.creator => Ok(()),
-        _ => Err(M2mError::bad_request(
+    match crate::resolve::local_resource(cse, npi) {
+        Some(p) if !decides_for(&p, sub) => Err(M2mError::bad_request(
             "policyID must name a notificationTargetPolicy of the subscription's creator",
         )),
+        _ => Ok(()),
     }
+}
+
+/// Whether `p` is a policy that may decide for the subscription `sub`: its creator's, or the
+/// operator's system default.
+fn decides_for(p: &Resource, sub: &Resource) -> bool {
+    p.ty == ResourceType::NotificationTargetPolicy
+        && (p.ri() == SYSTEM_DEFAULT || (p.creator.is_some() && p.creator == sub.creator))
 }
 
 /// A notification target has one policy reference in a subscription (TS-0004 clause
@@ -419,7 +425,7 @@ fn policy_for(cse: &Cse, sub: &Resource, originator: &str) -> M2mResult<Option<R
         })
         .filter_map(|r| r.str_attr("npi"))
         .filter_map(|npi| crate::resolve::local_resource(cse, npi))
-        .filter(|p| p.ty == ResourceType::NotificationTargetPolicy)
+        .filter(|p| decides_for(p, sub))
         .min_by_key(strictness);
     if named.is_some() {
         return Ok(named);
