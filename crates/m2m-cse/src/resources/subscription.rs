@@ -472,8 +472,13 @@ impl super::Behaviour for Subscription {
             return super::ready(());
         }
         let now = string_list(res.attrs.get("acrs"));
-        // Told only if it was a notificationURI too (verified), as at the deletion.
-        let nus = string_list(before.get("nu"));
+        // Told only if it was a notificationURI too (verified), as at the deletion: the
+        // notificationURIs before this UPDATE (`before` holds only what it changed).
+        let nus = string_list(if changed.contains_key("nu") {
+            before.get("nu")
+        } else {
+            res.attrs.get("nu")
+        });
         let told: Vec<_> = string_list(before.get("acrs"))
             .iter()
             .filter(|a| !still_named(cse, a, &now) && still_named(cse, a, &nus))
