@@ -65,6 +65,19 @@ fn periodic_beacons_tell_the_time_to_verified_targets() {
     let slower = json!({ "m2m:tsb": { "bcni": "PT2S" } });
     let (rsc, b) = update(&u, "/cse-in/clock/tick", &ae, slower);
     assert_eq!((rsc, &b["m2m:tsb"]["bcni"]), (2004, &json!("PT2S")), "{b}");
+    // The beacons follow: two seconds apart by the CSE's own clock (the first one after the
+    // UPDATE may still be of the old period).
+    let seen = beacons(&rx).len();
+    let later = rx.wait_for_n(seen + 3, |r| r.body.get("m2m:tsbn").is_some(), WAIT);
+    let at = |r: &Received| {
+        let ctm = r.body["m2m:tsbn"]["ctm"].as_str().expect("ctm");
+        chrono::NaiveDateTime::parse_from_str(ctm, "%Y%m%dT%H%M%S,%f").expect("a timestamp")
+    };
+    let gap = at(&later[seen + 2]) - at(&later[seen + 1]);
+    assert!(
+        gap >= chrono::Duration::milliseconds(1_800),
+        "beacons {gap} apart after bcni became PT2S"
+    );
 
     // Deleting it stops the beacons.
     let (rsc, _) = delete(&u, "/cse-in/clock/tick", &ae);
