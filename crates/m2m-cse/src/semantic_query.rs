@@ -245,6 +245,12 @@ pub async fn fan_out(
         crate::group::to_member(cse, r, m, "", peer.clone())
     });
     let answers = futures_util::future::join_all(calls).await;
+    // A member that did not answer (unreachable, a failure on its CSE) leaves the data basis
+    // short of what the originator may read: the answer says it is partial. A refusal or a
+    // member that is gone is what the originator may see, and no gap.
+    if answers.iter().any(|a| a.rsc.code() >= 5000) {
+        partial = true;
+    }
     let descriptors: Vec<(String, u64, String)> = answers
         .iter()
         .filter(|a| a.rsc == Rsc::Ok)

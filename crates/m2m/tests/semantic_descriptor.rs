@@ -789,3 +789,89 @@ fn annotation_links_bring_in_the_linked_descriptors_one_may_read() {
         "the admin reads the vault, whatever form names it: {b}"
     );
 }
+
+/// A semantic fan-out over a member on another CSE: while that CSE answers, its descriptor is
+/// queried with the local one; once it is down, the answer is over the member that answered
+/// and says it is partial (Content Status PARTIAL_CONTENT, `X-M2M-CTS: 1`), not that the
+/// devices it described are gone.
+#[test]
+fn a_semantic_fan_out_says_when_a_member_did_not_answer() {
+    let (in_cse, mut mn, _pki) = start_in_mn_tls();
+    let ae_in = register_ae(in_cse.url(), "/cse-in", "Ccloud", "cloud", &[]);
+    let ae_mn = register_ae(mn.url(), "/cse-mn", "Cdevice", "dev", &[]);
+    // The device's descriptor on the MN, readable by the cloud AE (by its SP-relative AE-ID).
+    let acp = create_acp(
+        mn.url(),
+        "/cse-mn/dev",
+        &ae_mn,
+        "forcloud",
+        vec![
+            acr(&[&format!("/id-in/{ae_in}")], OP_RETRIEVE),
+            acr(&[&ae_mn], OP_ALL),
+        ],
+        vec![acr(&[&ae_mn], OP_ALL)],
+    );
+    create_cnt(mn.url(), "/cse-mn/dev", &ae_mn, json!({ "rn": "garage" }));
+    let (rsc, b) = create(
+        mn.url(),
+        "/cse-mn/dev/garage",
+        &ae_mn,
+        24,
+        json!({ "m2m:smd": { "rn": "d", "dcrp": 5, "dsp": b64(GARAGE), "acpi": [acp] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let remote = format!("/id-mn/{}", b["m2m:smd"]["ri"].as_str().unwrap());
+    // The front door's descriptor on the IN, and the group of both.
+    create_cnt(
+        in_cse.url(),
+        "/cse-in/cloud",
+        &ae_in,
+        json!({ "rn": "front" }),
+    );
+    let (rsc, b) = create(
+        in_cse.url(),
+        "/cse-in/cloud/front",
+        &ae_in,
+        24,
+        json!({ "m2m:smd": { "rn": "d", "dcrp": 5, "dsp": b64(HOME) } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let local = b["m2m:smd"]["ri"].as_str().unwrap().to_owned();
+    let (rsc, b) = create(
+        in_cse.url(),
+        "/cse-in/cloud",
+        &ae_in,
+        9,
+        json!({ "m2m:grp": { "rn": "doors", "mt": 24, "mnm": 10, "mid": [local, remote] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let devices = format!("{PREFIXES}SELECT ?d WHERE {{ ?d a m2m:Device }}");
+    let query = format!("sqi=true&smf={}", query_text(&devices));
+    let ask = || get_with_query_full(in_cse.url(), "/cse-in/cloud/doors/sfop", &ae_in, &query);
+    let r = ask();
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    let text = r.body["m2m:qres"]
+        .as_str()
+        .expect("qres is text")
+        .to_owned();
+    assert!(
+        text.contains("frontDoor") && text.contains("garageDoor"),
+        "{text}"
+    );
+    assert_eq!(r.header("x-m2m-cts"), None, "both members answered");
+    // The MN goes down: the garage door is not known to be gone, its member did not answer.
+    mn.kill9();
+    let r = ask();
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+    let text = r.body["m2m:qres"].as_str().expect("qres is text");
+    assert!(
+        text.contains("frontDoor") && !text.contains("garageDoor"),
+        "{text}"
+    );
+    assert_eq!(
+        r.header("x-m2m-cts"),
+        Some("1"),
+        "PARTIAL_CONTENT: {:?}",
+        r.body
+    );
+}
