@@ -504,9 +504,14 @@ impl Changes {
     /// oldest is only invalidated.
     fn written(&mut self, res: &Resource, inserted: bool, cache: &Cache) {
         let mut shared = None;
+        // Both names of the resource carry its value when the cache holds either: the cache
+        // takes back only the keys it held (`Cache::invalidate`), and the writer's own reads
+        // (`Writer::get_as_committed`) find it under whichever key they look at last.
+        let named = cache.holds(&Key::Srn(res.srn.clone()), |_| true)
+            || cache.holds(&Key::Ri(res.ri().to_owned()), |_| true);
         for key in Self::keys_of(res).into_iter().flatten() {
             let refresh = match key {
-                Key::Srn(_) | Key::Ri(_) => cache.holds(&key, |_| true),
+                Key::Srn(_) | Key::Ri(_) => named,
                 Key::Latest(_) => {
                     inserted && cache.holds(&key, |e| e.as_ref().is_some_and(|l| l.ty == res.ty))
                 }
@@ -735,25 +740,39 @@ impl<'c> std::ops::Deref for Writer<'c> {
 }
 
 impl Writer<'_> {
-    /// A resource by resourceID as this transaction sees it, from the cache when it can: when
-    /// no write of this batch touched the resource, the cache holds the committed value (the
-    /// writer refreshes or drops what each batch wrote before the next one starts, and a reader
-    /// never fills in a value older than the last commit), which is what the transaction
-    /// reads. A CREATE reads its parent so without parsing it again.
+    /// A resource by resourceID as this transaction sees it, without parsing it again when it
+    /// can: when a write of this batch touched it, the value the last such write left (the log
+    /// keeps it for what the cache holds; a job rolled back left none), which is what the
+    /// transaction reads; when none did, the cache's, which is the committed value (the writer
+    /// refreshes or drops what each batch wrote before the next one starts, and a reader never
+    /// fills in a value older than the last commit). A CREATE reads its parent so: under load,
+    /// the CREATEs of one batch under one container each changed it before the next.
     /// `srn` is the structured name the resource had when the caller read it: the cache may
     /// hold it under either key (a request's target is looked up by name).
     pub fn get_as_committed(&self, ri: &str, srn: &str) -> M2mResult<Option<Resource>> {
         let keys = [Key::Ri(ri.to_owned()), Key::Srn(srn.to_owned())];
-        let touched = {
+        // None: untouched; Some(None): touched, and only the database knows the value.
+        let written = {
             let c = self.changes.borrow();
-            c.everything || c.log.iter().any(|(k, _)| keys.contains(k))
+            if c.everything {
+                Some(None)
+            } else {
+                c.log
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| keys.contains(k))
+                    .map(|(_, v)| v.clone())
+            }
         };
-        if !touched {
-            for key in &keys {
-                if let Some(Some(cached)) = self.cache.peek(key) {
-                    if cached.ri() == ri {
-                        return Ok(Some(Resource::clone(&cached)));
-                    }
+        match written {
+            Some(Some(last)) if last.ri() == ri => return Ok(Some(Resource::clone(&last))),
+            Some(_) => return self.reader.get(ri),
+            None => {}
+        }
+        for key in &keys {
+            if let Some(Some(cached)) = self.cache.peek(key) {
+                if cached.ri() == ri {
+                    return Ok(Some(Resource::clone(&cached)));
                 }
             }
         }
@@ -1368,6 +1387,20 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(next.attrs["cni"], json!(5), "committed, then cached");
+        // Written, then deleted in one transaction: the last write left no value, so the
+        // database answers, and it has none.
+        let gone = store
+            .write_blocking(|w| {
+                let mut c = w.get_as_committed("cnt1", "cse-in/cnt")?.unwrap();
+                c.attrs.insert("cni".into(), json!(6));
+                w.update(&c)?;
+                let written = w.get_as_committed("cnt1", "cse-in/cnt")?.unwrap();
+                assert_eq!(written.attrs["cni"], json!(6), "the write's own value");
+                w.delete_one(&c)?;
+                w.get_as_committed("cnt1", "cse-in/cnt")
+            })
+            .unwrap();
+        assert!(gone.is_none(), "{gone:?}");
     }
 
     #[test]
