@@ -579,7 +579,14 @@ fn writer_loop(
             finishers.into_iter().for_each(|f| f(false));
             continue;
         }
+        // SQLite rolls the whole transaction back by itself after some errors (a full disk, an
+        // I/O error, no memory): what the batch's jobs wrote is gone, the log's values with it.
+        let mut lost = false;
         for job in batch {
+            if lost {
+                finishers.push(job(None).1);
+                continue;
+            }
             if let Err(e) = conn.execute_batch("SAVEPOINT job") {
                 internal(e);
                 finishers.push(job(None).1);
@@ -606,18 +613,27 @@ fn writer_loop(
             if let Err(e) = conn.execute_batch(end) {
                 internal(e);
             }
+            if conn.is_autocommit() {
+                // No transaction any more: nothing of the batch will be committed, the rest of
+                // it does not run (a SAVEPOINT would open a new transaction under a log that
+                // remembers writes the database no longer has), and the cache forgets all.
+                tracing::error!("the store's write transaction was rolled back by SQLite");
+                lost = true;
+                changes.borrow_mut().everything = true;
+            }
             if let Ok((_, fin)) = outcome {
                 finishers.push(fin);
             }
         }
-        let committed = match conn.execute_batch("COMMIT") {
-            Ok(()) => true,
-            Err(e) => {
-                internal(e);
-                let _ = conn.execute_batch("ROLLBACK");
-                false
-            }
-        };
+        let committed = !lost
+            && match conn.execute_batch("COMMIT") {
+                Ok(()) => true,
+                Err(e) => {
+                    internal(e);
+                    let _ = conn.execute_batch("ROLLBACK");
+                    false
+                }
+            };
         // Before any request of the batch is answered: read-your-writes through the cache.
         changes.into_inner().apply(cache, committed);
         finishers.into_iter().for_each(|f| f(committed));
@@ -1401,6 +1417,70 @@ mod tests {
             })
             .unwrap();
         assert!(gone.is_none(), "{gone:?}");
+    }
+
+    /// SQLite may roll the whole transaction back by itself (a full disk): the jobs after that
+    /// in the batch do not run on a new transaction with what the log remembers of the lost
+    /// writes, and none of the batch is reported committed.
+    #[test]
+    fn a_transaction_lost_mid_batch_ends_the_batch() {
+        let (_dir, store) = container_store(false);
+        store.get("cnt1").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<(&str, bool)>();
+        let done = |name: &'static str| {
+            let tx = tx.clone();
+            move |r: M2mResult<()>| {
+                let _ = tx.send((name, r.is_ok()));
+            }
+        };
+        // The writer is busy with a first job while the next three queue: one batch.
+        let (started_tx, started) = std::sync::mpsc::channel();
+        store.submit(
+            move |_| {
+                let _ = started_tx.send(());
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok(())
+            },
+            done("first"),
+        );
+        started.recv().unwrap();
+        store.submit(
+            |w| {
+                let mut c = w.get_as_committed("cnt1", "cse-in/cnt")?.unwrap();
+                c.attrs.insert("cni".into(), json!(5));
+                w.update(&c)
+            },
+            done("write"),
+        );
+        store.submit(
+            |w| {
+                // As SQLite does after SQLITE_FULL or SQLITE_IOERR.
+                w.reader.conn.execute_batch("ROLLBACK").map_err(internal)
+            },
+            done("lost"),
+        );
+        store.submit(
+            |w| {
+                let mut c = w.get_as_committed("cnt1", "cse-in/cnt")?.unwrap();
+                c.attrs.insert("lbl".into(), json!(["after"]));
+                w.update(&c)
+            },
+            done("after"),
+        );
+        let mut outcome: Vec<(&str, bool)> = (0..4).map(|_| rx.recv().unwrap()).collect();
+        outcome.sort();
+        assert_eq!(
+            outcome,
+            [
+                ("after", false),
+                ("first", true),
+                ("lost", false),
+                ("write", false)
+            ]
+        );
+        let c = store.get("cnt1").unwrap().unwrap();
+        assert_eq!(c.attrs.get("cni"), None, "{c:?}");
+        assert_eq!(c.attrs.get("lbl"), None, "{c:?}");
     }
 
     #[test]
