@@ -6,16 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// The `m2m:uril` of a discovery answer.
-fn uril(b: &Value) -> Vec<String> {
-    b["m2m:uril"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no m2m:uril in {b}"))
-        .iter()
-        .map(|v| v.as_str().expect("uril entries are strings").to_owned())
-        .collect()
-}
-
 #[test]
 fn a_spawned_cse_is_filled_sampled_and_discovered() {
     let out = m2m(&[

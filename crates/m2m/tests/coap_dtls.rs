@@ -1161,6 +1161,19 @@ async fn a_restarted_client_on_the_same_port_associates_again() {
     }
 }
 
+/// The port of the plain CoAP listener (`[coap] listen` on port 0), from its listening line.
+fn plain_coap_port(cse: &CseProcess) -> u16 {
+    poll(Duration::from_secs(5), || {
+        cse.stdout().lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("m2m-cse listening coap://")
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+    })
+    .expect("the coap:// listening line")
+}
+
 /// `coap-client` without DTLS: one request to a plain listener, the response libcoap printed.
 fn coap_plain(
     port: u16,
@@ -1194,15 +1207,7 @@ fn plain_coap_takes_a_from_as_a_claim_only() {
         "[coap]\nlisten = \"127.0.0.1:0\"\n[tls]\nlisten = \"127.0.0.1:0\"\n\n{}",
         psk_row_toml(&LOCK1)
     ));
-    let port = poll(Duration::from_secs(5), || {
-        cse.stdout().lines().find_map(|l| {
-            l.trim()
-                .strip_prefix("m2m-cse listening coap://")
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.parse::<u16>().ok())
-        })
-    })
-    .expect("the coap:// listening line");
+    let port = plain_coap_port(&cse);
     assert!(
         cse.logged("plain-CoAP listener without security associations"),
         "announced at start"
@@ -1258,15 +1263,7 @@ fn associated_cross_resource_subs_are_checked_over_coap_too() {
     }
     let cse =
         CseProcess::start_temp("[coap]\nlisten = \"127.0.0.1:0\"\noriginators = \"trusted\"\n");
-    let port = poll(Duration::from_secs(5), || {
-        cse.stdout().lines().find_map(|l| {
-            l.trim()
-                .strip_prefix("m2m-cse listening coap://")
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.parse::<u16>().ok())
-        })
-    })
-    .expect("the coap:// listening line");
+    let port = plain_coap_port(&cse);
     let r = coap_plain(
         port,
         "post",
@@ -1545,15 +1542,7 @@ fn cbor_over_coap_with_libcoap() {
     // A loopback listener the operator trusts: the From is taken as given (no DTLS here).
     let cse =
         CseProcess::start_temp("[coap]\nlisten = \"127.0.0.1:0\"\noriginators = \"trusted\"\n");
-    let port = poll(Duration::from_secs(5), || {
-        cse.stdout().lines().find_map(|l| {
-            l.trim()
-                .strip_prefix("m2m-cse listening coap://")
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.parse::<u16>().ok())
-        })
-    })
-    .expect("the coap:// listening line");
+    let port = plain_coap_port(&cse);
     let r = coap_plain(
         port,
         "post",

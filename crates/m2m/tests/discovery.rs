@@ -7,16 +7,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-/// The `m2m:uril` of a discovery answer.
-fn uril(b: &Value) -> Vec<String> {
-    b["m2m:uril"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no m2m:uril in {b}"))
-        .iter()
-        .map(|v| v.as_str().expect("uril entries are strings").to_owned())
-        .collect()
-}
-
 /// The last path segments of the discovered structured addresses, as a set.
 fn names(list: &[String]) -> BTreeSet<String> {
     list.iter()

@@ -394,16 +394,6 @@ fn supported_types(u: &str) -> BTreeSet<u16> {
         .collect()
 }
 
-/// The `m2m:uril` of a discovery answer.
-fn uril(b: &Value) -> Vec<String> {
-    b["m2m:uril"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no m2m:uril in {b}"))
-        .iter()
-        .map(|v| v.as_str().expect("uril entries are strings").to_owned())
-        .collect()
-}
-
 /// Every type the CSE reports has its place: made by [`world`] or named in [`ELSEWHERE`], not
 /// both; and nothing is made or named here that the CSE does not report.
 #[test]

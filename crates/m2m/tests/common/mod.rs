@@ -583,6 +583,15 @@ pub fn create_cin(base: &str, parent: &str, from: &str, con: &str) -> String {
     assert_eq!(rsc, 2001, "contentInstance creation under {parent}: {body}");
     body["m2m:cin"]["ri"].as_str().expect("cin ri").to_owned()
 }
+/// The `m2m:uril` of a discovery answer (panics without one).
+pub fn uril(b: &Value) -> Vec<String> {
+    b["m2m:uril"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no m2m:uril in {b}"))
+        .iter()
+        .map(|v| v.as_str().expect("uril entries are strings").to_owned())
+        .collect()
+}
 
 /// Polls `f` until it returns `Some` or the timeout passes.
 pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
