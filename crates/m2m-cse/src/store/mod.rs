@@ -507,9 +507,9 @@ impl Changes {
         // Both names of the resource carry its value when the cache holds either: the cache
         // takes back only the keys it held (`Cache::invalidate`), and the writer's own reads
         // (`Writer::get_as_committed`) find it under whichever key they look at last.
-        let named = cache.holds(&Key::Srn(res.srn.clone()), |_| true)
-            || cache.holds(&Key::Ri(res.ri().to_owned()), |_| true);
-        for key in Self::keys_of(res).into_iter().flatten() {
+        let keys = Self::keys_of(res);
+        let named = keys[..2].iter().flatten().any(|k| cache.holds(k, |_| true));
+        for key in keys.into_iter().flatten() {
             let refresh = match key {
                 Key::Srn(_) | Key::Ri(_) => named,
                 Key::Latest(_) => {
