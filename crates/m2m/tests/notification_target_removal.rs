@@ -136,6 +136,7 @@ fn only_a_target_may_leave_and_only_the_creators_default_applies() {
         json!({ "m2m:ntp": { "rn": "strangers", "acn": 1, "plbl": "Default" } }),
     );
     assert_eq!(rsc, 2001, "{b}");
+    let strangers_ri = b["m2m:ntp"]["ri"].as_str().unwrap().to_owned();
     assert_eq!(
         leave(&s, TARGET).0,
         4103,
@@ -166,10 +167,21 @@ fn only_a_target_may_leave_and_only_the_creators_default_applies() {
     // Nor may the owner's subscription refer to the stranger's policy, which the stranger
     // could loosen at will; the owner's own or the operator's may be referred to, and one that
     // does not exist yet.
+    // The stranger's policy is refused in every form of its ID (TS-0001 clause 9.3.1).
+    let by_id = |prefix: &str| format!("{prefix}{strangers_ri}");
     for (npi, ntu, code) in [
-        ("cse-in/strangers", "Cnobody1", 4000),
-        ("cse-in/defaultNTP", "Cnobody2", 2001),
-        ("cse-in/later", TARGET, 2001),
+        ("cse-in/strangers".to_owned(), "Cnobody1", 4000),
+        ("/id-in/cse-in/strangers".to_owned(), "Cnobody1", 4000),
+        (
+            "//m2m.example.com/id-in/cse-in/strangers".to_owned(),
+            "Cnobody1",
+            4000,
+        ),
+        (by_id(""), "Cnobody1", 4000),
+        (by_id("/id-in/"), "Cnobody1", 4000),
+        (by_id("//m2m.example.com/id-in/"), "Cnobody1", 4000),
+        ("cse-in/defaultNTP".to_owned(), "Cnobody2", 2001),
+        ("cse-in/later".to_owned(), TARGET, 2001),
     ] {
         let (rsc, b) = create(
             s.cse.url(),

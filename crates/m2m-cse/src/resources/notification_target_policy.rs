@@ -30,7 +30,8 @@ use crate::association::Peer;
 use crate::cse::Cse;
 use crate::store::{string_list, Resource};
 use m2m_core::{
-    M2mError, M2mResult, Operation, Request, ResourceType, Response, ResponseStatusCode as Rsc,
+    EntityId, M2mError, M2mResult, Operation, Request, ResourceType, Response,
+    ResponseStatusCode as Rsc,
 };
 use m2m_security::access_control::window::Schedule;
 use serde_json::{json, Map, Value};
@@ -73,8 +74,9 @@ impl super::Behaviour for NotificationTargetPolicy {
                 ));
             }
             let policies = policies_under(call.cse, parent.ri())?;
-            unique_label(&policies, attrs, creator.as_deref(), None)?;
-            within_quota(&policies, creator.as_deref())?;
+            let creator = creator_id(call.cse, creator.as_deref());
+            unique_label(call.cse, &policies, attrs, creator.as_ref(), None)?;
+            within_quota(call.cse, &policies, creator.as_ref())?;
             Ok(Prepared::default())
         })())
     }
@@ -86,7 +88,14 @@ impl super::Behaviour for NotificationTargetPolicy {
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
         super::ready(policies_under(call.cse, res.pi()).and_then(|policies| {
-            unique_label(&policies, content, res.creator.as_deref(), Some(res.ri()))
+            let creator = creator_of(call.cse, res);
+            unique_label(
+                call.cse,
+                &policies,
+                content,
+                creator.as_ref(),
+                Some(res.ri()),
+            )
         }))
     }
 
@@ -111,10 +120,20 @@ fn policies_under(cse: &Cse, parent_ri: &str) -> M2mResult<Vec<Resource>> {
         .read(|r| r.children(parent_ri, Some(ResourceType::NotificationTargetPolicy)))
 }
 
-fn within_quota(policies: &[Resource], creator: Option<&str>) -> M2mResult<()> {
+/// A stored creator as the entity it names: creators are kept in one form, but compared as
+/// identities, as everywhere else (TS-0001 clause 7.2: one entity, several ID forms).
+fn creator_id(cse: &Cse, creator: Option<&str>) -> Option<EntityId> {
+    creator.and_then(|c| EntityId::parse(c, &cse.id.home).ok())
+}
+
+fn creator_of(cse: &Cse, res: &Resource) -> Option<EntityId> {
+    creator_id(cse, res.creator.as_deref())
+}
+
+fn within_quota(cse: &Cse, policies: &[Resource], creator: Option<&EntityId>) -> M2mResult<()> {
     let held = policies
         .iter()
-        .filter(|p| p.creator.as_deref() == creator)
+        .filter(|p| creator_of(cse, p).as_ref() == creator)
         .count();
     if held >= MAX_POLICIES_PER_CREATOR {
         return Err(M2mError::new(
@@ -127,9 +146,10 @@ fn within_quota(policies: &[Resource], creator: Option<&str>) -> M2mResult<()> {
 
 /// One creator's policies have distinct labels: the default of a creator is one policy.
 fn unique_label(
+    cse: &Cse,
     policies: &[Resource],
     attrs: &Map<String, Value>,
-    creator: Option<&str>,
+    creator: Option<&EntityId>,
     itself: Option<&str>,
 ) -> M2mResult<()> {
     let Some(label) = attrs.get("plbl").and_then(Value::as_str) else {
@@ -137,7 +157,7 @@ fn unique_label(
     };
     let taken = policies.iter().any(|p| {
         Some(p.ri()) != itself
-            && p.creator.as_deref() == creator
+            && creator_of(cse, p).as_ref() == creator
             && p.str_attr("plbl")
                 .is_some_and(|l| l.eq_ignore_ascii_case(label))
     });
@@ -227,7 +247,7 @@ fn policy_of_the_creator(cse: &Cse, sub: &Resource, attrs: &Map<String, Value>) 
         return Ok(());
     };
     match crate::resolve::local_resource(cse, npi) {
-        Some(p) if !decides_for(&p, sub) => Err(M2mError::bad_request(
+        Some(p) if !decides_for(cse, &p, sub) => Err(M2mError::bad_request(
             "policyID must name a notificationTargetPolicy of the subscription's creator",
         )),
         _ => Ok(()),
@@ -236,9 +256,14 @@ fn policy_of_the_creator(cse: &Cse, sub: &Resource, attrs: &Map<String, Value>) 
 
 /// Whether `p` is a policy that may decide for the subscription `sub`: its creator's, or the
 /// operator's system default.
-fn decides_for(p: &Resource, sub: &Resource) -> bool {
+fn decides_for(cse: &Cse, p: &Resource, sub: &Resource) -> bool {
     p.ty == ResourceType::NotificationTargetPolicy
-        && (p.ri() == SYSTEM_DEFAULT || (p.creator.is_some() && p.creator == sub.creator))
+        && (p.ri() == SYSTEM_DEFAULT || same_creator(cse, p, sub))
+}
+
+/// Whether two resources have one creator (a resource without one has no creator in common).
+fn same_creator(cse: &Cse, a: &Resource, b: &Resource) -> bool {
+    creator_of(cse, a).is_some_and(|c| Some(c) == creator_of(cse, b))
 }
 
 /// A notification target has one policy reference in a subscription (TS-0004 clause
@@ -425,7 +450,7 @@ fn policy_for(cse: &Cse, sub: &Resource, originator: &str) -> M2mResult<Option<R
         })
         .filter_map(|r| r.str_attr("npi"))
         .filter_map(|npi| crate::resolve::local_resource(cse, npi))
-        .filter(|p| decides_for(p, sub))
+        .filter(|p| decides_for(cse, p, sub))
         .min_by_key(strictness);
     if named.is_some() {
         return Ok(named);
@@ -440,7 +465,7 @@ fn policy_for(cse: &Cse, sub: &Resource, originator: &str) -> M2mResult<Option<R
     };
     let creators = policies
         .iter()
-        .find(|p| is_default(p) && p.creator.is_some() && p.creator == sub.creator);
+        .find(|p| is_default(p) && same_creator(cse, p, sub));
     Ok(creators
         .or_else(|| policies.iter().find(|p| p.ri() == SYSTEM_DEFAULT))
         .cloned())
