@@ -111,8 +111,9 @@ impl Peer {
         }
     }
 
+    /// The CSE itself. A request an `<action>` makes is not: it is its creator's, run later.
     pub fn is_internal(&self) -> bool {
-        self.addr.is_none()
+        self.addr.is_none() && !self.by_action
     }
 
     /// The originator's IP address, when the transport tells it.

@@ -36,6 +36,12 @@ pub fn check(cse: &Context, req: &Request, peer: &Peer) -> M2mResult<(Originator
     if peer.is_internal() {
         return Ok((originator, Proof::Authenticated));
     }
+    // An <action> runs as its creator, whom the CSE knew at creation (at least vouched for) but
+    // who proves nothing now: rules that require authentication (`acaf`) do not count for it,
+    // nor is it the admin (TS-0001 clause 9.6.2.5).
+    if peer.by_action {
+        return Ok((originator, Proof::Vouched));
+    }
     let proof = match &peer.association {
         None => without_association(cse, &originator, peer.plain, ae_registration)?,
         Some(a) => match &a.entity {

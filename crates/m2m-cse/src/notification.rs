@@ -265,6 +265,26 @@ pub fn is_originator(cse: &Context, nu: &str, originator: &str) -> bool {
         .is_some_and(|aei| aei == who)
 }
 
+/// The entity a notification target written as a oneM2M ID designates: an AE-ID or CSE-ID in
+/// any form, or a registration here addressed as a resource (an `<AE>`'s AE-ID, a
+/// `<remoteCSE>`'s CSE-ID); `None` for a URL or any other resource.
+pub(crate) fn target_entity(cse: &Context, nu: &str) -> Option<m2m_core::EntityId> {
+    if is_url(nu) {
+        return None;
+    }
+    let home = &cse.id.home;
+    if let Ok(e) = m2m_core::EntityId::parse(nu, home) {
+        return Some(e);
+    }
+    let registration = crate::resolve::local_resource(cse, nu)?;
+    let id = match registration.ty {
+        ResourceType::Ae => registration.str_attr("aei")?,
+        ResourceType::RemoteCse => registration.str_attr("csi")?,
+        _ => return None,
+    };
+    m2m_core::EntityId::parse(id, home).ok()
+}
+
 /// The release a primitive to `ae` complies with (TS-0004 table 7.2.1.1-1: the Release Version
 /// Indicator names it): the one given when the AE supports it, else the latest the AE lists in
 /// its supportedReleaseVersions that is not later than the one given (a primitive is not

@@ -144,7 +144,7 @@ pub fn on_event(
     };
     for sub in subs {
         // A subscription is not told about its own creation.
-        if sub.ri() == res.ri() || !wants(&sub, event, res, modified) {
+        if sub.ri() == res.ri() || !wants(&sub, event, res, modified) || !may_see(cse, &sub, res) {
             continue;
         }
         let rep = match sub.u64_attr("nct").unwrap_or(1) {
@@ -173,6 +173,25 @@ pub fn on_event(
         notify_targets(cse, &sub, sgn);
         count_down(cse, &sub);
     }
+}
+
+/// Whether the subscription's creator may read `res` now: a notification shows nothing its
+/// subscriber could not RETRIEVE (a child with policies of its own or made by someone else, a
+/// subject whose policies changed since the subscription was made). TS-0004 clause 7.5.1.2.2
+/// does not say; RETRIEVE is what the subscription needed (TS-0001 clause 10.2.10.2).
+fn may_see(cse: &Cse, sub: &Resource, res: &Resource) -> bool {
+    let Some(creator) = sub
+        .creator
+        .as_deref()
+        .and_then(|c| m2m_core::EntityId::parse(c, &cse.id.home).ok())
+    else {
+        return true;
+    };
+    let op = m2m_security::access_control::AccessOperation::Retrieve;
+    crate::access::permits_entity(cse, &creator, op, res).unwrap_or_else(|e| {
+        tracing::warn!(dbg = %e.dbg, "cannot decide who may see a notification");
+        false
+    })
 }
 
 /// preSubscriptionNotify (`psn`, TS-0001 table 9.6.8-2): the events of before the subscription

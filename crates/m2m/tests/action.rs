@@ -591,3 +591,180 @@ fn a_continuous_action_runs_its_number_of_times_then_stops() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(alarm_labels(&s), Value::Null, "a third run");
 }
+
+/// The parent is a subject like any other: an AE that may only write into a container (a
+/// mailbox) cannot leave an action there to test its attributes (no `sri`), and an action whose
+/// creator loses the right to read its subject stops running (whether it runs would tell).
+#[test]
+fn an_action_on_its_parent_needs_its_creator_to_read_it() {
+    let s = setup();
+    let writer = register_ae(s.cse.url(), "/cse-in", "Cwriter", "writer", &[]);
+    create_cnt(
+        s.cse.url(),
+        "/cse-in/writer",
+        &writer,
+        json!({ "rn": "sink" }),
+    );
+    let acp = create_acp(
+        s.cse.url(),
+        "/cse-in/app",
+        &s.ae,
+        "mailbox",
+        vec![acr(&[&s.ae], 63), acr(&[&writer], 1)],
+        vec![acr(&[&s.ae], 63)],
+    );
+    set_acpi(s.cse.url(), "/cse-in/app/sensor", &s.ae, "m2m:cnt", &[&acp]);
+    let probe = |sbjt: &str| {
+        create(
+            s.cse.url(),
+            "/cse-in/app/sensor",
+            &writer,
+            65,
+            json!({ "m2m:actr": { "evc": { "optr": 3, "sbjt": sbjt, "thld": 1 }, "evm": 3,
+                    "orc": "cse-in/writer/sink",
+                    "apv": { "op": 1, "fr": writer, "ty": 4, "pc": { "m2m:cin": { "con": "1" } } } } }),
+        )
+    };
+    let (rsc, a) = probe("mni");
+    let (rsc2, b) = probe("nothing");
+    assert_eq!((rsc, rsc2), (4000, 4000), "{a} {b}");
+    assert_eq!(a, b, "the same answer whether the attribute exists or not");
+    // A reader of the sensor leaves an action on it: it runs while the reader may read the
+    // sensor, and not after the sensor's owner takes that right back.
+    let reader = register_ae(s.cse.url(), "/cse-in", "Creader", "reader", &[]);
+    create_cnt(
+        s.cse.url(),
+        "/cse-in/reader",
+        &reader,
+        json!({ "rn": "log" }),
+    );
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/mailbox",
+        &s.ae,
+        json!({ "m2m:acp": { "pv": { "acr": [
+            { "acor": [s.ae.as_str()], "acop": 63 }, { "acor": [reader.as_str()], "acop": 3 }
+        ] } } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        &reader,
+        65,
+        json!({ "m2m:actr": { "rn": "watch", "evc": { "optr": 3, "sbjt": "mni", "thld": 10 }, "evm": 3,
+                "orc": "cse-in/reader/log",
+                "apv": { "op": 1, "fr": reader, "ty": 4, "pc": { "m2m:cin": { "con": "big" } } } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    set_mni(&s, "sensor", 20);
+    let cni = |s: &Setup| {
+        retrieve(s.cse.url(), "/cse-in/reader/log", &reader).1["m2m:cnt"]["cni"].clone()
+    };
+    assert_eq!(poll(WAIT, || (cni(&s) == json!(1)).then_some(())), Some(()));
+    // The owner takes the right to read back: the criteria are met again, nothing runs.
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/mailbox",
+        &s.ae,
+        json!({ "m2m:acp": { "pv": { "acr": [
+            { "acor": [s.ae.as_str()], "acop": 63 }, { "acor": [reader.as_str()], "acop": 1 }
+        ] } } }),
+    );
+    assert_eq!(rsc, 2004);
+    set_mni(&s, "sensor", 30);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(cni(&s), json!(1), "no second run");
+}
+
+/// What an action does is done as its creator vouched for by the CSE, never as an authenticated
+/// originator nor as the admin: a rule that requires authentication (`acaf`) does not count
+/// for it, and an action the admin leaves has no more rights than its ACPs give the admin.
+#[test]
+fn an_action_runs_with_no_more_proof_than_its_creator_had() {
+    let s = setup();
+    let owner = register_ae(s.cse.url(), "/cse-in", "Cowner", "owner", &[]);
+    create_cnt(
+        s.cse.url(),
+        "/cse-in/owner",
+        &owner,
+        json!({ "rn": "door" }),
+    );
+    // The app may read the door, and update it only over an authenticated association.
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/owner",
+        &owner,
+        1,
+        json!({ "m2m:acp": { "rn": "acp", "pv": { "acr": [
+            { "acor": [owner.as_str()], "acop": 63 },
+            { "acor": [s.ae.as_str()], "acop": 2 },
+            { "acor": [s.ae.as_str()], "acop": 4, "acaf": true }
+        ] }, "pvs": { "acr": [{ "acor": [owner.as_str()], "acop": 63 }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    set_acpi(
+        s.cse.url(),
+        "/cse-in/owner/door",
+        &owner,
+        "m2m:cnt",
+        &["cse-in/owner/acp"],
+    );
+    // The app's From is believed on this listener, not authenticated: it cannot update.
+    let open = json!({ "m2m:cnt": { "lbl": ["open"] } });
+    assert_eq!(
+        update(s.cse.url(), "/cse-in/owner/door", &s.ae, open.clone()).0,
+        4103
+    );
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        &s.ae,
+        65,
+        json!({ "m2m:actr": { "rn": "opener", "evc": { "optr": 3, "sbjt": "mni", "thld": 10 }, "evm": 3,
+                "orc": "cse-in/owner/door", "apv": { "op": 3, "fr": s.ae, "pc": open } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    set_mni(&s, "sensor", 20);
+    let air = poll(WAIT, || action(&s, "opener").get("air").cloned()).expect("ran");
+    assert_eq!(air["rsc"], json!(4103), "{air}");
+    // The admin's action: it may read its subject (an ACP says so), but the door's ACP does
+    // not name the admin.
+    let admin_reads = create_acp(
+        s.cse.url(),
+        "/cse-in/app",
+        &s.ae,
+        "adminreads",
+        vec![acr(&[&s.ae], 63), acr(&["CAdmin"], 2)],
+        vec![acr(&[&s.ae], 63)],
+    );
+    set_acpi(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        &s.ae,
+        "m2m:cnt",
+        &[&admin_reads],
+    );
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/sensor",
+        "CAdmin",
+        65,
+        json!({ "m2m:actr": { "rn": "admins", "evc": { "optr": 3, "sbjt": "mni", "thld": 10 }, "evm": 3,
+                "orc": "cse-in/owner/door",
+                "apv": { "op": 3, "fr": "CAdmin", "pc": { "m2m:cnt": { "lbl": ["admin"] } } } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    set_mni(&s, "sensor", 30);
+    let air = poll(WAIT, || {
+        let (_, b) = retrieve(s.cse.url(), "/cse-in/app/sensor/admins", "CAdmin");
+        b["m2m:actr"].get("air").cloned()
+    })
+    .expect("ran");
+    assert_eq!(air["rsc"], json!(4103), "{air}");
+    let (_, door) = retrieve(s.cse.url(), "/cse-in/owner/door", &owner);
+    assert!(
+        door["m2m:cnt"].get("lbl").is_none(),
+        "the door is untouched: {door}"
+    );
+}

@@ -541,3 +541,82 @@ fn groups_that_list_each_other_across_two_cses_fan_out_a_bounded_number_of_level
         );
     }
 }
+
+/// Who may use a fanOutPoint: the group's membersAccessControlPolicyIDs, and without them the
+/// group's own policies (TS-0001 clauses 10.2.7.6 to 10.2.7.10). Access to every member is not
+/// access to the group: a stranger learns neither its members nor their answers, whatever the
+/// operation and whichever form of its AE-ID it writes.
+#[test]
+fn a_fan_out_is_decided_by_the_group_before_any_member() {
+    let (cse, ae) = setup();
+    let u = cse.url();
+    let stranger = register_ae(u, "/cse-in", "Cstranger", "stranger", &[]);
+    // The stranger may do anything to the members themselves.
+    let acp = create_acp(
+        u,
+        "/cse-in/app",
+        &ae,
+        "members",
+        vec![acr(&[&ae], 63), acr(&[&stranger], 63)],
+        vec![acr(&[&ae], 63)],
+    );
+    for c in ["c1", "c2"] {
+        set_acpi(u, &format!("/cse-in/app/{c}"), &ae, "m2m:cnt", &[&acp]);
+    }
+    let r = create_group(
+        u,
+        &ae,
+        json!({ "rn": "g", "mt": 3, "mnm": 10, "mid": ["cse-in/app/c1", "cse-in/app/c2"] }),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let cin = json!({ "m2m:cin": { "con": "x" } });
+    for from in [
+        stranger.as_str(),
+        "/id-in/Cstranger",
+        "//m2m.example.com/id-in/Cstranger",
+    ] {
+        let (rsc, b) = retrieve(u, "/cse-in/app/g/fopt", from);
+        assert_eq!(rsc, 4103, "{from}: {b}");
+        assert!(b.get("m2m:agr").is_none(), "no member answers: {b}");
+        let (rsc, b) = retrieve(u, "/cse-in/app/g/fopt/la", from);
+        assert_eq!(rsc, 4103, "{from}: {b}");
+        let (rsc, b) = create(u, "/cse-in/app/g/fopt", from, 4, cin.clone());
+        assert_eq!(rsc, 4103, "{from}: {b}");
+        let (rsc, b) = update(
+            u,
+            "/cse-in/app/g/fopt",
+            from,
+            json!({ "m2m:cnt": { "lbl": ["x"] } }),
+        );
+        assert_eq!(rsc, 4103, "{from}: {b}");
+        assert_eq!(delete(u, "/cse-in/app/g/fopt", from).0, 4103, "{from}");
+    }
+    let (_, b) = retrieve(u, "/cse-in/app/c1", &ae);
+    assert_eq!(b["m2m:cnt"]["cni"], json!(0), "nothing created: {b}");
+    assert!(b["m2m:cnt"].get("lbl").is_none(), "nothing updated: {b}");
+    // The group's own policy lets the stranger retrieve through it (no macp).
+    let grp_acp = create_acp(
+        u,
+        "/cse-in/app",
+        &ae,
+        "readers",
+        vec![acr(&[&ae], 63), acr(&[&stranger], 2)],
+        vec![acr(&[&ae], 63)],
+    );
+    set_acpi(u, "/cse-in/app/g", &ae, "m2m:grp", &[&grp_acp]);
+    let (rsc, b) = retrieve(u, "/cse-in/app/g/fopt", &stranger);
+    assert_eq!((rsc, rsps(&b).len()), (2000, 2), "{b}");
+    let (rsc, b) = create(u, "/cse-in/app/g/fopt", &stranger, 4, cin.clone());
+    assert_eq!(rsc, 4103, "RETRIEVE only: {b}");
+    // membersAccessControlPolicyIDs, once set, decide instead (here: CREATE too).
+    let (rsc, b) = update(
+        u,
+        "/cse-in/app/g",
+        &ae,
+        json!({ "m2m:grp": { "macp": [acp] } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    let (rsc, b) = create(u, "/cse-in/app/g/fopt", &stranger, 4, cin);
+    assert_eq!(rsc, 2000, "{b}");
+    assert!(rsps(&b).iter().all(|r| r["rsc"] == json!(2001)), "{b}");
+}

@@ -283,14 +283,15 @@ fn eeno_names_the_originator_of_the_event_when_there_is_no_creator() {
 fn blocking_setup() -> (Setup, String) {
     let s = setup();
     let gate = register_ae(s.cse.url(), "/cse-in", "Cgate", "gate", &[s.rx.url()]);
-    // The container's owner lets the gate subscribe.
+    // The container's owner lets the gate subscribe, and update: the one target of a blocking
+    // subscription decides the updates of others.
     let (rsc, b) = create(
         s.cse.url(),
         "/cse-in/app",
         &s.ae,
         1,
         json!({ "m2m:acp": { "rn": "acp", "pv": { "acr": [
-            { "acor": [s.ae.as_str()], "acop": 63 }, { "acor": [gate.as_str()], "acop": 3 }
+            { "acor": [s.ae.as_str()], "acop": 63 }, { "acor": [gate.as_str()], "acop": 7 }
         ] }, "pvs": { "acr": [{ "acor": [s.ae.as_str()], "acop": 63 }] } } }),
     );
     assert_eq!(rsc, 2001, "{b}");
@@ -861,5 +862,207 @@ fn missed_notifications_follow_the_pending_notification_policy() {
         rx_latest.count(|r| r.net() == Some(3)),
         1,
         "only the last one"
+    );
+}
+
+/// The target of a blocking subscription decides every UPDATE of the resource, so it must hold
+/// the UPDATE privilege there (TS-0001 clause 10.2.10.2): an AE that may only read and
+/// subscribe cannot make itself (nor be made by anyone) the veto of the owner's updates, in any
+/// form of its ID, at creation or by an UPDATE of the target.
+#[test]
+fn only_an_entity_that_may_update_the_resource_blocks_its_updates() {
+    let s = setup();
+    let reader = register_ae(s.cse.url(), "/cse-in", "Creader", "reader", &[s.rx.url()]);
+    let gate = register_ae(s.cse.url(), "/cse-in", "Cgate", "gate", &[s.rx.url()]);
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app",
+        &s.ae,
+        1,
+        json!({ "m2m:acp": { "rn": "acp", "pv": { "acr": [
+            { "acor": [s.ae.as_str()], "acop": 63 },
+            { "acor": [reader.as_str()], "acop": 3 },
+            { "acor": [gate.as_str()], "acop": 7 }
+        ] }, "pvs": { "acr": [{ "acor": [s.ae.as_str()], "acop": 63 }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let acpi = json!({ "m2m:cnt": { "acpi": ["cse-in/app/acp"] } });
+    assert_eq!(update(s.cse.url(), "/cse-in/app/c", &s.ae, acpi).0, 2004);
+    let blocking =
+        |nu: &str| json!({ "m2m:sub": { "rn": "block", "nu": [nu], "enc": { "net": [7] } } });
+    for (from, nu) in [
+        (reader.as_str(), "Creader"),
+        (reader.as_str(), "/id-in/Creader"),
+        (reader.as_str(), "//m2m.example.com/id-in/Creader"),
+        (reader.as_str(), "cse-in/reader"),
+        (reader.as_str(), "/id-in/cse-in/reader"),
+        // Nor does the owner make a mere reader the veto of its own updates.
+        (s.ae.as_str(), "Creader"),
+    ] {
+        let (rsc, b) = create(s.cse.url(), "/cse-in/app/c", from, 23, blocking(nu));
+        assert_eq!(rsc, 4103, "{from} names {nu}: {b}");
+    }
+    // A target that is no AE or CSE cannot hold the privilege: 4000.
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        blocking("cse-in/app"),
+    );
+    assert_eq!(
+        rsc, 2001,
+        "the owner's own AE resource names the owner: {b}"
+    );
+    assert_eq!(delete(s.cse.url(), "/cse-in/app/c/block", &s.ae).0, 2002);
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        23,
+        blocking("cse-in/app/c"),
+    );
+    assert_eq!(rsc, 4000, "a container is no notification target here: {b}");
+    // The reader's updates of the container are refused anyway, and nothing blocks them.
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &reader,
+        json!({ "m2m:cnt": { "lbl": ["mine"] } }),
+    );
+    assert_eq!(rsc, 4103);
+    // An entity that may update: accepted; an UPDATE handing the veto to the reader is refused
+    // and the gate stays the target.
+    let (rsc, b) = create(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &gate,
+        23,
+        blocking("/id-in/Cgate"),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/c/block",
+        &gate,
+        json!({ "m2m:sub": { "nu": ["Creader"] } }),
+    );
+    assert_eq!(rsc, 4103, "{b}");
+    let (_, b) = retrieve(s.cse.url(), "/cse-in/app/c/block", &gate);
+    assert_eq!(b["m2m:sub"]["nu"], json!(["/id-in/Cgate"]), "{b}");
+    // The owner's update reaches the gate, and only the gate.
+    label(&s, "seen");
+    let n = s.rx.wait_for(|r| r.net() == Some(7), WAIT);
+    assert_eq!(n.rep(), &json!({ "m2m:cnt": { "lbl": ["seen"] } }));
+}
+
+/// A notification shows nothing its subscriber could not RETRIEVE: a child with policies of its
+/// own, or made without any by someone else, is not announced to a subscriber that may read
+/// only the parent; a subscriber whose right to read is taken back hears nothing more.
+#[test]
+fn notifications_show_only_what_the_subscriber_may_read() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let owner = register_ae(u, "/cse-in", "Cowner", "owner", &[]);
+    let sub_ae = register_ae(u, "/cse-in", "Csubscriber", "subscriber", &[]);
+    let rx = Receiver::start();
+    let acp = |acop: u64| {
+        json!({ "pv": { "acr": [
+            { "acor": [owner.as_str()], "acop": 63 }, { "acor": [sub_ae.as_str()], "acop": acop }
+        ] }, "pvs": { "acr": [{ "acor": [owner.as_str()], "acop": 63 }] } })
+    };
+    let mut shared = acp(3);
+    shared["rn"] = json!("shared");
+    assert_eq!(
+        create(u, "/cse-in/owner", &owner, 1, json!({ "m2m:acp": shared })).0,
+        2001
+    );
+    let mut private = acp(63);
+    private["pv"]["acr"].as_array_mut().unwrap().pop();
+    private["rn"] = json!("private");
+    assert_eq!(
+        create(u, "/cse-in/owner", &owner, 1, json!({ "m2m:acp": private })).0,
+        2001
+    );
+    create_cnt(
+        u,
+        "/cse-in/owner",
+        &owner,
+        json!({ "rn": "c", "acpi": ["cse-in/owner/shared"] }),
+    );
+    let (rsc, b) = create(
+        u,
+        "/cse-in/owner/c",
+        &sub_ae,
+        23,
+        json!({ "m2m:sub": { "rn": "s", "nu": [rx.url()], "enc": { "net": [1, 3, 4] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    // What the subscriber may read is announced.
+    create_cin(u, "/cse-in/owner/c", &owner, "seen");
+    create_cnt(
+        u,
+        "/cse-in/owner/c",
+        &owner,
+        json!({ "rn": "open", "acpi": ["cse-in/owner/shared"] }),
+    );
+    // What it may not read is not: a child with the owner's private policy, one without any
+    // (only its creator may read it).
+    create_cnt(
+        u,
+        "/cse-in/owner/c",
+        &owner,
+        json!({ "rn": "hidden", "acpi": ["cse-in/owner/private"] }),
+    );
+    create_cnt(u, "/cse-in/owner/c", &owner, json!({ "rn": "mine" }));
+    assert_eq!(retrieve(u, "/cse-in/owner/c/hidden", &sub_ae).0, 4103);
+    assert_eq!(retrieve(u, "/cse-in/owner/c/mine", &sub_ae).0, 4103);
+    assert_eq!(delete(u, "/cse-in/owner/c/hidden", &owner).0, 2002);
+    // A marker after them: everything before it has arrived when it does.
+    create_cnt(
+        u,
+        "/cse-in/owner/c",
+        &owner,
+        json!({ "rn": "marker", "acpi": ["cse-in/owner/shared"] }),
+    );
+    rx.wait_for(|r| r.rep()["m2m:cnt"]["rn"] == json!("marker"), WAIT);
+    let names: Vec<String> = rx
+        .all()
+        .iter()
+        .filter(|r| r.net().is_some())
+        .map(|r| {
+            let rep = r.rep();
+            let name = rep["m2m:cin"]["con"]
+                .as_str()
+                .or(rep["m2m:cnt"]["rn"].as_str());
+            format!("{}:{}", r.net().unwrap(), name.unwrap_or("?"))
+        })
+        .collect();
+    assert_eq!(names, ["3:seen", "3:open", "3:marker"], "{names:?}");
+    // The owner takes the right to read back: neither updates nor children are told any more.
+    let mut revoke = acp(1);
+    revoke.as_object_mut().unwrap().remove("pvs");
+    let (rsc, b) = update(
+        u,
+        "/cse-in/owner/shared",
+        &owner,
+        json!({ "m2m:acp": revoke }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    let before = rx.count(|r| r.net().is_some());
+    create_cin(u, "/cse-in/owner/c", &owner, "secret");
+    let (rsc, _) = update(
+        u,
+        "/cse-in/owner/c",
+        &owner,
+        json!({ "m2m:cnt": { "lbl": ["secret"] } }),
+    );
+    assert_eq!(rsc, 2004);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        rx.count(|r| r.net().is_some()),
+        before,
+        "{:?}",
+        rx.all().last().map(|r| r.body.clone())
     );
 }

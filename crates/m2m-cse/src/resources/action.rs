@@ -127,9 +127,8 @@ async fn check_action(
         M2mError::bad_request("the subject resource cannot be retrieved by the action's creator")
     };
     let subject = subject_of(cse, parent, attrs).map_err(|_| unreadable())?;
-    if subject.ri() != parent.ri()
-        && !super::reachable(cse, call.peer, &creator, subject.ri()).await
-    {
+    // The parent too: creating a child (a write-only mailbox) does not mean reading it.
+    if !super::reachable(cse, call.peer, &creator, subject.ri()).await {
         return Err(unreadable());
     }
     let evc = attrs.get("evc").cloned().unwrap_or_default();
@@ -472,6 +471,16 @@ pub fn subject_updated(cse: &Arc<Cse>, subject: &Resource) {
     });
 }
 
+/// The peer of what an action does: as its creator, vouched for by the CSE that knew it at
+/// creation, never authenticated now, never the admin, never the CSE itself
+/// (`impersonation::check`).
+fn run_as_creator() -> Peer {
+    Peer {
+        by_action: true,
+        ..Peer::internal()
+    }
+}
+
 async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()> {
     let Some(action) = cse.store.get(ri)? else {
         cse.actions.forget(ri);
@@ -484,6 +493,12 @@ async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()>
     let evc = action.attrs.get("evc").cloned().unwrap_or_default();
     let sbjt = evc.get("sbjt").and_then(Value::as_str).unwrap_or("");
     if !meets(&evc, subject.attrs.get(sbjt)) || !dependencies_met(cse, &action)? {
+        return Ok(());
+    }
+    // Whether it runs tells what the subject holds: only while its creator may still read it.
+    let creator = action.creator.clone().unwrap_or_default();
+    if !super::reachable(cse, &run_as_creator(), &creator, subject.ri()).await {
+        tracing::info!(target: "audit", action = %ri, creator = %creator, "action not run: its creator can no longer read its subject");
         return Ok(());
     }
     if evm == PERIODIC {
@@ -502,18 +517,10 @@ async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()>
             None => return Ok(()),
         }
     }
-    let creator = action.creator.clone().unwrap_or_default();
     let apv = action.attrs.get("apv").cloned().unwrap_or_default();
     let orc = action.str_attr("orc").unwrap_or_default().to_owned();
     let answer = match primitive(&apv, &orc, &creator) {
-        // As the creator: the CSE vouches for the originator it authenticated at creation.
-        Ok(req) => {
-            let peer = Peer {
-                by_action: true,
-                ..Peer::internal()
-            };
-            cse.handle(req, peer).await
-        }
+        Ok(req) => cse.handle(req, run_as_creator()).await,
         Err(e) => m2m_core::Response::error(&e, ""),
     };
     tracing::info!(target: "audit", action = %ri, creator = %creator, rsc = answer.rsc.code(), "action run");

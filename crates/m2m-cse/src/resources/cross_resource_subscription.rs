@@ -55,7 +55,7 @@ impl super::Behaviour for CrossResourceSubscription {
     ) -> Pending<'a, M2mResult<()>> {
         Box::pin(async move {
             check_evaluation_mode(&super::merged(res, content))?;
-            crate::resources::subscription::verify_added(call.cse, call.req, res, content).await
+            crate::resources::subscription::verify_added(call, res, content).await
         })
     }
 
@@ -139,8 +139,7 @@ async fn prepare_create(call: Call<'_>, attrs: &mut Map<String, Value>) -> M2mRe
     check_evaluation_mode(attrs)?;
     let ri = crate::dispatcher::new_ri(ResourceType::CrossResourceSubscription);
     let me = cse.sp_relative(&ri);
-    crate::resources::subscription::verify(cse, call.req, &ri, &string_list(attrs.get("nu")))
-        .await?;
+    crate::resources::subscription::verify(call, &ri, &string_list(attrs.get("nu"))).await?;
     // The subscriptions' verification requests come to this crossResourceSubscription, which
     // does not exist yet: the CSE answers for it.
     cse.cross_resources.pending(&me, true);

@@ -6,16 +6,16 @@ use crate::cse::Cse;
 use crate::notification;
 use crate::store::{string_list, Resource};
 use m2m_core::EntityId;
-use m2m_core::{M2mError, M2mResult, Request, ResponseStatusCode};
+use m2m_core::{M2mError, M2mResult, ResponseStatusCode};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 pub async fn prepare_create(
-    cse: &Arc<Cse>,
-    req: &Request,
+    call: super::Call<'_>,
     parent: &Resource,
     attrs: &mut Map<String, Value>,
 ) -> M2mResult<Prepared> {
+    let cse = call.cse;
     check_supported(attrs)?;
     complete_defaults(attrs);
     check_criteria(parent, attrs)?;
@@ -30,7 +30,7 @@ pub async fn prepare_create(
         check_blocking(cse, parent, attrs, &nus)?;
     }
     let ri = crate::dispatcher::new_ri(m2m_core::ResourceType::Subscription);
-    verify(cse, req, &ri, &nus).await?;
+    verify(call, &ri, &nus).await?;
     if let Some(bn) = attrs.get_mut("bn").and_then(Value::as_object_mut) {
         // TS-0004 clause 7.4.8.2.1, Recv-6.5: the provider's default when none is given.
         bn.entry("dur")
@@ -43,11 +43,11 @@ pub async fn prepare_create(
 }
 
 pub async fn prepare_update(
-    cse: &Arc<Cse>,
-    req: &Request,
+    call: super::Call<'_>,
     res: &Resource,
     content: &Map<String, Value>,
 ) -> M2mResult<()> {
+    let cse = call.cse;
     check_supported(content)?;
     if content
         .get("enc")
@@ -70,15 +70,17 @@ pub async fn prepare_update(
     }
     if is_blocking(&merged) {
         check_blocking_policies(&merged, &nus)?;
+        if content.contains_key("nu") {
+            target_may_update(cse, &parent, &nus)?;
+        }
     }
-    verify_added(cse, req, res, content).await
+    verify_added(call, res, content).await
 }
 
 /// Verifies the notificationURIs an UPDATE adds (TS-0004 clause 7.3.8.2.2): the ones kept were
 /// verified when they came.
 pub(crate) async fn verify_added(
-    cse: &Arc<Cse>,
-    req: &Request,
+    call: super::Call<'_>,
     res: &Resource,
     content: &Map<String, Value>,
 ) -> M2mResult<()> {
@@ -87,7 +89,7 @@ pub(crate) async fn verify_added(
         .into_iter()
         .filter(|n| !old.contains(n))
         .collect();
-    verify(cse, req, res.ri(), &new).await
+    verify(call, res.ri(), &new).await
 }
 
 /// batchNotify/duration when the subscriber gives none (TS-0004 clause 7.4.8.2.1, Recv-6.5:
@@ -265,6 +267,7 @@ fn check_blocking(
     nus: &[String],
 ) -> M2mResult<()> {
     check_blocking_policies(attrs, nus)?;
+    target_may_update(cse, parent, nus)?;
     let siblings = cse
         .store
         .read(|r| r.children(parent.ri(), Some(m2m_core::ResourceType::Subscription)))?;
@@ -275,6 +278,31 @@ fn check_blocking(
         ));
     }
     Ok(())
+}
+
+/// The one target of a blocking-update subscription decides every UPDATE of the resource, so it
+/// must hold the UPDATE privilege there itself (TS-0001 clause 10.2.10.2: "check that this entity
+/// has privileges for updating the subscribed-to resource"); otherwise whoever may only read and
+/// subscribe could veto or stall the owner's updates. The target is judged as a claimed
+/// originator (rules requiring authentication do not count for it): it is not the one asking.
+fn target_may_update(cse: &Cse, subscribed: &Resource, nus: &[String]) -> M2mResult<()> {
+    let Some(target) = nus.first() else {
+        return Ok(());
+    };
+    let Some(entity) = notification::target_entity(cse, target) else {
+        return Err(M2mError::bad_request(
+            "the notification target of a blocking update subscription must be an AE or CSE",
+        ));
+    };
+    let op = m2m_security::access_control::AccessOperation::Update;
+    if crate::access::permits_entity(cse, &entity, op, subscribed)? {
+        Ok(())
+    } else {
+        Err(M2mError::new(
+            ResponseStatusCode::OriginatorHasNoPrivilege,
+            "the notification target of a blocking update subscription may not update the resource",
+        ))
+    }
 }
 
 fn check_blocking_policies(attrs: &Map<String, Value>, nus: &[String]) -> M2mResult<()> {
@@ -360,18 +388,17 @@ fn check_supported(attrs: &Map<String, Value>) -> M2mResult<()> {
 /// the requester's error (4000), a refusal SUBSCRIPTION_VERIFICATION_INITIATION_FAILED (5204, TS-0004
 /// clause 7.3.8.2.1). What a target answered, or why it could not be reached, goes to the log, not
 /// to the requester: the CSE is nobody's port scanner.
-pub(crate) async fn verify(
-    cse: &Arc<Cse>,
-    req: &Request,
-    sub_ri: &str,
-    nus: &[String],
-) -> M2mResult<()> {
+pub(crate) async fn verify(call: super::Call<'_>, sub_ri: &str, nus: &[String]) -> M2mResult<()> {
+    let cse = call.cse;
     for nu in nus {
         check_target(cse, nu)?;
     }
-    let originator = req.from.as_deref().unwrap_or("");
+    let originator = call.req.from.as_deref().unwrap_or("");
+    // A target that is the originator is not asked (TS-0004 clause 7.4.8.2.1): only when the
+    // originator is one its association or listener vouches for, not a mere claim of a From.
+    let proven = call.peer.proof.identifies();
     for nu in nus {
-        if notification::is_originator(cse, nu, originator) {
+        if proven && notification::is_originator(cse, nu, originator) {
             continue;
         }
         // A <crossResourceSubscription> this CSE is creating accepts: it is the one asking.
@@ -431,7 +458,7 @@ impl super::Behaviour for Subscription {
         parent: &'a Resource,
         attrs: &'a mut Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<Prepared>> {
-        Box::pin(prepare_create(call.cse, call.req, parent, attrs))
+        Box::pin(prepare_create(call, parent, attrs))
     }
 
     fn prepare_update<'a>(
@@ -440,7 +467,7 @@ impl super::Behaviour for Subscription {
         res: &'a Resource,
         content: &'a Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<()>> {
-        Box::pin(prepare_update(call.cse, call.req, res, content))
+        Box::pin(prepare_update(call, res, content))
     }
 
     /// A changed missingData condition restarts its window (TS-0004 table 6.3.5.7-1).

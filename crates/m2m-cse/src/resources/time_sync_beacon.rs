@@ -78,13 +78,8 @@ impl Behaviour for TimeSyncBeacon {
             if let Some(owner) = call.peer.originator.as_ref().filter(|_| !admin) {
                 call.cse.beacons.reserve(&ri, owner)?;
             }
-            if let Err(e) = super::subscription::verify(
-                call.cse,
-                call.req,
-                &ri,
-                &string_list(attrs.get("bcnu")),
-            )
-            .await
+            if let Err(e) =
+                super::subscription::verify(call, &ri, &string_list(attrs.get("bcnu"))).await
             {
                 call.cse.beacons.disarm(&ri);
                 return Err(e);
@@ -118,7 +113,7 @@ impl Behaviour for TimeSyncBeacon {
                 .into_iter()
                 .filter(|t| !old.contains(t))
                 .collect();
-            super::subscription::verify(call.cse, call.req, res.ri(), &added).await
+            super::subscription::verify(call, res.ri(), &added).await
         })
     }
 
