@@ -371,6 +371,12 @@ impl Context {
         self.bound_credentials.get(entity).map(String::as_str)
     }
 
+    /// Whether `entity` is one of `[tls] accepted_identities`: a certificate names it, so its
+    /// AE-ID is registered only over that certificate.
+    pub(crate) fn is_certificate_identity(&self, entity: &EntityId) -> bool {
+        self.accepted_identities.contains(entity)
+    }
+
     /// The administrator and every entity a configured credential binds: no key service (MAF,
     /// BSF, MEF) may name them.
     pub(crate) fn reserved_entities(&self) -> std::collections::HashSet<EntityId> {

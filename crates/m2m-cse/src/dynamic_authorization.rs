@@ -26,7 +26,7 @@ use crate::config::{Config, DynamicAuthorizationSection};
 use crate::context::Context;
 use crate::resolve::{local_resource, Target};
 use crate::store::{string_list, Resource};
-use m2m_core::RoleId;
+use m2m_core::{EntityId, RoleId};
 use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType};
 use m2m_security::access_control::Privileges;
 use m2m_security::dynamic_authorization::{DasAnswer, DasRequest};
@@ -258,6 +258,14 @@ impl Consultations {
             .get(id)
             .filter(|t| t.holder == holder && t.until > now)
             .map(|t| t.token.clone())
+    }
+
+    /// What was decided for `entity` goes with its registration (grants and refusals kept,
+    /// local token IDs assigned to it): whoever registers its AE-ID next is decided anew.
+    pub(crate) fn forget(&self, entity: &EntityId) {
+        let gone = entity.absolute();
+        self.cache().retain(|(who, _), _| *who != gone);
+        self.local_tokens().retain(|_, t| t.holder != gone);
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Cached>> {

@@ -49,7 +49,8 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::from_toml(
             "[[registration.rules]]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
-             [[registration.rules]]\napci = [\"12-*\"]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n",
+             [[registration.rules]]\napci = [\"12-*\"]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
+             [tls]\naccepted_identities = [\"/id-mn\", \"/Sphone\", \"Cmeter\"]\n",
         )
         .unwrap();
         cfg.storage.path = dir.path().join("db");
@@ -641,6 +642,40 @@ async fn an_id_bound_to_a_credential_registers_only_with_it() {
             assert_says_nothing(&r, what);
         }
     }
+    // An AE-ID the configuration accepts only from a certificate (`[tls] accepted_identities`)
+    // is registered over that certificate, and over nothing else.
+    for (what, peer) in &others {
+        for from in ["Cmeter", "/id-in/Cmeter", "//m2m.example.com/id-in/Cmeter"] {
+            let r = s
+                .send(
+                    peer,
+                    Operation::Create,
+                    "cse-in",
+                    from,
+                    Some(ResourceType::Ae),
+                    ae("meter"),
+                )
+                .await;
+            assert_eq!(
+                r.rsc,
+                Rsc::OriginatorNotAuthenticated,
+                "{what} as {from}: {:?}",
+                r.pc
+            );
+            assert_says_nothing(&r, what);
+        }
+    }
+    let r = s
+        .send(
+            &s.cert("Cmeter"),
+            Operation::Create,
+            "cse-in",
+            "Cmeter",
+            Some(ResourceType::Ae),
+            ae("meter"),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
     // A CSE's credential registers no AE; an AE's no CSE; a CSE only its own CSE-ID.
     let r = s
         .send(

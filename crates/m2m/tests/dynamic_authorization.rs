@@ -199,6 +199,18 @@ fn the_das_grants_one_request_refuses_others_and_its_grant_is_kept_for_its_lifet
         "{}",
         s.das.stderr()
     );
+    // A grant goes with its holder's registration: the guest leaves, an AE registers its AE-ID
+    // anew, and the CSE asks the DAS again instead of serving the newcomer the old grant.
+    assert_eq!(delete(base, "/cse-in/guest", "Cguest").0, 2002);
+    register_ae(base, "/cse-in", "Cguest", "guest", &[]);
+    let before = das_decisions(&s, "granted");
+    assert_eq!(retrieve(base, "/cse-in/owner/door", "Cguest").0, 2000);
+    assert_eq!(
+        das_decisions(&s, "granted"),
+        before + 1,
+        "{}",
+        s.das.stderr()
+    );
     // The CSE's audit trail names every decision.
     let log = s.cse.stderr();
     assert!(log.contains("dynamic authorization granted"), "{log}");
@@ -618,22 +630,7 @@ fn a_das_answers_with_a_token_the_originator_then_names() {
     let pki = Pki::temp();
     pki.issue(&["--kind", "das", "--id", DAS_NAME], "das");
     let dir = pki.dir();
-    let out = m2m_command(&[
-        "e2e",
-        "keygen",
-        "--kty",
-        "ec",
-        "--kid",
-        "das-tokens",
-        "--out",
-        dir.join("das-tokens.jwk").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    std::fs::write(
-        dir.join("das-tokens.pub.jwk"),
-        String::from_utf8(out.stdout).unwrap().trim(),
-    )
-    .unwrap();
+    token_issuer_key(dir);
     let das = ServiceProcess::start(
         "das",
         dir,

@@ -112,18 +112,7 @@ fn issue_token(dir: &std::path::Path) -> (String, String) {
 fn world() -> World {
     let pki = Pki::temp();
     let dir = pki.dir().to_owned();
-    let out = m2m(&[
-        "e2e",
-        "keygen",
-        "--kty",
-        "ec",
-        "--kid",
-        "das-tokens",
-        "--out",
-        dir.join("das-tokens.jwk").to_str().expect("UTF-8 path"),
-    ]);
-    let public_key = dir.join("das-tokens.pub.jwk");
-    std::fs::write(&public_key, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let public_key = token_issuer_key(&dir);
     let cse = CseProcess::start_temp(&format!(
         "{}\n[[dynamic_authorization.token_issuers]]\nid = \"{DAS_NAME}\"\npublic_key = {:?}\n",
         in_tls_config(&pki),

@@ -425,3 +425,99 @@ fn an_mn_checks_who_its_registrar_is_even_by_ip_address() {
     let (rsc, _) = retrieve(impostor.url(), "/cse-in/id-mn", "CAdmin");
     assert_eq!(rsc, 4004, "the MN registered with an impostor");
 }
+
+/// What a From on an anonymous listener cannot do with a registered AE's ID or the admin's: have
+/// a subscription's target taken for the originator itself (no verification asked: the CSE would
+/// flood the victim's pointOfAccess on a mere claim), or register the admin's AE-ID (and so
+/// receive what is addressed to the admin), in any form of the ID.
+#[test]
+fn a_claim_neither_skips_verification_nor_registers_the_admin() {
+    let pki = Pki::temp();
+    const KEY: &str = "00112233445566778899aabbccddeeff";
+    let cse = CseProcess::start_temp(&format!(
+        "{}[http]\noriginators = \"anonymous\"\n\
+         [[security.psk]]\nentity = \"Cvictim\"\nkpsa_id = \"victim@in.example.com\"\nkey = \"{KEY}\"\n\
+         [[security.psk]]\nentity = \"Cowner\"\nkpsa_id = \"owner@in.example.com\"\nkey = \"{KEY}\"\n",
+        common::in_tls_config(&pki)
+    ));
+    let victim_rx = common::Receiver::start();
+    let victim = common::TlsClient::psk("victim@in.example.com", KEY);
+    let owner = common::TlsClient::psk("owner@in.example.com", KEY);
+    let register = |client: &common::TlsClient, from: &str, rn: &str, poa: &[&str]| {
+        let body = serde_json::json!({"m2m:ae": {"rn": rn, "api": "Nx", "rr": true, "srv": ["3"], "poa": poa}});
+        let r = client
+            .request(
+                cse.https_url(),
+                "POST",
+                "/cse-in",
+                Some(from),
+                Some(2),
+                Some(&body),
+            )
+            .unwrap();
+        assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    };
+    register(&victim, "Cvictim", "victim", &[victim_rx.url()]);
+    register(&owner, "Cowner", "owner", &[]);
+    // The owner's container: anyone may subscribe to it.
+    let owner_do = |method: &str, to: &str, ty: Option<u16>, body: serde_json::Value| {
+        let r = owner
+            .request(cse.https_url(), method, to, Some("Cowner"), ty, Some(&body))
+            .unwrap();
+        assert!(r.rsc < 3000, "{method} {to}: {:?}", r.body);
+    };
+    owner_do(
+        "POST",
+        "/cse-in/owner",
+        Some(1),
+        serde_json::json!({"m2m:acp": {"rn": "open", "pv": {"acr": [
+            {"acor": ["Cowner"], "acop": 63}, {"acor": ["all"], "acop": 3}
+        ]}, "pvs": {"acr": [{"acor": ["Cowner"], "acop": 63}]}}}),
+    );
+    owner_do(
+        "POST",
+        "/cse-in/owner",
+        Some(3),
+        serde_json::json!({"m2m:cnt": {"rn": "c", "acpi": ["cse-in/owner/open"]}}),
+    );
+    victim_rx.answer_with(4103);
+    for form in [
+        "Cvictim",
+        "/id-in/Cvictim",
+        "//m2m.example.com/id-in/Cvictim",
+    ] {
+        for nu in [form, "cse-in/victim"] {
+            let (rsc, b) = common::create(
+                cse.url(),
+                "/cse-in/owner/c",
+                form,
+                23,
+                serde_json::json!({"m2m:sub": {"nu": [nu]}}),
+            );
+            assert_eq!(rsc, 5204, "{form} names {nu}: {b}");
+        }
+    }
+    assert_eq!(
+        victim_rx.count(|r| r.body["m2m:sgn"]["vrq"] == serde_json::json!(true)),
+        6,
+        "the victim was asked each time"
+    );
+    // The admin's AE-ID is nobody's to register on this listener.
+    for from in ["CAdmin", "/id-in/CAdmin", "//m2m.example.com/id-in/CAdmin"] {
+        let (rsc, b) = common::create(
+            cse.url(),
+            "/cse-in",
+            from,
+            2,
+            serde_json::json!({"m2m:ae": {"rn": "admin", "api": "Nx", "rr": true, "srv": ["3"], "poa": [victim_rx.url()]}}),
+        );
+        assert_eq!(rsc, 4106, "{from}: {b}");
+    }
+    let (rsc, _) = common::retrieve(cse.url(), "/cse-in/admin", "CAdmin");
+    assert_ne!(rsc, 2000);
+    assert!(
+        cse.stderr().contains("(the administrator) registering"),
+        "{}",
+        cse.stderr()
+    );
+}

@@ -307,22 +307,7 @@ fn a_stored_token_named_by_its_id_grants_its_roles() {
     let pki = Pki::temp();
     pki.issue(&["--kind", "das", "--id", DAS_NAME], "das");
     let dir = pki.dir();
-    let out = m2m_command(&[
-        "e2e",
-        "keygen",
-        "--kty",
-        "ec",
-        "--kid",
-        "das-tokens",
-        "--out",
-        dir.join("das-tokens.jwk").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    std::fs::write(
-        dir.join("das-tokens.pub.jwk"),
-        String::from_utf8(out.stdout).unwrap().trim(),
-    )
-    .unwrap();
+    token_issuer_key(dir);
     let das = dir.join("das.toml");
     write_private(
         &das,

@@ -75,8 +75,11 @@ pub fn prepare_create(
     let entity = EntityId::ae_at(home, stem.clone())?;
     let credential = association.map(|a| a.credential.to_string());
     // The admin's AE-ID is the admin's: registered only over a credential bound to it (or by a
-    // listener the operator declared trusted), never taken by whoever registers first.
-    if bound.is_none() && entity == cse.id.admin && association.is_some() {
+    // listener the operator declared trusted), never taken by whoever registers first, over an
+    // unbound credential or an anonymous listener alike.
+    let trusted_listener =
+        association.is_none() && peer.plain == crate::config::PlainTrust::Trusted;
+    if bound.is_none() && entity == cse.id.admin && !trusted_listener {
         return Err(not_yours(format_args!(
             "{entity} (the administrator) registering over {}",
             credential.as_deref().unwrap_or_default()
@@ -87,6 +90,15 @@ pub fn prepare_create(
         if let Some(owner) = cse.credential_bound_to(&entity) {
             return Err(not_yours(format_args!(
                 "{entity} is bound to {owner}, not to {}",
+                credential
+                    .as_deref()
+                    .unwrap_or("a listener without security association")
+            )));
+        }
+        // Likewise an AE-ID the configuration accepts only as a certificate's identity.
+        if cse.is_certificate_identity(&entity) {
+            return Err(not_yours(format_args!(
+                "{entity} is a certificate identity, not {}",
                 credential
                     .as_deref()
                     .unwrap_or("a listener without security association")
@@ -172,6 +184,9 @@ impl super::Behaviour for Ae {
             // Its secure storage goes with its registration: whoever registers the AE-ID next
             // inherits neither its objects nor the grants naming it.
             crate::secure_storage::owner_gone(cse, &e);
+            if let Some(das) = &cse.dynamic_authorization {
+                das.forget(&e);
+            }
         }
     }
 

@@ -1072,6 +1072,26 @@ pub fn m2m(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// A token issuer's signing key made in `dir` by `m2m e2e keygen` (EC, kid `das-tokens`): the
+/// private JWK `das-tokens.jwk` that `m2m das` signs with, and the public one
+/// `das-tokens.pub.jwk` that a CSE's `[[dynamic_authorization.token_issuers]]` names; returns
+/// the public key's path.
+pub fn token_issuer_key(dir: &Path) -> PathBuf {
+    let out = m2m(&[
+        "e2e",
+        "keygen",
+        "--kty",
+        "ec",
+        "--kid",
+        "das-tokens",
+        "--out",
+        dir.join("das-tokens.jwk").to_str().expect("UTF-8 path"),
+    ]);
+    let public_key = dir.join("das-tokens.pub.jwk");
+    std::fs::write(&public_key, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    public_key
+}
+
 /// The JSON document an `m2m` command printed on stdout; panics with its stdout and stderr when
 /// there is none.
 pub fn json_stdout(out: &std::process::Output) -> Value {
