@@ -487,13 +487,32 @@ async fn nobody_acts_as_an_s_ae_registered_here() {
             }
         }
     }
-    // A CSE peer speaks for itself and for the C-AEs it registered; not for this CSE, its C-AEs,
-    // or another CSE registered here.
+    // A CSE registered here speaks for itself, for the C-AEs it registered and for the CSEs it
+    // lists as its descendants (and their AEs); not for this CSE, its C-AEs, another CSE
+    // registered here, nor a CSE (or its AEs) elsewhere in the tree.
     let mn = s.cert("/id-mn");
+    let csr = json!({"m2m:csr": {"csi": "/id-mn", "cb": "/id-mn/cse-mn", "rr": true,
+        "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2, "rn": "id-mn", "dcse": ["/id-asn"]}});
+    let r = s
+        .send(
+            &mn,
+            Operation::Create,
+            "cse-in",
+            "/id-mn",
+            Some(ResourceType::RemoteCse),
+            Some(csr),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
     for (from, want_refused) in [
         ("/id-mn", false),
         ("/id-mn/Cmeter", false),
         ("//m2m.example.com/id-mn/Cmeter", false),
+        ("/id-asn", false),
+        ("/id-asn/Cvalve", false),
+        ("/id-mn2", true),
+        ("/id-mn2/Cmeter", true),
+        ("//m2m.example.com/id-mn2/Cmeter", true),
         ("Clock-AE1", true),
         ("/id-in/Clock-AE1", true),
         ("/id-in", true),
@@ -502,6 +521,22 @@ async fn nobody_acts_as_an_s_ae_registered_here() {
     ] {
         let r = s
             .send(&mn, Operation::Retrieve, "cse-in", from, None, None)
+            .await;
+        let refused = r.rsc == Rsc::OriginatorNotAuthenticated;
+        assert_eq!(refused, want_refused, "{from}: {:?} {:?}", r.rsc, r.pc);
+    }
+    // A CSE neither registered here nor this CSE's registrar speaks for nobody but itself.
+    let stranger = s.cert("/id-mn2");
+    for (from, want_refused) in [
+        ("/id-mn2", false),
+        ("/id-mn2/Cmeter", true),
+        ("//m2m.example.com/id-mn2/Cmeter", true),
+        ("/id-mn/Cmeter", true),
+        ("/Sroaming", true),
+        ("/id-asn", true),
+    ] {
+        let r = s
+            .send(&stranger, Operation::Retrieve, "cse-in", from, None, None)
             .await;
         let refused = r.rsc == Rsc::OriginatorNotAuthenticated;
         assert_eq!(refused, want_refused, "{from}: {:?} {:?}", r.rsc, r.pc);
