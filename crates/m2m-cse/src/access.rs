@@ -483,11 +483,23 @@ pub(crate) fn permits_entity(
     op: AccessOperation,
     res: &Resource,
 ) -> M2mResult<bool> {
+    permits_entity_cached(cse, who, op, res, &mut HashMap::new())
+}
+
+/// [`permits_entity`] for many resources and one operation: `cache` keeps the decisions per
+/// governing resource (as [`permits`] does).
+pub(crate) fn permits_entity_cached(
+    cse: &Context,
+    who: &EntityId,
+    op: AccessOperation,
+    res: &Resource,
+    cache: &mut HashMap<String, bool>,
+) -> M2mResult<bool> {
     if *who == cse.id.admin {
         return Ok(true);
     }
     let peer = Peer::internal().with_originator(Some(who.clone()), Proof::Vouched);
-    permits(cse, &Facts::of(&peer), op, res, &mut HashMap::new())
+    permits(cse, &Facts::of(&peer), op, res, cache)
 }
 
 /// Whether the originator may perform `op` on `res`; `cache` keeps decisions per governing resource

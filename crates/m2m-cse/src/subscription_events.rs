@@ -142,9 +142,15 @@ pub fn on_event(
             return;
         }
     };
+    // Decisions per subscription creator and governing resource: many subscriptions of one
+    // creator on a container decide once.
+    let mut decided = HashMap::new();
     for sub in subs {
         // A subscription is not told about its own creation.
-        if sub.ri() == res.ri() || !wants(&sub, event, res, modified) || !may_see(cse, &sub, res) {
+        if sub.ri() == res.ri()
+            || !wants(&sub, event, res, modified)
+            || !may_see(cse, &sub, res, &mut decided)
+        {
             continue;
         }
         let rep = match sub.u64_attr("nct").unwrap_or(1) {
@@ -179,16 +185,22 @@ pub fn on_event(
 /// subscriber could not RETRIEVE (a child with policies of its own or made by someone else, a
 /// subject whose policies changed since the subscription was made). TS-0004 clause 7.5.1.2.2
 /// does not say; RETRIEVE is what the subscription needed (TS-0001 clause 10.2.10.2).
-fn may_see(cse: &Cse, sub: &Resource, res: &Resource) -> bool {
-    let Some(creator) = sub
-        .creator
-        .as_deref()
-        .and_then(|c| m2m_core::EntityId::parse(c, &cse.id.home).ok())
-    else {
+fn may_see(
+    cse: &Cse,
+    sub: &Resource,
+    res: &Resource,
+    decided: &mut HashMap<String, HashMap<String, bool>>,
+) -> bool {
+    let Some((key, creator)) = sub.creator.as_deref().and_then(|c| {
+        m2m_core::EntityId::parse(c, &cse.id.home)
+            .ok()
+            .map(|e| (c.to_owned(), e))
+    }) else {
         return true;
     };
     let op = m2m_security::access_control::AccessOperation::Retrieve;
-    crate::access::permits_entity(cse, &creator, op, res).unwrap_or_else(|e| {
+    let cache = decided.entry(key).or_default();
+    crate::access::permits_entity_cached(cse, &creator, op, res, cache).unwrap_or_else(|e| {
         tracing::warn!(dbg = %e.dbg, "cannot decide who may see a notification");
         false
     })
@@ -759,7 +771,15 @@ pub fn on_operation(cse: &Arc<Cse>, ri: &str, op: Operation, discovery: bool, or
             });
             ops_ok && or_ok
         });
-        if matches {
+        // Who did what to the subject is for a subscriber that may still read it.
+        let visible = || {
+            cse.store
+                .get(ri)
+                .ok()
+                .flatten()
+                .is_some_and(|subject| may_see(cse, &sub, &subject, &mut HashMap::new()))
+        };
+        if matches && visible() {
             let sgn = json!({
                 "nev": { "om": { "op": op as u8, "org": originator } },
                 "sur": cse.sp_relative(sub.ri()),
@@ -806,6 +826,14 @@ pub async fn blocking_update(
         let Some(nu) = targets(&sub).next() else {
             continue;
         };
+        // A target that no longer holds UPDATE here decides nothing, and is shown nothing.
+        let op = m2m_security::access_control::AccessOperation::Update;
+        let may_update = crate::notification::target_entity(cse, nu)
+            .is_some_and(|t| crate::access::permits_entity(cse, &t, op, res).unwrap_or(false));
+        if !may_update {
+            tracing::info!(target: "audit", sub = %sub.ri(), "blocking subscription skipped: its target may no longer update the resource");
+            continue;
+        }
         let mut sgn = json!({
             "nev": { "rep": { res.root_name(): content }, "net": crate::resources::subscription::BLOCKING_UPDATE },
             "sur": cse.sp_relative(sub.ri()),

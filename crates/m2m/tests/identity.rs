@@ -426,10 +426,10 @@ fn an_mn_checks_who_its_registrar_is_even_by_ip_address() {
     assert_eq!(rsc, 4004, "the MN registered with an impostor");
 }
 
-/// What a From on an anonymous listener cannot do with a registered AE's ID or the admin's: have
-/// a subscription's target taken for the originator itself (no verification asked: the CSE would
-/// flood the victim's pointOfAccess on a mere claim), or register the admin's AE-ID (and so
-/// receive what is addressed to the admin), in any form of the ID.
+/// What a From on an anonymous listener cannot do with a registered AE's ID or the admin's: make
+/// a subscription as that AE (it would be shown what the AE may read, or flood the AE's
+/// pointOfAccess unasked when it names the AE as its target), or register the admin's AE-ID
+/// (and so receive what is addressed to the admin), in any form of the ID.
 #[test]
 fn a_claim_neither_skips_verification_nor_registers_the_admin() {
     let pki = Pki::temp();
@@ -480,13 +480,13 @@ fn a_claim_neither_skips_verification_nor_registers_the_admin() {
         Some(3),
         serde_json::json!({"m2m:cnt": {"rn": "c", "acpi": ["cse-in/owner/open"]}}),
     );
-    victim_rx.answer_with(4103);
     for form in [
         "Cvictim",
         "/id-in/Cvictim",
         "//m2m.example.com/id-in/Cvictim",
     ] {
-        for nu in [form, "cse-in/victim"] {
+        let attacker_rx = common::Receiver::start();
+        for nu in [form, "cse-in/victim", attacker_rx.url()] {
             let (rsc, b) = common::create(
                 cse.url(),
                 "/cse-in/owner/c",
@@ -494,14 +494,24 @@ fn a_claim_neither_skips_verification_nor_registers_the_admin() {
                 23,
                 serde_json::json!({"m2m:sub": {"nu": [nu]}}),
             );
-            assert_eq!(rsc, 5204, "{form} names {nu}: {b}");
+            assert_eq!(rsc, 4103, "{form} names {nu}: {b}");
         }
+        assert_eq!(attacker_rx.all().len(), 0);
     }
-    assert_eq!(
-        victim_rx.count(|r| r.body["m2m:sgn"]["vrq"] == serde_json::json!(true)),
-        6,
-        "the victim was asked each time"
-    );
+    assert_eq!(victim_rx.all().len(), 0, "the victim was never contacted");
+    // Over its own association the victim subscribes (its own target is not asked).
+    let r = victim
+        .request(
+            cse.https_url(),
+            "POST",
+            "/cse-in/owner/c",
+            Some("Cvictim"),
+            Some(23),
+            Some(&serde_json::json!({"m2m:sub": {"nu": ["Cvictim"]}})),
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    assert_eq!(victim_rx.all().len(), 0, "no verification of itself");
     // The admin's AE-ID is nobody's to register on this listener.
     for from in ["CAdmin", "/id-in/CAdmin", "//m2m.example.com/id-in/CAdmin"] {
         let (rsc, b) = common::create(

@@ -954,6 +954,32 @@ fn only_an_entity_that_may_update_the_resource_blocks_its_updates() {
     label(&s, "seen");
     let n = s.rx.wait_for(|r| r.net() == Some(7), WAIT);
     assert_eq!(n.rep(), &json!({ "m2m:cnt": { "lbl": ["seen"] } }));
+    // The owner takes the gate's UPDATE back: its subscription blocks nothing any more and is
+    // shown nothing, even when it would refuse.
+    let (rsc, b) = update(
+        s.cse.url(),
+        "/cse-in/app/acp",
+        &s.ae,
+        json!({ "m2m:acp": { "pv": { "acr": [
+            { "acor": [s.ae.as_str()], "acop": 63 },
+            { "acor": [reader.as_str()], "acop": 3 },
+            { "acor": [gate.as_str()], "acop": 3 }
+        ] } } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    s.rx.answer_with(4005);
+    let (rsc, _) = update(
+        s.cse.url(),
+        "/cse-in/app/c",
+        &s.ae,
+        json!({ "m2m:cnt": { "lbl": ["unseen"] } }),
+    );
+    assert_eq!(rsc, 2004);
+    assert_eq!(
+        s.rx.count(|r| r.net() == Some(7)),
+        1,
+        "the gate was not asked"
+    );
 }
 
 /// A notification shows nothing its subscriber could not RETRIEVE: a child with policies of its
@@ -995,9 +1021,20 @@ fn notifications_show_only_what_the_subscriber_may_read() {
         "/cse-in/owner/c",
         &sub_ae,
         23,
+        json!({ "m2m:sub": { "rn": "om", "nu": [rx.url()], "enc": { "om": [{ "ops": 2 }] } } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/owner/c",
+        &sub_ae,
+        23,
         json!({ "m2m:sub": { "rn": "s", "nu": [rx.url()], "enc": { "net": [1, 3, 4] } } }),
     );
     assert_eq!(rsc, 2001, "{b}");
+    let monitored = |rx: &Receiver| rx.count(|r| r.sgn().pointer("/nev/om").is_some());
+    assert_eq!(retrieve(u, "/cse-in/owner/c", &owner).0, 2000);
+    assert_eq!(poll(WAIT, || (monitored(&rx) == 1).then_some(())), Some(()));
     // What the subscriber may read is announced.
     create_cin(u, "/cse-in/owner/c", &owner, "seen");
     create_cnt(
@@ -1058,11 +1095,17 @@ fn notifications_show_only_what_the_subscriber_may_read() {
         json!({ "m2m:cnt": { "lbl": ["secret"] } }),
     );
     assert_eq!(rsc, 2004);
+    assert_eq!(retrieve(u, "/cse-in/owner/c", &owner).0, 2000);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(
         rx.count(|r| r.net().is_some()),
         before,
         "{:?}",
         rx.all().last().map(|r| r.body.clone())
+    );
+    assert_eq!(
+        monitored(&rx),
+        1,
+        "who reads the container is not told either"
     );
 }

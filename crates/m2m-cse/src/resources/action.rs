@@ -495,9 +495,14 @@ async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()>
     if !meets(&evc, subject.attrs.get(sbjt)) || !dependencies_met(cse, &action)? {
         return Ok(());
     }
-    // Whether it runs tells what the subject holds: only while its creator may still read it.
+    // Whether it runs tells what the subject holds: only while its creator may still read it
+    // (decided, not asked: a RETRIEVE would count as the creator's, for monitors and beacons).
     let creator = action.creator.clone().unwrap_or_default();
-    if !super::reachable(cse, &run_as_creator(), &creator, subject.ri()).await {
+    let reads = m2m_core::EntityId::parse(&creator, &cse.id.home).is_ok_and(|who| {
+        let op = m2m_security::access_control::AccessOperation::Retrieve;
+        crate::access::permits_entity(cse, &who, op, subject).unwrap_or(false)
+    });
+    if !reads {
         tracing::info!(target: "audit", action = %ri, creator = %creator, "action not run: its creator can no longer read its subject");
         return Ok(());
     }

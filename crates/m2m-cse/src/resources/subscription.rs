@@ -16,6 +16,12 @@ pub async fn prepare_create(
     attrs: &mut Map<String, Value>,
 ) -> M2mResult<Prepared> {
     let cse = call.cse;
+    // What a subscription sends is judged for its creator: a From only claimed (an anonymous
+    // listener) makes none, or anyone could subscribe as a registered AE and be shown what
+    // that AE may read.
+    if !call.peer.proof.identifies() {
+        return Err(crate::access::refused());
+    }
     check_supported(attrs)?;
     complete_defaults(attrs);
     check_criteria(parent, attrs)?;
@@ -283,8 +289,8 @@ fn check_blocking(
 /// The one target of a blocking-update subscription decides every UPDATE of the resource, so it
 /// must hold the UPDATE privilege there itself (TS-0001 clause 10.2.10.2: "check that this entity
 /// has privileges for updating the subscribed-to resource"); otherwise whoever may only read and
-/// subscribe could veto or stall the owner's updates. The target is judged as a claimed
-/// originator (rules requiring authentication do not count for it): it is not the one asking.
+/// subscribe could veto or stall the owner's updates. The target is judged as vouched for
+/// (rules requiring authentication do not count for it): it is not the one asking.
 fn target_may_update(cse: &Cse, subscribed: &Resource, nus: &[String]) -> M2mResult<()> {
     let Some(target) = nus.first() else {
         return Ok(());
