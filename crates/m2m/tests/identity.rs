@@ -531,3 +531,56 @@ fn a_claim_neither_skips_verification_nor_registers_the_admin() {
         cse.stderr()
     );
 }
+
+/// Requests travel along the registration tree: an AE registered at a CSE two levels below the
+/// IN-CSE reaches a resource there through both CSEs, vouched for at each hop (the IN's policy
+/// names it by its SP-relative AE-ID), though the IN knows nothing of the CSE it is registered
+/// at; another AE of that CSE is decided by the IN's policy like any other (4103).
+#[test]
+fn an_originator_two_cses_down_is_relayed_to_the_in_cse() {
+    use common::{acr, create_acp, create_cnt, register_ae};
+    let pki = Pki::temp();
+    pki.issue(&["--kind", "cse", "--id", "/id-mn2"], "id-mn2");
+    let in_cse = CseProcess::start_temp(&common::in_tls_config(&pki));
+    let mn = CseProcess::start_temp(&common::mn_config(in_cse.https_url(), &pki));
+    common::wait_registered(&in_cse, &mn);
+    let mn2 = CseProcess::start_temp(&format!(
+        "[cse]\nrole = \"MN\"\ncse_id = \"/id-mn2\"\nresource_name = \"cse-mn2\"\n\
+         sp_id = \"//m2m.example.com\"\nadmin_originator = \"CAdmin\"\n\n\
+         [registrar]\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\nurl = \"{}\"\n\
+         server_name = \"id-mn.id-in.m2m.example.com\"\n\n{}",
+        mn.https_url(),
+        common::tls_section(&pki, "id-mn2")
+    ));
+    let registered = poll(WAIT, || {
+        (retrieve(mn.url(), "/cse-mn/id-mn2", "CAdmin").0 == 2000).then_some(())
+    });
+    assert!(
+        registered.is_some(),
+        "MN:\n{}\nMN2:\n{}",
+        mn.stderr(),
+        mn2.stderr()
+    );
+    let valve = register_ae(mn2.url(), "/cse-mn2", "Cvalve", "valve", &[]);
+    let owner = register_ae(in_cse.url(), "/cse-in", "Cowner", "owner", &[]);
+    let acp = create_acp(
+        in_cse.url(),
+        "/cse-in/owner",
+        &owner,
+        "acp",
+        vec![acr(&[&owner], 63), acr(&["/id-mn2/Cvalve"], 2)],
+        vec![acr(&[&owner], 63)],
+    );
+    create_cnt(
+        in_cse.url(),
+        "/cse-in/owner",
+        &owner,
+        serde_json::json!({ "rn": "c", "acpi": [acp] }),
+    );
+    let (rsc, body) = retrieve(mn2.url(), "/~/id-in/cse-in/owner/c", &valve);
+    assert_eq!(rsc, 2000, "{body}\nIN:\n{}", in_cse.stderr());
+    // Another AE of the second MN is not in the policy: the IN decides, 4103.
+    let other = register_ae(mn2.url(), "/cse-mn2", "Cother", "other", &[]);
+    let (rsc, body) = retrieve(mn2.url(), "/~/id-in/cse-in/owner/c", &other);
+    assert_eq!(rsc, 4103, "{body}");
+}
