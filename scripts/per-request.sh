@@ -2,7 +2,8 @@
 # What one request costs the CSE, counted rather than timed (docs/PERFORMANCE.md): usage
 #   scripts/per-request.sh instructions|syscalls BINARY LABEL PORT la|create
 # starts a CSE from BINARY on PORT with a fresh store, seeds one AE, a container and 50
-# instances, then runs wrk on `la` (GET) or on contentInstance CREATE (POST) and prints, per
+# instances (and with SUBS=n, n subscriptions to the container's new instances, notified at a
+# receiver on PORT+1), then runs wrk on `la` (GET) or on contentInstance CREATE (POST) and prints, per
 # request the CSE answered:
 # - instructions: the user-space instructions the CSE executed (valgrind's callgrind, counting
 #   from the first request of the phase to its last; N requests, 2000 by default, from four
@@ -28,7 +29,7 @@ case $MODE in
 esac
 SEED=50
 . "$(dirname "$0")/seeded-cse.sh"
-trap 'rm -rf "$D"' EXIT
+trap 'rm -rf "$D"; [ -n "${RX_PID:-}" ] && kill "$RX_PID" 2>/dev/null; true' EXIT
 case $PHASE in
   la) LOAD=("${H[@]}" "$URL/app/c/la");;
   create) LOAD=(-s "$D/post.lua" "$URL/app/c");;

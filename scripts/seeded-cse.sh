@@ -13,6 +13,24 @@ URL=http://127.0.0.1:$PORT/cse-in
 curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=2' -d '{"m2m:ae":{"rn":"app","api":"Nperf","rr":false,"srv":["3"]}}' "$URL"
 curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=3' -d '{"m2m:cnt":{"rn":"c"}}' "$URL/app"
 for i in $(seq 1 "$SEED"); do curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=4' -d '{"m2m:cin":{"con":"21.5"}}' "$URL/app/c"; done
+# SUBS=n: n subscriptions of Cperf to the instances created under `c` (notificationEventType 3),
+# notified at a local receiver that answers 2000 (its pid: $RX_PID, stopped with the CSE's $D).
+if [ "${SUBS:-0}" -gt 0 ]; then
+  RX_PORT=$((PORT + 1))
+  python3 - "$RX_PORT" > "$D/rx.log" 2>&1 <<'PY' &
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200); self.send_header("X-M2M-RSC", "2000")
+        self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+  RX_PID=$!
+  sleep 0.5
+  for i in $(seq 1 "$SUBS"); do curl -s -o /dev/null "${H[@]}" -H 'Content-Type: application/json;ty=23' -d "{\"m2m:sub\":{\"rn\":\"s$i\",\"nu\":[\"http://127.0.0.1:$RX_PORT/\"],\"enc\":{\"net\":[3]}}}" "$URL/app/c"; done
+fi
 cat > "$D/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"m2m:cin":{"con":"21.5"}}'

@@ -483,23 +483,21 @@ pub(crate) fn permits_entity(
     op: AccessOperation,
     res: &Resource,
 ) -> M2mResult<bool> {
-    permits_entity_cached(cse, who, op, res, &mut HashMap::new())
-}
-
-/// [`permits_entity`] for many resources and one operation: `cache` keeps the decisions per
-/// governing resource (as [`permits`] does).
-pub(crate) fn permits_entity_cached(
-    cse: &Context,
-    who: &EntityId,
-    op: AccessOperation,
-    res: &Resource,
-    cache: &mut HashMap<String, bool>,
-) -> M2mResult<bool> {
     if *who == cse.id.admin {
         return Ok(true);
     }
     let peer = Peer::internal().with_originator(Some(who.clone()), Proof::Vouched);
-    permits(cse, &Facts::of(&peer), op, res, cache)
+    permits(cse, &Facts::of(&peer), op, res, &mut HashMap::new())
+}
+
+/// Whether `res` is decided by its own policies; otherwise by its parent's (a contentInstance
+/// by its container's).
+pub(crate) fn governed_by_itself(res: &Resource) -> bool {
+    res.ty.has_acpi()
+        || matches!(
+            res.ty,
+            ResourceType::AccessControlPolicy | ResourceType::PollingChannel
+        )
 }
 
 /// Whether the originator may perform `op` on `res`; `cache` keeps decisions per governing resource
@@ -516,11 +514,7 @@ pub fn permits(
     }
     // A contentInstance is governed by its container; decisions for siblings are the same, so
     // the cache is asked before the container is read (a discovery may list thousands of them).
-    let governed_by_itself = res.ty.has_acpi()
-        || matches!(
-            res.ty,
-            ResourceType::AccessControlPolicy | ResourceType::PollingChannel
-        );
+    let governed_by_itself = governed_by_itself(res);
     let key = if governed_by_itself {
         res.ri()
     } else {

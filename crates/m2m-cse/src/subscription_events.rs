@@ -142,14 +142,20 @@ pub fn on_event(
             return;
         }
     };
-    // Decisions per subscription creator and governing resource: many subscriptions of one
-    // creator on a container decide once.
+    // One decision per subscription creator (the event's resource is the same for all). A
+    // child its subject governs (an instance) is decided on the subject in hand, not on a copy
+    // read back from the store.
     let mut decided = HashMap::new();
+    let judged = if !crate::access::governed_by_itself(res) && res.pi() == subject.ri() {
+        subject
+    } else {
+        res
+    };
     for sub in subs {
         // A subscription is not told about its own creation.
         if sub.ri() == res.ri()
             || !wants(&sub, event, res, modified)
-            || !may_see(cse, &sub, res, &mut decided)
+            || !may_see(cse, &sub, judged, &mut decided)
         {
             continue;
         }
@@ -185,25 +191,24 @@ pub fn on_event(
 /// subscriber could not RETRIEVE (a child with policies of its own or made by someone else, a
 /// subject whose policies changed since the subscription was made). TS-0004 clause 7.5.1.2.2
 /// does not say; RETRIEVE is what the subscription needed (TS-0001 clause 10.2.10.2).
-fn may_see(
-    cse: &Cse,
-    sub: &Resource,
-    res: &Resource,
-    decided: &mut HashMap<String, HashMap<String, bool>>,
-) -> bool {
-    let Some((key, creator)) = sub.creator.as_deref().and_then(|c| {
-        m2m_core::EntityId::parse(c, &cse.id.home)
-            .ok()
-            .map(|e| (c.to_owned(), e))
-    }) else {
+/// `decided` keeps the answer per creator for one `res` (one event): subscriptions of one
+/// creator decide once.
+fn may_see(cse: &Cse, sub: &Resource, res: &Resource, decided: &mut HashMap<String, bool>) -> bool {
+    let Some(creator) = sub.creator.as_deref() else {
         return true;
     };
+    if let Some(d) = decided.get(creator) {
+        return *d;
+    }
     let op = m2m_security::access_control::AccessOperation::Retrieve;
-    let cache = decided.entry(key).or_default();
-    crate::access::permits_entity_cached(cse, &creator, op, res, cache).unwrap_or_else(|e| {
-        tracing::warn!(dbg = %e.dbg, "cannot decide who may see a notification");
-        false
-    })
+    let d = m2m_core::EntityId::parse(creator, &cse.id.home).is_ok_and(|who| {
+        crate::access::permits_entity(cse, &who, op, res).unwrap_or_else(|e| {
+            tracing::warn!(dbg = %e.dbg, "cannot decide who may see a notification");
+            false
+        })
+    });
+    decided.insert(creator.to_owned(), d);
+    d
 }
 
 /// preSubscriptionNotify (`psn`, TS-0001 table 9.6.8-2): the events of before the subscription
