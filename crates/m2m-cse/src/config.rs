@@ -1035,6 +1035,8 @@ pub struct CseIdentity {
     pub entity: m2m_core::EntityId,
     /// The admin originator, parsed.
     pub admin: m2m_core::EntityId,
+    /// The registrar CSE (`[registrar] cse_id`), parsed; `None` for a CSE that registers nowhere.
+    pub registrar: Option<CseId>,
     /// How CSE-IDs are written in certificates of this SP.
     pub naming: m2m_security::certificates::CseNaming,
 }
@@ -1418,7 +1420,15 @@ impl Config {
         let naming = m2m_security::certificates::CseNaming::new(sp_id.fqdn(), &in_cse)
             .or_else(|_| m2m_security::certificates::CseNaming::without_cses(sp_id.fqdn()))
             .map_err(|e| anyhow::anyhow!("cse.sp_id: {e}"))?;
+        let registrar = match &self.registrar {
+            Some(r) => Some(
+                CseId::parse(&r.cse_id)
+                    .map_err(|e| anyhow::anyhow!("registrar.cse_id: {}", e.dbg))?,
+            ),
+            None => None,
+        };
         Ok(CseIdentity {
+            registrar,
             role: self.cse.role,
             naming,
             entity: m2m_core::EntityId::cse(sp_id.clone(), cse_id.clone()),

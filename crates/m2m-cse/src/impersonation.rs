@@ -188,14 +188,11 @@ fn from_cse_peer(cse: &Context, originator: &Originator, peer: &EntityId) -> M2m
 /// itself. (Which CSEs are below a registree this CSE does not know: its `dcse` is its own
 /// claim and is not kept up to date, so a registree is taken at its word for what is not here.)
 fn speaks_for(cse: &Context, peer: &EntityId) -> bool {
-    let home = &cse.id.home;
-    let registrar = cse
-        .cfg
-        .registrar
-        .as_ref()
-        .and_then(|r| m2m_core::CseId::parse(&r.cse_id).ok())
-        .map(|id| EntityId::cse(home.sp.clone(), id));
-    registrar.as_ref() == Some(peer) || is_registree_cse(cse, peer)
+    let is_registrar =
+        cse.id.registrar.as_ref().is_some_and(|registrar| {
+            peer.cse_id() == Some(registrar) && *peer.sp() == cse.id.home.sp
+        });
+    is_registrar || is_registree_cse(cse, peer)
 }
 
 /// Whether `cse_entity` is a CSE registered here (a <remoteCSE> of this CSE).

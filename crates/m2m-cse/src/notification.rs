@@ -240,29 +240,13 @@ pub(crate) fn is_url(s: &str) -> bool {
         .any(|scheme| s.starts_with(scheme))
 }
 
-/// Whether a notificationURI designates the originator of the request itself: its AE-ID in
-/// any form, or the address of its `<AE>` resource here.
+/// Whether a notificationURI designates the originator of the request itself: its AE-ID or
+/// CSE-ID in any form, or the address of its `<AE>` (or `<remoteCSE>`) here.
 pub fn is_originator(cse: &Context, nu: &str, originator: &str) -> bool {
-    if originator.is_empty() {
-        return false;
-    }
-    if nu == originator || nu == cse.sp_relative(originator) {
-        return true;
-    }
-    let home = &cse.id.home;
-    let Ok(who) = m2m_core::EntityId::parse(originator, home) else {
+    let Ok(who) = m2m_core::EntityId::parse(originator, &cse.id.home) else {
         return false;
     };
-    if m2m_core::EntityId::parse(nu, home).is_ok_and(|e| e == who) {
-        return true;
-    }
-    crate::resolve::local_resource(cse, nu)
-        .filter(|r| r.ty == ResourceType::Ae)
-        .and_then(|ae| {
-            ae.str_attr("aei")
-                .and_then(|a| m2m_core::EntityId::parse(a, home).ok())
-        })
-        .is_some_and(|aei| aei == who)
+    target_entity(cse, nu).is_some_and(|target| target == who)
 }
 
 /// The entity a notification target written as a oneM2M ID designates: an AE-ID or CSE-ID in

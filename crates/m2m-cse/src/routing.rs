@@ -17,11 +17,7 @@ pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<(String, Option<
         if let Some(csr) = cse.store.get(target.bare())? {
             let is_registree = csr.ty == ResourceType::RemoteCse
                 && csr.str_attr("csi") == Some(target.sp_relative().as_str())
-                && cse
-                    .cfg
-                    .registrar
-                    .as_ref()
-                    .is_none_or(|r| CseId::parse(&r.cse_id).ok().as_ref() != Some(target));
+                && cse.id.registrar.as_ref() != Some(target);
             if is_registree {
                 return match csr
                     .attrs

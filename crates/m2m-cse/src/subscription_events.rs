@@ -201,7 +201,7 @@ fn may_see(cse: &Cse, sub: &Resource, res: &Resource, decided: &mut HashMap<Stri
         return *d;
     }
     let op = m2m_security::access_control::AccessOperation::Retrieve;
-    let d = m2m_core::EntityId::parse(creator, &cse.id.home).is_ok_and(|who| {
+    let d = sub.creator_entity(&cse.id.home).is_some_and(|who| {
         crate::access::permits_entity(cse, &who, op, res).unwrap_or_else(|e| {
             tracing::warn!(dbg = %e.dbg, "cannot decide who may see a notification");
             false
@@ -752,6 +752,8 @@ pub fn on_operation(cse: &Arc<Cse>, ri: &str, op: Operation, discovery: bool, or
     };
     let home = &cse.id.home;
     let who = m2m_core::EntityId::parse(originator, home).ok();
+    let mut subject: Option<Option<Resource>> = None;
+    let mut decided = HashMap::new();
     for sub in subs {
         let monitors = sub
             .attrs
@@ -776,13 +778,13 @@ pub fn on_operation(cse: &Arc<Cse>, ri: &str, op: Operation, discovery: bool, or
             });
             ops_ok && or_ok
         });
-        // Who did what to the subject is for a subscriber that may still read it.
-        let visible = || {
-            cse.store
-                .get(ri)
-                .ok()
-                .flatten()
-                .is_some_and(|subject| may_see(cse, &sub, &subject, &mut HashMap::new()))
+        // Who did what to the subject is for a subscriber that may still read it (the subject
+        // read once, one decision per creator).
+        let mut visible = || {
+            let subject = subject.get_or_insert_with(|| cse.store.get(ri).ok().flatten());
+            subject
+                .as_ref()
+                .is_some_and(|s| may_see(cse, &sub, s, &mut decided))
         };
         if matches && visible() {
             let sgn = json!({
@@ -832,10 +834,8 @@ pub async fn blocking_update(
             continue;
         };
         // A target that no longer holds UPDATE here decides nothing, and is shown nothing.
-        let op = m2m_security::access_control::AccessOperation::Update;
-        let may_update = crate::notification::target_entity(cse, nu)
-            .is_some_and(|t| crate::access::permits_entity(cse, &t, op, res).unwrap_or(false));
-        if !may_update {
+        let may_update = crate::resources::subscription::blocking_target_may_update(cse, nu, res);
+        if !matches!(may_update, Ok(Some(true))) {
             tracing::info!(target: "audit", sub = %sub.ri(), "blocking subscription skipped: its target may no longer update the resource");
             continue;
         }

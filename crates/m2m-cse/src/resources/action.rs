@@ -498,7 +498,7 @@ async fn evaluate(cse: &Arc<Cse>, ri: &str, subject: &Resource) -> M2mResult<()>
     // Whether it runs tells what the subject holds: only while its creator may still read it
     // (decided, not asked: a RETRIEVE would count as the creator's, for monitors and beacons).
     let creator = action.creator.clone().unwrap_or_default();
-    let reads = m2m_core::EntityId::parse(&creator, &cse.id.home).is_ok_and(|who| {
+    let reads = action.creator_entity(&cse.id.home).is_some_and(|who| {
         let op = m2m_security::access_control::AccessOperation::Retrieve;
         crate::access::permits_entity(cse, &who, op, subject).unwrap_or(false)
     });

@@ -63,7 +63,7 @@ impl super::Behaviour for NotificationTargetPolicy {
         parent: &'a Resource,
         attrs: &'a mut Map<String, Value>,
     ) -> Pending<'a, M2mResult<Prepared>> {
-        let creator = call.peer.originator.as_ref().map(|e| e.absolute());
+        let creator = call.peer.originator.as_ref();
         let admin = call.peer.is_admin(call.cse);
         super::ready((|| {
             if admin {
@@ -74,9 +74,8 @@ impl super::Behaviour for NotificationTargetPolicy {
                 ));
             }
             let policies = policies_under(call.cse, parent.ri())?;
-            let creator = creator_id(call.cse, creator.as_deref());
-            unique_label(call.cse, &policies, attrs, creator.as_ref(), None)?;
-            within_quota(call.cse, &policies, creator.as_ref())?;
+            unique_label(call.cse, &policies, attrs, creator, None)?;
+            within_quota(call.cse, &policies, creator)?;
             Ok(Prepared::default())
         })())
     }
@@ -120,14 +119,9 @@ fn policies_under(cse: &Cse, parent_ri: &str) -> M2mResult<Vec<Resource>> {
         .read(|r| r.children(parent_ri, Some(ResourceType::NotificationTargetPolicy)))
 }
 
-/// A stored creator as the entity it names: creators are kept in one form, but compared as
-/// identities, as everywhere else (TS-0001 clause 7.2: one entity, several ID forms).
-fn creator_id(cse: &Cse, creator: Option<&str>) -> Option<EntityId> {
-    creator.and_then(|c| EntityId::parse(c, &cse.id.home).ok())
-}
-
+/// A policy's creator as the entity it names (TS-0001 clause 7.2: one entity, several ID forms).
 fn creator_of(cse: &Cse, res: &Resource) -> Option<EntityId> {
-    creator_id(cse, res.creator.as_deref())
+    res.creator_entity(&cse.id.home)
 }
 
 fn within_quota(cse: &Cse, policies: &[Resource], creator: Option<&EntityId>) -> M2mResult<()> {
@@ -284,8 +278,9 @@ fn targets_not_referenced(
     // The same target however it is written: its ID in any form or its <AE>'s address (a URL
     // only as written).
     let same = |a: &str, b: &str| {
-        crate::notification::is_originator(cse, a, b)
-            || crate::notification::is_originator(cse, b, a)
+        a == b
+            || crate::notification::target_entity(cse, a)
+                .is_some_and(|e| crate::notification::target_entity(cse, b) == Some(e))
     };
     for other in siblings.iter().filter(|s| Some(s.ri()) != itself) {
         if string_list(other.attrs.get("ntu"))

@@ -295,20 +295,31 @@ fn target_may_update(cse: &Cse, subscribed: &Resource, nus: &[String]) -> M2mRes
     let Some(target) = nus.first() else {
         return Ok(());
     };
-    let Some(entity) = notification::target_entity(cse, target) else {
-        return Err(M2mError::bad_request(
-            "the notification target of a blocking update subscription must be an AE or CSE",
-        ));
-    };
-    let op = m2m_security::access_control::AccessOperation::Update;
-    if crate::access::permits_entity(cse, &entity, op, subscribed)? {
-        Ok(())
-    } else {
-        Err(M2mError::new(
+    match blocking_target_may_update(cse, target, subscribed)? {
+        Some(true) => Ok(()),
+        Some(false) => Err(M2mError::new(
             ResponseStatusCode::OriginatorHasNoPrivilege,
             "the notification target of a blocking update subscription may not update the resource",
-        ))
+        )),
+        None => Err(M2mError::bad_request(
+            "the notification target of a blocking update subscription must be an AE or CSE",
+        )),
     }
+}
+
+/// Whether the entity the blocking target `nu` names may UPDATE `res` (judged as vouched for);
+/// `None` when `nu` names no AE or CSE. Asked at CREATE, at an UPDATE of the target, and again
+/// before every blocked UPDATE (`subscription_events::blocking_update`).
+pub(crate) fn blocking_target_may_update(
+    cse: &Cse,
+    nu: &str,
+    res: &Resource,
+) -> M2mResult<Option<bool>> {
+    let Some(entity) = notification::target_entity(cse, nu) else {
+        return Ok(None);
+    };
+    let op = m2m_security::access_control::AccessOperation::Update;
+    crate::access::permits_entity(cse, &entity, op, res).map(Some)
 }
 
 fn check_blocking_policies(attrs: &Map<String, Value>, nus: &[String]) -> M2mResult<()> {

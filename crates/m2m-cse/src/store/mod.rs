@@ -102,6 +102,12 @@ impl Resource {
     pub fn str_attr(&self, name: &str) -> Option<&str> {
         self.attrs.get(name).and_then(Value::as_str)
     }
+    /// The creator as the entity it names (stored in absolute form, compared as an identity).
+    pub fn creator_entity(&self, home: &m2m_core::Home) -> Option<m2m_core::EntityId> {
+        self.creator
+            .as_deref()
+            .and_then(|c| m2m_core::EntityId::parse(c, home).ok())
+    }
     pub fn u64_attr(&self, name: &str) -> Option<u64> {
         self.attrs.get(name).and_then(Value::as_u64)
     }
