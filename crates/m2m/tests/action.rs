@@ -58,6 +58,18 @@ fn alarm_labels(s: &Setup) -> Value {
     retrieve(s.cse.url(), "/cse-in/app/alarm", &s.ae).1["m2m:cnt"]["lbl"].clone()
 }
 
+/// Another AE, `Cowner`, with a container `door` its own: the AE-ID.
+fn owner_with_door(s: &Setup) -> String {
+    let owner = register_ae(s.cse.url(), "/cse-in", "Cowner", "owner", &[]);
+    create_cnt(
+        s.cse.url(),
+        "/cse-in/owner",
+        &owner,
+        json!({ "rn": "door" }),
+    );
+    owner
+}
+
 fn action(s: &Setup, rn: &str) -> Value {
     let (rsc, b) = retrieve(s.cse.url(), &format!("/cse-in/app/sensor/{rn}"), &s.ae);
     assert_eq!(rsc, 2000, "{b}");
@@ -224,13 +236,7 @@ fn a_periodic_action_without_a_period_gets_the_default() {
 #[test]
 fn an_action_never_has_more_rights_than_its_creator() {
     let s = setup();
-    let owner = register_ae(s.cse.url(), "/cse-in", "Cowner", "owner", &[]);
-    create_cnt(
-        s.cse.url(),
-        "/cse-in/owner",
-        &owner,
-        json!({ "rn": "door" }),
-    );
+    let owner = owner_with_door(&s);
     // A recipient the creator cannot reach: refused at creation.
     let (rsc, _) = create(
         s.cse.url(),
@@ -683,13 +689,7 @@ fn an_action_on_its_parent_needs_its_creator_to_read_it() {
 #[test]
 fn an_action_runs_with_no_more_proof_than_its_creator_had() {
     let s = setup();
-    let owner = register_ae(s.cse.url(), "/cse-in", "Cowner", "owner", &[]);
-    create_cnt(
-        s.cse.url(),
-        "/cse-in/owner",
-        &owner,
-        json!({ "rn": "door" }),
-    );
+    let owner = owner_with_door(&s);
     // The app may read the door, and update it only over an authenticated association.
     let (rsc, b) = create(
         s.cse.url(),

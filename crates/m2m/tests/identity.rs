@@ -431,7 +431,7 @@ fn an_mn_checks_who_its_registrar_is_even_by_ip_address() {
 /// pointOfAccess unasked when it names the AE as its target), or register the admin's AE-ID
 /// (and so receive what is addressed to the admin), in any form of the ID.
 #[test]
-fn a_claim_neither_skips_verification_nor_registers_the_admin() {
+fn a_claim_neither_subscribes_nor_registers_the_admin() {
     let pki = Pki::temp();
     const KEY: &str = "00112233445566778899aabbccddeeff";
     let cse = CseProcess::start_temp(&format!(
