@@ -224,7 +224,7 @@ pub async fn create(
     };
     let Prepared {
         ri,
-        credential,
+        holder,
         specialization,
     } = behaviour.prepare_create(call, &parent, &mut attrs).await?;
     let mut new = assemble(cse, &parent, ty, attrs, ri, peer.originator.clone());
@@ -246,9 +246,12 @@ pub async fn create(
                 )));
             }
             let created = resources::behaviour(new.ty).insert(&cse2, w, &parent, new)?;
-            // An AE that registered over a credential bound to no entity is bound to it now.
-            if let Some(cred) = &credential {
-                w.bind_credential(created.ri(), cred)?;
+            if let Some(holder) = &holder {
+                w.hold_ae_id(created.ri(), holder)?;
+                // An AE that registered over a credential bound to no entity is bound to it now.
+                if let crate::store::AeIdHolder::Credential(c) = holder {
+                    w.bind_credential(created.ri(), &c.to_string())?;
+                }
             }
             Ok(created)
         })
@@ -694,7 +697,10 @@ pub async fn delete(
         }
         _ => Some(representation(&res)),
     };
-    delete_resource(cse, &res, req.from.as_deref()).await?;
+    // The administrator deleting an <AE> frees its AE-ID (`store::AeIdHolder`): the operator
+    // retired the device; the AE deregistering itself, or expiring, does not.
+    let frees_ae_id = res.ty == ResourceType::Ae && peer.is_admin(cse);
+    delete_and_tell(cse, &res, req.from.as_deref(), true, frees_ae_id).await?;
     Ok(Response::new(Rsc::Deleted, &req.rqi, pc))
 }
 
@@ -705,17 +711,20 @@ pub(crate) async fn delete_resource(
     res: &Resource,
     originator: Option<&str>,
 ) -> M2mResult<()> {
-    delete_and_tell(cse, res, originator, originator.is_some()).await
+    delete_and_tell(cse, res, originator, originator.is_some(), false).await
 }
 
 /// [`delete_resource`], answering after its subscription deletion notifications went out
 /// (within [`SUBSCRIPTION_GONE_WAIT`]) when `wait`, as a DELETE by request does, and a
-/// deletion that one waits for (a crossResourceSubscription whose subscription went).
+/// deletion that one waits for (a crossResourceSubscription whose subscription went). With
+/// `frees_ae_id`, the AE-ID of a deleted `<AE>` may be registered again by anyone the
+/// registration rules admit.
 pub(crate) async fn delete_and_tell(
     cse: &Arc<Cse>,
     res: &Resource,
     originator: Option<&str>,
     wait: bool,
+    frees_ae_id: bool,
 ) -> M2mResult<()> {
     let target = res.clone();
     // What the notifications, credential bindings and types' state below need, nothing more.
@@ -730,6 +739,9 @@ pub(crate) async fn delete_and_tell(
             let deleted = w.delete_subtree(&target, &reported)?;
             for ae in deleted.iter().filter(|r| r.ty == ResourceType::Ae) {
                 w.unbind_credential(ae.ri())?;
+                if frees_ae_id {
+                    w.release_ae_id(ae.ri())?;
+                }
             }
             let parent = w.get(target.pi())?;
             if let Some(parent) = &parent {

@@ -1019,7 +1019,8 @@ pub(crate) fn subscription_gone(
         let cse = Arc::clone(cse);
         tokio::spawn(async move {
             // Its own subscriber told too before this is done (bounded), as for a DELETE.
-            if let Err(e) = crate::dispatcher::delete_and_tell(&cse, &crs, None, true).await {
+            if let Err(e) = crate::dispatcher::delete_and_tell(&cse, &crs, None, true, false).await
+            {
                 tracing::debug!(dbg = %e.dbg, "crossResourceSubscription already gone");
             }
             let _ = done.send(());

@@ -784,6 +784,216 @@ async fn an_id_bound_to_a_credential_registers_only_with_it() {
     assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
 }
 
+/// Every form of a C-stem AE-ID of this CSE, and of an S-stem one.
+fn forms(id: &str) -> Vec<String> {
+    if id.starts_with('S') {
+        vec![
+            id.to_owned(),
+            format!("/{id}"),
+            format!("/id-in/{id}"),
+            format!("//m2m.example.com/{id}"),
+        ]
+    } else {
+        vec![
+            id.to_owned(),
+            format!("/id-in/{id}"),
+            format!("//m2m.example.com/id-in/{id}"),
+            format!("//M2M.Example.COM/id-in/{id}"),
+        ]
+    }
+}
+
+/// An AE-ID that registered over a security association stays with what proved it after the AE
+/// deregisters: whatever kind of credential that was (a row bound to nobody, a MAF or GBA key
+/// naming it, which no configuration lists), nobody else registers it, in any form, over any
+/// listener; its holder does. Only the admin's DELETE frees it, not another entity's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ae_id_stays_with_the_credential_it_registered_with() {
+    let s = Setup::start().await;
+    let holders: Vec<(&str, Peer, &str)> = vec![
+        (
+            "a row bound to nobody (C-stem)",
+            s.psk(FREE_KPSA, None),
+            "Cfree",
+        ),
+        (
+            "a row bound to nobody (S-stem)",
+            s.psk("free2@in.example.com", None),
+            "Sfree",
+        ),
+        (
+            "a MAF key",
+            s.associated(SaeMode::MafKey, "11-km1.maf.example.com", Some("Cmaf")),
+            "Cmaf",
+        ),
+        (
+            "a GBA key",
+            s.associated(SaeMode::GbaKey, "97-user1@ims.example.com", Some("Sgba")),
+            "Sgba",
+        ),
+    ];
+    let attackers = |holder: &str| -> Vec<(&'static str, Peer)> {
+        let mut a = vec![
+            (
+                "another unbound credential",
+                s.psk("other@in.example.com", None),
+            ),
+            (
+                "an anonymous listener",
+                Peer::plain(addr(), PlainTrust::Anonymous),
+            ),
+            (
+                "a trusted listener",
+                Peer::plain(addr(), PlainTrust::Trusted),
+            ),
+            ("another AE's certificate", s.cert("/Sphone")),
+            (
+                "another MAF key",
+                s.associated(SaeMode::MafKey, "11-km2.maf.example.com", Some("Cother")),
+            ),
+        ];
+        if holder != "Cfree" {
+            a.push(("the first unbound credential", s.psk(FREE_KPSA, None)));
+        }
+        a
+    };
+    let register = |peer: &Peer, from: &str, rn: &str| {
+        let (peer, from, rn) = (peer.clone(), from.to_owned(), rn.to_owned());
+        let s = &s;
+        async move {
+            s.send(
+                &peer,
+                Operation::Create,
+                "cse-in",
+                &from,
+                Some(ResourceType::Ae),
+                ae(&rn),
+            )
+            .await
+        }
+    };
+    for (what, holder, id) in &holders {
+        let r = register(holder, id, id).await;
+        assert_eq!(r.rsc, Rsc::Created, "{what}: {:?}", r.pc);
+        let r = s
+            .send(
+                holder,
+                Operation::Delete,
+                &format!("cse-in/{id}"),
+                id,
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::Deleted, "{what}: {:?}", r.pc);
+        for (attacker, peer) in attackers(id) {
+            for from in forms(id) {
+                let r = register(&peer, &from, "squat").await;
+                assert_eq!(
+                    r.rsc,
+                    Rsc::OriginatorNotAuthenticated,
+                    "{attacker} registering {from}, held by {what}: {:?}",
+                    r.pc
+                );
+                assert_says_nothing(&r, attacker);
+            }
+        }
+        // Control: the holder registers it again (in another form of the ID).
+        let r = register(holder, &forms(id)[2], id).await;
+        assert_eq!(r.rsc, Rsc::Created, "{what} again: {:?}", r.pc);
+    }
+
+    // A credential naming the AE-ID outranks the row it registered with first; the row then
+    // no longer registers it.
+    let free = s.psk(FREE_KPSA, None);
+    let r = s
+        .send(
+            &free,
+            Operation::Delete,
+            "cse-in/Cfree",
+            "Cfree",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
+    let named = s.associated(SaeMode::MafKey, "11-km3.maf.example.com", Some("Cfree"));
+    let r = register(&named, "Cfree", "Cfree").await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let r = s
+        .send(
+            &named,
+            Operation::Delete,
+            "cse-in/Cfree",
+            "Cfree",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
+    let r = register(&free, "Cfree", "Cfree").await;
+    assert_eq!(r.rsc, Rsc::OriginatorNotAuthenticated, "{:?}", r.pc);
+
+    // Another entity allowed to delete the AE does not free its AE-ID; the admin does.
+    let r = register(&free, "Cretired", "retired").await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let acp = json!({"m2m:acp": {"rn": "acp", "pv": {"acr": [
+        {"acor": ["Cretired", "/Sphone"], "acop": 63},
+    ]}, "pvs": {"acr": [{"acor": ["Cretired"], "acop": 63}]}}});
+    let r = s
+        .send(
+            &free,
+            Operation::Create,
+            "cse-in/retired",
+            "Cretired",
+            Some(ResourceType::AccessControlPolicy),
+            Some(acp),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let r = s
+        .send(
+            &free,
+            Operation::Update,
+            "cse-in/retired",
+            "Cretired",
+            None,
+            Some(json!({"m2m:ae": {"acpi": ["cse-in/retired/acp"]}})),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Updated, "{:?}", r.pc);
+    let r = s
+        .send(
+            &s.cert("/Sphone"),
+            Operation::Delete,
+            "cse-in/retired",
+            "/Sphone",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
+    let other = s.psk("other@in.example.com", None);
+    let r = register(&other, "Cretired", "retired").await;
+    assert_eq!(r.rsc, Rsc::OriginatorNotAuthenticated, "{:?}", r.pc);
+    let r = register(&free, "Cretired", "retired").await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
+    let r = s
+        .send(
+            &admin,
+            Operation::Delete,
+            "cse-in/retired",
+            "CAdmin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
+    let r = register(&other, "Cretired", "retired").await;
+    assert_eq!(r.rsc, Rsc::Created, "freed by the admin: {:?}", r.pc);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_association_is_bound_to_this_cse_itself() {
     let s = Setup::start().await;

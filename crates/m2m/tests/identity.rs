@@ -584,3 +584,93 @@ fn an_originator_two_cses_down_is_relayed_to_the_in_cse() {
     let (rsc, body) = retrieve(mn2.url(), "/~/id-in/cse-in/owner/c", &other);
     assert_eq!(rsc, 4103, "{body}");
 }
+
+/// An AE-ID registered over a credential that names no entity stays with that credential once
+/// the AE has expired, and across a restart of the CSE (the store on disk keeps it): another
+/// credential, or the plain listener, registering it gets 4106 in every form of the ID; its own
+/// credential registers it again.
+#[test]
+fn an_expired_ae_id_stays_with_its_credential_across_a_restart() {
+    let pki = Pki::temp();
+    const KEY: &str = "00112233445566778899aabbccddeeff";
+    let cse = CseProcess::start_temp(&format!(
+        "{}[http]\noriginators = \"anonymous\"\n\
+         [[registration.rules]]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
+         [[registration.rules]]\napci = [\"12-*\"]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
+         [[security.psk]]\nkpsa_id = \"meter@in.example.com\"\nkey = \"{KEY}\"\n\
+         [[security.psk]]\nkpsa_id = \"thief@in.example.com\"\nkey = \"{KEY}\"\n",
+        common::in_tls_config(&pki)
+    ));
+    let meter = common::TlsClient::psk("meter@in.example.com", KEY);
+    let thief = common::TlsClient::psk("thief@in.example.com", KEY);
+    let ae = |et: Option<String>| {
+        let mut body = serde_json::json!({"m2m:ae": {"rn": "meter", "api": "Nmeter", "rr": false, "srv": ["3"]}});
+        if let Some(et) = et {
+            body["m2m:ae"]["et"] = serde_json::json!(et);
+        }
+        body
+    };
+    let expires = m2m_core::time::format(chrono::Utc::now() + chrono::Duration::seconds(2));
+    let r = meter
+        .request(
+            cse.https_url(),
+            "POST",
+            "/cse-in",
+            Some("Cmeter"),
+            Some(2),
+            Some(&ae(Some(expires))),
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let gone = poll(WAIT, || {
+        let r = meter
+            .request(
+                cse.https_url(),
+                "GET",
+                "/cse-in/meter",
+                Some("Cmeter"),
+                None,
+                None,
+            )
+            .ok()?;
+        (r.rsc != 2000).then_some(())
+    });
+    assert!(gone.is_some(), "the AE expired");
+    let attempts = |cse: &CseProcess| {
+        for from in ["Cmeter", "/id-in/Cmeter", "//m2m.example.com/id-in/Cmeter"] {
+            let r = thief
+                .request(
+                    cse.https_url(),
+                    "POST",
+                    "/cse-in",
+                    Some(from),
+                    Some(2),
+                    Some(&ae(None)),
+                )
+                .unwrap();
+            assert_eq!(r.rsc, 4106, "another credential as {from}: {:?}", r.body);
+            let (rsc, b) = common::create(cse.url(), "/cse-in", from, 2, ae(None));
+            assert_eq!(rsc, 4106, "the plain listener as {from}: {b}");
+        }
+    };
+    attempts(&cse);
+    let cse = cse.restart();
+    attempts(&cse);
+    let r = meter
+        .request(
+            cse.https_url(),
+            "POST",
+            "/cse-in",
+            Some("Cmeter"),
+            Some(2),
+            Some(&ae(None)),
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2001, "its own credential: {:?}", r.body);
+    assert!(
+        cse.stderr()
+            .contains("registered before with credential 12-meter@in.example.com"),
+        "the audit log says why: {}",
+        cse.stderr()
+    );
+}

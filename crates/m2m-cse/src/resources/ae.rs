@@ -5,6 +5,7 @@ use super::service_subscribed_app_rule::rule_of;
 use super::Prepared;
 use crate::association::Peer;
 use crate::cse::Cse;
+use crate::store::AeIdHolder;
 use m2m_core::{
     AeStem, EntityId, M2mError, M2mResult, Originator, Request, ResourceType, ResponseStatusCode,
     StemKind,
@@ -86,6 +87,7 @@ pub fn prepare_create(
         )));
     }
     if bound.is_none() {
+        held_by_another(cse, &stem, &entity, association)?;
         // Squatting: an AE-ID bound to a credential of this CSE belongs to that credential.
         if let Some(owner) = cse.credential_bound_to(&entity) {
             return Err(not_yours(format_args!(
@@ -113,11 +115,44 @@ pub fn prepare_create(
         ));
     }
     attrs.insert("aei".into(), json!(stem.as_str()));
+    // Who may register this AE-ID again once the AE has gone: what proved it now.
+    let holder = match (bound, association) {
+        (Some(_), _) => Some(AeIdHolder::Itself),
+        (None, Some(a)) => Some(AeIdHolder::Credential(a.credential.clone())),
+        (None, None) => None,
+    };
     Ok(Prepared {
         ri: Some(stem.to_string()),
-        credential: if bound.is_none() { credential } else { None },
+        holder,
         ..Prepared::default()
     })
+}
+
+/// An AE-ID that registered before over a security association stays with what proved it then,
+/// after its AE has gone (deregistered or expired), until the administrator deletes the AE: a
+/// registration with another credential, or without any, is refused (4106). So what names the
+/// AE-ID elsewhere (resources it created, roles, notificationURIs) passes to nobody who could not
+/// prove it.
+fn held_by_another(
+    cse: &Cse,
+    stem: &AeStem,
+    entity: &EntityId,
+    association: Option<&m2m_security::association::Association>,
+) -> M2mResult<()> {
+    let credential = association.map(|a| &a.credential);
+    let refused = match cse.store.read(|r| r.holder_of(stem.as_str()))? {
+        None => return Ok(()),
+        Some(AeIdHolder::Itself) => "an association bound to it".to_owned(),
+        Some(AeIdHolder::Credential(c)) if credential != Some(&c) => format!("credential {c}"),
+        Some(AeIdHolder::Credential(_)) => return Ok(()),
+    };
+    Err(not_yours(format_args!(
+        "{entity} registered before with {refused}, not {}",
+        credential.map_or_else(
+            || "a listener without security association".to_owned(),
+            ToString::to_string
+        )
+    )))
 }
 
 /// The registration rules of the configuration and the <serviceSubscribedAppRule> resources: one

@@ -75,9 +75,9 @@ use std::sync::Arc;
 pub struct Prepared {
     /// The resourceID, when the type dictates it (AE-ID, CSE-ID).
     pub ri: Option<String>,
-    /// The Credential-ID to bind the new AE to (registration over an association whose
-    /// credential names no entity).
-    pub credential: Option<String>,
+    /// Who may register the new AE's AE-ID again (a registration over a security association);
+    /// a [`AeIdHolder::Credential`] also binds the AE to that credential while it is registered.
+    pub holder: Option<crate::store::AeIdHolder>,
     /// The specialization the new resource is represented under (a `<flexContainer>`'s).
     pub specialization: Option<String>,
 }

@@ -14,6 +14,7 @@
 
 use crate::config::SyncMode;
 use m2m_core::{M2mError, M2mResult, ResourceType};
+use m2m_security::credentials::CredentialId;
 use m2m_security::data_files;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde_json::{Map, Value};
@@ -647,6 +648,18 @@ fn writer_loop(
     }
 }
 
+/// Who may register an AE-ID again once its `<AE>` has gone (deregistered, expired): the
+/// credential it registered with binds the identity (TS-0003 clause 7.2.1), as the Credential-ID
+/// an IN-CSE keeps for an S-stem AE-ID does (TS-0001 clause 10.2.2.2, step 005b). Only the
+/// administrator's DELETE of the `<AE>` frees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AeIdHolder {
+    /// An association bound to the AE-ID (a PSK row, certificate, MAF, MEF or BSF key naming it).
+    Itself,
+    /// The credential, bound to no entity, it registered with (or an association bound to it).
+    Credential(CredentialId),
+}
+
 /// Queries, on a read connection or inside a write transaction.
 pub struct Reader<'c> {
     pub(super) conn: &'c Connection,
@@ -727,6 +740,26 @@ impl Reader<'_> {
         st.query_row([ae_id], |r| r.get(0))
             .optional()
             .map_err(internal)
+    }
+
+    /// Who may register the AE-ID `ae_id` (its stem) again: recorded at each registration
+    /// over a security association, kept when the AE goes.
+    pub fn holder_of(&self, ae_id: &str) -> M2mResult<Option<AeIdHolder>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT credential_id FROM ae_id_holders WHERE ae_id = ?1")
+            .map_err(internal)?;
+        let held: Option<Option<String>> = st
+            .query_row([ae_id], |r| r.get(0))
+            .optional()
+            .map_err(internal)?;
+        held.map(|credential| match credential {
+            None => Ok(AeIdHolder::Itself),
+            Some(c) => CredentialId::parse(&c)
+                .map(AeIdHolder::Credential)
+                .map_err(|e| M2mError::internal(format!("stored AE-ID holder: {e}"))),
+        })
+        .transpose()
     }
 
     /// Every AE registered with a credential not bound to it: (AE-ID-Stem, Credential-ID).
@@ -974,6 +1007,32 @@ impl Writer<'_> {
                 "INSERT OR REPLACE INTO credential_bindings (ae_id, credential_id) VALUES (?1, ?2)",
             )
             .and_then(|mut s| s.execute(params![ae_id, credential_id]))
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    /// Records who may register the AE-ID `ae_id` (its stem) again ([`AeIdHolder`]).
+    pub fn hold_ae_id(&self, ae_id: &str, holder: &AeIdHolder) -> M2mResult<()> {
+        let credential = match holder {
+            AeIdHolder::Itself => None,
+            AeIdHolder::Credential(c) => Some(c.to_string()),
+        };
+        self.reader
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO ae_id_holders (ae_id, credential_id) VALUES (?1, ?2)",
+            )
+            .and_then(|mut s| s.execute(params![ae_id, credential]))
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    /// Frees the AE-ID `ae_id` (its stem) for whoever the registration rules admit.
+    pub fn release_ae_id(&self, ae_id: &str) -> M2mResult<()> {
+        self.reader
+            .conn
+            .prepare_cached("DELETE FROM ae_id_holders WHERE ae_id = ?1")
+            .and_then(|mut s| s.execute([ae_id]))
             .map_err(internal)?;
         Ok(())
     }

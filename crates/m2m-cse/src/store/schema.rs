@@ -22,7 +22,7 @@ use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Version 1: the resource table before discovery had indexes of its own.
 const TABLES_V1: &str = "
@@ -75,6 +75,18 @@ CREATE INDEX resources_size ON resources(cs) WHERE cs IS NOT NULL;
 /// undefined, TS-0004 Annex J). Rows of earlier versions have none and need none.
 const COLUMNS_V3: &str = "ALTER TABLE resources ADD COLUMN spec TEXT;";
 
+/// What version 4 adds: who may register an AE-ID again once its AE has gone
+/// ([`super::AeIdHolder`]); `credential_id` NULL is the AE-ID itself (an association bound to it).
+/// The AEs registered then with a credential bound to no entity are held by that credential;
+/// those registered over an association bound to them were not recorded before, so they are not.
+const TABLES_V4: &str = "
+CREATE TABLE ae_id_holders (
+    ae_id         TEXT PRIMARY KEY,
+    credential_id TEXT
+);
+INSERT INTO ae_id_holders (ae_id, credential_id) SELECT ae_id, credential_id FROM credential_bindings;
+";
+
 /// Brings the database to [`VERSION`]: creates it, or migrates an earlier one in one
 /// transaction (all or nothing). A database of a later version is refused, not guessed at.
 pub fn prepare(conn: &Connection) -> anyhow::Result<()> {
@@ -105,8 +117,8 @@ pub fn prepare(conn: &Connection) -> anyhow::Result<()> {
     }
 }
 
-/// Version 0 (new, or written before versions were recorded), 1 or 2 to [`VERSION`]; returns
-/// the rows filled.
+/// Version 0 (new, or written before versions were recorded), 1, 2 or 3 to [`VERSION`];
+/// returns the rows filled.
 fn migrate(conn: &Connection) -> anyhow::Result<u64> {
     // Read again inside the transaction: another connection may have migrated meanwhile.
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -114,7 +126,10 @@ fn migrate(conn: &Connection) -> anyhow::Result<u64> {
         return Ok(0);
     }
     let rows = if version < 2 { migrate_to_2(conn)? } else { 0 };
-    conn.execute_batch(COLUMNS_V3)?;
+    if version < 3 {
+        conn.execute_batch(COLUMNS_V3)?;
+    }
+    conn.execute_batch(TABLES_V4)?;
     conn.pragma_update(None, "user_version", VERSION)?;
     Ok(rows)
 }
@@ -253,7 +268,7 @@ mod tests {
         conn.pragma_update(None, "user_version", VERSION + 1)
             .unwrap();
         let e = prepare(&conn).unwrap_err().to_string();
-        assert!(e.contains("schema version 4"), "{e}");
+        assert!(e.contains("schema version 5"), "{e}");
     }
 
     /// A version 2 database gets the specialization column, its rows none.
@@ -278,5 +293,31 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, VERSION);
+    }
+
+    /// A version 3 database: the AEs then bound to a credential are held by it.
+    #[test]
+    fn a_version_3_database_keeps_its_credential_bindings_as_holders() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(TABLES_V1).unwrap();
+        conn.execute_batch(COLUMNS_V2).unwrap();
+        conn.execute_batch(INDEXES_V2).unwrap();
+        conn.execute_batch(COLUMNS_V3).unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO credential_bindings (ae_id, credential_id) VALUES ('Cmeter', '12-m@in.example.com')",
+            [],
+        )
+        .unwrap();
+        prepare(&conn).unwrap();
+        let held: (String, Option<String>) = conn
+            .query_row("SELECT ae_id, credential_id FROM ae_id_holders", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            held,
+            ("Cmeter".to_owned(), Some("12-m@in.example.com".to_owned()))
+        );
     }
 }
