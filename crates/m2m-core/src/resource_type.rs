@@ -9,6 +9,9 @@ pub enum ResourceType {
     AccessControlPolicy,
     Action,
     Ae,
+    /// `<AEAnnc>` (10002), kept only as the IN-CSE's record of an S-stem AE-ID registered at
+    /// another CSE (TS-0001 clause 10.2.2.2, TS-0004 clause 7.4.5.2.1).
+    AeAnnc,
     Container,
     ContentInstance,
     CrossResourceSubscription,
@@ -40,10 +43,11 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 31] = [
+    pub const ALL: [ResourceType; 32] = [
         Self::AccessControlPolicy,
         Self::Action,
         Self::Ae,
+        Self::AeAnnc,
         Self::Container,
         Self::ContentInstance,
         Self::CrossResourceSubscription,
@@ -108,6 +112,7 @@ impl ResourceType {
             Self::CrossResourceSubscription => 48,
             Self::Action => 65,
             Self::Dependency => 66,
+            Self::AeAnnc => 10002,
         }
     }
 
@@ -144,6 +149,7 @@ impl ResourceType {
             48 => Self::CrossResourceSubscription,
             65 => Self::Action,
             66 => Self::Dependency,
+            10002 => Self::AeAnnc,
             _ => return None,
         })
     }
@@ -176,6 +182,7 @@ impl ResourceType {
             Self::DynamicAuthorizationConsultation => "dac",
             Self::FlexContainer => "fcnt",
             Self::Ae => "ae",
+            Self::AeAnnc => "aeA",
             Self::Container => "cnt",
             Self::ContentInstance => "cin",
             Self::CrossResourceSubscription => "crs",
@@ -216,6 +223,7 @@ impl ResourceType {
             // (`cod:tempe`...), see m2m-core `specialization`.
             Self::FlexContainer => "m2m:fcnt",
             Self::Ae => "m2m:ae",
+            Self::AeAnnc => "m2m:aeA",
             Self::Container => "m2m:cnt",
             Self::ContentInstance => "m2m:cin",
             Self::CrossResourceSubscription => "m2m:crs",
@@ -331,6 +339,7 @@ impl ResourceType {
             ServiceSubscribedAppRule => &[Subscription],
             RemoteCse => &[
                 AccessControlPolicy,
+                AeAnnc,
                 Container,
                 CrossResourceSubscription,
                 DynamicAuthorizationConsultation,
@@ -343,7 +352,8 @@ impl ResourceType {
             ],
             AccessControlPolicy => &[Subscription],
             CrossResourceSubscription => &[NotificationTargetMgmtPolicyRef, Schedule],
-            ContentInstance
+            AeAnnc
+            | ContentInstance
             | FlexContainerInstance
             | LocalMulticastGroup
             | PollingChannel
@@ -355,9 +365,11 @@ impl ResourceType {
     pub const fn has_acpi(self) -> bool {
         // A <pollingChannel> is governed by its parent's AE-ID or CSE-ID, not by policies
         // (TS-0004 clause 7.4.21.2).
+        // An <AEAnnc> is the announcing CSE's record: only that CSE acts on it.
         !matches!(
             self,
-            Self::ContentInstance
+            Self::AeAnnc
+                | Self::ContentInstance
                 | Self::AccessControlPolicy
                 | Self::FlexContainerInstance
                 | Self::PollingChannel

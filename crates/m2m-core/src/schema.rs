@@ -375,6 +375,22 @@ static ACP_ATTRS: &[AttrSpec] = &[
 ];
 
 /// `<AE>`: TS-0004 clause 7.4.5 (tables 7.4.5.1-2 and -3), TS-0001 clause 9.6.5.
+/// `<AEAnnc>`: TS-0004 clause 7.4.5 (the announced attributes of table 7.4.5.1-3 this CSE keeps):
+/// `lnk` the `<AE>` on the announcing CSE (or `INACTIVE` once it deregistered), `api` its App-ID,
+/// `lbl` with `Credential-ID:<its Credential-ID>` (TS-0001 clause 10.2.2.2).
+static AEANNC_ATTRS: &[AttrSpec] = &[
+    RN,
+    TY,
+    RI,
+    PI,
+    CT,
+    LT,
+    ET,
+    LBL,
+    m_rw("lnk", Kind::Uri),
+    rw("api", Kind::AppId),
+];
+
 static AE_ATTRS: &[AttrSpec] = &[
     RN,
     TY,
@@ -1183,6 +1199,7 @@ pub fn attributes(ty: ResourceType) -> &'static [AttrSpec] {
         ResourceType::TimeSeries => TS_ATTRS,
         ResourceType::TimeSeriesInstance => TSI_ATTRS,
         ResourceType::TimeSyncBeacon => TSB_ATTRS,
+        ResourceType::AeAnnc => AEANNC_ATTRS,
         ResourceType::DynamicAuthorizationConsultation => DAC_ATTRS,
         ResourceType::Role => ROLE_ATTRS,
         ResourceType::Token => TOKEN_ATTRS,
@@ -1234,6 +1251,7 @@ pub fn read_only_attributes(ty: ResourceType) -> &'static [&'static str] {
         ResourceType::TimeSeries => &["ty", "ri", "pi", "ct", "lt", "cni", "cbs", "mdlt", "mdc"],
         ResourceType::TimeSeriesInstance => &["ty", "ri", "pi", "ct", "lt", "cs"],
         ResourceType::TimeSyncBeacon
+        | ResourceType::AeAnnc
         | ResourceType::DynamicAuthorizationConsultation
         | ResourceType::Role
         | ResourceType::Token => &["ty", "ri", "pi", "ct", "lt"],
@@ -1667,6 +1685,7 @@ mod tests {
             Dependency => json!({"sfc": true, "evc": {"optr": 3, "sbjt": "cni", "thld": 1},
                 "rri": "/id-in/cnt1"}),
             Ae => json!({"api": "Nmyapp", "rr": false, "srv": ["3"]}),
+            AeAnnc => json!({"lnk": "/id-mn/Sphone"}),
             Container => json!({}),
             ContentInstance => json!({"con": "21.5"}),
             CrossResourceSubscription => json!({"nu": ["/id-in/Cae1"], "twt": 1, "tws": "PT4S",

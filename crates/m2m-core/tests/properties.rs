@@ -744,6 +744,7 @@ fn minimal(ty: ResourceType) -> Map<String, Value> {
             {"pv": {"acr": []}, "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}
         ),
         ResourceType::Ae => serde_json::json!({"api": "Nmyapp", "rr": false, "srv": ["3"]}),
+        ResourceType::AeAnnc => serde_json::json!({"lnk": "/id-mn/Sphone"}),
         ResourceType::Action => serde_json::json!({"evc": {"optr": 1, "sbjt": "lbl", "thld": "x"},
             "evm": 1, "orc": "/id-in/Cae1", "apv": {"op": 3, "fr": "Cae1", "pc": {}}}),
         ResourceType::Dependency => serde_json::json!({"sfc": true,

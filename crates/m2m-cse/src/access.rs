@@ -92,6 +92,10 @@ enum Policies {
     /// A <pollingChannel> and its `pcu`: only the AE or CSE its parent stands for (TS-0004
     /// clauses 7.4.21.2 and 7.4.22.2, Recv-6.3), whatever policies say.
     OwnEntity(Option<String>),
+    /// An <AEAnnc> (and its CREATE under a <remoteCSE>): only the CSE the <remoteCSE> stands
+    /// for, over its own association, whoever it relays (the From is the announced AE, TS-0004
+    /// clause 7.4.5.2.1); policies do not count.
+    Announcer(Option<EntityId>),
 }
 
 impl Policies {
@@ -210,6 +214,16 @@ pub fn authorize(cse: &Context, req: &Request, target: &Target, peer: &Peer) -> 
             return Err(M2mError::internal(
                 "pcu reached the generic access decision",
             ))
+        }
+        (Operation::Create, Target::Resource(parent)) if req.ty == Some(ResourceType::AeAnnc) => {
+            return enforce(
+                cse,
+                &facts,
+                op,
+                parent,
+                Some(ResourceType::AeAnnc.code()),
+                &announcer_of(cse, parent),
+            );
         }
         (Operation::Create, Target::Resource(parent)) => (parent, req.ty.map(|t| t.code())),
         (_, Target::Resource(r)) => (r, None),
@@ -587,6 +601,23 @@ fn evaluate(
             };
             (permit, reason, None)
         }
+        Policies::Announcer(announcer) => {
+            let bound = facts.peer.bound_entity();
+            let permit = !facts.peer.by_action
+                && facts.proof.identifies()
+                && announcer.is_some()
+                && bound == announcer.as_ref();
+            let reason = if permit {
+                "permitted: the CSE that announced it".to_owned()
+            } else {
+                format!(
+                    "{originator} over {} is not the CSE that announces under {}",
+                    bound.map_or_else(|| "no CSE's association".to_owned(), ToString::to_string),
+                    subject.ri()
+                )
+            };
+            (permit, reason, None)
+        }
         Policies::RegistreesMayRetrieve => {
             let own_policy = op == AccessOperation::Create
                 && child_type == Some(ResourceType::NotificationTargetPolicy.code());
@@ -650,6 +681,10 @@ fn policies_of(cse: &Context, res: &Resource) -> M2mResult<Policies> {
         let parent = crate::resolve::parent_of(cse, res)?;
         return Ok(own_entity(&parent));
     }
+    if res.ty == ResourceType::AeAnnc {
+        let parent = crate::resolve::parent_of(cse, res)?;
+        return Ok(announcer_of(cse, &parent));
+    }
     if !res.ty.has_acpi() {
         let parent = crate::resolve::parent_of(cse, res)?;
         return policies_of(cse, &parent);
@@ -709,6 +744,17 @@ fn owner_of(parent: &Resource) -> Option<&str> {
         ResourceType::RemoteCse => parent.str_attr("csi"),
         _ => None,
     }
+}
+
+/// The policy of an <AEAnnc> under `parent`: the CSE a <remoteCSE> stands for (no other parent
+/// has one).
+fn announcer_of(cse: &Context, parent: &Resource) -> Policies {
+    let csi = (parent.ty == ResourceType::RemoteCse)
+        .then(|| parent.str_attr("csi"))
+        .flatten()
+        .and_then(|c| EntityId::parse(c, &cse.id.home).ok())
+        .filter(EntityId::is_cse);
+    Policies::Announcer(csi)
 }
 
 /// Whether `peer` may create a `<localMulticastGroup>` here: this CSE's registrar, speaking for

@@ -1037,6 +1037,9 @@ pub struct CseIdentity {
     pub admin: m2m_core::EntityId,
     /// The registrar CSE (`[registrar] cse_id`), parsed; `None` for a CSE that registers nowhere.
     pub registrar: Option<CseId>,
+    /// The IN-CSE of this SP (`[cse] in_cse_id`; default: this CSE on an IN, the registrar on an
+    /// MN), which keeps S-stem AE-IDs unique in the SP.
+    pub in_cse: CseId,
     /// How CSE-IDs are written in certificates of this SP.
     pub naming: m2m_security::certificates::CseNaming,
 }
@@ -1417,6 +1420,8 @@ impl Config {
         };
         // An IN-CSE-ID that is no lower-case DNS label gives no CSE a certificate name: then
         // certificates name AEs and FQDNs only.
+        let in_cse_id =
+            CseId::parse(&in_cse).map_err(|e| anyhow::anyhow!("cse.in_cse_id: {}", e.dbg))?;
         let naming = m2m_security::certificates::CseNaming::new(sp_id.fqdn(), &in_cse)
             .or_else(|_| m2m_security::certificates::CseNaming::without_cses(sp_id.fqdn()))
             .map_err(|e| anyhow::anyhow!("cse.sp_id: {e}"))?;
@@ -1429,6 +1434,7 @@ impl Config {
         };
         Ok(CseIdentity {
             registrar,
+            in_cse: in_cse_id,
             role: self.cse.role,
             naming,
             entity: m2m_core::EntityId::cse(sp_id.clone(), cse_id.clone()),

@@ -168,10 +168,17 @@ fn from_cse_peer(cse: &Context, originator: &Originator, peer: &EntityId) -> M2m
             let registrar = EntityId::cse(sp.clone(), registrar.clone());
             registrar != *peer && (registrar.is_home_cse(home) || is_registree_cse(cse, &registrar))
         }
-        // S-stems are unique in the SP: one registered here is this CSE's to speak for.
-        EntityId::SpAe { .. } => entity
-            .local_stem(home)
-            .is_some_and(|stem| matches!(cse.store.get_shared(stem.as_str()), Ok(Some(_)))),
+        // S-stems are unique in the SP: one registered here is this CSE's to speak for, one
+        // announced here (an <AEAnnc>, on the IN-CSE) the announcing CSE's.
+        EntityId::SpAe { .. } => {
+            entity
+                .local_stem(home)
+                .is_some_and(|stem| match cse.store.get_shared(stem.as_str()) {
+                    Ok(Some(r)) if r.ty == ResourceType::AeAnnc => !announced_by(cse, &r, peer),
+                    Ok(Some(_)) => true,
+                    _ => false,
+                })
+        }
     };
     if foreign || !speaks_for(cse, peer) {
         return Err(not_authenticated(format_args!(
@@ -193,6 +200,11 @@ fn speaks_for(cse: &Context, peer: &EntityId) -> bool {
             peer.cse_id() == Some(registrar) && *peer.sp() == cse.id.home.sp
         });
     is_registrar || is_registree_cse(cse, peer)
+}
+
+/// Whether the <AEAnnc> `annc` is under the <remoteCSE> of `peer`.
+fn announced_by(cse: &Context, annc: &crate::store::Resource, peer: &EntityId) -> bool {
+    peer.cse_id().is_some_and(|id| annc.pi() == id.bare()) && is_registree_cse(cse, peer)
 }
 
 /// Whether `cse_entity` is a CSE registered here (a <remoteCSE> of this CSE).

@@ -994,6 +994,293 @@ async fn an_ae_id_stays_with_the_credential_it_registered_with() {
     assert_eq!(r.rsc, Rsc::Created, "freed by the admin: {:?}", r.pc);
 }
 
+/// S-stems are unique in the SP (TS-0001 clause 10.2.2.2): the IN-CSE records each one an MN
+/// registers as an `<AEAnnc>` under that MN's `<remoteCSE>`. Only that MN, over its own
+/// association, makes or changes it; a stem registered at the IN, held there by a credential,
+/// or announced by another MN is refused; the IN then takes the MN's word for that AE and no
+/// other CSE's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s_stem_is_announced_once_in_the_sp_and_only_by_its_cse() {
+    let s = Setup::start().await;
+    let csr = |csi: &str| {
+        Some(
+            json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cse"), "rr": true,
+            "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2}}),
+        )
+    };
+    for mn in ["/id-mn", "/id-mn2"] {
+        let r = s
+            .send(
+                &s.cert(mn),
+                Operation::Create,
+                "cse-in",
+                mn,
+                Some(ResourceType::RemoteCse),
+                csr(mn),
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::Created, "{mn}: {:?}", r.pc);
+    }
+    let (mn, mn2) = (s.cert("/id-mn"), s.cert("/id-mn2"));
+    let annc = |lnk: &str| {
+        Some(json!({"m2m:aeA": {"lnk": lnk, "api": "Nmeter", "lbl": ["Credential-ID:"]}}))
+    };
+    let announce = |peer: &Peer, under: &str, from: &str, lnk: &str| {
+        let (peer, to, from, pc) = (
+            peer.clone(),
+            format!("/id-in/{under}"),
+            from.to_owned(),
+            annc(lnk),
+        );
+        let s = &s;
+        async move {
+            s.send(
+                &peer,
+                Operation::Create,
+                &to,
+                &from,
+                Some(ResourceType::AeAnnc),
+                pc,
+            )
+            .await
+        }
+    };
+    // An S-AE registered at the IN (Sphone, by its certificate), one held there by a
+    // credential (Sheld, registered over a row bound to nobody, then gone).
+    let r = s
+        .send(
+            &s.cert("/Sphone"),
+            Operation::Create,
+            "cse-in",
+            "/Sphone",
+            Some(ResourceType::Ae),
+            ae("phone"),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let free = s.psk(FREE_KPSA, None);
+    let r = s
+        .send(
+            &free,
+            Operation::Create,
+            "cse-in",
+            "Sheld",
+            Some(ResourceType::Ae),
+            ae("held"),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let r = s
+        .send(&free, Operation::Delete, "cse-in/held", "Sheld", None, None)
+        .await;
+    assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
+
+    // The MN announces its AE's stem: From is the AE as the MN relays it (TS-0004 7.4.5.2.1).
+    let r = announce(&mn, "id-mn", "/id-mn/Smeter", "/id-mn/Smeter").await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+
+    // Taken stems, whoever asks and in whichever form.
+    for (what, peer, under, from, lnk) in [
+        (
+            "another MN, the same stem",
+            &mn2,
+            "id-mn2",
+            "/id-mn2/Smeter",
+            "/id-mn2/Smeter",
+        ),
+        (
+            "another MN as itself",
+            &mn2,
+            "id-mn2",
+            "/id-mn2",
+            "/id-mn2/Smeter",
+        ),
+        (
+            "the MN, the same stem again",
+            &mn,
+            "id-mn",
+            "/id-mn",
+            "/id-mn/Smeter",
+        ),
+        (
+            "a stem registered at the IN",
+            &mn,
+            "id-mn",
+            "/id-mn/Sphone",
+            "/id-mn/Sphone",
+        ),
+        (
+            "a stem registered at the IN, MN as itself",
+            &mn,
+            "id-mn",
+            "/id-mn",
+            "/id-mn/Sphone",
+        ),
+        (
+            "a stem held at the IN",
+            &mn,
+            "id-mn",
+            "/id-mn/Sheld",
+            "/id-mn/Sheld",
+        ),
+    ] {
+        let r = announce(peer, under, from, lnk).await;
+        assert!(
+            matches!(
+                r.rsc,
+                Rsc::OriginatorHasAlreadyRegistered | Rsc::OriginatorNotAuthenticated
+            ),
+            "{what}: {:?} {:?}",
+            r.rsc,
+            r.pc
+        );
+        assert_says_nothing(&r, what);
+    }
+    // Under another CSE's <remoteCSE>, by anyone but that CSE: refused.
+    for (what, peer, from) in [
+        ("another MN", mn2.clone(), "/id-mn2/Sother"),
+        ("another MN as itself", mn2.clone(), "/id-mn2"),
+        ("an AE's certificate", s.cert("/Sphone"), "/Sphone"),
+        ("a row bound to nobody", free.clone(), "Sfree"),
+        (
+            "an anonymous listener",
+            Peer::plain(addr(), PlainTrust::Anonymous),
+            "Sother",
+        ),
+        (
+            "a trusted listener",
+            Peer::plain(addr(), PlainTrust::Trusted),
+            "Sother",
+        ),
+    ] {
+        let r = announce(&peer, "id-mn", from, "/id-mn/Sother").await;
+        assert!(
+            matches!(
+                r.rsc,
+                Rsc::OriginatorHasNoPrivilege | Rsc::OriginatorNotAuthenticated
+            ),
+            "{what}: {:?} {:?}",
+            r.rsc,
+            r.pc
+        );
+    }
+    // A link that names no S-stem of the announcing CSE.
+    for lnk in [
+        "/id-mn/Cmeter",
+        "/id-mn2/Sx",
+        "//m2m.example.com/id-mn/Sx",
+        "Sx",
+    ] {
+        let r = announce(&mn, "id-mn", "/id-mn", lnk).await;
+        assert_eq!(r.rsc, Rsc::BadRequest, "{lnk}: {:?}", r.pc);
+    }
+    // Only the MN changes its record; another MN neither as the AE nor as itself.
+    let update = |peer: &Peer, from: &str, lnk: &str| {
+        let (peer, from, lnk) = (peer.clone(), from.to_owned(), lnk.to_owned());
+        let s = &s;
+        async move {
+            s.send(
+                &peer,
+                Operation::Update,
+                "/id-in/Smeter",
+                &from,
+                None,
+                Some(json!({"m2m:aeA": {"lnk": lnk}})),
+            )
+            .await
+        }
+    };
+    for from in ["/id-mn2/Smeter", "/id-mn2", "/Smeter"] {
+        let r = update(&mn2, from, "/id-mn2/Smeter").await;
+        assert!(
+            matches!(
+                r.rsc,
+                Rsc::OriginatorHasNoPrivilege | Rsc::OriginatorNotAuthenticated
+            ),
+            "MN2 as {from}: {:?} {:?}",
+            r.rsc,
+            r.pc
+        );
+    }
+    let r = update(&mn, "/id-mn/Smeter", "/id-mn/Sother").await;
+    assert_eq!(r.rsc, Rsc::BadRequest, "another stem: {:?}", r.pc);
+    let r = update(&mn, "/id-mn/Smeter", "INACTIVE").await;
+    assert_eq!(r.rsc, Rsc::Updated, "{:?}", r.pc);
+    let r = update(&mn, "/id-mn/Smeter", "/id-mn/Smeter").await;
+    assert_eq!(r.rsc, Rsc::Updated, "{:?}", r.pc);
+
+    // Nobody registers the announced stem at the IN.
+    for (what, peer) in [
+        ("a row bound to nobody", free.clone()),
+        (
+            "an anonymous listener",
+            Peer::plain(addr(), PlainTrust::Anonymous),
+        ),
+    ] {
+        for from in forms("Smeter") {
+            let r = s
+                .send(
+                    &peer,
+                    Operation::Create,
+                    "cse-in",
+                    &from,
+                    Some(ResourceType::Ae),
+                    ae("squat"),
+                )
+                .await;
+            assert!(
+                matches!(
+                    r.rsc,
+                    Rsc::OriginatorHasAlreadyRegistered | Rsc::OriginatorNotAuthenticated
+                ),
+                "{what} as {from}: {:?} {:?}",
+                r.rsc,
+                r.pc
+            );
+        }
+    }
+    // The MN speaks for its AE at the IN; the other MN does not.
+    let r = s
+        .send(
+            &mn,
+            Operation::Retrieve,
+            "cse-in",
+            "/id-mn/Smeter",
+            None,
+            None,
+        )
+        .await;
+    assert_ne!(r.rsc, Rsc::OriginatorNotAuthenticated, "{:?}", r.pc);
+    for from in ["/id-mn2/Smeter", "/Smeter", "//m2m.example.com/Smeter"] {
+        let r = s
+            .send(&mn2, Operation::Retrieve, "cse-in", from, None, None)
+            .await;
+        assert_eq!(
+            r.rsc,
+            Rsc::OriginatorNotAuthenticated,
+            "MN2 for {from}: {:?}",
+            r.pc
+        );
+    }
+    // The admin sees the record, with the Credential-ID label.
+    let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
+    let r = s
+        .send(
+            &admin,
+            Operation::Retrieve,
+            "/id-in/Smeter",
+            "CAdmin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Ok, "{:?}", r.pc);
+    assert_eq!(
+        r.pc.as_ref().and_then(|p| p.pointer("/m2m:aeA/lnk")),
+        Some(&json!("/id-mn/Smeter"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_association_is_bound_to_this_cse_itself() {
     let s = Setup::start().await;

@@ -464,3 +464,52 @@ fn no_response_requests_are_forwarded_blocking_and_answered_with_nothing() {
     assert_eq!(b["m2m:cin"]["con"], json!("granted"), "{b}");
     assert_eq!(b["m2m:cin"]["cr"], json!(format!("/id-mn/{ae_mn}")), "{b}");
 }
+
+/// S-stems are unique in the SP (TS-0001 clause 10.2.2.2, TS-0004 clause 7.4.5.2.1): an AE
+/// registering at the MN with an S-stem has the IN record it as an `<AEAnnc>` first; a stem
+/// registered at the IN is refused at the MN (4117), and the IN's own AEs cannot take one the
+/// MN announced. After the AE deregisters the record says INACTIVE and stays, so the AE
+/// registers at the MN again; an MN cut off from the IN registers no S-stem (5103) but C-stems.
+#[test]
+fn an_mn_registers_an_s_stem_only_once_the_in_recorded_it() {
+    let (in_cse, mut mn, _pki) = start_in_mn_tls();
+    let ae = |rn: &str| json!({"m2m:ae": {"rn": rn, "api": "Nmeter", "rr": false, "srv": ["3"]}});
+    register_ae(in_cse.url(), "/cse-in", "Sphone", "phone", &[]);
+    for from in [
+        "Sphone",
+        "/Sphone",
+        "/id-mn/Sphone",
+        "//m2m.example.com/Sphone",
+    ] {
+        let (rsc, b) = create(mn.url(), "/cse-mn", from, 2, ae("phone"));
+        assert_eq!(rsc, 4117, "{from}: {b}");
+    }
+    let meter = register_ae(mn.url(), "/cse-mn", "Smeter", "meter", &[]);
+    assert_eq!(meter, "Smeter");
+    let (rsc, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:aeA"]["lnk"], json!("/id-mn/Smeter"), "{b}");
+    assert_eq!(b["m2m:aeA"]["lbl"], json!(["Credential-ID:"]), "{b}");
+    for from in ["Smeter", "/Smeter", "//m2m.example.com/Smeter"] {
+        let (rsc, b) = create(in_cse.url(), "/cse-in", from, 2, ae("squat"));
+        assert_eq!(rsc, 4117, "at the IN as {from}: {b}");
+    }
+    // The MN relays for its AE at the IN (the IN's CSEBase is the registrees' to read).
+    let (rsc, b) = retrieve(mn.url(), "/id-in/cse-in", "Smeter");
+    assert_ne!(rsc, 4106, "{b}");
+    assert_eq!(delete(mn.url(), "/cse-mn/meter", "Smeter").0, 2002);
+    let inactive = poll(WAIT, || {
+        let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+        (b["m2m:aeA"]["lnk"] == json!("INACTIVE")).then_some(())
+    });
+    assert!(inactive.is_some(), "the IN was told the AE deregistered");
+    register_ae(mn.url(), "/cse-mn", "Smeter", "meter", &[]);
+    let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+    assert_eq!(b["m2m:aeA"]["lnk"], json!("/id-mn/Smeter"), "{b}");
+    // Without the IN: no S-stem, C-stems as before.
+    drop(in_cse);
+    let (rsc, b) = create(mn.url(), "/cse-mn", "Snew", 2, ae("new"));
+    assert_eq!(rsc, 5103, "{b}");
+    register_ae(mn.url(), "/cse-mn", "Cnew", "new", &[]);
+    assert!(mn.is_running());
+}

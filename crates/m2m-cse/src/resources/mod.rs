@@ -36,6 +36,7 @@
 pub mod acp;
 pub mod action;
 pub mod ae;
+pub mod ae_annc;
 pub mod container;
 pub mod content_instance;
 pub mod cross_resource_subscription;
@@ -289,6 +290,7 @@ pub fn behaviour(ty: ResourceType) -> &'static dyn Behaviour {
         ResourceType::Action => &action::Action,
         ResourceType::Dependency => &action::Dependency,
         ResourceType::Ae => &ae::Ae,
+        ResourceType::AeAnnc => &ae_annc::AeAnnc,
         ResourceType::Container => &container::Container,
         ResourceType::ContentInstance => &content_instance::ContentInstance,
         ResourceType::CrossResourceSubscription => {
