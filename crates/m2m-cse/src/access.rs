@@ -93,9 +93,14 @@ enum Policies {
     /// clauses 7.4.21.2 and 7.4.22.2, Recv-6.3), whatever policies say.
     OwnEntity(Option<String>),
     /// An <AEAnnc> (and its CREATE under a <remoteCSE>): only the CSE the <remoteCSE> stands
-    /// for, over its own association, whoever it relays (the From is the announced AE, TS-0004
-    /// clause 7.4.5.2.1); policies do not count.
-    Announcer(Option<EntityId>),
+    /// for, over its own association, as itself or as the announced AE it relays (TS-0004
+    /// clause 7.4.5.2.1: From `<CSE-ID>/<AE-ID-Stem>`), never as another of its entities;
+    /// never a DELETE (the administrator's only); policies do not count.
+    Announcer {
+        cse: Option<EntityId>,
+        /// The announced AE-ID-Stem (`None` for a CREATE: its type checks From and `lnk`).
+        stem: Option<String>,
+    },
 }
 
 impl Policies {
@@ -222,7 +227,7 @@ pub fn authorize(cse: &Context, req: &Request, target: &Target, peer: &Peer) -> 
                 op,
                 parent,
                 Some(ResourceType::AeAnnc.code()),
-                &announcer_of(cse, parent),
+                &announcer_of(cse, parent, None),
             );
         }
         (Operation::Create, Target::Resource(parent)) => (parent, req.ty.map(|t| t.code())),
@@ -357,6 +362,8 @@ pub(crate) fn dynamically_grantable(req: &Request, subject: &Resource) -> bool {
             | T::Role
             | T::Token
             | T::PollingChannel
+            | T::AeAnnc
+            | T::RemoteCse
             | T::DynamicAuthorizationConsultation
             | T::ServiceSubscribedAppRule
             | T::MgmtObj
@@ -601,12 +608,20 @@ fn evaluate(
             };
             (permit, reason, None)
         }
-        Policies::Announcer(announcer) => {
+        Policies::Announcer {
+            cse: announcer,
+            stem,
+        } => {
             let bound = facts.peer.bound_entity();
+            let as_whom = Some(originator) == announcer.as_ref()
+                || matches!(originator, EntityId::SpAe { stem: s, .. }
+                    if stem.as_deref().is_none_or(|st| s.as_str() == st));
             let permit = !facts.peer.by_action
+                && op != AccessOperation::Delete
                 && facts.proof.identifies()
                 && announcer.is_some()
-                && bound == announcer.as_ref();
+                && bound == announcer.as_ref()
+                && as_whom;
             let reason = if permit {
                 "permitted: the CSE that announced it".to_owned()
             } else {
@@ -683,7 +698,7 @@ fn policies_of(cse: &Context, res: &Resource) -> M2mResult<Policies> {
     }
     if res.ty == ResourceType::AeAnnc {
         let parent = crate::resolve::parent_of(cse, res)?;
-        return Ok(announcer_of(cse, &parent));
+        return Ok(announcer_of(cse, &parent, Some(res.ri())));
     }
     if !res.ty.has_acpi() {
         let parent = crate::resolve::parent_of(cse, res)?;
@@ -748,13 +763,16 @@ fn owner_of(parent: &Resource) -> Option<&str> {
 
 /// The policy of an <AEAnnc> under `parent`: the CSE a <remoteCSE> stands for (no other parent
 /// has one).
-fn announcer_of(cse: &Context, parent: &Resource) -> Policies {
+fn announcer_of(cse: &Context, parent: &Resource, stem: Option<&str>) -> Policies {
     let csi = (parent.ty == ResourceType::RemoteCse)
         .then(|| parent.str_attr("csi"))
         .flatten()
         .and_then(|c| EntityId::parse(c, &cse.id.home).ok())
         .filter(EntityId::is_cse);
-    Policies::Announcer(csi)
+    Policies::Announcer {
+        cse: csi,
+        stem: stem.map(str::to_owned),
+    }
 }
 
 /// Whether `peer` may create a `<localMulticastGroup>` here: this CSE's registrar, speaking for

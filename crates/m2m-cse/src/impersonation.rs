@@ -45,7 +45,11 @@ pub fn check(cse: &Context, req: &Request, peer: &Peer) -> M2mResult<(Originator
     let proof = match &peer.association {
         None => without_association(cse, &originator, peer.plain, ae_registration)?,
         Some(a) => match &a.entity {
-            Some(bound) if bound.is_cse() => from_cse_peer(cse, &originator, bound)?,
+            Some(bound) if bound.is_cse() => {
+                let announcing =
+                    req.op == Operation::Create && req.ty == Some(ResourceType::AeAnnc);
+                from_cse_peer(cse, &originator, bound, announcing)?
+            }
             Some(bound) => from_bound_ae(&originator, bound, ae_registration)?,
             None => from_unbound_credential(
                 cse,
@@ -149,7 +153,13 @@ fn without_association(
 
 /// A CSE peer speaks for itself (authenticated) and relays for the entities behind it (TS-0004
 /// clause 7.3.2.1): never for this CSE, its AEs, another CSE registered here, or the AEs of one.
-fn from_cse_peer(cse: &Context, originator: &Originator, peer: &EntityId) -> M2mResult<Proof> {
+/// `announcing`: the request creates an `<AEAnnc>`, for an S-stem AE that is announced nowhere yet.
+fn from_cse_peer(
+    cse: &Context,
+    originator: &Originator,
+    peer: &EntityId,
+    announcing: bool,
+) -> M2mResult<Proof> {
     let entity = match originator {
         Originator::Entity(e) => e,
         Originator::Unassigned(_) => {
@@ -168,19 +178,21 @@ fn from_cse_peer(cse: &Context, originator: &Originator, peer: &EntityId) -> M2m
             let registrar = EntityId::cse(sp.clone(), registrar.clone());
             registrar != *peer && (registrar.is_home_cse(home) || is_registree_cse(cse, &registrar))
         }
-        // S-stems are unique in the SP: one registered here is this CSE's to speak for, one
-        // announced here (an <AEAnnc>, on the IN-CSE) the announcing CSE's.
+        // S-stems are unique in the SP: one registered here, or held here by the credential it
+        // registered with (`store::AeIdHolder`), is this CSE's to speak for; one announced here
+        // (an <AEAnnc>, on the IN-CSE) the announcing CSE's.
         EntityId::SpAe { .. } => {
             entity
                 .local_stem(home)
                 .is_some_and(|stem| match cse.store.get_shared(stem.as_str()) {
                     Ok(Some(r)) if r.ty == ResourceType::AeAnnc => !announced_by(cse, &r, peer),
                     Ok(Some(_)) => true,
-                    _ => false,
+                    Ok(None) => !matches!(cse.store.read(|r| r.holder_of(stem.as_str())), Ok(None)),
+                    Err(_) => true,
                 })
         }
     };
-    if foreign || !speaks_for(cse, peer) {
+    if foreign || !speaks_for(cse, peer, entity, announcing) {
         return Err(not_authenticated(format_args!(
             "CSE {peer} sent a request on behalf of {entity}"
         )));
@@ -190,16 +202,39 @@ fn from_cse_peer(cse: &Context, originator: &Originator, peer: &EntityId) -> M2m
 }
 
 /// Whether the CSE `peer` may relay for `entity` (beyond the `foreign` rule above): requests
-/// travel along the registration tree (TS-0001 clause 6.3, TS-0004 clause 7.3.2.6), so only
-/// this CSE's registrar or a CSE registered here relays; any other CSE speaks for nobody but
-/// itself. (Which CSEs are below a registree this CSE does not know: its `dcse` is its own
-/// claim and is not kept up to date, so a registree is taken at its word for what is not here.)
-fn speaks_for(cse: &Context, peer: &EntityId) -> bool {
-    let is_registrar =
-        cse.id.registrar.as_ref().is_some_and(|registrar| {
-            peer.cse_id() == Some(registrar) && *peer.sp() == cse.id.home.sp
-        });
-    is_registrar || is_registree_cse(cse, peer)
+/// travel along the registration tree (TS-0001 clause 6.3, TS-0004 clause 7.3.2.6). This CSE's
+/// registrar relays for anyone not of this CSE; a CSE registered here only for its own tree: the
+/// CSEs its descendantCSEs list as kept here (`descendants`), their C-stem AEs, and the S-stem
+/// AEs it announced here (or announces now: `announcing`, TS-0004 clause 7.4.5.2.1). Any other
+/// CSE speaks for nobody but itself.
+fn speaks_for(cse: &Context, peer: &EntityId, entity: &EntityId, announcing: bool) -> bool {
+    let home = &cse.id.home;
+    let Some(peer_id) = peer.cse_id().filter(|_| *peer.sp() == home.sp) else {
+        return false;
+    };
+    if cse.id.registrar.as_ref() == Some(peer_id) {
+        return true;
+    }
+    let Ok(Some(csr)) = cse.store.get_shared(peer_id.bare()) else {
+        return false;
+    };
+    if csr.ty != ResourceType::RemoteCse || *entity.sp() != home.sp {
+        return false;
+    }
+    let below = |id: &m2m_core::CseId| id == peer_id || crate::descendants::lists(&csr, id);
+    match entity {
+        EntityId::Cse { cse: id, .. } => below(id),
+        EntityId::CseAe { registrar, .. } => below(registrar),
+        EntityId::SpAe { .. } => {
+            entity
+                .local_stem(home)
+                .is_some_and(|stem| match cse.store.get_shared(stem.as_str()) {
+                    Ok(Some(r)) => r.ty == ResourceType::AeAnnc && r.pi() == peer_id.bare(),
+                    Ok(None) => announcing,
+                    Err(_) => false,
+                })
+        }
+    }
 }
 
 /// Whether the <AEAnnc> `annc` is under the <remoteCSE> of `peer`.

@@ -18,6 +18,8 @@
 //! | TS-0001 7.2, TS-0004 7.3.2: target resolution | `resolve` |
 //! | TS-0001 9.6.1.3: expirationTime | `expiry` |
 //! | TS-0001 10.2.2.4: CSE registration | `registration` |
+//! | TS-0001 9.6.4 (descendantCSEs), 10.2.2.4: which CSEs a registree speaks for | `descendants`, `registration` |
+//! | TS-0001 10.2.2.2, TS-0004 7.4.5.2.1: S-stem AE-IDs unique in the SP (`<AEAnnc>`) | `resources::ae`, `resources::ae_annc` |
 //! | TS-0001 10.2.6, TS-0004 7.3.3.17: discovery | `discovery`, `search_threads`, `store::scan` |
 //! | TS-0004 7.3.3.18, 7.3.3.19: semantic discovery and semantic query (SPARQL) | `semantic_query`, `sparql` |
 //! | TS-0001 9.6.13, TS-0004 7.4.13: `<group>` | `group`, `resources::group` |
@@ -54,6 +56,7 @@ pub mod config;
 pub mod context;
 mod credential_rotation;
 pub mod cse;
+mod descendants;
 mod discovery;
 mod dispatcher;
 mod dynamic_authorization;
@@ -329,6 +332,50 @@ pub fn encrypt_store(cfg: &Config) -> anyhow::Result<Option<&'static str>> {
             adopt_plain: true,
         },
     )
+}
+
+/// `m2m store release-ae-id`: frees an AE-ID that stays with the credential it registered with
+/// (`store::AeIdHolder`) once its `<AE>` is gone, for whoever the registration rules admit next:
+/// the operator's step for a device replaced under the same AE-ID with a credential of its own
+/// (the administrator's DELETE frees it while the `<AE>` exists). With the CSE stopped: its
+/// storage directory is locked while it runs. `Ok(false)`: nothing held it.
+pub fn release_ae_id(cfg: &Config, ae_id: &str) -> anyhow::Result<bool> {
+    let identity = cfg.identity()?;
+    let entity = m2m_core::EntityId::parse(ae_id, &identity.home)
+        .map_err(|e| anyhow::anyhow!("{ae_id}: {}", e.dbg))?;
+    let stem = entity
+        .local_stem(&identity.home)
+        .ok_or_else(|| anyhow::anyhow!("{ae_id} is no AE-ID registered at this CSE"))?
+        .to_string();
+    let dir = &cfg.storage.path;
+    if !dir.join("resources.db").exists() {
+        anyhow::bail!("{}: there is no resource store here", dir.display());
+    }
+    let environments: SharedEnvironments = secure_environments(cfg)?.into();
+    let store = store::Store::open_at_rest(
+        dir,
+        cfg.storage.sync,
+        context::store_keys(&cfg.storage, &environments)?,
+    )?;
+    if store
+        .get(&stem)
+        .map_err(|e| anyhow::anyhow!(e.dbg))?
+        .is_some()
+    {
+        anyhow::bail!("{ae_id} is registered: the administrator's DELETE of its <AE> frees it");
+    }
+    let held = store
+        .read(|r| r.holder_of(&stem))
+        .map_err(|e| anyhow::anyhow!(e.dbg))?
+        .is_some();
+    if held {
+        let s = stem.clone();
+        store
+            .write_blocking(move |w| w.release_ae_id(&s))
+            .map_err(|e| anyhow::anyhow!(e.dbg))?;
+        tracing::warn!(target: "audit", ae_id = %stem, "AE-ID released by the operator");
+    }
+    Ok(held)
 }
 
 /// Binds the listeners, starts the servers, the expiry sweeper and (for an MN) registration.

@@ -1,9 +1,12 @@
 //! CSE registration (TS-0001 clause 10.2.2.4): an MN-CSE creates its `<remoteCSE>` on the registrar
-//! IN-CSE and a `<remoteCSE>` for the registrar on itself.
+//! IN-CSE and a `<remoteCSE>` for the registrar on itself, and keeps its descendantCSEs up to date
+//! there (`crate::descendants`).
 
 use crate::cse::Cse;
 use crate::store::Resource;
-use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType, ResponseStatusCode as Rsc};
+use m2m_core::{
+    CseId, M2mError, M2mResult, Operation, Request, ResourceType, ResponseStatusCode as Rsc,
+};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,7 @@ pub async fn register_with_registrar(cse: Arc<Cse>) {
         match register_once(&cse).await {
             Ok(()) => {
                 tracing::info!(registrar = %reg.cse_id, url = %m2m_transport::connector::loggable(&reg.url), "registered with the registrar CSE");
+                crate::resources::ae::reannounce_all(&cse).await;
                 return;
             }
             Err(e) => {
@@ -49,6 +53,7 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
         "rr": true,
         "poa": [cse.public_url()],
         "srv": ["2a", "3"],
+        "dcse": crate::descendants::current(cse),
     }});
     // A CSE that can join multicast groups says so (multicastCapability IP, TS-0004 6.3.4.2.58).
     let multicast = cse.multicast_member.is_some().then(|| json!(2));
@@ -74,7 +79,10 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
                 from.clone(),
                 rqi(),
             );
-            let mut csr = json!({ "poa": [cse.public_url()] });
+            let mut csr = json!({
+                "poa": [cse.public_url()],
+                "dcse": crate::descendants::current(cse),
+            });
             if let Some(m) = &multicast {
                 csr["mtcc"] = m.clone();
             }
@@ -113,6 +121,84 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
         )));
     }
     upsert_registrar_csr(cse, &reg_csi, &reg.resource_name, &reg.url, &cb).await
+}
+
+/// One publication at a time per process, so that an older list never overwrites a newer one.
+fn publishing() -> &'static tokio::sync::Mutex<()> {
+    static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
+}
+
+/// Tells the registrar this CSE's descendants (an UPDATE of our `<remoteCSE>` there, TS-0001
+/// clause 10.2.2.4), with `joining` (CSEs being registered here, and their descendants) counted
+/// already. Without a registrar there is nobody to tell. A failure, or a list the registrar did
+/// not keep whole, is tried again later ([`retry`]); it is logged, never the registree's error.
+pub(crate) async fn publish_descendants(cse: &Arc<Cse>, joining: &[CseId]) {
+    if let Err(why) = publish_once(cse, joining).await {
+        tracing::warn!(reason = %why, "descendant CSEs not yet known to the registrar; trying again");
+        retry(cse);
+    }
+}
+
+async fn publish_once(cse: &Cse, joining: &[CseId]) -> Result<(), String> {
+    let Some(reg) = cse.cfg.registrar.as_ref() else {
+        return Ok(());
+    };
+    let _one = publishing().lock().await;
+    let dcse = crate::descendants::ours(cse, joining).map_err(|e| e.dbg)?;
+    let me = &cse.id.cse_id;
+    let mut update = Request::new(
+        m2m_core::Operation::Update,
+        format!("{}/{}", reg.resource_name, me.bare()),
+        Some(me.sp_relative()),
+        format!("dcse-{}", crate::context::random_suffix(10)),
+    );
+    update.pc = Some(json!({"m2m:csr": {"dcse": dcse}}));
+    let answer = cse
+        .registrar_client
+        .send(&reg.url, &update)
+        .await
+        .map_err(|e| e.dbg)?;
+    if answer.rsc != Rsc::Updated {
+        return Err(format!("the registrar answered {}", answer.rsc.code()));
+    }
+    let kept = answer
+        .pc
+        .as_ref()
+        .and_then(|p| p.pointer("/m2m:csr/dcse"))
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if kept < dcse.len() {
+        return Err(format!(
+            "the registrar kept {kept} of {} descendant CSEs (another registree accounts for the others)",
+            dcse.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Publishes again with back-off (1 s doubling to 60 s, ten times at most), one retry loop per
+/// process at a time: a registrar that was unreachable, or that still counted a CSE as another
+/// registree's (which deregistered it meanwhile), learns the list later.
+fn retry(cse: &Arc<Cse>) {
+    static RETRYING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::Ordering;
+    if RETRYING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let cse = Arc::downgrade(cse);
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_secs(1);
+        for _ in 0..10 {
+            tokio::time::sleep(delay).await;
+            let Some(cse) = cse.upgrade() else { break };
+            if publish_once(&cse, &[]).await.is_ok() {
+                break;
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(60));
+        }
+        RETRYING.store(false, Ordering::Release);
+    });
 }
 
 async fn upsert_registrar_csr(

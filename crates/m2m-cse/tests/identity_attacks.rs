@@ -491,7 +491,8 @@ async fn nobody_acts_as_an_s_ae_registered_here() {
     // below it; not for this CSE, its C-AEs, or another CSE registered here.
     let mn = s.cert("/id-mn");
     let csr = json!({"m2m:csr": {"csi": "/id-mn", "cb": "/id-mn/cse-mn", "rr": true,
-        "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2, "rn": "id-mn"}});
+        "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2, "rn": "id-mn",
+        "dcse": ["/id-asn"]}});
     let r = s
         .send(
             &mn,
@@ -1096,6 +1097,20 @@ async fn an_s_stem_is_announced_once_in_the_sp_and_only_by_its_cse() {
             "/id-mn2/Smeter",
         ),
         (
+            "another MN, the stem SP-relative",
+            &mn2,
+            "id-mn2",
+            "/Smeter",
+            "/id-mn2/Smeter",
+        ),
+        (
+            "another MN, the stem absolute",
+            &mn2,
+            "id-mn2",
+            "//m2m.example.com/Smeter",
+            "/id-mn2/Smeter",
+        ),
+        (
             "the MN, the same stem again",
             &mn,
             "id-mn",
@@ -1174,6 +1189,9 @@ async fn an_s_stem_is_announced_once_in_the_sp_and_only_by_its_cse() {
         let r = announce(&mn, "id-mn", "/id-mn", lnk).await;
         assert_eq!(r.rsc, Rsc::BadRequest, "{lnk}: {:?}", r.pc);
     }
+    // From an AE other than the one the link names.
+    let r = announce(&mn, "id-mn", "/id-mn/Sone", "/id-mn/Sother").await;
+    assert_eq!(r.rsc, Rsc::BadRequest, "{:?}", r.pc);
     // Only the MN changes its record; another MN neither as the AE nor as itself.
     let update = |peer: &Peer, from: &str, lnk: &str| {
         let (peer, from, lnk) = (peer.clone(), from.to_owned(), lnk.to_owned());
@@ -1262,6 +1280,37 @@ async fn an_s_stem_is_announced_once_in_the_sp_and_only_by_its_cse() {
             r.pc
         );
     }
+    // Another entity behind the MN (an AE the MN relays, or the announced AE deleting its
+    // record) does not act on it; nor does anyone relay for a stem held here.
+    for (op, from) in [
+        (Operation::Retrieve, "/id-mn/Cevil"),
+        (Operation::Update, "/id-mn/Cevil"),
+        (Operation::Delete, "/id-mn/Cevil"),
+        (Operation::Delete, "/id-mn/Smeter"),
+        (Operation::Delete, "/id-mn"),
+    ] {
+        let pc = (op == Operation::Update).then(|| json!({"m2m:aeA": {"lnk": "INACTIVE"}}));
+        let r = s.send(&mn, op, "/id-in/Smeter", from, None, pc).await;
+        assert_eq!(
+            r.rsc,
+            Rsc::OriginatorHasNoPrivilege,
+            "{op:?} as {from}: {:?}",
+            r.pc
+        );
+    }
+    let r = announce(&mn, "id-mn", "/id-mn/Cevil", "/id-mn/Sevil").await;
+    assert_eq!(
+        r.rsc,
+        Rsc::OriginatorHasNoPrivilege,
+        "an AE announcing another stem: {:?}",
+        r.pc
+    );
+    for from in ["/Sheld", "/id-mn/Sheld", "//m2m.example.com/Sheld"] {
+        let r = s
+            .send(&mn, Operation::Retrieve, "cse-in", from, None, None)
+            .await;
+        assert_eq!(r.rsc, Rsc::OriginatorNotAuthenticated, "{from}: {:?}", r.pc);
+    }
     // The admin sees the record, with the Credential-ID label.
     let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
     let r = s
@@ -1279,6 +1328,254 @@ async fn an_s_stem_is_announced_once_in_the_sp_and_only_by_its_cse() {
         r.pc.as_ref().and_then(|p| p.pointer("/m2m:aeA/lnk")),
         Some(&json!("/id-mn/Smeter"))
     );
+    let r = s
+        .send(
+            &admin,
+            Operation::Delete,
+            "/id-in/Smeter",
+            "CAdmin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
+}
+
+/// Only the IN-CSE keeps announcements: an MN-CSE takes none from the CSEs registered with it
+/// (they would only keep its registrar from relaying for the AEs they name).
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_in_cse_keeps_announcements() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::from_toml(
+        "[cse]\nrole = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n\
+         [registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nurl = \"https://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    cfg.storage.path = dir.path().join("db");
+    let env: Vec<Box<dyn SecureEnvironment>> = Vec::new();
+    let cse = Cse::open(cfg, &env.into()).unwrap();
+    let home = cse.identity().home.clone();
+    let asn = Peer::associated(
+        addr(),
+        Arc::new(Association {
+            mode: SaeMode::Certificate,
+            credential: CredentialId::parse("32-id-asn.id-in.m2m.example.com").unwrap(),
+            entity: Some(EntityId::parse("/id-asn", &home).unwrap()),
+        }),
+    );
+    let send = |to: &str, from: &str, ty: ResourceType, pc: Value| {
+        let mut req = Request::new(
+            Operation::Create,
+            to,
+            Some(from.to_owned()),
+            "rqi-1".to_owned(),
+        );
+        req.ty = Some(ty);
+        req.pc = Some(pc);
+        req.rvi = Some("3".into());
+        cse.handle(req, asn.clone())
+    };
+    let r = send(
+        "cse-mn",
+        "/id-asn",
+        ResourceType::RemoteCse,
+        json!({"m2m:csr": {"csi": "/id-asn", "cb": "/id-asn/cse-asn", "rr": true,
+            "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 3}}),
+    )
+    .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    for from in ["/id-asn/Sphone", "/id-asn"] {
+        let r = send(
+            "/id-mn/id-asn",
+            from,
+            ResourceType::AeAnnc,
+            json!({"m2m:aeA": {"lnk": "/id-asn/Sphone", "lbl": ["Credential-ID:"]}}),
+        )
+        .await;
+        assert_eq!(r.rsc, Rsc::OperationNotAllowed, "{from}: {:?}", r.pc);
+    }
+}
+
+/// A registree relays only for its own tree (TS-0001 clause 10.2.2.4: its descendantCSEs): the
+/// CSEs its `dcse` lists as kept here, and their AEs. A claim on a CSE that this CSE, its
+/// registrar, another registree or another registree's list accounts for is left out (first
+/// come, first kept), so a sibling's descendants, or a CSE nobody listed, are nobody's to speak for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registree_relays_only_for_the_cses_below_it() {
+    let s = Setup::start().await;
+    let csr = |csi: &str, dcse: &[&str]| {
+        Some(
+            json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cse"), "rr": true,
+            "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2, "dcse": dcse}}),
+        )
+    };
+    let (mn, mn2) = (s.cert("/id-mn"), s.cert("/id-mn2"));
+    let r = s
+        .send(
+            &mn,
+            Operation::Create,
+            "cse-in",
+            "/id-mn",
+            Some(ResourceType::RemoteCse),
+            csr(
+                "/id-mn",
+                &[
+                    "/id-asn",
+                    "/id-in",
+                    "/id-mn",
+                    "//m2m.example.com/id-x",
+                    "/Sx",
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    assert_eq!(
+        r.pc.as_ref().and_then(|p| p.pointer("/m2m:csr/dcse")),
+        Some(&json!(["/id-asn"]))
+    );
+    let r = s
+        .send(
+            &mn2,
+            Operation::Create,
+            "cse-in",
+            "/id-mn2",
+            Some(ResourceType::RemoteCse),
+            csr("/id-mn2", &["/id-asn", "/id-asn2", "/id-mn"]),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    assert_eq!(
+        r.pc.as_ref().and_then(|p| p.pointer("/m2m:csr/dcse")),
+        Some(&json!(["/id-asn2"])),
+        "the MN's descendant and the MN itself are not the other MN's"
+    );
+    let relayed = |peer: &Peer, from: &str| {
+        let (peer, from) = (peer.clone(), from.to_owned());
+        let s = &s;
+        async move {
+            s.send(&peer, Operation::Retrieve, "cse-in", &from, None, None)
+                .await
+                .rsc
+        }
+    };
+    for (peer, who, from, speaks) in [
+        (&mn, "MN", "/id-asn", true),
+        (&mn, "MN", "/id-asn/Cvalve", true),
+        (&mn, "MN", "//m2m.example.com/id-asn/Cvalve", true),
+        (&mn, "MN", "/id-mn/Cvalve", true),
+        (&mn, "MN", "/id-asn2/Cvalve", false),
+        (&mn, "MN", "/id-unknown/Cvalve", false),
+        (&mn, "MN", "/id-unknown", false),
+        (&mn, "MN", "//other.example.org/id-asn/Cvalve", false),
+        (&mn, "MN", "/Sunannounced", false),
+        (&mn2, "MN2", "/id-asn/Cvalve", false),
+        (&mn2, "MN2", "/id-asn", false),
+        (&mn2, "MN2", "/id-asn2/Cvalve", true),
+        (&mn2, "MN2", "/id-mn/Cvalve", false),
+        // Neither registrar nor registree: itself only.
+        (
+            &s.cert("/id-x"),
+            "an unregistered CSE",
+            "/id-x/Cvalve",
+            false,
+        ),
+    ] {
+        let rsc = relayed(peer, from).await;
+        assert_eq!(
+            rsc != Rsc::OriginatorNotAuthenticated,
+            speaks,
+            "{who} relaying {from}: {rsc:?}"
+        );
+    }
+    // Its list is the registree's to change, and a CSE it let go is free for another one.
+    let r = s
+        .send(
+            &mn,
+            Operation::Update,
+            "cse-in/id-mn",
+            "/id-mn",
+            None,
+            Some(json!({"m2m:csr": {"dcse": []}})),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Updated, "{:?}", r.pc);
+    let r = s
+        .send(
+            &mn2,
+            Operation::Update,
+            "cse-in/id-mn2",
+            "/id-mn2",
+            None,
+            Some(json!({"m2m:csr": {"dcse": ["/id-asn", "/id-asn2"]}})),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Updated, "{:?}", r.pc);
+    assert_eq!(
+        r.pc.as_ref().and_then(|p| p.pointer("/m2m:csr/dcse")),
+        Some(&json!(["/id-asn", "/id-asn2"]))
+    );
+    assert_eq!(
+        relayed(&mn, "/id-asn/Cvalve").await,
+        Rsc::OriginatorNotAuthenticated
+    );
+    assert_ne!(
+        relayed(&mn2, "/id-asn/Cvalve").await,
+        Rsc::OriginatorNotAuthenticated
+    );
+    // Nobody else changes a registree's list, not even one a policy lets update the rest.
+    let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
+    let acp = json!({"m2m:acp": {"rn": "csrs", "pv": {"acr": [{"acor": ["/id-mn2"], "acop": 63}]},
+        "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}});
+    let r = s
+        .send(
+            &admin,
+            Operation::Create,
+            "cse-in",
+            "CAdmin",
+            Some(ResourceType::AccessControlPolicy),
+            Some(acp),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let r = s
+        .send(
+            &admin,
+            Operation::Update,
+            "cse-in/id-mn",
+            "CAdmin",
+            None,
+            Some(json!({"m2m:csr": {"acpi": ["cse-in/csrs"]}})),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Updated, "{:?}", r.pc);
+    let r = s
+        .send(
+            &mn2,
+            Operation::Update,
+            "cse-in/id-mn",
+            "/id-mn2",
+            None,
+            Some(json!({"m2m:csr": {"lbl": ["granted"]}})),
+        )
+        .await;
+    assert_eq!(
+        r.rsc,
+        Rsc::Updated,
+        "the policy grants the rest: {:?}",
+        r.pc
+    );
+    let r = s
+        .send(
+            &mn2,
+            Operation::Update,
+            "cse-in/id-mn",
+            "/id-mn2",
+            None,
+            Some(json!({"m2m:csr": {"dcse": ["/id-asn3"]}})),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::OriginatorHasNoPrivilege, "{:?}", r.pc);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "resolve",
             "association",
             "impersonation",
+            "descendants",
             "roles",
             "access",
             "dynamic_authorization",

@@ -526,7 +526,7 @@ fn a_claim_neither_subscribes_nor_registers_the_admin() {
     let (rsc, _) = common::retrieve(cse.url(), "/cse-in/admin", "CAdmin");
     assert_ne!(rsc, 2000);
     assert!(
-        cse.stderr().contains("(the administrator) registering"),
+        cse.logged("(the administrator) registering"),
         "{}",
         cse.stderr()
     );
@@ -583,12 +583,27 @@ fn an_originator_two_cses_down_is_relayed_to_the_in_cse() {
     let other = register_ae(mn2.url(), "/cse-mn2", "Cother", "other", &[]);
     let (rsc, body) = retrieve(mn2.url(), "/~/id-in/cse-in/owner/c", &other);
     assert_eq!(rsc, 4103, "{body}");
+    // The IN knows the second MN as the first one's descendant (its dcse, kept up to date by
+    // the MN); when it deregisters, the IN no longer takes the MN's word for its AEs.
+    let (_, csr) = retrieve(in_cse.url(), "/cse-in/id-mn", "CAdmin");
+    assert_eq!(
+        csr["m2m:csr"]["dcse"],
+        serde_json::json!(["/id-mn2"]),
+        "{csr}"
+    );
+    assert_eq!(common::delete(mn.url(), "/cse-mn/id-mn2", "CAdmin").0, 2002);
+    let forgotten = poll(WAIT, || {
+        let (_, csr) = retrieve(in_cse.url(), "/cse-in/id-mn", "CAdmin");
+        (csr["m2m:csr"]["dcse"] == serde_json::json!([])).then_some(())
+    });
+    assert!(forgotten.is_some(), "MN:\n{}", mn.stderr());
 }
 
 /// An AE-ID registered over a credential that names no entity stays with that credential once
 /// the AE has expired, and across a restart of the CSE (the store on disk keeps it): another
 /// credential, or the plain listener, registering it gets 4106 in every form of the ID; its own
-/// credential registers it again.
+/// credential registers it again. Once gone again, the operator frees it (`m2m store
+/// release-ae-id`, CSE stopped) and another credential registers it.
 #[test]
 fn an_expired_ae_id_stays_with_its_credential_across_a_restart() {
     let pki = Pki::temp();
@@ -668,9 +683,49 @@ fn an_expired_ae_id_stays_with_its_credential_across_a_restart() {
         .unwrap();
     assert_eq!(r.rsc, 2001, "its own credential: {:?}", r.body);
     assert!(
-        cse.stderr()
-            .contains("registered before with credential 12-meter@in.example.com"),
+        cse.logged("registered before with credential 12-meter@in.example.com"),
         "the audit log says why: {}",
         cse.stderr()
     );
+    let r = meter
+        .request(
+            cse.https_url(),
+            "DELETE",
+            "/cse-in/meter",
+            Some("Cmeter"),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2002, "{:?}", r.body);
+    let mut cse = cse;
+    cse.kill9();
+    let release = |id: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
+            .args(["store", "release-ae-id", "--config"])
+            .arg(cse.config_path())
+            .arg(id)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(release("/id-in/Cmeter").contains("released"));
+    assert!(release("Cmeter").contains("held by no credential"));
+    let cse = cse.restart();
+    let r = thief
+        .request(
+            cse.https_url(),
+            "POST",
+            "/cse-in",
+            Some("Cmeter"),
+            Some(2),
+            Some(&ae(None)),
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2001, "released, another credential: {:?}", r.body);
 }

@@ -163,7 +163,7 @@ fn held_by_another(
 /// re-registration) is updated instead. Nothing to do on the IN-CSE itself, whose `<AE>`s and
 /// `<AEAnnc>`s share one namespace. The request goes through the registrar, like every request
 /// towards the IN-CSE, so only a CSE registered with the IN-CSE can announce (4004 otherwise).
-async fn announce(
+pub(crate) async fn announce(
     cse: &Cse,
     stem: &AeStem,
     api: &str,
@@ -244,6 +244,10 @@ async fn deannounce(cse: &Cse, stem: &AeStem) {
     let Some(registrar) = cse.cfg.registrar.as_ref() else {
         return;
     };
+    // Registered again meanwhile: its announcement stands.
+    if !matches!(cse.store.get(stem.as_str()), Ok(None)) {
+        return;
+    }
     let mut update = Request::new(
         m2m_core::Operation::Update,
         format!("{}/{stem}", cse.id.in_cse.sp_relative()),
@@ -258,6 +262,36 @@ async fn deannounce(cse: &Cse, stem: &AeStem) {
         }
         Err(e) => {
             tracing::warn!(ae_id = %stem, dbg = %e.dbg, "the IN-CSE could not be told the S-stem AE deregistered")
+        }
+    }
+}
+
+/// After this CSE (re)registered with its registrar: every S-stem AE registered here is
+/// announced again (the IN-CSE's records go with this CSE's `<remoteCSE>` there). A refusal
+/// is logged: the AE stays registered here, and the IN-CSE takes no relayed request for it.
+pub(crate) async fn reannounce_all(cse: &Cse) {
+    let aes = match cse.store.read(|r| r.all_of_type(ResourceType::Ae)) {
+        Ok(aes) => aes,
+        Err(e) => {
+            tracing::warn!(dbg = %e.dbg, "S-stem AEs not announced again: the store cannot be read");
+            return;
+        }
+    };
+    for ae in aes {
+        let Some(stem) = ae
+            .str_attr("aei")
+            .and_then(|a| AeStem::parse(a).ok())
+            .filter(|s| s.kind() == StemKind::Sp)
+        else {
+            continue;
+        };
+        let credential = match cse.store.read(|r| r.holder_of(stem.as_str())) {
+            Ok(Some(AeIdHolder::Credential(c))) => Some(c),
+            _ => None,
+        };
+        let api = ae.str_attr("api").unwrap_or("");
+        if let Err(e) = announce(cse, &stem, api, credential.as_ref()).await {
+            tracing::warn!(target: "audit", ae_id = %stem, rsc = e.rsc.code(), "S-stem AE not announced again to the IN-CSE");
         }
     }
 }

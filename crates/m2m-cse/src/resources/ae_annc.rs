@@ -9,7 +9,7 @@
 use super::{ready, Call, Pending, Prepared};
 use crate::cse::Cse;
 use crate::store::Resource;
-use m2m_core::{AeStem, CseId, M2mError, M2mResult, ResponseStatusCode, StemKind};
+use m2m_core::{AeStem, CseId, EntityId, M2mError, M2mResult, ResponseStatusCode, StemKind};
 use serde_json::{json, Map, Value};
 
 /// `lnk` once the announced `<AE>` has deregistered (TS-0004 clause 7.4.5.2.4).
@@ -39,10 +39,30 @@ fn prepare_create(
     cse: &Cse,
     parent: &Resource,
     attrs: &mut Map<String, Value>,
+    originator: Option<&EntityId>,
 ) -> M2mResult<Prepared> {
+    // Only the IN-CSE keeps S-stems unique: a record anywhere else would only block the AEs
+    // it names from being relayed there.
+    if cse.id.role != crate::config::Role::IN {
+        return Err(M2mError::not_allowed(
+            "only the IN-CSE keeps announcements of S-stem AE-IDs",
+        ));
+    }
     let csi = announcer(parent)?;
     let lnk = attrs.get("lnk").and_then(Value::as_str).unwrap_or("");
     let stem = announced_stem(lnk, &csi)?;
+    // From is the announced AE as its CSE relays it, or that CSE (TS-0004 clause 7.4.5.2.1), or
+    // the administrator.
+    let from_ok = match originator {
+        Some(EntityId::SpAe { stem: s, .. }) => *s == stem,
+        Some(e) => e.cse_id() == Some(&csi) || *e == cse.id.admin,
+        None => false,
+    };
+    if !from_ok {
+        return Err(M2mError::bad_request(
+            "an AEAnnc is created by the CSE that announces it, for the AE it names",
+        ));
+    }
     if attrs
         .get("rn")
         .and_then(Value::as_str)
@@ -98,7 +118,12 @@ impl super::Behaviour for AeAnnc {
         parent: &'a Resource,
         attrs: &'a mut Map<String, Value>,
     ) -> Pending<'a, M2mResult<Prepared>> {
-        ready(prepare_create(call.cse, parent, attrs))
+        ready(prepare_create(
+            call.cse,
+            parent,
+            attrs,
+            call.peer.originator.as_ref(),
+        ))
     }
 
     fn prepare_update<'a>(

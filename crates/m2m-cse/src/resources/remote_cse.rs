@@ -64,10 +64,24 @@ impl super::Behaviour for RemoteCse {
             .and_then(|c| CseId::parse(c).ok())
             .map(|c| c.bare().to_owned());
         Box::pin(async move {
-            super::node::prepare_registration(call, parent, attrs, me.as_deref(), |attrs| {
-                prepare_create(call.cse, call.req, attrs, call.peer)
-            })
-            .await
+            let prepared =
+                super::node::prepare_registration(call, parent, attrs, me.as_deref(), |attrs| {
+                    prepare_create(call.cse, call.req, attrs, call.peer)
+                })
+                .await?;
+            // Our registrar learns the new CSE (and what is below it) before the registration is
+            // answered: requests it relays from there are taken up the tree at once.
+            let csi = CseId::parse(attrs.get("csi").and_then(Value::as_str).unwrap_or(""))?;
+            let claimed = crate::store::string_list(attrs.get("dcse"));
+            let below = call
+                .cse
+                .store
+                .read(|r| crate::descendants::admit(call.cse, r, &csi, &claimed))?;
+            let joining: Vec<CseId> = std::iter::once(csi)
+                .chain(below.iter().filter_map(|c| CseId::parse(c).ok()))
+                .collect();
+            crate::registration::publish_descendants(call.cse, &joining).await;
+            Ok(prepared)
         })
     }
 
@@ -75,12 +89,15 @@ impl super::Behaviour for RemoteCse {
         attrs.get("csi").and_then(Value::as_str)
     }
 
-    /// A deregistered CSE's secure storage goes with it (`secure_storage::owner_gone`).
+    /// A deregistered CSE's secure storage goes with it (`secure_storage::owner_gone`), and our
+    /// registrar learns it is no longer below us.
     fn deleted(&self, cse: &std::sync::Arc<crate::cse::Cse>, res: &crate::store::Resource) {
         if let Some(csi) = res.str_attr("csi").and_then(|c| CseId::parse(c).ok()) {
             let entity = m2m_core::EntityId::cse(cse.id.home.sp.clone(), csi);
             crate::secure_storage::owner_gone(cse, &entity);
         }
+        let cse = std::sync::Arc::clone(cse);
+        tokio::spawn(async move { crate::registration::publish_descendants(&cse, &[]).await });
     }
 
     /// [`Behaviour::deleted`] also when the remoteCSE goes with an ancestor.
@@ -95,6 +112,8 @@ impl super::Behaviour for RemoteCse {
         _parent: &crate::store::Resource,
         new: crate::store::Resource,
     ) -> M2mResult<crate::store::Resource> {
+        let mut new = new;
+        crate::descendants::keep_admitted(cse, w, &mut new)?;
         super::node::insert_linked(cse, w, new)
     }
 
@@ -104,7 +123,23 @@ impl super::Behaviour for RemoteCse {
         res: &'a crate::store::Resource,
         content: &'a Map<String, Value>,
     ) -> super::Pending<'a, M2mResult<()>> {
-        Box::pin(super::node::check_link(call, content, Some(res.ri())))
+        Box::pin(async move {
+            // Which CSEs a registree speaks for is its own word (or the administrator's), never
+            // granted by a policy to anyone else.
+            if content.contains_key("dcse") {
+                let registree = res
+                    .str_attr("csi")
+                    .and_then(|c| EntityId::parse(c, &call.cse.id.home).ok());
+                let itself = registree.is_some() && call.peer.bound_entity() == registree.as_ref();
+                if !(itself || call.peer.is_internal() || call.peer.is_admin(call.cse)) {
+                    return Err(M2mError::new(
+                        ResponseStatusCode::OriginatorHasNoPrivilege,
+                        "the originator has no privilege for this operation on the target",
+                    ));
+                }
+            }
+            super::node::check_link(call, content, Some(res.ri())).await
+        })
     }
 
     /// A new nodeLink moves the entity between nodes (`resources::node`).
@@ -117,6 +152,24 @@ impl super::Behaviour for RemoteCse {
         before: &Map<String, Value>,
         _by: Option<&EntityId>,
     ) -> M2mResult<()> {
+        if changed.contains_key("dcse") {
+            crate::descendants::keep_admitted(cse, w, res)?;
+        }
         super::node::relink(cse, w, res, changed, before)
+    }
+
+    /// A registree's new descendants reach our registrar before its UPDATE is answered.
+    fn settle_update<'a>(
+        &'a self,
+        cse: &'a std::sync::Arc<crate::cse::Cse>,
+        _res: &'a crate::store::Resource,
+        changed: &'a Map<String, Value>,
+        _before: &'a Map<String, Value>,
+    ) -> super::Pending<'a, ()> {
+        Box::pin(async move {
+            if changed.contains_key("dcse") {
+                crate::registration::publish_descendants(cse, &[]).await;
+            }
+        })
     }
 }

@@ -300,7 +300,6 @@ impl CseProcess {
             .clone()
     }
 
-    /// Kills the process with SIGKILL and waits for it.
     /// Whether the process's log shows `text` within 5 s (its stderr is read by a thread, so a
     /// line may land just after the request that caused it).
     pub fn logged(&self, text: &str) -> bool {
@@ -310,9 +309,15 @@ impl CseProcess {
         .is_some()
     }
 
+    /// Kills the process with SIGKILL and waits for it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The configuration file it runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     /// Whether the process is still running.
