@@ -58,6 +58,8 @@ pub struct Context {
     pub(crate) revocation: Option<Arc<m2m_security::revocation::RevocationList>>,
     /// Remote Kpsa rotation: the rotation key and the rotated KpsaIDs (`[security] rotation_key`).
     pub(crate) rotation: Option<Arc<crate::credential_rotation::Rotation>>,
+    /// This CSE's descendantCSEs on their way to its registrar (`registration::publish_descendants`).
+    pub(crate) publishing: crate::descendants::Publishing,
     /// Dynamic authorization: the servers of `[dynamic_authorization]` and their decisions.
     pub(crate) dynamic_authorization: Option<crate::dynamic_authorization::Consultations>,
     public_url: RwLock<String>,
@@ -190,6 +192,7 @@ impl Context {
             entity_psk,
             environments: environments.clone(),
             registree_clients: Default::default(),
+            publishing: Default::default(),
             dynamic_authorization,
             rotation,
             revocation,

@@ -16,6 +16,14 @@ use m2m_core::{CseId, M2mResult, ResourceType};
 use serde_json::json;
 use std::collections::BTreeSet;
 
+/// One publication of this CSE's list at a time (an older list never overwrites a newer one),
+/// and at most one loop trying again.
+#[derive(Default)]
+pub(crate) struct Publishing {
+    pub(crate) one_at_a_time: tokio::sync::Mutex<()>,
+    pub(crate) retrying: std::sync::atomic::AtomicBool,
+}
+
 /// The CSEs a `<remoteCSE>` accounts for here: its own CSE-ID and its `dcse`.
 fn accounted(csr: &Resource) -> impl Iterator<Item = CseId> + '_ {
     let own = csr.str_attr("csi").and_then(|c| CseId::parse(c).ok());
@@ -48,6 +56,8 @@ pub(crate) fn admit(
     let mut taken: BTreeSet<CseId> = BTreeSet::new();
     taken.insert(cse.id.cse_id.clone());
     taken.extend(cse.id.registrar.iter().cloned());
+    // The IN-CSE is nobody's descendant.
+    taken.insert(cse.id.in_cse.clone());
     taken.insert(owner.clone());
     for csr in r.all_of_type(ResourceType::RemoteCse)? {
         if csr.ri() != owner.bare() {
@@ -112,6 +122,32 @@ pub(crate) fn ours(cse: &Context, joining: &[CseId]) -> M2mResult<Vec<String>> {
     Ok(all.into_iter().map(|c| c.sp_relative()).collect())
 }
 
+/// After the registrar kept only `kept` of the list this CSE sent it: what it left out is
+/// nobody's below this CSE either, so it leaves the lists of this CSE's registrees too (a
+/// registree that claimed a CSE known elsewhere in the tree, which this CSE could not tell).
+pub(crate) fn drop_refused(
+    w: &crate::store::Writer<'_>,
+    refused: &BTreeSet<CseId>,
+) -> M2mResult<()> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    for mut csr in w.all_of_type(ResourceType::RemoteCse)? {
+        let before = crate::store::string_list(csr.attrs.get("dcse"));
+        let after: Vec<String> = before
+            .iter()
+            .filter(|c| CseId::parse(c).map_or(true, |id| !refused.contains(&id)))
+            .cloned()
+            .collect();
+        if after.len() != before.len() {
+            tracing::warn!(target: "audit", registree = %csr.ri(), dropped = ?refused, "descendant CSEs dropped: the registrar accounts for them elsewhere");
+            csr.attrs.insert("dcse".into(), json!(after));
+            w.update(&csr)?;
+        }
+    }
+    Ok(())
+}
+
 /// Our `dcse` for the `<remoteCSE>` this CSE creates or refreshes at its registrar.
 pub(crate) fn current(cse: &Context) -> Vec<String> {
     ours(cse, &[]).unwrap_or_default()
@@ -133,5 +169,44 @@ mod tests {
         ] {
             assert_eq!(descendant_id(entry).is_some(), ok, "{entry}");
         }
+    }
+
+    /// What the registrar refused of this CSE's list leaves every registree's list here, and
+    /// nothing else does.
+    #[test]
+    fn refused_descendants_leave_the_registrees_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), crate::config::SyncMode::Normal).unwrap();
+        let csr = |csi: &str, dcse: &[&str]| {
+            let bare = csi.trim_start_matches('/');
+            let attrs =
+                json!({"ri": bare, "rn": bare, "pi": "id-mn", "ty": 16, "csi": csi, "dcse": dcse});
+            Resource {
+                seq: 0,
+                ty: ResourceType::RemoteCse,
+                srn: format!("cse-mn/{bare}"),
+                attrs: attrs.as_object().unwrap().clone(),
+                creator: None,
+                specialization: None,
+            }
+        };
+        let (a, b) = (
+            csr("/id-asn", &["/id-mnc", "/id-x"]),
+            csr("/id-asn2", &["/id-y"]),
+        );
+        store
+            .write_blocking(move |w| {
+                w.insert(a)?;
+                w.insert(b).map(|_| ())
+            })
+            .unwrap();
+        let refused: BTreeSet<CseId> = [CseId::parse("/id-mnc").unwrap()].into();
+        store
+            .write_blocking(move |w| drop_refused(w, &refused))
+            .unwrap();
+        let list =
+            |ri: &str| crate::store::string_list(store.get(ri).unwrap().unwrap().attrs.get("dcse"));
+        assert_eq!(list("id-asn"), vec!["/id-x"]);
+        assert_eq!(list("id-asn2"), vec!["/id-y"]);
     }
 }

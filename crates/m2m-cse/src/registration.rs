@@ -123,32 +123,41 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
     upsert_registrar_csr(cse, &reg_csi, &reg.resource_name, &reg.url, &cb).await
 }
 
-/// One publication at a time per process, so that an older list never overwrites a newer one.
-fn publishing() -> &'static tokio::sync::Mutex<()> {
-    static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
-    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
-}
-
 /// Tells the registrar this CSE's descendants (an UPDATE of our `<remoteCSE>` there, TS-0001
 /// clause 10.2.2.4), with `joining` (CSEs being registered here, and their descendants) counted
-/// already. Without a registrar there is nobody to tell. A failure, or a list the registrar did
-/// not keep whole, is tried again later ([`retry`]); it is logged, never the registree's error.
+/// already. Without a registrar there is nobody to tell. Runs as a task of its own, so that a
+/// caller that stops waiting (a registration answered after [`PUBLISH_WAIT`]) does not cancel it;
+/// a failure, or a list the registrar did not keep whole, is tried again ([`retry`]) and never
+/// the caller's error.
 pub(crate) async fn publish_descendants(cse: &Arc<Cse>, joining: &[CseId]) {
-    if let Err(why) = publish_once(cse, joining).await {
-        tracing::warn!(reason = %why, "descendant CSEs not yet known to the registrar; trying again");
-        retry(cse);
+    if cse.cfg.registrar.is_none() {
+        return;
     }
+    let task = {
+        let cse = Arc::clone(cse);
+        let joining = joining.to_vec();
+        tokio::spawn(async move {
+            if let Err(why) = publish_once(&cse, &joining).await {
+                tracing::warn!(reason = %why, "descendant CSEs not yet known to the registrar; trying again");
+                retry(&cse);
+            }
+        })
+    };
+    let _ = tokio::time::timeout(PUBLISH_WAIT, task).await;
 }
+
+/// How long a registration or an UPDATE of a registree waits for the registrar to learn it.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn publish_once(cse: &Cse, joining: &[CseId]) -> Result<(), String> {
     let Some(reg) = cse.cfg.registrar.as_ref() else {
         return Ok(());
     };
-    let _one = publishing().lock().await;
+    let _one = cse.publishing.one_at_a_time.lock().await;
     let dcse = crate::descendants::ours(cse, joining).map_err(|e| e.dbg)?;
     let me = &cse.id.cse_id;
     let mut update = Request::new(
-        m2m_core::Operation::Update,
+        Operation::Update,
         format!("{}/{}", reg.resource_name, me.bare()),
         Some(me.sp_relative()),
         format!("dcse-{}", crate::context::random_suffix(10)),
@@ -162,42 +171,67 @@ async fn publish_once(cse: &Cse, joining: &[CseId]) -> Result<(), String> {
     if answer.rsc != Rsc::Updated {
         return Err(format!("the registrar answered {}", answer.rsc.code()));
     }
-    let kept = answer
-        .pc
-        .as_ref()
-        .and_then(|p| p.pointer("/m2m:csr/dcse"))
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    if kept < dcse.len() {
+    let kept: std::collections::BTreeSet<CseId> =
+        crate::store::string_list(answer.pc.as_ref().and_then(|p| p.pointer("/m2m:csr/dcse")))
+            .iter()
+            .filter_map(|c| CseId::parse(c).ok())
+            .collect();
+    let refused: std::collections::BTreeSet<CseId> = dcse
+        .iter()
+        .filter_map(|c| CseId::parse(c).ok())
+        .filter(|c| !kept.contains(c))
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    // A CSE registered here that the registrar counts as another's (it moved here, and the
+    // other has not told yet): try again later. Descendants it refused leave our lists.
+    let registered_here = refused
+        .iter()
+        .filter(
+            |c| matches!(cse.store.get(c.bare()), Ok(Some(r)) if r.ty == ResourceType::RemoteCse),
+        )
+        .count();
+    cse.store
+        .write(move |w| crate::descendants::drop_refused(w, &refused))
+        .await
+        .map_err(|e| e.dbg)?;
+    if registered_here > 0 {
         return Err(format!(
-            "the registrar kept {kept} of {} descendant CSEs (another registree accounts for the others)",
-            dcse.len()
+            "the registrar counts {registered_here} CSE(s) registered here as another registree's"
         ));
     }
     Ok(())
 }
 
-/// Publishes again with back-off (1 s doubling to 60 s, ten times at most), one retry loop per
-/// process at a time: a registrar that was unreachable, or that still counted a CSE as another
-/// registree's (which deregistered it meanwhile), learns the list later.
+/// Publishes again with back-off (1 s doubling to 60 s) until the registrar has the list, one
+/// loop per CSE at a time (each attempt sends the list as it is then).
 fn retry(cse: &Arc<Cse>) {
-    static RETRYING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     use std::sync::atomic::Ordering;
-    if RETRYING.swap(true, Ordering::AcqRel) {
+    if cse.publishing.retrying.swap(true, Ordering::AcqRel) {
         return;
     }
-    let cse = Arc::downgrade(cse);
+    /// Clears the flag however the loop ends (a runtime shutting down drops it mid-sleep).
+    struct Done(std::sync::Weak<Cse>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            if let Some(cse) = self.0.upgrade() {
+                cse.publishing.retrying.store(false, Ordering::Release);
+            }
+        }
+    }
+    let weak = Arc::downgrade(cse);
     tokio::spawn(async move {
+        let _done = Done(weak.clone());
         let mut delay = std::time::Duration::from_secs(1);
-        for _ in 0..10 {
+        loop {
             tokio::time::sleep(delay).await;
-            let Some(cse) = cse.upgrade() else { break };
+            let Some(cse) = weak.upgrade() else { break };
             if publish_once(&cse, &[]).await.is_ok() {
                 break;
             }
             delay = (delay * 2).min(std::time::Duration::from_secs(60));
         }
-        RETRYING.store(false, Ordering::Release);
     });
 }
 

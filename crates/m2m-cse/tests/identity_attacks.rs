@@ -1525,7 +1525,7 @@ async fn a_registree_relays_only_for_the_cses_below_it() {
     );
     // Nobody else changes a registree's list, not even one a policy lets update the rest.
     let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
-    let acp = json!({"m2m:acp": {"rn": "csrs", "pv": {"acr": [{"acor": ["/id-mn2"], "acop": 63}]},
+    let acp = json!({"m2m:acp": {"rn": "csrs", "pv": {"acr": [{"acor": ["/id-mn2", "/id-mn/Cx"], "acop": 63}]},
         "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}});
     let r = s
         .send(
@@ -1576,6 +1576,26 @@ async fn a_registree_relays_only_for_the_cses_below_it() {
         )
         .await;
     assert_eq!(r.rsc, Rsc::OriginatorHasNoPrivilege, "{:?}", r.pc);
+    // Nor an AE the registree relays, though a policy lets it update the rest.
+    for (pc, want) in [
+        (json!({"m2m:csr": {"lbl": ["by Cx"]}}), Rsc::Updated),
+        (
+            json!({"m2m:csr": {"dcse": []}}),
+            Rsc::OriginatorHasNoPrivilege,
+        ),
+    ] {
+        let r = s
+            .send(
+                &mn,
+                Operation::Update,
+                "cse-in/id-mn",
+                "/id-mn/Cx",
+                None,
+                Some(pc.clone()),
+            )
+            .await;
+        assert_eq!(r.rsc, want, "{pc}: {:?}", r.pc);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -34,6 +34,13 @@ const ELSEWHERE: &[(u16, &str)] = &[
          opens, and joins a multicast address: needs a network namespace; multicast.rs scenario \
          (discovered by type on the member, neither read nor discovered by an AE there)",
     ),
+    (
+        10002,
+        "AEAnnc: made on the IN only by an MN-CSE announcing an S-stem AE registered there, over \
+         the MN's own association; registration.rs an_mn_registers_an_s_stem_only_once_the_in_recorded_it \
+         (discovered by type by the admin, neither discovered nor read by an AE of the IN), \
+         identity_attacks.rs an_s_stem_is_announced_once_in_the_sp_and_only_by_its_cse",
+    ),
 ];
 
 /// One resource made here: its type, its structured address (CSE-relative, as `m2m:uril`

@@ -494,6 +494,16 @@ fn an_mn_registers_an_s_stem_only_once_the_in_recorded_it() {
         let (rsc, b) = create(in_cse.url(), "/cse-in", from, 2, ae("squat"));
         assert_eq!(rsc, 4117, "at the IN as {from}: {b}");
     }
+    // The admin finds the record by type; an AE of the IN neither finds nor reads it.
+    let (_, b) = get_with_query(in_cse.url(), "/cse-in", ADMIN, "fu=1&ty=10002");
+    assert_eq!(b["m2m:uril"], json!(["cse-in/id-mn/Smeter"]), "{b}");
+    let nosy = register_ae(in_cse.url(), "/cse-in", "Cnosy", "nosy", &[]);
+    let (_, b) = get_with_query(in_cse.url(), "/cse-in", &nosy, "fu=1&ty=10002");
+    assert_eq!(b["m2m:uril"], json!([]), "{b}");
+    assert_eq!(
+        retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", &nosy).0,
+        4103
+    );
     // The MN relays for its AE at the IN (the IN's CSEBase is the registrees' to read).
     let (rsc, b) = retrieve(mn.url(), "/id-in/cse-in", "Smeter");
     assert_ne!(rsc, 4106, "{b}");

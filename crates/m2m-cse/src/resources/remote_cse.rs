@@ -89,6 +89,13 @@ impl super::Behaviour for RemoteCse {
         attrs.get("csi").and_then(Value::as_str)
     }
 
+    /// Once stored, our registrar learns the list as the store has it (a registration made at the
+    /// same time may have published a list without this one).
+    fn created(&self, cse: &std::sync::Arc<crate::cse::Cse>, _res: &crate::store::Resource) {
+        let cse = std::sync::Arc::clone(cse);
+        tokio::spawn(async move { crate::registration::publish_descendants(&cse, &[]).await });
+    }
+
     /// A deregistered CSE's secure storage goes with it (`secure_storage::owner_gone`), and our
     /// registrar learns it is no longer below us.
     fn deleted(&self, cse: &std::sync::Arc<crate::cse::Cse>, res: &crate::store::Resource) {
@@ -130,7 +137,10 @@ impl super::Behaviour for RemoteCse {
                 let registree = res
                     .str_attr("csi")
                     .and_then(|c| EntityId::parse(c, &call.cse.id.home).ok());
-                let itself = registree.is_some() && call.peer.bound_entity() == registree.as_ref();
+                // The registree's own association, speaking as itself (not an entity it relays).
+                let itself = registree.is_some()
+                    && call.peer.bound_entity() == registree.as_ref()
+                    && call.peer.originator.as_ref() == registree.as_ref();
                 if !(itself || call.peer.is_internal() || call.peer.is_admin(call.cse)) {
                     return Err(M2mError::new(
                         ResponseStatusCode::OriginatorHasNoPrivilege,
