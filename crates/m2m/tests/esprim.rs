@@ -129,6 +129,19 @@ fn protected_create_and_retrieve_through_the_mn() {
     ));
     wait_registered(&in_cse, &mn);
     prepare_box(in_cse.url());
+    // The AE registers at the MN over its own association: the MN records its S-stem at the IN,
+    // which then takes the MN's word for it.
+    let registered = TlsClient::psk(KPSA_ID, KPSA)
+        .request(
+            mn.https_url(),
+            "POST",
+            "/cse-mn",
+            Some(AE),
+            Some(2),
+            Some(&json!({"m2m:ae": {"rn": "esp1", "api": "Nesp", "rr": false, "srv": ["3"]}})),
+        )
+        .unwrap();
+    assert_eq!(registered.rsc, 2001, "{:?}", registered.body);
 
     let created = create_marker(mn.https_url(), KID, true);
     assert_eq!(created["rsc"], 2001, "{created}");

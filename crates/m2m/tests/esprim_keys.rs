@@ -101,9 +101,26 @@ impl Setup {
             "CAdmin",
             json!({"rn": "box", "acpi": [acp]}),
         );
+        // The S-AEs register at the MN over their own associations: the MN records their
+        // S-stems at the IN, which then takes the MN's word for them.
+        for ae in [MAF_AE, CERT_AE] {
+            let client = TlsClient::psk(&format!("{}@mn.m2m.example.com", ae.to_lowercase()), KPSA);
+            let body = json!({"m2m:ae": {"rn": ae.to_lowercase(), "api": "Nesp", "rr": false, "srv": ["3"]}});
+            let r = client
+                .request(
+                    mn.https_url(),
+                    "POST",
+                    "/cse-mn",
+                    Some(ae),
+                    Some(2),
+                    Some(&body),
+                )
+                .unwrap();
+            assert_eq!(r.rsc, 2001, "{ae}: {:?}", r.body);
+        }
         // The in-test Originators send their outer NOTIFYs on the IN's loopback listener as an AE
-        // registered there (the S-AEs themselves are registered at the MN, and an S-AE-ID is
-        // unique in the SP: the IN refuses the MN's relaying for one registered at the IN).
+        // registered there (an S-AE-ID is unique in the SP: the IN refuses the MN's relaying for
+        // one registered at the IN).
         register_ae(in_cse.url(), "/cse-in", OUTER, "outer", &[]);
         Setup {
             pki,
