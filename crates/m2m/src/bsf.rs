@@ -158,7 +158,7 @@ pub async fn run(args: BsfArgs) -> anyhow::Result<()> {
     println!("m2m-bsf ub http://{}", running.ub_addr);
     println!("m2m-bsf listening https://{}", running.zn_addr);
     std::io::stdout().flush()?;
-    tokio::signal::ctrl_c().await?;
+    crate::shutdown::requested().await?;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())

@@ -305,7 +305,7 @@ pub async fn run(args: DasArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %server.local_addr, "DAS started");
     println!("m2m-das listening https://{}", server.local_addr);
     std::io::stdout().flush()?;
-    tokio::signal::ctrl_c().await?;
+    crate::shutdown::requested().await?;
     server.shutdown(std::time::Duration::from_secs(2)).await;
     Ok(())
 }

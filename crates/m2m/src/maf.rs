@@ -35,9 +35,7 @@ pub async fn run(args: MafArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("starting the MAF of {}", path.display()))?;
     println!("m2m-maf listening https://{}", maf.addr);
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    crate::shutdown::requested().await?;
     // Requests in progress finish first ([limits] shutdown_grace_ms).
     maf.shutdown().await;
     Ok(())

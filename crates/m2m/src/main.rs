@@ -44,6 +44,7 @@ mod rate;
 mod redacted;
 mod request;
 mod scratch_pki;
+mod shutdown;
 mod spawned;
 mod store;
 mod trust_anchors;
@@ -175,10 +176,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // Before OpenSSL starts and before any other thread: a key in a token signs
             // through OpenSSL's PKCS#11 provider.
-            let _openssl_conf = match &args.config {
-                Some(p) => openssl_provider::prepare(p, openssl_provider::Layout::Cse)?,
-                None => None,
-            };
+            if let Some(p) = &args.config {
+                openssl_provider::prepare(p, openssl_provider::Layout::Cse)?;
+            }
             let cfg = match &args.config {
                 Some(p) => m2m_cse::Config::load(p)?,
                 None => m2m_cse::Config::default(),
@@ -196,18 +196,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             // Before OpenSSL starts: the AE's certificate key may be in a token.
-            let _openssl_conf = match &args.config {
-                Some(p) => openssl_provider::prepare(p, openssl_provider::Layout::Ae)?,
-                None => None,
-            };
+            if let Some(p) = &args.config {
+                openssl_provider::prepare(p, openssl_provider::Layout::Ae)?;
+            }
             init_logging();
             runtime()?.block_on(ae::run(args))
         }
         Command::Request(args) => {
-            let _openssl_conf = match &args.ae {
-                Some(p) => openssl_provider::prepare(p, openssl_provider::Layout::Ae)?,
-                None => None,
-            };
+            if let Some(p) = &args.ae {
+                openssl_provider::prepare(p, openssl_provider::Layout::Ae)?;
+            }
             let code = runtime()?.block_on(request::run(*args))?;
             std::process::exit(code);
         }
@@ -228,10 +226,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // Logging starts once their configuration says where the audit trail is.
         Command::Maf(args) => {
             // Before OpenSSL starts: the MAF's certificate key may be in a token.
-            let _openssl_conf = match &args.config {
-                Some(p) => openssl_provider::prepare(p, openssl_provider::Layout::KeyService)?,
-                None => None,
-            };
+            if let Some(p) = &args.config {
+                openssl_provider::prepare(p, openssl_provider::Layout::KeyService)?;
+            }
             runtime()?.block_on(maf::run(args))
         }
         Command::Ttp(args) => {
@@ -243,12 +240,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Mef(args) => {
-            let _openssl_conf = match (&args.command, &args.config) {
-                (None, Some(p)) => {
-                    openssl_provider::prepare(p, openssl_provider::Layout::KeyService)?
-                }
-                _ => None,
-            };
+            if let (None, Some(p)) = (&args.command, &args.config) {
+                openssl_provider::prepare(p, openssl_provider::Layout::KeyService)?;
+            }
             runtime()?.block_on(mef::run(args))
         }
         Command::Bsf(args) => runtime()?.block_on(bsf::run(args)),
@@ -285,7 +279,7 @@ async fn run_cse(cfg: m2m_cse::Config) -> anyhow::Result<()> {
         println!("{}{addr}", spawned::LISTENING_PREFIX_WSS);
     }
     std::io::stdout().flush()?;
-    tokio::signal::ctrl_c().await?;
+    shutdown::requested().await?;
     tracing::info!("shutting down");
     Ok(())
 }

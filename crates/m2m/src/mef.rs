@@ -102,7 +102,7 @@ pub async fn run(args: MefArgs) -> anyhow::Result<()> {
     // The line tests and tools wait for: the MEF serves requests from now on.
     println!("m2m-mef listening https://{addr}");
     std::io::stdout().flush()?;
-    tokio::signal::ctrl_c().await?;
+    crate::shutdown::requested().await?;
     tracing::info!("shutting down");
     // Requests in progress finish first ([limits] shutdown_grace_ms).
     running.shutdown().await;

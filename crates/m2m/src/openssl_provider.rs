@@ -4,7 +4,9 @@
 //! OpenSSL reads its configuration once, when it starts in the process, and the `openssl` crate
 //! has no safe way to load a provider with parameters or to set default properties: so the
 //! configuration is a file that `OPENSSL_CONF` names, set here before anything in the process
-//! starts OpenSSL (and before any other thread exists).
+//! starts OpenSSL (and before any other thread exists). OpenSSL is started right then, so the
+//! file (which names the PIN file, never the PIN) is removed at once: nothing is left in the
+//! temporary directory, however the process ends.
 
 use m2m_security::secure_environment::pkcs11;
 use std::io::Write;
@@ -26,18 +28,18 @@ pub enum Layout {
 
 /// When the configuration at `path` names its private key by a `pkcs11:` URI and its token, and
 /// `OPENSSL_CONF` is not set: writes the OpenSSL configuration that loads the PKCS#11 provider
-/// for the token (it names the PIN file, never the PIN) and points `OPENSSL_CONF` at it. The
-/// returned file must live until OpenSSL has started. An operator's own `OPENSSL_CONF` is left
-/// alone: it must load the provider then.
+/// for the token (it names the PIN file, never the PIN), points `OPENSSL_CONF` at it and starts
+/// OpenSSL, which reads it once; the file is gone when this returns. An operator's own
+/// `OPENSSL_CONF` is left alone: it must load the provider then.
 ///
 /// Call it first in `main`, while the process has one thread.
-pub fn prepare(path: &Path, layout: Layout) -> anyhow::Result<Option<tempfile::TempPath>> {
+pub fn prepare(path: &Path, layout: Layout) -> anyhow::Result<()> {
     // Errors of the file are reported by the configuration's own loading, right after.
     let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(None);
+        return Ok(());
     };
     let Ok(table) = toml::from_str::<toml::Table>(&text) else {
-        return Ok(None);
+        return Ok(());
     };
     let (key, token) = match layout {
         Layout::Cse => (
@@ -62,10 +64,10 @@ pub fn prepare(path: &Path, layout: Layout) -> anyhow::Result<Option<tempfile::T
         .cloned()
         .and_then(|p| p.try_into::<m2m_cse::config::Pkcs11Section>().ok())
     else {
-        return Ok(None);
+        return Ok(());
     };
     if !token_key || std::env::var_os("OPENSSL_CONF").is_some() {
-        return Ok(None);
+        return Ok(());
     }
     if layout != Layout::Cse {
         let base = path.parent().unwrap_or(Path::new("."));
@@ -94,5 +96,8 @@ pub fn prepare(path: &Path, layout: Layout) -> anyhow::Result<Option<tempfile::T
     file.write_all(text.as_bytes())?;
     let path = file.into_temp_path();
     std::env::set_var("OPENSSL_CONF", &path);
-    Ok(Some(path))
+    // OpenSSL reads its configuration when it starts (OPENSSL_init_ssl loads it), and never again.
+    openssl::init();
+    drop(path);
+    Ok(())
 }

@@ -990,3 +990,18 @@ fn an_expiration_time_beyond_the_maximum_is_brought_back() {
         "kept as asked: {b}"
     );
 }
+
+/// SIGTERM (what systemd, Docker and Kubernetes send to stop a service) shuts the CSE down
+/// gracefully, as Ctrl-C does: it says so and exits 0; what it stored is there at the next start.
+#[test]
+fn sigterm_stops_the_cse_gracefully() {
+    let mut cse = CseProcess::start_in();
+    let ae = register_ae(cse.url(), "/cse-in", "Ckept", "kept", &[]);
+    let status = cse
+        .terminate()
+        .expect("the CSE ended within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", cse.stderr());
+    assert!(cse.logged("shutting down"), "{}", cse.stderr());
+    let cse = cse.restart();
+    assert_eq!(retrieve(cse.url(), "/cse-in/kept", &ae).0, 2000);
+}

@@ -285,6 +285,9 @@ fn a_cse_whose_key_is_in_the_token_completes_mutual_tls_with_curl() {
     );
     assert_eq!(uri, "pkcs11:token=m2m;object=cse-key;type=private");
     let (phone_pem, phone_key) = pki.issue(&["--kind", "ae", "--id", "/id-in/Cphone"], "phone");
+    // The CSE's temporary directory, to see what it leaves there.
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp_path = tmp.path().display().to_string();
     let config = format!(
         "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = {:?}\nprivate_key = {uri:?}\ntrusted_ca = {:?}\n\n{}\
          [security]\nrequired_level = \"token\"\n",
@@ -292,7 +295,8 @@ fn a_cse_whose_key_is_in_the_token_completes_mutual_tls_with_curl() {
         pki.ca_pem().display().to_string(),
         token.section(),
     );
-    let cse = CseProcess::start_temp_with_env(&config, &token.env());
+    let env = [token.env()[0], ("TMPDIR", tmp_path.as_str())];
+    let cse = CseProcess::start_temp_with_env(&config, &env);
     assert!(
         cse.logged("secure environment: PKCS#11 token"),
         "{}",
@@ -328,6 +332,15 @@ fn a_cse_whose_key_is_in_the_token_completes_mutual_tls_with_curl() {
         "curl: {text}\n{}",
         String::from_utf8_lossy(&curl.stderr)
     );
+    // The handshake signed in the token, so OpenSSL had read the configuration that loads the
+    // provider; the file itself (it names the PIN file) is gone.
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("m2m-openssl-pkcs11-"))
+        .collect();
+    assert!(left.is_empty(), "left in the temporary directory: {left:?}");
     assert!(text.contains("\"aei\":\"Cphone\""), "{text}");
     // The server's certificate is the token key's: nothing else could have signed the handshake.
     let shown = s_client(

@@ -315,6 +315,19 @@ impl CseProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM (what systemd or Docker send) and waits up to 10 s for the process to end:
+    /// its exit status, `None` if it is still running.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM failed");
+        poll(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
     /// The configuration file it runs with.
     pub fn config_path(&self) -> &Path {
         &self.config_path
