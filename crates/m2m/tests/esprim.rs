@@ -177,7 +177,7 @@ fn protected_create_and_retrieve_through_the_mn() {
         !mn.stderr().contains(MARKER),
         "the MN logged the inner plaintext"
     );
-    assert!(in_cse.stderr().contains("ESPrim inner request processed"));
+    assert!(in_cse.logged("ESPrim inner request processed"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1579,6 +1579,15 @@ impl ServiceProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the process's log shows `text` within 5 s (a line may land just after the
+    /// request that caused it was answered).
+    pub fn logged(&self, text: &str) -> bool {
+        poll(Duration::from_secs(5), || {
+            self.stderr().contains(text).then_some(())
+        })
+        .is_some()
+    }
+
     /// Stops the process (the service is down from here on).
     pub fn kill(&mut self) -> std::io::Result<()> {
         self.child.kill()
