@@ -23,7 +23,7 @@ pub enum StoreCommand {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Free an AE-ID whose <AE> is gone but which stays with the credential it registered with,
+    /// Free an AE-ID whose `<AE>` is gone but which stays with the credential it registered with,
     /// so that another credential may register it (with the CSE stopped).
     ReleaseAeId {
         /// The CSE's configuration (as `m2m cse --config`).
