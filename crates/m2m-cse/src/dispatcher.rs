@@ -246,12 +246,10 @@ pub async fn create(
                 )));
             }
             let created = resources::behaviour(new.ty).insert(&cse2, w, &parent, new)?;
+            // An AE that registered over a credential bound to no entity is bound to it while
+            // it stays registered (`Reader::credential_of`).
             if let Some(holder) = &holder {
                 w.hold_ae_id(created.ri(), holder)?;
-                // An AE that registered over a credential bound to no entity is bound to it now.
-                if let crate::store::AeIdHolder::Credential(c) = holder {
-                    w.bind_credential(created.ri(), &c.to_string())?;
-                }
             }
             Ok(created)
         })
@@ -737,9 +735,8 @@ pub(crate) async fn delete_and_tell(
         .store
         .write(move |w| {
             let deleted = w.delete_subtree(&target, &reported)?;
-            for ae in deleted.iter().filter(|r| r.ty == ResourceType::Ae) {
-                w.unbind_credential(ae.ri())?;
-                if frees_ae_id {
+            if frees_ae_id {
+                for ae in deleted.iter().filter(|r| r.ty == ResourceType::Ae) {
                     w.release_ae_id(ae.ri())?;
                 }
             }

@@ -187,6 +187,14 @@ impl Setup {
     }
 }
 
+/// A `<remoteCSE>` registration of the CSE `csi`, listing `dcse` below it.
+fn csr(csi: &str, dcse: &[&str]) -> Option<Value> {
+    Some(
+        json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cse"), "rr": true,
+        "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2, "dcse": dcse}}),
+    )
+}
+
 fn ae(rn: &str) -> Option<Value> {
     Some(json!({"m2m:ae": {"rn": rn, "api": "Nlock", "rr": false, "srv": ["3"]}}))
 }
@@ -490,9 +498,6 @@ async fn nobody_acts_as_an_s_ae_registered_here() {
     // A CSE registered here speaks for itself, for the C-AEs it registered and for what is
     // below it; not for this CSE, its C-AEs, or another CSE registered here.
     let mn = s.cert("/id-mn");
-    let csr = json!({"m2m:csr": {"csi": "/id-mn", "cb": "/id-mn/cse-mn", "rr": true,
-        "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2, "rn": "id-mn",
-        "dcse": ["/id-asn"]}});
     let r = s
         .send(
             &mn,
@@ -500,7 +505,7 @@ async fn nobody_acts_as_an_s_ae_registered_here() {
             "cse-in",
             "/id-mn",
             Some(ResourceType::RemoteCse),
-            Some(csr),
+            csr("/id-mn", &["/id-asn"]),
         )
         .await;
     assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
@@ -701,11 +706,6 @@ async fn an_id_bound_to_a_credential_registers_only_with_it() {
         )
         .await;
     assert_eq!(r.rsc, Rsc::OriginatorNotAuthenticated, "{:?}", r.pc);
-    let csr = |csi: &str| {
-        Some(
-            json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cse"), "rr": true, "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2, "rn": csi.trim_start_matches('/')}}),
-        )
-    };
     for (what, peer, from, csi) in [
         (
             "an AE certificate as a CSE",
@@ -745,7 +745,7 @@ async fn an_id_bound_to_a_credential_registers_only_with_it() {
                 "cse-in",
                 from,
                 Some(ResourceType::RemoteCse),
-                csr(csi),
+                csr(csi, &[]),
             )
             .await;
         assert!(
@@ -779,7 +779,7 @@ async fn an_id_bound_to_a_credential_registers_only_with_it() {
             "cse-in",
             "/id-mn",
             Some(ResourceType::RemoteCse),
-            csr("/id-mn"),
+            csr("/id-mn", &[]),
         )
         .await;
     assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
@@ -887,6 +887,14 @@ async fn an_ae_id_stays_with_the_credential_it_registered_with() {
             )
             .await;
         assert_eq!(r.rsc, Rsc::Deleted, "{what}: {:?}", r.pc);
+        // Held, but no longer bound: a credential naming nobody speaks for no AE-ID until it
+        // registers one again.
+        if what.starts_with("a row bound to nobody") {
+            let r = s
+                .send(holder, Operation::Retrieve, "cse-in", id, None, None)
+                .await;
+            assert_eq!(r.rsc, Rsc::OriginatorNotAuthenticated, "{what}: {:?}", r.pc);
+        }
         for (attacker, peer) in attackers(id) {
             for from in forms(id) {
                 let r = register(&peer, &from, "squat").await;
@@ -1003,12 +1011,6 @@ async fn an_ae_id_stays_with_the_credential_it_registered_with() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s_stem_is_announced_once_in_the_sp_and_only_by_its_cse() {
     let s = Setup::start().await;
-    let csr = |csi: &str| {
-        Some(
-            json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cse"), "rr": true,
-            "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2}}),
-        )
-    };
     for mn in ["/id-mn", "/id-mn2"] {
         let r = s
             .send(
@@ -1017,7 +1019,7 @@ async fn an_s_stem_is_announced_once_in_the_sp_and_only_by_its_cse() {
                 "cse-in",
                 mn,
                 Some(ResourceType::RemoteCse),
-                csr(mn),
+                csr(mn, &[]),
             )
             .await;
         assert_eq!(r.rsc, Rsc::Created, "{mn}: {:?}", r.pc);
@@ -1379,8 +1381,7 @@ async fn only_the_in_cse_keeps_announcements() {
         "cse-mn",
         "/id-asn",
         ResourceType::RemoteCse,
-        json!({"m2m:csr": {"csi": "/id-asn", "cb": "/id-asn/cse-asn", "rr": true,
-            "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 3}}),
+        csr("/id-asn", &[]).unwrap(),
     )
     .await;
     assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
@@ -1403,12 +1404,6 @@ async fn only_the_in_cse_keeps_announcements() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registree_relays_only_for_the_cses_below_it() {
     let s = Setup::start().await;
-    let csr = |csi: &str, dcse: &[&str]| {
-        Some(
-            json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cse"), "rr": true,
-            "poa": ["https://198.51.100.9:1"], "srv": ["3"], "cst": 2, "dcse": dcse}}),
-        )
-    };
     let (mn, mn2) = (s.cert("/id-mn"), s.cert("/id-mn2"));
     let r = s
         .send(

@@ -660,6 +660,15 @@ pub enum AeIdHolder {
     Credential(CredentialId),
 }
 
+/// The registered AEs bound to a credential that names no entity: their holders of that kind
+/// whose `<AE>` exists (so the binding goes with the registration, the holder stays).
+const BOUND_TO_CREDENTIAL_ALL: &str = "SELECT h.ae_id, h.credential_id FROM ae_id_holders h \
+     JOIN resources r ON r.ri = h.ae_id AND r.ty = 2 \
+     WHERE h.credential_id IS NOT NULL ORDER BY h.ae_id";
+const BOUND_TO_CREDENTIAL_ONE: &str = "SELECT h.credential_id FROM ae_id_holders h \
+     JOIN resources r ON r.ri = h.ae_id AND r.ty = 2 \
+     WHERE h.ae_id = ?1 AND h.credential_id IS NOT NULL";
+
 /// Queries, on a read connection or inside a write transaction.
 pub struct Reader<'c> {
     pub(super) conn: &'c Connection,
@@ -731,11 +740,12 @@ impl Reader<'_> {
         self.many(EXPIRED, params![now, limit])
     }
 
-    /// The Credential-ID an AE registered with, when its credential named no entity.
+    /// The Credential-ID a registered AE registered with, when its credential named no entity
+    /// (its [`AeIdHolder::Credential`], while its `<AE>` exists).
     pub fn credential_of(&self, ae_id: &str) -> M2mResult<Option<String>> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT credential_id FROM credential_bindings WHERE ae_id = ?1")
+            .prepare_cached(BOUND_TO_CREDENTIAL_ONE)
             .map_err(internal)?;
         st.query_row([ae_id], |r| r.get(0))
             .optional()
@@ -766,7 +776,7 @@ impl Reader<'_> {
     pub fn credential_bindings(&self) -> M2mResult<Vec<(String, String)>> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT ae_id, credential_id FROM credential_bindings ORDER BY ae_id")
+            .prepare_cached(BOUND_TO_CREDENTIAL_ALL)
             .map_err(internal)?;
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -999,18 +1009,6 @@ impl Writer<'_> {
         Ok(deleted)
     }
 
-    /// Binds an AE-ID to the credential it registered with.
-    pub fn bind_credential(&self, ae_id: &str, credential_id: &str) -> M2mResult<()> {
-        self.reader
-            .conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO credential_bindings (ae_id, credential_id) VALUES (?1, ?2)",
-            )
-            .and_then(|mut s| s.execute(params![ae_id, credential_id]))
-            .map_err(internal)?;
-        Ok(())
-    }
-
     /// Records who may register the AE-ID `ae_id` (its stem) again ([`AeIdHolder`]).
     pub fn hold_ae_id(&self, ae_id: &str, holder: &AeIdHolder) -> M2mResult<()> {
         let credential = match holder {
@@ -1032,16 +1030,6 @@ impl Writer<'_> {
         self.reader
             .conn
             .prepare_cached("DELETE FROM ae_id_holders WHERE ae_id = ?1")
-            .and_then(|mut s| s.execute([ae_id]))
-            .map_err(internal)?;
-        Ok(())
-    }
-
-    /// Forgets the credential binding of a deregistered AE.
-    pub fn unbind_credential(&self, ae_id: &str) -> M2mResult<()> {
-        self.reader
-            .conn
-            .prepare_cached("DELETE FROM credential_bindings WHERE ae_id = ?1")
             .and_then(|mut s| s.execute([ae_id]))
             .map_err(internal)?;
         Ok(())

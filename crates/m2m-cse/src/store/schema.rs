@@ -79,12 +79,14 @@ const COLUMNS_V3: &str = "ALTER TABLE resources ADD COLUMN spec TEXT;";
 /// ([`super::AeIdHolder`]); `credential_id` NULL is the AE-ID itself (an association bound to it).
 /// The AEs registered then with a credential bound to no entity are held by that credential;
 /// those registered over an association bound to them were not recorded before, so they are not.
+/// `credential_bindings` goes: a registered AE's binding is its holder (`Reader::credential_of`).
 const TABLES_V4: &str = "
 CREATE TABLE ae_id_holders (
     ae_id         TEXT PRIMARY KEY,
     credential_id TEXT
 );
 INSERT INTO ae_id_holders (ae_id, credential_id) SELECT ae_id, credential_id FROM credential_bindings;
+DROP TABLE credential_bindings;
 ";
 
 /// Brings the database to [`VERSION`]: creates it, or migrates an earlier one in one
@@ -319,5 +321,13 @@ mod tests {
             held,
             ("Cmeter".to_owned(), Some("12-m@in.example.com".to_owned()))
         );
+        let left: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'credential_bindings'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "the bindings are the holders now");
     }
 }
