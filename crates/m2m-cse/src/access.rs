@@ -99,7 +99,7 @@ enum Policies {
     Announcer {
         cse: Option<EntityId>,
         /// The announced AE-ID-Stem (`None` for a CREATE: its type checks From and `lnk`).
-        stem: Option<String>,
+        stem: Option<m2m_core::AeStem>,
     },
 }
 
@@ -614,8 +614,9 @@ fn evaluate(
         } => {
             let bound = facts.peer.bound_entity();
             let as_whom = Some(originator) == announcer.as_ref()
-                || matches!(originator, EntityId::SpAe { stem: s, .. }
-                    if stem.as_deref().is_none_or(|st| s.as_str() == st));
+                || originator.local_stem(&cse.id.home).is_some_and(|s| {
+                    s.kind() == m2m_core::StemKind::Sp && stem.as_ref().is_none_or(|st| s == st)
+                });
             let permit = !facts.peer.by_action
                 && op != AccessOperation::Delete
                 && facts.proof.identifies()
@@ -698,7 +699,8 @@ fn policies_of(cse: &Context, res: &Resource) -> M2mResult<Policies> {
     }
     if res.ty == ResourceType::AeAnnc {
         let parent = crate::resolve::parent_of(cse, res)?;
-        return Ok(announcer_of(cse, &parent, Some(res.ri())));
+        let stem = m2m_core::AeStem::parse(res.ri()).ok();
+        return Ok(announcer_of(cse, &parent, stem));
     }
     if !res.ty.has_acpi() {
         let parent = crate::resolve::parent_of(cse, res)?;
@@ -763,16 +765,13 @@ fn owner_of(parent: &Resource) -> Option<&str> {
 
 /// The policy of an <AEAnnc> under `parent`: the CSE a <remoteCSE> stands for (no other parent
 /// has one).
-fn announcer_of(cse: &Context, parent: &Resource, stem: Option<&str>) -> Policies {
+fn announcer_of(cse: &Context, parent: &Resource, stem: Option<m2m_core::AeStem>) -> Policies {
     let csi = (parent.ty == ResourceType::RemoteCse)
         .then(|| parent.str_attr("csi"))
         .flatten()
         .and_then(|c| EntityId::parse(c, &cse.id.home).ok())
         .filter(EntityId::is_cse);
-    Policies::Announcer {
-        cse: csi,
-        stem: stem.map(str::to_owned),
-    }
+    Policies::Announcer { cse: csi, stem }
 }
 
 /// Whether `peer` may create a `<localMulticastGroup>` here: this CSE's registrar, speaking for

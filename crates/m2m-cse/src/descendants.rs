@@ -1,14 +1,13 @@
 //! descendantCSEs (`dcse`, TS-0001 table 9.6.4-2 and clause 10.2.2.4; TS-0004 clause 7.4.4.2):
 //! which CSEs are registered below a CSE registered here. A registree keeps its list up to date
 //! at its registrar (`registration::publish_descendants`: whenever a CSE registers with it,
-//! changes its own list or goes);
-//! a registrar keeps of each list only the CSEs nobody else here accounts for ([`admit`]), and
+//! changes its own list or goes); a registrar keeps of each list only the CSEs nobody else here accounts for ([`admit`]), and
 //! takes a registree's word only for itself and its descendants (`impersonation`).
 //!
 //! Claims are first come, first kept: a registree cannot take over a CSE that this CSE, its
-//! registrar, another registree or another registree's list already accounts for. So a rogue
-//! registree can at worst keep a CSE that registers elsewhere later from being relayed for here
-//! (until its claim goes), never speak for one already known.
+//! registrar, the IN-CSE, another registree or another registree's list already accounts for.
+//! A CSE nobody accounts for yet it can claim, and is then taken at its word for it (docs/SECURITY.md
+//! "Not yet"); what this CSE's own registrar refuses leaves the lists here ([`drop_refused`]).
 
 use crate::context::Context;
 use crate::store::{Reader, Resource};

@@ -172,27 +172,24 @@ fn from_cse_peer(
         return Ok(Proof::Authenticated);
     }
     let home = &cse.id.home;
+    let stem_here = entity.local_stem(home).map(|stem| sp_stem_here(cse, stem));
     let foreign = match entity {
         EntityId::Cse { .. } => entity.is_home_cse(home) || is_registree_cse(cse, entity),
         EntityId::CseAe { sp, registrar, .. } => {
             let registrar = EntityId::cse(sp.clone(), registrar.clone());
             registrar != *peer && (registrar.is_home_cse(home) || is_registree_cse(cse, &registrar))
         }
-        // S-stems are unique in the SP: one registered here, or held here by the credential it
-        // registered with (`store::AeIdHolder`), is this CSE's to speak for; one announced here
-        // (an <AEAnnc>, on the IN-CSE) the announcing CSE's.
-        EntityId::SpAe { .. } => {
-            entity
-                .local_stem(home)
-                .is_some_and(|stem| match cse.store.get_shared(stem.as_str()) {
-                    Ok(Some(r)) if r.ty == ResourceType::AeAnnc => !announced_by(cse, &r, peer),
-                    Ok(Some(_)) => true,
-                    Ok(None) => !matches!(cse.store.read(|r| r.holder_of(stem.as_str())), Ok(None)),
-                    Err(_) => true,
-                })
-        }
+        // S-stems are unique in the SP: one registered or held here is this CSE's to speak for,
+        // one announced here (on the IN-CSE) the announcing CSE's.
+        EntityId::SpAe { .. } => match &stem_here {
+            Some(SpStemHere::Ours) => true,
+            Some(SpStemHere::AnnouncedUnder(csr)) => {
+                peer.cse_id().map(m2m_core::CseId::bare) != Some(csr.as_str())
+            }
+            Some(SpStemHere::Free) | None => false,
+        },
     };
-    if foreign || !speaks_for(cse, peer, entity, announcing) {
+    if foreign || !speaks_for(cse, peer, entity, stem_here.as_ref(), announcing) {
         return Err(not_authenticated(format_args!(
             "CSE {peer} sent a request on behalf of {entity}"
         )));
@@ -205,9 +202,15 @@ fn from_cse_peer(
 /// travel along the registration tree (TS-0001 clause 6.3, TS-0004 clause 7.3.2.6). This CSE's
 /// registrar relays for anyone not of this CSE; a CSE registered here only for its own tree: the
 /// CSEs its descendantCSEs list as kept here (`descendants`), their C-stem AEs, and the S-stem
-/// AEs it announced here (or announces now: `announcing`, TS-0004 clause 7.4.5.2.1). Any other
-/// CSE speaks for nobody but itself.
-fn speaks_for(cse: &Context, peer: &EntityId, entity: &EntityId, announcing: bool) -> bool {
+/// AEs it announced here (or announces now: `announcing`, TS-0004 clause 7.4.5.2.1; `stem_here`
+/// is what this CSE knows of an S-stem `entity`). Any other CSE speaks for nobody but itself.
+fn speaks_for(
+    cse: &Context,
+    peer: &EntityId,
+    entity: &EntityId,
+    stem_here: Option<&SpStemHere>,
+    announcing: bool,
+) -> bool {
     let home = &cse.id.home;
     let Some(peer_id) = peer.cse_id().filter(|_| *peer.sp() == home.sp) else {
         return false;
@@ -225,21 +228,36 @@ fn speaks_for(cse: &Context, peer: &EntityId, entity: &EntityId, announcing: boo
     match entity {
         EntityId::Cse { cse: id, .. } => below(id),
         EntityId::CseAe { registrar, .. } => below(registrar),
-        EntityId::SpAe { .. } => {
-            entity
-                .local_stem(home)
-                .is_some_and(|stem| match cse.store.get_shared(stem.as_str()) {
-                    Ok(Some(r)) => r.ty == ResourceType::AeAnnc && r.pi() == peer_id.bare(),
-                    Ok(None) => announcing,
-                    Err(_) => false,
-                })
-        }
+        EntityId::SpAe { .. } => match stem_here {
+            Some(SpStemHere::AnnouncedUnder(csr)) => csr == peer_id.bare(),
+            Some(SpStemHere::Free) => announcing,
+            Some(SpStemHere::Ours) | None => false,
+        },
     }
 }
 
-/// Whether the <AEAnnc> `annc` is under the <remoteCSE> of `peer`.
-fn announced_by(cse: &Context, annc: &crate::store::Resource, peer: &EntityId) -> bool {
-    peer.cse_id().is_some_and(|id| annc.pi() == id.bare()) && is_registree_cse(cse, peer)
+/// What this CSE knows of an S-stem AE-ID (unique in the SP, TS-0001 clause 10.2.2.2).
+enum SpStemHere {
+    /// Registered here, or held here by the credential it registered with (`store::AeIdHolder`);
+    /// also when the store cannot tell.
+    Ours,
+    /// Announced here (an `<AEAnnc>`, on the IN-CSE) under this `<remoteCSE>` (its resourceID).
+    AnnouncedUnder(String),
+    /// Unknown here.
+    Free,
+}
+
+fn sp_stem_here(cse: &Context, stem: &m2m_core::AeStem) -> SpStemHere {
+    match cse.store.get_shared(stem.as_str()) {
+        Ok(Some(r)) if r.ty == ResourceType::AeAnnc => {
+            SpStemHere::AnnouncedUnder(r.pi().to_owned())
+        }
+        Ok(Some(_)) | Err(_) => SpStemHere::Ours,
+        Ok(None) => match cse.store.read(|r| r.holder_of(stem.as_str())) {
+            Ok(None) => SpStemHere::Free,
+            _ => SpStemHere::Ours,
+        },
+    }
 }
 
 /// Whether `cse_entity` is a CSE registered here (a <remoteCSE> of this CSE).

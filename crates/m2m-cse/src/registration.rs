@@ -21,7 +21,7 @@ pub async fn register_with_registrar(cse: Arc<Cse>) {
         match register_once(&cse).await {
             Ok(()) => {
                 tracing::info!(registrar = %reg.cse_id, url = %m2m_transport::connector::loggable(&reg.url), "registered with the registrar CSE");
-                crate::resources::ae::reannounce_all(&cse).await;
+                crate::resources::ae_annc::reannounce_all(&cse).await;
                 return;
             }
             Err(e) => {

@@ -155,151 +155,6 @@ fn held_by_another(
     )))
 }
 
-/// The IN-CSE keeps S-stem AE-IDs unique in the SP (TS-0004 clause 7.4.5.2.1, Recv-6.5;
-/// TS-0001 clause 10.2.2.2 case b): before an MN-CSE or ASN-CSE registers an AE with an S-stem,
-/// it has the IN-CSE record it as an `<AEAnnc>` under this CSE's `<remoteCSE>` there (`lbl`
-/// carries the Credential-ID the AE registered with). The IN-CSE refuses a stem registered there
-/// or announced by another CSE (4117 here too); one this CSE announced before (a
-/// re-registration) is updated instead. Nothing to do on the IN-CSE itself, whose `<AE>`s and
-/// `<AEAnnc>`s share one namespace. The request goes through the registrar, like every request
-/// towards the IN-CSE, so only a CSE registered with the IN-CSE can announce (4004 otherwise).
-pub(crate) async fn announce(
-    cse: &Cse,
-    stem: &AeStem,
-    api: &str,
-    credential: Option<&m2m_security::credentials::CredentialId>,
-) -> M2mResult<()> {
-    let Some(registrar) = cse.cfg.registrar.as_ref() else {
-        return Ok(());
-    };
-    let me = &cse.id.cse_id;
-    let lnk = format!("{}/{stem}", me.sp_relative());
-    let lbl = format!(
-        "Credential-ID:{}",
-        credential.map(ToString::to_string).unwrap_or_default()
-    );
-    let in_cse = cse.id.in_cse.sp_relative();
-    let from = Some(lnk.clone());
-    let mut create = Request::new(
-        m2m_core::Operation::Create,
-        format!("{in_cse}/{}", me.bare()),
-        from.clone(),
-        announcement_rqi(),
-    );
-    create.ty = Some(ResourceType::AeAnnc);
-    create.pc = Some(json!({"m2m:aeA": {"lnk": lnk, "api": api, "lbl": [lbl]}}));
-    let send = |req: Request| async move {
-        cse.registrar_client
-            .send(&registrar.url, &req)
-            .await
-            .map_err(|e| {
-                tracing::warn!(target: "audit", ae_id = %stem, dbg = %e.dbg, "S-stem AE registration refused: the IN-CSE cannot be reached to record it");
-                M2mError::new(
-                    ResponseStatusCode::TargetNotReachable,
-                    "the IN-CSE, which keeps S-stem AE-IDs unique, cannot be reached: register with a C-stem AE-ID",
-                )
-            })
-    };
-    let created = send(create).await?;
-    let answer = match created.rsc {
-        ResponseStatusCode::Created => return Ok(()),
-        // Announced before, by this CSE if it is a re-registration: the IN-CSE lets only the
-        // CSE that announced it update it.
-        ResponseStatusCode::OriginatorHasAlreadyRegistered | ResponseStatusCode::Conflict => {
-            let mut update = Request::new(
-                m2m_core::Operation::Update,
-                format!("{in_cse}/{stem}"),
-                from,
-                announcement_rqi(),
-            );
-            update.pc = Some(json!({"m2m:aeA": {"lnk": lnk, "lbl": [lbl]}}));
-            let updated = send(update).await?;
-            if updated.rsc == ResponseStatusCode::Updated {
-                return Ok(());
-            }
-            updated.rsc
-        }
-        other => other,
-    };
-    tracing::warn!(target: "audit", ae_id = %stem, rsc = answer.code(), "S-stem AE registration refused: the IN-CSE did not record it");
-    Err(match answer {
-        ResponseStatusCode::OriginatorHasAlreadyRegistered
-        | ResponseStatusCode::Conflict
-        | ResponseStatusCode::OriginatorHasNoPrivilege
-        | ResponseStatusCode::OriginatorNotAuthenticated => M2mError::new(
-            ResponseStatusCode::OriginatorHasAlreadyRegistered,
-            "the AE-ID is already registered",
-        ),
-        _ => M2mError::new(
-            ResponseStatusCode::TargetNotReachable,
-            "the IN-CSE, which keeps S-stem AE-IDs unique, did not record this one: register with a C-stem AE-ID",
-        ),
-    })
-}
-
-/// After an S-stem AE deregistered here: its `<AEAnnc>` at the IN-CSE says so (`lnk` INACTIVE,
-/// TS-0004 clause 7.4.5.2.4) and stays, so that the stem remains this CSE's for a
-/// re-registration. Best effort: a failure is logged.
-async fn deannounce(cse: &Cse, stem: &AeStem) {
-    let Some(registrar) = cse.cfg.registrar.as_ref() else {
-        return;
-    };
-    // Registered again meanwhile: its announcement stands.
-    if !matches!(cse.store.get(stem.as_str()), Ok(None)) {
-        return;
-    }
-    let mut update = Request::new(
-        m2m_core::Operation::Update,
-        format!("{}/{stem}", cse.id.in_cse.sp_relative()),
-        Some(format!("{}/{stem}", cse.id.cse_id.sp_relative())),
-        announcement_rqi(),
-    );
-    update.pc = Some(json!({"m2m:aeA": {"lnk": super::ae_annc::INACTIVE}}));
-    match cse.registrar_client.send(&registrar.url, &update).await {
-        Ok(r) if r.rsc == ResponseStatusCode::Updated => {}
-        Ok(r) => {
-            tracing::warn!(ae_id = %stem, rsc = r.rsc.code(), "the IN-CSE did not mark the S-stem AE deregistered")
-        }
-        Err(e) => {
-            tracing::warn!(ae_id = %stem, dbg = %e.dbg, "the IN-CSE could not be told the S-stem AE deregistered")
-        }
-    }
-}
-
-/// After this CSE (re)registered with its registrar: every S-stem AE registered here is
-/// announced again (the IN-CSE's records go with this CSE's `<remoteCSE>` there). A refusal
-/// is logged: the AE stays registered here, and the IN-CSE takes no relayed request for it.
-pub(crate) async fn reannounce_all(cse: &Cse) {
-    let aes = match cse.store.read(|r| r.all_of_type(ResourceType::Ae)) {
-        Ok(aes) => aes,
-        Err(e) => {
-            tracing::warn!(dbg = %e.dbg, "S-stem AEs not announced again: the store cannot be read");
-            return;
-        }
-    };
-    for ae in aes {
-        let Some(stem) = ae
-            .str_attr("aei")
-            .and_then(|a| AeStem::parse(a).ok())
-            .filter(|s| s.kind() == StemKind::Sp)
-        else {
-            continue;
-        };
-        let credential = match cse.store.read(|r| r.holder_of(stem.as_str())) {
-            Ok(Some(AeIdHolder::Credential(c))) => Some(c),
-            _ => None,
-        };
-        let api = ae.str_attr("api").unwrap_or("");
-        if let Err(e) = announce(cse, &stem, api, credential.as_ref()).await {
-            tracing::warn!(target: "audit", ae_id = %stem, rsc = e.rsc.code(), "S-stem AE not announced again to the IN-CSE");
-        }
-    }
-}
-
-fn announcement_rqi() -> String {
-    format!("annc-{}", crate::context::random_suffix(10))
-}
-
 /// The registration rules of the configuration and the <serviceSubscribedAppRule> resources: one
 /// of them must admit the (Credential-ID, App-ID, AE-ID-Stem) combination.
 fn check_rules(cse: &Cse, api: &str, aei: &str, credential_id: Option<&str>) -> M2mResult<()> {
@@ -337,11 +192,10 @@ impl super::Behaviour for Ae {
                 prepare_create(call.cse, call.req, attrs, call.peer)
             })
             .await?;
-            let stem = AeStem::parse(attrs.get("aei").and_then(Value::as_str).unwrap_or(""))?;
-            if stem.kind() == StemKind::Sp {
+            if let Some(stem) = super::ae_annc::sp_stem(attrs) {
                 let api = attrs.get("api").and_then(Value::as_str).unwrap_or("");
                 let credential = call.peer.association.as_deref().map(|a| &a.credential);
-                announce(call.cse, &stem, api, credential).await?;
+                super::ae_annc::announce(call.cse, &stem, api, credential).await?;
             }
             Ok(prepared)
         })
@@ -362,13 +216,8 @@ impl super::Behaviour for Ae {
         if let Some(acl) = cse.mqtt_acl.get() {
             acl.changed(cse);
         }
-        if let Some(stem) = res
-            .str_attr("aei")
-            .and_then(|a| AeStem::parse(a).ok())
-            .filter(|s| s.kind() == StemKind::Sp)
-        {
-            let cse = std::sync::Arc::clone(cse);
-            tokio::spawn(async move { deannounce(&cse, &stem).await });
+        if let Some(stem) = super::ae_annc::sp_stem(&res.attrs) {
+            super::ae_annc::deannounce(cse, stem);
         }
         if let Some(e) = res
             .str_attr("aei")

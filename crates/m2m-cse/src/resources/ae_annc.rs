@@ -4,12 +4,17 @@
 //! `<AE>`s registered here: an AE-ID-Stem taken by either is taken for both (4117). It lives
 //! under the `<remoteCSE>` of the announcing CSE, which alone acts on it, over its own security
 //! association (`access`); `lnk` names the `<AE>` there (`/<CSE-ID>/<AE-ID-Stem>`) or is
-//! `INACTIVE` after it deregistered. The announcing side is `resources::ae::announce`.
+//! `INACTIVE` after it deregistered. The announcing side ([`announce`], [`deannounce`],
+//! [`reannounce_all`]) is here too; `resources::ae` calls it when an S-stem AE registers or goes.
 
 use super::{ready, Call, Pending, Prepared};
 use crate::cse::Cse;
+use crate::store::AeIdHolder;
 use crate::store::Resource;
-use m2m_core::{AeStem, CseId, EntityId, M2mError, M2mResult, ResponseStatusCode, StemKind};
+use m2m_core::{
+    AeStem, CseId, EntityId, M2mError, M2mResult, Request, ResourceType, ResponseStatusCode,
+    StemKind,
+};
 use serde_json::{json, Map, Value};
 
 /// `lnk` once the announced `<AE>` has deregistered (TS-0004 clause 7.4.5.2.4).
@@ -53,11 +58,11 @@ fn prepare_create(
     let stem = announced_stem(lnk, &csi)?;
     // From is the announced AE as its CSE relays it, or that CSE (TS-0004 clause 7.4.5.2.1), or
     // the administrator.
-    let from_ok = match originator {
-        Some(EntityId::SpAe { stem: s, .. }) => *s == stem,
-        Some(e) => e.cse_id() == Some(&csi) || *e == cse.id.admin,
-        None => false,
-    };
+    let home = &cse.id.home;
+    let announcing_cse = EntityId::cse(home.sp.clone(), csi.clone());
+    let from_ok = originator.is_some_and(|e| {
+        *e == announcing_cse || *e == cse.id.admin || e.local_stem(home) == Some(&stem)
+    });
     if !from_ok {
         return Err(M2mError::bad_request(
             "an AEAnnc is created by the CSE that announces it, for the AE it names",
@@ -134,6 +139,166 @@ impl super::Behaviour for AeAnnc {
     ) -> Pending<'a, M2mResult<()>> {
         ready(check_update(call.cse, res, content))
     }
+}
+
+/// The S-stem of an `<AE>`'s attributes (`aei`), if it has one.
+pub(crate) fn sp_stem(ae: &Map<String, Value>) -> Option<AeStem> {
+    ae.get("aei")
+        .and_then(Value::as_str)
+        .and_then(|a| AeStem::parse(a).ok())
+        .filter(|s| s.kind() == StemKind::Sp)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The announcing side: an MN-CSE registering S-stem AEs
+
+/// The IN-CSE keeps S-stem AE-IDs unique in the SP (TS-0004 clause 7.4.5.2.1, Recv-6.5;
+/// TS-0001 clause 10.2.2.2 case b): before an MN-CSE or ASN-CSE registers an AE with an S-stem,
+/// it has the IN-CSE record it as an `<AEAnnc>` under this CSE's `<remoteCSE>` there (`lbl`
+/// carries the Credential-ID the AE registered with). The IN-CSE refuses a stem registered there
+/// or announced by another CSE (4117 here too); one this CSE announced before (a
+/// re-registration) is updated instead. Nothing to do on the IN-CSE itself, whose `<AE>`s and
+/// `<AEAnnc>`s share one namespace. The request goes through the registrar, like every request
+/// towards the IN-CSE, so only a CSE registered with the IN-CSE can announce (4004 otherwise).
+pub(crate) async fn announce(
+    cse: &Cse,
+    stem: &AeStem,
+    api: &str,
+    credential: Option<&m2m_security::credentials::CredentialId>,
+) -> M2mResult<()> {
+    let Some(registrar) = cse.cfg.registrar.as_ref() else {
+        return Ok(());
+    };
+    let me = &cse.id.cse_id;
+    let lnk = format!("{}/{stem}", me.sp_relative());
+    let lbl = format!(
+        "Credential-ID:{}",
+        credential.map(ToString::to_string).unwrap_or_default()
+    );
+    let in_cse = cse.id.in_cse.sp_relative();
+    let from = Some(lnk.clone());
+    let mut create = Request::new(
+        m2m_core::Operation::Create,
+        format!("{in_cse}/{}", me.bare()),
+        from.clone(),
+        announcement_rqi(),
+    );
+    create.ty = Some(ResourceType::AeAnnc);
+    create.pc = Some(json!({"m2m:aeA": {"lnk": lnk, "api": api, "lbl": [lbl]}}));
+    let send = |req: Request| async move {
+        cse.registrar_client
+            .send(&registrar.url, &req)
+            .await
+            .map_err(|e| {
+                tracing::warn!(target: "audit", ae_id = %stem, dbg = %e.dbg, "S-stem AE registration refused: the IN-CSE cannot be reached to record it");
+                M2mError::new(
+                    ResponseStatusCode::TargetNotReachable,
+                    "the IN-CSE, which keeps S-stem AE-IDs unique, cannot be reached: register with a C-stem AE-ID",
+                )
+            })
+    };
+    let created = send(create).await?;
+    let answer = match created.rsc {
+        ResponseStatusCode::Created => return Ok(()),
+        // Announced before, by this CSE if it is a re-registration: the IN-CSE lets only the
+        // CSE that announced it update it.
+        ResponseStatusCode::OriginatorHasAlreadyRegistered | ResponseStatusCode::Conflict => {
+            let mut update = Request::new(
+                m2m_core::Operation::Update,
+                format!("{in_cse}/{stem}"),
+                from,
+                announcement_rqi(),
+            );
+            update.pc = Some(json!({"m2m:aeA": {"lnk": lnk, "lbl": [lbl]}}));
+            let updated = send(update).await?;
+            if updated.rsc == ResponseStatusCode::Updated {
+                return Ok(());
+            }
+            updated.rsc
+        }
+        other => other,
+    };
+    tracing::warn!(target: "audit", ae_id = %stem, rsc = answer.code(), "S-stem AE registration refused: the IN-CSE did not record it");
+    Err(match answer {
+        ResponseStatusCode::OriginatorHasAlreadyRegistered
+        | ResponseStatusCode::Conflict
+        | ResponseStatusCode::OriginatorHasNoPrivilege
+        | ResponseStatusCode::OriginatorNotAuthenticated => M2mError::new(
+            ResponseStatusCode::OriginatorHasAlreadyRegistered,
+            "the AE-ID is already registered",
+        ),
+        _ => M2mError::new(
+            ResponseStatusCode::TargetNotReachable,
+            "the IN-CSE, which keeps S-stem AE-IDs unique, did not record this one: register with a C-stem AE-ID",
+        ),
+    })
+}
+
+/// After an S-stem AE deregistered here: its `<AEAnnc>` at the IN-CSE says so (`lnk` INACTIVE,
+/// TS-0004 clause 7.4.5.2.4) and stays, so that the stem remains this CSE's for a
+/// re-registration. Best effort, in the background: a failure is logged.
+pub(crate) fn deannounce(cse: &std::sync::Arc<Cse>, stem: AeStem) {
+    if cse.cfg.registrar.is_none() {
+        return;
+    }
+    let cse = std::sync::Arc::clone(cse);
+    tokio::spawn(async move { mark_inactive(&cse, &stem).await });
+}
+
+async fn mark_inactive(cse: &Cse, stem: &AeStem) {
+    let Some(registrar) = cse.cfg.registrar.as_ref() else {
+        return;
+    };
+    // Registered again meanwhile: its announcement stands.
+    if !matches!(cse.store.get(stem.as_str()), Ok(None)) {
+        return;
+    }
+    let mut update = Request::new(
+        m2m_core::Operation::Update,
+        format!("{}/{stem}", cse.id.in_cse.sp_relative()),
+        Some(format!("{}/{stem}", cse.id.cse_id.sp_relative())),
+        announcement_rqi(),
+    );
+    update.pc = Some(json!({"m2m:aeA": {"lnk": INACTIVE}}));
+    match cse.registrar_client.send(&registrar.url, &update).await {
+        Ok(r) if r.rsc == ResponseStatusCode::Updated => {}
+        Ok(r) => {
+            tracing::warn!(ae_id = %stem, rsc = r.rsc.code(), "the IN-CSE did not mark the S-stem AE deregistered")
+        }
+        Err(e) => {
+            tracing::warn!(ae_id = %stem, dbg = %e.dbg, "the IN-CSE could not be told the S-stem AE deregistered")
+        }
+    }
+}
+
+/// After this CSE (re)registered with its registrar: every S-stem AE registered here is
+/// announced again (the IN-CSE's records go with this CSE's `<remoteCSE>` there). A refusal
+/// is logged: the AE stays registered here, and the IN-CSE takes no relayed request for it.
+pub(crate) async fn reannounce_all(cse: &Cse) {
+    let aes = match cse.store.read(|r| r.all_of_type(ResourceType::Ae)) {
+        Ok(aes) => aes,
+        Err(e) => {
+            tracing::warn!(dbg = %e.dbg, "S-stem AEs not announced again: the store cannot be read");
+            return;
+        }
+    };
+    for ae in aes {
+        let Some(stem) = sp_stem(&ae.attrs) else {
+            continue;
+        };
+        let credential = match cse.store.read(|r| r.holder_of(stem.as_str())) {
+            Ok(Some(AeIdHolder::Credential(c))) => Some(c),
+            _ => None,
+        };
+        let api = ae.str_attr("api").unwrap_or("");
+        if let Err(e) = announce(cse, &stem, api, credential.as_ref()).await {
+            tracing::warn!(target: "audit", ae_id = %stem, rsc = e.rsc.code(), "S-stem AE not announced again to the IN-CSE");
+        }
+    }
+}
+
+fn announcement_rqi() -> String {
+    format!("annc-{}", crate::context::random_suffix(10))
 }
 
 #[cfg(test)]
