@@ -46,6 +46,8 @@ pub fn run(args: StoreArgs) -> anyhow::Result<()> {
         }
         StoreCommand::ReleaseAeId { config, ae_id } => {
             let cfg = m2m_cse::Config::load(&config)?;
+            // The release is a security event of the CSE: it goes into the CSE's audit trail.
+            crate::init_logging_with_trail(&cfg.audit_trail_path(), "cse")?;
             if m2m_cse::release_ae_id(&cfg, &ae_id)? {
                 println!(
                     "{ae_id} released: the registration rules alone decide who registers it next"

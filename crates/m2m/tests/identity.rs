@@ -651,18 +651,22 @@ fn an_expired_ae_id_stays_with_its_credential_across_a_restart() {
         (r.rsc != 2000).then_some(())
     });
     assert!(gone.is_some(), "the AE expired");
+    // A registration without an expiration time, over `client`'s association.
+    let register = |client: &common::TlsClient, cse: &CseProcess, from: &str| {
+        client
+            .request(
+                cse.https_url(),
+                "POST",
+                "/cse-in",
+                Some(from),
+                Some(2),
+                Some(&ae(None)),
+            )
+            .unwrap()
+    };
     let attempts = |cse: &CseProcess| {
         for from in ["Cmeter", "/id-in/Cmeter", "//m2m.example.com/id-in/Cmeter"] {
-            let r = thief
-                .request(
-                    cse.https_url(),
-                    "POST",
-                    "/cse-in",
-                    Some(from),
-                    Some(2),
-                    Some(&ae(None)),
-                )
-                .unwrap();
+            let r = register(&thief, cse, from);
             assert_eq!(r.rsc, 4106, "another credential as {from}: {:?}", r.body);
             let (rsc, b) = common::create(cse.url(), "/cse-in", from, 2, ae(None));
             assert_eq!(rsc, 4106, "the plain listener as {from}: {b}");
@@ -671,16 +675,7 @@ fn an_expired_ae_id_stays_with_its_credential_across_a_restart() {
     attempts(&cse);
     let cse = cse.restart();
     attempts(&cse);
-    let r = meter
-        .request(
-            cse.https_url(),
-            "POST",
-            "/cse-in",
-            Some("Cmeter"),
-            Some(2),
-            Some(&ae(None)),
-        )
-        .unwrap();
+    let r = register(&meter, &cse, "Cmeter");
     assert_eq!(r.rsc, 2001, "its own credential: {:?}", r.body);
     assert!(
         cse.logged("registered before with credential 12-meter@in.example.com"),
@@ -716,16 +711,21 @@ fn an_expired_ae_id_stays_with_its_credential_across_a_restart() {
     };
     assert!(release("/id-in/Cmeter").contains("released"));
     assert!(release("Cmeter").contains("held by no credential"));
-    let cse = cse.restart();
-    let r = thief
-        .request(
-            cse.https_url(),
-            "POST",
-            "/cse-in",
-            Some("Cmeter"),
-            Some(2),
-            Some(&ae(None)),
-        )
+    // The release is in the CSE's audit trail, whose chain still verifies.
+    let trail = cse.data_dir().join("audit.log");
+    let text = std::fs::read_to_string(&trail).unwrap();
+    assert!(text.contains("AE-ID released by the operator"), "{text}");
+    let verified = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args(["audit", "verify", "--file"])
+        .arg(&trail)
+        .output()
         .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    let cse = cse.restart();
+    let r = register(&thief, &cse, "Cmeter");
     assert_eq!(r.rsc, 2001, "released, another credential: {:?}", r.body);
 }
