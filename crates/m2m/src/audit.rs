@@ -45,10 +45,36 @@ struct Record {
     fields: Map<String, Value>,
 }
 
+/// What the writer thread is handed: an event, or a request to have every event handed before
+/// it on the disk (answered on the channel it carries).
+enum Message {
+    Record(Record),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 /// The layer that hands `audit` events to the writer thread.
 pub struct AuditLayer {
-    tx: SyncSender<Record>,
+    tx: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
+}
+
+/// The writer of this process's trail, for [`flush`].
+static WRITER: std::sync::OnceLock<SyncSender<Message>> = std::sync::OnceLock::new();
+
+/// How long [`flush`] waits for the writer at most.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// Has every audit event logged so far written and synced before the process ends: the writer
+/// thread would otherwise be stopped with the last events (a command's one event, a service's
+/// last ones) still queued. Waits [`FLUSH_WAIT`] at most; nothing to do without a trail.
+pub fn flush() {
+    let Some(tx) = WRITER.get() else {
+        return;
+    };
+    let (done, wait) = std::sync::mpsc::channel();
+    if tx.send(Message::Flush(done)).is_ok() && wait.recv_timeout(FLUSH_WAIT).is_err() {
+        eprintln!("audit trail: its last entries may not have reached the disk");
+    }
 }
 
 /// Opens the trail (its chain continues), writes the opening entry and starts the writer.
@@ -65,6 +91,8 @@ pub fn layer(path: &Path, service: &str) -> anyhow::Result<AuditLayer> {
         .map_err(anyhow::Error::msg)?;
     appender.sync().map_err(anyhow::Error::msg)?;
     let (tx, rx) = sync_channel(QUEUE);
+    // One trail per process: a second layer (none is made today) would not be flushed.
+    let _ = WRITER.set(tx.clone());
     let dropped = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&dropped);
     std::thread::Builder::new()
@@ -74,7 +102,7 @@ pub fn layer(path: &Path, service: &str) -> anyhow::Result<AuditLayer> {
     Ok(AuditLayer { tx, dropped })
 }
 
-fn write(mut appender: Appender, rx: Receiver<Record>, dropped: &AtomicU64) {
+fn write(mut appender: Appender, rx: Receiver<Message>, dropped: &AtomicU64) {
     let fail = |e: String| eprintln!("audit trail: {e}");
     let mut unsynced = false;
     let mut last_sync = Instant::now()
@@ -94,20 +122,27 @@ fn write(mut appender: Appender, rx: Receiver<Record>, dropped: &AtomicU64) {
         };
         let mut next = first;
         let wrote = next.is_some();
+        let mut flushed = Vec::new();
         // One write per batch of at most BATCH entries: a syscall per entry cost more than the
         // entry.
         while next.is_some() {
             let mut batch = Vec::new();
-            while let Some(r) = next.take() {
-                batch.push((r.event, r.fields));
+            while let Some(m) = next.take() {
+                match m {
+                    Message::Record(r) => batch.push((r.event, r.fields)),
+                    // Answered once what came before it is written and synced, below.
+                    Message::Flush(done) => flushed.push(done),
+                }
                 if batch.len() < BATCH {
                     next = rx.try_recv().ok();
                 }
             }
-            if let Err(e) = appender.append_all(batch) {
-                fail(e);
+            if !batch.is_empty() {
+                if let Err(e) = appender.append_all(batch) {
+                    fail(e);
+                }
+                unsynced = true;
             }
-            unsynced = true;
             next = rx.try_recv().ok();
         }
         if wrote {
@@ -124,12 +159,15 @@ fn write(mut appender: Appender, rx: Receiver<Record>, dropped: &AtomicU64) {
                 fail(e);
             }
         }
-        if unsynced && last_sync.elapsed() >= SYNC_EVERY {
+        if unsynced && (last_sync.elapsed() >= SYNC_EVERY || !flushed.is_empty()) {
             if let Err(e) = appender.sync() {
                 fail(e);
             }
             unsynced = false;
             last_sync = Instant::now();
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
     if unsynced {
@@ -148,10 +186,10 @@ impl<S: Subscriber> Layer<S> for AuditLayer {
             "level".into(),
             json!(event.metadata().level().as_str().to_ascii_lowercase()),
         );
-        let record = Record {
+        let record = Message::Record(Record {
             event: visitor.message.unwrap_or_default(),
             fields: visitor.fields,
-        };
+        });
         if let Err(TrySendError::Full(_)) = self.tx.try_send(record) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
