@@ -298,6 +298,47 @@ pub fn authorize(cse: &Context, req: &Request, target: &Target, peer: &Peer) -> 
     Ok(grant)
 }
 
+/// Whether the answer to an UPDATE or DELETE may carry the resource it changed or removed (its
+/// Result Content, TS-0004 clause 7.3.3.8; the UPDATE's default is its attributes): only to an
+/// originator the target's policies let RETRIEVE it. The privilege to change or remove a
+/// resource is not the privilege to read it (an UPDATE-only rule would otherwise read every
+/// attribute through its answers). Decided before the operation, on the policies it was
+/// authorized under; answers of other operations are not concerned.
+pub(crate) fn answer_may_show(
+    cse: &Context,
+    req: &Request,
+    target: &Target,
+    peer: &Peer,
+) -> M2mResult<bool> {
+    if !matches!(req.op, Operation::Update | Operation::Delete)
+        || req.result_content() == m2m_core::ResultContent::Nothing
+    {
+        return Ok(true);
+    }
+    let subject = match target {
+        Target::Resource(r) => r,
+        Target::Latest(c) | Target::Oldest(c) => &**c,
+        // A fan-out's members answer each as their own request; a self reference shows nothing.
+        Target::FanOut { .. }
+        | Target::SemanticFanOut(_)
+        | Target::PollingChannelUri(_)
+        | Target::SelfReference(_) => return Ok(true),
+    };
+    let roles = crate::roles::held(cse, req, peer);
+    let facts = Facts::of(peer).holding(&roles);
+    let shown = permits(
+        cse,
+        &facts,
+        AccessOperation::Retrieve,
+        subject,
+        &mut HashMap::new(),
+    )?;
+    if !shown {
+        tracing::info!(target: "audit", originator = %facts.who(), target = subject.ri(), operation = %operation(req), "answer without the resource: no RETRIEVE privilege on it");
+    }
+    Ok(shown)
+}
+
 /// A DELETE of a security configuration object (TS-0003 clause 8.3.9.9: trust anchors, an
 /// authenticationProfile...), or of the `<node>` holding one, is the administrator's: whoever
 /// could would take away the device's trust or its way to authenticate (4103).

@@ -325,7 +325,11 @@ impl Cse {
             }
             _ => None,
         };
+        let shows = access::answer_may_show(&self, &req, &target, &peer)?;
         let mut resp = Arc::clone(&self).dispatch(req, target, peer).await?;
+        if !shows {
+            resp.pc = None;
+        }
         if let access::Grant::Attributes(allowed) = &grant {
             show_only(&mut resp, allowed);
         }

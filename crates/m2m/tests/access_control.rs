@@ -787,7 +787,8 @@ fn rules_limited_to_attributes_grant_those_only() {
         "another operation's rule",
     );
 
-    // UPDATE: only the covered attributes, and the answer shows only them.
+    // UPDATE: only the covered attributes; the answer shows nothing, the writer holding no
+    // RETRIEVE privilege (see `changing_or_removing_is_not_reading`).
     let (rsc, b) = update(
         u,
         "/cse-in/owner/c",
@@ -795,11 +796,9 @@ fn rules_limited_to_attributes_grant_those_only() {
         json!({"m2m:cnt": {"lbl": ["changed"]}}),
     );
     assert_eq!(rsc, 2004, "{b}");
-    assert_eq!(
-        b,
-        json!({"m2m:cnt": {"lbl": ["changed"]}}),
-        "nothing else shown"
-    );
+    assert_eq!(b, Value::Null, "nothing shown");
+    let r = get_with_query_full(u, "/cse-in/owner/c", &reader, "atrl=lbl");
+    assert_eq!(r.body, json!({"m2m:cnt": {"lbl": ["changed"]}}), "changed");
     let (rsc, b) = update(
         u,
         "/cse-in/owner/c",
@@ -838,6 +837,151 @@ fn rules_limited_to_attributes_grant_those_only() {
         2000,
         "still there",
     );
+}
+
+/// The privilege to change or remove a resource is not the privilege to read it: an UPDATE or
+/// DELETE answers with the resource (its Result Content) only to an originator that may
+/// RETRIEVE it, whatever the Result Content asks, on every kind of target (a resource with its
+/// own policies, an instance governed by its container, `la`).
+#[test]
+fn changing_or_removing_is_not_reading() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let owner = registered(u, "Cowner", "owner", "Nowner");
+    let changer = registered(u, "Cchanger", "changer", "Nchanger");
+    let remover = registered(u, "Cremover", "remover", "Nremover");
+    let reader = registered(u, "Creader", "reader", "Nreader");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/owner",
+        &owner,
+        1,
+        json!({"m2m:acp": {"rn": "p", "pv": {"acr": [
+            {"acor": [changer], "acop": OP_UPDATE},
+            {"acor": [remover], "acop": OP_DELETE},
+            {"acor": [reader], "acop": OP_UPDATE | OP_DELETE | OP_RETRIEVE},
+            {"acor": [owner], "acop": OP_ALL},
+        ]}, "pvs": {"acr": [{"acor": [owner], "acop": OP_ALL}]}}}),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let acp = b["m2m:acp"]["ri"].as_str().expect("ri").to_owned();
+    let secret = "kept-from-writers";
+    let fresh = |rn: &str| {
+        create_cnt(
+            u,
+            "/cse-in/owner",
+            &owner,
+            json!({"rn": rn, "lbl": [secret], "acpi": [acp]}),
+        );
+        for i in 0..2 {
+            ok(
+                &cin(
+                    u,
+                    &format!("/cse-in/owner/{rn}"),
+                    &owner,
+                    &format!("{secret}-{i}"),
+                ),
+                2001,
+                "instance",
+            );
+        }
+    };
+    fresh("c");
+
+    // UPDATE with every Result Content that answers with content (1 is the default).
+    for rcn in ["", "?rcn=1", "?rcn=9"] {
+        let r = put(
+            u,
+            &format!("/cse-in/owner/c{rcn}"),
+            &changer,
+            json!({"m2m:cnt": {"mni": 10}}),
+        );
+        ok(
+            &r,
+            2004,
+            &format!("UPDATE{rcn} by an UPDATE-only originator"),
+        );
+        assert_eq!(r.body, Value::Null, "UPDATE{rcn}: nothing shown");
+    }
+    // The change was made.
+    let (_, b) = retrieve(u, "/cse-in/owner/c", &owner);
+    assert_eq!(b["m2m:cnt"]["mni"], 10, "{b}");
+    // With RETRIEVE as well, the answer shows the resource.
+    let r = put(
+        u,
+        "/cse-in/owner/c",
+        &reader,
+        json!({"m2m:cnt": {"mni": 11}}),
+    );
+    ok(&r, 2004, "UPDATE by an originator that may read");
+    assert_eq!(r.body["m2m:cnt"]["lbl"], json!([secret]), "{:?}", r.body);
+
+    // DELETE with Result Content: an instance (governed by its container), `la`, and the
+    // container with its children (rcn 4) and their references (rcn 5, 6).
+    for (path, rcn) in [
+        ("/cse-in/owner/c/la", "1"),
+        ("/cse-in/owner/c/ol", "1"),
+        ("/cse-in/owner/c", "4"),
+    ] {
+        let r = request(
+            "DELETE",
+            u,
+            &format!("{path}?rcn={rcn}"),
+            Some(&remover),
+            None,
+            None,
+        );
+        ok(
+            &r,
+            2002,
+            &format!("DELETE {path} rcn={rcn} by a DELETE-only originator"),
+        );
+        assert_eq!(
+            r.body,
+            Value::Null,
+            "DELETE {path} rcn={rcn}: nothing shown"
+        );
+    }
+    fresh("d");
+    for rcn in ["5", "6"] {
+        fresh(&format!("e{rcn}"));
+        let r = request(
+            "DELETE",
+            u,
+            &format!("/cse-in/owner/e{rcn}?rcn={rcn}"),
+            Some(&remover),
+            None,
+            None,
+        );
+        ok(&r, 2002, &format!("DELETE rcn={rcn}"));
+        assert_eq!(r.body, Value::Null, "DELETE rcn={rcn}: nothing shown");
+    }
+    // An originator that may read sees what it removed; so does the administrator.
+    let r = request(
+        "DELETE",
+        u,
+        "/cse-in/owner/d/la?rcn=1",
+        Some(&reader),
+        None,
+        None,
+    );
+    ok(&r, 2002, "DELETE by an originator that may read");
+    assert_eq!(
+        r.body["m2m:cin"]["con"],
+        format!("{secret}-1"),
+        "{:?}",
+        r.body
+    );
+    let r = request(
+        "DELETE",
+        u,
+        "/cse-in/owner/d?rcn=1",
+        Some(ADMIN),
+        None,
+        None,
+    );
+    ok(&r, 2002, "DELETE by the administrator");
+    assert_eq!(r.body["m2m:cnt"]["lbl"], json!([secret]), "{:?}", r.body);
 }
 
 #[test]
