@@ -1343,6 +1343,137 @@ async fn an_s_stem_is_announced_once_in_the_sp_and_only_by_its_cse() {
     assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
 }
 
+/// The IN-CSE records an announced S-stem only as its registration rules would admit the AE
+/// registering there (TS-0001 clause 10.2.2.2 steps 006a, 006b): an MN cannot reserve stems the
+/// SP's rules keep from the credentials its AEs registered with, at creation or by changing the
+/// record later. The rules here: any App-ID and stem without a credential, or with a `12-*` one.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_in_cse_records_only_announcements_its_rules_admit() {
+    let s = Setup::start().await;
+    let r = s
+        .send(
+            &s.cert("/id-mn"),
+            Operation::Create,
+            "cse-in",
+            "/id-mn",
+            Some(ResourceType::RemoteCse),
+            csr("/id-mn", &[]),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    let mn = s.cert("/id-mn");
+    let send = |op: Operation, to: &str, stem: &str, pc: Value| {
+        let (to, from) = (to.to_owned(), format!("/id-mn/{stem}"));
+        let (s, mn) = (&s, mn.clone());
+        let ty = (op == Operation::Create).then_some(ResourceType::AeAnnc);
+        async move { s.send(&mn, op, &to, &from, ty, Some(pc)).await }
+    };
+    let annc = |stem: &str, lbl: Value| json!({"m2m:aeA": {"lnk": format!("/id-mn/{stem}"), "api": "Nmeter", "lbl": lbl}});
+    for (what, stem, pc, rsc) in [
+        (
+            "a credential no rule names",
+            "Sa",
+            annc("Sa", json!(["Credential-ID:mallory@elsewhere.example"])),
+            Rsc::AppRuleValidationFailed,
+        ),
+        (
+            "two credentials, one the rules admit",
+            "Sb",
+            annc(
+                "Sb",
+                json!([
+                    "Credential-ID:12-meter@in.example.com",
+                    "Credential-ID:mallory"
+                ]),
+            ),
+            Rsc::BadRequest,
+        ),
+        (
+            "no App-ID",
+            "Sc",
+            json!({"m2m:aeA": {"lnk": "/id-mn/Sc", "lbl": ["Credential-ID:"]}}),
+            Rsc::BadRequest,
+        ),
+    ] {
+        let r = send(Operation::Create, "/id-in/id-mn", stem, pc).await;
+        assert_eq!(r.rsc, rsc, "{what}: {:?}", r.pc);
+        let dbg = r.dbg().unwrap_or("");
+        assert!(
+            !dbg.is_empty() && !dbg.contains("12-"),
+            "{what}: the rules stay unsaid: {dbg}"
+        );
+        let r = s
+            .send(
+                &s.psk(ADMIN_KPSA, Some("CAdmin")),
+                Operation::Retrieve,
+                &format!("/id-in/{stem}"),
+                "CAdmin",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::NotFound, "{what}: nothing recorded: {:?}", r.pc);
+    }
+    // What the rules admit: a `12-*` credential, and none.
+    for (stem, lbl) in [
+        ("Smeter", "Credential-ID:12-meter@in.example.com"),
+        ("Splain", "Credential-ID:"),
+    ] {
+        let r = send(
+            Operation::Create,
+            "/id-in/id-mn",
+            stem,
+            annc(stem, json!([lbl])),
+        )
+        .await;
+        assert_eq!(r.rsc, Rsc::Created, "{stem}: {:?}", r.pc);
+    }
+    // A re-registration with another credential is judged again; the record stays as it was.
+    let r = send(
+        Operation::Update,
+        "/id-in/Smeter",
+        "Smeter",
+        json!({"m2m:aeA": {"lnk": "/id-mn/Smeter", "lbl": ["Credential-ID:mallory@elsewhere.example"]}}),
+    )
+    .await;
+    assert_eq!(r.rsc, Rsc::AppRuleValidationFailed, "{:?}", r.pc);
+    let r = s
+        .send(
+            &s.psk(ADMIN_KPSA, Some("CAdmin")),
+            Operation::Retrieve,
+            "/id-in/Smeter",
+            "CAdmin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.pc.as_ref().map(|pc| pc["m2m:aeA"]["lbl"].clone()),
+        Some(json!(["Credential-ID:12-meter@in.example.com"])),
+        "{:?}",
+        r.pc
+    );
+    // Marking it deregistered, and a re-registration over an admitted credential, pass.
+    for lbl in ["Credential-ID:12-other@in.example.com", "Credential-ID:"] {
+        let r = send(
+            Operation::Update,
+            "/id-in/Smeter",
+            "Smeter",
+            json!({"m2m:aeA": {"lnk": "INACTIVE"}}),
+        )
+        .await;
+        assert_eq!(r.rsc, Rsc::Updated, "{:?}", r.pc);
+        let r = send(
+            Operation::Update,
+            "/id-in/Smeter",
+            "Smeter",
+            json!({"m2m:aeA": {"lnk": "/id-mn/Smeter", "lbl": [lbl]}}),
+        )
+        .await;
+        assert_eq!(r.rsc, Rsc::Updated, "{lbl}: {:?}", r.pc);
+    }
+}
+
 /// Only the IN-CSE keeps announcements: an MN-CSE takes none from the CSEs registered with it
 /// (they would only keep its registrar from relaying for the AEs they name).
 #[tokio::test(flavor = "multi_thread")]

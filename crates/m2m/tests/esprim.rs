@@ -120,7 +120,11 @@ fn create_marker(url: &str, kid: &str, psk: bool) -> Value {
 #[test]
 fn protected_create_and_retrieve_through_the_mn() {
     let pki = Pki::temp();
-    let in_cse = CseProcess::start_temp(&format!("{}{}", in_tls_config(&pki), esprim_section(300)));
+    let in_cse = CseProcess::start_temp(&format!(
+        "{}{}{IN_ADMITS_MN_CREDENTIALS}",
+        in_tls_config(&pki),
+        esprim_section(300)
+    ));
     let mn_extra =
         format!("[[security.psk]]\nentity = \"{AE}\"\nkpsa_id = \"{KPSA_ID}\"\nkey = \"{KPSA}\"\n");
     let mn = CseProcess::start_temp(&format!(

@@ -72,7 +72,8 @@ impl Setup {
         let (maf, maf_url) = start_maf(&pki);
         let in_cse = CseProcess::start_temp(&format!(
             "{}[maf]\nurl = \"{maf_url}\"\nfqdn = \"{MAF_FQDN}\"\n\
-             [esprim]\nmaf_keys = true\nescertke = true\nalgorithms = [10, 12]\n{esprim}",
+             [esprim]\nmaf_keys = true\nescertke = true\nalgorithms = [10, 12]\n{esprim}\
+             {IN_ADMITS_MN_CREDENTIALS}",
             in_tls_config(&pki)
         ));
         let rows: String = [MAF_AE, CERT_AE]

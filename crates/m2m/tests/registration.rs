@@ -523,3 +523,69 @@ fn an_mn_registers_an_s_stem_only_once_the_in_recorded_it() {
     register_ae(mn.url(), "/cse-mn", "Cnew", "new", &[]);
     assert!(mn.is_running());
 }
+
+/// An S-stem AE registering at an MN-CSE over a security association is admitted by the IN-CSE's
+/// registration rules as well (TS-0001 clause 10.2.2.2 step 006b), with the Credential-ID it
+/// registered with: real TLS-PSK to the MN, the announcement over mutual TLS to the IN. The IN
+/// admits no credential at first (4126 to the AE, nothing recorded); once its admin adds a
+/// `<serviceSubscribedAppRule>` for the meter's credential and App-ID, the meter registers, and
+/// another App-ID over the same credential still does not.
+#[test]
+fn the_in_cse_rules_judge_an_s_stem_registered_at_an_mn() {
+    const KEY: &str = "00112233445566778899aabbccddeeff";
+    let pki = Pki::temp();
+    let in_cse = CseProcess::start_temp(&in_tls_config(&pki));
+    let mn = CseProcess::start_temp(&format!(
+        "{}\n[[registration.rules]]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
+         [[registration.rules]]\napci = [\"12-*\"]\naai = [\"*\"]\naae = [\"S*\"]\n\
+         [[security.psk]]\nkpsa_id = \"meter@in.example.com\"\nkey = \"{KEY}\"\n",
+        mn_config(in_cse.https_url(), &pki)
+    ));
+    wait_registered(&in_cse, &mn);
+    let meter = TlsClient::psk("meter@in.example.com", KEY);
+    let register = |stem: &str, api: &str| {
+        meter
+            .request(
+                mn.https_url(),
+                "POST",
+                "/cse-mn",
+                Some(stem),
+                Some(2),
+                Some(&json!({"m2m:ae": {"rn": stem, "api": api, "rr": false, "srv": ["3"]}})),
+            )
+            .unwrap()
+    };
+    let r = register("Smeter", "Nmeter");
+    assert_eq!(
+        r.rsc, 4126,
+        "the IN's rules admit no credential yet: {:?}",
+        r.body
+    );
+    assert_eq!(
+        retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN).0,
+        4004
+    );
+    assert_eq!(retrieve(mn.url(), "/cse-mn/Smeter", ADMIN).0, 4004);
+    let (rsc, b) = create(
+        in_cse.url(),
+        "/cse-in",
+        ADMIN,
+        19,
+        json!({"m2m:asar": {"rn": "meters", "apci": ["12-meter@*"], "aai": ["Nmeter"], "aae": ["S*"]}}),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let r = register("Smeter", "Nmeter");
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+    assert_eq!(
+        b["m2m:aeA"]["lbl"],
+        json!(["Credential-ID:12-meter@in.example.com"]),
+        "{b}"
+    );
+    let r = register("Sother", "Nother");
+    assert_eq!(r.rsc, 4126, "another App-ID: {:?}", r.body);
+    assert_eq!(
+        retrieve(in_cse.url(), "/cse-in/id-mn/Sother", ADMIN).0,
+        4004
+    );
+}

@@ -157,7 +157,12 @@ fn held_by_another(
 
 /// The registration rules of the configuration and the <serviceSubscribedAppRule> resources: one
 /// of them must admit the (Credential-ID, App-ID, AE-ID-Stem) combination.
-fn check_rules(cse: &Cse, api: &str, aei: &str, credential_id: Option<&str>) -> M2mResult<()> {
+pub(super) fn check_rules(
+    cse: &Cse,
+    api: &str,
+    aei: &str,
+    credential_id: Option<&str>,
+) -> M2mResult<()> {
     let stored = cse
         .store
         .read(|r| r.all_of_type(ResourceType::ServiceSubscribedAppRule))?;

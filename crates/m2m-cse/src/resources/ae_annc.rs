@@ -88,6 +88,10 @@ fn prepare_create(
             "the AE-ID is already registered",
         ));
     }
+    let api = attrs.get("api").and_then(Value::as_str).ok_or_else(|| {
+        M2mError::bad_request("an AEAnnc carries the App-ID of the AE it announces")
+    })?;
+    admitted_by_rules(cse, &stem, api, attrs.get("lbl"), &csi)?;
     attrs.insert("rn".into(), json!(stem.as_str()));
     Ok(Prepared {
         ri: Some(stem.to_string()),
@@ -95,20 +99,62 @@ fn prepare_create(
     })
 }
 
-/// An UPDATE may mark the announced AE deregistered, or registered again at the same CSE.
-fn check_update(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M2mResult<()> {
-    let Some(lnk) = content.get("lnk").and_then(Value::as_str) else {
-        return Ok(());
-    };
-    if lnk == INACTIVE {
-        return Ok(());
-    }
-    let parent = crate::resolve::parent_of(cse, res)?;
-    let stem = announced_stem(lnk, &announcer(&parent)?)?;
-    if stem.as_str() != res.ri() {
+/// The Credential-ID an announcement says the AE registered with (TS-0001 clause 10.2.2.2 step
+/// 005a: `Credential-ID:<id>` among its labels; none, or empty, without a security
+/// association). Two such labels are 4000: the IN-CSE would have to choose which one to judge.
+fn announced_credential(lbl: Option<&Value>) -> M2mResult<Option<&str>> {
+    let mut found = lbl
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|l| l.strip_prefix("Credential-ID:"));
+    let credential = found.next();
+    if found.next().is_some() {
         return Err(M2mError::bad_request(
-            "an AEAnnc's link names the AE-ID-Stem it was created for",
+            "an AEAnnc names one Credential-ID in its labels",
         ));
+    }
+    Ok(credential.filter(|c| !c.is_empty()))
+}
+
+/// TS-0001 clause 10.2.2.2 steps 006a, 006b: the IN-CSE records an S-stem only if its
+/// registration rules admit the announced AE (App-ID, AE-ID-Stem, the Credential-ID it registered
+/// with) as they would admit it registering here; 4126 otherwise, which the announcing CSE passes
+/// on to the AE. The rules are this CSE's: the service subscription profile's choice of rules
+/// per node is not modelled (see `resources::ae`).
+fn admitted_by_rules(
+    cse: &Cse,
+    stem: &AeStem,
+    api: &str,
+    lbl: Option<&Value>,
+    announcer: &CseId,
+) -> M2mResult<()> {
+    let credential = announced_credential(lbl)?;
+    super::ae::check_rules(cse, api, stem.as_str(), credential).inspect_err(|_| {
+        tracing::warn!(target: "audit", ae_id = %stem, announcer = %announcer, "AEAnnc refused: no registration rule admits the announced AE");
+    })
+}
+
+/// An UPDATE may mark the announced AE deregistered, or registered again at the same CSE; a new
+/// Credential-ID or App-ID is judged by the registration rules again (step 006b).
+fn check_update(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M2mResult<()> {
+    let parent = crate::resolve::parent_of(cse, res)?;
+    let csi = announcer(&parent)?;
+    if let Some(lnk) = content.get("lnk").and_then(Value::as_str) {
+        if lnk != INACTIVE {
+            let stem = announced_stem(lnk, &csi)?;
+            if stem.as_str() != res.ri() {
+                return Err(M2mError::bad_request(
+                    "an AEAnnc's link names the AE-ID-Stem it was created for",
+                ));
+            }
+        }
+    }
+    if content.contains_key("lbl") || content.contains_key("api") {
+        let pick = |k: &str| content.get(k).or_else(|| res.attrs.get(k));
+        let api = pick("api").and_then(Value::as_str).unwrap_or("");
+        admitted_by_rules(cse, &AeStem::parse(res.ri())?, api, pick("lbl"), &csi)?;
     }
     Ok(())
 }
@@ -220,6 +266,10 @@ pub(crate) async fn announce(
     };
     tracing::warn!(target: "audit", ae_id = %stem, rsc = answer.code(), "S-stem AE registration refused: the IN-CSE did not record it");
     Err(match answer {
+        ResponseStatusCode::AppRuleValidationFailed => M2mError::new(
+            ResponseStatusCode::AppRuleValidationFailed,
+            "no registration rule of the IN-CSE admits this App-ID and AE-ID with this credential",
+        ),
         ResponseStatusCode::OriginatorHasAlreadyRegistered
         | ResponseStatusCode::Conflict
         | ResponseStatusCode::OriginatorHasNoPrivilege

@@ -950,6 +950,13 @@ pub fn tls_section(pki: &Pki, name: &str) -> String {
     )
 }
 
+/// Registration rules for an IN-CSE whose MN-CSEs register S-stem AEs over security
+/// associations: the IN-CSE judges each announcement by its rules with the AE's Credential-ID
+/// (TS-0001 clause 10.2.2.2 step 006b), and the embedded default admits AEs without one only.
+pub const IN_ADMITS_MN_CREDENTIALS: &str =
+    "\n[[registration.rules]]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
+     [[registration.rules]]\napci = [\"*\"]\naai = [\"*\"]\naae = [\"S*\"]\n";
+
 /// The configuration of an IN-CSE `/id-in` (`cse-in`) with a TLS listener for its CSE peers; its
 /// AEs keep using the loopback plain listener.
 pub fn in_tls_config(pki: &Pki) -> String {
