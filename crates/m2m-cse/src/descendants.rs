@@ -41,6 +41,16 @@ pub(crate) fn lists(csr: &Resource, id: &CseId) -> bool {
     listed(csr).any(|c| c == *id)
 }
 
+/// The registree here whose kept `dcse` lists `id`: the way down to a CSE registered below it
+/// (TS-0001 clause 10.2.2.4). [`admit`] keeps the lists disjoint, so at most one does.
+pub(crate) fn registree_above(cse: &Context, id: &CseId) -> M2mResult<Option<Resource>> {
+    let registrar = cse.id.registrar.as_ref().map(CseId::bare);
+    let registrees = cse.store.read(|r| r.all_of_type(ResourceType::RemoteCse))?;
+    Ok(registrees
+        .into_iter()
+        .find(|csr| Some(csr.ri()) != registrar && lists(csr, id)))
+}
+
 /// The `dcse` the registree `owner` may hold here, from the list it `claimed`: SP-relative
 /// CSE-IDs that are neither this CSE, nor its registrar, nor `owner` itself, nor accounted for by
 /// another `<remoteCSE>` here (read inside the write transaction, so two registrees cannot both

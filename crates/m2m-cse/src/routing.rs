@@ -10,30 +10,28 @@ use std::sync::Arc;
 
 /// The next hop for a request addressed to `target` (or to another SP when `None`): its URL, and
 /// the registree CSE it belongs to when the route goes down.
+///
+/// Down: to the registree that is the target, else to the registree whose descendantCSEs, as
+/// kept here, list it (TS-0001 clause 10.2.2.4; the lists are disjoint, see
+/// `descendants::admit`). Up: to this CSE's registrar, unless the request came from it
+/// ([`forward`]). A route therefore climbs, then descends, and never turns back: a registree
+/// claiming a CSE it does not reach gets the request and answers that it has no route.
 pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<(String, Option<CseId>)> {
-    // Only a registree whose own CSE-ID is the target is a route down. Descendants it claims
-    // (`dcse`) are not followed: a registree could otherwise send requests around in a loop.
     if let Some(target) = target {
         if let Some(csr) = cse.store.get(target.bare())? {
             let is_registree = csr.ty == ResourceType::RemoteCse
                 && csr.str_attr("csi") == Some(target.sp_relative().as_str())
                 && cse.id.registrar.as_ref() != Some(target);
             if is_registree {
-                return match csr
-                    .attrs
-                    .get("poa")
-                    .and_then(Value::as_array)
-                    .and_then(|p| p.first())
-                    .and_then(Value::as_str)
-                {
-                    Some(poa) => Ok((poa.to_owned(), Some(target.clone()))),
-                    // Registered, but with no address to reach it at.
-                    None => Err(M2mError::new(
-                        ResponseStatusCode::TargetNotReachable,
-                        format!("CSE {target} has no point of access"),
-                    )),
-                };
+                return down_to(&csr, target);
             }
+        }
+        if let Some(csr) = crate::descendants::registree_above(cse, target)? {
+            let registree = csr
+                .str_attr("csi")
+                .and_then(|c| CseId::parse(c).ok())
+                .ok_or_else(|| M2mError::internal("a registree without its CSE-ID"))?;
+            return down_to(&csr, &registree);
         }
     }
     if let Some(reg) = &cse.cfg.registrar {
@@ -42,13 +40,44 @@ pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<(String, Option<
     // No registree matches and there is nobody above to ask: TS-0004 clause 7.3.2.6 answers
     // NOT_FOUND (an IN-CSE, or a CSE that has no registrar). A registree that is known but does
     // not answer is TARGET_NOT_REACHABLE, at the send.
-    Err(M2mError::new(
+    Err(no_route(target))
+}
+
+/// The way down to the registree `csr` (CSE-ID `id`): its first pointOfAccess.
+fn down_to(csr: &crate::store::Resource, id: &CseId) -> M2mResult<(String, Option<CseId>)> {
+    match csr
+        .attrs
+        .get("poa")
+        .and_then(Value::as_array)
+        .and_then(|p| p.first())
+        .and_then(Value::as_str)
+    {
+        Some(poa) => Ok((poa.to_owned(), Some(id.clone()))),
+        // Registered, but with no address to reach it at.
+        None => Err(M2mError::new(
+            ResponseStatusCode::TargetNotReachable,
+            format!("CSE {id} has no point of access"),
+        )),
+    }
+}
+
+fn no_route(target: Option<&CseId>) -> M2mError {
+    M2mError::new(
         ResponseStatusCode::NotFound,
         match target {
             Some(t) => format!("no route to CSE {t}: it is not registered here"),
             None => "no route to another M2M service provider".into(),
         },
-    ))
+    )
+}
+
+/// Whether `peer` is this CSE's registrar over its own association.
+fn from_the_registrar(cse: &Cse, peer: &Peer) -> bool {
+    let Some(registrar) = &cse.id.registrar else {
+        return false;
+    };
+    let registrar = m2m_core::EntityId::cse(cse.id.home.sp.clone(), registrar.clone());
+    peer.bound_entity() == Some(&registrar)
 }
 
 /// Forwards a request to the next hop and returns the answer unchanged. The next CSE sees the
@@ -68,6 +97,13 @@ pub async fn forward(
         ));
     }
     let (hop, registree) = next_hop(cse, target.as_ref())?;
+    // What the registrar sent down is not sent back up: the registrar took this CSE for the
+    // way to the target (a descendant it lists), and a request bouncing between the two would
+    // never end.
+    if registree.is_none() && from_the_registrar(cse, peer) {
+        tracing::warn!(target: "audit", to = %req.to, "not retargeted: the registrar sent a request for a CSE this CSE does not reach");
+        return Err(no_route(target.as_ref()));
+    }
     // Outside this CSE, an entity is known by its SP-relative ID (absolute in another SP).
     if let Some(entity) = &peer.originator {
         req.from = Some(entity.as_seen_from(&cse.id.home));

@@ -539,28 +539,7 @@ fn a_claim_neither_subscribes_nor_registers_the_admin() {
 #[test]
 fn an_originator_two_cses_down_is_relayed_to_the_in_cse() {
     use common::{acr, create_acp, create_cnt, register_ae};
-    let pki = Pki::temp();
-    pki.issue(&["--kind", "cse", "--id", "/id-mn2"], "id-mn2");
-    let in_cse = CseProcess::start_temp(&common::in_tls_config(&pki));
-    let mn = CseProcess::start_temp(&common::mn_config(in_cse.https_url(), &pki));
-    common::wait_registered(&in_cse, &mn);
-    let mn2 = CseProcess::start_temp(&format!(
-        "[cse]\nrole = \"MN\"\ncse_id = \"/id-mn2\"\nresource_name = \"cse-mn2\"\n\
-         sp_id = \"//m2m.example.com\"\nadmin_originator = \"CAdmin\"\n\n\
-         [registrar]\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\nurl = \"{}\"\n\
-         server_name = \"id-mn.id-in.m2m.example.com\"\n\n{}",
-        mn.https_url(),
-        common::tls_section(&pki, "id-mn2")
-    ));
-    let registered = poll(WAIT, || {
-        (retrieve(mn.url(), "/cse-mn/id-mn2", "CAdmin").0 == 2000).then_some(())
-    });
-    assert!(
-        registered.is_some(),
-        "MN:\n{}\nMN2:\n{}",
-        mn.stderr(),
-        mn2.stderr()
-    );
+    let (in_cse, mn, mn2, _pki) = common::start_three_tiers();
     let valve = register_ae(mn2.url(), "/cse-mn2", "Cvalve", "valve", &[]);
     let owner = register_ae(in_cse.url(), "/cse-in", "Cowner", "owner", &[]);
     let acp = create_acp(

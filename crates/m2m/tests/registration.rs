@@ -589,3 +589,85 @@ fn the_in_cse_rules_judge_an_s_stem_registered_at_an_mn() {
         4004
     );
 }
+
+/// Retargeting follows descendantCSEs (TS-0001 clause 10.2.2.4): an AE of the IN-CSE reaches a
+/// resource on a CSE registered two levels down, through the MN whose list (as the IN keeps it)
+/// names that CSE; a CSE nobody lists is 4004 at the IN. A request the registrar sends down for
+/// a CSE the MN does not reach is answered there (4004), never sent back up: the route climbs,
+/// then descends, and never turns back.
+#[test]
+fn retargeting_follows_descendant_cses() {
+    let (in_cse, mn, mn2, pki) = start_three_tiers();
+    let listed = poll(WAIT, || {
+        let (_, csr) = retrieve(in_cse.url(), "/cse-in/id-mn", ADMIN);
+        (csr["m2m:csr"]["dcse"] == json!(["/id-mn2"])).then_some(())
+    });
+    assert!(listed.is_some(), "MN:\n{}", mn.stderr());
+    let valve = register_ae(mn2.url(), "/cse-mn2", "Cvalve", "valve", &[]);
+    let owner = register_ae(in_cse.url(), "/cse-in", "Cowner", "owner", &[]);
+    let acp = create_acp(
+        mn2.url(),
+        "/cse-mn2/valve",
+        &valve,
+        "acp",
+        vec![acr(&[&valve], 63), acr(&["/id-in/Cowner"], OP_RETRIEVE)],
+        vec![acr(&[&valve], 63)],
+    );
+    create_cnt(
+        mn2.url(),
+        "/cse-mn2/valve",
+        &valve,
+        json!({ "rn": "state", "acpi": [acp] }),
+    );
+    for to in [
+        "/~/id-mn2/cse-mn2/valve/state",
+        "/_/m2m.example.com/id-mn2/cse-mn2/valve/state",
+    ] {
+        let (rsc, b) = retrieve(in_cse.url(), to, &owner);
+        assert_eq!(
+            rsc,
+            2000,
+            "{to}: {b}\nMN:\n{}\nMN2:\n{}",
+            mn.stderr(),
+            mn2.stderr()
+        );
+        assert_eq!(b["m2m:cnt"]["rn"], json!("state"), "{b}");
+    }
+    // The policy on mn2 decides: another AE of the IN is not in it.
+    let other = register_ae(in_cse.url(), "/cse-in", "Cother", "other", &[]);
+    let (rsc, b) = retrieve(in_cse.url(), "/~/id-mn2/cse-mn2/valve/state", &other);
+    assert_eq!(rsc, 4103, "{b}");
+    let (rsc, b) = retrieve(in_cse.url(), "/~/id-nowhere/cse-x", &owner);
+    assert_eq!(rsc, 4004, "{b}");
+    // As the IN, over its certificate: the MN does not send back up what came from above.
+    let (chain, key) = pki.cse_cert("id-in");
+    let as_in = TlsClient::certificate(&pki.ca_pem(), &chain, &key, "id-mn.id-in.m2m.example.com");
+    let r = as_in
+        .request(
+            mn.https_url(),
+            "GET",
+            "/~/id-nowhere/cse-x",
+            Some("/id-in/Cowner"),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 4004, "{:?}", r.body);
+    assert!(
+        mn.logged("not retargeted: the registrar sent a request for a CSE this CSE does not reach"),
+        "{}",
+        mn.stderr()
+    );
+    // What is below the MN still goes down.
+    let r = as_in
+        .request(
+            mn.https_url(),
+            "GET",
+            "/~/id-mn2/cse-mn2/valve/state",
+            Some("/id-in/Cowner"),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2000, "{:?}", r.body);
+}

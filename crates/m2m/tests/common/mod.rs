@@ -1003,6 +1003,37 @@ pub fn start_in_mn_tls() -> (CseProcess, CseProcess, Pki) {
     (in_cse, mn, pki)
 }
 
+/// Three tiers: an IN-CSE, an MN-CSE `/id-mn` registered with it, and an MN-CSE `/id-mn2`
+/// (`cse-mn2`) registered with the MN, each over mutual TLS; waits for both registrations.
+pub fn start_three_tiers() -> (CseProcess, CseProcess, CseProcess, Pki) {
+    let pki = Pki::temp();
+    pki.issue(&["--kind", "cse", "--id", "/id-mn2"], "id-mn2");
+    let (in_cse, mn) = {
+        let in_cse = CseProcess::start_temp(&in_tls_config(&pki));
+        let mn = CseProcess::start_temp(&mn_config(in_cse.https_url(), &pki));
+        wait_registered(&in_cse, &mn);
+        (in_cse, mn)
+    };
+    let mn2 = CseProcess::start_temp(&format!(
+        "[cse]\nrole = \"MN\"\ncse_id = \"/id-mn2\"\nresource_name = \"cse-mn2\"\n\
+         sp_id = \"//m2m.example.com\"\nadmin_originator = \"CAdmin\"\nin_cse_id = \"/id-in\"\n\n\
+         [registrar]\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\nurl = \"{}\"\n\
+         server_name = \"id-mn.id-in.m2m.example.com\"\n\n{}",
+        mn.https_url(),
+        tls_section(&pki, "id-mn2")
+    ));
+    let registered = poll(WAIT, || {
+        (retrieve(mn.url(), "/cse-mn/id-mn2", "CAdmin").0 == 2000).then_some(())
+    });
+    assert!(
+        registered.is_some(),
+        "MN:\n{}\nMN2:\n{}",
+        mn.stderr(),
+        mn2.stderr()
+    );
+    (in_cse, mn, mn2, pki)
+}
+
 /// `m2m ae` running, its stdout as JSON lines; killed when dropped.
 pub struct AeProcess {
     child: Child,
