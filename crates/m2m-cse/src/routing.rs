@@ -114,7 +114,13 @@ pub async fn forward(
         req.rt = m2m_core::ResponseType::Blocking;
     }
     tracing::debug!(to = %req.to, hop = %m2m_transport::connector::loggable(&hop), "retargeting");
-    cse.client_for(&hop, registree.as_ref())?
+    let resp = cse
+        .client_for(&hop, registree.as_ref())?
         .send(&hop, &req)
-        .await
+        .await?;
+    // An S-stem a registree announced through this CSE, once the IN-CSE recorded it.
+    if registree.is_none() {
+        crate::resources::ae_annc::relayed(cse, &req, peer, &resp).await;
+    }
+    Ok(resp)
 }

@@ -1474,6 +1474,92 @@ async fn the_in_cse_records_only_announcements_its_rules_admit() {
     }
 }
 
+/// A CSE registered below a registree (an ASN-CSE below an MN-CSE) announces its S-stems to the
+/// IN-CSE's CSEBase, and the IN keeps them under the registree whose descendantCSEs name it:
+/// only that registree carries them; another registree can neither announce for a CSE it does
+/// not list (under its own record: 4000) nor act on the one that lists it (through the base:
+/// refused), and a CSE nobody lists has no place (4004).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s_stem_below_a_registree_is_announced_only_through_it() {
+    let s = Setup::start().await;
+    for (mn, dcse) in [("/id-mn", &["/id-asn"][..]), ("/id-mn2", &[][..])] {
+        let r = s
+            .send(
+                &s.cert(mn),
+                Operation::Create,
+                "cse-in",
+                mn,
+                Some(ResourceType::RemoteCse),
+                csr(mn, dcse),
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::Created, "{mn}: {:?}", r.pc);
+    }
+    let (mn, mn2) = (s.cert("/id-mn"), s.cert("/id-mn2"));
+    let announce = |peer: &Peer, to: &str, lnk: &str| {
+        let (peer, to, lnk) = (peer.clone(), to.to_owned(), lnk.to_owned());
+        let s = &s;
+        async move {
+            s.send(
+                &peer,
+                Operation::Create,
+                &to,
+                &lnk,
+                Some(ResourceType::AeAnnc),
+                Some(json!({"m2m:aeA": {"lnk": lnk, "api": "Nmeter", "lbl": ["Credential-ID:"]}})),
+            )
+            .await
+        }
+    };
+    let r = announce(&mn, "/id-in/id-in", "/id-asn/Smeter").await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    assert_eq!(
+        r.pc.as_ref().map(|pc| pc["m2m:aeA"]["pi"].clone()),
+        Some(json!("id-mn")),
+        "kept under the MN that lists the announcing CSE: {:?}",
+        r.pc
+    );
+    let r = announce(&mn2, "/id-in/id-in", "/id-asn/Sother").await;
+    assert!(
+        matches!(
+            r.rsc,
+            Rsc::OriginatorHasNoPrivilege | Rsc::OriginatorNotAuthenticated
+        ),
+        "another MN, through the base: {:?} {:?}",
+        r.rsc,
+        r.pc
+    );
+    let r = announce(&mn2, "/id-in/id-mn2", "/id-asn/Sother").await;
+    assert_eq!(
+        r.rsc,
+        Rsc::BadRequest,
+        "another MN, under its own record: {:?}",
+        r.pc
+    );
+    let r = announce(&mn, "/id-in/id-in", "/id-nowhere/Sother").await;
+    assert_eq!(r.rsc, Rsc::NotFound, "a CSE nobody lists: {:?}", r.pc);
+    // The stem is the MN's to speak for at the IN, not the other MN's.
+    for (peer, ok) in [(&mn, true), (&mn2, false)] {
+        let r = s
+            .send(
+                peer,
+                Operation::Retrieve,
+                "/id-in/cse-in",
+                "/id-asn/Smeter",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.rsc != Rsc::OriginatorNotAuthenticated,
+            ok,
+            "{:?} {:?}",
+            r.rsc,
+            r.pc
+        );
+    }
+}
+
 /// Only the IN-CSE keeps announcements: an MN-CSE takes none from the CSEs registered with it
 /// (they would only keep its registrar from relaying for the AEs they name).
 #[tokio::test(flavor = "multi_thread")]

@@ -671,3 +671,79 @@ fn retargeting_follows_descendant_cses() {
         .unwrap();
     assert_eq!(r.rsc, 2000, "{:?}", r.body);
 }
+
+/// An S-stem AE registered two levels below the IN-CSE (at a CSE registered with an MN-CSE) is
+/// recorded at the IN-CSE too (TS-0001 clause 10.2.2.2): its CSE sends the announcement to the
+/// IN-CSE's CSEBase through the MN, the IN keeps it under the MN's `<remoteCSE>` (the MN's
+/// descendantCSEs name the announcing CSE), and the MN keeps a copy under its registree's. The
+/// AE then reaches the IN through both CSEs, and nobody registers its stem at either.
+#[test]
+fn an_s_stem_two_levels_down_is_recorded_at_the_in_cse() {
+    let (in_cse, mn, mn2, _pki) = start_three_tiers();
+    let listed = poll(WAIT, || {
+        let (_, csr) = retrieve(in_cse.url(), "/cse-in/id-mn", ADMIN);
+        (csr["m2m:csr"]["dcse"] == json!(["/id-mn2"])).then_some(())
+    });
+    assert!(listed.is_some(), "MN:\n{}", mn.stderr());
+    let ae = |rn: &str| json!({"m2m:ae": {"rn": rn, "api": "Nmeter", "rr": false, "srv": ["3"]}});
+    let (rsc, b) = create(mn2.url(), "/cse-mn2", "Smeter", 2, ae("meter"));
+    assert_eq!(
+        rsc,
+        2001,
+        "{b}\nMN:\n{}\nIN:\n{}",
+        mn.stderr(),
+        in_cse.stderr()
+    );
+    let (rsc, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(b["m2m:aeA"]["lnk"], json!("/id-mn2/Smeter"), "{b}");
+    let (rsc, b) = retrieve(mn.url(), "/cse-mn/id-mn2/Smeter", ADMIN);
+    assert_eq!(rsc, 2000, "the MN keeps a copy under its registree: {b}");
+    // Nobody registers the stem at the MN or at the IN, in any form.
+    for (url, cb) in [(mn.url(), "/cse-mn"), (in_cse.url(), "/cse-in")] {
+        for from in ["Smeter", "/Smeter", "//m2m.example.com/Smeter"] {
+            let (rsc, b) = create(url, cb, from, 2, ae("squat"));
+            assert_eq!(rsc, 4117, "{cb} as {from}: {b}");
+        }
+    }
+    // The AE reaches a resource at the IN that its policy opens to it, through both CSEs.
+    let owner = register_ae(in_cse.url(), "/cse-in", "Cowner", "owner", &[]);
+    let acp = create_acp(
+        in_cse.url(),
+        "/cse-in/owner",
+        &owner,
+        "acp",
+        vec![acr(&[&owner], 63), acr(&["/Smeter"], OP_RETRIEVE)],
+        vec![acr(&[&owner], 63)],
+    );
+    create_cnt(
+        in_cse.url(),
+        "/cse-in/owner",
+        &owner,
+        json!({"rn": "c", "acpi": [acp]}),
+    );
+    let (rsc, b) = retrieve(mn2.url(), "/~/id-in/cse-in/owner/c", "Smeter");
+    assert_eq!(
+        rsc,
+        2000,
+        "{b}\nMN:\n{}\nIN:\n{}",
+        mn.stderr(),
+        in_cse.stderr()
+    );
+    // Another AE of mn2 that registered no S-stem is not taken for it.
+    let other = register_ae(mn2.url(), "/cse-mn2", "Cother", "other", &[]);
+    let (rsc, b) = retrieve(mn2.url(), "/~/id-in/cse-in/owner/c", &other);
+    assert_eq!(rsc, 4103, "{b}");
+    // Deregistered at mn2: the IN's record says so.
+    assert_eq!(delete(mn2.url(), "/cse-mn2/meter", "Smeter").0, 2002);
+    let inactive = poll(WAIT, || {
+        let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+        (b["m2m:aeA"]["lnk"] == json!("INACTIVE")).then_some(())
+    });
+    assert!(inactive.is_some(), "MN2:\n{}", mn2.stderr());
+    // And registers again at mn2.
+    let (rsc, b) = create(mn2.url(), "/cse-mn2", "Smeter", 2, ae("meter"));
+    assert_eq!(rsc, 2001, "{b}");
+    let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+    assert_eq!(b["m2m:aeA"]["lnk"], json!("/id-mn2/Smeter"), "{b}");
+}

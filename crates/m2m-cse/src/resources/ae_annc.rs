@@ -9,6 +9,7 @@
 
 use super::{ready, Call, Pending, Prepared};
 use crate::cse::Cse;
+use crate::resolve::Target;
 use crate::store::AeIdHolder;
 use crate::store::Resource;
 use m2m_core::{
@@ -25,18 +26,62 @@ fn announcer(remote_cse: &Resource) -> M2mResult<CseId> {
     CseId::parse(remote_cse.str_attr("csi").unwrap_or(""))
 }
 
-/// The AE-ID-Stem `lnk` names: `/<the announcing CSE-ID>/<S-stem>`; anything else is 4000.
-fn announced_stem(lnk: &str, announcer: &CseId) -> M2mResult<AeStem> {
-    let stem = lnk
-        .strip_prefix(announcer.sp_relative().as_str())
-        .and_then(|rest| rest.strip_prefix('/'))
-        .map(AeStem::parse)
-        .transpose()?
-        .filter(|s| s.kind() == StemKind::Sp);
-    stem.ok_or_else(|| {
+/// The CSE and S-stem `lnk` names (`/<CSE-ID>/<S-stem>`), the CSE being the one `registree`
+/// stands for or one its descendantCSEs list as kept here (an ASN-CSE registered with an MN-CSE
+/// announces through it); anything else is 4000.
+fn announced(lnk: &str, registree: &Resource) -> M2mResult<(CseId, AeStem)> {
+    let bad = || {
         M2mError::bad_request(
             "an AEAnnc's link names an S-stem AE at the CSE that announces it: /<CSE-ID>/S...",
         )
+    };
+    let (csi, stem) = lnk
+        .strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or_else(bad)?;
+    let csi = CseId::parse(&format!("/{csi}")).map_err(|_| bad())?;
+    let stem = AeStem::parse(stem).map_err(|_| bad())?;
+    let in_tree =
+        announcer(registree).is_ok_and(|r| r == csi) || crate::descendants::lists(registree, &csi);
+    if stem.kind() != StemKind::Sp || !in_tree {
+        return Err(bad());
+    }
+    Ok((csi, stem))
+}
+
+/// Where the IN-CSE keeps an announcement sent to its CSEBase (by a CSE that is not registered
+/// with it: an ASN-CSE below an MN-CSE, which cannot name a `<remoteCSE>` of its own there):
+/// under the `<remoteCSE>` of the registree that is, or whose descendantCSEs list, the CSE `lnk`
+/// names. Any other target stays as it is.
+pub(crate) fn placed(cse: &Cse, req: &Request, target: Target) -> M2mResult<Target> {
+    let to_the_base = matches!(&target, Target::Resource(r) if r.ty == ResourceType::CseBase);
+    if req.op != m2m_core::Operation::Create
+        || req.ty != Some(ResourceType::AeAnnc)
+        || !to_the_base
+        || cse.id.role != crate::config::Role::IN
+    {
+        return Ok(target);
+    }
+    let lnk = req
+        .pc
+        .as_ref()
+        .and_then(|pc| pc.get("m2m:aeA"))
+        .and_then(|a| a.get("lnk"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let csi = lnk
+        .strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(csi, _)| CseId::parse(&format!("/{csi}")).ok())
+        .ok_or_else(|| {
+            M2mError::bad_request("an AEAnnc's link names an S-stem AE: /<CSE-ID>/S...")
+        })?;
+    let registree = match cse.store.get(csi.bare())? {
+        Some(r) if r.ty == ResourceType::RemoteCse => Some(r),
+        _ => crate::descendants::registree_above(cse, &csi)?,
+    };
+    registree.map(Target::Resource).ok_or_else(|| {
+        M2mError::not_found("no CSE registered here accounts for the announcing CSE")
     })
 }
 
@@ -53,15 +98,19 @@ fn prepare_create(
             "only the IN-CSE keeps announcements of S-stem AE-IDs",
         ));
     }
-    let csi = announcer(parent)?;
     let lnk = attrs.get("lnk").and_then(Value::as_str).unwrap_or("");
-    let stem = announced_stem(lnk, &csi)?;
+    let (csi, stem) = announced(lnk, parent)?;
     // From is the announced AE as its CSE relays it, or that CSE (TS-0004 clause 7.4.5.2.1), or
-    // the administrator.
+    // the registree it is registered below, or the administrator.
     let home = &cse.id.home;
-    let announcing_cse = EntityId::cse(home.sp.clone(), csi.clone());
+    let as_cse = |c: CseId| EntityId::cse(home.sp.clone(), c);
+    let registree = announcer(parent).ok().map(as_cse);
+    let announcing_cse = as_cse(csi.clone());
     let from_ok = originator.is_some_and(|e| {
-        *e == announcing_cse || *e == cse.id.admin || e.local_stem(home) == Some(&stem)
+        *e == announcing_cse
+            || Some(e) == registree.as_ref()
+            || *e == cse.id.admin
+            || e.local_stem(home) == Some(&stem)
     });
     if !from_ok {
         return Err(M2mError::bad_request(
@@ -143,7 +192,7 @@ fn check_update(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M2mR
     let csi = announcer(&parent)?;
     if let Some(lnk) = content.get("lnk").and_then(Value::as_str) {
         if lnk != INACTIVE {
-            let stem = announced_stem(lnk, &csi)?;
+            let (_, stem) = announced(lnk, &parent)?;
             if stem.as_str() != res.ri() {
                 return Err(M2mError::bad_request(
                     "an AEAnnc's link names the AE-ID-Stem it was created for",
@@ -223,9 +272,16 @@ pub(crate) async fn announce(
     );
     let in_cse = cse.id.in_cse.sp_relative();
     let from = Some(lnk.clone());
+    // Under this CSE's <remoteCSE> at the IN-CSE; a CSE registered further down has none there
+    // and sends it to the IN-CSE's CSEBase, which keeps it under its registree's (`placed`).
+    let parent = if cse.id.registrar.as_ref() == Some(&cse.id.in_cse) {
+        me.bare()
+    } else {
+        cse.id.in_cse.bare()
+    };
     let mut create = Request::new(
         m2m_core::Operation::Create,
-        format!("{in_cse}/{}", me.bare()),
+        format!("{in_cse}/{parent}"),
         from.clone(),
         announcement_rqi(),
     );
@@ -282,6 +338,76 @@ pub(crate) async fn announce(
             "the IN-CSE, which keeps S-stem AE-IDs unique, did not record this one: register with a C-stem AE-ID",
         ),
     })
+}
+
+/// On a CSE between an announcing CSE and the IN-CSE (an MN-CSE with an ASN-CSE registered):
+/// once the IN-CSE has recorded an S-stem that a registree announced through this CSE (its
+/// CREATE or UPDATE answered), this CSE keeps a copy under that registree's `<remoteCSE>`. The
+/// registree, and no other CSE, then relays for that AE here (`impersonation`), and no AE
+/// registers the stem here. Only a link into the registree's own tree is copied; a failure is
+/// logged (the AE's requests through this CSE are refused until its CSE announces it again).
+pub(crate) async fn relayed(
+    cse: &Cse,
+    req: &Request,
+    peer: &crate::association::Peer,
+    resp: &m2m_core::Response,
+) {
+    let recorded = match req.op {
+        m2m_core::Operation::Create => {
+            req.ty == Some(ResourceType::AeAnnc) && resp.rsc == ResponseStatusCode::Created
+        }
+        m2m_core::Operation::Update => resp.rsc == ResponseStatusCode::Updated,
+        _ => false,
+    };
+    let Some(annc) = req.pc.as_ref().and_then(|pc| pc.get("m2m:aeA")) else {
+        return;
+    };
+    let Some(lnk) = annc
+        .get("lnk")
+        .and_then(Value::as_str)
+        .filter(|l| *l != INACTIVE)
+    else {
+        return;
+    };
+    let Some(registree) = peer.bound_entity().and_then(EntityId::cse_id) else {
+        return;
+    };
+    if !recorded || cse.id.registrar.as_ref() == Some(registree) {
+        return;
+    }
+    let csr = match cse.store.get(registree.bare()) {
+        Ok(Some(csr)) if csr.ty == ResourceType::RemoteCse => csr,
+        _ => return,
+    };
+    let Ok((_, stem)) = announced(lnk, &csr) else {
+        return;
+    };
+    let mut attrs = Map::new();
+    for k in ["lnk", "api", "lbl"] {
+        if let Some(v) = annc.get(k) {
+            attrs.insert(k.to_owned(), v.clone());
+        }
+    }
+    let owner = EntityId::cse(cse.id.home.sp.clone(), registree.clone());
+    let copy = crate::dispatcher::assemble(
+        cse,
+        &csr,
+        ResourceType::AeAnnc,
+        attrs,
+        Some(stem.to_string()),
+        Some(owner),
+    );
+    let kept = cse
+        .store
+        .write(move |w| match w.get(copy.ri())? {
+            None => w.insert(copy).map(|_| ()),
+            // Kept already (a re-registration), or the stem is another's here: as it is.
+            Some(_) => Ok(()),
+        })
+        .await;
+    if let Err(e) = kept {
+        tracing::warn!(target: "audit", ae_id = %stem, registree = %registree, dbg = %e.dbg, "S-stem announced below not kept here: the AE's requests through this CSE are refused");
+    }
 }
 
 /// After an S-stem AE deregistered here: its `<AEAnnc>` at the IN-CSE says so (`lnk` INACTIVE,
@@ -355,17 +481,36 @@ fn announcement_rqi() -> String {
 mod tests {
     use super::*;
 
+    /// The `<remoteCSE>` of /id-mn, which lists /id-asn below it.
+    fn registree() -> Resource {
+        let attrs = json!({"ri": "id-mn", "rn": "id-mn", "pi": "id-in", "ty": 16,
+            "csi": "/id-mn", "dcse": ["/id-asn"]});
+        Resource {
+            seq: 0,
+            ty: ResourceType::RemoteCse,
+            srn: "cse-in/id-mn".into(),
+            attrs: attrs.as_object().cloned().unwrap(),
+            creator: None,
+            specialization: None,
+        }
+    }
+
     #[test]
-    fn the_link_names_an_s_stem_at_the_announcing_cse() {
-        let mn = CseId::parse("/id-mn").unwrap();
-        assert_eq!(
-            announced_stem("/id-mn/Sphone", &mn).unwrap().as_str(),
-            "Sphone"
-        );
+    fn the_link_names_an_s_stem_at_the_announcing_cse_or_below_it() {
+        let mn = registree();
+        for (lnk, csi) in [("/id-mn/Sphone", "/id-mn"), ("/id-asn/Smeter", "/id-asn")] {
+            let (c, stem) = announced(lnk, &mn).unwrap();
+            assert_eq!(
+                (c.sp_relative().as_str(), stem.as_str()),
+                (csi, &lnk[csi.len() + 1..])
+            );
+        }
         for bad in [
             "/id-mn/Cphone",
             "/id-mn2/Sphone",
             "/id-mnx/Sphone",
+            "/id-asn/Cmeter",
+            "/id-asn2/Smeter",
             "/id-mn/",
             "/id-mn",
             "id-mn/Sphone",
@@ -374,7 +519,7 @@ mod tests {
             "/id-mn/S",
             INACTIVE,
         ] {
-            assert!(announced_stem(bad, &mn).is_err(), "{bad}");
+            assert!(announced(bad, &mn).is_err(), "{bad}");
         }
     }
 }
