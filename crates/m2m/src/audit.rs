@@ -71,9 +71,33 @@ pub fn flush() {
     let Some(tx) = WRITER.get() else {
         return;
     };
+    let deadline = Instant::now() + FLUSH_WAIT;
     let (done, wait) = std::sync::mpsc::channel();
-    if tx.send(Message::Flush(done)).is_ok() && wait.recv_timeout(FLUSH_WAIT).is_err() {
+    let mut flush = Message::Flush(done);
+    // A full queue is waited for within the deadline too: a writer stuck on the disk must not
+    // keep the process from ending.
+    let sent = loop {
+        match tx.try_send(flush) {
+            Ok(()) => break true,
+            Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                flush = m;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => break false,
+        }
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !sent || wait.recv_timeout(left).is_err() {
         eprintln!("audit trail: its last entries may not have reached the disk");
+    }
+}
+
+/// Flushes the trail when dropped: at the end of `main`, also when it unwinds from a panic.
+pub struct FlushOnExit;
+
+impl Drop for FlushOnExit {
+    fn drop(&mut self) {
+        flush();
     }
 }
 
@@ -158,6 +182,7 @@ fn write(mut appender: Appender, rx: Receiver<Message>, dropped: &AtomicU64) {
             if let Err(e) = appender.append("audit entries dropped", fields) {
                 fail(e);
             }
+            unsynced = true;
         }
         if unsynced && (last_sync.elapsed() >= SYNC_EVERY || !flushed.is_empty()) {
             if let Err(e) = appender.sync() {

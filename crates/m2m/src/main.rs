@@ -161,9 +161,10 @@ pub(crate) fn init_logging_with_trail(
 
 fn main() {
     // Errors end the process with their chain of causes, never a backtrace.
-    let result = run(Cli::parse());
     // Before the process ends: the writer thread would be stopped with the last entries queued.
-    audit::flush();
+    let flush = audit::FlushOnExit;
+    let result = run(Cli::parse());
+    drop(flush);
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
