@@ -331,6 +331,8 @@ impl Cse {
         let mut resp = Arc::clone(&self).dispatch(req, target, peer).await?;
         if !shows {
             resp.pc = None;
+            resp.cts = None;
+            resp.cto = None;
         }
         if let access::Grant::Attributes(allowed) = &grant {
             show_only(&mut resp, allowed);

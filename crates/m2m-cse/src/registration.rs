@@ -171,11 +171,18 @@ async fn publish_once(cse: &Cse, joining: &[CseId]) -> Result<(), String> {
     if answer.rsc != Rsc::Updated {
         return Err(format!("the registrar answered {}", answer.rsc.code()));
     }
-    let kept: std::collections::BTreeSet<CseId> =
-        crate::store::string_list(answer.pc.as_ref().and_then(|p| p.pointer("/m2m:csr/dcse")))
-            .iter()
-            .filter_map(|c| CseId::parse(c).ok())
-            .collect();
+    // What the registrar kept is in its answer, which it shows only to a CSE that may read its
+    // own <remoteCSE> there: without it nothing is known to be refused, and nothing is dropped.
+    let Some(answered) = answer.pc.as_ref().and_then(|p| p.pointer("/m2m:csr/dcse")) else {
+        tracing::warn!(
+            "the registrar did not show which descendant CSEs it kept: none dropped here"
+        );
+        return Ok(());
+    };
+    let kept: std::collections::BTreeSet<CseId> = crate::store::string_list(Some(answered))
+        .iter()
+        .filter_map(|c| CseId::parse(c).ok())
+        .collect();
     let refused: std::collections::BTreeSet<CseId> = dcse
         .iter()
         .filter_map(|c| CseId::parse(c).ok())

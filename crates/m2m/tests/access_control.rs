@@ -916,72 +916,72 @@ fn changing_or_removing_is_not_reading() {
     ok(&r, 2004, "UPDATE by an originator that may read");
     assert_eq!(r.body["m2m:cnt"]["lbl"], json!([secret]), "{:?}", r.body);
 
-    // DELETE with Result Content: an instance (governed by its container), `la`, and the
-    // container with its children (rcn 4) and their references (rcn 5, 6).
-    for (path, rcn) in [
-        ("/cse-in/owner/c/la", "1"),
-        ("/cse-in/owner/c/ol", "1"),
-        ("/cse-in/owner/c", "4"),
+    // UPDATE with rcn 9 (what the CSE changed besides): something to show, to a reader only.
+    let r = put(
+        u,
+        "/cse-in/owner/c?rcn=9",
+        &reader,
+        json!({"m2m:cnt": {"mni": 12}}),
+    );
+    ok(&r, 2004, "UPDATE rcn=9 by an originator that may read");
+    assert!(r.body["m2m:cnt"].is_object(), "{:?}", r.body);
+
+    // DELETE with Result Content, of an instance addressed directly (governed by its
+    // container), `la`, `ol`, and the container with its children (rcn 4) and their references
+    // (rcn 5, 6): nothing shown to the DELETE-only originator, the resource to the one that may
+    // also read, and to the administrator.
+    let mut n = 0;
+    for (what, rcn) in [
+        ("instance", "1"),
+        ("la", "1"),
+        ("ol", "1"),
+        ("", "4"),
+        ("", "5"),
+        ("", "6"),
     ] {
-        let r = request(
-            "DELETE",
-            u,
-            &format!("{path}?rcn={rcn}"),
-            Some(&remover),
-            None,
-            None,
-        );
-        ok(
-            &r,
-            2002,
-            &format!("DELETE {path} rcn={rcn} by a DELETE-only originator"),
-        );
-        assert_eq!(
-            r.body,
-            Value::Null,
-            "DELETE {path} rcn={rcn}: nothing shown"
-        );
+        for (who, shown) in [
+            (&remover, false),
+            (&reader, true),
+            (&ADMIN.to_owned(), true),
+        ] {
+            n += 1;
+            let rn = format!("d{n}");
+            fresh(&rn);
+            let path = match what {
+                "instance" => {
+                    let (_, la) = retrieve(u, &format!("/cse-in/owner/{rn}/la"), &owner);
+                    let cin = la["m2m:cin"]["rn"].as_str().expect("rn").to_owned();
+                    format!("/cse-in/owner/{rn}/{cin}")
+                }
+                "" => format!("/cse-in/owner/{rn}"),
+                virtual_child => format!("/cse-in/owner/{rn}/{virtual_child}"),
+            };
+            let r = request(
+                "DELETE",
+                u,
+                &format!("{path}?rcn={rcn}"),
+                Some(who),
+                None,
+                None,
+            );
+            ok(&r, 2002, &format!("DELETE {path} rcn={rcn} by {who}"));
+            if shown {
+                // References (rcn 6) name the instances; the others show their content.
+                let expected = if rcn == "6" { "cin" } else { secret };
+                assert!(
+                    r.body.to_string().contains(expected),
+                    "DELETE {path} rcn={rcn} by {who}: shown: {:?}",
+                    r.body
+                );
+            } else {
+                assert_eq!(
+                    r.body,
+                    Value::Null,
+                    "DELETE {path} rcn={rcn} by {who}: nothing shown"
+                );
+            }
+        }
     }
-    fresh("d");
-    for rcn in ["5", "6"] {
-        fresh(&format!("e{rcn}"));
-        let r = request(
-            "DELETE",
-            u,
-            &format!("/cse-in/owner/e{rcn}?rcn={rcn}"),
-            Some(&remover),
-            None,
-            None,
-        );
-        ok(&r, 2002, &format!("DELETE rcn={rcn}"));
-        assert_eq!(r.body, Value::Null, "DELETE rcn={rcn}: nothing shown");
-    }
-    // An originator that may read sees what it removed; so does the administrator.
-    let r = request(
-        "DELETE",
-        u,
-        "/cse-in/owner/d/la?rcn=1",
-        Some(&reader),
-        None,
-        None,
-    );
-    ok(&r, 2002, "DELETE by an originator that may read");
-    assert_eq!(
-        r.body["m2m:cin"]["con"],
-        format!("{secret}-1"),
-        "{:?}",
-        r.body
-    );
-    let r = request(
-        "DELETE",
-        u,
-        "/cse-in/owner/d?rcn=1",
-        Some(ADMIN),
-        None,
-        None,
-    );
-    ok(&r, 2002, "DELETE by the administrator");
-    assert_eq!(r.body["m2m:cnt"]["lbl"], json!([secret]), "{:?}", r.body);
 }
 
 #[test]
