@@ -248,8 +248,8 @@ pub async fn create(
             let created = resources::behaviour(new.ty).insert(&cse2, w, &parent, new)?;
             // An AE that registered over a credential bound to no entity is bound to it while
             // it stays registered (`Reader::credential_of`).
-            if let Some(holder) = &holder {
-                w.hold_ae_id(created.ri(), holder)?;
+            if let Some((holder, registered_with)) = &holder {
+                w.hold_ae_id(created.ri(), holder, registered_with)?;
             }
             Ok(created)
         })

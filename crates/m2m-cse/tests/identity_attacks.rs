@@ -1394,6 +1394,12 @@ async fn the_in_cse_records_only_announcements_its_rules_admit() {
             json!({"m2m:aeA": {"lnk": "/id-mn/Sc", "lbl": ["Credential-ID:"]}}),
             Rsc::BadRequest,
         ),
+        (
+            "a credential label spelt otherwise",
+            "Sd",
+            annc("Sd", json!(["credential-id:mallory@elsewhere.example"])),
+            Rsc::BadRequest,
+        ),
     ] {
         let r = send(Operation::Create, "/id-in/id-mn", stem, pc).await;
         assert_eq!(r.rsc, rsc, "{what}: {:?}", r.pc);
@@ -1453,6 +1459,15 @@ async fn the_in_cse_records_only_announcements_its_rules_admit() {
         "{:?}",
         r.pc
     );
+    // Its App-ID cannot be removed.
+    let r = send(
+        Operation::Update,
+        "/id-in/Smeter",
+        "Smeter",
+        json!({"m2m:aeA": {"api": null}}),
+    )
+    .await;
+    assert_eq!(r.rsc, Rsc::BadRequest, "{:?}", r.pc);
     // Marking it deregistered, and a re-registration over an admitted credential, pass.
     for lbl in ["Credential-ID:12-other@in.example.com", "Credential-ID:"] {
         let r = send(

@@ -538,7 +538,8 @@ fn the_in_cse_rules_judge_an_s_stem_registered_at_an_mn() {
     let mn = CseProcess::start_temp(&format!(
         "{}\n[[registration.rules]]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
          [[registration.rules]]\napci = [\"12-*\"]\naai = [\"*\"]\naae = [\"S*\"]\n\
-         [[security.psk]]\nkpsa_id = \"meter@in.example.com\"\nkey = \"{KEY}\"\n",
+         [[security.psk]]\nkpsa_id = \"meter@in.example.com\"\nkey = \"{KEY}\"\n\
+         [[security.psk]]\nentity = \"Sbound\"\nkpsa_id = \"bound@in.example.com\"\nkey = \"{KEY}\"\n",
         mn_config(in_cse.https_url(), &pki)
     ));
     wait_registered(&in_cse, &mn);
@@ -571,7 +572,7 @@ fn the_in_cse_rules_judge_an_s_stem_registered_at_an_mn() {
         "/cse-in",
         ADMIN,
         19,
-        json!({"m2m:asar": {"rn": "meters", "apci": ["12-meter@*"], "aai": ["Nmeter"], "aae": ["S*"]}}),
+        json!({"m2m:asar": {"rn": "meters", "apci": ["12-meter@*", "12-bound@*"], "aai": ["Nmeter"], "aae": ["S*"]}}),
     );
     assert_eq!(rsc, 2001, "{b}");
     let r = register("Smeter", "Nmeter");
@@ -588,6 +589,52 @@ fn the_in_cse_rules_judge_an_s_stem_registered_at_an_mn() {
         retrieve(in_cse.url(), "/cse-in/id-mn/Sother", ADMIN).0,
         4004
     );
+    // Registered again with an App-ID the rules do not admit: judged again (an UPDATE of the
+    // record at the IN), refused, and the record keeps its App-ID.
+    let r = meter
+        .request(
+            mn.https_url(),
+            "DELETE",
+            "/cse-mn/Smeter",
+            Some("Smeter"),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2002, "{:?}", r.body);
+    let r = register("Smeter", "Nother");
+    assert_eq!(
+        r.rsc, 4126,
+        "re-registered with another App-ID: {:?}",
+        r.body
+    );
+    let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+    assert_eq!(b["m2m:aeA"]["api"], json!("Nmeter"), "{b}");
+    // An AE over a PSK row bound to it: the IN learns that credential, also when the MN
+    // announces it again after registering with the IN again (a restart).
+    let bound = TlsClient::psk("bound@in.example.com", KEY);
+    let r = bound
+        .request(
+            mn.https_url(),
+            "POST",
+            "/cse-mn",
+            Some("Sbound"),
+            Some(2),
+            Some(&json!({"m2m:ae": {"rn": "bound", "api": "Nmeter", "rr": false, "srv": ["3"]}})),
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    let record = || retrieve(in_cse.url(), "/cse-in/id-mn/Sbound", ADMIN).1;
+    let first = record();
+    let with_credential = json!(["Credential-ID:12-bound@in.example.com"]);
+    assert_eq!(first["m2m:aeA"]["lbl"], with_credential, "{first}");
+    let mn = mn.restart();
+    let announced_again = poll(WAIT, || {
+        let now = record();
+        (now["m2m:aeA"]["lt"] != first["m2m:aeA"]["lt"]).then_some(now)
+    });
+    let again = announced_again.unwrap_or_else(|| panic!("not announced again:\n{}", mn.stderr()));
+    assert_eq!(again["m2m:aeA"]["lbl"], with_credential, "{again}");
 }
 
 /// Retargeting follows descendantCSEs (TS-0001 clause 10.2.2.4): an AE of the IN-CSE reaches a

@@ -116,11 +116,13 @@ pub fn prepare_create(
     }
     attrs.insert("aei".into(), json!(stem.as_str()));
     // Who may register this AE-ID again once the AE has gone: what proved it now.
-    let holder = match (bound, association) {
-        (Some(_), _) => Some(AeIdHolder::Itself),
-        (None, Some(a)) => Some(AeIdHolder::Credential(a.credential.clone())),
-        (None, None) => None,
-    };
+    let holder = association.map(|a| {
+        let holder = match bound {
+            Some(_) => AeIdHolder::Itself,
+            None => AeIdHolder::Credential(a.credential.clone()),
+        };
+        (holder, a.credential.clone())
+    });
     Ok(Prepared {
         ri: Some(stem.to_string()),
         holder,

@@ -10,7 +10,6 @@
 use super::{ready, Call, Pending, Prepared};
 use crate::cse::Cse;
 use crate::resolve::Target;
-use crate::store::AeIdHolder;
 use crate::store::Resource;
 use m2m_core::{
     AeStem, CseId, EntityId, M2mError, M2mResult, Request, ResourceType, ResponseStatusCode,
@@ -126,6 +125,11 @@ fn prepare_create(
             "an AEAnnc is named by the AE-ID-Stem it announces",
         ));
     }
+    // The rules first: whether a stem is taken is told only to an announcement they admit.
+    let api = attrs.get("api").and_then(Value::as_str).ok_or_else(|| {
+        M2mError::bad_request("an AEAnnc carries the App-ID of the AE it announces")
+    })?;
+    admitted_by_rules(cse, &stem, api, attrs.get("lbl"), &csi)?;
     // Registered here, announced by any CSE, or held by the credential that registered it here
     // before (`store::AeIdHolder`): the S-stem is not free in the SP.
     let taken = cse.store.get(stem.as_str())?.is_some()
@@ -137,10 +141,6 @@ fn prepare_create(
             "the AE-ID is already registered",
         ));
     }
-    let api = attrs.get("api").and_then(Value::as_str).ok_or_else(|| {
-        M2mError::bad_request("an AEAnnc carries the App-ID of the AE it announces")
-    })?;
-    admitted_by_rules(cse, &stem, api, attrs.get("lbl"), &csi)?;
     attrs.insert("rn".into(), json!(stem.as_str()));
     Ok(Prepared {
         ri: Some(stem.to_string()),
@@ -152,12 +152,20 @@ fn prepare_create(
 /// 005a: `Credential-ID:<id>` among its labels; none, or empty, without a security
 /// association). Two such labels are 4000: the IN-CSE would have to choose which one to judge.
 fn announced_credential(lbl: Option<&Value>) -> M2mResult<Option<&str>> {
-    let mut found = lbl
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    const PREFIX: &str = "Credential-ID:";
+    let labels = lbl.and_then(Value::as_array).into_iter().flatten();
+    let misspelt = labels.clone().filter_map(Value::as_str).any(|l| {
+        l.get(..PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX) && p != PREFIX)
+    });
+    if misspelt {
+        return Err(M2mError::bad_request(
+            "an AEAnnc names its Credential-ID as 'Credential-ID:<id>'",
+        ));
+    }
+    let mut found = labels
         .filter_map(Value::as_str)
-        .filter_map(|l| l.strip_prefix("Credential-ID:"));
+        .filter_map(|l| l.strip_prefix(PREFIX));
     let credential = found.next();
     if found.next().is_some() {
         return Err(M2mError::bad_request(
@@ -200,8 +208,22 @@ fn check_update(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M2mR
             }
         }
     }
-    if content.contains_key("lbl") || content.contains_key("api") {
-        let pick = |k: &str| content.get(k).or_else(|| res.attrs.get(k));
+    if content.get("api").is_some_and(Value::is_null) {
+        return Err(M2mError::bad_request(
+            "an AEAnnc keeps the App-ID of the AE it announces",
+        ));
+    }
+    // A new Credential-ID or App-ID, or the AE registered again (its link active again): judged
+    // again, on what the record would hold after the UPDATE (step 006b).
+    let active_again = content
+        .get("lnk")
+        .and_then(Value::as_str)
+        .is_some_and(|l| l != INACTIVE);
+    if active_again || content.contains_key("lbl") || content.contains_key("api") {
+        let pick = |k: &str| match content.get(k) {
+            Some(v) => Some(v).filter(|v| !v.is_null()),
+            None => res.attrs.get(k),
+        };
         let api = pick("api").and_then(Value::as_str).unwrap_or("");
         admitted_by_rules(cse, &AeStem::parse(res.ri())?, api, pick("lbl"), &csi)?;
     }
@@ -311,7 +333,7 @@ pub(crate) async fn announce(
                 from,
                 announcement_rqi(),
             );
-            update.pc = Some(json!({"m2m:aeA": {"lnk": lnk, "lbl": [lbl]}}));
+            update.pc = Some(json!({"m2m:aeA": {"lnk": lnk, "api": api, "lbl": [lbl]}}));
             let updated = send(update).await?;
             if updated.rsc == ResponseStatusCode::Updated {
                 return Ok(());
@@ -462,9 +484,14 @@ pub(crate) async fn reannounce_all(cse: &Cse) {
         let Some(stem) = sp_stem(&ae.attrs) else {
             continue;
         };
-        let credential = match cse.store.read(|r| r.holder_of(stem.as_str())) {
-            Ok(Some(AeIdHolder::Credential(c))) => Some(c),
-            _ => None,
+        // What it registered with, bound to it or not (step 005b: the Credential-ID of the
+        // association the AE used).
+        let credential = match cse.store.read(|r| r.registered_with(stem.as_str())) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(ae_id = %stem, dbg = %e.dbg, "S-stem AE not announced again: the store cannot be read");
+                continue;
+            }
         };
         let api = ae.str_attr("api").unwrap_or("");
         if let Err(e) = announce(cse, &stem, api, credential.as_ref()).await {

@@ -76,9 +76,13 @@ use std::sync::Arc;
 pub struct Prepared {
     /// The resourceID, when the type dictates it (AE-ID, CSE-ID).
     pub ri: Option<String>,
-    /// Who may register the new AE's AE-ID again (a registration over a security association);
-    /// a [`AeIdHolder::Credential`] also binds the AE to that credential while it is registered.
-    pub holder: Option<crate::store::AeIdHolder>,
+    /// Who may register the new AE's AE-ID again (a registration over a security association),
+    /// and the Credential-ID of that association; a [`AeIdHolder::Credential`] also binds the AE
+    /// to that credential while it is registered.
+    pub holder: Option<(
+        crate::store::AeIdHolder,
+        m2m_security::credentials::CredentialId,
+    )>,
     /// The specialization the new resource is represented under (a `<flexContainer>`'s).
     pub specialization: Option<String>,
 }

@@ -772,6 +772,27 @@ impl Reader<'_> {
         .transpose()
     }
 
+    /// The Credential-ID of the association the AE-ID `ae_id` (its stem) last registered over;
+    /// `None` without one (a plain listener), or for a holder of its own AE-ID recorded before
+    /// schema version 5.
+    pub fn registered_with(&self, ae_id: &str) -> M2mResult<Option<CredentialId>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT registered_with FROM ae_id_holders WHERE ae_id = ?1")
+            .map_err(internal)?;
+        let found: Option<Option<String>> = st
+            .query_row([ae_id], |r| r.get(0))
+            .optional()
+            .map_err(internal)?;
+        found
+            .flatten()
+            .map(|c| {
+                CredentialId::parse(&c)
+                    .map_err(|e| M2mError::internal(format!("stored Credential-ID: {e}")))
+            })
+            .transpose()
+    }
+
     /// Every AE registered with a credential not bound to it: (AE-ID-Stem, Credential-ID).
     pub fn credential_bindings(&self) -> M2mResult<Vec<(String, String)>> {
         let mut st = self
@@ -1009,8 +1030,14 @@ impl Writer<'_> {
         Ok(deleted)
     }
 
-    /// Records who may register the AE-ID `ae_id` (its stem) again ([`AeIdHolder`]).
-    pub fn hold_ae_id(&self, ae_id: &str, holder: &AeIdHolder) -> M2mResult<()> {
+    /// Records who may register the AE-ID `ae_id` (its stem) again ([`AeIdHolder`]), and the
+    /// Credential-ID of the association it registered over now.
+    pub fn hold_ae_id(
+        &self,
+        ae_id: &str,
+        holder: &AeIdHolder,
+        registered_with: &CredentialId,
+    ) -> M2mResult<()> {
         let credential = match holder {
             AeIdHolder::Itself => None,
             AeIdHolder::Credential(c) => Some(c.to_string()),
@@ -1018,9 +1045,10 @@ impl Writer<'_> {
         self.reader
             .conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO ae_id_holders (ae_id, credential_id) VALUES (?1, ?2)",
+                "INSERT OR REPLACE INTO ae_id_holders (ae_id, credential_id, registered_with) \
+                 VALUES (?1, ?2, ?3)",
             )
-            .and_then(|mut s| s.execute(params![ae_id, credential]))
+            .and_then(|mut s| s.execute(params![ae_id, credential, registered_with.to_string()]))
             .map_err(internal)?;
         Ok(())
     }

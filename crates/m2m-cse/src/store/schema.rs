@@ -22,7 +22,7 @@ use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Version 1: the resource table before discovery had indexes of its own.
 const TABLES_V1: &str = "
@@ -89,6 +89,15 @@ INSERT INTO ae_id_holders (ae_id, credential_id) SELECT ae_id, credential_id FRO
 DROP TABLE credential_bindings;
 ";
 
+/// What version 5 adds: the Credential-ID an AE-ID last registered with (`registered_with`),
+/// also when its holder is the AE-ID itself, which an MN-CSE names when it announces the AE to
+/// the IN-CSE again (TS-0001 clause 10.2.2.2 step 005b). Rows of version 4 held by a credential
+/// registered with it; those held by the AE-ID itself are not known (NULL).
+const COLUMNS_V5: &str = "
+ALTER TABLE ae_id_holders ADD COLUMN registered_with TEXT;
+UPDATE ae_id_holders SET registered_with = credential_id;
+";
+
 /// Brings the database to [`VERSION`]: creates it, or migrates an earlier one in one
 /// transaction (all or nothing). A database of a later version is refused, not guessed at.
 pub fn prepare(conn: &Connection) -> anyhow::Result<()> {
@@ -119,7 +128,7 @@ pub fn prepare(conn: &Connection) -> anyhow::Result<()> {
     }
 }
 
-/// Version 0 (new, or written before versions were recorded), 1, 2 or 3 to [`VERSION`];
+/// Version 0 (new, or written before versions were recorded), 1, 2, 3 or 4 to [`VERSION`];
 /// returns the rows filled.
 fn migrate(conn: &Connection) -> anyhow::Result<u64> {
     // Read again inside the transaction: another connection may have migrated meanwhile.
@@ -131,7 +140,10 @@ fn migrate(conn: &Connection) -> anyhow::Result<u64> {
     if version < 3 {
         conn.execute_batch(COLUMNS_V3)?;
     }
-    conn.execute_batch(TABLES_V4)?;
+    if version < 4 {
+        conn.execute_batch(TABLES_V4)?;
+    }
+    conn.execute_batch(COLUMNS_V5)?;
     conn.pragma_update(None, "user_version", VERSION)?;
     Ok(rows)
 }
@@ -312,15 +324,15 @@ mod tests {
         )
         .unwrap();
         prepare(&conn).unwrap();
-        let held: (String, Option<String>) = conn
-            .query_row("SELECT ae_id, credential_id FROM ae_id_holders", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+        let held: (String, Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT ae_id, credential_id, registered_with FROM ae_id_holders",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .unwrap();
-        assert_eq!(
-            held,
-            ("Cmeter".to_owned(), Some("12-m@in.example.com".to_owned()))
-        );
+        let m = Some("12-m@in.example.com".to_owned());
+        assert_eq!(held, ("Cmeter".to_owned(), m.clone(), m));
         let left: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'credential_bindings'",
@@ -329,5 +341,41 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, 0, "the bindings are the holders now");
+    }
+
+    /// A version 4 database: holders keep what they were; the credential a holder of its own
+    /// AE-ID registered with is not known.
+    #[test]
+    fn a_version_4_database_learns_what_its_holders_registered_with() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(TABLES_V1).unwrap();
+        conn.execute_batch(COLUMNS_V2).unwrap();
+        conn.execute_batch(INDEXES_V2).unwrap();
+        conn.execute_batch(COLUMNS_V3).unwrap();
+        conn.execute_batch(TABLES_V4).unwrap();
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO ae_id_holders (ae_id, credential_id) VALUES ('Cmeter', '12-m@in.example.com');
+             INSERT INTO ae_id_holders (ae_id, credential_id) VALUES ('Clock', NULL);",
+        )
+        .unwrap();
+        prepare(&conn).unwrap();
+        let rows: Vec<(String, Option<String>, Option<String>)> = conn
+            .prepare(
+                "SELECT ae_id, credential_id, registered_with FROM ae_id_holders ORDER BY ae_id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let m = Some("12-m@in.example.com".to_owned());
+        assert_eq!(
+            rows,
+            vec![
+                ("Clock".to_owned(), None, None),
+                ("Cmeter".to_owned(), m.clone(), m),
+            ]
+        );
     }
 }
