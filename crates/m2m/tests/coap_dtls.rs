@@ -1595,3 +1595,98 @@ fn cbor_over_coap_with_libcoap() {
     let r = cbor_create("60", "50");
     assert_eq!(r.rsc, Some(4000), "CBOR said to be JSON: {r:?}");
 }
+
+/// An AE-ID stays with the credential it registered with over CoAP/DTLS too (docs/SECURITY.md
+/// "An AE-ID stays with its credential"): a meter registers `Cmeter` over its own PSK (a row
+/// bound to nobody, libcoap on OpenSSL) and deregisters; another valid credential (libcoap on
+/// GnuTLS) registering that AE-ID gets 4106 in every form of the ID; the meter registers again.
+#[test]
+fn an_ae_id_stays_with_the_credential_it_registered_with_over_dtls() {
+    if !have_libcoap() {
+        return;
+    }
+    const METER: Row = Row {
+        ae: "",
+        kpsa_id: "meter@in.provider.com",
+        key: "1122334455667788aabbccddeeff0102",
+    };
+    const THIEF: Row = Row {
+        ae: "",
+        kpsa_id: "thief@in.provider.com",
+        key: "a1a2a3a4a5a6a7a8b1b2b3b4b5b6b7b8",
+    };
+    let cse = CseProcess::start_temp(&format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ndtls_listen = \"127.0.0.1:0\"\n\n{}\n{}\n\
+         [[registration.rules]]\napci = [\"12-*@in.provider.com\"]\naai = [\"*\"]\naae = [\"C*\"]\n",
+        psk_row_toml(&METER),
+        psk_row_toml(&THIEF)
+    ));
+    let port = cse.coaps_port();
+    let send = |tls: &str,
+                row: &Row,
+                method: &str,
+                path: &str,
+                from: &str,
+                ty: Option<u8>,
+                body: Option<&Value>| {
+        coap_client(
+            tls,
+            port,
+            row.kpsa_id,
+            row.key,
+            method,
+            path,
+            from,
+            ty,
+            body,
+        )
+        .unwrap_or_else(|| panic!("{tls}: no response printed by libcoap"))
+    };
+    let r = send(
+        "openssl",
+        &METER,
+        "post",
+        "/cse-in",
+        "Cmeter",
+        Some(2),
+        Some(&ae_body("meter")),
+    );
+    assert_eq!(r.rsc, Some(2001), "{r:?}");
+    let r = send(
+        "openssl",
+        &METER,
+        "delete",
+        "/cse-in/meter",
+        "Cmeter",
+        None,
+        None,
+    );
+    assert_eq!(r.rsc, Some(2002), "{r:?}");
+    for from in ["Cmeter", "/id-in/Cmeter", "//m2m.example.com/id-in/Cmeter"] {
+        let r = send(
+            "gnutls",
+            &THIEF,
+            "post",
+            "/cse-in",
+            from,
+            Some(2),
+            Some(&ae_body("meter")),
+        );
+        assert_eq!(r.rsc, Some(4106), "another credential as {from}: {r:?}");
+    }
+    assert!(
+        cse.logged("registered before with credential 12-meter@in.provider.com"),
+        "{}",
+        cse.stderr()
+    );
+    let r = send(
+        "openssl",
+        &METER,
+        "post",
+        "/cse-in",
+        "Cmeter",
+        Some(2),
+        Some(&ae_body("meter")),
+    );
+    assert_eq!(r.rsc, Some(2001), "its own credential again: {r:?}");
+}

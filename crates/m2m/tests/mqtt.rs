@@ -1050,3 +1050,69 @@ fn semantic_queries_over_mqtt_read_only_the_descriptors_one_may_read() {
     let r = step(q, 2000);
     assert_eq!(r["pc"]["m2m:uril"], json!([descriptors[0]]), "{r}");
 }
+
+/// An AE-ID stays with the credential it registered with over MQTT too (docs/SECURITY.md "An
+/// AE-ID stays with its credential"): the phone registers `Cphone7` on its registration topic
+/// and deregisters; mallory, with a valid credential of her own, registering that AE-ID on her
+/// registration topic gets 4106 in every form of the ID; the phone registers it again.
+#[test]
+fn an_ae_id_stays_with_the_credential_it_registered_with_over_mqtt() {
+    if !peers() {
+        return;
+    }
+    let s = start();
+    let registration = |who: (&str, &str), from: &str, rqi: &str| {
+        let cred = format!("12-{}", who.0);
+        mosquitto_rr(
+            &s,
+            who,
+            &format!("/oneM2M/reg_req/{cred}/id-in/json"),
+            &format!("/oneM2M/reg_resp/{cred}/id-in/json"),
+            &rqp(
+                1,
+                "cse-in",
+                Some(from),
+                rqi,
+                Some(2),
+                Some(ae_body("Nphone")),
+            ),
+        )
+        .unwrap_or_else(|| panic!("no answer to {rqi}:\n{}", s.cse.stderr()))
+    };
+    let r = registration(PHONE, "Cphone7", "reg1");
+    assert_eq!(r["rsc"], 2001, "{r}");
+    assert_eq!(r["pc"]["m2m:ae"]["aei"], "Cphone7", "{r}");
+    let rn = r["pc"]["m2m:ae"]["rn"].as_str().expect("rn").to_owned();
+    let r = mosquitto_rr(
+        &s,
+        PHONE,
+        "/oneM2M/req/Cphone7/id-in/json",
+        "/oneM2M/resp/Cphone7/id-in/json",
+        &rqp(
+            4,
+            &format!("cse-in/{rn}"),
+            Some("Cphone7"),
+            "dereg",
+            None,
+            None,
+        ),
+    )
+    .expect("the CSE answers the deregistration");
+    assert_eq!(r["rsc"], 2002, "{r}");
+    for from in [
+        "Cphone7",
+        "/id-in/Cphone7",
+        "//m2m.example.com/id-in/Cphone7",
+    ] {
+        let r = registration(MALLORY, from, "steal");
+        assert_eq!(r["rsc"], 4106, "mallory as {from}: {r}");
+    }
+    assert!(
+        s.cse
+            .logged("registered before with credential 12-phone@in.provider.com"),
+        "{}",
+        s.cse.stderr()
+    );
+    let r = registration(PHONE, "Cphone7", "reg2");
+    assert_eq!(r["rsc"], 2001, "its own credential again: {r}");
+}
