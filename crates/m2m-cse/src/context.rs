@@ -223,19 +223,19 @@ impl Context {
         url: &str,
         registree: Option<&CseId>,
     ) -> M2mResult<m2m_client::Client> {
+        // A registree's address is its own word: whatever URL it gave (the registrar's one
+        // included), the peer there must prove to be that registree.
+        if let (Some(cse), Some(context)) = (registree, &self.certificate) {
+            if url.starts_with("https://") || url.starts_with("coaps://") {
+                return self.registree_client(cse, context);
+            }
+        }
         if let Some(r) = &self.cfg.registrar {
-            if r.url == url {
+            if r.url == url && registree.is_none() {
                 return Ok(self.registrar_client.clone());
             }
         }
-        match (registree, &self.certificate) {
-            (Some(cse), Some(context))
-                if url.starts_with("https://") || url.starts_with("coaps://") =>
-            {
-                self.registree_client(cse, context)
-            }
-            _ => Ok(self.client.clone()),
-        }
+        Ok(self.client.clone())
     }
 
     fn registree_client(&self, cse: &CseId, context: &SslContext) -> M2mResult<m2m_client::Client> {

@@ -281,7 +281,7 @@ impl Cse {
         }
         let target = resolve::resolve(&self, &addr)?;
         // An announcement from a CSE below a registree is kept under that registree's record.
-        let target = crate::resources::ae_annc::placed(&self, &req, target)?;
+        let target = crate::resources::ae_annc::placed(&self, &req, target, &peer)?;
         // A semanticFanOutPoint is refused any other operation at the syntax check, before any
         // access decision (TS-0004 clause 7.4.35.2).
         if matches!(target, Target::SemanticFanOut(_)) && req.op != Operation::Retrieve {

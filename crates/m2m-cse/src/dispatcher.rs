@@ -253,7 +253,8 @@ pub async fn create(
             }
             Ok(created)
         })
-        .await?;
+        .await
+        .inspect_err(|_| behaviour.create_failed(cse))?;
 
     subscription_events::on_event(
         cse,

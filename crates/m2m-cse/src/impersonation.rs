@@ -46,8 +46,7 @@ pub fn check(cse: &Context, req: &Request, peer: &Peer) -> M2mResult<(Originator
         None => without_association(cse, &originator, peer.plain, ae_registration)?,
         Some(a) => match &a.entity {
             Some(bound) if bound.is_cse() => {
-                let announcing =
-                    req.op == Operation::Create && req.ty == Some(ResourceType::AeAnnc);
+                let announcing = announces(req);
                 from_cse_peer(cse, &originator, bound, announcing)?
             }
             Some(bound) => from_bound_ae(&originator, bound, ae_registration)?,
@@ -233,6 +232,27 @@ fn speaks_for(
             Some(SpStemHere::Free) => announcing,
             Some(SpStemHere::Ours) | None => false,
         },
+    }
+}
+
+/// `lnk` of an `<AEAnnc>` whose AE has deregistered (TS-0004 clause 7.4.5.2.4).
+pub(crate) const ANNOUNCED_INACTIVE: &str = "INACTIVE";
+
+/// Whether `req` announces an S-stem AE anew (TS-0004 clause 7.4.5.2.1): a CREATE of an
+/// `<AEAnnc>`, or an UPDATE giving one an active link (a re-registration). Only then may a
+/// registree relay for a stem nobody holds here (`resources::ae_annc::may_relay` checks that it
+/// is one of its own tree's).
+fn announces(req: &Request) -> bool {
+    match req.op {
+        Operation::Create => req.ty == Some(ResourceType::AeAnnc),
+        Operation::Update => req
+            .pc
+            .as_ref()
+            .and_then(|pc| pc.get("m2m:aeA"))
+            .and_then(|a| a.get("lnk"))
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|l| l != ANNOUNCED_INACTIVE),
+        _ => false,
     }
 }
 

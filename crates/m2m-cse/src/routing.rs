@@ -4,7 +4,9 @@
 
 use crate::association::Peer;
 use crate::cse::Cse;
-use m2m_core::{CseId, M2mError, M2mResult, Request, ResourceType, Response, ResponseStatusCode};
+use m2m_core::{
+    CseId, EntityId, M2mError, M2mResult, Request, ResourceType, Response, ResponseStatusCode,
+};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use std::sync::Arc;
 /// ([`forward`]). A route therefore climbs, then descends, and never turns back: a registree
 /// claiming a CSE it does not reach gets the request and answers that it has no route.
 pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<(String, Option<CseId>)> {
-    if let Some(target) = target {
+    if let Some(target) = target.filter(|t| cse.id.registrar.as_ref() != Some(*t)) {
         if let Some(csr) = cse.store.get(target.bare())? {
             let is_registree = csr.ty == ResourceType::RemoteCse
                 && csr.str_attr("csi") == Some(target.sp_relative().as_str())
@@ -76,7 +78,7 @@ fn from_the_registrar(cse: &Cse, peer: &Peer) -> bool {
     let Some(registrar) = &cse.id.registrar else {
         return false;
     };
-    let registrar = m2m_core::EntityId::cse(cse.id.home.sp.clone(), registrar.clone());
+    let registrar = EntityId::cse(cse.id.home.sp.clone(), registrar.clone());
     peer.bound_entity() == Some(&registrar)
 }
 
@@ -97,13 +99,20 @@ pub async fn forward(
         ));
     }
     let (hop, registree) = next_hop(cse, target.as_ref())?;
-    // What the registrar sent down is not sent back up: the registrar took this CSE for the
-    // way to the target (a descendant it lists), and a request bouncing between the two would
-    // never end.
-    if registree.is_none() && from_the_registrar(cse, peer) {
-        tracing::warn!(target: "audit", to = %req.to, "not retargeted: the registrar sent a request for a CSE this CSE does not reach");
+    // A request never turns back: what the registrar sent down for another CSE is not sent
+    // back up (the registrar took this CSE for the way to a descendant it lists), and what a
+    // registree sent up is not sent back down to it (it listed a CSE it does not reach). Between
+    // two CSEs such a request would bounce without end. A request for the registrar itself (a
+    // group member there) ends there.
+    let turns_back = match &registree {
+        None => target.as_ref() != cse.id.registrar.as_ref() && from_the_registrar(cse, peer),
+        Some(r) => peer.bound_entity() == Some(&EntityId::cse(cse.id.home.sp.clone(), r.clone())),
+    };
+    if turns_back {
+        tracing::warn!(target: "audit", to = %req.to, "not retargeted: the request would go back to the CSE it came from");
         return Err(no_route(target.as_ref()));
     }
+    crate::resources::ae_annc::may_relay(cse, &req, peer)?;
     // Outside this CSE, an entity is known by its SP-relative ID (absolute in another SP).
     if let Some(entity) = &peer.originator {
         req.from = Some(entity.as_seen_from(&cse.id.home));

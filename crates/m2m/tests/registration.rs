@@ -701,7 +701,7 @@ fn retargeting_follows_descendant_cses() {
         .unwrap();
     assert_eq!(r.rsc, 4004, "{:?}", r.body);
     assert!(
-        mn.logged("not retargeted: the registrar sent a request for a CSE this CSE does not reach"),
+        mn.logged("not retargeted: the request would go back to the CSE it came from"),
         "{}",
         mn.stderr()
     );
@@ -793,4 +793,78 @@ fn an_s_stem_two_levels_down_is_recorded_at_the_in_cse() {
     assert_eq!(rsc, 2001, "{b}");
     let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
     assert_eq!(b["m2m:aeA"]["lnk"], json!("/id-mn2/Smeter"), "{b}");
+}
+
+/// What a rogue registree of the MN (played by a client with a CSE certificate of the SP) can
+/// do with S-stems announced below the MN and with the routes down: nothing. It cannot speak for
+/// an S-AE of another registree (4106), cannot have the IN record a stem in another CSE's name
+/// (the MN does not relay it: 4106, nothing recorded), and a pointOfAccess that is the IN's own
+/// address does not turn a request for a CSE it lists into one bouncing between the IN and the
+/// MN (the peer at that address must prove to be the registree: 5103, answered at once), nor
+/// is a request it sends for a CSE it lists sent back down to it (4004).
+#[test]
+fn a_rogue_registree_gets_no_stem_and_no_loop() {
+    let (in_cse, mn, mn2, pki) = start_three_tiers();
+    let ae = json!({"m2m:ae": {"rn": "meter", "api": "Nmeter", "rr": false, "srv": ["3"]}});
+    let (rsc, b) = create(mn2.url(), "/cse-mn2", "Smeter", 2, ae);
+    assert_eq!(rsc, 2001, "{b}\nMN:\n{}", mn.stderr());
+    pki.issue(&["--kind", "cse", "--id", "/id-mn3"], "id-mn3");
+    let (chain, key) = pki.cse_cert("id-mn3");
+    let rogue = TlsClient::certificate(&pki.ca_pem(), &chain, &key, "id-mn.id-in.m2m.example.com");
+    let send =
+        |method: &str, to: &str, from: &str, ty: Option<u16>, body: Option<&serde_json::Value>| {
+            rogue
+                .request(mn.https_url(), method, to, Some(from), ty, body)
+                .unwrap_or_else(|e| panic!("{method} {to}: {e}"))
+        };
+    let r = send(
+        "POST",
+        "/cse-mn",
+        "/id-mn3",
+        Some(16),
+        Some(
+            &json!({"m2m:csr": {"csi": "/id-mn3", "cb": "/id-mn3/cse-mn3", "rr": true,
+            "poa": [in_cse.https_url()], "srv": ["3"], "cst": 2, "dcse": ["/id-z"]}}),
+        ),
+    );
+    assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    // Another registree's S-AE.
+    for from in ["Smeter", "/id-mn3/Smeter", "/id-mn2/Smeter"] {
+        let r = send("GET", "/~/id-in/cse-in", from, None, None);
+        assert_eq!(r.rsc, 4106, "as {from}: {:?}", r.body);
+    }
+    // An announcement in another CSE's name, or of another registree's stem.
+    for lnk in ["/id-mn2/Sfoo", "/id-mn2/Smeter", "/id-mn/Sfoo"] {
+        let r = send(
+            "POST",
+            "/~/id-in/id-in",
+            lnk,
+            Some(10002),
+            Some(&json!({"m2m:aeA": {"lnk": lnk, "api": "Nfoo", "lbl": ["Credential-ID:"]}})),
+        );
+        assert_eq!(r.rsc, 4106, "{lnk}: {:?}", r.body);
+    }
+    assert_eq!(retrieve(in_cse.url(), "/cse-in/id-mn/Sfoo", ADMIN).0, 4004);
+    let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+    assert_eq!(b["m2m:aeA"]["lnk"], json!("/id-mn2/Smeter"), "{b}");
+    // A route down to the rogue, whose address is the IN's.
+    let listed = poll(WAIT, || {
+        let (_, csr) = retrieve(in_cse.url(), "/cse-in/id-mn", ADMIN);
+        csr["m2m:csr"]["dcse"]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!("/id-z")))
+            .then_some(())
+    });
+    assert!(listed.is_some(), "MN:\n{}", mn.stderr());
+    let started = std::time::Instant::now();
+    // From the rogue itself: not sent back down to where it came from.
+    let r = send("GET", "/~/id-z/cse-z", "/id-mn3", None, None);
+    assert_eq!(r.rsc, 4004, "{:?}", r.body);
+    // From the IN: down to the MN, then to the rogue's address, where the IN answers.
+    let (rsc, b) = retrieve(in_cse.url(), "/~/id-z/cse-z", ADMIN);
+    assert_eq!(rsc, 5103, "{b}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered at once, not after bouncing"
+    );
 }

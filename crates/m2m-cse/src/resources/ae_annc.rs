@@ -10,6 +10,7 @@
 use super::{ready, Call, Pending, Prepared};
 use crate::cse::Cse;
 use crate::resolve::Target;
+use crate::store::AeIdHolder;
 use crate::store::Resource;
 use m2m_core::{
     AeStem, CseId, EntityId, M2mError, M2mResult, Request, ResourceType, ResponseStatusCode,
@@ -18,7 +19,7 @@ use m2m_core::{
 use serde_json::{json, Map, Value};
 
 /// `lnk` once the announced `<AE>` has deregistered (TS-0004 clause 7.4.5.2.4).
-pub const INACTIVE: &str = "INACTIVE";
+pub const INACTIVE: &str = crate::impersonation::ANNOUNCED_INACTIVE;
 
 /// The CSE a `<remoteCSE>` stands for.
 fn announcer(remote_cse: &Resource) -> M2mResult<CseId> {
@@ -48,16 +49,91 @@ fn announced(lnk: &str, registree: &Resource) -> M2mResult<(CseId, AeStem)> {
     Ok((csi, stem))
 }
 
+/// The CSE a link names (`/<CSE-ID>/...`).
+fn lnk_cse(lnk: &str) -> Option<CseId> {
+    lnk.strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(csi, _)| CseId::parse(&format!("/{csi}")).ok())
+}
+
+/// The `<remoteCSE>` of the CSE registered here that `peer` is bound to (not the registrar's).
+fn registree_of(cse: &Cse, peer: &crate::association::Peer) -> Option<Resource> {
+    let id = peer.bound_entity().and_then(EntityId::cse_id)?;
+    if cse.id.registrar.as_ref() == Some(id) {
+        return None;
+    }
+    match cse.store.get(id.bare()) {
+        Ok(Some(csr)) if csr.ty == ResourceType::RemoteCse => Some(csr),
+        _ => None,
+    }
+}
+
+/// The `<AEAnnc>` a request carries: a CREATE of one, or an UPDATE with one as its content.
+fn announcement(req: &Request) -> Option<&Value> {
+    let annc = req.pc.as_ref()?.get("m2m:aeA")?;
+    match req.op {
+        m2m_core::Operation::Create if req.ty == Some(ResourceType::AeAnnc) => Some(annc),
+        m2m_core::Operation::Update => Some(annc),
+        _ => None,
+    }
+}
+
+/// Before this CSE relays an announcement a registree sent (a CREATE of an `<AEAnnc>`, or an
+/// UPDATE carrying one) towards the IN-CSE: its link names an S-stem AE in that registree's own
+/// tree, the AE its From names. A registree would otherwise have the IN-CSE record, in another
+/// CSE's name, a stem it does not hold (4106).
+pub(crate) fn may_relay(
+    cse: &Cse,
+    req: &Request,
+    peer: &crate::association::Peer,
+) -> M2mResult<()> {
+    let (Some(annc), Some(registree)) = (announcement(req), registree_of(cse, peer)) else {
+        return Ok(());
+    };
+    let Some(lnk) = annc
+        .get("lnk")
+        .and_then(Value::as_str)
+        .filter(|l| *l != INACTIVE)
+    else {
+        // Marking one deregistered: the impersonation check let through only the registree
+        // that holds the stem here.
+        return Ok(());
+    };
+    let from_stem = req
+        .from
+        .as_deref()
+        .and_then(|f| EntityId::parse(f, &cse.id.home).ok())
+        .and_then(|e| e.stem().cloned());
+    let ours = announced(lnk, &registree).is_ok_and(|(_, stem)| from_stem.as_ref() == Some(&stem));
+    if !ours {
+        tracing::warn!(target: "audit", registree = %registree.ri(), lnk = %lnk, "announcement not relayed: it names an AE outside the registree's tree, or another than its From");
+        return Err(M2mError::new(
+            ResponseStatusCode::OriginatorNotAuthenticated,
+            "a CSE relays announcements only of S-stem AEs registered in its own tree",
+        ));
+    }
+    Ok(())
+}
+
 /// Where the IN-CSE keeps an announcement sent to its CSEBase (by a CSE that is not registered
 /// with it: an ASN-CSE below an MN-CSE, which cannot name a `<remoteCSE>` of its own there):
 /// under the `<remoteCSE>` of the registree that is, or whose descendantCSEs list, the CSE `lnk`
 /// names. Any other target stays as it is.
-pub(crate) fn placed(cse: &Cse, req: &Request, target: Target) -> M2mResult<Target> {
+/// Only a registree's announcement is placed: to anyone else the CSEBase stays the target, and
+/// the access decision refuses it as it refuses any `<AEAnnc>` there (nothing tells whether a
+/// CSE is registered or listed).
+pub(crate) fn placed(
+    cse: &Cse,
+    req: &Request,
+    target: Target,
+    peer: &crate::association::Peer,
+) -> M2mResult<Target> {
     let to_the_base = matches!(&target, Target::Resource(r) if r.ty == ResourceType::CseBase);
     if req.op != m2m_core::Operation::Create
         || req.ty != Some(ResourceType::AeAnnc)
         || !to_the_base
         || cse.id.role != crate::config::Role::IN
+        || registree_of(cse, peer).is_none()
     {
         return Ok(target);
     }
@@ -68,13 +144,9 @@ pub(crate) fn placed(cse: &Cse, req: &Request, target: Target) -> M2mResult<Targ
         .and_then(|a| a.get("lnk"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    let csi = lnk
-        .strip_prefix('/')
-        .and_then(|rest| rest.split_once('/'))
-        .and_then(|(csi, _)| CseId::parse(&format!("/{csi}")).ok())
-        .ok_or_else(|| {
-            M2mError::bad_request("an AEAnnc's link names an S-stem AE: /<CSE-ID>/S...")
-        })?;
+    let csi = lnk_cse(lnk).ok_or_else(|| {
+        M2mError::bad_request("an AEAnnc's link names an S-stem AE: /<CSE-ID>/S...")
+    })?;
     let registree = match cse.store.get(csi.bare())? {
         Some(r) if r.ty == ResourceType::RemoteCse => Some(r),
         _ => crate::descendants::registree_above(cse, &csi)?,
@@ -200,7 +272,16 @@ fn check_update(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M2mR
     let csi = announcer(&parent)?;
     if let Some(lnk) = content.get("lnk").and_then(Value::as_str) {
         if lnk != INACTIVE {
-            let (_, stem) = announced(lnk, &parent)?;
+            let (announcing, stem) = announced(lnk, &parent)?;
+            // While the AE is registered, its record stays with the CSE it is registered at
+            // (S-stem AEs do not move registrars: docs/SECURITY.md).
+            let current = res.str_attr("lnk").filter(|l| *l != INACTIVE);
+            if current.is_some_and(|l| lnk_cse(l).as_ref() != Some(&announcing)) {
+                return Err(M2mError::new(
+                    ResponseStatusCode::OriginatorHasAlreadyRegistered,
+                    "the AE-ID is already registered",
+                ));
+            }
             if stem.as_str() != res.ri() {
                 return Err(M2mError::bad_request(
                     "an AEAnnc's link names the AE-ID-Stem it was created for",
@@ -283,20 +364,34 @@ pub(crate) async fn announce(
     api: &str,
     credential: Option<&m2m_security::credentials::CredentialId>,
 ) -> M2mResult<()> {
+    let lbl = json!([format!(
+        "Credential-ID:{}",
+        credential.map(ToString::to_string).unwrap_or_default()
+    )]);
+    send_announcement(cse, &cse.id.cse_id, stem, api, Some(lbl)).await
+}
+
+/// Sends the announcement of the S-stem AE `stem` registered at `announcing` (this CSE, or a
+/// CSE below it whose announcement this CSE keeps a copy of) to the IN-CSE: CREATE, or UPDATE
+/// when it is recorded already. `lbl` `None`: the Credential-ID is not known here (an UPDATE
+/// leaves the IN-CSE's as it is; a CREATE says none).
+async fn send_announcement(
+    cse: &Cse,
+    announcing: &CseId,
+    stem: &AeStem,
+    api: &str,
+    lbl: Option<Value>,
+) -> M2mResult<()> {
     let Some(registrar) = cse.cfg.registrar.as_ref() else {
         return Ok(());
     };
     let me = &cse.id.cse_id;
-    let lnk = format!("{}/{stem}", me.sp_relative());
-    let lbl = format!(
-        "Credential-ID:{}",
-        credential.map(ToString::to_string).unwrap_or_default()
-    );
+    let lnk = format!("{}/{stem}", announcing.sp_relative());
     let in_cse = cse.id.in_cse.sp_relative();
     let from = Some(lnk.clone());
     // Under this CSE's <remoteCSE> at the IN-CSE; a CSE registered further down has none there
     // and sends it to the IN-CSE's CSEBase, which keeps it under its registree's (`placed`).
-    let parent = if cse.id.registrar.as_ref() == Some(&cse.id.in_cse) {
+    let parent = if announcing == me && cse.id.registrar.as_ref() == Some(&cse.id.in_cse) {
         me.bare()
     } else {
         cse.id.in_cse.bare()
@@ -308,7 +403,9 @@ pub(crate) async fn announce(
         announcement_rqi(),
     );
     create.ty = Some(ResourceType::AeAnnc);
-    create.pc = Some(json!({"m2m:aeA": {"lnk": lnk, "api": api, "lbl": [lbl]}}));
+    let none = json!(["Credential-ID:"]);
+    create.pc =
+        Some(json!({"m2m:aeA": {"lnk": lnk, "api": api, "lbl": lbl.as_ref().unwrap_or(&none)}}));
     let send = |req: Request| async move {
         cse.registrar_client
             .send(&registrar.url, &req)
@@ -333,7 +430,11 @@ pub(crate) async fn announce(
                 from,
                 announcement_rqi(),
             );
-            update.pc = Some(json!({"m2m:aeA": {"lnk": lnk, "api": api, "lbl": [lbl]}}));
+            let mut record = json!({"lnk": lnk, "api": api});
+            if let Some(lbl) = lbl {
+                record["lbl"] = lbl;
+            }
+            update.pc = Some(json!({ "m2m:aeA": record }));
             let updated = send(update).await?;
             if updated.rsc == ResponseStatusCode::Updated {
                 return Ok(());
@@ -391,19 +492,35 @@ pub(crate) async fn relayed(
     else {
         return;
     };
-    let Some(registree) = peer.bound_entity().and_then(EntityId::cse_id) else {
+    let Some(csr) = registree_of(cse, peer).filter(|_| recorded) else {
         return;
     };
-    if !recorded || cse.id.registrar.as_ref() == Some(registree) {
+    let Ok(registree) = announcer(&csr) else {
         return;
-    }
-    let csr = match cse.store.get(registree.bare()) {
-        Ok(Some(csr)) if csr.ty == ResourceType::RemoteCse => csr,
-        _ => return,
     };
     let Ok((_, stem)) = announced(lnk, &csr) else {
         return;
     };
+    // Only the IN-CSE's answer to the announcement of that very AE: a CREATE at its CSEBase,
+    // an UPDATE of the record named by the stem, From the AE, and an answer showing the record.
+    let in_cse = cse.id.in_cse.sp_relative();
+    let to_ok = match req.op {
+        m2m_core::Operation::Create => req.to == format!("{in_cse}/{}", cse.id.in_cse.bare()),
+        _ => req.to == format!("{in_cse}/{stem}"),
+    };
+    let from_ok = req
+        .from
+        .as_deref()
+        .and_then(|f| EntityId::parse(f, &cse.id.home).ok())
+        .is_some_and(|e| e.stem() == Some(&stem));
+    let shown = resp.pc.as_ref().and_then(|pc| pc.get("m2m:aeA"));
+    let answer_ok = shown.is_some_and(|a| {
+        a.get("ri").and_then(Value::as_str) == Some(stem.as_str())
+            && a.get("lnk").and_then(Value::as_str) == Some(lnk)
+    });
+    if !(to_ok && from_ok && answer_ok) {
+        return;
+    }
     let mut attrs = Map::new();
     for k in ["lnk", "api", "lbl"] {
         if let Some(v) = annc.get(k) {
@@ -470,32 +587,65 @@ async fn mark_inactive(cse: &Cse, stem: &AeStem) {
 }
 
 /// After this CSE (re)registered with its registrar: every S-stem AE registered here is
-/// announced again (the IN-CSE's records go with this CSE's `<remoteCSE>` there). A refusal
-/// is logged: the AE stays registered here, and the IN-CSE takes no relayed request for it.
+/// announced again (the IN-CSE's records go with this CSE's `<remoteCSE>` there), and so is every
+/// announcement of a CSE below that this CSE keeps a copy of ([`relayed`]). A refusal is
+/// logged: the AE stays registered, and the IN-CSE takes no relayed request for it.
 pub(crate) async fn reannounce_all(cse: &Cse) {
-    let aes = match cse.store.read(|r| r.all_of_type(ResourceType::Ae)) {
-        Ok(aes) => aes,
+    let read = cse.store.read(|r| {
+        let aes = r.all_of_type(ResourceType::Ae)?;
+        let copies = r.all_of_type(ResourceType::AeAnnc)?;
+        let mut known = Vec::new();
+        for ae in &aes {
+            let Some(stem) = sp_stem(&ae.attrs) else {
+                continue;
+            };
+            known.push((
+                stem.clone(),
+                r.registered_with(stem.as_str())?,
+                r.holder_of(stem.as_str())?,
+            ));
+        }
+        Ok((aes, known, copies))
+    });
+    let (aes, known, copies) = match read {
+        Ok(read) => read,
         Err(e) => {
             tracing::warn!(dbg = %e.dbg, "S-stem AEs not announced again: the store cannot be read");
             return;
         }
     };
-    for ae in aes {
-        let Some(stem) = sp_stem(&ae.attrs) else {
+    let me = &cse.id.cse_id;
+    for (stem, registered_with, holder) in known {
+        let api = aes
+            .iter()
+            .find(|a| a.ri() == stem.as_str())
+            .and_then(|a| a.str_attr("api"))
+            .unwrap_or("");
+        // The Credential-ID of its association; not known for an AE-ID held by itself since
+        // before schema version 5 (the IN-CSE keeps the one it has).
+        let lbl = match (registered_with, holder) {
+            (Some(c), _) => Some(json!([format!("Credential-ID:{c}")])),
+            (None, Some(AeIdHolder::Itself)) => None,
+            (None, _) => Some(json!(["Credential-ID:"])),
+        };
+        if let Err(e) = send_announcement(cse, me, &stem, api, lbl).await {
+            tracing::warn!(target: "audit", ae_id = %stem, rsc = e.rsc.code(), "S-stem AE not announced again to the IN-CSE");
+        }
+    }
+    for copy in copies {
+        let Some(lnk) = copy.str_attr("lnk").filter(|l| *l != INACTIVE) else {
             continue;
         };
-        // What it registered with, bound to it or not (step 005b: the Credential-ID of the
-        // association the AE used).
-        let credential = match cse.store.read(|r| r.registered_with(stem.as_str())) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(ae_id = %stem, dbg = %e.dbg, "S-stem AE not announced again: the store cannot be read");
-                continue;
-            }
+        let Ok(registree) = crate::resolve::parent_of(cse, &copy) else {
+            continue;
         };
-        let api = ae.str_attr("api").unwrap_or("");
-        if let Err(e) = announce(cse, &stem, api, credential.as_ref()).await {
-            tracing::warn!(target: "audit", ae_id = %stem, rsc = e.rsc.code(), "S-stem AE not announced again to the IN-CSE");
+        let Ok((announcing, stem)) = announced(lnk, &registree) else {
+            continue;
+        };
+        let api = copy.str_attr("api").unwrap_or("");
+        let lbl = copy.attrs.get("lbl").cloned();
+        if let Err(e) = send_announcement(cse, &announcing, &stem, api, lbl).await {
+            tracing::warn!(target: "audit", ae_id = %stem, rsc = e.rsc.code(), "S-stem AE below not announced again to the IN-CSE");
         }
     }
 }

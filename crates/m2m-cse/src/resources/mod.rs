@@ -161,6 +161,10 @@ pub trait Behaviour: Sync {
     /// After the creation was stored.
     fn created(&self, _cse: &Arc<Cse>, _res: &Resource) {}
 
+    /// After [`Behaviour::prepare_create`] succeeded but the creation was not stored (the name
+    /// taken meanwhile, the parent gone): undoes what the preparation told others.
+    fn create_failed(&self, _cse: &Arc<Cse>) {}
+
     /// Checks an UPDATE (`content`: the attributes it sets, null for removed) before anything is
     /// written; may contact peers.
     fn prepare_update<'a>(

@@ -50,6 +50,12 @@ pub fn prepare_create(
 /// The type's behaviour: the registration checks of [`prepare_create`].
 pub struct RemoteCse;
 
+/// Tells this CSE's registrar its descendantCSEs as they are now, in a task of its own.
+fn publish_now(cse: &std::sync::Arc<crate::cse::Cse>) {
+    let cse = std::sync::Arc::clone(cse);
+    tokio::spawn(async move { crate::registration::publish_descendants(&cse, &[]).await });
+}
+
 impl super::Behaviour for RemoteCse {
     fn prepare_create<'a>(
         &'a self,
@@ -92,8 +98,13 @@ impl super::Behaviour for RemoteCse {
     /// Once stored, our registrar learns the list as the store has it (a registration made at the
     /// same time may have published a list without this one).
     fn created(&self, cse: &std::sync::Arc<crate::cse::Cse>, _res: &crate::store::Resource) {
-        let cse = std::sync::Arc::clone(cse);
-        tokio::spawn(async move { crate::registration::publish_descendants(&cse, &[]).await });
+        publish_now(cse);
+    }
+
+    /// The list published for the joining CSE before its `<remoteCSE>` was stored named it: it
+    /// did not join, so the registrar is told the list without it.
+    fn create_failed(&self, cse: &std::sync::Arc<crate::cse::Cse>) {
+        publish_now(cse);
     }
 
     /// A deregistered CSE's secure storage goes with it (`secure_storage::owner_gone`), and our
@@ -103,8 +114,7 @@ impl super::Behaviour for RemoteCse {
             let entity = m2m_core::EntityId::cse(cse.id.home.sp.clone(), csi);
             crate::secure_storage::owner_gone(cse, &entity);
         }
-        let cse = std::sync::Arc::clone(cse);
-        tokio::spawn(async move { crate::registration::publish_descendants(&cse, &[]).await });
+        publish_now(cse);
     }
 
     /// [`Behaviour::deleted`] also when the remoteCSE goes with an ancestor.
