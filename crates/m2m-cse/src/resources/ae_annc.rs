@@ -540,7 +540,16 @@ pub(crate) async fn relayed(
         .store
         .write(move |w| match w.get(copy.ri())? {
             None => w.insert(copy).map(|_| ()),
-            // Kept already (a re-registration), or the stem is another's here: as it is.
+            // Kept already under that registree (a re-registration): what the IN-CSE now holds.
+            Some(mut kept) if kept.ty == ResourceType::AeAnnc && kept.pi() == copy.pi() => {
+                for k in ["lnk", "api", "lbl"] {
+                    if let Some(v) = copy.attrs.get(k) {
+                        kept.attrs.insert(k.to_owned(), v.clone());
+                    }
+                }
+                w.update(&kept)
+            }
+            // The stem is another's here: as it is.
             Some(_) => Ok(()),
         })
         .await;
