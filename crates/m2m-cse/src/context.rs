@@ -223,15 +223,23 @@ impl Context {
         url: &str,
         registree: Option<&CseId>,
     ) -> M2mResult<m2m_client::Client> {
-        // A registree's address is its own word: whatever URL it gave (the registrar's one
-        // included), the peer there must prove to be that registree.
-        if let (Some(cse), Some(context)) = (registree, &self.certificate) {
-            if url.starts_with("https://") || url.starts_with("coaps://") {
-                return self.registree_client(cse, context);
-            }
+        // A registree's address is its own word: whatever URL it gave (the registrar's one, or
+        // this CSE's own plain listener, included), the peer there must prove to be that
+        // registree. An address where no peer proves anything is no route.
+        if let Some(cse) = registree {
+            let tls = url.starts_with("https://") || url.starts_with("coaps://");
+            return match &self.certificate {
+                Some(context) if tls => self.registree_client(cse, context),
+                _ => Err(M2mError::new(
+                    m2m_core::ResponseStatusCode::TargetNotReachable,
+                    format!(
+                        "CSE {cse} is reached only over TLS or DTLS that proves it is that CSE"
+                    ),
+                )),
+            };
         }
         if let Some(r) = &self.cfg.registrar {
-            if r.url == url && registree.is_none() {
+            if r.url == url {
                 return Ok(self.registrar_client.clone());
             }
         }

@@ -46,7 +46,7 @@ pub fn check(cse: &Context, req: &Request, peer: &Peer) -> M2mResult<(Originator
         None => without_association(cse, &originator, peer.plain, ae_registration)?,
         Some(a) => match &a.entity {
             Some(bound) if bound.is_cse() => {
-                let announcing = announces(req);
+                let announcing = announces(cse, req);
                 from_cse_peer(cse, &originator, bound, announcing)?
             }
             Some(bound) => from_bound_ae(&originator, bound, ae_registration)?,
@@ -239,19 +239,43 @@ fn speaks_for(
 pub(crate) const ANNOUNCED_INACTIVE: &str = "INACTIVE";
 
 /// Whether `req` announces an S-stem AE anew (TS-0004 clause 7.4.5.2.1): a CREATE of an
-/// `<AEAnnc>`, or an UPDATE giving one an active link (a re-registration). Only then may a
-/// registree relay for a stem nobody holds here (`resources::ae_annc::may_relay` checks that it
-/// is one of its own tree's).
-fn announces(req: &Request) -> bool {
+/// `<AEAnnc>`, or an UPDATE giving the IN-CSE's record of the From's stem (`/<IN-CSE-ID>/<stem>`
+/// in any form, and nothing else) an active link (a re-registration). Only then may a registree
+/// relay for a stem nobody holds here (`resources::ae_annc::may_relay` checks that it is one of
+/// its own tree's; the IN-CSE, that the record stays with the CSE that announced it).
+fn announces(cse: &Context, req: &Request) -> bool {
     match req.op {
         Operation::Create => req.ty == Some(ResourceType::AeAnnc),
-        Operation::Update => req
-            .pc
-            .as_ref()
-            .and_then(|pc| pc.get("m2m:aeA"))
-            .and_then(|a| a.get("lnk"))
-            .and_then(serde_json::Value::as_str)
-            .is_some_and(|l| l != ANNOUNCED_INACTIVE),
+        Operation::Update => {
+            let active = req
+                .pc
+                .as_ref()
+                .and_then(|pc| pc.get("m2m:aeA"))
+                .and_then(|a| a.get("lnk"))
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|l| l != ANNOUNCED_INACTIVE);
+            let home = &cse.id.home;
+            let stem = req
+                .from
+                .as_deref()
+                .and_then(|f| EntityId::parse(f, home).ok())
+                .and_then(|e| e.stem().cloned());
+            let in_cse = &cse.id.in_cse;
+            let the_record = m2m_core::Address::parse(&req.to).is_ok_and(|to| {
+                let at_the_in = match &to.scope {
+                    m2m_core::Scope::CseRelative => cse.id.cse_id == *in_cse,
+                    m2m_core::Scope::SpRelative(c) => c == in_cse,
+                    m2m_core::Scope::Absolute(sp, c) => *sp == home.sp && c == in_cse,
+                };
+                let mut segments = to.segments();
+                at_the_in
+                    && stem
+                        .as_ref()
+                        .is_some_and(|s| segments.next() == Some(s.as_str()))
+                    && segments.next().is_none()
+            });
+            active && the_record
+        }
         _ => false,
     }
 }

@@ -22,8 +22,7 @@ pub fn next_hop(cse: &Cse, target: Option<&CseId>) -> M2mResult<(String, Option<
     if let Some(target) = target.filter(|t| cse.id.registrar.as_ref() != Some(*t)) {
         if let Some(csr) = cse.store.get(target.bare())? {
             let is_registree = csr.ty == ResourceType::RemoteCse
-                && csr.str_attr("csi") == Some(target.sp_relative().as_str())
-                && cse.id.registrar.as_ref() != Some(target);
+                && csr.str_attr("csi") == Some(target.sp_relative().as_str());
             if is_registree {
                 return down_to(&csr, target);
             }
@@ -104,10 +103,14 @@ pub async fn forward(
     // registree sent up is not sent back down to it (it listed a CSE it does not reach). Between
     // two CSEs such a request would bounce without end. A request for the registrar itself (a
     // group member there) ends there.
-    let turns_back = match &registree {
-        None => target.as_ref() != cse.id.registrar.as_ref() && from_the_registrar(cse, peer),
-        Some(r) => peer.bound_entity() == Some(&EntityId::cse(cse.id.home.sp.clone(), r.clone())),
-    };
+    // A group's member request is a request of its own (its fan-out depth bounds it).
+    let turns_back = peer.fan_out_depth == 0
+        && match &registree {
+            None => target.as_ref() != cse.id.registrar.as_ref() && from_the_registrar(cse, peer),
+            Some(r) => {
+                peer.bound_entity() == Some(&EntityId::cse(cse.id.home.sp.clone(), r.clone()))
+            }
+        };
     if turns_back {
         tracing::warn!(target: "audit", to = %req.to, "not retargeted: the request would go back to the CSE it came from");
         return Err(no_route(target.as_ref()));

@@ -1493,7 +1493,8 @@ async fn the_in_cse_records_only_announcements_its_rules_admit() {
 /// IN-CSE's CSEBase, and the IN keeps them under the registree whose descendantCSEs name it:
 /// only that registree carries them; another registree can neither announce for a CSE it does
 /// not list (under its own record: 4000) nor act on the one that lists it (through the base:
-/// refused), and a CSE nobody lists has no place (4004).
+/// refused), and an announcement for a CSE its sender does not list is refused like any
+/// `<AEAnnc>` at the CSEBase (4103: nothing tells whether another registree lists it).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s_stem_below_a_registree_is_announced_only_through_it() {
     let s = Setup::start().await;
@@ -1552,7 +1553,24 @@ async fn an_s_stem_below_a_registree_is_announced_only_through_it() {
         r.pc
     );
     let r = announce(&mn, "/id-in/id-in", "/id-nowhere/Sother").await;
-    assert_eq!(r.rsc, Rsc::NotFound, "a CSE nobody lists: {:?}", r.pc);
+    assert_eq!(
+        r.rsc,
+        Rsc::OriginatorHasNoPrivilege,
+        "a CSE it does not list, refused as any AEAnnc at the CSEBase: {:?}",
+        r.pc
+    );
+    let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
+    let r = s
+        .send(
+            &admin,
+            Operation::Retrieve,
+            "/id-in/Sother",
+            "CAdmin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::NotFound, "nothing recorded: {:?}", r.pc);
     // The stem is the MN's to speak for at the IN, not the other MN's.
     for (peer, ok) in [(&mn, true), (&mn2, false)] {
         let r = s

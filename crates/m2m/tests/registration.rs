@@ -863,8 +863,58 @@ fn a_rogue_registree_gets_no_stem_and_no_loop() {
     // From the IN: down to the MN, then to the rogue's address, where the IN answers.
     let (rsc, b) = retrieve(in_cse.url(), "/~/id-z/cse-z", ADMIN);
     assert_eq!(rsc, 5103, "{b}");
+    // Well within the CSEs' 3 s wait for an answer: refused at once, not timed out.
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
+        started.elapsed() < std::time::Duration::from_millis(2000),
         "answered at once, not after bouncing"
     );
+    // Once the S-AE has deregistered, its record stays with the CSE that announced it: the
+    // rogue cannot re-activate it as its own, neither with the MN's copy (it is mn2's) nor
+    // without (the IN remembers the announcing CSE), nor dress another UPDATE as an
+    // announcement.
+    assert_eq!(delete(mn2.url(), "/cse-mn2/meter", "Smeter").0, 2002);
+    let inactive = poll(WAIT, || {
+        let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+        (b["m2m:aeA"]["lnk"] == json!("INACTIVE")).then_some(())
+    });
+    assert!(inactive.is_some(), "MN2:\n{}", mn2.stderr());
+    let follows = poll(WAIT, || {
+        let (_, copy) = retrieve(mn.url(), "/cse-mn/id-mn2/Smeter", ADMIN);
+        (copy["m2m:aeA"]["lnk"] == json!("INACTIVE")).then_some(())
+    });
+    assert!(follows.is_some(), "the MN's copy follows:\n{}", mn.stderr());
+    let take = json!({"m2m:aeA": {"lnk": "/id-mn3/Smeter", "lbl": ["Credential-ID:"]}});
+    let r = send(
+        "PUT",
+        "/~/id-in/Smeter",
+        "/id-mn3/Smeter",
+        None,
+        Some(&take),
+    );
+    assert_eq!(r.rsc, 4106, "with the MN's copy: {:?}", r.body);
+    assert_eq!(delete(mn.url(), "/cse-mn/id-mn2/Smeter", ADMIN).0, 2002);
+    let r = send(
+        "PUT",
+        "/~/id-in/Smeter",
+        "/id-mn3/Smeter",
+        None,
+        Some(&take),
+    );
+    assert_eq!(r.rsc, 4117, "without it: {:?}", r.body);
+    let r = send(
+        "PUT",
+        "/~/id-in/cse-in",
+        "/id-mn3/Sfoo",
+        None,
+        Some(&json!({"m2m:aeA": {"lnk": "/id-mn3/Sfoo"}})),
+    );
+    assert_eq!(r.rsc, 4106, "an UPDATE of something else: {:?}", r.body);
+    let (_, b) = retrieve(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+    assert_eq!(b["m2m:aeA"]["lnk"], json!("INACTIVE"), "{b}");
+    // mn2 registers it again, and the MN keeps its copy anew.
+    let ae = json!({"m2m:ae": {"rn": "meter", "api": "Nmeter", "rr": false, "srv": ["3"]}});
+    let (rsc, b) = create(mn2.url(), "/cse-mn2", "Smeter", 2, ae);
+    assert_eq!(rsc, 2001, "{b}\nMN:\n{}", mn.stderr());
+    let (_, copy) = retrieve(mn.url(), "/cse-mn/id-mn2/Smeter", ADMIN);
+    assert_eq!(copy["m2m:aeA"]["lnk"], json!("/id-mn2/Smeter"), "{copy}");
 }

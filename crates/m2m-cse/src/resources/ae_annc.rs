@@ -90,11 +90,16 @@ pub(crate) fn may_relay(
     let (Some(annc), Some(registree)) = (announcement(req), registree_of(cse, peer)) else {
         return Ok(());
     };
-    let Some(lnk) = annc
+    let lnk = annc
         .get("lnk")
         .and_then(Value::as_str)
-        .filter(|l| *l != INACTIVE)
-    else {
+        .filter(|l| *l != INACTIVE);
+    let Some(lnk) = lnk else {
+        if req.op == m2m_core::Operation::Create {
+            return Err(M2mError::bad_request(
+                "an AEAnnc's link names an S-stem AE at the CSE that announces it: /<CSE-ID>/S...",
+            ));
+        }
         // Marking one deregistered: the impersonation check let through only the registree
         // that holds the stem here.
         return Ok(());
@@ -133,7 +138,6 @@ pub(crate) fn placed(
         || req.ty != Some(ResourceType::AeAnnc)
         || !to_the_base
         || cse.id.role != crate::config::Role::IN
-        || registree_of(cse, peer).is_none()
     {
         return Ok(target);
     }
@@ -147,12 +151,18 @@ pub(crate) fn placed(
     let csi = lnk_cse(lnk).ok_or_else(|| {
         M2mError::bad_request("an AEAnnc's link names an S-stem AE: /<CSE-ID>/S...")
     })?;
-    let registree = match cse.store.get(csi.bare())? {
-        Some(r) if r.ty == ResourceType::RemoteCse => Some(r),
-        _ => crate::descendants::registree_above(cse, &csi)?,
+    // Under the peer's own record, when it is or lists the announcing CSE; otherwise the
+    // CSEBase stays the target and the access decision refuses it (nothing tells whether
+    // another registree accounts for that CSE).
+    let Some(registree) = registree_of(cse, peer) else {
+        return Ok(target);
     };
-    registree.map(Target::Resource).ok_or_else(|| {
-        M2mError::not_found("no CSE registered here accounts for the announcing CSE")
+    let accounts = announcer(&registree).is_ok_and(|r| r == csi)
+        || crate::descendants::lists(&registree, &csi);
+    Ok(if accounts {
+        Target::Resource(registree)
+    } else {
+        target
     })
 }
 
@@ -273,10 +283,21 @@ fn check_update(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M2mR
     if let Some(lnk) = content.get("lnk").and_then(Value::as_str) {
         if lnk != INACTIVE {
             let (announcing, stem) = announced(lnk, &parent)?;
-            // While the AE is registered, its record stays with the CSE it is registered at
-            // (S-stem AEs do not move registrars: docs/SECURITY.md).
-            let current = res.str_attr("lnk").filter(|l| *l != INACTIVE);
-            if current.is_some_and(|l| lnk_cse(l).as_ref() != Some(&announcing)) {
+            // The record stays with the CSE that announced it (its creator, [`own_creator`]),
+            // registered or not: S-stem AEs do not move registrars (docs/SECURITY.md), and
+            // another CSE of the registree's tree re-activating it would take the AE over.
+            // Records made before the creator was kept: the CSE of an active link.
+            let recorded = res
+                .creator
+                .as_deref()
+                .and_then(|c| EntityId::parse(c, &cse.id.home).ok())
+                .and_then(|e| e.cse_id().cloned())
+                .or_else(|| {
+                    res.str_attr("lnk")
+                        .filter(|l| *l != INACTIVE)
+                        .and_then(lnk_cse)
+                });
+            if recorded.is_some_and(|c| c != announcing) {
                 return Err(M2mError::new(
                     ResponseStatusCode::OriginatorHasAlreadyRegistered,
                     "the AE-ID is already registered",
@@ -336,6 +357,14 @@ impl super::Behaviour for AeAnnc {
         content: &'a Map<String, Value>,
     ) -> Pending<'a, M2mResult<()>> {
         ready(check_update(call.cse, res, content))
+    }
+
+    /// The CSE that announced the AE (the `/<CSE-ID>` of `lnk`), whoever relayed the request:
+    /// the record keeps it when `lnk` reads INACTIVE.
+    fn own_creator<'a>(&self, attrs: &'a Map<String, Value>) -> Option<&'a str> {
+        let lnk = attrs.get("lnk").and_then(Value::as_str)?;
+        let end = lnk.get(1..)?.find('/')? + 1;
+        Some(&lnk[..end])
     }
 }
 
@@ -465,10 +494,12 @@ async fn send_announcement(
 
 /// On a CSE between an announcing CSE and the IN-CSE (an MN-CSE with an ASN-CSE registered):
 /// once the IN-CSE has recorded an S-stem that a registree announced through this CSE (its
-/// CREATE or UPDATE answered), this CSE keeps a copy under that registree's `<remoteCSE>`. The
-/// registree, and no other CSE, then relays for that AE here (`impersonation`), and no AE
-/// registers the stem here. Only a link into the registree's own tree is copied; a failure is
-/// logged (the AE's requests through this CSE are refused until its CSE announces it again).
+/// CREATE at the IN-CSE's CSEBase or its UPDATE of the record, answered with the record), this
+/// CSE keeps a copy of that record, as the answer shows it, under that registree's
+/// `<remoteCSE>`. The registree, and no other CSE, then relays for that AE here
+/// (`impersonation`), and no AE registers the stem here. Only a link into the registree's own
+/// tree is copied; a record marked INACTIVE marks the copy so. A failure is logged (the AE's
+/// requests through this CSE are refused until its CSE announces it again).
 pub(crate) async fn relayed(
     cse: &Cse,
     req: &Request,
@@ -476,86 +507,115 @@ pub(crate) async fn relayed(
     resp: &m2m_core::Response,
 ) {
     let recorded = match req.op {
-        m2m_core::Operation::Create => {
-            req.ty == Some(ResourceType::AeAnnc) && resp.rsc == ResponseStatusCode::Created
-        }
+        m2m_core::Operation::Create => resp.rsc == ResponseStatusCode::Created,
         m2m_core::Operation::Update => resp.rsc == ResponseStatusCode::Updated,
         _ => false,
     };
-    let Some(annc) = req.pc.as_ref().and_then(|pc| pc.get("m2m:aeA")) else {
+    let (Some(asked), Some(csr)) = (
+        announcement(req),
+        registree_of(cse, peer).filter(|_| recorded),
+    ) else {
         return;
     };
-    let Some(lnk) = annc
-        .get("lnk")
+    let Some(shown) = resp.pc.as_ref().and_then(|pc| pc.get("m2m:aeA")) else {
+        return;
+    };
+    let Some(stem) = shown
+        .get("ri")
         .and_then(Value::as_str)
-        .filter(|l| *l != INACTIVE)
+        .and_then(|s| AeStem::parse(s).ok())
     else {
         return;
     };
-    let Some(csr) = registree_of(cse, peer).filter(|_| recorded) else {
+    let Some(lnk) = shown.get("lnk").and_then(Value::as_str) else {
         return;
     };
-    let Ok(registree) = announcer(&csr) else {
-        return;
-    };
-    let Ok((_, stem)) = announced(lnk, &csr) else {
-        return;
-    };
-    // Only the IN-CSE's answer to the announcement of that very AE: a CREATE at its CSEBase,
-    // an UPDATE of the record named by the stem, From the AE, and an answer showing the record.
-    let in_cse = cse.id.in_cse.sp_relative();
-    let to_ok = match req.op {
-        m2m_core::Operation::Create => req.to == format!("{in_cse}/{}", cse.id.in_cse.bare()),
-        _ => req.to == format!("{in_cse}/{stem}"),
-    };
+    // The IN-CSE's answer to the announcement of that very AE: From the AE, To the IN-CSE's
+    // CSEBase (a CREATE) or the record (an UPDATE), the link asked for and shown.
     let from_ok = req
         .from
         .as_deref()
         .and_then(|f| EntityId::parse(f, &cse.id.home).ok())
         .is_some_and(|e| e.stem() == Some(&stem));
-    let shown = resp.pc.as_ref().and_then(|pc| pc.get("m2m:aeA"));
-    let answer_ok = shown.is_some_and(|a| {
-        a.get("ri").and_then(Value::as_str) == Some(stem.as_str())
-            && a.get("lnk").and_then(Value::as_str) == Some(lnk)
-    });
-    if !(to_ok && from_ok && answer_ok) {
+    let to_ok = match req.op {
+        m2m_core::Operation::Create => at_the_in(cse, &req.to, None),
+        _ => at_the_in(cse, &req.to, Some(&stem)),
+    };
+    let same_link = asked.get("lnk").and_then(Value::as_str) == Some(lnk);
+    if !(from_ok && to_ok && same_link) {
         return;
     }
-    let mut attrs = Map::new();
-    for k in ["lnk", "api", "lbl"] {
-        if let Some(v) = annc.get(k) {
-            attrs.insert(k.to_owned(), v.clone());
+    let keep = if lnk == INACTIVE {
+        None
+    } else {
+        match announced(lnk, &csr) {
+            Ok((_, s)) if s == stem => {}
+            _ => return,
         }
-    }
-    let owner = EntityId::cse(cse.id.home.sp.clone(), registree.clone());
-    let copy = crate::dispatcher::assemble(
-        cse,
-        &csr,
-        ResourceType::AeAnnc,
-        attrs,
-        Some(stem.to_string()),
-        Some(owner),
-    );
+        let mut attrs = Map::new();
+        for k in ["lnk", "api", "lbl"] {
+            if let Some(v) = shown.get(k).filter(|v| !v.is_null()) {
+                attrs.insert(k.to_owned(), v.clone());
+            }
+        }
+        Some(crate::dispatcher::assemble(
+            cse,
+            &csr,
+            ResourceType::AeAnnc,
+            attrs,
+            Some(stem.to_string()),
+            None,
+        ))
+    };
+    let (under, ri, link) = (csr.ri().to_owned(), stem.to_string(), lnk.to_owned());
     let kept = cse
         .store
-        .write(move |w| match w.get(copy.ri())? {
-            None => w.insert(copy).map(|_| ()),
-            // Kept already under that registree (a re-registration): what the IN-CSE now holds.
-            Some(mut kept) if kept.ty == ResourceType::AeAnnc && kept.pi() == copy.pi() => {
-                for k in ["lnk", "api", "lbl"] {
-                    if let Some(v) = copy.attrs.get(k) {
-                        kept.attrs.insert(k.to_owned(), v.clone());
+        .write(move |w| match (w.get(&ri)?, keep) {
+            (None, Some(copy)) => w.insert(copy).map(|_| ()),
+            // Kept already under that registree (a re-registration, a deregistration): what
+            // the IN-CSE now holds.
+            (Some(mut kept), keep) if kept.ty == ResourceType::AeAnnc && kept.pi() == under => {
+                match keep {
+                    Some(copy) => {
+                        for k in ["lnk", "api", "lbl"] {
+                            if let Some(v) = copy.attrs.get(k) {
+                                kept.attrs.insert(k.to_owned(), v.clone());
+                            }
+                        }
+                    }
+                    None => {
+                        kept.attrs.insert("lnk".into(), json!(link));
                     }
                 }
                 w.update(&kept)
             }
-            // The stem is another's here: as it is.
-            Some(_) => Ok(()),
+            // Nothing kept to mark, or the stem is another's here: as it is.
+            _ => Ok(()),
         })
         .await;
     if let Err(e) = kept {
-        tracing::warn!(target: "audit", ae_id = %stem, registree = %registree, dbg = %e.dbg, "S-stem announced below not kept here: the AE's requests through this CSE are refused");
+        tracing::warn!(target: "audit", ae_id = %stem, registree = %csr.ri(), dbg = %e.dbg, "S-stem announced below not kept here: the AE's requests through this CSE are refused");
     }
+}
+
+/// Whether `to` addresses, at the IN-CSE, its CSEBase (`record` None) or the resource named by
+/// `record`, in any form (SP-relative, absolute, the CSEBase by its resourceID or `-`).
+fn at_the_in(cse: &Cse, to: &str, record: Option<&AeStem>) -> bool {
+    let Ok(to) = m2m_core::Address::parse(to) else {
+        return false;
+    };
+    let in_cse = &cse.id.in_cse;
+    let at_the_in = match &to.scope {
+        m2m_core::Scope::CseRelative => false,
+        m2m_core::Scope::SpRelative(c) => c == in_cse,
+        m2m_core::Scope::Absolute(sp, c) => *sp == cse.id.home.sp && c == in_cse,
+    };
+    let segments: Vec<&str> = to.segments().collect();
+    at_the_in
+        && match record {
+            None => matches!(segments.as_slice(), [] | ["-"]) || segments == [in_cse.bare()],
+            Some(stem) => segments == [stem.as_str()],
+        }
 }
 
 /// After an S-stem AE deregistered here: its `<AEAnnc>` at the IN-CSE says so (`lnk` INACTIVE,
