@@ -30,30 +30,29 @@ fn announcer(remote_cse: &Resource) -> M2mResult<CseId> {
 /// stands for or one its descendantCSEs list as kept here (an ASN-CSE registered with an MN-CSE
 /// announces through it); anything else is 4000.
 fn announced(lnk: &str, registree: &Resource) -> M2mResult<(CseId, AeStem)> {
-    let bad = || {
-        M2mError::bad_request(
-            "an AEAnnc's link names an S-stem AE at the CSE that announces it: /<CSE-ID>/S...",
-        )
-    };
-    let (csi, stem) = lnk
-        .strip_prefix('/')
-        .and_then(|rest| rest.split_once('/'))
-        .ok_or_else(bad)?;
-    let csi = CseId::parse(&format!("/{csi}")).map_err(|_| bad())?;
-    let stem = AeStem::parse(stem).map_err(|_| bad())?;
-    let in_tree =
-        announcer(registree).is_ok_and(|r| r == csi) || crate::descendants::lists(registree, &csi);
-    if stem.kind() != StemKind::Sp || !in_tree {
-        return Err(bad());
-    }
+    let (csi, stem) = link(lnk)
+        .filter(|(csi, stem)| {
+            stem.kind() == StemKind::Sp
+                && (announcer(registree).is_ok_and(|r| r == *csi)
+                    || crate::descendants::lists(registree, csi))
+        })
+        .ok_or_else(|| {
+            M2mError::bad_request(
+                "an AEAnnc's link names an S-stem AE at the CSE that announces it: /<CSE-ID>/S...",
+            )
+        })?;
     Ok((csi, stem))
 }
 
-/// The CSE a link names (`/<CSE-ID>/...`).
-fn lnk_cse(lnk: &str) -> Option<CseId> {
-    lnk.strip_prefix('/')
-        .and_then(|rest| rest.split_once('/'))
-        .and_then(|(csi, _)| CseId::parse(&format!("/{csi}")).ok())
+/// The CSE and AE-ID-Stem a link names: the SP-relative address `/<CSE-ID>/<stem>`.
+fn link(lnk: &str) -> Option<(CseId, AeStem)> {
+    let address = m2m_core::Address::parse(lnk).ok()?;
+    let m2m_core::Scope::SpRelative(csi) = address.scope.clone() else {
+        return None;
+    };
+    let mut segments = address.segments();
+    let stem = AeStem::parse(segments.next()?).ok()?;
+    segments.next().is_none().then_some((csi, stem))
 }
 
 /// The `<remoteCSE>` of the CSE registered here that `peer` is bound to (not the registrar's).
@@ -148,7 +147,7 @@ pub(crate) fn placed(
         .and_then(|a| a.get("lnk"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    let csi = lnk_cse(lnk).ok_or_else(|| {
+    let csi = link(lnk).map(|(c, _)| c).ok_or_else(|| {
         M2mError::bad_request("an AEAnnc's link names an S-stem AE: /<CSE-ID>/S...")
     })?;
     // Under the peer's own record, when it is or lists the announcing CSE; otherwise the
@@ -295,7 +294,7 @@ fn check_update(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M2mR
                 .or_else(|| {
                     res.str_attr("lnk")
                         .filter(|l| *l != INACTIVE)
-                        .and_then(lnk_cse)
+                        .and_then(|l| link(l).map(|(c, _)| c))
                 });
             if recorded.is_some_and(|c| c != announcing) {
                 return Err(M2mError::new(
@@ -661,22 +660,17 @@ async fn mark_inactive(cse: &Cse, stem: &AeStem) {
 /// logged: the AE stays registered, and the IN-CSE takes no relayed request for it.
 pub(crate) async fn reannounce_all(cse: &Cse) {
     let read = cse.store.read(|r| {
-        let aes = r.all_of_type(ResourceType::Ae)?;
-        let copies = r.all_of_type(ResourceType::AeAnnc)?;
-        let mut known = Vec::new();
-        for ae in &aes {
+        let mut own = Vec::new();
+        for ae in r.all_of_type(ResourceType::Ae)? {
             let Some(stem) = sp_stem(&ae.attrs) else {
                 continue;
             };
-            known.push((
-                stem.clone(),
-                r.registered_with(stem.as_str())?,
-                r.holder_of(stem.as_str())?,
-            ));
+            let holding = r.holding(stem.as_str())?;
+            own.push((stem, ae.str_attr("api").unwrap_or("").to_owned(), holding));
         }
-        Ok((aes, known, copies))
+        Ok((own, r.all_of_type(ResourceType::AeAnnc)?))
     });
-    let (aes, known, copies) = match read {
+    let (own, copies) = match read {
         Ok(read) => read,
         Err(e) => {
             tracing::warn!(dbg = %e.dbg, "S-stem AEs not announced again: the store cannot be read");
@@ -684,20 +678,15 @@ pub(crate) async fn reannounce_all(cse: &Cse) {
         }
     };
     let me = &cse.id.cse_id;
-    for (stem, registered_with, holder) in known {
-        let api = aes
-            .iter()
-            .find(|a| a.ri() == stem.as_str())
-            .and_then(|a| a.str_attr("api"))
-            .unwrap_or("");
+    for (stem, api, holding) in own {
         // The Credential-ID of its association; not known for an AE-ID held by itself since
         // before schema version 5 (the IN-CSE keeps the one it has).
-        let lbl = match (registered_with, holder) {
-            (Some(c), _) => Some(json!([format!("Credential-ID:{c}")])),
-            (None, Some(AeIdHolder::Itself)) => None,
-            (None, _) => Some(json!(["Credential-ID:"])),
+        let lbl = match holding {
+            Some((_, Some(c))) => Some(json!([format!("Credential-ID:{c}")])),
+            Some((AeIdHolder::Itself, None)) => None,
+            _ => Some(json!(["Credential-ID:"])),
         };
-        if let Err(e) = send_announcement(cse, me, &stem, api, lbl).await {
+        if let Err(e) = send_announcement(cse, me, &stem, &api, lbl).await {
             tracing::warn!(target: "audit", ae_id = %stem, rsc = e.rsc.code(), "S-stem AE not announced again to the IN-CSE");
         }
     }

@@ -755,42 +755,34 @@ impl Reader<'_> {
     /// Who may register the AE-ID `ae_id` (its stem) again: recorded at each registration
     /// over a security association, kept when the AE goes.
     pub fn holder_of(&self, ae_id: &str) -> M2mResult<Option<AeIdHolder>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT credential_id FROM ae_id_holders WHERE ae_id = ?1")
-            .map_err(internal)?;
-        let held: Option<Option<String>> = st
-            .query_row([ae_id], |r| r.get(0))
-            .optional()
-            .map_err(internal)?;
-        held.map(|credential| match credential {
-            None => Ok(AeIdHolder::Itself),
-            Some(c) => CredentialId::parse(&c)
-                .map(AeIdHolder::Credential)
-                .map_err(|e| M2mError::internal(format!("stored AE-ID holder: {e}"))),
-        })
-        .transpose()
+        Ok(self.holding(ae_id)?.map(|(holder, _)| holder))
     }
 
-    /// The Credential-ID of the association the AE-ID `ae_id` (its stem) last registered over;
-    /// `None` without one (a plain listener), or for a holder of its own AE-ID recorded before
-    /// schema version 5.
-    pub fn registered_with(&self, ae_id: &str) -> M2mResult<Option<CredentialId>> {
+    /// [`Reader::holder_of`], with the Credential-ID of the association the AE-ID last
+    /// registered over (`None` for a holder of its own AE-ID recorded before schema version 5).
+    pub fn holding(&self, ae_id: &str) -> M2mResult<Option<(AeIdHolder, Option<CredentialId>)>> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT registered_with FROM ae_id_holders WHERE ae_id = ?1")
+            .prepare_cached(
+                "SELECT credential_id, registered_with FROM ae_id_holders WHERE ae_id = ?1",
+            )
             .map_err(internal)?;
-        let found: Option<Option<String>> = st
-            .query_row([ae_id], |r| r.get(0))
+        let held: Option<(Option<String>, Option<String>)> = st
+            .query_row([ae_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(internal)?;
-        found
-            .flatten()
-            .map(|c| {
-                CredentialId::parse(&c)
-                    .map_err(|e| M2mError::internal(format!("stored Credential-ID: {e}")))
-            })
-            .transpose()
+        let parse = |c: &str| {
+            CredentialId::parse(c)
+                .map_err(|e| M2mError::internal(format!("stored Credential-ID: {e}")))
+        };
+        held.map(|(credential, registered_with)| {
+            let holder = match credential {
+                None => AeIdHolder::Itself,
+                Some(c) => AeIdHolder::Credential(parse(&c)?),
+            };
+            Ok((holder, registered_with.as_deref().map(parse).transpose()?))
+        })
+        .transpose()
     }
 
     /// Every AE registered with a credential not bound to it: (AE-ID-Stem, Credential-ID).
