@@ -1004,7 +1004,8 @@ pub fn start_in_mn_tls() -> (CseProcess, CseProcess, Pki) {
 }
 
 /// Three tiers: an IN-CSE, an MN-CSE `/id-mn` registered with it, and an MN-CSE `/id-mn2`
-/// (`cse-mn2`) registered with the MN, each over mutual TLS; waits for both registrations.
+/// (`cse-mn2`) registered with the MN, each over mutual TLS; waits for both registrations and
+/// for the IN to list the second MN among the first one's descendantCSEs.
 pub fn start_three_tiers() -> (CseProcess, CseProcess, CseProcess, Pki) {
     let pki = Pki::temp();
     pki.issue(&["--kind", "cse", "--id", "/id-mn2"], "id-mn2");
@@ -1031,6 +1032,12 @@ pub fn start_three_tiers() -> (CseProcess, CseProcess, CseProcess, Pki) {
         mn.stderr(),
         mn2.stderr()
     );
+    // And the IN knows the second MN as the first one's descendant (its dcse).
+    let listed = poll(WAIT, || {
+        let (_, csr) = retrieve(in_cse.url(), "/cse-in/id-mn", "CAdmin");
+        (csr["m2m:csr"]["dcse"] == json!(["/id-mn2"])).then_some(())
+    });
+    assert!(listed.is_some(), "MN:\n{}", mn.stderr());
     (in_cse, mn, mn2, pki)
 }
 
