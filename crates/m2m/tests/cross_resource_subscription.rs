@@ -87,9 +87,17 @@ fn events_on_both_containers_within_one_sliding_window_notify_once() {
         assert_eq!(sub["m2m:sub"]["nu"], json!([me]), "{sub}");
         assert_eq!(sub["m2m:sub"]["acrs"], json!([me]), "{sub}");
         assert_eq!(
-            rrats[i],
-            json!(format!("/id-in/{}", sub["m2m:sub"]["ri"].as_str().unwrap())),
-            "the SP-relative resourceID of the subscription made on target {i}"
+            rrats[i], sub["m2m:sub"]["ri"],
+            "the resourceID of the subscription made on target {i}, CSE-relative as it is local"
+        );
+        let (_, by_rrats) = retrieve(
+            s.cse.url(),
+            &format!("/{}", rrats[i].as_str().unwrap()),
+            &s.ae,
+        );
+        assert_eq!(
+            by_rrats["m2m:sub"]["ri"], sub["m2m:sub"]["ri"],
+            "an rrats entry addresses its subscription"
         );
     }
     // One target only: the window ends without a notification.

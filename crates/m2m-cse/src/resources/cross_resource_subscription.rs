@@ -279,12 +279,13 @@ async fn subscribe(
     Ok(id_on_host_of(call.cse, target, ri))
 }
 
-/// The SP-relative ID of resource `ri` on the CSE hosting `target` (an ID that names the
-/// subscription wherever the crossResourceSubscription is read).
+/// The ID of resource `ri` on the CSE hosting `target`, as this CSE names it: the resourceID
+/// alone (CSE-relative, as child references and discovery results name local resources) when
+/// the subscription is here, SP-relative when another CSE hosts it.
 fn id_on_host_of(cse: &Cse, target: &str, ri: &str) -> String {
     match Address::parse(target).map(|a| crate::resolve::locality(cse, &a)) {
         Ok(crate::resolve::Locality::Remote(Some(host))) => format!("{}/{ri}", host.sp_relative()),
-        _ => cse.sp_relative(ri),
+        _ => ri.to_owned(),
     }
 }
 
