@@ -650,6 +650,9 @@ pub struct RegistrationSection {
     /// Each rule admits the (Credential-ID, App-ID, AE-ID-Stem) combinations it lists; an AE
     /// registers if any rule (here or as a resource) admits it, else 4126 APP_RULE_VALIDATION_FAILED.
     pub rules: Vec<m2m_security::registration_rules::AppRule>,
+    /// Which CSEs each registree CSE may list in its descendantCSEs; none: a registree's list
+    /// is taken first come, first kept (docs/SECURITY.md).
+    pub descendants: Vec<m2m_security::registration_rules::DescendantRule>,
 }
 
 impl Default for RegistrationSection {
@@ -661,6 +664,7 @@ impl Default for RegistrationSection {
                 aai: vec!["*".into()],
                 aae: vec!["C*".into(), "S*".into()],
             }],
+            descendants: Vec::new(),
         }
     }
 }
@@ -1107,6 +1111,10 @@ impl Config {
         for (i, rule) in self.registration.rules.iter().enumerate() {
             rule.validate()
                 .map_err(|e| anyhow::anyhow!("registration.rules[{i}]: {e}"))?;
+        }
+        for (i, rule) in self.registration.descendants.iter().enumerate() {
+            rule.validate()
+                .map_err(|e| anyhow::anyhow!("registration.descendants[{i}]: {e}"))?;
         }
         if !self.http.listen.is_empty() {
             self.listen_addr()?;

@@ -6,8 +6,11 @@
 //!
 //! Claims are first come, first kept: a registree cannot take over a CSE that this CSE, its
 //! registrar, the IN-CSE, another registree or another registree's list already accounts for.
-//! A CSE nobody accounts for yet it can claim, and is then taken at its word for it (docs/SECURITY.md
-//! "Not yet"); what this CSE's own registrar refuses leaves the lists here ([`drop_refused`]).
+//! Where `[[registration.descendants]]` rules say which CSEs each registree may list, a claim
+//! outside them is left out too (and stored lists are judged again at start, [`judge_stored`]);
+//! without rules a CSE nobody accounts for yet can be claimed, and the claimant is then taken at
+//! its word for it (docs/SECURITY.md). What this CSE's own registrar refuses leaves the lists
+//! here ([`drop_refused`]).
 
 use crate::context::Context;
 use crate::store::{Reader, Resource};
@@ -76,8 +79,11 @@ pub(crate) fn admit(
     let mut admitted = BTreeSet::new();
     for entry in claimed {
         match descendant_id(entry) {
-            Some(id) if !taken.contains(&id) => {
+            Some(id) if !taken.contains(&id) && provisioned(cse, owner, &id) => {
                 admitted.insert(id.sp_relative());
+            }
+            Some(id) if !taken.contains(&id) => {
+                tracing::warn!(target: "audit", registree = %owner, entry = %id, "descendant CSE left out: no registration.descendants rule lets this registree list it");
             }
             _ => {
                 tracing::warn!(target: "audit", registree = %owner, entry = %entry, "descendant CSE left out: not a CSE-ID of this SP, or accounted for here already");
@@ -85,6 +91,49 @@ pub(crate) fn admit(
         }
     }
     Ok(admitted.into_iter().collect())
+}
+
+/// Whether the configured rules let `owner` list `id` (any CSE without rules).
+fn provisioned(cse: &Context, owner: &CseId, id: &CseId) -> bool {
+    m2m_security::registration_rules::descendant_admitted(
+        &cse.cfg.registration.descendants,
+        owner,
+        id,
+    )
+}
+
+/// At start: the lists kept from before hold only what the rules configured now allow (a rule
+/// taken away applies at once, not at the registree's next update). Before this CSE registers
+/// with its registrar, so the list it publishes there is the judged one.
+pub(crate) async fn judge_stored(cse: &Context) -> M2mResult<()> {
+    let rules = cse.cfg.registration.descendants.clone();
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let registrar = cse.id.registrar.as_ref().map(|r| r.bare().to_owned());
+    cse.store
+        .write(move |w| {
+            for mut csr in w.all_of_type(ResourceType::RemoteCse)? {
+                let Some(owner) = csr.str_attr("csi").and_then(|c| CseId::parse(c).ok()) else {
+                    continue;
+                };
+                if Some(csr.ri()) == registrar.as_deref() {
+                    continue;
+                }
+                let (kept, dropped): (Vec<CseId>, Vec<CseId>) = listed(&csr).partition(|id| {
+                    m2m_security::registration_rules::descendant_admitted(&rules, &owner, id)
+                });
+                if dropped.is_empty() {
+                    continue;
+                }
+                tracing::warn!(target: "audit", registree = %owner, dropped = ?dropped.iter().map(CseId::sp_relative).collect::<Vec<_>>(), "descendant CSEs dropped: no registration.descendants rule lets this registree list them");
+                let kept: Vec<String> = kept.iter().map(CseId::sp_relative).collect();
+                csr.attrs.insert("dcse".into(), json!(kept));
+                w.update(&csr)?;
+            }
+            Ok(())
+        })
+        .await
 }
 
 /// An entry of a `dcse`: an SP-relative CSE-ID (a CSE of another SP is never registered below

@@ -567,6 +567,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         tokio::spawn(mqtt_binding::run(Arc::downgrade(&cse), binding));
     }
     tokio::spawn(expiry::run(Arc::clone(&cse)));
+    descendants::judge_stored(&cse)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.dbg))?;
     tokio::spawn(registration::register_with_registrar(Arc::clone(&cse)));
     if let Some(m) = &cse.multicast_member {
         m.restore(&cse);

@@ -46,12 +46,18 @@ impl Setup {
     /// rule 1 the lock, everything, acaf; rule 2 the lock and the phone, RETRIEVE, no acaf;
     /// selfPrivileges the lock, everything, no acaf.
     async fn start() -> Setup {
+        Self::start_with("").await
+    }
+
+    /// [`Setup::start`] with `extra` TOML tables appended to the configuration.
+    async fn start_with(extra: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::from_toml(
+        let mut cfg = Config::from_toml(&format!(
             "[[registration.rules]]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
              [[registration.rules]]\napci = [\"12-*\"]\naai = [\"*\"]\naae = [\"C*\", \"S*\"]\n\
+             {extra}\n\
              [tls]\naccepted_identities = [\"/id-mn\", \"/Sphone\", \"Cmeter\"]\n",
-        )
+        ))
         .unwrap();
         cfg.storage.path = dir.path().join("db");
         let rows = vec![
@@ -1645,6 +1651,116 @@ async fn only_the_in_cse_keeps_announcements() {
         .await;
         assert_eq!(r.rsc, Rsc::OperationNotAllowed, "{from}: {:?}", r.pc);
     }
+}
+
+/// Where the SP said which CSEs each registree may have below it (`[[registration.descendants]]`),
+/// a claim outside its rules is left out, at creation and at every update, though nobody else
+/// accounts for that CSE: the registree neither speaks for it nor draws requests for it. One
+/// registree's rules are not another's, and a registree no rule names keeps no descendant.
+#[tokio::test(flavor = "multi_thread")]
+async fn descendant_rules_bound_what_a_registree_may_claim() {
+    let s = Setup::start_with(
+        "[[registration.descendants]]\nregistree = \"/id-mn\"\ncses = [\"/id-lock-*\"]\n\
+         [[registration.descendants]]\nregistree = \"/id-mn2\"\ncses = [\"/id-asn2\"]\n",
+    )
+    .await;
+    let (mn, mn2, mn3) = (s.cert("/id-mn"), s.cert("/id-mn2"), s.cert("/id-mn3"));
+    let dcse = |r: &Response| {
+        r.pc.as_ref()
+            .and_then(|p| p.pointer("/m2m:csr/dcse"))
+            .cloned()
+    };
+    for (peer, id, claimed, kept) in [
+        (
+            &mn,
+            "/id-mn",
+            &["/id-lock-1", "/id-asn2", "/id-victim", "/id-lock-2"][..],
+            json!(["/id-lock-1", "/id-lock-2"]),
+        ),
+        (
+            &mn2,
+            "/id-mn2",
+            &["/id-asn2", "/id-lock-3"][..],
+            json!(["/id-asn2"]),
+        ),
+        (&mn3, "/id-mn3", &["/id-z"][..], json!([])),
+    ] {
+        let r = s
+            .send(
+                peer,
+                Operation::Create,
+                "cse-in",
+                id,
+                Some(ResourceType::RemoteCse),
+                csr(id, claimed),
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::Created, "{id}: {:?}", r.pc);
+        assert_eq!(dcse(&r), Some(kept), "{id} claimed {claimed:?}");
+    }
+    let relayed = |peer: &Peer, from: &str| {
+        let (peer, from) = (peer.clone(), from.to_owned());
+        let s = &s;
+        async move {
+            s.send(&peer, Operation::Retrieve, "cse-in", &from, None, None)
+                .await
+                .rsc
+        }
+    };
+    for (peer, who, from, speaks) in [
+        (&mn, "MN", "/id-lock-1/Cvalve", true),
+        (&mn, "MN", "//m2m.example.com/id-lock-2", true),
+        (&mn, "MN", "/id-victim/Cvalve", false),
+        (&mn, "MN", "/id-victim", false),
+        (&mn, "MN", "/id-asn2/Cvalve", false),
+        (&mn2, "MN2", "/id-asn2/Cvalve", true),
+        (&mn2, "MN2", "/id-lock-3/Cvalve", false),
+        (&mn3, "MN3", "/id-z/Cvalve", false),
+    ] {
+        let rsc = relayed(peer, from).await;
+        assert_eq!(
+            rsc != Rsc::OriginatorNotAuthenticated,
+            speaks,
+            "{who} relaying {from}: {rsc:?}"
+        );
+    }
+    // An update is judged as the creation was.
+    let r = s
+        .send(
+            &mn,
+            Operation::Update,
+            "cse-in/id-mn",
+            "/id-mn",
+            None,
+            Some(json!({"m2m:csr": {"dcse": ["/id-victim", "/id-lock-9"]}})),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Updated, "{:?}", r.pc);
+    assert_eq!(dcse(&r), Some(json!(["/id-lock-9"])));
+    // Requests for the CSE it tried to claim are not sent to it: nobody here accounts for it.
+    let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
+    for to in [
+        "/id-victim/cse",
+        "//m2m.example.com/id-victim/cse",
+        "/id-z/cse",
+    ] {
+        let r = s
+            .send(&admin, Operation::Retrieve, to, "CAdmin", None, None)
+            .await;
+        assert_eq!(r.rsc, Rsc::NotFound, "{to}: {:?}", r.pc);
+    }
+    // While one it may list is routed down to it (unreachable here: 5103).
+    let r = s
+        .send(
+            &admin,
+            Operation::Retrieve,
+            "/id-lock-9/cse",
+            "CAdmin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::TargetNotReachable, "{:?}", r.pc);
 }
 
 /// A registree relays only for its own tree (TS-0001 clause 10.2.2.4: its descendantCSEs): the

@@ -3,6 +3,7 @@
 //! combinations may register with this CSE.
 
 use crate::access_control::originator::glob;
+use m2m_core::CseId;
 use serde::{Deserialize, Serialize};
 
 /// One rule: the short names of `<serviceSubscribedAppRule>` (`apci`, `aai`, `aae`).
@@ -19,6 +20,51 @@ pub struct AppRule {
     /// allowedAEs: AE-ID-Stems (`C*`, `S*`, `*`, or patterns). Absent or empty: none.
     #[serde(default)]
     pub aae: Vec<String>,
+}
+
+/// Which CSEs a registree CSE may list below it in its descendantCSEs (`dcse`, TS-0001 clause
+/// 10.2.2.4), as the SP provisioned its gateways. The TS leaves a registree's list its own word;
+/// with such rules a registrar keeps of it only the CSEs a rule for that registree names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescendantRule {
+    /// The registree's CSE-ID, SP-relative (`/id-mn`), with `*` wildcards.
+    pub registree: String,
+    /// The CSE-IDs it may list, SP-relative (`/id-lock-*`), with `*` wildcards.
+    pub cses: Vec<String>,
+}
+
+impl DescendantRule {
+    /// Whether this rule lets `registree` list `descendant`.
+    pub fn admits(&self, registree: &CseId, descendant: &CseId) -> bool {
+        glob(&self.registree, &registree.sp_relative())
+            && any_match(&self.cses, &descendant.sp_relative())
+    }
+
+    /// Checks the rule itself: SP-relative CSE-ID patterns (one leading `/`), one at least.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cses.is_empty() {
+            return Err("cses lists no CSE-ID".into());
+        }
+        for p in std::iter::once(&self.registree).chain(&self.cses) {
+            let bare = p.strip_prefix('/').unwrap_or("");
+            if bare.is_empty() || bare.contains('/') {
+                return Err(format!(
+                    "'{p}' is not an SP-relative CSE-ID pattern (/id-mn, /id-lock-*)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `registree` may list `descendant` under `rules`: any CSE when there are none.
+pub fn descendant_admitted(
+    rules: &[DescendantRule],
+    registree: &CseId,
+    descendant: &CseId,
+) -> bool {
+    rules.is_empty() || rules.iter().any(|r| r.admits(registree, descendant))
 }
 
 /// What a registering AE presents.
@@ -83,6 +129,51 @@ mod tests {
             app_id: app,
             ae_id_stem: ae,
         }
+    }
+
+    #[test]
+    fn descendant_rules_name_registrees_and_their_cses() {
+        let id = |s: &str| CseId::parse(s).unwrap();
+        let rules = vec![
+            DescendantRule {
+                registree: "/id-mn".into(),
+                cses: vec!["/id-lock-*".into(), "/id-mn3".into()],
+            },
+            DescendantRule {
+                registree: "/gw-*".into(),
+                cses: vec!["/gw-*-sub".into()],
+            },
+        ];
+        for (registree, cse, ok) in [
+            ("/id-mn", "/id-lock-1", true),
+            ("/id-mn", "/id-mn3", true),
+            ("/id-mn", "/id-mn4", false),
+            ("/id-mn2", "/id-lock-1", false),
+            ("/gw-7", "/gw-7-sub", true),
+            ("/gw-7", "/id-lock-1", false),
+        ] {
+            assert_eq!(
+                descendant_admitted(&rules, &id(registree), &id(cse)),
+                ok,
+                "{registree} listing {cse}"
+            );
+        }
+        assert!(
+            descendant_admitted(&[], &id("/x"), &id("/y")),
+            "no rules: any"
+        );
+        for bad in ["id-mn", "//sp/id-mn", "/", "/a/b"] {
+            let r = DescendantRule {
+                registree: bad.into(),
+                cses: vec!["/x".into()],
+            };
+            assert!(r.validate().is_err(), "{bad}");
+        }
+        let empty = DescendantRule {
+            registree: "/id-mn".into(),
+            cses: vec![],
+        };
+        assert!(empty.validate().is_err());
     }
 
     #[test]

@@ -637,6 +637,55 @@ fn the_in_cse_rules_judge_an_s_stem_registered_at_an_mn() {
     assert_eq!(again["m2m:aeA"]["lbl"], with_credential, "{again}");
 }
 
+/// Rules saying which CSEs a gateway may have below it (`[[registration.descendants]]`) judge
+/// the lists the IN-CSE kept before they were set: restarted with rules that do not let the MN
+/// list the second MN, the IN-CSE keeps no such descendant and routes nothing there (4004), where
+/// it reached the second MN through the MN before.
+#[test]
+fn descendant_rules_judge_the_lists_kept_before_a_restart() {
+    let (in_cse, mn, mn2, _pki) = start_three_tiers();
+    let valve = register_ae(mn2.url(), "/cse-mn2", "Cvalve", "valve", &[]);
+    let owner = register_ae(in_cse.url(), "/cse-in", "Cowner", "owner", &[]);
+    let acp = create_acp(
+        mn2.url(),
+        "/cse-mn2/valve",
+        &valve,
+        "acp",
+        vec![acr(&[&valve], 63), acr(&["/id-in/Cowner"], OP_RETRIEVE)],
+        vec![acr(&[&valve], 63)],
+    );
+    create_cnt(
+        mn2.url(),
+        "/cse-mn2/valve",
+        &valve,
+        json!({ "rn": "state", "acpi": [acp] }),
+    );
+    let to = "/~/id-mn2/cse-mn2/valve/state";
+    let (rsc, b) = retrieve(in_cse.url(), to, &owner);
+    assert_eq!(rsc, 2000, "before the rules: {b}\nMN:\n{}", mn.stderr());
+    let config = std::fs::read_to_string(in_cse.config_path()).unwrap();
+    std::fs::write(
+        in_cse.config_path(),
+        format!(
+            "{config}\n[[registration.descendants]]\nregistree = \"/id-mn\"\ncses = [\"/id-lock-*\"]\n"
+        ),
+    )
+    .unwrap();
+    let in_cse = in_cse.restart();
+    let (rsc, csr) = retrieve(in_cse.url(), "/cse-in/id-mn", ADMIN);
+    assert_eq!(rsc, 2000, "{csr}\nIN:\n{}", in_cse.stderr());
+    assert_eq!(csr["m2m:csr"]["dcse"], json!([]), "{csr}");
+    for to in [to, "/_/m2m.example.com/id-mn2/cse-mn2/valve/state"] {
+        let (rsc, b) = retrieve(in_cse.url(), to, &owner);
+        assert_eq!(rsc, 4004, "{to}: {b}");
+    }
+    assert!(
+        in_cse.logged("descendant CSEs dropped"),
+        "audited:\n{}",
+        in_cse.stderr()
+    );
+}
+
 /// Retargeting follows descendantCSEs (TS-0001 clause 10.2.2.4): an AE of the IN-CSE reaches a
 /// resource on a CSE registered two levels down, through the MN whose list (as the IN keeps it)
 /// names that CSE; a CSE nobody lists is 4004 at the IN. A request the registrar sends down for

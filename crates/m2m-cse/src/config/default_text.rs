@@ -4,7 +4,7 @@
 
 use super::*;
 use m2m_core::config_text::{self, Doc, Doc::*};
-use m2m_security::registration_rules::AppRule;
+use m2m_security::registration_rules::{AppRule, DescendantRule};
 
 const INTRO: &str = "\
 m2m cse: the configuration of a CSE (`m2m cse --config FILE`; without --config these defaults apply).
@@ -163,6 +163,17 @@ const DOCS: &[Doc] = &[
     ),
     Key("registration.rules.aai", "allowedApp-IDs, * wildcards; empty: none"),
     Key("registration.rules.aae", "allowedAEs: AE-ID-Stems (\"C*\", \"S*\", patterns); empty: none"),
+    Rows(
+        "registration.descendants",
+        "Which CSEs each registree CSE may list below it (its descendantCSEs, TS-0001 clause 10.2.2.4): with\n\
+         rows, a registree's list keeps only the CSEs a row for it names (lists kept before are judged again at\n\
+         start); without any, lists are taken first come, first kept.",
+    ),
+    Key("registration.descendants.registree", "the registree's CSE-ID, SP-relative, * wildcards"),
+    Key(
+        "registration.descendants.cses",
+        "the CSE-IDs it may list, SP-relative, * wildcards; one at least",
+    ),
     Table(
         "tls",
         "The TLS listener: security associations with TLS-PSK and certificates (TS-0003 clause 10.2); without\n\
@@ -606,6 +617,10 @@ fn example() -> Config {
         aai: vec!["Ndoorlock".into()],
         aae: vec!["Clock-AE*".into()],
     });
+    c.registration.descendants.push(DescendantRule {
+        registree: "/id-mn".into(),
+        cses: vec!["/id-lock-*".into()],
+    });
     c.tls = Some(TlsSection {
         certificate: Some("pki/cse.pem".into()),
         private_key: Some("pki/cse.key".into()),
@@ -754,6 +769,7 @@ mod tests {
             ("limits", field_names::<LimitsSection>()),
             ("registration", field_names::<RegistrationSection>()),
             ("registration.rules", field_names::<AppRule>()),
+            ("registration.descendants", field_names::<DescendantRule>()),
             ("tls", field_names::<TlsSection>()),
             ("coap", field_names::<CoapSection>()),
             ("mqtt", field_names::<MqttSection>()),
@@ -882,6 +898,7 @@ mod tests {
             "registrar",
             "registrar.psk_identity",
             "registration.rules",
+            "registration.descendants",
             "tls",
             "tls.accepted_identities",
             "tls.dtls_listen",
