@@ -60,6 +60,8 @@ pub struct Context {
     pub(crate) rotation: Option<Arc<crate::credential_rotation::Rotation>>,
     /// This CSE's descendantCSEs on their way to its registrar (`registration::publish_descendants`).
     pub(crate) publishing: crate::descendants::Publishing,
+    /// Which registree lists each descendant CSE (routing down, TS-0001 clause 10.2.2.4).
+    pub(crate) descendant_index: crate::descendants::Index,
     /// Dynamic authorization: the servers of `[dynamic_authorization]` and their decisions.
     pub(crate) dynamic_authorization: Option<crate::dynamic_authorization::Consultations>,
     public_url: RwLock<String>,
@@ -193,6 +195,7 @@ impl Context {
             environments: environments.clone(),
             registree_clients: Default::default(),
             publishing: Default::default(),
+            descendant_index: Default::default(),
             dynamic_authorization,
             rotation,
             revocation,

@@ -16,7 +16,7 @@ use crate::context::Context;
 use crate::store::{Reader, Resource};
 use m2m_core::{CseId, M2mResult, ResourceType};
 use serde_json::json;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// One publication of this CSE's list at a time (an older list never overwrites a newer one),
 /// and at most one loop trying again.
@@ -47,11 +47,51 @@ pub(crate) fn lists(csr: &Resource, id: &CseId) -> bool {
 /// The registree here whose kept `dcse` lists `id`: the way down to a CSE registered below it
 /// (TS-0001 clause 10.2.2.4). [`admit`] keeps the lists disjoint, so at most one does.
 pub(crate) fn registree_above(cse: &Context, id: &CseId) -> M2mResult<Option<Resource>> {
-    let registrar = cse.id.registrar.as_ref().map(CseId::bare);
-    let registrees = cse.store.read(|r| r.all_of_type(ResourceType::RemoteCse))?;
-    Ok(registrees
-        .into_iter()
-        .find(|csr| Some(csr.ri()) != registrar && lists(csr, id)))
+    match cse.descendant_index.registree_of(cse, id)? {
+        Some(ri) => cse.store.get(&ri),
+        None => Ok(None),
+    }
+}
+
+/// Which registree lists each descendant CSE: built from all `<remoteCSE>`s once, and again
+/// only after a commit changed one (the store's registrees generation), so that routing a
+/// request down does not read every registree.
+#[derive(Default)]
+pub(crate) struct Index {
+    built: std::sync::RwLock<Option<Built>>,
+}
+
+/// An index and the registrees generation it was built at.
+struct Built {
+    generation: u64,
+    registree_of: HashMap<CseId, String>,
+}
+
+impl Index {
+    /// The resourceID of the registree whose `dcse` lists `id`.
+    fn registree_of(&self, cse: &Context, id: &CseId) -> M2mResult<Option<String>> {
+        // Read before the registrees: a commit after this makes the index built below stale.
+        let generation = cse.store.registrees_generation();
+        if let Some(built) = &*self.built.read().unwrap_or_else(|e| e.into_inner()) {
+            if built.generation == generation {
+                return Ok(built.registree_of.get(id).cloned());
+            }
+        }
+        let registrar = cse.id.registrar.as_ref().map(CseId::bare);
+        let registrees = cse.store.read(|r| r.all_of_type(ResourceType::RemoteCse))?;
+        let mut map = HashMap::new();
+        for csr in registrees.iter().filter(|c| Some(c.ri()) != registrar) {
+            for listed in listed(csr) {
+                map.entry(listed).or_insert_with(|| csr.ri().to_owned());
+            }
+        }
+        let found = map.get(id).cloned();
+        *self.built.write().unwrap_or_else(|e| e.into_inner()) = Some(Built {
+            generation,
+            registree_of: map,
+        });
+        Ok(found)
+    }
 }
 
 /// The `dcse` the registree `owner` may hold here, from the list it `claimed`: SP-relative

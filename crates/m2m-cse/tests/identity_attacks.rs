@@ -1724,7 +1724,29 @@ async fn descendant_rules_bound_what_a_registree_may_claim() {
             "{who} relaying {from}: {rsc:?}"
         );
     }
-    // An update is judged as the creation was.
+    // Requests for a CSE it may list go down to it (unreachable here: 5103); for one it tried to
+    // claim, nowhere: nobody here accounts for it (4004).
+    let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
+    let routed = |to: &'static str| {
+        let (s, admin) = (&s, admin.clone());
+        async move {
+            s.send(&admin, Operation::Retrieve, to, "CAdmin", None, None)
+                .await
+                .rsc
+        }
+    };
+    for (to, rsc) in [
+        ("/id-lock-1/cse", Rsc::TargetNotReachable),
+        ("//m2m.example.com/id-lock-2/cse", Rsc::TargetNotReachable),
+        ("/id-asn2/cse", Rsc::TargetNotReachable),
+        ("/id-victim/cse", Rsc::NotFound),
+        ("//m2m.example.com/id-victim/cse", Rsc::NotFound),
+        ("/id-z/cse", Rsc::NotFound),
+        ("/id-lock-9/cse", Rsc::NotFound),
+    ] {
+        assert_eq!(routed(to).await, rsc, "{to}");
+    }
+    // An update is judged as the creation was, and routing follows the new list at once.
     let r = s
         .send(
             &mn,
@@ -1737,30 +1759,27 @@ async fn descendant_rules_bound_what_a_registree_may_claim() {
         .await;
     assert_eq!(r.rsc, Rsc::Updated, "{:?}", r.pc);
     assert_eq!(dcse(&r), Some(json!(["/id-lock-9"])));
-    // Requests for the CSE it tried to claim are not sent to it: nobody here accounts for it.
-    let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
-    for to in [
-        "/id-victim/cse",
-        "//m2m.example.com/id-victim/cse",
-        "/id-z/cse",
+    for (to, rsc) in [
+        ("/id-lock-9/cse", Rsc::TargetNotReachable),
+        ("/id-lock-1/cse", Rsc::NotFound),
+        ("/id-victim/cse", Rsc::NotFound),
+        ("/id-asn2/cse", Rsc::TargetNotReachable),
     ] {
-        let r = s
-            .send(&admin, Operation::Retrieve, to, "CAdmin", None, None)
-            .await;
-        assert_eq!(r.rsc, Rsc::NotFound, "{to}: {:?}", r.pc);
+        assert_eq!(routed(to).await, rsc, "{to} after the update");
     }
-    // While one it may list is routed down to it (unreachable here: 5103).
+    // A registree that goes takes its list with it.
     let r = s
         .send(
             &admin,
-            Operation::Retrieve,
-            "/id-lock-9/cse",
+            Operation::Delete,
+            "cse-in/id-mn2",
             "CAdmin",
             None,
             None,
         )
         .await;
-    assert_eq!(r.rsc, Rsc::TargetNotReachable, "{:?}", r.pc);
+    assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
+    assert_eq!(routed("/id-asn2/cse").await, Rsc::NotFound);
 }
 
 /// A registree relays only for its own tree (TS-0001 clause 10.2.2.4: its descendantCSEs): the

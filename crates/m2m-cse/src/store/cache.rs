@@ -50,6 +50,9 @@ pub struct Cache {
     /// Everything invalidated at or before this generation (a subtree was deleted).
     cleared: AtomicU64,
     shards: Vec<Mutex<HashMap<Key, Entry>>>,
+    /// Incremented after each commit that wrote or deleted a `<remoteCSE>` (or a whole
+    /// subtree): what is derived from all registrees (`descendants::Index`) is rebuilt then.
+    registrees: AtomicU64,
 }
 
 impl Default for Cache {
@@ -60,6 +63,7 @@ impl Default for Cache {
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             cleared: AtomicU64::new(0),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            registrees: AtomicU64::new(0),
         }
     }
 }
@@ -69,6 +73,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Cache {
+    /// The generation of the registrees: changes after every commit that changed one.
+    pub fn registrees_generation(&self) -> u64 {
+        self.registrees.load(Ordering::Acquire)
+    }
+
+    pub(super) fn registrees_changed(&self) {
+        self.registrees.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn hash(&self, key: &Key) -> usize {
         self.hasher.hash_one(key) as usize
     }

@@ -425,6 +425,12 @@ impl Store {
             .unwrap_or_else(|_| Err(M2mError::internal("storage writer failed")))
     }
 
+    /// Changes after every commit that wrote or deleted a `<remoteCSE>`: read it before reading
+    /// the registrees to know whether what was derived from them is still theirs.
+    pub fn registrees_generation(&self) -> u64 {
+        self.cache.registrees_generation()
+    }
+
     /// A resource by resourceID, from the cache of hot resources or the store.
     pub fn get(&self, ri: &str) -> M2mResult<Option<Resource>> {
         Ok(self.get_shared(ri)?.map(|r| Resource::clone(&r)))
@@ -492,6 +498,8 @@ struct Changes {
     log: Vec<(Key, Option<Arc<Resource>>)>,
     /// A subtree went: everything is forgotten.
     everything: bool,
+    /// A `<remoteCSE>` was written or deleted: what is derived from them all is out of date.
+    remote_cses: bool,
 }
 
 impl Changes {
@@ -510,6 +518,7 @@ impl Changes {
     /// parent (the highest `seq`): it refreshes a cached newest of the same type only; the
     /// oldest is only invalidated.
     fn written(&mut self, res: &Resource, inserted: bool, cache: &Cache) {
+        self.remote_cses |= res.ty == ResourceType::RemoteCse;
         let mut shared = None;
         // Both names of the resource carry its value when the cache holds either: the cache
         // takes back only the keys it held (`Cache::invalidate`), and the writer's own reads
@@ -532,6 +541,7 @@ impl Changes {
 
     /// `res` was deleted: its keys are invalidated, whatever was written to them before.
     fn deleted(&mut self, res: &Resource) {
+        self.remote_cses |= res.ty == ResourceType::RemoteCse;
         for key in Self::keys_of(res).into_iter().flatten() {
             self.log.push((key, None));
         }
@@ -540,6 +550,11 @@ impl Changes {
     /// After the batch: a commit invalidates every key touched and puts back the value each
     /// key's last write left; a failed commit only invalidates (nothing of it is stored).
     fn apply(self, cache: &Cache, committed: bool) {
+        if self.everything || self.remote_cses {
+            // After the commit: a reader that reads the generation and then the store sees
+            // at least the writes the generation counts.
+            cache.registrees_changed();
+        }
         if self.everything {
             cache.clear();
             return;
