@@ -957,6 +957,9 @@ pub struct LimitsSection {
     pub outgoing_timeout_ms: u64,
     /// Largest number of members of a group.
     pub max_group_members: u64,
+    /// On the IN-CSE: the most S-stem AE-IDs it records (`<AEAnnc>`) under one registree CSE,
+    /// INACTIVE ones included; a further announcement is 5207 NOT_ACCEPTABLE.
+    pub max_announcements_per_cse: u64,
     /// Connections open at once per listener; more are closed as they arrive.
     pub max_connections: usize,
     /// A request head must arrive complete within this time of its first byte.
@@ -1017,6 +1020,7 @@ impl Default for LimitsSection {
             max_expiration_secs: 10 * 365 * 24 * 3600,
             outgoing_timeout_ms: 5_000,
             max_group_members: 10_000,
+            max_announcements_per_cse: 10_000,
             max_connections: 16_384,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,

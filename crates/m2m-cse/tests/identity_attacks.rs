@@ -1653,6 +1653,116 @@ async fn only_the_in_cse_keeps_announcements() {
     }
 }
 
+/// A registree fills the IN-CSE's store with announcements only up to
+/// `limits.max_announcements_per_cse`: its own and those it relays from below count, INACTIVE
+/// records too (they keep their stems), another registree's do not; a further one is 5207 and
+/// recorded nowhere. Changing a record it holds is no new one; a record the admin deletes frees
+/// a place.
+#[tokio::test(flavor = "multi_thread")]
+async fn announcements_per_registree_are_bounded() {
+    let s = Setup::start_with("[limits]\nmax_announcements_per_cse = 2\n").await;
+    for (mn, dcse) in [("/id-mn", &[][..]), ("/id-mn2", &["/id-asn"][..])] {
+        let r = s
+            .send(
+                &s.cert(mn),
+                Operation::Create,
+                "cse-in",
+                mn,
+                Some(ResourceType::RemoteCse),
+                csr(mn, dcse),
+            )
+            .await;
+        assert_eq!(r.rsc, Rsc::Created, "{mn}: {:?}", r.pc);
+    }
+    let (mn, mn2) = (s.cert("/id-mn"), s.cert("/id-mn2"));
+    let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
+    let announce = |peer: &Peer, to: &str, lnk: &str| {
+        let (peer, to, lnk) = (peer.clone(), to.to_owned(), lnk.to_owned());
+        let s = &s;
+        async move {
+            s.send(
+                &peer,
+                Operation::Create,
+                &to,
+                &lnk,
+                Some(ResourceType::AeAnnc),
+                Some(json!({"m2m:aeA": {"lnk": lnk, "api": "Nmeter", "lbl": ["Credential-ID:"]}})),
+            )
+            .await
+            .rsc
+        }
+    };
+    let recorded = |stem: &str| {
+        let (s, admin, to) = (&s, admin.clone(), format!("/id-in/{stem}"));
+        async move {
+            s.send(&admin, Operation::Retrieve, &to, "CAdmin", None, None)
+                .await
+                .rsc
+                == Rsc::Ok
+        }
+    };
+    assert_eq!(
+        announce(&mn, "/id-in/id-mn", "/id-mn/Sa").await,
+        Rsc::Created
+    );
+    assert_eq!(
+        announce(&mn, "/id-in/id-mn", "/id-mn/Sb").await,
+        Rsc::Created
+    );
+    assert_eq!(
+        announce(&mn, "/id-in/id-mn", "/id-mn/Sc").await,
+        Rsc::NotAcceptable
+    );
+    assert!(!recorded("Sc").await, "nothing recorded beyond the limit");
+    // Another registree has its own places, for its own AEs and those it relays from below.
+    assert_eq!(
+        announce(&mn2, "/id-in/id-mn2", "/id-mn2/Sx").await,
+        Rsc::Created
+    );
+    assert_eq!(
+        announce(&mn2, "/id-in/id-in", "/id-asn/Sy").await,
+        Rsc::Created
+    );
+    for (to, lnk) in [
+        ("/id-in/id-in", "/id-asn/Sz"),
+        ("/id-in/id-mn2", "/id-mn2/Sz"),
+    ] {
+        assert_eq!(announce(&mn2, to, lnk).await, Rsc::NotAcceptable, "{lnk}");
+    }
+    assert!(!recorded("Sz").await);
+    // A record marked INACTIVE keeps its place; changing a record is no new one.
+    let update = |stem: &str, lnk: &str| {
+        let (s, mn, to, from) = (
+            &s,
+            mn.clone(),
+            format!("/id-in/{stem}"),
+            format!("/id-mn/{stem}"),
+        );
+        let pc = json!({"m2m:aeA": {"lnk": lnk}});
+        async move {
+            s.send(&mn, Operation::Update, &to, &from, None, Some(pc))
+                .await
+                .rsc
+        }
+    };
+    assert_eq!(update("Sa", "INACTIVE").await, Rsc::Updated);
+    assert_eq!(
+        announce(&mn, "/id-in/id-mn", "/id-mn/Sc").await,
+        Rsc::NotAcceptable
+    );
+    assert_eq!(update("Sa", "/id-mn/Sa").await, Rsc::Updated);
+    // The admin deletes one: a place is free again.
+    let r = s
+        .send(&admin, Operation::Delete, "/id-in/Sb", "CAdmin", None, None)
+        .await;
+    assert_eq!(r.rsc, Rsc::Deleted, "{:?}", r.pc);
+    assert_eq!(
+        announce(&mn, "/id-in/id-mn", "/id-mn/Sc").await,
+        Rsc::Created
+    );
+    assert!(recorded("Sc").await);
+}
+
 /// Where the SP said which CSEs each registree may have below it (`[[registration.descendants]]`),
 /// a claim outside its rules is left out, at creation and at every update, though nobody else
 /// accounts for that CSE: the registree neither speaks for it nor draws requests for it. One

@@ -129,6 +129,11 @@ const DOCS: &[Doc] = &[
     ),
     Key("limits.max_group_members", "Largest number of members of a group."),
     Key(
+        "limits.max_announcements_per_cse",
+        "On the IN-CSE: the most S-stem AE-IDs recorded (<AEAnnc>) under one registree CSE, INACTIVE ones\n\
+         included (the admin deletes those no longer wanted); a further one is 5207 NOT_ACCEPTABLE.",
+    ),
+    Key(
         "limits.max_connections",
         "Connections open at once per listener; more are closed as they arrive.",
     ),

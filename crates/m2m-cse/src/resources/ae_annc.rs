@@ -211,6 +211,7 @@ fn prepare_create(
         M2mError::bad_request("an AEAnnc carries the App-ID of the AE it announces")
     })?;
     admitted_by_rules(cse, &stem, api, attrs.get("lbl"), &csi)?;
+    within_quota(cse, parent, &csi)?;
     // Registered here, announced by any CSE, or held by the credential that registered it here
     // before (`store::AeIdHolder`): the S-stem is not free in the SP.
     let taken = cse.store.get(stem.as_str())?.is_some()
@@ -227,6 +228,24 @@ fn prepare_create(
         ri: Some(stem.to_string()),
         ..Prepared::default()
     })
+}
+
+/// A registree fills the IN-CSE's store with announcements only up to
+/// `limits.max_announcements_per_cse` (INACTIVE records included: they keep their stems).
+/// Counted before the write: requests racing each other may pass it by their number.
+fn within_quota(cse: &Cse, parent: &Resource, announcer: &CseId) -> M2mResult<()> {
+    let limit = cse.cfg.limits.max_announcements_per_cse;
+    let held = cse
+        .store
+        .read(|r| r.count_children(parent.ri(), ResourceType::AeAnnc))?;
+    if held >= limit {
+        tracing::warn!(target: "audit", registree = %parent.ri(), announcer = %announcer, held, limit, "AEAnnc refused: the registree's announcements reached the limit");
+        return Err(M2mError::new(
+            ResponseStatusCode::NotAcceptable,
+            "the IN-CSE records no more S-stem AE-IDs below this CSE",
+        ));
+    }
+    Ok(())
 }
 
 /// The Credential-ID an announcement says the AE registered with (TS-0001 clause 10.2.2.2 step
@@ -476,6 +495,10 @@ async fn send_announcement(
         ResponseStatusCode::AppRuleValidationFailed => M2mError::new(
             ResponseStatusCode::AppRuleValidationFailed,
             "no registration rule of the IN-CSE admits this App-ID and AE-ID with this credential",
+        ),
+        ResponseStatusCode::NotAcceptable => M2mError::new(
+            ResponseStatusCode::NotAcceptable,
+            "the IN-CSE records no more S-stem AE-IDs below this CSE: register with a C-stem AE-ID",
         ),
         ResponseStatusCode::OriginatorHasAlreadyRegistered
         | ResponseStatusCode::Conflict

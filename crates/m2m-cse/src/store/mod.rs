@@ -726,6 +726,15 @@ impl Reader<'_> {
 
     /// Whether a direct child of `pi` expires after `et` (a normalized timestamp; see
     /// [`m2m_core::time::normalize`]): stops at the first.
+    /// How many children of type `ty` the resource `pi` has.
+    pub fn count_children(&self, pi: &str, ty: ResourceType) -> M2mResult<u64> {
+        self.conn
+            .prepare_cached("SELECT COUNT(*) FROM resources WHERE pi = ?1 AND ty = ?2")
+            .and_then(|mut st| st.query_row(params![pi, ty.code()], |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(internal)
+    }
+
     pub fn child_outlives(&self, pi: &str, et: &str) -> M2mResult<bool> {
         let mut st = self
             .conn
