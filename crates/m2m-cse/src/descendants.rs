@@ -1,8 +1,9 @@
 //! descendantCSEs (`dcse`, TS-0001 table 9.6.4-2 and clause 10.2.2.4; TS-0004 clause 7.4.4.2):
 //! which CSEs are registered below a CSE registered here. A registree keeps its list up to date
 //! at its registrar (`registration::publish_descendants`: whenever a CSE registers with it,
-//! changes its own list or goes); a registrar keeps of each list only the CSEs nobody else here accounts for ([`admit`]), and
-//! takes a registree's word only for itself and its descendants (`impersonation`).
+//! changes its own list or goes); a registrar keeps of each list only the CSEs nobody else here
+//! accounts for and its `[[registration.descendants]]` rules allow ([`admit`]), and takes a
+//! registree's word only for itself and its descendants (`impersonation`).
 //!
 //! Claims are first come, first kept: a registree cannot take over a CSE that this CSE, its
 //! registrar, the IN-CSE, another registree or another registree's list already accounts for.
@@ -47,8 +48,13 @@ pub(crate) fn lists(csr: &Resource, id: &CseId) -> bool {
 /// The registree here whose kept `dcse` lists `id`: the way down to a CSE registered below it
 /// (TS-0001 clause 10.2.2.4). [`admit`] keeps the lists disjoint, so at most one does.
 pub(crate) fn registree_above(cse: &Context, id: &CseId) -> M2mResult<Option<Resource>> {
+    // What the index names is read again and checked: a registree changed since is not taken
+    // at the index's word.
     match cse.descendant_index.registree_of(cse, id)? {
-        Some(ri) => cse.store.get(&ri),
+        Some(ri) => Ok(cse
+            .store
+            .get(&ri)?
+            .filter(|r| r.ty == ResourceType::RemoteCse && lists(r, id))),
         None => Ok(None),
     }
 }

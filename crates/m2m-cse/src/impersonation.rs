@@ -182,8 +182,8 @@ fn from_cse_peer(
         // one announced here (on the IN-CSE) the announcing CSE's.
         EntityId::SpAe { .. } => match &stem_here {
             Some(SpStemHere::Ours) => true,
-            Some(SpStemHere::AnnouncedUnder(csr)) => {
-                peer.cse_id().map(m2m_core::CseId::bare) != Some(csr.as_str())
+            Some(SpStemHere::AnnouncedUnder { registree, .. }) => {
+                peer.cse_id().map(m2m_core::CseId::bare) != Some(registree.as_str())
             }
             Some(SpStemHere::Free) | None => false,
         },
@@ -228,7 +228,12 @@ fn speaks_for(
         EntityId::Cse { cse: id, .. } => below(id),
         EntityId::CseAe { registrar, .. } => below(registrar),
         EntityId::SpAe { .. } => match stem_here {
-            Some(SpStemHere::AnnouncedUnder(csr)) => csr == peer_id.bare(),
+            // Under its record, and announced by itself or a CSE it still lists: a CSE its
+            // list no longer names (a rule took it away) takes its announcements with it.
+            Some(SpStemHere::AnnouncedUnder {
+                registree,
+                announcer,
+            }) => registree == peer_id.bare() && announcer.as_ref().is_none_or(below),
             Some(SpStemHere::Free) => announcing,
             Some(SpStemHere::Ours) | None => false,
         },
@@ -285,17 +290,27 @@ enum SpStemHere {
     /// Registered here, or held here by the credential it registered with (`store::AeIdHolder`);
     /// also when the store cannot tell.
     Ours,
-    /// Announced here (an `<AEAnnc>`, on the IN-CSE) under this `<remoteCSE>` (its resourceID).
-    AnnouncedUnder(String),
+    /// Announced here (an `<AEAnnc>`, on the IN-CSE, or its copy on an intermediate CSE) under
+    /// the `<remoteCSE>` `registree` (its resourceID), by the CSE `announcer` (the record's
+    /// creator; unknown for a record kept from before creators were kept).
+    AnnouncedUnder {
+        registree: String,
+        announcer: Option<m2m_core::CseId>,
+    },
     /// Unknown here.
     Free,
 }
 
 fn sp_stem_here(cse: &Context, stem: &m2m_core::AeStem) -> SpStemHere {
     match cse.store.get_shared(stem.as_str()) {
-        Ok(Some(r)) if r.ty == ResourceType::AeAnnc => {
-            SpStemHere::AnnouncedUnder(r.pi().to_owned())
-        }
+        Ok(Some(r)) if r.ty == ResourceType::AeAnnc => SpStemHere::AnnouncedUnder {
+            registree: r.pi().to_owned(),
+            announcer: r
+                .creator
+                .as_deref()
+                .and_then(|c| EntityId::parse(c, &cse.id.home).ok())
+                .and_then(|e| e.cse_id().cloned()),
+        },
         Ok(Some(_)) | Err(_) => SpStemHere::Ours,
         Ok(None) => match cse.store.read(|r| r.holder_of(stem.as_str())) {
             Ok(None) => SpStemHere::Free,

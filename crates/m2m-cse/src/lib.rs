@@ -415,6 +415,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     // from it, the TLS listener keeps it for the psk lookups.
     let environments: SharedEnvironments = secure_environments(&cfg)?.into();
     let cse = Cse::open(cfg, &environments)?;
+    // Before any listener serves a request or this CSE publishes its list to its registrar.
+    descendants::judge_stored(&cse)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.dbg))?;
     let limits = cse.config().transport_limits();
     let binder = Arc::new(http_server::CseBinder {
         cse: Arc::clone(&cse),
@@ -567,9 +571,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         tokio::spawn(mqtt_binding::run(Arc::downgrade(&cse), binding));
     }
     tokio::spawn(expiry::run(Arc::clone(&cse)));
-    descendants::judge_stored(&cse)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.dbg))?;
     tokio::spawn(registration::register_with_registrar(Arc::clone(&cse)));
     if let Some(m) = &cse.multicast_member {
         m.restore(&cse);

@@ -1834,6 +1834,22 @@ async fn descendant_rules_bound_what_a_registree_may_claim() {
             "{who} relaying {from}: {rsc:?}"
         );
     }
+    // An S-stem AE registered at a CSE it lists: announced through it, then relayed by it.
+    let r = s
+        .send(
+            &mn,
+            Operation::Create,
+            "/id-in/id-in",
+            "/id-lock-1/Slock",
+            Some(ResourceType::AeAnnc),
+            Some(json!({"m2m:aeA": {"lnk": "/id-lock-1/Slock", "api": "Nlock", "lbl": ["Credential-ID:"]}})),
+        )
+        .await;
+    assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
+    assert_ne!(
+        relayed(&mn, "/Slock").await,
+        Rsc::OriginatorNotAuthenticated
+    );
     // Requests for a CSE it may list go down to it (unreachable here: 5103); for one it tried to
     // claim, nowhere: nobody here accounts for it (4004).
     let admin = s.psk(ADMIN_KPSA, Some("CAdmin"));
@@ -1876,6 +1892,14 @@ async fn descendant_rules_bound_what_a_registree_may_claim() {
         ("/id-asn2/cse", Rsc::TargetNotReachable),
     ] {
         assert_eq!(routed(to).await, rsc, "{to} after the update");
+    }
+    // The CSE it no longer lists takes its announced AEs with it.
+    for from in ["/Slock", "/id-lock-1/Cvalve"] {
+        assert_eq!(
+            relayed(&mn, from).await,
+            Rsc::OriginatorNotAuthenticated,
+            "{from} after the update"
+        );
     }
     // A registree that goes takes its list with it.
     let r = s

@@ -30,21 +30,35 @@ pub struct AppRule {
 pub struct DescendantRule {
     /// The registree's CSE-ID, SP-relative (`/id-mn`), with `*` wildcards.
     pub registree: String,
-    /// The CSE-IDs it may list, SP-relative (`/id-lock-*`), with `*` wildcards.
+    /// The CSE-IDs it may list, SP-relative (`/id-lock-*`), with `*` wildcards; `{registree}`
+    /// stands for the registree's own CSE-ID without its `/` (`/{registree}-*`: the CSEs named
+    /// after it). The wildcards of `registree` and `cses` are matched each on its own: only
+    /// `{registree}` ties a descendant to the registree that lists it.
     pub cses: Vec<String>,
 }
+
+/// What `{registree}` in a `cses` pattern stands for.
+const REGISTREE: &str = "{registree}";
 
 impl DescendantRule {
     /// Whether this rule lets `registree` list `descendant`.
     pub fn admits(&self, registree: &CseId, descendant: &CseId) -> bool {
         glob(&self.registree, &registree.sp_relative())
-            && any_match(&self.cses, &descendant.sp_relative())
+            && self.cses.iter().any(|p| {
+                glob(
+                    &p.replace(REGISTREE, registree.bare()),
+                    &descendant.sp_relative(),
+                )
+            })
     }
 
     /// Checks the rule itself: SP-relative CSE-ID patterns (one leading `/`), one at least.
     pub fn validate(&self) -> Result<(), String> {
         if self.cses.is_empty() {
             return Err("cses lists no CSE-ID".into());
+        }
+        if self.registree.contains(REGISTREE) {
+            return Err(format!("{REGISTREE} stands in cses only"));
         }
         for p in std::iter::once(&self.registree).chain(&self.cses) {
             let bare = p.strip_prefix('/').unwrap_or("");
@@ -141,7 +155,11 @@ mod tests {
             },
             DescendantRule {
                 registree: "/gw-*".into(),
-                cses: vec!["/gw-*-sub".into()],
+                cses: vec!["/{registree}-sub*".into()],
+            },
+            DescendantRule {
+                registree: "/hub-*".into(),
+                cses: vec!["/hub-*-sub".into()],
             },
         ];
         for (registree, cse, ok) in [
@@ -150,7 +168,12 @@ mod tests {
             ("/id-mn", "/id-mn4", false),
             ("/id-mn2", "/id-lock-1", false),
             ("/gw-7", "/gw-7-sub", true),
+            ("/gw-7", "/gw-7-sub2", true),
+            ("/gw-7", "/gw-8-sub", false),
+            ("/gw-7", "/gw-70-sub", false),
             ("/gw-7", "/id-lock-1", false),
+            // Without {registree} the two wildcards are not tied: any hub lists any hub's.
+            ("/hub-1", "/hub-2-sub", true),
         ] {
             assert_eq!(
                 descendant_admitted(&rules, &id(registree), &id(cse)),

@@ -485,11 +485,20 @@ fn forged_notifications_neither_fire_a_window_nor_delete_it() {
     let s = setup();
     let c = two_containers(&s, "forged", 2, "PT1S");
     let me = "/cse-in/app/forged";
+    // Each subscription as `rrats` names it, and as a real notification names it (`sur`
+    // SP-relative and absolute).
     let subs: Vec<String> = c["rrats"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
+        .flat_map(|ri| {
+            [
+                format!("/id-in/{ri}"),
+                format!("//m2m.example.com/id-in/{ri}"),
+                ri,
+            ]
+        })
         .collect();
     let other = register_ae(s.cse.url(), "/cse-in", "Cforger", "forger", &[]);
     let forgers = [

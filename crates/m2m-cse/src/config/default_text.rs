@@ -177,7 +177,7 @@ const DOCS: &[Doc] = &[
     Key("registration.descendants.registree", "the registree's CSE-ID, SP-relative, * wildcards"),
     Key(
         "registration.descendants.cses",
-        "the CSE-IDs it may list, SP-relative, * wildcards; one at least",
+        "the CSE-IDs it may list, SP-relative, * wildcards, {registree}: the registree's CSE-ID without its /",
     ),
     Table(
         "tls",

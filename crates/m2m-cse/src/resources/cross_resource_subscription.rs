@@ -281,10 +281,18 @@ async fn subscribe(
 
 /// The ID of resource `ri` on the CSE hosting `target`, as this CSE names it: the resourceID
 /// alone (CSE-relative, as child references and discovery results name local resources) when
-/// the subscription is here, SP-relative when another CSE hosts it.
+/// the subscription is here, SP-relative when another CSE of this SP hosts it, absolute when a
+/// CSE of another SP does.
 fn id_on_host_of(cse: &Cse, target: &str, ri: &str) -> String {
-    match Address::parse(target).map(|a| crate::resolve::locality(cse, &a)) {
-        Ok(crate::resolve::Locality::Remote(Some(host))) => format!("{}/{ri}", host.sp_relative()),
+    let Ok(address) = Address::parse(target) else {
+        return ri.to_owned();
+    };
+    match (crate::resolve::locality(cse, &address), &address.scope) {
+        (crate::resolve::Locality::Remote(Some(host)), _) => format!("{}/{ri}", host.sp_relative()),
+        // A CSE of another SP: the absolute ID.
+        (crate::resolve::Locality::Remote(None), m2m_core::Scope::Absolute(sp, host)) => {
+            format!("{sp}{host}/{ri}")
+        }
         _ => ri.to_owned(),
     }
 }

@@ -550,13 +550,12 @@ impl Changes {
     /// After the batch: a commit invalidates every key touched and puts back the value each
     /// key's last write left; a failed commit only invalidates (nothing of it is stored).
     fn apply(self, cache: &Cache, committed: bool) {
-        if self.everything || self.remote_cses {
-            // After the commit: a reader that reads the generation and then the store sees
-            // at least the writes the generation counts.
-            cache.registrees_changed();
-        }
+        // After the commit and the cache's invalidation: a reader that reads the generation and
+        // then the store (or the cache) sees at least the writes the generation counts.
+        let registrees = self.remote_cses;
         if self.everything {
             cache.clear();
+            cache.registrees_changed();
             return;
         }
         let mut fresh = Vec::new();
@@ -572,6 +571,9 @@ impl Changes {
         }
         let keys: Vec<Key> = self.log.into_iter().map(|(k, _)| k).collect();
         cache.invalidate(&keys, fresh);
+        if registrees {
+            cache.registrees_changed();
+        }
     }
 }
 
