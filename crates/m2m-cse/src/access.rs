@@ -95,7 +95,8 @@ enum Policies {
     /// An <AEAnnc> (and its CREATE under a <remoteCSE>): only the CSE the <remoteCSE> stands
     /// for, over its own association, as itself or as the announced AE it relays (TS-0004
     /// clause 7.4.5.2.1: From `<CSE-ID>/<AE-ID-Stem>`), never as another of its entities;
-    /// never a DELETE (the administrator's only); policies do not count.
+    /// never a DELETE (the administrator's only; below the IN-CSE, also this CSE's registrar
+    /// removing a copy after its own record went); policies do not count.
     Announcer {
         cse: Option<EntityId>,
         /// The announced AE-ID-Stem (`None` for a CREATE: its type checks From and `lnk`).
@@ -671,6 +672,24 @@ fn evaluate(
                 && announcer.is_some()
                 && bound == announcer.as_ref()
                 && as_whom;
+            // Below the IN-CSE, this CSE's copy goes when its registrar removed its own record
+            // (`resources::ae_annc`, deleted): the registrar, as itself, over its own association.
+            let registrar_removes = op == AccessOperation::Delete
+                && !facts.peer.by_action
+                && cse.id.role != crate::config::Role::IN
+                && subject.ty == ResourceType::AeAnnc
+                && facts.proof.is_authenticated()
+                && bound == Some(originator)
+                && cse.id.registrar.as_ref().is_some_and(|r| {
+                    *originator == EntityId::cse(cse.id.home.sp.clone(), r.clone())
+                });
+            if registrar_removes {
+                return (
+                    true,
+                    "permitted: the registrar removed its own record".into(),
+                    None,
+                );
+            }
             let reason = if permit {
                 "permitted: the CSE that announced it".to_owned()
             } else {

@@ -763,6 +763,75 @@ fn retargeting_follows_descendant_cses() {
     assert_eq!(r.rsc, 2000, "{:?}", r.body);
 }
 
+/// The admin deleting the IN-CSE's record of an S-stem registered two levels down frees the
+/// stem along the whole way: the MN's copy goes too (the IN tells the MN, over the TLS that
+/// proves it), so the CSE below no longer speaks for the stem at the MN. Nobody else removes the
+/// MN's copy: not the CSE below it, nor anyone over the MN's plain listener.
+#[test]
+fn deleting_the_in_record_removes_the_copy_below() {
+    let (in_cse, mn, mn2, pki) = start_three_tiers();
+    let ae = json!({"m2m:ae": {"rn": "meter", "api": "Nmeter", "rr": false, "srv": ["3"]}});
+    let (rsc, b) = create(mn2.url(), "/cse-mn2", "Smeter", 2, ae.clone());
+    assert_eq!(rsc, 2001, "{b}\nMN:\n{}", mn.stderr());
+    let copy = "/cse-mn/id-mn2/Smeter";
+    assert_eq!(retrieve(mn.url(), copy, ADMIN).0, 2000);
+    let (chain, key) = pki.cse_cert("id-mn2");
+    let below = TlsClient::certificate(&pki.ca_pem(), &chain, &key, "id-mn.id-in.m2m.example.com");
+    for from in ["/id-mn2", "/id-in", "/Smeter"] {
+        let r = below
+            .request(mn.https_url(), "DELETE", copy, Some(from), None, None)
+            .unwrap();
+        assert!(
+            matches!(r.rsc, 4103 | 4106),
+            "the CSE below as {from}: {} {:?}",
+            r.rsc,
+            r.body
+        );
+    }
+    let (rsc, b) = delete(mn.url(), copy, "/id-in");
+    assert!(
+        matches!(rsc, 4103 | 4106 | 4107),
+        "/id-in over the plain listener: {rsc} {b}"
+    );
+    assert_eq!(
+        retrieve(mn.url(), copy, ADMIN).0,
+        2000,
+        "the copy is still there"
+    );
+    // The admin deletes the IN's record: the copy goes.
+    let (rsc, b) = delete(in_cse.url(), "/cse-in/id-mn/Smeter", ADMIN);
+    assert_eq!(rsc, 2002, "{b}");
+    let gone = poll(WAIT, || {
+        (retrieve(mn.url(), copy, ADMIN).0 == 4004).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "MN:\nIN:\n{}\n{}",
+        mn.stderr(),
+        in_cse.stderr()
+    );
+    assert!(
+        in_cse.logged("announcement copy below removed"),
+        "{}",
+        in_cse.stderr()
+    );
+    // The stem is free along the way: the IN's own AE takes it, and the CSE below no longer
+    // speaks for it at the MN.
+    let (rsc, b) = create(in_cse.url(), "/cse-in", "Smeter", 2, ae);
+    assert_eq!(rsc, 2001, "{b}");
+    let r = below
+        .request(
+            mn.https_url(),
+            "GET",
+            "/cse-mn",
+            Some("/Smeter"),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.rsc, 4106, "{:?}", r.body);
+}
+
 /// An S-stem AE registered two levels below the IN-CSE (at a CSE registered with an MN-CSE) is
 /// recorded at the IN-CSE too (TS-0001 clause 10.2.2.2): its CSE sends the announcement to the
 /// IN-CSE's CSEBase through the MN, the IN keeps it under the MN's `<remoteCSE>` (the MN's

@@ -377,6 +377,13 @@ impl super::Behaviour for AeAnnc {
         ready(check_update(call.cse, res, content))
     }
 
+    /// A record (or an intermediate CSE's copy) of an AE announced from below its registree
+    /// went: the registree keeps a copy of its own, which must go too, or it would go on
+    /// speaking for the stem there after the stem is free in the SP.
+    fn deleted(&self, cse: &std::sync::Arc<Cse>, res: &Resource) {
+        remove_copy_below(cse, res);
+    }
+
     /// The CSE that announced the AE (the `/<CSE-ID>` of `lnk`), whoever relayed the request:
     /// the record keeps it when `lnk` reads INACTIVE.
     fn own_creator<'a>(&self, attrs: &'a Map<String, Value>) -> Option<&'a str> {
@@ -384,6 +391,51 @@ impl super::Behaviour for AeAnnc {
         let end = lnk.get(1..)?.find('/')? + 1;
         Some(&lnk[..end])
     }
+}
+
+/// After the record `res` went: if the CSE that announced it is not the registree it was kept
+/// under (it was relayed from further down), that registree is told to remove its copy, as this
+/// CSE, through routing (a registree is reached only over TLS proving it). Its own copy's
+/// deletion tells the next one down the same way. A registree that cannot be reached keeps its
+/// copy until its `<remoteCSE>` here goes (audited).
+fn remove_copy_below(cse: &std::sync::Arc<Cse>, res: &Resource) {
+    let home = &cse.id.home;
+    let Some(announcer) = res
+        .creator
+        .as_deref()
+        .and_then(|c| EntityId::parse(c, home).ok())
+        .and_then(|e| e.cse_id().cloned())
+    else {
+        return;
+    };
+    let registree = match cse.store.get(res.pi()) {
+        Ok(Some(csr)) if csr.ty == ResourceType::RemoteCse => {
+            csr.str_attr("csi").and_then(|c| CseId::parse(c).ok())
+        }
+        _ => None,
+    };
+    let Some(registree) = registree.filter(|r| *r != announcer) else {
+        return;
+    };
+    let cse = std::sync::Arc::clone(cse);
+    let to = format!("{}/{}", registree.sp_relative(), res.ri());
+    tokio::spawn(async move {
+        let req = Request::new(
+            m2m_core::Operation::Delete,
+            to.clone(),
+            Some(cse.id.cse_id.sp_relative()),
+            announcement_rqi(),
+        );
+        let resp = cse.handle(req, crate::association::Peer::internal()).await;
+        match resp.rsc {
+            ResponseStatusCode::Deleted | ResponseStatusCode::NotFound => {
+                tracing::info!(target: "audit", copy = %to, rsc = resp.rsc.code(), "announcement copy below removed");
+            }
+            rsc => {
+                tracing::warn!(target: "audit", copy = %to, rsc = rsc.code(), "announcement copy below not removed: the registree keeps speaking for the stem there until its <remoteCSE> goes");
+            }
+        }
+    });
 }
 
 /// The S-stem of an `<AE>`'s attributes (`aei`), if it has one.
