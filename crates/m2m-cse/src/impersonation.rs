@@ -305,11 +305,17 @@ fn sp_stem_here(cse: &Context, stem: &m2m_core::AeStem) -> SpStemHere {
     match cse.store.get_shared(stem.as_str()) {
         Ok(Some(r)) if r.ty == ResourceType::AeAnnc => SpStemHere::AnnouncedUnder {
             registree: r.pi().to_owned(),
+            // The record's creator; for one kept from before creators were, its active link.
             announcer: r
                 .creator
                 .as_deref()
                 .and_then(|c| EntityId::parse(c, &cse.id.home).ok())
-                .and_then(|e| e.cse_id().cloned()),
+                .and_then(|e| e.cse_id().cloned())
+                .or_else(|| {
+                    r.str_attr("lnk")
+                        .and_then(|l| m2m_core::Address::parse(l).ok())
+                        .and_then(|a| a.cse().cloned())
+                }),
         },
         Ok(Some(_)) | Err(_) => SpStemHere::Ours,
         Ok(None) => match cse.store.read(|r| r.holder_of(stem.as_str())) {

@@ -1750,6 +1750,12 @@ async fn announcements_per_registree_are_bounded() {
         announce(&mn, "/id-in/id-mn", "/id-mn/Sc").await,
         Rsc::NotAcceptable
     );
+    // A re-registration at the limit, as the MN sends it: the CREATE finds the stem recorded
+    // (4117, not 5207), then the UPDATE activates the record.
+    assert_eq!(
+        announce(&mn, "/id-in/id-mn", "/id-mn/Sa").await,
+        Rsc::OriginatorHasAlreadyRegistered
+    );
     assert_eq!(update("Sa", "/id-mn/Sa").await, Rsc::Updated);
     // The admin deletes one: a place is free again.
     let r = s

@@ -806,7 +806,7 @@ fn deleting_the_in_record_removes_the_copy_below() {
     });
     assert!(
         gone.is_some(),
-        "MN:\nIN:\n{}\n{}",
+        "MN:\n{}\nIN:\n{}",
         mn.stderr(),
         in_cse.stderr()
     );

@@ -211,7 +211,6 @@ fn prepare_create(
         M2mError::bad_request("an AEAnnc carries the App-ID of the AE it announces")
     })?;
     admitted_by_rules(cse, &stem, api, attrs.get("lbl"), &csi)?;
-    within_quota(cse, parent, &csi)?;
     // Registered here, announced by any CSE, or held by the credential that registered it here
     // before (`store::AeIdHolder`): the S-stem is not free in the SP.
     let taken = cse.store.get(stem.as_str())?.is_some()
@@ -223,6 +222,12 @@ fn prepare_create(
             "the AE-ID is already registered",
         ));
     }
+    // A stem already recorded is answered 4117 above (the MN then updates its record): only a
+    // new record counts against the quota, here and again inside the write (`insert`).
+    let held = cse
+        .store
+        .read(|r| r.count_children(parent.ri(), ResourceType::AeAnnc))?;
+    within_quota(cse, held, parent, stem.as_str())?;
     attrs.insert("rn".into(), json!(stem.as_str()));
     Ok(Prepared {
         ri: Some(stem.to_string()),
@@ -231,15 +236,12 @@ fn prepare_create(
 }
 
 /// A registree fills the IN-CSE's store with announcements only up to
-/// `limits.max_announcements_per_cse` (INACTIVE records included: they keep their stems).
-/// Counted before the write: requests racing each other may pass it by their number.
-fn within_quota(cse: &Cse, parent: &Resource, announcer: &CseId) -> M2mResult<()> {
+/// `limits.max_announcements_per_cse` (INACTIVE records included: they keep their stems): 5207
+/// when the registree `under` (a `<remoteCSE>`) holds `held` of them already.
+fn within_quota(cse: &Cse, held: u64, under: &Resource, stem: &str) -> M2mResult<()> {
     let limit = cse.cfg.limits.max_announcements_per_cse;
-    let held = cse
-        .store
-        .read(|r| r.count_children(parent.ri(), ResourceType::AeAnnc))?;
     if held >= limit {
-        tracing::warn!(target: "audit", registree = %parent.ri(), announcer = %announcer, held, limit, "AEAnnc refused: the registree's announcements reached the limit");
+        tracing::warn!(target: "audit", registree = %under.ri(), ae_id = %stem, held, limit, "AEAnnc refused: the registree's announcements reached the limit");
         return Err(M2mError::new(
             ResponseStatusCode::NotAcceptable,
             "the IN-CSE records no more S-stem AE-IDs below this CSE",
@@ -377,6 +379,22 @@ impl super::Behaviour for AeAnnc {
         ready(check_update(call.cse, res, content))
     }
 
+    /// The quota counted again inside the write: announcements racing each other past the
+    /// count in `prepare_create` do not pass it together.
+    fn insert(
+        &self,
+        cse: &Cse,
+        w: &crate::store::Writer<'_>,
+        parent: &Resource,
+        new: Resource,
+    ) -> M2mResult<Resource> {
+        if parent.ty == ResourceType::RemoteCse {
+            let held = w.count_children(parent.ri(), ResourceType::AeAnnc)?;
+            within_quota(cse, held, parent, new.ri())?;
+        }
+        w.insert(new)
+    }
+
     /// A record (or an intermediate CSE's copy) of an AE announced from below its registree
     /// went: the registree keeps a copy of its own, which must go too, or it would go on
     /// speaking for the stem there after the stem is free in the SP.
@@ -393,6 +411,9 @@ impl super::Behaviour for AeAnnc {
     }
 }
 
+/// How many registrees are told at once that a record went.
+static COPY_REMOVALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
 /// After the record `res` went: if the CSE that announced it is not the registree it was kept
 /// under (it was relayed from further down), that registree is told to remove its copy, as this
 /// CSE, through routing (a registree is reached only over TLS proving it). Its own copy's
@@ -400,11 +421,13 @@ impl super::Behaviour for AeAnnc {
 /// copy until its `<remoteCSE>` here goes (audited).
 fn remove_copy_below(cse: &std::sync::Arc<Cse>, res: &Resource) {
     let home = &cse.id.home;
+    // The record's creator; for a record kept from before creators were, its active link.
     let Some(announcer) = res
         .creator
         .as_deref()
         .and_then(|c| EntityId::parse(c, home).ok())
         .and_then(|e| e.cse_id().cloned())
+        .or_else(|| link(res.str_attr("lnk")?).map(|(c, _)| c))
     else {
         return;
     };
@@ -418,8 +441,20 @@ fn remove_copy_below(cse: &std::sync::Arc<Cse>, res: &Resource) {
         return;
     };
     let cse = std::sync::Arc::clone(cse);
-    let to = format!("{}/{}", registree.sp_relative(), res.ri());
+    let (to, stem) = (
+        format!("{}/{}", registree.sp_relative(), res.ri()),
+        res.ri().to_owned(),
+    );
     tokio::spawn(async move {
+        // A few at a time: many records expiring at once, or a registree that does not answer,
+        // do not open a connection each.
+        let Ok(_turn) = COPY_REMOVALS.acquire().await else {
+            return;
+        };
+        // Announced again meanwhile: the registree's copy is the new record's.
+        if matches!(cse.store.get(&stem), Ok(Some(r)) if r.ty == ResourceType::AeAnnc) {
+            return;
+        }
         let req = Request::new(
             m2m_core::Operation::Delete,
             to.clone(),

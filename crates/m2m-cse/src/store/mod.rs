@@ -726,8 +726,6 @@ impl Reader<'_> {
         }
     }
 
-    /// Whether a direct child of `pi` expires after `et` (a normalized timestamp; see
-    /// [`m2m_core::time::normalize`]): stops at the first.
     /// How many children of type `ty` the resource `pi` has.
     pub fn count_children(&self, pi: &str, ty: ResourceType) -> M2mResult<u64> {
         self.conn
@@ -737,6 +735,8 @@ impl Reader<'_> {
             .map_err(internal)
     }
 
+    /// Whether a direct child of `pi` expires after `et` (a normalized timestamp; see
+    /// [`m2m_core::time::normalize`]): stops at the first.
     pub fn child_outlives(&self, pi: &str, et: &str) -> M2mResult<bool> {
         let mut st = self
             .conn
