@@ -93,7 +93,9 @@ impl Tree {
 
     fn build() -> Tree {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::from_toml("").unwrap();
+        // The results are compared whole: a busy machine must not cut a discovery short (the
+        // budget has a test of its own below).
+        let mut cfg = Config::from_toml("[limits]\ndiscovery_budget_ms = 60000\n").unwrap();
         cfg.storage.path = dir.path().join("db");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
