@@ -87,12 +87,13 @@ fn events_on_both_containers_within_one_sliding_window_notify_once() {
         assert_eq!(sub["m2m:sub"]["nu"], json!([me]), "{sub}");
         assert_eq!(sub["m2m:sub"]["acrs"], json!([me]), "{sub}");
         assert_eq!(
-            rrats[i], sub["m2m:sub"]["ri"],
-            "the resourceID of the subscription made on target {i}, CSE-relative as it is local"
+            rrats[i],
+            json!(format!("/id-in/{}", sub["m2m:sub"]["ri"].as_str().unwrap())),
+            "the SP-relative resourceID of the subscription made on target {i}"
         );
         let (_, by_rrats) = retrieve(
             s.cse.url(),
-            &format!("/{}", rrats[i].as_str().unwrap()),
+            &format!("/~{}", rrats[i].as_str().unwrap()),
             &s.ae,
         );
         assert_eq!(
@@ -485,19 +486,16 @@ fn forged_notifications_neither_fire_a_window_nor_delete_it() {
     let s = setup();
     let c = two_containers(&s, "forged", 2, "PT1S");
     let me = "/cse-in/app/forged";
-    // Each subscription as `rrats` names it, and as a real notification names it (`sur`
-    // SP-relative and absolute).
+    // Each subscription as `rrats` names it (SP-relative, as a real notification's `sur`),
+    // absolute and CSE-relative.
     let subs: Vec<String> = c["rrats"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
-        .flat_map(|ri| {
-            [
-                format!("/id-in/{ri}"),
-                format!("//m2m.example.com/id-in/{ri}"),
-                ri,
-            ]
+        .flat_map(|id| {
+            let ri = id.rsplit('/').next().unwrap_or_default().to_owned();
+            [format!("//m2m.example.com{id}"), ri, id]
         })
         .collect();
     let other = register_ae(s.cse.url(), "/cse-in", "Cforger", "forger", &[]);

@@ -279,13 +279,12 @@ async fn subscribe(
     Ok(id_on_host_of(call.cse, target, ri))
 }
 
-/// The ID of resource `ri` on the CSE hosting `target`, as this CSE names it: the resourceID
-/// alone (CSE-relative, as child references and discovery results name local resources) when
-/// the subscription is here, SP-relative when another CSE of this SP hosts it, absolute when a
-/// CSE of another SP does.
+/// The ID of resource `ri` on the CSE hosting `target`, an ID that names the subscription
+/// wherever the crossResourceSubscription is read: SP-relative (this CSE's or another CSE's of
+/// this SP), absolute when a CSE of another SP hosts it.
 fn id_on_host_of(cse: &Cse, target: &str, ri: &str) -> String {
     let Ok(address) = Address::parse(target) else {
-        return ri.to_owned();
+        return cse.sp_relative(ri);
     };
     match (crate::resolve::locality(cse, &address), &address.scope) {
         (crate::resolve::Locality::Remote(Some(host)), _) => format!("{}/{ri}", host.sp_relative()),
@@ -293,7 +292,7 @@ fn id_on_host_of(cse: &Cse, target: &str, ri: &str) -> String {
         (crate::resolve::Locality::Remote(None), m2m_core::Scope::Absolute(sp, host)) => {
             format!("{sp}{host}/{ri}")
         }
-        _ => ri.to_owned(),
+        _ => cse.sp_relative(ri),
     }
 }
 
