@@ -301,21 +301,30 @@ enum SpStemHere {
     Free,
 }
 
+/// The CSE that announced the S-stem AE an `<AEAnnc>` (record or copy) names: the record's
+/// creator; for one kept from before creators were, the CSE of its active link.
+pub(crate) fn announcer_of_record(
+    cse: &Context,
+    record: &crate::store::Resource,
+) -> Option<m2m_core::CseId> {
+    record
+        .creator
+        .as_deref()
+        .and_then(|c| EntityId::parse(c, &cse.id.home).ok())
+        .and_then(|e| e.cse_id().cloned())
+        .or_else(|| {
+            record
+                .str_attr("lnk")
+                .and_then(|l| m2m_core::Address::parse(l).ok())
+                .and_then(|a| a.cse().cloned())
+        })
+}
+
 fn sp_stem_here(cse: &Context, stem: &m2m_core::AeStem) -> SpStemHere {
     match cse.store.get_shared(stem.as_str()) {
         Ok(Some(r)) if r.ty == ResourceType::AeAnnc => SpStemHere::AnnouncedUnder {
             registree: r.pi().to_owned(),
-            // The record's creator; for one kept from before creators were, its active link.
-            announcer: r
-                .creator
-                .as_deref()
-                .and_then(|c| EntityId::parse(c, &cse.id.home).ok())
-                .and_then(|e| e.cse_id().cloned())
-                .or_else(|| {
-                    r.str_attr("lnk")
-                        .and_then(|l| m2m_core::Address::parse(l).ok())
-                        .and_then(|a| a.cse().cloned())
-                }),
+            announcer: announcer_of_record(cse, &r),
         },
         Ok(Some(_)) | Err(_) => SpStemHere::Ours,
         Ok(None) => match cse.store.read(|r| r.holder_of(stem.as_str())) {

@@ -143,6 +143,13 @@ impl Setup {
         self.associated(SaeMode::Certificate, "33-x.m2m.example.com", Some(id))
     }
 
+    /// What this CSE answers a RETRIEVE of its CSEBase that the CSE `peer` relays for `from`.
+    async fn relayed(&self, peer: &Peer, from: &str) -> Rsc {
+        self.send(peer, Operation::Retrieve, "cse-in", from, None, None)
+            .await
+            .rsc
+    }
+
     async fn send(
         &self,
         peer: &Peer,
@@ -1814,15 +1821,6 @@ async fn descendant_rules_bound_what_a_registree_may_claim() {
         assert_eq!(r.rsc, Rsc::Created, "{id}: {:?}", r.pc);
         assert_eq!(dcse(&r), Some(kept), "{id} claimed {claimed:?}");
     }
-    let relayed = |peer: &Peer, from: &str| {
-        let (peer, from) = (peer.clone(), from.to_owned());
-        let s = &s;
-        async move {
-            s.send(&peer, Operation::Retrieve, "cse-in", &from, None, None)
-                .await
-                .rsc
-        }
-    };
     for (peer, who, from, speaks) in [
         (&mn, "MN", "/id-lock-1/Cvalve", true),
         (&mn, "MN", "//m2m.example.com/id-lock-2", true),
@@ -1833,7 +1831,7 @@ async fn descendant_rules_bound_what_a_registree_may_claim() {
         (&mn2, "MN2", "/id-lock-3/Cvalve", false),
         (&mn3, "MN3", "/id-z/Cvalve", false),
     ] {
-        let rsc = relayed(peer, from).await;
+        let rsc = s.relayed(peer, from).await;
         assert_eq!(
             rsc != Rsc::OriginatorNotAuthenticated,
             speaks,
@@ -1853,7 +1851,7 @@ async fn descendant_rules_bound_what_a_registree_may_claim() {
         .await;
     assert_eq!(r.rsc, Rsc::Created, "{:?}", r.pc);
     assert_ne!(
-        relayed(&mn, "/Slock").await,
+        s.relayed(&mn, "/Slock").await,
         Rsc::OriginatorNotAuthenticated
     );
     // Requests for a CSE it may list go down to it (unreachable here: 5103); for one it tried to
@@ -1902,7 +1900,7 @@ async fn descendant_rules_bound_what_a_registree_may_claim() {
     // The CSE it no longer lists takes its announced AEs with it.
     for from in ["/Slock", "/id-lock-1/Cvalve"] {
         assert_eq!(
-            relayed(&mn, from).await,
+            s.relayed(&mn, from).await,
             Rsc::OriginatorNotAuthenticated,
             "{from} after the update"
         );
@@ -1970,15 +1968,6 @@ async fn a_registree_relays_only_for_the_cses_below_it() {
         Some(&json!(["/id-asn2"])),
         "the MN's descendant and the MN itself are not the other MN's"
     );
-    let relayed = |peer: &Peer, from: &str| {
-        let (peer, from) = (peer.clone(), from.to_owned());
-        let s = &s;
-        async move {
-            s.send(&peer, Operation::Retrieve, "cse-in", &from, None, None)
-                .await
-                .rsc
-        }
-    };
     for (peer, who, from, speaks) in [
         (&mn, "MN", "/id-asn", true),
         (&mn, "MN", "/id-asn/Cvalve", true),
@@ -2001,7 +1990,7 @@ async fn a_registree_relays_only_for_the_cses_below_it() {
             false,
         ),
     ] {
-        let rsc = relayed(peer, from).await;
+        let rsc = s.relayed(peer, from).await;
         assert_eq!(
             rsc != Rsc::OriginatorNotAuthenticated,
             speaks,
@@ -2036,11 +2025,11 @@ async fn a_registree_relays_only_for_the_cses_below_it() {
         Some(&json!(["/id-asn", "/id-asn2"]))
     );
     assert_eq!(
-        relayed(&mn, "/id-asn/Cvalve").await,
+        s.relayed(&mn, "/id-asn/Cvalve").await,
         Rsc::OriginatorNotAuthenticated
     );
     assert_ne!(
-        relayed(&mn2, "/id-asn/Cvalve").await,
+        s.relayed(&mn2, "/id-asn/Cvalve").await,
         Rsc::OriginatorNotAuthenticated
     );
     // Nobody else changes a registree's list, not even one a policy lets update the rest.

@@ -420,15 +420,7 @@ static COPY_REMOVALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new
 /// deletion tells the next one down the same way. A registree that cannot be reached keeps its
 /// copy until its `<remoteCSE>` here goes (audited).
 fn remove_copy_below(cse: &std::sync::Arc<Cse>, res: &Resource) {
-    let home = &cse.id.home;
-    // The record's creator; for a record kept from before creators were, its active link.
-    let Some(announcer) = res
-        .creator
-        .as_deref()
-        .and_then(|c| EntityId::parse(c, home).ok())
-        .and_then(|e| e.cse_id().cloned())
-        .or_else(|| link(res.str_attr("lnk")?).map(|(c, _)| c))
-    else {
+    let Some(announcer) = crate::impersonation::announcer_of_record(cse, res) else {
         return;
     };
     let registree = match cse.store.get(res.pi()) {
