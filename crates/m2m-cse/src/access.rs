@@ -881,30 +881,6 @@ fn self_policies_of_acpi(cse: &Context, res: &Resource) -> M2mResult<Policies> {
     Ok(Policies::Acps(load_acps(cse, &acpi, true)))
 }
 
-/// The access attributes of a CREATE or UPDATE: accessControlPolicyIDs must name
-/// <accessControlPolicy> resources hosted here (anything else would leave the resource reachable
-/// by the admin only), and a custodian must be an AE or a CSE.
-pub fn check_access_attributes(
-    cse: &Context,
-    content: &serde_json::Map<String, serde_json::Value>,
-) -> M2mResult<()> {
-    if let Some(cstn) = content.get("cstn").and_then(serde_json::Value::as_str) {
-        EntityId::parse(cstn, &cse.id.home)
-            .map_err(|_| M2mError::bad_request("custodian: expected an AE-ID or a CSE-ID"))?;
-    }
-    for id in string_list(content.get("acpi")) {
-        match local_resource(cse, &id) {
-            Some(r) if r.ty == ResourceType::AccessControlPolicy => {}
-            _ => {
-                return Err(M2mError::bad_request(format!(
-                    "accessControlPolicyIDs: '{id}' is not an accessControlPolicy of this CSE"
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Loads the named ACPs hosted here; one that is missing or remote simply grants nothing.
 fn load_acps(cse: &Context, ids: &[String], self_privileges: bool) -> Vec<(String, Privileges)> {
     let attr = if self_privileges { "pvs" } else { "pv" };

@@ -205,13 +205,13 @@ pub async fn create(
     }
     let content = content_of(&req, ty)?;
     schema::validate_create(ty, &content)?;
-    crate::access::check_access_attributes(cse, &content)?;
     let originator = req.from.clone().unwrap_or_default();
 
-    let mut attrs = content;
     // rcn 9 on a CREATE: the attributes the CSE set or changed (TS-0004 clause 7.3.3.1).
     let requested =
-        (req.result_content() == ResultContent::ModifiedAttributes).then(|| attrs.clone());
+        (req.result_content() == ResultContent::ModifiedAttributes).then(|| content.clone());
+    let mut attrs = content;
+    crate::access_references::pin(cse, ty, &mut attrs)?;
     if attrs.get("cr").is_some_and(Value::is_null) {
         attrs.insert("cr".into(), json!(originator));
     }
@@ -566,7 +566,7 @@ pub async fn update(
     let mut content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
     bound_expiration(cse, &mut content);
-    crate::access::check_access_attributes(cse, &content)?;
+    crate::access_references::pin(cse, res.ty, &mut content)?;
     let behaviour = resources::behaviour(res.ty);
     let call = Call {
         cse,

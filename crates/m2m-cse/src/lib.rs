@@ -31,6 +31,7 @@
 //! | TS-0004 7.5.1.2.2 to 7.5.1.2.4: which subscriptions an event triggers, their policies | `subscription_events` |
 //! | TS-0004 7.5.1.2.x, 7.3.3.9.1: delivery of a Notify (URL, AE, pollingChannel, by ID) | `notification`, `polling_queue` |
 //! | TS-0003 7.1, TS-0004 7.3.3.15: access decision | `access` |
+//! | TS-0001 9.6.1.3, 9.6.2.1: acpi, macp, daci and acor groups pinned when written | `access_references` |
 //! | TS-0003 7.2.1: impersonation check | `impersonation` |
 //! | TS-0003 7.3.2.2: dynamic authorization | `dynamic_authorization` |
 //! | TS-0003 7.4.3: role-based access control | `roles` |
@@ -50,6 +51,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod access_references;
 pub mod association;
 pub(crate) mod coap_server;
 pub mod config;

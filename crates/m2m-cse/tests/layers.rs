@@ -30,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "descendants",
             "roles",
             "access",
+            "access_references",
             "dynamic_authorization",
             "secure_storage",
             "maf_keys",

@@ -1221,3 +1221,198 @@ fn registration_rules() {
         "no rule for phones once it is deleted",
     );
 }
+
+/// The resourceID of a response's resource.
+fn ri_of(r: &Resp, root: &str) -> String {
+    r.body[root]["ri"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {root}/ri: {:?}", r.body))
+        .to_owned()
+}
+
+/// References that decide access (acpi, acor groups, macp, daci) name the resource they named
+/// when written, in whatever ID form they were written: a policy or group made again under a
+/// deleted one's name by someone who may create there decides nothing.
+#[test]
+fn references_keep_to_the_resource_they_named() {
+    let g = guest();
+    let u = g.cse.url();
+    let owner = g.owner.clone();
+    let helper = registered(u, "Chelper", "helper", "Nhelper");
+    // The helper may create under the owner's AE (a service the owner uses), nothing more.
+    let ae_acp = create_acp(
+        u,
+        "/cse-in/owner",
+        &owner,
+        "aeacp",
+        vec![acr(&[&owner], OP_ALL), acr(&[&helper], OP_CREATE)],
+        vec![acr(&[&owner], OP_ALL)],
+    );
+    set_acpi(u, "/cse-in/owner", &owner, "m2m:ae", &[&ae_acp]);
+    let acp = retrieve_full(u, "/cse-in/owner/acp", &owner);
+    let acp = ri_of(&acp, "m2m:acp");
+
+    // acpi in every form that names a place is kept as the resourceID it named.
+    let guest_acp = create_acp(
+        u,
+        "/cse-in/owner",
+        &owner,
+        "guestp",
+        vec![acr(&[&g.guest], OP_RETRIEVE)],
+        vec![acr(&[&owner], OP_ALL)],
+    );
+    for form in [
+        "cse-in/owner/guestp".to_owned(),
+        "-/owner/guestp".to_owned(),
+        "/id-in/cse-in/owner/guestp".to_owned(),
+        format!("//{SP_FQDN}/id-in/cse-in/owner/guestp"),
+        format!("{owner}/guestp"),
+        guest_acp.clone(),
+    ] {
+        let (rsc, b) = update(
+            u,
+            "/cse-in/owner/c",
+            &owner,
+            json!({ "m2m:cnt": { "acpi": [form.clone(), acp.clone()] } }),
+        );
+        assert_eq!(rsc, 2004, "acpi {form}: {b}");
+        assert_eq!(b["m2m:cnt"]["acpi"], json!([guest_acp, acp]), "acpi {form}");
+        let (_, b) = retrieve(u, "/cse-in/owner/c", &owner);
+        assert_eq!(
+            b["m2m:cnt"]["acpi"],
+            json!([guest_acp, acp]),
+            "stored {form}"
+        );
+    }
+    ok(&g.read(), 2000, "the guest under the owner's policy");
+    let (rsc, b) = delete(u, "/cse-in/owner/guestp", &owner);
+    assert_eq!(rsc, 2002, "{b}");
+    refused(&g.read(), 4103, "the guest once the policy is gone");
+    // The helper makes a policy of its own under the deleted one's name.
+    create_acp(
+        u,
+        "/cse-in/owner",
+        &helper,
+        "guestp",
+        vec![acr(&[&helper, &g.guest], OP_ALL)],
+        vec![acr(&[&helper], OP_ALL)],
+    );
+    let as_helper = |method: &str| request(method, u, "/cse-in/owner/c", Some(&helper), None, None);
+    refused(
+        &as_helper("GET"),
+        4103,
+        "the helper reads through its look-alike policy",
+    );
+    refused(
+        &as_helper("DELETE"),
+        4103,
+        "the helper deletes through its look-alike policy",
+    );
+    refused(&g.read(), 4103, "the guest through the look-alike policy");
+
+    // A group in accessControlOriginators, named by its place: kept as the group it named.
+    let r = create_full(
+        u,
+        "/cse-in/owner",
+        &owner,
+        9,
+        json!({ "m2m:grp": { "rn": "friends", "mt": 2, "mnm": 10, "mid": [g.guest] } }),
+    );
+    ok(&r, 2001, "the owner's group");
+    let friends = ri_of(&r, "m2m:grp");
+    let (rsc, b) = update(
+        u,
+        "/cse-in/owner/acp",
+        &owner,
+        json!({ "m2m:acp": { "pv": { "acr": [
+            acr(&[&owner], OP_ALL),
+            acr(&["cse-in/owner/friends", "/id-in/Cguest"], OP_RETRIEVE),
+        ] } } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    assert_eq!(
+        b["m2m:acp"]["pv"]["acr"][1]["acor"],
+        json!([friends, "/id-in/Cguest"]),
+        "the group pinned, an AE-ID as written"
+    );
+    set_acpi(u, "/cse-in/owner/c", &owner, "m2m:cnt", &[&acp]);
+    let (rsc, b) = delete(u, "/cse-in/owner/friends", &owner);
+    assert_eq!(rsc, 2002, "{b}");
+    let r = create_full(
+        u,
+        "/cse-in/owner",
+        &helper,
+        9,
+        json!({ "m2m:grp": { "rn": "friends", "mt": 2, "mnm": 10, "mid": [helper] } }),
+    );
+    ok(&r, 2001, "the helper's look-alike group");
+    refused(
+        &as_helper("GET"),
+        4103,
+        "the helper as a member of its look-alike group",
+    );
+    ok(&g.read(), 2000, "the guest by its AE-ID");
+
+    // A place that holds no resource of the right type is refused, in every attribute.
+    for (root, attr, bad) in [
+        ("m2m:cnt", "acpi", "cse-in/owner/c"),
+        ("m2m:cnt", "acpi", "cse-in/owner/nothing"),
+        ("m2m:cnt", "daci", "cse-in/owner/acp"),
+        ("m2m:grp", "macp", "cse-in/owner/c"),
+    ] {
+        let target = if root == "m2m:grp" {
+            "/cse-in/owner/friends"
+        } else {
+            "/cse-in/owner/c"
+        };
+        let by = if root == "m2m:grp" { &helper } else { &owner };
+        refused(
+            &put(u, target, by, json!({ root: { attr: [bad] } })),
+            4000,
+            &format!("{attr} naming {bad}"),
+        );
+    }
+    for bad in ["cse-in/owner/c", "cse-in/owner/nothing", "-/owner/friendz"] {
+        refused(
+            &put(
+                u,
+                "/cse-in/owner/acp",
+                &owner,
+                json!({ "m2m:acp": { "pv": { "acr": [acr(&[bad], OP_RETRIEVE)] } } }),
+            ),
+            4000,
+            &format!("acor naming {bad}"),
+        );
+    }
+    // membersAccessControlPolicyIDs and dynamicAuthorizationConsultationIDs are pinned too.
+    let (rsc, b) = update(
+        u,
+        "/cse-in/owner/friends",
+        &helper,
+        json!({ "m2m:grp": { "macp": ["cse-in/owner/guestp"] } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    let look_alike = retrieve_full(u, "/cse-in/owner/guestp", &helper);
+    assert_eq!(
+        b["m2m:grp"]["macp"],
+        json!([ri_of(&look_alike, "m2m:acp")]),
+        "{b}"
+    );
+    let (rsc, dac) = create(
+        u,
+        "/cse-in",
+        ADMIN,
+        34,
+        json!({ "m2m:dac": { "rn": "dac", "dae": false, "dap": ["https://das.example.com"] } }),
+    );
+    assert_eq!(rsc, 2001, "{dac}");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/owner",
+        &owner,
+        3,
+        json!({ "m2m:cnt": { "rn": "d", "daci": ["/id-in/cse-in/dac"] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    assert_eq!(b["m2m:cnt"]["daci"], json!([dac["m2m:dac"]["ri"]]), "{b}");
+}
