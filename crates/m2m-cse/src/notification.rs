@@ -382,7 +382,27 @@ pub async fn relay_to_ae(cse: &Delivery, mut req: Request, ae: &Resource) -> M2m
         })?;
         return server.send(&cse.ctx, &poa, &entity, &req, ser).await;
     }
-    client.send_to_url_as(&poa, &req, ser).await
+    let rqi = req.rqi.clone();
+    let answer = client.send_to_url_as(&poa, &req, ser).await;
+    only_the_status(answer, &rqi, ae.ri())
+}
+
+/// What the requester of a NOTIFY learns of the answer at an AE's pointOfAccess: its status
+/// code, nothing of its content, and one fixed text when it failed. The pointOfAccess is an
+/// address the AE gave itself: anything more would make this CSE a way to read (or map) what
+/// answers at any address it can reach (a NOTIFY's answer carries no content, TS-0004 clause
+/// 7.3.3.9).
+fn only_the_status(answer: M2mResult<Response>, rqi: &str, ae: &str) -> M2mResult<Response> {
+    match answer {
+        Ok(resp) => Ok(Response::new(resp.rsc, rqi, None)),
+        Err(e) => {
+            tracing::debug!(ae, rsc = e.rsc.code(), why = %e.dbg, "notification to an AE's pointOfAccess failed");
+            Err(M2mError::new(
+                e.rsc,
+                "the AE did not take the notification at its pointOfAccess",
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

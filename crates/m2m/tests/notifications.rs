@@ -684,3 +684,116 @@ fn a_new_subscription_hears_of_the_instances_before_it() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(cons(&rx2).is_empty(), "{:?}", cons(&rx2));
 }
+
+/// A plain HTTP service (no oneM2M) that answers every request with `status` and a JSON body
+/// holding a secret; counts the requests it got.
+fn plain_service(status: u16) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/internal/_search", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(300)));
+            let mut buf = [0u8; 8192];
+            let _ = conn.read(&mut buf);
+            let body = r#"{"secret":"internal-data-42"}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, hits)
+}
+
+/// A NOTIFY relayed to an AE's pointOfAccess, an address the AE chose: whoever sent it learns
+/// the status code only, never what answered there nor why it failed.
+#[test]
+fn a_notify_relayed_to_a_point_of_access_returns_only_its_status() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let (ok_url, hits) = plain_service(200);
+    let (refusing_url, _) = plain_service(403);
+    let closed = format!("http://127.0.0.1:{}/x", unused_port());
+    let ae = register_ae(u, "/cse-in", "Cprober", "prober", &[&ok_url]);
+    let sgn = json!({ "m2m:sgn": { "nev": { "rep": {}, "net": 1 } } });
+    let (rsc, b) = notify(u, "/cse-in/prober", &ae, sgn.clone());
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "relayed once"
+    );
+    assert_eq!(rsc, 2000, "{b}");
+    assert!(
+        !b.to_string().contains("internal-data-42"),
+        "the service's answer leaked: {b}"
+    );
+    for (poa, what) in [
+        (refusing_url, "a refusing service"),
+        (closed, "a closed port"),
+    ] {
+        let (rsc, _) = update(
+            u,
+            "/cse-in/prober",
+            &ae,
+            json!({ "m2m:ae": { "poa": [poa] } }),
+        );
+        assert_eq!(rsc, 2004);
+        let (rsc, b) = notify(u, "/cse-in/prober", &ae, sgn.clone());
+        assert_eq!(rsc, 5103, "{what}: {b}");
+        let text = b.to_string();
+        assert!(
+            text.contains("did not take the notification") && !text.contains("127.0.0.1"),
+            "{what}: one fixed text naming no address: {b}"
+        );
+    }
+}
+
+/// A notification target is an entity: a virtual resource (a group's fanOutPoint, which answers
+/// for its members without asking them; `la`; a pollingChannel's `pcu`) is refused.
+#[test]
+fn a_virtual_resource_is_no_notification_target() {
+    let s = setup();
+    let u = s.cse.url();
+    let member_rx = Receiver::start();
+    let member = register_ae(u, "/cse-in", "Cmember", "member", &[member_rx.url()]);
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app",
+        &s.ae,
+        9,
+        json!({ "m2m:grp": { "rn": "g", "mt": 2, "mnm": 10, "mid": [member] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = create(
+        u,
+        "/cse-in/app",
+        &s.ae,
+        15,
+        json!({ "m2m:pch": { "rn": "pch" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    for nu in [
+        "cse-in/app/g/fopt",
+        "/id-in/cse-in/app/g/fopt",
+        "cse-in/app/g/fopt/x",
+        "cse-in/app/c/la",
+        "cse-in/app/pch/pcu",
+    ] {
+        let r = create_full(
+            u,
+            "/cse-in/app/c",
+            &s.ae,
+            23,
+            json!({ "m2m:sub": { "nu": [nu], "enc": { "net": [3] } } }),
+        );
+        assert_eq!(r.rsc, 4000, "nu {nu}: {:?}", r.body);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(member_rx.count(|_| true), 0, "nothing reached the member");
+}

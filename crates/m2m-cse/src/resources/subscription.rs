@@ -453,10 +453,26 @@ fn check_target(cse: &Cse, nu: &str) -> M2mResult<()> {
         }
         return Ok(());
     }
-    if m2m_core::EntityId::parse(nu, &cse.id.home).is_ok() || m2m_core::Address::parse(nu).is_ok() {
+    if m2m_core::EntityId::parse(nu, &cse.id.home).is_ok() {
         return Ok(());
     }
-    Err(bad())
+    let Ok(addr) = m2m_core::Address::parse(nu) else {
+        return Err(bad());
+    };
+    // A target is an entity (TS-0001 table 9.6.8-2: an <AE> or <CSEBase>), never a virtual
+    // resource: a group's fanOutPoint answers for its members without asking them, and would
+    // carry every notification to all of them.
+    if crate::resolve::locality(cse, &addr) == crate::resolve::Locality::Local
+        && matches!(
+            crate::resolve::resolve(cse, &addr),
+            Ok(t) if !matches!(t, crate::resolve::Target::Resource(_))
+        )
+    {
+        return Err(M2mError::bad_request(
+            "notificationURI names a virtual resource, not an entity",
+        ));
+    }
+    Ok(())
 }
 
 /// The type's behaviour: criteria and targets checked, targets verified at creation and
