@@ -279,41 +279,16 @@ impl Cse {
         if let Some(object) = crate::secure_storage::addressed(&self, &addr) {
             return crate::secure_storage::serve(&self, &req, object, &peer);
         }
-        let target = resolve::resolve(&self, &addr)?;
-        // An announcement from a CSE below a registree is kept under that registree's record.
-        let target = crate::resources::ae_annc::placed(&self, &req, target, &peer)?;
-        // A semanticFanOutPoint is refused any other operation at the syntax check, before any
-        // access decision (TS-0004 clause 7.4.35.2).
-        if matches!(target, Target::SemanticFanOut(_)) && req.op != Operation::Retrieve {
-            return Err(M2mError::not_allowed(
-                "a semanticFanOutPoint answers RETRIEVE only",
-            ));
-        }
-        let (grant, assigned) = match access::authorize(&self, &req, &target, &peer) {
-            Ok(g) => (g, Vec::new()),
-            // No policy grants: a Dynamic Authorization Server may (TS-0004 clause 7.3.3.15).
-            Err(refusal) => {
-                let d = Box::pin(crate::dynamic_authorization::consult(
-                    &self, &req, &target, &peer, refusal,
-                ))
-                .await?;
-                (d.grant, d.assigned)
-            }
-        };
-        // Additions of a type to the authorization step (Recv-6.3), e.g. disableRetrieval.
-        match &target {
-            Target::Resource(r) => crate::resources::behaviour(r.ty).admits(&self, req.op, r)?,
-            Target::Latest(r) | Target::Oldest(r) => {
-                crate::resources::behaviour(r.ty).admits_latest_oldest(req.op, r)?
-            }
-            Target::FanOut { .. }
-            | Target::SemanticFanOut(_)
-            | Target::PollingChannelUri(_)
-            | Target::SelfReference(_) => {}
-        }
+        let decided = self.decide(&req, &addr, &peer).await?;
         // The hosting CSE performs the operation at its Operation Execution Time, not before;
-        // only an originator with the privilege waits for it.
-        crate::validity::wait_for_execution(deadlines).await;
+        // only an originator with the privilege waits for it. What changed meanwhile (the target
+        // deleted or made again under its name, a policy revoked, a time window closed) is
+        // decided on again: the operation acts on what is there when it runs.
+        let (target, grant, assigned) = if crate::validity::wait_for_execution(deadlines).await {
+            self.decide(&req, &addr, &peer).await?
+        } else {
+            decided
+        };
         // operationMonitor: the resource the operation addressed (a CREATE's parent); a set
         // lookup for any other.
         let monitored = match &target {
@@ -342,6 +317,50 @@ impl Cse {
             crate::subscription_events::on_operation(&self, &ri, op, discovery, &originator);
         }
         Ok(resp)
+    }
+
+    /// The target of a local request and whether its originator may perform it (TS-0004 clause
+    /// 7.3.3.15 and the type's additions to it, Recv-6.3): the target, the grant, and the
+    /// Role-IDs or tokens a Dynamic Authorization Server assigned.
+    async fn decide(
+        &self,
+        req: &Request,
+        addr: &Address,
+        peer: &Peer,
+    ) -> M2mResult<(Target, access::Grant, Vec<(String, String)>)> {
+        let target = resolve::resolve(self, addr)?;
+        // An announcement from a CSE below a registree is kept under that registree's record.
+        let target = crate::resources::ae_annc::placed(self, req, target, peer)?;
+        // A semanticFanOutPoint is refused any other operation at the syntax check, before any
+        // access decision (TS-0004 clause 7.4.35.2).
+        if matches!(target, Target::SemanticFanOut(_)) && req.op != Operation::Retrieve {
+            return Err(M2mError::not_allowed(
+                "a semanticFanOutPoint answers RETRIEVE only",
+            ));
+        }
+        let (grant, assigned) = match access::authorize(self, req, &target, peer) {
+            Ok(g) => (g, Vec::new()),
+            // No policy grants: a Dynamic Authorization Server may (TS-0004 clause 7.3.3.15).
+            Err(refusal) => {
+                let d = Box::pin(crate::dynamic_authorization::consult(
+                    self, req, &target, peer, refusal,
+                ))
+                .await?;
+                (d.grant, d.assigned)
+            }
+        };
+        // Additions of a type to the authorization step (Recv-6.3), e.g. disableRetrieval.
+        match &target {
+            Target::Resource(r) => crate::resources::behaviour(r.ty).admits(self, req.op, r)?,
+            Target::Latest(r) | Target::Oldest(r) => {
+                crate::resources::behaviour(r.ty).admits_latest_oldest(req.op, r)?
+            }
+            Target::FanOut { .. }
+            | Target::SemanticFanOut(_)
+            | Target::PollingChannelUri(_)
+            | Target::SelfReference(_) => {}
+        }
+        Ok((target, grant, assigned))
     }
 
     /// Carries out a request on its resolved, authorized target.

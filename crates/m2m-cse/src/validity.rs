@@ -222,13 +222,16 @@ fn not_permitted(req: &Request) -> M2mResult<()> {
     Ok(())
 }
 
-/// Waits for the Operation Execution Time, if any.
-pub async fn wait_for_execution(deadlines: &Deadlines) {
-    if let Some(at) = deadlines.execute_at {
-        if let Ok(wait) = (at - Utc::now()).to_std() {
-            tokio::time::sleep(wait).await;
-        }
-    }
+/// Waits for the Operation Execution Time, if any; whether it waited.
+pub async fn wait_for_execution(deadlines: &Deadlines) -> bool {
+    let Some(at) = deadlines.execute_at else {
+        return false;
+    };
+    let Ok(wait) = (at - Utc::now()).to_std() else {
+        return false;
+    };
+    tokio::time::sleep(wait).await;
+    true
 }
 
 /// Whether a result came after its Result Expiration Timestamp (then 4008, not the result).

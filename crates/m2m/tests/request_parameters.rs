@@ -205,3 +205,107 @@ fn unsupported_parameters_are_refused_not_ignored() {
     }
     assert_eq!(instances(base), 0, "nothing was created");
 }
+
+/// An operation delayed by its Operation Execution Time is decided on again when it runs: a
+/// DELETE granted for a resource acts on nothing that took its name during the wait, and a
+/// grant revoked during the wait no longer holds.
+#[test]
+fn a_delayed_operation_is_decided_again_when_it_runs() {
+    let (cse, owner) = params();
+    let base = cse.url().to_owned();
+    let other = register_ae(&base, "/cse-in", "Cother", "other", &[]);
+    // The owner lets the other AE create and delete in its container.
+    let acp = create_acp(
+        &base,
+        "/cse-in/params",
+        &owner,
+        "share",
+        vec![
+            acr(&[&owner], OP_ALL),
+            acr(&[&other], OP_CREATE | OP_DELETE | OP_RETRIEVE),
+        ],
+        vec![acr(&[&owner], OP_ALL)],
+    );
+    set_acpi(&base, "/cse-in/params/state", &owner, "m2m:cnt", &[&acp]);
+    let delayed_delete = |who: &str, path: &str| {
+        let (base, who, path) = (base.clone(), who.to_owned(), path.to_owned());
+        std::thread::spawn(move || {
+            raw(
+                "DELETE",
+                &base,
+                &path,
+                &[
+                    ("X-M2M-Origin", &who),
+                    ("X-M2M-RI", "late-delete"),
+                    ("X-M2M-RVI", "3"),
+                    ("X-M2M-OET", "2500"),
+                ],
+                b"",
+            )
+        })
+    };
+
+    // The other AE's instance, deleted late; meanwhile the owner deletes it and makes another
+    // resource under the same name, which the late DELETE must not touch.
+    let (rsc, b) = create(
+        &base,
+        "/cse-in/params/state",
+        &other,
+        3,
+        json!({ "m2m:cnt": { "rn": "x", "acpi": [acp] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let late = delayed_delete(&other, "/cse-in/params/state/x");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(delete(&base, "/cse-in/params/state/x", &owner).0, 2002);
+    let (rsc, b) = create(
+        &base,
+        "/cse-in/params/state",
+        &owner,
+        3,
+        json!({ "m2m:cnt": { "rn": "x", "acpi": [] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, _) = create(
+        &base,
+        "/cse-in/params/state/x",
+        &owner,
+        4,
+        json!({ "m2m:cin": { "con": "the owner's" } }),
+    );
+    assert_eq!(rsc, 2001);
+    let r = late.join().unwrap();
+    assert_eq!(r.rsc, 4103, "decided on the new resource: {:?}", r.body);
+    let (rsc, b) = retrieve(&base, "/cse-in/params/state/x/la", &owner);
+    assert_eq!(rsc, 2000, "the owner's resource and its child survive: {b}");
+
+    // A grant revoked during the wait.
+    let (rsc, b) = create(
+        &base,
+        "/cse-in/params/state",
+        &other,
+        3,
+        json!({ "m2m:cnt": { "rn": "y" } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let (rsc, b) = create(
+        &base,
+        "/cse-in/params/state/y",
+        &other,
+        3,
+        json!({ "m2m:cnt": { "rn": "z", "acpi": [acp] } }),
+    );
+    assert_eq!(rsc, 2001, "{b}");
+    let late = delayed_delete(&other, "/cse-in/params/state/y/z");
+    std::thread::sleep(Duration::from_millis(500));
+    let (rsc, b) = update(
+        &base,
+        "/cse-in/params/share",
+        &owner,
+        json!({ "m2m:acp": { "pv": { "acr": [acr(&[&owner], OP_ALL)] } } }),
+    );
+    assert_eq!(rsc, 2004, "{b}");
+    let r = late.join().unwrap();
+    assert_eq!(r.rsc, 4103, "the revoked grant: {:?}", r.body);
+    assert_eq!(retrieve(&base, "/cse-in/params/state/y/z", &owner).0, 2000);
+}
