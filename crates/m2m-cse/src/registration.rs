@@ -75,7 +75,8 @@ async fn register_once(cse: &Arc<Cse>) -> M2mResult<()> {
         Rsc::Conflict | Rsc::OriginatorHasAlreadyRegistered => {
             let mut update = Request::new(
                 Operation::Update,
-                format!("{}/{}", reg.resource_name, me.cse_id.bare()),
+                // By resourceID: the name may have been free-named (taken by something else).
+                me.cse_id.bare().to_owned(),
                 from.clone(),
                 rqi(),
             );
@@ -156,9 +157,10 @@ async fn publish_once(cse: &Cse, joining: &[CseId]) -> Result<(), String> {
     let _one = cse.publishing.one_at_a_time.lock().await;
     let dcse = crate::descendants::ours(cse, joining).map_err(|e| e.dbg)?;
     let me = &cse.id.cse_id;
+    // By resourceID: the registrar may have given the `<remoteCSE>` another name.
     let mut update = Request::new(
         Operation::Update,
-        format!("{}/{}", reg.resource_name, me.bare()),
+        me.bare().to_owned(),
         Some(me.sp_relative()),
         format!("dcse-{}", crate::context::random_suffix(10)),
     );

@@ -1032,3 +1032,82 @@ fn a_rogue_registree_gets_no_stem_and_no_loop() {
     let (_, copy) = retrieve(mn.url(), "/cse-mn/id-mn2/Smeter", ADMIN);
     assert_eq!(copy["m2m:aeA"]["lnk"], json!("/id-mn2/Smeter"), "{copy}");
 }
+
+/// Nothing a registree creates under the CSE-ID of a CSE keeps that CSE from registering: its
+/// `<remoteCSE>` gets a free name, and it registers again (after a restart) and publishes its
+/// descendants by resourceID.
+#[test]
+fn a_name_taken_first_keeps_no_cse_from_registering() {
+    for squat in ["ntp", "ae"] {
+        let pki = Pki::temp();
+        let in_cse = CseProcess::start_temp(&in_tls_config(&pki));
+        let u = in_cse.url();
+        let squatter = register_ae(u, "/cse-in", "Csquatter", "squatter", &[]);
+        let (rsc, b) = match squat {
+            "ntp" => create(
+                u,
+                "/cse-in",
+                &squatter,
+                26,
+                json!({ "m2m:ntp": { "rn": "id-mn", "acn": 1, "plbl": "mine" } }),
+            ),
+            _ => create(
+                u,
+                "/cse-in",
+                "Cnamed",
+                2,
+                json!({ "m2m:ae": { "rn": "id-mn", "api": "Nnamed", "rr": false, "srv": ["3"] } }),
+            ),
+        };
+        assert_eq!(rsc, 2001, "{squat} named id-mn: {b}");
+        let mn = CseProcess::start_temp(&mn_config(in_cse.https_url(), &pki));
+        let registered = |mn: &CseProcess| {
+            poll(WAIT, || {
+                let (rsc, b) = retrieve(u, "/id-mn", ADMIN);
+                (rsc == 2000 && b["m2m:csr"]["poa"] == json!([mn.https_url()])).then_some(b)
+            })
+        };
+        let csr = registered(&mn).unwrap_or_else(|| {
+            panic!(
+                "{squat}: the MN did not register\nIN:\n{}\nMN:\n{}",
+                in_cse.stderr(),
+                mn.stderr()
+            )
+        });
+        let rn = csr["m2m:csr"]["rn"].as_str().unwrap_or_default().to_owned();
+        assert!(rn.starts_with("id-mn-"), "{squat}: a free name: {csr}");
+        let (rsc, b) = retrieve(u, &format!("/cse-in/{rn}"), ADMIN);
+        assert_eq!((rsc, &b["m2m:csr"]["csi"]), (2000, &json!("/id-mn")), "{b}");
+        let (rsc, b) = retrieve(u, "/cse-in/id-mn", ADMIN);
+        assert_eq!(rsc, 2000, "{b}");
+        assert!(
+            b.get("m2m:csr").is_none(),
+            "{squat}: the squatter's resource stays its own: {b}"
+        );
+        // Retargeting reaches the MN through its record.
+        let dev = register_ae(mn.url(), "/cse-mn", "Cdev", "dev", &[]);
+        let acp = create_acp(
+            mn.url(),
+            "/cse-mn/dev",
+            &dev,
+            "acp",
+            vec![acr(&["/id-in/CAdmin"], OP_RETRIEVE), acr(&[&dev], OP_ALL)],
+            vec![acr(&[&dev], OP_ALL)],
+        );
+        set_acpi(mn.url(), "/cse-mn/dev", &dev, "m2m:ae", &[&acp]);
+        let (rsc, b) = retrieve(u, "/~/id-mn/cse-mn/dev", ADMIN);
+        assert_eq!(rsc, 2000, "{squat}: retargeting: {b}");
+        // A restart registers again (an UPDATE of the record, by its resourceID).
+        let mn = mn.restart();
+        assert!(
+            registered(&mn).is_some(),
+            "{squat}: the restarted MN updates its record\nMN:\n{}",
+            mn.stderr()
+        );
+        assert!(
+            !mn.stderr().contains("registration failed"),
+            "{}",
+            mn.stderr()
+        );
+    }
+}

@@ -175,7 +175,10 @@ pub async fn prepare_registration(
 ) -> M2mResult<super::Prepared> {
     check_link(call, attrs, cse_ri).await?;
     let prepared = own(attrs)?;
-    if !attrs.contains_key("rn") {
+    // An entity that names itself by its own ID (a CSE's `<remoteCSE>` by its CSE-ID) gets a
+    // free variant when something else took that name first, as one that names nothing.
+    let own_id = attrs.get("rn").and_then(Value::as_str) == prepared.ri.as_deref();
+    if !attrs.contains_key("rn") || own_id {
         if let Some(ri) = &prepared.ri {
             let rn = super::free_name(call.cse, parent, ri);
             attrs.insert("rn".into(), Value::from(rn));
