@@ -7,7 +7,6 @@
 
 use crate::association::Peer;
 use crate::context::Context;
-use crate::resolve::local_resource;
 use crate::resolve::Target;
 use crate::store::{string_list, Resource};
 use m2m_core::EntityId;
@@ -886,7 +885,7 @@ fn load_acps(cse: &Context, ids: &[String], self_privileges: bool) -> Vec<(Strin
     let attr = if self_privileges { "pvs" } else { "pv" };
     ids.iter()
         .filter_map(|id| {
-            let acp = local_resource(cse, id)?;
+            let acp = crate::access_references::stored(cse, id)?;
             if acp.ty != ResourceType::AccessControlPolicy {
                 return None;
             }
@@ -907,6 +906,11 @@ impl GroupResolver for StoreGroups<'_> {
             return GroupLookup::NotAGroup;
         };
         if crate::resolve::locality(self.cse, &addr) != crate::resolve::Locality::Local {
+            return GroupLookup::NotAGroup;
+        }
+        // A group is named by its resourceID (pinned when the policy was written): one named by
+        // its place would be whatever group was made there last.
+        if crate::access_references::names_a_place(self.cse, id) {
             return GroupLookup::NotAGroup;
         }
         match crate::resolve::resolve(self.cse, &addr) {

@@ -11,9 +11,14 @@
 //! type on this CSE: 4000 otherwise) and stored as that resource's resourceID, which no later
 //! resource takes. A reference to another CSE's resource is refused (`acpi`, `macp`, `daci`) or
 //! never matches (`acor`), as before.
+//!
+//! The access decision reads references by resourceID only ([`stored`]): one still written as a
+//! place, in a store older than this rule, decides nothing. Those stores are pinned once at start
+//! ([`pin_stored`]): what each such reference names then is what it keeps naming.
 
 use crate::context::Context;
 use crate::resolve::{local_resource, locality, Locality};
+use crate::store::Resource;
 use m2m_core::{Address, EntityId, M2mError, M2mResult, ResourceType};
 use serde_json::{Map, Value};
 
@@ -61,17 +66,25 @@ fn pin_list(
     };
     for id in ids.iter_mut() {
         let Value::String(s) = id else { continue };
-        match local_resource(cse, s) {
-            Some(r) if r.ty == want => *s = r.ri().to_owned(),
-            _ => {
-                return Err(M2mError::bad_request(format!(
-                    "{long_name}: '{s}' is not {} of this CSE",
-                    article(want)
-                )))
-            }
+        if !pin_one(cse, s, want) {
+            return Err(M2mError::bad_request(format!(
+                "{long_name}: '{s}' is not {} of this CSE",
+                article(want)
+            )));
         }
     }
     Ok(())
+}
+
+/// Rewrites `id` to the resourceID of the `want` resource it names here; false when it names none.
+fn pin_one(cse: &Context, id: &mut String, want: ResourceType) -> bool {
+    match local_resource(cse, id) {
+        Some(r) if r.ty == want => {
+            *id = r.ri().to_owned();
+            true
+        }
+        _ => false,
+    }
 }
 
 fn article(ty: ResourceType) -> &'static str {
@@ -87,35 +100,39 @@ fn article(ty: ResourceType) -> &'static str {
 /// entry must name a `<group>` here and becomes its resourceID. AE-IDs, CSE-IDs, patterns,
 /// domains and `all` are originators, not places, and stay as written.
 fn pin_originators(cse: &Context, privileges: &mut Value) -> M2mResult<()> {
-    let Some(Value::Array(rules)) = privileges.get_mut("acr") else {
-        return Ok(());
-    };
-    for rule in rules {
-        let Some(Value::Array(acor)) = rule.get_mut("acor") else {
-            continue;
-        };
-        for entry in acor {
-            let Value::String(s) = entry else { continue };
-            if !names_a_place(cse, s) {
-                continue;
-            }
-            match local_resource(cse, s) {
-                Some(g) if g.ty == ResourceType::Group => *s = g.ri().to_owned(),
-                _ => {
-                    return Err(M2mError::bad_request(format!(
-                        "accessControlOriginators: '{s}' names no group of this CSE"
-                    )))
-                }
-            }
+    for entry in places_in_acor(cse, privileges) {
+        if !pin_one(cse, entry, ResourceType::Group) {
+            return Err(M2mError::bad_request(format!(
+                "accessControlOriginators: '{entry}' names no group of this CSE"
+            )));
         }
     }
     Ok(())
 }
 
+/// The `acor` entries of one `pv` or `pvs` that name a resource of this CSE by its place.
+fn places_in_acor<'v>(cse: &Context, privileges: &'v mut Value) -> Vec<&'v mut String> {
+    let Some(Value::Array(rules)) = privileges.get_mut("acr") else {
+        return Vec::new();
+    };
+    rules
+        .iter_mut()
+        .filter_map(|rule| match rule.get_mut("acor") {
+            Some(Value::Array(acor)) => Some(acor),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|entry| match entry {
+            Value::String(s) if names_a_place(cse, s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether an acor entry addresses a resource of this CSE by where it sits rather than by its
 /// resourceID: a path of more than one segment, or one that starts at the CSEBase (its name or
 /// `-`). A single segment is a resourceID or an AE-ID-Stem, both fixed for good.
-fn names_a_place(cse: &Context, entry: &str) -> bool {
+pub(crate) fn names_a_place(cse: &Context, entry: &str) -> bool {
     if entry == "all" || entry.contains('*') {
         return false;
     }
@@ -131,4 +148,76 @@ fn names_a_place(cse: &Context, entry: &str) -> bool {
         (Some(_), Some(_)) => true,
         (None, _) => false,
     }
+}
+
+/// A stored reference (`acpi`, `macp`, `daci`, an `acor` group) as the access decision reads
+/// it: by resourceID only. One written as a place (before references were pinned, and not
+/// pinned at start because it named nothing then) names nothing.
+pub fn stored(cse: &Context, id: &str) -> Option<Resource> {
+    if names_a_place(cse, id) {
+        return None;
+    }
+    local_resource(cse, id)
+}
+
+/// The store's task of pinning the references written before they were pinned when written.
+pub(crate) const PIN_TASK: &str = "pin-access-references";
+
+/// Pins, once, the references of a store written before this rule: each that names a resource
+/// of its type now becomes its resourceID; one that names nothing stays and decides nothing
+/// ([`stored`]). Run at start, before any listener opens.
+pub(crate) async fn pin_stored(cse: &Context) -> M2mResult<()> {
+    if !cse.store.read(|r| r.upkeep_pending(PIN_TASK))? {
+        return Ok(());
+    }
+    let mut changed = Vec::new();
+    let types = ResourceType::ALL.into_iter().filter(|t| {
+        t.has_acpi() || matches!(t, ResourceType::Group | ResourceType::AccessControlPolicy)
+    });
+    for ty in types {
+        for mut res in cse.store.read(|r| r.all_of_type(ty))? {
+            if pin_attributes(cse, &mut res.attrs) {
+                changed.push(res);
+            }
+        }
+    }
+    let pinned = changed.len();
+    cse.store
+        .write(move |w| {
+            for res in &changed {
+                w.update(res)?;
+            }
+            w.upkeep_done(PIN_TASK)
+        })
+        .await?;
+    if pinned > 0 {
+        tracing::info!(target: "audit", resources = pinned, "access references written by name pinned to the resourceIDs they name");
+    }
+    Ok(())
+}
+
+/// Pins what names a resource of its type among the stored attributes; whether any changed.
+fn pin_attributes(cse: &Context, attrs: &mut Map<String, Value>) -> bool {
+    let mut changed = false;
+    for (attr, want) in [
+        ("acpi", ResourceType::AccessControlPolicy),
+        ("macp", ResourceType::AccessControlPolicy),
+        ("daci", ResourceType::DynamicAuthorizationConsultation),
+    ] {
+        if let Some(Value::Array(ids)) = attrs.get_mut(attr) {
+            for id in ids.iter_mut() {
+                if let Value::String(s) = id {
+                    changed |= names_a_place(cse, s) && pin_one(cse, s, want);
+                }
+            }
+        }
+    }
+    for privileges in ["pv", "pvs"] {
+        if let Some(pv) = attrs.get_mut(privileges) {
+            for entry in places_in_acor(cse, pv) {
+                changed |= pin_one(cse, entry, ResourceType::Group);
+            }
+        }
+    }
+    changed
 }

@@ -24,7 +24,7 @@ use crate::access::Grant;
 use crate::association::Peer;
 use crate::config::{Config, DynamicAuthorizationSection};
 use crate::context::Context;
-use crate::resolve::{local_resource, Target};
+use crate::resolve::Target;
 use crate::store::{string_list, Resource};
 use m2m_core::{EntityId, RoleId};
 use m2m_core::{M2mError, M2mResult, Operation, Request, ResourceType};
@@ -760,7 +760,7 @@ fn linked_consultations(cse: &Context, subject: &Resource) -> Vec<Resource> {
         if !daci.is_empty() {
             return daci
                 .iter()
-                .filter_map(|id| local_resource(cse, id))
+                .filter_map(|id| crate::access_references::stored(cse, id))
                 .filter(|d| d.ty == ResourceType::DynamicAuthorizationConsultation)
                 .filter(|d| d.attrs.get("dae") == Some(&Value::Bool(true)))
                 .collect();

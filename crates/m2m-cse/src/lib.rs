@@ -421,6 +421,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     descendants::judge_stored(&cse)
         .await
         .map_err(|e| anyhow::anyhow!(e.dbg))?;
+    access_references::pin_stored(&cse)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.dbg))?;
     let limits = cse.config().transport_limits();
     let binder = Arc::new(http_server::CseBinder {
         cse: Arc::clone(&cse),

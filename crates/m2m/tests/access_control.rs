@@ -1416,3 +1416,93 @@ fn references_keep_to_the_resource_they_named() {
     assert_eq!(rsc, 2001, "{b}");
     assert_eq!(b["m2m:cnt"]["daci"], json!([dac["m2m:dac"]["ri"]]), "{b}");
 }
+
+/// A store written before references were pinned (schema version 5) is pinned once at start:
+/// a structured acpi entry naming a policy then keeps naming it; one naming nothing decides
+/// nothing, whatever is made at its place later.
+#[test]
+fn references_stored_by_name_are_pinned_at_start() {
+    let g = guest();
+    let u = g.cse.url().to_owned();
+    let owner = g.owner.clone();
+    let (_, b) = retrieve(&u, "/cse-in/owner/acp", &owner);
+    let acp = b["m2m:acp"]["ri"].as_str().unwrap().to_owned();
+    let guest_acp = create_acp(
+        &u,
+        "/cse-in/owner",
+        &owner,
+        "guestp",
+        vec![acr(&[&g.guest], OP_RETRIEVE)],
+        vec![acr(&[&owner], OP_ALL)],
+    );
+    let (_, b) = retrieve(&u, "/cse-in/owner/c", &owner);
+    let c = b["m2m:cnt"]["ri"].as_str().unwrap().to_owned();
+    let data = g.cse.data_dir().to_owned();
+    let mut cse = g.cse;
+    cse.kill9();
+    // As an earlier version stored it: names, and no task to pin them.
+    let db = rusqlite::Connection::open(data.join("resources.db")).unwrap();
+    let doc: String = db
+        .query_row("SELECT doc FROM resources WHERE ri = ?1", [&c], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut v: Value = serde_json::from_str(&doc).unwrap();
+    let by_name = json!(["cse-in/owner/guestp", "cse-in/owner/later", acp]);
+    match v.get_mut("acpi") {
+        Some(a) => *a = by_name,
+        None => {
+            let inner = v.as_object_mut().unwrap().values_mut().next().unwrap();
+            inner["acpi"] = by_name;
+        }
+    }
+    db.execute(
+        "UPDATE resources SET doc = ?1 WHERE ri = ?2",
+        rusqlite::params![v.to_string(), c],
+    )
+    .unwrap();
+    db.execute_batch("DROP TABLE upkeep; PRAGMA user_version = 5;")
+        .unwrap();
+    drop(db);
+    let cse = cse.restart();
+    let u = cse.url().to_owned();
+    let (rsc, b) = retrieve(&u, "/cse-in/owner/c", &owner);
+    assert_eq!(rsc, 2000, "{b}");
+    assert_eq!(
+        b["m2m:cnt"]["acpi"],
+        json!([guest_acp, "cse-in/owner/later", acp]),
+        "pinned what it named, kept what names nothing"
+    );
+    assert!(
+        cse.logged("access references written by name pinned"),
+        "{}",
+        cse.stderr()
+    );
+    ok(
+        &retrieve_full(&u, "/cse-in/owner/c/la", &g.guest),
+        2000,
+        "the guest through the pinned policy",
+    );
+    // A policy made later at the place the other entry names decides nothing.
+    create_acp(
+        &u,
+        "/cse-in/owner",
+        &owner,
+        "later",
+        vec![acr(&["Cstranger"], OP_ALL)],
+        vec![acr(&[&owner], OP_ALL)],
+    );
+    let stranger = registered(&u, "Cstranger", "stranger", "Nstranger");
+    refused(
+        &retrieve_full(&u, "/cse-in/owner/c/la", &stranger),
+        4103,
+        "a policy at the place of an unpinned name",
+    );
+    // Once: the next start has nothing to pin.
+    let cse = cse.restart();
+    assert!(
+        !cse.logged("access references written by name pinned"),
+        "{}",
+        cse.stderr()
+    );
+}

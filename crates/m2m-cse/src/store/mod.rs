@@ -827,6 +827,14 @@ impl Reader<'_> {
     pub fn all_of_type(&self, ty: ResourceType) -> M2mResult<Vec<Resource>> {
         self.many(OF_TYPE, [ty.code()])
     }
+
+    /// Whether the one-off task `task` (a migration's work the CSE does at start) is still to do.
+    pub fn upkeep_pending(&self, task: &str) -> M2mResult<bool> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM upkeep WHERE task = ?1")
+            .and_then(|mut s| s.exists([task]))
+            .map_err(internal)
+    }
 }
 
 /// Changes inside one write transaction. Dereferences to [`Reader`] for reads that must see them.
@@ -1072,6 +1080,16 @@ impl Writer<'_> {
     }
 
     /// Frees the AE-ID `ae_id` (its stem) for whoever the registration rules admit.
+    /// Marks the one-off task `task` done (with the changes it made, in this transaction).
+    pub fn upkeep_done(&self, task: &str) -> M2mResult<()> {
+        self.reader
+            .conn
+            .prepare_cached("DELETE FROM upkeep WHERE task = ?1")
+            .and_then(|mut s| s.execute([task]))
+            .map_err(internal)?;
+        Ok(())
+    }
+
     pub fn release_ae_id(&self, ae_id: &str) -> M2mResult<()> {
         self.reader
             .conn

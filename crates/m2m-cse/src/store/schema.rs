@@ -22,7 +22,7 @@ use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 /// Version 1: the resource table before discovery had indexes of its own.
 const TABLES_V1: &str = "
@@ -98,6 +98,15 @@ ALTER TABLE ae_id_holders ADD COLUMN registered_with TEXT;
 UPDATE ae_id_holders SET registered_with = credential_id;
 ";
 
+/// What version 6 adds: work left for the CSE to do once at its next start, by name
+/// (`Reader::upkeep_pending`). The references that decide access, kept as the resourceIDs they
+/// name since this version, are pinned in the resources stored before it
+/// (`access_references::pin_stored`).
+const TABLES_V6: &str = "
+CREATE TABLE upkeep (task TEXT PRIMARY KEY);
+INSERT INTO upkeep (task) VALUES ('pin-access-references');
+";
+
 /// Brings the database to [`VERSION`]: creates it, or migrates an earlier one in one
 /// transaction (all or nothing). A database of a later version is refused, not guessed at.
 pub fn prepare(conn: &Connection) -> anyhow::Result<()> {
@@ -128,7 +137,7 @@ pub fn prepare(conn: &Connection) -> anyhow::Result<()> {
     }
 }
 
-/// Version 0 (new, or written before versions were recorded), 1, 2, 3 or 4 to [`VERSION`];
+/// Version 0 (new, or written before versions were recorded), 1, 2, 3, 4 or 5 to [`VERSION`];
 /// returns the rows filled.
 fn migrate(conn: &Connection) -> anyhow::Result<u64> {
     // Read again inside the transaction: another connection may have migrated meanwhile.
@@ -143,7 +152,10 @@ fn migrate(conn: &Connection) -> anyhow::Result<u64> {
     if version < 4 {
         conn.execute_batch(TABLES_V4)?;
     }
-    conn.execute_batch(COLUMNS_V5)?;
+    if version < 5 {
+        conn.execute_batch(COLUMNS_V5)?;
+    }
+    conn.execute_batch(TABLES_V6)?;
     conn.pragma_update(None, "user_version", VERSION)?;
     Ok(rows)
 }
@@ -380,5 +392,33 @@ mod tests {
                 ("Cmeter".to_owned(), m.clone(), m),
             ]
         );
+    }
+
+    /// A version 5 database gets the one-off task of pinning its access references, once.
+    #[test]
+    fn a_version_5_database_is_given_its_references_to_pin() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(TABLES_V1).unwrap();
+        conn.execute_batch(COLUMNS_V2).unwrap();
+        conn.execute_batch(INDEXES_V2).unwrap();
+        conn.execute_batch(COLUMNS_V3).unwrap();
+        conn.execute_batch(TABLES_V4).unwrap();
+        conn.execute_batch(COLUMNS_V5).unwrap();
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        prepare(&conn).unwrap();
+        let tasks: Vec<String> = conn
+            .prepare("SELECT task FROM upkeep")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(tasks, vec!["pin-access-references".to_owned()]);
+        conn.execute_batch("DELETE FROM upkeep").unwrap();
+        prepare(&conn).unwrap();
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM upkeep", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0, "a database of this version is not migrated again");
     }
 }
