@@ -31,6 +31,10 @@ pub struct Peer {
     /// How many group fan-outs (`fopt`, `sfop`) this request is inside: a group that lists
     /// itself, or groups listing each other, would otherwise fan out without end.
     pub fan_out_depth: u8,
+    /// The member requests the fan-out tree this request is inside may still make, shared by
+    /// all its levels (`None` outside a fan-out): depth alone lets K groups listing each other
+    /// make K to the power of the depth requests.
+    pub fan_out_budget: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl Default for Peer {
@@ -44,6 +48,7 @@ impl Default for Peer {
             by_action: false,
             via_mqtt_server: false,
             fan_out_depth: 0,
+            fan_out_budget: None,
         }
     }
 }

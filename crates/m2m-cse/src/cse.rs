@@ -218,6 +218,15 @@ impl Cse {
                 ));
             }
         }
+        // A NOTIFY this CSE is relaying to a pointOfAccess, back here from outside (a fan-out's
+        // member requests are this CSE's own): the pointOfAccess leads here.
+        if req.op == Operation::Notify && peer.fan_out_depth == 0 && self.is_relaying(&req) {
+            tracing::warn!(target: "audit", rqi = %req.rqi, "a notification came back to the CSE relaying it (a pointOfAccess leads here): refused");
+            return Err(M2mError::new(
+                m2m_core::ResponseStatusCode::TargetNotReachable,
+                "the notification came back to the CSE relaying it",
+            ));
+        }
         let mut req = req;
         let deadlines = crate::validity::check(&mut req, self.now())?;
         // The secure storage answers blocking requests only: a <request> would keep what is

@@ -182,7 +182,7 @@ pub async fn fan_out(
     if members.is_empty() {
         return Err(M2mError::new(Rsc::NoMembers, "the group has no members"));
     }
-    let peer = nested(peer, &rest)?;
+    let peer = nested(peer, &rest, members.len())?;
     // Members on member hosting CSEs of a multicast group get one datagram (TS-0004 clause
     // 7.4.14.2.6); the others a request each.
     // Only for an originator something proves (as for retargeting): a claim never makes
@@ -286,13 +286,21 @@ fn is_virtual_reference(member: &str) -> bool {
 /// Groups of groups fan out this many levels deep at most.
 pub(crate) const MAX_FAN_OUT_DEPTH: u8 = 3;
 
+/// Member requests one fan-out makes at most, its nested levels together: as many as one group
+/// may have members (`limits.max_group_members`' default).
+pub(crate) const MAX_FAN_OUT_REQUESTS: usize = 10_000;
+
 /// The peer of a fan-out's member requests, one level deeper. A fan-out whose levels would go
 /// deeper than [`MAX_FAN_OUT_DEPTH`] (a group in its own memberIDs, or groups naming each other,
 /// here or on other CSEs) is refused before any member is asked: the levels still to come are the
 /// `fopt`s of `rest`, each consumed by one level, and those already made here are the peer's. A
 /// request arriving from another CSE holds no depth of this CSE's, but its path only holds the
 /// levels left of its own bound, so the levels of all CSEs together stay within it.
-pub(crate) fn nested(mut peer: Peer, rest: &str) -> M2mResult<Peer> {
+///
+/// Each level also takes its `members` out of the budget of member requests the whole tree
+/// shares ([`MAX_FAN_OUT_REQUESTS`]): a level beyond it is 5207 NOT_ACCEPTABLE (the member that
+/// led there answers so in the aggregate), before any of its members is asked.
+pub(crate) fn nested(mut peer: Peer, rest: &str, members: usize) -> M2mResult<Peer> {
     // A semanticFanOutPoint at the end is one more level (its members are retrieved).
     let to_come = rest
         .split('/')
@@ -303,6 +311,19 @@ pub(crate) fn nested(mut peer: Peer, rest: &str) -> M2mResult<Peer> {
         return Err(M2mError::bad_request(format!(
             "groups fan out {MAX_FAN_OUT_DEPTH} levels deep at most"
         )));
+    }
+    let budget = peer
+        .fan_out_budget
+        .get_or_insert_with(|| Arc::new(std::sync::atomic::AtomicUsize::new(MAX_FAN_OUT_REQUESTS)));
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    if budget
+        .fetch_update(ordering, ordering, |left| left.checked_sub(members))
+        .is_err()
+    {
+        return Err(M2mError::new(
+            Rsc::NotAcceptable,
+            format!("one fan-out makes {MAX_FAN_OUT_REQUESTS} member requests at most, its nested groups together"),
+        ));
     }
     peer.fan_out_depth += 1;
     Ok(peer)

@@ -43,6 +43,28 @@ pub struct Delivery {
     pub(crate) mqtt: OnceLock<Arc<dyn MqttServer>>,
     /// What the Upper Tester interface changed (conformance testing only).
     pub(crate) testing: crate::overrides::Overrides,
+    /// The NOTIFYs on their way to a pointOfAccess, by originator (From) and Request
+    /// Identifier, each with how many: one that arrives back here meanwhile came through a
+    /// pointOfAccess that leads to this CSE ([`Delivery::is_relaying`]).
+    relaying: Mutex<HashMap<(String, String), usize>>,
+}
+
+/// One NOTIFY on its way to a pointOfAccess, counted in [`Delivery::relaying`] until dropped.
+struct Relaying<'d> {
+    delivery: &'d Delivery,
+    key: (String, String),
+}
+
+impl Drop for Relaying<'_> {
+    fn drop(&mut self) {
+        let mut map = self.delivery.relaying();
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl std::ops::Deref for Delivery {
@@ -103,6 +125,27 @@ impl Delivery {
             websockets: Default::default(),
             mqtt: Default::default(),
             testing: Default::default(),
+            relaying: Default::default(),
+        }
+    }
+
+    fn relaying(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), usize>> {
+        self.relaying.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the NOTIFY `req` (its From and Request Identifier) is on its way from this CSE to
+    /// an AE's pointOfAccess: arriving here, it came back through an address that leads to this
+    /// CSE (or to a group of it), and relaying it again would go round without end.
+    pub(crate) fn is_relaying(&self, req: &Request) -> bool {
+        self.relaying().contains_key(&relay_key(req))
+    }
+
+    fn start_relaying(&self, req: &Request) -> Relaying<'_> {
+        let key = relay_key(req);
+        *self.relaying().entry(key.clone()).or_default() += 1;
+        Relaying {
+            delivery: self,
+            key,
         }
     }
 
@@ -383,8 +426,13 @@ pub async fn relay_to_ae(cse: &Delivery, mut req: Request, ae: &Resource) -> M2m
         return server.send(&cse.ctx, &poa, &entity, &req, ser).await;
     }
     let rqi = req.rqi.clone();
+    let _relaying = cse.start_relaying(&req);
     let answer = client.send_to_url_as(&poa, &req, ser).await;
     only_the_status(answer, &rqi, ae.ri())
+}
+
+fn relay_key(req: &Request) -> (String, String) {
+    (req.from.clone().unwrap_or_default(), req.rqi.clone())
 }
 
 /// What the requester of a NOTIFY learns of the answer at an AE's pointOfAccess: its status

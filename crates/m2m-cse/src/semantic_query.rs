@@ -213,7 +213,6 @@ pub async fn fan_out(
             "a semanticFanOutPoint answers a semanticsFilter",
         ));
     }
-    let peer = crate::group::nested(peer, "")?;
     let mut members = crate::store::string_list(group.attrs.get("mid"));
     // As many members as one discovery reads: a query over part of them would answer wrongly,
     // a discovery says its answer is partial.
@@ -229,6 +228,7 @@ pub async fn fan_out(
         members.truncate(limit);
         partial = true;
     }
+    let peer = crate::group::nested(peer, "", members.len())?;
     let calls = members.iter().enumerate().map(|(i, m)| {
         let mut r = Request::new(
             m2m_core::Operation::Retrieve,

@@ -620,3 +620,49 @@ fn a_fan_out_is_decided_by_the_group_before_any_member() {
     assert_eq!(rsc, 2000, "{b}");
     assert!(rsps(&b).iter().all(|r| r["rsc"] == json!(2001)), "{b}");
 }
+
+/// Groups that all list each other: depth bounds the levels, and a budget shared by the levels
+/// bounds the member requests of one fan-out (22 groups three levels deep would be 22^3), so one
+/// GET cannot make the CSE do ten thousand times its work. What the budget stops answers 5207.
+#[test]
+fn one_fan_out_makes_a_bounded_number_of_member_requests() {
+    let (cse, ae) = setup();
+    let u = cse.url();
+    let names: Vec<String> = (0..22).map(|i| format!("g{i}")).collect();
+    for rn in &names {
+        let r = create_group(u, &ae, json!({ "rn": rn, "mt": 9, "mnm": 100, "mid": [] }));
+        assert_eq!(r.rsc, 2001, "{:?}", r.body);
+    }
+    let all: Vec<String> = names.iter().map(|n| format!("cse-in/app/{n}")).collect();
+    for rn in &names {
+        let (rsc, b) = update(
+            u,
+            &format!("/cse-in/app/{rn}"),
+            &ae,
+            json!({ "m2m:grp": { "mid": all } }),
+        );
+        assert_eq!(rsc, 2004, "{b}");
+    }
+    let (rsc, b) = retrieve(u, "/cse-in/app/g0/fopt/fopt/fopt", &ae);
+    assert_eq!(rsc, 2000, "{b}");
+    // Every member request made is one member response somewhere in the aggregate tree.
+    fn walk(agr: &Value, asked: &mut usize, stopped: &mut usize) {
+        for rsp in agr["m2m:agr"]["m2m:rsp"].as_array().into_iter().flatten() {
+            *asked += 1;
+            if rsp["rsc"] == json!(5207) {
+                *stopped += 1;
+            }
+            walk(&rsp["pc"], asked, stopped);
+        }
+    }
+    let (mut asked, mut stopped) = (0, 0);
+    walk(&b, &mut asked, &mut stopped);
+    assert!(stopped > 0, "the budget stopped part of the fan-out");
+    assert!(asked <= 10_000, "{asked} member requests");
+    assert!(
+        asked > 22 + 22 * 22,
+        "the budget is spent, not refused up front: {asked}"
+    );
+    // The CSE still answers.
+    assert_eq!(retrieve(u, "/cse-in/app/g1", &ae).0, 2000);
+}

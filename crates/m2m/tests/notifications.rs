@@ -797,3 +797,88 @@ fn a_virtual_resource_is_no_notification_target() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(member_rx.count(|_| true), 0, "nothing reached the member");
 }
+
+/// A pointOfAccess that leads back to the CSE (to the AE itself, to another AE whose
+/// pointOfAccess leads back, to a group of such AEs) does not make a NOTIFY go round: it comes
+/// back once, is refused as a loop, and the CSE keeps answering.
+#[test]
+fn a_point_of_access_leading_back_makes_no_loop() {
+    let cse = CseProcess::start_in();
+    let u = cse.url().to_owned();
+    let a = register_ae(
+        &u,
+        "/cse-in",
+        "Cloopa",
+        "loopa",
+        &[&format!("{u}/cse-in/loopa")],
+    );
+    let sgn = json!({ "m2m:sgn": { "nev": { "rep": {}, "net": 1 } } });
+    let back = |n: usize| {
+        poll(WAIT, || {
+            (cse.stderr()
+                .matches("came back to the CSE relaying it")
+                .count()
+                >= n)
+                .then_some(())
+        })
+        .is_some()
+    };
+    let (rsc, b) = notify(&u, "/cse-in/loopa", &a, sgn.clone());
+    assert_eq!(rsc, 5103, "{b}");
+    assert!(back(1), "the loop was cut:\n{}", cse.stderr());
+    // Two AEs pointing at each other.
+    let b_ae = register_ae(
+        &u,
+        "/cse-in",
+        "Cloopb",
+        "loopb",
+        &[&format!("{u}/cse-in/loopa")],
+    );
+    let (rsc, _) = update(
+        &u,
+        "/cse-in/loopa",
+        &a,
+        json!({ "m2m:ae": { "poa": [format!("{u}/cse-in/loopb")] } }),
+    );
+    assert_eq!(rsc, 2004);
+    let acp = create_acp(
+        &u,
+        "/cse-in/loopa",
+        &a,
+        "acp",
+        vec![acr(&[&a, &b_ae], OP_ALL)],
+        vec![acr(&[&a], OP_ALL)],
+    );
+    set_acpi(&u, "/cse-in/loopa", &a, "m2m:ae", &[&acp]);
+    let (rsc, b) = notify(&u, "/cse-in/loopb", &b_ae, sgn.clone());
+    assert_eq!(rsc, 5103, "{b}");
+    assert!(back(2), "the ping-pong was cut:\n{}", cse.stderr());
+    // A group of AEs whose pointsOfAccess lead to the group's fanOutPoint.
+    let (rsc, g) = create(
+        &u,
+        "/cse-in/loopb",
+        &b_ae,
+        9,
+        json!({ "m2m:grp": { "rn": "g", "mt": 2, "mnm": 10, "mid": [b_ae] } }),
+    );
+    assert_eq!(rsc, 2001, "{g}");
+    let (rsc, _) = update(
+        &u,
+        "/cse-in/loopb",
+        &b_ae,
+        json!({ "m2m:ae": { "poa": [format!("{u}/cse-in/loopb/g/fopt")] } }),
+    );
+    assert_eq!(rsc, 2004);
+    let (rsc, b) = notify(&u, "/cse-in/loopb", &b_ae, sgn);
+    assert_eq!(rsc, 5103, "{b}");
+    assert!(
+        back(3),
+        "the loop through the group was cut:\n{}",
+        cse.stderr()
+    );
+    assert_eq!(
+        retrieve(&u, "/cse-in/loopa", &a).0,
+        2000,
+        "the CSE still answers"
+    );
+}
