@@ -68,6 +68,21 @@ fn refuse_outlived(cse: &Cse, res: &Resource, content: &Map<String, Value>) -> M
 /// (`m2m:cnt` sent to an `<action>`) is well-formed but not acceptable there: 4102
 /// CONTENTS_UNACCEPTABLE. A root that names no resource type is malformed (4000, as
 /// `content_of` says).
+/// announceTo (`at`): this CSE announces no resource (TS-0001 clause 9.6.1.3; only
+/// the `<AEAnnc>` of an S-stem AE-ID, which it keeps for registration, is an announced type
+/// here). A list of targets would be stored and claim an announcement that never happens: the
+/// feature is not supported, 5001 (TS-0004 clause 7.3.2.1). An empty list, or null, asks for
+/// nothing.
+fn refuse_announcement(content: &Map<String, Value>) -> M2mResult<()> {
+    match content.get("at") {
+        Some(Value::Array(targets)) if !targets.is_empty() => Err(M2mError::new(
+            Rsc::NotImplemented,
+            "announcement (announceTo) is not supported",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn refuse_another_type(req: &Request, res: &Resource) -> M2mResult<()> {
     let Some(root) = req
         .pc
@@ -205,6 +220,7 @@ pub async fn create(
     }
     let content = content_of(&req, ty)?;
     schema::validate_create(ty, &content)?;
+    refuse_announcement(&content)?;
     let originator = req.from.clone().unwrap_or_default();
 
     // rcn 9 on a CREATE: the attributes the CSE set or changed (TS-0004 clause 7.3.3.1).
@@ -565,6 +581,7 @@ pub async fn update(
     refuse_another_type(&req, &res)?;
     let mut content = content_of(&req, res.ty)?;
     schema::validate_update(res.ty, &content)?;
+    refuse_announcement(&content)?;
     bound_expiration(cse, &mut content);
     crate::access_references::pin(cse, res.ty, &mut content)?;
     let behaviour = resources::behaviour(res.ty);

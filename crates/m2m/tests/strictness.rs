@@ -383,3 +383,34 @@ fn an_update_with_another_types_content() {
     let (_, b) = retrieve(u, "/cse-in/typed/c", &ae);
     assert!(b["m2m:cnt"].get("lbl").is_none(), "unchanged: {b}");
 }
+
+/// announceTo names where a resource would be announced; this CSE announces nothing, so a list
+/// of targets is refused (5001) at CREATE and UPDATE rather than stored as a claim that it was.
+#[test]
+fn announcement_targets_are_refused_not_stored() {
+    let cse = CseProcess::start_in();
+    let u = cse.url();
+    let ae = register_ae(u, "/cse-in", "Cann", "ann", &[]);
+    let r = create_full(
+        u,
+        "/cse-in/ann",
+        &ae,
+        3,
+        json!({ "m2m:cnt": { "rn": "c", "at": ["/id-mn"], "aa": ["lbl"] } }),
+    );
+    assert_eq!(r.rsc, 5001, "{:?}", r.body);
+    assert_eq!(retrieve(u, "/cse-in/ann/c", &ae).0, 4004, "nothing created");
+    create_cnt(u, "/cse-in/ann", &ae, json!({ "rn": "c", "at": [] }));
+    let (rsc, b) = update(
+        u,
+        "/cse-in/ann/c",
+        &ae,
+        json!({ "m2m:cnt": { "at": ["/id-mn"] } }),
+    );
+    assert_eq!(rsc, 5001, "{b}");
+    let (_, b) = retrieve(u, "/cse-in/ann/c", &ae);
+    assert!(
+        b["m2m:cnt"]["at"].as_array().is_none_or(Vec::is_empty),
+        "no announcement target stored: {b}"
+    );
+}
