@@ -288,16 +288,17 @@ impl Cse {
         if let Some(object) = crate::secure_storage::addressed(&self, &addr) {
             return crate::secure_storage::serve(&self, &req, object, &peer);
         }
-        let decided = self.decide(&req, &addr, &peer).await?;
+        let mut decided = self.decide(&req, &addr, &peer).await?;
         // The hosting CSE performs the operation at its Operation Execution Time, not before;
         // only an originator with the privilege waits for it. What changed meanwhile (the target
         // deleted or made again under its name, a policy revoked, a time window closed) is
-        // decided on again: the operation acts on what is there when it runs.
-        let (target, grant, assigned) = if crate::validity::wait_for_execution(deadlines).await {
-            self.decide(&req, &addr, &peer).await?
-        } else {
-            decided
-        };
+        // decided on again: the operation acts on what is there when it runs. (Boxed, and the
+        // first decision replaced rather than kept beside it: every request's future is as
+        // large as its largest state, and it is copied into its box whole.)
+        if crate::validity::wait_for_execution(deadlines).await {
+            decided = Box::pin(self.decide(&req, &addr, &peer)).await?;
+        }
+        let (target, grant, assigned) = decided;
         // operationMonitor: the resource the operation addressed (a CREATE's parent); a set
         // lookup for any other.
         let monitored = match &target {
