@@ -910,7 +910,7 @@ impl GroupResolver for StoreGroups<'_> {
         }
         // A group is named by its resourceID (pinned when the policy was written): one named by
         // its place would be whatever group was made there last.
-        if crate::access_references::names_a_place(self.cse, id) {
+        if crate::access_references::is_place(self.cse, &addr) {
             return GroupLookup::NotAGroup;
         }
         match crate::resolve::resolve(self.cse, &addr) {

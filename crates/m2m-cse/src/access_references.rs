@@ -136,12 +136,12 @@ pub(crate) fn names_a_place(cse: &Context, entry: &str) -> bool {
     if entry == "all" || entry.contains('*') {
         return false;
     }
-    let Ok(addr) = Address::parse(entry) else {
-        return false;
-    };
-    if locality(cse, &addr) != Locality::Local {
-        return false;
-    }
+    Address::parse(entry)
+        .is_ok_and(|addr| locality(cse, &addr) == Locality::Local && is_place(cse, &addr))
+}
+
+/// Whether a local address names a resource by where it sits (see [`names_a_place`]).
+pub(crate) fn is_place(cse: &Context, addr: &Address) -> bool {
     let mut segments = addr.segments();
     match (segments.next(), segments.next()) {
         (Some(first), None) => first == cse.id.rn || first == "-",
@@ -154,10 +154,12 @@ pub(crate) fn names_a_place(cse: &Context, entry: &str) -> bool {
 /// it: by resourceID only. One written as a place (before references were pinned, and not
 /// pinned at start because it named nothing then) names nothing.
 pub fn stored(cse: &Context, id: &str) -> Option<Resource> {
-    if names_a_place(cse, id) {
+    // Parsed once: this is on the path of every decision that reads a policy.
+    let addr = Address::parse(id).ok()?;
+    if is_place(cse, &addr) {
         return None;
     }
-    local_resource(cse, id)
+    crate::resolve::local_resource_at(cse, &addr)
 }
 
 /// The store's task of pinning the references written before they were pinned when written.

@@ -97,11 +97,15 @@ pub fn resolve(cse: &Context, addr: &Address) -> M2mResult<Target> {
 /// A resource of this CSE by any form of its ID (resourceID or structured, any scope); `None`
 /// for another CSE's, a virtual resource, or nothing.
 pub fn local_resource(cse: &Context, id: &str) -> Option<Resource> {
-    let addr = Address::parse(id).ok()?;
-    if locality(cse, &addr) != Locality::Local {
+    local_resource_at(cse, &Address::parse(id).ok()?)
+}
+
+/// [`local_resource`] of an address already parsed.
+pub fn local_resource_at(cse: &Context, addr: &Address) -> Option<Resource> {
+    if locality(cse, addr) != Locality::Local {
         return None;
     }
-    match resolve(cse, &addr).ok()? {
+    match resolve(cse, addr).ok()? {
         Target::Resource(r) => Some(r),
         _ => None,
     }

@@ -266,6 +266,26 @@ mod tests {
         assert_eq!(c.labels, vec!["a", "b"]);
     }
 
+    /// An in-memory database as version `version` (2 to 5) of the schema left it.
+    fn database_at(version: i64) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        let steps = [
+            (2, TABLES_V1),
+            (2, COLUMNS_V2),
+            (2, INDEXES_V2),
+            (3, COLUMNS_V3),
+            (4, TABLES_V4),
+            (5, COLUMNS_V5),
+        ];
+        for (since, sql) in steps {
+            if version >= since {
+                conn.execute_batch(sql).unwrap();
+            }
+        }
+        conn.pragma_update(None, "user_version", version).unwrap();
+        conn
+    }
+
     /// A version 1 database (as written before this schema) is migrated with its rows' columns
     /// filled; a later version is refused.
     #[test]
@@ -303,11 +323,7 @@ mod tests {
     /// A version 2 database gets the specialization column, its rows none.
     #[test]
     fn a_version_2_database_gets_the_specialization_column() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(TABLES_V1).unwrap();
-        conn.execute_batch(COLUMNS_V2).unwrap();
-        conn.execute_batch(INDEXES_V2).unwrap();
-        conn.pragma_update(None, "user_version", 2).unwrap();
+        let conn = database_at(2);
         conn.execute(
             "INSERT INTO resources (ri, srn, pi, ty, doc, rn) VALUES ('f', 'cse-in/f', 'id', 28, '{}', 'f')",
             [],
@@ -327,12 +343,7 @@ mod tests {
     /// A version 3 database: the AEs then bound to a credential are held by it.
     #[test]
     fn a_version_3_database_keeps_its_credential_bindings_as_holders() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(TABLES_V1).unwrap();
-        conn.execute_batch(COLUMNS_V2).unwrap();
-        conn.execute_batch(INDEXES_V2).unwrap();
-        conn.execute_batch(COLUMNS_V3).unwrap();
-        conn.pragma_update(None, "user_version", 3).unwrap();
+        let conn = database_at(3);
         conn.execute(
             "INSERT INTO credential_bindings (ae_id, credential_id) VALUES ('Cmeter', '12-m@in.example.com')",
             [],
@@ -362,13 +373,7 @@ mod tests {
     /// AE-ID registered with is not known.
     #[test]
     fn a_version_4_database_learns_what_its_holders_registered_with() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(TABLES_V1).unwrap();
-        conn.execute_batch(COLUMNS_V2).unwrap();
-        conn.execute_batch(INDEXES_V2).unwrap();
-        conn.execute_batch(COLUMNS_V3).unwrap();
-        conn.execute_batch(TABLES_V4).unwrap();
-        conn.pragma_update(None, "user_version", 4).unwrap();
+        let conn = database_at(4);
         conn.execute_batch(
             "INSERT INTO ae_id_holders (ae_id, credential_id) VALUES ('Cmeter', '12-m@in.example.com');
              INSERT INTO ae_id_holders (ae_id, credential_id) VALUES ('Clock', NULL);",
@@ -397,14 +402,7 @@ mod tests {
     /// A version 5 database gets the one-off task of pinning its access references, once.
     #[test]
     fn a_version_5_database_is_given_its_references_to_pin() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(TABLES_V1).unwrap();
-        conn.execute_batch(COLUMNS_V2).unwrap();
-        conn.execute_batch(INDEXES_V2).unwrap();
-        conn.execute_batch(COLUMNS_V3).unwrap();
-        conn.execute_batch(TABLES_V4).unwrap();
-        conn.execute_batch(COLUMNS_V5).unwrap();
-        conn.pragma_update(None, "user_version", 5).unwrap();
+        let conn = database_at(5);
         prepare(&conn).unwrap();
         let tasks: Vec<String> = conn
             .prepare("SELECT task FROM upkeep")
